@@ -1,0 +1,118 @@
+import { randomBytes } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { pino } from 'pino';
+import type { Config } from './config.js';
+import type { AppContext } from './context.js';
+import { migrate } from './db/migrate.js';
+import { createPool, ensureDatabase, type Pool } from './db/pool.js';
+import { installErrorHandler } from './http/error-handler.js';
+import { healthRoutes } from './http/health.js';
+import { loggerOptions } from './log.js';
+import { createRedis, waitForRedis } from './redis/client.js';
+import { Authenticator } from './tokens/authenticator.js';
+import { credentialRoutes } from './tokens/routes.js';
+import { CredentialService } from './tokens/service.js';
+import { credentialStore } from './tokens/store.js';
+
+export interface BuildOptions {
+  /** Where logs go (tests capture them). Default: stdout. */
+  logStream?: NodeJS.WritableStream;
+  /** Apply migrations (creating the database if needed). Default true. */
+  migrate?: boolean;
+}
+
+function buildAjv(coerce: boolean): Ajv {
+  // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400.
+  const ajv = new Ajv({ allErrors: false, coerceTypes: coerce ? 'array' : false, removeAdditional: false, useDefaults: true, strict: false });
+  (addFormats as unknown as (a: Ajv) => void)(ajv);
+  return ajv;
+}
+
+/** Keyed-hash secret: from config, or generated once and kept in the database. */
+async function resolveHashSecret(config: Config, pool: Pool, log: FastifyBaseLogger): Promise<string> {
+  if (config.tokenHashSecret) return config.tokenHashSecret;
+  const existing = await credentialStore.getSetting(pool, 'token_hash_secret');
+  if (existing) return existing;
+  log.warn('TOKEN_HASH_SECRET is not set: generated one and stored it in the database (set it explicitly in production)');
+  return credentialStore.putSettingOnce(pool, 'token_hash_secret', randomBytes(48).toString('base64url'));
+}
+
+/** Builds one control-plane instance from plugins. `server.ts` only listens; tests call this too. */
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const log = pino(loggerOptions(config.logLevel), opts.logStream ?? process.stdout);
+  if (opts.migrate !== false) await ensureDatabase(config.databaseUrl);
+  const pool = createPool(config.databaseUrl, { max: config.databasePoolSize });
+  const closers: AppContext['closers'] = [];
+  try {
+    if (opts.migrate !== false) await migrate(pool);
+    const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
+    closers.push(() => redis.close());
+    await waitForRedis(redis).catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
+    const secret = await resolveHashSecret(config, pool, log);
+    const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs);
+    await auth.start();
+    closers.push(() => auth.stop());
+    const ctx: AppContext = {
+      config,
+      log,
+      pool,
+      redis,
+      auth,
+      credentials: new CredentialService(pool, auth),
+      readiness: new Map(),
+      closers,
+    };
+
+    const bodyAjv = buildAjv(false);
+    const otherAjv = buildAjv(true);
+    const app = Fastify({
+      loggerInstance: log as FastifyBaseLogger,
+      bodyLimit: config.bodyLimitBytes,
+      logController: new LogController({ disableRequestLogging: true }),
+      requestIdHeader: 'x-request-id',
+      ajv: { customOptions: { removeAdditional: false } },
+    }).withTypeProvider<TypeBoxTypeProvider>();
+    app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(schema as object));
+    app.decorate('ctx', ctx);
+    installErrorHandler(app);
+
+    await app.register(swagger, {
+      openapi: {
+        info: { title: 'MCP kill switch control plane', version: '0.1.0', description: 'Decision API for MCP gateways and admin API for operators.' },
+        components: {
+          securitySchemes: {
+            bearer: { type: 'http', scheme: 'bearer', description: 'Operator key (ksop_) on the admin API; gateway key (ksgw_) on gateway routes.' },
+            agentToken: { type: 'apiKey', in: 'header', name: 'X-Agent-Token' },
+          },
+        },
+        security: [{ bearer: [] }],
+      },
+    });
+    app.get('/docs/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+    await app.register(healthRoutes);
+    await app.register(credentialRoutes);
+
+    app.addHook('onClose', async () => {
+      for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));
+      await pool.end();
+    });
+    return app;
+  } catch (err) {
+    for (const close of closers.reverse()) await close().catch(() => {});
+    await pool.end().catch(() => {});
+    throw err;
+  }
+}
+
+/** On an empty database, creates the first owner key (from BOOTSTRAP_OWNER_KEY or generated) and returns it once. */
+export async function bootstrapOwner(app: FastifyInstance): Promise<string | undefined> {
+  const { ctx } = app;
+  if ((await credentialStore.countOperatorKeys(ctx.pool)) > 0) return undefined;
+  const created = await ctx.credentials.createOperatorKey('bootstrap', { name: 'bootstrap owner', role: 'owner' }, ctx.config.bootstrapOwnerKey);
+  return created.key;
+}

@@ -1,0 +1,152 @@
+// The only module that reads process.env. Every setting is declared once in SETTINGS with its type,
+// default and an example, so validation, `killswitch config check` and docs/configuration.md all come
+// from the same table.
+
+export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
+
+export interface SettingSpec {
+  env: string;
+  type: SettingType;
+  default?: string;
+  example: string;
+  doc: string;
+  values?: readonly string[];
+  min?: number;
+  max?: number;
+  secret?: boolean;
+}
+
+export const SETTINGS = [
+  { env: 'HOST', type: 'string', default: '127.0.0.1', example: '0.0.0.0', doc: 'Address the control plane listens on.' },
+  { env: 'PORT', type: 'int', default: '8080', example: '8080', min: 0, max: 65535, doc: 'Port of the decision API, admin API and UI.' },
+  { env: 'LOG_LEVEL', type: 'enum', default: 'info', example: 'debug', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
+  { env: 'DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch', example: 'postgres://killswitch:secret@db:5432/killswitch', secret: true, doc: 'Postgres for tokens, sessions and audit. The database is created if it does not exist.' },
+  { env: 'DATABASE_POOL_SIZE', type: 'int', default: '10', example: '20', min: 1, max: 500, doc: 'Connections in the request-path pool.' },
+  { env: 'REDIS_URL', type: 'url', default: 'redis://127.0.0.1:6379', example: 'redis://redis:6379/0', secret: true, doc: 'Redis for limits, sessions, halts and cross-replica messages.' },
+  { env: 'REDIS_PREFIX', type: 'string', default: 'ks:', example: 'ks-prod:', doc: 'Prefix of every Redis key and pub/sub channel, so several installations can share one Redis.' },
+  { env: 'REDIS_TIMEOUT_MS', type: 'int', default: '250', example: '100', min: 1, max: 60000, doc: 'A Redis command slower than this fails the decision closed (DEPENDENCY_UNAVAILABLE).' },
+  { env: 'TOKEN_HASH_SECRET', type: 'string', example: 'a-long-random-string-of-32-or-more-characters', secret: true, doc: 'HMAC key for stored token hashes. Unset: one is generated on first start and kept in the database (fine for one installation; set it explicitly when you run several).' },
+  { env: 'BOOTSTRAP_OWNER_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Owner operator key to create on first start instead of printing a generated one.' },
+  { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached; revocation clears it on every replica at once.' },
+  { env: 'BODY_LIMIT_BYTES', type: 'int', default: '262144', example: '1048576', min: 1024, max: 104857600, doc: 'Largest accepted request body; larger bodies get 413.' },
+  { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes.' },
+  { env: 'UNLEASH_URL', type: 'string', default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash API URL. Empty: `killswitch start` runs an embedded unleash-server.' },
+  { env: 'UNLEASH_PORT', type: 'int', default: '4242', example: '4242', min: 1, max: 65535, doc: 'Port of the embedded Unleash (UI at http://HOST:PORT).' },
+  { env: 'UNLEASH_DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch_unleash', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing).' },
+  { env: 'UNLEASH_API_TOKEN', type: 'string', default: 'default:development.killswitch-backend-token', example: 'default:production.abc...', secret: true, doc: 'Backend (client) API token the control plane reads flags with.' },
+  { env: 'UNLEASH_ADMIN_TOKEN', type: 'string', default: '*:*.killswitch-admin-token', example: '*:*.abc...', secret: true, doc: 'Admin API token used by flags sync and webhook registration.' },
+  { env: 'UNLEASH_ADMIN_PASSWORD', type: 'string', default: 'unleash4all', example: 'change-me', secret: true, doc: 'Password of the embedded Unleash UI user `admin` (first login).' },
+  { env: 'UNLEASH_ENVIRONMENT', type: 'string', default: 'development', example: 'production', doc: 'The one Unleash environment the control plane reads.' },
+  { env: 'UNLEASH_REFRESH_MS', type: 'int', default: '1000', example: '500', min: 100, max: 60000, doc: 'Flag poll interval.' },
+  { env: 'UNLEASH_STALE_AFTER_S', type: 'int', default: '30', example: '60', min: 1, max: 86400, doc: 'Raise a staleness alert after this long without a successful fetch.' },
+  { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup file older than this is not used to start.' },
+  { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', default: 'killswitch-dev-webhook-secret', example: 'random-secret', secret: true, doc: 'Shared secret on the Unleash webhook integration.' },
+  { env: 'PUBLIC_URL', type: 'string', default: '', example: 'http://killswitch.internal:8080', doc: 'URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
+  { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
+  { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
+  { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
+  { env: 'GRANT_MAX_SECONDS', type: 'int', default: '28800', example: '3600', min: 60, max: 604800, doc: 'Longest production grant an operator may issue.' },
+] as const satisfies readonly SettingSpec[];
+
+export interface Config {
+  host: string;
+  port: number;
+  logLevel: string;
+  databaseUrl: string;
+  databasePoolSize: number;
+  redisUrl: string;
+  redisPrefix: string;
+  redisTimeoutMs: number;
+  tokenHashSecret: string | undefined;
+  bootstrapOwnerKey: string | undefined;
+  tokenCacheTtlMs: number;
+  bodyLimitBytes: number;
+  policyFile: string;
+  unleashUrl: string;
+  unleashPort: number;
+  unleashDatabaseUrl: string;
+  unleashApiToken: string;
+  unleashAdminToken: string;
+  unleashAdminPassword: string;
+  unleashEnvironment: string;
+  unleashRefreshMs: number;
+  unleashStaleAfterS: number;
+  unleashBackupMaxAgeS: number;
+  unleashWebhookSecret: string;
+  publicUrl: string;
+  dataDir: string;
+  auditBatchMax: number;
+  auditRetentionDays: number;
+  grantMaxSeconds: number;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function parseValue(spec: SettingSpec, raw: string): string | number | boolean | string[] {
+  const fail = (why: string): never => {
+    throw new ConfigError(spec.env, `${spec.env}=${spec.secret ? '(hidden)' : JSON.stringify(raw)} is invalid: ${why}. Example: ${spec.env}=${spec.example}`);
+  };
+  switch (spec.type) {
+    case 'int': {
+      if (!/^-?\d+$/.test(raw.trim())) fail('expected a whole number');
+      const n = Number(raw);
+      if (spec.min !== undefined && n < spec.min) fail(`must be at least ${spec.min}`);
+      if (spec.max !== undefined && n > spec.max) fail(`must be at most ${spec.max}`);
+      return n;
+    }
+    case 'bool':
+      if (!/^(true|false|1|0)$/i.test(raw)) fail('expected true or false');
+      return /^(true|1)$/i.test(raw);
+    case 'enum':
+      if (!spec.values?.includes(raw)) fail(`expected one of ${spec.values?.join(', ')}`);
+      return raw;
+    case 'url':
+      try {
+        new URL(raw);
+      } catch {
+        fail('expected a URL');
+      }
+      return raw;
+    case 'list':
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+    default:
+      return raw;
+  }
+}
+
+function camel(env: string): string {
+  return env.toLowerCase().replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** Reads and validates the configuration. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const spec of SETTINGS as readonly SettingSpec[]) {
+    const raw = env[spec.env];
+    const value = raw !== undefined && raw !== '' ? raw : spec.default;
+    out[camel(spec.env)] = value === undefined ? undefined : parseValue(spec, value);
+  }
+  const config = { ...(out as unknown as Config), ...overrides };
+  if (config.tokenHashSecret !== undefined && config.tokenHashSecret.length < 32) {
+    throw new ConfigError('TOKEN_HASH_SECRET', 'TOKEN_HASH_SECRET must be at least 32 characters. Example: TOKEN_HASH_SECRET=$(openssl rand -base64 48)');
+  }
+  return config;
+}
+
+/** Environment for child processes we start (the embedded Unleash); never passed elsewhere. */
+export function inheritedEnv(): Env {
+  return { ...process.env };
+}

@@ -1,0 +1,58 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Pool } from './pool.js';
+
+export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
+
+// Arbitrary constant shared by every replica: only one applies migrations at a time.
+const MIGRATION_LOCK_ID = 7_305_411_902;
+
+export interface AppliedMigration {
+  version: number;
+  name: string;
+}
+
+/** Applies forward-only migrations/NNNN_name.sql files in order, each in its own transaction. */
+export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<AppliedMigration[]> {
+  const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
+  const client = await pool.connect();
+  const applied: AppliedMigration[] = [];
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      checksum text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now())`);
+    const { rows } = await client.query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations');
+    const done = new Map(rows.map((r) => [r.version, r]));
+    for (const file of files) {
+      const version = Number(file.slice(0, 4));
+      const sql = await readFile(join(dir, file), 'utf8');
+      const checksum = createHash('sha256').update(sql).digest('hex');
+      const prior = done.get(version);
+      if (prior) {
+        if (prior.checksum !== checksum) {
+          throw new Error(`migration ${file} was changed after it was applied (migrations are forward-only: add a new file instead)`);
+        }
+        continue;
+      }
+      await client.query('BEGIN');
+      try {
+        await client.query(sql);
+        await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [version, file, checksum]);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK');
+        throw new Error(`migration ${file} failed: ${(err as Error).message}`);
+      }
+      applied.push({ version, name: file });
+    }
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});
+    client.release();
+  }
+  return applied;
+}

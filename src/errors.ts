@@ -1,0 +1,61 @@
+// The one table of stable codes. HTTP errors carry `status`; decision codes are answered inside a 200
+// decision body (a denial is not an HTTP error). docs/errors.md is generated from this table and
+// test/unit/errors.test.ts checks that every code is exercised by some test.
+
+export const ERROR_CODES = {
+  INVALID_REQUEST: { status: 400, doc: 'The body, query or params failed validation; `details` names the field and the problem.' },
+  UNAUTHENTICATED: { status: 401, doc: 'Missing, malformed, unknown, revoked or expired credential (one body for all).' },
+  MCP_TOKEN_FORBIDDEN: { status: 403, doc: 'An agent token or a gateway key was presented to the admin API; only operator keys may use it.' },
+  FORBIDDEN: { status: 403, doc: 'The operator key lacks the role this route needs.' },
+  NOT_FOUND: { status: 404, doc: 'No such object, or it belongs to a project this operator cannot see.' },
+  CONFLICT: { status: 409, doc: 'The request conflicts with the current state (for example a second approval of one request).' },
+  PAYLOAD_TOO_LARGE: { status: 413, doc: 'The body is larger than BODY_LIMIT_BYTES.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, doc: 'The body is not JSON.' },
+  SERVICE_UNAVAILABLE: { status: 503, doc: 'A dependency needed for this admin request is down; try again.' },
+  INTERNAL: { status: 500, doc: 'A bug. The log line with the request id says more.' },
+} as const;
+
+export const DECISION_CODES = {
+  OK: { halts: false, doc: 'Allowed.' },
+  PERMISSION_DENIED: { halts: false, doc: 'The token lacks the scope the tool needs, or the policy forbids the server/capability for its role. A write attempted with a read-only token or in a read-only session halts (WRITE_IN_READ_SESSION).' },
+  KILL_SWITCH: { halts: false, doc: 'An Unleash flag is off or an operator kill matches; the message names it.' },
+  UNKNOWN_SERVER: { halts: true, doc: 'The server is not in the policy (or not allowed for the role): halts the session and token.' },
+  TOOL_CHANGED: { halts: false, doc: 'The tool definition hash differs from the approved one; an operator must approve it.' },
+  ENVIRONMENT_FORBIDDEN: { halts: true, doc: 'The call targets another environment than the token, or a production network identity without a grant: halts.' },
+  HUMAN_AUTHORIZATION_REQUIRED: { halts: false, doc: 'Production access needs an active human grant (POST /v1/grants).' },
+  APPROVAL_REQUIRED: { halts: false, doc: 'The policy requires a human to approve these exact arguments first.' },
+  RATE_LIMITED: { halts: false, doc: 'A per-minute or per-day limit; retry after `retry_after_s`.' },
+  SESSION_HALTED: { halts: false, doc: 'The session or token is halted by a kill-switch trigger until an operator resumes it.' },
+  SESSION_UNKNOWN: { halts: false, doc: 'The session id was not issued by the control plane, is closed, or belongs to another token.' },
+  CASCADE_WRITE: { halts: true, doc: 'Several writes to different resources without a pause: halts.' },
+  DEPENDENCY_UNAVAILABLE: { halts: false, doc: 'Redis, Postgres, the flag client or the audit spool is unavailable or not ready: fail closed.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+export type DecisionCode = keyof typeof DECISION_CODES;
+
+export interface FieldProblem {
+  field: string;
+  problem: string;
+}
+
+export class AppError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown> | FieldProblem[],
+  ) {
+    super(message);
+    this.name = 'AppError';
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+export const invalid = (field: string, problem: string): AppError =>
+  new AppError('INVALID_REQUEST', `${field}: ${problem}`, [{ field, problem }]);
+
+export const notFound = (what: string): AppError => new AppError('NOT_FOUND', `${what} not found`);
+
+export const UNAUTHENTICATED_MESSAGE = 'Missing or invalid credential.';
+export const unauthenticated = (): AppError => new AppError('UNAUTHENTICATED', UNAUTHENTICATED_MESSAGE);

@@ -1,0 +1,59 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { AppError, type ErrorCode, type FieldProblem } from '../errors.js';
+
+interface ValidationIssue {
+  instancePath?: string;
+  keyword?: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+function fieldOf(context: string, issue: ValidationIssue): string {
+  const path = (issue.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
+  const extra = (issue.params?.['missingProperty'] ?? issue.params?.['additionalProperty']) as string | undefined;
+  const parts = [path, extra].filter(Boolean).join('.');
+  return parts || context;
+}
+
+function problemOf(issue: ValidationIssue): string {
+  if (issue.keyword === 'additionalProperties') return 'is not an accepted field';
+  if (issue.keyword === 'required') return 'is required';
+  return issue.message ?? 'is invalid';
+}
+
+function send(reply: import('fastify').FastifyReply, code: ErrorCode, status: number, message: string, details?: unknown) {
+  return reply.code(status).send({ error: details === undefined ? { code, message } : { code, message, details } });
+}
+
+/** The one place that turns errors into `{error: {code, message, details?}}`. */
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
+    if (err instanceof AppError) return send(reply, err.code, err.status, err.message, err.details);
+    if (err.validation) {
+      const details: FieldProblem[] = err.validation.map((v) => ({ field: fieldOf(err.validationContext ?? 'body', v), problem: problemOf(v) }));
+      const first = details[0]!;
+      return send(reply, 'INVALID_REQUEST', 400, `${first.field}: ${first.problem}`, details);
+    }
+    switch (err.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return send(reply, 'PAYLOAD_TOO_LARGE', 413, `Request body is larger than the limit of ${app.initialConfig.bodyLimit} bytes.`, [{ field: 'body', problem: 'too large' }]);
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return send(reply, 'UNSUPPORTED_MEDIA_TYPE', 415, 'Send the body as application/json.', [{ field: 'content-type', problem: 'must be application/json' }]);
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+        return send(reply, 'INVALID_REQUEST', 400, 'body: is empty; send a JSON object', [{ field: 'body', problem: 'is empty' }]);
+      case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+        return send(reply, 'INVALID_REQUEST', 400, `body: is not valid JSON (${err.message})`, [{ field: 'body', problem: 'is not valid JSON' }]);
+    }
+    if (err.statusCode === 400 && err instanceof SyntaxError) {
+      return send(reply, 'INVALID_REQUEST', 400, `body: is not valid JSON (${err.message})`, [{ field: 'body', problem: 'is not valid JSON' }]);
+    }
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      return send(reply, 'INVALID_REQUEST', err.statusCode, err.message);
+    }
+    req.log.error({ err }, 'unhandled error');
+    return send(reply, 'INTERNAL', 500, `Internal error (request ${req.id}).`);
+  });
+
+  app.setNotFoundHandler((req, reply) => send(reply, 'NOT_FOUND', 404, `No route ${req.method} ${req.url.split('?')[0]}`));
+}

@@ -1,0 +1,51 @@
+import { Redis } from 'ioredis';
+
+// Every key and pub/sub channel goes through `key()` / `channel()` so one Redis can host several
+// installations (and every test file) side by side. We prefix explicitly instead of using ioredis's
+// keyPrefix because that option applies neither to pub/sub channels nor to keys built inside Lua.
+
+export interface RedisHandle {
+  /** Command connection (fails fast: no offline queue, bounded command time). */
+  redis: Redis;
+  /** Subscriber connection for cross-replica messages. */
+  sub: Redis;
+  prefix: string;
+  key(...parts: string[]): string;
+  channel(name: string): string;
+  close(): Promise<void>;
+}
+
+export function createRedis(url: string, prefix: string, commandTimeoutMs: number): RedisHandle {
+  const common = {
+    lazyConnect: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
+  };
+  // No offline queue: while Redis is down a command fails at once instead of waiting, so decisions deny fast.
+  const redis = new Redis(url, { ...common, enableOfflineQueue: false, commandTimeout: commandTimeoutMs });
+  const sub = new Redis(url, { ...common, enableOfflineQueue: true });
+  redis.on('error', () => {});
+  sub.on('error', () => {});
+  return {
+    redis,
+    sub,
+    prefix,
+    key: (...parts) => prefix + parts.join(':'),
+    channel: (name) => `${prefix}ch:${name}`,
+    async close() {
+      redis.disconnect();
+      sub.disconnect();
+    },
+  };
+}
+
+/** Waits until the command connection is ready (or throws after `timeoutMs`). */
+export async function waitForRedis(handle: RedisHandle, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (handle.redis.status === 'ready') return;
+    if (Date.now() > deadline) throw new Error(`Redis not reachable (status ${handle.redis.status})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,165 @@
+import { LRUCache } from 'lru-cache';
+import type { Pool } from '../db/pool.js';
+import { unauthenticated } from '../errors.js';
+import type { RedisHandle } from '../redis/client.js';
+import { type CredentialKind, hashCredential, parseCredential, sameHash, type TokenType } from './format.js';
+import { type CredentialTable, credentialStore, type Environment, type OperatorRole } from './store.js';
+
+export interface AgentPrincipal {
+  kind: 'agent';
+  id: string;
+  tokenType: TokenType;
+  scopes: readonly string[];
+  role: string;
+  projectId: string;
+  environment: Environment;
+  displayPrefix: string;
+  expiresAt: number | null;
+}
+
+export interface GatewayPrincipal {
+  kind: 'gateway';
+  id: string;
+  name: string;
+  expiresAt: number | null;
+}
+
+export interface OperatorPrincipal {
+  kind: 'operator';
+  id: string;
+  name: string;
+  role: OperatorRole;
+  projects: readonly string[] | null;
+  expiresAt: number | null;
+}
+
+export type Principal = AgentPrincipal | GatewayPrincipal | OperatorPrincipal;
+
+/** Thrown when the credential store cannot be reached: callers fail closed with their own code. */
+export class CredentialStoreUnavailable extends Error {
+  constructor(cause: unknown) {
+    super(`credential store unavailable: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'CredentialStoreUnavailable';
+  }
+}
+
+const TABLE: Record<CredentialKind, CredentialTable> = { agent: 'agent_tokens', gateway: 'gateway_keys', operator: 'operator_keys' };
+const NEGATIVE_TTL_MS = 1_000;
+const TOUCH_INTERVAL_MS = 10_000;
+
+type CacheEntry = { principal: Principal } | { principal: null };
+
+function toPrincipal(kind: CredentialKind, row: Record<string, unknown>): Principal | null {
+  if (row['revoked_at']) return null;
+  const expiresAt = row['expires_at'] ? (row['expires_at'] as Date).getTime() : null;
+  const id = row['id'] as string;
+  if (kind === 'agent') {
+    return {
+      kind,
+      id,
+      tokenType: row['type'] as TokenType,
+      scopes: row['scopes'] as string[],
+      role: row['role'] as string,
+      projectId: row['project_id'] as string,
+      environment: row['environment'] as Environment,
+      displayPrefix: row['display_prefix'] as string,
+      expiresAt,
+    };
+  }
+  if (kind === 'gateway') return { kind, id, name: row['name'] as string, expiresAt };
+  return { kind, id, name: row['name'] as string, role: row['role'] as OperatorRole, projects: (row['projects'] as string[] | null) ?? null, expiresAt };
+}
+
+/**
+ * Authenticates raw credentials of all three kinds: checksum before any lookup, keyed-hash lookup through
+ * a short-lived cache, constant-time compare, revocation and expiry. Revocation on any replica clears the
+ * cache on every replica through Redis pub/sub; the TTL bounds staleness if a message is missed.
+ */
+export class Authenticator {
+  private readonly cache: LRUCache<string, CacheEntry>;
+  private readonly idToKey = new Map<string, string>();
+  private readonly used: Record<CredentialTable, Set<string>> = { agent_tokens: new Set(), gateway_keys: new Set(), operator_keys: new Set() };
+  private touchTimer: NodeJS.Timeout | undefined;
+  private readonly channel: string;
+  private readonly onMessage = (channel: string, message: string) => {
+    if (channel === this.channel) this.forgetLocally(message);
+  };
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: RedisHandle,
+    private readonly secret: string,
+    ttlMs: number,
+  ) {
+    this.cache = new LRUCache<string, CacheEntry>({ max: 100_000, ttl: Math.max(ttlMs, 1), ttlAutopurge: false });
+    this.channel = redis.channel('credentials:revoked');
+  }
+
+  async start(): Promise<void> {
+    this.redis.sub.on('message', this.onMessage);
+    await this.redis.sub.subscribe(this.channel);
+    this.touchTimer = setInterval(() => void this.flushLastUsed(), TOUCH_INTERVAL_MS);
+    this.touchTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.touchTimer) clearInterval(this.touchTimer);
+    this.redis.sub.off('message', this.onMessage);
+    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
+    await this.flushLastUsed();
+  }
+
+  hash(raw: string): Buffer {
+    return hashCredential(this.secret, raw);
+  }
+
+  /** Resolves a raw credential or throws 401 UNAUTHENTICATED (one body for every failure). */
+  async authenticate(raw: string | undefined): Promise<Principal> {
+    if (!raw) throw unauthenticated();
+    const parsed = parseCredential(raw);
+    if (!parsed) throw unauthenticated();
+    const hash = this.hash(raw);
+    const cacheKey = hash.toString('base64');
+    const entry = this.cache.get(cacheKey) ?? (await this.lookup(parsed.kind, hash, cacheKey));
+    const principal: Principal | null = entry.principal;
+    if (!principal) throw unauthenticated();
+    if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) throw unauthenticated();
+    this.used[TABLE[principal.kind]].add(principal.id);
+    return principal;
+  }
+
+  private async lookup(kind: CredentialKind, hash: Buffer, cacheKey: string): Promise<CacheEntry> {
+    let row: (Record<string, unknown> & { key_hash: Buffer }) | undefined;
+    try {
+      row = await credentialStore.findByHash(this.pool, TABLE[kind], hash);
+    } catch (err) {
+      throw new CredentialStoreUnavailable(err);
+    }
+    const principal = row && sameHash(row.key_hash, hash) ? toPrincipal(kind, row) : null;
+    const entry: CacheEntry = { principal };
+    this.cache.set(cacheKey, entry, principal ? {} : { ttl: NEGATIVE_TTL_MS });
+    if (principal) this.idToKey.set(principal.id, cacheKey);
+    return entry;
+  }
+
+  /** Call after revoking in Postgres: drops the credential from every replica's cache. */
+  async announceRevoked(id: string): Promise<void> {
+    this.forgetLocally(id);
+    await this.redis.redis.publish(this.channel, id);
+  }
+
+  private forgetLocally(id: string): void {
+    const key = this.idToKey.get(id);
+    if (key) this.cache.delete(key);
+    this.idToKey.delete(id);
+  }
+
+  /** last_used_at is written in batches, off the request path. */
+  async flushLastUsed(): Promise<void> {
+    for (const table of Object.keys(this.used) as CredentialTable[]) {
+      const ids = [...this.used[table]];
+      this.used[table].clear();
+      await credentialStore.touchLastUsed(this.pool, table, ids).catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { ErrorBody } from '../http/schemas.js';
+import { requireOperator } from '../http/auth.js';
+import { operatorActor } from './service.js';
+import {
+  AgentToken,
+  CreateAgentTokenBody,
+  CreatedAgentToken,
+  CreatedGatewayKey,
+  CreatedOperatorKey,
+  CreateGatewayKeyBody,
+  CreateOperatorKeyBody,
+  GatewayKey,
+  IdParams,
+  ListAgentTokensQuery,
+  OperatorKey,
+  ReasonBody,
+  ScopeCatalogue,
+} from './schemas.js';
+import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+
+/** Admin API for the three kinds of credentials and the scope catalogue. */
+export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { auth, credentials } = app.ctx;
+  const viewer = requireOperator(auth, 'viewer');
+  const operator = requireOperator(auth, 'operator');
+  const owner = requireOperator(auth, 'owner');
+  const tags = ['keys'];
+
+  app.post('/v1/keys', { preHandler: operator, schema: { tags, summary: 'Create an agent token (shown once)', body: CreateAgentTokenBody, response: { 201: CreatedAgentToken, ...errors } } }, async (req, reply) => {
+    const created = await credentials.createAgentToken(req.operator!, req.body);
+    return reply.code(201).send(created);
+  });
+
+  app.get('/v1/keys', { preHandler: viewer, schema: { tags, summary: 'List agent tokens', querystring: ListAgentTokensQuery, response: { 200: Type.Object({ keys: Type.Array(AgentToken) }), ...errors } } }, async (req) => {
+    return { keys: await credentials.listAgentTokens(req.operator!, req.query) };
+  });
+
+  app.get('/v1/keys/:id', { preHandler: viewer, schema: { tags, summary: 'Show one agent token', params: IdParams, response: { 200: AgentToken, ...errors } } }, async (req) => {
+    return credentials.getAgentToken(req.operator!, req.params.id);
+  });
+
+  app.post('/v1/keys/:id/revoke', { preHandler: operator, schema: { tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
+    return credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
+  });
+
+  app.get('/v1/scopes', { preHandler: viewer, schema: { tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
+    scopes: SCOPES.map((s) => ({ scope: s.scope, capability: s.capability, allowed_types: [...s.allowedTypes], doc: s.doc })),
+    defaults: { ro: [...DEFAULT_SCOPES.ro], rw: [...DEFAULT_SCOPES.rw], admin: [...DEFAULT_SCOPES.admin] },
+    write_risk_warning: WRITE_RISK_WARNING,
+  }));
+
+  const gwTags = ['gateway-keys'];
+  app.post('/v1/gateway-keys', { preHandler: operator, schema: { tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
+    return reply.code(201).send(await credentials.createGatewayKey(req.operator!, req.body.name, req.body.expires_in));
+  });
+  app.get('/v1/gateway-keys', { preHandler: viewer, schema: { tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
+    return { keys: await credentials.listKeys('gateway_keys') };
+  });
+  app.post('/v1/gateway-keys/:id/revoke', { preHandler: operator, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
+    await credentials.revokeKey('gateway_keys', req.params.id);
+    return reply.code(204).send(null);
+  });
+
+  const opTags = ['operator-keys'];
+  app.post('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'Create an operator key (owners only; shown once)', body: CreateOperatorKeyBody, response: { 201: CreatedOperatorKey, ...errors } } }, async (req, reply) => {
+    return reply.code(201).send(await credentials.createOperatorKey(operatorActor(req.operator!), req.body));
+  });
+  app.get('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'List operator keys', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async () => {
+    return { keys: await credentials.listKeys('operator_keys') };
+  });
+  app.post('/v1/operator-keys/:id/revoke', { preHandler: owner, schema: { tags: opTags, summary: 'Revoke an operator key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
+    await credentials.revokeKey('operator_keys', req.params.id);
+    return reply.code(204).send(null);
+  });
+};

@@ -1,0 +1,112 @@
+import { type Static, Type } from 'typebox';
+
+export const Id = Type.String({ format: 'uuid' });
+export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
+export const TokenTypeSchema = Type.Union([Type.Literal('ro'), Type.Literal('rw'), Type.Literal('admin')]);
+export const EnvironmentSchema = Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')]);
+export const OperatorRoleSchema = Type.Union([Type.Literal('viewer'), Type.Literal('operator'), Type.Literal('owner')]);
+const Name = Type.String({ minLength: 1, maxLength: 200 });
+const ProjectId = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
+const ExpiresIn = Type.Integer({ minimum: 60, maximum: 31_536_000, description: 'Lifetime in seconds.' });
+const Reason = Type.String({ minLength: 1, maxLength: 1000 });
+
+export const CreateAgentTokenBody = Type.Object(
+  {
+    type: TokenTypeSchema,
+    role: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$', description: 'Policy role of the agent, e.g. code_agent.' }),
+    project_id: ProjectId,
+    environment: EnvironmentSchema,
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+    scopes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 50, uniqueItems: true })),
+    expires_in: Type.Optional(ExpiresIn),
+    acknowledge_write_risk: Type.Optional(Type.Boolean({ description: 'Required (true) for rw tokens.' })),
+    confirm_admin: Type.Optional(Type.Boolean({ description: 'Required (true) for admin tokens.' })),
+    confirm_project_id: Type.Optional(Type.String({ description: 'For admin tokens: project_id repeated.' })),
+  },
+  { additionalProperties: false },
+);
+export type CreateAgentTokenBody = Static<typeof CreateAgentTokenBody>;
+
+// Rows carry Date objects; the serializer writes them as ISO strings.
+export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'date-time' });
+const DateTime = Type.Union([Timestamp, Type.Null()]);
+
+export const AgentToken = Type.Object({
+  id: Id,
+  type: TokenTypeSchema,
+  key_prefix: Type.String(),
+  display_prefix: Type.String(),
+  scopes: Type.Array(Type.String()),
+  role: Type.String(),
+  project_id: Type.String(),
+  environment: EnvironmentSchema,
+  description: Type.String(),
+  created_by: Type.String(),
+  created_at: Timestamp,
+  expires_at: DateTime,
+  revoked_at: DateTime,
+  revoked_by: Type.Union([Type.String(), Type.Null()]),
+  revoke_reason: Type.Union([Type.String(), Type.Null()]),
+  last_used_at: DateTime,
+});
+
+export const CreatedAgentToken = Type.Object({
+  token: Type.String({ description: 'The raw token. Shown once; only a keyed hash is stored.' }),
+  key: AgentToken,
+  warning: Type.Optional(Type.String()),
+});
+
+export const ListAgentTokensQuery = Type.Object(
+  {
+    type: Type.Optional(TokenTypeSchema),
+    project: Type.Optional(ProjectId),
+    revoked: Type.Optional(Type.Boolean()),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    before: Type.Optional(Id),
+  },
+  { additionalProperties: false },
+);
+
+export const ReasonBody = Type.Object({ reason: Reason }, { additionalProperties: false });
+
+export const CreateGatewayKeyBody = Type.Object({ name: Name, expires_in: Type.Optional(ExpiresIn) }, { additionalProperties: false });
+export const GatewayKey = Type.Object({
+  id: Id,
+  name: Type.String(),
+  display_prefix: Type.String(),
+  created_by: Type.String(),
+  created_at: Timestamp,
+  expires_at: DateTime,
+  revoked_at: DateTime,
+  last_used_at: DateTime,
+});
+export const CreatedGatewayKey = Type.Object({ key: Type.String(), gateway_key: GatewayKey });
+
+export const CreateOperatorKeyBody = Type.Object(
+  {
+    name: Name,
+    role: OperatorRoleSchema,
+    projects: Type.Optional(Type.Array(ProjectId, { minItems: 1, maxItems: 100, uniqueItems: true })),
+    expires_in: Type.Optional(ExpiresIn),
+  },
+  { additionalProperties: false },
+);
+export const OperatorKey = Type.Object({
+  ...GatewayKey.properties,
+  role: OperatorRoleSchema,
+  projects: Type.Union([Type.Array(Type.String()), Type.Null()]),
+});
+export const CreatedOperatorKey = Type.Object({ key: Type.String(), operator_key: OperatorKey });
+
+export const ScopeCatalogue = Type.Object({
+  scopes: Type.Array(
+    Type.Object({
+      scope: Type.String(),
+      capability: Type.String(),
+      allowed_types: Type.Array(TokenTypeSchema),
+      doc: Type.String(),
+    }),
+  ),
+  defaults: Type.Object({ ro: Type.Array(Type.String()), rw: Type.Array(Type.String()), admin: Type.Array(Type.String()) }),
+  write_risk_warning: Type.String(),
+});

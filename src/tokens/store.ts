@@ -1,0 +1,158 @@
+import type { Pool, PoolClient } from '../db/pool.js';
+import type { TokenType } from './format.js';
+
+// The only code that writes SQL for credentials (agent tokens, gateway keys, operator keys).
+
+export type OperatorRole = 'viewer' | 'operator' | 'owner';
+export type Environment = 'development' | 'staging' | 'production';
+export const ENVIRONMENTS: readonly Environment[] = ['development', 'staging', 'production'];
+
+export interface AgentTokenRow {
+  id: string;
+  type: TokenType;
+  key_prefix: string;
+  display_prefix: string;
+  scopes: string[];
+  role: string;
+  project_id: string;
+  environment: Environment;
+  description: string;
+  created_by: string;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  revoked_by: string | null;
+  revoke_reason: string | null;
+  last_used_at: Date | null;
+}
+
+export interface GatewayKeyRow {
+  id: string;
+  name: string;
+  display_prefix: string;
+  created_by: string;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+export interface OperatorKeyRow extends GatewayKeyRow {
+  role: OperatorRole;
+  projects: string[] | null;
+}
+
+export type CredentialTable = 'agent_tokens' | 'gateway_keys' | 'operator_keys';
+type Queryable = Pool | PoolClient;
+
+const AGENT_COLUMNS =
+  'id, type, key_prefix, display_prefix, scopes, role, project_id, environment, description, created_by, created_at, expires_at, revoked_at, revoked_by, revoke_reason, last_used_at';
+const GATEWAY_COLUMNS = 'id, name, display_prefix, created_by, created_at, expires_at, revoked_at, last_used_at';
+const OPERATOR_COLUMNS = `${GATEWAY_COLUMNS}, role, projects`;
+
+export const credentialStore = {
+  async insertAgentToken(db: Queryable, t: Omit<AgentTokenRow, 'created_at' | 'revoked_at' | 'revoked_by' | 'revoke_reason' | 'last_used_at'> & { key_hash: Buffer }): Promise<AgentTokenRow> {
+    const { rows } = await db.query<AgentTokenRow>(
+      `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, description, created_by, expires_at)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING ${AGENT_COLUMNS}`,
+      [t.id, t.type, t.key_prefix, t.display_prefix, t.key_hash, t.scopes, t.role, t.project_id, t.environment, t.description, t.created_by, t.expires_at],
+    );
+    return rows[0]!;
+  },
+
+  async listAgentTokens(
+    db: Queryable,
+    f: { type?: TokenType; project?: string; revoked?: boolean; projects?: string[] | null; limit: number; before?: string },
+  ): Promise<AgentTokenRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, v: unknown) => {
+      args.push(v);
+      where.push(sql.replace('?', `$${args.length}`));
+    };
+    if (f.type) add('type = ?', f.type);
+    if (f.project) add('project_id = ?', f.project);
+    if (f.projects) add('project_id = ANY(?)', f.projects);
+    if (f.revoked === true) where.push('revoked_at IS NOT NULL');
+    if (f.revoked === false) where.push('revoked_at IS NULL');
+    if (f.before) add('id < ?', f.before);
+    args.push(f.limit);
+    const { rows } = await db.query<AgentTokenRow>(
+      `SELECT ${AGENT_COLUMNS} FROM agent_tokens ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
+      args,
+    );
+    return rows;
+  },
+
+  async getAgentToken(db: Queryable, id: string): Promise<AgentTokenRow | undefined> {
+    const { rows } = await db.query<AgentTokenRow>(`SELECT ${AGENT_COLUMNS} FROM agent_tokens WHERE id = $1`, [id]);
+    return rows[0];
+  },
+
+  async revokeAgentToken(db: Queryable, id: string, by: string, reason: string): Promise<AgentTokenRow | undefined> {
+    const { rows } = await db.query<AgentTokenRow>(
+      `UPDATE agent_tokens SET revoked_at = COALESCE(revoked_at, now()), revoked_by = COALESCE(revoked_by, $2), revoke_reason = COALESCE(revoke_reason, $3)
+       WHERE id = $1 RETURNING ${AGENT_COLUMNS}`,
+      [id, by, reason],
+    );
+    return rows[0];
+  },
+
+  async insertGatewayKey(db: Queryable, k: { id: string; name: string; display_prefix: string; key_hash: Buffer; created_by: string; expires_at: Date | null }): Promise<GatewayKeyRow> {
+    const { rows } = await db.query<GatewayKeyRow>(
+      `INSERT INTO gateway_keys (id, name, display_prefix, key_hash, created_by, expires_at) VALUES ($1,$2,$3,$4,$5,$6) RETURNING ${GATEWAY_COLUMNS}`,
+      [k.id, k.name, k.display_prefix, k.key_hash, k.created_by, k.expires_at],
+    );
+    return rows[0]!;
+  },
+
+  async insertOperatorKey(
+    db: Queryable,
+    k: { id: string; name: string; role: OperatorRole; projects: string[] | null; display_prefix: string; key_hash: Buffer; created_by: string; expires_at: Date | null },
+  ): Promise<OperatorKeyRow> {
+    const { rows } = await db.query<OperatorKeyRow>(
+      `INSERT INTO operator_keys (id, name, role, projects, display_prefix, key_hash, created_by, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING ${OPERATOR_COLUMNS}`,
+      [k.id, k.name, k.role, k.projects, k.display_prefix, k.key_hash, k.created_by, k.expires_at],
+    );
+    return rows[0]!;
+  },
+
+  async listKeys<T extends 'gateway_keys' | 'operator_keys'>(db: Queryable, table: T): Promise<T extends 'operator_keys' ? OperatorKeyRow[] : GatewayKeyRow[]> {
+    const cols = table === 'operator_keys' ? OPERATOR_COLUMNS : GATEWAY_COLUMNS;
+    const { rows } = await db.query(`SELECT ${cols} FROM ${table} ORDER BY created_at DESC, id DESC`);
+    return rows as never;
+  },
+
+  async revokeKey(db: Queryable, table: 'gateway_keys' | 'operator_keys', id: string): Promise<boolean> {
+    const { rowCount } = await db.query(`UPDATE ${table} SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1`, [id]);
+    return rowCount === 1;
+  },
+
+  async countOperatorKeys(db: Queryable): Promise<number> {
+    const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM operator_keys');
+    return rows[0]!.n;
+  },
+
+  /** Finds a credential by its keyed hash, in the table its prefix names. */
+  async findByHash(db: Queryable, table: CredentialTable, hash: Buffer): Promise<(Record<string, unknown> & { key_hash: Buffer }) | undefined> {
+    const cols = table === 'agent_tokens' ? AGENT_COLUMNS : table === 'operator_keys' ? OPERATOR_COLUMNS : GATEWAY_COLUMNS;
+    const { rows } = await db.query(`SELECT ${cols}, key_hash FROM ${table} WHERE key_hash = $1`, [hash]);
+    return rows[0];
+  },
+
+  async touchLastUsed(db: Queryable, table: CredentialTable, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await db.query(`UPDATE ${table} SET last_used_at = now() WHERE id = ANY($1::uuid[])`, [ids]);
+  },
+
+  async getSetting(db: Queryable, key: string): Promise<string | undefined> {
+    const { rows } = await db.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [key]);
+    return rows[0]?.value;
+  },
+
+  /** Stores `value` unless the key exists; returns whichever value won. */
+  async putSettingOnce(db: Queryable, key: string, value: string): Promise<string> {
+    await db.query('INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+    return (await credentialStore.getSetting(db, key))!;
+  },
+};

@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { buildApp } from '../../src/app.js';
+import { type Config, loadConfig } from '../../src/config.js';
+import type { OperatorRole } from '../../src/tokens/store.js';
+import { dbUrl, TEMPLATE_DB, TEST_PG_URL, TEST_REDIS_URL } from './env.js';
+
+/** Captures everything the app logs, so tests can assert on it (for example: no secret in logs). */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    cb();
+  }
+  get text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+/**
+ * One test file's private world: its own database cloned from the migrated template and its own
+ * Redis key/channel prefix. Every app built from it shares both, like replicas of one installation.
+ */
+export class TestContext {
+  readonly name = `ks_t_${randomBytes(6).toString('hex')}`;
+  readonly databaseUrl = dbUrl(this.name);
+  readonly redisPrefix = `kst:${this.name}:`;
+  readonly apps: FastifyInstance[] = [];
+  readonly logs = new LogCapture();
+  private pools: pg.Pool[] = [];
+
+  async setup(): Promise<this> {
+    const admin = new pg.Client({ connectionString: TEST_PG_URL });
+    await admin.connect();
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await admin.query(`CREATE DATABASE ${this.name} TEMPLATE ${TEMPLATE_DB}`);
+          break;
+        } catch (err) {
+          // Another file is cloning the template at this instant.
+          if (attempt > 20 || !/being accessed by other users/.test((err as Error).message)) throw err;
+          await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+        }
+      }
+    } finally {
+      await admin.end();
+    }
+    return this;
+  }
+
+  config(overrides: Partial<Config> = {}): Config {
+    return loadConfig(
+      {},
+      {
+        databaseUrl: this.databaseUrl,
+        redisUrl: TEST_REDIS_URL,
+        redisPrefix: this.redisPrefix,
+        logLevel: 'info',
+        tokenHashSecret: 'test-secret-test-secret-test-secret-1234',
+        port: 0,
+        ...overrides,
+      },
+    );
+  }
+
+  /** A control-plane instance (call twice for two replicas). Closed by teardown(). */
+  async app(overrides: Partial<Config> = {}): Promise<FastifyInstance> {
+    const app = await buildApp(this.config(overrides), { migrate: false, logStream: this.logs });
+    this.apps.push(app);
+    return app;
+  }
+
+  /** A direct connection to this file's database (superuser), for assertions. */
+  pool(): pg.Pool {
+    const pool = new pg.Pool({ connectionString: this.databaseUrl, max: 2 });
+    this.pools.push(pool);
+    return pool;
+  }
+
+  async operatorKey(app: FastifyInstance, role: OperatorRole = 'owner', projects?: string[]): Promise<string> {
+    const created = await app.ctx.credentials.createOperatorKey('test', { name: `test ${role}`, role, projects });
+    return created.key;
+  }
+
+  async teardown(): Promise<void> {
+    for (const app of this.apps.splice(0)) await app.close().catch(() => {});
+    for (const pool of this.pools.splice(0)) await pool.end().catch(() => {});
+    const redis = new Redis(TEST_REDIS_URL);
+    try {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${this.redisPrefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.del(...keys);
+      } while (cursor !== '0');
+    } finally {
+      redis.disconnect();
+    }
+    const admin = new pg.Client({ connectionString: TEST_PG_URL });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${this.name} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+  }
+}
+
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
