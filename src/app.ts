@@ -78,6 +78,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     }).withTypeProvider<TypeBoxTypeProvider>();
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(schema as object));
     app.decorate('ctx', ctx);
+    // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
+    app.removeContentTypeParser('text/plain');
     installErrorHandler(app);
 
     await app.register(swagger, {

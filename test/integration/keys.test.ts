@@ -1,0 +1,253 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WRITE_RISK_WARNING } from '../../src/tokens/scopes.js';
+import { bearer, TestContext } from '../helpers/context.js';
+
+const t = new TestContext();
+let app: FastifyInstance;
+let owner: string;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app();
+  owner = await t.operatorKey(app, 'owner');
+});
+afterAll(() => t.teardown());
+
+const roBody = { type: 'ro', role: 'code_agent', project_id: 'alpha', environment: 'development', description: 'docs bot' };
+
+async function countTokens(): Promise<number> {
+  const { rows } = await t.pool().query('SELECT count(*)::int AS n FROM agent_tokens');
+  return rows[0].n;
+}
+
+describe('POST /v1/keys', () => {
+  it('creates an ro token with seed 000 default scopes and returns the raw token once', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody });
+    expect(res.statusCode).toBe(201);
+    const body = res.json();
+    expect(body.token).toMatch(/^mcp_ro_[0-9A-Za-z]{28}$/);
+    expect(body.key.scopes).toEqual(['db:select', 'storage:read', 'realtime:subscribe']);
+    expect(body.key.key_prefix).toBe('mcp_ro_');
+    expect(body.key.display_prefix).toBe(body.token.slice(0, 11));
+    const got = await app.inject({ method: 'GET', url: `/v1/keys/${body.key.id}`, headers: bearer(owner) });
+    expect(got.statusCode).toBe(200);
+    expect(JSON.stringify(got.json())).not.toContain(body.token);
+    const { rows } = await t.pool().query('SELECT key_hash FROM agent_tokens WHERE id = $1', [body.key.id]);
+    expect(rows[0].key_hash.toString('utf8')).not.toContain(body.token);
+  });
+
+  it('refuses an rw token without acknowledge_write_risk, with the seed warning', async () => {
+    const before = await countTokens();
+    const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('INVALID_REQUEST');
+    expect(res.json().error.message).toBe(WRITE_RISK_WARNING);
+    expect(res.json().error.details[0].field).toBe('acknowledge_write_risk');
+    expect(await countTokens()).toBe(before);
+    const ok = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw', acknowledge_write_risk: true } });
+    expect(ok.statusCode).toBe(201);
+    expect(ok.json().key.scopes).toContain('storage:write');
+    expect(ok.json().warning).toBe(WRITE_RISK_WARNING);
+  });
+
+  it('refuses an admin token without the second confirmation', async () => {
+    const noConfirm = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin' } });
+    expect(noConfirm.statusCode).toBe(400);
+    expect(noConfirm.json().error.details[0].field).toBe('confirm_admin');
+    const wrongProject = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'beta' } });
+    expect(wrongProject.statusCode).toBe(400);
+    expect(wrongProject.json().error.details[0].field).toBe('confirm_project_id');
+    const ok = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' } });
+    expect(ok.statusCode).toBe(201);
+    expect(ok.json().key.scopes).toContain('auth:*');
+  });
+
+  it('never lets ro or rw tokens hold auth:* or delete scopes', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw', acknowledge_write_risk: true, scopes: ['storage:read', 'auth:*'] } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.details[0].field).toBe('scopes');
+    expect(res.json().error.message).toContain('auth:*');
+  });
+});
+
+describe('bad input', () => {
+  const cases: Array<[string, unknown, string]> = [
+    ['missing field', { type: 'ro', role: 'r', environment: 'development' }, 'project_id'],
+    ['extra field', { ...roBody, admin: true }, 'admin'],
+    ['wrong type', { ...roBody, type: 5 }, 'type'],
+    ['bad enum', { ...roBody, environment: 'prod' }, 'environment'],
+    ['string for boolean', { ...roBody, type: 'rw', acknowledge_write_risk: 'true' }, 'acknowledge_write_risk'],
+    ['bad pattern', { ...roBody, project_id: 'a b' }, 'project_id'],
+  ];
+  for (const [name, payload, field] of cases) {
+    it(`${name} → 400 naming ${field}, nothing written`, async () => {
+      const before = await countTokens();
+      const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: payload as object });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.code).toBe('INVALID_REQUEST');
+      expect(res.json().error.details.map((d: { field: string }) => d.field)).toContain(field);
+      expect(await countTokens()).toBe(before);
+    });
+  }
+
+  it('non-JSON → 400 or 415 naming the body', async () => {
+    const garbled = await app.inject({ method: 'POST', url: '/v1/keys', headers: { ...bearer(owner), 'content-type': 'application/json' }, payload: '{"type": ' });
+    expect(garbled.statusCode).toBe(400);
+    expect(garbled.json().error.details[0].field).toBe('body');
+    const text = await app.inject({ method: 'POST', url: '/v1/keys', headers: { ...bearer(owner), 'content-type': 'text/plain' }, payload: 'hello' });
+    expect(text.statusCode).toBe(415);
+    expect(text.json().error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+  });
+
+  it('oversized body → 413', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, description: 'x'.repeat(300_000) } });
+    expect(res.statusCode).toBe(413);
+    expect(res.json().error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('bad path parameter → 400 naming it', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/keys/not-a-uuid', headers: bearer(owner) });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.details[0].field).toBe('id');
+  });
+
+  it('unknown route → 404 NOT_FOUND', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/nope', headers: bearer(owner) });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('NOT_FOUND');
+  });
+});
+
+describe('who may use the admin API', () => {
+  it('401 with one body for missing, malformed, unknown, revoked and expired keys', async () => {
+    const unknownButValid = (await import('../../src/tokens/format.js')).generateCredential('ksop_');
+    const revoked = await t.operatorKey(app, 'owner');
+    const list = await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(owner) });
+    const revokedId = list.json().keys.find((k: { display_prefix: string }) => revoked.startsWith(k.display_prefix)).id;
+    expect((await app.inject({ method: 'POST', url: `/v1/operator-keys/${revokedId}/revoke`, headers: bearer(owner) })).statusCode).toBe(204);
+    const expired = await app.ctx.credentials.createOperatorKey('test', { name: 'expired', role: 'owner' });
+    await t.pool().query(`UPDATE operator_keys SET expires_at = now() - interval '1 second' WHERE id = $1`, [expired.operator_key.id]);
+    const bodies = new Set<string>();
+    for (const headers of [{}, bearer('ksop_garbage'), bearer(unknownButValid), bearer(revoked), bearer(expired.key), { authorization: 'Basic abc' }]) {
+      const res = await app.inject({ method: 'GET', url: '/v1/keys', headers });
+      expect(res.statusCode).toBe(401);
+      bodies.add(res.body);
+    }
+    expect(bodies.size).toBe(1);
+  });
+
+  it('agent tokens and gateway keys get 403 MCP_TOKEN_FORBIDDEN', async () => {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' } });
+    const agent = created.json().token;
+    const gw = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gw-1' } });
+    expect(gw.statusCode).toBe(201);
+    for (const key of [agent, gw.json().key]) {
+      const res = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(key) });
+      expect(res.statusCode).toBe(403);
+      expect(res.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+    }
+    const viaHeader = await app.inject({ method: 'GET', url: '/v1/keys', headers: { ...bearer(owner), 'x-agent-token': agent } });
+    expect(viaHeader.statusCode).toBe(403);
+  });
+
+  it('a viewer can list but cannot create keys (403 FORBIDDEN)', async () => {
+    const viewer = await t.operatorKey(app, 'viewer');
+    expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(viewer) })).statusCode).toBe(200);
+    const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(viewer), payload: roBody });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().error.code).toBe('FORBIDDEN');
+    expect((await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(viewer) })).statusCode).toBe(403);
+  });
+
+  it('an operator limited to project A gets 404 for project B and never sees it in lists', async () => {
+    const b = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, project_id: 'beta' } });
+    const limited = await t.operatorKey(app, 'operator', ['alpha']);
+    const res = await app.inject({ method: 'GET', url: `/v1/keys/${b.json().key.id}`, headers: bearer(limited) });
+    expect(res.statusCode).toBe(404);
+    const revoke = await app.inject({ method: 'POST', url: `/v1/keys/${b.json().key.id}/revoke`, headers: bearer(limited), payload: { reason: 'x' } });
+    expect(revoke.statusCode).toBe(404);
+    const list = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(limited) });
+    expect(list.json().keys.every((k: { project_id: string }) => k.project_id === 'alpha')).toBe(true);
+    expect(list.json().keys.length).toBeGreaterThan(0);
+    const create = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(limited), payload: { ...roBody, project_id: 'beta' } });
+    expect(create.statusCode).toBe(403);
+  });
+
+  it('GET /v1/keys filters by type, project and revoked', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/keys?type=rw&project=alpha&revoked=false', headers: bearer(owner) });
+    expect(res.statusCode).toBe(200);
+    const keys = res.json().keys;
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.every((k: { type: string; project_id: string; revoked_at: unknown }) => k.type === 'rw' && k.project_id === 'alpha' && k.revoked_at === null)).toBe(true);
+  });
+
+  it('GET /v1/scopes shows which types may hold which scope', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/scopes', headers: bearer(owner) });
+    expect(res.statusCode).toBe(200);
+    const auth = res.json().scopes.find((s: { scope: string }) => s.scope === 'auth:*');
+    expect(auth.allowed_types).toEqual(['admin']);
+  });
+});
+
+describe('revocation across replicas', () => {
+  it('a revoked agent token is refused at once by a second instance that had it cached', async () => {
+    const app2 = await t.app();
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody });
+    const raw = created.json().token;
+    expect((await app2.ctx.auth.authenticate(raw)).kind).toBe('agent');
+    const rev = await app.inject({ method: 'POST', url: `/v1/keys/${created.json().key.id}/revoke`, headers: bearer(owner), payload: { reason: 'leaked in a log' } });
+    expect(rev.statusCode).toBe(200);
+    expect(rev.json().revoke_reason).toBe('leaked in a log');
+    // pub/sub delivery is asynchronous but sub-millisecond on loopback; poll briefly.
+    const deadline = Date.now() + 2_000;
+    let refused = false;
+    while (!refused && Date.now() < deadline) {
+      refused = await app2.ctx.auth.authenticate(raw).then(
+        () => false,
+        (err: { code?: string }) => err.code === 'UNAUTHENTICATED',
+      );
+      if (!refused) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(refused).toBe(true);
+  });
+
+  it('a revoked operator key gets 401 on the next request on a second instance', async () => {
+    const app2 = await t.app();
+    const op = await app.ctx.credentials.createOperatorKey('test', { name: 'temp', role: 'viewer' });
+    expect((await app2.inject({ method: 'GET', url: '/v1/keys', headers: bearer(op.key) })).statusCode).toBe(200);
+    await app.inject({ method: 'POST', url: `/v1/operator-keys/${op.operator_key.id}/revoke`, headers: bearer(owner) });
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await app2.inject({ method: 'GET', url: '/v1/keys', headers: bearer(op.key) })).statusCode).toBe(401);
+  });
+});
+
+describe('secrets stay out of logs', () => {
+  it('raw tokens, keys and the hash secret never appear in log output', async () => {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw', acknowledge_write_risk: true } });
+    const raw = created.json().token;
+    await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(raw) });
+    app.log.info({ req: { headers: { authorization: `Bearer ${raw}`, 'x-agent-token': raw } }, token: raw, secret: 'test-secret-test-secret-test-secret-1234' }, 'probe');
+    app.log.error({ err: new Error('boom'), headers: { authorization: `Bearer ${owner}` } }, 'probe error');
+    const text = t.logs.text;
+    expect(text).toContain('probe');
+    expect(text).not.toContain(raw);
+    expect(text).not.toContain(owner);
+    expect(text).not.toContain('test-secret-test-secret');
+  });
+});
+
+describe('health', () => {
+  it('/healthz and /readyz', async () => {
+    expect((await app.inject({ url: '/healthz' })).json()).toEqual({ ok: true });
+    const ready = await app.inject({ url: '/readyz' });
+    expect(ready.json().checks.postgres).toBe('ok');
+    expect(ready.json().checks.redis).toBe('ok');
+  });
+
+  it('serves a generated OpenAPI document', async () => {
+    const res = await app.inject({ url: '/docs/openapi.json' });
+    expect(res.statusCode).toBe(200);
+    expect(Object.keys(res.json().paths)).toContain('/v1/keys');
+  });
+});
