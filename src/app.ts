@@ -5,6 +5,8 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { pino } from 'pino';
+import { createAlertService } from './alerts/index.js';
+import { alertRoutes } from './alerts/routes.js';
 import type { Config } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -33,7 +35,7 @@ function buildAjv(coerce: boolean): Ajv {
 }
 
 /** Keyed-hash secret: from config, or generated once and kept in the database. */
-async function resolveHashSecret(config: Config, pool: Pool, log: FastifyBaseLogger): Promise<string> {
+export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(msg: string): void }): Promise<string> {
   if (config.tokenHashSecret) return config.tokenHashSecret;
   const existing = await credentialStore.getSetting(pool, 'token_hash_secret');
   if (existing) return existing;
@@ -56,6 +58,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs);
     await auth.start();
     closers.push(() => auth.stop());
+    const alerts = await createAlertService(config, pool, redis, log);
+    closers.push(() => alerts.stop());
     const ctx: AppContext = {
       config,
       log,
@@ -63,6 +67,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       redis,
       auth,
       credentials: new CredentialService(pool, auth),
+      alerts,
       readiness: new Map(),
       closers,
     };
@@ -98,6 +103,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
     await app.register(healthRoutes);
     await app.register(credentialRoutes);
+    await app.register(alertRoutes);
 
     app.addHook('onClose', async () => {
       for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));

@@ -49,6 +49,15 @@ operators
     process.stdout.write(`${key}\n`);
   });
 
+const configCmd = program.command('config').description('Configuration.');
+configCmd
+  .command('check')
+  .description('Validate the configuration from the environment without starting (exit 2 when invalid).')
+  .action(() => {
+    const c = config();
+    process.stdout.write(`configuration ok: port ${c.port}, policy ${c.policyFile}, Unleash ${c.unleashUrl || 'embedded'}\n`);
+  });
+
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`killswitch: ${(err as Error).message ?? String(err)}\n`);
   process.exit(1);

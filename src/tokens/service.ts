@@ -20,7 +20,7 @@ const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date
 export class CredentialService {
   constructor(
     private readonly pool: Pool,
-    private readonly auth: Authenticator,
+    private readonly auth: Pick<Authenticator, 'hash' | 'announceRevoked'>,
   ) {}
 
   async createAgentToken(op: OperatorPrincipal, body: CreateAgentTokenBody): Promise<{ token: string; key: AgentTokenRow; warning?: string }> {

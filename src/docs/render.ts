@@ -1,0 +1,60 @@
+import { SETTINGS, type SettingSpec } from '../config.js';
+import { DECISION_CODES, ERROR_CODES } from '../errors.js';
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+/** docs/errors.md: every stable code, from the one table in src/errors.ts. */
+export function renderErrorsDoc(): string {
+  const lines = [
+    '# Codes',
+    '',
+    '<!-- Generated from src/errors.ts by `npm run docs:gen`; do not edit by hand. -->',
+    '',
+    'Every code is stable: match on the code, not on the message text.',
+    '',
+    '## Decision codes',
+    '',
+    '`POST /v1/decisions` answers `200` with `{"decision": "allow" | "deny", "code": ...}`. A denial is not an',
+    'HTTP error. "May halt" marks codes that fire a kill-switch trigger (seed 001): the session and, by',
+    'default, every session of the same token are halted until an operator resumes them.',
+    '',
+    '| code | may halt | meaning |',
+    '|---|---|---|',
+    ...Object.entries(DECISION_CODES).map(([code, d]) => `| \`${code}\` | ${d.halts ? 'yes' : ''} | ${cell(d.doc)} |`),
+    '',
+    '## HTTP errors',
+    '',
+    'Every error body is `{"error": {"code", "message", "details?"}}`; for `INVALID_REQUEST`, `details` is a',
+    'list of `{field, problem}`.',
+    '',
+    '| status | code | meaning |',
+    '|---|---|---|',
+    ...Object.entries(ERROR_CODES).map(([code, e]) => `| ${e.status} | \`${code}\` | ${cell(e.doc)} |`),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** docs/configuration.md: every environment variable, from SETTINGS in src/config.ts. */
+export function renderConfigurationDoc(): string {
+  const settings = SETTINGS as readonly SettingSpec[];
+  const lines = [
+    '# Configuration',
+    '',
+    '<!-- Generated from src/config.ts by `npm run docs:gen`; do not edit by hand. -->',
+    '',
+    'All configuration comes from environment variables, read and validated in one place',
+    '(`src/config.ts`). A bad value stops the start with a message naming the variable and an example;',
+    '`killswitch config check` validates without starting.',
+    '',
+    '| variable | type | default | example | meaning |',
+    '|---|---|---|---|---|',
+    ...settings.map((s) => {
+      const type = s.type === 'enum' ? `one of ${s.values?.join(', ')}` : s.type;
+      const def = s.default === undefined ? '(unset)' : s.default === '' ? '(empty)' : s.secret ? `\`${s.default}\` (dev only)` : `\`${s.default}\``;
+      return `| \`${s.env}\` | ${cell(type)} | ${cell(def)} | \`${cell(s.example)}\` | ${cell(s.doc)} |`;
+    }),
+    '',
+  ];
+  return lines.join('\n');
+}
