@@ -46,6 +46,13 @@ export const SETTINGS = [
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
   { env: 'GRANT_MAX_SECONDS', type: 'int', default: '28800', example: '3600', min: 60, max: 604800, doc: 'Longest production grant an operator may issue.' },
+  { env: 'ALERT_WEBHOOK_URL', type: 'string', default: '', example: 'https://hooks.slack.com/services/T000/B000/XXXX', secret: true, doc: 'Outgoing alert webhook (http or https). Empty: alerts are only stored, listed and streamed.' },
+  { env: 'ALERT_WEBHOOK_FORMAT', type: 'enum', default: 'generic', example: 'slack', values: ['generic', 'slack'], doc: 'Body of the alert webhook: generic JSON, or a Slack incoming-webhook body ({text, blocks}).' },
+  { env: 'ALERT_WEBHOOK_ATTEMPTS', type: 'int', default: '3', example: '5', min: 1, max: 10, doc: 'Delivery attempts per alert, including the first.' },
+  { env: 'ALERT_WEBHOOK_TIMEOUT_MS', type: 'int', default: '5000', example: '2000', min: 100, max: 60000, doc: 'Timeout of one webhook attempt.' },
+  { env: 'ALERT_WEBHOOK_BACKOFF_MS', type: 'int', default: '1000', example: '500', min: 0, max: 60000, doc: 'Wait before the first retry; doubled for each further retry.' },
+  { env: 'ALERT_WEBHOOK_MIN_SEVERITY', type: 'enum', default: 'info', example: 'warning', values: ['info', 'warning', 'critical'], doc: 'Alerts below this severity are not sent to the webhook (they are still stored and streamed).' },
+  { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
 ] as const satisfies readonly SettingSpec[];
 
 export interface Config {
@@ -78,6 +85,13 @@ export interface Config {
   auditBatchMax: number;
   auditRetentionDays: number;
   grantMaxSeconds: number;
+  alertWebhookUrl: string;
+  alertWebhookFormat: 'generic' | 'slack';
+  alertWebhookAttempts: number;
+  alertWebhookTimeoutMs: number;
+  alertWebhookBackoffMs: number;
+  alertWebhookMinSeverity: 'info' | 'warning' | 'critical';
+  alertWebhookSecret: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -142,6 +156,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config = { ...(out as unknown as Config), ...overrides };
   if (config.tokenHashSecret !== undefined && config.tokenHashSecret.length < 32) {
     throw new ConfigError('TOKEN_HASH_SECRET', 'TOKEN_HASH_SECRET must be at least 32 characters. Example: TOKEN_HASH_SECRET=$(openssl rand -base64 48)');
+  }
+  if (config.alertWebhookUrl && !/^https?:\/\/[^/\s]+/i.test(config.alertWebhookUrl)) {
+    throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
   }
   return config;
 }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { AlertService } from './alerts/service.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
 import type { RedisHandle } from './redis/client.js';
@@ -19,6 +20,8 @@ export interface AppContext {
   redis: RedisHandle;
   auth: Authenticator;
   credentials: CredentialService;
+  /** Raise (fire and forget: never rejects), list, acknowledge and subscribe to alerts. */
+  alerts: AlertService;
   readiness: Map<string, ReadinessCheck>;
   closers: Array<() => Promise<void>>;
 }

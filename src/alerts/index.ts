@@ -1,0 +1,28 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Pool } from '../db/pool.js';
+import type { RedisHandle } from '../redis/client.js';
+import { AlertService } from './service.js';
+import { AlertWebhook } from './webhook.js';
+
+/** Builds and starts `ctx.alerts` (with the outgoing webhook when ALERT_WEBHOOK_URL is set). */
+export async function createAlertService(config: Config, pool: Pool, redis: RedisHandle, log: Logger): Promise<AlertService> {
+  const webhook = config.alertWebhookUrl
+    ? new AlertWebhook(
+        {
+          url: config.alertWebhookUrl,
+          format: config.alertWebhookFormat,
+          attempts: config.alertWebhookAttempts,
+          timeoutMs: config.alertWebhookTimeoutMs,
+          backoffMs: config.alertWebhookBackoffMs,
+          minSeverity: config.alertWebhookMinSeverity,
+          secret: config.alertWebhookSecret,
+          publicUrl: config.publicUrl,
+        },
+        log,
+      )
+    : null;
+  const service = new AlertService(pool, redis, log, webhook);
+  await service.start();
+  return service;
+}

@@ -1,0 +1,44 @@
+// The one list of alert kinds. The database column is an open string so a new kind needs no migration;
+// this table is what validates `raise()` at compile time and the `kind` filter of GET /v1/alerts at run
+// time, and docs/alerts.md lists the same kinds. Add a line here when a module needs a new kind.
+
+export const ALERT_SEVERITIES = ['info', 'warning', 'critical'] as const;
+export type AlertSeverity = (typeof ALERT_SEVERITIES)[number];
+
+export const ALERT_KINDS = {
+  RATE_LIMIT_WARNING: { severity: 'warning', doc: 'A limit reached its pause_at_percent (80% by default); the call was still allowed. Raised once per window.' },
+  RATE_LIMITED: { severity: 'warning', doc: 'A per-minute or per-day limit denied a call (RATE_LIMITED); it does not halt.' },
+  SESSION_HALTED: { severity: 'critical', doc: 'A kill-switch trigger halted a session (and by policy every session of its token) until a human resumes it.' },
+  TOKEN_HALTED: { severity: 'critical', doc: 'Every session of a token was halted.' },
+  SESSION_RESUMED: { severity: 'info', doc: 'An operator resumed a halted session or token.' },
+  CASCADE_WRITE: { severity: 'critical', doc: 'Several writes to different resources without a pause: the token was halted.' },
+  KILL_SWITCH: { severity: 'warning', doc: 'A decision was denied by an Unleash flag or an operator kill.' },
+  KILL_CREATED: { severity: 'critical', doc: 'An operator created a break-glass kill.' },
+  KILL_LIFTED: { severity: 'info', doc: 'An operator lifted a break-glass kill (or it expired).' },
+  FLAG_DISABLED: { severity: 'warning', doc: 'The Unleash webhook reported a flag turned off; applied at once as a local override.' },
+  FLAGS_STALE: { severity: 'critical', doc: 'No successful Unleash fetch for UNLEASH_STALE_AFTER_S: the last fetched flags stay in force.' },
+  FLAGS_RECOVERED: { severity: 'info', doc: 'Unleash fetches succeed again after a staleness alert.' },
+  TOOL_CHANGED: { severity: 'warning', doc: 'A tool definition differs from the approved (pinned) one; calls deny until an operator approves it.' },
+  UNKNOWN_SERVER: { severity: 'critical', doc: 'A call named a server that is not in the policy or not allowed for the role.' },
+  ENVIRONMENT_FORBIDDEN: { severity: 'critical', doc: 'A call targeted another environment, or production without a human grant.' },
+  LARGE_RESULT: { severity: 'critical', doc: 'A result was larger than allowed (or had too many rows, or ran too long) and was withheld.' },
+  APPROVAL_REQUESTED: { severity: 'info', doc: 'A call, production grant or changed tool definition waits for a human approval.' },
+  APPROVAL_DECIDED: { severity: 'info', doc: 'An operator approved or rejected a request.' },
+  GRANT_ISSUED: { severity: 'warning', doc: 'An operator issued a production access grant.' },
+  TOKENS_REVOKED: { severity: 'warning', doc: 'Agent tokens were revoked in bulk or rotated.' },
+  DEPENDENCY_UNAVAILABLE: { severity: 'critical', doc: 'Redis, Postgres or Unleash is unreachable: decisions fail closed.' },
+  AUDIT_SPOOLING: { severity: 'critical', doc: 'Postgres is down for the audit writer: audit rows go to the local spool until it is back.' },
+} as const satisfies Record<string, { severity: AlertSeverity; doc: string }>;
+
+export type AlertKind = keyof typeof ALERT_KINDS;
+export const ALERT_KIND_NAMES = Object.keys(ALERT_KINDS) as AlertKind[];
+
+export function isAlertKind(kind: string): kind is AlertKind {
+  return Object.hasOwn(ALERT_KINDS, kind);
+}
+
+const RANK: Record<AlertSeverity, number> = { info: 1, warning: 2, critical: 3 };
+
+export function severityAtLeast(severity: AlertSeverity, min: AlertSeverity): boolean {
+  return RANK[severity] >= RANK[min];
+}

@@ -1,0 +1,126 @@
+import type { ServerResponse } from 'node:http';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import { AckBody, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
+import { type AlertEvent, canSeeAlert } from './service.js';
+import type { Alert } from './store.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+const HEARTBEAT_MS = 15_000;
+const REPLAY_MAX = 500;
+// A client this far behind is cut off; it reconnects with Last-Event-ID and replays from Postgres.
+const MAX_BUFFERED_BYTES = 1 << 20;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function sseFrame(event: AlertEvent): string {
+  // Only raised alerts carry an SSE id: Last-Event-ID then means "the newest alert I have".
+  const head = event.type === 'raised' ? `id: ${event.alert.id}\nevent: alert\n` : 'event: ack\n';
+  return `${head}data: ${JSON.stringify(event.alert)}\n\n`;
+}
+
+/** Admin API for alerts: list, acknowledge, and a Server-Sent Events live feed for the UI. */
+export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { auth, alerts } = app.ctx;
+  const viewer = requireOperator(auth, 'viewer');
+  const operator = requireOperator(auth, 'operator');
+  const tags = ['alerts'];
+  const streams = new Set<ServerResponse>();
+
+  app.get(
+    '/v1/alerts',
+    { preHandler: viewer, schema: { tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
+    async (req) => alerts.list(req.query, req.operator!),
+  );
+
+  app.get(
+    '/v1/alerts/stream',
+    {
+      preHandler: viewer,
+      schema: {
+        tags,
+        summary: 'Live alerts as Server-Sent Events (`alert` and `ack` events); send Last-Event-ID to replay what was missed',
+        querystring: StreamQuery,
+        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const op = req.operator!;
+      const kinds = req.query.kind ? new Set<string>(req.query.kind) : null;
+      const severities = req.query.severity ? new Set<string>(req.query.severity) : null;
+      const wanted = (a: Alert) => canSeeAlert(op, a) && (!kinds || kinds.has(a.kind)) && (!severities || severities.has(a.severity));
+
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      res.write('retry: 3000\n: connected\n\n');
+      streams.add(res);
+
+      let replaying = true;
+      const held: AlertEvent[] = [];
+      const write = (event: AlertEvent) => {
+        if (res.writableEnded || !wanted(event.alert)) return;
+        if (res.writableLength > MAX_BUFFERED_BYTES) {
+          res.end();
+          return;
+        }
+        res.write(sseFrame(event));
+      };
+      const unsubscribe = alerts.subscribe((event) => (replaying ? held.push(event) : write(event)));
+      const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS);
+      heartbeat.unref();
+      const cleanup = () => {
+        clearInterval(heartbeat);
+        unsubscribe();
+        streams.delete(res);
+      };
+      res.on('close', cleanup);
+
+      const lastId = req.headers['last-event-id'];
+      const replayed = new Set<string>();
+      if (typeof lastId === 'string' && UUID.test(lastId)) {
+        try {
+          for (const alert of await alerts.listAfter(lastId, REPLAY_MAX, op)) {
+            replayed.add(alert.id);
+            write({ type: 'raised', alert });
+          }
+        } catch (err) {
+          req.log.warn({ err: (err as Error).message }, 'alerts stream: replay after Last-Event-ID failed');
+        }
+      }
+      replaying = false;
+      for (const event of held.splice(0)) if (event.type !== 'raised' || !replayed.has(event.alert.id)) write(event);
+    },
+  );
+
+  app.get(
+    '/v1/alerts/:id',
+    { preHandler: viewer, schema: { tags, summary: 'Show one alert', params: AlertIdParams, response: { 200: AlertSchema, ...errors } } },
+    async (req) => alerts.get(req.params.id, req.operator!),
+  );
+
+  app.post(
+    '/v1/alerts/:id/ack',
+    {
+      preHandler: operator,
+      // The note is optional, so is the body: `curl -X POST .../ack` with no body is a plain acknowledgement.
+      preValidation: async (req) => {
+        if (req.body === undefined || req.body === null) (req as { body: unknown }).body = {};
+      },
+      schema: { tags, summary: 'Acknowledge an alert (once; a second acknowledgement is 409)', params: AlertIdParams, body: AckBody, response: { 200: AlertSchema, ...errors, 409: ErrorBody } },
+    },
+    async (req) => alerts.ack(req.params.id, req.operator!, req.body.note),
+  );
+
+  // Open streams would keep app.close() waiting forever; end them first.
+  app.addHook('preClose', async () => {
+    for (const res of streams) res.end();
+    streams.clear();
+  });
+};

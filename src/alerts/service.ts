@@ -1,0 +1,284 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import type { Pool } from '../db/pool.js';
+import { AppError, notFound } from '../errors.js';
+import { canSeeProject } from '../http/auth.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { OperatorPrincipal } from '../tokens/authenticator.js';
+import { operatorActor } from '../tokens/service.js';
+import { ALERT_KINDS, type AlertKind, type AlertSeverity, isAlertKind } from './kinds.js';
+import { type Alert, type AlertFilter, alertStore } from './store.js';
+import type { AlertWebhook } from './webhook.js';
+
+/** What a module passes to `ctx.alerts.raise()`. */
+export interface RaiseAlert {
+  kind: AlertKind;
+  /** One line for the operator: what happened and what to do. */
+  message: string;
+  /** Default: the kind's severity in ALERT_KINDS. */
+  severity?: AlertSeverity;
+  token_id?: string | null;
+  project_id?: string | null;
+  session_id?: string | null;
+  server?: string | null;
+  /** The figures behind the alert, e.g. {used: 161, max: 200, percent: 81}. */
+  numbers?: Record<string, number>;
+  /** Small references for the UI and the timeline, e.g. {kill_id, trigger, decision_id, tool}. */
+  details?: Record<string, unknown>;
+}
+
+export type AlertEvent = { type: 'raised'; alert: Alert } | { type: 'acknowledged'; alert: Alert };
+export type AlertListener = (event: AlertEvent) => void;
+
+export interface AlertQuery {
+  kind?: string[];
+  severity?: AlertSeverity[];
+  token?: string;
+  session?: string;
+  server?: string;
+  project?: string;
+  acknowledged?: boolean;
+  from?: string | Date;
+  to?: string | Date;
+  before?: string;
+  limit?: number;
+}
+
+export interface AlertPage {
+  alerts: Alert[];
+  /** Pass as `before` for the next (older) page; null on the last page. */
+  next_before: string | null;
+}
+
+const MAX_MESSAGE = 2_000;
+const MAX_DETAILS_BYTES = 8_192;
+
+interface WireMessage {
+  origin: string;
+  type: AlertEvent['type'];
+  alert: Record<string, unknown>;
+}
+
+function revive(a: Record<string, unknown>): Alert {
+  return {
+    ...(a as unknown as Alert),
+    created_at: new Date(a['created_at'] as string),
+    acknowledged_at: a['acknowledged_at'] ? new Date(a['acknowledged_at'] as string) : null,
+  };
+}
+
+/** Project-limited operators see their projects' alerts and alerts that belong to no project. */
+export function canSeeAlert(op: OperatorPrincipal, alert: Pick<Alert, 'project_id'>): boolean {
+  return alert.project_id === null || canSeeProject(op, alert.project_id);
+}
+
+/**
+ * Alerts: stored in Postgres, fanned out to every replica's live listeners through one Redis channel,
+ * and sent to the optional outgoing webhook by the replica that raised them.
+ *
+ * `raise()` never rejects: callers on the decision path fire and forget (`void ctx.alerts.raise(...)`),
+ * and a broken Postgres, Redis or webhook is logged, not thrown. When Postgres is down the alert still
+ * reaches live listeners and the webhook, but is not stored (and so cannot be acknowledged).
+ */
+export class AlertService {
+  /** Tells this replica's own messages apart: they were already delivered locally. */
+  private readonly instanceId = randomUUID();
+  private readonly listeners = new Set<AlertListener>();
+  private readonly channel: string;
+  private readonly onMessage = (channel: string, message: string) => {
+    if (channel === this.channel) this.receive(message);
+  };
+  private readonly onSubReady = () => void this.subscribeChannel();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: RedisHandle,
+    private readonly log: Logger,
+    private readonly webhook: AlertWebhook | null,
+  ) {
+    this.channel = redis.channel('alerts');
+  }
+
+  async start(): Promise<void> {
+    this.redis.sub.on('message', this.onMessage);
+    // A subscribe that failed while Redis was away is not replayed by ioredis: retry on every reconnect.
+    this.redis.sub.on('ready', this.onSubReady);
+    await this.subscribeChannel();
+  }
+
+  async stop(): Promise<void> {
+    this.redis.sub.off('message', this.onMessage);
+    this.redis.sub.off('ready', this.onSubReady);
+    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
+    this.listeners.clear();
+    await this.webhook?.stop();
+  }
+
+  private async subscribeChannel(): Promise<void> {
+    try {
+      await this.redis.sub.subscribe(this.channel);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'alerts: cannot subscribe to the Redis channel yet; other replicas’ alerts reach this one once Redis is back');
+    }
+  }
+
+  /** Stores, broadcasts and (if configured) sends an alert. Never rejects; see the class comment. */
+  async raise(input: RaiseAlert): Promise<Alert> {
+    const alert = this.build(input);
+    try {
+      return await this.deliver(alert);
+    } catch (err) {
+      // Only a bug can land here (deliver() catches its own I/O errors); still never fail the caller.
+      this.log.error({ err, alert_id: alert.id, kind: alert.kind }, 'alerts: raise failed');
+      return alert;
+    }
+  }
+
+  /**
+   * Raises at most once per `key` per `seconds` across all replicas (Redis SET NX EX), for conditions
+   * every replica notices, such as stale flags. Returns null when suppressed. If Redis cannot answer
+   * the alert is raised anyway: a duplicate is better than a missed alert. Never rejects.
+   */
+  async raiseOnce(key: string, seconds: number, input: RaiseAlert): Promise<Alert | null> {
+    try {
+      const won = await this.redis.redis.set(this.redis.key('alerts', 'once', key), '1', 'EX', Math.max(1, Math.ceil(seconds)), 'NX');
+      if (won === null) return null;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, key }, 'alerts: Redis could not de-duplicate; raising anyway');
+    }
+    return this.raise(input);
+  }
+
+  private build(input: RaiseAlert): Alert {
+    const kind: string = input.kind;
+    if (!isAlertKind(kind)) {
+      // The type forbids this; a caller that casts still gets its alert stored rather than lost.
+      this.log.error({ kind }, 'alerts: unknown alert kind (add it to src/alerts/kinds.ts)');
+    }
+    const numbers: Record<string, number> = {};
+    for (const [k, v] of Object.entries(input.numbers ?? {})) if (Number.isFinite(v)) numbers[k] = v;
+    let details = input.details ?? {};
+    const detailsJson = JSON.stringify(details);
+    if (detailsJson.length > MAX_DETAILS_BYTES) details = { truncated: true, bytes: detailsJson.length };
+    const message = input.message.length > MAX_MESSAGE ? `${input.message.slice(0, MAX_MESSAGE - 1)}…` : input.message;
+    return {
+      id: uuidv7(),
+      kind,
+      severity: input.severity ?? (isAlertKind(kind) ? ALERT_KINDS[kind].severity : 'warning'),
+      token_id: input.token_id ?? null,
+      project_id: input.project_id ?? null,
+      session_id: input.session_id ?? null,
+      server: input.server ?? null,
+      numbers,
+      details,
+      message,
+      created_at: new Date(),
+      acknowledged_at: null,
+      acknowledged_by: null,
+      ack_note: null,
+    };
+  }
+
+  private async deliver(alert: Alert): Promise<Alert> {
+    try {
+      // Every column is set here, so the in-memory alert is what was stored (and keeps the caller's
+      // key order in `numbers`, which jsonb would sort).
+      await alertStore.insert(this.pool, alert);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, alert_id: alert.id, kind: alert.kind, alert_message: alert.message }, 'alerts: could not store the alert in Postgres; it is only broadcast');
+    }
+    this.emit({ type: 'raised', alert });
+    await this.publish('raised', alert);
+    this.webhook?.deliver(alert);
+    return alert;
+  }
+
+  private async publish(type: AlertEvent['type'], alert: Alert): Promise<void> {
+    const message: WireMessage = { origin: this.instanceId, type, alert: alert as unknown as Record<string, unknown> };
+    try {
+      await this.redis.redis.publish(this.channel, JSON.stringify(message));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, alert_id: alert.id }, 'alerts: could not publish on Redis; other replicas see the alert through GET /v1/alerts only');
+    }
+  }
+
+  private receive(raw: string): void {
+    let msg: WireMessage;
+    try {
+      msg = JSON.parse(raw) as WireMessage;
+    } catch {
+      this.log.warn('alerts: ignored a malformed message on the alerts channel');
+      return;
+    }
+    if (msg.origin === this.instanceId) return;
+    if ((msg.type !== 'raised' && msg.type !== 'acknowledged') || typeof msg.alert !== 'object' || msg.alert === null) return;
+    this.emit({ type: msg.type, alert: revive(msg.alert) });
+  }
+
+  private emit(event: AlertEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.error({ err }, 'alerts: a live listener threw');
+      }
+    }
+  }
+
+  /**
+   * Live feed of alerts raised and acknowledged on any replica. Listeners run synchronously on the
+   * publishing path, so they must be quick and must not throw. Returns the unsubscribe function.
+   */
+  subscribe(listener: AlertListener): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  /** Newest first. With `op`, a project-limited operator sees only its projects and project-less alerts. */
+  async list(query: AlertQuery, op?: OperatorPrincipal): Promise<AlertPage> {
+    const limit = query.limit ?? 100;
+    const filter: AlertFilter = { limit, visible_projects: op?.projects ? [...op.projects] : null };
+    if (query.kind) filter.kinds = query.kind;
+    if (query.severity) filter.severities = query.severity;
+    if (query.token) filter.token_id = query.token;
+    if (query.session) filter.session_id = query.session;
+    if (query.server) filter.server = query.server;
+    if (query.project) filter.project_id = query.project;
+    if (query.acknowledged !== undefined) filter.acknowledged = query.acknowledged;
+    if (query.from) filter.from = new Date(query.from);
+    if (query.to) filter.to = new Date(query.to);
+    if (query.before) filter.before = query.before;
+    const alerts = await alertStore.list(this.pool, filter);
+    return { alerts, next_before: alerts.length === limit ? alerts[alerts.length - 1]!.id : null };
+  }
+
+  /** Alerts newer than `afterId`, oldest first (SSE replay after a reconnect). */
+  async listAfter(afterId: string, limit: number, op?: OperatorPrincipal): Promise<Alert[]> {
+    return alertStore.list(this.pool, { after: afterId, limit, visible_projects: op?.projects ? [...op.projects] : null });
+  }
+
+  async get(id: string, op: OperatorPrincipal): Promise<Alert> {
+    const alert = await alertStore.get(this.pool, id);
+    if (!alert || !canSeeAlert(op, alert)) throw notFound('alert');
+    return alert;
+  }
+
+  /** Acknowledges once (404 unknown or invisible, 409 already acknowledged) and tells every replica. */
+  async ack(id: string, op: OperatorPrincipal, note?: string): Promise<Alert> {
+    const existing = await this.get(id, op);
+    const acked = await alertStore.acknowledge(this.pool, id, operatorActor(op), note ?? null);
+    if (!acked) {
+      const now = (await alertStore.get(this.pool, id)) ?? existing;
+      throw new AppError('CONFLICT', `Alert ${id} was already acknowledged by ${now.acknowledged_by ?? 'someone'}.`, {
+        acknowledged_by: now.acknowledged_by,
+        acknowledged_at: now.acknowledged_at?.toISOString() ?? null,
+      });
+    }
+    this.emit({ type: 'acknowledged', alert: acked });
+    await this.publish('acknowledged', acked);
+    return acked;
+  }
+}

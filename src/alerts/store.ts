@@ -1,0 +1,100 @@
+import type { Pool, PoolClient } from '../db/pool.js';
+import type { AlertSeverity } from './kinds.js';
+
+// The only code that writes SQL for alerts.
+
+export interface Alert {
+  id: string;
+  /** One of ALERT_KINDS when raised by this version; older rows may hold kinds since renamed. */
+  kind: string;
+  severity: AlertSeverity;
+  token_id: string | null;
+  project_id: string | null;
+  session_id: string | null;
+  server: string | null;
+  numbers: Record<string, number>;
+  details: Record<string, unknown>;
+  message: string;
+  created_at: Date;
+  acknowledged_at: Date | null;
+  acknowledged_by: string | null;
+  ack_note: string | null;
+}
+
+export interface AlertFilter {
+  kinds?: string[];
+  severities?: AlertSeverity[];
+  token_id?: string;
+  session_id?: string;
+  server?: string;
+  project_id?: string;
+  /** Project-limited operators: only these projects, plus alerts without a project. null = all. */
+  visible_projects: string[] | null;
+  acknowledged?: boolean;
+  from?: Date;
+  to?: Date;
+  /** Keyset cursor: only alerts with a smaller (older) id. */
+  before?: string;
+  /** Only alerts with a larger (newer) id, oldest first (stream replay). */
+  after?: string;
+  limit: number;
+}
+
+type Queryable = Pool | PoolClient;
+
+const COLUMNS =
+  'id, kind, severity, token_id, project_id, session_id, server, numbers, details, message, created_at, acknowledged_at, acknowledged_by, ack_note';
+
+export const alertStore = {
+  async insert(db: Queryable, a: Omit<Alert, 'acknowledged_at' | 'acknowledged_by' | 'ack_note'>): Promise<void> {
+    await db.query(
+      `INSERT INTO alerts (id, kind, severity, token_id, project_id, session_id, server, numbers, details, message, created_at)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
+      [a.id, a.kind, a.severity, a.token_id, a.project_id, a.session_id, a.server, JSON.stringify(a.numbers), JSON.stringify(a.details), a.message, a.created_at],
+    );
+  },
+
+  async list(db: Queryable, f: AlertFilter): Promise<Alert[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, v: unknown) => {
+      args.push(v);
+      where.push(sql.replaceAll('?', `$${args.length}`));
+    };
+    if (f.kinds?.length) add('kind = ANY(?::text[])', f.kinds);
+    if (f.severities?.length) add('severity = ANY(?::text[])', f.severities);
+    if (f.token_id) add('token_id = ?', f.token_id);
+    if (f.session_id) add('session_id = ?', f.session_id);
+    if (f.server) add('server = ?', f.server);
+    if (f.project_id) add('project_id = ?', f.project_id);
+    if (f.visible_projects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
+    if (f.acknowledged === true) where.push('acknowledged_at IS NOT NULL');
+    if (f.acknowledged === false) where.push('acknowledged_at IS NULL');
+    if (f.from) add('created_at >= ?', f.from);
+    if (f.to) add('created_at < ?', f.to);
+    if (f.before) add('id < ?::uuid', f.before);
+    if (f.after) add('id > ?::uuid', f.after);
+    args.push(f.limit);
+    const order = f.after ? 'ASC' : 'DESC';
+    const { rows } = await db.query<Alert>(
+      `SELECT ${COLUMNS} FROM alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${order} LIMIT $${args.length}`,
+      args,
+    );
+    return rows;
+  },
+
+  async get(db: Queryable, id: string): Promise<Alert | undefined> {
+    const { rows } = await db.query<Alert>(`SELECT ${COLUMNS} FROM alerts WHERE id = $1`, [id]);
+    return rows[0];
+  },
+
+  /** Acknowledges once: returns undefined when the alert is unknown or already acknowledged. */
+  async acknowledge(db: Queryable, id: string, by: string, note: string | null): Promise<Alert | undefined> {
+    const { rows } = await db.query<Alert>(
+      `UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $2, ack_note = $3
+       WHERE id = $1 AND acknowledged_at IS NULL RETURNING ${COLUMNS}`,
+      [id, by, note],
+    );
+    return rows[0];
+  },
+};

@@ -1,0 +1,204 @@
+import { createHmac } from 'node:crypto';
+import type { Logger } from 'pino';
+import { type AlertSeverity, severityAtLeast } from './kinds.js';
+import type { Alert } from './store.js';
+
+// Outgoing alert webhook. Delivery happens off the caller's path: `deliver()` only queues. A small pool
+// of workers sends with a timeout and retries with exponential backoff; every failure is logged and
+// none is ever thrown back, because an alert must never slow or fail a decision.
+
+export type WebhookFormat = 'generic' | 'slack';
+
+export interface WebhookSettings {
+  url: string;
+  format: WebhookFormat;
+  /** Total attempts per alert, including the first. */
+  attempts: number;
+  timeoutMs: number;
+  /** Delay before the first retry; doubled for each further retry. */
+  backoffMs: number;
+  minSeverity: AlertSeverity;
+  /** When set, generic bodies are signed (X-Killswitch-Signature). */
+  secret: string | undefined;
+  /** Base URL of the control plane, for links in the message; empty: no link. */
+  publicUrl: string;
+}
+
+export interface DeliveryResult {
+  ok: boolean;
+  attempts: number;
+  status?: number;
+  error?: string;
+}
+
+const CONCURRENCY = 4;
+const MAX_QUEUED = 1_000;
+const MAX_RETRY_AFTER_MS = 30_000;
+
+function alertJson(alert: Alert): Record<string, unknown> {
+  return {
+    ...alert,
+    created_at: alert.created_at.toISOString(),
+    acknowledged_at: alert.acknowledged_at ? alert.acknowledged_at.toISOString() : null,
+  };
+}
+
+function alertLink(alert: Alert, publicUrl: string): string | undefined {
+  return publicUrl ? `${publicUrl.replace(/\/+$/, '')}/v1/alerts/${alert.id}` : undefined;
+}
+
+export function genericBody(alert: Alert, publicUrl: string): Record<string, unknown> {
+  const link = alertLink(alert, publicUrl);
+  return { source: 'mcp-killswitch', event: 'alert.raised', alert: alertJson(alert), ...(link ? { link } : {}) };
+}
+
+const EMOJI: Record<AlertSeverity, string> = { critical: ':rotating_light:', warning: ':warning:', info: ':information_source:' };
+
+// Slack mrkdwn treats these three as control characters.
+const slackEscape = (s: string) => s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
+const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
+
+/** Slack incoming-webhook body: `text` is the notification fallback, `blocks` the rendered message. */
+export function slackBody(alert: Alert, publicUrl: string): { text: string; blocks: unknown[] } {
+  const link = alertLink(alert, publicUrl);
+  const fields: string[] = [];
+  const field = (label: string, value: string | null) => {
+    if (value) fields.push(`*${label}*\n${clip(slackEscape(value), 1900)}`);
+  };
+  field('Server', alert.server);
+  field('Token', alert.token_id);
+  field('Session', alert.session_id);
+  field('Project', alert.project_id);
+  const numbers = Object.entries(alert.numbers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
+  field('Numbers', numbers || null);
+  const blocks: unknown[] = [
+    { type: 'header', text: { type: 'plain_text', text: clip(`${alert.kind} (${alert.severity})`, 150) } },
+    { type: 'section', text: { type: 'mrkdwn', text: clip(`${EMOJI[alert.severity]} ${slackEscape(alert.message)}`, 3000) } },
+  ];
+  if (fields.length) blocks.push({ type: 'section', fields: fields.map((text) => ({ type: 'mrkdwn', text })) });
+  const context = `alert \`${alert.id}\` · ${alert.created_at.toISOString()}${link ? ` · <${link}|open>` : ''}`;
+  blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: context }] });
+  return { text: clip(`${EMOJI[alert.severity]} [${alert.severity.toUpperCase()}] ${alert.kind}: ${slackEscape(alert.message)}`, 3000), blocks };
+}
+
+/** HMAC-SHA256 over `${timestamp}.${body}`, so a receiver can reject forged and replayed bodies. */
+export function signBody(secret: string, timestamp: string, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+// 408 and 429 are the receiver saying "later"; other 4xx mean the body or URL is wrong and will stay wrong.
+const retryable = (status: number) => status >= 500 || status === 408 || status === 429;
+
+export class AlertWebhook {
+  private readonly queue: Alert[] = [];
+  private active = 0;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly closing = new AbortController();
+
+  constructor(
+    private readonly settings: WebhookSettings,
+    private readonly log: Logger,
+  ) {}
+
+  /** Queues the alert for delivery and returns at once. Alerts below the minimum severity are skipped. */
+  deliver(alert: Alert): void {
+    if (!severityAtLeast(alert.severity, this.settings.minSeverity)) return;
+    if (this.closing.signal.aborted) {
+      this.log.warn({ alert_id: alert.id, kind: alert.kind }, 'alert webhook not sent: the control plane is shutting down');
+      return;
+    }
+    if (this.queue.length >= MAX_QUEUED) {
+      this.log.error({ alert_id: alert.id, kind: alert.kind, queued: this.queue.length }, 'alert webhook queue full: alert not sent to the webhook');
+      return;
+    }
+    this.queue.push(alert);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.active < CONCURRENCY && this.queue.length > 0) {
+      const alert = this.queue.shift()!;
+      this.active++;
+      const p = this.send(alert).finally(() => {
+        this.active--;
+        this.inflight.delete(p);
+        this.pump();
+      });
+      this.inflight.add(p);
+    }
+  }
+
+  /** One alert, with retries. Never throws. */
+  async send(alert: Alert): Promise<DeliveryResult> {
+    const { url, format, attempts, timeoutMs, backoffMs, secret, publicUrl } = this.settings;
+    const body = JSON.stringify(format === 'slack' ? slackBody(alert, publicUrl) : genericBody(alert, publicUrl));
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'mcp-killswitch-alerts/0.1',
+      // Receivers de-duplicate on this: a timed-out attempt may still have arrived.
+      'x-killswitch-alert-id': alert.id,
+    };
+    let last: DeliveryResult = { ok: false, attempts: 0 };
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (this.closing.signal.aborted) break;
+      let retryAfterMs = 0;
+      try {
+        if (secret && format === 'generic') {
+          const ts = String(Math.floor(Date.now() / 1000));
+          headers['x-killswitch-timestamp'] = ts;
+          headers['x-killswitch-signature'] = signBody(secret, ts, body);
+        }
+        const res = await fetch(url, {
+          method: 'POST',
+          headers,
+          body,
+          signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.closing.signal]),
+        });
+        const text = await res.text().catch(() => '');
+        if (res.ok) {
+          this.log.debug({ alert_id: alert.id, status: res.status, attempt }, 'alert webhook delivered');
+          return { ok: true, attempts: attempt, status: res.status };
+        }
+        last = { ok: false, attempts: attempt, status: res.status, error: clip(text, 200) };
+        if (!retryable(res.status)) break;
+        const ra = Number(res.headers.get('retry-after'));
+        if (Number.isFinite(ra) && ra > 0) retryAfterMs = Math.min(ra * 1000, MAX_RETRY_AFTER_MS);
+      } catch (err) {
+        const e = err as Error;
+        last = { ok: false, attempts: attempt, error: e.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : e.message };
+      }
+      if (attempt < attempts) {
+        this.log.warn({ alert_id: alert.id, attempt, status: last.status, error: last.error }, 'alert webhook attempt failed; retrying');
+        await this.sleep(Math.max(backoffMs * 2 ** (attempt - 1), retryAfterMs));
+      }
+    }
+    this.log.error({ alert_id: alert.id, kind: alert.kind, attempts: last.attempts, status: last.status, error: last.error }, 'alert webhook delivery failed');
+    return last;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const signal = this.closing.signal;
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Lets deliveries in progress finish for up to `graceMs`, then abandons the rest (logged). */
+  async stop(graceMs = 2_000): Promise<void> {
+    const dropped = this.queue.splice(0);
+    for (const alert of dropped) this.log.warn({ alert_id: alert.id, kind: alert.kind }, 'alert webhook not sent: the control plane is shutting down');
+    if (this.inflight.size > 0) {
+      await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    }
+    this.closing.abort();
+    await Promise.allSettled([...this.inflight]);
+  }
+}

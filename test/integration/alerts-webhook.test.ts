@@ -1,0 +1,253 @@
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Alert } from '../../src/alerts/store.js';
+import { AlertWebhook, signBody, type WebhookSettings } from '../../src/alerts/webhook.js';
+import { loadConfig } from '../../src/config.js';
+import { LogCapture, TestContext } from '../helpers/context.js';
+
+// A real HTTP receiver on a local port: each request gets the next scripted reply (the last repeats).
+interface Reply {
+  status: number;
+  delayMs?: number;
+  headers?: Record<string, string>;
+}
+interface Received {
+  headers: IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+class Receiver {
+  readonly received: Received[] = [];
+  private server: Server | undefined;
+  script: Reply[] = [{ status: 200 }];
+  url = '';
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => {
+        body += c.toString('utf8');
+      });
+      req.on('end', () => {
+        this.received.push({ headers: req.headers, body, at: performance.now() });
+        const reply = this.script[Math.min(this.received.length - 1, this.script.length - 1)]!;
+        setTimeout(() => {
+          if (res.destroyed) return;
+          res.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers });
+          res.end(reply.status < 300 ? 'ok' : 'receiver error');
+        }, reply.delayMs ?? 0);
+      });
+    });
+    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/hook`;
+    return this;
+  }
+
+  reset(script: Reply[]): void {
+    this.received.length = 0;
+    this.script = script;
+  }
+
+  async waitFor(n: number, ms = 5_000): Promise<Received[]> {
+    const deadline = Date.now() + ms;
+    while (this.received.length < n) {
+      if (Date.now() > deadline) throw new Error(`receiver got ${this.received.length} of ${n} requests`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return this.received;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise((r) => this.server?.close(r));
+  }
+}
+
+function sampleAlert(over: Partial<Alert> = {}): Alert {
+  return {
+    id: '0190e3c1-0000-7000-8000-0000000000aa',
+    kind: 'SESSION_HALTED',
+    severity: 'critical',
+    token_id: 'tok-1',
+    project_id: 'p1',
+    session_id: 's-1',
+    server: 'filesystem',
+    numbers: { used: 200, max: 200 },
+    details: { trigger: 'SESSION_LIMIT' },
+    message: 'Session s-1 halted: 200/200 calls <limit> & more',
+    created_at: new Date('2025-01-02T03:04:05.000Z'),
+    acknowledged_at: null,
+    acknowledged_by: null,
+    ack_note: null,
+    ...over,
+  };
+}
+
+describe('alert webhook against a real HTTP receiver', () => {
+  const receiver = new Receiver();
+  const logs = new LogCapture();
+  const log = pino({ level: 'debug' }, logs);
+  const settings = (over: Partial<WebhookSettings> = {}): WebhookSettings => ({
+    url: receiver.url,
+    format: 'generic',
+    attempts: 3,
+    timeoutMs: 1_000,
+    backoffMs: 50,
+    minSeverity: 'info',
+    secret: undefined,
+    publicUrl: 'http://killswitch.test:8080',
+    ...over,
+  });
+
+  beforeAll(() => receiver.start());
+  afterAll(() => receiver.stop());
+
+  it('generic: JSON body with the whole alert, alert-id header and a verifiable signature', async () => {
+    receiver.reset([{ status: 204 }]);
+    const hook = new AlertWebhook(settings({ secret: 'hook-secret' }), log);
+    const result = await hook.send(sampleAlert());
+    expect(result).toEqual({ ok: true, attempts: 1, status: 204 });
+    const [req] = await receiver.waitFor(1);
+    expect(req!.headers['content-type']).toBe('application/json');
+    expect(req!.headers['x-killswitch-alert-id']).toBe('0190e3c1-0000-7000-8000-0000000000aa');
+    const ts = req!.headers['x-killswitch-timestamp'] as string;
+    expect(req!.headers['x-killswitch-signature']).toBe(signBody('hook-secret', ts, req!.body));
+    expect(JSON.parse(req!.body)).toEqual({
+      source: 'mcp-killswitch',
+      event: 'alert.raised',
+      link: 'http://killswitch.test:8080/v1/alerts/0190e3c1-0000-7000-8000-0000000000aa',
+      alert: {
+        id: '0190e3c1-0000-7000-8000-0000000000aa',
+        kind: 'SESSION_HALTED',
+        severity: 'critical',
+        token_id: 'tok-1',
+        project_id: 'p1',
+        session_id: 's-1',
+        server: 'filesystem',
+        numbers: { used: 200, max: 200 },
+        details: { trigger: 'SESSION_LIMIT' },
+        message: 'Session s-1 halted: 200/200 calls <limit> & more',
+        created_at: '2025-01-02T03:04:05.000Z',
+        acknowledged_at: null,
+        acknowledged_by: null,
+        ack_note: null,
+      },
+    });
+    await hook.stop();
+  });
+
+  it('slack: {text, blocks} with escaped mrkdwn, fields and a link', async () => {
+    receiver.reset([{ status: 200 }]);
+    const hook = new AlertWebhook(settings({ format: 'slack', secret: 'ignored-for-slack' }), log);
+    expect((await hook.send(sampleAlert())).ok).toBe(true);
+    const [req] = await receiver.waitFor(1);
+    expect(req!.headers['x-killswitch-signature']).toBeUndefined();
+    const body = JSON.parse(req!.body);
+    expect(Object.keys(body).sort()).toEqual(['blocks', 'text']);
+    expect(body.text).toBe(':rotating_light: [CRITICAL] SESSION_HALTED: Session s-1 halted: 200/200 calls &lt;limit&gt; &amp; more');
+    expect(body.blocks[0]).toEqual({ type: 'header', text: { type: 'plain_text', text: 'SESSION_HALTED (critical)' } });
+    expect(body.blocks[1].text.type).toBe('mrkdwn');
+    const fields = body.blocks[2].fields.map((f: { text: string }) => f.text);
+    expect(fields).toEqual(['*Server*\nfilesystem', '*Token*\ntok-1', '*Session*\ns-1', '*Project*\np1', '*Numbers*\nused: 200, max: 200']);
+    expect(body.blocks[3].elements[0].text).toContain('<http://killswitch.test:8080/v1/alerts/0190e3c1-0000-7000-8000-0000000000aa|open>');
+    await hook.stop();
+  });
+
+  it('retries a failing receiver with backoff until it succeeds', async () => {
+    receiver.reset([{ status: 503 }, { status: 500 }, { status: 200 }]);
+    const hook = new AlertWebhook(settings({ backoffMs: 100 }), log);
+    const result = await hook.send(sampleAlert({ id: '0190e3c1-0000-7000-8000-0000000000ab' }));
+    expect(result).toEqual({ ok: true, attempts: 3, status: 200 });
+    const got = await receiver.waitFor(3);
+    expect(got).toHaveLength(3);
+    // Exponential: ~100 ms then ~200 ms between attempts.
+    expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(95);
+    expect(got[2]!.at - got[1]!.at).toBeGreaterThanOrEqual(195);
+    console.log(`webhook retry gaps: ${(got[1]!.at - got[0]!.at).toFixed(0)} ms, ${(got[2]!.at - got[1]!.at).toFixed(0)} ms`);
+    expect(new Set(got.map((r) => r.headers['x-killswitch-alert-id']))).toEqual(new Set(['0190e3c1-0000-7000-8000-0000000000ab']));
+    expect(logs.text).toContain('alert webhook attempt failed; retrying');
+    await hook.stop();
+  });
+
+  it('gives up after the configured attempts and logs the failure; a 4xx is not retried', async () => {
+    receiver.reset([{ status: 500 }]);
+    const hook = new AlertWebhook(settings({ attempts: 3, backoffMs: 10 }), log);
+    const failed = await hook.send(sampleAlert({ id: '0190e3c1-0000-7000-8000-0000000000ac' }));
+    expect(failed).toMatchObject({ ok: false, attempts: 3, status: 500 });
+    expect(receiver.received).toHaveLength(3);
+    const line = logs.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'alert webhook delivery failed' && l.alert_id === '0190e3c1-0000-7000-8000-0000000000ac');
+    expect(line).toMatchObject({ level: 50, attempts: 3, status: 500 });
+
+    receiver.reset([{ status: 400 }]);
+    const rejected = await hook.send(sampleAlert());
+    expect(rejected).toMatchObject({ ok: false, attempts: 1, status: 400 });
+    expect(receiver.received).toHaveLength(1);
+    await hook.stop();
+  });
+
+  it('times out a hanging receiver and retries', async () => {
+    receiver.reset([{ status: 200, delayMs: 2_000 }, { status: 200 }]);
+    const hook = new AlertWebhook(settings({ timeoutMs: 200, backoffMs: 10 }), log);
+    const t0 = performance.now();
+    const result = await hook.send(sampleAlert());
+    expect(result).toEqual({ ok: true, attempts: 2, status: 200 });
+    expect(performance.now() - t0).toBeLessThan(1_500);
+    await hook.stop();
+  });
+
+  it('skips alerts below the minimum severity', async () => {
+    receiver.reset([{ status: 200 }]);
+    const hook = new AlertWebhook(settings({ minSeverity: 'critical' }), log);
+    hook.deliver(sampleAlert({ severity: 'warning' }));
+    hook.deliver(sampleAlert({ severity: 'critical', id: '0190e3c1-0000-7000-8000-0000000000ad' }));
+    const got = await receiver.waitFor(1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toHaveLength(1);
+    expect(got[0]!.headers['x-killswitch-alert-id']).toBe('0190e3c1-0000-7000-8000-0000000000ad');
+    await hook.stop();
+  });
+
+  it('rejects a malformed ALERT_WEBHOOK_URL at start without printing it', () => {
+    expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).toThrow(/ALERT_WEBHOOK_URL=\(hidden\) is invalid/);
+    expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).not.toThrow(/SECRET/);
+    expect(() => loadConfig({ ALERT_WEBHOOK_FORMAT: 'teams' })).toThrow(/ALERT_WEBHOOK_FORMAT/);
+    expect(loadConfig({ ALERT_WEBHOOK_URL: 'https://hooks.example/x', ALERT_WEBHOOK_FORMAT: 'slack' })).toMatchObject({ alertWebhookFormat: 'slack', alertWebhookAttempts: 3 });
+  });
+
+  describe('through the control plane', () => {
+    const t = new TestContext();
+    beforeAll(() => t.setup());
+    afterAll(() => t.teardown());
+
+    it('raise returns before a slow, failing-then-succeeding receiver is done, and the alert arrives', async () => {
+      receiver.reset([{ status: 502, delayMs: 300 }, { status: 200, delayMs: 300 }]);
+      const app = await t.app({ alertWebhookUrl: receiver.url, alertWebhookFormat: 'slack', alertWebhookBackoffMs: 50, alertWebhookTimeoutMs: 2_000 });
+      const t0 = performance.now();
+      const alert = await app.ctx.alerts.raise({ kind: 'CASCADE_WRITE', message: '3 writes to 3 files in the last 5 calls', token_id: 'tok-c', numbers: { writes: 3, window: 5 } });
+      const raiseMs = performance.now() - t0;
+      console.log(`raise() with a 300 ms webhook receiver returned in ${raiseMs.toFixed(1)} ms`);
+      expect(raiseMs).toBeLessThan(250);
+      const got = await receiver.waitFor(2);
+      expect(got.map((r) => r.headers['x-killswitch-alert-id'])).toEqual([alert.id, alert.id]);
+      const body = JSON.parse(got[1]!.body);
+      expect(body.text).toContain('CASCADE_WRITE');
+      expect(body.blocks[2].fields).toContainEqual({ type: 'mrkdwn', text: '*Numbers*\nwrites: 3, window: 5' });
+    });
+
+    it('only the raising replica calls the webhook', async () => {
+      receiver.reset([{ status: 200 }]);
+      const cfg = { alertWebhookUrl: receiver.url, alertWebhookBackoffMs: 10 };
+      const one = await t.app(cfg);
+      await t.app(cfg);
+      await t.app(cfg);
+      const alert = await one.ctx.alerts.raise({ kind: 'KILL_CREATED', message: 'kill server filesystem' });
+      await receiver.waitFor(1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(receiver.received.map((r) => r.headers['x-killswitch-alert-id'])).toEqual([alert.id]);
+      expect(JSON.parse(receiver.received[0]!.body).alert.kind).toBe('KILL_CREATED');
+    });
+  });
+});
