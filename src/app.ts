@@ -7,14 +7,22 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import { pino } from 'pino';
 import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
+import { auditRoutes } from './audit/routes.js';
+import { AuditService } from './audit/service.js';
 import type { Config } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from './db/pool.js';
+import { flagRoutes } from './flags/routes.js';
+import { FlagService } from './flags/service.js';
 import { installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { RedisGate } from './limits/gate.js';
 import { loggerOptions } from './log.js';
+import { PolicyStore } from './policy/store.js';
 import { createRedis, waitForRedis } from './redis/client.js';
+import { sessionRoutes } from './sessions/routes.js';
+import { SessionService } from './sessions/service.js';
 import { Authenticator } from './tokens/authenticator.js';
 import { credentialRoutes } from './tokens/routes.js';
 import { CredentialService } from './tokens/service.js';
@@ -58,16 +66,50 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs);
     await auth.start();
     closers.push(() => auth.stop());
+    // Pushed early so it closes late: rows other services enqueue while closing are still flushed, and the
+    // writer is flushed before the main pool ends.
+    const audit = await AuditService.start(config, pool, log);
+    closers.push(() => audit.close());
+    // A broken policy file stops the start here, with every error and its line.
+    const policy = await PolicyStore.open(config.policyFile, { log });
+    closers.push(() => policy.close());
     const alerts = await createAlertService(config, pool, redis, log);
     closers.push(() => alerts.stop());
+    // Waits (bounded) for the first flags, so a fresh instance does not deny its first calls needlessly.
+    const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
+    closers.push(() => flags.stop());
+    await flags.start();
+    // Sessions and halts: the state epoch reloads Redis from Postgres after a restart or flush.
+    const sessions = new SessionService(pool, redis, log, {
+      idleTimeoutMs: config.sessionIdleTimeoutS * 1000,
+      maxOpenPerToken: config.sessionMaxOpenPerToken,
+      maxNewPerHour: config.sessionMaxNewPerHour,
+    });
+    sessions.setAdminRecorder((r) => audit.recordAdmin(r));
+    sessions.setCapsSource(() => {
+      const t = policy.current().limits.token;
+      return { maxOpen: t.maxOpenSessions, maxNewPerHour: t.maxNewSessionsPerHour };
+    });
+    sessions.start();
+    closers.push(() => sessions.stop());
+    const gate = new RedisGate(redis, {
+      sessionIdleMs: config.sessionIdleTimeoutS * 1000,
+      decisionTtlMs: config.decisionMetaTtlS * 1000,
+      onMissingEpoch: () => sessions.epoch.requestReload(),
+    });
     const ctx: AppContext = {
       config,
       log,
       pool,
       redis,
       auth,
-      credentials: new CredentialService(pool, auth),
+      credentials: new CredentialService(pool, auth, audit),
+      audit,
+      policy,
       alerts,
+      flags,
+      sessions,
+      gate,
       readiness: new Map(),
       closers,
     };
@@ -103,6 +145,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
     await app.register(healthRoutes);
     await app.register(credentialRoutes);
+    await app.register(sessionRoutes);
+    await app.register(auditRoutes);
+    ctx.readiness.set('audit', async () => (audit.writer.spooling ? `Postgres refused audit rows; ${audit.spoolSize} rows in the local spool` : true));
+    await app.register(flagRoutes);
+    ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);
 
     app.addHook('onClose', async () => {

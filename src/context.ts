@@ -1,8 +1,13 @@
 import type { Logger } from 'pino';
 import type { AlertService } from './alerts/service.js';
+import type { AuditService } from './audit/service.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
+import type { FlagService } from './flags/service.js';
+import type { RedisGate } from './limits/gate.js';
+import type { PolicyStore } from './policy/store.js';
 import type { RedisHandle } from './redis/client.js';
+import type { SessionService } from './sessions/service.js';
 import type { Authenticator } from './tokens/authenticator.js';
 import type { CredentialService } from './tokens/service.js';
 
@@ -20,8 +25,18 @@ export interface AppContext {
   redis: RedisHandle;
   auth: Authenticator;
   credentials: CredentialService;
+  /** Audit trail: recordIntent (durable), enqueue (denials, results), recordAdmin; read side and retention. */
+  audit: AuditService;
+  /** The policy file in force (hot-reloaded); call `policy.current()` per decision. */
+  policy: PolicyStore;
   /** Raise (fire and forget: never rejects), list, acknowledge and subscribe to alerts. */
   alerts: AlertService;
+  /** Unleash flags: `isEnabled` in memory per decision, webhook overrides, status for GET /v1/flags. */
+  flags: FlagService;
+  /** Sessions and halts: open, halt, resume, get/list; owns the Redis state epoch (reload after a Redis loss). */
+  sessions: SessionService;
+  /** The one Redis round trip of a decision (createGateStep wraps it); decisionMeta/recordOutcome for results. */
+  gate: RedisGate;
   readiness: Map<string, ReadinessCheck>;
   closers: Array<() => Promise<void>>;
 }

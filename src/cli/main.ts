@@ -1,7 +1,12 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { auditRetention, auditVerify } from '../audit/commands.js';
 import { ConfigError, loadConfig } from '../config.js';
+import { flagsSync, runUnleash } from '../flags/cli.js';
 import { startServer } from '../server.js';
 import { operatorsCreate } from './operators.js';
+import { policyCheck } from './policy-check.js';
+import { registerEnvGateCommand } from './env-gate.js';
+import { registerScanCommand } from './scan/command.js';
 
 function config() {
   try {
@@ -57,6 +62,88 @@ configCmd
     const c = config();
     process.stdout.write(`configuration ok: port ${c.port}, policy ${c.policyFile}, Unleash ${c.unleashUrl || 'embedded'}\n`);
   });
+
+const flagsCmd = program.command('flags').description('Unleash flags.');
+flagsCmd
+  .command('sync')
+  .description('Create missing flags (on), update descriptions and untouched strategies, register the webhook; never turns a flag back on.')
+  .option('--policy <file>', 'policy file whose servers get mcp.<server>.read|write|delete (default POLICY_FILE)')
+  .option('--dir <dir>', 'flag definition folder (default flags/)')
+  .option('--no-webhook', 'do not register the webhook integration')
+  .action(async (opts: { policy?: string; dir?: string; webhook: boolean }) => {
+    process.exitCode = await flagsSync(config(), opts);
+  });
+
+program
+  .command('unleash')
+  .description('Run the embedded Unleash alone (UI on UNLEASH_PORT) and sync the flags.')
+  .option('--no-sync', 'do not run the flags sync')
+  .option('--policy <file>', 'policy file for the sync (default POLICY_FILE)')
+  .action(async (opts: { sync: boolean; policy?: string }) => {
+    await runUnleash(config(), opts);
+  });
+
+const policyCmd = program.command('policy').description('Policy file tools.');
+policyCmd
+  .command('check')
+  .description('Validate a policy file; errors name file:line:column and the key path (exit 0 valid, 2 invalid).')
+  .argument('<file>', 'policy file (YAML)')
+  .action(async (file: string) => {
+    process.exitCode = await policyCheck(file);
+  });
+
+const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');
+audit
+  .command('verify')
+  .description('Walk every hash chain; exit 1 naming the first broken row of each broken chain.')
+  .option('--json', 'print the full report (chains, rows, broken rows, chain heads) as JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const { code, output } = await auditVerify(config(), opts);
+    process.stdout.write(output);
+    process.exitCode = code;
+  });
+audit
+  .command('retention')
+  .description('Remove raw audit rows older than AUDIT_RETENTION_DAYS (monthly rollups and chain anchors are kept).')
+  .option('--days <n>', 'override AUDIT_RETENTION_DAYS', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of days, at least 1');
+    return n;
+  })
+  .option('--dry-run', 'only count the rows that would be removed')
+  .action(async (opts: { days?: number; dryRun?: boolean }) => {
+    process.stdout.write(`${JSON.stringify(await auditRetention(config(), opts), null, 2)}\n`);
+  });
+
+program
+  .command('gateway')
+  .description('Run the reference MCP gateway: upstream MCP servers from a claude_desktop_config.json-shaped file, every call decided by the control plane (docs/gateway.md).')
+  .requiredOption('--config <file>', 'gateway config: mcpServers plus a killswitch section')
+  .option('--http', 'serve Streamable HTTP (Bearer = agent token) instead of stdio')
+  .option('--stdio', 'serve stdio (the default; with --http, serve both)')
+  .option('--host <host>', 'HTTP listen address (default killswitch.http.host or 127.0.0.1)')
+  .option('--port <port>', 'HTTP port (default killswitch.http.port or 8788)', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number');
+    return n;
+  })
+  .option('--log-level <level>', 'log level (logs go to stderr)', 'info')
+  .action(async (opts: { config: string; http?: boolean; stdio?: boolean; host?: string; port?: number; logLevel: string }) => {
+    const { runGateway } = await import('./gateway.js');
+    const { GatewayConfigError } = await import('../gateway/config.js');
+    try {
+      await runGateway(opts);
+    } catch (err) {
+      if (err instanceof GatewayConfigError) {
+        process.stderr.write(`killswitch gateway: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+  });
+
+registerScanCommand(program, config);
+registerEnvGateCommand(program, config);
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`killswitch: ${(err as Error).message ?? String(err)}\n`);

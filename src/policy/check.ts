@@ -1,0 +1,139 @@
+import type { DecisionInput, Denial, ResolvedCall } from '../decisions/types.js';
+import type { AgentPrincipal } from '../tokens/authenticator.js';
+import { AGENT_PREFIXES } from '../tokens/format.js';
+import { SCOPE_BY_NAME } from '../tokens/scopes.js';
+import { matchProductionPattern } from './resources.js';
+import type { CompiledPolicy, CompiledServer, ProhibitedRule } from './types.js';
+
+// Steps 5 (policy) and 6 (scopes) of DESIGN.md §4. Pure functions of the compiled policy, the token
+// and the resolved call: the first denial wins, in the order an operator reads them in explain.
+
+function prohibitedRuleFor(rules: readonly ProhibitedRule[], server: CompiledServer, call: ResolvedCall): ProhibitedRule | undefined {
+  const scopeClass = call.requiredScope.slice(0, call.requiredScope.indexOf(':'));
+  for (const rule of rules) {
+    if (!rule.capabilities.has(call.capability)) continue;
+    if (rule.serverClass !== undefined && rule.serverClass !== server.serverClass && rule.serverClass !== scopeClass) continue;
+    if (rule.servers && !rule.servers.has(server.name)) continue;
+    if (rule.maps && (server.mapName === undefined || !rule.maps.has(server.mapName))) continue;
+    return rule;
+  }
+  return undefined;
+}
+
+/**
+ * Policy checks for a resolved call (step 5): the token's environment is authoritative, the server
+ * must be allowed for the role in that environment (default deny; forbidden wins), prohibited
+ * capabilities, production patterns against network identities, and the human grant a production
+ * environment needs. `grants.production`: an active human grant covers this token or session.
+ */
+export function checkPolicy(
+  policy: CompiledPolicy,
+  agent: AgentPrincipal,
+  call: ResolvedCall,
+  input: DecisionInput,
+  grants: { production: boolean },
+): Denial | undefined {
+  const env = agent.environment;
+  if (input.environment !== undefined && input.environment !== env) {
+    return {
+      code: 'ENVIRONMENT_FORBIDDEN',
+      message: `this token belongs to ${env} but the request names ${input.environment}; the token's environment is authoritative: use a token issued for ${input.environment}`,
+    };
+  }
+
+  const server = policy.servers.get(call.server);
+  if (!server) {
+    // resolveCall already refuses unknown servers; a policy reloaded between the two steps lands here.
+    return { code: 'UNKNOWN_SERVER', halt: 'UNAUTHORIZED_SERVER', message: `server "${call.server}" is not in the policy` };
+  }
+  const role = policy.roles.get(agent.role);
+  if (!role) {
+    return {
+      code: 'PERMISSION_DENIED',
+      halt: 'UNAUTHORIZED_SERVER',
+      message: `role ${agent.role} is not defined in the policy, so it may use no server (${call.server} in ${env} refused); an operator must add the role to the policy file`,
+    };
+  }
+  if (server.prohibited) {
+    return {
+      code: 'PERMISSION_DENIED',
+      halt: 'UNAUTHORIZED_SERVER',
+      message: `server ${call.server} is prohibited by the policy for every role (role ${role.name}, ${env})`,
+    };
+  }
+  if (role.forbidden[env].has(server.name)) {
+    return {
+      code: 'PERMISSION_DENIED',
+      halt: 'UNAUTHORIZED_SERVER',
+      message: `role ${role.name} may not use server ${call.server} in ${env}: it is in the role's forbidden servers`,
+    };
+  }
+  if (!role.allowed[env].has(server.name)) {
+    return {
+      code: 'PERMISSION_DENIED',
+      halt: 'UNAUTHORIZED_SERVER',
+      message: `role ${role.name} may not use server ${call.server} in ${env}: it is not in the role's allowed servers (default deny)`,
+    };
+  }
+  if (role.readOnly && call.capability !== 'read') {
+    return {
+      code: 'PERMISSION_DENIED',
+      halt: 'WRITE_IN_READ_SESSION',
+      message: `role ${role.name} is read-only (preset mcp.read_only): ${call.server}/${call.tool} needs ${call.requiredScope} (${call.capability})`,
+    };
+  }
+
+  const rule = prohibitedRuleFor(policy.prohibited, server, call);
+  if (rule) {
+    return {
+      code: 'PERMISSION_DENIED',
+      message: `the policy prohibits ${rule.name} for every role: ${call.server}/${call.tool} is a ${call.capability} on a ${server.serverClass} server`,
+    };
+  }
+
+  const rules = policy.environments[env];
+  if (!grants.production) {
+    const hit = matchProductionPattern(call.networkIdentities, rules.forbiddenPatterns);
+    if (hit) {
+      return {
+        code: 'ENVIRONMENT_FORBIDDEN',
+        halt: 'PRODUCTION_ENVIRONMENT',
+        message: `${call.server}/${call.tool} reaches "${hit.identity}", which matches the production pattern "${hit.pattern}"; ${env} tokens need a human grant for production (ask an operator)`,
+      };
+    }
+    if (rules.humanGrantRequired) {
+      return {
+        code: 'HUMAN_AUTHORIZATION_REQUIRED',
+        message: `${env} calls need an active human grant for this token or session; ask an operator (POST /v1/grants) with a reason and a time limit`,
+      };
+    }
+  }
+  return undefined;
+}
+
+const TYPE_PREFIX = AGENT_PREFIXES;
+
+/**
+ * Step 6: the token must hold the exact scope. A write or delete attempted with an mcp_ro_ token fires
+ * the WRITE_IN_READ_SESSION trigger.
+ */
+export function scopeCheck(agent: AgentPrincipal, call: ResolvedCall): Denial | undefined {
+  if (agent.scopes.includes(call.requiredScope)) return undefined;
+  const prefix = TYPE_PREFIX[agent.tokenType];
+  const what = `${call.server}/${call.tool}`;
+  const spec = SCOPE_BY_NAME.get(call.requiredScope);
+  const halt = agent.tokenType === 'ro' && call.capability !== 'read' ? ({ halt: 'WRITE_IN_READ_SESSION' } as const) : {};
+  const why = call.scopeSource === 'untrusted-default' ? ' (the tool is not in the policy map and its annotations are not trusted, so it counts as a write)' : '';
+  let message: string;
+  if (!spec) {
+    message = `${prefix} tokens cannot call ${what}: it needs scope ${call.requiredScope}${why}, which no token can hold; ask an operator to map the tool to a scope in the policy`;
+  } else if (call.requiredScope === 'auth:*') {
+    message = `${prefix} tokens cannot call ${what}: it needs scope auth:* (user management), which only admin tokens hold`;
+  } else if (!spec.allowedTypes.includes(agent.tokenType)) {
+    const minimal = spec.allowedTypes.includes('rw') ? 'rw' : 'admin';
+    message = `${prefix} tokens cannot call ${what}: it needs scope ${call.requiredScope}${why}; ask an operator for an ${TYPE_PREFIX[minimal]} token`;
+  } else {
+    message = `this ${prefix} token cannot call ${what}: it needs scope ${call.requiredScope}${why}, which it was not issued with; ask an operator for a token with that scope`;
+  }
+  return { code: 'PERMISSION_DENIED', message, ...halt };
+}

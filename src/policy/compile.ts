@@ -1,0 +1,324 @@
+import type { HaltTrigger } from '../decisions/types.js';
+import { type Capability, SCOPE_BY_NAME } from '../tokens/scopes.js';
+import type { Environment } from '../tokens/store.js';
+import {
+  CLASS_SCOPES,
+  DEFAULT_CASCADE,
+  DEFAULT_ENVIRONMENTS,
+  DEFAULT_GLOBAL_LIMITS,
+  DEFAULT_HALT_TOKEN_ON,
+  DEFAULT_LARGE_RESULT_BYTES,
+  defaultServerLimits,
+  FULL_INTERNAL_ENVIRONMENTS,
+} from './defaults.js';
+import type { IssueList, PathSegment } from './issues.js';
+import { SHIPPED_MAPS } from './maps/index.js';
+import { identitiesOf } from './resources.js';
+import { ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
+import type { CascadeSettings, CompiledPolicy, CompiledRole, CompiledServer, EnvironmentRules, ProhibitedRule, ServerLimits, ToolScope } from './types.js';
+
+// Turns a schema-valid policy file into the CompiledPolicy the pipeline reads: checks what the schema
+// cannot (references between sections, scope names, reserved names), applies every default and
+// precomputes the lookups.
+
+const ENVS = ENVIRONMENT_NAMES as readonly Environment[];
+
+/** Whether a scope grants read, write or delete. Scopes outside the table (net:write...) are writes. */
+export function capabilityOf(scope: string): Capability {
+  return SCOPE_BY_NAME.get(scope)?.capability ?? 'write';
+}
+
+function pick<T>(value: T | null | undefined, fallback: T): T {
+  return value === undefined ? fallback : (value as T);
+}
+
+function compileServer(name: string, entry: ServerEntry, issues: IssueList, perServer: ServerLimitsEntry | undefined): CompiledServer | undefined {
+  const at = (...p: PathSegment[]): PathSegment[] => ['servers', name, ...p];
+  let ok = true;
+  const { url, command, args } = entry.identity;
+  if (url === undefined && command === undefined) {
+    issues.error(at('identity'), 'needs `url` (a remote server) or `command` with optional `args` (a local one)');
+    ok = false;
+  } else if (url !== undefined && command !== undefined) {
+    issues.error(at('identity'), 'give `url` or `command`, not both');
+    ok = false;
+  } else if (url !== undefined && args !== undefined) {
+    issues.error(at('identity', 'args'), '`args` go with `command`, not with `url`');
+    ok = false;
+  }
+  if (url !== undefined) {
+    try {
+      new URL(url);
+    } catch {
+      issues.error(at('identity', 'url'), `"${url}" is not a URL`);
+      ok = false;
+    }
+  }
+
+  const map = entry.map !== undefined ? SHIPPED_MAPS.get(entry.map) : undefined;
+  if (entry.map !== undefined && !map) {
+    issues.error(at('map'), `unknown map "${entry.map}"; shipped maps: ${[...SHIPPED_MAPS.keys()].join(', ')}`);
+    ok = false;
+  }
+  const serverClass = entry.class ?? map?.serverClass;
+  if (serverClass === undefined) {
+    if (entry.map === undefined) issues.error(at(), 'missing required key "class" (a server without a shipped `map` must name its scope class)', 'key');
+    ok = false;
+  }
+
+  const tools = new Map<string, ToolScope>();
+  for (const [tool, scope] of Object.entries(map?.tools ?? {})) tools.set(tool, { scope, capability: capabilityOf(scope) });
+  for (const [tool, scope] of Object.entries(entry.tools ?? {})) {
+    if (!SCOPE_BY_NAME.has(scope)) {
+      issues.error(at('tools', tool), `unknown scope "${scope}"; scopes: ${[...SCOPE_BY_NAME.keys()].join(', ')}`);
+      ok = false;
+      continue;
+    }
+    tools.set(tool, { scope, capability: capabilityOf(scope) });
+  }
+  for (const [i, tool] of (entry.approval ?? []).entries()) {
+    if (!tools.has(tool)) issues.warning(at('approval', i), `tool "${tool}" is not in this server's map; approval still applies if it is called`);
+  }
+  if (!ok || serverClass === undefined) return undefined;
+
+  const networkIdentities = new Set<string>();
+  if (url !== undefined) identitiesOf(url, true, networkIdentities);
+  for (const a of args ?? []) identitiesOf(a, false, networkIdentities);
+
+  const limits: ServerLimits = defaultServerLimits(name, serverClass, entry.map);
+  if (perServer) {
+    limits.maxCallsPerSession = pick(perServer.max_calls_per_session, limits.maxCallsPerSession);
+    limits.maxCallsPerMinute = pick(perServer.max_calls_per_minute, limits.maxCallsPerMinute);
+    limits.maxCallsPerMinuteAllSessions = pick(perServer.max_calls_per_minute_all_sessions, limits.maxCallsPerMinuteAllSessions);
+    limits.maxWriteCallsPerSession = pick(perServer.max_write_calls_per_session, limits.maxWriteCallsPerSession);
+    limits.maxReadCallsPerSession = pick(perServer.max_read_calls_per_session, limits.maxReadCallsPerSession);
+    limits.maxRowsReturned = pick(perServer.max_rows_returned, limits.maxRowsReturned);
+    limits.maxExecutionTimeSeconds = pick(perServer.max_execution_time_seconds, limits.maxExecutionTimeSeconds);
+  }
+  // The per-session minute limit also holds per token, unless set otherwise, so a new session per call gains nothing.
+  if (perServer?.max_calls_per_minute_all_sessions === undefined) limits.maxCallsPerMinuteAllSessions = limits.maxCallsPerMinute;
+
+  const classScopes = CLASS_SCOPES[serverClass] ?? { read: `${serverClass}:write`, write: `${serverClass}:write` };
+  const identity: CompiledServer['identity'] = { args: Object.freeze([...(args ?? [])]) };
+  if (url !== undefined) identity.url = url;
+  if (command !== undefined) identity.command = command;
+  return {
+    name,
+    serverClass,
+    identity,
+    trustAnnotations: entry.trust_annotations ?? false,
+    mapName: entry.map,
+    tools,
+    readScope: classScopes.read,
+    writeScope: classScopes.write,
+    flags: { read: entry.flags?.read ?? [], write: entry.flags?.write ?? [], delete: entry.flags?.delete ?? [] },
+    approval: new Set(entry.approval ?? []),
+    prohibited: entry.prohibited ?? false,
+    networkIdentities: [...networkIdentities],
+    limits: Object.freeze(limits),
+  };
+}
+
+function serversByEnvironment(
+  value: RoleEntry['allowed_servers'],
+  path: PathSegment[],
+  known: ReadonlyMap<string, unknown>,
+  issues: IssueList,
+): Record<Environment, Set<string>> {
+  const out = { development: new Set<string>(), staging: new Set<string>(), production: new Set<string>() };
+  if (value === undefined) return out;
+  const add = (env: Environment | 'all', list: readonly string[], listPath: PathSegment[]) => {
+    for (const [i, server] of list.entries()) {
+      if (!known.has(server)) {
+        issues.error([...listPath, i], `unknown server "${server}"; servers in this policy: ${[...known.keys()].join(', ') || '(none)'}`);
+        continue;
+      }
+      for (const e of env === 'all' ? ENVS : [env]) out[e].add(server);
+    }
+  };
+  if (Array.isArray(value)) add('all', value, path);
+  else for (const env of ENVS) if (value[env]) add(env, value[env], [...path, env]);
+  return out;
+}
+
+function compileRole(
+  name: string,
+  entry: RoleEntry,
+  servers: ReadonlyMap<string, CompiledServer>,
+  known: ReadonlyMap<string, unknown>,
+  cascade: CascadeSettings,
+  issues: IssueList,
+): CompiledRole {
+  const at = (...p: PathSegment[]): PathSegment[] => ['roles', name, ...p];
+  const presets = entry.presets ?? [];
+  if (presets.includes('mcp.empty') && presets.length > 1) issues.warning(at('presets'), 'mcp.empty adds nothing; the other presets still apply');
+  const allowed = serversByEnvironment(entry.allowed_servers, at('allowed_servers'), known, issues);
+  const forbidden = serversByEnvironment(entry.forbidden_servers, at('forbidden_servers'), known, issues);
+  if (presets.includes('mcp.full_internal')) {
+    for (const env of FULL_INTERNAL_ENVIRONMENTS) for (const s of servers.values()) if (!s.prohibited) allowed[env].add(s.name);
+  }
+  if (entry.allowed_servers !== undefined) {
+    const list = Array.isArray(entry.allowed_servers) ? entry.allowed_servers : ENVS.flatMap((e) => (entry.allowed_servers as Record<string, string[]>)[e] ?? []);
+    for (const s of new Set(list)) {
+      if (servers.get(s)?.prohibited) issues.warning(at('allowed_servers'), `server "${s}" is prohibited: calls to it are refused whatever the role allows`);
+    }
+  }
+  return {
+    name,
+    builtIn: false,
+    presets,
+    readOnly: presets.includes('mcp.read_only'),
+    allowed,
+    forbidden,
+    largeResults: entry.large_results ?? false,
+    cascade: Object.freeze({ threshold: entry.cascade?.threshold ?? cascade.threshold, windowCalls: entry.cascade?.window_calls ?? cascade.windowCalls }),
+  };
+}
+
+function builtInRole(preset: string, servers: ReadonlyMap<string, CompiledServer>, cascade: CascadeSettings): CompiledRole {
+  const allowed = { development: new Set<string>(), staging: new Set<string>(), production: new Set<string>() };
+  if (preset === 'mcp.full_internal') {
+    for (const env of FULL_INTERNAL_ENVIRONMENTS) for (const s of servers.values()) if (!s.prohibited) allowed[env].add(s.name);
+  }
+  return {
+    name: preset,
+    builtIn: true,
+    presets: [preset],
+    readOnly: preset === 'mcp.read_only',
+    allowed,
+    forbidden: { development: new Set(), staging: new Set(), production: new Set() },
+    largeResults: false,
+    cascade,
+  };
+}
+
+const BUILTIN_PROHIBITED_RULES: Record<string, Omit<ProhibitedRule, 'name'>> = {
+  shell_execution: { serverClass: 'exec', capabilities: new Set(['read', 'write', 'delete']), servers: undefined, maps: undefined },
+  file_write: { serverClass: 'storage', capabilities: new Set(['write', 'delete']), servers: undefined, maps: new Set(['filesystem']) },
+  database_write: { serverClass: 'db', capabilities: new Set(['write', 'delete']), servers: undefined, maps: undefined },
+};
+
+function compileProhibited(list: PolicyFile['prohibited_capabilities'], known: ReadonlyMap<string, unknown>, issues: IssueList): ProhibitedRule[] {
+  const out: ProhibitedRule[] = [];
+  const names = new Set<string>();
+  for (const [i, item] of (list ?? []).entries()) {
+    const path: PathSegment[] = ['prohibited_capabilities', i];
+    const name = typeof item === 'string' ? item : item.name;
+    if (names.has(name)) issues.warning(path, `"${name}" is listed twice`);
+    names.add(name);
+    if (typeof item === 'string') {
+      const rule = BUILTIN_PROHIBITED_RULES[item];
+      if (rule) out.push({ name, ...rule });
+      continue;
+    }
+    if (BUILTIN_PROHIBITED_RULES[item.name]) {
+      issues.error([...path, 'name'], `"${item.name}" is a built-in prohibited capability; list it as a plain name, or give this rule another name`);
+      continue;
+    }
+    if (item.class === undefined && item.servers === undefined) {
+      issues.error(path, 'a custom prohibited capability needs `class`, `servers` or both');
+      continue;
+    }
+    let ok = true;
+    for (const [j, s] of (item.servers ?? []).entries()) {
+      if (!known.has(s)) {
+        issues.error([...path, 'servers', j], `unknown server "${s}"`);
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    out.push({
+      name: item.name,
+      serverClass: item.class,
+      capabilities: new Set(item.capabilities ?? ['read', 'write', 'delete']),
+      servers: item.servers ? new Set(item.servers) : undefined,
+      maps: undefined,
+    });
+  }
+  return out;
+}
+
+/**
+ * Checks the cross-references of a schema-valid file and compiles it. Adds errors and warnings to
+ * `issues`; returns undefined when there is any error.
+ */
+export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path: string; hash: string }): CompiledPolicy | undefined {
+  // Names are checked against the file's own keys so one broken server does not cascade into
+  // "unknown server" errors everywhere it is referenced.
+  const known = new Map(Object.keys(file.servers).map((k) => [k, true]));
+  const perServerLimits = file.rate_limits?.per_server ?? {};
+  for (const name of Object.keys(perServerLimits)) {
+    if (!known.has(name)) issues.error(['rate_limits', 'per_server', name], `unknown server "${name}"`, 'key');
+  }
+
+  const servers = new Map<string, CompiledServer>();
+  for (const [name, entry] of Object.entries(file.servers)) {
+    const compiled = compileServer(name, entry, issues, perServerLimits[name]);
+    if (compiled) servers.set(name, compiled);
+  }
+
+  const cascade: CascadeSettings = Object.freeze({
+    threshold: file.cascade?.threshold ?? DEFAULT_CASCADE.threshold,
+    windowCalls: file.cascade?.window_calls ?? DEFAULT_CASCADE.windowCalls,
+  });
+
+  const roles = new Map<string, CompiledRole>();
+  for (const preset of PRESETS) roles.set(preset, builtInRole(preset, servers, cascade));
+  for (const [name, entry] of Object.entries(file.roles)) {
+    if ((PRESETS as readonly string[]).includes(name)) {
+      issues.error(['roles', name], `"${name}" is a built-in preset: it cannot be redefined or deleted (reference it with \`presets: [${name}]\`)`, 'key');
+      continue;
+    }
+    if (name.startsWith('mcp.')) {
+      issues.error(['roles', name], 'role names starting with "mcp." are reserved for built-in presets', 'key');
+      continue;
+    }
+    roles.set(name, compileRole(name, entry, servers, known, cascade, issues));
+  }
+
+  const prohibited = compileProhibited(file.prohibited_capabilities, known, issues);
+
+  const environments = {} as Record<Environment, EnvironmentRules>;
+  for (const env of ENVS) {
+    const entry = file.environments?.[env];
+    const defaults = DEFAULT_ENVIRONMENTS[env];
+    environments[env] = {
+      forbiddenPatterns: new Set((entry?.forbidden_patterns ?? defaults.forbiddenPatterns).map((p) => p.toLowerCase())),
+      humanGrantRequired: entry?.human_grant_required ?? defaults.humanGrantRequired,
+    };
+  }
+
+  const g = file.rate_limits?.global;
+  const t = file.rate_limits?.per_token;
+  const d = DEFAULT_GLOBAL_LIMITS;
+  const limits = {
+    session: {
+      maxCalls: pick(g?.max_calls_per_session, d.session.maxCalls),
+      maxCallsPerMinute: pick(g?.max_calls_per_minute, d.session.maxCallsPerMinute),
+    },
+    pauseAtPercent: g?.pause_at_percent ?? d.pauseAtPercent,
+    token: {
+      maxCallsPerMinute: pick(t?.max_calls_per_minute, d.token.maxCallsPerMinute),
+      maxCallsPerDay: pick(t?.max_calls_per_day, d.token.maxCallsPerDay),
+      maxOpenSessions: pick(t?.max_open_sessions, d.token.maxOpenSessions),
+      maxNewSessionsPerHour: pick(t?.max_new_sessions_per_hour, d.token.maxNewSessionsPerHour),
+    },
+  };
+
+  if (issues.hasErrors) return undefined;
+  return {
+    path: meta.path,
+    hash: meta.hash,
+    loadedAt: new Date(),
+    servers,
+    roles,
+    prohibited,
+    environments,
+    limits,
+    cascade,
+    largeResultBytes: file.large_result_bytes ?? DEFAULT_LARGE_RESULT_BYTES,
+    haltTokenOn: new Set<HaltTrigger>(file.halt_token_on ?? DEFAULT_HALT_TOKEN_ON),
+    warnings: issues.sorted().filter((i) => i.severity === 'warning'),
+    limitsCache: new Map(),
+  };
+}

@@ -1,0 +1,79 @@
+import type { HaltTrigger } from '../decisions/types.js';
+import type { Environment } from '../tokens/store.js';
+import type { CascadeSettings, GlobalLimits, ServerLimits } from './types.js';
+
+// Every default of the policy file, in one place; docs/policy.md lists the same numbers.
+
+/**
+ * Scopes of an unmapped tool, per server class: the read scope when a trusted annotation says
+ * read-only, else the write scope. Classes without a read action (exec, auth) use the write scope for
+ * both. `net:write`, `realtime:publish` and `secrets:write` are in no token's scope table, so an
+ * unmapped write on those classes is refused to every token until the policy maps the tool.
+ */
+export const CLASS_SCOPES: Readonly<Record<string, { read: string; write: string }>> = {
+  db: { read: 'db:select', write: 'db:update' },
+  storage: { read: 'storage:read', write: 'storage:write' },
+  realtime: { read: 'realtime:subscribe', write: 'realtime:publish' },
+  graphql: { read: 'graphql:query', write: 'graphql:mutate' },
+  vcs: { read: 'vcs:read', write: 'vcs:write' },
+  net: { read: 'net:read', write: 'net:write' },
+  exec: { read: 'exec:run', write: 'exec:run' },
+  cloud: { read: 'cloud:read', write: 'cloud:write' },
+  secrets: { read: 'secrets:read', write: 'secrets:write' },
+  auth: { read: 'auth:*', write: 'auth:*' },
+};
+
+/** Seed 001 pattern 3 plus DESIGN.md §4: `main` is a production branch name used as a host segment. */
+export const DEFAULT_ENVIRONMENTS: Readonly<Record<Environment, { forbiddenPatterns: readonly string[]; humanGrantRequired: boolean }>> = {
+  development: { forbiddenPatterns: ['prod', 'production', 'live', 'main'], humanGrantRequired: false },
+  staging: { forbiddenPatterns: ['prod', 'production', 'live', 'main'], humanGrantRequired: false },
+  production: { forbiddenPatterns: [], humanGrantRequired: true },
+};
+
+/** Seed 001 pattern 6 (global) plus per-token limits so cycling sessions escapes nothing. */
+export const DEFAULT_GLOBAL_LIMITS: GlobalLimits = {
+  session: { maxCalls: 200, maxCallsPerMinute: 30 },
+  pauseAtPercent: 80,
+  token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000, maxOpenSessions: 20, maxNewSessionsPerHour: 60 },
+};
+
+export const NO_SERVER_LIMITS: ServerLimits = {
+  maxCallsPerSession: null,
+  maxCallsPerMinute: null,
+  maxCallsPerMinuteAllSessions: null,
+  maxWriteCallsPerSession: null,
+  maxReadCallsPerSession: null,
+  maxRowsReturned: null,
+  maxExecutionTimeSeconds: null,
+};
+
+/**
+ * Seed 001's per-server numbers, applied by kind: the github map (or a server named github), the
+ * filesystem map (or a server named filesystem), any db-class server, any exec-class server. The
+ * file's `rate_limits.per_server.<name>` overrides them field by field.
+ */
+export function defaultServerLimits(name: string, serverClass: string, mapName: string | undefined): ServerLimits {
+  const kind = mapName ?? name;
+  const out: ServerLimits = { ...NO_SERVER_LIMITS };
+  if (kind === 'github') Object.assign(out, { maxCallsPerSession: 50, maxCallsPerMinute: 10 });
+  else if (kind === 'filesystem') Object.assign(out, { maxWriteCallsPerSession: 30, maxReadCallsPerSession: 200 });
+  else if (serverClass === 'db') Object.assign(out, { maxCallsPerSession: 100, maxRowsReturned: 10_000 });
+  else if (serverClass === 'exec') Object.assign(out, { maxCallsPerSession: 20, maxExecutionTimeSeconds: 30 });
+  return out;
+}
+
+export const DEFAULT_CASCADE: CascadeSettings = { threshold: 3, windowCalls: 5 };
+export const DEFAULT_LARGE_RESULT_BYTES = 1_048_576;
+
+/** Seed 001's six triggers halt every session of the token, not only the one that fired. */
+export const DEFAULT_HALT_TOKEN_ON: readonly HaltTrigger[] = [
+  'UNAUTHORIZED_SERVER',
+  'WRITE_IN_READ_SESSION',
+  'PRODUCTION_ENVIRONMENT',
+  'SESSION_LIMIT',
+  'LARGE_RESULT',
+  'CASCADE_WRITE',
+];
+
+/** Environments `mcp.full_internal` opens every non-prohibited server in. */
+export const FULL_INTERNAL_ENVIRONMENTS: readonly Environment[] = ['development', 'staging'];

@@ -1,0 +1,124 @@
+import { type Document, isMap, isPair, isScalar, isSeq, type LineCounter, type Node } from 'yaml';
+
+// Problems found in a policy file, each pointing at the line and column of the offending key or value
+// and at its key path, so `killswitch policy check` and a failed start read like a compiler:
+//   policy/default.yaml:14:7 roles.code_agent.allowed_servers.development[2]: unknown server "shel"
+
+export type PathSegment = string | number;
+
+export interface PolicyIssue {
+  severity: 'error' | 'warning';
+  file: string;
+  line: number;
+  column: number;
+  /** Key path like `roles.code_agent.allowed_servers.development[2]` (empty for the whole file). */
+  path: string;
+  message: string;
+}
+
+export function formatIssue(issue: PolicyIssue): string {
+  const where = `${issue.file}:${issue.line}:${issue.column}`;
+  const tag = issue.severity === 'warning' ? ' warning:' : '';
+  return issue.path ? `${where}${tag} ${issue.path}: ${issue.message}` : `${where}${tag} ${issue.message}`;
+}
+
+/** A policy file that cannot be used. The message lists every error, one per line. */
+export class PolicyFileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly issues: PolicyIssue[],
+  ) {
+    const errors = issues.filter((i) => i.severity === 'error');
+    super(`invalid policy file ${file}:\n${errors.map(formatIssue).join('\n')}`);
+    this.name = 'PolicyFileError';
+  }
+}
+
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/** `['roles', 'code_agent', 'allowed_servers', 'development', 2]` → `roles.code_agent.allowed_servers.development[2]`. */
+export function formatPath(path: readonly PathSegment[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (PLAIN_KEY.test(seg)) out += out ? `.${seg}` : seg;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+function keyOf(node: unknown): unknown {
+  return isScalar(node) ? node.value : node;
+}
+
+/**
+ * Position of the node at `path` in the YAML document (1-based line and column). With `at: 'key'` the
+ * position of the map key itself (for "unknown key" and bad names). A path that does not exist (a
+ * missing key) points at the deepest node that does.
+ */
+export function locate(doc: Document, lines: LineCounter, path: readonly PathSegment[], at: 'value' | 'key' = 'value'): { line: number; column: number } {
+  let node: unknown = doc.contents;
+  let offset = (node as Node | null)?.range?.[0] ?? 0;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i];
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && String(keyOf(p.key)) === String(seg));
+      if (!pair) break;
+      const keyNode = pair.key as Node | null;
+      const valueNode = pair.value as Node | null;
+      if (last && at === 'key' && keyNode?.range) {
+        offset = keyNode.range[0];
+        break;
+      }
+      if (valueNode?.range) offset = valueNode.range[0];
+      else if (keyNode?.range) offset = keyNode.range[0];
+      node = valueNode;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg] as Node | undefined;
+      if (!item) break;
+      if (item.range) offset = item.range[0];
+      node = item;
+    } else {
+      break;
+    }
+  }
+  const pos = lines.linePos(offset);
+  return { line: pos.line, column: pos.col };
+}
+
+/** Collects issues for one file, locating each in the document. */
+export class IssueList {
+  readonly issues: PolicyIssue[] = [];
+  constructor(
+    private readonly file: string,
+    private readonly doc: Document | undefined,
+    private readonly lines: LineCounter,
+  ) {}
+
+  add(severity: PolicyIssue['severity'], path: readonly PathSegment[], message: string, at: 'value' | 'key' = 'value'): void {
+    const pos = this.doc ? locate(this.doc, this.lines, path, at) : { line: 1, column: 1 };
+    this.issues.push({ severity, file: this.file, line: pos.line, column: pos.column, path: formatPath(path), message });
+  }
+
+  error(path: readonly PathSegment[], message: string, at: 'value' | 'key' = 'value'): void {
+    this.add('error', path, message, at);
+  }
+
+  warning(path: readonly PathSegment[], message: string, at: 'value' | 'key' = 'value'): void {
+    this.add('warning', path, message, at);
+  }
+
+  /** An issue at a known position (YAML syntax errors). */
+  addAt(severity: PolicyIssue['severity'], line: number, column: number, message: string): void {
+    this.issues.push({ severity, file: this.file, line, column, path: '', message });
+  }
+
+  get hasErrors(): boolean {
+    return this.issues.some((i) => i.severity === 'error');
+  }
+
+  sorted(): PolicyIssue[] {
+    return [...this.issues].sort((a, b) => a.line - b.line || a.column - b.column);
+  }
+}

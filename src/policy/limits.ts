@@ -1,0 +1,34 @@
+import type { HaltTrigger } from '../decisions/types.js';
+import { NO_SERVER_LIMITS } from './defaults.js';
+import type { CompiledPolicy, EffectiveLimits } from './types.js';
+
+/**
+ * Every limit number that applies to one call of `role` on `server`: the global (per session) and
+ * per-token limits, the server's limits (seed 001 defaults by kind, overridden by the file), the
+ * cascade window (per-role override) and the large-result threshold with the role's permission.
+ * Answers are cached per (role, server) for the life of this compiled policy.
+ */
+export function limitsFor(policy: CompiledPolicy, role: string, server: string): Readonly<EffectiveLimits> {
+  const key = `${role}\u0000${server}`;
+  const cached = policy.limitsCache.get(key);
+  if (cached) return cached;
+  const r = policy.roles.get(role);
+  const s = policy.servers.get(server);
+  const limits: EffectiveLimits = Object.freeze({
+    session: policy.limits.session,
+    pauseAtPercent: policy.limits.pauseAtPercent,
+    token: policy.limits.token,
+    server: s?.limits ?? NO_SERVER_LIMITS,
+    cascade: r?.cascade ?? policy.cascade,
+    largeResultBytes: policy.largeResultBytes,
+    largeResultsAllowed: r?.largeResults ?? false,
+  });
+  // Bounded by roles × servers of the file (unknown names are not cached, so callers cannot grow it).
+  if (r && s) policy.limitsCache.set(key, limits);
+  return limits;
+}
+
+/** Whether this trigger halts every session of the token (policy `halt_token_on`), not only the one that fired. */
+export function haltsToken(policy: CompiledPolicy, trigger: HaltTrigger): boolean {
+  return policy.haltTokenOn.has(trigger);
+}

@@ -1,0 +1,59 @@
+import type { DecisionInput, Denial, ResolvedCall } from '../decisions/types.js';
+import { capabilityOf } from './compile.js';
+import { callIdentitiesOf, resourceIdsOf } from './resources.js';
+import type { CompiledPolicy } from './types.js';
+
+// Step 3 of DESIGN.md §4: which server, which exact scope, which capability. The map decides first;
+// annotations count only for servers the policy trusts (read-only hint → the class's read scope,
+// anything else → its write scope); every other unmapped tool needs the write scope. Delete scopes
+// come only from a map, never from an annotation.
+
+export function resolveCall(policy: CompiledPolicy, input: DecisionInput): { call: ResolvedCall } | { denial: Denial } {
+  const server = policy.servers.get(input.server);
+  if (!server) {
+    return {
+      denial: {
+        code: 'UNKNOWN_SERVER',
+        halt: 'UNAUTHORIZED_SERVER',
+        message: `server "${input.server}" is not in the policy: calls to unknown servers are refused and halt the session; an operator must add it to the policy file`,
+      },
+    };
+  }
+
+  let requiredScope: string;
+  let scopeSource: ResolvedCall['scopeSource'];
+  const mapped = server.tools.get(input.tool);
+  if (mapped) {
+    requiredScope = mapped.scope;
+    scopeSource = 'map';
+  } else if (server.trustAnnotations && input.annotations !== undefined) {
+    requiredScope = input.annotations.readOnlyHint === true ? server.readScope : server.writeScope;
+    scopeSource = 'annotation';
+  } else {
+    requiredScope = server.writeScope;
+    scopeSource = 'untrusted-default';
+  }
+  const capability = mapped?.capability ?? capabilityOf(requiredScope);
+
+  const identities = new Set(server.networkIdentities);
+  callIdentitiesOf(input.arguments, input.resources, identities);
+
+  return {
+    call: {
+      server: server.name,
+      serverClass: server.serverClass,
+      tool: input.tool,
+      requiredScope,
+      capability,
+      scopeSource,
+      extraFlags: [...server.flags[capability]],
+      resourceIds: resourceIdsOf(server.name, input.arguments, input.resources),
+      networkIdentities: [...identities],
+    },
+  };
+}
+
+/** The policy names this tool under `approval:`: a human must approve the exact arguments first. */
+export function requiresApproval(policy: CompiledPolicy, server: string, tool: string): boolean {
+  return policy.servers.get(server)?.approval.has(tool) ?? false;
+}

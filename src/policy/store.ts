@@ -1,0 +1,213 @@
+import { createHash } from 'node:crypto';
+import { type FSWatcher, watch } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { formatIssue, PolicyFileError } from './issues.js';
+import { loadPolicyFile, parsePolicy } from './load.js';
+import type { CompiledPolicy } from './types.js';
+
+// Holds the active policy and swaps it when the file changes. The directory is watched (editors and
+// config-map mounts replace files by rename, which a watch on the file itself would miss) and stat'ed
+// on a timer as a safety net for file systems where fs.watch is silent or unavailable. A broken file
+// never replaces a working policy: it is logged and the last good one stays in force.
+
+export interface PolicyReloadEvent {
+  /** sha256 (hex) of the new file's bytes. */
+  hash: string;
+  previousHash: string;
+  path: string;
+  policy: CompiledPolicy;
+}
+
+export type PolicyReloadListener = (event: PolicyReloadEvent) => void | Promise<void>;
+
+export interface PolicyStoreOptions {
+  log: Logger;
+  /** Watch the directory with fs.watch. Default true; polling alone when false or unavailable. */
+  watch?: boolean;
+  /** Stat interval of the polling safety net. Default 5000 ms with a watch, 1000 ms without. */
+  pollIntervalMs?: number;
+  /** Quiet time after a change event before reading (editors write in several steps). Default 50 ms. */
+  debounceMs?: number;
+}
+
+export interface PolicyStatus {
+  path: string;
+  hash: string;
+  loadedAt: Date;
+  watching: 'fs.watch' | 'polling';
+  /** Why the file on disk is not in force (null when it is). */
+  lastError: string | null;
+}
+
+export class PolicyStore {
+  private active: CompiledPolicy;
+  private readonly listeners = new Set<PolicyReloadListener>();
+  private watcher: FSWatcher | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private debounceTimer: NodeJS.Timeout | undefined;
+  private statSignature = '';
+  private rejectedHash: string | undefined;
+  private lastError: string | null = null;
+  private chain: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  readonly path: string;
+
+  private constructor(
+    path: string,
+    policy: CompiledPolicy,
+    private readonly opts: PolicyStoreOptions,
+  ) {
+    this.path = path;
+    this.active = policy;
+  }
+
+  /** Loads the file (throws PolicyFileError when it is broken: a control plane never starts without a policy) and starts watching. */
+  static async open(path: string, opts: PolicyStoreOptions): Promise<PolicyStore> {
+    const full = resolve(path);
+    const result = await loadPolicyFile(path);
+    if (!result.ok) throw new PolicyFileError(path, result.issues);
+    for (const w of result.policy.warnings) opts.log.warn({ policy: path }, `policy: ${formatIssue(w)}`);
+    opts.log.info({ policy: path, hash: result.policy.hash, servers: result.policy.servers.size }, 'policy loaded');
+    const store = new PolicyStore(full, result.policy, opts);
+    store.statSignature = await store.signature();
+    store.startWatching();
+    return store;
+  }
+
+  /** The policy in force. Cheap: call it per decision rather than keeping a reference. */
+  current(): CompiledPolicy {
+    return this.active;
+  }
+
+  status(): PolicyStatus {
+    return {
+      path: this.path,
+      hash: this.active.hash,
+      loadedAt: this.active.loadedAt,
+      watching: this.watcher ? 'fs.watch' : 'polling',
+      lastError: this.lastError,
+    };
+  }
+
+  /** Called after every reload that takes effect (not at the first load). Returns an unsubscribe function. */
+  onReload(listener: PolicyReloadListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Re-reads the file now. 'unchanged' when its bytes did not change; 'rejected' when it is broken (the old policy stays). */
+  reload(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
+    const next = this.chain.then(() => this.reloadNow());
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.debounceTimer) clearTimeout(this.debounceTimer);
+    await this.chain;
+  }
+
+  private startWatching(): void {
+    const { log } = this.opts;
+    let watching = false;
+    if (this.opts.watch !== false) {
+      try {
+        const file = basename(this.path);
+        this.watcher = watch(dirname(this.path), { persistent: false }, (_event, name) => {
+          // null names happen on some platforms; `..data` swaps are how Kubernetes updates mounted files.
+          if (name === null || name === file || name.startsWith('..')) this.scheduleReload();
+        });
+        this.watcher.on('error', (err) => {
+          log.warn({ err: err.message, policy: this.path }, 'policy file watch failed; polling instead');
+          this.watcher?.close();
+          this.watcher = undefined;
+          this.startPolling(1000);
+        });
+        watching = true;
+      } catch (err) {
+        log.warn({ err: (err as Error).message, policy: this.path }, 'fs.watch unavailable for the policy file; polling instead');
+      }
+    }
+    this.startPolling(this.opts.pollIntervalMs ?? (watching ? 5000 : 1000));
+  }
+
+  private startPolling(intervalMs: number): void {
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollTimer = setInterval(() => {
+      void this.signature().then((sig) => {
+        if (sig !== this.statSignature) {
+          this.statSignature = sig;
+          this.scheduleReload(0);
+        }
+      });
+    }, intervalMs);
+    this.pollTimer.unref();
+  }
+
+  private scheduleReload(delay = this.opts.debounceMs ?? 50): void {
+    if (this.closed) return;
+    if (this.debounceTimer) clearTimeout(this.debounceTimer);
+    this.debounceTimer = setTimeout(() => void this.reload(), delay);
+    this.debounceTimer.unref();
+  }
+
+  private async signature(): Promise<string> {
+    try {
+      const s = await stat(this.path);
+      return `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch {
+      return 'missing';
+    }
+  }
+
+  private async reloadNow(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
+    if (this.closed) return 'unchanged';
+    const { log } = this.opts;
+    this.statSignature = await this.signature();
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.path);
+    } catch (err) {
+      const why = `cannot read the policy file: ${(err as Error).message}`;
+      if (this.lastError !== why) log.error({ policy: this.path, hash: this.active.hash }, `${why}; keeping the last good policy`);
+      this.lastError = why;
+      return 'rejected';
+    }
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    if (hash === this.active.hash) {
+      this.lastError = null;
+      this.rejectedHash = undefined;
+      return 'unchanged';
+    }
+    if (hash === this.rejectedHash) return 'rejected';
+    const result = parsePolicy(bytes, this.active.path);
+    if (!result.ok) {
+      this.rejectedHash = hash;
+      const errors = result.issues.filter((i) => i.severity === 'error').map(formatIssue);
+      this.lastError = errors.join('\n');
+      log.error({ policy: this.path, rejected_hash: hash, kept_hash: this.active.hash, errors }, 'policy file rejected; keeping the last good policy');
+      return 'rejected';
+    }
+    const previousHash = this.active.hash;
+    this.active = result.policy;
+    this.lastError = null;
+    this.rejectedHash = undefined;
+    for (const w of result.policy.warnings) log.warn({ policy: this.path }, `policy: ${formatIssue(w)}`);
+    log.info({ policy: this.path, hash, previous_hash: previousHash }, 'policy reloaded');
+    const event: PolicyReloadEvent = { hash, previousHash, path: this.active.path, policy: result.policy };
+    for (const listener of this.listeners) {
+      try {
+        await listener(event);
+      } catch (err) {
+        log.error({ err: (err as Error).message, policy: this.path }, 'policy reload listener failed');
+      }
+    }
+    return 'reloaded';
+  }
+}

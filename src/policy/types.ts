@@ -1,0 +1,115 @@
+import type { HaltTrigger } from '../decisions/types.js';
+import type { Capability } from '../tokens/scopes.js';
+import type { Environment } from '../tokens/store.js';
+import type { PolicyIssue } from './issues.js';
+
+// The policy as the decision pipeline uses it: compiled once per load, with every default applied and
+// every lookup precomputed (maps and sets, no per-call parsing or regex building).
+
+export interface ToolScope {
+  scope: string;
+  capability: Capability;
+}
+
+export interface ServerLimits {
+  maxCallsPerSession: number | null;
+  /** Per session. */
+  maxCallsPerMinute: number | null;
+  /** Per token, across all of its sessions (so opening new sessions gains nothing). */
+  maxCallsPerMinuteAllSessions: number | null;
+  maxWriteCallsPerSession: number | null;
+  maxReadCallsPerSession: number | null;
+  maxRowsReturned: number | null;
+  maxExecutionTimeSeconds: number | null;
+}
+
+export interface CompiledServer {
+  name: string;
+  serverClass: string;
+  identity: { url?: string; command?: string; args: readonly string[] };
+  trustAnnotations: boolean;
+  /** Name of the shipped map it uses, if any. */
+  mapName: string | undefined;
+  /** The shipped map merged with the policy's own `tools` (the policy wins). */
+  tools: ReadonlyMap<string, ToolScope>;
+  /** Scope of an unmapped tool a trusted annotation says is read-only. */
+  readScope: string;
+  /** Scope of any other unmapped tool. */
+  writeScope: string;
+  flags: Readonly<Record<Capability, readonly string[]>>;
+  approval: ReadonlySet<string>;
+  prohibited: boolean;
+  /** Hosts and database names of the server itself (identity URL, connection strings in its args). */
+  networkIdentities: readonly string[];
+  limits: Readonly<ServerLimits>;
+}
+
+export interface CompiledRole {
+  name: string;
+  /** True for the built-in presets used directly as a role name. */
+  builtIn: boolean;
+  presets: readonly string[];
+  /** `mcp.read_only`: only the read capability, whatever the servers. */
+  readOnly: boolean;
+  /** Servers allowed per environment, presets included, forbidden ones NOT removed (checked first). */
+  allowed: Readonly<Record<Environment, ReadonlySet<string>>>;
+  forbidden: Readonly<Record<Environment, ReadonlySet<string>>>;
+  largeResults: boolean;
+  cascade: Readonly<CascadeSettings>;
+}
+
+export interface CascadeSettings {
+  threshold: number;
+  windowCalls: number;
+}
+
+export interface ProhibitedRule {
+  name: string;
+  /** Matches the server's class or the required scope's class; undefined: any class. */
+  serverClass: string | undefined;
+  capabilities: ReadonlySet<Capability>;
+  /** Only these servers (undefined: every server of the class). */
+  servers: ReadonlySet<string> | undefined;
+  /** Only servers using one of these shipped maps (file_write: the filesystem map). */
+  maps: ReadonlySet<string> | undefined;
+}
+
+export interface EnvironmentRules {
+  forbiddenPatterns: ReadonlySet<string>;
+  humanGrantRequired: boolean;
+}
+
+export interface GlobalLimits {
+  session: { maxCalls: number | null; maxCallsPerMinute: number | null };
+  pauseAtPercent: number;
+  token: { maxCallsPerMinute: number | null; maxCallsPerDay: number | null; maxOpenSessions: number | null; maxNewSessionsPerHour: number | null };
+}
+
+/** What `limitsFor(policy, role, server)` answers: every number the limits step needs for one call. */
+export interface EffectiveLimits extends GlobalLimits {
+  /** Limits of this server (all null when the server is not in the policy). */
+  server: Readonly<ServerLimits>;
+  cascade: Readonly<CascadeSettings>;
+  largeResultBytes: number;
+  /** The role may receive results over largeResultBytes. */
+  largeResultsAllowed: boolean;
+}
+
+export interface CompiledPolicy {
+  path: string;
+  /** sha256 of the file's bytes, hex. */
+  hash: string;
+  loadedAt: Date;
+  servers: ReadonlyMap<string, CompiledServer>;
+  /** Roles of the file plus the built-in presets usable directly as role names. */
+  roles: ReadonlyMap<string, CompiledRole>;
+  prohibited: readonly ProhibitedRule[];
+  environments: Readonly<Record<Environment, EnvironmentRules>>;
+  limits: Readonly<GlobalLimits>;
+  cascade: Readonly<CascadeSettings>;
+  largeResultBytes: number;
+  haltTokenOn: ReadonlySet<HaltTrigger>;
+  warnings: readonly PolicyIssue[];
+  /** limitsFor() answers, filled on first use. */
+  readonly limitsCache: Map<string, Readonly<EffectiveLimits>>;
+}

@@ -1,0 +1,46 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+
+async function policyCheck(file: string) {
+  try {
+    const { stdout, stderr } = await run('node', ['bin/killswitch.js', 'policy', 'check', file], { timeout: 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('killswitch policy check', () => {
+  it('a valid file → exit 0 with a summary', async () => {
+    const res = await policyCheck('policy/default.yaml');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^policy\/default\.yaml: valid policy \(6 servers, 3 roles, sha256 [0-9a-f]{64}\)$/m);
+    expect(res.stderr).toBe('');
+  });
+
+  it('an invalid file → exit 2, one line per error with file:line:column and key path', async () => {
+    const res = await policyCheck('test/fixtures/policy/broken.yaml');
+    expect(res.code).toBe(2);
+    expect(res.stderr.split('\n')).toEqual([
+      'test/fixtures/policy/broken.yaml:11:41 roles.code_agent.allowed_servers.development[2]: unknown server "shel"; servers in this policy: filesystem, github',
+      'test/fixtures/policy/broken.yaml: invalid policy (1 error)',
+      '',
+    ]);
+  });
+
+  it('invalid YAML → exit 2 with the position', async () => {
+    const res = await policyCheck('test/fixtures/policy/syntax.yaml');
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/^test\/fixtures\/policy\/syntax\.yaml:\d+:\d+ /);
+  });
+
+  it('an unreadable file → exit 2', async () => {
+    const res = await policyCheck('test/fixtures/policy/missing.yaml');
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('test/fixtures/policy/missing.yaml:1:1 cannot read the policy file: file not found');
+  });
+});

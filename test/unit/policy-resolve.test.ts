@@ -1,0 +1,155 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { DecisionInput, ResolvedCall } from '../../src/decisions/types.js';
+import { type CompiledPolicy, loadPolicyFile, matchProductionPattern, requiresApproval, resolveCall } from '../../src/policy/index.js';
+
+let policy: CompiledPolicy;
+
+beforeAll(async () => {
+  const result = await loadPolicyFile('test/fixtures/policy/test.yaml');
+  if (!result.ok) throw new Error('fixture policy invalid');
+  policy = result.policy;
+});
+
+function input(server: string, tool: string, extra: Partial<DecisionInput> = {}): DecisionInput {
+  return { server, tool, arguments: {}, session_id: 's-1', ...extra };
+}
+
+function resolved(i: DecisionInput): ResolvedCall {
+  const r = resolveCall(policy, i);
+  if (!('call' in r)) throw new Error(`denied: ${r.denial.message}`);
+  return r.call;
+}
+
+describe('resolveCall: server and scope', () => {
+  it('a server not in the policy is UNKNOWN_SERVER and fires UNAUTHORIZED_SERVER', () => {
+    const r = resolveCall(policy, input('shel', 'run'));
+    expect(r).toEqual({ denial: expect.objectContaining({ code: 'UNKNOWN_SERVER', halt: 'UNAUTHORIZED_SERVER' }) });
+    if ('denial' in r) expect(r.denial.message).toContain('"shel"');
+  });
+
+  it('the map decides first, whatever the annotations say', () => {
+    const call = resolved(input('filesystem', 'write_file', { annotations: { readOnlyHint: true } }));
+    expect(call).toMatchObject({ server: 'filesystem', serverClass: 'storage', requiredScope: 'storage:write', capability: 'write', scopeSource: 'map' });
+    expect(resolved(input('memory', 'delete_entities'))).toMatchObject({ requiredScope: 'storage:delete', capability: 'delete', scopeSource: 'map' });
+    expect(resolved(input('postgres', 'query'))).toMatchObject({ requiredScope: 'db:select', capability: 'read' });
+  });
+
+  it("the policy's own tools override and extend the shipped map", () => {
+    expect(resolved(input('postgres', 'execute'))).toMatchObject({ requiredScope: 'db:update', capability: 'write', scopeSource: 'map' });
+    expect(resolved(input('idp', 'create_user'))).toMatchObject({ requiredScope: 'auth:*', capability: 'write' });
+  });
+
+  it('trusted annotations: read-only hint → read scope, anything else → write scope, never delete', () => {
+    expect(resolved(input('trusted', 'peek', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'storage:read', capability: 'read', scopeSource: 'annotation' });
+    expect(resolved(input('trusted', 'poke', { annotations: { readOnlyHint: false } }))).toMatchObject({ requiredScope: 'storage:write', scopeSource: 'annotation' });
+    expect(resolved(input('trusted', 'wipe', { annotations: { destructiveHint: true } }))).toMatchObject({ requiredScope: 'storage:write', capability: 'write' });
+    // The map still decides delete scopes on a trusted server.
+    expect(resolved(input('trusted', 'purge', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'storage:delete', scopeSource: 'map' });
+  });
+
+  it('a trusted server without annotations, or an untrusted one, needs the write scope', () => {
+    expect(resolved(input('trusted', 'peek'))).toMatchObject({ requiredScope: 'storage:write', scopeSource: 'untrusted-default' });
+    expect(resolved(input('untrusted', 'peek', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'storage:write', scopeSource: 'untrusted-default' });
+    expect(resolved(input('github', 'delete_repository', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'vcs:write', capability: 'write' });
+  });
+
+  it('classes without a write scope in the token table fail closed for unmapped tools', () => {
+    expect(resolved(input('web', 'post_form'))).toMatchObject({ requiredScope: 'net:write', capability: 'write' });
+    expect(resolved(input('runner', 'ls', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'exec:run', capability: 'write' });
+  });
+
+  it('extra flags come from the server for that capability', () => {
+    expect(resolved(input('github', 'get_issue')).extraFlags).toEqual(['mcp.github.api']);
+    expect(resolved(input('postgres', 'query')).extraFlags).toEqual([]);
+    expect(resolved(input('postgres', 'execute')).extraFlags).toEqual(['mcp.database.write']);
+  });
+
+  it('approval-required tools are looked up per server', () => {
+    expect(requiresApproval(policy, 'filesystem', 'move_file')).toBe(true);
+    expect(requiresApproval(policy, 'filesystem', 'write_file')).toBe(false);
+    expect(requiresApproval(policy, 'nope', 'move_file')).toBe(false);
+  });
+});
+
+describe('resolveCall: resource ids', () => {
+  it('uses the resources field first, without credentials or query', () => {
+    const call = resolved(
+      input('filesystem', 'write_file', {
+        arguments: { path: 'ignored.md' },
+        resources: ['file:///repo/docs/./a.md', 'postgres://user:pw@DB.internal:5432/app?sslmode=require'],
+      }),
+    );
+    expect(call.resourceIds).toEqual(['file:///repo/docs/a.md', 'postgres://db.internal:5432/app']);
+  });
+
+  it('falls back to normalised paths, urls and tables from the arguments', () => {
+    expect(resolved(input('filesystem', 'write_file', { arguments: { path: 'docs//x/../a.md' } })).resourceIds).toEqual(['filesystem:docs/a.md']);
+    expect(resolved(input('filesystem', 'read_multiple_files', { arguments: { paths: ['a', 'b', 'a'] } })).resourceIds).toEqual(['filesystem:a', 'filesystem:b']);
+    expect(resolved(input('filesystem', 'move_file', { arguments: { source: 'a', destination: 'b/' } })).resourceIds).toEqual(['filesystem:a', 'filesystem:b']);
+    expect(resolved(input('web', 'fetch', { arguments: { url: 'https://Example.com/a?token=x' } })).resourceIds).toEqual(['https://example.com/a']);
+    expect(resolved(input('postgres', 'query', { arguments: { table: 'users' } })).resourceIds).toEqual(['postgres:users']);
+  });
+
+  it('owner/repo name the repository of GitHub-style tools', () => {
+    expect(resolved(input('github', 'create_or_update_file', { arguments: { owner: 'O', repo: 'R', path: '/docs/a.md' } })).resourceIds).toEqual(['github:o/r/docs/a.md']);
+    expect(resolved(input('github', 'create_issue', { arguments: { owner: 'o', repo: 'r', title: 'x' } })).resourceIds).toEqual(['github:o/r']);
+  });
+
+  it('a call naming no resource counts as one resource per server', () => {
+    expect(resolved(input('memory', 'create_entities', { arguments: { entities: [{ name: 'a' }] } })).resourceIds).toEqual(['memory:*']);
+    expect(resolved(input('memory', 'add_observations', { arguments: {} })).resourceIds).toEqual(['memory:*']);
+  });
+});
+
+describe('resolveCall: network identities', () => {
+  it("includes the server's own host and the host and database of its connection string", () => {
+    expect(resolved(input('github', 'get_issue')).networkIdentities).toEqual(['api.github.com']);
+    expect(resolved(input('postgres', 'query')).networkIdentities).toEqual(['localhost', 'dev_db']);
+    expect(resolved(input('filesystem', 'read_file')).networkIdentities).toEqual([]);
+  });
+
+  it('adds hosts and database names of connection strings in resources and arguments', () => {
+    expect(resolved(input('filesystem', 'read_file', { resources: ['postgres://prod-db.internal/app'] })).networkIdentities).toEqual(['prod-db.internal', 'app']);
+    expect(resolved(input('filesystem', 'read_file', { arguments: { conn: { dsn: 'mysql://u:p@live-db:3306/shop' } } })).networkIdentities).toEqual(['live-db', 'shop']);
+    expect(resolved(input('filesystem', 'read_file', { arguments: { url: 'mongodb://a:1,b:2/orders' } })).networkIdentities).toEqual(['a', 'b', 'orders']);
+    expect(resolved(input('filesystem', 'read_file', { arguments: { x: 'redis://cache.internal:6379/2' } })).networkIdentities).toEqual(['cache.internal']);
+    expect(resolved(input('filesystem', 'read_file', { arguments: { x: 'jdbc:postgresql://db.prod.corp/app' } })).networkIdentities).toEqual(['db.prod.corp', 'app']);
+  });
+
+  it('adds hosts of http(s) resources, or of url arguments when there are no resources', () => {
+    expect(resolved(input('web', 'fetch', { resources: ['https://github.com/o/r/blob/main/x'] })).networkIdentities).toEqual(['mcp.example.com', 'github.com']);
+    expect(resolved(input('web', 'fetch', { arguments: { url: 'https://live.example.com/page' } })).networkIdentities).toEqual(['mcp.example.com', 'live.example.com']);
+  });
+
+  it('never counts file: resources, local paths, URL paths, other argument URLs or free text', () => {
+    const call = resolved(
+      input('filesystem', 'write_file', {
+        arguments: {
+          path: '/repo/main/a.md',
+          base: 'main',
+          content: 'deploy to postgres://prod-db/app tomorrow',
+          link: 'https://prod.example.com/x',
+        },
+        resources: ['file:///repo/main/a.md'],
+      }),
+    );
+    expect(call.networkIdentities).toEqual([]);
+  });
+});
+
+describe('production patterns match whole segments', () => {
+  const patterns = new Set(['prod', 'production', 'live', 'main']);
+  it.each([
+    ['prod-db.internal', 'prod'],
+    ['db.production.example.com', 'production'],
+    ['production-like.internal', 'production'],
+    ['live_cache', 'live'],
+    ['app_main', 'main'],
+  ])('%s matches %s', (identity, pattern) => {
+    expect(matchProductionPattern([identity], patterns)).toEqual({ identity, pattern });
+  });
+
+  it.each(['mainframe.corp', 'products.internal', 'deliver.example.com', 'localhost', 'dev_db', 'github.com'])('%s does not match', (identity) => {
+    expect(matchProductionPattern([identity], patterns)).toBeUndefined();
+  });
+});

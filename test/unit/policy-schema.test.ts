@@ -1,0 +1,233 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { CLASS_SCOPES, DEFAULT_HALT_TOKEN_ON } from '../../src/policy/defaults.js';
+import { formatIssue, loadPolicyFile, type PolicyIssue, parsePolicy, SHIPPED_MAPS } from '../../src/policy/index.js';
+import { SERVER_CLASSES } from '../../src/policy/schema.js';
+import { SCOPE_BY_NAME } from '../../src/tokens/scopes.js';
+
+const MINIMAL = `servers:
+  fs:
+    identity: { command: npx }
+    map: filesystem
+roles:
+  code_agent:
+    allowed_servers: [fs]
+`;
+
+function errorsOf(text: string, file = 'p.yaml'): PolicyIssue[] {
+  const result = parsePolicy(text, file);
+  expect(result.ok).toBe(false);
+  return result.issues.filter((i) => i.severity === 'error');
+}
+
+function compiled(text: string) {
+  const result = parsePolicy(text, 'p.yaml');
+  if (!result.ok) throw new Error(result.issues.map(formatIssue).join('\n'));
+  return result.policy;
+}
+
+describe('policy file: example files', () => {
+  it.each(['policy/default.yaml', 'policy/bench.yaml', 'test/fixtures/policy/test.yaml'])('%s is valid without warnings', async (file) => {
+    const result = await loadPolicyFile(file);
+    expect(result.issues.map(formatIssue)).toEqual([]);
+    expect(result.ok).toBe(true);
+  });
+
+  it('hashes the exact bytes of the file (sha256)', async () => {
+    const result = await loadPolicyFile('policy/default.yaml');
+    if (!result.ok) throw new Error('default policy invalid');
+    expect(result.policy.hash).toBe(createHash('sha256').update(readFileSync('policy/default.yaml')).digest('hex'));
+  });
+});
+
+describe('policy file: errors point at line, column and key path', () => {
+  it('unknown server in a role list, as in the fixture', async () => {
+    const result = await loadPolicyFile('test/fixtures/policy/broken.yaml');
+    expect(result.ok).toBe(false);
+    expect(result.issues.map(formatIssue)).toEqual([
+      'test/fixtures/policy/broken.yaml:11:41 roles.code_agent.allowed_servers.development[2]: unknown server "shel"; servers in this policy: filesystem, github',
+    ]);
+  });
+
+  it('YAML syntax errors carry their position', async () => {
+    const result = await loadPolicyFile('test/fixtures/policy/syntax.yaml');
+    expect(result.ok).toBe(false);
+    const [first] = result.issues;
+    expect(first?.severity).toBe('error');
+    expect(first?.line).toBeGreaterThanOrEqual(3);
+    expect(first?.line).toBeLessThanOrEqual(5);
+  });
+
+  it('an unreadable file is one error at 1:1', async () => {
+    const result = await loadPolicyFile('test/fixtures/policy/does-not-exist.yaml');
+    expect(result.ok).toBe(false);
+    expect(formatIssue(result.issues[0] as PolicyIssue)).toBe('test/fixtures/policy/does-not-exist.yaml:1:1 cannot read the policy file: file not found');
+  });
+
+  it('duplicate keys are refused', () => {
+    const [e] = errorsOf(`${MINIMAL}  code_agent:\n    allowed_servers: []\n`);
+    expect(e?.line).toBe(8);
+    expect(e?.message).toMatch(/unique/i);
+  });
+
+  it('unknown keys point at the key and list the expected ones', () => {
+    const [e] = errorsOf(MINIMAL.replace('    map: filesystem\n', '    map: filesystem\n    trust: true\n'));
+    expect(e).toMatchObject({ line: 5, column: 5, path: 'servers.fs.trust' });
+    expect(e?.message).toMatch(/unknown key "trust"; expected one of: .*trust_annotations/);
+  });
+
+  it('wrong types and values name the field', () => {
+    const errors = errorsOf(`${MINIMAL.replace('    map: filesystem\n', '    map: filesystem\n    trust_annotations: yes\n    class: stroage\n')}large_result_bytes: -5\nhalt_token_on: [FOO]\n`);
+    expect(errors.map((e) => `${e.line}:${e.column} ${e.path}: ${e.message}`)).toEqual([
+      '5:24 servers.fs.trust_annotations: must be true or false',
+      '6:12 servers.fs.class: unknown value "stroage"; expected one of: ' + SERVER_CLASSES.join(', '),
+      '10:21 large_result_bytes: must be >= 1',
+      '11:17 halt_token_on[0]: unknown value "FOO"; expected one of: UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION, PRODUCTION_ENVIRONMENT, SESSION_LIMIT, LARGE_RESULT, CASCADE_WRITE, MAX_ROWS, MAX_EXECUTION_TIME',
+    ]);
+  });
+
+  it('server names must be usable in flag names', () => {
+    const [e] = errorsOf(MINIMAL.replace('  fs:\n', '  File.System:\n').replace('[fs]', '[]'));
+    expect(e).toMatchObject({ line: 2, column: 3, path: 'servers["File.System"]' });
+    expect(e?.message).toMatch(/invalid name "File.System"/);
+  });
+
+  it('allowed_servers takes a list or a map of environments, nothing else', () => {
+    expect(errorsOf(MINIMAL.replace('[fs]', '42'))[0]).toMatchObject({ path: 'roles.code_agent.allowed_servers', line: 7, column: 22 });
+    const [e] = errorsOf(MINIMAL.replace('[fs]', '{ prod: [fs] }'));
+    expect(e).toMatchObject({ path: 'roles.code_agent.allowed_servers.prod' });
+    expect(e?.message).toMatch(/unknown key "prod"; expected one of: development, staging, production/);
+  });
+
+  it('forbidden patterns are whole segments, not globs', () => {
+    const [e] = errorsOf(`${MINIMAL}environments:\n  development:\n    forbidden_patterns: ["*prod*"]\n`);
+    expect(e).toMatchObject({ line: 10, path: 'environments.development.forbidden_patterns[0]' });
+    expect(e?.message).toMatch(/whole segment/);
+  });
+
+  it('tool scopes must exist, maps must exist, a server without a map needs a class', () => {
+    const text = `servers:
+  a:
+    identity: { url: "https://a.example" }
+    class: storage
+    tools: { put: "storage:wrte" }
+  b:
+    identity: { command: x }
+    map: filesytem
+  c:
+    identity: { command: x }
+roles: {}
+`;
+    expect(errorsOf(text).map((e) => `${e.line}:${e.column} ${e.path}: ${e.message.split(';')[0]}`)).toEqual([
+      '5:19 servers.a.tools.put: unknown scope "storage:wrte"',
+      '8:10 servers.b.map: unknown map "filesytem"',
+      '9:3 servers.c: missing required key "class" (a server without a shipped `map` must name its scope class)',
+    ]);
+  });
+
+  it('identity needs exactly one of url or command', () => {
+    const text = `servers:
+  a:
+    identity: {}
+    class: storage
+  b:
+    identity: { url: "https://x", command: y }
+    class: storage
+  c:
+    identity: { url: "not a url" }
+    class: storage
+roles: {}
+`;
+    expect(errorsOf(text).map((e) => e.path)).toEqual(['servers.a.identity', 'servers.b.identity', 'servers.c.identity.url']);
+  });
+
+  it('built-in presets cannot be redefined, deleted or shadowed', () => {
+    const redefine = errorsOf(`${MINIMAL}  mcp.read_only:\n    allowed_servers: [fs]\n`);
+    expect(redefine[0]).toMatchObject({ line: 8, column: 3, path: 'roles["mcp.read_only"]' });
+    expect(redefine[0]?.message).toMatch(/built-in preset: it cannot be redefined or deleted/);
+
+    const reserved = errorsOf(`${MINIMAL}  mcp.custom: {}\n`);
+    expect(reserved[0]?.message).toMatch(/reserved/);
+
+    const deleted = errorsOf(`${MINIMAL}presets:\n  mcp.empty: null\n`);
+    expect(deleted[0]).toMatchObject({ line: 8, column: 1, path: 'presets' });
+    expect(deleted[0]?.message).toMatch(/cannot be redefined or deleted/);
+
+    const unknownPreset = errorsOf(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.everything]\n'));
+    expect(unknownPreset[0]?.path).toBe('roles.code_agent.presets[0]');
+  });
+
+  it('per-server limits and custom prohibited rules must name known servers', () => {
+    const errors = errorsOf(`${MINIMAL}rate_limits:\n  per_server:\n    nope: { max_calls_per_session: 5 }\nprohibited_capabilities:\n  - { name: x, servers: [zzz] }\n  - { name: y }\n`);
+    expect(errors.map((e) => `${e.line}:${e.column} ${e.path}`)).toEqual(['10:5 rate_limits.per_server.nope', '12:26 prohibited_capabilities[0].servers[0]', '13:5 prohibited_capabilities[1]']);
+  });
+
+  it('warns (without failing) about an allowed server that is prohibited', () => {
+    const result = parsePolicy(MINIMAL.replace('    map: filesystem\n', '    map: filesystem\n    prohibited: true\n'), 'p.yaml');
+    expect(result.ok).toBe(true);
+    expect(result.issues.map((i) => i.severity)).toEqual(['warning']);
+    expect(result.issues[0]?.message).toMatch(/prohibited/);
+  });
+});
+
+describe('policy file: defaults', () => {
+  it('a minimal file gets every documented default', () => {
+    const p = compiled(MINIMAL);
+    expect(p.limits).toEqual({
+      session: { maxCalls: 200, maxCallsPerMinute: 30 },
+      pauseAtPercent: 80,
+      token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000, maxOpenSessions: 20, maxNewSessionsPerHour: 60 },
+    });
+    expect(p.cascade).toEqual({ threshold: 3, windowCalls: 5 });
+    expect(p.largeResultBytes).toBe(1048576);
+    expect([...p.haltTokenOn]).toEqual([...DEFAULT_HALT_TOKEN_ON]);
+    expect(p.haltTokenOn.size).toBe(6);
+    expect([...p.environments.development.forbiddenPatterns]).toEqual(['prod', 'production', 'live', 'main']);
+    expect(p.environments.development.humanGrantRequired).toBe(false);
+    expect(p.environments.production.humanGrantRequired).toBe(true);
+    expect(p.prohibited).toEqual([]);
+    const fs = p.servers.get('fs');
+    expect(fs?.serverClass).toBe('storage');
+    expect(fs?.trustAnnotations).toBe(false);
+    expect(fs?.prohibited).toBe(false);
+    expect(p.roles.get('code_agent')?.largeResults).toBe(false);
+  });
+
+  it('null disables a limit, a number replaces the default', () => {
+    const p = compiled(`${MINIMAL}rate_limits:\n  global: { max_calls_per_session: null, max_calls_per_minute: 7 }\n`);
+    expect(p.limits.session).toEqual({ maxCalls: null, maxCallsPerMinute: 7 });
+  });
+});
+
+describe('shipped tool maps', () => {
+  it('every mapped tool needs a scope of the scope table', () => {
+    for (const map of SHIPPED_MAPS.values()) {
+      for (const [tool, scope] of Object.entries(map.tools)) expect(SCOPE_BY_NAME.has(scope), `${map.name}/${tool} → ${scope}`).toBe(true);
+      expect(SERVER_CLASSES).toContain(map.serverClass);
+    }
+  });
+
+  it('covers the eight reference servers', () => {
+    expect([...SHIPPED_MAPS.keys()].sort()).toEqual(['everything', 'fetch', 'filesystem', 'git', 'github', 'memory', 'postgres', 'sqlite']);
+  });
+
+  it('delete tools need delete scopes; moves and reads do not', () => {
+    const memory = SHIPPED_MAPS.get('memory')?.tools ?? {};
+    for (const tool of ['delete_entities', 'delete_observations', 'delete_relations']) expect(memory[tool]).toBe('storage:delete');
+    const fs = SHIPPED_MAPS.get('filesystem')?.tools ?? {};
+    expect(fs['move_file']).toBe('storage:write');
+    expect(fs['write_file']).toBe('storage:write');
+    expect(fs['read_text_file']).toBe('storage:read');
+    expect(SHIPPED_MAPS.get('postgres')?.tools['query']).toBe('db:select');
+    expect(SHIPPED_MAPS.get('everything')?.tools['get-env']).toBe('secrets:read');
+  });
+
+  it('every server class has a read and a write scope for unmapped tools', () => {
+    for (const c of SERVER_CLASSES) {
+      expect(CLASS_SCOPES[c], c).toBeDefined();
+      expect(CLASS_SCOPES[c]?.read.startsWith(`${c}:`)).toBe(true);
+      expect(CLASS_SCOPES[c]?.write.startsWith(`${c}:`)).toBe(true);
+    }
+  });
+});
