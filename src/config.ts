@@ -30,6 +30,8 @@ export const SETTINGS = [
   { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached; revocation clears it on every replica at once.' },
   { env: 'BODY_LIMIT_BYTES', type: 'int', default: '262144', example: '1048576', min: 1024, max: 104857600, doc: 'Largest accepted request body; larger bodies get 413.' },
   { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes.' },
+  { env: 'MCP_ENV', type: 'enum', default: 'development', example: 'staging', values: ['development', 'staging', 'production'], doc: 'Environment `killswitch env-gate` checks the configured MCP servers against (seed 001: MCP_ENV, default development).' },
+  { env: 'APPDATA', type: 'string', default: '', example: 'C:\\Users\\me\\AppData\\Roaming', doc: 'Windows only, set by Windows: `killswitch scan` and `env-gate` look for Claude Desktop\'s config in %APPDATA%\\Claude. Empty: the home directory\'s AppData\\Roaming.' },
   { env: 'UNLEASH_URL', type: 'string', default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash API URL. Empty: `killswitch start` runs an embedded unleash-server.' },
   { env: 'UNLEASH_PORT', type: 'int', default: '4242', example: '4242', min: 1, max: 65535, doc: 'Port of the embedded Unleash (UI at http://HOST:PORT).' },
   { env: 'UNLEASH_DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch_unleash', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing).' },
@@ -41,11 +43,16 @@ export const SETTINGS = [
   { env: 'UNLEASH_STALE_AFTER_S', type: 'int', default: '30', example: '60', min: 1, max: 86400, doc: 'Raise a staleness alert after this long without a successful fetch.' },
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup file older than this is not used to start.' },
   { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', default: 'killswitch-dev-webhook-secret', example: 'random-secret', secret: true, doc: 'Shared secret on the Unleash webhook integration.' },
+  { env: 'UNLEASH_START_WAIT_MS', type: 'int', default: '5000', example: '10000', min: 0, max: 600000, doc: 'How long a starting control plane waits for its first flags (decisions deny until they are loaded).' },
   { env: 'PUBLIC_URL', type: 'string', default: '', example: 'http://killswitch.internal:8080', doc: 'URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
   { env: 'GRANT_MAX_SECONDS', type: 'int', default: '28800', example: '3600', min: 60, max: 604800, doc: 'Longest production grant an operator may issue.' },
+  { env: 'SESSION_IDLE_TIMEOUT_S', type: 'int', default: '3600', example: '900', min: 10, max: 604800, doc: 'A session with no call for this long closes (a halted session never closes by itself).' },
+  { env: 'SESSION_MAX_OPEN_PER_TOKEN', type: 'int', default: '20', example: '5', min: 0, max: 100000, doc: 'Open sessions per agent token when the policy names no limit (0: none).' },
+  { env: 'SESSION_MAX_NEW_PER_HOUR', type: 'int', default: '60', example: '30', min: 0, max: 1000000, doc: 'Sessions an agent token may open per hour when the policy names no limit (0: none).' },
+  { env: 'DECISION_META_TTL_S', type: 'int', default: '3600', example: '86400', min: 60, max: 604800, doc: 'How long after an allow the gateway can report its result (POST /v1/decisions/:id/result).' },
   { env: 'ALERT_WEBHOOK_URL', type: 'string', default: '', example: 'https://hooks.slack.com/services/T000/B000/XXXX', secret: true, doc: 'Outgoing alert webhook (http or https). Empty: alerts are only stored, listed and streamed.' },
   { env: 'ALERT_WEBHOOK_FORMAT', type: 'enum', default: 'generic', example: 'slack', values: ['generic', 'slack'], doc: 'Body of the alert webhook: generic JSON, or a Slack incoming-webhook body ({text, blocks}).' },
   { env: 'ALERT_WEBHOOK_ATTEMPTS', type: 'int', default: '3', example: '5', min: 1, max: 10, doc: 'Delivery attempts per alert, including the first.' },
@@ -69,6 +76,8 @@ export interface Config {
   tokenCacheTtlMs: number;
   bodyLimitBytes: number;
   policyFile: string;
+  mcpEnv: 'development' | 'staging' | 'production';
+  appdata: string;
   unleashUrl: string;
   unleashPort: number;
   unleashDatabaseUrl: string;
@@ -80,11 +89,16 @@ export interface Config {
   unleashStaleAfterS: number;
   unleashBackupMaxAgeS: number;
   unleashWebhookSecret: string;
+  unleashStartWaitMs: number;
   publicUrl: string;
   dataDir: string;
   auditBatchMax: number;
   auditRetentionDays: number;
   grantMaxSeconds: number;
+  sessionIdleTimeoutS: number;
+  sessionMaxOpenPerToken: number;
+  sessionMaxNewPerHour: number;
+  decisionMetaTtlS: number;
   alertWebhookUrl: string;
   alertWebhookFormat: 'generic' | 'slack';
   alertWebhookAttempts: number;
@@ -161,6 +175,14 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
   }
   return config;
+}
+
+/**
+ * The environment `${env:NAME}` references in the gateway's upstream config resolve against
+ * (src/gateway/references.ts), and KILLSWITCH_URL / KILLSWITCH_GATEWAY_KEY / KILLSWITCH_AGENT_TOKEN.
+ */
+export function gatewayReferenceEnv(): Readonly<Env> {
+  return process.env;
 }
 
 /** Environment for child processes we start (the embedded Unleash); never passed elsewhere. */

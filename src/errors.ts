@@ -11,17 +11,18 @@ export const ERROR_CODES = {
   CONFLICT: { status: 409, doc: 'The request conflicts with the current state (for example a second approval of one request).' },
   PAYLOAD_TOO_LARGE: { status: 413, doc: 'The body is larger than BODY_LIMIT_BYTES.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, doc: 'The body is not JSON.' },
+  TOO_MANY_SESSIONS: { status: 429, doc: 'POST /v1/sessions: the token already has its maximum of open sessions, or opened its maximum this hour (`details.retry_after_s`).' },
   SERVICE_UNAVAILABLE: { status: 503, doc: 'A dependency needed for this admin request is down; try again.' },
   INTERNAL: { status: 500, doc: 'A bug. The log line with the request id says more.' },
 } as const;
 
 export const DECISION_CODES = {
   OK: { halts: false, doc: 'Allowed.' },
-  PERMISSION_DENIED: { halts: false, doc: 'The token lacks the scope the tool needs, or the policy forbids the server/capability for its role. A write attempted with a read-only token or in a read-only session halts (WRITE_IN_READ_SESSION).' },
+  PERMISSION_DENIED: { halts: true, doc: 'The token lacks the scope the tool needs, or the policy forbids the server/capability for its role. A write attempted with a read-only token or in a read-only session halts (WRITE_IN_READ_SESSION); a server not allowed for the role halts (UNAUTHORIZED_SERVER).' },
   KILL_SWITCH: { halts: false, doc: 'An Unleash flag is off or an operator kill matches; the message names it.' },
-  UNKNOWN_SERVER: { halts: true, doc: 'The server is not in the policy (or not allowed for the role): halts the session and token.' },
+  UNKNOWN_SERVER: { halts: true, doc: 'The server is not in the policy: halts (UNAUTHORIZED_SERVER). A server in the policy but not allowed for the role is PERMISSION_DENIED with the same trigger.' },
   TOOL_CHANGED: { halts: false, doc: 'The tool definition hash differs from the approved one; an operator must approve it.' },
-  ENVIRONMENT_FORBIDDEN: { halts: true, doc: 'The call targets another environment than the token, or a production network identity without a grant: halts.' },
+  ENVIRONMENT_FORBIDDEN: { halts: true, doc: 'The request names another environment than the token (no halt), or the call reaches a production network identity (host or database name matching a forbidden pattern) without a human grant (halts: PRODUCTION_ENVIRONMENT).' },
   HUMAN_AUTHORIZATION_REQUIRED: { halts: false, doc: 'Production access needs an active human grant (POST /v1/grants).' },
   APPROVAL_REQUIRED: { halts: false, doc: 'The policy requires a human to approve these exact arguments first.' },
   RATE_LIMITED: { halts: false, doc: 'A per-minute or per-day limit; retry after `retry_after_s`.' },
