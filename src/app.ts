@@ -74,6 +74,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const policy = await PolicyStore.open(config.policyFile, { log });
     closers.push(() => policy.close());
     const alerts = await createAlertService(config, pool, redis, log);
+    audit.onSpoolingChange((spooling, rows) => {
+      if (spooling) void alerts.raise({ kind: 'AUDIT_SPOOLING', message: `Postgres refused audit rows: they go to the local spool (${rows} rows) and are replayed when it is back.`, numbers: { rows } });
+    });
     closers.push(() => alerts.stop());
     // Waits (bounded) for the first flags, so a fresh instance does not deny its first calls needlessly.
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
@@ -147,7 +150,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await app.register(credentialRoutes);
     await app.register(sessionRoutes);
     await app.register(auditRoutes);
-    ctx.readiness.set('audit', async () => (audit.writer.spooling ? `Postgres refused audit rows; ${audit.spoolSize} rows in the local spool` : true));
+    // Spooling is degraded but safe (rows are durable locally); only a trail that takes nothing is not ready.
+    ctx.readiness.set('audit', async () => (audit.writer.failing ? 'audit rows can be written neither to Postgres nor to the local spool (allows deny)' : true));
     await app.register(flagRoutes);
     ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);

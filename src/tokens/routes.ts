@@ -61,7 +61,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
   app.post('/v1/gateway-keys/:id/revoke', { preHandler: operator, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
-    await credentials.revokeKey('gateway_keys', req.params.id);
+    await credentials.revokeKey('gateway_keys', req.params.id, req.operator!);
     return reply.code(204).send(null);
   });
 
@@ -73,7 +73,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { keys: await credentials.listKeys('operator_keys') };
   });
   app.post('/v1/operator-keys/:id/revoke', { preHandler: owner, schema: { tags: opTags, summary: 'Revoke an operator key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
-    await credentials.revokeKey('operator_keys', req.params.id);
+    await credentials.revokeKey('operator_keys', req.params.id, req.operator!);
     return reply.code(204).send(null);
   });
 };

@@ -1,4 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
+import type { AuditService } from '../audit/service.js';
 import type { Pool } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -21,6 +22,8 @@ export class CredentialService {
   constructor(
     private readonly pool: Pool,
     private readonly auth: Pick<Authenticator, 'hash' | 'announceRevoked'>,
+    /** Every issue and revocation is an ADMIN audit row (never the raw credential). */
+    private readonly audit?: Pick<AuditService, 'recordAdmin'>,
   ) {}
 
   async createAgentToken(op: OperatorPrincipal, body: CreateAgentTokenBody): Promise<{ token: string; key: AgentTokenRow; warning?: string }> {
@@ -55,6 +58,13 @@ export class CredentialService {
       created_by: operatorActor(op),
       expires_at: expiry(body.expires_in),
     });
+    await this.audit?.recordAdmin({
+      actor: op,
+      action: 'key.created',
+      target: `agent_token:${key.id}`,
+      projectId: key.project_id,
+      details: { type, role: key.role, scopes: key.scopes, environment: key.environment, display_prefix: key.display_prefix, expires_at: key.expires_at },
+    });
     return type === 'rw' || type === 'admin' ? { token: raw, key, warning: WRITE_RISK_WARNING } : { token: raw, key };
   }
 
@@ -77,6 +87,7 @@ export class CredentialService {
     const row = await credentialStore.revokeAgentToken(this.pool, id, operatorActor(op), reason);
     if (!row) throw notFound('token');
     await this.auth.announceRevoked(id);
+    await this.audit?.recordAdmin({ actor: op, action: 'key.revoked', target: `agent_token:${id}`, projectId: row.project_id, details: { reason, display_prefix: row.display_prefix } });
     return row;
   }
 
@@ -90,6 +101,7 @@ export class CredentialService {
       created_by: operatorActor(op),
       expires_at: expiry(expiresIn),
     });
+    await this.audit?.recordAdmin({ actor: op, action: 'gateway_key.created', target: `gateway_key:${row.id}`, details: { name, display_prefix: row.display_prefix, expires_at: row.expires_at } });
     return { key: raw, gateway_key: row };
   }
 
@@ -108,6 +120,12 @@ export class CredentialService {
       created_by: createdBy,
       expires_at: expiry(k.expires_in),
     });
+    await this.audit?.recordAdmin({
+      actor: createdBy,
+      action: 'operator_key.created',
+      target: `operator_key:${row.id}`,
+      details: { name: row.name, role: row.role, projects: row.projects, display_prefix: row.display_prefix, expires_at: row.expires_at },
+    });
     return { key: raw, operator_key: row };
   }
 
@@ -115,8 +133,10 @@ export class CredentialService {
     return credentialStore.listKeys(this.pool, table);
   }
 
-  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string): Promise<void> {
+  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<void> {
     if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound(table === 'gateway_keys' ? 'gateway key' : 'operator key');
     await this.auth.announceRevoked(id);
+    const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
+    await this.audit?.recordAdmin({ actor: by, action: `${kind}.revoked`, target: `${kind}:${id}` });
   }
 }

@@ -1,0 +1,138 @@
+import { createHash } from 'node:crypto';
+import type { Pool } from '../db/pool.js';
+import { AUDIT_COLUMN_NAMES, AUDIT_COLUMNS, type AuditRecord } from './record.js';
+import { auditStore } from './store.js';
+
+// The hash chain: hash = SHA-256(prev_hash ‖ canonical JSON of the row without prev_hash and hash).
+// One chain per writer lifetime (replica_id), ordered by seq; see docs/adr/0002-audit-hash-chain.md.
+
+/** prev_hash of the first row of every chain. */
+export const GENESIS = '0'.repeat(64);
+
+/** A deep copy with object keys in sorted order (what JSON.stringify then writes in that order). */
+function sortedKeys(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  const obj = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(obj).sort()) out[k] = sortedKeys(obj[k]);
+  return out;
+}
+
+/**
+ * JSON with object keys sorted at every level, so the same row always serialises to the same text.
+ * Numbers, strings and dates are written by JSON.stringify itself (shortest round-trip numbers; NaN and
+ * Infinity as null; undefined properties left out).
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortedKeys(value)) ?? 'null';
+}
+
+const JSON_COLUMNS = new Set<string>(AUDIT_COLUMNS.filter(([, t]) => t === 'jsonb').map(([c]) => c));
+// Sorted column names with their JSON key prefix, so each row's text is built by concatenation.
+const HASHED_COLUMNS = AUDIT_COLUMN_NAMES.filter((c) => c !== 'prev_hash' && c !== 'hash')
+  .sort()
+  .map((c, i) => [c, `${i === 0 ? '{' : ','}${JSON.stringify(c)}:`] as const);
+
+/**
+ * The hashed content of a row: every column except prev_hash and hash as a JSON object with sorted keys
+ * (nested JSON too), i.e. canonicalJson of that object.
+ */
+export function hashedContent(row: Omit<AuditRecord, 'hash'> | AuditRecord): string {
+  const r = row as unknown as Record<string, unknown>;
+  let out = '';
+  for (const [c, prefix] of HASHED_COLUMNS) {
+    const v = r[c];
+    out += prefix;
+    if (v === null || v === undefined) out += 'null';
+    else if (v instanceof Date) out += JSON.stringify(v.toISOString());
+    else if (JSON_COLUMNS.has(c)) out += canonicalJson(v);
+    else out += JSON.stringify(v) ?? 'null';
+  }
+  return `${out}}`;
+}
+
+export function rowHash(prevHash: string, row: Omit<AuditRecord, 'hash'> | AuditRecord): string {
+  return createHash('sha256').update(prevHash).update(hashedContent(row)).digest('hex');
+}
+
+export interface ChainBreak {
+  replica_id: string;
+  seq: number;
+  /** The first row that does not verify (null when the break is rows missing at the start). */
+  id: string | null;
+  reason: string;
+}
+
+export interface ChainHead {
+  replica_id: string;
+  seq: number;
+  hash: string;
+  ts: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  chains: number;
+  rows: number;
+  /** The first broken row of every chain that has one. */
+  broken: ChainBreak[];
+  /** The last row of every chain: record these elsewhere to detect a truncated tail later. */
+  heads: ChainHead[];
+}
+
+const PAGE = 5_000;
+
+/**
+ * Walks every chain in seq order and checks continuity, prev_hash links and each row's hash. A chain whose
+ * first rows were removed by retention must start right after its anchor (audit_anchors).
+ */
+export async function verifyChain(pool: Pool): Promise<VerifyReport> {
+  const chains = await auditStore.chainSummaries(pool);
+  const anchors = await auditStore.anchors(pool);
+  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [] };
+  for (const chain of chains) {
+    let expectedPrev: string | undefined;
+    if (chain.min_seq === 1) expectedPrev = GENESIS;
+    else expectedPrev = anchors.get(`${chain.replica_id}:${chain.min_seq - 1}`);
+    let prevSeq = chain.min_seq - 1;
+    let broken: ChainBreak | undefined;
+    let last: AuditRecord | undefined;
+    if (expectedPrev === undefined) {
+      broken = { replica_id: chain.replica_id, seq: chain.min_seq, id: null, reason: `chain starts at seq ${chain.min_seq} but no retention anchor covers seq 1..${chain.min_seq - 1}: rows were removed outside retention` };
+    }
+    let after = prevSeq;
+    while (!broken) {
+      const rows = await auditStore.chainPage(pool, chain.replica_id, after, PAGE);
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        report.rows++;
+        if (row.seq !== prevSeq + 1) {
+          broken = {
+            replica_id: chain.replica_id,
+            seq: row.seq,
+            id: row.id,
+            reason: row.seq === prevSeq ? `seq ${row.seq} appears twice` : `rows with seq ${prevSeq + 1}..${row.seq - 1} are missing before this row`,
+          };
+        } else if (row.prev_hash !== expectedPrev) {
+          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason: "prev_hash does not match the previous row's hash" };
+        } else if (rowHash(row.prev_hash, row) !== row.hash) {
+          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason: "hash does not match the row's content: the row was modified" };
+        }
+        if (broken) break;
+        prevSeq = row.seq;
+        expectedPrev = row.hash;
+        last = row;
+      }
+      after = rows[rows.length - 1]!.seq;
+      if (rows.length < PAGE) break;
+    }
+    if (broken) {
+      report.ok = false;
+      report.broken.push(broken);
+    }
+    if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
+  }
+  return report;
+}

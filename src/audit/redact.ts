@@ -1,0 +1,84 @@
+// Secrets never reach the audit table. Arguments are kept in full for forensics (seed 000 US-008), except
+// values under secret-looking keys and values that look like credentials wherever they appear.
+
+export const REDACTED = '[REDACTED]';
+
+// Compared against the key lower-cased with '-', '_' and spaces removed.
+const SECRET_KEY = /(passw(or)?d|passwd|^pwd$|passphrase|secret|token|apikey|accesskey|privatekey|authorization|^auth$|^authtoken$|credential|cookie|^pin$|signature|sessionkey|connectionstring)/;
+// Counters that merely mention tokens are not secrets.
+const NOT_SECRET_KEY = /(maxtokens|tokencount|tokens?used|tokenlimit|numtokens|tokentype|tokenid)$/;
+
+interface ValuePattern {
+  re: RegExp;
+  replace: string | ((...m: string[]) => string);
+}
+
+const VALUE_PATTERNS: ValuePattern[] = [
+  // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
+  { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
+  // Authorization header values.
+  { re: /\b(Bearer|Basic|Token)\s+[A-Za-z0-9\-._~+/]{8,}=*/gi, replace: (_m, scheme) => `${scheme} ${REDACTED}` },
+  // Our own credentials: agent tokens, gateway keys, operator keys.
+  { re: /\b(mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{8,}/g, replace: (_m, prefix) => `${prefix}${REDACTED}` },
+  // AWS access key ids.
+  { re: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/g, replace: REDACTED },
+  // GitHub, Slack, OpenAI/Anthropic style API keys, Google API keys, Stripe keys.
+  { re: /\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,})/g, replace: REDACTED },
+  // JSON Web Tokens.
+  { re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g, replace: REDACTED },
+  // Passwords inside URLs and connection strings: scheme://user:PASSWORD@host -> keep user and host.
+  { re: /\b([a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)([^@\s/]+)@/gi, replace: (_m, head) => `${head}${REDACTED}@` },
+  // key=value pairs in query strings, DSNs and env-style text: password=..., api_key: ...
+  {
+    re: /\b((?:[a-z0-9]*[_-])?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|sig|signature)\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,'"]+)/gi,
+    replace: (_m, head) => `${head}${REDACTED}`,
+  },
+];
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** Characters Postgres cannot store in text or jsonb: NUL and unpaired surrogates. */
+export function storable(s: string): string {
+  const noNul = s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
+  return noNul.replace(LONE_SURROGATE, '\uFFFD');
+}
+
+/** Masks credential-looking substrings of a free-text value (also used for messages and errors). */
+export function redactText(s: string): string {
+  let out = storable(s);
+  for (const p of VALUE_PATTERNS) {
+    p.re.lastIndex = 0;
+    out = out.replace(p.re, p.replace as (substring: string, ...args: string[]) => string);
+  }
+  return out;
+}
+
+export function isSecretKey(key: string): boolean {
+  const k = key.toLowerCase().replace(/[-_\s.]/g, '');
+  return SECRET_KEY.test(k) && !NOT_SECRET_KEY.test(k);
+}
+
+const MAX_DEPTH = 32;
+
+/**
+ * Deep copy of a JSON-like value with secrets masked and strings made storable. Values under a secret key
+ * are replaced whole (objects too); numbers under such keys as well (PINs), booleans and null are kept.
+ */
+export function redactValue(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return redactText(value);
+  if (value === null || typeof value === 'boolean') return value;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : null;
+  if (typeof value === 'bigint') return value.toString();
+  if (depth >= MAX_DEPTH) return REDACTED;
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
+  if (typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      if (v === undefined || typeof v === 'function') continue;
+      const key = storable(k);
+      out[key] = isSecretKey(k) && v !== null && typeof v !== 'boolean' && v !== '' ? REDACTED : redactValue(v, depth + 1);
+    }
+    return out;
+  }
+  return null;
+}

@@ -1,0 +1,151 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { stringify } from 'csv-stringify/sync';
+import { Type } from 'typebox';
+import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import type { AuditRecord } from './record.js';
+import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQuery, UsageReport, VerifyReportSchema } from './schemas.js';
+import type { TokenUsage } from './service.js';
+import type { AuditFilters } from './store.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody };
+const DAY_MS = 86_400_000;
+
+type FilterQuery = Partial<Record<'token' | 'type' | 'project' | 'session' | 'server' | 'tool' | 'decision' | 'code' | 'kind' | 'decision_id' | 'actor' | 'from' | 'to', string>>;
+
+function filtersOf(q: FilterQuery): AuditFilters {
+  return {
+    token: q.token,
+    type: q.type,
+    project: q.project,
+    session: q.session,
+    server: q.server,
+    tool: q.tool,
+    decision: q.decision,
+    code: q.code,
+    kind: q.kind,
+    decisionId: q.decision_id,
+    actor: q.actor,
+    from: q.from ? new Date(q.from) : undefined,
+    to: q.to ? new Date(q.to) : undefined,
+  };
+}
+
+const wire = (r: AuditRecord) => ({ ...r, ts: r.ts.toISOString() });
+
+const USAGE_CSV_COLUMNS = ['group', 'token_id', 'token_type', 'project_id', 'server', 'tool', 'capability', 'day', 'calls', 'allowed', 'denied', 'results', 'successes', 'errors', 'success_rate', 'last_used'];
+
+/** Usage as CSV: one `token` line per token, then its `operation` and `day` lines. */
+export function usageCsv(tokens: TokenUsage[]): string {
+  const rows: unknown[][] = [];
+  for (const t of tokens) {
+    const base = [t.token_id, t.token_type, t.project_id];
+    rows.push(['token', ...base, '', '', '', '', t.calls, t.allowed, t.denied, t.results, t.successes, t.errors, t.success_rate ?? '', t.last_used ?? '']);
+    for (const o of t.operations) {
+      rows.push(['operation', ...base, o.server ?? '', o.tool ?? '', o.capability ?? '', '', o.calls, o.allowed, o.denied, o.results, o.successes, o.errors, o.results > 0 ? o.successes / o.results : '', '']);
+    }
+    for (const d of t.per_day) {
+      rows.push(['day', ...base, '', '', '', d.day, d.calls, d.allowed, d.denied, d.results, d.successes, d.errors, d.results > 0 ? d.successes / d.results : '', '']);
+    }
+  }
+  return stringify(rows, { header: true, columns: USAGE_CSV_COLUMNS });
+}
+
+/** Read side of the audit trail for operators; project-limited keys see their projects' rows only. */
+export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { auth, audit } = app.ctx;
+  const viewer = requireOperator(auth, 'viewer');
+  const owner = requireOperator(auth, 'owner');
+  const tags = ['audit'];
+
+  app.get(
+    '/v1/audit',
+    { preHandler: viewer, schema: { tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
+    async (req) => {
+      const page = await audit.list(req.operator!, filtersOf(req.query), req.query.limit ?? 100, req.query.cursor);
+      return { events: page.events.map(wire), next: page.next };
+    },
+  );
+
+  app.get(
+    '/v1/audit/export',
+    {
+      preHandler: viewer,
+      schema: {
+        tags,
+        summary: 'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines',
+        querystring: ExportAuditQuery,
+        response: { 200: Type.String({ description: 'text/csv or application/x-ndjson' }), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const format = req.query.format ?? 'csv';
+      const stream = audit.exportStream(req.operator!, filtersOf(req.query), format);
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      return reply
+        .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
+        .header('content-disposition', `attachment; filename="audit-${stamp}.${format}"`)
+        // A stream: the schema above documents the bytes, fastify pipes them as they come.
+        .send(stream as unknown as string);
+    },
+  );
+
+  app.get(
+    '/v1/audit/verify',
+    { preHandler: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
+    async () => audit.verify(),
+  );
+
+  app.get(
+    '/v1/usage',
+    {
+      preHandler: viewer,
+      schema: {
+        tags,
+        summary: 'Usage per agent token: calls, allow/deny, per operation and per day, success and error rate (JSON or CSV)',
+        querystring: UsageQuery,
+        response: { 200: Type.Union([UsageReport, Type.String()]), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const to = req.query.to ? new Date(req.query.to) : new Date();
+      const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
+      const tokens = await audit.usage(req.operator!, { token: req.query.token, type: req.query.type, project: req.query.project, server: req.query.server, from, to });
+      if (req.query.format === 'csv') {
+        return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="usage.csv"').send(usageCsv(tokens));
+      }
+      return { from: from.toISOString(), to: to.toISOString(), tokens };
+    },
+  );
+
+  app.get(
+    '/v1/usage/monthly',
+    {
+      preHandler: viewer,
+      schema: {
+        tags,
+        summary: 'Monthly usage per token and operation, including months whose raw rows retention already removed',
+        querystring: UsageQuery,
+        response: { 200: Type.Union([MonthlyUsageReport, Type.String()]), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const months = await audit.monthlyUsage(req.operator!, {
+        token: req.query.token,
+        type: req.query.type,
+        project: req.query.project,
+        server: req.query.server,
+        from: req.query.from ? new Date(req.query.from) : undefined,
+        to: req.query.to ? new Date(req.query.to) : undefined,
+      });
+      if (req.query.format === 'csv') {
+        const csv = stringify(
+          months.map((m) => ({ ...m, last_at: m.last_at ? m.last_at.toISOString() : '' })),
+          { header: true, columns: ['month', 'token_id', 'token_type', 'project_id', 'server', 'tool', 'capability', 'calls', 'allowed', 'denied', 'results', 'successes', 'errors', 'last_at'] },
+        );
+        return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="usage-monthly.csv"').send(csv);
+      }
+      return { months: months.map((m) => ({ ...m, calls: Number(m.calls), allowed: Number(m.allowed), denied: Number(m.denied), results: Number(m.results), successes: Number(m.successes), errors: Number(m.errors) })) };
+    },
+  );
+};

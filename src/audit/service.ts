@@ -1,0 +1,342 @@
+import { Readable } from 'node:stream';
+import { stringify } from 'csv-stringify';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Pool } from '../db/pool.js';
+import { AppError } from '../errors.js';
+import type { OperatorPrincipal } from '../tokens/authenticator.js';
+import { type VerifyReport, verifyChain } from './chain.js';
+import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
+import type { AdminAction } from './rows.js';
+import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageGroupRow } from './store.js';
+import { AuditUnavailable, AuditWriter } from './writer.js';
+
+// Registers the int8 → number parser even when only this module is loaded (CLI).
+import '../db/pool.js';
+
+/** The limited role the request path writes audit rows as (migrations/0002_audit.sql). */
+export const AUDIT_WRITER_ROLE = 'killswitch_audit_writer';
+const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
+const EXPORT_PAGE = 1_000;
+
+export function databaseName(databaseUrl: string): string {
+  return decodeURIComponent(new URL(databaseUrl).pathname.replace(/^\//, '')) || 'postgres';
+}
+
+/**
+ * The writer's own pool: every connection runs as the limited role from its first statement (a startup
+ * parameter, so a missing role fails the connection instead of silently writing as the owner), and idle
+ * connections are kept (idleTimeoutMillis 0) so a quiet period is not followed by a slow batch.
+ */
+export function createWriterPool(databaseUrl: string): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: 2,
+    idleTimeoutMillis: 0,
+    connectionTimeoutMillis: 2_000,
+    options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=5000`,
+    application_name: 'killswitch-audit-writer',
+  });
+  pool.on('error', () => {});
+  return pool;
+}
+
+export interface AuditServiceOptions {
+  /** Event clock for the writer (tests). */
+  clock?: () => number;
+  replayIntervalMs?: number;
+  /** Run the hourly retention job (default true). */
+  retentionJob?: boolean;
+  /** Spool directory; default config.dataDir. */
+  dataDir?: string;
+  /** Pool for the writer; default a new writer pool on config.databaseUrl (closed by close()). */
+  writerPool?: Pool;
+}
+
+export type SpoolingListener = (spooling: boolean, spoolRows: number) => void;
+
+export interface ListResult {
+  events: AuditRecord[];
+  next: string | null;
+}
+
+export interface OperationUsage {
+  server: string | null;
+  tool: string | null;
+  capability: string | null;
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+}
+
+export interface DayUsage {
+  day: string;
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+}
+
+export interface TokenUsage {
+  token_id: string;
+  token_type: string | null;
+  project_id: string | null;
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+  success_rate: number | null;
+  error_rate: number | null;
+  avg_duration_ms: number | null;
+  last_used: string | null;
+  operations: OperationUsage[];
+  per_day: DayUsage[];
+}
+
+const visible = (op: OperatorPrincipal | undefined, f: AuditFilters): AuditFilters => (op?.projects ? { ...f, projects: op.projects } : f);
+
+export function encodeCursor(k: Keyset): string {
+  return Buffer.from(JSON.stringify([k.ts.toISOString(), k.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): Keyset {
+  try {
+    const [ts, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
+    const date = new Date(ts);
+    if (Number.isNaN(date.getTime()) || !/^[0-9a-f-]{36}$/.test(id)) throw new Error('bad cursor');
+    return { ts: date, id };
+  } catch {
+    throw new AppError('INVALID_REQUEST', 'cursor: is not a cursor returned by this API', [{ field: 'cursor', problem: 'is invalid' }]);
+  }
+}
+
+/** One audit row as text cells (CSV export). */
+export function csvCells(r: AuditRecord): string[] {
+  return AUDIT_COLUMN_NAMES.map((name) => {
+    const v = r[name];
+    if (v === null || v === undefined) return '';
+    if (v instanceof Date) return v.toISOString();
+    if (typeof v === 'object') return JSON.stringify(v);
+    return String(v);
+  });
+}
+
+const num = (v: unknown): number => Number(v ?? 0);
+
+function toTokenUsage(rows: UsageGroupRow[]): TokenUsage[] {
+  const byToken = new Map<string, TokenUsage>();
+  for (const r of rows) {
+    let t = byToken.get(r.token_id);
+    if (!t) {
+      t = {
+        token_id: r.token_id,
+        token_type: r.token_type,
+        project_id: r.project_id,
+        calls: 0,
+        allowed: 0,
+        denied: 0,
+        results: 0,
+        successes: 0,
+        errors: 0,
+        success_rate: null,
+        error_rate: null,
+        avg_duration_ms: null,
+        last_used: null,
+        operations: [],
+        per_day: [],
+      };
+      byToken.set(r.token_id, t);
+    }
+    const counts = { calls: num(r.calls), allowed: num(r.allowed), denied: num(r.denied), results: num(r.results), successes: num(r.successes), errors: num(r.errors) };
+    if (r.grp === 'token') {
+      Object.assign(t, counts);
+      t.token_type = r.token_type;
+      t.project_id = r.project_id;
+      t.success_rate = counts.results > 0 ? counts.successes / counts.results : null;
+      t.error_rate = counts.results > 0 ? counts.errors / counts.results : null;
+      t.avg_duration_ms = r.duration_ms_avg === null ? null : Number(r.duration_ms_avg);
+      t.last_used = r.last_used ? r.last_used.toISOString() : null;
+    } else if (r.grp === 'operation') {
+      t.operations.push({ server: r.server, tool: r.tool, capability: r.capability, ...counts });
+    } else if (r.day) {
+      t.per_day.push({ day: r.day, ...counts });
+    }
+  }
+  return [...byToken.values()].sort((a, b) => b.calls - a.calls || a.token_id.localeCompare(b.token_id));
+}
+
+/**
+ * The audit trail of one control-plane instance: the group-commit writer (request path), the read side
+ * (operators) and the retention job. Registered as ctx.audit.
+ */
+export class AuditService {
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private retentionStart: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly pool: Pool,
+    private readonly writerPool: Pool,
+    private readonly ownsWriterPool: boolean,
+    readonly writer: AuditWriter,
+    private readonly config: Pick<Config, 'auditRetentionDays'>,
+    private readonly log: Logger,
+    /** The same array the writer's callback reads. */
+    private readonly spoolingListeners: SpoolingListener[],
+  ) {}
+
+  /** Creates the writer (own pool, limited role), makes sure partitions exist ahead, starts retention. */
+  static async start(config: Config, pool: Pool, log: Logger, opts: AuditServiceOptions = {}): Promise<AuditService> {
+    await auditStore.ensurePartitions(pool, new Date(Date.now() - 31 * 86_400_000), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
+    const writerPool = opts.writerPool ?? createWriterPool(config.databaseUrl);
+    const listeners: SpoolingListener[] = [];
+    const writer = await AuditWriter.open({
+      pool: writerPool,
+      database: databaseName(config.databaseUrl),
+      dataDir: opts.dataDir ?? config.dataDir,
+      batchMax: config.auditBatchMax,
+      log,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      ...(opts.replayIntervalMs ? { replayIntervalMs: opts.replayIntervalMs } : {}),
+      onSpoolingChange: (spooling, rows) => {
+        for (const l of listeners) l(spooling, rows);
+      },
+    });
+    const service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners);
+    if (opts.retentionJob !== false) service.startRetentionJob();
+    return service;
+  }
+
+  get queueDepth(): number {
+    return this.writer.queueDepth;
+  }
+
+  /** Called when audit rows start going to the local spool and when it has been replayed (for alerts). */
+  onSpoolingChange(listener: SpoolingListener): void {
+    this.spoolingListeners.push(listener);
+  }
+
+  get spoolSize(): number {
+    return this.writer.spoolSize;
+  }
+
+  /** Resolves when the row is durable (Postgres or spool); rejects AuditUnavailable → deny DEPENDENCY_UNAVAILABLE. */
+  recordIntent(event: AuditEvent): Promise<void> {
+    return this.writer.recordIntent(event);
+  }
+
+  /** Denials and RESULT rows: queued, same order and chain, nobody waits. */
+  enqueue(event: AuditEvent): void {
+    this.writer.enqueue(event);
+  }
+
+  /**
+   * An operator or system action, durable like an INTENT. Rejects with 503 SERVICE_UNAVAILABLE when the
+   * trail cannot take it; a caller that does not await is safe (the rejection is logged, not unhandled).
+   */
+  recordAdmin(action: AdminAction): Promise<void> {
+    const p = this.writer.recordAdmin(action).catch((err: unknown) => {
+      this.log.error({ err: (err as Error).message, action: action.action }, 'audit row for an admin action could not be written');
+      throw err instanceof AuditUnavailable ? new AppError('SERVICE_UNAVAILABLE', `The audit trail is unavailable; the action "${action.action}" was not recorded.`) : err;
+    });
+    p.catch(() => {});
+    return p;
+  }
+
+  /** The stored INTENT of a decision (for POST /v1/decisions/:id/result), or undefined. */
+  findIntent(decisionId: string): Promise<AuditRecord | undefined> {
+    return auditStore.findIntent(this.pool, decisionId);
+  }
+
+  async list(op: OperatorPrincipal | undefined, filters: AuditFilters, limit: number, cursor?: string): Promise<ListResult> {
+    const rows = await auditStore.list(this.pool, visible(op, filters), limit + 1, cursor ? decodeCursor(cursor) : undefined);
+    const events = rows.slice(0, limit);
+    const last = events[events.length - 1];
+    return { events, next: rows.length > limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null };
+  }
+
+  /** Every matching row, oldest first, paged underneath so memory stays flat. */
+  async *rows(op: OperatorPrincipal | undefined, filters: AuditFilters): AsyncGenerator<AuditRecord> {
+    let after: Keyset | undefined;
+    for (;;) {
+      const page = await auditStore.exportPage(this.pool, visible(op, filters), EXPORT_PAGE, after);
+      for (const r of page) yield r;
+      const last = page[page.length - 1];
+      if (!last || page.length < EXPORT_PAGE) return;
+      after = { ts: last.ts, id: last.id };
+    }
+  }
+
+  /** A streamed export: CSV with a header row, or JSON Lines. */
+  exportStream(op: OperatorPrincipal | undefined, filters: AuditFilters, format: 'csv' | 'jsonl'): Readable {
+    const source = this.rows(op, filters);
+    if (format === 'jsonl') {
+      return Readable.from(
+        (async function* () {
+          for await (const r of source) yield `${JSON.stringify(r)}\n`;
+        })(),
+      );
+    }
+    const csv = stringify({ header: true, columns: [...AUDIT_COLUMN_NAMES] });
+    const cells = Readable.from(
+      (async function* () {
+        for await (const r of source) yield csvCells(r);
+      })(),
+    );
+    cells.on('error', (err) => csv.destroy(err));
+    return cells.pipe(csv);
+  }
+
+  async usage(op: OperatorPrincipal | undefined, filters: AuditFilters): Promise<TokenUsage[]> {
+    return toTokenUsage(await auditStore.usage(this.pool, visible(op, filters)));
+  }
+
+  async monthlyUsage(op: OperatorPrincipal | undefined, filters: AuditFilters): Promise<MonthlyUsageRow[]> {
+    return auditStore.monthlyUsage(this.pool, visible(op, filters));
+  }
+
+  /** Walks every hash chain (killswitch audit verify). */
+  verify(): Promise<VerifyReport> {
+    return verifyChain(this.pool);
+  }
+
+  /**
+   * Removes raw rows older than AUDIT_RETENTION_DAYS (rolled up monthly, chains anchored) and creates the
+   * coming months' partitions. Records an ADMIN row when something was removed.
+   */
+  async applyRetention(now: Date = new Date(), actor = 'retention'): Promise<RetentionResult> {
+    await auditStore.ensurePartitions(this.pool, new Date(now.getTime() - 31 * 86_400_000), 4);
+    const cutoff = new Date(now.getTime() - this.config.auditRetentionDays * 86_400_000);
+    const result = await auditStore.applyRetention(this.pool, cutoff);
+    if (result.rows_removed > 0 || result.partitions_dropped.length > 0) {
+      this.log.info({ ...result }, 'audit retention removed old rows');
+      await this.recordAdmin({ actor, action: 'audit.retention', target: 'audit_events', details: { ...result, retention_days: this.config.auditRetentionDays } }).catch(() => {});
+    }
+    return result;
+  }
+
+  private startRetentionJob(): void {
+    const runOnce = () => void this.applyRetention().catch((err) => this.log.warn({ err: (err as Error).message }, 'audit retention failed; retrying in an hour'));
+    this.retentionStart = setTimeout(runOnce, 60_000);
+    this.retentionStart.unref();
+    this.retentionTimer = setInterval(runOnce, RETENTION_INTERVAL_MS);
+    this.retentionTimer.unref();
+  }
+
+  /** Flushes every queued row (to Postgres or the spool) and closes the writer's pool. */
+  async close(): Promise<void> {
+    if (this.retentionStart) clearTimeout(this.retentionStart);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    await this.writer.close();
+    if (this.ownsWriterPool) await this.writerPool.end().catch(() => {});
+  }
+}
+
+export { AuditUnavailable };

@@ -1,0 +1,264 @@
+import type { Pool, PoolClient } from '../db/pool.js';
+import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
+
+// The only code that writes SQL for the audit trail.
+
+type Queryable = Pool | PoolClient;
+
+const q = (name: string) => `"${name}"`;
+const SELECT_COLUMNS = AUDIT_COLUMNS.map(([name]) => q(name)).join(', ');
+
+// One INSERT per batch: every column travels as one array parameter and unnest zips them back into rows.
+// ON CONFLICT makes replaying a spooled row that did reach Postgres a no-op (exactly once).
+const INSERT_SQL = `INSERT INTO audit_events (${SELECT_COLUMNS})
+SELECT * FROM unnest(${AUDIT_COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')})
+ON CONFLICT DO NOTHING`;
+
+function columnArrays(rows: readonly AuditRecord[]): unknown[][] {
+  return AUDIT_COLUMNS.map(([name, type]) =>
+    rows.map((r) => {
+      const v = r[name];
+      if (v === null || v === undefined) return null;
+      if (type === 'jsonb') return JSON.stringify(v);
+      if (type === 'timestamptz') return (v as Date).toISOString();
+      return v;
+    }),
+  );
+}
+
+export interface AuditFilters {
+  token?: string | undefined;
+  type?: string | undefined;
+  project?: string | undefined;
+  /** Visibility of a project-limited operator (null: every project). */
+  projects?: readonly string[] | null | undefined;
+  session?: string | undefined;
+  server?: string | undefined;
+  tool?: string | undefined;
+  decision?: string | undefined;
+  code?: string | undefined;
+  kind?: string | undefined;
+  decisionId?: string | undefined;
+  actor?: string | undefined;
+  from?: Date | undefined;
+  to?: Date | undefined;
+}
+
+export interface Keyset {
+  ts: Date;
+  id: string;
+}
+
+function whereOf(f: AuditFilters, args: unknown[]): string[] {
+  const where: string[] = [];
+  const add = (sql: string, v: unknown) => {
+    args.push(v);
+    where.push(sql.replaceAll('?', `$${args.length}`));
+  };
+  if (f.token) add('token_id = ?', f.token);
+  if (f.type) add('token_type = ?', f.type);
+  if (f.project) add('project_id = ?', f.project);
+  if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
+  if (f.session) add('session_id = ?', f.session);
+  if (f.server) add('server = ?', f.server);
+  if (f.tool) add('tool = ?', f.tool);
+  if (f.decision) add('decision = ?', f.decision);
+  if (f.code) add('code = ?', f.code);
+  if (f.kind) add('kind = ?', f.kind);
+  if (f.decisionId) add('decision_id = ?', f.decisionId);
+  if (f.actor) add('actor_id = ?', f.actor);
+  if (f.from) add('ts >= ?', f.from);
+  if (f.to) add('ts < ?', f.to);
+  return where;
+}
+
+export interface UsageGroupRow {
+  grp: 'token' | 'operation' | 'day';
+  token_id: string;
+  token_type: string | null;
+  project_id: string | null;
+  server: string | null;
+  tool: string | null;
+  capability: string | null;
+  day: string | null;
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+  last_used: Date | null;
+  duration_ms_avg: number | null;
+}
+
+export interface MonthlyUsageRow {
+  month: string;
+  token_id: string | null;
+  token_type: string | null;
+  project_id: string | null;
+  server: string | null;
+  tool: string | null;
+  capability: string | null;
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+  last_at: Date | null;
+}
+
+// Counting rules shared by usage and the retention rollup (migrations/0002_audit.sql): a RESULT whose
+// status is "success" or "ok" is a success, any other status an error.
+const COUNTS = `
+  count(*) FILTER (WHERE kind = 'INTENT')::bigint AS calls,
+  count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'allow')::bigint AS allowed,
+  count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'deny')::bigint AS denied,
+  count(*) FILTER (WHERE kind = 'RESULT')::bigint AS results,
+  count(*) FILTER (WHERE kind = 'RESULT' AND result_status IN ('success', 'ok'))::bigint AS successes,
+  count(*) FILTER (WHERE kind = 'RESULT' AND result_status NOT IN ('success', 'ok'))::bigint AS errors`;
+
+export const auditStore = {
+  async insertBatch(db: Queryable, rows: readonly AuditRecord[]): Promise<number> {
+    if (rows.length === 0) return 0;
+    const res = await db.query(INSERT_SQL, columnArrays(rows));
+    return res.rowCount ?? 0;
+  },
+
+  async chainSummaries(db: Queryable): Promise<Array<{ replica_id: string; min_seq: number; max_seq: number; rows: number }>> {
+    const { rows } = await db.query(
+      'SELECT replica_id, min(seq) AS min_seq, max(seq) AS max_seq, count(*) AS rows FROM audit_events GROUP BY replica_id ORDER BY min(ts), replica_id',
+    );
+    return rows;
+  },
+
+  /** Every retention anchor, keyed "replica_id:seq" → hash. */
+  async anchors(db: Queryable): Promise<Map<string, string>> {
+    const { rows } = await db.query<{ replica_id: string; seq: number; hash: string }>('SELECT replica_id, seq, hash FROM audit_anchors');
+    return new Map(rows.map((r) => [`${r.replica_id}:${r.seq}`, r.hash]));
+  },
+
+  async chainPage(db: Queryable, replicaId: string, afterSeq: number, limit: number): Promise<AuditRecord[]> {
+    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE replica_id = $1 AND seq > $2 ORDER BY seq, ts LIMIT $3`, [
+      replicaId,
+      afterSeq,
+      limit,
+    ]);
+    return rows;
+  },
+
+  /** Newest first, keyset-paginated on (ts, id). */
+  async list(db: Queryable, f: AuditFilters, limit: number, before?: Keyset): Promise<AuditRecord[]> {
+    const args: unknown[] = [];
+    const where = whereOf(f, args);
+    if (before) {
+      args.push(before.ts, before.id);
+      where.push(`(ts, id) < ($${args.length - 1}, $${args.length}::uuid)`);
+    }
+    args.push(limit);
+    const { rows } = await db.query<AuditRecord>(
+      `SELECT ${SELECT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts DESC, id DESC LIMIT $${args.length}`,
+      args,
+    );
+    return rows;
+  },
+
+  /** Oldest first, for exports. */
+  async exportPage(db: Queryable, f: AuditFilters, limit: number, after?: Keyset): Promise<AuditRecord[]> {
+    const args: unknown[] = [];
+    const where = whereOf(f, args);
+    if (after) {
+      args.push(after.ts, after.id);
+      where.push(`(ts, id) > ($${args.length - 1}, $${args.length}::uuid)`);
+    }
+    args.push(limit);
+    const { rows } = await db.query<AuditRecord>(
+      `SELECT ${SELECT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts, id LIMIT $${args.length}`,
+      args,
+    );
+    return rows;
+  },
+
+  async findIntent(db: Queryable, decisionId: string): Promise<AuditRecord | undefined> {
+    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT' ORDER BY ts LIMIT 1`, [decisionId]);
+    return rows[0];
+  },
+
+  /** Per token: totals, per operation (server/tool/capability) and per UTC day, in one scan. */
+  async usage(db: Queryable, f: AuditFilters): Promise<UsageGroupRow[]> {
+    const args: unknown[] = [];
+    const where = whereOf(f, args);
+    where.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    const { rows } = await db.query<UsageGroupRow>(
+      `SELECT CASE WHEN grouping(server, tool, capability) = 0 THEN 'operation' WHEN grouping(day) = 0 THEN 'day' ELSE 'token' END AS grp,
+         token_id, max(token_type) AS token_type, max(project_id) AS project_id, server, tool, capability, day::text AS day,
+         ${COUNTS},
+         max(ts) FILTER (WHERE kind = 'INTENT') AS last_used,
+         avg(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_avg
+       FROM (SELECT *, (ts AT TIME ZONE 'UTC')::date AS day FROM audit_events WHERE ${where.join(' AND ')}) e
+       GROUP BY GROUPING SETS ((token_id), (token_id, server, tool, capability), (token_id, day))
+       ORDER BY token_id, grp, day, server, tool, capability`,
+      args,
+    );
+    return rows;
+  },
+
+  /** Monthly usage: rolled-up months (raw rows gone) plus months still raw, each row counted once. */
+  async monthlyUsage(db: Queryable, f: AuditFilters): Promise<MonthlyUsageRow[]> {
+    const args: unknown[] = [];
+    const where = whereOf(f, args);
+    where.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    const rollWhere: string[] = [];
+    const add = (sql: string, v: unknown) => {
+      args.push(v);
+      rollWhere.push(sql.replaceAll('?', `$${args.length}`));
+    };
+    if (f.token) add('token_id = ?', f.token);
+    if (f.type) add('token_type = ?', f.type);
+    if (f.project) add('project_id = ?', f.project);
+    if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
+    if (f.server) add('server = ?', f.server);
+    if (f.from) add("month >= date_trunc('month', ?::timestamptz AT TIME ZONE 'UTC')::date", f.from);
+    if (f.to) add('month < ?::timestamptz', f.to);
+    const { rows } = await db.query<MonthlyUsageRow>(
+      `SELECT month::text AS month, token_id, token_type, project_id, server, tool, capability,
+         sum(calls)::bigint AS calls, sum(allowed)::bigint AS allowed, sum(denied)::bigint AS denied, sum(results)::bigint AS results,
+         sum(successes)::bigint AS successes, sum(errors)::bigint AS errors, max(last_at) AS last_at
+       FROM (
+         SELECT month, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors, last_at
+         FROM audit_usage_monthly ${rollWhere.length ? `WHERE ${rollWhere.join(' AND ')}` : ''}
+         UNION ALL
+         SELECT date_trunc('month', ts AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability, ${COUNTS}, max(ts)
+         FROM audit_events WHERE ${where.join(' AND ')}
+         GROUP BY 1, 2, 3, 4, 5, 6, 7
+       ) m
+       GROUP BY month, token_id, token_type, project_id, server, tool, capability
+       ORDER BY month, token_id, server, tool, capability`,
+      args,
+    );
+    return rows;
+  },
+
+  async ensurePartitions(db: Queryable, from: Date, months: number): Promise<number> {
+    const { rows } = await db.query<{ created: number }>('SELECT audit_ensure_partitions($1, $2) AS created', [from, months]);
+    return rows[0]?.created ?? 0;
+  },
+
+  async applyRetention(db: Queryable, cutoff: Date): Promise<RetentionResult> {
+    const { rows } = await db.query<{ result: RetentionResult }>('SELECT audit_apply_retention($1) AS result', [cutoff]);
+    return rows[0]!.result;
+  },
+
+  async countOlderThan(db: Queryable, cutoff: Date): Promise<number> {
+    const { rows } = await db.query<{ n: number }>('SELECT count(*) AS n FROM audit_events WHERE ts < $1', [cutoff]);
+    return rows[0]?.n ?? 0;
+  },
+};
+
+export interface RetentionResult {
+  cutoff: string;
+  rolled_up_groups: number;
+  chains_anchored: number;
+  partitions_dropped: string[];
+  rows_removed: number;
+}

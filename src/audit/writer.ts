@@ -1,0 +1,368 @@
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import type { Pool } from '../db/pool.js';
+import { GENESIS, rowHash } from './chain.js';
+import { type AuditEvent, type AuditRecord, makeEvent, makeRecord } from './record.js';
+import { type AdminAction, adminRow } from './rows.js';
+import { Spool } from './spool.js';
+import { auditStore } from './store.js';
+
+/** Neither Postgres nor the local spool could take the row: the caller must fail closed. */
+export class AuditUnavailable extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AuditUnavailable';
+  }
+}
+
+export interface AuditWriterOptions {
+  /** Pool whose connections already run as the limited writer role. */
+  pool: Pool;
+  /** Database name: the spool file is per database. */
+  database: string;
+  /** Directory of the spool file (DATA_DIR). */
+  dataDir: string;
+  /** Most rows in one INSERT (AUDIT_BATCH_MAX). */
+  batchMax: number;
+  log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  /** How often a spool is retried against Postgres. Default 1000 ms. */
+  replayIntervalMs?: number;
+  /** Rows waiting in memory beyond which recordIntent rejects at once. Default 100 000. */
+  maxQueue?: number;
+  /** Event time source (tests write rows "in the past"). Default Date.now. */
+  clock?: () => number;
+  /** Told when rows start going to the spool (true) and when the spool has been replayed (false). */
+  onSpoolingChange?: (spooling: boolean, spoolRows: number) => void;
+}
+
+interface Pending {
+  event: AuditEvent;
+  ts: number;
+  resolve?: () => void;
+  reject?: (err: Error) => void;
+}
+
+interface Chain {
+  replicaId: string;
+  seq: number;
+  lastHash: string;
+}
+
+// Postgres SQLSTATE classes that mean "this row is bad", as opposed to "the database is not there".
+const DATA_ERROR_CLASSES = new Set(['22', '23']);
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && DATA_ERROR_CLASSES.has(code.slice(0, 2));
+}
+
+/**
+ * Group-commit audit writer. Leader/follower: when no flush is in flight, rows are flushed at once; while
+ * one is in flight the next batch accumulates (no timer). One INSERT per batch, in order. Each row is
+ * sealed into this writer's hash chain just before its batch is written. When Postgres fails, batches go
+ * to the fsynced local spool, and every later row follows them there until the spool has been replayed,
+ * so rows always reach Postgres in chain order.
+ */
+export class AuditWriter {
+  private queue: Pending[] = [];
+  private running = false;
+  private scheduled = false;
+  private chain: Chain | null = null;
+  private previousChain: string | null = null;
+  private spool: Spool | null = null;
+  private orphans: Spool[] = [];
+  private replayDue = false;
+  private lastTs = 0;
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+  private idleWaiters: Array<() => void> = [];
+  private readonly batchMax: number;
+  private readonly maxQueue: number;
+  private readonly clock: () => number;
+
+  /** Rows committed to Postgres directly or by replay. */
+  written = 0;
+  /** INSERT statements that committed (written / batches = rows per group commit). */
+  batches = 0;
+  /** Rows appended to the spool. */
+  spooled = 0;
+  /** Rows that neither Postgres nor the spool took (their callers were told, or they were denials/results). */
+  lost = 0;
+  /** The last batch could be written neither to Postgres nor to the spool. */
+  failing = false;
+
+  private constructor(private readonly opts: AuditWriterOptions) {
+    this.batchMax = Math.max(1, opts.batchMax);
+    this.maxQueue = opts.maxQueue ?? 100_000;
+    this.clock = opts.clock ?? Date.now;
+  }
+
+  /** Opens the spool (replaying what an earlier run left) and starts the replay timer. */
+  static async open(opts: AuditWriterOptions): Promise<AuditWriter> {
+    const writer = new AuditWriter(opts);
+    try {
+      writer.spool = await Spool.acquire(opts.dataDir, opts.database);
+      writer.orphans = await Spool.adoptOrphans(opts.dataDir, opts.database);
+    } catch (err) {
+      opts.log.warn({ err: (err as Error).message, dataDir: opts.dataDir }, 'audit spool unavailable; audit rows fail closed if Postgres is also down');
+    }
+    if (writer.diverting || writer.orphans.length > 0) {
+      opts.log.warn({ rows: writer.spoolSize }, 'audit spool holds rows from an earlier run; replaying them');
+      writer.replayDue = true;
+      writer.kick();
+    }
+    writer.timer = setInterval(() => {
+      if (writer.diverting || writer.orphans.length > 0) {
+        writer.replayDue = true;
+        writer.kick();
+      }
+    }, opts.replayIntervalMs ?? 1_000);
+    writer.timer.unref();
+    return writer;
+  }
+
+  /** Rows waiting in memory. */
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  /** Rows in local spool files, not yet in Postgres. */
+  get spoolSize(): number {
+    return (this.spool?.pendingRows ?? 0) + this.orphans.reduce((n, s) => n + s.pendingRows, 0);
+  }
+
+  /** True while rows are diverted to the spool (Postgres failed and the spool is not replayed yet). */
+  get spooling(): boolean {
+    return this.diverting;
+  }
+
+  /** Our spool holds rows not yet in Postgres: new rows must go behind them, so chain order holds. */
+  private get diverting(): boolean {
+    return this.spool !== null && !this.spool.fullyReplayed;
+  }
+
+  /** The current chain (replica_id), for tests and diagnostics. */
+  get replicaId(): string | null {
+    return this.chain?.replicaId ?? null;
+  }
+
+  /**
+   * Resolves once the row is committed in Postgres or appended and fsynced to the spool. Rejects with
+   * AuditUnavailable when neither worked: the caller must deny (DEPENDENCY_UNAVAILABLE).
+   */
+  recordIntent(event: AuditEvent): Promise<void> {
+    if (this.closed) return Promise.reject(new AuditUnavailable('audit writer is closed'));
+    if (this.queue.length >= this.maxQueue) {
+      return Promise.reject(new AuditUnavailable(`audit queue is full (${this.maxQueue} rows waiting)`));
+    }
+    return new Promise<void>((resolve, reject) => this.push({ event, ts: this.nextTs(), resolve, reject }));
+  }
+
+  /** Queues a row without waiting (denials are answered before they are durable; RESULT rows). Same order and chain. */
+  enqueue(event: AuditEvent): void {
+    if (this.closed || this.queue.length >= this.maxQueue) {
+      this.lost++;
+      this.opts.log.error({ kind: event.kind, decision_id: event.decision_id }, this.closed ? 'audit row after close dropped' : 'audit queue full: row dropped');
+      return;
+    }
+    this.push({ event, ts: this.nextTs() });
+  }
+
+  /** An operator or system action; resolves when durable like recordIntent. */
+  recordAdmin(action: AdminAction): Promise<void> {
+    return this.recordIntent(adminRow(action));
+  }
+
+  /** Resolves when every row queued before the call is committed or spooled. */
+  flush(): Promise<void> {
+    if (!this.running && !this.scheduled && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Graceful shutdown: no new rows; everything queued is written (or spooled); the spool gets one last
+   * replay attempt; what remains in it is replayed by the next start.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.flush();
+    if (this.diverting || this.orphans.length > 0) {
+      this.replayDue = true;
+      this.kick();
+      await this.flush();
+    }
+    for (const s of this.orphans.splice(0)) await s.release();
+    await this.spool?.release(true);
+    this.spool = null;
+  }
+
+  private nextTs(): number {
+    // Non-decreasing per writer, so each chain is ordered by time too and retention cuts a prefix.
+    const now = Math.max(this.clock(), this.lastTs);
+    this.lastTs = now;
+    return now;
+  }
+
+  private push(p: Pending): void {
+    this.queue.push(p);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.running || this.scheduled) return;
+    this.scheduled = true;
+    // setImmediate rather than a timer: rows arriving in the same turn of the event loop share a batch,
+    // and the flush starts as soon as the previous one is done.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      for (;;) {
+        let worked = false;
+        if (this.queue.length > 0) {
+          await this.flushBatch();
+          worked = true;
+        }
+        if (this.replayDue) worked = (await this.replayStep()) || worked;
+        if (!worked) break;
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'audit writer loop failed');
+    } finally {
+      this.running = false;
+      if (this.queue.length > 0) this.kick();
+      else for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Assigns id, chain position and hash to each row of a batch (a new chain starts with CHAIN_START). */
+  private seal(batch: Pending[]): AuditRecord[] {
+    const out: AuditRecord[] = [];
+    if (!this.chain) {
+      this.chain = { replicaId: uuidv7(), seq: 0, lastHash: GENESIS };
+      const start = makeEvent({
+        kind: 'CHAIN_START',
+        actor_type: 'system',
+        actor_id: 'audit-writer',
+        details: { host: hostname(), pid: process.pid, previous_replica_id: this.previousChain },
+      });
+      out.push(this.sealOne(start, batch[0]?.ts ?? this.nextTs()));
+    }
+    for (const p of batch) out.push(this.sealOne(p.event, p.ts));
+    return out;
+  }
+
+  private sealOne(event: AuditEvent, ts: number): AuditRecord {
+    const chain = this.chain!;
+    chain.seq++;
+    const record = makeRecord(event, uuidv7(), new Date(ts), chain.replicaId, chain.seq, chain.lastHash);
+    record.hash = rowHash(chain.lastHash, record);
+    chain.lastHash = record.hash;
+    return record;
+  }
+
+  private async insert(records: readonly AuditRecord[]): Promise<void> {
+    const client = await this.opts.pool.connect();
+    try {
+      await auditStore.insertBatch(client, records);
+      client.release();
+    } catch (err) {
+      // A connection that failed mid-query is not reused.
+      client.release(err as Error);
+      throw err;
+    }
+  }
+
+  private async flushBatch(): Promise<void> {
+    const batch = this.queue.splice(0, this.batchMax);
+    const records = this.seal(batch);
+    if (!this.diverting) {
+      try {
+        await this.insert(records);
+        this.written += records.length;
+        this.batches++;
+        this.failing = false;
+        for (const p of batch) p.resolve?.();
+        return;
+      } catch (err) {
+        this.opts.log.warn({ err: (err as Error).message, rows: records.length }, 'audit INSERT failed; writing to the local spool until Postgres is back');
+      }
+    }
+    try {
+      if (!this.spool) this.spool = await Spool.acquire(this.opts.dataDir, this.opts.database);
+      const wasDiverting = this.diverting;
+      await this.spool.append(records);
+      this.spooled += records.length;
+      this.failing = false;
+      for (const p of batch) p.resolve?.();
+      if (!wasDiverting) this.opts.onSpoolingChange?.(true, this.spoolSize);
+    } catch (err) {
+      this.lost += batch.length;
+      this.failing = true;
+      this.opts.log.error({ err: (err as Error).message, rows: batch.length }, 'audit rows could not be written to Postgres nor to the spool');
+      // These positions may or may not have reached Postgres: never reuse them, start a new chain.
+      this.previousChain = this.chain?.replicaId ?? null;
+      this.chain = null;
+      const failure = new AuditUnavailable('audit trail unavailable: Postgres and the local spool both failed', { cause: err });
+      for (const p of batch) p.reject?.(failure);
+    }
+  }
+
+  /** Replays one batch from the spool (adopted files first). Returns whether it made progress. */
+  private async replayStep(): Promise<boolean> {
+    const spool = this.orphans[0] ?? (this.diverting ? this.spool : null);
+    if (!spool) {
+      this.replayDue = false;
+      return false;
+    }
+    const isOwn = spool === this.spool;
+    try {
+      const { records, corrupt, endOffset } = await spool.readPending(this.batchMax);
+      if (corrupt.length > 0) this.opts.log.error({ spool: spool.path, lines: corrupt.slice(0, 3) }, 'audit spool lines that do not parse were skipped');
+      if (records.length > 0) await this.replayRecords(records, spool.path);
+      spool.markReplayed(endOffset, records.length + corrupt.length);
+      this.written += records.length;
+      if (spool.fullyReplayed) {
+        await spool.clear();
+        if (isOwn) {
+          this.opts.log.info('audit spool replayed into Postgres; writing directly again');
+          this.opts.onSpoolingChange?.(false, this.spoolSize);
+        } else {
+          this.orphans.shift();
+          await spool.release(true);
+        }
+      }
+      return true;
+    } catch (err) {
+      this.replayDue = false;
+      this.opts.log.warn({ err: (err as Error).message, spool: spool.path, pending: spool.pendingRows }, 'audit spool replay failed; retrying later');
+      return false;
+    }
+  }
+
+  private async replayRecords(records: AuditRecord[], path: string): Promise<void> {
+    try {
+      await this.insert(records);
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      // One bad row must not block the rest: find it, keep it next to the spool, go on.
+      for (const r of records) {
+        try {
+          await this.insert([r]);
+        } catch (rowErr) {
+          if (!isDataError(rowErr)) throw rowErr;
+          this.lost++;
+          this.opts.log.error({ err: (rowErr as Error).message, id: r.id, replica_id: r.replica_id, seq: r.seq, spool: path }, 'audit row rejected by Postgres; the chain will show a gap here');
+        }
+      }
+    }
+  }
+}

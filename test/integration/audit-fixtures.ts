@@ -1,0 +1,120 @@
+import { createServer, type Server, type Socket, connect } from 'node:net';
+import { v7 as uuidv7 } from 'uuid';
+import type { CallContext } from '../../src/decisions/types.js';
+import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
+
+// Shared by the audit test files: a CallContext as the pipeline builds it, and a TCP proxy in front of
+// the real Postgres that a test can take down and bring back (the writer sees a refused connection).
+
+export function agentPrincipal(over: Partial<AgentPrincipal> = {}): AgentPrincipal {
+  return {
+    kind: 'agent',
+    id: uuidv7(),
+    tokenType: 'rw',
+    scopes: ['storage:read', 'storage:write'],
+    role: 'code_agent',
+    projectId: 'proj-a',
+    environment: 'development',
+    displayPrefix: 'mcp_rw_abcd',
+    expiresAt: null,
+    ...over,
+  };
+}
+
+export const gatewayPrincipal = (over: Partial<GatewayPrincipal> = {}): GatewayPrincipal => ({ kind: 'gateway', id: uuidv7(), name: 'gw-1', expiresAt: null, ...over });
+
+export function callContext(
+  over: { agent?: AgentPrincipal; gateway?: GatewayPrincipal; arguments?: Record<string, unknown>; server?: string; tool?: string; capability?: 'read' | 'write' | 'delete'; sessionId?: string } = {},
+): CallContext {
+  const server = over.server ?? 'filesystem';
+  const tool = over.tool ?? 'write_file';
+  const capability = over.capability ?? 'write';
+  return {
+    decisionId: uuidv7(),
+    receivedAt: Date.now(),
+    gateway: over.gateway ?? gatewayPrincipal(),
+    agent: over.agent ?? agentPrincipal(),
+    input: {
+      server,
+      tool,
+      arguments: over.arguments ?? { path: 'docs/a.md', content: 'hello' },
+      session_id: over.sessionId ?? 's-042',
+      environment: 'development',
+      client: { name: 'claude-ai', version: '0.9.2', user_agent: 'Claude/0.9.2 (darwin)' },
+    },
+    ip: '10.0.0.7',
+    call: {
+      server,
+      serverClass: 'storage',
+      tool,
+      requiredScope: `storage:${capability}`,
+      capability,
+      scopeSource: 'map',
+      extraFlags: [],
+      resourceIds: [`${server}:${tool}`],
+      networkIdentities: [],
+    },
+    flagsEvaluated: [
+      { name: 'mcp.enabled', enabled: true },
+      { name: `mcp.${server}.${capability}`, enabled: true },
+    ],
+    session: { id: over.sessionId ?? 's-042', state: 'active', read_only: false, servers: null, purpose: 'update the docs' },
+    limits: { session_calls: { used: 1, max: 200 } },
+    warnings: [],
+    dryRun: false,
+    trace: [],
+  };
+}
+
+/** A TCP proxy to Postgres on a fixed local port that can be stopped (connections refused) and restarted. */
+export class PgProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(
+    private readonly targetPort = 5432,
+    private readonly targetHost = '127.0.0.1',
+  ) {}
+
+  /** Reserves a free port without listening on it yet. */
+  async reserve(): Promise<number> {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    this.port = (probe.address() as { port: number }).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    return this.port;
+  }
+
+  async up(): Promise<void> {
+    if (this.server) return;
+    const server = createServer((client) => {
+      const upstream = connect(this.targetPort, this.targetHost);
+      this.sockets.add(client).add(upstream);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(this.port, '127.0.0.1', () => resolve()));
+    this.server = server;
+  }
+
+  /** Refuses new connections and cuts the open ones, like a database that went away. */
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  url(database: string): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+}

@@ -1,0 +1,166 @@
+import { appendFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/chain.js';
+import type { AuditRecord } from '../../src/audit/record.js';
+import { intentRow } from '../../src/audit/rows.js';
+import { createWriterPool } from '../../src/audit/service.js';
+import { Spool, spoolBaseName } from '../../src/audit/spool.js';
+import { AuditUnavailable, AuditWriter } from '../../src/audit/writer.js';
+import { TestContext } from '../helpers/context.js';
+import { callContext, PgProxy } from './audit-fixtures.js';
+
+const ctx = new TestContext();
+const proxy = new PgProxy();
+let db: pg.Pool;
+const pools: pg.Pool[] = [];
+const writers: AuditWriter[] = [];
+const logs: string[] = [];
+const log = { info: (_o: unknown, m?: string) => logs.push(`info ${m}`), warn: (_o: unknown, m?: string) => logs.push(`warn ${m}`), error: (_o: unknown, m?: string) => logs.push(`error ${m}`) };
+
+const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
+
+async function openWriter(dataDir: string, url = proxy.url(ctx.name), onSpoolingChange?: (spooling: boolean, rows: number) => void): Promise<AuditWriter> {
+  const pool = createWriterPool(url);
+  pools.push(pool);
+  const writer = await AuditWriter.open({ pool, database: ctx.name, dataDir, batchMax: 50, log: log as never, replayIntervalMs: 100, ...(onSpoolingChange ? { onSpoolingChange } : {}) });
+  writers.push(writer);
+  return writer;
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const chainRows = async (replicaId: string) =>
+  (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE replica_id = $1 ORDER BY seq', [replicaId])).rows;
+
+beforeAll(async () => {
+  await ctx.setup();
+  db = ctx.pool();
+  await proxy.reserve();
+});
+afterAll(async () => {
+  for (const w of writers) await w.close().catch(() => {});
+  for (const p of pools) await p.end().catch(() => {});
+  await proxy.down();
+  await ctx.teardown();
+});
+
+describe('spool', () => {
+  it('with Postgres unreachable, recordIntent resolves once fsynced to the spool; the rows are replayed in order when it returns', async () => {
+    await proxy.down();
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const changes: Array<[boolean, number]> = [];
+    const writer = await openWriter(dir, proxy.url(ctx.name), (spooling, rows) => changes.push([spooling, rows]));
+    const calls = Array.from({ length: 120 }, () => callContext());
+    await Promise.all(calls.map((c) => writer.recordIntent(intentRow(c, allow))));
+    expect(writer.spooling).toBe(true);
+    expect(writer.spoolSize).toBe(121); // CHAIN_START + 120
+    const file = join(dir, `${spoolBaseName(ctx.name)}.jsonl`);
+    expect((await readFile(file, 'utf8')).trim().split('\n')).toHaveLength(121);
+    const replicaId = writer.replicaId!;
+    expect(await chainRows(replicaId)).toHaveLength(0);
+
+    await proxy.up();
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    const rows = await chainRows(replicaId);
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 121 }, (_, i) => i + 1));
+    expect(rows.slice(1).map((r) => r.decision_id)).toEqual(calls.map((c) => c.decisionId));
+    expect(await readFile(file, 'utf8')).toBe('');
+    expect(changes.map(([spooling]) => spooling)).toEqual([true, false]);
+    expect(writer.failing).toBe(false);
+
+    // Back to direct writes, same chain.
+    const more = callContext();
+    await writer.recordIntent(intentRow(more, allow));
+    expect((await chainRows(replicaId)).at(-1)!.decision_id).toBe(more.decisionId);
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('replaying a spool whose rows already reached Postgres adds no duplicates (exactly once)', async () => {
+    await proxy.up();
+    const [{ replica_id: replicaId } = { replica_id: '' }] = (await db.query<{ replica_id: string }>('SELECT replica_id FROM audit_events LIMIT 1')).rows;
+    const before = await chainRows(replicaId);
+    expect(before.length).toBeGreaterThan(100);
+    // As if the INSERT had committed but its answer was lost: the same rows also sit in a spool.
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const spool = await Spool.acquire(dir, ctx.name);
+    await spool.append(before);
+    await spool.release();
+    const writer = await openWriter(dir);
+    await until('the replay', () => writer.spoolSize === 0);
+    expect(await chainRows(replicaId)).toHaveLength(before.length);
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('with Postgres unreachable and the spool unwritable, recordIntent rejects AuditUnavailable; it works again when Postgres returns', async () => {
+    await proxy.down();
+    const file = join(await mkdtemp(join(tmpdir(), 'ks-spool-')), 'not-a-directory');
+    await writeFile(file, '');
+    const writer = await openWriter(join(file, 'data'));
+    await expect(writer.recordIntent(intentRow(callContext(), allow))).rejects.toBeInstanceOf(AuditUnavailable);
+    await expect(writer.recordAdmin({ actor: 'test', action: 'x' })).rejects.toBeInstanceOf(AuditUnavailable);
+    expect(writer.lost).toBe(2);
+    expect(writer.failing).toBe(true);
+
+    await proxy.up();
+    const ok = callContext();
+    await writer.recordIntent(intentRow(ok, allow));
+    const [row] = (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE decision_id = $1', [ok.decisionId])).rows;
+    // The failed positions were never reused: the writer started a new chain that verifies from seq 1.
+    expect(row!.seq).toBe(2);
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('rows left in the spool by a writer that stopped while Postgres was down are replayed by the next writer', async () => {
+    await proxy.down();
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const first = await openWriter(dir);
+    const calls = Array.from({ length: 7 }, () => callContext());
+    for (const c of calls) await first.recordIntent(intentRow(c, allow));
+    const replicaId = first.replicaId!;
+    await first.close();
+    expect(await chainRows(replicaId)).toHaveLength(0);
+
+    await proxy.up();
+    const second = await openWriter(dir);
+    await until('the replay', () => second.spoolSize === 0);
+    expect((await chainRows(replicaId)).map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it("a spool file of another writer's slot is adopted, and a torn last line (crash mid-append) is dropped", async () => {
+    await proxy.up();
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    // A writer in slot 1 appended 3 rows, then crashed halfway through a 4th.
+    const slot0 = await Spool.acquire(dir, ctx.name);
+    const slot1 = await Spool.acquire(dir, ctx.name);
+    expect(slot1.path).toMatch(/\.1\.jsonl$/);
+    const source = await openWriter(dir, 'postgres://postgres@127.0.0.1:1/nowhere');
+    await source.close();
+    const spare = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    await proxy.down();
+    const crashed = await openWriter(spare);
+    const calls = Array.from({ length: 3 }, () => callContext());
+    for (const c of calls) await crashed.recordIntent(intentRow(c, allow));
+    const lines = (await readFile(join(spare, `${spoolBaseName(ctx.name)}.jsonl`), 'utf8')).trim().split('\n');
+    await slot1.append(lines.map((l) => JSON.parse(l) as AuditRecord));
+    await appendFile(slot1.path, lines[1]!.slice(0, 40));
+    await slot1.release();
+    await slot0.release();
+    await proxy.up();
+
+    const writer = await openWriter(dir);
+    await until('the adopted spool to be replayed', () => writer.spoolSize === 0);
+    const rows = await chainRows(crashed.replicaId!);
+    expect(rows.map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
+    expect(await readFile(slot1.path, 'utf8').catch(() => '')).toBe('');
+  });
+});

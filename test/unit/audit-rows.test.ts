@@ -1,0 +1,150 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, GENESIS, hashedContent, rowHash } from '../../src/audit/chain.js';
+import { aiClientOf } from '../../src/audit/clients.js';
+import type { AuditRecord } from '../../src/audit/record.js';
+import { isSecretKey, REDACTED, redactText, redactValue } from '../../src/audit/redact.js';
+import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
+import { callContext } from '../integration/audit-fixtures.js';
+
+describe('redaction', () => {
+  it('masks values under secret-looking keys at any depth, keeps the rest', () => {
+    const out = redactValue({
+      path: 'docs/a.md',
+      password: 'hunter2',
+      nested: { api_key: 'abc123', 'X-Api-Key': 'k', headers: { Authorization: 'Bearer abc.def.ghi' } },
+      credentials: { user: 'bob', pass: 'x' },
+      client_secret: 'shh',
+      pin: 1234,
+      max_tokens: 500,
+      token_count: 12,
+      author: 'alice',
+      enabled: true,
+    }) as Record<string, unknown>;
+    expect(out).toEqual({
+      path: 'docs/a.md',
+      password: REDACTED,
+      nested: { api_key: REDACTED, 'X-Api-Key': REDACTED, headers: { Authorization: REDACTED } },
+      credentials: REDACTED,
+      client_secret: REDACTED,
+      pin: REDACTED,
+      max_tokens: 500,
+      token_count: 12,
+      author: 'alice',
+      enabled: true,
+    });
+  });
+
+  it('masks credentials inside free text wherever they appear', () => {
+    const secrets = {
+      bearer: 'curl -H "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abcdefgh"',
+      agent: 'use mcp_rw_8f7a6b5c4d3e2f1a0b9c8d7e6f',
+      gateway: 'key ksgw_AbCdEfGhIjKlMnOpQrStUvWx',
+      operator: 'ksop_AbCdEfGhIjKlMnOpQrStUv123456',
+      aws: 'AKIAIOSFODNN7EXAMPLE is the key',
+      pem: '-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----',
+      github: 'ghp_0123456789abcdefghijABCDEFGHIJ012345',
+      jwt: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTYifQ.SflKxwRJSMeKKF2QT4fwpM',
+      query: 'https://api.example.com/v1?api_key=s3cr3tvalue&x=1',
+      env: 'DB_PASSWORD=topsecret ./run',
+    };
+    for (const [name, text] of Object.entries(secrets)) {
+      const out = redactText(text);
+      expect(out, name).toContain(REDACTED);
+    }
+    expect(redactText(secrets.agent)).toBe(`use mcp_rw_${REDACTED}`);
+    expect(redactText(secrets.aws)).not.toContain('AKIAIOSFODNN7EXAMPLE');
+    expect(redactText(secrets.pem)).not.toContain('MIIEowIBAAKCAQEA');
+    expect(redactText(secrets.query)).toBe(`https://api.example.com/v1?api_key=${REDACTED}&x=1`);
+    expect(redactText(secrets.env)).toBe(`DB_PASSWORD=${REDACTED} ./run`);
+  });
+
+  it('keeps user and host of a connection string, masks only its password', () => {
+    expect(redactText('postgres://app:s3cret@db.prod.internal:5432/orders')).toBe(`postgres://app:${REDACTED}@db.prod.internal:5432/orders`);
+    expect(redactText('mongodb+srv://u:p%40ss@cluster0.example.net/db')).toBe(`mongodb+srv://u:${REDACTED}@cluster0.example.net/db`);
+    expect(redactText('https://example.com/a:b@c')).toBe('https://example.com/a:b@c');
+  });
+
+  it('leaves ordinary text and counters alone', () => {
+    expect(redactText('SELECT count(*) FROM users WHERE created_at > now()')).toBe('SELECT count(*) FROM users WHERE created_at > now()');
+    expect(isSecretKey('session_id')).toBe(false);
+    expect(isSecretKey('token_type')).toBe(false);
+    expect(isSecretKey('refresh_token')).toBe(true);
+    expect(isSecretKey('connectionString')).toBe(true);
+  });
+
+  it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
+    expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
+  });
+});
+
+describe('AI client from the MCP client name and user agent', () => {
+  it.each([
+    [{ name: 'claude-ai', user_agent: undefined }, 'Claude Desktop'],
+    [{ name: 'Claude Desktop' }, 'Claude Desktop'],
+    [{ name: 'claude-code', version: '1.0.3' }, 'Claude Code'],
+    [{ user_agent: 'claude-cli/1.0.51 (external, cli)' }, 'Claude Code'],
+    [{ name: 'cursor-vscode' }, 'Cursor'],
+    [{ user_agent: 'Mozilla/5.0 Cursor/0.48.1 Chrome/128' }, 'Cursor'],
+    [{ name: 'Visual Studio Code' }, 'VS Code'],
+    [{ user_agent: 'node-fetch Code/1.99.0' }, 'VS Code'],
+    [{ name: 'windsurf-client' }, 'Windsurf'],
+    [{ name: 'Zed' }, 'Zed'],
+    [{ name: 'my-own-agent', user_agent: 'python-httpx/0.27' }, 'unknown'],
+    [{}, 'unknown'],
+  ])('%j → %s', (client, label) => {
+    expect(aiClientOf(client)).toBe(label);
+  });
+});
+
+describe('rows', () => {
+  it('INTENT rows carry the call, flags, purpose and the parsed client; RESULT rows the summary', () => {
+    const call = callContext({ arguments: { path: 'a.md', token: 'mcp_ro_abcdefghijklmnop' } });
+    const intent = intentRow(call, { decision: 'allow', code: 'OK', message: 'ok' });
+    expect(intent).toMatchObject({
+      kind: 'INTENT',
+      actor_type: 'mcp_token',
+      decision_id: call.decisionId,
+      token_id: call.agent.id,
+      server: 'filesystem',
+      tool: 'write_file',
+      capability: 'write',
+      purpose: 'update the docs',
+      flags: { 'mcp.enabled': true, 'mcp.filesystem.write': true },
+      ai_client: 'Claude Desktop',
+      arguments: { path: 'a.md', token: REDACTED },
+    });
+    const result = resultRow(call, { status: 'error', duration_ms: 12.5, result_bytes: 10, error: 'failed with password=abc' });
+    expect(result).toMatchObject({ kind: 'RESULT', decision_id: call.decisionId, result_status: 'error', duration_ms: 12.5, result_bytes: 10, rows: null });
+    expect(result.summary).toContain(`password=${REDACTED}`);
+  });
+
+  it('ADMIN rows name the operator from "operator:<id>" actors and never keep secrets in details', () => {
+    const row = adminRow({ actor: 'operator:abc', action: 'key.created', target: 'agent_token:1', details: { secret: 'x', name: 'n' } });
+    expect(row).toMatchObject({ kind: 'ADMIN', actor_type: 'operator', actor_id: 'abc', action: 'key.created', details: { secret: REDACTED, name: 'n' } });
+    expect(adminRow({ actor: 'retention', action: 'audit.retention' }).actor_type).toBe('system');
+  });
+});
+
+describe('hash chain', () => {
+  it('canonical JSON sorts keys at every level', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: null } })).toBe('{"a":{"c":null,"d":[1,{"y":2,"z":1}]},"b":1}');
+  });
+
+  it('the hashed content is the canonical JSON of the row without prev_hash and hash', () => {
+    const base = intentRow(callContext({ arguments: { z: [{ b: 1, a: 2 }], a: 'x', n: 1.5e300 } }), { decision: 'allow', code: 'OK', message: 'ok' });
+    const row = { ...base, id: '01a2089e-c9de-7146-9023-0767646c89b6', ts: new Date(0), replica_id: 'r', seq: 1, prev_hash: GENESIS, hash: 'h' };
+    const { prev_hash: _p, hash: _h, ...content } = row;
+    expect(hashedContent(row)).toBe(canonicalJson(content));
+    expect(JSON.parse(hashedContent(row))).toEqual(JSON.parse(JSON.stringify(content)));
+  });
+
+  it('any change to a row changes its hash', () => {
+    const base = intentRow(callContext(), { decision: 'allow', code: 'OK', message: 'ok' });
+    const row = { ...base, id: '01a2089e-c9de-7146-9023-0767646c89b6', ts: new Date(0), replica_id: 'r', seq: 1, prev_hash: GENESIS } as Omit<AuditRecord, 'hash'>;
+    const h = rowHash(GENESIS, row);
+    expect(rowHash(GENESIS, { ...row })).toBe(h);
+    expect(rowHash(GENESIS, { ...row, arguments: { path: 'other' } })).not.toBe(h);
+    expect(rowHash(GENESIS, { ...row, seq: 2 })).not.toBe(h);
+    expect(rowHash('f'.repeat(64), row)).not.toBe(h);
+  });
+});
