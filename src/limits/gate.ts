@@ -1,0 +1,259 @@
+import type { HaltTrigger, LimitUse, SessionView } from '../decisions/types.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { Capability } from '../tokens/scopes.js';
+import { type CounterSpec, countersFor, counterLabel, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
+import { type ArgsScript, defineArgsScript, defineJsonScript, type JsonScript } from './lua.js';
+import { GATE_LUA, OUTCOME_LUA } from './scripts.js';
+import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments } from './summary.js';
+
+// The Redis gate: runs the one Lua script for a call and turns its answer into typed data. It knows
+// nothing about HTTP or the pipeline; step.ts adapts it to a PipelineStep.
+
+export interface GateOptions {
+  /** How long an idle session lives (its Redis keys expire; the sweeper then marks it closed). */
+  sessionIdleMs: number;
+  /** How long `decisionMeta(id)` can find an allowed call, for its RESULT. */
+  decisionTtlMs: number;
+  /** Minute and day window lengths; tests shorten them. */
+  windows?: GateWindows;
+  /** Entries kept on a session's last-calls list. */
+  lastCallsKept?: number;
+  /** Called (not awaited) when the state epoch is missing, so the service reloads from Postgres at once. */
+  onMissingEpoch?: () => void;
+}
+
+export interface GateRequest {
+  decisionId: string;
+  tokenId: string;
+  sessionId: string;
+  server: string;
+  tool: string;
+  capability: Capability;
+  /** Resource identities for cascade detection; empty means server/tool. */
+  resourceIds: readonly string[];
+  arguments: Record<string, unknown>;
+  limits: GateLimits;
+  /** Triggers that halt the token and not only the session (policy `halt_token_on`). */
+  haltTokenOn: ReadonlySet<HaltTrigger> | readonly HaltTrigger[];
+  /** Break-glass kill keys (full Redis key names, string values holding the reason). */
+  killKeys?: readonly string[];
+  /** Explain: check everything, change nothing. */
+  dryRun?: boolean;
+}
+
+export type GateReason =
+  | 'OK'
+  | 'UNAVAILABLE'
+  | 'NO_EPOCH'
+  | 'KILL'
+  | 'SESSION_UNKNOWN'
+  | 'SESSION_HALTED'
+  | 'TOKEN_HALTED'
+  | 'READ_ONLY'
+  | 'UNDECLARED_SERVER'
+  | 'LIMIT'
+  | 'CASCADE';
+
+/** A counter that reached pause_at_percent for the first time in its window: raise one alert. */
+export interface LimitAlert {
+  kind: 'LIMIT_WARNING';
+  limit: string;
+  used: number;
+  max: number;
+  percent: number;
+  message: string;
+}
+
+export interface ExceededLimit {
+  name: string;
+  label: string;
+  used: number;
+  max: number;
+  /** Until the window resets (0 for session totals, which halt instead). */
+  retryAfterMs: number;
+  halts: boolean;
+}
+
+export interface GateOutcome {
+  allowed: boolean;
+  reason: GateReason;
+  /** Redis time of the check (ms). */
+  now: number;
+  session?: SessionView;
+  limits: Record<string, LimitUse>;
+  warnings: string[];
+  alerts: LimitAlert[];
+  /** A kill-switch trigger this call fired (the session is already halted in Redis). */
+  trigger?: HaltTrigger;
+  /** True when that trigger also halted the token. */
+  tokenHalted?: boolean;
+  /** For SESSION_HALTED / TOKEN_HALTED: the trigger of the halt in force. */
+  heldTrigger?: string;
+  exceeded?: ExceededLimit;
+  kill?: { key: string; reason: string };
+  cascade?: { writes: number; resources: string[] };
+  /** On a halt: the last 3 calls (newest first), including the one that fired it. */
+  lastCalls?: CallSummary[];
+  /** For UNAVAILABLE: what failed. */
+  error?: string;
+}
+
+export interface DecisionMeta {
+  tokenId: string;
+  sessionId: string;
+  server: string;
+  tool: string;
+  capability: Capability;
+  /** Redis time (ms) of the allow. */
+  at: number;
+}
+
+/** The script's reply, position by position (see GATE_LUA). */
+type LuaReply = [
+  reason: Exclude<GateReason, 'UNAVAILABLE'>,
+  now: number,
+  used: number[],
+  alerts: number[],
+  session: string[],
+  trigger: string,
+  tokenHalted: number,
+  lastCalls: string[],
+  counter: number,
+  retryMs: number,
+  killKey: string,
+  killReason: string,
+  cascadeWrites: number,
+  cascadeResources: string[],
+];
+
+// Separates resources inside one cascade-window entry; removed from resource names.
+const UNIT_SEPARATOR = String.fromCharCode(31);
+const CASCADE_KEEP_MIN = 20;
+const TOKEN_WINDOW_TTL_MS = 86_400_000;
+
+function sessionViewOf(id: string, v: string[]): SessionView {
+  const [ro, srv, st, trg, pur] = v;
+  let servers: string[] | null = null;
+  if (srv) {
+    try {
+      servers = JSON.parse(srv) as string[];
+    } catch {
+      servers = null;
+    }
+  }
+  const state = st === 'halted' || st === 'closed' ? st : 'active';
+  return { id, state, trigger: trg ? (trg as HaltTrigger) : null, read_only: ro === '1', servers, purpose: pur ?? '' };
+}
+
+export class RedisGate {
+  private readonly runGate: ArgsScript;
+  private readonly runOutcome: JsonScript;
+  readonly windows: GateWindows;
+  private readonly keep: number;
+
+  constructor(
+    private readonly redis: RedisHandle,
+    private readonly opts: GateOptions,
+  ) {
+    this.runGate = defineArgsScript(redis.redis, 'ksGate', GATE_LUA);
+    this.runOutcome = defineJsonScript(redis.redis, 'ksGateOutcome', OUTCOME_LUA);
+    this.windows = opts.windows ?? REAL_WINDOWS;
+    this.keep = opts.lastCallsKept ?? 10;
+  }
+
+  /** Counters the script will check for this request (exposed for explain and tests). */
+  counters(req: GateRequest): CounterSpec[] {
+    return countersFor(req, req.limits, this.windows);
+  }
+
+  /** One round trip. Never throws: Redis down or slow is `UNAVAILABLE` (the caller denies). */
+  async check(req: GateRequest): Promise<GateOutcome> {
+    const counters = this.counters(req);
+    const resources = (req.resourceIds.length > 0 ? req.resourceIds : [`${req.server}/${req.tool}`]).map((r) => r.replaceAll(UNIT_SEPARATOR, ''));
+    const haltTokenOn = Array.isArray(req.haltTokenOn) ? req.haltTokenOn : [...(req.haltTokenOn as ReadonlySet<HaltTrigger>)];
+    const cascade = req.limits.cascade ?? { threshold: 0, windowCalls: 0 };
+    // The list entry and the decision's metadata are encoded here; the script only appends the verdict.
+    const head = JSON.stringify({ id: req.decisionId, server: req.server, tool: req.tool, args: summarizeArguments(req.arguments) }).slice(0, -1);
+    const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool: req.tool, cap: req.capability, at: Date.now() });
+    const kills = req.killKeys ?? [];
+    const args: Array<string | number> = [
+      this.redis.prefix,
+      req.dryRun ? 1 : 0,
+      req.tokenId,
+      req.sessionId,
+      req.server,
+      req.capability,
+      req.limits.pauseAtPercent && req.limits.pauseAtPercent > 0 ? req.limits.pauseAtPercent : 0,
+      Math.max(0, cascade.threshold),
+      Math.max(0, cascade.windowCalls),
+      this.keep,
+      this.opts.sessionIdleMs,
+      Math.max(CASCADE_KEEP_MIN, cascade.windowCalls),
+      TOKEN_WINDOW_TTL_MS,
+      this.opts.decisionTtlMs,
+      req.decisionId,
+      head,
+      meta,
+      `,${haltTokenOn.join(',')},`,
+      kills.length,
+      ...kills,
+      resources.length,
+      ...resources,
+      counters.length,
+    ];
+    for (const c of counters) args.push(c.k, c.f ?? '', c.max, c.w, c.t, c.h);
+    try {
+      return this.interpret(req, counters, (await this.runGate(args)) as LuaReply);
+    } catch (err) {
+      return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
+    }
+  }
+
+  private interpret(req: GateRequest, counters: CounterSpec[], r: LuaReply): GateOutcome {
+    const [reason, now, used, alerts, session, trigger, tokenHalted, last, counter, retryMs, killKey, killReason, cascadeWrites, cascadeResources] = r;
+    const out: GateOutcome = { allowed: reason === 'OK', reason, now, limits: {}, warnings: [], alerts: [] };
+    if (reason === 'NO_EPOCH') this.opts.onMissingEpoch?.();
+    if (session.length > 0) out.session = sessionViewOf(req.sessionId, session);
+    const pct = req.limits.pauseAtPercent ?? 0;
+    counters.forEach((c, i) => {
+      const u = used[i];
+      if (u === undefined) return;
+      out.limits[c.n] = { used: u, max: c.max };
+      if (out.allowed && pct > 0 && u * 100 >= c.max * pct) out.warnings.push(usageText(u, c.max, counterLabel(c.n, req.server)));
+    });
+    for (const i of alerts) {
+      const c = counters[i - 1];
+      const u = used[i - 1];
+      if (!c || u === undefined) continue;
+      const text = usageText(u, c.max, counterLabel(c.n, req.server));
+      out.alerts.push({ kind: 'LIMIT_WARNING', limit: c.n, used: u, max: c.max, percent: Math.round((u * 100) / c.max), message: `Past ${pct}%: ${text}` });
+    }
+    if (reason === 'SESSION_HALTED' || reason === 'TOKEN_HALTED') out.heldTrigger = trigger;
+    else if (trigger) {
+      out.trigger = trigger as HaltTrigger;
+      out.tokenHalted = tokenHalted === 1;
+    }
+    if (last.length > 0) out.lastCalls = parseCallSummaries(last);
+    if (reason === 'LIMIT' && counter > 0) {
+      const c = counters[counter - 1];
+      if (c) out.exceeded = { name: c.n, label: counterLabel(c.n, req.server), used: used[counter - 1] ?? c.max, max: c.max, retryAfterMs: retryMs, halts: c.h === 1 };
+    }
+    if (reason === 'KILL') out.kill = { key: killKey, reason: killReason };
+    if (reason === 'CASCADE') out.cascade = { writes: cascadeWrites, resources: cascadeResources };
+    return out;
+  }
+
+  /** Metadata of an allowed call, for POST /v1/decisions/:id/result; undefined when unknown or expired. Throws if Redis is unavailable. */
+  async decisionMeta(decisionId: string): Promise<DecisionMeta | undefined> {
+    const raw = await this.redis.redis.get(this.redis.key('d', decisionId));
+    if (!raw) return undefined;
+    const m = JSON.parse(raw) as { tok: string; sid: string; srv: string; tool: string; cap: Capability; at: number };
+    return { tokenId: m.tok, sessionId: m.sid, server: m.srv, tool: m.tool, capability: m.cap, at: m.at };
+  }
+
+  /** Attaches a call's outcome to its entry on the session's last-calls list. Returns false if the call is no longer listed. */
+  async recordOutcome(decisionId: string, outcome: CallOutcome): Promise<boolean> {
+    const res = JSON.parse(await this.runOutcome({ p: this.redis.prefix, dec: decisionId, o: outcome, keep: this.keep })) as { found: number };
+    return res.found === 1;
+  }
+}

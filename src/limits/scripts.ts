@@ -1,0 +1,252 @@
+import { LUA_NOW } from './lua.js';
+
+// The decision pipeline's one Redis round trip (DESIGN.md §4 step 7). Everything a call needs from
+// shared state is checked here, atomically (Redis runs one script at a time), with Redis TIME as the
+// only clock, in this order:
+//   a. the state epoch exists (else Redis lost its data: deny until reloaded from Postgres)
+//   b. break-glass kill keys (string values holding the reason; a key of another type kills too)
+//   c. session bound to this token; session halted; token halted
+//   d. write in a read-only session; a server the session did not declare (both halt)
+//   e. every counter (session totals halt; per-minute/per-day answer RATE_LIMITED)
+//   f. the token's cascade-write window (halts)
+// and only when all pass keeps the counters' increments (the script rolls them back otherwise), records
+// the call in the token's cascade window and the session's last-calls list, and stores the decision's
+// metadata for its RESULT. A denied call consumes no quota of any counter. With `dry` (explain) nothing
+// is written.
+//
+// Key layout under the prefix: epoch; s:<sid> session hash {tok, ro, srv, pur, st, trg, c:* session
+// totals, wc:* their 80% alert flags}; th:<tok> token halt (trigger); cm:/tm:/gm:/td: windowed counters
+// (+ :w alert flags); tc:<tok> token cascade window (list); lc:<sid> last calls (list); so:<tok> the
+// token's sessions (zset, for the open-session cap); sn:<tok>:<hour> sessions opened that hour;
+// d:<decision id> decision metadata; kill keys as passed in.
+export const GATE_LUA = String.raw`
+-- Positional arguments and an array reply: the caller pre-encodes the call record and the decision's
+-- metadata, so nothing is JSON-decoded or encoded here on the hot path (see the ADR).
+local p = ARGV[1]
+local dry = ARGV[2] == '1'
+local tok, sid, srv, cap = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local pct, cas_th, cas_win = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local keep, idle, tkeep, tttl, dttl = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local dec, entry_head, meta, halt_token_on = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
+local a = 19
+local nkills = tonumber(ARGV[a]); a = a + 1
+local kills = {}
+for i = 1, nkills do kills[i] = ARGV[a]; a = a + 1 end
+local nres = tonumber(ARGV[a]); a = a + 1
+local res = {}
+for i = 1, nres do res[i] = ARGV[a]; a = a + 1 end
+local nctr = tonumber(ARGV[a]); a = a + 1
+local ctr = {}
+for i = 1, nctr do
+  ctr[i] = { k = ARGV[a], f = ARGV[a + 1], max = tonumber(ARGV[a + 2]), w = tonumber(ARGV[a + 3]), t = tonumber(ARGV[a + 4]), h = ARGV[a + 5] == '1' }
+  a = a + 6
+end
+${LUA_NOW}
+
+-- Reply: {reason, now, used[], alerts[], session{ro, srv, st, trg, pur}, trigger, token_halted, last[], counter, retry_ms, kill_key, kill_reason, cascade_writes, cascade_resources[]}
+local R = { '', now, {}, {}, {}, '', 0, {}, 0, 0, '', '', 0, {} }
+local function reply(reason)
+  R[1] = reason
+  return R
+end
+
+-- One read for the epoch, the token's halt and every kill key.
+local thkey = p .. 'th:' .. tok
+local mg = { p .. 'epoch', thkey }
+for i = 1, nkills do mg[i + 2] = kills[i] end
+local got = redis.call('MGET', unpack(mg))
+if not got[1] then return reply('NO_EPOCH') end
+if nkills > 0 then
+  for i = 1, nkills do
+    if got[i + 2] then
+      R[11] = kills[i]
+      R[12] = got[i + 2]
+      return reply('KILL')
+    end
+  end
+  -- MGET answers nil for a key that is not a string: a kill key of another type still kills.
+  if redis.call('EXISTS', unpack(kills)) > 0 then
+    R[11] = 'kill key of unexpected type'
+    R[12] = 'a kill key exists but does not hold a string reason'
+    return reply('KILL')
+  end
+end
+local th = got[2]
+
+local skey = p .. 's:' .. sid
+local raw = redis.call('HGETALL', skey)
+local s = {}
+for i = 1, #raw, 2 do s[raw[i]] = raw[i + 1] end
+if s.tok == nil or s.tok ~= tok or s.st == 'closed' then return reply('SESSION_UNKNOWN') end
+local view = { s.ro or '0', s.srv or '', s.st or 'active', s.trg or '', s.pur or '' }
+R[5] = view
+if s.st == 'halted' then
+  R[6] = s.trg or ''
+  return reply('SESSION_HALTED')
+end
+if th then
+  view[3] = 'halted'
+  view[4] = th
+  R[6] = th
+  return reply('TOKEN_HALTED')
+end
+
+local lkey = p .. 'lc:' .. sid
+local function push_call(decision, code)
+  if dry then return end
+  redis.call('LPUSH', lkey, entry_head .. ',"decision":"' .. decision .. '","code":"' .. code .. '","at":' .. string.format('%d', now) .. '}')
+  redis.call('LTRIM', lkey, 0, keep - 1)
+  redis.call('PEXPIRE', lkey, idle)
+end
+
+-- Halts the session (and the token when the policy says so for this trigger) in the same script,
+-- so no call can slip between the denial and the halt. Postgres gets the record right after.
+local function halt(trigger, code, reason)
+  push_call('deny', code)
+  if string.find(halt_token_on, ',' .. trigger .. ',', 1, true) then R[7] = 1 end
+  if not dry then
+    redis.call('HSET', skey, 'st', 'halted', 'trg', trigger)
+    redis.call('PERSIST', skey)
+    redis.call('PERSIST', lkey)
+    if R[7] == 1 then redis.call('SET', thkey, trigger, 'NX') end
+  end
+  view[3] = 'halted'
+  view[4] = trigger
+  R[6] = trigger
+  R[8] = redis.call('LRANGE', lkey, 0, 2)
+  return reply(reason)
+end
+
+local writes = cap ~= 'read'
+if writes and s.ro == '1' then return halt('WRITE_IN_READ_SESSION', 'PERMISSION_DENIED', 'READ_ONLY') end
+if s.srv ~= nil and s.srv ~= '' then
+  local declared = false
+  for _, name in ipairs(cjson.decode(s.srv)) do
+    if name == srv then declared = true end
+  end
+  if not declared then return halt('UNAUTHORIZED_SERVER', 'PERMISSION_DENIED', 'UNDECLARED_SERVER') end
+end
+
+-- Counters are incremented first and rolled back if the call is denied (a denial is rare; this saves a
+-- read per counter on every allowed call). Nobody sees the intermediate values: the script is atomic.
+local keys, used = {}, {}
+R[3] = used
+for i, c in ipairs(ctr) do
+  local k = p .. c.k
+  if c.f == '' and c.w > 0 then k = k .. ':' .. string.format('%d', math.floor(now / c.w)) end
+  keys[i] = k
+  if dry then
+    local v
+    if c.f ~= '' then v = redis.call('HGET', k, c.f) else v = redis.call('GET', k) end
+    used[i] = (tonumber(v) or 0) + 1
+  elseif c.f ~= '' then
+    used[i] = redis.call('HINCRBY', k, c.f, 1)
+  else
+    used[i] = redis.call('INCR', k)
+  end
+end
+local function rollback()
+  for i, c in ipairs(ctr) do
+    if not dry then
+      if c.f ~= '' then
+        if redis.call('HINCRBY', keys[i], c.f, -1) <= 0 then redis.call('HDEL', keys[i], c.f) end
+      elseif redis.call('DECR', keys[i]) <= 0 then
+        redis.call('DEL', keys[i])
+      end
+    end
+    used[i] = used[i] - 1
+  end
+end
+for i, c in ipairs(ctr) do
+  if used[i] > c.max then
+    rollback()
+    R[9] = i
+    if c.h then return halt('SESSION_LIMIT', 'SESSION_HALTED', 'LIMIT') end
+    if c.w > 0 then R[10] = (math.floor(now / c.w) + 1) * c.w - now end
+    push_call('deny', 'RATE_LIMITED')
+    return reply('LIMIT')
+  end
+end
+
+local tkey = p .. 'tc:' .. tok
+if writes and cas_th > 0 then
+  local seen, resources, nw = {}, {}, 1
+  local function add(r)
+    if not seen[r] then
+      seen[r] = true
+      resources[#resources + 1] = r
+    end
+  end
+  for _, r in ipairs(res) do add(r) end
+  if cas_win > 1 then
+    for _, e in ipairs(redis.call('LRANGE', tkey, 0, cas_win - 2)) do
+      if string.sub(e, 1, 1) == 'w' then
+        nw = nw + 1
+        for r in string.gmatch(string.sub(e, 3), '[^\31]+') do add(r) end
+      end
+    end
+  end
+  if nw >= cas_th and #resources >= cas_th then
+    rollback()
+    R[13] = nw
+    R[14] = resources
+    return halt('CASCADE_WRITE', 'CASCADE_WRITE', 'CASCADE')
+  end
+end
+
+if dry then return reply('OK') end
+
+-- A session's totals are fields of its hash, whose TTL is refreshed below; windows expire on their own.
+for i, c in ipairs(ctr) do
+  if c.f == '' and used[i] == 1 then redis.call('PEXPIRE', keys[i], c.t) end
+end
+
+-- The alert for a counter past pause_at_percent is raised once per window (per session for totals).
+if pct > 0 then
+  local alerts = R[4]
+  for i, c in ipairs(ctr) do
+    if used[i] * 100 >= c.max * pct then
+      local first = 0
+      if c.f ~= '' then
+        first = redis.call('HSETNX', keys[i], 'w' .. c.f, '1')
+      elseif redis.call('SET', keys[i] .. ':w', '1', 'NX', 'PX', c.t) then
+        first = 1
+      end
+      if first == 1 then alerts[#alerts + 1] = i end
+    end
+  end
+end
+
+-- The token's window is only kept while cascade detection is on for it (it is per role).
+if cas_th > 0 then
+  local entry = 'r'
+  if writes then entry = 'w\31' .. table.concat(res, '\31') end
+  redis.call('LPUSH', tkey, entry)
+  redis.call('LTRIM', tkey, 0, tkeep - 1)
+  redis.call('PEXPIRE', tkey, tttl)
+end
+
+push_call('allow', 'OK')
+redis.call('PEXPIRE', skey, idle)
+redis.call('SET', p .. 'd:' .. dec, meta, 'PX', dttl)
+return reply('OK')
+`;
+
+/** Attaches the gateway's RESULT (status, bytes, ...) to the call's entry on its session's last-calls list. */
+export const OUTCOME_LUA = `
+local req = cjson.decode(ARGV[1])
+local meta = redis.call('GET', req.p .. 'd:' .. req.dec)
+if not meta then return '{"found":0}' end
+local m = cjson.decode(meta)
+local lkey = req.p .. 'lc:' .. m.sid
+local items = redis.call('LRANGE', lkey, 0, req.keep - 1)
+for i, e in ipairs(items) do
+  local x = cjson.decode(e)
+  if x.id == req.dec then
+    x.outcome = req.o
+    redis.call('LSET', lkey, i - 1, cjson.encode(x))
+    return '{"found":1}'
+  end
+end
+return '{"found":0}'
+`;

@@ -1,0 +1,171 @@
+import type { CallContext, Denial, HaltTrigger, PipelineStep } from '../decisions/types.js';
+import type { GateLimits } from './limits.js';
+import type { GateOutcome, LimitAlert, RedisGate } from './gate.js';
+import type { CallSummary } from './summary.js';
+
+// DESIGN.md §4 step 7 as a pipeline step: one Redis round trip for kills, session binding, halts,
+// every limit and the cascade window. Halts fired by the script are already in force in Redis when it
+// returns; this step then writes their Postgres record through `recordHalt` before answering, so the
+// pipeline must NOT halt again for a denial from this step (doing so is harmless: halts are idempotent).
+
+export interface HaltRecorder {
+  halt(input: {
+    tokenId: string;
+    sessionId?: string;
+    trigger: HaltTrigger;
+    haltToken: boolean;
+    summary: Record<string, unknown>;
+  }): Promise<unknown>;
+}
+
+export interface GateStepDeps {
+  gate: RedisGate;
+  /** Writes the Postgres record of a halt the script fired (SessionService satisfies this). */
+  sessions: HaltRecorder;
+  /** Effective limits for this call (policy `limitsFor(policy, role, server)` mapped to GateLimits). */
+  limitsFor(ctx: CallContext): GateLimits;
+  /** Policy `halt_token_on`: triggers that halt the token and not only the session. */
+  haltTokenOn(ctx: CallContext): ReadonlySet<HaltTrigger> | readonly HaltTrigger[];
+  /** Break-glass kill keys that apply to this call (full Redis key names). */
+  killKeys?(ctx: CallContext): readonly string[];
+  /** Receives each 80% alert once per window (route to ctx.alerts.raise). Not awaited. */
+  onAlert?(alert: LimitAlert, ctx: CallContext): void | Promise<void>;
+  /** Logs failures to record a halt in Postgres (Redis already enforces it). */
+  log?: { error(obj: object, msg: string): void };
+}
+
+export const GATE_STEP_NAME = 'gate';
+
+function killMessage(key: string, stored: string): string {
+  let reason = stored;
+  try {
+    const parsed = JSON.parse(stored) as { reason?: unknown; message?: unknown };
+    if (typeof parsed.reason === 'string') reason = parsed.reason;
+    else if (typeof parsed.message === 'string') reason = parsed.message;
+  } catch {
+    // a plain-text reason
+  }
+  return `Stopped by an operator kill (${key}): ${reason}. An operator must lift the kill before calls resume.`;
+}
+
+const callWords = (ctx: CallContext) => `${ctx.input.server}/${ctx.input.tool}`;
+
+function resumeHint(o: GateOutcome, ctx: CallContext): string {
+  return o.tokenHalted
+    ? `This token is halted too (every session, new ones included) until an operator resumes it: POST /v1/keys/${ctx.agent.id}/resume.`
+    : `The session is halted until an operator resumes it: POST /v1/sessions/${ctx.input.session_id}/resume.`;
+}
+
+/** Turns the gate's answer into the pipeline's Denial (undefined when allowed). */
+export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits): Denial | undefined {
+  const sid = ctx.input.session_id;
+  const withCalls = (d: Denial): Denial => (o.lastCalls ? { ...d, extra: { ...d.extra, last_calls: o.lastCalls } } : d);
+  switch (o.reason) {
+    case 'OK':
+      return undefined;
+    case 'UNAVAILABLE':
+      return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis (sessions, halts and limits) is unreachable or slower than REDIS_TIMEOUT_MS, so the call is denied (fail closed). Retry shortly.' };
+    case 'NO_EPOCH':
+      return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis lost its state (restart or flush); halts and sessions are being reloaded from Postgres. Calls are denied until then; retry in a few seconds.' };
+    case 'KILL':
+      return { code: 'KILL_SWITCH', message: killMessage(o.kill?.key ?? '', o.kill?.reason ?? ''), extra: { kill: o.kill?.key ?? '' } };
+    case 'SESSION_UNKNOWN':
+      return { code: 'SESSION_UNKNOWN', message: `Session ${sid} was not issued to this token, or it has closed. Open one with POST /v1/sessions and use the session_id it returns.` };
+    case 'SESSION_HALTED':
+      return { code: 'SESSION_HALTED', message: `Session ${sid} is halted (${o.heldTrigger}) until an operator resumes it: POST /v1/sessions/${sid}/resume.` };
+    case 'TOKEN_HALTED':
+      return { code: 'SESSION_HALTED', message: `This token is halted (${o.heldTrigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${ctx.agent.id}/resume.` };
+    case 'READ_ONLY':
+      return withCalls({
+        code: 'PERMISSION_DENIED',
+        halt: 'WRITE_IN_READ_SESSION',
+        message: `Session ${sid} was opened read-only and ${callWords(ctx)} is a ${ctx.call?.capability ?? 'write'} call. ${resumeHint(o, ctx)}`,
+      });
+    case 'UNDECLARED_SERVER':
+      return withCalls({
+        code: 'PERMISSION_DENIED',
+        halt: 'UNAUTHORIZED_SERVER',
+        message: `Session ${sid} declared servers [${o.session?.servers?.join(', ') ?? ''}]; ${ctx.input.server} is not one of them. ${resumeHint(o, ctx)}`,
+      });
+    case 'LIMIT': {
+      const e = o.exceeded;
+      if (!e) return { code: 'RATE_LIMITED', message: 'A limit was reached.' };
+      if (e.halts) {
+        return withCalls({
+          code: 'SESSION_HALTED',
+          halt: 'SESSION_LIMIT',
+          message: `Limit reached: ${e.used}/${e.max} ${e.label}. Pause and report the calls made so far. ${resumeHint(o, ctx)}`,
+          extra: { limit: e.name },
+        });
+      }
+      const retryAfterS = Math.max(1, Math.ceil(e.retryAfterMs / 1000));
+      return { code: 'RATE_LIMITED', message: `Rate limit: ${e.used}/${e.max} ${e.label}. Retry after ${retryAfterS} s.`, retryAfterS, extra: { limit: e.name } };
+    }
+    case 'CASCADE':
+      return withCalls({
+        code: 'CASCADE_WRITE',
+        halt: 'CASCADE_WRITE',
+        message: `${o.cascade?.writes ?? 3} writes to ${o.cascade?.resources.length ?? 3} different resources (${o.cascade?.resources.join(', ') ?? ''}) within this token's last ${limits?.cascade?.windowCalls ?? 5} calls: stop and confirm the chain was intended. ${resumeHint(o, ctx)}`,
+      });
+  }
+}
+
+export function createGateStep(deps: GateStepDeps): PipelineStep {
+  return {
+    name: GATE_STEP_NAME,
+    async run(ctx) {
+      const call = ctx.call;
+      if (!call) return { code: 'DEPENDENCY_UNAVAILABLE', message: 'The call was not resolved from the policy before the Redis step (internal ordering error); denied.' };
+      let limits: GateLimits;
+      let haltTokenOn: ReadonlySet<HaltTrigger> | readonly HaltTrigger[];
+      let killKeys: readonly string[];
+      try {
+        limits = deps.limitsFor(ctx);
+        haltTokenOn = deps.haltTokenOn(ctx);
+        killKeys = deps.killKeys?.(ctx) ?? [];
+      } catch (err) {
+        return { code: 'DEPENDENCY_UNAVAILABLE', message: `Limits for this call could not be determined (${(err as Error).message}); denied.` };
+      }
+      const o = await deps.gate.check({
+        decisionId: ctx.decisionId,
+        tokenId: ctx.agent.id,
+        sessionId: ctx.input.session_id,
+        server: call.server,
+        tool: call.tool,
+        capability: call.capability,
+        resourceIds: call.resourceIds,
+        arguments: ctx.input.arguments,
+        limits,
+        haltTokenOn,
+        killKeys,
+        dryRun: ctx.dryRun,
+      });
+      if (o.session) ctx.session = o.session;
+      Object.assign(ctx.limits, o.limits);
+      ctx.warnings.push(...o.warnings);
+      if (!ctx.dryRun && deps.onAlert) {
+        for (const alert of o.alerts) {
+          Promise.resolve(deps.onAlert(alert, ctx)).catch((err: unknown) => deps.log?.error({ err }, 'raising a limit alert failed'));
+        }
+      }
+      const denial = denialFor(o, ctx, limits);
+      if (denial?.halt && o.trigger && !ctx.dryRun) {
+        const summary = {
+          message: denial.message,
+          decision_id: ctx.decisionId,
+          server: call.server,
+          tool: call.tool,
+          calls_so_far: o.limits,
+          last_calls: o.lastCalls ?? ([] as CallSummary[]),
+        };
+        try {
+          await deps.sessions.halt({ tokenId: ctx.agent.id, sessionId: ctx.input.session_id, trigger: o.trigger, haltToken: o.tokenHalted === true, summary });
+        } catch (err) {
+          // Redis already enforces the halt; the service retries the Postgres record.
+          deps.log?.error({ err, session: ctx.input.session_id }, 'recording a halt in Postgres failed');
+        }
+      }
+      return denial;
+    },
+  };
+}

@@ -1,0 +1,62 @@
+// The compact record of one call kept on a session's last-calls list: what a halt answer and
+// GET /v1/sessions/:id show as "the last 3 tool calls with arguments and outcomes" (seed 001).
+
+export interface CallOutcome {
+  status: string;
+  duration_ms?: number;
+  result_bytes?: number;
+  rows?: number;
+  error?: string;
+}
+
+export interface CallSummary {
+  id: string;
+  /** Redis time (ms since epoch) when the gate saw the call. */
+  at: number;
+  server: string;
+  tool: string;
+  /** The arguments as JSON, secrets redacted, truncated to ARGUMENTS_MAX_CHARS. */
+  args: string;
+  decision: 'allow' | 'deny';
+  code: string;
+  /** What the gateway reported after the call (POST /v1/decisions/:id/result). */
+  outcome?: CallOutcome;
+}
+
+export const ARGUMENTS_MAX_CHARS = 500;
+
+// Operators read these lists; a secret an agent passed as an argument must not be shown back.
+const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key/i;
+
+function redact(value: unknown, depth = 0): unknown {
+  if (depth > 8 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[k] = SECRET_KEY.test(k) ? '[redacted]' : redact(v, depth + 1);
+  return out;
+}
+
+/** Arguments as a short JSON string: redacted, then cut to `max` characters. */
+export function summarizeArguments(args: Record<string, unknown>, max = ARGUMENTS_MAX_CHARS): string {
+  let text: string;
+  try {
+    text = JSON.stringify(redact(args)) ?? '{}';
+  } catch {
+    text = '"(arguments not serialisable)"';
+  }
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** Parses list entries written by the Lua scripts; a damaged entry is skipped, not fatal. */
+export function parseCallSummaries(raw: readonly string[]): CallSummary[] {
+  const out: CallSummary[] = [];
+  for (const item of raw) {
+    try {
+      const e = JSON.parse(item) as CallSummary & { outcome?: CallOutcome | Record<string, never> };
+      out.push(e);
+    } catch {
+      // ignore
+    }
+  }
+  return out;
+}

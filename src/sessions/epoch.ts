@@ -1,0 +1,187 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Pool } from '../db/pool.js';
+import type { SessionMirror } from './mirror.js';
+import { sessionStore } from './store.js';
+
+// The state epoch (DESIGN.md §4): a Redis key set only after halts, kills and sessions were loaded
+// from Postgres. If Redis restarts or is flushed the key is gone, the gate denies every call with
+// DEPENDENCY_UNAVAILABLE, and one replica (under a Redis lock) reloads the state and sets the epoch
+// again. Losing Redis therefore never lifts a halt or a kill.
+//
+// The same timer runs housekeeping once a minute on one replica: sessions that idled out of Redis are
+// marked closed in Postgres, and every halt in force in Postgres is re-applied to Redis (so a halt
+// whose Redis write failed is enforced within a minute at worst).
+
+/** Other domains' state to restore before the epoch is set (the kills module registers its kills). */
+export type StateLoader = () => Promise<void>;
+
+export type EnsureResult = 'present' | 'reloaded' | 'busy' | 'unavailable';
+
+const RELOAD_LOCK_MS = 30_000;
+const PAGE = 500;
+const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+export interface EpochOptions {
+  idleMs: number;
+  tickMs?: number;
+  maintainEveryMs?: number;
+}
+
+export class StateEpoch {
+  private readonly loaders = new Map<string, StateLoader>();
+  private readonly tickHooks: Array<() => Promise<void>> = [];
+  private inflight: Promise<EnsureResult> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastMaintain = 0;
+  private running: Promise<void> | undefined;
+  private failing = false;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly mirror: SessionMirror,
+    private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>,
+    private readonly opts: EpochOptions,
+  ) {}
+
+  private get redis() {
+    return this.mirror.redis;
+  }
+
+  registerLoader(name: string, load: StateLoader): void {
+    this.loaders.set(name, load);
+  }
+
+  /** Runs on every tick (about once a second), e.g. retrying Postgres writes that failed. */
+  onTick(hook: () => Promise<void>): void {
+    this.tickHooks.push(hook);
+  }
+
+  /** Checks the epoch and reloads if it is missing; concurrent callers share one attempt. */
+  ensure(): Promise<EnsureResult> {
+    this.inflight ??= this.ensureOnce().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  /** For the gate: start a reload now without waiting for it. */
+  requestReload(): void {
+    void this.ensure().catch(() => {});
+  }
+
+  private async ensureOnce(): Promise<EnsureResult> {
+    try {
+      const result = (await this.mirror.epochExists()) ? 'present' : await this.reload();
+      if (this.failing) this.log.info('state epoch check succeeds again');
+      this.failing = false;
+      return result;
+    } catch (err) {
+      // Once per outage, not once per second.
+      if (!this.failing) this.log.warn({ err: (err as Error).message }, 'state epoch check failed (Redis or Postgres unavailable?); decisions deny until it succeeds');
+      this.failing = true;
+      return 'unavailable';
+    }
+  }
+
+  /** Reloads halts, sessions and registered loaders from Postgres, then sets the epoch. One replica at a time. */
+  async reload(): Promise<EnsureResult> {
+    const lockKey = this.redis.key('epoch-lock');
+    const lockId = randomUUID();
+    const got = await this.redis.redis.set(lockKey, lockId, 'PX', RELOAD_LOCK_MS, 'NX');
+    if (got !== 'OK') return 'busy';
+    const started = Date.now();
+    try {
+      if (await this.mirror.epochExists()) return 'present';
+      // Token halts first: they stop the most.
+      const tokenHalts = await sessionStore.activeTokenHalts(this.pool);
+      await this.mirror.reloadSessions([], tokenHalts);
+      let after: string | null = null;
+      let count = 0;
+      for (;;) {
+        const page = await sessionStore.liveSessionsPage(this.pool, after, PAGE);
+        if (page.length === 0) break;
+        await this.mirror.reloadSessions(page, []);
+        await this.redis.redis.pexpire(lockKey, RELOAD_LOCK_MS);
+        count += page.length;
+        after = page[page.length - 1]!.id;
+        if (page.length < PAGE) break;
+      }
+      for (const [name, load] of this.loaders) {
+        try {
+          await load();
+        } catch (err) {
+          throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
+        }
+      }
+      await this.redis.redis.set(this.redis.key('epoch'), `${new Date().toISOString()} ${lockId}`);
+      this.log.info({ sessions: count, token_halts: tokenHalts.length, ms: Date.now() - started }, 'Redis state reloaded from Postgres; state epoch set');
+      return 'reloaded';
+    } finally {
+      await this.redis.redis.eval(RELEASE_LUA, 1, lockKey, lockId).catch(() => {});
+    }
+  }
+
+  start(): void {
+    this.requestReload();
+    this.timer = setInterval(() => void this.tick().catch(() => {}), this.opts.tickMs ?? 1_000);
+    this.timer.unref();
+  }
+
+  /** Stops the timer and waits for a tick in progress (it may be using the pool that closes next). */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => {});
+    await this.inflight?.catch(() => {});
+  }
+
+  tick(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.tickOnce().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async tickOnce(): Promise<void> {
+    await this.ensure();
+    for (const hook of this.tickHooks) await hook().catch((err: unknown) => this.log.warn({ err }, 'session tick hook failed'));
+    if (Date.now() - this.lastMaintain >= (this.opts.maintainEveryMs ?? 60_000)) {
+      this.lastMaintain = Date.now();
+      await this.maintain().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'session housekeeping failed'));
+    }
+  }
+
+  /** Housekeeping on one replica: close idled-out sessions, re-apply halts from Postgres. */
+  async maintain(): Promise<{ closed: number; halts: number } | undefined> {
+    const lockKey = this.redis.key('maintain-lock');
+    const got = await this.redis.redis.set(lockKey, '1', 'PX', Math.max(1_000, (this.opts.maintainEveryMs ?? 60_000) - 1_000), 'NX');
+    if (got !== 'OK') return undefined;
+    const halts = await this.reconcileHalts();
+    let closed = 0;
+    let after: string | null = null;
+    for (;;) {
+      const ids = await sessionStore.idleCandidates(this.pool, this.opts.idleMs, after, PAGE);
+      if (ids.length === 0) break;
+      const gone = await this.mirror.gone(ids);
+      if (gone === undefined) break; // epoch missing: absent keys mean nothing now
+      closed += await sessionStore.closeSessions(this.pool, gone);
+      after = ids[ids.length - 1]!;
+      if (ids.length < PAGE) break;
+    }
+    if (closed > 0) this.log.info({ closed }, 'closed idle sessions');
+    return { closed, halts };
+  }
+
+  /** Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything). */
+  async reconcileHalts(): Promise<number> {
+    const tokenHalts = await sessionStore.activeTokenHalts(this.pool);
+    const sessions = await sessionStore.haltedSessions(this.pool, 10_000);
+    await this.mirror.halt([
+      ...tokenHalts.map((h) => ({ tokenId: h.token_id, sessionId: null, trigger: h.trigger, haltToken: true })),
+      ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
+    ]);
+    return tokenHalts.length + sessions.length;
+  }
+}

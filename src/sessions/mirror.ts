@@ -1,0 +1,131 @@
+import { defineJsonScript, type JsonScript } from '../limits/lua.js';
+import { type CallSummary, parseCallSummaries } from '../limits/summary.js';
+import type { RedisHandle } from '../redis/client.js';
+import { HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
+import type { SessionRow } from './store.js';
+
+// The Redis side of sessions and halts: what the gate script reads. Postgres is the record
+// (store.ts); this class only talks to Redis, one atomic script per operation.
+
+export type OpenAnswer =
+  | { r: 'OK'; st: 'active' | 'halted'; trg: string; open: number; new: number; now: number }
+  | { r: 'NO_EPOCH'; now: number }
+  | { r: 'TOO_MANY_OPEN'; n: number; now: number }
+  | { r: 'TOO_MANY_NEW'; n: number; retry: number; now: number };
+
+export interface MirrorHalt {
+  tokenId: string;
+  sessionId: string | null;
+  trigger: string;
+  haltToken: boolean;
+  /** The session's fields from Postgres, so a halt can be re-created when Redis lost the session. */
+  fields?: { read_only: boolean; servers: string[] | null; purpose: string };
+}
+
+export const PURPOSE_MAX_IN_REDIS = 500;
+
+const serversField = (servers: string[] | null): string => (servers ? JSON.stringify(servers) : '');
+const fieldsOf = (f: { read_only: boolean; servers: string[] | null; purpose: string }) => ({
+  ro: f.read_only ? '1' : '0',
+  srv: serversField(f.servers),
+  pur: f.purpose.slice(0, PURPOSE_MAX_IN_REDIS),
+});
+
+export class SessionMirror {
+  private readonly openScript: JsonScript;
+  private readonly haltScript: JsonScript;
+  private readonly resumeScript: JsonScript;
+  private readonly reloadScript: JsonScript;
+  private readonly sweepScript: JsonScript;
+  private readonly pushScript: JsonScript;
+
+  constructor(
+    readonly redis: RedisHandle,
+    private readonly idleMs: number,
+    private readonly lastCallsKept = 10,
+  ) {
+    const r = redis.redis;
+    this.openScript = defineJsonScript(r, 'ksSessionOpen', OPEN_LUA);
+    this.haltScript = defineJsonScript(r, 'ksSessionHalt', HALT_LUA);
+    this.resumeScript = defineJsonScript(r, 'ksSessionResume', RESUME_LUA);
+    this.reloadScript = defineJsonScript(r, 'ksSessionReload', RELOAD_LUA);
+    this.sweepScript = defineJsonScript(r, 'ksSessionSweep', SWEEP_LUA);
+    this.pushScript = defineJsonScript(r, 'ksSessionPush', PUSH_CALL_LUA);
+  }
+
+  get prefix(): string {
+    return this.redis.prefix;
+  }
+
+  async open(a: { tokenId: string; sessionId: string; readOnly: boolean; servers: string[] | null; purpose: string; maxOpen: number; maxNewPerHour: number; hourMs?: number }): Promise<OpenAnswer> {
+    const f = fieldsOf({ read_only: a.readOnly, servers: a.servers, purpose: a.purpose });
+    const raw = await this.openScript({
+      p: this.prefix,
+      tok: a.tokenId,
+      sid: a.sessionId,
+      ...f,
+      idle: this.idleMs,
+      maxOpen: a.maxOpen,
+      maxNew: a.maxNewPerHour,
+      hour: a.hourMs ?? 3_600_000,
+    });
+    return JSON.parse(raw) as OpenAnswer;
+  }
+
+  /** Applies halts; returns, per halt, whether the session was this token's and is now halted. */
+  async halt(halts: MirrorHalt[]): Promise<boolean[]> {
+    const out: boolean[] = [];
+    // Chunks keep each script short: Redis serves nobody else while one runs.
+    for (let i = 0; i < halts.length; i += 500) {
+      const raw = await this.haltScript({
+        p: this.prefix,
+        halts: halts.slice(i, i + 500).map((h) => ({
+          tok: h.tokenId,
+          sid: h.sessionId ?? '',
+          trg: h.trigger,
+          htok: h.haltToken ? 1 : 0,
+          ...(h.fields ? { f: fieldsOf(h.fields) } : {}),
+        })),
+      });
+      const bound = (JSON.parse(raw) as { bound: number[] | Record<string, never> }).bound;
+      if (Array.isArray(bound)) out.push(...bound.map((b) => b === 1));
+    }
+    return out;
+  }
+
+  async resume(tokenId: string, sessionIds: string[], liftTokenHalt: boolean): Promise<string[]> {
+    const raw = await this.resumeScript({ p: this.prefix, tok: tokenId, sids: sessionIds, token: liftTokenHalt ? 1 : 0, idle: this.idleMs });
+    const resumed = (JSON.parse(raw) as { resumed: string[] | Record<string, never> }).resumed;
+    return Array.isArray(resumed) ? resumed : [];
+  }
+
+  async reloadSessions(sessions: SessionRow[], tokenHalts: Array<{ token_id: string; trigger: string }>): Promise<void> {
+    await this.reloadScript({
+      p: this.prefix,
+      idle: this.idleMs,
+      sessions: sessions.map((s) => ({ id: s.id, tok: s.token_id, st: s.state, trg: s.trigger ?? '', ...fieldsOf(s) })),
+      tokens: tokenHalts.map((h) => ({ tok: h.token_id, trg: h.trigger })),
+    });
+  }
+
+  /** Session ids Redis no longer holds; undefined while the epoch is missing (nothing can be concluded). */
+  async gone(ids: string[]): Promise<string[] | undefined> {
+    const res = JSON.parse(await this.sweepScript({ p: this.prefix, ids })) as { noepoch?: number; gone?: string[] | Record<string, never> };
+    if (res.noepoch) return undefined;
+    return Array.isArray(res.gone) ? res.gone : [];
+  }
+
+  async pushCall(tokenId: string, sessionId: string, entry: Omit<CallSummary, 'at'>): Promise<boolean> {
+    const raw = await this.pushScript({ p: this.prefix, tok: tokenId, sid: sessionId, e: entry, keep: this.lastCallsKept, idle: this.idleMs });
+    return (JSON.parse(raw) as { pushed: number }).pushed === 1;
+  }
+
+  async lastCalls(sessionId: string, n: number): Promise<CallSummary[]> {
+    const raw = await this.redis.redis.lrange(this.redis.key('lc', sessionId), 0, Math.max(0, n - 1));
+    return parseCallSummaries(raw);
+  }
+
+  async epochExists(): Promise<boolean> {
+    return (await this.redis.redis.exists(this.redis.key('epoch'))) === 1;
+  }
+}

@@ -1,0 +1,115 @@
+import { type Static, Type } from 'typebox';
+import { Timestamp } from '../tokens/schemas.js';
+
+const Id = Type.String({ format: 'uuid' });
+const DateTime = Type.Union([Timestamp, Type.Null()]);
+const ServerName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
+const State = Type.Union([Type.Literal('active'), Type.Literal('halted'), Type.Literal('closed')]);
+
+export const OpenSessionBody = Type.Object(
+  {
+    read_only: Type.Optional(Type.Boolean({ description: 'Any write or delete call in this session halts it (WRITE_IN_READ_SESSION). Always true for mcp_ro_ tokens.' })),
+    servers: Type.Optional(Type.Array(ServerName, { minItems: 1, maxItems: 50, uniqueItems: true, description: 'The only servers this session may call; another server halts it (UNAUTHORIZED_SERVER).' })),
+    purpose: Type.Optional(Type.String({ maxLength: 1000, description: 'Declared purpose, kept with the session and in the audit trail.' })),
+  },
+  { additionalProperties: false },
+);
+export type OpenSessionBody = Static<typeof OpenSessionBody>;
+
+export const OpenedSession = Type.Object({
+  session_id: Id,
+  state: Type.Union([Type.Literal('active'), Type.Literal('halted')]),
+  trigger: Type.Union([Type.String(), Type.Null()]),
+  read_only: Type.Boolean(),
+  servers: Type.Union([Type.Array(Type.String()), Type.Null()]),
+  purpose: Type.String(),
+  created_at: Timestamp,
+  idle_timeout_s: Type.Integer(),
+  message: Type.String(),
+});
+
+const Outcome = Type.Object(
+  {
+    status: Type.String(),
+    duration_ms: Type.Optional(Type.Number()),
+    result_bytes: Type.Optional(Type.Number()),
+    rows: Type.Optional(Type.Number()),
+    error: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true },
+);
+
+export const CallSummarySchema = Type.Object({
+  id: Type.String(),
+  at: Type.Number({ description: 'Milliseconds since the epoch (Redis time).' }),
+  server: Type.String(),
+  tool: Type.String(),
+  args: Type.String({ description: 'Arguments as JSON, secrets redacted, truncated.' }),
+  decision: Type.String(),
+  code: Type.String(),
+  outcome: Type.Optional(Outcome),
+});
+
+const SessionFields = {
+  id: Id,
+  token_id: Id,
+  project_id: Type.String(),
+  gateway_id: Type.Union([Id, Type.Null()]),
+  read_only: Type.Boolean(),
+  servers: Type.Union([Type.Array(Type.String()), Type.Null()]),
+  purpose: Type.String(),
+  state: State,
+  trigger: Type.Union([Type.String(), Type.Null()]),
+  halted_by: Type.Union([Type.Literal('session'), Type.Literal('token'), Type.Null()]),
+  halted_at: DateTime,
+  token_halt: Type.Union([Type.Object({ trigger: Type.String(), halted_at: Timestamp }), Type.Null()]),
+  created_at: Timestamp,
+  closed_at: DateTime,
+};
+
+export const SessionSummary = Type.Object(SessionFields);
+
+export const SessionDetail = Type.Object({
+  ...SessionFields,
+  halt_summary: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  last_calls: Type.Array(CallSummarySchema),
+  halts: Type.Array(
+    Type.Object({
+      trigger: Type.String(),
+      halted_at: Timestamp,
+      resumed_at: DateTime,
+      resumed_by: Type.Union([Type.String(), Type.Null()]),
+      resume_reason: Type.Union([Type.String(), Type.Null()]),
+    }),
+  ),
+});
+
+export const ListSessionsQuery = Type.Object(
+  {
+    state: Type.Optional(State),
+    token: Type.Optional(Id),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
+    cursor: Type.Optional(Id),
+  },
+  { additionalProperties: false },
+);
+export type ListSessionsQuery = Static<typeof ListSessionsQuery>;
+
+export const SessionList = Type.Object({ sessions: Type.Array(SessionSummary), next_cursor: Type.Union([Id, Type.Null()]) });
+
+export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
+export const ResumeBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Why it is safe to continue (audited).' }) }, { additionalProperties: false });
+
+export const ResumedSession = Type.Object({
+  session: SessionDetail,
+  resumed_trigger: Type.String(),
+  token_still_halted: Type.Boolean(),
+  message: Type.String(),
+});
+
+export const ResumedToken = Type.Object({
+  token_id: Id,
+  token_halt: Type.Union([Type.Object({ trigger: Type.String(), halted_at: Timestamp, session_id: Type.Union([Id, Type.Null()]) }), Type.Null()]),
+  sessions_resumed: Type.Array(Id),
+  message: Type.String(),
+});

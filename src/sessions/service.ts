@@ -1,0 +1,489 @@
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import { type Pool, withTransaction } from '../db/pool.js';
+import type { HaltTrigger } from '../decisions/types.js';
+import { AppError, notFound } from '../errors.js';
+import { canSeeProject } from '../http/auth.js';
+import type { CallSummary } from '../limits/summary.js';
+import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
+import { type EnsureResult, StateEpoch } from './epoch.js';
+import { type MirrorHalt, SessionMirror } from './mirror.js';
+import { type HaltRow, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
+
+// Rules for sessions and halts. Postgres is the record, Redis (SessionMirror) is what decisions read;
+// every change writes both, Postgres first for halts (the record must exist) and inside the Postgres
+// transaction for resumes (a resume that did not reach Redis is rolled back and reported).
+
+export interface SessionSettings {
+  /** A session with no call for this long closes (its Redis keys expire; Postgres follows within a minute). */
+  idleTimeoutMs: number;
+  /** Default caps when `capsFor` is not given (the policy's token limits). */
+  maxOpenPerToken: number;
+  maxNewPerHour: number;
+  /** Test-only: length of the "per hour" window for newly opened sessions. */
+  newSessionWindowMs?: number;
+}
+
+export interface SessionCaps {
+  maxOpen: number | null;
+  maxNewPerHour: number | null;
+}
+
+export interface OpenScope {
+  read_only?: boolean;
+  servers?: string[];
+  purpose?: string;
+}
+
+export interface OpenedSession {
+  session_id: string;
+  state: 'active' | 'halted';
+  trigger: string | null;
+  read_only: boolean;
+  servers: string[] | null;
+  purpose: string;
+  created_at: Date;
+  idle_timeout_s: number;
+  message: string;
+}
+
+export interface HaltInput {
+  tokenId: string;
+  /** The session whose call fired the trigger. Halted only if it belongs to tokenId. */
+  sessionId?: string;
+  trigger: HaltTrigger;
+  /** Also halt the token: every session of it, and sessions opened later (policy `halt_token_on`). */
+  haltToken: boolean;
+  /** What the operator sees: counts so far, the last 3 calls, the message. */
+  summary: Record<string, unknown>;
+}
+
+export interface HaltResult {
+  /** The session was this token's and is halted now (by this or an earlier trigger). */
+  session_halted: boolean;
+  session_id: string | null;
+  token_halted: boolean;
+  token_halt_id: string | null;
+  /** False when Postgres was unavailable: Redis enforces the halt, the record is retried every second. */
+  recorded: boolean;
+  /** False when Redis was unavailable: decisions deny anyway; the halt is re-applied when it is back. */
+  enforced: boolean;
+}
+
+export interface HaltHistoryEntry {
+  trigger: string;
+  halted_at: Date;
+  resumed_at: Date | null;
+  resumed_by: string | null;
+  resume_reason: string | null;
+}
+
+export interface SessionSummaryView {
+  id: string;
+  token_id: string;
+  project_id: string;
+  gateway_id: string | null;
+  read_only: boolean;
+  servers: string[] | null;
+  purpose: string;
+  /** Effective state: "halted" also when only the token is halted. */
+  state: SessionState;
+  trigger: string | null;
+  /** Whose halt stops this session: its own, or its token's. */
+  halted_by: 'session' | 'token' | null;
+  halted_at: Date | null;
+  token_halt: { trigger: string; halted_at: Date } | null;
+  created_at: Date;
+  closed_at: Date | null;
+}
+
+export interface SessionDetailView extends SessionSummaryView {
+  halt_summary: Record<string, unknown> | null;
+  /** Newest first; from Redis, or the snapshot taken at the halt when Redis no longer has them. */
+  last_calls: CallSummary[];
+  halts: HaltHistoryEntry[];
+}
+
+export interface ResumeSessionResult {
+  session: SessionDetailView;
+  resumed_trigger: string;
+  token_still_halted: boolean;
+  message: string;
+}
+
+export interface ResumeTokenResult {
+  token_id: string;
+  /** The token halt that was lifted (null when only sessions were halted). */
+  token_halt: { trigger: string; halted_at: Date; session_id: string | null } | null;
+  sessions_resumed: string[];
+  message: string;
+}
+
+/** What the audit module records for admin actions (ctx.audit.recordAdmin); wired by app.ts. */
+export interface AdminRecord {
+  actor: OperatorPrincipal;
+  action: string;
+  target: string;
+  projectId: string;
+  details: Record<string, unknown>;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const RETRY_QUEUE_MAX = 10_000;
+
+export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
+
+function summaryView(row: SessionListRow): SessionSummaryView {
+  const tokenHalted = row.token_halt_trigger !== null && row.state === 'active';
+  return {
+    id: row.id,
+    token_id: row.token_id,
+    project_id: row.project_id,
+    gateway_id: row.gateway_id,
+    read_only: row.read_only,
+    servers: row.servers,
+    purpose: row.purpose,
+    state: tokenHalted ? 'halted' : row.state,
+    trigger: row.trigger ?? (tokenHalted ? row.token_halt_trigger : null),
+    halted_by: row.state === 'halted' ? 'session' : tokenHalted ? 'token' : null,
+    halted_at: row.halted_at ?? (tokenHalted ? row.token_halted_at : null),
+    token_halt: row.token_halt_trigger && row.token_halted_at ? { trigger: row.token_halt_trigger, halted_at: row.token_halted_at } : null,
+    created_at: row.created_at,
+    closed_at: row.closed_at,
+  };
+}
+
+export class SessionService {
+  readonly mirror: SessionMirror;
+  readonly epoch: StateEpoch;
+  private recordAdmin: ((r: AdminRecord) => Promise<void> | void) | undefined;
+  private capsFor: ((agent: AgentPrincipal) => SessionCaps) | undefined;
+  private readonly pendingRecords: HaltInput[] = [];
+  private readonly pendingMirror: MirrorHalt[] = [];
+
+  constructor(
+    private readonly pool: Pool,
+    redis: SessionMirror['redis'],
+    private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>,
+    private readonly settings: SessionSettings,
+  ) {
+    this.mirror = new SessionMirror(redis, settings.idleTimeoutMs);
+    this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs });
+    this.epoch.onTick(() => this.retryPending());
+  }
+
+  /** Audit hook for resumes (the lead wires ctx.audit.recordAdmin). */
+  setAdminRecorder(record: (r: AdminRecord) => Promise<void> | void): void {
+    this.recordAdmin = record;
+  }
+
+  /** Per-token session caps from the policy (token.maxOpenSessions, token.maxNewSessionsPerHour). */
+  setCapsSource(capsFor: (agent: AgentPrincipal) => SessionCaps): void {
+    this.capsFor = capsFor;
+  }
+
+  start(): void {
+    this.epoch.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.epoch.stop();
+  }
+
+  /** Waits for the state epoch (reloading if needed). Tests and startup use it; decisions never wait. */
+  ensureState(): Promise<EnsureResult> {
+    return this.epoch.ensure();
+  }
+
+  /**
+   * Opens a session bound to the agent's token. The id is ours (uuid v7). An mcp_ro_ token's session is
+   * always read-only. If the token is halted the session is created halted, with the token's trigger
+   * (DESIGN.md §4: reconnecting does not escape a halt), and the answer says so with 201.
+   */
+  async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope): Promise<OpenedSession> {
+    const readOnly = scope.read_only === true || agent.tokenType === 'ro';
+    const servers = scope.servers ? [...new Set(scope.servers)] : null;
+    const purpose = scope.purpose ?? '';
+    const caps = this.capsFor?.(agent) ?? { maxOpen: this.settings.maxOpenPerToken, maxNewPerHour: this.settings.maxNewPerHour };
+    const id = uuidv7();
+    let answer: Awaited<ReturnType<SessionMirror['open']>>;
+    try {
+      answer = await this.mirror.open({
+        tokenId: agent.id,
+        sessionId: id,
+        readOnly,
+        servers,
+        purpose,
+        maxOpen: caps.maxOpen ?? 0,
+        maxNewPerHour: caps.maxNewPerHour ?? 0,
+        ...(this.settings.newSessionWindowMs ? { hourMs: this.settings.newSessionWindowMs } : {}),
+      });
+    } catch (err) {
+      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so no session can be opened (fail closed): ${(err as Error).message}`);
+    }
+    if (answer.r === 'NO_EPOCH') {
+      this.epoch.requestReload();
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis lost its state and sessions are being reloaded from Postgres; retry in a few seconds.');
+    }
+    if (answer.r === 'TOO_MANY_OPEN') {
+      throw new AppError('TOO_MANY_SESSIONS', `This token already has ${answer.n} open sessions (limit ${caps.maxOpen}); reuse one, or wait until one idles out.`, {
+        limit: 'max_open_sessions',
+        max: caps.maxOpen,
+      });
+    }
+    if (answer.r === 'TOO_MANY_NEW') {
+      const retryAfterS = Math.max(1, Math.ceil(answer.retry / 1000));
+      throw new AppError('TOO_MANY_SESSIONS', `This token opened ${answer.n} sessions this hour (limit ${caps.maxNewPerHour}); retry after ${retryAfterS} s.`, {
+        limit: 'max_new_sessions_per_hour',
+        max: caps.maxNewPerHour,
+        retry_after_s: retryAfterS,
+      });
+    }
+    const trigger = answer.trg || null;
+    let row: SessionRow;
+    try {
+      row = await withTransaction(this.pool, async (c) => {
+        const inserted = await sessionStore.insertSession(c, { id, token_id: agent.id, gateway_id: gateway?.id ?? null, read_only: readOnly, servers, purpose, state: answer.st, trigger });
+        if (answer.st === 'halted') {
+          const tokenHalt = await sessionStore.activeTokenHalt(c, agent.id);
+          await sessionStore.haltSession(c, {
+            id: uuidv7(),
+            sessionId: id,
+            tokenId: agent.id,
+            trigger: trigger ?? 'UNKNOWN',
+            tokenHaltId: tokenHalt?.id ?? null,
+            summary: { message: 'opened while its token was halted' },
+          });
+        }
+        return inserted;
+      });
+    } catch (err) {
+      // Nobody has the id yet; drop the Redis half so the record and the mirror agree.
+      await this.mirror.redis.redis.del(this.mirror.redis.key('s', id)).catch(() => {});
+      throw new AppError('SERVICE_UNAVAILABLE', `Postgres is unavailable, so no session can be opened: ${(err as Error).message}`);
+    }
+    const halted = row.state === 'halted';
+    return {
+      session_id: row.id,
+      state: halted ? 'halted' : 'active',
+      trigger: row.trigger,
+      read_only: row.read_only,
+      servers: row.servers,
+      purpose: row.purpose,
+      created_at: row.created_at,
+      idle_timeout_s: Math.round(this.settings.idleTimeoutMs / 1000),
+      message: halted
+        ? `This token is halted (${row.trigger}); the new session is halted too. An operator must resume the token: POST /v1/keys/${agent.id}/resume.`
+        : `Session open${readOnly ? ' (read-only)' : ''}${servers ? ` for ${servers.join(', ')}` : ''}; it closes after ${Math.round(this.settings.idleTimeoutMs / 1000)} s without calls.`,
+    };
+  }
+
+  /**
+   * Halts a session (only if it belongs to tokenId: naming another token's session halts nothing of
+   * it) and, with haltToken, the token. Postgres first (the record), then Redis (what decisions read).
+   * Idempotent: the first trigger of a halt in force is kept. Never throws for an unavailable store;
+   * the result says what is pending and the service retries it.
+   */
+  async halt(input: HaltInput): Promise<HaltResult> {
+    const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+    let session: SessionRow | undefined;
+    let tokenHaltId: string | null = null;
+    let recorded = true;
+    try {
+      ({ session, tokenHaltId } = await this.recordHalt(input, sessionId));
+    } catch (err) {
+      recorded = false;
+      this.log.error({ err: (err as Error).message, token: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
+      if (this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
+    }
+    // Without the record, Redis decides whose session it is (the script checks the owner).
+    const mirror: MirrorHalt = {
+      tokenId: input.tokenId,
+      sessionId: recorded ? (session?.id ?? null) : sessionId,
+      trigger: input.trigger,
+      haltToken: input.haltToken,
+      ...(session ? { fields: session } : {}),
+    };
+    let enforced = true;
+    let bound = false;
+    try {
+      [bound = false] = await this.mirror.halt([mirror]);
+    } catch (err) {
+      enforced = false;
+      this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
+      if (this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(mirror);
+    }
+    const sessionHalted = recorded ? session !== undefined : bound;
+    return {
+      session_halted: sessionHalted,
+      session_id: sessionHalted ? sessionId : null,
+      token_halted: input.haltToken,
+      token_halt_id: tokenHaltId,
+      recorded,
+      enforced,
+    };
+  }
+
+  private async recordHalt(input: HaltInput, sessionId: string | null): Promise<{ session: SessionRow | undefined; tokenHaltId: string | null }> {
+    return withTransaction(this.pool, async (c) => {
+      const locked = sessionId ? await sessionStore.lockSession(c, sessionId, input.tokenId) : undefined;
+      const session = locked && locked.state !== 'closed' ? locked : undefined;
+      let tokenHaltId: string | null = null;
+      if (input.haltToken) {
+        const { halt } = await sessionStore.haltToken(c, { id: uuidv7(), tokenId: input.tokenId, trigger: input.trigger, sessionId: session?.id ?? null, summary: input.summary });
+        tokenHaltId = halt.id;
+      }
+      if (session && session.state !== 'halted') {
+        await sessionStore.haltSession(c, { id: uuidv7(), sessionId: session.id, tokenId: input.tokenId, trigger: input.trigger, tokenHaltId, summary: input.summary });
+      }
+      return { session, tokenHaltId };
+    });
+  }
+
+  private async retryPending(): Promise<void> {
+    while (this.pendingRecords.length > 0) {
+      const input = this.pendingRecords[0]!;
+      const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+      await this.recordHalt(input, sessionId);
+      this.pendingRecords.shift();
+    }
+    if (this.pendingMirror.length > 0) {
+      const batch = this.pendingMirror.splice(0);
+      try {
+        await this.mirror.halt(batch);
+      } catch (err) {
+        this.pendingMirror.unshift(...batch);
+        throw err;
+      }
+    }
+  }
+
+  private async visibleSession(id: string, op?: OperatorPrincipal): Promise<SessionListRow> {
+    if (!UUID.test(id)) throw notFound('session');
+    const row = await sessionStore.getSession(this.pool, id);
+    if (!row || (op && !canSeeProject(op, row.project_id))) throw notFound('session');
+    return row;
+  }
+
+  /** One session with its effective state, trigger, halt history and last 3 calls. */
+  async get(id: string, op?: OperatorPrincipal): Promise<SessionDetailView> {
+    const row = await this.visibleSession(id, op);
+    const [lastCalls, halts] = await Promise.all([this.lastCalls(id, 3).catch(() => [] as CallSummary[]), sessionStore.sessionHalts(this.pool, id)]);
+    const snapshot = row.halt_summary?.['last_calls'];
+    return {
+      ...summaryView(row),
+      halt_summary: row.halt_summary,
+      last_calls: lastCalls.length > 0 || !Array.isArray(snapshot) ? lastCalls : (snapshot as CallSummary[]).slice(0, 3),
+      halts: halts.map((h: HaltRow) => ({ trigger: h.trigger, halted_at: h.halted_at, resumed_at: h.resumed_at, resumed_by: h.resumed_by, resume_reason: h.resume_reason })),
+    };
+  }
+
+  /** Sessions newest first; `cursor` is the last id of the previous page. Project-limited operators see their projects only. */
+  async list(
+    q: { state?: SessionState; token?: string; limit?: number; cursor?: string },
+    op?: OperatorPrincipal,
+  ): Promise<{ sessions: SessionSummaryView[]; next_cursor: string | null }> {
+    const limit = Math.min(Math.max(q.limit ?? 50, 1), 500);
+    const rows = await sessionStore.listSessions(this.pool, {
+      ...(q.state ? { state: q.state } : {}),
+      ...(q.token ? { tokenId: q.token } : {}),
+      ...(q.cursor ? { before: q.cursor } : {}),
+      projects: op?.projects ?? null,
+      limit,
+    });
+    return { sessions: rows.map(summaryView), next_cursor: rows.length === limit ? rows[rows.length - 1]!.id : null };
+  }
+
+  /** The session's last n calls (newest first), as the gate recorded them. Throws if Redis is unavailable. */
+  lastCalls(sessionId: string, n = 3): Promise<CallSummary[]> {
+    return this.mirror.lastCalls(sessionId, n);
+  }
+
+  /** Records a call denied before the Redis step (e.g. by scope) on the session's list, if the session is this token's. */
+  pushCall(tokenId: string, sessionId: string, entry: Omit<CallSummary, 'at'>): Promise<boolean> {
+    return this.mirror.pushCall(tokenId, sessionId, entry);
+  }
+
+  /**
+   * Lifts a session's own halt (fresh session totals, the token's cascade window cleared). A session
+   * stopped only by its token's halt is a 409 naming POST /v1/keys/:id/resume.
+   */
+  async resumeSession(id: string, op: OperatorPrincipal, reason: string): Promise<ResumeSessionResult> {
+    const before = await this.visibleSession(id, op);
+    const actor = operatorActorOf(op);
+    let resumedTrigger = '';
+    await withTransaction(this.pool, async (c) => {
+      const s = await sessionStore.lockSession(c, id);
+      if (s?.state !== 'halted') {
+        const hint = before.token_halt_trigger ? ` Its token is halted (${before.token_halt_trigger}): resume the token with POST /v1/keys/${before.token_id}/resume.` : '';
+        throw new AppError('CONFLICT', `Session ${id} is not halted (state ${s?.state ?? before.state}).${hint}`);
+      }
+      resumedTrigger = s.trigger ?? '';
+      await sessionStore.resumeSession(c, id, actor, reason);
+      await this.applyResume(s.token_id, [id], false);
+    });
+    const tokenHalt = await sessionStore.activeTokenHalt(this.pool, before.token_id);
+    await this.audit({
+      actor: op,
+      action: 'session.resumed',
+      target: `session:${id}`,
+      projectId: before.project_id,
+      details: { reason, trigger: resumedTrigger, token_id: before.token_id, token_still_halted: tokenHalt !== undefined },
+    });
+    return {
+      session: await this.get(id, op),
+      resumed_trigger: resumedTrigger,
+      token_still_halted: tokenHalt !== undefined,
+      message: tokenHalt
+        ? `Session ${id} resumed, but its token is still halted (${tokenHalt.trigger}); resume it with POST /v1/keys/${before.token_id}/resume.`
+        : `Session ${id} resumed; its limits start again from zero.`,
+    };
+  }
+
+  /** Lifts the token's halt and every halted session of the token. */
+  async resumeToken(tokenId: string, op: OperatorPrincipal, reason: string): Promise<ResumeTokenResult> {
+    if (!UUID.test(tokenId)) throw notFound('token');
+    const project = await sessionStore.tokenProject(this.pool, tokenId);
+    if (project === undefined || !canSeeProject(op, project)) throw notFound('token');
+    const actor = operatorActorOf(op);
+    const { halt, sessions } = await withTransaction(this.pool, async (c) => {
+      const halt = await sessionStore.resumeTokenHalt(c, tokenId, actor, reason);
+      const sessions = await sessionStore.haltedSessionIdsOfToken(c, tokenId);
+      if (!halt && sessions.length === 0) throw new AppError('CONFLICT', `Token ${tokenId} is not halted and has no halted sessions.`);
+      for (const sid of sessions) await sessionStore.resumeSession(c, sid, actor, reason);
+      await this.applyResume(tokenId, sessions, true);
+      return { halt, sessions };
+    });
+    await this.audit({
+      actor: op,
+      action: 'agent_token.resumed',
+      target: `agent_token:${tokenId}`,
+      projectId: project,
+      details: { reason, trigger: halt?.trigger ?? null, sessions_resumed: sessions },
+    });
+    return {
+      token_id: tokenId,
+      token_halt: halt ? { trigger: halt.trigger, halted_at: halt.halted_at, session_id: halt.session_id } : null,
+      sessions_resumed: sessions,
+      message: `Token resumed${halt ? ` (was halted by ${halt.trigger})` : ''}; ${sessions.length} halted session(s) resumed.`,
+    };
+  }
+
+  /** Inside the Postgres transaction: if Redis does not take the resume, the transaction rolls back. */
+  private async applyResume(tokenId: string, sessionIds: string[], liftTokenHalt: boolean): Promise<void> {
+    try {
+      await this.mirror.resume(tokenId, sessionIds, liftTokenHalt);
+    } catch (err) {
+      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the resume was not applied (nothing changed); retry: ${(err as Error).message}`);
+    }
+  }
+
+  private async audit(r: AdminRecord): Promise<void> {
+    if (!this.recordAdmin) return;
+    try {
+      await this.recordAdmin(r);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, action: r.action }, 'audit of an admin action failed');
+    }
+  }
+}

@@ -1,0 +1,193 @@
+import type { Pool, PoolClient } from '../db/pool.js';
+
+// The only code that writes SQL for sessions and halts.
+
+type Queryable = Pool | PoolClient;
+
+export type SessionState = 'active' | 'halted' | 'closed';
+
+export interface SessionRow {
+  id: string;
+  token_id: string;
+  gateway_id: string | null;
+  read_only: boolean;
+  servers: string[] | null;
+  purpose: string;
+  state: SessionState;
+  trigger: string | null;
+  halted_at: Date | null;
+  halt_summary: Record<string, unknown> | null;
+  created_at: Date;
+  closed_at: Date | null;
+}
+
+/** A session with what the admin API shows beside it: the token's project and any token halt in force. */
+export interface SessionListRow extends SessionRow {
+  project_id: string;
+  token_halt_trigger: string | null;
+  token_halted_at: Date | null;
+}
+
+export interface HaltRow {
+  id: string;
+  token_id: string;
+  session_id: string | null;
+  trigger: string;
+  summary: Record<string, unknown>;
+  halted_at: Date;
+  resumed_at: Date | null;
+  resumed_by: string | null;
+  resume_reason: string | null;
+}
+
+const SESSION_COLUMNS = 's.id, s.token_id, s.gateway_id, s.read_only, s.servers, s.purpose, s.state, s.trigger, s.halted_at, s.halt_summary, s.created_at, s.closed_at';
+const LIST_FROM = `FROM sessions s
+  JOIN agent_tokens t ON t.id = s.token_id
+  LEFT JOIN token_halts th ON th.token_id = s.token_id AND th.resumed_at IS NULL`;
+const LIST_COLUMNS = `${SESSION_COLUMNS}, t.project_id, th.trigger AS token_halt_trigger, th.halted_at AS token_halted_at`;
+
+export const sessionStore = {
+  async insertSession(
+    db: Queryable,
+    s: { id: string; token_id: string; gateway_id: string | null; read_only: boolean; servers: string[] | null; purpose: string; state: 'active' | 'halted'; trigger: string | null },
+  ): Promise<SessionRow> {
+    const { rows } = await db.query<SessionRow>(
+      `INSERT INTO sessions AS s (id, token_id, gateway_id, read_only, servers, purpose, state, trigger, halted_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 = 'halted' THEN now() END)
+       RETURNING ${SESSION_COLUMNS}`,
+      [s.id, s.token_id, s.gateway_id, s.read_only, s.servers, s.purpose, s.state, s.trigger],
+    );
+    return rows[0]!;
+  },
+
+  async getSession(db: Queryable, id: string): Promise<SessionListRow | undefined> {
+    const { rows } = await db.query<SessionListRow>(`SELECT ${LIST_COLUMNS} ${LIST_FROM} WHERE s.id = $1`, [id]);
+    return rows[0];
+  },
+
+  /** The session if it belongs to this token, locked for the halt or resume that follows. */
+  async lockSession(db: PoolClient, id: string, tokenId?: string): Promise<SessionRow | undefined> {
+    const args: unknown[] = [id];
+    let where = 's.id = $1';
+    if (tokenId) {
+      args.push(tokenId);
+      where += ' AND s.token_id = $2';
+    }
+    const { rows } = await db.query<SessionRow>(`SELECT ${SESSION_COLUMNS} FROM sessions s WHERE ${where} FOR UPDATE`, args);
+    return rows[0];
+  },
+
+  async listSessions(
+    db: Queryable,
+    f: { state?: SessionState; tokenId?: string; projects: readonly string[] | null; limit: number; before?: string },
+  ): Promise<SessionListRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, v: unknown) => {
+      args.push(v);
+      where.push(sql.replaceAll('?', `$${args.length}`));
+    };
+    // "halted" is what an operator must act on: the session's own halt or its token's.
+    if (f.state === 'halted') where.push("(s.state = 'halted' OR (th.id IS NOT NULL AND s.state = 'active'))");
+    if (f.state === 'active') where.push("s.state = 'active' AND th.id IS NULL");
+    if (f.state === 'closed') where.push("s.state = 'closed'");
+    if (f.tokenId) add('s.token_id = ?', f.tokenId);
+    if (f.projects) add('t.project_id = ANY(?)', [...f.projects]);
+    if (f.before) add('s.id < ?', f.before);
+    args.push(f.limit);
+    const { rows } = await db.query<SessionListRow>(
+      `SELECT ${LIST_COLUMNS} ${LIST_FROM} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY s.id DESC LIMIT $${args.length}`,
+      args,
+    );
+    return rows;
+  },
+
+  async haltSession(db: PoolClient, h: { id: string; sessionId: string; tokenId: string; trigger: string; tokenHaltId: string | null; summary: object }): Promise<void> {
+    await db.query(`UPDATE sessions SET state = 'halted', trigger = $2, halted_at = now(), halt_summary = $3 WHERE id = $1`, [h.sessionId, h.trigger, h.summary]);
+    await db.query(
+      `INSERT INTO session_halts (id, session_id, token_id, trigger, token_halt_id, summary) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (session_id) WHERE resumed_at IS NULL DO NOTHING`,
+      [h.id, h.sessionId, h.tokenId, h.trigger, h.tokenHaltId, h.summary],
+    );
+  },
+
+  /** Inserts the token halt unless one is in force; returns the halt in force and whether it is new. */
+  async haltToken(db: PoolClient, h: { id: string; tokenId: string; trigger: string; sessionId: string | null; summary: object }): Promise<{ halt: HaltRow; created: boolean }> {
+    const inserted = await db.query<HaltRow>(
+      `INSERT INTO token_halts (id, token_id, trigger, session_id, summary) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (token_id) WHERE resumed_at IS NULL DO NOTHING RETURNING *`,
+      [h.id, h.tokenId, h.trigger, h.sessionId, h.summary],
+    );
+    if (inserted.rows[0]) return { halt: inserted.rows[0], created: true };
+    const existing = await this.activeTokenHalt(db, h.tokenId);
+    return { halt: existing!, created: false };
+  },
+
+  async activeTokenHalt(db: Queryable, tokenId: string): Promise<HaltRow | undefined> {
+    const { rows } = await db.query<HaltRow>('SELECT * FROM token_halts WHERE token_id = $1 AND resumed_at IS NULL', [tokenId]);
+    return rows[0];
+  },
+
+  async resumeSession(db: PoolClient, sessionId: string, by: string, reason: string): Promise<void> {
+    await db.query(`UPDATE sessions SET state = 'active', trigger = NULL, halted_at = NULL WHERE id = $1 AND state = 'halted'`, [sessionId]);
+    await db.query('UPDATE session_halts SET resumed_at = now(), resumed_by = $2, resume_reason = $3 WHERE session_id = $1 AND resumed_at IS NULL', [sessionId, by, reason]);
+  },
+
+  async resumeTokenHalt(db: PoolClient, tokenId: string, by: string, reason: string): Promise<HaltRow | undefined> {
+    const { rows } = await db.query<HaltRow>(
+      'UPDATE token_halts SET resumed_at = now(), resumed_by = $2, resume_reason = $3 WHERE token_id = $1 AND resumed_at IS NULL RETURNING *',
+      [tokenId, by, reason],
+    );
+    return rows[0];
+  },
+
+  async haltedSessionIdsOfToken(db: Queryable, tokenId: string): Promise<string[]> {
+    const { rows } = await db.query<{ id: string }>(`SELECT id FROM sessions WHERE token_id = $1 AND state = 'halted' FOR UPDATE`, [tokenId]);
+    return rows.map((r) => r.id);
+  },
+
+  async sessionHalts(db: Queryable, sessionId: string): Promise<HaltRow[]> {
+    const { rows } = await db.query<HaltRow>('SELECT * FROM session_halts WHERE session_id = $1 ORDER BY halted_at DESC LIMIT 20', [sessionId]);
+    return rows;
+  },
+
+  async tokenProject(db: Queryable, tokenId: string): Promise<string | undefined> {
+    const { rows } = await db.query<{ project_id: string }>('SELECT project_id FROM agent_tokens WHERE id = $1', [tokenId]);
+    return rows[0]?.project_id;
+  },
+
+  /** Sessions and token halts to mirror into Redis after it lost its data, in pages. */
+  async liveSessionsPage(db: Queryable, after: string | null, limit: number): Promise<SessionRow[]> {
+    const { rows } = await db.query<SessionRow>(
+      `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state IN ('active', 'halted') AND ($1::uuid IS NULL OR s.id > $1) ORDER BY s.id LIMIT $2`,
+      [after, limit],
+    );
+    return rows;
+  },
+
+  async haltedSessions(db: Queryable, limit: number): Promise<SessionRow[]> {
+    const { rows } = await db.query<SessionRow>(`SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state = 'halted' ORDER BY s.id LIMIT $1`, [limit]);
+    return rows;
+  },
+
+  async activeTokenHalts(db: Queryable): Promise<Array<{ token_id: string; trigger: string }>> {
+    const { rows } = await db.query<{ token_id: string; trigger: string }>('SELECT token_id, trigger FROM token_halts WHERE resumed_at IS NULL');
+    return rows;
+  },
+
+  /** Active sessions old enough to have idled out, in pages (the sweeper asks Redis which are gone). */
+  async idleCandidates(db: Queryable, olderThanMs: number, after: string | null, limit: number): Promise<string[]> {
+    const { rows } = await db.query<{ id: string }>(
+      `SELECT id FROM sessions WHERE state = 'active' AND created_at < now() - make_interval(secs => $1::double precision / 1000)
+         AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3`,
+      [olderThanMs, after, limit],
+    );
+    return rows.map((r) => r.id);
+  },
+
+  async closeSessions(db: Queryable, ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const { rowCount } = await db.query(`UPDATE sessions SET state = 'closed', closed_at = now() WHERE id = ANY($1::uuid[]) AND state = 'active'`, [ids]);
+    return rowCount ?? 0;
+  },
+};

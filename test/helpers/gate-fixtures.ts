@@ -1,0 +1,144 @@
+import type { FastifyInstance } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
+import { expect } from 'vitest';
+import type { CallContext, HaltTrigger } from '../../src/decisions/types.js';
+import { type GateOptions, RedisGate } from '../../src/limits/gate.js';
+import type { GateLimits } from '../../src/limits/limits.js';
+import { createGateStep } from '../../src/limits/step.js';
+import type { RedisHandle } from '../../src/redis/client.js';
+import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../../src/tokens/authenticator.js';
+import type { Capability } from '../../src/tokens/scopes.js';
+import type { TestContext } from './context.js';
+
+// Shared by the sessions/gate/limits tests: real tokens in the file's database, sessions opened through
+// SessionService, and CallContexts as the policy step would leave them for the Redis step.
+
+export const ALL_TRIGGERS: HaltTrigger[] = ['UNAUTHORIZED_SERVER', 'WRITE_IN_READ_SESSION', 'PRODUCTION_ENVIRONMENT', 'SESSION_LIMIT', 'LARGE_RESULT', 'CASCADE_WRITE', 'MAX_ROWS', 'MAX_EXECUTION_TIME'];
+
+export interface World {
+  app: FastifyInstance;
+  owner: string;
+  ownerPrincipal: OperatorPrincipal;
+  gatewayKey: string;
+  gateway: GatewayPrincipal;
+  token(type?: 'ro' | 'rw' | 'admin', project?: string): Promise<{ raw: string; agent: AgentPrincipal }>;
+  open(agent: AgentPrincipal, scope?: { read_only?: boolean; servers?: string[]; purpose?: string }): Promise<string>;
+}
+
+export async function world(t: TestContext): Promise<World> {
+  const app = await t.app();
+  const owner = await t.operatorKey(app, 'owner');
+  const ownerPrincipal = (await app.ctx.auth.authenticate(owner)) as OperatorPrincipal;
+  const gw = await app.ctx.credentials.createGatewayKey(ownerPrincipal, 'test gateway');
+  const gateway = (await app.ctx.auth.authenticate(gw.key)) as GatewayPrincipal;
+  expect((await app.ctx.sessions.ensureState()) !== 'unavailable').toBe(true);
+  return {
+    app,
+    owner,
+    ownerPrincipal,
+    gatewayKey: gw.key,
+    gateway,
+    async token(type = 'rw', project = 'alpha') {
+      const created = await app.ctx.credentials.createAgentToken(ownerPrincipal, {
+        type,
+        role: 'code_agent',
+        project_id: project,
+        environment: 'development',
+        ...(type === 'rw' ? { acknowledge_write_risk: true } : {}),
+        ...(type === 'admin' ? { confirm_admin: true, confirm_project_id: project } : {}),
+      });
+      return { raw: created.token, agent: (await app.ctx.auth.authenticate(created.token)) as AgentPrincipal };
+    },
+    async open(agent, scope = {}) {
+      return (await app.ctx.sessions.open(agent, gateway, scope)).session_id;
+    },
+  };
+}
+
+export interface CallSpec {
+  server?: string;
+  tool?: string;
+  capability?: Capability;
+  resources?: string[];
+  args?: Record<string, unknown>;
+  dryRun?: boolean;
+}
+
+export function callContext(w: World, agent: AgentPrincipal, sessionId: string, c: CallSpec = {}): CallContext {
+  const server = c.server ?? 'filesystem';
+  const tool = c.tool ?? (c.capability === 'read' || c.capability === undefined ? 'read_file' : 'write_file');
+  const capability = c.capability ?? 'read';
+  return {
+    decisionId: uuidv7(),
+    receivedAt: Date.now(),
+    gateway: w.gateway,
+    agent,
+    input: { server, tool, arguments: c.args ?? {}, session_id: sessionId },
+    ip: '127.0.0.1',
+    call: {
+      server,
+      serverClass: 'storage',
+      tool,
+      requiredScope: capability === 'read' ? 'storage:read' : 'storage:write',
+      capability,
+      scopeSource: 'map',
+      extraFlags: [],
+      resourceIds: c.resources ?? [`${server}/${tool}`],
+      networkIdentities: [],
+    },
+    flagsEvaluated: [],
+    limits: {},
+    warnings: [],
+    dryRun: c.dryRun ?? false,
+    trace: [],
+  };
+}
+
+/** A gate step over `redis` with limits the test controls (mutate `state.limits` between calls). */
+export function gateStep(
+  w: World,
+  state: { limits: GateLimits; haltTokenOn?: HaltTrigger[]; killKeys?: string[]; alerts?: unknown[] },
+  opts: Partial<GateOptions> & { redis?: RedisHandle } = {},
+) {
+  const gate = new RedisGate(opts.redis ?? w.app.ctx.redis, {
+    sessionIdleMs: opts.sessionIdleMs ?? 3_600_000,
+    decisionTtlMs: opts.decisionTtlMs ?? 3_600_000,
+    ...(opts.windows ? { windows: opts.windows } : {}),
+    onMissingEpoch: () => w.app.ctx.sessions.epoch.requestReload(),
+  });
+  const step = createGateStep({
+    gate,
+    sessions: w.app.ctx.sessions,
+    limitsFor: () => state.limits,
+    haltTokenOn: () => state.haltTokenOn ?? [],
+    killKeys: () => state.killKeys ?? [],
+    onAlert: (a) => {
+      state.alerts?.push(a);
+    },
+  });
+  return { gate, step };
+}
+
+/** Everything under this file's Redis prefix, for "nothing changed" assertions. */
+export async function snapshot(redis: RedisHandle): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    for (const k of keys) out[k] = JSON.stringify(await redis.redis.dump(k));
+  } while (cursor !== '0');
+  return out;
+}
+
+/** Deletes this file's keys: what a FLUSHALL means for one installation. */
+export async function flushPrefix(redis: RedisHandle): Promise<number> {
+  let n = 0;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) n += await redis.redis.del(...keys);
+  } while (cursor !== '0');
+  return n;
+}

@@ -1,0 +1,111 @@
+import { execFileSync } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Denial } from '../../src/decisions/types.js';
+import type { GateLimits } from '../../src/limits/limits.js';
+import { TestContext } from '../helpers/context.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
+import { callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
+
+// Serial: stops and restarts the shared Redis, and pauses it. Fail closed while it is gone or slow;
+// recover by itself when it is back, with every halt still in force (Redis restarts empty here).
+
+const t = new TestContext();
+let w: World;
+const LIMITS: GateLimits = { sessionCalls: 1_000, pauseAtPercent: 0, cascade: { threshold: 0, windowCalls: 5 } };
+
+function redisServerStart(): void {
+  execFileSync('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '-::1', '--port', '6379', '--save', '', '--appendonly', 'no', '--dir', '/var/lib/redis', '--logfile', '/var/log/redis/ci.log']);
+}
+
+async function redisUp(): Promise<boolean> {
+  const probe = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 500 });
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+    return (await probe.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  await t.setup();
+  w = await world(t);
+});
+afterAll(async () => {
+  if (!(await redisUp())) redisServerStart();
+  await t.teardown();
+});
+
+describe('Redis stopped, slow, restarted', () => {
+  it('stopped → DEPENDENCY_UNAVAILABLE (fail closed, reads too); back → recovers with halts still in force', async () => {
+    const { agent } = await w.token();
+    const active = await w.open(agent);
+    const other = await w.token();
+    const halted = await w.open(other.agent);
+    const { step } = gateStep(w, { limits: LIMITS });
+    expect(await step.run(callContext(w, agent, active))).toBeUndefined();
+    await w.app.ctx.sessions.halt({ tokenId: other.agent.id, sessionId: halted, trigger: 'CASCADE_WRITE', haltToken: true, summary: {} });
+
+    execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', '6379', 'shutdown', 'nosave']);
+    await until('Redis to stop', async () => ((await redisUp()) ? undefined : true));
+    const started = Date.now();
+    const down = await step.run(callContext(w, agent, active, { capability: 'read' }));
+    expect(down?.code).toBe('DEPENDENCY_UNAVAILABLE');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await expect(w.app.ctx.sessions.open(agent, w.gateway, {})).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+
+    redisServerStart();
+    await until('Redis to start', async () => ((await redisUp()) ? true : undefined));
+    // Redis came back empty (no persistence here): every answer is a denial until the reload, then allow.
+    const seen: string[] = [];
+    await until('the gate to allow again', async () => {
+      const d: Denial | undefined = await step.run(callContext(w, agent, active));
+      if (d) {
+        seen.push(d.code);
+        return undefined;
+      }
+      return true;
+    });
+    expect(new Set(seen)).toEqual(new Set(['DEPENDENCY_UNAVAILABLE']));
+    console.log(`[gate redis restart] denials before recovery: ${seen.length} (all DEPENDENCY_UNAVAILABLE)`);
+    expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('epoch'))).toBe(1);
+    // the halt was not lifted by losing Redis
+    expect((await step.run(callContext(w, other.agent, halted)))?.code).toBe('SESSION_HALTED');
+    expect((await w.app.ctx.sessions.open(other.agent, w.gateway, {})).state).toBe('halted');
+  });
+
+  it(`slower than REDIS_TIMEOUT_MS (${250} ms) → DEPENDENCY_UNAVAILABLE, then recovers`, async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const { step } = gateStep(w, { limits: LIMITS });
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const admin = new Redis(TEST_REDIS_URL);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
+      const started = Date.now();
+      const d = await step.run(callContext(w, agent, sid));
+      const took = Date.now() - started;
+      expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
+      expect(took).toBeGreaterThanOrEqual(200);
+      expect(took).toBeLessThan(900);
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      admin.disconnect();
+    }
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+  });
+});

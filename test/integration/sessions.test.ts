@@ -1,0 +1,301 @@
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GateLimits } from '../../src/limits/limits.js';
+import { SessionService } from '../../src/sessions/service.js';
+import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
+import { bearer, TestContext } from '../helpers/context.js';
+import { ALL_TRIGGERS, callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
+
+// Sessions through HTTP: opening (gateway key + agent token), reading, halts and resumes by operators.
+
+const t = new TestContext();
+let w: World;
+let db: ReturnType<TestContext['pool']>;
+
+beforeAll(async () => {
+  await t.setup();
+  w = await world(t);
+  db = t.pool();
+});
+afterAll(() => t.teardown());
+
+const HIGH: GateLimits = { sessionCalls: 100_000, pauseAtPercent: 0, cascade: { threshold: 0, windowCalls: 5 } };
+const gw = (agentToken?: string, key = w.gatewayKey) => ({ ...bearer(key), ...(agentToken ? { 'x-agent-token': agentToken } : {}) });
+
+async function openHttp(agentToken: string, payload: Record<string, unknown> = {}) {
+  return w.app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(agentToken), payload });
+}
+
+describe('POST /v1/sessions (gateway)', () => {
+  it('opens a session bound to the token with an id we issue, and records it with the gateway', async () => {
+    const { raw, agent } = await w.token('rw');
+    const res = await openHttp(raw, { read_only: true, servers: ['filesystem'], purpose: 'update the docs' });
+    expect(res.statusCode).toBe(201);
+    const body = res.json();
+    expect(body.session_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/);
+    expect(body).toMatchObject({ state: 'active', trigger: null, read_only: true, servers: ['filesystem'], purpose: 'update the docs', idle_timeout_s: 3600 });
+    const { rows } = await db.query('SELECT token_id, gateway_id, read_only, servers, purpose, state FROM sessions WHERE id = $1', [body.session_id]);
+    expect(rows[0]).toEqual({ token_id: agent.id, gateway_id: w.gateway.id, read_only: true, servers: ['filesystem'], purpose: 'update the docs', state: 'active' });
+  });
+
+  it('never lets the caller choose the id; bad fields are 400 naming the field', async () => {
+    const { raw } = await w.token('rw');
+    const chosen = await openHttp(raw, { session_id: 's-042' });
+    expect(chosen.statusCode).toBe(400);
+    expect(chosen.json().error.details[0].field).toBe('session_id');
+    const servers = await openHttp(raw, { servers: 'filesystem' });
+    expect(servers.statusCode).toBe(400);
+    expect(servers.json().error.details[0].field).toBe('servers');
+    const ro = await openHttp(raw, { read_only: 'yes' });
+    expect(ro.statusCode).toBe(400);
+  });
+
+  it('an mcp_ro_ token always gets a read-only session', async () => {
+    const { raw } = await w.token('ro');
+    const res = await openHttp(raw, { read_only: false });
+    expect(res.statusCode).toBe(201);
+    expect(res.json().read_only).toBe(true);
+  });
+
+  it('401 for a missing or bad gateway key, and for any agent token that is not a valid agent token', async () => {
+    const { raw, agent } = await w.token('rw');
+    expect((await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: { 'x-agent-token': raw }, payload: {} })).statusCode).toBe(401);
+    expect((await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(raw, w.owner), payload: {} })).statusCode).toBe(401);
+    expect((await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(raw, raw), payload: {} })).statusCode).toBe(401);
+    expect((await openHttp(`${raw.slice(0, -1)}x`)).statusCode).toBe(401);
+    expect((await openHttp(w.gatewayKey)).statusCode).toBe(401);
+    expect((await openHttp(w.owner)).statusCode).toBe(401);
+    expect((await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(), payload: {} })).statusCode).toBe(401);
+    await w.app.ctx.credentials.revokeAgentToken(w.ownerPrincipal, agent.id, 'test');
+    const revoked = await openHttp(raw);
+    expect(revoked.statusCode).toBe(401);
+    expect(revoked.json().error.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('caps open sessions per token (429 TOO_MANY_SESSIONS); an idled-out session frees its place and is closed by the sweeper', async () => {
+    const { raw, agent } = await w.token('rw');
+    const svc = new SessionService(w.app.ctx.pool, w.app.ctx.redis, pino({ level: 'silent' }), { idleTimeoutMs: 1_000, maxOpenPerToken: 2, maxNewPerHour: 100 });
+    const first = await svc.open(agent, w.gateway, {});
+    await svc.open(agent, w.gateway, {});
+    await expect(svc.open(agent, w.gateway, {})).rejects.toMatchObject({ code: 'TOO_MANY_SESSIONS', status: 429 });
+    await new Promise((r) => setTimeout(r, 1_300));
+    await svc.open(agent, w.gateway, {});
+    // the sweeper closes what Redis let expire (Postgres follows)
+    await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('maintain-lock'));
+    const done = await svc.epoch.maintain();
+    expect(done?.closed).toBeGreaterThanOrEqual(2);
+    const { rows } = await db.query('SELECT state, closed_at FROM sessions WHERE id = $1', [first.session_id]);
+    expect(rows[0].state).toBe('closed');
+    expect(rows[0].closed_at).not.toBeNull();
+    // through HTTP with the policy's caps
+    w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: 1, maxNewPerHour: null }));
+    try {
+      const other = await w.token('rw');
+      expect((await openHttp(other.raw)).statusCode).toBe(201);
+      const refused = await openHttp(other.raw);
+      expect(refused.statusCode).toBe(429);
+      expect(refused.json().error.code).toBe('TOO_MANY_SESSIONS');
+    } finally {
+      w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: null, maxNewPerHour: null }));
+    }
+    void raw;
+  });
+
+  it('caps newly opened sessions per hour with retry_after_s', async () => {
+    const { raw } = await w.token('rw');
+    w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: null, maxNewPerHour: 3 }));
+    try {
+      for (let i = 0; i < 3; i++) expect((await openHttp(raw)).statusCode).toBe(201);
+      const refused = await openHttp(raw);
+      expect(refused.statusCode).toBe(429);
+      expect(refused.json().error.details.retry_after_s).toBeGreaterThan(0);
+      expect(refused.json().error.details.retry_after_s).toBeLessThanOrEqual(3600);
+    } finally {
+      w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: null, maxNewPerHour: null }));
+    }
+  });
+});
+
+describe('halts', () => {
+  it('halt() never halts a session of another token named by id', async () => {
+    const victim = await w.token('rw');
+    const attacker = await w.token('rw');
+    const sid = await w.open(victim.agent);
+    const res = await w.app.ctx.sessions.halt({ tokenId: attacker.agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: false, summary: {} });
+    expect(res).toMatchObject({ session_halted: false, session_id: null, recorded: true, enforced: true });
+    const got = await w.app.inject({ method: 'GET', url: `/v1/sessions/${sid}`, headers: bearer(w.owner) });
+    expect(got.json().state).toBe('active');
+    const { step } = gateStep(w, { limits: HIGH });
+    expect(await step.run(callContext(w, victim.agent, sid))).toBeUndefined();
+    // with haltToken, only the attacker's own token is halted
+    await w.app.ctx.sessions.halt({ tokenId: attacker.agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: true, summary: {} });
+    expect(await step.run(callContext(w, victim.agent, sid))).toBeUndefined();
+    expect((await w.app.ctx.sessions.open(attacker.agent, w.gateway, {})).state).toBe('halted');
+  });
+
+  it('halt() is idempotent: the first trigger is kept', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'UNAUTHORIZED_SERVER', haltToken: true, summary: { n: 1 } });
+    const again = await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'PRODUCTION_ENVIRONMENT', haltToken: true, summary: { n: 2 } });
+    expect(again.session_halted).toBe(true);
+    const detail = await w.app.ctx.sessions.get(sid);
+    expect(detail.trigger).toBe('UNAUTHORIZED_SERVER');
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM token_halts WHERE token_id = $1', [agent.id]);
+    expect(rows[0].n).toBe(1);
+  });
+});
+
+describe('operators: read and resume', () => {
+  let roOperator: OperatorPrincipal;
+  let viewerKey: string;
+  let operatorKey: string;
+  let betaOperatorKey: string;
+
+  beforeAll(async () => {
+    viewerKey = await t.operatorKey(w.app, 'viewer');
+    operatorKey = await t.operatorKey(w.app, 'operator');
+    betaOperatorKey = await t.operatorKey(w.app, 'operator', ['beta']);
+    roOperator = (await w.app.ctx.auth.authenticate(operatorKey)) as OperatorPrincipal;
+  });
+
+  it('GET /v1/sessions/:id shows state, trigger and the last 3 calls with arguments and outcomes', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent, { read_only: true, purpose: 'triage' });
+    const { step, gate } = gateStep(w, { limits: HIGH, haltTokenOn: [] });
+    const first = callContext(w, agent, sid, { args: { path: 'a.md' } });
+    await step.run(first);
+    await gate.recordOutcome(first.decisionId, { status: 'success', result_bytes: 120 });
+    await step.run(callContext(w, agent, sid, { args: { path: 'b.md' } }));
+    await step.run(callContext(w, agent, sid, { args: { path: 'c.md' } }));
+    await step.run(callContext(w, agent, sid, { capability: 'write', args: { path: 'd.md', content: 'x' } }));
+    const res = await w.app.inject({ method: 'GET', url: `/v1/sessions/${sid}`, headers: bearer(viewerKey) });
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body).toMatchObject({ id: sid, state: 'halted', trigger: 'WRITE_IN_READ_SESSION', halted_by: 'session', read_only: true, purpose: 'triage', token_id: agent.id, project_id: 'alpha' });
+    expect(body.last_calls.map((c: { args: string; decision: string; code: string }) => [c.args, c.decision, c.code])).toEqual([
+      ['{"path":"d.md","content":"x"}', 'deny', 'PERMISSION_DENIED'],
+      ['{"path":"c.md"}', 'allow', 'OK'],
+      ['{"path":"b.md"}', 'allow', 'OK'],
+    ]);
+    expect(body.halts).toHaveLength(1);
+    expect(body.halt_summary.last_calls).toHaveLength(3);
+    const old = await w.app.ctx.sessions.lastCalls(sid, 4);
+    expect(old[3]?.outcome).toEqual({ status: 'success', result_bytes: 120 });
+  });
+
+  it('GET /v1/sessions?state=halted lists sessions halted directly or through their token; filters by token; pages', async () => {
+    const { agent } = await w.token('rw');
+    const a = await w.open(agent);
+    const b = await w.open(agent);
+    const c = await w.open(agent);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: a, trigger: 'CASCADE_WRITE', haltToken: true, summary: {} });
+    const res = await w.app.inject({ method: 'GET', url: `/v1/sessions?state=halted&token=${agent.id}`, headers: bearer(viewerKey) });
+    expect(res.statusCode).toBe(200);
+    const list = res.json().sessions as Array<{ id: string; state: string; halted_by: string; trigger: string }>;
+    expect(list.map((s) => [s.id, s.state, s.halted_by, s.trigger])).toEqual([
+      [c, 'halted', 'token', 'CASCADE_WRITE'],
+      [b, 'halted', 'token', 'CASCADE_WRITE'],
+      [a, 'halted', 'session', 'CASCADE_WRITE'],
+    ]);
+    const page1 = await w.app.inject({ method: 'GET', url: `/v1/sessions?token=${agent.id}&limit=2`, headers: bearer(viewerKey) });
+    expect(page1.json().sessions).toHaveLength(2);
+    const page2 = await w.app.inject({ method: 'GET', url: `/v1/sessions?token=${agent.id}&limit=2&cursor=${page1.json().next_cursor}`, headers: bearer(viewerKey) });
+    expect(page2.json().sessions.map((s: { id: string }) => s.id)).toEqual([a]);
+    expect(page2.json().next_cursor).toBeNull();
+    const bad = await w.app.inject({ method: 'GET', url: '/v1/sessions?state=stopped', headers: bearer(viewerKey) });
+    expect(bad.statusCode).toBe(400);
+  });
+
+  it('project-limited operators see only their projects; agent tokens and gateway keys are refused', async () => {
+    const alpha = await w.token('rw', 'alpha');
+    const beta = await w.token('rw', 'beta');
+    const sa = await w.open(alpha.agent);
+    const sb = await w.open(beta.agent);
+    expect((await w.app.inject({ method: 'GET', url: `/v1/sessions/${sa}`, headers: bearer(betaOperatorKey) })).statusCode).toBe(404);
+    expect((await w.app.inject({ method: 'GET', url: `/v1/sessions/${sb}`, headers: bearer(betaOperatorKey) })).statusCode).toBe(200);
+    const list = await w.app.inject({ method: 'GET', url: '/v1/sessions?limit=500', headers: bearer(betaOperatorKey) });
+    const projects = new Set(list.json().sessions.map((s: { project_id: string }) => s.project_id));
+    expect([...projects]).toEqual(['beta']);
+    await w.app.ctx.sessions.halt({ tokenId: alpha.agent.id, sessionId: sa, trigger: 'CASCADE_WRITE', haltToken: true, summary: {} });
+    const resume = await w.app.inject({ method: 'POST', url: `/v1/sessions/${sa}/resume`, headers: bearer(betaOperatorKey), payload: { reason: 'x' } });
+    expect(resume.statusCode).toBe(404);
+    const resumeKey = await w.app.inject({ method: 'POST', url: `/v1/keys/${alpha.agent.id}/resume`, headers: bearer(betaOperatorKey), payload: { reason: 'x' } });
+    expect(resumeKey.statusCode).toBe(404);
+    const asAgent = await w.app.inject({ method: 'GET', url: '/v1/sessions', headers: bearer(alpha.raw) });
+    expect(asAgent.statusCode).toBe(403);
+    expect(asAgent.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+    expect((await w.app.inject({ method: 'GET', url: '/v1/sessions', headers: bearer(w.gatewayKey) })).statusCode).toBe(403);
+    expect((await w.app.inject({ method: 'GET', url: '/v1/sessions/not-a-uuid', headers: bearer(viewerKey) })).statusCode).toBe(400);
+  });
+
+  it('resume: viewers cannot; a reason is required; a session stopped only by its token is 409; the token resume lifts all, audited', async () => {
+    const { agent } = await w.token('rw');
+    const s1 = await w.open(agent, { read_only: true });
+    const s2 = await w.open(agent);
+    const { step } = gateStep(w, { limits: HIGH, haltTokenOn: ALL_TRIGGERS });
+    expect((await step.run(callContext(w, agent, s1, { capability: 'write' })))?.halt).toBe('WRITE_IN_READ_SESSION');
+    const born = await w.app.ctx.sessions.open(agent, w.gateway, {});
+    expect(born.state).toBe('halted');
+
+    const asViewer = await w.app.inject({ method: 'POST', url: `/v1/sessions/${s1}/resume`, headers: bearer(viewerKey), payload: { reason: 'ok' } });
+    expect(asViewer.statusCode).toBe(403);
+    const noReason = await w.app.inject({ method: 'POST', url: `/v1/sessions/${s1}/resume`, headers: bearer(operatorKey), payload: {} });
+    expect(noReason.statusCode).toBe(400);
+    expect(noReason.json().error.details[0].field).toBe('reason');
+
+    // s2 is stopped by the token halt only
+    const onlyToken = await w.app.inject({ method: 'POST', url: `/v1/sessions/${s2}/resume`, headers: bearer(operatorKey), payload: { reason: 'ok' } });
+    expect(onlyToken.statusCode).toBe(409);
+    expect(onlyToken.json().error.message).toContain(`/v1/keys/${agent.id}/resume`);
+
+    // resuming s1 alone leaves the token halted, and says so
+    const r1 = await w.app.inject({ method: 'POST', url: `/v1/sessions/${s1}/resume`, headers: bearer(operatorKey), payload: { reason: 'reviewed the write' } });
+    expect(r1.statusCode).toBe(200);
+    expect(r1.json()).toMatchObject({ resumed_trigger: 'WRITE_IN_READ_SESSION', token_still_halted: true, session: { state: 'halted', halted_by: 'token' } });
+    expect((await step.run(callContext(w, agent, s1)))?.code).toBe('SESSION_HALTED');
+
+    const rk = await w.app.inject({ method: 'POST', url: `/v1/keys/${agent.id}/resume`, headers: bearer(operatorKey), payload: { reason: 'agent fixed' } });
+    expect(rk.statusCode).toBe(200);
+    expect(rk.json().token_halt).toMatchObject({ trigger: 'WRITE_IN_READ_SESSION', session_id: s1 });
+    expect(rk.json().sessions_resumed).toEqual([born.session_id]);
+    for (const sid of [s1, s2, born.session_id]) expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    expect((await w.app.ctx.sessions.open(agent, w.gateway, {})).state).toBe('active');
+
+    const again = await w.app.inject({ method: 'POST', url: `/v1/keys/${agent.id}/resume`, headers: bearer(operatorKey), payload: { reason: 'again' } });
+    expect(again.statusCode).toBe(409);
+
+    const { rows } = await db.query(
+      "SELECT action, target, actor_id, details->>'reason' AS reason FROM audit_events WHERE action IN ('session.resumed', 'agent_token.resumed') AND (target = $1 OR target = $2) ORDER BY ts",
+      [`session:${s1}`, `agent_token:${agent.id}`],
+    );
+    expect(rows).toEqual([
+      { action: 'session.resumed', target: `session:${s1}`, actor_id: roOperator.id, reason: 'reviewed the write' },
+      { action: 'agent_token.resumed', target: `agent_token:${agent.id}`, actor_id: roOperator.id, reason: 'agent fixed' },
+    ]);
+    const history = await db.query('SELECT resumed_by, resume_reason FROM token_halts WHERE token_id = $1', [agent.id]);
+    expect(history.rows).toEqual([{ resumed_by: `operator:${roOperator.id}`, resume_reason: 'agent fixed' }]);
+  });
+
+  it('resuming a session that hit its total limit starts its count again', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const { step } = gateStep(w, { limits: { ...HIGH, sessionCalls: 3 } });
+    for (let i = 0; i < 3; i++) expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    expect((await step.run(callContext(w, agent, sid)))?.halt).toBe('SESSION_LIMIT');
+    const res = await w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/resume`, headers: bearer(operatorKey), payload: { reason: 'more work approved' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().token_still_halted).toBe(false);
+    const ctx = callContext(w, agent, sid);
+    expect(await step.run(ctx)).toBeUndefined();
+    expect(ctx.limits['session_calls']).toEqual({ used: 1, max: 3 });
+    expect((await w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/resume`, headers: bearer(operatorKey), payload: { reason: 'x' } })).statusCode).toBe(409);
+  });
+
+  it('unknown ids are 404', async () => {
+    const id = '0190aaaa-0000-7000-8000-000000000000';
+    expect((await w.app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: bearer(viewerKey) })).statusCode).toBe(404);
+    expect((await w.app.inject({ method: 'POST', url: `/v1/sessions/${id}/resume`, headers: bearer(operatorKey), payload: { reason: 'x' } })).statusCode).toBe(404);
+    expect((await w.app.inject({ method: 'POST', url: `/v1/keys/${id}/resume`, headers: bearer(operatorKey), payload: { reason: 'x' } })).statusCode).toBe(404);
+  });
+});

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { countersFor, fromPolicyLimits, REAL_WINDOWS, seedLimitsFor, usageText } from '../../src/limits/limits.js';
+import { summarizeArguments } from '../../src/limits/summary.js';
+
+describe('limits', () => {
+  it('seed 001 defaults per server, with the per-server per-minute limit also across the token\'s sessions', () => {
+    expect(seedLimitsFor('github')).toMatchObject({ sessionCalls: 200, sessionCallsPerMinute: 30, serverCalls: 50, serverCallsPerMinute: 10, tokenServerCallsPerMinute: 10, pauseAtPercent: 80, cascade: { threshold: 3, windowCalls: 5 } });
+    expect(seedLimitsFor('filesystem')).toMatchObject({ serverWrites: 30, serverReads: 200 });
+    expect(seedLimitsFor('shell')).toMatchObject({ serverCalls: 20 });
+    expect(seedLimitsFor('unknown').serverCalls).toBeUndefined();
+  });
+
+  it('orders halting session totals before windowed limits, and picks reads or writes by capability', () => {
+    const limits = { ...seedLimitsFor('filesystem'), tokenCallsPerMinute: 120, tokenCallsPerDay: 5000 };
+    const read = countersFor({ tokenId: 't', sessionId: 's', server: 'filesystem', capability: 'read' }, limits, REAL_WINDOWS);
+    expect(read.map((c) => [c.n, c.h])).toEqual([
+      ['session_calls', 1],
+      ['server_reads', 1],
+      ['session_calls_per_minute', 0],
+      ['token_calls_per_minute', 0],
+      ['token_calls_per_day', 0],
+    ]);
+    const del = countersFor({ tokenId: 't', sessionId: 's', server: 'filesystem', capability: 'delete' }, limits, REAL_WINDOWS);
+    expect(del.map((c) => c.n)).toContain('server_writes');
+    expect(del.find((c) => c.n === 'token_calls_per_day')?.w).toBe(86_400_000);
+  });
+
+  it('a missing, zero or negative number is no limit', () => {
+    expect(countersFor({ tokenId: 't', sessionId: 's', server: 'x', capability: 'read' }, { sessionCalls: 0, tokenCallsPerMinute: -1 }, REAL_WINDOWS)).toEqual([]);
+  });
+
+  it('maps the policy module\'s EffectiveLimits (null = no limit)', () => {
+    const g = fromPolicyLimits({
+      session: { maxCalls: 200, maxCallsPerMinute: 30 },
+      pauseAtPercent: 80,
+      token: { maxCallsPerMinute: 120, maxCallsPerDay: null },
+      server: { maxCallsPerSession: 50, maxCallsPerMinute: 10, maxCallsPerMinuteAllSessions: 10, maxWriteCallsPerSession: null, maxReadCallsPerSession: null },
+      cascade: { threshold: 3, windowCalls: 5 },
+    });
+    expect(g).toEqual({
+      sessionCalls: 200,
+      sessionCallsPerMinute: 30,
+      serverCalls: 50,
+      serverCallsPerMinute: 10,
+      tokenServerCallsPerMinute: 10,
+      tokenCallsPerMinute: 120,
+      pauseAtPercent: 80,
+      cascade: { threshold: 3, windowCalls: 5 },
+    });
+  });
+
+  it('warning text in the seed\'s words', () => {
+    expect(usageText(161, 200, 'calls in this session')).toBe('161/200 calls in this session, 81%');
+    expect(usageText(42, 50, 'calls to github in this session')).toBe('42/50 calls to github in this session, 84%');
+  });
+
+  it('call summaries redact secrets and stay short', () => {
+    const s = summarizeArguments({ path: 'a.md', password: 'hunter2', nested: { Authorization: 'Bearer x', items: [{ api_key: 'k' }] }, body: 'y'.repeat(1000) });
+    expect(s).not.toContain('hunter2');
+    expect(s).not.toContain('Bearer x');
+    expect(s).toContain('"password":"[redacted]"');
+    expect(s).toContain('"api_key":"[redacted]"');
+    expect(s.length).toBe(500);
+    expect(s.endsWith('…')).toBe(true);
+  });
+});
