@@ -18,6 +18,7 @@ import { FlagService } from './flags/service.js';
 import { installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { RedisGate } from './limits/gate.js';
+import { decisionsPlugin } from './decisions/plugin.js';
 import { loggerOptions } from './log.js';
 import { PolicyStore } from './policy/store.js';
 import { createRedis, waitForRedis } from './redis/client.js';
@@ -100,7 +101,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       decisionTtlMs: config.decisionMetaTtlS * 1000,
       onMissingEpoch: () => sessions.epoch.requestReload(),
     });
-    const ctx: AppContext = {
+    // The decision services (tools, grants, decisions, results, explainer, callability) are added by
+    // decisionsPlugin below, which needs this context to build the pipeline.
+    const ctx = {
       config,
       log,
       pool,
@@ -115,7 +118,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       gate,
       readiness: new Map(),
       closers,
-    };
+    } as AppContext;
 
     const bodyAjv = buildAjv(false);
     const otherAjv = buildAjv(true);
@@ -155,6 +158,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await app.register(flagRoutes);
     ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);
+    await decisionsPlugin(app);
 
     app.addHook('onClose', async () => {
       for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));

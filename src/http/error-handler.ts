@@ -48,6 +48,11 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (err.statusCode === 400 && err instanceof SyntaxError) {
       return send(reply, 'INVALID_REQUEST', 400, `body: is not valid JSON (${err.message})`, [{ field: 'body', problem: 'is not valid JSON' }]);
     }
+    // Postgres refuses NUL characters in text and jsonb: the input is at fault, not the server.
+    const pgCode = (err as { code?: string }).code;
+    if (pgCode === '22021' || pgCode === '22P05') {
+      return send(reply, 'INVALID_REQUEST', 400, 'body: contains a NUL character (\\u0000), which cannot be stored', [{ field: 'body', problem: 'contains a NUL character' }]);
+    }
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return send(reply, 'INVALID_REQUEST', err.statusCode, err.message);
     }

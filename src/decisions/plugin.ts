@@ -1,0 +1,185 @@
+import type { FastifyInstance } from 'fastify';
+import { intentRow, resultRow } from '../audit/rows.js';
+import type { AppContext } from '../context.js';
+import { createFlagStep } from '../flags/step.js';
+import { grantRoutes } from '../grants/routes.js';
+import { GrantService } from '../grants/service.js';
+import { fromPolicyLimits } from '../limits/limits.js';
+import { createGateStep } from '../limits/step.js';
+import { checkPolicy, haltsToken, limitsFor, requiresApproval, resolveCall, scopeCheck } from '../policy/index.js';
+import { toolRoutes } from '../tools/routes.js';
+import { ToolRegistry } from '../tools/service.js';
+import { createToolPinStep } from '../tools/step.js';
+import { Callability } from './callability.js';
+import { Explainer } from './explain.js';
+import { ResultService } from './results.js';
+import { decisionRoutes } from './routes.js';
+import type { DecisionAnswer } from './schemas.js';
+import { DecisionService } from './service.js';
+import type { CallContext, Denial, PipelineStep } from './types.js';
+
+declare module '../context.js' {
+  interface AppContext {
+    tools: ToolRegistry;
+    grants: GrantService;
+    decisions: DecisionService;
+    results: ResultService;
+    explainer: Explainer;
+    callability: Callability;
+  }
+}
+
+/** DESIGN.md §4 steps 3 to 7, in order; the first denial wins. */
+export function buildSteps(ctx: AppContext): PipelineStep[] {
+  const { policy, grants } = ctx;
+  return [
+    {
+      name: 'policy-resolve',
+      run(call) {
+        const resolved = resolveCall(policy.current(), call.input);
+        if ('denial' in resolved) return resolved.denial;
+        call.call = resolved.call;
+        return undefined;
+      },
+    },
+    createToolPinStep(ctx.tools),
+    createFlagStep(ctx.flags),
+    {
+      name: 'policy-rules',
+      run(call) {
+        const production = grants.has('production', call.agent.id, call.input.session_id);
+        return checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
+      },
+    },
+    {
+      name: 'approval',
+      run(call) {
+        if (!requiresApproval(policy.current(), call.call!.server, call.input.tool)) return undefined;
+        // Fail closed: the policy asks for a human to approve these exact arguments first.
+        return {
+          code: 'APPROVAL_REQUIRED',
+          message: `${call.call!.server}/${call.input.tool} needs a human to approve these exact arguments before it runs (policy \`approval\`); ask an operator`,
+        };
+      },
+    },
+    { name: 'scopes', run: (call) => scopeCheck(call.agent, call.call!) },
+    createGateStep({
+      gate: ctx.gate,
+      sessions: ctx.sessions,
+      limitsFor: (call) => fromPolicyLimits(limitsFor(policy.current(), call.agent.role, call.call!.server)),
+      haltTokenOn: () => policy.current().haltTokenOn,
+      onAlert: (alert, call) =>
+        void ctx.alerts.raise({
+          kind: 'RATE_LIMIT_WARNING',
+          severity: 'warning',
+          message: `${alert.message} (token ${call.agent.displayPrefix}…, session ${call.input.session_id})`,
+          token_id: call.agent.id,
+          project_id: call.agent.projectId,
+          session_id: call.input.session_id,
+          server: call.call?.server ?? call.input.server,
+          numbers: { used: alert.used, max: alert.max, percent: alert.percent },
+          details: { limit: alert.limit },
+        }),
+      log: ctx.log,
+    }),
+  ];
+}
+
+const GATE_STEP = 'gate';
+
+/** Registers the decision API, tool reports and approvals of definitions, and grants. */
+export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
+  const { ctx } = app;
+  ctx.tools = new ToolRegistry(ctx.pool, ctx.redis);
+  await ctx.tools.start();
+  ctx.closers.push(() => ctx.tools.stop());
+  ctx.grants = new GrantService(ctx.pool, ctx.redis, ctx.config.grantMaxSeconds);
+  await ctx.grants.start();
+  ctx.closers.push(() => ctx.grants.stop());
+  ctx.callability = new Callability(ctx.policy);
+
+  const steps = buildSteps(ctx);
+  const lastCallsView = async (call: CallContext, denial: Denial) => {
+    const fromGate = denial.extra?.['last_calls'];
+    if (Array.isArray(fromGate)) return fromGate as Record<string, unknown>[];
+    return (await ctx.sessions.lastCalls(call.input.session_id, 3).catch(() => [])) as unknown as Record<string, unknown>[];
+  };
+
+  ctx.decisions = new DecisionService({
+    steps: () => steps,
+    async halt(call, denial): Promise<DecisionAnswer['session']> {
+      const trigger = denial.halt!;
+      const gateFired = call.trace.at(-1)?.step === GATE_STEP;
+      if (!gateFired) {
+        // Denials of the earlier steps: record the call on the session, then halt (the gate step halts its own).
+        await ctx.sessions
+          .pushCall(call.agent.id, call.input.session_id, { id: call.decisionId, server: call.input.server, tool: call.input.tool, args: JSON.stringify(call.input.arguments).slice(0, 500), decision: 'deny', code: denial.code })
+          .catch(() => false);
+        const result = await ctx.sessions.halt({
+          tokenId: call.agent.id,
+          sessionId: call.input.session_id,
+          trigger,
+          haltToken: haltsToken(ctx.policy.current(), trigger),
+          summary: { decision_id: call.decisionId, code: denial.code, message: denial.message, server: call.input.server, tool: call.input.tool },
+        });
+        if (!result.session_halted && !result.token_halted) return undefined;
+      }
+      return { id: call.input.session_id, state: 'halted', trigger, last_calls: await lastCallsView(call, denial) };
+    },
+    recordIntent: (call, outcome) => ctx.audit.recordIntent(intentRow(call, outcome)),
+    enqueueIntent: (call, outcome) => ctx.audit.enqueue(intentRow(call, outcome)),
+    raiseAlerts(call, denial) {
+      if (!denial) return;
+      const base = {
+        token_id: call.agent.id,
+        project_id: call.agent.projectId,
+        session_id: call.input.session_id,
+        server: call.call?.server ?? call.input.server,
+        details: { decision_id: call.decisionId, code: denial.code, tool: call.input.tool },
+      };
+      if (denial.halt) {
+        void ctx.alerts.raise({ ...base, kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${denial.halt}: ${denial.message}`, details: { ...base.details, trigger: denial.halt } });
+      } else if (denial.code === 'KILL_SWITCH') {
+        // One alert per token and flag per minute: a killed capability is hit by every call.
+        void ctx.alerts.raiseOnce(`kill:${call.agent.id}:${denial.message.slice(0, 80)}`, 60, { ...base, kind: 'KILL_SWITCH', severity: 'warning', message: denial.message });
+      }
+    },
+  });
+
+  ctx.explainer = new Explainer(ctx.pool, () => steps);
+
+  ctx.results = new ResultService({
+    decisionMeta: (id) => ctx.gate.decisionMeta(id),
+    rulesFor(agent, meta) {
+      const l = limitsFor(ctx.policy.current(), agent.role, meta.server);
+      return {
+        largeResultBytes: l.largeResultBytes,
+        largeResultsAllowed: l.largeResultsAllowed || ctx.grants.has('large_results', agent.id, meta.sessionId),
+        maxRows: l.server.maxRowsReturned ?? undefined,
+        maxExecutionSeconds: l.server.maxExecutionTimeSeconds ?? undefined,
+      };
+    },
+    async halt({ agent, sessionId, trigger, summary }) {
+      await ctx.sessions.halt({ tokenId: agent.id, sessionId, trigger, haltToken: haltsToken(ctx.policy.current(), trigger), summary });
+      void ctx.alerts.raise({ kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${trigger} after a call returned`, token_id: agent.id, project_id: agent.projectId, session_id: sessionId, details: { ...summary, trigger } });
+      return { id: sessionId, state: 'halted', trigger, last_calls: (await ctx.sessions.lastCalls(sessionId, 3).catch(() => [])) as unknown as Record<string, unknown>[] };
+    },
+    recordResult({ decisionId, agent, gateway, meta, result, trigger }) {
+      const callResult: { status: string; duration_ms: number; result_bytes: number; rows?: number; error?: string } = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
+      if (result.rows !== undefined) callResult.rows = result.rows;
+      if (result.error !== undefined) callResult.error = result.error;
+      ctx.audit.enqueue(
+        resultRow(
+          { decisionId, agent, gateway, server: meta.server, tool: meta.tool, capability: meta.capability, sessionId: meta.sessionId },
+          callResult,
+          trigger ? { code: trigger, message: `after-call trigger ${trigger}`, halt: trigger } : undefined,
+        ),
+      );
+      void ctx.gate.recordOutcome(decisionId, { status: result.status, bytes: result.result_bytes, ...(result.rows !== undefined ? { rows: result.rows } : {}) } as never).catch(() => false);
+    },
+  });
+
+  await app.register(decisionRoutes);
+  await app.register(toolRoutes);
+  await app.register(grantRoutes);
+}

@@ -1,0 +1,71 @@
+import { notFound } from '../errors.js';
+import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
+import type { DecisionAnswer, ResultBody } from './schemas.js';
+import type { HaltTrigger } from './types.js';
+
+export interface DecisionMeta {
+  tokenId: string;
+  sessionId: string;
+  server: string;
+  tool: string;
+  capability: string;
+}
+
+export interface AfterCallRules {
+  /** Results larger than this need permission (policy role or an operator grant). */
+  largeResultBytes: number;
+  largeResultsAllowed: boolean;
+  maxRows?: number | undefined;
+  maxExecutionSeconds?: number | undefined;
+}
+
+export interface ResultPorts {
+  decisionMeta(decisionId: string): Promise<DecisionMeta | undefined>;
+  rulesFor(agent: AgentPrincipal, meta: DecisionMeta): AfterCallRules;
+  halt(p: { agent: AgentPrincipal; sessionId: string; trigger: HaltTrigger; summary: Record<string, unknown> }): Promise<DecisionAnswer['session']>;
+  recordResult(p: { decisionId: string; agent: AgentPrincipal; gateway: GatewayPrincipal; meta: DecisionMeta; result: ResultBody; trigger?: HaltTrigger }): void;
+}
+
+export type ResultAnswer = {
+  decision_id: string;
+  recorded: boolean;
+  action: 'none' | 'withhold_and_halt';
+  trigger?: string;
+  message: string;
+  session?: NonNullable<DecisionAnswer['session']>;
+};
+
+/** Which after-call trigger of seed 001 a result fires, if any. Pure. */
+export function afterCallTrigger(rules: AfterCallRules, r: ResultBody): { trigger: HaltTrigger; message: string } | undefined {
+  if (r.result_bytes > rules.largeResultBytes && !rules.largeResultsAllowed) {
+    return {
+      trigger: 'LARGE_RESULT',
+      message: `the result is ${r.result_bytes} bytes, over ${rules.largeResultBytes} without permission: withhold it; the session is halted until a human reviews it`,
+    };
+  }
+  if (rules.maxRows !== undefined && r.rows !== undefined && r.rows > rules.maxRows) {
+    return { trigger: 'MAX_ROWS', message: `the result has ${r.rows} rows, over the limit of ${rules.maxRows}: withhold it; the session is halted` };
+  }
+  if (rules.maxExecutionSeconds !== undefined && r.duration_ms > rules.maxExecutionSeconds * 1000) {
+    return { trigger: 'MAX_EXECUTION_TIME', message: `the call ran ${r.duration_ms} ms, over the limit of ${rules.maxExecutionSeconds} s; the session is halted` };
+  }
+  return undefined;
+}
+
+/** POST /v1/decisions/:id/result: the RESULT half of the audit pair and the after-call triggers. */
+export class ResultService {
+  constructor(private readonly ports: ResultPorts) {}
+
+  async record(gateway: GatewayPrincipal, agent: AgentPrincipal, decisionId: string, result: ResultBody): Promise<ResultAnswer> {
+    const meta = await this.ports.decisionMeta(decisionId);
+    // Unknown, expired, or another token's decision: nothing to record against.
+    if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
+    const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result);
+    this.ports.recordResult(fired ? { decisionId, agent, gateway, meta, result, trigger: fired.trigger } : { decisionId, agent, gateway, meta, result });
+    if (!fired) return { decision_id: decisionId, recorded: true, action: 'none', message: 'result recorded' };
+    const session = await this.ports.halt({ agent, sessionId: meta.sessionId, trigger: fired.trigger, summary: { decision_id: decisionId, server: meta.server, tool: meta.tool, ...result } });
+    const answer: ResultAnswer = { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message };
+    if (session) answer.session = session;
+    return answer;
+  }
+}

@@ -1,0 +1,95 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { unauthenticated } from '../errors.js';
+import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
+import { DecisionAnswer, DecisionBody, DecisionIdParams, ExplainAnswer, ExplainBody, ResultAnswer, ResultBody } from './schemas.js';
+import { newCallContext } from './service.js';
+import type { DecisionInput } from './types.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 413: ErrorBody };
+
+function toInput(body: DecisionBody): DecisionInput {
+  const input: DecisionInput = { server: body.server, tool: body.tool, arguments: body.arguments, session_id: body.session_id };
+  if (body.environment) input.environment = body.environment;
+  if (body.tool_hash) input.tool_hash = body.tool_hash;
+  if (body.resources) input.resources = body.resources;
+  if (body.annotations) input.annotations = body.annotations;
+  if (body.client) input.client = body.client;
+  return input;
+}
+
+/** The gateway routes of DESIGN.md §3 that answer decisions, and the operator's explain. */
+export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const gateway = requireGateway(ctx.auth);
+
+  async function agentOf(req: FastifyRequest): Promise<AgentPrincipal | 'unavailable'> {
+    try {
+      const principal = await ctx.auth.authenticate(agentTokenHeader(req));
+      if (principal.kind !== 'agent') throw unauthenticated();
+      return principal;
+    } catch (err) {
+      if (err instanceof CredentialStoreUnavailable) return 'unavailable';
+      throw err;
+    }
+  }
+
+  app.post(
+    '/v1/decisions',
+    {
+      preHandler: gateway,
+      schema: {
+        tags: ['gateway'],
+        summary: 'May this tool call go ahead? 200 always carries a decision; a denial is not an HTTP error.',
+        body: DecisionBody,
+        response: { 200: DecisionAnswer, ...errors },
+      },
+    },
+    async (req) => {
+      const agent = await agentOf(req);
+      if (agent === 'unavailable') {
+        return { decision: 'deny' as const, code: 'DEPENDENCY_UNAVAILABLE', decision_id: '', message: 'the credential store is unavailable; denied to fail closed', limits: {} };
+      }
+      const call = newCallContext({ gateway: req.gateway!, agent, input: toInput(req.body), ip: req.ip });
+      const answer = await ctx.decisions.decide(call);
+      if (answer.decision === 'deny') req.log.info({ decision_id: answer.decision_id, code: answer.code, token: agent.id, server: req.body.server, tool: req.body.tool }, 'decision denied');
+      else req.log.debug({ decision_id: answer.decision_id, token: agent.id, server: req.body.server, tool: req.body.tool }, 'decision allowed');
+      return answer;
+    },
+  );
+
+  app.post(
+    '/v1/decisions/:id/result',
+    {
+      preHandler: gateway,
+      schema: {
+        tags: ['gateway'],
+        summary: 'Record the RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time)',
+        params: DecisionIdParams,
+        body: ResultBody,
+        response: { 200: ResultAnswer, ...errors },
+      },
+    },
+    async (req) => {
+      const agent = await agentOf(req);
+      if (agent === 'unavailable') throw unauthenticated();
+      return ctx.results.record(req.gateway!, agent, req.params.id, req.body);
+    },
+  );
+
+  app.post(
+    '/v1/decisions/explain',
+    {
+      preHandler: requireOperator(ctx.auth, 'viewer'),
+      schema: {
+        tags: ['decisions'],
+        summary: 'Why would this call be denied? Runs the pipeline without side effects and returns each step verdict',
+        body: ExplainBody,
+        response: { 200: ExplainAnswer, ...errors },
+      },
+    },
+    async (req) => ctx.explainer.explain(req.operator!, req.body),
+  );
+};

@@ -1,0 +1,110 @@
+import { type Static, Type } from 'typebox';
+import { EnvironmentSchema } from '../tokens/schemas.js';
+
+const ServerName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$', description: 'Server name as in the policy file.' });
+const ToolName = Type.String({ minLength: 1, maxLength: 200 });
+const ToolHash = Type.String({ pattern: '^sha256:[0-9a-f]{64}$', description: 'Hash of the tool definition the agent saw (see POST /v1/gateway/tools).' });
+
+export const Annotations = Type.Object(
+  {
+    title: Type.Optional(Type.String({ maxLength: 500 })),
+    readOnlyHint: Type.Optional(Type.Boolean()),
+    destructiveHint: Type.Optional(Type.Boolean()),
+    idempotentHint: Type.Optional(Type.Boolean()),
+    openWorldHint: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+export const DecisionBody = Type.Object(
+  {
+    server: ServerName,
+    tool: ToolName,
+    arguments: Type.Record(Type.String(), Type.Unknown(), { description: 'The tool call arguments, in full (secrets are redacted in the audit trail).' }),
+    session_id: Type.String({ minLength: 1, maxLength: 100, description: 'Issued by POST /v1/sessions.' }),
+    environment: Type.Optional(EnvironmentSchema),
+    tool_hash: Type.Optional(ToolHash),
+    resources: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 100, description: 'Resources the call touches, normalised by the gateway.' })),
+    annotations: Type.Optional(Annotations),
+    client: Type.Optional(
+      Type.Object(
+        { name: Type.Optional(Type.String({ maxLength: 200 })), version: Type.Optional(Type.String({ maxLength: 100 })), user_agent: Type.Optional(Type.String({ maxLength: 1000 })) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type DecisionBody = Static<typeof DecisionBody>;
+
+const LastCall = Type.Object({}, { additionalProperties: true });
+
+export const SessionInAnswer = Type.Object({
+  id: Type.String(),
+  state: Type.String(),
+  trigger: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  last_calls: Type.Optional(Type.Array(LastCall)),
+});
+
+export const DecisionAnswer = Type.Object({
+  decision: Type.Union([Type.Literal('allow'), Type.Literal('deny')]),
+  code: Type.String({ description: 'Stable decision code (docs/errors.md).' }),
+  decision_id: Type.String(),
+  message: Type.String(),
+  session: Type.Optional(SessionInAnswer),
+  limits: Type.Record(Type.String(), Type.Object({ used: Type.Integer(), max: Type.Integer() })),
+  warning: Type.Optional(Type.String()),
+  retry_after_s: Type.Optional(Type.Integer()),
+  approval_id: Type.Optional(Type.String()),
+});
+export type DecisionAnswer = Static<typeof DecisionAnswer>;
+
+export const ResultBody = Type.Object(
+  {
+    status: Type.Union([Type.Literal('success'), Type.Literal('error'), Type.Literal('timeout'), Type.Literal('withheld'), Type.Literal('cancelled')]),
+    duration_ms: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+    result_bytes: Type.Integer({ minimum: 0 }),
+    rows: Type.Optional(Type.Integer({ minimum: 0 })),
+    error: Type.Optional(Type.String({ maxLength: 4000 })),
+    summary: Type.Optional(Type.String({ maxLength: 4000 })),
+  },
+  { additionalProperties: false },
+);
+export type ResultBody = Static<typeof ResultBody>;
+
+export const ResultAnswer = Type.Object({
+  decision_id: Type.String(),
+  recorded: Type.Boolean(),
+  action: Type.Union([Type.Literal('none'), Type.Literal('withhold_and_halt')], { description: 'withhold_and_halt: the gateway must not pass the result to the agent.' }),
+  trigger: Type.Optional(Type.String()),
+  message: Type.String(),
+  session: Type.Optional(SessionInAnswer),
+});
+
+export const DecisionIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false });
+
+export const ExplainBody = Type.Object(
+  {
+    token_id: Type.String({ format: 'uuid' }),
+    server: ServerName,
+    tool: ToolName,
+    arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    session_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    environment: Type.Optional(EnvironmentSchema),
+    tool_hash: Type.Optional(ToolHash),
+    resources: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 100 })),
+    annotations: Type.Optional(Annotations),
+  },
+  { additionalProperties: false },
+);
+
+export const ExplainAnswer = Type.Object({
+  decision: Type.Union([Type.Literal('allow'), Type.Literal('deny')]),
+  code: Type.String(),
+  message: Type.String(),
+  steps: Type.Array(
+    Type.Object({ step: Type.String(), verdict: Type.String(), code: Type.Optional(Type.String()), message: Type.Optional(Type.String()), micros: Type.Number() }),
+  ),
+  call: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  flags: Type.Array(Type.Object({ name: Type.String(), enabled: Type.Boolean() })),
+});

@@ -1,0 +1,95 @@
+import { v7 as uuidv7 } from 'uuid';
+import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
+import { runPipeline } from './pipeline.js';
+import type { DecisionAnswer } from './schemas.js';
+import type { CallContext, DecisionInput, Denial, PipelineStep } from './types.js';
+
+export interface Outcome {
+  decision: 'allow' | 'deny';
+  code: string;
+  message: string;
+}
+
+/** What the decision service needs from the other domains; wired in decisions/plugin.ts. */
+export interface DecisionPorts {
+  /** The pipeline steps in DESIGN.md §4 order (policy, tool pin, flags, policy rules, scopes, Redis). */
+  steps(): readonly PipelineStep[];
+  /** Applies a kill-switch trigger (session and, by policy, token); returns the session as it now is. */
+  halt(ctx: CallContext, denial: Denial): Promise<DecisionAnswer['session']>;
+  /** The INTENT row of an allow: resolves once durable (Postgres or spool); rejects if neither works. */
+  recordIntent(ctx: CallContext, outcome: Outcome): Promise<void>;
+  /** The INTENT row of a denial: queued; the answer does not wait (nothing runs). */
+  enqueueIntent(ctx: CallContext, outcome: Outcome): void;
+  /** Alerts for denials that operators should see (halts, kill switch) and limit warnings. */
+  raiseAlerts(ctx: CallContext, denial: Denial | undefined): void;
+}
+
+export function newCallContext(p: {
+  gateway: GatewayPrincipal;
+  agent: AgentPrincipal;
+  input: DecisionInput;
+  ip: string;
+  dryRun?: boolean;
+}): CallContext {
+  return {
+    decisionId: uuidv7(),
+    receivedAt: Date.now(),
+    gateway: p.gateway,
+    agent: p.agent,
+    input: p.input,
+    ip: p.ip,
+    flagsEvaluated: [],
+    limits: {},
+    warnings: [],
+    dryRun: p.dryRun ?? false,
+    trace: [],
+  };
+}
+
+/** `decide`: runs the pipeline, applies halts, writes the INTENT row and shapes the answer. */
+export class DecisionService {
+  constructor(private readonly ports: DecisionPorts) {}
+
+  async decide(ctx: CallContext): Promise<DecisionAnswer> {
+    const denial = await runPipeline(this.ports.steps(), ctx);
+    let session: DecisionAnswer['session'] = ctx.session ? { id: ctx.session.id, state: ctx.session.state, trigger: ctx.session.trigger ?? null } : undefined;
+    if (denial?.halt) {
+      try {
+        session = await this.ports.halt(ctx, denial);
+      } catch (err) {
+        // The call is denied either way; the halt will be retried by the next trigger or an operator.
+        denial.message += ` (halting failed: ${(err as Error).message})`;
+      }
+    }
+    this.ports.raiseAlerts(ctx, denial);
+    if (denial) {
+      this.ports.enqueueIntent(ctx, { decision: 'deny', code: denial.code, message: denial.message });
+      return this.answer(ctx, denial, session);
+    }
+    const message = `${ctx.call?.server ?? ctx.input.server}/${ctx.input.tool} allowed`;
+    try {
+      await this.ports.recordIntent(ctx, { decision: 'allow', code: 'OK', message });
+    } catch (err) {
+      // No durable INTENT, no call: the audit trail must never miss an allowed action.
+      const unavailable: Denial = { code: 'DEPENDENCY_UNAVAILABLE', message: `the audit trail is unavailable (${(err as Error).message}); denied to fail closed` };
+      return this.answer(ctx, unavailable, session);
+    }
+    return this.answer(ctx, undefined, session);
+  }
+
+  private answer(ctx: CallContext, denial: Denial | undefined, session: DecisionAnswer['session']): DecisionAnswer {
+    const out: DecisionAnswer = {
+      decision: denial ? 'deny' : 'allow',
+      code: denial ? denial.code : 'OK',
+      decision_id: ctx.decisionId,
+      message: denial ? denial.message : `${ctx.input.server}/${ctx.input.tool} allowed`,
+      limits: ctx.limits,
+    };
+    if (session) out.session = session;
+    if (ctx.warnings.length > 0) out.warning = ctx.warnings.join('; ');
+    if (denial?.retryAfterS !== undefined) out.retry_after_s = denial.retryAfterS;
+    const approvalId = denial?.extra?.['approval_id'];
+    if (typeof approvalId === 'string') out.approval_id = approvalId;
+    return out;
+  }
+}

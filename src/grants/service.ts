@@ -1,0 +1,110 @@
+import { v7 as uuidv7 } from 'uuid';
+import type { Pool } from '../db/pool.js';
+import { invalid, notFound } from '../errors.js';
+import { canSeeProject } from '../http/auth.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { OperatorPrincipal } from '../tokens/authenticator.js';
+import { operatorActor } from '../tokens/service.js';
+import { credentialStore } from '../tokens/store.js';
+import { type GrantKind, type GrantRow, grantStore } from './store.js';
+
+const RELOAD_EVERY_MS = 30_000;
+
+/**
+ * Human grants (seed 001: production only with documented, time-bounded human authorization; large
+ * results only with permission). Decisions check grants in memory: every replica keeps the active ones
+ * and reloads when any replica announces a change on Redis, so the check costs no round trip.
+ */
+export class GrantService {
+  private byToken = new Map<string, GrantRow[]>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly channel: string;
+  private readonly onMessage = (channel: string) => {
+    if (channel === this.channel) void this.reload();
+  };
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: RedisHandle,
+    private readonly maxSeconds: number,
+  ) {
+    this.channel = redis.channel('grants:changed');
+  }
+
+  async start(): Promise<void> {
+    this.redis.sub.on('message', this.onMessage);
+    await this.redis.sub.subscribe(this.channel);
+    await this.reload();
+    this.timer = setInterval(() => void this.reload(), RELOAD_EVERY_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.redis.sub.off('message', this.onMessage);
+  }
+
+  async reload(): Promise<void> {
+    try {
+      const next = new Map<string, GrantRow[]>();
+      for (const g of await grantStore.active(this.pool)) next.set(g.token_id, [...(next.get(g.token_id) ?? []), g]);
+      this.byToken = next;
+    } catch {
+      // Keep the previous set: a grant can only be missing (stricter), never invented.
+    }
+  }
+
+  /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
+  has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
+    return (this.byToken.get(tokenId) ?? []).some(
+      (g) => g.kind === kind && g.revoked_at === null && g.expires_at.getTime() > now && (g.session_id === null || g.session_id === sessionId),
+    );
+  }
+
+  async create(
+    op: OperatorPrincipal,
+    body: { kind?: GrantKind; token_id: string; session_id?: string; environment?: string; reason: string; expires_in: number },
+  ): Promise<GrantRow> {
+    const token = await credentialStore.getAgentToken(this.pool, body.token_id);
+    if (!token || !canSeeProject(op, token.project_id)) throw notFound('token');
+    if (token.revoked_at) throw invalid('token_id', 'the token is revoked');
+    if (body.expires_in > this.maxSeconds) throw invalid('expires_in', `must be at most ${this.maxSeconds} seconds (GRANT_MAX_SECONDS)`);
+    const grant = await grantStore.insert(this.pool, {
+      id: uuidv7(),
+      kind: body.kind ?? 'production',
+      token_id: token.id,
+      session_id: body.session_id ?? null,
+      environment: body.environment ?? 'production',
+      reason: body.reason,
+      created_by: operatorActor(op),
+      expires_at: new Date(Date.now() + body.expires_in * 1000),
+    });
+    await this.announce();
+    return grant;
+  }
+
+  async revoke(op: OperatorPrincipal, id: string): Promise<GrantRow> {
+    const existing = await grantStore.get(this.pool, id);
+    const token = existing ? await credentialStore.getAgentToken(this.pool, existing.token_id) : undefined;
+    if (!existing || !token || !canSeeProject(op, token.project_id)) throw notFound('grant');
+    const row = (await grantStore.revoke(this.pool, id, operatorActor(op)))!;
+    await this.announce();
+    return row;
+  }
+
+  async list(op: OperatorPrincipal, f: { token?: string; active?: boolean }): Promise<GrantRow[]> {
+    const rows = await grantStore.list(this.pool, f);
+    if (op.projects === null) return rows;
+    const visible: GrantRow[] = [];
+    for (const g of rows) {
+      const token = await credentialStore.getAgentToken(this.pool, g.token_id);
+      if (token && canSeeProject(op, token.project_id)) visible.push(g);
+    }
+    return visible;
+  }
+
+  private async announce(): Promise<void> {
+    await this.reload();
+    await this.redis.redis.publish(this.channel, '1').catch(() => {});
+  }
+}

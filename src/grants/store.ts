@@ -1,0 +1,52 @@
+import type { Pool } from '../db/pool.js';
+
+export type GrantKind = 'production' | 'large_results';
+
+export interface GrantRow {
+  id: string;
+  kind: GrantKind;
+  token_id: string;
+  session_id: string | null;
+  environment: string;
+  reason: string;
+  created_by: string;
+  created_at: Date;
+  expires_at: Date;
+  revoked_at: Date | null;
+  revoked_by: string | null;
+}
+
+const COLUMNS = 'id, kind, token_id, session_id, environment, reason, created_by, created_at, expires_at, revoked_at, revoked_by';
+
+export const grantStore = {
+  async insert(db: Pool, g: Omit<GrantRow, 'created_at' | 'revoked_at' | 'revoked_by'>): Promise<GrantRow> {
+    const { rows } = await db.query<GrantRow>(
+      `INSERT INTO grants (id, kind, token_id, session_id, environment, reason, created_by, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING ${COLUMNS}`,
+      [g.id, g.kind, g.token_id, g.session_id, g.environment, g.reason, g.created_by, g.expires_at],
+    );
+    return rows[0]!;
+  },
+  async active(db: Pool): Promise<GrantRow[]> {
+    const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at > now()`);
+    return rows;
+  },
+  async list(db: Pool, f: { token?: string; active?: boolean }): Promise<GrantRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.token) {
+      args.push(f.token);
+      where.push(`token_id = $${args.length}`);
+    }
+    if (f.active === true) where.push('revoked_at IS NULL AND expires_at > now()');
+    const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 500`, args);
+    return rows;
+  },
+  async get(db: Pool, id: string): Promise<GrantRow | undefined> {
+    const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE id = $1`, [id]);
+    return rows[0];
+  },
+  async revoke(db: Pool, id: string, by: string): Promise<GrantRow | undefined> {
+    const { rows } = await db.query<GrantRow>(`UPDATE grants SET revoked_at = COALESCE(revoked_at, now()), revoked_by = COALESCE(revoked_by, $2) WHERE id = $1 RETURNING ${COLUMNS}`, [id, by]);
+    return rows[0];
+  },
+};

@@ -1,0 +1,141 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { ErrorBody } from '../http/schemas.js';
+import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { unauthenticated } from '../errors.js';
+import { Annotations } from '../decisions/schemas.js';
+import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
+import { operatorActor } from '../tokens/service.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+const ToolDef = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    title: Type.Optional(Type.String({ maxLength: 500 })),
+    description: Type.Optional(Type.String({ maxLength: 20_000 })),
+    inputSchema: Type.Optional(Type.Unknown()),
+    outputSchema: Type.Optional(Type.Unknown()),
+    annotations: Type.Optional(Annotations),
+    hash: Type.Optional(Type.String({ pattern: '^sha256:[0-9a-f]{64}$' })),
+  },
+  { additionalProperties: false },
+);
+
+const ReportBody = Type.Object(
+  {
+    servers: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$' }),
+          identity: Type.Object(
+            { url: Type.Optional(Type.String({ maxLength: 2000 })), command: Type.Optional(Type.String({ maxLength: 2000 })), args: Type.Optional(Type.Array(Type.String({ maxLength: 2000 }), { maxItems: 100 })) },
+            { additionalProperties: false },
+          ),
+          tools: Type.Array(ToolDef, { maxItems: 1000 }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100 },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const ToolRow = Type.Object({
+  id: Type.String(),
+  server: Type.String(),
+  tool: Type.String(),
+  hash: Type.String(),
+  definition: Type.Unknown(),
+  status: Type.String(),
+  upstream_identity: Type.Unknown(),
+  first_seen_at: Timestamp,
+  decided_at: Type.Union([Timestamp, Type.Null()]),
+  decided_by: Type.Union([Type.String(), Type.Null()]),
+  decision_reason: Type.Union([Type.String(), Type.Null()]),
+});
+
+/** Gateway tool reports and the operator's review of changed tool definitions. */
+export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const gateway = requireGateway(ctx.auth);
+
+  app.post(
+    '/v1/gateway/tools',
+    {
+      preHandler: gateway,
+      schema: {
+        tags: ['gateway'],
+        summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
+        body: ReportBody,
+        response: {
+          200: Type.Object({
+            servers: Type.Array(
+              Type.Object({
+                name: Type.String(),
+                in_policy: Type.Boolean(),
+                tools: Type.Array(Type.Object({ name: Type.String(), hash: Type.String(), status: Type.String(), callable: Type.Boolean(), reason: Type.Optional(Type.String()) })),
+              }),
+            ),
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const agent = await ctx.auth.authenticate(agentTokenHeader(req));
+      if (agent.kind !== 'agent') throw unauthenticated();
+      const results = await ctx.tools.report(req.gateway!.id, req.body.servers);
+      for (const r of results.filter((x) => x.newlyChanged)) {
+        ctx.alerts?.raise({ kind: 'TOOL_CHANGED', severity: 'warning', server: r.server, message: `${r.server}/${r.tool} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}` }).catch(() => {});
+      }
+      return {
+        servers: req.body.servers.map((s) => ({
+          name: s.name,
+          in_policy: ctx.callability.knowsServer(s.name),
+          tools: results
+            .filter((r) => r.server === s.name)
+            .map((r) => {
+              const def = s.tools.find((t) => t.name === r.tool);
+              const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
+              const out: { name: string; hash: string; status: string; callable: boolean; reason?: string } = { name: r.tool, hash: r.hash, status: r.status, callable: verdict.callable && r.status === 'approved' };
+              if (!verdict.callable) out.reason = verdict.reason;
+              else if (r.status !== 'approved') out.reason = 'definition changed; waiting for operator approval';
+              return out;
+            }),
+        })),
+      };
+    },
+  );
+
+  const viewer = requireOperator(ctx.auth, 'viewer');
+  const operator = requireOperator(ctx.auth, 'operator');
+  app.get(
+    '/v1/tools',
+    {
+      preHandler: viewer,
+      schema: {
+        tags: ['tools'],
+        summary: 'Tool definitions (pending = changed and waiting for approval)',
+        querystring: Type.Object(
+          { status: Type.Optional(Type.Union([Type.Literal('approved'), Type.Literal('pending'), Type.Literal('rejected'), Type.Literal('superseded')])), server: Type.Optional(Type.String()) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ tools: Type.Array(ToolRow) }), ...errors },
+      },
+    },
+    async (req) => ({ tools: await ctx.tools.list(req.query) }),
+  );
+  for (const verb of ['approve', 'reject'] as const) {
+    app.post(
+      `/v1/tools/:id/${verb}`,
+      { preHandler: operator, schema: { tags: ['tools'], summary: `${verb === 'approve' ? 'Approve' : 'Reject'} a changed tool definition`, params: IdParams, body: ReasonBody, response: { 200: ToolRow, ...errors } } },
+      async (req) => {
+        const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), req.body.reason);
+        ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason: req.body.reason } });
+        return row;
+      },
+    );
+  }
+};
