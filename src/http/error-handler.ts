@@ -25,6 +25,13 @@ function send(reply: import('fastify').FastifyReply, code: ErrorCode, status: nu
   return reply.code(status).send({ error: details === undefined ? { code, message } : { code, message, details } });
 }
 
+/** Connection-level failures of Postgres (down, restarting, pool closed): the caller may retry. */
+function isDatabaseUnavailable(err: { code?: string; message?: string }): boolean {
+  const code = err.code ?? '';
+  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET') return true;
+  return /Connection terminated|timeout exceeded when trying to connect|Cannot use a pool after calling end/.test(err.message ?? '');
+}
+
 /** The one place that turns errors into `{error: {code, message, details?}}`. */
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
@@ -52,6 +59,9 @@ export function installErrorHandler(app: FastifyInstance): void {
     const pgCode = (err as { code?: string }).code;
     if (pgCode === '22021' || pgCode === '22P05') {
       return send(reply, 'INVALID_REQUEST', 400, 'body: contains a NUL character (\\u0000), which cannot be stored', [{ field: 'body', problem: 'contains a NUL character' }]);
+    }
+    if (isDatabaseUnavailable(err)) {
+      return send(reply, 'SERVICE_UNAVAILABLE', 503, 'Postgres is unavailable; try again shortly.');
     }
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return send(reply, 'INVALID_REQUEST', err.statusCode, err.message);

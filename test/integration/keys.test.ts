@@ -251,3 +251,16 @@ describe('health', () => {
     expect(Object.keys(res.json().paths)).toContain('/v1/keys');
   });
 });
+
+describe('dependencies down on the admin API', () => {
+  it('Postgres unavailable → 503 SERVICE_UNAVAILABLE, not a 500', async () => {
+    const other = await t.app();
+    const key = await t.operatorKey(other, 'owner');
+    await other.ctx.pool.end();
+    const cached = await other.inject({ method: 'GET', url: '/v1/keys', headers: bearer(key) });
+    expect(cached.statusCode).toBe(503);
+    expect(cached.json().error.code).toBe('SERVICE_UNAVAILABLE');
+    const uncached = await other.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) });
+    expect(uncached.statusCode).toBe(503);
+  });
+});

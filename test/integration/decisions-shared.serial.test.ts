@@ -1,0 +1,104 @@
+import { Redis } from 'ioredis';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestContext } from '../helpers/context.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+import { freePort, restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+
+// Decisions through HTTP where a shared service is touched: a real FLUSHALL of Redis and a flag turned
+// off in the run's Unleash. Serial: other files must not see either.
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const unleash = inject('unleash');
+const admin = testAdmin(unleash);
+const t = new TestContext();
+let app: FastifyInstance;
+let gw: GatewayDriver;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app({ policyFile: POLICY });
+  gw = await new GatewayDriver(t, app).init();
+});
+afterEach(async () => {
+  await restoreFlag(unleash, 'mcp.filesystem.write');
+  await restoreFlag(unleash, 'mcp.database.write');
+});
+afterAll(() => t.teardown());
+
+const read = (path: string) => ({ server: 'filesystem', tool: 'read_text_file', arguments: { path } });
+const write = (path: string) => ({ server: 'filesystem', tool: 'write_file', arguments: { path, content: 'x' } });
+
+describe('Redis FLUSHALL', () => {
+  it('denies with DEPENDENCY_UNAVAILABLE until state is reloaded, then the halt is back in force, never lifted', async () => {
+    const tok = await gw.token('ro');
+    const s = await gw.session(tok.raw);
+    const halted = await gw.decide(tok.raw, { ...write('a.md'), session_id: s.session_id });
+    expect(halted.session).toMatchObject({ state: 'halted' });
+    const healthy = await gw.token('rw');
+    const hs = await gw.session(healthy.raw);
+    expect((await gw.decide(healthy.raw, { ...read('a.md'), session_id: hs.session_id })).code).toBe('OK');
+
+    const redis = new Redis(TEST_REDIS_URL);
+    await redis.flushall();
+    redis.disconnect();
+
+    const codes: string[] = [];
+    codes.push((await gw.decide(healthy.raw, { ...read('a.md'), session_id: hs.session_id })).code);
+    expect(codes[0]).toBe('DEPENDENCY_UNAVAILABLE');
+    // The reload runs in the background; decisions deny until it is done.
+    await until(async () => (await gw.decide(healthy.raw, { ...read('a.md'), session_id: hs.session_id })).code === 'OK', 10_000, 'reload after FLUSHALL');
+    expect((await gw.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('SESSION_HALTED');
+    const s2 = await gw.session(tok.raw);
+    expect(s2.state).toBe('halted');
+  });
+});
+
+describe('Unleash flags through the decision API', () => {
+  it('mcp.filesystem.write off → writes deny with KILL_SWITCH naming the flag, reads stay allowed', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    expect((await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id })).code).toBe('OK');
+    await admin.setEnabled('mcp.filesystem.write', unleash.environment, false);
+    const ms = await until(async () => (await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id })).code === 'KILL_SWITCH', 5_000, 'flag off → deny');
+    const d = await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id });
+    expect(d.message).toContain('mcp.filesystem.write');
+    expect((await gw.decide(tok.raw, { ...read('k.md'), session_id: s.session_id })).code).toBe('OK');
+    console.log(`toggle → KILL_SWITCH through HTTP (polling): ${ms} ms`);
+    expect(ms).toBeLessThan(5_000);
+  });
+
+  it('mcp.database.write off → postgres writes deny with KILL_SWITCH, postgres reads do not', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const writeCall = { server: 'postgres', tool: 'execute', arguments: { sql: 'update t set a = 1' }, session_id: s.session_id };
+    const readCall = { server: 'postgres', tool: 'query', arguments: { sql: 'select 1' }, session_id: s.session_id };
+    expect((await gw.decide(tok.raw, writeCall)).code).toBe('OK');
+    await admin.setEnabled('mcp.database.write', unleash.environment, false);
+    await until(async () => (await gw.decide(tok.raw, writeCall)).code === 'KILL_SWITCH', 5_000, 'database write killed');
+    expect((await gw.decide(tok.raw, writeCall)).message).toContain('mcp.database.write');
+    expect((await gw.decide(tok.raw, readCall)).code).toBe('OK');
+  });
+});
+
+describe('Unleash unreachable at a cold start', () => {
+  it('with no backup every decision is denied with DEPENDENCY_UNAVAILABLE (a decision, not an error page)', async () => {
+    const deadPort = await freePort();
+    const cold = new TestContext();
+    await cold.setup();
+    try {
+      const coldApp = await cold.app({ policyFile: POLICY, unleashUrl: `http://127.0.0.1:${deadPort}/api`, unleashStartWaitMs: 500 });
+      const d = await new GatewayDriver(cold, coldApp).init();
+      const tok = await d.token('rw');
+      const s = await d.session(tok.raw);
+      const answer = await d.decide(tok.raw, { ...read('a.md'), session_id: s.session_id });
+      expect(answer).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+      const ready = await coldApp.inject({ url: '/readyz' });
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json().checks.flags).not.toBe('ok');
+    } finally {
+      await cold.teardown();
+    }
+  });
+});
