@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { inject } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import type { OperatorRole } from '../../src/tokens/store.js';
@@ -28,6 +32,8 @@ export class TestContext {
   readonly name = `ks_t_${randomBytes(6).toString('hex')}`;
   readonly databaseUrl = dbUrl(this.name);
   readonly redisPrefix = `kst:${this.name}:`;
+  /** DATA_DIR of this file's apps (flag backup, audit spool): private, removed by teardown(). */
+  readonly dataDir = join(tmpdir(), this.name);
   readonly apps: FastifyInstance[] = [];
   readonly logs = new LogCapture();
   private pools: pg.Pool[] = [];
@@ -62,6 +68,8 @@ export class TestContext {
         logLevel: 'info',
         tokenHashSecret: 'test-secret-test-secret-test-secret-1234',
         port: 0,
+        dataDir: this.dataDir,
+        ...unleashDefaults(),
         ...overrides,
       },
     );
@@ -88,6 +96,7 @@ export class TestContext {
 
   async teardown(): Promise<void> {
     for (const app of this.apps.splice(0)) await app.close().catch(() => {});
+    await rm(this.dataDir, { recursive: true, force: true });
     for (const pool of this.pools.splice(0)) await pool.end().catch(() => {});
     const redis = new Redis(TEST_REDIS_URL);
     try {
@@ -108,3 +117,10 @@ export class TestContext {
 }
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/** The run's embedded Unleash (test/helpers/unleash.ts), when global setup provided one. */
+function unleashDefaults(): Partial<Config> {
+  const u = inject('unleash');
+  if (!u) return {};
+  return { unleashUrl: u.apiUrl, unleashApiToken: u.apiToken, unleashAdminToken: u.adminToken, unleashEnvironment: u.environment, unleashWebhookSecret: u.webhookSecret };
+}

@@ -1,10 +1,46 @@
 import pg from 'pg';
+import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
 import { dbUrl, TEMPLATE_DB, TEST_PG_URL } from './env.js';
+import { startTestUnleash } from './unleash.js';
 
-/** Builds the migrated template database every test file clones its own database from. */
-export default async function setup(): Promise<void> {
+/**
+ * Builds the migrated template database every test file clones its own database from, and starts the
+ * run's embedded Unleash (flags synced) that every test file reaches through inject('unleash').
+ * Vitest calls this once per project in the same process (even with --project); the work is done once
+ * and shared, and torn down after the last project, so two setups never drop each other's databases.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const shared = globalThis as typeof globalThis & { __killswitchSetup?: { ready: Promise<Started>; users: number } };
+  shared.__killswitchSetup ??= { ready: prepare(), users: 0 };
+  const state = shared.__killswitchSetup;
+  state.users++;
+  const started = await state.ready;
+  project.provide('unleash', started.info);
+  return async () => {
+    if (--state.users > 0) return;
+    delete shared.__killswitchSetup;
+    await started.stop();
+  };
+}
+
+type Started = Awaited<ReturnType<typeof startTestUnleash>>;
+
+async function prepare(): Promise<Started> {
+  // Started first: it runs while the template is migrated, and stops with the run (teardown above).
+  const unleash = startTestUnleash();
+  unleash.catch(() => {}); // awaited below; this only keeps a failure there from being reported twice
+  try {
+    await buildTemplate();
+  } catch (err) {
+    await unleash.then((u) => u.stop()).catch(() => {});
+    throw err;
+  }
+  return unleash;
+}
+
+async function buildTemplate(): Promise<void> {
   const admin = new pg.Client({ connectionString: TEST_PG_URL });
   await admin.connect();
   try {

@@ -27,6 +27,11 @@ afterEach(async () => {
 });
 afterAll(() => t.teardown());
 
+async function explain(tokenId: string, call: Record<string, unknown>) {
+  const res = await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: { authorization: `Bearer ${gw.owner}` }, payload: { token_id: tokenId, ...call } });
+  return res.json() as { code: string };
+}
+
 const read = (path: string) => ({ server: 'filesystem', tool: 'read_text_file', arguments: { path } });
 const write = (path: string) => ({ server: 'filesystem', tool: 'write_file', arguments: { path, content: 'x' } });
 
@@ -61,7 +66,8 @@ describe('Unleash flags through the decision API', () => {
     const s = await gw.session(tok.raw);
     expect((await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id })).code).toBe('OK');
     await admin.setEnabled('mcp.filesystem.write', unleash.environment, false);
-    const ms = await until(async () => (await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id })).code === 'KILL_SWITCH', 5_000, 'flag off → deny');
+    // Poll with explain (no side effects): repeated real writes would hit the session's write limit.
+    const ms = await until(async () => (await explain(tok.id, write('k.md'))).code === 'KILL_SWITCH', 5_000, 'flag off → deny');
     const d = await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id });
     expect(d.message).toContain('mcp.filesystem.write');
     expect((await gw.decide(tok.raw, { ...read('k.md'), session_id: s.session_id })).code).toBe('OK');
@@ -76,7 +82,7 @@ describe('Unleash flags through the decision API', () => {
     const readCall = { server: 'postgres', tool: 'query', arguments: { sql: 'select 1' }, session_id: s.session_id };
     expect((await gw.decide(tok.raw, writeCall)).code).toBe('OK');
     await admin.setEnabled('mcp.database.write', unleash.environment, false);
-    await until(async () => (await gw.decide(tok.raw, writeCall)).code === 'KILL_SWITCH', 5_000, 'database write killed');
+    await until(async () => (await explain(tok.id, { server: 'postgres', tool: 'execute' })).code === 'KILL_SWITCH', 5_000, 'database write killed');
     expect((await gw.decide(tok.raw, writeCall)).message).toContain('mcp.database.write');
     expect((await gw.decide(tok.raw, readCall)).code).toBe('OK');
   });

@@ -1,0 +1,146 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { type Config, inheritedEnv, SETTINGS } from '../config.js';
+import { ensureDatabase } from '../db/pool.js';
+
+// The embedded Unleash for local use and tests: unleash-server 7.5.1 in a child process (see
+// scripts/unleash/launcher.cjs for why not in-process), on its own Postgres database.
+
+export const LAUNCHER = fileURLToPath(new URL('../../scripts/unleash/launcher.cjs', import.meta.url));
+
+export interface EmbeddedUnleashOptions {
+  port: number;
+  host: string;
+  databaseUrl: string;
+  adminPassword: string;
+  adminToken: string;
+  backendTokens: string[];
+  /** How long to wait for Unleash to answer /health (migrations on an empty database included). */
+  startTimeoutMs?: number;
+  /** Unleash's own log level (its logs go to this process's stderr). */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+}
+
+export interface EmbeddedUnleash {
+  /** API base for the SDK and the admin API, e.g. http://127.0.0.1:4242/api. */
+  apiUrl: string;
+  /** The UI operators log in to. */
+  uiUrl: string;
+  pid: number | undefined;
+  stop(): Promise<void>;
+  /** Resolves when the process has exited (for whatever reason). */
+  exited: Promise<number | null>;
+}
+
+export function embeddedOptionsFromConfig(config: Config): EmbeddedUnleashOptions {
+  return {
+    port: config.unleashPort,
+    host: config.host === '0.0.0.0' || config.host === '::' ? config.host : '127.0.0.1',
+    databaseUrl: config.unleashDatabaseUrl,
+    adminPassword: config.unleashAdminPassword,
+    adminToken: config.unleashAdminToken,
+    backendTokens: [config.unleashApiToken],
+    logLevel: unleashLogLevel(config.logLevel),
+  };
+}
+
+/**
+ * Unleash's info level is chatty and it warns, with a stack trace, for every webhook it cannot deliver
+ * (always the case while the control plane is not listening yet); failed deliveries stay visible in the
+ * Unleash UI (Integrations → Webhook → events). It logs errors only, unless we log at debug.
+ */
+function unleashLogLevel(level: string): NonNullable<EmbeddedUnleashOptions['logLevel']> {
+  if (level === 'debug' || level === 'trace') return 'debug';
+  if (level === 'fatal' || level === 'silent') return 'fatal';
+  return 'error';
+}
+
+/** Our settings are never passed on: the child gets Unleash's own variables, set explicitly below. */
+function childEnv(o: EmbeddedUnleashOptions): NodeJS.ProcessEnv {
+  const env = inheritedEnv();
+  for (const spec of SETTINGS) delete env[spec.env];
+  for (const key of Object.keys(env)) if (/^(DATABASE_|HTTP_|INIT_|UNLEASH_|AUTH_|IMPORT_|LOG_)/.test(key)) delete env[key];
+  return {
+    ...env,
+    TZ: 'UTC',
+    NODE_ENV: 'production',
+    DATABASE_URL: o.databaseUrl,
+    DATABASE_SSL: 'false',
+    HTTP_PORT: String(o.port),
+    HTTP_HOST: o.host,
+    UNLEASH_URL: `http://${o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host}:${o.port}`,
+    INIT_ADMIN_API_TOKENS: o.adminToken,
+    INIT_BACKEND_API_TOKENS: o.backendTokens.join(','),
+    UNLEASH_DEFAULT_ADMIN_USERNAME: 'admin',
+    UNLEASH_DEFAULT_ADMIN_PASSWORD: o.adminPassword,
+    SEND_TELEMETRY: 'false',
+    SCARF_ANALYTICS: 'false',
+    CHECK_VERSION: 'false',
+    UNLEASH_ALLOW_PRIVATE_URL_IN_INTEGRATION: 'true',
+    LOG_LEVEL: o.logLevel ?? 'error',
+    KS_UNLEASH_ADDON_CACHE_MS: '1000',
+  };
+}
+
+async function healthy(baseUrl: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts unleash-server as a child process and waits until it is ready. The child exits on its own if
+ * this process dies (IPC disconnect); `stop()` sends SIGTERM and, after 5 s, SIGKILL.
+ */
+export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logger): Promise<EmbeddedUnleash> {
+  const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host;
+  const base = `http://${host}:${o.port}`;
+  if (await healthy(base)) {
+    throw new Error(`Port ${o.port} already answers as an Unleash (or something else): stop it, or set UNLEASH_URL=${base}/api to use it`);
+  }
+  await ensureDatabase(o.databaseUrl);
+  const child: ChildProcess = fork(LAUNCHER, [], { env: childEnv(o), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  // Unleash logs to our stderr while it runs; once we stop it, its shutdown chatter (scheduled jobs
+  // aborted by the closing database pool) is dropped.
+  child.stdout?.pipe(process.stderr, { end: false });
+  child.stderr?.pipe(process.stderr, { end: false });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let failure: string | undefined;
+  let launched = false;
+  child.on('message', (m: { type?: string; message?: string }) => {
+    if (m?.type === 'failed') failure = m.message;
+    if (m?.type === 'ready') launched = true;
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.unpipe(process.stderr);
+      stream?.resume();
+    }
+    child.kill('SIGTERM');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(killer);
+  };
+  const timeoutMs = o.startTimeoutMs ?? 60_000;
+  const deadline = Date.now() + timeoutMs;
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  // 'ready' comes after the launcher has checked the tokens; /health alone could answer a moment earlier.
+  while (!launched || !(await healthy(base))) {
+    if (done) throw new Error(`Embedded Unleash exited before it was ready${failure ? `: ${failure}` : ''} (database ${new URL(o.databaseUrl).pathname.slice(1)}, port ${o.port})`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`Embedded Unleash did not become healthy within ${Math.round(timeoutMs / 1000)} s on port ${o.port}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log?.info({ url: base, pid: child.pid }, 'embedded Unleash is up');
+  return { apiUrl: `${base}/api`, uiUrl: base, pid: child.pid, stop, exited };
+}

@@ -1,0 +1,96 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { unauthenticated } from '../errors.js';
+import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import { ENVIRONMENTS } from '../tokens/store.js';
+import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
+
+const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
+
+function sameSecret(presented: string | undefined, secret: string): boolean {
+  if (!presented || !secret) return false;
+  // Hash first so the comparison is constant-time whatever the lengths.
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(secret).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** The Unleash webhook receiver and the operators' view of the flags. */
+export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const flags = ctx.flags;
+  const tags = ['flags'];
+
+  app.post(
+    '/v1/flags/events',
+    {
+      schema: {
+        tags,
+        summary: 'Unleash webhook: a flag turned off or archived is denied at once on every replica',
+        description: 'Registered by flags sync as an Unleash webhook integration. Authorization carries the shared secret (UNLEASH_WEBHOOK_SECRET). Only makes decisions stricter.',
+        security: [],
+        body: UnleashEventBody,
+        response: { 200: WebhookResult, 400: ErrorBody, 401: ErrorBody },
+      },
+      // The secret is checked before the body is even parsed.
+      onRequest: async (req) => {
+        const auth = req.headers.authorization;
+        if (!sameSecret(typeof auth === 'string' ? auth : undefined, ctx.config.unleashWebhookSecret)) throw unauthenticated();
+      },
+    },
+    async (req) => {
+      const e = req.body;
+      const result = await flags.applyWebhookEvent({
+        type: e.type,
+        featureName: e.featureName ?? undefined,
+        environment: e.environment ?? undefined,
+        id: e.id,
+      });
+      req.log.info({ unleash_event: e.type, flag: e.featureName, environment: e.environment, event_id: e.id, result }, 'flags: Unleash webhook');
+      return { result };
+    },
+  );
+
+  app.get(
+    '/v1/flags',
+    {
+      preHandler: requireOperator(ctx.auth, 'viewer'),
+      schema: { tags, summary: 'Flags as the control plane sees them: state, source, overrides, last fetch', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
+    },
+    async () => {
+      const status = flags.status();
+      const iso = (d: Date | null) => (d ? d.toISOString() : null);
+      return {
+        environment: status.environment,
+        ready: status.ready,
+        source: status.source,
+        last_fetch_at: iso(status.lastFetchAt),
+        last_error_at: iso(status.lastErrorAt),
+        last_error: status.lastError,
+        stale: status.stale,
+        stale_after_s: status.staleAfterS,
+        revision: status.revision,
+        backup: { state: status.backup.state, age_s: status.backup.ageS ?? null },
+        overrides: status.overrides.map((o) => ({ flag: o.flag, reason: o.reason, event_id: o.eventId, at: new Date(o.at).toISOString() })),
+        flags: flags.flags().map((f) => {
+          const evaluations = Object.fromEntries(
+            TOKEN_TYPES.map((tokenType) => [
+              tokenType,
+              Object.fromEntries(ENVIRONMENTS.map((env) => [env, flags.isEnabled(f.name, flags.callContext({ userId: 'flags-overview', tokenType, mcpEnvironment: env }))])),
+            ]),
+          ) as { ro: Record<(typeof ENVIRONMENTS)[number], boolean>; rw: Record<(typeof ENVIRONMENTS)[number], boolean>; admin: Record<(typeof ENVIRONMENTS)[number], boolean> };
+          return {
+            name: f.name,
+            description: f.description,
+            type: f.type,
+            enabled: f.enabled,
+            source: f.override ? ('webhook' as const) : status.source,
+            strategies: f.strategies,
+            evaluations,
+          };
+        }),
+      };
+    },
+  );
+};

@@ -1,0 +1,442 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { type Context as UnleashContext, Unleash, UnleashEvents } from 'unleash-client';
+import { type Config, ConfigError } from '../config.js';
+import type { RedisHandle } from '../redis/client.js';
+import { FlagBackup } from './backup.js';
+import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
+
+// The control plane's view of Unleash: unleash-client 6 polling one environment every
+// UNLEASH_REFRESH_MS (never streaming: the OSS server has no streaming endpoint and the client would
+// never become ready), local deny overrides from the Unleash webhook shared by every replica through
+// Redis pub/sub, a backup file to start from while Unleash is down, and a staleness alarm.
+//
+// Enabled means allowed. `isEnabled` is false for a flag that is off, missing, overridden by a webhook,
+// or while the client is not ready, so every way of not knowing denies.
+
+export const APP_NAME = 'killswitch-control-plane';
+
+export type FlagSource = 'none' | 'bootstrap' | 'poll';
+
+/** The context fields of DESIGN.md §5. Custom fields travel in `properties`. */
+export interface FlagCallContext {
+  userId: string;
+  sessionId?: string | undefined;
+  tokenType: string;
+  role?: string | undefined;
+  mcpEnvironment: string;
+  projectId?: string | undefined;
+  server?: string | undefined;
+  tool?: string | undefined;
+  capability?: string | undefined;
+}
+
+export function toUnleashContext(c: FlagCallContext, staticContext?: { appName: string; environment: string }): UnleashContext {
+  return {
+    ...staticContext,
+    userId: c.userId,
+    ...(c.sessionId !== undefined ? { sessionId: c.sessionId } : {}),
+    properties: {
+      tokenType: c.tokenType,
+      role: c.role,
+      mcpEnvironment: c.mcpEnvironment,
+      projectId: c.projectId,
+      server: c.server,
+      tool: c.tool,
+      capability: c.capability,
+    },
+  };
+}
+
+export type OffReason = 'not-ready' | 'missing' | 'off' | 'constraints' | 'webhook';
+
+export interface FlagStatus {
+  ready: boolean;
+  source: FlagSource;
+  environment: string;
+  url: string;
+  lastFetchAt: Date | null;
+  lastErrorAt: Date | null;
+  lastError: string | null;
+  stale: boolean;
+  staleAfterS: number;
+  revision: number | null;
+  backup: { path: string; state: string; ageS: number | undefined };
+  overrides: FlagOverride[];
+}
+
+export interface FlagView {
+  name: string;
+  description: string | null;
+  type: string | null;
+  enabled: boolean;
+  override: FlagOverride | null;
+  strategies: number;
+}
+
+/** Sink for operator alerts (ctx.alerts.raise); optional so the service stands alone. */
+export type FlagAlertSink = (a: { kind: 'FLAGS_STALE' | 'FLAGS_RECOVERED' | 'FLAG_DISABLED'; message: string; numbers?: Record<string, number>; details?: Record<string, unknown> }) => void;
+
+interface OverrideMessage {
+  origin: string;
+  op: 'deny' | 'enabled';
+  flag: string;
+  reason?: FlagOverride['reason'];
+  eventId: number | null;
+  at: number;
+}
+
+// unleash-client keeps these private; read defensively (pinned to unleash-client 6).
+interface RepositoryInternals {
+  repository?: { etag?: string };
+}
+
+/** The SDK's evaluator behind `Unleash.isEnabled`, which itself costs ~4 µs per call here (measured). */
+type Evaluate = (name: string, context: UnleashContext, fallback: () => boolean) => boolean;
+const FALSE = () => false;
+
+export interface FlagServiceEvents {
+  stale: [{ lastFetchAt: Date | null }];
+  recovered: [{ staleForS: number }];
+  override: [FlagOverride];
+  'override-ended': [string];
+}
+
+/** A strategy that is on for every context our step builds (userId is always set). */
+function unconditionallyOn(s: { name: string; parameters?: Record<string, unknown>; constraints?: unknown[]; segments?: unknown[]; disabled?: boolean | null }): boolean {
+  if (s.disabled === true || (s.constraints?.length ?? 0) > 0 || (s.segments?.length ?? 0) > 0) return false;
+  if (s.name === 'default') return true;
+  if (s.name !== 'flexibleRollout') return false;
+  const stickiness = s.parameters?.['stickiness'];
+  return Number(s.parameters?.['rollout']) === 100 && (stickiness === undefined || stickiness === '' || stickiness === 'default' || stickiness === 'random');
+}
+
+export class FlagService extends EventEmitter<FlagServiceEvents> {
+  private client: Unleash | undefined;
+  private evaluate: Evaluate | undefined;
+  private readonly overrides = new OverrideSet();
+  /**
+   * Flags whose answer does not depend on the context: off in our environment (false), or on with an
+   * unconstrained 100% rollout or standard strategy (true). These skip the SDK's strategy evaluation
+   * (~3 µs per flag here); every other flag, and any flag missing from the index, goes through the SDK.
+   * Rebuilt on every data change, before any evaluation can see the new data.
+   */
+  private plain = new Map<string, boolean>();
+  private readonly origin = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  private readonly channel: string;
+  private readonly backup: FlagBackup;
+  private ready = false;
+  private source: FlagSource = 'none';
+  private lastFetchAt: number | null = null;
+  private lastErrorAt: number | null = null;
+  private lastError: string | null = null;
+  private revision: number | null = null;
+  private stale = false;
+  private staleTimer: NodeJS.Timeout | undefined;
+  private readonly startedAt = Date.now();
+  private readonly onMessage = (channel: string, message: string) => {
+    if (channel === this.channel) this.applyRemote(message);
+  };
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly redis: RedisHandle,
+    private readonly alert: FlagAlertSink = () => {},
+  ) {
+    super();
+    this.channel = redis.channel('flags:override');
+    this.backup = new FlagBackup(
+      config.dataDir,
+      { url: config.unleashUrl, environment: config.unleashEnvironment, appName: APP_NAME },
+      config.unleashBackupMaxAgeS,
+      (msg, fields) => log.warn(fields ?? {}, msg),
+    );
+  }
+
+  /**
+   * Starts polling and waits until the flags are loaded (from Unleash or a fresh backup), the first
+   * fetch has failed with no usable backup, or UNLEASH_START_WAIT_MS has passed. Never throws for an
+   * unreachable Unleash: the service then stays not ready and every decision denies.
+   */
+  async start(): Promise<void> {
+    // A backend token is bound to one Unleash environment; Unleash serves that one whatever we ask for.
+    const tokenEnvironment = /^[^:]+:([^.]+)\./.exec(this.config.unleashApiToken)?.[1];
+    if (tokenEnvironment && tokenEnvironment !== '*' && tokenEnvironment !== this.config.unleashEnvironment) {
+      throw new ConfigError(
+        'UNLEASH_API_TOKEN',
+        `UNLEASH_API_TOKEN is for Unleash environment "${tokenEnvironment}" but UNLEASH_ENVIRONMENT=${this.config.unleashEnvironment}: flags would be read from the wrong environment. Example: UNLEASH_API_TOKEN=default:${this.config.unleashEnvironment}.<secret>`,
+      );
+    }
+    this.redis.sub.on('message', this.onMessage);
+    await this.redis.sub.subscribe(this.channel).catch((err: Error) => this.log.warn({ err: err.message }, 'flags: cannot subscribe to webhook overrides; relying on polling'));
+    this.staleTimer = setInterval(() => this.checkStale(), 1_000);
+    this.staleTimer.unref();
+    if (!this.config.unleashUrl) {
+      this.log.error('flags: UNLEASH_URL is empty and no embedded Unleash was started; every decision is denied (DEPENDENCY_UNAVAILABLE)');
+      return;
+    }
+    const client = new Unleash({
+      appName: APP_NAME,
+      instanceId: this.origin,
+      url: this.config.unleashUrl,
+      environment: this.config.unleashEnvironment,
+      refreshInterval: this.config.unleashRefreshMs,
+      metricsInterval: 60_000,
+      customHeaders: { Authorization: this.config.unleashApiToken },
+      timeout: Math.max(1_000, Math.min(5_000, this.config.unleashRefreshMs * 3)),
+      storageProvider: this.backup,
+      experimentalMode: { type: 'polling', format: 'full' },
+      skipInstanceCountWarning: true,
+    });
+    this.client = client;
+    const inner = (client as unknown as { client?: { isEnabled?: unknown } }).client;
+    this.evaluate = typeof inner?.isEnabled === 'function' ? (inner.isEnabled as Evaluate).bind(inner) : undefined;
+    let settled!: () => void;
+    const firstOutcome = new Promise<void>((r) => {
+      settled = r;
+    });
+    client.on(UnleashEvents.Ready, () => {
+      // A backup loads without a Changed event: index what the client holds before allowing anything.
+      this.indexFlags();
+      this.ready = true;
+      if (this.source === 'none') this.source = this.lastFetchAt ? 'poll' : 'bootstrap';
+      this.log.info({ source: this.source, backup: this.backup.state }, 'flags: ready');
+      settled();
+    });
+    client.on(UnleashEvents.Changed, () => {
+      // Emitted synchronously right after the client replaced its data: no evaluation sees a stale index.
+      this.indexFlags();
+      this.fetched(false);
+    });
+    client.on(UnleashEvents.Unchanged, () => this.fetched(true));
+    const failed = (err: unknown) => {
+      const message = err instanceof Error ? err.message : String(err);
+      if (this.lastError !== message || !this.lastErrorAt || Date.now() - this.lastErrorAt > 60_000) this.log.warn({ err: message }, 'flags: Unleash fetch failed');
+      this.lastErrorAt = Date.now();
+      this.lastError = message;
+      // Without a usable backup the first failure settles the start: waiting longer helps nobody.
+      void this.backup.checked.then(settled);
+    };
+    client.on(UnleashEvents.Error, failed);
+    client.on(UnleashEvents.Warn, (msg: unknown) => {
+      if (typeof msg === 'string' && /Backing off|responded/.test(msg)) failed(new Error(msg));
+    });
+    const timeout = new Promise<void>((r) => setTimeout(r, this.config.unleashStartWaitMs).unref());
+    await Promise.race([firstOutcome, timeout]);
+    if (!this.ready) this.log.error({ url: this.config.unleashUrl, backup: this.backup.state }, 'flags: not ready (Unleash unreachable and no fresh backup): decisions deny with DEPENDENCY_UNAVAILABLE until it answers');
+  }
+
+  async stop(): Promise<void> {
+    if (this.staleTimer) clearInterval(this.staleTimer);
+    this.redis.sub.off('message', this.onMessage);
+    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
+    if (this.client) {
+      const repository = (this.client as unknown as { repository?: EventEmitter }).repository;
+      this.client.destroy();
+      // destroy() drops the repository's listeners; a fetch still retrying against a down Unleash would
+      // then emit an unhandled 'error' when it gives up (an unhandled rejection that ends the process).
+      repository?.on('error', () => {});
+    }
+    this.client = undefined;
+    this.ready = false;
+    await this.backup.flush();
+  }
+
+  private fetched(unchanged: boolean): void {
+    const wasStale = this.stale;
+    const staleSince = this.lastFetchAt;
+    this.lastFetchAt = Date.now();
+    this.source = 'poll';
+    this.revision = revisionFromEtag((this.client as unknown as RepositoryInternals | undefined)?.repository?.etag);
+    if (unchanged) this.backup.confirm();
+    if (this.overrides.size > 0) {
+      const client = this.client;
+      const dropped = this.overrides.reconcile({
+        revision: this.revision,
+        now: Date.now(),
+        isOn: (flag) => client?.getFeatureToggleDefinition(flag)?.enabled === true,
+      });
+      for (const flag of dropped) {
+        this.log.info({ flag, revision: this.revision }, 'flags: webhook override ended (the polled state has caught up)');
+        this.emit('override-ended', flag);
+      }
+    }
+    if (wasStale) {
+      this.stale = false;
+      const staleForS = Math.round((Date.now() - (staleSince ?? this.startedAt)) / 1000);
+      this.log.info({ stale_for_s: staleForS }, 'flags: Unleash answers again; flags are fresh');
+      this.alert({ kind: 'FLAGS_RECOVERED', message: `Unleash answers again after ${staleForS} s; flags are fresh.`, numbers: { stale_for_s: staleForS } });
+      this.emit('recovered', { staleForS });
+    }
+  }
+
+  private checkStale(): void {
+    if (this.stale || !this.config.unleashUrl) return;
+    const since = this.lastFetchAt ?? this.startedAt;
+    if (Date.now() - since < this.config.unleashStaleAfterS * 1000) return;
+    this.stale = true;
+    const lastFetchAt = this.lastFetchAt ? new Date(this.lastFetchAt) : null;
+    const message = this.ready
+      ? `No successful Unleash fetch for ${this.config.unleashStaleAfterS} s (last ${lastFetchAt?.toISOString() ?? 'never'}): the last fetched flags stay in force; use break-glass kills (POST /v1/kills) to stop something now.`
+      : `Unleash has not answered for ${this.config.unleashStaleAfterS} s and there is no fresh backup: every decision is denied (DEPENDENCY_UNAVAILABLE).`;
+    this.log.error({ last_fetch_at: lastFetchAt, last_error: this.lastError, url: this.config.unleashUrl }, `flags: stale. ${message}`);
+    this.alert({ kind: 'FLAGS_STALE', message, numbers: { stale_after_s: this.config.unleashStaleAfterS }, details: { last_error: this.lastError } });
+    this.emit('stale', { lastFetchAt });
+  }
+
+  /** The Unleash environment this service reads. */
+  get environment(): string {
+    return this.config.unleashEnvironment;
+  }
+
+  /** True once flags are loaded from Unleash or a fresh backup. Before that every flag is off. */
+  isReady(): boolean {
+    return this.ready;
+  }
+
+  isStale(): boolean {
+    return this.stale;
+  }
+
+  lastFetch(): Date | null {
+    return this.lastFetchAt ? new Date(this.lastFetchAt) : null;
+  }
+
+  /** The hot path: in memory, no I/O. */
+  isEnabled(name: string, context: UnleashContext): boolean {
+    if (!this.ready || this.client === undefined) return false;
+    if (this.overrides.has(name)) return false;
+    const known = this.plain.get(name);
+    if (known === false) return false;
+    if (known === true) {
+      this.client.count(name, true);
+      return true;
+    }
+    if (!this.evaluate) return this.client.isEnabled(name, context, false);
+    const enabled = this.evaluate(name, context, FALSE);
+    this.client.count(name, enabled);
+    return enabled;
+  }
+
+  /** The evaluation context of one call, with the static fields (appName, environment) the SDK adds. */
+  callContext(c: FlagCallContext): UnleashContext {
+    return toUnleashContext(c, { appName: APP_NAME, environment: this.config.unleashEnvironment });
+  }
+
+  private indexFlags(): void {
+    const plain = new Map<string, boolean>();
+    for (const f of this.client?.getFeatureToggleDefinitions() ?? []) {
+      if (f.enabled !== true) plain.set(f.name, false);
+      else if ((f.dependencies?.length ?? 0) === 0 && (f.strategies ?? []).some(unconditionallyOn)) plain.set(f.name, true);
+    }
+    this.plain = plain;
+  }
+
+  /** Why a flag is off for this context (called on denials only). */
+  whyOff(name: string, context: UnleashContext): { reason: OffReason; description: string | null } {
+    if (!this.ready || !this.client) return { reason: 'not-ready', description: null };
+    const def = this.client.getFeatureToggleDefinition(name);
+    const description = def?.description ?? null;
+    if (this.overrides.has(name)) return { reason: 'webhook', description };
+    if (!def) return { reason: 'missing', description: null };
+    if (!def.enabled) return { reason: 'off', description };
+    return { reason: this.client.isEnabled(name, context, false) ? 'off' : 'constraints', description };
+  }
+
+  /** Every flag Unleash serves for our environment, with overrides. */
+  flags(): FlagView[] {
+    const defs = this.client?.getFeatureToggleDefinitions() ?? [];
+    const views = defs.map((d) => ({
+      name: d.name,
+      description: d.description ?? null,
+      type: d.type ?? null,
+      enabled: d.enabled,
+      override: this.overrides.get(d.name) ?? null,
+      strategies: d.strategies?.length ?? 0,
+    }));
+    // Overrides for flags the poll no longer has (archived) are listed too.
+    for (const o of this.overrides.list()) {
+      if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0 });
+    }
+    return views.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  status(): FlagStatus {
+    return {
+      ready: this.ready,
+      source: this.source,
+      environment: this.config.unleashEnvironment,
+      url: this.config.unleashUrl,
+      lastFetchAt: this.lastFetch(),
+      lastErrorAt: this.lastErrorAt ? new Date(this.lastErrorAt) : null,
+      lastError: this.lastError,
+      stale: this.stale,
+      staleAfterS: this.config.unleashStaleAfterS,
+      revision: this.revision,
+      backup: { path: this.backup.path, state: this.backup.state, ageS: this.backup.ageS },
+      overrides: this.overrides.list(),
+    };
+  }
+
+  /**
+   * Applies a flag event from the Unleash webhook on this replica at once and on every other replica
+   * through Redis. Only ever stricter: `disabled`/`archived` add a deny; `enabled` only ends an
+   * older deny of ours (the poll stays the authority). Returns what was done.
+   */
+  async applyWebhookEvent(e: { type: string; featureName?: string | undefined; environment?: string | undefined; id?: number | undefined }): Promise<'denied' | 'cleared' | 'ignored'> {
+    const flag = e.featureName;
+    if (!flag) return 'ignored';
+    const eventId = typeof e.id === 'number' && Number.isInteger(e.id) ? e.id : null;
+    const at = Date.now();
+    const ours = e.environment === undefined || e.environment === null || e.environment === this.config.unleashEnvironment;
+    if (e.type === 'feature-environment-disabled' || e.type === 'feature-archived') {
+      if (!ours) {
+        this.log.warn({ flag, environment: e.environment, reads: this.config.unleashEnvironment }, `flags: ${flag} was turned off in Unleash environment "${e.environment}", but this control plane reads "${this.config.unleashEnvironment}": no effect on decisions`);
+        return 'ignored';
+      }
+      const o: FlagOverride = { flag, reason: e.type === 'feature-archived' ? 'archived' : 'disabled', eventId, at };
+      this.applyDeny(o);
+      await this.publish({ origin: this.origin, op: 'deny', flag, reason: o.reason, eventId, at });
+      this.alert({ kind: 'FLAG_DISABLED', message: `${flag} was ${o.reason === 'archived' ? 'archived' : 'turned off'} in Unleash (${this.config.unleashEnvironment}); applied at once on every replica.`, details: { flag, event_id: eventId } });
+      return 'denied';
+    }
+    if ((e.type === 'feature-environment-enabled' && ours) || e.type === 'feature-revived') {
+      const cleared = this.overrides.enabled(flag, eventId, at);
+      await this.publish({ origin: this.origin, op: 'enabled', flag, eventId, at });
+      return cleared ? 'cleared' : 'ignored';
+    }
+    return 'ignored';
+  }
+
+  private applyDeny(o: FlagOverride): void {
+    if (this.overrides.deny(o)) {
+      this.log.warn({ flag: o.flag, reason: o.reason, event_id: o.eventId }, `flags: ${o.flag} denied at once (Unleash webhook)`);
+      this.emit('override', o);
+    }
+  }
+
+  private async publish(msg: OverrideMessage): Promise<void> {
+    try {
+      await this.redis.redis.publish(this.channel, JSON.stringify(msg));
+    } catch (err) {
+      // The other replicas still see the change at their next poll.
+      this.log.warn({ err: (err as Error).message, flag: msg.flag }, 'flags: could not publish the webhook override to other replicas');
+    }
+  }
+
+  private applyRemote(raw: string): void {
+    let msg: OverrideMessage;
+    try {
+      msg = JSON.parse(raw) as OverrideMessage;
+    } catch {
+      return;
+    }
+    if (msg.origin === this.origin || typeof msg.flag !== 'string') return;
+    const eventId = typeof msg.eventId === 'number' ? msg.eventId : null;
+    const at = typeof msg.at === 'number' ? msg.at : Date.now();
+    if (msg.op === 'deny') this.applyDeny({ flag: msg.flag, reason: msg.reason === 'archived' ? 'archived' : 'disabled', eventId, at });
+    else if (msg.op === 'enabled') this.overrides.enabled(msg.flag, eventId, at);
+  }
+}

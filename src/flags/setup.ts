@@ -1,0 +1,77 @@
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
+import { UnleashAdmin } from './admin-client.js';
+import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
+import { type EmbeddedUnleash, embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
+import { describeSyncReport, type SyncReport, syncFlags } from './sync.js';
+
+// Glue used by `killswitch start`, `killswitch flags sync`, `killswitch unleash`, the test setup and the
+// kill-switch benchmark: where the flag files are, which Unleash to talk to, and the sync run itself.
+
+/** flags/ at the repository root (independent of the working directory). */
+export const FLAGS_DIR = fileURLToPath(new URL('../../flags', import.meta.url));
+
+/** The Unleash API base: UNLEASH_URL, or the embedded one on UNLEASH_PORT. */
+export function unleashApiUrl(config: Config): string {
+  return config.unleashUrl || `http://127.0.0.1:${config.unleashPort}/api`;
+}
+
+/** Where Unleash posts flag events: PUBLIC_URL, else http://HOST:PORT. */
+export function webhookUrl(config: Config): string {
+  const base = config.publicUrl || `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
+  return `${base.replace(/\/+$/, '')}/v1/flags/events`;
+}
+
+/** Servers and extra flags of a policy file (throws PolicyFileError, with every issue, when it is broken). */
+export async function flagNamesFromPolicyFile(file: string): Promise<PolicyFlagNames> {
+  const result = await loadPolicyFile(file);
+  if (!result.ok) throw new PolicyFileError(file, result.issues);
+  return policyFlagNames(result.policy);
+}
+
+export interface SyncRun {
+  names: PolicyFlagNames;
+  /** Default: FLAGS_DIR. */
+  flagsDir?: string;
+  /** Default: unleashApiUrl(config). */
+  apiUrl?: string;
+  /** Default: webhookUrl(config); null skips the webhook registration. */
+  webhookUrl?: string | null;
+}
+
+/** `flags sync` with the configuration's Unleash, environment, admin token and webhook secret. */
+export async function syncFromConfig(config: Config, run: SyncRun): Promise<SyncReport> {
+  const defs = await loadFlagDefinitions(run.flagsDir ?? FLAGS_DIR);
+  const hook = run.webhookUrl === undefined ? webhookUrl(config) : run.webhookUrl;
+  return syncFlags({
+    admin: new UnleashAdmin(run.apiUrl ?? unleashApiUrl(config), config.unleashAdminToken),
+    environment: config.unleashEnvironment,
+    flags: desiredFlags(defs, run.names),
+    servers: run.names.servers,
+    webhook: hook ? { url: hook, secret: config.unleashWebhookSecret } : undefined,
+  });
+}
+
+/**
+ * For `killswitch start`: runs the embedded Unleash unless UNLEASH_URL is set, then the flags sync for
+ * the policy file. Returns the configuration pointing at that Unleash, and the embedded server to stop.
+ * A failed sync is logged, not fatal: decisions deny for any flag that is missing.
+ */
+export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: EmbeddedUnleash | undefined }> {
+  let embedded: EmbeddedUnleash | undefined;
+  let effective = config;
+  if (!config.unleashUrl) {
+    embedded = await startEmbeddedUnleash(embeddedOptionsFromConfig(config), log);
+    effective = { ...config, unleashUrl: embedded.apiUrl };
+    log.info({ ui: embedded.uiUrl, user: 'admin' }, `Unleash UI: ${embedded.uiUrl} (user admin, password from UNLEASH_ADMIN_PASSWORD)`);
+  }
+  try {
+    const report = await syncFromConfig(effective, { names: await flagNamesFromPolicyFile(config.policyFile) });
+    for (const line of describeSyncReport(report, config.unleashEnvironment)) log.info(line);
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'flags sync failed at start; calls needing a missing flag are denied until `npm run flags:sync` succeeds');
+  }
+  return { config: effective, embedded };
+}

@@ -1,0 +1,206 @@
+import { type UnleashAdmin, UnleashAdminError, type UnleashContextField, type UnleashStrategy } from './admin-client.js';
+import { type FlagDefinition, strategyFingerprint, strategyPayload } from './definitions.js';
+
+// `flags sync`: makes Unleash have every flag of flags/ (and of the policy) without ever loosening what an
+// operator did in Unleash. The rules, in the order an incident cares about:
+// - a missing flag is created, with its strategies, and turned on in the control plane's environment;
+// - an existing flag's on/off state is never changed (a flag an operator turned off stays off), and an
+//   archived flag is not revived;
+// - descriptions and types follow the files;
+// - strategies follow the files only while they are exactly what an earlier sync wrote. Sync titles each
+//   strategy "flags-as-code <fingerprint>"; if any strategy of the flag was edited in Unleash (fingerprint
+//   no longer matches), added by hand, or all were removed, the flag's strategies are left alone and
+//   reported as drifted, because replacing an operator's constraint could re-open what it closed.
+
+export const MANAGED_TITLE = /^flags-as-code ([0-9a-f]{12})$/;
+export const WEBHOOK_DESCRIPTION = 'killswitch control plane: flag changes applied at once (managed by flags sync)';
+export const WEBHOOK_EVENTS = [
+  'feature-environment-disabled',
+  'feature-environment-enabled',
+  'feature-archived',
+  'feature-revived',
+  'feature-updated',
+  'feature-strategy-add',
+  'feature-strategy-update',
+  'feature-strategy-remove',
+] as const;
+
+export interface SyncInput {
+  admin: UnleashAdmin;
+  /** The Unleash environment the control plane reads (UNLEASH_ENVIRONMENT). */
+  environment: string;
+  flags: FlagDefinition[];
+  /** Policy servers, offered as legal values of the `server` context field in the Unleash UI. */
+  servers: string[];
+  /** Where Unleash posts flag events; undefined skips the webhook registration. */
+  webhook?: { url: string; secret: string } | undefined;
+  concurrency?: number;
+}
+
+export interface SyncReport {
+  created: string[];
+  updated: string[];
+  unchanged: string[];
+  /** Exist but are off in the environment: left off (sync never turns a flag on). */
+  off: string[];
+  /** Archived in Unleash: left archived, so the flag step denies them as missing. */
+  archived: string[];
+  /** Strategies edited in Unleash: left as the operator set them. */
+  drifted: string[];
+  contextFields: { created: string[]; updated: string[] };
+  webhook: 'created' | 'updated' | 'skipped';
+}
+
+const CONTEXT_FIELDS: Array<{ name: string; description: string; legal?: string[] }> = [
+  { name: 'tokenType', description: 'Agent token type: ro (mcp_ro_), rw (mcp_rw_) or admin (mcp_admin_).', legal: ['ro', 'rw', 'admin'] },
+  { name: 'role', description: 'Policy role of the agent token (e.g. code_agent).' },
+  { name: 'mcpEnvironment', description: "The agent token's environment (not the Unleash environment).", legal: ['development', 'staging', 'production'] },
+  { name: 'projectId', description: 'Project of the agent token.' },
+  { name: 'server', description: 'MCP server of the call, as named in the policy.' },
+  { name: 'tool', description: 'MCP tool of the call.' },
+  { name: 'capability', description: 'What the call does: read, write or delete.', legal: ['read', 'write', 'delete'] },
+];
+
+async function mapLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** The strategy sync writes for definition `i` of a flag (titled with its fingerprint). */
+export function managedStrategy(flag: FlagDefinition, i: number): UnleashStrategy {
+  const s = strategyPayload(flag.name, flag.strategies[i]!);
+  return { name: s.name, title: `flags-as-code ${strategyFingerprint(s)}`, parameters: s.parameters, constraints: s.constraints, segments: [], disabled: false };
+}
+
+async function ensureContextFields(admin: UnleashAdmin, servers: string[], report: SyncReport): Promise<void> {
+  const existing = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
+  for (const field of CONTEXT_FIELDS) {
+    const wanted = field.name === 'server' ? servers : field.legal;
+    const current = existing.get(field.name);
+    // Values an operator added in the UI are kept.
+    const legal = [...new Set([...(current?.legalValues ?? []).map((v) => v.value), ...(wanted ?? [])])].sort();
+    const body: UnleashContextField = { name: field.name, description: field.description, stickiness: false, legalValues: legal.map((value) => ({ value })) };
+    if (!current) {
+      await admin.createContextField(body);
+      report.contextFields.created.push(field.name);
+      continue;
+    }
+    const currentLegal = (current.legalValues ?? []).map((v) => v.value).sort();
+    if (current.description !== field.description || currentLegal.join('\n') !== legal.join('\n')) {
+      await admin.updateContextField(body);
+      report.contextFields.updated.push(field.name);
+    }
+  }
+}
+
+async function ensureWebhook(admin: UnleashAdmin, webhook: { url: string; secret: string }): Promise<'created' | 'updated'> {
+  const body = {
+    provider: 'webhook',
+    enabled: true,
+    description: WEBHOOK_DESCRIPTION,
+    parameters: { url: webhook.url, authorization: webhook.secret, contentType: 'application/json' },
+    events: [...WEBHOOK_EVENTS],
+    // Every environment, so the receiver can warn when an operator toggles one the control plane does not read.
+    projects: ['*'],
+    environments: ['*'],
+  };
+  const ours = (await admin.listAddons()).filter((a) => a.provider === 'webhook' && a.description === WEBHOOK_DESCRIPTION);
+  const [first, ...duplicates] = ours;
+  for (const d of duplicates) await admin.deleteAddon(d.id);
+  // Unleash masks the URL and secret when listing, so an existing integration is always rewritten.
+  if (first) {
+    await admin.updateAddon(first.id, body);
+    return 'updated';
+  }
+  await admin.createAddon(body);
+  return 'created';
+}
+
+async function reconcileStrategies(input: SyncInput, flag: FlagDefinition, current: UnleashStrategy[]): Promise<'unchanged' | 'updated' | 'drifted'> {
+  if (current.length === 0) return 'drifted';
+  for (const s of current) {
+    const m = MANAGED_TITLE.exec(s.title ?? '');
+    if (!m || m[1] !== strategyFingerprint(s)) return 'drifted';
+  }
+  const wanted = flag.strategies.map((_s, i) => managedStrategy(flag, i));
+  const key = (s: UnleashStrategy) => strategyFingerprint(s);
+  const have = current.map(key).sort().join(',');
+  if (have === wanted.map(key).sort().join(',')) return 'unchanged';
+  // Add the new ones before removing the old, so the flag never passes through "no strategy".
+  const currentKeys = new Set(current.map(key));
+  const wantedKeys = new Set(wanted.map(key));
+  for (const s of wanted) if (!currentKeys.has(key(s))) await input.admin.addStrategy(flag.name, input.environment, s);
+  for (const s of current) if (!wantedKeys.has(key(s)) && s.id) await input.admin.deleteStrategy(flag.name, input.environment, s.id);
+  return 'updated';
+}
+
+async function syncFlag(input: SyncInput, flag: FlagDefinition, archived: Set<string>, report: SyncReport): Promise<void> {
+  const { admin, environment } = input;
+  const existing = await admin.getFeature(flag.name);
+  if (!existing) {
+    if (archived.has(flag.name)) {
+      report.archived.push(flag.name);
+      return;
+    }
+    try {
+      await admin.createFeature(flag);
+    } catch (err) {
+      if (err instanceof UnleashAdminError && err.status === 409) {
+        // Either archived, or another replica's sync created it a moment ago: then sync it as existing.
+        if (await admin.getFeature(flag.name)) return syncFlag(input, flag, archived, report);
+        report.archived.push(flag.name);
+        return;
+      }
+      throw err;
+    }
+    for (let i = 0; i < flag.strategies.length; i++) await admin.addStrategy(flag.name, environment, managedStrategy(flag, i));
+    await admin.setEnabled(flag.name, environment, true);
+    report.created.push(flag.name);
+    return;
+  }
+  const env = existing.environments.find((e) => e.name === environment);
+  if (!env) throw new Error(`Unleash environment "${environment}" is not enabled for project default (flag ${flag.name}); check UNLEASH_ENVIRONMENT`);
+  let changed = false;
+  const patch: { description?: string; type?: string } = {};
+  if ((existing.description ?? '') !== flag.description) patch.description = flag.description;
+  if (existing.type !== flag.type) patch.type = flag.type;
+  if (Object.keys(patch).length) {
+    await admin.updateFeature(flag.name, patch);
+    changed = true;
+  }
+  const strategies = await reconcileStrategies(input, flag, env.strategies);
+  if (strategies === 'drifted') report.drifted.push(flag.name);
+  if (strategies === 'updated') changed = true;
+  if (!env.enabled) report.off.push(flag.name);
+  (changed ? report.updated : report.unchanged).push(flag.name);
+}
+
+/** Applies the flag definitions (and the webhook integration) to Unleash. Idempotent. */
+export async function syncFlags(input: SyncInput): Promise<SyncReport> {
+  const report: SyncReport = { created: [], updated: [], unchanged: [], off: [], archived: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: 'skipped' };
+  // The webhook first: Unleash caches its integration list, and the events of the flags created below
+  // should already reach the control plane.
+  if (input.webhook) report.webhook = await ensureWebhook(input.admin, input.webhook);
+  await ensureContextFields(input.admin, input.servers, report);
+  const archived = await input.admin.archivedFeatureNames();
+  await mapLimited(input.flags, input.concurrency ?? 6, (flag) => syncFlag(input, flag, archived, report));
+  for (const list of [report.created, report.updated, report.unchanged, report.off, report.archived, report.drifted]) list.sort();
+  return report;
+}
+
+/** One line per notable outcome, for the CLI and the start log. */
+export function describeSyncReport(r: SyncReport, environment: string): string[] {
+  const lines = [
+    `flags: ${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook}`,
+  ];
+  if (r.off.length) lines.push(`off in ${environment} (left off; turn on in the Unleash UI if intended): ${r.off.join(', ')}`);
+  if (r.archived.length) lines.push(`archived in Unleash (left archived; calls needing them are denied): ${r.archived.join(', ')}`);
+  if (r.drifted.length) lines.push(`strategies edited in Unleash (left as they are): ${r.drifted.join(', ')}`);
+  return lines;
+}

@@ -1,0 +1,113 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { toUnleashContext } from '../../src/flags/service.js';
+import { TestContext } from '../helpers/context.js';
+import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+
+// The webhook path: Unleash posts flag events to /v1/flags/events; a disable is applied at once as a
+// local deny on every replica (Redis pub/sub) and ends when the polled state has caught up.
+
+const unleash = inject('unleash');
+const admin = testAdmin(unleash);
+const env = unleash.environment;
+const ctx = new TestContext();
+const touched = new Set<string>();
+const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
+const secret = { authorization: unleash.webhookSecret };
+
+let a: FastifyInstance;
+let b: FastifyInstance;
+
+function post(app: FastifyInstance, body: Record<string, unknown>, headers: Record<string, string> = secret) {
+  return app.inject({ method: 'POST', url: '/v1/flags/events', headers, payload: body });
+}
+
+beforeAll(async () => {
+  await ctx.setup();
+  // Two replicas of one installation (same database, same Redis prefix).
+  a = await ctx.app();
+  b = await ctx.app();
+});
+
+afterEach(async () => {
+  for (const flag of touched) await restoreFlag(unleash, flag);
+  for (const flag of touched) for (const app of [a, b]) await until(() => app.ctx.flags.isEnabled(flag, rwDev), 15_000, `${flag} on again`);
+  touched.clear();
+});
+
+afterAll(async () => {
+  await ctx.teardown();
+});
+
+describe('Unleash webhook receiver', () => {
+  it('refuses a missing or wrong secret with 401 and changes nothing', async () => {
+    const event = { type: 'feature-environment-disabled', featureName: 'mcp.memory.write', environment: env, id: 1 };
+    for (const headers of [{}, { authorization: 'wrong' }, { authorization: `Bearer ${unleash.webhookSecret}` }]) {
+      const res = await post(a, event, headers);
+      expect(res.statusCode).toBe(401);
+      expect(res.json().error.code).toBe('UNAUTHENTICATED');
+    }
+    expect(a.ctx.flags.status().overrides).toEqual([]);
+    expect(a.ctx.flags.isEnabled('mcp.memory.write', rwDev)).toBe(true);
+  });
+
+  it('a disabled event denies at once on a second replica, and the deny ends once the poll includes the event', async () => {
+    const flag = 'mcp.memory.write';
+    const revision = a.ctx.flags.status().revision;
+    expect(revision).toBeGreaterThan(0);
+    // Unleash still has the flag on: only the webhook can explain a deny (the next event id).
+    const res = await post(a, { type: 'feature-environment-disabled', featureName: flag, environment: env, id: revision! + 1, createdBy: 'admin', data: null, tags: [] });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ result: 'denied' });
+    expect(a.ctx.flags.isEnabled(flag, rwDev)).toBe(false);
+    const pubsubMs = await until(() => !b.ctx.flags.isEnabled(flag, rwDev), 1_000, 'replica b denies');
+    expect(pubsubMs).toBeLessThan(200);
+    expect(b.ctx.flags.whyOff(flag, rwDev).reason).toBe('webhook');
+    expect(b.ctx.flags.status().overrides).toMatchObject([{ flag, reason: 'disabled', eventId: revision! + 1 }]);
+    // Any change in Unleash moves its revision past the event while the flag stays on: the poll now
+    // includes the (here synthetic) disable and says on, so the deny ends on both replicas.
+    touched.add('mcp.sqlite.delete');
+    await admin.setEnabled('mcp.sqlite.delete', env, false);
+    for (const app of [a, b]) await until(() => app.ctx.flags.isEnabled(flag, rwDev), 10_000, 'override ended by the poll');
+    expect(a.ctx.flags.status().overrides).toEqual([]);
+  });
+
+  it('an event for another Unleash environment is ignored; an archived event denies; an enabled event ends an older deny', async () => {
+    const other = await post(a, { type: 'feature-environment-disabled', featureName: 'mcp.fetch.read', environment: 'production', id: 10_000_000 });
+    expect(other.json()).toEqual({ result: 'ignored' });
+    expect(a.ctx.flags.isEnabled('mcp.fetch.read', rwDev)).toBe(true);
+    expect(ctx.logs.text).toMatch(/turned off in Unleash environment .{0,2}production.{0,2}, but this control plane reads .{0,2}development/);
+
+    const archived = await post(a, { type: 'feature-archived', featureName: 'mcp.fetch.read', id: 10_000_000 });
+    expect(archived.json()).toEqual({ result: 'denied' });
+    await until(() => !b.ctx.flags.isEnabled('mcp.fetch.read', rwDev), 1_000, 'b denies archived');
+    expect(b.ctx.flags.status().overrides[0]?.reason).toBe('archived');
+    const enabled = await post(a, { type: 'feature-environment-enabled', featureName: 'mcp.fetch.read', environment: env, id: 10_000_001 });
+    expect(enabled.json()).toEqual({ result: 'cleared' });
+    await until(() => b.ctx.flags.isEnabled('mcp.fetch.read', rwDev), 1_000, 'b allows again');
+    // Other event types are accepted and change nothing.
+    expect((await post(a, { type: 'feature-strategy-update', featureName: 'mcp.fetch.read', environment: env, id: 5 })).json()).toEqual({ result: 'ignored' });
+  });
+
+  it("Unleash's own webhook integration reaches a listening control plane and denies before any poll could", async () => {
+    // A replica that polls only every 30 s: a deny within a second can only come from the webhook.
+    const listening = await ctx.app({ unleashRefreshMs: 30_000 });
+    await listening.listen({ host: '127.0.0.1', port: unleash.webhookPort });
+    const flag = 'mcp.git.write';
+    expect(listening.ctx.flags.isEnabled(flag, rwDev)).toBe(true);
+    touched.add(flag);
+    await admin.setEnabled(flag, env, false);
+    const t0 = performance.now();
+    const ms = await until(() => !listening.ctx.flags.isEnabled(flag, rwDev), 5_000, 'webhook deny');
+    expect(performance.now() - t0).toBeLessThan(1_500);
+    expect(ms).toBeLessThan(1_500);
+    expect(listening.ctx.flags.whyOff(flag, rwDev).reason).toBe('webhook');
+    // The other replicas got it through Redis as well (they may also have polled it by now).
+    for (const app of [a, b]) await until(() => !app.ctx.flags.isEnabled(flag, rwDev), 3_000, 'replicas deny');
+    // Re-enabling in Unleash: the enabled event ends the deny on the slow-polling replica before its next poll.
+    await restoreFlag(unleash, flag);
+    touched.delete(flag);
+    await until(() => listening.ctx.flags.isEnabled(flag, rwDev), 5_000, 'enabled event ends the deny');
+    await listening.close();
+  }, 60_000);
+});

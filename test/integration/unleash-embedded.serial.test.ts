@@ -1,0 +1,108 @@
+import { pino } from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { CallContext } from '../../src/decisions/types.js';
+import { UnleashAdmin } from '../../src/flags/admin-client.js';
+import { type EmbeddedUnleash, startEmbeddedUnleash } from '../../src/flags/embedded.js';
+import { prepareUnleash } from '../../src/flags/setup.js';
+import { createFlagStep } from '../../src/flags/step.js';
+import { bearer, TestContext } from '../helpers/context.js';
+import { dbUrl } from '../helpers/env.js';
+import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName, until } from '../helpers/unleash.js';
+
+// The `npm start` path with its own embedded unleash-server (not the run's shared one): database created
+// when missing, flags synced, first login; then Unleash goes away and comes back.
+
+const ctx = new TestContext();
+const database = unleashDatabaseName('embedded');
+const running: EmbeddedUnleash[] = [];
+
+function writeCall(): CallContext {
+  return {
+    decisionId: 'd',
+    receivedAt: Date.now(),
+    gateway: { kind: 'gateway', id: 'gw', name: 'gw', expiresAt: null },
+    agent: { kind: 'agent', id: 'tok', tokenType: 'rw', scopes: [], role: 'code_agent', projectId: 'p', environment: 'development', displayPrefix: 'mcp_rw_x', expiresAt: null },
+    input: { server: 'filesystem', tool: 'write_file', arguments: {}, session_id: 's' },
+    ip: '127.0.0.1',
+    call: { server: 'filesystem', serverClass: 'storage', tool: 'write_file', requiredScope: 'storage:write', capability: 'write', scopeSource: 'map', extraFlags: [], resourceIds: ['filesystem:a'], networkIdentities: [] },
+    flagsEvaluated: [],
+    limits: {},
+    warnings: [],
+    dryRun: false,
+    trace: [],
+  };
+}
+
+afterAll(async () => {
+  for (const u of running) await u.stop();
+  await ctx.teardown();
+  await dropDatabase(database);
+});
+
+describe('embedded Unleash', () => {
+  it('starts on a new database, syncs the policy flags, lets the admin log in; while it is down the last state stays (stale), after a restart it recovers', async () => {
+    await ctx.setup();
+    await dropDatabase(database);
+    const port = await freePort();
+    const startConfig = ctx.config({
+      unleashUrl: '',
+      unleashPort: port,
+      unleashDatabaseUrl: dbUrl(database),
+      unleashAdminToken: TEST_UNLEASH_ADMIN_TOKEN,
+      unleashApiToken: TEST_UNLEASH_API_TOKEN,
+      unleashRefreshMs: 200,
+      unleashStaleAfterS: 2,
+      // The embedded Unleash logs at this level too: nothing listens at the webhook URL here.
+      logLevel: 'error',
+    });
+    const { config, embedded } = await prepareUnleash(startConfig, pino({ level: 'warn' }));
+    expect(embedded).toBeDefined();
+    running.push(embedded!);
+    expect(config.unleashUrl).toBe(`http://127.0.0.1:${port}/api`);
+
+    // First login to the UI, as documented: admin / UNLEASH_ADMIN_PASSWORD.
+    const login = await fetch(`${embedded!.uiUrl}/auth/simple/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: config.unleashAdminPassword }),
+    });
+    expect(login.status).toBe(200);
+    const admin = new UnleashAdmin(config.unleashUrl, config.unleashAdminToken);
+    for (const s of ['filesystem', 'postgres', 'shell']) expect(await admin.getFeature(`mcp.${s}.write`)).toBeDefined();
+
+    const app = await ctx.app({ ...config, logLevel: 'info' });
+    const step = createFlagStep(app.ctx.flags);
+    expect(app.ctx.flags.isReady()).toBe(true);
+    expect(await step.run(writeCall())).toBeUndefined();
+
+    // Unleash goes away: the last fetched state stays in force, with the staleness alarm.
+    await embedded!.stop();
+    await until(() => app.ctx.flags.isStale(), 15_000, 'stale');
+    expect(await step.run(writeCall())).toBeUndefined();
+    const viewer = await ctx.operatorKey(app, 'viewer');
+    const view = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
+    expect(view).toMatchObject({ ready: true, stale: true, source: 'poll' });
+    expect(ctx.logs.text).toMatch(/flags: stale/);
+    await until(async () => {
+      const res = await app.inject({ method: 'GET', url: '/v1/alerts?kind=FLAGS_STALE', headers: bearer(viewer) });
+      return res.statusCode === 200 && res.json().alerts.length > 0;
+    }, 5_000, 'FLAGS_STALE alert');
+
+    // Back on the same port and database: fetches succeed again and toggles propagate.
+    const again = await startEmbeddedUnleash({
+      port,
+      host: '127.0.0.1',
+      databaseUrl: dbUrl(database),
+      adminPassword: config.unleashAdminPassword,
+      adminToken: config.unleashAdminToken,
+      backendTokens: [config.unleashApiToken],
+      logLevel: 'error',
+    });
+    running.push(again);
+    await until(() => !app.ctx.flags.isStale(), 20_000, 'fresh again');
+    expect(ctx.logs.text).toMatch(/flags are fresh/);
+    await until(async () => (await app.inject({ method: 'GET', url: '/v1/alerts?kind=FLAGS_RECOVERED', headers: bearer(viewer) })).json().alerts?.length > 0, 5_000, 'FLAGS_RECOVERED alert');
+    await admin.setEnabled('mcp.filesystem.write', config.unleashEnvironment, false);
+    await until(async () => (await step.run(writeCall()))?.code === 'KILL_SWITCH', 10_000, 'deny after recovery');
+  }, 120_000);
+});
