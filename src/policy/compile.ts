@@ -14,8 +14,19 @@ import {
 import type { IssueList, PathSegment } from './issues.js';
 import { SHIPPED_MAPS } from './maps/index.js';
 import { identitiesOf } from './resources.js';
-import { ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
-import type { CascadeSettings, CompiledPolicy, CompiledRole, CompiledServer, EnvironmentRules, ProhibitedRule, ServerLimits, ToolScope } from './types.js';
+import { type ApprovalsEntry, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
+import type {
+  ApprovalRule,
+  ApprovalSettings,
+  CascadeSettings,
+  CompiledPolicy,
+  CompiledRole,
+  CompiledServer,
+  EnvironmentRules,
+  ProhibitedRule,
+  ServerLimits,
+  ToolScope,
+} from './types.js';
 
 // Turns a schema-valid policy file into the CompiledPolicy the pipeline reads: checks what the schema
 // cannot (references between sections, scope names, reserved names), applies every default and
@@ -238,6 +249,49 @@ function compileProhibited(list: PolicyFile['prohibited_capabilities'], known: R
   return out;
 }
 
+/** Server `approval:` lists and `approvals.rules`, checked against the servers and roles of the file. */
+function compileApprovals(
+  entry: ApprovalsEntry | undefined,
+  servers: ReadonlyMap<string, CompiledServer>,
+  known: ReadonlyMap<string, unknown>,
+  roles: ReadonlyMap<string, CompiledRole>,
+  issues: IssueList,
+): ApprovalSettings {
+  const separateApprover = entry?.separate_approver ?? false;
+  const ttlSeconds = entry?.ttl_seconds;
+  const rules: ApprovalRule[] = [];
+  for (const s of servers.values()) {
+    if (s.approval.size === 0) continue;
+    rules.push({ name: `servers.${s.name}.approval`, servers: new Set([s.name]), tools: s.approval, capabilities: undefined, roles: undefined, environments: undefined, separateApprover, ttlSeconds });
+  }
+  const names = new Set<string>();
+  for (const [i, rule] of (entry?.rules ?? []).entries()) {
+    const at: PathSegment[] = ['approvals', 'rules', i];
+    if (names.has(rule.name)) issues.error([...at, 'name'], `rule name "${rule.name}" is used twice`);
+    names.add(rule.name);
+    if (!rule.servers && !rule.tools && !rule.capabilities && !rule.roles && !rule.environments) {
+      issues.error(at, 'a rule needs at least one of servers, tools, capabilities, roles, environments (to ask for approval of every call, say `environments: [development, staging, production]`)');
+    }
+    for (const [j, name] of (rule.servers ?? []).entries()) {
+      if (!known.has(name)) issues.error([...at, 'servers', j], `unknown server "${name}"`);
+    }
+    for (const [j, name] of (rule.roles ?? []).entries()) {
+      if (!roles.has(name)) issues.warning([...at, 'roles', j], `role "${name}" is not in this policy; the rule applies if a token has it`);
+    }
+    rules.push({
+      name: rule.name,
+      servers: rule.servers ? new Set(rule.servers) : undefined,
+      tools: rule.tools ? new Set(rule.tools) : undefined,
+      capabilities: rule.capabilities ? new Set(rule.capabilities) : undefined,
+      roles: rule.roles ? new Set(rule.roles) : undefined,
+      environments: rule.environments ? new Set(rule.environments) : undefined,
+      separateApprover: rule.separate_approver ?? separateApprover,
+      ttlSeconds: rule.ttl_seconds ?? ttlSeconds,
+    });
+  }
+  return { rules, separateApprover, ttlSeconds };
+}
+
 /**
  * Checks the cross-references of a schema-valid file and compiles it. Adds errors and warnings to
  * `issues`; returns undefined when there is any error.
@@ -277,6 +331,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
   }
 
   const prohibited = compileProhibited(file.prohibited_capabilities, known, issues);
+  const approvals = compileApprovals(file.approvals, servers, known, roles, issues);
 
   const environments = {} as Record<Environment, EnvironmentRules>;
   for (const env of ENVS) {
@@ -318,6 +373,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
     cascade,
     largeResultBytes: file.large_result_bytes ?? DEFAULT_LARGE_RESULT_BYTES,
     haltTokenOn: new Set<HaltTrigger>(file.halt_token_on ?? DEFAULT_HALT_TOKEN_ON),
+    approvals,
     warnings: issues.sorted().filter((i) => i.severity === 'warning'),
     limitsCache: new Map(),
   };

@@ -181,6 +181,30 @@ const RateLimits = Type.Object(
   { additionalProperties: false },
 );
 
+/** A call that matches every key given needs a human to approve its exact arguments (src/approvals). */
+const ApprovalRule = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    servers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true, minItems: 1 })),
+    tools: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { uniqueItems: true, minItems: 1 })),
+    capabilities: Type.Optional(Type.Array(Type.Enum([...CAPABILITIES]), { uniqueItems: true, minItems: 1 })),
+    roles: Type.Optional(Type.Array(Type.String({ pattern: ROLE_NAME_PATTERN }), { uniqueItems: true, minItems: 1 })),
+    environments: Type.Optional(Type.Array(Type.Enum([...ENVIRONMENT_NAMES]), { uniqueItems: true, minItems: 1 })),
+    separate_approver: Type.Optional(Type.Boolean()),
+    ttl_seconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 86_400 })),
+  },
+  { additionalProperties: false },
+);
+
+const Approvals = Type.Object(
+  {
+    separate_approver: Type.Optional(Type.Boolean()),
+    ttl_seconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 86_400 })),
+    rules: Type.Optional(Type.Array(ApprovalRule)),
+  },
+  { additionalProperties: false },
+);
+
 export const PolicyFileSchema = Type.Object(
   {
     version: Type.Optional(Type.Literal(1)),
@@ -205,6 +229,7 @@ export const PolicyFileSchema = Type.Object(
     cascade: Type.Optional(Cascade),
     large_result_bytes: Type.Optional(Type.Integer({ minimum: 1 })),
     halt_token_on: Type.Optional(Type.Array(Type.Enum([...ALL_HALT_TRIGGERS]), { uniqueItems: true })),
+    approvals: Type.Optional(Approvals),
   },
   { additionalProperties: false },
 );
@@ -213,3 +238,4 @@ export type PolicyFile = Static<typeof PolicyFileSchema>;
 export type ServerEntry = Static<typeof ServerSchema>;
 export type RoleEntry = Static<typeof RoleSchema>;
 export type ServerLimitsEntry = Static<typeof ServerLimitsSchema>;
+export type ApprovalsEntry = Static<typeof Approvals>;

@@ -95,6 +95,27 @@ export interface EffectiveLimits extends GlobalLimits {
   largeResultsAllowed: boolean;
 }
 
+/** One approval rule (`approvals.rules[]`, or a server's `approval:` list); undefined sets match anything. */
+export interface ApprovalRule {
+  name: string;
+  servers: ReadonlySet<string> | undefined;
+  tools: ReadonlySet<string> | undefined;
+  capabilities: ReadonlySet<Capability> | undefined;
+  roles: ReadonlySet<string> | undefined;
+  environments: ReadonlySet<Environment> | undefined;
+  /** The approver must not be the operator who created the agent token. */
+  separateApprover: boolean;
+  /** Overrides APPROVAL_TTL_S for requests of this rule. */
+  ttlSeconds: number | undefined;
+}
+
+export interface ApprovalSettings {
+  /** Server `approval:` lists first (as rules named `servers.<name>.approval`), then `approvals.rules` in order. */
+  rules: readonly ApprovalRule[];
+  separateApprover: boolean;
+  ttlSeconds: number | undefined;
+}
+
 export interface CompiledPolicy {
   path: string;
   /** sha256 of the file's bytes, hex. */
@@ -109,6 +130,7 @@ export interface CompiledPolicy {
   cascade: Readonly<CascadeSettings>;
   largeResultBytes: number;
   haltTokenOn: ReadonlySet<HaltTrigger>;
+  approvals: Readonly<ApprovalSettings>;
   warnings: readonly PolicyIssue[];
   /** limitsFor() answers, filled on first use. */
   readonly limitsCache: Map<string, Readonly<EffectiveLimits>>;
