@@ -1,8 +1,17 @@
+# Build stage: the admin UI (vite) needs the dev dependencies.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY . .
+RUN npm run ui:build
+
 FROM node:20-bookworm-slim
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 COPY . .
+COPY --from=build /app/ui/dist ./ui/dist
 ENV NODE_ENV=production
 EXPOSE 8080
 CMD ["node", "bin/killswitch.js", "start"]

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
@@ -8,7 +9,7 @@ import { pino } from 'pino';
 import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
-import { AuditService } from './audit/service.js';
+import { AuditService, createWriterPool } from './audit/service.js';
 import type { Config } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -17,9 +18,13 @@ import { flagRoutes } from './flags/routes.js';
 import { FlagService } from './flags/service.js';
 import { installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { registerKillLoader } from './kills/mirror.js';
 import { RedisGate } from './limits/gate.js';
 import { decisionsPlugin } from './decisions/plugin.js';
 import { loggerOptions } from './log.js';
+import { Metrics } from './metrics/metrics.js';
+import { operabilityPlugin } from './metrics/plugin.js';
+import { installHttpMetrics } from './metrics/routes.js';
 import { PolicyStore } from './policy/store.js';
 import { createRedis, waitForRedis } from './redis/client.js';
 import { sessionRoutes } from './sessions/routes.js';
@@ -28,12 +33,15 @@ import { Authenticator } from './tokens/authenticator.js';
 import { credentialRoutes } from './tokens/routes.js';
 import { CredentialService } from './tokens/service.js';
 import { credentialStore } from './tokens/store.js';
+import { uiRoutes } from './ui/routes.js';
 
 export interface BuildOptions {
   /** Where logs go (tests capture them). Default: stdout. */
   logStream?: NodeJS.WritableStream;
   /** Apply migrations (creating the database if needed). Default true. */
   migrate?: boolean;
+  /** Where decision spans go instead of the OTEL_* exporter (tests: an InMemorySpanExporter); turns tracing on. */
+  spanExporter?: SpanExporter;
 }
 
 function buildAjv(coerce: boolean): Ajv {
@@ -57,10 +65,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const log = pino(loggerOptions(config.logLevel), opts.logStream ?? process.stdout);
   if (opts.migrate !== false) await ensureDatabase(config.databaseUrl);
   const pool = createPool(config.databaseUrl, { max: config.databasePoolSize });
+  // First, so every query and Redis command of this instance is timed and counted (GET /metrics).
+  const metrics = new Metrics();
+  metrics.instrumentPool(pool, 'main');
   const closers: AppContext['closers'] = [];
   try {
     if (opts.migrate !== false) await migrate(pool);
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
+    metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());
     await waitForRedis(redis).catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
     const secret = await resolveHashSecret(config, pool, log);
@@ -69,7 +81,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     closers.push(() => auth.stop());
     // Pushed early so it closes late: rows other services enqueue while closing are still flushed, and the
     // writer is flushed before the main pool ends.
-    const audit = await AuditService.start(config, pool, log);
+    const writerPool = createWriterPool(config.databaseUrl);
+    metrics.instrumentPool(writerPool, 'audit');
+    closers.push(() => writerPool.end().catch(() => {}));
+    const audit = await AuditService.start(config, pool, log, { writerPool });
     closers.push(() => audit.close());
     // A broken policy file stops the start here, with every error and its line.
     const policy = await PolicyStore.open(config.policyFile, { log });
@@ -94,6 +109,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       const t = policy.current().limits.token;
       return { maxOpen: t.maxOpenSessions, maxNewPerHour: t.maxNewSessionsPerHour };
     });
+    // Kills reload with the sessions: registered before the first reload can set the epoch without them.
+    registerKillLoader(sessions.epoch, pool, redis);
     sessions.start();
     closers.push(() => sessions.stop());
     const gate = new RedisGate(redis, {
@@ -109,7 +126,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       pool,
       redis,
       auth,
-      credentials: new CredentialService(pool, auth, audit),
+      credentials: new CredentialService(pool, auth, audit, alerts),
       audit,
       policy,
       alerts,
@@ -118,6 +135,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       gate,
       readiness: new Map(),
       closers,
+      metrics,
     } as AppContext;
 
     const bodyAjv = buildAjv(false);
@@ -134,6 +152,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
     app.removeContentTypeParser('text/plain');
     installErrorHandler(app);
+    installHttpMetrics(app, metrics);
 
     await app.register(swagger, {
       openapi: {
@@ -159,6 +178,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);
     await decisionsPlugin(app);
+    await operabilityPlugin(app, { spanExporter: opts.spanExporter });
+    await app.register(uiRoutes);
 
     app.addHook('onClose', async () => {
       for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));

@@ -1,0 +1,188 @@
+// docs/api.md is rendered from the OpenAPI document the route schemas generate (app.swagger()), so the
+// reference cannot drift from the code: test/e2e/ui.test.ts compares the file with a fresh rendering.
+// Run `npm run docs:api` after changing a route.
+
+interface Schema {
+  type?: string | string[];
+  format?: string;
+  enum?: unknown[];
+  const?: unknown;
+  anyOf?: Schema[];
+  oneOf?: Schema[];
+  items?: Schema;
+  properties?: Record<string, Schema>;
+  required?: string[];
+  description?: string;
+  default?: unknown;
+  minimum?: number;
+  maximum?: number;
+  maxLength?: number;
+  pattern?: string;
+  $ref?: string;
+}
+
+interface Parameter {
+  name: string;
+  in: string;
+  required?: boolean;
+  description?: string;
+  schema?: Schema;
+}
+
+interface Operation {
+  tags?: string[];
+  summary?: string;
+  description?: string;
+  parameters?: Parameter[];
+  requestBody?: { content?: Record<string, { schema?: Schema }> };
+  responses?: Record<string, { description?: string; content?: Record<string, { schema?: Schema }> }>;
+  security?: Record<string, string[]>[];
+}
+
+export interface OpenApiDocument {
+  info?: { title?: string; version?: string; description?: string };
+  paths?: Record<string, Record<string, Operation>>;
+}
+
+const METHODS = ['get', 'post', 'put', 'patch', 'delete'];
+
+// Order and titles of the sections; tags not listed here follow in alphabetical order.
+const TAG_TITLES: Record<string, string> = {
+  gateway: 'Gateway routes (gateway key + agent token)',
+  decisions: 'Decisions (operators)',
+  keys: 'Agent tokens',
+  'gateway-keys': 'Gateway keys',
+  'operator-keys': 'Operator keys',
+  sessions: 'Sessions and halts',
+  grants: 'Grants',
+  tools: 'Tool definitions',
+  approvals: 'Approvals',
+  kills: 'Kills (break glass)',
+  audit: 'Audit and usage',
+  alerts: 'Alerts',
+  flags: 'Flags',
+  ui: 'Admin UI',
+  health: 'Health',
+};
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ').trim();
+
+/** A schema as a short type: `string (uuid)`, `"ro" \| "rw"`, `string[]`, `object`. */
+export function typeOf(s: Schema | undefined): string {
+  if (!s) return 'any';
+  if (s.$ref) return s.$ref.replace(/^.*\//, '');
+  if (s.const !== undefined) return JSON.stringify(s.const);
+  if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(' \\| ');
+  const union = s.anyOf ?? s.oneOf;
+  if (union) return [...new Set(union.map(typeOf))].join(' \\| ');
+  if (Array.isArray(s.type)) return s.type.join(' \\| ');
+  if (s.type === 'array') return `${typeOf(s.items).includes(' ') ? `(${typeOf(s.items)})` : typeOf(s.items)}[]`;
+  if (s.type === 'string' && s.format) return `string (${s.format})`;
+  return s.type ?? 'any';
+}
+
+function constraints(s: Schema | undefined): string {
+  if (!s) return '';
+  const out: string[] = [];
+  if (s.default !== undefined) out.push(`default ${JSON.stringify(s.default)}`);
+  if (s.minimum !== undefined) out.push(`min ${s.minimum}`);
+  if (s.maximum !== undefined) out.push(`max ${s.maximum}`);
+  if (s.maxLength !== undefined) out.push(`max length ${s.maxLength}`);
+  return out.join(', ');
+}
+
+function describe(s: Schema | undefined, fallback = ''): string {
+  const text = s?.description ?? fallback;
+  const extra = constraints(s);
+  return cell([text, extra ? `(${extra})` : ''].filter(Boolean).join(' '));
+}
+
+function fieldTable(schema: Schema): string[] {
+  const props = schema.properties ?? {};
+  const names = Object.keys(props);
+  if (names.length === 0) return [`Body: \`${typeOf(schema)}\``, ''];
+  const required = new Set(schema.required ?? []);
+  return ['| field | type | required | meaning |', '|---|---|---|---|', ...names.map((n) => `| \`${n}\` | \`${typeOf(props[n])}\` | ${required.has(n) ? 'yes' : ''} | ${describe(props[n])} |`), ''];
+}
+
+function auth(op: Operation): string {
+  const sec = op.security;
+  if ((sec && sec.length === 0) || op.tags?.includes('health')) return 'none';
+  if (op.tags?.includes('gateway') || sec?.some((s) => 'agentToken' in s)) return 'gateway key (`Authorization: Bearer ksgw_...`) and agent token (`X-Agent-Token`)';
+  return 'operator key (`Authorization: Bearer ksop_...`)';
+}
+
+function responses(op: Operation): string {
+  return Object.keys(op.responses ?? {})
+    .sort()
+    .map((code) => {
+      const r = op.responses?.[code];
+      const schema = r?.content?.['application/json']?.schema;
+      const props = schema?.properties ? Object.keys(schema.properties) : [];
+      if (code.startsWith('2') && props.length) return `\`${code}\` {${props.slice(0, 8).join(', ')}${props.length > 8 ? ', …' : ''}}`;
+      return `\`${code}\``;
+    })
+    .join(', ');
+}
+
+/** docs/api.md: every route of the OpenAPI document, grouped by tag, with parameters, bodies and responses. */
+export function renderApiDoc(spec: OpenApiDocument): string {
+  const ops: { tag: string; method: string; path: string; op: Operation }[] = [];
+  for (const [path, item] of Object.entries(spec.paths ?? {})) {
+    for (const method of METHODS) {
+      const op = item[method];
+      if (op) ops.push({ tag: op.tags?.[0] ?? 'other', method, path, op });
+    }
+  }
+  const known = Object.keys(TAG_TITLES);
+  const tags = [...new Set(ops.map((o) => o.tag))].sort((a, b) => {
+    const ia = known.indexOf(a);
+    const ib = known.indexOf(b);
+    if (ia >= 0 && ib >= 0) return ia - ib;
+    if (ia >= 0) return -1;
+    if (ib >= 0) return 1;
+    return a.localeCompare(b);
+  });
+
+  const lines = [
+    '# API reference',
+    '',
+    '<!-- Generated from the route schemas (app.swagger()) by `npm run docs:api`; do not edit by hand. -->',
+    '',
+    `${spec.info?.title ?? 'API'} ${spec.info?.version ?? ''}. A running control plane serves the full OpenAPI 3 document, with every`,
+    'schema, at **`GET /docs/openapi.json`** (no credential needed); load it into any OpenAPI viewer or client',
+    'generator. This page lists every route with its parameters; the error body and every code are in',
+    '[errors.md](errors.md). The decision contract for gateway authors is explained in [gateway.md](gateway.md);',
+    'the token types in [tokens.md](tokens.md).',
+    '',
+    'Credentials: operator keys (`ksop_`, roles viewer < operator < owner) on the admin API; gateway keys',
+    '(`ksgw_`) plus the agent token (`X-Agent-Token: mcp_..._`) on the gateway routes. An agent token or a',
+    'gateway key on the admin API is refused with `403 MCP_TOKEN_FORBIDDEN`.',
+    '',
+    '## Contents',
+    '',
+    ...tags.map((t) => `- [${TAG_TITLES[t] ?? t}](#${(TAG_TITLES[t] ?? t).toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')})`),
+    '',
+  ];
+
+  for (const tag of tags) {
+    lines.push(`## ${TAG_TITLES[tag] ?? tag}`, '');
+    for (const { method, path, op } of ops.filter((o) => o.tag === tag)) {
+      lines.push(`### \`${method.toUpperCase()} ${path}\``, '');
+      if (op.summary) lines.push(`${cell(op.summary)}.`.replace(/\.\.$/, '.'), '');
+      if (op.description) lines.push(cell(op.description), '');
+      lines.push(`Auth: ${auth(op)}.`, '');
+      const params = (op.parameters ?? []).filter((p) => p.in === 'query' || p.in === 'path');
+      if (params.length) {
+        lines.push('| parameter | in | type | required | meaning |', '|---|---|---|---|---|');
+        for (const p of params) lines.push(`| \`${p.name}\` | ${p.in} | \`${typeOf(p.schema)}\` | ${p.required ? 'yes' : ''} | ${describe(p.schema, p.description ?? '')} |`);
+        lines.push('');
+      }
+      const body = op.requestBody?.content?.['application/json']?.schema;
+      if (body) lines.push('Request body:', '', ...fieldTable(body));
+      const resp = responses(op);
+      if (resp) lines.push(`Responses: ${resp}.`, '');
+    }
+  }
+  return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
+}

@@ -1,0 +1,102 @@
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+
+/** Debian's chromium (`apt-get install chromium`; .ci/run installs it). No browser is downloaded. */
+export const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+export const SCREENSHOTS = 'test-results/ui';
+
+const UI_SOURCES = ['ui/src', 'ui/index.html', 'ui/vite.config.ts', 'ui/public'];
+
+async function newestMtime(path: string): Promise<number> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return info.mtimeMs;
+  let newest = info.mtimeMs;
+  for (const entry of await readdir(path)) newest = Math.max(newest, await newestMtime(join(path, entry)));
+  return newest;
+}
+
+/**
+ * Builds the UI when ui/dist is missing or older than its sources, so `npx vitest run` tests what is in
+ * ui/src even without `npm test`'s pretest build.
+ */
+export async function ensureUiBuilt(): Promise<void> {
+  const index = 'ui/dist/index.html';
+  let fresh = false;
+  if (existsSync(index)) {
+    const built = (await stat(index)).mtimeMs;
+    const sources = Math.max(...(await Promise.all(UI_SOURCES.filter((p) => existsSync(p)).map(newestMtime))));
+    fresh = built >= sources;
+  }
+  if (fresh) return;
+  const { build } = await import('vite');
+  await build({ configFile: 'ui/vite.config.ts', logLevel: 'warn' });
+}
+
+export interface BrowserSession {
+  browser: Browser;
+  context: BrowserContext;
+  page: Page;
+  /** Console errors and uncaught page errors seen so far: the tests assert there are none. */
+  consoleErrors: string[];
+  downloads: string;
+}
+
+export async function openBrowser(baseUrl: string): Promise<BrowserSession> {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+  });
+  const context = await browser.newContext({ baseURL: baseUrl, viewport: { width: 1360, height: 900 }, acceptDownloads: true });
+  // The copy button writes to the clipboard; the test reads it back.
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: baseUrl });
+  const page = await context.newPage();
+  // A missing element fails with Playwright's own message, well before the test's timeout.
+  page.setDefaultTimeout(20_000);
+  const consoleErrors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(`${m.text()} (${m.location().url})`);
+  });
+  page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+  await mkdir(SCREENSHOTS, { recursive: true });
+  return { browser, context, page, consoleErrors, downloads: SCREENSHOTS };
+}
+
+export async function screenshot(page: Page, name: string, fullPage = true): Promise<string> {
+  const path = join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage });
+  return path;
+}
+
+// The screenshots docs/ shows, by the name the tests save them under.
+const DOC_SCREENSHOTS: Record<string, string> = {
+  '00-sign-in': 'sign-in',
+  '01-tokens': 'tokens',
+  '02-create-rw-warning': 'create-rw-warning',
+  '03-token-created': 'token-created',
+  '04-revoke-confirm': 'revoke-confirm',
+  '05-create-admin-confirm': 'create-admin-confirm',
+  '08-audit': 'audit',
+  '09-alerts': 'alerts',
+  '10-sessions': 'sessions',
+  '11-usage': 'usage',
+  '12-flags': 'flags',
+  '13-tool-definitions': 'tool-definitions',
+  '15-explain': 'explain',
+  '16-approvals': 'approvals',
+  'badge-ro': 'badge-ro',
+  'badge-rw': 'badge-rw',
+  'badge-admin': 'badge-admin',
+};
+
+/** With UPDATE_DOC_SCREENSHOTS=1, refreshes docs/img/ from this run's screenshots (a normal run leaves docs/ alone). */
+export async function copyDocScreenshots(): Promise<void> {
+  if (process.env['UPDATE_DOC_SCREENSHOTS'] !== '1') return;
+  await mkdir('docs/img', { recursive: true });
+  for (const [from, to] of Object.entries(DOC_SCREENSHOTS)) {
+    const src = join(SCREENSHOTS, `${from}.png`);
+    if (existsSync(src)) await copyFile(src, join('docs/img', `${to}.png`));
+  }
+}

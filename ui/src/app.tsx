@@ -1,0 +1,127 @@
+import { useEffect, useState } from 'preact/hooks';
+import { get, onSignedOut, operatorKey, signIn, signOut } from './api';
+import { ErrorNote } from './components/ui';
+import { AlertsPage } from './pages/alerts';
+import { ApprovalsPage } from './pages/approvals';
+import { AuditPage } from './pages/audit';
+import { ExplainPage } from './pages/explain';
+import { FlagsPage } from './pages/flags';
+import { GrantsPage } from './pages/grants';
+import { SessionsPage } from './pages/sessions';
+import { TokensPage } from './pages/tokens';
+import { ToolsPage } from './pages/tools';
+import { UsagePage } from './pages/usage';
+
+// Hash routes: the control plane serves one static index.html, and a reload keeps the page.
+const PAGES = [
+  { id: 'tokens', label: 'Tokens', render: () => <TokensPage /> },
+  { id: 'audit', label: 'Audit', render: () => <AuditPage /> },
+  { id: 'alerts', label: 'Alerts', render: () => <AlertsPage /> },
+  { id: 'sessions', label: 'Sessions', render: () => <SessionsPage /> },
+  { id: 'approvals', label: 'Approvals', render: () => <ApprovalsPage /> },
+  { id: 'usage', label: 'Usage', render: () => <UsagePage /> },
+  { id: 'flags', label: 'Flags', render: () => <FlagsPage /> },
+  { id: 'tools', label: 'Tool definitions', render: () => <ToolsPage /> },
+  { id: 'grants', label: 'Grants', render: () => <GrantsPage /> },
+  { id: 'explain', label: 'Explain a denial', render: () => <ExplainPage /> },
+] as const;
+
+function currentPage(): string {
+  const id = location.hash.replace(/^#\/?/, '').split('?')[0] ?? '';
+  return PAGES.some((p) => p.id === id) ? id : 'tokens';
+}
+
+export function App() {
+  const [signedIn, setSignedIn] = useState(() => operatorKey() !== null);
+  const [page, setPage] = useState(currentPage);
+
+  useEffect(() => onSignedOut(() => setSignedIn(false)), []);
+  useEffect(() => {
+    const onHash = () => setPage(currentPage());
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, []);
+  useEffect(() => {
+    const label = PAGES.find((p) => p.id === page)?.label ?? '';
+    document.title = `${label} · MCP kill switch`;
+  }, [page]);
+
+  if (!signedIn) return <SignIn onSignedIn={() => setSignedIn(true)} />;
+  const current = PAGES.find((p) => p.id === page) ?? PAGES[0];
+  return (
+    <div class="layout">
+      <a class="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header class="top">
+        <span class="brand">
+          <span class="brand-mark" aria-hidden="true" />
+          MCP kill switch
+        </span>
+        <nav aria-label="Pages">
+          <ul>
+            {PAGES.map((p) => (
+              <li key={p.id}>
+                <a href={`#/${p.id}`} aria-current={p.id === current.id ? 'page' : undefined}>
+                  {p.label}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <button type="button" class="sign-out" onClick={() => signOut()}>
+          Sign out
+        </button>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {current.render()}
+      </main>
+    </div>
+  );
+}
+
+function SignIn({ onSignedIn }: { onSignedIn: () => void }) {
+  const [key, setKey] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const trimmed = key.trim();
+    if (!/^ksop_/.test(trimmed)) {
+      setError(new Error('An operator key starts with ksop_. Agent tokens (mcp_...) and gateway keys (ksgw_...) are not accepted here.'));
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    signIn(trimmed);
+    try {
+      // Any viewer route proves the key; the scope catalogue is small.
+      await get('/v1/scopes');
+      onSignedIn();
+    } catch (err) {
+      signOut();
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main class="sign-in" id="main">
+      <form onSubmit={submit} aria-labelledby="sign-in-title">
+        <h1 id="sign-in-title">
+          <span class="brand-mark" aria-hidden="true" /> MCP kill switch
+        </h1>
+        <p>Sign in with an operator key. It is kept in this browser tab only (sessionStorage) and sent to this control plane alone.</p>
+        <label for="operator-key">Operator key</label>
+        <input id="operator-key" type="password" autoComplete="off" spellcheck={false} placeholder="ksop_..." value={key} required onInput={(e) => setKey(e.currentTarget.value)} />
+        <ErrorNote error={error} />
+        <button type="submit" class="primary" disabled={busy || !key.trim()}>
+          Sign in
+        </button>
+        <p class="hint">
+          No key? The first <code>npm start</code> prints an owner key once; <code>npx killswitch operators create --role owner --name you</code> makes another.
+        </p>
+      </form>
+    </main>
+  );
+}

@@ -1,0 +1,152 @@
+import { useEffect, useState } from 'preact/hooks';
+import { get, post, readEventStream } from '../api';
+import { Empty, ErrorNote, ReasonDialog, shortId, Time } from '../components/ui';
+import type { Alert } from '../types';
+
+type Show = 'open' | 'all' | 'acknowledged';
+
+export function AlertsPage() {
+  const [show, setShow] = useState<Show>('open');
+  const [severity, setSeverity] = useState('');
+  const [alerts, setAlerts] = useState<Alert[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [loaded, setLoaded] = useState(false);
+  const [live, setLive] = useState(false);
+  const [acking, setAcking] = useState<Alert | null>(null);
+
+  useEffect(() => {
+    let active = true;
+    const acknowledged = show === 'all' ? undefined : show === 'acknowledged';
+    get<{ alerts: Alert[] }>('/v1/alerts', { acknowledged, severity: severity ? [severity] : undefined, limit: 200 }).then(
+      (page) => {
+        if (!active) return;
+        setAlerts(page.alerts);
+        setError(null);
+        setLoaded(true);
+      },
+      (err) => active && setError(err),
+    );
+    return () => {
+      active = false;
+    };
+  }, [show, severity]);
+
+  // New alerts and acknowledgements arrive on the SSE stream, so the page stays current without polling.
+  useEffect(() => {
+    const abort = new AbortController();
+    void readEventStream(
+      '/v1/alerts/stream',
+      (e) => {
+        let alert: Alert;
+        try {
+          alert = JSON.parse(e.data) as Alert;
+        } catch {
+          return;
+        }
+        if (severity && alert.severity !== severity) return;
+        setAlerts((old) => {
+          const rest = old.filter((a) => a.id !== alert.id);
+          if (e.event === 'alert') return show === 'acknowledged' ? old : [alert, ...rest];
+          // An acknowledgement: update the row, or drop it from the list of open alerts.
+          if (show === 'open') return rest;
+          return old.map((a) => (a.id === alert.id ? alert : a));
+        });
+      },
+      setLive,
+      abort.signal,
+    );
+    return () => abort.abort();
+  }, [show, severity]);
+
+  return (
+    <section aria-labelledby="alerts-title">
+      <h1 id="alerts-title">Alerts</h1>
+      <p class="lede">Halts, kill switches, rate limits and dependency problems. Acknowledging records who looked at it; it does not resume anything (use Sessions for that).</p>
+      <div class="toolbar">
+        <label>
+          Show{' '}
+          <select value={show} onChange={(e) => setShow(e.currentTarget.value as Show)}>
+            <option value="open">not acknowledged</option>
+            <option value="acknowledged">acknowledged</option>
+            <option value="all">all</option>
+          </select>
+        </label>
+        <label>
+          Severity{' '}
+          <select value={severity} onChange={(e) => setSeverity(e.currentTarget.value)}>
+            <option value="">any</option>
+            <option value="critical">critical</option>
+            <option value="warning">warning</option>
+            <option value="info">info</option>
+          </select>
+        </label>
+        <span class="spacer" />
+        <span class={live ? 'live-state on' : 'live-state'} aria-live="polite">
+          {live ? 'Live: new alerts appear here' : 'Connecting to the live feed…'}
+        </span>
+      </div>
+      <ErrorNote error={error} />
+      {loaded && alerts.length === 0 && <Empty>No alerts here.</Empty>}
+      <ul class="alert-list">
+        {alerts.map((a) => (
+          <li key={a.id} class={`alert alert-${a.severity}`} data-alert-id={a.id} data-alert-kind={a.kind}>
+            <div class="alert-head">
+              <span class={`sev sev-${a.severity}`}>{a.severity}</span>
+              <strong class="mono">{a.kind}</strong>
+              <Time value={a.created_at} />
+              <span class="spacer" />
+              {a.acknowledged_at ? (
+                <span class="muted">
+                  acknowledged by {a.acknowledged_by} <Time value={a.acknowledged_at} />
+                  {a.ack_note ? `: ${a.ack_note}` : ''}
+                </span>
+              ) : (
+                <button type="button" class="small" onClick={() => setAcking(a)} aria-label={`Acknowledge ${a.kind} alert`}>
+                  Acknowledge
+                </button>
+              )}
+            </div>
+            <p>{a.message}</p>
+            <p class="alert-refs">
+              {a.token_id && (
+                <span>
+                  token <span class="mono" title={a.token_id}>{shortId(a.token_id)}</span>
+                </span>
+              )}
+              {a.session_id && (
+                <span>
+                  session{' '}
+                  <a class="mono" href="#/sessions" title={a.session_id}>
+                    {shortId(a.session_id)}
+                  </a>
+                </span>
+              )}
+              {a.server && <span>server {a.server}</span>}
+              {a.project_id && <span>project {a.project_id}</span>}
+              {Object.entries(a.numbers).map(([k, v]) => (
+                <span key={k}>
+                  {k} {v}
+                </span>
+              ))}
+            </p>
+          </li>
+        ))}
+      </ul>
+      {acking && (
+        <ReasonDialog
+          title={`Acknowledge ${acking.kind}?`}
+          confirmLabel="Acknowledge"
+          reasonRequired={false}
+          reasonLabel="Note (optional)"
+          onClose={() => setAcking(null)}
+          onConfirm={async (note) => {
+            const updated = await post<Alert>(`/v1/alerts/${acking.id}/ack`, note ? { note } : {});
+            setAlerts((old) => (show === 'open' ? old.filter((a) => a.id !== updated.id) : old.map((a) => (a.id === updated.id ? updated : a))));
+          }}
+        >
+          <p>{acking.message}</p>
+        </ReasonDialog>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,129 @@
+import { useId, useState } from 'preact/hooks';
+import { api, get, post } from '../api';
+import { Dialog, Empty, ErrorNote, shortId, Time, useLoad } from '../components/ui';
+import type { Grant } from '../types';
+
+export function GrantsPage() {
+  const [activeOnly, setActiveOnly] = useState(true);
+  const [creating, setCreating] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const list = useLoad(() => get<{ grants: Grant[] }>('/v1/grants', { active: activeOnly ? true : undefined }), [activeOnly]);
+  return (
+    <section aria-labelledby="grants-title">
+      <h1 id="grants-title">Grants</h1>
+      <p class="lede">
+        A grant is a human's permission, bounded in time: production access for an agent token (without it, production calls answer HUMAN_AUTHORIZATION_REQUIRED), or permission for large results.
+      </p>
+      <div class="toolbar">
+        <label class="check">
+          <input type="checkbox" checked={activeOnly} onChange={(e) => setActiveOnly(e.currentTarget.checked)} /> Active only
+        </label>
+        <span class="spacer" />
+        <button type="button" class="primary" onClick={() => setCreating(true)}>
+          Grant access
+        </button>
+      </div>
+      <ErrorNote error={list.error ?? error} />
+      {list.data && list.data.grants.length === 0 && <Empty>No grants.</Empty>}
+      {list.data && list.data.grants.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Kind</th>
+                <th scope="col">Token</th>
+                <th scope="col">Session</th>
+                <th scope="col">Reason</th>
+                <th scope="col">By</th>
+                <th scope="col">Expires</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data.grants.map((g) => (
+                <tr key={g.id}>
+                  <td>{g.kind === 'production' ? 'production access' : 'large results'}</td>
+                  <td class="mono" title={g.token_id}>
+                    {shortId(g.token_id)}
+                  </td>
+                  <td class="mono">{g.session_id ? shortId(g.session_id) : 'any'}</td>
+                  <td>{g.reason}</td>
+                  <td>{g.created_by}</td>
+                  <td>{g.revoked_at ? <span class="pill pill-revoked">revoked</span> : <Time value={g.expires_at} />}</td>
+                  <td>
+                    {!g.revoked_at && new Date(g.expires_at).getTime() > Date.now() && (
+                      <button
+                        type="button"
+                        class="danger small"
+                        onClick={() =>
+                          api('DELETE', `/v1/grants/${g.id}`).then(list.reload, setError)
+                        }
+                      >
+                        Revoke
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {creating && <CreateGrant onClose={() => setCreating(false)} onCreated={list.reload} />}
+    </section>
+  );
+}
+
+function CreateGrant({ onClose, onCreated }: { onClose: () => void; onCreated: () => void }) {
+  const [kind, setKind] = useState<'production' | 'large_results'>('production');
+  const [token, setToken] = useState('');
+  const [session, setSession] = useState('');
+  const [reason, setReason] = useState('');
+  const [minutes, setMinutes] = useState(60);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const p = useId();
+  return (
+    <Dialog title="Grant access" onClose={onClose}>
+      <form
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setBusy(true);
+          try {
+            await post('/v1/grants', { kind, token_id: token.trim(), ...(session.trim() ? { session_id: session.trim() } : {}), reason: reason.trim(), expires_in: minutes * 60 });
+            onCreated();
+            onClose();
+          } catch (err) {
+            setError(err);
+            setBusy(false);
+          }
+        }}
+      >
+        <label for={`${p}-kind`}>Kind</label>
+        <select id={`${p}-kind`} value={kind} onChange={(e) => setKind(e.currentTarget.value as 'production' | 'large_results')}>
+          <option value="production">production access</option>
+          <option value="large_results">large results</option>
+        </select>
+        <label for={`${p}-token`}>Agent token id</label>
+        <input id={`${p}-token`} class="mono" required value={token} onInput={(e) => setToken(e.currentTarget.value)} />
+        <label for={`${p}-session`}>Session id (optional: limit to one session)</label>
+        <input id={`${p}-session`} class="mono" value={session} onInput={(e) => setSession(e.currentTarget.value)} />
+        <label for={`${p}-minutes`}>For how many minutes</label>
+        <input id={`${p}-minutes`} type="number" min={1} max={10080} value={minutes} onInput={(e) => setMinutes(Number(e.currentTarget.value))} />
+        <label for={`${p}-reason`}>Reason (audited)</label>
+        <textarea id={`${p}-reason`} rows={2} required minLength={3} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        <ErrorNote error={error} />
+        <div class="actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={busy || !token.trim() || reason.trim().length < 3}>
+            Grant
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}

@@ -1,0 +1,593 @@
+import type { ComponentChildren } from 'preact';
+import { useEffect, useId, useMemo, useState } from 'preact/hooks';
+import { ApiError, get, post } from '../api';
+import { Dialog, Empty, ErrorNote, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
+import type { AgentToken, Environment, GatewayKey, OperatorKey, OperatorRole, ScopeCatalogue, TokenType } from '../types';
+
+type Tab = 'agent' | 'gateway' | 'operator';
+
+// Shown when the catalogue could not be read; the API sends the same text.
+const WRITE_RISK_WARNING = 'This AI can modify your data. Only grant to trusted systems.';
+
+const EXPIRY_CHOICES: { label: string; seconds: number | undefined }[] = [
+  { label: 'Never', seconds: undefined },
+  { label: '1 day', seconds: 86_400 },
+  { label: '7 days', seconds: 7 * 86_400 },
+  { label: '30 days', seconds: 30 * 86_400 },
+  { label: '90 days', seconds: 90 * 86_400 },
+  { label: '1 year', seconds: 365 * 86_400 },
+];
+
+function status(k: { revoked_at: string | null; expires_at: string | null }): 'active' | 'revoked' | 'expired' {
+  if (k.revoked_at) return 'revoked';
+  if (k.expires_at && new Date(k.expires_at).getTime() <= Date.now()) return 'expired';
+  return 'active';
+}
+
+function StatusPill({ value }: { value: 'active' | 'revoked' | 'expired' }) {
+  return <span class={`pill pill-${value}`}>{value}</span>;
+}
+
+export function TokensPage() {
+  const [tab, setTab] = useState<Tab>('agent');
+  return (
+    <section aria-labelledby="tokens-title">
+      <h1 id="tokens-title">Tokens and keys</h1>
+      <Tabs
+        label="Kinds of credential"
+        current={tab}
+        onChange={setTab}
+        tabs={[
+          { id: 'agent', label: 'Agent tokens' },
+          { id: 'gateway', label: 'Gateway keys' },
+          { id: 'operator', label: 'Operator keys' },
+        ]}
+      />
+      <div role="tabpanel" aria-labelledby={`tab-${tab}`}>
+        {tab === 'agent' && <AgentTokens />}
+        {tab === 'gateway' && <GatewayKeys />}
+        {tab === 'operator' && <OperatorKeys />}
+      </div>
+    </section>
+  );
+}
+
+function AgentTokens() {
+  const [showRevoked, setShowRevoked] = useState(false);
+  const [type, setType] = useState<TokenType | ''>('');
+  const [creating, setCreating] = useState(false);
+  const [revoking, setRevoking] = useState<AgentToken | null>(null);
+  const list = useLoad(() => get<{ keys: AgentToken[] }>('/v1/keys', { revoked: showRevoked ? undefined : false, type: type || undefined, limit: 500 }), [showRevoked, type]);
+  const catalogue = useLoad(() => get<ScopeCatalogue>('/v1/scopes'), []);
+
+  return (
+    <>
+      <p class="lede">
+        Agent tokens are the identity of an AI client. <strong>Read-only</strong> is the default; <strong>write</strong> and <strong>admin</strong> tokens can change data and carry a warning sign.
+        The token guide (<code>docs/tokens.md</code>) says which to use when.
+      </p>
+      <div class="toolbar">
+        <label>
+          Type{' '}
+          <select value={type} onChange={(e) => setType(e.currentTarget.value as TokenType | '')}>
+            <option value="">all</option>
+            <option value="ro">read-only</option>
+            <option value="rw">write</option>
+            <option value="admin">admin</option>
+          </select>
+        </label>
+        <label class="check">
+          <input type="checkbox" checked={showRevoked} onChange={(e) => setShowRevoked(e.currentTarget.checked)} /> Show revoked
+        </label>
+        <span class="spacer" />
+        <button type="button" class="primary" onClick={() => setCreating(true)}>
+          Create token
+        </button>
+      </div>
+      <ErrorNote error={list.error} />
+      {list.data && list.data.keys.length === 0 && <Empty>No agent tokens yet. Create a read-only one to start.</Empty>}
+      {list.data && list.data.keys.length > 0 && (
+        <div class="table-wrap">
+          <table class="tokens">
+            <thead>
+              <tr>
+                <th scope="col">Type</th>
+                <th scope="col">Token</th>
+                <th scope="col">Description</th>
+                <th scope="col">Role · project</th>
+                <th scope="col">Environment</th>
+                <th scope="col">Scopes</th>
+                <th scope="col">Created</th>
+                <th scope="col">Last used</th>
+                <th scope="col">Status</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data.keys.map((k) => (
+                <tr key={k.id} data-token-id={k.id}>
+                  <td>
+                    <TokenBadge type={k.type} />
+                  </td>
+                  <td class="mono" title={k.id}>
+                    {k.display_prefix}…
+                  </td>
+                  <td>{k.description || <span class="muted">no description</span>}</td>
+                  <td>
+                    {k.role} · {k.project_id}
+                  </td>
+                  <td>
+                    <span class={`env env-${k.environment}`}>{k.environment}</span>
+                  </td>
+                  <td>
+                    <ul class="scopes">
+                      {k.scopes.map((s) => (
+                        <li key={s} class={/:(insert|update|write|delete|run|mutate|\*)$/.test(s) ? 'scope scope-write' : 'scope'}>
+                          {s}
+                        </li>
+                      ))}
+                    </ul>
+                  </td>
+                  <td>
+                    <Time value={k.created_at} />
+                  </td>
+                  <td>
+                    <Time value={k.last_used_at} empty="never" />
+                  </td>
+                  <td>
+                    <StatusPill value={status(k)} />
+                  </td>
+                  <td>
+                    {!k.revoked_at && (
+                      <button type="button" class="danger small" onClick={() => setRevoking(k)} aria-label={`Revoke ${TYPE_LABEL[k.type]} token ${k.display_prefix}`}>
+                        Revoke
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {creating && <CreateAgentToken catalogue={catalogue.data} onClose={() => setCreating(false)} onCreated={list.reload} />}
+      {revoking && (
+        <ReasonDialog
+          title="Revoke this token?"
+          confirmLabel="Revoke token"
+          danger
+          onClose={() => setRevoking(null)}
+          onConfirm={async (reason) => {
+            await post(`/v1/keys/${revoking.id}/revoke`, { reason });
+            list.reload();
+          }}
+        >
+          <p>
+            <TokenBadge type={revoking.type} /> <span class="mono">{revoking.display_prefix}…</span> {revoking.description}
+          </p>
+          <p>Every replica refuses it within a second. Gateways using it get 401; this cannot be undone.</p>
+        </ReasonDialog>
+      )}
+    </>
+  );
+}
+
+const TYPE_HELP: Record<TokenType, string> = {
+  ro: 'Reads only: db:select, storage:read, realtime:subscribe. For assistants, code generation and analysis.',
+  rw: 'Adds db:insert, db:update, storage:write. For trusted automations that must change data.',
+  admin: 'Every scope, including deletes, secrets:read and auth:* (user management). For supervised ops tools only.',
+};
+
+function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeCatalogue | undefined; onClose: () => void; onCreated: () => void }) {
+  const [type, setType] = useState<TokenType>('ro');
+  const [role, setRole] = useState('code_agent');
+  const [project, setProject] = useState('');
+  const [environment, setEnvironment] = useState<Environment>('development');
+  const [description, setDescription] = useState('');
+  const [expiry, setExpiry] = useState(0);
+  const [scopes, setScopes] = useState<string[] | null>(null);
+  const [acknowledged, setAcknowledged] = useState(false);
+  const [confirmAdmin, setConfirmAdmin] = useState(false);
+  const [confirmProject, setConfirmProject] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [created, setCreated] = useState<{ token: string; key: AgentToken } | null>(null);
+  const ids = { role: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId() };
+
+  const allowed = useMemo(() => (catalogue ? catalogue.scopes.filter((s) => s.allowed_types.includes(type)) : []), [catalogue, type]);
+  const chosen = scopes ?? catalogue?.defaults[type] ?? [];
+  // Changing the type resets the scopes to that type's defaults and every confirmation.
+  useEffect(() => {
+    setScopes(null);
+    setAcknowledged(false);
+    setConfirmAdmin(false);
+    setConfirmProject('');
+  }, [type]);
+
+  const writes = type !== 'ro';
+  const projectOk = /^[A-Za-z0-9._-]+$/.test(project);
+  const ready = projectOk && role.trim() !== '' && (!writes || acknowledged) && (type !== 'admin' || (confirmAdmin && confirmProject === project));
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!ready) return;
+    setBusy(true);
+    setError(null);
+    const body: Record<string, unknown> = { type, role: role.trim(), project_id: project, environment };
+    if (description.trim()) body['description'] = description.trim();
+    if (scopes) body['scopes'] = scopes;
+    const seconds = EXPIRY_CHOICES[expiry]?.seconds;
+    if (seconds) body['expires_in'] = seconds;
+    if (writes) body['acknowledge_write_risk'] = acknowledged;
+    if (type === 'admin') Object.assign(body, { confirm_admin: confirmAdmin, confirm_project_id: confirmProject });
+    try {
+      setCreated(await post<{ token: string; key: AgentToken }>('/v1/keys', body));
+      onCreated();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (created) {
+    return (
+      <Dialog title="Token created" onClose={onClose}>
+        <p>
+          <TokenBadge type={created.key.type} /> for <strong>{created.key.role}</strong> in project <strong>{created.key.project_id}</strong> ({created.key.environment}).
+        </p>
+        <SecretOnce value={created.token} label="Agent token" />
+        <p class="hint">Give it to the AI client as X-Agent-Token through your gateway (docs/gateway.md), never to the control plane's admin API.</p>
+        <div class="actions">
+          <button type="button" class="primary" onClick={onClose}>
+            Done
+          </button>
+        </div>
+      </Dialog>
+    );
+  }
+
+  return (
+    <Dialog title="Create an agent token" onClose={onClose} wide>
+      <form onSubmit={submit}>
+        <fieldset class="type-choice">
+          <legend>Type</legend>
+          {(['ro', 'rw', 'admin'] as const).map((t) => (
+            <label key={t} class={`type-option ${type === t ? 'selected' : ''}`}>
+              <input type="radio" name="token-type" value={t} checked={type === t} onChange={() => setType(t)} />
+              <TokenBadge type={t} />
+              <span class="hint">{TYPE_HELP[t]}</span>
+            </label>
+          ))}
+        </fieldset>
+
+        {writes && (
+          <div class="write-warning" role="alert" id={ids.warning}>
+            <WarningIcon label="Warning" />
+            <p>
+              <strong>{catalogue?.write_risk_warning ?? WRITE_RISK_WARNING}</strong>
+            </p>
+            <label class="check" for={ids.ack}>
+              <input id={ids.ack} type="checkbox" checked={acknowledged} aria-describedby={ids.warning} onChange={(e) => setAcknowledged(e.currentTarget.checked)} /> I understand that this AI can
+              modify data, and I trust the system that will hold this token.
+            </label>
+          </div>
+        )}
+
+        <div class="grid2">
+          <div>
+            <label for={ids.project}>Project id</label>
+            <input id={ids.project} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
+          </div>
+          <div>
+            <label for={ids.role}>Role (from the policy file)</label>
+            <input id={ids.role} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+          </div>
+          <div>
+            <label for={ids.env}>Environment</label>
+            <select id={ids.env} value={environment} onChange={(e) => setEnvironment(e.currentTarget.value as Environment)}>
+              <option value="development">development</option>
+              <option value="staging">staging</option>
+              <option value="production">production</option>
+            </select>
+          </div>
+          <div>
+            <label for={ids.expiry}>Expires</label>
+            <select id={ids.expiry} value={String(expiry)} onChange={(e) => setExpiry(Number(e.currentTarget.value))}>
+              {EXPIRY_CHOICES.map((c, i) => (
+                <option key={c.label} value={String(i)}>
+                  {c.label}
+                </option>
+              ))}
+            </select>
+          </div>
+        </div>
+        <label for={ids.desc}>Description (who holds it and why)</label>
+        <input id={ids.desc} value={description} maxLength={1000} placeholder="e.g. Claude Desktop on Ana's laptop, docs repo" onInput={(e) => setDescription(e.currentTarget.value)} />
+
+        <fieldset class="scopes-choice">
+          <legend>Scopes (defaults for {TYPE_LABEL[type]} are ticked)</legend>
+          {!catalogue && <p class="muted">Loading the scope catalogue…</p>}
+          {allowed.map((s) => (
+            <label key={s.scope} class="check" title={s.doc}>
+              <input
+                type="checkbox"
+                checked={chosen.includes(s.scope)}
+                onChange={(e) => {
+                  const on = e.currentTarget.checked;
+                  setScopes(on ? [...chosen, s.scope] : chosen.filter((x) => x !== s.scope));
+                }}
+              />{' '}
+              <span class="mono">{s.scope}</span> <span class="muted">{s.doc}</span>
+            </label>
+          ))}
+        </fieldset>
+
+        {type === 'admin' && (
+          <fieldset class="admin-confirm">
+            <legend>Second confirmation</legend>
+            <p>An admin token holds every scope: it can delete data, read secrets and manage users (auth:*).</p>
+            <label class="check">
+              <input type="checkbox" checked={confirmAdmin} onChange={(e) => setConfirmAdmin(e.currentTarget.checked)} />
+              <span>
+                I confirm this AI gets full access to project <strong>{project || '…'}</strong>.
+              </span>
+            </label>
+            <label for={ids.confirmProject}>Type the project id again to confirm</label>
+            <input id={ids.confirmProject} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
+          </fieldset>
+        )}
+
+        <ErrorNote error={error} />
+        <div class="actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class={writes ? 'danger' : 'primary'} disabled={busy || !ready}>
+            Create
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+function GatewayKeys() {
+  const list = useLoad(() => get<{ keys: GatewayKey[] }>('/v1/gateway-keys'), []);
+  const [creating, setCreating] = useState(false);
+  const [revoking, setRevoking] = useState<GatewayKey | null>(null);
+  return (
+    <>
+      <p class="lede">Gateway keys (ksgw_) let an MCP gateway ask for decisions. They are valid only on the gateway routes; each gateway should have its own.</p>
+      <div class="toolbar">
+        <span class="spacer" />
+        <button type="button" class="primary" onClick={() => setCreating(true)}>
+          Create gateway key
+        </button>
+      </div>
+      <ErrorNote error={list.error} />
+      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} />
+      {creating && (
+        <CreateSimpleKey
+          title="Create a gateway key"
+          onClose={() => setCreating(false)}
+          onCreated={list.reload}
+          create={async (name, expiresIn) => (await post<{ key: string }>('/v1/gateway-keys', { name, ...(expiresIn ? { expires_in: expiresIn } : {}) })).key}
+        />
+      )}
+      {revoking && (
+        <ReasonDialog
+          title="Revoke this gateway key?"
+          confirmLabel="Revoke gateway key"
+          danger
+          reasonRequired={false}
+          reasonLabel="Note (optional, for your records)"
+          onClose={() => setRevoking(null)}
+          onConfirm={async () => {
+            await post(`/v1/gateway-keys/${revoking.id}/revoke`);
+            list.reload();
+          }}
+        >
+          <p>
+            <strong>{revoking.name}</strong> <span class="mono">{revoking.display_prefix}…</span>: every call from that gateway is refused (401) from now on.
+          </p>
+        </ReasonDialog>
+      )}
+    </>
+  );
+}
+
+function OperatorKeys() {
+  const list = useLoad(() => get<{ keys: OperatorKey[] }>('/v1/operator-keys'), []);
+  const [creating, setCreating] = useState(false);
+  const [revoking, setRevoking] = useState<OperatorKey | null>(null);
+  if (list.error instanceof ApiError && list.error.status === 403) {
+    return <Empty>Only owners manage operator keys. Your key can read tokens and gateway keys.</Empty>;
+  }
+  return (
+    <>
+      <p class="lede">Operator keys (ksop_) are for people: viewers read, operators act (revoke, resume, acknowledge, approve), owners also manage operator keys.</p>
+      <div class="toolbar">
+        <span class="spacer" />
+        <button type="button" class="primary" onClick={() => setCreating(true)}>
+          Create operator key
+        </button>
+      </div>
+      <ErrorNote error={list.error} />
+      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} withRole />
+      {creating && <CreateOperatorKey onClose={() => setCreating(false)} onCreated={list.reload} />}
+      {revoking && (
+        <ReasonDialog
+          title="Revoke this operator key?"
+          confirmLabel="Revoke operator key"
+          danger
+          reasonRequired={false}
+          reasonLabel="Note (optional, for your records)"
+          onClose={() => setRevoking(null)}
+          onConfirm={async () => {
+            await post(`/v1/operator-keys/${revoking.id}/revoke`);
+            list.reload();
+          }}
+        >
+          <p>
+            <strong>{revoking.name}</strong> ({revoking.role}) can no longer use the admin API. Revoking your own key signs you out.
+          </p>
+        </ReasonDialog>
+      )}
+    </>
+  );
+}
+
+function KeyTable({ keys, onRevoke, withRole }: { keys: (GatewayKey | OperatorKey)[] | undefined; onRevoke: (k: never) => void; withRole?: boolean }) {
+  if (!keys) return null;
+  if (keys.length === 0) return <Empty>None yet.</Empty>;
+  return (
+    <div class="table-wrap">
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Name</th>
+            <th scope="col">Key</th>
+            {withRole && <th scope="col">Role</th>}
+            {withRole && <th scope="col">Projects</th>}
+            <th scope="col">Created</th>
+            <th scope="col">Expires</th>
+            <th scope="col">Last used</th>
+            <th scope="col">Status</th>
+            <th scope="col">
+              <span class="sr-only">Actions</span>
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {keys.map((k) => (
+            <tr key={k.id}>
+              <td>{k.name}</td>
+              <td class="mono">{k.display_prefix}…</td>
+              {withRole && <td>{(k as OperatorKey).role}</td>}
+              {withRole && <td>{(k as OperatorKey).projects?.join(', ') ?? 'all'}</td>}
+              <td>
+                <Time value={k.created_at} />
+              </td>
+              <td>
+                <Time value={k.expires_at} empty="never" />
+              </td>
+              <td>
+                <Time value={k.last_used_at} empty="never" />
+              </td>
+              <td>
+                <StatusPill value={status(k)} />
+              </td>
+              <td>
+                {!k.revoked_at && (
+                  <button type="button" class="danger small" onClick={() => onRevoke(k as never)} aria-label={`Revoke ${k.name}`}>
+                    Revoke
+                  </button>
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function CreateSimpleKey({
+  title,
+  create,
+  onClose,
+  onCreated,
+  children,
+}: { title: string; create: (name: string, expiresIn: number | undefined) => Promise<string>; onClose: () => void; onCreated: () => void; children?: ComponentChildren }) {
+  const [name, setName] = useState('');
+  const [expiry, setExpiry] = useState(0);
+  const [raw, setRaw] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const ids = { name: useId(), expiry: useId() };
+  if (raw) {
+    return (
+      <Dialog title="Key created" onClose={onClose}>
+        <SecretOnce value={raw} label={name} />
+        <div class="actions">
+          <button type="button" class="primary" onClick={onClose}>
+            Done
+          </button>
+        </div>
+      </Dialog>
+    );
+  }
+  return (
+    <Dialog title={title} onClose={onClose}>
+      <form
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setBusy(true);
+          try {
+            setRaw(await create(name.trim(), EXPIRY_CHOICES[expiry]?.seconds));
+            onCreated();
+          } catch (err) {
+            setError(err);
+          } finally {
+            setBusy(false);
+          }
+        }}
+      >
+        <label for={ids.name}>Name</label>
+        <input id={ids.name} value={name} required maxLength={200} onInput={(e) => setName(e.currentTarget.value)} />
+        <label for={ids.expiry}>Expires</label>
+        <select id={ids.expiry} value={String(expiry)} onChange={(e) => setExpiry(Number(e.currentTarget.value))}>
+          {EXPIRY_CHOICES.map((c, i) => (
+            <option key={c.label} value={String(i)}>
+              {c.label}
+            </option>
+          ))}
+        </select>
+        {children}
+        <ErrorNote error={error} />
+        <div class="actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={busy || !name.trim()}>
+            Create
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+function CreateOperatorKey({ onClose, onCreated }: { onClose: () => void; onCreated: () => void }) {
+  const [role, setRole] = useState<OperatorRole>('viewer');
+  const [projects, setProjects] = useState('');
+  const roleId = useId();
+  const projectsId = useId();
+  return (
+    <CreateSimpleKey
+      title="Create an operator key"
+      onClose={onClose}
+      onCreated={onCreated}
+      create={async (name, expiresIn) => {
+        const list = projects
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean);
+        const body = { name, role, ...(list.length ? { projects: list } : {}), ...(expiresIn ? { expires_in: expiresIn } : {}) };
+        return (await post<{ key: string }>('/v1/operator-keys', body)).key;
+      }}
+    >
+      <label for={roleId}>Role</label>
+      <select id={roleId} value={role} onChange={(e) => setRole(e.currentTarget.value as OperatorRole)}>
+        <option value="viewer">viewer</option>
+        <option value="operator">operator</option>
+        <option value="owner">owner</option>
+      </select>
+      <label for={projectsId}>Projects (comma-separated; empty = all)</label>
+      <input id={projectsId} value={projects} onInput={(e) => setProjects(e.currentTarget.value)} />
+    </CreateSimpleKey>
+  );
+}
