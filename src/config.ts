@@ -62,6 +62,20 @@ export const SETTINGS = [
   { env: 'ALERT_WEBHOOK_BACKOFF_MS', type: 'int', default: '1000', example: '500', min: 0, max: 60000, doc: 'Wait before the first retry; doubled for each further retry.' },
   { env: 'ALERT_WEBHOOK_MIN_SEVERITY', type: 'enum', default: 'info', example: 'warning', values: ['info', 'warning', 'critical'], doc: 'Alerts below this severity are not sent to the webhook (they are still stored and streamed).' },
   { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
+  { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to; the reference gateway reads it too.' },
+  { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
+  { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
+  { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
+  { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '25000', example: '10000', min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long in-flight requests may take to finish before their connections are cut; the audit trail is flushed either way. A second signal exits at once.' },
+  { env: 'OTEL_TRACES_EXPORTER', type: 'enum', default: 'none', example: 'otlp', values: ['none', 'otlp', 'console'], doc: 'OpenTelemetry tracing (a span per decision and per pipeline step). Off by default (unlike the OpenTelemetry default of otlp): set otlp to send spans over OTLP/HTTP.' },
+  { env: 'OTEL_SDK_DISABLED', type: 'bool', default: 'false', example: 'true', doc: 'true turns tracing off whatever OTEL_TRACES_EXPORTER says.' },
+  { env: 'OTEL_SERVICE_NAME', type: 'string', default: 'killswitch-control-plane', example: 'killswitch-prod', doc: 'service.name of the spans.' },
+  { env: 'OTEL_RESOURCE_ATTRIBUTES', type: 'string', default: '', example: 'deployment.environment=production,service.namespace=platform', doc: 'Extra resource attributes of the spans, key=value pairs separated by commas.' },
+  { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', type: 'string', default: '', example: 'http://otel-collector:4318', doc: 'OTLP/HTTP base URL; spans go to <URL>/v1/traces. Empty: http://localhost:4318.' },
+  { env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', type: 'string', default: '', example: 'http://otel-collector:4318/v1/traces', doc: 'Full OTLP/HTTP URL for spans; overrides OTEL_EXPORTER_OTLP_ENDPOINT.' },
+  { env: 'OTEL_EXPORTER_OTLP_HEADERS', type: 'string', default: '', example: 'authorization=Bearer abc', secret: true, doc: 'Headers sent with every OTLP request, key=value pairs separated by commas.' },
+  { env: 'OTEL_TRACES_SAMPLER', type: 'enum', default: 'parentbased_always_on', example: 'traceidratio', values: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'], doc: 'Which decisions are traced.' },
+  { env: 'OTEL_TRACES_SAMPLER_ARG', type: 'string', default: '', example: '0.01', doc: 'Ratio (0 to 1) of the traceidratio samplers. Empty: 1.' },
 ] as const satisfies readonly SettingSpec[];
 
 export interface Config {
@@ -110,6 +124,20 @@ export interface Config {
   alertWebhookBackoffMs: number;
   alertWebhookMinSeverity: 'info' | 'warning' | 'critical';
   alertWebhookSecret: string | undefined;
+  killswitchUrl: string;
+  killswitchOperatorKey: string | undefined;
+  metricsPort: number | undefined;
+  metricsHost: string;
+  shutdownTimeoutMs: number;
+  otelTracesExporter: 'none' | 'otlp' | 'console';
+  otelSdkDisabled: boolean;
+  otelServiceName: string;
+  otelResourceAttributes: string;
+  otelExporterOtlpEndpoint: string;
+  otelExporterOtlpTracesEndpoint: string;
+  otelExporterOtlpHeaders: string;
+  otelTracesSampler: 'always_on' | 'always_off' | 'traceidratio' | 'parentbased_always_on' | 'parentbased_always_off' | 'parentbased_traceidratio';
+  otelTracesSamplerArg: string;
 }
 
 export class ConfigError extends Error {
@@ -178,7 +206,51 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (config.alertWebhookUrl && !/^https?:\/\/[^/\s]+/i.test(config.alertWebhookUrl)) {
     throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
   }
+  if (config.metricsPort !== undefined && config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError('METRICS_PORT', `METRICS_PORT=${config.metricsPort} is invalid: it must differ from PORT (the keyless metrics listener is a second port). Example: METRICS_PORT=9464`);
+  }
+  checkTracingSettings(config);
   return config;
+}
+
+/** The OTEL_* values our own parser cannot check by type: URLs, key=value lists, the sampler ratio. */
+function checkTracingSettings(config: Config): void {
+  for (const [env, value] of [
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', config.otelExporterOtlpEndpoint],
+    ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', config.otelExporterOtlpTracesEndpoint],
+  ] as const) {
+    if (value && !/^https?:\/\/[^/\s]+/i.test(value)) throw new ConfigError(env, `${env}=${JSON.stringify(value)} is invalid: expected an http(s) URL. Example: ${env}=http://otel-collector:4318`);
+  }
+  for (const [env, value, secret] of [
+    ['OTEL_RESOURCE_ATTRIBUTES', config.otelResourceAttributes, false],
+    ['OTEL_EXPORTER_OTLP_HEADERS', config.otelExporterOtlpHeaders, true],
+  ] as const) {
+    if (value && parseKeyValueList(value) === undefined) {
+      throw new ConfigError(env, `${env}=${secret ? '(hidden)' : JSON.stringify(value)} is invalid: expected key=value pairs separated by commas. Example: ${env}=key1=value1,key2=value2`);
+    }
+  }
+  const arg = config.otelTracesSamplerArg;
+  if (arg !== '' && !(/^\s*(0|1|0?\.\d+|1\.0*)\s*$/.test(arg))) {
+    throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', `OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(arg)} is invalid: expected a ratio between 0 and 1. Example: OTEL_TRACES_SAMPLER_ARG=0.01`);
+  }
+}
+
+/** `k1=v1,k2=v2` (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS; values may be percent-encoded). Undefined when malformed. */
+export function parseKeyValueList(value: string): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  for (const part of value.split(',')) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) return undefined;
+    const key = part.slice(0, eq).trim();
+    if (!key) return undefined;
+    try {
+      out[key] = decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return undefined;
+    }
+  }
+  return out;
 }
 
 /**

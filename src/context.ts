@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { AlertService } from './alerts/service.js';
+import type { ApprovalService } from './approvals/service.js';
 import type { AuditService } from './audit/service.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
@@ -37,6 +38,8 @@ export interface AppContext {
   sessions: SessionService;
   /** The one Redis round trip of a decision (createGateStep wraps it); decisionMeta/recordOutcome for results. */
   gate: RedisGate;
+  /** Human approval of single tool calls, and the queue listing changed tool definitions (added by decisionsPlugin). */
+  approvals: ApprovalService;
   readiness: Map<string, ReadinessCheck>;
   closers: Array<() => Promise<void>>;
 }

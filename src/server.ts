@@ -4,6 +4,7 @@ import { bootstrapOwner, buildApp } from './app.js';
 import type { Config } from './config.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
+import { listenMetrics } from './metrics/routes.js';
 
 /** Builds the app and listens; prints the bootstrap owner key once on an empty database. */
 export async function startServer(startConfig: Config): Promise<FastifyInstance> {
@@ -33,6 +34,67 @@ export async function startServer(startConfig: Config): Promise<FastifyInstance>
       `\n  First start: created an owner operator key. It is shown only now; store it safely:\n\n    ${ownerKey}\n\n  Use it as "Authorization: Bearer <key>" on the admin API. Lost it? Run: killswitch operators create --role owner --name NAME\n\n`,
     );
   }
+  // Node closes idle keep-alive connections once, when the server starts closing; a connection busy with a
+  // decision at that instant would then stay open for the keep-alive timeout after its answer. Reaping
+  // idle connections until the server has closed makes a drain last as long as the slowest request.
+  app.addHook('preClose', async () => {
+    const reaper = setInterval(() => app.server.closeIdleConnections(), 50);
+    reaper.unref();
+    app.server.once('close', () => clearInterval(reaper));
+  });
   await app.listen({ host: config.host, port: config.port });
+  await listenMetrics(app);
   return app;
+}
+
+/** Extra time after SHUTDOWN_TIMEOUT_MS for the audit flush and the closing of clients before we give up. */
+const CLOSE_GRACE_MS = 15_000;
+
+/**
+ * Graceful shutdown on SIGTERM/SIGINT: stop accepting connections (requests on open connections get
+ * 503), let in-flight requests finish (at most SHUTDOWN_TIMEOUT_MS, then their connections are cut), then
+ * close the services in reverse order of start: the audit queue flushed to Postgres (or the spool) and
+ * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once.
+ */
+export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void = (code) => process.exit(code)): void {
+  const timeoutMs = app.ctx.config.shutdownTimeoutMs;
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      app.log.error({ signal }, 'second signal: exiting now without finishing the shutdown (audit rows still in memory are lost; rows in the spool are replayed at the next start)');
+      exit(signal === 'SIGINT' ? 130 : 143);
+      return;
+    }
+    stopping = true;
+    const started = Date.now();
+    const writer = app.ctx.audit.writer;
+    app.log.info({ signal, timeout_ms: timeoutMs, audit_queue: writer.queueDepth }, 'shutting down: no new connections, finishing in-flight requests, then flushing the audit trail (a second signal exits at once)');
+    const cut = setTimeout(() => {
+      app.log.warn({ timeout_ms: timeoutMs }, 'shutdown: requests still running after SHUTDOWN_TIMEOUT_MS; cutting their connections');
+      app.server.closeAllConnections();
+    }, timeoutMs);
+    cut.unref();
+    const giveUp = setTimeout(() => {
+      app.log.error({ after_ms: Date.now() - started }, 'shutdown: closing did not finish; exiting');
+      exit(1);
+    }, timeoutMs + CLOSE_GRACE_MS);
+    giveUp.unref();
+    app.close().then(
+      () => {
+        clearTimeout(cut);
+        clearTimeout(giveUp);
+        app.log.info(
+          { ms: Date.now() - started, audit_rows_written: writer.written, audit_batches: writer.batches, audit_spool_rows: writer.spoolSize, audit_rows_lost: writer.lost },
+          'stopped: in-flight requests finished, audit trail flushed, Unleash, Redis and Postgres closed',
+        );
+        exit(0);
+      },
+      (err: unknown) => {
+        app.log.error({ err }, 'shutdown failed');
+        exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 }

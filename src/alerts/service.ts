@@ -28,7 +28,8 @@ export interface RaiseAlert {
   details?: Record<string, unknown>;
 }
 
-export type AlertEvent = { type: 'raised'; alert: Alert } | { type: 'acknowledged'; alert: Alert };
+/** `local`: raised on this replica (metrics count these, so a sum over replicas counts each alert once). */
+export type AlertEvent = { type: 'raised'; alert: Alert; local?: boolean } | { type: 'acknowledged'; alert: Alert };
 export type AlertListener = (event: AlertEvent) => void;
 
 export interface AlertQuery {
@@ -188,7 +189,7 @@ export class AlertService {
     } catch (err) {
       this.log.error({ err: (err as Error).message, alert_id: alert.id, kind: alert.kind, alert_message: alert.message }, 'alerts: could not store the alert in Postgres; it is only broadcast');
     }
-    this.emit({ type: 'raised', alert });
+    this.emit({ type: 'raised', alert, local: true });
     await this.publish('raised', alert);
     this.webhook?.deliver(alert);
     return alert;

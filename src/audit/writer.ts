@@ -76,6 +76,7 @@ export class AuditWriter {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
+  private readonly batchListeners: Array<(rows: number) => void> = [];
   private readonly batchMax: number;
   private readonly maxQueue: number;
   private readonly clock: () => number;
@@ -171,6 +172,11 @@ export class AuditWriter {
   /** An operator or system action; resolves when durable like recordIntent. */
   recordAdmin(action: AdminAction): Promise<void> {
     return this.recordIntent(adminRow(action));
+  }
+
+  /** Told the size of every group-committed INSERT (metrics); must be quick and must not throw. */
+  onBatch(listener: (rows: number) => void): void {
+    this.batchListeners.push(listener);
   }
 
   /** Resolves when every row queued before the call is committed or spooled. */
@@ -291,6 +297,7 @@ export class AuditWriter {
         this.batches++;
         this.failing = false;
         for (const p of batch) p.resolve?.();
+        for (const l of this.batchListeners) l(records.length);
         return;
       } catch (err) {
         this.opts.log.warn({ err: (err as Error).message, rows: records.length }, 'audit INSERT failed; writing to the local spool until Postgres is back');

@@ -2,10 +2,11 @@ import { Command, InvalidArgumentError } from 'commander';
 import { auditRetention, auditVerify } from '../audit/commands.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { flagsSync, runUnleash } from '../flags/cli.js';
-import { startServer } from '../server.js';
+import { startServer, stopOnSignals } from '../server.js';
 import { operatorsCreate } from './operators.js';
 import { policyCheck } from './policy-check.js';
 import { registerEnvGateCommand } from './env-gate.js';
+import { registerKillCommands } from './kill.js';
 import { registerScanCommand } from './scan/command.js';
 
 function config() {
@@ -29,14 +30,18 @@ program
   .command('start')
   .description('Run the control plane (migrations, decision API, admin API).')
   .action(async () => {
-    const app = await startServer(config());
-    const stop = async (signal: string) => {
-      app.log.info({ signal }, 'shutting down');
-      await app.close();
-      process.exit(0);
-    };
-    process.once('SIGINT', () => void stop('SIGINT'));
-    process.once('SIGTERM', () => void stop('SIGTERM'));
+    let app: Awaited<ReturnType<typeof startServer>>;
+    try {
+      app = await startServer(config());
+    } catch (err) {
+      // Some settings can only be checked against each other at start (e.g. UNLEASH_API_TOKEN's environment).
+      if (err instanceof ConfigError) {
+        process.stderr.write(`killswitch: configuration error: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+    stopOnSignals(app);
   });
 
 const operators = program.command('operators').description('Operator keys (direct database access, for bootstrap and recovery).');
@@ -144,6 +149,7 @@ program
 
 registerScanCommand(program, config);
 registerEnvGateCommand(program, config);
+registerKillCommands(program, config);
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`killswitch: ${(err as Error).message ?? String(err)}\n`);

@@ -1,12 +1,15 @@
 import type { FastifyInstance } from 'fastify';
+import { approvalRoutes, createApprovalSteps, startApprovals } from '../approvals/index.js';
 import { intentRow, resultRow } from '../audit/rows.js';
 import type { AppContext } from '../context.js';
 import { createFlagStep } from '../flags/step.js';
 import { grantRoutes } from '../grants/routes.js';
+import { incidentRoutes } from '../incidents/routes.js';
+import { killsPlugin } from '../kills/plugin.js';
 import { GrantService } from '../grants/service.js';
 import { fromPolicyLimits } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
-import { checkPolicy, haltsToken, limitsFor, requiresApproval, resolveCall, scopeCheck } from '../policy/index.js';
+import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { toolRoutes } from '../tools/routes.js';
 import { ToolRegistry } from '../tools/service.js';
 import { createToolPinStep } from '../tools/step.js';
@@ -32,6 +35,8 @@ declare module '../context.js' {
 /** DESIGN.md §4 steps 3 to 7, in order; the first denial wins. */
 export function buildSteps(ctx: AppContext): PipelineStep[] {
   const { policy, grants } = ctx;
+  // The approval queue (src/approvals): checked here, spent after the gate (see createApprovalSteps).
+  const approval = createApprovalSteps(ctx.approvals);
   return [
     {
       name: 'policy-resolve',
@@ -51,23 +56,15 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
         return checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
       },
     },
-    {
-      name: 'approval',
-      run(call) {
-        if (!requiresApproval(policy.current(), call.call!.server, call.input.tool)) return undefined;
-        // Fail closed: the policy asks for a human to approve these exact arguments first.
-        return {
-          code: 'APPROVAL_REQUIRED',
-          message: `${call.call!.server}/${call.input.tool} needs a human to approve these exact arguments before it runs (policy \`approval\`); ask an operator`,
-        };
-      },
-    },
+    approval.check,
     { name: 'scopes', run: (call) => scopeCheck(call.agent, call.call!) },
     createGateStep({
       gate: ctx.gate,
       sessions: ctx.sessions,
       limitsFor: (call) => fromPolicyLimits(limitsFor(policy.current(), call.agent.role, call.call!.server)),
       haltTokenOn: () => policy.current().haltTokenOn,
+      // Break-glass kills (src/kills): read in the same Redis round trip as halts and limits.
+      killKeys: (call) => ctx.kills.keysFor(call),
       onAlert: (alert, call) =>
         void ctx.alerts.raise({
           kind: 'RATE_LIMIT_WARNING',
@@ -82,6 +79,7 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
         }),
       log: ctx.log,
     }),
+    approval.use,
   ];
 }
 
@@ -97,6 +95,10 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   await ctx.grants.start();
   ctx.closers.push(() => ctx.grants.stop());
   ctx.callability = new Callability(ctx.policy);
+  ctx.approvals = await startApprovals(ctx);
+  // Kills before the steps: the gate step reads ctx.kills.
+  await killsPlugin(app);
+  await app.register(incidentRoutes);
 
   const steps = buildSteps(ctx);
   const lastCallsView = async (call: CallContext, denial: Denial) => {
@@ -182,4 +184,5 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   await app.register(decisionRoutes);
   await app.register(toolRoutes);
   await app.register(grantRoutes);
+  await app.register(approvalRoutes);
 }

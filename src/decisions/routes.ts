@@ -50,12 +50,27 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const agent = await agentOf(req);
       if (agent === 'unavailable') {
-        return { decision: 'deny' as const, code: 'DEPENDENCY_UNAVAILABLE', decision_id: '', message: 'the credential store is unavailable; denied to fail closed', limits: {} };
+        const answer = ctx.decisions.unavailable('the credential store is unavailable; denied to fail closed');
+        req.log.info({ decision: 'deny', code: answer.code, gateway: req.gateway!.id, server: req.body.server, tool: req.body.tool, session_id: req.body.session_id }, 'decision denied');
+        return answer;
       }
       const call = newCallContext({ gateway: req.gateway!, agent, input: toInput(req.body), ip: req.ip });
+      const started = performance.now();
       const answer = await ctx.decisions.decide(call);
-      if (answer.decision === 'deny') req.log.info({ decision_id: answer.decision_id, code: answer.code, token: agent.id, server: req.body.server, tool: req.body.tool }, 'decision denied');
-      else req.log.debug({ decision_id: answer.decision_id, token: agent.id, server: req.body.server, tool: req.body.tool }, 'decision allowed');
+      // One line per decision, joined to its audit row by decision_id: denials at info, allows at debug.
+      const line = {
+        decision_id: answer.decision_id,
+        decision: answer.decision,
+        code: answer.code,
+        token_id: agent.id,
+        gateway: req.gateway!.id,
+        server: req.body.server,
+        tool: req.body.tool,
+        session_id: req.body.session_id,
+        duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
+      };
+      if (answer.decision === 'deny') req.log.info(line, 'decision denied');
+      else req.log.debug(line, 'decision allowed');
       return answer;
     },
   );

@@ -8,6 +8,9 @@ export interface Outcome {
   decision: 'allow' | 'deny';
   code: string;
   message: string;
+  /** The kill-switch trigger a denial fired, and extra answer fields (approval_id ...), for the audit row. */
+  halt?: Denial['halt'];
+  extra?: Record<string, unknown>;
 }
 
 /** What the decision service needs from the other domains; wired in decisions/plugin.ts. */
@@ -23,6 +26,23 @@ export interface DecisionPorts {
   /** Alerts for denials that operators should see (halts, kill switch) and limit warnings. */
   raiseAlerts(ctx: CallContext, denial: Denial | undefined): void;
 }
+
+/** What observers (metrics, tracing) learn about each answered decision. */
+export interface DecisionObservation {
+  answer: DecisionAnswer;
+  /** Undefined when the answer came before the pipeline (the credential store was unavailable). */
+  call: CallContext | undefined;
+  /** performance.now() when decide() started, and how long it took, in ms. */
+  startedAt: number;
+  durationMs: number;
+  /** µs spent halting the session after a denial that fires a trigger. */
+  haltMicros?: number;
+  /** µs until the INTENT row of an allow was durable (Postgres or spool). */
+  auditMicros?: number;
+}
+
+/** Runs synchronously after each decision: must be quick and must not throw. */
+export type DecisionObserver = (o: DecisionObservation) => void;
 
 export function newCallContext(p: {
   gateway: GatewayPrincipal;
@@ -48,31 +68,68 @@ export function newCallContext(p: {
 
 /** `decide`: runs the pipeline, applies halts, writes the INTENT row and shapes the answer. */
 export class DecisionService {
+  private readonly observers: DecisionObserver[] = [];
+
   constructor(private readonly ports: DecisionPorts) {}
 
+  /** Adds an observer told about every answered decision (metrics, tracing). */
+  observe(observer: DecisionObserver): void {
+    this.observers.push(observer);
+  }
+
   async decide(ctx: CallContext): Promise<DecisionAnswer> {
+    const startedAt = performance.now();
+    const timing: Pick<DecisionObservation, 'haltMicros' | 'auditMicros'> = {};
+    const answer = await this.run(ctx, timing);
+    if (this.observers.length > 0) this.notify({ answer, call: ctx, startedAt, durationMs: performance.now() - startedAt, ...timing });
+    return answer;
+  }
+
+  /** The answer when the agent token cannot even be checked (credential store down): fail closed, observed like any decision. */
+  unavailable(message: string): DecisionAnswer {
+    const answer: DecisionAnswer = { decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE', decision_id: '', message, limits: {} };
+    this.notify({ answer, call: undefined, startedAt: performance.now(), durationMs: 0 });
+    return answer;
+  }
+
+  private notify(o: DecisionObservation): void {
+    for (const observer of this.observers) {
+      try {
+        observer(o);
+      } catch {
+        // An observer is never a reason to change or fail an answer.
+      }
+    }
+  }
+
+  private async run(ctx: CallContext, timing: Pick<DecisionObservation, 'haltMicros' | 'auditMicros'>): Promise<DecisionAnswer> {
     const denial = await runPipeline(this.ports.steps(), ctx);
     let session: DecisionAnswer['session'] = ctx.session ? { id: ctx.session.id, state: ctx.session.state, trigger: ctx.session.trigger ?? null } : undefined;
     if (denial?.halt) {
+      const haltStarted = performance.now();
       try {
         session = await this.ports.halt(ctx, denial);
       } catch (err) {
         // The call is denied either way; the halt will be retried by the next trigger or an operator.
         denial.message += ` (halting failed: ${(err as Error).message})`;
       }
+      timing.haltMicros = (performance.now() - haltStarted) * 1000;
     }
     this.ports.raiseAlerts(ctx, denial);
     if (denial) {
-      this.ports.enqueueIntent(ctx, { decision: 'deny', code: denial.code, message: denial.message });
+      this.ports.enqueueIntent(ctx, { decision: 'deny', code: denial.code, message: denial.message, ...(denial.halt ? { halt: denial.halt } : {}), ...(denial.extra ? { extra: denial.extra } : {}) });
       return this.answer(ctx, denial, session);
     }
     const message = `${ctx.call?.server ?? ctx.input.server}/${ctx.input.tool} allowed`;
+    const auditStarted = performance.now();
     try {
       await this.ports.recordIntent(ctx, { decision: 'allow', code: 'OK', message });
     } catch (err) {
       // No durable INTENT, no call: the audit trail must never miss an allowed action.
       const unavailable: Denial = { code: 'DEPENDENCY_UNAVAILABLE', message: `the audit trail is unavailable (${(err as Error).message}); denied to fail closed` };
       return this.answer(ctx, unavailable, session);
+    } finally {
+      timing.auditMicros = (performance.now() - auditStarted) * 1000;
     }
     return this.answer(ctx, undefined, session);
   }

@@ -81,6 +81,13 @@ export class Authenticator {
   private readonly used: Record<CredentialTable, Set<string>> = { agent_tokens: new Set(), gateway_keys: new Set(), operator_keys: new Set() };
   private touchTimer: NodeJS.Timeout | undefined;
   private readonly channel: string;
+  /** authenticate() outcomes since start, by the credential's kind (from its prefix), for /metrics. */
+  readonly outcomes: Record<CredentialKind | 'malformed', { ok: number; failed: number; unavailable: number }> = {
+    agent: { ok: 0, failed: 0, unavailable: 0 },
+    gateway: { ok: 0, failed: 0, unavailable: 0 },
+    operator: { ok: 0, failed: 0, unavailable: 0 },
+    malformed: { ok: 0, failed: 0, unavailable: 0 },
+  };
   private readonly onMessage = (channel: string, message: string) => {
     if (channel === this.channel) this.forgetLocally(message);
   };
@@ -115,17 +122,25 @@ export class Authenticator {
 
   /** Resolves a raw credential or throws 401 UNAUTHENTICATED (one body for every failure). */
   async authenticate(raw: string | undefined): Promise<Principal> {
-    if (!raw) throw unauthenticated();
-    const parsed = parseCredential(raw);
-    if (!parsed) throw unauthenticated();
-    const hash = this.hash(raw);
-    const cacheKey = hash.toString('base64');
-    const entry = this.cache.get(cacheKey) ?? (await this.lookup(parsed.kind, hash, cacheKey));
-    const principal: Principal | null = entry.principal;
-    if (!principal) throw unauthenticated();
-    if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) throw unauthenticated();
-    this.used[TABLE[principal.kind]].add(principal.id);
-    return principal;
+    let kind: CredentialKind | 'malformed' = 'malformed';
+    try {
+      if (!raw) throw unauthenticated();
+      const parsed = parseCredential(raw);
+      if (!parsed) throw unauthenticated();
+      kind = parsed.kind;
+      const hash = this.hash(raw);
+      const cacheKey = hash.toString('base64');
+      const entry = this.cache.get(cacheKey) ?? (await this.lookup(parsed.kind, hash, cacheKey));
+      const principal: Principal | null = entry.principal;
+      if (!principal) throw unauthenticated();
+      if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) throw unauthenticated();
+      this.used[TABLE[principal.kind]].add(principal.id);
+      this.outcomes[kind].ok++;
+      return principal;
+    } catch (err) {
+      this.outcomes[kind][err instanceof CredentialStoreUnavailable ? 'unavailable' : 'failed']++;
+      throw err;
+    }
   }
 
   private async lookup(kind: CredentialKind, hash: Buffer, cacheKey: string): Promise<CacheEntry> {

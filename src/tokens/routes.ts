@@ -5,6 +5,8 @@ import { requireOperator } from '../http/auth.js';
 import { operatorActor } from './service.js';
 import {
   AgentToken,
+  BulkRevokeBody,
+  BulkRevokeResult,
   CreateAgentTokenBody,
   CreatedAgentToken,
   CreatedGatewayKey,
@@ -16,6 +18,8 @@ import {
   ListAgentTokensQuery,
   OperatorKey,
   ReasonBody,
+  RotateBody,
+  RotatedAgentToken,
   ScopeCatalogue,
 } from './schemas.js';
 import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
@@ -46,6 +50,24 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/v1/keys/:id/revoke', { preHandler: operator, schema: { tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
     return credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
   });
+
+  app.post(
+    '/v1/keys/bulk-revoke',
+    {
+      preHandler: operator,
+      schema: { tags, summary: 'Revoke agent tokens by project, type, creator, age or idleness: dry run (count) first, then the same filter with expected_count', body: BulkRevokeBody, response: { 200: BulkRevokeResult, 409: ErrorBody, ...errors } },
+    },
+    async (req) => credentials.bulkRevoke(req.operator!, req.body),
+  );
+
+  app.post(
+    '/v1/keys/:id/rotate',
+    {
+      preHandler: operator,
+      schema: { tags, summary: 'Rotate an agent token: a new token with the same settings (shown once); the old one works for grace_seconds more', params: IdParams, body: RotateBody, response: { 201: RotatedAgentToken, 409: ErrorBody, ...errors } },
+    },
+    async (req, reply) => reply.code(201).send(await credentials.rotateAgentToken(req.operator!, req.params.id, req.body.grace_seconds, req.body.reason)),
+  );
 
   app.get('/v1/scopes', { preHandler: viewer, schema: { tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
     scopes: SCOPES.map((s) => ({ scope: s.scope, capability: s.capability, allowed_types: [...s.allowedTypes], doc: s.doc })),

@@ -110,3 +110,42 @@ export const ScopeCatalogue = Type.Object({
   defaults: Type.Object({ ro: Type.Array(Type.String()), rw: Type.Array(Type.String()), admin: Type.Array(Type.String()) }),
   write_risk_warning: Type.String(),
 });
+
+export const BulkRevokeBody = Type.Object(
+  {
+    dry_run: Type.Boolean({ description: 'true: only count (and list the first 100). false: revoke; needs reason and expected_count from the dry run.' }),
+    project_id: Type.Optional(ProjectId),
+    type: Type.Optional(TokenTypeSchema),
+    created_by: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Creator as stored ("operator:<id>"), or an operator key id.' })),
+    created_before: Type.Optional(Type.String({ format: 'date-time' })),
+    last_used_before: Type.Optional(Type.String({ format: 'date-time', description: 'Idle since before this: last used before it, or never used and created before it.' })),
+    reason: Type.Optional(Reason),
+    expected_count: Type.Optional(Type.Integer({ minimum: 0, description: 'The count the dry run answered; if the filter now matches another number, nothing is revoked (409).' })),
+  },
+  { additionalProperties: false },
+);
+export type BulkRevokeBody = Static<typeof BulkRevokeBody>;
+
+export const BulkRevokeResult = Type.Object({
+  dry_run: Type.Boolean(),
+  count: Type.Integer({ description: 'Dry run: tokens that would be revoked. Otherwise: tokens revoked.' }),
+  tokens: Type.Array(AgentToken, { description: 'The first 100 of them, oldest first.' }),
+  message: Type.String(),
+});
+
+export const RotateBody = Type.Object(
+  {
+    grace_seconds: Type.Integer({ minimum: 0, maximum: 604_800, description: 'How long the old token keeps working (0: it stops now).' }),
+    reason: Type.Optional(Reason),
+  },
+  { additionalProperties: false },
+);
+
+export const RotatedAgentToken = Type.Object({
+  token: Type.String({ description: 'The new raw token. Shown once.' }),
+  key: AgentToken,
+  previous: AgentToken,
+  grace_until: Timestamp,
+  warning: Type.Optional(Type.String()),
+  message: Type.String(),
+});

@@ -1,13 +1,14 @@
 import { v7 as uuidv7 } from 'uuid';
+import type { AlertService } from '../alerts/service.js';
 import type { AuditService } from '../audit/service.js';
-import type { Pool } from '../db/pool.js';
+import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { Authenticator, OperatorPrincipal } from './authenticator.js';
 import { AGENT_PREFIXES, displayPrefix, GATEWAY_PREFIX, generateCredential, OPERATOR_PREFIX, type TokenType } from './format.js';
-import type { CreateAgentTokenBody } from './schemas.js';
+import type { BulkRevokeBody, CreateAgentTokenBody } from './schemas.js';
 import { DEFAULT_SCOPES, disallowedScopes, WRITE_RISK_WARNING } from './scopes.js';
-import { type AgentTokenRow, credentialStore, type GatewayKeyRow, type OperatorKeyRow, type OperatorRole } from './store.js';
+import { type AgentTokenRow, type BulkTokenFilter, credentialStore, type GatewayKeyRow, type OperatorKeyRow, type OperatorRole } from './store.js';
 
 export type Actor = string;
 
@@ -16,6 +17,9 @@ export function operatorActor(op: OperatorPrincipal): Actor {
 }
 
 const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const BULK_SAMPLE = 100;
+const BULK_MAX = 10_000;
 
 /** Rules for issuing and revoking credentials; the store writes, the routes translate HTTP. */
 export class CredentialService {
@@ -24,6 +28,8 @@ export class CredentialService {
     private readonly auth: Pick<Authenticator, 'hash' | 'announceRevoked'>,
     /** Every issue and revocation is an ADMIN audit row (never the raw credential). */
     private readonly audit?: Pick<AuditService, 'recordAdmin'>,
+    /** Bulk revocations and rotations raise TOKENS_REVOKED. */
+    private readonly alerts?: Pick<AlertService, 'raise'>,
   ) {}
 
   async createAgentToken(op: OperatorPrincipal, body: CreateAgentTokenBody): Promise<{ token: string; key: AgentTokenRow; warning?: string }> {
@@ -89,6 +95,131 @@ export class CredentialService {
     await this.auth.announceRevoked(id);
     await this.audit?.recordAdmin({ actor: op, action: 'key.revoked', target: `agent_token:${id}`, projectId: row.project_id, details: { reason, display_prefix: row.display_prefix } });
     return row;
+  }
+
+  /**
+   * Revokes every live agent token a filter matches. A dry run only counts; the real run must repeat the
+   * dry run's count (`expected_count`), so what gets revoked is exactly what the operator looked at.
+   */
+  async bulkRevoke(op: OperatorPrincipal, body: BulkRevokeBody): Promise<{ dry_run: boolean; count: number; tokens: AgentTokenRow[]; message: string }> {
+    const filter: BulkTokenFilter = {
+      project: body.project_id,
+      type: body.type,
+      createdBy: body.created_by === undefined ? undefined : UUID.test(body.created_by) ? `operator:${body.created_by}` : body.created_by,
+      createdBefore: body.created_before ? new Date(body.created_before) : undefined,
+      lastUsedBefore: body.last_used_before ? new Date(body.last_used_before) : undefined,
+      projects: op.projects ? [...op.projects] : null,
+    };
+    if (!filter.project && !filter.type && !filter.createdBy && !filter.createdBefore && !filter.lastUsedBefore) {
+      throw invalid('project_id', 'name at least one filter (project_id, type, created_by, created_before, last_used_before); to stop every agent use a kill (POST /v1/kills)');
+    }
+    if (body.dry_run) {
+      const count = await credentialStore.countBulk(this.pool, filter);
+      const tokens = await credentialStore.matchBulk(this.pool, filter, { limit: BULK_SAMPLE });
+      return { dry_run: true, count, tokens, message: `${count} live agent token(s) match; repeat with dry_run false, a reason and expected_count ${count} to revoke them.` };
+    }
+    if (!body.reason) throw invalid('reason', 'is required to revoke (dry_run false)');
+    if (body.expected_count === undefined) throw invalid('expected_count', 'is required to revoke: run with dry_run true first and pass the count it answered');
+    const reason = body.reason;
+    const expected = body.expected_count;
+    const revoked = await withTransaction(this.pool, async (c) => {
+      const matched = await credentialStore.matchBulk(c, filter, { limit: BULK_MAX + 1, forUpdate: true });
+      if (matched.length > BULK_MAX) throw invalid('project_id', `more than ${BULK_MAX} tokens match; narrow the filter and revoke in several steps`);
+      if (matched.length !== expected) {
+        throw new AppError('CONFLICT', `The filter now matches ${matched.length} token(s), not the ${expected} of the dry run; nothing was revoked. Run the dry run again.`, { count: matched.length, expected_count: expected });
+      }
+      return credentialStore.revokeAgentTokens(c, matched.map((t) => t.id), operatorActor(op), reason);
+    });
+    // Every replica drops the tokens from its cache at once (the cache TTL bounds a missed message).
+    await Promise.all(revoked.map((t) => this.auth.announceRevoked(t.id)));
+    const ids = revoked.map((t) => t.id);
+    const projects = [...new Set(revoked.map((t) => t.project_id))];
+    await this.audit?.recordAdmin({
+      actor: op,
+      action: 'key.bulk_revoked',
+      target: 'agent_tokens',
+      projectId: projects.length === 1 ? projects[0] : undefined,
+      details: { reason, count: ids.length, ids, filter: { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before } },
+    });
+    if (ids.length > 0) {
+      void this.alerts?.raise({
+        kind: 'TOKENS_REVOKED',
+        message: `Operator ${op.name} revoked ${ids.length} agent token(s) in bulk: ${reason}`,
+        project_id: projects.length === 1 ? (projects[0] ?? null) : null,
+        numbers: { count: ids.length },
+        details: { ids: ids.slice(0, 100) },
+      });
+    }
+    return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE), message: `Revoked ${ids.length} agent token(s) on every replica.` };
+  }
+
+  /**
+   * Issues a new token with the same settings (type, scopes, role, project, environment, description and
+   * lifetime) and lets the old one work for `graceSeconds` more, so agents can switch without an outage.
+   * Halts and kills of the old token do not carry over to the new one.
+   */
+  async rotateAgentToken(
+    op: OperatorPrincipal,
+    id: string,
+    graceSeconds: number,
+    reason?: string,
+  ): Promise<{ token: string; key: AgentTokenRow; previous: AgentTokenRow; grace_until: Date; warning?: string; message: string }> {
+    await this.getAgentToken(op, id);
+    const raw = { value: '' };
+    const { key, previous } = await withTransaction(this.pool, async (c) => {
+      const old = await credentialStore.lockAgentToken(c, id);
+      if (!old) throw notFound('token');
+      if (old.revoked_at) throw new AppError('CONFLICT', `Token ${id} is revoked; create a new token instead (POST /v1/keys).`);
+      if (old.expires_at && old.expires_at.getTime() <= Date.now()) throw new AppError('CONFLICT', `Token ${id} has expired; create a new token instead (POST /v1/keys).`);
+      raw.value = generateCredential(AGENT_PREFIXES[old.type]);
+      const lifetimeMs = old.expires_at ? old.expires_at.getTime() - old.created_at.getTime() : null;
+      const key = await credentialStore.insertAgentToken(c, {
+        id: uuidv7(),
+        type: old.type,
+        key_prefix: old.key_prefix,
+        display_prefix: displayPrefix(raw.value, AGENT_PREFIXES[old.type]),
+        key_hash: this.auth.hash(raw.value),
+        scopes: old.scopes,
+        role: old.role,
+        project_id: old.project_id,
+        environment: old.environment,
+        description: old.description,
+        created_by: operatorActor(op),
+        expires_at: lifetimeMs === null ? null : new Date(Date.now() + lifetimeMs),
+      });
+      const previous = await credentialStore.expireAgentTokenBy(c, id, new Date(Date.now() + graceSeconds * 1000));
+      return { key, previous };
+    });
+    // Cached principals carry the old expiry: drop them everywhere so the grace period holds on every replica.
+    await this.auth.announceRevoked(id);
+    const graceUntil = previous.expires_at!;
+    await this.audit?.recordAdmin({
+      actor: op,
+      action: 'key.rotated',
+      target: `agent_token:${id}`,
+      projectId: previous.project_id,
+      details: { reason: reason ?? null, new_token_id: key.id, grace_seconds: graceSeconds, valid_until: graceUntil.toISOString(), display_prefix: previous.display_prefix },
+    });
+    await this.audit?.recordAdmin({
+      actor: op,
+      action: 'key.created',
+      target: `agent_token:${key.id}`,
+      projectId: key.project_id,
+      details: { rotated_from: id, type: key.type, role: key.role, scopes: key.scopes, environment: key.environment, display_prefix: key.display_prefix, expires_at: key.expires_at },
+    });
+    void this.alerts?.raise({
+      kind: 'TOKENS_REVOKED',
+      severity: 'info',
+      message: `Operator ${op.name} rotated token ${previous.display_prefix}… (${id}); the old token stops working at ${graceUntil.toISOString()}.${reason ? ` ${reason}` : ''}`,
+      token_id: id,
+      project_id: previous.project_id,
+      numbers: { grace_seconds: graceSeconds },
+      details: { new_token_id: key.id },
+    });
+    const message = `New token issued; the old one works until ${graceUntil.toISOString()}. Halts and kills of the old token do not apply to the new one.`;
+    return key.type === 'rw' || key.type === 'admin'
+      ? { token: raw.value, key, previous, grace_until: graceUntil, warning: WRITE_RISK_WARNING, message }
+      : { token: raw.value, key, previous, grace_until: graceUntil, message };
   }
 
   async createGatewayKey(op: OperatorPrincipal, name: string, expiresIn?: number): Promise<{ key: string; gateway_key: GatewayKeyRow }> {

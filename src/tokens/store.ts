@@ -43,6 +43,36 @@ export interface OperatorKeyRow extends GatewayKeyRow {
 }
 
 export type CredentialTable = 'agent_tokens' | 'gateway_keys' | 'operator_keys';
+
+/** Which live agent tokens a bulk revoke takes; every given field narrows. */
+export interface BulkTokenFilter {
+  project?: string | undefined;
+  type?: TokenType | undefined;
+  /** The stored actor, e.g. "operator:<id>". */
+  createdBy?: string | undefined;
+  createdBefore?: Date | undefined;
+  /** Idle since before this: last used before it, or never used and created before it. */
+  lastUsedBefore?: Date | undefined;
+  /** Project-limited operators: only these projects. null: all. */
+  projects: readonly string[] | null;
+}
+
+function bulkWhere(f: BulkTokenFilter): { where: string[]; args: unknown[] } {
+  const where = ['revoked_at IS NULL'];
+  const args: unknown[] = [];
+  const add = (sql: string, v: unknown) => {
+    args.push(v);
+    where.push(sql.replaceAll('?', `$${args.length}`));
+  };
+  if (f.project) add('project_id = ?', f.project);
+  if (f.type) add('type = ?', f.type);
+  if (f.createdBy) add('created_by = ?', f.createdBy);
+  if (f.createdBefore) add('created_at < ?', f.createdBefore);
+  if (f.lastUsedBefore) add('COALESCE(last_used_at, created_at) < ?', f.lastUsedBefore);
+  if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
+  return { where, args };
+}
+
 type Queryable = Pool | PoolClient;
 
 const AGENT_COLUMNS =
@@ -96,6 +126,46 @@ export const credentialStore = {
       [id, by, reason],
     );
     return rows[0];
+  },
+
+  /**
+   * Live agent tokens (not revoked) matching a bulk filter, oldest first; `forUpdate` locks them (inside a
+   * transaction) so the count an operator confirmed is the set that gets revoked.
+   */
+  async matchBulk(db: Queryable, f: BulkTokenFilter, opts: { limit: number; forUpdate?: boolean }): Promise<AgentTokenRow[]> {
+    const { where, args } = bulkWhere(f);
+    args.push(opts.limit);
+    const { rows } = await db.query<AgentTokenRow>(
+      `SELECT ${AGENT_COLUMNS} FROM agent_tokens WHERE ${where.join(' AND ')} ORDER BY created_at, id LIMIT $${args.length}${opts.forUpdate ? ' FOR UPDATE' : ''}`,
+      args,
+    );
+    return rows;
+  },
+
+  async countBulk(db: Queryable, f: BulkTokenFilter): Promise<number> {
+    const { where, args } = bulkWhere(f);
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM agent_tokens WHERE ${where.join(' AND ')}`, args);
+    return rows[0]!.n;
+  },
+
+  async revokeAgentTokens(db: Queryable, ids: string[], by: string, reason: string): Promise<AgentTokenRow[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await db.query<AgentTokenRow>(
+      `UPDATE agent_tokens SET revoked_at = now(), revoked_by = $2, revoke_reason = $3 WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL RETURNING ${AGENT_COLUMNS}`,
+      [ids, by, reason],
+    );
+    return rows;
+  },
+
+  async lockAgentToken(db: PoolClient, id: string): Promise<AgentTokenRow | undefined> {
+    const { rows } = await db.query<AgentTokenRow>(`SELECT ${AGENT_COLUMNS} FROM agent_tokens WHERE id = $1 FOR UPDATE`, [id]);
+    return rows[0];
+  },
+
+  /** Ends a token's life at `at` at the latest (an earlier expiry stays). */
+  async expireAgentTokenBy(db: Queryable, id: string, at: Date): Promise<AgentTokenRow> {
+    const { rows } = await db.query<AgentTokenRow>(`UPDATE agent_tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE id = $1 RETURNING ${AGENT_COLUMNS}`, [id, at]);
+    return rows[0]!;
   },
 
   async insertGatewayKey(db: Queryable, k: { id: string; name: string; display_prefix: string; key_hash: Buffer; created_by: string; expires_at: Date | null }): Promise<GatewayKeyRow> {

@@ -1,0 +1,180 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import type { Config } from '../config.js';
+
+// `killswitch kill | kills | unkill`: the break-glass kills from a terminal or a script, through the
+// control plane's admin API (KILLSWITCH_URL) with an operator key from the environment
+// (KILLSWITCH_OPERATOR_KEY). Works while Unleash is down: kills never touch it.
+
+export interface KillOptions {
+  everything?: boolean;
+  server?: string;
+  capability?: string;
+  token?: string;
+  project?: string;
+  role?: string;
+  environment?: string;
+  session?: string;
+  reason: string;
+  expiresIn?: number;
+  json?: boolean;
+}
+
+interface ApiKill {
+  id: string;
+  target: string;
+  description: string;
+  reason: string;
+  created_by: string;
+  created_at: string;
+  expires_at: string | null;
+  lifted_at: string | null;
+  lift_reason: string | null;
+  state: string;
+}
+
+type Out = { write(s: string): unknown };
+
+/** Exit codes: 0 done, 1 the control plane refused or failed, 2 bad usage or configuration. */
+export class CliFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+/** `30`, `30s`, `10m`, `2h`, `1d` → seconds. */
+export function parseDuration(v: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError('expected seconds or a duration like 30s, 10m, 2h, 1d');
+  const n = Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  if (n < 1) throw new InvalidArgumentError('must be at least one second');
+  return n;
+}
+
+/** The API body for the options given; exactly one target (a capability may name its server). */
+export function killBody(o: KillOptions): Record<string, unknown> {
+  const given = (['server', 'capability', 'token', 'project', 'role', 'environment', 'session'] as const).filter((k) => o[k] !== undefined);
+  let body: Record<string, unknown>;
+  if (o.everything) {
+    if (given.length > 0) throw new CliFailure('--everything takes no other target option', 2);
+    body = { target: 'everything' };
+  } else if (o.capability !== undefined) {
+    if (given.some((k) => k !== 'capability' && k !== 'server')) throw new CliFailure('--capability combines only with --server', 2);
+    body = { target: 'capability', capability: o.capability, ...(o.server ? { server: o.server } : {}) };
+  } else if (given.length !== 1) {
+    throw new CliFailure('name one target: --everything, --server, --capability [--server], --token, --project, --role, --environment or --session', 2);
+  } else {
+    const k = given[0]!;
+    const field = { server: 'server', token: 'token_id', project: 'project_id', role: 'role', environment: 'environment', session: 'session_id', capability: 'capability' }[k];
+    body = { target: k, [field]: o[k] };
+  }
+  body['reason'] = o.reason;
+  if (o.expiresIn !== undefined) body['expires_in'] = o.expiresIn;
+  return body;
+}
+
+async function call(cfg: Config, method: string, path: string, body?: unknown): Promise<unknown> {
+  if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
+  const url = new URL(path, cfg.killswitchUrl.endsWith('/') ? cfg.killswitchUrl : `${cfg.killswitchUrl}/`);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${cfg.killswitchOperatorKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (err) {
+    throw new CliFailure(`cannot reach the control plane at ${cfg.killswitchUrl} (KILLSWITCH_URL): ${(err as Error).message}`, 1);
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+    throw new CliFailure(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim(), 1);
+  }
+  return json;
+}
+
+function line(k: ApiKill): string {
+  const until = k.state === 'active' ? (k.expires_at ? `until ${k.expires_at}` : 'until lifted') : k.state === 'lifted' ? `lifted ${k.lifted_at} (${k.lift_reason ?? ''})` : `expired ${k.expires_at}`;
+  return `${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`;
+}
+
+export async function kill(cfg: Config, o: KillOptions, out: Out): Promise<void> {
+  const res = (await call(cfg, 'POST', 'v1/kills', killBody(o))) as { kill: ApiKill; enforced: boolean; message: string };
+  if (o.json) out.write(`${JSON.stringify(res, null, 2)}\n`);
+  else out.write(`${res.message}\n${line(res.kill)}\nLift with: killswitch unkill ${res.kill.id} --reason "..."\n`);
+}
+
+export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
+  const res = (await call(cfg, 'GET', `v1/kills?state=${o.all ? 'all' : 'active'}&limit=500`)) as { kills: ApiKill[] };
+  if (o.json) {
+    out.write(`${JSON.stringify(res.kills, null, 2)}\n`);
+    return;
+  }
+  if (res.kills.length === 0) out.write(o.all ? 'no kills\n' : 'no kills in force\n');
+  for (const k of res.kills) out.write(`${line(k)}\n`);
+}
+
+export async function unkill(cfg: Config, id: string, o: { reason: string; json?: boolean }, out: Out): Promise<void> {
+  const res = (await call(cfg, 'DELETE', `v1/kills/${encodeURIComponent(id)}`, { reason: o.reason })) as { kill: ApiKill; message: string };
+  if (o.json) out.write(`${JSON.stringify(res, null, 2)}\n`);
+  else out.write(`${res.message}\n${line(res.kill)}\n`);
+}
+
+async function run(action: () => Promise<void>): Promise<void> {
+  try {
+    await action();
+  } catch (err) {
+    if (err instanceof CliFailure) {
+      process.stderr.write(`killswitch: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+      return;
+    }
+    throw err;
+  }
+}
+
+export function registerKillCommands(program: Command, config: () => Config): void {
+  program
+    .command('kill')
+    .description('Break glass: stop calls on every replica at once, without Unleash (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY).')
+    .option('--everything', 'every MCP call of every agent')
+    .option('--server <name>', 'one MCP server (with --capability: only that capability on it)')
+    .option('--capability <read|write|delete>', 'one capability, on every server or on --server', (v) => {
+      if (!['read', 'write', 'delete'].includes(v)) throw new InvalidArgumentError('expected read, write or delete');
+      return v;
+    })
+    .option('--token <id>', 'one agent token')
+    .option('--project <id>', 'every token of a project')
+    .option('--role <role>', 'every token of a policy role')
+    .option('--environment <env>', 'every token of an environment (development, staging, production)')
+    .option('--session <id>', 'one session')
+    .requiredOption('--reason <text>', 'why (shown in every denial, the audit trail and the alert)')
+    .option('--expires-in <duration>', 'lift automatically after this long (e.g. 30m, 2h); default: until lifted', parseDuration)
+    .option('--json', 'print the API answer as JSON')
+    .action((o: KillOptions) => run(() => kill(config(), o, process.stdout)));
+
+  program
+    .command('kills')
+    .description('List the kills in force (--all: with lifted and expired ones).')
+    .option('--all', 'also lifted and expired kills')
+    .option('--json', 'print JSON')
+    .action((o: { all?: boolean; json?: boolean }) => run(() => listKills(config(), o, process.stdout)));
+
+  program
+    .command('unkill')
+    .description('Lift a kill (audited, alerted).')
+    .argument('<id>', 'kill id (from `killswitch kills`)')
+    .requiredOption('--reason <text>', 'why the kill can go')
+    .option('--json', 'print the API answer as JSON')
+    .action((id: string, o: { reason: string; json?: boolean }) => run(() => unkill(config(), id, o, process.stdout)));
+}

@@ -1,0 +1,87 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { operatorActor } from '../tokens/service.js';
+import { requireOperator } from './auth.js';
+import { ErrorBody } from './schemas.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+const Level = Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)));
+const LogLevelBody = Type.Object({ level: Level }, { additionalProperties: false });
+const LogLevelView = Type.Object({ level: Type.String(), configured: Type.String({ description: 'LOG_LEVEL: what a restart goes back to' }) });
+const LogLevelChanged = Type.Object({
+  level: Type.String(),
+  previous: Type.String(),
+  replicas_told: Type.Integer({ description: 'Other replicas reached through Redis (0 when Redis is down: only this one changed)' }),
+});
+
+/**
+ * GET/PUT /v1/admin/log-level: the log level of every replica, changed at runtime by an owner (for
+ * example debug for a few minutes to see each decision's line). Not persisted: a restart goes back to
+ * LOG_LEVEL. Other replicas follow through Redis pub/sub; the change is an ADMIN audit row.
+ */
+export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const origin = randomUUID();
+  const channel = ctx.redis.channel('log-level');
+  const apply = (level: string) => {
+    if ((LOG_LEVELS as readonly string[]).includes(level) && ctx.log.level !== level) {
+      const previous = ctx.log.level;
+      ctx.log.level = level;
+      // Fastify logs requests through its own child of ctx.log, whose level was copied at creation.
+      app.log.level = level;
+      ctx.log.warn({ level, previous }, 'log level changed');
+    }
+  };
+  const onMessage = (ch: string, message: string) => {
+    if (ch !== channel) return;
+    try {
+      const msg = JSON.parse(message) as { origin?: string; level?: string };
+      if (msg.origin !== origin && typeof msg.level === 'string') apply(msg.level);
+    } catch {
+      // Not ours.
+    }
+  };
+  ctx.redis.sub.on('message', onMessage);
+  await ctx.redis.sub.subscribe(channel).catch((err: Error) => ctx.log.warn({ err: err.message }, 'log level: cannot subscribe; changes reach only the replica that receives them'));
+  ctx.closers.push(async () => {
+    ctx.redis.sub.off('message', onMessage);
+    await ctx.redis.sub.unsubscribe(channel).catch(() => {});
+  });
+
+  const tags = ['operations'];
+  app.get(
+    '/v1/admin/log-level',
+    { preHandler: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', response: { 200: LogLevelView, 401: ErrorBody, 403: ErrorBody } } },
+    async () => ({ level: ctx.log.level, configured: ctx.config.logLevel }),
+  );
+
+  app.put(
+    '/v1/admin/log-level',
+    {
+      preHandler: requireOperator(ctx.auth, 'owner'),
+      schema: {
+        tags,
+        summary: 'Change the log level of every replica now (owner); a restart goes back to LOG_LEVEL',
+        body: LogLevelBody,
+        response: { 200: LogLevelChanged, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody },
+      },
+    },
+    async (req) => {
+      const level: LogLevel = req.body.level;
+      const previous = ctx.log.level;
+      apply(level);
+      let told = 0;
+      try {
+        told = await ctx.redis.redis.publish(channel, JSON.stringify({ origin, level }));
+        told = Math.max(0, told - 1); // our own subscriber is one of them
+      } catch (err) {
+        req.log.warn({ err: (err as Error).message }, 'log level: could not tell the other replicas (Redis)');
+      }
+      void ctx.audit.recordAdmin({ actor: operatorActor(req.operator!), action: 'log_level.set', target: 'log_level', details: { level, previous }, ip: req.ip }).catch(() => {});
+      return { level, previous, replicas_told: told };
+    },
+  );
+};

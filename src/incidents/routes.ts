@@ -1,0 +1,41 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import { TimelineQuerySchema, TimelineSchema } from './schemas.js';
+import { TimelineService, timelineCsv, timelineJsonl } from './service.js';
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+
+/** GET /v1/incidents/timeline: the assess and review steps of the incident runbook. */
+export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const timeline = new TimelineService({
+    pool: ctx.pool,
+    findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
+    findSession: (op, id) => ctx.sessions.get(id, op),
+  });
+
+  app.get(
+    '/v1/incidents/timeline',
+    {
+      preHandler: requireOperator(ctx.auth, 'viewer'),
+      schema: {
+        tags: ['incidents'],
+        summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',
+        querystring: TimelineQuerySchema,
+        response: { 200: Type.Union([TimelineSchema, Type.String({ description: 'application/x-ndjson or text/csv' })]), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const t = await timeline.timeline(req.operator!, req.query);
+      const format = req.query.format ?? 'json';
+      if (format === 'json') return t;
+      const stamp = t.from.replace(/[:.]/g, '-');
+      return reply
+        .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
+        .header('content-disposition', `attachment; filename="incident-timeline-${stamp}.${format}"`)
+        .send(format === 'csv' ? timelineCsv(t) : timelineJsonl(t));
+    },
+  );
+};

@@ -1,0 +1,296 @@
+import { stringify } from 'csv-stringify/sync';
+import type { Pool } from '../db/pool.js';
+import { invalid } from '../errors.js';
+import { describeTarget, keysAffecting } from '../kills/keys.js';
+import { type KillRow, killStore } from '../kills/store.js';
+import type { OperatorPrincipal } from '../tokens/authenticator.js';
+import { type TimelineAlertRow, type TimelineAuditRow, type TimelineMatch, timelineStore, type WindowQuery } from './store.js';
+
+// The incident timeline (seed 002 "assess" and "review"): one ordered view of what happened in a window —
+// decisions and denials (audit INTENT rows), alerts, kills (created, lifted, expired), flag changes,
+// revocations, rotations, resumes and other operator actions — merged from the audit trail, the alerts
+// and the kills table, oldest first.
+
+export const TIMELINE_TYPES = [
+  'decision',
+  'denial',
+  'alert',
+  'kill',
+  'kill_lifted',
+  'kill_expired',
+  'flag_change',
+  'revocation',
+  'rotation',
+  'resume',
+  'policy_change',
+  'admin',
+] as const;
+export type TimelineType = (typeof TIMELINE_TYPES)[number];
+
+export interface TimelineEvent {
+  at: string;
+  type: TimelineType;
+  source: 'audit' | 'alert' | 'kill';
+  /** Audit row id, alert id or kill id. */
+  id: string;
+  summary: string;
+  actor: string | null;
+  severity: string | null;
+  decision: string | null;
+  code: string | null;
+  token_id: string | null;
+  project_id: string | null;
+  session_id: string | null;
+  server: string | null;
+  tool: string | null;
+  kill_id: string | null;
+  decision_id: string | null;
+}
+
+export interface Timeline {
+  from: string;
+  to: string;
+  target: string | null;
+  events: TimelineEvent[];
+  /** True when the window holds more than `limit` events: narrow it (start `from` at the last event's `at`). */
+  truncated: boolean;
+  counts: Partial<Record<TimelineType, number>>;
+}
+
+export interface TimelineQuery {
+  from?: string | undefined;
+  to?: string | undefined;
+  target?: string | undefined;
+  decisions?: 'all' | 'denials' | 'none' | undefined;
+  limit?: number | undefined;
+}
+
+export interface TimelineDeps {
+  pool: Pool;
+  findToken(op: OperatorPrincipal, id: string): Promise<{ id: string; project_id: string; role: string; environment: string }>;
+  findSession(op: OperatorPrincipal, id: string): Promise<{ id: string; project_id: string; token_id: string }>;
+}
+
+export const CSV_COLUMNS: Array<keyof TimelineEvent> = [
+  'at',
+  'type',
+  'source',
+  'id',
+  'summary',
+  'actor',
+  'severity',
+  'decision',
+  'code',
+  'token_id',
+  'project_id',
+  'session_id',
+  'server',
+  'tool',
+  'kill_id',
+  'decision_id',
+];
+
+const HOUR_MS = 3_600_000;
+// Equal times (same millisecond) keep cause before effect: the kill before its alert and the denials it causes.
+const RANK: Record<TimelineType, number> = {
+  kill: 0,
+  kill_lifted: 0,
+  kill_expired: 0,
+  flag_change: 1,
+  revocation: 1,
+  rotation: 1,
+  resume: 1,
+  policy_change: 1,
+  admin: 1,
+  alert: 2,
+  denial: 3,
+  decision: 3,
+};
+
+function blank(): Omit<TimelineEvent, 'at' | 'type' | 'source' | 'id' | 'summary'> {
+  return { actor: null, severity: null, decision: null, code: null, token_id: null, project_id: null, session_id: null, server: null, tool: null, kill_id: null, decision_id: null };
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+function actorOf(r: TimelineAuditRow): string | null {
+  if (r.actor_type === 'operator') {
+    const name = str(r.details?.['operator_name']);
+    return name ? `operator:${r.actor_id} (${name})` : `operator:${r.actor_id}`;
+  }
+  if (r.actor_type === 'mcp_token') return r.token_id ? `token:${r.token_id}` : 'token';
+  return r.actor_id ? `system:${r.actor_id}` : 'system';
+}
+
+function auditType(r: TimelineAuditRow): TimelineType {
+  if (r.kind === 'INTENT') return r.decision === 'deny' ? 'denial' : 'decision';
+  if (r.kind === 'POLICY_RELOAD') return 'policy_change';
+  const a = r.action ?? '';
+  if (a.startsWith('flag.')) return 'flag_change';
+  if (a === 'key.rotated') return 'rotation';
+  if (a.endsWith('.revoked') || a === 'key.bulk_revoked') return 'revocation';
+  if (a.endsWith('.resumed')) return 'resume';
+  return 'admin';
+}
+
+function fromAudit(r: TimelineAuditRow): TimelineEvent {
+  const type = auditType(r);
+  const call = `${r.server ?? '?'}/${r.tool ?? '?'}`;
+  const reason = str(r.details?.['reason']);
+  let summary: string;
+  if (type === 'decision') summary = `allowed ${call}`;
+  else if (type === 'denial') summary = `denied ${call}: ${r.code ?? ''}${r.message ? ` — ${r.message}` : ''}`;
+  else if (type === 'revocation' && r.action === 'key.bulk_revoked') summary = `bulk revoke of ${String(r.details?.['count'] ?? '?')} agent token(s)${reason ? `: ${reason}` : ''}`;
+  else summary = `${r.action ?? r.kind}${r.target ? ` ${r.target}` : ''}${reason ? `: ${reason}` : ''}`;
+  return {
+    ...blank(),
+    at: r.ts.toISOString(),
+    type,
+    source: 'audit',
+    id: r.id,
+    summary,
+    actor: actorOf(r),
+    decision: r.decision,
+    code: r.code,
+    token_id: r.token_id ?? (r.target?.startsWith('agent_token:') ? r.target.slice('agent_token:'.length) : null),
+    project_id: r.project_id,
+    session_id: r.session_id ?? (r.target?.startsWith('session:') ? r.target.slice('session:'.length) : null),
+    server: r.server,
+    tool: r.tool,
+    decision_id: r.decision_id,
+  };
+}
+
+function fromAlert(a: TimelineAlertRow): TimelineEvent {
+  return {
+    ...blank(),
+    at: a.created_at.toISOString(),
+    type: a.kind === 'FLAG_DISABLED' ? 'flag_change' : 'alert',
+    source: 'alert',
+    id: a.id,
+    summary: `${a.kind}: ${a.message}`,
+    actor: 'system:alerts',
+    severity: a.severity,
+    token_id: a.token_id,
+    project_id: a.project_id,
+    session_id: a.session_id,
+    server: a.server,
+    kill_id: str(a.details['kill_id']),
+    decision_id: str(a.details['decision_id']),
+  };
+}
+
+function fromKill(k: KillRow, from: Date, to: Date): TimelineEvent[] {
+  const within = (d: Date | null): d is Date => d !== null && d >= from && d < to;
+  const base = { ...blank(), source: 'kill' as const, id: k.id, kill_id: k.id, token_id: k.token_id, project_id: k.project_id, session_id: k.session_id, server: k.server };
+  const what = describeTarget(k);
+  const out: TimelineEvent[] = [];
+  if (within(k.created_at)) out.push({ ...base, at: k.created_at.toISOString(), type: 'kill', actor: k.created_by, summary: `killed ${what}: ${k.reason}` });
+  if (within(k.lifted_at)) out.push({ ...base, at: k.lifted_at.toISOString(), type: 'kill_lifted', actor: k.lifted_by, summary: `lifted the kill of ${what}: ${k.lift_reason ?? ''}` });
+  else if (k.lifted_at === null && within(k.expires_at)) out.push({ ...base, at: k.expires_at.toISOString(), type: 'kill_expired', actor: 'system:kill-expiry', summary: `the kill of ${what} expired` });
+  return out;
+}
+
+/** A flag change about another server's capability does not belong on a server's timeline. */
+function concernsServer(e: TimelineEvent, server: string, flag: string | null): boolean {
+  if (e.type !== 'flag_change' || !flag) return true;
+  const m = /^mcp\.([a-z0-9_-]+)\.(read|write|delete)$/.exec(flag);
+  return !m || m[1] === server;
+}
+
+function byTime(a: TimelineEvent, b: TimelineEvent): number {
+  if (a.at !== b.at) return a.at < b.at ? -1 : 1;
+  return RANK[a.type] - RANK[b.type] || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/**
+ * An alert raised by a decision is listed right after that decision. Within one request the alert may be
+ * stored a moment before the decision's audit row (the row is queued last), which would show the effect
+ * before its cause.
+ */
+function causalOrder(sorted: TimelineEvent[]): TimelineEvent[] {
+  const decisions = new Set(sorted.filter((e) => (e.type === 'denial' || e.type === 'decision') && e.decision_id).map((e) => e.decision_id));
+  const waiting = new Map<string, TimelineEvent[]>();
+  for (const e of sorted) {
+    if (e.source === 'alert' && e.decision_id && decisions.has(e.decision_id)) waiting.set(e.decision_id, [...(waiting.get(e.decision_id) ?? []), e]);
+  }
+  if (waiting.size === 0) return sorted;
+  const out: TimelineEvent[] = [];
+  for (const e of sorted) {
+    if (e.source === 'alert' && e.decision_id && waiting.has(e.decision_id)) continue;
+    out.push(e);
+    if (e.source === 'audit' && e.decision_id) out.push(...(waiting.get(e.decision_id) ?? []));
+  }
+  return out;
+}
+
+const TARGET = /^(server|token|project|session|environment):(.+)$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export class TimelineService {
+  constructor(private readonly deps: TimelineDeps) {}
+
+  /** Turns `target=kind:value` into what each source matches, and the kill targets that affect it. */
+  private async resolveTarget(op: OperatorPrincipal, target: string | undefined): Promise<{ match: TimelineMatch; killKeys: string[] | null; project?: string }> {
+    if (!target) return { match: {}, killKeys: null };
+    const m = TARGET.exec(target);
+    if (!m) throw invalid('target', 'expected server:<name>, token:<id>, project:<id>, session:<id> or environment:<name>');
+    const [, kind, value] = m as unknown as [string, string, string];
+    if ((kind === 'token' || kind === 'session') && !UUID.test(value)) throw invalid('target', `${kind} ids are UUIDs, e.g. ${kind}:0190aaaa-0000-7000-8000-000000000000`);
+    switch (kind) {
+      case 'server':
+        return { match: { server: value }, killKeys: keysAffecting({ server: value }) };
+      case 'environment':
+        return { match: { environment: value }, killKeys: keysAffecting({ environment: value }) };
+      case 'project':
+        return { match: { project: value }, killKeys: keysAffecting({ project: value }), project: value };
+      case 'token': {
+        const tok = await this.deps.findToken(op, value);
+        return { match: { token: tok.id }, killKeys: keysAffecting({ token: tok }) };
+      }
+      default: {
+        const s = await this.deps.findSession(op, value);
+        return { match: { session: s.id, sessionToken: s.token_id }, killKeys: keysAffecting({ session: s }) };
+      }
+    }
+  }
+
+  async timeline(op: OperatorPrincipal, q: TimelineQuery): Promise<Timeline> {
+    const to = q.to ? new Date(q.to) : new Date();
+    const from = q.from ? new Date(q.from) : new Date(to.getTime() - HOUR_MS);
+    if (from >= to) throw invalid('from', 'must be before `to`');
+    const limit = q.limit ?? 1_000;
+    const { match, killKeys, project } = await this.resolveTarget(op, q.target);
+    const wq: WindowQuery = { from, to, match, decisions: q.decisions ?? 'all', visibleProjects: op.projects, limit: limit + 1 };
+    const [audit, alerts, kills] = await Promise.all([
+      timelineStore.auditRows(this.deps.pool, wq),
+      timelineStore.alerts(this.deps.pool, wq),
+      killStore.inWindow(this.deps.pool, { from, to, keys: killKeys, project, visibleProjects: op.projects, limit: limit + 1 }),
+    ]);
+    let events = [...audit.map(fromAudit), ...alerts.map(fromAlert), ...kills.flatMap((k) => fromKill(k, from, to))];
+    if (match.server) {
+      const flags = new Map(alerts.map((a) => [a.id, str(a.details['flag'])]));
+      events = events.filter((e) => concernsServer(e, match.server!, flags.get(e.id) ?? null));
+    }
+    events = causalOrder(events.sort(byTime));
+    // Each source was read up to limit+1 rows in time order, so the first `limit` merged events are exact.
+    const truncated = events.length > limit;
+    events = events.slice(0, limit);
+    const counts: Partial<Record<TimelineType, number>> = {};
+    for (const e of events) counts[e.type] = (counts[e.type] ?? 0) + 1;
+    return { from: from.toISOString(), to: to.toISOString(), target: q.target ?? null, events, truncated, counts };
+  }
+}
+
+/** JSON Lines: one event per line. */
+export function timelineJsonl(t: Timeline): string {
+  return t.events.map((e) => `${JSON.stringify(e)}\n`).join('');
+}
+
+/** CSV with a header row, the columns of CSV_COLUMNS. */
+export function timelineCsv(t: Timeline): string {
+  return stringify(
+    t.events.map((e) => CSV_COLUMNS.map((c) => e[c] ?? '')),
+    { header: true, columns: CSV_COLUMNS },
+  );
+}

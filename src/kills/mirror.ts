@@ -1,0 +1,75 @@
+import { type Pool, type PoolClient, withTransaction } from '../db/pool.js';
+import type { RedisHandle } from '../redis/client.js';
+import { describeTarget } from './keys.js';
+import { killStore } from './store.js';
+
+// The Redis side of kills: one string key per target (`kill:<target_key>` under the prefix), holding the
+// kill the gate names in its denial, with a TTL when every kill of that target expires. Each write happens
+// inside a Postgres transaction holding the target's advisory lock, after reading what is in force there,
+// so a lift racing a reload or the reconciler can never leave a lifted kill behind in Redis.
+
+/** Why the gate script only needs `reason`: src/limits/step.ts builds the denial message from it. */
+export interface KillKeyValue {
+  id: string;
+  target: string;
+  reason: string;
+}
+
+export class KillMirror {
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: RedisHandle,
+  ) {}
+
+  redisKey(targetKey: string): string {
+    return this.redis.key('kill', targetKey);
+  }
+
+  /** Inside a transaction that holds the target's lock: makes the Redis key match Postgres. Throws if Redis fails. */
+  async apply(c: PoolClient, targetKey: string): Promise<void> {
+    const state = await killStore.targetState(c, targetKey);
+    const key = this.redisKey(targetKey);
+    if (!state) {
+      await this.redis.redis.del(key);
+      return;
+    }
+    const k = state.kill;
+    const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: `${k.reason} (kill ${k.id}, ${describeTarget(k)})` };
+    if (state.ttlMs === null) await this.redis.redis.set(key, JSON.stringify(value));
+    else await this.redis.redis.set(key, JSON.stringify(value), 'PX', state.ttlMs);
+  }
+
+  /** Re-applies one target from Postgres (own transaction and lock). */
+  async sync(targetKey: string): Promise<void> {
+    await withTransaction(this.pool, async (c) => {
+      await killStore.lockTarget(c, targetKey);
+      await this.apply(c, targetKey);
+    });
+  }
+
+  /** Every kill in force back into Redis (the state-epoch loader and start-up). Returns the targets written. */
+  async loadAll(): Promise<number> {
+    const keys = await killStore.activeTargetKeys(this.pool);
+    for (const k of keys) await this.sync(k);
+    return keys.length;
+  }
+
+  /** Kills in force, plus targets whose kills ended recently (a key whose lift or expiry write failed is removed). */
+  async reconcile(recentS: number): Promise<number> {
+    const keys = await killStore.targetKeysToSync(this.pool, recentS);
+    for (const k of keys) await this.sync(k);
+    return keys.length;
+  }
+}
+
+/**
+ * Registers the kills with the state epoch, so a Redis restart or flush reloads them before decisions are
+ * allowed again. Called from app.ts before the sessions start their first reload.
+ */
+export function registerKillLoader(epoch: { registerLoader(name: string, load: () => Promise<void>): void }, pool: Pool, redis: RedisHandle): KillMirror {
+  const mirror = new KillMirror(pool, redis);
+  epoch.registerLoader('kills', async () => {
+    await mirror.loadAll();
+  });
+  return mirror;
+}

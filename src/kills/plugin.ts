@@ -1,0 +1,28 @@
+import type { FastifyInstance } from 'fastify';
+import { killRoutes } from './routes.js';
+import { KillService } from './service.js';
+
+declare module '../context.js' {
+  interface AppContext {
+    /** Break-glass kills: create, list, lift; `keysFor(call)` gives the gate step its kill keys. */
+    kills: KillService;
+  }
+}
+
+/** Builds ctx.kills (loading every kill in force into Redis) and registers /v1/kills. Before the pipeline is built. */
+export async function killsPlugin(app: FastifyInstance): Promise<void> {
+  const { ctx } = app;
+  ctx.kills = new KillService({
+    pool: ctx.pool,
+    redis: ctx.redis,
+    log: ctx.log,
+    audit: ctx.audit,
+    alerts: ctx.alerts,
+    policy: ctx.policy,
+    findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
+    findSession: (op, id) => ctx.sessions.get(id, op),
+  });
+  await ctx.kills.start();
+  ctx.closers.push(() => ctx.kills.stop());
+  await app.register(killRoutes);
+}

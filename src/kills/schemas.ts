@@ -1,0 +1,81 @@
+import { type Static, Type } from 'typebox';
+import { EnvironmentSchema, Timestamp } from '../tokens/schemas.js';
+
+const Target = Type.Union(
+  [
+    Type.Literal('everything'),
+    Type.Literal('server'),
+    Type.Literal('capability'),
+    Type.Literal('token'),
+    Type.Literal('project'),
+    Type.Literal('role'),
+    Type.Literal('environment'),
+    Type.Literal('session'),
+  ],
+  { description: 'What to stop. Each target needs its own field(s): server; capability (+ optional server); token_id; project_id; role; environment; session_id.' },
+);
+const CapabilitySchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('delete')]);
+const Reason = Type.String({ minLength: 1, maxLength: 1000 });
+
+export const CreateKillBody = Type.Object(
+  {
+    target: Target,
+    server: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'A server of the policy.' })),
+    capability: Type.Optional(CapabilitySchema),
+    token_id: Type.Optional(Type.String({ format: 'uuid' })),
+    project_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' })),
+    role: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$', description: 'A role of the policy.' })),
+    environment: Type.Optional(EnvironmentSchema),
+    session_id: Type.Optional(Type.String({ format: 'uuid' })),
+    reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Shown in every denial the kill causes, in the audit trail and in the alert.' }),
+    expires_in: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_592_000, description: 'Seconds until the kill lifts itself. Default: until an operator lifts it.' })),
+  },
+  { additionalProperties: false },
+);
+export type CreateKillBody = Static<typeof CreateKillBody>;
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+const DateTime = Type.Union([Timestamp, Type.Null()]);
+
+export const Kill = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  target: Target,
+  target_key: Type.String({ description: 'What the gate matches: all, server:<s>, cap:<c>, cap:<s>:<c>, token:<id>, project:<p>, role:<r>, env:<e>, session:<id>.' }),
+  description: Type.String({ description: 'The target in words.' }),
+  server: Nullable(Type.String()),
+  capability: Type.Union([CapabilitySchema, Type.Null()]),
+  token_id: Nullable(Type.String()),
+  project_id: Nullable(Type.String()),
+  role: Nullable(Type.String()),
+  environment: Type.Union([EnvironmentSchema, Type.Null()]),
+  session_id: Nullable(Type.String()),
+  reason: Type.String(),
+  created_by: Type.String(),
+  created_at: Timestamp,
+  expires_at: DateTime,
+  lifted_at: DateTime,
+  lifted_by: Nullable(Type.String()),
+  lift_reason: Nullable(Type.String()),
+  state: Type.Union([Type.Literal('active'), Type.Literal('lifted'), Type.Literal('expired')]),
+});
+
+export const CreatedKill = Type.Object({
+  kill: Kill,
+  enforced: Type.Boolean({ description: 'False when Redis did not take the kill: decisions deny anyway while Redis is away (fail closed), and the kill is applied from Postgres when it is back.' }),
+  message: Type.String(),
+});
+
+export const LiftedKill = Type.Object({ kill: Kill, message: Type.String() });
+
+export const ListKillsQuery = Type.Object(
+  {
+    state: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('lifted'), Type.Literal('expired'), Type.Literal('all')], { default: 'active' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    before: Type.Optional(Type.String({ format: 'uuid', description: 'Id of the last kill of the previous page.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const KillList = Type.Object({ kills: Type.Array(Kill), next_before: Type.Union([Type.String(), Type.Null()]) });
+export const KillIdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
+export const LiftKillBody = Type.Object({ reason: Reason }, { additionalProperties: false });

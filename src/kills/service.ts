@@ -1,0 +1,307 @@
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import type { AlertService } from '../alerts/service.js';
+import type { AuditService } from '../audit/service.js';
+import { type Pool, withTransaction } from '../db/pool.js';
+import type { CallContext } from '../decisions/types.js';
+import { AppError, invalid, notFound } from '../errors.js';
+import { canSeeProject } from '../http/auth.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { OperatorPrincipal } from '../tokens/authenticator.js';
+import { operatorActor } from '../tokens/service.js';
+import { describeTarget, type KillTarget, killTargetKeysFor, targetKey } from './keys.js';
+import { KillMirror } from './mirror.js';
+import type { CreateKillBody } from './schemas.js';
+import { type KillRow, type KillState, killStore } from './store.js';
+
+// Break-glass kills (DESIGN.md §5): the operator's way to stop calls on every replica at once without
+// Unleash. Postgres is the record; Redis holds one key per target that the decision gate reads in its one
+// round trip, so a kill is in force for every replica's next decision as soon as `create` returns.
+
+export interface KillView extends KillRow {
+  description: string;
+}
+
+export interface KillServiceDeps {
+  pool: Pool;
+  redis: RedisHandle;
+  log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  audit: Pick<AuditService, 'recordAdmin'>;
+  alerts: Pick<AlertService, 'raise'>;
+  policy: { current(): CompiledPolicy };
+  /** The token a token kill names (404 when unknown or invisible to this operator). */
+  findToken(op: OperatorPrincipal, id: string): Promise<{ project_id: string }>;
+  /** The session a session kill names (404 when unknown or invisible to this operator). */
+  findSession(op: OperatorPrincipal, id: string): Promise<{ project_id: string; token_id: string }>;
+  /** How often expiries are recorded and Redis is reconciled with Postgres. Default 5 s. */
+  reconcileEveryMs?: number;
+  mirror?: KillMirror;
+}
+
+// Fields each target requires; every other target field must be absent.
+const FIELDS: Record<KillTarget['target'], { required: Array<keyof CreateKillBody>; optional?: Array<keyof CreateKillBody> }> = {
+  everything: { required: [] },
+  server: { required: ['server'] },
+  capability: { required: ['capability'], optional: ['server'] },
+  token: { required: ['token_id'] },
+  project: { required: ['project_id'] },
+  role: { required: ['role'] },
+  environment: { required: ['environment'] },
+  session: { required: ['session_id'] },
+};
+const TARGET_FIELDS: Array<keyof CreateKillBody> = ['server', 'capability', 'token_id', 'project_id', 'role', 'environment', 'session_id'];
+// Targets ended this recently are re-checked by the reconciler, so a key whose lift failed halfway goes.
+const RECENT_END_S = 600;
+const EXPIRY_BATCH = 100;
+
+export function killView(k: KillRow): KillView {
+  return { ...k, description: describeTarget(k) };
+}
+
+/** Project-limited operators may kill and lift only inside their projects (never everything, a server, a role ...). */
+function canManage(op: OperatorPrincipal, projectId: string | null): boolean {
+  return op.projects === null || (projectId !== null && canSeeProject(op, projectId));
+}
+
+export class KillService {
+  readonly mirror: KillMirror;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly deps: KillServiceDeps) {
+    this.mirror = deps.mirror ?? new KillMirror(deps.pool, deps.redis);
+  }
+
+  /** Full Redis key names of every kill that would stop this call (the gate step's `killKeys`). */
+  keysFor(call: CallContext): string[] {
+    return killTargetKeysFor(call).map((k) => this.mirror.redisKey(k));
+  }
+
+  /** Loads every kill in force into Redis (a kill created while Redis was away is applied here) and starts the reconciler. */
+  async start(): Promise<void> {
+    try {
+      await this.mirror.loadAll();
+    } catch (err) {
+      // Decisions deny while Redis is away (fail closed); the reconciler applies the kills when it is back.
+      this.deps.log.warn({ err: (err as Error).message }, 'kills: could not load the kills into Redis at start; retrying every few seconds');
+    }
+    this.timer = setInterval(() => void this.tick(), this.deps.reconcileEveryMs ?? 5_000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => {});
+  }
+
+  /** Records expiries and reconciles Redis with Postgres; concurrent callers share one run. */
+  tick(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        await this.recordExpiries();
+        await this.mirror.reconcile(RECENT_END_S);
+      } catch (err) {
+        this.deps.log.warn({ err: (err as Error).message }, 'kills: reconciling Redis with Postgres failed; retrying');
+      }
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private validate(op: OperatorPrincipal, body: CreateKillBody): KillTarget {
+    const spec = FIELDS[body.target];
+    for (const f of spec.required) if (body[f] === undefined) throw invalid(f, `is required for target ${body.target}`);
+    for (const f of TARGET_FIELDS) {
+      if (body[f] !== undefined && !spec.required.includes(f) && !spec.optional?.includes(f)) throw invalid(f, `does not apply to target ${body.target}`);
+    }
+    const policy = this.deps.policy.current();
+    // A typo must not look like a kill: names are checked against the policy in force.
+    if (body.server !== undefined && !policy.servers.has(body.server)) {
+      throw invalid('server', `${body.server} is not a server of the policy (${[...policy.servers.keys()].sort().join(', ')}); calls to it are denied anyway (UNKNOWN_SERVER)`);
+    }
+    if (body.role !== undefined && !policy.roles.has(body.role)) {
+      throw invalid('role', `${body.role} is not a role of the policy; tokens with an unknown role are denied anyway`);
+    }
+    if (op.projects !== null && ['everything', 'server', 'capability', 'role', 'environment'].includes(body.target)) {
+      throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects.join(', ')}; a ${body.target} kill stops other projects too. Kill the project, a token or a session instead.`);
+    }
+    return {
+      target: body.target,
+      server: body.server,
+      capability: body.capability,
+      token_id: body.token_id,
+      project_id: body.project_id,
+      role: body.role,
+      environment: body.environment,
+      session_id: body.session_id,
+    };
+  }
+
+  async create(op: OperatorPrincipal, body: CreateKillBody): Promise<{ kill: KillView; enforced: boolean; message: string }> {
+    const target = this.validate(op, body);
+    let projectId: string | null = null;
+    if (target.target === 'project') {
+      if (!canManage(op, target.project_id!)) throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}.`);
+      projectId = target.project_id!;
+    } else if (target.target === 'token') {
+      projectId = (await this.deps.findToken(op, target.token_id!)).project_id;
+    } else if (target.target === 'session') {
+      projectId = (await this.deps.findSession(op, target.session_id!)).project_id;
+    }
+    const key = targetKey(target);
+    let enforced = true;
+    const row = await withTransaction(this.deps.pool, async (c) => {
+      await killStore.lockTarget(c, key);
+      const inserted = await killStore.insert(c, {
+        id: uuidv7(),
+        target: target.target,
+        target_key: key,
+        server: target.server ?? null,
+        capability: target.capability ?? null,
+        token_id: target.token_id ?? null,
+        project_id: projectId,
+        role: target.role ?? null,
+        environment: target.environment ?? null,
+        session_id: target.session_id ?? null,
+        reason: body.reason,
+        created_by: operatorActor(op),
+        expiresInS: body.expires_in ?? null,
+      });
+      try {
+        await this.mirror.apply(c, key);
+      } catch (err) {
+        // The record is kept: decisions deny while Redis is unreachable, and the reconciler (or the state
+        // epoch reload after a Redis restart) applies the kill as soon as Redis answers again.
+        enforced = false;
+        this.deps.log.error({ err: (err as Error).message, kill: inserted.id }, 'kills: Redis did not take the kill; it is recorded and applied when Redis is back');
+      }
+      return inserted;
+    });
+    const kill = killView(row);
+    await this.deps.audit
+      .recordAdmin({
+        actor: op,
+        action: 'kill.created',
+        target: `kill:${kill.id}`,
+        projectId: projectId ?? undefined,
+        details: { kill_id: kill.id, target: kill.target, target_key: key, description: kill.description, reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null, enforced },
+      })
+      .catch((err: unknown) => this.deps.log.error({ err: (err as Error).message, kill: kill.id }, 'kills: the kill is in force but its audit row could not be written'));
+    void this.deps.alerts.raise({
+      kind: 'KILL_CREATED',
+      severity: 'critical',
+      message: `Operator ${op.name} killed ${kill.description}: ${kill.reason}${kill.expires_at ? ` (until ${kill.expires_at.toISOString()})` : ''}. Lift: DELETE /v1/kills/${kill.id}`,
+      project_id: projectId,
+      token_id: kill.token_id,
+      session_id: kill.session_id,
+      server: kill.server,
+      details: { kill_id: kill.id, target: kill.target, target_key: key, enforced },
+    });
+    const message = enforced
+      ? `Killed ${kill.description} on every replica: the next decision it matches is denied with KILL_SWITCH.`
+      : `Recorded the kill of ${kill.description}, but Redis did not take it: decisions deny anyway while Redis is unreachable (fail closed), and the kill is applied as soon as it answers.`;
+    return { kill, enforced, message };
+  }
+
+  async get(op: OperatorPrincipal, id: string): Promise<KillView> {
+    const row = await killStore.get(this.deps.pool, id);
+    if (!row || (row.project_id !== null && !canSeeProject(op, row.project_id))) throw notFound('kill');
+    return killView(row);
+  }
+
+  async list(op: OperatorPrincipal, q: { state?: KillState | 'all' | undefined; limit?: number | undefined; before?: string | undefined }): Promise<{ kills: KillView[]; next_before: string | null }> {
+    const limit = q.limit ?? 100;
+    const rows = await killStore.list(this.deps.pool, {
+      state: q.state ?? 'active',
+      limit,
+      visibleProjects: op.projects,
+      ...(q.before ? { before: q.before } : {}),
+    });
+    return { kills: rows.map(killView), next_before: rows.length === limit ? rows[rows.length - 1]!.id : null };
+  }
+
+  /** Lifts one kill. Other kills of the same target stay in force (the key then names one of them). */
+  async lift(op: OperatorPrincipal, id: string, reason: string): Promise<{ kill: KillView; message: string }> {
+    const before = await this.get(op, id);
+    if (!canManage(op, before.project_id)) throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}; it cannot lift a kill of ${before.description}.`);
+    let stillKilled = false;
+    const row = await withTransaction(this.deps.pool, async (c) => {
+      await killStore.lockTarget(c, before.target_key);
+      const k = await killStore.lockKill(c, id);
+      if (!k) throw notFound('kill');
+      if (k.state === 'lifted') throw new AppError('CONFLICT', `Kill ${id} was already lifted by ${k.lifted_by} at ${k.lifted_at?.toISOString()}.`);
+      if (k.state === 'expired') throw new AppError('CONFLICT', `Kill ${id} already expired at ${k.expires_at?.toISOString()}.`);
+      const lifted = await killStore.lift(c, id, operatorActor(op), reason);
+      try {
+        await this.mirror.apply(c, before.target_key);
+      } catch (err) {
+        // Rolled back: a lift that Redis did not take would tell the operator calls resumed when they do not.
+        throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the kill was not lifted (nothing changed); retry: ${(err as Error).message}`);
+      }
+      stillKilled = (await killStore.targetState(c, before.target_key)) !== undefined;
+      return lifted;
+    });
+    const kill = killView(row);
+    await this.deps.audit.recordAdmin({
+      actor: op,
+      action: 'kill.lifted',
+      target: `kill:${kill.id}`,
+      projectId: kill.project_id ?? undefined,
+      details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, reason, kill_reason: kill.reason, still_killed_by_another: stillKilled },
+    });
+    void this.deps.alerts.raise({
+      kind: 'KILL_LIFTED',
+      message: `Operator ${op.name} lifted the kill of ${kill.description}: ${reason}${stillKilled ? ' (another kill of the same target is still in force)' : ''}`,
+      project_id: kill.project_id,
+      token_id: kill.token_id,
+      session_id: kill.session_id,
+      server: kill.server,
+      details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key },
+    });
+    return {
+      kill,
+      message: stillKilled
+        ? `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (GET /v1/kills).`
+        : `Lifted: calls to ${kill.description} are decided normally again on every replica.`,
+    };
+  }
+
+  /** Expired kills: Redis already dropped their keys (TTL); record each once, audit it and alert. */
+  async recordExpiries(): Promise<number> {
+    const due = await killStore.unrecordedExpiries(this.deps.pool, EXPIRY_BATCH);
+    let recorded = 0;
+    for (const d of due) {
+      const row = await withTransaction(this.deps.pool, async (c) => {
+        await killStore.lockTarget(c, d.target_key);
+        const claimed = await killStore.recordExpiry(c, d.id);
+        if (claimed) await this.mirror.apply(c, d.target_key);
+        return claimed;
+      });
+      if (!row) continue; // another replica recorded it
+      recorded++;
+      const kill = killView(row);
+      await this.deps.audit
+        .recordAdmin({
+          actor: 'kill-expiry',
+          action: 'kill.expired',
+          target: `kill:${kill.id}`,
+          projectId: kill.project_id ?? undefined,
+          details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, kill_reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null },
+        })
+        .catch(() => {});
+      void this.deps.alerts.raise({
+        kind: 'KILL_LIFTED',
+        message: `The kill of ${kill.description} expired (${kill.reason}).`,
+        project_id: kill.project_id,
+        token_id: kill.token_id,
+        session_id: kill.session_id,
+        server: kill.server,
+        details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, expired: true },
+      });
+    }
+    return recorded;
+  }
+}

@@ -1,0 +1,237 @@
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import type { AppContext } from '../context.js';
+import type { DecisionObservation } from '../decisions/service.js';
+import { FastHistogram } from './histogram.js';
+import { type DependencySink, instrumentPool, instrumentRedis, postgresErrorClass } from './instrument.js';
+import { metricsStore, type StateCounts } from './store.js';
+
+// The Prometheus metrics of one control-plane instance, in its own Registry (never prom-client's global
+// one: tests run several instances in one process). Everything on the request path is an in-memory
+// increment; values other modules already keep (audit queue, flags, authentication counts) are read
+// from them when Prometheus scrapes, and installation-wide counts (halted sessions, pending approvals)
+// are one Postgres query per scrape, cached a few seconds. Nothing here adds a network trip to a decision.
+
+const DECISION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const STEP_BUCKETS = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5];
+const DEPENDENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5];
+const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
+
+type Labels = Record<string, string>;
+type Sample = [Labels, number];
+
+/** A counter or gauge whose value is read from somewhere else when Prometheus scrapes. */
+function readMetric(registry: Registry, name: string, help: string, type: 'counter' | 'gauge', read: () => Sample[] | Promise<Sample[]>): void {
+  registry.registerMetric({
+    name,
+    help,
+    type,
+    aggregator: 'sum',
+    async get() {
+      const samples = await read();
+      return { name, help, type, aggregator: 'sum', values: samples.map(([labels, value]) => ({ labels, value })) };
+    },
+  } as never);
+}
+
+export class Metrics implements DependencySink {
+  readonly registry = new Registry();
+  private readonly decisions: Counter<'decision' | 'code'>;
+  private readonly decisionSeconds: FastHistogram;
+  private readonly stepSeconds: FastHistogram;
+  private readonly httpSeconds: FastHistogram;
+  private readonly redisSeconds: FastHistogram;
+  private readonly redisErrors: Counter<'command'>;
+  private readonly postgresSeconds: FastHistogram;
+  private readonly postgresErrors: Counter<'pool' | 'class'>;
+  private readonly auditBatchRows: Histogram;
+  private readonly alertsRaised: Counter<'kind' | 'severity'>;
+  private readonly pools = new Map<string, pg.Pool>();
+  private readonly started = Date.now();
+  private stateCounts: { at: number; value: StateCounts } | undefined;
+  private stateCountsInFlight: Promise<StateCounts | undefined> | undefined;
+  private spoolSince: number | undefined;
+  private readonly disposers: Array<() => void> = [];
+  /** How long the installation-wide counts (one Postgres query) are reused across scrapes. */
+  stateCountsTtlMs = 5_000;
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.decisions = new Counter({ name: 'killswitch_decisions_total', help: 'Decisions answered, by decision (allow, deny) and code (OK, PERMISSION_DENIED, KILL_SWITCH ...).', labelNames: ['decision', 'code'], registers });
+    this.decisionSeconds = new FastHistogram('killswitch_decision_duration_seconds', 'Time to decide (pipeline, halt, durable INTENT row), by decision.', ['decision'], DECISION_BUCKETS, this.registry);
+    this.stepSeconds = new FastHistogram(
+      'killswitch_decision_step_duration_seconds',
+      'Time per pipeline step of a decision (policy-resolve, tool-pin, flags, policy-rules, approval, scopes, gate), plus halt and audit-intent (until the INTENT row is durable).',
+      ['step'],
+      STEP_BUCKETS,
+      this.registry,
+    );
+    this.httpSeconds = new FastHistogram('killswitch_http_request_duration_seconds', 'HTTP requests by method, route and status code, with their duration.', ['method', 'route', 'status_code'], HTTP_BUCKETS, this.registry);
+    this.redisSeconds = new FastHistogram('killswitch_redis_command_duration_seconds', 'Redis commands sent by this instance, by command, with their round-trip time.', ['command'], DEPENDENCY_BUCKETS, this.registry);
+    this.redisErrors = new Counter({ name: 'killswitch_redis_errors_total', help: 'Redis commands that failed (connection down, timeout, error reply), by command.', labelNames: ['command'], registers });
+    this.postgresSeconds = new FastHistogram('killswitch_postgres_query_duration_seconds', 'Postgres queries by pool (main: request path and admin; audit: the audit writer), with their duration.', ['pool'], DEPENDENCY_BUCKETS, this.registry);
+    this.postgresErrors = new Counter({
+      name: 'killswitch_postgres_errors_total',
+      help: 'Postgres errors by pool and SQLSTATE class ("connection" when no connection could be had; "08" connection, "57" shutdown or timeout, "23" constraint ...).',
+      labelNames: ['pool', 'class'],
+      registers,
+    });
+    this.auditBatchRows = new Histogram({ name: 'killswitch_audit_batch_rows', help: 'Rows per group-committed audit INSERT.', buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers });
+    this.alertsRaised = new Counter({ name: 'killswitch_alerts_raised_total', help: 'Alerts raised by this instance, by kind and severity.', labelNames: ['kind', 'severity'], registers });
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** A DecisionObserver (decisions/service.ts). */
+  readonly observeDecision = (o: DecisionObservation): void => {
+    this.decisions.inc({ decision: o.answer.decision, code: o.answer.code });
+    if (!o.call) return;
+    this.decisionSeconds.observe([o.answer.decision], o.durationMs / 1000);
+    for (const t of o.call.trace) this.stepSeconds.observe([t.step], t.micros / 1e6);
+    if (o.haltMicros !== undefined) this.stepSeconds.observe(['halt'], o.haltMicros / 1e6);
+    if (o.auditMicros !== undefined) this.stepSeconds.observe(['audit-intent'], o.auditMicros / 1e6);
+  };
+
+  observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
+    this.httpSeconds.observe([method, route, String(statusCode)], seconds);
+  }
+
+  redisCommand(command: string, seconds: number, failed: boolean): void {
+    this.redisSeconds.observe([command], seconds);
+    if (failed) this.redisErrors.inc({ command });
+  }
+
+  postgresQuery(pool: string, seconds: number, error: unknown): void {
+    this.postgresSeconds.observe([pool], seconds);
+    if (error) this.postgresErrors.inc({ pool, class: postgresErrorClass(error) });
+  }
+
+  postgresConnectFailed(pool: string, _error: unknown): void {
+    this.postgresErrors.inc({ pool, class: 'connection' });
+  }
+
+  instrumentRedis(redis: Redis): void {
+    instrumentRedis(redis, this);
+  }
+
+  instrumentPool(pool: pg.Pool, name: string): void {
+    this.pools.set(name, pool);
+    instrumentPool(pool, name, this);
+  }
+
+  /** Registers everything read from the app's services at scrape time. Call once, after the services exist. */
+  watch(ctx: AppContext): void {
+    const r = this.registry;
+    readMetric(r, 'killswitch_authentications_total', 'Credentials presented, by kind (agent, gateway, operator, malformed) and result (ok, failed, unavailable: the credential store could not be asked).', 'counter', () =>
+      Object.entries(ctx.auth.outcomes).flatMap(([kind, o]) => [
+        [{ kind, result: 'ok' }, o.ok] as Sample,
+        [{ kind, result: 'failed' }, o.failed] as Sample,
+        [{ kind, result: 'unavailable' }, o.unavailable] as Sample,
+      ]),
+    );
+
+    readMetric(r, 'killswitch_flags_ready', '1 once flags are loaded from Unleash or a fresh backup; 0 means every decision denies.', 'gauge', () => [[{}, ctx.flags.isReady() ? 1 : 0]]);
+    readMetric(r, 'killswitch_flags_stale', '1 while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (the last fetched flags stay in force).', 'gauge', () => [[{}, ctx.flags.isStale() ? 1 : 0]]);
+    readMetric(r, 'killswitch_flags_state_age_seconds', 'Seconds since Unleash last answered a poll (since start if it never has).', 'gauge', () => {
+      const last = ctx.flags.lastFetch()?.getTime() ?? this.started;
+      return [[{}, (Date.now() - last) / 1000]];
+    });
+    readMetric(r, 'killswitch_flags_last_fetch_success', '1 if the last Unleash poll succeeded, 0 if it failed (or none has succeeded yet).', 'gauge', () => {
+      const s = ctx.flags.status();
+      const ok = s.lastFetchAt !== null && (s.lastErrorAt === null || s.lastFetchAt.getTime() >= s.lastErrorAt.getTime());
+      return [[{}, ok ? 1 : 0]];
+    });
+    readMetric(r, 'killswitch_flags_last_fetch_timestamp_seconds', 'Unix time of the last successful Unleash poll (0: never).', 'gauge', () => [[{}, (ctx.flags.lastFetch()?.getTime() ?? 0) / 1000]]);
+    readMetric(r, 'killswitch_flags_webhook_overrides', 'Flags denied by an Unleash webhook event the poll has not caught up with yet.', 'gauge', () => [[{}, ctx.flags.status().overrides.length]]);
+
+    readMetric(r, 'killswitch_redis_up', '1 while the Redis command connection is ready.', 'gauge', () => [[{}, ctx.redis.redis.status === 'ready' ? 1 : 0]]);
+    readMetric(r, 'killswitch_postgres_pool_connections', 'Postgres connections by pool and state (total, idle, waiting: callers queued for a connection).', 'gauge', () =>
+      [...this.pools].flatMap(([pool, p]) => [
+        [{ pool, state: 'total' }, p.totalCount] as Sample,
+        [{ pool, state: 'idle' }, p.idleCount] as Sample,
+        [{ pool, state: 'waiting' }, p.waitingCount] as Sample,
+      ]),
+    );
+
+    const writer = ctx.audit.writer;
+    writer.onBatch((rows) => this.auditBatchRows.observe(rows));
+    ctx.audit.onSpoolingChange((spooling) => {
+      this.spoolSince = spooling ? (this.spoolSince ?? Date.now()) : undefined;
+    });
+    readMetric(r, 'killswitch_audit_queue_depth', 'Audit rows waiting in memory for the next group commit.', 'gauge', () => [[{}, writer.queueDepth]]);
+    readMetric(r, 'killswitch_audit_spool_rows', 'Audit rows in the local spool file, not yet replayed into Postgres.', 'gauge', () => [[{}, writer.spoolSize]]);
+    readMetric(r, 'killswitch_audit_spooling', '1 while audit rows go to the local spool because Postgres refused them.', 'gauge', () => [[{}, writer.spooling ? 1 : 0]]);
+    readMetric(r, 'killswitch_audit_failing', '1 when the last audit batch could be written neither to Postgres nor to the spool (allows deny).', 'gauge', () => [[{}, writer.failing ? 1 : 0]]);
+    readMetric(r, 'killswitch_audit_replay_lag_seconds', 'How long rows have been waiting in the local spool for Postgres (0 when it is empty).', 'gauge', () => {
+      if (writer.spoolSize === 0) {
+        if (!writer.spooling) this.spoolSince = undefined;
+        return [[{}, 0]];
+      }
+      // Rows adopted from an earlier run are first seen now: their lag counts from here.
+      this.spoolSince ??= Date.now();
+      return [[{}, (Date.now() - this.spoolSince) / 1000]];
+    });
+    readMetric(r, 'killswitch_audit_rows_written_total', 'Audit rows committed to Postgres (directly or by spool replay).', 'counter', () => [[{}, writer.written]]);
+    readMetric(r, 'killswitch_audit_batches_total', 'Group-committed audit INSERTs.', 'counter', () => [[{}, writer.batches]]);
+    readMetric(r, 'killswitch_audit_rows_spooled_total', 'Audit rows appended to the local spool because Postgres refused them.', 'counter', () => [[{}, writer.spooled]]);
+    readMetric(r, 'killswitch_audit_rows_lost_total', 'Audit rows neither Postgres nor the spool took (allows were denied; denial and result rows are gone).', 'counter', () => [[{}, writer.lost]]);
+
+    const unsubscribe = ctx.alerts.subscribe((e) => {
+      if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
+    });
+    this.disposers.push(unsubscribe);
+
+    const counts = () => this.readStateCounts(ctx);
+    readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed (whole installation: use max, not sum, across replicas).', 'gauge', async () => {
+      const c = await counts();
+      return c ? [[{}, c.haltedSessions]] : [];
+    });
+    readMetric(r, 'killswitch_tokens_halted', 'Agent tokens with every session halted and not resumed (whole installation).', 'gauge', async () => {
+      const c = await counts();
+      return c ? [[{}, c.haltedTokens]] : [];
+    });
+    readMetric(r, 'killswitch_approvals_pending', 'Items waiting for an operator, by kind (call: a tool call awaiting approval of its exact arguments; tool_definition: a changed tool definition). Whole installation.', 'gauge', async () => {
+      const c = await counts();
+      return c
+        ? [
+            [{ kind: 'call' }, c.pendingCalls],
+            [{ kind: 'tool_definition' }, c.pendingToolDefinitions],
+          ]
+        : [];
+    });
+    readMetric(r, 'killswitch_kills_active', 'Break-glass kills in force (not lifted, not expired). Whole installation.', 'gauge', async () => {
+      const c = await counts();
+      return c ? [[{}, c.activeKills]] : [];
+    });
+  }
+
+  /** Cached for a few seconds; undefined (series left out) until a read has succeeded. */
+  private async readStateCounts(ctx: AppContext): Promise<StateCounts | undefined> {
+    if (this.stateCounts && Date.now() - this.stateCounts.at < this.stateCountsTtlMs) return this.stateCounts.value;
+    this.stateCountsInFlight ??= metricsStore
+      .stateCounts(ctx.pool)
+      .then((value) => {
+        this.stateCounts = { at: Date.now(), value };
+        return value;
+      })
+      // The failed query is already counted in killswitch_postgres_errors_total; keep the last value.
+      .catch(() => this.stateCounts?.value)
+      .finally(() => {
+        this.stateCountsInFlight = undefined;
+      });
+    return this.stateCountsInFlight;
+  }
+
+  close(): void {
+    for (const dispose of this.disposers.splice(0)) dispose();
+  }
+}

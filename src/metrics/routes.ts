@@ -1,0 +1,82 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { AppError } from '../errors.js';
+import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
+import type { Metrics } from './metrics.js';
+
+/** Counts and times every HTTP request. Install before the routes so every route inherits the hook. */
+export function installHttpMetrics(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
+    metrics.observeHttp(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
+}
+
+/**
+ * GET /metrics on the API port: an operator key (viewer) that is not limited to projects, because the
+ * numbers are installation-wide. METRICS_PORT serves the same text without a key (listenMetrics).
+ */
+export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+  const viewer = requireOperator(ctx.auth, 'viewer');
+  app.get(
+    '/metrics',
+    {
+      preHandler: async (req, reply) => {
+        await viewer(req, reply);
+        if (req.operator!.projects !== null) throw new AppError('FORBIDDEN', 'Metrics cover every project: use an operator key that is not limited to projects.');
+      },
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics (text exposition format); also served without a key on METRICS_PORT when set',
+        response: { 200: Type.String({ description: 'text/plain; version=0.0.4' }), 401: ErrorBody, 403: ErrorBody },
+      },
+    },
+    async (_req, reply) => {
+      const text = await ctx.metrics.render();
+      return reply.type(ctx.metrics.contentType).send(text);
+    },
+  );
+};
+
+/**
+ * Serves GET /metrics without a key on METRICS_HOST:METRICS_PORT when METRICS_PORT is set, for a
+ * Prometheus that reaches a network the API port is not exposed on. Closed with the app.
+ */
+export async function listenMetrics(app: FastifyInstance): Promise<AddressInfo | undefined> {
+  const { config, metrics, log } = app.ctx;
+  if (config.metricsPort === undefined) return undefined;
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics is served here\n');
+      return;
+    }
+    metrics.render().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+      (err: unknown) => {
+        log.error({ err }, 'metrics: rendering failed');
+        res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n');
+      },
+    );
+  });
+  // A Prometheus scrape is short: do not let a keep-alive connection hold the shutdown.
+  server.keepAliveTimeout = 1_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.metricsPort, config.metricsHost || config.host, () => resolve());
+  });
+  app.ctx.closers.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  const address = server.address() as AddressInfo;
+  log.info({ host: address.address, port: address.port }, 'metrics: GET /metrics served without a key on METRICS_PORT');
+  return address;
+}

@@ -1,0 +1,118 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+
+// POST /v1/keys/bulk-revoke: a dry run counts, the real run must repeat that count, and every replica
+// refuses the revoked tokens at once.
+
+const t = new TestContext();
+let a: FastifyInstance;
+let b: FastifyInstance;
+let gw: GatewayDriver;
+let gwB: GatewayDriver;
+
+beforeAll(async () => {
+  await t.setup();
+  a = await t.app();
+  b = await t.app();
+  // buildApp returns before the first state-epoch reload is done; sessions answer 503 until it is.
+  await a.ctx.sessions.ensureState();
+  gw = await new GatewayDriver(t, a).init();
+  gwB = new GatewayDriver(t, b);
+  gwB.owner = gw.owner;
+  gwB.gatewayKey = gw.gatewayKey;
+});
+afterAll(() => t.teardown());
+
+const bulk = (app: FastifyInstance, key: string, payload: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/keys/bulk-revoke', headers: bearer(key), payload });
+const openSession = (app: FastifyInstance, raw: string) => app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(raw), payload: {} });
+
+describe('bulk revoke', () => {
+  it('dry-run count equals the real count; the tokens stop on every replica at once; audited and alerted', async () => {
+    const victims = [await gw.token('ro', { project: 'p1' }), await gw.token('ro', { project: 'p1' }), await gw.token('ro', { project: 'p1' })];
+    const keepRw = await gw.token('rw', { project: 'p1' });
+    const keepOther = await gw.token('ro', { project: 'p2' });
+    // Replica B has every victim cached as valid.
+    for (const v of victims) expect((await openSession(b, v.raw)).statusCode).toBe(201);
+
+    const dry = await bulk(a, gw.owner, { dry_run: true, project_id: 'p1', type: 'ro' });
+    expect(dry.statusCode, dry.body).toBe(200);
+    expect(dry.json()).toMatchObject({ dry_run: true, count: 3 });
+    expect(dry.json().tokens.map((k: { id: string }) => k.id).sort()).toEqual(victims.map((v) => v.id).sort());
+    // A dry run changes nothing.
+    expect((await openSession(b, victims[0]!.raw)).statusCode).toBe(201);
+
+    const real = await bulk(a, gw.owner, { dry_run: false, project_id: 'p1', type: 'ro', reason: 'INC-6 leaked config', expected_count: dry.json().count });
+    expect(real.statusCode, real.body).toBe(200);
+    expect(real.json()).toMatchObject({ dry_run: false, count: dry.json().count });
+    for (const v of victims) expect((await openSession(b, v.raw)).statusCode).toBe(401);
+    for (const v of victims) expect((await openSession(a, v.raw)).statusCode).toBe(401);
+    expect((await openSession(b, keepRw.raw)).statusCode).toBe(201);
+    expect((await openSession(b, keepOther.raw)).statusCode).toBe(201);
+
+    // Running it again finds nothing left.
+    expect((await bulk(a, gw.owner, { dry_run: true, project_id: 'p1', type: 'ro' })).json().count).toBe(0);
+
+    await a.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT details FROM audit_events WHERE action = 'key.bulk_revoked'`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].details).toMatchObject({ reason: 'INC-6 leaked config', count: 3 });
+    expect([...rows[0].details.ids].sort()).toEqual(victims.map((v) => v.id).sort());
+    const revoked = await t.pool().query(`SELECT count(*)::int AS n FROM agent_tokens WHERE revoke_reason = 'INC-6 leaked config'`);
+    expect(revoked.rows[0].n).toBe(3);
+    const alerts = await t.pool().query(`SELECT numbers FROM alerts WHERE kind = 'TOKENS_REVOKED' AND message LIKE '%INC-6%'`);
+    expect(alerts.rows).toEqual([{ numbers: { count: 3 } }]);
+  });
+
+  it('the real run refuses when the filter matches another count than the dry run (nothing revoked)', async () => {
+    await gw.token('ro', { project: 'p3' });
+    await gw.token('ro', { project: 'p3' });
+    const dry = (await bulk(a, gw.owner, { dry_run: true, project_id: 'p3' })).json();
+    expect(dry.count).toBe(2);
+    await gw.token('ro', { project: 'p3' }); // created between the dry run and the real one
+    const real = await bulk(a, gw.owner, { dry_run: false, project_id: 'p3', reason: 'x', expected_count: dry.count });
+    expect(real.statusCode).toBe(409);
+    expect(real.json().error.details).toEqual({ count: 3, expected_count: 2 });
+    expect((await bulk(a, gw.owner, { dry_run: true, project_id: 'p3' })).json().count).toBe(3);
+  });
+
+  it('filters by creator, creation time and idleness (never used counts from creation)', async () => {
+    const other = await t.operatorKey(a, 'operator');
+    const otherId = (await a.ctx.auth.authenticate(other)).id;
+    const made = await a.inject({ method: 'POST', url: '/v1/keys', headers: bearer(other), payload: { type: 'ro', role: 'code_agent', project_id: 'p4', environment: 'development' } });
+    const byOther = made.json().key.id as string;
+    const mine = await gw.token('ro', { project: 'p4' });
+    const byCreator = (await bulk(a, gw.owner, { dry_run: true, created_by: otherId })).json();
+    expect(byCreator.tokens.map((k: { id: string }) => k.id)).toEqual([byOther]);
+
+    const old = await gw.token('ro', { project: 'p5' });
+    const usedRecently = await gw.token('ro', { project: 'p5' });
+    const fresh = await gw.token('ro', { project: 'p5' });
+    const db = t.pool();
+    await db.query(`UPDATE agent_tokens SET created_at = now() - interval '40 days', last_used_at = now() - interval '35 days' WHERE id = $1`, [old.id]);
+    await db.query(`UPDATE agent_tokens SET created_at = now() - interval '40 days', last_used_at = now() - interval '1 day' WHERE id = $1`, [usedRecently.id]);
+    const monthAgo = new Date(Date.now() - 30 * 86_400_000).toISOString();
+    const idle = (await bulk(a, gw.owner, { dry_run: true, project_id: 'p5', last_used_before: monthAgo })).json();
+    expect(idle.tokens.map((k: { id: string }) => k.id)).toEqual([old.id]);
+    const oldOnes = (await bulk(a, gw.owner, { dry_run: true, project_id: 'p5', created_before: monthAgo })).json();
+    expect(oldOnes.tokens.map((k: { id: string }) => k.id).sort()).toEqual([old.id, usedRecently.id].sort());
+    expect(oldOnes.tokens.map((k: { id: string }) => k.id)).not.toContain(fresh.id);
+    expect(mine.id).toBeTruthy();
+  });
+
+  it('refuses without a filter, a reason or the dry run count; project-limited operators reach only their projects; viewers cannot', async () => {
+    expect((await bulk(a, gw.owner, { dry_run: true })).statusCode).toBe(400);
+    expect((await bulk(a, gw.owner, { dry_run: false, project_id: 'p1', expected_count: 0 })).json().error.details[0].field).toBe('reason');
+    expect((await bulk(a, gw.owner, { dry_run: false, project_id: 'p1', reason: 'x' })).json().error.details[0].field).toBe('expected_count');
+    expect((await bulk(a, gw.owner, { project_id: 'p1' })).statusCode).toBe(400); // dry_run is required
+
+    await gw.token('ro', { project: 'p6' });
+    await gw.token('ro', { project: 'p7' });
+    const limited = await t.operatorKey(a, 'operator', ['p6']);
+    expect((await bulk(a, limited, { dry_run: true, type: 'ro', project_id: 'p7' })).json().count).toBe(0);
+    expect((await bulk(a, limited, { dry_run: true, project_id: 'p6' })).json().count).toBe(1);
+    const viewer = await t.operatorKey(a, 'viewer');
+    expect((await bulk(a, viewer, { dry_run: true, project_id: 'p6' })).statusCode).toBe(403);
+  });
+});

@@ -1,0 +1,180 @@
+import type { FastifyInstance } from 'fastify';
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+
+// A scripted incident, step by step through the HTTP API, then GET /v1/incidents/timeline must list its
+// events in that order, filtered by target, and export them.
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const t = new TestContext();
+let app: FastifyInstance;
+let gw: GatewayDriver;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app({ policyFile: POLICY });
+  // buildApp returns before the first state-epoch reload is done; sessions answer 503 until it is.
+  await app.ctx.sessions.ensureState();
+  gw = await new GatewayDriver(t, app).init();
+});
+afterAll(async () => {
+  for (const l of t.logs.lines) if (l.includes('unhandled error')) console.error(l.slice(0, 2000));
+  await t.teardown();
+});
+
+const write = (path: string) => ({ server: 'filesystem', tool: 'write_file', arguments: { path, content: 'x' } });
+const memoryRead = { server: 'memory', tool: 'read_graph', arguments: {} };
+// Distinct milliseconds between steps, so the expected order does not rest on tie-breaking.
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+interface Ev {
+  at: string;
+  type: string;
+  summary: string;
+  code: string | null;
+  server: string | null;
+  token_id: string | null;
+  kill_id: string | null;
+}
+
+async function timeline(query: Record<string, string>) {
+  const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query, headers: bearer(gw.owner) });
+  expect(res.statusCode, res.body).toBe(200);
+  return res;
+}
+
+describe('GET /v1/incidents/timeline', () => {
+  let from = '';
+  let to = '';
+  let agent: { raw: string; id: string };
+  let killId = '';
+  const steps: Array<{ name: string; match: (e: Ev) => boolean }> = [];
+
+  it('lists the events of a scripted incident in the order they happened', async () => {
+    from = new Date().toISOString();
+    await tick();
+    agent = await gw.token('rw', { project: 'inc' });
+    const reader = await gw.token('ro', { project: 'inc' });
+    const other = await gw.token('ro', { project: 'inc' });
+    const s = (await gw.session(agent.raw)).session_id;
+    const sReader = (await gw.session(reader.raw)).session_id;
+
+    // 1. The agent writes (allowed).
+    const ok = await gw.decide(agent.raw, { ...write('docs/a.md'), session_id: s });
+    expect(ok.code).toBe('OK');
+    steps.push({ name: 'allowed write', match: (e) => e.type === 'decision' && e.code === 'OK' && e.token_id === agent.id && e.server === 'filesystem' });
+    await tick();
+
+    // 2. An operator turns a flag off in Unleash; the webhook reports it.
+    const hook = await app.inject({
+      method: 'POST',
+      url: '/v1/flags/events',
+      headers: { authorization: app.ctx.config.unleashWebhookSecret },
+      payload: { type: 'feature-environment-disabled', featureName: 'mcp.memory.read', environment: app.ctx.config.unleashEnvironment },
+    });
+    expect(hook.json().result).toBe('denied');
+    steps.push({ name: 'flag change', match: (e) => e.type === 'flag_change' && e.summary.includes('mcp.memory.read') });
+    await tick();
+
+    // 3. The flag denies a call.
+    expect((await gw.decide(agent.raw, { ...memoryRead, session_id: s })).code).toBe('KILL_SWITCH');
+    steps.push({ name: 'flag denial', match: (e) => e.type === 'denial' && e.code === 'KILL_SWITCH' && e.server === 'memory' });
+    await tick();
+
+    // 4. Contain: kill the filesystem server.
+    const kill = await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer(gw.owner), payload: { target: 'server', server: 'filesystem', reason: 'INC-8 contain' } });
+    killId = kill.json().kill.id;
+    steps.push({ name: 'kill', match: (e) => e.type === 'kill' && e.kill_id === killId });
+    steps.push({ name: 'kill alert', match: (e) => e.type === 'alert' && e.summary.startsWith('KILL_CREATED') && e.kill_id === killId });
+    await tick();
+
+    // 5. The kill denies the agent's next write.
+    expect((await gw.decide(agent.raw, { ...write('docs/b.md'), session_id: s })).code).toBe('KILL_SWITCH');
+    steps.push({ name: 'kill denial', match: (e) => e.type === 'denial' && e.code === 'KILL_SWITCH' && e.server === 'filesystem' });
+    await tick();
+
+    // 6. A read-only token tries to write: halted (a denial and an alert).
+    expect((await gw.decide(reader.raw, { server: 'memory', tool: 'create_entities', arguments: { entities: [] }, session_id: sReader })).session?.state).toBe('halted');
+    steps.push({ name: 'halt denial', match: (e) => e.type === 'denial' && e.token_id === reader.id && e.code === 'PERMISSION_DENIED' });
+    steps.push({ name: 'halt alert', match: (e) => e.type === 'alert' && e.summary.startsWith('SESSION_HALTED') && e.token_id === reader.id });
+    await tick();
+
+    // 7. Remediate: revoke the agent's token, rotate another one, resume the halted token.
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${agent.id}/revoke`, headers: bearer(gw.owner), payload: { reason: 'INC-8 compromised' } })).statusCode).toBe(200);
+    steps.push({ name: 'revocation', match: (e) => e.type === 'revocation' && e.token_id === agent.id });
+    await tick();
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${other.id}/rotate`, headers: bearer(gw.owner), payload: { grace_seconds: 60, reason: 'INC-8 rotate' } })).statusCode).toBe(201);
+    steps.push({ name: 'rotation', match: (e) => e.type === 'rotation' && e.token_id === other.id });
+    await tick();
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${reader.id}/resume`, headers: bearer(gw.owner), payload: { reason: 'INC-8 reviewed' } })).statusCode).toBe(200);
+    steps.push({ name: 'resume', match: (e) => e.type === 'resume' && e.token_id === reader.id });
+    await tick();
+
+    // 8. Lift the kill.
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${killId}`, headers: bearer(gw.owner), payload: { reason: 'INC-8 over' } })).statusCode).toBe(200);
+    steps.push({ name: 'lift', match: (e) => e.type === 'kill_lifted' && e.kill_id === killId });
+    await tick();
+    to = new Date(Date.now() + 1).toISOString();
+
+    await app.ctx.audit.writer.flush();
+    const body = (await timeline({ from, to })).json();
+    const events = body.events as Ev[];
+    expect(body.truncated).toBe(false);
+    // Oldest first (an alert a decision raised is listed right after that decision, even if stored a moment earlier).
+    const notAlerts = events.filter((e) => e.type !== 'alert').map((e) => e.at);
+    expect(notAlerts).toEqual([...notAlerts].sort());
+    const positions = steps.map((st) => ({ name: st.name, at: events.findIndex(st.match) }));
+    for (const p of positions) expect(p.at, `${p.name} is on the timeline`).toBeGreaterThanOrEqual(0);
+    expect(positions.map((p) => p.name)).toEqual([...positions].sort((x, y) => x.at - y.at).map((p) => p.name));
+    expect(body.counts).toMatchObject({ kill: 1, kill_lifted: 1, revocation: 1, rotation: 1, resume: 1 });
+  });
+
+  it('narrows to a target: a server timeline has its calls and the kills that covered it, not other servers’ calls', async () => {
+    const events = (await timeline({ from, to, target: 'server:filesystem' })).json().events as Ev[];
+    expect(events.some((e) => e.type === 'kill' && e.kill_id === killId)).toBe(true);
+    expect(events.some((e) => e.type === 'denial' && e.server === 'filesystem')).toBe(true);
+    expect(events.some((e) => e.type === 'denial' && e.server === 'memory')).toBe(false);
+    // The memory flag is another server's: not on the filesystem timeline.
+    expect(events.some((e) => e.type === 'flag_change')).toBe(false);
+
+    const byToken = (await timeline({ from, to, target: `token:${agent.id}` })).json().events as Ev[];
+    expect(byToken.filter((e) => e.type === 'decision' || e.type === 'denial').every((e) => e.token_id === agent.id)).toBe(true);
+    expect(byToken.some((e) => e.type === 'revocation')).toBe(true);
+    expect(byToken.some((e) => e.type === 'kill')).toBe(false); // a server kill does not name the token
+
+    const denialsOnly = (await timeline({ from, to, decisions: 'denials' })).json().events as Ev[];
+    expect(denialsOnly.some((e) => e.type === 'decision')).toBe(false);
+    expect(denialsOnly.some((e) => e.type === 'denial')).toBe(true);
+
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'token:0190aaaa-0000-7000-8000-000000000000' }, headers: bearer(gw.owner) })).statusCode).toBe(404);
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'nonsense' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'token:not-a-uuid' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from: to, to: from }, headers: bearer(gw.owner) })).statusCode).toBe(400);
+  });
+
+  it('exports the same events as JSON Lines and CSV; limit truncates and says so', async () => {
+    const json = (await timeline({ from, to })).json();
+    const jsonl = await timeline({ from, to, format: 'jsonl' });
+    expect(jsonl.headers['content-type']).toContain('application/x-ndjson');
+    expect(jsonl.headers['content-disposition']).toContain('attachment');
+    const lines = jsonl.body.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toEqual(json.events);
+    const csv = await timeline({ from, to, format: 'csv' });
+    expect(csv.headers['content-type']).toContain('text/csv');
+    const rows = parse(csv.body, { columns: true }) as Array<Record<string, string>>;
+    expect(rows.map((r) => [r['at'], r['type'], r['id']])).toEqual(json.events.map((e: Ev & { id: string }) => [e.at, e.type, e.id]));
+
+    const cut = (await timeline({ from, to, limit: '3' })).json();
+    expect(cut.events).toEqual(json.events.slice(0, 3));
+    expect(cut.truncated).toBe(true);
+  });
+
+  it('a viewer may read it; agent tokens may not', async () => {
+    const viewer = await t.operatorKey(app, 'viewer');
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', headers: bearer(viewer) })).statusCode).toBe(200);
+    const tok = await gw.token('ro');
+    expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', headers: bearer(tok.raw) })).json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+  });
+});

@@ -1,0 +1,117 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CliFailure, killBody, parseDuration } from '../../src/cli/kill.js';
+import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+
+// `killswitch kill | kills | unkill` as an operator runs them: a child process talking HTTP to a
+// listening control plane, with the operator key from the environment.
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const run = promisify(execFile);
+const t = new TestContext();
+let app: FastifyInstance;
+let gw: GatewayDriver;
+let url = '';
+let operatorKey = '';
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app({ policyFile: POLICY });
+  // buildApp returns before the first state-epoch reload is done; sessions answer 503 until it is.
+  await app.ctx.sessions.ensureState();
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no port');
+  url = `http://127.0.0.1:${addr.port}`;
+  gw = await new GatewayDriver(t, app).init();
+  operatorKey = await t.operatorKey(app, 'operator');
+});
+afterAll(() => t.teardown());
+
+async function cli(args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await run('node', ['bin/killswitch.js', ...args], {
+      env: { ...process.env, KILLSWITCH_URL: url, KILLSWITCH_OPERATOR_KEY: operatorKey, LOG_LEVEL: 'warn', ...env },
+      timeout: 30_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('killswitch kill / kills / unkill', () => {
+  it('kills filesystem writes, lists the kill, lifts it; decisions follow', async () => {
+    const tok = await gw.token('rw');
+    const s = (await gw.session(tok.raw)).session_id;
+    const write = { server: 'filesystem', tool: 'write_file', arguments: { path: 'a.md', content: 'x' }, session_id: s };
+
+    const killed = await cli(['kill', '--server', 'filesystem', '--capability', 'write', '--reason', 'INC-9 runaway writes', '--json']);
+    expect(killed.code, killed.stderr).toBe(0);
+    const created = JSON.parse(killed.stdout);
+    expect(created.kill).toMatchObject({ target: 'capability', server: 'filesystem', capability: 'write', reason: 'INC-9 runaway writes', state: 'active' });
+    expect((await gw.decide(tok.raw, write)).code).toBe('KILL_SWITCH');
+    expect((await gw.decide(tok.raw, { ...write, tool: 'read_text_file', arguments: { path: 'a.md' } })).code).toBe('OK');
+
+    const list = await cli(['kills']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toContain(created.kill.id);
+    expect(list.stdout).toContain('write calls on server filesystem');
+    expect(list.stdout).toContain('INC-9 runaway writes');
+
+    const lifted = await cli(['unkill', created.kill.id, '--reason', 'INC-9 fixed']);
+    expect(lifted.code, lifted.stderr).toBe(0);
+    expect(lifted.stdout).toContain('Lifted');
+    expect((await gw.decide(tok.raw, write)).code).toBe('OK');
+    expect((await cli(['kills'])).stdout).toContain('no kills in force');
+    expect((await cli(['kills', '--all'])).stdout).toContain('lifted');
+
+    // Audited as the operator whose key the CLI used.
+    await app.ctx.audit.writer.flush();
+    const op = await app.ctx.auth.authenticate(operatorKey);
+    const { rows } = await t.pool().query(`SELECT action FROM audit_events WHERE target = $1 AND actor_id = $2 ORDER BY ts`, [`kill:${created.kill.id}`, op.id]);
+    expect(rows.map((r) => r.action)).toEqual(['kill.created', 'kill.lifted']);
+  }, 120_000);
+
+  it('human output, expiry, and the errors an operator sees', async () => {
+    const out = await cli(['kill', '--everything', '--reason', 'drill', '--expires-in', '10m']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain('Killed every MCP call on every replica');
+    expect(out.stdout).toMatch(/until \d{4}-/);
+    const id = /killswitch unkill (\S+)/.exec(out.stdout)?.[1];
+    expect(id).toBeTruthy();
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(operatorKey), payload: { reason: 'drill over' } })).statusCode).toBe(200);
+
+    const noKey = await cli(['kills'], { KILLSWITCH_OPERATOR_KEY: '' });
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toContain('KILLSWITCH_OPERATOR_KEY');
+    const viewer = await t.operatorKey(app, 'viewer');
+    const refused = await cli(['kill', '--server', 'filesystem', '--reason', 'x'], { KILLSWITCH_OPERATOR_KEY: viewer });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('403 FORBIDDEN');
+    const typo = await cli(['kill', '--server', 'filesytem', '--reason', 'x']);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('not a server of the policy');
+    const twoTargets = await cli(['kill', '--server', 'filesystem', '--token', 'x', '--reason', 'x']);
+    expect(twoTargets.code).toBe(2);
+    const down = await cli(['kills'], { KILLSWITCH_URL: 'http://127.0.0.1:9' });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('cannot reach the control plane');
+    expect((await cli(['unkill', '0190aaaa-0000-7000-8000-000000000000'])).code).not.toBe(0); // --reason is required
+  }, 180_000); // each CLI run starts a Node process that loads the TypeScript sources
+
+  it('builds the API body from the options', () => {
+    expect(killBody({ server: 'filesystem', reason: 'r' })).toEqual({ target: 'server', server: 'filesystem', reason: 'r' });
+    expect(killBody({ capability: 'delete', reason: 'r' })).toEqual({ target: 'capability', capability: 'delete', reason: 'r' });
+    expect(killBody({ session: 'abc', reason: 'r', expiresIn: 60 })).toEqual({ target: 'session', session_id: 'abc', reason: 'r', expires_in: 60 });
+    expect(() => killBody({ reason: 'r' })).toThrow(CliFailure);
+    expect(() => killBody({ everything: true, role: 'x', reason: 'r' })).toThrow(CliFailure);
+    expect(parseDuration('90')).toBe(90);
+    expect(parseDuration('2h')).toBe(7200);
+    expect(() => parseDuration('soon')).toThrow();
+  });
+});

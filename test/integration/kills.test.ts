@@ -1,0 +1,261 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+
+// Break-glass kills through HTTP on two replicas of one installation (same Postgres, same Redis prefix).
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const t = new TestContext();
+let a: FastifyInstance;
+let b: FastifyInstance;
+let gwA: GatewayDriver;
+let gwB: GatewayDriver;
+let operatorKey: string;
+
+beforeAll(async () => {
+  await t.setup();
+  a = await t.app({ policyFile: POLICY });
+  b = await t.app({ policyFile: POLICY });
+  // buildApp returns before the first state-epoch reload is done; sessions answer 503 until it is.
+  await a.ctx.sessions.ensureState();
+  gwA = await new GatewayDriver(t, a).init();
+  // The second replica: same installation, so the same gateway key and tokens work there.
+  gwB = new GatewayDriver(t, b);
+  gwB.owner = gwA.owner;
+  gwB.gatewayKey = gwA.gatewayKey;
+  operatorKey = await t.operatorKey(a, 'operator');
+});
+afterAll(async () => {
+  for (const l of t.logs.lines) if (l.includes('unhandled error')) console.error(l.slice(0, 2000));
+  await t.teardown();
+});
+
+const write = (path: string) => ({ server: 'filesystem', tool: 'write_file', arguments: { path, content: 'x' } });
+const read = (path: string) => ({ server: 'filesystem', tool: 'read_text_file', arguments: { path } });
+const memoryRead = { server: 'memory', tool: 'read_graph', arguments: {} };
+
+async function killOn(app: FastifyInstance, body: Record<string, unknown>, key = operatorKey) {
+  return app.inject({ method: 'POST', url: '/v1/kills', headers: bearer(key), payload: body });
+}
+async function lift(app: FastifyInstance, id: string, reason = 'resolved') {
+  return app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(operatorKey), payload: { reason } });
+}
+
+describe('POST /v1/kills', () => {
+  it('kill a server on replica A → the next decision on replica B denies with KILL_SWITCH naming the kill (measured)', async () => {
+    const tok = await gwA.token('rw');
+    const s = await gwA.session(tok.raw);
+    // Warm both replicas: the measured path is the steady state, not the first request of a process.
+    for (let i = 0; i < 5; i++) {
+      expect((await gwA.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('OK');
+      expect((await gwB.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('OK');
+    }
+
+    // B keeps deciding while A kills: every decision B starts after the kill answered must deny.
+    const samples: Array<{ start: number; end: number; code: string; message: string }> = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        const start = performance.now();
+        const d = await gwB.decide(tok.raw, { ...read('a.md'), session_id: s.session_id });
+        samples.push({ start, end: performance.now(), code: d.code, message: d.message });
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 20));
+    const killStart = performance.now();
+    const res = await killOn(a, { target: 'server', server: 'filesystem', reason: 'INC-1 agent deleting files' });
+    const killAnswered = performance.now();
+    expect(res.statusCode).toBe(201);
+    await new Promise((r) => setTimeout(r, 30));
+    polling = false;
+    await poller;
+    const kill = res.json().kill;
+    expect(res.json().enforced).toBe(true);
+    expect(kill).toMatchObject({ target: 'server', server: 'filesystem', target_key: 'server:filesystem', state: 'active', description: 'server filesystem' });
+
+    const after = samples.filter((x) => x.start >= killAnswered);
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.every((x) => x.code === 'KILL_SWITCH')).toBe(true);
+    const firstDeny = samples.find((x) => x.code === 'KILL_SWITCH')!;
+    expect(firstDeny.message).toContain('INC-1 agent deleting files');
+    expect(firstDeny.message).toContain(kill.id);
+    const fromKillStart = firstDeny.end - killStart;
+    const fromKillAnswer = firstDeny.end - killAnswered;
+    // The one-off sequential measure: answer of POST on A, then one decision on B.
+    const s2 = performance.now();
+    const d2 = await gwB.decide(tok.raw, { ...read('b.md'), session_id: s.session_id });
+    const oneDecisionMs = performance.now() - s2;
+    console.log(
+      `[kills] kill→deny on replica B: ${fromKillStart.toFixed(1)} ms from POST /v1/kills start (POST took ${(killAnswered - killStart).toFixed(1)} ms), ` +
+        `${fromKillAnswer.toFixed(1)} ms after its answer; ${samples.length} decisions polled on B; one denied decision on B: ${oneDecisionMs.toFixed(1)} ms`,
+    );
+    expect(d2.code).toBe('KILL_SWITCH');
+    expect(fromKillStart).toBeLessThan(100);
+
+    // Same on A; another server is untouched.
+    expect((await gwA.decide(tok.raw, { ...write('c.md'), session_id: s.session_id })).code).toBe('KILL_SWITCH');
+    expect((await gwB.decide(tok.raw, { ...memoryRead, session_id: s.session_id })).code).toBe('OK');
+
+    // Lift restores on both replicas.
+    const lifted = await lift(b, kill.id, 'INC-1 contained, agent token revoked');
+    expect(lifted.statusCode).toBe(200);
+    expect(lifted.json().kill).toMatchObject({ state: 'lifted', lift_reason: 'INC-1 contained, agent token revoked' });
+    expect((await gwA.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('OK');
+    expect((await gwB.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('OK');
+    // Lifting twice is a conflict.
+    expect((await lift(a, kill.id)).statusCode).toBe(409);
+
+    // Audited and alerted, both ways.
+    await a.ctx.audit.writer.flush();
+    await b.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT action, actor_type, details->>'reason' AS reason FROM audit_events WHERE target = $1 ORDER BY ts`, [`kill:${kill.id}`]);
+    expect(rows).toEqual([
+      { action: 'kill.created', actor_type: 'operator', reason: 'INC-1 agent deleting files' },
+      { action: 'kill.lifted', actor_type: 'operator', reason: 'INC-1 contained, agent token revoked' },
+    ]);
+    const alerts = await t.pool().query(`SELECT kind, severity FROM alerts WHERE details->>'kill_id' = $1 ORDER BY created_at`, [kill.id]);
+    expect(alerts.rows).toEqual([
+      { kind: 'KILL_CREATED', severity: 'critical' },
+      { kind: 'KILL_LIFTED', severity: 'info' },
+    ]);
+    // The denials are in the audit trail as INTENT rows with KILL_SWITCH.
+    const denials = await t.pool().query(`SELECT count(*)::int AS n FROM audit_events WHERE kind = 'INTENT' AND code = 'KILL_SWITCH' AND token_id = $1`, [tok.id]);
+    expect(denials.rows[0].n).toBeGreaterThanOrEqual(3);
+  });
+
+  it('every target stops exactly its calls', async () => {
+    const rw = await gwA.token('rw', { project: 'blue', role: 'code_agent' });
+    const other = await gwA.token('rw', { project: 'green', role: 'code_agent' });
+    const reader = await gwA.token('ro', { project: 'green', role: 'reader' });
+    const sRw = (await gwA.session(rw.raw)).session_id;
+    const sOther = (await gwA.session(other.raw)).session_id;
+    const sReader = (await gwA.session(reader.raw)).session_id;
+    const sRw2 = (await gwA.session(rw.raw)).session_id;
+    const cases: Array<{ body: Record<string, unknown>; denied: Array<[string, string, Record<string, unknown>]>; allowed: Array<[string, string, Record<string, unknown>]> }> = [
+      { body: { target: 'capability', capability: 'write' }, denied: [[rw.raw, sRw, write('a')]], allowed: [[rw.raw, sRw, read('a')]] },
+      { body: { target: 'capability', capability: 'write', server: 'memory' }, denied: [[rw.raw, sRw, { server: 'memory', tool: 'create_entities', arguments: { entities: [] } }]], allowed: [[rw.raw, sRw, write('a')]] },
+      { body: { target: 'token', token_id: rw.id }, denied: [[rw.raw, sRw, read('a')]], allowed: [[other.raw, sOther, read('a')]] },
+      { body: { target: 'project', project_id: 'green' }, denied: [[other.raw, sOther, read('a')], [reader.raw, sReader, read('a')]], allowed: [[rw.raw, sRw, read('a')]] },
+      { body: { target: 'role', role: 'reader' }, denied: [[reader.raw, sReader, read('a')]], allowed: [[other.raw, sOther, read('a')]] },
+      { body: { target: 'environment', environment: 'development' }, denied: [[rw.raw, sRw, read('a')], [reader.raw, sReader, read('a')]], allowed: [] },
+      { body: { target: 'session', session_id: sRw }, denied: [[rw.raw, sRw, read('a')]], allowed: [[rw.raw, sRw2, read('a')]] },
+      { body: { target: 'everything' }, denied: [[rw.raw, sRw, read('a')], [other.raw, sOther, memoryRead]], allowed: [] },
+    ];
+    for (const c of cases) {
+      const res = await killOn(a, { ...c.body, reason: `test ${c.body['target']}` });
+      expect(res.statusCode, res.body).toBe(201);
+      const id = res.json().kill.id;
+      for (const [raw, sid, call] of c.denied) expect((await gwB.decide(raw, { ...call, session_id: sid })).code, JSON.stringify(c.body)).toBe('KILL_SWITCH');
+      for (const [raw, sid, call] of c.allowed) expect((await gwB.decide(raw, { ...call, session_id: sid })).code, JSON.stringify(c.body)).toBe('OK');
+      expect((await lift(a, id)).statusCode).toBe(200);
+      for (const [raw, sid, call] of c.denied) expect((await gwB.decide(raw, { ...call, session_id: sid })).code, `after lift ${JSON.stringify(c.body)}`).not.toBe('KILL_SWITCH');
+    }
+  });
+
+  it('two kills of one target: lifting one leaves the other in force, and the denial names it', async () => {
+    const tok = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    const first = (await killOn(a, { target: 'server', server: 'memory', reason: 'first operator' })).json().kill;
+    const second = (await killOn(b, { target: 'server', server: 'memory', reason: 'second operator' })).json().kill;
+    const lifted = await lift(a, first.id);
+    expect(lifted.json().message).toContain('still in force');
+    const d = await gwA.decide(tok.raw, { ...memoryRead, session_id: s });
+    expect(d.code).toBe('KILL_SWITCH');
+    expect(d.message).toContain(second.id);
+    const list = (await a.inject({ method: 'GET', url: '/v1/kills', headers: bearer(operatorKey) })).json();
+    expect(list.kills.map((k: { id: string }) => k.id)).toContain(second.id);
+    expect(list.kills.map((k: { id: string }) => k.id)).not.toContain(first.id);
+    await lift(b, second.id);
+    expect((await gwA.decide(tok.raw, { ...memoryRead, session_id: s })).code).toBe('OK');
+  });
+
+  it('an expiring kill lifts itself (Redis TTL); the expiry is recorded once, audited and alerted', async () => {
+    const tok = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    const created = Date.now();
+    const res = await killOn(a, { target: 'token', token_id: tok.id, reason: 'cool down', expires_in: 2 });
+    const kill = res.json().kill;
+    expect(new Date(kill.expires_at).getTime() - new Date(kill.created_at).getTime()).toBe(2_000);
+    expect((await gwB.decide(tok.raw, { ...read('a'), session_id: s })).code).toBe('KILL_SWITCH');
+    const ttl = await a.ctx.redis.redis.pttl(a.ctx.redis.key('kill', `token:${tok.id}`));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(2_000);
+    // Allowed again once the TTL runs out, and not before.
+    let code = 'KILL_SWITCH';
+    while (code === 'KILL_SWITCH' && Date.now() - created < 6_000) {
+      await new Promise((r) => setTimeout(r, 50));
+      code = (await gwB.decide(tok.raw, { ...read('a'), session_id: s })).code;
+    }
+    expect(code).toBe('OK');
+    expect(Date.now() - created).toBeGreaterThanOrEqual(1_900);
+    // Both replicas try to record it; exactly one does.
+    const [ra, rb] = await Promise.all([a.ctx.kills.recordExpiries(), b.ctx.kills.recordExpiries()]);
+    expect(ra + rb).toBeGreaterThanOrEqual(1);
+    const got = (await a.inject({ method: 'GET', url: `/v1/kills/${kill.id}`, headers: bearer(operatorKey) })).json();
+    expect(got.state).toBe('expired');
+    expect((await lift(a, kill.id)).statusCode).toBe(409);
+    await a.ctx.audit.writer.flush();
+    await b.ctx.audit.writer.flush();
+    const audit = await t.pool().query(`SELECT action, actor_type FROM audit_events WHERE target = $1 AND action = 'kill.expired'`, [`kill:${kill.id}`]);
+    expect(audit.rows).toEqual([{ action: 'kill.expired', actor_type: 'system' }]);
+    const alerts = await t.pool().query(`SELECT kind FROM alerts WHERE details->>'kill_id' = $1 AND kind = 'KILL_LIFTED'`, [kill.id]);
+    expect(alerts.rows).toHaveLength(1);
+  });
+
+  it('refuses what is not a kill: unknown server or role, fields of another target, missing fields; operators only', async () => {
+    const bad = async (body: Record<string, unknown>, field: string) => {
+      const res = await killOn(a, { reason: 'x', ...body });
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().error.details[0].field).toBe(field);
+    };
+    await bad({ target: 'server', server: 'filesytem' }, 'server');
+    await bad({ target: 'role', role: 'no_such_role' }, 'role');
+    await bad({ target: 'server', server: 'filesystem', token_id: '0190aaaa-0000-7000-8000-000000000000' }, 'token_id');
+    await bad({ target: 'capability' }, 'capability');
+    await bad({ target: 'token' }, 'token_id');
+    expect((await killOn(a, { target: 'everything' })).statusCode).toBe(400); // no reason
+    expect((await killOn(a, { target: 'token', token_id: '0190aaaa-0000-7000-8000-000000000000', reason: 'x' })).statusCode).toBe(404);
+
+    const viewer = await t.operatorKey(a, 'viewer');
+    expect((await killOn(a, { target: 'everything', reason: 'x' }, viewer)).statusCode).toBe(403);
+    expect((await a.inject({ method: 'GET', url: '/v1/kills', headers: bearer(viewer) })).statusCode).toBe(200);
+    const agent = await gwA.token('ro');
+    const asAgent = await killOn(a, { target: 'everything', reason: 'x' }, agent.raw);
+    expect(asAgent.statusCode).toBe(403);
+    expect(asAgent.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+
+    // A project-limited operator kills inside its projects only.
+    const limited = await t.operatorKey(a, 'operator', ['blue']);
+    expect((await killOn(a, { target: 'everything', reason: 'x' }, limited)).statusCode).toBe(403);
+    expect((await killOn(a, { target: 'project', project_id: 'green', reason: 'x' }, limited)).statusCode).toBe(403);
+    const own = await killOn(a, { target: 'project', project_id: 'blue', reason: 'x' }, limited);
+    expect(own.statusCode).toBe(201);
+    await lift(a, own.json().kill.id);
+  });
+
+  it('a kill denies even where every flag allows the call, and explain shows it', async () => {
+    const tok = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    const res = await killOn(a, { target: 'capability', server: 'filesystem', capability: 'write', reason: 'INC-2 writes stopped' });
+    const kill = res.json().kill;
+    const d = await gwB.decide(tok.raw, { ...write('x.md'), session_id: s });
+    expect(d.code).toBe('KILL_SWITCH');
+    // The flag step passed: the denial came from the Redis step, not from Unleash.
+    await b.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT flags FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'`, [d.decision_id]);
+    const flags = rows[0].flags as Record<string, boolean>;
+    expect(flags['mcp.enabled']).toBe(true);
+    expect(flags['mcp.filesystem.write']).toBe(true);
+    const explained = await a.inject({
+      method: 'POST',
+      url: '/v1/decisions/explain',
+      headers: bearer(operatorKey),
+      // As in the runbook: no session needed, the kill is checked before the session.
+      payload: { token_id: tok.id, ...write('x.md') },
+    });
+    expect(explained.statusCode, explained.body).toBe(200);
+    expect(explained.json()).toMatchObject({ decision: 'deny', code: 'KILL_SWITCH' });
+    await lift(a, kill.id);
+  });
+});

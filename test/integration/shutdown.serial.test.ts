@@ -1,0 +1,270 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestContext } from '../helpers/context.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
+import { freePort } from '../helpers/unleash.js';
+
+// Graceful shutdown of a real `killswitch start` process: SIGTERM in the middle of a decision load must
+// lose no INTENT row of an allowed decision (nor of a denial), finish the requests in flight and exit 0;
+// a second signal exits at once; SHUTDOWN_TIMEOUT_MS bounds the wait for a request that never ends.
+// Serial: the child runs the flags sync against the run's shared Unleash (same webhook URL, no change).
+
+const unleash = inject('unleash');
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const SECRET = 'test-secret-test-secret-test-secret-1234';
+const t = new TestContext();
+const children: ChildProcess[] = [];
+let owner = '';
+
+function env(port: number, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DATABASE_URL: t.databaseUrl,
+    REDIS_URL: TEST_REDIS_URL,
+    REDIS_PREFIX: t.redisPrefix,
+    TOKEN_HASH_SECRET: SECRET,
+    DATA_DIR: t.dataDir,
+    POLICY_FILE: POLICY,
+    UNLEASH_URL: unleash.apiUrl,
+    UNLEASH_API_TOKEN: unleash.apiToken,
+    UNLEASH_ADMIN_TOKEN: unleash.adminToken,
+    UNLEASH_ENVIRONMENT: unleash.environment,
+    UNLEASH_WEBHOOK_SECRET: unleash.webhookSecret,
+    // The sync at start registers the webhook at PUBLIC_URL: keep the one the test run registered.
+    PUBLIC_URL: `http://127.0.0.1:${unleash.webhookPort}`,
+    LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
+
+interface Started {
+  child: ChildProcess;
+  base: string;
+  logs: () => Array<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+}
+
+async function start(extra: Record<string, string> = {}): Promise<Started> {
+  const port = await freePort();
+  const child = spawn('node', ['bin/killswitch.js', 'start'], { env: env(port, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    err += c.toString('utf8');
+  });
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null, at: Date.now() }));
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ready = await fetch(`${base}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ready) break;
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control plane did not become ready (exit ${child.exitCode}):\n${err}\n${out.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const logs = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { child, base, logs, exited };
+}
+
+async function api(base: string, method: string, path: string, headers: Record<string, string>, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> & { key?: string; token?: string; session_id?: string } };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A request whose body never finishes arriving: in flight until its connection is cut. */
+async function hangingRequest(base: string): Promise<Socket> {
+  const { port } = new URL(base);
+  const socket = connect(Number(port), '127.0.0.1');
+  await once(socket, 'connect');
+  socket.on('error', () => {});
+  socket.write(`POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"server":`);
+  return socket;
+}
+
+beforeAll(async () => {
+  await t.setup();
+  const { stdout } = await promisify(execFile)('node', ['bin/killswitch.js', 'operators', 'create', '--role', 'owner', '--name', 'shutdown test'], { env: env(0, { LOG_LEVEL: 'warn' }) });
+  owner = stdout.trim();
+  expect(owner).toMatch(/^ksop_/);
+});
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+afterAll(() => t.teardown());
+
+describe('graceful shutdown of killswitch start', () => {
+  it('SIGTERM during a decision load: in-flight decisions finish, every answered decision has its INTENT row, exit 0', { timeout: 240_000 }, async () => {
+    const cp = await start();
+    const admin = { authorization: `Bearer ${owner}` };
+    const gw = await api(cp.base, 'POST', '/v1/gateway-keys', admin, { name: 'load gateway' });
+    expect(gw.status).toBe(201);
+    const WORKERS = 16;
+    const SIGNAL_AFTER = 1_500;
+    const tokens: string[] = [];
+    for (let i = 0; i < WORKERS; i++) {
+      const tok = await api(cp.base, 'POST', '/v1/keys', admin, { type: 'rw', role: 'code_agent', project_id: 'alpha', environment: 'development', acknowledge_write_risk: true });
+      expect(tok.status).toBe(201);
+      tokens.push(tok.body.token!);
+    }
+
+    const answers: Array<{ id: string; decision: string; code: string; afterSignal: boolean }> = [];
+    let signalled = false;
+    let signalAt = 0;
+    let refused = 0;
+    let failed = 0;
+    let reachedLoad: () => void = () => {};
+    const loaded = new Promise<void>((r) => {
+      reachedLoad = r;
+    });
+    const stopBy = Date.now() + 150_000;
+
+    async function worker(token: string): Promise<void> {
+      const headers = { authorization: `Bearer ${gw.body.key}`, 'x-agent-token': token };
+      let session = '';
+      for (let calls = 0; Date.now() < stopBy; calls++) {
+        try {
+          if (calls % 150 === 0) {
+            // A session allows 200 calls (fixture policy): open a new one well before.
+            const s = await api(cp.base, 'POST', '/v1/sessions', headers, {});
+            if (s.status !== 201) {
+              refused++;
+              return;
+            }
+            session = s.body.session_id!;
+          }
+          // Three reads (allowed) and one delete the token's scopes do not cover (denied, no halt).
+          const body =
+            calls % 4 === 3
+              ? { server: 'memory', tool: 'delete_entities', arguments: { entityNames: [`e${calls}`] }, session_id: session }
+              : { server: 'filesystem', tool: 'read_text_file', arguments: { path: `docs/${calls}.md` }, session_id: session };
+          const d = await api(cp.base, 'POST', '/v1/decisions', headers, body);
+          if (d.status !== 200) {
+            refused++; // 503 while closing: the load balancer's cue to go elsewhere
+            return;
+          }
+          answers.push({ id: String(d.body['decision_id']), decision: String(d.body['decision']), code: String(d.body['code']), afterSignal: signalled });
+          if (answers.length === SIGNAL_AFTER) reachedLoad();
+        } catch {
+          failed++; // connection refused or closed: the server stopped accepting
+          return;
+        }
+      }
+    }
+
+    const load = Promise.all(tokens.map((tok) => worker(tok)));
+    await withTimeout(loaded, 90_000, `${SIGNAL_AFTER} decisions before the signal`);
+    signalled = true;
+    signalAt = Date.now();
+    cp.child.kill('SIGTERM');
+    await withTimeout(load, 60_000, 'the load to end after SIGTERM');
+    const exit = await withTimeout(cp.exited, 60_000, 'the process to exit after SIGTERM');
+
+    const allowed = answers.filter((a) => a.decision === 'allow');
+    const denied = answers.filter((a) => a.decision === 'deny');
+    const pool = t.pool();
+    const { rows } = await pool.query<{ decision_id: string; decision: string }>(`SELECT decision_id, decision FROM audit_events WHERE kind = 'INTENT'`);
+    const intents = new Map(rows.map((r) => [r.decision_id, r.decision]));
+    const allowRows = rows.filter((r) => r.decision === 'allow').length;
+    const denyRows = rows.filter((r) => r.decision === 'deny').length;
+    const missingAllows = allowed.filter((a) => intents.get(a.id) !== 'allow');
+    const missingDenials = denied.filter((a) => intents.get(a.id) !== 'deny');
+    const stopped = cp.logs().find((l) => String(l['msg']).startsWith('stopped:'));
+    const report = {
+      answered: answers.length,
+      allowed_answers: allowed.length,
+      intent_allow_rows: allowRows,
+      denied_answers: denied.length,
+      intent_deny_rows: denyRows,
+      answered_after_sigterm: answers.filter((a) => a.afterSignal).length,
+      refused_503: refused,
+      connection_errors: failed,
+      exit_code: exit.code,
+      exit_ms_after_sigterm: exit.at - signalAt,
+      audit_rows_lost: stopped?.['audit_rows_lost'],
+      audit_spool_rows: stopped?.['audit_spool_rows'],
+    };
+    console.log('shutdown under load:', JSON.stringify(report));
+
+    expect(exit.code).toBe(0);
+    expect(missingAllows).toEqual([]);
+    expect(missingDenials).toEqual([]);
+    // No INTENT for an allow the client never saw either: answers and rows match one to one.
+    expect(allowRows).toBe(allowed.length);
+    expect(allowed.length).toBeGreaterThan(1_000);
+    expect(denied.length).toBeGreaterThan(300);
+    expect(answers.every((a) => a.code === 'OK' || a.code === 'PERMISSION_DENIED')).toBe(true);
+    expect(stopped).toMatchObject({ audit_rows_lost: 0, audit_spool_rows: 0 });
+    expect(cp.logs().some((l) => l['msg'] === 'shutting down: no new connections, finishing in-flight requests, then flushing the audit trail (a second signal exits at once)')).toBe(true);
+    // The answer of a request in flight at the signal still came (workers keep 16 requests in flight).
+    expect(report.answered_after_sigterm).toBeGreaterThan(0);
+    // And the hash chains the writer sealed before stopping are intact.
+    const verify = await promisify(execFile)('node', ['bin/killswitch.js', 'audit', 'verify'], { env: env(0, { LOG_LEVEL: 'warn' }) }).then(
+      () => 0,
+      (err: { code: number }) => err.code,
+    );
+    expect(verify).toBe(0);
+  });
+
+  it('a second signal exits at once while the first waits for a request in flight', { timeout: 120_000 }, async () => {
+    const cp = await start();
+    const socket = await hangingRequest(cp.base);
+    await new Promise((r) => setTimeout(r, 200));
+    cp.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1_000));
+    // Still draining: the hanging request holds the default 25 s SHUTDOWN_TIMEOUT_MS.
+    expect(cp.child.exitCode).toBeNull();
+    const secondAt = Date.now();
+    cp.child.kill('SIGTERM');
+    const exit = await withTimeout(cp.exited, 10_000, 'exit after the second signal');
+    socket.destroy();
+    expect(exit.code).toBe(143);
+    expect(exit.at - secondAt).toBeLessThan(3_000);
+    expect(cp.logs().some((l) => String(l['msg']).startsWith('second signal: exiting now'))).toBe(true);
+  });
+
+  it('SHUTDOWN_TIMEOUT_MS cuts a request that never ends, then the shutdown completes (exit 0)', { timeout: 120_000 }, async () => {
+    const cp = await start({ SHUTDOWN_TIMEOUT_MS: '1000' });
+    const socket = await hangingRequest(cp.base);
+    await new Promise((r) => setTimeout(r, 200));
+    const signalAt = Date.now();
+    cp.child.kill('SIGINT');
+    const exit = await withTimeout(cp.exited, 20_000, 'exit after SHUTDOWN_TIMEOUT_MS');
+    socket.destroy();
+    expect(exit.code).toBe(0);
+    expect(exit.at - signalAt).toBeGreaterThanOrEqual(900);
+    const logs = cp.logs();
+    expect(logs.some((l) => String(l['msg']).includes('cutting their connections'))).toBe(true);
+    expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
+  });
+});
