@@ -88,6 +88,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     closers.push(() => audit.close());
     // A broken policy file stops the start here, with every error and its line.
     const policy = await PolicyStore.open(config.policyFile, { log });
+    // Every reload that takes effect is on the audit trail with the file's hash (who changed what, when).
+    const policyLoaded = (hash: string, previousHash: string | null) =>
+      audit.recordAdmin({ actor: 'policy-watcher', kind: 'POLICY_RELOAD', action: previousHash ? 'policy.reloaded' : 'policy.loaded', target: `policy:${policy.path}`, details: { hash, previous_hash: previousHash } }).catch(() => {});
+    void policyLoaded(policy.current().hash, null);
+    policy.onReload((e) => void policyLoaded(e.hash, e.previousHash));
     closers.push(() => policy.close());
     const alerts = await createAlertService(config, pool, redis, log);
     audit.onSpoolingChange((spooling, rows) => {
@@ -185,6 +190,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));
       await pool.end();
     });
+    // Every state loader (sessions, halts, kills, approvals) is registered by now: load Redis before the
+    // first request so a fresh instance does not deny its first calls with DEPENDENCY_UNAVAILABLE.
+    // Bounded: with Redis down the instance still starts, and decisions deny until the epoch is set.
+    await Promise.race([ctx.sessions.ensureState().catch(() => 'unavailable'), new Promise((r) => setTimeout(r, 5_000).unref())]);
     return app;
   } catch (err) {
     for (const close of closers.reverse()) await close().catch(() => {});

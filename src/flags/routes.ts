@@ -21,6 +21,12 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const flags = ctx.flags;
   const tags = ['flags'];
+  const FLAG_ACTIONS: Record<string, string> = {
+    'feature-environment-disabled': 'flag.disabled',
+    'feature-environment-enabled': 'flag.enabled',
+    'feature-archived': 'flag.archived',
+    'feature-revived': 'flag.revived',
+  };
 
   app.post(
     '/v1/flags/events',
@@ -48,6 +54,11 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         id: e.id,
       });
       req.log.info({ unleash_event: e.type, flag: e.featureName, environment: e.environment, event_id: e.id, result }, 'flags: Unleash webhook');
+      // One row per event (Unleash posts to one replica): the incident timeline and reviewers see flag changes.
+      const action = FLAG_ACTIONS[e.type] ?? 'flag.changed';
+      void ctx.audit
+        .recordAdmin({ actor: 'unleash-webhook', action, target: `flag:${e.featureName ?? ''}`, details: { unleash_event: e.type, environment: e.environment ?? null, event_id: e.id ?? null, result } })
+        .catch(() => {});
       return { result };
     },
   );
