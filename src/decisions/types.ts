@@ -40,7 +40,7 @@ export interface ResolvedCall {
   requiredScope: string;
   capability: Capability;
   /** Where the scope came from, for messages and explain. */
-  scopeSource: 'map' | 'annotation' | 'untrusted-default';
+  scopeSource: 'map' | 'protocol' | 'annotation' | 'untrusted-default';
   /** Extra Unleash flags the policy names for this server and capability (e.g. mcp.database.write). */
   extraFlags: string[];
   /** Identities of the resources touched, for cascade detection (at least one: server+tool). */

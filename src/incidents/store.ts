@@ -104,7 +104,14 @@ export const timelineStore = {
     if (m.environment) any.push(`environment = ${w.arg(m.environment)}`);
     if (any.length > 0) {
       // Policy reloads and flag changes (should the flags module audit them) concern every target.
-      any.push("kind = 'POLICY_RELOAD'", "coalesce(action, '') LIKE 'flag.%'");
+      any.push("kind = 'POLICY_RELOAD'");
+      // Flag changes concern every target, except a per-server capability flag of another server.
+      if (m.server) {
+        const srv = w.arg(m.server);
+        any.push(`(coalesce(action, '') LIKE 'flag.%' AND (target !~ '^flag:mcp\\.[^.]+\\.(read|write|delete)$' OR target LIKE 'flag:mcp.' || ${srv} || '.%'))`);
+      } else {
+        any.push("coalesce(action, '') LIKE 'flag.%'");
+      }
       w.parts.push(`(${any.join(' OR ')})`);
     }
     if (q.visibleProjects) w.parts.push(`project_id = ANY(${w.arg([...q.visibleProjects])}::text[])`);

@@ -8,6 +8,9 @@ import type { CompiledPolicy } from './types.js';
 // anything else → its write scope); every other unmapped tool needs the write scope. Delete scopes
 // come only from a map, never from an annotation.
 
+/** MCP protocol reads that gateways send as decisions: `resources/read` and `prompts/get`. */
+export const PROTOCOL_READS: ReadonlySet<string> = new Set(['resources/read', 'prompts/get']);
+
 export function resolveCall(policy: CompiledPolicy, input: DecisionInput): { call: ResolvedCall } | { denial: Denial } {
   const server = policy.servers.get(input.server);
   if (!server) {
@@ -26,6 +29,11 @@ export function resolveCall(policy: CompiledPolicy, input: DecisionInput): { cal
   if (mapped) {
     requiredScope = mapped.scope;
     scopeSource = 'map';
+  } else if (PROTOCOL_READS.has(input.tool)) {
+    // Not tools but MCP reads the gateway decides (issue 8): reading a resource or getting a prompt
+    // is a read of that server, whatever annotations say.
+    requiredScope = server.readScope;
+    scopeSource = 'protocol';
   } else if (server.trustAnnotations && input.annotations !== undefined) {
     requiredScope = input.annotations.readOnlyHint === true ? server.readScope : server.writeScope;
     scopeSource = 'annotation';

@@ -153,3 +153,19 @@ describe('production patterns match whole segments', () => {
     expect(matchProductionPattern([identity], patterns)).toBeUndefined();
   });
 });
+
+describe('MCP protocol reads', () => {
+  it('resources/read and prompts/get are reads of the server, whatever the annotations or the trust', async () => {
+    const { parsePolicy } = await import('../../src/policy/index.js');
+    const { resolveCall } = await import('../../src/policy/index.js');
+    const parsed = parsePolicy('servers:\n  memory:\n    identity: { command: npx }\n    map: memory\nroles: {}\n', 'inline.yaml');
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+    for (const tool of ['resources/read', 'prompts/get']) {
+      const r = resolveCall(parsed.policy, { server: 'memory', tool, arguments: {}, session_id: 's', annotations: { readOnlyHint: false } });
+      if (!('call' in r)) throw new Error('expected a call');
+      expect(r.call.requiredScope).toBe('storage:read');
+      expect(r.call.capability).toBe('read');
+      expect(r.call.scopeSource).toBe('protocol');
+    }
+  });
+});

@@ -7,7 +7,9 @@ import { AuditPage } from './pages/audit';
 import { ExplainPage } from './pages/explain';
 import { FlagsPage } from './pages/flags';
 import { GrantsPage } from './pages/grants';
+import { KillsPage } from './pages/kills';
 import { SessionsPage } from './pages/sessions';
+import { TimelinePage } from './pages/timeline';
 import { TokensPage } from './pages/tokens';
 import { ToolsPage } from './pages/tools';
 import { UsagePage } from './pages/usage';
@@ -18,6 +20,8 @@ const PAGES = [
   { id: 'audit', label: 'Audit', render: () => <AuditPage /> },
   { id: 'alerts', label: 'Alerts', render: () => <AlertsPage /> },
   { id: 'sessions', label: 'Sessions', render: () => <SessionsPage /> },
+  { id: 'kills', label: 'Kills', render: () => <KillsPage /> },
+  { id: 'timeline', label: 'Incident timeline', render: () => <TimelinePage /> },
   { id: 'approvals', label: 'Approvals', render: () => <ApprovalsPage /> },
   { id: 'usage', label: 'Usage', render: () => <UsagePage /> },
   { id: 'flags', label: 'Flags', render: () => <FlagsPage /> },

@@ -1,0 +1,238 @@
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import {
+  type CallToolResult,
+  CallToolRequestSchema,
+  ErrorCode,
+  GetPromptRequestSchema,
+  ListPromptsRequestSchema,
+  ListResourcesRequestSchema,
+  ListResourceTemplatesRequestSchema,
+  ListToolsRequestSchema,
+  ReadResourceRequestSchema,
+  type ServerCapabilities,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { DecisionBody } from '../decisions/schemas.js';
+import { AgentRequestError, type CallPorts, decideAndRun, type Outcome } from './calls.js';
+import type { DeclaredScope } from './control-plane.js';
+import type { Gateway } from './gateway.js';
+import { resultBytes, resultRows } from './guards.js';
+import { resourceOfUri, resourcesOf, serverResource } from './resources.js';
+
+// One agent connected to the gateway (one stdio client, or one Streamable HTTP session): its agent
+// token, its control-plane session, and the MCP server it talks to.
+
+export const GATEWAY_VERSION = '0.1.0';
+/** Clients may narrow the declared scope in `initialize`: capabilities.experimental.killswitch. */
+export const SCOPE_CAPABILITY = 'killswitch';
+
+const READ_ANNOTATIONS = { readOnlyHint: true } as const;
+
+export interface AgentSessionOptions {
+  agentToken: string;
+  /** User agent of the HTTP client, for the audit trail. */
+  userAgent?: string | undefined;
+}
+
+/** The session scope: the gateway's config, narrowed (never widened) by what the client declares. */
+export function declaredScope(config: { readOnly: boolean; servers: string[] | undefined; purpose: string }, allServers: readonly string[], fromClient: unknown): DeclaredScope {
+  const c = (fromClient !== null && typeof fromClient === 'object' ? fromClient : {}) as { read_only?: unknown; readOnly?: unknown; servers?: unknown; purpose?: unknown };
+  const configured = config.servers ?? [...allServers];
+  const asked = Array.isArray(c.servers) ? c.servers.filter((s): s is string => typeof s === 'string') : undefined;
+  const scope: DeclaredScope = {
+    read_only: config.readOnly || c.read_only === true || c.readOnly === true,
+    servers: asked ? configured.filter((s) => asked.includes(s)) : configured,
+  };
+  const purpose = typeof c.purpose === 'string' && c.purpose.trim() ? c.purpose.trim().slice(0, 1000) : config.purpose.slice(0, 1000);
+  if (purpose) scope.purpose = purpose;
+  return scope;
+}
+
+export class AgentSession implements CallPorts {
+  readonly agentToken: string;
+  readonly server: Server;
+  private readonly userAgent: string | undefined;
+  private opening: Promise<string> | undefined;
+  private clientScope: unknown;
+  private closed = false;
+
+  constructor(
+    private readonly gateway: Gateway,
+    opts: AgentSessionOptions,
+  ) {
+    this.agentToken = opts.agentToken;
+    this.userAgent = opts.userAgent;
+    this.server = new Server({ name: 'killswitch-gateway', version: GATEWAY_VERSION }, { capabilities: this.capabilities() });
+    this.install();
+  }
+
+  get environment(): DecisionBody['environment'] | undefined {
+    return this.gateway.config.environment;
+  }
+
+  get scope(): DeclaredScope {
+    return declaredScope(this.gateway.config.session, this.gateway.serverNames, this.clientScope);
+  }
+
+  /** Sets what the client declared in `initialize` (before the session opens). */
+  declareFromClient(experimentalCapability: unknown): void {
+    this.clientScope = experimentalCapability;
+  }
+
+  /** Opens the control-plane session with the declared scope; one at a time, retried after a failure. */
+  sessionId(): Promise<string> {
+    if (!this.opening) {
+      const opening = this.gateway.controlPlane.openSession(this.agentToken, this.scope).then((s) => s.session_id);
+      this.opening = opening;
+      opening.catch(() => {
+        if (this.opening === opening) this.opening = undefined;
+      });
+    }
+    return this.opening;
+  }
+
+  reopen(): Promise<string> {
+    this.opening = undefined;
+    return this.sessionId();
+  }
+
+  decide(body: DecisionBody) {
+    return this.gateway.controlPlane.decide(this.agentToken, body);
+  }
+
+  reportResult(decisionId: string, body: Parameters<CallPorts['reportResult']>[1]) {
+    return this.gateway.controlPlane.reportResult(this.agentToken, decisionId, body);
+  }
+
+  client(): DecisionBody['client'] | undefined {
+    const info = this.server.getClientVersion();
+    if (!info && !this.userAgent) return undefined;
+    const out: NonNullable<DecisionBody['client']> = {};
+    if (info?.name) out.name = info.name.slice(0, 200);
+    if (info?.version) out.version = info.version.slice(0, 100);
+    const ua = this.userAgent ?? (info ? `${info.name}/${info.version}` : undefined);
+    if (ua) out.user_agent = ua.slice(0, 1000);
+    return out;
+  }
+
+  async connect(transport: Transport): Promise<void> {
+    await this.server.connect(transport);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.gateway.forget(this);
+    await this.server.close().catch(() => {});
+  }
+
+  private capabilities(): ServerCapabilities {
+    const caps: ServerCapabilities = { tools: { listChanged: true } };
+    if (this.gateway.hasCapability('resources')) caps.resources = {};
+    if (this.gateway.hasCapability('prompts')) caps.prompts = { listChanged: true };
+    return caps;
+  }
+
+  private install(): void {
+    const s = this.server;
+    // stdio: the session opens right after initialize; a failure is retried by the first call.
+    s.oninitialized = () => {
+      this.declareFromClient(s.getClientCapabilities()?.experimental?.[SCOPE_CAPABILITY]);
+      this.sessionId().catch((err: Error) => this.gateway.log.warn({ err: err.message }, 'could not open a control-plane session; calls deny until one opens'));
+    };
+
+    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.toolsFor(this.agentToken) }));
+
+    s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
+      const tool = this.gateway.tool(req.params.name);
+      if (!tool) return { isError: true, content: [{ type: 'text', text: `UNKNOWN_TOOL: no tool named "${req.params.name}" behind this gateway` }] };
+      const upstream = this.gateway.upstream(tool.server);
+      const args = req.params.arguments ?? {};
+      const call = {
+        server: tool.server,
+        tool: tool.name,
+        arguments: args,
+        resources: resourcesOf(tool.server, args, upstream.config.allowedDirectories, upstream.cwd),
+        toolHash: tool.definition.hash,
+        ...(tool.definition.annotations ? { annotations: tool.definition.annotations } : {}),
+      };
+      const outcome = await decideAndRun(
+        this,
+        call,
+        upstream.config.limits,
+        extra.signal,
+        (o) => upstream.callTool(tool.name, args, o),
+        (r) => ({ bytes: resultBytes(r), rows: resultRows(r), isError: r.isError === true }),
+      );
+      return toolResultOf(outcome);
+    });
+
+    if (this.gateway.hasCapability('resources')) this.installResources();
+    if (this.gateway.hasCapability('prompts')) this.installPrompts();
+  }
+
+  private installResources(): void {
+    const s = this.server;
+    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources() }));
+    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await this.gateway.resourceTemplates() }));
+    s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
+      const upstream = await this.gateway.resourceOwner(req.params.uri);
+      if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `UNKNOWN_RESOURCE: no upstream server offers ${req.params.uri}`);
+      const call = {
+        server: upstream.name,
+        tool: 'resources/read',
+        arguments: { uri: req.params.uri },
+        resources: resourceOfUri(upstream.name, req.params.uri, upstream.config.allowedDirectories, upstream.cwd),
+        annotations: READ_ANNOTATIONS,
+      };
+      const outcome = await decideAndRun(this, call, upstream.config.limits, extra.signal, (o) => upstream.readResource(req.params.uri, o), (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }));
+      return unwrap(outcome);
+    });
+  }
+
+  private installPrompts(): void {
+    const s = this.server;
+    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts() }));
+    s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
+      const prompt = await this.gateway.prompt(req.params.name);
+      if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `UNKNOWN_PROMPT: no prompt named "${req.params.name}" behind this gateway`);
+      const upstream = this.gateway.upstream(prompt.server);
+      const call = {
+        server: prompt.server,
+        tool: 'prompts/get',
+        arguments: { name: prompt.name, ...(req.params.arguments ? { arguments: req.params.arguments } : {}) },
+        resources: [serverResource(prompt.server)],
+        annotations: READ_ANNOTATIONS,
+      };
+      const outcome = await decideAndRun(this, call, upstream.config.limits, extra.signal, (o) => upstream.getPrompt(prompt.name, req.params.arguments, o), (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }));
+      return unwrap(outcome);
+    });
+  }
+}
+
+/** Denials and withheld results are tool results with isError (the agent reads them; the SDK client
+ * rejects a success without structuredContent from tools that declare an outputSchema). */
+export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
+  if (outcome.kind !== 'ok') {
+    const code = outcome.kind === 'withheld' ? outcome.trigger : outcome.code;
+    return {
+      isError: true,
+      content: [{ type: 'text', text: outcome.text }],
+      _meta: { 'killswitch/decision': { outcome: outcome.kind, code, ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}) } },
+    };
+  }
+  if (!outcome.warning) return outcome.result;
+  // The 80% warning goes where the agent reads: appended to the result text.
+  const content = [...(outcome.result.content ?? []), { type: 'text' as const, text: `[killswitch warning] ${outcome.warning}` }];
+  return { ...outcome.result, content };
+}
+
+/** resources/read and prompts/get have no error result: a denial is a JSON-RPC error naming the code. */
+function unwrap<T extends object>(outcome: Outcome<T>): T {
+  if (outcome.kind === 'ok') {
+    if (!outcome.warning) return outcome.result;
+    const meta = (outcome.result as { _meta?: Record<string, unknown> })._meta;
+    return { ...outcome.result, _meta: { ...(meta ?? {}), 'killswitch/warning': outcome.warning } };
+  }
+  throw new AgentRequestError(ErrorCode.InvalidRequest, outcome.text, { code: outcome.kind === 'withheld' ? outcome.trigger : outcome.code, decision_id: outcome.decisionId });
+}

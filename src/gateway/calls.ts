@@ -1,0 +1,168 @@
+import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
+import type { DecisionAnswer, DecisionBody, ResultBody } from '../decisions/schemas.js';
+import type { ToolAnnotations } from './catalog.js';
+import type { UpstreamLimits } from './config.js';
+import { ControlPlaneError, type ResultAnswerBody } from './control-plane.js';
+import { guardTrigger } from './guards.js';
+
+// One decided call, whatever the agent asked (tools/call, resources/read, prompts/get): ask
+// POST /v1/decisions, run it upstream only on allow, measure and guard the result, report it to
+// /v1/decisions/:id/result, and return what the agent may see. A failed call is never retried.
+
+export interface DecidedCall {
+  server: string;
+  tool: string;
+  arguments: Record<string, unknown>;
+  resources: string[];
+  toolHash?: string;
+  annotations?: ToolAnnotations;
+}
+
+export interface Measured {
+  bytes: number;
+  rows: number | undefined;
+  /** The upstream answered with an error result (a tool result with isError). */
+  isError: boolean;
+}
+
+export type Outcome<T> =
+  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined }
+  | { kind: 'withheld'; trigger: string; text: string; decisionId: string }
+  | { kind: 'failed'; code: string; text: string; decisionId: string }
+  | { kind: 'ok'; result: T; warning: string | undefined; decisionId: string };
+
+/** What a call needs from the agent's session (see AgentSession). */
+export interface CallPorts {
+  readonly agentToken: string;
+  sessionId(): Promise<string>;
+  reopen(): Promise<string>;
+  decide(body: DecisionBody): Promise<DecisionAnswer>;
+  reportResult(decisionId: string, body: ResultBody): Promise<ResultAnswerBody>;
+  client(): DecisionBody['client'] | undefined;
+  environment: DecisionBody['environment'] | undefined;
+}
+
+const MAX_ERROR_TEXT = 4000;
+
+/**
+ * A JSON-RPC error answered to the agent (resources/read, prompts/get, tools/list). Not McpError: that
+ * prefixes "MCP error <code>: " to the message, and the client's McpError prefixes it once more.
+ */
+export class AgentRequestError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = 'AgentRequestError';
+  }
+}
+
+function lastCallLine(c: Record<string, unknown>): string {
+  const what = [c['server'], c['tool']].filter((x) => typeof x === 'string').join('/');
+  const rawArgs = typeof c['args'] === 'string' ? c['args'] : c['arguments'] !== undefined ? JSON.stringify(c['arguments']) : '';
+  const decided = [c['decision'], c['code']].filter((x) => typeof x === 'string').join(' ');
+  const status = (c['outcome'] as { status?: unknown } | undefined)?.status;
+  const outcome = [decided, typeof status === 'string' ? status : ''].filter(Boolean).join(', ');
+  return `- ${what || 'call'}${rawArgs ? ` ${rawArgs.slice(0, 300)}` : ''}${outcome ? ` → ${outcome}` : ''}`;
+}
+
+/** The text an agent reads for a denial: code, message, and for a halt the trigger and the last calls. */
+export function denialText(code: string, message: string, session?: DecisionAnswer['session']): string {
+  let text = `${code}: ${message}`;
+  if (session?.state === 'halted') {
+    text += `\nSession ${session.id} is halted${session.trigger ? ` (trigger ${session.trigger})` : ''}: stop and ask a human; an operator must resume it.`;
+    const last = (session.last_calls ?? []).slice(0, 3) as Array<Record<string, unknown>>;
+    if (last.length > 0) text += `\nLast calls:\n${last.map(lastCallLine).join('\n')}`;
+  }
+  return text;
+}
+
+function unavailable(err: unknown): { code: string; text: string } {
+  if (err instanceof ControlPlaneError) {
+    if (err.failure === 'unauthenticated') return { code: 'UNAUTHENTICATED', text: `UNAUTHENTICATED: the control plane refused the credentials (${err.message})` };
+    if (err.failure === 'rejected') return { code: err.code ?? 'INVALID_REQUEST', text: `${err.code ?? 'INVALID_REQUEST'}: the control plane refused the request: ${err.message}` };
+    return { code: 'DEPENDENCY_UNAVAILABLE', text: `DEPENDENCY_UNAVAILABLE: ${err.message}; denied to fail closed` };
+  }
+  return { code: 'DEPENDENCY_UNAVAILABLE', text: `DEPENDENCY_UNAVAILABLE: ${(err as Error).message}; denied to fail closed` };
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof McpError && err.code === ErrorCode.RequestTimeout;
+}
+
+export async function decideAndRun<T>(
+  ports: CallPorts,
+  call: DecidedCall,
+  limits: UpstreamLimits,
+  signal: AbortSignal,
+  run: (opts: { timeoutMs: number; signal: AbortSignal }) => Promise<T>,
+  measure: (result: T) => Measured,
+): Promise<Outcome<T>> {
+  let answer: DecisionAnswer;
+  try {
+    const ask = async (sessionId: string): Promise<DecisionAnswer> => {
+      const body: DecisionBody = { server: call.server, tool: call.tool, arguments: call.arguments, session_id: sessionId, resources: call.resources };
+      if (call.toolHash) body.tool_hash = call.toolHash;
+      if (call.annotations) body.annotations = call.annotations;
+      if (ports.environment) body.environment = ports.environment;
+      const client = ports.client();
+      if (client) body.client = client;
+      return ports.decide(body);
+    };
+    answer = await ask(await ports.sessionId());
+    // An idle session the control plane forgot: open a new one and ask once more. Nothing ran yet, so
+    // this re-asks a question; it never repeats a call. Halts are per token too, so nothing escapes.
+    if (answer.decision === 'deny' && answer.code === 'SESSION_UNKNOWN') answer = await ask(await ports.reopen());
+  } catch (err) {
+    const u = unavailable(err);
+    return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined };
+  }
+  if (answer.decision !== 'allow') {
+    return { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined };
+  }
+
+  const decisionId = answer.decision_id;
+  const started = performance.now();
+  let result: T | undefined;
+  let failure: { status: 'timeout' | 'cancelled' | 'error'; message: string } | undefined;
+  try {
+    result = await run({ timeoutMs: limits.maxExecutionMs, signal });
+  } catch (err) {
+    if (signal.aborted) failure = { status: 'cancelled', message: 'the agent cancelled the call' };
+    else if (isTimeout(err)) failure = { status: 'timeout', message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
+    else failure = { status: 'error', message: (err as Error).message || String(err) };
+  }
+  const durationMs = Math.max(0, Math.round(performance.now() - started));
+  const measured = result !== undefined ? measure(result) : { bytes: 0, rows: undefined, isError: false };
+  const guard = result !== undefined ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
+
+  const status: ResultBody['status'] = failure ? failure.status : guard ? 'withheld' : measured.isError ? 'error' : 'success';
+  const report: ResultBody = { status, duration_ms: durationMs, result_bytes: measured.bytes };
+  if (measured.rows !== undefined) report.rows = measured.rows;
+  if (failure) report.error = failure.message.slice(0, MAX_ERROR_TEXT);
+  else if (guard) report.error = `${guard.trigger}: ${guard.message}`.slice(0, MAX_ERROR_TEXT);
+
+  let recorded: ResultAnswerBody | undefined;
+  let reportError: unknown;
+  try {
+    recorded = await ports.reportResult(decisionId, report);
+  } catch (err) {
+    reportError = err;
+  }
+
+  if (recorded?.action === 'withhold_and_halt') {
+    const trigger = recorded.trigger ?? guard?.trigger ?? 'WITHHELD';
+    return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, `${recorded.message}; the result was withheld`, recorded.session) };
+  }
+  if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, text: `${guard.trigger}: ${guard.message}` };
+  if (failure?.status === 'timeout') return { kind: 'failed', code: 'MAX_EXECUTION_TIME', decisionId, text: `MAX_EXECUTION_TIME: ${failure.message}; it is not retried` };
+  if (failure) return { kind: 'failed', code: failure.status === 'cancelled' ? 'CANCELLED' : 'UPSTREAM_ERROR', decisionId, text: `${failure.status === 'cancelled' ? 'CANCELLED' : 'UPSTREAM_ERROR'}: ${failure.message}` };
+  if (reportError !== undefined) {
+    // The call ran, but its RESULT could not be recorded or checked: the agent does not get it.
+    const u = unavailable(reportError);
+    return { kind: 'withheld', trigger: u.code, decisionId, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
+  }
+  return { kind: 'ok', result: result as T, warning: answer.warning, decisionId };
+}

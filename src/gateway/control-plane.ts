@@ -1,0 +1,146 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { Static } from 'typebox';
+import type { DecisionAnswer, DecisionBody, ResultAnswer, ResultBody } from '../decisions/schemas.js';
+import type { UpstreamIdentity } from './config.js';
+import type { ReportedTool } from './catalog.js';
+
+// The gateway's side of DESIGN.md §3: every request carries the gateway key as Bearer and the agent
+// token as X-Agent-Token. Plain node:http with a keep-alive agent: it is on the path of every tool call,
+// and fetch costs noticeably more per request on Node 20.
+
+export type ResultAnswerBody = Static<typeof ResultAnswer>;
+
+export interface ToolReportAnswer {
+  servers: Array<{ name: string; in_policy: boolean; tools: Array<{ name: string; hash: string; status: string; callable: boolean; reason?: string }> }>;
+}
+
+export interface SessionAnswer {
+  session_id: string;
+  [k: string]: unknown;
+}
+
+export interface DeclaredScope {
+  read_only?: boolean;
+  servers?: string[];
+  purpose?: string;
+}
+
+export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
+
+export class ControlPlaneError extends Error {
+  constructor(
+    readonly failure: ControlPlaneFailure,
+    message: string,
+    readonly status?: number,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'ControlPlaneError';
+  }
+}
+
+export interface ControlPlaneOptions {
+  url: string;
+  gatewayKey: string;
+  timeoutMs: number;
+}
+
+export class ControlPlaneClient {
+  private readonly base: URL;
+  private readonly agent: http.Agent;
+  private readonly request: typeof http.request;
+
+  constructor(private readonly opts: ControlPlaneOptions) {
+    this.base = new URL(opts.url);
+    const secure = this.base.protocol === 'https:';
+    this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 64 }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
+    this.request = secure ? https.request : http.request;
+  }
+
+  get timeoutMs(): number {
+    return this.opts.timeoutMs;
+  }
+
+  openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
+    return this.post<SessionAnswer>('/v1/sessions', agentToken, scope);
+  }
+
+  reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
+    return this.post<ToolReportAnswer>('/v1/gateway/tools', agentToken, { servers });
+  }
+
+  decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
+    return this.post<DecisionAnswer>('/v1/decisions', agentToken, body);
+  }
+
+  reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
+    return this.post<ResultAnswerBody>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private post<T>(path: string, agentToken: string, body: unknown): Promise<T> {
+    const payload = Buffer.from(JSON.stringify(body));
+    const url = new URL(path.replace(/^\//, ''), this.base.href.endsWith('/') ? this.base.href : `${this.base.href}/`);
+    return new Promise<T>((resolveAnswer, reject) => {
+      let settled = false;
+      const fail = (err: ControlPlaneError) => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+      };
+      const req = this.request(
+        url,
+        {
+          method: 'POST',
+          agent: this.agent,
+          headers: {
+            authorization: `Bearer ${this.opts.gatewayKey}`,
+            'x-agent-token': agentToken,
+            'content-type': 'application/json',
+            'content-length': payload.length,
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (err) => fail(new ControlPlaneError('unreachable', `control plane response broke off: ${err.message}`)));
+          res.on('end', () => {
+            if (settled) return;
+            const status = res.statusCode ?? 0;
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch {
+              parsed = undefined;
+            }
+            if (status >= 200 && status < 300 && parsed !== undefined) {
+              settled = true;
+              clearTimeout(timer);
+              resolveAnswer(parsed as T);
+              return;
+            }
+            const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+            const message = error?.message ?? `HTTP ${status}`;
+            clearTimeout(timer);
+            if (status === 401) fail(new ControlPlaneError('unauthenticated', message, status, error?.code));
+            else if (status >= 400 && status < 500) fail(new ControlPlaneError('rejected', message, status, error?.code));
+            else fail(new ControlPlaneError('unavailable', `control plane answered ${status}: ${message}`, status, error?.code));
+          });
+        },
+      );
+      const timer = setTimeout(() => {
+        fail(new ControlPlaneError('timeout', `control plane did not answer ${path} within ${this.opts.timeoutMs} ms`));
+        req.destroy();
+      }, this.opts.timeoutMs);
+      req.on('error', (err) => {
+        clearTimeout(timer);
+        fail(new ControlPlaneError('unreachable', `control plane unreachable at ${this.base.origin}: ${err.message}`));
+      });
+      req.end(payload);
+    });
+  }
+}

@@ -1,0 +1,236 @@
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { Prompt, Resource, ResourceTemplate, Tool } from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from 'pino';
+import { AgentSession, type AgentSessionOptions } from './agent-session.js';
+import { AgentRequestError } from './calls.js';
+import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR } from './catalog.js';
+import { type GatewayConfig, GatewayConfigError } from './config.js';
+import { ControlPlaneClient, ControlPlaneError, type ToolReportAnswer } from './control-plane.js';
+import { type HttpFront, listenHttp } from './http.js';
+import { Upstream } from './upstream.js';
+
+// The reference MCP gateway: upstream servers behind one MCP server, every call decided by the
+// control plane. Upstream processes are shared by every agent connected to this gateway.
+
+const key = (server: string, tool: string) => `${server}\u0000${tool}`;
+
+export class GatewayStartError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GatewayStartError';
+  }
+}
+
+export class Gateway {
+  readonly controlPlane: ControlPlaneClient;
+  private readonly ups = new Map<string, Upstream>();
+  private catalog = new Map<string, CatalogTool>();
+  private readonly sessions = new Set<AgentSession>();
+  private readonly resourceOwners = new Map<string, string>();
+  private promptIndex = new Map<string, { server: string; name: string }>();
+  private closed = false;
+
+  private constructor(
+    readonly config: GatewayConfig,
+    readonly log: Logger,
+  ) {
+    this.controlPlane = new ControlPlaneClient(config.controlPlane);
+  }
+
+  /**
+   * Starts every upstream (all or none), reads their tools and, when the config names an agent token,
+   * reports identities and tool definitions to the control plane. Tokens of HTTP agents report on
+   * their first tools/list.
+   */
+  static async start(config: GatewayConfig, log: Logger): Promise<Gateway> {
+    const g = new Gateway(config, log);
+    try {
+      await Promise.all(
+        config.upstreams.map(async (u) => {
+          const upstream = new Upstream(u, log);
+          g.ups.set(u.name, upstream);
+          upstream.onListChanged = (kind) => void g.upstreamListChanged(upstream, kind);
+          try {
+            await upstream.connect(config.startTimeoutMs);
+          } catch (err) {
+            throw new GatewayStartError(`upstream ${u.name} did not start (${u.transport === 'http' ? u.url : `${u.command} ${u.args.join(' ')}`}): ${(err as Error).message}`);
+          }
+        }),
+      );
+      g.catalog = mergeTools([...g.ups.values()].map((u) => ({ name: u.name, tools: u.tools })));
+      if (config.agentToken) {
+        await g.report(config.agentToken).catch((err: Error) => log.warn({ err: err.message }, 'could not report tool definitions to the control plane; tools/list reports again'));
+      }
+      log.info({ servers: config.upstreams.map((u) => u.name), tools: g.catalog.size }, 'gateway started');
+    } catch (err) {
+      await g.close();
+      throw err;
+    }
+    return g;
+  }
+
+  get serverNames(): string[] {
+    return [...this.ups.keys()];
+  }
+
+  hasCapability(kind: 'resources' | 'prompts'): boolean {
+    return [...this.ups.values()].some((u) => u.capabilities?.[kind] !== undefined);
+  }
+
+  upstream(name: string): Upstream {
+    const u = this.ups.get(name);
+    if (!u) throw new Error(`no upstream ${name}`);
+    return u;
+  }
+
+  /** Every tool the gateway knows by the name the agent calls, callable or not. */
+  tool(exposedName: string): CatalogTool | undefined {
+    return this.catalog.get(exposedName);
+  }
+
+  get tools(): CatalogTool[] {
+    return [...this.catalog.values()];
+  }
+
+  /** Reports the current definitions with this agent token: which tools it may call, which changed. */
+  report(agentToken: string): Promise<ToolReportAnswer> {
+    return this.controlPlane.reportTools(
+      agentToken,
+      [...this.ups.values()].map((u) => ({ name: u.name, identity: u.config.identity, tools: [...u.tools] })),
+    );
+  }
+
+  /**
+   * tools/list for one agent: upstream lists re-read, definitions reported, and only the tools this
+   * token may call shown. Without an answer from the control plane nothing is shown (fail closed).
+   */
+  async toolsFor(agentToken: string): Promise<Tool[]> {
+    await this.refreshTools();
+    let answer: ToolReportAnswer;
+    try {
+      answer = await this.report(agentToken);
+    } catch (err) {
+      const why = err instanceof ControlPlaneError && err.failure === 'unauthenticated' ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE';
+      throw new AgentRequestError(ErrorCode.InternalError, `${why}: cannot list tools without the control plane (${(err as Error).message})`);
+    }
+    const callable = new Set<string>();
+    for (const s of answer.servers) for (const t of s.tools) if (t.callable) callable.add(key(s.name, t.name));
+    return this.tools.filter((t) => callable.has(key(t.server, t.name))).map(listedTool);
+  }
+
+  private async refreshTools(): Promise<boolean> {
+    const changed = await Promise.all(
+      [...this.ups.values()].map((u) =>
+        u.refreshTools().catch((err: Error) => {
+          this.log.warn({ server: u.name, err: err.message }, 'could not re-read upstream tools; keeping the last list');
+          return false;
+        }),
+      ),
+    );
+    if (changed.some(Boolean)) this.catalog = mergeTools([...this.ups.values()].map((u) => ({ name: u.name, tools: u.tools })));
+    return changed.some(Boolean);
+  }
+
+  /** An upstream said its list changed: re-read, report the new definitions, tell every agent. */
+  private async upstreamListChanged(upstream: Upstream, kind: 'tools' | 'prompts'): Promise<void> {
+    if (this.closed) return;
+    if (kind === 'prompts') {
+      this.promptIndex = new Map();
+      for (const s of this.sessions) await s.server.sendPromptListChanged().catch(() => {});
+      return;
+    }
+    try {
+      if (!(await this.refreshTools())) return;
+      this.log.info({ server: upstream.name }, 'upstream tools changed; reporting the new definitions');
+      const token = this.config.agentToken ?? [...this.sessions][0]?.agentToken;
+      if (token) await this.report(token).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report changed tool definitions'));
+      for (const s of this.sessions) await s.server.sendToolListChanged().catch(() => {});
+    } catch (err) {
+      this.log.warn({ server: upstream.name, err: (err as Error).message }, 'could not handle an upstream list change');
+    }
+  }
+
+  async resources(): Promise<Resource[]> {
+    const out: Resource[] = [];
+    for (const u of this.ups.values()) {
+      const { resources } = await u.listResources();
+      for (const r of resources) {
+        this.resourceOwners.set(r.uri, u.name);
+        out.push(r);
+      }
+    }
+    return out;
+  }
+
+  async resourceTemplates(): Promise<ResourceTemplate[]> {
+    const out: ResourceTemplate[] = [];
+    for (const u of this.ups.values()) out.push(...(await u.listResources()).templates);
+    return out;
+  }
+
+  /** Which upstream serves a URI: the one that listed it, else the only server offering resources. */
+  async resourceOwner(uri: string): Promise<Upstream | undefined> {
+    if (!this.resourceOwners.has(uri)) await this.resources().catch(() => []);
+    const owner = this.resourceOwners.get(uri);
+    if (owner) return this.ups.get(owner);
+    const offering = [...this.ups.values()].filter((u) => u.capabilities?.resources !== undefined);
+    return offering.length === 1 ? offering[0] : undefined;
+  }
+
+  async prompts(): Promise<Prompt[]> {
+    const all: Array<{ server: string; prompt: Prompt }> = [];
+    for (const u of this.ups.values()) for (const p of await u.listPrompts()) all.push({ server: u.name, prompt: p });
+    const count = new Map<string, number>();
+    for (const { prompt } of all) count.set(prompt.name, (count.get(prompt.name) ?? 0) + 1);
+    const index = new Map<string, { server: string; name: string }>();
+    const out: Prompt[] = [];
+    for (const { server, prompt } of all) {
+      const exposed = (count.get(prompt.name) ?? 0) > 1 ? `${server}${NAMESPACE_SEPARATOR}${prompt.name}` : prompt.name;
+      index.set(exposed, { server, name: prompt.name });
+      out.push({ ...prompt, name: exposed });
+    }
+    this.promptIndex = index;
+    return out;
+  }
+
+  async prompt(exposedName: string): Promise<{ server: string; name: string } | undefined> {
+    if (!this.promptIndex.has(exposedName)) await this.prompts().catch(() => []);
+    return this.promptIndex.get(exposedName);
+  }
+
+  /** Connects one agent over any MCP transport (stdio, HTTP, or in-memory in tests). */
+  async attach(transport: Transport, opts: AgentSessionOptions): Promise<AgentSession> {
+    const session = new AgentSession(this, opts);
+    this.sessions.add(session);
+    await session.connect(transport);
+    return session;
+  }
+
+  /** Serves one agent on this process's stdin/stdout with the config's agent token. */
+  async serveStdio(): Promise<AgentSession> {
+    const token = this.config.agentToken;
+    if (!token) {
+      throw new GatewayConfigError([`killswitch.agentToken: stdio needs the agent token; set KILLSWITCH_AGENT_TOKEN or write "agentToken": "\${env:NAME}"`]);
+    }
+    return this.attach(new StdioServerTransport(), { agentToken: token });
+  }
+
+  listenHttp(overrides: { host?: string; port?: number } = {}): Promise<HttpFront> {
+    return listenHttp(this, { ...this.config.http, ...overrides });
+  }
+
+  /** A session is gone (client closed). */
+  forget(session: AgentSession): void {
+    this.sessions.delete(session);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of [...this.sessions]) await s.close();
+    await Promise.all([...this.ups.values()].map((u) => u.close()));
+    this.controlPlane.close();
+  }
+}

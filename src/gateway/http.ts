@@ -1,0 +1,140 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { type InitializeRequest, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { AgentSession } from './agent-session.js';
+import { SCOPE_CAPABILITY } from './agent-session.js';
+import { ControlPlaneError } from './control-plane.js';
+import type { Gateway } from './gateway.js';
+
+// Streamable HTTP front: the agent token is the Bearer credential. A new MCP session is admitted only
+// when the control plane opens a session for that token (so an unknown, revoked or malformed token is
+// a 401 before anything else happens); every later request of the session must carry the same token.
+
+const MAX_BODY_BYTES = 4 * 1_048_576;
+/** A session no request has touched for this long is closed (clients that vanish never send DELETE). */
+const IDLE_SESSION_MS = 30 * 60_000;
+
+export interface HttpFront {
+  url: string;
+  close(): Promise<void>;
+}
+
+interface Entry {
+  transport: StreamableHTTPServerTransport;
+  session: AgentSession;
+  tokenDigest: Buffer;
+  lastSeen: number;
+}
+
+const digest = (token: string) => createHash('sha256').update(token).digest();
+
+function bearerOf(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (typeof h !== 'string') return undefined;
+  return /^Bearer\s+(\S+)\s*$/i.exec(h)?.[1];
+}
+
+function jsonRpcError(res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
+}
+
+const unauthorized = (res: ServerResponse, why: string) =>
+  jsonRpcError(res, 401, -32001, `UNAUTHENTICATED: ${why}`, { 'www-authenticate': 'Bearer realm="killswitch-gateway", error="invalid_token"' });
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new Error('body too large');
+    chunks.push(chunk as Buffer);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+export function listenHttp(gateway: Gateway, opts: { host: string; port: number; path: string; allowedHosts?: string[] | undefined }): Promise<HttpFront> {
+  const entries = new Map<string, Entry>();
+
+  async function admit(req: IncomingMessage, res: ServerResponse, token: string, body: InitializeRequest): Promise<void> {
+    const ua = req.headers['user-agent'];
+    let session: AgentSession | undefined;
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (sid) => {
+        if (session) entries.set(sid, { transport, session, tokenDigest: digest(token), lastSeen: Date.now() });
+      },
+      ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts, enableDnsRebindingProtection: true } : {}),
+    });
+    transport.onclose = () => {
+      if (transport.sessionId) entries.delete(transport.sessionId);
+      void session?.close();
+    };
+    session = await gateway.attach(transport, { agentToken: token, userAgent: typeof ua === 'string' ? ua : undefined });
+    session.declareFromClient(body.params.capabilities.experimental?.[SCOPE_CAPABILITY]);
+    try {
+      await session.sessionId();
+    } catch (err) {
+      await session.close();
+      if (err instanceof ControlPlaneError && err.failure === 'unauthenticated') return unauthorized(res, 'the agent token was refused by the control plane');
+      if (err instanceof ControlPlaneError && err.failure === 'rejected') return jsonRpcError(res, err.status === 429 ? 429 : 403, -32002, `${err.code ?? 'REFUSED'}: ${err.message}`);
+      return jsonRpcError(res, 503, -32003, `DEPENDENCY_UNAVAILABLE: could not open a control-plane session (${(err as Error).message})`);
+    }
+    await transport.handleRequest(req, res, body);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    if (url.pathname !== opts.path) return jsonRpcError(res, 404, -32600, `not found; the MCP endpoint is ${opts.path}`);
+    const token = bearerOf(req);
+    if (!token) return unauthorized(res, 'send the agent token as "Authorization: Bearer mcp_..."');
+    const sid = req.headers['mcp-session-id'];
+    if (typeof sid === 'string') {
+      const entry = entries.get(sid);
+      if (!entry) return jsonRpcError(res, 404, -32001, 'session not found; initialize a new one');
+      if (!timingSafeEqual(entry.tokenDigest, digest(token))) return unauthorized(res, 'this session belongs to another token');
+      entry.lastSeen = Date.now();
+      const body = req.method === 'POST' ? await readJson(req) : undefined;
+      return entry.transport.handleRequest(req, res, body);
+    }
+    if (req.method !== 'POST') return jsonRpcError(res, 400, -32000, 'no session: POST an initialize request first');
+    const body = await readJson(req);
+    if (!isInitializeRequest(body)) return jsonRpcError(res, 400, -32000, 'no session: the first request must be initialize');
+    return admit(req, res, token, body);
+  }
+
+  const sweep = setInterval(() => {
+    const cutoff = Date.now() - IDLE_SESSION_MS;
+    for (const e of [...entries.values()]) if (e.lastSeen < cutoff) void e.transport.close().catch(() => {});
+  }, 60_000);
+  sweep.unref();
+
+  const server: HttpServer = createServer((req, res) => {
+    handle(req, res).catch((err: Error) => {
+      gateway.log.warn({ err: err.message }, 'gateway HTTP request failed');
+      jsonRpcError(res, err instanceof SyntaxError || err.message === 'body too large' ? 400 : 500, -32700, err instanceof SyntaxError ? 'parse error' : err.message);
+    });
+  });
+
+  return new Promise((resolveFront, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      const addr = server.address() as AddressInfo;
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      gateway.log.info({ url: `http://${host}:${addr.port}${opts.path}` }, 'gateway listening (Streamable HTTP)');
+      resolveFront({
+        url: `http://${host}:${addr.port}${opts.path}`,
+        close: async () => {
+          clearInterval(sweep);
+          for (const e of [...entries.values()]) await e.transport.close().catch(() => {});
+          entries.clear();
+          server.closeAllConnections();
+          await new Promise<void>((r) => server.close(() => r()));
+        },
+      });
+    });
+  });
+}

@@ -1,0 +1,84 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} and ${file:/path} are the config syntax under test, not template strings.
+import { existsSync, mkdtempSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseGatewayConfig } from '../../src/gateway/config.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { MEMORY_SERVER, textOf } from './gateway-harness.js';
+
+// Fail closed: a control plane that does not answer in time, or cannot be reached, means no call runs.
+// The upstream is the real server-memory; the "control plane" is a socket that accepts and never answers.
+
+const scratch = mkdtempSync(join(tmpdir(), 'ks-gw-failclosed-'));
+const memoryFile = join(scratch, 'memory.jsonl');
+const sockets = new Set<Socket>();
+let silent: Server;
+let silentPort: number;
+const gateways: Gateway[] = [];
+
+beforeAll(async () => {
+  silent = createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  silentPort = (silent.address() as { port: number }).port;
+});
+afterAll(async () => {
+  for (const g of gateways) await g.close();
+  for (const s of sockets) s.destroy();
+  await new Promise<void>((r) => silent.close(() => r()));
+});
+
+async function connect(url: string, timeoutMs: number): Promise<{ client: Client; gateway: Gateway }> {
+  const config = parseGatewayConfig(
+    JSON.stringify({ mcpServers: { memory: { command: process.execPath, args: [MEMORY_SERVER], env: { MEMORY_FILE_PATH: memoryFile } } }, killswitch: { url, gatewayKey: '${env:K}', timeoutMs } }),
+    join(scratch, 'gateway.json'),
+    { K: 'ksgw_not_checked_here' },
+  );
+  const gateway = await Gateway.start(config, pino({ level: 'silent' }));
+  gateways.push(gateway);
+  const [a, b] = InMemoryTransport.createLinkedPair();
+  await gateway.attach(b, { agentToken: 'mcp_rw_not_checked_here' });
+  const client = new Client({ name: 'failclosed', version: '1' });
+  await client.connect(a);
+  return { client, gateway };
+}
+
+describe('control plane unavailable', () => {
+  it('no answer within the timeout: the call is denied with DEPENDENCY_UNAVAILABLE and never reaches the upstream', async () => {
+    const { client } = await connect(`http://127.0.0.1:${silentPort}`, 300);
+    const t0 = Date.now();
+    const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
+    const elapsed = Date.now() - t0;
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: control plane did not answer \/v1\/sessions within 300 ms/);
+    expect(elapsed).toBeLessThan(2000);
+    expect(existsSync(memoryFile)).toBe(false);
+  });
+
+  it('unreachable control plane: tools/list fails rather than showing tools nobody decided on', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const { client } = await connect(`http://127.0.0.1:${port}`, 1000);
+    await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools/);
+    const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: control plane unreachable/);
+  });
+
+  it('an unknown tool is refused without asking anyone', async () => {
+    const { client } = await connect(`http://127.0.0.1:${silentPort}`, 300);
+    const r = (await client.callTool({ name: 'no_such_tool', arguments: {} })) as CallToolResult;
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^UNKNOWN_TOOL: /);
+  });
+});

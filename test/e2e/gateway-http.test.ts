@@ -1,0 +1,105 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HttpFront } from '../../src/gateway/http.js';
+import { bearer } from '../helpers/context.js';
+import { GatewayHarness, textOf } from './gateway-harness.js';
+
+// The Streamable HTTP front: the agent token is the Bearer credential of the MCP connection.
+
+const h = new GatewayHarness();
+let front: HttpFront;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  await h.start();
+  writeFileSync(join(h.dir, 'notes.md'), 'notes over http\n');
+  const gateway = await h.gateway();
+  front = await gateway.listenHttp({ port: 0 });
+}, 120_000);
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  await front?.close();
+  await h.stop();
+});
+
+async function httpClient(token: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+  const transport = new StreamableHTTPClientTransport(new URL(front.url), { requestInit: { headers: { authorization: `Bearer ${token}`, 'user-agent': 'e2e-http-agent/2.0' } } });
+  const client = new Client({ name: 'e2e-http', version: '2.0' });
+  await client.connect(transport);
+  clients.push(client);
+  return { client, transport };
+}
+
+const initialize = (headers: Record<string, string>) =>
+  fetch(front.url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+  });
+
+describe('Streamable HTTP', () => {
+  it('an ro agent over HTTP: write tools hidden, reads allowed, writes PERMISSION_DENIED', async () => {
+    const token = await h.token('ro');
+    const { client } = await httpClient(token);
+    const names = (await client.listTools()).tools.map((t) => t.name);
+    expect(names).toContain('read_text_file');
+    expect(names).not.toContain('write_file');
+    const read = (await client.callTool({ name: 'read_text_file', arguments: { path: 'notes.md' } })) as CallToolResult;
+    expect(read.isError, textOf(read)).toBeFalsy();
+    expect(textOf(read)).toContain('notes over http');
+    const write = (await client.callTool({ name: 'write_file', arguments: { path: 'http.md', content: 'x' } })) as CallToolResult;
+    expect(write.isError).toBe(true);
+    expect(textOf(write)).toMatch(/^PERMISSION_DENIED: /);
+  });
+
+  it('an rw agent over HTTP writes; the audit names the HTTP user agent', async () => {
+    const token = await h.token('rw');
+    const { client } = await httpClient(token);
+    const write = (await client.callTool({ name: 'write_file', arguments: { path: 'http.md', content: 'over http' } })) as CallToolResult;
+    expect(write.isError, textOf(write)).toBeFalsy();
+    const rows = await h.auditRows("tool = 'write_file' AND kind = 'INTENT' AND decision = 'allow'", [], (r) => r.length > 0);
+    expect(rows[0]?.['user_agent']).toBe('e2e-http-agent/2.0');
+  });
+
+  it('missing, malformed, unknown and revoked tokens get 401 before any session exists', async () => {
+    expect((await initialize({})).status).toBe(401);
+    expect((await initialize({ authorization: 'Bearer' })).status).toBe(401);
+    expect((await initialize({ authorization: 'Bearer not-a-token' })).status).toBe(401);
+    expect((await initialize({ authorization: 'Bearer mcp_rw_AAAAAAAAAAAAAAAAAAAAAAAAAAAA' })).status).toBe(401);
+    const token = await h.token('ro');
+    const keys = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=ro', headers: bearer(h.owner) })).json().keys as Array<{ id: string; display_prefix: string }>;
+    const id = keys.find((k) => token.startsWith(k.display_prefix))?.id;
+    const revoked = await h.app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke`, headers: bearer(h.owner), payload: { reason: 'test' } });
+    expect(revoked.statusCode).toBe(200);
+    const res = await initialize({ authorization: `Bearer ${token}` });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
+    await expect(httpClient(token)).rejects.toThrow();
+    // A gateway key is not an agent token.
+    expect((await initialize({ authorization: `Bearer ${h.gatewayKey}` })).status).toBe(401);
+  });
+
+  it('a session id presented with another token gets 401', async () => {
+    const a = await h.token('ro');
+    const b = await h.token('ro');
+    const { transport } = await httpClient(a);
+    const sid = transport.sessionId;
+    expect(sid).toBeTruthy();
+    const res = await fetch(front.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${b}`, 'mcp-session-id': sid ?? '', 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }),
+    });
+    expect(res.status).toBe(401);
+    const missing = await fetch(front.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sid ?? '' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/list', params: {} }),
+    });
+    expect(missing.status).toBe(401);
+  });
+});

@@ -1,0 +1,66 @@
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FixtureUpstream, GatewayHarness, startFixtureUpstream, textOf } from './gateway-harness.js';
+
+// Everything the agent can reach goes through decisions: resources/read (server-memory exposes its whole
+// graph as a resource) and prompts/get are decided as reads of that server, and audited.
+
+const h = new GatewayHarness();
+let fixture: FixtureUpstream;
+
+beforeAll(async () => {
+  await h.start();
+  fixture = await startFixtureUpstream();
+}, 120_000);
+afterAll(async () => {
+  await h.stop();
+  await fixture?.close();
+});
+
+describe('resources/read and prompts/get', () => {
+  it("server-memory's graph resource is read through a decision (a read: allowed for an ro token)", async () => {
+    const writer = await h.token('rw');
+    const gateway = await h.gateway({ memory: true });
+    const rw = await h.client(gateway, writer);
+    const created = (await rw.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Marie', entityType: 'person', observations: ['two Nobel prizes'] }] } })) as CallToolResult;
+    expect(created.isError, textOf(created)).toBeFalsy();
+
+    const reader = await h.token('ro');
+    const ro = await h.client(gateway, reader);
+    const { resources } = await ro.listResources();
+    const graph = resources.find((r) => r.uri.startsWith('memory://'));
+    expect(graph).toBeDefined();
+    const read = await ro.readResource({ uri: graph?.uri ?? '' });
+    expect(JSON.stringify(read.contents)).toContain('two Nobel prizes');
+    const rows = await h.auditRows("tool = 'resources/read' AND kind IN ('INTENT', 'RESULT')", [], (r) => r.length >= 2);
+    expect(rows.map((r) => `${r['kind']} ${r['server']} ${r['decision'] ?? r['result_status']}`)).toEqual(['INTENT memory allow', 'RESULT memory success']);
+  });
+
+  it('a denied resources/read is a JSON-RPC error whose message starts with the code', async () => {
+    // The session declares filesystem only: reading memory's resource halts it (UNAUTHORIZED_SERVER).
+    const token = await h.token('rw');
+    const gateway = await h.gateway({ memory: true, killswitch: { session: { servers: ['filesystem'] } } });
+    const client = await h.client(gateway, token);
+    const { resources } = await client.listResources();
+    const uri = resources.find((r) => r.uri.startsWith('memory://'))?.uri ?? '';
+    const err = await client.readResource({ uri }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/^MCP error -32600: PERMISSION_DENIED: /);
+    expect(err?.message).toContain('trigger UNAUTHORIZED_SERVER');
+  });
+
+  it('prompts/get is decided as a read of the server that offers it', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { memory: { url: fixture.url } } });
+    const client = await h.client(gateway, token);
+    expect((await client.listPrompts()).prompts.map((p) => p.name)).toContain('summarise_graph');
+    const got = await client.getPrompt({ name: 'summarise_graph', arguments: { style: 'terse' } });
+    expect(JSON.stringify(got.messages)).toContain('Summarise the graph (terse)');
+    expect(fixture.calls.get('prompt:summarise_graph')).toBe(1);
+    const rows = await h.auditRows("tool = 'prompts/get' AND kind = 'INTENT'", [], (r) => r.length >= 1);
+    expect(rows[0]?.['decision']).toBe('allow');
+    expect(rows[0]?.['server']).toBe('memory');
+  });
+});

@@ -1,0 +1,154 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer } from '../helpers/context.js';
+import { GatewayHarness, textOf } from './gateway-harness.js';
+
+// SDK Client → gateway → real server-filesystem (and server-memory) over stdio, with the real control
+// plane, Unleash, Redis and Postgres.
+
+const h = new GatewayHarness();
+
+beforeAll(async () => {
+  await h.start();
+  writeFileSync(join(h.dir, 'readme.md'), '# hello from the allowed directory\n');
+  writeFileSync(join(h.dir, 'big.txt'), 'x'.repeat(2 * 1_048_576));
+  writeFileSync(join(h.scratch, 'outside.md'), 'secret outside the allowed directory\n');
+}, 120_000);
+afterAll(() => h.stop());
+
+const call = async (client: Awaited<ReturnType<GatewayHarness['client']>>, name: string, args: Record<string, unknown>) =>
+  (await client.callTool({ name, arguments: args })) as CallToolResult;
+
+describe('read-only and read-write tokens', () => {
+  it('an ro token sees no write tools, reads a file, and gets PERMISSION_DENIED on write_file', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ agentToken: token });
+    const client = await h.client(gateway, token);
+    const names = (await client.listTools()).tools.map((t) => t.name);
+    expect(names).toContain('read_text_file');
+    expect(names).not.toContain('write_file');
+
+    const read = await call(client, 'read_text_file', { path: 'readme.md' });
+    expect(read.isError).toBeFalsy();
+    expect(textOf(read)).toContain('hello from the allowed directory');
+
+    const write = await call(client, 'write_file', { path: 'ro.md', content: 'nope' });
+    expect(write.isError).toBe(true);
+    expect(textOf(write)).toMatch(/^PERMISSION_DENIED: /);
+    expect(existsSync(join(h.dir, 'ro.md'))).toBe(false);
+  });
+
+  it('an rw token sees and calls write_file', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    expect((await client.listTools()).tools.map((t) => t.name)).toContain('write_file');
+    const write = await call(client, 'write_file', { path: 'rw.md', content: 'written through the gateway' });
+    expect(write.isError).toBeFalsy();
+    expect(readFileSync(join(h.dir, 'rw.md'), 'utf8')).toBe('written through the gateway');
+  });
+});
+
+describe('cascade writes', () => {
+  it('a.md and <dir>/a.md are one resource; a third different file answers CASCADE_WRITE and the session stays halted', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    for (const path of ['c1.md', join(h.dir, 'c1.md'), 'c2.md']) {
+      const r = await call(client, 'write_file', { path, content: path });
+      expect(r.isError, textOf(r)).toBeFalsy();
+    }
+    const third = await call(client, 'write_file', { path: 'c3.md', content: 'third' });
+    expect(third.isError).toBe(true);
+    expect(textOf(third)).toMatch(/^CASCADE_WRITE: /);
+    expect(textOf(third)).toMatch(/halted/);
+    expect(existsSync(join(h.dir, 'c3.md'))).toBe(false);
+
+    const after = await call(client, 'read_text_file', { path: 'readme.md' });
+    expect(after.isError).toBe(true);
+    expect(textOf(after)).toMatch(/^SESSION_HALTED: /);
+  });
+
+  it('memory tools with no resource argument are one resource: three writes are not a cascade', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway({ memory: true });
+    const client = await h.client(gateway, token);
+    for (const name of ['Ada', 'Grace', 'Edsger']) {
+      const r = await call(client, 'create_entities', { entities: [{ name, entityType: 'person', observations: [`${name} was here`] }] });
+      expect(r.isError, textOf(r)).toBeFalsy();
+    }
+    const graph = await call(client, 'read_graph', {});
+    expect(textOf(graph)).toContain('Edsger');
+  });
+});
+
+describe('large results', () => {
+  it('a 2 MB file in a session without permission for large results is withheld and halts the session', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    const big = await call(client, 'read_text_file', { path: 'big.txt' });
+    expect(big.isError).toBe(true);
+    expect(textOf(big)).toMatch(/^LARGE_RESULT: /);
+    expect(textOf(big)).not.toContain('xxxxxxxxxx');
+    expect(JSON.stringify(big).length).toBeLessThan(10_000);
+
+    const next = await call(client, 'read_text_file', { path: 'readme.md' });
+    expect(next.isError).toBe(true);
+    expect(textOf(next)).toMatch(/^SESSION_HALTED: /);
+  });
+});
+
+describe('roots', () => {
+  it('the client roots are never forwarded: server-filesystem keeps its configured directory', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token, { roots: true });
+    let rootsAsked = 0;
+    client.setRequestHandler(ListRootsRequestSchema, async () => {
+      rootsAsked++;
+      return { roots: [{ uri: `file://${h.scratch}`, name: 'elsewhere' }] };
+    });
+    await client.sendRootsListChanged();
+    const outside = await call(client, 'read_text_file', { path: join(h.scratch, 'outside.md') });
+    expect(outside.isError).toBe(true);
+    expect(textOf(outside)).not.toContain('secret outside');
+    const allowed = await call(client, 'list_allowed_directories', {});
+    expect(textOf(allowed)).toContain(h.dir);
+    expect(textOf(allowed)).not.toContain(h.scratch);
+    expect(rootsAsked).toBe(0);
+  });
+});
+
+describe('audit', () => {
+  it('every call has an INTENT row, and every allowed call a RESULT row', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    await call(client, 'read_text_file', { path: 'readme.md' });
+    await call(client, 'write_file', { path: 'audited.md', content: 'audit me' });
+    const tokenId = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=rw', headers: bearer(h.owner) })).json().keys.find((k: { display_prefix: string }) => token.startsWith(k.display_prefix)).id;
+    const rows = await h.auditRows('token_id = $1', [tokenId], (r) => r.filter((x) => x['kind'] === 'RESULT').length >= 2);
+    const pairs = rows.map((r) => `${r['kind']} ${r['tool']} ${r['decision'] ?? ''}${r['result_status'] ?? ''}`.trim());
+    expect(pairs).toEqual(expect.arrayContaining(['INTENT read_text_file allow', 'RESULT read_text_file success', 'INTENT write_file allow', 'RESULT write_file success']));
+    const result = rows.find((r) => r['kind'] === 'RESULT' && r['tool'] === 'read_text_file');
+    expect(Number(result?.['result_bytes'])).toBeGreaterThan(0);
+    const intent = rows.find((r) => r['kind'] === 'INTENT' && r['tool'] === 'write_file');
+    expect(intent?.['client_name']).toBe('e2e-agent');
+    expect(intent?.['decision_id']).toBe(rows.find((r) => r['kind'] === 'RESULT' && r['tool'] === 'write_file')?.['decision_id']);
+  });
+
+  it('a denied call has its INTENT row (deny, with the code) and no RESULT: it never ran', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    const denied = await call(client, 'write_file', { path: 'denied.md', content: 'no' });
+    const decisionId = (denied._meta?.['killswitch/decision'] as { decision_id?: string } | undefined)?.decision_id;
+    expect(decisionId).toBeTruthy();
+    const rows = await h.auditRows('decision_id = $1', [decisionId], (r) => r.length > 0);
+    expect(rows.map((r) => `${r['kind']} ${r['tool']} ${r['decision']} ${r['code']}`)).toEqual(['INTENT write_file deny PERMISSION_DENIED']);
+  });
+});

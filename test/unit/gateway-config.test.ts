@@ -1,0 +1,162 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} and ${file:/path} are the config syntax under test, not template strings.
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
+import { resolveReferences } from '../../src/gateway/references.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ks-gw-config-'));
+const allowed = join(dir, 'allowed');
+mkdirSync(allowed);
+const env = { KILLSWITCH_GATEWAY_KEY: 'ksgw_test', GITHUB_TOKEN: 'ghp_secret', DB_URL: 'postgresql://app:pw@db.internal:5432/app' };
+
+function parse(config: unknown, e: Record<string, string | undefined> = env) {
+  return parseGatewayConfig(JSON.stringify(config), join(dir, 'gateway.json'), e);
+}
+
+function problemsOf(config: unknown, e: Record<string, string | undefined> = env): string[] {
+  try {
+    parse(config, e);
+  } catch (err) {
+    if (err instanceof GatewayConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe('gateway config: claude_desktop_config.json shape', () => {
+  it('reads command/args/env and url upstreams with defaults for the killswitch section', () => {
+    const cfg = parse({
+      mcpServers: {
+        filesystem: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', allowed] },
+        remote: { url: 'https://mcp.example.com/mcp', headers: { Authorization: 'Bearer ${env:GITHUB_TOKEN}' } },
+      },
+    });
+    expect(cfg.controlPlane).toEqual({ url: 'http://127.0.0.1:8080', gatewayKey: 'ksgw_test', timeoutMs: 2000 });
+    expect(cfg.agentToken).toBeUndefined();
+    const fs = cfg.upstreams.find((u) => u.name === 'filesystem');
+    expect(fs?.transport).toBe('stdio');
+    expect(fs?.allowedDirectories).toEqual([allowed]);
+    expect(fs?.limits).toEqual({ maxResultBytes: DEFAULT_MAX_RESULT_BYTES, maxRows: undefined, maxExecutionMs: DEFAULT_MAX_EXECUTION_SECONDS * 1000 });
+    expect(fs?.identity).toEqual({ command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', allowed] });
+    const remote = cfg.upstreams.find((u) => u.name === 'remote');
+    expect(remote?.transport).toBe('http');
+    expect(remote?.headers['Authorization']).toBe('Bearer ghp_secret');
+    expect(remote?.identity).toEqual({ url: 'https://mcp.example.com/mcp' });
+    expect(cfg.session).toEqual({ readOnly: false, servers: undefined, purpose: '' });
+  });
+
+  it('applies per-server limits over global limits and skips disabled servers', () => {
+    const cfg = parse({
+      mcpServers: { a: { command: 'node', args: ['a.js'] }, b: { command: 'node', args: ['b.js'] }, off: { command: 'node', disabled: true } },
+      killswitch: { limits: { maxResultBytes: 500, maxExecutionSeconds: 2 }, servers: { b: { maxRows: 10, maxExecutionSeconds: 0.5 } }, session: { readOnly: true, servers: ['a'], purpose: 'triage' } },
+    });
+    expect(cfg.upstreams.map((u) => u.name)).toEqual(['a', 'b']);
+    expect(cfg.upstreams[0]?.limits).toEqual({ maxResultBytes: 500, maxRows: undefined, maxExecutionMs: 2000 });
+    expect(cfg.upstreams[1]?.limits).toEqual({ maxResultBytes: 500, maxRows: 10, maxExecutionMs: 500 });
+    expect(cfg.session).toEqual({ readOnly: true, servers: ['a'], purpose: 'triage' });
+  });
+
+  it('names every problem: both command and url, unknown killswitch keys, bad names, unknown session servers', () => {
+    const problems = problemsOf({
+      mcpServers: { 'bad name': { command: 'x' }, both: { command: 'x', url: 'http://h/mcp' }, neither: {} },
+      killswitch: { colour: 'red', session: { servers: ['nope'] } },
+    });
+    expect(problems.join('\n')).toContain('colour');
+    const again = problemsOf({ mcpServers: { 'bad name': { command: 'x' }, both: { command: 'x', url: 'http://h/mcp' }, neither: {} }, killswitch: { session: { servers: ['nope'] } } });
+    expect(again.some((p) => p.includes('mcpServers.bad name'))).toBe(true);
+    expect(again.some((p) => p.includes('mcpServers.both') && p.includes('not both'))).toBe(true);
+    expect(again.some((p) => p.includes('mcpServers.neither') && p.includes('not neither'))).toBe(true);
+    expect(again.some((p) => p.includes('"nope"'))).toBe(true);
+  });
+
+  it('refuses to start without a gateway key, and with one written in clear', () => {
+    expect(problemsOf({ mcpServers: { a: { command: 'node' } } }, {}).join('\n')).toContain('KILLSWITCH_GATEWAY_KEY');
+    const clear = problemsOf({ mcpServers: { a: { command: 'node' } }, killswitch: { gatewayKey: 'ksgw_0123456789abcdefghijklmnop', agentToken: 'mcp_rw_abcdefghijklmnopqrstuvwxyz01' } }, {});
+    expect(clear.some((p) => p.startsWith('killswitch.gatewayKey holds a credential in clear'))).toBe(true);
+    expect(clear.some((p) => p.startsWith('killswitch.agentToken holds a credential in clear'))).toBe(true);
+  });
+
+  it('reads the agent token and control plane URL from the environment by default', () => {
+    const cfg = parse({ mcpServers: { a: { command: 'node' } } }, { ...env, KILLSWITCH_AGENT_TOKEN: 'mcp_ro_x', KILLSWITCH_URL: 'http://cp:9000/' });
+    expect(cfg.agentToken).toBe('mcp_ro_x');
+    expect(cfg.controlPlane.url).toBe('http://cp:9000');
+  });
+
+  it('loadGatewayConfig reports a missing file and non-JSON text', () => {
+    expect(() => loadGatewayConfig(join(dir, 'missing.json'), env)).toThrow(/cannot read .*ENOENT/);
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{ mcpServers: ');
+    expect(() => loadGatewayConfig(bad, env)).toThrow(/is not JSON/);
+  });
+});
+
+describe('${env:NAME} and ${file:/path} references', () => {
+  const secret = join(dir, 'token.txt');
+  writeFileSync(secret, 'file-secret\n');
+
+  it('resolves both kinds inside a string, trimming the secret file newline', () => {
+    expect(resolveReferences('a ${env:GITHUB_TOKEN} b ${file:' + secret + '} c', 'x', { env, baseDir: dir })).toBe('a ghp_secret b file-secret c');
+    expect(resolveReferences('${file:token.txt}', 'x', { env, baseDir: dir })).toBe('file-secret');
+  });
+
+  it('fails naming the place and the variable or file, never resolving to an empty string', () => {
+    expect(() => resolveReferences('${env:MISSING_VAR}', 'mcpServers.a.env.X', { env, baseDir: dir })).toThrow(/mcpServers\.a\.env\.X: environment variable MISSING_VAR is not set/);
+    expect(() => resolveReferences('${env:}', 'w', { env: { '': 'x' }, baseDir: dir })).toThrow(/not a valid environment variable name/);
+    expect(() => resolveReferences('${file:/nonexistent/secret}', 'w', { env, baseDir: dir })).toThrow(/cannot read \/nonexistent\/secret .*ENOENT/);
+  });
+
+  it('resolves references in command, args, env, url and headers, and keeps secrets out of the reported identity', () => {
+    const cfg = parse({
+      mcpServers: {
+        gh: { command: 'node', args: ['server.js', '--token', '${env:GITHUB_TOKEN}', '${env:DB_URL}', allowed], env: { GITHUB_PERSONAL_ACCESS_TOKEN: '${env:GITHUB_TOKEN}' } },
+        remote: { url: 'https://${env:GITHUB_TOKEN}@mcp.example.com/mcp?key=${env:GITHUB_TOKEN}' },
+      },
+    });
+    const gh = cfg.upstreams.find((u) => u.name === 'gh');
+    expect(gh?.args).toEqual(['server.js', '--token', 'ghp_secret', 'postgresql://app:pw@db.internal:5432/app', allowed]);
+    expect(gh?.env).toEqual({ GITHUB_PERSONAL_ACCESS_TOKEN: 'ghp_secret' });
+    // A secret stays a reference; a connection string is reported without its credentials.
+    expect(gh?.identity.args).toEqual(['server.js', '--token', '${env:GITHUB_TOKEN}', 'postgresql://db.internal:5432/app', allowed]);
+    const remote = cfg.upstreams.find((u) => u.name === 'remote');
+    expect(remote?.url).toBe('https://ghp_secret@mcp.example.com/mcp?key=ghp_secret');
+    expect(remote?.identity).toEqual({ url: 'https://mcp.example.com/mcp' });
+    expect(JSON.stringify(cfg.upstreams.map((u) => u.identity))).not.toContain('ghp_secret');
+  });
+
+  it('lists every unresolved reference at once', () => {
+    const problems = problemsOf({ mcpServers: { a: { command: 'node', env: { A_TOKEN: '${env:NOPE_1}' } }, b: { url: '${env:NOPE_2}' } } });
+    expect(problems.some((p) => p.includes('NOPE_1'))).toBe(true);
+    expect(problems.some((p) => p.includes('NOPE_2'))).toBe(true);
+  });
+
+  it('expands ~ in allowedDirectories and cwd', () => {
+    const cfg = parse({ mcpServers: { a: { command: 'node', cwd: '~/work' } }, killswitch: { servers: { a: { allowedDirectories: ['~/projects/site'] } } } });
+    expect(cfg.upstreams[0]?.allowedDirectories).toEqual([join(homedir(), 'projects/site')]);
+    expect(cfg.upstreams[0]?.cwd).toBe(join(homedir(), 'work'));
+  });
+});
+
+describe('examples/gateway', () => {
+  it('gateway.json parses, with its credentials read from files under the home directory', () => {
+    const home = mkdtempSync(join(tmpdir(), 'ks-gw-home-'));
+    mkdirSync(join(home, '.config/killswitch'), { recursive: true });
+    writeFileSync(join(home, '.config/killswitch/gateway-key'), 'ksgw_from_file\n');
+    writeFileSync(join(home, '.config/killswitch/agent-token'), 'mcp_rw_from_file\n');
+    const previous = process.env['HOME'];
+    process.env['HOME'] = home;
+    try {
+      const file = new URL('../../examples/gateway/gateway.json', import.meta.url).pathname;
+      const cfg = loadGatewayConfig(file, { KILLSWITCH_URL: 'http://127.0.0.1:8080' });
+      expect(cfg.controlPlane.gatewayKey).toBe('ksgw_from_file');
+      expect(cfg.agentToken).toBe('mcp_rw_from_file');
+      expect(cfg.upstreams.map((u) => u.name)).toEqual(['filesystem', 'memory']);
+      expect(cfg.upstreams[0]?.allowedDirectories).toEqual(['/tmp/ks-demo']);
+      expect(cfg.upstreams[0]?.limits.maxExecutionMs).toBe(10_000);
+      expect(cfg.session).toEqual({ readOnly: false, servers: ['filesystem', 'memory'], purpose: 'Edit the demo docs in /tmp/ks-demo' });
+    } finally {
+      process.env['HOME'] = previous;
+    }
+  });
+});
