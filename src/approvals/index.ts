@@ -6,7 +6,7 @@ export type { ApprovalNeed, ApprovalStatus, QueueItem, QueueQuery } from './serv
 export { ApprovalService } from './service.js';
 export { createApprovalSteps } from './step.js';
 
-/** Builds and starts the approval service; needs ctx.tools (the queue lists changed tool definitions). */
+/** Builds and starts the approval service; needs ctx.tools (the queue lists changed tool definitions) and ctx.grants. */
 export async function startApprovals(ctx: AppContext): Promise<ApprovalService> {
   const approvals = new ApprovalService({
     pool: ctx.pool,
@@ -14,6 +14,8 @@ export async function startApprovals(ctx: AppContext): Promise<ApprovalService> 
     audit: ctx.audit,
     alerts: ctx.alerts,
     tools: ctx.tools,
+    grants: ctx.grants,
+    grantDefaultS: Math.min(3600, ctx.config.grantMaxSeconds),
     policy: () => ctx.policy.current(),
     log: ctx.log,
     ttlS: ctx.config.approvalTtlS,

@@ -51,7 +51,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
           response: { 200: ApprovalItem, ...errors },
         },
       },
-      async (req) => ctx.approvals.decide(req.operator!, req.params.id, verb, req.body.reason),
+      async (req) => ctx.approvals.decide(req.operator!, req.params.id, verb, req.body.reason, req.body.expires_in),
     );
   }
 

@@ -31,3 +31,8 @@ export function callKey(p: { tokenId: string; sessionId: string; server: string;
   const parts = [p.tokenId, p.sessionId, p.server, p.tool, p.argumentsHash].map((s) => `${s.length}:${s}`).join('|');
   return createHash('sha256').update(parts).digest('hex');
 }
+
+/** What a production grant request covers: one token and session (any call that needs the grant). */
+export function grantKey(tokenId: string, sessionId: string): string {
+  return createHash('sha256').update(['production_grant', tokenId, sessionId].map((s) => `${s.length}:${s}`).join('|')).digest('hex');
+}

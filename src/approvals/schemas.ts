@@ -4,7 +4,7 @@ import { Timestamp } from '../tokens/schemas.js';
 const Str = Type.Union([Type.String(), Type.Null()]);
 const When = Type.Union([Timestamp, Type.Null()]);
 
-export const QueueKindSchema = Type.Union([Type.Literal('call'), Type.Literal('tool_definition')]);
+export const QueueKindSchema = Type.Union([Type.Literal('call'), Type.Literal('production_grant'), Type.Literal('tool_definition')]);
 export const QueueStateSchema = Type.Union([
   Type.Literal('pending'),
   Type.Literal('approved'),
@@ -18,6 +18,7 @@ export const ApprovalItem = Type.Object(
   {
     id: Type.String(),
     kind: QueueKindSchema,
+    grant_id: Type.Union([Type.String(), Type.Null()], { description: 'production_grant, once approved: the grant it created (GET /v1/grants).' }),
     state: QueueStateSchema,
     server: Type.String(),
     tool: Type.String(),
@@ -60,7 +61,12 @@ export const ListApprovalsQuery = Type.Object(
 );
 
 export const DecideBody = Type.Object(
-  { reason: Type.String({ minLength: 3, maxLength: 1000, description: 'Why; recorded in the audit trail and shown to the agent on a rejection.' }) },
+  {
+    reason: Type.String({ minLength: 3, maxLength: 1000, description: 'Why; recorded in the audit trail and shown to the agent on a rejection.' }),
+    expires_in: Type.Optional(
+      Type.Integer({ minimum: 60, description: 'Approving a production_grant request: how long the grant lasts, in seconds (at most GRANT_MAX_SECONDS; default the smaller of one hour and GRANT_MAX_SECONDS).' }),
+    ),
+  },
   { additionalProperties: false },
 );
 

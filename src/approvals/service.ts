@@ -2,10 +2,11 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
 import type { AuditService } from '../audit/service.js';
+import type { GrantService } from '../grants/service.js';
 import { redactValue } from '../audit/redact.js';
 import { withTransaction, type Pool } from '../db/pool.js';
 import type { CallContext, Denial } from '../decisions/types.js';
-import { AppError, notFound } from '../errors.js';
+import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { ApprovalRule, CompiledPolicy } from '../policy/types.js';
 import type { RedisHandle } from '../redis/client.js';
@@ -16,7 +17,7 @@ import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import { decidedAction, expiredRow, requestedRow, usedRow } from './audit.js';
 import { ApprovalMirror, type CheckAnswer, type MirrorEntry } from './mirror.js';
-import { approvalRuleFor, argumentsHash, callKey } from './rules.js';
+import { approvalRuleFor, argumentsHash, callKey, grantKey } from './rules.js';
 import { type ApprovalRow, type ApprovalState, approvalStore } from './store.js';
 
 /** What the approval step found for a call the policy says needs a human. */
@@ -29,13 +30,15 @@ export interface ApprovalNeed {
 
 export type CheckResult = { kind: 'deny'; denial: Denial } | { kind: 'approved'; id: string } | { kind: 'defer' };
 
-export type QueueKind = 'call' | 'tool_definition';
+export type QueueKind = 'call' | 'production_grant' | 'tool_definition';
 export type QueueState = ApprovalState | 'superseded';
 
 /** One entry of the operator's queue: a tool call, or a changed tool definition (src/tools). */
 export interface QueueItem {
   id: string;
   kind: QueueKind;
+  /** production_grant, once approved: the grant it created (GET /v1/grants). */
+  grant_id: string | null;
   state: QueueState;
   server: string;
   tool: string;
@@ -85,6 +88,10 @@ export interface ApprovalDeps {
   audit: Pick<AuditService, 'enqueue' | 'recordAdmin'>;
   alerts: Pick<AlertService, 'raise'>;
   tools: Pick<ToolRegistry, 'decide' | 'list'>;
+  /** Approving a production_grant request creates the grant here (bounded by GRANT_MAX_SECONDS). */
+  grants: Pick<GrantService, 'create' | 'revoke'>;
+  /** How long a grant made by an approval lasts when the operator gives no `expires_in`. */
+  grantDefaultS: number;
   policy: () => CompiledPolicy;
   log: Pick<Logger, 'info' | 'warn' | 'error'>;
   /** APPROVAL_TTL_S: the window of rules that set none. */
@@ -212,6 +219,7 @@ export class ApprovalService {
     try {
       row = await approvalStore.insert(this.deps.pool, {
         id: a.id,
+        kind: 'call',
         call_key: need.callKey,
         token_id: call.agent.id,
         project_id: call.agent.projectId,
@@ -256,6 +264,89 @@ export class ApprovalService {
     return { code: 'APPROVAL_REQUIRED', message: `${this.what(call)} needs a human to approve these exact arguments (policy rule ${row.rule}): ${waits}`, extra: { approval_id: row.id } };
   }
 
+  /**
+   * The policy denied with HUMAN_AUTHORIZATION_REQUIRED: open (or name the open) request for a production
+   * grant of this token and session in the queue, and return the denial with its `approval_id`. Repeats
+   * cost one Redis round trip; only the first asks Postgres. Anything failing keeps the plain denial.
+   */
+  async requestGrant(call: CallContext, denial: Denial): Promise<Denial> {
+    const ttlMs = this.deps.ttlS * 1000;
+    const key = grantKey(call.agent.id, call.input.session_id);
+    let a: CheckAnswer;
+    try {
+      a = await this.mirror.check({ callKey: key, tokenId: call.agent.id, sessionId: call.input.session_id, newId: uuidv7(), ttlMs, maxPending: this.deps.maxPendingPerToken });
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'approvals: could not open a production grant request (Redis); the call is denied without one');
+      return denial;
+    }
+    const named = (id: string, message: string): Denial => ({ ...denial, message, extra: { ...denial.extra, approval_id: id } });
+    const asks = (id: string, exp: number) => `approval ${id} asks an operator for a production grant of this token and session (until ${iso(exp)}); repeat the call once it is approved`;
+    switch (a.r) {
+      case 'NO_EPOCH':
+        this.deps.onMissingEpoch();
+        return denial;
+      case 'DEFER':
+        return denial;
+      case 'PENDING':
+        return named(a.id, `${denial.message}: ${asks(a.id, a.exp)}`);
+      case 'APPROVED':
+        return named(a.id, `${denial.message}: approval ${a.id} was approved and its grant takes effect in a moment; repeat the call`);
+      case 'REJECTED':
+        return named(a.id, `${denial.message}: an operator rejected the production grant request ${a.id}${a.why ? ` (${a.why})` : ''}; refused until ${iso(a.exp)}`);
+      case 'TOO_MANY':
+        if (a.prev_st === 'expired') void this.recordExpiries([a.prev_id]);
+        return { ...denial, message: `${denial.message}; no request was opened: this token already has ${a.n} approval requests waiting (APPROVAL_MAX_PENDING_PER_TOKEN)` };
+      case 'NEW': {
+        if (a.prev_st === 'expired') void this.recordExpiries([a.prev_id]);
+        const row = await this.openGrant(call, key, a);
+        return named(row.id, `${denial.message}: ${asks(row.id, row.expires_at.getTime())}`);
+      }
+    }
+  }
+
+  private async openGrant(call: CallContext, key: string, a: Extract<CheckAnswer, { r: 'NEW' }>): Promise<ApprovalRow> {
+    const resolved = call.call!;
+    let row: ApprovalRow;
+    try {
+      row = await approvalStore.insert(this.deps.pool, {
+        id: a.id,
+        kind: 'production_grant',
+        call_key: key,
+        token_id: call.agent.id,
+        project_id: call.agent.projectId,
+        environment: call.agent.environment,
+        role: call.agent.role,
+        session_id: call.input.session_id,
+        gateway_id: call.gateway.id,
+        // The call that asked: shown to the operator; the grant covers every call of the session.
+        server: resolved.server,
+        tool: resolved.tool,
+        capability: resolved.capability,
+        arguments: redactValue(call.input.arguments) as Record<string, unknown>,
+        arguments_hash: argumentsHash(call.input.arguments),
+        rule: 'production_grant',
+        separate_approver: false,
+        ttl_seconds: this.deps.ttlS,
+        requested_decision_id: call.decisionId,
+        expires_at: new Date(a.exp),
+      });
+    } catch (err) {
+      await this.mirror.forget({ callKey: key, id: a.id, tokenId: call.agent.id }).catch(() => {});
+      throw err;
+    }
+    this.deps.audit.enqueue(requestedRow(call, row));
+    void this.deps.alerts.raise({
+      kind: 'APPROVAL_REQUESTED',
+      message: `token ${call.agent.displayPrefix}… asks for a production grant for session ${call.input.session_id} (approval ${row.id}, first call ${row.server}/${row.tool}); decide before ${iso(row.expires_at)}`,
+      token_id: call.agent.id,
+      project_id: call.agent.projectId,
+      session_id: call.input.session_id,
+      server: row.server,
+      details: { approval_id: row.id, decision_id: call.decisionId, tool: row.tool, kind: 'production_grant' },
+    });
+    return row;
+  }
+
   /** After every other step allowed the call: spend the approval, once, on whichever replica gets there first. */
   async use(call: CallContext, need: ApprovalNeed, id: string): Promise<Denial | undefined> {
     const row = await approvalStore.use(this.deps.pool, id, need.callKey, call.decisionId);
@@ -290,11 +381,11 @@ export class ApprovalService {
     const items: QueueItem[] = [];
     const callState = q.state === 'superseded' ? undefined : q.state;
     if (q.kind !== 'tool_definition' && q.state !== 'superseded') {
-      const rows = await approvalStore.list(this.deps.pool, { state: callState, token: q.token, server: q.server, projects: op.projects ?? undefined, limit });
+      const rows = await approvalStore.list(this.deps.pool, { kind: q.kind, state: callState, token: q.token, server: q.server, projects: op.projects ?? undefined, limit });
       items.push(...rows.map(callItem));
     }
     // Tool definitions belong to no project: they are decided by operators who see every project.
-    if (q.kind !== 'call' && q.token === undefined && op.projects === null && (q.state === undefined || TOOL_STATES.has(q.state))) {
+    if ((q.kind === undefined || q.kind === 'tool_definition') && q.token === undefined && op.projects === null && (q.state === undefined || TOOL_STATES.has(q.state))) {
       const filter: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string } = {};
       if (q.state) filter.status = q.state as 'approved' | 'pending' | 'rejected' | 'superseded';
       if (q.server) filter.server = q.server;
@@ -314,10 +405,14 @@ export class ApprovalService {
     return toolItem(def);
   }
 
-  async decide(op: OperatorPrincipal, id: string, verb: 'approve' | 'reject', reason: string): Promise<QueueItem> {
+  async decide(op: OperatorPrincipal, id: string, verb: 'approve' | 'reject', reason: string, expiresIn?: number): Promise<QueueItem> {
     const row = await approvalStore.get(this.deps.pool, id);
-    if (!row) return this.decideToolDefinition(op, id, verb, reason);
+    if (!row) {
+      if (expiresIn !== undefined) throw invalid('expires_in', 'only approvals of kind production_grant take expires_in');
+      return this.decideToolDefinition(op, id, verb, reason);
+    }
     if (!canSeeProject(op, row.project_id)) throw notFound('approval');
+    if (expiresIn !== undefined && (row.kind !== 'production_grant' || verb !== 'approve')) throw invalid('expires_in', 'only approving a production_grant request takes expires_in');
     if (row.state !== 'pending') throw conflict(`approval ${id} is ${row.state}, not pending`);
     if (verb === 'approve' && row.separate_approver) {
       const token = await credentialStore.getAgentToken(this.deps.pool, row.token_id);
@@ -326,37 +421,74 @@ export class ApprovalService {
       }
     }
     const state = verb === 'approve' ? 'approved' : 'rejected';
+    let grantId: string | undefined;
     const decided = await withTransaction(this.deps.pool, async (db) => {
-      const d = await approvalStore.decide(db, id, state, operatorActor(op), op.name, reason);
+      let d = await approvalStore.decide(db, id, state, operatorActor(op), op.name, reason);
       if (!d) throw conflict(`approval ${id} is ${(await approvalStore.get(db, id))?.state ?? 'gone'}, not pending`);
-      // Redis and the audit row before the commit: a failure of either leaves the request pending (the
-      // operator sees an error and retries), never an approval decisions cannot see or nobody recorded.
-      let mirrored: string | undefined;
-      try {
-        [mirrored] = await this.mirror.write([this.entry(d)]);
-      } catch (err) {
-        throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable (${(err as Error).message}); the decision was not applied, try again.`);
+      if (d.kind === 'production_grant' && state === 'approved') {
+        // The grant first (GRANT_MAX_SECONDS is checked there): if it cannot be made, the request stays pending.
+        const grant = await this.deps.grants.create(op, {
+          token_id: d.token_id,
+          session_id: d.session_id,
+          environment: 'production',
+          reason: `approval ${id}: ${reason}`,
+          expires_in: expiresIn ?? this.deps.grantDefaultS,
+        });
+        grantId = grant.id;
+        try {
+          d = (await approvalStore.grantCreated(db, id, grant.id, grant.expires_at)) ?? d;
+          await this.deps.audit.recordAdmin({
+            actor: op,
+            action: 'grant.create',
+            target: grant.token_id,
+            details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id, approval_id: id },
+          });
+        } catch (err) {
+          await this.deps.grants.revoke(op, grant.id).catch(() => {});
+          throw err;
+        }
       }
-      if (mirrored === 'OTHER') throw conflict(`a newer request for the same call replaced approval ${id}`);
-      try {
-        await this.deps.audit.recordAdmin(decidedAction(op, d));
-      } catch (err) {
-        // Put the request back as it was; if even that fails, the use step still finds it pending in Postgres.
-        await this.mirror.write([this.entry(row)]).catch(() => {});
-        throw err;
-      }
-      return d;
+      return this.commitDecision(op, row, d);
+    }).catch(async (err: unknown) => {
+      // The approval was not recorded: the grant it made must not outlive it.
+      if (grantId) await this.deps.grants.revoke(op, grantId).catch(() => {});
+      throw err;
     });
     void this.deps.alerts.raise({
       kind: 'APPROVAL_DECIDED',
-      message: `${op.name} ${state} ${decided.server}/${decided.tool} (approval ${id}): ${reason}`,
+      message:
+        decided.kind === 'production_grant'
+          ? `${op.name} ${state} a production grant for token ${decided.token_id}, session ${decided.session_id} (approval ${id}${decided.grant_id ? `, grant ${decided.grant_id} until ${iso(decided.expires_at)}` : ''}): ${reason}`
+          : `${op.name} ${state} ${decided.server}/${decided.tool} (approval ${id}): ${reason}`,
       token_id: decided.token_id,
       project_id: decided.project_id,
       session_id: decided.session_id,
       server: decided.server,
-      details: { approval_id: id, kind: 'call', state, decided_by: operatorActor(op), tool: decided.tool },
+      details: { approval_id: id, kind: decided.kind, state, decided_by: operatorActor(op), tool: decided.tool, ...(decided.grant_id ? { grant_id: decided.grant_id } : {}) },
     });
     return callItem(decided);
+  }
+
+  /**
+   * Redis and the audit row before the commit: a failure of either leaves the request pending (the
+   * operator sees an error and retries), never an approval decisions cannot see or nobody recorded.
+   */
+  private async commitDecision(op: OperatorPrincipal, row: ApprovalRow, d: ApprovalRow): Promise<ApprovalRow> {
+    let mirrored: string | undefined;
+    try {
+      [mirrored] = await this.mirror.write([this.entry(d)]);
+    } catch (err) {
+      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable (${(err as Error).message}); the decision was not applied, try again.`);
+    }
+    if (mirrored === 'OTHER') throw conflict(`a newer request for the same call replaced approval ${d.id}`);
+    try {
+      await this.deps.audit.recordAdmin(decidedAction(op, d));
+    } catch (err) {
+      // Put the request back as it was; if even that fails, the use step still finds it pending in Postgres.
+      await this.mirror.write([this.entry(row)]).catch(() => {});
+      throw err;
+    }
+    return d;
   }
 
   private async decideToolDefinition(op: OperatorPrincipal, id: string, verb: 'approve' | 'reject', reason: string): Promise<QueueItem> {
@@ -381,9 +513,12 @@ export class ApprovalService {
     const row = await approvalStore.get(this.deps.pool, id);
     if (!row || row.token_id !== agent.id) throw notFound('approval');
     const what = `${row.server}/${row.tool}`;
+    const grant = row.kind === 'production_grant';
     const messages: Record<ApprovalState, string> = {
-      pending: `waiting for an operator to approve ${what} (until ${iso(row.expires_at)})`,
-      approved: `approved by ${row.decided_by_name ?? row.decided_by}: repeat the identical call before ${iso(row.expires_at)}; it is allowed once`,
+      pending: grant ? `waiting for an operator to grant this session production access (until ${iso(row.expires_at)})` : `waiting for an operator to approve ${what} (until ${iso(row.expires_at)})`,
+      approved: grant
+        ? `approved by ${row.decided_by_name ?? row.decided_by}: this session has production access until ${iso(row.expires_at)}`
+        : `approved by ${row.decided_by_name ?? row.decided_by}: repeat the identical call before ${iso(row.expires_at)}; it is allowed once`,
       rejected: `rejected by ${row.decided_by_name ?? row.decided_by}: ${row.reason ?? ''}`,
       expired: 'expired; repeat the call to ask again',
       used: `used by decision ${row.used_decision_id}`,
@@ -417,7 +552,10 @@ export class ApprovalService {
   }
 
   private entry(row: ApprovalRow): MirrorEntry {
-    const state = row.state === 'expired' ? (row.decided_at ? 'approved' : 'pending') : row.state;
+    let state = row.state === 'expired' ? (row.decided_at ? 'approved' : 'pending') : row.state;
+    // An approved grant request is done once its grant exists (the grants module decides from then on):
+    // the next HUMAN_AUTHORIZATION_REQUIRED of the session (grant expired or revoked) opens a new request.
+    if (row.kind === 'production_grant' && state === 'approved') state = 'used';
     const e: MirrorEntry = { callKey: row.call_key, id: row.id, state, expiresAt: row.expires_at.getTime(), tokenId: row.token_id, ttlMs: row.ttl_seconds * 1000 };
     if (row.reason) e.why = row.reason;
     return e;
@@ -431,7 +569,8 @@ export class ApprovalService {
 function callItem(r: ApprovalRow): QueueItem {
   return {
     id: r.id,
-    kind: 'call',
+    kind: r.kind,
+    grant_id: r.grant_id,
     state: r.state,
     server: r.server,
     tool: r.tool,
@@ -464,6 +603,7 @@ function toolItem(r: ToolDefinitionRow): QueueItem {
   return {
     id: r.id,
     kind: 'tool_definition',
+    grant_id: null,
     state: r.status,
     server: r.server,
     tool: r.tool,

@@ -1,9 +1,14 @@
 import type { Pool, PoolClient } from '../db/pool.js';
 
 export type ApprovalState = 'pending' | 'approved' | 'rejected' | 'expired' | 'used';
+/** A single tool call, or a production grant for a token and session (migrations/0008). */
+export type ApprovalKind = 'call' | 'production_grant';
 
 export interface ApprovalRow {
   id: string;
+  kind: ApprovalKind;
+  /** production_grant, once approved: the grant it created. */
+  grant_id: string | null;
   call_key: string;
   token_id: string;
   project_id: string;
@@ -32,15 +37,16 @@ export interface ApprovalRow {
   used_decision_id: string | null;
 }
 
-export type NewApproval = Omit<ApprovalRow, 'state' | 'created_at' | 'decided_at' | 'decided_by' | 'decided_by_name' | 'reason' | 'used_at' | 'used_decision_id'>;
+export type NewApproval = Omit<ApprovalRow, 'grant_id' | 'state' | 'created_at' | 'decided_at' | 'decided_by' | 'decided_by_name' | 'reason' | 'used_at' | 'used_decision_id'>;
 
 const EFFECTIVE_STATE = "CASE WHEN state IN ('pending', 'approved') AND expires_at <= now() THEN 'expired' ELSE state END";
-const COLUMNS = `id, call_key, token_id, project_id, environment, role, session_id, gateway_id, server, tool, capability, arguments, arguments_hash, rule,
+const COLUMNS = `id, kind, grant_id, call_key, token_id, project_id, environment, role, session_id, gateway_id, server, tool, capability, arguments, arguments_hash, rule,
   separate_approver, ttl_seconds, ${EFFECTIVE_STATE} AS state, requested_decision_id, created_at, expires_at, decided_at, decided_by, decided_by_name, reason, used_at, used_decision_id`;
 
 type Db = Pool | PoolClient;
 
 export interface ApprovalFilter {
+  kind?: ApprovalKind | undefined;
   state?: ApprovalState | undefined;
   token?: string | undefined;
   server?: string | undefined;
@@ -52,9 +58,9 @@ export interface ApprovalFilter {
 export const approvalStore = {
   async insert(db: Db, a: NewApproval): Promise<ApprovalRow> {
     const { rows } = await db.query<ApprovalRow>(
-      `INSERT INTO approvals (id, call_key, token_id, project_id, environment, role, session_id, gateway_id, server, tool, capability, arguments, arguments_hash,
+      `INSERT INTO approvals (kind, id, call_key, token_id, project_id, environment, role, session_id, gateway_id, server, tool, capability, arguments, arguments_hash,
          rule, separate_approver, ttl_seconds, state, requested_decision_id, expires_at)
-       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,'pending',$17,$18) RETURNING ${COLUMNS}`,
+       VALUES ($19,$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,'pending',$17,$18) RETURNING ${COLUMNS}`,
       [
         a.id,
         a.call_key,
@@ -74,6 +80,7 @@ export const approvalStore = {
         a.ttl_seconds,
         a.requested_decision_id,
         a.expires_at,
+        a.kind,
       ],
     );
     return rows[0]!;
@@ -91,6 +98,7 @@ export const approvalStore = {
       args.push(value);
       where.push(sql.replace('?', `$${args.length}`));
     };
+    if (f.kind) add('kind = ?', f.kind);
     if (f.state) add(`${EFFECTIVE_STATE} = ?`, f.state);
     if (f.token) add('token_id = ?', f.token);
     if (f.server) add('server = ?', f.server);
@@ -116,11 +124,20 @@ export const approvalStore = {
     return rows[0];
   },
 
+  /** A production grant approved: the request now lasts as long as the grant it created. */
+  async grantCreated(db: Db, id: string, grantId: string, expiresAt: Date): Promise<ApprovalRow | undefined> {
+    const { rows } = await db.query<ApprovalRow>(
+      `UPDATE approvals SET grant_id = $2, expires_at = $3 WHERE id = $1 AND kind = 'production_grant' AND state = 'approved' RETURNING ${COLUMNS}`,
+      [id, grantId, expiresAt],
+    );
+    return rows[0];
+  },
+
   /** The one use of an approval: atomic across replicas (only one UPDATE can match). */
   async use(db: Db, id: string, key: string, decisionId: string): Promise<ApprovalRow | undefined> {
     const { rows } = await db.query<ApprovalRow>(
       `UPDATE approvals SET state = 'used', used_at = now(), used_decision_id = $3
-       WHERE id = $1 AND call_key = $2 AND state = 'approved' AND expires_at > now() RETURNING ${COLUMNS}`,
+       WHERE id = $1 AND call_key = $2 AND kind = 'call' AND state = 'approved' AND expires_at > now() RETURNING ${COLUMNS}`,
       [id, key, decisionId],
     );
     return rows[0];

@@ -53,7 +53,11 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
       name: 'policy-rules',
       run(call) {
         const production = grants.has('production', call.agent.id, call.input.session_id);
-        return checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
+        const denial = checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
+        // A missing grant goes to the approval queue (one request per token and session), so an operator
+        // can grant it there; explain opens nothing.
+        if (denial?.code === 'HUMAN_AUTHORIZATION_REQUIRED' && !call.dryRun) return ctx.approvals.requestGrant(call, denial);
+        return denial;
       },
     },
     approval.check,

@@ -11,9 +11,10 @@ import {
   ListToolsRequestSchema,
   ReadResourceRequestSchema,
   type ServerCapabilities,
+  type ServerNotification,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionBody } from '../decisions/schemas.js';
-import { AgentRequestError, type CallPorts, decideAndRun, type Outcome } from './calls.js';
+import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
 import type { DeclaredScope } from './control-plane.js';
 import type { Gateway } from './gateway.js';
 import { resultBytes, resultRows } from './guards.js';
@@ -104,6 +105,14 @@ export class AgentSession implements CallPorts {
     return this.gateway.controlPlane.reportResult(this.agentToken, decisionId, body);
   }
 
+  get approvalWait() {
+    return this.gateway.config.approvals;
+  }
+
+  approvalStatus(approvalId: string) {
+    return this.gateway.controlPlane.approvalStatus(this.agentToken, approvalId);
+  }
+
   client(): DecisionBody['client'] | undefined {
     const info = this.server.getClientVersion();
     if (!info && !this.userAgent) return undefined;
@@ -127,7 +136,8 @@ export class AgentSession implements CallPorts {
   }
 
   private capabilities(): ServerCapabilities {
-    const caps: ServerCapabilities = { tools: { listChanged: true } };
+    // logging: where an agent without a progress token reads that its call waits for a human.
+    const caps: ServerCapabilities = { tools: { listChanged: true }, logging: {} };
     if (this.gateway.hasCapability('resources')) caps.resources = {};
     if (this.gateway.hasCapability('prompts')) caps.prompts = { listChanged: true };
     return caps;
@@ -163,6 +173,7 @@ export class AgentSession implements CallPorts {
         extra.signal,
         (o) => upstream.callTool(tool.name, args, o),
         (r) => ({ bytes: resultBytes(r), rows: resultRows(r), isError: r.isError === true }),
+        waitNotice(extra),
       );
       return toolResultOf(outcome);
     });
@@ -210,6 +221,22 @@ export class AgentSession implements CallPorts {
   }
 }
 
+type HandlerExtra = { _meta?: { progressToken?: string | number | undefined } | undefined; sendNotification: (n: ServerNotification) => Promise<void> };
+
+/**
+ * How a call waiting for a human tells the agent: progress notifications when the request carries a
+ * progress token (clients may reset their request timeout on them), else a log message.
+ */
+function waitNotice(extra: HandlerExtra): WaitNotice {
+  const token = extra._meta?.progressToken;
+  let n = 0;
+  return async (message) => {
+    n += 1;
+    if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: n, message } });
+    else await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'killswitch', data: message } });
+  };
+}
+
 /** Denials and withheld results are tool results with isError (the agent reads them; the SDK client
  * rejects a success without structuredContent from tools that declare an outputSchema). */
 export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
@@ -218,7 +245,14 @@ export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
     return {
       isError: true,
       content: [{ type: 'text', text: outcome.text }],
-      _meta: { 'killswitch/decision': { outcome: outcome.kind, code, ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}) } },
+      _meta: {
+        'killswitch/decision': {
+          outcome: outcome.kind,
+          code,
+          ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}),
+          ...(outcome.kind === 'denied' && outcome.approvalId ? { approval_id: outcome.approvalId } : {}),
+        },
+      },
     };
   }
   if (!outcome.warning) return outcome.result;

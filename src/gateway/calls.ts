@@ -1,8 +1,8 @@
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionAnswer, DecisionBody, ResultBody } from '../decisions/schemas.js';
 import type { ToolAnnotations } from './catalog.js';
-import type { UpstreamLimits } from './config.js';
-import { ControlPlaneError, type ResultAnswerBody } from './control-plane.js';
+import type { ApprovalWait, UpstreamLimits } from './config.js';
+import { type ApprovalStatusAnswer, ControlPlaneError, type ResultAnswerBody } from './control-plane.js';
 import { guardTrigger } from './guards.js';
 
 // One decided call, whatever the agent asked (tools/call, resources/read, prompts/get): ask
@@ -26,7 +26,7 @@ export interface Measured {
 }
 
 export type Outcome<T> =
-  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined }
+  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined; approvalId?: string }
   | { kind: 'withheld'; trigger: string; text: string; decisionId: string }
   | { kind: 'failed'; code: string; text: string; decisionId: string }
   | { kind: 'ok'; result: T; warning: string | undefined; decisionId: string };
@@ -40,7 +40,16 @@ export interface CallPorts {
   reportResult(decisionId: string, body: ResultBody): Promise<ResultAnswerBody>;
   client(): DecisionBody['client'] | undefined;
   environment: DecisionBody['environment'] | undefined;
+  /** What to do with a call a human must approve first (the gateway config's `approvals`). */
+  readonly approvalWait: ApprovalWait;
+  approvalStatus(approvalId: string): Promise<ApprovalStatusAnswer>;
 }
+
+/** Tells the agent, while its call waits for a human (an MCP progress or log notification). */
+export type WaitNotice = (message: string, elapsedMs: number) => Promise<void>;
+
+/** Denials that name an open approval request the gateway can wait for. */
+const WAITABLE = new Set(['APPROVAL_REQUIRED', 'APPROVAL_EXPIRED', 'APPROVAL_USED', 'HUMAN_AUTHORIZATION_REQUIRED']);
 
 const MAX_ERROR_TEXT = 4000;
 
@@ -99,18 +108,21 @@ export async function decideAndRun<T>(
   signal: AbortSignal,
   run: (opts: { timeoutMs: number; signal: AbortSignal }) => Promise<T>,
   measure: (result: T) => Measured,
+  notice?: WaitNotice,
 ): Promise<Outcome<T>> {
   let answer: DecisionAnswer;
+  let askedIn = '';
+  const ask = async (sessionId: string): Promise<DecisionAnswer> => {
+    askedIn = sessionId;
+    const body: DecisionBody = { server: call.server, tool: call.tool, arguments: call.arguments, session_id: sessionId, resources: call.resources };
+    if (call.toolHash) body.tool_hash = call.toolHash;
+    if (call.annotations) body.annotations = call.annotations;
+    if (ports.environment) body.environment = ports.environment;
+    const client = ports.client();
+    if (client) body.client = client;
+    return ports.decide(body);
+  };
   try {
-    const ask = async (sessionId: string): Promise<DecisionAnswer> => {
-      const body: DecisionBody = { server: call.server, tool: call.tool, arguments: call.arguments, session_id: sessionId, resources: call.resources };
-      if (call.toolHash) body.tool_hash = call.toolHash;
-      if (call.annotations) body.annotations = call.annotations;
-      if (ports.environment) body.environment = ports.environment;
-      const client = ports.client();
-      if (client) body.client = client;
-      return ports.decide(body);
-    };
     answer = await ask(await ports.sessionId());
     // An idle session the control plane forgot: open a new one and ask once more. Nothing ran yet, so
     // this re-asks a question; it never repeats a call. Halts are per token too, so nothing escapes.
@@ -119,8 +131,21 @@ export async function decideAndRun<T>(
     const u = unavailable(err);
     return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined };
   }
+  if (answer.decision !== 'allow' && answer.approval_id && ports.approvalWait.mode === 'wait' && WAITABLE.has(answer.code)) {
+    const waited = await waitForApproval(ports, answer.approval_id, answer.message, signal, notice);
+    if (waited) return { kind: 'denied', code: waited.code, text: waited.text, decisionId: answer.decision_id || undefined, approvalId: answer.approval_id };
+    // Approved: the identical question once more (same session, same arguments); nothing ran yet.
+    try {
+      answer = await ask(askedIn);
+    } catch (err) {
+      const u = unavailable(err);
+      return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined };
+    }
+  }
   if (answer.decision !== 'allow') {
-    return { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined };
+    const denied: Outcome<T> = { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined };
+    if (answer.approval_id) denied.approvalId = answer.approval_id;
+    return denied;
   }
 
   const decisionId = answer.decision_id;
@@ -165,4 +190,64 @@ export async function decideAndRun<T>(
     return { kind: 'withheld', trigger: u.code, decisionId, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
   }
   return { kind: 'ok', result: result as T, warning: answer.warning, decisionId };
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((done) => {
+    const timer = setTimeout(finish, ms);
+    function finish() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', finish);
+      done();
+    }
+    signal.addEventListener('abort', finish, { once: true });
+  });
+
+/**
+ * Waits for an operator to decide approval `id`, polling the control plane. Undefined once it is
+ * approved; otherwise the code and text the agent gets (rejected, expired, cancelled, or still pending
+ * at the gateway's timeout). A failed poll is retried until the timeout: the call never runs on it.
+ */
+async function waitForApproval(ports: CallPorts, id: string, firstMessage: string, signal: AbortSignal, notice: WaitNotice | undefined): Promise<{ code: string; text: string } | undefined> {
+  const { timeoutMs, pollMs } = ports.approvalWait;
+  const started = Date.now();
+  const tell = (message: string) => notice?.(message, Date.now() - started).catch(() => {});
+  await tell(`${firstMessage}. The gateway waits up to ${Math.round(timeoutMs / 1000)} s for an operator to decide approval ${id}.`);
+  let last: ApprovalStatusAnswer | undefined;
+  let lastError = '';
+  for (;;) {
+    await sleep(Math.min(pollMs, Math.max(0, started + timeoutMs - Date.now())), signal);
+    if (signal.aborted) return { code: 'CANCELLED', text: `CANCELLED: the agent cancelled the call while it waited for approval ${id}` };
+    try {
+      last = await ports.approvalStatus(id);
+      lastError = '';
+    } catch (err) {
+      if (err instanceof ControlPlaneError && (err.failure === 'rejected' || err.failure === 'unauthenticated')) {
+        return { code: err.code ?? 'APPROVAL_REQUIRED', text: `${err.code ?? 'APPROVAL_REQUIRED'}: the control plane refused to show approval ${id} (${err.message}); the call did not run` };
+      }
+      lastError = (err as Error).message;
+    }
+    switch (last?.state) {
+      case 'approved':
+        await tell(`approval ${id}: ${last.message}; running the call`);
+        return undefined;
+      case 'rejected':
+        return { code: 'APPROVAL_REJECTED', text: `APPROVAL_REJECTED: approval ${id} was ${last.message}; the call did not run` };
+      case 'expired':
+        return { code: 'APPROVAL_EXPIRED', text: `APPROVAL_EXPIRED: approval ${id} ${last.message}; the call did not run` };
+      case 'used':
+        return { code: 'APPROVAL_USED', text: `APPROVAL_USED: approval ${id} was already ${last.message}; the call did not run` };
+      default:
+        break;
+    }
+    const elapsed = Date.now() - started;
+    if (elapsed >= timeoutMs) {
+      const why = lastError ? ` (last poll failed: ${lastError})` : last ? ` (${last.message})` : '';
+      return {
+        code: 'APPROVAL_REQUIRED',
+        text: `APPROVAL_REQUIRED: no operator decided approval ${id} within the gateway's ${Math.round(timeoutMs / 1000)} s${why}; the call did not run. Repeat the identical call once it is approved.`,
+      };
+    }
+    await tell(`still waiting for an operator to approve (approval ${id}, ${Math.round(elapsed / 1000)} s of ${Math.round(timeoutMs / 1000)} s)${last ? `: ${last.message}` : ''}`);
+  }
 }

@@ -13,6 +13,8 @@ export const DEFAULT_MAX_RESULT_BYTES = 1_048_576;
 export const DEFAULT_MAX_EXECUTION_SECONDS = 30;
 export const DEFAULT_TIMEOUT_MS = 2000;
 export const DEFAULT_HTTP_PORT = 8788;
+export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 300;
+export const DEFAULT_APPROVAL_POLL_SECONDS = 1;
 export const SERVER_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
 const Limits = {
@@ -55,6 +57,16 @@ const KillswitchSection = Type.Object(
       ),
     ),
     limits: Type.Optional(Type.Object(Limits, { additionalProperties: false })),
+    approvals: Type.Optional(
+      Type.Object(
+        {
+          mode: Type.Optional(Type.Union([Type.Literal('wait'), Type.Literal('return')])),
+          timeoutSeconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86_400 })),
+          pollSeconds: Type.Optional(Type.Number({ minimum: 1, maximum: 2 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     servers: Type.Optional(
       Type.Record(Type.String(), Type.Object({ ...Limits, allowedDirectories: Type.Optional(Type.Array(Type.String({ minLength: 1 }))) }, { additionalProperties: false })),
     ),
@@ -125,6 +137,14 @@ export interface GatewayConfig {
   upstreams: UpstreamConfig[];
   http: { host: string; port: number; path: string; allowedHosts: string[] | undefined };
   startTimeoutMs: number;
+  /** A call that needs a human approval: wait for the operator (polling the control plane), or return its id at once. */
+  approvals: ApprovalWait;
+}
+
+export interface ApprovalWait {
+  mode: 'wait' | 'return';
+  timeoutMs: number;
+  pollMs: number;
 }
 
 export class GatewayConfigError extends Error {
@@ -298,6 +318,11 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
     upstreams,
     http: { host: ks.http?.host ?? '127.0.0.1', port: ks.http?.port ?? DEFAULT_HTTP_PORT, path: ks.http?.path ?? '/mcp', allowedHosts: ks.http?.allowedHosts },
     startTimeoutMs: ks.startTimeoutMs ?? 30_000,
+    approvals: {
+      mode: ks.approvals?.mode ?? 'return',
+      timeoutMs: Math.round((ks.approvals?.timeoutSeconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS) * 1000),
+      pollMs: Math.round((ks.approvals?.pollSeconds ?? DEFAULT_APPROVAL_POLL_SECONDS) * 1000),
+    },
   };
 }
 

@@ -20,6 +20,15 @@ export interface SessionAnswer {
   [k: string]: unknown;
 }
 
+/** GET /v1/gateway/approvals/:id (src/approvals/schemas.ts ApprovalStatusSchema). */
+export interface ApprovalStatusAnswer {
+  id: string;
+  state: 'pending' | 'approved' | 'rejected' | 'expired' | 'used';
+  expires_at: string;
+  reason: string | null;
+  message: string;
+}
+
 export interface DeclaredScope {
   read_only?: boolean;
   servers?: string[];
@@ -78,12 +87,20 @@ export class ControlPlaneClient {
     return this.post<ResultAnswerBody>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
   }
 
+  approvalStatus(agentToken: string, approvalId: string): Promise<ApprovalStatusAnswer> {
+    return this.send<ApprovalStatusAnswer>('GET', `/v1/gateway/approvals/${encodeURIComponent(approvalId)}`, agentToken, undefined);
+  }
+
   close(): void {
     this.agent.destroy();
   }
 
   private post<T>(path: string, agentToken: string, body: unknown): Promise<T> {
-    const payload = Buffer.from(JSON.stringify(body));
+    return this.send<T>('POST', path, agentToken, body);
+  }
+
+  private send<T>(method: 'GET' | 'POST', path: string, agentToken: string, body: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const url = new URL(path.replace(/^\//, ''), this.base.href.endsWith('/') ? this.base.href : `${this.base.href}/`);
     return new Promise<T>((resolveAnswer, reject) => {
       let settled = false;
@@ -95,13 +112,12 @@ export class ControlPlaneClient {
       const req = this.request(
         url,
         {
-          method: 'POST',
+          method,
           agent: this.agent,
           headers: {
             authorization: `Bearer ${this.opts.gatewayKey}`,
             'x-agent-token': agentToken,
-            'content-type': 'application/json',
-            'content-length': payload.length,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
           },
         },
         (res) => {
