@@ -54,6 +54,8 @@ export interface AlertPage {
 
 const MAX_MESSAGE = 2_000;
 const MAX_DETAILS_BYTES = 8_192;
+/** raiseOnce keys this replica remembers having raised (bounded; expired ones are dropped first). */
+const ONCE_CACHE_MAX = 10_000;
 
 interface WireMessage {
   origin: string;
@@ -86,6 +88,7 @@ export class AlertService {
   /** Tells this replica's own messages apart: they were already delivered locally. */
   private readonly instanceId = randomUUID();
   private readonly listeners = new Set<AlertListener>();
+  private readonly raisedHereUntil = new Map<string, number>();
   private readonly channel: string;
   private readonly onMessage = (channel: string, message: string) => {
     if (channel === this.channel) this.receive(message);
@@ -142,9 +145,17 @@ export class AlertService {
    * the alert is raised anyway: a duplicate is better than a missed alert. Never rejects.
    */
   async raiseOnce(key: string, seconds: number, input: RaiseAlert): Promise<Alert | null> {
+    const now = Date.now();
+    // This replica raised it within the window: no need to ask Redis again (callers on the decision
+    // path, e.g. every call a kill switch denies, would otherwise pay a Redis trip each).
+    if ((this.raisedHereUntil.get(key) ?? 0) > now) return null;
     try {
       const won = await this.redis.redis.set(this.redis.key('alerts', 'once', key), '1', 'EX', Math.max(1, Math.ceil(seconds)), 'NX');
       if (won === null) return null;
+      if (this.raisedHereUntil.size >= ONCE_CACHE_MAX) {
+        for (const [k, until] of this.raisedHereUntil) if (until <= now) this.raisedHereUntil.delete(k);
+      }
+      if (this.raisedHereUntil.size < ONCE_CACHE_MAX) this.raisedHereUntil.set(key, now + Math.max(1, Math.ceil(seconds)) * 1000);
     } catch (err) {
       this.log.warn({ err: (err as Error).message, key }, 'alerts: Redis could not de-duplicate; raising anyway');
     }

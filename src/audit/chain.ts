@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { canonicalJson } from '../canonical-json.js';
 import type { Pool } from '../db/pool.js';
 import { AUDIT_COLUMN_NAMES, AUDIT_COLUMNS, type AuditRecord } from './record.js';
 import { auditStore } from './store.js';
@@ -8,26 +9,6 @@ import { auditStore } from './store.js';
 
 /** prev_hash of the first row of every chain. */
 export const GENESIS = '0'.repeat(64);
-
-/** A deep copy with object keys in sorted order (what JSON.stringify then writes in that order). */
-function sortedKeys(value: unknown): unknown {
-  if (value === null || typeof value !== 'object') return value;
-  if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map(sortedKeys);
-  const obj = value as Record<string, unknown>;
-  const out: Record<string, unknown> = {};
-  for (const k of Object.keys(obj).sort()) out[k] = sortedKeys(obj[k]);
-  return out;
-}
-
-/**
- * JSON with object keys sorted at every level, so the same row always serialises to the same text.
- * Numbers, strings and dates are written by JSON.stringify itself (shortest round-trip numbers; NaN and
- * Infinity as null; undefined properties left out).
- */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortedKeys(value)) ?? 'null';
-}
 
 const JSON_COLUMNS = new Set<string>(AUDIT_COLUMNS.filter(([, t]) => t === 'jsonb').map(([c]) => c));
 // Sorted column names with their JSON key prefix, so each row's text is built by concatenation.

@@ -1,15 +1,8 @@
 import { notFound } from '../errors.js';
+import type { DecisionMeta } from '../limits/gate.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
 import type { DecisionAnswer, ResultBody } from './schemas.js';
 import type { HaltTrigger } from './types.js';
-
-export interface DecisionMeta {
-  tokenId: string;
-  sessionId: string;
-  server: string;
-  tool: string;
-  capability: string;
-}
 
 export interface AfterCallRules {
   /** Results larger than this need permission (policy role or an operator grant). */

@@ -1,15 +1,5 @@
 import { createHash } from 'node:crypto';
-
-/** JSON with object keys sorted at every level, so equal definitions hash equally. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj)
-    .filter((k) => obj[k] !== undefined)
-    .sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
-}
+import { canonicalJson } from '../canonical-json.js';
 
 export interface ToolDefinition {
   name: string;
