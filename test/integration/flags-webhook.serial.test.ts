@@ -108,6 +108,6 @@ describe('Unleash webhook receiver', () => {
     await restoreFlag(unleash, flag);
     touched.delete(flag);
     await until(() => listening.ctx.flags.isEnabled(flag, rwDev), 5_000, 'enabled event ends the deny');
-    await listening.close();
+    await ctx.close(listening);
   }, 60_000);
 });
