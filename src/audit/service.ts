@@ -3,7 +3,7 @@ import { stringify } from 'csv-stringify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import type { Pool } from '../db/pool.js';
+import { type Pool, tolerateConnectionLoss } from '../db/pool.js';
 import { AppError } from '../errors.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { type VerifyReport, verifyChain } from './chain.js';
@@ -38,7 +38,7 @@ export function createWriterPool(databaseUrl: string): pg.Pool {
     options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=5000`,
     application_name: 'killswitch-audit-writer',
   });
-  pool.on('error', () => {});
+  tolerateConnectionLoss(pool);
   return pool;
 }
 

@@ -14,9 +14,21 @@ export function createPool(databaseUrl: string, opts: { max?: number; idleTimeou
     connectionTimeoutMillis: 5_000,
     application_name: opts.applicationName ?? 'killswitch',
   });
-  // An idle client losing its connection (Postgres restart) must not crash the process.
-  pool.on('error', () => {});
+  tolerateConnectionLoss(pool);
   return pool;
+}
+
+/**
+ * A Postgres restart terminates every connection. pg reports that on the pool for idle clients and as a
+ * failed query for busy ones, but a client checked out between two queries would emit an unhandled
+ * 'error' event and crash the process. Every client gets a listener; the failure still reaches the
+ * caller through its next query, and a client released with an error is discarded.
+ */
+export function tolerateConnectionLoss(pool: pg.Pool): void {
+  pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
 }
 
 /** Creates the database named in the URL if it does not exist (connecting to the `postgres` database). */

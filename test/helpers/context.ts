@@ -9,6 +9,7 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { type Config, loadConfig } from '../../src/config.js';
+import { tolerateConnectionLoss } from '../../src/db/pool.js';
 import type { OperatorRole } from '../../src/tokens/store.js';
 import { dbUrl, TEMPLATE_DB, TEST_PG_URL, TEST_REDIS_URL } from './env.js';
 
@@ -85,8 +86,8 @@ export class TestContext {
   /** A direct connection to this file's database (superuser), for assertions. */
   pool(): pg.Pool {
     const pool = new pg.Pool({ connectionString: this.databaseUrl, max: 2 });
-    // teardown() drops the database WITH (FORCE): idle clients then get an error we expect.
-    pool.on('error', () => {});
+    // teardown() drops the database WITH (FORCE): clients then get an error we expect.
+    tolerateConnectionLoss(pool);
     this.pools.push(pool);
     return pool;
   }
