@@ -1,3 +1,4 @@
+import { hash as digest } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Pool } from '../db/pool.js';
 import { unauthenticated } from '../errors.js';
@@ -47,7 +48,7 @@ const TABLE: Record<CredentialKind, CredentialTable> = { agent: 'agent_tokens', 
 const NEGATIVE_TTL_MS = 1_000;
 const TOUCH_INTERVAL_MS = 10_000;
 
-type CacheEntry = { principal: Principal } | { principal: null };
+type CacheEntry = { kind: CredentialKind; principal: Principal } | { kind: CredentialKind; principal: null };
 
 function toPrincipal(kind: CredentialKind, row: Record<string, unknown>): Principal | null {
   if (row['revoked_at']) return null;
@@ -125,12 +126,18 @@ export class Authenticator {
     let kind: CredentialKind | 'malformed' = 'malformed';
     try {
       if (!raw) throw unauthenticated();
-      const parsed = parseCredential(raw);
-      if (!parsed) throw unauthenticated();
-      kind = parsed.kind;
-      const hash = this.hash(raw);
-      const cacheKey = hash.toString('base64');
-      const entry = this.cache.get(cacheKey) ?? (await this.lookup(parsed.kind, hash, cacheKey));
+      // The cache is keyed by a plain SHA-256 of the credential (~0.4 µs): the keyed hash (HMAC, ~3 µs) and
+      // the checksum are only computed on a miss, when the credential store is asked. Only credentials that
+      // passed the checksum are ever cached, so a hit implies a well-formed credential.
+      const cacheKey = digest('sha256', raw, 'base64');
+      let entry = this.cache.get(cacheKey);
+      if (!entry) {
+        const parsed = parseCredential(raw);
+        if (!parsed) throw unauthenticated();
+        kind = parsed.kind;
+        entry = await this.lookup(parsed.kind, this.hash(raw), cacheKey);
+      }
+      kind = entry.kind;
       const principal: Principal | null = entry.principal;
       if (!principal) throw unauthenticated();
       if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) throw unauthenticated();
@@ -151,7 +158,7 @@ export class Authenticator {
       throw new CredentialStoreUnavailable(err);
     }
     const principal = row && sameHash(row.key_hash, hash) ? toPrincipal(kind, row) : null;
-    const entry: CacheEntry = { principal };
+    const entry: CacheEntry = { kind, principal };
     this.cache.set(cacheKey, entry, principal ? {} : { ttl: NEGATIVE_TTL_MS });
     if (principal) this.idToKey.set(principal.id, cacheKey);
     return entry;
