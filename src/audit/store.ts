@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { hashedContent } from './content.js';
 import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
 
 // The only code that writes SQL for the audit trail.
@@ -8,22 +9,17 @@ type Queryable = Pool | PoolClient;
 const q = (name: string) => `"${name}"`;
 const SELECT_COLUMNS = AUDIT_COLUMNS.map(([name]) => q(name)).join(', ');
 
-// One INSERT per batch: every column travels as one array parameter and unnest zips them back into rows.
+// One INSERT per batch: the rows travel as one JSON array and json_populate_recordset turns it back into
+// rows by column name. Each row's JSON is the hash chain's canonical content (hashedContent) plus hash and
+// prev_hash, which the writer has already built to hash the row: nothing is serialised twice.
 // ON CONFLICT makes replaying a spooled row that did reach Postgres a no-op (exactly once).
 const INSERT_SQL = `INSERT INTO audit_events (${SELECT_COLUMNS})
-SELECT * FROM unnest(${AUDIT_COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')})
+SELECT ${SELECT_COLUMNS} FROM json_populate_recordset(NULL::audit_events, $1::json)
 ON CONFLICT DO NOTHING`;
 
-function columnArrays(rows: readonly AuditRecord[]): unknown[][] {
-  return AUDIT_COLUMNS.map(([name, type]) =>
-    rows.map((r) => {
-      const v = r[name];
-      if (v === null || v === undefined) return null;
-      if (type === 'jsonb') return JSON.stringify(v);
-      if (type === 'timestamptz') return (v as Date).toISOString();
-      return v;
-    }),
-  );
+/** One row as JSON for the INSERT; `content` is hashedContent(row) when the caller has it. */
+function rowJson(row: AuditRecord, content = hashedContent(row)): string {
+  return `${content.slice(0, -1)},"hash":${JSON.stringify(row.hash)},"prev_hash":${JSON.stringify(row.prev_hash)}}`;
 }
 
 export interface AuditFilters {
@@ -119,9 +115,12 @@ const COUNTS = `
   count(*) FILTER (WHERE kind = 'RESULT' AND result_status NOT IN ('success', 'ok'))::bigint AS errors`;
 
 export const auditStore = {
-  async insertBatch(db: Queryable, rows: readonly AuditRecord[]): Promise<number> {
+  /** `contents[i]`, when given, is hashedContent(rows[i]) (the writer computed it to hash the row). */
+  async insertBatch(db: Queryable, rows: readonly AuditRecord[], contents?: readonly string[]): Promise<number> {
     if (rows.length === 0) return 0;
-    const res = await db.query(INSERT_SQL, columnArrays(rows));
+    let json = '[';
+    for (let i = 0; i < rows.length; i++) json += (i === 0 ? '' : ',') + rowJson(rows[i]!, contents?.[i]);
+    const res = await db.query(INSERT_SQL, [`${json}]`]);
     return res.rowCount ?? 0;
   },
 

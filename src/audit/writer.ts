@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { Pool } from '../db/pool.js';
 import { GENESIS, rowHash } from './chain.js';
+import { hashedContent } from './content.js';
 import { type AuditEvent, type AuditRecord, makeEvent, makeRecord } from './record.js';
 import { type AdminAction, adminRow } from './rows.js';
 import { Spool } from './spool.js';
@@ -250,7 +251,7 @@ export class AuditWriter {
   }
 
   /** Assigns id, chain position and hash to each row of a batch (a new chain starts with CHAIN_START). */
-  private seal(batch: Pending[]): AuditRecord[] {
+  private seal(batch: Pending[], contents: string[]): AuditRecord[] {
     const out: AuditRecord[] = [];
     if (!this.chain) {
       this.chain = { replicaId: uuidv7(), seq: 0, lastHash: GENESIS };
@@ -260,25 +261,28 @@ export class AuditWriter {
         actor_id: 'audit-writer',
         details: { host: hostname(), pid: process.pid, previous_replica_id: this.previousChain },
       });
-      out.push(this.sealOne(start, batch[0]?.ts ?? this.nextTs()));
+      out.push(this.sealOne(start, batch[0]?.ts ?? this.nextTs(), contents));
     }
-    for (const p of batch) out.push(this.sealOne(p.event, p.ts));
+    for (const p of batch) out.push(this.sealOne(p.event, p.ts, contents));
     return out;
   }
 
-  private sealOne(event: AuditEvent, ts: number): AuditRecord {
+  /** Also pushes the row's hashed content to `contents`: the INSERT reuses it as the row's JSON. */
+  private sealOne(event: AuditEvent, ts: number, contents: string[]): AuditRecord {
     const chain = this.chain!;
     chain.seq++;
     const record = makeRecord(event, uuidv7(), new Date(ts), chain.replicaId, chain.seq, chain.lastHash);
-    record.hash = rowHash(chain.lastHash, record);
+    const content = hashedContent(record);
+    contents.push(content);
+    record.hash = rowHash(chain.lastHash, record, content);
     chain.lastHash = record.hash;
     return record;
   }
 
-  private async insert(records: readonly AuditRecord[]): Promise<void> {
+  private async insert(records: readonly AuditRecord[], contents?: readonly string[]): Promise<void> {
     const client = await this.opts.pool.connect();
     try {
-      await auditStore.insertBatch(client, records);
+      await auditStore.insertBatch(client, records, contents);
       client.release();
     } catch (err) {
       // A connection that failed mid-query is not reused.
@@ -289,10 +293,11 @@ export class AuditWriter {
 
   private async flushBatch(): Promise<void> {
     const batch = this.queue.splice(0, this.batchMax);
-    const records = this.seal(batch);
+    const contents: string[] = [];
+    const records = this.seal(batch, contents);
     if (!this.diverting) {
       try {
-        await this.insert(records);
+        await this.insert(records, contents);
         this.written += records.length;
         this.batches++;
         this.failing = false;
