@@ -33,10 +33,9 @@ export interface FlagCallContext {
 }
 
 export function toUnleashContext(c: FlagCallContext, staticContext?: { appName: string; environment: string }): UnleashContext {
-  return {
-    ...staticContext,
+  // Built field by field (no object spread): this runs on every decision.
+  const context: UnleashContext = {
     userId: c.userId,
-    ...(c.sessionId !== undefined ? { sessionId: c.sessionId } : {}),
     properties: {
       tokenType: c.tokenType,
       role: c.role,
@@ -47,6 +46,12 @@ export function toUnleashContext(c: FlagCallContext, staticContext?: { appName: 
       capability: c.capability,
     },
   };
+  if (staticContext) {
+    context.appName = staticContext.appName;
+    context.environment = staticContext.environment;
+  }
+  if (c.sessionId !== undefined) context.sessionId = c.sessionId;
+  return context;
 }
 
 export type OffReason = 'not-ready' | 'missing' | 'off' | 'constraints' | 'webhook';

@@ -23,7 +23,10 @@ export function createRedis(url: string, prefix: string, commandTimeoutMs: numbe
     retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
   };
   // No offline queue: while Redis is down a command fails at once instead of waiting, so decisions deny fast.
-  const redis = new Redis(url, { ...common, enableOfflineQueue: false, commandTimeout: commandTimeoutMs });
+  // Auto-pipelining: the gate scripts of the decisions handled in one turn of the event loop go out in one
+  // socket write. On a loaded 2-core host each write that wakes Redis costs tens of µs of system time;
+  // coalescing them raised allowed decisions/s by ~19% (docs/performance.md).
+  const redis = new Redis(url, { ...common, enableOfflineQueue: false, commandTimeout: commandTimeoutMs, enableAutoPipelining: true });
   const sub = new Redis(url, { ...common, enableOfflineQueue: true });
   redis.on('error', () => {});
   sub.on('error', () => {});
