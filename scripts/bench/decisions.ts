@@ -2,19 +2,21 @@
 // world measured in the same run (DESIGN.md §9: compare ratios, not absolute times).
 //
 //   npm run bench:decisions -- [--seconds 10] [--rate 2000] [--connections 50] [--inproc 20000]
+//   npm run bench:decisions -- --quick [--only hello|allow|deny|open|inproc] [--profile DIR]
 //
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
 //    halting triggers off) and a hello-world Fastify, each in its own process.
 // 2. Closed loop (autocannon, N connections): hello world; decisions allow-only; the realistic mix
 //    (1/3 allow, 1/3 deny by scope, 1/3 deny by flag). req/s and p50/p99.
-// 3. Open loop at a fixed rate with a smooth generator (1 ms ticks, latency measured from each request's
-//    scheduled time so queueing is not hidden): allow-only (durable audit INTENT) and the mix.
+// 3. Open loop at a fixed rate (open-loop.ts: a request never waits for an earlier answer, so queueing in
+//    the server is not hidden): allow-only (durable audit INTENT) and the mix.
+//    Every workload also reports the server process's CPU time per request (/proc), the figure that
+//    stays comparable between runs when req/s moves with the machine's noise.
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
 // Prints tables, writes bench-results/decisions-<ts>.json, and the section of docs/performance.md.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -24,6 +26,7 @@ import { loadConfig } from '../../src/config.js';
 import { newCallContext } from '../../src/decisions/service.js';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';
 import { generateCredential } from '../../src/tokens/format.js';
+import { openLoop as runOpenLoop } from './open-loop.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,6 +34,14 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '2000' },
     connections: { type: 'string', default: '50' },
     inproc: { type: 'string', default: '20000' },
+    // Development aids (nothing saved, docs untouched): --quick runs the closed-loop hello world, allow and
+    // deny-by-scope workloads and the open-loop hello world and allow, then prints step, audit and
+    // dependency timings from /metrics; --only picks one of them, or `inproc` (CPU per gate check, audit
+    // row and decision in this process, 50 in flight, no HTTP); --profile DIR also writes a V8 CPU
+    // profile of the control plane to DIR.
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    profile: { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -78,6 +89,13 @@ function startProcess(args: string[], extraEnv: Record<string, string> = {}): Ch
   return child;
 }
 
+/** utime + stime of a process in clock ticks (1/100 s), from /proc (Linux only; 0 elsewhere). */
+async function cpuTicks(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+}
+
 async function waitFor(url: string, timeoutMs = 90_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -111,6 +129,10 @@ interface Req {
 
 interface Measured {
   name: string;
+  /** Open loop: p99 of the generator's own lag between schedule and write (ms). */
+  lag_p99_ms?: number;
+  /** CPU time (user + system) of the server process per answered request, in µs (/proc; Linux only). */
+  server_cpu_us?: number;
   req_per_s: number;
   p50_ms: number;
   p99_ms: number;
@@ -118,14 +140,17 @@ interface Measured {
   codes?: Record<string, number>;
 }
 
-async function closedLoop(name: string, port: number, requests: Req[]): Promise<Measured> {
+async function closedLoop(name: string, port: number, requests: Req[], pid?: number): Promise<Measured> {
+  const cpuBefore = await cpuTicks(pid);
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: SECONDS,
     requests: requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, ...(r.body ? { body: r.body } : {}) })),
   });
-  return { name, req_per_s: Math.round(result.requests.average), p50_ms: result.latency.p50, p99_ms: result.latency.p99, errors: result.errors + result.non2xx };
+  const answered = result.requests.total;
+  const server_cpu_us = answered > 0 ? Math.round((((await cpuTicks(pid)) - cpuBefore) * 10_000) / answered) : 0;
+  return { name, req_per_s: Math.round(result.requests.average), p50_ms: result.latency.p50, p99_ms: result.latency.p99, errors: result.errors + result.non2xx, server_cpu_us };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -133,66 +158,18 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** Open loop: requests are scheduled at a fixed rate whatever the answers do; latency from schedule. */
-async function openLoop(name: string, port: number, requests: Req[], rate: number): Promise<Measured> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
-  const latencies: number[] = [];
-  const codes: Record<string, number> = {};
-  let errors = 0;
-  let sent = 0;
-  const total = rate * SECONDS;
-  const start = performance.now();
-  const inFlight = new Set<Promise<void>>();
-  const send = (scheduledAt: number, r: Req) => {
-    const p = new Promise<void>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port, method: r.method, path: r.path, headers: r.headers, agent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          latencies.push(performance.now() - scheduledAt);
-          if (res.statusCode !== 200) errors++;
-          else if (r.expect !== undefined) {
-            const code = (JSON.parse(Buffer.concat(chunks).toString()) as { code: string }).code;
-            codes[code] = (codes[code] ?? 0) + 1;
-          }
-          resolve();
-        });
-      });
-      req.on('error', () => {
-        errors++;
-        resolve();
-      });
-      if (r.body) req.end(r.body);
-      else req.end();
-    });
-    inFlight.add(p);
-    void p.then(() => inFlight.delete(p));
-  };
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      const elapsed = performance.now() - start;
-      const due = Math.min(total, Math.floor((elapsed / 1000) * rate));
-      while (sent < due) {
-        const scheduledAt = start + (sent / rate) * 1000;
-        send(scheduledAt, requests[sent % requests.length]!);
-        sent++;
-      }
-      if (sent >= total) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, 1);
-  });
-  await Promise.all(inFlight);
-  agent.destroy();
-  latencies.sort((a, b) => a - b);
-  return { name, req_per_s: Math.round(latencies.length / SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes };
+/** Open loop at a fixed rate (scripts/bench/open-loop.ts); latency from each request's scheduled time. */
+async function openLoop(name: string, port: number, requests: Req[], rate: number, pid?: number): Promise<Measured> {
+  const cpuBefore = await cpuTicks(pid);
+  const { latencies, lags, errors, codes } = await runOpenLoop(port, requests, rate, SECONDS);
+  const server_cpu_us = latencies.length > 0 ? Math.round((((await cpuTicks(pid)) - cpuBefore) * 10_000) / latencies.length) : 0;
+  return { name, server_cpu_us, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes };
 }
 
 async function main(): Promise<void> {
   await resetDatabases();
   const hello = startProcess(['--import', 'tsx', 'scripts/bench/hello.ts', String(HELLO_PORT)]);
-  const cp = startProcess(['bin/killswitch.js', 'start']);
+  const cp = startProcess([...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start']);
   const stopAll = () => {
     hello.kill('SIGTERM');
     cp.kill('SIGTERM');
@@ -228,20 +205,42 @@ async function main(): Promise<void> {
       const code = ((await res.json()) as { code: string }).code;
       if (code !== r.expect) throw new Error(`warm-up: expected ${r.expect}, got ${code}`);
     }
-    const helloReq: Req = { method: 'GET', path: '/', headers: {} };
 
+    const helloReq: Req = { method: 'GET', path: '/', headers: {} };
+    if (args.quick || args.profile) {
+      const show = (m: Measured) =>
+        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; server CPU ${m.server_cpu_us} µs/request`);
+      const want = (name: string) => !args.only || args.only === name;
+      if (want('hello')) show(await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid));
+      if (want('allow')) show(await closedLoop('allow', CP_PORT, [allow], cp.pid));
+      if (want('deny')) show(await closedLoop('deny by scope', CP_PORT, [denyScope], cp.pid));
+      if (args.only === 'inproc') {
+        await inProcessCpu(gw, rw, session);
+      }
+      if (want('open')) {
+        show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
+        show(await openLoop(`open loop allow at ${RATE}/s`, CP_PORT, [allow], RATE, cp.pid));
+      }
+      // Where the time goes inside: step timings, audit batches and query times from GET /metrics.
+      const metrics = await (await fetch(`http://127.0.0.1:${CP_PORT}/metrics`, { headers: { authorization: `Bearer ${OWNER}` } })).text();
+      for (const line of metrics.split('\n')) if (/^killswitch_(decision_step_duration_seconds|audit_batch_rows|postgres_query_duration_seconds|redis_command_duration_seconds)_(sum|count)/.test(line)) console.log(line);
+      cp.kill('SIGTERM');
+      await new Promise((r) => cp.once('exit', r));
+      if (args.profile) console.log(`CPU profile written to ${args.profile}`);
+      return;
+    }
     console.log(`closed loop, ${CONNECTIONS} connections, ${SECONDS} s each ...`);
     const closed = [
-      await closedLoop('hello world', HELLO_PORT, [helloReq]),
-      await closedLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow]),
-      await closedLoop('decisions: deny by scope only', CP_PORT, [denyScope]),
-      await closedLoop('decisions: mix (allow / deny scope / deny flag)', CP_PORT, mix),
+      await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid),
+      await closedLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow], cp.pid),
+      await closedLoop('decisions: deny by scope only', CP_PORT, [denyScope], cp.pid),
+      await closedLoop('decisions: mix (allow / deny scope / deny flag)', CP_PORT, mix, cp.pid),
     ];
     console.log(`open loop at ${RATE} req/s, ${SECONDS} s each ...`);
     const open = [
-      await openLoop('hello world', HELLO_PORT, [helloReq], RATE),
-      await openLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow], RATE),
-      await openLoop('decisions: mix', CP_PORT, mix, RATE),
+      await openLoop('hello world', HELLO_PORT, [helloReq], RATE, hello.pid),
+      await openLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow], RATE, cp.pid),
+      await openLoop('decisions: mix', CP_PORT, mix, RATE, cp.pid),
     ];
 
     // In process: the pipeline without HTTP, against the same Postgres, Redis and Unleash.
@@ -300,6 +299,51 @@ async function inProcess(gw: string, rw: string, session: string) {
   }
 }
 
+/** CPU per decision in this process, 50 decisions in flight (no HTTP): what the pipeline itself costs. */
+async function inProcessCpu(gw: string, rw: string, session: string): Promise<void> {
+  const config = loadConfig(env as Record<string, string>, { unleashUrl: `http://127.0.0.1:${UNLEASH_PORT}/api`, port: 0, logLevel: 'silent' });
+  const app = await buildApp(config, { migrate: false });
+  try {
+    const gateway = await app.ctx.auth.authenticate(gw);
+    const agent = await app.ctx.auth.authenticate(rw);
+    if (gateway.kind !== 'gateway' || agent.kind !== 'agent') throw new Error('credentials');
+    const measure = async (label: string, n: number, op: (i: number) => Promise<unknown>) => {
+      let next = 0;
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: 50 }, async () => { while (next < n) await op(next++); }));
+      const cpu = process.cpuUsage(cpu0);
+      console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each`);
+    };
+    const { fromPolicyLimits } = await import('../../src/limits/limits.js');
+    const { limitsFor } = await import('../../src/policy/index.js');
+    const { intentRow } = await import('../../src/audit/rows.js');
+    const limits = fromPolicyLimits(limitsFor(app.ctx.policy.current(), agent.role, 'filesystem'));
+    await measure('redis PING', 20_000, () => app.ctx.redis.redis.ping());
+    await measure('gate.check', 20_000, (i) => app.ctx.gate.check({ decisionId: `d${i}`, tokenId: agent.id, sessionId: session, server: 'filesystem', tool: 'read_text_file', capability: 'read', resourceIds: ['file:///tmp/x'], arguments: { path: 'docs/readme.md' }, limits, haltTokenOn: [], killKeys: ['ksbench:kill:a', 'ksbench:kill:b'] }));
+    await measure('audit.recordIntent', 20_000, () => { const c = newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'docs/readme.md' }, session_id: session } }); return app.ctx.audit.recordIntent(intentRow(c, { decision: 'allow', code: 'OK', message: 'ok' })); });
+    for (const [label, server, tool] of [['allow', 'filesystem', 'read_text_file'], ['deny by scope', 'memory', 'delete_entities'], ['allow', 'filesystem', 'read_text_file']] as const) {
+      const n = 20_000;
+      let next = 0;
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      const worker = async () => {
+        while (next < n) {
+          next++;
+          const ctx = newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server, tool, arguments: { path: 'docs/readme.md' }, session_id: session } });
+          await app.ctx.decisions.decide(ctx);
+        }
+      };
+      await Promise.all(Array.from({ length: 50 }, worker));
+      const cpu = process.cpuUsage(cpu0);
+      const wall = performance.now() - t0;
+      console.log(`in process, ${label}: ${Math.round((n / wall) * 1000)} decisions/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs/decision (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)})`);
+    }
+  } finally {
+    await app.close();
+  }
+}
+
 function renderTable(r: { at: string; machine: { cpus: number; node: string; load: number[] }; closed_loop: Array<Measured & { vs_hello: number }>; open_loop: Measured[]; in_process: { decisions: number; timings: Record<string, { p50_us: number; p99_us: number }> } }, file: string): string {
   const lines = [
     '## Decisions',
@@ -312,15 +356,15 @@ function renderTable(r: { at: string; machine: { cpus: number; node: string; loa
     '',
     `Closed loop (autocannon, ${CONNECTIONS} connections, ${SECONDS} s; target: decisions ≥ 25% of hello world):`,
     '',
-    '| workload | req/s | vs hello world | p50 | p99 | errors |',
-    '|---|---|---|---|---|---|',
-    ...r.closed_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${(m.vs_hello * 100).toFixed(0)}% | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} |`),
+    '| workload | req/s | vs hello world | p50 | p99 | errors | server CPU per request |',
+    '|---|---|---|---|---|---|---|',
+    ...r.closed_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${(m.vs_hello * 100).toFixed(0)}% | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} µs |`),
     '',
-    `Open loop at ${RATE} req/s (smooth generator, latency from each request's scheduled time; target: allow p99 ≤ 4 ms):`,
+    `Open loop at ${RATE} req/s (scripts/bench/open-loop.ts: keep-alive sockets, a request never waits for an earlier answer; latency from each request's write, the generator's own lag behind its schedule shown apart; target: allow p99 ≤ 4 ms):`,
     '',
-    '| workload | answered/s | p50 | p99 | errors | codes |',
-    '|---|---|---|---|---|---|',
-    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
+    '| workload | answered/s | p50 | p99 | errors | server CPU per request | generator lag p99 | codes |',
+    '|---|---|---|---|---|---|---|---|',
+    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
     '',
     `In process, without HTTP (${r.in_process.decisions} sequential allowed decisions; per-step times from the pipeline trace):`,
     '',

@@ -1,0 +1,179 @@
+// A light open-loop load generator: requests are scheduled at a fixed rate whatever the answers do (a
+// request never waits for an earlier answer: another socket is opened), so queueing in the server is
+// never hidden (DESIGN.md §9: autocannon's -R sends in bursts and reports whole milliseconds). Latency
+// is measured from the write of each request; the lag between its scheduled time and that write (the
+// generator's 1 ms ticks) is reported apart.
+//
+// It speaks HTTP/1.1 over a pool of keep-alive sockets with pre-encoded requests and a minimal
+// response reader (status line, Content-Length, body), one request in flight per socket. Node's
+// http client costs tens of µs per request; on a 2-core machine that CPU is taken from the server
+// being measured, so the generator is kept as cheap as we can make it.
+
+import net from 'node:net';
+
+export interface OpenLoopRequest {
+  method: 'GET' | 'POST';
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+  /** When set, the `code` field of each JSON answer is counted. */
+  expect?: string;
+}
+
+export interface OpenLoopResult {
+  /** Sorted latencies in ms, from the moment each request was written to its whole answer. */
+  latencies: number[];
+  /** Sorted delays in ms between each request's scheduled time and its write: the generator's own lag
+   * (1 ms timer ticks) plus any wait for a free connection. Reported so a lagging generator is seen. */
+  lags: number[];
+  /** Answers that were not 200, and connection errors. */
+  errors: number;
+  /** Answer `code` fields, for requests with `expect`. */
+  codes: Record<string, number>;
+}
+
+interface Pending {
+  scheduledAt: number;
+  sentAt: number;
+  req: OpenLoopRequest;
+}
+
+class Connection {
+  private buf: Buffer = Buffer.alloc(0);
+  private current: Pending | undefined;
+  private readonly socket: net.Socket;
+
+  constructor(
+    port: number,
+    private readonly onDone: (c: Connection, p: Pending, status: number, body: Buffer) => void,
+    private readonly onError: (c: Connection, p: Pending | undefined) => void,
+  ) {
+    this.socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    this.socket.on('data', (chunk: Buffer) => this.read(chunk));
+    this.socket.on('error', () => this.fail());
+    this.socket.on('close', () => this.fail());
+  }
+
+  send(p: Pending, bytes: Buffer): void {
+    p.sentAt = performance.now();
+    this.current = p;
+    this.socket.write(bytes);
+  }
+
+  close(): void {
+    this.socket.removeAllListeners('close');
+    this.socket.destroy();
+  }
+
+  private fail(): void {
+    const p = this.current;
+    this.current = undefined;
+    this.onError(this, p);
+  }
+
+  private read(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const headerEnd = this.buf.indexOf('\r\n\r\n');
+    if (headerEnd < 0 || !this.current) return;
+    const head = this.buf.subarray(0, headerEnd).toString('latin1');
+    const status = Number(head.slice(9, 12));
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    const length = m ? Number(m[1]) : 0;
+    const end = headerEnd + 4 + length;
+    if (this.buf.length < end) return;
+    const body = this.buf.subarray(headerEnd + 4, end);
+    this.buf = this.buf.subarray(end);
+    const p = this.current;
+    this.current = undefined;
+    this.onDone(this, p, status, body);
+  }
+}
+
+function encode(r: OpenLoopRequest): Buffer {
+  const body = r.body ?? '';
+  const lines = [`${r.method} ${r.path} HTTP/1.1`, 'host: 127.0.0.1', 'connection: keep-alive'];
+  for (const [k, v] of Object.entries(r.headers)) lines.push(`${k}: ${v}`);
+  if (r.method !== 'GET') lines.push(`content-length: ${Buffer.byteLength(body)}`);
+  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`);
+}
+
+/** Sends `rate` requests per second for `seconds`, cycling through `requests`; resolves when all are answered. */
+export async function openLoop(port: number, requests: readonly OpenLoopRequest[], rate: number, seconds: number): Promise<OpenLoopResult> {
+  const encoded = requests.map(encode);
+  const latencies: number[] = [];
+  const lags: number[] = [];
+  const codes: Record<string, number> = {};
+  let errors = 0;
+  const idle: Connection[] = [];
+  const all = new Set<Connection>();
+  const queue: Pending[] = [];
+  const total = Math.round(rate * seconds);
+  let answered = 0;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+
+  const settle = () => {
+    answered++;
+    if (answered >= total) finish();
+  };
+  const dispatch = (c: Connection) => {
+    const next = queue.shift();
+    if (next) c.send(next, encoded[requests.indexOf(next.req)]!);
+    else idle.push(c);
+  };
+  const onDone = (c: Connection, p: Pending, status: number, body: Buffer) => {
+    latencies.push(performance.now() - p.sentAt);
+    lags.push(p.sentAt - p.scheduledAt);
+    if (status !== 200) errors++;
+    else if (p.req.expect !== undefined) {
+      const code = (JSON.parse(body.toString()) as { code: string }).code;
+      codes[code] = (codes[code] ?? 0) + 1;
+    }
+    settle();
+    dispatch(c);
+  };
+  const onError = (c: Connection, p: Pending | undefined) => {
+    all.delete(c);
+    const i = idle.indexOf(c);
+    if (i >= 0) idle.splice(i, 1);
+    if (p) {
+      errors++;
+      settle();
+    }
+  };
+  const submit = (p: Pending) => {
+    let c = idle.pop();
+    if (!c && all.size < 512) {
+      c = new Connection(port, onDone, onError);
+      all.add(c);
+    }
+    if (c) c.send(p, encoded[requests.indexOf(p.req)]!);
+    else queue.push(p);
+  };
+
+  // Warm a few connections so the first requests do not pay for the TCP handshakes.
+  for (let i = 0; i < 16; i++) {
+    const c = new Connection(port, onDone, onError);
+    all.add(c);
+    idle.push(c);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+
+  const start = performance.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate));
+    while (sent < due) {
+      submit({ scheduledAt: start + (sent / rate) * 1000, sentAt: 0, req: requests[sent % requests.length]! });
+      sent++;
+    }
+    if (sent >= total) clearInterval(timer);
+  }, 1);
+  await finished;
+  for (const c of all) c.close();
+  latencies.sort((a, b) => a - b);
+  lags.sort((a, b) => a - b);
+  return { latencies, lags, errors, codes };
+}
