@@ -3,7 +3,7 @@ import { GENESIS, hashedContent, rowHash } from '../../src/audit/chain.js';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { aiClientOf } from '../../src/audit/clients.js';
 import type { AuditRecord } from '../../src/audit/record.js';
-import { isSecretKey, REDACTED, redactText, redactValue } from '../../src/audit/redact.js';
+import { isSecretKey, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
 import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
 import { callContext } from '../integration/audit-fixtures.js';
 
@@ -69,8 +69,37 @@ describe('redaction', () => {
     expect(redactText('SELECT count(*) FROM users WHERE created_at > now()')).toBe('SELECT count(*) FROM users WHERE created_at > now()');
     expect(isSecretKey('session_id')).toBe(false);
     expect(isSecretKey('token_type')).toBe(false);
+    expect(isSecretKey('token_calls_per_minute')).toBe(false);
+    expect(isSecretKey('token_server_calls_per_minute')).toBe(false);
     expect(isSecretKey('refresh_token')).toBe(true);
     expect(isSecretKey('connectionString')).toBe(true);
+  });
+
+  it('the fast path (one prefilter test) redacts exactly like running every pattern', () => {
+    // Fragments of every pattern's matches and of ordinary text, joined at random: whenever a pattern
+    // would change a string, the prefilter must send it down the full path.
+    const fragments = [
+      'Bearer ', 'basic ', 'TOKEN ', 'abcdefgh12345678', 'mcp_rw_', 'mcp_admin_', 'ksgw_', 'ksop_', 'AKIAIOSFODNN7EXAMPLE', 'ASIA0123456789ABCDEF',
+      'ghp_', 'github_pat_', 'xoxb-', 'sk-ant-', 'sk-proj-', 'AIzaSyA0123456789abcdefghijklmnopqrstu', 'rk_live_', 'sk_test_', 'eyJ', '.eyJ', '.',
+      '-----BEGIN EC PRIVATE KEY-----', '\n', '-----END EC PRIVATE KEY-----', 'postgres://', 'u', ':', '@', 'host', '/', '=', 'password', 'api_key',
+      'client-secret', 'sig', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
+    ];
+    let seed = 42;
+    const random = () => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed / 2_147_483_648;
+    };
+    let changed = 0;
+    for (let i = 0; i < 5_000; i++) {
+      let text = '';
+      const n = 1 + Math.floor(random() * 8);
+      for (let j = 0; j < n; j++) text += fragments[Math.floor(random() * fragments.length)];
+      const full = redactTextFully(text);
+      if (full !== text) changed++;
+      expect(redactText(text), JSON.stringify(text)).toBe(full);
+    }
+    // The corpus does exercise the patterns (a test that redacts nothing would prove nothing).
+    expect(changed).toBeGreaterThan(500);
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
