@@ -96,6 +96,35 @@ function startProcess(args: string[], extraEnv: Record<string, string> = {}): Ch
   return child;
 }
 
+/** Postgres backends serving the benchmark's database, and Redis's own pid (server processes on these cores). */
+async function dependencyPids(): Promise<{ postgres: number[]; redis: number[] }> {
+  const c = new pg.Client({ connectionString: `${PG}/postgres` });
+  await c.connect();
+  const { rows } = await c.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [DB]);
+  await c.end();
+  const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
+  const info = await redis.info('server');
+  await redis.quit();
+  const redisPid = Number(/process_id:(\d+)/.exec(info)?.[1] ?? 0);
+  return { postgres: rows.map((r) => r.pid), redis: redisPid ? [redisPid] : [] };
+}
+
+async function ticksOf(pids: number[]): Promise<number> {
+  let sum = 0;
+  for (const pid of pids) sum += await cpuTicks(pid);
+  return sum;
+}
+
+/** Runs `load` and adds CPU per answered request of the server, Postgres and Redis to its result. */
+async function withCpu(pid: number | undefined, load: () => Promise<Measured & { answered: number }>): Promise<Measured> {
+  const deps = await dependencyPids();
+  const before = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
+  const { answered, ...m } = await load();
+  const after = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
+  const per = (i: number) => (answered > 0 ? Math.round(((after[i]! - before[i]!) * 10_000) / answered) : 0);
+  return { ...m, server_cpu_us: per(0), postgres_cpu_us: per(1), redis_cpu_us: per(2) };
+}
+
 /** utime + stime of a process in clock ticks (1/100 s), from /proc (Linux only; 0 elsewhere). */
 async function cpuTicks(pid: number | undefined): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
@@ -140,6 +169,9 @@ interface Measured {
   lag_p99_ms?: number;
   /** CPU time (user + system) of the server process per answered request, in µs (/proc; Linux only). */
   server_cpu_us?: number;
+  /** The same for the Postgres backends of the benchmark's database and for Redis (they share the cores). */
+  postgres_cpu_us?: number;
+  redis_cpu_us?: number;
   req_per_s: number;
   p50_ms: number;
   p99_ms: number;
@@ -148,16 +180,15 @@ interface Measured {
 }
 
 async function closedLoop(name: string, port: number, requests: Req[], pid?: number): Promise<Measured> {
-  const cpuBefore = await cpuTicks(pid);
-  const result = await autocannon({
-    url: `http://127.0.0.1:${port}`,
-    connections: CONNECTIONS,
-    duration: SECONDS,
-    requests: requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, ...(r.body ? { body: r.body } : {}) })),
+  return withCpu(pid, async () => {
+    const result = await autocannon({
+      url: `http://127.0.0.1:${port}`,
+      connections: CONNECTIONS,
+      duration: SECONDS,
+      requests: requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, ...(r.body ? { body: r.body } : {}) })),
+    });
+    return { name, answered: result.requests.total, req_per_s: Math.round(result.requests.average), p50_ms: result.latency.p50, p99_ms: result.latency.p99, errors: result.errors + result.non2xx };
   });
-  const answered = result.requests.total;
-  const server_cpu_us = answered > 0 ? Math.round((((await cpuTicks(pid)) - cpuBefore) * 10_000) / answered) : 0;
-  return { name, req_per_s: Math.round(result.requests.average), p50_ms: result.latency.p50, p99_ms: result.latency.p99, errors: result.errors + result.non2xx, server_cpu_us };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -167,10 +198,10 @@ function percentile(sorted: number[], p: number): number {
 
 /** Open loop at a fixed rate (scripts/bench/open-loop.ts); latency from each request's scheduled time. */
 async function openLoop(name: string, port: number, requests: Req[], rate: number, pid?: number): Promise<Measured> {
-  const cpuBefore = await cpuTicks(pid);
-  const { latencies, lags, errors, codes } = await runOpenLoop(port, requests, rate, SECONDS);
-  const server_cpu_us = latencies.length > 0 ? Math.round((((await cpuTicks(pid)) - cpuBefore) * 10_000) / latencies.length) : 0;
-  return { name, server_cpu_us, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes };
+  return withCpu(pid, async () => {
+    const { latencies, lags, errors, codes } = await runOpenLoop(port, requests, rate, SECONDS);
+    return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes };
+  });
 }
 
 async function main(): Promise<void> {
@@ -216,7 +247,7 @@ async function main(): Promise<void> {
     const helloReq: Req = { method: 'GET', path: '/', headers: {} };
     if (args.quick || args.profile) {
       const show = (m: Measured) =>
-        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; server CPU ${m.server_cpu_us} µs/request`);
+        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs, Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs`);
       const want = (name: string) => !args.only || args.only === name;
       if (want('hello')) show(await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid));
       if (want('allow')) show(await closedLoop('allow', CP_PORT, [allow], cp.pid));
@@ -363,15 +394,15 @@ function renderTable(r: { at: string; machine: { cpus: number; node: string; loa
     '',
     `Closed loop (autocannon, ${CONNECTIONS} connections, ${SECONDS} s; target: decisions ≥ 25% of hello world):`,
     '',
-    '| workload | req/s | vs hello world | p50 | p99 | errors | server CPU per request |',
+    '| workload | req/s | vs hello world | p50 | p99 | errors | CPU per request: server / Postgres / Redis |',
     '|---|---|---|---|---|---|---|',
-    ...r.closed_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${(m.vs_hello * 100).toFixed(0)}% | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} µs |`),
+    ...r.closed_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${(m.vs_hello * 100).toFixed(0)}% | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} / ${m.postgres_cpu_us} / ${m.redis_cpu_us} µs |`),
     '',
     `Open loop at ${RATE} req/s (scripts/bench/open-loop.ts: keep-alive sockets, a request never waits for an earlier answer; latency from each request's write, the generator's own lag behind its schedule shown apart; target: allow p99 ≤ 4 ms):`,
     '',
-    '| workload | answered/s | p50 | p99 | errors | server CPU per request | generator lag p99 | codes |',
+    '| workload | answered/s | p50 | p99 | errors | CPU per request: server / Postgres / Redis | generator lag p99 | codes |',
     '|---|---|---|---|---|---|---|---|',
-    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
+    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} / ${m.postgres_cpu_us} / ${m.redis_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
     '',
     `In process, without HTTP (${r.in_process.decisions} sequential allowed decisions; per-step times from the pipeline trace):`,
     '',
