@@ -121,7 +121,7 @@ async function withCpu(pid: number | undefined, load: () => Promise<Measured & {
   const before = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
   const { answered, ...m } = await load();
   const after = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
-  const per = (i: number) => (answered > 0 ? Math.round(((after[i]! - before[i]!) * 10_000) / answered) : 0);
+  const per = (i: number) => (answered > 0 ? Math.max(0, Math.round(((after[i]! - before[i]!) * 10_000) / answered)) : 0);
   return { ...m, server_cpu_us: per(0), postgres_cpu_us: per(1), redis_cpu_us: per(2) };
 }
 
@@ -258,6 +258,7 @@ async function main(): Promise<void> {
       if (want('open')) {
         show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
         show(await openLoop(`open loop allow at ${RATE}/s`, CP_PORT, [allow], RATE, cp.pid));
+        show(await openLoop(`open loop mix at ${RATE}/s`, CP_PORT, mix, RATE, cp.pid));
       }
       // Where the time goes inside: step timings, audit batches and query times from GET /metrics.
       const metrics = await (await fetch(`http://127.0.0.1:${CP_PORT}/metrics`, { headers: { authorization: `Bearer ${OWNER}` } })).text();

@@ -35,6 +35,12 @@ export interface AuditWriterOptions {
   clock?: () => number;
   /** Told when rows start going to the spool (true) and when the spool has been replayed (false). */
   onSpoolingChange?: (spooling: boolean, spoolRows: number) => void;
+  /**
+   * How long rows nobody waits for (denials, RESULT rows) may wait for company before they are written.
+   * A row some caller awaits (an allow's INTENT, an admin action) is flushed at once and takes the
+   * lingering rows with it. Default 5 ms; 0 flushes every row at once.
+   */
+  lingerMs?: number;
 }
 
 interface Pending {
@@ -76,6 +82,10 @@ export class AuditWriter {
   private lastTs = 0;
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  /** Queued rows whose caller awaits durability (recordIntent). */
+  private awaited = 0;
+  private readonly lingerMs: number;
   private idleWaiters: Array<() => void> = [];
   private readonly batchListeners: Array<(rows: number) => void> = [];
   private readonly batchMax: number;
@@ -97,6 +107,7 @@ export class AuditWriter {
     this.batchMax = Math.max(1, opts.batchMax);
     this.maxQueue = opts.maxQueue ?? 100_000;
     this.clock = opts.clock ?? Date.now;
+    this.lingerMs = Math.max(0, opts.lingerMs ?? 5);
   }
 
   /** Opens the spool (replaying what an earlier run left) and starts the replay timer. */
@@ -183,7 +194,9 @@ export class AuditWriter {
   /** Resolves when every row queued before the call is committed or spooled. */
   flush(): Promise<void> {
     if (!this.running && !this.scheduled && this.queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.expedite();
+    return idle;
   }
 
   /**
@@ -194,6 +207,7 @@ export class AuditWriter {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.expedite();
     await this.flush();
     if (this.diverting || this.orphans.length > 0) {
       this.replayDue = true;
@@ -214,27 +228,56 @@ export class AuditWriter {
 
   private push(p: Pending): void {
     this.queue.push(p);
+    if (p.resolve) {
+      this.awaited++;
+      this.expedite();
+    }
     this.kick();
   }
 
   private kick(): void {
     if (this.running || this.scheduled) return;
     this.scheduled = true;
-    // setImmediate rather than a timer: rows arriving in the same turn of the event loop share a batch,
-    // and the flush starts as soon as the previous one is done.
+    // Only rows nobody awaits: let them wait a little for company (fewer, larger INSERTs and commits
+    // when denials dominate). Otherwise setImmediate rather than a timer: rows arriving in the same turn
+    // of the event loop share a batch, and the flush starts as soon as the previous one is done.
+    if (!this.flushNow()) {
+      this.lingerTimer = setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.scheduled = false;
+        void this.run(true);
+      }, this.lingerMs);
+      return;
+    }
     setImmediate(() => {
       this.scheduled = false;
       void this.run();
     });
   }
 
-  private async run(): Promise<void> {
+  /** Ends a linger: the lingering rows go with the next flush, scheduled at once. */
+  private expedite(): void {
+    if (!this.lingerTimer) return;
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    this.scheduled = false;
+    this.kick();
+  }
+
+  /** Flush what is queued now, or let unawaited rows linger (see lingerMs)? */
+  private flushNow(): boolean {
+    return this.awaited > 0 || this.lingerMs === 0 || this.closed || this.replayDue || this.idleWaiters.length > 0 || this.queue.length >= this.batchMax;
+  }
+
+  private async run(lingered = false): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
+      let force = lingered;
       for (;;) {
         let worked = false;
-        if (this.queue.length > 0) {
+        if (this.queue.length > 0 && (force || this.flushNow())) {
+          force = false;
           await this.flushBatch();
           worked = true;
         }
@@ -293,6 +336,7 @@ export class AuditWriter {
 
   private async flushBatch(): Promise<void> {
     const batch = this.queue.splice(0, this.batchMax);
+    for (const p of batch) if (p.resolve) this.awaited--;
     const contents: string[] = [];
     const records = this.seal(batch, contents);
     if (!this.diverting) {

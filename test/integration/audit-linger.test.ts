@@ -1,0 +1,76 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/chain.js';
+import { intentRow } from '../../src/audit/rows.js';
+import { createWriterPool } from '../../src/audit/service.js';
+import { AuditWriter } from '../../src/audit/writer.js';
+import { TestContext } from '../helpers/context.js';
+import { callContext } from './audit-fixtures.js';
+
+// Rows nobody awaits (denials, RESULT rows) may linger to share an INSERT; a row some caller awaits is
+// written at once and takes them along. The linger here is far longer than the test, so a row that was
+// written can only have been written by the rule under test, never by the timer.
+
+const ctx = new TestContext();
+let db: pg.Pool;
+const pools: pg.Pool[] = [];
+const log = { info: () => {}, warn: () => {}, error: () => {} };
+const deny = { decision: 'deny', code: 'PERMISSION_DENIED', message: 'denied' } as const;
+const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
+
+async function openWriter(lingerMs: number): Promise<AuditWriter> {
+  const pool = createWriterPool(ctx.databaseUrl);
+  pools.push(pool);
+  return AuditWriter.open({ pool, database: ctx.name, dataDir: await mkdtemp(join(tmpdir(), 'ks-linger-')), batchMax: 50, log: log as never, lingerMs });
+}
+
+const rowsOf = async (replicaId: string | null) => Number((await db.query('SELECT count(*) AS n FROM audit_events WHERE replica_id = $1', [replicaId])).rows[0].n);
+
+beforeAll(async () => {
+  await ctx.setup();
+  db = ctx.pool();
+});
+afterAll(async () => {
+  for (const p of pools) await p.end().catch(() => {});
+  await ctx.teardown();
+});
+
+describe('audit writer linger', () => {
+  it('rows nobody awaits wait; an awaited row is written at once and takes them along in the same INSERT', async () => {
+    const writer = await openWriter(60_000);
+    for (let i = 0; i < 3; i++) writer.enqueue(intentRow(callContext(), deny));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(writer.batches).toBe(0);
+    expect(writer.queueDepth).toBe(3);
+    await writer.recordIntent(intentRow(callContext(), allow));
+    expect(writer.batches).toBe(1);
+    // CHAIN_START + 3 denials + the allow, in one batch.
+    expect(writer.written).toBe(5);
+    expect(await rowsOf(writer.replicaId)).toBe(5);
+    await writer.close();
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('flush() and close() do not wait for the linger', async () => {
+    const writer = await openWriter(60_000);
+    writer.enqueue(intentRow(callContext(), deny));
+    await writer.flush();
+    expect(writer.written).toBe(2);
+    writer.enqueue(intentRow(callContext(), deny));
+    await writer.close();
+    expect(writer.written).toBe(3);
+    expect(await rowsOf(writer.replicaId)).toBe(3);
+  });
+
+  it('with lingerMs 0 every row is written at once', async () => {
+    const writer = await openWriter(0);
+    writer.enqueue(intentRow(callContext(), deny));
+    const deadline = Date.now() + 10_000;
+    while (writer.written < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(writer.written).toBe(2);
+    await writer.close();
+  });
+});
