@@ -1,5 +1,5 @@
-// Benchmark of the audit writer (src/audit/writer.ts): group commit, leader/follower, one unnest INSERT
-// per batch, into a freshly migrated database on the local Postgres.
+// Benchmark of the audit writer (src/audit/writer.ts): group commit, leader/follower, one JSON INSERT
+// (json_populate_recordset) per batch, into a freshly migrated database on the local Postgres.
 //
 //   npm run bench:audit -- [--rows 200000] [--batch 500] [--seconds 5] [--rates 1000,5000,10000]
 //

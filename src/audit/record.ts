@@ -52,7 +52,7 @@ export interface AuditRecord extends AuditEvent {
 
 type PgType = 'uuid' | 'timestamptz' | 'text' | 'bigint' | 'double precision' | 'jsonb';
 
-/** Every stored column in table order, with its Postgres type (for the unnest INSERT). */
+/** Every stored column in table order, with its Postgres type (the INSERT, the verifier and exports follow it). */
 export const AUDIT_COLUMNS: ReadonlyArray<readonly [keyof AuditRecord, PgType]> = [
   ['id', 'uuid'],
   ['ts', 'timestamptz'],
