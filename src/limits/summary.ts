@@ -1,3 +1,5 @@
+import { redactValue } from '../audit/redact.js';
+
 // The compact record of one call kept on a session's last-calls list: what a halt answer and
 // GET /v1/sessions/:id show as "the last 3 tool calls with arguments and outcomes" (seed 001).
 
@@ -25,22 +27,15 @@ export interface CallSummary {
 
 export const ARGUMENTS_MAX_CHARS = 500;
 
-// Operators read these lists; a secret an agent passed as an argument must not be shown back.
-const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key/i;
-
-function redact(value: unknown, depth = 0): unknown {
-  if (depth > 8 || value === null || typeof value !== 'object') return value;
-  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[k] = SECRET_KEY.test(k) ? '[redacted]' : redact(v, depth + 1);
-  return out;
-}
+// Operators read these lists and halt answers show them to the gateway: secrets an agent passed as
+// arguments are masked exactly as in the audit trail (keys that name secrets, and values that look like
+// credentials wherever they appear; src/audit/redact.ts).
 
 /** Arguments as a short JSON string: redacted, then cut to `max` characters. */
 export function summarizeArguments(args: Record<string, unknown>, max = ARGUMENTS_MAX_CHARS): string {
   let text: string;
   try {
-    text = JSON.stringify(redact(args)) ?? '{}';
+    text = JSON.stringify(redactValue(args)) ?? '{}';
   } catch {
     text = '"(arguments not serialisable)"';
   }

@@ -380,7 +380,7 @@ describe('call records', () => {
     expect(await gate.recordOutcome(ctx.decisionId, { status: 'success', duration_ms: 12, result_bytes: 4821 })).toBe(true);
     const [last] = await w.app.ctx.sessions.lastCalls(sid, 3);
     expect(last?.outcome).toEqual({ status: 'success', duration_ms: 12, result_bytes: 4821 });
-    expect(last?.args).toContain('"api_key":"[redacted]"');
+    expect(last?.args).toContain('"api_key":"[REDACTED]"');
     expect(last?.args).not.toContain('sk-live-123');
     expect(last?.args.length).toBeLessThanOrEqual(500);
   });

@@ -55,11 +55,21 @@ describe('limits', () => {
   });
 
   it('call summaries redact secrets and stay short', () => {
-    const s = summarizeArguments({ path: 'a.md', password: 'hunter2', nested: { Authorization: 'Bearer x', items: [{ api_key: 'k' }] }, body: 'y'.repeat(1000) });
+    const s = summarizeArguments({
+      path: 'a.md',
+      password: 'hunter2',
+      nested: { Authorization: 'Bearer x', items: [{ api_key: 'k' }] },
+      // A credential under a key that names no secret: masked by its look, as in the audit trail.
+      header: 'Bearer eyJhbGciOiJIUzI1NiJ9abcdefgh',
+      note: 'use mcp_rw_8f7a6b5c4d3e2f1a0b9c8d7e6f',
+      body: 'y'.repeat(1000),
+    });
     expect(s).not.toContain('hunter2');
     expect(s).not.toContain('Bearer x');
-    expect(s).toContain('"password":"[redacted]"');
-    expect(s).toContain('"api_key":"[redacted]"');
+    expect(s).not.toContain('eyJhbGciOiJIUzI1NiJ9abcdefgh');
+    expect(s).not.toContain('8f7a6b5c4d3e2f1a0b9c8d7e6f');
+    expect(s).toContain('"password":"[REDACTED]"');
+    expect(s).toContain('"api_key":"[REDACTED]"');
     expect(s.length).toBe(500);
     expect(s.endsWith('…')).toBe(true);
   });
