@@ -37,10 +37,10 @@ const VALUE_PATTERNS: ValuePattern[] = [
 
 // A necessary condition of every pattern above, checked first: most strings of a call (paths, names,
 // messages) match none of the patterns, and one test is far cheaper than eight replaces. Each
-// alternative is a literal every match of one pattern contains (case-insensitive, so a superset);
-// `[=:]` covers the URL-password and key=value patterns. test/unit/audit-rows.test.ts checks that the
-// fast path and the full path agree.
-const MAY_HOLD_SECRET = /BEGIN|bearer|basic|token|mcp_|ksgw_|ksop_|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox|sk-|aiza|k_live_|k_test_|eyJ|[=:]/i;
+// alternative is a literal every match of one pattern contains (case-insensitive, so a superset): the
+// URL-password pattern needs an '@', and a key=value pair one of the secret words (pass, pwd, secret,
+// token, key, sig). test/unit/audit-rows.test.ts checks that the fast and the full path agree.
+const MAY_HOLD_SECRET = /BEGIN|bearer|basic|token|mcp_|ksgw_|ksop_|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox|sk-|aiza|k_live_|k_test_|eyJ|@|pass|pwd|secret|key|sig/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.

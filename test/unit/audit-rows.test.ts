@@ -82,7 +82,7 @@ describe('redaction', () => {
       'Bearer ', 'basic ', 'TOKEN ', 'abcdefgh12345678', 'mcp_rw_', 'mcp_admin_', 'ksgw_', 'ksop_', 'AKIAIOSFODNN7EXAMPLE', 'ASIA0123456789ABCDEF',
       'ghp_', 'github_pat_', 'xoxb-', 'sk-ant-', 'sk-proj-', 'AIzaSyA0123456789abcdefghijklmnopqrstu', 'rk_live_', 'sk_test_', 'eyJ', '.eyJ', '.',
       '-----BEGIN EC PRIVATE KEY-----', '\n', '-----END EC PRIVATE KEY-----', 'postgres://', 'u', ':', '@', 'host', '/', '=', 'password', 'api_key',
-      'client-secret', 'sig', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
+      'client-secret', 'sig', 'Signature', 'PWD', 'passwd', 'access-key', 'private_key', 'x@y', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
     ];
     let seed = 42;
     const random = () => {
