@@ -22,10 +22,15 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import type { FastifyInstance } from 'fastify';
+import { intentRow } from '../../src/audit/rows.js';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { newCallContext } from '../../src/decisions/service.js';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';
+import { fromPolicyLimits } from '../../src/limits/limits.js';
+import { limitsFor } from '../../src/policy/index.js';
+import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { generateCredential } from '../../src/tokens/format.js';
 import { openLoop as runOpenLoop } from './open-loop.js';
 
@@ -307,13 +312,22 @@ async function main(): Promise<void> {
   }
 }
 
-async function inProcess(gw: string, rw: string, session: string) {
+/** An in-process control plane on the benchmark's databases, with the two credentials resolved. */
+async function withBenchApp<T>(gw: string, rw: string, fn: (app: FastifyInstance, gateway: GatewayPrincipal, agent: AgentPrincipal) => Promise<T>): Promise<T> {
   const config = loadConfig(env as Record<string, string>, { unleashUrl: `http://127.0.0.1:${UNLEASH_PORT}/api`, port: 0, logLevel: 'silent' });
   const app = await buildApp(config, { migrate: false });
   try {
     const gateway = await app.ctx.auth.authenticate(gw);
     const agent = await app.ctx.auth.authenticate(rw);
     if (gateway.kind !== 'gateway' || agent.kind !== 'agent') throw new Error('credentials');
+    return await fn(app, gateway, agent);
+  } finally {
+    await app.close();
+  }
+}
+
+async function inProcess(gw: string, rw: string, session: string) {
+  return withBenchApp(gw, rw, async (app, gateway, agent) => {
     const totals: number[] = [];
     const steps = new Map<string, number[]>();
     for (let i = 0; i < INPROC; i++) {
@@ -335,54 +349,29 @@ async function inProcess(gw: string, rw: string, session: string) {
       out[`step ${name}`] = { p50_us: +percentile(list, 50).toFixed(1), p99_us: +percentile(list, 99).toFixed(1) };
     }
     return { decisions: INPROC, sequential: true, timings: out };
-  } finally {
-    await app.close();
-  }
+  });
 }
 
-/** CPU per decision in this process, 50 decisions in flight (no HTTP): what the pipeline itself costs. */
+/** CPU per operation in this process, 50 in flight (no HTTP): what the pipeline and its parts cost. */
 async function inProcessCpu(gw: string, rw: string, session: string): Promise<void> {
-  const config = loadConfig(env as Record<string, string>, { unleashUrl: `http://127.0.0.1:${UNLEASH_PORT}/api`, port: 0, logLevel: 'silent' });
-  const app = await buildApp(config, { migrate: false });
-  try {
-    const gateway = await app.ctx.auth.authenticate(gw);
-    const agent = await app.ctx.auth.authenticate(rw);
-    if (gateway.kind !== 'gateway' || agent.kind !== 'agent') throw new Error('credentials');
+  await withBenchApp(gw, rw, async (app, gateway, agent) => {
     const measure = async (label: string, n: number, op: (i: number) => Promise<unknown>) => {
       let next = 0;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await Promise.all(Array.from({ length: 50 }, async () => { while (next < n) await op(next++); }));
       const cpu = process.cpuUsage(cpu0);
-      console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each`);
+      console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)})`);
     };
-    const { fromPolicyLimits } = await import('../../src/limits/limits.js');
-    const { limitsFor } = await import('../../src/policy/index.js');
-    const { intentRow } = await import('../../src/audit/rows.js');
+    const call = (server: string, tool: string) => newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server, tool, arguments: { path: 'docs/readme.md' }, session_id: session } });
     const limits = fromPolicyLimits(limitsFor(app.ctx.policy.current(), agent.role, 'filesystem'));
     await measure('redis PING', 20_000, () => app.ctx.redis.redis.ping());
     await measure('gate.check', 20_000, (i) => app.ctx.gate.check({ decisionId: `d${i}`, tokenId: agent.id, sessionId: session, server: 'filesystem', tool: 'read_text_file', capability: 'read', resourceIds: ['file:///tmp/x'], arguments: { path: 'docs/readme.md' }, limits, haltTokenOn: [], killKeys: ['ksbench:kill:a', 'ksbench:kill:b'] }));
-    await measure('audit.recordIntent', 20_000, () => { const c = newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'docs/readme.md' }, session_id: session } }); return app.ctx.audit.recordIntent(intentRow(c, { decision: 'allow', code: 'OK', message: 'ok' })); });
+    await measure('audit.recordIntent', 20_000, () => app.ctx.audit.recordIntent(intentRow(call('filesystem', 'read_text_file'), { decision: 'allow', code: 'OK', message: 'ok' })));
     for (const [label, server, tool] of [['allow', 'filesystem', 'read_text_file'], ['deny by scope', 'memory', 'delete_entities'], ['allow', 'filesystem', 'read_text_file']] as const) {
-      const n = 20_000;
-      let next = 0;
-      const cpu0 = process.cpuUsage();
-      const t0 = performance.now();
-      const worker = async () => {
-        while (next < n) {
-          next++;
-          const ctx = newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server, tool, arguments: { path: 'docs/readme.md' }, session_id: session } });
-          await app.ctx.decisions.decide(ctx);
-        }
-      };
-      await Promise.all(Array.from({ length: 50 }, worker));
-      const cpu = process.cpuUsage(cpu0);
-      const wall = performance.now() - t0;
-      console.log(`in process, ${label}: ${Math.round((n / wall) * 1000)} decisions/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs/decision (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)})`);
+      await measure(`decision, ${label}`, 20_000, () => app.ctx.decisions.decide(call(server, tool)));
     }
-  } finally {
-    await app.close();
-  }
+  });
 }
 
 function renderTable(r: { at: string; machine: { cpus: number; node: string; load: number[] }; closed_loop: Array<Measured & { vs_hello: number }>; open_loop: Measured[]; in_process: { decisions: number; timings: Record<string, { p50_us: number; p99_us: number }> } }, file: string): string {

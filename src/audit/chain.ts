@@ -10,8 +10,6 @@ import { auditStore } from './store.js';
 /** prev_hash of the first row of every chain. */
 export const GENESIS = '0'.repeat(64);
 
-export { hashedContent };
-
 export function rowHash(prevHash: string, row: Omit<AuditRecord, 'hash'> | AuditRecord, content = hashedContent(row)): string {
   // One-shot hash of the concatenation (same digest as two updates; ~40% cheaper per row).
   return hash('sha256', prevHash + content, 'hex');

@@ -207,7 +207,6 @@ export class AuditWriter {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    this.expedite();
     await this.flush();
     if (this.diverting || this.orphans.length > 0) {
       this.replayDue = true;

@@ -1,10 +1,40 @@
+import { mkdtemp } from 'node:fs/promises';
 import { createServer, type Server, type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
+import { createWriterPool } from '../../src/audit/service.js';
+import { AuditWriter, type AuditWriterOptions } from '../../src/audit/writer.js';
 import type { CallContext } from '../../src/decisions/types.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 
-// Shared by the audit test files: a CallContext as the pipeline builds it, and a TCP proxy in front of
-// the real Postgres that a test can take down and bring back (the writer sees a refused connection).
+// Shared by the audit test files: a CallContext as the pipeline builds it, audit writers on a file's own
+// database, and a TCP proxy in front of the real Postgres that a test can take down and bring back (the
+// writer sees a refused connection).
+
+/** Audit writers straight on a test file's database (limited writer role, own spool directory each). */
+export class TestWriters {
+  private readonly pools: pg.Pool[] = [];
+  private readonly log = { info: () => {}, warn: () => {}, error: () => {} };
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly database: string,
+  ) {}
+
+  async open(over: Partial<AuditWriterOptions> = {}): Promise<AuditWriter> {
+    const pool = createWriterPool(this.databaseUrl);
+    this.pools.push(pool);
+    const dataDir = await mkdtemp(join(tmpdir(), 'ks-writer-'));
+    return AuditWriter.open({ pool, database: this.database, dataDir, batchMax: 50, log: this.log as never, ...over });
+  }
+
+  /** Ends the writers' pools (close the writers first). */
+  async close(): Promise<void> {
+    for (const p of this.pools) await p.end().catch(() => {});
+  }
+}
 
 export function agentPrincipal(over: Partial<AgentPrincipal> = {}): AgentPrincipal {
   return {

@@ -1,39 +1,31 @@
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/chain.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow, resultRow } from '../../src/audit/rows.js';
-import { createWriterPool } from '../../src/audit/service.js';
-import { AuditWriter } from '../../src/audit/writer.js';
 import { TestContext } from '../helpers/context.js';
-import { callContext } from './audit-fixtures.js';
+import { callContext, TestWriters } from './audit-fixtures.js';
 
 // The writer sends each batch as one JSON document (json_populate_recordset) built from the rows'
 // hash-chain content. Values that are awkward in JSON or in Postgres must arrive exactly as the row
 // held them, and the chain must verify from what Postgres stored.
 
 const ctx = new TestContext();
+const writers = new TestWriters(ctx.databaseUrl, ctx.name);
 let db: pg.Pool;
-const pools: pg.Pool[] = [];
-const log = { info: () => {}, warn: () => {}, error: () => {} };
 
 beforeAll(async () => {
   await ctx.setup();
   db = ctx.pool();
 });
 afterAll(async () => {
-  for (const p of pools) await p.end().catch(() => {});
+  await writers.close();
   await ctx.teardown();
 });
 
 describe('audit INSERT as JSON', () => {
   it('awkward values round-trip exactly and the chain verifies from the stored rows', async () => {
-    const pool = createWriterPool(ctx.databaseUrl);
-    pools.push(pool);
-    const writer = await AuditWriter.open({ pool, database: ctx.name, dataDir: await mkdtemp(join(tmpdir(), 'ks-insert-')), batchMax: 50, log: log as never });
+    const writer = await writers.open();
     const awkward = {
       quotes: 'say "hi" \\ back\\slash',
       controls: 'tab\there\nnew line \u0001 \u001f',

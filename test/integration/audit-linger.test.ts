@@ -1,31 +1,22 @@
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/chain.js';
 import { intentRow } from '../../src/audit/rows.js';
-import { createWriterPool } from '../../src/audit/service.js';
-import { AuditWriter } from '../../src/audit/writer.js';
+import type { AuditWriter } from '../../src/audit/writer.js';
 import { TestContext } from '../helpers/context.js';
-import { callContext } from './audit-fixtures.js';
+import { callContext, TestWriters } from './audit-fixtures.js';
 
 // Rows nobody awaits (denials, RESULT rows) may linger to share an INSERT; a row some caller awaits is
 // written at once and takes them along. The linger here is far longer than the test, so a row that was
 // written can only have been written by the rule under test, never by the timer.
 
 const ctx = new TestContext();
+const writers = new TestWriters(ctx.databaseUrl, ctx.name);
 let db: pg.Pool;
-const pools: pg.Pool[] = [];
-const log = { info: () => {}, warn: () => {}, error: () => {} };
 const deny = { decision: 'deny', code: 'PERMISSION_DENIED', message: 'denied' } as const;
 const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
 
-async function openWriter(lingerMs: number): Promise<AuditWriter> {
-  const pool = createWriterPool(ctx.databaseUrl);
-  pools.push(pool);
-  return AuditWriter.open({ pool, database: ctx.name, dataDir: await mkdtemp(join(tmpdir(), 'ks-linger-')), batchMax: 50, log: log as never, lingerMs });
-}
+const openWriter = (lingerMs: number): Promise<AuditWriter> => writers.open({ lingerMs });
 
 const rowsOf = async (replicaId: string | null) => Number((await db.query('SELECT count(*) AS n FROM audit_events WHERE replica_id = $1', [replicaId])).rows[0].n);
 
@@ -34,7 +25,7 @@ beforeAll(async () => {
   db = ctx.pool();
 });
 afterAll(async () => {
-  for (const p of pools) await p.end().catch(() => {});
+  await writers.close();
   await ctx.teardown();
 });
 

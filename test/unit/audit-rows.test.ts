@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { GENESIS, hashedContent, rowHash } from '../../src/audit/chain.js';
+import { GENESIS, rowHash } from '../../src/audit/chain.js';
+import { hashedContent } from '../../src/audit/content.js';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { aiClientOf } from '../../src/audit/clients.js';
 import type { AuditRecord } from '../../src/audit/record.js';
