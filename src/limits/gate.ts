@@ -1,8 +1,9 @@
 import type { HaltTrigger, LimitUse, SessionView } from '../decisions/types.js';
 import type { RedisHandle } from '../redis/client.js';
+import { RawScript } from '../redis/raw-script.js';
 import type { Capability } from '../tokens/scopes.js';
 import { type CounterSpec, countersFor, counterLabel, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
-import { type ArgsScript, defineArgsScript, defineJsonScript, type JsonScript } from './lua.js';
+import { defineJsonScript, type JsonScript } from './lua.js';
 import { GATE_LUA, OUTCOME_LUA } from './scripts.js';
 import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments } from './summary.js';
 
@@ -146,7 +147,7 @@ function sessionViewOf(id: string, v: string[]): SessionView {
 }
 
 export class RedisGate {
-  private readonly runGate: ArgsScript;
+  private readonly gateScript: RawScript;
   private readonly runOutcome: JsonScript;
   readonly windows: GateWindows;
   private readonly keep: number;
@@ -155,7 +156,7 @@ export class RedisGate {
     private readonly redis: RedisHandle,
     private readonly opts: GateOptions,
   ) {
-    this.runGate = defineArgsScript(redis.redis, 'ksGate', GATE_LUA);
+    this.gateScript = new RawScript(redis.redis, GATE_LUA);
     this.runOutcome = defineJsonScript(redis.redis, 'ksGateOutcome', OUTCOME_LUA);
     this.windows = opts.windows ?? REAL_WINDOWS;
     this.keep = opts.lastCallsKept ?? 10;
@@ -203,7 +204,7 @@ export class RedisGate {
     ];
     for (const c of counters) args.push(c.k, c.f ?? '', c.max, c.w, c.t, c.h);
     try {
-      return this.interpret(req, counters, (await this.runGate(args)) as LuaReply);
+      return this.interpret(req, counters, (await this.gateScript.run(args)) as LuaReply);
     } catch (err) {
       return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
     }

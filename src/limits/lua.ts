@@ -2,7 +2,8 @@ import type { Redis } from 'ioredis';
 
 // Most of our Lua scripts take one JSON argument and return one JSON string: the request and answer shapes are
 // then plain TypeScript types on this side and cjson tables on the other, instead of positional ARGV.
-// The gate script, on every decision's path, uses positional arguments instead (see the ADR).
+// The gate script, on every decision's path, uses positional arguments instead, sent pre-encoded by
+// src/redis/raw-script.ts (docs/adr/0006-gate-script-pre-encoded.md).
 // ioredis's defineCommand sends EVALSHA and falls back to EVAL once after a Redis restart (NOSCRIPT).
 
 export type JsonScript = (request: object) => Promise<string>;
@@ -14,19 +15,6 @@ export function defineJsonScript(redis: Redis, name: string, lua: string): JsonS
     const run = commands[name];
     if (!run) throw new Error(`Lua script ${name} is not defined`);
     return run.call(redis, JSON.stringify(request));
-  };
-}
-
-/** A script taking positional arguments and answering a RESP array (the gate's hot path: no JSON). */
-export type ArgsScript = (args: ReadonlyArray<string | number>) => Promise<unknown>;
-
-export function defineArgsScript(redis: Redis, name: string, lua: string): ArgsScript {
-  const commands = redis as unknown as Record<string, ((...a: Array<string | number>) => Promise<unknown>) | undefined>;
-  if (typeof commands[name] !== 'function') redis.defineCommand(name, { numberOfKeys: 0, lua });
-  return (args) => {
-    const run = commands[name];
-    if (!run) throw new Error(`Lua script ${name} is not defined`);
-    return run.apply(redis, [...args]);
   };
 }
 
