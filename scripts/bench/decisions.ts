@@ -3,6 +3,7 @@
 //
 //   npm run bench:decisions -- [--seconds 10] [--rate 2000] [--connections 50] [--inproc 20000]
 //   npm run bench:decisions -- --quick [--only hello|allow|deny|open|inproc] [--profile DIR]
+//     [--cp-node-flags "--trace-gc"] [--cp-stdout FILE]
 //
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
 //    halting triggers off) and a hello-world Fastify, each in its own process.
@@ -16,6 +17,7 @@
 // Prints tables, writes bench-results/decisions-<ts>.json, and the section of docs/performance.md.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -48,6 +50,9 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
+    // Extra node flags for the control plane (e.g. "--trace-gc"), and a file its stdout is appended to.
+    'cp-node-flags': { type: 'string' },
+    'cp-stdout': { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -96,8 +101,8 @@ async function resetDatabases(): Promise<void> {
   await redis.quit();
 }
 
-function startProcess(args: string[], extraEnv: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, args, { env: { ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] });
+function startProcess(argv: string[], extraEnv: Record<string, string> = {}, stdoutFile?: string): ChildProcess {
+  const child = spawn(process.execPath, argv, { env: { ...env, ...extraEnv }, stdio: ['ignore', stdoutFile ? openSync(stdoutFile, 'a') : 'ignore', 'inherit'] });
   return child;
 }
 
@@ -212,7 +217,7 @@ async function openLoop(name: string, port: number, requests: Req[], rate: numbe
 async function main(): Promise<void> {
   await resetDatabases();
   const hello = startProcess(['--import', 'tsx', 'scripts/bench/hello.ts', String(HELLO_PORT)]);
-  const cp = startProcess([...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start']);
+  const cp = startProcess([...(args['cp-node-flags'] ?? '').split(' ').filter(Boolean), ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start'], {}, args['cp-stdout']);
   const stopAll = () => {
     hello.kill('SIGTERM');
     cp.kill('SIGTERM');
