@@ -30,7 +30,7 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { newCallContext } from '../../src/decisions/service.js';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';
-import { fromPolicyLimits } from '../../src/limits/limits.js';
+import { fromPolicyLimitsShared } from '../../src/limits/limits.js';
 import { limitsFor } from '../../src/policy/index.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { generateCredential } from '../../src/tokens/format.js';
@@ -369,9 +369,12 @@ async function inProcessCpu(gw: string, rw: string, session: string): Promise<vo
       console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)})`);
     };
     const call = (server: string, tool: string) => newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server, tool, arguments: { path: 'docs/readme.md' }, session_id: session } });
-    const limits = fromPolicyLimits(limitsFor(app.ctx.policy.current(), agent.role, 'filesystem'));
+    // The same objects on every call, as the decision path passes them (the gate keeps its encoded arguments).
+    const limits = fromPolicyLimitsShared(limitsFor(app.ctx.policy.current(), agent.role, 'filesystem'));
+    const haltTokenOn = app.ctx.policy.current().haltTokenOn;
+    const killKeys = ['ksbench:kill:a', 'ksbench:kill:b'];
     await measure('redis PING', 20_000, () => app.ctx.redis.redis.ping());
-    await measure('gate.check', 20_000, (i) => app.ctx.gate.check({ decisionId: `d${i}`, tokenId: agent.id, sessionId: session, server: 'filesystem', tool: 'read_text_file', capability: 'read', resourceIds: ['file:///tmp/x'], arguments: { path: 'docs/readme.md' }, limits, haltTokenOn: [], killKeys: ['ksbench:kill:a', 'ksbench:kill:b'] }));
+    await measure('gate.check', 20_000, (i) => app.ctx.gate.check({ decisionId: `d${i}`, tokenId: agent.id, sessionId: session, server: 'filesystem', tool: 'read_text_file', capability: 'read', resourceIds: ['file:///tmp/x'], arguments: { path: 'docs/readme.md' }, limits, haltTokenOn, killKeys }));
     await measure('audit.recordIntent', 20_000, () => app.ctx.audit.recordIntent(intentRow(call('filesystem', 'read_text_file'), { decision: 'allow', code: 'OK', message: 'ok' })));
     for (const [label, server, tool] of [['allow', 'filesystem', 'read_text_file'], ['deny by scope', 'memory', 'delete_entities'], ['allow', 'filesystem', 'read_text_file']] as const) {
       await measure(`decision, ${label}`, 20_000, () => app.ctx.decisions.decide(call(server, tool)));

@@ -7,7 +7,7 @@ import { grantRoutes } from '../grants/routes.js';
 import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
 import { GrantService } from '../grants/service.js';
-import { fromPolicyLimits } from '../limits/limits.js';
+import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { toolRoutes } from '../tools/routes.js';
@@ -65,7 +65,7 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
     createGateStep({
       gate: ctx.gate,
       sessions: ctx.sessions,
-      limitsFor: (call) => fromPolicyLimits(limitsFor(policy.current(), call.agent.role, call.call!.server)),
+      limitsFor: (call) => fromPolicyLimitsShared(limitsFor(policy.current(), call.agent.role, call.call!.server)),
       haltTokenOn: () => policy.current().haltTokenOn,
       // Break-glass kills (src/kills): read in the same Redis round trip as halts and limits.
       killKeys: (call) => ctx.kills.keysFor(call),

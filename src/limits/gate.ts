@@ -1,6 +1,7 @@
 import type { HaltTrigger, LimitUse, SessionView } from '../decisions/types.js';
 import type { RedisHandle } from '../redis/client.js';
-import { RawScript } from '../redis/raw-script.js';
+import { LRUCache } from 'lru-cache';
+import { encodeArgs, RawScript } from '../redis/raw-script.js';
 import type { Capability } from '../tokens/scopes.js';
 import { type CounterSpec, countersFor, counterLabel, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
 import { defineJsonScript, type JsonScript } from './lua.js';
@@ -146,8 +147,27 @@ function sessionViewOf(id: string, v: string[]): SessionView {
   return { id, state, trigger: trg ? (trg as HaltTrigger) : null, read_only: ro === '1', servers, purpose: pur ?? '' };
 }
 
+/** The cached, encoded arguments of one (token, session, server, capability) and what they were built from. */
+interface FixedParts {
+  limits: GateLimits;
+  haltTokenOn: GateRequest['haltTokenOn'];
+  killKeys: readonly string[];
+  counterSpecs: CounterSpec[];
+  before: string;
+  kills: string;
+  counters: string;
+  argCount: number;
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export class RedisGate {
   private readonly gateScript: RawScript;
+  private readonly fixed = new LRUCache<string, FixedParts>({ max: 5_000 });
   private readonly runOutcome: JsonScript;
   readonly windows: GateWindows;
   private readonly keep: number;
@@ -169,15 +189,36 @@ export class RedisGate {
 
   /** One round trip. Never throws: Redis down or slow is `UNAVAILABLE` (the caller denies). */
   async check(req: GateRequest): Promise<GateOutcome> {
-    const counters = this.counters(req);
-    const resources = (req.resourceIds.length > 0 ? req.resourceIds : [`${req.server}/${req.tool}`]).map((r) => r.replaceAll(UNIT_SEPARATOR, ''));
-    const haltTokenOn = Array.isArray(req.haltTokenOn) ? req.haltTokenOn : [...(req.haltTokenOn as ReadonlySet<HaltTrigger>)];
-    const cascade = req.limits.cascade ?? { threshold: 0, windowCalls: 0 };
+    const fixed = this.fixedPartsOf(req);
+    const resources = req.resourceIds.length > 0 ? req.resourceIds : [`${req.server}/${req.tool}`];
+    const resourceArgs: string[] = new Array(resources.length + 1);
+    resourceArgs[0] = String(resources.length);
+    for (let i = 0; i < resources.length; i++) resourceArgs[i + 1] = resources[i]!.replaceAll(UNIT_SEPARATOR, '');
     // The list entry and the decision's metadata are encoded here; the script only appends the verdict.
     const head = JSON.stringify({ id: req.decisionId, server: req.server, tool: req.tool, args: summarizeArguments(req.arguments) }).slice(0, -1);
     const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool: req.tool, cap: req.capability, at: Date.now() });
+    const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
+    try {
+      return this.interpret(req, fixed.counterSpecs, (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply);
+    } catch (err) {
+      return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
+    }
+  }
+
+  /**
+   * The script's arguments that depend only on the token, session, server, capability, limits, halting
+   * policy and kill keys (all but the decision's own id, list entry, metadata and resources), encoded once
+   * and kept while those stay the same: most decisions of a session repeat them.
+   */
+  private fixedPartsOf(req: GateRequest): FixedParts {
     const kills = req.killKeys ?? [];
-    const args: Array<string | number> = [
+    const key = `${req.tokenId}\u0000${req.sessionId}\u0000${req.server}\u0000${req.capability}\u0000${req.dryRun ? 1 : 0}`;
+    const cached = this.fixed.get(key);
+    if (cached && cached.limits === req.limits && cached.haltTokenOn === req.haltTokenOn && sameStrings(cached.killKeys, kills)) return cached;
+    const counterSpecs = this.counters(req);
+    const haltTokenOn = Array.isArray(req.haltTokenOn) ? req.haltTokenOn : [...(req.haltTokenOn as ReadonlySet<HaltTrigger>)];
+    const cascade = req.limits.cascade ?? { threshold: 0, windowCalls: 0 };
+    const before: Array<string | number> = [
       this.redis.prefix,
       req.dryRun ? 1 : 0,
       req.tokenId,
@@ -192,22 +233,24 @@ export class RedisGate {
       Math.max(CASCADE_KEEP_MIN, cascade.windowCalls),
       TOKEN_WINDOW_TTL_MS,
       this.opts.decisionTtlMs,
-      req.decisionId,
-      head,
-      meta,
-      `,${haltTokenOn.join(',')},`,
-      kills.length,
-      ...kills,
-      resources.length,
-      ...resources,
-      counters.length,
     ];
-    for (const c of counters) args.push(c.k, c.f ?? '', c.max, c.w, c.t, c.h);
-    try {
-      return this.interpret(req, counters, (await this.gateScript.run(args)) as LuaReply);
-    } catch (err) {
-      return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
-    }
+    // (decision id, list entry head, metadata: per decision, between `before` and `kills`)
+    const killArgs: Array<string | number> = [`,${haltTokenOn.join(',')},`, kills.length, ...kills];
+    // (resources: per decision, between `kills` and `counters`)
+    const counterArgs: Array<string | number> = [counterSpecs.length];
+    for (const c of counterSpecs) counterArgs.push(c.k, c.f ?? '', c.max, c.w, c.t, c.h);
+    const parts: FixedParts = {
+      limits: req.limits,
+      haltTokenOn: req.haltTokenOn,
+      killKeys: kills,
+      counterSpecs,
+      before: encodeArgs(before),
+      kills: encodeArgs(killArgs),
+      counters: encodeArgs(counterArgs),
+      argCount: before.length + killArgs.length + counterArgs.length,
+    };
+    this.fixed.set(key, parts);
+    return parts;
   }
 
   private interpret(req: GateRequest, counters: CounterSpec[], r: LuaReply): GateOutcome {

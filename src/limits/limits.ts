@@ -175,6 +175,21 @@ export interface PolicyLimitsShape {
 }
 
 /** Maps the policy's effective limits to the gate's. `null` in the policy means "no limit". */
+const fromPolicyMemo = new WeakMap<PolicyLimitsShape, Readonly<GateLimits>>();
+
+/**
+ * `fromPolicyLimits` for the decision path: the same object for the same (frozen, cached) policy limits,
+ * so the gate can keep the encoded arguments built from it (RedisGate caches by identity).
+ */
+export function fromPolicyLimitsShared(l: PolicyLimitsShape): Readonly<GateLimits> {
+  let out = fromPolicyMemo.get(l);
+  if (!out) {
+    out = Object.freeze(fromPolicyLimits(l));
+    fromPolicyMemo.set(l, out);
+  }
+  return out;
+}
+
 export function fromPolicyLimits(l: PolicyLimitsShape, extra: { serverCallsPerMinuteAllTokens?: number } = {}): GateLimits {
   const n = (v: number | null | undefined): number | undefined => (v === null || v === undefined ? undefined : v);
   const out: GateLimits = { pauseAtPercent: l.pauseAtPercent, cascade: { threshold: l.cascade.threshold, windowCalls: l.cascade.windowCalls } };

@@ -14,6 +14,16 @@ function bulk(value: string): string {
   return `$${Buffer.byteLength(value)}${CRLF}${value}${CRLF}`;
 }
 
+/** RESP bulk strings of these arguments, concatenated: a piece of a request for `runEncoded`. */
+export function encodeArgs(args: ReadonlyArray<string | number>): string {
+  const parts: string[] = new Array(args.length);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    parts[i] = bulk(typeof a === 'string' ? a : String(a));
+  }
+  return parts.join('');
+}
+
 export class RawScript {
   readonly sha: string;
   private readonly evalshaHead: string;
@@ -31,18 +41,15 @@ export class RawScript {
 
   /** Runs the script with these ARGV. Rejects like any ioredis command (timeout, connection down). */
   run(args: ReadonlyArray<string | number>): Promise<unknown> {
-    const parts: string[] = new Array(args.length + 1);
-    parts[0] = '';
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i]!;
-      const v = typeof a === 'string' ? a : String(a);
-      parts[i + 1] = `$${Buffer.byteLength(v)}${CRLF}${v}${CRLF}`;
-    }
-    const body = parts.join('');
-    const count = `*${args.length + 3}${CRLF}`;
-    return this.send('evalsha', count + this.evalshaHead + body).catch((err: unknown) => {
+    return this.runEncoded(args.length, encodeArgs(args));
+  }
+
+  /** Runs the script with `count` ARGV already encoded by `encodeArgs` (pieces may be cached and joined). */
+  runEncoded(count: number, encodedArgs: string): Promise<unknown> {
+    const head = `*${count + 3}${CRLF}`;
+    return this.send('evalsha', head + this.evalshaHead + encodedArgs).catch((err: unknown) => {
       // After a Redis restart or SCRIPT FLUSH the script is gone: send it whole once (EVAL loads it).
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return this.send('eval', count + this.evalHead + body);
+      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return this.send('eval', head + this.evalHead + encodedArgs);
       throw err;
     });
   }

@@ -124,6 +124,28 @@ describe('session binding and halts', () => {
 });
 
 describe('limits', () => {
+  it('new limits or kill keys for the same session apply to the very next call (the encoded arguments are not kept stale)', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const state: { limits: GateLimits; killKeys: string[] } = { limits: HIGH, killKeys: [] };
+    const { step } = gateStep(w, state);
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const kill = w.app.ctx.redis.key('kill', 'session', sid);
+    await w.app.ctx.redis.redis.set(kill, JSON.stringify({ reason: 'stop this one' }));
+    state.killKeys = [kill];
+    expect((await step.run(callContext(w, agent, sid)))?.code).toBe('KILL_SWITCH');
+    state.killKeys = [];
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    await w.app.ctx.redis.redis.del(kill);
+    // a policy reload lowers the session total to 4: the 4th counted call passes, the 5th halts
+    state.limits = { ...HIGH, sessionCalls: 4 };
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const d = await step.run(callContext(w, agent, sid));
+    expect(d?.code).toBe('SESSION_HALTED');
+    expect(d?.halt).toBe('SESSION_LIMIT');
+  });
+
   it('the 200th call is allowed, the 201st is denied and halts the session (SESSION_LIMIT) with a summary', async () => {
     const { agent } = await w.token();
     const sid = await w.open(agent);
