@@ -17,6 +17,7 @@ import { createPool, ensureDatabase, type Pool } from './db/pool.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService } from './flags/service.js';
 import { installErrorHandler } from './http/error-handler.js';
+import { lazyChildLogger } from './http/request-logger.js';
 import { healthRoutes } from './http/health.js';
 import { registerKillLoader } from './kills/mirror.js';
 import { RedisGate } from './limits/gate.js';
@@ -149,6 +150,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       loggerInstance: log as FastifyBaseLogger,
       bodyLimit: config.bodyLimitBytes,
       logController: new LogController({ disableRequestLogging: true }),
+      childLoggerFactory: lazyChildLogger,
       requestIdHeader: 'x-request-id',
       ajv: { customOptions: { removeAdditional: false } },
     }).withTypeProvider<TypeBoxTypeProvider>();
