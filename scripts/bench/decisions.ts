@@ -128,18 +128,18 @@ async function ticksOf(pids: number[]): Promise<number> {
 /** Runs `load` and adds CPU per answered request of the server, Postgres and Redis to its result. */
 async function withCpu(pid: number | undefined, load: () => Promise<Measured & { answered: number }>): Promise<Measured> {
   const deps = await dependencyPids();
-  const before = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
+  const before = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis), await cpuTicks(pid, 'user')];
   const { answered, ...m } = await load();
-  const after = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis)];
+  const after = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis), await cpuTicks(pid, 'user')];
   const per = (i: number) => (answered > 0 ? Math.max(0, Math.round(((after[i]! - before[i]!) * 10_000) / answered)) : 0);
-  return { ...m, server_cpu_us: per(0), postgres_cpu_us: per(1), redis_cpu_us: per(2) };
+  return { ...m, server_cpu_us: per(0), server_user_us: per(3), postgres_cpu_us: per(1), redis_cpu_us: per(2) };
 }
 
-/** utime + stime of a process in clock ticks (1/100 s), from /proc (Linux only; 0 elsewhere). */
-async function cpuTicks(pid: number | undefined): Promise<number> {
+/** utime + stime (or utime alone) of a process in clock ticks (1/100 s), from /proc (Linux only; 0 elsewhere). */
+async function cpuTicks(pid: number | undefined, which: 'all' | 'user' = 'all'): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  return Number(fields[11] ?? 0) + (which === 'all' ? Number(fields[12] ?? 0) : 0);
 }
 
 async function waitFor(url: string, timeoutMs = 90_000): Promise<void> {
@@ -179,6 +179,8 @@ interface Measured {
   lag_p99_ms?: number;
   /** CPU time (user + system) of the server process per answered request, in µs (/proc; Linux only). */
   server_cpu_us?: number;
+  /** Its user part: our JavaScript (and V8), without the kernel's share (socket writes, wake-ups), which moves most with the machine. */
+  server_user_us?: number;
   /** The same for the Postgres backends of the benchmark's database and for Redis (they share the cores). */
   postgres_cpu_us?: number;
   redis_cpu_us?: number;
@@ -257,7 +259,7 @@ async function main(): Promise<void> {
     const helloReq: Req = { method: 'GET', path: '/', headers: {} };
     if (args.quick || args.profile) {
       const show = (m: Measured) =>
-        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs, Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs`);
+        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs (user ${m.server_user_us}), Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs`);
       const want = (name: string) => !args.only || args.only === name;
       if (want('hello')) show(await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid));
       if (want('allow')) show(await closedLoop('allow', CP_PORT, [allow], cp.pid));
