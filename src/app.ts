@@ -65,7 +65,9 @@ export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
   const log = pino(loggerOptions(config.logLevel), opts.logStream ?? process.stdout);
   if (opts.migrate !== false) await ensureDatabase(config.databaseUrl);
-  const pool = createPool(config.databaseUrl, { max: config.databasePoolSize });
+  // Two connections stay open through quiet periods: the first credential lookups after one (the cache
+  // has expired) do not wait for a new connection while requests pile up behind them.
+  const pool = createPool(config.databaseUrl, { max: config.databasePoolSize, min: 2 });
   // First, so every query and Redis command of this instance is timed and counted (GET /metrics).
   const metrics = new Metrics();
   metrics.instrumentPool(pool, 'main');

@@ -27,7 +27,7 @@ export const SETTINGS = [
   { env: 'REDIS_TIMEOUT_MS', type: 'int', default: '250', example: '100', min: 1, max: 60000, doc: 'A Redis command slower than this fails the decision closed (DEPENDENCY_UNAVAILABLE).' },
   { env: 'TOKEN_HASH_SECRET', type: 'string', example: 'a-long-random-string-of-32-or-more-characters', secret: true, doc: 'HMAC key for stored token hashes. Unset: one is generated on first start and kept in the database (fine for one installation; set it explicitly when you run several).' },
   { env: 'BOOTSTRAP_OWNER_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Owner operator key to create on first start instead of printing a generated one.' },
-  { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached; revocation clears it on every replica at once.' },
+  { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached (one in use is refreshed in the background before then); revocation clears it on every replica at once.' },
   { env: 'BODY_LIMIT_BYTES', type: 'int', default: '262144', example: '1048576', min: 1024, max: 104857600, doc: 'Largest accepted request body; larger bodies get 413.' },
   { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes.' },
   { env: 'MCP_ENV', type: 'enum', default: 'development', example: 'staging', values: ['development', 'staging', 'production'], doc: 'Environment `killswitch env-gate` checks the configured MCP servers against (seed 001: MCP_ENV, default development).' },

@@ -6,10 +6,12 @@ pg.types.setTypeParser(20, (v) => Number(v));
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
-export function createPool(databaseUrl: string, opts: { max?: number; idleTimeoutMillis?: number; applicationName?: string } = {}): pg.Pool {
+export function createPool(databaseUrl: string, opts: { max?: number; min?: number; idleTimeoutMillis?: number; applicationName?: string } = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: opts.max ?? 10,
+    // Connections kept open through quiet periods (the rest close after idleTimeoutMillis).
+    min: Math.min(opts.min ?? 0, opts.max ?? 10),
     idleTimeoutMillis: opts.idleTimeoutMillis ?? 10_000,
     connectionTimeoutMillis: 5_000,
     application_name: opts.applicationName ?? 'killswitch',

@@ -78,6 +78,11 @@ function toPrincipal(kind: CredentialKind, row: Record<string, unknown>): Princi
  */
 export class Authenticator {
   private readonly cache: LRUCache<string, CacheEntry>;
+  private readonly ttlMs: number;
+  /** Lookups in flight by cache key: concurrent misses of one credential share a single query. */
+  private readonly inFlight = new Map<string, Promise<CacheEntry>>();
+  /** Bumped by every revocation seen here: a lookup that started before one does not fill the cache. */
+  private revocations = 0;
   private readonly idToKey = new Map<string, string>();
   private readonly used: Record<CredentialTable, Set<string>> = { agent_tokens: new Set(), gateway_keys: new Set(), operator_keys: new Set() };
   private touchTimer: NodeJS.Timeout | undefined;
@@ -99,7 +104,8 @@ export class Authenticator {
     private readonly secret: string,
     ttlMs: number,
   ) {
-    this.cache = new LRUCache<string, CacheEntry>({ max: 100_000, ttl: Math.max(ttlMs, 1), ttlAutopurge: false });
+    this.ttlMs = Math.max(ttlMs, 1);
+    this.cache = new LRUCache<string, CacheEntry>({ max: 100_000, ttl: this.ttlMs, ttlAutopurge: false });
     this.channel = redis.channel('credentials:revoked');
   }
 
@@ -135,7 +141,12 @@ export class Authenticator {
         const parsed = parseCredential(raw);
         if (!parsed) throw unauthenticated();
         kind = parsed.kind;
-        entry = await this.lookup(parsed.kind, this.hash(raw), cacheKey);
+        entry = await this.lookupOnce(parsed.kind, raw, cacheKey);
+      } else if (entry.principal && !this.inFlight.has(cacheKey) && this.cache.getRemainingTTL(cacheKey) < this.ttlMs / 2) {
+        // Refresh ahead: a credential in use is looked up again in the background during the second half
+        // of its TTL, so under load it never expires into a burst of requests waiting on Postgres. The
+        // answer is still the cached one, never older than the TTL (a failed refresh changes nothing).
+        this.lookupOnce(entry.kind, raw, cacheKey).catch(() => {});
       }
       kind = entry.kind;
       const principal: Principal | null = entry.principal;
@@ -150,7 +161,18 @@ export class Authenticator {
     }
   }
 
+  private lookupOnce(kind: CredentialKind, raw: string, cacheKey: string): Promise<CacheEntry> {
+    const shared = this.inFlight.get(cacheKey);
+    if (shared) return shared;
+    const pending: Promise<CacheEntry> = this.lookup(kind, this.hash(raw), cacheKey).finally(() => {
+      if (this.inFlight.get(cacheKey) === pending) this.inFlight.delete(cacheKey);
+    });
+    this.inFlight.set(cacheKey, pending);
+    return pending;
+  }
+
   private async lookup(kind: CredentialKind, hash: Buffer, cacheKey: string): Promise<CacheEntry> {
+    const revocationsBefore = this.revocations;
     let row: (Record<string, unknown> & { key_hash: Buffer }) | undefined;
     try {
       row = await credentialStore.findByHash(this.pool, TABLE[kind], hash);
@@ -159,6 +181,8 @@ export class Authenticator {
     }
     const principal = row && sameHash(row.key_hash, hash) ? toPrincipal(kind, row) : null;
     const entry: CacheEntry = { kind, principal };
+    // A revocation announced while the query ran may not be in the row it read: answer, but do not cache.
+    if (this.revocations !== revocationsBefore) return entry;
     this.cache.set(cacheKey, entry, principal ? {} : { ttl: NEGATIVE_TTL_MS });
     if (principal) this.idToKey.set(principal.id, cacheKey);
     return entry;
@@ -171,6 +195,10 @@ export class Authenticator {
   }
 
   private forgetLocally(id: string): void {
+    // Lookups already running may have read the row before the revocation: later requests must not join
+    // them, and they must not fill the cache.
+    this.revocations++;
+    this.inFlight.clear();
     const key = this.idToKey.get(id);
     if (key) this.cache.delete(key);
     this.idToKey.delete(id);

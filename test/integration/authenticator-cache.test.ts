@@ -1,0 +1,119 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pool } from '../../src/db/pool.js';
+import { Authenticator } from '../../src/tokens/authenticator.js';
+import { bearer, TestContext } from '../helpers/context.js';
+
+// The credential cache under load: concurrent misses of one credential share one query, a credential in
+// use is refreshed in the background before it expires (no burst of requests waiting on Postgres every
+// TTL), revocation still bounds staleness, and a lookup that raced a revocation does not fill the cache.
+
+const t = new TestContext();
+let app: FastifyInstance;
+let owner: string;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app();
+  owner = await t.operatorKey(app, 'owner');
+});
+afterAll(() => t.teardown());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The app's pool, counting credential lookups; `hold` keeps their results until released. */
+function countingPool() {
+  const pool = t.pool();
+  const state = { lookups: 0, held: [] as Array<() => void>, hold: false };
+  const wrapped = {
+    query: async (text: string, values?: unknown[]) => {
+      const isLookup = /WHERE key_hash = \$1/.test(text);
+      if (isLookup) state.lookups++;
+      const result = await pool.query(text, values);
+      if (isLookup && state.hold) await new Promise<void>((r) => state.held.push(r));
+      return result;
+    },
+  } as unknown as Pool;
+  return { pool: wrapped, state, release: () => {
+      for (const r of state.held.splice(0)) r();
+    },
+  };
+}
+
+async function newToken(): Promise<{ raw: string; id: string }> {
+  const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { type: 'ro', role: 'code_agent', project_id: 'alpha', environment: 'development' } });
+  return { raw: res.json().token as string, id: res.json().key.id as string };
+}
+
+function authenticator(pool: Pool, ttlMs: number): Authenticator {
+  return new Authenticator(pool, app.ctx.redis, app.ctx.config.tokenHashSecret!, ttlMs);
+}
+
+const refused = (p: Promise<unknown>) =>
+  p.then(
+    () => false,
+    (err: { code?: string }) => err.code === 'UNAUTHENTICATED',
+  );
+
+describe('credential cache', () => {
+  it('50 concurrent requests with an uncached credential make one query', async () => {
+    const { raw } = await newToken();
+    const c = countingPool();
+    const auth = authenticator(c.pool, 5_000);
+    const all = await Promise.all(Array.from({ length: 50 }, () => auth.authenticate(raw)));
+    expect(all.every((p) => p.kind === 'agent')).toBe(true);
+    expect(c.state.lookups).toBe(1);
+  });
+
+  it('a credential in use is refreshed in the background during the second half of its TTL and never expires into a wait', async () => {
+    const { raw } = await newToken();
+    const c = countingPool();
+    const auth = authenticator(c.pool, 400);
+    await auth.authenticate(raw);
+    expect(c.state.lookups).toBe(1);
+    await sleep(250);
+    c.state.hold = true; // the refresh's answer waits: the request must not
+    expect((await auth.authenticate(raw)).kind).toBe('agent');
+    expect(c.state.lookups).toBe(2);
+    c.state.hold = false;
+    c.release();
+    // Past the first entry's TTL: the refreshed entry answers at once, even though Postgres is held again.
+    await sleep(250);
+    c.state.hold = true;
+    const answer = await Promise.race([auth.authenticate(raw), sleep(150).then(() => 'waited on Postgres')]);
+    expect(answer).toMatchObject({ kind: 'agent' });
+    c.state.hold = false;
+    c.release();
+  });
+
+  it('a token revoked in Postgres (no announcement) is refused within the TTL even while it is used all the time', async () => {
+    const { raw, id } = await newToken();
+    const c = countingPool();
+    const auth = authenticator(c.pool, 400);
+    await auth.authenticate(raw);
+    await t.pool().query('UPDATE agent_tokens SET revoked_at = now() WHERE id = $1', [id]);
+    const revokedAt = Date.now();
+    while (!(await refused(auth.authenticate(raw)))) {
+      expect(Date.now() - revokedAt).toBeLessThan(1_000);
+      await sleep(20);
+    }
+    expect(Date.now() - revokedAt).toBeLessThanOrEqual(450);
+  });
+
+  it('a revocation announced while a lookup runs: later requests query again, and the lookup does not fill the cache', async () => {
+    const { raw, id } = await newToken();
+    const c = countingPool();
+    const auth = authenticator(c.pool, 5_000);
+    c.state.hold = true;
+    const first = auth.authenticate(raw); // reads the row before the revocation; its answer is held
+    while (c.state.held.length === 0) await sleep(5);
+    c.state.hold = false;
+    await t.pool().query('UPDATE agent_tokens SET revoked_at = now() WHERE id = $1', [id]);
+    await auth.announceRevoked(id);
+    expect(await refused(auth.authenticate(raw))).toBe(true); // its own query, not the held one
+    expect(c.state.lookups).toBe(2);
+    c.release();
+    expect((await first).kind).toBe('agent'); // the request that began before the revocation
+    expect(await refused(auth.authenticate(raw))).toBe(true); // not from a cache the held lookup filled
+  });
+});
