@@ -30,6 +30,8 @@ export interface OpenLoopResult {
   errors: number;
   /** Answer `code` fields, for requests with `expect`. */
   codes: Record<string, number>;
+  /** Per 250 ms of the schedule: requests sent, median and worst latency (ms). Shows whether the tail is spread or bunched. */
+  windows: Array<{ at_s: number; n: number; p50_ms: number; max_ms: number }>;
 }
 
 interface Pending {
@@ -102,6 +104,8 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   const encoded = requests.map(encode);
   const latencies: number[] = [];
   const lags: number[] = [];
+  const byWindow = new Map<number, number[]>();
+  let start = 0;
   const codes: Record<string, number> = {};
   let errors = 0;
   const idle: Connection[] = [];
@@ -124,8 +128,13 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
     else idle.push(c);
   };
   const onDone = (c: Connection, p: Pending, status: number, body: Buffer) => {
-    latencies.push(performance.now() - p.sentAt);
+    const latency = performance.now() - p.sentAt;
+    latencies.push(latency);
     lags.push(p.sentAt - p.scheduledAt);
+    const w = Math.floor((p.scheduledAt - start) / 250);
+    const list = byWindow.get(w);
+    if (list) list.push(latency);
+    else byWindow.set(w, [latency]);
     if (status !== 200) errors++;
     else if (p.req.expect !== undefined) {
       const code = (JSON.parse(body.toString()) as { code: string }).code;
@@ -161,7 +170,7 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   }
   await new Promise((r) => setTimeout(r, 100));
 
-  const start = performance.now();
+  start = performance.now();
   let sent = 0;
   const timer = setInterval(() => {
     const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate));
@@ -175,5 +184,11 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   for (const c of all) c.close();
   latencies.sort((a, b) => a - b);
   lags.sort((a, b) => a - b);
-  return { latencies, lags, errors, codes };
+  const windows = [...byWindow]
+    .sort(([a], [b]) => a - b)
+    .map(([w, list]) => {
+      list.sort((a, b) => a - b);
+      return { at_s: w / 4, n: list.length, p50_ms: +list[Math.floor(list.length / 2)]!.toFixed(2), max_ms: +list[list.length - 1]!.toFixed(1) };
+    });
+  return { latencies, lags, errors, codes, windows };
 }
