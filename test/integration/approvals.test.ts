@@ -314,7 +314,15 @@ describe('exactly once, across replicas', () => {
       redis.disconnect();
     }
     expect((await gw.decide(tok.raw, call)).code).toBe('DEPENDENCY_UNAVAILABLE');
-    expect(await app.ctx.sessions.ensureState()).toMatch(/reloaded|present/);
+    // This file's other replicas reload too (their gate saw NO_EPOCH, or their tick did): while one of them
+    // holds the reload lock this one answers 'busy'. Wait until the epoch is back, whoever restored it.
+    const deadline = Date.now() + 10_000;
+    let state = await app.ctx.sessions.ensureState();
+    while (!/reloaded|present/.test(state) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = await app.ctx.sessions.ensureState();
+    }
+    expect(state).toMatch(/reloaded|present/);
     const d = await gw.decide(tok.raw, call);
     expect(d.code).toBe('OK');
     expect((await gw.decide(tok.raw, call)).code).toBe('APPROVAL_USED');
