@@ -34,6 +34,10 @@ export interface GateRequest {
   /** Resource identities for cascade detection; empty means server/tool. */
   resourceIds: readonly string[];
   arguments: Record<string, unknown>;
+  /**
+   * Treated as immutable, like `haltTokenOn`: the gate keeps the arguments it encoded from this object
+   * while the same object comes back (pass a new object to change limits; the policy does on reload).
+   */
   limits: GateLimits;
   /** Triggers that halt the token and not only the session (policy `halt_token_on`). */
   haltTokenOn: ReadonlySet<HaltTrigger> | readonly HaltTrigger[];
