@@ -50,7 +50,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
-    // Extra node flags for the control plane (e.g. "--trace-gc"), and a file its stdout is appended to.
+    // Extra node flags for the control plane (e.g. "--trace-gc"; the embedded Unleash's process inherits
+    // them too), and a file its stdout is appended to.
     'cp-node-flags': { type: 'string' },
     'cp-stdout': { type: 'string' },
   },
