@@ -97,12 +97,20 @@ class Batcher {
     const settled = () => {
       if (--this.inFlight === 0) this.schedule();
     };
-    for (const command of batch) {
-      command.promise.then(settled, settled);
-      // Rejects the command itself when the connection is not writable (no offline queue): the caller denies.
-      this.redis.sendCommand(command);
+    try {
+      for (const command of batch) {
+        command.promise.then(settled, settled);
+        try {
+          // Rejects the command itself when the connection is not writable (no offline queue): the caller denies.
+          this.redis.sendCommand(command);
+        } catch (err) {
+          // Never leave a command unsettled: the batch in flight would hold every later decision.
+          command.reject(err as Error);
+        }
+      }
+    } finally {
+      if (corked) stream!.uncork();
     }
-    if (corked) stream!.uncork();
   }
 }
 

@@ -53,6 +53,22 @@ describe('RawScript', () => {
     await expect(script.run([])).rejects.toThrow('GATE broken on purpose');
   });
 
+  it('a send that throws rejects its call and does not hold the calls after it', async () => {
+    await waitForRedis(handle);
+    const script = new RawScript(handle.redis, ECHO());
+    const redis = handle.redis as unknown as { sendCommand: (...a: unknown[]) => unknown };
+    const original = redis.sendCommand;
+    redis.sendCommand = () => {
+      throw new Error('socket exploded');
+    };
+    try {
+      await expect(script.run(['a'])).rejects.toThrow('socket exploded');
+    } finally {
+      redis.sendCommand = original;
+    }
+    expect(await script.run(['b'])).toEqual(['b']);
+  });
+
   it('rejects at once when Redis is unreachable (no offline queue: the caller denies)', async () => {
     const down = createRedis('redis://127.0.0.1:1', 'kst:raw-down:', 500);
     try {
