@@ -174,7 +174,6 @@ export interface PolicyLimitsShape {
   cascade: { threshold: number; windowCalls: number };
 }
 
-/** Maps the policy's effective limits to the gate's. `null` in the policy means "no limit". */
 const fromPolicyMemo = new WeakMap<PolicyLimitsShape, Readonly<GateLimits>>();
 
 /**
@@ -190,6 +189,7 @@ export function fromPolicyLimitsShared(l: PolicyLimitsShape): Readonly<GateLimit
   return out;
 }
 
+/** Maps the policy's effective limits to the gate's. `null` in the policy means "no limit". */
 export function fromPolicyLimits(l: PolicyLimitsShape, extra: { serverCallsPerMinuteAllTokens?: number } = {}): GateLimits {
   const n = (v: number | null | undefined): number | undefined => (v === null || v === undefined ? undefined : v);
   const out: GateLimits = { pauseAtPercent: l.pauseAtPercent, cascade: { threshold: l.cascade.threshold, windowCalls: l.cascade.windowCalls } };

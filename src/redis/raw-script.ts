@@ -28,11 +28,10 @@ export class RawScript {
   readonly sha: string;
   private readonly evalshaHead: string;
   private readonly evalHead: string;
+  private readonly batcher: Batcher;
 
-  constructor(
-    private readonly redis: Redis,
-    lua: string,
-  ) {
+  constructor(redis: Redis, lua: string) {
+    this.batcher = batcherOf(redis);
     this.sha = createHash('sha1').update(lua).digest('hex');
     // EVALSHA <sha> 0 / EVAL <script> 0: no KEYS, everything travels in ARGV.
     this.evalshaHead = `${bulk('evalsha')}${bulk(this.sha)}${bulk('0')}`;
@@ -57,7 +56,7 @@ export class RawScript {
   private send(name: string, encoded: string): Promise<unknown> {
     const command = new Command(name, [], { replyEncoding: 'utf8' });
     command.toWritable = () => encoded;
-    batcherOf(this.redis).add(command);
+    this.batcher.add(command);
     return command.promise;
   }
 }

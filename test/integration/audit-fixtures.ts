@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
+import { afterAll, beforeAll } from 'vitest';
 import { createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter, type AuditWriterOptions } from '../../src/audit/writer.js';
 import type { CallContext } from '../../src/decisions/types.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
+import { TestContext } from '../helpers/context.js';
 
 // Shared by the audit test files: a CallContext as the pipeline builds it, audit writers on a file's own
 // database, and a TCP proxy in front of the real Postgres that a test can take down and bring back (the
@@ -34,6 +36,22 @@ export class TestWriters {
   async close(): Promise<void> {
     for (const p of this.pools) await p.end().catch(() => {});
   }
+}
+
+/**
+ * A test file of audit writers: its own database (set up before and dropped after the file), writers on
+ * it, and a pool to read what they wrote (it connects on its first query, after the database exists).
+ */
+export function writerTestFile(): { writers: TestWriters; db: pg.Pool } {
+  const ctx = new TestContext();
+  const writers = new TestWriters(ctx.databaseUrl, ctx.name);
+  const db = ctx.pool();
+  beforeAll(() => ctx.setup());
+  afterAll(async () => {
+    await writers.close();
+    await ctx.teardown();
+  });
+  return { writers, db };
 }
 
 export function agentPrincipal(over: Partial<AgentPrincipal> = {}): AgentPrincipal {

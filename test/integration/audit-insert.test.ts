@@ -1,27 +1,14 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/chain.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow, resultRow } from '../../src/audit/rows.js';
-import { TestContext } from '../helpers/context.js';
-import { callContext, TestWriters } from './audit-fixtures.js';
+import { callContext, writerTestFile } from './audit-fixtures.js';
 
 // The writer sends each batch as one JSON document (json_populate_recordset) built from the rows'
 // hash-chain content. Values that are awkward in JSON or in Postgres must arrive exactly as the row
 // held them, and the chain must verify from what Postgres stored.
 
-const ctx = new TestContext();
-const writers = new TestWriters(ctx.databaseUrl, ctx.name);
-let db: pg.Pool;
-
-beforeAll(async () => {
-  await ctx.setup();
-  db = ctx.pool();
-});
-afterAll(async () => {
-  await writers.close();
-  await ctx.teardown();
-});
+const { writers, db } = writerTestFile();
 
 describe('audit INSERT as JSON', () => {
   it('awkward values round-trip exactly and the chain verifies from the stored rows', async () => {

@@ -1,33 +1,20 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/chain.js';
 import { intentRow } from '../../src/audit/rows.js';
 import type { AuditWriter } from '../../src/audit/writer.js';
-import { TestContext } from '../helpers/context.js';
-import { callContext, TestWriters } from './audit-fixtures.js';
+import { callContext, writerTestFile } from './audit-fixtures.js';
 
 // Rows nobody awaits (denials, RESULT rows) may linger to share an INSERT; a row some caller awaits is
 // written at once and takes them along. The linger here is far longer than the test, so a row that was
 // written can only have been written by the rule under test, never by the timer.
 
-const ctx = new TestContext();
-const writers = new TestWriters(ctx.databaseUrl, ctx.name);
-let db: pg.Pool;
+const { writers, db } = writerTestFile();
 const deny = { decision: 'deny', code: 'PERMISSION_DENIED', message: 'denied' } as const;
 const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
 
 const openWriter = (lingerMs: number): Promise<AuditWriter> => writers.open({ lingerMs });
 
 const rowsOf = async (replicaId: string | null) => Number((await db.query('SELECT count(*) AS n FROM audit_events WHERE replica_id = $1', [replicaId])).rows[0].n);
-
-beforeAll(async () => {
-  await ctx.setup();
-  db = ctx.pool();
-});
-afterAll(async () => {
-  await writers.close();
-  await ctx.teardown();
-});
 
 describe('audit writer linger', () => {
   it('rows nobody awaits wait; an awaited row is written at once and takes them along in the same INSERT', async () => {
