@@ -2,7 +2,7 @@
 // world measured in the same run (DESIGN.md §9: compare ratios, not absolute times).
 //
 //   npm run bench:decisions -- [--seconds 10] [--rate 2000] [--connections 50] [--inproc 20000]
-//   npm run bench:decisions -- --quick [--only hello|allow|deny|open|inproc] [--profile DIR]
+//   npm run bench:decisions -- --quick [--only hello|minimal|allow|deny|open|open-allow|inproc] [--profile DIR]
 //     [--cp-node-flags "--trace-gc"] [--cp-stdout FILE]
 //
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
@@ -54,6 +54,10 @@ const { values: args } = parseArgs({
     // them too), and a file its stdout is appended to.
     'cp-node-flags': { type: 'string' },
     'cp-stdout': { type: 'string' },
+    // Writes each open-loop answer's schedule time and latency (ms) to DIR/<workload>.tsv, to look for periodic stalls.
+    timeline: { type: 'string' },
+    // Writes the control plane's whole GET /metrics text at the end of a --quick run to FILE.
+    metrics: { type: 'string' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -66,6 +70,7 @@ const DB = 'killswitch_bench';
 const UNLEASH_DB = 'killswitch_bench_unleash';
 const CP_PORT = 18080;
 const HELLO_PORT = 18081;
+const MINIMAL_PORT = 18082;
 const UNLEASH_PORT = 14242;
 const OWNER = generateCredential('ksop_');
 const SECRET = 'bench-secret-bench-secret-bench-secret-123';
@@ -219,7 +224,11 @@ function percentile(sorted: number[], p: number): number {
 async function openLoop(name: string, port: number, requests: Req[], rate: number, pid?: number): Promise<Measured> {
   await runOpenLoop(port, requests, rate, 2);
   return withCpu(pid, async () => {
-    const { latencies, lags, errors, codes, windows } = await runOpenLoop(port, requests, rate, SECONDS);
+    const { latencies, lags, errors, codes, windows, timeline, timelineStart } = await runOpenLoop(port, requests, rate, SECONDS);
+    if (args.timeline) {
+      await mkdir(args.timeline, { recursive: true });
+      await writeFile(`${args.timeline}/${name.replace(/[^a-z0-9]+/gi, '-')}.tsv`, [`# start ${timelineStart.toFixed(3)} (ms since the epoch)`, ...timeline.map(([at, ms]) => `${at.toFixed(3)}\t${ms.toFixed(3)}`)].join('\n'));
+    }
     // The quarter-seconds whose worst answer took over 20 ms: is the tail spread out or bunched (a stall)?
     const slow = windows.filter((w) => w.max_ms > 20).map((w) => `${w.at_s}s: p50 ${w.p50_ms}, max ${w.max_ms} ms`);
     return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes, slow_windows: slow };
@@ -230,14 +239,19 @@ async function main(): Promise<void> {
   await resetDatabases();
   const hello = startProcess(['--import', 'tsx', 'scripts/bench/hello.ts', String(HELLO_PORT)]);
   const cp = startProcess([...(args['cp-node-flags'] ?? '').split(' ').filter(Boolean), ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start'], {}, args['cp-stdout']);
+  let minimal: ChildProcess | undefined;
   const stopAll = () => {
     hello.kill('SIGTERM');
     cp.kill('SIGTERM');
+    minimal?.kill('SIGTERM');
   };
   process.on('exit', stopAll);
   try {
     await waitFor(`http://127.0.0.1:${HELLO_PORT}/`);
     await waitFor(`http://127.0.0.1:${CP_PORT}/readyz`);
+    // The floor (DESIGN.md §9): one EVALSHA and a group-committed INSERT, in the benchmark's database.
+    minimal = startProcess(['--import', 'tsx', 'scripts/bench/minimal.ts', String(MINIMAL_PORT), `${PG}/${DB}`, process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', `${env.REDIS_PREFIX}minimal:`]);
+    await waitFor(`http://127.0.0.1:${MINIMAL_PORT}/healthz`);
 
     // Credentials and sessions through the admin and gateway APIs.
     const gw = (await api('POST', '/v1/gateway-keys', OWNER, { name: 'bench' }))['key'] as string;
@@ -260,6 +274,8 @@ async function main(): Promise<void> {
     const denyScope = decision('memory', 'delete_entities', { entityNames: ['alice'] }, 'PERMISSION_DENIED');
     const denyFlag = decision('fetch', 'fetch', { url: 'https://example.com' }, 'KILL_SWITCH');
     const mix = [allow, denyScope, denyFlag];
+    const minimalReq: Req = { method: 'POST', path: '/', headers: { 'content-type': 'application/json' }, body: allow.body!, expect: 'OK' };
+    const MINIMAL = 'minimal route (one EVALSHA + awaited group-committed INSERT)';
     for (const r of mix) {
       const res = await fetch(`http://127.0.0.1:${CP_PORT}${r.path}`, { method: 'POST', headers: r.headers, body: r.body! });
       const code = ((await res.json()) as { code: string }).code;
@@ -272,20 +288,23 @@ async function main(): Promise<void> {
         console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs (user ${m.server_user_us}), Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs${m.slow_windows?.length ? `\n  windows with an answer over 20 ms: ${m.slow_windows.join('; ')}` : ''}`);
       const want = (name: string) => !args.only || args.only === name;
       if (want('hello')) show(await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid));
+      if (want('minimal')) show(await closedLoop(MINIMAL, MINIMAL_PORT, [minimalReq], minimal.pid));
       if (want('allow')) show(await closedLoop('allow', CP_PORT, [allow], cp.pid));
       if (want('deny')) show(await closedLoop('deny by scope', CP_PORT, [denyScope], cp.pid));
       if (args.only === 'inproc') {
         await inProcessCpu(gw, rw, session);
       }
-      if (want('open')) {
+      if (want('open') || args.only === 'open-allow') {
         // A cold control plane (code not yet optimised) cannot keep up with the rate at first: warm it.
         await runOpenLoop(CP_PORT, [allow, denyScope], RATE / 2, 3);
-        show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
+        if (want('open')) show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
+        if (want('open') || args.only === 'open-allow') show(await openLoop(`open loop ${MINIMAL} at ${RATE}/s`, MINIMAL_PORT, [minimalReq], RATE, minimal.pid));
         show(await openLoop(`open loop allow at ${RATE}/s`, CP_PORT, [allow], RATE, cp.pid));
-        show(await openLoop(`open loop mix at ${RATE}/s`, CP_PORT, mix, RATE, cp.pid));
+        if (want('open')) show(await openLoop(`open loop mix at ${RATE}/s`, CP_PORT, mix, RATE, cp.pid));
       }
       // Where the time goes inside: step timings, audit batches and query times from GET /metrics.
       const metrics = await (await fetch(`http://127.0.0.1:${CP_PORT}/metrics`, { headers: { authorization: `Bearer ${OWNER}` } })).text();
+      if (args.metrics) await writeFile(args.metrics, metrics);
       for (const line of metrics.split('\n')) if (/^(killswitch_(decision_step_duration_seconds|audit_batch_rows|postgres_query_duration_seconds|redis_command_duration_seconds)_(sum|count)|nodejs_gc_duration_seconds_(sum|count)|nodejs_eventloop_lag_(p50|p99|max)_seconds)/.test(line)) console.log(line);
       cp.kill('SIGTERM');
       await new Promise((r) => cp.once('exit', r));
@@ -295,6 +314,7 @@ async function main(): Promise<void> {
     console.log(`closed loop, ${CONNECTIONS} connections, ${SECONDS} s each ...`);
     const closed = [
       await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid),
+      await closedLoop(MINIMAL, MINIMAL_PORT, [minimalReq], minimal.pid),
       await closedLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow], cp.pid),
       await closedLoop('decisions: deny by scope only', CP_PORT, [denyScope], cp.pid),
       await closedLoop('decisions: mix (allow / deny scope / deny flag)', CP_PORT, mix, cp.pid),
@@ -302,6 +322,7 @@ async function main(): Promise<void> {
     console.log(`open loop at ${RATE} req/s, ${SECONDS} s each ...`);
     const open = [
       await openLoop('hello world', HELLO_PORT, [helloReq], RATE, hello.pid),
+      await openLoop(MINIMAL, MINIMAL_PORT, [minimalReq], RATE, minimal.pid),
       await openLoop('decisions: allow only (durable INTENT)', CP_PORT, [allow], RATE, cp.pid),
       await openLoop('decisions: mix', CP_PORT, mix, RATE, cp.pid),
     ];

@@ -32,6 +32,10 @@ export interface OpenLoopResult {
   codes: Record<string, number>;
   /** Per 250 ms of the schedule: requests sent, median and worst latency (ms). Shows whether the tail is spread or bunched. */
   windows: Array<{ at_s: number; n: number; p50_ms: number; max_ms: number }>;
+  /** Per answer: ms after the start it was scheduled at, and its latency in ms (in answer order). */
+  timeline: Array<[number, number]>;
+  /** When the schedule started, in ms since the epoch. */
+  timelineStart: number;
 }
 
 interface Pending {
@@ -105,6 +109,7 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   const latencies: number[] = [];
   const lags: number[] = [];
   const byWindow = new Map<number, number[]>();
+  const timeline: Array<[number, number]> = [];
   let start = 0;
   const codes: Record<string, number> = {};
   let errors = 0;
@@ -131,6 +136,7 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
     const latency = performance.now() - p.sentAt;
     latencies.push(latency);
     lags.push(p.sentAt - p.scheduledAt);
+    timeline.push([p.scheduledAt - start, latency]);
     const w = Math.floor((p.scheduledAt - start) / 250);
     const list = byWindow.get(w);
     if (list) list.push(latency);
@@ -190,5 +196,5 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
       list.sort((a, b) => a - b);
       return { at_s: w / 4, n: list.length, p50_ms: +list[Math.floor(list.length / 2)]!.toFixed(2), max_ms: +list[list.length - 1]!.toFixed(1) };
     });
-  return { latencies, lags, errors, codes, windows };
+  return { latencies, lags, errors, codes, windows, timeline, timelineStart: performance.timeOrigin + start };
 }
