@@ -3,14 +3,15 @@
 //
 //   npm run bench:decisions -- [--seconds 10] [--rate 2000] [--connections 50] [--inproc 20000]
 //   npm run bench:decisions -- --quick [--only hello|minimal|allow|deny|open|open-allow|inproc] [--profile DIR]
-//     [--cp-node-flags "--trace-gc"] [--cp-stdout FILE]
+//     [--rate N] [--cp-node-flags "--trace-gc"] [--cp-stdout FILE] [--timeline DIR] [--metrics FILE]
 //
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
-//    halting triggers off) and a hello-world Fastify, each in its own process.
-// 2. Closed loop (autocannon, N connections): hello world; decisions allow-only; the realistic mix
-//    (1/3 allow, 1/3 deny by scope, 1/3 deny by flag). req/s and p50/p99.
+//    halting triggers off), a hello-world Fastify and the minimal route of DESIGN.md §9 (minimal.ts: one
+//    EVALSHA and an awaited group-committed INSERT, the floor of an allowed decision), each in its own process.
+// 2. Closed loop (autocannon, N connections): hello world; the minimal route; decisions allow-only; the
+//    realistic mix (1/3 allow, 1/3 deny by scope, 1/3 deny by flag). req/s and p50/p99.
 // 3. Open loop at a fixed rate (open-loop.ts: a request never waits for an earlier answer, so queueing in
-//    the server is not hidden): allow-only (durable audit INTENT) and the mix.
+//    the server is not hidden): hello world, the minimal route, allow-only (durable audit INTENT), the mix.
 //    Every workload also reports the server process's CPU time per request (/proc), the figure that
 //    stays comparable between runs when req/s moves with the machine's noise.
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
@@ -42,11 +43,12 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '2000' },
     connections: { type: 'string', default: '50' },
     inproc: { type: 'string', default: '20000' },
-    // Development aids (nothing saved, docs untouched): --quick runs the closed-loop hello world, allow and
-    // deny-by-scope workloads and the open-loop hello world and allow, then prints step, audit and
-    // dependency timings from /metrics; --only picks one of them, or `inproc` (CPU per gate check, audit
-    // row and decision in this process, 50 in flight, no HTTP); --profile DIR also writes a V8 CPU
-    // profile of the control plane to DIR.
+    // Development aids (nothing saved, docs untouched): --quick runs the closed-loop hello world, minimal
+    // route, allow and deny-by-scope workloads and the open-loop hello world, minimal route, allow and mix,
+    // then prints step, audit and dependency timings from /metrics; --only picks one of them (`open-allow`:
+    // the open-loop minimal route and allow only), or `inproc` (CPU per gate check, audit row and decision
+    // in this process, 50 in flight, no HTTP); --profile DIR also writes a V8 CPU profile of the control
+    // plane to DIR.
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
@@ -294,13 +296,14 @@ async function main(): Promise<void> {
       if (args.only === 'inproc') {
         await inProcessCpu(gw, rw, session);
       }
-      if (want('open') || args.only === 'open-allow') {
+      const openAll = want('open');
+      if (openAll || args.only === 'open-allow') {
         // A cold control plane (code not yet optimised) cannot keep up with the rate at first: warm it.
         await runOpenLoop(CP_PORT, [allow, denyScope], RATE / 2, 3);
-        if (want('open')) show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
-        if (want('open') || args.only === 'open-allow') show(await openLoop(`open loop ${MINIMAL} at ${RATE}/s`, MINIMAL_PORT, [minimalReq], RATE, minimal.pid));
+        if (openAll) show(await openLoop(`open loop hello world at ${RATE}/s`, HELLO_PORT, [helloReq], RATE, hello.pid));
+        show(await openLoop(`open loop ${MINIMAL} at ${RATE}/s`, MINIMAL_PORT, [minimalReq], RATE, minimal.pid));
         show(await openLoop(`open loop allow at ${RATE}/s`, CP_PORT, [allow], RATE, cp.pid));
-        if (want('open')) show(await openLoop(`open loop mix at ${RATE}/s`, CP_PORT, mix, RATE, cp.pid));
+        if (openAll) show(await openLoop(`open loop mix at ${RATE}/s`, CP_PORT, mix, RATE, cp.pid));
       }
       // Where the time goes inside: step timings, audit batches and query times from GET /metrics.
       const metrics = await (await fetch(`http://127.0.0.1:${CP_PORT}/metrics`, { headers: { authorization: `Bearer ${OWNER}` } })).text();
