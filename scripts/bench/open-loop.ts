@@ -8,8 +8,20 @@
 // response reader (status line, Content-Length, body), one request in flight per socket. Node's
 // http client costs tens of µs per request; on a 2-core machine that CPU is taken from the server
 // being measured, so the generator is kept as cheap as we can make it.
+//
+// The generator's own pauses are part of every latency it measures: an answer that arrives while it
+// is stopped is read late. A mark-compact of the benchmark process's large heap (tsx, autocannon, pg,
+// the app for the in-process rows) took 14-17 ms and showed up as 30-40 ms stalls in the measured
+// p99 of every workload. So `openLoopInChild` runs it in a process of its own that loads nothing else,
+// records into preallocated typed arrays (nothing per answer outlives its answer) and collects garbage
+// between the warm-up and the measured run.
+//
+//   node --expose-gc --import tsx scripts/bench/open-loop.ts '<json spec>'   (used by openLoopInChild)
 
+import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 export interface OpenLoopRequest {
   method: 'GET' | 'POST';
@@ -39,9 +51,11 @@ export interface OpenLoopResult {
 }
 
 interface Pending {
-  scheduledAt: number;
+  /** Its place in the schedule: sent at start + index / rate seconds. */
+  index: number;
   sentAt: number;
-  req: OpenLoopRequest;
+  bytes: Buffer;
+  expect: boolean;
 }
 
 class Connection {
@@ -60,10 +74,10 @@ class Connection {
     this.socket.on('close', () => this.fail());
   }
 
-  send(p: Pending, bytes: Buffer): void {
+  send(p: Pending): void {
     p.sentAt = performance.now();
     this.current = p;
-    this.socket.write(bytes);
+    this.socket.write(p.bytes);
   }
 
   close(): void {
@@ -106,17 +120,17 @@ function encode(r: OpenLoopRequest): Buffer {
 /** Sends `rate` requests per second for `seconds`, cycling through `requests`; resolves when all are answered. */
 export async function openLoop(port: number, requests: readonly OpenLoopRequest[], rate: number, seconds: number): Promise<OpenLoopResult> {
   const encoded = requests.map(encode);
-  const latencies: number[] = [];
-  const lags: number[] = [];
-  const byWindow = new Map<number, number[]>();
-  const timeline: Array<[number, number]> = [];
+  const total = Math.round(rate * seconds);
+  // One slot per request, filled by its index: nothing recorded per answer is a new heap object.
+  const latencyOf = new Float64Array(total).fill(Number.NaN);
+  const lagOf = new Float64Array(total).fill(Number.NaN);
+  const answeredAt = new Int32Array(total); // answer order → index, for the timeline
   let start = 0;
   const codes: Record<string, number> = {};
   let errors = 0;
   const idle: Connection[] = [];
   const all = new Set<Connection>();
   const queue: Pending[] = [];
-  const total = Math.round(rate * seconds);
   let answered = 0;
   let finish: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
@@ -129,20 +143,15 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   };
   const dispatch = (c: Connection) => {
     const next = queue.shift();
-    if (next) c.send(next, encoded[requests.indexOf(next.req)]!);
+    if (next) c.send(next);
     else idle.push(c);
   };
   const onDone = (c: Connection, p: Pending, status: number, body: Buffer) => {
-    const latency = performance.now() - p.sentAt;
-    latencies.push(latency);
-    lags.push(p.sentAt - p.scheduledAt);
-    timeline.push([p.scheduledAt - start, latency]);
-    const w = Math.floor((p.scheduledAt - start) / 250);
-    const list = byWindow.get(w);
-    if (list) list.push(latency);
-    else byWindow.set(w, [latency]);
+    latencyOf[p.index] = performance.now() - p.sentAt;
+    lagOf[p.index] = p.sentAt - (start + (p.index / rate) * 1000);
+    answeredAt[answered] = p.index;
     if (status !== 200) errors++;
-    else if (p.req.expect !== undefined) {
+    else if (p.expect) {
       const code = (JSON.parse(body.toString()) as { code: string }).code;
       codes[code] = (codes[code] ?? 0) + 1;
     }
@@ -155,6 +164,7 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
     if (i >= 0) idle.splice(i, 1);
     if (p) {
       errors++;
+      answeredAt[answered] = p.index;
       settle();
     }
   };
@@ -164,7 +174,7 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
       c = new Connection(port, onDone, onError);
       all.add(c);
     }
-    if (c) c.send(p, encoded[requests.indexOf(p.req)]!);
+    if (c) c.send(p);
     else queue.push(p);
   };
 
@@ -181,20 +191,82 @@ export async function openLoop(port: number, requests: readonly OpenLoopRequest[
   const timer = setInterval(() => {
     const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate));
     while (sent < due) {
-      submit({ scheduledAt: start + (sent / rate) * 1000, sentAt: 0, req: requests[sent % requests.length]! });
+      const r = sent % requests.length;
+      submit({ index: sent, sentAt: 0, bytes: encoded[r]!, expect: requests[r]!.expect !== undefined });
       sent++;
     }
     if (sent >= total) clearInterval(timer);
   }, 1);
   await finished;
   for (const c of all) c.close();
-  latencies.sort((a, b) => a - b);
-  lags.sort((a, b) => a - b);
+
+  // Failed requests have no latency (NaN): they count as errors only.
+  const sortedOf = (a: Float64Array) => Array.from(a.filter((v) => !Number.isNaN(v))).sort((x, y) => x - y);
+  const byWindow = new Map<number, number[]>();
+  for (let i = 0; i < total; i++) {
+    if (Number.isNaN(latencyOf[i]!)) continue;
+    const w = Math.floor((i / rate) * 4);
+    const list = byWindow.get(w);
+    if (list) list.push(latencyOf[i]!);
+    else byWindow.set(w, [latencyOf[i]!]);
+  }
   const windows = [...byWindow]
     .sort(([a], [b]) => a - b)
     .map(([w, list]) => {
       list.sort((a, b) => a - b);
       return { at_s: w / 4, n: list.length, p50_ms: +list[Math.floor(list.length / 2)]!.toFixed(2), max_ms: +list[list.length - 1]!.toFixed(1) };
     });
-  return { latencies, lags, errors, codes, windows, timeline, timelineStart: performance.timeOrigin + start };
+  const timeline: Array<[number, number]> = [];
+  for (let k = 0; k < answered; k++) {
+    const i = answeredAt[k]!;
+    if (!Number.isNaN(latencyOf[i]!)) timeline.push([(i / rate) * 1000, latencyOf[i]!]);
+  }
+  return { latencies: sortedOf(latencyOf), lags: sortedOf(lagOf), errors, codes, windows, timeline, timelineStart: performance.timeOrigin + start };
+}
+
+export interface OpenLoopChild {
+  /** The child's pid (its CPU is not the server's). */
+  pid: number;
+  /** Starts the measured run (the warm-up is over when this object is returned) and resolves with its result. */
+  run(): Promise<OpenLoopResult>;
+}
+
+/**
+ * Starts the generator in a process of its own (see the header), runs the warm-up there for
+ * `warmupSeconds`, collects its garbage and waits: the caller takes its CPU snapshots, then `run()`.
+ */
+export async function openLoopInChild(port: number, requests: readonly OpenLoopRequest[], rate: number, seconds: number, warmupSeconds: number): Promise<OpenLoopChild> {
+  const spec = JSON.stringify({ port, requests, rate, seconds, warmupSeconds });
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), spec], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`open-loop generator exited with ${code}`))));
+  const next = async () => {
+    const line = await Promise.race([lines.next(), exited]);
+    if (line.done) throw new Error('open-loop generator closed its output');
+    return line.value;
+  };
+  const ready = await next();
+  if (ready !== 'ready') throw new Error(`open-loop generator: unexpected ${ready.slice(0, 200)}`);
+  return {
+    pid: child.pid!,
+    async run() {
+      child.stdin!.write('go\n');
+      const result = JSON.parse(await next()) as OpenLoopResult;
+      child.stdin!.end();
+      return result;
+    },
+  };
+}
+
+// As a child of openLoopInChild: warm up, collect garbage, say `ready`, wait for `go`, print the result.
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2]) {
+  const spec = JSON.parse(process.argv[2]) as { port: number; requests: OpenLoopRequest[]; rate: number; seconds: number; warmupSeconds: number };
+  if (spec.warmupSeconds > 0) await openLoop(spec.port, spec.requests, spec.rate, spec.warmupSeconds);
+  (globalThis as { gc?: () => void }).gc?.();
+  const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  process.stdout.write('ready\n');
+  await input.next();
+  const result = await openLoop(spec.port, spec.requests, spec.rate, spec.seconds);
+  // Exit only once the (large) line is flushed: the pipe may take it in several writes.
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
 }
