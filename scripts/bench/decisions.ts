@@ -8,10 +8,11 @@
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
 //    halting triggers off), a hello-world Fastify and the minimal route of DESIGN.md §9 (minimal.ts: one
 //    EVALSHA and an awaited group-committed INSERT, the floor of an allowed decision), each in its own process.
-// 2. Closed loop (autocannon, N connections): hello world; the minimal route; decisions allow-only; the
-//    realistic mix (1/3 allow, 1/3 deny by scope, 1/3 deny by flag). req/s and p50/p99.
-// 3. Open loop at a fixed rate (open-loop.ts: a request never waits for an earlier answer, so queueing in
-//    the server is not hidden): hello world, the minimal route, allow-only (durable audit INTENT), the mix.
+// 2. Closed loop (autocannon, N connections, in a process of its own: closed-loop.ts): hello world; the
+//    minimal route; decisions allow-only; the realistic mix (1/3 allow, 1/3 deny by scope, 1/3 deny by
+//    flag). req/s and p50/p99.
+// 3. Open loop at a fixed rate (open-loop.ts, also in a process of its own: a request never waits for an
+//    earlier answer, so queueing in the server is not hidden): hello world, the minimal route, allow-only (durable audit INTENT), the mix.
 //    Every workload also reports the server process's CPU time per request (/proc), the figure that
 //    stays comparable between runs when req/s moves with the machine's noise.
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
@@ -22,7 +23,6 @@ import { openSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { FastifyInstance } from 'fastify';
@@ -35,6 +35,7 @@ import { fromPolicyLimitsShared } from '../../src/limits/limits.js';
 import { limitsFor } from '../../src/policy/index.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { generateCredential } from '../../src/tokens/format.js';
+import { closedLoopInChild } from './closed-loop.js';
 import { openLoopInChild, openLoop as runOpenLoop } from './open-loop.js';
 
 const { values: args } = parseArgs({
@@ -202,14 +203,15 @@ interface Measured {
 }
 
 async function closedLoop(name: string, port: number, requests: Req[], pid?: number): Promise<Measured> {
+  const options = {
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    duration: SECONDS,
+    requests: requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, ...(r.body ? { body: r.body } : {}) })),
+  };
   return withCpu(pid, async () => {
-    const result = await autocannon({
-      url: `http://127.0.0.1:${port}`,
-      connections: CONNECTIONS,
-      duration: SECONDS,
-      requests: requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, ...(r.body ? { body: r.body } : {}) })),
-    });
-    return { name, answered: result.requests.total, req_per_s: Math.round(result.requests.average), p50_ms: result.latency.p50, p99_ms: result.latency.p99, errors: result.errors + result.non2xx };
+    const r = await closedLoopInChild(options);
+    return { name, answered: r.total, req_per_s: Math.round(r.average), p50_ms: r.p50, p99_ms: r.p99, errors: r.errors };
   });
 }
 
