@@ -12,7 +12,8 @@
 //    minimal route; decisions allow-only; the realistic mix (1/3 allow, 1/3 deny by scope, 1/3 deny by
 //    flag). req/s and p50/p99.
 // 3. Open loop at a fixed rate (open-loop.ts, also in a process of its own: a request never waits for an
-//    earlier answer, so queueing in the server is not hidden): hello world, the minimal route, allow-only (durable audit INTENT), the mix.
+//    earlier answer, so queueing in the server is not hidden): hello world, the minimal route, allow-only
+//    (durable audit INTENT), the mix.
 //    Every workload also reports the server process's CPU time per request (/proc), the figure that
 //    stays comparable between runs when req/s moves with the machine's noise.
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
