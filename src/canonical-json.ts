@@ -24,10 +24,33 @@ function orderedKeys(obj: Record<string, unknown>): string[] {
   const keys = Object.keys(obj);
   let n = 0;
   while (n < keys.length && isArrayIndex(keys[n]!)) n++;
+  if (keys.length - n <= SMALL) return insertionSorted(keys, n);
   if (n === 0) return keys.sort();
   const rest = keys.slice(n).sort();
   keys.length = n;
   for (const k of rest) keys.push(k);
+  return keys;
+}
+
+/** Objects with at most this many keys are sorted in place by insertion (see insertionSorted). */
+const SMALL = 24;
+
+/**
+ * Sorts keys[from..] in place, in the order Array.prototype.sort gives strings (UTF-16 code units, which
+ * is what `<` compares). The built-in sort allocates work arrays on every call, ~750 bytes for the handful
+ * of keys an audit row's objects have (6 KB of the 16 KB a row's canonical JSON allocated); most of those
+ * objects are already in order, and insertion sort then does one comparison per key and no allocation.
+ */
+function insertionSorted(keys: string[], from: number): string[] {
+  for (let i = from + 1; i < keys.length; i++) {
+    const k = keys[i]!;
+    let j = i - 1;
+    while (j >= from && keys[j]! > k) {
+      keys[j + 1] = keys[j]!;
+      j--;
+    }
+    keys[j + 1] = k;
+  }
   return keys;
 }
 

@@ -64,6 +64,25 @@ describe('canonicalJson', () => {
     }
   });
 
+  it('agrees on objects of every size, in and out of order (small ones are sorted by insertion, large ones by Array.prototype.sort)', () => {
+    const r = rng(42);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    for (let size = 0; size <= 60; size++) {
+      for (let round = 0; round < 20; round++) {
+        const keys = new Set<string>();
+        while (keys.size < size) keys.add(pick(STRINGS) + pick(STRINGS) + (r() < 0.5 ? String(Math.floor(r() * 100)) : ''));
+        const ordered = [...keys];
+        if (round % 4 === 0) ordered.sort();
+        else if (round % 4 === 1) ordered.sort().reverse();
+        else ordered.sort(() => r() - 0.5);
+        const obj: Record<string, unknown> = {};
+        for (const k of ordered) obj[k] = pick(NUMBERS);
+        expect(canonicalJson(obj)).toBe(canonicalJsonByCopy(obj));
+        expect(canonicalJson({ nested: obj, list: [obj] })).toBe(canonicalJsonByCopy({ nested: obj, list: [obj] }));
+      }
+    }
+  });
+
   it('agrees on values read back from JSON (what the chain verifier hashes)', () => {
     const r = rng(7);
     for (let i = 0; i < 2_000; i++) {
