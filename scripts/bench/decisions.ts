@@ -21,6 +21,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -397,15 +398,42 @@ async function inProcess(gw: string, rw: string, session: string) {
 }
 
 /** CPU per operation in this process, 50 in flight (no HTTP): what the pipeline and its parts cost. */
+/** Bytes allocated while `work` runs, collected or not (V8's sampling heap profiler, one sample per 4 KB on average). */
+async function allocatedBytes(work: () => Promise<unknown>): Promise<number> {
+  const session = new Session();
+  session.connect();
+  try {
+    await session.post('HeapProfiler.enable');
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    await work();
+    const { profile } = await session.post('HeapProfiler.stopSampling');
+    let total = 0;
+    const walk = (node: { selfSize: number; children: unknown[] }) => {
+      total += node.selfSize;
+      for (const child of node.children) walk(child as typeof node);
+    };
+    walk(profile.head as unknown as { selfSize: number; children: unknown[] });
+    return total;
+  } finally {
+    session.disconnect();
+  }
+}
+
 async function inProcessCpu(gw: string, rw: string, session: string): Promise<void> {
   await withBenchApp(gw, rw, async (app, gateway, agent) => {
-    const measure = async (label: string, n: number, op: (i: number) => Promise<unknown>) => {
+    const run = (n: number, op: (i: number) => Promise<unknown>) => {
       let next = 0;
+      return Promise.all(Array.from({ length: 50 }, async () => { while (next < n) await op(next++); }));
+    };
+    const measure = async (label: string, n: number, op: (i: number) => Promise<unknown>) => {
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
-      await Promise.all(Array.from({ length: 50 }, async () => { while (next < n) await op(next++); }));
+      await run(n, op);
       const cpu = process.cpuUsage(cpu0);
-      console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)})`);
+      // Then bytes allocated per operation (everything of this process: the audit writer, pg, ioredis), from
+      // a sampling heap profile that keeps collected objects, in a shorter second pass (sampling costs CPU).
+      const kb = (await allocatedBytes(() => run(n / 4, op))) / (n / 4) / 1024;
+      console.log(`in process, ${label}: ${Math.round((n / (performance.now() - t0)) * 1000)}/s, CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs each (user ${(cpu.user / n).toFixed(1)}, system ${(cpu.system / n).toFixed(1)}), ${kb.toFixed(1)} KB allocated each`);
     };
     const call = (server: string, tool: string) => newCallContext({ gateway, agent, ip: '127.0.0.1', input: { server, tool, arguments: { path: 'docs/readme.md' }, session_id: session } });
     // The same objects on every call, as the decision path passes them (the gate keeps its encoded arguments).
