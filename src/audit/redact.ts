@@ -69,9 +69,19 @@ export function redactTextFully(s: string): string {
   return out;
 }
 
+// Rows repeat a small vocabulary of keys (limit names, argument names); the verdict of the first few
+// thousand short ones is kept. The cap bounds what agent-chosen keys can make us hold, never the result.
+const SECRET_KEY_MEMO_MAX = 4_096;
+const secretKeyMemo = new Map<string, boolean>();
+
 export function isSecretKey(key: string): boolean {
-  const k = key.toLowerCase().replace(/[-_\s.]/g, '');
-  return SECRET_KEY.test(k) && !NOT_SECRET_KEY.test(k);
+  let secret = secretKeyMemo.get(key);
+  if (secret === undefined) {
+    const k = key.toLowerCase().replace(/[-_\s.]/g, '');
+    secret = SECRET_KEY.test(k) && !NOT_SECRET_KEY.test(k);
+    if (secretKeyMemo.size < SECRET_KEY_MEMO_MAX && key.length <= 64) secretKeyMemo.set(key, secret);
+  }
+  return secret;
 }
 
 const MAX_DEPTH = 32;
@@ -88,8 +98,10 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (depth >= MAX_DEPTH) return REDACTED;
   if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
   if (typeof value === 'object') {
+    const obj = value as Record<string, unknown>;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    for (const k of Object.keys(obj)) {
+      const v = obj[k];
       if (v === undefined || typeof v === 'function') continue;
       const key = storable(k);
       out[key] = isSecretKey(k) && v !== null && typeof v !== 'boolean' && v !== '' ? REDACTED : redactValue(v, depth + 1);

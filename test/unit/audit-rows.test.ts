@@ -76,6 +76,21 @@ describe('redaction', () => {
     expect(isSecretKey('connectionString')).toBe(true);
   });
 
+  it('secret keys are recognised the same however often and in whatever order they are asked (the verdicts are memoised, up to a cap)', () => {
+    const secret = ['password', 'api_key', 'X-Api-Key', 'refresh_token', 'connectionString', 'PIN'];
+    const plain = ['path', 'session_id', 'token_calls_per_minute', 'max', 'used'];
+    for (let round = 0; round < 3; round++) {
+      for (const k of secret) expect(isSecretKey(k), k).toBe(true);
+      for (const k of plain) expect(isSecretKey(k), k).toBe(false);
+      // Past the memo's cap (4,096 keys) the verdicts are computed each time, and still right.
+      for (let i = 0; i < 3_000; i++) {
+        expect(isSecretKey(`field_${round}_${i}`)).toBe(false);
+        expect(isSecretKey(`secret_${round}_${i}`)).toBe(true);
+      }
+      expect(isSecretKey(`${'x'.repeat(70)}_password`)).toBe(true);
+    }
+  });
+
   it('the fast path (one prefilter test) redacts exactly like running every pattern', () => {
     // Fragments of every pattern's matches and of ordinary text, joined at random: whenever a pattern
     // would change a string, the prefilter must send it down the full path.
