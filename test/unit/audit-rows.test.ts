@@ -4,7 +4,7 @@ import { hashedContent } from '../../src/audit/content.js';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { aiClientOf } from '../../src/audit/clients.js';
 import type { AuditRecord } from '../../src/audit/record.js';
-import { isSecretKey, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
+import { isSecretKey, mayHoldSecret, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
 import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
 import { callContext } from '../integration/audit-fixtures.js';
 
@@ -88,6 +88,21 @@ describe('redaction', () => {
         expect(isSecretKey(`secret_${round}_${i}`)).toBe(true);
       }
       expect(isSecretKey(`${'x'.repeat(70)}_password`)).toBe(true);
+    }
+  });
+
+  it('our own denial messages, which name token types, take the fast path; credentials after the same words do not', () => {
+    const messages = [
+      'mcp_rw_ tokens cannot call memory/delete_entities: it needs scope storage:delete; ask an operator for an mcp_admin_ token',
+      'this mcp_ro_ token cannot call github/create_issue: it needs scope repo:write, which it was not issued with; ask an operator for a token with that scope',
+    ];
+    for (const m of messages) {
+      expect(mayHoldSecret(m), m).toBe(false);
+      expect(redactText(m)).toBe(m);
+    }
+    for (const s of ['token: abcdefgh', 'Token abcdefgh12345678', 'use mcp_rw_abcdefgh12345678', 'access_token=xyz']) {
+      expect(mayHoldSecret(s), s).toBe(true);
+      expect(redactText(s)).toContain(REDACTED);
     }
   });
 
