@@ -12,6 +12,9 @@ function sortedKeys(value: unknown): unknown {
   return out;
 }
 
+/** Objects with at most this many keys are sorted in place by insertion (see insertionSorted). */
+const SMALL = 24;
+
 const INDEX_LIMIT = 4_294_967_295;
 const isArrayIndex = (k: string) => /^(?:0|[1-9]\d{0,9})$/.test(k) && Number(k) < INDEX_LIMIT;
 
@@ -31,9 +34,6 @@ function orderedKeys(obj: Record<string, unknown>): string[] {
   for (const k of rest) keys.push(k);
   return keys;
 }
-
-/** Objects with at most this many keys are sorted in place by insertion (see insertionSorted). */
-const SMALL = 24;
 
 /**
  * Sorts keys[from..] in place, in the order Array.prototype.sort gives strings (UTF-16 code units, which
