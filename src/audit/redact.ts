@@ -59,14 +59,14 @@ export function storable(s: string): string {
   return noNul.replace(LONE_SURROGATE, '\uFFFD');
 }
 
-/** The prefilter: false means no pattern can match `s` (exported for the tests). */
+/** The prefilter: false means no pattern can match `s` (redactText's fast path; exported for the tests). */
 export function mayHoldSecret(s: string): boolean {
   return MAY_HOLD_SECRET.test(s);
 }
 
 /** Masks credential-looking substrings of a free-text value (also used for messages and errors). */
 export function redactText(s: string): string {
-  return MAY_HOLD_SECRET.test(s) ? redactTextFully(s) : storable(s);
+  return mayHoldSecret(s) ? redactTextFully(s) : storable(s);
 }
 
 /** redactText without the fast path (exported for the test that the two agree). */
