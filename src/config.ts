@@ -66,6 +66,7 @@ export const SETTINGS = [
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
   { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
   { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
+  { env: 'WORKERS', type: 'int', default: '1', example: '4', min: 0, max: 64, doc: 'Processes serving the API on this machine (node:cluster, one shared port): each is a replica with its own audit chain. 1: one process, no cluster. 0: one per CPU. `killswitch start` runs the embedded Unleash and the flags sync once, in the primary.' },
   { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '25000', example: '10000', min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long in-flight requests may take to finish before their connections are cut; the audit trail is flushed either way. A second signal exits at once.' },
   { env: 'OTEL_TRACES_EXPORTER', type: 'enum', default: 'none', example: 'otlp', values: ['none', 'otlp', 'console'], doc: 'OpenTelemetry tracing (a span per decision and per pipeline step). Off by default (unlike the OpenTelemetry default of otlp): set otlp to send spans over OTLP/HTTP.' },
   { env: 'OTEL_SDK_DISABLED', type: 'bool', default: 'false', example: 'true', doc: 'true turns tracing off whatever OTEL_TRACES_EXPORTER says.' },
@@ -128,6 +129,7 @@ export interface Config {
   killswitchOperatorKey: string | undefined;
   metricsPort: number | undefined;
   metricsHost: string;
+  workers: number;
   shutdownTimeoutMs: number;
   otelTracesExporter: 'none' | 'otlp' | 'console';
   otelSdkDisabled: boolean;

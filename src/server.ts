@@ -6,10 +6,13 @@ import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
 
-/** Builds the app and listens; prints the bootstrap owner key once on an empty database. */
-export async function startServer(startConfig: Config): Promise<FastifyInstance> {
+/**
+ * Builds the app and listens; prints the bootstrap owner key once on an empty database. A worker of
+ * WORKERS > 1 (`worker: true`) skips the Unleash step: its primary ran it (src/cluster.ts).
+ */
+export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
-  const { config, embedded } = await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel)));
+  const { config, embedded } = opts.worker ? { config: startConfig, embedded: undefined } : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel)));
   let app: FastifyInstance;
   try {
     app = await buildApp(config);
@@ -56,7 +59,7 @@ const CLOSE_GRACE_MS = 15_000;
  * close the services in reverse order of start: the audit queue flushed to Postgres (or the spool) and
  * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once.
  */
-export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void = (code) => process.exit(code)): void {
+export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void = (code) => process.exit(code), signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): void {
   const timeoutMs = app.ctx.config.shutdownTimeoutMs;
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -95,6 +98,5 @@ export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void
       },
     );
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of signals) process.on(signal, onSignal);
 }

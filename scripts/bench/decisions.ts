@@ -22,7 +22,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -63,6 +63,8 @@ const { values: args } = parseArgs({
     timeline: { type: 'string' },
     // Writes the control plane's whole GET /metrics text at the end of a --quick run to FILE.
     metrics: { type: 'string' },
+    // WORKERS of the control plane (src/cluster.ts); its CPU figures then add up the primary and its workers.
+    workers: { type: 'string', default: '1' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -130,20 +132,36 @@ async function dependencyPids(): Promise<{ postgres: number[]; redis: number[] }
   return { postgres: rows.map((r) => r.pid), redis: redisPid ? [redisPid] : [] };
 }
 
-async function ticksOf(pids: number[]): Promise<number> {
+async function ticksOf(pids: number[], which: 'all' | 'user' = 'all'): Promise<number> {
   let sum = 0;
-  for (const pid of pids) sum += await cpuTicks(pid);
+  for (const pid of pids) sum += await cpuTicks(pid, which);
   return sum;
 }
 
 /** Runs `load` and adds CPU per answered request of the server, Postgres and Redis to its result. */
 async function withCpu(pid: number | undefined, load: () => Promise<Measured & { answered: number }>): Promise<Measured> {
   const deps = await dependencyPids();
-  const before = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis), await cpuTicks(pid, 'user')];
+  const server = await withWorkers(pid);
+  const before = [await ticksOf(server), await ticksOf(deps.postgres), await ticksOf(deps.redis), await ticksOf(server, 'user')];
   const { answered, ...m } = await load();
-  const after = [await cpuTicks(pid), await ticksOf(deps.postgres), await ticksOf(deps.redis), await cpuTicks(pid, 'user')];
+  const after = [await ticksOf(server), await ticksOf(deps.postgres), await ticksOf(deps.redis), await ticksOf(server, 'user')];
   const per = (i: number) => (answered > 0 ? Math.max(0, Math.round(((after[i]! - before[i]!) * 10_000) / answered)) : 0);
   return { ...m, server_cpu_us: per(0), server_user_us: per(3), postgres_cpu_us: per(1), redis_cpu_us: per(2) };
+}
+
+/** `pid` and, for a control plane with WORKERS > 1, its worker processes (its children running bin/killswitch.js). */
+async function withWorkers(pid: number | undefined): Promise<number[]> {
+  if (pid === undefined) return [];
+  const children: number[] = [];
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid !== pid) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes('bin/killswitch.js')) children.push(Number(entry));
+  }
+  return [pid, ...children];
 }
 
 /** utime + stime (or utime alone) of a process in clock ticks (1/100 s), from /proc (Linux only; 0 elsewhere). */
@@ -163,6 +181,18 @@ async function waitFor(url: string, timeoutMs = 90_000): Promise<void> {
       // not up yet
     }
     if (Date.now() > deadline) throw new Error(`${url} not ready after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** With WORKERS > 1, /readyz answers once the first worker is up: wait for the primary to count them all. */
+async function allWorkersReady(timeoutMs = 90_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await (await fetch(`http://127.0.0.1:${CP_PORT}/metrics`, { headers: { authorization: `Bearer ${OWNER}` } })).text();
+    const wanted = /^killswitch_workers\{state="wanted"\} (\d+)/m.exec(text)?.[1];
+    if (wanted !== undefined && new RegExp(`^killswitch_workers\\{state="ready"\\} ${wanted}$`, 'm').test(text)) return;
+    if (Date.now() > deadline) throw new Error(`control plane workers not all ready after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -245,7 +275,7 @@ async function openLoop(name: string, port: number, requests: Req[], rate: numbe
 async function main(): Promise<void> {
   await resetDatabases();
   const hello = startProcess(['--import', 'tsx', 'scripts/bench/hello.ts', String(HELLO_PORT)]);
-  const cp = startProcess([...(args['cp-node-flags'] ?? '').split(' ').filter(Boolean), ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start'], {}, args['cp-stdout']);
+  const cp = startProcess([...(args['cp-node-flags'] ?? '').split(' ').filter(Boolean), ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : []), 'bin/killswitch.js', 'start'], { WORKERS: args.workers }, args['cp-stdout']);
   let minimal: ChildProcess | undefined;
   const stopAll = () => {
     hello.kill('SIGTERM');
@@ -256,6 +286,7 @@ async function main(): Promise<void> {
   try {
     await waitFor(`http://127.0.0.1:${HELLO_PORT}/`);
     await waitFor(`http://127.0.0.1:${CP_PORT}/readyz`);
+    if (Number(args.workers) !== 1) await allWorkersReady();
     // The floor (DESIGN.md §9): one EVALSHA and a group-committed INSERT, in the benchmark's database.
     minimal = startProcess(['--import', 'tsx', 'scripts/bench/minimal.ts', String(MINIMAL_PORT), `${PG}/${DB}`, process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', `${env.REDIS_PREFIX}minimal:`]);
     await waitFor(`http://127.0.0.1:${MINIMAL_PORT}/healthz`);

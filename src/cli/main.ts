@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { auditRetention, auditVerify } from '../audit/commands.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { flagsSync, runUnleash } from '../flags/cli.js';
+import { becomeWorker, isWorker, runPrimary, workerCount } from '../cluster.js';
 import { startServer, stopOnSignals } from '../server.js';
 import { operatorsCreate } from './operators.js';
 import { policyCheck } from './policy-check.js';
@@ -30,9 +31,13 @@ program
   .command('start')
   .description('Run the control plane (migrations, decision API, admin API).')
   .action(async () => {
+    const c = config();
+    if (!isWorker() && workerCount(c) > 1) {
+      process.exit(await runPrimary(c));
+    }
     let app: Awaited<ReturnType<typeof startServer>>;
     try {
-      app = await startServer(config());
+      app = await startServer(c, { worker: isWorker() });
     } catch (err) {
       // Some settings can only be checked against each other at start (e.g. UNLEASH_API_TOKEN's environment).
       if (err instanceof ConfigError) {
@@ -41,7 +46,14 @@ program
       }
       throw err;
     }
-    stopOnSignals(app);
+    if (isWorker()) {
+      // The primary turns a Ctrl-C (sent to the whole process group) or its own SIGTERM into one SIGTERM here.
+      process.on('SIGINT', () => {});
+      stopOnSignals(app, undefined, ['SIGTERM']);
+      becomeWorker(app);
+    } else {
+      stopOnSignals(app);
+    }
   });
 
 const operators = program.command('operators').description('Operator keys (direct database access, for bootstrap and recovery).');

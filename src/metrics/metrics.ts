@@ -21,16 +21,23 @@ const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
+/**
+ * How the value is combined over the worker processes of WORKERS > 1 (src/cluster.ts): what each process
+ * counts adds up; a state that is bad when any process has it (not ready, stale, failing) takes the worst;
+ * a count of the whole installation (halted sessions, read from Postgres) is the same everywhere: max.
+ */
+type Aggregator = 'sum' | 'min' | 'max';
+
 /** A counter or gauge whose value is read from somewhere else when Prometheus scrapes. */
-function readMetric(registry: Registry, name: string, help: string, type: 'counter' | 'gauge', read: () => Sample[] | Promise<Sample[]>): void {
+function readMetric(registry: Registry, name: string, help: string, type: 'counter' | 'gauge', aggregator: Aggregator, read: () => Sample[] | Promise<Sample[]>): void {
   registry.registerMetric({
     name,
     help,
     type,
-    aggregator: 'sum',
+    aggregator,
     async get() {
       const samples = await read();
-      return { name, help, type, aggregator: 'sum', values: samples.map(([labels, value]) => ({ labels, value })) };
+      return { name, help, type, aggregator, values: samples.map(([labels, value]) => ({ labels, value })) };
     },
   } as never);
 }
@@ -86,9 +93,16 @@ export class Metrics implements DependencySink {
     return this.registry.contentType;
   }
 
-  /** The Prometheus text exposition of every metric. */
+  private renderer: (() => Promise<string>) | undefined;
+
+  /** The Prometheus text exposition of every metric (of every worker, in a cluster). */
   render(): Promise<string> {
-    return this.registry.metrics();
+    return this.renderer ? this.renderer() : this.registry.metrics();
+  }
+
+  /** In a worker of WORKERS > 1: render asks the primary for the sum over all workers. */
+  renderWith(renderer: () => Promise<string>): void {
+    this.renderer = renderer;
   }
 
   /** A DecisionObserver (decisions/service.ts). */
@@ -131,7 +145,7 @@ export class Metrics implements DependencySink {
   /** Registers everything read from the app's services at scrape time. Call once, after the services exist. */
   watch(ctx: AppContext): void {
     const r = this.registry;
-    readMetric(r, 'killswitch_authentications_total', 'Credentials presented, by kind (agent, gateway, operator, malformed) and result (ok, failed, unavailable: the credential store could not be asked).', 'counter', () =>
+    readMetric(r, 'killswitch_authentications_total', 'Credentials presented, by kind (agent, gateway, operator, malformed) and result (ok, failed, unavailable: the credential store could not be asked).', 'counter', 'sum', () =>
       Object.entries(ctx.auth.outcomes).flatMap(([kind, o]) => [
         [{ kind, result: 'ok' }, o.ok] as Sample,
         [{ kind, result: 'failed' }, o.failed] as Sample,
@@ -139,22 +153,22 @@ export class Metrics implements DependencySink {
       ]),
     );
 
-    readMetric(r, 'killswitch_flags_ready', '1 once flags are loaded from Unleash or a fresh backup; 0 means every decision denies.', 'gauge', () => [[{}, ctx.flags.isReady() ? 1 : 0]]);
-    readMetric(r, 'killswitch_flags_stale', '1 while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (the last fetched flags stay in force).', 'gauge', () => [[{}, ctx.flags.isStale() ? 1 : 0]]);
-    readMetric(r, 'killswitch_flags_state_age_seconds', 'Seconds since Unleash last answered a poll (since start if it never has).', 'gauge', () => {
+    readMetric(r, 'killswitch_flags_ready', '1 once flags are loaded from Unleash or a fresh backup; 0 means every decision denies.', 'gauge', 'min', () => [[{}, ctx.flags.isReady() ? 1 : 0]]);
+    readMetric(r, 'killswitch_flags_stale', '1 while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (the last fetched flags stay in force).', 'gauge', 'max', () => [[{}, ctx.flags.isStale() ? 1 : 0]]);
+    readMetric(r, 'killswitch_flags_state_age_seconds', 'Seconds since Unleash last answered a poll (since start if it never has).', 'gauge', 'max', () => {
       const last = ctx.flags.lastFetch()?.getTime() ?? this.started;
       return [[{}, (Date.now() - last) / 1000]];
     });
-    readMetric(r, 'killswitch_flags_last_fetch_success', '1 if the last Unleash poll succeeded, 0 if it failed (or none has succeeded yet).', 'gauge', () => {
+    readMetric(r, 'killswitch_flags_last_fetch_success', '1 if the last Unleash poll succeeded, 0 if it failed (or none has succeeded yet).', 'gauge', 'min', () => {
       const s = ctx.flags.status();
       const ok = s.lastFetchAt !== null && (s.lastErrorAt === null || s.lastFetchAt.getTime() >= s.lastErrorAt.getTime());
       return [[{}, ok ? 1 : 0]];
     });
-    readMetric(r, 'killswitch_flags_last_fetch_timestamp_seconds', 'Unix time of the last successful Unleash poll (0: never).', 'gauge', () => [[{}, (ctx.flags.lastFetch()?.getTime() ?? 0) / 1000]]);
-    readMetric(r, 'killswitch_flags_webhook_overrides', 'Flags denied by an Unleash webhook event the poll has not caught up with yet.', 'gauge', () => [[{}, ctx.flags.status().overrides.length]]);
+    readMetric(r, 'killswitch_flags_last_fetch_timestamp_seconds', 'Unix time of the last successful Unleash poll (0: never).', 'gauge', 'min', () => [[{}, (ctx.flags.lastFetch()?.getTime() ?? 0) / 1000]]);
+    readMetric(r, 'killswitch_flags_webhook_overrides', 'Flags denied by an Unleash webhook event the poll has not caught up with yet.', 'gauge', 'max', () => [[{}, ctx.flags.status().overrides.length]]);
 
-    readMetric(r, 'killswitch_redis_up', '1 while the Redis command connection is ready.', 'gauge', () => [[{}, ctx.redis.redis.status === 'ready' ? 1 : 0]]);
-    readMetric(r, 'killswitch_postgres_pool_connections', 'Postgres connections by pool and state (total, idle, waiting: callers queued for a connection).', 'gauge', () =>
+    readMetric(r, 'killswitch_redis_up', '1 while the Redis command connection is ready.', 'gauge', 'min', () => [[{}, ctx.redis.redis.status === 'ready' ? 1 : 0]]);
+    readMetric(r, 'killswitch_postgres_pool_connections', 'Postgres connections by pool and state (total, idle, waiting: callers queued for a connection).', 'gauge', 'sum', () =>
       [...this.pools].flatMap(([pool, p]) => [
         [{ pool, state: 'total' }, p.totalCount] as Sample,
         [{ pool, state: 'idle' }, p.idleCount] as Sample,
@@ -167,11 +181,11 @@ export class Metrics implements DependencySink {
     ctx.audit.onSpoolingChange((spooling) => {
       this.spoolSince = spooling ? (this.spoolSince ?? Date.now()) : undefined;
     });
-    readMetric(r, 'killswitch_audit_queue_depth', 'Audit rows waiting in memory for the next group commit.', 'gauge', () => [[{}, writer.queueDepth]]);
-    readMetric(r, 'killswitch_audit_spool_rows', 'Audit rows in the local spool file, not yet replayed into Postgres.', 'gauge', () => [[{}, writer.spoolSize]]);
-    readMetric(r, 'killswitch_audit_spooling', '1 while audit rows go to the local spool because Postgres refused them.', 'gauge', () => [[{}, writer.spooling ? 1 : 0]]);
-    readMetric(r, 'killswitch_audit_failing', '1 when the last audit batch could be written neither to Postgres nor to the spool (allows deny).', 'gauge', () => [[{}, writer.failing ? 1 : 0]]);
-    readMetric(r, 'killswitch_audit_replay_lag_seconds', 'How long rows have been waiting in the local spool for Postgres (0 when it is empty).', 'gauge', () => {
+    readMetric(r, 'killswitch_audit_queue_depth', 'Audit rows waiting in memory for the next group commit.', 'gauge', 'sum', () => [[{}, writer.queueDepth]]);
+    readMetric(r, 'killswitch_audit_spool_rows', 'Audit rows in the local spool file, not yet replayed into Postgres.', 'gauge', 'sum', () => [[{}, writer.spoolSize]]);
+    readMetric(r, 'killswitch_audit_spooling', '1 while audit rows go to the local spool because Postgres refused them.', 'gauge', 'max', () => [[{}, writer.spooling ? 1 : 0]]);
+    readMetric(r, 'killswitch_audit_failing', '1 when the last audit batch could be written neither to Postgres nor to the spool (allows deny).', 'gauge', 'max', () => [[{}, writer.failing ? 1 : 0]]);
+    readMetric(r, 'killswitch_audit_replay_lag_seconds', 'How long rows have been waiting in the local spool for Postgres (0 when it is empty).', 'gauge', 'max', () => {
       if (writer.spoolSize === 0) {
         if (!writer.spooling) this.spoolSince = undefined;
         return [[{}, 0]];
@@ -180,10 +194,10 @@ export class Metrics implements DependencySink {
       this.spoolSince ??= Date.now();
       return [[{}, (Date.now() - this.spoolSince) / 1000]];
     });
-    readMetric(r, 'killswitch_audit_rows_written_total', 'Audit rows committed to Postgres (directly or by spool replay).', 'counter', () => [[{}, writer.written]]);
-    readMetric(r, 'killswitch_audit_batches_total', 'Group-committed audit INSERTs.', 'counter', () => [[{}, writer.batches]]);
-    readMetric(r, 'killswitch_audit_rows_spooled_total', 'Audit rows appended to the local spool because Postgres refused them.', 'counter', () => [[{}, writer.spooled]]);
-    readMetric(r, 'killswitch_audit_rows_lost_total', 'Audit rows neither Postgres nor the spool took (allows were denied; denial and result rows are gone).', 'counter', () => [[{}, writer.lost]]);
+    readMetric(r, 'killswitch_audit_rows_written_total', 'Audit rows committed to Postgres (directly or by spool replay).', 'counter', 'sum', () => [[{}, writer.written]]);
+    readMetric(r, 'killswitch_audit_batches_total', 'Group-committed audit INSERTs.', 'counter', 'sum', () => [[{}, writer.batches]]);
+    readMetric(r, 'killswitch_audit_rows_spooled_total', 'Audit rows appended to the local spool because Postgres refused them.', 'counter', 'sum', () => [[{}, writer.spooled]]);
+    readMetric(r, 'killswitch_audit_rows_lost_total', 'Audit rows neither Postgres nor the spool took (allows were denied; denial and result rows are gone).', 'counter', 'sum', () => [[{}, writer.lost]]);
 
     const unsubscribe = ctx.alerts.subscribe((e) => {
       if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
@@ -191,15 +205,15 @@ export class Metrics implements DependencySink {
     this.disposers.push(unsubscribe);
 
     const counts = () => this.readStateCounts(ctx);
-    readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed (whole installation: use max, not sum, across replicas).', 'gauge', async () => {
+    readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed (whole installation: use max, not sum, across replicas; WORKERS > 1 already reports the max).', 'gauge', 'max', async () => {
       const c = await counts();
       return c ? [[{}, c.haltedSessions]] : [];
     });
-    readMetric(r, 'killswitch_tokens_halted', 'Agent tokens with every session halted and not resumed (whole installation).', 'gauge', async () => {
+    readMetric(r, 'killswitch_tokens_halted', 'Agent tokens with every session halted and not resumed (whole installation).', 'gauge', 'max', async () => {
       const c = await counts();
       return c ? [[{}, c.haltedTokens]] : [];
     });
-    readMetric(r, 'killswitch_approvals_pending', 'Items waiting for an operator, by kind (call: a tool call awaiting approval of its exact arguments; tool_definition: a changed tool definition). Whole installation.', 'gauge', async () => {
+    readMetric(r, 'killswitch_approvals_pending', 'Items waiting for an operator, by kind (call: a tool call awaiting approval of its exact arguments; tool_definition: a changed tool definition). Whole installation.', 'gauge', 'max', async () => {
       const c = await counts();
       return c
         ? [
@@ -208,7 +222,7 @@ export class Metrics implements DependencySink {
           ]
         : [];
     });
-    readMetric(r, 'killswitch_kills_active', 'Break-glass kills in force (not lifted, not expired). Whole installation.', 'gauge', async () => {
+    readMetric(r, 'killswitch_kills_active', 'Break-glass kills in force (not lifted, not expired). Whole installation.', 'gauge', 'max', async () => {
       const c = await counts();
       return c ? [[{}, c.activeKills]] : [];
     });

@@ -1,11 +1,10 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
-import { TEST_REDIS_URL } from '../helpers/env.js';
-import { freePort } from '../helpers/unleash.js';
+import { api, childEnv, startChild, withTimeout } from '../helpers/control-plane.js';
 
 // Graceful shutdown of a real `killswitch start` process: SIGTERM in the middle of a decision load must
 // lose no INTENT row of an allowed decision (nor of a denial), finish the requests in flight and exit 0;
@@ -13,94 +12,12 @@ import { freePort } from '../helpers/unleash.js';
 // Serial: the child runs the flags sync against the run's shared Unleash (same webhook URL, no change).
 
 const unleash = inject('unleash');
-const POLICY = 'test/fixtures/decisions/policy.yaml';
-const SECRET = 'test-secret-test-secret-test-secret-1234';
 const t = new TestContext();
 const children: ChildProcess[] = [];
 let owner = '';
 
-function env(port: number, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    HOST: '127.0.0.1',
-    PORT: String(port),
-    DATABASE_URL: t.databaseUrl,
-    REDIS_URL: TEST_REDIS_URL,
-    REDIS_PREFIX: t.redisPrefix,
-    TOKEN_HASH_SECRET: SECRET,
-    DATA_DIR: t.dataDir,
-    POLICY_FILE: POLICY,
-    UNLEASH_URL: unleash.apiUrl,
-    UNLEASH_API_TOKEN: unleash.apiToken,
-    UNLEASH_ADMIN_TOKEN: unleash.adminToken,
-    UNLEASH_ENVIRONMENT: unleash.environment,
-    UNLEASH_WEBHOOK_SECRET: unleash.webhookSecret,
-    // The sync at start registers the webhook at PUBLIC_URL: keep the one the test run registered.
-    PUBLIC_URL: `http://127.0.0.1:${unleash.webhookPort}`,
-    LOG_LEVEL: 'info',
-    ...extra,
-  };
-}
-
-interface Started {
-  child: ChildProcess;
-  base: string;
-  logs: () => Array<Record<string, unknown>>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
-}
-
-async function start(extra: Record<string, string> = {}): Promise<Started> {
-  const port = await freePort();
-  const child = spawn('node', ['bin/killswitch.js', 'start'], { env: env(port, extra), stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (c: Buffer) => {
-    out += c.toString('utf8');
-  });
-  child.stderr!.on('data', (c: Buffer) => {
-    err += c.toString('utf8');
-  });
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null, at: Date.now() }));
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const ready = await fetch(`${base}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control plane did not become ready (exit ${child.exitCode}):\n${err}\n${out.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  const logs = () =>
-    out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { child, base, logs, exited };
-}
-
-async function api(base: string, method: string, path: string, headers: Record<string, string>, body?: unknown) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> & { key?: string; token?: string; session_id?: string } };
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const env = (port: number, extra: Record<string, string> = {}) => childEnv(t, unleash, port, extra);
+const start = (extra: Record<string, string> = {}) => startChild(t, unleash, extra, children);
 
 /** A request whose body never finishes arriving: in flight until its connection is cut. */
 async function hangingRequest(base: string): Promise<Socket> {

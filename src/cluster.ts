@@ -1,0 +1,204 @@
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
+import type { Config } from './config.js';
+import { prepareUnleash } from './flags/setup.js';
+import { loggerOptions } from './log.js';
+
+// WORKERS > 1 (docs/adr/0011-workers.md): `killswitch start` becomes a primary that runs the embedded
+// Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
+// on the same port (node:cluster hands connections round-robin). Each worker is a replica as the design
+// already has them: its own audit chain (replica_id), its own Unleash client and caches, shared state in
+// Redis and Postgres. What the primary adds: one-time startup work, restarts, signals, and GET /metrics
+// summed over the workers (each metric says how: counters add up, installation-wide gauges do not).
+
+const METRICS_ASK = 'killswitch:metrics?';
+const METRICS_ANSWER = 'killswitch:metrics';
+const READY = 'killswitch:ready';
+/** How long a worker waits for the primary's aggregated metrics (prom-client waits 5 s for each worker). */
+const METRICS_TIMEOUT_MS = 6_000;
+/** A worker that stays up this long is healthy again: the restart delay starts over. */
+const HEALTHY_AFTER_MS = 60_000;
+const RESTART_DELAY_MAX_MS = 30_000;
+/** After SHUTDOWN_TIMEOUT_MS, the time workers get to flush and close (as server.ts gives a single process). */
+const CLOSE_GRACE_MS = 15_000;
+
+/** How many worker processes WORKERS asks for (0: one per CPU). */
+export function workerCount(config: Config): number {
+  return config.workers === 0 ? availableParallelism() : config.workers;
+}
+
+interface MetricsAnswer {
+  type: typeof METRICS_ANSWER;
+  id: number;
+  text?: string;
+  error?: string;
+}
+
+/**
+ * Runs the primary of WORKERS > 1 until it is told to stop; returns the exit code. Workers start one
+ * after the other (the first one applies migrations and creates the first owner key on an empty
+ * database, with nobody racing it); if one fails before it is ready, everything stops with its exit code.
+ */
+export async function runPrimary(config: Config): Promise<number> {
+  const log = pino(loggerOptions(config.logLevel)).child({ process: 'primary' });
+  const count = workerCount(config);
+  const { config: effective, embedded } = await prepareUnleash(config, log);
+  // The workers read the same environment; only the embedded Unleash's URL is new.
+  const workerEnv: Record<string, string> = effective.unleashUrl !== config.unleashUrl ? { UNLEASH_URL: effective.unleashUrl } : {};
+
+  const aggregator = new AggregatorRegistry();
+  const own = new Registry();
+  const workersUp = new Gauge({ name: 'killswitch_workers', help: 'Worker processes (WORKERS) ready to serve, by state (ready; wanted: the number configured).', labelNames: ['state'], registers: [own] });
+  const restarts = new Counter({ name: 'killswitch_worker_restarts_total', help: 'Workers that exited unexpectedly and were started again by the primary.', registers: [own] });
+  workersUp.set({ state: 'wanted' }, count);
+
+  const live = new Set<Worker>();
+  const ready = new Set<Worker>();
+  const startedAt = new Map<Worker, number>();
+  let stopping = false;
+  let failures = 0;
+  let exitCode = 0;
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((r) => {
+    resolveDone = r;
+  });
+
+  const fork = (): Promise<Worker> =>
+    new Promise((resolve, reject) => {
+      const worker = cluster.fork(workerEnv);
+      live.add(worker);
+      startedAt.set(worker, Date.now());
+      const onExit = (code: number | null, signal: string | null) => reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1 }));
+      worker.once('exit', onExit);
+      worker.on('message', (msg: { type?: string; id: number }) => {
+        if (msg?.type === READY) {
+          worker.off('exit', onExit);
+          ready.add(worker);
+          workersUp.set({ state: 'ready' }, ready.size);
+          resolve(worker);
+        } else if (msg?.type === METRICS_ASK) {
+          const answer = (m: Omit<MetricsAnswer, 'type' | 'id'>) => {
+            if (worker.isConnected()) worker.send({ type: METRICS_ANSWER, id: msg.id, ...m } satisfies MetricsAnswer);
+          };
+          Promise.all([aggregator.clusterMetrics(), own.metrics()]).then(
+            ([workers, primary]) => answer({ text: workers + primary }),
+            (err: unknown) => answer({ error: (err as Error).message }),
+          );
+        }
+      });
+    });
+
+  const stopAll = (signal: NodeJS.Signals) => {
+    for (const worker of live) worker.process.kill(signal);
+  };
+
+  cluster.on('exit', (worker, code, signal) => {
+    live.delete(worker);
+    const started = startedAt.get(worker) ?? Date.now();
+    startedAt.delete(worker);
+    const wasReady = ready.delete(worker);
+    workersUp.set({ state: 'ready' }, ready.size);
+    if (stopping) {
+      if (code !== 0) exitCode = 1;
+      if (live.size === 0) resolveDone(exitCode);
+      return;
+    }
+    if (!wasReady) return; // a start that failed: handled where it was forked
+    const upMs = Date.now() - started;
+    if (upMs >= HEALTHY_AFTER_MS) failures = 0;
+    log.error({ pid: worker.process.pid, exit_code: code, signal, up_ms: upMs }, 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)');
+    restart();
+  });
+
+  /** Starts a replacement, waiting longer after each failure in a row (1 s, 2 s ... 30 s). */
+  function restart(): void {
+    const delayMs = Math.min(RESTART_DELAY_MAX_MS, 1_000 * 2 ** failures);
+    failures++;
+    setTimeout(() => {
+      if (stopping) return;
+      fork().then(
+        () => restarts.inc(),
+        (err: Error) => {
+          log.error({ err: err.message }, 'worker restart failed; trying again');
+          restart();
+        },
+      );
+    }, delayMs);
+  }
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.error({ signal }, 'second signal: telling the workers to exit at once');
+      stopAll('SIGTERM');
+      resolveDone(signal === 'SIGINT' ? 130 : 143);
+      return;
+    }
+    stopping = true;
+    log.info({ signal, workers: live.size }, 'shutting down: each worker finishes its requests and flushes its audit trail (a second signal exits at once)');
+    stopAll('SIGTERM');
+    if (live.size === 0) resolveDone(exitCode);
+    setTimeout(() => {
+      log.error('shutdown: workers did not exit in time; killing them');
+      stopAll('SIGKILL');
+      resolveDone(1);
+    }, config.shutdownTimeoutMs + CLOSE_GRACE_MS + 5_000).unref();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  embedded?.exited.then((code) => {
+    if (!stopping) log.error({ exit_code: code }, 'embedded Unleash exited: the last fetched flags stay in force (staleness alert follows); restart the control plane');
+  });
+
+  let failedStart: number | undefined;
+  try {
+    for (let i = 0; i < count && !stopping; i++) await fork();
+    if (!stopping) log.info({ workers: count, pids: [...ready].map((w) => w.process.pid) }, `control plane running in ${count} worker processes`);
+  } catch (err) {
+    if (!stopping) {
+      // The first worker to fail shows why in its own output (a configuration error exits 2).
+      failedStart = (err as { code?: number }).code ?? 1;
+      log.error({ err: (err as Error).message }, 'a worker failed to start: stopping the others');
+      onSignal('SIGTERM');
+    }
+  }
+  const code = await done;
+  await embedded?.stop();
+  return failedStart ?? code;
+}
+
+/** In a worker: tells the primary it is ready and has GET /metrics render the sum over all workers. */
+export function becomeWorker(app: FastifyInstance): void {
+  const { metrics } = app.ctx;
+  // Answers the primary's requests for this worker's metrics (prom-client's cluster protocol).
+  AggregatorRegistry.setRegistries([metrics.registry]);
+  new AggregatorRegistry();
+  let next = 0;
+  const waiting = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  process.on('message', (msg: MetricsAnswer) => {
+    if (msg?.type !== METRICS_ANSWER) return;
+    const w = waiting.get(msg.id);
+    if (!w) return;
+    waiting.delete(msg.id);
+    clearTimeout(w.timer);
+    if (msg.text !== undefined) w.resolve(msg.text);
+    else w.reject(new Error(`metrics of the other workers: ${msg.error ?? 'no answer'}`));
+  });
+  metrics.renderWith(
+    () =>
+      new Promise<string>((resolve, reject) => {
+        const id = next++;
+        const timer = setTimeout(() => {
+          waiting.delete(id);
+          reject(new Error('metrics of the other workers: the primary did not answer'));
+        }, METRICS_TIMEOUT_MS);
+        waiting.set(id, { resolve, reject, timer });
+        process.send!({ type: METRICS_ASK, id });
+      }),
+  );
+  process.send!({ type: READY });
+}
+
+export const isWorker = (): boolean => cluster.isWorker;

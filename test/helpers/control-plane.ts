@@ -1,0 +1,99 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { TestContext } from './context.js';
+import { TEST_REDIS_URL } from './env.js';
+import { freePort, type TestUnleash } from './unleash.js';
+
+// A real `killswitch start` in a child process, on this test file's database, Redis prefix and data
+// directory and the run's shared Unleash: for tests of what only a whole process shows (signals, exit
+// codes, WORKERS). The child runs the flags sync at start: files using this run serially.
+
+export const CHILD_POLICY = 'test/fixtures/decisions/policy.yaml';
+const SECRET = 'test-secret-test-secret-test-secret-1234';
+
+/** The child's environment (PORT 0 when it only runs a CLI command). */
+export function childEnv(t: TestContext, unleash: TestUnleash, port: number, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DATABASE_URL: t.databaseUrl,
+    REDIS_URL: TEST_REDIS_URL,
+    REDIS_PREFIX: t.redisPrefix,
+    TOKEN_HASH_SECRET: SECRET,
+    DATA_DIR: t.dataDir,
+    POLICY_FILE: CHILD_POLICY,
+    UNLEASH_URL: unleash.apiUrl,
+    UNLEASH_API_TOKEN: unleash.apiToken,
+    UNLEASH_ADMIN_TOKEN: unleash.adminToken,
+    UNLEASH_ENVIRONMENT: unleash.environment,
+    UNLEASH_WEBHOOK_SECRET: unleash.webhookSecret,
+    // The sync at start registers the webhook at PUBLIC_URL: keep the one the test run registered.
+    PUBLIC_URL: `http://127.0.0.1:${unleash.webhookPort}`,
+    LOG_LEVEL: 'info',
+    ...extra,
+  };
+}
+
+export interface ChildControlPlane {
+  child: ChildProcess;
+  base: string;
+  /** Its JSON log lines so far (every process of it: a primary and its workers write to the same stdout). */
+  logs: () => Array<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+}
+
+/** Spawns `killswitch start` and returns once GET /readyz answers 200 (or throws with its output). */
+export async function startChild(t: TestContext, unleash: TestUnleash, extra: Record<string, string> = {}, children: ChildProcess[] = []): Promise<ChildControlPlane> {
+  const port = await freePort();
+  const child = spawn('node', ['bin/killswitch.js', 'start'], { env: childEnv(t, unleash, port, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    err += c.toString('utf8');
+  });
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null, at: Date.now() }));
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ready = await fetch(`${base}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ready) break;
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control plane did not become ready (exit ${child.exitCode}):\n${err}\n${out.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const logs = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { child, base, logs, exited };
+}
+
+/** One JSON request; the body as parsed JSON. */
+export async function api(base: string, method: string, path: string, headers: Record<string, string>, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> & { key?: string; token?: string; session_id?: string } };
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,165 @@
+import { type ChildProcess, execFile } from 'node:child_process';
+import { request } from 'node:http';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestContext } from '../helpers/context.js';
+import { api, childEnv, startChild, withTimeout } from '../helpers/control-plane.js';
+import { until } from '../helpers/unleash.js';
+
+// WORKERS=2: `killswitch start` as a primary with two worker processes on one port. What an operator
+// relies on: both workers answer decisions (two audit chains, both intact), GET /metrics adds up what
+// each worker counts but not installation-wide counts, a killed worker is replaced, SIGTERM stops all of
+// them with exit 0, and a worker that cannot start stops the whole thing with its exit code.
+// Serial: the child runs the flags sync against the run's shared Unleash (same webhook URL, no change).
+
+const unleash = inject('unleash');
+const t = new TestContext();
+const children: ChildProcess[] = [];
+let owner = '';
+
+const env = (port: number, extra: Record<string, string> = {}) => childEnv(t, unleash, port, extra);
+const start = (extra: Record<string, string> = {}) => startChild(t, unleash, { WORKERS: '2', ...extra }, children);
+
+/** A decision on a connection of its own (`agent: false`), so the cluster's round-robin spreads them over the workers. */
+function decideOnNewConnection(base: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}/v1/decisions`, { method: 'POST', agent: false, headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** The value of one series in Prometheus text (undefined when absent). */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+const workerPids = (logs: Array<Record<string, unknown>>): number[] => {
+  const running = logs.filter((l) => l['msg'] === 'control plane running in 2 worker processes').at(-1);
+  return (running?.['pids'] as number[] | undefined) ?? [];
+};
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+beforeAll(async () => {
+  await t.setup();
+  const { stdout } = await promisify(execFile)('node', ['bin/killswitch.js', 'operators', 'create', '--role', 'owner', '--name', 'workers test'], { env: env(0, { LOG_LEVEL: 'warn' }) });
+  owner = stdout.trim();
+  expect(owner).toMatch(/^ksop_/);
+});
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+afterAll(() => t.teardown());
+
+describe('WORKERS=2', () => {
+  it('both workers decide, /metrics sums per-process counts but not installation-wide ones, a killed worker is replaced, SIGTERM exits 0', { timeout: 180_000 }, async () => {
+    const cp = await start();
+    await until(() => workerPids(cp.logs()).length === 2, 60_000, 'both workers ready');
+    const pids = workerPids(cp.logs());
+    const admin = { authorization: `Bearer ${owner}` };
+    const gw = await api(cp.base, 'POST', '/v1/gateway-keys', admin, { name: 'workers gateway' });
+    expect(gw.status).toBe(201);
+    const tok = await api(cp.base, 'POST', '/v1/keys', admin, { type: 'rw', role: 'code_agent', project_id: 'alpha', environment: 'development', acknowledge_write_risk: true });
+    expect(tok.status).toBe(201);
+    const headers = { authorization: `Bearer ${gw.body.key}`, 'x-agent-token': tok.body.token! };
+    const session = await api(cp.base, 'POST', '/v1/sessions', headers, {});
+    expect(session.status).toBe(201);
+
+    const metrics = async () => (await fetch(`${cp.base}/metrics`, { headers: admin })).text();
+    const allowedBefore = sample(await metrics(), 'killswitch_decisions_total{decision="allow",code="OK"}') ?? 0;
+
+    const CALLS = 20;
+    for (let i = 0; i < CALLS; i++) {
+      const d = await decideOnNewConnection(cp.base, headers, { server: 'filesystem', tool: 'read_text_file', arguments: { path: `docs/${i}.md` }, session_id: session.body.session_id });
+      expect(d.body['code']).toBe('OK');
+    }
+    // Round-robin over new connections: both workers decided, each on its own audit chain.
+    const pool = t.pool();
+    const chains = await pool.query<{ replica_id: string; n: string }>(`SELECT replica_id, count(*) AS n FROM audit_events WHERE kind = 'INTENT' GROUP BY replica_id`);
+    expect(chains.rows.length).toBe(2);
+    expect(chains.rows.every((r) => Number(r.n) >= 5)).toBe(true);
+
+    // An unknown server halts the session (and the token): one halted session in the installation,
+    // whichever worker counts it; summed over two workers it would read 2.
+    const unknown = await decideOnNewConnection(cp.base, headers, { server: 'nope', tool: 'x', arguments: {}, session_id: session.body.session_id });
+    expect(unknown.body['code']).toBe('UNKNOWN_SERVER');
+    let text = '';
+    await until(
+      async () => {
+        text = await metrics();
+        return sample(text, 'killswitch_sessions_halted') === 1;
+      },
+      15_000,
+      'killswitch_sessions_halted 1',
+      500,
+    );
+    expect(sample(text, 'killswitch_decisions_total{decision="allow",code="OK"}')).toBe(allowedBefore + CALLS);
+    expect(sample(text, 'killswitch_decisions_total{decision="deny",code="UNKNOWN_SERVER"}')).toBe(1);
+    expect(sample(text, 'killswitch_tokens_halted')).toBe(1);
+    expect(sample(text, 'killswitch_flags_ready')).toBe(1);
+    expect(sample(text, 'killswitch_workers{state="ready"}')).toBe(2);
+    expect(sample(text, 'killswitch_worker_restarts_total')).toBe(0);
+
+    // A worker killed outright is replaced; the new one answers too.
+    process.kill(pids[0]!, 'SIGKILL');
+    await until(
+      async () => {
+        text = await metrics().catch(() => '');
+        return sample(text, 'killswitch_worker_restarts_total') === 1 && sample(text, 'killswitch_workers{state="ready"}') === 2;
+      },
+      60_000,
+      'a replacement worker',
+      500,
+    );
+    expect(cp.logs().some((l) => l['msg'] === 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)' && l['pid'] === pids[0])).toBe(true);
+    const fresh = await api(cp.base, 'POST', '/v1/sessions', headers, {});
+    // The token is halted: a new session of it starts halted, whichever worker opens it.
+    expect(fresh.status).toBe(201);
+    expect(fresh.body['state']).toBe('halted');
+    const tok2 = await api(cp.base, 'POST', '/v1/keys', admin, { type: 'ro', role: 'code_agent', project_id: 'alpha', environment: 'development' });
+    const headers2 = { authorization: `Bearer ${gw.body.key}`, 'x-agent-token': tok2.body.token! };
+    const s2 = await api(cp.base, 'POST', '/v1/sessions', headers2, {});
+    for (let i = 0; i < 4; i++) {
+      const d = await decideOnNewConnection(cp.base, headers2, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' }, session_id: s2.body.session_id });
+      expect(d.body['code']).toBe('OK');
+    }
+
+    const stopAt = Date.now();
+    cp.child.kill('SIGTERM');
+    const exit = await withTimeout(cp.exited, 60_000, 'the primary to exit after SIGTERM');
+    expect(exit.code).toBe(0);
+    expect(exit.at - stopAt).toBeLessThan(30_000);
+    const all = cp.logs();
+    expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).length).toBe(2);
+    expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).every((l) => l['audit_rows_lost'] === 0)).toBe(true);
+    for (const pid of new Set(all.map((l) => l['pid'] as number))) expect(alive(pid)).toBe(false);
+    // Every chain the workers wrote (three: one per worker lifetime) is intact.
+    const chainsAfter = await pool.query<{ replica_id: string }>(`SELECT DISTINCT replica_id FROM audit_events WHERE kind = 'INTENT'`);
+    expect(chainsAfter.rows.length).toBe(3);
+    const verify = await promisify(execFile)('node', ['bin/killswitch.js', 'audit', 'verify'], { env: env(0, { LOG_LEVEL: 'warn' }) }).then(
+      () => 0,
+      (err: { code: number }) => err.code,
+    );
+    expect(verify).toBe(0);
+  });
+
+  it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
+    await expect(start({ POLICY_FILE: 'test/fixtures/policy/broken.yaml' })).rejects.toThrow(/did not become ready \(exit 1\)[\s\S]*broken\.yaml/);
+  });
+});
