@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 
-// WORKERS > 1 (docs/adr/0011-workers.md): `killswitch start` becomes a primary that runs the embedded
+// WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
 // on the same port (node:cluster hands connections round-robin). Each worker is a replica as the design
 // already has them: its own audit chain (replica_id), its own Unleash client and caches, shared state in
