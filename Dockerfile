@@ -14,4 +14,4 @@ COPY . .
 COPY --from=build /app/ui/dist ./ui/dist
 ENV NODE_ENV=production
 EXPOSE 8080
-CMD ["node", "bin/killswitch.js", "start"]
+CMD ["node", "--no-allocation-site-pretenuring", "bin/killswitch.js", "start"]
