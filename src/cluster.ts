@@ -16,8 +16,12 @@ import { loggerOptions } from './log.js';
 
 const METRICS_ASK = 'killswitch:metrics?';
 const METRICS_ANSWER = 'killswitch:metrics';
+const REGISTRY_ASK = 'killswitch:registry?';
+const REGISTRY_ANSWER = 'killswitch:registry';
 const READY = 'killswitch:ready';
-/** How long a worker waits for the primary's aggregated metrics (prom-client waits 5 s for each worker). */
+/** How long the primary waits for one worker's metrics; a worker that does not answer is left out. */
+const WORKER_METRICS_TIMEOUT_MS = 3_000;
+/** How long a worker waits for the primary's sum. */
 const METRICS_TIMEOUT_MS = 6_000;
 /** A worker that stays up this long is healthy again: the restart delay starts over. */
 const HEALTHY_AFTER_MS = 60_000;
@@ -37,6 +41,13 @@ interface MetricsAnswer {
   error?: string;
 }
 
+interface RegistryAnswer {
+  type: typeof REGISTRY_ANSWER;
+  id: number;
+  /** prom-client's getMetricsAsJSON() of the worker's registry. */
+  metrics?: unknown[];
+}
+
 /**
  * Runs the primary of WORKERS > 1 until it is told to stop; returns the exit code. Workers start one
  * after the other (the first one applies migrations and creates the first owner key on an empty
@@ -49,9 +60,13 @@ export async function runPrimary(config: Config): Promise<number> {
   // The workers read the same environment; only the embedded Unleash's URL is new.
   const workerEnv: Record<string, string> = effective.unleashUrl !== config.unleashUrl ? { UNLEASH_URL: effective.unleashUrl } : {};
 
-  const aggregator = new AggregatorRegistry();
   const own = new Registry();
-  const workersUp = new Gauge({ name: 'killswitch_workers', help: 'Worker processes (WORKERS) ready to serve, by state (ready; wanted: the number configured).', labelNames: ['state'], registers: [own] });
+  const workersUp = new Gauge({
+    name: 'killswitch_workers',
+    help: 'Worker processes (WORKERS) by state: wanted (configured), ready (serving), reporting (whose metrics are in this scrape; fewer than ready: a worker did not answer in time).',
+    labelNames: ['state'],
+    registers: [own],
+  });
   const restarts = new Counter({ name: 'killswitch_worker_restarts_total', help: 'Workers that exited unexpectedly and were started again by the primary.', registers: [own] });
   workersUp.set({ state: 'wanted' }, count);
 
@@ -83,13 +98,41 @@ export async function runPrimary(config: Config): Promise<number> {
           const answer = (m: Omit<MetricsAnswer, 'type' | 'id'>) => {
             if (worker.isConnected()) worker.send({ type: METRICS_ANSWER, id: msg.id, ...m } satisfies MetricsAnswer);
           };
-          Promise.all([aggregator.clusterMetrics(), own.metrics()]).then(
-            ([workers, primary]) => answer({ text: workers + primary }),
+          gather().then(
+            (text) => answer({ text }),
             (err: unknown) => answer({ error: (err as Error).message }),
           );
+        } else if (msg?.type === REGISTRY_ANSWER) {
+          asked.get(msg.id)?.((msg as RegistryAnswer).metrics);
         }
       });
     });
+
+  // GET /metrics on any worker: every ready worker's registry, combined per metric (src/metrics/metrics.ts
+  // says how), plus the primary's own series. Only ready workers are asked: one starting or restarting has
+  // no registry yet and must not hold the scrape up.
+  let nextAsk = 0;
+  const asked = new Map<number, (metrics: unknown[] | undefined) => void>();
+  const registryOf = (worker: Worker) =>
+    new Promise<unknown[] | undefined>((resolve) => {
+      const id = nextAsk++;
+      const timer = setTimeout(() => {
+        asked.delete(id);
+        resolve(undefined);
+      }, WORKER_METRICS_TIMEOUT_MS);
+      asked.set(id, (metrics) => {
+        asked.delete(id);
+        clearTimeout(timer);
+        resolve(metrics);
+      });
+      worker.send({ type: REGISTRY_ASK, id });
+    });
+  const gather = async (): Promise<string> => {
+    const answers = await Promise.all([...ready].filter((w) => w.isConnected()).map(registryOf));
+    const got = answers.filter((m): m is unknown[] => m !== undefined);
+    workersUp.set({ state: 'reporting' }, got.length);
+    return (await AggregatorRegistry.aggregate(got as never).metrics()) + (await own.metrics());
+  };
 
   const stopAll = (signal: NodeJS.Signals) => {
     for (const worker of live) worker.process.kill(signal);
@@ -172,12 +215,18 @@ export async function runPrimary(config: Config): Promise<number> {
 /** In a worker: tells the primary it is ready and has GET /metrics render the sum over all workers. */
 export function becomeWorker(app: FastifyInstance): void {
   const { metrics } = app.ctx;
-  // Answers the primary's requests for this worker's metrics (prom-client's cluster protocol).
-  AggregatorRegistry.setRegistries([metrics.registry]);
-  new AggregatorRegistry();
   let next = 0;
   const waiting = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  process.on('message', (msg: MetricsAnswer) => {
+  process.on('message', (msg: MetricsAnswer | { type: typeof REGISTRY_ASK; id: number }) => {
+    if (msg?.type === REGISTRY_ASK) {
+      // The primary gathers every worker's registry for a scrape.
+      const reply = (m: Omit<RegistryAnswer, 'type' | 'id'>) => process.connected && process.send!({ type: REGISTRY_ANSWER, id: msg.id, ...m } satisfies RegistryAnswer);
+      metrics.registry.getMetricsAsJSON().then(
+        (json) => reply({ metrics: json }),
+        () => reply({}),
+      );
+      return;
+    }
     if (msg?.type !== METRICS_ANSWER) return;
     const w = waiting.get(msg.id);
     if (!w) return;

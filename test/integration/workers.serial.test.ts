@@ -116,17 +116,30 @@ describe('WORKERS=2', () => {
     expect(sample(text, 'killswitch_workers{state="ready"}')).toBe(2);
     expect(sample(text, 'killswitch_worker_restarts_total')).toBe(0);
 
-    // A worker killed outright is replaced; the new one answers too.
+    expect(sample(text, 'killswitch_workers{state="reporting"}')).toBe(2);
+
+    // A worker killed outright is replaced; the new one answers too. While it is away (1 s, then its
+    // start), every scrape answers at once with the workers that are ready: none waits for the one starting.
     process.kill(pids[0]!, 'SIGKILL');
+    const seenReady = new Set<number | undefined>();
     await until(
       async () => {
-        text = await metrics().catch(() => '');
-        return sample(text, 'killswitch_worker_restarts_total') === 1 && sample(text, 'killswitch_workers{state="ready"}') === 2;
+        const started = Date.now();
+        const res = await fetch(`${cp.base}/metrics`, { headers: admin }).catch(() => undefined);
+        if (res === undefined) return false; // a keep-alive connection to the killed worker was reset
+        expect(res.status).toBe(200);
+        expect(Date.now() - started).toBeLessThan(2_000);
+        text = await res.text();
+        const ready = sample(text, 'killswitch_workers{state="ready"}');
+        seenReady.add(ready);
+        expect(sample(text, 'killswitch_workers{state="reporting"}')).toBe(ready);
+        return sample(text, 'killswitch_worker_restarts_total') === 1 && ready === 2;
       },
       60_000,
       'a replacement worker',
-      500,
+      100,
     );
+    expect(seenReady.has(1)).toBe(true);
     expect(cp.logs().some((l) => l['msg'] === 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)' && l['pid'] === pids[0])).toBe(true);
     const fresh = await api(cp.base, 'POST', '/v1/sessions', headers, {});
     // The token is halted: a new session of it starts halted, whichever worker opens it.
