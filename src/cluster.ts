@@ -238,6 +238,10 @@ export function becomeWorker(app: FastifyInstance): void {
   metrics.renderWith(
     () =>
       new Promise<string>((resolve, reject) => {
+        if (!process.connected) {
+          reject(new Error('metrics of the other workers: the primary is gone'));
+          return;
+        }
         const id = next++;
         const timer = setTimeout(() => {
           waiting.delete(id);
