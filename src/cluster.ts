@@ -88,6 +88,8 @@ export async function runPrimary(config: Config): Promise<number> {
       startedAt.set(worker, Date.now());
       const onExit = (code: number | null, signal: string | null) => reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1 }));
       worker.once('exit', onExit);
+      // A message to a worker that has just died fails on its channel: its exit is handled below.
+      worker.on('error', (err: Error) => log.warn({ pid: worker.process.pid, err: err.message }, 'worker channel error'));
       worker.on('message', (msg: { type?: string; id: number }) => {
         if (msg?.type === READY) {
           worker.off('exit', onExit);
