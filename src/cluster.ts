@@ -4,8 +4,10 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from './config.js';
+import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
+import { CLOSE_GRACE_MS } from './server.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
@@ -26,8 +28,6 @@ const METRICS_TIMEOUT_MS = 6_000;
 /** A worker that stays up this long is healthy again: the restart delay starts over. */
 const HEALTHY_AFTER_MS = 60_000;
 const RESTART_DELAY_MAX_MS = 30_000;
-/** After SHUTDOWN_TIMEOUT_MS, the time workers get to flush and close (as server.ts gives a single process). */
-const CLOSE_GRACE_MS = 15_000;
 
 /** How many worker processes WORKERS asks for (0: one per CPU). */
 export function workerCount(config: Config): number {
@@ -70,9 +70,9 @@ export async function runPrimary(config: Config): Promise<number> {
   const restarts = new Counter({ name: 'killswitch_worker_restarts_total', help: 'Workers that exited unexpectedly and were started again by the primary.', registers: [own] });
   workersUp.set({ state: 'wanted' }, count);
 
-  const live = new Set<Worker>();
+  /** Every worker not yet exited, with the time it was forked. */
+  const live = new Map<Worker, number>();
   const ready = new Set<Worker>();
-  const startedAt = new Map<Worker, number>();
   let stopping = false;
   let failures = 0;
   let exitCode = 0;
@@ -84,8 +84,7 @@ export async function runPrimary(config: Config): Promise<number> {
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
       const worker = cluster.fork(workerEnv);
-      live.add(worker);
-      startedAt.set(worker, Date.now());
+      live.set(worker, Date.now());
       const onExit = (code: number | null, signal: string | null) => reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1 }));
       worker.once('exit', onExit);
       // A message to a worker that has just died fails on its channel: its exit is handled below.
@@ -137,13 +136,12 @@ export async function runPrimary(config: Config): Promise<number> {
   };
 
   const stopAll = (signal: NodeJS.Signals) => {
-    for (const worker of live) worker.process.kill(signal);
+    for (const worker of live.keys()) worker.process.kill(signal);
   };
 
   cluster.on('exit', (worker, code, signal) => {
+    const started = live.get(worker) ?? Date.now();
     live.delete(worker);
-    const started = startedAt.get(worker) ?? Date.now();
-    startedAt.delete(worker);
     const wasReady = ready.delete(worker);
     workersUp.set({ state: 'ready' }, ready.size);
     if (stopping) {
@@ -193,9 +191,7 @@ export async function runPrimary(config: Config): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  embedded?.exited.then((code) => {
-    if (!stopping) log.error({ exit_code: code }, 'embedded Unleash exited: the last fetched flags stay in force (staleness alert follows); restart the control plane');
-  });
+  if (embedded) logUnexpectedExit(embedded, log, () => stopping);
 
   let failedStart: number | undefined;
   try {

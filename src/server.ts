@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { bootstrapOwner, buildApp } from './app.js';
 import type { Config } from './config.js';
+import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
@@ -26,9 +27,7 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
       closing = true;
       await embedded.stop();
     });
-    void embedded.exited.then((code) => {
-      if (!closing) app.log.error({ exit_code: code }, 'embedded Unleash exited: the last fetched flags stay in force (staleness alert follows); restart the control plane');
-    });
+    logUnexpectedExit(embedded, app.log, () => closing);
   }
   const ownerKey = await bootstrapOwner(app);
   if (ownerKey && !config.bootstrapOwnerKey) {
@@ -51,7 +50,7 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
 }
 
 /** Extra time after SHUTDOWN_TIMEOUT_MS for the audit flush and the closing of clients before we give up. */
-const CLOSE_GRACE_MS = 15_000;
+export const CLOSE_GRACE_MS = 15_000;
 
 /**
  * Graceful shutdown on SIGTERM/SIGINT: stop accepting connections (requests on open connections get

@@ -380,7 +380,7 @@ async function main(): Promise<void> {
     const report = {
       at: new Date().toISOString(),
       machine: { cpus: os.cpus().length, node: process.version, load: os.loadavg() },
-      params: { seconds: SECONDS, open_seconds: OPEN_SECONDS, rate: RATE, connections: CONNECTIONS },
+      params: { seconds: SECONDS, open_seconds: OPEN_SECONDS, rate: RATE, connections: CONNECTIONS, workers: Number(args.workers) },
       closed_loop: closed.map((m) => ({ ...m, vs_hello: +(m.req_per_s / helloRps).toFixed(3) })),
       open_loop: open,
       in_process: inproc,

@@ -33,6 +33,13 @@ export interface EmbeddedUnleash {
   exited: Promise<number | null>;
 }
 
+/** Logs an exit of the embedded Unleash that `expected()` (the owner is stopping) does not explain. */
+export function logUnexpectedExit(embedded: EmbeddedUnleash, log: Pick<Logger, 'error'>, expected: () => boolean): void {
+  void embedded.exited.then((code) => {
+    if (!expected()) log.error({ exit_code: code }, 'embedded Unleash exited: the last fetched flags stay in force (staleness alert follows); restart the control plane');
+  });
+}
+
 export function embeddedOptionsFromConfig(config: Config): EmbeddedUnleashOptions {
   return {
     port: config.unleashPort,
