@@ -1,5 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { promisify } from 'node:util';
 import type { TestContext } from './context.js';
 import { TEST_REDIS_URL } from './env.js';
 import { freePort, type TestUnleash } from './unleash.js';
@@ -96,4 +97,17 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Runs a `killswitch` CLI command (not `start`) on this file's database: its exit code and output. */
+export async function runCli(t: TestContext, unleash: TestUnleash, args: string[]): Promise<{ code: number; stdout: string }> {
+  return promisify(execFile)('node', ['bin/killswitch.js', ...args], { env: childEnv(t, unleash, 0, { LOG_LEVEL: 'warn' }) }).then(
+    ({ stdout }) => ({ code: 0, stdout }),
+    (err: { code: number; stdout?: string }) => ({ code: err.code, stdout: err.stdout ?? '' }),
+  );
+}
+
+/** For afterEach: kills (SIGKILL) every child a test started that is still running. */
+export function killChildren(children: ChildProcess[]): void {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }

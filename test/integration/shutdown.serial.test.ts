@@ -1,10 +1,9 @@
-import { type ChildProcess, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
-import { api, childEnv, startChild, withTimeout } from '../helpers/control-plane.js';
+import { api, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
 
 // Graceful shutdown of a real `killswitch start` process: SIGTERM in the middle of a decision load must
 // lose no INTENT row of an allowed decision (nor of a denial), finish the requests in flight and exit 0;
@@ -16,7 +15,6 @@ const t = new TestContext();
 const children: ChildProcess[] = [];
 let owner = '';
 
-const env = (port: number, extra: Record<string, string> = {}) => childEnv(t, unleash, port, extra);
 const start = (extra: Record<string, string> = {}) => startChild(t, unleash, extra, children);
 
 /** A request whose body never finishes arriving: in flight until its connection is cut. */
@@ -31,12 +29,11 @@ async function hangingRequest(base: string): Promise<Socket> {
 
 beforeAll(async () => {
   await t.setup();
-  const { stdout } = await promisify(execFile)('node', ['bin/killswitch.js', 'operators', 'create', '--role', 'owner', '--name', 'shutdown test'], { env: env(0, { LOG_LEVEL: 'warn' }) });
-  owner = stdout.trim();
+  owner = (await runCli(t, unleash, ['operators', 'create', '--role', 'owner', '--name', 'shutdown test'])).stdout.trim();
   expect(owner).toMatch(/^ksop_/);
 });
 afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killChildren(children);
 });
 afterAll(() => t.teardown());
 
@@ -146,11 +143,7 @@ describe('graceful shutdown of killswitch start', () => {
     // The answer of a request in flight at the signal still came (workers keep 16 requests in flight).
     expect(report.answered_after_sigterm).toBeGreaterThan(0);
     // And the hash chains the writer sealed before stopping are intact.
-    const verify = await promisify(execFile)('node', ['bin/killswitch.js', 'audit', 'verify'], { env: env(0, { LOG_LEVEL: 'warn' }) }).then(
-      () => 0,
-      (err: { code: number }) => err.code,
-    );
-    expect(verify).toBe(0);
+    expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
   });
 
   it('a second signal exits at once while the first waits for a request in flight', { timeout: 120_000 }, async () => {

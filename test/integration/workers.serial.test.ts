@@ -1,9 +1,8 @@
-import { type ChildProcess, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
-import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
-import { api, childEnv, startChild, withTimeout } from '../helpers/control-plane.js';
+import { api, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
 import { until } from '../helpers/unleash.js';
 
 // WORKERS=2: `killswitch start` as a primary with two worker processes on one port. What an operator
@@ -17,7 +16,6 @@ const t = new TestContext();
 const children: ChildProcess[] = [];
 let owner = '';
 
-const env = (port: number, extra: Record<string, string> = {}) => childEnv(t, unleash, port, extra);
 const start = (extra: Record<string, string> = {}) => startChild(t, unleash, { WORKERS: '2', ...extra }, children);
 
 /** A decision on a connection of its own (`agent: false`), so the cluster's round-robin spreads them over the workers. */
@@ -58,12 +56,11 @@ const alive = (pid: number) => {
 
 beforeAll(async () => {
   await t.setup();
-  const { stdout } = await promisify(execFile)('node', ['bin/killswitch.js', 'operators', 'create', '--role', 'owner', '--name', 'workers test'], { env: env(0, { LOG_LEVEL: 'warn' }) });
-  owner = stdout.trim();
+  owner = (await runCli(t, unleash, ['operators', 'create', '--role', 'owner', '--name', 'workers test'])).stdout.trim();
   expect(owner).toMatch(/^ksop_/);
 });
 afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killChildren(children);
 });
 afterAll(() => t.teardown());
 
@@ -165,11 +162,7 @@ describe('WORKERS=2', () => {
     // Every chain the workers wrote (three: one per worker lifetime) is intact.
     const chainsAfter = await pool.query<{ replica_id: string }>(`SELECT DISTINCT replica_id FROM audit_events WHERE kind = 'INTENT'`);
     expect(chainsAfter.rows.length).toBe(3);
-    const verify = await promisify(execFile)('node', ['bin/killswitch.js', 'audit', 'verify'], { env: env(0, { LOG_LEVEL: 'warn' }) }).then(
-      () => 0,
-      (err: { code: number }) => err.code,
-    );
-    expect(verify).toBe(0);
+    expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
   });
 
   it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
