@@ -1,11 +1,10 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
 import { listenMetrics } from '../../src/metrics/routes.js';
 import { generateCredential } from '../../src/tokens/format.js';
+import { alertRuleMetrics, CLUSTER_ONLY_METRICS, undeclaredMetrics } from '../helpers/alert-rules.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -164,14 +163,13 @@ describe('GET /metrics', () => {
 
   it('deploy/prometheus/alerts.yml uses only metrics this endpoint serves', async () => {
     const { text } = await scrape();
-    const rules = parseYaml(readFileSync('deploy/prometheus/alerts.yml', 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
-    const exprs = rules.groups.flatMap((g) => g.rules).map((r) => r.expr);
-    expect(exprs.length).toBeGreaterThan(10);
-    const names = new Set(exprs.flatMap((e) => [...e.matchAll(/\b((?:killswitch|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1]!)));
-    for (const name of names) {
-      const base = name.replace(/_(bucket|count|sum)$/, '');
-      expect(text.includes(`# TYPE ${name} `) || text.includes(`# TYPE ${base} histogram`), name).toBe(true);
-    }
+    const { rules, names } = alertRuleMetrics();
+    expect(rules).toBeGreaterThan(10);
+    // The workers' metrics are checked against a cluster's scrape in workers.serial.test.ts.
+    const single = [...names].filter((n) => !CLUSTER_ONLY_METRICS.has(n));
+    expect(single.length).toBeGreaterThan(20);
+    expect(undeclaredMetrics(text, single)).toEqual([]);
+    expect([...CLUSTER_ONLY_METRICS].filter((n) => names.has(n))).toEqual([...CLUSTER_ONLY_METRICS]);
   });
 
   it('counts Postgres errors by pool and SQLSTATE class', async () => {

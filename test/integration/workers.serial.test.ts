@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { alertRuleMetrics, undeclaredMetrics } from '../helpers/alert-rules.js';
 import { TestContext } from '../helpers/context.js';
 import { api, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
 import { until } from '../helpers/unleash.js';
@@ -114,6 +115,9 @@ describe('WORKERS=2', () => {
     expect(sample(text, 'killswitch_worker_restarts_total')).toBe(0);
 
     expect(sample(text, 'killswitch_workers{state="reporting"}')).toBe(2);
+    expect(sample(text, 'killswitch_workers{state="wanted"}')).toBe(2);
+    // Every metric the sample alert rules use, the workers' own included, is in the cluster's scrape.
+    expect(undeclaredMetrics(text, alertRuleMetrics().names)).toEqual([]);
 
     // A worker killed outright is replaced; the new one answers too. While it is away (1 s, then its
     // start), every scrape answers at once with the workers that are ready: none waits for the one starting.
