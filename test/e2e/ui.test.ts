@@ -9,7 +9,7 @@ import { type OpenApiDocument, renderApiDoc } from '../../src/docs/api.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
-import { type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot } from './ui-harness.js';
+import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot } from './ui-harness.js';
 
 // The admin UI in a real browser (Debian's chromium through playwright-core) against a real control plane
 // on a real port, with Postgres, Redis and Unleash. Every check is also made through the API, so a UI that
@@ -97,7 +97,7 @@ afterAll(async () => {
 });
 
 // Generous: chromium shares two cores with the rest of the parallel suite.
-describe('admin UI', { timeout: 90_000 }, () => {
+describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
   it('serves the built UI at /ui/ with a strict CSP, and signs in with an operator key from the keyboard', async () => {
     const res = await fetch(`${base}/ui/`);
     expect(res.status).toBe(200);
