@@ -85,6 +85,7 @@ const UNLEASH_DB = 'killswitch_bench_unleash';
 const CP_PORT = 18080;
 const HELLO_PORT = 18081;
 const MINIMAL_PORT = 18082;
+const MINIMAL = 'minimal route (one EVALSHA + awaited group-committed INSERT)';
 const UNLEASH_PORT = 14242;
 const OWNER = generateCredential('ksop_');
 const SECRET = 'bench-secret-bench-secret-bench-secret-123';
@@ -320,7 +321,6 @@ async function main(): Promise<void> {
     const denyFlag = decision('fetch', 'fetch', { url: 'https://example.com' }, 'KILL_SWITCH');
     const mix = [allow, denyScope, denyFlag];
     const minimalReq: Req = { method: 'POST', path: '/', headers: { 'content-type': 'application/json' }, body: allow.body!, expect: 'OK' };
-    const MINIMAL = 'minimal route (one EVALSHA + awaited group-committed INSERT)';
     for (const r of mix) {
       const res = await fetch(`http://127.0.0.1:${CP_PORT}${r.path}`, { method: 'POST', headers: r.headers, body: r.body! });
       const code = ((await res.json()) as { code: string }).code;
@@ -513,6 +513,8 @@ function renderTable(r: { at: string; machine: { cpus: number; node: string; loa
     '|---|---|---|---|---|---|---|---|',
     ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} / ${m.postgres_cpu_us} / ${m.redis_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
     '',
+    ...verdict(r),
+    '',
     `In process, without HTTP (${r.in_process.decisions} sequential allowed decisions; per-step times from the pipeline trace):`,
     '',
     '| what | p50 | p99 |',
@@ -521,6 +523,34 @@ function renderTable(r: { at: string; machine: { cpus: number; node: string; loa
     '',
   ];
   return lines.join('\n');
+}
+
+/** A generator that falls this far behind its schedule (p99) no longer offers a fixed rate. */
+const LAG_LIMIT_MS = 10;
+
+/**
+ * The two targets of issue 4 as this run measured them, and which open-loop rows are not fixed-rate
+ * measurements (the generator itself could not keep up: those latencies measure the machine).
+ */
+function verdict(r: { closed_loop: Array<Measured & { vs_hello: number }>; open_loop: Measured[] }): string[] {
+  const lagging = r.open_loop.filter((m) => (m.lag_p99_ms ?? 0) > LAG_LIMIT_MS);
+  const allowClosed = r.closed_loop.find((m) => m.name.startsWith('decisions: allow'));
+  const allowOpen = r.open_loop.find((m) => m.name.startsWith('decisions: allow'));
+  const floorOpen = r.open_loop.find((m) => m.name === MINIMAL);
+  const out: string[] = [];
+  if (lagging.length > 0) {
+    out.push(`**Not fixed-rate:** the load generator fell behind its schedule by more than ${LAG_LIMIT_MS} ms (p99) in ${lagging.map((m) => `"${m.name}" (${m.lag_p99_ms} ms)`).join(', ')}; the machine could not keep up with the generator itself, so those rows measure the machine.`, '');
+  }
+  const closed = allowClosed ? `${(allowClosed.vs_hello * 100).toFixed(0)}% of hello world (target ≥ 25%): ${allowClosed.vs_hello >= 0.25 ? 'met' : 'not met'}` : 'not measured';
+  let open = 'not measured';
+  if (allowOpen) {
+    const valid = !lagging.includes(allowOpen);
+    const met = allowOpen.p99_ms <= 4;
+    open = `p99 ${allowOpen.p99_ms} ms (target ≤ 4 ms): ${met ? (valid ? 'met' : 'not judged, not fixed-rate') : valid ? 'not met' : 'not met, and not fixed-rate'}`;
+    if (floorOpen) open += `; the floor's p99 in the same run: ${floorOpen.p99_ms} ms`;
+  }
+  out.push(`Targets in this run: closed-loop allow ${closed}; open-loop allow ${open}.`);
+  return out;
 }
 
 async function updatePerformanceDoc(table: string): Promise<void> {
