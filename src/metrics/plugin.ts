@@ -23,7 +23,7 @@ export async function operabilityPlugin(app: FastifyInstance, opts: { spanExport
   ctx.metrics.watch(ctx);
   ctx.closers.push(async () => ctx.metrics.close());
   ctx.decisions.observe(ctx.metrics.observeDecision);
-  ctx.tracing = createDecisionTracing(ctx.config, opts.spanExporter);
+  ctx.tracing = await createDecisionTracing(ctx.config, opts.spanExporter);
   const tracing = ctx.tracing;
   if (tracing) {
     ctx.decisions.observe((o) => tracing.record(o));
