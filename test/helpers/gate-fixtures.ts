@@ -119,16 +119,27 @@ export function gateStep(
   return { gate, step };
 }
 
-/** Everything under this file's Redis prefix, for "nothing changed" assertions. */
-export async function snapshot(redis: RedisHandle): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
+/** Every key under the prefix: its serialized value and, when it has one, its TTL (ms) when read. */
+export async function snapshot(redis: RedisHandle): Promise<Map<string, { value: string; pttl: number }>> {
+  const out = new Map<string, { value: string; pttl: number }>();
   let cursor = '0';
   do {
     const [next, keys] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
     cursor = next;
-    for (const k of keys) out[k] = JSON.stringify(await redis.redis.dump(k));
+    for (const k of keys) out.set(k, { value: JSON.stringify(await redis.redis.dump(k)), pttl: await redis.redis.pttl(k) });
   } while (cursor !== '0');
   return out;
+}
+
+/**
+ * What changed between two snapshots, leaving out keys that merely expired (they had a TTL before and
+ * are gone after: on a slow machine a short window's counter from an earlier test can expire in between).
+ */
+export function changedKeys(before: Map<string, { value: string; pttl: number }>, after: Map<string, { value: string; pttl: number }>): string[] {
+  const changed: string[] = [];
+  for (const [k, a] of after) if (before.get(k)?.value !== a.value) changed.push(k);
+  for (const [k, b] of before) if (!after.has(k) && b.pttl < 0) changed.push(k);
+  return changed;
 }
 
 /** Deletes this file's keys: what a FLUSHALL means for one installation. */
