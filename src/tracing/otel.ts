@@ -15,7 +15,7 @@ import {
 } from '@opentelemetry/sdk-trace';
 import { type Config, parseKeyValueList } from '../config.js';
 import type { DecisionObservation } from '../decisions/service.js';
-import { type DecisionTracing, TRACER_NAME, tracingConfigured } from './tracing.js';
+import { type DecisionTracing, TRACER_NAME } from './tracing.js';
 
 // The OpenTelemetry side of tracing.ts, loaded only when tracing is on. One span per decision with one
 // child per pipeline step (and the halt and the durable INTENT row), built after the answer from the
@@ -57,8 +57,8 @@ function samplerFrom(config: Pick<Config, 'otelTracesSampler' | 'otelTracesSampl
   }
 }
 
-function exporterFrom(config: Config): SpanExporter | undefined {
-  if (!tracingConfigured(config)) return undefined;
+/** The configured exporter; called only when tracing.ts found tracing on (console or otlp). */
+function exporterFrom(config: Config): SpanExporter {
   if (config.otelTracesExporter === 'console') return new ConsoleSpanExporter();
   const base = config.otelExporterOtlpEndpoint || 'http://localhost:4318';
   const url = config.otelExporterOtlpTracesEndpoint || `${base.replace(/\/+$/, '')}/v1/traces`;
@@ -66,12 +66,11 @@ function exporterFrom(config: Config): SpanExporter | undefined {
 }
 
 /**
- * The decision tracer of one app instance, or undefined when no exporter is configured. `exporter`
- * replaces the configured one (tests pass an InMemorySpanExporter).
+ * The decision tracer of one app instance. `exporter` replaces the configured one (tests pass an
+ * InMemorySpanExporter).
  */
-export function startDecisionTracing(config: Config, exporter?: SpanExporter): DecisionTracing | undefined {
+export function startDecisionTracing(config: Config, exporter?: SpanExporter): DecisionTracing {
   const spanExporter = exporter ?? exporterFrom(config);
-  if (!spanExporter) return undefined;
   const provider = new TracerProvider({
     sampler: samplerFrom(config),
     resource: resourceFromAttributes({
