@@ -3,7 +3,7 @@
 //
 //   npm run bench:decisions -- [--seconds 10] [--open-seconds 60] [--rate 2000] [--connections 50] [--inproc 20000] [--workers 1]
 //   npm run bench:decisions -- --quick [--only hello|minimal|allow|deny|open|open-allow|inproc] [--profile DIR]
-//     [--rate N] [--cp-node-flags "--trace-gc"] [--cp-stdout FILE] [--timeline DIR] [--metrics FILE]
+//     [--rate N] [--cp-node-flags "--trace-gc"] [--cp-stdout FILE] [--timeline DIR] [--metrics FILE] [--disk-dir DIR]
 //
 // 1. Starts a control plane (`killswitch start`, embedded Unleash, policy/bench.yaml: limits high,
 //    halting triggers off), a hello-world Fastify and the minimal route of DESIGN.md §9 (minimal.ts: one
@@ -15,14 +15,16 @@
 //    earlier answer, so queueing in the server is not hidden): hello world, the minimal route, allow-only
 //    (durable audit INTENT), the mix.
 //    Every workload also reports the server process's CPU time per request (/proc), the figure that
-//    stays comparable between runs when req/s moves with the machine's noise.
+//    stays comparable between runs when req/s moves with the machine's noise. Beside each open-loop run
+//    a disk probe (disk-probe.ts) times fdatasync on --disk-dir: the row says how many of its answers over
+//    the target were in flight while the disk stalled (every Postgres commit waits out such a stall).
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
 // Prints tables, writes bench-results/decisions-<ts>.json, and the section of docs/performance.md.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -38,6 +40,7 @@ import { limitsFor } from '../../src/policy/index.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { generateCredential } from '../../src/tokens/format.js';
 import { closedLoopInChild } from './closed-loop.js';
+import { answersDuringStalls, DISK_STALL_MS, type DiskProbeResult, startDiskProbe } from './disk-probe.js';
 import { openLoopInChild, openLoop as runOpenLoop } from './open-loop.js';
 
 const { values: args } = parseArgs({
@@ -69,6 +72,9 @@ const { values: args } = parseArgs({
     metrics: { type: 'string' },
     // WORKERS of the control plane (src/cluster.ts); its CPU figures then add up the primary and its workers.
     workers: { type: 'string', default: '1' },
+    // Where the disk probe (disk-probe.ts) writes during each open-loop run: a directory on the disk that
+    // holds Postgres's WAL (the default is on the same disk on this machine; the run says whether it is).
+    'disk-dir': { type: 'string', default: os.tmpdir() },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -240,6 +246,21 @@ interface Measured {
   codes?: Record<string, number>;
   /** Open loop: the 250 ms windows with an answer slower than 20 ms. */
   slow_windows?: string[];
+  /** Open loop: the disk's fdatasync during the run (disk-probe.ts) and the slow answers in flight during its stalls. */
+  disk?: DiskDuringRun;
+}
+
+interface DiskDuringRun {
+  fsync_p50_ms: number;
+  fsync_p99_ms: number;
+  /** fdatasync calls of DISK_STALL_MS or more that overlapped the run, their longest and their sum. */
+  stalls: number;
+  longest_ms: number;
+  stalled_ms: number;
+  /** All answers of the run; those slower than the target p99, and how many of them were in flight during a stall. */
+  answers: number;
+  over_target: number;
+  over_target_during_stall: number;
 }
 
 async function closedLoop(name: string, port: number, requests: Req[], pid?: number): Promise<Measured> {
@@ -268,16 +289,55 @@ function percentile(sorted: number[], p: number): number {
  */
 async function openLoop(name: string, port: number, requests: Req[], rate: number, pid?: number): Promise<Measured> {
   const generator = await openLoopInChild(port, requests, rate, OPEN_SECONDS, 2);
+  const probe = await startDiskProbe(args['disk-dir']);
   return withCpu(pid, async () => {
     const { latencies, lags, errors, codes, windows, timeline, timelineStart } = await generator.run();
+    const disk = diskDuringRun(await probe.stop(), timeline, timelineStart);
     if (args.timeline) {
       await mkdir(args.timeline, { recursive: true });
       await writeFile(`${args.timeline}/${name.replace(/[^a-z0-9]+/gi, '-')}.tsv`, [`# start ${timelineStart.toFixed(3)} (ms since the epoch)`, ...timeline.map(([at, ms]) => `${at.toFixed(3)}\t${ms.toFixed(3)}`)].join('\n'));
     }
     // The quarter-seconds whose worst answer took over 20 ms: is the tail spread out or bunched (a stall)?
     const slow = windows.filter((w) => w.max_ms > 20).map((w) => `${w.at_s}s: p50 ${w.p50_ms}, max ${w.max_ms} ms`);
-    return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / OPEN_SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes, slow_windows: slow };
+    return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / OPEN_SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes, slow_windows: slow, disk };
   });
+}
+
+/** The probe's stalls that overlapped the run (from its first write to its last answer), and the slow answers they explain. */
+function diskDuringRun(probe: DiskProbeResult, timeline: Array<[number, number]>, start: number): DiskDuringRun {
+  const end = timeline.reduce((m, [at, ms]) => Math.max(m, start + at + ms), start);
+  const stalls = probe.stalls.filter(([s, d]) => s <= end && s + d >= start);
+  const { over, overDuringStall } = answersDuringStalls(timeline, start, stalls, TARGET_P99_MS);
+  return {
+    fsync_p50_ms: probe.p50_ms,
+    fsync_p99_ms: probe.p99_ms,
+    stalls: stalls.length,
+    longest_ms: stalls.reduce((m, [, d]) => Math.max(m, d), 0),
+    stalled_ms: Math.round(stalls.reduce((sum, [, d]) => sum + d, 0)),
+    answers: timeline.length,
+    over_target: over,
+    over_target_during_stall: overDuringStall,
+  };
+}
+
+/** Whether `dir` is on the device of Postgres's data directory (its WAL); undefined when that cannot be read. */
+async function sameDiskAsPostgres(dir: string): Promise<boolean | undefined> {
+  const c = new pg.Client({ connectionString: `${PG}/postgres` });
+  try {
+    await c.connect();
+    const { rows } = await c.query<{ data_directory: string }>('SHOW data_directory');
+    const [a, b] = await Promise.all([stat(dir), stat(rows[0]!.data_directory)]);
+    return a.dev === b.dev;
+  } catch {
+    return undefined;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** One line on the disk during an open-loop run. */
+function diskLine(d: DiskDuringRun): string {
+  return `disk: fdatasync p50 ${d.fsync_p50_ms} ms, p99 ${d.fsync_p99_ms} ms, ${d.stalls} stalls of ${DISK_STALL_MS} ms or more (longest ${d.longest_ms} ms, ${d.stalled_ms} ms in all); answers over ${TARGET_P99_MS} ms: ${d.over_target}, ${d.over_target_during_stall} of them in flight during a stall`;
 }
 
 async function main(): Promise<void> {
@@ -330,7 +390,7 @@ async function main(): Promise<void> {
     const helloReq: Req = { method: 'GET', path: '/', headers: {} };
     if (args.quick || args.profile) {
       const show = (m: Measured) =>
-        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs (user ${m.server_user_us}), Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs${m.slow_windows?.length ? `\n  windows with an answer over 20 ms: ${m.slow_windows.join('; ')}` : ''}`);
+        console.log(`${m.name}: ${m.req_per_s} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, errors ${m.errors}${m.lag_p99_ms !== undefined ? `, generator lag p99 ${m.lag_p99_ms} ms` : ''}; CPU per request: server ${m.server_cpu_us} µs (user ${m.server_user_us}), Postgres ${m.postgres_cpu_us} µs, Redis ${m.redis_cpu_us} µs${m.slow_windows?.length ? `\n  windows with an answer over 20 ms: ${m.slow_windows.join('; ')}` : ''}${m.disk ? `\n  ${diskLine(m.disk)}` : ''}`);
       const want = (name: string) => !args.only || args.only === name;
       if (want('hello')) show(await closedLoop('hello world', HELLO_PORT, [helloReq], hello.pid));
       if (want('minimal')) show(await closedLoop(MINIMAL, MINIMAL_PORT, [minimalReq], minimal.pid));
@@ -379,7 +439,7 @@ async function main(): Promise<void> {
     const helloRps = closed[0]!.req_per_s;
     const report = {
       at: new Date().toISOString(),
-      machine: { cpus: os.cpus().length, node: process.version, load: os.loadavg() },
+      machine: { cpus: os.cpus().length, node: process.version, load: os.loadavg(), disk_dir: args['disk-dir'], disk_same_as_postgres: await sameDiskAsPostgres(args['disk-dir']) },
       params: { seconds: SECONDS, open_seconds: OPEN_SECONDS, rate: RATE, connections: CONNECTIONS, workers: Number(args.workers) },
       closed_loop: closed.map((m) => ({ ...m, vs_hello: +(m.req_per_s / helloRps).toFixed(3) })),
       open_loop: open,
@@ -489,7 +549,7 @@ async function inProcessCpu(gw: string, rw: string, session: string): Promise<vo
   });
 }
 
-function renderTable(r: { at: string; machine: { cpus: number; node: string; load: number[] }; closed_loop: Array<Measured & { vs_hello: number }>; open_loop: Measured[]; in_process: { decisions: number; timings: Record<string, { p50_us: number; p99_us: number }> } }, file: string): string {
+function renderTable(r: { at: string; machine: { cpus: number; node: string; load: number[]; disk_dir?: string; disk_same_as_postgres?: boolean | undefined }; closed_loop: Array<Measured & { vs_hello: number }>; open_loop: Measured[]; in_process: { decisions: number; timings: Record<string, { p50_us: number; p99_us: number }> } }, file: string): string {
   const lines = [
     '## Decisions',
     '',
@@ -509,9 +569,11 @@ function renderTable(r: { at: string; machine: { cpus: number; node: string; loa
     '',
     `Open loop at ${RATE} req/s for ${OPEN_SECONDS} s (scripts/bench/open-loop.ts: keep-alive sockets, a request never waits for an earlier answer; latency from each request's write, the generator's own lag behind its schedule shown apart; target: allow p99 ≤ ${TARGET_P99_MS} ms):`,
     '',
-    '| workload | answered/s | p50 | p99 | errors | CPU per request: server / Postgres / Redis | generator lag p99 | codes |',
-    '|---|---|---|---|---|---|---|---|',
-    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} / ${m.postgres_cpu_us} / ${m.redis_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
+    `| workload | answered/s | p50 | p99 | errors | CPU per request: server / Postgres / Redis | generator lag p99 | disk stalls: count, longest / answers over ${TARGET_P99_MS} ms: all, during a stall | codes |`,
+    '|---|---|---|---|---|---|---|---|---|',
+    ...r.open_loop.map((m) => `| ${m.name} | ${m.req_per_s} | ${m.p50_ms} ms | ${m.p99_ms} ms | ${m.errors} | ${m.server_cpu_us} / ${m.postgres_cpu_us} / ${m.redis_cpu_us} µs | ${m.lag_p99_ms} ms | ${m.disk ? `${m.disk.stalls}, ${m.disk.longest_ms} ms / ${m.disk.over_target}, ${m.disk.over_target_during_stall}` : ''} | ${m.codes ? Object.entries(m.codes).map(([k, v]) => `${k} ${v}`).join(', ') : ''} |`),
+    '',
+    `Disk stalls: the disk probe (scripts/bench/disk-probe.ts) wrote 8 KB and called fdatasync every ~10 ms during each open-loop run, in ${r.machine.disk_dir}${r.machine.disk_same_as_postgres === undefined ? '' : r.machine.disk_same_as_postgres ? " (the disk of Postgres's data directory)" : " (not the disk of Postgres's data directory)"}; a stall is an fdatasync of ${DISK_STALL_MS} ms or more. Every commit Postgres makes during a stall waits for it, so an allow (which waits for its durable INTENT) does too.`,
     '',
     ...verdict(r),
     '',
@@ -551,6 +613,8 @@ function verdict(r: { closed_loop: Array<Measured & { vs_hello: number }>; open_
     const met = allowOpen.p99_ms <= TARGET_P99_MS;
     open = `p99 ${allowOpen.p99_ms} ms (target ≤ ${TARGET_P99_MS} ms): ${met ? (valid ? 'met' : 'not judged, not fixed-rate') : valid ? 'not met' : 'not met, and not fixed-rate'}`;
     if (floorOpen) open += `; the floor's p99 in the same run: ${floorOpen.p99_ms} ms`;
+    const d = allowOpen.disk;
+    if (d) open += `. During the allow's run the disk stalled ${d.stalls} times (fdatasync ≥ ${DISK_STALL_MS} ms, longest ${d.longest_ms} ms, ${d.stalled_ms} ms in all); ${d.over_target_during_stall} of its ${d.over_target} answers over ${TARGET_P99_MS} ms were in flight during a stall (a p99 lets ${Math.floor(d.answers / 100)} of ${d.answers} answers be slower)`;
   }
   out.push(`Targets in this run: closed-loop allow ${closed}; open-loop allow ${open}.`);
   return out;
