@@ -16,6 +16,12 @@ const send = (msg) => {
 
 process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
 
+// unleash-server 7.5.1 (pinned: the last release for Node 20) runs queries on a pg client that is still
+// busy, and pg 8 prints "DeprecationWarning: Calling client.query() when the client is already executing
+// a query" on our stderr at every start. An operator can do nothing about it, and it reads like a fault of
+// the control plane; other warnings still print.
+process.noDeprecation = true;
+
 function tokensFrom(list, type) {
   // Same format as Unleash's INIT_*_API_TOKENS: "project:environment.secret".
   return (list || '')
