@@ -66,7 +66,8 @@ const { values: args } = parseArgs({
     // them too), and a file its stdout is appended to.
     'cp-node-flags': { type: 'string' },
     'cp-stdout': { type: 'string' },
-    // Writes each open-loop answer's schedule time and latency (ms) to DIR/<workload>.tsv, to look for periodic stalls.
+    // Writes each open-loop answer's schedule time and latency (ms) to DIR/<workload>.tsv, to look for periodic
+    // stalls, and the disk probe's stalls to DIR/<workload>.disk-stalls.tsv.
     timeline: { type: 'string' },
     // Writes the control plane's whole GET /metrics text at the end of a --quick run to FILE.
     metrics: { type: 'string' },
@@ -292,10 +293,13 @@ async function openLoop(name: string, port: number, requests: Req[], rate: numbe
   const probe = await startDiskProbe(args['disk-dir']);
   return withCpu(pid, async () => {
     const { latencies, lags, errors, codes, windows, timeline, timelineStart } = await generator.run();
-    const disk = diskDuringRun(await probe.stop(), timeline, timelineStart);
+    const probed = await probe.stop();
+    const disk = diskDuringRun(probed, timeline, timelineStart);
     if (args.timeline) {
       await mkdir(args.timeline, { recursive: true });
-      await writeFile(`${args.timeline}/${name.replace(/[^a-z0-9]+/gi, '-')}.tsv`, [`# start ${timelineStart.toFixed(3)} (ms since the epoch)`, ...timeline.map(([at, ms]) => `${at.toFixed(3)}\t${ms.toFixed(3)}`)].join('\n'));
+      const file = `${args.timeline}/${name.replace(/[^a-z0-9]+/gi, '-')}`;
+      await writeFile(`${file}.tsv`, [`# start ${timelineStart.toFixed(3)} (ms since the epoch)`, ...timeline.map(([at, ms]) => `${at.toFixed(3)}\t${ms.toFixed(3)}`)].join('\n'));
+      await writeFile(`${file}.disk-stalls.tsv`, ['# fdatasync stalls: start (ms since the epoch), duration (ms)', ...probed.stalls.map(([at, ms]) => `${at}\t${ms}`)].join('\n'));
     }
     // The quarter-seconds whose worst answer took over 20 ms: is the tail spread out or bunched (a stall)?
     const slow = windows.filter((w) => w.max_ms > 20).map((w) => `${w.at_s}s: p50 ${w.p50_ms}, max ${w.max_ms} ms`);
