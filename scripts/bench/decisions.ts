@@ -23,15 +23,15 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import type { FastifyInstance } from 'fastify';
-import { intentRow } from '../../src/audit/rows.js';
 import { buildApp } from '../../src/app.js';
+import { intentRow } from '../../src/audit/rows.js';
 import { loadConfig } from '../../src/config.js';
 import { newCallContext } from '../../src/decisions/service.js';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';

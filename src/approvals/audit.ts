@@ -1,6 +1,6 @@
-import type { AdminAction } from '../audit/rows.js';
 import { type AuditEvent, makeEvent } from '../audit/record.js';
 import { redactValue } from '../audit/redact.js';
+import type { AdminAction } from '../audit/rows.js';
 import type { CallContext } from '../decisions/types.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import type { ApprovalRow } from './store.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
+import { canonicalJson } from '../canonical-json.js';
 import type { ResolvedCall } from '../decisions/types.js';
 import type { ApprovalRule, CompiledPolicy } from '../policy/types.js';
-import { canonicalJson } from '../canonical-json.js';
 import type { AgentPrincipal } from '../tokens/authenticator.js';
 
 /** The first approval rule of the policy that covers this call, if any. */

@@ -1,13 +1,13 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { auditRetention, auditVerify } from '../audit/commands.js';
+import { becomeWorker, isWorker, runPrimary, workerCount } from '../cluster.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { flagsSync, runUnleash } from '../flags/cli.js';
-import { becomeWorker, isWorker, runPrimary, workerCount } from '../cluster.js';
 import { startServer, stopOnSignals } from '../server.js';
-import { operatorsCreate } from './operators.js';
-import { policyCheck } from './policy-check.js';
 import { registerEnvGateCommand } from './env-gate.js';
 import { registerKillCommands } from './kill.js';
+import { operatorsCreate } from './operators.js';
+import { policyCheck } from './policy-check.js';
 import { registerScanCommand } from './scan/command.js';
 
 function config() {

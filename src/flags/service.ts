@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { type Context as UnleashContext, Unleash, UnleashEvents } from 'unleash-client';
+import { Unleash, type Context as UnleashContext, UnleashEvents } from 'unleash-client';
 import { type Config, ConfigError } from '../config.js';
 import type { RedisHandle } from '../redis/client.js';
 import { FlagBackup } from './backup.js';

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
-import { pathOf, type ProhibitedFinding, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
+import { type ProhibitedFinding, pathOf, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
 import { ConfigReferenceError, expandHome, hasReference, type ReferenceSources, resolveReferences } from './references.js';
 
 // The gateway's config file has the shape of claude_desktop_config.json (`mcpServers` with

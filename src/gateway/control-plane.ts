@@ -2,8 +2,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Static } from 'typebox';
 import type { DecisionAnswer, DecisionBody, ResultAnswer, ResultBody } from '../decisions/schemas.js';
-import type { UpstreamIdentity } from './config.js';
 import type { ReportedTool } from './catalog.js';
+import type { UpstreamIdentity } from './config.js';
 
 // The gateway's side of DESIGN.md §3: every request carries the gateway key as Bearer and the agent
 // token as X-Agent-Token. Plain node:http with a keep-alive agent: it is on the path of every tool call,

@@ -4,16 +4,16 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
-  CallToolResultSchema,
   type CallToolResult,
+  CallToolResultSchema,
   type GetPromptResult,
   type Prompt,
   PromptListChangedNotificationSchema,
   type ReadResourceResult,
   type Resource,
   type ResourceTemplate,
-  ToolListChangedNotificationSchema,
   type Tool,
+  ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { definitionOf, type ReportedTool } from './catalog.js';

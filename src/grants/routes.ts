@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { ErrorBody } from '../http/schemas.js';
 import { requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
 import { IdParams, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
 

@@ -1,9 +1,9 @@
+import { LRUCache } from 'lru-cache';
 import type { HaltTrigger, LimitUse, SessionView } from '../decisions/types.js';
 import type { RedisHandle } from '../redis/client.js';
-import { LRUCache } from 'lru-cache';
 import { encodeArgs, RawScript } from '../redis/raw-script.js';
 import type { Capability } from '../tokens/scopes.js';
-import { type CounterSpec, countersFor, counterLabel, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
+import { type CounterSpec, counterLabel, countersFor, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
 import { defineJsonScript, type JsonScript } from './lua.js';
 import { GATE_LUA, OUTCOME_LUA } from './scripts.js';
 import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments } from './summary.js';

@@ -1,6 +1,6 @@
 import type { CallContext, Denial, HaltTrigger, PipelineStep } from '../decisions/types.js';
-import type { GateLimits } from './limits.js';
 import type { GateOutcome, LimitAlert, RedisGate } from './gate.js';
+import type { GateLimits } from './limits.js';
 import type { CallSummary } from './summary.js';
 
 // DESIGN.md §4 step 7 as a pipeline step: one Redis round trip for kills, session binding, halts,

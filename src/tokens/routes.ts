@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { ErrorBody } from '../http/schemas.js';
 import { requireOperator } from '../http/auth.js';
-import { operatorActor } from './service.js';
+import { ErrorBody } from '../http/schemas.js';
 import {
   AgentToken,
   BulkRevokeBody,
@@ -23,6 +22,7 @@ import {
   ScopeCatalogue,
 } from './schemas.js';
 import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
+import { operatorActor } from './service.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
 

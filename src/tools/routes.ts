@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { ErrorBody } from '../http/schemas.js';
-import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
-import { unauthenticated } from '../errors.js';
 import { Annotations } from '../decisions/schemas.js';
+import { unauthenticated } from '../errors.js';
+import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { ErrorBody } from '../http/schemas.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
 

@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { withTransaction, type Pool } from '../db/pool.js';
+import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, notFound } from '../errors.js';
 import type { RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash } from './hash.js';

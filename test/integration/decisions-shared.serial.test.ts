@@ -1,5 +1,5 @@
-import { Redis } from 'ioredis';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';

@@ -1,5 +1,5 @@
-import type { FastifyInstance } from 'fastify';
 import { parse } from 'csv-parse/sync';
+import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';

@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KillService } from '../../src/kills/service.js';
 import { createRedis, waitForRedis } from '../../src/redis/client.js';
 import { bearer, TestContext } from '../helpers/context.js';
-import { flushPrefix } from '../helpers/gate-fixtures.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
+import { flushPrefix } from '../helpers/gate-fixtures.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
 // A kill outlives the control plane and Redis: restart the control plane (close, rebuild), delete every

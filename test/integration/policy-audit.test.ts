@@ -1,4 +1,4 @@
-import { copyFile, appendFile, mkdtemp } from 'node:fs/promises';
+import { appendFile, copyFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

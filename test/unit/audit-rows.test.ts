@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { GENESIS, rowHash } from '../../src/audit/chain.js';
-import { hashedContent } from '../../src/audit/content.js';
-import { canonicalJson } from '../../src/canonical-json.js';
 import { aiClientOf } from '../../src/audit/clients.js';
+import { hashedContent } from '../../src/audit/content.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { isSecretKey, mayHoldSecret, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
 import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
+import { canonicalJson } from '../../src/canonical-json.js';
 import { callContext } from '../integration/audit-fixtures.js';
 
 describe('redaction', () => {

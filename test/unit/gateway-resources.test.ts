@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { resourceIdsOf } from '../../src/policy/resources.js';
 import { canonicalLocation, resolvePath, resourceOfUri, resourcesOf } from '../../src/gateway/resources.js';
+import { resourceIdsOf } from '../../src/policy/resources.js';
 
 const allowed = ['/srv/allowed', '/srv/other'];
 const cwd = '/var/gateway';

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionInput, Denial, ResolvedCall } from '../../src/decisions/types.js';
-import { checkPolicy, type CompiledPolicy, formatIssue, loadPolicyFile, parsePolicy, resolveCall, scopeCheck } from '../../src/policy/index.js';
+import { type CompiledPolicy, checkPolicy, formatIssue, loadPolicyFile, parsePolicy, resolveCall, scopeCheck } from '../../src/policy/index.js';
 import type { AgentPrincipal } from '../../src/tokens/authenticator.js';
 import type { TokenType } from '../../src/tokens/format.js';
 import { DEFAULT_SCOPES } from '../../src/tokens/scopes.js';

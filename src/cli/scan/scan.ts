@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { relative, sep } from 'node:path';
-import { type CompiledPolicy, loadPolicyFile } from '../../policy/index.js';
 import { DEFAULT_ENVIRONMENTS } from '../../policy/defaults.js';
+import { type CompiledPolicy, loadPolicyFile } from '../../policy/index.js';
 import { type AnalyzedServer, analyzePackage, analyzeServer } from './analyze.js';
 import { discoverFiles } from './discover.js';
 import { type Location, type UserLocationOptions, userConfigLocations } from './locations.js';
