@@ -46,7 +46,9 @@ describe('startDiskProbe', () => {
     const probe = await startDiskProbe(dir);
     await new Promise((r) => setTimeout(r, 300));
     const result = await probe.stop();
-    expect(result.fsyncs).toBeGreaterThan(3);
+    // One fdatasync before `ready`, the next ~10 ms later; stop is read only after a call in progress
+    // returns, so even a disk stall longer than the wait leaves at least two (usually ~25).
+    expect(result.fsyncs).toBeGreaterThanOrEqual(2);
     expect(result.p50_ms).toBeGreaterThanOrEqual(0);
     expect(result.p99_ms).toBeGreaterThanOrEqual(result.p50_ms);
     expect(result.max_ms).toBeGreaterThanOrEqual(result.p99_ms);
