@@ -129,10 +129,16 @@ export async function runPrimary(config: Config): Promise<number> {
       worker.send({ type: REGISTRY_ASK, id });
     });
   const gather = async (): Promise<string> => {
-    const answers = await Promise.all([...ready].filter((w) => w.isConnected()).map(registryOf));
+    const askedWorkers = [...ready].filter((w) => w.isConnected());
+    const answers = await Promise.all(askedWorkers.map(registryOf));
     const got = answers.filter((m): m is unknown[] => m !== undefined);
+    const workers = await AggregatorRegistry.aggregate(got as never).metrics();
+    // One scrape, one moment: `ready` as it was when the workers were asked. A worker that became ready
+    // while they answered would otherwise count as ready but not reporting, which reads as "did not
+    // answer in time"; the next scrape counts it.
+    workersUp.set({ state: 'ready' }, askedWorkers.length);
     workersUp.set({ state: 'reporting' }, got.length);
-    return (await AggregatorRegistry.aggregate(got as never).metrics()) + (await own.metrics());
+    return workers + (await own.metrics());
   };
 
   const stopAll = (signal: NodeJS.Signals) => {
