@@ -290,20 +290,24 @@ function percentile(sorted: number[], p: number): number {
  */
 async function openLoop(name: string, port: number, requests: Req[], rate: number, pid?: number): Promise<Measured> {
   const generator = await openLoopInChild(port, requests, rate, OPEN_SECONDS, 2);
-  const probe = await startDiskProbe(args['disk-dir']);
+  // Without the probe (a directory it cannot write, say) the run still measures; its rows just say nothing of the disk.
+  const probe = await startDiskProbe(args['disk-dir']).catch((err: unknown) => {
+    console.warn(`disk probe not started in ${args['disk-dir']}: ${(err as Error).message}`);
+    return undefined;
+  });
   return withCpu(pid, async () => {
     const { latencies, lags, errors, codes, windows, timeline, timelineStart } = await generator.run();
-    const probed = await probe.stop();
-    const disk = diskDuringRun(probed, timeline, timelineStart);
+    const probed = await probe?.stop();
+    const disk = probed && diskDuringRun(probed, timeline, timelineStart);
     if (args.timeline) {
       await mkdir(args.timeline, { recursive: true });
       const file = `${args.timeline}/${name.replace(/[^a-z0-9]+/gi, '-')}`;
       await writeFile(`${file}.tsv`, [`# start ${timelineStart.toFixed(3)} (ms since the epoch)`, ...timeline.map(([at, ms]) => `${at.toFixed(3)}\t${ms.toFixed(3)}`)].join('\n'));
-      await writeFile(`${file}.disk-stalls.tsv`, ['# fdatasync stalls: start (ms since the epoch), duration (ms)', ...probed.stalls.map(([at, ms]) => `${at}\t${ms}`)].join('\n'));
+      if (probed) await writeFile(`${file}.disk-stalls.tsv`, ['# fdatasync stalls: start (ms since the epoch), duration (ms)', ...probed.stalls.map(([at, ms]) => `${at}\t${ms}`)].join('\n'));
     }
     // The quarter-seconds whose worst answer took over 20 ms: is the tail spread out or bunched (a stall)?
     const slow = windows.filter((w) => w.max_ms > 20).map((w) => `${w.at_s}s: p50 ${w.p50_ms}, max ${w.max_ms} ms`);
-    return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / OPEN_SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes, slow_windows: slow, disk };
+    return { name, answered: latencies.length, lag_p99_ms: +percentile(lags, 99).toFixed(2), req_per_s: Math.round(latencies.length / OPEN_SECONDS), p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2), errors, codes, slow_windows: slow, ...(disk ? { disk } : {}) };
   });
 }
 
