@@ -93,7 +93,6 @@ export async function runPrimary(config: Config): Promise<number> {
         if (msg?.type === READY) {
           worker.off('exit', onExit);
           ready.add(worker);
-          workersUp.set({ state: 'ready' }, ready.size);
           resolve(worker);
         } else if (msg?.type === METRICS_ASK) {
           const answer = (m: Omit<MetricsAnswer, 'type' | 'id'>) => {
@@ -133,9 +132,9 @@ export async function runPrimary(config: Config): Promise<number> {
     const answers = await Promise.all(askedWorkers.map(registryOf));
     const got = answers.filter((m): m is unknown[] => m !== undefined);
     const workers = await AggregatorRegistry.aggregate(got as never).metrics();
-    // One scrape, one moment: `ready` as it was when the workers were asked. A worker that became ready
-    // while they answered would otherwise count as ready but not reporting, which reads as "did not
-    // answer in time"; the next scrape counts it.
+    // Both counts are set here, at each scrape (nothing else reads them), and of one moment: `ready` as it
+    // was when the workers were asked. A worker that became ready while they answered would otherwise
+    // count as ready but not reporting, which reads as "did not answer in time"; the next scrape counts it.
     workersUp.set({ state: 'ready' }, askedWorkers.length);
     workersUp.set({ state: 'reporting' }, got.length);
     return workers + (await own.metrics());
@@ -149,7 +148,6 @@ export async function runPrimary(config: Config): Promise<number> {
     const started = live.get(worker) ?? Date.now();
     live.delete(worker);
     const wasReady = ready.delete(worker);
-    workersUp.set({ state: 'ready' }, ready.size);
     if (stopping) {
       if (code !== 0) exitCode = 1;
       if (live.size === 0) resolveDone(exitCode);

@@ -42,6 +42,7 @@ import { generateCredential } from '../../src/tokens/format.js';
 import { closedLoopInChild } from './closed-loop.js';
 import { answersDuringStalls, DISK_STALL_MS, type DiskProbeResult, startDiskProbe } from './disk-probe.js';
 import { openLoopInChild, openLoop as runOpenLoop } from './open-loop.js';
+import { percentile } from './percentile.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -275,11 +276,6 @@ async function closedLoop(name: string, port: number, requests: Req[], pid?: num
     const r = await closedLoopInChild(options);
     return { name, answered: r.total, req_per_s: Math.round(r.average), p50_ms: r.p50, p99_ms: r.p99, errors: r.errors };
   });
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 /**

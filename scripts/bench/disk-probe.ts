@@ -12,11 +12,11 @@
 //
 //   node --import tsx scripts/bench/disk-probe.ts <dir>   (used by startDiskProbe; `stop` on stdin ends it)
 
-import { spawn } from 'node:child_process';
 import { closeSync, fdatasyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { answerAndExit, readyThenWait, startReadyChild } from './child.js';
+import { percentile } from './percentile.js';
 
 /** An fdatasync that took this long or longer is a stall. */
 export const DISK_STALL_MS = 10;
@@ -38,24 +38,8 @@ export interface DiskProbe {
 
 /** Starts the probe in a process of its own, writing to a file in `dir`. */
 export async function startDiskProbe(dir: string): Promise<DiskProbe> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), dir], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`disk probe exited with ${code}`))));
-  const next = async () => {
-    const line = await Promise.race([lines.next(), exited]);
-    if (line.done) throw new Error('disk probe closed its output');
-    return line.value;
-  };
-  const ready = await next();
-  if (ready !== 'ready') throw new Error(`disk probe: unexpected ${ready.slice(0, 200)}`);
-  return {
-    async stop() {
-      child.stdin!.write('stop\n');
-      const result = JSON.parse(await next()) as DiskProbeResult;
-      child.stdin!.end();
-      return result;
-    },
-  };
+  const child = await startReadyChild('disk probe', ['--import', 'tsx', fileURLToPath(import.meta.url), dir]);
+  return { stop: () => child.ask<DiskProbeResult>('stop') };
 }
 
 /**
@@ -76,10 +60,6 @@ export function answersDuringStalls(timeline: ReadonlyArray<readonly [number, nu
     if (sorted.some(([s, d]) => s <= to && s + d >= from)) overDuringStall++;
   }
   return { over, overDuringStall };
-}
-
-function percentileOf(sorted: Float64Array, p: number): number {
-  return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 // As a child of startDiskProbe: write + fdatasync every ~10 ms until `stop`, then print the result.
@@ -103,13 +83,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2]) {
     timer = setTimeout(once, 10);
   };
   once();
-  process.stdout.write('ready\n');
-  const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-  await input.next();
+  await readyThenWait();
   clearTimeout(timer);
   closeSync(fd);
   unlinkSync(file);
   const sorted = durations.slice(0, Math.min(n, durations.length)).sort();
-  const result: DiskProbeResult = { fsyncs: n, p50_ms: +percentileOf(sorted, 50).toFixed(3), p99_ms: +percentileOf(sorted, 99).toFixed(3), max_ms: +(sorted.at(-1) ?? Number.NaN).toFixed(3), stalls };
-  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
+  const result: DiskProbeResult = { fsyncs: n, p50_ms: +percentile(sorted, 50).toFixed(3), p99_ms: +percentile(sorted, 99).toFixed(3), max_ms: +(sorted.at(-1) ?? Number.NaN).toFixed(3), stalls };
+  answerAndExit(result);
 }

@@ -18,10 +18,9 @@
 //
 //   node --expose-gc --import tsx scripts/bench/open-loop.ts '<json spec>'   (used by openLoopInChild)
 
-import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { answerAndExit, readyThenWait, startReadyChild } from './child.js';
 
 export interface OpenLoopRequest {
   method: 'GET' | 'POST';
@@ -237,25 +236,8 @@ export interface OpenLoopChild {
  */
 export async function openLoopInChild(port: number, requests: readonly OpenLoopRequest[], rate: number, seconds: number, warmupSeconds: number): Promise<OpenLoopChild> {
   const spec = JSON.stringify({ port, requests, rate, seconds, warmupSeconds });
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), spec], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`open-loop generator exited with ${code}`))));
-  const next = async () => {
-    const line = await Promise.race([lines.next(), exited]);
-    if (line.done) throw new Error('open-loop generator closed its output');
-    return line.value;
-  };
-  const ready = await next();
-  if (ready !== 'ready') throw new Error(`open-loop generator: unexpected ${ready.slice(0, 200)}`);
-  return {
-    pid: child.pid!,
-    async run() {
-      child.stdin!.write('go\n');
-      const result = JSON.parse(await next()) as OpenLoopResult;
-      child.stdin!.end();
-      return result;
-    },
-  };
+  const child = await startReadyChild('open-loop generator', ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), spec]);
+  return { pid: child.pid, run: () => child.ask<OpenLoopResult>('go') };
 }
 
 // As a child of openLoopInChild: warm up, collect garbage, say `ready`, wait for `go`, print the result.
@@ -263,10 +245,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2]) {
   const spec = JSON.parse(process.argv[2]) as { port: number; requests: OpenLoopRequest[]; rate: number; seconds: number; warmupSeconds: number };
   if (spec.warmupSeconds > 0) await openLoop(spec.port, spec.requests, spec.rate, spec.warmupSeconds);
   (globalThis as { gc?: () => void }).gc?.();
-  const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-  process.stdout.write('ready\n');
-  await input.next();
-  const result = await openLoop(spec.port, spec.requests, spec.rate, spec.seconds);
-  // Exit only once the (large) line is flushed: the pipe may take it in several writes.
-  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
+  await readyThenWait();
+  answerAndExit(await openLoop(spec.port, spec.requests, spec.rate, spec.seconds));
 }
