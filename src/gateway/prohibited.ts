@@ -1,5 +1,6 @@
 import { homedir } from 'node:os';
 import { basename, resolve, sep } from 'node:path';
+import { CREDENTIAL_PATHS_UNDER_HOME } from '../policy/sensitive-paths.js';
 import { expandHome, hasReference } from './references.js';
 
 // Seed 002's prohibited patterns, checked before any upstream is started: shell / command execution
@@ -29,8 +30,6 @@ const SHELL_FLAG = /^--?(allow-)?shell(=(true|1|yes))?$|(^|[^A-Za-z])shell\s*=\s
 
 /** System directories no file server should be rooted at (exact match: scripts under /usr are fine). */
 const SENSITIVE_SYSTEM = ['/etc', '/root', '/var', '/usr', '/bin', '/sbin', '/boot', '/proc', '/sys', '/dev', '/private/etc', '/private/var'];
-/** Directories under the home directory that hold credentials (the directory and anything inside it). */
-const SENSITIVE_HOME = ['.ssh', '.aws', '.gnupg', '.kube', '.docker', '.azure', '.config/gcloud', '.config/gh', '.netrc', '.npmrc', '.pgpass'];
 
 const SECRET_NAME = /(token|secret|passw(or)?d|passwd|api[-_]?key|apikey|private[-_]?key|credential|auth|access[-_]?key|session[-_]?key|cookie|^key$|_key$)/i;
 const SECRET_FLAG = /^--?[A-Za-z-]*(token|secret|password|passwd|api-?key|credential)[A-Za-z-]*(=(.+))?$/i;
@@ -62,7 +61,7 @@ function directoryFindings(server: string, path: string, shown: string): Prohibi
   if (SENSITIVE_SYSTEM.includes(path)) {
     return [{ server, pattern: 'sensitive_directory', message: `${server}: "${shown}" is a system directory (${path}); name a project directory instead` }];
   }
-  const secret = SENSITIVE_HOME.map((d) => resolve(h, d)).find((d) => isInside(path, d));
+  const secret = CREDENTIAL_PATHS_UNDER_HOME.map((d) => resolve(h, d)).find((d) => isInside(path, d));
   if (secret) return [{ server, pattern: 'sensitive_directory', message: `${server}: "${shown}" reaches ${secret}, which holds credentials` }];
   return [];
 }

@@ -231,13 +231,16 @@ describe('killswitch scan: findings and risk (seed 002)', () => {
       profile: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '%USERPROFILE%'] },
       homeAbs: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/home/ana/'] },
       ssh: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '~/.ssh'] },
+      // The gateway's credential paths (src/policy/sensitive-paths.ts), a file and a folder of them.
+      netrc: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/home/ana/.netrc'] },
+      ghConfig: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '~/.config/gh/hosts'] },
       envRoot: { command: './files-server', args: [], env: { ALLOWED_DIRECTORIES: '/tmp/a:/' } },
       project: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/home/ana/projects/shell-scripts'] },
     };
     writeFileSync(join(dir, 'mcp.json'), JSON.stringify({ mcpServers: servers }, null, 2));
     const { output } = await runScan(options({ paths: [dir], policy: undefined, home }));
     const roots = Object.fromEntries(output.findings.filter((f) => f.type === 'filesystem_root').map((f) => [f.server, f.severity]));
-    expect(roots).toEqual({ docker: 'critical', windows: 'critical', envRoot: 'critical', profile: 'high', homeAbs: 'high', ssh: 'high' });
+    expect(roots).toEqual({ docker: 'critical', windows: 'critical', envRoot: 'critical', profile: 'high', homeAbs: 'high', ssh: 'high', netrc: 'high', ghConfig: 'high' });
     const byName = new Map(output.servers.map((s) => [s.name, s]));
     expect(byName.get('dockerRo')).toMatchObject({ kind: 'filesystem', read_only: true, risk: 'low' });
     // A path argument never makes a filesystem server a shell server.

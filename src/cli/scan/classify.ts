@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { CREDENTIAL_PATHS_UNDER_HOME } from '../../policy/sensitive-paths.js';
 import type { ConfiguredServer, JsonPath, PackageDependency } from './parse.js';
 import type { ServerKind, Severity } from './schema.js';
 
@@ -199,12 +200,13 @@ export function directoryArgs(server: ConfiguredServer): DirectoryArg[] {
 
 export type RootFinding = { severity: Severity; why: string };
 
-const SENSITIVE_UNDER_HOME = ['.ssh', '.aws', '.gnupg', '.kube', '.docker', '.azure', '.config/gcloud'];
+/** System directories, with anything under them (the gateway refuses to start only on the directories themselves). */
 const SENSITIVE_SYSTEM = ['/etc', '/usr', '/bin', '/sbin', '/boot', '/System'];
 
 /**
  * Whether a directory gives a server the whole filesystem (critical), the whole home directory or a
- * sensitive one (high). `sensitive` also checks folders like ~/.ssh and /etc (for file servers).
+ * sensitive one (high). `sensitive` also checks the credential paths of src/policy/sensitive-paths.ts
+ * (~/.ssh, ~/.netrc, ...) and system folders like /etc (for file servers).
  */
 export function rootDirectory(raw: string, home: string, sensitive: boolean): RootFinding | undefined {
   let p = raw.trim().replaceAll('\\', '/');
@@ -217,7 +219,7 @@ export function rootDirectory(raw: string, home: string, sensitive: boolean): Ro
   if (norm === '/' || norm === '/.') return { severity: 'critical', why: 'the whole filesystem' };
   if (norm === '~' || /^\/(home|Users)\/[^/]+$/.test(norm) || norm === '/root') return { severity: 'high', why: 'the whole home directory' };
   if (!sensitive) return undefined;
-  for (const s of SENSITIVE_UNDER_HOME) if (norm === `~/${s}` || norm.startsWith(`~/${s}/`)) return { severity: 'high', why: `a sensitive directory (~/${s})` };
+  for (const s of CREDENTIAL_PATHS_UNDER_HOME) if (norm === `~/${s}` || norm.startsWith(`~/${s}/`)) return { severity: 'high', why: `a sensitive directory (~/${s})` };
   for (const s of SENSITIVE_SYSTEM) if (norm === s || norm.startsWith(`${s}/`)) return { severity: 'high', why: `a sensitive system directory (${s})` };
   return undefined;
 }
