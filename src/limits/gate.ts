@@ -114,7 +114,10 @@ export interface DecisionMeta {
   at: number;
 }
 
-/** The script's reply, position by position (see GATE_LUA). */
+/** The script's reply to an allow (see GATE_LUA): flat, the counters' uses last, in counter order. */
+type LuaOkReply = ['OK', now: number, ro: string, srv: string, st: string, trg: string, pur: string, alertCount: number, ...rest: number[]];
+
+/** The script's reply to a denial, position by position (see GATE_LUA). */
 type LuaReply = [
   reason: Exclude<GateReason, 'UNAVAILABLE'>,
   now: number,
@@ -203,7 +206,8 @@ export class RedisGate {
     const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool: req.tool, cap: req.capability, at: Date.now() });
     const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
     try {
-      return this.interpret(req, fixed.counterSpecs, (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply);
+      const reply = (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply | LuaOkReply;
+      return reply[0] === 'OK' ? this.interpretOk(req, fixed.counterSpecs, reply as LuaOkReply) : this.interpret(req, fixed.counterSpecs, reply as LuaReply);
     } catch (err) {
       return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
     }
@@ -255,6 +259,31 @@ export class RedisGate {
     };
     this.fixed.set(key, parts);
     return parts;
+  }
+
+  private interpretOk(req: GateRequest, counters: CounterSpec[], r: LuaOkReply): GateOutcome {
+    const out: GateOutcome = { allowed: true, reason: 'OK', now: r[1], limits: {}, warnings: [], alerts: [] };
+    out.session = sessionViewOf(req.sessionId, [r[2], r[3], r[4], r[5], r[6]]);
+    const n = r as unknown as readonly number[];
+    const alertCount = r[7];
+    const usedAt = 8 + alertCount;
+    const pct = req.limits.pauseAtPercent ?? 0;
+    for (let i = 0; i < counters.length; i++) {
+      const c = counters[i]!;
+      const u = n[usedAt + i];
+      if (u === undefined) continue;
+      out.limits[c.n] = { used: u, max: c.max };
+      if (pct > 0 && u * 100 >= c.max * pct) out.warnings.push(usageText(u, c.max, counterLabel(c.n, req.server)));
+    }
+    for (let a = 0; a < alertCount; a++) {
+      const i = n[8 + a]!;
+      const c = counters[i - 1];
+      const u = n[usedAt + i - 1];
+      if (!c || u === undefined) continue;
+      const text = usageText(u, c.max, counterLabel(c.n, req.server));
+      out.alerts.push({ kind: 'LIMIT_WARNING', limit: c.n, used: u, max: c.max, percent: Math.round((u * 100) / c.max), message: `Past ${pct}%: ${text}` });
+    }
+    return out;
   }
 
   private interpret(req: GateRequest, counters: CounterSpec[], r: LuaReply): GateOutcome {

@@ -21,81 +21,100 @@ import { LUA_NOW } from './lua.js';
 // d:<decision id> decision metadata; kill keys as passed in.
 export const GATE_LUA = String.raw`
 -- Positional arguments and an array reply: the caller pre-encodes the call record and the decision's
--- metadata, so nothing is JSON-decoded or encoded here on the hot path (see the ADR).
+-- metadata, so nothing is JSON-decoded or encoded here on the hot path (see the ADR). The allowed path
+-- builds one flat table and as few strings as it can: Lua work, not Redis commands, was most of the
+-- script's time (docs/performance.md).
 local p = ARGV[1]
 local dry = ARGV[2] == '1'
 local tok, sid, srv, cap = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local pct, cas_th, cas_win = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local keep, idle, tkeep, tttl, dttl = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local dec, entry_head, meta, halt_token_on = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
-local a = 19
-local nkills = tonumber(ARGV[a]); a = a + 1
-local kills = {}
-for i = 1, nkills do kills[i] = ARGV[a]; a = a + 1 end
-local nres = tonumber(ARGV[a]); a = a + 1
-local res = {}
-for i = 1, nres do res[i] = ARGV[a]; a = a + 1 end
-local nctr = tonumber(ARGV[a]); a = a + 1
-local ctr = {}
-for i = 1, nctr do
-  ctr[i] = { k = ARGV[a], f = ARGV[a + 1], max = tonumber(ARGV[a + 2]), w = tonumber(ARGV[a + 3]), t = tonumber(ARGV[a + 4]), h = ARGV[a + 5] == '1' }
-  a = a + 6
-end
+local nkills = tonumber(ARGV[19])
+local kbase = 19
+local rbase = kbase + nkills + 1
+local nres = tonumber(ARGV[rbase])
+local cbase = rbase + nres + 1
+local nctr = tonumber(ARGV[cbase])
+-- Counter i's fields are ARGV[cbase + 6i - 5 .. cbase + 6i]: key, hash field, max, window ms, TTL ms, halts.
+local function cf(i) return ARGV[cbase + 6 * i - 4] end
+local function cmax(i) return tonumber(ARGV[cbase + 6 * i - 3]) end
+local function cw(i) return tonumber(ARGV[cbase + 6 * i - 2]) end
 ${LUA_NOW}
 
--- Reply: {reason, now, used[], alerts[], session{ro, srv, st, trg, pur}, trigger, token_halted, last[], counter, retry_ms, kill_key, kill_reason, cascade_writes, cascade_resources[]}
-local R = { '', now, {}, {}, {}, '', 0, {}, 0, 0, '', '', 0, {} }
+-- A denial's reply: {reason, now, used[], alerts[], session{ro, srv, st, trg, pur}, trigger, token_halted,
+-- last[], counter, retry_ms, kill_key, kill_reason, cascade_writes, cascade_resources[]}. An allow's reply
+-- is flat instead: {'OK', now, ro, srv, st, trg, pur, n_alerts, alerts..., used...}.
+-- Built only when the call is denied.
+local R
+local function den()
+  if not R then R = { '', now, {}, {}, {}, '', 0, {}, 0, 0, '', '', 0, {} } end
+  return R
+end
 local function reply(reason)
-  R[1] = reason
+  den()[1] = reason
   return R
 end
 
 -- One read for the epoch, the token's halt and every kill key.
 local thkey = p .. 'th:' .. tok
 local mg = { p .. 'epoch', thkey }
-for i = 1, nkills do mg[i + 2] = kills[i] end
+for i = 1, nkills do mg[i + 2] = ARGV[kbase + i] end
 local got = redis.call('MGET', unpack(mg))
 if not got[1] then return reply('NO_EPOCH') end
 if nkills > 0 then
   for i = 1, nkills do
     if got[i + 2] then
-      R[11] = kills[i]
+      den()[11] = ARGV[kbase + i]
       R[12] = got[i + 2]
       return reply('KILL')
     end
   end
   -- MGET answers nil for a key that is not a string: a kill key of another type still kills.
+  local kills = {}
+  for i = 1, nkills do kills[i] = ARGV[kbase + i] end
   if redis.call('EXISTS', unpack(kills)) > 0 then
-    R[11] = 'kill key of unexpected type'
+    den()[11] = 'kill key of unexpected type'
     R[12] = 'a kill key exists but does not hold a string reason'
     return reply('KILL')
   end
 end
 local th = got[2]
 
+-- The session's own fields only (its hash also holds the session totals).
 local skey = p .. 's:' .. sid
-local raw = redis.call('HGETALL', skey)
-local s = {}
-for i = 1, #raw, 2 do s[raw[i]] = raw[i + 1] end
-if s.tok == nil or s.tok ~= tok or s.st == 'closed' then return reply('SESSION_UNKNOWN') end
-local view = { s.ro or '0', s.srv or '', s.st or 'active', s.trg or '', s.pur or '' }
-R[5] = view
-if s.st == 'halted' then
-  R[6] = s.trg or ''
+local sf = redis.call('HMGET', skey, 'tok', 'ro', 'srv', 'st', 'trg', 'pur')
+local s_ro, s_srv, s_st, s_trg = sf[2] or '0', sf[3] or '', sf[4] or 'active', sf[5] or ''
+if not sf[1] or sf[1] ~= tok or s_st == 'closed' then return reply('SESSION_UNKNOWN') end
+-- A denial's copy of the session's fields (a halt changes its state).
+local function view()
+  local v = den()[5]
+  if #v == 0 then
+    v[1], v[2], v[3], v[4], v[5] = s_ro, s_srv, s_st, s_trg, sf[6] or ''
+  end
+  return v
+end
+if s_st == 'halted' then
+  view()
+  R[6] = s_trg
   return reply('SESSION_HALTED')
 end
 if th then
-  view[3] = 'halted'
-  view[4] = th
+  local v = view()
+  v[3] = 'halted'
+  v[4] = th
   R[6] = th
   return reply('TOKEN_HALTED')
 end
 
+-- Lists are trimmed to keep entries once they hold twice that: readers take a prefix, and most calls
+-- save the LTRIM.
 local lkey = p .. 'lc:' .. sid
 local function push_call(decision, code)
   if dry then return end
-  redis.call('LPUSH', lkey, entry_head .. ',"decision":"' .. decision .. '","code":"' .. code .. '","at":' .. string.format('%d', now) .. '}')
-  redis.call('LTRIM', lkey, 0, keep - 1)
+  if redis.call('LPUSH', lkey, entry_head .. ',"decision":"' .. decision .. '","code":"' .. code .. '","at":' .. string.format('%d', now) .. '}') > 2 * keep then
+    redis.call('LTRIM', lkey, 0, keep - 1)
+  end
   redis.call('PEXPIRE', lkey, idle)
 end
 
@@ -103,6 +122,7 @@ end
 -- so no call can slip between the denial and the halt. Postgres gets the record right after.
 local function halt(trigger, code, reason)
   push_call('deny', code)
+  local v = view()
   if string.find(halt_token_on, ',' .. trigger .. ',', 1, true) then R[7] = 1 end
   if not dry then
     redis.call('HSET', skey, 'st', 'halted', 'trg', trigger)
@@ -110,18 +130,18 @@ local function halt(trigger, code, reason)
     redis.call('PERSIST', lkey)
     if R[7] == 1 then redis.call('SET', thkey, trigger, 'NX') end
   end
-  view[3] = 'halted'
-  view[4] = trigger
+  v[3] = 'halted'
+  v[4] = trigger
   R[6] = trigger
   R[8] = redis.call('LRANGE', lkey, 0, 2)
   return reply(reason)
 end
 
 local writes = cap ~= 'read'
-if writes and s.ro == '1' then return halt('WRITE_IN_READ_SESSION', 'PERMISSION_DENIED', 'READ_ONLY') end
-if s.srv ~= nil and s.srv ~= '' then
+if writes and s_ro == '1' then return halt('WRITE_IN_READ_SESSION', 'PERMISSION_DENIED', 'READ_ONLY') end
+if s_srv ~= '' then
   local declared = false
-  for _, name in ipairs(cjson.decode(s.srv)) do
+  for _, name in ipairs(cjson.decode(s_srv)) do
     if name == srv then declared = true end
   end
   if not declared then return halt('UNAUTHORIZED_SERVER', 'PERMISSION_DENIED', 'UNDECLARED_SERVER') end
@@ -130,26 +150,27 @@ end
 -- Counters are incremented first and rolled back if the call is denied (a denial is rare; this saves a
 -- read per counter on every allowed call). Nobody sees the intermediate values: the script is atomic.
 local keys, used = {}, {}
-R[3] = used
-for i, c in ipairs(ctr) do
-  local k = p .. c.k
-  if c.f == '' and c.w > 0 then k = k .. ':' .. string.format('%d', math.floor(now / c.w)) end
+for i = 1, nctr do
+  local k = p .. ARGV[cbase + 6 * i - 5]
+  local f, w = cf(i), cw(i)
+  if f == '' and w > 0 then k = k .. ':' .. string.format('%d', math.floor(now / w)) end
   keys[i] = k
   if dry then
     local v
-    if c.f ~= '' then v = redis.call('HGET', k, c.f) else v = redis.call('GET', k) end
+    if f ~= '' then v = redis.call('HGET', k, f) else v = redis.call('GET', k) end
     used[i] = (tonumber(v) or 0) + 1
-  elseif c.f ~= '' then
-    used[i] = redis.call('HINCRBY', k, c.f, 1)
+  elseif f ~= '' then
+    used[i] = redis.call('HINCRBY', k, f, 1)
   else
     used[i] = redis.call('INCR', k)
   end
 end
 local function rollback()
-  for i, c in ipairs(ctr) do
+  for i = 1, nctr do
     if not dry then
-      if c.f ~= '' then
-        if redis.call('HINCRBY', keys[i], c.f, -1) <= 0 then redis.call('HDEL', keys[i], c.f) end
+      local f = cf(i)
+      if f ~= '' then
+        if redis.call('HINCRBY', keys[i], f, -1) <= 0 then redis.call('HDEL', keys[i], f) end
       elseif redis.call('DECR', keys[i]) <= 0 then
         redis.call('DEL', keys[i])
       end
@@ -157,12 +178,16 @@ local function rollback()
     used[i] = used[i] - 1
   end
 end
-for i, c in ipairs(ctr) do
-  if used[i] > c.max then
+for i = 1, nctr do
+  local max = cmax(i)
+  if used[i] > max then
     rollback()
+    den()[3] = used
+    view()
     R[9] = i
-    if c.h then return halt('SESSION_LIMIT', 'SESSION_HALTED', 'LIMIT') end
-    if c.w > 0 then R[10] = (math.floor(now / c.w) + 1) * c.w - now end
+    if ARGV[cbase + 6 * i] == '1' then return halt('SESSION_LIMIT', 'SESSION_HALTED', 'LIMIT') end
+    local w = cw(i)
+    if w > 0 then R[10] = (math.floor(now / w) + 1) * w - now end
     push_call('deny', 'RATE_LIMITED')
     return reply('LIMIT')
   end
@@ -170,66 +195,79 @@ end
 
 local tkey = p .. 'tc:' .. tok
 if writes and cas_th > 0 then
-  local seen, resources, nw = {}, {}, 1
+  local prev, nw = {}, 1
+  if cas_win > 1 then prev = redis.call('LRANGE', tkey, 0, cas_win - 2) end
+  for _, e in ipairs(prev) do
+    if string.byte(e, 1) == 119 then nw = nw + 1 end -- 'w'
+  end
+  -- Resources are only collected when there are enough writes to trip.
+  local seen, resources = {}, {}
   local function add(r)
     if not seen[r] then
       seen[r] = true
       resources[#resources + 1] = r
     end
   end
-  for _, r in ipairs(res) do add(r) end
-  if cas_win > 1 then
-    for _, e in ipairs(redis.call('LRANGE', tkey, 0, cas_win - 2)) do
-      if string.sub(e, 1, 1) == 'w' then
-        nw = nw + 1
+  if nw >= cas_th then
+    for i = 1, nres do add(ARGV[rbase + i]) end
+    for _, e in ipairs(prev) do
+      if string.byte(e, 1) == 119 then
         for r in string.gmatch(string.sub(e, 3), '[^\31]+') do add(r) end
       end
     end
   end
   if nw >= cas_th and #resources >= cas_th then
     rollback()
+    den()[3] = used
     R[13] = nw
     R[14] = resources
     return halt('CASCADE_WRITE', 'CASCADE_WRITE', 'CASCADE')
   end
 end
 
-if dry then return reply('OK') end
+local OK = { 'OK', now, s_ro, s_srv, s_st, s_trg, sf[6] or '', 0 }
+if not dry then
+  -- A session's totals are fields of its hash, whose TTL is refreshed below; windows expire on their own.
+  for i = 1, nctr do
+    if used[i] == 1 and cf(i) == '' then redis.call('PEXPIRE', keys[i], tonumber(ARGV[cbase + 6 * i - 1])) end
+  end
 
--- A session's totals are fields of its hash, whose TTL is refreshed below; windows expire on their own.
-for i, c in ipairs(ctr) do
-  if c.f == '' and used[i] == 1 then redis.call('PEXPIRE', keys[i], c.t) end
-end
-
--- The alert for a counter past pause_at_percent is raised once per window (per session for totals).
-if pct > 0 then
-  local alerts = R[4]
-  for i, c in ipairs(ctr) do
-    if used[i] * 100 >= c.max * pct then
-      local first = 0
-      if c.f ~= '' then
-        first = redis.call('HSETNX', keys[i], 'w' .. c.f, '1')
-      elseif redis.call('SET', keys[i] .. ':w', '1', 'NX', 'PX', c.t) then
-        first = 1
+  -- The alert for a counter past pause_at_percent is raised once per window (per session for totals).
+  if pct > 0 then
+    for i = 1, nctr do
+      if used[i] * 100 >= cmax(i) * pct then
+        local f, first = cf(i), 0
+        if f ~= '' then
+          first = redis.call('HSETNX', keys[i], 'w' .. f, '1')
+        elseif redis.call('SET', keys[i] .. ':w', '1', 'NX', 'PX', tonumber(ARGV[cbase + 6 * i - 1])) then
+          first = 1
+        end
+        if first == 1 then
+          OK[8] = OK[8] + 1
+          OK[#OK + 1] = i
+        end
       end
-      if first == 1 then alerts[#alerts + 1] = i end
     end
   end
-end
 
--- The token's window is only kept while cascade detection is on for it (it is per role).
-if cas_th > 0 then
-  local entry = 'r'
-  if writes then entry = 'w\31' .. table.concat(res, '\31') end
-  redis.call('LPUSH', tkey, entry)
-  redis.call('LTRIM', tkey, 0, tkeep - 1)
-  redis.call('PEXPIRE', tkey, tttl)
-end
+  -- The token's window is only kept while cascade detection is on for it (it is per role).
+  if cas_th > 0 then
+    local entry = 'r'
+    if writes then
+      local res = {}
+      for i = 1, nres do res[i] = ARGV[rbase + i] end
+      entry = 'w\31' .. table.concat(res, '\31')
+    end
+    if redis.call('LPUSH', tkey, entry) > 2 * tkeep then redis.call('LTRIM', tkey, 0, tkeep - 1) end
+    redis.call('PEXPIRE', tkey, tttl)
+  end
 
-push_call('allow', 'OK')
-redis.call('PEXPIRE', skey, idle)
-redis.call('SET', p .. 'd:' .. dec, meta, 'PX', dttl)
-return reply('OK')
+  push_call('allow', 'OK')
+  redis.call('PEXPIRE', skey, idle)
+  redis.call('SET', p .. 'd:' .. dec, meta, 'PX', dttl)
+end
+for i = 1, nctr do OK[#OK + 1] = used[i] end
+return OK
 `;
 
 /** Attaches the gateway's RESULT (status, bytes, ...) to the call's entry on its session's last-calls list. */

@@ -52,10 +52,12 @@ describe('session binding and halts', () => {
     const sid = await w.open(agent, { read_only: true });
     const { step } = gateStep(w, { limits: HIGH });
     expect(await step.run(callContext(w, agent, sid, { capability: 'read' }))).toBeUndefined();
-    const d = await step.run(callContext(w, agent, sid, { capability: 'write', args: { path: 'a.md' } }));
+    const ctx2 = callContext(w, agent, sid, { capability: 'write', args: { path: 'a.md' } });
+    const d = await step.run(ctx2);
     expect(d?.code).toBe('PERMISSION_DENIED');
     expect(d?.halt).toBe('WRITE_IN_READ_SESSION');
     expect(d?.extra?.['last_calls']).toHaveLength(2);
+    expect(ctx2.session).toMatchObject({ id: sid, state: 'halted', trigger: 'WRITE_IN_READ_SESSION', read_only: true });
     const row = await sessionRow(sid);
     expect(row.state).toBe('halted');
     expect(row.trigger).toBe('WRITE_IN_READ_SESSION');
@@ -194,6 +196,8 @@ describe('limits', () => {
     const d = await step.run(ctx);
     expect(d?.code).toBe('RATE_LIMITED');
     expect(d?.halt).toBeUndefined();
+    // A denial still reports the session it was checked against.
+    expect(ctx.session).toMatchObject({ id: sid, state: 'active', read_only: false });
     expect(d?.retryAfterS).toBeGreaterThanOrEqual(1);
     expect(d?.retryAfterS).toBeLessThanOrEqual(2);
     // the denied call consumed nothing: the session total still counts 5
@@ -406,6 +410,34 @@ describe('call records', () => {
     expect(last?.args).toContain('"api_key":"[REDACTED]"');
     expect(last?.args).not.toContain('sk-live-123');
     expect(last?.args.length).toBeLessThanOrEqual(500);
+  });
+
+  it('keeps the last-calls list and the token\'s cascade window bounded: trimmed to what is kept once they hold twice that, newest first', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    // Cascade detection on (never reached), so the token's window is kept: at least 20 entries.
+    const { step, gate } = gateStep(w, { limits: { ...HIGH, cascade: { threshold: 1000, windowCalls: 5 } } });
+    const redis = w.app.ctx.redis;
+    const ids: string[] = [];
+    const lengths: number[] = [];
+    const windowLengths: number[] = [];
+    for (let i = 0; i < 45; i++) {
+      const ctx = callContext(w, agent, sid, { capability: 'write', resources: [`file:///w/${i}`] });
+      expect(await step.run(ctx)).toBeUndefined();
+      ids.push(ctx.decisionId);
+      lengths.push(await redis.redis.llen(redis.key('lc', sid)));
+      windowLengths.push(await redis.redis.llen(redis.key('tc', agent.id)));
+    }
+    // 10 kept: the list grows to 20, is cut back to 10 on the 21st call, and so on.
+    expect(Math.max(...lengths)).toBe(20);
+    expect(lengths.slice(19, 22)).toEqual([20, 10, 11]);
+    expect(Math.max(...windowLengths)).toBe(40);
+    expect(windowLengths.slice(39, 42)).toEqual([40, 20, 21]);
+    const last = await w.app.ctx.sessions.lastCalls(sid, 10);
+    expect(last.map((c) => c.id)).toEqual(ids.slice(-10).reverse());
+    // A RESULT finds the entry of any of the 10 newest calls.
+    expect(await gate.recordOutcome(ids[35]!, { status: 'success', duration_ms: 1, result_bytes: 2 })).toBe(true);
+    expect((await w.app.ctx.sessions.lastCalls(sid, 10))[9]?.outcome).toEqual({ status: 'success', duration_ms: 1, result_bytes: 2 });
   });
 
   it('pushCall records a denial of an earlier step only on the token\'s own session', async () => {
