@@ -16,7 +16,8 @@ import { LUA_NOW } from './lua.js';
 //
 // Key layout under the prefix: epoch; s:<sid> session hash {tok, ro, srv, pur, st, trg, c:* session
 // totals, wc:* their 80% alert flags}; th:<tok> token halt (trigger); cm:/tm:/gm:/td: windowed counters
-// (+ :w alert flags); tc:<tok> token cascade window (list); lc:<sid> last calls (list); so:<tok> the
+// (+ :w alert flags); tc:<tok> token cascade window (list); lc:<sid> last calls (list; both lists, newest
+// first, are cut back to what is kept once they hold twice that, so readers take a prefix); so:<tok> the
 // token's sessions (zset, for the open-session cap); sn:<tok>:<hour> sessions opened that hour;
 // d:<decision id> decision metadata; kill keys as passed in.
 export const GATE_LUA = String.raw`
