@@ -119,9 +119,10 @@ type LuaOkReply = ['OK', now: number, ro: string, srv: string, st: string, trg: 
 
 /** The script's reply to a denial, position by position (see GATE_LUA). */
 type LuaReply = [
-  reason: Exclude<GateReason, 'UNAVAILABLE'>,
+  reason: Exclude<GateReason, 'UNAVAILABLE' | 'OK'>,
   now: number,
   used: number[],
+  /** Always empty: alerts come only with an allow. */
   alerts: number[],
   session: string[],
   trigger: string,
@@ -287,24 +288,15 @@ export class RedisGate {
   }
 
   private interpret(req: GateRequest, counters: CounterSpec[], r: LuaReply): GateOutcome {
-    const [reason, now, used, alerts, session, trigger, tokenHalted, last, counter, retryMs, killKey, killReason, cascadeWrites, cascadeResources] = r;
-    const out: GateOutcome = { allowed: reason === 'OK', reason, now, limits: {}, warnings: [], alerts: [] };
+    const [reason, now, used, , session, trigger, tokenHalted, last, counter, retryMs, killKey, killReason, cascadeWrites, cascadeResources] = r;
+    // A denial raises no usage warning or alert (those come only with an allow, interpretOk).
+    const out: GateOutcome = { allowed: false, reason, now, limits: {}, warnings: [], alerts: [] };
     if (reason === 'NO_EPOCH') this.opts.onMissingEpoch?.();
     if (session.length > 0) out.session = sessionViewOf(req.sessionId, session);
-    const pct = req.limits.pauseAtPercent ?? 0;
     counters.forEach((c, i) => {
       const u = used[i];
-      if (u === undefined) return;
-      out.limits[c.n] = { used: u, max: c.max };
-      if (out.allowed && pct > 0 && u * 100 >= c.max * pct) out.warnings.push(usageText(u, c.max, counterLabel(c.n, req.server)));
+      if (u !== undefined) out.limits[c.n] = { used: u, max: c.max };
     });
-    for (const i of alerts) {
-      const c = counters[i - 1];
-      const u = used[i - 1];
-      if (!c || u === undefined) continue;
-      const text = usageText(u, c.max, counterLabel(c.n, req.server));
-      out.alerts.push({ kind: 'LIMIT_WARNING', limit: c.n, used: u, max: c.max, percent: Math.round((u * 100) / c.max), message: `Past ${pct}%: ${text}` });
-    }
     if (reason === 'SESSION_HALTED' || reason === 'TOKEN_HALTED') out.heldTrigger = trigger;
     else if (trigger) {
       out.trigger = trigger as HaltTrigger;

@@ -41,12 +41,13 @@ local nctr = tonumber(ARGV[cbase])
 local function cf(i) return ARGV[cbase + 6 * i - 4] end
 local function cmax(i) return tonumber(ARGV[cbase + 6 * i - 3]) end
 local function cw(i) return tonumber(ARGV[cbase + 6 * i - 2]) end
+local function ct(i) return tonumber(ARGV[cbase + 6 * i - 1]) end
 ${LUA_NOW}
 
--- A denial's reply: {reason, now, used[], alerts[], session{ro, srv, st, trg, pur}, trigger, token_halted,
--- last[], counter, retry_ms, kill_key, kill_reason, cascade_writes, cascade_resources[]}. An allow's reply
--- is flat instead: {'OK', now, ro, srv, st, trg, pur, n_alerts, alerts..., used...}.
--- Built only when the call is denied.
+-- A denial's reply: {reason, now, used[], alerts[] (always empty), session{ro, srv, st, trg, pur}, trigger,
+-- token_halted, last[], counter, retry_ms, kill_key, kill_reason, cascade_writes, cascade_resources[]},
+-- built only when the call is denied. An allow's reply is flat instead:
+-- {'OK', now, ro, srv, st, trg, pur, n_alerts, alerts..., used...}.
 local R
 local function den()
   if not R then R = { '', now, {}, {}, {}, '', 0, {}, 0, 0, '', '', 0, {} } end
@@ -178,12 +179,12 @@ local function rollback()
     end
     used[i] = used[i] - 1
   end
+  den()[3] = used
 end
 for i = 1, nctr do
   local max = cmax(i)
   if used[i] > max then
     rollback()
-    den()[3] = used
     view()
     R[9] = i
     if ARGV[cbase + 6 * i] == '1' then return halt('SESSION_LIMIT', 'SESSION_HALTED', 'LIMIT') end
@@ -202,27 +203,26 @@ if writes and cas_th > 0 then
     if string.byte(e, 1) == 119 then nw = nw + 1 end -- 'w'
   end
   -- Resources are only collected when there are enough writes to trip.
-  local seen, resources = {}, {}
-  local function add(r)
-    if not seen[r] then
-      seen[r] = true
-      resources[#resources + 1] = r
-    end
-  end
   if nw >= cas_th then
+    local seen, resources = {}, {}
+    local function add(r)
+      if not seen[r] then
+        seen[r] = true
+        resources[#resources + 1] = r
+      end
+    end
     for i = 1, nres do add(ARGV[rbase + i]) end
     for _, e in ipairs(prev) do
       if string.byte(e, 1) == 119 then
         for r in string.gmatch(string.sub(e, 3), '[^\31]+') do add(r) end
       end
     end
-  end
-  if nw >= cas_th and #resources >= cas_th then
-    rollback()
-    den()[3] = used
-    R[13] = nw
-    R[14] = resources
-    return halt('CASCADE_WRITE', 'CASCADE_WRITE', 'CASCADE')
+    if #resources >= cas_th then
+      rollback()
+      R[13] = nw
+      R[14] = resources
+      return halt('CASCADE_WRITE', 'CASCADE_WRITE', 'CASCADE')
+    end
   end
 end
 
@@ -230,7 +230,7 @@ local OK = { 'OK', now, s_ro, s_srv, s_st, s_trg, sf[6] or '', 0 }
 if not dry then
   -- A session's totals are fields of its hash, whose TTL is refreshed below; windows expire on their own.
   for i = 1, nctr do
-    if used[i] == 1 and cf(i) == '' then redis.call('PEXPIRE', keys[i], tonumber(ARGV[cbase + 6 * i - 1])) end
+    if used[i] == 1 and cf(i) == '' then redis.call('PEXPIRE', keys[i], ct(i)) end
   end
 
   -- The alert for a counter past pause_at_percent is raised once per window (per session for totals).
@@ -240,7 +240,7 @@ if not dry then
         local f, first = cf(i), 0
         if f ~= '' then
           first = redis.call('HSETNX', keys[i], 'w' .. f, '1')
-        elseif redis.call('SET', keys[i] .. ':w', '1', 'NX', 'PX', tonumber(ARGV[cbase + 6 * i - 1])) then
+        elseif redis.call('SET', keys[i] .. ':w', '1', 'NX', 'PX', ct(i)) then
           first = 1
         end
         if first == 1 then
