@@ -9,6 +9,7 @@ import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
 import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
+import { summarizeArguments } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { toolRoutes } from '../tools/routes.js';
 import { ToolRegistry } from '../tools/service.js';
@@ -119,7 +120,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       if (!gateFired) {
         // Denials of the earlier steps: record the call on the session, then halt (the gate step halts its own).
         await ctx.sessions
-          .pushCall(call.agent.id, call.input.session_id, { id: call.decisionId, server: call.input.server, tool: call.input.tool, args: JSON.stringify(call.input.arguments).slice(0, 500), decision: 'deny', code: denial.code })
+          .pushCall(call.agent.id, call.input.session_id, { id: call.decisionId, server: call.input.server, tool: call.input.tool, args: summarizeArguments(call.input.arguments), decision: 'deny', code: denial.code })
           .catch(() => false);
         const result = await ctx.sessions.halt({
           tokenId: call.agent.id,

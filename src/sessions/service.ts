@@ -280,12 +280,24 @@ export class SessionService {
 
   /**
    * Halts a session (only if it belongs to tokenId: naming another token's session halts nothing of
-   * it) and, with haltToken, the token. Postgres first (the record), then Redis (what decisions read).
-   * Idempotent: the first trigger of a halt in force is kept. Never throws for an unavailable store;
-   * the result says what is pending and the service retries it.
+   * it) and, with haltToken, the token. Redis first (what decisions read: the halt is in force for every
+   * replica one round trip after the trigger, even while Postgres is slow), then Postgres (the record
+   * that survives a Redis restart); when Redis had lost the session, a second write re-creates it from
+   * the record. Idempotent: the first trigger of a halt in force is kept. Never throws for an
+   * unavailable store; the result says what is pending and the service retries it.
    */
   async halt(input: HaltInput): Promise<HaltResult> {
     const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+    // The script checks the owner: another token's session id halts nothing of it.
+    const mirror: MirrorHalt = { tokenId: input.tokenId, sessionId, trigger: input.trigger, haltToken: input.haltToken };
+    let enforced = true;
+    let bound = false;
+    try {
+      [bound = false] = await this.mirror.halt([mirror]);
+    } catch (err) {
+      enforced = false;
+      this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
+    }
     let session: SessionRow | undefined;
     let tokenHaltId: string | null = null;
     let recorded = true;
@@ -296,23 +308,17 @@ export class SessionService {
       this.log.error({ err: (err as Error).message, token: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
       if (this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
     }
-    // Without the record, Redis decides whose session it is (the script checks the owner).
-    const mirror: MirrorHalt = {
-      tokenId: input.tokenId,
-      sessionId: recorded ? (session?.id ?? null) : sessionId,
-      trigger: input.trigger,
-      haltToken: input.haltToken,
-      ...(session ? { fields: session } : {}),
-    };
-    let enforced = true;
-    let bound = false;
-    try {
-      [bound = false] = await this.mirror.halt([mirror]);
-    } catch (err) {
-      enforced = false;
-      this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
-      if (this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(mirror);
+    // With the record, Redis gets the session's fields, so a session it had lost is re-created halted.
+    const withFields: MirrorHalt = session ? { ...mirror, sessionId: session.id, fields: session } : mirror;
+    if (enforced && recorded && session && !bound) {
+      try {
+        [bound = false] = await this.mirror.halt([withFields]);
+      } catch (err) {
+        enforced = false;
+        this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
+      }
     }
+    if (!enforced && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withFields);
     const sessionHalted = recorded ? session !== undefined : bound;
     return {
       session_halted: sessionHalted,

@@ -67,6 +67,50 @@ describe('POST /v1/decisions', () => {
     expect(await intentRows(d.decision_id)).toEqual([{ kind: 'INTENT', decision: 'deny', code: 'PERMISSION_DENIED' }]);
   });
 
+  it('a call halted before the Redis step is listed on the session with its secrets masked', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const dsn = 'postgres://admin:S3cretPw@prod-db.internal/app';
+    const d = await gw.decide(tok.raw, { server: 'postgres', tool: 'query', arguments: { sql: 'select 1', dsn, api_key: 'k-123456' }, session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    const shown = [JSON.stringify(d.session.last_calls)];
+    const view = await app.inject({ method: 'GET', url: `/v1/sessions/${s.session_id}`, headers: bearer(gw.owner) });
+    expect(view.statusCode).toBe(200);
+    shown.push(view.body);
+    for (const text of shown) {
+      expect(text).toContain('prod-db.internal');
+      expect(text).not.toContain('S3cretPw');
+      expect(text).not.toContain('k-123456');
+    }
+  });
+
+  it('a halt of a step before Redis is in force at once, even while Postgres is slow to record it', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    // Another transaction holds the session's row: the halt's record waits for it.
+    const blocker = await t.pool().connect();
+    let first: Promise<{ code: string; session: { state: string } }> | undefined;
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT id FROM sessions WHERE id = $1 FOR UPDATE', [s.session_id]);
+      first = gw.decide(tok.raw, { server: 'shadow-server', tool: 'anything', session_id: s.session_id });
+      let code = '';
+      for (let i = 0; i < 60 && code !== 'SESSION_HALTED'; i++) {
+        code = (await gw.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code;
+        if (code !== 'SESSION_HALTED') await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(code).toBe('SESSION_HALTED');
+    } finally {
+      await blocker.query('COMMIT').catch(() => {});
+      blocker.release();
+    }
+    const d = await first!;
+    expect(d.code).toBe('UNKNOWN_SERVER');
+    expect(d.session.state).toBe('halted');
+    const { rows } = await t.pool().query('SELECT state, trigger FROM sessions WHERE id = $1', [s.session_id]);
+    expect(rows[0]).toEqual({ state: 'halted', trigger: 'UNAUTHORIZED_SERVER' });
+  });
+
   it('unknown server → UNKNOWN_SERVER and halted until an operator resumes the token', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);
