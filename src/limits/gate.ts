@@ -208,6 +208,7 @@ export class RedisGate {
     const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
     try {
       const reply = (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply | LuaOkReply;
+      if (!Array.isArray(reply)) return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: 'the gate script gave no list' };
       return reply[0] === 'OK' ? this.interpretOk(req, fixed.counterSpecs, reply as LuaOkReply) : this.interpret(req, fixed.counterSpecs, reply as LuaReply);
     } catch (err) {
       return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };

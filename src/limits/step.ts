@@ -62,7 +62,8 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
   const withCalls = (d: Denial): Denial => (o.lastCalls ? { ...d, extra: { ...d.extra, last_calls: o.lastCalls } } : d);
   switch (o.reason) {
     case 'OK':
-      return undefined;
+      if (o.allowed) return undefined;
+      break;
     case 'UNAVAILABLE':
       return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis (sessions, halts and limits) is unreachable or slower than REDIS_TIMEOUT_MS, so the call is denied (fail closed). Retry shortly.' };
     case 'NO_EPOCH':
@@ -108,6 +109,9 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
         message: `${o.cascade?.writes ?? 3} writes to ${o.cascade?.resources.length ?? 3} different resources (${o.cascade?.resources.join(', ') ?? ''}) within this token's last ${limits?.cascade?.windowCalls ?? 5} calls: stop and confirm the chain was intended. ${resumeHint(o, ctx)}`,
       });
   }
+  // A reply this code does not know (a script of another version loaded under the same name, a damaged
+  // reply) is never an allow.
+  return { code: 'DEPENDENCY_UNAVAILABLE', message: `The Redis gate gave an answer this control plane does not understand (${String(o.reason).slice(0, 40)}), so the call is denied (fail closed). Check that every replica runs the same version.` };
 }
 
 export function createGateStep(deps: GateStepDeps): PipelineStep {

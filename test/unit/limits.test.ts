@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import type { CallContext } from '../../src/decisions/types.js';
+import type { GateOutcome } from '../../src/limits/gate.js';
 import { countersFor, fromPolicyLimits, REAL_WINDOWS, seedLimitsFor, usageText } from '../../src/limits/limits.js';
+import { denialFor } from '../../src/limits/step.js';
 import { summarizeArguments } from '../../src/limits/summary.js';
 
 describe('limits', () => {
@@ -72,5 +75,21 @@ describe('limits', () => {
     expect(s).toContain('"api_key":"[REDACTED]"');
     expect(s.length).toBe(500);
     expect(s.endsWith('…')).toBe(true);
+  });
+});
+
+describe('the gate step reading a reply', () => {
+  const ctx = { input: { session_id: 's1', server: 'filesystem', tool: 'write_file' }, agent: { id: 't1' } } as unknown as CallContext;
+  const outcome = (o: Partial<GateOutcome>): GateOutcome => ({ allowed: false, reason: 'OK', now: 0, limits: {}, warnings: [], alerts: [], ...o }) as GateOutcome;
+
+  it('allows only an OK that the gate marked allowed', () => {
+    expect(denialFor(outcome({ allowed: true, reason: 'OK' }), ctx)).toBeUndefined();
+    expect(denialFor(outcome({ allowed: false, reason: 'OK' }), ctx)?.code).toBe('DEPENDENCY_UNAVAILABLE');
+  });
+
+  it('denies a reason it does not know (fail closed), naming it', () => {
+    const d = denialFor(outcome({ reason: 'BOGUS' as GateOutcome['reason'] }), ctx);
+    expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
+    expect(d?.message).toContain('BOGUS');
   });
 });
