@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
+import { fullFormats } from 'ajv-formats/dist/formats.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { pino } from 'pino';
 import { createAlertService } from './alerts/index.js';
@@ -49,6 +50,10 @@ function buildAjv(coerce: boolean): Ajv {
   // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400.
   const ajv = new Ajv({ allErrors: false, coerceTypes: coerce ? 'array' : false, removeAdditional: false, useDefaults: true, strict: false });
   (addFormats as unknown as (a: Ajv) => void)(ajv);
+  // RFC 3339 allows a leap second (23:59:60) that Date cannot hold: such a value would reach Postgres
+  // as an Invalid Date and fail there (a 500). A date-time is valid only if it is also a real instant.
+  const rfc3339 = fullFormats['date-time'] as { validate: (s: string) => boolean; compare: (a: string, b: string) => number | undefined };
+  ajv.addFormat('date-time', { type: 'string', validate: (s: string) => rfc3339.validate(s) && !Number.isNaN(Date.parse(s)), compare: rfc3339.compare });
   return ajv;
 }
 

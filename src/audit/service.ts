@@ -111,7 +111,7 @@ export function decodeCursor(cursor: string): Keyset {
   try {
     const [ts, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
     const date = new Date(ts);
-    if (Number.isNaN(date.getTime()) || !/^[0-9a-f-]{36}$/.test(id)) throw new Error('bad cursor');
+    if (Number.isNaN(date.getTime()) || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw new Error('bad cursor');
     return { ts: date, id };
   } catch {
     throw new AppError('INVALID_REQUEST', 'cursor: is not a cursor returned by this API', [{ field: 'cursor', problem: 'is invalid' }]);

@@ -226,6 +226,19 @@ describe('read side', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/audit?cursor=nonsense', headers: bearer(owner) })).json().error.code).toBe('INVALID_REQUEST');
   });
 
+  it('a date-time no Date can hold, or a cursor with a malformed id, is a 400 naming the field, not a 500', async () => {
+    const leap = encodeURIComponent('2024-12-31T23:59:60Z');
+    for (const url of [`/v1/audit?from=${leap}`, `/v1/audit?to=${leap}`, `/v1/usage?from=${leap}`, `/v1/usage/monthly?to=${leap}`, `/v1/incidents/timeline?from=${leap}`, `/v1/alerts?from=${leap}`]) {
+      const res = await app.inject({ method: 'GET', url, headers: bearer(owner) });
+      expect(res.statusCode, url).toBe(400);
+      expect(res.json().error.message, url).toMatch(/^(from|to): /);
+    }
+    const cursor = Buffer.from(JSON.stringify([new Date().toISOString(), '-'.repeat(36)])).toString('base64url');
+    const res = await app.inject({ method: 'GET', url: `/v1/audit?cursor=${cursor}`, headers: bearer(owner) });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.details[0].field).toBe('cursor');
+  });
+
   it('a project-limited operator sees only its projects', async () => {
     const limited = await ctx.operatorKey(app, 'viewer', ['proj-b']);
     const res = await app.inject({ method: 'GET', url: '/v1/audit?session=s-read&limit=1000', headers: bearer(limited) });
