@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import {
@@ -22,7 +23,7 @@ import {
   ScopeCatalogue,
 } from './schemas.js';
 import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
-import { operatorActor } from './service.js';
+import { operatorActor, withinProjects } from './service.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
 
@@ -89,10 +90,15 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   const opTags = ['operator-keys'];
   app.post('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'Create an operator key (owners only; shown once)', body: CreateOperatorKeyBody, response: { 201: CreatedOperatorKey, ...errors } } }, async (req, reply) => {
-    return reply.code(201).send(await credentials.createOperatorKey(operatorActor(req.operator!), req.body));
+    const op = req.operator!;
+    if (!withinProjects(op, req.body.projects)) {
+      // An owner limited to projects cannot mint a key that reaches further than its own.
+      throw new AppError('FORBIDDEN', `projects: this key is limited to projects [${op.projects!.join(', ')}]; a key it creates must be limited to some of them`, [{ field: 'projects', problem: `must be a subset of [${op.projects!.join(', ')}]` }]);
+    }
+    return reply.code(201).send(await credentials.createOperatorKey(operatorActor(op), req.body));
   });
-  app.get('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'List operator keys', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async () => {
-    return { keys: await credentials.listKeys('operator_keys') };
+  app.get('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
+    return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
   app.post('/v1/operator-keys/:id/revoke', { preHandler: owner, schema: { tags: opTags, summary: 'Revoke an operator key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
     await credentials.revokeKey('operator_keys', req.params.id, req.operator!);

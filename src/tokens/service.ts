@@ -16,6 +16,13 @@ export function operatorActor(op: OperatorPrincipal): Actor {
   return `operator:${op.id}`;
 }
 
+/** Whether keys limited to `projects` (null: every project) stay inside what `op` may manage. */
+export function withinProjects(op: OperatorPrincipal, projects: readonly string[] | null | undefined): boolean {
+  if (op.projects === null) return true;
+  if (!projects || projects.length === 0) return false;
+  return projects.every((p) => op.projects!.includes(p));
+}
+
 const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BULK_SAMPLE = 100;
@@ -264,7 +271,18 @@ export class CredentialService {
     return credentialStore.listKeys(this.pool, table);
   }
 
+  /** Operator keys an owner may see and revoke: all of them, or for a project-limited owner only keys limited to its projects. */
+  async listOperatorKeys(op: OperatorPrincipal): Promise<OperatorKeyRow[]> {
+    const rows = await credentialStore.listKeys(this.pool, 'operator_keys');
+    return op.projects === null ? rows : rows.filter((r) => withinProjects(op, r.projects));
+  }
+
   async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<void> {
+    if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null) {
+      // A project-limited owner cannot tell other keys exist, let alone revoke them.
+      const visible = await this.listOperatorKeys(by);
+      if (!visible.some((r) => r.id === id)) throw notFound('operator key');
+    }
     if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound(table === 'gateway_keys' ? 'gateway key' : 'operator key');
     await this.auth.announceRevoked(id);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';

@@ -160,6 +160,31 @@ describe('who may use the admin API', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(viewer) })).statusCode).toBe(403);
   });
 
+  it('an owner limited to projects mints, sees and revokes only operator keys inside its projects', async () => {
+    const limited = await t.operatorKey(app, 'owner', ['alpha', 'gamma']);
+    const other = await app.ctx.credentials.createOperatorKey('test', { name: 'beta-owner', role: 'owner', projects: ['beta'] });
+    const everywhere = await app.ctx.credentials.createOperatorKey('test', { name: 'global-owner', role: 'owner' });
+    for (const payload of [{ name: 'x', role: 'owner' }, { name: 'x', role: 'viewer', projects: ['alpha', 'beta'] }]) {
+      const res = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(limited), payload });
+      expect(res.statusCode, JSON.stringify(payload)).toBe(403);
+      expect(res.json().error).toMatchObject({ code: 'FORBIDDEN', details: [{ field: 'projects' }] });
+    }
+    const ok = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(limited), payload: { name: 'alpha-viewer', role: 'viewer', projects: ['alpha'] } });
+    expect(ok.statusCode).toBe(201);
+    const ids = (await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(limited) })).json().keys.map((k: { id: string }) => k.id);
+    expect(ids).toContain(ok.json().operator_key.id);
+    expect(ids).not.toContain(other.operator_key.id);
+    expect(ids).not.toContain(everywhere.operator_key.id);
+    for (const id of [other.operator_key.id, everywhere.operator_key.id]) {
+      expect((await app.inject({ method: 'POST', url: `/v1/operator-keys/${id}/revoke`, headers: bearer(limited) })).statusCode).toBe(404);
+    }
+    expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(everywhere.key) })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'POST', url: `/v1/operator-keys/${ok.json().operator_key.id}/revoke`, headers: bearer(limited) })).statusCode).toBe(204);
+    // An owner without a project limit still sees every key.
+    const all = (await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(owner) })).json().keys.map((k: { id: string }) => k.id);
+    expect(all).toEqual(expect.arrayContaining([other.operator_key.id, everywhere.operator_key.id]));
+  });
+
   it('an operator limited to project A gets 404 for project B and never sees it in lists', async () => {
     const b = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, project_id: 'beta' } });
     const limited = await t.operatorKey(app, 'operator', ['alpha']);
