@@ -29,7 +29,7 @@ export const DECISION_CODES = {
   APPROVAL_REJECTED: { halts: false, doc: 'An operator rejected this exact call (the message carries the reason); identical calls are refused until the rejection window ends. `approval_id` names the rejected request.' },
   APPROVAL_USED: { halts: false, doc: 'Replay: the approval for this exact call was already used by one call. `approval_id` names the new request opened for this call (the message names the used one); when identical calls raced for one approval, it names the used one.' },
   RATE_LIMITED: { halts: false, doc: 'A per-minute or per-day limit; retry after `retry_after_s`.' },
-  SESSION_HALTED: { halts: false, doc: 'The session or token is halted by a kill-switch trigger until an operator resumes it.' },
+  SESSION_HALTED: { halts: true, doc: 'The session or token is halted by a kill-switch trigger until an operator resumes it (no new halt). The call that reaches a session total the policy makes halting (for example 200 calls per session) gets it too, and halts the session (SESSION_LIMIT).' },
   SESSION_UNKNOWN: { halts: false, doc: 'The session id was not issued by the control plane, is closed, or belongs to another token.' },
   CASCADE_WRITE: { halts: true, doc: 'Several writes to different resources without a pause: halts.' },
   DEPENDENCY_UNAVAILABLE: { halts: false, doc: 'Redis, Postgres, the flag client or the audit spool is unavailable or not ready: fail closed.' },

@@ -1,4 +1,4 @@
-import { notFound } from '../errors.js';
+import { AppError, notFound } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
 import type { DecisionAnswer, ResultBody } from './schemas.js';
@@ -50,7 +50,12 @@ export class ResultService {
   constructor(private readonly ports: ResultPorts) {}
 
   async record(gateway: GatewayPrincipal, agent: AgentPrincipal, decisionId: string, result: ResultBody): Promise<ResultAnswer> {
-    const meta = await this.ports.decisionMeta(decisionId);
+    let meta: DecisionMeta | undefined;
+    try {
+      meta = await this.ports.decisionMeta(decisionId);
+    } catch {
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+    }
     // Unknown, expired, or another token's decision: nothing to record against.
     if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
     const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result);

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { unauthenticated } from '../errors.js';
+import { AppError, unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
@@ -89,7 +89,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       const agent = await agentOf(req);
-      if (agent === 'unavailable') throw unauthenticated();
+      if (agent === 'unavailable') throw new AppError('SERVICE_UNAVAILABLE', 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.');
       return ctx.results.record(req.gateway!, agent, req.params.id, req.body);
     },
   );

@@ -89,19 +89,25 @@ describe('Redis stopped, slow, restarted', () => {
   });
 
   it(`slower than REDIS_TIMEOUT_MS (${250} ms) → DEPENDENCY_UNAVAILABLE, then recovers`, async () => {
-    const { agent } = await w.token();
+    const { agent, raw } = await w.token();
     const sid = await w.open(agent);
     const { step } = gateStep(w, { limits: LIMITS });
     expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const headers = { authorization: `Bearer ${w.gatewayKey}`, 'x-agent-token': raw };
     const admin = new Redis(TEST_REDIS_URL);
     try {
-      await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
+      // Long enough for the step and the result below; lifted by UNPAUSE as soon as they are done.
+      await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
       const started = Date.now();
       const d = await step.run(callContext(w, agent, sid));
       const took = Date.now() - started;
       expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
       expect(took).toBeGreaterThanOrEqual(200);
       expect(took).toBeLessThan(900);
+      // A result cannot be matched to its decision while Redis is slow: 503, so the gateway withholds it.
+      const result = await w.app.inject({ method: 'POST', url: '/v1/decisions/0192f0c1-0000-7000-8000-000000000001/result', headers, payload: { status: 'success', duration_ms: 5, result_bytes: 10 } });
+      expect(result.statusCode).toBe(503);
+      expect(result.json().error.code).toBe('SERVICE_UNAVAILABLE');
     } finally {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
       admin.disconnect();
