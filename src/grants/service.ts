@@ -8,7 +8,10 @@ import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import { type GrantKind, type GrantRow, grantStore } from './store.js';
 
-const RELOAD_EVERY_MS = 30_000;
+/** How often every replica reloads the active grants (also after any change announced on Redis). */
+export const GRANT_RELOAD_EVERY_MS = 5_000;
+/** A replica that has not loaded the grants for this long trusts none of them (fail closed). */
+export const GRANT_STALE_AFTER_MS = 3 * GRANT_RELOAD_EVERY_MS;
 
 /**
  * Human grants (seed 001: production only with documented, time-bounded human authorization; large
@@ -17,10 +20,12 @@ const RELOAD_EVERY_MS = 30_000;
  */
 export class GrantService {
   private byToken = new Map<string, GrantRow[]>();
+  /** When the set was last loaded from Postgres (0: never). */
+  private loadedAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly channel: string;
   private readonly onMessage = (channel: string) => {
-    if (channel === this.channel) void this.reload();
+    if (channel === this.channel) void this.reload('announced');
   };
 
   constructor(
@@ -35,7 +40,7 @@ export class GrantService {
     this.redis.sub.on('message', this.onMessage);
     await this.redis.sub.subscribe(this.channel);
     await this.reload();
-    this.timer = setInterval(() => void this.reload(), RELOAD_EVERY_MS);
+    this.timer = setInterval(() => void this.reload(), GRANT_RELOAD_EVERY_MS);
     this.timer.unref();
   }
 
@@ -44,18 +49,26 @@ export class GrantService {
     this.redis.sub.off('message', this.onMessage);
   }
 
-  async reload(): Promise<void> {
+  /**
+   * Loads the active grants. When it fails, the set kept is never more than Postgres had: after a change
+   * was announced (it may be a revocation) every grant is dropped at once, and a set older than
+   * GRANT_STALE_AFTER_MS is not trusted by has().
+   */
+  async reload(why: 'timer' | 'announced' = 'timer'): Promise<void> {
+    const started = Date.now();
     try {
       const next = new Map<string, GrantRow[]>();
       for (const g of await grantStore.active(this.pool)) next.set(g.token_id, [...(next.get(g.token_id) ?? []), g]);
       this.byToken = next;
+      this.loadedAt = started;
     } catch {
-      // Keep the previous set: a grant can only be missing (stricter), never invented.
+      if (why === 'announced') this.byToken = new Map();
     }
   }
 
   /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
   has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
+    if (now - this.loadedAt > GRANT_STALE_AFTER_MS) return false;
     return (this.byToken.get(tokenId) ?? []).some(
       (g) => g.kind === kind && g.revoked_at === null && g.expires_at.getTime() > now && (g.session_id === null || g.session_id === sessionId),
     );
@@ -104,7 +117,7 @@ export class GrantService {
   }
 
   private async announce(): Promise<void> {
-    await this.reload();
+    await this.reload('announced');
     await this.redis.redis.publish(this.channel, '1').catch(() => {});
   }
 }
