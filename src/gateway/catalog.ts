@@ -1,4 +1,5 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { PROTOCOL_READS } from '../policy/resolve.js';
 import { type ToolDefinition, toolHash } from '../tools/hash.js';
 
 // What the agent sees of each upstream tool, and the hash the control plane pins. The agent is shown
@@ -50,18 +51,65 @@ export function definitionOf(tool: Tool): ReportedTool {
 }
 
 /**
+ * MCP tool names (SEP-986, as the SDK validates them): 1–128 of [A-Za-z0-9_.-]. Anything else (a `/`
+ * above all) is refused: the control plane decides `resources/read` and `prompts/get` as protocol reads
+ * (read scope, whatever the annotations), so an upstream tool with such a name must never reach it.
+ */
+const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+
+export function isValidToolName(name: string): boolean {
+  return TOOL_NAME.test(name) && !PROTOCOL_READS.has(name);
+}
+
+/** An upstream tool the agent is not shown, and why (the gateway logs it as a warning). */
+export interface HiddenTool {
+  server: string;
+  /** The name the upstream knows. */
+  name: string;
+  reason: 'invalid-name' | 'duplicate' | 'collision';
+  message: string;
+}
+
+/**
  * Merges the tools of every upstream. A name offered by one server keeps its name; a name offered by
  * several is namespaced `<server>__<tool>` for each of them, so no call reaches the wrong server.
+ * Hidden, with `onHidden` told: a name that is not a valid MCP tool name; a name one server lists more
+ * than once (every definition of it: which one is pinned and which one shown would be a guess); and
+ * every tool whose exposed name another one also gets after namespacing (`evil`'s literal
+ * `fs__read_file` against `fs`'s namespaced `read_file`).
  */
-export function mergeTools(servers: ReadonlyArray<{ name: string; tools: readonly ReportedTool[] }>): Map<string, CatalogTool> {
-  const count = new Map<string, number>();
-  for (const s of servers) for (const t of s.tools) count.set(t.name, (count.get(t.name) ?? 0) + 1);
-  const out = new Map<string, CatalogTool>();
+export function mergeTools(servers: ReadonlyArray<{ name: string; tools: readonly ReportedTool[] }>, onHidden: (hidden: HiddenTool) => void = () => {}): Map<string, CatalogTool> {
+  const offered: Array<{ server: string; tool: ReportedTool }> = [];
   for (const s of servers) {
-    for (const t of s.tools) {
-      const exposedName = (count.get(t.name) ?? 0) > 1 ? `${s.name}${NAMESPACE_SEPARATOR}${t.name}` : t.name;
-      out.set(exposedName, { exposedName, server: s.name, name: t.name, definition: t });
+    const listed = new Map<string, number>();
+    for (const t of s.tools) listed.set(t.name, (listed.get(t.name) ?? 0) + 1);
+    for (const [name, times] of listed) {
+      if (!isValidToolName(name)) {
+        onHidden({ server: s.name, name, reason: 'invalid-name', message: `${s.name} offers a tool named ${JSON.stringify(name)}, which is not a valid MCP tool name (1-128 of A-Z a-z 0-9 _ . -, not a protocol method); it is hidden` });
+      } else if (times > 1) {
+        onHidden({ server: s.name, name, reason: 'duplicate', message: `${s.name} lists the tool "${name}" ${times} times; every definition of it is hidden` });
+      }
     }
+    for (const t of s.tools) if (isValidToolName(t.name) && listed.get(t.name) === 1) offered.push({ server: s.name, tool: t });
+  }
+
+  const servingName = new Map<string, number>();
+  for (const { tool } of offered) servingName.set(tool.name, (servingName.get(tool.name) ?? 0) + 1);
+  const byExposed = new Map<string, CatalogTool[]>();
+  for (const { server, tool } of offered) {
+    const exposedName = (servingName.get(tool.name) ?? 0) > 1 ? `${server}${NAMESPACE_SEPARATOR}${tool.name}` : tool.name;
+    byExposed.set(exposedName, [...(byExposed.get(exposedName) ?? []), { exposedName, server, name: tool.name, definition: tool }]);
+  }
+
+  const out = new Map<string, CatalogTool>();
+  for (const [exposedName, tools] of byExposed) {
+    const [only, ...others] = tools;
+    if (only && others.length === 0) {
+      out.set(exposedName, only);
+      continue;
+    }
+    const owners = tools.map((t) => `${t.server}/${t.name}`).join(' and ');
+    for (const t of tools) onHidden({ server: t.server, name: t.name, reason: 'collision', message: `${owners} would all be shown as "${exposedName}"; ${t.server}/${t.name} is hidden (and so are the others)` });
   }
   return out;
 }

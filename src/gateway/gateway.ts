@@ -5,7 +5,7 @@ import { ErrorCode } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
-import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR } from './catalog.js';
+import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool } from './catalog.js';
 import { type GatewayConfig, GatewayConfigError } from './config.js';
 import { ControlPlaneClient, ControlPlaneError, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
@@ -14,7 +14,7 @@ import { Upstream } from './upstream.js';
 // The reference MCP gateway: upstream servers behind one MCP server, every call decided by the
 // control plane. Upstream processes are shared by every agent connected to this gateway.
 
-const key = (server: string, tool: string) => `${server}\u0000${tool}`;
+const key = (server: string, tool: string, hash: string) => `${server}\u0000${tool}\u0000${hash}`;
 
 export class GatewayStartError extends Error {
   constructor(message: string) {
@@ -59,7 +59,7 @@ export class Gateway {
           }
         }),
       );
-      g.catalog = mergeTools([...g.ups.values()].map((u) => ({ name: u.name, tools: u.tools })));
+      g.rebuildCatalog();
       if (config.agentToken) {
         await g.report(config.agentToken).catch((err: Error) => log.warn({ err: err.message }, 'could not report tool definitions to the control plane; tools/list reports again'));
       }
@@ -94,11 +94,16 @@ export class Gateway {
     return [...this.catalog.values()];
   }
 
-  /** Reports the current definitions with this agent token: which tools it may call, which changed. */
+  /**
+   * Reports the current definitions with this agent token: which tools it may call, which changed. Only
+   * the definitions the catalog can show are reported: a hidden one is never pinned.
+   */
   report(agentToken: string): Promise<ToolReportAnswer> {
+    const shown = new Map<string, ReportedTool[]>();
+    for (const t of this.catalog.values()) shown.set(t.server, [...(shown.get(t.server) ?? []), t.definition]);
     return this.controlPlane.reportTools(
       agentToken,
-      [...this.ups.values()].map((u) => ({ name: u.name, identity: u.config.identity, tools: [...u.tools] })),
+      [...this.ups.values()].map((u) => ({ name: u.name, identity: u.config.identity, tools: shown.get(u.name) ?? [] })),
     );
   }
 
@@ -115,9 +120,17 @@ export class Gateway {
       const why = err instanceof ControlPlaneError && err.failure === 'unauthenticated' ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE';
       throw new AgentRequestError(ErrorCode.InternalError, `${why}: cannot list tools without the control plane (${(err as Error).message})`);
     }
+    // The exact definition must be callable: the name alone would let another definition of it through.
     const callable = new Set<string>();
-    for (const s of answer.servers) for (const t of s.tools) if (t.callable) callable.add(key(s.name, t.name));
-    return this.tools.filter((t) => callable.has(key(t.server, t.name))).map(listedTool);
+    for (const s of answer.servers) for (const t of s.tools) if (t.callable) callable.add(key(s.name, t.name, t.hash));
+    return this.tools.filter((t) => callable.has(key(t.server, t.name, t.definition.hash))).map(listedTool);
+  }
+
+  private rebuildCatalog(): void {
+    this.catalog = mergeTools(
+      [...this.ups.values()].map((u) => ({ name: u.name, tools: u.tools })),
+      (hidden) => this.log.warn({ server: hidden.server, tool: hidden.name, reason: hidden.reason }, `upstream tool hidden from agents: ${hidden.message}`),
+    );
   }
 
   private async refreshTools(): Promise<boolean> {
@@ -129,7 +142,7 @@ export class Gateway {
         }),
       ),
     );
-    if (changed.some(Boolean)) this.catalog = mergeTools([...this.ups.values()].map((u) => ({ name: u.name, tools: u.tools })));
+    if (changed.some(Boolean)) this.rebuildCatalog();
     return changed.some(Boolean);
   }
 

@@ -6,6 +6,7 @@ import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.
 import { ErrorBody } from '../http/schemas.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
+import { toolHash } from './hash.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
@@ -75,7 +76,18 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
               Type.Object({
                 name: Type.String(),
                 in_policy: Type.Boolean(),
-                tools: Type.Array(Type.Object({ name: Type.String(), hash: Type.String(), status: Type.String(), callable: Type.Boolean(), reason: Type.Optional(Type.String()) })),
+                tools: Type.Array(
+                  Type.Object({
+                    name: Type.String(),
+                    hash: Type.String(),
+                    status: Type.String({
+                      description:
+                        'approved (pinned), changed (waits for an operator), rejected, or refused: the name is an MCP protocol method (resources/read, prompts/get), the definition is not stored and is never callable',
+                    }),
+                    callable: Type.Boolean({ description: 'This token may call this exact definition (server, name and hash); show the tool only then.' }),
+                    reason: Type.Optional(Type.String({ description: 'Why it is not callable.' })),
+                  }),
+                ),
               }),
             ),
           }),
@@ -91,20 +103,25 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ctx.alerts?.raise({ kind: 'TOOL_CHANGED', severity: 'warning', server: r.server, message: `${r.server}/${r.tool} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}` }).catch(() => {});
       }
       return {
-        servers: req.body.servers.map((s) => ({
-          name: s.name,
-          in_policy: ctx.callability.knowsServer(s.name),
-          tools: results
-            .filter((r) => r.server === s.name)
-            .map((r) => {
-              const def = s.tools.find((t) => t.name === r.tool);
-              const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
-              const out: { name: string; hash: string; status: string; callable: boolean; reason?: string } = { name: r.tool, hash: r.hash, status: r.status, callable: verdict.callable && r.status === 'approved' };
-              if (!verdict.callable) out.reason = verdict.reason;
-              else if (r.status !== 'approved') out.reason = 'definition changed; waiting for operator approval';
-              return out;
-            }),
-        })),
+        servers: req.body.servers.map((s) => {
+          // By hash, not name: a report may hold two definitions of one name (the second is changed).
+          const byHash = new Map(s.tools.map((t) => [toolHash(t), t]));
+          return {
+            name: s.name,
+            in_policy: ctx.callability.knowsServer(s.name),
+            tools: results
+              .filter((r) => r.server === s.name)
+              .map((r) => {
+                if (r.refusal) return { name: r.tool, hash: r.hash, status: r.status, callable: false, reason: r.refusal };
+                const def = byHash.get(r.hash);
+                const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
+                const out: { name: string; hash: string; status: string; callable: boolean; reason?: string } = { name: r.tool, hash: r.hash, status: r.status, callable: verdict.callable && r.status === 'approved' };
+                if (!verdict.callable) out.reason = verdict.reason;
+                else if (r.status !== 'approved') out.reason = 'definition changed; waiting for operator approval';
+                return out;
+              }),
+          };
+        }),
       };
     },
   );

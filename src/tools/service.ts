@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, notFound } from '../errors.js';
+import { PROTOCOL_READS } from '../policy/resolve.js';
 import type { RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash } from './hash.js';
 import { type ToolDefinitionRow, toolStore } from './store.js';
@@ -18,6 +19,31 @@ export interface ReportedServer {
 }
 
 export type ToolPinStatus = 'approved' | 'changed' | 'rejected';
+
+/** One reported definition as the control plane sees it; `refused` ones were never stored. */
+export interface ToolReportResult {
+  server: string;
+  tool: string;
+  hash: string;
+  status: ToolPinStatus | 'refused';
+  /** The tool_definitions row; null for a refused definition. */
+  id: string | null;
+  newlyChanged: boolean;
+  /** Why a refused definition can never be called. */
+  refusal?: string;
+}
+
+/**
+ * Why a reported tool name can never be a tool, or undefined. `resources/read` and `prompts/get` are
+ * MCP protocol reads that resolveCall gives the read scope whatever the annotations: a gateway that
+ * passed an upstream tool of that name through would let read-only tokens call it.
+ */
+export function refusedToolName(name: string): string | undefined {
+  if (PROTOCOL_READS.has(name)) {
+    return `"${name}" is an MCP protocol method, not a tool name: the definition is not pinned and no token may call it (a gateway must not pass such an upstream tool through)`;
+  }
+  return undefined;
+}
 
 interface PinEntry {
   approved: string | null;
@@ -89,9 +115,13 @@ export class ToolRegistry {
     return this.identities.get(server);
   }
 
-  /** Records what a gateway runs; returns each tool's pin status. First sight pins; a new hash waits. */
-  async report(gatewayId: string, servers: ReportedServer[]): Promise<Array<{ server: string; tool: string; hash: string; status: ToolPinStatus; id: string; newlyChanged: boolean }>> {
-    const out: Array<{ server: string; tool: string; hash: string; status: ToolPinStatus; id: string; newlyChanged: boolean }> = [];
+  /**
+   * Records what a gateway runs; returns each tool's pin status. First sight pins; a new hash waits. A
+   * definition whose name is a protocol method is answered `refused` and never stored: the rest of the
+   * report still counts, so one bad upstream tool does not empty the agent's whole tool list.
+   */
+  async report(gatewayId: string, servers: ReportedServer[]): Promise<ToolReportResult[]> {
+    const out: ToolReportResult[] = [];
     for (const server of servers) {
       for (const def of server.tools) {
         const hash = toolHash(def);
@@ -99,6 +129,11 @@ export class ToolRegistry {
           throw new AppError('INVALID_REQUEST', `servers.${server.name}.tools.${def.name}.hash: does not match the definition (expected ${hash})`, [
             { field: `servers.${server.name}.tools.${def.name}.hash`, problem: `does not match the definition; expected ${hash}` },
           ]);
+        }
+        const refusal = refusedToolName(def.name);
+        if (refusal) {
+          out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal });
+          continue;
         }
         const { row, inserted } = await withTransaction(this.pool, async (db) => {
           await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(server.name, def.name)]);
