@@ -53,14 +53,19 @@ interface PinEntry {
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
 const key = (server: string, tool: string) => `${server}/${tool}`;
 
+/** How often every replica reloads the pins, besides on every announcement (one it missed is caught up). */
+export const TOOLS_RELOAD_EVERY_MS = 5_000;
+
 /**
  * Tool definitions pinned on first sight. A definition that changes later ("rug pull") is pending until
  * an operator approves it; decisions naming a hash other than the approved one answer TOOL_CHANGED.
- * Every replica holds the pins in memory (reloaded on a Redis announcement), so the check is free.
+ * Every replica holds the pins in memory (reloaded on a Redis announcement and every
+ * TOOLS_RELOAD_EVERY_MS, so a missed announcement is caught up), so the check is free.
  */
 export class ToolRegistry {
   private pins = new Map<string, PinEntry>();
   private identities = new Map<string, UpstreamIdentity>();
+  private timer: NodeJS.Timeout | undefined;
   private readonly channel: string;
   private readonly onMessage = (channel: string) => {
     if (channel === this.channel) void this.reload();
@@ -69,6 +74,7 @@ export class ToolRegistry {
   constructor(
     private readonly pool: Pool,
     private readonly redis: RedisHandle,
+    private readonly reloadEveryMs = TOOLS_RELOAD_EVERY_MS,
   ) {
     this.channel = redis.channel('tools:changed');
   }
@@ -77,9 +83,12 @@ export class ToolRegistry {
     this.redis.sub.on('message', this.onMessage);
     await this.redis.sub.subscribe(this.channel);
     await this.reload();
+    this.timer = setInterval(() => void this.reload(), this.reloadEveryMs);
+    this.timer.unref();
   }
 
   async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
     this.redis.sub.off('message', this.onMessage);
   }
 
