@@ -25,18 +25,30 @@ export class KillMirror {
     return this.redis.key('kill', targetKey);
   }
 
+  /**
+   * The set of every target with a kill key: the reconciler visits them too, so a key written by a
+   * transaction whose COMMIT then failed (no row in Postgres) is removed instead of denying for ever.
+   */
+  private indexKey(): string {
+    return this.redis.key('kills', 'targets');
+  }
+
   /** Inside a transaction that holds the target's lock: makes the Redis key match Postgres. Throws if Redis fails. */
   async apply(c: PoolClient, targetKey: string): Promise<void> {
     const state = await killStore.targetState(c, targetKey);
     const key = this.redisKey(targetKey);
     if (!state) {
-      await this.redis.redis.del(key);
+      await this.redis.redis.multi().del(key).srem(this.indexKey(), targetKey).exec();
       return;
     }
     const k = state.kill;
     const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: `${k.reason} (kill ${k.id}, ${describeTarget(k)})` };
-    if (state.ttlMs === null) await this.redis.redis.set(key, JSON.stringify(value));
-    else await this.redis.redis.set(key, JSON.stringify(value), 'PX', state.ttlMs);
+    const tx = this.redis.redis.multi().sadd(this.indexKey(), targetKey);
+    if (state.ttlMs === null) tx.set(key, JSON.stringify(value));
+    else tx.set(key, JSON.stringify(value), 'PX', state.ttlMs);
+    const replies = await tx.exec();
+    const failed = replies?.find(([err]) => err);
+    if (!replies || failed) throw failed?.[0] ?? new Error('the kill was not written to Redis');
   }
 
   /** Re-applies one target from Postgres (own transaction and lock). */
@@ -56,9 +68,10 @@ export class KillMirror {
 
   /** Kills in force, plus targets whose kills ended recently (a key whose lift or expiry write failed is removed). */
   async reconcile(recentS: number): Promise<number> {
-    const keys = await killStore.targetKeysToSync(this.pool, recentS);
+    const keys = new Set(await killStore.targetKeysToSync(this.pool, recentS));
+    for (const k of await this.redis.redis.smembers(this.indexKey())) keys.add(k);
     for (const k of keys) await this.sync(k);
-    return keys.length;
+    return keys.size;
   }
 }
 

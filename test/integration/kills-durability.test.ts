@@ -1,6 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction } from '../../src/db/pool.js';
 import { KillService } from '../../src/kills/service.js';
+import { killStore } from '../../src/kills/store.js';
 import { createRedis, waitForRedis } from '../../src/redis/client.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
@@ -130,6 +133,29 @@ describe('kills are durable', () => {
     } finally {
       await deadRedis.close();
     }
+  });
+
+  it('a kill key whose transaction failed after the Redis write (no row in Postgres) is removed by the reconciler', async () => {
+    const app = await replica({ policyFile: POLICY });
+    const gw = await new GatewayDriver(t, app).init();
+    const tok = await gw.token('rw');
+    const s = (await gw.session(tok.raw)).session_id;
+    const target = `token:${tok.id}`;
+    // What KillService.create does, up to a COMMIT that fails: the row is rolled back, the key stays.
+    await expect(
+      withTransaction(app.ctx.pool, async (c) => {
+        await killStore.lockTarget(c, target);
+        await killStore.insert(c, { id: uuidv7(), target: 'token', target_key: target, server: null, capability: null, token_id: tok.id, project_id: 'alpha', role: null, environment: null, session_id: null, reason: 'INC-5 never committed', created_by: 'test', expiresInS: null });
+        await app.ctx.kills.mirror.apply(c, target);
+        throw new Error('the commit failed');
+      }),
+    ).rejects.toThrow('the commit failed');
+    expect((await gw.decide(tok.raw, { ...read('a'), session_id: s })).code).toBe('KILL_SWITCH');
+    const listed = (await app.inject({ method: 'GET', url: '/v1/kills', headers: bearer(gw.owner) })).json().kills as Array<{ token_id: string | null }>;
+    expect(listed.filter((k) => k.token_id === tok.id)).toEqual([]);
+    await app.ctx.kills.tick();
+    expect(await app.ctx.redis.redis.exists(app.ctx.redis.key('kill', target))).toBe(0);
+    expect((await gw.decide(tok.raw, { ...read('a'), session_id: s })).code).toBe('OK');
   });
 
   it('with Unleash unreachable (flags from the backup file), a kill still stops calls and a lift restores them', async () => {
