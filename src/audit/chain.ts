@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import type { Pool } from '../db/pool.js';
 import { hashedContent } from './content.js';
 import type { AuditRecord } from './record.js';
-import { auditStore } from './store.js';
+import { auditStore, type ChainRow } from './store.js';
 
 // The hash chain: hash = SHA-256(prev_hash ‖ canonical JSON of the row without prev_hash and hash).
 // One chain per writer lifetime (replica_id), ordered by seq; see docs/adr/0002-audit-hash-chain.md.
@@ -43,8 +43,12 @@ export interface VerifyReport {
 const PAGE = 5_000;
 
 /**
- * Walks every chain in seq order and checks continuity, prev_hash links and each row's hash. A chain whose
- * first rows were removed by retention must start right after its anchor (audit_anchors).
+ * Walks every chain in primary-key order (seq, then ts) and checks continuity, prev_hash links and each
+ * row's hash. A chain whose first rows were removed by retention must start right after its anchor
+ * (audit_anchors). Two rows with the same seq are a break (only INSERT is allowed on the table, so a
+ * second row at a seq was inserted into the chain), and each chain must have been walked row for row: the
+ * rows visited are checked against the chain's count, taken up to the last seq it had when verification
+ * began (rows a live writer appends meanwhile come after it and are left for the next run).
  */
 export async function verifyChain(pool: Pool): Promise<VerifyReport> {
   const chains = await auditStore.chainSummaries(pool);
@@ -56,35 +60,42 @@ export async function verifyChain(pool: Pool): Promise<VerifyReport> {
     else expectedPrev = anchors.get(`${chain.replica_id}:${chain.min_seq - 1}`);
     let prevSeq = chain.min_seq - 1;
     let broken: ChainBreak | undefined;
-    let last: AuditRecord | undefined;
+    let last: ChainRow | undefined;
+    let walked = 0;
     if (expectedPrev === undefined) {
       broken = { replica_id: chain.replica_id, seq: chain.min_seq, id: null, reason: `chain starts at seq ${chain.min_seq} but no retention anchor covers seq 1..${chain.min_seq - 1}: rows were removed outside retention` };
     }
-    let after = prevSeq;
     while (!broken) {
-      const rows = await auditStore.chainPage(pool, chain.replica_id, after, PAGE);
-      if (rows.length === 0) break;
-      for (const row of rows) {
+      const rows = await auditStore.chainPage(pool, chain.replica_id, last ?? null, chain.max_seq, PAGE);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!;
         report.rows++;
-        if (row.seq !== prevSeq + 1) {
-          broken = {
-            replica_id: chain.replica_id,
-            seq: row.seq,
-            id: row.id,
-            reason: row.seq === prevSeq ? `seq ${row.seq} appears twice` : `rows with seq ${prevSeq + 1}..${row.seq - 1} are missing before this row`,
-          };
-        } else if (row.prev_hash !== expectedPrev) {
-          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason: "prev_hash does not match the previous row's hash" };
-        } else if (rowHash(row.prev_hash, row) !== row.hash) {
-          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason: "hash does not match the row's content: the row was modified" };
+        walked++;
+        let reason: string | undefined;
+        if (last && row.seq === last.seq) reason = twice(row.seq, last.id, row.id);
+        else if (row.seq !== prevSeq + 1) reason = `rows with seq ${prevSeq + 1}..${row.seq - 1} are missing before this row`;
+        else if (row.prev_hash !== expectedPrev) reason = "prev_hash does not match the previous row's hash";
+        else if (rowHash(row.prev_hash, row) !== row.hash) reason = "hash does not match the row's content: the row was modified";
+        // A row inserted at a taken seq may sort first (an earlier ts): name the duplicate, not just the bad link.
+        const next = rows[i + 1];
+        if (reason && next?.seq === row.seq) reason = twice(row.seq, row.id, next.id);
+        if (reason) {
+          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason };
+          break;
         }
-        if (broken) break;
         prevSeq = row.seq;
         expectedPrev = row.hash;
         last = row;
       }
-      after = rows[rows.length - 1]!.seq;
       if (rows.length < PAGE) break;
+    }
+    if (!broken && walked !== chain.rows) {
+      broken = {
+        replica_id: chain.replica_id,
+        seq: last?.seq ?? chain.min_seq,
+        id: null,
+        reason: `the chain has ${chain.rows} rows up to seq ${chain.max_seq} but ${walked} were verified: rows were skipped, or added or removed while verifying`,
+      };
     }
     if (broken) {
       report.ok = false;
@@ -93,4 +104,8 @@ export async function verifyChain(pool: Pool): Promise<VerifyReport> {
     if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
   }
   return report;
+}
+
+function twice(seq: number, firstId: string, secondId: string): string {
+  return `seq ${seq} appears twice (rows ${firstId} and ${secondId}): a row was inserted into the chain`;
 }

@@ -40,6 +40,14 @@ export interface AuditFilters {
   to?: Date | undefined;
 }
 
+/** A row's place in its chain's primary-key order (replica_id, seq, ts). */
+export interface ChainCursor {
+  seq: number;
+  ts_key: string;
+}
+
+export type ChainRow = AuditRecord & ChainCursor;
+
 export interface Keyset {
   ts: Date;
   id: string;
@@ -125,6 +133,7 @@ export const auditStore = {
     return res.rowCount ?? 0;
   },
 
+  /** Per chain: first and last seq and the number of rows (the verifier checks it walked that many). */
   async chainSummaries(db: Queryable): Promise<Array<{ replica_id: string; min_seq: number; max_seq: number; rows: number }>> {
     const { rows } = await db.query(
       'SELECT replica_id, min(seq) AS min_seq, max(seq) AS max_seq, count(*) AS rows FROM audit_events GROUP BY replica_id ORDER BY min(ts), replica_id',
@@ -138,12 +147,24 @@ export const auditStore = {
     return new Map(rows.map((r) => [`${r.replica_id}:${r.seq}`, r.hash]));
   },
 
-  async chainPage(db: Queryable, replicaId: string, afterSeq: number, limit: number): Promise<AuditRecord[]> {
-    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE replica_id = $1 AND seq > $2 ORDER BY seq, ts LIMIT $3`, [
-      replicaId,
-      afterSeq,
-      limit,
-    ]);
+  /**
+   * One page of a chain for the verifier, in primary-key order (seq, ts), after the row at `after`, up to
+   * `maxSeq`. Paging on the whole key visits every row, also a second row with a seq already seen (a
+   * cursor on seq alone skipped it when it fell on a page edge). `ts_key` is the row's ts as Postgres
+   * prints it, with its microseconds: a JavaScript Date keeps milliseconds only, and a cursor rounded down
+   * would fetch the same row again.
+   */
+  async chainPage(db: Queryable, replicaId: string, after: ChainCursor | null, maxSeq: number, limit: number): Promise<ChainRow[]> {
+    const { rows } = after
+      ? await db.query<ChainRow>(
+          `SELECT ${SELECT_COLUMNS}, ts::text AS ts_key FROM audit_events WHERE replica_id = $1 AND seq <= $2 AND (seq, ts) > ($4, $5::timestamptz) ORDER BY seq, ts LIMIT $3`,
+          [replicaId, maxSeq, limit, after.seq, after.ts_key],
+        )
+      : await db.query<ChainRow>(`SELECT ${SELECT_COLUMNS}, ts::text AS ts_key FROM audit_events WHERE replica_id = $1 AND seq <= $2 ORDER BY seq, ts LIMIT $3`, [
+          replicaId,
+          maxSeq,
+          limit,
+        ]);
     return rows;
   },
 

@@ -66,6 +66,59 @@ describe('redaction', () => {
     expect(redactText('https://example.com/a:b@c')).toBe('https://example.com/a:b@c');
   });
 
+  // Each of these leaked into audit rows before (review of the audit trail): one case per shape.
+  const LEAKS: Array<[string, string, string]> = [
+    ['JSON with quoted keys inside a string argument', '{"password": "hunter2", "user": "bob"}', `{"password": "${REDACTED}", "user": "bob"}`],
+    ['JSON escaped inside a JSON string', '{\\"password\\":\\"hunter2\\"}', `{\\"password\\":\\"${REDACTED}\\"}`],
+    ['an env variable with a prefix glued on the name', 'PGPASSWORD=hunter2 psql -h db', `PGPASSWORD=${REDACTED} psql -h db`],
+    ['an AWS credentials file line', 'aws_secret_access_key = hunter2/K7MDENG+bPxRfiCY', `aws_secret_access_key = ${REDACTED}`],
+    ['SQL CREATE USER ... PASSWORD', "CREATE USER bob PASSWORD 'hunter2';", `CREATE USER bob PASSWORD '${REDACTED}';`],
+    ['SQL IDENTIFIED BY', "CREATE USER 'bob'@'%' IDENTIFIED BY 'hunter2';", `CREATE USER 'bob'@'%' IDENTIFIED BY '${REDACTED}';`],
+    ['curl -u user:password', 'curl -u bob:hunter2 https://api.example.com', `curl -u bob:${REDACTED} https://api.example.com`],
+    ['a connection string whose password holds a slash', 'postgres://u:pa/ss@h/db', `postgres://u:${REDACTED}@h/db`],
+    ['a connection string whose password holds an @', 'postgres://u:p@ss@h/db', `postgres://u:${REDACTED}@h/db`],
+  ];
+
+  it.each(LEAKS)('masks the secret in %s', (_name, text, expected) => {
+    expect(redactText(text)).toBe(expected);
+  });
+
+  it('masks values under keys ending in pass or pwd, jwt and X-Auth', () => {
+    expect(redactValue({ DB_PASS: 'hunter2', PGPASS: 'hunter2', MYSQL_PWD: 'hunter2', jwt: 'hunter2', 'X-Auth': 'hunter2' })).toEqual({
+      DB_PASS: REDACTED,
+      PGPASS: REDACTED,
+      MYSQL_PWD: REDACTED,
+      jwt: REDACTED,
+      'X-Auth': REDACTED,
+    });
+  });
+
+  it('masks curl credentials given as an argv array, and the same leaks inside text', () => {
+    expect(redactValue({ args: ['curl', '-u', 'bob:hunter2', 'https://x'] })).toEqual({ args: ['curl', '-u', `bob:${REDACTED}`, 'https://x'] });
+    expect(redactText("curl --user 'bob:hunter 2' https://x")).toBe(`curl --user 'bob:${REDACTED}' https://x`);
+    expect(redactText('DB_PASS=hunter2 MYSQL_PWD=hunter2 X-Auth: hunter2 jwt=hunter2 ./run')).toBe(`DB_PASS=${REDACTED} MYSQL_PWD=${REDACTED} X-Auth: ${REDACTED} jwt=${REDACTED} ./run`);
+    // A value cut off by truncation (summaries keep 500 characters) is masked to the end.
+    expect(redactText('error: {"password": "hunt')).toBe(`error: {"password": "${REDACTED}`);
+  });
+
+  it('does not mask ordinary words and arguments that resemble the secret shapes', () => {
+    const plain = [
+      'The passage about the compass: north; bypass: the cache. passenger_count=3',
+      'Forgot your password? Reset it from the login page.',
+      'the row identified by its id is gone',
+      'git push -u origin main',
+      'docker run -u 1000:1000 image',
+      'psql -h db.internal -U app -c "select 1"',
+      'http://localhost:3000/users/@me',
+      'https://example.com/a:b@c',
+      '{"url":"https://example.com/docs","contact":"a@b.com"}',
+    ];
+    for (const text of plain) expect(redactText(text), text).toBe(text);
+    const args = { passenger_count: 4, passage: 'Genesis 1', compass: 'north', bypass: 'cache', passport_country: 'FR', author: 'alice' };
+    expect(redactValue(args)).toEqual(args);
+    expect(redactValue({ args: ['-u', '1000:1000'] })).toEqual({ args: ['-u', '1000:1000'] });
+  });
+
   it('leaves ordinary text and counters alone', () => {
     expect(redactText('SELECT count(*) FROM users WHERE created_at > now()')).toBe('SELECT count(*) FROM users WHERE created_at > now()');
     expect(isSecretKey('session_id')).toBe(false);
@@ -114,6 +167,7 @@ describe('redaction', () => {
       'ghp_', 'github_pat_', 'xoxb-', 'sk-ant-', 'sk-proj-', 'AIzaSyA0123456789abcdefghijklmnopqrstu', 'rk_live_', 'sk_test_', 'eyJ', '.eyJ', '.',
       '-----BEGIN EC PRIVATE KEY-----', '\n', '-----END EC PRIVATE KEY-----', 'postgres://', 'u', ':', '@', 'host', '/', '=', 'password', 'api_key',
       'client-secret', 'sig', 'Signature', 'PWD', 'passwd', 'access-key', 'private_key', 'x@y', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
+      'PGPASSWORD', 'DB_PASS', 'MYSQL_PWD', 'jwt', 'X-Auth', '\\"', "PASSWORD '", 'IDENTIFIED BY ', '-u ', '--user ', '-U ', 'bob:hunter2', 'pa/ss', 'compass', 'bypass', 'token"',
     ];
     let seed = 42;
     const random = () => {
