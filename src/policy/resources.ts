@@ -6,11 +6,20 @@ import { posix } from 'node:path';
 // - network identities (for production patterns): hosts and database names only. Free text, local
 //   paths, `file:` URLs and URL paths never count, so a checkout under /repo/main or a GitHub link to
 //   /blob/main/ is not "production".
+// Hosts are read the way the client that connects reads them: http(s)/ws(s)/ftp URLs with WHATWG
+// `new URL` (what fetch uses: `\` ends the authority, %-escapes and fullwidth letters are decoded),
+// connection strings by hand (WHATWG rejects multi-host ones) with %-escapes decoded. Where parsers
+// may disagree on the host, every host-like part counts (fail closed).
 
 /** Argument keys that name what a tool reads or writes. */
 const RESOURCE_KEYS = ['path', 'paths', 'source', 'destination', 'url', 'uri', 'table', 'table_name', 'repo_path'] as const;
 /** Of those, the keys whose http(s) URLs are network identities when the gateway sent no resources. */
 const URL_KEYS: ReadonlySet<string> = new Set(['url', 'uri', 'source', 'destination']);
+/**
+ * The decision schema's `resources` maxItems: a gateway with more to say had to cut its list, so then
+ * every URL in the arguments counts too.
+ */
+const MAX_GATEWAY_RESOURCES = 100;
 
 /** Connection-string schemes: their host and database name are network identities. */
 const DB_SCHEMES: ReadonlySet<string> = new Set([
@@ -36,25 +45,47 @@ const DB_SCHEMES: ReadonlySet<string> = new Set([
   'bolt',
   'snowflake',
 ]);
-const WEB_SCHEMES: ReadonlySet<string> = new Set(['http', 'https', 'ws', 'wss']);
+/** WHATWG special schemes with a network host (`file:` is special too, but names a local path). */
+const WEB_SCHEMES: ReadonlySet<string> = new Set(['http', 'https', 'ws', 'wss', 'ftp']);
+/** libpq parameters (URI query or key/value DSN) naming where to connect; `service` names a pg_service.conf entry. */
+const LIBPQ_HOST_KEYS: ReadonlySet<string> = new Set(['host', 'hostaddr', 'service']);
 
-const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+const SCHEME_PREFIX = /^[A-Za-z][A-Za-z0-9+.\-\t\n\r]*:/;
 const JDBC = /^jdbc:/i;
+const TAB_OR_NEWLINE = /[\t\n\r]/g;
+const SLASHES = /^[/\\]*/;
 const PATH_END = /[/?#]/;
 const QUERY_START = /[?#]/;
+const AUTHORITY_SPLIT = /[@\\?#,]/;
+/** A `%` or anything but printable ASCII: clients may not decode such a host alike. */
+const ENCODED_HOST = /[%]|[^ -~]/;
 const NUMERIC = /^\d+$/;
 const LEADING_SLASHES = /^\/+/;
 const SEGMENT_SPLIT = /[.\-_]/;
+/** Characters a host name is made of (anything else splits a host-like part into candidates). */
+const PLAIN_HOST = /^[a-z0-9.\-_]*$/;
+const NOT_HOST = /[^\p{L}\p{N}.\-_]+/u;
+const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
+const IDEOGRAPHIC_STOPS = /[\u3002\uff0e\uff61]/g;
+const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
+const KEY_START = /^\s*[A-Za-z_]/;
+const KV_PAIR = /\s*([A-Za-z0-9_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)(?=\s|$)/y;
+const BACKSLASH_ESCAPE = /\\(.)/g;
 const MAX_RESOURCE_IDS = 64;
-const MAX_SCANNED_STRINGS = 200;
-const MAX_SCAN_DEPTH = 4;
 const MAX_STRING = 4096;
 
 export interface ParsedLocation {
   scheme: string;
+  /** Host(s) of the authority as a client connects to them, lower case (%-escapes decoded for network schemes). */
   hosts: string[];
-  /** Database name of a connection string (not for web URLs). */
-  database: string | undefined;
+  /**
+   * Further hosts a client may connect to: libpq `host=`/`hostaddr=`/`service=` query parameters, and
+   * every host-like part of an authority that parsers may read differently (a `\`, an `@` after `?` or
+   * `#` in a connection string, a URL `new URL` rejects). Matched like hosts: fail closed.
+   */
+  otherHosts: string[];
+  /** Database name(s) of a connection string: the path's first segment and libpq `dbname=` (not for web URLs). */
+  databases: string[];
   /** Canonical form: scheme://host[:port]/path, no credentials, query or fragment. */
   canonical: string;
 }
@@ -65,58 +96,195 @@ function stripPort(host: string): string {
   return colon >= 0 ? host.slice(0, colon) : host;
 }
 
-/**
- * Parses `scheme://[user[:pass]@]host[:port][,host2...]/path[?query]` by hand: WHATWG URL rejects
- * multi-host connection strings (mongodb://a:1,b:2/db) and treats unknown schemes inconsistently.
- */
-export function parseLocation(raw: string): ParsedLocation | undefined {
-  let text = raw.trim();
-  if (JDBC.test(text)) text = text.slice(5);
-  const m = SCHEME.exec(text);
-  if (!m) return undefined;
-  const scheme = (m[1] as string).toLowerCase();
-  const rest = text.slice(m[0].length);
+/** A string without the C0 controls and spaces WHATWG URL parsing trims (and what `trim` trims). */
+function trimmed(raw: string): string {
+  let start = 0;
+  let end = raw.length;
+  while (start < end && raw.charCodeAt(start) <= 0x20) start++;
+  while (end > start && raw.charCodeAt(end - 1) <= 0x20) end--;
+  return start === 0 && end === raw.length ? raw.trim() : raw.slice(start, end).trim();
+}
+
+function percentDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    // A malformed escape elsewhere must not hide the ASCII ones: decode those alone.
+    return text.replace(PERCENT_ASCII, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+  }
+}
+
+/** A host as a resolver would see it: %-escapes decoded (twice-encoded too), NFKC (fullwidth), lower case. */
+function normaliseHost(raw: string): string {
+  let host = raw.toLowerCase();
+  if (PLAIN_HOST.test(host)) return host;
+  for (let i = 0; i < 3 && host.includes('%'); i++) {
+    const decoded = percentDecode(host);
+    if (decoded === host) break;
+    host = decoded;
+  }
+  return host.normalize('NFKC').toLowerCase().replace(IDEOGRAPHIC_STOPS, '.').replace(IGNORABLE, '');
+}
+
+/** Adds a host, and if it holds characters no host name has, each host-like run of it. */
+function addHost(raw: string, hosts: string[], candidates: string[]): void {
+  const host = normaliseHost(raw.trim());
+  if (!host) return;
+  hosts.push(host);
+  if (PLAIN_HOST.test(host) || host.startsWith('[')) return;
+  for (const part of host.split(NOT_HOST)) if (part && part !== host) candidates.push(part);
+}
+
+/** Every host-like part of an authority whose reading is ambiguous; text after `:` (port, password) is dropped. */
+function addAuthorityParts(authority: string, out: string[]): void {
+  for (const part of authority.split(AUTHORITY_SPLIT)) {
+    const host = part.startsWith('[') ? part : (part.split(':')[0] as string);
+    if (host) addHost(host, out, out);
+  }
+}
+
+function addLibpqParameter(key: string, value: string, hosts: string[], databases: string[]): void {
+  if (LIBPQ_HOST_KEYS.has(key)) {
+    for (const h of value.split(',')) {
+      const host = h.trim();
+      // A directory (or abstract namespace) is a local Unix socket, not a network identity.
+      if (host && !host.startsWith('/') && !host.startsWith('@')) addHost(stripPort(host), hosts, hosts);
+    }
+  } else if (key === 'dbname' && value && !NUMERIC.test(value)) {
+    databases.push(value.toLowerCase());
+  }
+}
+
+function parseConnectionString(scheme: string, rest: string): ParsedLocation {
   const cut = rest.search(PATH_END);
   const authority = cut < 0 ? rest : rest.slice(0, cut);
   let tail = cut < 0 ? '' : rest.slice(cut);
   const at = authority.lastIndexOf('@');
   const hostPart = (at >= 0 ? authority.slice(at + 1) : authority).toLowerCase();
-  const hosts = hostPart
-    .split(',')
-    .map((h) => stripPort(h.trim()))
-    .filter((h) => h.length > 0);
+  const hosts: string[] = [];
+  const otherHosts: string[] = [];
+  const databases: string[] = [];
+  const network = DB_SCHEMES.has(scheme);
+  for (const h of hostPart.split(',')) {
+    const host = stripPort(h.trim());
+    if (!host) continue;
+    if (network) addHost(host, hosts, otherHosts);
+    else hosts.push(host);
+  }
   const q = tail.search(QUERY_START);
+  const query = q >= 0 && tail[q] === '?' ? tail.slice(q + 1).split('#')[0] : undefined;
   if (q >= 0) tail = tail.slice(0, q);
-  let database: string | undefined;
-  if (DB_SCHEMES.has(scheme)) {
+  if (network) {
     const first = tail.split('/').find((s) => s.length > 0);
     if (first !== undefined) {
-      let name = first;
-      try {
-        name = decodeURIComponent(first);
-      } catch {
-        // keep it encoded
-      }
+      const name = percentDecode(first);
       // redis://host/2 selects a numbered database: not a name.
-      if (!NUMERIC.test(name)) database = name.toLowerCase();
+      if (!NUMERIC.test(name)) databases.push(name.toLowerCase());
     }
+    if (query) {
+      for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq > 0) addLibpqParameter(percentDecode(pair.slice(0, eq)).toLowerCase(), percentDecode(pair.slice(eq + 1)), otherHosts, databases);
+      }
+    }
+    // libpq looks for the `@` of the user info up to the first `/`, past `?` and `#`; WHATWG and this
+    // parser stop at them. A `\` ends nothing for either but does for fetch. Count every reading.
+    const slash = rest.indexOf('/');
+    const region = slash < 0 ? rest : rest.slice(0, slash);
+    const mark = region.search(QUERY_START);
+    if (region.includes('\\') || (mark >= 0 && region.lastIndexOf('@') > mark)) addAuthorityParts(region, otherHosts);
   }
   const path = tail ? posix.normalize(tail) : '';
-  return { scheme, hosts, database, canonical: `${scheme}://${hostPart}${path === '.' ? '' : path}` };
+  return { scheme, hosts, otherHosts, databases, canonical: `${scheme}://${hostPart}${path === '.' ? '' : path}` };
+}
+
+/** http(s), ws(s), ftp: the host `new URL` gives, as fetch clients connect to it. */
+function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLocation | undefined {
+  const slashed = SLASHES.exec(afterColon)?.[0] ?? '';
+  const rest = afterColon.slice(slashed.length);
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    // Not a URL a client would fetch, unless it looks like one (`https://`, `https:\`): then below.
+    if (slashed.length === 0) return undefined;
+  }
+  if (url === undefined) {
+    const loc = parseConnectionString(scheme, rest);
+    const cut = rest.search(PATH_END);
+    addAuthorityParts(cut < 0 ? rest : rest.slice(0, cut), loc.otherHosts);
+    return loc;
+  }
+  const otherHosts: string[] = [];
+  // Other clients (httpx, Go, curl) do not end the authority at `\`, and may not decode a host as
+  // WHATWG does: with a `\` in the authority, or a `%` or non-ASCII in its host, count every
+  // host-like part too.
+  const cut = rest.search(PATH_END);
+  const authority = cut < 0 ? rest : rest.slice(0, cut);
+  const host = authority.slice(authority.lastIndexOf('@') + 1);
+  if (authority.includes('\\')) addAuthorityParts(authority, otherHosts);
+  else if (ENCODED_HOST.test(host)) addAuthorityParts(host, otherHosts);
+  return { scheme, hosts: url.hostname ? [url.hostname] : [], otherHosts, databases: [], canonical: `${scheme}://${url.host}${url.pathname}` };
+}
+
+/**
+ * A URL or connection string (`scheme://...`, also behind `jdbc:`; http(s)/ws(s)/ftp however WHATWG
+ * accepts them, `https:host`, `https:\\host` and tabs or newlines anywhere included), or undefined.
+ */
+export function parseLocation(raw: string): ParsedLocation | undefined {
+  return parse(raw, true);
+}
+
+function parse(raw: string, includeWeb: boolean): ParsedLocation | undefined {
+  let text = trimmed(raw);
+  if (JDBC.test(text)) text = text.slice(5);
+  // Cheap rejection first (`Note: ...` is free text), before the copy without tabs and newlines.
+  const m = SCHEME_PREFIX.exec(text);
+  if (!m) return undefined;
+  const scheme = m[0].slice(0, -1).replace(TAB_OR_NEWLINE, '').toLowerCase();
+  const web = WEB_SCHEMES.has(scheme);
+  if (web && !includeWeb) return undefined;
+  if (!web && !text.slice(m[0].length, m[0].length + 8).replace(TAB_OR_NEWLINE, '').startsWith('//')) return undefined;
+  if (text.includes('\t') || text.includes('\n') || text.includes('\r')) text = text.replace(TAB_OR_NEWLINE, '');
+  const afterColon = text.slice(text.indexOf(':') + 1);
+  return web ? parseWebUrl(text, scheme, afterColon) : parseConnectionString(scheme, afterColon.slice(2));
+}
+
+/**
+ * Hosts and database names of a libpq key/value DSN (`host=prod-db dbname=app`): the whole string must
+ * be `key=value` pairs (values bare or single-quoted, `\` escaping).
+ */
+function keyValueIdentities(value: string, out: Set<string>): void {
+  const hosts: string[] = [];
+  const databases: string[] = [];
+  KV_PAIR.lastIndex = 0;
+  let end = 0;
+  for (let m = KV_PAIR.exec(value); m !== null && m[0].length > 0; m = KV_PAIR.exec(value)) {
+    end = KV_PAIR.lastIndex;
+    const raw = m[2] as string;
+    const v = (raw.startsWith("'") && raw.endsWith("'") && raw.length > 1 ? raw.slice(1, -1) : raw).replace(BACKSLASH_ESCAPE, '$1');
+    addLibpqParameter((m[1] as string).toLowerCase(), v, hosts, databases);
+  }
+  if (end === 0 || value.slice(end).trim() !== '') return;
+  for (const h of hosts) out.add(h);
+  for (const d of databases) out.add(d);
 }
 
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
   // Cheap rejection first: almost every argument string is free text or a path.
-  if (value.length > MAX_STRING || !value.includes('://')) return;
-  const loc = parseLocation(value);
-  if (!loc) return;
-  if (DB_SCHEMES.has(loc.scheme)) {
-    for (const h of loc.hosts) out.add(h);
-    if (loc.database) out.add(loc.database);
-  } else if (includeWeb && WEB_SCHEMES.has(loc.scheme)) {
-    for (const h of loc.hosts) out.add(h);
+  if (value.includes(':')) {
+    const loc = parse(value, includeWeb);
+    if (loc) {
+      if (DB_SCHEMES.has(loc.scheme) || WEB_SCHEMES.has(loc.scheme)) {
+        for (const h of loc.hosts) out.add(h);
+        for (const h of loc.otherHosts) out.add(h);
+        for (const d of loc.databases) out.add(d);
+      }
+      return;
+    }
   }
+  if (value.includes('=') && KEY_START.test(value)) keyValueIdentities(value, out);
 }
 
 /** Whole segments of an identity: `prod-db.internal` → prod, db, internal. */
@@ -138,7 +306,7 @@ export function matchProductionPattern(identities: readonly string[], patterns: 
 function normaliseResource(server: string, raw: string): string | undefined {
   const value = raw.trim();
   if (!value || value.length > MAX_STRING) return undefined;
-  const loc = SCHEME.test(value.replace(JDBC, '')) ? parseLocation(value) : undefined;
+  const loc = parseLocation(value);
   if (loc) return loc.canonical;
   const path = posix.normalize(value.replaceAll('\\', '/'));
   const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
@@ -167,7 +335,7 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
     const base = owner && repo ? `${owner}/${repo}`.toLowerCase() : undefined;
     for (const key of RESOURCE_KEYS) {
       for (const s of stringsAt(args[key])) {
-        const id = base && !SCHEME.test(s) ? normaliseResource(server, `${base}/${s.replace(LEADING_SLASHES, '')}`) : normaliseResource(server, s);
+        const id = base && parseLocation(s) === undefined ? normaliseResource(server, `${base}/${s.replace(LEADING_SLASHES, '')}`) : normaliseResource(server, s);
         if (id) out.add(id);
         if (out.size >= MAX_RESOURCE_IDS) break;
       }
@@ -181,21 +349,34 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
 /**
  * Network identities a call touches (without the server's own, which the caller adds): hosts and
  * database names of connection strings anywhere in the arguments (whole string values only) or the
- * resources, and hosts of http(s) resources (or, without resources, of url/uri/source/destination).
+ * resources, and hosts of http(s) resources (or, without resources, of url/uri/source/destination;
+ * with a list cut at the schema's maximum, of every argument). Every string is read, however deep:
+ * the body limit bounds the work, and a budget would be a place to hide a production host.
  */
 export function callIdentitiesOf(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {
   const hasResources = resources !== undefined && resources.length > 0;
   if (hasResources) for (const r of resources) identitiesOf(r, true, out);
-  let budget = MAX_SCANNED_STRINGS;
-  const walk = (value: unknown, depth: number, key: string | undefined): void => {
-    if (budget <= 0) return;
+  const webEverywhere = hasResources && resources.length >= MAX_GATEWAY_RESOURCES;
+  // Depth first, in document order, without recursion: values and their nearest object key.
+  const values: unknown[] = [args];
+  const keys: (string | undefined)[] = [undefined];
+  while (values.length > 0) {
+    const value = values.pop();
+    const key = keys.pop();
     if (typeof value === 'string') {
-      budget--;
-      identitiesOf(value, !hasResources && key !== undefined && URL_KEYS.has(key), out);
-    } else if (depth < MAX_SCAN_DEPTH && value !== null && typeof value === 'object') {
-      if (Array.isArray(value)) for (const v of value) walk(v, depth + 1, key);
-      else for (const [k, v] of Object.entries(value)) walk(v, depth + 1, k);
+      identitiesOf(value, webEverywhere || (!hasResources && key !== undefined && URL_KEYS.has(key)), out);
+    } else if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i--) {
+        values.push(value[i]);
+        keys.push(key);
+      }
+    } else if (value !== null && typeof value === 'object') {
+      const own = Object.keys(value);
+      for (let i = own.length - 1; i >= 0; i--) {
+        const k = own[i] as string;
+        values.push((value as Record<string, unknown>)[k]);
+        keys.push(k);
+      }
     }
-  };
-  walk(args, 0, undefined);
+  }
 }

@@ -135,6 +135,16 @@ describe('POST /v1/decisions', () => {
     expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
   });
 
+  it('a URL whose backslash hides a production host (https://prod.example.com\\@evil.com) → ENVIRONMENT_FORBIDDEN and halted', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    // fetch clients (WHATWG URL) end the authority at the backslash and connect to prod.example.com.
+    const url = 'https://prod.example.com\\@evil.com/x';
+    const d = await gw.decide(tok.raw, { server: 'github', tool: 'get_file_contents', arguments: { url }, resources: [url], session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+  });
+
   it('a request naming another environment than the token → ENVIRONMENT_FORBIDDEN (the token is authoritative)', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { canonicalLocation, resolvePath, resourceOfUri, resourcesOf } from '../../src/gateway/resources.js';
-import { resourceIdsOf } from '../../src/policy/resources.js';
+import { callIdentitiesOf, matchProductionPattern, resourceIdsOf } from '../../src/policy/resources.js';
 
 const allowed = ['/srv/allowed', '/srv/other'];
 const cwd = '/var/gateway';
@@ -69,5 +69,55 @@ describe('resource normalisation against the allowed directories', () => {
     const memA = resourceIdsOf('memory', {}, resourcesOf('memory', { entities: [] }, [], cwd));
     const memB = resourceIdsOf('memory', {}, resourcesOf('memory', { observations: [] }, [], cwd));
     expect(memA).toEqual(memB);
+  });
+});
+
+describe('resources name the host the upstream connects to, and the control plane matches it', () => {
+  const patterns = new Set(['prod', 'production', 'live', 'main']);
+  /** The production pattern the control plane finds in what the gateway sends for these arguments. */
+  const hit = (args: Record<string, unknown>) => {
+    const identities = new Set<string>();
+    callIdentitiesOf(args, resourcesOf('fetch', args, [], cwd), identities);
+    return matchProductionPattern([...identities], patterns);
+  };
+
+  it('a backslash ends the authority as fetch reads it, and the other reading is sent too', () => {
+    const args = { url: 'https://prod.example.com\\@evil.com/x' };
+    expect(resourcesOf('fetch', args, [], cwd)).toEqual(['https://prod.example.com/@evil.com/x', 'https://evil.com']);
+    expect(hit(args)).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+  });
+
+  it.each(['https://prod%2eexample.com/', 'https://pr%6fd.example.com/', 'https://ｐｒｏｄ.example.com/', 'https:prod.example.com/'])('%s is a resource on prod.example.com', (url) => {
+    expect(resourcesOf('fetch', { options: { target: url } }, [], cwd)).toEqual(['https://prod.example.com/']);
+    expect(hit({ options: { target: url } })).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+  });
+
+  it('URLs are found however deep, after any number of other strings, and however long', () => {
+    const deep = { a: { b: { c: { d: { e: 'https://prod.example.com/x' } } } } };
+    expect(resourcesOf('fetch', deep, [], cwd)).toEqual(['https://prod.example.com/x']);
+    expect(hit(deep)).toMatchObject({ pattern: 'prod' });
+    const late = { notes: Array.from({ length: 250 }, (_, i) => `note ${i}`), link: 'https://live.example.com/' };
+    expect(hit(late)).toEqual({ identity: 'live.example.com', pattern: 'live' });
+    const long = { url: `https://prod.example.com/${'a'.repeat(5000)}` };
+    const [r] = resourcesOf('fetch', long, [], cwd);
+    expect(r?.length).toBe(4096);
+    expect(hit(long)).toMatchObject({ pattern: 'prod' });
+  });
+
+  it('past the schema maximum of 100 resources, the control plane still sees the URL in the arguments', () => {
+    const args = { paths: Array.from({ length: 120 }, (_, i) => `f${i}.md`), link: 'https://prod.example.com/' };
+    expect(resourcesOf('fetch', args, allowed, cwd)).toHaveLength(100);
+    const identities = new Set<string>();
+    callIdentitiesOf(args, resourcesOf('fetch', args, allowed, cwd), identities);
+    expect(matchProductionPattern([...identities], patterns)).toMatchObject({ pattern: 'prod' });
+  });
+
+  it('libpq hosts in the query string are resources too', () => {
+    expect(resourcesOf('pg', { dsn: 'postgresql:///app?host=prod-db' }, [], cwd)).toEqual(['postgresql:///app', 'postgresql://prod-db']);
+    expect(hit({ dsn: 'postgresql:///app?host=prod-db' })).toEqual({ identity: 'prod-db', pattern: 'prod' });
+  });
+
+  it('a GitHub link to /blob/main/ and a "main" argument are still not production', () => {
+    expect(hit({ url: 'https://github.com/o/r/blob/main/x', base: 'main', path: '/repo/main/a.md' })).toBeUndefined();
   });
 });

@@ -137,6 +137,73 @@ describe('resolveCall: network identities', () => {
   });
 });
 
+describe('resolveCall: production hosts are read as the connecting client reads them', () => {
+  const patterns = new Set(['prod', 'production', 'live', 'main']);
+  const hit = (i: DecisionInput) => matchProductionPattern(resolved(i).networkIdentities, patterns);
+  const fetchUrl = (url: string) => input('web', 'fetch', { arguments: { url } });
+  const conn = (args: Record<string, unknown>) => input('filesystem', 'read_file', { arguments: args });
+
+  it('a backslash ends the authority as fetch reads it: https://prod.example.com\\@evil.com is prod.example.com', () => {
+    const url = 'https://prod.example.com\\@evil.com/x';
+    expect(hit(fetchUrl(url))).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+    expect(hit(input('web', 'fetch', { resources: [url] }))).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+    // Clients that do not end the authority at `\` read evil.com: both count.
+    expect(resolved(fetchUrl(url)).networkIdentities).toEqual(['mcp.example.com', 'prod.example.com', 'evil.com']);
+  });
+
+  it.each([
+    ['%2e for the dot', 'https://prod%2eexample.com/'],
+    ['%6f for a letter', 'https://pr%6fd.example.com/'],
+    ['fullwidth letters', 'https://ｐｒｏｄ.example.com/'],
+    ['no slashes', 'https:prod.example.com/x'],
+    ['backslashes for slashes', 'https:\\\\prod.example.com/x'],
+    ['a tab in the scheme', 'ht\ttps://prod.example.com/x'],
+  ])('an http host written with %s is decoded as new URL decodes it', (_, url) => {
+    expect(hit(fetchUrl(url))).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+  });
+
+  it('a URL new URL rejects but written like one counts every host-like part (fail closed)', () => {
+    expect(hit(fetchUrl('https://prod.example.com:99999/'))).toMatchObject({ pattern: 'prod' });
+    expect(hit(fetchUrl('https://prod%252eexample.com/'))).toMatchObject({ pattern: 'prod' });
+  });
+
+  it('connection strings are read however deep and however many strings come first', () => {
+    const deep = { a: { b: { c: { d: { e: 'postgres://prod-db.internal/app' } } } } };
+    expect(hit(conn(deep))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
+    const filler = Array.from({ length: 250 }, (_, i) => `note ${i}`);
+    expect(hit(conn({ notes: filler, dsn: 'postgres://prod-db.internal/app' }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
+    expect(hit(conn({ dsn: `postgres://prod-db.internal/app?application_name=${'x'.repeat(5000)}` }))).toMatchObject({ pattern: 'prod' });
+  });
+
+  it('a connection string host has its %-escapes decoded', () => {
+    expect(resolved(conn({ dsn: 'postgres://u:p%40ss@pr%6fd-db.internal:5432/app' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
+  });
+
+  it("libpq's own reading counts too: an `@` after `?` ends the user info", () => {
+    expect(hit(conn({ dsn: 'postgres://evil?@prod-db/app' }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+  });
+
+  it('libpq: host and dbname in the query string, and key/value DSNs', () => {
+    expect(resolved(conn({ dsn: 'postgresql:///app?host=prod-db' })).networkIdentities).toEqual(['prod-db', 'app']);
+    expect(resolved(conn({ dsn: 'postgresql://localhost/app?dbname=main' })).networkIdentities).toEqual(['localhost', 'app', 'main']);
+    expect(resolved(conn({ dsn: 'host=prod-db dbname=app' })).networkIdentities).toEqual(['prod-db', 'app']);
+    expect(hit(conn({ dsn: "host = 'live.db' port=5432 dbname='my app' sslmode=require" }))).toEqual({ identity: 'live.db', pattern: 'live' });
+    expect(hit(conn({ dsn: 'host=db.internal,prod-db hostaddr=10.0.0.1 dbname=app' }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+  });
+
+  it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
+    const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
+    expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
+    expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files.slice(0, 99) }))).toBeUndefined();
+  });
+
+  it('stays quiet for what is not a production host', () => {
+    expect(resolved(conn({ dsn: 'host=/var/run/postgresql dbname=app' })).networkIdentities).toEqual(['app']);
+    expect(resolved(fetchUrl('https://main:p%40ss@api.github.com/o/r/blob/main/x')).networkIdentities).toEqual(['mcp.example.com', 'api.github.com']);
+    expect(resolved(conn({ sql: "select * from t where branch = 'main'", note: 'Note: main = live', text: 'host=prod is down, see https://status' })).networkIdentities).toEqual([]);
+  });
+});
+
 describe('production patterns match whole segments', () => {
   const patterns = new Set(['prod', 'production', 'live', 'main']);
   it.each([
