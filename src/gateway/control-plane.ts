@@ -35,6 +35,17 @@ export interface DeclaredScope {
   purpose?: string;
 }
 
+/** Why a 2xx body is not a decision, or undefined: an allow must say OK and carry its decision_id. */
+export function decisionProblem(answer: unknown): string | undefined {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) return 'not a JSON object';
+  const a = answer as Record<string, unknown>;
+  if (a['decision'] !== 'allow' && a['decision'] !== 'deny') return 'decision is neither "allow" nor "deny"';
+  if (typeof a['code'] !== 'string' || a['code'] === '') return 'code is missing';
+  if (typeof a['decision_id'] !== 'string') return 'decision_id is missing';
+  if (a['decision'] === 'allow' && (a['code'] !== 'OK' || a['decision_id'] === '')) return 'an allow without code OK and a decision_id';
+  return undefined;
+}
+
 export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
 
 export class ControlPlaneError extends Error {
@@ -79,8 +90,12 @@ export class ControlPlaneClient {
     return this.post<ToolReportAnswer>('/v1/gateway/tools', agentToken, { servers });
   }
 
-  decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
-    return this.post<DecisionAnswer>('/v1/decisions', agentToken, body);
+  async decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
+    const answer = await this.post<unknown>('/v1/decisions', agentToken, body);
+    const problem = decisionProblem(answer);
+    // Whatever answered (a proxy, a wrong URL, another service) did not decide: nothing runs on it.
+    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/decisions is not a decision (${problem})`);
+    return answer as DecisionAnswer;
   }
 
   reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {

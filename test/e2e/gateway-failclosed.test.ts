@@ -1,5 +1,6 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} and ${file:/path} are the config syntax under test, not template strings.
 import { existsSync, mkdtempSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +74,30 @@ describe('control plane unavailable', () => {
     const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
     expect(r.isError).toBe(true);
     expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: control plane unreachable/);
+  });
+
+  it('a 2xx answer that is not a decision ({"decision":"allow"} from a proxy or a wrong URL) denies; nothing runs', async () => {
+    const asked: string[] = [];
+    const impostor = createHttpServer((req, res) => {
+      asked.push(req.url ?? '');
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(req.url === '/v1/sessions' ? JSON.stringify({ session_id: '0192f0c1-0000-7000-8000-000000000002', state: 'active' }) : JSON.stringify({ decision: 'allow' }));
+      });
+    });
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000);
+      const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
+      expect(r.isError).toBe(true);
+      expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: the answer to \/v1\/decisions is not a decision \(code is missing\)/);
+      expect(asked).toContain('/v1/decisions');
+      expect(existsSync(memoryFile)).toBe(false);
+    } finally {
+      impostor.closeAllConnections();
+      await new Promise<void>((r) => impostor.close(() => r()));
+    }
   });
 
   it('an unknown tool is refused without asking anyone', async () => {
