@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Pool } from '../db/pool.js';
+import { type Pool, withTransaction } from '../db/pool.js';
 import type { SessionMirror } from './mirror.js';
 import { sessionStore } from './store.js';
 
@@ -93,20 +93,26 @@ export class StateEpoch {
     const started = Date.now();
     try {
       if (await this.mirror.epochExists()) return 'present';
-      // Token halts first: they stop the most.
-      const tokenHalts = await sessionStore.activeTokenHalts(this.pool);
-      await this.mirror.reloadSessions([], tokenHalts);
-      let after: string | null = null;
-      let count = 0;
-      for (;;) {
-        const page = await sessionStore.liveSessionsPage(this.pool, after, PAGE);
-        if (page.length === 0) break;
-        await this.mirror.reloadSessions(page, []);
-        await this.redis.redis.pexpire(lockKey, RELOAD_LOCK_MS);
-        count += page.length;
-        after = page[page.length - 1]!.id;
-        if (page.length < PAGE) break;
-      }
+      // One transaction holding the halt-copy lock: a resume waits until the copy is written, so a halt
+      // read here before a resume is never written to Redis after it.
+      const { tokenHalts, count } = await withTransaction(this.pool, async (c) => {
+        await sessionStore.lockHaltCopies(c, 'copy');
+        // Token halts first: they stop the most.
+        const tokenHalts = await sessionStore.activeTokenHalts(c);
+        await this.mirror.reloadSessions([], tokenHalts);
+        let after: string | null = null;
+        let count = 0;
+        for (;;) {
+          const page = await sessionStore.liveSessionsPage(c, after, PAGE);
+          if (page.length === 0) break;
+          await this.mirror.reloadSessions(page, []);
+          await this.redis.redis.pexpire(lockKey, RELOAD_LOCK_MS);
+          count += page.length;
+          after = page[page.length - 1]!.id;
+          if (page.length < PAGE) break;
+        }
+        return { tokenHalts, count };
+      });
       for (const [name, load] of this.loaders) {
         try {
           await load();
@@ -176,12 +182,17 @@ export class StateEpoch {
 
   /** Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything). */
   async reconcileHalts(): Promise<number> {
-    const tokenHalts = await sessionStore.activeTokenHalts(this.pool);
-    const sessions = await sessionStore.haltedSessions(this.pool, 10_000);
-    await this.mirror.halt([
-      ...tokenHalts.map((h) => ({ tokenId: h.token_id, sessionId: null, trigger: h.trigger, haltToken: true })),
-      ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
-    ]);
-    return tokenHalts.length + sessions.length;
+    // Read and written under the halt-copy lock: a resume between the read and the write would otherwise
+    // be undone in Redis while Postgres says resumed (a halt nobody could lift: resume answers 409).
+    return withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'copy');
+      const tokenHalts = await sessionStore.activeTokenHalts(c);
+      const sessions = await sessionStore.haltedSessions(c, 10_000);
+      await this.mirror.halt([
+        ...tokenHalts.map((h) => ({ tokenId: h.token_id, sessionId: null, trigger: h.trigger, haltToken: true })),
+        ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
+      ]);
+      return tokenHalts.length + sessions.length;
+    });
   }
 }

@@ -419,6 +419,7 @@ export class SessionService {
     const actor = operatorActorOf(op);
     let resumedTrigger = '';
     await withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'resume');
       const s = await sessionStore.lockSession(c, id);
       if (s?.state !== 'halted') {
         const hint = before.token_halt_trigger ? ` Its token is halted (${before.token_halt_trigger}): resume the token with POST /v1/keys/${before.token_id}/resume.` : '';
@@ -453,6 +454,7 @@ export class SessionService {
     if (project === undefined || !canSeeProject(op, project)) throw notFound('token');
     const actor = operatorActorOf(op);
     const { halt, sessions } = await withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'resume');
       const halt = await sessionStore.resumeTokenHalt(c, tokenId, actor, reason);
       const sessions = await sessionStore.haltedSessionIdsOfToken(c, tokenId);
       if (!halt && sessions.length === 0) throw new AppError('CONFLICT', `Token ${tokenId} is not halted and has no halted sessions.`);

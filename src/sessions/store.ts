@@ -46,6 +46,9 @@ const LIST_FROM = `FROM sessions s
   LEFT JOIN token_halts th ON th.token_id = s.token_id AND th.resumed_at IS NULL`;
 const LIST_COLUMNS = `${SESSION_COLUMNS}, t.project_id, th.trigger AS token_halt_trigger, th.halted_at AS token_halted_at`;
 
+/** Advisory lock space of the halt copies (kills use 7007). */
+const HALT_LOCK_SPACE = 7008;
+
 export const sessionStore = {
   async insertSession(
     db: Queryable,
@@ -66,6 +69,14 @@ export const sessionStore = {
   },
 
   /** The session if it belongs to this token, locked for the halt or resume that follows. */
+  /**
+   * Serialises copying halts from Postgres to Redis (shared: the reconciler and the epoch reload) with
+   * lifting them (exclusive: resumes), so a copy read before a resume is never written after it.
+   */
+  async lockHaltCopies(db: PoolClient, mode: 'copy' | 'resume'): Promise<void> {
+    await db.query(mode === 'copy' ? 'SELECT pg_advisory_xact_lock_shared($1, 1)' : 'SELECT pg_advisory_xact_lock($1, 1)', [HALT_LOCK_SPACE]);
+  },
+
   async lockSession(db: PoolClient, id: string, tokenId?: string): Promise<SessionRow | undefined> {
     const args: unknown[] = [id];
     let where = 's.id = $1';

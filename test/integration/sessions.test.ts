@@ -229,6 +229,37 @@ describe('operators: read and resume', () => {
     expect((await w.app.inject({ method: 'GET', url: '/v1/sessions/not-a-uuid', headers: bearer(viewerKey) })).statusCode).toBe(400);
   });
 
+  it('a resume waits while halts are being copied to Redis, so a copy read before it is never written after it', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: false, summary: {} });
+    const { step } = gateStep(w, { limits: HIGH });
+    expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_HALTED');
+    // A copy in progress (the reconciler or the epoch reload) holds the halt-copy lock.
+    const copy = await db.connect();
+    let done = false;
+    let resume: Promise<{ statusCode: number }> | undefined;
+    try {
+      await copy.query('BEGIN');
+      await copy.query('SELECT pg_advisory_xact_lock_shared(7008, 1)');
+      resume = w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/resume`, headers: bearer(operatorKey), payload: { reason: 'checked' } }).then((r) => {
+        done = true;
+        return r;
+      });
+      await new Promise((r) => setTimeout(r, 400));
+      expect(done).toBe(false);
+      expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_HALTED');
+    } finally {
+      await copy.query('COMMIT').catch(() => {});
+      copy.release();
+    }
+    expect((await resume!).statusCode).toBe(200);
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    // The reconciler after the resume copies nothing back.
+    await w.app.ctx.sessions.epoch.reconcileHalts();
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+  });
+
   it('resume: viewers cannot; a reason is required; a session stopped only by its token is 409; the token resume lifts all, audited', async () => {
     const { agent } = await w.token('rw');
     const s1 = await w.open(agent, { read_only: true });
