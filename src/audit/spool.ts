@@ -1,15 +1,20 @@
-import { type FileHandle, mkdir, open, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { AuditRecord } from './record.js';
 
 // The local append-only spool: audit rows that could not reach Postgres, one JSON line each, fsynced
 // before the caller is told they are durable. One file per database and writer ("slot"), guarded by a
-// lock file holding the owner's pid, so two writers sharing DATA_DIR never interleave or replay each
-// other's rows twice. Files of writers that died are adopted and replayed by the next writer.
+// lock file holding the owner's pid and host (touched while held: a lease for writers on other hosts),
+// so two writers sharing DATA_DIR never interleave or replay each other's rows twice. Files of writers that died are adopted and replayed by the next writer.
 
 const HELD = new Set<string>();
 const READ_CHUNK = 1 << 20;
 const MAX_SLOTS = 64;
+/** A held lock file is touched this often; one untouched for LOCK_LEASE_MS belongs to a writer that is gone. */
+const LOCK_TOUCH_MS = 5_000;
+export const LOCK_LEASE_MS = 30_000;
+const HOST = hostname();
 
 function isAlive(pid: number): boolean {
   try {
@@ -20,21 +25,36 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Whether the lock file's owner is gone. It holds "pid host". On this host, the pid tells (our own pid
+ * but not held in this process: an earlier run that had the same pid, as PID 1 in a container). A lock
+ * of another host (a DATA_DIR shared between containers, where pids mean nothing) is stale only when its
+ * owner stopped touching it for LOCK_LEASE_MS.
+ */
+async function isStale(lockPath: string): Promise<boolean> {
+  const [pidText = '', host] = (await readFile(lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  if (host === undefined || host === HOST) return pid === process.pid ? true : !isAlive(pid);
+  const touched = await stat(lockPath).then(
+    (st) => st.mtimeMs,
+    () => 0,
+  );
+  return Date.now() - touched > LOCK_LEASE_MS;
+}
+
 /** Takes the lock next to `path`; false when a live writer holds it. */
 async function lock(path: string): Promise<boolean> {
   const lockPath = `${path}.lock`;
   if (HELD.has(lockPath)) return false;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      await writeFile(lockPath, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(lockPath, `${process.pid} ${HOST}\n`, { flag: 'wx' });
       HELD.add(lockPath);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
-      // Our own pid but not held in this process: left by an earlier run that had the same pid.
-      const stale = !Number.isInteger(pid) || pid <= 0 || (pid === process.pid ? true : !isAlive(pid));
-      if (!stale) return false;
+      if (!(await isStale(lockPath))) return false;
       await unlink(lockPath).catch(() => {});
     }
   }
@@ -56,10 +76,19 @@ export class Spool {
   /** Byte offset up to which rows were replayed into Postgres. */
   replayedTo = 0;
 
+  private readonly toucher: NodeJS.Timeout;
+
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
-  ) {}
+  ) {
+    // The lease other hosts sharing DATA_DIR go by (see isStale).
+    this.toucher = setInterval(() => {
+      const now = new Date();
+      void utimes(`${path}.lock`, now, now).catch(() => {});
+    }, LOCK_TOUCH_MS);
+    this.toucher.unref();
+  }
 
   /** Opens the first free slot for this database in dir (creating dir). Throws when dir is unusable. */
   static async acquire(dir: string, database: string): Promise<Spool> {
@@ -95,9 +124,10 @@ export class Spool {
 
   private static async openLocked(path: string, dir: string): Promise<Spool> {
     let handle: FileHandle | undefined;
+    let spool: Spool | undefined;
     try {
       handle = await open(path, 'a+');
-      const spool = new Spool(path, handle);
+      spool = new Spool(path, handle);
       await spool.recover();
       // The directory entry of a new file must be durable too.
       const d = await open(dir, 'r');
@@ -105,6 +135,7 @@ export class Spool {
       await d.close();
       return spool;
     } catch (err) {
+      if (spool) clearInterval(spool.toucher);
       await handle?.close().catch(() => {});
       HELD.delete(`${path}.lock`);
       await unlink(`${path}.lock`).catch(() => {});
@@ -215,6 +246,7 @@ export class Spool {
 
   /** Closes the file and drops the lock; removes the file when asked and it is empty. */
   async release(removeIfEmpty = false): Promise<void> {
+    clearInterval(this.toucher);
     await this.handle.close().catch(() => {});
     if (removeIfEmpty && this.bytes === 0) await unlink(this.path).catch(() => {});
     HELD.delete(`${this.path}.lock`);

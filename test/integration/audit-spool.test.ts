@@ -1,5 +1,5 @@
-import { appendFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { verifyChain } from '../../src/audit/chain.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
 import { createWriterPool } from '../../src/audit/service.js';
-import { Spool, spoolBaseName } from '../../src/audit/spool.js';
+import { LOCK_LEASE_MS, Spool, spoolBaseName } from '../../src/audit/spool.js';
 import { AuditUnavailable, AuditWriter } from '../../src/audit/writer.js';
 import { TestContext } from '../helpers/context.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
@@ -134,6 +134,23 @@ describe('spool', () => {
     await until('the replay', () => second.spoolSize === 0);
     expect((await chainRows(replicaId)).map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
     expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('a lock written on another host (a DATA_DIR shared between containers) is kept while touched, taken over once its lease ran out', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const slot0 = join(dir, `${spoolBaseName(ctx.name)}.jsonl`);
+    await writeFile(slot0, '');
+    // Another container whose writer has our pid (PID 1 in every container, say): on its host it is alive.
+    await writeFile(`${slot0}.lock`, `${process.pid} another-container\n`);
+    const beside = await Spool.acquire(dir, ctx.name);
+    expect(beside.path).toMatch(/\.1\.jsonl$/);
+    await beside.release();
+    const long = new Date(Date.now() - LOCK_LEASE_MS - 5_000);
+    await utimes(`${slot0}.lock`, long, long);
+    const taken = await Spool.acquire(dir, ctx.name);
+    expect(taken.path).toBe(slot0);
+    expect((await readFile(`${slot0}.lock`, 'utf8')).trim()).toBe(`${process.pid} ${hostname()}`);
+    await taken.release();
   });
 
   it("a spool file of another writer's slot is adopted, and a torn last line (crash mid-append) is dropped", async () => {
