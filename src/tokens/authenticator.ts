@@ -44,6 +44,20 @@ export class CredentialStoreUnavailable extends Error {
   }
 }
 
+/**
+ * Redis did not take a revocation announcement. The revocation itself stands (it is in Postgres): other
+ * replicas drop their cached copy when it expires, within `staleForMs` (TOKEN_CACHE_TTL_MS), not at once.
+ */
+export class RevocationNotAnnounced extends Error {
+  constructor(
+    cause: unknown,
+    readonly staleForMs: number,
+  ) {
+    super(`revocation not announced to the other replicas: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'RevocationNotAnnounced';
+  }
+}
+
 const TABLE: Record<CredentialKind, CredentialTable> = { agent: 'agent_tokens', gateway: 'gateway_keys', operator: 'operator_keys' };
 const NEGATIVE_TTL_MS = 1_000;
 const TOUCH_INTERVAL_MS = 10_000;
@@ -188,10 +202,18 @@ export class Authenticator {
     return entry;
   }
 
-  /** Call after revoking in Postgres: drops the credential from every replica's cache. */
+  /**
+   * Call after revoking in Postgres: drops the credential from this replica's cache at once, then asks
+   * every other replica to drop it. Rejects with RevocationNotAnnounced when Redis does not take the
+   * message; this replica has forgotten the credential all the same.
+   */
   async announceRevoked(id: string): Promise<void> {
     this.forgetLocally(id);
-    await this.redis.redis.publish(this.channel, id);
+    try {
+      await this.redis.redis.publish(this.channel, id);
+    } catch (err) {
+      throw new RevocationNotAnnounced(err, this.ttlMs);
+    }
   }
 
   private forgetLocally(id: string): void {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
@@ -23,9 +24,15 @@ import {
   ScopeCatalogue,
 } from './schemas.js';
 import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
-import { operatorActor, withinProjects } from './service.js';
+import { operatorActor, type Unannounced, unannouncedNote, withinProjects } from './service.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+
+/** A committed revocation Redis did not carry to the other replicas: still a success, but the operator log says so. */
+function logUnannounced(log: FastifyBaseLogger, u: Unannounced | null, what: string): void {
+  if (!u) return;
+  log.error({ err: u.error, ids: u.ids.slice(0, 100), count: u.ids.length, stale_for_ms: u.staleForMs }, `${what}: revoked and audited. ${unannouncedNote(u, u.ids.length === 1 ? 'it' : 'them')}`);
+}
 
 /** Admin API for the three kinds of credentials and the scope catalogue. */
 export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -49,7 +56,9 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.post('/v1/keys/:id/revoke', { preHandler: operator, schema: { tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
-    return credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
+    const { key, unannounced } = await credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
+    logUnannounced(req.log, unannounced, 'agent token');
+    return key;
   });
 
   app.post(
@@ -58,7 +67,11 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: operator,
       schema: { tags, summary: 'Revoke agent tokens by project, type, creator, age or idleness: dry run (count) first, then the same filter with expected_count', body: BulkRevokeBody, response: { 200: BulkRevokeResult, 409: ErrorBody, ...errors } },
     },
-    async (req) => credentials.bulkRevoke(req.operator!, req.body),
+    async (req) => {
+      const { unannounced, ...result } = await credentials.bulkRevoke(req.operator!, req.body);
+      logUnannounced(req.log, unannounced, `${result.count} agent token(s)`);
+      return result;
+    },
   );
 
   app.post(
@@ -67,7 +80,11 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: operator,
       schema: { tags, summary: 'Rotate an agent token: a new token with the same settings (shown once); the old one works for grace_seconds more', params: IdParams, body: RotateBody, response: { 201: RotatedAgentToken, 409: ErrorBody, ...errors } },
     },
-    async (req, reply) => reply.code(201).send(await credentials.rotateAgentToken(req.operator!, req.params.id, req.body.grace_seconds, req.body.reason)),
+    async (req, reply) => {
+      const { unannounced, ...rotated } = await credentials.rotateAgentToken(req.operator!, req.params.id, req.body.grace_seconds, req.body.reason);
+      if (unannounced) req.log.error({ err: unannounced.error, ids: unannounced.ids, stale_for_ms: unannounced.staleForMs }, `agent token rotated and audited. ${rotated.message}`);
+      return reply.code(201).send(rotated);
+    },
   );
 
   app.get('/v1/scopes', { preHandler: viewer, schema: { tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
@@ -84,7 +101,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
   app.post('/v1/gateway-keys/:id/revoke', { preHandler: operator, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
-    await credentials.revokeKey('gateway_keys', req.params.id, req.operator!);
+    logUnannounced(req.log, (await credentials.revokeKey('gateway_keys', req.params.id, req.operator!)).unannounced, 'gateway key');
     return reply.code(204).send(null);
   });
 
@@ -101,7 +118,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
   app.post('/v1/operator-keys/:id/revoke', { preHandler: owner, schema: { tags: opTags, summary: 'Revoke an operator key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
-    await credentials.revokeKey('operator_keys', req.params.id, req.operator!);
+    logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!)).unannounced, 'operator key');
     return reply.code(204).send(null);
   });
 };

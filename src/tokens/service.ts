@@ -4,7 +4,7 @@ import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
-import type { Authenticator, OperatorPrincipal } from './authenticator.js';
+import { type Authenticator, type OperatorPrincipal, RevocationNotAnnounced } from './authenticator.js';
 import { AGENT_PREFIXES, displayPrefix, GATEWAY_PREFIX, generateCredential, OPERATOR_PREFIX, type TokenType } from './format.js';
 import type { BulkRevokeBody, CreateAgentTokenBody } from './schemas.js';
 import { DEFAULT_SCOPES, disallowedScopes, WRITE_RISK_WARNING } from './scopes.js';
@@ -27,6 +27,24 @@ const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BULK_SAMPLE = 100;
 const BULK_MAX = 10_000;
+
+/** Credentials revoked in Postgres whose revocation Redis did not carry to the other replicas. */
+export interface Unannounced {
+  ids: string[];
+  /** How long another replica may still accept them from its cache (TOKEN_CACHE_TTL_MS), when known. */
+  staleForMs: number | null;
+  error: string;
+}
+
+/** When the other replicas catch up after a missed announcement: their cache TTL. */
+function catchUp(u: Unannounced): string {
+  return u.staleForMs === null ? 'when their cache entry expires (TOKEN_CACHE_TTL_MS)' : `within ${u.staleForMs} ms (TOKEN_CACHE_TTL_MS)`;
+}
+
+/** One sentence for the operator: what a missed announcement means for the revoked `what` ("the token"). */
+export function unannouncedNote(u: Unannounced, what: string): string {
+  return `Redis did not take the announcement, so other replicas refuse ${what} ${catchUp(u)} instead of at once; this replica refuses ${what} already.`;
+}
 
 /** Rules for issuing and revoking credentials; the store writes, the routes translate HTTP. */
 export class CredentialService {
@@ -95,20 +113,46 @@ export class CredentialService {
     });
   }
 
-  async revokeAgentToken(op: OperatorPrincipal, id: string, reason: string): Promise<AgentTokenRow> {
+  /**
+   * Tells every replica to drop revoked (or re-dated) credentials from its cache. It runs after the change
+   * is committed, so it never throws: a Redis outage must not turn a revocation that happened into an error
+   * (the operator would retry a change already made, and its audit row would be missing). Missing it only means the
+   * other replicas refuse the credentials when their cache entry expires (TOKEN_CACHE_TTL_MS, seconds)
+   * instead of at once. No retry queue: the TTL already closes the window before a retry could help much.
+   */
+  private async announce(ids: readonly string[]): Promise<Unannounced | null> {
+    const results = await Promise.allSettled(ids.map((id) => this.auth.announceRevoked(id)));
+    const failed: string[] = [];
+    let cause: unknown;
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') return;
+      failed.push(ids[i]!);
+      cause ??= r.reason;
+    });
+    if (failed.length === 0) return null;
+    return { ids: failed, staleForMs: cause instanceof RevocationNotAnnounced ? cause.staleForMs : null, error: (cause as Error)?.message ?? String(cause) };
+  }
+
+  async revokeAgentToken(op: OperatorPrincipal, id: string, reason: string): Promise<{ key: AgentTokenRow; unannounced: Unannounced | null }> {
     await this.getAgentToken(op, id);
     const row = await credentialStore.revokeAgentToken(this.pool, id, operatorActor(op), reason);
     if (!row) throw notFound('token');
-    await this.auth.announceRevoked(id);
-    await this.audit?.recordAdmin({ actor: op, action: 'key.revoked', target: `agent_token:${id}`, projectId: row.project_id, details: { reason, display_prefix: row.display_prefix } });
-    return row;
+    const unannounced = await this.announce([id]);
+    await this.audit?.recordAdmin({
+      actor: op,
+      action: 'key.revoked',
+      target: `agent_token:${id}`,
+      projectId: row.project_id,
+      details: { reason, display_prefix: row.display_prefix, announced: unannounced === null },
+    });
+    return { key: row, unannounced };
   }
 
   /**
    * Revokes every live agent token a filter matches. A dry run only counts; the real run must repeat the
    * dry run's count (`expected_count`), so what gets revoked is exactly what the operator looked at.
    */
-  async bulkRevoke(op: OperatorPrincipal, body: BulkRevokeBody): Promise<{ dry_run: boolean; count: number; tokens: AgentTokenRow[]; message: string }> {
+  async bulkRevoke(op: OperatorPrincipal, body: BulkRevokeBody): Promise<{ dry_run: boolean; count: number; tokens: AgentTokenRow[]; message: string; unannounced: Unannounced | null }> {
     const filter: BulkTokenFilter = {
       project: body.project_id,
       type: body.type,
@@ -123,7 +167,7 @@ export class CredentialService {
     if (body.dry_run) {
       const count = await credentialStore.countBulk(this.pool, filter);
       const tokens = await credentialStore.matchBulk(this.pool, filter, { limit: BULK_SAMPLE });
-      return { dry_run: true, count, tokens, message: `${count} live agent token(s) match; repeat with dry_run false, a reason and expected_count ${count} to revoke them.` };
+      return { dry_run: true, count, tokens, message: `${count} live agent token(s) match; repeat with dry_run false, a reason and expected_count ${count} to revoke them.`, unannounced: null };
     }
     if (!body.reason) throw invalid('reason', 'is required to revoke (dry_run false)');
     if (body.expected_count === undefined) throw invalid('expected_count', 'is required to revoke: run with dry_run true first and pass the count it answered');
@@ -137,16 +181,21 @@ export class CredentialService {
       }
       return credentialStore.revokeAgentTokens(c, matched.map((t) => t.id), operatorActor(op), reason);
     });
-    // Every replica drops the tokens from its cache at once (the cache TTL bounds a missed message).
-    await Promise.all(revoked.map((t) => this.auth.announceRevoked(t.id)));
     const ids = revoked.map((t) => t.id);
+    const unannounced = await this.announce(ids);
     const projects = [...new Set(revoked.map((t) => t.project_id))];
     await this.audit?.recordAdmin({
       actor: op,
       action: 'key.bulk_revoked',
       target: 'agent_tokens',
       projectId: projects.length === 1 ? projects[0] : undefined,
-      details: { reason, count: ids.length, ids, filter: { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before } },
+      details: {
+        reason,
+        count: ids.length,
+        ids,
+        filter: { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before },
+        announced: unannounced === null,
+      },
     });
     if (ids.length > 0) {
       void this.alerts?.raise({
@@ -157,7 +206,8 @@ export class CredentialService {
         details: { ids: ids.slice(0, 100) },
       });
     }
-    return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE), message: `Revoked ${ids.length} agent token(s) on every replica.` };
+    const message = unannounced ? `Revoked ${ids.length} agent token(s). ${unannouncedNote(unannounced, 'them')}` : `Revoked ${ids.length} agent token(s) on every replica.`;
+    return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE), message, unannounced };
   }
 
   /**
@@ -170,7 +220,7 @@ export class CredentialService {
     id: string,
     graceSeconds: number,
     reason?: string,
-  ): Promise<{ token: string; key: AgentTokenRow; previous: AgentTokenRow; grace_until: Date; warning?: string; message: string }> {
+  ): Promise<{ token: string; key: AgentTokenRow; previous: AgentTokenRow; grace_until: Date; warning?: string; message: string; unannounced: Unannounced | null }> {
     await this.getAgentToken(op, id);
     const raw = { value: '' };
     const { key, previous } = await withTransaction(this.pool, async (c) => {
@@ -198,14 +248,21 @@ export class CredentialService {
       return { key, previous };
     });
     // Cached principals carry the old expiry: drop them everywhere so the grace period holds on every replica.
-    await this.auth.announceRevoked(id);
+    const unannounced = await this.announce([id]);
     const graceUntil = previous.expires_at!;
     await this.audit?.recordAdmin({
       actor: op,
       action: 'key.rotated',
       target: `agent_token:${id}`,
       projectId: previous.project_id,
-      details: { reason: reason ?? null, new_token_id: key.id, grace_seconds: graceSeconds, valid_until: graceUntil.toISOString(), display_prefix: previous.display_prefix },
+      details: {
+        reason: reason ?? null,
+        new_token_id: key.id,
+        grace_seconds: graceSeconds,
+        valid_until: graceUntil.toISOString(),
+        display_prefix: previous.display_prefix,
+        announced: unannounced === null,
+      },
     });
     await this.audit?.recordAdmin({
       actor: op,
@@ -223,10 +280,12 @@ export class CredentialService {
       numbers: { grace_seconds: graceSeconds },
       details: { new_token_id: key.id },
     });
-    const message = `New token issued; the old one works until ${graceUntil.toISOString()}. Halts and kills of the old token do not apply to the new one.`;
+    const message = `New token issued; the old one works until ${graceUntil.toISOString()}. Halts and kills of the old token do not apply to the new one.${
+      unannounced ? ` Redis did not take the announcement: other replicas learn the old token's new expiry ${catchUp(unannounced)} instead of at once.` : ''
+    }`;
     return key.type === 'rw' || key.type === 'admin'
-      ? { token: raw.value, key, previous, grace_until: graceUntil, warning: WRITE_RISK_WARNING, message }
-      : { token: raw.value, key, previous, grace_until: graceUntil, message };
+      ? { token: raw.value, key, previous, grace_until: graceUntil, warning: WRITE_RISK_WARNING, message, unannounced }
+      : { token: raw.value, key, previous, grace_until: graceUntil, message, unannounced };
   }
 
   async createGatewayKey(op: OperatorPrincipal, name: string, expiresIn?: number): Promise<{ key: string; gateway_key: GatewayKeyRow }> {
@@ -277,15 +336,16 @@ export class CredentialService {
     return op.projects === null ? rows : rows.filter((r) => withinProjects(op, r.projects));
   }
 
-  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<void> {
+  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<{ unannounced: Unannounced | null }> {
     if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null) {
       // A project-limited owner cannot tell other keys exist, let alone revoke them.
       const visible = await this.listOperatorKeys(by);
       if (!visible.some((r) => r.id === id)) throw notFound('operator key');
     }
     if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound(table === 'gateway_keys' ? 'gateway key' : 'operator key');
-    await this.auth.announceRevoked(id);
+    const unannounced = await this.announce([id]);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
-    await this.audit?.recordAdmin({ actor: by, action: `${kind}.revoked`, target: `${kind}:${id}` });
+    await this.audit?.recordAdmin({ actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null } });
+    return { unannounced };
   }
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedis } from '../../src/redis/client.js';
 import { WRITE_RISK_WARNING } from '../../src/tokens/scopes.js';
 import { bearer, TestContext } from '../helpers/context.js';
 
@@ -244,6 +245,117 @@ describe('revocation across replicas', () => {
     await app.inject({ method: 'POST', url: `/v1/operator-keys/${op.operator_key.id}/revoke`, headers: bearer(owner) });
     await new Promise((r) => setTimeout(r, 50));
     expect((await app2.inject({ method: 'GET', url: '/v1/keys', headers: bearer(op.key) })).statusCode).toBe(401);
+  });
+});
+
+describe('revocation while Redis is unreachable', () => {
+  // A replica whose Redis commands fail at once (no offline queue), as during an outage: its command
+  // connection is swapped for one to a port where nothing listens. The shared Redis is not touched, and a
+  // second replica (short cache TTL) never hears the announcement.
+  const PEER_TTL_MS = 300;
+  let cut: FastifyInstance;
+  let peer: FastifyInstance;
+  let restore: () => Promise<void>;
+
+  beforeAll(async () => {
+    cut = await t.app();
+    peer = await t.app({ tokenCacheTtlMs: PEER_TTL_MS });
+    const dead = createRedis('redis://127.0.0.1:1', cut.ctx.redis.prefix, 100);
+    const live = cut.ctx.redis.redis;
+    cut.ctx.redis.redis = dead.redis;
+    restore = async () => {
+      cut.ctx.redis.redis = live;
+      await dead.close();
+    };
+  });
+  afterAll(() => restore());
+
+  const refused = (a: FastifyInstance, raw: string) =>
+    a.ctx.auth.authenticate(raw).then(
+      () => false,
+      (err: { code?: string }) => err.code === 'UNAUTHENTICATED',
+    );
+
+  async function adminRows(action: string, target?: string) {
+    await cut.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT kind, target, details FROM audit_events WHERE action = $1 AND ($2::text IS NULL OR target = $2) ORDER BY ts, seq`, [action, target ?? null]);
+    return rows as Array<{ kind: string; target: string; details: Record<string, unknown> }>;
+  }
+
+  it('an agent token revoked while the announcement cannot be sent: 200, refused here at once and on the others within their cache TTL, audited (key.revoked)', async () => {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody });
+    const { token: raw, key } = created.json();
+    // Both replicas hold the token as valid in their cache.
+    expect((await cut.ctx.auth.authenticate(raw)).kind).toBe('agent');
+    expect((await peer.ctx.auth.authenticate(raw)).kind).toBe('agent');
+
+    const rev = await cut.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason: 'leaked at 3 a.m.' } });
+    expect(rev.statusCode, rev.body).toBe(200);
+    expect(rev.json()).toMatchObject({ id: key.id, revoke_reason: 'leaked at 3 a.m.' });
+    expect(rev.json().revoked_at).not.toBeNull();
+    expect(await refused(cut, raw)).toBe(true);
+
+    const rows = await adminRows('key.revoked', `agent_token:${key.id}`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ kind: 'ADMIN', details: { reason: 'leaked at 3 a.m.', announced: false } });
+    expect(t.logs.text).toContain('Redis did not take the announcement');
+
+    // The peer never got the message: its cache entry runs out instead.
+    const deadline = Date.now() + PEER_TTL_MS + 2_000;
+    let gone = await refused(peer, raw);
+    while (!gone && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      gone = await refused(peer, raw);
+    }
+    expect(gone).toBe(true);
+    // An operator who retries anyway gets the same answer: revoking is idempotent and keeps the first reason.
+    const again = await cut.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason: 'retry' } });
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json().revoke_reason).toBe('leaked at 3 a.m.');
+  });
+
+  it('gateway keys, operator keys, bulk revoke and rotation succeed and are audited too', async () => {
+    const gwKey = (await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gw-outage' } })).json();
+    expect((await cut.ctx.auth.authenticate(gwKey.key)).kind).toBe('gateway');
+    expect((await cut.inject({ method: 'POST', url: `/v1/gateway-keys/${gwKey.gateway_key.id}/revoke`, headers: bearer(owner) })).statusCode).toBe(204);
+    expect(await refused(cut, gwKey.key)).toBe(true);
+    expect(await adminRows('gateway_key.revoked', `gateway_key:${gwKey.gateway_key.id}`)).toMatchObject([{ kind: 'ADMIN', details: { announced: false } }]);
+
+    const opKey = await app.ctx.credentials.createOperatorKey('test', { name: 'op-outage', role: 'viewer' });
+    expect((await cut.ctx.auth.authenticate(opKey.key)).kind).toBe('operator');
+    expect((await cut.inject({ method: 'POST', url: `/v1/operator-keys/${opKey.operator_key.id}/revoke`, headers: bearer(owner) })).statusCode).toBe(204);
+    expect(await refused(cut, opKey.key)).toBe(true);
+    expect(await adminRows('operator_key.revoked', `operator_key:${opKey.operator_key.id}`)).toMatchObject([{ kind: 'ADMIN', details: { announced: false } }]);
+
+    const project = 'outage';
+    const victims = [];
+    for (let i = 0; i < 2; i++) victims.push((await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, project_id: project } })).json());
+    for (const v of victims) await cut.ctx.auth.authenticate(v.token);
+    const bulk = await cut.inject({ method: 'POST', url: '/v1/keys/bulk-revoke', headers: bearer(owner), payload: { dry_run: false, project_id: project, reason: 'INC-9 outage', expected_count: 2 } });
+    expect(bulk.statusCode, bulk.body).toBe(200);
+    expect(bulk.json()).toMatchObject({ dry_run: false, count: 2 });
+    expect(bulk.json().message).toContain('Redis did not take the announcement');
+    expect(bulk.json()).not.toHaveProperty('unannounced');
+    for (const v of victims) expect(await refused(cut, v.token)).toBe(true);
+    expect(await adminRows('key.bulk_revoked')).toMatchObject([{ kind: 'ADMIN', details: { reason: 'INC-9 outage', count: 2, announced: false } }]);
+
+    const rotating = (await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody })).json();
+    await cut.ctx.auth.authenticate(rotating.token);
+    const rot = await cut.inject({ method: 'POST', url: `/v1/keys/${rotating.key.id}/rotate`, headers: bearer(owner), payload: { grace_seconds: 0, reason: 'INC-9 rotate' } });
+    expect(rot.statusCode, rot.body).toBe(201);
+    expect(rot.json().message).toContain('Redis did not take the announcement');
+    expect(await refused(cut, rotating.token)).toBe(true);
+    expect(await adminRows('key.rotated', `agent_token:${rotating.key.id}`)).toMatchObject([{ kind: 'ADMIN', details: { announced: false } }]);
+
+    // Both TOKENS_REVOKED alerts were raised (fire and forget: give them a moment).
+    const deadline = Date.now() + 2_000;
+    let alerts: string[] = [];
+    while (alerts.length < 2 && Date.now() < deadline) {
+      const { rows } = await t.pool().query(`SELECT message FROM alerts WHERE kind = 'TOKENS_REVOKED' AND (message LIKE '%INC-9%')`);
+      alerts = rows.map((r: { message: string }) => r.message);
+      if (alerts.length < 2) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(alerts).toHaveLength(2);
   });
 });
 
