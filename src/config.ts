@@ -39,7 +39,7 @@ export const SETTINGS = [
   { env: 'UNLEASH_ADMIN_TOKEN', type: 'string', default: '*:*.killswitch-admin-token', example: '*:*.abc...', secret: true, doc: 'Admin API token used by flags sync and webhook registration.' },
   { env: 'UNLEASH_ADMIN_PASSWORD', type: 'string', default: 'unleash4all', example: 'change-me', secret: true, doc: 'Password of the embedded Unleash UI user `admin` (first login).' },
   { env: 'UNLEASH_ENVIRONMENT', type: 'string', default: 'development', example: 'production', doc: 'The one Unleash environment the control plane reads.' },
-  { env: 'UNLEASH_REFRESH_MS', type: 'int', default: '1000', example: '500', min: 100, max: 60000, doc: 'Flag poll interval.' },
+  { env: 'UNLEASH_REFRESH_MS', type: 'int', default: '1000', example: '500', min: 100, max: 1000, doc: 'Flag poll interval, 100 to 1000 ms: a flag turned off in Unleash is promised to stop calls within about a second, so it cannot be longer. Kept after Unleash answers errors (no back-off).' },
   { env: 'UNLEASH_STALE_AFTER_S', type: 'int', default: '30', example: '60', min: 1, max: 86400, doc: 'Raise a staleness alert after this long without a successful fetch.' },
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup file older than this is not used to start.' },
   { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', default: 'killswitch-dev-webhook-secret', example: 'random-secret', secret: true, doc: 'Shared secret on the Unleash webhook integration.' },

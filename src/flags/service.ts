@@ -6,9 +6,11 @@ import { type Config, ConfigError } from '../config.js';
 import type { RedisHandle } from '../redis/client.js';
 import { FlagBackup } from './backup.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
+import { holdPollInterval } from './poll-interval.js';
 
 // The control plane's view of Unleash: unleash-client 6 polling one environment every
-// UNLEASH_REFRESH_MS (never streaming: the OSS server has no streaming endpoint and the client would
+// UNLEASH_REFRESH_MS, also after Unleash answered errors (the SDK's back-off is held off, see
+// poll-interval.ts; never streaming: the OSS server has no streaming endpoint and the client would
 // never become ready), local deny overrides from the Unleash webhook shared by every replica through
 // Redis pub/sub, a backup file to start from while Unleash is down, and a staleness alarm.
 //
@@ -196,6 +198,13 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       skipInstanceCountWarning: true,
     });
     this.client = client;
+    const hold = holdPollInterval(client, this.config.unleashRefreshMs);
+    if (!hold.held) {
+      this.log.error(
+        { why: hold.why },
+        "flags: cannot turn off unleash-client's poll back-off (its internals changed): after Unleash answers errors, polls may be up to 11 × UNLEASH_REFRESH_MS apart, so a flag turned off may take that long to be seen; use break-glass kills (POST /v1/kills) while Unleash is unsteady",
+      );
+    }
     const inner = (client as unknown as { client?: { isEnabled?: unknown } }).client;
     this.evaluate = typeof inner?.isEnabled === 'function' ? (inner.isEnabled as Evaluate).bind(inner) : undefined;
     let settled!: () => void;

@@ -1,0 +1,43 @@
+import type { Unleash } from 'unleash-client';
+
+// unleash-client 6 backs off after a 404, 429 or 5xx answer: every failed poll raises a failure count,
+// the next poll waits refreshInterval × (failures + 1) (up to 11×), and after Unleash recovers the count
+// only steps down by one per successful poll. After ten 502s from a proxy, polls would run 11 s, 10 s,
+// 9 s … apart for a minute, exactly when an operator is turning flags off. The control plane promises
+// that a flag turned off is seen within about a second, so it polls every UNLEASH_REFRESH_MS whatever
+// Unleash answered: one request per replica per interval, as when it is healthy (the SDK still retries
+// a failed request twice, 1 s and then up to 2 s later, before it counts as a failed poll).
+//
+// The SDK has no option for this. Forcing a fetch from outside (Repository.fetch(), as a watchdog would)
+// is no way out either: every fetch schedules its own next poll and a pending one is not replaced, so
+// each forced fetch would add a polling loop that never ends. What is left is the counter itself, the
+// PollingFetcher's private `failures`, which the back-off and the step-down both read: it is pinned at
+// 0. That reaches into unleash-client internals (checked against 6.12), so every step is checked here
+// and the service logs an error when one fails; test/unit/flags-poll-interval.test.ts fails on an
+// upgrade that moves them, and test/integration/flags-poll-errors.serial.test.ts on one that backs off
+// some other way.
+
+interface PollingFetcherInternals {
+  failures?: unknown;
+  nextFetch?: () => number;
+}
+
+export type PollIntervalHold = { held: true } | { held: false; why: string };
+
+/** Keeps the client's poll at its refreshInterval after error answers. Call before the client starts. */
+export function holdPollInterval(client: Unleash, refreshMs: number): PollIntervalHold {
+  const repository = (client as unknown as { repository?: { fetcher?: { pollingFetcher?: PollingFetcherInternals } } }).repository;
+  const fetcher = repository?.fetcher?.pollingFetcher;
+  if (!fetcher) return { held: false, why: 'unleash-client has no repository.fetcher.pollingFetcher' };
+  const failures = Object.getOwnPropertyDescriptor(fetcher, 'failures');
+  if (!failures || !('value' in failures) || typeof failures.value !== 'number' || failures.configurable !== true) {
+    return { held: false, why: 'the polling fetcher has no plain numeric `failures` counter' };
+  }
+  if (typeof fetcher.nextFetch !== 'function') return { held: false, why: 'the polling fetcher has no nextFetch()' };
+  Object.defineProperty(fetcher, 'failures', { configurable: true, enumerable: true, get: () => 0, set: () => {} });
+  // The counter is now stuck at 0: a write (as a back-off does) must leave the next poll one interval away.
+  fetcher.failures = 10;
+  const next = fetcher.nextFetch();
+  if (next !== refreshMs) return { held: false, why: `after pinning the failure counter the next poll is ${next} ms away, not ${refreshMs} ms` };
+  return { held: true };
+}

@@ -1,0 +1,147 @@
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { toUnleashContext } from '../../src/flags/service.js';
+import { TestContext } from '../helpers/context.js';
+import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+
+// Polling after Unleash answered errors. unleash-client 6 backs off on 404/429/5xx (the next poll waits
+// UNLEASH_REFRESH_MS × (failures + 1), up to 11×, and steps down by one per successful poll), which
+// would leave a flag turned off after an outage unseen for many seconds. A real HTTP proxy in front of
+// the run's real unleash-server answers 502 for a while (as a failing load balancer does), then passes
+// requests through again. Serial: it turns a shared flag off.
+
+const REFRESH_MS = 200;
+/** 502 answers to flag fetches: the SDK retries a failed fetch twice, so this is four failed polls. */
+const FAILED_FETCHES = 12;
+const FLAG = 'mcp.everything.write';
+
+const unleash = inject('unleash');
+const admin = testAdmin(unleash);
+const ctx = new TestContext();
+const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
+let touched = false;
+
+/** Forwards to Unleash, or answers 502 to the next `failNext` flag fetches (and everything meanwhile). */
+class FlakyProxy {
+  failNext = 0;
+  /** Every flag fetch that reached the proxy: when, and what it was answered. */
+  readonly fetches: Array<{ at: number; status: number }> = [];
+  private readonly server: Server;
+
+  constructor(private readonly target: URL) {
+    this.server = createServer((req, res) => this.handle(req, res));
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${this.target.pathname}`;
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const isFetch = req.method === 'GET' && (req.url ?? '').includes('/client/features');
+    const record = (status: number) => {
+      if (isFetch) this.fetches.push({ at: performance.now(), status });
+    };
+    if (this.failNext > 0) {
+      if (isFetch) this.failNext--;
+      record(502);
+      req.resume();
+      res.writeHead(502, { 'content-type': 'text/plain' }).end('Bad Gateway');
+      return;
+    }
+    const upstream = request({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      record(up.statusCode ?? 0);
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.writeHead(502).end());
+    req.pipe(upstream);
+  }
+}
+
+/**
+ * What Unleash itself serves for the flag now, and the ETag it serves it under: Unleash publishes a
+ * change about once a second, and answers a poll whose ETag is still current with 304.
+ */
+async function served(flag: string): Promise<{ enabled: boolean | undefined; etag: string | null }> {
+  const res = await fetch(`${unleash.apiUrl}/client/features`, { headers: { authorization: unleash.apiToken } });
+  const body = (await res.json()) as { features: Array<{ name: string; enabled: boolean }> };
+  return { enabled: body.features.find((f) => f.name === flag)?.enabled, etag: res.headers.get('etag') };
+}
+
+let proxy: FlakyProxy;
+let app: FastifyInstance;
+
+beforeAll(async () => {
+  await ctx.setup();
+  proxy = new FlakyProxy(new URL(unleash.apiUrl));
+  // Nothing listens on the webhook port here: only polling can explain a deny.
+  app = await ctx.app({ unleashUrl: await proxy.listen(), unleashRefreshMs: REFRESH_MS });
+  expect(app.ctx.flags.status()).toMatchObject({ ready: true, source: 'poll' });
+});
+
+afterEach(async () => {
+  proxy.failNext = 0;
+  if (touched) {
+    await restoreFlag(unleash, FLAG);
+    await until(() => app.ctx.flags.isEnabled(FLAG, rwDev), 10_000, `${FLAG} on again`);
+    touched = false;
+  }
+});
+
+afterAll(async () => {
+  await ctx.teardown();
+  await proxy.close();
+});
+
+describe('polling after Unleash answered errors', () => {
+  it('after a run of 502s, polling is back to UNLEASH_REFRESH_MS at once and a flag turned off is seen within 2 polls', { timeout: 90_000 }, async () => {
+    expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(true);
+
+    proxy.failNext = FAILED_FETCHES;
+    await until(() => proxy.failNext === 0, 60_000, `${FAILED_FETCHES} fetches answered 502`, 20);
+    // Meanwhile the last fetched state stayed in force (no allow or deny by accident) and the error shows.
+    expect(app.ctx.flags.isReady()).toBe(true);
+    expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(true);
+    expect(app.ctx.flags.status().lastError).toMatch(/502/);
+
+    // Unleash answers again: wait for the first fetch that gets through, then turn the flag off.
+    const recoveredAt = proxy.fetches.length;
+    await until(() => proxy.fetches.slice(recoveredAt).some((f) => f.status < 400), 10_000, 'a fetch through the proxy succeeds');
+    const firstOk = proxy.fetches.slice(recoveredAt).find((f) => f.status < 400)!;
+    const before = await served(FLAG);
+    touched = true;
+    await admin.setEnabled(FLAG, unleash.environment, false);
+
+    // From the moment Unleash serves the flag off to pollers, the control plane denies within two polls.
+    await until(
+      async () => {
+        const now = await served(FLAG);
+        return now.enabled === false && now.etag !== before.etag;
+      },
+      10_000,
+      'Unleash serves the flag off under a new ETag',
+      20,
+    );
+    const servedAt = performance.now();
+    await until(() => !app.ctx.flags.isEnabled(FLAG, rwDev), 15_000, 'the control plane denies');
+    const seenAfterMs = performance.now() - servedAt;
+    expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
+
+    // Every poll after the recovery came one UNLEASH_REFRESH_MS after the previous one (no back-off).
+    await new Promise((r) => setTimeout(r, 8 * REFRESH_MS));
+    const after = proxy.fetches.filter((f) => f.at >= firstOk.at);
+    const gaps = after.slice(1).map((f, i) => Math.round(f.at - after[i]!.at));
+    expect(after.every((f) => f.status < 400)).toBe(true);
+    expect(gaps.length).toBeGreaterThanOrEqual(5);
+    expect(Math.max(...gaps), `gaps between polls after recovery (ms): ${gaps.join(', ')}`).toBeLessThanOrEqual(2 * REFRESH_MS);
+    expect(seenAfterMs, 'ms from Unleash serving the flag off to the deny').toBeLessThanOrEqual(2 * REFRESH_MS + 100);
+  });
+});

@@ -1,0 +1,56 @@
+import { InMemStorageProvider, Unleash } from 'unleash-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { holdPollInterval } from '../../src/flags/poll-interval.js';
+
+// A tripwire for the unleash-client internals poll-interval.ts relies on: an upgrade that moves them
+// fails here, naming what moved, instead of silently bringing back the poll back-off.
+
+const REFRESH_MS = 250;
+const clients: Unleash[] = [];
+
+function client(): Unleash {
+  const c = new Unleash({
+    appName: 'poll-interval-test',
+    url: 'http://127.0.0.1:9/api',
+    refreshInterval: REFRESH_MS,
+    disableAutoStart: true,
+    disableMetrics: true,
+    skipInstanceCountWarning: true,
+    storageProvider: new InMemStorageProvider(),
+  });
+  clients.push(c);
+  return c;
+}
+
+/** The SDK's own handling of an HTTP answer: what fetch() calls, returning the delay to the next poll. */
+function nextPollAfter(c: Unleash, status: number): number {
+  const fetcher = (c as unknown as { repository: { fetcher: { pollingFetcher: { handleErrorCases(url: string, status: number): number } } } }).repository.fetcher.pollingFetcher;
+  return fetcher.handleErrorCases('http://127.0.0.1:9/api/client/features', status);
+}
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.destroy();
+});
+
+describe('poll interval after Unleash errors', () => {
+  it('unleash-client backs off on its own (what holdPollInterval exists for)', () => {
+    const c = client();
+    expect(nextPollAfter(c, 502)).toBe(2 * REFRESH_MS);
+    expect(nextPollAfter(c, 503)).toBe(3 * REFRESH_MS);
+  });
+
+  it('holds the next poll at the refresh interval after 404, 429 and 5xx answers', () => {
+    const c = client();
+    expect(holdPollInterval(c, REFRESH_MS)).toEqual({ held: true });
+    for (let i = 0; i < 12; i++) for (const status of [404, 429, 500, 502, 503, 504]) expect(nextPollAfter(c, status)).toBe(REFRESH_MS);
+  });
+
+  it('reports, rather than pretends, when the internals are not there', () => {
+    const c = client();
+    const repository = (c as unknown as { repository: { fetcher: unknown } }).repository;
+    const fetcher = repository.fetcher;
+    repository.fetcher = {};
+    expect(holdPollInterval(c, REFRESH_MS)).toEqual({ held: false, why: expect.stringMatching(/pollingFetcher/) });
+    repository.fetcher = fetcher;
+  });
+});
