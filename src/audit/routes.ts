@@ -48,7 +48,7 @@ export function usageCsv(tokens: TokenUsage[]): string {
       rows.push(['day', ...base, '', '', '', d.day, d.calls, d.allowed, d.denied, d.results, d.successes, d.errors, d.results > 0 ? d.successes / d.results : '', '']);
     }
   }
-  return stringify(rows, { header: true, columns: USAGE_CSV_COLUMNS });
+  return stringify(rows, { header: true, columns: USAGE_CSV_COLUMNS, escape_formulas: true });
 }
 
 /** Read side of the audit trail for operators; project-limited keys see their projects' rows only. */
@@ -141,7 +141,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (req.query.format === 'csv') {
         const csv = stringify(
           months.map((m) => ({ ...m, last_at: m.last_at ? m.last_at.toISOString() : '' })),
-          { header: true, columns: ['month', 'token_id', 'token_type', 'project_id', 'server', 'tool', 'capability', 'calls', 'allowed', 'denied', 'results', 'successes', 'errors', 'last_at'] },
+          { header: true, columns: ['month', 'token_id', 'token_type', 'project_id', 'server', 'tool', 'capability', 'calls', 'allowed', 'denied', 'results', 'successes', 'errors', 'last_at'], escape_formulas: true },
         );
         return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="usage-monthly.csv"').send(csv);
       }

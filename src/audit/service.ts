@@ -284,7 +284,7 @@ export class AuditService {
         })(),
       );
     }
-    const csv = stringify({ header: true, columns: [...AUDIT_COLUMN_NAMES] });
+    const csv = stringify({ header: true, columns: [...AUDIT_COLUMN_NAMES], escape_formulas: true });
     const cells = Readable.from(
       (async function* () {
         for await (const r of source) yield csvCells(r);

