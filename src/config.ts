@@ -238,6 +238,33 @@ function checkTracingSettings(config: Config): void {
 }
 
 /** `k1=v1,k2=v2` (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS; values may be percent-encoded). Undefined when malformed. */
+/**
+ * Secrets whose default is a published value (fine on one machine) still in force, when the control
+ * plane (and the embedded Unleash, which binds the same HOST) is reachable from other hosts: anyone
+ * who can reach the ports could then log in to Unleash and turn a flag back on, or forge the webhook.
+ * Empty when HOST is a loopback address.
+ */
+export function wellKnownSecretsInUse(config: Config): string[] {
+  if (isLoopbackHost(config.host)) return [];
+  const defaults = new Map<string, string | undefined>(SETTINGS.map((s) => [s.env, 'default' in s ? s.default : undefined]));
+  const inUse: string[] = [];
+  const check = (env: string, value: string | undefined) => {
+    if (value !== undefined && value === defaults.get(env)) inUse.push(env);
+  };
+  check('UNLEASH_API_TOKEN', config.unleashApiToken);
+  check('UNLEASH_ADMIN_TOKEN', config.unleashAdminToken);
+  check('UNLEASH_WEBHOOK_SECRET', config.unleashWebhookSecret);
+  // The password only matters for the embedded Unleash; an external one has its own users.
+  if (config.unleashUrl === '') check('UNLEASH_ADMIN_PASSWORD', config.unleashAdminPassword);
+  // docker-compose.yml's placeholder.
+  if (config.tokenHashSecret?.startsWith('change-me')) inUse.push('TOKEN_HASH_SECRET');
+  return inUse;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
 export function parseKeyValueList(value: string): Record<string, string> | undefined {
   const out: Record<string, string> = {};
   for (const part of value.split(',')) {

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { bootstrapOwner, buildApp } from './app.js';
-import type { Config } from './config.js';
+import { type Config, wellKnownSecretsInUse } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
@@ -28,6 +28,13 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
       await embedded.stop();
     });
     logUnexpectedExit(embedded, app.log, () => closing);
+  }
+  const published = wellKnownSecretsInUse(config);
+  if (published.length > 0) {
+    app.log.warn(
+      { settings: published, host: config.host },
+      `listening on HOST=${config.host} with well-known default values of ${published.join(', ')}: anyone who reaches these ports could log in to Unleash and turn a flag back on, or forge its webhook. Set them (docs/configuration.md) before exposing the service beyond this machine.`,
+    );
   }
   const ownerKey = await bootstrapOwner(app);
   if (ownerKey && !config.bootstrapOwnerKey) {

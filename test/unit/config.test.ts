@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, wellKnownSecretsInUse } from '../../src/config.js';
 
 describe('config', () => {
   it('has defaults that work on a fresh machine', () => {
@@ -28,5 +28,25 @@ describe('config', () => {
     } catch (err) {
       expect((err as Error).message).not.toContain('hunter2');
     }
+  });
+});
+
+describe('well-known default secrets', () => {
+  it('are reported only when HOST reaches beyond this machine', () => {
+    expect(wellKnownSecretsInUse(loadConfig({}))).toEqual([]);
+    expect(wellKnownSecretsInUse(loadConfig({ HOST: '::1' }))).toEqual([]);
+    expect(wellKnownSecretsInUse(loadConfig({ HOST: '0.0.0.0' }))).toEqual(['UNLEASH_API_TOKEN', 'UNLEASH_ADMIN_TOKEN', 'UNLEASH_WEBHOOK_SECRET', 'UNLEASH_ADMIN_PASSWORD']);
+  });
+
+  it('name only those still at their default (the password only for the embedded Unleash; the compose placeholder of TOKEN_HASH_SECRET)', () => {
+    const env = {
+      HOST: '10.0.0.5',
+      UNLEASH_URL: 'https://unleash.internal/api',
+      UNLEASH_API_TOKEN: 'default:production.0f3a',
+      UNLEASH_ADMIN_TOKEN: '*:*.9c1e',
+      TOKEN_HASH_SECRET: 'change-me-to-a-long-random-string-of-48-chars',
+    };
+    expect(wellKnownSecretsInUse(loadConfig(env))).toEqual(['UNLEASH_WEBHOOK_SECRET', 'TOKEN_HASH_SECRET']);
+    expect(wellKnownSecretsInUse(loadConfig({ ...env, UNLEASH_WEBHOOK_SECRET: 'k2', TOKEN_HASH_SECRET: 'x'.repeat(48) }))).toEqual([]);
   });
 });
