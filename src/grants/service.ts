@@ -2,7 +2,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
-import type { RedisHandle } from '../redis/client.js';
+import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
@@ -23,6 +23,7 @@ export class GrantService {
   /** When the set was last loaded from Postgres (0: never). */
   private loadedAt = 0;
   private timer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
   private readonly onMessage = (channel: string) => {
     if (channel === this.channel) void this.reload('announced');
@@ -38,7 +39,8 @@ export class GrantService {
 
   async start(): Promise<void> {
     this.redis.sub.on('message', this.onMessage);
-    await this.redis.sub.subscribe(this.channel);
+    // Announcements reach this replica once Redis answers; the periodic reload covers the gap.
+    this.unsubscribe = await keepSubscribed(this.redis, this.channel, () => {});
     await this.reload();
     this.timer = setInterval(() => void this.reload(), GRANT_RELOAD_EVERY_MS);
     this.timer.unref();
@@ -47,6 +49,7 @@ export class GrantService {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.redis.sub.off('message', this.onMessage);
+    await this.unsubscribe?.();
   }
 
   /**

@@ -52,3 +52,24 @@ export async function waitForRedis(handle: RedisHandle, timeoutMs = 5_000): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Subscribes `channel` on the subscriber connection now and again on every reconnect: ioredis re-subscribes
+ * channels it had, but not a subscribe that failed while Redis was away. Never rejects, so a control plane
+ * starts with Redis down (decisions deny until it is back; messages of other replicas arrive once it is).
+ * Returns the function that stops it.
+ */
+export async function keepSubscribed(handle: RedisHandle, channel: string, onFailure: (err: Error) => void): Promise<() => Promise<void>> {
+  const subscribe = () =>
+    handle.sub.subscribe(channel).then(
+      () => undefined,
+      (err: Error) => onFailure(err),
+    );
+  const onReady = () => void subscribe();
+  handle.sub.on('ready', onReady);
+  await subscribe();
+  return async () => {
+    handle.sub.off('ready', onReady);
+    await handle.sub.unsubscribe(channel).catch(() => {});
+  };
+}

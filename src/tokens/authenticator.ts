@@ -2,7 +2,7 @@ import { hash as digest } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Pool } from '../db/pool.js';
 import { unauthenticated } from '../errors.js';
-import type { RedisHandle } from '../redis/client.js';
+import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type CredentialKind, hashCredential, parseCredential, sameHash, type TokenType } from './format.js';
 import { type CredentialTable, credentialStore, type Environment, type OperatorRole } from './store.js';
 
@@ -100,6 +100,7 @@ export class Authenticator {
   private readonly idToKey = new Map<string, string>();
   private readonly used: Record<CredentialTable, Set<string>> = { agent_tokens: new Set(), gateway_keys: new Set(), operator_keys: new Set() };
   private touchTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
   /** authenticate() outcomes since start, by the credential's kind (from its prefix), for /metrics. */
   readonly outcomes: Record<CredentialKind | 'malformed', { ok: number; failed: number; unavailable: number }> = {
@@ -125,7 +126,8 @@ export class Authenticator {
 
   async start(): Promise<void> {
     this.redis.sub.on('message', this.onMessage);
-    await this.redis.sub.subscribe(this.channel);
+    // Revocations reach this replica once Redis answers; until then its cache entries live TOKEN_CACHE_TTL_MS.
+    this.unsubscribe = await keepSubscribed(this.redis, this.channel, () => {});
     this.touchTimer = setInterval(() => void this.flushLastUsed(), TOUCH_INTERVAL_MS);
     this.touchTimer.unref();
   }
@@ -133,6 +135,7 @@ export class Authenticator {
   async stop(): Promise<void> {
     if (this.touchTimer) clearInterval(this.touchTimer);
     this.redis.sub.off('message', this.onMessage);
+    await this.unsubscribe?.();
     await this.redis.sub.unsubscribe(this.channel).catch(() => {});
     await this.flushLastUsed();
   }

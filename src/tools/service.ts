@@ -2,7 +2,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, notFound } from '../errors.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
-import type { RedisHandle } from '../redis/client.js';
+import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash } from './hash.js';
 import { type ToolDefinitionRow, toolStore } from './store.js';
 
@@ -66,6 +66,7 @@ export class ToolRegistry {
   private pins = new Map<string, PinEntry>();
   private identities = new Map<string, UpstreamIdentity>();
   private timer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
   private readonly onMessage = (channel: string) => {
     if (channel === this.channel) void this.reload();
@@ -81,7 +82,8 @@ export class ToolRegistry {
 
   async start(): Promise<void> {
     this.redis.sub.on('message', this.onMessage);
-    await this.redis.sub.subscribe(this.channel);
+    // Announcements reach this replica once Redis answers; the periodic reload covers the gap.
+    this.unsubscribe = await keepSubscribed(this.redis, this.channel, () => {});
     await this.reload();
     this.timer = setInterval(() => void this.reload(), this.reloadEveryMs);
     this.timer.unref();
@@ -90,6 +92,7 @@ export class ToolRegistry {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.redis.sub.off('message', this.onMessage);
+    await this.unsubscribe?.();
   }
 
   async reload(): Promise<void> {
