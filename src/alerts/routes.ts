@@ -8,7 +8,6 @@ import { type AlertEvent, canSeeAlert } from './service.js';
 import type { Alert } from './store.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
-const HEARTBEAT_MS = 15_000;
 const REPLAY_MAX = 500;
 // A client this far behind is cut off; it reconnects with Last-Event-ID and replays from Postgres.
 const MAX_BUFFERED_BYTES = 1 << 20;
@@ -64,23 +63,36 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
       let replaying = true;
       const held: AlertEvent[] = [];
-      const write = (event: AlertEvent) => {
-        if (res.writableEnded || !wanted(event.alert)) return;
+      // Every write goes through here. A write to an ended or destroyed response emits 'error' later,
+      // and the heartbeat keeps firing until 'close': without this guard one slow client could crash the
+      // process. A client that fell behind is destroyed, not ended: end() would wait for it to read the
+      // megabyte it is behind, keeping the socket (and this stream) alive.
+      const write = (chunk: string) => {
+        if (res.writableEnded || res.destroyed) return;
         if (res.writableLength > MAX_BUFFERED_BYTES) {
-          res.end();
+          req.log.warn({ buffered_bytes: res.writableLength }, 'alerts stream: the client fell too far behind; disconnected (it replays with Last-Event-ID)');
+          res.destroy();
           return;
         }
-        res.write(sseFrame(event));
+        res.write(chunk);
       };
-      const unsubscribe = alerts.subscribe((event) => (replaying ? held.push(event) : write(event)));
-      const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS);
+      const send = (event: AlertEvent) => {
+        if (wanted(event.alert)) write(sseFrame(event));
+      };
+      const unsubscribe = alerts.subscribe((event) => (replaying ? held.push(event) : send(event)));
+      const heartbeat = setInterval(() => write(': ping\n\n'), alerts.streamHeartbeatMs);
       heartbeat.unref();
       const cleanup = () => {
         clearInterval(heartbeat);
         unsubscribe();
         streams.delete(res);
+        held.length = 0;
       };
       res.on('close', cleanup);
+      // A socket error (reset, EPIPE) must not become an uncaught 'error' event; 'close' follows anyway.
+      res.on('error', cleanup);
+      // The client may already be gone (its 'close' fired before the listener was added).
+      if (res.destroyed) cleanup();
 
       const lastId = req.headers['last-event-id'];
       const replayed = new Set<string>();
@@ -88,14 +100,14 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
         try {
           for (const alert of await alerts.listAfter(lastId, REPLAY_MAX, op)) {
             replayed.add(alert.id);
-            write({ type: 'raised', alert });
+            send({ type: 'raised', alert });
           }
         } catch (err) {
           req.log.warn({ err: (err as Error).message }, 'alerts stream: replay after Last-Event-ID failed');
         }
       }
       replaying = false;
-      for (const event of held.splice(0)) if (event.type !== 'raised' || !replayed.has(event.alert.id)) write(event);
+      for (const event of held.splice(0)) if (event.type !== 'raised' || !replayed.has(event.alert.id)) send(event);
     },
   );
 

@@ -94,6 +94,8 @@ export class AlertService {
     if (channel === this.channel) this.receive(message);
   };
   private readonly onSubReady = () => void this.subscribeChannel();
+  /** Comment line sent on every open live stream (GET /v1/alerts/stream) so proxies keep it open; tests shorten it. */
+  streamHeartbeatMs = 15_000;
 
   constructor(
     private readonly pool: Pool,
@@ -249,6 +251,11 @@ export class AlertService {
     };
   }
 
+  /** Alerts the webhook queue dropped to make room for more severe ones, by severity (zeros without a webhook). */
+  webhookDropped(): Record<AlertSeverity, number> {
+    return this.webhook ? this.webhook.droppedCounts() : { info: 0, warning: 0, critical: 0 };
+  }
+
   /** Newest first. With `op`, a project-limited operator sees only its projects and project-less alerts. */
   async list(query: AlertQuery, op?: OperatorPrincipal): Promise<AlertPage> {
     const limit = query.limit ?? 100;
@@ -278,9 +285,19 @@ export class AlertService {
     return alert;
   }
 
-  /** Acknowledges once (404 unknown or invisible, 409 already acknowledged) and tells every replica. */
+  /**
+   * Acknowledges once (404 unknown or invisible, 409 already acknowledged) and tells every replica.
+   * An alert of no project concerns every project, and acknowledging it takes it out of every
+   * operator's inbox: a key limited to projects may read it but not acknowledge it (403).
+   */
   async ack(id: string, op: OperatorPrincipal, note?: string): Promise<Alert> {
     const existing = await this.get(id, op);
+    if (existing.project_id === null && op.projects !== null) {
+      throw new AppError(
+        'FORBIDDEN',
+        `This operator key is limited to projects ${op.projects.join(', ')}; alert ${id} belongs to no project (it concerns every project), so acknowledging it needs a key without a project limit.`,
+      );
+    }
     const acked = await alertStore.acknowledge(this.pool, id, operatorActor(op), note ?? null);
     if (!acked) {
       const now = (await alertStore.get(this.pool, id)) ?? existing;

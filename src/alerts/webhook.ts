@@ -22,6 +22,8 @@ export interface WebhookSettings {
   secret: string | undefined;
   /** Base URL of the control plane, for links in the message; empty: no link. */
   publicUrl: string;
+  /** Alerts waiting for a free worker (default 1,000); beyond it the least severe, oldest one is dropped. */
+  maxQueued?: number;
 }
 
 export interface DeliveryResult {
@@ -34,6 +36,9 @@ export interface DeliveryResult {
 const CONCURRENCY = 4;
 const MAX_QUEUED = 1_000;
 const MAX_RETRY_AFTER_MS = 30_000;
+/** A storm drops alerts by the thousand: one warning per this interval says how many, not one per alert. */
+const DROP_WARNING_INTERVAL_MS = 10_000;
+const RANK: Record<AlertSeverity, number> = { info: 1, warning: 2, critical: 3 };
 
 function alertJson(alert: Alert): Record<string, unknown> {
   return {
@@ -96,6 +101,9 @@ export class AlertWebhook {
   private active = 0;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly closing = new AbortController();
+  private readonly dropped: Record<AlertSeverity, number> = { info: 0, warning: 0, critical: 0 };
+  private droppedSinceWarning = 0;
+  private lastDropWarningAt = -Infinity;
 
   constructor(
     private readonly settings: WebhookSettings,
@@ -109,12 +117,40 @@ export class AlertWebhook {
       this.log.warn({ alert_id: alert.id, kind: alert.kind }, 'alert webhook not sent: the control plane is shutting down');
       return;
     }
-    if (this.queue.length >= MAX_QUEUED) {
-      this.log.error({ alert_id: alert.id, kind: alert.kind, queued: this.queue.length }, 'alert webhook queue full: alert not sent to the webhook');
-      return;
+    if (this.queue.length >= (this.settings.maxQueued ?? MAX_QUEUED)) {
+      // Full (a storm, or a slow receiver): make room by dropping the least severe alert, oldest first,
+      // so repeated warnings cannot crowd out a SESSION_HALTED. An alert less severe than everything
+      // queued is itself the one dropped. Order of delivery stays the order of arrival.
+      let victim = -1;
+      for (let i = 0; i < this.queue.length; i++) {
+        if (victim < 0 || RANK[this.queue[i]!.severity] < RANK[this.queue[victim]!.severity]) victim = i;
+      }
+      if (victim < 0 || RANK[this.queue[victim]!.severity] > RANK[alert.severity]) {
+        this.countDropped(alert);
+        return;
+      }
+      this.countDropped(this.queue.splice(victim, 1)[0]!);
     }
     this.queue.push(alert);
     this.pump();
+  }
+
+  /** Alerts dropped from a full queue since start, by severity (killswitch_alert_webhook_dropped_total). */
+  droppedCounts(): Record<AlertSeverity, number> {
+    return { ...this.dropped };
+  }
+
+  private countDropped(alert: Alert): void {
+    this.dropped[alert.severity]++;
+    this.droppedSinceWarning++;
+    const now = performance.now();
+    if (now - this.lastDropWarningAt < DROP_WARNING_INTERVAL_MS) return;
+    this.log.warn(
+      { dropped: this.droppedSinceWarning, dropped_total: { ...this.dropped }, queued: this.queue.length, last_dropped: { alert_id: alert.id, kind: alert.kind, severity: alert.severity } },
+      'alert webhook queue full: the least severe alerts were not sent to the webhook (still stored and streamed)',
+    );
+    this.lastDropWarningAt = now;
+    this.droppedSinceWarning = 0;
   }
 
   private pump(): void {
@@ -154,6 +190,9 @@ export class AlertWebhook {
           method: 'POST',
           headers,
           body,
+          // Following a 307/308 would re-POST the signed body wherever the receiver (or whoever answers
+          // for it) points, internal addresses included: a redirect is a failed delivery instead.
+          redirect: 'manual',
           signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.closing.signal]),
         });
         const text = await res.text().catch(() => '');
@@ -161,7 +200,8 @@ export class AlertWebhook {
           this.log.debug({ alert_id: alert.id, status: res.status, attempt }, 'alert webhook delivered');
           return { ok: true, attempts: attempt, status: res.status };
         }
-        last = { ok: false, attempts: attempt, status: res.status, error: clip(text, 200) };
+        const redirected = res.status >= 300 && res.status < 400;
+        last = { ok: false, attempts: attempt, status: res.status, error: redirected ? 'the receiver answered with a redirect, which is not followed: set ALERT_WEBHOOK_URL to the final URL' : clip(text, 200) };
         if (!retryable(res.status)) break;
         const ra = Number(res.headers.get('retry-after'));
         if (Number.isFinite(ra) && ra > 0) retryAfterMs = Math.min(ra * 1000, MAX_RETRY_AFTER_MS);

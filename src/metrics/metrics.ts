@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { ALERT_SEVERITIES } from '../alerts/kinds.js';
 import type { AppContext } from '../context.js';
 import type { DecisionObservation } from '../decisions/service.js';
 import { FastHistogram } from './histogram.js';
@@ -203,6 +204,10 @@ export class Metrics implements DependencySink {
       if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
     });
     this.disposers.push(unsubscribe);
+    readMetric(r, 'killswitch_alert_webhook_dropped_total', 'Alerts not sent to ALERT_WEBHOOK_URL because its queue was full (the least severe, oldest first), by severity; they are still stored and streamed.', 'counter', 'sum', () => {
+      const dropped = ctx.alerts.webhookDropped();
+      return ALERT_SEVERITIES.map((severity) => [{ severity }, dropped[severity]] as Sample);
+    });
 
     const counts = () => this.readStateCounts(ctx);
     readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed (whole installation: use max, not sum, across replicas; WORKERS > 1 already reports the max).', 'gauge', 'max', async () => {

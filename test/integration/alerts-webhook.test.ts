@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Alert } from '../../src/alerts/store.js';
 import { AlertWebhook, signBody, type WebhookSettings } from '../../src/alerts/webhook.js';
 import { loadConfig } from '../../src/config.js';
-import { LogCapture, TestContext } from '../helpers/context.js';
+import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 
 // A real HTTP receiver on a local port: each request gets the next scripted reply (the last repeats).
 interface Reply {
@@ -210,6 +210,62 @@ describe('alert webhook against a real HTTP receiver', () => {
     await hook.stop();
   });
 
+  it('does not follow a redirect: a 307 to another server is a failed delivery and that server gets nothing', async () => {
+    const internal = await new Receiver().start();
+    try {
+      receiver.reset([{ status: 307, headers: { location: internal.url } }]);
+      const hook = new AlertWebhook(settings({ secret: 'hook-secret', backoffMs: 10 }), log);
+      const result = await hook.send(sampleAlert({ id: '0190e3c1-0000-7000-8000-0000000000b1' }));
+      expect(result).toMatchObject({ ok: false, attempts: 1, status: 307 });
+      expect(receiver.received).toHaveLength(1);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(internal.received).toHaveLength(0);
+      const line = logs.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'alert webhook delivery failed' && l.alert_id === '0190e3c1-0000-7000-8000-0000000000b1');
+      expect(line).toMatchObject({ level: 50, status: 307 });
+      expect(line.error).toMatch(/redirect/);
+      await hook.stop();
+    } finally {
+      await internal.stop();
+    }
+  });
+
+  it('a full queue drops the least severe, oldest alert (or a less severe newcomer), keeps arrival order, counts and warns once', async () => {
+    // Four slow deliveries occupy every worker; the queue holds three.
+    receiver.reset([{ status: 200, delayMs: 300 }]);
+    const hook = new AlertWebhook(settings({ maxQueued: 3 }), log);
+    try {
+      const id = (n: number) => `0190e3c1-0000-7000-8000-0000000001${String(n).padStart(2, '0')}`;
+      for (let n = 1; n <= 4; n++) hook.deliver(sampleAlert({ id: id(n), kind: 'KILL_SWITCH', severity: 'warning' }));
+      const incoming: Array<[number, Alert['severity']]> = [
+        [10, 'info'], // queued
+        [11, 'warning'], // queued
+        [12, 'info'], // queued: full
+        [13, 'critical'], // drops 10 (oldest info)
+        [14, 'info'], // drops 12 (oldest info)
+        [15, 'critical'], // drops 14
+        [16, 'info'], // less severe than everything queued (warning, critical, critical): dropped itself
+        [17, 'critical'], // drops 11 (the warning)
+      ];
+      const warningsBefore = logs.lines.filter((l) => l.includes('alert webhook queue full')).length;
+      for (const [n, severity] of incoming) hook.deliver(sampleAlert({ id: id(n), kind: severity === 'critical' ? 'SESSION_HALTED' : 'KILL_SWITCH', severity }));
+
+      const got = await receiver.waitFor(7);
+      await new Promise((r) => setTimeout(r, 400));
+      const ids = got.map((r) => r.headers['x-killswitch-alert-id'] as string);
+      expect(ids).toHaveLength(7);
+      // The first four went out before the queue filled; the three survivors leave it together (three free workers).
+      expect(ids.slice(0, 4).sort()).toEqual([1, 2, 3, 4].map(id));
+      expect(ids.slice(4).sort()).toEqual([13, 15, 17].map(id));
+      expect(hook.droppedCounts()).toEqual({ info: 4, warning: 1, critical: 0 });
+      const warnings = logs.lines.filter((l) => l.includes('alert webhook queue full')).slice(warningsBefore);
+      expect(warnings).toHaveLength(1);
+      expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 40, dropped: 1 });
+    } finally {
+      // Stops what is still queued or in flight (it would reach the next test's receiver).
+      await hook.stop();
+    }
+  });
+
   it('rejects a malformed ALERT_WEBHOOK_URL at start without printing it', () => {
     expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).toThrow(/ALERT_WEBHOOK_URL=\(hidden\) is invalid/);
     expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).not.toThrow(/SECRET/);
@@ -248,6 +304,22 @@ describe('alert webhook against a real HTTP receiver', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(receiver.received.map((r) => r.headers['x-killswitch-alert-id'])).toEqual([alert.id]);
       expect(JSON.parse(receiver.received[0]!.body).alert.kind).toBe('KILL_CREATED');
+    });
+
+    it('GET /metrics counts the alerts a full webhook queue dropped, by severity', async () => {
+      // Every worker hangs on the receiver; 1,000 more wait; the rest push out the oldest of them.
+      receiver.reset([{ status: 200, delayMs: 10_000 }]);
+      const app = await t.app({ alertWebhookUrl: receiver.url, alertWebhookTimeoutMs: 10_000, alertWebhookAttempts: 1 });
+      const viewer = await t.operatorKey(app, 'viewer');
+      for (let i = 0; i < 1_010; i += 101) {
+        await Promise.all(Array.from({ length: 101 }, () => app.ctx.alerts.raise({ kind: 'RATE_LIMITED', severity: 'info', message: 'flood', server: 'metrics-flood' })));
+      }
+      const res = await app.inject({ url: '/metrics', headers: bearer(viewer) });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.body).toContain('# TYPE killswitch_alert_webhook_dropped_total counter');
+      expect(res.body).toMatch(/^killswitch_alert_webhook_dropped_total\{severity="info"\} 6$/m);
+      expect(res.body).toMatch(/^killswitch_alert_webhook_dropped_total\{severity="critical"\} 0$/m);
+      expect(t.logs.text).toContain('alert webhook queue full');
     });
   });
 });

@@ -1,3 +1,5 @@
+import { type IncomingMessage, request, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -217,6 +219,25 @@ describe('alerts', () => {
     expect(ackMine.statusCode).toBe(200);
   });
 
+  it('a project-limited operator may read an alert of no project but not acknowledge it (403 FORBIDDEN); an unlimited key may', async () => {
+    const global = await a.ctx.alerts.raise({ kind: 'DEPENDENCY_UNAVAILABLE', message: 'redis unreachable: decisions fail closed', server: 'srv-noproj' });
+    const limited = await t.operatorKey(a, 'operator', ['team-a']);
+
+    const get = await a.inject({ method: 'GET', url: `/v1/alerts/${global.id}`, headers: bearer(limited) });
+    expect(get.statusCode).toBe(200);
+    expect((await list(limited, '?server=srv-noproj')).alerts.map((x) => x.id)).toEqual([global.id]);
+
+    const refused = await a.inject({ method: 'POST', url: `/v1/alerts/${global.id}/ack`, headers: bearer(limited), payload: { note: 'not mine to clear' } });
+    expect(refused.statusCode, refused.body).toBe(403);
+    expect(refused.json().error.code).toBe('FORBIDDEN');
+    const { rows } = await db.query('SELECT acknowledged_at FROM alerts WHERE id = $1', [global.id]);
+    expect(rows[0].acknowledged_at).toBeNull();
+    expect((await list(viewer, '?server=srv-noproj&acknowledged=false')).alerts.map((x) => x.id)).toEqual([global.id]);
+
+    const byUnlimited = await a.inject({ method: 'POST', url: `/v1/alerts/${global.id}/ack`, headers: bearer(operator), payload: {} });
+    expect(byUnlimited.statusCode, byUnlimited.body).toBe(200);
+  });
+
   it('raiseOnce raises once per key and window across replicas', async () => {
     const input = { kind: 'FLAGS_STALE' as const, message: 'no successful Unleash fetch for 31 s', numbers: { seconds: 31 } };
     const results = await Promise.all([a, b, a, b].map((app) => app.ctx.alerts.raiseOnce('flags-stale', 2, input)));
@@ -323,6 +344,60 @@ describe('alerts', () => {
       await sse.close();
       expect(performance.now() - t0).toBeLessThan(2_000);
       await again.done;
+    });
+
+    it('a client that stops reading during an alert storm is cut off, and later heartbeats do not crash the process', async () => {
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown) => uncaught.push(err);
+      process.on('uncaughtException', onUncaught);
+      try {
+        const sse = await t.app();
+        sse.ctx.alerts.streamHeartbeatMs = 50;
+        await sse.listen({ port: 0, host: '127.0.0.1' });
+        const base = `http://127.0.0.1:${(sse.server.address() as AddressInfo).port}`;
+        // The server's side of the stream, to know when it gave up on the client.
+        let serverSide: ServerResponse | undefined;
+        sse.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+          if (req.url?.startsWith('/v1/alerts/stream')) serverSide = res;
+        });
+
+        // A raw client that never reads the body (a laptop asleep with the admin UI open).
+        const stalled = await new Promise<IncomingMessage>((resolve, reject) => {
+          const req = request(`${base}/v1/alerts/stream`, { headers: bearer(viewer) }, resolve);
+          req.on('error', reject);
+          req.end();
+        });
+        expect(stalled.statusCode).toBe(200);
+        stalled.pause();
+        stalled.on('error', () => {});
+        const closed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
+
+        // ~10 kB frames until the kernel's socket buffers and then the 1 MB allowance are full.
+        const pad = 'x'.repeat(7_900);
+        const message = 'storm '.repeat(300);
+        let raised = 0;
+        const gaveUp = () => serverSide !== undefined && (serverSide.writableEnded || serverSide.destroyed);
+        while (raised < 2_000 && !gaveUp()) {
+          await Promise.all(Array.from({ length: 50 }, () => sse.ctx.alerts.raise({ kind: 'KILL_SWITCH', message, server: 'sse-storm', details: { pad } })));
+          raised += 50;
+        }
+        console.log(`slow SSE client cut off after ${raised} alerts (~${Math.round((raised * 10_300) / 1e6)} MB)`);
+        expect(gaveUp()).toBe(true);
+
+        // Several heartbeats later the process still serves, and nothing was thrown.
+        await new Promise((r) => setTimeout(r, 500));
+        expect(uncaught).toEqual([]);
+        const res = await fetch(`${base}/v1/alerts?limit=1`, { headers: bearer(viewer) });
+        expect(res.status).toBe(200);
+        expect(t.logs.text).toContain('alerts stream: the client fell too far behind');
+
+        // The client is disconnected (it would reconnect with Last-Event-ID): once it reads what the
+        // kernel still held, its connection closes instead of staying open forever.
+        stalled.resume();
+        await closed;
+      } finally {
+        process.off('uncaughtException', onUncaught);
+      }
     });
   });
 });
