@@ -42,6 +42,9 @@ export const requestedRow = (call: CallContext, a: ApprovalRow): AuditEvent => f
 export const usedRow = (call: CallContext, a: ApprovalRow): AuditEvent =>
   fromCall(call, 'approval.used', a, { approved_by: a.decided_by, requested_decision_id: a.requested_decision_id });
 
+export const releasedRow = (call: CallContext, a: ApprovalRow): AuditEvent =>
+  fromCall(call, 'approval.released', a, { reason: 'the call was denied after the approval was spent (its INTENT could not be recorded); the approval stands for a repeat' });
+
 export function decidedAction(op: OperatorPrincipal, a: ApprovalRow): AdminAction {
   return {
     actor: op,

@@ -15,7 +15,7 @@ import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import type { ToolRegistry } from '../tools/service.js';
 import { type ToolDefinitionRow, toolStore } from '../tools/store.js';
-import { decidedAction, expiredRow, requestedRow, usedRow } from './audit.js';
+import { decidedAction, expiredRow, releasedRow, requestedRow, usedRow } from './audit.js';
 import { ApprovalMirror, type CheckAnswer, type MirrorEntry } from './mirror.js';
 import { approvalRuleFor, argumentsHash, callKey, grantKey } from './rules.js';
 import { type ApprovalRow, type ApprovalState, approvalStore } from './store.js';
@@ -120,6 +120,8 @@ export class ApprovalService {
   readonly mirror: ApprovalMirror;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<unknown> | undefined;
+  /** The approval each call in flight spent, should the call be denied after all (see release). */
+  private readonly spent = new WeakMap<CallContext, string>();
 
   constructor(private readonly deps: ApprovalDeps) {
     this.mirror = new ApprovalMirror(deps.redis);
@@ -347,10 +349,24 @@ export class ApprovalService {
     return row;
   }
 
+  /** The call that spent an approval was denied after all (no durable INTENT): the approval stands again. */
+  async release(call: CallContext): Promise<void> {
+    const id = this.spent.get(call);
+    if (id === undefined) return;
+    this.spent.delete(call);
+    const row = await approvalStore.release(this.deps.pool, id, call.decisionId);
+    if (!row) return;
+    await this.mirror.write([this.entry(row)]).catch((err: unknown) => {
+      this.deps.log.warn({ err: (err as Error).message, approval_id: id }, 'approvals: could not mark a released approval approved in Redis');
+    });
+    this.deps.audit.enqueue(releasedRow(call, row));
+  }
+
   /** After every other step allowed the call: spend the approval, once, on whichever replica gets there first. */
   async use(call: CallContext, need: ApprovalNeed, id: string): Promise<Denial | undefined> {
     const row = await approvalStore.use(this.deps.pool, id, need.callKey, call.decisionId);
     if (row) {
+      this.spent.set(call, id);
       await this.mirror.write([this.entry(row)]).catch((err: unknown) => {
         // Postgres already says used: a repeat reaches this step again and is refused here.
         this.deps.log.warn({ err: (err as Error).message, approval_id: id }, 'approvals: could not mark an approval used in Redis');

@@ -143,6 +143,16 @@ export const approvalStore = {
     return rows[0];
   },
 
+  /** Undoes `use` for a call that was denied after all: approved again, if still within its window. */
+  async release(db: Db, id: string, decisionId: string): Promise<ApprovalRow | undefined> {
+    const { rows } = await db.query<ApprovalRow>(
+      `UPDATE approvals SET state = 'approved', used_at = NULL, used_decision_id = NULL
+       WHERE id = $1 AND state = 'used' AND used_decision_id = $2 AND expires_at > now() RETURNING ${COLUMNS}`,
+      [id, decisionId],
+    );
+    return rows[0];
+  },
+
   /** Records expiries (each row once, whichever replica gets there first). */
   async expire(db: Db, ids?: readonly string[]): Promise<ApprovalRow[]> {
     const { rows } = await db.query<ApprovalRow>(

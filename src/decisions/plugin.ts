@@ -135,6 +135,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
     recordIntent: (call, outcome) => ctx.audit.recordIntent(intentRow(call, outcome)),
     enqueueIntent: (call, outcome) => ctx.audit.enqueue(intentRow(call, outcome)),
+    undoAllow: (call) => ctx.approvals.release(call),
     raiseAlerts(call, denial) {
       if (!denial) return;
       const base = {

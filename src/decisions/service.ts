@@ -25,6 +25,11 @@ export interface DecisionPorts {
   enqueueIntent(ctx: CallContext, outcome: Outcome): void;
   /** Alerts for denials that operators should see (halts, kill switch) and limit warnings. */
   raiseAlerts(ctx: CallContext, denial: Denial | undefined): void;
+  /**
+   * Every step allowed the call but it is denied after all (its INTENT could not be recorded): gives back
+   * what the steps spent for it (an approval). Never rejects.
+   */
+  undoAllow?(ctx: CallContext): Promise<void>;
 }
 
 /** What observers (metrics, tracing) learn about each answered decision. */
@@ -127,6 +132,7 @@ export class DecisionService {
     } catch (err) {
       // No durable INTENT, no call: the audit trail must never miss an allowed action.
       const unavailable: Denial = { code: 'DEPENDENCY_UNAVAILABLE', message: `the audit trail is unavailable (${(err as Error).message}); denied to fail closed` };
+      await this.ports.undoAllow?.(ctx).catch(() => {});
       return this.answer(ctx, unavailable, session);
     } finally {
       timing.auditMicros = (performance.now() - auditStarted) * 1000;

@@ -116,6 +116,27 @@ describe('approval-required calls', () => {
     expect((await approve(asked.approval_id)).statusCode).toBe(409);
   });
 
+  it('a call denied after spending its approval (its INTENT could not be recorded) gives the approval back', async () => {
+    const { tok, sid } = await agentWithSession();
+    const call = { ...move('src/p.ts', 'src/q.ts'), session_id: sid };
+    const asked = await gw.decide(tok.raw, call);
+    expect((await approve(asked.approval_id)).statusCode).toBe(200);
+    // A second replica whose audit trail takes nothing: every check passes, the INTENT cannot be written.
+    const broken = await t.app({ policyFile });
+    await broken.ctx.audit.writer.close();
+    const onBroken = new GatewayDriver(t, broken);
+    onBroken.owner = gw.owner;
+    onBroken.gatewayKey = gw.gatewayKey;
+    const denied = await onBroken.decide(tok.raw, call);
+    expect(denied).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+    expect((await app.inject({ url: `/v1/approvals/${asked.approval_id}`, headers: bearer(gw.owner) })).json()).toMatchObject({ state: 'approved', used_decision_id: null });
+    // The repeat on a healthy replica is the one call the approval allows.
+    const allowed = await gw.decide(tok.raw, call);
+    expect(allowed).toMatchObject({ decision: 'allow', code: 'OK' });
+    expect((await app.inject({ url: `/v1/approvals/${asked.approval_id}`, headers: bearer(gw.owner) })).json()).toMatchObject({ state: 'used', used_decision_id: allowed.decision_id });
+    expect((await gw.decide(tok.raw, call)).code).toBe('APPROVAL_USED');
+  });
+
   it('altered arguments, another session or another token are not covered; key order is', async () => {
     const { tok, sid } = await agentWithSession();
     const asked = await gw.decide(tok.raw, { ...move('a.md', 'b.md'), session_id: sid });
