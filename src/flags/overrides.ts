@@ -10,9 +10,16 @@
 // An older poll that happens to show the flag off does not end it: a quick off-on-off sequence would
 // otherwise open a window where the next, still older, poll shows "on".
 // A `feature-environment-enabled`/`feature-revived` event newer than the override also ends it (Unleash
-// says the flag is on again; the poll is the authority either way).
+// says the flag is on again; the poll is the authority either way). An event id that polls have not
+// reached after UNREACHED_REVISION_GRACE_MS was never this Unleash's: that override ends too.
 
 export const UNKNOWN_REVISION_GRACE_MS = 10_000;
+/**
+ * An override whose event id successful polls have not reached for this long names an event this Unleash
+ * never had (a forged webhook with a huge id would otherwise deny the flag until every replica restarts):
+ * it ends like one of unknown revision. Long enough for a caching proxy in front of Unleash to catch up.
+ */
+export const UNREACHED_REVISION_GRACE_MS = 300_000;
 
 export interface FlagOverride {
   flag: string;
@@ -75,7 +82,9 @@ export class OverrideSet {
     const dropped: string[] = [];
     for (const o of this.byFlag.values()) {
       const drop =
-        poll.revision !== null && o.eventId !== null ? poll.revision >= o.eventId : !poll.isOn(o.flag) || poll.now - o.at > UNKNOWN_REVISION_GRACE_MS;
+        poll.revision !== null && o.eventId !== null
+          ? poll.revision >= o.eventId || poll.now - o.at > UNREACHED_REVISION_GRACE_MS
+          : !poll.isOn(o.flag) || poll.now - o.at > UNKNOWN_REVISION_GRACE_MS;
       if (drop) dropped.push(o.flag);
     }
     for (const f of dropped) this.byFlag.delete(f);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { OverrideSet, revisionFromEtag, UNKNOWN_REVISION_GRACE_MS } from '../../src/flags/overrides.js';
+import { OverrideSet, revisionFromEtag, UNKNOWN_REVISION_GRACE_MS, UNREACHED_REVISION_GRACE_MS } from '../../src/flags/overrides.js';
 
 const on = () => true;
 const off = () => false;
@@ -23,6 +23,14 @@ describe('webhook deny overrides', () => {
     // The poll has the event: whatever it says is the truth now (off: it denies itself; on: re-enabled since).
     expect(set.reconcile({ revision: 50, isOn: on, now: 2_000 })).toEqual(['mcp.x.write']);
     expect(set.has('mcp.x.write')).toBe(false);
+  });
+
+  it('an event id the polls never reach (a forged webhook: id 2^53-1) ends after UNREACHED_REVISION_GRACE_MS, not never', () => {
+    const set = new OverrideSet();
+    set.deny({ flag: 'mcp.enabled', reason: 'disabled', eventId: Number.MAX_SAFE_INTEGER, at: 1_000 });
+    expect(set.reconcile({ revision: 120, isOn: on, now: 1_000 + UNREACHED_REVISION_GRACE_MS })).toEqual([]);
+    expect(set.has('mcp.enabled')).toBe(true);
+    expect(set.reconcile({ revision: 121, isOn: on, now: 1_001 + UNREACHED_REVISION_GRACE_MS })).toEqual(['mcp.enabled']);
   });
 
   it('without revisions: ends when the poll shows the flag off, or still on long after the event', () => {
