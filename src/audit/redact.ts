@@ -22,6 +22,12 @@ function quoted(value: string): string {
   return value.length >= 2 * q.length && value.endsWith(q) ? `${q}${REDACTED}${q}` : `${q}${REDACTED}`;
 }
 
+/**
+ * `scheme://user:` then the password of a URL or connection string, up to its '@' (groups 1 and 2; see
+ * the comment in VALUE_PATTERNS). Shared with `killswitch scan` (src/cli/scan/secrets.ts).
+ */
+export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi;
+
 const VALUE_PATTERNS: ValuePattern[] = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
@@ -40,10 +46,7 @@ const VALUE_PATTERNS: ValuePattern[] = [
   // that follows an '@' (the host's end). A port followed by a path ("host:8080/u/@me") is not a password.
   // The scheme's length is bounded: unbounded, every word start of a long "a-b-c-…" run rescanned the
   // run to its end (quadratic: 3.5 s for 100 KB).
-  {
-    re: /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi,
-    replace: (_m, head) => `${head}${REDACTED}@`,
-  },
+  { re: URL_PASSWORD, replace: (_m, head) => `${head}${REDACTED}@` },
   // key=value pairs in query strings, DSNs, env-style text and JSON inside text: password=...,
   // PGPASSWORD=..., aws_secret_access_key = ..., "password": "...", \"token\":\"...\". The key may have any
   // prefix glued on; "pass" only as a whole name part (DB_PASS=, --pass=), never inside a word (bypass:).

@@ -57,7 +57,7 @@ export function gateConflicts(a: AnalyzedServer, policy: CompiledPolicy, env: En
     out.push(`policy server "${match.server.name}" is not allowed in ${env} ${role !== undefined ? `for role ${role}` : 'for any role'} (allowed: ${list})`);
   }
   const hit = matchProductionPattern(a.networkIdentities, policy.environments[env].forbiddenPatterns);
-  if (hit) out.push(`reaches "${hit.identity}", which matches the forbidden pattern "${hit.pattern}" of ${env}`);
+  if (hit) out.push(`reaches "${a.showIdentity(hit.identity)}", which matches the forbidden pattern "${hit.pattern}" of ${env}`);
   return out;
 }
 

@@ -34,7 +34,12 @@ interface ApiKill {
 
 type Out = { write(s: string): unknown };
 
-/** Exit codes: 0 done, 1 the control plane refused or failed, 2 bad usage or configuration. */
+/**
+ * Exit codes (docs/cli.md): 0 done, 1 the control plane refused or failed, 2 bad usage or configuration,
+ * 3 (`kill` only) the kill is recorded but Redis did not take it, so it is not yet enforced everywhere.
+ */
+export const KILL_NOT_ENFORCED = 3;
+
 export class CliFailure extends Error {
   constructor(
     message: string,
@@ -108,10 +113,28 @@ function line(k: ApiKill): string {
   return `${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`;
 }
 
-export async function kill(cfg: Config, o: KillOptions, out: Out): Promise<void> {
+/**
+ * `enforced: false`: the kill is in Postgres but Redis did not take it. Replicas that cannot reach Redis
+ * deny anyway, but one that can keeps allowing the calls until its reconciler applies the kill (about 5 s),
+ * so a script's `killswitch kill ... && notify contained` must not take it for done.
+ */
+export function killExitCode(answer: { enforced?: unknown }): 0 | typeof KILL_NOT_ENFORCED {
+  return answer.enforced === true ? 0 : KILL_NOT_ENFORCED;
+}
+
+export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {
   const res = (await call(cfg, 'POST', 'v1/kills', killBody(o))) as { kill: ApiKill; enforced: boolean; message: string };
   if (o.json) out.write(`${JSON.stringify(res, null, 2)}\n`);
   else out.write(`${res.message}\n${line(res.kill)}\nLift with: killswitch unkill ${res.kill.id} --reason "..."\n`);
+  const code = killExitCode(res);
+  if (code === KILL_NOT_ENFORCED) {
+    err.write(
+      `killswitch: kill ${res.kill.id} is recorded but NOT ENFORCED YET (exit ${KILL_NOT_ENFORCED}): Redis did not take it. ` +
+        'Replicas that cannot reach Redis deny every call, but one that can keeps allowing the calls this kill matches until its reconciler applies it from Postgres (about 5 seconds). ' +
+        'Check with `killswitch kills` and a decision explain (docs/runbook-incident.md, step 1) before treating the incident as contained.\n',
+    );
+  }
+  return code;
 }
 
 export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
@@ -130,9 +153,11 @@ export async function unkill(cfg: Config, id: string, o: { reason: string; json?
   else out.write(`${res.message}\n${line(res.kill)}\n`);
 }
 
-async function run(action: () => Promise<void>): Promise<void> {
+/** Runs a subcommand; a number it returns is the exit code. */
+async function run(action: () => Promise<unknown>): Promise<void> {
   try {
-    await action();
+    const code = await action();
+    if (typeof code === 'number') process.exitCode = code;
   } catch (err) {
     if (err instanceof CliFailure) {
       process.stderr.write(`killswitch: ${err.message}\n`);
@@ -161,7 +186,12 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     .requiredOption('--reason <text>', 'why (shown in every denial, the audit trail and the alert)')
     .option('--expires-in <duration>', 'lift automatically after this long (e.g. 30m, 2h); default: until lifted', parseDuration)
     .option('--json', 'print the API answer as JSON')
-    .action((o: KillOptions) => run(() => kill(config(), o, process.stdout)));
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 killed on every replica; 1 the control plane refused or failed; 2 bad usage or configuration;\n' +
+        '3 recorded but not enforced yet (Redis did not take it: a replica that reaches Redis keeps allowing for about 5 s).',
+    )
+    .action((o: KillOptions) => run(() => kill(config(), o, process.stdout, process.stderr)));
 
   program
     .command('kills')

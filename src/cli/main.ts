@@ -5,8 +5,8 @@ import { ConfigError, loadConfig } from '../config.js';
 import { flagsSync, runUnleash } from '../flags/cli.js';
 import { startServer, stopOnSignals } from '../server.js';
 import { registerEnvGateCommand } from './env-gate.js';
-import { registerKillCommands } from './kill.js';
-import { operatorsCreate } from './operators.js';
+import { CliFailure, registerKillCommands } from './kill.js';
+import { OPERATOR_ROLES, type OperatorsCreateOptions, operatorRole, operatorsCreate } from './operators.js';
 import { policyCheck } from './policy-check.js';
 import { registerScanCommand } from './scan/command.js';
 
@@ -59,16 +59,22 @@ program
 const operators = program.command('operators').description('Operator keys (direct database access, for bootstrap and recovery).');
 operators
   .command('create')
-  .description('Create an operator key and print it once.')
+  .description("Create an operator key in the control plane's database (DATABASE_URL, with its TOKEN_HASH_SECRET) and print it once.")
   .requiredOption('--name <name>', 'who or what the key is for')
-  .option('--role <role>', 'viewer, operator or owner', (v) => {
-    if (!['viewer', 'operator', 'owner'].includes(v)) throw new InvalidArgumentError('expected viewer, operator or owner');
-    return v;
-  }, 'owner')
+  .option('--role <role>', `required: ${OPERATOR_ROLES.join(', ')}`)
   .option('--project <id...>', 'limit the key to these projects')
-  .action(async (opts: { name: string; role: 'viewer' | 'operator' | 'owner'; project?: string[] }) => {
-    const key = await operatorsCreate(config(), opts);
-    process.stdout.write(`${key}\n`);
+  .addHelpText('after', '\nExit codes: 0 key printed; 1 the database failed; 2 bad usage, or no database, schema or TOKEN_HASH_SECRET to make a working key with (docs/cli.md).')
+  .action(async (opts: OperatorsCreateOptions) => {
+    try {
+      // The role first: a wrong command needs no database.
+      operatorRole(opts.role);
+      const key = await operatorsCreate(config(), opts);
+      process.stdout.write(`${key}\n`);
+    } catch (err) {
+      if (!(err instanceof CliFailure)) throw err;
+      process.stderr.write(`killswitch: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    }
   });
 
 const configCmd = program.command('config').description('Configuration.');

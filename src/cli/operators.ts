@@ -1,22 +1,94 @@
-import { resolveHashSecret } from '../app.js';
+import { readdir } from 'node:fs/promises';
 import type { Config } from '../config.js';
-import { migrate } from '../db/migrate.js';
-import { createPool, ensureDatabase } from '../db/pool.js';
+import { MIGRATIONS_DIR } from '../db/migrate.js';
+import { createPool, type Pool } from '../db/pool.js';
 import { hashCredential } from '../tokens/format.js';
 import { CredentialService } from '../tokens/service.js';
+import { credentialStore } from '../tokens/store.js';
+import { CliFailure } from './kill.js';
+
+// `killswitch operators create`: an operator key made directly in the database (bootstrap, scripts,
+// recovery of a lost owner key). Needs only Postgres: it works while Redis or Unleash are down, which is
+// when it is most needed. It only ever adds a key to the control plane's existing database: a key hashed
+// with another secret than the control plane's, or written to a database the control plane does not
+// use, would be printed as if it worked and never authenticate.
+
+export const OPERATOR_ROLES = ['viewer', 'operator', 'owner'] as const;
+export type OperatorRole = (typeof OPERATOR_ROLES)[number];
+
+export interface OperatorsCreateOptions {
+  name: string;
+  role?: string;
+  project?: string[];
+}
+
+/** The role asked for; no default, since an owner key is what a mistyped command must not make. */
+export function operatorRole(role: string | undefined): OperatorRole {
+  const roles = OPERATOR_ROLES.join(', ');
+  if (role === undefined) throw new CliFailure(`--role is required: one of ${roles}`, 2);
+  if (!(OPERATOR_ROLES as readonly string[]).includes(role)) throw new CliFailure(`--role ${role}: expected one of ${roles}`, 2);
+  return role as OperatorRole;
+}
+
+/** Host and database name of DATABASE_URL, never its password. */
+function describeDatabase(databaseUrl: string): string {
+  try {
+    const u = new URL(databaseUrl);
+    return `database "${decodeURIComponent(u.pathname.replace(/^\//, '')) || '(default)'}" on ${u.host || 'the default host'}`;
+  } catch {
+    return 'the database';
+  }
+}
+
+/** Refuses a database that does not exist or that the control plane has not migrated to this version's schema. */
+async function requireMigratedDatabase(pool: Pool, databaseUrl: string): Promise<void> {
+  const db = describeDatabase(databaseUrl);
+  const start = 'start the control plane against it once (`killswitch start` creates and migrates it); this command never creates or migrates a database';
+  let applied: Set<number>;
+  try {
+    const { rows } = await pool.query<{ version: number }>('SELECT version FROM schema_migrations');
+    applied = new Set(rows.map((r) => r.version));
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '3D000') throw new CliFailure(`the ${db} named by DATABASE_URL does not exist: set DATABASE_URL to your control plane's database, or ${start}`, 2);
+    if (code === '42P01') throw new CliFailure(`the ${db} named by DATABASE_URL is not a migrated killswitch database: set DATABASE_URL to your control plane's database, or ${start}`, 2);
+    throw new CliFailure(`cannot read the ${db} named by DATABASE_URL: ${(err as Error).message}`, 1);
+  }
+  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f));
+  const pending = files.filter((f) => !applied.has(Number(f.slice(0, 4)))).sort();
+  if (pending.length > 0) {
+    throw new CliFailure(`the ${db} named by DATABASE_URL is not migrated to this version (pending: ${pending.join(', ')}): ${start}`, 2);
+  }
+}
 
 /**
- * Creates an operator key directly in the database (bootstrap, scripts, recovery of a lost owner key).
- * Needs only Postgres: it works while Redis or Unleash are down, which is when it is most needed.
+ * The control plane's hash secret: TOKEN_HASH_SECRET, else the one a control plane started without it
+ * stored in the database. Never a new one: the control plane would not know it.
  */
-export async function operatorsCreate(config: Config, opts: { name: string; role: 'viewer' | 'operator' | 'owner'; project?: string[] }): Promise<string> {
-  await ensureDatabase(config.databaseUrl);
+async function controlPlaneSecret(config: Config, pool: Pool, warn: (msg: string) => void): Promise<string> {
+  if (config.tokenHashSecret) return config.tokenHashSecret;
+  const stored = await credentialStore.getSetting(pool, 'token_hash_secret');
+  if (!stored) {
+    throw new CliFailure(
+      'TOKEN_HASH_SECRET is not set and the database stores none, so the key could not be hashed as your control plane checks it: run this with the control plane\'s TOKEN_HASH_SECRET in the environment',
+      2,
+    );
+  }
+  warn(
+    'killswitch: TOKEN_HASH_SECRET is not set: using the secret stored in the database (what a control plane started without TOKEN_HASH_SECRET uses). If your control plane sets TOKEN_HASH_SECRET, run this again with the same value: this key would not authenticate there.',
+  );
+  return stored;
+}
+
+/** Creates the key and returns it (printed once by the caller). Throws CliFailure (exit 1 or 2) when it cannot make a working one. */
+export async function operatorsCreate(config: Config, opts: OperatorsCreateOptions, warn: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<string> {
+  const role = operatorRole(opts.role);
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
-    await migrate(pool);
-    const secret = await resolveHashSecret(config, pool, { warn: (msg) => process.stderr.write(`${msg}\n`) });
+    await requireMigratedDatabase(pool, config.databaseUrl);
+    const secret = await controlPlaneSecret(config, pool, warn);
     const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} });
-    const created = await credentials.createOperatorKey('cli', { name: opts.name, role: opts.role, projects: opts.project });
+    const created = await credentials.createOperatorKey('cli', { name: opts.name, role, projects: opts.project });
     return created.key;
   } finally {
     await pool.end();

@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
+import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
 
 const run = promisify(execFile);
 const t = new TestContext();
@@ -44,9 +46,63 @@ describe('killswitch CLI', () => {
     expect(list.json().keys.some((k: { name: string; role: string }) => k.name === 'recovery' && k.role === 'owner')).toBe(true);
   });
 
-  it('rejects an unknown role', async () => {
+  it('rejects an unknown role, and a missing one (no owner key by default), with exit 2', async () => {
     const res = await cli(['operators', 'create', '--role', 'god', '--name', 'x']);
-    expect(res.code).not.toBe(0);
-    expect(res.stderr).toContain('viewer, operator or owner');
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('viewer, operator, owner');
+    const missing = await cli(['operators', 'create', '--name', 'x'], { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234' });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('--role is required: one of viewer, operator, owner');
+    expect(missing.stdout).toBe('');
+  });
+
+  it('operators create refuses without TOKEN_HASH_SECRET when the database stores none (it never makes up a secret)', async () => {
+    const pool = t.pool();
+    await pool.query(`DELETE FROM settings WHERE key = 'token_hash_secret'`);
+    const res = await cli(['operators', 'create', '--role', 'owner', '--name', 'lost'], { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: '', LOG_LEVEL: 'warn' });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('TOKEN_HASH_SECRET is not set and the database stores none');
+    expect(res.stdout).toBe('');
+    expect((await pool.query(`SELECT 1 FROM settings WHERE key = 'token_hash_secret'`)).rowCount).toBe(0);
+    expect((await pool.query(`SELECT 1 FROM operator_keys WHERE name = 'lost'`)).rowCount).toBe(0);
+
+    // A control plane started without TOKEN_HASH_SECRET stored one: the recovery command of the guide uses it.
+    await pool.query(`INSERT INTO settings (key, value) VALUES ('token_hash_secret', 'stored-secret-stored-secret-stored-secret')`);
+    try {
+      const recovered = await cli(['operators', 'create', '--role', 'owner', '--name', 'you'], { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: '', LOG_LEVEL: 'warn' });
+      expect(recovered.code, recovered.stderr).toBe(0);
+      expect(recovered.stderr).toContain('using the secret stored in the database');
+      const app = await t.app({ tokenHashSecret: undefined });
+      expect((await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(recovered.stdout.trim()) })).statusCode).toBe(200);
+    } finally {
+      await pool.query(`DELETE FROM settings WHERE key = 'token_hash_secret'`);
+    }
+  });
+
+  it('operators create never creates or migrates a database: exit 2 naming DATABASE_URL', async () => {
+    const name = `${t.name}_other`;
+    const admin = new pg.Client({ connectionString: TEST_PG_URL });
+    await admin.connect();
+    const env = { TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn', DATABASE_URL: dbUrl(name) };
+    try {
+      const absent = await cli(['operators', 'create', '--role', 'owner', '--name', 'x'], env);
+      expect(absent.code).toBe(2);
+      expect(absent.stderr).toContain(`database "${name}"`);
+      expect(absent.stderr).toContain('named by DATABASE_URL does not exist');
+      expect((await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount).toBe(0);
+
+      await admin.query(`CREATE DATABASE ${name}`);
+      const empty = await cli(['operators', 'create', '--role', 'owner', '--name', 'x'], env);
+      expect(empty.code).toBe(2);
+      expect(empty.stderr).toContain('named by DATABASE_URL is not a migrated killswitch database');
+      const other = new pg.Client({ connectionString: dbUrl(name) });
+      await other.connect();
+      const tables = await other.query(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`);
+      await other.end();
+      expect(tables.rows[0].n).toBe(0);
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+      await admin.end();
+    }
   });
 });

@@ -2,7 +2,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliFailure, killBody, parseDuration } from '../../src/cli/kill.js';
+import { CliFailure, KILL_NOT_ENFORCED, killBody, killExitCode, parseDuration } from '../../src/cli/kill.js';
+import { KillService } from '../../src/kills/service.js';
+import { createRedis } from '../../src/redis/client.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -103,6 +105,44 @@ describe('killswitch kill / kills / unkill', () => {
     expect(down.stderr).toContain('cannot reach the control plane');
     expect((await cli(['unkill', '0190aaaa-0000-7000-8000-000000000000'])).code).not.toBe(0); // --reason is required
   }, 180_000); // each CLI run starts a Node process that loads the TypeScript sources
+
+  it('exits 3, saying the kill is not enforced yet, when the control plane answers enforced: false', async () => {
+    // The control plane as it is when its Redis write fails: the same installation through a Redis that does not answer.
+    const deadRedis = createRedis('redis://127.0.0.1:1', app.ctx.redis.prefix, 100);
+    const real = app.ctx.kills;
+    app.ctx.kills = new KillService({
+      pool: app.ctx.pool,
+      redis: deadRedis,
+      log: app.ctx.log,
+      audit: app.ctx.audit,
+      alerts: app.ctx.alerts,
+      policy: app.ctx.policy,
+      findToken: (o, id) => app.ctx.credentials.getAgentToken(o, id),
+      findSession: (o, id) => app.ctx.sessions.get(id, o),
+    });
+    const ids: string[] = [];
+    try {
+      const human = await cli(['kill', '--token', (await gw.token('rw')).id, '--reason', 'INC-5 while Redis was away']);
+      expect(human.code, human.stderr).toBe(3);
+      expect(KILL_NOT_ENFORCED).toBe(3);
+      expect(human.stdout).toContain('Redis did not take it');
+      expect(human.stderr).toContain('recorded but NOT ENFORCED YET (exit 3)');
+      ids.push(/killswitch unkill (\S+)/.exec(human.stdout)?.[1] ?? '');
+
+      const json = await cli(['kill', '--token', (await gw.token('rw')).id, '--reason', 'INC-5 again', '--json']);
+      expect(json.code).toBe(3);
+      const answer = JSON.parse(json.stdout);
+      expect(answer.enforced).toBe(false);
+      ids.push(answer.kill.id);
+    } finally {
+      app.ctx.kills = real;
+      await deadRedis.close();
+      for (const id of ids) if (id) await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(operatorKey), payload: { reason: 'test over' } });
+    }
+    // An enforced kill still exits 0 (the first tests run the CLI end to end); a malformed answer is not taken for enforced.
+    expect(killExitCode({ enforced: true })).toBe(0);
+    expect(killExitCode({})).toBe(3);
+  }, 120_000);
 
   it('builds the API body from the options', () => {
     expect(killBody({ server: 'filesystem', reason: 'r' })).toEqual({ target: 'server', server: 'filesystem', reason: 'r' });

@@ -5,12 +5,13 @@ import { Writable } from 'node:stream';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { afterAll, describe, expect, it } from 'vitest';
+import { redactText } from '../../src/audit/redact.js';
 import { type CliEnvironment, scanCommand } from '../../src/cli/scan/command.js';
 import { userConfigLocations } from '../../src/cli/scan/locations.js';
 import { parseConfigText } from '../../src/cli/scan/parse.js';
 import { runScan, type ScanOptions } from '../../src/cli/scan/scan.js';
 import { type ScanOutput, scanOutputJsonSchema } from '../../src/cli/scan/schema.js';
-import { maskSecret } from '../../src/cli/scan/secrets.js';
+import { findSecrets, maskSecret } from '../../src/cli/scan/secrets.js';
 
 const FIXTURES = resolve('test/fixtures/scan');
 const POLICY = join(FIXTURES, 'policy.yaml');
@@ -272,6 +273,58 @@ describe('killswitch scan: findings and risk (seed 002)', () => {
       'query: https://mcp.example.com/sse?api_key=qk_1****&team=a',
     ]);
     expect(JSON.stringify(output)).not.toContain('abc12345');
+  });
+
+  it('masks the whole password of a connection string, up to the last @ before the host, and nothing else', async () => {
+    const dir = tempDir();
+    const servers = {
+      at: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-postgres', 'postgresql://admin:p@ssw0rd-Secret9@db/x'] },
+      slash: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-postgres', 'postgresql://admin:Ab/Cd-Secret-9@db/x'] },
+      short: { command: 'npx', args: ['-y', 'mcp-server-mysql', '--password=abc12'] },
+      // One reading of this string takes "prod-secret-9@db" for a database name: the message must not show it.
+      prodPart: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-postgres', 'postgresql://admin:Ab/prod-Secret-9@db/x'] },
+    };
+    writeFileSync(join(dir, 'mcp.json'), JSON.stringify({ mcpServers: servers }, null, 2));
+    const { output } = await runScan(options({ paths: [dir], policy: undefined }));
+    const creds = output.findings.filter((f) => f.type === 'plaintext_credential').map((f) => `${f.server}: ${f.evidence}`);
+    expect(creds.sort()).toEqual([
+      'at: postgresql://admin:p@ss****@db/x',
+      'prodPart: postgresql://admin:Ab/p****@db/x',
+      'short: --password=****',
+      'slash: postgresql://admin:****@db/x',
+    ]);
+    const byName = new Map(output.servers.map((s) => [s.name, s]));
+    // Masked where found, not wherever its text appears: "npx" and the package keep their "p"s.
+    expect(byName.get('at')).toMatchObject({ command: 'npx', args: ['-y', '@modelcontextprotocol/server-postgres', 'postgresql://admin:p@ss****@db/x'] });
+    expect(byName.get('short')?.args).toEqual(['-y', 'mcp-server-mysql', '--password=****']);
+    const prod = output.findings.find((f) => f.server === 'prodPart' && f.type === 'production_database');
+    expect(prod?.message).toContain('"****@db" matches the production pattern "prod"');
+    for (const format of [{}, { json: true }, { report: 'md' }]) {
+      const out = env({ cwd: dir });
+      await scanCommand([dir], { ...format, policy: false }, out.env);
+      const all = out.stdout() + out.stderr();
+      for (const secret of ['ssw0rd', 'Secret9', 'Cd-Secret-9', 'abc12', 'rod-Secret-9', 'secret-9']) expect(all).not.toContain(secret);
+      expect(all).not.toContain('n****x');
+    }
+  });
+
+  it("reads a URL's password as src/audit/redact.ts does", () => {
+    const samples = [
+      'postgresql://admin:p@ssw0rd-Secret9@db/x',
+      'postgresql://admin:Ab/Cd-Secret-9@db/x',
+      'redis://:s3cr3t-value@cache:6379/0',
+      'https://bot:pa@ss/wo@rd@mcp.example.com/sse?team=a',
+      'mysql://app:hunter2@db.internal:3306/shop',
+    ];
+    for (const url of samples) {
+      const parsed = parseConfigText(JSON.stringify({ mcpServers: { s: { url } } }), 'x/mcp.json', 'mcp_json');
+      if (!parsed.ok) throw new Error('unparsable sample');
+      const found = findSecrets(parsed.parsed.servers[0]!);
+      const spans = found.flatMap((f) => f.spans);
+      expect(spans).toHaveLength(1);
+      const { start, end } = spans[0]!;
+      expect(`${url.slice(0, start)}[REDACTED]${url.slice(end)}`).toBe(redactText(url));
+    }
   });
 
   it('masks at most the first 4 characters, none of short secrets', () => {

@@ -5,10 +5,10 @@ import { describeIdentity, describePolicyIdentity, matchPolicyPackage, matchPoli
 import { classifyPackage, classifyServer, directoryArgs, isReadOnly, KIND_RISK, rootDirectory } from './classify.js';
 import type { ConfiguredServer, JsonPath, PackageDependency, SourcePosition } from './parse.js';
 import { type Finding, type FindingType, maxSeverity, type ScannedServer, type Severity } from './schema.js';
-import { findSecrets, redact } from './secrets.js';
+import { findSecrets, redactIdentity, redactPart, redactServer } from './secrets.js';
 
 // Turns what a file declares into the scan's servers and findings (seed 002's prohibited patterns and
-// approved list). Everything that reaches the output is redacted here, once.
+// approved list). Everything that reaches the output is built here from the server with its secrets masked.
 
 export interface AnalyzeContext {
   policy: CompiledPolicy | undefined;
@@ -24,8 +24,8 @@ export interface AnalyzedServer {
   findings: Finding[];
   /** Hosts and database names it connects to (for environment forbidden patterns). */
   networkIdentities: string[];
-  /** Secrets found (to redact anything else printed about this server). */
-  secrets: string[];
+  /** One of those as it may be printed: what overlaps a credential masked. */
+  showIdentity: (identity: string) => string;
   match: PolicyMatch | undefined;
 }
 
@@ -60,7 +60,7 @@ function riskOf(base: Severity, findings: readonly Finding[]): Severity {
   return findings.filter((f) => RISK_RAISING.has(f.type)).reduce<Severity>((risk, f) => maxSeverity(risk, f.severity), base);
 }
 
-function approvalFindings(list: FindingList, ctx: AnalyzeContext, match: PolicyMatch, position: SourcePosition, shown: string, secrets: string[]): void {
+function approvalFindings(list: FindingList, ctx: AnalyzeContext, match: PolicyMatch, position: SourcePosition, shown: string): void {
   if (!ctx.policy) return;
   const policyFile = ctx.policy.path;
   if (!match.server) {
@@ -68,7 +68,7 @@ function approvalFindings(list: FindingList, ctx: AnalyzeContext, match: PolicyM
   } else if (match.server.prohibited) {
     list.add('unapproved_server', 'high', position, `the policy prohibits server "${match.server.name}" for every role`, shown);
   } else if (match.identityDiffers) {
-    const policySide = redact(describePolicyIdentity(match.server), secrets);
+    const policySide = describePolicyIdentity(match.server);
     list.add(
       'unapproved_server',
       'high',
@@ -88,12 +88,12 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
   const id = `${ctx.displayFile}#${server.name}`;
   const list = new FindingList(id, server.name, ctx.displayFile);
   const found = findSecrets(server);
-  const secrets = found.map((s) => s.value);
-  const hide = (text: string) => redact(text, secrets);
+  const masked = redactServer(server, found);
+  const hide = (at: JsonPath, part: string) => redactPart(server, found, at, part);
   const kind = classifyServer(server);
   const readOnly = isReadOnly(server);
   const transport = transportOf(server);
-  const shown = hide(transport === 'stdio' || !server.url ? describeIdentity(server) : server.url);
+  const shown = transport === 'stdio' || !masked.url ? describeIdentity(masked) : masked.url;
 
   if (kind === 'shell') {
     list.add('shell_execution', 'critical', server.position, 'a shell or command-execution server: seed 002 prohibits MCP servers with command execution', shown);
@@ -104,7 +104,9 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
 
   for (const dir of directoryArgs(server)) {
     const root = rootDirectory(dir.path, ctx.home, kind === 'filesystem');
-    if (root) list.add('filesystem_root', root.severity, server.locate(dir.at), `gives the server ${root.why} ("${hide(dir.path)}"); limit it to the project directories it needs`, hide(dir.path));
+    if (!root) continue;
+    const path = hide(dir.at, dir.path);
+    list.add('filesystem_root', root.severity, server.locate(dir.at), `gives the server ${root.why} ("${path}"); limit it to the project directories it needs`, path);
   }
 
   const identities = new Set<string>();
@@ -122,18 +124,18 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
         'production_database',
         'critical',
         server.locate(at),
-        `connects to a production database: "${hit.identity}" matches the production pattern "${hit.pattern}" (seed 002 prohibits database servers on production data)`,
-        hide(value),
+        `connects to a production database: "${redactIdentity(server, found, hit.identity)}" matches the production pattern "${hit.pattern}" (seed 002 prohibits database servers on production data)`,
+        hide(at, value),
       );
     }
   }
 
   for (const s of found) {
-    list.add('plaintext_credential', 'high', server.locate(s.at), `plaintext credential in ${s.label} (${s.reason}): move it to a secret store or an environment reference`, hide(s.source));
+    list.add('plaintext_credential', 'high', server.locate(s.at), `plaintext credential in ${s.label} (${s.reason}): move it to a secret store or an environment reference`, s.evidence);
   }
 
   const match = ctx.policy ? matchPolicyServer(ctx.policy, server) : undefined;
-  if (match) approvalFindings(list, ctx, match, server.position, shown, secrets);
+  if (match) approvalFindings(list, ctx, match, server.position, shown);
 
   const base = kind === 'filesystem' && readOnly ? 'low' : KIND_RISK[kind];
   const output: ScannedServer = {
@@ -145,9 +147,9 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
     line: server.position.line,
     column: server.position.column,
     transport,
-    command: server.command === undefined ? null : hide(server.command),
-    args: server.args.map(hide),
-    url: server.url === undefined ? null : hide(server.url),
+    command: masked.command ?? null,
+    args: masked.args,
+    url: masked.url ?? null,
     env_keys: Object.keys(server.env),
     package: null,
     kind,
@@ -156,7 +158,7 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
     approved: isApproved(match, ctx.policy),
     policy_server: match?.server?.name ?? null,
   };
-  return { output, findings: list.items, networkIdentities: [...identities], secrets, match };
+  return { output, findings: list.items, networkIdentities: [...identities], showIdentity: (i) => redactIdentity(server, found, i), match };
 }
 
 export function analyzePackage(pkg: PackageDependency, ctx: AnalyzeContext): AnalyzedServer {
@@ -198,7 +200,7 @@ export function analyzePackage(pkg: PackageDependency, ctx: AnalyzeContext): Ana
     approved,
     policy_server: policyServer?.name ?? null,
   };
-  return { output, findings: list.items, networkIdentities: [], secrets: [], match: undefined };
+  return { output, findings: list.items, networkIdentities: [], showIdentity: (i) => i, match: undefined };
 }
 
 /** Declared `type` first (VS Code, Claude Code), else a command means stdio and a url means http (sse by path). */

@@ -1,5 +1,6 @@
 import type { CompiledPolicy, CompiledServer } from '../../policy/index.js';
-import { findSecrets, redact } from './secrets.js';
+import type { ConfiguredServer } from './parse.js';
+import { findSecrets, redactServer } from './secrets.js';
 
 // Which policy server a configured server is. A server is the policy's when it runs the policy's
 // identity (same url, or same command and args), whatever its local name; otherwise the policy server
@@ -62,7 +63,7 @@ export function describeIdentity(identity: { command?: string | undefined; args:
 /** The policy's identity of a server, with any credential in it masked like the config's. */
 export function describePolicyIdentity(server: CompiledServer): string {
   const { command, args, url } = server.identity;
-  const found = findSecrets({
+  const identity: ConfiguredServer = {
     origin: 'config',
     name: server.name,
     file: '',
@@ -76,6 +77,6 @@ export function describePolicyIdentity(server: CompiledServer): string {
     env: {},
     headers: {},
     shellAt: undefined,
-  });
-  return redact(describeIdentity(server.identity), found.map((f) => f.value));
+  };
+  return describeIdentity(redactServer(identity, findSecrets(identity)));
 }
