@@ -55,7 +55,7 @@ export function usageCsv(tokens: TokenUsage[]): string {
 export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { auth, audit } = app.ctx;
   const viewer = requireOperator(auth, 'viewer');
-  const owner = requireOperator(auth, 'owner');
+  const owner = requireOperator(auth, 'owner', { allProjects: true });
   const tags = ['audit'];
 
   app.get(
@@ -92,7 +92,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit/verify',
-    { preHandler: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
+    { preHandler: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
     async () => audit.verify(),
   );
 

@@ -38,9 +38,11 @@ async function authenticateOrUnavailable(auth: Authenticator, raw: string | unde
 
 /**
  * preHandler for the admin API. Agent tokens and gateway keys are refused with 403 MCP_TOKEN_FORBIDDEN
- * (seed 004: an AI can prepare, only a human can apply), recognised by prefix and checksum alone.
+ * (seed 004: an AI can prepare, only a human can apply), recognised by prefix and checksum alone. With
+ * `allProjects`, the route acts on the whole installation (gateway keys, tool definitions shared by every
+ * project, the log level, a full audit verify): a key limited to projects gets 403 FORBIDDEN.
  */
-export function requireOperator(auth: Authenticator, minRole: OperatorRole) {
+export function requireOperator(auth: Authenticator, minRole: OperatorRole, opts: { allProjects?: boolean } = {}) {
   return async (req: FastifyRequest, _reply: FastifyReply) => {
     const raw = bearer(req);
     const parsed = raw ? parseCredential(raw) : undefined;
@@ -51,6 +53,9 @@ export function requireOperator(auth: Authenticator, minRole: OperatorRole) {
     if (principal.kind !== 'operator') throw unauthenticated();
     if (ROLE_RANK[principal.role] < ROLE_RANK[minRole]) {
       throw new AppError('FORBIDDEN', `This action needs the ${minRole} role; this key has ${principal.role}.`);
+    }
+    if (opts.allProjects && principal.projects !== null) {
+      throw new AppError('FORBIDDEN', `This action reaches every project; this key is limited to projects ${principal.projects.join(', ')}: use a key without a project limit.`);
     }
     req.operator = principal;
   };

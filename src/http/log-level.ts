@@ -61,7 +61,8 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.put(
     '/v1/admin/log-level',
     {
-      preHandler: requireOperator(ctx.auth, 'owner'),
+      // Every replica's log, every project's lines: a key limited to projects may not change it.
+      preHandler: requireOperator(ctx.auth, 'owner', { allProjects: true }),
       schema: {
         tags,
         summary: 'Change the log level of every replica now (owner); a restart goes back to LOG_LEVEL',

@@ -94,13 +94,15 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }));
 
   const gwTags = ['gateway-keys'];
-  app.post('/v1/gateway-keys', { preHandler: operator, schema: { tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
+  // A gateway serves every project's agents: issuing or revoking one needs a key without a project limit.
+  const gatewayAdmin = requireOperator(auth, 'operator', { allProjects: true });
+  app.post('/v1/gateway-keys', { preHandler: gatewayAdmin, schema: { tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
     return reply.code(201).send(await credentials.createGatewayKey(req.operator!, req.body.name, req.body.expires_in));
   });
   app.get('/v1/gateway-keys', { preHandler: viewer, schema: { tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
-  app.post('/v1/gateway-keys/:id/revoke', { preHandler: operator, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
+  app.post('/v1/gateway-keys/:id/revoke', { preHandler: gatewayAdmin, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
     logUnannounced(req.log, (await credentials.revokeKey('gateway_keys', req.params.id, req.operator!)).unannounced, 'gateway key');
     return reply.code(204).send(null);
   });

@@ -126,8 +126,10 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  const viewer = requireOperator(ctx.auth, 'viewer');
-  const operator = requireOperator(ctx.auth, 'operator');
+  // Tool definitions are shared by every project: keys limited to projects neither see nor decide them
+  // (as in the approvals queue).
+  const viewer = requireOperator(ctx.auth, 'viewer', { allProjects: true });
+  const operator = requireOperator(ctx.auth, 'operator', { allProjects: true });
   app.get(
     '/v1/tools',
     {

@@ -161,6 +161,31 @@ describe('who may use the admin API', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(viewer) })).statusCode).toBe(403);
   });
 
+  it('routes that act on every project refuse keys limited to projects (403 FORBIDDEN): gateway keys, tool definitions, the log level, audit verify', async () => {
+    const limitedOwner = await t.operatorKey(app, 'owner', ['alpha']);
+    const gwKey = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'shared gateway' } });
+    expect(gwKey.statusCode).toBe(201);
+    const attempts = [
+      { method: 'POST', url: '/v1/gateway-keys', payload: { name: 'mine' } },
+      { method: 'POST', url: `/v1/gateway-keys/${gwKey.json().gateway_key.id}/revoke` },
+      { method: 'GET', url: '/v1/tools' },
+      { method: 'POST', url: '/v1/tools/0192f0c1-0000-7000-8000-000000000003/approve', payload: { reason: 'looks fine' } },
+      { method: 'PUT', url: '/v1/admin/log-level', payload: { level: 'silent' } },
+      { method: 'GET', url: '/v1/audit/verify' },
+    ] as const;
+    for (const a of attempts) {
+      const res = await app.inject({ method: a.method, url: a.url, headers: bearer(limitedOwner), ...('payload' in a ? { payload: a.payload } : {}) });
+      expect(res.statusCode, `${a.method} ${a.url}`).toBe(403);
+      expect(res.json().error.code).toBe('FORBIDDEN');
+      expect(res.json().error.message).toContain('limited to projects alpha');
+    }
+    // The same key still reads what it may.
+    expect((await app.inject({ method: 'GET', url: '/v1/gateway-keys', headers: bearer(limitedOwner) })).statusCode).toBe(200);
+    // An unlimited key may do all of it.
+    expect((await app.inject({ method: 'GET', url: '/v1/tools', headers: bearer(owner) })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'POST', url: `/v1/gateway-keys/${gwKey.json().gateway_key.id}/revoke`, headers: bearer(owner) })).statusCode).toBe(204);
+  });
+
   it('an owner limited to projects mints, sees and revokes only operator keys inside its projects', async () => {
     const limited = await t.operatorKey(app, 'owner', ['alpha', 'gamma']);
     const other = await app.ctx.credentials.createOperatorKey('test', { name: 'beta-owner', role: 'owner', projects: ['beta'] });
