@@ -1,7 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { requireOperator } from '../http/auth.js';
+import { bearer, requireOperator } from '../http/auth.js';
+import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
 import { ErrorBody } from '../http/schemas.js';
 import { AckBody, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
 import { type AlertEvent, canSeeAlert } from './service.js';
@@ -80,7 +81,22 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
         if (wanted(event.alert)) write(sseFrame(event));
       };
       const unsubscribe = alerts.subscribe((event) => (replaying ? held.push(event) : send(event)));
-      const heartbeat = setInterval(() => write(': ping\n\n'), alerts.streamHeartbeatMs);
+      // The key is checked again on every heartbeat: a stream of a key revoked (or expired) since it
+      // connected ends. A credential store that cannot answer keeps the stream (alerts matter most then).
+      const key = bearer(req);
+      const heartbeat = setInterval(() => {
+        write(': ping\n\n');
+        auth.authenticate(key).then(
+          (p) => {
+            if (p.kind !== 'operator') res.destroy();
+          },
+          (err: unknown) => {
+            if (err instanceof CredentialStoreUnavailable) return;
+            req.log.info('alerts stream: its operator key was revoked or expired; disconnected');
+            res.destroy();
+          },
+        );
+      }, alerts.streamHeartbeatMs);
       heartbeat.unref();
       const cleanup = () => {
         clearInterval(heartbeat);

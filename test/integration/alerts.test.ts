@@ -346,6 +346,34 @@ describe('alerts', () => {
       await again.done;
     });
 
+    it('a stream whose operator key is revoked after it connected ends at the next heartbeat', async () => {
+      const sse = await t.app();
+      sse.ctx.alerts.streamHeartbeatMs = 50;
+      await sse.listen({ port: 0, host: '127.0.0.1' });
+      const base = `http://127.0.0.1:${(sse.server.address() as AddressInfo).port}`;
+      const leaving = await t.operatorKey(sse, 'viewer');
+      const stream = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = request(`${base}/v1/alerts/stream`, { headers: bearer(leaving) }, resolve);
+        req.on('error', reject);
+        req.end();
+      });
+      expect(stream.statusCode).toBe(200);
+      stream.on('error', () => {});
+      stream.resume();
+      let closed = false;
+      stream.on('close', () => {
+        closed = true;
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(closed).toBe(false);
+      const id = (await sse.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(owner) })).json().keys.find((k: { display_prefix: string }) => leaving.startsWith(k.display_prefix)).id;
+      expect((await sse.inject({ method: 'POST', url: `/v1/operator-keys/${id}/revoke`, headers: bearer(owner) })).statusCode).toBe(204);
+      const deadline = Date.now() + 3_000;
+      while (!closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(closed).toBe(true);
+      await sse.close();
+    });
+
     it('a client that stops reading during an alert storm is cut off, and later heartbeats do not crash the process', async () => {
       const uncaught: unknown[] = [];
       const onUncaught = (err: unknown) => uncaught.push(err);
