@@ -456,7 +456,8 @@ export class ApprovalService {
           await this.deps.audit.recordAdmin({
             actor: op,
             action: 'grant.create',
-            target: grant.token_id,
+            target: `agent_token:${grant.token_id}`,
+            projectId: row.project_id,
             details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id, approval_id: id },
           });
         } catch (err) {

@@ -40,7 +40,14 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tags = ['grants'];
   app.post('/v1/grants', { preHandler: requireOperator(ctx.auth, 'operator'), schema: { tags, summary: 'Grant a token production access (or large results) for a bounded time', body: CreateGrant, response: { 201: Grant, ...errors } } }, async (req, reply) => {
     const grant = await ctx.grants.create(req.operator!, req.body);
-    ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: 'grant.create', target: grant.token_id, details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id } });
+    const projectId = await ctx.grants.projectOf(grant);
+    ctx.audit?.recordAdmin({
+      actor: operatorActor(req.operator!),
+      action: 'grant.create',
+      target: `agent_token:${grant.token_id}`,
+      projectId,
+      details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id },
+    });
     return reply.code(201).send(grant);
   });
   app.get(
@@ -53,7 +60,8 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   );
   app.delete('/v1/grants/:id', { preHandler: requireOperator(ctx.auth, 'operator'), schema: { tags, summary: 'Revoke a grant at once', params: IdParams, response: { 200: Grant, ...errors } } }, async (req) => {
     const grant = await ctx.grants.revoke(req.operator!, req.params.id);
-    ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: 'grant.revoke', target: grant.token_id, details: { id: grant.id } });
+    const projectId = await ctx.grants.projectOf(grant);
+    ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } });
     return grant;
   });
 };

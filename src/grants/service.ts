@@ -108,15 +108,13 @@ export class GrantService {
     return row;
   }
 
+  /** The project of the grant's token (its audit rows belong to it); undefined if the token is gone. */
+  async projectOf(grant: GrantRow): Promise<string | undefined> {
+    return (await credentialStore.getAgentToken(this.pool, grant.token_id).catch(() => undefined))?.project_id;
+  }
+
   async list(op: OperatorPrincipal, f: { token?: string; active?: boolean }): Promise<GrantRow[]> {
-    const rows = await grantStore.list(this.pool, f);
-    if (op.projects === null) return rows;
-    const visible: GrantRow[] = [];
-    for (const g of rows) {
-      const token = await credentialStore.getAgentToken(this.pool, g.token_id);
-      if (token && canSeeProject(op, token.project_id)) visible.push(g);
-    }
-    return visible;
+    return grantStore.list(this.pool, op.projects === null ? f : { ...f, projects: op.projects });
   }
 
   private async announce(): Promise<void> {

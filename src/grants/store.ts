@@ -30,12 +30,17 @@ export const grantStore = {
     const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at > now()`);
     return rows;
   },
-  async list(db: Pool, f: { token?: string; active?: boolean }): Promise<GrantRow[]> {
+  /** Newest first, at most 500; `projects` keeps grants of those projects' tokens (before the limit). */
+  async list(db: Pool, f: { token?: string; active?: boolean; projects?: readonly string[] }): Promise<GrantRow[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (f.token) {
       args.push(f.token);
       where.push(`token_id = $${args.length}`);
+    }
+    if (f.projects) {
+      args.push(f.projects);
+      where.push(`token_id IN (SELECT id FROM agent_tokens WHERE project_id = ANY($${args.length}))`);
     }
     if (f.active === true) where.push('revoked_at IS NULL AND expires_at > now()');
     const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 500`, args);

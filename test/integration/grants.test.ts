@@ -28,6 +28,40 @@ async function until(what: string, fn: () => boolean, timeoutMs = 5_000): Promis
   }
 }
 
+describe('grants in the audit trail', () => {
+  it("belong to the token's project and name it as agent_token:<id>: an operator limited to that project sees them", async () => {
+    const tok = await gw.token('rw', { project: 'alpha' });
+    const created = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: 'INC-43: prod logs', expires_in: 600 } });
+    expect(created.statusCode).toBe(201);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${created.json().id}`, headers: bearer(gw.owner) })).statusCode).toBe(200);
+    await app.ctx.audit.writer.flush();
+    const limited = await t.operatorKey(app, 'viewer', ['alpha']);
+    const seen = await app.inject({ method: 'GET', url: `/v1/audit?kind=ADMIN&limit=100`, headers: bearer(limited) });
+    const rows = (seen.json().events as Array<{ action: string; target: string; project_id: string }>).filter((e) => e.action.startsWith('grant.'));
+    expect(rows.map((r) => [r.action, r.target, r.project_id]).sort()).toEqual([
+      ['grant.create', `agent_token:${tok.id}`, 'alpha'],
+      ['grant.revoke', `agent_token:${tok.id}`, 'alpha'],
+    ]);
+  });
+});
+
+describe('listing grants', () => {
+  it('an operator limited to projects lists the grants of its projects only', async () => {
+    const alphaTok = await gw.token('rw', { project: 'alpha' });
+    const betaTok = await gw.token('rw', { project: 'beta' });
+    for (const token_id of [alphaTok.id, betaTok.id]) {
+      expect((await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id, reason: 'INC-44', expires_in: 600 } })).statusCode).toBe(201);
+    }
+    const listed = async (key: string) =>
+      new Set(((await app.inject({ method: 'GET', url: '/v1/grants', headers: bearer(key) })).json().grants as Array<{ token_id: string }>).map((g) => g.token_id));
+    const beta = await listed(await t.operatorKey(app, 'viewer', ['beta']));
+    expect(beta.has(betaTok.id)).toBe(true);
+    expect(beta.has(alphaTok.id)).toBe(false);
+    const all = await listed(gw.owner);
+    expect(all.has(alphaTok.id) && all.has(betaTok.id)).toBe(true);
+  });
+});
+
 describe('grants held by a replica', () => {
   it('a replica that cannot reload after a change is announced drops its grants; an old set is not trusted', async () => {
     const tok = await gw.token('rw');
