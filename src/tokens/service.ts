@@ -241,7 +241,9 @@ export class CredentialService {
         project_id: old.project_id,
         environment: old.environment,
         description: old.description,
-        created_by: operatorActor(op),
+        // The same agent under a new secret: it keeps its creator (a bulk revoke by creator, and the
+        // approvals rule that the approver is not the token's creator, go by it); the rotator is audited.
+        created_by: old.created_by,
         expires_at: lifetimeMs === null ? null : new Date(Date.now() + lifetimeMs),
       });
       const previous = await credentialStore.expireAgentTokenBy(c, id, new Date(Date.now() + graceSeconds * 1000));

@@ -77,6 +77,19 @@ describe('token rotation', () => {
     ]);
   });
 
+  it('the new token keeps its creator when another operator rotates it; the rotation names who did it', async () => {
+    const old = await gw.token('ro', { project: 'rot' });
+    const other = await t.operatorKey(a, 'operator');
+    const res = await a.inject({ method: 'POST', url: `/v1/keys/${old.id}/rotate`, headers: bearer(other), payload: { grace_seconds: 0, reason: 'on-call rotation' } });
+    expect(res.statusCode, res.body).toBe(201);
+    const creator = (await a.inject({ url: `/v1/keys/${old.id}`, headers: bearer(gw.owner) })).json().created_by;
+    expect(res.json().key.created_by).toBe(creator);
+    await a.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query("SELECT actor_id FROM audit_events WHERE action = 'key.rotated' AND target = $1", [`agent_token:${old.id}`]);
+    const otherId = (await a.ctx.auth.authenticate(other)).id;
+    expect(rows.map((r) => r.actor_id)).toEqual([otherId]);
+  });
+
   it('grace 0 stops the old token at once; the new token keeps the old lifetime; revoked tokens cannot be rotated', async () => {
     const old = await gw.token('ro');
     await t.pool().query(`UPDATE agent_tokens SET expires_at = created_at + interval '1 day' WHERE id = $1`, [old.id]);
