@@ -172,7 +172,7 @@ export class AgentSession implements CallPorts {
         upstream.config.limits,
         extra.signal,
         (o) => upstream.callTool(tool.name, args, o),
-        (r) => ({ bytes: resultBytes(r), rows: resultRows(r), isError: r.isError === true }),
+        (r) => ({ bytes: resultBytes(r), rows: resultRows(r, upstream.config.limits.maxResultBytes), isError: r.isError === true }),
         waitNotice(extra),
       );
       return toolResultOf(outcome);
@@ -196,7 +196,14 @@ export class AgentSession implements CallPorts {
         resources: resourceOfUri(upstream.name, req.params.uri, upstream.config.allowedDirectories, upstream.cwd),
         annotations: READ_ANNOTATIONS,
       };
-      const outcome = await decideAndRun(this, call, upstream.config.limits, extra.signal, (o) => upstream.readResource(req.params.uri, o), (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }));
+      const outcome = await decideAndRun(
+        this,
+        call,
+        upstream.config.limits,
+        extra.signal,
+        (o) => upstream.readResource(req.params.uri, o),
+        (r) => ({ bytes: resultBytes(r), rows: resultRows(r, upstream.config.limits.maxResultBytes), isError: false }),
+      );
       return unwrap(outcome);
     });
   }

@@ -4,6 +4,8 @@ import type { ToolAnnotations } from './catalog.js';
 import type { ApprovalWait, UpstreamLimits } from './config.js';
 import { type ApprovalStatusAnswer, ControlPlaneError, type ResultAnswerBody } from './control-plane.js';
 import { guardTrigger } from './guards.js';
+import { OversizeMessageError } from './message-size.js';
+import { UpstreamUnavailableError } from './upstream.js';
 
 // One decided call, whatever the agent asked (tools/call, resources/read, prompts/get): ask
 // POST /v1/decisions, run it upstream only on allow, measure and guard the result, report it to
@@ -21,7 +23,7 @@ export interface DecidedCall {
 export interface Measured {
   bytes: number;
   rows: number | undefined;
-  /** The upstream answered with an error result (a tool result with isError). */
+  /** The upstream answered with an error result (a tool result with isError) or an error. */
   isError: boolean;
 }
 
@@ -52,6 +54,8 @@ export type WaitNotice = (message: string, elapsedMs: number) => Promise<void>;
 const WAITABLE = new Set(['APPROVAL_REQUIRED', 'APPROVAL_EXPIRED', 'APPROVAL_USED', 'HUMAN_AUTHORIZATION_REQUIRED']);
 
 const MAX_ERROR_TEXT = 4000;
+/** The longest upstream error message an agent reads (the rest is cut, and the report says how long it was). */
+export const MAX_AGENT_ERROR_BYTES = 4096;
 
 /**
  * A JSON-RPC error answered to the agent (resources/read, prompts/get, tools/list). Not McpError: that
@@ -151,17 +155,35 @@ export async function decideAndRun<T>(
   const decisionId = answer.decision_id;
   const started = performance.now();
   let result: T | undefined;
-  let failure: { status: 'timeout' | 'cancelled' | 'error'; message: string } | undefined;
+  let failure: { status: 'timeout' | 'cancelled' | 'error'; code: string; message: string } | undefined;
+  let measured: Measured = { bytes: 0, rows: undefined, isError: false };
+  let oversize: OversizeMessageError | undefined;
   try {
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
+    measured = measure(result);
   } catch (err) {
-    if (signal.aborted) failure = { status: 'cancelled', message: 'the agent cancelled the call' };
-    else if (isTimeout(err)) failure = { status: 'timeout', message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
-    else failure = { status: 'error', message: (err as Error).message || String(err) };
+    if (signal.aborted) failure = { status: 'cancelled', code: 'CANCELLED', message: 'the agent cancelled the call' };
+    else if (isTimeout(err)) failure = { status: 'timeout', code: 'MAX_EXECUTION_TIME', message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
+    else if (err instanceof OversizeMessageError) {
+      // The upstream answered, with more than the gateway reads: a result of (at least) that size.
+      oversize = err;
+      measured = { bytes: err.bytes, rows: undefined, isError: false };
+    } else if (err instanceof UpstreamUnavailableError) {
+      failure = { status: 'error', code: 'UPSTREAM_UNAVAILABLE', message: err.message };
+    } else {
+      // An upstream error is what the upstream returned: measured and guarded like a result, since its
+      // text reaches the agent (a query can put a whole table into an error message).
+      const message = (err as Error).message || String(err);
+      failure = { status: 'error', code: 'UPSTREAM_ERROR', message };
+      measured = { bytes: Buffer.byteLength(message, 'utf8'), rows: undefined, isError: true };
+    }
   }
   const durationMs = Math.max(0, Math.round(performance.now() - started));
-  const measured = result !== undefined ? measure(result) : { bytes: 0, rows: undefined, isError: false };
-  const guard = result !== undefined ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
+  // Guarded: whatever the agent would carry away (a result, an upstream's error text). An oversize
+  // answer is always over the limit; it is withheld whatever the limits say.
+  let guard = failure === undefined || failure.code === 'UPSTREAM_ERROR' ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
+  if (oversize && (!guard || !oversize.exact)) guard = { trigger: 'LARGE_RESULT', message: `the result is over ${oversize.bytes} bytes, more than the gateway reads; it was withheld` };
+  if (guard) failure = undefined;
 
   const status: ResultBody['status'] = failure ? failure.status : guard ? 'withheld' : measured.isError ? 'error' : 'success';
   const report: ResultBody = { status, duration_ms: durationMs, result_bytes: measured.bytes };
@@ -182,14 +204,25 @@ export async function decideAndRun<T>(
     return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, `${recorded.message}; the result was withheld`, recorded.session) };
   }
   if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, text: `${guard.trigger}: ${guard.message}` };
-  if (failure?.status === 'timeout') return { kind: 'failed', code: 'MAX_EXECUTION_TIME', decisionId, text: `MAX_EXECUTION_TIME: ${failure.message}; it is not retried` };
-  if (failure) return { kind: 'failed', code: failure.status === 'cancelled' ? 'CANCELLED' : 'UPSTREAM_ERROR', decisionId, text: `${failure.status === 'cancelled' ? 'CANCELLED' : 'UPSTREAM_ERROR'}: ${failure.message}` };
+  if (failure?.code === 'MAX_EXECUTION_TIME') return { kind: 'failed', code: failure.code, decisionId, text: `MAX_EXECUTION_TIME: ${failure.message}; it is not retried` };
+  // The gateway's own texts (cancelled, upstream unavailable) carry nothing of the upstream's.
+  if (failure && failure.code !== 'UPSTREAM_ERROR') return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}` };
   if (reportError !== undefined) {
-    // The call ran, but its RESULT could not be recorded or checked: the agent does not get it.
+    // The call ran, but its RESULT (or the upstream's error text) could not be recorded or checked: the
+    // agent does not get it.
     const u = unavailable(reportError);
     return { kind: 'withheld', trigger: u.code, decisionId, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
   }
+  if (failure) return { kind: 'failed', code: failure.code, decisionId, text: `UPSTREAM_ERROR: ${boundedErrorText(failure.message, measured.bytes)}` };
   return { kind: 'ok', result: result as T, warning: answer.warning, decisionId };
+}
+
+/** An upstream error message as the agent reads it: at most MAX_AGENT_ERROR_BYTES, saying when it was cut. */
+export function boundedErrorText(message: string, bytes = Buffer.byteLength(message, 'utf8')): string {
+  if (bytes <= MAX_AGENT_ERROR_BYTES) return message;
+  // A cut inside a multi-byte character decodes to U+FFFD: dropped.
+  const cut = Buffer.from(message, 'utf8').subarray(0, MAX_AGENT_ERROR_BYTES).toString('utf8').replace(/\uFFFD+$/, '');
+  return `${cut}… [killswitch: the upstream's error message was ${bytes} bytes; only the first ${MAX_AGENT_ERROR_BYTES} are shown]`;
 }
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>

@@ -46,6 +46,19 @@ export function decisionProblem(answer: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a 2xx body is not the answer to this result report, or undefined. Only a recorded result with a
+ * known action for this decision releases anything; whatever else answered withholds it.
+ */
+export function resultAnswerProblem(answer: unknown, decisionId: string): string | undefined {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) return 'not a JSON object';
+  const a = answer as Record<string, unknown>;
+  if (a['decision_id'] !== decisionId) return `decision_id is not ${JSON.stringify(decisionId)}`;
+  if (a['recorded'] !== true) return 'recorded is not true';
+  if (a['action'] !== 'none' && a['action'] !== 'withhold_and_halt') return 'action is neither "none" nor "withhold_and_halt"';
+  return undefined;
+}
+
 export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
 
 export class ControlPlaneError extends Error {
@@ -98,8 +111,12 @@ export class ControlPlaneClient {
     return answer as DecisionAnswer;
   }
 
-  reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
-    return this.post<ResultAnswerBody>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
+  async reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
+    const answer = await this.post<unknown>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
+    const problem = resultAnswerProblem(answer, decisionId);
+    // Not the control plane's word on this result (a proxy, a wrong URL): the result stays withheld.
+    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/decisions/${decisionId}/result is not a result answer (${problem})`);
+    return answer as ResultAnswerBody;
   }
 
   approvalStatus(agentToken: string, approvalId: string): Promise<ApprovalStatusAnswer> {

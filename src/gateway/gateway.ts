@@ -71,6 +71,11 @@ export class Gateway {
     return g;
   }
 
+  /** Agents connected now (stdio, HTTP sessions, in-memory). */
+  get agentCount(): number {
+    return this.sessions.size;
+  }
+
   get serverNames(): string[] {
     return [...this.ups.keys()];
   }

@@ -83,7 +83,13 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
       if (err instanceof ControlPlaneError && err.failure === 'rejected') return jsonRpcError(res, err.status === 429 ? 429 : 403, -32002, `${err.code ?? 'REFUSED'}: ${err.message}`);
       return jsonRpcError(res, 503, -32003, `DEPENDENCY_UNAVAILABLE: could not open a control-plane session (${(err as Error).message})`);
     }
-    await transport.handleRequest(req, res, body);
+    try {
+      await transport.handleRequest(req, res, body);
+    } finally {
+      // The SDK checks Accept, Content-Type and Host only now: when it refused the initialize (406, 415,
+      // 403), no MCP session exists and nothing would ever close this one.
+      if (!transport.sessionId) await session.close();
+    }
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

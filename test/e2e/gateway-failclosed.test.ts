@@ -100,6 +100,46 @@ describe('control plane unavailable', () => {
     }
   });
 
+  it('a 2xx answer to /result that is not the result answer for this decision withholds the result', async () => {
+    // Every answer but the last is a 2xx that does not say "recorded, action none|withhold_and_halt" for
+    // the decision just reported: a proxy, a wrong URL, another decision, an action this gateway does not know.
+    const answers: unknown[] = [
+      { ok: true },
+      { decision_id: 'another-decision', recorded: true, action: 'none', message: 'result recorded' },
+      { decision_id: 'decision-1', recorded: false, action: 'none', message: 'not recorded' },
+      { decision_id: 'decision-1', recorded: true, action: 'release', message: 'result recorded' },
+      [],
+      { decision_id: 'decision-1', recorded: true, action: 'none', message: 'result recorded' },
+    ];
+    let reported = 0;
+    const impostor = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        if (req.url === '/v1/sessions') return res.end(JSON.stringify({ session_id: '0192f0c1-0000-7000-8000-000000000003', state: 'active' }));
+        if (req.url === '/v1/decisions') return res.end(JSON.stringify({ decision: 'allow', code: 'OK', decision_id: 'decision-1', message: 'allowed' }));
+        res.end(JSON.stringify(answers[reported++]));
+      });
+    });
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000);
+      for (let i = 0; i < answers.length - 1; i++) {
+        const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
+        expect(r.isError, `answer ${JSON.stringify(answers[i])}`).toBe(true);
+        expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: the answer to \/v1\/decisions\/decision-1\/result is not a result answer .*withheld\)$/);
+        expect(textOf(r)).not.toContain('entities');
+      }
+      const released = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
+      expect(released.isError, textOf(released)).toBeFalsy();
+      expect(textOf(released)).toContain('entities');
+      expect(reported).toBe(answers.length);
+    } finally {
+      impostor.closeAllConnections();
+      await new Promise<void>((r) => impostor.close(() => r()));
+    }
+  });
+
   it('an unknown tool is refused without asking anyone', async () => {
     const { client } = await connect(`http://127.0.0.1:${silentPort}`, 300);
     const r = (await client.callTool({ name: 'no_such_tool', arguments: {} })) as CallToolResult;

@@ -1,9 +1,12 @@
 import { writeFileSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../../src/gateway/gateway.js';
 import type { HttpFront } from '../../src/gateway/http.js';
 import { bearer } from '../helpers/context.js';
 import { GatewayHarness, textOf } from './gateway-harness.js';
@@ -12,12 +15,13 @@ import { GatewayHarness, textOf } from './gateway-harness.js';
 
 const h = new GatewayHarness();
 let front: HttpFront;
+let gateway: Gateway;
 const clients: Client[] = [];
 
 beforeAll(async () => {
   await h.start();
   writeFileSync(join(h.dir, 'notes.md'), 'notes over http\n');
-  const gateway = await h.gateway();
+  gateway = await h.gateway();
   front = await gateway.listenHttp({ port: 0 });
 }, 120_000);
 afterAll(async () => {
@@ -34,8 +38,8 @@ async function httpClient(token: string): Promise<{ client: Client; transport: S
   return { client, transport };
 }
 
-const initialize = (headers: Record<string, string>) =>
-  fetch(front.url, {
+const initialize = (headers: Record<string, string>, url = front.url) =>
+  fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
@@ -101,5 +105,52 @@ describe('Streamable HTTP', () => {
       body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/list', params: {} }),
     });
     expect(missing.status).toBe(401);
+  });
+
+  it('an initialize the SDK refuses after the token was accepted (406, 415, 403) leaves no session behind', async () => {
+    const token = await h.token('ro');
+    const before = gateway.agentCount;
+    const json = { 'content-type': 'application/json', accept: 'application/json' };
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(front.url, {
+        method: 'POST',
+        headers: { ...json, authorization: `Bearer ${token}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+      });
+      expect(res.status).toBe(406);
+      await res.text();
+    }
+    expect(gateway.agentCount).toBe(before);
+
+    // http.allowedHosts: the SDK compares the Host header as sent, port included.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const guarded = await h.gateway({ killswitch: { http: { allowedHosts: [`127.0.0.1:${port}`] } } });
+    const guardedFront = await guarded.listenHttp({ port });
+    try {
+      // fetch always sends the URL's host: a rebinding page's request, by hand.
+      const wrongHost = await new Promise<number>((resolve, reject) => {
+        const req = request(guardedFront.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, host: 'evil.example' },
+        });
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }));
+      });
+      expect(wrongHost).toBe(403);
+      expect(guarded.agentCount).toBe(0);
+      const right = await initialize({ authorization: `Bearer ${token}` }, guardedFront.url);
+      expect(right.status).toBe(200);
+      await right.text();
+      expect(guarded.agentCount).toBe(1);
+    } finally {
+      await guardedFront.close();
+    }
   });
 });

@@ -1,0 +1,280 @@
+import { randomUUID } from 'node:crypto';
+import type { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { deserializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
+import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { type JSONRPCMessage, McpError, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { UpstreamLimits } from './config.js';
+
+// How large one upstream message may be before the gateway stops reading it. An upstream shared by
+// every agent must survive one agent reading a huge file, and the control plane must learn how large
+// that result was (LARGE_RESULT), so a message over the limit is counted and discarded, never parsed,
+// and the call it answers fails with OversizeMessageError instead of a 0-byte error.
+
+/** The floor of the per-message limit: well above any result the guards are meant to measure. */
+export const MIN_MESSAGE_LIMIT_BYTES = 64 * 1_048_576;
+/** How many bytes of an overflowing line are kept to find the request id it answers. */
+const PEEK_BYTES = 256;
+/** JSON-RPC code of the stand-in answer; recognised only with this process's nonce, never from an upstream. */
+const OVERSIZE_CODE = -32050;
+
+/** The largest message read from an upstream: 64 MB, or 4 × its maxResultBytes when that is more. */
+export function messageLimitBytes(limits: Pick<UpstreamLimits, 'maxResultBytes'>): number {
+  return Math.max(MIN_MESSAGE_LIMIT_BYTES, 4 * limits.maxResultBytes);
+}
+
+/** The upstream answered a call with a message too large to read; `bytes` is at least its size. */
+export class OversizeMessageError extends Error {
+  constructor(
+    readonly bytes: number,
+    /** false: the gateway stopped reading, the message was larger still. */
+    readonly exact: boolean,
+  ) {
+    super(`the upstream answered with a message of ${exact ? '' : 'over '}${bytes} bytes, more than the gateway reads; it was discarded`);
+    this.name = 'OversizeMessageError';
+  }
+}
+
+/**
+ * Makes and recognises the stand-in error answer for a discarded message. The nonce is this process's:
+ * an upstream cannot forge the answer (it could only make the gateway withhold its own result).
+ */
+export class OversizeAnswers {
+  private readonly nonce = randomUUID();
+
+  answer(id: RequestId, bytes: number, exact: boolean): JSONRPCMessage {
+    return { jsonrpc: '2.0', id, error: { code: OVERSIZE_CODE, message: 'oversize upstream message discarded', data: { 'killswitch/oversize': this.nonce, bytes, exact } } };
+  }
+
+  /** The OversizeMessageError a rejected request stands for, or undefined. */
+  errorOf(err: unknown): OversizeMessageError | undefined {
+    if (!(err instanceof McpError) || err.code !== OVERSIZE_CODE) return undefined;
+    const data = err.data as { 'killswitch/oversize'?: unknown; bytes?: unknown; exact?: unknown } | undefined;
+    if (data?.['killswitch/oversize'] !== this.nonce || typeof data.bytes !== 'number') return undefined;
+    return new OversizeMessageError(data.bytes, data.exact === true);
+  }
+}
+
+const ID = String.raw`(-?\d+|"(?:[^"\\]|\\.)*")`;
+// The TypeScript SDK writes {"result":...,"jsonrpc":"2.0","id":N}; the Python SDK {"jsonrpc":"2.0","id":N,...}.
+const ID_AT_START = [new RegExp(String.raw`^\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*${ID}\s*,`), new RegExp(String.raw`^\s*\{\s*"id"\s*:\s*${ID}\s*,`)];
+const ID_AT_END = [new RegExp(String.raw`[,{]\s*"id"\s*:\s*${ID}\s*\}\s*$`), new RegExp(String.raw`[,{]\s*"id"\s*:\s*${ID}\s*,\s*"jsonrpc"\s*:\s*"2\.0"\s*\}\s*$`)];
+
+/** The request id a JSON-RPC message names, from its first and last bytes only. */
+export function requestIdOf(head: string, tail: string): RequestId | undefined {
+  for (const [text, patterns] of [
+    [head, ID_AT_START],
+    [tail, ID_AT_END],
+  ] as const) {
+    for (const p of patterns) {
+      const m = p.exec(text);
+      if (m?.[1] !== undefined) return JSON.parse(m[1]) as RequestId;
+    }
+  }
+  return undefined;
+}
+
+function firstBytes(parts: readonly Buffer[], n: number): Buffer {
+  const out: Buffer[] = [];
+  let size = 0;
+  for (const p of parts) {
+    if (size >= n) break;
+    out.push(p.subarray(0, n - size));
+    size += Math.min(p.length, n - size);
+  }
+  return Buffer.from(Buffer.concat(out));
+}
+
+function lastBytes(before: Buffer, part: Buffer, n: number): Buffer {
+  if (part.length >= n) return Buffer.from(part.subarray(part.length - n));
+  const joined = Buffer.concat([before, part]);
+  return Buffer.from(joined.subarray(Math.max(0, joined.length - n)));
+}
+
+interface Discarded {
+  bytes: number;
+  id: RequestId | undefined;
+}
+
+/**
+ * Newline-delimited JSON-RPC from an upstream's stdout, in place of the SDK's ReadBuffer: that one
+ * concatenates the whole buffer on every chunk (quadratic: ~100 s of blocked event loop for a 64 MB
+ * message on a loaded 2-core machine) and closes the transport when a message exceeds its limit. This
+ * one keeps chunks until the newline, and counts and discards a line over the limit, then answers the
+ * request it names with the stand-in error carrying its exact size.
+ */
+export class StdioMessageBuffer {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private readonly ready: Array<Buffer | Discarded> = [];
+  private skipping: { bytes: number; head: Buffer; tail: Buffer } | undefined;
+
+  constructor(
+    private readonly limitBytes: number,
+    private readonly answers: OversizeAnswers,
+  ) {}
+
+  append(chunk: Buffer): void {
+    let from = 0;
+    for (let nl = chunk.indexOf(0x0a, from); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+      this.take(chunk.subarray(from, nl));
+      this.endLine();
+      from = nl + 1;
+    }
+    this.take(chunk.subarray(from));
+  }
+
+  /** The next message; throws for a line that is not one (the SDK reports it and reads on). */
+  readMessage(): JSONRPCMessage | null {
+    for (let next = this.ready.shift(); next !== undefined; next = this.ready.shift()) {
+      if (Buffer.isBuffer(next)) {
+        const line = next.toString('utf8').replace(/\r$/, '');
+        if (line.trim() === '') continue;
+        return deserializeMessage(line);
+      }
+      if (next.id !== undefined) return this.answers.answer(next.id, next.bytes, true);
+      throw new Error(`discarded a ${next.bytes}-byte message from the upstream (over the gateway's limit of ${this.limitBytes} bytes) that names no request`);
+    }
+    return null;
+  }
+
+  clear(): void {
+    this.parts = [];
+    this.size = 0;
+    this.ready.length = 0;
+    this.skipping = undefined;
+  }
+
+  private take(part: Buffer): void {
+    if (part.length === 0) return;
+    if (this.skipping) {
+      this.skipping.bytes += part.length;
+      this.skipping.tail = lastBytes(this.skipping.tail, part, PEEK_BYTES);
+      return;
+    }
+    this.parts.push(part);
+    this.size += part.length;
+    if (this.size > this.limitBytes) {
+      let tail: Buffer = Buffer.alloc(0);
+      for (const p of this.parts.slice(-8)) tail = lastBytes(tail, p, PEEK_BYTES);
+      this.skipping = { bytes: this.size, head: firstBytes(this.parts, PEEK_BYTES), tail };
+      this.parts = [];
+      this.size = 0;
+    }
+  }
+
+  private endLine(): void {
+    if (this.skipping) {
+      const { bytes, head, tail } = this.skipping;
+      this.skipping = undefined;
+      this.ready.push({ bytes, id: requestIdOf(head.toString('utf8'), tail.toString('utf8')) });
+      return;
+    }
+    this.ready.push(this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts));
+    this.parts = [];
+    this.size = 0;
+  }
+}
+
+/**
+ * Puts the buffer in place of the SDK transport's own (a private field of SDK 1.x; the `maxBufferSize`
+ * passed to the transport stays as the fallback). False when this SDK has no such field.
+ */
+export function installMessageBuffer(transport: StdioClientTransport, buffer: StdioMessageBuffer): boolean {
+  const slot = transport as unknown as { _readBuffer?: unknown };
+  const current = slot._readBuffer as { append?: unknown; readMessage?: unknown } | undefined;
+  if (typeof current?.append !== 'function' || typeof current.readMessage !== 'function') return false;
+  slot._readBuffer = buffer;
+  return true;
+}
+
+/** Request ids in a POST body the SDK sends (one message or a batch). */
+function requestIdsIn(body: unknown): RequestId[] {
+  if (typeof body !== 'string') return [];
+  try {
+    const parsed: unknown = JSON.parse(body);
+    const messages = Array.isArray(parsed) ? parsed : [parsed];
+    return messages.flatMap((m: { method?: unknown; id?: unknown }) => (typeof m?.method === 'string' && (typeof m.id === 'number' || typeof m.id === 'string') ? [m.id] : []));
+  } catch {
+    return [];
+  }
+}
+
+function headersWithoutLength(res: Response): Headers {
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  return headers;
+}
+
+/** An SSE stream passed through while no event is over the limit; then the stand-in answers end it. */
+function sseWithin(limitBytes: number, ids: RequestId[], answers: OversizeAnswers): TransformStream<Uint8Array, Uint8Array> {
+  let eventBytes = 0;
+  let lastByte = -1;
+  const encoder = new TextEncoder();
+  return new TransformStream({
+    transform(chunk, controller) {
+      let eventStart = 0;
+      for (let i = 0; i < chunk.length; i++) {
+        eventBytes++;
+        if (eventBytes > limitBytes) {
+          if (ids.length === 0) {
+            controller.error(new OversizeMessageError(limitBytes, false));
+            return;
+          }
+          // Whole events before the oversize one pass; the partial event ends here (the SDK reports it
+          // as unparsable); the answers follow, and nothing more is read.
+          if (eventStart > 0) controller.enqueue(chunk.subarray(0, eventStart));
+          const stand = ids.map((id) => `event: message\ndata: ${JSON.stringify(answers.answer(id, limitBytes + 1, false))}\n\n`).join('');
+          controller.enqueue(encoder.encode(`\n\n${stand}`));
+          controller.terminate();
+          return;
+        }
+        // An event ends at a blank line: "\n\n", "\r\r" or "\n\r" (the start of "\r\n\r\n").
+        const b = chunk[i] as number;
+        const prev = i > 0 ? (chunk[i - 1] as number) : lastByte;
+        if ((prev === 0x0a && (b === 0x0a || b === 0x0d)) || (prev === 0x0d && b === 0x0d)) {
+          eventBytes = 0;
+          eventStart = i + 1;
+        }
+      }
+      if (chunk.length > 0) lastByte = chunk[chunk.length - 1] as number;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+async function jsonWithin(res: Response, body: ReadableStream<Uint8Array>, limitBytes: number, ids: RequestId[], answers: OversizeAnswers): Promise<Response> {
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limitBytes) {
+      await reader.cancel().catch(() => {});
+      const stand = ids.map((id) => answers.answer(id, size, false));
+      return new Response(JSON.stringify(stand.length === 1 ? stand[0] : stand), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+    }
+    parts.push(value);
+  }
+  return new Response(Buffer.concat(parts), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+}
+
+/**
+ * fetch for the Streamable HTTP client with the same limit: a JSON answer or one SSE event over it is
+ * not read further, and the requests of that POST get the stand-in answer ("over N bytes").
+ */
+export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: FetchLike = fetch): FetchLike {
+  return async (url, init) => {
+    const res = await base(url, init);
+    if (!res.body) return res;
+    const type = (res.headers.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
+    const ids = (init?.method ?? 'GET').toUpperCase() === 'POST' ? requestIdsIn(init?.body) : [];
+    if (type === 'application/json') return jsonWithin(res, res.body, limitBytes, ids, answers);
+    if (type === 'text/event-stream') {
+      return new Response(res.body.pipeThrough(sseWithin(limitBytes, ids, answers)), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+    }
+    return res;
+  };
+}

@@ -1,0 +1,59 @@
+import { appendFileSync, existsSync } from 'node:fs';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+
+// A stdio MCP server for what the reference servers cannot do on demand: answer with a message larger
+// than the gateway reads, fail with a huge error message, hide rows inside objects, exit mid-call, and
+// refuse to start again. It offers server-memory's read tool names, so the policy's memory map applies.
+// `search_nodes` does what its query says: "huge:BYTES", "error:BYTES", "rows-object:N", "rows-agg:N",
+// "rows-resource:N", "crash". The resource fake://table fails with a 3 MB error.
+//
+// Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
+// cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start).
+
+const hold = process.env['FAKE_UPSTREAM_HOLD'];
+if (hold && existsSync(hold)) process.exit(3);
+const starts = process.env['FAKE_UPSTREAM_STARTS'];
+if (starts) appendFileSync(starts, `${process.pid}\n`);
+
+const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ id: i, email: `user${i}@example.com` }));
+const text = (t: string) => ({ content: [{ type: 'text' as const, text: t }] });
+
+const server = new Server({ name: 'fake-upstream', version: '1.0.0' }, { capabilities: { tools: {}, resources: {} } });
+server.setRequestHandler(ListToolsRequestSchema, async () => ({
+  tools: ['read_graph', 'search_nodes'].map((name) => ({
+    name,
+    description: `${name} (fake)`,
+    inputSchema: { type: 'object' as const, properties: { query: { type: 'string' } } },
+    annotations: { readOnlyHint: true },
+  })),
+}));
+server.setRequestHandler(CallToolRequestSchema, async (req) => {
+  if (req.params.name === 'read_graph') return text('graph: Ada knows Grace');
+  const query = String(req.params.arguments?.['query'] ?? '');
+  const [what, n] = [query.split(':')[0], Number(query.split(':')[1] ?? 0)];
+  switch (what) {
+    case 'huge':
+      return text('x'.repeat(n));
+    case 'error':
+      throw new Error(`invalid input syntax for type integer: "${'e'.repeat(n)}"`);
+    case 'rows-object':
+      return text(JSON.stringify({ rows: rows(n) }));
+    case 'rows-agg':
+      return text(JSON.stringify([{ json_agg: rows(n) }]));
+    case 'rows-resource':
+      return { content: [{ type: 'resource' as const, resource: { uri: 'fake://rows', mimeType: 'application/json', text: JSON.stringify(rows(n)) } }] };
+    case 'crash':
+      process.exit(1);
+      break;
+    default:
+      return text(`no nodes match ${query}`);
+  }
+  return text('');
+});
+server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'fake://table', name: 'table' }] }));
+server.setRequestHandler(ReadResourceRequestSchema, async () => {
+  throw new Error(`could not read: ${'r'.repeat(3_000_000)}`);
+});
+await server.connect(new StdioServerTransport());

@@ -1,0 +1,148 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fetchWithin, installMessageBuffer, MIN_MESSAGE_LIMIT_BYTES, messageLimitBytes, OversizeAnswers, requestIdOf, StdioMessageBuffer } from '../../src/gateway/message-size.js';
+
+// How the gateway reads upstream messages: stdio lines kept in chunks (no quadratic concatenation),
+// a line over the limit counted and discarded and its request answered with its size, and the same
+// limit on Streamable HTTP answers.
+
+const line = (m: unknown) => Buffer.from(`${JSON.stringify(m)}\n`);
+const drain = (b: StdioMessageBuffer) => {
+  const out: unknown[] = [];
+  for (let m = b.readMessage(); m !== null; m = b.readMessage()) out.push(m);
+  return out;
+};
+/** What the SDK client makes of a stand-in answer. */
+const rejection = (m: unknown) => {
+  const e = (m as { error: { code: number; message: string; data: unknown } }).error;
+  return new McpError(e.code, e.message, e.data);
+};
+
+describe('the message limit', () => {
+  it('is 64 MB, or 4 × maxResultBytes when that is more', () => {
+    expect(messageLimitBytes({ maxResultBytes: 1_048_576 })).toBe(MIN_MESSAGE_LIMIT_BYTES);
+    expect(messageLimitBytes({ maxResultBytes: 100 * 1_048_576 })).toBe(400 * 1_048_576);
+  });
+});
+
+describe('StdioMessageBuffer', () => {
+  it('reads messages split across chunks, several per chunk, CRLF, and skips blank lines', () => {
+    const b = new StdioMessageBuffer(1000, new OversizeAnswers());
+    const bytes = Buffer.concat([line({ jsonrpc: '2.0', id: 1, result: {} }), Buffer.from('\r\n\n'), line({ jsonrpc: '2.0', method: 'notifications/x' })]);
+    b.append(bytes.subarray(0, 10));
+    expect(drain(b)).toEqual([]);
+    b.append(bytes.subarray(10));
+    expect(drain(b)).toEqual([
+      { jsonrpc: '2.0', id: 1, result: {} },
+      { jsonrpc: '2.0', method: 'notifications/x' },
+    ]);
+  });
+
+  it('a line over the limit is discarded and its request answered with its exact size; the next message reads', () => {
+    const answers = new OversizeAnswers();
+    const b = new StdioMessageBuffer(1000, answers);
+    // The TypeScript SDK's order: id last.
+    const big = line({ result: { content: [{ type: 'text', text: 'x'.repeat(5000) }] }, jsonrpc: '2.0', id: 7 });
+    for (let i = 0; i < big.length; i += 300) b.append(big.subarray(i, i + 300));
+    b.append(line({ jsonrpc: '2.0', id: 8, result: {} }));
+    const [stand, next] = drain(b);
+    expect((stand as { id: number }).id).toBe(7);
+    const err = answers.errorOf(rejection(stand));
+    expect(err?.bytes).toBe(big.length - 1);
+    expect(err?.exact).toBe(true);
+    expect(next).toEqual({ jsonrpc: '2.0', id: 8, result: {} });
+  });
+
+  it('finds the id first (the Python SDK order) and string ids', () => {
+    expect(requestIdOf('{"jsonrpc":"2.0","id":12,"result":{"content":[', '')).toBe(12);
+    expect(requestIdOf('{"result":{"a', 'xx"}]},"jsonrpc":"2.0","id":"a\\"b"}')).toBe('a"b');
+    expect(requestIdOf('{"result":{"a', 'xx","id":5}]},"jsonrpc":"2.0"}')).toBeUndefined();
+  });
+
+  it('a discarded line that names no request is reported, and reading goes on', () => {
+    const b = new StdioMessageBuffer(100, new OversizeAnswers());
+    b.append(Buffer.from(`{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"${'y'.repeat(500)}"}}\n`));
+    b.append(line({ jsonrpc: '2.0', id: 2, result: {} }));
+    expect(() => b.readMessage()).toThrow(/discarded a \d+-byte message .* names no request/);
+    expect(b.readMessage()).toEqual({ jsonrpc: '2.0', id: 2, result: {} });
+  });
+
+  it('an upstream cannot forge the stand-in answer', () => {
+    const forged = new OversizeAnswers().answer(3, 10, true);
+    expect(new OversizeAnswers().errorOf(rejection(forged))).toBeUndefined();
+  });
+
+  it('reads a 64 MB message in 64 KB chunks without quadratic copying', () => {
+    const b = new StdioMessageBuffer(MIN_MESSAGE_LIMIT_BYTES + 1000, new OversizeAnswers());
+    const chunk = Buffer.alloc(65_536, 0x61);
+    const t0 = performance.now();
+    b.append(Buffer.from('{"jsonrpc":"2.0","id":1,"result":{"t":"'));
+    for (let i = 0; i < 1000; i++) b.append(chunk);
+    b.append(Buffer.from('"}}\n'));
+    expect((b.readMessage() as { id: number }).id).toBe(1);
+    // The SDK's ReadBuffer took ~100 s for this on a loaded 2-core machine.
+    expect(performance.now() - t0).toBeLessThan(10_000);
+  });
+
+  it("replaces the SDK stdio transport's read buffer", () => {
+    const t = new StdioClientTransport({ command: process.execPath, args: ['-e', ''] });
+    const b = new StdioMessageBuffer(1000, new OversizeAnswers());
+    expect(installMessageBuffer(t, b)).toBe(true);
+    expect((t as unknown as { _readBuffer: unknown })._readBuffer).toBe(b);
+  });
+});
+
+describe('fetchWithin (Streamable HTTP upstreams)', () => {
+  let server: Server;
+  let url: string;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      req.resume();
+      const size = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('size'));
+      const message = JSON.stringify({ jsonrpc: '2.0', id: 4, result: { content: [{ type: 'text', text: 'z'.repeat(size) }] } });
+      if (req.url?.startsWith('/sse')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } })}\n\n`);
+        res.end(`event: message\ndata: ${message}\n\n`);
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(message);
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  const post = { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'x' } }) };
+
+  it('passes answers within the limit through', async () => {
+    const f = fetchWithin(5000, new OversizeAnswers());
+    expect(((await (await f(`${url}/json?size=100`, post)).json()) as { id: number }).id).toBe(4);
+    expect(await (await f(`${url}/sse?size=100`, post)).text()).toContain('zzzz');
+  });
+
+  it('a JSON answer over the limit becomes the stand-in answer for the request of that POST', async () => {
+    const answers = new OversizeAnswers();
+    const res = await fetchWithin(5000, answers)(`${url}/json?size=20000`, post);
+    const body = (await res.json()) as { id: number };
+    expect(body.id).toBe(4);
+    const err = answers.errorOf(rejection(body));
+    expect(err?.exact).toBe(false);
+    expect(err?.bytes).toBeGreaterThan(5000);
+  });
+
+  it('an SSE event over the limit ends the stream with the stand-in answer', async () => {
+    const answers = new OversizeAnswers();
+    const text = await (await fetchWithin(5000, answers)(`${url}/sse?size=20000`, post)).text();
+    expect(text.length).toBeLessThan(12_000);
+    expect(text).toContain('notifications/progress');
+    const last = text.trim().split('\n').at(-1) ?? '';
+    const stand = JSON.parse(last.replace(/^data: /, '')) as { id: number };
+    expect(stand.id).toBe(4);
+    expect(answers.errorOf(rejection(stand))?.bytes).toBeGreaterThan(5000);
+  });
+});
