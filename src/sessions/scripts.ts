@@ -60,6 +60,8 @@ for i, h in ipairs(req.halts) do
       bound = 1
     elseif not owner and h.f then
       redis.call('HSET', skey, 'tok', h.tok, 'ro', h.f.ro, 'srv', h.f.srv, 'pur', h.f.pur, 'st', 'halted', 'trg', h.trg)
+      -- Re-created: it counts against the token's open sessions again (OPEN_LUA's cap).
+      redis.call('ZADD', p .. 'so:' .. h.tok, 'NX', 0, h.sid)
       bound = 1
     end
     if bound == 1 then
@@ -109,6 +111,8 @@ local req = cjson.decode(ARGV[1])
 local p = req.p
 for _, s in ipairs(req.sessions) do
   local skey = p .. 's:' .. s.id
+  -- Every live session counts against its token's open sessions again (OPEN_LUA's cap).
+  redis.call('ZADD', p .. 'so:' .. s.tok, 'NX', 0, s.id)
   if s.st == 'halted' then
     redis.call('HSET', skey, 'tok', s.tok, 'ro', s.ro, 'srv', s.srv, 'pur', s.pur, 'st', 'halted', 'trg', s.trg)
     redis.call('PERSIST', skey)

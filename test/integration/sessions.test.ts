@@ -1,10 +1,12 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GateLimits } from '../../src/limits/limits.js';
 import { SessionService } from '../../src/sessions/service.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
 import { bearer, TestContext } from '../helpers/context.js';
-import { ALL_TRIGGERS, callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
+import { ALL_TRIGGERS, callContext, flushPrefix, gateStep, type World, world } from '../helpers/gate-fixtures.js';
 
 // Sessions through HTTP: opening (gateway key + agent token), reading, halts and resumes by operators.
 
@@ -99,6 +101,33 @@ describe('POST /v1/sessions (gateway)', () => {
       w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: null, maxNewPerHour: null }));
     }
     void raw;
+  });
+
+  it('after Redis lost its state, the reloaded sessions count against the open-session cap again', async () => {
+    const { agent } = await w.token('rw');
+    const svc = new SessionService(w.app.ctx.pool, w.app.ctx.redis, pino({ level: 'silent' }), { idleTimeoutMs: 60_000, maxOpenPerToken: 2, maxNewPerHour: 100 });
+    await svc.open(agent, w.gateway, {});
+    await svc.open(agent, w.gateway, {});
+    await flushPrefix(w.app.ctx.redis); // this installation's Redis state is gone (a restart without persistence)
+    const deadline = Date.now() + 10_000;
+    while ((await svc.ensureState()) !== 'present' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await expect(svc.open(agent, w.gateway, {})).rejects.toMatchObject({ code: 'TOO_MANY_SESSIONS', status: 429 });
+  });
+
+  it('SESSION_MAX_OPEN_PER_TOKEN applies when the policy names no open-session cap', async () => {
+    const source = readFileSync('test/fixtures/decisions/policy.yaml', 'utf8');
+    const stripped = source.replace(/,\s*max_open_sessions: \d+/, '').replace(/,\s*max_new_sessions_per_hour: \d+/, '');
+    expect(stripped).not.toMatch(/max_open_sessions|max_new_sessions_per_hour/);
+    mkdirSync(t.dataDir, { recursive: true });
+    const policyFile = join(t.dataDir, 'no-session-caps.yaml');
+    writeFileSync(policyFile, stripped);
+    const app = await t.app({ policyFile, sessionMaxOpenPerToken: 1 });
+    const { raw } = await w.token('rw');
+    const open = () => app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(raw), payload: {} });
+    expect((await open()).statusCode).toBe(201);
+    const refused = await open();
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json().error.code).toBe('TOO_MANY_SESSIONS');
   });
 
   it('caps newly opened sessions per hour with retry_after_s', async () => {
