@@ -120,7 +120,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     sessions.setAdminRecorder((r) => audit.recordAdmin(r));
     sessions.setCapsSource(() => {
       const t = policy.current().limits.token;
-      return { maxOpen: t.maxOpenSessions, maxNewPerHour: t.maxNewSessionsPerHour };
+      // The policy's caps; where it names none, SESSION_MAX_OPEN_PER_TOKEN / SESSION_MAX_NEW_PER_HOUR.
+      return {
+        maxOpen: t.maxOpenSessions === undefined ? config.sessionMaxOpenPerToken : t.maxOpenSessions,
+        maxNewPerHour: t.maxNewSessionsPerHour === undefined ? config.sessionMaxNewPerHour : t.maxNewSessionsPerHour,
+      };
     });
     // Kills reload with the sessions: registered before the first reload can set the epoch without them.
     registerKillLoader(sessions.epoch, pool, redis);

@@ -355,8 +355,9 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
     token: {
       maxCallsPerMinute: pick(t?.max_calls_per_minute, d.token.maxCallsPerMinute),
       maxCallsPerDay: pick(t?.max_calls_per_day, d.token.maxCallsPerDay),
-      maxOpenSessions: pick(t?.max_open_sessions, d.token.maxOpenSessions),
-      maxNewSessionsPerHour: pick(t?.max_new_sessions_per_hour, d.token.maxNewSessionsPerHour),
+      // Unset in the file: undefined, so SESSION_MAX_OPEN_PER_TOKEN / SESSION_MAX_NEW_PER_HOUR apply.
+      maxOpenSessions: t?.max_open_sessions,
+      maxNewSessionsPerHour: t?.max_new_sessions_per_hour,
     },
   };
 

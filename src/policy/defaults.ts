@@ -34,7 +34,8 @@ export const DEFAULT_ENVIRONMENTS: Readonly<Record<Environment, { forbiddenPatte
 export const DEFAULT_GLOBAL_LIMITS: GlobalLimits = {
   session: { maxCalls: 200, maxCallsPerMinute: 30 },
   pauseAtPercent: 80,
-  token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000, maxOpenSessions: 20, maxNewSessionsPerHour: 60 },
+  // Session caps per token are not here: SESSION_MAX_OPEN_PER_TOKEN and SESSION_MAX_NEW_PER_HOUR (config) apply unless the policy names them.
+  token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000 },
 };
 
 export const NO_SERVER_LIMITS: ServerLimits = {

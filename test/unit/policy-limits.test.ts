@@ -14,7 +14,7 @@ describe('limitsFor', () => {
     const l = limitsFor(fixture, 'code_agent', 'github');
     expect(l.session).toEqual({ maxCalls: 150, maxCallsPerMinute: 30 });
     expect(l.pauseAtPercent).toBe(80);
-    expect(l.token).toEqual({ maxCallsPerMinute: 120, maxCallsPerDay: 1000, maxOpenSessions: 20, maxNewSessionsPerHour: 60 });
+    expect(l.token).toEqual({ maxCallsPerMinute: 120, maxCallsPerDay: 1000 });
     // github defaults 50/session; the file lowers the per-minute limit to 5, which also holds per token.
     expect(l.server).toMatchObject({ maxCallsPerSession: 50, maxCallsPerMinute: 5, maxCallsPerMinuteAllSessions: 5 });
     expect(l.cascade).toEqual({ threshold: 3, windowCalls: 5 });

@@ -177,7 +177,8 @@ describe('policy file: defaults', () => {
     expect(p.limits).toEqual({
       session: { maxCalls: 200, maxCallsPerMinute: 30 },
       pauseAtPercent: 80,
-      token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000, maxOpenSessions: 20, maxNewSessionsPerHour: 60 },
+      // No session caps: SESSION_MAX_OPEN_PER_TOKEN and SESSION_MAX_NEW_PER_HOUR apply.
+      token: { maxCallsPerMinute: 120, maxCallsPerDay: 5000 },
     });
     expect(p.cascade).toEqual({ threshold: 3, windowCalls: 5 });
     expect(p.largeResultBytes).toBe(1048576);
