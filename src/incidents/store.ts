@@ -114,7 +114,11 @@ export const timelineStore = {
       }
       w.parts.push(`(${any.join(' OR ')})`);
     }
-    if (q.visibleProjects) w.parts.push(`project_id = ANY(${w.arg([...q.visibleProjects])}::text[])`);
+    // A key limited to projects sees its projects' rows, and the installation-wide ones every incident
+    // timeline needs (policy reloads, flag changes: they carry no project and name no other project's data).
+    if (q.visibleProjects) {
+      w.parts.push(`(project_id = ANY(${w.arg([...q.visibleProjects])}::text[]) OR (project_id IS NULL AND (kind = 'POLICY_RELOAD' OR coalesce(action, '') LIKE 'flag.%')))`);
+    }
     const { rows } = await db.query<TimelineAuditRow>(
       `SELECT id, ts, kind, actor_type, actor_id, token_id, project_id, environment, session_id, server, tool, capability, decision, code, message, action, target, decision_id, details
        FROM audit_events ${w.sql()} ORDER BY ts, id LIMIT ${w.arg(q.limit)}`,

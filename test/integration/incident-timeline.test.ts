@@ -171,6 +171,16 @@ describe('GET /v1/incidents/timeline', () => {
     expect(cut.truncated).toBe(true);
   });
 
+  it('a key limited to the project sees its events and the installation-wide flag change, not other projects', async () => {
+    const limited = await t.operatorKey(app, 'viewer', ['inc']);
+    const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from, to }, headers: bearer(limited) });
+    expect(res.statusCode).toBe(200);
+    const events = res.json().events as Array<Ev & { source: string; project_id: string | null }>;
+    expect(events.some((e) => e.type === 'flag_change' && e.source === 'audit' && e.summary.includes('mcp.memory.read'))).toBe(true);
+    expect(events.some((e) => e.type === 'decision' && e.token_id === agent.id)).toBe(true);
+    expect(events.filter((e) => e.source === 'audit' && e.project_id !== null).every((e) => e.project_id === 'inc')).toBe(true);
+  });
+
   it('a viewer may read it; agent tokens may not', async () => {
     const viewer = await t.operatorKey(app, 'viewer');
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', headers: bearer(viewer) })).statusCode).toBe(200);
