@@ -161,6 +161,9 @@ export class SessionService {
   private readonly pendingRecords: HaltInput[] = [];
   private readonly pendingMirror: MirrorHalt[] = [];
 
+  /** Redis list of halts Postgres did not take yet (HaltInput JSON), drained by every replica's tick. */
+  private readonly journalKey: string;
+
   constructor(
     private readonly pool: Pool,
     redis: SessionMirror['redis'],
@@ -168,6 +171,7 @@ export class SessionService {
     private readonly settings: SessionSettings,
   ) {
     this.mirror = new SessionMirror(redis, settings.idleTimeoutMs);
+    this.journalKey = redis.key('halts', 'unrecorded');
     this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs });
     this.epoch.onTick(() => this.retryPending());
   }
@@ -306,7 +310,13 @@ export class SessionService {
     } catch (err) {
       recorded = false;
       this.log.error({ err: (err as Error).message, token: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
-      if (this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
+      // Kept in Redis, where every replica's retry finds it: a record kept only in this process's memory
+      // was lost with a restart, leaving a halt in Redis that no resume could lift (Postgres knew nothing).
+      const journaled = await this.mirror.redis.redis
+        .rpush(this.journalKey, JSON.stringify(input))
+        .then(() => true)
+        .catch(() => false);
+      if (!journaled && this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
     }
     // With the record, Redis gets the session's fields, so a session it had lost is re-created halted.
     const withFields: MirrorHalt = session ? { ...mirror, sessionId: session.id, fields: session } : mirror;
@@ -347,6 +357,20 @@ export class SessionService {
   }
 
   private async retryPending(): Promise<void> {
+    // Halt records any replica could not write to Postgres (see halt()), oldest first; one taken by a
+    // replica that dies before recording it is lost, a window of one Postgres transaction.
+    for (let i = 0; i < 100; i++) {
+      const raw = await this.mirror.redis.redis.lpop(this.journalKey).catch(() => null); // Redis away: the gate denies anyway
+      if (raw === null) break;
+      const input = JSON.parse(raw) as HaltInput;
+      const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+      try {
+        await this.recordHalt(input, sessionId);
+      } catch (err) {
+        await this.mirror.redis.redis.lpush(this.journalKey, raw);
+        throw err;
+      }
+    }
     while (this.pendingRecords.length > 0) {
       const input = this.pendingRecords[0]!;
       const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;

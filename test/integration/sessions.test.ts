@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GateLimits } from '../../src/limits/limits.js';
+import { createPool } from '../../src/db/pool.js';
 import { SessionService } from '../../src/sessions/service.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -128,6 +129,28 @@ describe('POST /v1/sessions (gateway)', () => {
     const refused = await open();
     expect(refused.statusCode).toBe(429);
     expect(refused.json().error.code).toBe('TOO_MANY_SESSIONS');
+  });
+
+  it('a halt Postgres could not record is kept in Redis and recorded by another replica, so a restart cannot strand it', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    // A replica whose Postgres is gone halts the token (Redis takes it), then dies without retrying.
+    const deadPool = createPool('postgres://postgres@127.0.0.1:1/nowhere', { max: 1 });
+    const cut = new SessionService(deadPool, w.app.ctx.redis, pino({ level: 'silent' }), { idleTimeoutMs: 60_000, maxOpenPerToken: 20, maxNewPerHour: 100 });
+    const result = await cut.halt({ tokenId: agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: true, summary: { message: 'test' } });
+    expect(result).toMatchObject({ recorded: false, enforced: true });
+    await deadPool.end();
+    const { step } = gateStep(w, { limits: HIGH });
+    expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_HALTED');
+    // A healthy replica's tick records it in Postgres.
+    const recorded = async () => (await db.query('SELECT trigger FROM token_halts WHERE token_id = $1 AND resumed_at IS NULL', [agent.id])).rows;
+    const deadline = Date.now() + 5_000;
+    while ((await recorded()).length === 0 && Date.now() < deadline) await w.app.ctx.sessions.epoch.tick();
+    expect(await recorded()).toEqual([{ trigger: 'CASCADE_WRITE' }]);
+    // So an operator can see it and lift it.
+    const resume = await w.app.inject({ method: 'POST', url: `/v1/keys/${agent.id}/resume`, headers: bearer(w.owner), payload: { reason: 'checked' } });
+    expect(resume.statusCode).toBe(200);
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
   });
 
   it('caps newly opened sessions per hour with retry_after_s', async () => {
