@@ -26,6 +26,17 @@ export interface ProhibitedFinding {
 const SHELLS: ReadonlySet<string> = new Set(['sh', 'bash', 'zsh', 'fish', 'dash', 'ksh', 'csh', 'tcsh', 'ash', 'cmd', 'cmd.exe', 'powershell', 'powershell.exe', 'pwsh', 'pwsh.exe']);
 /** Package or binary names of MCP servers whose purpose is running commands. */
 const SHELL_SERVER = /(^|[/@])((mcp-)?(server-)?(shell|terminal)(-mcp)?(-server)?|(mcp-server|server|mcp)-(commands?|exec|run-command)|(shell|terminal|commands?|exec)-mcp(-server)?)(@[^/]*)?$/i;
+/** Launchers that run the command named in their arguments (`env bash -c …`, `busybox sh`, `sudo -u x sh`). */
+const LAUNCHERS: ReadonlySet<string> = new Set(['env', 'busybox', 'sudo', 'doas', 'nohup', 'nice', 'ionice', 'timeout', 'stdbuf', 'setsid', 'chroot', 'unshare', 'xargs', 'exec', 'command', 'start', 'runas']);
+/** Interpreters, and the flags that make them run code written in the config instead of a server's file. */
+const INLINE_CODE: ReadonlyArray<{ bin: RegExp; flags: ReadonlySet<string> }> = [
+  { bin: /^(node|nodejs|bun)(\.exe)?$/, flags: new Set(['-e', '--eval', '-p', '--print']) },
+  { bin: /^deno(\.exe)?$/, flags: new Set(['eval']) },
+  { bin: /^(python|pypy)[0-9.]*(\.exe)?$/, flags: new Set(['-c']) },
+  { bin: /^(perl|ruby)(\.exe)?$/, flags: new Set(['-e', '-E']) },
+  { bin: /^php(\.exe)?$/, flags: new Set(['-r']) },
+  { bin: /^osascript$/, flags: new Set(['-e']) },
+];
 const SHELL_FLAG = /^--?(allow-)?shell(=(true|1|yes))?$|(^|[^A-Za-z])shell\s*=\s*(true|1|yes)$/i;
 
 /** System directories no file server should be rooted at (exact match: scripts under /usr are fine). */
@@ -85,6 +96,14 @@ export function prohibitedUpstreamConfig(server: string, raw: UpstreamLaunch, re
       out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" is a shell; seed 002 prohibits MCP servers with command execution` });
     } else if (SHELL_SERVER.test(bin)) {
       out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" is a command-execution server` });
+    } else if (LAUNCHERS.has(bin.replace(/\.exe$/, ''))) {
+      // The launched command is one of the arguments: a shell among them is a shell.
+      const shell = resolved.args.find((a) => SHELLS.has(basename(a.trim()).toLowerCase()));
+      if (shell !== undefined) out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" launches the shell "${shell}"; seed 002 prohibits MCP servers with command execution` });
+    } else {
+      const inline = INLINE_CODE.find((i) => i.bin.test(bin));
+      const flag = inline && resolved.args.find((a) => inline.flags.has(a.trim()) || [...inline.flags].some((f) => f.startsWith('--') && a.trim().startsWith(`${f}=`)));
+      if (flag !== undefined) out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" runs code written in the config (${flag}) rather than a server: refused like command execution` });
     }
   }
   resolved.args.forEach((arg, i) => {

@@ -36,6 +36,23 @@ describe('prohibited upstream configs (seed 002)', () => {
     expect(patterns(check({ command: 'node', args: ['server.js'], env: { ALLOW_SHELL: 'shell=true' } }))).toContain('shell_execution');
   });
 
+  it('refuses a shell behind a launcher, and interpreters running code written in the config', () => {
+    expect(patterns(check({ command: 'env', args: ['bash', '-c', 'npx server'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: '/usr/bin/env', args: ['FOO=1', '/bin/sh', '-c', 'x'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'busybox', args: ['sh', '-c', 'x'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'sudo', args: ['-u', 'mcp', 'bash'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'timeout', args: ['60', 'zsh', '-c', 'x'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'node', args: ['-e', "require('child_process').execSync(process.argv[1])"] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'node', args: ['--eval=1'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'python3', args: ['-c', 'import os; os.system("x")'] }))).toContain('shell_execution');
+    expect(patterns(check({ command: 'perl', args: ['-e', 'system @ARGV'] }))).toContain('shell_execution');
+    // Servers started the usual ways are not refused.
+    expect(check({ command: 'env', args: ['NODE_ENV=production', 'npx', '-y', '@modelcontextprotocol/server-memory'] })).toEqual([]);
+    expect(check({ command: 'node', args: ['/srv/mcp/server.js', '--port', '3000'] })).toEqual([]);
+    expect(check({ command: 'python3', args: ['-m', 'mcp_server_fetch'] })).toEqual([]);
+    expect(check({ command: 'uvx', args: ['mcp-server-git', '--repository', '/repo'] })).toEqual([]);
+  });
+
   it('refuses the filesystem root, the home directory and sensitive directories', () => {
     expect(patterns(check({ command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/'] }))).toEqual(['filesystem_root']);
     expect(patterns(check({ command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '~'] }))).toEqual(['filesystem_root']);
