@@ -183,28 +183,29 @@ export class CredentialService {
     });
     const ids = revoked.map((t) => t.id);
     const unannounced = await this.announce(ids);
-    const projects = [...new Set(revoked.map((t) => t.project_id))];
-    await this.audit?.recordAdmin({
-      actor: op,
-      action: 'key.bulk_revoked',
-      target: 'agent_tokens',
-      projectId: projects.length === 1 ? projects[0] : undefined,
-      details: {
-        reason,
-        count: ids.length,
-        ids,
-        filter: { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before },
-        announced: unannounced === null,
-      },
-    });
-    if (ids.length > 0) {
+    // One audit row and one alert per project: each project's operators see their tokens, and nobody
+    // another project's token ids (a row or alert with no project is visible to every limited key).
+    const byProject = new Map<string, string[]>();
+    for (const t of revoked) byProject.set(t.project_id, [...(byProject.get(t.project_id) ?? []), t.id]);
+    const filterShown = { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before };
+    for (const [projectId, projectIds] of byProject) {
+      await this.audit?.recordAdmin({
+        actor: op,
+        action: 'key.bulk_revoked',
+        target: 'agent_tokens',
+        projectId,
+        details: { reason, count: projectIds.length, ids: projectIds, total_count: ids.length, filter: filterShown, announced: unannounced === null },
+      });
       void this.alerts?.raise({
         kind: 'TOKENS_REVOKED',
-        message: `Operator ${op.name} revoked ${ids.length} agent token(s) in bulk: ${reason}`,
-        project_id: projects.length === 1 ? (projects[0] ?? null) : null,
-        numbers: { count: ids.length },
-        details: { ids: ids.slice(0, 100) },
+        message: `Operator ${op.name} revoked ${projectIds.length} agent token(s) of project ${projectId} in bulk: ${reason}`,
+        project_id: projectId,
+        numbers: { count: projectIds.length },
+        details: { ids: projectIds.slice(0, 100) },
       });
+    }
+    if (ids.length === 0) {
+      await this.audit?.recordAdmin({ actor: op, action: 'key.bulk_revoked', target: 'agent_tokens', details: { reason, count: 0, ids: [], filter: filterShown, announced: true } });
     }
     const message = unannounced ? `Revoked ${ids.length} agent token(s). ${unannouncedNote(unannounced, 'them')}` : `Revoked ${ids.length} agent token(s) on every replica.`;
     return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE), message, unannounced };

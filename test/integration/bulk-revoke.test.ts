@@ -65,6 +65,33 @@ describe('bulk revoke', () => {
     expect(alerts.rows).toEqual([{ numbers: { count: 3 } }]);
   });
 
+  it('a revoke across projects is audited and alerted per project: a key limited to one project sees only its tokens', async () => {
+    const creator = await t.operatorKey(a, 'operator');
+    const creatorId = (await a.ctx.auth.authenticate(creator)).id;
+    const make = async (project: string) =>
+      (await a.inject({ method: 'POST', url: '/v1/keys', headers: bearer(creator), payload: { type: 'ro', role: 'code_agent', project_id: project, environment: 'development' } })).json().key.id as string;
+    const p6 = [await make('p6'), await make('p6')];
+    const p7 = [await make('p7')];
+    const dry = (await bulk(a, gw.owner, { dry_run: true, created_by: creatorId })).json();
+    expect(dry.count).toBe(3);
+    const real = await bulk(a, gw.owner, { dry_run: false, created_by: creatorId, reason: 'INC-9 creator left', expected_count: 3 });
+    expect(real.statusCode).toBe(200);
+    await a.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT project_id, details FROM audit_events WHERE action = 'key.bulk_revoked' AND details->>'reason' = 'INC-9 creator left' ORDER BY project_id`);
+    expect(rows.map((r) => [r.project_id, [...r.details.ids].sort(), r.details.total_count])).toEqual([
+      ['p6', [...p6].sort(), 3],
+      ['p7', p7, 3],
+    ]);
+    const alerts = await t.pool().query(`SELECT project_id, numbers FROM alerts WHERE kind = 'TOKENS_REVOKED' AND message LIKE '%INC-9%' ORDER BY project_id`);
+    expect(alerts.rows).toEqual([
+      { project_id: 'p6', numbers: { count: 2 } },
+      { project_id: 'p7', numbers: { count: 1 } },
+    ]);
+    const p7Viewer = await t.operatorKey(a, 'viewer', ['p7']);
+    const seen = (await a.inject({ url: '/v1/alerts?kind=TOKENS_REVOKED', headers: bearer(p7Viewer) })).json().alerts as Array<{ message: string; project_id: string }>;
+    expect(seen.filter((al) => al.message.includes('INC-9')).map((al) => al.project_id)).toEqual(['p7']);
+  });
+
   it('the real run refuses when the filter matches another count than the dry run (nothing revoked)', async () => {
     await gw.token('ro', { project: 'p3' });
     await gw.token('ro', { project: 'p3' });
