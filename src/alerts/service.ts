@@ -4,7 +4,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { Pool } from '../db/pool.js';
 import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
-import type { RedisHandle } from '../redis/client.js';
+import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
 import { ALERT_KINDS, type AlertKind, type AlertSeverity, isAlertKind } from './kinds.js';
@@ -93,7 +93,7 @@ export class AlertService {
   private readonly onMessage = (channel: string, message: string) => {
     if (channel === this.channel) this.receive(message);
   };
-  private readonly onSubReady = () => void this.subscribeChannel();
+  private unsubscribe: (() => Promise<void>) | undefined;
   /** Comment line sent on every open live stream (GET /v1/alerts/stream) so proxies keep it open; tests shorten it. */
   streamHeartbeatMs = 15_000;
 
@@ -108,25 +108,16 @@ export class AlertService {
 
   async start(): Promise<void> {
     this.redis.sub.on('message', this.onMessage);
-    // A subscribe that failed while Redis was away is not replayed by ioredis: retry on every reconnect.
-    this.redis.sub.on('ready', this.onSubReady);
-    await this.subscribeChannel();
+    this.unsubscribe = await keepSubscribed(this.redis, this.channel, (err) =>
+      this.log.warn({ err: err.message }, 'alerts: cannot subscribe to the Redis channel yet; other replicas’ alerts reach this one once Redis is back'),
+    );
   }
 
   async stop(): Promise<void> {
     this.redis.sub.off('message', this.onMessage);
-    this.redis.sub.off('ready', this.onSubReady);
-    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
+    await this.unsubscribe?.();
     this.listeners.clear();
     await this.webhook?.stop();
-  }
-
-  private async subscribeChannel(): Promise<void> {
-    try {
-      await this.redis.sub.subscribe(this.channel);
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'alerts: cannot subscribe to the Redis channel yet; other replicas’ alerts reach this one once Redis is back');
-    }
   }
 
   /** Stores, broadcasts and (if configured) sends an alert. Never rejects; see the class comment. */

@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../context.js';
+import type { RedisHandle } from '../redis/client.js';
 import { killRoutes } from './routes.js';
 import { KillService } from './service.js';
 
@@ -10,11 +12,11 @@ declare module '../context.js' {
 }
 
 /** Builds ctx.kills (loading every kill in force into Redis) and registers /v1/kills. Before the pipeline is built. */
-export async function killsPlugin(app: FastifyInstance): Promise<void> {
-  const { ctx } = app;
-  ctx.kills = new KillService({
+/** The kill service of an installation, through `redis` (tests hand it one that does not answer). */
+export function killServiceFor(ctx: AppContext, redis: RedisHandle = ctx.redis): KillService {
+  return new KillService({
     pool: ctx.pool,
-    redis: ctx.redis,
+    redis,
     log: ctx.log,
     audit: ctx.audit,
     alerts: ctx.alerts,
@@ -22,6 +24,11 @@ export async function killsPlugin(app: FastifyInstance): Promise<void> {
     findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
     findSession: (op, id) => ctx.sessions.get(id, op),
   });
+}
+
+export async function killsPlugin(app: FastifyInstance): Promise<void> {
+  const { ctx } = app;
+  ctx.kills = killServiceFor(ctx);
   await ctx.kills.start();
   ctx.closers.push(() => ctx.kills.stop());
   await app.register(killRoutes);

@@ -20,7 +20,7 @@ export function operatorActor(op: OperatorPrincipal): Actor {
 export function withinProjects(op: OperatorPrincipal, projects: readonly string[] | null | undefined): boolean {
   if (op.projects === null) return true;
   if (!projects || projects.length === 0) return false;
-  return projects.every((p) => op.projects!.includes(p));
+  return projects.every((p) => canSeeProject(op, p));
 }
 
 const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);

@@ -4,6 +4,7 @@ import { createPool } from '../../src/db/pool.js';
 import { GRANT_STALE_AFTER_MS, GrantService } from '../../src/grants/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // Every replica keeps the active grants in memory. A grant is a permission, so a replica that cannot
 // see Postgres must not keep one alive past a revocation, nor trust an old set for long.
@@ -19,14 +20,6 @@ beforeAll(async () => {
   gw = await new GatewayDriver(t, app).init();
 });
 afterAll(() => t.teardown());
-
-async function until(what: string, fn: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('grants in the audit trail', () => {
   it("belong to the token's project and name it as agent_token:<id>: an operator limited to that project sees them", async () => {
@@ -72,14 +65,14 @@ describe('grants held by a replica', () => {
     try {
       const created = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: 'INC-42: read the prod logs', expires_in: 600 } });
       expect(created.statusCode).toBe(201);
-      await until('the grant to reach the replica', () => replica.has('production', tok.id, undefined));
+      await until(() => replica.has('production', tok.id, undefined), 5_000, 'the grant to reach the replica');
       // Not reloaded for longer than GRANT_STALE_AFTER_MS (the grant itself runs 600 s): not trusted.
       expect(replica.has('production', tok.id, undefined, Date.now() + GRANT_STALE_AFTER_MS + 1_000)).toBe(false);
 
       await pool.end(); // the replica loses Postgres
       const revoked = await app.inject({ method: 'DELETE', url: `/v1/grants/${created.json().id}`, headers: bearer(gw.owner) });
       expect(revoked.statusCode).toBe(200);
-      await until('the replica to drop the grant it can no longer check', () => !replica.has('production', tok.id, undefined));
+      await until(() => !replica.has('production', tok.id, undefined), 5_000, 'the replica to drop the grant it can no longer check');
     } finally {
       await replica.stop();
       await pool.end().catch(() => {});

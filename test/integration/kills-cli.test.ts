@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliFailure, KILL_NOT_ENFORCED, killBody, killExitCode, parseDuration } from '../../src/cli/kill.js';
-import { KillService } from '../../src/kills/service.js';
+import { killServiceFor } from '../../src/kills/plugin.js';
 import { createRedis } from '../../src/redis/client.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -110,16 +110,7 @@ describe('killswitch kill / kills / unkill', () => {
     // The control plane as it is when its Redis write fails: the same installation through a Redis that does not answer.
     const deadRedis = createRedis('redis://127.0.0.1:1', app.ctx.redis.prefix, 100);
     const real = app.ctx.kills;
-    app.ctx.kills = new KillService({
-      pool: app.ctx.pool,
-      redis: deadRedis,
-      log: app.ctx.log,
-      audit: app.ctx.audit,
-      alerts: app.ctx.alerts,
-      policy: app.ctx.policy,
-      findToken: (o, id) => app.ctx.credentials.getAgentToken(o, id),
-      findSession: (o, id) => app.ctx.sessions.get(id, o),
-    });
+    app.ctx.kills = killServiceFor(app.ctx, deadRedis);
     const ids: string[] = [];
     try {
       const human = await cli(['kill', '--token', (await gw.token('rw')).id, '--reason', 'INC-5 while Redis was away']);

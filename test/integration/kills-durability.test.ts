@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../../src/db/pool.js';
-import { KillService } from '../../src/kills/service.js';
+import { killServiceFor } from '../../src/kills/plugin.js';
 import { killStore } from '../../src/kills/store.js';
 import { createRedis, waitForRedis } from '../../src/redis/client.js';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -109,16 +109,7 @@ describe('kills are durable', () => {
     if (op.kind !== 'operator') throw new Error('owner key expected');
     // The same installation seen through a Redis that does not answer.
     const deadRedis = createRedis('redis://127.0.0.1:1', app.ctx.redis.prefix, 100);
-    const cut = new KillService({
-      pool: app.ctx.pool,
-      redis: deadRedis,
-      log: app.ctx.log,
-      audit: app.ctx.audit,
-      alerts: app.ctx.alerts,
-      policy: app.ctx.policy,
-      findToken: (o, id) => app.ctx.credentials.getAgentToken(o, id),
-      findSession: (o, id) => app.ctx.sessions.get(id, o),
-    });
+    const cut = killServiceFor(app.ctx, deadRedis);
     try {
       const res = await cut.create(op, { target: 'token', token_id: tok.id, reason: 'INC-4 while Redis was away' });
       expect(res.enforced).toBe(false);
