@@ -16,10 +16,24 @@ import type { Unleash } from 'unleash-client';
 // and the service logs an error when one fails; test/unit/flags-poll-interval.test.ts fails on an
 // upgrade that moves them, and test/integration/flags-poll-errors.serial.test.ts on one that backs off
 // some other way.
+//
+// A 401 or 403 is worse: the SDK stops polling for good ("Stopping refresh of toggles"). A client token
+// deleted by mistake in the Unleash UI and then restored, or a proxy that briefly answers 403, would
+// leave every replica on its last flags until someone restarts it: the kill switch in the Unleash UI
+// would do nothing, silently but for the staleness alarm. So the same fetcher's `configurationError`
+// (what the SDK calls for 401/403; it returns 0, meaning "no next poll") is replaced: it reports the
+// refusal and polls again one interval later, like any other error answer.
 
 interface PollingFetcherInternals {
   failures?: unknown;
   nextFetch?: () => number;
+  configurationError?: (url: string, statusCode: number) => number;
+  emit?: (event: string, ...args: unknown[]) => boolean;
+}
+
+/** The message of the error the client emits when Unleash refuses its API token (401/403). */
+export function tokenRefusedMessage(url: string, statusCode: number, refreshMs: number): string {
+  return `${url} responded ${statusCode}: Unleash refuses UNLEASH_API_TOKEN (a client token of this environment); polling again every ${refreshMs} ms until it is accepted`;
 }
 
 export type PollIntervalHold = { held: true } | { held: false; why: string };
@@ -34,10 +48,18 @@ export function holdPollInterval(client: Unleash, refreshMs: number): PollInterv
     return { held: false, why: 'the polling fetcher has no plain numeric `failures` counter' };
   }
   if (typeof fetcher.nextFetch !== 'function') return { held: false, why: 'the polling fetcher has no nextFetch()' };
+  if (typeof fetcher.configurationError !== 'function' || typeof fetcher.emit !== 'function') {
+    return { held: false, why: 'the polling fetcher has no configurationError() or emit(): a 401/403 may stop polling' };
+  }
   Object.defineProperty(fetcher, 'failures', { configurable: true, enumerable: true, get: () => 0, set: () => {} });
   // The counter is now stuck at 0: a write (as a back-off does) must leave the next poll one interval away.
   fetcher.failures = 10;
   const next = fetcher.nextFetch();
   if (next !== refreshMs) return { held: false, why: `after pinning the failure counter the next poll is ${next} ms away, not ${refreshMs} ms` };
+  const emit = fetcher.emit.bind(fetcher);
+  fetcher.configurationError = (url: string, statusCode: number) => {
+    emit('error', new Error(tokenRefusedMessage(url, statusCode, refreshMs)));
+    return refreshMs;
+  };
   return { held: true };
 }

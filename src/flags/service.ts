@@ -202,7 +202,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     if (!hold.held) {
       this.log.error(
         { why: hold.why },
-        "flags: cannot turn off unleash-client's poll back-off (its internals changed): after Unleash answers errors, polls may be up to 11 × UNLEASH_REFRESH_MS apart, so a flag turned off may take that long to be seen; use break-glass kills (POST /v1/kills) while Unleash is unsteady",
+        "flags: cannot turn off unleash-client's poll back-off (its internals changed): after Unleash answers errors, polls may be up to 11 × UNLEASH_REFRESH_MS apart, and a 401/403 may stop polling until a restart, so a flag turned off may take that long to be seen; use break-glass kills (POST /v1/kills) while Unleash is unsteady",
       );
     }
     const inner = (client as unknown as { client?: { isEnabled?: unknown } }).client;

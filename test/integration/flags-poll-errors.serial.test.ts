@@ -26,6 +26,8 @@ let touched = false;
 /** Forwards to Unleash, or answers 502 to the next `failNext` flag fetches (and everything meanwhile). */
 class FlakyProxy {
   failNext = 0;
+  /** What the failing fetches are answered. */
+  failStatus = 502;
   /** Every flag fetch that reached the proxy: when, and what it was answered. */
   readonly fetches: Array<{ at: number; status: number }> = [];
   private readonly server: Server;
@@ -51,9 +53,9 @@ class FlakyProxy {
     };
     if (this.failNext > 0) {
       if (isFetch) this.failNext--;
-      record(502);
+      record(this.failStatus);
       req.resume();
-      res.writeHead(502, { 'content-type': 'text/plain' }).end('Bad Gateway');
+      res.writeHead(this.failStatus, { 'content-type': 'text/plain' }).end(this.failStatus === 502 ? 'Bad Gateway' : 'Refused');
       return;
     }
     const upstream = request({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
@@ -89,6 +91,7 @@ beforeAll(async () => {
 
 afterEach(async () => {
   proxy.failNext = 0;
+  proxy.failStatus = 502;
   if (touched) {
     await restoreFlag(unleash, FLAG);
     await until(() => app.ctx.flags.isEnabled(FLAG, rwDev), 10_000, `${FLAG} on again`);
@@ -143,5 +146,27 @@ describe('polling after Unleash answered errors', () => {
     expect(gaps.length).toBeGreaterThanOrEqual(5);
     expect(Math.max(...gaps), `gaps between polls after recovery (ms): ${gaps.join(', ')}`).toBeLessThanOrEqual(2 * REFRESH_MS);
     expect(seenAfterMs, 'ms from Unleash serving the flag off to the deny').toBeLessThanOrEqual(2 * REFRESH_MS + 100);
+  });
+
+  it('after Unleash refused the API token (401, then 403), polling goes on and a flag turned off is seen', { timeout: 90_000 }, async () => {
+    expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(true);
+    // unleash-client 6 stops polling for good after one 401 or 403: this would never count down.
+    proxy.failStatus = 401;
+    proxy.failNext = 3;
+    await until(() => proxy.failNext === 0, 20_000, 'three fetches answered 401', 20);
+    expect(app.ctx.flags.status().lastError).toMatch(/responded 401: Unleash refuses UNLEASH_API_TOKEN/);
+    proxy.failStatus = 403;
+    proxy.failNext = 3;
+    await until(() => proxy.failNext === 0, 20_000, 'three fetches answered 403', 20);
+    // The last fetched flags stayed in force meanwhile.
+    expect(app.ctx.flags.isReady()).toBe(true);
+    expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(true);
+
+    const refusedUntil = proxy.fetches.length;
+    await until(() => proxy.fetches.slice(refusedUntil).some((f) => f.status < 400), 10_000, 'a fetch through the proxy succeeds');
+    touched = true;
+    await admin.setEnabled(FLAG, unleash.environment, false);
+    await until(() => !app.ctx.flags.isEnabled(FLAG, rwDev), 15_000, 'the control plane sees the flag off');
+    expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
   });
 });

@@ -39,10 +39,27 @@ describe('poll interval after Unleash errors', () => {
     expect(nextPollAfter(c, 503)).toBe(3 * REFRESH_MS);
   });
 
+  it('unleash-client stops polling for good after a 401 or 403 (0: no next poll)', () => {
+    const c = client();
+    c.on('error', () => {});
+    expect(nextPollAfter(c, 401)).toBe(0);
+    expect(nextPollAfter(c, 403)).toBe(0);
+  });
+
   it('holds the next poll at the refresh interval after 404, 429 and 5xx answers', () => {
     const c = client();
     expect(holdPollInterval(c, REFRESH_MS)).toEqual({ held: true });
     for (let i = 0; i < 12; i++) for (const status of [404, 429, 500, 502, 503, 504]) expect(nextPollAfter(c, status)).toBe(REFRESH_MS);
+  });
+
+  it('keeps polling after a 401 or 403, saying which token Unleash refuses', () => {
+    const c = client();
+    const errors: string[] = [];
+    c.on('error', (err: Error) => errors.push(err.message));
+    expect(holdPollInterval(c, REFRESH_MS)).toEqual({ held: true });
+    for (const status of [401, 403, 401]) expect(nextPollAfter(c, status)).toBe(REFRESH_MS);
+    expect(errors).toHaveLength(3);
+    expect(errors[1]).toMatch(/responded 403: Unleash refuses UNLEASH_API_TOKEN .* polling again every 250 ms/);
   });
 
   it('reports, rather than pretends, when the internals are not there', () => {
