@@ -135,7 +135,14 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
     recordIntent: (call, outcome) => ctx.audit.recordIntent(intentRow(call, outcome)),
     enqueueIntent: (call, outcome) => ctx.audit.enqueue(intentRow(call, outcome)),
-    undoAllow: (call) => ctx.approvals.release(call),
+    async undoAllow(call, code) {
+      await Promise.all([
+        call.undoGate?.(code).catch((err: unknown) => {
+          ctx.log.warn({ err: (err as Error).message, decision_id: call.decisionId }, 'could not give back what the gate counted for a call denied after it; its counters and last-calls entry keep it as allowed');
+        }),
+        ctx.approvals.release(call),
+      ]);
+    },
     raiseAlerts(call, denial) {
       if (!denial) return;
       const base = {

@@ -26,10 +26,11 @@ export interface DecisionPorts {
   /** Alerts for denials that operators should see (halts, kill switch) and limit warnings. */
   raiseAlerts(ctx: CallContext, denial: Denial | undefined): void;
   /**
-   * Every step allowed the call but it is denied after all (its INTENT could not be recorded): gives back
-   * what the steps spent for it (an approval). Never rejects.
+   * The gate let the call through but it is denied after all (`code`: a step after the gate, or its INTENT
+   * could not be recorded): gives back what the steps spent for it (the gate's counters and last-calls
+   * entry, an approval). Never rejects.
    */
-  undoAllow?(ctx: CallContext): Promise<void>;
+  undoAllow?(ctx: CallContext, code: string): Promise<void>;
 }
 
 /** What observers (metrics, tracing) learn about each answered decision. */
@@ -122,6 +123,8 @@ export class DecisionService {
     }
     this.ports.raiseAlerts(ctx, denial);
     if (denial) {
+      // Denied after the gate counted it (an approval already spent elsewhere): it did not run.
+      if (ctx.undoGate) await this.ports.undoAllow?.(ctx, denial.code).catch(() => {});
       this.ports.enqueueIntent(ctx, { decision: 'deny', code: denial.code, message: denial.message, ...(denial.halt ? { halt: denial.halt } : {}), ...(denial.extra ? { extra: denial.extra } : {}) });
       return this.answer(ctx, denial, session);
     }
@@ -132,7 +135,7 @@ export class DecisionService {
     } catch (err) {
       // No durable INTENT, no call: the audit trail must never miss an allowed action.
       const unavailable: Denial = { code: 'DEPENDENCY_UNAVAILABLE', message: `the audit trail is unavailable (${(err as Error).message}); denied to fail closed` };
-      await this.ports.undoAllow?.(ctx).catch(() => {});
+      await this.ports.undoAllow?.(ctx, unavailable.code).catch(() => {});
       return this.answer(ctx, unavailable, session);
     } finally {
       timing.auditMicros = (performance.now() - auditStarted) * 1000;

@@ -89,6 +89,12 @@ export interface CallContext {
   warnings: string[];
   /** When true (explain), steps must not change any state. */
   dryRun: boolean;
+  /**
+   * Set by the gate step when it let the call through: gives back what the gate spent for it (counters,
+   * its last-calls entry, the decision's metadata) when the call is denied after all, by a later step or
+   * because its INTENT could not be recorded. Resolves false when there was nothing to undo.
+   */
+  undoGate?: (code: string) => Promise<boolean>;
   /** Per-step verdicts for explain and tracing. */
   trace: Array<{ step: string; verdict: 'pass' | 'deny' | 'skip'; code?: string; message?: string; micros: number }>;
 }

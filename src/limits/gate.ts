@@ -5,7 +5,7 @@ import { encodeArgs, RawScript } from '../redis/raw-script.js';
 import type { Capability } from '../tokens/scopes.js';
 import { type CounterSpec, counterLabel, countersFor, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
 import { defineJsonScript, type JsonScript } from './lua.js';
-import { GATE_LUA, OUTCOME_LUA } from './scripts.js';
+import { GATE_LUA, OUTCOME_LUA, UNDO_LUA } from './scripts.js';
 import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments } from './summary.js';
 
 // The Redis gate: runs the one Lua script for a call and turns its answer into typed data. It knows
@@ -141,6 +141,12 @@ const UNIT_SEPARATOR = String.fromCharCode(31);
 const CASCADE_KEEP_MIN = 20;
 const TOKEN_WINDOW_TTL_MS = 86_400_000;
 
+/** The resources a call names for cascade detection (server/tool when none), as `check` sends them. */
+function resourcesOf(req: GateRequest): string[] {
+  const resources = req.resourceIds.length > 0 ? req.resourceIds : [`${req.server}/${req.tool}`];
+  return resources.map((r) => r.replaceAll(UNIT_SEPARATOR, ''));
+}
+
 function sessionViewOf(id: string, v: string[]): SessionView {
   const [ro, srv, st, trg, pur] = v;
   let servers: string[] | null = null;
@@ -177,6 +183,7 @@ export class RedisGate {
   private readonly gateScript: RawScript;
   private readonly fixed = new LRUCache<string, FixedParts>({ max: 5_000 });
   private readonly runOutcome: JsonScript;
+  private readonly runUndo: JsonScript;
   readonly windows: GateWindows;
   private readonly keep: number;
 
@@ -186,6 +193,7 @@ export class RedisGate {
   ) {
     this.gateScript = new RawScript(redis.redis, GATE_LUA);
     this.runOutcome = defineJsonScript(redis.redis, 'ksGateOutcome', OUTCOME_LUA);
+    this.runUndo = defineJsonScript(redis.redis, 'ksGateUndo', UNDO_LUA);
     this.windows = opts.windows ?? REAL_WINDOWS;
     this.keep = opts.lastCallsKept ?? 10;
   }
@@ -319,6 +327,20 @@ export class RedisGate {
     if (!raw) return undefined;
     const m = JSON.parse(raw) as { tok: string; sid: string; srv: string; tool: string; cap: Capability; at: number };
     return { tokenId: m.tok, sessionId: m.sid, server: m.srv, tool: m.tool, capability: m.cap, at: m.at };
+  }
+
+  /**
+   * The call `check` allowed at Redis time `now` was denied after all (`code`): gives back what the check
+   * spent for it (counters, the cascade-window entry, the decision's metadata) and marks its last-calls
+   * entry denied. Returns false when there was nothing to undo (already undone, or expired). Throws if
+   * Redis is unavailable.
+   */
+  async undo(req: GateRequest, now: number, code: string): Promise<boolean> {
+    const ctr = this.fixedPartsOf(req).counterSpecs.map((c) => [c.k, c.f ?? '', c.w]);
+    const cascadeOn = (req.limits.cascade?.threshold ?? 0) > 0;
+    const cas = !cascadeOn ? '' : req.capability === 'read' ? 'r' : `w${UNIT_SEPARATOR}${resourcesOf(req).join(UNIT_SEPARATOR)}`;
+    const res = JSON.parse(await this.runUndo({ p: this.redis.prefix, dec: req.decisionId, sid: req.sessionId, tok: req.tokenId, code, now, keep: this.keep, ctr, cas })) as { undone: number };
+    return res.undone === 1;
   }
 
   /** Attaches a call's outcome to its entry on the session's last-calls list. Returns false if the call is no longer listed. */

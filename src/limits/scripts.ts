@@ -289,3 +289,39 @@ for i, e in ipairs(items) do
 end
 return '{"found":0}'
 `;
+
+/**
+ * Gives back what the gate script spent on an allowed call that was denied after all (a step after the
+ * gate, or its INTENT could not be recorded): the decision's metadata goes (no RESULT for a call that did
+ * not run), its last-calls entry says deny with the code, each counter is decremented in the window of
+ * the check, and its cascade-window entry is removed. The metadata key is the guard: a second undo of
+ * the same decision, or one after the metadata expired, changes nothing.
+ */
+export const UNDO_LUA = `
+local req = cjson.decode(ARGV[1])
+local p = req.p
+if redis.call('DEL', p .. 'd:' .. req.dec) == 0 then return '{"undone":0}' end
+local lkey = p .. 'lc:' .. req.sid
+local head = '{"id":"' .. req.dec .. '"'
+local items = redis.call('LRANGE', lkey, 0, 2 * req.keep - 1)
+for i, e in ipairs(items) do
+  if string.sub(e, 1, #head) == head then
+    local x = cjson.decode(e)
+    x.decision = 'deny'
+    x.code = req.code
+    redis.call('LSET', lkey, i - 1, cjson.encode(x))
+    break
+  end
+end
+for _, c in ipairs(req.ctr) do
+  local k, f, w = p .. c[1], c[2], c[3]
+  if f ~= '' then
+    if redis.call('HINCRBY', k, f, -1) <= 0 then redis.call('HDEL', k, f) end
+  else
+    if w > 0 then k = k .. ':' .. string.format('%d', math.floor(req.now / w)) end
+    if redis.call('DECR', k) <= 0 then redis.call('DEL', k) end
+  end
+end
+if req.cas ~= '' then redis.call('LREM', p .. 'tc:' .. req.tok, 1, req.cas) end
+return '{"undone":1}'
+`;

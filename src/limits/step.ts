@@ -1,5 +1,5 @@
 import type { CallContext, Denial, HaltTrigger, PipelineStep } from '../decisions/types.js';
-import type { GateOutcome, LimitAlert, RedisGate } from './gate.js';
+import type { GateOutcome, GateRequest, LimitAlert, RedisGate } from './gate.js';
 import type { GateLimits } from './limits.js';
 import type { CallSummary } from './summary.js';
 
@@ -130,7 +130,7 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
       } catch (err) {
         return { code: 'DEPENDENCY_UNAVAILABLE', message: `Limits for this call could not be determined (${(err as Error).message}); denied.` };
       }
-      const o = await deps.gate.check({
+      const req: GateRequest = {
         decisionId: ctx.decisionId,
         tokenId: ctx.agent.id,
         sessionId: ctx.input.session_id,
@@ -143,7 +143,9 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
         haltTokenOn,
         killKeys,
         dryRun: ctx.dryRun,
-      });
+      };
+      const o = await deps.gate.check(req);
+      if (o.allowed && !ctx.dryRun) ctx.undoGate = (code) => deps.gate.undo(req, o.now, code);
       if (o.session) ctx.session = o.session;
       Object.assign(ctx.limits, o.limits);
       ctx.warnings.push(...o.warnings);

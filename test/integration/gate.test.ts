@@ -395,6 +395,59 @@ describe('consumes nothing when denied; explain changes nothing', () => {
   });
 });
 
+describe('undoing an allow (the call was denied after the gate)', () => {
+  it('gives back everything the gate spent: only the session list differs, with the call denied; a second undo changes nothing', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const limits: GateLimits = {
+      sessionCalls: 1000,
+      sessionCallsPerMinute: 1000,
+      serverWrites: 1000,
+      serverCallsPerMinute: 1000,
+      tokenServerCallsPerMinute: 1000,
+      serverCallsPerMinuteAllTokens: 100_000,
+      tokenCallsPerMinute: 1000,
+      tokenCallsPerDay: 100_000,
+      pauseAtPercent: 0,
+      cascade: { threshold: 3, windowCalls: 5 },
+    };
+    const { step } = gateStep(w, { limits });
+    expect(await step.run(callContext(w, agent, sid, { capability: 'write', resources: ['file:a'] }))).toBeUndefined();
+    const before = await snapshot(w.app.ctx.redis);
+
+    const ctx = callContext(w, agent, sid, { capability: 'write', resources: ['file:b', 'file:c'] });
+    expect(await step.run(ctx)).toBeUndefined();
+    expect(Object.values(ctx.limits).every((l) => l.used === 2)).toBe(true);
+    expect(await ctx.undoGate?.('DEPENDENCY_UNAVAILABLE')).toBe(true);
+    const after = await snapshot(w.app.ctx.redis);
+    expect(changedKeys(before, after)).toEqual([w.app.ctx.redis.key('lc', sid)]);
+    const listed = await w.app.ctx.sessions.lastCalls(sid, 3);
+    expect(listed.map((c) => [c.id, c.decision, c.code])).toEqual([
+      [ctx.decisionId, 'deny', 'DEPENDENCY_UNAVAILABLE'],
+      [expect.any(String), 'allow', 'OK'],
+    ]);
+    expect(await w.app.ctx.gate.decisionMeta(ctx.decisionId)).toBeUndefined();
+
+    expect(await ctx.undoGate?.('DEPENDENCY_UNAVAILABLE')).toBe(false);
+    expect(changedKeys(after, await snapshot(w.app.ctx.redis))).toEqual([]);
+    const next = callContext(w, agent, sid, { capability: 'write', resources: ['file:d'] });
+    expect(await step.run(next)).toBeUndefined();
+    expect(Object.values(next.limits).every((l) => l.used === 2)).toBe(true);
+  });
+
+  it('a dry run (explain) and a denial leave nothing to undo', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent, { read_only: true });
+    const { step } = gateStep(w, { limits: HIGH });
+    const dry = callContext(w, agent, sid, { dryRun: true });
+    expect(await step.run(dry)).toBeUndefined();
+    expect(dry.undoGate).toBeUndefined();
+    const denied = callContext(w, agent, sid, { capability: 'write' });
+    expect((await step.run(denied))?.code).toBe('PERMISSION_DENIED');
+    expect(denied.undoGate).toBeUndefined();
+  });
+});
+
 describe('call records', () => {
   it('stores decision metadata for the RESULT and attaches the outcome to the last calls; secrets are redacted', async () => {
     const { agent } = await w.token();
