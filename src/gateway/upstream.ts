@@ -29,16 +29,33 @@ import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, 
 //
 // One upstream serves every agent of the gateway, so one agent must not be able to take it away from
 // the others: a message over the size limit is discarded (message-size.ts), and a connection that
-// closes unexpectedly (the process crashed, was killed) is reopened with backoff. While it is down,
-// calls fail at once with UpstreamUnavailableError; they never wait for it.
+// closes unexpectedly (the process crashed, was killed) is reopened with backoff, for as long as the
+// gateway runs: the operator expects it to heal once the server behind it (a database, say) is back,
+// not a restart. While it is down, calls fail at once with UpstreamUnavailableError; they never wait.
 
 const MAX_PAGES = 50;
-/** Reconnect attempts after an unexpected close: 0.5 s, 1 s, 2 s ... then every 30 s, ~2.5 min in all. */
-const RECONNECT_ATTEMPTS = 10;
-const RECONNECT_FIRST_DELAY_MS = 500;
-const RECONNECT_MAX_DELAY_MS = 30_000;
 
-/** The upstream cannot take calls now (its connection closed; the gateway is reconnecting, or gave up). */
+/** How an upstream whose connection closed unexpectedly is reopened. */
+export interface ReconnectBackoff {
+  /** The wait before the first attempt, doubled for each next one up to maxDelayMs. */
+  firstDelayMs: number;
+  /** The longest wait: once reached, one attempt every maxDelayMs until it is back or closed. */
+  maxDelayMs: number;
+  /** The first attempts, each logged when it fails; after them the log says "still down" less often. */
+  loudAttempts: number;
+  /** While it stays down after the loud attempts: at most one log line this often. */
+  quietLogEveryMs: number;
+}
+
+/** 0.5 s, 1 s, 2 s ... 30 s: ten warnings in the first ~2.5 min, then one line per 5 min while down. */
+export const RECONNECT_BACKOFF: Readonly<ReconnectBackoff> = { firstDelayMs: 500, maxDelayMs: 30_000, loudAttempts: 10, quietLogEveryMs: 5 * 60_000 };
+
+/** A downtime in whole seconds. */
+const seconds = (ms: number) => Math.round(ms / 1000);
+/** An interval as written in a message: 30 s, 300 s (0.1 s with a test's backoff). */
+const every = (ms: number) => `${ms / 1000} s`;
+
+/** The upstream cannot take calls now (its connection closed and the gateway is reconnecting it, or it is closed). */
 export class UpstreamUnavailableError extends Error {
   constructor(
     readonly server: string,
@@ -55,10 +72,16 @@ export class Upstream {
   private toolDefs: ReportedTool[] = [];
   private serverCapabilities: ServerCapabilities | undefined;
   private closed = false;
+  /** The one reconnect loop of this upstream, while it runs. */
   private reconnecting: Promise<void> | undefined;
+  /** Ends the reconnect loop's current wait early (close()). */
+  private wake: (() => void) | undefined;
+  /** The client of a connection being opened: close() closes it, so no start outlives the gateway. */
+  private opening: Client | undefined;
   private downSince: number | undefined;
-  private gaveUp = false;
   private startTimeoutMs = 30_000;
+  /** Read before every wait, so a test can shorten it on a running gateway (`gateway.upstream(name)`). */
+  reconnectBackoff: Readonly<ReconnectBackoff> = RECONNECT_BACKOFF;
   private readonly oversize = new OversizeAnswers();
   /** Called when the upstream says its tools (or prompts) changed, and after it reconnected. */
   onListChanged: ((kind: 'tools' | 'prompts') => void) | undefined;
@@ -128,11 +151,14 @@ export class Upstream {
       this.log.warn({ server: this.name }, 'upstream connection closed; its calls fail with UPSTREAM_UNAVAILABLE while the gateway reconnects it');
       this.scheduleReconnect();
     };
+    this.opening = client;
     try {
       await client.connect(transport, { timeout: timeoutMs });
     } catch (err) {
       await client.close().catch(() => {});
       throw err;
+    } finally {
+      if (this.opening === client) this.opening = undefined;
     }
     if (this.closed) {
       await client.close().catch(() => {});
@@ -141,40 +167,83 @@ export class Upstream {
     this.serverCapabilities = client.getServerCapabilities();
     this.client = client;
     this.downSince = undefined;
-    this.gaveUp = false;
   }
 
-  /** Reopens a connection that closed unexpectedly: bounded attempts with backoff, then the tools re-read. */
+  /**
+   * Starts the reconnect loop unless one runs (there is never more than one per upstream). A connection
+   * that closes again while the loop is finishing (its onclose found the loop still set) starts a new one.
+   */
   private scheduleReconnect(): void {
     if (this.reconnecting || this.closed) return;
-    this.reconnecting = (async () => {
-      for (let attempt = 0; attempt < RECONNECT_ATTEMPTS; attempt++) {
-        await new Promise((r) => setTimeout(r, Math.min(RECONNECT_FIRST_DELAY_MS * 2 ** attempt, RECONNECT_MAX_DELAY_MS)).unref());
+    this.reconnecting = this.reconnect()
+      .catch((err: Error) => this.log.error({ server: this.name, err: err.message }, 'upstream reconnect loop failed'))
+      .finally(() => {
+        this.reconnecting = undefined;
+        if (!this.client && !this.closed) this.scheduleReconnect();
+      });
+  }
+
+  /**
+   * Reopens the connection until it is back or the upstream is closed: the backoff's first attempts
+   * come quickly and each failure is logged; then one attempt every maxDelayMs, forever, logged at most
+   * once per quietLogEveryMs so a server that is down all night does not flood the log.
+   */
+  private async reconnect(): Promise<void> {
+    const since = this.downSince ?? Date.now();
+    let lastLogAt = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      const b = this.reconnectBackoff;
+      await this.sleep(Math.min(b.firstDelayMs * 2 ** Math.min(attempt - 1, 30), b.maxDelayMs));
+      if (this.closed) return;
+      try {
+        await this.open(this.startTimeoutMs);
+      } catch (err) {
         if (this.closed) return;
-        try {
-          await this.open(this.startTimeoutMs);
-          this.log.info({ server: this.name, attempt: attempt + 1 }, 'upstream reconnected');
-          this.onListChanged?.('tools');
-          return;
-        } catch (err) {
-          this.log.warn({ server: this.name, attempt: attempt + 1, err: (err as Error).message }, 'upstream reconnect failed');
+        const downFor = seconds(Date.now() - since);
+        const why = (err as Error).message;
+        if (attempt < b.loudAttempts) {
+          this.log.warn({ server: this.name, attempt, err: why }, 'upstream reconnect failed');
+        } else if (attempt === b.loudAttempts) {
+          this.log.warn(
+            { server: this.name, attempt, downForSeconds: downFor, err: why },
+            `upstream reconnect failed; it stays down: the gateway tries again every ${every(b.maxDelayMs)} for as long as it runs, and says so at most every ${every(b.quietLogEveryMs)}`,
+          );
+        } else if (Date.now() - lastLogAt >= b.quietLogEveryMs) {
+          this.log.warn({ server: this.name, attempts: attempt, downForSeconds: downFor, err: why }, `upstream still down; the gateway keeps trying every ${every(b.maxDelayMs)}`);
+        } else {
+          continue;
         }
+        lastLogAt = Date.now();
+        continue;
       }
-      this.gaveUp = true;
-      this.log.error({ server: this.name, attempts: RECONNECT_ATTEMPTS }, 'upstream stays down; its calls fail with UPSTREAM_UNAVAILABLE until the gateway restarts');
-    })().finally(() => {
-      this.reconnecting = undefined;
+      this.log.info({ server: this.name, attempts: attempt, downForSeconds: seconds(Date.now() - since) }, 'upstream reconnected');
+      this.onListChanged?.('tools');
+      return;
+    }
+  }
+
+  /** A wait that close() ends at once; its timer never keeps the process alive. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.wake?.(), ms);
+      timer.unref();
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
     });
   }
 
   private get connected(): Client {
     if (this.client) return this.client;
-    const down = this.downSince !== undefined ? ` for ${Math.round((Date.now() - this.downSince) / 1000)} s` : '';
+    if (this.closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} is closed (the gateway is shutting down)`);
+    const down = this.downSince !== undefined ? ` for ${seconds(Date.now() - this.downSince)} s` : '';
     throw new UpstreamUnavailableError(
       this.name,
-      this.gaveUp
-        ? `upstream ${this.name} is down${down} and the gateway gave up reconnecting it; restart the gateway`
-        : `upstream ${this.name} is down${down} (its connection closed); the gateway is reconnecting it, try again shortly`,
+      this.reconnecting
+        ? `upstream ${this.name} is down${down} (its connection closed); the gateway is reconnecting it and retries at least every ${every(this.reconnectBackoff.maxDelayMs)}`
+        : `upstream ${this.name} is down${down} and nothing is reconnecting it; restart the gateway`,
     );
   }
 
@@ -273,10 +342,13 @@ export class Upstream {
     return this.translated(client, client.getPrompt(args ? { name, arguments: args } : { name }, { timeout: opts.timeoutMs, signal: opts.signal }));
   }
 
+  /** Closes the connection and ends the reconnect loop: its wait and any start in progress end now. */
   async close(): Promise<void> {
     this.closed = true;
+    this.wake?.();
     const client = this.client;
     this.client = undefined;
-    await client?.close().catch(() => {});
+    await Promise.all([client?.close().catch(() => {}), this.opening?.close().catch(() => {})]);
+    await this.reconnecting;
   }
 }

@@ -10,10 +10,15 @@ import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSche
 // "rows-resource:N", "crash". The resource fake://table fails with a 3 MB error.
 //
 // Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
-// cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start).
+// cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start);
+// FAKE_UPSTREAM_REFUSED (a file that gets one line per start refused because of the hold).
 
 const hold = process.env['FAKE_UPSTREAM_HOLD'];
-if (hold && existsSync(hold)) process.exit(3);
+if (hold && existsSync(hold)) {
+  const refused = process.env['FAKE_UPSTREAM_REFUSED'];
+  if (refused) appendFileSync(refused, `${process.pid}\n`);
+  process.exit(3);
+}
 const starts = process.env['FAKE_UPSTREAM_STARTS'];
 if (starts) appendFileSync(starts, `${process.pid}\n`);
 

@@ -2,7 +2,11 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gateway } from '../../src/gateway/gateway.js';
+import type { ReconnectBackoff } from '../../src/gateway/upstream.js';
+import { until } from '../helpers/unleash.js';
 import { GatewayHarness, textOf } from './gateway-harness.js';
 
 // What one upstream shared by every agent of a gateway must survive, and what the control plane must
@@ -32,13 +36,33 @@ async function resultRow(decisionId: string | undefined): Promise<Record<string,
   return rows[0];
 }
 
-/** A gateway whose "memory" server is the fake stdio upstream. */
-function fakeGateway(p: { env?: Record<string, string>; killswitch?: Record<string, unknown> } = {}) {
-  return h.gateway({
+/** The config of a gateway whose "memory" server is the fake stdio upstream. */
+function fakeConfig(p: { env?: Record<string, string>; killswitch?: Record<string, unknown> } = {}) {
+  return {
     mcpServers: { filesystem: { disabled: true }, memory: { command: process.execPath, args: ['--import', 'tsx', FAKE_UPSTREAM], cwd: ROOT, env: p.env ?? {} } },
     killswitch: { startTimeoutMs: 60_000, ...p.killswitch },
-  });
+  };
 }
+
+function fakeGateway(p: Parameters<typeof fakeConfig>[0] = {}) {
+  return h.gateway(fakeConfig(p));
+}
+
+type LogLine = { level: number; time: number; msg: string; server?: string; attempt?: number; attempts?: number; downForSeconds?: number };
+
+/** A fake-upstream gateway whose log lines (info and up, what an operator reads) are kept in `lines`. */
+async function loggedFakeGateway(env: Record<string, string>) {
+  const lines: LogLine[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
+  const gateway = await Gateway.start(h.config(fakeConfig({ env })), log);
+  h.gateways.push(gateway);
+  return { gateway, lines };
+}
+
+const lineCount = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0);
+
+/** The real backoff's shape (0.5 s doubling to 30 s, 10 loud attempts, quiet for 5 min) in milliseconds, not minutes. */
+const FAST_BACKOFF: ReconnectBackoff = { firstDelayMs: 10, maxDelayMs: 100, loudAttempts: 10, quietLogEveryMs: 1500 };
 
 describe('a large result does not take the shared upstream away', () => {
   it('reading a 12 MB file with server-filesystem is withheld as LARGE_RESULT with its size recorded; another agent keeps reading', async () => {
@@ -105,6 +129,96 @@ describe('an upstream that exits', () => {
     expect(textOf(back ?? {})).toContain('Ada knows Grace');
     expect(existsSync(starts) && readFileSync(starts, 'utf8').trim().split('\n').length).toBe(2);
   }, 90_000);
+
+  it('stays down for longer than the first 10 attempts cover, then comes back: served again without a restart; the log warns on each first attempt, then at most once per interval', async () => {
+    const hold = join(h.scratch, 'long-hold');
+    const starts = join(h.scratch, 'long-starts');
+    const refused = join(h.scratch, 'long-refused');
+    const { gateway, lines } = await loggedFakeGateway({ FAKE_UPSTREAM_HOLD: hold, FAKE_UPSTREAM_STARTS: starts, FAKE_UPSTREAM_REFUSED: refused });
+    gateway.upstream('memory').reconnectBackoff = FAST_BACKOFF;
+    const client = await h.client(gateway, await h.token('ro'));
+    writeFileSync(hold, 'the next starts fail');
+    const crashed = await call(client, 'search_nodes', { query: 'crash' });
+    expect(codeOf(crashed)).toBe('UPSTREAM_UNAVAILABLE');
+
+    // Each refused start is one attempt (a node process, ~0.6 s here): past the 10 the gateway used to
+    // give up after, and down long enough for two of the quiet "still down" lines.
+    await until(() => lineCount(refused) > 12, 60_000, 'more than 12 refused starts of the held upstream');
+    const stillDown = () => lines.filter((l) => l.msg.startsWith('upstream still down'));
+    await until(() => stillDown().length >= 2, 30_000, 'two "upstream still down" log lines');
+
+    const down = await call(client, 'read_graph', {});
+    expect(codeOf(down)).toBe('UPSTREAM_UNAVAILABLE');
+    expect(textOf(down)).toMatch(/^UPSTREAM_UNAVAILABLE: upstream memory is down for \d+ s \(its connection closed\); the gateway is reconnecting it and retries at least every 0\.1 s$/);
+
+    rmSync(hold);
+    let back: CallToolResult | undefined;
+    await until(
+      async () => {
+        back = await call(client, 'read_graph', {});
+        return !back.isError;
+      },
+      30_000,
+      'read_graph served again',
+      200,
+    );
+    expect(textOf(back ?? {})).toContain('Ada knows Grace');
+    expect(lineCount(starts)).toBe(2);
+
+    const memory = lines.filter((l) => l.server === 'memory');
+    const loud = memory.filter((l) => l.msg.startsWith('upstream reconnect failed'));
+    expect(loud.map((l) => l.attempt)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(loud[9]?.msg).toMatch(/tries again every 0\.1 s for as long as it runs/);
+    const quiet = stillDown();
+    for (let i = 1; i < quiet.length; i++) expect(quiet[i]!.time - quiet[i - 1]!.time).toBeGreaterThanOrEqual(FAST_BACKOFF.quietLogEveryMs);
+    expect(quiet[0]!.attempts).toBeGreaterThan(10);
+    expect(quiet[0]!.downForSeconds).toBeGreaterThanOrEqual(1);
+    // Nothing else about this upstream was logged while it was down: one closed line, the loud
+    // attempts, the quiet lines, and one line when it came back.
+    expect(memory.filter((l) => l.level >= 40)).toHaveLength(1 + loud.length + quiet.length);
+    const reconnected = memory.filter((l) => l.msg === 'upstream reconnected');
+    expect(reconnected).toHaveLength(1);
+    // One reconnect loop: every attempt but the last started the upstream once, and was refused.
+    expect(reconnected[0]!.attempts).toBe(lineCount(refused) + 1);
+    const closed = memory.find((l) => l.msg.startsWith('upstream connection closed'));
+    expect(Math.abs(reconnected[0]!.downForSeconds! - (reconnected[0]!.time - closed!.time) / 1000)).toBeLessThanOrEqual(1);
+  }, 150_000);
+
+  it('closing the gateway during an attempt ends its reconnect loop: nothing is started afterwards', async () => {
+    const hold = join(h.scratch, 'close-hold');
+    const refused = join(h.scratch, 'close-refused');
+    const { gateway, lines } = await loggedFakeGateway({ FAKE_UPSTREAM_HOLD: hold, FAKE_UPSTREAM_REFUSED: refused });
+    gateway.upstream('memory').reconnectBackoff = FAST_BACKOFF;
+    const client = await h.client(gateway, await h.token('ro'));
+    writeFileSync(hold, 'the next starts fail');
+    await call(client, 'search_nodes', { query: 'crash' });
+    await until(() => lines.some((l) => l.attempt === 2), 30_000, 'the second attempt failed');
+    // The third start is under way (it waited 40 ms; a node process takes longer than this to start).
+    await new Promise((r) => setTimeout(r, 200));
+
+    const t0 = Date.now();
+    await gateway.close();
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const after = lineCount(refused);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(lineCount(refused)).toBe(after);
+  }, 90_000);
+
+  it('closing the gateway while the reconnect loop waits 30 s returns at once', async () => {
+    const hold = join(h.scratch, 'wait-hold');
+    const refused = join(h.scratch, 'wait-refused');
+    const { gateway, lines } = await loggedFakeGateway({ FAKE_UPSTREAM_HOLD: hold, FAKE_UPSTREAM_REFUSED: refused });
+    gateway.upstream('memory').reconnectBackoff = { ...FAST_BACKOFF, firstDelayMs: 30_000, maxDelayMs: 30_000 };
+    const client = await h.client(gateway, await h.token('ro'));
+    writeFileSync(hold, 'the next starts fail');
+    await call(client, 'search_nodes', { query: 'crash' });
+    await until(() => lines.some((l) => l.msg.startsWith('upstream connection closed')), 10_000, 'the upstream closed');
+
+    const t0 = Date.now();
+    await gateway.close();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(lineCount(refused)).toBe(0);
+  }, 60_000);
 });
 
 describe('upstream error messages are results', () => {
