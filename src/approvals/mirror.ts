@@ -1,6 +1,6 @@
 import { defineJsonScript, type JsonScript } from '../limits/lua.js';
 import type { RedisHandle } from '../redis/client.js';
-import { CHECK_LUA, FORGET_LUA, MIRROR_LUA } from './scripts.js';
+import { CHECK_LUA, FORGET_LUA, MIRROR_LUA, PEEK_LUA } from './scripts.js';
 
 // Talks to Redis only (scripts.ts has the key layout); Postgres is the record (store.ts).
 
@@ -12,6 +12,9 @@ export type CheckAnswer =
   | { r: 'NEW'; id: string; exp: number; prev_id: string; prev_st: '' | 'expired' | 'used'; now: number };
 
 export type MirrorState = 'pending' | 'approved' | 'rejected' | 'used';
+
+/** The latest approval of one call as Redis holds it (`id` absent: none), with Redis time. */
+export type PeekAnswer = { now: number; id?: undefined } | { now: number; id: string; st: MirrorState; exp: number; why: string };
 
 export interface MirrorEntry {
   callKey: string;
@@ -31,16 +34,22 @@ export class ApprovalMirror {
   private readonly checkScript: JsonScript;
   private readonly mirrorScript: JsonScript;
   private readonly forgetScript: JsonScript;
+  private readonly peekScript: JsonScript;
 
   constructor(private readonly redis: RedisHandle) {
     this.checkScript = defineJsonScript(redis.redis, 'ksApprovalCheck', CHECK_LUA);
     this.mirrorScript = defineJsonScript(redis.redis, 'ksApprovalMirror', MIRROR_LUA);
     this.forgetScript = defineJsonScript(redis.redis, 'ksApprovalForget', FORGET_LUA);
+    this.peekScript = defineJsonScript(redis.redis, 'ksApprovalPeek', PEEK_LUA);
   }
 
   async check(a: { callKey: string; tokenId: string; sessionId: string; newId: string; ttlMs: number; maxPending: number }): Promise<CheckAnswer> {
     const raw = await this.checkScript({ p: this.redis.prefix, ck: a.callKey, tok: a.tokenId, sid: a.sessionId, nid: a.newId, ttl: a.ttlMs, max: a.maxPending });
     return JSON.parse(raw) as CheckAnswer;
+  }
+
+  async peek(callKey: string): Promise<PeekAnswer> {
+    return JSON.parse(await this.peekScript({ p: this.redis.prefix, ck: callKey })) as PeekAnswer;
   }
 
   async write(entries: readonly MirrorEntry[], missingOnly = false): Promise<MirrorResult[]> {

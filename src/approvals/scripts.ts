@@ -99,3 +99,12 @@ if redis.call('HGET', key, 'id') == req.id then redis.call('DEL', key) end
 redis.call('ZREM', req.p .. 'ap:p:' .. req.tok, req.id)
 return cjson.encode({ r = 'OK' })
 `;
+
+/** Explain: the latest approval of one exact call, read only (nothing opened, nothing spent). */
+export const PEEK_LUA = `
+local req = cjson.decode(ARGV[1])
+${LUA_NOW}
+local cur = redis.call('HMGET', req.p .. 'ap:c:' .. req.ck, 'id', 'st', 'exp', 'why')
+if not cur[1] then return cjson.encode({ now = now }) end
+return cjson.encode({ id = cur[1], st = cur[2], exp = tonumber(cur[3] or '0'), why = cur[4] or '', now = now })
+`;

@@ -161,9 +161,29 @@ export class ApprovalService {
     };
   }
 
-  /** Explain: the same verdict without opening a request. */
-  explainDenial(call: CallContext, need: ApprovalNeed): Denial {
-    return { code: 'APPROVAL_REQUIRED', message: `${this.what(call)} needs a human to approve its exact arguments first (policy rule ${need.rule.name}); explaining opens no request` };
+  /**
+   * Explain: the verdict a real call would get from the approval of this exact call as it stands, without
+   * opening a request or spending an approval. An approval in force lets it through (with a warning that
+   * names it); the gate's dry run then says the rest.
+   */
+  async explain(call: CallContext, need: ApprovalNeed): Promise<Denial | undefined> {
+    const what = this.what(call);
+    const a = await this.mirror.peek(need.callKey);
+    const live = a.id !== undefined && a.now < a.exp;
+    if (a.id !== undefined && live && a.st === 'approved') {
+      call.warnings.push(`approval ${a.id} allows this exact call once, until ${iso(a.exp)} (explaining does not spend it)`);
+      return undefined;
+    }
+    if (a.id !== undefined && live && a.st === 'pending') {
+      return { code: 'APPROVAL_REQUIRED', message: `${what} needs a human to approve these exact arguments (policy rule ${need.rule.name}): approval ${a.id} waits for an operator until ${iso(a.exp)}`, extra: { approval_id: a.id } };
+    }
+    if (a.id !== undefined && live && a.st === 'rejected') {
+      return { code: 'APPROVAL_REJECTED', message: `an operator rejected ${what} with these arguments (approval ${a.id}${a.why ? `: ${a.why}` : ''}); identical calls are refused until ${iso(a.exp)}`, extra: { approval_id: a.id } };
+    }
+    if (a.id !== undefined && a.st === 'used') {
+      return { code: 'APPROVAL_USED', message: `approval ${a.id} already allowed one call of ${what} with these arguments; a repeat needs a new approval (a real call would open a request; explaining opens none)`, extra: { approval_id: a.id } };
+    }
+    return { code: 'APPROVAL_REQUIRED', message: `${what} needs a human to approve its exact arguments first (policy rule ${need.rule.name}); explaining opens no request` };
   }
 
   /** The approval step: the state of this exact call's approval, opening a request when none is in force. */

@@ -20,7 +20,7 @@ export function createApprovalSteps(approvals: ApprovalService): { check: Pipeli
         if (!need) return undefined;
         // Ask a human only about calls the token may make: the scopes step right after refuses the others.
         if (scopeCheck(call.agent, call.call!)) return undefined;
-        if (call.dryRun) return approvals.explainDenial(call, need);
+        if (call.dryRun) return approvals.explain(call, need);
         const result = await approvals.check(call, need);
         if (result.kind === 'deny') return result.denial;
         found.set(call, { need, approvalId: result.kind === 'approved' ? result.id : undefined });

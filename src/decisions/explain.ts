@@ -54,7 +54,7 @@ export class Explainer {
     return {
       decision: denial ? ('deny' as const) : ('allow' as const),
       code: denial ? denial.code : 'OK',
-      message: denial ? denial.message : `${req.server}/${req.tool} would be allowed`,
+      message: denial ? denial.message : `${req.server}/${req.tool} would be allowed${ctx.warnings.length > 0 ? `; ${ctx.warnings.join('; ')}` : ''}`,
       steps: ctx.trace,
       ...(ctx.call ? { call: { ...ctx.call } } : {}),
       flags: ctx.flagsEvaluated,

@@ -204,6 +204,43 @@ describe('approval-required calls', () => {
   });
 });
 
+describe('explain and approvals', () => {
+  const explain = (tokenId: string, call: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tokenId, ...call } });
+  const state = async (id: string) => (await app.inject({ url: `/v1/approvals/${id}`, headers: bearer(gw.owner) })).json().state;
+
+  it('tells what a real call would get from the approval as it stands (pending, approved, used, rejected), spending nothing', async () => {
+    const { tok, sid } = await agentWithSession();
+    const call = { ...move('src/x.ts', 'src/y.ts'), session_id: sid };
+    const asked = await gw.decide(tok.raw, call);
+    const pending = (await explain(tok.id, call)).json();
+    expect(pending).toMatchObject({ decision: 'deny', code: 'APPROVAL_REQUIRED' });
+    expect(pending.message).toContain(`approval ${asked.approval_id} waits for an operator`);
+
+    expect((await approve(asked.approval_id)).statusCode).toBe(200);
+    const approved = (await explain(tok.id, call)).json();
+    expect(approved).toMatchObject({ decision: 'allow', code: 'OK' });
+    expect(approved.message).toContain(`approval ${asked.approval_id} allows this exact call once`);
+    expect(approved.steps.find((s: { step: string }) => s.step === 'approval')).toMatchObject({ verdict: 'pass' });
+    // Explaining spent nothing: the approval still allows the one real call.
+    expect(await state(asked.approval_id)).toBe('approved');
+    const ran = await gw.decide(tok.raw, call);
+    expect(ran).toMatchObject({ decision: 'allow', code: 'OK' });
+
+    const used = (await explain(tok.id, call)).json();
+    expect(used).toMatchObject({ decision: 'deny', code: 'APPROVAL_USED' });
+    expect(used.message).toContain(`approval ${asked.approval_id} already allowed one call`);
+    // Another session's identical call is not covered by this approval.
+    const other = await gw.session(tok.raw);
+    expect((await explain(tok.id, { ...call, session_id: other.session_id })).json()).toMatchObject({ code: 'APPROVAL_REQUIRED' });
+    expect((await app.inject({ url: `/v1/approvals?token=${tok.id}`, headers: bearer(gw.owner) })).json().approvals).toHaveLength(1);
+
+    const rejectedCall = { ...move('src/r.ts', 'src/s.ts'), session_id: sid };
+    const asked2 = await gw.decide(tok.raw, rejectedCall);
+    expect((await reject(asked2.approval_id)).statusCode).toBe(200);
+    expect((await explain(tok.id, rejectedCall)).json()).toMatchObject({ decision: 'deny', code: 'APPROVAL_REJECTED' });
+  });
+});
+
 describe('who may approve', () => {
   it('agent tokens (even admin ones) and gateway keys get 403 MCP_TOKEN_FORBIDDEN; a viewer gets 403 FORBIDDEN', async () => {
     const { tok, sid } = await agentWithSession();
