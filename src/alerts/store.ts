@@ -97,4 +97,13 @@ export const alertStore = {
     );
     return rows[0];
   },
+
+  /**
+   * Retention (src/retention): removes up to `limit` alerts raised before `cutoff`, acknowledged or not.
+   * Nothing references an alert; the events behind it are in the audit trail.
+   */
+  async deleteRaisedBefore(db: Queryable, cutoff: Date, limit: number): Promise<number> {
+    const { rowCount } = await db.query('DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE created_at < $1 LIMIT $2) AND created_at < $1', [cutoff, limit]);
+    return rowCount ?? 0;
+  },
 };

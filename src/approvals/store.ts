@@ -168,4 +168,21 @@ export const approvalStore = {
     const { rows } = await db.query<ApprovalRow>(`SELECT ${COLUMNS} FROM approvals WHERE state IN ('pending', 'approved', 'rejected') AND expires_at > now()`);
     return rows;
   },
+
+  /**
+   * Retention (src/retention): removes up to `limit` settled requests whose last change (request,
+   * decision, use, end of window) is before `cutoff`. Settled is the stored state rejected, expired or
+   * used: a pending or approved row stays, even past its deadline, until the sweeper has recorded (and
+   * audited) its expiry; a rejection no longer refuses anything and a used approval can no longer be
+   * released once its window is over. Nothing references an approval row (Redis forgets it one window
+   * after its end, at most a day); the audit trail holds every step of it.
+   */
+  async deleteSettledBefore(db: Db, cutoff: Date, limit: number): Promise<number> {
+    const settled = "state IN ('rejected', 'expired', 'used') AND GREATEST(created_at, decided_at, used_at, expires_at) < $1";
+    const { rowCount } = await db.query(
+      `DELETE FROM approvals WHERE id IN (SELECT id FROM approvals WHERE created_at < $1 AND ${settled} LIMIT $2) AND ${settled}`,
+      [cutoff, limit],
+    );
+    return rowCount ?? 0;
+  },
 };

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { type Pool, tolerateConnectionLoss } from '../db/pool.js';
 import { AppError } from '../errors.js';
+import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { type VerifyReport, verifyChain } from './chain.js';
 import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
@@ -46,7 +47,7 @@ export interface AuditServiceOptions {
   /** Event clock for the writer (tests). */
   clock?: () => number;
   replayIntervalMs?: number;
-  /** Run the hourly retention job (default true). */
+  /** Run the hourly retention job, of the audit trail and of the operational records (default true). */
   retentionJob?: boolean;
   /** Spool directory; default config.dataDir. */
   dataDir?: string;
@@ -175,18 +176,21 @@ function toTokenUsage(rows: UsageGroupRow[]): TokenUsage[] {
 
 /**
  * The audit trail of one control-plane instance: the group-commit writer (request path), the read side
- * (operators) and the retention job. Registered as ctx.audit.
+ * (operators) and the retention job, which also runs the retention of alerts, approvals and sessions
+ * (src/retention). Registered as ctx.audit.
  */
 export class AuditService {
   private retentionTimer: NodeJS.Timeout | undefined;
   private retentionStart: NodeJS.Timeout | undefined;
+  private recordsRun: Promise<unknown> | undefined;
+  private closing = false;
 
   private constructor(
     private readonly pool: Pool,
     private readonly writerPool: Pool,
     private readonly ownsWriterPool: boolean,
     readonly writer: AuditWriter,
-    private readonly config: Pick<Config, 'auditRetentionDays'>,
+    private readonly config: Pick<Config, 'auditRetentionDays' | 'recordsRetentionDays'>,
     private readonly log: Logger,
     /** The same array the writer's callback reads. */
     private readonly spoolingListeners: SpoolingListener[],
@@ -322,8 +326,29 @@ export class AuditService {
     return result;
   }
 
+  /**
+   * Removes alerts, settled approval requests and closed sessions older than RECORDS_RETENTION_DAYS
+   * (src/retention) and records an ADMIN row `records.retention` when something was removed. Undefined
+   * when RECORDS_RETENTION_DAYS is 0 or another replica is running it.
+   */
+  applyRecordsRetention(now: Date = new Date(), actor = 'retention'): Promise<RecordsRetentionResult | undefined> {
+    return applyRecordsRetention(
+      { pool: this.pool, log: this.log, recordAdmin: (a) => this.recordAdmin(a), retentionDays: this.config.recordsRetentionDays, stopping: () => this.closing },
+      now,
+      actor,
+    );
+  }
+
   private startRetentionJob(): void {
-    const runOnce = () => void this.applyRetention().catch((err) => this.log.warn({ err: (err as Error).message }, 'audit retention failed; retrying in an hour'));
+    const runOnce = () => {
+      void this.applyRetention().catch((err) => this.log.warn({ err: (err as Error).message }, 'audit retention failed; retrying in an hour'));
+      // Separate from the audit's own, so a failure of one never skips the other; never two at once here.
+      this.recordsRun ??= this.applyRecordsRetention()
+        .catch((err) => this.log.warn({ err: (err as Error).message }, 'retention of alerts, approvals and sessions failed; retrying in an hour'))
+        .finally(() => {
+          this.recordsRun = undefined;
+        });
+    };
     this.retentionStart = setTimeout(runOnce, 60_000);
     this.retentionStart.unref();
     this.retentionTimer = setInterval(runOnce, RETENTION_INTERVAL_MS);
@@ -334,6 +359,9 @@ export class AuditService {
   async close(): Promise<void> {
     if (this.retentionStart) clearTimeout(this.retentionStart);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    // A records retention run stops after its current batch and still audits what it removed.
+    this.closing = true;
+    await this.recordsRun;
     await this.writer.close();
     if (this.ownsWriterPool) await this.writerPool.end().catch(() => {});
   }

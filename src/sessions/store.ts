@@ -201,4 +201,38 @@ export const sessionStore = {
     const { rowCount } = await db.query(`UPDATE sessions SET state = 'closed', closed_at = now() WHERE id = ANY($1::uuid[]) AND state = 'active'`, [ids]);
     return rowCount ?? 0;
   },
+
+  /**
+   * Retention (src/retention): removes up to `limit` sessions closed before `cutoff` that nothing refers
+   * to or keeps in force. Closed is final (nothing reopens a session, and a halt of a closed session
+   * records no session), and Redis dropped the session when it idled out. Kept: any session with a halt
+   * history (session_halts, or token_halts naming it: halt rows are never deleted), and any named by a
+   * kill, grant or approval still in force.
+   */
+  async deleteClosedBefore(db: Queryable, cutoff: Date, limit: number): Promise<number> {
+    const { rowCount } = await db.query(
+      `DELETE FROM sessions s WHERE s.id IN (
+         SELECT c.id FROM sessions c
+         WHERE c.state = 'closed' AND c.id < $3 AND COALESCE(c.closed_at, c.created_at) < $1
+           AND NOT EXISTS (SELECT 1 FROM session_halts h WHERE h.session_id = c.id)
+           AND NOT EXISTS (SELECT 1 FROM token_halts th WHERE th.session_id = c.id)
+           AND NOT EXISTS (SELECT 1 FROM kills k WHERE k.target = 'session' AND lower(k.session_id) = c.id::text AND k.lifted_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()))
+           AND NOT EXISTS (SELECT 1 FROM grants g WHERE lower(g.session_id) = c.id::text AND g.revoked_at IS NULL AND g.expires_at > now())
+           AND NOT EXISTS (SELECT 1 FROM approvals a WHERE lower(a.session_id) = c.id::text AND a.state IN ('pending', 'approved') AND a.expires_at > now())
+         ORDER BY c.id LIMIT $2)
+       AND s.state = 'closed' AND COALESCE(s.closed_at, s.created_at) < $1`,
+      [cutoff, limit, uuidV7Floor(cutoff)],
+    );
+    return rowCount ?? 0;
+  },
 };
+
+/**
+ * The smallest UUIDv7 of a millisecond. Session ids are UUIDv7 issued at opening, so a session closed
+ * before `t` has a smaller id: bounding the scan by id lets the state index stop there instead of reading
+ * every younger closed session on each run.
+ */
+function uuidV7Floor(t: Date): string {
+  const hex = Math.max(0, t.getTime()).toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
+}

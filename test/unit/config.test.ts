@@ -22,6 +22,23 @@ describe('config', () => {
     expect(() => loadConfig({ TOKEN_HASH_SECRET: 'short' })).toThrow(/TOKEN_HASH_SECRET/);
   });
 
+  it('RECORDS_RETENTION_DAYS: 90 days by default, 0 keeps the records forever, anything else is refused naming the variable', () => {
+    expect(loadConfig({}).recordsRetentionDays).toBe(90);
+    expect(loadConfig({ RECORDS_RETENTION_DAYS: '0' }).recordsRetentionDays).toBe(0);
+    expect(loadConfig({ RECORDS_RETENTION_DAYS: '365' }).recordsRetentionDays).toBe(365);
+    for (const bad of ['-1', '30d', 'ninety', '1.5', '36501']) {
+      let err: unknown;
+      try {
+        loadConfig({ RECORDS_RETENTION_DAYS: bad });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, bad).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).variable).toBe('RECORDS_RETENTION_DAYS');
+      expect((err as Error).message).toMatch(/^RECORDS_RETENTION_DAYS=.* is invalid: .*Example: RECORDS_RETENTION_DAYS=365$/);
+    }
+  });
+
   it('never echoes a secret value in the error', () => {
     try {
       loadConfig({ DATABASE_URL: 'postgres-password-hunter2 nope' });
