@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
+import { operatorActor } from '../tokens/service.js';
 import { AckBody, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
 import { type AlertEvent, canSeeAlert } from './service.js';
 import type { Alert } from './store.js';
@@ -143,7 +144,19 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
       schema: { tags, summary: 'Acknowledge an alert (once; a second acknowledgement is 409)', params: AlertIdParams, body: AckBody, response: { 200: AlertSchema, ...errors, 409: ErrorBody } },
     },
-    async (req) => alerts.ack(req.params.id, req.operator!, req.body.note),
+    async (req) => {
+      const acked = await alerts.ack(req.params.id, req.operator!, req.body.note);
+      // Who took an alert out of everyone's inbox, and why, belongs in the audit trail: the alert row itself
+      // goes after RECORDS_RETENTION_DAYS. The acknowledgement stands if the row cannot be written (logged).
+      void app.ctx.audit?.recordAdmin({
+        actor: operatorActor(req.operator!),
+        action: 'alert.acknowledged',
+        target: `alert:${acked.id}`,
+        projectId: acked.project_id ?? undefined,
+        details: { kind: acked.kind, severity: acked.severity, message: acked.message.slice(0, 500), note: acked.ack_note, token_id: acked.token_id, session_id: acked.session_id },
+      });
+      return acked;
+    },
   );
 
   // Open streams would keep app.close() waiting forever; end them first.

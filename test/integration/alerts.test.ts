@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertEvent, AlertService } from '../../src/alerts/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { dbUrl } from '../helpers/env.js';
+import { until } from '../helpers/unleash.js';
 
 /** Resolves with the first event the service's live feed delivers that matches, or rejects after `ms`. */
 function nextEvent(alerts: AlertService, match: (e: AlertEvent) => boolean, ms = 3_000): Promise<AlertEvent> {
@@ -139,6 +140,14 @@ describe('alerts', () => {
     expect(again.statusCode).toBe(409);
     expect(again.json().error.code).toBe('CONFLICT');
     expect(again.json().error.details.acknowledged_by).toBe(body.acknowledged_by);
+
+    // The audit trail says who acknowledged it and why (once: the 409 adds nothing).
+    const audited = async () => (await db.query(`SELECT actor_type, actor_id, details FROM audit_events WHERE action = 'alert.acknowledged' AND target = $1`, [`alert:${alert.id}`])).rows;
+    await until(async () => (await audited()).length > 0, 5_000, 'the alert.acknowledged audit row');
+    const auditRows = await audited();
+    expect(auditRows).toHaveLength(1);
+    expect(`${auditRows[0].actor_type}:${auditRows[0].actor_id}`).toBe(body.acknowledged_by);
+    expect(auditRows[0].details).toMatchObject({ kind: 'TOOL_CHANGED', note: 'expected upgrade', message: 'github/create_issue changed' });
   });
 
   it('concurrent acknowledgements on two replicas: exactly one wins, the rest are 409', async () => {
