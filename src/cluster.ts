@@ -21,6 +21,10 @@ const METRICS_ANSWER = 'killswitch:metrics';
 const REGISTRY_ASK = 'killswitch:registry?';
 const REGISTRY_ANSWER = 'killswitch:registry';
 const READY = 'killswitch:ready';
+const PING = 'killswitch:ping';
+const PONG = 'killswitch:pong';
+/** How often the primary asks each ready worker whether its event loop still turns. */
+const HEARTBEAT_EVERY_MS = 1_000;
 /** How long the primary waits for one worker's metrics; a worker that does not answer is left out. */
 const WORKER_METRICS_TIMEOUT_MS = 3_000;
 /** How long a worker waits for the primary's sum. */
@@ -68,11 +72,20 @@ export async function runPrimary(config: Config): Promise<number> {
     registers: [own],
   });
   const restarts = new Counter({ name: 'killswitch_worker_restarts_total', help: 'Workers that exited unexpectedly and were started again by the primary.', registers: [own] });
+  const hangs = new Counter({
+    name: 'killswitch_worker_hangs_total',
+    help: 'Workers killed by the primary because their event loop did not answer its heartbeat for WORKER_HANG_TIMEOUT_MS (each is then restarted).',
+    registers: [own],
+  });
   workersUp.set({ state: 'wanted' }, count);
 
   /** Every worker not yet exited, with the time it was forked. */
   const live = new Map<Worker, number>();
   const ready = new Set<Worker>();
+  /** When each ready worker last sent anything (a heartbeat answer, a metrics request ...). */
+  const lastHeard = new Map<Worker, number>();
+  /** Workers killed as hung, whose exit is still to come. */
+  const killedAsHung = new Set<Worker>();
   let stopping = false;
   let failures = 0;
   let exitCode = 0;
@@ -90,9 +103,12 @@ export async function runPrimary(config: Config): Promise<number> {
       // A message to a worker that has just died fails on its channel: its exit is handled below.
       worker.on('error', (err: Error) => log.warn({ pid: worker.process.pid, err: err.message }, 'worker channel error'));
       worker.on('message', (msg: { type?: string; id: number }) => {
+        if (ready.has(worker)) lastHeard.set(worker, Date.now());
+        if (msg?.type === PONG) return;
         if (msg?.type === READY) {
           worker.off('exit', onExit);
           ready.add(worker);
+          lastHeard.set(worker, Date.now());
           resolve(worker);
         } else if (msg?.type === METRICS_ASK) {
           const answer = (m: Omit<MetricsAnswer, 'type' | 'id'>) => {
@@ -140,6 +156,29 @@ export async function runPrimary(config: Config): Promise<number> {
     return workers + (await own.metrics());
   };
 
+  // A worker whose event loop is stuck (an endless loop, a synchronous call that never returns, a process
+  // stopped by SIGSTOP) still holds its share of the port: the connections node:cluster hands it are never
+  // answered, so every gateway on them times out. It answers no heartbeat either: kill it, and the exit
+  // handler below starts another.
+  const heartbeat = setInterval(() => {
+    const now = Date.now();
+    for (const worker of ready) {
+      const silentMs = now - (lastHeard.get(worker) ?? now);
+      if (silentMs >= config.workerHangTimeoutMs && !killedAsHung.has(worker)) {
+        killedAsHung.add(worker);
+        hangs.inc();
+        log.error(
+          { pid: worker.process.pid, silent_ms: silentMs, timeout_ms: config.workerHangTimeoutMs },
+          'worker hung: its event loop has not answered the heartbeat; killing it (SIGKILL) and starting another (requests it held are cut; gateways deny them)',
+        );
+        worker.process.kill('SIGKILL');
+        continue;
+      }
+      if (worker.isConnected()) worker.send({ type: PING });
+    }
+  }, HEARTBEAT_EVERY_MS);
+  heartbeat.unref();
+
   const stopAll = (signal: NodeJS.Signals) => {
     for (const worker of live.keys()) worker.process.kill(signal);
   };
@@ -147,6 +186,8 @@ export async function runPrimary(config: Config): Promise<number> {
   cluster.on('exit', (worker, code, signal) => {
     const started = live.get(worker) ?? Date.now();
     live.delete(worker);
+    lastHeard.delete(worker);
+    killedAsHung.delete(worker);
     const wasReady = ready.delete(worker);
     if (stopping) {
       if (code !== 0) exitCode = 1;
@@ -184,6 +225,7 @@ export async function runPrimary(config: Config): Promise<number> {
       return;
     }
     stopping = true;
+    clearInterval(heartbeat);
     log.info({ signal, workers: live.size }, 'shutting down: each worker finishes its requests and flushes its audit trail (a second signal exits at once)');
     stopAll('SIGTERM');
     if (live.size === 0) resolveDone(exitCode);
@@ -219,7 +261,12 @@ export function becomeWorker(app: FastifyInstance): void {
   const { metrics } = app.ctx;
   let next = 0;
   const waiting = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  process.on('message', (msg: MetricsAnswer | { type: typeof REGISTRY_ASK; id: number }) => {
+  process.on('message', (msg: MetricsAnswer | { type: typeof REGISTRY_ASK; id: number } | { type: typeof PING }) => {
+    if (msg?.type === PING) {
+      // The primary's heartbeat: answering at all shows the event loop turns.
+      if (process.connected) process.send!({ type: PONG });
+      return;
+    }
     if (msg?.type === REGISTRY_ASK) {
       // The primary gathers every worker's registry for a scrape.
       const reply = (m: Omit<RegistryAnswer, 'type' | 'id'>) => process.connected && process.send!({ type: REGISTRY_ANSWER, id: msg.id, ...m } satisfies RegistryAnswer);

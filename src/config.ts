@@ -68,6 +68,7 @@ export const SETTINGS = [
   { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
   { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
   { env: 'WORKERS', type: 'int', default: '1', example: '4', min: 0, max: 64, doc: 'Processes serving the API on this machine (node:cluster, one shared port): each is a replica with its own audit chain. 1: one process, no cluster. 0: one per CPU. `killswitch start` runs the embedded Unleash and the flags sync once, in the primary.' },
+  { env: 'WORKER_HANG_TIMEOUT_MS', type: 'int', default: '10000', example: '30000', min: 1000, max: 600000, doc: 'With WORKERS > 1: a worker whose event loop has not answered the primary\'s heartbeat (once a second) for this long is hung; the primary kills it (SIGKILL) and starts another, so its share of connections stops timing out.' },
   { env: 'SHUTDOWN_TIMEOUT_MS', type: 'int', default: '25000', example: '10000', min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long in-flight requests may take to finish before their connections are cut; the audit trail is flushed either way. A second signal exits at once.' },
   { env: 'OTEL_TRACES_EXPORTER', type: 'enum', default: 'none', example: 'otlp', values: ['none', 'otlp', 'console'], doc: 'OpenTelemetry tracing (a span per decision and per pipeline step). Off by default (unlike the OpenTelemetry default of otlp): set otlp to send spans over OTLP/HTTP.' },
   { env: 'OTEL_SDK_DISABLED', type: 'bool', default: 'false', example: 'true', doc: 'true turns tracing off whatever OTEL_TRACES_EXPORTER says.' },
@@ -132,6 +133,7 @@ export interface Config {
   metricsPort: number | undefined;
   metricsHost: string;
   workers: number;
+  workerHangTimeoutMs: number;
   shutdownTimeoutMs: number;
   otelTracesExporter: 'none' | 'otlp' | 'console';
   otelSdkDisabled: boolean;

@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 // one: a single process in metrics.test.ts, a WORKERS > 1 cluster in workers.serial.test.ts.
 
 /** Served only by the primary of WORKERS > 1 (src/cluster.ts). */
-export const CLUSTER_ONLY_METRICS = new Set(['killswitch_workers', 'killswitch_worker_restarts_total']);
+export const CLUSTER_ONLY_METRICS = new Set(['killswitch_workers', 'killswitch_worker_restarts_total', 'killswitch_worker_hangs_total']);
 
 /** Every killswitch_ and nodejs_ metric name in the rules' expressions. */
 export function alertRuleMetrics(file = 'deploy/prometheus/alerts.yml'): { rules: number; names: Set<string> } {

@@ -169,6 +169,53 @@ describe('WORKERS=2', () => {
     expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
   });
 
+  it('a hung worker (its event loop answers no heartbeat: here SIGSTOP) is killed and replaced after WORKER_HANG_TIMEOUT_MS', { timeout: 180_000 }, async () => {
+    const cp = await start({ WORKER_HANG_TIMEOUT_MS: '2000' });
+    await until(() => workerPids(cp.logs()).length === 2, 60_000, 'both workers ready');
+    const pids = workerPids(cp.logs());
+    const admin = { authorization: `Bearer ${owner}` };
+    const scrape = async () => {
+      // A new connection may land on the stopped worker: give up on it quickly and ask again.
+      const res = await fetch(`${cp.base}/metrics`, { headers: admin, signal: AbortSignal.timeout(1_500) }).catch(() => undefined);
+      return res?.status === 200 ? await res.text() : undefined;
+    };
+    const before = await scrape();
+    expect(before === undefined ? undefined : sample(before, 'killswitch_worker_hangs_total')).toBe(0);
+
+    const stoppedAt = Date.now();
+    process.kill(pids[0]!, 'SIGSTOP');
+    let text = '';
+    await until(
+      async () => {
+        text = (await scrape()) ?? '';
+        return sample(text, 'killswitch_worker_hangs_total') === 1 && sample(text, 'killswitch_worker_restarts_total') === 1 && sample(text, 'killswitch_workers{state="ready"}') === 2;
+      },
+      60_000,
+      'the hung worker killed and replaced',
+      250,
+    );
+    expect(alive(pids[0]!)).toBe(false);
+    const hung = cp.logs().find((l) => String(l['msg']).startsWith('worker hung:'));
+    expect(hung).toMatchObject({ pid: pids[0], timeout_ms: 2000 });
+    expect(Number(hung!['silent_ms'])).toBeGreaterThanOrEqual(2000);
+    expect(Number(hung!['time']) - stoppedAt).toBeLessThan(10_000);
+    // The other worker was never taken for hung.
+    expect(alive(pids[1]!)).toBe(true);
+    expect(cp.logs().filter((l) => String(l['msg']).startsWith('worker hung:'))).toHaveLength(1);
+
+    // Every new connection is answered again.
+    const gw = await api(cp.base, 'POST', '/v1/gateway-keys', admin, { name: 'hang gateway' });
+    const tok = await api(cp.base, 'POST', '/v1/keys', admin, { type: 'ro', role: 'code_agent', project_id: 'alpha', environment: 'development' });
+    const headers = { authorization: `Bearer ${gw.body.key}`, 'x-agent-token': tok.body.token! };
+    const session = await api(cp.base, 'POST', '/v1/sessions', headers, {});
+    for (let i = 0; i < 4; i++) {
+      const d = await decideOnNewConnection(cp.base, headers, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' }, session_id: session.body.session_id });
+      expect(d.body['code']).toBe('OK');
+    }
+    cp.child.kill('SIGTERM');
+    expect((await withTimeout(cp.exited, 60_000, 'the primary to exit after SIGTERM')).code).toBe(0);
+  });
+
   it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
     await expect(start({ POLICY_FILE: 'test/fixtures/policy/broken.yaml' })).rejects.toThrow(/did not become ready \(exit 1\)[\s\S]*broken\.yaml/);
   });
