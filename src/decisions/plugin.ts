@@ -136,12 +136,15 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     recordIntent: (call, outcome) => ctx.audit.recordIntent(intentRow(call, outcome)),
     enqueueIntent: (call, outcome) => ctx.audit.enqueue(intentRow(call, outcome)),
     async undoAllow(call, code) {
-      await Promise.all([
+      const [undone] = await Promise.all([
         call.undoGate?.(code).catch((err: unknown) => {
           ctx.log.warn({ err: (err as Error).message, decision_id: call.decisionId }, 'could not give back what the gate counted for a call denied after it; its counters and last-calls entry keep it as allowed');
+          return false;
         }),
         ctx.approvals.release(call),
       ]);
+      // The denial's answer and INTENT row show the counts as they now are: this call no longer counts.
+      if (undone) for (const use of Object.values(call.limits)) use.used = Math.max(0, use.used - 1);
     },
     raiseAlerts(call, denial) {
       if (!denial) return;

@@ -339,7 +339,9 @@ export class RedisGate {
     const ctr = this.fixedPartsOf(req).counterSpecs.map((c) => [c.k, c.f ?? '', c.w]);
     const cascadeOn = (req.limits.cascade?.threshold ?? 0) > 0;
     const cas = !cascadeOn ? '' : req.capability === 'read' ? 'r' : `w${UNIT_SEPARATOR}${resourcesOf(req).join(UNIT_SEPARATOR)}`;
-    const res = JSON.parse(await this.runUndo({ p: this.redis.prefix, dec: req.decisionId, sid: req.sessionId, tok: req.tokenId, code, now, keep: this.keep, ctr, cas })) as { undone: number };
+    // Written into the list entry as text by the script: a code is an identifier (DESIGN.md §3).
+    const listed = /^[A-Z][A-Z_]{0,63}$/.test(code) ? code : 'DENIED';
+    const res = JSON.parse(await this.runUndo({ p: this.redis.prefix, dec: req.decisionId, sid: req.sessionId, tok: req.tokenId, code: listed, now, keep: this.keep, ctr, cas })) as { undone: number };
     return res.undone === 1;
   }
 

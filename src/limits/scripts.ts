@@ -300,16 +300,17 @@ return '{"found":0}'
 export const UNDO_LUA = `
 local req = cjson.decode(ARGV[1])
 local p = req.p
-if redis.call('DEL', p .. 'd:' .. req.dec) == 0 then return '{"undone":0}' end
+local dkey = p .. 'd:' .. req.dec
+if redis.call('EXISTS', dkey) == 0 then return '{"undone":0}' end
+-- The entry as the gate wrote it (nothing else rewrites it before the answer): its verdict is replaced as
+-- text, so an entry cjson cannot decode is still corrected.
 local lkey = p .. 'lc:' .. req.sid
 local head = '{"id":"' .. req.dec .. '"'
 local items = redis.call('LRANGE', lkey, 0, 2 * req.keep - 1)
 for i, e in ipairs(items) do
   if string.sub(e, 1, #head) == head then
-    local x = cjson.decode(e)
-    x.decision = 'deny'
-    x.code = req.code
-    redis.call('LSET', lkey, i - 1, cjson.encode(x))
+    local body, at = string.match(e, '^(.*),"decision":"allow","code":"OK","at":(%d+)}$')
+    if body then redis.call('LSET', lkey, i - 1, body .. ',"decision":"deny","code":"' .. req.code .. '","at":' .. at .. '}') end
     break
   end
 end
@@ -323,5 +324,7 @@ for _, c in ipairs(req.ctr) do
   end
 end
 if req.cas ~= '' then redis.call('LREM', p .. 'tc:' .. req.tok, 1, req.cas) end
+-- Last: the guard against a second undo.
+redis.call('DEL', dkey)
 return '{"undone":1}'
 `;

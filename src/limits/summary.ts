@@ -39,7 +39,13 @@ export function summarizeArguments(args: Record<string, unknown>, max = ARGUMENT
   } catch {
     text = '"(arguments not serialisable)"';
   }
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+  if (text.length <= max) return text;
+  let cut = text.slice(0, max - 1);
+  // Never half a surrogate pair: a lone one is escaped as \udXXX, which Redis's cjson refuses to decode
+  // (the scripts that update a last-calls entry would fail on it).
+  const last = cut.charCodeAt(cut.length - 1);
+  if (last >= 0xd800 && last <= 0xdbff) cut = cut.slice(0, -1);
+  return `${cut}…`;
 }
 
 /** Parses list entries written by the Lua scripts; a damaged entry is skipped, not fatal. */

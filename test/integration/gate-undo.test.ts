@@ -60,6 +60,8 @@ describe('a call denied after the gate allowed it', () => {
     expect(first).toMatchObject({ decision: 'allow', code: 'OK' });
     const denied = await broken.decide(tok.raw, write('src/b.ts', sid));
     expect(denied).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+    // Its answer shows the counts as they are once it was given back.
+    for (const name of Object.keys(first.limits)) expect(denied.limits[name].used, name).toBe(first.limits[name].used);
 
     // Three writes to three files within five calls would trip the cascade trigger; the denied one did not run.
     const next = await gw.decide(tok.raw, write('src/c.ts', sid));
@@ -95,6 +97,7 @@ describe('a call denied after the gate allowed it', () => {
     const denied = await gw.decide(tok.raw, move);
     expect(denied).toMatchObject({ decision: 'deny', code: 'APPROVAL_USED' });
     expect(denied.message).toContain('already allowed one call');
+    for (const name of Object.keys(before.limits)) expect(denied.limits[name].used, name).toBe(before.limits[name].used);
 
     // With the move counted, a third write (to a third file) would trip the cascade trigger.
     const after = await gw.decide(tok.raw, write('src/c.ts', sid));

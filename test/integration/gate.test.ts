@@ -433,6 +433,9 @@ describe('undoing an allow (the call was denied after the gate)', () => {
     const next = callContext(w, agent, sid, { capability: 'write', resources: ['file:d'] });
     expect(await step.run(next)).toBeUndefined();
     expect(Object.values(next.limits).every((l) => l.used === 2)).toBe(true);
+    // Only the undone call left the token's cascade window: two more writes to other files trip it.
+    expect(await w.app.ctx.redis.redis.lrange(w.app.ctx.redis.key('tc', agent.id), 0, -1)).toEqual(['w\x1ffile:d', 'w\x1ffile:a']);
+    expect(await step.run(callContext(w, agent, sid, { capability: 'write', resources: ['file:e'] }))).toMatchObject({ code: 'CASCADE_WRITE' });
   });
 
   it('a dry run (explain) and a denial leave nothing to undo', async () => {

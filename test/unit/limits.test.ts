@@ -76,6 +76,14 @@ describe('limits', () => {
     expect(s.length).toBe(500);
     expect(s.endsWith('…')).toBe(true);
   });
+
+  it('never cuts a summary between the two halves of a surrogate pair (Redis cjson refuses a lone one)', () => {
+    // {"c":" is 6 characters: the 499th character kept is the first half of the first emoji.
+    const s = summarizeArguments({ c: `${'a'.repeat(492)}😀😀` });
+    expect(s).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/);
+    expect(s.endsWith('a…')).toBe(true);
+    expect(summarizeArguments({ c: `${'a'.repeat(491)}😀😀` }).endsWith('😀…')).toBe(true);
+  });
 });
 
 describe('the gate step reading a reply', () => {
