@@ -14,7 +14,7 @@ export type CheckAnswer =
 export type MirrorState = 'pending' | 'approved' | 'rejected' | 'used';
 
 /** The latest approval of one call as Redis holds it (`id` absent: none), with Redis time. */
-export type PeekAnswer = { now: number; id?: undefined } | { now: number; id: string; st: MirrorState; exp: number; why: string };
+export type PeekAnswer = { r: 'NO_EPOCH'; now: number } | { now: number; id?: undefined } | { now: number; id: string; st: MirrorState; exp: number; why: string };
 
 export interface MirrorEntry {
   callKey: string;

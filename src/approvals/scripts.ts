@@ -104,6 +104,7 @@ return cjson.encode({ r = 'OK' })
 export const PEEK_LUA = `
 local req = cjson.decode(ARGV[1])
 ${LUA_NOW}
+if redis.call('EXISTS', req.p .. 'epoch') == 0 then return cjson.encode({ r = 'NO_EPOCH', now = now }) end
 local cur = redis.call('HMGET', req.p .. 'ap:c:' .. req.ck, 'id', 'st', 'exp', 'why')
 if not cur[1] then return cjson.encode({ now = now }) end
 return cjson.encode({ id = cur[1], st = cur[2], exp = tonumber(cur[3] or '0'), why = cur[4] or '', now = now })

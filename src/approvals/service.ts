@@ -169,10 +169,25 @@ export class ApprovalService {
   async explain(call: CallContext, need: ApprovalNeed): Promise<Denial | undefined> {
     const what = this.what(call);
     const a = await this.mirror.peek(need.callKey);
+    if ('r' in a) {
+      this.deps.onMissingEpoch();
+      return { code: 'DEPENDENCY_UNAVAILABLE', message: 'approval state is being reloaded from Postgres after Redis lost its data; a real call would be denied to fail closed' };
+    }
     const live = a.id !== undefined && a.now < a.exp;
     if (a.id !== undefined && live && a.st === 'approved') {
-      call.warnings.push(`approval ${a.id} allows this exact call once, until ${iso(a.exp)} (explaining does not spend it)`);
-      return undefined;
+      // A real call must also win Postgres's conditional update: ask the record, not only Redis's copy.
+      const row = await approvalStore.get(this.deps.pool, a.id);
+      if (row?.state === 'approved' && row.expires_at.getTime() > Date.now()) {
+        call.warnings.push(`approval ${a.id} allows this exact call once, until ${iso(a.exp)} (explaining does not spend it)`);
+        return undefined;
+      }
+      if (row?.state === 'used') {
+        return { code: 'APPROVAL_USED', message: `approval ${a.id} already allowed one call of ${what} with these arguments (decision ${row.used_decision_id}); a repeat needs a new approval`, extra: { approval_id: a.id } };
+      }
+      return { code: 'APPROVAL_EXPIRED', message: `approval ${a.id} of ${what} is no longer in force (${row ? row.state : 'no record'}); a real call would be refused and need a new approval`, extra: { approval_id: a.id } };
+    }
+    if (a.id !== undefined && !live && (a.st === 'approved' || a.st === 'pending')) {
+      return { code: 'APPROVAL_EXPIRED', message: `the approval of ${what} with these arguments (${a.id}) expired at ${iso(a.exp)}; a real call would open a new request (explaining opens none)`, extra: { approval_id: a.id } };
     }
     if (a.id !== undefined && live && a.st === 'pending') {
       return { code: 'APPROVAL_REQUIRED', message: `${what} needs a human to approve these exact arguments (policy rule ${need.rule.name}): approval ${a.id} waits for an operator until ${iso(a.exp)}`, extra: { approval_id: a.id } };

@@ -234,6 +234,16 @@ describe('explain and approvals', () => {
     expect((await explain(tok.id, { ...call, session_id: other.session_id })).json()).toMatchObject({ code: 'APPROVAL_REQUIRED' });
     expect((await app.inject({ url: `/v1/approvals?token=${tok.id}`, headers: bearer(gw.owner) })).json().approvals).toHaveLength(1);
 
+    // Redis's copy still says approved but Postgres, the record, says used (another replica spent it and
+    // could not update Redis): explain asks the record, as the real call does.
+    const staleCall = { ...move('src/u.ts', 'src/v.ts'), session_id: sid };
+    const asked3 = await gw.decide(tok.raw, staleCall);
+    expect((await approve(asked3.approval_id)).statusCode).toBe(200);
+    await t.pool().query(`UPDATE approvals SET state = 'used', used_at = now(), used_decision_id = $2 WHERE id = $1`, [asked3.approval_id, '00000000-0000-7000-8000-000000000002']);
+    const stale = (await explain(tok.id, staleCall)).json();
+    expect(stale).toMatchObject({ decision: 'deny', code: 'APPROVAL_USED' });
+    expect((await gw.decide(tok.raw, staleCall)).code).toBe('APPROVAL_USED');
+
     const rejectedCall = { ...move('src/r.ts', 'src/s.ts'), session_id: sid };
     const asked2 = await gw.decide(tok.raw, rejectedCall);
     expect((await reject(asked2.approval_id)).statusCode).toBe(200);
