@@ -22,12 +22,19 @@ import type { Unleash } from 'unleash-client';
 // leave every replica on its last flags until someone restarts it: the kill switch in the Unleash UI
 // would do nothing, silently but for the staleness alarm. So the same fetcher's `configurationError`
 // (what the SDK calls for 401/403; it returns 0, meaning "no next poll") is replaced: it reports the
-// refusal and polls again one interval later, like any other error answer.
+// refusal and polls again one interval later, like any other error answer. The usage metrics reporter
+// stops for good on a 401/403 as well; its `configurationError` is replaced the same way.
 
 interface PollingFetcherInternals {
   failures?: unknown;
   nextFetch?: () => number;
   configurationError?: (url: string, statusCode: number) => number;
+  emit?: (event: string, ...args: unknown[]) => boolean;
+}
+
+interface MetricsInternals {
+  configurationError?: (url: string, statusCode: number) => void;
+  startTimer?: () => void;
   emit?: (event: string, ...args: unknown[]) => boolean;
 }
 
@@ -60,6 +67,18 @@ export function holdPollInterval(client: Unleash, refreshMs: number): PollInterv
   fetcher.configurationError = (url: string, statusCode: number) => {
     emit('error', new Error(tokenRefusedMessage(url, statusCode, refreshMs)));
     return refreshMs;
+  };
+  // The usage metrics the client sends (what the Unleash UI shows as the flags' use and this
+  // application's instances) stop for good on a 401/403 too: keep their schedule instead.
+  const metrics = (client as unknown as { metrics?: MetricsInternals }).metrics;
+  if (typeof metrics?.configurationError !== 'function' || typeof metrics.startTimer !== 'function' || typeof metrics.emit !== 'function') {
+    return { held: false, why: 'the metrics reporter has no configurationError(), startTimer() or emit(): a 401/403 may stop usage metrics' };
+  }
+  const startTimer = metrics.startTimer.bind(metrics);
+  const warn = metrics.emit.bind(metrics);
+  metrics.configurationError = (url: string, statusCode: number) => {
+    warn('warn', `${url} responded ${statusCode}: Unleash refuses UNLEASH_API_TOKEN for usage metrics; sending them again at the next interval`);
+    startTimer();
   };
   return { held: true };
 }

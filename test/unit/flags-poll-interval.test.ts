@@ -52,6 +52,26 @@ describe('poll interval after Unleash errors', () => {
     for (let i = 0; i < 12; i++) for (const status of [404, 429, 500, 502, 503, 504]) expect(nextPollAfter(c, status)).toBe(REFRESH_MS);
   });
 
+  it('unleash-client stops sending usage metrics for good after a 401 or 403; held, it keeps them scheduled', () => {
+    type MetricsInternals = { configurationError(url: string, status: number): void; disabled: boolean; timer?: unknown };
+    const metricsOf = (c: Unleash) => (c as unknown as { metrics: MetricsInternals }).metrics;
+    const plain = client();
+    plain.on('warn', () => {});
+    metricsOf(plain).configurationError('http://127.0.0.1:9/api/client/metrics', 401);
+    expect(metricsOf(plain).disabled).toBe(true);
+
+    const held = client();
+    const warnings: string[] = [];
+    held.on('warn', (msg: string) => warnings.push(msg));
+    expect(holdPollInterval(held, REFRESH_MS)).toEqual({ held: true });
+    const m = metricsOf(held);
+    m.disabled = false; // as after start() (the test clients are built with metrics disabled)
+    m.configurationError('http://127.0.0.1:9/api/client/metrics', 403);
+    expect(m.disabled).toBe(false);
+    expect(m.timer).toBeDefined();
+    expect(warnings.at(-1)).toMatch(/responded 403: Unleash refuses UNLEASH_API_TOKEN for usage metrics/);
+  });
+
   it('keeps polling after a 401 or 403, saying which token Unleash refuses', () => {
     const c = client();
     const errors: string[] = [];
