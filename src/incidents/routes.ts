@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
+import { sessionStore } from '../sessions/store.js';
 import { TimelineQuerySchema, TimelineSchema } from './schemas.js';
 import { TimelineService, timelineCsv, timelineJsonl } from './service.js';
 
@@ -13,7 +14,7 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const timeline = new TimelineService({
     pool: ctx.pool,
     findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
-    findSession: (op, id) => ctx.sessions.get(id, op),
+    findSession: (id) => sessionStore.getSession(ctx.pool, id),
   });
 
   app.get(

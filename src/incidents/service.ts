@@ -1,6 +1,7 @@
 import { stringify } from 'csv-stringify/sync';
 import type { Pool } from '../db/pool.js';
-import { invalid } from '../errors.js';
+import { invalid, notFound } from '../errors.js';
+import { canSeeProject } from '../http/auth.js';
 import { describeTarget, keysAffecting } from '../kills/keys.js';
 import { type KillRow, killStore } from '../kills/store.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -68,7 +69,8 @@ export interface TimelineQuery {
 export interface TimelineDeps {
   pool: Pool;
   findToken(op: OperatorPrincipal, id: string): Promise<{ id: string; project_id: string; role: string; environment: string }>;
-  findSession(op: OperatorPrincipal, id: string): Promise<{ id: string; project_id: string; token_id: string }>;
+  /** The session's row, whoever may see it (the service checks the project); undefined when there is none. */
+  findSession(id: string): Promise<{ id: string; project_id: string; token_id: string } | undefined>;
 }
 
 export const CSV_COLUMNS: Array<keyof TimelineEvent> = [
@@ -227,6 +229,15 @@ function causalOrder(sorted: TimelineEvent[]): TimelineEvent[] {
 const TARGET = /^(server|token|project|session|environment):(.+)$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+// Session ids are UUIDv7 (src/sessions/service.ts): the first 48 bits are the opening time in ms. A day
+// of margin covers clocks of replicas that disagree; the bound only lets Postgres skip older partitions.
+const SESSION_CLOCK_MARGIN_MS = 86_400_000;
+function openedAround(id: string): Date | null {
+  if (id[14] !== '7') return null;
+  const ms = Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+  return Number.isFinite(ms) ? new Date(Math.max(0, ms - SESSION_CLOCK_MARGIN_MS)) : null;
+}
+
 export class TimelineService {
   constructor(private readonly deps: TimelineDeps) {}
 
@@ -249,10 +260,24 @@ export class TimelineService {
         return { match: { token: tok.id }, killKeys: keysAffecting({ token: tok }) };
       }
       default: {
-        const s = await this.deps.findSession(op, value);
+        const s = await this.findSession(op, value);
         return { match: { session: s.id, sessionToken: s.token_id }, killKeys: keysAffecting({ session: s }) };
       }
     }
+  }
+
+  /**
+   * The session of a `session:` target and the token and project it belonged to. Its row may be gone while
+   * its audit rows remain (RECORDS_RETENTION_DAYS is usually shorter than AUDIT_RETENTION_DAYS): then the
+   * audit trail says whose it was. Not found when neither knows it, or when its project is not the
+   * operator's (the same answer, so a project-limited key learns nothing about other projects' sessions).
+   */
+  private async findSession(op: OperatorPrincipal, value: string): Promise<{ id: string; project_id: string; token_id: string }> {
+    const id = value.toLowerCase();
+    const row = await this.deps.findSession(id);
+    const s = row ?? (await timelineStore.sessionOwner(this.deps.pool, id, openedAround(id)).then((o) => o && { id, ...o }));
+    if (!s || !canSeeProject(op, s.project_id)) throw notFound('session');
+    return s;
   }
 
   async timeline(op: OperatorPrincipal, q: TimelineQuery): Promise<Timeline> {

@@ -127,6 +127,34 @@ export const timelineStore = {
     return rows;
   },
 
+  /**
+   * Whose session this was, from the audit trail, for a session whose row is gone: retention removes closed
+   * sessions after RECORDS_RETENTION_DAYS while their rows stay in audit_events for AUDIT_RETENTION_DAYS.
+   * Best evidence first: an allowed decision (the gate checked that the session was issued to the calling
+   * token), else the earliest other decision or result naming it (a denial before the gate, e.g. by a
+   * kill, flag or policy, did not check the session). SESSION_UNKNOWN denials prove nothing (any token can
+   * name any id) and are not used: an id only they name is unknown. Each branch is one ordered scan of
+   * audit_events_session_idx (session_id, ts) stopping at its first match; `since` (the session's opening
+   * time, from its UUIDv7 id, less a margin) skips older partitions.
+   */
+  async sessionOwner(db: Pool, sessionId: string, since: Date | null): Promise<{ token_id: string; project_id: string } | undefined> {
+    const args: unknown[] = [sessionId];
+    if (since) args.push(since);
+    const pick = (rank: number, which: string) =>
+      `(SELECT ${rank} AS rank, token_id, project_id FROM audit_events
+        WHERE session_id = $1${since ? ' AND ts >= $2' : ''} AND token_id IS NOT NULL AND project_id IS NOT NULL AND ${which}
+        ORDER BY ts LIMIT 1)`;
+    const { rows } = await db.query<{ token_id: string; project_id: string }>(
+      `SELECT token_id, project_id FROM (
+         ${pick(0, "kind = 'INTENT' AND decision = 'allow'")}
+         UNION ALL
+         ${pick(1, "kind IN ('INTENT', 'RESULT') AND coalesce(code, '') <> 'SESSION_UNKNOWN'")}
+       ) o ORDER BY rank LIMIT 1`,
+      args,
+    );
+    return rows[0];
+  },
+
   /** Alerts of the window, oldest first. */
   async alerts(db: Pool, q: WindowQuery): Promise<TimelineAlertRow[]> {
     const w = new Where();

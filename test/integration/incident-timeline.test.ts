@@ -188,3 +188,69 @@ describe('GET /v1/incidents/timeline', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', headers: bearer(tok.raw) })).json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
   });
 });
+
+describe('GET /v1/incidents/timeline?target=session:<id> after records retention removed the session', () => {
+  // RECORDS_RETENTION_DAYS (default 90) removes closed sessions; their decisions stay in audit_events for
+  // AUDIT_RETENTION_DAYS (e.g. 365). The timeline of such a session comes from the audit trail.
+  const retire = async (id: string) => {
+    await app.ctx.pool.query(`UPDATE sessions SET state = 'closed', closed_at = now() - interval '120 days' WHERE id = $1`, [id]);
+    // What the retention job's DELETE does to a closed session with no halt history.
+    expect((await app.ctx.pool.query('DELETE FROM sessions WHERE id = $1', [id])).rowCount).toBe(1);
+  };
+  const get = (key: string, query: Record<string, string>) => app.inject({ method: 'GET', url: '/v1/incidents/timeline', query, headers: bearer(key) });
+
+  it('lists a deleted session’s decisions from the audit trail; another project’s key and unknown ids get 404', async () => {
+    const from = new Date().toISOString();
+    await tick();
+    const agent = await gw.token('rw', { project: 'ret' });
+    const s = (await gw.session(agent.raw)).session_id;
+    const ok = await gw.decide(agent.raw, { ...write('docs/kept.md'), session_id: s });
+    expect(ok.code).toBe('OK');
+    await tick();
+    expect((await gw.decide(agent.raw, { ...memoryRead, session_id: s })).code).toBe('KILL_SWITCH'); // the flag turned off above
+    // A session whose only call was denied before the gate checked the session (a flag denial).
+    const denied = (await gw.session(agent.raw)).session_id;
+    expect((await gw.decide(agent.raw, { ...memoryRead, session_id: denied })).code).toBe('KILL_SWITCH');
+    // An id no session ever had, named by a call: its SESSION_UNKNOWN denial says nothing about whose it is.
+    const never = '0190aaaa-0000-7000-8000-00000000abcd';
+    expect((await gw.decide(agent.raw, { ...write('docs/x.md'), session_id: never })).code).toBe('SESSION_UNKNOWN');
+    await app.ctx.audit.writer.flush();
+    await retire(s);
+    await retire(denied);
+    const to = new Date(Date.now() + 1).toISOString();
+
+    const res = await get(gw.owner, { from, to, target: `session:${s}` });
+    expect(res.statusCode, res.body).toBe(200);
+    const events = res.json().events as Array<Ev & { session_id: string | null; project_id: string | null }>;
+    const calls = events.filter((e) => e.type === 'decision' || e.type === 'denial');
+    expect(calls.map((e) => [e.type, e.code, e.session_id, e.token_id, e.project_id])).toEqual([
+      ['decision', 'OK', s, agent.id, 'ret'],
+      ['denial', 'KILL_SWITCH', s, agent.id, 'ret'],
+    ]);
+    // The same id in capitals names the same session.
+    expect((await get(gw.owner, { from, to, target: `session:${s.toUpperCase()}` })).json().events).toEqual(events);
+    // A window without its calls is an empty timeline, as for a session that still has its row.
+    const later = await get(gw.owner, { from: to, to: new Date(Date.now() + 60_000).toISOString(), target: `session:${s}` });
+    expect(later.statusCode, later.body).toBe(200);
+    expect((later.json().events as Ev[]).filter((e) => e.type === 'decision' || e.type === 'denial')).toEqual([]);
+
+    const onlyDenied = await get(gw.owner, { from, to, target: `session:${denied}` });
+    expect(onlyDenied.statusCode, onlyDenied.body).toBe(200);
+    expect((onlyDenied.json().events as Ev[]).filter((e) => e.type === 'denial').map((e) => e.token_id)).toEqual([agent.id]);
+
+    // Project scoping still applies: a key of the session's project sees it, a key of another project does not.
+    const same = await get(await t.operatorKey(app, 'viewer', ['ret']), { from, to, target: `session:${s}` });
+    expect(same.statusCode, same.body).toBe(200);
+    expect((same.json().events as Ev[]).filter((e) => e.type === 'decision').map((e) => e.token_id)).toEqual([agent.id]);
+    const other = await get(await t.operatorKey(app, 'viewer', ['inc']), { from, to, target: `session:${s}` });
+    expect(other.statusCode).toBe(404);
+    expect(other.json().error.code).toBe('NOT_FOUND');
+    expect(other.body).not.toContain(agent.id);
+
+    for (const id of [never, '0190aaaa-0000-7000-8000-000000000000']) {
+      const unknown = await get(gw.owner, { from, to, target: `session:${id}` });
+      expect(unknown.statusCode, `${id}: ${unknown.body}`).toBe(404);
+      expect(unknown.json().error.message).toBe('session not found');
+    }
+  });
+});
