@@ -32,6 +32,9 @@ import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, 
 // closes unexpectedly (the process crashed, was killed) is reopened with backoff, for as long as the
 // gateway runs: the operator expects it to heal once the server behind it (a database, say) is back,
 // not a restart. While it is down, calls fail at once with UpstreamUnavailableError; they never wait.
+// An outage ends only once the connection has stayed up for a while (stableAfterMs): an upstream that
+// initializes and then dies again (its database is down, say) keeps backing off instead of being
+// restarted every half second, and its log stays as quiet as that of one that does not start at all.
 
 const MAX_PAGES = 50;
 
@@ -45,10 +48,29 @@ export interface ReconnectBackoff {
   loudAttempts: number;
   /** While it stays down after the loud attempts: at most one log line this often. */
   quietLogEveryMs: number;
+  /**
+   * How long a reopened connection must stay up to end the outage. One that closes sooner counts as a
+   * failed attempt of the same outage: its attempts, backoff, log throttling and downtime go on.
+   */
+  stableAfterMs: number;
 }
 
-/** 0.5 s, 1 s, 2 s ... 30 s: ten warnings in the first ~2.5 min, then one line per 5 min while down. */
-export const RECONNECT_BACKOFF: Readonly<ReconnectBackoff> = { firstDelayMs: 500, maxDelayMs: 30_000, loudAttempts: 10, quietLogEveryMs: 5 * 60_000 };
+/**
+ * 0.5 s, 1 s, 2 s ... 30 s: ten warnings in the first ~2.5 min, then one line per 5 min while down; a
+ * connection that closes again within 60 s of reconnecting is the same outage.
+ */
+export const RECONNECT_BACKOFF: Readonly<ReconnectBackoff> = { firstDelayMs: 500, maxDelayMs: 30_000, loudAttempts: 10, quietLogEveryMs: 5 * 60_000, stableAfterMs: 60_000 };
+
+/** One outage of an upstream: from its connection closing until a reopened one stayed up stableAfterMs. */
+interface Outage {
+  readonly since: number;
+  /** Attempts so far, across reconnect loops: a connection that closed again soon counts as one. */
+  attempts: number;
+  /** When its last warning was logged (the quiet rule counts from it). */
+  lastLogAt: number;
+  /** Reopened connections that closed again before they were stable. */
+  closedAgain: number;
+}
 
 /** A downtime in whole seconds. */
 const seconds = (ms: number) => Math.round(ms / 1000);
@@ -78,7 +100,10 @@ export class Upstream {
   private wake: (() => void) | undefined;
   /** The client of a connection being opened: close() closes it, so no start outlives the gateway. */
   private opening: Client | undefined;
-  private downSince: number | undefined;
+  /** From the connection closing until a reopened one has stayed up stableAfterMs (or the upstream is closed). */
+  private outage: Outage | undefined;
+  /** Ends the outage once the reopened connection has stayed up stableAfterMs. */
+  private stableTimer: NodeJS.Timeout | undefined;
   private startTimeoutMs = 30_000;
   /** Read before every wait, so a test can shorten it on a running gateway (`gateway.upstream(name)`). */
   reconnectBackoff: Readonly<ReconnectBackoff> = RECONNECT_BACKOFF;
@@ -114,7 +139,7 @@ export class Upstream {
   async connect(timeoutMs: number): Promise<void> {
     this.startTimeoutMs = timeoutMs;
     await this.open(timeoutMs);
-    await this.refreshTools(timeoutMs);
+    await this.readTools(this.connected, timeoutMs);
   }
 
   /** One connection: a new client and transport, live only once initialize succeeded. */
@@ -122,7 +147,15 @@ export class Upstream {
     const client = new Client({ name: 'killswitch-gateway', version: '0.1.0' }, { capabilities: {} });
     client.setNotificationHandler(ToolListChangedNotificationSchema, () => this.onListChanged?.('tools'));
     client.setNotificationHandler(PromptListChangedNotificationSchema, () => this.onListChanged?.('prompts'));
-    client.onerror = (err) => this.log.warn({ server: this.name, err: err.message }, 'upstream protocol error');
+    // Only the live connection's errors are warnings: a connection being opened reports its failure to
+    // the reconnect loop (a spawn ENOENT or EACCES, each attempt), which logs it by the quiet rule, and a
+    // closed one (a write to the exited process) is reported by its close. Past an outage's loud
+    // attempts, a connection that is up again but not yet stable logs them at debug too.
+    client.onerror = (err) => {
+      const live = this.client === client && (this.outage === undefined || this.outage.attempts < this.reconnectBackoff.loudAttempts);
+      if (live) this.log.warn({ server: this.name, err: err.message }, 'upstream protocol error');
+      else this.log.debug({ server: this.name, err: err.message }, 'upstream protocol error (the connection is not live; its outage is logged)');
+    };
     const limit = this.messageLimitBytes;
     let transport: Transport;
     if (this.config.transport === 'http') {
@@ -143,12 +176,22 @@ export class Upstream {
       if (stderr) createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => this.log.debug({ server: this.name }, `upstream: ${line}`));
       transport = stdio;
     }
+    let upAt = 0;
     transport.onclose = () => {
       if (this.client !== client) return;
       this.client = undefined;
+      clearTimeout(this.stableTimer);
       if (this.closed) return;
-      this.downSince = Date.now();
-      this.log.warn({ server: this.name }, 'upstream connection closed; its calls fail with UPSTREAM_UNAVAILABLE while the gateway reconnects it');
+      const outage = this.outage;
+      if (outage) {
+        // Reopened, but not for long: the same outage, its attempt failed.
+        outage.closedAgain++;
+        const upFor = seconds(Date.now() - upAt);
+        this.logFailure(outage, outage.attempts, `its connection closed again ${upFor} s after it reconnected (it must stay up ${every(this.reconnectBackoff.stableAfterMs)} to count as back)`);
+      } else {
+        this.outage = { since: Date.now(), attempts: 0, lastLogAt: Date.now(), closedAgain: 0 };
+        this.log.warn({ server: this.name }, 'upstream connection closed; its calls fail with UPSTREAM_UNAVAILABLE while the gateway reconnects it');
+      }
       this.scheduleReconnect();
     };
     this.opening = client;
@@ -166,12 +209,29 @@ export class Upstream {
     }
     this.serverCapabilities = client.getServerCapabilities();
     this.client = client;
-    this.downSince = undefined;
+    upAt = Date.now();
+    const outage = this.outage;
+    if (outage) {
+      this.stableTimer = setTimeout(() => this.stable(client, outage, upAt), this.reconnectBackoff.stableAfterMs);
+      this.stableTimer.unref();
+    }
+  }
+
+  /** The reopened connection stayed up stableAfterMs: the outage is over, the next close starts a new one. */
+  private stable(client: Client, outage: Outage, upAt: number): void {
+    if (this.client !== client || this.outage !== outage) return;
+    this.outage = undefined;
+    if (outage.closedAgain === 0) return; // its "upstream reconnected" line said it all
+    this.log.info(
+      { server: this.name, attempts: outage.attempts, closedAgain: outage.closedAgain, downForSeconds: seconds(upAt - outage.since) },
+      `upstream back for good: up for ${every(this.reconnectBackoff.stableAfterMs)} after an outage in which it reconnected but closed again ${outage.closedAgain} times`,
+    );
   }
 
   /**
    * Starts the reconnect loop unless one runs (there is never more than one per upstream). A connection
-   * that closes again while the loop is finishing (its onclose found the loop still set) starts a new one.
+   * that closes again while the loop is finishing (its onclose found the loop still set) starts a new one,
+   * which goes on with the outage's attempts.
    */
   private scheduleReconnect(): void {
     if (this.reconnecting || this.closed) return;
@@ -186,12 +246,15 @@ export class Upstream {
   /**
    * Reopens the connection until it is back or the upstream is closed: the backoff's first attempts
    * come quickly and each failure is logged; then one attempt every maxDelayMs, forever, logged at most
-   * once per quietLogEveryMs so a server that is down all night does not flood the log.
+   * once per quietLogEveryMs so a server that is down all night does not flood the log. The attempts go
+   * on from the outage's last one: a connection that closed again before it was stable (onclose) was
+   * one of them, so an upstream that initializes and dies at once backs off like one that never starts.
    */
   private async reconnect(): Promise<void> {
-    const since = this.downSince ?? Date.now();
-    let lastLogAt = Date.now();
-    for (let attempt = 1; ; attempt++) {
+    this.outage ??= { since: Date.now(), attempts: 0, lastLogAt: Date.now(), closedAgain: 0 };
+    const outage = this.outage;
+    for (;;) {
+      const attempt = ++outage.attempts;
       const b = this.reconnectBackoff;
       await this.sleep(Math.min(b.firstDelayMs * 2 ** Math.min(attempt - 1, 30), b.maxDelayMs));
       if (this.closed) return;
@@ -199,27 +262,44 @@ export class Upstream {
         await this.open(this.startTimeoutMs);
       } catch (err) {
         if (this.closed) return;
-        const downFor = seconds(Date.now() - since);
-        const why = (err as Error).message;
-        if (attempt < b.loudAttempts) {
-          this.log.warn({ server: this.name, attempt, err: why }, 'upstream reconnect failed');
-        } else if (attempt === b.loudAttempts) {
-          this.log.warn(
-            { server: this.name, attempt, downForSeconds: downFor, err: why },
-            `upstream reconnect failed; it stays down: the gateway tries again every ${every(b.maxDelayMs)} for as long as it runs, and says so at most every ${every(b.quietLogEveryMs)}`,
-          );
-        } else if (Date.now() - lastLogAt >= b.quietLogEveryMs) {
-          this.log.warn({ server: this.name, attempts: attempt, downForSeconds: downFor, err: why }, `upstream still down; the gateway keeps trying every ${every(b.maxDelayMs)}`);
-        } else {
-          continue;
-        }
-        lastLogAt = Date.now();
+        this.logFailure(outage, attempt, (err as Error).message);
         continue;
       }
-      this.log.info({ server: this.name, attempts: attempt, downForSeconds: seconds(Date.now() - since) }, 'upstream reconnected');
+      // Every reconnect of a steady outage is logged; one that flaps says so on its loud attempts, and
+      // later only once it stayed up (stable()): the quiet "still down" lines count its closes.
+      if (outage.closedAgain === 0 || attempt <= b.loudAttempts) {
+        this.log.info(
+          { server: this.name, attempts: attempt, downForSeconds: seconds(Date.now() - outage.since), ...(outage.closedAgain ? { closedAgain: outage.closedAgain } : {}) },
+          'upstream reconnected',
+        );
+      }
       this.onListChanged?.('tools');
       return;
     }
+  }
+
+  /**
+   * A failed attempt, logged by the quiet rule: a warning for each of the first loudAttempts, then at
+   * most one "still down" line per quietLogEveryMs.
+   */
+  private logFailure(outage: Outage, attempt: number, why: string): void {
+    const b = this.reconnectBackoff;
+    const downFor = seconds(Date.now() - outage.since);
+    const flapped = outage.closedAgain ? { closedAgain: outage.closedAgain } : {};
+    if (attempt < b.loudAttempts) {
+      this.log.warn({ server: this.name, attempt, err: why, ...flapped }, 'upstream reconnect failed');
+    } else if (attempt === b.loudAttempts) {
+      this.log.warn(
+        { server: this.name, attempt, downForSeconds: downFor, err: why, ...flapped },
+        `upstream reconnect failed; it stays down: the gateway tries again every ${every(b.maxDelayMs)} for as long as it runs, and says so at most every ${every(b.quietLogEveryMs)}`,
+      );
+    } else if (Date.now() - outage.lastLogAt >= b.quietLogEveryMs) {
+      const how = outage.closedAgain ? ` (it reconnected but closed again ${outage.closedAgain} times)` : '';
+      this.log.warn({ server: this.name, attempts: attempt, downForSeconds: downFor, err: why, ...flapped }, `upstream still down${how}; the gateway keeps trying every ${every(b.maxDelayMs)}`);
+    } else {
+      return;
+    }
+    outage.lastLogAt = Date.now();
   }
 
   /** A wait that close() ends at once; its timer never keeps the process alive. */
@@ -238,7 +318,7 @@ export class Upstream {
   private get connected(): Client {
     if (this.client) return this.client;
     if (this.closed) throw new UpstreamUnavailableError(this.name, `upstream ${this.name} is closed (the gateway is shutting down)`);
-    const down = this.downSince !== undefined ? ` for ${seconds(Date.now() - this.downSince)} s` : '';
+    const down = this.outage !== undefined ? ` for ${seconds(Date.now() - this.outage.since)} s` : '';
     throw new UpstreamUnavailableError(
       this.name,
       this.reconnecting
@@ -263,9 +343,22 @@ export class Upstream {
     });
   }
 
-  /** Re-reads the tool list; true when any definition changed. */
+  /**
+   * Re-reads the tool list; true when any definition changed. A connection that closes during the read
+   * keeps the last list and is not an error here: its close is logged and reconnected like any other
+   * (an upstream that dies on tools/list would otherwise add a warning to each of its reconnects).
+   */
   async refreshTools(timeoutMs?: number): Promise<boolean> {
     const client = this.connected;
+    try {
+      return await this.readTools(client, timeoutMs);
+    } catch (err) {
+      if (err instanceof McpError && err.code === ErrorCode.ConnectionClosed && this.client !== client && !this.closed) return false;
+      throw err;
+    }
+  }
+
+  private async readTools(client: Client, timeoutMs?: number): Promise<boolean> {
     if (!client.getServerCapabilities()?.tools) {
       this.toolDefs = [];
       return false;
@@ -346,6 +439,7 @@ export class Upstream {
   async close(): Promise<void> {
     this.closed = true;
     this.wake?.();
+    clearTimeout(this.stableTimer);
     const client = this.client;
     this.client = undefined;
     await Promise.all([client?.close().catch(() => {}), this.opening?.close().catch(() => {})]);

@@ -11,7 +11,9 @@ import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSche
 //
 // Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
 // cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start);
-// FAKE_UPSTREAM_REFUSED (a file that gets one line per start refused because of the hold).
+// FAKE_UPSTREAM_REFUSED (a file that gets one line per start refused because of the hold);
+// FAKE_UPSTREAM_FLAP (a file: while it exists, the server initializes but exits when asked for tools/list,
+// as one whose database is down would, writing the time in ms to FAKE_UPSTREAM_FLAPPED first).
 
 const hold = process.env['FAKE_UPSTREAM_HOLD'];
 if (hold && existsSync(hold)) {
@@ -26,14 +28,22 @@ const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ id: i, email:
 const text = (t: string) => ({ content: [{ type: 'text' as const, text: t }] });
 
 const server = new Server({ name: 'fake-upstream', version: '1.0.0' }, { capabilities: { tools: {}, resources: {} } });
-server.setRequestHandler(ListToolsRequestSchema, async () => ({
-  tools: ['read_graph', 'search_nodes'].map((name) => ({
-    name,
-    description: `${name} (fake)`,
-    inputSchema: { type: 'object' as const, properties: { query: { type: 'string' } } },
-    annotations: { readOnlyHint: true },
-  })),
-}));
+const flap = process.env['FAKE_UPSTREAM_FLAP'];
+server.setRequestHandler(ListToolsRequestSchema, async () => {
+  if (flap && existsSync(flap)) {
+    const flapped = process.env['FAKE_UPSTREAM_FLAPPED'];
+    if (flapped) appendFileSync(flapped, `${Date.now()}\n`);
+    process.exit(4);
+  }
+  return {
+    tools: ['read_graph', 'search_nodes'].map((name) => ({
+      name,
+      description: `${name} (fake)`,
+      inputSchema: { type: 'object' as const, properties: { query: { type: 'string' } } },
+      annotations: { readOnlyHint: true },
+    })),
+  };
+});
 server.setRequestHandler(CallToolRequestSchema, async (req) => {
   if (req.params.name === 'read_graph') return text('graph: Ada knows Grace');
   const query = String(req.params.arguments?.['query'] ?? '');

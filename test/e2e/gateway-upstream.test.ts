@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -37,9 +37,9 @@ async function resultRow(decisionId: string | undefined): Promise<Record<string,
 }
 
 /** The config of a gateway whose "memory" server is the fake stdio upstream. */
-function fakeConfig(p: { env?: Record<string, string>; killswitch?: Record<string, unknown> } = {}) {
+function fakeConfig(p: { env?: Record<string, string>; killswitch?: Record<string, unknown>; command?: string } = {}) {
   return {
-    mcpServers: { filesystem: { disabled: true }, memory: { command: process.execPath, args: ['--import', 'tsx', FAKE_UPSTREAM], cwd: ROOT, env: p.env ?? {} } },
+    mcpServers: { filesystem: { disabled: true }, memory: { command: p.command ?? process.execPath, args: ['--import', 'tsx', FAKE_UPSTREAM], cwd: ROOT, env: p.env ?? {} } },
     killswitch: { startTimeoutMs: 60_000, ...p.killswitch },
   };
 }
@@ -48,21 +48,25 @@ function fakeGateway(p: Parameters<typeof fakeConfig>[0] = {}) {
   return h.gateway(fakeConfig(p));
 }
 
-type LogLine = { level: number; time: number; msg: string; server?: string; attempt?: number; attempts?: number; downForSeconds?: number };
+type LogLine = { level: number; time: number; msg: string; server?: string; attempt?: number; attempts?: number; downForSeconds?: number; closedAgain?: number; err?: string };
 
 /** A fake-upstream gateway whose log lines (info and up, what an operator reads) are kept in `lines`. */
-async function loggedFakeGateway(env: Record<string, string>) {
+async function loggedFakeGateway(env: Record<string, string>, command?: string) {
   const lines: LogLine[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  const gateway = await Gateway.start(h.config(fakeConfig({ env })), log);
+  const gateway = await Gateway.start(h.config(fakeConfig({ env, ...(command ? { command } : {}) })), log);
   h.gateways.push(gateway);
   return { gateway, lines };
 }
 
-const lineCount = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0);
+const linesOf = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []);
+const lineCount = (file: string) => linesOf(file).length;
 
-/** The real backoff's shape (0.5 s doubling to 30 s, 10 loud attempts, quiet for 5 min) in milliseconds, not minutes. */
-const FAST_BACKOFF: ReconnectBackoff = { firstDelayMs: 10, maxDelayMs: 100, loudAttempts: 10, quietLogEveryMs: 1500 };
+/** The real backoff's shape (0.5 s doubling to 30 s, 10 loud attempts, quiet for 5 min, stable after 60 s) in milliseconds, not minutes. */
+const FAST_BACKOFF: ReconnectBackoff = { firstDelayMs: 10, maxDelayMs: 100, loudAttempts: 10, quietLogEveryMs: 1500, stableAfterMs: 2000 };
+/** Waits long enough (50 ms doubling to 800 ms) to tell apart from a node start (~0.5 s), and 4 loud attempts. */
+const FLAP_BACKOFF: ReconnectBackoff = { firstDelayMs: 50, maxDelayMs: 800, loudAttempts: 4, quietLogEveryMs: 3000, stableAfterMs: 4000 };
+const delayBefore = (b: ReconnectBackoff, attempt: number) => Math.min(b.firstDelayMs * 2 ** (attempt - 1), b.maxDelayMs);
 
 describe('a large result does not take the shared upstream away', () => {
   it('reading a 12 MB file with server-filesystem is withheld as LARGE_RESULT with its size recorded; another agent keeps reading', async () => {
@@ -183,6 +187,116 @@ describe('an upstream that exits', () => {
     const closed = memory.find((l) => l.msg.startsWith('upstream connection closed'));
     expect(Math.abs(reconnected[0]!.downForSeconds! - (reconnected[0]!.time - closed!.time) / 1000)).toBeLessThanOrEqual(1);
   }, 150_000);
+
+  it('initializes and dies on tools/list at every restart: one outage whose attempts back off to maxDelayMs, its warnings bounded by the quiet rule; once up for stableAfterMs, the next close starts from attempt 1', async () => {
+    const flap = join(h.scratch, 'flap-flap');
+    const flapped = join(h.scratch, 'flap-flapped');
+    const { gateway, lines } = await loggedFakeGateway({ FAKE_UPSTREAM_FLAP: flap, FAKE_UPSTREAM_FLAPPED: flapped });
+    gateway.upstream('memory').reconnectBackoff = FLAP_BACKOFF;
+    const client = await h.client(gateway, await h.token('ro'));
+    writeFileSync(flap, 'tools/list exits');
+    const t0 = Date.now();
+    const crashed = await call(client, 'search_nodes', { query: 'crash' });
+    expect(codeOf(crashed)).toBe('UPSTREAM_UNAVAILABLE');
+
+    // Each restart initializes (the reconnect succeeds), is asked for its tools, and exits.
+    const FLAPS = 9;
+    await until(() => lineCount(flapped) >= FLAPS, 90_000, `${FLAPS} restarts that died on tools/list`);
+    // Each reconnect went on with the outage's attempts (logged on the loud ones only), rather than
+    // starting a new outage at attempt 1.
+    const reconnected = () => lines.filter((l) => l.server === 'memory' && l.msg === 'upstream reconnected').map((l) => l.attempts);
+    expect(reconnected()).toEqual([1, 2, 3, 4]);
+    // Death k was attempt k's connection; attempt k + 1 waited its delay before it started again, so
+    // the gaps grow by the backoff (50 ms ... 800 ms) on top of a node start.
+    const died = linesOf(flapped).map(Number);
+    const gaps = died.slice(1, FLAPS).map((t, k) => t - died[k]!);
+    for (const [k, gap] of gaps.entries()) expect(gap, `the gap before attempt ${k + 2}`).toBeGreaterThanOrEqual(delayBefore(FLAP_BACKOFF, k + 2) - 20);
+    const lastGaps = gaps.slice(-3).reduce((a, b) => a + b, 0) / 3;
+    expect(lastGaps - gaps[0]!, `gaps ${gaps.join(', ')} ms`).toBeGreaterThanOrEqual((FLAP_BACKOFF.maxDelayMs - delayBefore(FLAP_BACKOFF, 2)) / 2);
+    const stillDown = () => lines.filter((l) => l.server === 'memory' && l.msg.startsWith('upstream still down'));
+    await until(() => stillDown().length >= 1, 30_000, 'an "upstream still down" line');
+
+    // Down since the crash, not since the last reconnect.
+    let down: CallToolResult | undefined;
+    await until(
+      async () => {
+        down = await call(client, 'read_graph', {});
+        return codeOf(down) === 'UPSTREAM_UNAVAILABLE';
+      },
+      10_000,
+      'read_graph answered UPSTREAM_UNAVAILABLE',
+      50,
+    );
+    const downFor = Number(/ is down for (\d+) s /.exec(textOf(down ?? {}))?.[1]);
+    expect(downFor).toBeGreaterThanOrEqual(Math.floor((Date.now() - t0) / 1000) - 1);
+
+    const memory = lines.filter((l) => l.server === 'memory');
+    expect(memory.filter((l) => l.msg.startsWith('upstream connection closed'))).toHaveLength(1);
+    const loud = memory.filter((l) => l.msg.startsWith('upstream reconnect failed'));
+    expect(loud.map((l) => l.attempt)).toEqual([1, 2, 3, 4]);
+    expect(loud[0]!.err).toMatch(/closed again \d+ s after it reconnected/);
+    // Its reconnects are logged on the loud attempts only; the quiet lines count them.
+    expect(reconnected()).toEqual([1, 2, 3, 4]);
+    const quiet = stillDown();
+    for (let i = 1; i < quiet.length; i++) expect(quiet[i]!.time - quiet[i - 1]!.time).toBeGreaterThanOrEqual(FLAP_BACKOFF.quietLogEveryMs);
+    expect(quiet[0]!.attempts).toBeGreaterThan(4);
+    expect(quiet[0]!.closedAgain).toBeGreaterThan(4);
+    expect(quiet[0]!.msg).toMatch(/^upstream still down \(it reconnected but closed again \d+ times\)/);
+    // Nothing else warned: no "could not re-read upstream tools" per restart, no protocol errors.
+    expect(memory.filter((l) => l.level >= 40)).toHaveLength(1 + loud.length + quiet.length);
+
+    // Its database is back: served again, and once up for stableAfterMs the outage is over.
+    rmSync(flap);
+    await until(
+      async () => !(await call(client, 'read_graph', {})).isError,
+      30_000,
+      'read_graph served again',
+      100,
+    );
+    const backForGood = () => lines.find((l) => l.server === 'memory' && l.msg.startsWith('upstream back for good'));
+    await until(() => backForGood() !== undefined, 15_000, 'an "upstream back for good" line');
+    const good = backForGood();
+    expect(good!.closedAgain).toBeGreaterThanOrEqual(FLAPS);
+    expect(good!.attempts).toBe(good!.closedAgain! + 1);
+
+    // A new outage starts from attempt 1 again.
+    const before = lines.length;
+    expect(codeOf(await call(client, 'search_nodes', { query: 'crash' }))).toBe('UPSTREAM_UNAVAILABLE');
+    await until(() => lines.slice(before).some((l) => l.msg === 'upstream reconnected'), 30_000, 'reconnected after the second crash');
+    const second = lines.slice(before).filter((l) => l.server === 'memory');
+    expect(second.find((l) => l.msg.startsWith('upstream connection closed'))).toBeDefined();
+    expect(second.find((l) => l.msg === 'upstream reconnected')?.attempts).toBe(1);
+  }, 150_000);
+
+  it('whose command is gone (spawn ENOENT on every attempt): no "upstream protocol error" warning per attempt, only the quiet rule\'s; back once the command is', async () => {
+    const command = join(h.scratch, 'node-enoent');
+    symlinkSync(process.execPath, command);
+    const { gateway, lines } = await loggedFakeGateway({}, command);
+    gateway.upstream('memory').reconnectBackoff = FAST_BACKOFF;
+    const client = await h.client(gateway, await h.token('ro'));
+    rmSync(command);
+    expect(codeOf(await call(client, 'search_nodes', { query: 'crash' }))).toBe('UPSTREAM_UNAVAILABLE');
+
+    const stillDown = () => lines.filter((l) => l.server === 'memory' && l.msg.startsWith('upstream still down'));
+    await until(() => stillDown().length >= 2, 30_000, 'two "upstream still down" log lines');
+    const memory = lines.filter((l) => l.server === 'memory');
+    const loud = memory.filter((l) => l.msg.startsWith('upstream reconnect failed'));
+    expect(loud.map((l) => l.attempt)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(loud[0]!.err).toMatch(/ENOENT/);
+    const quiet = stillDown();
+    expect(quiet[1]!.attempts! - quiet[0]!.attempts!).toBeGreaterThan(3);
+    for (let i = 1; i < quiet.length; i++) expect(quiet[i]!.time - quiet[i - 1]!.time).toBeGreaterThanOrEqual(FAST_BACKOFF.quietLogEveryMs);
+    expect(memory.filter((l) => l.msg === 'upstream protocol error')).toHaveLength(0);
+    expect(memory.filter((l) => l.level >= 40)).toHaveLength(1 + loud.length + quiet.length);
+
+    symlinkSync(process.execPath, command);
+    await until(
+      async () => !(await call(client, 'read_graph', {})).isError,
+      30_000,
+      'read_graph served again',
+      100,
+    );
+  }, 90_000);
 
   it('closing the gateway during an attempt ends its reconnect loop: nothing is started afterwards', async () => {
     const hold = join(h.scratch, 'close-hold');
