@@ -170,14 +170,30 @@ export class StateEpoch {
     for (;;) {
       const ids = await sessionStore.idleCandidates(this.pool, this.opts.idleMs, after, PAGE);
       if (ids.length === 0) break;
-      const gone = await this.mirror.gone(ids);
-      if (gone === undefined) break; // epoch missing: absent keys mean nothing now
-      closed += await sessionStore.closeSessions(this.pool, gone);
+      const swept = await this.mirror.gone(ids);
+      if (swept === undefined) break; // epoch missing: absent keys mean nothing now
+      closed += await this.closeGone(swept.gone, swept.epoch);
       after = ids[ids.length - 1]!;
       if (ids.length < PAGE) break;
     }
     if (closed > 0) this.log.info({ closed }, 'closed idle sessions');
     return { closed, halts };
+  }
+
+  /**
+   * Marks closed in Postgres the sessions Redis no longer held under state epoch `epoch`. If Redis lost its
+   * data and was reloaded since (the reload copies active sessions back from Postgres), their absence
+   * meant nothing: closing them would leave sessions live in Redis that Postgres calls closed (a halt of
+   * one could then never be resumed). Closing takes the halt-copy lock alone, which a reload holds while
+   * it copies, and closes only while the epoch is still the one the sweep saw.
+   */
+  async closeGone(ids: string[], epoch: string): Promise<number> {
+    if (ids.length === 0) return 0;
+    return withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'resume');
+      if ((await this.mirror.epochValue()) !== epoch) return 0;
+      return sessionStore.closeSessions(c, ids);
+    });
   }
 
   /** Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything). */

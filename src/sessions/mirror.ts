@@ -109,10 +109,16 @@ export class SessionMirror {
   }
 
   /** Session ids Redis no longer holds; undefined while the epoch is missing (nothing can be concluded). */
-  async gone(ids: string[]): Promise<string[] | undefined> {
-    const res = JSON.parse(await this.sweepScript({ p: this.prefix, ids })) as { noepoch?: number; gone?: string[] | Record<string, never> };
-    if (res.noepoch) return undefined;
-    return Array.isArray(res.gone) ? res.gone : [];
+  /** Which of these sessions Redis no longer holds, and the state epoch that answer belongs to (undefined: no epoch). */
+  async gone(ids: string[]): Promise<{ gone: string[]; epoch: string } | undefined> {
+    const res = JSON.parse(await this.sweepScript({ p: this.prefix, ids })) as { noepoch?: number; gone?: string[] | Record<string, never>; epoch?: string };
+    if (res.noepoch || res.epoch === undefined) return undefined;
+    return { gone: Array.isArray(res.gone) ? res.gone : [], epoch: res.epoch };
+  }
+
+  /** The state epoch's value (undefined while Redis's state is missing or being reloaded). */
+  async epochValue(): Promise<string | undefined> {
+    return (await this.redis.redis.get(this.redis.key('epoch'))) ?? undefined;
   }
 
   async pushCall(tokenId: string, sessionId: string, entry: Omit<CallSummary, 'at'>): Promise<boolean> {

@@ -131,12 +131,13 @@ return '{}'
 export const SWEEP_LUA = `
 local req = cjson.decode(ARGV[1])
 local p = req.p
-if redis.call('EXISTS', p .. 'epoch') == 0 then return '{"noepoch":1}' end
+local epoch = redis.call('GET', p .. 'epoch')
+if not epoch then return '{"noepoch":1}' end
 local gone = {}
 for _, id in ipairs(req.ids) do
   if redis.call('EXISTS', p .. 's:' .. id) == 0 then gone[#gone + 1] = id end
 end
-return cjson.encode({ gone = gone })
+return cjson.encode({ gone = gone, epoch = epoch })
 `;
 
 /** Records a call denied by an earlier pipeline step on the session's last-calls list, if the session is this token's. */

@@ -8,6 +8,7 @@ import { SessionService } from '../../src/sessions/service.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { ALL_TRIGGERS, callContext, flushPrefix, gateStep, type World, world } from '../helpers/gate-fixtures.js';
+import { until } from '../helpers/unleash.js';
 
 // Sessions through HTTP: opening (gateway key + agent token), reading, halts and resumes by operators.
 
@@ -73,6 +74,34 @@ describe('POST /v1/sessions (gateway)', () => {
     const revoked = await openHttp(raw);
     expect(revoked.statusCode).toBe(401);
     expect(revoked.json().error.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('the sweeper does not close a session Redis got back from Postgres after a flush between its look and its close', async () => {
+    const { agent } = await w.token('rw');
+    const svc = w.app.ctx.sessions;
+    const s = await svc.open(agent, w.gateway, {});
+    const r = w.app.ctx.redis;
+    // The app's own minute sweep stays out of the way meanwhile.
+    await r.redis.set(r.key('maintain-lock'), 'test', 'PX', 30_000);
+    // The sweep looks while the session's keys are gone (as when it idled out)...
+    await r.redis.del(r.key('s', s.session_id));
+    const swept = await svc.mirror.gone([s.session_id]);
+    expect(swept?.gone).toEqual([s.session_id]);
+    // ...then Redis loses everything and one replica reloads it from Postgres, where the session is active.
+    await flushPrefix(r);
+    await r.redis.set(r.key('maintain-lock'), 'test', 'PX', 30_000);
+    // (this replica or the app's ticker, whichever gets the reload lock first)
+    await until(async () => (await svc.epoch.ensure()) !== 'unavailable' && (await r.redis.exists(r.key('epoch'))) === 1, 10_000, 'the state reloaded');
+    expect(await r.redis.hget(r.key('s', s.session_id), 'st')).toBe('active');
+    // Closing now would leave a session live in Redis that Postgres calls closed.
+    expect(await svc.epoch.closeGone(swept!.gone, swept!.epoch)).toBe(0);
+    expect((await db.query('SELECT state FROM sessions WHERE id = $1', [s.session_id])).rows[0].state).toBe('active');
+    // Under the epoch it was seen with, an absent session is closed.
+    await r.redis.del(r.key('s', s.session_id));
+    const again = await svc.mirror.gone([s.session_id]);
+    expect(await svc.epoch.closeGone(again!.gone, again!.epoch)).toBe(1);
+    expect((await db.query('SELECT state FROM sessions WHERE id = $1', [s.session_id])).rows[0].state).toBe('closed');
+    await r.redis.del(r.key('maintain-lock'));
   });
 
   it('caps open sessions per token (429 TOO_MANY_SESSIONS); an idled-out session frees its place and is closed by the sweeper', async () => {
