@@ -48,6 +48,7 @@ export const SETTINGS = [
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
+  { env: 'AUDIT_HEAD_LOG_INTERVAL_S', type: 'int', default: '60', example: '300', min: 0, max: 86400, doc: 'How often each replica logs `audit chain head` (its chain\'s last row in Postgres: replica_id:seq:hash) when it moved, and once at shutdown: a record outside the database that `killswitch audit verify --expect` checks, to detect rows removed from a chain\'s end or a rewritten chain. 0: off.' },
   { env: 'RECORDS_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 0, max: 36500, doc: 'Alerts, settled approval requests (rejected, expired, used) and closed sessions older than this are removed by an hourly job. Pending and approved requests, active and halted sessions, and sessions with a halt history are never removed; the audit trail keeps the events. 0: keep them forever.' },
   { env: 'GRANT_MAX_SECONDS', type: 'int', default: '28800', example: '3600', min: 60, max: 604800, doc: 'Longest production grant an operator may issue.' },
   { env: 'APPROVAL_TTL_S', type: 'int', default: '900', example: '300', min: 10, max: 86400, doc: 'How long an approval request waits for a human, and how long an approved call may then run once (a policy rule may set its own `ttl_seconds`).' },
@@ -113,6 +114,7 @@ export interface Config {
   dataDir: string;
   auditBatchMax: number;
   auditRetentionDays: number;
+  auditHeadLogIntervalS: number;
   recordsRetentionDays: number;
   grantMaxSeconds: number;
   approvalTtlS: number;

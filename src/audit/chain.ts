@@ -30,6 +30,23 @@ export interface ChainHead {
   ts: string;
 }
 
+/** A chain position recorded outside the database (the `audit chain head` log line), to check against. */
+export interface Witness {
+  replica_id: string;
+  seq: number;
+  hash: string;
+}
+
+export interface WitnessResult extends Witness {
+  /**
+   * ok: the row is there with that hash; mismatch: a row is there with another hash (rewritten);
+   * missing: no such row, and no retention anchor explains its absence (rows removed from the chain's end,
+   * or the chain is gone); retention: removed by retention, its position anchored with this hash.
+   */
+  result: 'ok' | 'mismatch' | 'missing' | 'retention';
+  detail: string;
+}
+
 export interface VerifyReport {
   ok: boolean;
   chains: number;
@@ -38,6 +55,14 @@ export interface VerifyReport {
   broken: ChainBreak[];
   /** The last row of every chain: record these elsewhere to detect a truncated tail later. */
   heads: ChainHead[];
+  /** The witnessed positions asked about (`audit verify --expect`), each checked. */
+  witnesses: WitnessResult[];
+}
+
+/** Parses `<replica_id>:<seq>:<hash>` (the fields of an `audit chain head` log line). */
+export function parseWitness(text: string): Witness | undefined {
+  const m = /^([0-9a-f-]{36}):([1-9]\d{0,15}):([0-9a-f]{64})$/.exec(text.trim().toLowerCase());
+  return m ? { replica_id: m[1]!, seq: Number(m[2]), hash: m[3]! } : undefined;
 }
 
 const PAGE = 5_000;
@@ -50,10 +75,13 @@ const PAGE = 5_000;
  * rows visited are checked against the chain's count, taken up to the last seq it had when verification
  * began (rows a live writer appends meanwhile come after it and are left for the next run).
  */
-export async function verifyChain(pool: Pool): Promise<VerifyReport> {
+export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []): Promise<VerifyReport> {
   const chains = await auditStore.chainSummaries(pool);
   const anchors = await auditStore.anchors(pool);
-  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [] };
+  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [], witnesses: [] };
+  // Witnessed positions by "replica_id:seq": the walk below records the hash it finds at each.
+  const wanted = new Map<string, string | null>();
+  for (const w of witnesses) wanted.set(`${w.replica_id}:${w.seq}`, null);
   for (const chain of chains) {
     let expectedPrev: string | undefined;
     if (chain.min_seq === 1) expectedPrev = GENESIS;
@@ -86,6 +114,10 @@ export async function verifyChain(pool: Pool): Promise<VerifyReport> {
         prevSeq = row.seq;
         expectedPrev = row.hash;
         last = row;
+        if (wanted.size > 0) {
+          const key = `${row.replica_id}:${row.seq}`;
+          if (wanted.has(key)) wanted.set(key, row.hash);
+        }
       }
       if (rows.length < PAGE) break;
     }
@@ -103,7 +135,29 @@ export async function verifyChain(pool: Pool): Promise<VerifyReport> {
     }
     if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
   }
+  for (const w of witnesses) {
+    const result = checkWitness(w, wanted.get(`${w.replica_id}:${w.seq}`) ?? null, chains, anchors);
+    report.witnesses.push(result);
+    if (result.result === 'mismatch' || result.result === 'missing') report.ok = false;
+  }
   return report;
+}
+
+function checkWitness(w: Witness, found: string | null, chains: readonly { replica_id: string; min_seq: number; max_seq: number }[], anchors: ReadonlyMap<string, string>): WitnessResult {
+  if (found !== null) {
+    return found === w.hash
+      ? { ...w, result: 'ok', detail: 'the row is there with this hash' }
+      : { ...w, result: 'mismatch', detail: `the row at this position has hash ${found}: the chain was rewritten from here or before` };
+  }
+  const anchored = anchors.get(`${w.replica_id}:${w.seq}`);
+  const chain = chains.find((c) => c.replica_id === w.replica_id);
+  if (anchored !== undefined || (chain && w.seq < chain.min_seq)) {
+    if (anchored !== undefined && anchored !== w.hash) return { ...w, result: 'mismatch', detail: `retention anchored this position with hash ${anchored}` };
+    return { ...w, result: 'retention', detail: 'removed by retention (the chain starts after it); not checkable row by row' };
+  }
+  if (!chain) return { ...w, result: 'missing', detail: 'no row of this chain is left, and no retention anchor explains it: the chain was removed' };
+  if (w.seq > chain.max_seq) return { ...w, result: 'missing', detail: `the chain now ends at seq ${chain.max_seq}, before this witnessed position: rows were removed from its end` };
+  return { ...w, result: 'missing', detail: 'no row at this position (see the chain break above)' };
 }
 
 function twice(seq: number, firstId: string, secondId: string): string {

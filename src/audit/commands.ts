@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
-import { type VerifyReport, verifyChain } from './chain.js';
+import { type VerifyReport, verifyChain, type Witness } from './chain.js';
 import { AuditService } from './service.js';
 import { auditStore, type RetentionResult } from './store.js';
 
@@ -10,16 +10,19 @@ import { auditStore, type RetentionResult } from './store.js';
 // so they work during an incident and from a cron job.
 
 export function formatVerifyReport(report: VerifyReport): string {
-  const lines = [`audit verify: ${report.rows} rows in ${report.chains} chains: ${report.ok ? 'OK' : `BROKEN (${report.broken.length} chains)`}`];
+  const badWitnesses = report.witnesses.filter((w) => w.result === 'mismatch' || w.result === 'missing').length;
+  const verdict = report.ok ? 'OK' : [report.broken.length > 0 ? `BROKEN (${report.broken.length} chains)` : '', badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : ''].filter(Boolean).join('; ');
+  const lines = [`audit verify: ${report.rows} rows in ${report.chains} chains: ${verdict}`];
   for (const b of report.broken) lines.push(`  broken row id=${b.id ?? '(missing)'} replica_id=${b.replica_id} seq=${b.seq}: ${b.reason}`);
+  for (const w of report.witnesses) lines.push(`  witnessed ${w.replica_id}:${w.seq}: ${w.result.toUpperCase()}: ${w.detail}`);
   return `${lines.join('\n')}\n`;
 }
 
 /** Exit code 0 when every chain verifies, 1 when one is broken (the report names the row). */
-export async function auditVerify(config: Config, opts: { json?: boolean } = {}): Promise<{ code: number; output: string }> {
+export async function auditVerify(config: Config, opts: { json?: boolean; expect?: Witness[] } = {}): Promise<{ code: number; output: string }> {
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
-    const report = await verifyChain(pool);
+    const report = await verifyChain(pool, opts.expect ?? []);
     return { code: report.ok ? 0 : 1, output: opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatVerifyReport(report) };
   } finally {
     await pool.end();
@@ -35,7 +38,7 @@ export async function auditRetention(config: Config, opts: { days?: number; dryR
       return { cutoff: cutoff.toISOString(), rows_older: await auditStore.countOlderThan(pool, cutoff) };
     }
     const log = pino(loggerOptions('warn'), process.stderr);
-    const audit = await AuditService.start(cfg, pool, log, { retentionJob: false });
+    const audit = await AuditService.start(cfg, pool, log, { retentionJob: false, headLog: false });
     try {
       return await audit.applyRetention(new Date(), 'cli');
     } finally {

@@ -53,6 +53,8 @@ export interface AuditServiceOptions {
   dataDir?: string;
   /** Pool for the writer; default a new writer pool on config.databaseUrl (closed by close()). */
   writerPool?: Pool;
+  /** Log `audit chain head` every AUDIT_HEAD_LOG_INTERVAL_S and at close (default true; the CLI says false). */
+  headLog?: boolean;
 }
 
 export type SpoolingListener = (spooling: boolean, spoolRows: number) => void;
@@ -184,13 +186,16 @@ export class AuditService {
   private retentionStart: NodeJS.Timeout | undefined;
   private recordsRun: Promise<unknown> | undefined;
   private closing = false;
+  private headTimer: NodeJS.Timeout | undefined;
+  private headLogged: string | undefined;
+  private headLogEnabled = false;
 
   private constructor(
     private readonly pool: Pool,
     private readonly writerPool: Pool,
     private readonly ownsWriterPool: boolean,
     readonly writer: AuditWriter,
-    private readonly config: Pick<Config, 'auditRetentionDays' | 'recordsRetentionDays'>,
+    private readonly config: Pick<Config, 'auditRetentionDays' | 'recordsRetentionDays' | 'auditHeadLogIntervalS'>,
     private readonly log: Logger,
     /** The same array the writer's callback reads. */
     private readonly spoolingListeners: SpoolingListener[],
@@ -215,7 +220,26 @@ export class AuditService {
     });
     const service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners);
     if (opts.retentionJob !== false) service.startRetentionJob();
+    if (opts.headLog !== false && config.auditHeadLogIntervalS > 0) {
+      service.headLogEnabled = true;
+      service.headTimer = setInterval(() => service.logHead(), config.auditHeadLogIntervalS * 1000);
+      service.headTimer.unref();
+    }
     return service;
+  }
+
+  /**
+   * Logs this replica's chain head (its last row known to be in Postgres) when it moved since the last
+   * line: shipped with the logs, outside the database, it is what `audit verify --expect` checks a chain
+   * against, so rows removed from a chain's end (which leave what remains verifying) are found.
+   */
+  logHead(): void {
+    const h = this.writer.durableHead;
+    if (!h) return;
+    const witness = `${h.replica_id}:${h.seq}:${h.hash}`;
+    if (witness === this.headLogged) return;
+    this.headLogged = witness;
+    this.log.info({ audit_head: witness, replica_id: h.replica_id, seq: h.seq, ts: h.ts }, 'audit chain head');
   }
 
   get queueDepth(): number {
@@ -362,7 +386,9 @@ export class AuditService {
     // A records retention run stops after its current batch and still audits what it removed.
     this.closing = true;
     await this.recordsRun;
+    if (this.headTimer) clearInterval(this.headTimer);
     await this.writer.close();
+    if (this.headLogEnabled) this.logHead();
     if (this.ownsWriterPool) await this.writerPool.end().catch(() => {});
   }
 }

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { Pool } from '../db/pool.js';
-import { GENESIS, rowHash } from './chain.js';
+import { type ChainHead, GENESIS, rowHash } from './chain.js';
 import { hashedContent } from './content.js';
 import { type AuditEvent, type AuditRecord, makeEvent, makeRecord } from './record.js';
 import { type AdminAction, adminRow } from './rows.js';
@@ -75,6 +75,7 @@ export class AuditWriter {
   private running = false;
   private scheduled = false;
   private chain: Chain | null = null;
+  private head: ChainHead | undefined;
   private previousChain: string | null = null;
   private spool: Spool | null = null;
   private orphans: Spool[] = [];
@@ -157,6 +158,14 @@ export class AuditWriter {
   /** The current chain (replica_id), for tests and diagnostics. */
   get replicaId(): string | null {
     return this.chain?.replicaId ?? null;
+  }
+
+  /**
+   * The last row of this writer's chains known to be in Postgres (written directly, or replayed from the
+   * spool): what the `audit chain head` log line records outside the database. Undefined until one is.
+   */
+  get durableHead(): ChainHead | undefined {
+    return this.head;
   }
 
   /**
@@ -341,6 +350,7 @@ export class AuditWriter {
     if (!this.diverting) {
       try {
         await this.insert(records, contents);
+        this.noteDurable(records);
         this.written += records.length;
         this.batches++;
         this.failing = false;
@@ -403,9 +413,18 @@ export class AuditWriter {
     }
   }
 
+  /** Moves the durable head to the last of these rows when they continue (or start) a chain of ours. */
+  private noteDurable(records: readonly AuditRecord[]): void {
+    const last = records[records.length - 1];
+    if (!last) return;
+    if (this.head && this.head.replica_id === last.replica_id && this.head.seq >= last.seq) return;
+    this.head = { replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() };
+  }
+
   private async replayRecords(records: AuditRecord[], path: string): Promise<void> {
     try {
       await this.insert(records);
+      if (records[0]?.replica_id === this.chain?.replicaId) this.noteDurable(records);
     } catch (err) {
       if (!isDataError(err)) throw err;
       // One bad row must not block the rest: find it, keep it next to the spool, go on.

@@ -2,6 +2,7 @@ import { parse } from 'csv-parse/sync';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseWitness } from '../../src/audit/chain.js';
 import { auditVerify } from '../../src/audit/commands.js';
 import { AUDIT_COLUMN_NAMES, type AuditRecord } from '../../src/audit/record.js';
 import { REDACTED } from '../../src/audit/redact.js';
@@ -150,6 +151,58 @@ describe('tamper evidence', () => {
       fix.release();
     }
     expect((await app.ctx.audit.verify()).ok).toBe(true);
+  });
+});
+
+describe('witnessed chain heads (audit chain head → audit verify --expect)', () => {
+  const heads = () =>
+    ctx.logs.lines
+      .map((l) => JSON.parse(l) as { msg: string; audit_head?: string })
+      .filter((l) => l.msg === 'audit chain head')
+      .map((l) => l.audit_head!);
+
+  it('a tail removed by a superuser leaves a chain that verifies, but not the position logged outside the database', async () => {
+    const calls = Array.from({ length: 6 }, () => callContext());
+    for (const c of calls) await app.ctx.audit.recordIntent(intentRow(c, allow));
+    await app.ctx.audit.writer.flush();
+    app.ctx.audit.logHead();
+    app.ctx.audit.logHead(); // unchanged: logged once
+    const logged = heads().at(-1)!;
+    expect(heads().filter((h) => h === logged)).toHaveLength(1);
+    const witness = parseWitness(logged)!;
+    const [last] = await rowsOf('SELECT * FROM audit_events WHERE decision_id = $1', [calls[5]!.decisionId]);
+    expect(witness).toEqual({ replica_id: last!.replica_id, seq: Number(last!.seq), hash: last!.hash });
+    expect((await auditVerify(ctx.config(), { expect: [witness] })).code).toBe(0);
+    const forged = await auditVerify(ctx.config(), { expect: [{ ...witness, hash: 'f'.repeat(64) }] });
+    expect(forged.code).toBe(1);
+    expect(forged.output).toMatch(/MISMATCH: the row at this position has hash/);
+
+    // The last three rows go; what remains is a shorter chain that still verifies on its own.
+    const tail = await rowsOf('SELECT * FROM audit_events WHERE replica_id = $1 AND seq > $2 ORDER BY seq', [witness.replica_id, witness.seq - 3]);
+    expect(tail).toHaveLength(3);
+    const client = await db.connect();
+    try {
+      await client.query('SET session_replication_role = replica');
+      await client.query('DELETE FROM audit_events WHERE replica_id = $1 AND seq > $2', [witness.replica_id, witness.seq - 3]);
+    } finally {
+      await client.query('SET session_replication_role = origin');
+      client.release();
+    }
+    expect((await auditVerify(ctx.config())).code).toBe(0);
+    const cut = await auditVerify(ctx.config(), { expect: [witness] });
+    expect(cut.code).toBe(1);
+    expect(cut.output).toContain(`witnessed ${witness.replica_id}:${witness.seq}: MISSING: the chain now ends at seq ${witness.seq - 3}, before this witnessed position: rows were removed from its end`);
+
+    // Put them back: the rest of this file needs the chain whole.
+    const fix = await db.connect();
+    try {
+      await fix.query('SET session_replication_role = replica');
+      await fix.query('INSERT INTO audit_events SELECT * FROM json_populate_recordset(NULL::audit_events, $1)', [JSON.stringify(tail)]);
+    } finally {
+      await fix.query('SET session_replication_role = origin');
+      fix.release();
+    }
+    expect((await auditVerify(ctx.config(), { expect: [witness] })).code).toBe(0);
   });
 });
 
