@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { parseWitness, type Witness } from '../audit/chain.js';
 import { auditRetention, auditVerify } from '../audit/commands.js';
 import { becomeWorker, isWorker, runPrimary, workerCount } from '../cluster.js';
 import { ConfigError, loadConfig } from '../config.js';
@@ -22,10 +23,17 @@ function config() {
   }
 }
 
+// Usage errors (an unknown option, a bad option value, a missing argument) exit 2, as invalid input
+// does everywhere in this CLI: exit 1 means what each command says (a broken chain, findings ...).
+const COMMANDER_OK = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
+
 const program = new Command()
   .name('killswitch')
   .description('Kill switch and control plane for MCP: decide, limit and audit every AI agent tool call.')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .exitOverride((err) => {
+    process.exit(COMMANDER_OK.has(err.code) ? err.exitCode : 2);
+  });
 
 program
   .command('start')
@@ -120,7 +128,16 @@ audit
   .command('verify')
   .description('Walk every hash chain; exit 1 naming the first broken row of each broken chain.')
   .option('--json', 'print the full report (chains, rows, broken rows, chain heads) as JSON')
-  .action(async (opts: { json?: boolean }) => {
+  .option(
+    '--expect <replica_id:seq:hash>',
+    'a chain position recorded outside the database (an `audit chain head` log line, or a head of an earlier verify): it must still be there with this hash; repeatable',
+    (v: string, prev: Witness[] = []) => {
+      const w = parseWitness(v);
+      if (!w) throw new InvalidArgumentError('expected <replica_id>:<seq>:<64 hex hash>, as in an "audit chain head" log line');
+      return [...prev, w];
+    },
+  )
+  .action(async (opts: { json?: boolean; expect?: Witness[] }) => {
     const { code, output } = await auditVerify(config(), opts);
     process.stdout.write(output);
     process.exitCode = code;
