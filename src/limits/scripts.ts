@@ -86,6 +86,8 @@ local th = got[2]
 -- The session's own fields only (its hash also holds the session totals).
 local skey = p .. 's:' .. sid
 local sf = redis.call('HMGET', skey, 'tok', 'ro', 'srv', 'st', 'trg', 'pur')
+-- Explain without a session id: the first call of a new session of this token (no session-only limits).
+if dry and sid == '' then sf = { tok, '0', '', 'active', '', '' } end
 local s_ro, s_srv, s_st, s_trg = sf[2] or '0', sf[3] or '', sf[4] or 'active', sf[5] or ''
 if not sf[1] or sf[1] ~= tok or s_st == 'closed' then return reply('SESSION_UNKNOWN') end
 -- A denial's copy of the session's fields (a halt changes its state).

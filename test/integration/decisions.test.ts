@@ -332,6 +332,23 @@ describe('POST /v1/decisions', () => {
   });
 });
 
+describe('explain without a session id', () => {
+  it('evaluates the call as the first of a new session of the token: allowed when it would be, while kills and token halts still deny', async () => {
+    const tok = await gw.token('rw');
+    const explain = async () => (await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tok.id, ...write('a.md') } })).json();
+    const allowed = await explain();
+    expect(allowed).toMatchObject({ decision: 'allow', code: 'OK' });
+    expect(allowed.steps.map((s: { step: string; verdict: string }) => `${s.step}:${s.verdict}`)).toContain('gate:pass');
+    // Nothing was opened, counted or recorded by explaining.
+    expect((await app.inject({ url: `/v1/sessions?token=${tok.id}`, headers: bearer(gw.owner) })).json().sessions).toEqual([]);
+
+    // A halted token is refused whatever the session.
+    const s = await gw.session(tok.raw);
+    expect((await gw.decide(tok.raw, { server: 'nope', tool: 'x', arguments: {}, session_id: s.session_id })).code).toBe('UNKNOWN_SERVER');
+    expect(await explain()).toMatchObject({ decision: 'deny', code: 'SESSION_HALTED' });
+  });
+});
+
 describe('decision API input and credentials', () => {
   it('missing or wrong gateway key, missing or bad agent token → 401 with one body', async () => {
     const tok = await gw.token('rw');
