@@ -117,8 +117,12 @@ function schemaIssue(e: ErrorObject, issues: IssueList): void {
     case 'anyOf':
       issues.error(path, `must be ${hint ?? 'one of the allowed forms'}`);
       return;
-    default:
-      issues.error(path, hint && e.keyword !== 'minimum' && e.keyword !== 'maximum' ? `${e.message}: ${hint}` : (e.message ?? 'is invalid'));
+    default: {
+      // `minimumHint`: what to say when a value is under the minimum (a `hint` describes the type).
+      const minimumHint = (e.parentSchema as { minimumHint?: unknown } | undefined)?.minimumHint;
+      if (e.keyword === 'minimum' && typeof minimumHint === 'string') issues.error(path, `${e.message}: ${minimumHint}`);
+      else issues.error(path, hint && e.keyword !== 'minimum' && e.keyword !== 'maximum' ? `${e.message}: ${hint}` : (e.message ?? 'is invalid'));
+    }
   }
 }
 

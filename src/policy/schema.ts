@@ -43,6 +43,14 @@ const Text = Type.String({ maxLength: 2000 });
 
 /** An optional limit: a whole number (0 allows nothing) or null for "no limit". */
 const Limit = Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0, hint: 'a whole number of 0 or more, or null for no limit' });
+// A count of calls or sessions. 0 is refused rather than read: the counters treat a missing limit and 0
+// alike (no counter), so `0` would allow everything to someone who meant "nothing".
+const CountLimit = Type.Unsafe<number | null>({
+  type: ['integer', 'null'],
+  minimum: 1,
+  hint: 'a whole number of 1 or more, or null (or no key) for no limit',
+  minimumHint: '0 is not a limit here (it would count nothing); leave the key out or use null for no limit, and `prohibited: true` or a kill to stop a server',
+});
 
 const Identity = Type.Object(
   {
@@ -142,11 +150,11 @@ const EnvironmentRules = Type.Object(
 
 const ServerLimitsSchema = Type.Object(
   {
-    max_calls_per_session: Type.Optional(Limit),
-    max_calls_per_minute: Type.Optional(Limit),
-    max_calls_per_minute_all_sessions: Type.Optional(Limit),
-    max_write_calls_per_session: Type.Optional(Limit),
-    max_read_calls_per_session: Type.Optional(Limit),
+    max_calls_per_session: Type.Optional(CountLimit),
+    max_calls_per_minute: Type.Optional(CountLimit),
+    max_calls_per_minute_all_sessions: Type.Optional(CountLimit),
+    max_write_calls_per_session: Type.Optional(CountLimit),
+    max_read_calls_per_session: Type.Optional(CountLimit),
     max_rows_returned: Type.Optional(Limit),
     max_execution_time_seconds: Type.Optional(Limit),
   },
@@ -158,8 +166,8 @@ const RateLimits = Type.Object(
     global: Type.Optional(
       Type.Object(
         {
-          max_calls_per_session: Type.Optional(Limit),
-          max_calls_per_minute: Type.Optional(Limit),
+          max_calls_per_session: Type.Optional(CountLimit),
+          max_calls_per_minute: Type.Optional(CountLimit),
           pause_at_percent: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
         },
         { additionalProperties: false },
@@ -168,10 +176,10 @@ const RateLimits = Type.Object(
     per_token: Type.Optional(
       Type.Object(
         {
-          max_calls_per_minute: Type.Optional(Limit),
-          max_calls_per_day: Type.Optional(Limit),
-          max_open_sessions: Type.Optional(Limit),
-          max_new_sessions_per_hour: Type.Optional(Limit),
+          max_calls_per_minute: Type.Optional(CountLimit),
+          max_calls_per_day: Type.Optional(CountLimit),
+          max_open_sessions: Type.Optional(CountLimit),
+          max_new_sessions_per_hour: Type.Optional(CountLimit),
         },
         { additionalProperties: false },
       ),
