@@ -518,6 +518,16 @@ export class ApprovalService {
       server: decided.server,
       details: { approval_id: id, kind: decided.kind, state, decided_by: operatorActor(op), tool: decided.tool, ...(decided.grant_id ? { grant_id: decided.grant_id } : {}) },
     });
+    if (decided.grant_id) {
+      void this.deps.alerts.raise({
+        kind: 'GRANT_ISSUED',
+        message: `${op.name} granted production access to token ${decided.token_id}, session ${decided.session_id} until ${iso(decided.expires_at)} (grant ${decided.grant_id}, approval ${id}): ${reason}`,
+        token_id: decided.token_id,
+        project_id: decided.project_id,
+        session_id: decided.session_id,
+        details: { grant_id: decided.grant_id, kind: 'production', granted_by: operatorActor(op), approval_id: id },
+      });
+    }
     return callItem(decided);
   }
 

@@ -48,6 +48,15 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       projectId,
       details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id },
     });
+    // Production access (or large results) granted by hand is something every operator should see.
+    void ctx.alerts.raise({
+      kind: 'GRANT_ISSUED',
+      message: `${req.operator!.name} granted ${grant.kind === 'production' ? 'production access' : grant.kind} to token ${grant.token_id}${grant.session_id ? `, session ${grant.session_id}` : ''} until ${grant.expires_at.toISOString()} (grant ${grant.id}): ${grant.reason}`,
+      token_id: grant.token_id,
+      project_id: projectId ?? null,
+      ...(grant.session_id ? { session_id: grant.session_id } : {}),
+      details: { grant_id: grant.id, kind: grant.kind, granted_by: operatorActor(req.operator!), expires_at: grant.expires_at.toISOString() },
+    });
     return reply.code(201).send(grant);
   });
   app.get(

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // Production grants (seed 001) through the approval queue (issue 9): a production call without a grant
 // opens one request per token and session; approving it creates the grant; rejecting keeps denying.
@@ -130,6 +131,11 @@ describe('production grants in the approval queue', () => {
       .pool()
       .query(`SELECT action FROM audit_events WHERE target = $1 OR (action = 'grant.create' AND details->>'approval_id' = $2) ORDER BY ts, seq`, [`approval:${id}`, id]);
     expect(rows.map((r) => r.action)).toEqual(['approval.requested', 'grant.create', 'approval.approved']);
+    // Every operator sees that production access was granted.
+    const grantAlert = async () => ((await app.inject({ url: `/v1/alerts?kind=GRANT_ISSUED`, headers: bearer(gw.owner) })).json().alerts as Array<{ details: { grant_id?: string } }>).find((a) => a.details.grant_id === grantId);
+    await until(async () => (await grantAlert()) !== undefined, 5_000, 'the GRANT_ISSUED alert');
+    const issued = [await grantAlert()];
+    expect(issued[0]).toMatchObject({ kind: 'GRANT_ISSUED', token_id: tok.id, session_id: s.session_id, severity: 'warning' });
 
     // Revoked: the next production call opens a new request.
     expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${grantId}`, headers: bearer(gw.owner) })).statusCode).toBe(200);

@@ -26,6 +26,10 @@ describe('grants in the audit trail', () => {
     const tok = await gw.token('rw', { project: 'alpha' });
     const created = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: 'INC-43: prod logs', expires_in: 600 } });
     expect(created.statusCode).toBe(201);
+    const grantAlert = async () => ((await app.inject({ url: '/v1/alerts?kind=GRANT_ISSUED', headers: bearer(gw.owner) })).json().alerts as Array<{ details: { grant_id?: string } }>).find((a) => a.details.grant_id === created.json().id);
+    await until(async () => (await grantAlert()) !== undefined, 5_000, 'the GRANT_ISSUED alert');
+    const issued = [await grantAlert()];
+    expect(issued[0]).toMatchObject({ kind: 'GRANT_ISSUED', token_id: tok.id, project_id: 'alpha', severity: 'warning' });
     expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${created.json().id}`, headers: bearer(gw.owner) })).statusCode).toBe(200);
     await app.ctx.audit.writer.flush();
     const limited = await t.operatorKey(app, 'viewer', ['alpha']);
