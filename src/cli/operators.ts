@@ -1,7 +1,10 @@
 import { readdir } from 'node:fs/promises';
+import { pino } from 'pino';
+import { AuditService } from '../audit/service.js';
 import type { Config } from '../config.js';
 import { MIGRATIONS_DIR } from '../db/migrate.js';
 import { createPool, type Pool } from '../db/pool.js';
+import { loggerOptions } from '../log.js';
 import { hashCredential } from '../tokens/format.js';
 import { CredentialService } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
@@ -87,9 +90,16 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
   try {
     await requireMigratedDatabase(pool, config.databaseUrl);
     const secret = await controlPlaneSecret(config, pool, warn);
-    const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} });
-    const created = await credentials.createOperatorKey('cli', { name: opts.name, role, projects: opts.project });
-    return created.key;
+    // Audited like a key made through the API (operator_key.created, actor system "cli"): this is the
+    // recovery path, the one a security reviewer most wants on the record.
+    const audit = await AuditService.start(config, pool, pino(loggerOptions('warn'), process.stderr), { retentionJob: false, headLog: false });
+    try {
+      const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} }, audit);
+      const created = await credentials.createOperatorKey('cli', { name: opts.name, role, projects: opts.project });
+      return created.key;
+    } finally {
+      await audit.close();
+    }
   } finally {
     await pool.end();
   }

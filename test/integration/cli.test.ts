@@ -44,6 +44,11 @@ describe('killswitch CLI', () => {
     const list = await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(key) });
     expect(list.statusCode).toBe(200);
     expect(list.json().keys.some((k: { name: string; role: string }) => k.name === 'recovery' && k.role === 'owner')).toBe(true);
+    // The recovery path is on the record like the API's (never the key itself).
+    const { rows } = await t.pool().query(`SELECT actor_type, actor_id, details FROM audit_events WHERE action = 'operator_key.created' AND details->>'name' = 'recovery'`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ actor_type: 'system', actor_id: 'cli', details: { role: 'owner' } });
+    expect(JSON.stringify(rows[0])).not.toContain(key);
   });
 
   it('rejects an unknown role, and a missing one (no owner key by default), with exit 2', async () => {
