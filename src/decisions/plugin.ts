@@ -9,7 +9,7 @@ import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
 import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
-import { summarizeArguments } from '../limits/summary.js';
+import { type CallOutcome, summarizeArguments } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { toolRoutes } from '../tools/routes.js';
 import { ToolRegistry } from '../tools/service.js';
@@ -193,7 +193,11 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
           trigger ? { code: trigger, message: `after-call trigger ${trigger}`, halt: trigger } : undefined,
         ),
       );
-      void ctx.gate.recordOutcome(decisionId, { status: result.status, bytes: result.result_bytes, ...(result.rows !== undefined ? { rows: result.rows } : {}) } as never).catch(() => false);
+      // What GET /v1/sessions/:id shows as the call's outcome (the CallOutcome fields of its schema).
+      const outcome: CallOutcome = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
+      if (result.rows !== undefined) outcome.rows = result.rows;
+      if (result.error !== undefined) outcome.error = result.error.slice(0, 500);
+      void ctx.gate.recordOutcome(decisionId, outcome).catch(() => false);
     },
   });
 

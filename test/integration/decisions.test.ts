@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 const POLICY = 'test/fixtures/decisions/policy.yaml';
 const t = new TestContext();
@@ -239,6 +240,10 @@ describe('POST /v1/decisions', () => {
     const small = await gw.decide(tok.raw, { ...read('small.txt'), session_id: s.session_id });
     const ok = await gw.result(tok.raw, small.decision_id, { status: 'success', duration_ms: 3, result_bytes: 120 });
     expect(ok.json()).toMatchObject({ recorded: true, action: 'none' });
+    // The session's last calls carry the reported outcome, in the fields of the API's schema.
+    const listed = async () => (await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(gw.owner) })).json().last_calls as Array<{ id: string; outcome?: unknown }>;
+    await until(async () => (await listed()).some((c) => c.id === small.decision_id && c.outcome !== undefined), 5_000, 'the outcome on the session');
+    expect((await listed()).find((c) => c.id === small.decision_id)?.outcome).toEqual({ status: 'success', duration_ms: 3, result_bytes: 120 });
     const res = await gw.result(tok.raw, d.decision_id, { status: 'success', duration_ms: 40, result_bytes: 2 * 1024 * 1024 });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT' });
