@@ -28,7 +28,7 @@ export const AlertSchema = Type.Object({
 
 export const ListAlertsQuery = Type.Object(
   {
-    kind: Type.Optional(Type.Array(AlertKindSchema, { description: 'Repeat for several kinds: ?kind=SESSION_HALTED&kind=CASCADE_WRITE' })),
+    kind: Type.Optional(Type.Array(AlertKindSchema, { description: 'Repeat for several kinds: ?kind=SESSION_HALTED&kind=KILL_SWITCH' })),
     severity: Type.Optional(Type.Array(AlertSeveritySchema)),
     token: Type.Optional(Text(200)),
     session: Type.Optional(Text(200)),

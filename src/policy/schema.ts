@@ -41,7 +41,7 @@ const FlagName = Type.String({
 });
 const Text = Type.String({ maxLength: 2000 });
 
-/** An optional limit: a whole number (0 allows nothing) or null for "no limit". */
+/** An optional limit of rows or seconds: a whole number (0 allows nothing) or null for "no limit". */
 const Limit = Type.Unsafe<number | null>({ type: ['integer', 'null'], minimum: 0, hint: 'a whole number of 0 or more, or null for no limit' });
 // A count of calls or sessions. 0 is refused rather than read: the counters treat a missing limit and 0
 // alike (no counter), so `0` would allow everything to someone who meant "nothing".
@@ -49,7 +49,7 @@ const CountLimit = Type.Unsafe<number | null>({
   type: ['integer', 'null'],
   minimum: 1,
   hint: 'a whole number of 1 or more, or null (or no key) for no limit',
-  minimumHint: '0 is not a limit here (it would count nothing); leave the key out or use null for no limit, and `prohibited: true` or a kill to stop a server',
+  minimumHint: '0 is not a limit here (it would count nothing); use null for no limit, and `prohibited: true` or a kill to stop a server',
 });
 
 const Identity = Type.Object(

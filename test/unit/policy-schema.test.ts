@@ -90,9 +90,9 @@ describe('policy file: errors point at line, column and key path', () => {
   it('a count limit of 0 is refused (the counters would read it as no limit); null is no limit; 0 rows is a limit', () => {
     const errors = errorsOf(`${MINIMAL}rate_limits:\n  global: { max_calls_per_session: 0 }\n  per_server:\n    fs: { max_write_calls_per_session: 0, max_rows_returned: 0 }\n  per_token: { max_open_sessions: 0 }\n`);
     expect(errors.map((e) => `${e.path}: ${e.message}`)).toEqual([
-      'rate_limits.global.max_calls_per_session: must be >= 1: 0 is not a limit here (it would count nothing); leave the key out or use null for no limit, and `prohibited: true` or a kill to stop a server',
-      'rate_limits.per_server.fs.max_write_calls_per_session: must be >= 1: 0 is not a limit here (it would count nothing); leave the key out or use null for no limit, and `prohibited: true` or a kill to stop a server',
-      'rate_limits.per_token.max_open_sessions: must be >= 1: 0 is not a limit here (it would count nothing); leave the key out or use null for no limit, and `prohibited: true` or a kill to stop a server',
+      'rate_limits.global.max_calls_per_session: must be >= 1: 0 is not a limit here (it would count nothing); use null for no limit, and `prohibited: true` or a kill to stop a server',
+      'rate_limits.per_server.fs.max_write_calls_per_session: must be >= 1: 0 is not a limit here (it would count nothing); use null for no limit, and `prohibited: true` or a kill to stop a server',
+      'rate_limits.per_token.max_open_sessions: must be >= 1: 0 is not a limit here (it would count nothing); use null for no limit, and `prohibited: true` or a kill to stop a server',
     ]);
     const ok = compiled(`${MINIMAL}rate_limits:\n  global: { max_calls_per_session: null }\n  per_server:\n    fs: { max_rows_returned: 0 }\n`);
     expect(ok).toBeDefined();
