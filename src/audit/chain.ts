@@ -82,6 +82,12 @@ export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []
   // Witnessed positions by "replica_id:seq": the walk below records the hash it finds at each.
   const wanted = new Map<string, string | null>();
   for (const w of witnesses) wanted.set(`${w.replica_id}:${w.seq}`, null);
+  const anchoredSeqs = new Map<string, number[]>();
+  for (const key of anchors.keys()) {
+    const at = key.lastIndexOf(':');
+    const replica = key.slice(0, at);
+    anchoredSeqs.set(replica, [...(anchoredSeqs.get(replica) ?? []), Number(key.slice(at + 1))]);
+  }
   for (const chain of chains) {
     let expectedPrev: string | undefined;
     if (chain.min_seq === 1) expectedPrev = GENESIS;
@@ -92,6 +98,11 @@ export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []
     let walked = 0;
     if (expectedPrev === undefined) {
       broken = { replica_id: chain.replica_id, seq: chain.min_seq, id: null, reason: `chain starts at seq ${chain.min_seq} but no retention anchor covers seq 1..${chain.min_seq - 1}: rows were removed outside retention` };
+    }
+    // Retention anchors only the last row it removed, always before what remains of the chain.
+    const inside = (anchoredSeqs.get(chain.replica_id) ?? []).filter((seq) => seq >= chain.min_seq);
+    if (!broken && inside.length > 0) {
+      broken = { replica_id: chain.replica_id, seq: Math.min(...inside), id: null, reason: `a retention anchor at seq ${Math.min(...inside)} lies inside the rows the chain still has (from seq ${chain.min_seq}): anchors were added outside retention` };
     }
     while (!broken) {
       const rows = await auditStore.chainPage(pool, chain.replica_id, last ?? null, chain.max_seq, PAGE);
@@ -136,28 +147,43 @@ export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []
     if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
   }
   for (const w of witnesses) {
-    const result = checkWitness(w, wanted.get(`${w.replica_id}:${w.seq}`) ?? null, chains, anchors);
+    const key = `${w.replica_id}:${w.seq}`;
+    // A position the walk did not reach (it stops at a chain's first break) is read directly.
+    const found = wanted.get(key) ?? (await auditStore.hashAt(pool, w.replica_id, w.seq)) ?? null;
+    const broke = report.broken.some((b) => b.replica_id === w.replica_id && b.seq <= w.seq);
+    const result = checkWitness(w, found, broke, chains, anchors, anchoredSeqs.get(w.replica_id) ?? []);
     report.witnesses.push(result);
     if (result.result === 'mismatch' || result.result === 'missing') report.ok = false;
   }
   return report;
 }
 
-function checkWitness(w: Witness, found: string | null, chains: readonly { replica_id: string; min_seq: number; max_seq: number }[], anchors: ReadonlyMap<string, string>): WitnessResult {
+function checkWitness(
+  w: Witness,
+  found: string | null,
+  brokenBefore: boolean,
+  chains: readonly { replica_id: string; min_seq: number; max_seq: number }[],
+  anchors: ReadonlyMap<string, string>,
+  anchoredSeqs: readonly number[],
+): WitnessResult {
+  const afterBreak = brokenBefore ? ' (the chain is broken at or before it: see above)' : '';
   if (found !== null) {
     return found === w.hash
-      ? { ...w, result: 'ok', detail: 'the row is there with this hash' }
+      ? { ...w, result: 'ok', detail: `the row is there with this hash${afterBreak}` }
       : { ...w, result: 'mismatch', detail: `the row at this position has hash ${found}: the chain was rewritten from here or before` };
   }
   const anchored = anchors.get(`${w.replica_id}:${w.seq}`);
   const chain = chains.find((c) => c.replica_id === w.replica_id);
-  if (anchored !== undefined || (chain && w.seq < chain.min_seq)) {
+  // Retention removes a chain's oldest rows: a position is explained by it only before what remains of the
+  // chain or, for a chain it removed whole, at or before its last anchor.
+  const retained = chain ? w.seq < chain.min_seq : anchoredSeqs.some((seq) => seq >= w.seq);
+  if (retained) {
     if (anchored !== undefined && anchored !== w.hash) return { ...w, result: 'mismatch', detail: `retention anchored this position with hash ${anchored}` };
-    return { ...w, result: 'retention', detail: 'removed by retention (the chain starts after it); not checkable row by row' };
+    return { ...w, result: 'retention', detail: chain ? 'removed by retention (the chain starts after it); not checkable row by row' : 'removed by retention with the rest of its chain; not checkable row by row' };
   }
   if (!chain) return { ...w, result: 'missing', detail: 'no row of this chain is left, and no retention anchor explains it: the chain was removed' };
   if (w.seq > chain.max_seq) return { ...w, result: 'missing', detail: `the chain now ends at seq ${chain.max_seq}, before this witnessed position: rows were removed from its end` };
-  return { ...w, result: 'missing', detail: 'no row at this position (see the chain break above)' };
+  return { ...w, result: 'missing', detail: `no row at this position${afterBreak}` };
 }
 
 function twice(seq: number, firstId: string, secondId: string): string {

@@ -141,6 +141,12 @@ export const auditStore = {
     return rows;
   },
 
+  /** The hash of the row at one chain position (undefined: no such row; the first when a seq appears twice). */
+  async hashAt(db: Queryable, replicaId: string, seq: number): Promise<string | undefined> {
+    const { rows } = await db.query<{ hash: string }>('SELECT hash FROM audit_events WHERE replica_id = $1 AND seq = $2 ORDER BY ts LIMIT 1', [replicaId, seq]);
+    return rows[0]?.hash;
+  },
+
   /** Every retention anchor, keyed "replica_id:seq" → hash. */
   async anchors(db: Queryable): Promise<Map<string, string>> {
     const { rows } = await db.query<{ replica_id: string; seq: number; hash: string }>('SELECT replica_id, seq, hash FROM audit_anchors');

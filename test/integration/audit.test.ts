@@ -204,6 +204,54 @@ describe('witnessed chain heads (audit chain head → audit verify --expect)', (
     }
     expect((await auditVerify(ctx.config(), { expect: [witness] })).code).toBe(0);
   });
+
+  it('a chain retention removed whole is RETENTION, not a false alarm; an anchor inside a chain is a break; a witness past a break is still read', async () => {
+    const calls = Array.from({ length: 4 }, () => callContext());
+    for (const c of calls) await app.ctx.audit.recordIntent(intentRow(c, allow));
+    await app.ctx.audit.writer.flush();
+    const rows = await rowsOf('SELECT * FROM audit_events WHERE replica_id = $1 ORDER BY seq', [app.ctx.audit.writer.replicaId]);
+    const last = rows.at(-1)!;
+    const head = { replica_id: last.replica_id, seq: Number(last.seq), hash: last.hash };
+    const earlier = { replica_id: last.replica_id, seq: Number(last.seq) - 2, hash: rows.at(-3)!.hash };
+    const asSuperuser = async (f: (c: pg.PoolClient) => Promise<unknown>) => {
+      const c = await db.connect();
+      try {
+        await c.query('SET session_replication_role = replica');
+        await f(c);
+      } finally {
+        await c.query('SET session_replication_role = origin');
+        c.release();
+      }
+    };
+    const restore = () => asSuperuser((c) => c.query('INSERT INTO audit_events SELECT * FROM json_populate_recordset(NULL::audit_events, $1)', [JSON.stringify(rows)]));
+
+    // As retention leaves it when a chain's last row is older than the cutoff: no row, one anchor at its end.
+    await asSuperuser(async (c) => {
+      await c.query('DELETE FROM audit_events WHERE replica_id = $1', [head.replica_id]);
+      await c.query('INSERT INTO audit_anchors (replica_id, seq, hash, ts, cut_before) VALUES ($1, $2, $3, $4, now())', [head.replica_id, head.seq, head.hash, last.ts]);
+    });
+    const gone = await auditVerify(ctx.config(), { expect: [earlier, head] });
+    expect(gone.output).toContain(`witnessed ${earlier.replica_id}:${earlier.seq}: RETENTION: removed by retention with the rest of its chain`);
+    expect(gone.output).toContain(`witnessed ${head.replica_id}:${head.seq}: RETENTION`);
+    expect(gone.code).toBe(0);
+    await restore();
+    // The same anchor while the chain still has its rows: retention never anchors inside a chain.
+    const forged = await auditVerify(ctx.config());
+    expect(forged.code).toBe(1);
+    expect(forged.output).toContain(`a retention anchor at seq ${head.seq} lies inside the rows the chain still has`);
+    await asSuperuser((c) => c.query('DELETE FROM audit_anchors WHERE replica_id = $1', [head.replica_id]));
+    expect((await auditVerify(ctx.config(), { expect: [head] })).code).toBe(0);
+
+    // A row modified before the head: the break is reported, and the head is still checked (not MISSING).
+    const victim = rows.at(-3)!;
+    await asSuperuser((c) => c.query(`UPDATE audit_events SET message = 'rewritten' WHERE id = $1`, [victim.id]));
+    const broken = await auditVerify(ctx.config(), { expect: [head, { ...head, hash: 'e'.repeat(64) }] });
+    expect(broken.code).toBe(1);
+    expect(broken.output).toContain(`witnessed ${head.replica_id}:${head.seq}: OK: the row is there with this hash (the chain is broken at or before it: see above)`);
+    expect(broken.output).toContain(`witnessed ${head.replica_id}:${head.seq}: MISMATCH`);
+    await asSuperuser((c) => c.query('UPDATE audit_events SET message = $2 WHERE id = $1', [victim.id, victim.message]));
+    expect((await auditVerify(ctx.config(), { expect: [head] })).code).toBe(0);
+  });
 });
 
 describe('redaction', () => {
