@@ -131,11 +131,11 @@ export const timelineStore = {
    * Whose session this was, from the audit trail, for a session whose row is gone: retention removes closed
    * sessions after RECORDS_RETENTION_DAYS while their rows stay in audit_events for AUDIT_RETENTION_DAYS.
    * Best evidence first: an allowed decision (the gate checked that the session was issued to the calling
-   * token), else the earliest other decision or result naming it (a denial before the gate, e.g. by a
-   * kill, flag or policy, did not check the session). SESSION_UNKNOWN denials prove nothing (any token can
-   * name any id) and are not used: an id only they name is unknown. Each branch is one ordered scan of
-   * audit_events_session_idx (session_id, ts) stopping at its first match; `since` (the session's opening
-   * time, from its UUIDv7 id, less a margin) skips older partitions.
+   * token), else the other decisions and results naming it, but only when they all name one token (a
+   * denial before the gate, e.g. by a kill, flag or policy, did not check the session: another project's
+   * token could have named the id). SESSION_UNKNOWN denials prove nothing and are not used: an id only
+   * they name is unknown. Both read audit_events_session_idx (session_id, ts); `since` (the session's
+   * opening time, from its UUIDv7 id, less a margin) skips older partitions.
    */
   async sessionOwner(db: Pool, sessionId: string, since: Date | null): Promise<{ token_id: string; project_id: string } | undefined> {
     const args: unknown[] = [sessionId];
@@ -144,15 +144,18 @@ export const timelineStore = {
       `(SELECT ${rank} AS rank, token_id, project_id FROM audit_events
         WHERE session_id = $1${since ? ' AND ts >= $2' : ''} AND token_id IS NOT NULL AND project_id IS NOT NULL AND ${which}
         ORDER BY ts LIMIT 1)`;
-    const { rows } = await db.query<{ token_id: string; project_id: string }>(
-      `SELECT token_id, project_id FROM (
-         ${pick(0, "kind = 'INTENT' AND decision = 'allow'")}
-         UNION ALL
-         ${pick(1, "kind IN ('INTENT', 'RESULT') AND coalesce(code, '') <> 'SESSION_UNKNOWN'")}
-       ) o ORDER BY rank LIMIT 1`,
+    const { rows } = await db.query<{ token_id: string; project_id: string }>(`SELECT token_id, project_id FROM ${pick(0, "kind = 'INTENT' AND decision = 'allow'")} o`, args);
+    if (rows[0]) return rows[0];
+    // No allowed call: its other rows were denied before the gate checked whose the session is, so any
+    // token could have named it. They identify the owner only when they all name one token.
+    const { rows: others } = await db.query<{ token_id: string; project_id: string; tokens: number }>(
+      `SELECT min(token_id) AS token_id, min(project_id) AS project_id, count(DISTINCT token_id)::int AS tokens FROM audit_events
+       WHERE session_id = $1${since ? ' AND ts >= $2' : ''} AND token_id IS NOT NULL AND project_id IS NOT NULL
+         AND kind IN ('INTENT', 'RESULT') AND coalesce(code, '') <> 'SESSION_UNKNOWN'`,
       args,
     );
-    return rows[0];
+    const o = others[0];
+    return o && o.tokens === 1 ? { token_id: o.token_id, project_id: o.project_id } : undefined;
   },
 
   /** Alerts of the window, oldest first. */

@@ -253,4 +253,22 @@ describe('GET /v1/incidents/timeline?target=session:<id> after records retention
       expect(unknown.json().error.message).toBe('session not found');
     }
   });
+
+  it('a deleted session named by another project\'s denied calls is not attributed to that project (404 while its rows disagree)', async () => {
+    const from = new Date().toISOString();
+    await tick();
+    const owner = await gw.token('rw', { project: 'ret' });
+    const s = (await gw.session(owner.raw)).session_id;
+    expect((await gw.decide(owner.raw, { ...memoryRead, session_id: s })).code).toBe('KILL_SWITCH');
+    // Another project's token names the same id; its call is denied before the gate checks whose it is.
+    const intruder = await gw.token('rw', { project: 'inc' });
+    expect((await gw.decide(intruder.raw, { ...memoryRead, session_id: s })).code).toBe('KILL_SWITCH');
+    await app.ctx.audit.writer.flush();
+    await retire(s);
+    const to = new Date(Date.now() + 1).toISOString();
+    for (const key of [await t.operatorKey(app, 'viewer', ['inc']), await t.operatorKey(app, 'viewer', ['ret'])]) {
+      const res = await get(key, { from, to, target: `session:${s}` });
+      expect(res.statusCode, res.body).toBe(404);
+    }
+  });
 });
