@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
 import { auditRetention, auditVerify } from '../audit/commands.js';
@@ -27,8 +28,18 @@ function config() {
 // does everywhere in this CLI: exit 1 means what each command says (a broken chain, findings ...).
 const COMMANDER_OK = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
 
+/** The installed version (package.json two levels up, from src/cli or a build's dist/cli). */
+function ownVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
 const program = new Command()
   .name('killswitch')
+  .version(ownVersion(), '-V, --version', 'print the version')
   .description('Kill switch and control plane for MCP: decide, limit and audit every AI agent tool call.')
   .showHelpAfterError()
   .exitOverride((err) => {

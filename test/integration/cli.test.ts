@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +29,15 @@ describe('killswitch CLI', () => {
     expect(bad.stderr).toContain('Example: PORT=8080');
     const ok = await cli(['config', 'check'], { PORT: '9999' });
     expect(ok.code).toBe(0);
+  });
+
+  it('--version prints the installed version (exit 0); a usage error exits 2', async () => {
+    const version = await cli(['--version']);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toBe((JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version);
+    const unknown = await cli(['audit', 'verify', '--colour']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown option '--colour'");
   });
 
   it('operators create prints a working owner key once', async () => {
