@@ -66,8 +66,8 @@ afterEach(() => {
 afterAll(() => t.teardown());
 
 describe('WORKERS=2', () => {
-  it('both workers decide, /metrics sums per-process counts but not installation-wide ones, a killed worker is replaced, SIGTERM exits 0', { timeout: 180_000 }, async () => {
-    const cp = await start();
+  it('both workers decide, /metrics sums per-process counts but not installation-wide ones, a killed worker and a hung one are replaced, SIGTERM exits 0', { timeout: 180_000 }, async () => {
+    const cp = await start({ WORKER_HANG_TIMEOUT_MS: '2000' });
     await until(() => workerPids(cp.logs()).length === 2, 60_000, 'both workers ready');
     const pids = workerPids(cp.logs());
     const admin = { authorization: `Bearer ${owner}` };
@@ -142,6 +142,30 @@ describe('WORKERS=2', () => {
     );
     expect(seenReady.has(1)).toBe(true);
     expect(cp.logs().some((l) => l['msg'] === 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)' && l['pid'] === pids[0])).toBe(true);
+    expect(sample(text, 'killswitch_worker_hangs_total')).toBe(0);
+
+    // A hung worker (its event loop answers no heartbeat: here SIGSTOP) is killed and replaced after
+    // WORKER_HANG_TIMEOUT_MS; the other worker is never taken for hung.
+    const stoppedAt = Date.now();
+    process.kill(pids[1]!, 'SIGSTOP');
+    await until(
+      async () => {
+        // A new connection may land on the stopped worker: give up on it quickly and ask again.
+        const res = await fetch(`${cp.base}/metrics`, { headers: admin, signal: AbortSignal.timeout(1_500) }).catch(() => undefined);
+        if (res?.status !== 200) return false;
+        text = await res.text();
+        return sample(text, 'killswitch_worker_hangs_total') === 1 && sample(text, 'killswitch_worker_restarts_total') === 2 && sample(text, 'killswitch_workers{state="ready"}') === 2;
+      },
+      60_000,
+      'the hung worker killed and replaced',
+      250,
+    );
+    expect(alive(pids[1]!)).toBe(false);
+    const hung = cp.logs().filter((l) => String(l['msg']).startsWith('worker hung:'));
+    expect(hung).toHaveLength(1);
+    expect(hung[0]).toMatchObject({ pid: pids[1], timeout_ms: 2000 });
+    expect(Number(hung[0]!['silent_ms'])).toBeGreaterThanOrEqual(2000);
+    expect(Number(hung[0]!['time']) - stoppedAt).toBeLessThan(10_000);
     const fresh = await api(cp.base, 'POST', '/v1/sessions', headers, {});
     // The token is halted: a new session of it starts halted, whichever worker opens it.
     expect(fresh.status).toBe(201);
@@ -163,57 +187,11 @@ describe('WORKERS=2', () => {
     expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).length).toBe(2);
     expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).every((l) => l['audit_rows_lost'] === 0)).toBe(true);
     for (const pid of new Set(all.map((l) => l['pid'] as number))) expect(alive(pid)).toBe(false);
-    // Every chain the workers wrote (three: one per worker lifetime) is intact.
+    // Every chain the workers wrote (one per worker lifetime that decided: three or four) is intact.
     const chainsAfter = await pool.query<{ replica_id: string }>(`SELECT DISTINCT replica_id FROM audit_events WHERE kind = 'INTENT'`);
-    expect(chainsAfter.rows.length).toBe(3);
+    expect(chainsAfter.rows.length).toBeGreaterThanOrEqual(3);
+    expect(chainsAfter.rows.length).toBeLessThanOrEqual(4);
     expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
-  });
-
-  it('a hung worker (its event loop answers no heartbeat: here SIGSTOP) is killed and replaced after WORKER_HANG_TIMEOUT_MS', { timeout: 180_000 }, async () => {
-    const cp = await start({ WORKER_HANG_TIMEOUT_MS: '2000' });
-    await until(() => workerPids(cp.logs()).length === 2, 60_000, 'both workers ready');
-    const pids = workerPids(cp.logs());
-    const admin = { authorization: `Bearer ${owner}` };
-    const scrape = async () => {
-      // A new connection may land on the stopped worker: give up on it quickly and ask again.
-      const res = await fetch(`${cp.base}/metrics`, { headers: admin, signal: AbortSignal.timeout(1_500) }).catch(() => undefined);
-      return res?.status === 200 ? await res.text() : undefined;
-    };
-    const before = await scrape();
-    expect(before === undefined ? undefined : sample(before, 'killswitch_worker_hangs_total')).toBe(0);
-
-    const stoppedAt = Date.now();
-    process.kill(pids[0]!, 'SIGSTOP');
-    let text = '';
-    await until(
-      async () => {
-        text = (await scrape()) ?? '';
-        return sample(text, 'killswitch_worker_hangs_total') === 1 && sample(text, 'killswitch_worker_restarts_total') === 1 && sample(text, 'killswitch_workers{state="ready"}') === 2;
-      },
-      60_000,
-      'the hung worker killed and replaced',
-      250,
-    );
-    expect(alive(pids[0]!)).toBe(false);
-    const hung = cp.logs().find((l) => String(l['msg']).startsWith('worker hung:'));
-    expect(hung).toMatchObject({ pid: pids[0], timeout_ms: 2000 });
-    expect(Number(hung!['silent_ms'])).toBeGreaterThanOrEqual(2000);
-    expect(Number(hung!['time']) - stoppedAt).toBeLessThan(10_000);
-    // The other worker was never taken for hung.
-    expect(alive(pids[1]!)).toBe(true);
-    expect(cp.logs().filter((l) => String(l['msg']).startsWith('worker hung:'))).toHaveLength(1);
-
-    // Every new connection is answered again.
-    const gw = await api(cp.base, 'POST', '/v1/gateway-keys', admin, { name: 'hang gateway' });
-    const tok = await api(cp.base, 'POST', '/v1/keys', admin, { type: 'ro', role: 'code_agent', project_id: 'alpha', environment: 'development' });
-    const headers = { authorization: `Bearer ${gw.body.key}`, 'x-agent-token': tok.body.token! };
-    const session = await api(cp.base, 'POST', '/v1/sessions', headers, {});
-    for (let i = 0; i < 4; i++) {
-      const d = await decideOnNewConnection(cp.base, headers, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' }, session_id: session.body.session_id });
-      expect(d.body['code']).toBe('OK');
-    }
-    cp.child.kill('SIGTERM');
-    expect((await withTimeout(cp.exited, 60_000, 'the primary to exit after SIGTERM')).code).toBe(0);
   });
 
   it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
