@@ -107,6 +107,13 @@ const TOOL_STATES: ReadonlySet<QueueState> = new Set(['pending', 'approved', 're
 
 const iso = (ms: number | Date): string => new Date(ms).toISOString();
 
+/** A rejection still in force, as the approval step (and explain) answers it. */
+const rejected = (what: string, a: { id: string; why: string; exp: number }): Denial => ({
+  code: 'APPROVAL_REJECTED',
+  message: `an operator rejected ${what} with these arguments (approval ${a.id}${a.why ? `: ${a.why}` : ''}); identical calls are refused until ${iso(a.exp)}`,
+  extra: { approval_id: a.id },
+});
+
 const conflict = (message: string): AppError => new AppError('CONFLICT', message);
 
 /**
@@ -193,7 +200,7 @@ export class ApprovalService {
       return { code: 'APPROVAL_REQUIRED', message: `${what} needs a human to approve these exact arguments (policy rule ${need.rule.name}): approval ${a.id} waits for an operator until ${iso(a.exp)}`, extra: { approval_id: a.id } };
     }
     if (a.id !== undefined && live && a.st === 'rejected') {
-      return { code: 'APPROVAL_REJECTED', message: `an operator rejected ${what} with these arguments (approval ${a.id}${a.why ? `: ${a.why}` : ''}); identical calls are refused until ${iso(a.exp)}`, extra: { approval_id: a.id } };
+      return rejected(what, a);
     }
     if (a.id !== undefined && a.st === 'used') {
       return { code: 'APPROVAL_USED', message: `approval ${a.id} already allowed one call of ${what} with these arguments; a repeat needs a new approval (a real call would open a request; explaining opens none)`, extra: { approval_id: a.id } };
@@ -233,11 +240,7 @@ export class ApprovalService {
           extra: { approval_id: a.id },
         });
       case 'REJECTED':
-        return deny({
-          code: 'APPROVAL_REJECTED',
-          message: `an operator rejected ${what} with these arguments (approval ${a.id}${a.why ? `: ${a.why}` : ''}); identical calls are refused until ${iso(a.exp)}`,
-          extra: { approval_id: a.id },
-        });
+        return deny(rejected(what, a));
       case 'TOO_MANY':
         if (a.prev_st === 'expired') void this.recordExpiries([a.prev_id]);
         return deny({
