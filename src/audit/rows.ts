@@ -108,6 +108,51 @@ export function intentRow(ctx: CallContext, outcome: DecisionOutcome): AuditEven
   });
 }
 
+/**
+ * The INTENT row of a call denied before its agent token could be checked (the credential store was
+ * unavailable). Nothing the agent claims is trusted: no token, project or environment, and the session id
+ * it sent goes into `details.claimed_session_id`, never the `session_id` column, so the row joins no
+ * session's timeline. `token_type` is the presented token's prefix (checked by its checksum, no lookup).
+ */
+export function uncheckedIntentRow(p: {
+  decisionId: string;
+  gateway: Pick<GatewayPrincipal, 'id'>;
+  input: DecisionInput;
+  ip: string;
+  tokenType: AgentPrincipal['tokenType'] | undefined;
+  outcome: Pick<DecisionOutcome, 'code' | 'message'>;
+}): AuditEvent {
+  const details: Record<string, unknown> = { agent: 'unchecked' };
+  if (p.input.session_id) details['claimed_session_id'] = p.input.session_id;
+  if (p.input.environment) details['requested_environment'] = p.input.environment;
+  if (p.input.tool_hash) details['tool_hash'] = p.input.tool_hash;
+  if (p.input.resources?.length) details['resources'] = p.input.resources;
+  return makeEvent({
+    kind: 'INTENT',
+    actor_type: 'mcp_token',
+    decision_id: text(p.decisionId),
+    actor_id: null,
+    token_id: null,
+    token_type: p.tokenType ?? null,
+    project_id: null,
+    environment: null,
+    session_id: null,
+    gateway_id: p.gateway.id,
+    server: text(p.input.server),
+    tool: text(p.input.tool),
+    capability: null,
+    arguments: redactValue(p.input.arguments ?? {}),
+    flags: {},
+    decision: 'deny',
+    code: text(p.outcome.code),
+    message: redactText(p.outcome.message),
+    purpose: null,
+    ...clientColumns(p.input.client),
+    ip: text(p.ip),
+    details: redactValue(details) as Record<string, unknown>,
+  });
+}
+
 function isCallContext(s: CallContext | ResultSource): s is CallContext {
   return 'input' in s && typeof (s as CallContext).input === 'object';
 }

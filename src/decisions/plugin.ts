@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { approvalRoutes, createApprovalSteps, startApprovals } from '../approvals/index.js';
-import { intentRow, resultRow } from '../audit/rows.js';
+import { intentRow, resultRow, uncheckedIntentRow } from '../audit/rows.js';
 import type { AppContext } from '../context.js';
 import { createFlagStep } from '../flags/step.js';
 import { grantRoutes } from '../grants/routes.js';
@@ -135,6 +135,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
     recordIntent: (call, outcome) => ctx.audit.recordIntent(intentRow(call, outcome)),
     enqueueIntent: (call, outcome) => ctx.audit.enqueue(intentRow(call, outcome)),
+    enqueueUncheckedIntent: (call, outcome) => ctx.audit.enqueue(uncheckedIntentRow({ ...call, outcome })),
     async undoAllow(call, code) {
       const [undone] = await Promise.all([
         call.undoGate?.(code).catch((err: unknown) => {

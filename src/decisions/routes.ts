@@ -4,6 +4,7 @@ import { AppError, unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
+import { parseCredential } from '../tokens/format.js';
 import { DecisionAnswer, DecisionBody, DecisionIdParams, ExplainAnswer, ExplainBody, ResultAnswer, ResultBody } from './schemas.js';
 import { newCallContext } from './service.js';
 import type { DecisionInput } from './types.js';
@@ -50,8 +51,15 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const agent = await agentOf(req);
       if (agent === 'unavailable') {
-        const answer = ctx.decisions.unavailable('the credential store is unavailable; denied to fail closed');
-        req.log.info({ decision: 'deny', code: answer.code, gateway: req.gateway!.id, server: req.body.server, tool: req.body.tool, session_id: req.body.session_id }, 'decision denied');
+        const presented = parseCredential(agentTokenHeader(req) ?? '');
+        const answer = ctx.decisions.unavailable(
+          { gateway: req.gateway!, input: toInput(req.body), ip: req.ip, tokenType: presented?.tokenType },
+          'the agent token could not be checked: the credential store is unavailable; denied to fail closed. Retry shortly.',
+        );
+        req.log.info(
+          { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: req.body.tool, session_id: req.body.session_id },
+          'decision denied',
+        );
         return answer;
       }
       const call = newCallContext({ gateway: req.gateway!, agent, input: toInput(req.body), ip: req.ip });

@@ -23,6 +23,8 @@ export interface DecisionPorts {
   recordIntent(ctx: CallContext, outcome: Outcome): Promise<void>;
   /** The INTENT row of a denial: queued; the answer does not wait (nothing runs). */
   enqueueIntent(ctx: CallContext, outcome: Outcome): void;
+  /** The INTENT row of a call denied before its agent token could be checked: queued like a denial's. */
+  enqueueUncheckedIntent(call: UncheckedCall, outcome: Pick<Outcome, 'code' | 'message'>): void;
   /** Alerts for denials that operators should see (halts, kill switch) and limit warnings. */
   raiseAlerts(ctx: CallContext, denial: Denial | undefined): void;
   /**
@@ -31,6 +33,16 @@ export interface DecisionPorts {
    * entry, an approval). Never rejects.
    */
   undoAllow?(ctx: CallContext, code: string): Promise<void>;
+}
+
+/** A call whose agent token could not be checked: only the gateway is known; the rest is claimed. */
+export interface UncheckedCall {
+  decisionId: string;
+  gateway: GatewayPrincipal;
+  input: DecisionInput;
+  ip: string;
+  /** The presented token's type by its prefix (well-formed, checksum verified), if it has one. */
+  tokenType: AgentPrincipal['tokenType'] | undefined;
 }
 
 /** What observers (metrics, tracing) learn about each answered decision. */
@@ -91,10 +103,16 @@ export class DecisionService {
     return answer;
   }
 
-  /** The answer when the agent token cannot even be checked (credential store down): fail closed, observed like any decision. */
-  unavailable(message: string): DecisionAnswer {
-    const answer: DecisionAnswer = { decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE', decision_id: '', message, limits: {} };
-    this.notify({ answer, call: undefined, startedAt: performance.now(), durationMs: 0 });
+  /**
+   * The answer when the agent token cannot even be checked (credential store down): fail closed, with a
+   * decision id and an INTENT row like any denial (queued: nothing runs), observed like any decision.
+   */
+  unavailable(p: Omit<UncheckedCall, 'decisionId'>, message: string): DecisionAnswer {
+    const startedAt = performance.now();
+    const call: UncheckedCall = { decisionId: uuidv7(), ...p };
+    const answer: DecisionAnswer = { decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE', decision_id: call.decisionId, message, limits: {} };
+    this.ports.enqueueUncheckedIntent(call, { code: answer.code, message });
+    this.notify({ answer, call: undefined, startedAt, durationMs: performance.now() - startedAt });
     return answer;
   }
 

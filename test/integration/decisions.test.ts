@@ -376,6 +376,40 @@ describe('decision API input and credentials', () => {
     expect(res.statusCode).toBe(401);
   });
 
+  it('an agent token that cannot be checked (credential store down) → DEPENDENCY_UNAVAILABLE with a decision id and an audit row trusting nothing the agent claims', async () => {
+    const other = await t.app({ policyFile: POLICY });
+    const g2 = await new GatewayDriver(t, other).init();
+    const seen = await g2.token('rw');
+    const s = await g2.session(seen.raw); // the gateway key is now cached
+    const unseen = await g2.token('rw');
+    await other.ctx.pool.end(); // the credential store is gone; the audit writer has its own pool
+    const dsn = 'postgres://admin:S3cretPw@db.internal/app';
+    const d = await g2.decide(unseen.raw, { server: 'postgres', tool: 'query', arguments: { sql: 'select 1', dsn }, session_id: s.session_id, client: { name: 'claude-code' } });
+    expect(d).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+    expect(d.message).toContain('credential store is unavailable');
+    expect(d.decision_id).toMatch(/^[0-9a-f-]{36}$/);
+    await other.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query('SELECT * FROM audit_events WHERE decision_id = $1', [d.decision_id]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({
+      kind: 'INTENT',
+      decision: 'deny',
+      code: 'DEPENDENCY_UNAVAILABLE',
+      actor_type: 'mcp_token',
+      actor_id: null,
+      token_id: null,
+      token_type: 'rw',
+      project_id: null,
+      session_id: null,
+      gateway_id: expect.any(String),
+      server: 'postgres',
+      tool: 'query',
+      client_name: 'claude-code',
+      details: { agent: 'unchecked', claimed_session_id: s.session_id },
+    });
+    expect(JSON.stringify(rows[0])).not.toContain('S3cretPw');
+  });
+
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ['missing server', { tool: 'x', arguments: {}, session_id: 's' }, 'server'],
     ['missing session_id', { server: 'filesystem', tool: 'x', arguments: {} }, 'session_id'],
