@@ -169,6 +169,8 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
 
   ctx.results = new ResultService({
     decisionMeta: (id) => ctx.gate.decisionMeta(id),
+    claimResult: (id, record) => ctx.gate.claimResult(id, record),
+    releaseResult: (id) => ctx.gate.releaseResult(id),
     rulesFor(agent, meta) {
       const l = limitsFor(ctx.policy.current(), agent.role, meta.server);
       return {

@@ -14,6 +14,10 @@ export interface AfterCallRules {
 
 export interface ResultPorts {
   decisionMeta(decisionId: string): Promise<DecisionMeta | undefined>;
+  /** Claims the decision's one RESULT with `record`; returns the record of an earlier report instead, if any. */
+  claimResult(decisionId: string, record: string): Promise<string | undefined>;
+  /** Gives back a claim whose report failed half-way, so its retry is carried out (best effort). */
+  releaseResult(decisionId: string): Promise<void>;
   rulesFor(agent: AgentPrincipal, meta: DecisionMeta): AfterCallRules;
   halt(p: { agent: AgentPrincipal; sessionId: string; trigger: HaltTrigger; summary: Record<string, unknown> }): Promise<DecisionAnswer['session']>;
   recordResult(p: { decisionId: string; agent: AgentPrincipal; gateway: GatewayPrincipal; meta: DecisionMeta; result: ResultBody; trigger?: HaltTrigger }): void;
@@ -22,6 +26,8 @@ export interface ResultPorts {
 export type ResultAnswer = {
   decision_id: string;
   recorded: boolean;
+  /** True when this report repeats one already recorded for the decision: the answer is that report's. */
+  repeated?: boolean;
   action: 'none' | 'withhold_and_halt';
   trigger?: string;
   message: string;
@@ -59,11 +65,48 @@ export class ResultService {
     // Unknown, expired, or another token's decision: nothing to record against.
     if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
     const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result);
-    this.ports.recordResult(fired ? { decisionId, agent, gateway, meta, result, trigger: fired.trigger } : { decisionId, agent, gateway, meta, result });
-    if (!fired) return { decision_id: decisionId, recorded: true, action: 'none', message: 'result recorded' };
-    const session = await this.ports.halt({ agent, sessionId: meta.sessionId, trigger: fired.trigger, summary: { decision_id: decisionId, server: meta.server, tool: meta.tool, ...result } });
-    const answer: ResultAnswer = { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message };
-    if (session) answer.session = session;
-    return answer;
+    const first: ResultAnswer = fired
+      ? { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message }
+      : { decision_id: decisionId, recorded: true, action: 'none', message: 'result recorded' };
+    // One RESULT per decision: a gateway retrying after a timeout gets the first answer again, and nothing
+    // is recorded or halted twice; a different result for the same decision is refused.
+    const report = reportKey(result);
+    let earlier: string | undefined;
+    try {
+      earlier = await this.ports.claimResult(decisionId, JSON.stringify({ report, answer: first }));
+    } catch {
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+    }
+    if (earlier !== undefined) return repeatOf(decisionId, report, earlier);
+    try {
+      this.ports.recordResult(fired ? { decisionId, agent, gateway, meta, result, trigger: fired.trigger } : { decisionId, agent, gateway, meta, result });
+      if (!fired) return first;
+      const session = await this.ports.halt({ agent, sessionId: meta.sessionId, trigger: fired.trigger, summary: { decision_id: decisionId, server: meta.server, tool: meta.tool, ...result } });
+      const answer: ResultAnswer = { ...first };
+      if (session) answer.session = session;
+      return answer;
+    } catch (err) {
+      // The halt did not happen: a retry of this report must carry it out, not be answered as a repeat.
+      await this.ports.releaseResult(decisionId).catch(() => {});
+      throw err;
+    }
   }
+}
+
+/** What identifies a report: the fields that decide its outcome and its RESULT row. */
+function reportKey(r: ResultBody): string {
+  return JSON.stringify([r.status, r.duration_ms, r.result_bytes, r.rows ?? null, r.error ?? null, r.summary ?? null]);
+}
+
+function repeatOf(decisionId: string, report: string, earlier: string): ResultAnswer {
+  let stored: { report?: string; answer?: ResultAnswer } = {};
+  try {
+    stored = JSON.parse(earlier) as typeof stored;
+  } catch {
+    // An unreadable record still means a result was recorded: refuse below.
+  }
+  if (stored.report !== report || !stored.answer) {
+    throw new AppError('CONFLICT', `A different result was already recorded for decision ${decisionId}; a decision takes one result. Report each call's result once (a retry must send the same body).`);
+  }
+  return { ...stored.answer, repeated: true, message: `${stored.answer.message} (a repeat of the result already recorded: nothing recorded again)` };
 }

@@ -89,10 +89,10 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: gateway,
       schema: {
         tags: ['gateway'],
-        summary: 'Record the RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time)',
+        summary: 'Record the one RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time). The same report again gets the first answer (repeated: true); a different one, 409',
         params: DecisionIdParams,
         body: ResultBody,
-        response: { 200: ResultAnswer, ...errors },
+        response: { 200: ResultAnswer, ...errors, 409: ErrorBody, 503: ErrorBody },
       },
     },
     async (req) => {

@@ -63,8 +63,8 @@ export const ResultBody = Type.Object(
   {
     status: Type.Union([Type.Literal('success'), Type.Literal('error'), Type.Literal('timeout'), Type.Literal('withheld'), Type.Literal('cancelled')]),
     duration_ms: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
-    result_bytes: Type.Integer({ minimum: 0 }),
-    rows: Type.Optional(Type.Integer({ minimum: 0 })),
+    result_bytes: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    rows: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
     error: Type.Optional(Type.String({ maxLength: 4000 })),
     summary: Type.Optional(Type.String({ maxLength: 4000 })),
   },
@@ -75,6 +75,7 @@ export type ResultBody = Static<typeof ResultBody>;
 export const ResultAnswer = Type.Object({
   decision_id: Type.String(),
   recorded: Type.Boolean(),
+  repeated: Type.Optional(Type.Boolean({ description: 'This report repeats the one already recorded for the decision (a retry): the answer is that first report\'s, nothing was recorded or halted again.' })),
   action: Type.Union([Type.Literal('none'), Type.Literal('withhold_and_halt')], { description: 'withhold_and_halt: the gateway must not pass the result to the agent.' }),
   trigger: Type.Optional(Type.String()),
   message: Type.String(),

@@ -330,6 +330,21 @@ export class RedisGate {
   }
 
   /**
+   * Claims the one RESULT of a decision: stores `record` (what the first report was and answered) unless a
+   * report was claimed before, and returns that earlier record instead (undefined: this report is the
+   * first). Kept as long as the decision's metadata can be. Throws if Redis is unavailable.
+   */
+  async claimResult(decisionId: string, record: string): Promise<string | undefined> {
+    const earlier = await this.redis.redis.set(this.redis.key('dr', decisionId), record, 'PX', this.opts.decisionTtlMs, 'NX', 'GET');
+    return earlier ?? undefined;
+  }
+
+  /** Gives back a claim whose report could not be carried out, so a retry of it is not taken for a repeat. */
+  async releaseResult(decisionId: string): Promise<void> {
+    await this.redis.redis.del(this.redis.key('dr', decisionId));
+  }
+
+  /**
    * The call `check` allowed at Redis time `now` was denied after all (`code`): gives back what the check
    * spent for it (counters, the cascade-window entry, the decision's metadata) and marks its last-calls
    * entry denied. Returns false when there was nothing to undo (already undone, or expired). Throws if

@@ -256,6 +256,53 @@ describe('POST /v1/decisions', () => {
     expect((await gw.result(other.raw, small.decision_id, { status: 'success', duration_ms: 1, result_bytes: 1 })).statusCode).toBe(404);
   });
 
+  it('a decision takes one result: a retry gets the first answer again and records nothing twice; a different result → 409', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const small = await gw.decide(tok.raw, { ...read('one.txt'), session_id: s.session_id });
+    const report = { status: 'success', duration_ms: 3, result_bytes: 300 };
+    const first = await gw.result(tok.raw, small.decision_id, report);
+    expect(first.json()).toMatchObject({ recorded: true, action: 'none' });
+    expect(first.json().repeated).toBeUndefined();
+    const again = await gw.result(tok.raw, small.decision_id, report);
+    expect(again.statusCode).toBe(200);
+    expect(again.json()).toMatchObject({ recorded: true, repeated: true, action: 'none' });
+    // A bigger result reported afterwards for the same call is refused, not taken as a second outcome.
+    const bigger = await gw.result(tok.raw, small.decision_id, { ...report, result_bytes: 5_000_000 });
+    expect(bigger.statusCode).toBe(409);
+    expect(bigger.json().error.code).toBe('CONFLICT');
+    expect(bigger.json().error.message).toContain('one result');
+    expect((await gw.decide(tok.raw, { ...read('two.txt'), session_id: s.session_id })).code).toBe('OK');
+
+    // A halting result repeated: the same answer, one RESULT row, one halt.
+    const big = await gw.decide(tok.raw, { ...read('big.bin'), session_id: s.session_id });
+    const huge = { status: 'success', duration_ms: 9, result_bytes: 2 * 1024 * 1024 };
+    const halted = await gw.result(tok.raw, big.decision_id, huge);
+    expect(halted.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT' });
+    const retried = await gw.result(tok.raw, big.decision_id, huge);
+    expect(retried.statusCode).toBe(200);
+    expect(retried.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT', repeated: true });
+    await app.ctx.audit.writer.flush();
+    expect((await intentRows(small.decision_id)).map((r: { kind: string }) => r.kind)).toEqual(['INTENT', 'RESULT']);
+    expect((await intentRows(big.decision_id)).map((r: { kind: string }) => r.kind)).toEqual(['INTENT', 'RESULT']);
+    const { rows } = await t.pool().query('SELECT count(*)::int AS n FROM session_halts WHERE session_id = $1', [s.session_id]);
+    expect(rows[0].n).toBe(1);
+  });
+
+  it('a result size beyond what can be counted exactly → 400 naming the field', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { ...read('x.txt'), session_id: s.session_id });
+    for (const [field, body] of [
+      ['result_bytes', { status: 'success', duration_ms: 1, result_bytes: 1e300 }],
+      ['rows', { status: 'success', duration_ms: 1, result_bytes: 1, rows: 2 ** 60 }],
+    ] as const) {
+      const res = await gw.result(tok.raw, d.decision_id, body);
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.details.map((x: { field: string }) => x.field)).toContain(field);
+    }
+  });
+
   it('a changed tool definition → TOOL_CHANGED until an operator approves it', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);
