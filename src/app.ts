@@ -46,6 +46,21 @@ export interface BuildOptions {
   spanExporter?: SpanExporter;
 }
 
+/**
+ * A copy of a route schema in which every `format: uuid` string is also `x-lowercase`: ids are issued,
+ * stored and keyed in lower case, and one typed in upper case must name the same object everywhere
+ * (Postgres matches either case; Redis keys and in-memory sets only one, so a kill or a resume by an
+ * upper-case id would be recorded and yet not take effect).
+ */
+export function lowercaseUuids(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(lowercaseUuids);
+  if (schema === null || typeof schema !== 'object') return schema;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema)) out[k] = lowercaseUuids(v);
+  if (out['format'] === 'uuid') out['x-lowercase'] = true;
+  return out;
+}
+
 function buildAjv(coerce: boolean): Ajv {
   // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400.
   const ajv = new Ajv({ allErrors: false, coerceTypes: coerce ? 'array' : false, removeAdditional: false, useDefaults: true, strict: false });
@@ -54,6 +69,19 @@ function buildAjv(coerce: boolean): Ajv {
   // as an Invalid Date and fail there (a 500). A date-time is valid only if it is also a real instant.
   const rfc3339 = fullFormats['date-time'] as { validate: (s: string) => boolean; compare: (a: string, b: string) => number | undefined };
   ajv.addFormat('date-time', { type: 'string', validate: (s: string) => rfc3339.validate(s) && !Number.isNaN(Date.parse(s)), compare: rfc3339.compare });
+  // Every `format: uuid` (see lowercaseUuids): an id typed in upper case is the same id, in lower case.
+  ajv.addKeyword({
+    keyword: 'x-lowercase',
+    type: 'string',
+    schemaType: 'boolean',
+    modifying: true,
+    compile: (on: boolean) => (data: string, cxt) => {
+      if (on && cxt?.parentData && cxt.parentDataProperty !== undefined) {
+        (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = data.toLowerCase();
+      }
+      return true;
+    },
+  });
   return ajv;
 }
 
@@ -165,7 +193,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       requestIdHeader: 'x-request-id',
       ajv: { customOptions: { removeAdditional: false } },
     }).withTypeProvider<TypeBoxTypeProvider>();
-    app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(schema as object));
+    app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(lowercaseUuids(schema) as object));
     app.decorate('ctx', ctx);
     // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
     app.removeContentTypeParser('text/plain');
