@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { stringify } from 'csv-stringify/sync';
 import { Type } from 'typebox';
+import { invalid } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import type { AuditRecord } from './record.js';
@@ -8,12 +9,21 @@ import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQ
 import type { TokenUsage } from './service.js';
 import type { AuditFilters } from './store.js';
 
-const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody };
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody };
 const DAY_MS = 86_400_000;
 
 type FilterQuery = Partial<Record<'token' | 'type' | 'project' | 'session' | 'server' | 'tool' | 'decision' | 'code' | 'kind' | 'decision_id' | 'actor' | 'from' | 'to', string>>;
 
+/**
+ * Postgres refuses NUL in text, so a filter holding one would fail as a query error: refused here as a
+ * 400 that names the field. Every other string is a valid filter (it matches nothing or something).
+ */
+function storableFilters(q: Record<string, unknown>): void {
+  for (const [field, v] of Object.entries(q)) if (typeof v === 'string' && v.includes('\u0000')) throw invalid(field, 'contains a NUL character (\\u0000)');
+}
+
 function filtersOf(q: FilterQuery): AuditFilters {
+  storableFilters(q);
   return {
     token: q.token,
     type: q.type,
@@ -80,7 +90,11 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       const format = req.query.format ?? 'csv';
-      const stream = audit.exportStream(req.operator!, filtersOf(req.query), format);
+      // Opened before the headers: an error until the first page is read is an ordinary error answer.
+      const stream = await audit.openExport(req.operator!, filtersOf(req.query), format);
+      // Later the status is sent: Fastify cuts the response (no final chunk), and says nothing itself
+      // because request logging is off. The operator holding a short file needs this line.
+      stream.once('error', (err) => req.log.error({ err: err.message, format }, 'audit export failed after it started; the response was cut and the client has an incomplete file'));
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
@@ -108,6 +122,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
+      storableFilters(req.query);
       const to = req.query.to ? new Date(req.query.to) : new Date();
       const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
       const tokens = await audit.usage(req.operator!, { token: req.query.token, type: req.query.type, project: req.query.project, server: req.query.server, from, to });
@@ -130,6 +145,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
+      storableFilters(req.query);
       const months = await audit.monthlyUsage(req.operator!, {
         token: req.query.token,
         type: req.query.type,

@@ -290,21 +290,17 @@ export class AuditService {
     return { events, next: rows.length > limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null };
   }
 
-  /** Every matching row, oldest first, paged underneath so memory stays flat. */
-  async *rows(op: OperatorPrincipal | undefined, filters: AuditFilters): AsyncGenerator<AuditRecord> {
-    let after: Keyset | undefined;
-    for (;;) {
-      const page = await auditStore.exportPage(this.pool, visible(op, filters), EXPORT_PAGE, after);
-      for (const r of page) yield r;
-      const last = page[page.length - 1];
-      if (!last || page.length < EXPORT_PAGE) return;
-      after = { ts: last.ts, id: last.id };
-    }
-  }
-
-  /** A streamed export: CSV with a header row, or JSON Lines. */
-  exportStream(op: OperatorPrincipal | undefined, filters: AuditFilters, format: 'csv' | 'jsonl'): Readable {
-    const source = this.rows(op, filters);
+  /**
+   * A streamed export, CSV with a header row or JSON Lines, opened: the first page is read before this
+   * resolves, so a filter Postgres refuses or a database that is down rejects here, before the route
+   * commits a status and headers, and is answered like any other error (400, 503). The rest is read
+   * page by page as the client takes it (memory stays flat); a page that fails later errors the stream,
+   * which Fastify answers by cutting the response (docs/audit.md, "Export").
+   */
+  async openExport(op: OperatorPrincipal | undefined, filters: AuditFilters, format: 'csv' | 'jsonl'): Promise<Readable> {
+    const f = visible(op, filters);
+    const first = await auditStore.exportPage(this.pool, f, EXPORT_PAGE);
+    const source = this.rowsFrom(f, first);
     if (format === 'jsonl') {
       return Readable.from(
         (async function* () {
@@ -320,6 +316,16 @@ export class AuditService {
     );
     cells.on('error', (err) => csv.destroy(err));
     return cells.pipe(csv);
+  }
+
+  /** The rows of `page` and of every page after it, oldest first. */
+  private async *rowsFrom(f: AuditFilters, page: AuditRecord[]): AsyncGenerator<AuditRecord> {
+    for (;;) {
+      for (const r of page) yield r;
+      const last = page[page.length - 1];
+      if (!last || page.length < EXPORT_PAGE) return;
+      page = await auditStore.exportPage(this.pool, f, EXPORT_PAGE, { ts: last.ts, id: last.id });
+    }
   }
 
   async usage(op: OperatorPrincipal | undefined, filters: AuditFilters): Promise<TokenUsage[]> {
