@@ -130,6 +130,10 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
           summary: { decision_id: call.decisionId, code: denial.code, message: denial.message, server: call.input.server, tool: call.input.tool },
         });
         if (!result.session_halted && !result.token_halted) return undefined;
+        // The step that denied wrote why; the agent and the operator also need to know what now stops.
+        denial.message += result.token_halted
+          ? ` This token is now halted (${trigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
+          : ` Session ${call.input.session_id} is now halted (${trigger}) until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`;
       }
       return { id: call.input.session_id, state: 'halted', trigger, last_calls: await lastCallsView(call, denial) };
     },

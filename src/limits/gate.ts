@@ -306,7 +306,10 @@ export class RedisGate {
       const u = used[i];
       if (u !== undefined) out.limits[c.n] = { used: u, max: c.max };
     });
-    if (reason === 'SESSION_HALTED' || reason === 'TOKEN_HALTED') out.heldTrigger = trigger;
+    if (reason === 'SESSION_HALTED' || reason === 'TOKEN_HALTED') {
+      out.heldTrigger = trigger;
+      if (reason === 'SESSION_HALTED' && tokenHalted === 1) out.tokenHalted = true;
+    }
     else if (trigger) {
       out.trigger = trigger as HaltTrigger;
       out.tokenHalted = tokenHalted === 1;

@@ -101,6 +101,8 @@ end
 if s_st == 'halted' then
   view()
   R[6] = s_trg
+  -- The token may be halted too: then only resuming the token lets this session go on.
+  if th then R[7] = 1 end
   return reply('SESSION_HALTED')
 end
 if th then

@@ -73,6 +73,12 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
     case 'SESSION_UNKNOWN':
       return { code: 'SESSION_UNKNOWN', message: `Session ${sid} was not issued to this token, or it has closed. Open one with POST /v1/sessions and use the session_id it returns.` };
     case 'SESSION_HALTED':
+      if (o.tokenHalted) {
+        return {
+          code: 'SESSION_HALTED',
+          message: `Session ${sid} is halted (${o.heldTrigger}), and so is this token: an operator resumes both with POST /v1/keys/${ctx.agent.id}/resume (it resumes the token's halted sessions too); resuming the session alone is not enough.`,
+        };
+      }
       return { code: 'SESSION_HALTED', message: `Session ${sid} is halted (${o.heldTrigger}) until an operator resumes it: POST /v1/sessions/${sid}/resume.` };
     case 'TOKEN_HALTED':
       return { code: 'SESSION_HALTED', message: `This token is halted (${o.heldTrigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${ctx.agent.id}/resume.` };

@@ -57,8 +57,14 @@ describe('POST /v1/decisions', () => {
     expect(d.message).toContain('storage:write');
     expect(d.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
     expect(d.session.last_calls[0]).toMatchObject({ tool: 'write_file' });
+    // The denial says what now stops and who lifts it: the token, since the token is halted too.
+    expect(d.message).toContain(`This token is now halted (WRITE_IN_READ_SESSION)`);
+    expect(d.message).toContain(`POST /v1/keys/${tok.id}/resume`);
     const again = await gw.decide(tok.raw, { ...read('a.md'), session_id: s.session_id });
     expect(again.code).toBe('SESSION_HALTED');
+    // Resuming the session alone would leave the token halted: the answer names the token's resume.
+    expect(again.message).toContain(`POST /v1/keys/${tok.id}/resume`);
+    expect(again.message).not.toContain(`/v1/sessions/${s.session_id}/resume`);
     const s2 = await gw.session(tok.raw);
     expect(s2.state).toBe('halted');
     const inNew = await gw.decide(tok.raw, { ...read('a.md'), session_id: s2.session_id });
