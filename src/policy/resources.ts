@@ -349,8 +349,8 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
 /**
  * Network identities a call touches (without the server's own, which the caller adds): hosts and
  * database names of connection strings anywhere in the arguments (whole string values only) or the
- * resources, and hosts of http(s) resources (or, without resources, of url/uri/source/destination;
- * with a list cut at the schema's maximum, of every argument). Every string is read, however deep:
+ * resources, and hosts of http(s) resources and of url/uri/source/destination arguments (with a list
+ * cut at the schema's maximum, of every argument). Every string is read, however deep:
  * the body limit bounds the work, and a budget would be a place to hide a production host.
  */
 export function callIdentitiesOf(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {
@@ -364,7 +364,9 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
     const value = values.pop();
     const key = keys.pop();
     if (typeof value === 'string') {
-      identitiesOf(value, webEverywhere || (!hasResources && key !== undefined && URL_KEYS.has(key)), out);
+      // URL keys are read whether or not the gateway sent resources: its resources add to what the
+      // arguments reach, they never hide it (a gateway that normalised too little is not a way around).
+      identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
     } else if (Array.isArray(value)) {
       for (let i = value.length - 1; i >= 0; i--) {
         values.push(value[i]);

@@ -101,6 +101,16 @@ describe('the example policy (policy/default.yaml)', () => {
     });
   });
 
+  it('resources a gateway sends add to what the arguments reach, never hide it: a live host in url is production whatever the resources say', () => {
+    const rw = agent('rw', { scopes: WITH_VCS_NET('rw') });
+    expect(decide(example, rw, input('fetch', 'fetch', { arguments: { url: 'https://live.example.com/' }, resources: ['https://example.com/'] }))).toMatchObject({
+      code: 'ENVIRONMENT_FORBIDDEN',
+      halt: 'PRODUCTION_ENVIRONMENT',
+    });
+    expect(decide(example, rw, input('fetch', 'fetch', { arguments: { url: 'https://example.com/' }, resources: ['https://prod.example.com/'] }))).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN' });
+    expect(decide(example, rw, input('fetch', 'fetch', { arguments: { url: 'https://github.com/o/r/blob/main/x' }, resources: ['https://github.com/o/r/blob/main/x'] }))).toBe('allow');
+  });
+
   it('seed 000 default scopes hold no vcs scope: GitHub needs a token issued with it', () => {
     const d = decide(example, agent('ro'), input('github', 'get_issue'));
     expect(d).toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringMatching(/needs scope vcs:read, which it was not issued with/) });
