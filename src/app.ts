@@ -18,7 +18,7 @@ import { createPool, ensureDatabase, type Pool } from './db/pool.js';
 import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService } from './flags/service.js';
-import { installErrorHandler } from './http/error-handler.js';
+import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { registerKillLoader } from './kills/mirror.js';
@@ -191,6 +191,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       logController: new LogController({ disableRequestLogging: true }),
       childLoggerFactory: lazyChildLogger,
       requestIdHeader: 'x-request-id',
+      frameworkErrors,
       ajv: { customOptions: { removeAdditional: false } },
     }).withTypeProvider<TypeBoxTypeProvider>();
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(lowercaseUuids(schema) as object));

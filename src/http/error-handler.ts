@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem } from '../errors.js';
 
 interface ValidationIssue {
@@ -21,7 +21,39 @@ function problemOf(issue: ValidationIssue): string {
   return issue.message ?? 'is invalid';
 }
 
-function send(reply: import('fastify').FastifyReply, code: ErrorCode, status: number, message: string, details?: unknown) {
+const shown = (v: unknown) => JSON.stringify(v);
+
+/**
+ * One problem per field. A union of literals (`environment`, `status` ...) fails once per literal plus
+ * once for the union ("must be equal to constant" three times, then "must match a schema in anyOf"): those
+ * become one "must be one of ..." listing what is accepted.
+ */
+export function problemsOf(context: string, issues: readonly ValidationIssue[]): FieldProblem[] {
+  const out: FieldProblem[] = [];
+  const allowed = new Map<string, unknown[]>();
+  for (const issue of issues) {
+    const field = fieldOf(context, issue);
+    if (issue.keyword === 'const' || issue.keyword === 'enum') {
+      const values = issue.keyword === 'const' ? [issue.params?.['allowedValue']] : ((issue.params?.['allowedValues'] as unknown[] | undefined) ?? []);
+      const known = allowed.get(field);
+      if (known) known.push(...values);
+      else {
+        allowed.set(field, [...values]);
+        out.push({ field, problem: '' });
+      }
+      continue;
+    }
+    if ((issue.keyword === 'anyOf' || issue.keyword === 'oneOf') && allowed.has(field)) continue;
+    out.push({ field, problem: problemOf(issue) });
+  }
+  for (const p of out) {
+    const values = allowed.get(p.field);
+    if (p.problem === '' && values) p.problem = `must be one of ${[...new Set(values.map(shown))].join(', ')}`;
+  }
+  return out;
+}
+
+function send(reply: FastifyReply, code: ErrorCode, status: number, message: string, details?: unknown) {
   return reply.code(status).send({ error: details === undefined ? { code, message } : { code, message, details } });
 }
 
@@ -37,7 +69,7 @@ export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
     if (err instanceof AppError) return send(reply, err.code, err.status, err.message, err.details);
     if (err.validation) {
-      const details: FieldProblem[] = err.validation.map((v) => ({ field: fieldOf(err.validationContext ?? 'body', v), problem: problemOf(v) }));
+      const details = problemsOf(err.validationContext ?? 'body', err.validation);
       const first = details[0]!;
       return send(reply, 'INVALID_REQUEST', 400, `${first.field}: ${first.problem}`, details);
     }
@@ -49,6 +81,10 @@ export function installErrorHandler(app: FastifyInstance): void {
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
         return send(reply, 'INVALID_REQUEST', 400, 'body: is empty; send a JSON object', [{ field: 'body', problem: 'is empty' }]);
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
+        // Fastify's parser gives no cause: the syntax, or a key refused against prototype poisoning.
+        return send(reply, 'INVALID_REQUEST', 400, 'body: is not valid JSON, or it holds a key named "__proto__" (or "constructor" with "prototype" inside), which is refused', [
+          { field: 'body', problem: 'is not valid JSON, or holds a forbidden key (__proto__, constructor.prototype)' },
+        ]);
       case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
         return send(reply, 'INVALID_REQUEST', 400, `body: is not valid JSON (${err.message})`, [{ field: 'body', problem: 'is not valid JSON' }]);
     }
@@ -71,4 +107,15 @@ export function installErrorHandler(app: FastifyInstance): void {
   });
 
   app.setNotFoundHandler((req, reply) => send(reply, 'NOT_FOUND', 404, `No route ${req.method} ${req.url.split('?')[0]}`));
+}
+
+/**
+ * Errors Fastify's router raises before a route runs (the `frameworkErrors` option): a path that is not
+ * valid percent-encoding, or a path parameter longer than the router accepts. Same body as every error.
+ */
+export function frameworkErrors(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return send(reply, 'INVALID_REQUEST', 400, 'path: a path parameter is too long (ids are at most 100 characters)', [{ field: 'path', problem: 'a parameter is too long' }]);
+  }
+  return send(reply, 'INVALID_REQUEST', 400, 'path: is not a valid URL path (bad percent-encoding)', [{ field: 'path', problem: 'is not a valid URL path' }]);
 }

@@ -483,6 +483,37 @@ describe('decision API input and credentials', () => {
     });
   }
 
+  it('a value outside a list of accepted ones → one problem naming what is accepted', async () => {
+    const tok = await gw.token('ro');
+    const res = await app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers(tok.raw), payload: { ...read('a.md'), session_id: 's', environment: 'prod' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.message).toBe('environment: must be one of "development", "staging", "production"');
+    expect(res.json().error.details).toEqual([{ field: 'environment', problem: 'must be one of "development", "staging", "production"' }]);
+  });
+
+  it('a __proto__ key in the body → 400 saying such a key is refused', async () => {
+    const tok = await gw.token('ro');
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/decisions',
+      headers: { ...gw.headers(tok.raw), 'content-type': 'application/json' },
+      payload: '{"server":"filesystem","tool":"read_text_file","session_id":"s","arguments":{"__proto__":{"x":1}}}',
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('INVALID_REQUEST');
+    expect(res.json().error.message).toContain('"__proto__"');
+  });
+
+  it('a path the router refuses (too long a parameter, bad percent-encoding) → 400 in the one error body', async () => {
+    const tok = await gw.token('ro');
+    const long = await app.inject({ method: 'POST', url: `/v1/decisions/${'x'.repeat(101)}/result`, headers: gw.headers(tok.raw), payload: { status: 'success', duration_ms: 1, result_bytes: 1 } });
+    expect(long.statusCode).toBe(400);
+    expect(long.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'path' }] });
+    const bad = await app.inject({ method: 'GET', url: '/v1/sessions/%E0%A4%A', headers: bearer(gw.owner) });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'path' }] });
+  });
+
   it('a NUL character in a reported tool definition → 400, not a 500', async () => {
     const tok = await gw.token('ro');
     const res = await app.inject({
