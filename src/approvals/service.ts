@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
-import { redactValue } from '../audit/redact.js';
+import { redactText, redactValue } from '../audit/redact.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { CallContext, Denial } from '../decisions/types.js';
@@ -459,7 +459,10 @@ export class ApprovalService {
     return toolItem(def);
   }
 
-  async decide(op: OperatorPrincipal, id: string, verb: 'approve' | 'reject', reason: string, expiresIn?: number): Promise<QueueItem> {
+  async decide(op: OperatorPrincipal, id: string, verb: 'approve' | 'reject', operatorReason: string, expiresIn?: number): Promise<QueueItem> {
+    // Stored with the request, shown to the agent (APPROVAL_REJECTED, GET /v1/approvals/:id/status), in
+    // alerts and the grant it makes: a credential pasted into it is masked as in the audit trail.
+    const reason = redactText(operatorReason);
     const row = await approvalStore.get(this.deps.pool, id);
     if (!row) {
       if (expiresIn !== undefined) throw invalid('expires_in', 'only approvals of kind production_grant take expires_in');

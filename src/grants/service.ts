@@ -1,4 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
+import { redactText } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -91,7 +92,8 @@ export class GrantService {
       token_id: token.id,
       session_id: body.session_id ?? null,
       environment: body.environment ?? 'production',
-      reason: body.reason,
+      // Shown in GET /v1/grants and the GRANT_ISSUED alert: a credential pasted into it is masked as in the audit trail.
+      reason: redactText(body.reason),
       created_by: operatorActor(op),
       expires_at: new Date(Date.now() + body.expires_in * 1000),
     });

@@ -1,3 +1,4 @@
+import { redactText } from '../audit/redact.js';
 import { type Pool, type PoolClient, withTransaction } from '../db/pool.js';
 import type { RedisHandle } from '../redis/client.js';
 import { describeTarget } from './keys.js';
@@ -42,7 +43,8 @@ export class KillMirror {
       return;
     }
     const k = state.kill;
-    const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: `${k.reason} (kill ${k.id}, ${describeTarget(k)})` };
+    // Masked again for kills recorded before reasons were stored masked: agents read this text.
+    const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: `${redactText(k.reason)} (kill ${k.id}, ${describeTarget(k)})` };
     const tx = this.redis.redis.multi().sadd(this.indexKey(), targetKey);
     if (state.ttlMs === null) tx.set(key, JSON.stringify(value));
     else tx.set(key, JSON.stringify(value), 'PX', state.ttlMs);

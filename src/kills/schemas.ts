@@ -27,7 +27,7 @@ export const CreateKillBody = Type.Object(
     role: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$', description: 'A role of the policy.' })),
     environment: Type.Optional(EnvironmentSchema),
     session_id: Type.Optional(Type.String({ format: 'uuid' })),
-    reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Shown in every denial the kill causes, in the audit trail and in the alert.' }),
+    reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Shown in every denial the kill causes, in the audit trail and in the alert; stored and shown with credentials masked (docs/audit.md, "Redaction").' }),
     expires_in: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_592_000, description: 'Seconds until the kill lifts itself. Default: until an operator lifts it.' })),
   },
   { additionalProperties: false },

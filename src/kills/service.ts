@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
+import { redactText } from '../audit/redact.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { CallContext } from '../decisions/types.js';
@@ -55,8 +56,13 @@ const TARGET_FIELDS: Array<keyof CreateKillBody> = ['server', 'capability', 'tok
 const RECENT_END_S = 600;
 const EXPIRY_BATCH = 100;
 
+/**
+ * Reasons are operator free text, shown to every operator, in alerts and to agents in KILL_SWITCH
+ * denials: a credential pasted into one is masked like in the audit trail. New kills store the masked
+ * text; this also masks what kills recorded before that still hold.
+ */
 export function killView(k: KillRow): KillView {
-  return { ...k, description: describeTarget(k) };
+  return { ...k, reason: redactText(k.reason), lift_reason: k.lift_reason === null ? null : redactText(k.lift_reason), description: describeTarget(k) };
 }
 
 /** Project-limited operators may kill and lift only inside their projects (never everything, a server, a role ...). */
@@ -166,7 +172,7 @@ export class KillService {
         role: target.role ?? null,
         environment: target.environment ?? null,
         session_id: target.session_id ?? null,
-        reason: body.reason,
+        reason: redactText(body.reason),
         created_by: operatorActor(op),
         expiresInS: body.expires_in ?? null,
       });
@@ -224,7 +230,8 @@ export class KillService {
   }
 
   /** Lifts one kill. Other kills of the same target stay in force (the key then names one of them). */
-  async lift(op: OperatorPrincipal, id: string, reason: string): Promise<{ kill: KillView; message: string }> {
+  async lift(op: OperatorPrincipal, id: string, liftReason: string): Promise<{ kill: KillView; message: string }> {
+    const reason = redactText(liftReason);
     const before = await this.get(op, id);
     if (!canManage(op, before.project_id)) throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}; it cannot lift a kill of ${before.description}.`);
     let stillKilled = false;

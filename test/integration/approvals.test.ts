@@ -7,6 +7,7 @@ import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // Issue 9: the AI prepares, a person approves the exact arguments, the call then runs once.
 
@@ -170,6 +171,32 @@ describe('approval-required calls', () => {
       expect(d.message).toContain('moving this file breaks the build');
     }
     expect((await approve(asked.approval_id)).statusCode).toBe(409);
+  });
+
+  it('a credential pasted into a decision reason is masked where it is stored and shown: the agent, the queue, the alert', async () => {
+    const { tok, sid } = await agentWithSession();
+    const call = { ...move('leak/a', 'leak/b'), session_id: sid };
+    const asked = await gw.decide(tok.raw, call);
+    const res = await reject(asked.approval_id, gw.owner, `no: it would print ${gw.gatewayKey} and AWS_SECRET_ACCESS_KEY=abc123xyz`);
+    expect(res.statusCode).toBe(200);
+    const clear = (text: unknown) => {
+      expect(JSON.stringify(text)).not.toContain(gw.gatewayKey);
+      expect(JSON.stringify(text)).not.toContain('abc123xyz');
+      expect(JSON.stringify(text)).toContain('ksgw_[REDACTED]');
+    };
+    clear(res.json().reason);
+    clear((await t.pool().query('SELECT reason FROM approvals WHERE id = $1', [asked.approval_id])).rows[0].reason);
+    const d = await gw.decide(tok.raw, call);
+    expect(d.code).toBe('APPROVAL_REJECTED');
+    clear(d.message);
+    clear((await app.inject({ url: `/v1/gateway/approvals/${asked.approval_id}`, headers: gw.headers(tok.raw) })).json());
+    clear((await app.inject({ url: `/v1/approvals/${asked.approval_id}`, headers: bearer(gw.owner) })).json());
+    const decided = async () =>
+      ((await app.inject({ url: '/v1/alerts?kind=APPROVAL_DECIDED', headers: bearer(gw.owner) })).json().alerts as Array<{ message: string; details: { approval_id?: string } }>).find(
+        (a) => a.details.approval_id === asked.approval_id,
+      );
+    await until(async () => (await decided()) !== undefined, 5_000, 'the APPROVAL_DECIDED alert');
+    clear((await decided())!.message);
   });
 
   it('a call the gate refuses anyway opens no request; neither does a token without the scope', async () => {

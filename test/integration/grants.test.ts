@@ -42,6 +42,31 @@ describe('grants in the audit trail', () => {
   });
 });
 
+describe('grant reasons', () => {
+  it('a credential pasted into a reason is masked where it is stored and shown: grants table, list, alert', async () => {
+    const tok = await gw.token('rw');
+    const created = await app.inject({
+      method: 'POST',
+      url: '/v1/grants',
+      headers: bearer(gw.owner),
+      payload: { token_id: tok.id, reason: `INC-45 debug with ${tok.raw} and Authorization: Bearer abcdefghijklmnop1234`, expires_in: 600 },
+    });
+    expect(created.statusCode).toBe(201);
+    const id = created.json().id as string;
+    const clear = (text: unknown) => {
+      expect(JSON.stringify(text)).not.toContain(tok.raw);
+      expect(JSON.stringify(text)).not.toContain('abcdefghijklmnop1234');
+      expect(JSON.stringify(text)).toContain('mcp_rw_[REDACTED]');
+    };
+    clear(created.json().reason);
+    clear((await t.pool().query('SELECT reason FROM grants WHERE id = $1', [id])).rows[0].reason);
+    clear((await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants[0].reason);
+    const alert = async () => ((await app.inject({ url: '/v1/alerts?kind=GRANT_ISSUED', headers: bearer(gw.owner) })).json().alerts as Array<{ message: string; details: { grant_id?: string } }>).find((a) => a.details.grant_id === id);
+    await until(async () => (await alert()) !== undefined, 5_000, 'the GRANT_ISSUED alert');
+    clear((await alert())!.message);
+  });
+});
+
 describe('listing grants', () => {
   it('an operator limited to projects lists the grants of its projects only', async () => {
     const alphaTok = await gw.token('rw', { project: 'alpha' });

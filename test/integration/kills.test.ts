@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // Break-glass kills through HTTP on two replicas of one installation (same Postgres, same Redis prefix).
 
@@ -201,6 +202,48 @@ describe('POST /v1/kills', () => {
     expect(audit.rows).toEqual([{ action: 'kill.expired', actor_type: 'system' }]);
     const alerts = await t.pool().query(`SELECT kind FROM alerts WHERE details->>'kill_id' = $1 AND kind = 'KILL_LIFTED'`, [kill.id]);
     expect(alerts.rows).toHaveLength(1);
+  });
+
+  it('a credential pasted into a kill or lift reason is masked where it is stored and shown: kills table, API, denial, Redis, alerts', async () => {
+    const tok = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    const secrets = [gwA.gatewayKey, tok.raw, 'hunter2'];
+    const clear = (text: unknown) => {
+      for (const secret of secrets) expect(JSON.stringify(text)).not.toContain(secret);
+      expect(JSON.stringify(text)).toContain('[REDACTED]');
+    };
+    const res = await killOn(a, { target: 'token', token_id: tok.id, reason: `INC-9 key ${gwA.gatewayKey} leaked with ${tok.raw}, db password=hunter2` });
+    expect(res.statusCode).toBe(201);
+    const kill = res.json().kill;
+    clear(kill.reason);
+    expect(kill.reason).toMatch(/^INC-9 key ksgw_\[REDACTED\] leaked with mcp_rw_\[REDACTED\], db password=\[REDACTED\]$/);
+    const db = t.pool();
+    clear((await db.query('SELECT reason FROM kills WHERE id = $1', [kill.id])).rows[0].reason);
+    clear((await b.inject({ method: 'GET', url: `/v1/kills/${kill.id}`, headers: bearer(operatorKey) })).json().reason);
+    clear(await a.ctx.redis.redis.get(a.ctx.redis.key('kill', `token:${tok.id}`)));
+    const denied = await gwB.decide(tok.raw, { ...read('a.md'), session_id: s });
+    expect(denied.code).toBe('KILL_SWITCH');
+    clear(denied.message);
+
+    const lifted = await lift(a, kill.id, `fixed; rotated ${gwA.gatewayKey}`);
+    expect(lifted.statusCode).toBe(200);
+    clear(lifted.json().kill.lift_reason);
+    clear((await db.query('SELECT lift_reason FROM kills WHERE id = $1', [kill.id])).rows[0].lift_reason);
+    const alertsOf = () => db.query(`SELECT kind, message FROM alerts WHERE details->>'kill_id' = $1 ORDER BY kind`, [kill.id]);
+    // Alerts are raised without waiting for them.
+    await until(async () => (await alertsOf()).rows.length === 2, 5_000, 'both kill alerts stored');
+    const alerts = await alertsOf();
+    expect(alerts.rows.map((r) => r.kind)).toEqual(['KILL_CREATED', 'KILL_LIFTED']);
+    for (const r of alerts.rows) clear(r.message);
+
+    // A kill recorded in clear before reasons were stored masked is masked where it is shown.
+    await db.query('UPDATE kills SET reason = $2, lifted_at = NULL, lifted_by = NULL, lift_reason = NULL WHERE id = $1', [kill.id, `old ${tok.raw}`]);
+    await a.ctx.kills.mirror.sync(`token:${tok.id}`);
+    clear((await a.inject({ method: 'GET', url: `/v1/kills/${kill.id}`, headers: bearer(operatorKey) })).json().reason);
+    const again = await gwB.decide(tok.raw, { ...read('a.md'), session_id: s });
+    expect(again.code).toBe('KILL_SWITCH');
+    clear(again.message);
+    expect((await lift(a, kill.id)).statusCode).toBe(200);
   });
 
   it('refuses what is not a kill: unknown server or role, fields of another target, missing fields; operators only', async () => {
