@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
+import { redactText, redactValue, storable } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
 import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -161,20 +162,26 @@ export class AlertService {
       // The type forbids this; a caller that casts still gets its alert stored rather than lost.
       this.log.error({ kind }, 'alerts: unknown alert kind (add it to src/alerts/kinds.ts)');
     }
+    // Messages and details quote what agents chose (resource names, paths, reported errors): masked like
+    // the audit trail, and made storable, since Postgres refuses NUL and unpaired surrogates in text and
+    // jsonb (such an alert was only logged, never stored) and the alert also leaves for the webhook.
     const numbers: Record<string, number> = {};
-    for (const [k, v] of Object.entries(input.numbers ?? {})) if (Number.isFinite(v)) numbers[k] = v;
-    let details = input.details ?? {};
+    for (const [k, v] of Object.entries(input.numbers ?? {})) if (Number.isFinite(v)) numbers[storable(k)] = v;
+    let details = redactValue(input.details ?? {}) as Record<string, unknown>;
     const detailsJson = JSON.stringify(details);
     if (detailsJson.length > MAX_DETAILS_BYTES) details = { truncated: true, bytes: detailsJson.length };
-    const message = input.message.length > MAX_MESSAGE ? `${input.message.slice(0, MAX_MESSAGE - 1)}…` : input.message;
+    const redacted = redactText(input.message);
+    // Cut, the message may end on half a surrogate pair: storable() replaces it.
+    const message = redacted.length > MAX_MESSAGE ? storable(`${redacted.slice(0, MAX_MESSAGE - 1)}…`) : redacted;
+    const text = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : storable(v));
     return {
       id: uuidv7(),
-      kind,
+      kind: storable(kind),
       severity: input.severity ?? (isAlertKind(kind) ? ALERT_KINDS[kind].severity : 'warning'),
-      token_id: input.token_id ?? null,
-      project_id: input.project_id ?? null,
-      session_id: input.session_id ?? null,
-      server: input.server ?? null,
+      token_id: text(input.token_id),
+      project_id: text(input.project_id),
+      session_id: text(input.session_id),
+      server: text(input.server),
       numbers,
       details,
       message,

@@ -25,11 +25,19 @@ export interface MirrorHalt {
 export const PURPOSE_MAX_IN_REDIS = 500;
 
 const serversField = (servers: string[] | null): string => (servers ? JSON.stringify(servers) : '');
+
 const fieldsOf = (f: { read_only: boolean; servers: string[] | null; purpose: string }) => ({
   ro: f.read_only ? '1' : '0',
   srv: serversField(f.servers),
   pur: f.purpose.slice(0, PURPOSE_MAX_IN_REDIS),
 });
+
+/** A halt as Redis enforces it (what the gate reads), whatever Postgres holds. */
+export interface EnforcedHalt {
+  sessionId: string;
+  tokenId: string;
+  trigger: string;
+}
 
 export class SessionMirror {
   private readonly openScript: JsonScript;
@@ -129,6 +137,38 @@ export class SessionMirror {
   async lastCalls(sessionId: string, n: number): Promise<CallSummary[]> {
     const raw = await this.redis.redis.lrange(this.redis.key('lc', sessionId), 0, Math.max(0, n - 1));
     return parseCallSummaries(raw);
+  }
+
+  /** The session's halt if Redis enforces one (its hash says halted). */
+  async sessionHalt(sessionId: string): Promise<EnforcedHalt | undefined> {
+    const [tok, st, trg] = await this.redis.redis.hmget(this.redis.key('s', sessionId), 'tok', 'st', 'trg');
+    return tok && st === 'halted' ? { sessionId, tokenId: tok, trigger: trg ?? '' } : undefined;
+  }
+
+  /** The trigger of the token's halt if Redis enforces one. */
+  async tokenHalt(tokenId: string): Promise<string | null> {
+    return this.redis.redis.get(this.redis.key('th', tokenId));
+  }
+
+  /**
+   * What Redis enforces for a token: its token halt's trigger (null: none) and its sessions halted in
+   * Redis. Resumes compare it with Postgres, so a halt whose record never reached Postgres can be lifted.
+   */
+  async haltsOf(tokenId: string): Promise<{ tokenTrigger: string | null; sessions: EnforcedHalt[] }> {
+    const r = this.redis.redis;
+    const [tokenTrigger, members] = await Promise.all([this.tokenHalt(tokenId), r.zrange(this.redis.key('so', tokenId), 0, -1)]);
+    const sessions: EnforcedHalt[] = [];
+    if (members.length > 0) {
+      const pipe = r.pipeline();
+      for (const id of members) pipe.hmget(this.redis.key('s', id), 'tok', 'st', 'trg');
+      const replies = (await pipe.exec()) ?? [];
+      replies.forEach(([err, reply], i) => {
+        if (err) throw err;
+        const [tok, st, trg] = reply as Array<string | null>;
+        if (tok === tokenId && st === 'halted') sessions.push({ sessionId: members[i]!, tokenId, trigger: trg ?? '' });
+      });
+    }
+    return { tokenTrigger, sessions };
   }
 
   async epochExists(): Promise<boolean> {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
+import { redactValue, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, notFound } from '../errors.js';
@@ -64,7 +65,10 @@ export interface HaltResult {
   session_id: string | null;
   token_halted: boolean;
   token_halt_id: string | null;
-  /** False when Postgres was unavailable: Redis enforces the halt, the record is retried every second. */
+  /**
+   * False when Postgres was unavailable (Redis enforces the halt, the record is retried every second), or
+   * refused even the halt without its summary (logged; a resume still lifts it).
+   */
   recorded: boolean;
   /** False when Redis was unavailable: decisions deny anyway; the halt is re-applied when it is back. */
   enforced: boolean;
@@ -132,6 +136,37 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RETRY_QUEUE_MAX = 10_000;
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
+
+/** Postgres refused a value (SQLSTATE class 22: NUL or a bad escape in text or jsonb, bad input syntax): the same write can never succeed. */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}
+
+const finiteOrNull = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/**
+ * What a halt stores as its summary (token_halts, session_halts, sessions.halt_summary): strings made
+ * storable and credential-looking text masked, as in the audit trail, because the message quotes what
+ * the agent chose (resource names, paths, reported errors) and Postgres refuses NUL and unpaired
+ * surrogates in jsonb: one such path made the halt's record fail on every retry, leaving a halt in Redis
+ * that no operator could see or resume. `calls_so_far` holds our own counters: limit names are kept
+ * (the secret-key rule would mask server_calls_per_minute_all_tokens) and only numbers kept under them.
+ */
+export function storableHaltSummary(summary: unknown): Record<string, unknown> {
+  if (summary === null || typeof summary !== 'object' || Array.isArray(summary)) return {};
+  const { calls_so_far: counts, ...rest } = summary as Record<string, unknown>;
+  const out = redactValue(rest) as Record<string, unknown>;
+  if (counts !== null && typeof counts === 'object' && !Array.isArray(counts)) {
+    const kept: Record<string, { used: number | null; max: number | null }> = {};
+    for (const [name, use] of Object.entries(counts as Record<string, unknown>)) {
+      const u = (use ?? {}) as { used?: unknown; max?: unknown };
+      kept[storable(name)] = { used: finiteOrNull(u.used), max: finiteOrNull(u.max) };
+    }
+    out['calls_so_far'] = kept;
+  }
+  return out;
+}
 
 function summaryView(row: SessionListRow): SessionSummaryView {
   const tokenHalted = row.token_halt_trigger !== null && row.state === 'active';
@@ -290,7 +325,9 @@ export class SessionService {
    * the record. Idempotent: the first trigger of a halt in force is kept. Never throws for an
    * unavailable store; the result says what is pending and the service retries it.
    */
-  async halt(input: HaltInput): Promise<HaltResult> {
+  async halt(halt: HaltInput): Promise<HaltResult> {
+    // Made storable before anything keeps it (Postgres, the retry journal): see storableHaltSummary.
+    const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary) };
     const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
     // The script checks the owner: another token's session id halts nothing of it.
     const mirror: MirrorHalt = { tokenId: input.tokenId, sessionId, trigger: input.trigger, haltToken: input.haltToken };
@@ -306,7 +343,9 @@ export class SessionService {
     let tokenHaltId: string | null = null;
     let recorded = true;
     try {
-      ({ session, tokenHaltId } = await this.recordHalt(input, sessionId));
+      const record = await this.recordHaltStorably(input);
+      if (record) ({ session, tokenHaltId } = record);
+      else recorded = false; // Postgres refused even the bare halt (logged); retrying cannot help
     } catch (err) {
       recorded = false;
       this.log.error({ err: (err as Error).message, token: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
@@ -356,25 +395,73 @@ export class SessionService {
     });
   }
 
+  /**
+   * Records a halt, never failing for good on what it carries. A value Postgres refuses (SQLSTATE class
+   * 22) fails the same way on every retry, and the journal is drained in order: such an entry, retried
+   * forever, kept every halt behind it out of Postgres and left a halt in Redis that no resume could lift
+   * (resume answered 409, Postgres knew of no halt). So: as it is; then once more with every value made
+   * storable; then the halt alone, its summary replaced by a note (an operator can see and resume it;
+   * the call itself is in the audit trail). Undefined when Postgres refused even that (logged: resume
+   * still lifts what Redis enforces). Throws on any other error (Postgres unavailable): the caller retries.
+   */
+  private async recordHaltStorably(input: HaltInput): Promise<{ session: SessionRow | undefined; tokenHaltId: string | null } | undefined> {
+    const sessionId = typeof input.sessionId === 'string' && UUID.test(input.sessionId) ? input.sessionId : null;
+    let refusal: unknown;
+    try {
+      return await this.recordHalt(input, sessionId);
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      refusal = err;
+    }
+    const trigger = storable(String(input.trigger)) as HaltTrigger;
+    const fields = { token: input.tokenId, trigger, err: (refusal as Error).message };
+    try {
+      const record = await this.recordHalt({ ...input, trigger, summary: storableHaltSummary(input.summary) }, sessionId);
+      this.log.warn(fields, 'halt recorded in Postgres with its summary made storable (Postgres refused a value of it)');
+      return record;
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      refusal = err;
+    }
+    const summary = {
+      message: `The summary of this halt could not be stored (Postgres refused it: ${storable((refusal as Error).message)}); the call that fired it is in the audit trail.`,
+    };
+    try {
+      const record = await this.recordHalt({ ...input, trigger, summary }, sessionId);
+      this.log.error({ ...fields, err: (refusal as Error).message }, 'halt recorded in Postgres without its summary: Postgres refused it even made storable');
+      return record;
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      this.log.error(
+        { ...fields, err: (err as Error).message },
+        'halt could not be recorded in Postgres at all and is not retried; Redis still enforces it: lift it with POST /v1/keys/:id/resume or POST /v1/sessions/:id/resume',
+      );
+      return undefined;
+    }
+  }
+
   private async retryPending(): Promise<void> {
     // Halt records any replica could not write to Postgres (see halt()), oldest first; one taken by a
     // replica that dies before recording it is lost, a window of one Postgres transaction.
     for (let i = 0; i < 100; i++) {
       const raw = await this.mirror.redis.redis.lpop(this.journalKey).catch(() => null); // Redis away: the gate denies anyway
       if (raw === null) break;
-      const input = JSON.parse(raw) as HaltInput;
-      const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+      let input: HaltInput;
       try {
-        await this.recordHalt(input, sessionId);
+        input = JSON.parse(raw) as HaltInput;
+      } catch {
+        this.log.error({ entry: storable(raw.slice(0, 200)) }, 'unreadable entry of the halt retry journal dropped');
+        continue;
+      }
+      try {
+        await this.recordHaltStorably(input);
       } catch (err) {
         await this.mirror.redis.redis.lpush(this.journalKey, raw);
         throw err;
       }
     }
     while (this.pendingRecords.length > 0) {
-      const input = this.pendingRecords[0]!;
-      const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
-      await this.recordHalt(input, sessionId);
+      await this.recordHaltStorably(this.pendingRecords[0]!);
       this.pendingRecords.shift();
     }
     if (this.pendingMirror.length > 0) {
@@ -436,69 +523,109 @@ export class SessionService {
 
   /**
    * Lifts a session's own halt (fresh session totals, the token's cascade window cleared). A session
-   * stopped only by its token's halt is a 409 naming POST /v1/keys/:id/resume.
+   * stopped only by its token's halt is a 409 naming POST /v1/keys/:id/resume. A halt Redis enforces
+   * without a record in Postgres (its record never reached it) is lifted too: nothing else could.
    */
   async resumeSession(id: string, op: OperatorPrincipal, reason: string): Promise<ResumeSessionResult> {
     const before = await this.visibleSession(id, op);
     const actor = operatorActorOf(op);
     let resumedTrigger = '';
+    let onlyInRedis = false;
     await withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'resume');
       const s = await sessionStore.lockSession(c, id);
-      if (s?.state !== 'halted') {
-        const hint = before.token_halt_trigger ? ` Its token is halted (${before.token_halt_trigger}): resume the token with POST /v1/keys/${before.token_id}/resume.` : '';
-        throw new AppError('CONFLICT', `Session ${id} is not halted (state ${s?.state ?? before.state}).${hint}`);
+      if (s?.state === 'halted') {
+        resumedTrigger = s.trigger ?? '';
+        await sessionStore.resumeSession(c, id, actor, reason);
+      } else {
+        const enforced = await this.readRedis(() => this.mirror.sessionHalt(id));
+        if (enforced?.tokenId !== before.token_id) {
+          const hint = before.token_halt_trigger ? ` Its token is halted (${before.token_halt_trigger}): resume the token with POST /v1/keys/${before.token_id}/resume.` : '';
+          throw new AppError('CONFLICT', `Session ${id} is not halted (state ${s?.state ?? before.state}).${hint}`);
+        }
+        resumedTrigger = enforced.trigger;
+        onlyInRedis = true;
       }
-      resumedTrigger = s.trigger ?? '';
-      await sessionStore.resumeSession(c, id, actor, reason);
-      await this.applyResume(s.token_id, [id], false);
+      await this.applyResume(before.token_id, [id], false);
     });
     const tokenHalt = await sessionStore.activeTokenHalt(this.pool, before.token_id);
+    const tokenTrigger = tokenHalt?.trigger ?? (await this.mirror.tokenHalt(before.token_id).catch(() => null));
     await this.audit({
       actor: op,
       action: 'session.resumed',
       target: `session:${id}`,
       projectId: before.project_id,
-      details: { reason, trigger: resumedTrigger, token_id: before.token_id, token_still_halted: tokenHalt !== undefined },
+      details: { reason, trigger: resumedTrigger, token_id: before.token_id, token_still_halted: tokenTrigger !== null, ...(onlyInRedis ? { halt_recorded: false } : {}) },
     });
+    const unrecorded = onlyInRedis ? ` Redis enforced its halt (${resumedTrigger}) with no record in Postgres; lifted.` : '';
     return {
       session: await this.get(id, op),
       resumed_trigger: resumedTrigger,
-      token_still_halted: tokenHalt !== undefined,
-      message: tokenHalt
-        ? `Session ${id} resumed, but its token is still halted (${tokenHalt.trigger}); resume it with POST /v1/keys/${before.token_id}/resume.`
-        : `Session ${id} resumed; its limits start again from zero.`,
+      token_still_halted: tokenTrigger !== null,
+      message: tokenTrigger
+        ? `Session ${id} resumed, but its token is still halted (${tokenTrigger}); resume it with POST /v1/keys/${before.token_id}/resume.${unrecorded}`
+        : `Session ${id} resumed; its limits start again from zero.${unrecorded}`,
     };
   }
 
-  /** Lifts the token's halt and every halted session of the token. */
+  /**
+   * Lifts the token's halt and every halted session of the token: those Postgres records, and those Redis
+   * enforces without a record in Postgres (their record never reached it; nothing else could lift them).
+   */
   async resumeToken(tokenId: string, op: OperatorPrincipal, reason: string): Promise<ResumeTokenResult> {
     if (!UUID.test(tokenId)) throw notFound('token');
     const project = await sessionStore.tokenProject(this.pool, tokenId);
     if (project === undefined || !canSeeProject(op, project)) throw notFound('token');
     const actor = operatorActorOf(op);
-    const { halt, sessions } = await withTransaction(this.pool, async (c) => {
+    const { halt, sessions, unrecorded } = await withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'resume');
       const halt = await sessionStore.resumeTokenHalt(c, tokenId, actor, reason);
-      const sessions = await sessionStore.haltedSessionIdsOfToken(c, tokenId);
-      if (!halt && sessions.length === 0) throw new AppError('CONFLICT', `Token ${tokenId} is not halted and has no halted sessions.`);
-      for (const sid of sessions) await sessionStore.resumeSession(c, sid, actor, reason);
+      const recorded = await sessionStore.haltedSessionIdsOfToken(c, tokenId);
+      const enforced = await this.readRedis(() => this.mirror.haltsOf(tokenId));
+      const unrecorded = {
+        token_trigger: halt ? null : enforced.tokenTrigger,
+        sessions: enforced.sessions.filter((h) => !recorded.includes(h.sessionId)).map((h) => h.sessionId),
+      };
+      if (!halt && recorded.length === 0 && unrecorded.token_trigger === null && unrecorded.sessions.length === 0) {
+        throw new AppError('CONFLICT', `Token ${tokenId} is not halted and has no halted sessions.`);
+      }
+      for (const sid of recorded) await sessionStore.resumeSession(c, sid, actor, reason);
+      const sessions = [...recorded, ...unrecorded.sessions];
       await this.applyResume(tokenId, sessions, true);
-      return { halt, sessions };
+      return { halt, sessions, unrecorded };
     });
+    const anyUnrecorded = unrecorded.token_trigger !== null || unrecorded.sessions.length > 0;
     await this.audit({
       actor: op,
       action: 'agent_token.resumed',
       target: `agent_token:${tokenId}`,
       projectId: project,
-      details: { reason, trigger: halt?.trigger ?? null, sessions_resumed: sessions },
+      details: {
+        reason,
+        trigger: halt?.trigger ?? unrecorded.token_trigger,
+        sessions_resumed: sessions,
+        // (key names without "token": the audit trail masks values under such keys as secrets)
+        ...(anyUnrecorded ? { halt_without_record: unrecorded.token_trigger !== null, sessions_without_record: unrecorded.sessions } : {}),
+      },
     });
+    const was = halt ? ` (was halted by ${halt.trigger})` : unrecorded.token_trigger ? ` (was halted by ${unrecorded.token_trigger})` : '';
+    const lifted = [unrecorded.token_trigger ? 'the token halt' : '', unrecorded.sessions.length ? `${unrecorded.sessions.length} session halt(s)` : ''].filter(Boolean);
+    const note = lifted.length ? ` Redis enforced ${lifted.join(' and ')} with no record in Postgres; lifted too.` : '';
     return {
       token_id: tokenId,
       token_halt: halt ? { trigger: halt.trigger, halted_at: halt.halted_at, session_id: halt.session_id } : null,
       sessions_resumed: sessions,
-      message: `Token resumed${halt ? ` (was halted by ${halt.trigger})` : ''}; ${sessions.length} halted session(s) resumed.`,
+      message: `Token resumed${was}; ${sessions.length} halted session(s) resumed.${note}`,
     };
+  }
+
+  /** A Redis read a resume needs before it changes anything. */
+  private async readRedis<T>(read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (err) {
+      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the resume was not applied (nothing changed); retry: ${(err as Error).message}`);
+    }
   }
 
   /** Inside the Postgres transaction: if Redis does not take the resume, the transaction rolls back. */
