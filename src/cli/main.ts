@@ -108,11 +108,15 @@ configCmd
 const flagsCmd = program.command('flags').description('Unleash flags.');
 flagsCmd
   .command('sync')
-  .description('Create missing flags (on), update descriptions and untouched strategies, register the webhook; never turns a flag back on.')
+  .description(
+    'Create missing flags (on), update descriptions and untouched strategies, register the webhook when Unleash has none; never turns a flag back on, never moves an existing webhook unless --replace-webhook.',
+  )
   .option('--policy <file>', 'policy file whose servers get mcp.<server>.read|write|delete (default POLICY_FILE)')
   .option('--dir <dir>', 'flag definition folder (default flags/)')
   .option('--no-webhook', 'do not register the webhook integration')
-  .action(async (opts: { policy?: string; dir?: string; webhook: boolean }) => {
+  .option('--webhook-url <url>', 'control plane URL Unleash posts flag events to (default PUBLIC_URL, else http://HOST:PORT; /v1/flags/events is added to a URL without a path)')
+  .option('--replace-webhook', "point an existing webhook whose URL or secret differs at this URL and this shell's UNLEASH_WEBHOOK_SECRET")
+  .action(async (opts: { policy?: string; dir?: string; webhook: boolean; webhookUrl?: string; replaceWebhook?: boolean }) => {
     process.exitCode = await flagsSync(config(), opts);
   });
 

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { loggerOptions } from '../log.js';
 import { embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
 import { FLAGS_DIR, flagNamesFromPolicyFile, syncFromConfig, unleashApiUrl, webhookUrl } from './setup.js';
-import { describeSyncReport } from './sync.js';
+import { describeSyncReport, type WebhookOutcome } from './sync.js';
 
 // The `killswitch flags sync` and `killswitch unleash` commands.
 
@@ -11,16 +11,59 @@ export interface FlagsSyncOptions {
   policy?: string;
   dir?: string;
   webhook?: boolean;
+  /** The receiver URL to register instead of the one PUBLIC_URL/HOST/PORT give. */
+  webhookUrl?: string;
+  /** Change an existing webhook whose URL or secret differs (otherwise only reported). */
+  replaceWebhook?: boolean;
+}
+
+/** `--webhook-url`: a full receiver URL, or the control plane's base URL (as PUBLIC_URL). */
+export function receiverUrl(given: string): string {
+  const url = new URL(given);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`--webhook-url must be an http(s) URL, e.g. http://killswitch.internal:8080 (got ${given})`);
+  if (url.pathname === '/' || url.pathname === '') url.pathname = '/v1/flags/events';
+  return url.href;
+}
+
+/** What the operator reads when the webhook in Unleash was left alone: what differs, and how to change it. */
+export function keptWebhookWarning(outcome: WebhookOutcome, computedFrom: string): string[] {
+  const kept = outcome.kept;
+  if (outcome.result !== 'kept' || !kept) return [];
+  const lines = ['killswitch: WARNING: the Unleash webhook was NOT changed.'];
+  if (kept.reason === 'others') {
+    lines.push(`  Unleash has killswitch webhooks only for other URLs and secrets (listed above), none for ${outcome.url} (${computedFrom}).`);
+  } else if (kept.reason === 'unrecorded') {
+    lines.push('  Unleash has a killswitch webhook registered by an older flags sync; its URL and secret cannot be read back (Unleash masks them).');
+    lines.push(`  The control plane records them at its next start. This shell would register ${outcome.url} (${computedFrom}).`);
+  } else {
+    lines.push(`  Unleash posts flag events to ${kept.url} (as registered by the control plane at its start, or by flags sync).`);
+    if (kept.urlDiffers) lines.push(`  This shell computes ${outcome.url} (${computedFrom}).`);
+    if (kept.secretDiffers) lines.push("  The secret registered there is not this shell's UNLEASH_WEBHOOK_SECRET.");
+    lines.push(`  If the control plane listens at ${kept.url} with that secret, there is nothing to do: it registers its webhook itself at every start.`);
+  }
+  lines.push(`  To make Unleash post to ${outcome.url} with this shell's UNLEASH_WEBHOOK_SECRET instead: killswitch flags sync --replace-webhook --webhook-url ${outcome.url}`);
+  return lines;
 }
 
 /** `killswitch flags sync`: prints what it did; exit code 1 when Unleash cannot be reached. */
 export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise<number> {
   const apiUrl = unleashApiUrl(config);
   const names = await flagNamesFromPolicyFile(opts.policy ?? config.policyFile);
+  let hook: string | null = null;
   try {
-    const report = await syncFromConfig(config, { names, flagsDir: opts.dir ?? FLAGS_DIR, apiUrl, webhookUrl: opts.webhook === false ? null : webhookUrl(config) });
+    if (opts.webhook === false && (opts.webhookUrl !== undefined || opts.replaceWebhook)) throw new Error('--no-webhook cannot be combined with --webhook-url or --replace-webhook');
+    hook = opts.webhook === false ? null : opts.webhookUrl !== undefined ? receiverUrl(opts.webhookUrl) : webhookUrl(config);
+  } catch (err) {
+    process.stderr.write(`killswitch: ${(err as Error).message}\n`);
+    return 2;
+  }
+  try {
+    // This shell's PUBLIC_URL/HOST/PORT and secret may not be the control plane's: only --replace-webhook
+    // may change a webhook Unleash already has.
+    const report = await syncFromConfig(config, { names, flagsDir: opts.dir ?? FLAGS_DIR, apiUrl, webhookUrl: hook, webhookMode: opts.replaceWebhook ? 'own' : 'keep' });
     for (const line of describeSyncReport(report, config.unleashEnvironment)) process.stdout.write(`${line}\n`);
-    if (report.webhook !== 'skipped') process.stdout.write(`webhook: ${webhookUrl(config)}\n`);
+    const from = opts.webhookUrl !== undefined ? '--webhook-url' : config.publicUrl ? 'from PUBLIC_URL' : `from HOST and PORT, PUBLIC_URL being unset`;
+    for (const line of keptWebhookWarning(report.webhook, from)) process.stderr.write(`${line}\n`);
     return 0;
   } catch (err) {
     const cause = (err as Error & { cause?: { code?: string } }).cause?.code;

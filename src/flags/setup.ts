@@ -5,7 +5,7 @@ import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/inde
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
 import { type EmbeddedUnleash, embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
-import { describeSyncReport, type SyncReport, syncFlags } from './sync.js';
+import { describeSyncReport, type SyncReport, syncFlags, type WebhookMode } from './sync.js';
 
 // Glue used by `killswitch start`, `killswitch flags sync`, `killswitch unleash`, the test setup and the
 // kill-switch benchmark: where the flag files are, which Unleash to talk to, and the sync run itself.
@@ -18,7 +18,10 @@ export function unleashApiUrl(config: Config): string {
   return config.unleashUrl || `http://127.0.0.1:${config.unleashPort}/api`;
 }
 
-/** Where Unleash posts flag events: PUBLIC_URL, else http://HOST:PORT. */
+/**
+ * Where Unleash posts flag events: PUBLIC_URL, else http://HOST:PORT. Right in the control plane's own
+ * process; in an operator's shell only if it has the control plane's environment (see WebhookMode).
+ */
 export function webhookUrl(config: Config): string {
   const base = config.publicUrl || `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
   return `${base.replace(/\/+$/, '')}/v1/flags/events`;
@@ -39,6 +42,11 @@ export interface SyncRun {
   apiUrl?: string;
   /** Default: webhookUrl(config); null skips the webhook registration. */
   webhookUrl?: string | null;
+  /**
+   * Default `own`: the caller is the receiver at that URL with the configuration's secret (the control
+   * plane at start, the test setup, the benchmark). `keep` for an operator's shell (see WebhookMode).
+   */
+  webhookMode?: WebhookMode;
 }
 
 /** `flags sync` with the configuration's Unleash, environment, admin token and webhook secret. */
@@ -50,7 +58,7 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
     environment: config.unleashEnvironment,
     flags: desiredFlags(defs, run.names),
     servers: run.names.servers,
-    webhook: hook ? { url: hook, secret: config.unleashWebhookSecret } : undefined,
+    webhook: hook ? { url: hook, secret: config.unleashWebhookSecret, mode: run.webhookMode ?? 'own' } : undefined,
   });
 }
 

@@ -1,4 +1,5 @@
-import { type UnleashAdmin, UnleashAdminError, type UnleashContextField, type UnleashStrategy } from './admin-client.js';
+import { createHash } from 'node:crypto';
+import { type UnleashAddon, type UnleashAdmin, UnleashAdminError, type UnleashContextField, type UnleashStrategy } from './admin-client.js';
 import { type FlagDefinition, strategyFingerprint, strategyPayload } from './definitions.js';
 
 // `flags sync`: makes Unleash have every flag of flags/ (and of the policy) without ever loosening what an
@@ -13,7 +14,6 @@ import { type FlagDefinition, strategyFingerprint, strategyPayload } from './def
 //   reported as drifted, because replacing an operator's constraint could re-open what it closed.
 
 export const MANAGED_TITLE = /^flags-as-code ([0-9a-f]{12})$/;
-export const WEBHOOK_DESCRIPTION = 'killswitch control plane: flag changes applied at once (managed by flags sync)';
 export const WEBHOOK_EVENTS = [
   'feature-environment-disabled',
   'feature-environment-enabled',
@@ -32,8 +32,8 @@ export interface SyncInput {
   flags: FlagDefinition[];
   /** Policy servers, offered as legal values of the `server` context field in the Unleash UI. */
   servers: string[];
-  /** Where Unleash posts flag events; undefined skips the webhook registration. */
-  webhook?: { url: string; secret: string } | undefined;
+  /** Where Unleash posts flag events, and whether an existing webhook may be changed; undefined skips it. */
+  webhook?: WebhookRequest | undefined;
   concurrency?: number;
 }
 
@@ -48,7 +48,7 @@ export interface SyncReport {
   /** Strategies edited in Unleash: left as the operator set them. */
   drifted: string[];
   contextFields: { created: string[]; updated: string[] };
-  webhook: 'created' | 'updated' | 'skipped';
+  webhook: WebhookOutcome;
 }
 
 const CONTEXT_FIELDS: Array<{ name: string; description: string; legal?: string[] }> = [
@@ -99,27 +99,141 @@ async function ensureContextFields(admin: UnleashAdmin, servers: string[], repor
   }
 }
 
-async function ensureWebhook(admin: UnleashAdmin, webhook: { url: string; secret: string }): Promise<'created' | 'updated'> {
+/** A webhook integration of ours as found in Unleash (URL and secret as recorded in its description). */
+export interface RegisteredWebhook {
+  id: number;
+  enabled: boolean;
+  /** The URL sync registered, or null for an integration from a sync before the URL was recorded. */
+  url: string | null;
+  /** secretFingerprint() of the secret sync registered, or null (as url). */
+  secret: string | null;
+}
+
+export interface WebhookOutcome {
+  /**
+   * created: there was no webhook of ours (or none for this control plane, when owning); updated: ours,
+   * rewritten; unchanged: ours, already right; kept: one exists with another URL or secret (or one an
+   * older sync registered, which cannot be read back) and was left alone; skipped: not asked for.
+   */
+  result: 'created' | 'updated' | 'unchanged' | 'kept' | 'skipped';
+  /** The URL asked for. */
+  url: string | null;
+  /**
+   * With `kept`, why: `others` — Unleash has webhooks of ours only for other URLs and secrets (none was
+   * changed, none created); `unrecorded` — an older sync registered one, whose URL and secret cannot be
+   * read back; `differs` — one posts to `url`, and its URL or secret differs from what was asked.
+   */
+  kept?: { reason: 'others' | 'unrecorded' | 'differs'; url: string | null; urlDiffers: boolean; secretDiffers: boolean };
+  /** Other webhooks of ours in this Unleash, left alone: another installation's, or stale ones. */
+  others: Array<{ url: string | null; enabled: boolean }>;
+}
+
+/**
+ * Whether sync may change an existing webhook of ours:
+ * - `own`: the caller is the receiver at `url` with `secret` (the control plane at start, or an operator
+ *   who said so with `--replace-webhook`). It takes over the integration that posts to its URL, else the
+ *   one carrying its secret (the same installation moved), else one an older sync registered; it never
+ *   changes one with another URL and another secret (another installation sharing this Unleash) and
+ *   registers its own next to it.
+ * - `keep`: an operator's shell, whose PUBLIC_URL/HOST/PORT and secret may not be the control plane's.
+ *   Creates the webhook only when Unleash has none of ours; an existing one with another URL or secret is
+ *   reported, not changed.
+ */
+export type WebhookMode = 'own' | 'keep';
+
+export interface WebhookRequest {
+  url: string;
+  secret: string;
+  mode: WebhookMode;
+}
+
+const MARK = 'killswitch control plane: flag changes applied at once (managed by flags sync';
+const RECORDED = /; for (\S+), secret sha256:([0-9a-f]{12})\)$/;
+
+/**
+ * Unleash masks a webhook's URL and Authorization when listing (sensitive parameters), so sync records
+ * what it registered in the integration's description: the URL, and a short hash of the secret. The
+ * hash gives nothing away to Unleash admins: they can already point the webhook at a server of theirs
+ * and read the secret from the requests (Unleash keeps a masked parameter on update).
+ */
+export function secretFingerprint(secret: string): string {
+  return createHash('sha256').update(`killswitch-unleash-webhook\n${secret}`).digest('hex').slice(0, 12);
+}
+
+/** The receiver URL in one spelling, so a recorded URL compares equal to the same URL computed again. */
+export function normalizeWebhookUrl(url: string): string {
+  return new URL(url).href;
+}
+
+function webhookDescription(url: string, secret: string): string {
+  return `${MARK}; for ${url}, secret sha256:${secretFingerprint(secret)})`;
+}
+
+function ours(a: UnleashAddon): boolean {
+  return a.provider === 'webhook' && (a.description ?? '').startsWith(MARK);
+}
+
+export function registeredWebhook(a: UnleashAddon): RegisteredWebhook {
+  const m = RECORDED.exec(a.description ?? '');
+  return { id: a.id, enabled: a.enabled, url: m ? m[1]! : null, secret: m ? m[2]! : null };
+}
+
+const sameList = (a: readonly string[] | undefined, b: readonly string[]) => [...(a ?? [])].sort().join('\n') === [...b].sort().join('\n');
+
+async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise<WebhookOutcome> {
+  const url = normalizeWebhookUrl(want.url);
+  const secret = secretFingerprint(want.secret);
   const body = {
     provider: 'webhook',
     enabled: true,
-    description: WEBHOOK_DESCRIPTION,
-    parameters: { url: webhook.url, authorization: webhook.secret, contentType: 'application/json' },
+    description: webhookDescription(url, want.secret),
+    parameters: { url, authorization: want.secret, contentType: 'application/json' },
     events: [...WEBHOOK_EVENTS],
     // Every environment, so the receiver can warn when an operator toggles one the control plane does not read.
     projects: ['*'],
     environments: ['*'],
   };
-  const ours = (await admin.listAddons()).filter((a) => a.provider === 'webhook' && a.description === WEBHOOK_DESCRIPTION);
-  const [first, ...duplicates] = ours;
-  for (const d of duplicates) await admin.deleteAddon(d.id);
-  // Unleash masks the URL and secret when listing, so an existing integration is always rewritten.
-  if (first) {
-    await admin.updateAddon(first.id, body);
-    return 'updated';
+  const addons = (await admin.listAddons()).filter(ours);
+  // Enabled ones first: a duplicate sync turned off is never the one picked.
+  const all = addons.map(registeredWebhook).sort((a, b) => Number(b.enabled) - Number(a.enabled));
+  const exact = all.filter((w) => w.url === url && w.secret === secret);
+  const mine = exact[0] ?? all.find((w) => w.url === url) ?? all.find((w) => w.url !== null && w.secret === secret) ?? all.find((w) => w.url === null);
+  // Several integrations posting to one URL deliver every event twice, or fail with a stale secret. They
+  // are turned off, not deleted: unleash-server 7.5.1 exits (an unhandled rejection) when an integration
+  // is deleted while it delivers an event.
+  const duplicates = all.filter((w) => w !== mine && w.url === url && (want.mode === 'own' || w.secret === secret));
+  for (const d of duplicates) {
+    const a = addons.find((x) => x.id === d.id)!;
+    if (a.enabled) await admin.updateAddon(d.id, { provider: a.provider, enabled: false, description: a.description ?? '', parameters: a.parameters, events: a.events, projects: a.projects ?? ['*'], environments: a.environments ?? ['*'] });
   }
-  await admin.createAddon(body);
-  return 'created';
+  const others = all.filter((w) => w !== mine && !duplicates.includes(w)).map((w) => ({ url: w.url, enabled: w.enabled }));
+
+  if (!mine) {
+    if (want.mode === 'keep' && all.length > 0) return { result: 'kept', url, kept: { reason: 'others', url: null, urlDiffers: true, secretDiffers: true }, others };
+    await admin.createAddon(body);
+    return { result: 'created', url, others };
+  }
+  const same = mine.url === url && mine.secret === secret;
+  if (!same && want.mode === 'keep') {
+    return {
+      result: 'kept',
+      url,
+      kept: { reason: mine.url === null ? 'unrecorded' : 'differs', url: mine.url, urlDiffers: mine.url !== url, secretDiffers: mine.secret !== secret },
+      others,
+    };
+  }
+  const current = addons.find((a) => a.id === mine.id)!;
+  const settled =
+    same &&
+    current.enabled &&
+    current.description === body.description &&
+    current.parameters['contentType'] === body.parameters.contentType &&
+    sameList(current.events, body.events) &&
+    sameList(current.projects, body.projects) &&
+    sameList(current.environments, body.environments);
+  if (settled) return { result: 'unchanged', url, others };
+  await admin.updateAddon(mine.id, body);
+  return { result: 'updated', url, others };
 }
 
 async function reconcileStrategies(input: SyncInput, flag: FlagDefinition, current: UnleashStrategy[]): Promise<'unchanged' | 'updated' | 'drifted'> {
@@ -183,7 +297,7 @@ async function syncFlag(input: SyncInput, flag: FlagDefinition, archived: Set<st
 
 /** Applies the flag definitions (and the webhook integration) to Unleash. Idempotent. */
 export async function syncFlags(input: SyncInput): Promise<SyncReport> {
-  const report: SyncReport = { created: [], updated: [], unchanged: [], off: [], archived: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: 'skipped' };
+  const report: SyncReport = { created: [], updated: [], unchanged: [], off: [], archived: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: { result: 'skipped', url: null, others: [] } };
   // The webhook first: Unleash caches its integration list, and the events of the flags created below
   // should already reach the control plane.
   if (input.webhook) report.webhook = await ensureWebhook(input.admin, input.webhook);
@@ -197,10 +311,15 @@ export async function syncFlags(input: SyncInput): Promise<SyncReport> {
 /** One line per notable outcome, for the CLI and the start log. */
 export function describeSyncReport(r: SyncReport, environment: string): string[] {
   const lines = [
-    `flags: ${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook}`,
+    `flags: ${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook.result}`,
   ];
+  if (r.webhook.url && r.webhook.result !== 'kept' && r.webhook.result !== 'skipped') lines.push(`webhook: ${r.webhook.url}`);
   if (r.off.length) lines.push(`off in ${environment} (left off; turn on in the Unleash UI if intended): ${r.off.join(', ')}`);
   if (r.archived.length) lines.push(`archived in Unleash (left archived; calls needing them are denied): ${r.archived.join(', ')}`);
   if (r.drifted.length) lines.push(`strategies edited in Unleash (left as they are): ${r.drifted.join(', ')}`);
+  if (r.webhook.others.length) {
+    const list = r.webhook.others.map((o) => `${o.url ?? '(URL not recorded: registered by an older flags sync)'}${o.enabled ? '' : ' (disabled)'}`).join(', ');
+    lines.push(`other killswitch webhooks in this Unleash, left alone (another installation's, or stale: delete one in the Unleash UI, Integrations, if nothing listens there): ${list}`);
+  }
   return lines;
 }

@@ -1,13 +1,18 @@
+import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { type Config, loadConfig } from '../../src/config.js';
+import type { UnleashAddon } from '../../src/flags/admin-client.js';
 import { FLAGS_DIR, syncFromConfig } from '../../src/flags/setup.js';
-import { MANAGED_TITLE, WEBHOOK_DESCRIPTION } from '../../src/flags/sync.js';
-import { restoreFlag, testAdmin, testPolicyNames } from '../helpers/unleash.js';
+import { MANAGED_TITLE, registeredWebhook, secretFingerprint } from '../../src/flags/sync.js';
+import { restoreFlag, testAdmin, testPolicyNames, until } from '../helpers/unleash.js';
 
-// `flags sync` against the run's real unleash-server: idempotent, never loosens what an operator did.
+// `flags sync` against the run's real unleash-server: idempotent, never loosens what an operator did,
+// never moves the control plane's webhook unless told to.
 
 const unleash = inject('unleash');
 const admin = testAdmin(unleash);
@@ -17,13 +22,74 @@ const webhookUrl = `http://127.0.0.1:${unleash.webhookPort}/v1/flags/events`;
 const touched = new Set<string>();
 const tmpDirs: string[] = [];
 
-async function sync(flagsDir = FLAGS_DIR) {
-  return syncFromConfig(config, { names: await testPolicyNames(), flagsDir, webhookUrl });
+const run = promisify(execFile);
+
+async function sync(flagsDir = FLAGS_DIR, cfg: Config = config, url = webhookUrl, webhookMode: 'own' | 'keep' = 'own') {
+  return syncFromConfig(cfg, { names: await testPolicyNames(), flagsDir, webhookUrl: url, webhookMode });
 }
 
+const isOurs = (a: UnleashAddon) => a.provider === 'webhook' && (a.description ?? '').startsWith('killswitch control plane:');
+async function ourWebhooks() {
+  return (await admin.listAddons()).filter(isOurs).map(registeredWebhook);
+}
+
+/**
+ * Deletes webhooks of ours. unleash-server 7.5.1 exits when an integration is deleted while it delivers an
+ * event, so the deliveries of earlier flag changes (restoreFlag) are given time to finish first.
+ */
+async function deleteWebhooks(which: (w: { url: string | null; enabled: boolean }) => boolean) {
+  const doomed = (await ourWebhooks()).filter(which);
+  if (doomed.length === 0) return;
+  await new Promise((r) => setTimeout(r, 2_000));
+  for (const w of doomed) await admin.deleteAddon(w.id);
+}
+
+/** `killswitch flags sync` from an operator's shell that lacks the control plane's PORT, HOST and PUBLIC_URL. */
+async function cliFromBareShell(args: string[] = []) {
+  const { PORT: _p, HOST: _h, PUBLIC_URL: _u, ...rest } = process.env;
+  const shellEnv = {
+    ...rest,
+    UNLEASH_URL: unleash.apiUrl,
+    UNLEASH_ADMIN_TOKEN: unleash.adminToken,
+    UNLEASH_ENVIRONMENT: env,
+    UNLEASH_WEBHOOK_SECRET: unleash.webhookSecret,
+    LOG_LEVEL: 'warn',
+  };
+  try {
+    const { stdout, stderr } = await run('node', ['bin/killswitch.js', 'flags', 'sync', ...args], { env: shellEnv, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** Listens where the control plane's webhook points and records what Unleash posts there. */
+async function receiver(): Promise<{ posts: Array<{ headers: IncomingHttpHeaders; body: { type?: string; featureName?: string } }>; server: Server }> {
+  const posts: Array<{ headers: IncomingHttpHeaders; body: { type?: string; featureName?: string } }> = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => {
+      body += c.toString('utf8');
+    });
+    req.on('end', () => {
+      posts.push({ headers: req.headers, body: JSON.parse(body || '{}') });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":"ignored"}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(unleash.webhookPort, '127.0.0.1', r));
+  servers.push(server);
+  return { posts, server };
+}
+const servers: Server[] = [];
+
 afterEach(async () => {
+  for (const server of servers.splice(0)) await new Promise((r) => server.close(r));
   for (const flag of touched) await restoreFlag(unleash, flag);
   touched.clear();
+  // Whatever a test did to the webhooks, the run's one points at the test port again (the control plane's sync at start).
+  await deleteWebhooks((w) => w.url !== webhookUrl);
+  await sync();
 });
 
 afterAll(async () => {
@@ -39,8 +105,8 @@ describe('flags sync (real unleash-server)', () => {
     expect(report.drifted).toEqual([]);
     expect(report.unchanged).toContain('mcp.enabled');
     expect(report.unchanged).toContain('mcp.filesystem.write');
-    expect(report.webhook).toBe('updated');
-    expect((await admin.listAddons()).filter((a) => a.description === WEBHOOK_DESCRIPTION)).toHaveLength(1);
+    expect(report.webhook).toMatchObject({ result: 'unchanged', url: webhookUrl, others: [] });
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret), enabled: true }]);
     const fields = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
     expect(fields.get('tokenType')?.legalValues?.map((v) => v.value)).toEqual(['admin', 'ro', 'rw']);
     expect(fields.get('mcpEnvironment')?.legalValues?.map((v) => v.value)).toEqual(['development', 'production', 'staging']);
@@ -104,5 +170,100 @@ describe('flags sync (real unleash-server)', () => {
     const back = await sync();
     expect(back.updated).toEqual(['mcp.tokens.admin']);
     expect((await admin.getStrategies('mcp.tokens.admin', env))[0]?.constraints ?? []).toEqual([]);
+  });
+
+  it('from a shell without PORT, the webhook registered at the control plane is not moved: the command says what differs and how to change it', async () => {
+    const { posts } = await receiver();
+    const out = await cliFromBareShell();
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toMatch(/webhook kept/);
+    expect(out.stdout).not.toMatch(/webhook: http:\/\/127\.0\.0\.1:8080/);
+    expect(out.stderr).toContain('the Unleash webhook was NOT changed');
+    expect(out.stderr).toContain(`Unleash posts flag events to ${webhookUrl}`);
+    expect(out.stderr).toContain('This shell computes http://127.0.0.1:8080/v1/flags/events');
+    expect(out.stderr).toContain('killswitch flags sync --replace-webhook --webhook-url http://127.0.0.1:8080/v1/flags/events');
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret) }]);
+    // And Unleash still posts flag events to the control plane, with its secret.
+    touched.add('mcp.fetch.delete');
+    await admin.setEnabled('mcp.fetch.delete', env, false);
+    await until(() => posts.some((p) => p.body.featureName === 'mcp.fetch.delete'), 15_000, 'Unleash posts the event to the control plane');
+    expect(posts.find((p) => p.body.featureName === 'mcp.fetch.delete')?.headers.authorization).toBe(unleash.webhookSecret);
+  }, 60_000);
+
+  it("a shell with another UNLEASH_WEBHOOK_SECRET does not rewrite the registered one; --replace-webhook does, and the control plane's start takes it back", async () => {
+    const other = { ...config, unleashWebhookSecret: 'a-shell-with-another-secret' };
+    const kept = await sync(FLAGS_DIR, other, webhookUrl, 'keep');
+    expect(kept.webhook).toMatchObject({ result: 'kept', kept: { reason: 'differs', url: webhookUrl, urlDiffers: false, secretDiffers: true } });
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret) }]);
+
+    const moved = await cliFromBareShell(['--replace-webhook']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toMatch(/webhook updated/);
+    expect(moved.stdout).toContain('webhook: http://127.0.0.1:8080/v1/flags/events');
+    expect(await ourWebhooks()).toMatchObject([{ url: 'http://127.0.0.1:8080/v1/flags/events' }]);
+
+    // At start the control plane's sync owns the webhook carrying its secret: back at its own URL.
+    const back = await sync();
+    expect(back.webhook).toMatchObject({ result: 'updated', url: webhookUrl, others: [] });
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl }]);
+  }, 60_000);
+
+  it('creates the webhook when Unleash has none, also from a shell; --webhook-url names it; --no-webhook with it is refused', async () => {
+    await deleteWebhooks(() => true);
+    const created = await cliFromBareShell(['--webhook-url', `http://127.0.0.1:${unleash.webhookPort}`]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(/webhook created/);
+    expect(created.stdout).toContain(`webhook: ${webhookUrl}`);
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret), enabled: true }]);
+    const refused = await cliFromBareShell(['--no-webhook', '--replace-webhook']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/--no-webhook cannot be combined/);
+  }, 60_000);
+
+  it("two installations sharing one Unleash: neither's start moves the other's webhook", async () => {
+    const otherUrl = 'http://127.0.0.1:9/v1/flags/events';
+    const otherInstallation = { ...config, unleashWebhookSecret: 'the-other-installations-secret' };
+    const theirs = await sync(FLAGS_DIR, otherInstallation, otherUrl);
+    expect(theirs.webhook).toMatchObject({ result: 'created', url: otherUrl, others: [{ url: webhookUrl }] });
+    const ours = await sync();
+    expect(ours.webhook).toMatchObject({ result: 'unchanged', url: webhookUrl, others: [{ url: otherUrl, enabled: true }] });
+    const both = await ourWebhooks();
+    expect(both.map((w) => w.url).sort()).toEqual([otherUrl, webhookUrl].sort());
+    // An operator's shell of this installation finds its own and leaves the other alone.
+    expect((await sync(FLAGS_DIR, config, webhookUrl, 'keep')).webhook.result).toBe('unchanged');
+    expect((await ourWebhooks()).length).toBe(2);
+  }, 60_000);
+
+  it('a webhook an older flags sync registered (URL not recorded) is left alone from a shell and taken over at start', async () => {
+    await deleteWebhooks(() => true);
+    await admin.createAddon({
+      provider: 'webhook',
+      enabled: true,
+      description: 'killswitch control plane: flag changes applied at once (managed by flags sync)',
+      parameters: { url: webhookUrl, authorization: unleash.webhookSecret, contentType: 'application/json' },
+      events: ['feature-environment-disabled'],
+      projects: ['*'],
+      environments: ['*'],
+    });
+    const shell = await sync(FLAGS_DIR, config, webhookUrl, 'keep');
+    expect(shell.webhook).toMatchObject({ result: 'kept', kept: { reason: 'unrecorded', url: null } });
+    const start = await sync();
+    expect(start.webhook).toMatchObject({ result: 'updated', others: [] });
+    expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret) }]);
+  }, 60_000);
+
+  it('a second webhook to the same URL is turned off (not deleted) by the start sync: each event is delivered once', async () => {
+    const [current] = await ourWebhooks();
+    const addon = (await admin.listAddons()).find((a) => a.id === current!.id)!;
+    await admin.createAddon({ ...addon, parameters: { url: webhookUrl, authorization: unleash.webhookSecret, contentType: 'application/json' } });
+    const report = await sync();
+    expect(report.webhook).toMatchObject({ result: 'unchanged', others: [] });
+    const after = await ourWebhooks();
+    expect(after.map((w) => [w.url, w.enabled])).toEqual([
+      [webhookUrl, true],
+      [webhookUrl, false],
+    ]);
+    expect(after[0]!.id).toBe(current!.id);
+    await deleteWebhooks((w) => !w.enabled);
   });
 });
