@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { redactText, redactValue, storable } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
-import { AppError, notFound } from '../errors.js';
+import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -289,6 +289,9 @@ export class AlertService {
    * operator's inbox: a key limited to projects may read it but not acknowledge it (403).
    */
   async ack(id: string, op: OperatorPrincipal, note?: string): Promise<Alert> {
+    if (note !== undefined && storable(note) !== note) {
+      throw invalid('note', 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
+    }
     const existing = await this.get(id, op);
     if (existing.project_id === null && op.projects !== null) {
       throw new AppError(

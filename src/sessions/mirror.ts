@@ -26,10 +26,18 @@ export const PURPOSE_MAX_IN_REDIS = 500;
 
 const serversField = (servers: string[] | null): string => (servers ? JSON.stringify(servers) : '');
 
+/** The purpose cut for Redis, never between the halves of a surrogate pair (the scripts' cjson refuses a lone one). */
+function purposeField(purpose: string): string {
+  if (purpose.length <= PURPOSE_MAX_IN_REDIS) return purpose;
+  const cut = purpose.slice(0, PURPOSE_MAX_IN_REDIS);
+  const last = cut.charCodeAt(cut.length - 1);
+  return last >= 0xd800 && last <= 0xdbff ? cut.slice(0, -1) : cut;
+}
+
 const fieldsOf = (f: { read_only: boolean; servers: string[] | null; purpose: string }) => ({
   ro: f.read_only ? '1' : '0',
   srv: serversField(f.servers),
-  pur: f.purpose.slice(0, PURPOSE_MAX_IN_REDIS),
+  pur: purposeField(f.purpose),
 });
 
 /** A halt as Redis enforces it (what the gate reads), whatever Postgres holds. */

@@ -3,7 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { redactValue, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
-import { AppError, notFound } from '../errors.js';
+import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
@@ -137,6 +137,18 @@ const RETRY_QUEUE_MAX = 10_000;
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
 
+/**
+ * Free text an operator or agent sends (a session's purpose, a resume reason) must be storable as it is:
+ * Postgres refuses NUL in text and jsonb, and an unpaired surrogate cannot cross to Redis (its Lua cjson
+ * refuses the escape) or into jsonb. Refused with a 400 naming the field rather than altered, so what is
+ * stored and audited is what was sent; before, these were 503s blaming Postgres or Redis.
+ */
+function requireStorableText(field: string, value: string | undefined): void {
+  if (value !== undefined && storable(value) !== value) {
+    throw invalid(field, 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
+  }
+}
+
 /** Postgres refused a value (SQLSTATE class 22: NUL or a bad escape in text or jsonb, bad input syntax): the same write can never succeed. */
 function isDataError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
@@ -240,6 +252,7 @@ export class SessionService {
    * (DESIGN.md §4: reconnecting does not escape a halt), and the answer says so with 201.
    */
   async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope): Promise<OpenedSession> {
+    requireStorableText('purpose', scope.purpose);
     const readOnly = scope.read_only === true || agent.tokenType === 'ro';
     const servers = scope.servers ? [...new Set(scope.servers)] : null;
     const purpose = scope.purpose ?? '';
@@ -527,6 +540,7 @@ export class SessionService {
    * without a record in Postgres (its record never reached it) is lifted too: nothing else could.
    */
   async resumeSession(id: string, op: OperatorPrincipal, reason: string): Promise<ResumeSessionResult> {
+    requireStorableText('reason', reason);
     const before = await this.visibleSession(id, op);
     const actor = operatorActorOf(op);
     let resumedTrigger = '';
@@ -573,6 +587,7 @@ export class SessionService {
    * enforces without a record in Postgres (their record never reached it; nothing else could lift them).
    */
   async resumeToken(tokenId: string, op: OperatorPrincipal, reason: string): Promise<ResumeTokenResult> {
+    requireStorableText('reason', reason);
     if (!UUID.test(tokenId)) throw notFound('token');
     const project = await sessionStore.tokenProject(this.pool, tokenId);
     if (project === undefined || !canSeeProject(op, project)) throw notFound('token');

@@ -6,7 +6,8 @@ import { until } from '../helpers/unleash.js';
 
 // Values Postgres cannot store (NUL, unpaired surrogates) where the agent or an operator chooses them:
 // a halt must still reach Postgres (so an operator can see and resume it), its alert must be stored,
-// and the resume routes lift a halt Redis enforces even without a record in Postgres.
+// the resume routes lift a halt Redis enforces even without a record in Postgres, and free text the
+// routes take is a 400 naming the field, never a 503 blaming a dependency.
 
 const POLICY = 'test/fixtures/decisions/policy.yaml';
 const t = new TestContext();
@@ -136,4 +137,38 @@ describe('resuming a halt Redis enforces without a record in Postgres', () => {
     expect((await gw.decide(tok.raw, write('/tmp/demo/a', s.session_id))).code).toBe('OK');
     expect((await app.inject({ method: 'POST', url: `/v1/sessions/${s.session_id}/resume`, headers: operator(), payload: { reason: 'again' } })).statusCode).toBe(409);
   });
+});
+
+describe('free text that cannot be stored is a 400 naming the field', () => {
+  for (const [name, bad] of [
+    ['a NUL', 'p\u0000'],
+    ['an unpaired surrogate', 'p\ud800'],
+  ] as const) {
+    it(`${name} in purpose, a resume reason or an acknowledgement note`, async () => {
+      const tok = await gw.token('rw');
+      const open = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: { purpose: bad } });
+      expect(open.statusCode).toBe(400);
+      expect(open.json().error.details[0].field).toBe('purpose');
+      // A surrogate pair is text like any other, also where the purpose is cut for Redis.
+      const paired = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: { purpose: `${'p'.repeat(499)}\u{1F600}` } });
+      expect(paired.statusCode).toBe(201);
+
+      const s = await gw.session(tok.raw);
+      const codes: string[] = [];
+      for (const f of ['a', 'b', 'c']) codes.push((await gw.decide(tok.raw, write(`/tmp/demo/${f}`, s.session_id))).code);
+      expect(codes.at(-1)).toBe('CASCADE_WRITE');
+      for (const url of [`/v1/sessions/${s.session_id}/resume`, `/v1/keys/${tok.id}/resume`]) {
+        const res = await app.inject({ method: 'POST', url, headers: operator(), payload: { reason: bad } });
+        expect(res.statusCode).toBe(400);
+        expect(res.json().error.details[0].field).toBe('reason');
+      }
+      expect((await gw.decide(tok.raw, write('/tmp/demo/a', s.session_id))).code).toBe('SESSION_HALTED');
+
+      const alerts = async () => (await app.inject({ url: `/v1/alerts?token=${tok.id}&kind=SESSION_HALTED`, headers: operator() })).json().alerts as Array<{ id: string }>;
+      await until(async () => (await alerts()).length === 1, 5_000, 'the SESSION_HALTED alert stored');
+      const ack = await app.inject({ method: 'POST', url: `/v1/alerts/${(await alerts())[0]!.id}/ack`, headers: operator(), payload: { note: bad } });
+      expect(ack.statusCode).toBe(400);
+      expect(ack.json().error.details[0].field).toBe('note');
+    });
+  }
 });
