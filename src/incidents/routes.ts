@@ -25,12 +25,14 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['incidents'],
         summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',
         querystring: TimelineQuerySchema,
-        response: { 200: Type.Union([TimelineSchema, Type.String({ description: 'application/x-ndjson or text/csv' })]), ...errors },
+        response: { 200: Type.Union([TimelineSchema, Type.String({ description: 'application/x-ndjson or text/csv; when truncated, the last line or row has type `truncated`' })]), ...errors },
       },
     },
     async (req, reply) => {
       const t = await timeline.timeline(req.operator!, req.query);
       const format = req.query.format ?? 'json';
+      // Also for exports saved with `curl -o`: the header is what a script checks without parsing the file.
+      reply.header('x-truncated', String(t.truncated));
       if (format === 'json') return t;
       const stamp = t.from.replace(/[:.]/g, '-');
       return reply

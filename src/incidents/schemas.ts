@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { TIMELINE_TYPES, type TimelineType } from './service.js';
+import { TIMELINE_MAX_LIMIT, TIMELINE_TYPES, type TimelineType } from './service.js';
 
 const Nullable = Type.Union([Type.String(), Type.Null()]);
 
@@ -17,8 +17,16 @@ export const TimelineQuerySchema = Type.Object(
     decisions: Type.Optional(
       Type.Union([Type.Literal('all'), Type.Literal('denials'), Type.Literal('none')], { default: 'all', description: 'Which decisions to include: all, only denials, or none.' }),
     ),
-    format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('jsonl'), Type.Literal('csv')], { default: 'json', description: 'json (this schema), or an export: jsonl (one event per line) or csv.' })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 50_000, default: 1_000 })),
+    format: Type.Optional(
+      Type.Union([Type.Literal('json'), Type.Literal('jsonl'), Type.Literal('csv')], {
+        default: 'json',
+        description:
+          'json (this schema), or an export: jsonl (one event per line) or csv. Every format answers the header `X-Truncated: true` when the window holds more than `limit` events; a truncated export then ends with a line (jsonl) or row (csv) of type `truncated` saying so and how to get the rest.',
+      }),
+    ),
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: TIMELINE_MAX_LIMIT, default: 1_000, description: `Most events to return (at most ${TIMELINE_MAX_LIMIT}). Exports of a whole incident should ask for the maximum.` }),
+    ),
   },
   { additionalProperties: false },
 );

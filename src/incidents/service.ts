@@ -307,15 +307,39 @@ export class TimelineService {
   }
 }
 
-/** JSON Lines: one event per line. */
-export function timelineJsonl(t: Timeline): string {
-  return t.events.map((e) => `${JSON.stringify(e)}\n`).join('');
+/** The most events one timeline answer holds (the `limit` query parameter's maximum). */
+export const TIMELINE_MAX_LIMIT = 50_000;
+
+/**
+ * What a truncated export says in its last line (JSON Lines) or row (CSV): an export is a file sent on
+ * to people and tools that never see the `truncated` field or the X-Truncated header, so the file itself
+ * must say that events were left out and how to get them.
+ */
+export function truncationNotice(t: Timeline): { type: 'truncated'; at: string; limit: number; summary: string } | undefined {
+  const last = t.events.at(-1);
+  if (!t.truncated || !last) return undefined;
+  const n = t.events.length;
+  const more = n < TIMELINE_MAX_LIMIT ? `, or ask with a larger limit (at most ${TIMELINE_MAX_LIMIT})` : '';
+  return {
+    type: 'truncated',
+    at: last.at,
+    limit: n,
+    summary:
+      `TRUNCATED: this export holds only the first ${n} events (limit=${n}) of the window ${t.from} to ${t.to}; events after the last one listed (at ${last.at}) were left out. ` +
+      `Get the rest: ask again with from=${last.at} (events at that exact time repeat: skip ids already listed)${more}, or narrow the window, target or decisions.`,
+  };
 }
 
-/** CSV with a header row, the columns of CSV_COLUMNS. */
+/** JSON Lines: one event per line; a truncated export ends with a `{"type":"truncated",...}` line. */
+export function timelineJsonl(t: Timeline): string {
+  const notice = truncationNotice(t);
+  return [...t.events, ...(notice ? [notice] : [])].map((e) => `${JSON.stringify(e)}\n`).join('');
+}
+
+/** CSV with a header row, the columns of CSV_COLUMNS; a truncated export ends with a row of type `truncated`. */
 export function timelineCsv(t: Timeline): string {
-  return stringify(
-    t.events.map((e) => CSV_COLUMNS.map((c) => e[c] ?? '')),
-    { header: true, columns: CSV_COLUMNS, escape_formulas: true },
-  );
+  const notice = truncationNotice(t);
+  const rows = t.events.map((e) => CSV_COLUMNS.map((c) => e[c] ?? ''));
+  if (notice) rows.push(CSV_COLUMNS.map((c) => (c === 'at' || c === 'type' || c === 'summary' ? notice[c] : '')));
+  return stringify(rows, { header: true, columns: CSV_COLUMNS, escape_formulas: true });
 }

@@ -171,6 +171,36 @@ describe('GET /v1/incidents/timeline', () => {
     expect(cut.truncated).toBe(true);
   });
 
+  it('a truncated export says so: X-Truncated, and a last line (JSON Lines) or row (CSV) naming where the rest starts', async () => {
+    const all = (await timeline({ from, to })).json();
+    expect(all.events.length).toBeGreaterThan(3);
+    const third = all.events[2] as Ev;
+
+    const whole = await timeline({ from, to, format: 'jsonl' });
+    expect(whole.headers['x-truncated']).toBe('false');
+    expect(whole.body).not.toContain('truncated');
+    expect((await timeline({ from, to, limit: '3' })).headers['x-truncated']).toBe('true');
+
+    const jsonl = await timeline({ from, to, format: 'jsonl', limit: '3' });
+    expect(jsonl.headers['x-truncated']).toBe('true');
+    const lines = jsonl.body.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(4);
+    expect(lines.slice(0, 3)).toEqual(all.events.slice(0, 3));
+    expect(lines[3]).toMatchObject({ type: 'truncated', at: third.at, limit: 3 });
+    expect(lines[3].summary).toContain('TRUNCATED: this export holds only the first 3 events (limit=3)');
+    expect(lines[3].summary).toContain(`ask again with from=${third.at}`);
+    expect(lines[3].summary).toContain('at most 50000');
+
+    const csv = await timeline({ from, to, format: 'csv', limit: '3' });
+    expect(csv.headers['x-truncated']).toBe('true');
+    const rows = parse(csv.body, { columns: true }) as Array<Record<string, string>>;
+    expect(rows).toHaveLength(4);
+    expect(rows.slice(0, 3).map((r) => r['id'])).toEqual(all.events.slice(0, 3).map((e: Ev & { id: string }) => e.id));
+    expect(rows[3]).toMatchObject({ at: third.at, type: 'truncated', id: '' });
+    expect(rows[3]!['summary']).toContain(`TRUNCATED: this export holds only the first 3 events`);
+    expect(rows[3]!['summary']).toContain(`from=${third.at}`);
+  });
+
   it('a key limited to the project sees its events and the installation-wide flag change, not other projects', async () => {
     const limited = await t.operatorKey(app, 'viewer', ['inc']);
     const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from, to }, headers: bearer(limited) });
