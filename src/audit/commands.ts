@@ -9,21 +9,100 @@ import { auditStore, type RetentionResult } from './store.js';
 // `killswitch audit verify` and `killswitch audit retention`: straight to Postgres, no Redis or Unleash,
 // so they work during an incident and from a cron job.
 
-export function formatVerifyReport(report: VerifyReport): string {
+/**
+ * Exit codes of `killswitch audit verify` (docs/cli.md). A database that cannot be read, or one with no
+ * audit rows at all, is not a verified trail, and neither is it a broken chain: a script must be able to
+ * tell "tampered" from "wrong DATABASE_URL".
+ */
+export const VERIFY_EXIT = {
+  /** Every chain verifies (and every witnessed position). */
+  ok: 0,
+  /** A chain is broken, or a witnessed position does not verify: the report names the row. */
+  broken: 1,
+  /** Bad usage (commander) or configuration. */
+  usage: 2,
+  /** The database has no audit rows: nothing was verified. */
+  nothingVerified: 3,
+  /** The database could not be read: unreachable, does not exist, refused the login, not a killswitch database. */
+  database: 4,
+} as const;
+
+export interface VerifiedDatabase {
+  host: string;
+  database: string;
+}
+
+/** Host and database name of a Postgres URL, never its user or password. */
+export function databaseOf(databaseUrl: string): VerifiedDatabase {
+  try {
+    const u = new URL(databaseUrl);
+    return { host: u.host || 'the default host', database: decodeURIComponent(u.pathname.replace(/^\//, '')) || '(default)' };
+  } catch {
+    return { host: '(unparsable DATABASE_URL)', database: '(unknown)' };
+  }
+}
+
+/** `database "killswitch" on db:5432`, for messages. */
+export function describeDatabase(databaseUrl: string): string {
+  const d = databaseOf(databaseUrl);
+  return `database "${d.database}" on ${d.host}`;
+}
+
+/**
+ * No chain to walk and no witnessed position confirmed: nothing was verified. A database whose chains
+ * retention removed whole still confirms the positions witnessed in them (RETENTION), so that is a result.
+ */
+export function nothingVerified(report: VerifyReport): boolean {
+  return report.chains === 0 && !report.witnesses.some((w) => w.result === 'ok' || w.result === 'retention');
+}
+
+export function formatVerifyReport(report: VerifyReport, databaseUrl?: string): string {
   const badWitnesses = report.witnesses.filter((w) => w.result === 'mismatch' || w.result === 'missing').length;
-  const verdict = report.ok ? 'OK' : [report.broken.length > 0 ? `BROKEN (${report.broken.length} chains)` : '', badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : ''].filter(Boolean).join('; ');
-  const lines = [`audit verify: ${report.rows} rows in ${report.chains} chains: ${verdict}`];
+  const parts = [
+    nothingVerified(report)
+      ? 'NOTHING VERIFIED: the database has no audit rows. A control plane that has run writes them (every decision, every operator action): this is not the database your control plane writes to (set DATABASE_URL to it), or every audit row was removed'
+      : '',
+    report.broken.length > 0 ? `BROKEN (${report.broken.length} chains)` : '',
+    badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : '',
+  ].filter(Boolean);
+  const verdict = parts.length > 0 ? parts.join('; ') : report.chains === 0 ? 'OK (no rows left: every witnessed position was removed by retention)' : 'OK';
+  const lines = databaseUrl === undefined ? [] : [`audit verify: ${describeDatabase(databaseUrl)} (DATABASE_URL)`];
+  lines.push(`audit verify: ${report.rows} rows in ${report.chains} chains: ${verdict}`);
   for (const b of report.broken) lines.push(`  broken row id=${b.id ?? '(missing)'} replica_id=${b.replica_id} seq=${b.seq}: ${b.reason}`);
   for (const w of report.witnesses) lines.push(`  witnessed ${w.replica_id}:${w.seq}: ${w.result.toUpperCase()}: ${w.detail}`);
   return `${lines.join('\n')}\n`;
 }
 
-/** Exit code 0 when every chain verifies, 1 when one is broken (the report names the row). */
-export async function auditVerify(config: Config, opts: { json?: boolean; expect?: Witness[] } = {}): Promise<{ code: number; output: string }> {
+/** Why the database could not be verified, in the operator's words (pg's SQLSTATE and socket codes). */
+function databaseFailure(err: unknown, databaseUrl: string): string {
+  const db = describeDatabase(databaseUrl);
+  const code = (err as { code?: string }).code;
+  const message = (err as Error).message ?? String(err);
+  if (code === '3D000') return `the ${db} named by DATABASE_URL does not exist: set DATABASE_URL to your control plane's database`;
+  if (code === '42P01') return `the ${db} named by DATABASE_URL has no audit trail (no audit_events table): it is not a killswitch database; set DATABASE_URL to your control plane's database`;
+  if (code === '28P01' || code === '28000') return `the ${db} named by DATABASE_URL refused the login: ${message}`;
+  return `cannot read the ${db} named by DATABASE_URL: ${message}`;
+}
+
+/**
+ * Walks every chain of the database DATABASE_URL names. Exit codes: VERIFY_EXIT. The output (text or
+ * JSON) names the host and database verified, never the user or password.
+ */
+export async function auditVerify(config: Config, opts: { json?: boolean; expect?: Witness[] } = {}): Promise<{ code: number; output: string; error?: string }> {
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
-    const report = await verifyChain(pool, opts.expect ?? []);
-    return { code: report.ok ? 0 : 1, output: opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatVerifyReport(report) };
+    let report: VerifyReport;
+    try {
+      report = await verifyChain(pool, opts.expect ?? []);
+    } catch (err) {
+      return { code: VERIFY_EXIT.database, output: '', error: `audit verify: NOTHING VERIFIED: ${databaseFailure(err, config.databaseUrl)}\n` };
+    }
+    // Nothing verified wins over a witnessed position reported missing: with no rows and no anchor to
+    // confirm one, the likely cause is another database than the control plane's, which exit 1 ("tampered")
+    // would misstate; the report still lists the position as MISSING.
+    const code = nothingVerified(report) ? VERIFY_EXIT.nothingVerified : report.ok ? VERIFY_EXIT.ok : VERIFY_EXIT.broken;
+    const output = opts.json ? `${JSON.stringify({ database: databaseOf(config.databaseUrl), verified: code === VERIFY_EXIT.ok, ...report }, null, 2)}\n` : formatVerifyReport(report, config.databaseUrl);
+    return { code, output };
   } finally {
     await pool.end();
   }

@@ -1,12 +1,10 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
-import type { Config } from '../config.js';
 import { type CompiledPolicy, matchProductionPattern } from '../policy/index.js';
 import { ENVIRONMENTS, type Environment } from '../tokens/store.js';
 import type { AnalyzedServer } from './scan/analyze.js';
 import { describeIdentity, describePolicyIdentity } from './scan/approval.js';
-import { type CliEnvironment, cliEnvironment } from './scan/command.js';
+import type { CliEnvironment } from './scan/command.js';
 import { fileKindOf, type Location, projectConfigLocations, userConfigLocations } from './scan/locations.js';
 import { analyzeFiles, readPolicy } from './scan/scan.js';
 import type { InputError } from './scan/schema.js';
@@ -122,20 +120,4 @@ export async function envGate(opts: EnvGateOptions, env: GateEnvironment, now: D
   }
   env.stdout.write(`MCP environment gate passed: ${facts}\n`);
   return 0;
-}
-
-export function registerEnvGateCommand(program: Command, config: () => Config): void {
-  program
-    .command('env-gate')
-    .description(
-      'Check every MCP server of the client configs against the policy for the environment in MCP_ENV (default development): exit 0 passed, 1 conflicts, 2 bad input.',
-    )
-    .option('--config <file...>', 'client config files to check (default: this folder\'s .mcp.json, mcp.json, .cursor/mcp.json, .vscode/mcp.json and the user-level Claude Desktop and Cursor configs)')
-    .option('--policy <file>', 'policy file (default: POLICY_FILE)')
-    .option('--environment <env>', 'environment to check (default: MCP_ENV)')
-    .option('--role <role>', "check against this role's allowed servers instead of any role's")
-    .action(async (opts: EnvGateOptions) => {
-      const c = config();
-      process.exitCode = await envGate(opts, { ...cliEnvironment(c), mcpEnv: c.mcpEnv });
-    });
 }

@@ -1,5 +1,6 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
+import { ENVIRONMENTS } from '../tokens/store.js';
 
 // `killswitch kill | kills | unkill`: the break-glass kills from a terminal or a script, through the
 // control plane's admin API (KILLSWITCH_URL) with an operator key from the environment
@@ -28,6 +29,7 @@ interface ApiKill {
   created_at: string;
   expires_at: string | null;
   lifted_at: string | null;
+  lifted_by: string | null;
   lift_reason: string | null;
   state: string;
 }
@@ -49,11 +51,16 @@ export class CliFailure extends Error {
   }
 }
 
-/** `30`, `30s`, `10m`, `2h`, `1d` → seconds. */
+/**
+ * `30s`, `10m`, `2h`, `1d` → seconds. A bare number is refused: `--expires-in 30` meant 30 seconds, and an
+ * operator who wrote it after reading `30m` in the help got a kill that lifted itself half a minute later.
+ */
 export function parseDuration(v: string): number {
-  const m = /^(\d+)([smhd]?)$/.exec(v.trim());
-  if (!m) throw new InvalidArgumentError('expected seconds or a duration like 30s, 10m, 2h, 1d');
-  const n = Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  const text = v.trim();
+  if (/^\d+$/.test(text)) throw new InvalidArgumentError(`${text} has no unit: write ${text}s, ${text}m, ${text}h or ${text}d (seconds, minutes, hours, days)`);
+  const m = /^(\d+)([smhd])$/.exec(text);
+  if (!m) throw new InvalidArgumentError('expected a number and a unit, like 30s, 10m, 2h or 1d');
+  const n = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
   if (n < 1) throw new InvalidArgumentError('must be at least one second');
   return n;
 }
@@ -109,7 +116,7 @@ async function call(cfg: Config, method: string, path: string, body?: unknown): 
 }
 
 function line(k: ApiKill): string {
-  const until = k.state === 'active' ? (k.expires_at ? `until ${k.expires_at}` : 'until lifted') : k.state === 'lifted' ? `lifted ${k.lifted_at} (${k.lift_reason ?? ''})` : `expired ${k.expires_at}`;
+  const until = k.state === 'active' ? (k.expires_at ? `until ${k.expires_at}` : 'until lifted') : k.state === 'lifted' ? `lifted by ${k.lifted_by ?? '?'} at ${k.lifted_at} (${k.lift_reason ?? ''})` : `expired ${k.expires_at}`;
   return `${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`;
 }
 
@@ -174,17 +181,15 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     .description('Break glass: stop calls on every replica at once, without Unleash (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY).')
     .option('--everything', 'every MCP call of every agent')
     .option('--server <name>', 'one MCP server (with --capability: only that capability on it)')
-    .option('--capability <read|write|delete>', 'one capability, on every server or on --server', (v) => {
-      if (!['read', 'write', 'delete'].includes(v)) throw new InvalidArgumentError('expected read, write or delete');
-      return v;
-    })
+    .addOption(new Option('--capability <capability>', 'one capability, on every server or on --server').choices(['read', 'write', 'delete']))
     .option('--token <id>', 'one agent token')
     .option('--project <id>', 'every token of a project')
     .option('--role <role>', 'every token of a policy role')
-    .option('--environment <env>', 'every token of an environment (development, staging, production)')
+    // Checked here, so a wrong value is a usage error (exit 2) rather than the API's 400 (exit 1).
+    .addOption(new Option('--environment <env>', 'every token of an environment').choices(ENVIRONMENTS))
     .option('--session <id>', 'one session')
     .requiredOption('--reason <text>', 'why (shown in every denial, the audit trail and the alert)')
-    .option('--expires-in <duration>', 'lift automatically after this long (e.g. 30m, 2h); default: until lifted', parseDuration)
+    .option('--expires-in <duration>', 'lift automatically after this long: a number and a unit s, m, h or d (30m, 2h); default: until lifted', parseDuration)
     .option('--json', 'print the API answer as JSON')
     .addHelpText(
       'after',

@@ -1,16 +1,28 @@
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
-import { auditRetention, auditVerify } from '../audit/commands.js';
-import { becomeWorker, isWorker, runPrimary, workerCount } from '../cluster.js';
 import { ConfigError, loadConfig } from '../config.js';
-import { flagsSync, runUnleash } from '../flags/cli.js';
-import { startServer, stopOnSignals } from '../server.js';
-import { registerEnvGateCommand } from './env-gate.js';
+import type { EnvGateOptions } from './env-gate.js';
 import { CliFailure, registerKillCommands } from './kill.js';
-import { OPERATOR_ROLES, type OperatorsCreateOptions, operatorRole, operatorsCreate } from './operators.js';
-import { policyCheck } from './policy-check.js';
-import { registerScanCommand } from './scan/command.js';
+import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
+import type { ScanCliOptions } from './scan/command.js';
+import type { FailOn } from './scan/scan.js';
+
+// Start-up time is part of the break-glass path: `killswitch kill` must not wait for the whole control
+// plane to load. This module imports only commander, the configuration and the light `kill | kills |
+// unkill` module; every other command imports its implementation in its action (docs/performance.md,
+// "CLI start-up"). Keep it that way: a static import of an implementation here costs every command.
+
+/**
+ * `values`, which tsc checks name every member of T: the choices of an option can be listed here without
+ * loading the module that defines T (only `import type` of it, which costs nothing at run time).
+ */
+const allOf =
+  <T extends string>() =>
+  <const V extends readonly T[]>(values: V & (Exclude<T, V[number]> extends never ? unknown : { missing: Exclude<T, V[number]> })): V =>
+    values;
+const OPERATOR_ROLES = allOf<OperatorRole>()(['viewer', 'operator', 'owner']);
+const FAIL_ON_VALUES = allOf<FailOn>()(['low', 'medium', 'high', 'critical', 'none']);
 
 function config() {
   try {
@@ -51,6 +63,8 @@ program
   .description('Run the control plane (migrations, decision API, admin API).')
   .action(async () => {
     const c = config();
+    const { becomeWorker, isWorker, runPrimary, workerCount } = await import('../cluster.js');
+    const { startServer, stopOnSignals } = await import('../server.js');
     if (!isWorker() && workerCount(c) > 1) {
       process.exit(await runPrimary(c));
     }
@@ -84,6 +98,7 @@ operators
   .option('--project <id...>', 'limit the key to these projects')
   .addHelpText('after', '\nExit codes: 0 key printed; 1 the database failed; 2 bad usage, or no database, schema or TOKEN_HASH_SECRET to make a working key with (docs/cli.md).')
   .action(async (opts: OperatorsCreateOptions) => {
+    const { operatorRole, operatorsCreate } = await import('./operators.js');
     try {
       // The role first: a wrong command needs no database.
       operatorRole(opts.role);
@@ -117,6 +132,7 @@ flagsCmd
   .option('--webhook-url <url>', 'control plane URL Unleash posts flag events to (default PUBLIC_URL, else http://HOST:PORT; /v1/flags/events is added to a URL without a path)')
   .option('--replace-webhook', "point an existing webhook whose URL or secret differs at this URL and this shell's UNLEASH_WEBHOOK_SECRET")
   .action(async (opts: { policy?: string; dir?: string; webhook: boolean; webhookUrl?: string; replaceWebhook?: boolean }) => {
+    const { flagsSync } = await import('../flags/cli.js');
     process.exitCode = await flagsSync(config(), opts);
   });
 
@@ -126,6 +142,7 @@ program
   .option('--no-sync', 'do not run the flags sync')
   .option('--policy <file>', 'policy file for the sync (default POLICY_FILE)')
   .action(async (opts: { sync: boolean; policy?: string }) => {
+    const { runUnleash } = await import('../flags/cli.js');
     await runUnleash(config(), opts);
   });
 
@@ -135,13 +152,14 @@ policyCmd
   .description('Validate a policy file; errors name file:line:column and the key path (exit 0 valid, 2 invalid).')
   .argument('<file>', 'policy file (YAML)')
   .action(async (file: string) => {
+    const { policyCheck } = await import('./policy-check.js');
     process.exitCode = await policyCheck(file);
   });
 
 const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');
 audit
   .command('verify')
-  .description('Walk every hash chain; exit 1 naming the first broken row of each broken chain.')
+  .description("Walk every hash chain of DATABASE_URL's audit trail; exit 1 naming the first broken row of each broken chain.")
   .option('--json', 'print the full report (chains, rows, broken rows, chain heads) as JSON')
   .option(
     '--expect <replica_id:seq:hash>',
@@ -152,9 +170,17 @@ audit
       return [...prev, w];
     },
   )
+  .addHelpText(
+    'after',
+    '\nReads the database DATABASE_URL names (the control plane\'s; the output names its host and database).\n' +
+      'Exit codes: 0 every chain verifies; 1 a chain is broken or a witnessed position does not verify; 2 bad usage or configuration;\n' +
+      '3 nothing verified: the database has no audit rows (not the control plane\'s database?); 4 the database could not be read.',
+  )
   .action(async (opts: { json?: boolean; expect?: Witness[] }) => {
-    const { code, output } = await auditVerify(config(), opts);
+    const { auditVerify } = await import('../audit/commands.js');
+    const { code, output, error } = await auditVerify(config(), opts);
     process.stdout.write(output);
+    if (error) process.stderr.write(error);
     process.exitCode = code;
   });
 audit
@@ -167,6 +193,7 @@ audit
   })
   .option('--dry-run', 'only count the rows that would be removed')
   .action(async (opts: { days?: number; dryRun?: boolean }) => {
+    const { auditRetention } = await import('../audit/commands.js');
     process.stdout.write(`${JSON.stringify(await auditRetention(config(), opts), null, 2)}\n`);
   });
 
@@ -197,8 +224,47 @@ program
     }
   });
 
-registerScanCommand(program, config);
-registerEnvGateCommand(program, config);
+program
+  .command('scan')
+  .description(
+    'Find MCP client configs (Claude Desktop, Cursor, VS Code, .mcp.json, mcp.json) and MCP packages in package.json; list each server with its risk and findings. Exit 0 clean, 1 a finding at or above --fail-on, 2 bad input.',
+  )
+  .argument('[paths...]', 'files or folders to scan (default: the current folder, plus the user-level Claude Desktop and Cursor configs)')
+  .addOption(new Option('--json', 'print the result as JSON (docs/scan-output.schema.json)').conflicts('report'))
+  .addOption(new Option('--report <format>', 'print seed 002\'s "MCP Security Report"').choices(['md']))
+  .addOption(new Option('--fail-on <severity>', 'exit 1 when a finding is at or above this severity').choices(FAIL_ON_VALUES).default('high'))
+  .option('--policy <file>', 'policy file with the approved servers (default: POLICY_FILE, skipped when it does not exist)')
+  .option('--no-policy', 'do not check servers against a policy')
+  .option('--user', 'also read the user-level client configs when paths are given')
+  .option(
+    '--max-depth <n>',
+    'how deep to walk into folders',
+    (value: string) => {
+      if (!/^\d+$/.test(value) || Number(value) > 64) throw new InvalidArgumentError('expected a whole number from 0 to 64');
+      return Number(value);
+    },
+    6,
+  )
+  .option('--print-schema', 'print the JSON schema of --json output and exit')
+  .action(async (paths: string[], opts: ScanCliOptions) => {
+    const { cliEnvironment, scanCommand } = await import('./scan/command.js');
+    process.exitCode = await scanCommand(paths, opts, cliEnvironment(config()));
+  });
+
+program
+  .command('env-gate')
+  .description('Check every MCP server of the client configs against the policy for the environment in MCP_ENV (default development): exit 0 passed, 1 conflicts, 2 bad input.')
+  .option('--config <file...>', "client config files to check (default: this folder's .mcp.json, mcp.json, .cursor/mcp.json, .vscode/mcp.json and the user-level Claude Desktop and Cursor configs)")
+  .option('--policy <file>', 'policy file (default: POLICY_FILE)')
+  .option('--environment <env>', 'environment to check (default: MCP_ENV)')
+  .option('--role <role>', "check against this role's allowed servers instead of any role's")
+  .action(async (opts: EnvGateOptions) => {
+    const { envGate } = await import('./env-gate.js');
+    const { cliEnvironment } = await import('./scan/command.js');
+    const c = config();
+    process.exitCode = await envGate(opts, { ...cliEnvironment(c), mcpEnv: c.mcpEnv });
+  });
+
 registerKillCommands(program, config);
 
 program.parseAsync().catch((err: unknown) => {

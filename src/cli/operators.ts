@@ -1,5 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { pino } from 'pino';
+import { describeDatabase } from '../audit/commands.js';
 import { AuditService } from '../audit/service.js';
 import type { Config } from '../config.js';
 import { MIGRATIONS_DIR } from '../db/migrate.js';
@@ -31,16 +32,6 @@ export function operatorRole(role: string | undefined): OperatorRole {
   if (role === undefined) throw new CliFailure(`--role is required: one of ${roles}`, 2);
   if (!(OPERATOR_ROLES as readonly string[]).includes(role)) throw new CliFailure(`--role ${role}: expected one of ${roles}`, 2);
   return role as OperatorRole;
-}
-
-/** Host and database name of DATABASE_URL, never its password. */
-function describeDatabase(databaseUrl: string): string {
-  try {
-    const u = new URL(databaseUrl);
-    return `database "${decodeURIComponent(u.pathname.replace(/^\//, '')) || '(default)'}" on ${u.host || 'the default host'}`;
-  } catch {
-    return 'the database';
-  }
 }
 
 /** Refuses a database that does not exist or that the control plane has not migrated to this version's schema. */

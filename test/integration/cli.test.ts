@@ -94,6 +94,47 @@ describe('killswitch CLI', () => {
     }
   });
 
+  it('audit verify names the database it read (never the password); no audit rows is "nothing verified" (exit 3), an unreadable database exit 4, never OK', async () => {
+    const env = { TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
+    // Rows to verify: the recovery command writes its audit row (and its chain's CHAIN_START).
+    expect((await cli(['operators', 'create', '--role', 'viewer', '--name', 'verify'], { ...env, DATABASE_URL: t.databaseUrl })).code).toBe(0);
+    const withPassword = new URL(t.databaseUrl);
+    withPassword.password = 'pw-never-printed';
+    const ok = await cli(['audit', 'verify'], { ...env, DATABASE_URL: withPassword.toString() });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`audit verify: database "${t.name}" on ${withPassword.host} (DATABASE_URL)`);
+    expect(ok.stdout).toMatch(/audit verify: \d+ rows in [1-9]\d* chains: OK/);
+    expect(ok.stdout + ok.stderr).not.toContain('pw-never-printed');
+    const json = await cli(['audit', 'verify', '--json'], { ...env, DATABASE_URL: withPassword.toString() });
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ database: { host: withPassword.host, database: t.name }, verified: true, ok: true });
+    expect(json.stdout).not.toContain('pw-never-printed');
+
+    // Another migrated database, with no audit rows: nothing was verified, which is not OK.
+    const other = await new TestContext().setup();
+    try {
+      const empty = await cli(['audit', 'verify'], { ...env, DATABASE_URL: other.databaseUrl });
+      expect(empty.code, empty.stdout).toBe(3);
+      expect(empty.stdout).toContain(`database "${other.name}"`);
+      expect(empty.stdout).toContain('0 rows in 0 chains: NOTHING VERIFIED');
+      expect(empty.stdout).not.toContain(': OK');
+      const emptyJson = JSON.parse((await cli(['audit', 'verify', '--json'], { ...env, DATABASE_URL: other.databaseUrl })).stdout);
+      expect(emptyJson).toMatchObject({ database: { database: other.name }, verified: false, chains: 0 });
+    } finally {
+      await other.teardown();
+    }
+
+    // A database that does not exist, or a server that does not answer: exit 4, not the 1 of a broken chain.
+    const absent = await cli(['audit', 'verify'], { ...env, DATABASE_URL: dbUrl(`${t.name}_absent`) });
+    expect(absent.code, absent.stderr).toBe(4);
+    expect(absent.stderr).toContain(`database "${t.name}_absent" on ${withPassword.host} named by DATABASE_URL does not exist`);
+    expect(absent.stdout).toBe('');
+    const down = await cli(['audit', 'verify'], { ...env, DATABASE_URL: 'postgres://postgres:pw-never-printed@127.0.0.1:1/killswitch' });
+    expect(down.code, down.stderr).toBe(4);
+    expect(down.stderr).toContain('cannot read the database "killswitch" on 127.0.0.1:1');
+    expect(down.stderr).not.toContain('pw-never-printed');
+  }, 120_000);
+
   it('operators create never creates or migrates a database: exit 2 naming DATABASE_URL', async () => {
     const name = `${t.name}_other`;
     const admin = new pg.Client({ connectionString: TEST_PG_URL });

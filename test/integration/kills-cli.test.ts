@@ -70,11 +70,14 @@ describe('killswitch kill / kills / unkill', () => {
     expect(lifted.stdout).toContain('Lifted');
     expect((await gw.decide(tok.raw, write)).code).toBe('OK');
     expect((await cli(['kills'])).stdout).toContain('no kills in force');
-    expect((await cli(['kills', '--all'])).stdout).toContain('lifted');
+    // Who lifted it is in the text too, as in --json's lifted_by.
+    const op = await app.ctx.auth.authenticate(operatorKey);
+    const all = (await cli(['kills', '--all'])).stdout.split('\n').find((l) => l.startsWith(created.kill.id));
+    expect(all).toContain(`lifted by operator:${op.id} at `);
+    expect(all).toContain('(INC-9 fixed)');
 
     // Audited as the operator whose key the CLI used.
     await app.ctx.audit.writer.flush();
-    const op = await app.ctx.auth.authenticate(operatorKey);
     const { rows } = await t.pool().query(`SELECT action FROM audit_events WHERE target = $1 AND actor_id = $2 ORDER BY ts`, [`kill:${created.kill.id}`, op.id]);
     expect(rows.map((r) => r.action)).toEqual(['kill.created', 'kill.lifted']);
   }, 120_000);
@@ -141,8 +144,31 @@ describe('killswitch kill / kills / unkill', () => {
     expect(killBody({ session: 'abc', reason: 'r', expiresIn: 60 })).toEqual({ target: 'session', session_id: 'abc', reason: 'r', expires_in: 60 });
     expect(() => killBody({ reason: 'r' })).toThrow(CliFailure);
     expect(() => killBody({ everything: true, role: 'x', reason: 'r' })).toThrow(CliFailure);
-    expect(parseDuration('90')).toBe(90);
+    expect(parseDuration('90s')).toBe(90);
     expect(parseDuration('2h')).toBe(7200);
+    expect(parseDuration('1d')).toBe(86_400);
     expect(() => parseDuration('soon')).toThrow();
   });
+
+  it('a bad option value is a usage error (exit 2) and sends nothing: an unknown environment, a duration without a unit', async () => {
+    const before = (await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills.length;
+
+    const env = await cli(['kill', '--environment', 'prod', '--reason', 'INC-10']);
+    expect(env.code, env.stderr).toBe(2);
+    expect(env.stderr).toContain("option '--environment <env>' argument 'prod' is invalid");
+    expect(env.stderr).toContain('development, staging, production');
+    expect(env.stderr).not.toContain('INVALID_REQUEST'); // refused before any request
+
+    const cap = await cli(['kill', '--capability', 'execute', '--reason', 'INC-10']);
+    expect(cap.code).toBe(2);
+    expect(cap.stderr).toContain('read, write, delete');
+
+    // `30` meant 30 seconds; the help's examples (30m, 2h) have a unit, so a bare number is refused.
+    const bare = await cli(['kill', '--server', 'memory', '--reason', 'INC-10', '--expires-in', '30']);
+    expect(bare.code, bare.stdout).toBe(2);
+    expect(bare.stderr).toContain('30 has no unit: write 30s, 30m, 30h or 30d');
+    expect(() => parseDuration('90')).toThrow(/has no unit/);
+
+    expect((await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills).toHaveLength(before);
+  }, 120_000);
 });

@@ -6,7 +6,7 @@ import { type AnalyzedServer, analyzePackage, analyzeServer } from './analyze.js
 import { discoverFiles } from './discover.js';
 import { type Location, type UserLocationOptions, userConfigLocations } from './locations.js';
 import { parseConfigFile } from './parse.js';
-import { type Finding, type InputError, SCAN_SCHEMA_VERSION, type ScannedFile, type ScanOutput, SEVERITIES, type Severity, severityRank } from './schema.js';
+import { type Finding, type InputError, SCAN_SCHEMA_VERSION, type ScannedFile, type ScanOutput, type Severity, severityRank } from './schema.js';
 
 // `killswitch scan`: discovery, analysis, and the one output object every format is rendered from.
 
@@ -149,4 +149,3 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   return { output, analyzed, policy, warnings };
 }
 
-export const FAIL_ON_VALUES: readonly FailOn[] = [...SEVERITIES, 'none'];
