@@ -4,7 +4,6 @@ import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
-import { operatorActor } from '../tokens/service.js';
 import { AckBody, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
 import { type AlertEvent, canSeeAlert } from './service.js';
 import type { Alert } from './store.js';
@@ -149,7 +148,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // Who took an alert out of everyone's inbox, and why, belongs in the audit trail: the alert row itself
       // goes after RECORDS_RETENTION_DAYS. The acknowledgement stands if the row cannot be written (logged).
       void app.ctx.audit?.recordAdmin({
-        actor: operatorActor(req.operator!),
+        actor: req.operator!,
         action: 'alert.acknowledged',
         target: `alert:${acked.id}`,
         projectId: acked.project_id ?? undefined,

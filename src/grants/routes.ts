@@ -42,7 +42,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const grant = await ctx.grants.create(req.operator!, req.body);
     const projectId = await ctx.grants.projectOf(grant);
     ctx.audit?.recordAdmin({
-      actor: operatorActor(req.operator!),
+      actor: req.operator!,
       action: 'grant.create',
       target: `agent_token:${grant.token_id}`,
       projectId,
@@ -70,7 +70,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.delete('/v1/grants/:id', { preHandler: requireOperator(ctx.auth, 'operator'), schema: { tags, summary: 'Revoke a grant at once', params: IdParams, response: { 200: Grant, ...errors } } }, async (req) => {
     const grant = await ctx.grants.revoke(req.operator!, req.params.id);
     const projectId = await ctx.grants.projectOf(grant);
-    ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } });
+    ctx.audit?.recordAdmin({ actor: req.operator!, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } });
     return grant;
   });
 };

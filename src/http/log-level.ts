@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { operatorActor } from '../tokens/service.js';
 import { requireOperator } from './auth.js';
 import { ErrorBody } from './schemas.js';
 
@@ -81,7 +80,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       } catch (err) {
         req.log.warn({ err: (err as Error).message }, 'log level: could not tell the other replicas (Redis)');
       }
-      void ctx.audit.recordAdmin({ actor: operatorActor(req.operator!), action: 'log_level.set', target: 'log_level', details: { level, previous }, ip: req.ip }).catch(() => {});
+      void ctx.audit.recordAdmin({ actor: req.operator!, action: 'log_level.set', target: 'log_level', details: { level, previous }, ip: req.ip }).catch(() => {});
       return { level, previous, replicas_told: told };
     },
   );

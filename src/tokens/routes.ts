@@ -24,7 +24,7 @@ import {
   ScopeCatalogue,
 } from './schemas.js';
 import { DEFAULT_SCOPES, SCOPES, WRITE_RISK_WARNING } from './scopes.js';
-import { operatorActor, type Unannounced, unannouncedNote, withinProjects } from './service.js';
+import { type Unannounced, unannouncedNote, withinProjects } from './service.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
 
@@ -114,7 +114,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // An owner limited to projects cannot mint a key that reaches further than its own.
       throw new AppError('FORBIDDEN', `projects: this key is limited to projects [${op.projects!.join(', ')}]; a key it creates must be limited to some of them`, [{ field: 'projects', problem: `must be a subset of [${op.projects!.join(', ')}]` }]);
     }
-    return reply.code(201).send(await credentials.createOperatorKey(operatorActor(op), req.body));
+    return reply.code(201).send(await credentials.createOperatorKey(op, req.body));
   });
   app.get('/v1/operator-keys', { preHandler: owner, schema: { tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };

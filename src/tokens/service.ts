@@ -305,8 +305,9 @@ export class CredentialService {
     return { key: raw, gateway_key: row };
   }
 
+  /** `createdBy`: the operator (its ADMIN row then carries name and role), or a system part (cli, bootstrap). */
   async createOperatorKey(
-    createdBy: Actor,
+    createdBy: OperatorPrincipal | Actor,
     k: { name: string; role: OperatorRole; projects?: string[] | undefined; expires_in?: number | undefined },
     raw = generateCredential(OPERATOR_PREFIX),
   ): Promise<{ key: string; operator_key: OperatorKeyRow }> {
@@ -317,7 +318,7 @@ export class CredentialService {
       projects: k.projects ?? null,
       display_prefix: displayPrefix(raw, OPERATOR_PREFIX),
       key_hash: this.auth.hash(raw),
-      created_by: createdBy,
+      created_by: typeof createdBy === 'string' ? createdBy : operatorActor(createdBy),
       expires_at: expiry(k.expires_in),
     });
     await this.audit?.recordAdmin({
