@@ -5,6 +5,7 @@ import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
+import { webhookUrl } from './setup.js';
 
 const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
 
@@ -67,7 +68,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags',
     {
       preHandler: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'Flags as the control plane sees them: state, source, overrides, last fetch', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
+      schema: { tags, summary: 'Flags as the control plane sees them: state, source, constraints, overrides, age of the last fetch, last webhook event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {
       const status = flags.status();
@@ -77,6 +78,8 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ready: status.ready,
         source: status.source,
         last_fetch_at: iso(status.lastFetchAt),
+        age_s: status.fetchAgeS,
+        fetch_failing: status.fetchFailing,
         last_error_at: iso(status.lastErrorAt),
         last_error: status.lastError,
         stale: status.stale,
@@ -84,6 +87,12 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         revision: status.revision,
         backup: { state: status.backup.state, age_s: status.backup.ageS ?? null },
         overrides: status.overrides.map((o) => ({ flag: o.flag, reason: o.reason, event_id: o.eventId, at: new Date(o.at).toISOString() })),
+        webhook: {
+          url: webhookUrl(ctx.config),
+          last_event_at: status.lastWebhook ? new Date(status.lastWebhook.at).toISOString() : null,
+          last_event_type: status.lastWebhook?.type ?? null,
+          last_event_flag: status.lastWebhook?.flag ?? null,
+        },
         flags: flags.flags().map((f) => {
           const evaluations = Object.fromEntries(
             TOKEN_TYPES.map((tokenType) => [
@@ -98,6 +107,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             enabled: f.enabled,
             source: f.override ? ('webhook' as const) : status.source,
             strategies: f.strategies,
+            constraints: f.constraints,
             evaluations,
           };
         }),

@@ -43,9 +43,16 @@ export const FlagEntry = Type.Object({
     description: 'Where the state in force comes from: the last poll, the backup file at start, or a webhook override.',
   }),
   strategies: Type.Integer(),
+  constraints: Type.Integer({
+    description:
+      'Constraints on its active strategies (those of the segments they use included). More than 0: the flag is on only for some calls (a targeted kill, say), which enabled and evaluations do not show.',
+  }),
   evaluations: Type.Object(
     { ro: ByEnvironment, rw: ByEnvironment, admin: ByEnvironment },
-    { description: 'Result for each token type and agent environment, with no other context (constraints on role, server, tool... are not applied).' },
+    {
+      description:
+        'Result for each token type and agent environment, for a made-up token with no role, project, session, server or tool: a constraint on any of those (userId NOT_IN [a token], say) does not show here.',
+    },
   ),
 });
 
@@ -54,12 +61,24 @@ export const FlagsOverview = Type.Object({
   ready: Type.Boolean({ description: 'False: flags never loaded; every decision is DEPENDENCY_UNAVAILABLE.' }),
   source: Type.Union([Type.Literal('poll'), Type.Literal('bootstrap'), Type.Literal('none')]),
   last_fetch_at: Timestamp,
+  age_s: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'Seconds since the last successful fetch; normally 0-2 (a fetch every UNLEASH_REFRESH_MS). More than a few: flag changes are not arriving. Null: no fetch since start.',
+  }),
+  fetch_failing: Type.Boolean({ description: 'The latest fetch failed (last_error). False once a later fetch succeeded: last_error is then past.' }),
   last_error_at: Timestamp,
-  last_error: Type.Union([Type.String(), Type.Null()]),
-  stale: Type.Boolean({ description: 'No successful fetch for stale_after_s: the last fetched state stays in force.' }),
+  last_error: Type.Union([Type.String(), Type.Null()], { description: 'The latest fetch failure since start, kept after fetches succeed again (see fetch_failing).' }),
+  stale: Type.Boolean({ description: 'No successful fetch for stale_after_s (the FLAGS_STALE alarm): the last fetched state stays in force. Use age_s to see it sooner.' }),
   stale_after_s: Type.Integer(),
   revision: Type.Union([Type.Integer(), Type.Null()], { description: 'Unleash revision (event id) of the polled data.' }),
   backup: Type.Object({ state: Type.String(), age_s: Type.Union([Type.Integer(), Type.Null()]) }),
   overrides: Type.Array(FlagOverrideView),
+  webhook: Type.Object({
+    url: Type.String({ description: 'Where this control plane registers the Unleash webhook at start: PUBLIC_URL, else http://HOST:PORT.' }),
+    last_event_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'When the last Unleash webhook event reached any replica (as far as this replica heard since it started). Null: none yet.',
+    }),
+    last_event_type: Type.Union([Type.String(), Type.Null()]),
+    last_event_flag: Type.Union([Type.String(), Type.Null()]),
+  }),
   flags: Type.Array(FlagEntry),
 });

@@ -64,6 +64,10 @@ export interface FlagStatus {
   environment: string;
   url: string;
   lastFetchAt: Date | null;
+  /** Seconds since the last successful fetch (null: none since start). */
+  fetchAgeS: number | null;
+  /** The latest fetch attempt failed: no successful fetch since lastErrorAt. */
+  fetchFailing: boolean;
   lastErrorAt: Date | null;
   lastError: string | null;
   stale: boolean;
@@ -71,6 +75,14 @@ export interface FlagStatus {
   revision: number | null;
   backup: { path: string; state: string; ageS: number | undefined };
   overrides: FlagOverride[];
+  /** The last Unleash webhook event this replica received or heard of from another replica (since start). */
+  lastWebhook: WebhookSighting | null;
+}
+
+export interface WebhookSighting {
+  at: number;
+  type: string;
+  flag: string | null;
 }
 
 export interface FlagView {
@@ -80,6 +92,8 @@ export interface FlagView {
   enabled: boolean;
   override: FlagOverride | null;
   strategies: number;
+  /** Constraints of its active strategies in our environment, those of the segments they use included. */
+  constraints: number;
 }
 
 /** Sink for operator alerts (ctx.alerts.raise); optional so the service stands alone. */
@@ -87,16 +101,19 @@ export type FlagAlertSink = (a: { kind: 'FLAGS_STALE' | 'FLAGS_RECOVERED' | 'FLA
 
 interface OverrideMessage {
   origin: string;
-  op: 'deny' | 'enabled';
+  /** `seen`: an event that changes nothing, relayed so every replica can show the webhook works. */
+  op: 'deny' | 'enabled' | 'seen';
   flag: string;
   reason?: FlagOverride['reason'];
   eventId: number | null;
   at: number;
+  /** The Unleash event type (absent from replicas of an older version). */
+  event?: string;
 }
 
 // unleash-client keeps these private; read defensively (pinned to unleash-client 6).
 interface RepositoryInternals {
-  repository?: { etag?: string };
+  repository?: { etag?: string; getSegment?: (id: number) => { constraints?: unknown[] } | undefined };
 }
 
 /** The SDK's evaluator behind `Unleash.isEnabled`, which itself costs ~4 µs per call here (measured). */
@@ -139,6 +156,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   private lastErrorAt: number | null = null;
   private lastError: string | null = null;
   private revision: number | null = null;
+  private lastWebhook: WebhookSighting | null = null;
   private stale = false;
   private staleTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
@@ -362,6 +380,9 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   /** Every flag Unleash serves for our environment, with overrides. */
   flags(): FlagView[] {
     const defs = this.client?.getFeatureToggleDefinitions() ?? [];
+    const repository = (this.client as unknown as RepositoryInternals | undefined)?.repository;
+    // A segment that cannot be looked up counts as one constraint: it still narrows the strategy.
+    const segmentConstraints = (id: number) => repository?.getSegment?.(id)?.constraints?.length ?? 1;
     const views = defs.map((d) => ({
       name: d.name,
       description: d.description ?? null,
@@ -369,10 +390,13 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       enabled: d.enabled,
       override: this.overrides.get(d.name) ?? null,
       strategies: d.strategies?.length ?? 0,
+      constraints: (d.strategies ?? [])
+        .filter((st) => (st as { disabled?: boolean | null }).disabled !== true)
+        .reduce((n, st) => n + (st.constraints?.length ?? 0) + (st.segments ?? []).reduce((m, id) => m + segmentConstraints(id), 0), 0),
     }));
     // Overrides for flags the poll no longer has (archived) are listed too.
     for (const o of this.overrides.list()) {
-      if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0 });
+      if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0, constraints: 0 });
     }
     return views.sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -384,6 +408,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       environment: this.config.unleashEnvironment,
       url: this.config.unleashUrl,
       lastFetchAt: this.lastFetch(),
+      fetchAgeS: this.lastFetchAt === null ? null : Math.floor((Date.now() - this.lastFetchAt) / 1000),
+      fetchFailing: this.lastErrorAt !== null && (this.lastFetchAt === null || this.lastErrorAt >= this.lastFetchAt),
       lastErrorAt: this.lastErrorAt ? new Date(this.lastErrorAt) : null,
       lastError: this.lastError,
       stale: this.stale,
@@ -391,6 +417,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       revision: this.revision,
       backup: { path: this.backup.path, state: this.backup.state, ageS: this.backup.ageS },
       overrides: this.overrides.list(),
+      lastWebhook: this.lastWebhook,
     };
   }
 
@@ -401,27 +428,38 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
    */
   async applyWebhookEvent(e: { type: string; featureName?: string | undefined; environment?: string | undefined; id?: number | undefined }): Promise<'denied' | 'cleared' | 'ignored'> {
     const flag = e.featureName;
-    if (!flag) return 'ignored';
     const eventId = typeof e.id === 'number' && Number.isInteger(e.id) ? e.id : null;
     const at = Date.now();
+    this.sawWebhook({ at, type: e.type, flag: flag ?? null });
+    const seen = () => this.publish({ origin: this.origin, op: 'seen', flag: flag ?? '', eventId, at, event: e.type });
+    if (!flag) {
+      await seen();
+      return 'ignored';
+    }
     const ours = e.environment === undefined || e.environment === null || e.environment === this.config.unleashEnvironment;
     if (e.type === 'feature-environment-disabled' || e.type === 'feature-archived') {
       if (!ours) {
         this.log.warn({ flag, environment: e.environment, reads: this.config.unleashEnvironment }, `flags: ${flag} was turned off in Unleash environment "${e.environment}", but this control plane reads "${this.config.unleashEnvironment}": no effect on decisions`);
+        await seen();
         return 'ignored';
       }
       const o: FlagOverride = { flag, reason: e.type === 'feature-archived' ? 'archived' : 'disabled', eventId, at };
       this.applyDeny(o);
-      await this.publish({ origin: this.origin, op: 'deny', flag, reason: o.reason, eventId, at });
+      await this.publish({ origin: this.origin, op: 'deny', flag, reason: o.reason, eventId, at, event: e.type });
       this.alert({ kind: 'FLAG_DISABLED', message: `${flag} was ${o.reason === 'archived' ? 'archived' : 'turned off'} in Unleash (${this.config.unleashEnvironment}); applied at once on every replica.`, details: { flag, event_id: eventId } });
       return 'denied';
     }
     if ((e.type === 'feature-environment-enabled' && ours) || e.type === 'feature-revived') {
       const cleared = this.overrides.enabled(flag, eventId, at);
-      await this.publish({ origin: this.origin, op: 'enabled', flag, eventId, at });
+      await this.publish({ origin: this.origin, op: 'enabled', flag, eventId, at, event: e.type });
       return cleared ? 'cleared' : 'ignored';
     }
+    await seen();
     return 'ignored';
+  }
+
+  private sawWebhook(w: WebhookSighting): void {
+    if (!this.lastWebhook || w.at >= this.lastWebhook.at) this.lastWebhook = w;
   }
 
   private applyDeny(o: FlagOverride): void {
@@ -450,6 +488,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     if (msg.origin === this.origin || typeof msg.flag !== 'string') return;
     const eventId = typeof msg.eventId === 'number' ? msg.eventId : null;
     const at = typeof msg.at === 'number' ? msg.at : Date.now();
+    const type = typeof msg.event === 'string' ? msg.event : msg.op === 'deny' ? `feature-${msg.reason === 'archived' ? 'archived' : 'environment-disabled'}` : msg.op === 'enabled' ? 'feature-environment-enabled' : null;
+    if (type !== null) this.sawWebhook({ at, type, flag: msg.flag || null });
     if (msg.op === 'deny') this.applyDeny({ flag: msg.flag, reason: msg.reason === 'archived' ? 'archived' : 'disabled', eventId, at });
     else if (msg.op === 'enabled') this.overrides.enabled(msg.flag, eventId, at);
   }

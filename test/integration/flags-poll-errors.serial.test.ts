@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { toUnleashContext } from '../../src/flags/service.js';
-import { TestContext } from '../helpers/context.js';
+import { bearer, TestContext } from '../helpers/context.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // Polling after Unleash answered errors. unleash-client 6 backs off on 404/429/5xx (the next poll waits
@@ -28,6 +28,9 @@ class FlakyProxy {
   failNext = 0;
   /** What the failing fetches are answered. */
   failStatus = 502;
+  /** Holds every request without an answer (an Unleash stopped with SIGSTOP) until release(). */
+  hang = false;
+  private readonly held: ServerResponse[] = [];
   /** Every flag fetch that reached the proxy: when, and what it was answered. */
   readonly fetches: Array<{ at: number; status: number }> = [];
   private readonly server: Server;
@@ -46,7 +49,17 @@ class FlakyProxy {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 
+  release(): void {
+    this.hang = false;
+    for (const res of this.held.splice(0)) res.destroy();
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.hang) {
+      req.resume();
+      this.held.push(res);
+      return;
+    }
     const isFetch = req.method === 'GET' && (req.url ?? '').includes('/client/features');
     const record = (status: number) => {
       if (isFetch) this.fetches.push({ at: performance.now(), status });
@@ -90,6 +103,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  proxy.release();
   proxy.failNext = 0;
   proxy.failStatus = 502;
   if (touched) {
@@ -168,5 +182,29 @@ describe('polling after Unleash answered errors', () => {
     await admin.setEnabled(FLAG, unleash.environment, false);
     await until(() => !app.ctx.flags.isEnabled(FLAG, rwDev), 15_000, 'the control plane sees the flag off');
     expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
+  });
+
+  it('GET /v1/flags: age_s shows a frozen Unleash within seconds (stale only after UNLEASH_STALE_AFTER_S); after recovery the old error is marked past', { timeout: 90_000 }, async () => {
+    const viewer = await ctx.operatorKey(app, 'viewer');
+    const overview = async () => (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
+    expect(await overview()).toMatchObject({ stale: false, stale_after_s: 30, fetch_failing: false });
+    expect((await overview()).age_s).toBeLessThanOrEqual(1);
+
+    // Unleash stops answering (as under SIGSTOP): no error for the first seconds, only the age grows.
+    proxy.hang = true;
+    await until(async () => (await overview()).age_s >= 4, 15_000, 'age_s reaches 4 s', 200);
+    expect(await overview()).toMatchObject({ stale: false });
+    await until(async () => (await overview()).fetch_failing === true, 30_000, 'the timed-out fetch shows as failing', 200);
+    const failing = await overview();
+    expect(failing.last_error).toBeTruthy();
+    expect(failing.stale).toBe(false);
+
+    // Unleash answers again: a fresh fetch, and the old error is labelled past (kept for the record).
+    proxy.release();
+    await until(async () => (await overview()).fetch_failing === false, 15_000, 'a fetch succeeds again', 100);
+    const recovered = await overview();
+    expect(recovered.age_s).toBeLessThanOrEqual(1);
+    expect(recovered.last_error).toBe(failing.last_error);
+    expect(Date.parse(recovered.last_fetch_at)).toBeGreaterThan(Date.parse(recovered.last_error_at));
   });
 });

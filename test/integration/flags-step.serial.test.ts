@@ -189,11 +189,27 @@ describe('flag step (real unleash-server)', () => {
     const body = res.json();
     expect(body).toMatchObject({ environment: 'development', ready: true, source: 'poll', stale: false });
     expect(Date.now() - Date.parse(body.last_fetch_at)).toBeLessThan(5_000);
+    expect(body.age_s).toBeLessThanOrEqual(2);
+    expect(body.fetch_failing).toBe(false);
     const byName = new Map(body.flags.map((f: { name: string }) => [f.name, f]));
     expect(byName.get('mcp.memory.delete')).toMatchObject({ enabled: false, source: 'poll', evaluations: { rw: { development: false, production: false } } });
     expect(byName.get('mcp.enabled')).toMatchObject({ enabled: true, description: expect.stringMatching(/All MCP tool calls/), evaluations: { ro: { development: true, staging: true, production: true } } });
     for (const s of unleash.servers) for (const cap of ['read', 'write', 'delete']) expect(byName.has(`mcp.${s}.${cap}`)).toBe(true);
     // Operators only.
     expect((await app.inject({ method: 'GET', url: '/v1/flags' })).statusCode).toBe(401);
+  });
+
+  it('GET /v1/flags: a kill of one token (userId constraint) leaves enabled and evaluations true, and shows as a constraint count', async () => {
+    const viewer = await ctx.operatorKey(app, 'viewer');
+    const killed = agent('rw');
+    await addConstraint('mcp.enabled', { contextName: 'userId', operator: 'NOT_IN', values: [killed.id] });
+    const call = () => callContext(killed, { server: 'memory', tool: 'read_graph' });
+    await until(async () => (await run(call()))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'the token is denied');
+    expect(await run(callContext(agent('ro'), { server: 'memory', tool: 'read_graph' }))).toBeUndefined();
+    const body = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
+    const byName = new Map(body.flags.map((f: { name: string }) => [f.name, f]));
+    // What enabled and evaluations cannot show (they evaluate a made-up token), the count does.
+    expect(byName.get('mcp.enabled')).toMatchObject({ enabled: true, constraints: 1, evaluations: { rw: { development: true, staging: true, production: true } } });
+    expect(byName.get('mcp.memory.read')).toMatchObject({ enabled: true, constraints: 0 });
   });
 });

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { toUnleashContext } from '../../src/flags/service.js';
-import { TestContext } from '../helpers/context.js';
+import { bearer, TestContext } from '../helpers/context.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // The webhook path: Unleash posts flag events to /v1/flags/events; a disable is applied at once as a
@@ -87,6 +87,18 @@ describe('Unleash webhook receiver', () => {
     await until(() => b.ctx.flags.isEnabled('mcp.fetch.read', rwDev), 1_000, 'b allows again');
     // Other event types are accepted and change nothing.
     expect((await post(a, { type: 'feature-strategy-update', featureName: 'mcp.fetch.read', environment: env, id: 5 })).json()).toEqual({ result: 'ignored' });
+  });
+
+  it('GET /v1/flags on every replica shows when the last webhook event arrived, also one that changed nothing', async () => {
+    const viewer = await ctx.operatorKey(a, 'viewer');
+    const overview = async (app: FastifyInstance) => (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
+    const before = Date.now();
+    expect((await post(a, { type: 'feature-updated', featureName: 'mcp.sqlite.read', environment: env, id: 6 })).json()).toEqual({ result: 'ignored' });
+    expect((await overview(a)).webhook).toMatchObject({ last_event_type: 'feature-updated', last_event_flag: 'mcp.sqlite.read' });
+    await until(async () => (await overview(b)).webhook.last_event_flag === 'mcp.sqlite.read', 1_000, 'replica b heard of the event');
+    const seen = (await overview(b)).webhook;
+    expect(seen).toMatchObject({ url: expect.stringMatching(/\/v1\/flags\/events$/), last_event_type: 'feature-updated' });
+    expect(Date.parse(seen.last_event_at)).toBeGreaterThanOrEqual(before);
   });
 
   it("Unleash's own webhook integration reaches a listening control plane and denies before any poll could", async () => {
