@@ -1,6 +1,6 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
-import { type ToolDefinition, toolHash } from '../tools/hash.js';
+import { type ToolDefinition, toolHash, unstorableAt } from '../tools/hash.js';
 
 // What the agent sees of each upstream tool, and the hash the control plane pins. The agent is shown
 // exactly the hashed fields (name, title, description, schemas, the five standard annotations), so
@@ -66,7 +66,7 @@ export interface HiddenTool {
   server: string;
   /** The name the upstream knows. */
   name: string;
-  reason: 'invalid-name' | 'duplicate' | 'collision';
+  reason: 'invalid-name' | 'duplicate' | 'collision' | 'unstorable';
   message: string;
 }
 
@@ -74,9 +74,10 @@ export interface HiddenTool {
  * Merges the tools of every upstream. A name offered by one server keeps its name; a name offered by
  * several is namespaced `<server>__<tool>` for each of them, so no call reaches the wrong server.
  * Hidden, with `onHidden` told: a name that is not a valid MCP tool name; a name one server lists more
- * than once (every definition of it: which one is pinned and which one shown would be a guess); and
- * every tool whose exposed name another one also gets after namespacing (`evil`'s literal
- * `fs__read_file` against `fs`'s namespaced `read_file`).
+ * than once (every definition of it: which one is pinned and which one shown would be a guess); a
+ * definition holding a string the control plane cannot store (NUL, an unpaired surrogate); and every
+ * tool whose exposed name another one also gets after namespacing (`evil`'s literal `fs__read_file`
+ * against `fs`'s namespaced `read_file`).
  */
 export function mergeTools(servers: ReadonlyArray<{ name: string; tools: readonly ReportedTool[] }>, onHidden: (hidden: HiddenTool) => void = () => {}): Map<string, CatalogTool> {
   const offered: Array<{ server: string; tool: ReportedTool }> = [];
@@ -90,7 +91,18 @@ export function mergeTools(servers: ReadonlyArray<{ name: string; tools: readonl
         onHidden({ server: s.name, name, reason: 'duplicate', message: `${s.name} lists the tool "${name}" ${times} times; every definition of it is hidden` });
       }
     }
-    for (const t of s.tools) if (isValidToolName(t.name) && listed.get(t.name) === 1) offered.push({ server: s.name, tool: t });
+    for (const t of s.tools) {
+      if (!isValidToolName(t.name) || listed.get(t.name) !== 1) continue;
+      // The control plane refuses a report holding a string Postgres cannot store (400 for the whole
+      // report, so every tools/list would fail): such a definition is hidden here instead.
+      const { hash: _hash, ...def } = t;
+      const unstorable = unstorableAt(def, 'definition');
+      if (unstorable) {
+        onHidden({ server: s.name, name: t.name, reason: 'unstorable', message: `${s.name}/${t.name}: ${unstorable.field} ${unstorable.problem}; the control plane cannot pin it, so it is hidden` });
+        continue;
+      }
+      offered.push({ server: s.name, tool: t });
+    }
   }
 
   const servingName = new Map<string, number>();

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { Annotations } from '../decisions/schemas.js';
 import { unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
@@ -10,6 +9,19 @@ import { toolHash } from './hash.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
+// Standard hints are typed (readOnlyHint decides the scope of servers that trust annotations); any
+// other annotation a vendor adds is accepted and hashed.
+const ReportedAnnotations = Type.Object(
+  {
+    title: Type.Optional(Type.String({ maxLength: 500 })),
+    readOnlyHint: Type.Optional(Type.Boolean()),
+    destructiveHint: Type.Optional(Type.Boolean()),
+    idempotentHint: Type.Optional(Type.Boolean()),
+    openWorldHint: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: true, description: 'The five standard MCP hints (typed) and any other annotation; all of them are hashed.' },
+);
+
 const ToolDef = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 200 }),
@@ -17,10 +29,16 @@ const ToolDef = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 20_000 })),
     inputSchema: Type.Optional(Type.Unknown()),
     outputSchema: Type.Optional(Type.Unknown()),
-    annotations: Type.Optional(Annotations),
-    hash: Type.Optional(Type.String({ pattern: '^sha256:[0-9a-f]{64}$' })),
+    annotations: Type.Optional(ReportedAnnotations),
+    _meta: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Hashed: MCP extensions attach behaviour here (the UI a host renders, what it may call).' })),
+    icons: Type.Optional(Type.Array(Type.Unknown(), { maxItems: 100, description: 'Stored as first reported, not hashed: pictures for a human UI, never shown to the model.' })),
+    hash: Type.Optional(Type.String({ pattern: '^sha256:[0-9a-f]{64}$', description: 'The gateway\'s own hash of the definition (src/tools/hash.ts); when given it must match, or the whole report is refused.' })),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: true,
+    description:
+      'An MCP tool definition as the upstream lists it (pass it through verbatim). Every field except `hash` and `icons` is hashed and pinned, fields this version does not name too (`execution`, vendor fields). A string holding NUL or an unpaired UTF-16 surrogate cannot be stored: the whole report is refused with 400 naming the field.',
+  },
 );
 
 const ReportBody = Type.Object(
@@ -28,16 +46,19 @@ const ReportBody = Type.Object(
     servers: Type.Array(
       Type.Object(
         {
-          name: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$' }),
+          name: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$', description: 'Server name as in the policy file.' }),
           identity: Type.Object(
             { url: Type.Optional(Type.String({ maxLength: 2000 })), command: Type.Optional(Type.String({ maxLength: 2000 })), args: Type.Optional(Type.Array(Type.String({ maxLength: 2000 }), { maxItems: 100 })) },
-            { additionalProperties: false },
+            {
+              additionalProperties: false,
+              description: 'How the gateway runs the upstream, for operators to read. Stored and shown with credentials masked (URL passwords and users, secret-named query parameters and key=value pairs, the value after a flag like --token, recognisable tokens); neither hashed nor matched against the policy.',
+            },
           ),
           tools: Type.Array(ToolDef, { maxItems: 1000 }),
         },
         { additionalProperties: false },
       ),
-      { maxItems: 100 },
+      { maxItems: 100, description: 'Each upstream: `name` (as in the policy), `identity` (`url`, or `command` and `args`; stored and shown masked) and `tools` (MCP definitions, verbatim; all fields but `hash` and `icons` hashed).' },
     ),
   },
   { additionalProperties: false },
@@ -50,8 +71,9 @@ const ToolRow = Type.Object({
   hash: Type.String(),
   definition: Type.Unknown(),
   status: Type.String(),
-  upstream_identity: Type.Unknown(),
+  upstream_identity: Type.Unknown({ description: 'The identity reported with this definition first, credentials masked.' }),
   first_seen_at: Timestamp,
+  last_reported_at: Type.Unsafe<Date | string>({ type: 'string', format: 'date-time', description: 'When a gateway last reported this definition; a decision without tool_hash is judged by the definition of its tool reported last.' }),
   decided_at: Type.Union([Timestamp, Type.Null()]),
   decided_by: Type.Union([Type.String(), Type.Null()]),
   decision_reason: Type.Union([Type.String(), Type.Null()]),
@@ -69,6 +91,8 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['gateway'],
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
+        description:
+          'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision.',
         body: ReportBody,
         response: {
           200: Type.Object({
@@ -82,10 +106,10 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
                     hash: Type.String(),
                     status: Type.String({
                       description:
-                        'approved (pinned), changed (waits for an operator), rejected, or refused: the name is an MCP protocol method (resources/read, prompts/get), the definition is not stored and is never callable',
+                        'approved (pinned), changed (waits for an operator), rejected (an operator refused it; `reason` says who and why), or refused: the name is an MCP protocol method (resources/read, prompts/get), the definition is not stored and is never callable',
                     }),
                     callable: Type.Boolean({ description: 'This token may call this exact definition (server, name and hash); show the tool only then.' }),
-                    reason: Type.Optional(Type.String({ description: 'Why it is not callable.' })),
+                    reason: Type.Optional(Type.String({ description: 'Why it is not callable; for a changed or rejected definition, its id to approve (POST /v1/tools/:id/approve).' })),
                   }),
                 ),
               }),
@@ -117,7 +141,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
                 const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
                 const out: { name: string; hash: string; status: string; callable: boolean; reason?: string } = { name: r.tool, hash: r.hash, status: r.status, callable: verdict.callable && r.status === 'approved' };
                 if (!verdict.callable) out.reason = verdict.reason;
-                else if (r.status !== 'approved') out.reason = 'definition changed; waiting for operator approval';
+                else if (r.notApproved) out.reason = r.notApproved;
                 return out;
               }),
           };
@@ -149,7 +173,16 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
   for (const verb of ['approve', 'reject'] as const) {
     app.post(
       `/v1/tools/:id/${verb}`,
-      { preHandler: operator, schema: { tags: ['tools'], summary: `${verb === 'approve' ? 'Approve' : 'Reject'} a changed tool definition`, params: IdParams, body: ReasonBody, response: { 200: ToolRow, ...errors } } },
+      {
+        preHandler: operator,
+        schema: {
+          tags: ['tools'],
+          summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition; calls to it keep answering TOOL_CHANGED, naming who rejected it and why',
+          params: IdParams,
+          body: ReasonBody,
+          response: { 200: ToolRow, ...errors },
+        },
+      },
       async (req) => {
         const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), req.body.reason);
         ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason: req.body.reason } });

@@ -1,10 +1,11 @@
 import { v7 as uuidv7 } from 'uuid';
+import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
-import { AppError, notFound } from '../errors.js';
+import { AppError, type FieldProblem, notFound } from '../errors.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
-import { type ToolDefinition, toolHash } from './hash.js';
-import { type ToolDefinitionRow, toolStore } from './store.js';
+import { type ToolDefinition, toolHash, unstorableAt } from './hash.js';
+import { type PinRow, type ToolDefinitionRow, type ToolStatus, toolStore } from './store.js';
 
 export interface UpstreamIdentity {
   url?: string;
@@ -31,6 +32,8 @@ export interface ToolReportResult {
   newlyChanged: boolean;
   /** Why a refused definition can never be called. */
   refusal?: string;
+  /** Why a stored definition that is not approved cannot be called yet (it names the definition to approve). */
+  notApproved?: string;
 }
 
 /**
@@ -45,9 +48,21 @@ export function refusedToolName(name: string): string | undefined {
   return undefined;
 }
 
+/** What decisions need of one definition (every replica holds all of them). */
+export interface PinnedDefinition {
+  id: string;
+  hash: string;
+  status: ToolStatus;
+  decided_by: string | null;
+  decision_reason: string | null;
+}
+
 interface PinEntry {
-  approved: string | null;
-  rejected: Set<string>;
+  approved: PinnedDefinition | undefined;
+  byHash: Map<string, PinnedDefinition>;
+  /** The definition a gateway reported last: what a decision without tool_hash is judged by. */
+  latest: PinnedDefinition;
+  latestAt: number;
 }
 
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
@@ -57,14 +72,82 @@ const key = (server: string, tool: string) => `${server}/${tool}`;
 export const TOOLS_RELOAD_EVERY_MS = 5_000;
 
 /**
+ * Why calls to a definition that is not approved are refused, and what gets them through: the
+ * definition's own id to approve, and for a rejected one who rejected it and why. Shared by the
+ * tool-pin step (decisions, explain) and the tool report's `reason`.
+ */
+export function notApprovedReason(d: Pick<PinnedDefinition, 'id' | 'status' | 'decided_by' | 'decision_reason'>): string {
+  const approve = `POST /v1/tools/${d.id}/approve`;
+  switch (d.status) {
+    case 'rejected':
+      return `tool definition ${d.id} was rejected by ${d.decided_by ?? 'an operator'}${d.decision_reason ? ` ("${d.decision_reason}")` : ''}; fix the upstream so it serves the approved definition again, or have an operator approve this one (${approve})`;
+    case 'superseded':
+      return `tool definition ${d.id} was approved once, but another definition has been approved since; have an operator approve it again (${approve}), or update the upstream to the approved definition`;
+    default:
+      return `tool definition ${d.id} differs from the approved one and waits for an operator to review it and approve it (${approve})`;
+  }
+}
+
+const FLAG = /^--?([A-Za-z][A-Za-z0-9_.-]*)$/;
+const URL_START = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+// scheme://USER@ without a password: a bare user part of a URL is as often a token (https://<token>@host).
+const URL_BARE_USER = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^:@/?#\s]+)@/;
+const URL_PARAM = /([?&#;])([^=&#;?\s]+)=([^&#;\s]*)/g;
+
+function maskedUrl(url: string): string {
+  return redactText(url)
+    .replace(URL_BARE_USER, `$1${REDACTED}@`)
+    .replace(URL_PARAM, (m, sep: string, name: string) => (isSecretKey(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : m));
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * An upstream identity as it is stored and shown: the audit trail's redaction (src/audit/redact.ts:
+ * passwords in URLs and connection strings, secret-named key=value pairs, recognisable tokens), plus
+ * query parameters with secret-looking names, a bare user part of a URL, and the value after a flag with
+ * a secret-looking name (`--token X`). Hosts, paths, commands and other arguments stay readable. Nothing
+ * in the control plane matches the reported identity against anything (the policy's server identities
+ * come from the policy file; pins are keyed by server and tool name and hash only the definition), so
+ * masking it changes no decision.
+ */
+export function maskedIdentity(identity: unknown): UpstreamIdentity | null {
+  if (identity === null || typeof identity !== 'object') return null;
+  const src = identity as Record<string, unknown>;
+  const out: UpstreamIdentity = {};
+  if (typeof src['url'] === 'string') out.url = maskedUrl(src['url']);
+  if (typeof src['command'] === 'string') out.command = redactText(src['command']);
+  if (Array.isArray(src['args'])) {
+    const raw = src['args'].filter((a): a is string => typeof a === 'string');
+    const args = redactValue(raw) as string[];
+    for (let i = 0; i < args.length; i++) {
+      if (URL_START.test(args[i]!)) args[i] = maskedUrl(args[i]!);
+      const flag = i > 0 ? FLAG.exec(raw[i - 1]!) : null;
+      if (flag && isSecretKey(flag[1]!) && !raw[i]!.startsWith('-')) args[i] = REDACTED;
+    }
+    out.args = args;
+  }
+  return out;
+}
+
+/** A row as operators see it: the identity masked again (rows stored before identities were masked on the way in). */
+const shown = (row: ToolDefinitionRow): ToolDefinitionRow => ({ ...row, upstream_identity: maskedIdentity(row.upstream_identity) as Record<string, unknown> | null });
+
+/**
  * Tool definitions pinned on first sight. A definition that changes later ("rug pull") is pending until
- * an operator approves it; decisions naming a hash other than the approved one answer TOOL_CHANGED.
+ * an operator approves it; decisions naming a hash other than the approved one answer TOOL_CHANGED, and
+ * so do decisions naming no hash while the definition reported last is not approved.
  * Every replica holds the pins in memory (reloaded on a Redis announcement and every
  * TOOLS_RELOAD_EVERY_MS, so a missed announcement is caught up), so the check is free.
  */
 export class ToolRegistry {
   private pins = new Map<string, PinEntry>();
-  private identities = new Map<string, UpstreamIdentity>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
@@ -97,81 +180,116 @@ export class ToolRegistry {
 
   async reload(): Promise<void> {
     const next = new Map<string, PinEntry>();
-    const identities = new Map<string, UpstreamIdentity>();
-    let rows: ToolDefinitionRow[];
+    let rows: PinRow[];
     try {
-      rows = await toolStore.all(this.pool);
+      rows = await toolStore.pins(this.pool);
     } catch {
       return; // Postgres unreachable: keep the pins we have (a pin can only be stale, never invented).
     }
     for (const row of rows) {
-      const entry = next.get(key(row.server, row.tool)) ?? { approved: null, rejected: new Set<string>() };
-      if (row.status === 'approved') entry.approved = row.hash;
-      next.set(key(row.server, row.tool), entry);
-      if (row.upstream_identity && row.status === 'approved') identities.set(row.server, row.upstream_identity as UpstreamIdentity);
+      const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decision_reason: row.decision_reason };
+      const at = row.last_reported_at.getTime();
+      const k = key(row.server, row.tool);
+      let entry = next.get(k);
+      if (!entry) {
+        entry = { approved: undefined, byHash: new Map(), latest: def, latestAt: at };
+        next.set(k, entry);
+      } else if (at > entry.latestAt || (at === entry.latestAt && def.id > entry.latest.id)) {
+        entry.latest = def;
+        entry.latestAt = at;
+      }
+      entry.byHash.set(row.hash, def);
+      if (row.status === 'approved') entry.approved = def;
     }
     this.pins = next;
-    this.identities = identities;
   }
 
   /** Status of a tool hash named by a decision; undefined when the tool was never reported. */
   statusOf(server: string, tool: string, hash: string): ToolPinStatus | undefined {
     const entry = this.pins.get(key(server, tool));
     if (!entry) return undefined;
-    if (entry.approved === hash) return 'approved';
-    return 'changed';
+    if (entry.approved?.hash === hash) return 'approved';
+    return entry.byHash.get(hash)?.status === 'rejected' ? 'rejected' : 'changed';
   }
 
-  /** The upstream identity gateways reported for a server (its URL host is matched against production patterns). */
-  identityOf(server: string): UpstreamIdentity | undefined {
-    return this.identities.get(server);
+  /**
+   * Why a call to this tool must deny TOOL_CHANGED, or undefined. With a hash: unless it is the approved
+   * definition. Without one: unless the definition a gateway reported last is the approved one (a
+   * gateway that omits tool_hash does not get past a changed definition). A tool no gateway ever
+   * reported passes either way: reporting tools is optional, and the pin protects only reported tools.
+   */
+  denial(server: string, tool: string, hash: string | undefined): string | undefined {
+    const entry = this.pins.get(key(server, tool));
+    if (!entry) return undefined;
+    const what = `${server}/${tool}`;
+    if (hash === undefined) {
+      if (entry.latest.status === 'approved') return undefined;
+      return `${what} changed: the call names no tool_hash, and the definition of this tool reported last is not approved: ${notApprovedReason(entry.latest)}. Send tool_hash (the hash of the definition the gateway runs) to identify the definition the gateway runs`;
+    }
+    if (entry.approved?.hash === hash) return undefined;
+    const known = entry.byHash.get(hash);
+    if (known) return `${what} changed since it was approved (now ${hash.slice(0, 19)}…): ${notApprovedReason(known)}`;
+    return `${what} changed since it was approved: no gateway reported the definition ${hash.slice(0, 19)}…, and it is not the approved one${entry.approved ? ` (${entry.approved.id})` : ''}; the gateway must report it (POST /v1/gateway/tools) so an operator can review it`;
   }
 
   /**
    * Records what a gateway runs; returns each tool's pin status. First sight pins; a new hash waits. A
    * definition whose name is a protocol method is answered `refused` and never stored: the rest of the
    * report still counts, so one bad upstream tool does not empty the agent's whole tool list.
+   *
+   * The whole report is checked before anything is written (every hash a gateway sent against its
+   * definition, every string Postgres could not store): a report answered 400 changes nothing.
+   * Identities are stored masked (maskedIdentity).
    */
   async report(gatewayId: string, servers: ReportedServer[]): Promise<ToolReportResult[]> {
-    const out: ToolReportResult[] = [];
-    for (const server of servers) {
-      for (const def of server.tools) {
+    const problems: FieldProblem[] = [];
+    const planned: Array<{ server: ReportedServer; index: number; def: ReportedServer['tools'][number]; hash: string }> = [];
+    servers.forEach((server, i) => {
+      const identityProblem = unstorableAt(server.identity, `servers.${i}.identity`);
+      if (identityProblem) problems.push(identityProblem);
+      server.tools.forEach((def, j) => {
+        const at = `servers.${i}.tools.${j}`;
+        const unstorable = unstorableAt(def, at);
+        if (unstorable) {
+          problems.push(unstorable);
+          return;
+        }
         const hash = toolHash(def);
-        if (def.hash && def.hash !== hash) {
-          throw new AppError('INVALID_REQUEST', `servers.${server.name}.tools.${def.name}.hash: does not match the definition (expected ${hash})`, [
-            { field: `servers.${server.name}.tools.${def.name}.hash`, problem: `does not match the definition; expected ${hash}` },
-          ]);
+        if (def.hash !== undefined && def.hash !== hash) {
+          problems.push({ field: `${at}.hash`, problem: `does not match the definition of ${server.name}/${def.name} (expected ${hash})` });
         }
-        const refusal = refusedToolName(def.name);
-        if (refusal) {
-          out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal });
-          continue;
-        }
-        const { row, inserted } = await withTransaction(this.pool, async (db) => {
-          await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(server.name, def.name)]);
-          const first = !(await toolStore.hasApproved(db, server.name, def.name));
-          return toolStore.upsert(db, {
-            id: uuidv7(),
-            server: server.name,
-            tool: def.name,
-            hash,
-            definition: def,
-            status: first ? 'approved' : 'pending',
-            gatewayId,
-            identity: server.identity,
-          });
-        });
-        const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
-        out.push({ server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: inserted && row.status === 'pending' });
+        planned.push({ server, index: i, def, hash });
+      });
+    });
+    if (problems.length > 0) {
+      const first = problems[0]!;
+      throw new AppError('INVALID_REQUEST', `${first.field}: ${first.problem}${problems.length > 1 ? ` (and ${problems.length - 1} more problem(s); nothing of the report was stored)` : '; nothing of the report was stored'}`, problems.slice(0, 100));
+    }
+
+    const identities = servers.map((s) => maskedIdentity(s.identity));
+    const out: ToolReportResult[] = [];
+    for (const { server, index, def, hash } of planned) {
+      const refusal = refusedToolName(def.name);
+      if (refusal) {
+        out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal });
+        continue;
       }
+      const { row, inserted, reopened } = await withTransaction(this.pool, async (db) => {
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(server.name, def.name)]);
+        return toolStore.record(db, { id: uuidv7(), server: server.name, tool: def.name, hash, definition: def, gatewayId, identity: identities[index] });
+      });
+      const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
+      const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
+      if (status !== 'approved') result.notApproved = notApprovedReason(row);
+      out.push(result);
     }
     await this.reload();
     await this.redis.redis.publish(this.channel, '1').catch(() => {});
     return out;
   }
 
-  list(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionRow[]> {
-    return toolStore.list(this.pool, f);
+  async list(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionRow[]> {
+    return (await toolStore.list(this.pool, f)).map(shown);
   }
 
   async decide(id: string, status: 'approved' | 'rejected', by: string, reason: string): Promise<ToolDefinitionRow> {
@@ -180,11 +298,13 @@ export class ToolRegistry {
       if (!existing) throw notFound('tool definition');
       await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(existing.server, existing.tool)]);
       const decided = await toolStore.decide(db, id, status, by, reason);
-      if (!decided) throw new AppError('CONFLICT', `tool definition ${id} is ${existing.status}, not pending`);
+      if (!decided) {
+        throw new AppError('CONFLICT', `tool definition ${id} is ${existing.status}: ${status === 'approved' ? 'only a pending, rejected or superseded definition can be approved' : 'only a pending definition can be rejected'}`);
+      }
       return decided;
     });
     await this.reload();
     await this.redis.redis.publish(this.channel, '1').catch(() => {});
-    return row;
+    return shown(row);
   }
 }

@@ -1,20 +1,18 @@
 import type { PipelineStep } from '../decisions/types.js';
 import type { ToolRegistry } from './service.js';
 
-/** DESIGN §4 step 3: a tool_hash other than the approved definition's → TOOL_CHANGED. */
+/**
+ * DESIGN §4 step 3: TOOL_CHANGED for a tool_hash other than the approved definition's, and for a call
+ * without tool_hash while the definition of the tool reported last is not approved (pending, rejected
+ * or superseded): leaving the hash out never skips the check. A tool no gateway reported passes.
+ */
 export function createToolPinStep(registry: ToolRegistry): PipelineStep {
   return {
     name: 'tool-pin',
     run(ctx) {
-      const hash = ctx.input.tool_hash;
       const server = ctx.call?.server ?? ctx.input.server;
-      if (!hash) return undefined;
-      const status = registry.statusOf(server, ctx.input.tool, hash);
-      if (status === undefined || status === 'approved') return undefined;
-      return {
-        code: 'TOOL_CHANGED',
-        message: `${server}/${ctx.input.tool} changed since it was approved (now ${hash.slice(0, 19)}…); an operator must review and approve the new definition (GET /v1/tools?status=pending, POST /v1/tools/:id/approve)`,
-      };
+      const message = registry.denial(server, ctx.input.tool, ctx.input.tool_hash || undefined);
+      return message === undefined ? undefined : { code: 'TOOL_CHANGED', message };
     },
   };
 }

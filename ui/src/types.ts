@@ -186,6 +186,7 @@ export interface ToolDefinition {
   status: string;
   upstream_identity: unknown;
   first_seen_at: string;
+  last_reported_at: string;
   decided_at: string | null;
   decided_by: string | null;
   decision_reason: string | null;

@@ -47,18 +47,18 @@ export function ToolsPage() {
               {tool.hash.slice(0, 19)}…
             </span>
             <span>
-              first seen <Time value={tool.first_seen_at} />
+              first seen <Time value={tool.first_seen_at} />, last reported <Time value={tool.last_reported_at} />
             </span>
             <span class="spacer" />
+            {tool.status !== 'approved' && (
+              <button type="button" class="primary small" onClick={() => setDeciding({ tool, verb: 'approve' })}>
+                Approve
+              </button>
+            )}
             {tool.status === 'pending' && (
-              <>
-                <button type="button" class="primary small" onClick={() => setDeciding({ tool, verb: 'approve' })}>
-                  Approve
-                </button>
-                <button type="button" class="danger small" onClick={() => setDeciding({ tool, verb: 'reject' })}>
-                  Reject
-                </button>
-              </>
+              <button type="button" class="danger small" onClick={() => setDeciding({ tool, verb: 'reject' })}>
+                Reject
+              </button>
             )}
           </header>
           {tool.decided_at && (
