@@ -299,7 +299,8 @@ export class AlertService {
         `This operator key is limited to projects ${op.projects.join(', ')}; alert ${id} belongs to no project (it concerns every project), so acknowledging it needs a key without a project limit.`,
       );
     }
-    const acked = await alertStore.acknowledge(this.pool, id, operatorActor(op), note ?? null);
+    // Operator free text, shown to every operator: a credential pasted into it is masked as in the audit row.
+    const acked = await alertStore.acknowledge(this.pool, id, operatorActor(op), note === undefined ? null : redactText(note));
     if (!acked) {
       const now = (await alertStore.get(this.pool, id)) ?? existing;
       throw new AppError('CONFLICT', `Alert ${id} was already acknowledged by ${now.acknowledged_by ?? 'someone'}.`, {

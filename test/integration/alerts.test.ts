@@ -150,6 +150,19 @@ describe('alerts', () => {
     expect(auditRows[0].details).toMatchObject({ kind: 'TOOL_CHANGED', note: 'expected upgrade', message: 'github/create_issue changed' });
   });
 
+  it('a credential pasted into an acknowledgement note is masked in the alert as in its audit row', async () => {
+    const alert = await a.ctx.alerts.raise({ kind: 'FLAGS_RECOVERED', message: 'flags fetched again' });
+    const res = await a.inject({ method: 'POST', url: `/v1/alerts/${alert.id}/ack`, headers: bearer(operator), payload: { note: `rotated ${operator}, PGPASSWORD=hunter2` } });
+    expect(res.statusCode, res.body).toBe(200);
+    const masked = 'rotated ksop_[REDACTED], PGPASSWORD=[REDACTED]';
+    expect(res.json().ack_note).toBe(masked);
+    expect((await db.query('SELECT ack_note FROM alerts WHERE id = $1', [alert.id])).rows[0].ack_note).toBe(masked);
+    expect((await a.inject({ url: `/v1/alerts/${alert.id}`, headers: bearer(viewer) })).json().ack_note).toBe(masked);
+    const audited = async () => (await db.query(`SELECT details FROM audit_events WHERE action = 'alert.acknowledged' AND target = $1`, [`alert:${alert.id}`])).rows;
+    await until(async () => (await audited()).length > 0, 5_000, 'the alert.acknowledged audit row');
+    expect((await audited())[0].details.note).toBe(masked);
+  });
+
   it('concurrent acknowledgements on two replicas: exactly one wins, the rest are 409', async () => {
     const alert = await a.ctx.alerts.raise({ kind: 'SESSION_HALTED', message: 'race' });
     const results = await Promise.all(
