@@ -13,7 +13,13 @@ export const Annotations = Type.Object(
     idempotentHint: Type.Optional(Type.Boolean()),
     openWorldHint: Type.Optional(Type.Boolean()),
   },
-  { additionalProperties: false },
+  {
+    // MCP lets servers add their own annotations; a gateway may forward them verbatim. Only the hints
+    // above are read (and only for servers whose annotations the policy trusts); the rest are ignored.
+    additionalProperties: true,
+    maxProperties: 32,
+    description: 'The tool\'s MCP annotations. Only the four hints (and title) are read, and only for servers the policy trusts; other annotations are accepted and ignored.',
+  },
 );
 
 export const DecisionBody = Type.Object(

@@ -470,7 +470,8 @@ describe('decision API input and credentials', () => {
     ['bad environment', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', environment: 'prod' }, 'environment'],
     ['bad tool_hash', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', tool_hash: 'md5:1' }, 'tool_hash'],
     ['resources not strings', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', resources: [1] }, 'resources.0'],
-    ['unknown annotation', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', annotations: { trustMe: true } }, 'annotations.trustMe'],
+    ['too many annotations', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', annotations: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`a${i}`, true])) }, 'annotations'],
+    ['a standard hint of the wrong type', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', annotations: { readOnlyHint: 'yes' } }, 'annotations.readOnlyHint'],
     ['extra field', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', allow: true }, 'allow'],
   ];
   for (const [name, payload, field] of cases) {
@@ -482,6 +483,17 @@ describe('decision API input and credentials', () => {
       expect(res.json().error.details.map((d: { field: string }) => d.field)).toContain(field);
     });
   }
+
+  it('annotations a server added beyond the standard hints are accepted and change nothing', async () => {
+    const tok = await gw.token('ro');
+    const s = await gw.session(tok.raw);
+    // write_file is mapped to storage:write: a vendor annotation cannot make it a read.
+    const d = await gw.decide(tok.raw, { ...read('a.md'), tool: 'write_file', session_id: s.session_id, annotations: { 'vendor/readOnly': true, trustMe: true } });
+    expect(d.code).toBe('PERMISSION_DENIED');
+    const rw = await gw.token('rw');
+    const s2 = await gw.session(rw.raw);
+    expect((await gw.decide(rw.raw, { ...read('a.md'), session_id: s2.session_id, annotations: { title: 'Read', 'vendor/x': 1 } })).code).toBe('OK');
+  });
 
   it('a value outside a list of accepted ones → one problem naming what is accepted', async () => {
     const tok = await gw.token('ro');
