@@ -5,7 +5,7 @@ import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.
 import { credentialStore } from '../tokens/store.js';
 import { runPipeline } from './pipeline.js';
 import { newCallContext } from './service.js';
-import type { DecisionInput, PipelineStep } from './types.js';
+import type { DecisionInput, HaltTrigger, PipelineStep } from './types.js';
 
 export interface ExplainRequest {
   token_id: string;
@@ -27,6 +27,8 @@ export class Explainer {
   constructor(
     private readonly pool: Pool,
     private readonly steps: () => readonly PipelineStep[],
+    /** Whether the policy halts the token too on this trigger (policy `halt_token_on`). */
+    private readonly haltsToken: (trigger: HaltTrigger) => boolean,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -58,6 +60,8 @@ export class Explainer {
       steps: ctx.trace,
       ...(ctx.call ? { call: { ...ctx.call } } : {}),
       flags: ctx.flagsEvaluated,
+      // What the real call would also do: halt the session (and by policy the token). Explain halts nothing.
+      ...(denial && 'halt' in denial && denial.halt ? { halt: { trigger: denial.halt, token: this.haltsToken(denial.halt) } } : {}),
     };
   }
 }

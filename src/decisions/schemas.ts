@@ -114,4 +114,13 @@ export const ExplainAnswer = Type.Object({
   ),
   call: Type.Optional(Type.Object({}, { additionalProperties: true })),
   flags: Type.Array(Type.Object({ name: Type.String(), enabled: Type.Boolean() })),
+  halt: Type.Optional(
+    Type.Object(
+      {
+        trigger: Type.String({ description: 'The kill-switch trigger this denial would fire (docs/sessions-and-limits.md).' }),
+        token: Type.Boolean({ description: 'True when the policy halts the token too (every session of it), not only the session.' }),
+      },
+      { description: 'Present when the real call would not only be denied but halt: nothing was halted by this explain.' },
+    ),
+  ),
 });

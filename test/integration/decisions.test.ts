@@ -384,6 +384,11 @@ describe('POST /v1/decisions', () => {
     expect(body.code).toBe('PERMISSION_DENIED');
     expect(body.steps.map((s: { step: string }) => s.step)).toEqual(['policy-resolve', 'tool-pin', 'flags', 'policy-rules', 'approval', 'scopes']);
     expect(body.flags.map((f: { name: string }) => f.name)).toContain('mcp.filesystem.write');
+    // The real call would halt the session and the token; explain says so, and halts nothing.
+    expect(body.halt).toEqual({ trigger: 'WRITE_IN_READ_SESSION', token: true });
+    const allowed = (await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tok.id, ...read('a.md') } })).json();
+    expect(allowed.code).toBe('OK');
+    expect(allowed.halt).toBeUndefined();
     // Nothing was halted by explaining.
     const s = await gw.session(tok.raw);
     expect(s.state).toBe('active');
