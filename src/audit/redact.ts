@@ -6,9 +6,10 @@ export const REDACTED = '[REDACTED]';
 // Compared against the key lower-cased with '-', '_', '.' and spaces removed. Names ending in "pass" or
 // "pwd" are secrets (DB_PASS, PGPASS, MYSQL_PWD); "pass" alone inside a word is not (passenger_count).
 const SECRET_KEY = /(passw(or)?d|passwd|pass$|pwd$|passphrase|secret|token|apikey|accesskey|privatekey|authorization|^x?auth$|^xauth|^authtoken$|credential|cookie|^pin$|signature|sessionkey|connectionstring|jwt)/;
-// Counters that merely mention tokens are not secrets (token_calls_per_minute is a limit, not a credential),
-// nor are ordinary words that end in "pass".
-const NOT_SECRET_KEY = /(maxtokens|tokencount|tokens?used|tokenlimit|numtokens|tokentype|tokenid|calls?per(minute|hour|day|session)|(by|com|encom|over|under|tres|sur)pass|xauthority)$/;
+// Counters that merely mention tokens are not secrets (token_calls_per_minute is a limit, not a credential;
+// server_calls_per_minute_all_tokens counts the calls of every agent), nor are ordinary words that end in
+// "pass". Only a rate counter may end in "all_tokens": a bare all_tokens can hold credentials.
+const NOT_SECRET_KEY = /(maxtokens|tokencount|tokens?used|tokenlimit|numtokens|tokentype|tokenid|calls?per(minute|hour|day|session)(alltokens)?|(by|com|encom|over|under|tres|sur)pass|xauthority)$/;
 
 interface ValuePattern {
   re: RegExp;

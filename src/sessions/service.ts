@@ -162,8 +162,8 @@ const finiteOrNull = (v: unknown): number | null => (typeof v === 'number' && Nu
  * storable and credential-looking text masked, as in the audit trail, because the message quotes what
  * the agent chose (resource names, paths, reported errors) and Postgres refuses NUL and unpaired
  * surrogates in jsonb: one such path made the halt's record fail on every retry, leaving a halt in Redis
- * that no operator could see or resume. `calls_so_far` holds our own counters: limit names are kept
- * (the secret-key rule would mask server_calls_per_minute_all_tokens) and only numbers kept under them.
+ * that no operator could see or resume. `calls_so_far` holds our own counters: limit names are kept as
+ * they are and only numbers kept under them.
  */
 export function storableHaltSummary(summary: unknown): Record<string, unknown> {
   if (summary === null || typeof summary !== 'object' || Array.isArray(summary)) return {};

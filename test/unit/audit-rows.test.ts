@@ -129,6 +129,17 @@ describe('redaction', () => {
     expect(isSecretKey('connectionString')).toBe(true);
   });
 
+  it('a rate counter of all agents is not a secret (details.limits.server_calls_per_minute_all_tokens); tokens of all agents still are', () => {
+    expect(isSecretKey('server_calls_per_minute_all_tokens')).toBe(false);
+    expect(isSecretKey('calls_per_day_all_tokens')).toBe(false);
+    const limits = { server_calls_per_minute_all_tokens: { used: 7, max: 600 }, token_calls_per_minute: { used: 2, max: 60 } };
+    expect(redactValue({ limits })).toEqual({ limits });
+    for (const k of ['all_tokens', 'allTokens', 'github_all_tokens', 'access_tokens', 'server_all_tokens', 'calls_per_minute_all_tokens_secret', 'tokens']) {
+      expect(isSecretKey(k), k).toBe(true);
+    }
+    expect(redactValue({ all_tokens: ['abc123'], server_calls_per_minute_all_tokens: 3 })).toEqual({ all_tokens: REDACTED, server_calls_per_minute_all_tokens: 3 });
+  });
+
   it('secret keys are recognised the same however often and in whatever order they are asked (the verdicts are memoised, up to a cap)', () => {
     const secret = ['password', 'api_key', 'X-Api-Key', 'refresh_token', 'connectionString', 'PIN'];
     const plain = ['path', 'session_id', 'token_calls_per_minute', 'max', 'used'];
