@@ -34,7 +34,7 @@ export const ApprovalItem = Type.Object(
     tool_hash: Type.Union([Type.String(), Type.Null()], { description: 'Tool definitions: the hash of the changed definition.' }),
     definition: Type.Unknown({ description: 'Tool definitions: the changed definition; null for calls.' }),
     rule: Type.Union([Type.String(), Type.Null()], { description: 'The policy rule that asked for approval.' }),
-    separate_approver: Type.Boolean({ description: 'The approver must not be the operator who created the agent token.' }),
+    separate_approver: Type.Boolean({ description: "The approver must not be an operator who held the agent token's secret: its creator, or one who rotated it (rotated_by)." }),
     requested_decision_id: Str,
     created_at: Timestamp,
     expires_at: Type.Union([Timestamp, Type.Null()], { description: 'Pending: decide before this. Approved: the call must run before this. Rejected: identical calls are refused until this.' }),

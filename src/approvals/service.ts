@@ -472,9 +472,18 @@ export class ApprovalService {
     if (expiresIn !== undefined && (row.kind !== 'production_grant' || verb !== 'approve')) throw invalid('expires_in', 'only approving a production_grant request takes expires_in');
     if (row.state !== 'pending') throw conflict(`approval ${id} is ${row.state}, not pending`);
     if (verb === 'approve' && row.separate_approver) {
+      // Four eyes: nobody who held the token's secret approves its calls. Its creator did, and so did every
+      // operator who rotated it (or a token it was rotated from): a rotation answers the new secret to the rotator.
       const token = await credentialStore.getAgentToken(this.deps.pool, row.token_id);
-      if (!token || token.created_by === operatorActor(op)) {
+      const me = operatorActor(op);
+      if (!token || token.created_by === me) {
         throw new AppError('FORBIDDEN', `The policy (rule ${row.rule}) requires the approver to be someone other than the operator who created this agent token; ask another operator.`);
+      }
+      if (token.rotated_by.includes(me)) {
+        throw new AppError(
+          'FORBIDDEN',
+          `The policy (rule ${row.rule}) requires the approver to be someone other than an operator who held this agent token's secret: you rotated it (or a token it was rotated from) and received its secret; ask another operator.`,
+        );
       }
     }
     const state = verb === 'approve' ? 'approved' : 'rejected';

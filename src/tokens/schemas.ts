@@ -42,6 +42,9 @@ export const AgentToken = Type.Object({
   environment: EnvironmentSchema,
   description: Type.String(),
   created_by: Type.String(),
+  rotated_by: Type.Array(Type.String(), {
+    description: 'Operators who rotated this token or a token it was rotated from (each received a raw secret of it); with separate_approver, they may not approve its calls, like its creator.',
+  }),
   created_at: Timestamp,
   expires_at: DateTime,
   revoked_at: DateTime,

@@ -242,9 +242,11 @@ export class CredentialService {
         project_id: old.project_id,
         environment: old.environment,
         description: old.description,
-        // The same agent under a new secret: it keeps its creator (a bulk revoke by creator, and the
-        // approvals rule that the approver is not the token's creator, go by it); the rotator is audited.
+        // The same agent under a new secret: it keeps its creator (a bulk revoke by creator goes by it).
+        // The rotator receives the new secret, so it joins the secret holders that `separate_approver`
+        // keeps from approving the token's calls, with everyone who rotated an earlier token of the chain.
         created_by: old.created_by,
+        rotated_by: old.rotated_by.includes(operatorActor(op)) ? old.rotated_by : [...old.rotated_by, operatorActor(op)],
         expires_at: lifetimeMs === null ? null : new Date(Date.now() + lifetimeMs),
       });
       const previous = await credentialStore.expireAgentTokenBy(c, id, new Date(Date.now() + graceSeconds * 1000));

@@ -18,6 +18,11 @@ export interface AgentTokenRow {
   environment: Environment;
   description: string;
   created_by: string;
+  /**
+   * Operators who rotated this token or a token it was rotated from: each received a raw
+   * secret of it, so with `created_by` they are its secret holders (the `separate_approver` rule).
+   */
+  rotated_by: string[];
   created_at: Date;
   expires_at: Date | null;
   revoked_at: Date | null;
@@ -76,16 +81,19 @@ function bulkWhere(f: BulkTokenFilter): { where: string[]; args: unknown[] } {
 type Queryable = Pool | PoolClient;
 
 const AGENT_COLUMNS =
-  'id, type, key_prefix, display_prefix, scopes, role, project_id, environment, description, created_by, created_at, expires_at, revoked_at, revoked_by, revoke_reason, last_used_at';
+  'id, type, key_prefix, display_prefix, scopes, role, project_id, environment, description, created_by, rotated_by, created_at, expires_at, revoked_at, revoked_by, revoke_reason, last_used_at';
 const GATEWAY_COLUMNS = 'id, name, display_prefix, created_by, created_at, expires_at, revoked_at, last_used_at';
 const OPERATOR_COLUMNS = `${GATEWAY_COLUMNS}, role, projects`;
 
 export const credentialStore = {
-  async insertAgentToken(db: Queryable, t: Omit<AgentTokenRow, 'created_at' | 'revoked_at' | 'revoked_by' | 'revoke_reason' | 'last_used_at'> & { key_hash: Buffer }): Promise<AgentTokenRow> {
+  async insertAgentToken(
+    db: Queryable,
+    t: Omit<AgentTokenRow, 'rotated_by' | 'created_at' | 'revoked_at' | 'revoked_by' | 'revoke_reason' | 'last_used_at'> & { key_hash: Buffer; rotated_by?: string[] },
+  ): Promise<AgentTokenRow> {
     const { rows } = await db.query<AgentTokenRow>(
-      `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, description, created_by, expires_at)
-       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING ${AGENT_COLUMNS}`,
-      [t.id, t.type, t.key_prefix, t.display_prefix, t.key_hash, t.scopes, t.role, t.project_id, t.environment, t.description, t.created_by, t.expires_at],
+      `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, description, created_by, rotated_by, expires_at)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING ${AGENT_COLUMNS}`,
+      [t.id, t.type, t.key_prefix, t.display_prefix, t.key_hash, t.scopes, t.role, t.project_id, t.environment, t.description, t.created_by, t.rotated_by ?? [], t.expires_at],
     );
     return rows[0]!;
   },

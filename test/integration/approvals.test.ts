@@ -314,6 +314,43 @@ describe('who may approve', () => {
     expect((await gw.decide(strict.tok.raw, call)).code).toBe('OK');
   });
 
+  it('separate_approver: an operator who rotated the token (and so received its secret) may not approve its calls, nor those of a later rotation', async () => {
+    const strict = await gw.token('rw', { role: 'strict_agent' });
+    const rotator = await t.operatorKey(app, 'operator');
+    const rotated = await app.inject({ method: 'POST', url: `/v1/keys/${strict.id}/rotate`, headers: bearer(rotator), payload: { grace_seconds: 0 } });
+    expect(rotated.statusCode, rotated.body).toBe(201);
+    const rotatorActor = `operator:${(await app.ctx.auth.authenticate(rotator)).id}`;
+    expect(rotated.json().key.rotated_by).toEqual([rotatorActor]);
+    // The rotator holds the new secret: it calls as the agent and would approve its own call.
+    const raw = rotated.json().token as string;
+    const sid = (await gw.session(raw)).session_id;
+    const call = { server: 'memory', tool: 'add_observations', arguments: { observations: [{ entityName: 'r', contents: ['s'] }] }, session_id: sid };
+    const asked = await gw.decide(raw, call);
+    expect(asked.code).toBe('APPROVAL_REQUIRED');
+    const byRotator = await approve(asked.approval_id, rotator);
+    expect(byRotator.statusCode).toBe(403);
+    expect(byRotator.json().error.code).toBe('FORBIDDEN');
+    expect(byRotator.json().error.message).toContain('you rotated it');
+    expect((await approve(asked.approval_id, gw.owner)).statusCode).toBe(403);
+
+    // A second rotation by someone else: the first rotator held a secret of the chain and stays excluded.
+    const second = await t.operatorKey(app, 'operator');
+    const again = await app.inject({ method: 'POST', url: `/v1/keys/${rotated.json().key.id}/rotate`, headers: bearer(second), payload: { grace_seconds: 0 } });
+    expect(again.statusCode, again.body).toBe(201);
+    expect(again.json().key.rotated_by).toEqual([rotatorActor, `operator:${(await app.ctx.auth.authenticate(second)).id}`]);
+    const raw2 = again.json().token as string;
+    const sid2 = (await gw.session(raw2)).session_id;
+    const asked2 = await gw.decide(raw2, { ...call, session_id: sid2 });
+    expect(asked2.code).toBe('APPROVAL_REQUIRED');
+    expect((await approve(asked2.approval_id, rotator)).statusCode).toBe(403);
+    expect((await approve(asked2.approval_id, second)).statusCode).toBe(403);
+
+    // Someone who never held a secret of it approves.
+    const colleague = await t.operatorKey(app, 'operator');
+    expect((await approve(asked2.approval_id, colleague)).statusCode).toBe(200);
+    expect((await gw.decide(raw2, { ...call, session_id: sid2 })).code).toBe('OK');
+  });
+
   it('a project-limited operator sees and decides only approvals of its projects', async () => {
     const beta = await agentWithSession({ project: 'beta' });
     const asked = await gw.decide(beta.tok.raw, { ...move('beta/a', 'beta/b'), session_id: beta.sid });
