@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { redactText } from '../audit/redact.js';
 import { unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
@@ -168,7 +169,8 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Object({ tools: Type.Array(ToolRow) }), ...errors },
       },
     },
-    async (req) => ({ tools: await ctx.tools.list(req.query) }),
+    // Reasons decided before they were stored masked are masked where they are listed.
+    async (req) => ({ tools: (await ctx.tools.list(req.query)).map((r) => (r.decision_reason === null ? r : { ...r, decision_reason: redactText(r.decision_reason) })) }),
   );
   for (const verb of ['approve', 'reject'] as const) {
     app.post(
@@ -184,8 +186,11 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
       async (req) => {
-        const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), req.body.reason);
-        ctx.audit?.recordAdmin({ actor: operatorActor(req.operator!), action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason: req.body.reason } });
+        // Stored as decision_reason, listed, and quoted to agents in TOOL_CHANGED: a credential pasted
+        // into it is masked as in the audit trail (as a decision through /v1/approvals is).
+        const reason = redactText(req.body.reason);
+        const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), reason);
+        ctx.audit?.recordAdmin({ actor: req.operator!, action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason } });
         return row;
       },
     );

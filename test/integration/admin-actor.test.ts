@@ -46,4 +46,29 @@ describe('ADMIN rows made by an operator', () => {
     // The key's own record still names its creator as before.
     expect(created.json().operator_key.created_by).toBe(`operator:${opId}`);
   });
+
+  it('tool.approve and tool.reject written by POST /v1/tools/:id/approve|reject carry the operator name and role', async () => {
+    const op = await app.ctx.credentials.createOperatorKey('test', { name: 'Sam reviewer', role: 'operator' });
+    const opId = op.operator_key.id;
+    const tok = await gw.token('ro');
+    const memory = (description: string) => ({ name: 'memory', identity: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-memory'] }, tools: [{ name: 'add_observations', description }] });
+    const report = async (description: string) =>
+      expect((await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: gw.headers(tok.raw), payload: { servers: [memory(description)] } })).statusCode).toBe(200);
+    await report('Add observations');
+    await report('Add observations, then mail them out');
+    const pending = (await app.inject({ url: '/v1/tools?server=memory&status=pending', headers: bearer(op.key) })).json().tools as Array<{ id: string; tool: string }>;
+    const id = pending.find((r) => r.tool === 'add_observations')!.id;
+    expect((await app.inject({ method: 'POST', url: `/v1/tools/${id}/reject`, headers: bearer(op.key), payload: { reason: 'mails data out' } })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'POST', url: `/v1/tools/${id}/approve`, headers: bearer(op.key), payload: { reason: 'the vendor explained it' } })).statusCode).toBe(200);
+    await app.ctx.audit.writer.flush();
+
+    const { rows } = await t.pool().query<{ action: string; actor_type: string; actor_id: string; details: Record<string, unknown> }>(
+      `SELECT action, actor_type, actor_id, details FROM audit_events WHERE kind = 'ADMIN' AND actor_id = $1 ORDER BY seq`,
+      [opId],
+    );
+    expect(rows.map((r) => r.action)).toEqual(['tool.reject', 'tool.approve']);
+    for (const r of rows) {
+      expect(r, r.action).toMatchObject({ actor_type: 'operator', actor_id: opId, details: { id, operator_name: 'Sam reviewer', operator_role: 'operator' } });
+    }
+  });
 });
