@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 import type { RedisHandle } from '../redis/client.js';
+import { credentialStore } from '../tokens/store.js';
 import { killRoutes } from './routes.js';
 import { KillService } from './service.js';
 
@@ -23,6 +24,7 @@ export function killServiceFor(ctx: AppContext, redis: RedisHandle = ctx.redis):
     policy: ctx.policy,
     findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
     findSession: (op, id) => ctx.sessions.get(id, op),
+    projectTokens: (projectId) => credentialStore.countProjectTokens(ctx.pool, projectId),
   });
 }
 

@@ -23,7 +23,7 @@ export const CreateKillBody = Type.Object(
     server: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'A server of the policy.' })),
     capability: Type.Optional(CapabilitySchema),
     token_id: Type.Optional(Type.String({ format: 'uuid' })),
-    project_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' })),
+    project_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$', description: 'A project some agent token was issued to (revoked ones count).' })),
     role: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$', description: 'A role of the policy.' })),
     environment: Type.Optional(EnvironmentSchema),
     session_id: Type.Optional(Type.String({ format: 'uuid' })),
@@ -62,6 +62,7 @@ export const Kill = Type.Object({
 export const CreatedKill = Type.Object({
   kill: Kill,
   enforced: Type.Boolean({ description: 'False when Redis did not take the kill: decisions deny anyway while Redis is away (fail closed), and the kill is applied from Postgres when it is back.' }),
+  active_tokens: Type.Optional(Type.Integer({ minimum: 0, description: 'Project kills: how many live (neither revoked nor expired) agent tokens of the project it covers now.' })),
   message: Type.String(),
 });
 

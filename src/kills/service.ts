@@ -35,6 +35,8 @@ export interface KillServiceDeps {
   findToken(op: OperatorPrincipal, id: string): Promise<{ project_id: string }>;
   /** The session a session kill names (404 when unknown or invisible to this operator). */
   findSession(op: OperatorPrincipal, id: string): Promise<{ project_id: string; token_id: string }>;
+  /** A project kill's project: how many agent tokens it ever had, and how many are live now. */
+  projectTokens(projectId: string): Promise<{ total: number; live: number }>;
   /** How often expiries are recorded and Redis is reconciled with Postgres. Default 5 s. */
   reconcileEveryMs?: number;
   mirror?: KillMirror;
@@ -146,12 +148,21 @@ export class KillService {
     };
   }
 
-  async create(op: OperatorPrincipal, body: CreateKillBody): Promise<{ kill: KillView; enforced: boolean; message: string }> {
+  async create(op: OperatorPrincipal, body: CreateKillBody): Promise<{ kill: KillView; enforced: boolean; active_tokens?: number; message: string }> {
     const target = this.validate(op, body);
     let projectId: string | null = null;
+    let activeTokens: number | undefined;
     if (target.target === 'project') {
       if (!canManage(op, target.project_id!)) throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}.`);
       projectId = target.project_id!;
+      // A typo must not look like a kill (as for servers and roles): the project must be one some agent
+      // token was issued to. Revoked and expired tokens count: the name is real, and the kill still stops
+      // any token issued to the project later.
+      const tokens = await this.deps.projectTokens(projectId);
+      if (tokens.total === 0) {
+        throw invalid('project_id', `no agent token has project ${projectId} (revoked ones included), so a kill of it would stop nothing; check the spelling (GET /v1/keys?project=...)`);
+      }
+      activeTokens = tokens.live;
     } else if (target.target === 'token') {
       projectId = (await this.deps.findToken(op, target.token_id!)).project_id;
     } else if (target.target === 'session') {
@@ -206,10 +217,14 @@ export class KillService {
       server: kill.server,
       details: { kill_id: kill.id, target: kill.target, target_key: key, enforced },
     });
+    const covers =
+      activeTokens === undefined
+        ? ''
+        : ` It covers ${activeTokens} active agent token(s) of the project${activeTokens === 0 ? ' (all of its tokens are revoked or expired)' : ''}, and any token issued to it while the kill is in force.`;
     const message = enforced
-      ? `Killed ${kill.description} on every replica: the next decision it matches is denied with KILL_SWITCH.`
-      : `Recorded the kill of ${kill.description}, but Redis did not take it: decisions deny anyway while Redis is unreachable (fail closed), and the kill is applied as soon as it answers.`;
-    return { kill, enforced, message };
+      ? `Killed ${kill.description} on every replica: the next decision it matches is denied with KILL_SWITCH.${covers}`
+      : `Recorded the kill of ${kill.description}, but Redis did not take it: decisions deny anyway while Redis is unreachable (fail closed), and the kill is applied as soon as it answers.${covers}`;
+    return activeTokens === undefined ? { kill, enforced, message } : { kill, enforced, active_tokens: activeTokens, message };
   }
 
   async get(op: OperatorPrincipal, id: string): Promise<KillView> {

@@ -165,6 +165,16 @@ export const credentialStore = {
     return rows;
   },
 
+  /** A project's agent tokens: every one it ever had (revoked and expired ones too), and the live ones. */
+  async countProjectTokens(db: Queryable, projectId: string): Promise<{ total: number; live: number }> {
+    const { rows } = await db.query<{ total: number; live: number }>(
+      `SELECT count(*)::int AS total, (count(*) FILTER (WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())))::int AS live
+       FROM agent_tokens WHERE project_id = $1`,
+      [projectId],
+    );
+    return rows[0]!;
+  },
+
   async lockAgentToken(db: PoolClient, id: string): Promise<AgentTokenRow | undefined> {
     const { rows } = await db.query<AgentTokenRow>(`SELECT ${AGENT_COLUMNS} FROM agent_tokens WHERE id = $1 FOR UPDATE`, [id]);
     return rows[0];

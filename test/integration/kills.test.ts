@@ -277,6 +277,39 @@ describe('POST /v1/kills', () => {
     await lift(a, own.json().kill.id);
   });
 
+  it('a project kill names a project some token has: a typo is 400 naming project_id; the answer counts the active tokens it covers', async () => {
+    const typo = await killOn(a, { target: 'project', project_id: 'paymnets', reason: 'INC-9 typo' });
+    expect(typo.statusCode, typo.body).toBe(400);
+    expect(typo.json().error.details[0]).toMatchObject({ field: 'project_id' });
+    expect(typo.json().error.details[0].problem).toContain('no agent token has project paymnets');
+    expect((await a.inject({ method: 'GET', url: '/v1/kills?state=all', headers: bearer(operatorKey) })).json().kills.some((k: { project_id: string | null }) => k.project_id === 'paymnets')).toBe(false);
+
+    await gwA.token('ro', { project: 'payments' });
+    await gwA.token('rw', { project: 'payments' });
+    const gone = await gwA.token('ro', { project: 'payments' });
+    await a.inject({ method: 'POST', url: `/v1/keys/${gone.id}/revoke`, headers: bearer(gwA.owner), payload: { reason: 'left' } });
+    const res = await killOn(a, { target: 'project', project_id: 'payments', reason: 'INC-9 payments agents' });
+    expect(res.statusCode, res.body).toBe(201);
+    expect(res.json().active_tokens).toBe(2);
+    expect(res.json().message).toContain('covers 2 active agent token(s)');
+    await lift(a, res.json().kill.id);
+
+    // Only revoked tokens: still a real project (a token issued to it later is stopped), covering none now.
+    const old = await gwA.token('ro', { project: 'retired' });
+    await a.inject({ method: 'POST', url: `/v1/keys/${old.id}/revoke`, headers: bearer(gwA.owner), payload: { reason: 'retired' } });
+    const retired = await killOn(a, { target: 'project', project_id: 'retired', reason: 'INC-9 keep it off' });
+    expect(retired.statusCode, retired.body).toBe(201);
+    expect(retired.json().active_tokens).toBe(0);
+    await lift(a, retired.json().kill.id);
+
+    // Other targets carry no count.
+    const tok = await gwA.token('ro', { project: 'payments' });
+    const byToken = await killOn(a, { target: 'token', token_id: tok.id, reason: 'INC-9' });
+    expect(byToken.statusCode).toBe(201);
+    expect(byToken.json().active_tokens).toBeUndefined();
+    await lift(a, byToken.json().kill.id);
+  });
+
   it('a kill denies even where every flag allows the call, and explain shows it', async () => {
     const tok = await gwA.token('rw');
     const s = (await gwA.session(tok.raw)).session_id;
