@@ -16,6 +16,7 @@ export const ALERT_KINDS = {
   KILL_CREATED: { severity: 'critical', doc: 'An operator created a break-glass kill.' },
   KILL_LIFTED: { severity: 'info', doc: 'An operator lifted a break-glass kill (or it expired).' },
   FLAG_DISABLED: { severity: 'warning', doc: 'The Unleash webhook reported a flag turned off; applied at once as a local override.' },
+  FLAG_ENABLED: { severity: 'info', doc: 'The Unleash webhook reported a flag turned back on; the open FLAG_DISABLED alerts of that flag are acknowledged by the system.' },
   FLAGS_STALE: { severity: 'critical', doc: 'No successful Unleash fetch for UNLEASH_STALE_AFTER_S: the last fetched flags stay in force.' },
   FLAGS_RECOVERED: { severity: 'info', doc: 'Unleash fetches succeed again after a staleness alert.' },
   TOOL_CHANGED: { severity: 'warning', doc: 'A tool definition differs from the approved (pinned) one; calls deny until an operator approves it.' },

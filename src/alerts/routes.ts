@@ -3,8 +3,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
-import { AckBody, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
+import { CredentialStoreUnavailable, type OperatorPrincipal } from '../tokens/authenticator.js';
+import { AckBody, AckMatchingBody, AckMatchingResultSchema, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
 import { type AlertEvent, canSeeAlert } from './service.js';
 import type { Alert } from './store.js';
 
@@ -27,6 +27,17 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const operator = requireOperator(auth, 'operator');
   const tags = ['alerts'];
   const streams = new Set<ServerResponse>();
+  // Acknowledgements the system makes (a FLAG_ENABLED answering FLAG_DISABLED) are audited like those below.
+  alerts.setAdminRecorder((a) => app.ctx.audit?.recordAdmin(a));
+
+  const auditAck = (op: OperatorPrincipal, acked: Alert, extra: Record<string, unknown> = {}) =>
+    void app.ctx.audit?.recordAdmin({
+      actor: op,
+      action: 'alert.acknowledged',
+      target: `alert:${acked.id}`,
+      projectId: acked.project_id ?? undefined,
+      details: { kind: acked.kind, severity: acked.severity, message: acked.message.slice(0, 500), note: acked.ack_note, token_id: acked.token_id, session_id: acked.session_id, ...extra },
+    });
 
   app.get(
     '/v1/alerts',
@@ -147,14 +158,34 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const acked = await alerts.ack(req.params.id, req.operator!, req.body.note);
       // Who took an alert out of everyone's inbox, and why, belongs in the audit trail: the alert row itself
       // goes after RECORDS_RETENTION_DAYS. The acknowledgement stands if the row cannot be written (logged).
-      void app.ctx.audit?.recordAdmin({
-        actor: req.operator!,
-        action: 'alert.acknowledged',
-        target: `alert:${acked.id}`,
-        projectId: acked.project_id ?? undefined,
-        details: { kind: acked.kind, severity: acked.severity, message: acked.message.slice(0, 500), note: acked.ack_note, token_id: acked.token_id, session_id: acked.session_id },
-      });
+      auditAck(req.operator!, acked);
       return acked;
+    },
+  );
+
+  app.post(
+    '/v1/alerts/ack',
+    {
+      preHandler: operator,
+      // A single kind or severity is read as a list of one: {"kind": "KILL_SWITCH"}.
+      preValidation: async (req) => {
+        const body = req.body as Record<string, unknown> | null | undefined;
+        if (body && typeof body === 'object') for (const k of ['kind', 'severity']) if (typeof body[k] === 'string') body[k] = [body[k]];
+      },
+      schema: {
+        tags,
+        summary: 'Acknowledge every open alert that matches (kind, severity, before, project_id, or all: true), with one note',
+        body: AckMatchingBody,
+        response: { 200: AckMatchingResultSchema, ...errors },
+      },
+    },
+    async (req) => {
+      const { note, ...filter } = req.body;
+      const { acknowledged, remaining } = await alerts.ackMatching(filter, req.operator!, note);
+      // One row per alert, as for a single acknowledgement: the trail of an alert (target alert:<id>) says
+      // who took it out of the inbox; `bulk` names the filter that did.
+      for (const acked of acknowledged) auditAck(req.operator!, acked, { bulk: filter });
+      return { acknowledged: acknowledged.length, ids: acknowledged.map((a) => a.id), remaining };
     },
   );
 

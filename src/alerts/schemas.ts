@@ -52,6 +52,26 @@ export const AlertIdParams = Type.Object({ id: Id }, { additionalProperties: fal
 
 export const AckBody = Type.Object({ note: Type.Optional(Type.String({ maxLength: 2000 })) }, { additionalProperties: false });
 
+export const AckMatchingBody = Type.Object(
+  {
+    kind: Type.Optional(Type.Array(AlertKindSchema, { minItems: 1, description: 'A kind or a list of kinds: "KILL_SWITCH" or ["KILL_SWITCH","FLAG_DISABLED"].' })),
+    severity: Type.Optional(Type.Array(AlertSeveritySchema, { minItems: 1, description: 'A severity or a list of them.' })),
+    before: Type.Optional(Type.String({ format: 'date-time', description: 'Only alerts raised before this instant (exclusive), e.g. when you started reading the inbox.' })),
+    project_id: Type.Optional(Text(100)),
+    all: Type.Optional(Type.Literal(true, { description: 'Required when no filter is given: every open alert you may acknowledge.' })),
+    note: Type.String({ minLength: 1, maxLength: 2000, description: 'Why: stored with each alert and in each audit row (credentials masked).' }),
+  },
+  { additionalProperties: false },
+);
+
+export const AckMatchingResultSchema = Type.Object({
+  acknowledged: Type.Integer({ description: 'How many alerts this request acknowledged.' }),
+  ids: Type.Array(Id, { description: 'Their ids, oldest first.' }),
+  remaining: Type.Integer({
+    description: 'Open alerts that still match: more than one request acknowledges (1,000), or, for a key limited to projects, alerts of no project. Repeat the request (or use a key without a project limit).',
+  }),
+});
+
 export const StreamQuery = Type.Object(
   {
     kind: Type.Optional(Type.Array(AlertKindSchema)),

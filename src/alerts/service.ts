@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { redactText, redactValue, storable } from '../audit/redact.js';
+import type { AdminAction } from '../audit/rows.js';
 import type { Pool } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -53,6 +54,35 @@ export interface AlertPage {
   next_before: string | null;
 }
 
+/** What POST /v1/alerts/ack matches; at least one field, or `all`. */
+export interface AckFilter {
+  kind?: string[];
+  severity?: AlertSeverity[];
+  /** Raised before this instant (exclusive). */
+  before?: string | Date;
+  project_id?: string;
+  all?: boolean;
+}
+
+export interface AckMatchingResult {
+  acknowledged: Alert[];
+  /** Open alerts that still match: beyond the per-request cap, or (for a project-limited key) of no project. */
+  remaining: number;
+}
+
+/** Most alerts one POST /v1/alerts/ack acknowledges (each is an audit row and a message to every replica). */
+export const ACK_MATCHING_MAX = 1_000;
+
+/**
+ * Kinds that answer earlier alerts: raising one acknowledges, as the system, the open alerts of `answers`
+ * with the same details.flag raised before it, and lists their ids in its details.resolves. The condition
+ * they reported is over, so they should not wait for a human in the inbox (docs/alerts.md, "Alerts that
+ * answer others").
+ */
+const ANSWERS: Partial<Record<AlertKind, { answers: AlertKind; actor: string; note: string }>> = {
+  FLAG_ENABLED: { answers: 'FLAG_DISABLED', actor: 'system:flag-webhook', note: 'flag turned back on' },
+};
+
 const MAX_MESSAGE = 2_000;
 const MAX_DETAILS_BYTES = 8_192;
 /** raiseOnce keys this replica remembers having raised (bounded; expired ones are dropped first). */
@@ -95,6 +125,7 @@ export class AlertService {
     if (channel === this.channel) this.receive(message);
   };
   private unsubscribe: (() => Promise<void>) | undefined;
+  private recordAdmin: (a: AdminAction) => Promise<void> | void = () => {};
   /** Comment line sent on every open live stream (GET /v1/alerts/stream) so proxies keep it open; tests shorten it. */
   streamHeartbeatMs = 15_000;
 
@@ -121,10 +152,16 @@ export class AlertService {
     await this.webhook?.stop();
   }
 
+  /** Where acknowledgements the system makes (see ANSWERS) are audited; operators' are audited by the routes. */
+  setAdminRecorder(record: (a: AdminAction) => Promise<void> | void): void {
+    this.recordAdmin = record;
+  }
+
   /** Stores, broadcasts and (if configured) sends an alert. Never rejects; see the class comment. */
   async raise(input: RaiseAlert): Promise<Alert> {
     const alert = this.build(input);
     try {
+      await this.acknowledgeAnswered(alert);
       return await this.deliver(alert);
     } catch (err) {
       // Only a bug can land here (deliver() catches its own I/O errors); still never fail the caller.
@@ -190,6 +227,40 @@ export class AlertService {
       acknowledged_by: null,
       ack_note: null,
     };
+  }
+
+  /** See ANSWERS. A failure is logged: the new alert is raised all the same, the old ones stay open. */
+  private async acknowledgeAnswered(alert: Alert): Promise<void> {
+    const rule = isAlertKind(alert.kind) ? ANSWERS[alert.kind] : undefined;
+    const flag = alert.details['flag'];
+    if (!rule || typeof flag !== 'string') return;
+    let acked: Alert[];
+    try {
+      // Only alerts raised before this one (UUIDv7 ids are time-ordered): a flag turned off again since
+      // stays open. Bounded like an operator's bulk acknowledgement.
+      acked = await alertStore.acknowledgeMatching(this.pool, { kinds: [rule.answers], flag, before: alert.id, visible_projects: null, limit: ACK_MATCHING_MAX }, rule.actor, `${rule.note} (${alert.kind} ${alert.id})`);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, alert_id: alert.id, kind: alert.kind }, `alerts: could not acknowledge the open ${rule.answers} alerts this one answers`);
+      return;
+    }
+    if (acked.length === 0) return;
+    alert.details = { ...alert.details, resolves: acked.map((a) => a.id) };
+    const told = `${alert.message} Acknowledged ${acked.length} open ${rule.answers} alert${acked.length === 1 ? '' : 's'} of it.`;
+    if (told.length <= MAX_MESSAGE) alert.message = told;
+    for (const a of acked) {
+      // Audited like an operator's acknowledgement, the system as actor ("system:flag-webhook" -> actor_type system).
+      void Promise.resolve(
+        this.recordAdmin({
+          actor: rule.actor.replace(/^system:/, ''),
+          action: 'alert.acknowledged',
+          target: `alert:${a.id}`,
+          projectId: a.project_id ?? undefined,
+          details: { kind: a.kind, severity: a.severity, message: a.message.slice(0, 500), note: a.ack_note, token_id: a.token_id, session_id: a.session_id, answered_by: alert.id },
+        }),
+      ).catch(() => {});
+      this.emit({ type: 'acknowledged', alert: a });
+      await this.publish('acknowledged', a);
+    }
   }
 
   private async deliver(alert: Alert): Promise<Alert> {
@@ -311,5 +382,37 @@ export class AlertService {
     this.emit({ type: 'acknowledged', alert: acked });
     await this.publish('acknowledged', acked);
     return acked;
+  }
+
+  /**
+   * Acknowledges every open alert that matches (the oldest ACK_MATCHING_MAX of them) with one note.
+   * A key limited to projects acknowledges only alerts of its projects: alerts of no project concern
+   * every project (see ack()) and are left, counted in `remaining`.
+   */
+  async ackMatching(filter: AckFilter, op: OperatorPrincipal, note: string): Promise<AckMatchingResult> {
+    if (storable(note) !== note) {
+      throw invalid('note', 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
+    }
+    const filtered = Boolean(filter.kind?.length || filter.severity?.length || filter.before !== undefined || filter.project_id !== undefined);
+    if (!filtered && filter.all !== true) {
+      throw invalid('body', 'names no filter: give kind, severity, before or project_id, or "all": true to acknowledge every open alert you may acknowledge');
+    }
+    if (filter.project_id !== undefined && !canSeeProject(op, filter.project_id)) {
+      throw new AppError('FORBIDDEN', `This operator key is limited to projects ${(op.projects ?? []).join(', ')}; it cannot acknowledge alerts of project ${filter.project_id}.`);
+    }
+    const f: Omit<AlertFilter, 'limit'> = { visible_projects: null };
+    if (filter.kind?.length) f.kinds = filter.kind;
+    if (filter.severity?.length) f.severities = filter.severity;
+    if (filter.before !== undefined) f.to = new Date(filter.before);
+    if (filter.project_id !== undefined) f.project_id = filter.project_id;
+    const own: Omit<AlertFilter, 'limit'> = op.projects === null ? f : { ...f, own_projects: [...op.projects] };
+    // Operator free text, shown to every operator: masked as the single acknowledgement's note is.
+    const acknowledged = await alertStore.acknowledgeMatching(this.pool, { ...own, limit: ACK_MATCHING_MAX }, operatorActor(op), redactText(note));
+    const remaining = await alertStore.count(this.pool, { ...f, visible_projects: op.projects ? [...op.projects] : null, acknowledged: false });
+    for (const a of acknowledged) {
+      this.emit({ type: 'acknowledged', alert: a });
+      await this.publish('acknowledged', a);
+    }
+    return { acknowledged, remaining };
   }
 }

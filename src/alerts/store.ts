@@ -30,6 +30,10 @@ export interface AlertFilter {
   project_id?: string;
   /** Project-limited operators: only these projects, plus alerts without a project. null = all. */
   visible_projects: string[] | null;
+  /** Only alerts of these projects, none without a project (what a project-limited key may acknowledge). */
+  own_projects?: string[];
+  /** details.flag (FLAG_DISABLED, FLAG_ENABLED). */
+  flag?: string;
   acknowledged?: boolean;
   from?: Date;
   to?: Date;
@@ -41,6 +45,31 @@ export interface AlertFilter {
 }
 
 type Queryable = Pool | PoolClient;
+
+function whereOf(f: Omit<AlertFilter, 'limit'>): { where: string[]; args: unknown[] } {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  const add = (sql: string, v: unknown) => {
+    args.push(v);
+    where.push(sql.replaceAll('?', `$${args.length}`));
+  };
+  if (f.kinds?.length) add('kind = ANY(?::text[])', f.kinds);
+  if (f.severities?.length) add('severity = ANY(?::text[])', f.severities);
+  if (f.token_id) add('token_id = ?', f.token_id);
+  if (f.session_id) add('session_id = ?', f.session_id);
+  if (f.server) add('server = ?', f.server);
+  if (f.project_id) add('project_id = ?', f.project_id);
+  if (f.visible_projects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
+  if (f.own_projects) add('project_id = ANY(?::text[])', f.own_projects);
+  if (f.flag !== undefined) add("details->>'flag' = ?", f.flag);
+  if (f.acknowledged === true) where.push('acknowledged_at IS NOT NULL');
+  if (f.acknowledged === false) where.push('acknowledged_at IS NULL');
+  if (f.from) add('created_at >= ?', f.from);
+  if (f.to) add('created_at < ?', f.to);
+  if (f.before) add('id < ?::uuid', f.before);
+  if (f.after) add('id > ?::uuid', f.after);
+  return { where, args };
+}
 
 const COLUMNS =
   'id, kind, severity, token_id, project_id, session_id, server, numbers, details, message, created_at, acknowledged_at, acknowledged_by, ack_note';
@@ -55,25 +84,7 @@ export const alertStore = {
   },
 
   async list(db: Queryable, f: AlertFilter): Promise<Alert[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const add = (sql: string, v: unknown) => {
-      args.push(v);
-      where.push(sql.replaceAll('?', `$${args.length}`));
-    };
-    if (f.kinds?.length) add('kind = ANY(?::text[])', f.kinds);
-    if (f.severities?.length) add('severity = ANY(?::text[])', f.severities);
-    if (f.token_id) add('token_id = ?', f.token_id);
-    if (f.session_id) add('session_id = ?', f.session_id);
-    if (f.server) add('server = ?', f.server);
-    if (f.project_id) add('project_id = ?', f.project_id);
-    if (f.visible_projects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
-    if (f.acknowledged === true) where.push('acknowledged_at IS NOT NULL');
-    if (f.acknowledged === false) where.push('acknowledged_at IS NULL');
-    if (f.from) add('created_at >= ?', f.from);
-    if (f.to) add('created_at < ?', f.to);
-    if (f.before) add('id < ?::uuid', f.before);
-    if (f.after) add('id > ?::uuid', f.after);
+    const { where, args } = whereOf(f);
     args.push(f.limit);
     const order = f.after ? 'ASC' : 'DESC';
     const { rows } = await db.query<Alert>(
@@ -81,6 +92,13 @@ export const alertStore = {
       args,
     );
     return rows;
+  },
+
+  /** How many alerts match (the filter's limit and cursors as in list). */
+  async count(db: Queryable, f: Omit<AlertFilter, 'limit'>): Promise<number> {
+    const { where, args } = whereOf(f);
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`, args);
+    return rows[0]?.n ?? 0;
   },
 
   async get(db: Queryable, id: string): Promise<Alert | undefined> {
@@ -96,6 +114,24 @@ export const alertStore = {
       [id, by, note],
     );
     return rows[0];
+  },
+
+  /**
+   * Acknowledges the oldest `f.limit` open alerts that match, once each (an alert another request
+   * acknowledged meanwhile is skipped: the outer condition is checked again on the locked row).
+   * Returns them oldest first.
+   */
+  async acknowledgeMatching(db: Queryable, f: AlertFilter, by: string, note: string | null): Promise<Alert[]> {
+    const { where, args } = whereOf({ ...f, acknowledged: false });
+    args.push(f.limit, by, note);
+    const n = args.length;
+    const { rows } = await db.query<Alert>(
+      `UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $${n - 1}, ack_note = $${n}
+       WHERE id IN (SELECT id FROM alerts WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${n - 2}) AND acknowledged_at IS NULL
+       RETURNING ${COLUMNS}`,
+      args,
+    );
+    return rows.sort((x, y) => (x.id < y.id ? -1 : 1));
   },
 
   /**

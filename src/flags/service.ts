@@ -97,7 +97,7 @@ export interface FlagView {
 }
 
 /** Sink for operator alerts (ctx.alerts.raise); optional so the service stands alone. */
-export type FlagAlertSink = (a: { kind: 'FLAGS_STALE' | 'FLAGS_RECOVERED' | 'FLAG_DISABLED'; message: string; numbers?: Record<string, number>; details?: Record<string, unknown> }) => void;
+export type FlagAlertSink = (a: { kind: 'FLAGS_STALE' | 'FLAGS_RECOVERED' | 'FLAG_DISABLED' | 'FLAG_ENABLED'; message: string; numbers?: Record<string, number>; details?: Record<string, unknown> }) => void;
 
 interface OverrideMessage {
   origin: string;
@@ -450,8 +450,15 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       return 'denied';
     }
     if ((e.type === 'feature-environment-enabled' && ours) || e.type === 'feature-revived') {
+      const denied = this.overrides.has(flag);
       const cleared = this.overrides.enabled(flag, eventId, at);
       await this.publish({ origin: this.origin, op: 'enabled', flag, eventId, at, event: e.type });
+      // The counterpart of FLAG_DISABLED (the alert service acknowledges that flag's open ones). Not for a
+      // revived flag, which Unleash brings back off in every environment, nor for an enable older than the
+      // deny still in force (events out of order: the flag is off).
+      if (e.type === 'feature-environment-enabled' && (cleared || !denied)) {
+        this.alert({ kind: 'FLAG_ENABLED', message: `${flag} was turned on in Unleash (${this.config.unleashEnvironment}).`, details: { flag, event_id: eventId } });
+      }
       return cleared ? 'cleared' : 'ignored';
     }
     await seen();

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertEvent, AlertService } from '../../src/alerts/service.js';
+import type { Alert } from '../../src/alerts/store.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { dbUrl } from '../helpers/env.js';
 import { until } from '../helpers/unleash.js';
@@ -258,6 +259,87 @@ describe('alerts', () => {
 
     const byUnlimited = await a.inject({ method: 'POST', url: `/v1/alerts/${global.id}/ack`, headers: bearer(operator), payload: {} });
     expect(byUnlimited.statusCode, byUnlimited.body).toBe(200);
+  });
+
+  describe('POST /v1/alerts/ack (by filter)', () => {
+    const bulkAck = (key: string, payload: unknown, app: FastifyInstance = a) => app.inject({ method: 'POST', url: '/v1/alerts/ack', headers: bearer(key), payload: payload as Record<string, unknown> });
+    const openIds = async (query: string) => (await list(owner, `${query}&acknowledged=false`)).alerts.map((x) => x.id);
+
+    it('acknowledges every open alert that matches in one go, says how many, tells every replica, one audit row per alert with the masked note', async () => {
+      const storm: Alert[] = [];
+      for (let i = 0; i < 3; i++) storm.push(await a.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: `denied by mcp.git.write #${i}`, project_id: 'bulk-1' }));
+      const other = await a.ctx.alerts.raise({ kind: 'SESSION_HALTED', message: 'halted', project_id: 'bulk-1' });
+      const elsewhere = await a.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: 'other project', project_id: 'bulk-9' });
+      const seenOnB: string[] = [];
+      const off = b.ctx.alerts.subscribe((e) => e.type === 'acknowledged' && seenOnB.push(e.alert.id));
+
+      // A single kind is read as a list of one.
+      const res = await bulkAck(operator, { kind: 'KILL_SWITCH', project_id: 'bulk-1', note: `INC-7 storm over, rotated ${operator}` });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json()).toEqual({ acknowledged: 3, ids: storm.map((s) => s.id), remaining: 0 });
+      expect(await openIds('?project=bulk-1')).toEqual([other.id]);
+      expect(await openIds('?project=bulk-9')).toEqual([elsewhere.id]);
+      const { rows } = await db.query('SELECT acknowledged_by, ack_note FROM alerts WHERE id = ANY($1::uuid[])', [storm.map((s) => s.id)]);
+      const masked = 'INC-7 storm over, rotated ksop_[REDACTED]';
+      for (const r of rows) expect(r).toMatchObject({ acknowledged_by: expect.stringMatching(/^operator:/), ack_note: masked });
+      await until(() => seenOnB.length === 3, 2_000, 'replica b told of the 3 acknowledgements');
+      off();
+      expect(seenOnB.sort()).toEqual(storm.map((s) => s.id).sort());
+
+      const audited = async () =>
+        (await db.query(`SELECT actor_type, actor_id, target, details FROM audit_events WHERE action = 'alert.acknowledged' AND target = ANY($1::text[])`, [storm.map((s) => `alert:${s.id}`)])).rows;
+      await until(async () => (await audited()).length === 3, 5_000, 'three alert.acknowledged audit rows');
+      for (const r of await audited()) {
+        expect(`${r.actor_type}:${r.actor_id}`).toBe(rows[0].acknowledged_by);
+        expect(r.details).toMatchObject({ kind: 'KILL_SWITCH', note: masked, bulk: { kind: ['KILL_SWITCH'], project_id: 'bulk-1' } });
+      }
+
+      // Nothing left to match: 0, not an error.
+      expect((await bulkAck(operator, { kind: ['KILL_SWITCH'], project_id: 'bulk-1', note: 'again' })).json()).toEqual({ acknowledged: 0, ids: [], remaining: 0 });
+    });
+
+    it('before= takes only alerts raised before that instant; severity filters', async () => {
+      const old = await a.ctx.alerts.raise({ kind: 'RATE_LIMIT_WARNING', message: 'old', project_id: 'bulk-2' });
+      const oldInfo = await a.ctx.alerts.raise({ kind: 'KILL_LIFTED', message: 'old info', project_id: 'bulk-2' });
+      await new Promise((r) => setTimeout(r, 20));
+      const cut = new Date().toISOString();
+      await new Promise((r) => setTimeout(r, 20));
+      const fresh = await a.ctx.alerts.raise({ kind: 'RATE_LIMIT_WARNING', message: 'new', project_id: 'bulk-2' });
+      const res = await bulkAck(operator, { before: cut, severity: 'warning', project_id: 'bulk-2', note: 'read up to here' });
+      expect(res.json()).toEqual({ acknowledged: 1, ids: [old.id], remaining: 0 });
+      expect((await openIds('?project=bulk-2')).sort()).toEqual([fresh.id, oldInfo.id].sort());
+    });
+
+    it('needs a filter or all: true (400), an operator role (403), known kinds (400)', async () => {
+      const noFilter = await bulkAck(operator, { note: 'everything?' });
+      expect(noFilter.statusCode).toBe(400);
+      expect(noFilter.json().error.code).toBe('INVALID_REQUEST');
+      expect((await bulkAck(operator, { kind: [], note: 'x' })).statusCode).toBe(400);
+      expect((await bulkAck(operator, { kind: 'NO_SUCH_KIND', note: 'x' })).statusCode).toBe(400);
+      expect((await bulkAck(operator, { kind: 'KILL_SWITCH' })).statusCode).toBe(400);
+      const byViewer = await bulkAck(viewer, { all: true, note: 'x' });
+      expect(byViewer.statusCode).toBe(403);
+      expect(byViewer.json().error.code).toBe('FORBIDDEN');
+    });
+
+    it('a project-limited operator acknowledges only alerts of its projects: all: true leaves other projects and project-less alerts, another project is 403', async () => {
+      const mine = await a.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: 'mine', project_id: 'bulk-3' });
+      const theirs = await a.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: 'theirs', project_id: 'bulk-4' });
+      const global = await a.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: 'global', server: 'srv-bulk-global' });
+      const limited = await t.operatorKey(a, 'operator', ['bulk-3']);
+
+      const res = await bulkAck(limited, { all: true, note: 'my project is fine' }, b);
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json().ids).toEqual([mine.id]);
+      expect(res.json().remaining).toBeGreaterThanOrEqual(1);
+      expect(await openIds('?project=bulk-4')).toEqual([theirs.id]);
+      expect(await openIds('?server=srv-bulk-global')).toEqual([global.id]);
+
+      const refused = await bulkAck(limited, { project_id: 'bulk-4', note: 'not mine' });
+      expect(refused.statusCode).toBe(403);
+      expect(refused.json().error.code).toBe('FORBIDDEN');
+      expect(await openIds('?project=bulk-4')).toEqual([theirs.id]);
+    });
   });
 
   it('raiseOnce raises once per key and window across replicas', async () => {

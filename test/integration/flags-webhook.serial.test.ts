@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Alert } from '../../src/alerts/store.js';
 import { toUnleashContext } from '../../src/flags/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
@@ -99,6 +100,52 @@ describe('Unleash webhook receiver', () => {
     const seen = (await overview(b)).webhook;
     expect(seen).toMatchObject({ url: expect.stringMatching(/\/v1\/flags\/events$/), last_event_type: 'feature-updated' });
     expect(Date.parse(seen.last_event_at)).toBeGreaterThanOrEqual(before);
+  });
+
+  it('a flag turned back on raises FLAG_ENABLED, which acknowledges (as the system, audited) the open FLAG_DISABLED alerts of that flag only', async () => {
+    const viewer = await ctx.operatorKey(a, 'viewer');
+    const flag = 'mcp.memory.read';
+    const other = 'mcp.sqlite.read';
+    const alertsOf = async (kind: string, f: string) =>
+      ((await a.inject({ method: 'GET', url: `/v1/alerts?kind=${kind}&limit=500`, headers: bearer(viewer) })).json().alerts as Alert[]).filter((x) => x.details.flag === f);
+    const id = 20_000_000 + (a.ctx.flags.status().revision ?? 0);
+    // Two off/on cycles of one flag, and another flag turned off meanwhile.
+    expect((await post(a, { type: 'feature-environment-disabled', featureName: flag, environment: env, id })).json()).toEqual({ result: 'denied' });
+    expect((await post(a, { type: 'feature-environment-disabled', featureName: other, environment: env, id: id + 1 })).json()).toEqual({ result: 'denied' });
+    await until(async () => (await alertsOf('FLAG_DISABLED', flag)).length === 1 && (await alertsOf('FLAG_DISABLED', other)).length === 1, 3_000, 'two FLAG_DISABLED');
+    const [first] = await alertsOf('FLAG_DISABLED', flag);
+
+    expect((await post(a, { type: 'feature-environment-enabled', featureName: flag, environment: env, id: id + 2 })).json()).toEqual({ result: 'cleared' });
+    await until(async () => (await alertsOf('FLAG_ENABLED', flag)).length === 1, 3_000, 'FLAG_ENABLED');
+    const [enabled] = await alertsOf('FLAG_ENABLED', flag);
+    expect(enabled).toMatchObject({ severity: 'info', acknowledged_at: null, details: { flag, event_id: id + 2, resolves: [first!.id] } });
+    expect(enabled!.message).toContain(flag);
+    const disabledNow = await alertsOf('FLAG_DISABLED', flag);
+    expect(disabledNow[0]).toMatchObject({ id: first!.id, acknowledged_by: 'system:flag-webhook', ack_note: expect.stringContaining('flag turned back on') });
+    expect(disabledNow[0]!.acknowledged_at).not.toBeNull();
+    // The other flag is still off: its alert stays open.
+    expect((await alertsOf('FLAG_DISABLED', other))[0]!.acknowledged_at).toBeNull();
+
+    // Audited like a human acknowledgement, with the system as actor.
+    const audited = async () =>
+      (await ctx.pool().query(`SELECT actor_type, actor_id, details FROM audit_events WHERE action = 'alert.acknowledged' AND target = $1`, [`alert:${first!.id}`])).rows;
+    await until(async () => (await audited()).length === 1, 5_000, 'the alert.acknowledged audit row');
+    expect((await audited())[0]).toMatchObject({ actor_type: 'system', actor_id: 'flag-webhook', details: { kind: 'FLAG_DISABLED', answered_by: enabled!.id } });
+
+    // Second cycle; then an enable older than the deny in force (out of order) raises nothing.
+    expect((await post(a, { type: 'feature-environment-disabled', featureName: flag, environment: env, id: id + 4 })).json()).toEqual({ result: 'denied' });
+    await until(async () => (await alertsOf('FLAG_DISABLED', flag)).length === 2, 3_000, 'second FLAG_DISABLED');
+    expect((await post(a, { type: 'feature-environment-enabled', featureName: flag, environment: env, id: id + 3 })).json()).toEqual({ result: 'ignored' });
+    expect((await post(a, { type: 'feature-environment-enabled', featureName: flag, environment: env, id: id + 5 })).json()).toEqual({ result: 'cleared' });
+    await until(async () => (await alertsOf('FLAG_ENABLED', flag)).length === 2, 3_000, 'second FLAG_ENABLED');
+    expect((await alertsOf('FLAG_DISABLED', flag)).every((x) => x.acknowledged_by === 'system:flag-webhook')).toBe(true);
+    expect((await alertsOf('FLAG_ENABLED', flag)).map((x) => x.details.event_id)).toEqual([id + 5, id + 2]);
+
+    // Turned on in another environment: no alert, and this environment's alert stays open.
+    await post(a, { type: 'feature-environment-enabled', featureName: other, environment: 'production', id: id + 6 });
+    expect((await post(a, { type: 'feature-environment-enabled', featureName: other, environment: env, id: id + 7 })).json()).toEqual({ result: 'cleared' });
+    await until(async () => (await alertsOf('FLAG_ENABLED', other)).length === 1, 3_000, 'FLAG_ENABLED of the other flag');
+    expect((await alertsOf('FLAG_ENABLED', other))[0]!.details.event_id).toBe(id + 7);
   });
 
   it("Unleash's own webhook integration reaches a listening control plane and denies before any poll could", async () => {

@@ -13,6 +13,7 @@ export function AlertsPage() {
   const [loaded, setLoaded] = useState(false);
   const [live, setLive] = useState(false);
   const [acking, setAcking] = useState<Alert | null>(null);
+  const [ackingAll, setAckingAll] = useState(false);
 
   useEffect(() => {
     let active = true;
@@ -81,6 +82,11 @@ export function AlertsPage() {
           </select>
         </label>
         <span class="spacer" />
+        {show === 'open' && alerts.length > 0 && (
+          <button type="button" class="small" onClick={() => setAckingAll(true)}>
+            Acknowledge all{severity ? ` ${severity}` : ''}
+          </button>
+        )}
         <span class={live ? 'live-state on' : 'live-state'} aria-live="polite">
           {live ? 'Live: new alerts appear here' : 'Connecting to the live feed…'}
         </span>
@@ -145,6 +151,23 @@ export function AlertsPage() {
           }}
         >
           <p>{acking.message}</p>
+        </ReasonDialog>
+      )}
+      {ackingAll && (
+        <ReasonDialog
+          title={severity ? `Acknowledge every open ${severity} alert?` : 'Acknowledge every open alert?'}
+          confirmLabel="Acknowledge all"
+          reasonLabel="Note (stored with each alert and in the audit trail)"
+          onClose={() => setAckingAll(false)}
+          onConfirm={async (note) => {
+            // Alerts raised from now on stay open; a key limited to projects leaves alerts of no project.
+            const filter = severity ? { severity: [severity] } : { all: true };
+            const done = await post<{ ids: string[]; remaining: number }>('/v1/alerts/ack', { ...filter, before: new Date().toISOString(), note });
+            const ids = new Set(done.ids);
+            setAlerts((old) => old.filter((a) => !ids.has(a.id)));
+          }}
+        >
+          <p>Every open alert{severity ? ` of severity ${severity}` : ''} you may acknowledge, not only those shown, is acknowledged with this note.</p>
         </ReasonDialog>
       )}
     </section>
