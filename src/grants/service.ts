@@ -4,6 +4,7 @@ import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
+import { sessionStore } from '../sessions/store.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
@@ -13,6 +14,8 @@ import { type GrantKind, type GrantRow, grantStore } from './store.js';
 export const GRANT_RELOAD_EVERY_MS = 5_000;
 /** A replica that has not loaded the grants for this long trusts none of them (fail closed). */
 export const GRANT_STALE_AFTER_MS = 3 * GRANT_RELOAD_EVERY_MS;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Human grants (seed 001: production only with documented, time-bounded human authorization; large
@@ -86,11 +89,12 @@ export class GrantService {
     if (!token || !canSeeProject(op, token.project_id)) throw notFound('token');
     if (token.revoked_at) throw invalid('token_id', 'the token is revoked');
     if (body.expires_in > this.maxSeconds) throw invalid('expires_in', `must be at most ${this.maxSeconds} seconds (GRANT_MAX_SECONDS)`);
+    const sessionId = body.session_id === undefined ? null : await this.sessionOf(token.id, body.session_id);
     const grant = await grantStore.insert(this.pool, {
       id: uuidv7(),
       kind: body.kind ?? 'production',
       token_id: token.id,
-      session_id: body.session_id ?? null,
+      session_id: sessionId,
       environment: body.environment ?? 'production',
       // Shown in GET /v1/grants and the GRANT_ISSUED alert: a credential pasted into it is masked as in the audit trail.
       reason: redactText(body.reason),
@@ -99,6 +103,19 @@ export class GrantService {
     });
     await this.announce();
     return grant;
+  }
+
+  /**
+   * The session a grant is limited to, as stored (lower case): it must be a session of the grant's token,
+   * or the grant could never match a call. One answer for "no such session" and "another token's", so
+   * the refusal tells nothing about sessions of projects the operator cannot see.
+   */
+  private async sessionOf(tokenId: string, sessionId: string): Promise<string> {
+    const session = UUID.test(sessionId) ? await sessionStore.getSession(this.pool, sessionId.toLowerCase()) : undefined;
+    if (!session || session.token_id !== tokenId) {
+      throw invalid('session_id', `is not a session of token ${tokenId}, so a grant limited to it could never match a call; take the id from GET /v1/sessions?token=${tokenId}, or omit it to grant every session of the token`);
+    }
+    return session.id;
   }
 
   async revoke(op: OperatorPrincipal, id: string): Promise<GrantRow> {

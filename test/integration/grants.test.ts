@@ -42,6 +42,28 @@ describe('grants in the audit trail', () => {
   });
 });
 
+describe('grants limited to a session', () => {
+  it("refuse (400 naming session_id) a session that does not exist or is another token's; accept the token's own, stored in lower case", async () => {
+    const tok = await gw.token('rw');
+    const other = await gw.token('rw');
+    const mine = (await gw.session(tok.raw)).session_id;
+    const theirs = (await gw.session(other.raw)).session_id;
+    const grant = (session_id: string) => app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, session_id, reason: 'INC-46 prod read', expires_in: 600 } });
+    for (const bad of [theirs, 'garbage', '0190aaaa-0000-7000-8000-000000000000']) {
+      const res = await grant(bad);
+      expect(res.statusCode, bad).toBe(400);
+      expect(res.json().error.details[0]).toMatchObject({ field: 'session_id' });
+    }
+    const refused = await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) });
+    expect(refused.json().grants).toEqual([]);
+
+    const ok = await grant(mine.toUpperCase());
+    expect(ok.statusCode, ok.body).toBe(201);
+    expect(ok.json().session_id).toBe(mine);
+    expect(app.ctx.grants.has('production', tok.id, mine)).toBe(true);
+  });
+});
+
 describe('grant reasons', () => {
   it('a credential pasted into a reason is masked where it is stored and shown: grants table, list, alert', async () => {
     const tok = await gw.token('rw');
