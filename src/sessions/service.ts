@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { redactValue, storable } from '../audit/redact.js';
+import { redactText, redactValue, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, invalid, notFound } from '../errors.js';
@@ -504,7 +504,8 @@ export class SessionService {
       ...summaryView(row),
       halt_summary: row.halt_summary,
       last_calls: lastCalls.length > 0 || !Array.isArray(snapshot) ? lastCalls : (snapshot as CallSummary[]).slice(0, 3),
-      halts: halts.map((h: HaltRow) => ({ trigger: h.trigger, halted_at: h.halted_at, resumed_at: h.resumed_at, resumed_by: h.resumed_by, resume_reason: h.resume_reason })),
+      // Resume reasons stored in clear by an earlier version are masked here too.
+      halts: halts.map((h: HaltRow) => ({ trigger: h.trigger, halted_at: h.halted_at, resumed_at: h.resumed_at, resumed_by: h.resumed_by, resume_reason: h.resume_reason === null ? null : redactText(h.resume_reason) })),
     };
   }
 
@@ -539,8 +540,10 @@ export class SessionService {
    * stopped only by its token's halt is a 409 naming POST /v1/keys/:id/resume. A halt Redis enforces
    * without a record in Postgres (its record never reached it) is lifted too: nothing else could.
    */
-  async resumeSession(id: string, op: OperatorPrincipal, reason: string): Promise<ResumeSessionResult> {
-    requireStorableText('reason', reason);
+  async resumeSession(id: string, op: OperatorPrincipal, operatorReason: string): Promise<ResumeSessionResult> {
+    requireStorableText('reason', operatorReason);
+    // Stored in the halt rows and shown in GET /v1/sessions/:id: masked as in the audit row.
+    const reason = redactText(operatorReason);
     const before = await this.visibleSession(id, op);
     const actor = operatorActorOf(op);
     let resumedTrigger = '';
@@ -586,8 +589,10 @@ export class SessionService {
    * Lifts the token's halt and every halted session of the token: those Postgres records, and those Redis
    * enforces without a record in Postgres (their record never reached it; nothing else could lift them).
    */
-  async resumeToken(tokenId: string, op: OperatorPrincipal, reason: string): Promise<ResumeTokenResult> {
-    requireStorableText('reason', reason);
+  async resumeToken(tokenId: string, op: OperatorPrincipal, operatorReason: string): Promise<ResumeTokenResult> {
+    requireStorableText('reason', operatorReason);
+    // Stored in the halt rows and shown in GET /v1/sessions/:id: masked as in the audit row.
+    const reason = redactText(operatorReason);
     if (!UUID.test(tokenId)) throw notFound('token');
     const project = await sessionStore.tokenProject(this.pool, tokenId);
     if (project === undefined || !canSeeProject(op, project)) throw notFound('token');

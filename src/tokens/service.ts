@@ -1,5 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
+import { redactText } from '../audit/redact.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
@@ -44,6 +45,14 @@ function catchUp(u: Unannounced): string {
 /** One sentence for the operator: what a missed announcement means for the revoked `what` ("the token"). */
 export function unannouncedNote(u: Unannounced, what: string): string {
   return `Redis did not take the announcement, so other replicas refuse ${what} ${catchUp(u)} instead of at once; this replica refuses ${what} already.`;
+}
+
+/**
+ * An agent token as it is shown. Revoke reasons are operator free text, stored with credentials masked
+ * as in the audit trail; this also masks what tokens revoked before that still hold.
+ */
+function tokenView(row: AgentTokenRow): AgentTokenRow {
+  return row.revoke_reason === null ? row : { ...row, revoke_reason: redactText(row.revoke_reason) };
 }
 
 /** Rules for issuing and revoking credentials; the store writes, the routes translate HTTP. */
@@ -102,15 +111,16 @@ export class CredentialService {
   async getAgentToken(op: OperatorPrincipal, id: string): Promise<AgentTokenRow> {
     const row = await credentialStore.getAgentToken(this.pool, id);
     if (!row || !canSeeProject(op, row.project_id)) throw notFound('token');
-    return row;
+    return tokenView(row);
   }
 
   async listAgentTokens(op: OperatorPrincipal, q: { type?: TokenType; project?: string; revoked?: boolean; limit?: number; before?: string }): Promise<AgentTokenRow[]> {
-    return credentialStore.listAgentTokens(this.pool, {
+    const rows = await credentialStore.listAgentTokens(this.pool, {
       ...q,
       limit: q.limit ?? 100,
       projects: op.projects ? [...op.projects] : null,
     });
+    return rows.map(tokenView);
   }
 
   /**
@@ -133,7 +143,9 @@ export class CredentialService {
     return { ids: failed, staleForMs: cause instanceof RevocationNotAnnounced ? cause.staleForMs : null, error: (cause as Error)?.message ?? String(cause) };
   }
 
-  async revokeAgentToken(op: OperatorPrincipal, id: string, reason: string): Promise<{ key: AgentTokenRow; unannounced: Unannounced | null }> {
+  async revokeAgentToken(op: OperatorPrincipal, id: string, operatorReason: string): Promise<{ key: AgentTokenRow; unannounced: Unannounced | null }> {
+    // Stored as revoke_reason and listed with the token: masked as in the audit row.
+    const reason = redactText(operatorReason);
     await this.getAgentToken(op, id);
     const row = await credentialStore.revokeAgentToken(this.pool, id, operatorActor(op), reason);
     if (!row) throw notFound('token');
@@ -145,7 +157,8 @@ export class CredentialService {
       projectId: row.project_id,
       details: { reason, display_prefix: row.display_prefix, announced: unannounced === null },
     });
-    return { key: row, unannounced };
+    // A token revoked before keeps its first reason, which may predate masking.
+    return { key: tokenView(row), unannounced };
   }
 
   /**
@@ -171,7 +184,8 @@ export class CredentialService {
     }
     if (!body.reason) throw invalid('reason', 'is required to revoke (dry_run false)');
     if (body.expected_count === undefined) throw invalid('expected_count', 'is required to revoke: run with dry_run true first and pass the count it answered');
-    const reason = body.reason;
+    // Stored as each token's revoke_reason: masked as in the audit row.
+    const reason = redactText(body.reason);
     const expected = body.expected_count;
     const revoked = await withTransaction(this.pool, async (c) => {
       const matched = await credentialStore.matchBulk(c, filter, { limit: BULK_MAX + 1, forUpdate: true });

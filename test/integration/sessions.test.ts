@@ -389,6 +389,30 @@ describe('operators: read and resume', () => {
     expect(history.rows).toEqual([{ resumed_by: `operator:${roOperator.id}`, resume_reason: 'agent fixed' }]);
   });
 
+  it('a credential pasted into a resume reason is masked where it is stored and shown: session_halts, token_halts, GET /v1/sessions/:id', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent, { read_only: true });
+    const { step } = gateStep(w, { limits: HIGH, haltTokenOn: ALL_TRIGGERS });
+    expect((await step.run(callContext(w, agent, sid, { capability: 'write' })))?.halt).toBe('WRITE_IN_READ_SESSION');
+    const github = `ghp_${'z9Y8'.repeat(9)}`;
+    const clear = (text: unknown) => {
+      for (const secret of [w.gatewayKey, github, 'hunter2']) expect(JSON.stringify(text)).not.toContain(secret);
+      expect(JSON.stringify(text)).toContain('[REDACTED]');
+    };
+    const r1 = await w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/resume`, headers: bearer(operatorKey), payload: { reason: `rotated ${w.gatewayKey}; password=hunter2` } });
+    expect(r1.statusCode).toBe(200);
+    clear(r1.json().session.halts.map((h: { resume_reason: string | null }) => h.resume_reason));
+    clear((await db.query('SELECT resume_reason FROM session_halts WHERE session_id = $1', [sid])).rows);
+    const rk = await w.app.inject({ method: 'POST', url: `/v1/keys/${agent.id}/resume`, headers: bearer(operatorKey), payload: { reason: `the agent had ${github}` } });
+    expect(rk.statusCode).toBe(200);
+    clear((await db.query('SELECT resume_reason FROM token_halts WHERE token_id = $1', [agent.id])).rows);
+    clear((await w.app.inject({ url: `/v1/sessions/${sid}`, headers: bearer(viewerKey) })).json().halts);
+
+    // A reason recorded in clear by an earlier version is masked where it is shown.
+    await db.query('UPDATE session_halts SET resume_reason = $2 WHERE session_id = $1', [sid, `old ${github}`]);
+    clear((await w.app.inject({ url: `/v1/sessions/${sid}`, headers: bearer(viewerKey) })).json().halts);
+  });
+
   it('resuming a session that hit its total limit starts its count again', async () => {
     const { agent } = await w.token('rw');
     const sid = await w.open(agent);
