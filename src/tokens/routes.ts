@@ -43,7 +43,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tags = ['keys'];
 
   app.post('/v1/keys', { preHandler: operator, schema: { tags, summary: 'Create an agent token (shown once)', body: CreateAgentTokenBody, response: { 201: CreatedAgentToken, ...errors } } }, async (req, reply) => {
-    const created = await credentials.createAgentToken(req.operator!, req.body);
+    const created = await credentials.createAgentToken(req.operator!, req.body, app.ctx.policy.current().roles);
     return reply.code(201).send(created);
   });
 

@@ -56,7 +56,9 @@ export const AgentToken = Type.Object({
 export const CreatedAgentToken = Type.Object({
   token: Type.String({ description: 'The raw token. Shown once; only a keyed hash is stored.' }),
   key: AgentToken,
-  warning: Type.Optional(Type.String()),
+  warning: Type.Optional(
+    Type.String({ description: 'For rw and admin tokens, the write-risk warning; for a role the policy in force does not define, which roles it does (the token is issued all the same).' }),
+  ),
 });
 
 export const ListAgentTokensQuery = Type.Object(

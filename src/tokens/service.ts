@@ -55,6 +55,12 @@ function tokenView(row: AgentTokenRow): AgentTokenRow {
   return row.revoke_reason === null ? row : { ...row, revoke_reason: redactText(row.revoke_reason) };
 }
 
+/** What an operator reads when a token gets a role the policy does not define: its calls are all refused. */
+export function unknownRoleWarning(role: string, policyRoles: ReadonlyMap<string, unknown>): string {
+  const known = [...policyRoles.keys()].sort();
+  return `Role ${role} is not defined by the policy in force (its roles: ${known.length > 0 ? known.join(', ') : 'none'}): every call of this token is refused with PERMISSION_DENIED, and the first one halts the token, until the policy file defines the role. If it is a typo, revoke this token and create another.`;
+}
+
 /** Rules for issuing and revoking credentials; the store writes, the routes translate HTTP. */
 export class CredentialService {
   constructor(
@@ -66,7 +72,16 @@ export class CredentialService {
     private readonly alerts?: Pick<AlertService, 'raise'>,
   ) {}
 
-  async createAgentToken(op: OperatorPrincipal, body: CreateAgentTokenBody): Promise<{ token: string; key: AgentTokenRow; warning?: string }> {
+  /**
+   * `policyRoles`: the roles of the policy in force on this replica. A role it does not define is issued
+   * with a warning, not refused: the policy file is reloaded per replica, so during a roll-out a replica
+   * may not know a role yet that the others do, and tokens are often issued before the role is deployed.
+   */
+  async createAgentToken(
+    op: OperatorPrincipal,
+    body: CreateAgentTokenBody,
+    policyRoles?: ReadonlyMap<string, unknown>,
+  ): Promise<{ token: string; key: AgentTokenRow; warning?: string }> {
     if (!canSeeProject(op, body.project_id)) {
       throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}; it cannot create tokens in ${body.project_id}.`);
     }
@@ -105,7 +120,9 @@ export class CredentialService {
       projectId: key.project_id,
       details: { type, role: key.role, scopes: key.scopes, environment: key.environment, display_prefix: key.display_prefix, expires_at: key.expires_at },
     });
-    return type === 'rw' || type === 'admin' ? { token: raw, key, warning: WRITE_RISK_WARNING } : { token: raw, key };
+    const warnings = type === 'rw' || type === 'admin' ? [WRITE_RISK_WARNING] : [];
+    if (policyRoles && !policyRoles.has(key.role)) warnings.push(unknownRoleWarning(key.role, policyRoles));
+    return warnings.length > 0 ? { token: raw, key, warning: warnings.join(' ') } : { token: raw, key };
   }
 
   async getAgentToken(op: OperatorPrincipal, id: string): Promise<AgentTokenRow> {

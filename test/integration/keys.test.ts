@@ -64,6 +64,19 @@ describe('POST /v1/keys', () => {
     expect(ok.json().key.scopes).toContain('auth:*');
   });
 
+  it('a role the policy does not define: issued with a warning naming the roles it does define (after the write warning for rw)', async () => {
+    const ro = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, role: 'no_such_role' } });
+    expect(ro.statusCode, ro.body).toBe(201);
+    expect(ro.json().warning).toContain('Role no_such_role is not defined by the policy in force');
+    expect(ro.json().warning).toContain('code_agent, database_agent, documentation_agent');
+    const rw = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, role: 'no_such_role', type: 'rw', acknowledge_write_risk: true } });
+    expect(rw.statusCode).toBe(201);
+    expect(rw.json().warning.startsWith(WRITE_RISK_WARNING)).toBe(true);
+    expect(rw.json().warning).toContain('Role no_such_role is not defined');
+    // A role of the policy: no warning for ro, only the write warning for rw.
+    expect((await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody })).json().warning).toBeUndefined();
+  });
+
   it('never lets ro or rw tokens hold auth:* or delete scopes', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw', acknowledge_write_risk: true, scopes: ['storage:read', 'auth:*'] } });
     expect(res.statusCode).toBe(400);
