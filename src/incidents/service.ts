@@ -1,4 +1,5 @@
 import { stringify } from 'csv-stringify/sync';
+import { redactText } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -187,8 +188,10 @@ function fromKill(k: KillRow, from: Date, to: Date): TimelineEvent[] {
   const base = { ...blank(), source: 'kill' as const, id: k.id, kill_id: k.id, token_id: k.token_id, project_id: k.project_id, session_id: k.session_id, server: k.server };
   const what = describeTarget(k);
   const out: TimelineEvent[] = [];
-  if (within(k.created_at)) out.push({ ...base, at: k.created_at.toISOString(), type: 'kill', actor: k.created_by, summary: `killed ${what}: ${k.reason}` });
-  if (within(k.lifted_at)) out.push({ ...base, at: k.lifted_at.toISOString(), type: 'kill_lifted', actor: k.lifted_by, summary: `lifted the kill of ${what}: ${k.lift_reason ?? ''}` });
+  // Reasons are read from the kills table, where kills made before reasons were stored masked still hold
+  // them in clear: masked here as GET /v1/kills does.
+  if (within(k.created_at)) out.push({ ...base, at: k.created_at.toISOString(), type: 'kill', actor: k.created_by, summary: `killed ${what}: ${redactText(k.reason)}` });
+  if (within(k.lifted_at)) out.push({ ...base, at: k.lifted_at.toISOString(), type: 'kill_lifted', actor: k.lifted_by, summary: `lifted the kill of ${what}: ${redactText(k.lift_reason ?? '')}` });
   else if (k.lifted_at === null && within(k.expires_at)) out.push({ ...base, at: k.expires_at.toISOString(), type: 'kill_expired', actor: 'system:kill-expiry', summary: `the kill of ${what} expired` });
   return out;
 }

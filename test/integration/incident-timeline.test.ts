@@ -302,3 +302,27 @@ describe('GET /v1/incidents/timeline?target=session:<id> after records retention
     }
   });
 });
+
+describe('GET /v1/incidents/timeline: kill reasons', () => {
+  it('a kill recorded with its reasons in clear (before they were stored masked) shows them masked, in JSON, JSON Lines and CSV', async () => {
+    const from = new Date().toISOString();
+    const tok = await gw.token('ro', { project: 'kleak' });
+    const github = `ghp_${'K3m4'.repeat(9)}`;
+    const kill = await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer(gw.owner), payload: { target: 'token', token_id: tok.id, reason: 'INC-77 contain' } });
+    expect(kill.statusCode, kill.body).toBe(201);
+    const id = kill.json().kill.id as string;
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(gw.owner), payload: { reason: 'INC-77 over' } })).statusCode).toBe(200);
+    await t.pool().query('UPDATE kills SET reason = $2, lift_reason = $3 WHERE id = $1', [id, `INC-77 ${gw.gatewayKey} leaked`, `rotated ${github}`]);
+    await tick();
+    const query = { from, to: new Date().toISOString(), target: `token:${tok.id}` };
+
+    const events = ((await timeline(query)).json().events as Ev[]).filter((e) => e.kill_id === id && (e.type === 'kill' || e.type === 'kill_lifted'));
+    expect(events.map((e) => e.type)).toEqual(['kill', 'kill_lifted']);
+    expect(events[0]!.summary).toContain('INC-77 ksgw_[REDACTED] leaked');
+    for (const format of [undefined, 'jsonl', 'csv']) {
+      const body = (await timeline(format ? { ...query, format } : query)).body;
+      for (const secret of [gw.gatewayKey, github]) expect(body, format).not.toContain(secret);
+      expect(body, format).toContain('[REDACTED]');
+    }
+  });
+});
