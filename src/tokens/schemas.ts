@@ -5,7 +5,19 @@ export const IdParams = Type.Object({ id: Id }, { additionalProperties: false })
 export const TokenTypeSchema = Type.Union([Type.Literal('ro'), Type.Literal('rw'), Type.Literal('admin')]);
 export const EnvironmentSchema = Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')]);
 export const OperatorRoleSchema = Type.Union([Type.Literal('viewer'), Type.Literal('operator'), Type.Literal('owner')]);
-const Name = Type.String({ minLength: 1, maxLength: 200 });
+/**
+ * Key names are echoed in alert messages and audit rows: not blank, and no control characters
+ * (U+0000–U+001F, U+007F–U+009F), line or paragraph separators (U+2028/9) or bidirectional marks,
+ * embeddings, overrides and isolates (U+200E/F, U+202A–U+202E, U+2066–U+2069), which could make an
+ * alert read as something else (U+202E reverses the text after it).
+ */
+export const NAME_PATTERN = '^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
+const Name = Type.String({
+  minLength: 1,
+  maxLength: 200,
+  pattern: NAME_PATTERN,
+  description: 'Not blank; no control characters, line separators or bidirectional marks/overrides (it is echoed in alerts and audit rows).',
+});
 const ProjectId = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
 const ExpiresIn = Type.Integer({ minimum: 60, maximum: 31_536_000, description: 'Lifetime in seconds.' });
 const Reason = Type.String({ minLength: 1, maxLength: 1000 });

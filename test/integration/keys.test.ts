@@ -85,6 +85,37 @@ describe('POST /v1/keys', () => {
   });
 });
 
+describe('key names (echoed in alerts and audit rows)', () => {
+  const spoofing: Array<[string, string]> = [
+    ['blank', '   '],
+    ['right-to-left override', 'ana\u202Etxt.exe'],
+    ['left-to-right isolate', 'ana\u2066x'],
+    ['left-to-right mark', 'ana\u200E'],
+    ['newline', 'ana\nOperator root revoked every token'],
+    ['NUL', 'ana\u0000'],
+    ['C1 control', 'ana\u0085'],
+  ];
+  for (const [what, name] of spoofing) {
+    it(`${what}: operator and gateway keys are refused with 400 naming name, nothing written`, async () => {
+      const count = async () => (await t.pool().query('SELECT (SELECT count(*) FROM operator_keys) + (SELECT count(*) FROM gateway_keys) AS n')).rows[0].n;
+      const before = await count();
+      for (const url of ['/v1/operator-keys', '/v1/gateway-keys']) {
+        const res = await app.inject({ method: 'POST', url, headers: bearer(owner), payload: url === '/v1/operator-keys' ? { name, role: 'viewer' } : { name } });
+        expect(res.statusCode, `${url} ${res.body}`).toBe(400);
+        expect(res.json().error.details[0].field).toBe('name');
+      }
+      expect(await count()).toBe(before);
+    });
+  }
+
+  it('ordinary names, accents and inner spaces included, are accepted', async () => {
+    const op = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(owner), payload: { name: 'Zoë Ünal (on-call)', role: 'viewer' } });
+    expect(op.statusCode, op.body).toBe(201);
+    const gw = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gateway eu-1' } });
+    expect(gw.statusCode, gw.body).toBe(201);
+  });
+});
+
 describe('bad input', () => {
   const cases: Array<[string, unknown, string]> = [
     ['missing field', { type: 'ro', role: 'r', environment: 'development' }, 'project_id'],
