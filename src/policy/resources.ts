@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { storable } from '../audit/redact.js';
 
 // What a call touches, from the gateway's `resources` or the call's arguments:
 // - resource ids (for cascade-write detection): normalised paths, URLs without credentials or query,
@@ -303,14 +304,19 @@ export function matchProductionPattern(identities: readonly string[], patterns: 
   return undefined;
 }
 
+/**
+ * The id of one resource. Ids are quoted back to the agent (the CASCADE_WRITE denial) and into alerts and
+ * halt records, so NUL and unpaired surrogates become U+FFFD (`storable`); any other id is unchanged, as
+ * cascade detection compares ids across calls.
+ */
 function normaliseResource(server: string, raw: string): string | undefined {
   const value = raw.trim();
   if (!value || value.length > MAX_STRING) return undefined;
   const loc = parseLocation(value);
-  if (loc) return loc.canonical;
+  if (loc) return storable(loc.canonical);
   const path = posix.normalize(value.replaceAll('\\', '/'));
   const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
-  return `${server}:${trimmed}`;
+  return storable(`${server}:${trimmed}`);
 }
 
 function stringsAt(value: unknown): string[] {
@@ -340,7 +346,7 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
         if (out.size >= MAX_RESOURCE_IDS) break;
       }
     }
-    if (out.size === 0 && base) out.add(`${server}:${base}`);
+    if (out.size === 0 && base) out.add(storable(`${server}:${base}`));
   }
   if (out.size === 0) out.add(`${server}:*`);
   return [...out];

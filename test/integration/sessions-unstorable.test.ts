@@ -39,9 +39,12 @@ describe('a halt whose summary quotes values Postgres refuses', () => {
     it(`${what}: the cascade halt and its alert are recorded, shown halted, and the token can be resumed`, async () => {
       const tok = await gw.token('rw');
       const s = await gw.session(tok.raw);
-      const codes: string[] = [];
-      for (const f of ['a', 'b', 'c']) codes.push((await gw.decide(tok.raw, call(f, s.session_id))).code);
-      expect(codes).toEqual(['OK', 'OK', 'CASCADE_WRITE']);
+      const answers: Array<{ code: string; message: string }> = [];
+      for (const f of ['a', 'b', 'c']) answers.push(await gw.decide(tok.raw, call(f, s.session_id)));
+      expect(answers.map((a) => a.code)).toEqual(['OK', 'OK', 'CASCADE_WRITE']);
+      // The denial names the resources as ids, made storable where they are extracted: no raw NUL goes back to the gateway.
+      expect(answers[2]!.message).not.toContain('\u0000');
+      expect(answers[2]!.message).toContain('\uFFFD');
       expect((await gw.decide(tok.raw, write('/tmp/demo/d', s.session_id))).code).toBe('SESSION_HALTED');
 
       // The record reached Postgres at once: nothing waits in the retry journal.

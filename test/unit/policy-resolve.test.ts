@@ -90,6 +90,18 @@ describe('resolveCall: resource ids', () => {
     expect(resolved(input('postgres', 'query', { arguments: { table: 'users' } })).resourceIds).toEqual(['postgres:users']);
   });
 
+  it('ids are storable: NUL and unpaired surrogates become U+FFFD, ordinary ids are unchanged', () => {
+    expect(resolved(input('filesystem', 'write_file', { arguments: { path: '/tmp/demo/a\u0000' } })).resourceIds).toEqual(['filesystem:/tmp/demo/a\uFFFD']);
+    expect(resolved(input('filesystem', 'write_file', { arguments: { path: 'a\ud800b' } })).resourceIds).toEqual(['filesystem:a\uFFFDb']);
+    expect(resolved(input('filesystem', 'write_file', { arguments: { path: 'x', content: 'y' }, resources: ['file:///tmp/a\u0000b', 'https://example.com/\udc00'] })).resourceIds).toEqual([
+      'file:///tmp/a\uFFFDb',
+      'https://example.com/%EF%BF%BD',
+    ]);
+    expect(resolved(input('github', 'create_issue', { arguments: { owner: 'o\u0000', repo: 'r', title: 'x' } })).resourceIds).toEqual(['github:o\uFFFD/r']);
+    // A pair (an emoji) is not touched, nor are ordinary ids.
+    expect(resolved(input('filesystem', 'write_file', { arguments: { path: 'notes/\u{1F600}.md' } })).resourceIds).toEqual(['filesystem:notes/\u{1F600}.md']);
+  });
+
   it('owner/repo name the repository of GitHub-style tools', () => {
     expect(resolved(input('github', 'create_or_update_file', { arguments: { owner: 'O', repo: 'R', path: '/docs/a.md' } })).resourceIds).toEqual(['github:o/r/docs/a.md']);
     expect(resolved(input('github', 'create_issue', { arguments: { owner: 'o', repo: 'r', title: 'x' } })).resourceIds).toEqual(['github:o/r']);
