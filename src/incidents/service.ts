@@ -168,7 +168,7 @@ function fromAlert(a: TimelineAlertRow): TimelineEvent {
   return {
     ...blank(),
     at: a.created_at.toISOString(),
-    type: a.kind === 'FLAG_DISABLED' ? 'flag_change' : 'alert',
+    type: a.kind === 'FLAG_DISABLED' || a.kind === 'FLAG_ENABLED' ? 'flag_change' : 'alert',
     source: 'alert',
     id: a.id,
     summary: `${a.kind}: ${a.message}`,

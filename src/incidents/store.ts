@@ -59,7 +59,7 @@ export interface WindowQuery {
 }
 
 // Alerts about the whole installation belong on every timeline, whatever its target.
-export const GLOBAL_ALERT_KINDS = ['FLAG_DISABLED', 'FLAGS_STALE', 'FLAGS_RECOVERED', 'DEPENDENCY_UNAVAILABLE', 'AUDIT_SPOOLING'];
+export const GLOBAL_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED', 'FLAGS_STALE', 'FLAGS_RECOVERED', 'DEPENDENCY_UNAVAILABLE', 'AUDIT_SPOOLING'];
 
 class Where {
   readonly args: unknown[] = [];

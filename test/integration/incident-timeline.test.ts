@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // A scripted incident, step by step through the HTTP API, then GET /v1/incidents/timeline must list its
 // events in that order, filtered by target, and export them.
@@ -324,5 +325,29 @@ describe('GET /v1/incidents/timeline: kill reasons', () => {
       for (const secret of [gw.gatewayKey, github]) expect(body, format).not.toContain(secret);
       expect(body, format).toContain('[REDACTED]');
     }
+  });
+});
+
+describe('GET /v1/incidents/timeline: a flag turned back on', () => {
+  it('is a flag change on the timeline of everyone, project-limited keys included, like the flag turned off', async () => {
+    const from = new Date().toISOString();
+    const env = app.ctx.config.unleashEnvironment;
+    const hook = (type: string) =>
+      app.inject({ method: 'POST', url: '/v1/flags/events', headers: { authorization: app.ctx.config.unleashWebhookSecret }, payload: { type, featureName: 'mcp.fetch.read', environment: env } });
+    expect((await hook('feature-environment-disabled')).statusCode).toBe(200);
+    await tick();
+    expect((await hook('feature-environment-enabled')).statusCode).toBe(200);
+    const limited = await t.operatorKey(app, 'viewer', ['inc']);
+    const flagEvents = async () => {
+      const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from, to: new Date().toISOString() }, headers: bearer(limited) });
+      expect(res.statusCode, res.body).toBe(200);
+      return (res.json().events as Array<Ev & { source: string }>).filter((e) => e.source === 'alert' && e.summary.includes('mcp.fetch.read'));
+    };
+    await until(async () => (await flagEvents()).some((e) => e.summary.startsWith('FLAG_ENABLED')), 5_000, 'FLAG_ENABLED on the timeline');
+    const events = await flagEvents();
+    expect(events.map((e) => [e.type, e.summary.split(':')[0]])).toEqual([
+      ['flag_change', 'FLAG_DISABLED'],
+      ['flag_change', 'FLAG_ENABLED'],
+    ]);
   });
 });
