@@ -62,8 +62,9 @@ export function lowercaseUuids(schema: unknown): unknown {
 }
 
 function buildAjv(coerce: boolean): Ajv {
-  // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400.
-  const ajv = new Ajv({ allErrors: false, coerceTypes: coerce ? 'array' : false, removeAdditional: false, useDefaults: true, strict: false });
+  // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400. Errors
+  // carry their schema (verbose), so a failed pattern can be explained by its field's description.
+  const ajv = new Ajv({ allErrors: false, coerceTypes: coerce ? 'array' : false, removeAdditional: false, useDefaults: true, strict: false, verbose: true });
   (addFormats as unknown as (a: Ajv) => void)(ajv);
   // RFC 3339 allows a leap second (23:59:60) that Date cannot hold: such a value would reach Postgres
   // as an Invalid Date and fail there (a 500). A date-time is valid only if it is also a real instant.

@@ -6,6 +6,8 @@ interface ValidationIssue {
   keyword?: string;
   message?: string;
   params?: Record<string, unknown>;
+  /** The failing keyword's schema object (Ajv `verbose`). */
+  parentSchema?: { description?: unknown };
 }
 
 function fieldOf(context: string, issue: ValidationIssue): string {
@@ -18,6 +20,9 @@ function fieldOf(context: string, issue: ValidationIssue): string {
 function problemOf(issue: ValidationIssue): string {
   if (issue.keyword === 'additionalProperties') return 'is not an accepted field';
   if (issue.keyword === 'required') return 'is required';
+  // A long pattern says nothing to a person: its field's description says what is accepted.
+  const description = issue.parentSchema?.description;
+  if (issue.keyword === 'pattern' && typeof description === 'string' && description !== '') return `is not accepted: ${description}`;
   return issue.message ?? 'is invalid';
 }
 

@@ -103,6 +103,8 @@ describe('key names (echoed in alerts and audit rows)', () => {
         const res = await app.inject({ method: 'POST', url, headers: bearer(owner), payload: url === '/v1/operator-keys' ? { name, role: 'viewer' } : { name } });
         expect(res.statusCode, `${url} ${res.body}`).toBe(400);
         expect(res.json().error.details[0].field).toBe('name');
+        // Said in words (the field's description), not as the pattern.
+        expect(res.json().error.message).toContain('name: is not accepted: Not blank; no control characters');
       }
       expect(await count()).toBe(before);
     });
