@@ -187,7 +187,10 @@ export class ToolRegistry {
       return; // Postgres unreachable: keep the pins we have (a pin can only be stale, never invented).
     }
     for (const row of rows) {
-      const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decision_reason: row.decision_reason };
+      // Reasons are stored masked; one stored in clear by an earlier version is masked here, since agents
+      // read it in TOOL_CHANGED messages and tool reports.
+      const reason = row.decision_reason === null ? null : redactText(row.decision_reason);
+      const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decision_reason: reason };
       const at = row.last_reported_at.getTime();
       const k = key(row.server, row.tool);
       let entry = next.get(k);

@@ -132,6 +132,12 @@ describe('a rejected definition', () => {
     // A reason recorded in clear by an earlier version is masked where it is listed.
     await t.pool().query('UPDATE tool_definitions SET decision_reason = $2 WHERE id = $1', [id, `old ${github}`]);
     clear((await rows('memory', 'open_nodes')).find((r) => r.id === id)!.decision_reason);
+    // ... and where agents read it, once the registry has reloaded it.
+    await app.ctx.tools.reload();
+    const again = await gw.decide(tok.raw, { server: 'memory', tool: 'open_nodes', arguments: { names: ['x'] }, session_id: s.session_id, tool_hash: toolHash(v2) });
+    expect(again.code).toBe('TOOL_CHANGED');
+    expect(again.message).toContain('("old ');
+    clear(again.message);
   });
 
   it('an upstream rolled back to a superseded definition: pending again (with an alert), approvable; a rejected one cannot be rejected twice', async () => {
