@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { redactText, redactValue, storable } from '../audit/redact.js';
+import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
 import type { Pool } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
@@ -360,9 +360,7 @@ export class AlertService {
    * operator's inbox: a key limited to projects may read it but not acknowledge it (403).
    */
   async ack(id: string, op: OperatorPrincipal, note?: string): Promise<Alert> {
-    if (note !== undefined && storable(note) !== note) {
-      throw invalid('note', 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
-    }
+    requireStorableText('note', note);
     const existing = await this.get(id, op);
     if (existing.project_id === null && op.projects !== null) {
       throw new AppError(
@@ -390,9 +388,7 @@ export class AlertService {
    * every project (see ack()) and are left, counted in `remaining`.
    */
   async ackMatching(filter: AckFilter, op: OperatorPrincipal, note: string): Promise<AckMatchingResult> {
-    if (storable(note) !== note) {
-      throw invalid('note', 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
-    }
+    requireStorableText('note', note);
     const filtered = Boolean(filter.kind?.length || filter.severity?.length || filter.before !== undefined || filter.project_id !== undefined);
     if (!filtered && filter.all !== true) {
       throw invalid('body', 'names no filter: give kind, severity, before or project_id, or "all": true to acknowledge every open alert you may acknowledge');

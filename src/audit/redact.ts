@@ -1,5 +1,6 @@
 // Secrets never reach the audit table. Arguments are kept in full for forensics (seed 000 US-008), except
 // values under secret-looking keys and values that look like credentials wherever they appear.
+import { invalid } from '../errors.js';
 
 export const REDACTED = '[REDACTED]';
 
@@ -90,6 +91,18 @@ export function storable(s: string): string {
   if (!NUL_OR_SURROGATE.test(s)) return s;
   const noNul = s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
   return noNul.replace(LONE_SURROGATE, '\uFFFD');
+}
+
+/**
+ * Free text an operator or agent sends (a session's purpose, a resume reason, an acknowledgement note)
+ * must be storable as it is: Postgres refuses NUL in text and jsonb, and an unpaired surrogate cannot
+ * cross to Redis (its Lua cjson refuses the escape) or into jsonb. Refused with a 400 naming the field
+ * rather than altered, so what is stored and audited is what was sent.
+ */
+export function requireStorableText(field: string, value: string | undefined): void {
+  if (value !== undefined && storable(value) !== value) {
+    throw invalid(field, 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
+  }
 }
 
 /** The prefilter: false means no pattern can match `s` (redactText's fast path; exported for the tests). */

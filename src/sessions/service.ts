@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { redactText, redactValue, storable } from '../audit/redact.js';
+import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
-import { AppError, invalid, notFound } from '../errors.js';
+import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
@@ -136,18 +136,6 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RETRY_QUEUE_MAX = 10_000;
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
-
-/**
- * Free text an operator or agent sends (a session's purpose, a resume reason) must be storable as it is:
- * Postgres refuses NUL in text and jsonb, and an unpaired surrogate cannot cross to Redis (its Lua cjson
- * refuses the escape) or into jsonb. Refused with a 400 naming the field rather than altered, so what is
- * stored and audited is what was sent; before, these were 503s blaming Postgres or Redis.
- */
-function requireStorableText(field: string, value: string | undefined): void {
-  if (value !== undefined && storable(value) !== value) {
-    throw invalid(field, 'contains a NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff), which cannot be stored');
-  }
-}
 
 /** Postgres refused a value (SQLSTATE class 22: NUL or a bad escape in text or jsonb, bad input syntax): the same write can never succeed. */
 function isDataError(err: unknown): boolean {
