@@ -51,6 +51,9 @@ export function afterCallTrigger(rules: AfterCallRules, r: ResultBody): { trigge
   return undefined;
 }
 
+const redisUnavailable = () =>
+  new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+
 /** POST /v1/decisions/:id/result: the RESULT half of the audit pair and the after-call triggers. */
 export class ResultService {
   constructor(private readonly ports: ResultPorts) {}
@@ -60,7 +63,7 @@ export class ResultService {
     try {
       meta = await this.ports.decisionMeta(decisionId);
     } catch {
-      throw new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+      throw redisUnavailable();
     }
     // Unknown, expired, or another token's decision: nothing to record against.
     if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
@@ -75,7 +78,7 @@ export class ResultService {
     try {
       earlier = await this.ports.claimResult(decisionId, JSON.stringify({ report, answer: first }));
     } catch {
-      throw new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+      throw redisUnavailable();
     }
     if (earlier !== undefined) return repeatOf(decisionId, report, earlier);
     try {
