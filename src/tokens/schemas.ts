@@ -1,22 +1,18 @@
 import { type Static, Type } from 'typebox';
+import { NAME_MAX_LENGTH, NAME_PATTERN } from './names.js';
 
 export const Id = Type.String({ format: 'uuid' });
 export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
 export const TokenTypeSchema = Type.Union([Type.Literal('ro'), Type.Literal('rw'), Type.Literal('admin')]);
 export const EnvironmentSchema = Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')]);
 export const OperatorRoleSchema = Type.Union([Type.Literal('viewer'), Type.Literal('operator'), Type.Literal('owner')]);
-/**
- * Key names are echoed in alert messages and audit rows: not blank, and no control characters
- * (U+0000–U+001F, U+007F–U+009F), line or paragraph separators (U+2028/9) or bidirectional marks,
- * embeddings, overrides and isolates (U+200E/F, U+202A–U+202E, U+2066–U+2069), which could make an
- * alert read as something else (U+202E reverses the text after it).
- */
-export const NAME_PATTERN = '^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
+// Blank names and names of invisible characters only are refused by CredentialService (nameProblem),
+// with a message a pattern's description could not give.
 const Name = Type.String({
   minLength: 1,
-  maxLength: 200,
+  maxLength: NAME_MAX_LENGTH,
   pattern: NAME_PATTERN,
-  description: 'Not blank; no control characters, line separators or bidirectional marks/overrides (it is echoed in alerts and audit rows).',
+  description: 'Not blank; no control characters, line separators or bidirectional marks/overrides; at least one visible character, not only spaces or zero-width ones (it is echoed in alerts and audit rows).',
 });
 const ProjectId = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
 const ExpiresIn = Type.Integer({ minimum: 60, maximum: 31_536_000, description: 'Lifetime in seconds.' });

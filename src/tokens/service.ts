@@ -7,6 +7,7 @@ import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { type Authenticator, type OperatorPrincipal, RevocationNotAnnounced } from './authenticator.js';
 import { AGENT_PREFIXES, displayPrefix, GATEWAY_PREFIX, generateCredential, OPERATOR_PREFIX, type TokenType } from './format.js';
+import { nameProblem } from './names.js';
 import type { BulkRevokeBody, CreateAgentTokenBody } from './schemas.js';
 import { DEFAULT_SCOPES, disallowedScopes, WRITE_RISK_WARNING } from './scopes.js';
 import { type AgentTokenRow, type BulkTokenFilter, credentialStore, type GatewayKeyRow, type OperatorKeyRow, type OperatorRole } from './store.js';
@@ -22,6 +23,12 @@ export function withinProjects(op: OperatorPrincipal, projects: readonly string[
   if (op.projects === null) return true;
   if (!projects || projects.length === 0) return false;
   return projects.every((p) => canSeeProject(op, p));
+}
+
+/** Key names are echoed in alerts and audit rows: one that would show as nothing, or as something else, is refused. */
+function requireShowableName(name: string): void {
+  const problem = nameProblem(name);
+  if (problem) throw invalid('name', problem);
 }
 
 const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);
@@ -325,6 +332,7 @@ export class CredentialService {
   }
 
   async createGatewayKey(op: OperatorPrincipal, name: string, expiresIn?: number): Promise<{ key: string; gateway_key: GatewayKeyRow }> {
+    requireShowableName(name);
     const raw = generateCredential(GATEWAY_PREFIX);
     const row = await credentialStore.insertGatewayKey(this.pool, {
       id: uuidv7(),
@@ -344,6 +352,7 @@ export class CredentialService {
     k: { name: string; role: OperatorRole; projects?: string[] | undefined; expires_in?: number | undefined },
     raw = generateCredential(OPERATOR_PREFIX),
   ): Promise<{ key: string; operator_key: OperatorKeyRow }> {
+    requireShowableName(k.name);
     const row = await credentialStore.insertOperatorKey(this.pool, {
       id: uuidv7(),
       name: k.name,

@@ -87,7 +87,6 @@ describe('POST /v1/keys', () => {
 
 describe('key names (echoed in alerts and audit rows)', () => {
   const spoofing: Array<[string, string]> = [
-    ['blank', '   '],
     ['right-to-left override', 'ana\u202Etxt.exe'],
     ['left-to-right isolate', 'ana\u2066x'],
     ['left-to-right mark', 'ana\u200E'],
@@ -110,11 +109,43 @@ describe('key names (echoed in alerts and audit rows)', () => {
     });
   }
 
+  // Shown as an empty name in alerts, audit rows and the UI: "who did this" would read as nobody.
+  const invisible: Array<[string, string]> = [
+    ['blank', '   '],
+    ['zero-width space', '\u200B'],
+    ['zero-width joiners', '\u200C\u200D'],
+    ['word joiner and byte order mark', '\u2060\uFEFF'],
+    ['combining marks alone', '\u0301\u0308'],
+    ['no-break and ideographic spaces', '\u00A0\u3000'],
+    ['Hangul filler', '\u3164'],
+    ['blank Braille pattern', '\u2800'],
+    ['spaces and zero-width characters mixed', ' \u200B \uFEFF '],
+  ];
+  for (const [what, name] of invisible) {
+    it(`${what}: operator and gateway keys are refused with 400 naming name (no visible character), nothing written`, async () => {
+      const count = async () => (await t.pool().query('SELECT (SELECT count(*) FROM operator_keys) + (SELECT count(*) FROM gateway_keys) AS n')).rows[0].n;
+      const before = await count();
+      for (const url of ['/v1/operator-keys', '/v1/gateway-keys']) {
+        const res = await app.inject({ method: 'POST', url, headers: bearer(owner), payload: url === '/v1/operator-keys' ? { name, role: 'viewer' } : { name } });
+        expect(res.statusCode, `${url} ${res.body}`).toBe(400);
+        expect(res.json().error.code).toBe('INVALID_REQUEST');
+        expect(res.json().error.details).toEqual([{ field: 'name', problem: 'must contain at least one visible character' }]);
+      }
+      expect(await count()).toBe(before);
+    });
+  }
+
   it('ordinary names, accents and inner spaces included, are accepted', async () => {
     const op = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(owner), payload: { name: 'Zoë Ünal (on-call)', role: 'viewer' } });
     expect(op.statusCode, op.body).toBe(201);
     const gw = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gateway eu-1' } });
     expect(gw.statusCode, gw.body).toBe(201);
+    // A visible character with invisible ones around it, a combining accent on its base, an emoji with its joiners.
+    for (const name of ['\u200Bana', 'Jose\u0301', '\u{1F469}\u200D\u{1F4BB} ops', '日本']) {
+      const res = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(owner), payload: { name, role: 'viewer' } });
+      expect(res.statusCode, `${JSON.stringify(name)} ${res.body}`).toBe(201);
+      expect(res.json().operator_key.name).toBe(name);
+    }
   });
 });
 

@@ -1,0 +1,35 @@
+// The names of gateway and operator keys are echoed in alert messages ("Operator <name> revoked ..."),
+// audit rows and the UI. One check for every way a key is made: the HTTP routes (their schema carries
+// NAME_PATTERN, and CredentialService refuses what a pattern cannot say well) and
+// `killswitch operators create`, which writes to the database directly.
+
+export const NAME_MAX_LENGTH = 200;
+
+/**
+ * Characters that could make an alert read as something else: control characters (U+0000–U+001F,
+ * U+007F–U+009F, so no line breaks), line and paragraph separators (U+2028/9), and bidirectional marks,
+ * embeddings, overrides and isolates (U+200E/F, U+202A–U+202E, U+2066–U+2069; U+202E reverses the
+ * text after it).
+ */
+export const NAME_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
+const ALLOWED_CHARACTERS = new RegExp(NAME_PATTERN, 'u');
+
+/**
+ * A character that leaves a mark on screen. A name without one shows as an empty name in alerts and
+ * audit rows, so "who did this" reads as nobody: whitespace (U+00A0, U+3000 ...), default-ignorable code
+ * points (zero-width space and joiners U+200B–U+200D, U+2060, U+FEFF, soft hyphen, variation selectors,
+ * Hangul fillers, tag characters), combining marks with no base, other format characters, lone
+ * surrogates, and the blank Braille pattern U+2800 (which fonts draw as a space) do not count.
+ */
+const VISIBLE = /[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{M}\p{Cc}\p{Cf}\p{Cs}\u2800]/u;
+
+export const NO_VISIBLE_CHARACTER = 'must contain at least one visible character';
+
+/** What is wrong with a key name, in the words of a FieldProblem (field `name`), or undefined when it is fine. */
+export function nameProblem(name: string): string | undefined {
+  if (!VISIBLE.test(name)) return NO_VISIBLE_CHARACTER;
+  if (!ALLOWED_CHARACTERS.test(name)) return 'must not contain control characters, line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates';
+  // Code points, as the route's maxLength counts them.
+  if ([...name].length > NAME_MAX_LENGTH) return `must be at most ${NAME_MAX_LENGTH} characters`;
+  return undefined;
+}
