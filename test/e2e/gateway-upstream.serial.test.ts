@@ -12,10 +12,10 @@ import { GatewayHarness, textOf } from './gateway-harness.js';
 // What one upstream shared by every agent of a gateway must survive, and what the control plane must
 // learn about it: a result larger than the SDK's 10 MB stdio buffer (real server-filesystem), a message
 // larger than the gateway reads at all, an upstream that exits, error messages that carry data, and
-// rows hidden inside objects (a fake stdio upstream, gateway-fake-upstream.ts). Real control plane.
+// rows hidden inside objects (a fake stdio upstream, gateway-fake-upstream.mjs). Real control plane.
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.ts', import.meta.url));
+const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.mjs', import.meta.url));
 const h = new GatewayHarness();
 
 beforeAll(async () => {
@@ -39,7 +39,7 @@ async function resultRow(decisionId: string | undefined): Promise<Record<string,
 /** The config of a gateway whose "memory" server is the fake stdio upstream. */
 function fakeConfig(p: { env?: Record<string, string>; killswitch?: Record<string, unknown>; command?: string } = {}) {
   return {
-    mcpServers: { filesystem: { disabled: true }, memory: { command: p.command ?? process.execPath, args: ['--import', 'tsx', FAKE_UPSTREAM], cwd: ROOT, env: p.env ?? {} } },
+    mcpServers: { filesystem: { disabled: true }, memory: { command: p.command ?? process.execPath, args: [FAKE_UPSTREAM], cwd: ROOT, env: p.env ?? {} } },
     killswitch: { startTimeoutMs: 60_000, ...p.killswitch },
   };
 }
@@ -64,7 +64,7 @@ const lineCount = (file: string) => linesOf(file).length;
 
 /** The real backoff's shape (0.5 s doubling to 30 s, 10 loud attempts, quiet for 5 min, stable after 60 s) in milliseconds, not minutes. */
 const FAST_BACKOFF: ReconnectBackoff = { firstDelayMs: 10, maxDelayMs: 100, loudAttempts: 10, quietLogEveryMs: 1500, stableAfterMs: 2000 };
-/** Waits long enough (50 ms doubling to 800 ms) to tell apart from a node start (~0.5 s), and 4 loud attempts. */
+/** Waits long enough (50 ms doubling to 800 ms) to tell apart from a node start (~0.35 s), and 4 loud attempts. */
 const FLAP_BACKOFF: ReconnectBackoff = { firstDelayMs: 50, maxDelayMs: 800, loudAttempts: 4, quietLogEveryMs: 3000, stableAfterMs: 4000 };
 const delayBefore = (b: ReconnectBackoff, attempt: number) => Math.min(b.firstDelayMs * 2 ** (attempt - 1), b.maxDelayMs);
 
@@ -145,7 +145,7 @@ describe('an upstream that exits', () => {
     const crashed = await call(client, 'search_nodes', { query: 'crash' });
     expect(codeOf(crashed)).toBe('UPSTREAM_UNAVAILABLE');
 
-    // Each refused start is one attempt (a node process, ~0.6 s here): past the 10 the gateway used to
+    // Each refused start is one attempt (a node process that exits before loading the SDK, ~0.1 s here): past the 10 the gateway used to
     // give up after, and down long enough for two of the quiet "still down" lines.
     await until(() => lineCount(refused) > 12, 60_000, 'more than 12 refused starts of the held upstream');
     const stillDown = () => lines.filter((l) => l.msg.startsWith('upstream still down'));

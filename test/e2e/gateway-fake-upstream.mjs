@@ -1,7 +1,4 @@
 import { appendFileSync, existsSync } from 'node:fs';
-import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 // A stdio MCP server for what the reference servers cannot do on demand: answer with a message larger
 // than the gateway reads, fail with a huge error message, hide rows inside objects, exit mid-call, and
@@ -14,6 +11,10 @@ import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSche
 // FAKE_UPSTREAM_REFUSED (a file that gets one line per start refused because of the hold);
 // FAKE_UPSTREAM_FLAP (a file: while it exists, the server initializes but exits when asked for tools/list,
 // as one whose database is down would, writing the time in ms to FAKE_UPSTREAM_FLAPPED first).
+//
+// Plain JavaScript, and the SDK imported only after the hold check: the reconnect tests start it dozens
+// of times, and a start under tsx with the SDK loaded first took ~0.65 s here against ~0.1 s refused and
+// ~0.35 s served.
 
 const hold = process.env['FAKE_UPSTREAM_HOLD'];
 if (hold && existsSync(hold)) {
@@ -24,8 +25,12 @@ if (hold && existsSync(hold)) {
 const starts = process.env['FAKE_UPSTREAM_STARTS'];
 if (starts) appendFileSync(starts, `${process.pid}\n`);
 
-const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ id: i, email: `user${i}@example.com` }));
-const text = (t: string) => ({ content: [{ type: 'text' as const, text: t }] });
+const { Server } = await import('@modelcontextprotocol/sdk/server/index.js');
+const { StdioServerTransport } = await import('@modelcontextprotocol/sdk/server/stdio.js');
+const { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } = await import('@modelcontextprotocol/sdk/types.js');
+
+const rows = (n) => Array.from({ length: n }, (_, i) => ({ id: i, email: `user${i}@example.com` }));
+const text = (t) => ({ content: [{ type: 'text', text: t }] });
 
 const server = new Server({ name: 'fake-upstream', version: '1.0.0' }, { capabilities: { tools: {}, resources: {} } });
 const flap = process.env['FAKE_UPSTREAM_FLAP'];
@@ -39,7 +44,7 @@ server.setRequestHandler(ListToolsRequestSchema, async () => {
     tools: ['read_graph', 'search_nodes'].map((name) => ({
       name,
       description: `${name} (fake)`,
-      inputSchema: { type: 'object' as const, properties: { query: { type: 'string' } } },
+      inputSchema: { type: 'object', properties: { query: { type: 'string' } } },
       annotations: { readOnlyHint: true },
     })),
   };
@@ -58,7 +63,7 @@ server.setRequestHandler(CallToolRequestSchema, async (req) => {
     case 'rows-agg':
       return text(JSON.stringify([{ json_agg: rows(n) }]));
     case 'rows-resource':
-      return { content: [{ type: 'resource' as const, resource: { uri: 'fake://rows', mimeType: 'application/json', text: JSON.stringify(rows(n)) } }] };
+      return { content: [{ type: 'resource', resource: { uri: 'fake://rows', mimeType: 'application/json', text: JSON.stringify(rows(n)) } }] };
     case 'crash':
       process.exit(1);
       break;
