@@ -7,6 +7,7 @@ import { MIGRATIONS_DIR } from '../db/migrate.js';
 import { createPool, type Pool } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { hashCredential } from '../tokens/format.js';
+import { nameProblem } from '../tokens/names.js';
 import { CredentialService } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import { CliFailure } from './kill.js';
@@ -32,6 +33,17 @@ export function operatorRole(role: string | undefined): OperatorRole {
   if (role === undefined) throw new CliFailure(`--role is required: one of ${roles}`, 2);
   if (!(OPERATOR_ROLES as readonly string[]).includes(role)) throw new CliFailure(`--role ${role}: expected one of ${roles}`, 2);
   return role as OperatorRole;
+}
+
+/**
+ * The name, checked as POST /v1/operator-keys checks it: it is echoed in alerts and audit rows, and this
+ * command is the one way to make a key that the route's check does not see first.
+ */
+export function operatorName(name: string): string {
+  const problem = nameProblem(name);
+  // Not echoed: a name refused for a bidi override or a control character would garble the message.
+  if (problem) throw new CliFailure(`--name: ${problem}`, 2);
+  return name;
 }
 
 /** Refuses a database that does not exist or that the control plane has not migrated to this version's schema. */
@@ -77,6 +89,7 @@ async function controlPlaneSecret(config: Config, pool: Pool, warn: (msg: string
 /** Creates the key and returns it (printed once by the caller). Throws CliFailure (exit 1 or 2) when it cannot make a working one. */
 export async function operatorsCreate(config: Config, opts: OperatorsCreateOptions, warn: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<string> {
   const role = operatorRole(opts.role);
+  const name = operatorName(opts.name);
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
     await requireMigratedDatabase(pool, config.databaseUrl);
@@ -86,7 +99,7 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
     const audit = await AuditService.start(config, pool, pino(loggerOptions('warn'), process.stderr), { retentionJob: false, headLog: false });
     try {
       const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} }, audit);
-      const created = await credentials.createOperatorKey('cli', { name: opts.name, role, projects: opts.project });
+      const created = await credentials.createOperatorKey('cli', { name, role, projects: opts.project });
       return created.key;
     } finally {
       await audit.close();

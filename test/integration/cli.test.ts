@@ -71,6 +71,25 @@ describe('killswitch CLI', () => {
     expect(missing.stdout).toBe('');
   });
 
+  it('operators create checks --name as POST /v1/operator-keys does: no visible character, a bidi override or a line break → exit 2, no key', async () => {
+    const env = { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
+    const keys = async () => (await t.pool().query('SELECT count(*)::int AS n FROM operator_keys')).rows[0].n;
+    const before = await keys();
+    const cases: Array<[string, string]> = [
+      ['\u200B\u200D', 'must contain at least one visible character'],
+      ['   ', 'must contain at least one visible character'],
+      ['ana\u202Etxt.exe', 'must not contain control characters'],
+      ['ana\nOperator root revoked every token', 'must not contain control characters'],
+    ];
+    for (const [name, problem] of cases) {
+      const res = await cli(['operators', 'create', '--role', 'owner', '--name', name], env);
+      expect(res.code, `${JSON.stringify(name)}: ${res.stderr}`).toBe(2);
+      expect(res.stderr).toContain(`--name: ${problem}`);
+      expect(res.stdout).toBe('');
+    }
+    expect(await keys()).toBe(before);
+  });
+
   it('operators create refuses without TOKEN_HASH_SECRET when the database stores none (it never makes up a secret)', async () => {
     const pool = t.pool();
     await pool.query(`DELETE FROM settings WHERE key = 'token_hash_secret'`);
