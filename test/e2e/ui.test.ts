@@ -9,6 +9,7 @@ import { type OpenApiDocument, renderApiDoc } from '../../src/docs/api.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { freePort } from '../helpers/unleash.js';
 import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot } from './ui-harness.js';
 
 // The admin UI in a real browser (Debian's chromium through playwright-core) against a real control plane
@@ -82,8 +83,11 @@ beforeAll(async () => {
   await mkdir(t.dataDir, { recursive: true });
   const policyFile = join(t.dataDir, 'policy.yaml');
   await writeFile(policyFile, POLICY);
-  app = await t.app({ policyFile });
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  // Its real port in the configuration, as in production: the Flags page (and its screenshot in the guide)
+  // shows the webhook address built from it.
+  const port = await freePort();
+  app = await t.app({ policyFile, port });
+  await app.listen({ port, host: '127.0.0.1' });
   base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   gw = await new GatewayDriver(t, app).init();
   b = await openBrowser(base);
@@ -412,6 +416,10 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(expected).not.toBe('');
     expect(await link.getAttribute('href')).toBe(expected);
     expect(await page.getByRole('link', { name: 'Toggle mcp.enabled in Unleash' }).getAttribute('href')).toBe(`${expected}/projects/default/features/mcp.enabled`);
+    // Where Unleash posts flag changes: this control plane's own address (the freshness checks: ui-flags.test.ts).
+    const { webhook } = await apiGet<{ webhook: { url: string } }>('/v1/flags');
+    expect(webhook.url).toBe(`${base}/v1/flags/events`);
+    await page.getByText(webhook.url, { exact: true }).waitFor();
     await screenshot(page, '12-flags', false);
   });
 

@@ -159,13 +159,19 @@ export interface FlagsOverview {
   ready: boolean;
   source: string;
   last_fetch_at: string | null;
+  /** Seconds since the last successful fetch from Unleash; null: none since the control plane started. */
+  age_s: number | null;
+  /** The latest fetch failed; false once a later one succeeded (last_error is then past). */
+  fetch_failing: boolean;
   last_error_at: string | null;
   last_error: string | null;
   stale: boolean;
+  /** UNLEASH_STALE_AFTER_S: the age at which FLAGS_STALE is raised. */
   stale_after_s: number;
   revision: number | null;
   backup: { state: string; age_s: number | null };
   overrides: { flag: string; reason: string; event_id: number | null; at: string }[];
+  webhook: { url: string; last_event_at: string | null; last_event_type: string | null; last_event_flag: string | null };
   flags: {
     name: string;
     description: string | null;
@@ -173,6 +179,8 @@ export interface FlagsOverview {
     enabled: boolean;
     source: string;
     strategies: number;
+    /** Constraints on its active strategies: more than 0 means on for some calls only, which evaluations do not show. */
+    constraints: number;
     evaluations: Record<TokenType, Record<Environment, boolean>>;
   }[];
 }

@@ -1,5 +1,6 @@
+import { useEffect, useId, useState } from 'preact/hooks';
 import { get } from '../api';
-import { Empty, ErrorNote, Time, TYPE_LABEL, useLoad } from '../components/ui';
+import { Empty, ErrorNote, Time, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
 import type { Environment, FlagsOverview, TokenType, UiSettings } from '../types';
 
 const TYPES: TokenType[] = ['ro', 'rw', 'admin'];
@@ -7,6 +8,95 @@ const ENVS: Environment[] = ['development', 'staging', 'production'];
 const ENV_SHORT: Record<Environment, string> = { development: 'dev', staging: 'stg', production: 'prod' };
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/**
+ * The age of the flag state is only as fresh as this page's last answer: a page left open during an
+ * incident asks again, so it never shows "0 s" for a control plane that stopped hearing from Unleash.
+ */
+const REFRESH_MS = 2000;
+
+/**
+ * Why flag changes made in Unleash may not be in force here, or [] when they are. The age threshold is the
+ * control plane's own (UNLEASH_STALE_AFTER_S, the FLAGS_STALE alarm), compared as it compares it, so the
+ * page turns loud no later than the alarm and never on a different rule.
+ */
+function notArriving(f: FlagsOverview): ('never' | 'age' | 'failing')[] {
+  const reasons: ('never' | 'age' | 'failing')[] = [];
+  if (f.age_s === null) reasons.push('never');
+  else if (f.stale || f.age_s >= f.stale_after_s) reasons.push('age');
+  if (f.fetch_failing) reasons.push('failing');
+  return reasons;
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function FreshnessWarning({ f, reasons }: { f: FlagsOverview; reasons: ('never' | 'age' | 'failing')[] }) {
+  const titleId = useId();
+  return (
+    <section class="flags-warning" aria-labelledby={titleId}>
+      <WarningIcon label="Warning" />
+      <div>
+        {/* Only the title is announced: the details below change on every refresh. */}
+        <p id={titleId} role="alert" class="flags-warning-title">
+          Flag changes made in Unleash are not reaching this control plane.
+        </p>
+        <ul class="flags-warning-reasons">
+          {reasons.includes('never') && (
+            <li>
+              No successful fetch from Unleash since this control plane started{f.ready ? ': it runs on the flags of its backup file.' : '.'}
+            </li>
+          )}
+          {reasons.includes('age') && (
+            <li>
+              No successful fetch for {plural(f.age_s ?? 0, 'second')}: the staleness alarm (FLAGS_STALE, UNLEASH_STALE_AFTER_S) is at {plural(f.stale_after_s, 'second')}.
+            </li>
+          )}
+          {reasons.includes('failing') && (
+            <li>
+              Fetching the flags from Unleash is failing. Latest error, <Time value={f.last_error_at} />: <span class="mono">{f.last_error}</span>
+            </li>
+          )}
+        </ul>
+        <p>
+          {f.ready
+            ? 'The flags fetched last stay in force: a flag turned off in Unleash now is not applied here. '
+            : 'No flags are loaded: every decision is denied (DEPENDENCY_UNAVAILABLE). '}
+          To stop something now, use a break-glass kill on the <a href="#/kills">Kills</a> page: it works without Unleash.
+        </p>
+      </div>
+    </section>
+  );
+}
+
+function WebhookLine({ webhook }: { webhook: FlagsOverview['webhook'] }) {
+  return (
+    <dl class="facts webhook">
+      <dt>Unleash webhook</dt>
+      <dd>
+        registered at start to post to <span class="mono">{webhook.url}</span>
+      </dd>
+      <dt>Last webhook event</dt>
+      <dd>
+        {webhook.last_event_at ? (
+          <>
+            <span class="mono">{webhook.last_event_type ?? 'unknown event'}</span>
+            {webhook.last_event_flag && (
+              <>
+                {' '}
+                on <span class="mono">{webhook.last_event_flag}</span>
+              </>
+            )}
+            , <Time value={webhook.last_event_at} />
+          </>
+        ) : (
+          <span class="muted">none since this control plane started</span>
+        )}
+      </dd>
+    </dl>
+  );
+}
 
 /**
  * The Unleash UI address. The embedded Unleash listens on the control plane's host, which the control plane
@@ -28,6 +118,17 @@ export function FlagsPage() {
   const settings = useLoad(() => get<UiSettings>('/v1/ui/settings'), []);
   const ui = unleashUi(settings.data);
   const f = flags.data;
+  const [answeredAt, setAnsweredAt] = useState<number | null>(null);
+  useEffect(() => {
+    if (flags.data) setAnsweredAt(Date.now());
+  }, [flags.data]);
+  // The next request once the last one is answered (a slow answer is never cut off by the next tick).
+  useEffect(() => {
+    if (flags.loading) return;
+    const timer = setTimeout(flags.reload, REFRESH_MS);
+    return () => clearTimeout(timer);
+  }, [flags.loading, flags.reload]);
+  const reasons = f ? notArriving(f) : [];
   return (
     <section aria-labelledby="flags-title">
       <h1 id="flags-title">Flags</h1>
@@ -36,8 +137,14 @@ export function FlagsPage() {
         flag in the Unleash UI, in the environment named below: every replica denies within about a second.
       </p>
       <ErrorNote error={flags.error} />
+      {f && flags.error && answeredAt !== null && (
+        <p class="hint">
+          This page cannot reach the control plane: what follows is its last answer, <Time value={answeredAt} />.
+        </p>
+      )}
       {f && (
         <>
+          {reasons.length > 0 && <FreshnessWarning f={f} reasons={reasons} />}
           <div class="stats">
             <div class="stat">
               <span class="stat-value">{f.environment}</span>
@@ -47,10 +154,11 @@ export function FlagsPage() {
               <span class={`stat-value ${f.ready ? 'ok' : 'bad'}`}>{f.ready ? 'loaded' : 'NOT LOADED'}</span>
               <span class="stat-label">flags (not loaded: every decision denies)</span>
             </div>
-            <div class="stat">
-              <span class={`stat-value ${f.stale ? 'bad' : 'ok'}`}>{f.stale ? 'stale' : 'fresh'}</span>
+            <div class="stat flag-age">
+              {/* Not green below the alarm: 0–2 s is normal, and what a few more mean is for the reader (runbook step 0), not a second threshold here. */}
+              <span class={`stat-value ${reasons.length > 0 ? 'bad' : ''}`}>{f.age_s === null ? 'never' : `${f.age_s} s`}</span>
               <span class="stat-label">
-                last fetch <Time value={f.last_fetch_at} empty="never" />
+                flag state age: since the last fetch from Unleash (normally 0–2 s, alarm at {f.stale_after_s} s)
               </span>
             </div>
             <div class="stat">
@@ -62,11 +170,16 @@ export function FlagsPage() {
               <span class="stat-label">backup file {f.backup.age_s === null ? '' : `(${f.backup.age_s} s old)`}</span>
             </div>
           </div>
-          {f.last_error && (
-            <p class="error-note" role="status">
-              Last Unleash error <Time value={f.last_error_at} />: {f.last_error}
+          {f.last_error && !f.fetch_failing && (
+            <p class="hint">
+              Last Unleash error <Time value={f.last_error_at} />, past (a fetch succeeded since): {f.last_error}
             </p>
           )}
+          <WebhookLine webhook={f.webhook} />
+          <p class="hint">
+            Unleash posts each flag change here, so a flag turned off denies at once and raises FLAG_DISABLED. No event, or one older than a change you made: the webhook does not reach this control plane;
+            the change still arrives by polling (see the age above).
+          </p>
           <div class="toolbar">
             {ui ? (
               <a class="button primary" href={ui} target="_blank" rel="noreferrer noopener">
@@ -131,6 +244,11 @@ export function FlagsPage() {
                       <td>
                         <span class={`pill pill-${flag.enabled ? 'on' : 'off'}`}>{flag.enabled ? 'on' : 'off'}</span>
                         {flag.source === 'webhook' && <span class="pill pill-off">webhook</span>}
+                        {flag.constraints > 0 && (
+                          <div class="hint constraints">
+                            <span class="pill pill-pending">{plural(flag.constraints, 'constraint')}</span> on for some calls only (a targeted kill, say): the grid does not show it
+                          </div>
+                        )}
                       </td>
                       {TYPES.flatMap((t) =>
                         ENVS.map((e) => {
@@ -156,7 +274,10 @@ export function FlagsPage() {
               </table>
             </div>
           )}
-          <p class="hint">Per token type and agent environment, with no other context: constraints on role, server or tool are not applied in this grid.</p>
+          <p class="hint">
+            Per token type and agent environment, for a made-up token with no role, project, session, server or tool: a constraint on any of those, or on one token (userId), is not applied in
+            this grid. Flags with constraints say so under their state; see what one stops with <a href="#/explain">Explain a denial</a> or Unleash's Playground.
+          </p>
         </>
       )}
     </section>
