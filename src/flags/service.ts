@@ -352,6 +352,35 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     return enabled;
   }
 
+  /**
+   * `isEnabled` without counting: the same answer (readiness, webhook overrides, the index, then the SDK's
+   * own evaluation of strategies, constraints, segments and dependencies) but nothing is added to the
+   * usage metrics the SDK sends to Unleash (the toggle counts its UI shows), which must count real calls
+   * only. For explain. unleash-client 6 has no public evaluation that does not count (`isEnabled` and
+   * `getVariant` both do), so this uses the SDK's inner evaluator, as the hot path does; undefined when
+   * that is not there (its internals changed): not an answer, the caller must fail closed.
+   */
+  isEnabledUncounted(name: string, context: UnleashContext): boolean | undefined {
+    if (!this.ready || this.client === undefined) return false;
+    if (this.overrides.has(name)) return false;
+    const known = this.plain.get(name);
+    if (known !== undefined) return known;
+    return this.evaluate?.(name, context, FALSE);
+  }
+
+  /**
+   * Calls `listener` for every evaluation the SDK counts in the usage metrics it sends to Unleash. Returns
+   * the function that stops listening. For tests and diagnostics; without a listener it costs nothing.
+   */
+  onUsageCount(listener: (name: string, enabled: boolean) => void): () => void {
+    const client = this.client;
+    if (!client) return () => {};
+    client.on(UnleashEvents.Count, listener);
+    return () => {
+      client.off(UnleashEvents.Count, listener);
+    };
+  }
+
   /** The evaluation context of one call, with the static fields (appName, environment) the SDK adds. */
   callContext(c: FlagCallContext): UnleashContext {
     return toUnleashContext(c, { appName: APP_NAME, environment: this.config.unleashEnvironment });
@@ -374,7 +403,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     if (this.overrides.has(name)) return { reason: 'webhook', description };
     if (!def) return { reason: 'missing', description: null };
     if (!def.enabled) return { reason: 'off', description };
-    return { reason: this.client.isEnabled(name, context, false) ? 'off' : 'constraints', description };
+    // Asked without counting: the call's own evaluation was counted already (explain's was not counted at all).
+    return { reason: this.isEnabledUncounted(name, context) === true ? 'off' : 'constraints', description };
   }
 
   /** Every flag Unleash serves for our environment, with overrides. */

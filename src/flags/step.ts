@@ -6,7 +6,7 @@ import type { FlagService } from './service.js';
 // flag's Unleash description as the reason. Every flag evaluated is recorded for the audit trail.
 
 /** The part of FlagService the step needs (tests and benchmarks can pass the real service). */
-export type FlagEvaluator = Pick<FlagService, 'isReady' | 'isEnabled' | 'whyOff' | 'environment' | 'callContext'>;
+export type FlagEvaluator = Pick<FlagService, 'isReady' | 'isEnabled' | 'isEnabledUncounted' | 'whyOff' | 'environment' | 'callContext'>;
 
 /** The flags DESIGN.md §5 checks for a call, in order, without duplicates. */
 export function flagsForCall(tokenType: string, server: string, capability: string, extraFlags: readonly string[]): string[] {
@@ -44,7 +44,14 @@ export function createFlagStep(flags: FlagEvaluator): PipelineStep {
       });
       let firstOff: string | undefined;
       for (const name of flagsForCall(agent.tokenType, call.server, call.capability, call.extraFlags)) {
-        const enabled = flags.isEnabled(name, context);
+        // Explain changes nothing, Unleash's usage metrics included: they count the calls agents made.
+        const enabled = ctx.dryRun ? flags.isEnabledUncounted(name, context) : flags.isEnabled(name, context);
+        if (enabled === undefined) {
+          return {
+            code: 'DEPENDENCY_UNAVAILABLE',
+            message: `${name} cannot be evaluated without counting it in Unleash's usage metrics (unleash-client's internals changed), so explain cannot tell what a real call would get; denied to fail closed. A real call evaluates it as usual.`,
+          };
+        }
         ctx.flagsEvaluated.push({ name, enabled });
         if (!enabled && firstOff === undefined) firstOff = name;
       }

@@ -124,6 +124,33 @@ describe('flag step (real unleash-server)', () => {
     expect(await run(callContext(agent('admin'), { server: 'filesystem', tool: 'write_file' }))).toBeUndefined();
   });
 
+  it('dry run (explain): the same verdicts as a real call, constraints included, with nothing counted in Unleash usage metrics', async () => {
+    await addConstraint('mcp.enabled', { contextName: 'tokenType', operator: 'NOT_IN', values: ['rw'] });
+    await until(async () => (await run(readFile()))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'rw denied');
+    const dry = (c: CallContext) => Object.assign(c, { dryRun: true });
+    const counted: string[] = [];
+    const stop = app.ctx.flags.onUsageCount((name) => counted.push(name));
+    try {
+      const denied = dry(readFile());
+      expect(await run(denied)).toMatchObject({ code: 'KILL_SWITCH', message: expect.stringMatching(/^mcp\.enabled is off for this call: /) });
+      expect(denied.flagsEvaluated).toEqual([
+        { name: 'mcp.enabled', enabled: false },
+        { name: 'mcp.tokens.rw', enabled: true },
+        { name: 'mcp.filesystem.read', enabled: true },
+      ]);
+      // Through the SDK's strategies (the constraint lets ro tokens through), still uncounted.
+      const allowed = dry(callContext(agent('ro'), { server: 'filesystem', tool: 'read_file' }));
+      expect(await run(allowed)).toBeUndefined();
+      expect(allowed.flagsEvaluated[0]).toEqual({ name: 'mcp.enabled', enabled: true });
+      expect(counted).toEqual([]);
+      // A real call counts each of its flags once: asking why one is off counts nothing more.
+      expect((await run(readFile()))?.code).toBe('KILL_SWITCH');
+      expect(counted).toEqual(['mcp.enabled', 'mcp.tokens.rw', 'mcp.filesystem.read']);
+    } finally {
+      stop();
+    }
+  });
+
   it('an mcpEnvironment constraint lets development through and denies production', async () => {
     await addConstraint('mcp.github.api', { contextName: 'mcpEnvironment', operator: 'IN', values: ['development'] });
     const prod = () => callContext(agent('rw', 'production'), { server: 'github', tool: 'create_issue' });
