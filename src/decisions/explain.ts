@@ -1,11 +1,11 @@
 import type { Pool } from '../db/pool.js';
-import { notFound } from '../errors.js';
+import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { credentialStore } from '../tokens/store.js';
 import { runPipeline } from './pipeline.js';
 import { newCallContext } from './service.js';
-import type { DecisionInput, HaltTrigger, PipelineStep } from './types.js';
+import type { CallContext, DecisionInput, Denial, HaltTrigger, PipelineStep } from './types.js';
 
 export interface ExplainRequest {
   token_id: string;
@@ -19,9 +19,39 @@ export interface ExplainRequest {
   annotations?: DecisionInput['annotations'];
 }
 
+/** The token's sessions a call can still name, most recently active first (SessionService satisfies this). */
+export interface OpenSessions {
+  openSessionsOf(tokenId: string): Promise<ReadonlyArray<{ sessionId: string; lastActiveAt: number }>>;
+}
+
 /**
- * "Why was this denied?": runs the same steps as a decision in dry-run mode (no counters, no halts,
- * no audit row) and returns every step's verdict.
+ * Without a session id, explain runs the call in at most this many of the token's open sessions (the
+ * most recently active). Policies cap open sessions at 20 by default; one without a cap could make a
+ * single explain run thousands of pipelines.
+ */
+export const EXPLAIN_OPEN_SESSIONS_MAX = 100;
+
+/** Pipelines run at once for one explain (each is a Redis round trip, some a Postgres query). */
+const CONCURRENCY = 10;
+
+/** One dry run of the call: in an open session, or (sessionId null) as the first call of a new one. */
+interface Evaluation {
+  sessionId: string | null;
+  lastActiveAt: number | null;
+  call: CallContext;
+  denial: Denial | undefined;
+}
+
+const REVOKED: Denial = { code: 'PERMISSION_DENIED', message: 'the token is revoked or expired: every call is refused with 401 before any step' };
+
+/**
+ * "Why was this denied?": runs the same steps as a decision in dry-run mode (no counters, no halts, no
+ * audit row, no Unleash usage count) and returns every step's verdict.
+ *
+ * A real call always names a session, so without a session id there is no one answer: the agent's next
+ * call comes in one of its token's open sessions, or in a new one. Explain then runs the call in every
+ * open session and as the first call of a new session, and answers allow only if all of them would be
+ * allowed; otherwise the first denial, the most recently active session first (docs/adr/0010-explain-without-a-session.md).
  */
 export class Explainer {
   constructor(
@@ -29,6 +59,7 @@ export class Explainer {
     private readonly steps: () => readonly PipelineStep[],
     /** Whether the policy halts the token too on this trigger (policy `halt_token_on`). */
     private readonly haltsToken: (trigger: HaltTrigger) => boolean,
+    private readonly sessions: OpenSessions,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -45,23 +76,98 @@ export class Explainer {
       displayPrefix: row.display_prefix,
       expiresAt: row.expires_at ? row.expires_at.getTime() : null,
     };
-    const input: DecisionInput = { server: req.server, tool: req.tool, arguments: req.arguments ?? {}, session_id: req.session_id ?? '' };
+    const revoked = row.revoked_at !== null || (agent.expiresAt !== null && agent.expiresAt <= Date.now());
+    if (revoked) return { decision: 'deny' as const, code: REVOKED.code, message: REVOKED.message, session_id: req.session_id ?? null, steps: [], flags: [] };
+
+    if (req.session_id !== undefined) {
+      const named = await this.evaluate(agent, req, req.session_id, null);
+      return { ...this.verdict(named), message: this.messageOf(named), session_id: req.session_id };
+    }
+
+    let open: ReadonlyArray<{ sessionId: string; lastActiveAt: number }>;
+    try {
+      open = await this.sessions.openSessionsOf(agent.id);
+    } catch (err) {
+      return {
+        decision: 'deny' as const,
+        code: 'DEPENDENCY_UNAVAILABLE',
+        message: `The token's open sessions could not be read from Redis (${(err as Error).message}), so what its next call would get is unknown; a real call would be denied too (fail closed). Retry shortly, or name a session with session_id.`,
+        session_id: null,
+        steps: [],
+        flags: [],
+      };
+    }
+    const checked = open.slice(0, EXPLAIN_OPEN_SESSIONS_MAX);
+    const runs: Array<() => Promise<Evaluation>> = checked.map((s) => () => this.evaluate(agent, req, s.sessionId, s.lastActiveAt));
+    runs.push(() => this.evaluate(agent, req, null, null));
+    const evaluations = await inBatches(runs, CONCURRENCY);
+    const shown = evaluations.find((e) => e.denial) ?? evaluations[0]!;
+    if (!shown.denial && open.length > checked.length) {
+      throw invalid(
+        'session_id',
+        `is needed for this token: it has ${open.length} open sessions and explain without a session_id checks only the ${checked.length} most recently active (all would allow the call), so it cannot tell that the others would; name one (GET /v1/sessions?token=${agent.id})`,
+      );
+    }
+    return {
+      ...this.verdict(shown),
+      message: this.summaryMessage(shown, req, open.length),
+      session_id: shown.sessionId,
+      open_sessions: open.length,
+      sessions: evaluations.map((e) => ({
+        session_id: e.sessionId,
+        last_active_at: e.lastActiveAt ? new Date(e.lastActiveAt).toISOString() : null,
+        decision: e.denial ? ('deny' as const) : ('allow' as const),
+        code: e.denial ? e.denial.code : 'OK',
+        message: this.messageOf(e),
+      })),
+    };
+  }
+
+  /** One dry run of the pipeline; `sessionId` null: the first call of a new session of the token. */
+  private async evaluate(agent: AgentPrincipal, req: ExplainRequest, sessionId: string | null, lastActiveAt: number | null): Promise<Evaluation> {
+    const input: DecisionInput = { server: req.server, tool: req.tool, arguments: req.arguments ?? {}, session_id: sessionId ?? '' };
     if (req.environment) input.environment = req.environment;
     if (req.tool_hash) input.tool_hash = req.tool_hash;
     if (req.resources) input.resources = req.resources;
     if (req.annotations) input.annotations = req.annotations;
-    const ctx = newCallContext({ gateway: { kind: 'gateway', id: 'explain', name: 'explain', expiresAt: null }, agent, input, ip: '', dryRun: true });
-    const revoked = row.revoked_at !== null || (agent.expiresAt !== null && agent.expiresAt <= Date.now());
-    const denial = revoked ? { code: 'PERMISSION_DENIED' as const, message: 'the token is revoked or expired: every call is refused with 401 before any step' } : await runPipeline(this.steps(), ctx);
+    const call = newCallContext({ gateway: { kind: 'gateway', id: 'explain', name: 'explain', expiresAt: null }, agent, input, ip: '', dryRun: true });
+    const denial = await runPipeline(this.steps(), call);
+    return { sessionId, lastActiveAt, call, denial };
+  }
+
+  /** The answer's fields that come from one evaluation, its message aside. */
+  private verdict(e: Evaluation) {
+    const { call, denial } = e;
     return {
       decision: denial ? ('deny' as const) : ('allow' as const),
       code: denial ? denial.code : 'OK',
-      message: denial ? denial.message : `${req.server}/${req.tool} would be allowed${ctx.warnings.length > 0 ? `; ${ctx.warnings.join('; ')}` : ''}`,
-      steps: ctx.trace,
-      ...(ctx.call ? { call: { ...ctx.call } } : {}),
-      flags: ctx.flagsEvaluated,
+      steps: call.trace,
+      ...(call.call ? { call: { ...call.call } } : {}),
+      flags: call.flagsEvaluated,
       // What the real call would also do: halt the session (and by policy the token). Explain halts nothing.
-      ...(denial && 'halt' in denial && denial.halt ? { halt: { trigger: denial.halt, token: this.haltsToken(denial.halt) } } : {}),
+      ...(denial?.halt ? { halt: { trigger: denial.halt, token: this.haltsToken(denial.halt) } } : {}),
     };
   }
+
+  private messageOf(e: Evaluation): string {
+    if (e.denial) return e.denial.message;
+    const { server, tool } = e.call.input;
+    return `${server}/${tool} would be allowed${e.call.warnings.length > 0 ? `; ${e.call.warnings.join('; ')}` : ''}`;
+  }
+
+  /** The top message without a session id: which of the token's sessions it is about, when it has any. */
+  private summaryMessage(shown: Evaluation, req: ExplainRequest, openCount: number): string {
+    if (openCount === 0) return this.messageOf(shown);
+    if (shown.denial) return `${shown.sessionId ? `In open session ${shown.sessionId}` : 'In a new session of this token'}: ${shown.denial.message}`;
+    const where = `in each of this token's ${openCount} open session${openCount === 1 ? '' : 's'} and in a new one`;
+    const warnings = shown.call.warnings.length > 0 ? `; in session ${shown.sessionId}: ${shown.call.warnings.join('; ')}` : '';
+    return `${req.server}/${req.tool} would be allowed ${where}${warnings}`;
+  }
+}
+
+/** Runs the tasks `size` at a time, keeping their order in the result. */
+async function inBatches<T>(tasks: ReadonlyArray<() => Promise<T>>, size: number): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < tasks.length; i += size) out.push(...(await Promise.all(tasks.slice(i, i + size).map((task) => task()))));
+  return out;
 }

@@ -169,7 +169,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
   });
 
-  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger));
+  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions);
 
   ctx.results = new ResultService({
     decisionMeta: (id) => ctx.gate.decisionMeta(id),

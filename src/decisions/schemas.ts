@@ -96,7 +96,14 @@ export const ExplainBody = Type.Object(
     server: ServerName,
     tool: ToolName,
     arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-    session_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    session_id: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 100,
+        description:
+          'Explain the call in this session. Without it, the call is run in each open session of the token (the 100 most recently active; 400 naming session_id when it has more and all of those would allow) and as the first call of a new session: the answer is allow only if all would be allowed.',
+      }),
+    ),
     environment: Type.Optional(EnvironmentSchema),
     tool_hash: Type.Optional(ToolHash),
     resources: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 100 })),
@@ -111,6 +118,23 @@ export const ExplainAnswer = Type.Object({
   message: Type.String(),
   steps: Type.Array(
     Type.Object({ step: Type.String(), verdict: Type.String(), code: Type.Optional(Type.String()), message: Type.Optional(Type.String()), micros: Type.Number() }),
+  ),
+  session_id: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'The session the verdict, steps and flags are for: the session_id asked about; without one, the first open session of the token whose call would be denied (the most recently active first), or the most recently active one when none would; null: a new session of the token.',
+  }),
+  open_sessions: Type.Optional(Type.Integer({ description: 'Without a session_id: how many open sessions (active or halted) the token has.' })),
+  sessions: Type.Optional(
+    Type.Array(
+      Type.Object({
+        session_id: Type.Union([Type.String(), Type.Null()], { description: 'null: the first call of a new session of the token.' }),
+        last_active_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'Its last call, else its opening (null: unknown, or a new session).' }),
+        decision: Type.Union([Type.Literal('allow'), Type.Literal('deny')]),
+        code: Type.String(),
+        message: Type.String(),
+      }),
+      { description: 'Without a session_id: the verdict in each open session checked, the most recently active first, then in a new session.' },
+    ),
   ),
   call: Type.Optional(Type.Object({}, { additionalProperties: true })),
   flags: Type.Array(Type.Object({ name: Type.String(), enabled: Type.Boolean() })),

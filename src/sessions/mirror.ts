@@ -47,6 +47,14 @@ export interface EnforcedHalt {
   trigger: string;
 }
 
+/** A session of a token that the gate would still find (see `openSessionsOf`). */
+export interface OpenSessionInRedis {
+  sessionId: string;
+  state: 'active' | 'halted';
+  /** Redis time (ms) of its last call, else of its opening; 0: unknown. */
+  lastActiveAt: number;
+}
+
 export class SessionMirror {
   private readonly openScript: JsonScript;
   private readonly haltScript: JsonScript;
@@ -177,6 +185,37 @@ export class SessionMirror {
       });
     }
     return { tokenTrigger, sessions };
+  }
+
+  /**
+   * The token's sessions a call can still name, as the gate script sees them: the hash is there, is this
+   * token's and is not closed (halted ones included: their calls are denied, not unknown). `lastActiveAt`
+   * is the Redis time of the newest entry on the session's last-calls list, else of its opening (0 for a
+   * session reloaded from Postgres, whose opening Redis does not know).
+   */
+  async openSessionsOf(tokenId: string): Promise<OpenSessionInRedis[]> {
+    const r = this.redis.redis;
+    const members = await r.zrange(this.redis.key('so', tokenId), 0, -1, 'WITHSCORES');
+    if (members.length === 0) return [];
+    const pipe = r.pipeline();
+    for (let i = 0; i < members.length; i += 2) {
+      pipe.hmget(this.redis.key('s', members[i]!), 'tok', 'st');
+      pipe.lindex(this.redis.key('lc', members[i]!), 0);
+    }
+    const replies = (await pipe.exec()) ?? [];
+    const out: OpenSessionInRedis[] = [];
+    for (let i = 0; i < members.length; i += 2) {
+      const [hashErr, hash] = replies[i] ?? [new Error('no reply')];
+      const [listErr, newest] = replies[i + 1] ?? [new Error('no reply')];
+      if (hashErr) throw hashErr;
+      if (listErr) throw listErr;
+      const [tok, st] = hash as Array<string | null>;
+      if (tok !== tokenId || st === 'closed') continue;
+      const lastCall = typeof newest === 'string' ? parseCallSummaries([newest])[0] : undefined;
+      const openedAt = Number(members[i + 1]) || 0;
+      out.push({ sessionId: members[i]!, state: st === 'halted' ? 'halted' : 'active', lastActiveAt: Math.max(openedAt, typeof lastCall?.at === 'number' ? lastCall.at : 0) });
+    }
+    return out;
   }
 
   async epochExists(): Promise<boolean> {

@@ -8,7 +8,7 @@ import { canSeeProject } from '../http/auth.js';
 import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
-import { type MirrorHalt, SessionMirror } from './mirror.js';
+import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
 import { type HaltRow, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
 
 // Rules for sessions and halts. Postgres is the record, Redis (SessionMirror) is what decisions read;
@@ -511,6 +511,16 @@ export class SessionService {
       limit,
     });
     return { sessions: rows.map(summaryView), next_cursor: rows.length === limit ? rows[rows.length - 1]!.id : null };
+  }
+
+  /**
+   * The token's sessions a call can still name (active or halted, as the gate sees them in Redis), the
+   * most recently active first. Throws if Redis is unavailable.
+   */
+  async openSessionsOf(tokenId: string): Promise<OpenSessionInRedis[]> {
+    const open = await this.mirror.openSessionsOf(tokenId);
+    // Ids are UUID v7: among sessions equally recent (reloaded ones are all 0), the newer id first.
+    return open.sort((a, b) => b.lastActiveAt - a.lastActiveAt || (a.sessionId < b.sessionId ? 1 : a.sessionId > b.sessionId ? -1 : 0));
   }
 
   /** The session's last n calls (newest first), as the gate recorded them. Throws if Redis is unavailable. */
