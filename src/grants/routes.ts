@@ -26,7 +26,7 @@ const CreateGrant = Type.Object(
   {
     kind: Type.Optional(Kind),
     token_id: Type.String({ format: 'uuid' }),
-    session_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: "Limit the grant to one session: a session of token_id's token (400 otherwise)." })),
+    session_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: "Limit the grant to one session: a session of token_id's token that is not closed (400 otherwise; a halted one is accepted)." })),
     environment: Type.Optional(Type.Literal('production')),
     reason: Type.String({ minLength: 3, maxLength: 1000 }),
     expires_in: Type.Integer({ minimum: 60, description: 'Seconds; at most GRANT_MAX_SECONDS.' }),

@@ -108,12 +108,21 @@ export class GrantService {
   /**
    * The session a grant is limited to, as stored (lower case): it must be a session of the grant's token,
    * or the grant could never match a call. One answer for "no such session" and "another token's", so
-   * the refusal tells nothing about sessions of projects the operator cannot see.
+   * the refusal tells nothing about sessions of projects the operator cannot see. A closed session (it
+   * idled out) never runs again, so a grant for it would only read as access given; a halted one may be
+   * resumed, and a grant for it is what lets it go on once it is.
    */
   private async sessionOf(tokenId: string, sessionId: string): Promise<string> {
     const session = UUID.test(sessionId) ? await sessionStore.getSession(this.pool, sessionId.toLowerCase()) : undefined;
     if (!session || session.token_id !== tokenId) {
       throw invalid('session_id', `is not a session of token ${tokenId}, so a grant limited to it could never match a call; take the id from GET /v1/sessions?token=${tokenId}, or omit it to grant every session of the token`);
+    }
+    if (session.state === 'closed') {
+      const since = session.closed_at ? ` since ${session.closed_at.toISOString()}` : '';
+      throw invalid(
+        'session_id',
+        `session ${session.id} is closed${since}: a closed session never runs again, so a grant limited to it could never match a call; grant the session its gateway opens next (GET /v1/sessions?token=${tokenId}&state=active), or omit session_id to grant every session of the token`,
+      );
     }
     return session.id;
   }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sessionStore } from '../../src/sessions/store.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -164,6 +165,20 @@ describe('production grants in the approval queue', () => {
     expect(denied.message).toContain('not during the freeze');
     expect((await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants).toEqual([]);
     expect((await app.inject({ url: `/v1/gateway/approvals/${id}`, headers: gw.headers(tok.raw) })).json()).toMatchObject({ state: 'rejected' });
+  });
+
+  it('approving the request of a session that has closed since is refused (400 naming session_id); it stays pending, no grant', async () => {
+    const { tok, s, ask } = await productionSession();
+    const { approval_id: id } = await ask();
+    // The session idled out and the minute sweep closed it: it never runs again.
+    expect(await sessionStore.closeSessions(app.ctx.pool, [s.session_id])).toBe(1);
+    const res = await decide(id, 'approve', { reason: 'too late' });
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json().error.details[0].field).toBe('session_id');
+    expect((await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants).toEqual([]);
+    expect((await app.inject({ url: `/v1/approvals?kind=production_grant&token=${tok.id}`, headers: bearer(gw.owner) })).json().approvals).toEqual([
+      expect.objectContaining({ id, state: 'pending', grant_id: null }),
+    ]);
   });
 
   it('expires_in only applies to approving a production grant request', async () => {

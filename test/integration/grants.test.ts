@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
 import { GRANT_STALE_AFTER_MS, GrantService } from '../../src/grants/service.js';
+import { sessionStore } from '../../src/sessions/store.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -61,6 +62,28 @@ describe('grants limited to a session', () => {
     expect(ok.statusCode, ok.body).toBe(201);
     expect(ok.json().session_id).toBe(mine);
     expect(app.ctx.grants.has('production', tok.id, mine)).toBe(true);
+  });
+
+  it('refuse (400 naming session_id) a closed session, which never runs again; accept a halted one, which an operator may resume', async () => {
+    const tok = await gw.token('rw');
+    const grant = (session_id: string) => app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, session_id, reason: 'INC-47 prod read', expires_in: 600 } });
+    const closed = (await gw.session(tok.raw)).session_id;
+    // What the minute sweep does to a session that idled out of Redis.
+    expect(await sessionStore.closeSessions(app.ctx.pool, [closed])).toBe(1);
+    const res = await grant(closed);
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json().error.code).toBe('INVALID_REQUEST');
+    expect(res.json().error.details).toHaveLength(1);
+    expect(res.json().error.details[0].field).toBe('session_id');
+    expect(res.json().error.details[0].problem).toContain('is closed');
+    expect((await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants).toEqual([]);
+
+    const halted = (await gw.session(tok.raw, { read_only: true })).session_id;
+    const write = await gw.decide(tok.raw, { server: 'filesystem', tool: 'write_file', arguments: { path: 'a.md', content: 'x' }, session_id: halted });
+    expect(write.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
+    const ok = await grant(halted);
+    expect(ok.statusCode, ok.body).toBe(201);
+    expect(ok.json().session_id).toBe(halted);
   });
 });
 
