@@ -17,6 +17,12 @@ export default defineConfig({
           // at a time. These files spend most of their time waiting (Postgres, Redis, Unleash, child
           // processes, timers), so three at a time keeps the suite well inside its 10 minutes.
           maxWorkers: 3,
+          // A worker keeps its modules between files instead of importing the app afresh for each one
+          // (import time 217 s → 43 s summed over the files, the phase 346 s → 240 s in one run). Safe
+          // here because every file builds its own apps, database and Redis prefix (TestContext) and
+          // nothing in src/ or test/ keeps per-file state at module level; a file that needs a fresh
+          // module graph (vi.mock, fake timers left on) would have to say `isolate: true` itself.
+          isolate: false,
           include: ['test/**/*.test.ts'],
           exclude: ['test/**/*.serial.test.ts', 'node_modules/**'],
         },
