@@ -182,7 +182,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
           summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition; calls to it keep answering TOOL_CHANGED, naming who rejected it and why',
           params: IdParams,
           body: ReasonBody,
-          response: { 200: ToolRow, ...errors },
+          response: { 200: ToolRow, ...errors, 503: ErrorBody },
         },
       },
       async (req) => {
@@ -190,7 +190,9 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         // into it is masked as in the audit trail (as a decision through /v1/approvals is).
         const reason = redactText(req.body.reason);
         const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), reason);
-        ctx.audit?.recordAdmin({ actor: req.operator!, action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason } });
+        // Awaited like the same decision through /v1/approvals: when neither Postgres nor the spool takes
+        // the row, the decision stands but the operator is answered 503, not told it was recorded.
+        await ctx.audit.recordAdmin({ actor: req.operator!, action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason } });
         return row;
       },
     );

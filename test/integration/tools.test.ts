@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../../src/canonical-json.js';
@@ -281,6 +283,47 @@ describe('upstream identity', () => {
     for (const kept of ['api.example.com/mcp', 'page=2', '--token', 'db.internal/app']) expect(shown).toContain(kept);
     const { rows: stored } = await t.pool().query(`SELECT upstream_identity::text AS i FROM tool_definitions WHERE server IN ('github', 'postgres')`);
     for (const r of stored) for (const secret of ['hunter2', 'abc123', 'plainsecret', 'pw0rd']) expect(r.i).not.toContain(secret);
+  });
+});
+
+describe('when the audit row of a decision cannot be written', () => {
+  it('POST /v1/tools/:id/reject and approve answer 503 SERVICE_UNAVAILABLE; the decision stands, as through /v1/approvals', async () => {
+    const tok = await gw.token('ro');
+    const v1 = { name: 'search_nodes', description: 'Search nodes' };
+    const v2 = { ...v1, description: 'Search nodes (v2)' };
+    await report(tok.raw, [memory(v1)]);
+    await report(tok.raw, [memory(v2)]);
+    const id = (await rows('memory', 'search_nodes')).find((r) => r.hash === toolHash(v2))!.id as string;
+    // A replica whose audit trail takes nothing: Postgres refuses the tool.* rows (a trigger on the parent
+    // covers every partition; made before the replica starts, so it races no partition it creates), and
+    // its spool directory cannot be created (DATA_DIR lies below a file).
+    const db = t.pool();
+    await db.query(`CREATE FUNCTION refuse_tool_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.action LIKE 'tool.%' THEN RAISE EXCEPTION 'tool rows refused by the test'; END IF; RETURN NEW; END $$`);
+    await db.query('CREATE TRIGGER refuse_tool_rows BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_tool_rows()');
+    mkdirSync(t.dataDir, { recursive: true });
+    const file = join(t.dataDir, 'not-a-directory');
+    writeFileSync(file, '');
+    const broken = await t.app({ policyFile: POLICY, dataDir: join(file, 'data') });
+    try {
+      const decide = (verb: 'approve' | 'reject') => broken.inject({ method: 'POST', url: `/v1/tools/${id}/${verb}`, headers: bearer(gw.owner), payload: { reason: `${verb} while the trail is down` } });
+      for (const [verb, status] of [
+        ['reject', 'rejected'],
+        ['approve', 'approved'],
+      ] as const) {
+        const res = await decide(verb);
+        expect(res.statusCode, `${verb}: ${res.body}`).toBe(503);
+        expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+        expect((await rows('memory', 'search_nodes')).find((r) => r.id === id)!.status).toBe(status);
+        expect(t.logs.lines.some((l) => l.includes('audit row for an admin action could not be written') && l.includes(`"action":"tool.${verb}"`))).toBe(true);
+      }
+    } finally {
+      // Closed first: nothing of it may still be writing to audit_events when the trigger goes.
+      await t.close(broken);
+      await db.query('DROP TRIGGER refuse_tool_rows ON audit_events');
+      await db.query('DROP FUNCTION refuse_tool_rows()');
+    }
+    expect((await db.query(`SELECT count(*)::int AS n FROM audit_events WHERE action LIKE 'tool.%' AND details->>'id' = $1`, [id])).rows[0].n).toBe(0);
   });
 });
 
