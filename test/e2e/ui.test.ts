@@ -70,6 +70,15 @@ const PAGES: Record<string, [string, string]> = {
   explain: ['Explain a denial', 'Explain a denial'],
 };
 
+// The explain page's table of each session's verdict, by its caption.
+const SESSION_VERDICTS = 'Verdict in each session checked, the most recently active first';
+
+/** What the explain page says the verdict is about: its facts, term → description. */
+async function explainFacts(): Promise<Record<string, string>> {
+  const texts = await page.getByTestId('explain-where').locator('dt, dd').allTextContents();
+  return Object.fromEntries(texts.flatMap((text, i) => (i % 2 === 0 ? [[text, texts[i + 1] ?? '']] : [])));
+}
+
 /** Through the navigation bar, as a person would; waits for the page's heading. */
 async function goto(route: string): Promise<void> {
   const [link, heading] = PAGES[route]!;
@@ -463,7 +472,62 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await page.getByLabel('Arguments (JSON)').fill('{"path": "docs/a.md", "content": "x"}');
     await page.getByRole('button', { name: 'Explain' }).click();
     await page.locator('.verdict-deny').getByText('PERMISSION_DENIED').waitFor();
+    // No open session: the verdict is a new session's, the only one run, so there is no table of verdicts.
+    expect(await explainFacts()).toEqual({
+      'Verdict and steps for': 'a new session of the token',
+      'Open sessions checked': 'none: the token has no open session, so only a new one',
+    });
+    expect(await page.getByRole('table', { name: SESSION_VERDICTS }).count()).toBe(0);
+  });
+
+  it('explain without a session id names the open session that denies, how many were checked, and the verdict in each', async () => {
+    // Two open sessions of one token: a read-only one, where a write is refused, and a read-write one that
+    // made a call since, so it is the most recently active and listed first although it allows.
+    const tok = await gw.token('rw');
+    const rw = await gw.session(tok.raw, { purpose: 'edit the docs' });
+    const ro = await gw.session(tok.raw, { read_only: true, purpose: 'read the docs' });
+    expect((await gw.decide(tok.raw, { ...read('docs/a.md'), session_id: rw.session_id })).code).toBe('OK');
+    const call = write('docs/c.md');
+    const res = await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tok.id, ...call } });
+    const api = res.json() as { session_id: string; open_sessions: number; sessions: { session_id: string | null; decision: string; code: string }[] };
+    expect(api).toMatchObject({ decision: 'deny', code: 'PERMISSION_DENIED', session_id: ro.session_id, open_sessions: 2 });
+
+    await goto('explain');
+    await page.getByLabel('Agent token id').fill(tok.id);
+    await page.getByLabel('Server').fill(call.server);
+    await page.getByLabel('Tool').fill(call.tool);
+    await page.getByLabel('Session id (optional)').fill('');
+    await page.getByLabel('Arguments (JSON)').fill(JSON.stringify(call.arguments));
+    await page.getByRole('button', { name: 'Explain' }).click();
+    await page.locator('.verdict-deny').getByText(`In open session ${ro.session_id}:`).waitFor();
+
+    expect(await explainFacts()).toEqual({ 'Verdict and steps for': `session ${ro.session_id}`, 'Open sessions checked': "2 (all of the token's), and a new session" });
+    // The UI has no page per session: the link goes to the Sessions page.
+    expect(await page.getByTestId('explain-where').getByRole('link', { name: ro.session_id }).getAttribute('href')).toBe('#/sessions');
+
+    const rows = page.getByRole('table', { name: SESSION_VERDICTS }).locator('tbody tr');
+    const shown = await rows.evaluateAll((trs) =>
+      trs.map((tr) => [tr.getAttribute('data-session-id'), tr.querySelector('a')?.getAttribute('title') ?? null, ...[...tr.querySelectorAll('td')].slice(1).map((td) => td.textContent?.trim())]),
+    );
+    // In the API's order (most recently active first, then a new session), each with its own verdict.
+    expect(shown).toEqual(api.sessions.map((s) => [s.session_id ?? 'new', s.session_id, s.decision, s.code]));
+    expect(shown).toEqual([
+      [rw.session_id, rw.session_id, 'allow', 'OK'],
+      [ro.session_id, ro.session_id, 'deny', 'PERMISSION_DENIED'],
+      ['new', null, 'allow', 'OK'],
+    ]);
+    // The row the verdict above is for stands out.
+    const selected = page.getByRole('table', { name: SESSION_VERDICTS }).locator('tbody tr.selected');
+    expect(await selected.getAttribute('data-session-id')).toBe(ro.session_id);
+    expect(await selected.textContent()).toContain('the verdict above');
     await screenshot(page, '15-explain');
+
+    // Named, the read-write session allows the write: the verdict is that session's, and nothing else was run.
+    await page.getByLabel('Session id (optional)').fill(rw.session_id);
+    await page.getByRole('button', { name: 'Explain' }).click();
+    await page.locator('.verdict-allow').waitFor();
+    expect(await explainFacts()).toEqual({ 'Verdict and steps for': `session ${rw.session_id}` });
+    expect(await page.getByRole('table', { name: SESSION_VERDICTS }).count()).toBe(0);
   });
 
   it('docs/api.md is the rendering of this OpenAPI document (run `npm run docs:api` when it is stale)', async () => {

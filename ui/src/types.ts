@@ -248,3 +248,26 @@ export interface Approval {
   used_at: string | null;
   used_decision_id: string | null;
 }
+
+/** One dry run of the call (POST /v1/decisions/explain without a session_id); session_id null: a new session of the token. */
+export interface SessionVerdict {
+  session_id: string | null;
+  last_active_at: string | null;
+  decision: 'allow' | 'deny';
+  code: string;
+  message: string;
+}
+
+export interface Explanation {
+  decision: 'allow' | 'deny';
+  code: string;
+  message: string;
+  steps: { step: string; verdict: string; code?: string; message?: string; micros: number }[];
+  /** The session the verdict, steps and flags are for; null: a new session of the token (or none: revoked token, Redis unreadable). */
+  session_id: string | null;
+  /** Without a session_id: how many open sessions the token has (more than were checked when above 100). */
+  open_sessions?: number;
+  /** Without a session_id: the verdict in each open session checked, the most recently active first, then in a new session. */
+  sessions?: SessionVerdict[];
+  flags: { name: string; enabled: boolean }[];
+}

@@ -1,14 +1,7 @@
 import { useId, useState } from 'preact/hooks';
 import { post } from '../api';
-import { ErrorNote } from '../components/ui';
-
-interface Explanation {
-  decision: 'allow' | 'deny';
-  code: string;
-  message: string;
-  steps: { step: string; verdict: string; code?: string; message?: string; micros: number }[];
-  flags: { name: string; enabled: boolean }[];
-}
+import { ErrorNote, shortId } from '../components/ui';
+import type { Explanation, SessionVerdict } from '../types';
 
 /** "Why was my call denied?": runs the decision pipeline without side effects (POST /v1/decisions/explain). */
 export function ExplainPage() {
@@ -95,7 +88,11 @@ export function ExplainPage() {
           <p class={`verdict verdict-${result.decision}`}>
             <strong>{result.decision}</strong> <span class="mono">{result.code}</span>: {result.message}
           </p>
+          <Where result={result} />
+          {result.sessions && result.sessions.length > 1 && <SessionVerdicts sessions={result.sessions} shown={result.session_id} />}
+          <h3>Steps</h3>
           <table>
+            <caption class="sr-only">Each step of the decision, in order</caption>
             <thead>
               <tr>
                 <th scope="col">Step</th>
@@ -125,5 +122,82 @@ export function ExplainPage() {
         </div>
       )}
     </section>
+  );
+}
+
+/**
+ * Which session the verdict and steps are about. Without a session id the answer is the first denial among
+ * the token's open sessions, so an operator must see which one before resuming or lifting anything.
+ */
+function Where({ result }: { result: Explanation }) {
+  const checked = result.sessions ? result.sessions.filter((s) => s.session_id !== null).length : 0;
+  // A revoked token or unreadable Redis: no session was run, and the message says why.
+  if (result.session_id === null && result.open_sessions === undefined) return null;
+  return (
+    <dl class="facts" data-testid="explain-where">
+      <dt>Verdict and steps for</dt>
+      <dd>
+        {result.session_id === null ? (
+          'a new session of the token'
+        ) : (
+          <>
+            session{' '}
+            <a class="mono" href="#/sessions">
+              {result.session_id}
+            </a>
+          </>
+        )}
+      </dd>
+      {result.open_sessions !== undefined && (
+        <>
+          <dt>Open sessions checked</dt>
+          <dd>
+            {result.open_sessions === 0
+              ? 'none: the token has no open session, so only a new one'
+              : checked < result.open_sessions
+                ? `the ${checked} most recently active of the token's ${result.open_sessions}, and a new session`
+                : `${result.open_sessions} (all of the token's), and a new session`}
+          </dd>
+        </>
+      )}
+    </dl>
+  );
+}
+
+function SessionVerdicts({ sessions, shown }: { sessions: SessionVerdict[]; shown: string | null }) {
+  return (
+    <>
+      <h3>Each session checked</h3>
+      <table class="calls">
+        <caption class="sr-only">Verdict in each session checked, the most recently active first</caption>
+        <thead>
+          <tr>
+            <th scope="col">Session</th>
+            <th scope="col">Decision</th>
+            <th scope="col">Code</th>
+          </tr>
+        </thead>
+        <tbody>
+          {sessions.map((s) => (
+            <tr key={s.session_id ?? 'new'} class={s.session_id === shown ? 'selected' : undefined} data-session-id={s.session_id ?? 'new'}>
+              <td>
+                {s.session_id === null ? (
+                  'new session'
+                ) : (
+                  <a class="mono" href="#/sessions" title={s.session_id}>
+                    {shortId(s.session_id)}
+                  </a>
+                )}
+                {s.session_id === shown && <span class="muted"> · the verdict above</span>}
+              </td>
+              <td>
+                <span class={`pill pill-${s.decision}`}>{s.decision}</span>
+              </td>
+              <td class="mono">{s.code}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
   );
 }
