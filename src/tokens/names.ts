@@ -8,10 +8,10 @@ export const NAME_MAX_LENGTH = 200;
 /**
  * Characters that could make an alert read as something else: control characters (U+0000–U+001F,
  * U+007F–U+009F, so no line breaks), line and paragraph separators (U+2028/9), and bidirectional marks,
- * embeddings, overrides and isolates (U+200E/F, U+202A–U+202E, U+2066–U+2069; U+202E reverses the
- * text after it).
+ * embeddings, overrides and isolates: every Bidi_Control character (U+061C, U+200E/F, U+202A–U+202E,
+ * U+2066–U+2069; U+202E reverses the text after it).
  */
-export const NAME_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
+export const NAME_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\u061C\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
 const ALLOWED_CHARACTERS = new RegExp(NAME_PATTERN, 'u');
 
 /**

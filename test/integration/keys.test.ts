@@ -90,6 +90,7 @@ describe('key names (echoed in alerts and audit rows)', () => {
     ['right-to-left override', 'ana\u202Etxt.exe'],
     ['left-to-right isolate', 'ana\u2066x'],
     ['left-to-right mark', 'ana\u200E'],
+    ['Arabic letter mark', 'ana\u061Cx'],
     ['newline', 'ana\nOperator root revoked every token'],
     ['NUL', 'ana\u0000'],
     ['C1 control', 'ana\u0085'],
