@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { Unleash, type Context as UnleashContext, UnleashEvents } from 'unleash-client';
 import { type Config, ConfigError } from '../config.js';
-import type { RedisHandle } from '../redis/client.js';
+import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { FlagBackup } from './backup.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
 import { holdPollInterval } from './poll-interval.js';
@@ -159,6 +159,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   private lastWebhook: WebhookSighting | null = null;
   private stale = false;
   private staleTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
   private readonly startedAt = Date.now();
   private readonly onMessage = (channel: string, message: string) => {
     if (channel === this.channel) this.applyRemote(message);
@@ -195,7 +196,11 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       );
     }
     this.redis.sub.on('message', this.onMessage);
-    await this.redis.sub.subscribe(this.channel).catch((err: Error) => this.log.warn({ err: err.message }, 'flags: cannot subscribe to webhook overrides; relying on polling'));
+    // Kept subscribed across Redis restarts: a replica that started while Redis was away used to hear no
+    // other replica's webhook events (flag-offs by polling only) until it was restarted.
+    this.unsubscribe = await keepSubscribed(this.redis, this.channel, (err) =>
+      this.log.warn({ err: err.message }, 'flags: cannot subscribe to webhook overrides yet; relying on polling until Redis is back'),
+    );
     this.staleTimer = setInterval(() => this.checkStale(), 1_000);
     this.staleTimer.unref();
     if (!this.config.unleashUrl) {
@@ -263,7 +268,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   async stop(): Promise<void> {
     if (this.staleTimer) clearInterval(this.staleTimer);
     this.redis.sub.off('message', this.onMessage);
-    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
+    await this.unsubscribe?.();
     if (this.client) {
       const repository = (this.client as unknown as { repository?: EventEmitter }).repository;
       this.client.destroy();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { keepSubscribed } from '../redis/client.js';
 import { requireOperator } from './auth.js';
 import { ErrorBody } from './schemas.js';
 
@@ -44,10 +45,12 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   };
   ctx.redis.sub.on('message', onMessage);
-  await ctx.redis.sub.subscribe(channel).catch((err: Error) => ctx.log.warn({ err: err.message }, 'log level: cannot subscribe; changes reach only the replica that receives them'));
+  const unsubscribe = await keepSubscribed(ctx.redis, channel, (err) =>
+    ctx.log.warn({ err: err.message }, 'log level: cannot subscribe yet; until Redis is back, changes reach only the replica that receives them'),
+  );
   ctx.closers.push(async () => {
     ctx.redis.sub.off('message', onMessage);
-    await ctx.redis.sub.unsubscribe(channel).catch(() => {});
+    await unsubscribe();
   });
 
   const tags = ['operations'];

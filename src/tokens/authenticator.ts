@@ -136,7 +136,6 @@ export class Authenticator {
     if (this.touchTimer) clearInterval(this.touchTimer);
     this.redis.sub.off('message', this.onMessage);
     await this.unsubscribe?.();
-    await this.redis.sub.unsubscribe(this.channel).catch(() => {});
     await this.flushLastUsed();
   }
 
