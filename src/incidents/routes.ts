@@ -25,20 +25,32 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['incidents'],
         summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',
         querystring: TimelineQuerySchema,
-        response: { 200: Type.Union([TimelineSchema, Type.String({ description: 'application/x-ndjson or text/csv; when truncated, the last line or row has type `truncated`' })]), ...errors },
+        response: {
+          200: Type.Union([
+            TimelineSchema,
+            Type.String({
+              description:
+                'application/x-ndjson or text/csv; when truncated, the header `X-Next-Cursor` is the cursor of the rest and the last line or row has type `truncated` (the JSON Lines line has it as `next`)',
+            }),
+          ]),
+          ...errors,
+        },
       },
     },
     async (req, reply) => {
       const t = await timeline.timeline(req.operator!, req.query);
       const format = req.query.format ?? 'json';
-      // Also for exports saved with `curl -o`: the header is what a script checks without parsing the file.
+      const continued = req.query.cursor !== undefined;
+      // Also for exports saved with `curl -o`: the headers are what a script checks without parsing the file.
       reply.header('x-truncated', String(t.truncated));
+      if (t.next) reply.header('x-next-cursor', t.next);
       if (format === 'json') return t;
-      const stamp = t.from.replace(/[:.]/g, '-');
+      // A continued export is named after where it starts, so the files of one window do not share a name.
+      const stamp = (continued ? (t.events[0]?.at ?? t.from) : t.from).replace(/[:.]/g, '-');
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
         .header('content-disposition', `attachment; filename="incident-timeline-${stamp}.${format}"`)
-        .send(format === 'csv' ? timelineCsv(t) : timelineJsonl(t));
+        .send(format === 'csv' ? timelineCsv(t, continued) : timelineJsonl(t, continued));
     },
   );
 };

@@ -4,9 +4,10 @@ import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { describeTarget, keysAffecting } from '../kills/keys.js';
-import { type KillRow, killStore } from '../kills/store.js';
+import { type KillEvent, type KillEventRow, killStore } from '../kills/store.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
-import { type TimelineAlertRow, type TimelineAuditRow, type TimelineMatch, timelineStore, type WindowQuery } from './store.js';
+import { byPosition, comparePositions, decodeCursor, encodeCursor, KILL_EVENTS, type Position, positionOf, SOURCE_ORDER, type TimelineCursor, type TimelineDecisions } from './cursor.js';
+import { FLAG_ALERT_KINDS, type TimelineAlertRow, type TimelineAuditRow, type TimelineMatch, timelineStore, type WindowQuery } from './store.js';
 
 // The incident timeline (seed 002 "assess" and "review"): one ordered view of what happened in a window —
 // decisions and denials (audit INTENT rows), alerts, kills (created, lifted, expired), flag changes,
@@ -54,8 +55,10 @@ export interface Timeline {
   to: string;
   target: string | null;
   events: TimelineEvent[];
-  /** True when the window holds more than `limit` events: narrow it (start `from` at the last event's `at`). */
+  /** True when the window holds more than `limit` events (after the cursor, if one was given). */
   truncated: boolean;
+  /** When truncated: the cursor of the rest (pass it as `cursor`); null otherwise. */
+  next: string | null;
   counts: Partial<Record<TimelineType, number>>;
 }
 
@@ -63,8 +66,10 @@ export interface TimelineQuery {
   from?: string | undefined;
   to?: string | undefined;
   target?: string | undefined;
-  decisions?: 'all' | 'denials' | 'none' | undefined;
+  decisions?: TimelineDecisions | undefined;
   limit?: number | undefined;
+  /** The `next` of a truncated answer: continue after its last event, in the same window, target and decisions. */
+  cursor?: string | undefined;
 }
 
 export interface TimelineDeps {
@@ -94,21 +99,6 @@ export const CSV_COLUMNS: Array<keyof TimelineEvent> = [
 ];
 
 const HOUR_MS = 3_600_000;
-// Equal times (same millisecond) keep cause before effect: the kill before its alert and the denials it causes.
-const RANK: Record<TimelineType, number> = {
-  kill: 0,
-  kill_lifted: 0,
-  kill_expired: 0,
-  flag_change: 1,
-  revocation: 1,
-  rotation: 1,
-  resume: 1,
-  policy_change: 1,
-  admin: 1,
-  alert: 2,
-  denial: 3,
-  decision: 3,
-};
 
 function blank(): Omit<TimelineEvent, 'at' | 'type' | 'source' | 'id' | 'summary'> {
   return { actor: null, severity: null, decision: null, code: null, token_id: null, project_id: null, session_id: null, server: null, tool: null, kill_id: null, decision_id: null };
@@ -168,7 +158,7 @@ function fromAlert(a: TimelineAlertRow): TimelineEvent {
   return {
     ...blank(),
     at: a.created_at.toISOString(),
-    type: a.kind === 'FLAG_DISABLED' || a.kind === 'FLAG_ENABLED' ? 'flag_change' : 'alert',
+    type: FLAG_ALERT_KINDS.includes(a.kind) ? 'flag_change' : 'alert',
     source: 'alert',
     id: a.id,
     summary: `${a.kind}: ${a.message}`,
@@ -183,35 +173,23 @@ function fromAlert(a: TimelineAlertRow): TimelineEvent {
   };
 }
 
-function fromKill(k: KillRow, from: Date, to: Date): TimelineEvent[] {
-  const within = (d: Date | null): d is Date => d !== null && d >= from && d < to;
+function fromKill(k: KillEventRow): TimelineEvent {
   const base = { ...blank(), source: 'kill' as const, id: k.id, kill_id: k.id, token_id: k.token_id, project_id: k.project_id, session_id: k.session_id, server: k.server };
   const what = describeTarget(k);
-  const out: TimelineEvent[] = [];
+  const at = k.at.toISOString();
+  const type = KILL_EVENTS[k.event];
   // Reasons are read from the kills table, where kills made before reasons were stored masked still hold
   // them in clear: masked here as GET /v1/kills does.
-  if (within(k.created_at)) out.push({ ...base, at: k.created_at.toISOString(), type: 'kill', actor: k.created_by, summary: `killed ${what}: ${redactText(k.reason)}` });
-  if (within(k.lifted_at)) out.push({ ...base, at: k.lifted_at.toISOString(), type: 'kill_lifted', actor: k.lifted_by, summary: `lifted the kill of ${what}: ${redactText(k.lift_reason ?? '')}` });
-  else if (k.lifted_at === null && within(k.expires_at)) out.push({ ...base, at: k.expires_at.toISOString(), type: 'kill_expired', actor: 'system:kill-expiry', summary: `the kill of ${what} expired` });
-  return out;
-}
-
-/** A flag change about another server's capability does not belong on a server's timeline. */
-function concernsServer(e: TimelineEvent, server: string, flag: string | null): boolean {
-  if (e.type !== 'flag_change' || !flag) return true;
-  const m = /^mcp\.([a-z0-9_-]+)\.(read|write|delete)$/.exec(flag);
-  return !m || m[1] === server;
-}
-
-function byTime(a: TimelineEvent, b: TimelineEvent): number {
-  if (a.at !== b.at) return a.at < b.at ? -1 : 1;
-  return RANK[a.type] - RANK[b.type] || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  if (type === 'kill') return { ...base, at, type, actor: k.created_by, summary: `killed ${what}: ${redactText(k.reason)}` };
+  if (type === 'kill_lifted') return { ...base, at, type, actor: k.lifted_by, summary: `lifted the kill of ${what}: ${redactText(k.lift_reason ?? '')}` };
+  return { ...base, at, type, actor: 'system:kill-expiry', summary: `the kill of ${what} expired` };
 }
 
 /**
  * An alert raised by a decision is listed right after that decision. Within one request the alert may be
  * stored a moment before the decision's audit row (the row is queued last), which would show the effect
- * before its cause.
+ * before its cause. Only within one answer: when a page ends between the two, each is listed in its own
+ * page at its place in the timeline's order (the cursor is a position in that order, so nothing repeats).
  */
 function causalOrder(sorted: TimelineEvent[]): TimelineEvent[] {
   const decisions = new Set(sorted.filter((e) => (e.type === 'denial' || e.type === 'decision') && e.decision_id).map((e) => e.decision_id));
@@ -239,6 +217,46 @@ function openedAround(id: string): Date | null {
   if (id[14] !== '7') return null;
   const ms = Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
   return Number.isFinite(ms) ? new Date(Math.max(0, ms - SESSION_CLOCK_MARGIN_MS)) : null;
+}
+
+/**
+ * The window, target and decisions of a query, and where it starts: from `from`, or after the position of
+ * a cursor, which carries the query it continues. Parameters sent with a cursor must be the ones it carries
+ * (a script may repeat its first URL with `&cursor=` added); it cannot be moved to another window.
+ */
+function windowOf(q: TimelineQuery): Omit<TimelineCursor, 'after'> & { after: Position | undefined } {
+  if (q.cursor) {
+    const c = decodeCursor(q.cursor);
+    const differs = (field: string, carried: string) =>
+      invalid(field, `differs from the ${field} the cursor continues (${carried}): leave ${field} out, or send the same value`);
+    if (q.from !== undefined && new Date(q.from).getTime() !== c.from.getTime()) throw differs('from', c.from.toISOString());
+    if (q.to !== undefined && new Date(q.to).getTime() !== c.to.getTime()) throw differs('to', c.to.toISOString());
+    if (q.target !== undefined && q.target !== c.target) throw differs('target', c.target ?? 'none');
+    if (q.decisions !== undefined && q.decisions !== c.decisions) throw differs('decisions', c.decisions);
+    return c;
+  }
+  const to = q.to ? new Date(q.to) : new Date();
+  const from = q.from ? new Date(q.from) : new Date(to.getTime() - HOUR_MS);
+  if (from >= to) throw invalid('from', 'must be before `to`');
+  return { from, to, target: q.target ?? null, decisions: q.decisions ?? 'all', after: undefined };
+}
+
+/** Events sorted by their position (computed once per event, not per comparison: up to 150,000 events). */
+function inOrder(events: TimelineEvent[]): TimelineEvent[] {
+  return events
+    .map((e) => ({ e, p: positionOf(e) }))
+    .sort((a, b) => comparePositions(a.p, b.p))
+    .map(({ e }) => e);
+}
+
+/**
+ * Where the kill events resume after a position. After a kill event: at its (time, id, event). After any
+ * other event: at the next millisecond, since kill events come first in theirs (the lowest rank and source).
+ */
+function killsAfter(from: Date, after: Position | undefined): { from: Date; after?: { at: Date; id: string; event: KillEvent } } {
+  if (!after) return { from };
+  if (after.source === SOURCE_ORDER.kill) return { from, after: { at: after.at, id: after.id, event: after.sub as KillEvent } };
+  return { from: new Date(Math.max(from.getTime(), after.at.getTime() + 1)) };
 }
 
 export class TimelineService {
@@ -284,29 +302,28 @@ export class TimelineService {
   }
 
   async timeline(op: OperatorPrincipal, q: TimelineQuery): Promise<Timeline> {
-    const to = q.to ? new Date(q.to) : new Date();
-    const from = q.from ? new Date(q.from) : new Date(to.getTime() - HOUR_MS);
-    if (from >= to) throw invalid('from', 'must be before `to`');
+    const { from, to, target, decisions, after } = windowOf(q);
     const limit = q.limit ?? 1_000;
-    const { match, killKeys, project } = await this.resolveTarget(op, q.target);
-    const wq: WindowQuery = { from, to, match, decisions: q.decisions ?? 'all', visibleProjects: op.projects, limit: limit + 1 };
+    const { match, killKeys, project } = await this.resolveTarget(op, target ?? undefined);
+    // Each source reads at least limit+1 events in the timeline's order (or all it has), so the first
+    // `limit` merged events are exact, and more than `limit` means there are more.
+    const wq: WindowQuery = { from, to, match, decisions, visibleProjects: op.projects, limit: limit + 1, after };
     const [audit, alerts, kills] = await Promise.all([
       timelineStore.auditRows(this.deps.pool, wq),
       timelineStore.alerts(this.deps.pool, wq),
-      killStore.inWindow(this.deps.pool, { from, to, keys: killKeys, project, visibleProjects: op.projects, limit: limit + 1 }),
+      killStore.eventsInWindow(this.deps.pool, { ...killsAfter(from, after), to, keys: killKeys, project, visibleProjects: op.projects, limit: limit + 1 }),
     ]);
-    let events = [...audit.map(fromAudit), ...alerts.map(fromAlert), ...kills.flatMap((k) => fromKill(k, from, to))];
-    if (match.server) {
-      const flags = new Map(alerts.map((a) => [a.id, str(a.details['flag'])]));
-      events = events.filter((e) => concernsServer(e, match.server!, flags.get(e.id) ?? null));
-    }
-    events = causalOrder(events.sort(byTime));
-    // Each source was read up to limit+1 rows in time order, so the first `limit` merged events are exact.
-    const truncated = events.length > limit;
-    events = events.slice(0, limit);
+    const merged = inOrder([...audit.map(fromAudit), ...alerts.map(fromAlert), ...kills.map(fromKill)]);
+    const truncated = merged.length > limit;
+    const page = merged.slice(0, limit);
+    const last = page.at(-1);
+    // The cursor is the page's last event in the timeline's order, which is not always the last one listed
+    // (causalOrder may list an alert after its decision).
+    const next = truncated && last ? encodeCursor({ from, to, target, decisions, after: positionOf(last) }) : null;
+    const events = causalOrder(page);
     const counts: Partial<Record<TimelineType, number>> = {};
     for (const e of events) counts[e.type] = (counts[e.type] ?? 0) + 1;
-    return { from: from.toISOString(), to: to.toISOString(), target: q.target ?? null, events, truncated, counts };
+    return { from: from.toISOString(), to: to.toISOString(), target, events, truncated, next, counts };
   }
 }
 
@@ -315,33 +332,35 @@ export const TIMELINE_MAX_LIMIT = 50_000;
 
 /**
  * What a truncated export says in its last line (JSON Lines) or row (CSV): an export is a file sent on
- * to people and tools that never see the `truncated` field or the X-Truncated header, so the file itself
- * must say that events were left out and how to get them.
+ * to people and tools that never see the `truncated` field or the headers, so the file itself must say that
+ * events were left out and how to get them: `next`, the cursor of the rest. `at` is the time of the last
+ * event in the timeline's order.
  */
-export function truncationNotice(t: Timeline): { type: 'truncated'; at: string; limit: number; summary: string } | undefined {
-  const last = t.events.at(-1);
-  if (!t.truncated || !last) return undefined;
+export function truncationNotice(t: Timeline, continued: boolean): { type: 'truncated'; at: string; limit: number; next: string; summary: string } | undefined {
+  if (!t.truncated || !t.next || t.events.length === 0) return undefined;
   const n = t.events.length;
+  const at = t.events.reduce((a, e) => (byPosition(a, e) < 0 ? e : a)).at;
   const more = n < TIMELINE_MAX_LIMIT ? `, or ask with a larger limit (at most ${TIMELINE_MAX_LIMIT})` : '';
   return {
     type: 'truncated',
-    at: last.at,
+    at,
     limit: n,
+    next: t.next,
     summary:
-      `TRUNCATED: this export holds only the first ${n} events (limit=${n}) of the window ${t.from} to ${t.to}; events after the last one listed (at ${last.at}) were left out. ` +
-      `Get the rest: ask again with from=${last.at} (events at that exact time repeat: skip ids already listed)${more}, or narrow the window, target or decisions.`,
+      `TRUNCATED: this export holds only the ${continued ? 'next' : 'first'} ${n} events (limit=${n}) of the window ${t.from} to ${t.to}; the events that follow (from ${at} on) were left out. ` +
+      `Get the rest: ask again with cursor=${t.next} (it carries the window, target and decisions; each event comes once, also when many share a millisecond)${more}, or narrow the window, target or decisions.`,
   };
 }
 
 /** JSON Lines: one event per line; a truncated export ends with a `{"type":"truncated",...}` line. */
-export function timelineJsonl(t: Timeline): string {
-  const notice = truncationNotice(t);
+export function timelineJsonl(t: Timeline, continued = false): string {
+  const notice = truncationNotice(t, continued);
   return [...t.events, ...(notice ? [notice] : [])].map((e) => `${JSON.stringify(e)}\n`).join('');
 }
 
 /** CSV with a header row, the columns of CSV_COLUMNS; a truncated export ends with a row of type `truncated`. */
-export function timelineCsv(t: Timeline): string {
-  const notice = truncationNotice(t);
+export function timelineCsv(t: Timeline, continued = false): string {
+  const notice = truncationNotice(t, continued);
   const rows = t.events.map((e) => CSV_COLUMNS.map((c) => e[c] ?? ''));
   if (notice) rows.push(CSV_COLUMNS.map((c) => (c === 'at' || c === 'type' || c === 'summary' ? notice[c] : '')));
   return stringify(rows, { header: true, columns: CSV_COLUMNS, escape_formulas: true });

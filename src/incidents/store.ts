@@ -1,4 +1,5 @@
 import type { Pool } from '../db/pool.js';
+import { type Position, RANK, SOURCE_ORDER } from './cursor.js';
 
 // Read-only SQL of the incident timeline over the audit trail and the alerts (kills are read through
 // src/kills/store.ts). Nothing here writes.
@@ -56,10 +57,23 @@ export interface WindowQuery {
   decisions: 'all' | 'denials' | 'none';
   visibleProjects: readonly string[] | null;
   limit: number;
+  /** Continue after this position (a cursor): only rows that come after it in the timeline's order. */
+  after?: Position | undefined;
 }
 
 // Alerts about the whole installation belong on every timeline, whatever its target.
 export const GLOBAL_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED', 'FLAGS_STALE', 'FLAGS_RECOVERED', 'DEPENDENCY_UNAVAILABLE', 'AUDIT_SPOOLING'];
+/** Alerts that are the timeline's `flag_change` (a flag turned off or on), not its `alert`. */
+export const FLAG_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED'];
+
+// The rank of each source's rows in the timeline's order (src/incidents/cursor.ts), as SQL: what
+// src/incidents/service.ts makes of them (an INTENT row is a decision or denial, every other audit row an
+// operator or system action; a FLAG_* alert is a flag change, any other an alert).
+const AUDIT_RANK = `(CASE WHEN kind = 'INTENT' THEN ${RANK.decision} ELSE ${RANK.admin} END)`;
+const ALERT_RANK = `(CASE WHEN kind IN (${FLAG_ALERT_KINDS.map((k) => `'${k}'`).join(', ')}) THEN ${RANK.flag_change} ELSE ${RANK.alert} END)`;
+if (RANK.denial !== RANK.decision || [RANK.flag_change, RANK.revocation, RANK.rotation, RANK.resume, RANK.policy_change].some((r) => r !== RANK.admin)) {
+  throw new Error('src/incidents/store.ts: AUDIT_RANK assumes decisions and denials share a rank, and so do all operator actions');
+}
 
 class Where {
   readonly args: unknown[] = [];
@@ -73,14 +87,58 @@ class Where {
   }
 }
 
-export const timelineStore = {
-  /**
-   * Audit rows of the window, oldest first: decisions (INTENT), operator and system actions (ADMIN) and
-   * policy reloads. Kill rows are left out: the kills table is their source (it also knows expiries).
-   */
-  async auditRows(db: Pool, q: WindowQuery): Promise<TimelineAuditRow[]> {
-    const w = new Where();
-    w.parts.push(`ts >= ${w.arg(q.from)}`, `ts < ${w.arg(q.to)}`);
+interface SourceSql {
+  table: string;
+  /** The row's time column. */
+  ts: string;
+  rank: string;
+  source: number;
+  columns: string;
+  /** Adds the source's filters (everything but the window) to `w`. */
+  filter(w: Where, q: WindowQuery): void;
+}
+
+/**
+ * The first `q.limit` rows of one source in the timeline's order (time in whole milliseconds, rank, id)
+ * within the window and after `q.after`, or more: every row of the last millisecond read. Read along the
+ * (ts, id) index in time order, so a long window is not sorted whole; the index orders a millisecond's rows
+ * by microseconds and the timeline by rank, so the last millisecond of that read is read again on its own,
+ * in the timeline's order (cut where the index stops it, it would lose rows or repeat them on the next
+ * page). Rows come back with their time truncated to the millisecond, as the order sees it.
+ */
+async function readInOrder<R extends object>(db: Pool, s: SourceSql, q: WindowQuery): Promise<R[]> {
+  const ms = `date_trunc('milliseconds', ${s.ts})`;
+  const timeOf = (r: R) => (r as Record<string, unknown>)[s.ts] as Date;
+  const select = (w: Where, bounds: string[], order: string, limit: number) => {
+    s.filter(w, q);
+    w.parts.push(...bounds, `${s.ts} < ${w.arg(q.to)}`);
+    const a = q.after;
+    const lower = a && a.at > q.from ? a.at : q.from;
+    w.parts.push(`${s.ts} >= ${w.arg(lower)}`);
+    if (a) {
+      w.parts.push(
+        `(${ms}, ${s.rank}, ${s.source}, id, 0) > (${w.arg(a.at)}::timestamptz, ${w.arg(a.rank)}::int, ${w.arg(a.source)}::int, ${w.arg(a.id)}::uuid, ${w.arg(a.sub)}::int)`,
+      );
+    }
+    // `t.` is the column, not the truncated output of the same name.
+    return db.query<R>(`SELECT ${ms} AS ${s.ts}, ${s.columns} FROM ${s.table} t ${w.sql()} ORDER BY ${order} LIMIT ${w.arg(limit)}`, w.args);
+  };
+  const { rows } = await select(new Where(), [], `t.${s.ts}, t.id`, q.limit);
+  const last = rows.at(-1);
+  if (rows.length < q.limit || !last) return rows;
+  const edge = timeOf(last);
+  const w = new Where();
+  const { rows: edgeRows } = await select(w, [`${s.ts} >= ${w.arg(edge)}`, `${s.ts} < ${w.arg(new Date(edge.getTime() + 1))}`], `${s.rank}, t.id`, q.limit);
+  return [...rows.filter((r) => timeOf(r) < edge), ...edgeRows];
+}
+
+const AUDIT_SOURCE: SourceSql = {
+  table: 'audit_events',
+  ts: 'ts',
+  rank: AUDIT_RANK,
+  source: SOURCE_ORDER.audit,
+  columns: 'id, kind, actor_type, actor_id, token_id, project_id, environment, session_id, server, tool, capability, decision, code, message, action, target, decision_id, details',
+  filter(w, q) {
     const kinds = ["kind IN ('ADMIN', 'POLICY_RELOAD') AND coalesce(action, '') NOT LIKE 'kill.%'"];
     if (q.decisions === 'all') kinds.push("kind = 'INTENT'");
     if (q.decisions === 'denials') kinds.push("kind = 'INTENT' AND decision = 'deny'");
@@ -119,12 +177,48 @@ export const timelineStore = {
     if (q.visibleProjects) {
       w.parts.push(`(project_id = ANY(${w.arg([...q.visibleProjects])}::text[]) OR (project_id IS NULL AND (kind = 'POLICY_RELOAD' OR coalesce(action, '') LIKE 'flag.%')))`);
     }
-    const { rows } = await db.query<TimelineAuditRow>(
-      `SELECT id, ts, kind, actor_type, actor_id, token_id, project_id, environment, session_id, server, tool, capability, decision, code, message, action, target, decision_id, details
-       FROM audit_events ${w.sql()} ORDER BY ts, id LIMIT ${w.arg(q.limit)}`,
-      w.args,
-    );
-    return rows;
+  },
+};
+
+/** A per-server capability flag (`mcp.<server>.<capability>`); its first group is the server. */
+const SERVER_FLAG = /^mcp\.([a-z0-9_-]+)\.(read|write|delete)$/;
+
+const ALERT_SOURCE: SourceSql = {
+  table: 'alerts',
+  ts: 'created_at',
+  rank: ALERT_RANK,
+  source: SOURCE_ORDER.alert,
+  columns: 'id, kind, severity, token_id, project_id, session_id, server, message, details',
+  filter(w, q) {
+    const m = q.match;
+    const any: string[] = [];
+    if (m.server) any.push(`server = ${w.arg(m.server)}`);
+    if (m.token) any.push(`token_id = ${w.arg(m.token)}`);
+    if (m.sessionToken) any.push(`token_id = ${w.arg(m.sessionToken)}`);
+    if (m.session) any.push(`session_id = ${w.arg(m.session)}`);
+    if (m.project) any.push(`project_id = ${w.arg(m.project)}`);
+    if (any.length > 0 || m.environment) {
+      any.push(`kind = ANY(${w.arg(GLOBAL_ALERT_KINDS)}::text[])`);
+      w.parts.push(`(${any.join(' OR ')})`);
+    }
+    // A flag turned off or on about another server's capability does not belong on a server's timeline.
+    // Here rather than after the read: a read cut at `limit` rows must not hold rows that are then dropped.
+    if (m.server) {
+      w.parts.push(
+        `(kind <> ALL(${w.arg(FLAG_ALERT_KINDS)}::text[]) OR coalesce(substring(details ->> 'flag' from ${w.arg(SERVER_FLAG.source)}::text), ${w.arg(m.server)}) = ${w.arg(m.server)})`,
+      );
+    }
+    if (q.visibleProjects) w.parts.push(`(project_id IS NULL OR project_id = ANY(${w.arg([...q.visibleProjects])}::text[]))`);
+  },
+};
+
+export const timelineStore = {
+  /**
+   * Audit rows of the window, oldest first: decisions (INTENT), operator and system actions (ADMIN) and
+   * policy reloads. Kill rows are left out: the kills table is their source (it also knows expiries).
+   */
+  auditRows(db: Pool, q: WindowQuery): Promise<TimelineAuditRow[]> {
+    return readInOrder<TimelineAuditRow>(db, AUDIT_SOURCE, q);
   },
 
   /**
@@ -158,26 +252,8 @@ export const timelineStore = {
     return o && o.tokens === 1 ? { token_id: o.token_id, project_id: o.project_id } : undefined;
   },
 
-  /** Alerts of the window, oldest first. */
-  async alerts(db: Pool, q: WindowQuery): Promise<TimelineAlertRow[]> {
-    const w = new Where();
-    w.parts.push(`created_at >= ${w.arg(q.from)}`, `created_at < ${w.arg(q.to)}`);
-    const m = q.match;
-    const any: string[] = [];
-    if (m.server) any.push(`server = ${w.arg(m.server)}`);
-    if (m.token) any.push(`token_id = ${w.arg(m.token)}`);
-    if (m.sessionToken) any.push(`token_id = ${w.arg(m.sessionToken)}`);
-    if (m.session) any.push(`session_id = ${w.arg(m.session)}`);
-    if (m.project) any.push(`project_id = ${w.arg(m.project)}`);
-    if (any.length > 0 || m.environment) {
-      any.push(`kind = ANY(${w.arg(GLOBAL_ALERT_KINDS)}::text[])`);
-      w.parts.push(`(${any.join(' OR ')})`);
-    }
-    if (q.visibleProjects) w.parts.push(`(project_id IS NULL OR project_id = ANY(${w.arg([...q.visibleProjects])}::text[]))`);
-    const { rows } = await db.query<TimelineAlertRow>(
-      `SELECT id, kind, severity, token_id, project_id, session_id, server, message, details, created_at FROM alerts ${w.sql()} ORDER BY created_at, id LIMIT ${w.arg(q.limit)}`,
-      w.args,
-    );
-    return rows;
+  /** Alerts of the window, oldest first (in the timeline's order). */
+  alerts(db: Pool, q: WindowQuery): Promise<TimelineAlertRow[]> {
+    return readInOrder<TimelineAlertRow>(db, ALERT_SOURCE, q);
   },
 };

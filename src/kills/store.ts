@@ -28,6 +28,10 @@ export interface KillRow {
   state: KillState;
 }
 
+/** A kill's events on the incident timeline: 0 created, 1 lifted, 2 expired. */
+export type KillEvent = 0 | 1 | 2;
+export type KillEventRow = KillRow & { at: Date; event: KillEvent };
+
 /** What the gate's Redis key of one target must hold: the kill that lasts longest, and until when. */
 export interface TargetState {
   /** The kill named in denials: the longest-lasting one of this target (newest on a tie). */
@@ -158,12 +162,30 @@ export const killStore = {
     return rows[0];
   },
 
-  /** Kills created, lifted or expired within [from, to) whose target is one of `keys` (null: any) or belongs to `project`. */
-  async inWindow(db: Queryable, f: { from: Date; to: Date; keys: string[] | null; project?: string | undefined; visibleProjects: readonly string[] | null; limit: number }): Promise<KillRow[]> {
+  /**
+   * The incident timeline's kill events in [from, to) of kills whose target is one of `keys` (null: any) or
+   * belongs to `project`: each kill's creation, lift and expiry (an expiry nobody lifted, once it has
+   * passed), one row per event, in the timeline's order of kill events (time in whole milliseconds, kill
+   * id, then created / lifted / expired; src/incidents/cursor.ts). `after` continues after one such event.
+   */
+  async eventsInWindow(
+    db: Queryable,
+    f: {
+      from: Date;
+      to: Date;
+      after?: { at: Date; id: string; event: KillEvent } | undefined;
+      keys: string[] | null;
+      project?: string | undefined;
+      visibleProjects: readonly string[] | null;
+      limit: number;
+    },
+  ): Promise<KillEventRow[]> {
     const args: unknown[] = [f.from, f.to];
-    const where = [
-      `(created_at >= $1 AND created_at < $2 OR lifted_at >= $1 AND lifted_at < $2 OR (lifted_at IS NULL OR lifted_at > expires_at) AND expires_at >= $1 AND expires_at < $2)`,
-    ];
+    const where = ['e.at >= $1', 'e.at < $2'];
+    if (f.after) {
+      args.push(f.after.at, f.after.id, f.after.event);
+      where.push(`(e.at, id, e.event) > ($${args.length - 2}::timestamptz, $${args.length - 1}::uuid, $${args.length}::int)`);
+    }
     if (f.keys) {
       args.push(f.keys);
       let match = `target_key = ANY($${args.length}::text[])`;
@@ -178,7 +200,16 @@ export const killStore = {
       where.push(`(project_id IS NULL OR project_id = ANY($${args.length}::text[]))`);
     }
     args.push(f.limit);
-    const { rows } = await db.query<KillRow>(`SELECT ${COLUMNS} FROM kills WHERE ${where.join(' AND ')} ORDER BY created_at LIMIT $${args.length}`, args);
+    const { rows } = await db.query<KillEventRow>(
+      `SELECT ${COLUMNS}, e.at, e.event FROM kills
+       CROSS JOIN LATERAL (VALUES
+         (date_trunc('milliseconds', created_at), 0),
+         (date_trunc('milliseconds', lifted_at), 1),
+         (CASE WHEN lifted_at IS NULL AND expires_at <= now() THEN date_trunc('milliseconds', expires_at) END, 2)
+       ) AS e(at, event)
+       WHERE ${where.join(' AND ')} ORDER BY e.at, id, e.event LIMIT $${args.length}`,
+      args,
+    );
     return rows;
   },
 };

@@ -1,9 +1,12 @@
 import { parse } from 'csv-parse/sync';
 import type { FastifyInstance } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { intentRow } from '../../src/audit/rows.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
+import { agentPrincipal, callContext, TestWriters } from './audit-fixtures.js';
 
 // A scripted incident, step by step through the HTTP API, then GET /v1/incidents/timeline must list its
 // events in that order, filtered by target, and export them.
@@ -44,6 +47,36 @@ async function timeline(query: Record<string, string>) {
   const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query, headers: bearer(gw.owner) });
   expect(res.statusCode, res.body).toBe(200);
   return res;
+}
+
+interface Keyed {
+  source: string;
+  id: string;
+  type: string;
+}
+/** One event's identity: a kill's id names its creation, lift and expiry, hence the type. */
+const keysOf = (events: Keyed[]) => events.map((e) => `${e.source}:${e.id}:${e.type}`);
+
+/** Follows `next` from the first page to the last (JSON), checking what every page says about the rest. */
+async function walk(query: Record<string, string>, limit: number, repeat = false) {
+  const events: Array<Ev & Keyed> = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    // Either the cursor alone (it carries the query) or the first query repeated with the cursor added.
+    const q: Record<string, string> = cursor ? (repeat ? { ...query, cursor } : { cursor }) : query;
+    const res = await timeline({ ...q, limit: String(limit) });
+    const body = res.json();
+    expect(body.events.length).toBeLessThanOrEqual(limit);
+    expect(body.next !== null).toBe(body.truncated);
+    expect(res.headers['x-truncated']).toBe(String(body.truncated));
+    expect(res.headers['x-next-cursor']).toBe(body.next ?? undefined);
+    if (body.truncated) expect(body.events.length).toBe(limit);
+    events.push(...body.events);
+    cursor = body.next;
+    expect(++pages, 'the cursors end').toBeLessThan(200);
+  } while (cursor);
+  return { events, pages };
 }
 
 describe('GET /v1/incidents/timeline', () => {
@@ -170,6 +203,12 @@ describe('GET /v1/incidents/timeline', () => {
     const cut = (await timeline({ from, to, limit: '3' })).json();
     expect(cut.events).toEqual(json.events.slice(0, 3));
     expect(cut.truncated).toBe(true);
+    expect(typeof cut.next).toBe('string');
+    expect(json.next).toBeNull();
+    // Following the cursors lists the whole window, each event once.
+    const walked = await walk({ from, to }, 3);
+    expect(walked.pages).toBeGreaterThan(1);
+    expect(keysOf(walked.events).sort()).toEqual(keysOf(json.events).sort());
   });
 
   it('a truncated export says so: X-Truncated, and a last line (JSON Lines) or row (CSV) naming where the rest starts', async () => {
@@ -187,10 +226,14 @@ describe('GET /v1/incidents/timeline', () => {
     const lines = jsonl.body.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(4);
     expect(lines.slice(0, 3)).toEqual(all.events.slice(0, 3));
-    expect(lines[3]).toMatchObject({ type: 'truncated', at: third.at, limit: 3 });
+    expect(lines[3]).toMatchObject({ type: 'truncated', at: third.at, limit: 3, next: jsonl.headers['x-next-cursor'] });
     expect(lines[3].summary).toContain('TRUNCATED: this export holds only the first 3 events (limit=3)');
-    expect(lines[3].summary).toContain(`ask again with from=${third.at}`);
+    expect(lines[3].summary).toContain(`ask again with cursor=${lines[3].next}`);
     expect(lines[3].summary).toContain('at most 50000');
+    // The cursor of the file continues where it stopped: the fourth event first.
+    const rest = await timeline({ cursor: lines[3].next, format: 'jsonl', limit: '1' });
+    expect(JSON.parse(rest.body.split('\n')[0]!).id).toBe(all.events[3].id);
+    expect(rest.body.split('\n')[1]).toContain('this export holds only the next 1 events');
 
     const csv = await timeline({ from, to, format: 'csv', limit: '3' });
     expect(csv.headers['x-truncated']).toBe('true');
@@ -199,7 +242,7 @@ describe('GET /v1/incidents/timeline', () => {
     expect(rows.slice(0, 3).map((r) => r['id'])).toEqual(all.events.slice(0, 3).map((e: Ev & { id: string }) => e.id));
     expect(rows[3]).toMatchObject({ at: third.at, type: 'truncated', id: '' });
     expect(rows[3]!['summary']).toContain(`TRUNCATED: this export holds only the first 3 events`);
-    expect(rows[3]!['summary']).toContain(`from=${third.at}`);
+    expect(rows[3]!['summary']).toContain(`cursor=${csv.headers['x-next-cursor']}`);
   });
 
   it('a key limited to the project sees its events and the installation-wide flag change, not other projects', async () => {
@@ -349,5 +392,201 @@ describe('GET /v1/incidents/timeline: a flag turned back on', () => {
       ['flag_change', 'FLAG_DISABLED'],
       ['flag_change', 'FLAG_ENABLED'],
     ]);
+  });
+});
+
+describe('GET /v1/incidents/timeline: continuing with `cursor` when many events share one millisecond', () => {
+  // Two hours back, where no other test of this file writes: a window of known events. T is one
+  // millisecond holding 31 events of every source, many more than `limit`; `from=<last at>` never gets
+  // past it, the cursor must.
+  const T = Math.floor(Date.now() / 1000) * 1000 - 2 * 3_600_000;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const from = iso(T - 5);
+  const to = iso(T + 5);
+  const agent = agentPrincipal({ projectId: 'cur' });
+  const killIds: string[] = [];
+  let expiredKill = '';
+  const writers = new TestWriters(t.databaseUrl, t.name);
+  let full: Array<Ev & Keyed> = [];
+
+  beforeAll(async () => {
+    // Audit rows written at exact times, as by another replica whose clock says T.
+    let clock = T - 1;
+    const writer = await writers.open({ clock: () => clock });
+    const decide = (decision: 'allow' | 'deny') =>
+      writer.recordIntent(intentRow(callContext({ agent, server: 'postgres' }), decision === 'allow' ? { decision, code: 'OK', message: 'allowed' } : { decision, code: 'KILL_SWITCH', message: 'killed' }));
+    for (let i = 0; i < 2; i++) await decide('allow');
+    clock = T;
+    for (let i = 0; i < 12; i++) await decide(i % 3 === 0 ? 'deny' : 'allow');
+    for (let i = 0; i < 3; i++) await writer.recordAdmin({ actor: 'operator:cursor', action: 'key.revoked', target: `agent_token:${uuidv7()}`, projectId: 'cur', details: { reason: 'INC-9' } });
+    for (let i = 0; i < 3; i++) await writer.recordAdmin({ actor: 'operator:cursor', action: 'flag.disabled', target: 'flag:mcp.postgres.read' });
+    clock = T + 1;
+    for (let i = 0; i < 2; i++) await decide('allow');
+    await writer.close();
+
+    // Alerts at microseconds within T (Postgres keeps them; the timeline orders the millisecond by rank),
+    // and one in the next millisecond.
+    const db = t.pool();
+    const alert = (kind: string, at: string, details: Record<string, unknown> = {}) =>
+      db.query(`INSERT INTO alerts (id, kind, severity, project_id, server, details, message, created_at) VALUES ($1, $2, 'warning', 'cur', 'postgres', $3, $4, $5::timestamptz)`, [
+        uuidv7(),
+        kind,
+        details,
+        `${kind} at ${at}`,
+        at,
+      ]);
+    const micro = (us: number) => `${iso(T).slice(0, -1)}${String(us).padStart(3, '0')}Z`;
+    for (let i = 0; i < 5; i++) await alert('SESSION_HALTED', micro(100 + i * 200));
+    for (let i = 0; i < 3; i++) await alert('FLAG_DISABLED', micro(950 - i * 300), { flag: 'mcp.postgres.read' });
+    await alert('SESSION_HALTED', iso(T + 1));
+
+    // Two kills created and lifted within T: each kill's two events share its id and their millisecond.
+    for (let i = 0; i < 2; i++) {
+      const kill = await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer(gw.owner), payload: { target: 'server', server: 'postgres', reason: `INC-9 ${i}` } });
+      expect(kill.statusCode, kill.body).toBe(201);
+      const id = kill.json().kill.id as string;
+      killIds.push(id);
+      expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(gw.owner), payload: { reason: 'INC-9 over' } })).statusCode).toBe(200);
+      await db.query(`UPDATE kills SET created_at = $2::timestamptz, lifted_at = $3::timestamptz WHERE id = $1`, [id, micro(400 + i), micro(800 + i)]);
+    }
+    // And one created within T that expired two milliseconds later, nobody lifting it (a row as the kill
+    // service leaves it: its Redis key expired with it).
+    expiredKill = uuidv7();
+    await db.query(
+      `INSERT INTO kills (id, target, target_key, server, reason, created_by, created_at, expires_at) VALUES ($1, 'server', 'server:postgres', 'postgres', 'INC-9 timed', 'operator:cursor', $2::timestamptz, $3::timestamptz)`,
+      [expiredKill, micro(600), iso(T + 2)],
+    );
+
+    const whole = (await timeline({ from, to, limit: '50000' })).json();
+    expect(whole).toMatchObject({ truncated: false, next: null });
+    full = whole.events;
+  });
+  afterAll(() => writers.close());
+
+  it('lists the millisecond in one total order: kills, operator actions, flag alerts, alerts, decisions', () => {
+    expect(full).toHaveLength(2 + 18 + 8 + 5 + 2 + 1 + 1);
+    const inT = full.filter((e) => e.at === iso(T));
+    expect(inT).toHaveLength(31);
+    const group = (e: Ev & Keyed) =>
+      e.source === 'kill' ? 0 : e.source === 'audit' && e.type !== 'decision' && e.type !== 'denial' ? 1 : e.type === 'flag_change' ? 2 : e.type === 'alert' ? 3 : 4;
+    const groups = inT.map(group);
+    expect(groups).toEqual([...groups].sort());
+    expect(groups.filter((g) => g === 0)).toHaveLength(5);
+    // A kill's creation before its lift, though they share the millisecond and the id.
+    for (const id of killIds) expect(inT.filter((e) => e.kill_id === id && e.source === 'kill').map((e) => e.type)).toEqual(['kill', 'kill_lifted']);
+    expect(full.filter((e) => e.kill_id === expiredKill).map((e) => [e.type, e.at])).toEqual([
+      ['kill', iso(T)],
+      ['kill_expired', iso(T + 2)],
+    ]);
+    // Ties within a group by id, whatever the microseconds said.
+    for (const g of [1, 2, 3, 4]) {
+      const ids = inT.filter((e) => group(e) === g).map((e) => e.id);
+      expect(ids).toEqual([...ids].sort());
+    }
+    expect(full.map((e) => e.at)).toEqual([...full.map((e) => e.at)].sort());
+  });
+
+  it('following `next` visits every event exactly once, in order, with a limit far below the millisecond', async () => {
+    for (const limit of [1, 4, 7, 31]) {
+      for (const repeat of [false, true]) {
+        const { events, pages } = await walk({ from, to }, limit, repeat);
+        expect(pages).toBe(Math.ceil(full.length / limit));
+        expect(new Set(keysOf(events)).size).toBe(events.length);
+        expect(keysOf(events)).toEqual(keysOf(full));
+      }
+    }
+    // `from=<the last event's at>` still answers as before: the millisecond from its start, again.
+    const first = (await timeline({ from, to, limit: '4' })).json();
+    const again = (await timeline({ from: first.events[3].at, to, limit: '4' })).json();
+    expect(again.events[0].at).toBe(iso(T));
+    expect(keysOf(again.events)).toEqual(keysOf(full.filter((e) => e.at === iso(T)).slice(0, 4)));
+  });
+
+  it('a target narrows the walk the same way', async () => {
+    const server = (await timeline({ from, to, target: 'server:postgres', limit: '50000' })).json().events as Array<Ev & Keyed>;
+    expect(server.some((e) => e.source === 'kill')).toBe(true);
+    const { events } = await walk({ from, to, target: 'server:postgres' }, 3);
+    expect(keysOf(events)).toEqual(keysOf(server));
+    const denials = (await timeline({ from, to, decisions: 'denials', limit: '50000' })).json().events as Array<Ev & Keyed>;
+    expect(keysOf((await walk({ from, to, decisions: 'denials' }, 2)).events)).toEqual(keysOf(denials));
+  });
+
+  it('exports continue from their X-Next-Cursor header or their trailer line / row', async () => {
+    // JSON Lines: the `next` of the `truncated` line.
+    const lines: Array<Ev & Keyed & { next?: string }> = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 50; page++) {
+      const res = await timeline({ ...(cursor ? { cursor } : { from, to }), format: 'jsonl', limit: '5' });
+      const got = res.body.trim().split('\n').map((l) => JSON.parse(l));
+      const trailer = got.at(-1)?.type === 'truncated' ? got.pop() : undefined;
+      expect(trailer?.next).toBe(res.headers['x-next-cursor']);
+      lines.push(...got);
+      cursor = trailer?.next;
+      if (!cursor) break;
+    }
+    expect(keysOf(lines)).toEqual(keysOf(full));
+
+    // CSV: the header (the last row has the same cursor in its text).
+    const ids: string[] = [];
+    cursor = undefined;
+    for (let page = 0; page < 50; page++) {
+      const res = await timeline({ ...(cursor ? { cursor } : { from, to }), format: 'csv', limit: '6' });
+      const rows = parse(res.body, { columns: true }) as Array<Record<string, string>>;
+      cursor = res.headers['x-next-cursor'] as string | undefined;
+      if (cursor) expect(rows.pop()!['summary']).toContain(`cursor=${cursor}`);
+      ids.push(...rows.map((r) => `${r['source']}:${r['id']}:${r['type']}`));
+      if (!cursor) break;
+    }
+    expect(ids).toEqual(keysOf(full));
+  });
+
+  it('a malformed cursor is a 400 naming `cursor`; a cursor with another window is a 400 naming the parameter', async () => {
+    const first = (await timeline({ from, to, limit: '4' })).json();
+    const next = first.next as string;
+    const wire = JSON.parse(Buffer.from(next, 'base64url').toString('utf8'));
+    const forged = (change: (w: unknown[]) => void) => {
+      const w = structuredClone(wire);
+      change(w);
+      return Buffer.from(JSON.stringify(w)).toString('base64url');
+    };
+    const malformed = [
+      'nonsense!',
+      next.slice(0, -4),
+      Buffer.from('{"at":1}').toString('base64url'),
+      forged((w) => {
+        w[0] = 2;
+      }),
+      forged((w) => {
+        (w[5] as unknown[])[3] = 'not-a-uuid';
+      }),
+      forged((w) => {
+        (w[5] as unknown[])[1] = 9;
+      }),
+      forged((w) => {
+        w[2] = w[1];
+      }),
+      'x'.repeat(1_001),
+    ];
+    for (const cursor of malformed) {
+      const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { cursor }, headers: bearer(gw.owner) });
+      expect(res.statusCode, cursor).toBe(400);
+      expect(res.json().error.code).toBe('INVALID_REQUEST');
+      expect(res.json().error.details[0].field, cursor).toBe('cursor');
+      expect(res.json().error.message).toMatch(/^cursor: /);
+    }
+    for (const [field, value] of [
+      ['to', iso(T + 6)],
+      ['from', iso(T - 4)],
+      ['target', 'server:postgres'],
+      ['decisions', 'denials'],
+    ] as const) {
+      const res = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { cursor: next, [field]: value }, headers: bearer(gw.owner) });
+      expect(res.statusCode, field).toBe(400);
+      expect(res.json().error.details[0].field).toBe(field);
+    }
+    // The same values are accepted, in another spelling too.
+    const same = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { cursor: next, from: from.replace('Z', '+00:00'), to, decisions: 'all', limit: '4' }, headers: bearer(gw.owner) });
+    expect(same.statusCode, same.body).toBe(200);
+    expect(keysOf(same.json().events)).toEqual(keysOf(full.slice(4, 8)));
   });
 });
