@@ -28,10 +28,18 @@ interface Timeline {
   target: string | null;
   events: TimelineEvent[];
   truncated: boolean;
+  /** When truncated: the cursor of the next page (it carries the window, target and decisions). */
+  next: string | null;
   counts: Record<string, number>;
 }
 
 type Decisions = 'all' | 'denials' | 'none';
+
+/** A page after the first: the cursor that asks for it, and the number of its first event in the window. */
+interface Opened {
+  cursor: string;
+  first: number;
+}
 
 interface Filters {
   /** datetime-local values (the person's local time); the API gets ISO. */
@@ -98,6 +106,9 @@ export function TimelinePage() {
   const [draft, setDraft] = useState<Filters>(filtersFromHash);
   const [applied, setApplied] = useState<Filters>(filtersFromHash);
   const [tick, setTick] = useState(0);
+  // The pages opened after the first one (the last one is asked for); `shown`: those of the answer shown.
+  const [cursors, setCursors] = useState<Opened[]>([]);
+  const [shown, setShown] = useState<Opened[]>([]);
   const [data, setData] = useState<Timeline | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [loading, setLoading] = useState(true);
@@ -111,6 +122,7 @@ export function TimelinePage() {
       const f = filtersFromHash();
       setDraft(f);
       setApplied(f);
+      setCursors([]);
     };
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
@@ -119,10 +131,12 @@ export function TimelinePage() {
   useEffect(() => {
     let live = true;
     setLoading(true);
-    get<Timeline>('/v1/incidents/timeline', { ...toQuery(applied), limit: LIMIT }).then(
+    const cursor = cursors.at(-1)?.cursor;
+    get<Timeline>('/v1/incidents/timeline', cursor ? { cursor, limit: LIMIT } : { ...toQuery(applied), limit: LIMIT }).then(
       (t) => {
         if (!live) return;
         setData(t);
+        setShown(cursors);
         setError(null);
         setLoading(false);
       },
@@ -135,11 +149,12 @@ export function TimelinePage() {
     return () => {
       live = false;
     };
-  }, [applied, tick]);
+  }, [applied, tick, cursors]);
 
   const exportAs = async (format: 'csv' | 'jsonl') => {
     try {
-      // The window the page shows, so the file matches what was reviewed even if "to" was left empty (now).
+      // The window the page shows (all of it, whichever page is shown), so the file matches what was
+      // reviewed even if "to" was left empty (now).
       const q = { ...toQuery(applied), from: data?.from, to: data?.to, limit: 50_000, format };
       const name = await download('/v1/incidents/timeline', q, `incident-timeline.${format}`);
       setExported(`Downloaded ${name}`);
@@ -149,7 +164,12 @@ export function TimelinePage() {
   };
 
   const counts = data ? Object.entries(data.counts).filter(([, n]) => n > 0) : [];
-  const last = data?.events[data.events.length - 1];
+  const first = shown.at(-1)?.first ?? 1;
+  const next = data?.truncated ? data.next : null;
+  const page = (opened: Opened[]) => {
+    setCursors(opened);
+    document.getElementById('timeline-title')?.scrollIntoView();
+  };
   return (
     <section aria-labelledby="timeline-title">
       <h1 id="timeline-title">Incident timeline</h1>
@@ -163,6 +183,7 @@ export function TimelinePage() {
         onSubmit={(e) => {
           e.preventDefault();
           setApplied(draft);
+          setCursors([]);
           setTick((t) => t + 1);
         }}
       >
@@ -209,6 +230,7 @@ export function TimelinePage() {
             onClick={() => {
               setDraft(EMPTY);
               setApplied(EMPTY);
+              setCursors([]);
             }}
           >
             Reset
@@ -277,19 +299,22 @@ export function TimelinePage() {
           </table>
         </div>
       )}
-      {data?.truncated && last && (
+      {data && (data.truncated || shown.length > 0) && (
         <div class="actions">
-          <p class="hint">More than {LIMIT} events in this window.</p>
-          <button
-            type="button"
-            onClick={() => {
-              const next = { ...applied, from: localFromIso(last.at) };
-              setDraft(next);
-              setApplied(next);
-            }}
-          >
-            Continue from the last event
-          </button>
+          <p class="hint" data-testid="timeline-page">
+            {data.events.length > 0 ? `Events ${first}–${first + data.events.length - 1} of this window` : 'No more events in this window'}
+            {data.truncated ? '; more follow.' : '.'}
+          </p>
+          {shown.length > 0 && (
+            <button type="button" onClick={() => page(shown.slice(0, -1))}>
+              Previous {LIMIT} events
+            </button>
+          )}
+          {next && (
+            <button type="button" onClick={() => page([...shown, { cursor: next, first: first + (data?.events.length ?? 0) }])}>
+              Next {LIMIT} events
+            </button>
+          )}
         </div>
       )}
     </section>
