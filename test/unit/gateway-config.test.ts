@@ -1,5 +1,5 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} and ${file:/path} are the config syntax under test, not template strings.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -157,6 +157,21 @@ describe('examples/gateway', () => {
       expect(cfg.session).toEqual({ readOnly: false, servers: ['filesystem', 'memory'], purpose: 'Edit the demo docs in /tmp/ks-demo' });
     } finally {
       process.env['HOME'] = previous;
+    }
+  });
+
+  // A desktop client starts servers in `/`, where `npx killswitch` resolves an npm package of that name
+  // (and, with no terminal, installs it without asking): every snippet must name the checkout's script.
+  it('claude_desktop_config.json and the docs start the gateway with node and bin/killswitch.js, never npx', () => {
+    const example = JSON.parse(readFileSync('examples/gateway/claude_desktop_config.json', 'utf8')) as { mcpServers: Record<string, { command: string; args: string[] }> };
+    const entry = example.mcpServers['killswitch'];
+    expect(entry?.command).toBe('node');
+    expect(entry?.args[0]).toMatch(/^\/.*\/bin\/killswitch\.js$/);
+    expect(entry?.args.slice(1, 3)).toEqual(['gateway', '--config']);
+    for (const doc of ['docs/gateway.md', 'docs/guide/connecting-clients.md', 'docs/guide/getting-started.md', 'examples/gateway/README.md']) {
+      const text = readFileSync(doc, 'utf8');
+      expect(text, doc).not.toMatch(/"command":\s*"npx",\s*"args":\s*\[\s*"killswitch"/);
+      for (const m of text.matchAll(/"args":\s*\[([^\]]*"gateway"[^\]]*)\]/g)) expect(m[1], doc).toMatch(/^"\/[^"]*\/bin\/killswitch\.js", "gateway"/);
     }
   });
 });
