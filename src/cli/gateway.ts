@@ -26,6 +26,12 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'gateway stopping');
+    // An upstream that ignores SIGTERM must not keep an orphaned gateway alive: the SDK escalates to
+    // SIGKILL within about 4 s; past this deadline we give up waiting and exit anyway.
+    setTimeout(() => {
+      log.error({ why }, 'gateway did not stop within 15 s; exiting anyway');
+      process.exit(1);
+    }, 15_000).unref();
     await gateway.close();
     process.exit(0);
   };
@@ -41,7 +47,10 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   }
   if (opts.stdio || !opts.http) {
     const session = await gateway.serveStdio();
-    // The desktop client closed our stdin: the conversation is over.
-    session.server.onclose = () => void stop('stdin closed');
+    session.server.onclose = () => void stop('stdio transport closed');
+    // The SDK's stdio transport never listens for the end of stdin: a client that exits (or is killed)
+    // would leave this gateway and its upstreams running as orphans. End of stdin ends the conversation.
+    process.stdin.once('end', () => void stop('stdin ended'));
+    process.stdin.once('close', () => void stop('stdin closed'));
   }
 }

@@ -1,0 +1,97 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} is the config syntax under test, not a template string.
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GatewayHarness } from './gateway-harness.js';
+
+// How `killswitch gateway` ends: over stdio, when its client goes away (stdin ends), it stops its
+// upstreams and closes its control-plane session, so restarts neither leave orphans nor use up the
+// token's open sessions.
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/killswitch.js', import.meta.url));
+const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.mjs', import.meta.url));
+const h = new GatewayHarness();
+const children: ChildProcessWithoutNullStreams[] = [];
+
+beforeAll(async () => {
+  await h.start();
+}, 120_000);
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await h.stop();
+});
+
+/** Running, not a zombie waiting to be reaped. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
+  return !/^\d+ \(.*\) Z/.test(stat);
+}
+
+interface StdioGateway {
+  child: ChildProcessWithoutNullStreams;
+  upstreamPid: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr: () => string;
+}
+
+/**
+ * `killswitch gateway --config file` with pipes for stdin/stdout, as a desktop client starts it, its
+ * "memory" server the fake stdio upstream (which records its pid). Returns once the client's initialize
+ * was answered and the initialized notification sent (the gateway opens its control-plane session then).
+ */
+async function stdioGateway(agentToken: string, name: string): Promise<StdioGateway> {
+  const starts = join(h.scratch, `${name}.starts`);
+  const file = join(h.scratch, `${name}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      mcpServers: { memory: { command: process.execPath, args: [FAKE_UPSTREAM], cwd: ROOT, env: { FAKE_UPSTREAM_STARTS: starts } } },
+      killswitch: { url: h.url, gatewayKey: '${env:KILLSWITCH_GATEWAY_KEY}', agentToken: '${env:KILLSWITCH_AGENT_TOKEN}', timeoutMs: 15_000, startTimeoutMs: 60_000 },
+    }),
+  );
+  const child = spawn(process.execPath, [BIN, 'gateway', '--config', file, '--log-level', 'info'], {
+    env: { ...process.env, KILLSWITCH_GATEWAY_KEY: h.gatewayKey, KILLSWITCH_AGENT_TOKEN: agentToken },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let err = '';
+  child.stderr.on('data', (c: Buffer) => {
+    err += c.toString('utf8');
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  let out = '';
+  const initialized = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+      if (out.split('\n').some((line) => line.includes('"id":1') && line.includes('"result"'))) resolve();
+    });
+    child.once('exit', () => reject(new Error(`gateway exited before answering initialize: ${err}`)));
+  });
+  child.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'lifecycle-test', version: '1' } } })}\n`);
+  await initialized;
+  child.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })}\n`);
+  const pids = readFileSync(starts, 'utf8').trim().split('\n');
+  expect(pids).toHaveLength(1);
+  return { child, upstreamPid: Number(pids[0]), exited, stderr: () => err };
+}
+
+describe('stdio: the client goes away', () => {
+  it('stdin ends: the gateway exits 0 and its upstream process is gone', async () => {
+    const token = await h.token('ro');
+    const g = await stdioGateway(token, 'stdin-end');
+    expect(alive(g.upstreamPid)).toBe(true);
+    g.child.stdin.end();
+    const { code, signal } = await g.exited;
+    expect({ code, signal }, g.stderr()).toEqual({ code: 0, signal: null });
+    expect(g.stderr()).toContain('stdin ended');
+    expect(alive(g.upstreamPid)).toBe(false);
+  }, 60_000);
+});
