@@ -1,5 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { pino } from 'pino';
+import { Value } from 'typebox/value';
 import { describeDatabase } from '../audit/commands.js';
 import { AuditService } from '../audit/service.js';
 import type { Config } from '../config.js';
@@ -8,6 +9,7 @@ import { createPool, type Pool } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { hashCredential } from '../tokens/format.js';
 import { nameProblem } from '../tokens/names.js';
+import { CreateOperatorKeyBody } from '../tokens/schemas.js';
 import { CredentialService } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import { CliFailure } from './kill.js';
@@ -44,6 +46,30 @@ export function operatorName(name: string): string {
   // Not echoed: a name refused for a bidi override or a control character would garble the message.
   if (problem) throw new CliFailure(`--name: ${problem}`, 2);
   return name;
+}
+
+/** A value as typed, safe on a terminal: control characters, bidi marks and everything else not ASCII escaped. */
+const shown = (v: string): string => JSON.stringify(v).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+/**
+ * The projects, checked against POST /v1/operator-keys' own schema for `projects`: a project id the route
+ * would refuse makes a key limited to a project no token can belong to, or one holding characters that
+ * garble the lists, alerts and audit rows it is shown in.
+ */
+export function operatorProjects(projects: string[] | undefined): string[] | undefined {
+  if (projects === undefined) return undefined;
+  const schema = CreateOperatorKeyBody.properties.projects;
+  const { maxItems } = schema as { maxItems?: number };
+  const { maxLength } = schema.items as { maxLength?: number };
+  for (const p of projects) {
+    if (!Value.Check(schema.items, p)) {
+      throw new CliFailure(`--project ${shown(p)}: must be 1 to ${maxLength} characters, each an ASCII letter or digit, '.', '_' or '-' (as POST /v1/operator-keys accepts project ids)`, 2);
+    }
+  }
+  const twice = projects.find((p, i) => projects.indexOf(p) !== i);
+  if (twice !== undefined) throw new CliFailure(`--project ${shown(twice)}: given more than once`, 2);
+  if (!Value.Check(schema, projects)) throw new CliFailure(`--project: at most ${maxItems} projects`, 2);
+  return projects;
 }
 
 /** Refuses a database that does not exist or that the control plane has not migrated to this version's schema. */
@@ -90,6 +116,7 @@ async function controlPlaneSecret(config: Config, pool: Pool, warn: (msg: string
 export async function operatorsCreate(config: Config, opts: OperatorsCreateOptions, warn: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<string> {
   const role = operatorRole(opts.role);
   const name = operatorName(opts.name);
+  const projects = operatorProjects(opts.project);
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
     await requireMigratedDatabase(pool, config.databaseUrl);
@@ -99,7 +126,7 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
     const audit = await AuditService.start(config, pool, pino(loggerOptions('warn'), process.stderr), { retentionJob: false, headLog: false });
     try {
       const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} }, audit);
-      const created = await credentials.createOperatorKey('cli', { name, role, projects: opts.project });
+      const created = await credentials.createOperatorKey('cli', { name, role, projects });
       return created.key;
     } finally {
       await audit.close();
