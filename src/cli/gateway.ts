@@ -47,7 +47,11 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   }
   if (opts.stdio || !opts.http) {
     const session = await gateway.serveStdio();
-    session.server.onclose = () => void stop('stdio transport closed');
+    const closeSession = session.server.onclose;
+    session.server.onclose = () => {
+      closeSession?.();
+      void stop('stdio transport closed');
+    };
     // The SDK's stdio transport never listens for the end of stdin: a client that exits (or is killed)
     // would leave this gateway and its upstreams running as orphans. End of stdin ends the conversation.
     process.stdin.once('end', () => void stop('stdin ended'));

@@ -28,6 +28,8 @@ export const GATEWAY_VERSION = '0.1.0';
 export const SCOPE_CAPABILITY = 'killswitch';
 
 const READ_ANNOTATIONS = { readOnlyHint: true } as const;
+/** Closing the control-plane session on the way out waits at most this long (the gateway's timeout if shorter). */
+const SESSION_CLOSE_TIMEOUT_MS = 2_000;
 
 export interface AgentSessionOptions {
   agentToken: string;
@@ -64,6 +66,8 @@ export class AgentSession implements CallPorts {
     this.agentToken = opts.agentToken;
     this.userAgent = opts.userAgent;
     this.server = new Server({ name: 'killswitch-gateway', version: GATEWAY_VERSION }, { capabilities: this.capabilities() });
+    // Whatever the transport (stdio, HTTP, in-memory), its end is the agent's end.
+    this.server.onclose = () => void this.close();
     this.install();
   }
 
@@ -128,11 +132,26 @@ export class AgentSession implements CallPorts {
     await this.server.connect(transport);
   }
 
+  /**
+   * The agent went away (stdin ended, HTTP session deleted or idle, gateway stopping): closes the MCP
+   * server and, best-effort, the control-plane session, so it no longer counts against the token's open
+   * sessions (otherwise each restart left one open until it idled out). A halted session stays halted:
+   * the control plane refuses to close it, and the session then idles out as before.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.gateway.forget(this);
     await this.server.close().catch(() => {});
+    const opening = this.opening;
+    if (!opening) return;
+    const sessionId = await opening.catch(() => undefined);
+    if (!sessionId) return;
+    const cp = this.gateway.controlPlane;
+    await cp.closeSession(this.agentToken, sessionId, Math.min(cp.timeoutMs, SESSION_CLOSE_TIMEOUT_MS)).then(
+      (a) => this.gateway.log.info({ session: sessionId, already_closed: a.already_closed }, 'control-plane session closed'),
+      (err: Error) => this.gateway.log.warn({ session: sessionId, err: err.message }, 'could not close the control-plane session; it idles out'),
+    );
   }
 
   private capabilities(): ServerCapabilities {

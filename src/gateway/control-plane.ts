@@ -99,6 +99,14 @@ export class ControlPlaneClient {
     return this.post<SessionAnswer>('/v1/sessions', agentToken, scope);
   }
 
+  /**
+   * Closes this agent's control-plane session (POST /v1/sessions/:id/close). Called on the way out, so
+   * with its own, usually shorter, timeout: a control plane that does not answer must not hold up the exit.
+   */
+  closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
+    return this.send('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
+  }
+
   reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
     return this.post<ToolReportAnswer>('/v1/gateway/tools', agentToken, { servers });
   }
@@ -131,7 +139,7 @@ export class ControlPlaneClient {
     return this.send<T>('POST', path, agentToken, body);
   }
 
-  private send<T>(method: 'GET' | 'POST', path: string, agentToken: string, body: unknown): Promise<T> {
+  private send<T>(method: 'GET' | 'POST', path: string, agentToken: string, body: unknown, timeoutMs = this.opts.timeoutMs): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const url = new URL(path.replace(/^\//, ''), this.base.href.endsWith('/') ? this.base.href : `${this.base.href}/`);
     return new Promise<T>((resolveAnswer, reject) => {
@@ -181,9 +189,9 @@ export class ControlPlaneClient {
         },
       );
       const timer = setTimeout(() => {
-        fail(new ControlPlaneError('timeout', `control plane did not answer ${path} within ${this.opts.timeoutMs} ms`));
+        fail(new ControlPlaneError('timeout', `control plane did not answer ${path} within ${timeoutMs} ms`));
         req.destroy();
-      }, this.opts.timeoutMs);
+      }, timeoutMs);
       req.on('error', (err) => {
         clearTimeout(timer);
         fail(new ControlPlaneError('unreachable', `control plane unreachable at ${this.base.origin}: ${err.message}`));

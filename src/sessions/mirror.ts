@@ -1,7 +1,7 @@
 import { defineJsonScript, type JsonScript } from '../limits/lua.js';
 import { type CallSummary, parseCallSummaries } from '../limits/summary.js';
 import type { RedisHandle } from '../redis/client.js';
-import { HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
+import { CLOSE_LUA, HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
 import type { SessionRow } from './store.js';
 
 // The Redis side of sessions and halts: what the gate script reads. Postgres is the record
@@ -12,6 +12,8 @@ export type OpenAnswer =
   | { r: 'NO_EPOCH'; now: number }
   | { r: 'TOO_MANY_OPEN'; n: number; now: number }
   | { r: 'TOO_MANY_NEW'; n: number; retry: number; now: number };
+
+export type CloseAnswer = { r: 'CLOSED' } | { r: 'NO_EPOCH' } | { r: 'NOT_OWNER' } | { r: 'HALTED' | 'TOKEN_HALTED'; trg: string };
 
 export interface MirrorHalt {
   tokenId: string;
@@ -62,6 +64,7 @@ export class SessionMirror {
   private readonly reloadScript: JsonScript;
   private readonly sweepScript: JsonScript;
   private readonly pushScript: JsonScript;
+  private readonly closeScript: JsonScript;
 
   constructor(
     readonly redis: RedisHandle,
@@ -75,6 +78,7 @@ export class SessionMirror {
     this.reloadScript = defineJsonScript(r, 'ksSessionReload', RELOAD_LUA);
     this.sweepScript = defineJsonScript(r, 'ksSessionSweep', SWEEP_LUA);
     this.pushScript = defineJsonScript(r, 'ksSessionPush', PUSH_CALL_LUA);
+    this.closeScript = defineJsonScript(r, 'ksSessionClose', CLOSE_LUA);
   }
 
   get prefix(): string {
@@ -115,6 +119,11 @@ export class SessionMirror {
       if (Array.isArray(bound)) out.push(...bound.map((b) => b === 1));
     }
     return out;
+  }
+
+  /** Closes the token's session in Redis unless it or the token is halted (CLOSE_LUA). */
+  async close(tokenId: string, sessionId: string): Promise<CloseAnswer> {
+    return JSON.parse(await this.closeScript({ p: this.prefix, tok: tokenId, sid: sessionId })) as CloseAnswer;
   }
 
   async resume(tokenId: string, sessionIds: string[], liftTokenHalt: boolean): Promise<string[]> {

@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AppError, unauthenticated } from '../errors.js';
-import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { agentTokenHeader, bearer, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
-import { IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
+import { parseCredential } from '../tokens/format.js';
+import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
 
@@ -58,6 +59,42 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/sessions/:id/resume',
     { preHandler: operator, schema: { tags, summary: 'Resume a halted session (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedSession, ...errors } } },
     async (req) => ctx.sessions.resumeSession(req.params.id, req.operator!, req.body.reason),
+  );
+
+  // One route for both: the Bearer credential says which (a gateway key, or an operator key; an agent
+  // token as Bearer is refused like on every admin route).
+  const closer = async (req: Parameters<typeof gateway>[0], reply: Parameters<typeof gateway>[1]) => {
+    const raw = bearer(req);
+    return raw && parseCredential(raw)?.kind === 'gateway' ? gateway(req, reply) : operator(req, reply);
+  };
+  app.post(
+    '/v1/sessions/:id/close',
+    {
+      preHandler: closer,
+      schema: {
+        tags: ['gateway', ...tags],
+        summary: 'Close a session (its gateway with the same agent token, or an operator): it answers SESSION_UNKNOWN and no longer counts as open; never a halted one (409)',
+        description:
+          'What a gateway calls when its agent goes away, so restarts do not use up `max_open_sessions`. A gateway sends its key as Bearer and the session\'s agent token as X-Agent-Token (a session of another token is 404); an operator (role operator) sends an operator key. The session becomes `closed`, as when it idles out. A halted session, or one whose token is halted, is refused with 409 CONFLICT (`details.state`, `details.halted_by`): closing never lifts or hides a halt. Closing a closed session answers 200 with `already_closed: true`. Audited as `session.closed`.',
+        security: [{ bearer: [], agentToken: [] }, { bearer: [] }],
+        params: IdParams,
+        response: { 200: ClosedSession, ...errors },
+      },
+    },
+    async (req) => {
+      if (req.operator) return ctx.sessions.close(req.params.id, { operator: req.operator });
+      let principal: Awaited<ReturnType<typeof ctx.auth.authenticate>>;
+      try {
+        principal = await ctx.auth.authenticate(agentTokenHeader(req));
+      } catch (err) {
+        if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', 'Credential store unavailable; try again.');
+        throw err;
+      }
+      if (principal.kind !== 'agent') throw unauthenticated();
+      const closed = await ctx.sessions.close(req.params.id, { agent: principal, gateway: req.gateway! });
+      req.log.info({ session_id: req.params.id, token_id: principal.id, already_closed: closed.already_closed }, 'session closed by its gateway');
+      return closed;
+    },
   );
 
   app.post(

@@ -113,3 +113,9 @@ export const ResumedToken = Type.Object({
   sessions_resumed: Type.Array(Id),
   message: Type.String(),
 });
+
+export const ClosedSession = Type.Object({
+  session: SessionSummary,
+  already_closed: Type.Boolean({ description: 'It was closed before this request (idled out, or closed by an earlier request); nothing changed.' }),
+  message: Type.String(),
+});

@@ -154,3 +154,23 @@ redis.call('LTRIM', lkey, 0, req.keep - 1)
 if redis.call('HGET', p .. 's:' .. req.sid, 'st') ~= 'halted' then redis.call('PEXPIRE', lkey, req.idle) end
 return '{"pushed":1}'
 `;
+
+/**
+ * Closes a session of this token at its gateway's or an operator's request, as if it had idled out: its
+ * hash is deleted (the gate answers SESSION_UNKNOWN) and it no longer counts against the token's open
+ * sessions. Never a halted session, and nothing while the token is halted: closing must not lift a halt.
+ */
+export const CLOSE_LUA = `
+local req = cjson.decode(ARGV[1])
+local p = req.p
+if redis.call('EXISTS', p .. 'epoch') == 0 then return '{"r":"NO_EPOCH"}' end
+local skey = p .. 's:' .. req.sid
+local f = redis.call('HMGET', skey, 'tok', 'st', 'trg')
+if f[1] and f[1] ~= req.tok then return '{"r":"NOT_OWNER"}' end
+if f[2] == 'halted' then return cjson.encode({ r = 'HALTED', trg = f[3] or '' }) end
+local th = redis.call('GET', p .. 'th:' .. req.tok)
+if th then return cjson.encode({ r = 'TOKEN_HALTED', trg = th }) end
+redis.call('DEL', skey)
+redis.call('ZREM', p .. 'so:' .. req.tok, req.sid)
+return '{"r":"CLOSED"}'
+`;

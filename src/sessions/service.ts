@@ -123,9 +123,20 @@ export interface ResumeTokenResult {
   message: string;
 }
 
+export interface CloseSessionResult {
+  session: SessionSummaryView;
+  /** It was closed before this request (idled out, or closed by an earlier request). */
+  already_closed: boolean;
+  message: string;
+}
+
+/** Who closes a session: its gateway with the session's own agent token, or an operator. */
+export type SessionCloser = { agent: AgentPrincipal; gateway: GatewayPrincipal } | { operator: OperatorPrincipal };
+
 /** What the audit module records for admin actions (ctx.audit.recordAdmin); wired by app.ts. */
 export interface AdminRecord {
-  actor: OperatorPrincipal;
+  /** An operator, or a named part of the system ("gateway:<id>" for a gateway closing its session). */
+  actor: OperatorPrincipal | string;
   action: string;
   target: string;
   projectId: string;
@@ -266,10 +277,14 @@ export class SessionService {
       throw new AppError('SERVICE_UNAVAILABLE', 'Redis lost its state and sessions are being reloaded from Postgres; retry in a few seconds.');
     }
     if (answer.r === 'TOO_MANY_OPEN') {
-      throw new AppError('TOO_MANY_SESSIONS', `This token already has ${answer.n} open sessions (limit ${caps.maxOpen}); reuse one, or wait until one idles out.`, {
-        limit: 'max_open_sessions',
-        max: caps.maxOpen,
-      });
+      throw new AppError(
+        'TOO_MANY_SESSIONS',
+        `This token already has ${answer.n} open sessions (limit ${caps.maxOpen}); reuse one, close one (POST /v1/sessions/:id/close: its gateway, or an operator), or wait until one idles out (${Math.round(this.settings.idleTimeoutMs / 1000)} s without calls).`,
+        {
+          limit: 'max_open_sessions',
+          max: caps.maxOpen,
+        },
+      );
     }
     if (answer.r === 'TOO_MANY_NEW') {
       const retryAfterS = Math.max(1, Math.ceil(answer.retry / 1000));
@@ -338,7 +353,7 @@ export class SessionService {
       [bound = false] = await this.mirror.halt([mirror]);
     } catch (err) {
       enforced = false;
-      this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
+      this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
     }
     let session: SessionRow | undefined;
     let tokenHaltId: string | null = null;
@@ -349,7 +364,7 @@ export class SessionService {
       else recorded = false; // Postgres refused even the bare halt (logged); retrying cannot help
     } catch (err) {
       recorded = false;
-      this.log.error({ err: (err as Error).message, token: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
+      this.log.error({ err: (err as Error).message, token_id: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
       // Kept in Redis, where every replica's retry finds it: a record kept only in this process's memory
       // was lost with a restart, leaving a halt in Redis that no resume could lift (Postgres knew nothing).
       const journaled = await this.mirror.redis.redis
@@ -365,7 +380,7 @@ export class SessionService {
         [bound = false] = await this.mirror.halt([withFields]);
       } catch (err) {
         enforced = false;
-        this.log.error({ err: (err as Error).message, token: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
+        this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
       }
     }
     if (!enforced && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withFields);
@@ -415,7 +430,7 @@ export class SessionService {
       refusal = err;
     }
     const trigger = storable(String(input.trigger)) as HaltTrigger;
-    const fields = { token: input.tokenId, trigger, err: (refusal as Error).message };
+    const fields = { token_id: input.tokenId, trigger, err: (refusal as Error).message };
     try {
       const record = await this.recordHalt({ ...input, trigger, summary: storableHaltSummary(input.summary) }, sessionId);
       this.log.warn(fields, 'halt recorded in Postgres with its summary made storable (Postgres refused a value of it)');
@@ -634,6 +649,73 @@ export class SessionService {
       token_halt: halt ? { trigger: halt.trigger, halted_at: halt.halted_at, session_id: halt.session_id } : null,
       sessions_resumed: sessions,
       message: `Token resumed${was}; ${sessions.length} halted session(s) resumed.${note}`,
+    };
+  }
+
+  /**
+   * Closes a session the way idling out does (Postgres `closed`, gone from Redis: its calls answer
+   * SESSION_UNKNOWN and it no longer counts against the token's open sessions), at the request of its
+   * gateway (only with the session's own agent token: another token's session is not found) or an
+   * operator. Never a halted session, nor one whose token is halted (409): closing must not lift or
+   * hide a halt. Runs under the halt-copy lock, so an epoch reload cannot copy the session back into
+   * Redis after it was closed there; Redis re-checks the halts atomically before it drops the session.
+   */
+  async close(id: string, closer: SessionCloser): Promise<CloseSessionResult> {
+    const op = 'operator' in closer ? closer.operator : undefined;
+    const agent = 'agent' in closer ? closer.agent : undefined;
+    if (!UUID.test(id)) throw notFound('session');
+    // Project visibility for operators; the token binding for gateways is checked under the lock.
+    if (op) await this.visibleSession(id, op);
+    const halted = (state: string, trigger: string | null, tokenId: string) =>
+      new AppError(
+        'CONFLICT',
+        state === 'token_halted'
+          ? `Session ${id} cannot be closed: its token is halted (${trigger}); closing never lifts or hides a halt. An operator resumes the token with POST /v1/keys/${tokenId}/resume.`
+          : `Session ${id} cannot be closed: it is halted (${trigger}); closing never lifts or hides a halt. An operator resumes it with POST /v1/sessions/${id}/resume.`,
+        { state: state === 'token_halted' ? 'halted' : state, halted_by: state === 'token_halted' ? 'token' : 'session', trigger },
+      );
+    const outcome = await withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'resume');
+      const row = await sessionStore.lockSession(c, id, agent?.id);
+      if (!row) throw notFound('session');
+      if (row.state === 'closed') return { row, already: true };
+      if (row.state === 'halted') throw halted('halted', row.trigger, row.token_id);
+      const tokenHalt = await sessionStore.activeTokenHalt(c, row.token_id);
+      if (tokenHalt) throw halted('token_halted', tokenHalt.trigger, row.token_id);
+      let answer: Awaited<ReturnType<SessionMirror['close']>>;
+      try {
+        answer = await this.mirror.close(row.token_id, id);
+      } catch (err) {
+        throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the session was not closed (nothing changed); retry: ${(err as Error).message}`);
+      }
+      if (answer.r === 'NO_EPOCH') {
+        this.epoch.requestReload();
+        throw new AppError('SERVICE_UNAVAILABLE', 'Redis lost its state and sessions are being reloaded from Postgres; the session was not closed; retry in a few seconds.');
+      }
+      // Postgres binds it to this token: Redis holding it for another is a disagreement; change nothing.
+      if (answer.r === 'NOT_OWNER') throw notFound('session');
+      // A halt Redis enforces before Postgres has its record.
+      if (answer.r === 'HALTED') throw halted('halted', answer.trg, row.token_id);
+      if (answer.r === 'TOKEN_HALTED') throw halted('token_halted', answer.trg, row.token_id);
+      await sessionStore.closeSessions(c, [id]);
+      return { row, already: false };
+    });
+    const view = await this.visibleSession(id);
+    if (!outcome.already) {
+      const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;
+      await this.audit({
+        actor: op ?? `gateway:${gatewayId}`,
+        action: 'session.closed',
+        target: `session:${id}`,
+        projectId: view.project_id,
+        details: { token_id: view.token_id, closed_by: op ? 'operator' : 'gateway', ...(gatewayId ? { gateway_id: gatewayId } : {}) },
+      });
+    }
+    const when = view.closed_at ? ` at ${view.closed_at.toISOString()}` : '';
+    return {
+      session: summaryView(view),
+      already_closed: outcome.already,
+      message: outcome.already ? `Session ${id} was already closed${when}.` : `Session ${id} closed; its calls now answer SESSION_UNKNOWN and it no longer counts against the token's open sessions.`,
     };
   }
 

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '../helpers/unleash.js';
 import { GatewayHarness } from './gateway-harness.js';
 
 // How `killswitch gateway` ends: over stdio, when its client goes away (stdin ends), it stops its
@@ -17,7 +18,8 @@ const h = new GatewayHarness();
 const children: ChildProcessWithoutNullStreams[] = [];
 
 beforeAll(async () => {
-  await h.start();
+  // One open session per token: a restart that left its session open would lock the token out.
+  await h.start({ policyExtra: 'rate_limits:\n  per_token:\n    max_open_sessions: 1\n' });
 }, 120_000);
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -93,5 +95,45 @@ describe('stdio: the client goes away', () => {
     expect({ code, signal }, g.stderr()).toEqual({ code: 0, signal: null });
     expect(g.stderr()).toContain('stdin ended');
     expect(alive(g.upstreamPid)).toBe(false);
+  }, 60_000);
+});
+
+describe('the control-plane session ends with the gateway', () => {
+  const sessionsOf = async (token: string) => {
+    const agent = await h.app.ctx.auth.authenticate(token);
+    const { rows } = await h.t.pool().query<{ id: string; state: string }>('SELECT id, state FROM sessions WHERE token_id = $1 ORDER BY id', [agent.id]);
+    return rows;
+  };
+
+  it('a restarted stdio gateway opens its session again with max_open_sessions 1: the first one was closed when stdin ended', async () => {
+    const token = await h.token('ro');
+    for (const run of ['first', 'second']) {
+      const g = await stdioGateway(token, `restart-${run}`);
+      // The session opens on the initialized notification.
+      await until(async () => (await sessionsOf(token)).some((s) => s.state === 'active'), 20_000, `the ${run} gateway opened its session`);
+      g.child.stdin.end();
+      expect((await g.exited).code, g.stderr()).toBe(0);
+      expect(g.stderr()).not.toContain('TOO_MANY_SESSIONS');
+    }
+    const sessions = await sessionsOf(token);
+    expect(sessions.map((s) => s.state)).toEqual(['closed', 'closed']);
+  }, 90_000);
+
+  it('an in-process gateway closes its sessions when it closes; a halted one stays halted', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway({ agentToken: token });
+    const client = await h.client(gateway, token);
+    await client.listTools();
+    await until(async () => (await sessionsOf(token)).length === 1, 20_000, 'the session opened');
+    await client.close();
+    await until(async () => (await sessionsOf(token))[0]?.state === 'closed', 20_000, 'the session closed with its client');
+
+    const halted = await h.token('rw');
+    const g2 = await h.gateway({ agentToken: halted });
+    const c2 = await h.client(g2, halted, { scope: { read_only: true } });
+    const write = await c2.callTool({ name: 'write_file', arguments: { path: 'nope.md', content: 'x' } });
+    expect(write.isError).toBe(true);
+    await g2.close();
+    expect((await sessionsOf(halted)).map((s) => s.state)).toEqual(['halted']);
   }, 60_000);
 });

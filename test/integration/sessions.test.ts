@@ -435,3 +435,117 @@ describe('operators: read and resume', () => {
     expect((await w.app.inject({ method: 'POST', url: `/v1/keys/${id}/resume`, headers: bearer(operatorKey), payload: { reason: 'x' } })).statusCode).toBe(404);
   });
 });
+
+describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
+  const close = (sid: string, headers: Record<string, string>) => w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/close`, headers });
+  const state = async (sid: string) => (await db.query('SELECT state, closed_at FROM sessions WHERE id = $1', [sid])).rows[0] as { state: string; closed_at: Date | null };
+
+  it('its gateway closes it like an idle timeout: closed in Postgres, gone from Redis, calls SESSION_UNKNOWN, its place freed; audited; again is 200 already_closed', async () => {
+    const { raw, agent } = await w.token('rw');
+    w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: 1, maxNewPerHour: null }));
+    try {
+      const sid = (await openHttp(raw)).json().session_id as string;
+      const full = await openHttp(raw);
+      expect(full.statusCode).toBe(429);
+      expect(full.json().error.message).toContain('/v1/sessions/:id/close');
+
+      const res = await close(sid, gw(raw));
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ already_closed: false, session: { id: sid, state: 'closed', token_id: agent.id } });
+      expect((await state(sid)).state).toBe('closed');
+      expect((await state(sid)).closed_at).not.toBeNull();
+      expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('s', sid))).toBe(0);
+      const { step } = gateStep(w, { limits: HIGH });
+      expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_UNKNOWN');
+      expect((await openHttp(raw)).statusCode).toBe(201);
+
+      const again = await close(sid, gw(raw));
+      expect(again.statusCode).toBe(200);
+      expect(again.json().already_closed).toBe(true);
+      const { rows } = await db.query("SELECT actor_type, actor_id, project_id, details FROM audit_events WHERE action = 'session.closed' AND target = $1", [`session:${sid}`]);
+      expect(rows).toEqual([{ actor_type: 'system', actor_id: `gateway:${w.gateway.id}`, project_id: 'alpha', details: { token_id: agent.id, closed_by: 'gateway', gateway_id: w.gateway.id } }]);
+    } finally {
+      w.app.ctx.sessions.setCapsSource(() => ({ maxOpen: null, maxNewPerHour: null }));
+    }
+  });
+
+  it('another token, unknown ids, bad ids and credentials are refused and close nothing', async () => {
+    const owner = await w.token('rw');
+    const other = await w.token('rw');
+    const sid = await w.open(owner.agent);
+    const cross = await close(sid, gw(other.raw));
+    expect(cross.statusCode).toBe(404);
+    expect(cross.json().error.code).toBe('NOT_FOUND');
+    expect((await close('0190aaaa-0000-7000-8000-000000000000', gw(owner.raw))).statusCode).toBe(404);
+    const bad = await close('s-042', gw(owner.raw));
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details[0].field).toBe('id');
+    expect((await close(sid, gw())).statusCode).toBe(401);
+    expect((await close(sid, gw(`${owner.raw.slice(0, -1)}x`))).statusCode).toBe(401);
+    const agentAsBearer = await close(sid, bearer(owner.raw));
+    expect(agentAsBearer.statusCode).toBe(403);
+    expect(agentAsBearer.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+    const viewer = await close(sid, bearer(await t.operatorKey(w.app, 'viewer')));
+    expect(viewer.statusCode).toBe(403);
+    expect(viewer.json().error.code).toBe('FORBIDDEN');
+    expect((await close(sid, bearer(await t.operatorKey(w.app, 'operator', ['beta'])))).statusCode).toBe(404);
+    expect((await state(sid)).state).toBe('active');
+  });
+
+  it('an operator closes a session; audited with the operator', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const key = await t.operatorKey(w.app, 'operator');
+    const op = (await w.app.ctx.auth.authenticate(key)) as OperatorPrincipal;
+    const res = await close(sid, bearer(key));
+    expect(res.statusCode).toBe(200);
+    expect((await state(sid)).state).toBe('closed');
+    const { rows } = await db.query("SELECT actor_type, actor_id, details->>'closed_by' AS by FROM audit_events WHERE action = 'session.closed' AND target = $1", [`session:${sid}`]);
+    expect(rows).toEqual([{ actor_type: 'operator', actor_id: op.id, by: 'operator' }]);
+  });
+
+  it('never closes a halted session, one whose token is halted, or one Redis holds halted before Postgres knows: 409 naming the state', async () => {
+    const { raw, agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: false, summary: {} });
+    const res = await close(sid, gw(raw));
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error).toMatchObject({ code: 'CONFLICT', details: { state: 'halted', halted_by: 'session', trigger: 'CASCADE_WRITE' } });
+    expect(res.json().error.message).toContain(`/v1/sessions/${sid}/resume`);
+    const { step } = gateStep(w, { limits: HIGH });
+    expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_HALTED');
+    expect((await state(sid)).state).toBe('halted');
+    // an operator cannot either
+    expect((await close(sid, bearer(await t.operatorKey(w.app, 'operator')))).statusCode).toBe(409);
+
+    const second = await w.token('rw');
+    const s2 = await w.open(second.agent);
+    const s3 = await w.open(second.agent);
+    await w.app.ctx.sessions.halt({ tokenId: second.agent.id, sessionId: s3, trigger: 'UNAUTHORIZED_SERVER', haltToken: true, summary: {} });
+    const byToken = await close(s2, gw(second.raw));
+    expect(byToken.statusCode).toBe(409);
+    expect(byToken.json().error.details).toMatchObject({ state: 'halted', halted_by: 'token', trigger: 'UNAUTHORIZED_SERVER' });
+    expect(byToken.json().error.message).toContain(`/v1/keys/${second.agent.id}/resume`);
+    expect((await state(s2)).state).toBe('active');
+
+    const third = await w.token('rw');
+    const s4 = await w.open(third.agent);
+    await w.app.ctx.redis.redis.hset(w.app.ctx.redis.key('s', s4), 'st', 'halted', 'trg', 'CASCADE_WRITE');
+    const onlyRedis = await close(s4, gw(third.raw));
+    expect(onlyRedis.statusCode).toBe(409);
+    expect(await w.app.ctx.redis.redis.hget(w.app.ctx.redis.key('s', s4), 'st')).toBe('halted');
+    expect((await state(s4)).state).toBe('active');
+  });
+
+  it('503 while Redis has lost its state (nothing changed)', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const r = w.app.ctx.redis;
+    // A service over a prefix without a state epoch: as right after Redis lost its data.
+    const lost = { ...r, prefix: `${r.prefix}lost:`, key: (...parts: string[]) => `${r.prefix}lost:${parts.join(':')}` };
+    const svc = new SessionService(w.app.ctx.pool, lost, pino({ level: 'silent' }), { idleTimeoutMs: 60_000, maxOpenPerToken: 5, maxNewPerHour: 100 });
+    await expect(svc.close(sid, { agent, gateway: w.gateway })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
+    expect((await state(sid)).state).toBe('active');
+    await svc.stop(); // the reload it asked for (under its own prefix) is done before the file's teardown
+  });
+});
