@@ -101,7 +101,7 @@ export async function runPrimary(config: Config): Promise<number> {
       const onExit = (code: number | null, signal: string | null) => reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1 }));
       worker.once('exit', onExit);
       // A message to a worker that has just died fails on its channel: its exit is handled below.
-      worker.on('error', (err: Error) => log.warn({ pid: worker.process.pid, err: err.message }, 'worker channel error'));
+      worker.on('error', (err: Error) => log.warn({ worker_pid: worker.process.pid, err: err.message }, 'worker channel error'));
       worker.on('message', (msg: { type?: string; id: number }) => {
         if (ready.has(worker)) lastHeard.set(worker, Date.now());
         if (msg?.type === PONG) return;
@@ -168,7 +168,7 @@ export async function runPrimary(config: Config): Promise<number> {
         killedAsHung.add(worker);
         hangs.inc();
         log.error(
-          { pid: worker.process.pid, silent_ms: silentMs, timeout_ms: config.workerHangTimeoutMs },
+          { worker_pid: worker.process.pid, silent_ms: silentMs, timeout_ms: config.workerHangTimeoutMs },
           'worker hung: its event loop has not answered the heartbeat; killing it (SIGKILL) and starting another (requests it held are cut; gateways deny them)',
         );
         worker.process.kill('SIGKILL');
@@ -197,7 +197,7 @@ export async function runPrimary(config: Config): Promise<number> {
     if (!wasReady) return; // a start that failed: handled where it was forked
     const upMs = Date.now() - started;
     if (upMs >= HEALTHY_AFTER_MS) failures = 0;
-    log.error({ pid: worker.process.pid, exit_code: code, signal, up_ms: upMs }, 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)');
+    log.error({ worker_pid: worker.process.pid, exit_code: code, signal, up_ms: upMs }, 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)');
     restart();
   });
 

@@ -1,6 +1,13 @@
 import type { LoggerOptions } from 'pino';
 
-// Anything that can hold a credential is redacted by configuration, not by care at each call site.
+// pino writes these on every line itself. A field of a log object with one of these names is written a
+// second time in the same JSON line, and parsers keep one of the two (often the last): `level: 'trace'`
+// would file a warning as trace. Name such fields after what they are: unleash_pid, new_level.
+// test/unit/log-fields.test.ts checks every log call in src/ against this list and REDACT_PATHS.
+export const PINO_KEYS = ['level', 'time', 'pid', 'hostname', 'msg'] as const;
+
+// Anything that can hold a credential is redacted by configuration, not by care at each call site. So
+// these names are for secrets only: an id logged as `token` would be hidden too (log it as token_id).
 export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers["x-agent-token"]',

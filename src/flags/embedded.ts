@@ -148,6 +148,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logg
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  log?.info({ url: base, pid: child.pid }, 'embedded Unleash is up');
+  // pid is pino's own field (this process): the child's goes under a name of its own.
+  log?.info({ url: base, unleash_pid: child.pid }, 'embedded Unleash is up');
   return { apiUrl: `${base}/api`, uiUrl: base, pid: child.pid, stop, exited };
 }

@@ -32,7 +32,8 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       ctx.log.level = level;
       // Fastify logs requests through its own child of ctx.log, whose level was copied at creation.
       app.log.level = level;
-      ctx.log.warn({ level, previous }, 'log level changed');
+      // Not `level`: that is pino's own field (warn, 40), and a parser keeping the last key would file this line under the new level.
+      ctx.log.warn({ new_level: level, previous_level: previous }, 'log level changed');
     }
   };
   const onMessage = (ch: string, message: string) => {

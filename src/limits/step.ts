@@ -174,7 +174,7 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
           await deps.sessions.halt({ tokenId: ctx.agent.id, sessionId: ctx.input.session_id, trigger: o.trigger, haltToken: o.tokenHalted === true, summary });
         } catch (err) {
           // Redis already enforces the halt; the service retries the Postgres record.
-          deps.log?.error({ err, session: ctx.input.session_id }, 'recording a halt in Postgres failed');
+          deps.log?.error({ err, session_id: ctx.input.session_id }, 'recording a halt in Postgres failed');
         }
       }
       return denial;

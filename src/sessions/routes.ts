@@ -38,7 +38,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       if (principal.kind !== 'agent') throw unauthenticated();
       const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body);
-      req.log.info({ session: opened.session_id, token: principal.id, state: opened.state }, 'session opened');
+      req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state }, 'session opened');
       return reply.code(201).send(opened);
     },
   );

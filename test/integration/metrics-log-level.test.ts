@@ -88,5 +88,27 @@ describe('decision logs and the runtime log level', () => {
     await b.ctx.audit.writer.flush();
     const { rows } = await t.pool().query(`SELECT details->>'level' AS level FROM audit_events WHERE action = 'log_level.set' ORDER BY ts, seq`);
     expect(rows.map((r) => r.level)).toEqual(['debug', 'info']);
+
+    // Each replica's line is a warning (pino's level 40, written once): the levels are fields of their own.
+    const changed = t.logs.lines.filter((l) => l.includes('"msg":"log level changed"'));
+    expect(changed).toHaveLength(4);
+    for (const raw of changed) expect(raw.match(/"level":/g), raw).toHaveLength(1);
+    const parsed = changed.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed.every((l) => l['level'] === 40)).toBe(true);
+    expect(parsed.map((l) => `${l['previous_level']}→${l['new_level']}`).sort()).toEqual(['debug→info', 'debug→info', 'info→debug', 'info→debug']);
+  });
+
+  it('session opened names the session and its token by id (token_id, not hidden by the redaction of `token`); the raw token is in no line', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const raw = t.logs.lines.find((l) => l.includes('"msg":"session opened"') && l.includes(s.session_id));
+    expect(raw).toBeDefined();
+    expect(JSON.parse(raw!)).toMatchObject({ level: 30, session_id: s.session_id, token_id: tok.id, state: 'active' });
+    expect(raw).not.toContain('[redacted]');
+    await gw.decide(tok.raw, { ...read, session_id: s.session_id });
+    await gw.decide(tok.raw, { server: 'memory', tool: 'delete_entities', arguments: { entityNames: ['x'] }, session_id: s.session_id });
+    expect(t.logs.text).not.toContain(tok.raw);
+    expect(t.logs.text).not.toContain(gw.gatewayKey);
+    expect(t.logs.text).not.toContain(gw.owner);
   });
 });

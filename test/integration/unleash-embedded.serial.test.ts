@@ -5,7 +5,7 @@ import { UnleashAdmin } from '../../src/flags/admin-client.js';
 import { type EmbeddedUnleash, startEmbeddedUnleash } from '../../src/flags/embedded.js';
 import { prepareUnleash } from '../../src/flags/setup.js';
 import { createFlagStep } from '../../src/flags/step.js';
-import { bearer, TestContext } from '../helpers/context.js';
+import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 import { dbUrl } from '../helpers/env.js';
 import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName, until } from '../helpers/unleash.js';
 
@@ -62,9 +62,15 @@ describe('embedded Unleash', () => {
       // The embedded Unleash logs at this level too: nothing listens at the webhook URL here.
       logLevel: 'error',
     });
-    const { config, embedded } = await prepareUnleash(startConfig, pino({ level: 'warn' }));
+    const startLog = new LogCapture();
+    const { config, embedded } = await prepareUnleash(startConfig, pino({ level: 'info' }, startLog));
     expect(embedded).toBeDefined();
     running.push(embedded!);
+    // The child's pid is a field of its own: pino's `pid` (written once) stays this process's.
+    const up = startLog.lines.filter((l) => l.includes('"msg":"embedded Unleash is up"'));
+    expect(up).toHaveLength(1);
+    expect(up[0]!.match(/"pid":/g)).toHaveLength(1);
+    expect(JSON.parse(up[0]!)).toMatchObject({ pid: process.pid, unleash_pid: embedded!.pid, url: embedded!.uiUrl });
     expect(config.unleashUrl).toBe(`http://127.0.0.1:${port}/api`);
 
     // First login to the UI, as documented: admin / UNLEASH_ADMIN_PASSWORD.

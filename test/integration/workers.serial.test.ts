@@ -141,7 +141,7 @@ describe('WORKERS=2', () => {
       100,
     );
     expect(seenReady.has(1)).toBe(true);
-    expect(cp.logs().some((l) => l['msg'] === 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)' && l['pid'] === pids[0])).toBe(true);
+    expect(cp.logs().some((l) => l['msg'] === 'worker exited unexpectedly: starting another (audit rows of its denials still in memory are lost; allowed calls were answered only after their rows were durable)' && l['worker_pid'] === pids[0])).toBe(true);
     expect(sample(text, 'killswitch_worker_hangs_total')).toBe(0);
 
     // A hung worker (its event loop answers no heartbeat: here SIGSTOP) is killed and replaced after
@@ -163,7 +163,9 @@ describe('WORKERS=2', () => {
     expect(alive(pids[1]!)).toBe(false);
     const hung = cp.logs().filter((l) => String(l['msg']).startsWith('worker hung:'));
     expect(hung).toHaveLength(1);
-    expect(hung[0]).toMatchObject({ pid: pids[1], timeout_ms: 2000 });
+    expect(hung[0]).toMatchObject({ worker_pid: pids[1], timeout_ms: 2000 });
+    // pid stays the writer's (the primary): the worker's is a field of its own, not a second "pid" key.
+    expect(hung[0]!['pid']).toBe(cp.child.pid);
     expect(Number(hung[0]!['silent_ms'])).toBeGreaterThanOrEqual(2000);
     expect(Number(hung[0]!['time']) - stoppedAt).toBeLessThan(10_000);
     const fresh = await api(cp.base, 'POST', '/v1/sessions', headers, {});
