@@ -170,7 +170,7 @@ export class AgentSession implements CallPorts {
       this.sessionId().catch((err: Error) => this.gateway.log.warn({ err: err.message }, 'could not open a control-plane session; calls deny until one opens'));
     };
 
-    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.toolsFor(this.agentToken) }));
+    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.toolsFor(this.agentToken, this.scope) }));
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);

@@ -12,7 +12,7 @@ import type { UpstreamIdentity } from './config.js';
 export type ResultAnswerBody = Static<typeof ResultAnswer>;
 
 export interface ToolReportAnswer {
-  servers: Array<{ name: string; in_policy: boolean; tools: Array<{ name: string; hash: string; status: string; callable: boolean; reason?: string }> }>;
+  servers: Array<{ name: string; in_policy: boolean; tools: Array<{ name: string; hash: string; status: string; callable: boolean; capability?: 'read' | 'write' | 'delete' | null; reason?: string }> }>;
 }
 
 export interface SessionAnswer {

@@ -7,7 +7,7 @@ import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
 import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool } from './catalog.js';
 import { type GatewayConfig, GatewayConfigError } from './config.js';
-import { ControlPlaneClient, ControlPlaneError, type ToolReportAnswer } from './control-plane.js';
+import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
 import { Upstream } from './upstream.js';
 
@@ -114,9 +114,12 @@ export class Gateway {
 
   /**
    * tools/list for one agent: upstream lists re-read, definitions reported, and only the tools this
-   * token may call shown. Without an answer from the control plane nothing is shown (fail closed).
+   * token may call in this session shown: callable for the token, of a server the session declared, and
+   * in a read-only session a read (the control plane's `capability`; unknown counts as a write). Listing
+   * a tool whose call halts the session (UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION) would lay a trap the
+   * agent cannot see. Without an answer from the control plane nothing is shown (fail closed).
    */
-  async toolsFor(agentToken: string): Promise<Tool[]> {
+  async toolsFor(agentToken: string, scope?: DeclaredScope): Promise<Tool[]> {
     await this.refreshTools();
     let answer: ToolReportAnswer;
     try {
@@ -127,7 +130,11 @@ export class Gateway {
     }
     // The exact definition must be callable: the name alone would let another definition of it through.
     const callable = new Set<string>();
-    for (const s of answer.servers) for (const t of s.tools) if (t.callable) callable.add(key(s.name, t.name, t.hash));
+    const declared = scope?.servers ? new Set(scope.servers) : undefined;
+    for (const s of answer.servers) {
+      if (declared && !declared.has(s.name)) continue;
+      for (const t of s.tools) if (t.callable && (!scope?.read_only || t.capability === 'read')) callable.add(key(s.name, t.name, t.hash));
+    }
     return this.tools.filter((t) => callable.has(key(t.server, t.name, t.definition.hash))).map(listedTool);
   }
 

@@ -5,6 +5,7 @@ import { unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
+import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
 
@@ -110,6 +111,12 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
                         'approved (pinned), changed (waits for an operator), rejected (an operator refused it; `reason` says who and why), or refused: the name is an MCP protocol method (resources/read, prompts/get), the definition is not stored and is never callable',
                     }),
                     callable: Type.Boolean({ description: 'This token may call this exact definition (server, name and hash); show the tool only then.' }),
+                    capability: Type.Optional(
+                      Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('delete'), Type.Null()], {
+                        description:
+                          "What a call needs (its required scope's action), null when the policy does not resolve the tool. A session declared read-only halts on any call that is not `read` (WRITE_IN_READ_SESSION): hide those there too, and the tools of servers the session did not declare.",
+                      }),
+                    ),
                     reason: Type.Optional(Type.String({ description: 'Why it is not callable; for a changed or rejected definition, its id to approve (POST /v1/tools/:id/approve).' })),
                   }),
                 ),
@@ -137,10 +144,16 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
             tools: results
               .filter((r) => r.server === s.name)
               .map((r) => {
-                if (r.refusal) return { name: r.tool, hash: r.hash, status: r.status, callable: false, reason: r.refusal };
+                if (r.refusal) return { name: r.tool, hash: r.hash, status: r.status, callable: false, capability: null, reason: r.refusal };
                 const def = byHash.get(r.hash);
                 const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
-                const out: { name: string; hash: string; status: string; callable: boolean; reason?: string } = { name: r.tool, hash: r.hash, status: r.status, callable: verdict.callable && r.status === 'approved' };
+                const out: { name: string; hash: string; status: string; callable: boolean; capability: Capability | null; reason?: string } = {
+                  name: r.tool,
+                  hash: r.hash,
+                  status: r.status,
+                  callable: verdict.callable && r.status === 'approved',
+                  capability: verdict.capability,
+                };
                 if (!verdict.callable) out.reason = verdict.reason;
                 else if (r.notApproved) out.reason = r.notApproved;
                 return out;

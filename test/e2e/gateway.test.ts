@@ -52,6 +52,35 @@ describe('read-only and read-write tokens', () => {
   });
 });
 
+describe("tools/list shows only what the session's declared scope may call", () => {
+  it('config session {readOnly, servers: [filesystem]}: no write tools, no memory tools; a hidden write called anyway still halts', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway({ memory: true, killswitch: { session: { readOnly: true, servers: ['filesystem'] } } });
+    const client = await h.client(gateway, token);
+    const names = (await client.listTools()).tools.map((t) => t.name);
+    expect(names).toContain('read_text_file');
+    for (const hidden of ['write_file', 'edit_file', 'create_directory', 'move_file', 'read_graph', 'create_entities']) expect(names).not.toContain(hidden);
+
+    const write = await call(client, 'write_file', { path: 'scoped.md', content: 'x' });
+    expect(textOf(write)).toMatch(/^PERMISSION_DENIED: /);
+    expect(existsSync(join(h.dir, 'scoped.md'))).toBe(false);
+    expect(textOf(await call(client, 'read_text_file', { path: 'readme.md' }))).toMatch(/^SESSION_HALTED: /);
+  });
+
+  it('client capabilities.experimental.killswitch {read_only: true}: only the read tools of every server; with servers: [memory] only memory reads', async () => {
+    const token = await h.token('rw');
+    const gateway = await h.gateway({ memory: true });
+    const readOnly = (await (await h.client(gateway, token, { scope: { read_only: true } })).listTools()).tools.map((t) => t.name);
+    expect(readOnly).toEqual(expect.arrayContaining(['read_text_file', 'list_directory', 'read_graph', 'search_nodes']));
+    for (const hidden of ['write_file', 'edit_file', 'create_entities', 'delete_entities', 'add_observations']) expect(readOnly).not.toContain(hidden);
+
+    const other = await h.token('rw');
+    const memoryOnly = (await (await h.client(gateway, other, { scope: { read_only: true, servers: ['memory'] } })).listTools()).tools.map((t) => t.name);
+    expect(memoryOnly).toEqual(expect.arrayContaining(['read_graph', 'search_nodes']));
+    for (const hidden of ['read_text_file', 'write_file', 'create_entities']) expect(memoryOnly).not.toContain(hidden);
+  });
+});
+
 describe('cascade writes', () => {
   it('a.md and <dir>/a.md are one resource; a third different file answers CASCADE_WRITE and the session stays halted', async () => {
     const token = await h.token('rw');
