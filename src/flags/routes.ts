@@ -94,10 +94,18 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
           last_event_flag: status.lastWebhook?.flag ?? null,
         },
         flags: flags.flags().map((f) => {
+          // Uncounted: Unleash's usage metrics (the flags' use in its UI) count agents' calls, not an open Flags page.
+          let evaluable = true;
           const evaluations = Object.fromEntries(
             TOKEN_TYPES.map((tokenType) => [
               tokenType,
-              Object.fromEntries(ENVIRONMENTS.map((env) => [env, flags.isEnabled(f.name, flags.callContext({ userId: 'flags-overview', tokenType, mcpEnvironment: env }))])),
+              Object.fromEntries(
+                ENVIRONMENTS.map((env) => {
+                  const on = flags.isEnabledUncounted(f.name, flags.callContext({ userId: 'flags-overview', tokenType, mcpEnvironment: env }));
+                  if (on === undefined) evaluable = false;
+                  return [env, on === true];
+                }),
+              ),
             ]),
           ) as { ro: Record<(typeof ENVIRONMENTS)[number], boolean>; rw: Record<(typeof ENVIRONMENTS)[number], boolean>; admin: Record<(typeof ENVIRONMENTS)[number], boolean> };
           return {
@@ -108,7 +116,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             source: f.override ? ('webhook' as const) : status.source,
             strategies: f.strategies,
             constraints: f.constraints,
-            evaluations,
+            evaluations: evaluable ? evaluations : null,
           };
         }),
       };

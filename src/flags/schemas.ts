@@ -47,12 +47,18 @@ export const FlagEntry = Type.Object({
     description:
       'Constraints on its active strategies (those of the segments they use included). More than 0: the flag is on only for some calls (a targeted kill, say), which enabled and evaluations do not show.',
   }),
-  evaluations: Type.Object(
-    { ro: ByEnvironment, rw: ByEnvironment, admin: ByEnvironment },
-    {
-      description:
-        'Result for each token type and agent environment, for a made-up token with no role, project, session, server or tool: a constraint on any of those (userId NOT_IN [a token], say) does not show here.',
-    },
+  evaluations: Type.Union(
+    [
+      Type.Object(
+        { ro: ByEnvironment, rw: ByEnvironment, admin: ByEnvironment },
+        {
+          description:
+            'Result for each token type and agent environment, for a made-up token with no role, project, session, server or tool: a constraint on any of those (userId NOT_IN [a token], say) does not show here. Not counted in the usage metrics the SDK reports to Unleash.',
+        },
+      ),
+      Type.Null(),
+    ],
+    { description: "Null: this flag cannot be evaluated without counting it in Unleash's usage metrics (unleash-client's internals changed; the start log says so)." },
   ),
 });
 

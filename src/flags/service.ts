@@ -117,8 +117,23 @@ interface RepositoryInternals {
 }
 
 /** The SDK's evaluator behind `Unleash.isEnabled`, which itself costs ~4 µs per call here (measured). */
-type Evaluate = (name: string, context: UnleashContext, fallback: () => boolean) => boolean;
+export type Evaluate = (name: string, context: UnleashContext, fallback: () => boolean) => boolean;
 const FALSE = () => false;
+
+/**
+ * The evaluator unleash-client 6 calls inside `Unleash.isEnabled` (its UnleashClient's `isEnabled`):
+ * strategies, constraints, segments and dependencies, without the count `Unleash.isEnabled` adds to the
+ * usage metrics. Not public API (checked against 6.12): test/unit/flags-sdk-evaluator.test.ts fails on an
+ * upgrade that moves or renames it, and the service logs an error at start. Without it the hot path
+ * falls back to the public `isEnabled`, but nothing can evaluate uncounted (explain, GET /v1/flags).
+ */
+export function sdkEvaluator(client: Unleash): { evaluate: Evaluate } | { evaluate: undefined; why: string } {
+  const inner = (client as unknown as { client?: unknown }).client;
+  if (typeof inner !== 'object' || inner === null) return { evaluate: undefined, why: 'the Unleash instance has no `client` (its UnleashClient)' };
+  const isEnabled = (inner as { isEnabled?: unknown }).isEnabled;
+  if (typeof isEnabled !== 'function') return { evaluate: undefined, why: "the SDK's UnleashClient has no isEnabled(name, context, fallback)" };
+  return { evaluate: (isEnabled as Evaluate).bind(inner) };
+}
 
 export interface FlagServiceEvents {
   stale: [{ lastFetchAt: Date | null }];
@@ -228,8 +243,14 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
         "flags: cannot turn off unleash-client's poll back-off (its internals changed): after Unleash answers errors, polls may be up to 11 × UNLEASH_REFRESH_MS apart, and a 401/403 may stop polling until a restart, so a flag turned off may take that long to be seen; use break-glass kills (POST /v1/kills) while Unleash is unsteady",
       );
     }
-    const inner = (client as unknown as { client?: { isEnabled?: unknown } }).client;
-    this.evaluate = typeof inner?.isEnabled === 'function' ? (inner.isEnabled as Evaluate).bind(inner) : undefined;
+    const evaluator = sdkEvaluator(client);
+    this.evaluate = evaluator.evaluate;
+    if (evaluator.evaluate === undefined) {
+      this.log.error(
+        { why: evaluator.why },
+        "flags: cannot evaluate flags without counting them in Unleash's usage metrics (unleash-client's internals changed): explain answers DEPENDENCY_UNAVAILABLE for every flag whose answer depends on the call (constraints, segments, partial rollouts), and GET /v1/flags shows no evaluations for them; decisions are unaffected. Pin unleash-client to the version in package-lock.json or adapt sdkEvaluator (src/flags/service.ts)",
+      );
+    }
     let settled!: () => void;
     const firstOutcome = new Promise<void>((r) => {
       settled = r;

@@ -239,4 +239,29 @@ describe('flag step (real unleash-server)', () => {
     expect(byName.get('mcp.enabled')).toMatchObject({ enabled: true, constraints: 1, evaluations: { rw: { development: true, staging: true, production: true } } });
     expect(byName.get('mcp.memory.read')).toMatchObject({ enabled: true, constraints: 0 });
   });
+
+  it("GET /v1/flags counts nothing in Unleash's usage metrics (an open Flags page asks every 2 s); a call does", async () => {
+    const viewer = await ctx.operatorKey(app, 'viewer');
+    // A constraint sends mcp.enabled through the SDK's strategy evaluation, the others take the index.
+    await addConstraint('mcp.enabled', { contextName: 'tokenType', operator: 'NOT_IN', values: ['rw'] });
+    await until(async () => (await run(readFile()))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'rw denied');
+    const counted: string[] = [];
+    const stop = app.ctx.flags.onUsageCount((name) => counted.push(name));
+    try {
+      const res = await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) });
+      expect(res.statusCode).toBe(200);
+      const enabled = res.json().flags.find((f: { name: string }) => f.name === 'mcp.enabled');
+      expect(enabled.evaluations).toEqual({
+        ro: { development: true, staging: true, production: true },
+        rw: { development: false, staging: false, production: false },
+        admin: { development: true, staging: true, production: true },
+      });
+      expect(res.json().flags.length).toBeGreaterThan(10);
+      expect(counted).toEqual([]);
+      expect((await run(readFile()))?.code).toBe('KILL_SWITCH');
+      expect(counted).toEqual(['mcp.enabled', 'mcp.tokens.rw', 'mcp.filesystem.read']);
+    } finally {
+      stop();
+    }
+  });
 });

@@ -181,7 +181,8 @@ export interface FlagsOverview {
     strategies: number;
     /** Constraints on its active strategies: more than 0 means on for some calls only, which evaluations do not show. */
     constraints: number;
-    evaluations: Record<TokenType, Record<Environment, boolean>>;
+    /** Null: cannot be evaluated without counting in Unleash's usage metrics (unleash-client's internals changed). */
+    evaluations: Record<TokenType, Record<Environment, boolean>> | null;
   }[];
 }
 

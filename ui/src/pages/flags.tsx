@@ -250,8 +250,14 @@ export function FlagsPage() {
                           </div>
                         )}
                       </td>
+                      {flag.evaluations === null && (
+                        <td colSpan={TYPES.length * ENVS.length} class="muted">
+                          not evaluated: it cannot be without counting it in Unleash's usage metrics (see the control plane's start log)
+                        </td>
+                      )}
                       {TYPES.flatMap((t) =>
                         ENVS.map((e) => {
+                          if (flag.evaluations === null) return null;
                           const on = flag.evaluations[t][e];
                           return (
                             <td key={`${t}-${e}`} class={on ? 'eval on' : 'eval off'} title={`${TYPE_LABEL[t]} token in ${e}: ${on ? 'allowed' : 'denied'}`}>
