@@ -5,6 +5,7 @@ import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
+import type { ConstraintView } from './service.js';
 import { webhookUrl } from './setup.js';
 
 const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
@@ -15,6 +16,10 @@ function sameSecret(presented: string | undefined, secret: string): boolean {
   const a = createHash('sha256').update(presented).digest();
   const b = createHash('sha256').update(secret).digest();
   return timingSafeEqual(a, b);
+}
+
+function constraintBody(c: ConstraintView) {
+  return { context_name: c.contextName, operator: c.operator, values: c.values, values_total: c.valuesTotal, value: c.value, inverted: c.inverted, case_insensitive: c.caseInsensitive };
 }
 
 /** The Unleash webhook receiver and the operators' view of the flags. */
@@ -68,7 +73,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags',
     {
       preHandler: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'Flags as the control plane sees them: state, source, constraints, overrides, age of the last fetch, last webhook event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
+      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, last webhook event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {
       const status = flags.status();
@@ -116,6 +121,12 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             source: f.override ? ('webhook' as const) : status.source,
             strategies: f.strategies,
             constraints: f.constraints,
+            active_strategies: f.activeStrategies.map((st) => ({
+              name: st.name,
+              parameters: st.parameters,
+              constraints: st.constraints.map(constraintBody),
+              segments: st.segments.map((sg) => ({ id: sg.id, constraints: sg.constraints ? sg.constraints.map(constraintBody) : null })),
+            })),
             evaluations: evaluable ? evaluations : null,
           };
         }),

@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { CONSTRAINT_VALUES_SHOWN, PARAMETER_CHARS_SHOWN } from './service.js';
 
 // The webhook body is Unleash's event as Unleash sends it. It is the one input here that allows extra
 // properties: Unleash adds fields between versions, and rejecting them would silently turn the
@@ -34,6 +35,29 @@ export const FlagOverrideView = Type.Object({
 
 const ByEnvironment = Type.Object({ development: Type.Boolean(), staging: Type.Boolean(), production: Type.Boolean() });
 
+export const FlagConstraintView = Type.Object({
+  context_name: Type.String({ description: 'The context field: userId (the agent token id), tokenType, role, mcpEnvironment, projectId, server, tool, capability, sessionId, ...' }),
+  operator: Type.String({ description: 'Unleash operator: IN, NOT_IN, STR_CONTAINS, NUM_GT, DATE_AFTER, SEMVER_EQ, ...' }),
+  values: Type.Array(Type.String(), { description: `The first ${CONSTRAINT_VALUES_SHOWN} values, in Unleash's order (values_total says how many there are).` }),
+  values_total: Type.Integer({ description: 'How many values the constraint has; more than listed in values: see the rest in Unleash.' }),
+  value: Type.Union([Type.String(), Type.Null()], { description: 'The single value of NUM_*, DATE_* and SEMVER_* operators.' }),
+  inverted: Type.Boolean({ description: 'True: the constraint is negated (matches when the operator does not).' }),
+  case_insensitive: Type.Boolean(),
+});
+
+export const FlagStrategyView = Type.Object({
+  name: Type.String({ description: 'Unleash strategy: flexibleRollout, default, ...' }),
+  parameters: Type.Record(Type.String(), Type.String(), { description: `Its parameters (rollout percentage, stickiness, ...), each cut at ${PARAMETER_CHARS_SHOWN} characters.` }),
+  constraints: Type.Array(FlagConstraintView, { description: 'All must match for the strategy to be on for a call.' }),
+  segments: Type.Array(
+    Type.Object({
+      id: Type.Integer(),
+      constraints: Type.Union([Type.Array(FlagConstraintView), Type.Null()], { description: 'Null: the segment is not in the data this replica has, so the strategy is never on.' }),
+    }),
+    { description: 'Segments it uses: their constraints must match too.' },
+  ),
+});
+
 export const FlagEntry = Type.Object({
   name: Type.String(),
   description: Type.Union([Type.String(), Type.Null()]),
@@ -45,7 +69,10 @@ export const FlagEntry = Type.Object({
   strategies: Type.Integer(),
   constraints: Type.Integer({
     description:
-      'Constraints on its active strategies (those of the segments they use included). More than 0: the flag is on only for some calls (a targeted kill, say), which enabled and evaluations do not show.',
+      'Constraints on its active strategies (those of the segments they use included). More than 0: the flag is on only for some calls (a targeted kill, say), which enabled and evaluations do not show; active_strategies lists them.',
+  }),
+  active_strategies: Type.Array(FlagStrategyView, {
+    description: 'Its strategies in force in this environment, with their constraints: the flag is on for a call when any strategy is on for it.',
   }),
   evaluations: Type.Union(
     [

@@ -94,6 +94,57 @@ export interface FlagView {
   strategies: number;
   /** Constraints of its active strategies in our environment, those of the segments they use included. */
   constraints: number;
+  /** Its active strategies as the SDK has them, constraint values capped (see CONSTRAINT_VALUES_SHOWN). */
+  activeStrategies: StrategyView[];
+}
+
+/** At most this many values of one constraint are listed: a userId list of 10,000 tokens would not be read anyway. */
+export const CONSTRAINT_VALUES_SHOWN = 20;
+/** Longer strategy parameters are cut (userWithId's userIds is a list in one string). */
+export const PARAMETER_CHARS_SHOWN = 200;
+
+export interface ConstraintView {
+  contextName: string;
+  operator: string;
+  /** The first CONSTRAINT_VALUES_SHOWN values, in Unleash's order. */
+  values: string[];
+  valuesTotal: number;
+  /** The single value of NUM_*, DATE_* and SEMVER_* operators. */
+  value: string | null;
+  inverted: boolean;
+  caseInsensitive: boolean;
+}
+
+export interface StrategyView {
+  name: string;
+  parameters: Record<string, string>;
+  constraints: ConstraintView[];
+  /** Segments it uses; constraints null: the segment is not in the data this replica has, so the strategy is never on. */
+  segments: Array<{ id: number; constraints: ConstraintView[] | null }>;
+}
+
+type SdkConstraint = { contextName?: unknown; operator?: unknown; values?: unknown; value?: unknown; inverted?: unknown; caseInsensitive?: unknown };
+
+function constraintView(c: SdkConstraint): ConstraintView {
+  const values = Array.isArray(c.values) ? c.values.map(String) : [];
+  return {
+    contextName: String(c.contextName ?? ''),
+    operator: String(c.operator ?? ''),
+    values: values.slice(0, CONSTRAINT_VALUES_SHOWN),
+    valuesTotal: values.length,
+    value: c.value === undefined || c.value === null || c.value === '' ? null : c.value instanceof Date ? c.value.toISOString() : String(c.value),
+    inverted: c.inverted === true,
+    caseInsensitive: c.caseInsensitive === true,
+  };
+}
+
+function parametersView(p: Record<string, unknown> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(p ?? {})) {
+    const text = typeof v === 'string' ? v : JSON.stringify(v) ?? '';
+    out[k] = text.length > PARAMETER_CHARS_SHOWN ? `${text.slice(0, PARAMETER_CHARS_SHOWN)}…` : text;
+  }
+  return out;
 }
 
 /** Sink for operator alerts (ctx.alerts.raise); optional so the service stands alone. */
@@ -437,22 +488,34 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   flags(): FlagView[] {
     const defs = this.client?.getFeatureToggleDefinitions() ?? [];
     const repository = (this.client as unknown as RepositoryInternals | undefined)?.repository;
-    // A segment that cannot be looked up counts as one constraint: it still narrows the strategy.
-    const segmentConstraints = (id: number) => repository?.getSegment?.(id)?.constraints?.length ?? 1;
-    const views = defs.map((d) => ({
-      name: d.name,
-      description: d.description ?? null,
-      type: d.type ?? null,
-      enabled: d.enabled,
-      override: this.overrides.get(d.name) ?? null,
-      strategies: d.strategies?.length ?? 0,
-      constraints: (d.strategies ?? [])
+    const segment = (id: number) => {
+      const found = repository?.getSegment?.(id)?.constraints;
+      return { id, constraints: found ? (found as SdkConstraint[]).map(constraintView) : null };
+    };
+    const views: FlagView[] = defs.map((d) => {
+      const active: StrategyView[] = (d.strategies ?? [])
         .filter((st) => (st as { disabled?: boolean | null }).disabled !== true)
-        .reduce((n, st) => n + (st.constraints?.length ?? 0) + (st.segments ?? []).reduce((m, id) => m + segmentConstraints(id), 0), 0),
-    }));
+        .map((st) => ({
+          name: st.name,
+          parameters: parametersView(st.parameters),
+          constraints: ((st.constraints ?? []) as SdkConstraint[]).map(constraintView),
+          segments: (st.segments ?? []).map(segment),
+        }));
+      return {
+        name: d.name,
+        description: d.description ?? null,
+        type: d.type ?? null,
+        enabled: d.enabled,
+        override: this.overrides.get(d.name) ?? null,
+        strategies: d.strategies?.length ?? 0,
+        // A segment that cannot be looked up counts as one constraint: it still narrows the strategy.
+        constraints: active.reduce((n, st) => n + st.constraints.length + st.segments.reduce((m, sg) => m + (sg.constraints?.length ?? 1), 0), 0),
+        activeStrategies: active,
+      };
+    });
     // Overrides for flags the poll no longer has (archived) are listed too.
     for (const o of this.overrides.list()) {
-      if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0, constraints: 0 });
+      if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0, constraints: 0, activeStrategies: [] });
     }
     return views.sort((a, b) => a.name.localeCompare(b.name));
   }

@@ -33,7 +33,7 @@ interface Overview {
   last_error: string | null;
   stale_after_s: number;
   webhook: { url: string; last_event_at: string | null };
-  flags: { name: string; constraints: number }[];
+  flags: { name: string; constraints: number; active_strategies: { constraints: { context_name: string; values: string[] }[] }[] }[];
 }
 
 async function overview(): Promise<Overview> {
@@ -93,6 +93,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: is the flag state fresh?', { timeout:
     const api = await overview();
     expect(api).toMatchObject({ stale_after_s: STALE_AFTER_S, fetch_failing: false });
     expect(api.flags.find((f) => f.name === TARGETED)?.constraints).toBe(1);
+    expect(api.flags.find((f) => f.name === TARGETED)?.active_strategies[0]?.constraints).toMatchObject([{ context_name: 'userId', values: ['tok-runaway'] }]);
     await row('mcp.enabled').waitFor();
 
     const now = await shown();
@@ -101,8 +102,10 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: is the flag state fresh?', { timeout:
     expect(Number.parseInt(now.age ?? '', 10)).toBeLessThan(STALE_AFTER_S);
     expect(now.warning).toBe(false);
 
-    // The targeted kill shows on its flag, in words; a flag without constraints says nothing.
+    // The targeted kill shows on its flag, in words, with what it stops; a flag without constraints says nothing.
     expect(await row(TARGETED).textContent()).toContain('1 constraint on for some calls only');
+    const constraint = row(TARGETED).locator('.constraint-list li');
+    expect(await constraint.allTextContents()).toEqual(['userId is not one of tok-runaway']);
     await row(TARGETED).screenshot({ path: join(SCREENSHOTS, 'flags-constraint-row.png') });
     expect(await row('mcp.enabled').textContent()).not.toContain('constraint');
 

@@ -226,7 +226,7 @@ describe('flag step (real unleash-server)', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/flags' })).statusCode).toBe(401);
   });
 
-  it('GET /v1/flags: a kill of one token (userId constraint) leaves enabled and evaluations true, and shows as a constraint count', async () => {
+  it('GET /v1/flags: a kill of one token (userId constraint) leaves enabled and evaluations true, and shows as that constraint, listed', async () => {
     const viewer = await ctx.operatorKey(app, 'viewer');
     const killed = agent('rw');
     await addConstraint('mcp.enabled', { contextName: 'userId', operator: 'NOT_IN', values: [killed.id] });
@@ -235,9 +235,32 @@ describe('flag step (real unleash-server)', () => {
     expect(await run(callContext(agent('ro'), { server: 'memory', tool: 'read_graph' }))).toBeUndefined();
     const body = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
     const byName = new Map(body.flags.map((f: { name: string }) => [f.name, f]));
-    // What enabled and evaluations cannot show (they evaluate a made-up token), the count does.
+    // What enabled and evaluations cannot show (they evaluate a made-up token), the count does, and the constraint itself.
     expect(byName.get('mcp.enabled')).toMatchObject({ enabled: true, constraints: 1, evaluations: { rw: { development: true, staging: true, production: true } } });
-    expect(byName.get('mcp.memory.read')).toMatchObject({ enabled: true, constraints: 0 });
+    expect(byName.get('mcp.enabled')).toMatchObject({
+      active_strategies: [
+        {
+          name: 'flexibleRollout',
+          parameters: { rollout: '100' },
+          constraints: [{ context_name: 'userId', operator: 'NOT_IN', values: [killed.id], values_total: 1, value: null, inverted: false, case_insensitive: false }],
+          segments: [],
+        },
+      ],
+    });
+    expect(byName.get('mcp.memory.read')).toMatchObject({ enabled: true, constraints: 0, active_strategies: [{ constraints: [] }] });
+  });
+
+  it('GET /v1/flags lists the first 20 values of a long constraint and how many there are', async () => {
+    const viewer = await ctx.operatorKey(app, 'viewer');
+    const tokens = Array.from({ length: 25 }, (_v, i) => `tok-runaway-${i}`);
+    await addConstraint('mcp.memory.write', { contextName: 'userId', operator: 'NOT_IN', values: tokens });
+    const blocked = { ...agent('rw'), id: 'tok-runaway-24' };
+    await until(async () => (await run(callContext(blocked, { server: 'memory', tool: 'create_entities' })))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'the last token denied');
+    const body = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
+    const flag = body.flags.find((f: { name: string }) => f.name === 'mcp.memory.write');
+    expect(flag.active_strategies[0].constraints).toEqual([
+      { context_name: 'userId', operator: 'NOT_IN', values: tokens.slice(0, 20), values_total: 25, value: null, inverted: false, case_insensitive: false },
+    ]);
   });
 
   it("GET /v1/flags counts nothing in Unleash's usage metrics (an open Flags page asks every 2 s); a call does", async () => {

@@ -181,10 +181,33 @@ export interface FlagsOverview {
     strategies: number;
     /** Constraints on its active strategies: more than 0 means on for some calls only, which evaluations do not show. */
     constraints: number;
+    /** Its strategies in force: the flag is on for a call when any of them is. */
+    active_strategies: FlagStrategy[];
     /** Null: cannot be evaluated without counting in Unleash's usage metrics (unleash-client's internals changed). */
     evaluations: Record<TokenType, Record<Environment, boolean>> | null;
   }[];
 }
+
+export interface FlagConstraint {
+  context_name: string;
+  operator: string;
+  /** The first 20 values; values_total says how many there are. */
+  values: string[];
+  values_total: number;
+  /** The single value of NUM_*, DATE_* and SEMVER_* operators. */
+  value: string | null;
+  inverted: boolean;
+  case_insensitive: boolean;
+}
+
+export interface FlagStrategy {
+  name: string;
+  parameters: Record<string, string>;
+  constraints: FlagConstraint[];
+  /** constraints null: the segment is not in this replica's data, so the strategy is never on. */
+  segments: { id: number; constraints: FlagConstraint[] | null }[];
+}
+
 
 export interface ToolDefinition {
   id: string;

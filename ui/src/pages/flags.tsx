@@ -1,7 +1,7 @@
 import { useEffect, useId, useState } from 'preact/hooks';
 import { get } from '../api';
 import { Empty, ErrorNote, Time, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
-import type { Environment, FlagsOverview, TokenType, UiSettings } from '../types';
+import type { Environment, FlagConstraint, FlagStrategy, FlagsOverview, TokenType, UiSettings } from '../types';
 
 const TYPES: TokenType[] = ['ro', 'rw', 'admin'];
 const ENVS: Environment[] = ['development', 'staging', 'production'];
@@ -67,6 +67,77 @@ function FreshnessWarning({ f, reasons }: { f: FlagsOverview; reasons: ('never' 
         </p>
       </div>
     </section>
+  );
+}
+
+/** Unleash's operators in words, as its own UI says them. */
+const OPERATOR_TEXT: Record<string, string> = {
+  IN: 'is one of',
+  NOT_IN: 'is not one of',
+  STR_CONTAINS: 'contains any of',
+  STR_STARTS_WITH: 'starts with any of',
+  STR_ENDS_WITH: 'ends with any of',
+  NUM_EQ: '=',
+  NUM_GT: '>',
+  NUM_GTE: '≥',
+  NUM_LT: '<',
+  NUM_LTE: '≤',
+  DATE_AFTER: 'is after',
+  DATE_BEFORE: 'is before',
+  SEMVER_EQ: '= (version)',
+  SEMVER_GT: '> (version)',
+  SEMVER_LT: '< (version)',
+  SEMVER_GTE: '≥ (version)',
+  SEMVER_LTE: '≤ (version)',
+  REGEX: 'matches',
+  IN_CIDR: 'is in network',
+};
+
+/** One constraint as a sentence: "userId is not one of tok-1, tok-2 … and 9,980 more". */
+function constraintText(c: FlagConstraint): string {
+  const more = c.values_total - c.values.length;
+  const values = c.value ?? (c.values.length > 0 ? `${c.values.join(', ')}${more > 0 ? ` … and ${more.toLocaleString('en')} more (see Unleash)` : ''}` : '(no values)');
+  const text = `${c.context_name} ${OPERATOR_TEXT[c.operator] ?? c.operator} ${values}${c.case_insensitive ? ' (ignoring case)' : ''}`;
+  return c.inverted ? `not: ${text}` : text;
+}
+
+function strategyLabel(s: FlagStrategy): string {
+  const rollout = s.parameters['rollout'];
+  return rollout !== undefined && rollout !== '100' ? `${s.name}, ${rollout} % of calls` : s.name;
+}
+
+/** What a flag with constraints is on for: each strategy's constraints (all must match), any strategy on turns it on. */
+function Constraints({ strategies }: { strategies: FlagStrategy[] }) {
+  const narrowing = strategies.filter((s) => s.constraints.length > 0 || s.segments.length > 0);
+  const several = strategies.length > 1;
+  return (
+    <div class="constraint-rules">
+      {several && <p>On when any of its {strategies.length} strategies is on; each is on only when all its constraints match:</p>}
+      {narrowing.map((s, i) => (
+        // Strategies and constraints have no id in the SDK's data: their position is their identity here.
+        <div key={i}>
+          {several && <span class="muted">{strategyLabel(s)}:</span>}
+          <ul class="constraint-list">
+            {s.constraints.map((c, j) => (
+              <li key={j} class="mono">
+                {constraintText(c)}
+              </li>
+            ))}
+            {s.segments.map((sg) =>
+              sg.constraints === null ? (
+                <li key={`segment-${sg.id}`}>segment {sg.id}, unknown to this control plane: this strategy is never on</li>
+              ) : (
+                sg.constraints.map((c, j) => (
+                  <li key={`segment-${sg.id}-${j}`} class="mono">
+                    {constraintText(c)} <span class="muted">(segment {sg.id})</span>
+                  </li>
+                ))
+              ),
+            )}
+          </ul>
+        </div>
+      ))}
+    </div>
   );
 }
 
@@ -247,6 +318,7 @@ export function FlagsPage() {
                         {flag.constraints > 0 && (
                           <div class="hint constraints">
                             <span class="pill pill-pending">{plural(flag.constraints, 'constraint')}</span> on for some calls only (a targeted kill, say): the grid does not show it
+                            <Constraints strategies={flag.active_strategies} />
                           </div>
                         )}
                       </td>
