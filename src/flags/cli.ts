@@ -60,7 +60,18 @@ export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise
   try {
     // This shell's PUBLIC_URL/HOST/PORT and secret may not be the control plane's: only --replace-webhook
     // may change a webhook Unleash already has.
-    const report = await syncFromConfig(config, { names, flagsDir: opts.dir ?? FLAGS_DIR, apiUrl, webhookUrl: hook, webhookMode: opts.replaceWebhook ? 'own' : 'keep' });
+    const report = await syncFromConfig(config, {
+      names,
+      flagsDir: opts.dir ?? FLAGS_DIR,
+      apiUrl,
+      webhookUrl: hook,
+      webhookMode: opts.replaceWebhook ? 'own' : 'keep',
+      // The control plane's Flags page shows the registration from its Redis: a shell without it still syncs.
+      record: {
+        by: 'flags sync',
+        onError: (err) => process.stderr.write(`killswitch: note: the webhook registration could not be recorded in Redis (REDIS_URL), so GET /v1/flags does not show it: ${err}\n`),
+      },
+    });
     for (const line of describeSyncReport(report, config.unleashEnvironment)) process.stdout.write(`${line}\n`);
     const from = opts.webhookUrl !== undefined ? '--webhook-url' : config.publicUrl ? 'from PUBLIC_URL' : `from HOST and PORT, PUBLIC_URL being unset`;
     for (const line of keptWebhookWarning(report.webhook, from)) process.stderr.write(`${line}\n`);

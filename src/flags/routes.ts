@@ -73,10 +73,11 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags',
     {
       preHandler: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, last webhook event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
+      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {
       const status = flags.status();
+      const registration = await flags.webhookRegistration();
       const iso = (d: Date | null) => (d ? d.toISOString() : null);
       return {
         environment: status.environment,
@@ -94,6 +95,18 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         overrides: status.overrides.map((o) => ({ flag: o.flag, reason: o.reason, event_id: o.eventId, at: new Date(o.at).toISOString() })),
         webhook: {
           url: webhookUrl(ctx.config),
+          registration: {
+            state: registration.state,
+            at: iso(registration.at),
+            by: registration.by,
+            host: registration.host,
+            result: registration.result,
+            error: registration.error,
+            url: registration.url,
+            same_secret: registration.sameSecret,
+            registered_at: iso(registration.registeredAt),
+            registered_url: registration.registeredUrl,
+          },
           last_event_at: status.lastWebhook ? new Date(status.lastWebhook.at).toISOString() : null,
           last_event_type: status.lastWebhook?.type ?? null,
           last_event_flag: status.lastWebhook?.flag ?? null,

@@ -89,6 +89,25 @@ export const FlagEntry = Type.Object({
   ),
 });
 
+export const WebhookRegistrationView = Type.Object(
+  {
+    state: Type.Union([Type.Literal('registered'), Type.Literal('elsewhere'), Type.Literal('failed'), Type.Literal('not-attempted'), Type.Literal('unknown')], {
+      description:
+        "The latest attempt to register the webhook in Unleash (by any replica's start or a flags sync): registered — Unleash posts to url with this replica's secret; elsewhere — it succeeded for another URL or secret (registration.url, same_secret), so events do not reach url; failed — see error (an earlier success stays in Unleash: registered_at); not-attempted — none recorded (a start whose sync stopped before the webhook, or an app started without it); unknown — the record cannot be read (Redis).",
+    }),
+    at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'When the latest attempt was made.' }),
+    by: Type.Union([Type.Literal('start'), Type.Literal('flags sync'), Type.Null()], { description: "start: a control plane's start; flags sync: killswitch flags sync from a shell." }),
+    host: Type.Union([Type.String(), Type.Null()], { description: 'Host name of the process that made it.' }),
+    result: Type.Union([Type.Literal('created'), Type.Literal('updated'), Type.Literal('unchanged'), Type.Null()], { description: 'For a success: what it did in Unleash.' }),
+    error: Type.Union([Type.String(), Type.Null()], { description: 'For failed (Unleash unreachable, UNLEASH_ADMIN_TOKEN refused, ...) and unknown.' }),
+    url: Type.Union([Type.String(), Type.Null()], { description: 'The receiver URL that attempt registered or asked for.' }),
+    same_secret: Type.Union([Type.Boolean(), Type.Null()], { description: "For a success: whether it registered this replica's UNLEASH_WEBHOOK_SECRET." }),
+    registered_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The latest successful registration, also when a later attempt failed.' }),
+    registered_url: Type.Union([Type.String(), Type.Null()]),
+  },
+  { description: 'Whether Unleash was told where to post flag events, by whom and when. No event since: see last_event_at.' },
+);
+
 export const FlagsOverview = Type.Object({
   environment: Type.String({ description: 'The Unleash environment the control plane reads: toggle flags in this one.' }),
   ready: Type.Boolean({ description: 'False: flags never loaded; every decision is DEPENDENCY_UNAVAILABLE.' }),
@@ -107,6 +126,7 @@ export const FlagsOverview = Type.Object({
   overrides: Type.Array(FlagOverrideView),
   webhook: Type.Object({
     url: Type.String({ description: 'Where this control plane registers the Unleash webhook at start: PUBLIC_URL, else http://HOST:PORT.' }),
+    registration: WebhookRegistrationView,
     last_event_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
       description: 'When the last Unleash webhook event reached any replica (as far as this replica heard since it started). Null: none yet.',
     }),

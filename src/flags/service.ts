@@ -7,6 +7,8 @@ import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { FlagBackup } from './backup.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
 import { holdPollInterval } from './poll-interval.js';
+import { describeRegistration, type RegistrationView, registrationError, registrationKeys, unknownRegistration } from './registration.js';
+import { webhookUrl } from './setup.js';
 
 // The control plane's view of Unleash: unleash-client 6 polling one environment every
 // UNLEASH_REFRESH_MS, also after Unleash answered errors (the SDK's back-off is held off, see
@@ -223,6 +225,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   private lastError: string | null = null;
   private revision: number | null = null;
   private lastWebhook: WebhookSighting | null = null;
+  private lastRegistration: RegistrationView | undefined;
   private stale = false;
   private staleTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
@@ -518,6 +521,22 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       if (!views.some((v) => v.name === o.flag)) views.push({ name: o.flag, description: null, type: null, enabled: false, override: o, strategies: 0, constraints: 0, activeStrategies: [] });
     }
     return views.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * What became of the latest registration of the Unleash webhook in this installation (recorded in Redis by
+   * the start that made it, or by `flags sync`), as it concerns this replica's URL and secret. Redis
+   * unreadable: the last answer read, or `unknown`.
+   */
+  async webhookRegistration(): Promise<RegistrationView> {
+    const keys = registrationKeys(this.redis.prefix);
+    try {
+      const raw = (await this.redis.redis.mget(keys.last, keys.ok)) as [string | null, string | null];
+      this.lastRegistration = describeRegistration(raw, { url: webhookUrl(this.config), secret: this.config.unleashWebhookSecret });
+    } catch (err) {
+      if (!this.lastRegistration) return unknownRegistration(`the record in Redis cannot be read: ${registrationError(err)}`);
+    }
+    return this.lastRegistration;
   }
 
   status(): FlagStatus {

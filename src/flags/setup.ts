@@ -5,6 +5,7 @@ import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/inde
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
 import { type EmbeddedUnleash, embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
+import { type RegistrationBy, type RegistrationRecord, registrationError, registrationRecord, saveRegistration } from './registration.js';
 import { describeSyncReport, type SyncReport, syncFlags, type WebhookMode } from './sync.js';
 
 // Glue used by `killswitch start`, `killswitch flags sync`, `killswitch unleash`, the test setup and the
@@ -47,19 +48,41 @@ export interface SyncRun {
    * plane at start, the test setup, the benchmark). `keep` for an operator's shell (see WebhookMode).
    */
   webhookMode?: WebhookMode;
+  /**
+   * Record the webhook registration's outcome in the configuration's Redis, for GET /v1/flags on every
+   * replica (registration.ts): the control plane's start and `flags sync`, not the test setup or the
+   * benchmark. `onError` hears when it cannot be recorded.
+   */
+  record?: { by: RegistrationBy; onError: (message: string) => void };
 }
 
 /** `flags sync` with the configuration's Unleash, environment, admin token and webhook secret. */
 export async function syncFromConfig(config: Config, run: SyncRun): Promise<SyncReport> {
   const defs = await loadFlagDefinitions(run.flagsDir ?? FLAGS_DIR);
   const hook = run.webhookUrl === undefined ? webhookUrl(config) : run.webhookUrl;
-  return syncFlags({
-    admin: new UnleashAdmin(run.apiUrl ?? unleashApiUrl(config), config.unleashAdminToken),
-    environment: config.unleashEnvironment,
-    flags: desiredFlags(defs, run.names),
-    servers: run.names.servers,
-    webhook: hook ? { url: hook, secret: config.unleashWebhookSecret, mode: run.webhookMode ?? 'own' } : undefined,
-  });
+  let attempt: RegistrationRecord | undefined;
+  try {
+    return await syncFlags({
+      admin: new UnleashAdmin(run.apiUrl ?? unleashApiUrl(config), config.unleashAdminToken),
+      environment: config.unleashEnvironment,
+      flags: desiredFlags(defs, run.names),
+      servers: run.names.servers,
+      webhook: hook ? { url: hook, secret: config.unleashWebhookSecret, mode: run.webhookMode ?? 'own' } : undefined,
+      onWebhook: (w) => {
+        if (!hook || !run.record) return;
+        if (!w.ok) attempt = registrationRecord(run.record.by, hook, config.unleashWebhookSecret, { ok: false, error: registrationError(w.error) });
+        // `kept` (a shell that left another URL or secret alone) changed and confirmed nothing: not an attempt to show.
+        else if (w.outcome.result === 'created' || w.outcome.result === 'updated' || w.outcome.result === 'unchanged') {
+          attempt = registrationRecord(run.record.by, hook, config.unleashWebhookSecret, { ok: true, result: w.outcome.result });
+        }
+      },
+    });
+  } finally {
+    if (attempt && run.record) {
+      const failed = await saveRegistration(config, attempt);
+      if (failed) run.record.onError(failed);
+    }
+  }
 }
 
 /**
@@ -76,7 +99,13 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
     log.info({ ui: embedded.uiUrl, user: 'admin' }, `Unleash UI: ${embedded.uiUrl} (user admin, password from UNLEASH_ADMIN_PASSWORD)`);
   }
   try {
-    const report = await syncFromConfig(effective, { names: await flagNamesFromPolicyFile(config.policyFile) });
+    const report = await syncFromConfig(effective, {
+      names: await flagNamesFromPolicyFile(config.policyFile),
+      record: {
+        by: 'start',
+        onError: (err) => log.warn({ err }, 'flags: cannot record the webhook registration in Redis: GET /v1/flags does not show it until the next start or flags sync'),
+      },
+    });
     for (const line of describeSyncReport(report, config.unleashEnvironment)) log.info(line);
   } catch (err) {
     log.error({ err: (err as Error).message }, 'flags sync failed at start; calls needing a missing flag are denied until `npm run flags:sync` succeeds');

@@ -34,6 +34,11 @@ export interface SyncInput {
   servers: string[];
   /** Where Unleash posts flag events, and whether an existing webhook may be changed; undefined skips it. */
   webhook?: WebhookRequest | undefined;
+  /**
+   * Told what became of the webhook as soon as that step is over, before the flags are synced (which may
+   * still fail): the outcome, or the error that ended the sync there.
+   */
+  onWebhook?: ((outcome: { ok: true; outcome: WebhookOutcome } | { ok: false; error: unknown }) => void) | undefined;
   concurrency?: number;
 }
 
@@ -300,7 +305,15 @@ export async function syncFlags(input: SyncInput): Promise<SyncReport> {
   const report: SyncReport = { created: [], updated: [], unchanged: [], off: [], archived: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: { result: 'skipped', url: null, others: [] } };
   // The webhook first: Unleash caches its integration list, and the events of the flags created below
   // should already reach the control plane.
-  if (input.webhook) report.webhook = await ensureWebhook(input.admin, input.webhook);
+  if (input.webhook) {
+    try {
+      report.webhook = await ensureWebhook(input.admin, input.webhook);
+    } catch (error) {
+      input.onWebhook?.({ ok: false, error });
+      throw error;
+    }
+    input.onWebhook?.({ ok: true, outcome: report.webhook });
+  }
   await ensureContextFields(input.admin, input.servers, report);
   const archived = await input.admin.archivedFeatureNames();
   await mapLimited(input.flags, input.concurrency ?? 6, (flag) => syncFlag(input, flag, archived, report));

@@ -1,11 +1,13 @@
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedUnleash } from '../../src/flags/embedded.js';
+import { prepareUnleash } from '../../src/flags/setup.js';
 import { bearer, TestContext } from '../helpers/context.js';
-import { dropDatabase, startStandaloneUnleash, TEST_UNLEASH_ADMIN_TOKEN, testAdmin, until } from '../helpers/unleash.js';
+import { dropDatabase, freePort, startStandaloneUnleash, TEST_UNLEASH_ADMIN_TOKEN, testAdmin, until } from '../helpers/unleash.js';
 import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot } from './ui-harness.js';
 
 // The Flags page answers "has this control plane seen my change?" in a real browser against a real
@@ -32,7 +34,7 @@ interface Overview {
   fetch_failing: boolean;
   last_error: string | null;
   stale_after_s: number;
-  webhook: { url: string; last_event_at: string | null };
+  webhook: { url: string; registration: { state: string; by: string | null }; last_event_at: string | null };
   flags: { name: string; constraints: number; active_strategies: { constraints: { context_name: string; values: string[] }[] }[] }[];
 }
 
@@ -67,7 +69,11 @@ beforeAll(async () => {
     ...strategy,
     constraints: [...(strategy.constraints ?? []), { contextName: 'userId', operator: 'NOT_IN', values: ['tok-runaway'] }],
   });
-  app = await t.app({ unleashUrl: unleash.apiUrl, unleashStaleAfterS: STALE_AFTER_S });
+  // The start's flags sync registers the webhook, as `killswitch start` does (at a port nothing listens on:
+  // no event of Unleash's may reach the page before the test sends its own).
+  const settings = { unleashUrl: unleash.apiUrl, unleashAdminToken: TEST_UNLEASH_ADMIN_TOKEN, unleashStaleAfterS: STALE_AFTER_S, host: '127.0.0.1', port: await freePort() };
+  await prepareUnleash(t.config(settings), pino({ level: 'silent' }));
+  app = await t.app(settings);
   await app.listen({ port: 0, host: '127.0.0.1' });
   viewer = await t.operatorKey(app, 'viewer');
   b = await openBrowser(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`);
@@ -109,8 +115,12 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: is the flag state fresh?', { timeout:
     await row(TARGETED).screenshot({ path: join(SCREENSHOTS, 'flags-constraint-row.png') });
     expect(await row('mcp.enabled').textContent()).not.toContain('constraint');
 
-    // The webhook: where Unleash is told to post, and no event yet.
+    // The webhook: registered by the start, where Unleash is told to post, and no event yet.
+    expect(api.webhook.registration).toMatchObject({ state: 'registered', by: 'start' });
     await page.getByText(api.webhook.url, { exact: true }).waitFor();
+    expect(await page.locator('dl.webhook dd.registration').textContent()).toMatch(
+      new RegExp(`^registered in Unleash .+, at the start of the control plane on .+: Unleash posts to ${api.webhook.url.replace(/[.?]/g, '\\$&')}$`),
+    );
     await page.getByText('none since this control plane started').waitFor();
     expect(api.webhook.last_event_at).toBeNull();
 

@@ -4,11 +4,14 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.js';
 import type { UnleashAddon } from '../../src/flags/admin-client.js';
+import { describeRegistration, registrationKeys } from '../../src/flags/registration.js';
 import { FLAGS_DIR, syncFromConfig } from '../../src/flags/setup.js';
 import { MANAGED_TITLE, registeredWebhook, secretFingerprint } from '../../src/flags/sync.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
 import { restoreFlag, testAdmin, testPolicyNames, until } from '../helpers/unleash.js';
 
 // `flags sync` against the run's real unleash-server: idempotent, never loosens what an operator did,
@@ -44,8 +47,12 @@ async function deleteWebhooks(which: (w: { url: string | null; enabled: boolean 
   for (const w of doomed) await admin.deleteAddon(w.id);
 }
 
+/** Where the shell's `flags sync` records the webhook registration (not the default prefix of a developer's Redis). */
+const SHELL_REDIS_PREFIX = `kst:flags-sync-${process.pid}:`;
+const registrationKeysOfShell = registrationKeys(SHELL_REDIS_PREFIX);
+
 /** `killswitch flags sync` from an operator's shell that lacks the control plane's PORT, HOST and PUBLIC_URL. */
-async function cliFromBareShell(args: string[] = []) {
+async function cliFromBareShell(args: string[] = [], extraEnv: Record<string, string> = {}) {
   const { PORT: _p, HOST: _h, PUBLIC_URL: _u, ...rest } = process.env;
   const shellEnv = {
     ...rest,
@@ -53,7 +60,10 @@ async function cliFromBareShell(args: string[] = []) {
     UNLEASH_ADMIN_TOKEN: unleash.adminToken,
     UNLEASH_ENVIRONMENT: env,
     UNLEASH_WEBHOOK_SECRET: unleash.webhookSecret,
+    REDIS_URL: TEST_REDIS_URL,
+    REDIS_PREFIX: SHELL_REDIS_PREFIX,
     LOG_LEVEL: 'warn',
+    ...extraEnv,
   };
   try {
     const { stdout, stderr } = await run('node', ['bin/killswitch.js', 'flags', 'sync', ...args], { env: shellEnv, timeout: 60_000 });
@@ -94,7 +104,16 @@ afterEach(async () => {
 
 afterAll(async () => {
   for (const d of tmpDirs) await rm(d, { recursive: true, force: true });
+  await redis.del(registrationKeysOfShell.last, registrationKeysOfShell.ok);
+  redis.disconnect();
 });
+
+const redis = new Redis(TEST_REDIS_URL);
+/** The registration the shell's flags sync recorded, as a control plane at webhookUrl with the run's secret reads it. */
+async function shellRegistration() {
+  const raw = (await redis.mget(registrationKeysOfShell.last, registrationKeysOfShell.ok)) as [string | null, string | null];
+  return describeRegistration(raw, { url: webhookUrl, secret: unleash.webhookSecret });
+}
 
 describe('flags sync (real unleash-server)', () => {
   it('is idempotent: a second run finds every flag unchanged, one webhook, the context fields with their values', async () => {
@@ -174,9 +193,12 @@ describe('flags sync (real unleash-server)', () => {
 
   it('from a shell without PORT, the webhook registered at the control plane is not moved: the command says what differs and how to change it', async () => {
     const { posts } = await receiver();
+    await redis.del(registrationKeysOfShell.last, registrationKeysOfShell.ok);
     const out = await cliFromBareShell();
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toMatch(/webhook kept/);
+    // Left alone, nothing registered: no registration recorded.
+    expect((await shellRegistration()).state).toBe('not-attempted');
     expect(out.stdout).not.toMatch(/webhook: http:\/\/127\.0\.0\.1:8080/);
     expect(out.stderr).toContain('the Unleash webhook was NOT changed');
     expect(out.stderr).toContain(`Unleash posts flag events to ${webhookUrl}`);
@@ -201,6 +223,8 @@ describe('flags sync (real unleash-server)', () => {
     expect(moved.stdout).toMatch(/webhook updated/);
     expect(moved.stdout).toContain('webhook: http://127.0.0.1:8080/v1/flags/events');
     expect(await ourWebhooks()).toMatchObject([{ url: 'http://127.0.0.1:8080/v1/flags/events' }]);
+    // A control plane at webhookUrl reads that Unleash now posts elsewhere.
+    expect(await shellRegistration()).toMatchObject({ state: 'elsewhere', by: 'flags sync', result: 'updated', url: 'http://127.0.0.1:8080/v1/flags/events', sameSecret: true });
 
     // At start the control plane's sync owns the webhook carrying its secret: back at its own URL.
     const back = await sync();
@@ -210,11 +234,18 @@ describe('flags sync (real unleash-server)', () => {
 
   it('creates the webhook when Unleash has none, also from a shell; --webhook-url names it; --no-webhook with it is refused', async () => {
     await deleteWebhooks(() => true);
+    await redis.del(registrationKeysOfShell.last, registrationKeysOfShell.ok);
     const created = await cliFromBareShell(['--webhook-url', `http://127.0.0.1:${unleash.webhookPort}`]);
     expect(created.code, created.stderr).toBe(0);
     expect(created.stdout).toMatch(/webhook created/);
     expect(created.stdout).toContain(`webhook: ${webhookUrl}`);
     expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret), enabled: true }]);
+    // Recorded where the control plane's Flags page reads it.
+    expect(await shellRegistration()).toMatchObject({ state: 'registered', by: 'flags sync', result: 'created', url: webhookUrl });
+    // A shell whose admin token Unleash refuses: the sync fails, and so does the recorded registration.
+    const refusedToken = await cliFromBareShell(['--webhook-url', `http://127.0.0.1:${unleash.webhookPort}`], { UNLEASH_ADMIN_TOKEN: '*:*.not-a-token' });
+    expect(refusedToken.code).toBe(1);
+    expect(await shellRegistration()).toMatchObject({ state: 'failed', by: 'flags sync', error: expect.stringMatching(/answered 40[13]/), registeredUrl: webhookUrl });
     const refused = await cliFromBareShell(['--no-webhook', '--replace-webhook']);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/--no-webhook cannot be combined/);

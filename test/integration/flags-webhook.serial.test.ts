@@ -1,9 +1,12 @@
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Alert } from '../../src/alerts/store.js';
+import { loadConfig } from '../../src/config.js';
 import { toUnleashContext } from '../../src/flags/service.js';
+import { prepareUnleash } from '../../src/flags/setup.js';
 import { bearer, TestContext } from '../helpers/context.js';
-import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+import { freePort, restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // The webhook path: Unleash posts flag events to /v1/flags/events; a disable is applied at once as a
 // local deny on every replica (Redis pub/sub) and ends when the polled state has caught up.
@@ -15,6 +18,7 @@ const ctx = new TestContext();
 const touched = new Set<string>();
 const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
 const secret = { authorization: unleash.webhookSecret };
+const receiver = { host: '127.0.0.1', port: unleash.webhookPort };
 
 let a: FastifyInstance;
 let b: FastifyInstance;
@@ -25,9 +29,10 @@ function post(app: FastifyInstance, body: Record<string, unknown>, headers: Reco
 
 beforeAll(async () => {
   await ctx.setup();
-  // Two replicas of one installation (same database, same Redis prefix).
-  a = await ctx.app();
-  b = await ctx.app();
+  // Two replicas of one installation (same database, same Redis prefix), whose PORT is where the run's
+  // webhook posts (they do not listen there: only their webhook URL is the run's).
+  a = await ctx.app(receiver);
+  b = await ctx.app(receiver);
 });
 
 afterEach(async () => {
@@ -147,6 +152,34 @@ describe('Unleash webhook receiver', () => {
     expect((await post(a, { type: 'feature-environment-enabled', featureName: other, environment: env, id: id + 7 })).json()).toEqual({ result: 'cleared' });
     await until(async () => (await alertsOf('FLAG_ENABLED', other)).length === 1, 3_000, 'FLAG_ENABLED of the other flag');
     expect((await alertsOf('FLAG_ENABLED', other))[0]!.details.event_id).toBe(id + 7);
+  });
+
+  it("GET /v1/flags on every replica says whether the start registered the webhook in Unleash, when, and why not", async () => {
+    const viewer = await ctx.operatorKey(a, 'viewer');
+    const registration = async (app: FastifyInstance) => (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json().webhook.registration;
+    // These replicas were built without the start's sync (as the tests build them): nothing recorded.
+    expect(await registration(a)).toMatchObject({ state: 'not-attempted', at: null, error: null, registered_at: null });
+
+    // The start of a replica (`killswitch start`): its sync finds the run's webhook at its URL, as registered.
+    const log = pino({ level: 'silent' });
+    const before = Date.now();
+    await prepareUnleash(ctx.config(receiver), log);
+    const ok = await registration(b);
+    expect(ok).toMatchObject({ state: 'registered', by: 'start', result: 'unchanged', error: null, url: `http://127.0.0.1:${unleash.webhookPort}/v1/flags/events`, same_secret: true });
+    expect(Date.parse(ok.at)).toBeGreaterThanOrEqual(before);
+    expect(ok.registered_at).toBe(ok.at);
+
+    // An external Unleash and a control plane given no admin token of it (UNLEASH_ADMIN_TOKEN left at its default):
+    // Unleash refuses the registration; the start goes on, and every replica says so.
+    await prepareUnleash(ctx.config({ ...receiver, unleashAdminToken: loadConfig({}).unleashAdminToken }), log);
+    const failed = await registration(b);
+    expect(failed).toMatchObject({ state: 'failed', by: 'start', result: null, error: expect.stringMatching(/answered 40[13]/), registered_at: ok.at });
+    expect(Date.parse(failed.at)).toBeGreaterThanOrEqual(Date.parse(ok.at));
+    expect(await registration(a)).toEqual(failed);
+
+    // Nothing answers at UNLEASH_URL: failed, with the cause.
+    await prepareUnleash(ctx.config({ ...receiver, unleashUrl: `http://127.0.0.1:${await freePort()}/api` }), log);
+    expect(await registration(a)).toMatchObject({ state: 'failed', error: expect.stringMatching(/ECONNREFUSED/) });
   });
 
   it("Unleash's own webhook integration reaches a listening control plane and denies before any poll could", async () => {

@@ -171,7 +171,7 @@ export interface FlagsOverview {
   revision: number | null;
   backup: { state: string; age_s: number | null };
   overrides: { flag: string; reason: string; event_id: number | null; at: string }[];
-  webhook: { url: string; last_event_at: string | null; last_event_type: string | null; last_event_flag: string | null };
+  webhook: { url: string; registration: WebhookRegistration; last_event_at: string | null; last_event_type: string | null; last_event_flag: string | null };
   flags: {
     name: string;
     description: string | null;
@@ -208,6 +208,20 @@ export interface FlagStrategy {
   segments: { id: number; constraints: FlagConstraint[] | null }[];
 }
 
+/** The latest attempt, by any replica's start or a flags sync, to register the webhook in Unleash. */
+export interface WebhookRegistration {
+  state: 'registered' | 'elsewhere' | 'failed' | 'not-attempted' | 'unknown';
+  at: string | null;
+  by: 'start' | 'flags sync' | null;
+  host: string | null;
+  result: 'created' | 'updated' | 'unchanged' | null;
+  error: string | null;
+  url: string | null;
+  same_secret: boolean | null;
+  /** The latest success, also when a later attempt failed. */
+  registered_at: string | null;
+  registered_url: string | null;
+}
 
 export interface ToolDefinition {
   id: string;

@@ -1,7 +1,7 @@
 import { useEffect, useId, useState } from 'preact/hooks';
 import { get } from '../api';
 import { Empty, ErrorNote, Time, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
-import type { Environment, FlagConstraint, FlagStrategy, FlagsOverview, TokenType, UiSettings } from '../types';
+import type { Environment, FlagConstraint, FlagStrategy, FlagsOverview, TokenType, UiSettings, WebhookRegistration } from '../types';
 
 const TYPES: TokenType[] = ['ro', 'rw', 'admin'];
 const ENVS: Environment[] = ['development', 'staging', 'production'];
@@ -141,12 +141,69 @@ function Constraints({ strategies }: { strategies: FlagStrategy[] }) {
   );
 }
 
+function by(r: WebhookRegistration): string {
+  const where = r.host ? ` on ${r.host}` : '';
+  return r.by === 'flags sync' ? `by killswitch flags sync${where}` : `at the start of the control plane${where}`;
+}
+
+/** Whether Unleash knows where to post: an operator cannot tell "nothing changed" from "Unleash does not know us" by the events alone. */
+function Registration({ r, url }: { r: WebhookRegistration; url: string }) {
+  const fix = (
+    <>
+      Register it from a shell with the Unleash admin token and this control plane's UNLEASH_WEBHOOK_SECRET:{' '}
+      <span class="mono">killswitch flags sync --replace-webhook --webhook-url {url}</span>
+    </>
+  );
+  switch (r.state) {
+    case 'registered':
+      return (
+        <>
+          <span class="pill pill-on">registered</span> in Unleash <Time value={r.at} />, {by(r)}: Unleash posts to <span class="mono">{url}</span>
+        </>
+      );
+    case 'elsewhere':
+      return (
+        <span class="registration-problem">
+          <WarningIcon label="Warning" /> Unleash was last told <Time value={r.at} />, {by(r)}, to post to <span class="mono">{r.url}</span>
+          {r.same_secret === false && ' with another secret'}, not to this control plane (<span class="mono">{url}</span>): flag events do not reach it. {fix}
+        </span>
+      );
+    case 'failed':
+      return (
+        <span class="registration-problem">
+          <WarningIcon label="Warning" /> <span class="pill pill-off">registration failed</span> <Time value={r.at} />, {by(r)}: <span class="mono">{r.error}</span>.{' '}
+          {r.registered_at ? (
+            <>
+              It was registered before, <Time value={r.registered_at} />, to <span class="mono">{r.registered_url}</span>: that stays in Unleash unless removed there.
+            </>
+          ) : (
+            <>Unleash may not know where to post flag events: they then arrive by polling only. </>
+          )}{' '}
+          {fix}
+        </span>
+      );
+    case 'not-attempted':
+      return (
+        <>
+          <span class="pill pill-pending">not registered</span> no registration of <span class="mono">{url}</span> recorded (this control plane's start did not register it: see its
+          log). {fix}
+        </>
+      );
+    default:
+      return (
+        <>
+          unknown: <span class="mono">{r.error}</span>
+        </>
+      );
+  }
+}
+
 function WebhookLine({ webhook }: { webhook: FlagsOverview['webhook'] }) {
   return (
     <dl class="facts webhook">
       <dt>Unleash webhook</dt>
-      <dd>
-        registered at start to post to <span class="mono">{webhook.url}</span>
+      <dd class="registration">
+        <Registration r={webhook.registration} url={webhook.url} />
       </dd>
       <dt>Last webhook event</dt>
       <dd>

@@ -1,0 +1,149 @@
+import { hostname } from 'node:os';
+import { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { normalizeWebhookUrl, secretFingerprint } from './sync.js';
+
+// Whether Unleash knows where to post flag events. Only the process that registers the webhook learns
+// whether that worked (the control plane's start, the WORKERS primary, an operator's `flags sync`), and
+// the replicas that show it (GET /v1/flags) cannot ask Unleash: they hold only a backend token, which
+// cannot read integrations. So each registration attempt is recorded in Redis, under the installation's
+// prefix, where every replica reads it (docs/adr/0011-webhook-registration-record.md).
+//
+// Two records: the latest attempt, and the latest success. A failed attempt removes nothing from Unleash,
+// so an earlier success stays worth showing next to it.
+
+export type RegistrationBy = 'start' | 'flags sync';
+
+export interface RegistrationRecord {
+  /** Epoch ms of the attempt. */
+  at: number;
+  by: RegistrationBy;
+  host: string;
+  /** The receiver URL registered (or asked for), normalised as sync stores it. */
+  url: string;
+  /** secretFingerprint() of the secret registered with it. */
+  secret: string;
+  ok: boolean;
+  result?: 'created' | 'updated' | 'unchanged';
+  error?: string;
+}
+
+export type RegistrationState = 'registered' | 'elsewhere' | 'failed' | 'not-attempted' | 'unknown';
+
+/** The registration as GET /v1/flags shows it to one replica. */
+export interface RegistrationView {
+  /**
+   * registered: the latest attempt made Unleash post to this replica's URL with its secret; elsewhere: it
+   * succeeded for another URL or secret; failed: it failed; not-attempted: none recorded; unknown: the
+   * record cannot be read (Redis).
+   */
+  state: RegistrationState;
+  at: Date | null;
+  by: RegistrationBy | null;
+  host: string | null;
+  result: 'created' | 'updated' | 'unchanged' | null;
+  error: string | null;
+  url: string | null;
+  /** For a success: whether it carries this replica's UNLEASH_WEBHOOK_SECRET. */
+  sameSecret: boolean | null;
+  /** The latest success, also when a later attempt failed. */
+  registeredAt: Date | null;
+  registeredUrl: string | null;
+}
+
+/** Redis keys under the installation's prefix (as RedisHandle.key builds them). */
+export function registrationKeys(prefix: string): { last: string; ok: string } {
+  return { last: `${prefix}flags:webhook-registration:last`, ok: `${prefix}flags:webhook-registration:ok` };
+}
+
+/** An error as an operator can act on it: the cause's code too (fetch only says "fetch failed"). */
+export function registrationError(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  const message = e instanceof Error ? e.message : String(err);
+  const cause = e?.cause?.code ?? e?.cause?.message;
+  return (cause && !message.includes(cause) ? `${message} (${cause})` : message).slice(0, 500);
+}
+
+export function registrationRecord(
+  by: RegistrationBy,
+  url: string,
+  secret: string,
+  outcome: { ok: true; result: 'created' | 'updated' | 'unchanged' } | { ok: false; error: string },
+): RegistrationRecord {
+  return {
+    at: Date.now(),
+    by,
+    host: hostname(),
+    url: normalized(url),
+    secret: secretFingerprint(secret),
+    ...(outcome.ok ? { ok: true, result: outcome.result } : { ok: false, error: outcome.error }),
+  };
+}
+
+/**
+ * Writes an attempt to the configuration's Redis on a connection of its own (the start's sync runs before
+ * the app and its Redis client exist; `flags sync` has none). Resolves with the error, if any: never throws.
+ */
+export async function saveRegistration(config: Pick<Config, 'redisUrl' | 'redisPrefix'>, record: RegistrationRecord): Promise<string | null> {
+  const redis = new Redis(config.redisUrl, { lazyConnect: true, connectTimeout: 2_000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const keys = registrationKeys(config.redisPrefix);
+    const value = JSON.stringify(record);
+    if (record.ok) await redis.mset(keys.last, value, keys.ok, value);
+    else await redis.set(keys.last, value);
+    return null;
+  } catch (err) {
+    return registrationError(err);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function normalized(url: string): string {
+  try {
+    return normalizeWebhookUrl(url);
+  } catch {
+    return url;
+  }
+}
+
+function parse(raw: string | null): RegistrationRecord | null {
+  if (!raw) return null;
+  try {
+    const r = JSON.parse(raw) as Partial<RegistrationRecord>;
+    if (typeof r.at !== 'number' || typeof r.url !== 'string' || typeof r.ok !== 'boolean') return null;
+    return r as RegistrationRecord;
+  } catch {
+    return null;
+  }
+}
+
+/** Reads both records ([last, ok] raw values from MGET) and says what they mean for a replica at `mine`. */
+export function describeRegistration(raw: [string | null, string | null], mine: { url: string; secret: string }): RegistrationView {
+  const last = parse(raw[0]);
+  const ok = parse(raw[1]);
+  const view: RegistrationView = {
+    state: 'not-attempted',
+    at: null,
+    by: null,
+    host: null,
+    result: null,
+    error: null,
+    url: null,
+    sameSecret: null,
+    registeredAt: ok ? new Date(ok.at) : null,
+    registeredUrl: ok?.url ?? null,
+  };
+  if (!last) return view;
+  Object.assign(view, { at: new Date(last.at), by: last.by ?? null, host: last.host ?? null, url: last.url });
+  if (!last.ok) return { ...view, state: 'failed', error: last.error ?? 'unknown error' };
+  const sameSecret = last.secret === secretFingerprint(mine.secret);
+  const here = last.url === normalized(mine.url) && sameSecret;
+  return { ...view, state: here ? 'registered' : 'elsewhere', result: last.result ?? null, sameSecret };
+}
+
+export function unknownRegistration(error: string): RegistrationView {
+  return { state: 'unknown', at: null, by: null, host: null, result: null, error, url: null, sameSecret: null, registeredAt: null, registeredUrl: null };
+}

@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { describeRegistration, type RegistrationRecord, registrationRecord } from '../../src/flags/registration.js';
+
+// What a replica makes of the recorded webhook registrations (GET /v1/flags webhook.registration).
+
+const URL_HERE = 'http://killswitch.internal:8080/v1/flags/events';
+const SECRET = 'secret-of-this-installation';
+const mine = { url: URL_HERE, secret: SECRET };
+const raw = (r: RegistrationRecord | null) => (r ? JSON.stringify(r) : null);
+
+describe('webhook registration as a replica sees it', () => {
+  it('nothing recorded: not attempted', () => {
+    expect(describeRegistration([null, null], mine)).toMatchObject({ state: 'not-attempted', at: null, registeredAt: null });
+  });
+
+  it("a success for this replica's URL and secret: registered (the URL compared as sync stores it)", () => {
+    const ok = registrationRecord('start', 'http://KILLSWITCH.internal:8080/v1/flags/events', SECRET, { ok: true, result: 'created' });
+    expect(describeRegistration([raw(ok), raw(ok)], mine)).toMatchObject({ state: 'registered', by: 'start', result: 'created', url: URL_HERE, sameSecret: true, registeredAt: new Date(ok.at) });
+  });
+
+  it('a success for another URL, or for this URL with another secret: elsewhere, saying which', () => {
+    const moved = registrationRecord('flags sync', 'http://laptop:8080/v1/flags/events', SECRET, { ok: true, result: 'updated' });
+    expect(describeRegistration([raw(moved), raw(moved)], mine)).toMatchObject({ state: 'elsewhere', by: 'flags sync', url: 'http://laptop:8080/v1/flags/events', sameSecret: true });
+    const otherSecret = registrationRecord('flags sync', URL_HERE, 'a shell with another secret', { ok: true, result: 'updated' });
+    expect(describeRegistration([raw(otherSecret), raw(otherSecret)], mine)).toMatchObject({ state: 'elsewhere', url: URL_HERE, sameSecret: false });
+  });
+
+  it('a failure after a success: failed, with the error, and the earlier success', () => {
+    const ok = { ...registrationRecord('start', URL_HERE, SECRET, { ok: true, result: 'unchanged' }), at: Date.parse('2026-03-01T10:00:00Z') };
+    const failed = registrationRecord('start', URL_HERE, SECRET, { ok: false, error: 'Unleash admin API GET /api/admin/addons answered 401' });
+    expect(describeRegistration([raw(failed), raw(ok)], mine)).toMatchObject({
+      state: 'failed',
+      error: 'Unleash admin API GET /api/admin/addons answered 401',
+      result: null,
+      registeredAt: new Date('2026-03-01T10:00:00Z'),
+      registeredUrl: URL_HERE,
+    });
+  });
+
+  it('an unreadable record counts as none', () => {
+    expect(describeRegistration(['{"not":"a record"}', 'garbage'], mine)).toMatchObject({ state: 'not-attempted', registeredAt: null });
+  });
+});
