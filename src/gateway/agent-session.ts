@@ -149,8 +149,8 @@ export class AgentSession implements CallPorts {
     if (!sessionId) return;
     const cp = this.gateway.controlPlane;
     await cp.closeSession(this.agentToken, sessionId, Math.min(cp.timeoutMs, SESSION_CLOSE_TIMEOUT_MS)).then(
-      (a) => this.gateway.log.info({ session: sessionId, already_closed: a.already_closed }, 'control-plane session closed'),
-      (err: Error) => this.gateway.log.warn({ session: sessionId, err: err.message }, 'could not close the control-plane session; it idles out'),
+      (a) => this.gateway.log.info({ session_id: sessionId, already_closed: a.already_closed }, 'control-plane session closed'),
+      (err: Error) => this.gateway.log.warn({ session_id: sessionId, err: err.message }, 'could not close the control-plane session; it idles out'),
     );
   }
 
