@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
-import { CLOSE_GRACE_MS } from './server.js';
+import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
@@ -217,7 +217,12 @@ export async function runPrimary(config: Config): Promise<number> {
     }, delayMs);
   }
 
+  const repeats = signalRepeats();
   const onSignal = (signal: NodeJS.Signals) => {
+    if (repeats(signal)) {
+      log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
+      return;
+    }
     if (stopping) {
       log.error({ signal }, 'second signal: telling the workers to exit at once');
       stopAll('SIGTERM');

@@ -60,15 +60,41 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
 export const CLOSE_GRACE_MS = 15_000;
 
 /**
+ * The same signal again within this long is the first one delivered twice, not a second one. `npm start`
+ * does that on a Ctrl-C: the terminal sends SIGINT to npm and to node (the start script execs node), and
+ * npm forwards the SIGINT it got to its script's process a few milliseconds later (12–16 ms measured).
+ * Taken as a second signal, that copy would end every `npm start` Ctrl-C without the drain.
+ */
+export const SIGNAL_REPEAT_MS = 500;
+
+/** Returns a check that answers true for a signal that repeats the first one within SIGNAL_REPEAT_MS. */
+export function signalRepeats(): (signal: NodeJS.Signals) => boolean {
+  let first: { signal: NodeJS.Signals; at: number } | undefined;
+  return (signal) => {
+    if (!first) {
+      first = { signal, at: Date.now() };
+      return false;
+    }
+    return signal === first.signal && Date.now() - first.at < SIGNAL_REPEAT_MS;
+  };
+}
+
+/**
  * Graceful shutdown on SIGTERM/SIGINT: stop accepting connections (requests on open connections get
  * 503), let in-flight requests finish (at most SHUTDOWN_TIMEOUT_MS, then their connections are cut), then
  * close the services in reverse order of start: the audit queue flushed to Postgres (or the spool) and
- * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once.
+ * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once (the
+ * first one repeated within SIGNAL_REPEAT_MS is not a second one).
  */
 export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void = (code) => process.exit(code), signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): void {
   const timeoutMs = app.ctx.config.shutdownTimeoutMs;
   let stopping = false;
+  const repeats = signalRepeats();
   const onSignal = (signal: NodeJS.Signals) => {
+    if (repeats(signal)) {
+      app.log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
+      return;
+    }
     if (stopping) {
       app.log.error({ signal }, 'second signal: exiting now without finishing the shutdown (audit rows still in memory are lost; rows in the spool are replayed at the next start)');
       exit(signal === 'SIGINT' ? 130 : 143);

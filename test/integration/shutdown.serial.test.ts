@@ -1,9 +1,10 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
-import { api, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
+import { api, childEnv, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
+import { freePort } from '../helpers/unleash.js';
 
 // Graceful shutdown of a real `killswitch start` process: SIGTERM in the middle of a decision load must
 // lose no INTENT row of an allowed decision (nor of a denial), finish the requests in flight and exit 0;
@@ -25,6 +26,49 @@ async function hangingRequest(base: string): Promise<Socket> {
   socket.on('error', () => {});
   socket.write(`POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"server":`);
   return socket;
+}
+
+/**
+ * `npm start` (`--ignore-scripts`: without the prestart UI build) in a session of its own, so that a test
+ * can send a signal to its whole process group as a terminal's Ctrl-C does. Resolves once /readyz answers.
+ */
+async function npmStart(groups: number[]) {
+  const port = await freePort();
+  const npm = spawn('npm', ['start', '--ignore-scripts'], { env: childEnv(t, unleash, port), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  groups.push(npm.pid!);
+  let out = '';
+  npm.stdout!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  npm.stderr!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  const exited = once(npm, 'exit').then(([code]) => code as number | null);
+  // After npm's exit, what node wrote last may still be in the pipe: the output is complete once it closes.
+  const closed = once(npm, 'close');
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  while (!(await fetch(`${base}/readyz`).then((r) => r.status === 200, () => false))) {
+    if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not become ready (exit ${npm.exitCode}):\n${out.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const logs = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const nodePid = logs().find((l) => String(l['msg']).startsWith('Server listening'))?.['pid'];
+  if (typeof nodePid !== 'number') throw new Error(`no "Server listening" line naming node's pid:\n${out.slice(-3000)}`);
+  return { npm, base, logs, exited, closed, nodePid };
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 beforeAll(async () => {
@@ -176,5 +220,47 @@ describe('graceful shutdown of killswitch start', () => {
     const logs = cp.logs();
     expect(logs.some((l) => String(l['msg']).includes('cutting their connections'))).toBe(true);
     expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
+  });
+
+  describe('under npm start', () => {
+    // npm runs the start script with `sh -c`, which does not exec its last command: unless the script
+    // execs node, npm's SIGTERM ends npm and sh while node goes on serving, re-parented, never drained.
+    const groups: number[] = [];
+    afterEach(() => {
+      for (const pgid of groups.splice(0)) {
+        try {
+          process.kill(-pgid, 'SIGKILL');
+        } catch {
+          // the group is gone: every process of it exited
+        }
+      }
+    });
+
+    it('SIGTERM to npm reaches node: it drains and exits, npm exits 0, nothing listens', { timeout: 120_000 }, async () => {
+      const cp = await npmStart(groups);
+      expect(cp.nodePid).not.toBe(cp.npm.pid);
+      cp.npm.kill('SIGTERM');
+      const code = await withTimeout(cp.exited, 60_000, 'npm to exit after SIGTERM');
+      expect(running(cp.nodePid)).toBe(false);
+      await withTimeout(cp.closed, 10_000, "npm's output to close");
+      expect(code).toBe(0);
+      const logs = cp.logs().filter((l) => l['pid'] === cp.nodePid);
+      expect(logs.find((l) => String(l['msg']).startsWith('shutting down'))).toMatchObject({ signal: 'SIGTERM' });
+      expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
+      await expect(fetch(`${cp.base}/healthz`)).rejects.toThrow();
+    });
+
+    it('a Ctrl-C (SIGINT to the process group) drains once: npm forwarding the same SIGINT is not a second signal', { timeout: 120_000 }, async () => {
+      const cp = await npmStart(groups);
+      process.kill(-cp.npm.pid!, 'SIGINT');
+      const code = await withTimeout(cp.exited, 60_000, 'npm to exit after Ctrl-C');
+      expect(running(cp.nodePid)).toBe(false);
+      await withTimeout(cp.closed, 10_000, "npm's output to close");
+      const logs = cp.logs().filter((l) => l['pid'] === cp.nodePid);
+      expect(logs.some((l) => String(l['msg']).startsWith('second signal'))).toBe(false);
+      expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
+      expect(code).toBe(0);
+      await expect(fetch(`${cp.base}/healthz`)).rejects.toThrow();
+    });
   });
 });
