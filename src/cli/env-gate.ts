@@ -97,7 +97,9 @@ export async function envGate(opts: EnvGateOptions, env: GateEnvironment, now: D
   const { analyzed, errors } = await analyzeFiles(files, { policy, productionPatterns: rules.forbiddenPatterns, home: env.home, cwd: env.cwd });
   if (errors.length > 0) return printErrors(errors, env);
 
-  const servers = analyzed.filter((a) => a.output.origin === 'config');
+  // An entry running the killswitch gateway is no server of the policy: analyzeFiles followed it to
+  // its config file, and the upstreams it runs are what the gate checks.
+  const servers = analyzed.filter((a) => a.output.origin === 'config' && a.output.kind !== 'gateway');
   const allowed = allowedServers(policy, environment, opts.role);
   const conflicts: GateConflict[] = [];
   for (const a of servers) {

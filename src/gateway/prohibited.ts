@@ -1,5 +1,5 @@
 import { homedir } from 'node:os';
-import { basename, resolve, sep } from 'node:path';
+import { posix, resolve, sep } from 'node:path';
 import { CREDENTIAL_PATHS_UNDER_HOME } from '../policy/sensitive-paths.js';
 import { expandHome, hasReference } from './references.js';
 
@@ -77,6 +77,42 @@ function directoryFindings(server: string, path: string, shown: string): Prohibi
   return [];
 }
 
+/** The program a command names, lower case; Windows paths too (`C:\\Windows\\System32\\cmd.exe` is cmd.exe). */
+function programOf(command: string): string {
+  return posix.basename(command.trim().replaceAll('\\', '/')).toLowerCase();
+}
+
+/** The shell an entry runs: its command, or one a launcher (`env bash -c …`) starts; else undefined. */
+export function shellOf(command: string | undefined, args: readonly string[]): string | undefined {
+  if (command === undefined) return undefined;
+  const bin = programOf(command);
+  if (SHELLS.has(bin)) return command;
+  // The launched command is one of the arguments: a shell among them is a shell.
+  if (LAUNCHERS.has(bin.replace(/\.exe$/, ''))) return args.find((a) => SHELLS.has(programOf(a)));
+  return undefined;
+}
+
+/**
+ * Why a shell-wrapped entry is refused and what to write instead. `cmd /c npx -y x` and
+ * `bash -c "npx -y x"` are mostly habits from clients that could not start npx.cmd on Windows;
+ * `starter` (the gateway, or a client) starts a program without any shell, so the wrapper can go.
+ */
+export function shellRefusal(command: string, args: readonly string[], starter: string): string {
+  const shell = shellOf(command, args) ?? command;
+  const at = args.indexOf(shell);
+  const afterShell = at >= 0 ? args.slice(at + 1) : args;
+  const flag = afterShell[0];
+  const inner = flag !== undefined && /^([/-](c|k)|-command|-lc|-ic)$/i.test(flag) ? afterShell.slice(1) : [];
+  const words = inner.length === 1 ? (inner[0] ?? '').trim().split(/\s+/) : inner;
+  const program = words[0];
+  const what = shell === command ? `is a shell` : `launches the shell "${shell}"`;
+  const refused = `command "${command}" ${what}, and MCP servers that can run any command are refused`;
+  if (program === undefined || program === '' || SHELLS.has(programOf(program))) return `${refused}: start the server's own program instead of a shell`;
+  const wrapper = [command, ...args.slice(0, at + 1), flag].join(' ');
+  const rest = words.slice(1).map((w) => JSON.stringify(w)).join(', ');
+  return `${refused}: drop \`${wrapper}\`: ${starter} starts ${program} itself ("command": ${JSON.stringify(program)}, "args": [${rest}])`;
+}
+
 /**
  * Findings that stop the gateway from starting. `raw` is the entry as written (references not yet
  * resolved: a value that came from `${env:...}` is not "in clear"); `resolved` is what would be run.
@@ -91,15 +127,14 @@ export function prohibitedUpstreamConfig(server: string, raw: UpstreamLaunch, re
   };
   const command = resolved.command;
   if (command !== undefined) {
-    const bin = basename(command).toLowerCase();
-    if (SHELLS.has(bin)) {
-      out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" is a shell; seed 002 prohibits MCP servers with command execution` });
+    const bin = programOf(command);
+    const shell = shellOf(command, resolved.args);
+    if (shell !== undefined) {
+      out.push({ server, pattern: 'shell_execution', message: `${server}: ${shellRefusal(command, resolved.args, 'the gateway')}` });
     } else if (SHELL_SERVER.test(bin)) {
       out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" is a command-execution server` });
     } else if (LAUNCHERS.has(bin.replace(/\.exe$/, ''))) {
-      // The launched command is one of the arguments: a shell among them is a shell.
-      const shell = resolved.args.find((a) => SHELLS.has(basename(a.trim()).toLowerCase()));
-      if (shell !== undefined) out.push({ server, pattern: 'shell_execution', message: `${server}: command "${command}" launches the shell "${shell}"; seed 002 prohibits MCP servers with command execution` });
+      // A launcher without a shell among its arguments runs a program: nothing to refuse here.
     } else {
       const inline = INLINE_CODE.find((i) => i.bin.test(bin));
       const flag = inline && resolved.args.find((a) => inline.flags.has(a.trim()) || [...inline.flags].some((f) => f.startsWith('--') && a.trim().startsWith(`${f}=`)));

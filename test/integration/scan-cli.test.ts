@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -80,5 +80,27 @@ describe('killswitch scan and env-gate as child processes', () => {
     for (const s of SECRETS) expect(conflicts.stdout + conflicts.stderr).not.toContain(s);
     expect(badEnv.code).toBe(2);
     expect(badEnv.stderr).toContain('MCP_ENV="qa" is invalid');
+  });
+
+  it('the documented gateway-only client config: scan and env-gate check the gateway\'s upstreams, not the gateway', async () => {
+    const dir = join(HOME, 'gateway-only');
+    mkdirSync(dir);
+    mkdirSync(join(HOME, '.config', 'killswitch'), { recursive: true });
+    const upstreams = { time: { command: 'uvx', args: ['mcp-server-time'] }, filesystem: { command: 'cmd', args: ['/c', 'npx', '-y', '@modelcontextprotocol/server-filesystem', '/tmp/ks-demo'] } };
+    writeFileSync(join(HOME, '.config', 'killswitch', 'gateway.json'), JSON.stringify({ mcpServers: upstreams, killswitch: { url: 'http://127.0.0.1:8080' } }, null, 2));
+    const entry = { command: 'node', args: [BIN, 'gateway', '--config', '~/.config/killswitch/gateway.json'], env: { KILLSWITCH_URL: 'http://127.0.0.1:8080' } };
+    writeFileSync(join(dir, 'claude_desktop_config.json'), JSON.stringify({ mcpServers: { killswitch: entry } }, null, 2));
+    const [scan, gate] = await Promise.all([
+      cli(['scan', join(dir, 'claude_desktop_config.json'), '--policy', POLICY]),
+      cli(['env-gate', '--policy', POLICY, '--config', join(dir, 'claude_desktop_config.json')]),
+    ]);
+    expect(scan.code).toBe(1);
+    expect(scan.stdout).not.toMatch(/unapproved_server\s+\S+\s+killswitch:/);
+    expect(scan.stdout).toMatch(/CRITICAL\s+shell_execution\s+\S+\/\.config\/killswitch\/gateway\.json:\d+:\d+\s+filesystem: /);
+    expect(scan.stdout).toContain('drop `cmd /c`: the gateway starts npx itself');
+    expect(gate.code).toBe(1);
+    expect(gate.stderr).toContain('servers=[time, filesystem]');
+    expect(gate.stderr).not.toContain(' killswitch: ');
+    expect(gate.stderr).toMatch(/\.config\/killswitch\/gateway\.json:\d+:\d+ filesystem: runs "cmd \/c npx/);
   });
 });

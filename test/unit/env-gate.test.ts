@@ -107,6 +107,32 @@ describe('killswitch env-gate (seed 001 pattern 5)', () => {
     expect(empty.stderr).toContain('no MCP client configs found');
   });
 
+  it('checks the servers behind a killswitch gateway entry (its --config file), not the gateway itself', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'ks'));
+    const upstreams = {
+      time: { command: 'uvx', args: ['mcp-server-time'] },
+      github: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-github'] },
+    };
+    writeFileSync(join(dir, 'ks', 'gateway.json'), JSON.stringify({ mcpServers: upstreams, killswitch: { url: 'http://127.0.0.1:8080' } }, null, 2));
+    // A control plane whose host matches a forbidden pattern is no conflict: it is not where the agent's calls go.
+    const entry = { command: 'node', args: ['/opt/mcp-killswitch/bin/killswitch.js', 'gateway', '--config', 'ks/gateway.json'], env: { KILLSWITCH_URL: 'https://ks.prod.example.com' } };
+    writeFileSync(join(dir, 'claude_desktop_config.json'), JSON.stringify({ mcpServers: { killswitch: entry } }, null, 2));
+    const ok = await gate({ config: ['claude_desktop_config.json'] }, 'development', { cwd: dir });
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toBe('MCP environment gate passed: environment=development, servers=[time, github], timestamp=2026-03-01T14:23:01.000Z\n');
+
+    const staging = await gate({ config: ['claude_desktop_config.json'] }, 'staging', { cwd: dir });
+    expect(staging.code).toBe(1);
+    expect(staging.stderr.split('\n').filter((l) => l.startsWith('  '))).toEqual(['  ks/gateway.json:9:5 github: policy server "github" is not allowed in staging for any role (allowed: time)']);
+
+    rmSync(join(dir, 'ks', 'gateway.json'));
+    const missing = await gate({ config: ['claude_desktop_config.json'] }, 'development', { cwd: dir });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`claude_desktop_config.json:9:9: server "killswitch" runs the killswitch gateway with --config ${join(dir, 'ks', 'gateway.json')}, which cannot be read (file not found)`);
+  });
+
   it('bad input exits 2 with file:line:column: invalid config JSON, unreadable config, invalid or missing policy', async () => {
     const badJson = await gate({ config: ['bad/trailing-comma.mcp.txt'] });
     expect(badJson.code).toBe(2);

@@ -36,6 +36,20 @@ describe('prohibited upstream configs (seed 002)', () => {
     expect(patterns(check({ command: 'node', args: ['server.js'], env: { ALLOW_SHELL: 'shell=true' } }))).toContain('shell_execution');
   });
 
+  it('says how to drop a shell wrapper, without citing the seed', () => {
+    const [cmd] = check({ command: 'cmd', args: ['/c', 'npx', '-y', '@modelcontextprotocol/server-filesystem', 'C:/work'] });
+    expect(cmd?.pattern).toBe('shell_execution');
+    expect(cmd?.message).toBe(
+      's: command "cmd" is a shell, and MCP servers that can run any command are refused: drop `cmd /c`: the gateway starts npx itself ("command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "C:/work"])',
+    );
+    expect(check({ command: 'C:\\Windows\\System32\\cmd.exe', args: ['/c', 'npx', 'x'] })[0]?.message).toContain('drop `C:\\Windows\\System32\\cmd.exe /c`: the gateway starts npx itself');
+    expect(check({ command: 'bash', args: ['-c', 'npx -y mcp-server-time'] })[0]?.message).toContain('drop `bash -c`: the gateway starts npx itself ("command": "npx", "args": ["-y", "mcp-server-time"])');
+    expect(check({ command: 'env', args: ['sh', '-c', 'uvx mcp-server-time'] })[0]?.message).toContain('launches the shell "sh"');
+    expect(check({ command: 'env', args: ['sh', '-c', 'uvx mcp-server-time'] })[0]?.message).toContain('drop `env sh -c`: the gateway starts uvx itself');
+    expect(check({ command: 'bash', args: [] })[0]?.message).toContain("start the server's own program instead of a shell");
+    for (const f of check({ command: 'cmd', args: ['/c', 'npx', 'x'] })) expect(f.message).not.toContain('seed');
+  });
+
   it('refuses a shell behind a launcher, and interpreters running code written in the config', () => {
     expect(patterns(check({ command: 'env', args: ['bash', '-c', 'npx server'] }))).toContain('shell_execution');
     expect(patterns(check({ command: '/usr/bin/env', args: ['FOO=1', '/bin/sh', '-c', 'x'] }))).toContain('shell_execution');

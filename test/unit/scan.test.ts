@@ -333,6 +333,99 @@ describe('killswitch scan: findings and risk (seed 002)', () => {
   });
 });
 
+describe('killswitch scan: an entry that runs the killswitch gateway', () => {
+  /** A client config that lists only the gateway, and the gateway config it names (relative to it). */
+  function gatewaySetup(upstreams: Record<string, unknown>, entry?: { command: string; args: string[] }) {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'ks'));
+    const gatewayJson = { mcpServers: upstreams, killswitch: { url: 'http://127.0.0.1:8080', gatewayKey: 'ksgw_x', agentToken: 'mcp_ro_x' } };
+    writeFileSync(join(dir, 'ks', 'gateway.json'), JSON.stringify(gatewayJson, null, 2));
+    const killswitch = entry ?? { command: 'node', args: ['/opt/mcp-killswitch/bin/killswitch.js', 'gateway', '--config', 'ks/gateway.json'] };
+    const client = { mcpServers: { killswitch: { ...killswitch, env: { KILLSWITCH_URL: 'https://killswitch.prod.example.com' } } } };
+    writeFileSync(join(dir, 'claude_desktop_config.json'), JSON.stringify(client, null, 2));
+    return dir;
+  }
+  const approvedUpstreams = {
+    filesystem: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/tmp/ks-demo'] },
+    time: { command: 'uvx', args: ['mcp-server-time'] },
+  };
+
+  it('does not flag the gateway; scans the servers of its --config file instead, with that file\'s path', async () => {
+    const dir = gatewaySetup(approvedUpstreams);
+    const { output } = await runScan(options({ paths: [dir], cwd: dir }));
+    expectValid(output);
+    expect(output.findings).toEqual([]);
+    expect(output.summary.exit_code).toBe(0);
+    expect(output.files.map((f) => `${f.kind} ${f.path} ${f.servers}`)).toEqual(['claude_desktop claude_desktop_config.json 1', 'gateway ks/gateway.json 2']);
+    expect(output.servers.map((s) => `${s.file}#${s.name} ${s.kind} ${s.approved}`)).toEqual([
+      'claude_desktop_config.json#killswitch gateway null',
+      'ks/gateway.json#filesystem filesystem true',
+      'ks/gateway.json#time time true',
+    ]);
+  });
+
+  it('reports what the gateway would run at its line in the gateway config', async () => {
+    const dir = gatewaySetup({ ...approvedUpstreams, stray: { command: 'npx', args: ['-y', 'mcp-server-stray'] } });
+    const { output } = await runScan(options({ paths: [join(dir, 'claude_desktop_config.json')], cwd: dir }));
+    expect(output.findings.map((f) => `${f.file}:${f.line}:${f.column} ${f.server} ${f.type}`)).toEqual(['ks/gateway.json:17:5 stray unapproved_server']);
+    expect(output.summary.exit_code).toBe(1);
+  });
+
+  it('recognises npx killswitch gateway and killswitch gateway, --config=FILE, and ~ in the path', async () => {
+    const home = tempDir();
+    mkdirSync(join(home, '.config', 'killswitch'), { recursive: true });
+    writeFileSync(join(home, '.config', 'killswitch', 'gateway.json'), JSON.stringify({ mcpServers: { time: approvedUpstreams.time } }));
+    for (const entry of [
+      { command: 'npx', args: ['-y', 'killswitch', 'gateway', '--config', '~/.config/killswitch/gateway.json'] },
+      { command: 'killswitch', args: ['gateway', '--config=~/.config/killswitch/gateway.json', '--http'] },
+      { command: 'C:\\Program Files\\nodejs\\node.exe', args: ['C:\\src\\mcp-killswitch\\bin\\killswitch.js', 'gateway', '--config', '~/.config/killswitch/gateway.json'] },
+    ]) {
+      const dir = gatewaySetup({}, entry);
+      const { output } = await runScan(options({ paths: [dir], cwd: dir, home }));
+      expect(output.findings, entry.command).toEqual([]);
+      expect(output.servers.map((s) => `${s.name} ${s.kind}`), entry.command).toEqual(['killswitch gateway', 'time time']);
+    }
+    // `gateway` must be the command: other subcommands of ours, or other node scripts, are servers like any.
+    const other = gatewaySetup({}, { command: 'node', args: ['/opt/other/killswitch.js', 'scan'] });
+    const { output } = await runScan(options({ paths: [other], cwd: other }));
+    expect(output.servers.map((s) => `${s.name} ${s.kind} ${s.approved}`)).toEqual(['killswitch unknown false']);
+  });
+
+  it('a --config that cannot be read, or none, is bad input at the entry (exit 2)', async () => {
+    const missing = gatewaySetup({}, { command: 'node', args: ['/opt/mcp-killswitch/bin/killswitch.js', 'gateway', '--config', 'nope/gateway.json'] });
+    const { output } = await runScan(options({ paths: [missing], cwd: missing }));
+    expect(output.summary.exit_code).toBe(2);
+    expect(output.errors).toEqual([
+      {
+        file: 'claude_desktop_config.json',
+        // The --config value: args[3] on the ninth line.
+        line: 9,
+        column: 9,
+        message: `server "killswitch" runs the killswitch gateway with --config ${join(missing, 'nope/gateway.json')}, which cannot be read (file not found): the servers it would run cannot be checked`,
+      },
+    ]);
+    const none = gatewaySetup({}, { command: 'node', args: ['/opt/mcp-killswitch/bin/killswitch.js', 'gateway'] });
+    const res = await runScan(options({ paths: [none], cwd: none }));
+    expect(res.output.errors.map((e) => e.message)).toEqual(['server "killswitch" runs the killswitch gateway without --config: the servers it would run cannot be checked']);
+  });
+
+  it('reports a shell wrapper the gateway refuses (cmd /c npx ...), saying what to write instead', async () => {
+    const dir = gatewaySetup({ filesystem: { command: 'cmd', args: ['/c', 'npx', '-y', '@modelcontextprotocol/server-filesystem', '/tmp/ks-demo'] } });
+    const { output } = await runScan(options({ paths: [dir], cwd: dir, policy: undefined }));
+    const shell = output.findings.filter((f) => f.type === 'shell_execution');
+    expect(shell).toHaveLength(1);
+    expect(shell[0]).toMatchObject({ file: 'ks/gateway.json', server: 'filesystem', severity: 'critical', line: 4, column: 7 });
+    expect(shell[0]?.message).toContain('drop `cmd /c`: the gateway starts npx itself ("command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp/ks-demo"])');
+    expect(shell[0]?.message).not.toContain('seed');
+    // The same entry in a client config is reported too, with the advice for a client.
+    const client = tempDir();
+    writeFileSync(join(client, 'mcp.json'), JSON.stringify({ mcpServers: { files: { command: 'cmd.exe', args: ['/c', 'npx', '-y', '@modelcontextprotocol/server-filesystem', 'C:/work'] } } }));
+    const res = await runScan(options({ paths: [client], cwd: client, policy: undefined }));
+    expect(res.output.findings.map((f) => `${f.server} ${f.type}`)).toEqual(['files shell_execution']);
+    expect(res.output.findings[0]?.message).toContain('drop `cmd.exe /c`: the client (or the killswitch gateway) starts npx itself');
+  });
+});
+
 describe('killswitch scan: outputs and exit codes', () => {
   it('--json validates against docs/scan-output.schema.json, and the schema file is the one the code prints', async () => {
     const out = env();

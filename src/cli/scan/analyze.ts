@@ -1,3 +1,4 @@
+import { shellOf, shellRefusal } from '../../gateway/prohibited.js';
 import type { CompiledPolicy, CompiledServer } from '../../policy/index.js';
 import { matchProductionPattern } from '../../policy/index.js';
 import { identitiesOf } from '../../policy/resources.js';
@@ -84,25 +85,35 @@ function isApproved(match: PolicyMatch | undefined, policy: CompiledPolicy | und
   return match.server !== undefined && !match.server.prohibited && !match.identityDiffers;
 }
 
-export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): AnalyzedServer {
+/**
+ * `runsGateway`: the entry runs `killswitch gateway`, whose upstreams are analysed from its config
+ * file. Only what the entry itself holds is checked (credentials, `shell: true`): it is no server of the
+ * policy, its paths are a script and a config file, and its KILLSWITCH_URL is no database.
+ */
+export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext, runsGateway = false): AnalyzedServer {
   const id = `${ctx.displayFile}#${server.name}`;
   const list = new FindingList(id, server.name, ctx.displayFile);
   const found = findSecrets(server);
   const masked = redactServer(server, found);
   const hide = (at: JsonPath, part: string) => redactPart(server, found, at, part);
-  const kind = classifyServer(server);
+  const kind = runsGateway ? 'gateway' : classifyServer(server);
   const readOnly = isReadOnly(server);
   const transport = transportOf(server);
   const shown = transport === 'stdio' || !masked.url ? describeIdentity(masked) : masked.url;
 
-  if (kind === 'shell') {
+  // The same shells the gateway refuses to start (src/gateway/prohibited.ts), with the same advice.
+  const shell = runsGateway ? undefined : shellOf(server.command, server.args);
+  if (shell !== undefined && server.command !== undefined) {
+    const starter = server.fileKind === 'gateway' ? 'the gateway' : 'the client (or the killswitch gateway)';
+    list.add('shell_execution', 'critical', server.locate(['command']), shellRefusal(masked.command ?? server.command, masked.args, starter), shown);
+  } else if (kind === 'shell') {
     list.add('shell_execution', 'critical', server.position, 'a shell or command-execution server: seed 002 prohibits MCP servers with command execution', shown);
   }
   if (server.shellAt) {
     list.add('shell_execution', 'critical', server.locate(server.shellAt), '`shell: true` runs the server command through a shell (seed 002 prohibits shell=true)', shown);
   }
 
-  for (const dir of directoryArgs(server)) {
+  for (const dir of runsGateway ? [] : directoryArgs(server)) {
     const root = rootDirectory(dir.path, ctx.home, kind === 'filesystem');
     if (!root) continue;
     const path = hide(dir.at, dir.path);
@@ -112,7 +123,7 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
   const identities = new Set<string>();
   if (server.url) identitiesOf(server.url, true, identities);
   const reported = new Set<string>();
-  for (const { value, at } of candidateValues(server)) {
+  for (const { value, at } of runsGateway ? [] : candidateValues(server)) {
     const own = new Set<string>();
     identitiesOf(value, false, own);
     for (const i of own) identities.add(i);
@@ -134,7 +145,7 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext): An
     list.add('plaintext_credential', 'high', server.locate(s.at), `plaintext credential in ${s.label} (${s.reason}): move it to a secret store or an environment reference`, s.evidence);
   }
 
-  const match = ctx.policy ? matchPolicyServer(ctx.policy, server) : undefined;
+  const match = ctx.policy && !runsGateway ? matchPolicyServer(ctx.policy, server) : undefined;
   if (match) approvalFindings(list, ctx, match, server.position, shown);
 
   const base = kind === 'filesystem' && readOnly ? 'low' : KIND_RISK[kind];

@@ -7,7 +7,7 @@ import type { ServerKind, Severity } from './schema.js';
 // path arguments: a filesystem server rooted at ~/projects/shell-scripts is not a shell server), and
 // seed 002's risk level for that kind.
 
-/** Seed 002's approved-server table, plus the kinds it implies (shell, database) and unknown → medium. */
+/** Seed 002's approved-server table, plus the kinds it implies (shell, database), our gateway, and unknown → medium. */
 export const KIND_RISK: Readonly<Record<ServerKind, Severity>> = {
   shell: 'critical',
   database: 'high',
@@ -18,6 +18,7 @@ export const KIND_RISK: Readonly<Record<ServerKind, Severity>> = {
   time: 'low',
   memory: 'low',
   sdk: 'low',
+  gateway: 'low',
   unknown: 'medium',
 };
 

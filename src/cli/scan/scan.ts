@@ -1,9 +1,10 @@
-import { stat } from 'node:fs/promises';
-import { relative, sep } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { DEFAULT_ENVIRONMENTS } from '../../policy/defaults.js';
 import { type CompiledPolicy, loadPolicyFile } from '../../policy/index.js';
 import { type AnalyzedServer, analyzePackage, analyzeServer } from './analyze.js';
 import { discoverFiles } from './discover.js';
+import { gatewayEntryOf } from './gateway.js';
 import { type Location, type UserLocationOptions, userConfigLocations } from './locations.js';
 import { parseConfigFile } from './parse.js';
 import { type Finding, type InputError, SCAN_SCHEMA_VERSION, type ScannedFile, type ScanOutput, type Severity, severityRank } from './schema.js';
@@ -80,7 +81,18 @@ export function exitCodeFor(errors: readonly InputError[], findings: readonly Fi
   return findings.some((f) => severityRank(f.severity) >= severityRank(failOn)) ? 1 : 0;
 }
 
-/** Reads and analyses a list of known files (env-gate's --config, or what discovery found). */
+/** Where a gateway entry's `--config` points: `~` is the home directory, a relative path the client config's folder. */
+export function gatewayConfigPath(value: string, clientConfig: string, home: string): string {
+  const v = value.trim();
+  const expanded = v === '~' ? home : /^~[/\\]/.test(v) ? join(home, v.slice(2)) : v;
+  return resolve(dirname(clientConfig), expanded);
+}
+
+/**
+ * Reads and analyses a list of known files (env-gate's --config, or what discovery found). An entry
+ * that runs `killswitch gateway` is followed to its `--config` file, whose `mcpServers` are what
+ * actually runs: they are analysed too, with that file's path (each file once).
+ */
 export async function analyzeFiles(
   files: readonly Location[],
   ctx: { policy: CompiledPolicy | undefined; productionPatterns: ReadonlySet<string>; home: string; cwd: string },
@@ -88,7 +100,11 @@ export async function analyzeFiles(
   const analyzed: AnalyzedServer[] = [];
   const scanned: ScannedFile[] = [];
   const errors: InputError[] = [];
-  for (const loc of files) {
+  const queue = [...files];
+  const seen = new Set<string>();
+  for (const loc of files) seen.add(await realpath(loc.path).catch(() => loc.path));
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    const loc = next;
     const display = displayPath(loc.path, ctx.cwd);
     const parsed = await parseConfigFile(loc.path, loc.kind, display);
     if (!parsed.ok) {
@@ -96,7 +112,27 @@ export async function analyzeFiles(
       continue;
     }
     const actx = { policy: ctx.policy, productionPatterns: ctx.productionPatterns, home: ctx.home, displayFile: display };
-    for (const s of parsed.parsed.servers) analyzed.push(analyzeServer(s, actx));
+    for (const s of parsed.parsed.servers) {
+      const gateway = gatewayEntryOf(s);
+      analyzed.push(analyzeServer(s, actx, gateway !== undefined));
+      if (!gateway) continue;
+      const at = gateway.config ? s.locate(gateway.config.at) : s.position;
+      if (!gateway.config) {
+        errors.push({ file: display, ...at, message: `server "${s.name}" runs the killswitch gateway without --config: the servers it would run cannot be checked` });
+        continue;
+      }
+      const path = gatewayConfigPath(gateway.config.value, loc.path, ctx.home);
+      const info = await stat(path).catch((err: NodeJS.ErrnoException) => err);
+      if (info instanceof Error || !info.isFile()) {
+        const reason = info instanceof Error ? (info.code === 'ENOENT' ? 'file not found' : (info.code ?? info.message)) : 'not a file';
+        errors.push({ file: display, ...at, message: `server "${s.name}" runs the killswitch gateway with --config ${path}, which cannot be read (${reason}): the servers it would run cannot be checked` });
+        continue;
+      }
+      const key = await realpath(path).catch(() => path);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      queue.push({ path, kind: 'gateway' });
+    }
     for (const p of parsed.parsed.packages) analyzed.push(analyzePackage(p, actx));
     scanned.push({ path: display, kind: loc.kind, servers: parsed.parsed.servers.length + parsed.parsed.packages.length });
   }

@@ -9,10 +9,12 @@ export const SCAN_SCHEMA_VERSION = 1;
 export const SEVERITIES = ['low', 'medium', 'high', 'critical'] as const;
 export type Severity = (typeof SEVERITIES)[number];
 
-export const FILE_KINDS = ['claude_desktop', 'cursor', 'vscode', 'mcp_json', 'package_json'] as const;
+/** `gateway`: a `killswitch gateway --config` file, read because a client config starts the gateway with it. */
+export const FILE_KINDS = ['claude_desktop', 'cursor', 'vscode', 'mcp_json', 'package_json', 'gateway'] as const;
 export type FileKind = (typeof FILE_KINDS)[number];
 
-export const SERVER_KINDS = ['shell', 'database', 'filesystem', 'github', 'git', 'fetch', 'time', 'memory', 'sdk', 'unknown'] as const;
+/** `gateway`: an entry that runs `killswitch gateway`; its upstreams are scanned from its config file. */
+export const SERVER_KINDS = ['shell', 'database', 'filesystem', 'github', 'git', 'fetch', 'time', 'memory', 'sdk', 'gateway', 'unknown'] as const;
 export type ServerKind = (typeof SERVER_KINDS)[number];
 
 export const FINDING_TYPES = ['shell_execution', 'filesystem_root', 'production_database', 'plaintext_credential', 'unapproved_server'] as const;
@@ -58,7 +60,7 @@ const Server = Type.Object(
     kind: Type.Enum([...SERVER_KINDS]),
     read_only: Type.Boolean(),
     risk: SeverityT,
-    approved: Type.Union([Type.Boolean(), Type.Null()], { description: 'null when no policy was read.' }),
+    approved: Type.Union([Type.Boolean(), Type.Null()], { description: 'null when no policy was read, and for the killswitch gateway itself (kind gateway).' }),
     policy_server: Type.Union([Type.String(), Type.Null()], { description: 'The policy server it was matched to (by identity, else by name).' }),
   },
   { additionalProperties: false },
