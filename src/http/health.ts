@@ -1,7 +1,48 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 
-const Ready = Type.Object({ ready: Type.Boolean(), checks: Type.Record(Type.String(), Type.String()) });
+const Ready = Type.Object({
+  ready: Type.Boolean(),
+  checks: Type.Record(
+    Type.String(),
+    Type.String({ description: '"ok", or why not in a few words (postgres: unreachable, redis: not ready, ...); the driver\'s own error is in the log' }),
+  ),
+});
+
+const CHECK_TIMEOUT_MS = 2_000;
+/** A failing dependency is logged once per reason in this long, however often the orchestrator probes. */
+export const READYZ_LOG_EVERY_MS = 60_000;
+
+/** A check that knows why it is not ready: `reason` is answered, `message` (the details) only logged. */
+export class NotReady extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+// Socket-level failures of the pg and ioredis drivers.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE']);
+
+/**
+ * What /readyz answers for a failed check: a fixed phrase, never the error's message, which names hosts,
+ * ports, users or databases to anyone who can reach the port (it needs no credential).
+ */
+export function readinessReason(err: unknown): string {
+  if (err instanceof NotReady) return err.reason;
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  const c = typeof code === 'string' ? code : '';
+  const m = typeof message === 'string' ? message : '';
+  if (UNREACHABLE.has(c) || /Connection terminated|Connection is closed|connection refused/i.test(m)) return 'unreachable';
+  if (/timeout|timed out/i.test(m)) return 'timed out';
+  // SQLSTATE classes: 28 invalid authorization, 3D000 unknown database, 57P operator intervention (shutting down, starting up).
+  if (/^28[0-9A-Z]{3}$/.test(c) || /NOAUTH|WRONGPASS/.test(m)) return 'login refused';
+  if (c === '3D000') return 'database missing';
+  if (c.startsWith('57P') || /^LOADING/.test(m)) return 'not ready';
+  return 'failing';
+}
 
 /** /healthz: the process is up. /readyz: Postgres, Redis and every registered dependency are ready. */
 export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -10,23 +51,68 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     await ctx.pool.query('SELECT 1');
     return true;
   });
-  ctx.readiness.set('redis', async () => ((await ctx.redis.redis.ping()) === 'PONG' ? true : 'no PONG'));
+  // The command connection fails fast while it reconnects; its last error says why (for the log).
+  let lastRedisError = '';
+  ctx.redis.redis.on('error', (err: Error) => {
+    lastRedisError = err.message;
+  });
+  ctx.readiness.set('redis', async () => {
+    const { status } = ctx.redis.redis;
+    if (status !== 'ready') throw new NotReady('not ready', `connection ${status}${lastRedisError ? `; last error: ${lastRedisError}` : ''}`);
+    return (await ctx.redis.redis.ping()) === 'PONG' ? true : 'no PONG';
+  });
+
+  const logged = new Map<string, number>();
+  const logFailure = (name: string, reason: string, err: unknown) => {
+    const key = `${name}\u0000${reason}`;
+    const now = Date.now();
+    if (now - (logged.get(key) ?? Number.NEGATIVE_INFINITY) < READYZ_LOG_EVERY_MS) return;
+    logged.set(key, now);
+    ctx.log.warn(
+      { check: name, reason, err: (err as Error)?.message ?? String(err) },
+      `readyz: ${name} ${reason} (this line at most once a minute per reason while it lasts; /readyz answers only "${reason}")`,
+    );
+  };
 
   app.get('/healthz', { schema: { tags: ['health'], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
 
-  app.get('/readyz', { schema: { tags: ['health'], response: { 200: Ready, 503: Ready } } }, async (_req, reply) => {
-    const checks: Record<string, string> = {};
-    let ready = true;
-    await Promise.all(
-      [...ctx.readiness].map(async ([name, check]) => {
-        const result = await Promise.race([
-          check().catch((err: Error) => err.message || String(err)),
-          new Promise<string>((r) => setTimeout(() => r('timed out after 2 s'), 2_000).unref()),
-        ]);
-        checks[name] = result === true ? 'ok' : result;
-        if (result !== true) ready = false;
-      }),
-    );
-    return reply.code(ready ? 200 : 503).send({ ready, checks });
-  });
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        tags: ['health'],
+        description:
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason).',
+        response: { 200: Ready, 503: Ready },
+      },
+    },
+    async (_req, reply) => {
+      const checks: Record<string, string> = {};
+      let ready = true;
+      await Promise.all(
+        [...ctx.readiness].map(async ([name, check]) => {
+          let timer: NodeJS.Timeout | undefined;
+          const result = await Promise.race([
+            check().catch((err: unknown) => {
+              const reason = readinessReason(err);
+              logFailure(name, reason, err);
+              return reason;
+            }),
+            new Promise<string>((r) => {
+              timer = setTimeout(() => {
+                const reason = `timed out after ${CHECK_TIMEOUT_MS / 1000} s`;
+                logFailure(name, reason, new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`));
+                r(reason);
+              }, CHECK_TIMEOUT_MS);
+              timer.unref();
+            }),
+          ]);
+          clearTimeout(timer);
+          checks[name] = result === true ? 'ok' : result;
+          if (result !== true) ready = false;
+        }),
+      );
+      return reply.code(ready ? 200 : 503).send({ ready, checks });
+    },
+  );
 };
