@@ -12,8 +12,18 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 COPY . .
 COPY --from=build /app/ui/dist ./ui/dist
+# The process runs as the image's unprivileged user `node` (uid 1000): the code stays root's and read-only
+# to it; it writes only DATA_DIR (audit spool, flag backup). A volume mounted there for the first time
+# takes this directory's owner.
+RUN mkdir -p /var/lib/killswitch && chown node:node /var/lib/killswitch
 ENV NODE_ENV=production
 # Inside a container the API must listen beyond loopback to be reachable through a published port.
 ENV HOST=0.0.0.0
+ENV DATA_DIR=/var/lib/killswitch
+USER node
 EXPOSE 8080
+# Liveness, as in docker-compose.yml (scripts/docker/healthcheck.js says why not /readyz). The start
+# period covers migrations and the wait for the first flags.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["node", "/app/scripts/docker/healthcheck.js"]
+# node itself, not npm: Docker's SIGTERM goes to this process, which drains (docs/operations.md, section 7).
 CMD ["node", "--no-allocation-site-pretenuring", "bin/killswitch.js", "start"]

@@ -1,0 +1,110 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { SETTINGS } from '../../src/config.js';
+import { CLOSE_GRACE_MS } from '../../src/server.js';
+
+// No Docker engine runs in the test environment, so the image and the compose file are never started
+// here: these checks hold them to the code they configure (variable names, shutdown times, the node
+// command line) and to each other (the health check).
+
+interface Service {
+  restart?: string;
+  environment?: Record<string, string>;
+  healthcheck?: { test: string[] };
+  stop_grace_period?: string;
+}
+
+const compose = parse(readFileSync('docker-compose.yml', 'utf8')) as { services: Record<string, Service> };
+const controlPlane = compose.services['control-plane']!;
+const dockerfile = readFileSync('Dockerfile', 'utf8');
+/** The final stage's instructions (the last FROM onwards), one per line. */
+const finalStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM ')).split('\n');
+const instruction = (name: string) => finalStage.filter((l) => l.startsWith(`${name} `));
+/** The exec form (JSON array) at the end of a Dockerfile line. */
+const execForm = (line: string) => JSON.parse(line.slice(line.indexOf('['))) as string[];
+const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts['start']!;
+
+describe('docker-compose.yml', () => {
+  it('names only variables src/config.ts reads, each read from .env under its own name', () => {
+    const known = new Set<string>(SETTINGS.map((s) => s.env));
+    const env = controlPlane.environment!;
+    expect(Object.keys(env).filter((name) => !known.has(name))).toEqual([]);
+    const renamed = Object.entries(env).filter(([name, value]) => value.startsWith('${') && !value.startsWith(`\${${name}:-`));
+    expect(renamed).toEqual([]);
+  });
+
+  it('passes through the settings a compose user sets in .env', () => {
+    const env = controlPlane.environment!;
+    for (const name of ['LOG_LEVEL', 'UNLEASH_ENVIRONMENT', 'BOOTSTRAP_OWNER_KEY', 'POLICY_FILE', 'TOKEN_HASH_SECRET']) {
+      expect(env[name], name).toMatch(new RegExp(`^\\$\\{${name}:-`));
+    }
+  });
+
+  it('uses one Postgres password, overridable, in every database URL', () => {
+    const text = readFileSync('docker-compose.yml', 'utf8');
+    expect(compose.services['postgres']!.environment!['POSTGRES_PASSWORD']).toBe(`\${POSTGRES_PASSWORD:-postgres}`);
+    const urls = [...text.matchAll(/postgres:\/\/[^\s]+/g)].map((m) => m[0]);
+    expect(urls.length).toBe(2);
+    for (const url of urls) expect(url).toMatch(/^postgres:\/\/postgres:\$\{POSTGRES_PASSWORD:-postgres\}@postgres:5432\//);
+  });
+
+  it('gives the same Unleash tokens to Unleash and to the control plane', () => {
+    const unleash = compose.services['unleash']!.environment!;
+    expect(unleash['INIT_BACKEND_API_TOKENS']).toBe(controlPlane.environment!['UNLEASH_API_TOKEN']);
+    expect(unleash['INIT_ADMIN_API_TOKENS']).toBe(controlPlane.environment!['UNLEASH_ADMIN_TOKEN']);
+  });
+
+  it('lets the control plane drain on stop: stop_grace_period above SHUTDOWN_TIMEOUT_MS + the closing grace', () => {
+    const shutdownMs = Number(SETTINGS.find((s) => s.env === 'SHUTDOWN_TIMEOUT_MS')!.default);
+    const grace = /^(\d+)s$/.exec(controlPlane.stop_grace_period ?? '');
+    expect(grace, 'stop_grace_period in seconds').not.toBeNull();
+    expect(Number(grace![1]) * 1000).toBeGreaterThan(shutdownMs + CLOSE_GRACE_MS);
+  });
+
+  it('restarts every service unless stopped', () => {
+    for (const [name, service] of Object.entries(compose.services)) expect(service.restart, name).toBe('unless-stopped');
+  });
+
+  it("checks the control plane's health with the image's command", () => {
+    const [kind, ...command] = controlPlane.healthcheck!.test;
+    expect(kind).toBe('CMD');
+    const [healthcheck] = instruction('HEALTHCHECK');
+    expect(healthcheck).toBeDefined();
+    expect(execForm(healthcheck!)).toEqual(command);
+  });
+});
+
+describe('Dockerfile', () => {
+  it('runs node directly with the command line of npm start, as a user other than root', () => {
+    const [cmd] = instruction('CMD');
+    expect(cmd).toBeDefined();
+    expect(execForm(cmd!).join(' ')).toBe(startScript.replace(/^exec /, ''));
+    const users = instruction('USER').map((l) => l.slice(5).trim());
+    expect(users.length).toBeGreaterThan(0);
+    expect(users.at(-1)).not.toMatch(/^(root|0)(:|$)/);
+    expect(finalStage.findIndex((l) => l.startsWith('USER '))).toBeLessThan(finalStage.findIndex((l) => l.startsWith('CMD ')));
+  });
+
+  it('sets a DATA_DIR the user owns and runs a health check script that exists', () => {
+    expect(instruction('ENV')).toContain('ENV DATA_DIR=/var/lib/killswitch');
+    expect(dockerfile).toMatch(/chown node:node \/var\/lib\/killswitch/);
+    const [healthcheck] = instruction('HEALTHCHECK');
+    const script = execForm(healthcheck!).find((a) => a.startsWith('/app/'));
+    expect(script && existsSync(script.slice('/app/'.length))).toBe(true);
+  });
+});
+
+describe('.dockerignore', () => {
+  it('keeps .env files out of the image', () => {
+    const lines = readFileSync('.dockerignore', 'utf8').split('\n');
+    expect(lines).toContain('.env');
+    expect(lines).toContain('.env.*');
+  });
+});
+
+describe('npm start', () => {
+  it('execs node, so the signals npm forwards reach the control plane (sh -c does not exec its last command)', () => {
+    expect(startScript).toMatch(/^exec node /);
+  });
+});
