@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
@@ -11,7 +11,7 @@ import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
 import { AuditService, createWriterPool } from './audit/service.js';
-import type { Config } from './config.js';
+import { type Config, ConfigError } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from './db/pool.js';
@@ -86,13 +86,74 @@ function buildAjv(coerce: boolean): Ajv {
   return ajv;
 }
 
-/** Keyed-hash secret: from config, or generated once and kept in the database. */
-export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(msg: string): void }): Promise<string> {
-  if (config.tokenHashSecret) return config.tokenHashSecret;
-  const existing = await credentialStore.getSetting(pool, 'token_hash_secret');
-  if (existing) return existing;
-  log.warn('TOKEN_HASH_SECRET is not set: generated one and stored it in the database (set it explicitly in production)');
-  return credentialStore.putSettingOnce(pool, 'token_hash_secret', randomBytes(48).toString('base64url'));
+/** Settings rows: the secret a start without TOKEN_HASH_SECRET generated, and the fingerprint of the secret in use. */
+const STORED_SECRET = 'token_hash_secret';
+const SECRET_FINGERPRINT = 'token_hash_fingerprint';
+
+/**
+ * What identifies a hash secret without revealing it: an HMAC of a fixed label under the secret. Stored
+ * in the database, so a replica can tell whether its secret is the one the credentials were hashed with.
+ */
+export function hashSecretFingerprint(secret: string): string {
+  return `v1:${createHmac('sha256', secret).update('killswitch token hash secret fingerprint v1').digest('base64url')}`;
+}
+
+/**
+ * The secret in use differs from the one this database's credentials were hashed with: starting would
+ * answer 401 to every key, gateway key and agent token while /readyz says ready.
+ */
+function hashSecretMismatch(source: 'configured' | 'stored' | 'none', leftover: boolean): ConfigError {
+  const ours =
+    source === 'configured'
+      ? 'the TOKEN_HASH_SECRET this replica is given'
+      : source === 'stored'
+        ? 'the secret stored in the database, which this replica uses because TOKEN_HASH_SECRET is not set'
+        : 'any this replica has: TOKEN_HASH_SECRET is not set, and the database stores no generated secret';
+  return new ConfigError(
+    'TOKEN_HASH_SECRET',
+    `TOKEN_HASH_SECRET: this database's credentials (operator keys, gateway keys, agent tokens) were hashed with another secret than ${ours}, so every one of them would be refused (401). ` +
+      'Set TOKEN_HASH_SECRET to the same value on every replica (and for `killswitch operators create`), or, if the installation has always run without it, unset it everywhere so every replica uses the secret stored in the database. ' +
+      (leftover
+        ? 'This database records no fingerprint of its secret yet (last started by a version before 2026-12-05) and stores a secret that a start without TOKEN_HASH_SECRET generated: if your credentials do work with this TOKEN_HASH_SECRET, that stored secret is a leftover to delete. '
+        : '') +
+      'To change the secret on purpose, every credential must be issued again: docs/operations.md, "Changing TOKEN_HASH_SECRET".',
+  );
+}
+
+/**
+ * Keyed-hash secret: from config, or generated once and kept in the database. The first start records
+ * its fingerprint; every later start compares, and refuses (ConfigError) a secret that would not match
+ * the credentials already issued. A database from before fingerprints that stores a generated secret is
+ * judged against that secret (it is what its credentials were hashed with, unless set otherwise since).
+ */
+export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(msg: string): void; info(msg: string): void }): Promise<string> {
+  const recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
+  const stored = await credentialStore.getSetting(pool, STORED_SECRET);
+  let secret: string;
+  let source: 'configured' | 'stored';
+  if (config.tokenHashSecret) {
+    secret = config.tokenHashSecret;
+    source = 'configured';
+  } else if (stored) {
+    secret = stored;
+    source = 'stored';
+  } else if (recorded) {
+    // Generating a secret now would make it the database's and shut out every credential already issued.
+    throw hashSecretMismatch('none', false);
+  } else {
+    log.warn('TOKEN_HASH_SECRET is not set: generated one and stored it in the database (set it explicitly in production)');
+    secret = await credentialStore.putSettingOnce(pool, STORED_SECRET, randomBytes(48).toString('base64url'));
+    source = 'stored';
+  }
+  const ours = hashSecretFingerprint(secret);
+  const expected = recorded ?? (stored ? hashSecretFingerprint(stored) : undefined);
+  if (expected !== undefined && expected !== ours) throw hashSecretMismatch(source, recorded === undefined);
+  if (recorded === undefined) {
+    // Two replicas starting together on a fresh database with different secrets: the second one loses here.
+    if ((await credentialStore.putSettingOnce(pool, SECRET_FINGERPRINT, ours)) !== ours) throw hashSecretMismatch(source, false);
+    log.info(`TOKEN_HASH_SECRET: recorded the fingerprint of the ${source === 'configured' ? 'configured' : 'stored'} secret in the database; replicas with another secret now refuse to start`);
+  }
+  return secret;
 }
 
 /** Builds one control-plane instance from plugins. `server.ts` only listens; tests call this too. */

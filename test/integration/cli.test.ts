@@ -123,7 +123,8 @@ describe('killswitch CLI', () => {
 
   it('operators create refuses without TOKEN_HASH_SECRET when the database stores none (it never makes up a secret)', async () => {
     const pool = t.pool();
-    await pool.query(`DELETE FROM settings WHERE key = 'token_hash_secret'`);
+    // An installation that never set TOKEN_HASH_SECRET: no fingerprint of the configured one the earlier tests used.
+    await pool.query(`DELETE FROM settings WHERE key IN ('token_hash_secret', 'token_hash_fingerprint')`);
     const res = await cli(['operators', 'create', '--role', 'owner', '--name', 'lost'], { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: '', LOG_LEVEL: 'warn' });
     expect(res.code).toBe(2);
     expect(res.stderr).toContain('TOKEN_HASH_SECRET is not set and the database stores none');
@@ -140,7 +141,7 @@ describe('killswitch CLI', () => {
       const app = await t.app({ tokenHashSecret: undefined });
       expect((await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(recovered.stdout.trim()) })).statusCode).toBe(200);
     } finally {
-      await pool.query(`DELETE FROM settings WHERE key = 'token_hash_secret'`);
+      await pool.query(`DELETE FROM settings WHERE key IN ('token_hash_secret', 'token_hash_fingerprint')`);
     }
   });
 
@@ -211,4 +212,21 @@ describe('killswitch CLI', () => {
       await admin.end();
     }
   });
+
+  it('start refuses a TOKEN_HASH_SECRET other than the one the database was started with: exit 2 naming it', async () => {
+    // This file's database records the fingerprint of the tests' secret.
+    await t.close(await t.app());
+    const res = await cli(['start'], {
+      DATABASE_URL: t.databaseUrl,
+      REDIS_PREFIX: t.redisPrefix,
+      DATA_DIR: t.dataDir,
+      UNLEASH_URL: 'http://127.0.0.1:1/api',
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      TOKEN_HASH_SECRET: 'another-secret-another-secret-another-1234',
+    });
+    expect(res.code, res.stderr).toBe(2);
+    expect(res.stderr).toContain("killswitch: configuration error: TOKEN_HASH_SECRET: this database's credentials (operator keys, gateway keys, agent tokens) were hashed with another secret");
+    expect(res.stdout + res.stderr).not.toContain('another-secret-another');
+  }, 60_000);
 });
