@@ -88,8 +88,8 @@ export interface ApprovalDeps {
   audit: Pick<AuditService, 'enqueue' | 'recordAdmin'>;
   alerts: Pick<AlertService, 'raise'>;
   tools: Pick<ToolRegistry, 'decide' | 'list'>;
-  /** Approving a production_grant request creates the grant here (bounded by GRANT_MAX_SECONDS). */
-  grants: Pick<GrantService, 'create' | 'revoke'>;
+  /** Approving a production_grant request creates the grant here (bounded by GRANT_MAX_SECONDS), in the approval's transaction. */
+  grants: Pick<GrantService, 'insert' | 'announce'>;
   /** How long a grant made by an approval lasts when the operator gives no `expires_in`. */
   grantDefaultS: number;
   policy: () => CompiledPolicy;
@@ -487,40 +487,37 @@ export class ApprovalService {
       }
     }
     const state = verb === 'approve' ? 'approved' : 'rejected';
-    let grantId: string | undefined;
     const decided = await withTransaction(this.deps.pool, async (db) => {
       let d = await approvalStore.decide(db, id, state, operatorActor(op), op.name, reason);
       if (!d) throw conflict(`approval ${id} is ${(await approvalStore.get(db, id))?.state ?? 'gone'}, not pending`);
       if (d.kind === 'production_grant' && state === 'approved') {
-        // The grant first (GRANT_MAX_SECONDS is checked there): if it cannot be made, the request stays pending.
-        const grant = await this.deps.grants.create(op, {
-          token_id: d.token_id,
-          session_id: d.session_id,
-          environment: 'production',
-          reason: `approval ${id}: ${reason}`,
-          expires_in: expiresIn ?? this.deps.grantDefaultS,
+        // The grant in this transaction (GRANT_MAX_SECONDS is checked there): it takes effect with the
+        // approval's commit, after its grant.create and approval.approved rows, so a grant nobody recorded
+        // never allows a call. Anything that fails before leaves the request pending and no grant at all.
+        const { grant } = await this.deps.grants.insert(
+          op,
+          {
+            token_id: d.token_id,
+            session_id: d.session_id,
+            environment: 'production',
+            reason: `approval ${id}: ${reason}`,
+            expires_in: expiresIn ?? this.deps.grantDefaultS,
+          },
+          db,
+        );
+        d = (await approvalStore.grantCreated(db, id, grant.id, grant.expires_at)) ?? d;
+        await this.deps.audit.recordAdmin({
+          actor: op,
+          action: 'grant.create',
+          target: `agent_token:${grant.token_id}`,
+          projectId: row.project_id,
+          details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id, approval_id: id },
         });
-        grantId = grant.id;
-        try {
-          d = (await approvalStore.grantCreated(db, id, grant.id, grant.expires_at)) ?? d;
-          await this.deps.audit.recordAdmin({
-            actor: op,
-            action: 'grant.create',
-            target: `agent_token:${grant.token_id}`,
-            projectId: row.project_id,
-            details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id, approval_id: id },
-          });
-        } catch (err) {
-          await this.deps.grants.revoke(op, grant.id).catch(() => {});
-          throw err;
-        }
       }
       return this.commitDecision(op, row, d);
-    }).catch(async (err: unknown) => {
-      // The approval was not recorded: the grant it made must not outlive it.
-      if (grantId) await this.deps.grants.revoke(op, grantId).catch(() => {});
-      throw err;
     });
+    // Every replica loads the grant now rather than at its next reload (within 5 s).
+    if (decided.grant_id) await this.deps.grants.announce();
     void this.deps.alerts.raise({
       kind: 'APPROVAL_DECIDED',
       message:

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { IdParams, Timestamp } from '../tokens/schemas.js';
@@ -38,27 +39,46 @@ const CreateGrant = Type.Object(
 export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const tags = ['grants'];
-  app.post('/v1/grants', { preHandler: requireOperator(ctx.auth, 'operator'), schema: { tags, summary: 'Grant a token production access (or large results) for a bounded time', body: CreateGrant, response: { 201: Grant, ...errors } } }, async (req, reply) => {
-    const grant = await ctx.grants.create(req.operator!, req.body);
-    const projectId = await ctx.grants.projectOf(grant);
-    ctx.audit?.recordAdmin({
-      actor: req.operator!,
-      action: 'grant.create',
-      target: `agent_token:${grant.token_id}`,
-      projectId,
-      details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id },
-    });
-    // Production access (or large results) granted by hand is something every operator should see.
-    void ctx.alerts.raise({
-      kind: 'GRANT_ISSUED',
-      message: `${req.operator!.name} granted ${grant.kind === 'production' ? 'production access' : grant.kind} to token ${grant.token_id}${grant.session_id ? `, session ${grant.session_id}` : ''} until ${grant.expires_at.toISOString()} (grant ${grant.id}): ${grant.reason}`,
-      token_id: grant.token_id,
-      project_id: projectId ?? null,
-      ...(grant.session_id ? { session_id: grant.session_id } : {}),
-      details: { grant_id: grant.id, kind: grant.kind, granted_by: operatorActor(req.operator!), expires_at: grant.expires_at.toISOString() },
-    });
-    return reply.code(201).send(grant);
-  });
+  app.post(
+    '/v1/grants',
+    {
+      preHandler: requireOperator(ctx.auth, 'operator'),
+      schema: {
+        tags,
+        summary: 'Grant a token production access (or large results) for a bounded time',
+        body: CreateGrant,
+        response: { 201: Grant, ...errors, 503: ErrorBody },
+      },
+    },
+    async (req, reply) => {
+      const op = req.operator!;
+      // The row is written before the grant is committed (GrantService.create): when neither Postgres nor
+      // the audit spool takes it, no grant exists and the answer is 503.
+      const { grant, projectId } = await ctx.grants.create(op, req.body, (g, project) =>
+        ctx.audit
+          .recordAdmin({
+            actor: op,
+            action: 'grant.create',
+            target: `agent_token:${g.token_id}`,
+            projectId: project,
+            details: { id: g.id, kind: g.kind, reason: g.reason, expires_at: g.expires_at.toISOString(), session_id: g.session_id },
+          })
+          .catch((err: unknown) => {
+            throw unrecorded(err, `no grant was created (its grant.create audit row could be written neither to Postgres nor to the audit spool); try again once the audit trail is back`);
+          }),
+      );
+      // Production access (or large results) granted by hand is something every operator should see.
+      void ctx.alerts.raise({
+        kind: 'GRANT_ISSUED',
+        message: `${op.name} granted ${grant.kind === 'production' ? 'production access' : grant.kind} to token ${grant.token_id}${grant.session_id ? `, session ${grant.session_id}` : ''} until ${grant.expires_at.toISOString()} (grant ${grant.id}): ${grant.reason}`,
+        token_id: grant.token_id,
+        project_id: projectId,
+        ...(grant.session_id ? { session_id: grant.session_id } : {}),
+        details: { grant_id: grant.id, kind: grant.kind, granted_by: operatorActor(op), expires_at: grant.expires_at.toISOString() },
+      });
+      return reply.code(201).send(grant);
+    },
+  );
   app.get(
     '/v1/grants',
     {
@@ -67,10 +87,35 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => ({ grants: await ctx.grants.list(req.operator!, req.query) }),
   );
-  app.delete('/v1/grants/:id', { preHandler: requireOperator(ctx.auth, 'operator'), schema: { tags, summary: 'Revoke a grant at once', params: IdParams, response: { 200: Grant, ...errors } } }, async (req) => {
-    const grant = await ctx.grants.revoke(req.operator!, req.params.id);
-    const projectId = await ctx.grants.projectOf(grant);
-    ctx.audit?.recordAdmin({ actor: req.operator!, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } });
-    return grant;
-  });
+  app.delete(
+    '/v1/grants/:id',
+    {
+      preHandler: requireOperator(ctx.auth, 'operator'),
+      schema: {
+        tags,
+        summary: 'Revoke a grant at once',
+        params: IdParams,
+        response: { 200: Grant, ...errors, 503: ErrorBody },
+      },
+    },
+    async (req) => {
+      const op = req.operator!;
+      // Revoked first: an audit trail that is down must never keep access in force. The row after, awaited,
+      // so the operator learns when it is missing.
+      const grant = await ctx.grants.revoke(op, req.params.id);
+      const projectId = await ctx.grants.projectOf(grant);
+      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } }).catch((err: unknown) => {
+        throw unrecorded(
+          err,
+          `grant ${grant.id} was revoked at ${grant.revoked_at!.toISOString()}, but its grant.revoke audit row could be written neither to Postgres nor to the audit spool; revoke it again once the audit trail is back: that answers 200, keeps this revocation and writes the row`,
+        );
+      });
+      return grant;
+    },
+  );
 };
+
+/** The audit trail took no row (503 from recordAdmin): the same code, saying what happened to the grant. */
+function unrecorded(err: unknown, what: string): unknown {
+  return err instanceof AppError && err.code === 'SERVICE_UNAVAILABLE' ? new AppError('SERVICE_UNAVAILABLE', `The audit trail is unavailable: ${what}.`) : err;
+}

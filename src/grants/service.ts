@@ -1,6 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import { redactText } from '../audit/redact.js';
-import type { Pool } from '../db/pool.js';
+import { type Pool, type PoolClient, withTransaction } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
@@ -14,6 +14,21 @@ import { type GrantKind, type GrantRow, grantStore } from './store.js';
 export const GRANT_RELOAD_EVERY_MS = 5_000;
 /** A replica that has not loaded the grants for this long trusts none of them (fail closed). */
 export const GRANT_STALE_AFTER_MS = 3 * GRANT_RELOAD_EVERY_MS;
+
+/**
+ * Writes a grant's `grant.create` row (to Postgres or the audit spool); rejects when neither takes it. The
+ * grant is not committed yet, so a grant whose row this refuses never allows a call.
+ */
+export type RecordGrant = (grant: GrantRow, projectId: string) => Promise<void>;
+
+export interface NewGrant {
+  kind?: GrantKind;
+  token_id: string;
+  session_id?: string;
+  environment?: string;
+  reason: string;
+  expires_in: number;
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -81,16 +96,35 @@ export class GrantService {
     );
   }
 
-  async create(
-    op: OperatorPrincipal,
-    body: { kind?: GrantKind; token_id: string; session_id?: string; environment?: string; reason: string; expires_in: number },
-  ): Promise<GrantRow> {
-    const token = await credentialStore.getAgentToken(this.pool, body.token_id);
+  /**
+   * Creates a grant, audited before it takes effect: it is inserted in a transaction, `record` writes its
+   * row, and only then is it committed and announced. When the row cannot be written the transaction rolls
+   * back, so no replica ever saw the grant (a grant in force that the audit trail does not know is what a
+   * security review must never find). Should the commit itself fail after the row, the trail names a
+   * grant that never existed, which misleads nobody into thinking access was not given.
+   */
+  async create(op: OperatorPrincipal, body: NewGrant, record: RecordGrant): Promise<{ grant: GrantRow; projectId: string }> {
+    const created = await withTransaction(this.pool, async (db) => {
+      const made = await this.insert(op, body, db);
+      await record(made.grant, made.projectId);
+      return made;
+    });
+    await this.announce();
+    return created;
+  }
+
+  /**
+   * Checks and inserts a grant in `db`, a transaction the caller commits after writing the grant's audit
+   * row (an approval does, with its own rows): until then no replica can see it. Call announce() after the
+   * commit so every replica loads it at once instead of at its next reload.
+   */
+  async insert(op: OperatorPrincipal, body: NewGrant, db: PoolClient): Promise<{ grant: GrantRow; projectId: string }> {
+    const token = await credentialStore.getAgentToken(db, body.token_id);
     if (!token || !canSeeProject(op, token.project_id)) throw notFound('token');
     if (token.revoked_at) throw invalid('token_id', 'the token is revoked');
     if (body.expires_in > this.maxSeconds) throw invalid('expires_in', `must be at most ${this.maxSeconds} seconds (GRANT_MAX_SECONDS)`);
-    const sessionId = body.session_id === undefined ? null : await this.sessionOf(token.id, body.session_id);
-    const grant = await grantStore.insert(this.pool, {
+    const sessionId = body.session_id === undefined ? null : await this.sessionOf(db, token.id, body.session_id);
+    const grant = await grantStore.insert(db, {
       id: uuidv7(),
       kind: body.kind ?? 'production',
       token_id: token.id,
@@ -101,8 +135,7 @@ export class GrantService {
       created_by: operatorActor(op),
       expires_at: new Date(Date.now() + body.expires_in * 1000),
     });
-    await this.announce();
-    return grant;
+    return { grant, projectId: token.project_id };
   }
 
   /**
@@ -112,8 +145,8 @@ export class GrantService {
    * idled out) never runs again, so a grant for it would only read as access given; a halted one may be
    * resumed, and a grant for it is what lets it go on once it is.
    */
-  private async sessionOf(tokenId: string, sessionId: string): Promise<string> {
-    const session = UUID.test(sessionId) ? await sessionStore.getSession(this.pool, sessionId.toLowerCase()) : undefined;
+  private async sessionOf(db: PoolClient, tokenId: string, sessionId: string): Promise<string> {
+    const session = UUID.test(sessionId) ? await sessionStore.getSession(db, sessionId.toLowerCase()) : undefined;
     if (!session || session.token_id !== tokenId) {
       throw invalid('session_id', `is not a session of token ${tokenId}, so a grant limited to it could never match a call; take the id from GET /v1/sessions?token=${tokenId}, or omit it to grant every session of the token`);
     }
@@ -127,6 +160,10 @@ export class GrantService {
     return session.id;
   }
 
+  /**
+   * Revokes at once and announces it; the caller writes the `grant.revoke` row after, so an audit trail
+   * that is down never keeps a grant in force. Revoking a revoked grant keeps its first revocation.
+   */
   async revoke(op: OperatorPrincipal, id: string): Promise<GrantRow> {
     const existing = await grantStore.get(this.pool, id);
     const token = existing ? await credentialStore.getAgentToken(this.pool, existing.token_id) : undefined;
@@ -145,7 +182,8 @@ export class GrantService {
     return grantStore.list(this.pool, op.projects === null ? f : { ...f, projects: op.projects });
   }
 
-  private async announce(): Promise<void> {
+  /** Every replica (this one first) loads the grants now; never throws (the periodic reload covers a failure). */
+  async announce(): Promise<void> {
     await this.reload('announced');
     await this.redis.redis.publish(this.channel, '1').catch(() => {});
   }

@@ -1,4 +1,6 @@
-import type { Pool } from '../db/pool.js';
+import type { Pool, PoolClient } from '../db/pool.js';
+
+type Db = Pool | PoolClient;
 
 export type GrantKind = 'production' | 'large_results';
 
@@ -19,7 +21,7 @@ export interface GrantRow {
 const COLUMNS = 'id, kind, token_id, session_id, environment, reason, created_by, created_at, expires_at, revoked_at, revoked_by';
 
 export const grantStore = {
-  async insert(db: Pool, g: Omit<GrantRow, 'created_at' | 'revoked_at' | 'revoked_by'>): Promise<GrantRow> {
+  async insert(db: Db, g: Omit<GrantRow, 'created_at' | 'revoked_at' | 'revoked_by'>): Promise<GrantRow> {
     const { rows } = await db.query<GrantRow>(
       `INSERT INTO grants (id, kind, token_id, session_id, environment, reason, created_by, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING ${COLUMNS}`,
       [g.id, g.kind, g.token_id, g.session_id, g.environment, g.reason, g.created_by, g.expires_at],

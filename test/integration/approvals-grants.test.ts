@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sessionStore } from '../../src/sessions/store.js';
+import { replicaWithoutAudit } from '../helpers/audit-down.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -194,5 +195,35 @@ describe('production grants in the approval queue', () => {
     expect(JSON.stringify(res.json())).toContain('HUMAN_AUTHORIZATION_REQUIRED');
     const listed = await app.inject({ url: `/v1/approvals?kind=production_grant&token=${tok.id}`, headers: bearer(gw.owner) });
     expect(listed.json().approvals).toEqual([]);
+  });
+});
+
+describe('when the audit rows of an approved grant cannot be written', () => {
+  it('approving answers 503 SERVICE_UNAVAILABLE, the request stays pending and no grant was ever made (it is committed with the approval, after its rows); once the trail is back, approving grants', async () => {
+    const { tok, ask } = await productionSession();
+    const { approval_id: id } = await ask();
+    // Its grant.create row refused, then (with grant.create written) its approval.approved row.
+    for (const actions of ['grant.%', 'approval.approved']) {
+      const { app: broken, restore } = await replicaWithoutAudit(t, actions, { policyFile: POLICY, grantMaxSeconds: GRANT_MAX_SECONDS });
+      try {
+        const res = await broken.inject({ method: 'POST', url: `/v1/approvals/${id}/approve`, headers: bearer(gw.owner), payload: { reason: 'INC-8 while the trail is down', expires_in: 120 } });
+        expect(res.statusCode, `${actions}: ${res.body}`).toBe(503);
+        expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      } finally {
+        await restore();
+      }
+      // No grant row at all, not even a revoked one: never committed, so no replica ever held it.
+      expect((await t.pool().query('SELECT count(*)::int AS n FROM grants WHERE token_id = $1', [tok.id])).rows[0].n, actions).toBe(0);
+      expect((await app.inject({ url: `/v1/approvals?kind=production_grant&token=${tok.id}`, headers: bearer(gw.owner) })).json().approvals).toEqual([
+        expect.objectContaining({ id, state: 'pending', grant_id: null }),
+      ]);
+      expect(await ask()).toMatchObject({ code: 'HUMAN_AUTHORIZATION_REQUIRED', approval_id: id });
+    }
+
+    const approved = await decide(id, 'approve', { reason: 'INC-8 read logs', expires_in: 120 });
+    expect(approved.statusCode, approved.body).toBe(200);
+    const grants = (await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants;
+    expect(grants).toEqual([expect.objectContaining({ id: approved.json().grant_id, revoked_at: null })]);
+    expect((await ask()).code).toBe('OK');
   });
 });

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
 import { GRANT_STALE_AFTER_MS, GrantService } from '../../src/grants/service.js';
 import { sessionStore } from '../../src/sessions/store.js';
+import { replicaWithoutAudit } from '../helpers/audit-down.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -151,5 +152,65 @@ describe('grants held by a replica', () => {
       await replica.stop();
       await pool.end().catch(() => {});
     }
+  });
+});
+
+describe('when the audit row of a grant cannot be written', () => {
+  const grantRows = async (action: string, id: string) => (await t.pool().query('SELECT count(*)::int AS n FROM audit_events WHERE action = $1 AND details->>$2 = $3', [action, 'id', id])).rows[0].n;
+  const refused = (action: string) => t.logs.lines.some((l) => l.includes('audit row for an admin action could not be written') && l.includes(`"action":"${action}"`));
+
+  it('POST /v1/grants answers 503 SERVICE_UNAVAILABLE and no grant exists (its row is written before the grant is committed); once the trail is back it grants', async () => {
+    const tok = await gw.token('rw');
+    const payload = { token_id: tok.id, reason: 'INC-48 prod read while the trail is down', expires_in: 600 };
+    const { app: broken, restore } = await replicaWithoutAudit(t, 'grant.%', { policyFile: POLICY });
+    try {
+      const res = await broken.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload });
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.json().error.message).toContain('no grant was created');
+      expect(refused('grant.create')).toBe(true);
+      // Never committed, so no replica can hold it: the one that answered reloads after each change.
+      expect((await t.pool().query('SELECT count(*)::int AS n FROM grants WHERE token_id = $1', [tok.id])).rows[0].n).toBe(0);
+      await Promise.all([broken.ctx.grants.reload(), app.ctx.grants.reload()]);
+      expect(broken.ctx.grants.has('production', tok.id, undefined)).toBe(false);
+      expect(app.ctx.grants.has('production', tok.id, undefined)).toBe(false);
+    } finally {
+      await restore();
+    }
+    const again = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload });
+    expect(again.statusCode, again.body).toBe(201);
+    expect(app.ctx.grants.has('production', tok.id, undefined)).toBe(true);
+    expect(await grantRows('grant.create', again.json().id)).toBe(1);
+  });
+
+  it('DELETE /v1/grants/:id revokes all the same and answers 503 SERVICE_UNAVAILABLE naming the missing row; revoking again answers 200, keeps the first revocation and writes the row', async () => {
+    const tok = await gw.token('rw');
+    const created = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: 'INC-49 prod read', expires_in: 600 } });
+    expect(created.statusCode).toBe(201);
+    const id = created.json().id as string;
+    const { app: broken, restore } = await replicaWithoutAudit(t, 'grant.%', { policyFile: POLICY });
+    let revokedAt: string;
+    try {
+      const res = await broken.inject({ method: 'DELETE', url: `/v1/grants/${id}`, headers: bearer(gw.owner) });
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.json().error.message).toContain(`grant ${id} was revoked at`);
+      expect(res.json().error.message).toContain('grant.revoke audit row');
+      expect(refused('grant.revoke')).toBe(true);
+      const { rows } = await t.pool().query('SELECT revoked_at FROM grants WHERE id = $1', [id]);
+      expect(rows[0].revoked_at).toBeInstanceOf(Date);
+      revokedAt = (rows[0].revoked_at as Date).toISOString();
+      expect(broken.ctx.grants.has('production', tok.id, undefined)).toBe(false);
+    } finally {
+      await restore();
+    }
+    await app.ctx.grants.reload();
+    expect(app.ctx.grants.has('production', tok.id, undefined)).toBe(false);
+    expect(await grantRows('grant.revoke', id)).toBe(0);
+
+    const again = await app.inject({ method: 'DELETE', url: `/v1/grants/${id}`, headers: bearer(gw.owner) });
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json().revoked_at).toBe(revokedAt);
+    expect(await grantRows('grant.revoke', id)).toBe(1);
   });
 });
