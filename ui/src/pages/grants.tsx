@@ -58,7 +58,12 @@ export function GrantsPage() {
                         type="button"
                         class="danger small"
                         onClick={() =>
-                          api('DELETE', `/v1/grants/${g.id}`).then(list.reload, setError)
+                          // A 503 says the grant was revoked but its audit row is missing: reload either way,
+                          // so the list does not show a revoked grant as active.
+                          api('DELETE', `/v1/grants/${g.id}`).then(list.reload, (err) => {
+                            setError(err);
+                            list.reload();
+                          })
                         }
                       >
                         Revoke
