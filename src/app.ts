@@ -11,7 +11,7 @@ import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
 import { AuditService, createWriterPool } from './audit/service.js';
-import { type Config, ConfigError } from './config.js';
+import { type Config, ConfigError, checkStartConfig } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from './db/pool.js';
@@ -27,7 +27,7 @@ import { loggerOptions } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { operabilityPlugin } from './metrics/plugin.js';
 import { installHttpMetrics } from './metrics/routes.js';
-import { PolicyStore } from './policy/store.js';
+import { PolicyStore, requirePolicyFile } from './policy/store.js';
 import { createRedis, waitForRedis } from './redis/client.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { SessionService } from './sessions/service.js';
@@ -84,6 +84,40 @@ function buildAjv(coerce: boolean): Ajv {
     },
   });
   return ajv;
+}
+
+/** Errors of reaching Postgres at all (network, DNS, TLS, login, a database that cannot be used), as opposed to a failed statement. */
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', '28P01', '28000', '3D000', '57P03', '53300']);
+
+function isConnectError(err: unknown): boolean {
+  const e = err as { code?: unknown; syscall?: unknown; message?: unknown };
+  if (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) return true;
+  if (e?.syscall === 'connect' || e?.syscall === 'getaddrinfo') return true;
+  return typeof e?.message === 'string' && /Connection terminated|timeout expired|SSL/i.test(e.message);
+}
+
+/**
+ * A failure to reach the Postgres a setting names, told with that setting and its host:port (never the
+ * password): "connect ECONNREFUSED 127.0.0.1:5439" alone does not say whether DATABASE_URL or
+ * UNLEASH_DATABASE_URL is wrong. Anything else (a failed migration) is returned as it is.
+ */
+export function postgresStartError(variable: 'DATABASE_URL' | 'UNLEASH_DATABASE_URL', databaseUrl: string, err: unknown): unknown {
+  if (!isConnectError(err)) return err;
+  let where = 'the Postgres it names';
+  let password = '';
+  try {
+    const url = new URL(databaseUrl);
+    password = decodeURIComponent(url.password);
+    const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
+    where = `Postgres at ${url.hostname || 'localhost'}:${url.port || '5432'}${database ? `, database ${database}` : ''}${url.username ? `, user ${decodeURIComponent(url.username)}` : ''}`;
+  } catch {
+    // DATABASE_URL was validated as a URL; keep the message general if it somehow is not one.
+  }
+  // `localhost` tried on ::1 and 127.0.0.1 fails with an AggregateError whose message is empty.
+  const e = err as { message?: unknown; code?: unknown; errors?: Array<{ message?: unknown }> };
+  let reason = (typeof e?.message === 'string' && e.message) || (typeof e?.errors?.[0]?.message === 'string' && e.errors[0].message) || (typeof e?.code === 'string' && e.code) || String(err);
+  if (password) reason = reason.split(password).join('(hidden)');
+  return new Error(`cannot connect to ${where} (${variable}): ${reason}. Check that Postgres runs there and that ${variable} names it (postgres://USER:PASSWORD@HOST:PORT/DATABASE).`, { cause: err });
 }
 
 /** Settings rows: the secret a start without TOKEN_HASH_SECRET generated, and the fingerprint of the secret in use. */
@@ -158,8 +192,11 @@ export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(
 
 /** Builds one control-plane instance from plugins. `server.ts` only listens; tests call this too. */
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  // Configuration errors first, before anything connects (`killswitch start` checks them earlier still).
+  checkStartConfig(config);
+  await requirePolicyFile(config.policyFile);
   const log = pino(loggerOptions(config.logLevel), opts.logStream ?? process.stdout);
-  if (opts.migrate !== false) await ensureDatabase(config.databaseUrl);
+  if (opts.migrate !== false) await ensureDatabase(config.databaseUrl).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
   // Two connections stay open through quiet periods: the first credential lookups after one (the cache
   // has expired) do not wait for a new connection while requests pile up behind them.
   const pool = createPool(config.databaseUrl, { max: config.databasePoolSize, min: 2 });
@@ -168,7 +205,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   metrics.instrumentPool(pool, 'main');
   const closers: AppContext['closers'] = [];
   try {
-    if (opts.migrate !== false) await migrate(pool);
+    if (opts.migrate !== false) await migrate(pool).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
     metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());

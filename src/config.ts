@@ -2,6 +2,8 @@
 // default and an example, so validation, `killswitch config check` and docs/configuration.md all come
 // from the same table.
 
+import { generateCredential, OPERATOR_PREFIX, parseCredential } from './tokens/format.js';
+
 export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
 
 export interface SettingSpec {
@@ -14,6 +16,8 @@ export interface SettingSpec {
   min?: number;
   max?: number;
   secret?: boolean;
+  /** For `url`: the schemes accepted (without the colon). Unset: any URL. */
+  schemes?: readonly string[];
 }
 
 export const SETTINGS = [
@@ -26,16 +30,16 @@ export const SETTINGS = [
   { env: 'REDIS_PREFIX', type: 'string', default: 'ks:', example: 'ks-prod:', doc: 'Prefix of every Redis key and pub/sub channel, so several installations can share one Redis.' },
   { env: 'REDIS_TIMEOUT_MS', type: 'int', default: '250', example: '100', min: 1, max: 60000, doc: 'A Redis command slower than this fails the decision closed (DEPENDENCY_UNAVAILABLE).' },
   { env: 'TOKEN_HASH_SECRET', type: 'string', example: 'a-long-random-string-of-32-or-more-characters', secret: true, doc: 'HMAC key for stored token hashes, at least 32 characters; the same value on every replica. Unset: one is generated on first start and kept in the database (fine for one installation; set it explicitly when you run several). The database records a fingerprint of the secret its credentials were hashed with (never the secret itself): a replica with another secret refuses to start (exit 2). Changing it means issuing every credential again (docs/operations.md, "Changing TOKEN_HASH_SECRET").' },
-  { env: 'BOOTSTRAP_OWNER_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Owner operator key to create on first start instead of printing a generated one.' },
+  { env: 'BOOTSTRAP_OWNER_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Owner operator key to create on first start (a database with no operator key) instead of a generated one. Must be a well-formed operator key (ksop_ + 22 letters or digits + a 6-character checksum), such as one this product printed; anything else is refused at start. Unset: the first start generates one (its output says where to find it).' },
   { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached (one in use is refreshed in the background before then); revocation clears it on every replica at once.' },
   { env: 'BODY_LIMIT_BYTES', type: 'int', default: '262144', example: '1048576', min: 1024, max: 104857600, doc: 'Largest accepted request body; larger bodies get 413.' },
-  { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes.' },
+  { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes. A relative path is resolved against the working directory of `killswitch start`; a file that does not exist stops the start (exit 2).' },
   { env: 'MCP_ENV', type: 'enum', default: 'development', example: 'staging', values: ['development', 'staging', 'production'], doc: 'Environment `killswitch env-gate` checks the configured MCP servers against (seed 001: MCP_ENV, default development).' },
   { env: 'APPDATA', type: 'string', default: '', example: 'C:\\Users\\me\\AppData\\Roaming', doc: 'Windows only, set by Windows: `killswitch scan` and `env-gate` look for Claude Desktop\'s config in %APPDATA%\\Claude. Empty: the home directory\'s AppData\\Roaming.' },
-  { env: 'UNLEASH_URL', type: 'string', default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash API URL. Empty: `killswitch start` runs an embedded unleash-server.' },
+  { env: 'UNLEASH_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash (or Unleash Edge) API URL: http(s), ending in /api. A URL without /api is warned about at start and by `killswitch config check` (Unleash would answer its web UI there, not flags). Empty: `killswitch start` runs an embedded unleash-server.' },
   { env: 'UNLEASH_PORT', type: 'int', default: '4242', example: '4242', min: 1, max: 65535, doc: 'Port of the embedded Unleash (UI at http://HOST:PORT).' },
   { env: 'UNLEASH_DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch_unleash', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing).' },
-  { env: 'UNLEASH_API_TOKEN', type: 'string', default: 'default:development.killswitch-backend-token', example: 'default:production.abc...', secret: true, doc: 'Backend (client) API token the control plane reads flags with.' },
+  { env: 'UNLEASH_API_TOKEN', type: 'string', default: 'default:development.killswitch-backend-token', example: 'default:production.abc...', secret: true, doc: 'Backend (client) API token the control plane reads flags with. Its environment part (`project:environment.secret`) must be UNLEASH_ENVIRONMENT (or `*`): `killswitch start` and `config check` refuse another.' },
   { env: 'UNLEASH_ADMIN_TOKEN', type: 'string', default: '*:*.killswitch-admin-token', example: '*:*.abc...', secret: true, doc: 'Admin API token used by flags sync and webhook registration.' },
   { env: 'UNLEASH_ADMIN_PASSWORD', type: 'string', default: 'unleash4all', example: 'change-me', secret: true, doc: 'Password of the embedded Unleash UI user `admin` (first login).' },
   { env: 'UNLEASH_ENVIRONMENT', type: 'string', default: 'development', example: 'production', doc: 'The one Unleash environment the control plane reads.' },
@@ -44,7 +48,7 @@ export const SETTINGS = [
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup file older than this is not used to start.' },
   { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', default: 'killswitch-dev-webhook-secret', example: 'random-secret', secret: true, doc: 'Shared secret on the Unleash webhook integration.' },
   { env: 'UNLEASH_START_WAIT_MS', type: 'int', default: '5000', example: '10000', min: 0, max: 600000, doc: 'How long a starting control plane waits for its first flags (decisions deny until they are loaded).' },
-  { env: 'PUBLIC_URL', type: 'string', default: '', example: 'http://killswitch.internal:8080', doc: 'URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
+  { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
@@ -178,13 +182,13 @@ function parseValue(spec: SettingSpec, raw: string): string | number | boolean |
     case 'enum':
       if (!spec.values?.includes(raw)) fail(`expected one of ${spec.values?.join(', ')}`);
       return raw;
-    case 'url':
-      try {
-        new URL(raw);
-      } catch {
-        fail('expected a URL');
-      }
+    case 'url': {
+      const url = parsedUrl(raw);
+      if (!url) fail(spec.schemes ? `expected ${describeSchemes(spec.schemes)} URL` : 'expected a URL');
+      // `host:4242` parses as a URL of scheme `host:`, which no client here can use.
+      if (spec.schemes && (!spec.schemes.includes(url!.protocol.slice(0, -1)) || url!.hostname === '')) fail(`expected ${describeSchemes(spec.schemes)} URL`);
       return raw;
+    }
     case 'list':
       return raw
         .split(',')
@@ -205,12 +209,15 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   for (const spec of SETTINGS as readonly SettingSpec[]) {
     const raw = env[spec.env];
     const value = raw !== undefined && raw !== '' ? raw : spec.default;
-    out[camel(spec.env)] = value === undefined ? undefined : parseValue(spec, value);
+    // An empty default of a URL setting means "not set" (UNLEASH_URL: embedded; PUBLIC_URL: http://HOST:PORT).
+    out[camel(spec.env)] = value === undefined ? undefined : value === '' && spec.type === 'url' ? '' : parseValue(spec, value);
   }
   const config = { ...(out as unknown as Config), ...overrides };
   if (config.tokenHashSecret !== undefined && config.tokenHashSecret.length < 32) {
     throw new ConfigError('TOKEN_HASH_SECRET', 'TOKEN_HASH_SECRET must be at least 32 characters. Example: TOKEN_HASH_SECRET=$(openssl rand -base64 48)');
   }
+  const ownerKeyProblem = bootstrapOwnerKeyProblem(config.bootstrapOwnerKey);
+  if (ownerKeyProblem) throw new ConfigError('BOOTSTRAP_OWNER_KEY', ownerKeyProblem);
   if (config.alertWebhookUrl && !/^https?:\/\/[^/\s]+/i.test(config.alertWebhookUrl)) {
     throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
   }
@@ -219,6 +226,81 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   }
   checkTracingSettings(config);
   return config;
+}
+
+/**
+ * Why BOOTSTRAP_OWNER_KEY cannot be the first owner's key; undefined when it can. A malformed value used
+ * to be stored as given, and then every use of it was refused (401): the owner was locked out.
+ */
+function bootstrapOwnerKeyProblem(key: string | undefined): string | undefined {
+  if (key === undefined || parseCredential(key)?.kind === 'operator') return undefined;
+  const kind = parseCredential(key)?.kind;
+  // Measured on a real key, so the message cannot drift from src/tokens/format.ts.
+  const rest = generateCredential(OPERATOR_PREFIX).length - OPERATOR_PREFIX.length;
+  const why =
+    kind === 'gateway'
+      ? 'it is a gateway key (ksgw_), not an operator key'
+      : kind === 'agent'
+        ? 'it is an agent token (mcp_), not an operator key'
+        : !key.startsWith(OPERATOR_PREFIX)
+          ? `it does not start with ${OPERATOR_PREFIX}`
+          : `after ${OPERATOR_PREFIX} it is not ${rest} letters and digits ending in a valid checksum (mistyped, truncated, or not made by this product)`;
+  return (
+    `BOOTSTRAP_OWNER_KEY=(hidden) is invalid: ${why}, so the owner key made from it would never authenticate. ` +
+    `A valid one is an operator key as this product prints it: ${OPERATOR_PREFIX} followed by ${rest} letters and digits, the last 6 a checksum of the rest (docs/tokens.md, "Token format"); it cannot be made up by hand. ` +
+    'Leave BOOTSTRAP_OWNER_KEY unset: the first start then generates a working owner key itself (its output says where to find it).'
+  );
+}
+
+/**
+ * Checks between settings that only a starting control plane depends on: run by `killswitch start` and
+ * `killswitch config check` before anything connects, and by buildApp. Not part of loadConfig, which every
+ * command runs: `flags sync` from an operator's shell (admin token only) or `killswitch kill` in a shell
+ * with part of the control plane's environment must not be refused for a setting they do not use.
+ */
+export function checkStartConfig(config: Config): void {
+  // A backend token is bound to one Unleash environment; Unleash serves that one whatever we ask for.
+  const tokenEnvironment = /^[^:]+:([^.]+)\./.exec(config.unleashApiToken)?.[1];
+  if (tokenEnvironment && tokenEnvironment !== '*' && tokenEnvironment !== config.unleashEnvironment) {
+    throw new ConfigError(
+      'UNLEASH_API_TOKEN',
+      `UNLEASH_API_TOKEN is for Unleash environment "${tokenEnvironment}" but UNLEASH_ENVIRONMENT=${config.unleashEnvironment}: flags would be read from the wrong environment. Example: UNLEASH_API_TOKEN=default:${config.unleashEnvironment}.<secret>`,
+    );
+  }
+}
+
+/**
+ * Values that are accepted but almost certainly wrong, one message each: printed by `killswitch start`
+ * and `killswitch config check` (exit 0 still), since a reverse proxy may serve Unleash's API elsewhere.
+ */
+export function configWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  const url = config.unleashUrl === '' ? undefined : parsedUrl(config.unleashUrl);
+  if (url) {
+    // Shown as given, unless it carries credentials.
+    const shown = url.username || url.password ? Object.assign(new URL(url.href), { username: '', password: '' }).toString() : config.unleashUrl;
+    url.username = '';
+    url.password = '';
+    if (!/\/api\/?$/.test(url.pathname)) {
+      url.pathname = `${url.pathname.replace(/\/+$/, '')}/api`;
+      warnings.push(
+        `UNLEASH_URL=${shown} does not end in /api: the control plane polls <UNLEASH_URL>/client/features and flags sync calls <UNLEASH_URL>/admin/..., which Unleash and Unleash Edge serve under /api; elsewhere they answer the web UI (flags never load: "Unexpected token '<'", or 403 "Unleash refuses UNLEASH_API_TOKEN"). Expected: UNLEASH_URL=${url.toString()}`,
+      );
+    }
+  }
+  return warnings;
+}
+
+function describeSchemes(schemes: readonly string[]): string {
+  return schemes.join() === 'http,https' ? 'an http(s)' : `a ${schemes.join(' or ')}`;
+}
+
+function parsedUrl(raw: string): URL | undefined {
+  try {
+    return new URL(raw);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The OTEL_* values our own parser cannot check by type: URLs, key=value lists, the sampler ratio. */

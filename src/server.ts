@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { bootstrapOwner, buildApp } from './app.js';
+import { bootstrapOwner, buildApp, postgresStartError } from './app.js';
 import { type Config, wellKnownSecretsInUse } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
@@ -13,7 +13,9 @@ import { listenMetrics } from './metrics/routes.js';
  */
 export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
-  const { config, embedded } = opts.worker ? { config: startConfig, embedded: undefined } : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel)));
+  const { config, embedded } = opts.worker
+    ? { config: startConfig, embedded: undefined }
+    : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel))).catch((err: unknown) => Promise.reject(unleashStartError(startConfig, err)));
   let app: FastifyInstance;
   try {
     app = await buildApp(config);
@@ -54,6 +56,15 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
   await app.listen({ host: config.host, port: config.port });
   await listenMetrics(app);
   return app;
+}
+
+/**
+ * A failed start of the embedded Unleash, told with UNLEASH_DATABASE_URL when it could not reach its
+ * Postgres (the only database it connects to before its child process runs). For `killswitch start` with
+ * WORKERS > 1 too, whose primary starts the embedded Unleash.
+ */
+export function unleashStartError(config: Config, err: unknown): unknown {
+  return config.unleashUrl === '' ? postgresStartError('UNLEASH_DATABASE_URL', config.unleashDatabaseUrl, err) : err;
 }
 
 /** Extra time after SHUTDOWN_TIMEOUT_MS for the audit flush and the closing of clients before we give up. */

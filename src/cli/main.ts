@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
-import { ConfigError, loadConfig } from '../config.js';
+import { type Config, ConfigError, checkStartConfig, configWarnings, loadConfig } from '../config.js';
 import type { EnvGateOptions } from './env-gate.js';
 import { CliFailure, registerKillCommands } from './kill.js';
 import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
@@ -24,16 +24,36 @@ const allOf =
 const OPERATOR_ROLES = allOf<OperatorRole>()(['viewer', 'operator', 'owner']);
 const FAIL_ON_VALUES = allOf<FailOn>()(['low', 'medium', 'high', 'critical', 'none']);
 
+function reportConfigError(err: ConfigError): never {
+  process.stderr.write(`killswitch: configuration error: ${err.message}\n`);
+  process.exit(2);
+}
+
 function config() {
   try {
     return loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`killswitch: configuration error: ${err.message}\n`);
-      process.exit(2);
-    }
+    if (err instanceof ConfigError) reportConfigError(err);
     throw err;
   }
+}
+
+/**
+ * What `killswitch start` refuses before anything connects (no embedded Unleash, flags sync or worker is
+ * started for a configuration that cannot run), and what `config check` reports beyond loadConfig: the
+ * settings that only a starting control plane depends on, and a POLICY_FILE that is not there. Prints
+ * the warnings (values accepted but probably wrong) on stderr.
+ */
+async function checkBeforeStart(c: Config): Promise<void> {
+  try {
+    checkStartConfig(c);
+    const { requirePolicyFile } = await import('../policy/store.js');
+    await requirePolicyFile(c.policyFile);
+  } catch (err) {
+    if (err instanceof ConfigError) reportConfigError(err);
+    throw err;
+  }
+  for (const warning of configWarnings(c)) process.stderr.write(`killswitch: warning: ${warning}\n`);
 }
 
 // Usage errors (an unknown option, a bad option value, a missing argument) exit 2, as invalid input
@@ -64,19 +84,18 @@ program
   .action(async () => {
     const c = config();
     const { becomeWorker, isWorker, runPrimary, workerCount } = await import('../cluster.js');
-    const { startServer, stopOnSignals } = await import('../server.js');
+    // A worker's primary has checked already.
+    if (!isWorker()) await checkBeforeStart(c);
+    const { startServer, stopOnSignals, unleashStartError } = await import('../server.js');
     if (!isWorker() && workerCount(c) > 1) {
-      process.exit(await runPrimary(c));
+      process.exit(await runPrimary(c).catch((err: unknown) => Promise.reject(unleashStartError(c, err))));
     }
     let app: Awaited<ReturnType<typeof startServer>>;
     try {
       app = await startServer(c, { worker: isWorker() });
     } catch (err) {
-      // Some settings can only be checked against each other at start (e.g. UNLEASH_API_TOKEN's environment).
-      if (err instanceof ConfigError) {
-        process.stderr.write(`killswitch: configuration error: ${err.message}\n`);
-        process.exit(2);
-      }
+      // Some configuration can only be checked against the database (e.g. TOKEN_HASH_SECRET's fingerprint).
+      if (err instanceof ConfigError) reportConfigError(err);
       throw err;
     }
     if (isWorker()) {
@@ -114,9 +133,10 @@ operators
 const configCmd = program.command('config').description('Configuration.');
 configCmd
   .command('check')
-  .description('Validate the configuration from the environment without starting (exit 2 when invalid).')
-  .action(() => {
+  .description('Validate the configuration from the environment without starting (exit 2 when invalid, as `start` would refuse it; warnings on stderr).')
+  .action(async () => {
     const c = config();
+    await checkBeforeStart(c);
     process.stdout.write(`configuration ok: port ${c.port}, policy ${c.policyFile}, Unleash ${c.unleashUrl || 'embedded'}\n`);
   });
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { Unleash, type Context as UnleashContext, UnleashEvents } from 'unleash-client';
-import { type Config, ConfigError } from '../config.js';
+import type { Config } from '../config.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { FlagBackup } from './backup.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
@@ -256,14 +256,6 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
    * unreachable Unleash: the service then stays not ready and every decision denies.
    */
   async start(): Promise<void> {
-    // A backend token is bound to one Unleash environment; Unleash serves that one whatever we ask for.
-    const tokenEnvironment = /^[^:]+:([^.]+)\./.exec(this.config.unleashApiToken)?.[1];
-    if (tokenEnvironment && tokenEnvironment !== '*' && tokenEnvironment !== this.config.unleashEnvironment) {
-      throw new ConfigError(
-        'UNLEASH_API_TOKEN',
-        `UNLEASH_API_TOKEN is for Unleash environment "${tokenEnvironment}" but UNLEASH_ENVIRONMENT=${this.config.unleashEnvironment}: flags would be read from the wrong environment. Example: UNLEASH_API_TOKEN=default:${this.config.unleashEnvironment}.<secret>`,
-      );
-    }
     this.redis.sub.on('message', this.onMessage);
     // Kept subscribed across Redis restarts: a replica that started while Redis was away used to hear no
     // other replica's webhook events (flag-offs by polling only) until it was restarted.

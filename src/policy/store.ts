@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { Logger } from 'pino';
+import { ConfigError } from '../config.js';
 import { formatIssue, PolicyFileError } from './issues.js';
 import { loadPolicyFile, parsePolicy } from './load.js';
 import type { CompiledPolicy } from './types.js';
@@ -11,6 +12,27 @@ import type { CompiledPolicy } from './types.js';
 // config-map mounts replace files by rename, which a watch on the file itself would miss) and stat'ed
 // on a timer as a safety net for file systems where fs.watch is silent or unavailable. A broken file
 // never replaces a working policy: it is logged and the last good one stays in force.
+
+/**
+ * The absolute path of POLICY_FILE; a ConfigError naming it when nothing is there. A relative POLICY_FILE
+ * is resolved against the working directory, so the same command run from another directory finds
+ * nothing: the message shows where it looked. Other read errors are left to the loader, which reports
+ * them with the file's issues.
+ */
+export async function requirePolicyFile(path: string): Promise<string> {
+  const full = resolve(path);
+  try {
+    await stat(full);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') return full;
+    const relative = !isAbsolute(path) ? ` (POLICY_FILE is relative, so it is resolved against the working directory, ${process.cwd()})` : '';
+    throw new ConfigError(
+      'POLICY_FILE',
+      `POLICY_FILE=${JSON.stringify(path)} is invalid: no file at ${full}${relative}. Set POLICY_FILE to the policy file's absolute path, or start from the directory it is relative to. Example: POLICY_FILE=/etc/killswitch/policy.yaml`,
+    );
+  }
+  return full;
+}
 
 export interface PolicyReloadEvent {
   /** sha256 (hex) of the new file's bytes. */
@@ -63,9 +85,12 @@ export class PolicyStore {
     this.active = policy;
   }
 
-  /** Loads the file (throws PolicyFileError when it is broken: a control plane never starts without a policy) and starts watching. */
+  /**
+   * Loads the file (throws PolicyFileError when it is broken, ConfigError naming POLICY_FILE when it does
+   * not exist: a control plane never starts without a policy) and starts watching.
+   */
   static async open(path: string, opts: PolicyStoreOptions): Promise<PolicyStore> {
-    const full = resolve(path);
+    const full = await requirePolicyFile(path);
     const result = await loadPolicyFile(path);
     if (!result.ok) throw new PolicyFileError(path, result.issues);
     for (const w of result.policy.warnings) opts.log.warn({ policy: path }, `policy: ${formatIssue(w)}`);

@@ -1,19 +1,22 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
+import { freePort } from '../helpers/unleash.js';
 
 const run = promisify(execFile);
 const t = new TestContext();
 beforeAll(() => t.setup());
 afterAll(() => t.teardown());
 
-async function cli(args: string[], env: Record<string, string> = {}) {
+async function cli(args: string[], env: Record<string, string> = {}, cwd?: string) {
   try {
-    const { stdout, stderr } = await run('node', ['bin/killswitch.js', ...args], { env: { ...process.env, ...env }, timeout: 30_000 });
+    const { stdout, stderr } = await run('node', [resolve('bin/killswitch.js'), ...args], { env: { ...process.env, ...env }, timeout: 30_000, ...(cwd ? { cwd } : {}) });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -212,6 +215,65 @@ describe('killswitch CLI', () => {
       await admin.end();
     }
   });
+
+  it('config check and start refuse UNLEASH_API_TOKEN of another environment, a malformed BOOTSTRAP_OWNER_KEY, and UNLEASH_URL or PUBLIC_URL that are not http(s) URLs: exit 2 before anything connects', async () => {
+    // Nothing listens on port 1: a start that connected before checking would fail on Postgres (exit 1) instead.
+    const base = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/killswitch', UNLEASH_URL: 'http://127.0.0.1:1/api', PORT: '0', LOG_LEVEL: 'warn' };
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ UNLEASH_API_TOKEN: 'default:development.x', UNLEASH_ENVIRONMENT: 'production' }, 'UNLEASH_API_TOKEN is for Unleash environment "development" but UNLEASH_ENVIRONMENT=production'],
+      [{ BOOTSTRAP_OWNER_KEY: 'ksop_my-own-owner-key-1234' }, 'BOOTSTRAP_OWNER_KEY=(hidden) is invalid'],
+      [{ UNLEASH_URL: 'not-a-url' }, 'UNLEASH_URL="not-a-url" is invalid: expected an http(s) URL'],
+      [{ UNLEASH_URL: 'unleash.internal:4242' }, 'UNLEASH_URL="unleash.internal:4242" is invalid: expected an http(s) URL'],
+      [{ PUBLIC_URL: 'not-a-url' }, 'PUBLIC_URL="not-a-url" is invalid: expected an http(s) URL'],
+    ];
+    for (const [env, message] of cases) {
+      for (const command of [['config', 'check'], ['start']]) {
+        const res = await cli(command, { ...base, ...env });
+        expect(res.code, `${command.join(' ')} ${JSON.stringify(env)}: ${res.stderr}`).toBe(2);
+        expect(res.stderr).toContain(`killswitch: configuration error: ${message}`);
+        expect(res.stderr).not.toContain('my-own-owner-key');
+      }
+    }
+  }, 120_000);
+
+  it('config check warns (exit 0) when UNLEASH_URL does not end in /api, naming the form it expects', async () => {
+    const res = await cli(['config', 'check'], { UNLEASH_URL: 'http://127.0.0.1:4242' });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).toContain('killswitch: warning: UNLEASH_URL=http://127.0.0.1:4242 does not end in /api');
+    expect(res.stderr).toContain('Expected: UNLEASH_URL=http://127.0.0.1:4242/api');
+    const ok = await cli(['config', 'check'], { UNLEASH_URL: 'http://127.0.0.1:4242/api' });
+    expect(ok.code).toBe(0);
+    expect(ok.stderr).toBe('');
+  });
+
+  it('a POLICY_FILE missing from the working directory: config check and start exit 2 naming POLICY_FILE and the absolute path', async () => {
+    const elsewhere = tmpdir();
+    for (const command of [['config', 'check'], ['start']]) {
+      const res = await cli(command, { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/killswitch', UNLEASH_URL: 'http://127.0.0.1:1/api', PORT: '0', POLICY_FILE: '' }, elsewhere);
+      expect(res.code, `${command.join(' ')}: ${res.stderr}`).toBe(2);
+      expect(res.stderr).toContain(`killswitch: configuration error: POLICY_FILE="policy/default.yaml" is invalid: no file at ${resolve(elsewhere, 'policy/default.yaml')}`);
+      expect(res.stderr).toContain(`resolved against the working directory, ${elsewhere}`);
+    }
+  });
+
+  it('start with an unreachable Postgres names the setting and host:port (never the password): DATABASE_URL, or UNLEASH_DATABASE_URL of the embedded Unleash', async () => {
+    const env = { REDIS_PREFIX: t.redisPrefix, DATA_DIR: t.dataDir, PORT: '0', LOG_LEVEL: 'warn', TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234' };
+    const db = await cli(['start'], { ...env, UNLEASH_URL: 'http://127.0.0.1:1/api', DATABASE_URL: 'postgres://killswitch:pw-never-printed@127.0.0.1:1/killswitch' });
+    expect(db.code, db.stderr).toBe(1);
+    expect(db.stderr).toContain('killswitch: cannot connect to Postgres at 127.0.0.1:1, database killswitch, user killswitch (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:1');
+    expect(db.stdout + db.stderr).not.toContain('pw-never-printed');
+
+    const embedded = await cli(['start'], {
+      ...env,
+      UNLEASH_URL: '',
+      UNLEASH_PORT: String(await freePort()),
+      UNLEASH_DATABASE_URL: 'postgres://unleash:pw-never-printed@127.0.0.1:1/unleash',
+      DATABASE_URL: t.databaseUrl,
+    });
+    expect(embedded.code, embedded.stderr).toBe(1);
+    expect(embedded.stderr).toContain('killswitch: cannot connect to Postgres at 127.0.0.1:1, database unleash, user unleash (UNLEASH_DATABASE_URL): connect ECONNREFUSED 127.0.0.1:1');
+    expect(embedded.stdout + embedded.stderr).not.toContain('pw-never-printed');
+  }, 90_000);
 
   it('start refuses a TOKEN_HASH_SECRET other than the one the database was started with: exit 2 naming it', async () => {
     // This file's database records the fingerprint of the tests' secret.

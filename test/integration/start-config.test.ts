@@ -1,10 +1,11 @@
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashSecretFingerprint } from '../../src/app.js';
+import { buildApp, hashSecretFingerprint } from '../../src/app.js';
 import { ConfigError } from '../../src/config.js';
-import { bearer, TestContext } from '../helpers/context.js';
+import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 
 // Start-up refusals that need a database: replicas whose TOKEN_HASH_SECRET is not the one the
-// credentials were hashed with.
+// credentials were hashed with, and the errors that must name the setting at fault.
 
 const SECRET = 'test-secret-test-secret-test-secret-1234';
 const OTHER = 'another-secret-another-secret-another-1234';
@@ -102,5 +103,34 @@ describe('installations from before the fingerprint', () => {
     expect(await settings(t)).toEqual({});
     await t.app({ tokenHashSecret: SECRET });
     expect(await settings(t)).toEqual({ token_hash_fingerprint: hashSecretFingerprint(SECRET) });
+  });
+});
+
+describe('start-up errors name the setting at fault', () => {
+  it('a POLICY_FILE that does not exist is a configuration error with the absolute path it was looked for at', async () => {
+    const t = await database();
+    const err = await refusal(t.app({ policyFile: 'policy/no-such-policy.yaml' }));
+    expect(err.variable).toBe('POLICY_FILE');
+    expect(err.message).toContain(`no file at ${resolve('policy/no-such-policy.yaml')}`);
+    expect(err.message).toContain(`resolved against the working directory, ${process.cwd()}`);
+  });
+
+  it('an unreachable DATABASE_URL is named with its host:port, never its password', async () => {
+    const t = await database();
+    const logs = new LogCapture();
+    const err = await buildApp(t.config({ databaseUrl: 'postgres://killswitch:pw-never-shown@127.0.0.1:5439/killswitch' }), { logStream: logs }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/^cannot connect to Postgres at 127\.0\.0\.1:5439, database killswitch, user killswitch \(DATABASE_URL\): .*ECONNREFUSED/);
+    expect(err?.message).not.toContain('pw-never-shown');
+  });
+
+  it('UNLEASH_API_TOKEN of another environment is refused before anything connects', async () => {
+    const t = await database();
+    // An unreachable database: had the check run after connecting, the error would be about Postgres.
+    const err = await refusal(buildApp(t.config({ databaseUrl: 'postgres://127.0.0.1:5439/x', unleashApiToken: 'default:development.x', unleashEnvironment: 'production' })));
+    expect(err.variable).toBe('UNLEASH_API_TOKEN');
+    expect(err.message).toContain('UNLEASH_API_TOKEN is for Unleash environment "development" but UNLEASH_ENVIRONMENT=production');
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, wellKnownSecretsInUse } from '../../src/config.js';
+import { ConfigError, checkStartConfig, configWarnings, loadConfig, wellKnownSecretsInUse } from '../../src/config.js';
+import { generateCredential } from '../../src/tokens/format.js';
 
 describe('config', () => {
   it('has defaults that work on a fresh machine', () => {
@@ -65,5 +66,96 @@ describe('well-known default secrets', () => {
     };
     expect(wellKnownSecretsInUse(loadConfig(env))).toEqual(['UNLEASH_WEBHOOK_SECRET', 'TOKEN_HASH_SECRET']);
     expect(wellKnownSecretsInUse(loadConfig({ ...env, UNLEASH_WEBHOOK_SECRET: 'k2', TOKEN_HASH_SECRET: 'x'.repeat(48) }))).toEqual([]);
+  });
+});
+
+function refusal(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('BOOTSTRAP_OWNER_KEY', () => {
+  it('accepts an operator key as the product makes them', () => {
+    const key = generateCredential('ksop_');
+    expect(loadConfig({ BOOTSTRAP_OWNER_KEY: key }).bootstrapOwnerKey).toBe(key);
+    expect(loadConfig({}).bootstrapOwnerKey).toBeUndefined();
+  });
+
+  it('refuses anything else, naming the variable, saying what a valid one is and what to do, never echoing the value', () => {
+    const valid = generateCredential('ksop_');
+    const cases: Array<[string, string]> = [
+      ['my-owner-key', 'it does not start with ksop_'],
+      ['ksop_my-own-owner-key', 'after ksop_ it is not 28 letters and digits ending in a valid checksum'],
+      [valid.slice(0, -1), 'after ksop_ it is not 28 letters and digits ending in a valid checksum'],
+      [`${valid.slice(0, -1)}${valid.endsWith('A') ? 'B' : 'A'}`, 'after ksop_ it is not 28 letters and digits ending in a valid checksum'],
+      [generateCredential('ksgw_'), 'it is a gateway key (ksgw_), not an operator key'],
+      [generateCredential('mcp_admin_'), 'it is an agent token (mcp_), not an operator key'],
+    ];
+    for (const [value, why] of cases) {
+      const err = refusal(() => loadConfig({ BOOTSTRAP_OWNER_KEY: value }));
+      expect(err.variable, value).toBe('BOOTSTRAP_OWNER_KEY');
+      expect(err.message).toContain(`BOOTSTRAP_OWNER_KEY=(hidden) is invalid: ${why}`);
+      expect(err.message).toContain('ksop_ followed by 28 letters and digits, the last 6 a checksum of the rest');
+      expect(err.message).toContain('Leave BOOTSTRAP_OWNER_KEY unset: the first start then generates a working owner key itself (its output says where to find it).');
+      expect(err.message).not.toContain(value);
+    }
+  });
+});
+
+describe('UNLEASH_URL and PUBLIC_URL', () => {
+  it('are http(s) URLs or empty (embedded Unleash; http://HOST:PORT)', () => {
+    expect(loadConfig({}).unleashUrl).toBe('');
+    expect(loadConfig({}).publicUrl).toBe('');
+    expect(loadConfig({ UNLEASH_URL: 'https://unleash.internal/api', PUBLIC_URL: 'http://killswitch.internal:8080' })).toMatchObject({
+      unleashUrl: 'https://unleash.internal/api',
+      publicUrl: 'http://killswitch.internal:8080',
+    });
+    for (const env of ['UNLEASH_URL', 'PUBLIC_URL']) {
+      for (const bad of ['not-a-url', 'unleash.internal:4242', 'ftp://unleash.internal/api', 'http://', '/api']) {
+        const err = refusal(() => loadConfig({ [env]: bad }));
+        expect(err.variable, `${env}=${bad}`).toBe(env);
+        expect(err.message).toMatch(new RegExp(`^${env}=${JSON.stringify(JSON.stringify(bad)).slice(1, -1).replace(/[/.]/g, '\\$&')} is invalid: expected an http\\(s\\) URL\\. Example: ${env}=http`));
+      }
+    }
+  });
+
+  it('UNLEASH_URL without /api is accepted with a warning that names the expected form', () => {
+    expect(configWarnings(loadConfig({}))).toEqual([]);
+    expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://unleash.internal/api' }))).toEqual([]);
+    expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://unleash.internal/unleash/api/' }))).toEqual([]);
+    const [warning, ...rest] = configWarnings(loadConfig({ UNLEASH_URL: 'http://127.0.0.1:4242' }));
+    expect(rest).toEqual([]);
+    expect(warning).toMatch(/^UNLEASH_URL=http:\/\/127\.0\.0\.1:4242 does not end in \/api: /);
+    expect(warning).toMatch(/Expected: UNLEASH_URL=http:\/\/127\.0\.0\.1:4242\/api$/);
+    expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://edge.internal/unleash/' }))[0]).toMatch(/Expected: UNLEASH_URL=https:\/\/edge\.internal\/unleash\/api$/);
+    // Credentials in the URL are not repeated.
+    expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://user:pw-hidden@unleash.internal' }))[0]).not.toContain('pw-hidden');
+  });
+});
+
+describe('UNLEASH_API_TOKEN of another environment than UNLEASH_ENVIRONMENT', () => {
+  it('is refused by the start checks, with the message that names both', () => {
+    const err = refusal(() => checkStartConfig(loadConfig({ UNLEASH_API_TOKEN: 'default:development.abc', UNLEASH_ENVIRONMENT: 'production' })));
+    expect(err.variable).toBe('UNLEASH_API_TOKEN');
+    expect(err.message).toBe(
+      'UNLEASH_API_TOKEN is for Unleash environment "development" but UNLEASH_ENVIRONMENT=production: flags would be read from the wrong environment. Example: UNLEASH_API_TOKEN=default:production.<secret>',
+    );
+    // The default token is for development: UNLEASH_ENVIRONMENT=production needs a token of its own.
+    expect(() => checkStartConfig(loadConfig({ UNLEASH_ENVIRONMENT: 'production' }))).toThrow(ConfigError);
+  });
+
+  it('passes a token of the same environment or of every environment (*)', () => {
+    expect(() => checkStartConfig(loadConfig({}))).not.toThrow();
+    expect(() => checkStartConfig(loadConfig({ UNLEASH_API_TOKEN: 'default:production.abc', UNLEASH_ENVIRONMENT: 'production' }))).not.toThrow();
+    expect(() => checkStartConfig(loadConfig({ UNLEASH_API_TOKEN: '*:*.abc', UNLEASH_ENVIRONMENT: 'production' }))).not.toThrow();
+  });
+
+  it('is not a reason to refuse commands that do not read flags (flags sync with the admin token only, kill)', () => {
+    expect(loadConfig({ UNLEASH_ENVIRONMENT: 'production' }).unleashEnvironment).toBe('production');
   });
 });
