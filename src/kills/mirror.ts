@@ -9,11 +9,14 @@ import { killStore } from './store.js';
 // inside a Postgres transaction holding the target's advisory lock, after reading what is in force there,
 // so a lift racing a reload or the reconciler can never leave a lifted kill behind in Redis.
 
-/** Why the gate script only needs `reason`: src/limits/step.ts builds the denial message from it. */
+/** What the gate hands to src/limits/step.ts, which builds the agent's KILL_SWITCH message from it. */
 export interface KillKeyValue {
   id: string;
+  /** The target in words (describeTarget): "server filesystem", never the key. */
   target: string;
   reason: string;
+  /** When the target's last kill ends (the key's TTL); null: until an operator lifts it. */
+  expires_at: string | null;
 }
 
 export class KillMirror {
@@ -44,7 +47,8 @@ export class KillMirror {
     }
     const k = state.kill;
     // Masked again for kills recorded before reasons were stored masked: agents read this text.
-    const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: `${redactText(k.reason)} (kill ${k.id}, ${describeTarget(k)})` };
+    // The kill that lasts longest (targetState's order), so its expiry is the key's.
+    const value: KillKeyValue = { id: k.id, target: describeTarget(k), reason: redactText(k.reason), expires_at: state.ttlMs === null ? null : (k.expires_at?.toISOString() ?? null) };
     const tx = this.redis.redis.multi().sadd(this.indexKey(), targetKey);
     if (state.ttlMs === null) tx.set(key, JSON.stringify(value));
     else tx.set(key, JSON.stringify(value), 'PX', state.ttlMs);

@@ -36,16 +36,37 @@ export interface GateStepDeps {
 
 export const GATE_STEP_NAME = 'gate';
 
-function killMessage(key: string, stored: string): string {
-  let reason = stored;
+/**
+ * The KILL_SWITCH denial from what the kill key holds (src/kills/mirror.ts: the kill's id, its target in
+ * words, its reason, when it ends). Agents and their users read it: it names the kill the way operators
+ * see it in the API and the UI, never the Redis key it is stored under.
+ */
+function killDenial(stored: string): Denial {
+  let v: Record<string, unknown> = {};
   try {
-    const parsed = JSON.parse(stored) as { reason?: unknown; message?: unknown };
-    if (typeof parsed.reason === 'string') reason = parsed.reason;
-    else if (typeof parsed.message === 'string') reason = parsed.message;
+    const parsed: unknown = JSON.parse(stored);
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) v = parsed as Record<string, unknown>;
   } catch {
     // a plain-text reason
   }
-  return `Stopped by an operator kill (${key}): ${reason}. An operator must lift the kill before calls resume.`;
+  const text = (x: unknown) => (typeof x === 'string' && x.trim() !== '' ? x.trim().replace(/\.+$/, '') : undefined);
+  const id = text(v['id']);
+  const target = text(v['target']);
+  const reason = text(v['reason']) ?? text(v['message']) ?? (Object.keys(v).length === 0 ? text(stored) : undefined);
+  const expiresAt = text(v['expires_at']);
+  // A writer of an earlier version put the id into the reason and did not say when the kill ends.
+  const ref = id && !reason?.includes(id) ? ` (kill ${id})` : '';
+  const lift = id ? ` (DELETE /v1/kills/${id})` : '';
+  const until = expiresAt
+    ? `It ends at ${expiresAt}, unless an operator lifts it sooner${lift}.`
+    : 'expires_at' in v
+      ? `It stays in force until an operator lifts it${lift}.`
+      : `It stays in force until it expires or an operator lifts it${lift}.`;
+  return {
+    code: 'KILL_SWITCH',
+    message: `Stopped by an operator kill${target ? ` of ${target}` : ''}${reason ? `: ${reason}` : ''}${ref}. ${until}`,
+    extra: id ? { kill_id: id } : {},
+  };
 }
 
 const callWords = (ctx: CallContext) => `${ctx.input.server}/${ctx.input.tool}`;
@@ -69,7 +90,7 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
     case 'NO_EPOCH':
       return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis lost its state (restart or flush); halts and sessions are being reloaded from Postgres. Calls are denied until then; retry in a few seconds.' };
     case 'KILL':
-      return { code: 'KILL_SWITCH', message: killMessage(o.kill?.key ?? '', o.kill?.reason ?? ''), extra: { kill: o.kill?.key ?? '' } };
+      return killDenial(o.kill?.reason ?? '');
     case 'SESSION_UNKNOWN':
       return { code: 'SESSION_UNKNOWN', message: `Session ${sid} was not issued to this token, or it has closed. Open one with POST /v1/sessions and use the session_id it returns.` };
     case 'SESSION_HALTED':

@@ -116,6 +116,9 @@ describe('session binding and halts', () => {
     const d = await step.run(callContext(w, agent, sid));
     expect(d?.code).toBe('KILL_SWITCH');
     expect(d?.message).toContain('incident 42: filesystem writes suspended');
+    // What is stopped, in the product's words: never the Redis key (it names the installation's prefix).
+    expect(d?.message).not.toContain(key);
+    expect(d?.message).not.toContain('must lift');
     await w.app.ctx.redis.redis.del(key);
     expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
     // a kill key of another type still kills (fail closed)

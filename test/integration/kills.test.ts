@@ -173,6 +173,35 @@ describe('POST /v1/kills', () => {
     expect((await gwA.decide(tok.raw, { ...memoryRead, session_id: s })).code).toBe('OK');
   });
 
+  it("the denial says what is killed in the product's words (target, reason, kill id, until when, who lifts it), never the Redis key", async () => {
+    const tok = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    const timed = (await killOn(a, { target: 'capability', server: 'filesystem', capability: 'write', reason: 'INC-2 writes paused', expires_in: 3600 })).json().kill;
+    const d = await gwB.decide(tok.raw, { ...write('a.md'), session_id: s });
+    expect(d.code).toBe('KILL_SWITCH');
+    for (const part of ['write calls on server filesystem', 'INC-2 writes paused', timed.id, `ends at ${timed.expires_at}`, 'unless an operator lifts it sooner', `DELETE /v1/kills/${timed.id}`]) expect(d.message).toContain(part);
+    // An expiring kill is not one "an operator must lift"; and no internal key names.
+    for (const internal of [t.redisPrefix, 'kill:', 'cap:filesystem', 'must lift']) expect(d.message).not.toContain(internal);
+
+    const forever = (await killOn(a, { target: 'server', server: 'memory', reason: 'INC-2 memory too' })).json().kill;
+    const m = await gwB.decide(tok.raw, { ...memoryRead, session_id: s });
+    expect(m.code).toBe('KILL_SWITCH');
+    expect(m.message).toContain(`Stopped by an operator kill of server memory: INC-2 memory too (kill ${forever.id}).`);
+    expect(m.message).toContain(`It stays in force until an operator lifts it (DELETE /v1/kills/${forever.id})`);
+    expect(m.message).not.toContain('ends at');
+    expect(m.message).not.toContain(t.redisPrefix);
+
+    // The audit row names the kill by its id (GET /v1/kills/:id), not by the key either.
+    await b.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT decision_id, details FROM audit_events WHERE decision_id = ANY($1) AND kind = 'INTENT'`, [[d.decision_id, m.decision_id]]);
+    const byDecision = new Map(rows.map((r) => [r.decision_id, r.details]));
+    expect(byDecision.get(d.decision_id).extra).toEqual({ kill_id: timed.id });
+    expect(byDecision.get(m.decision_id).extra).toEqual({ kill_id: forever.id });
+    expect(JSON.stringify(rows)).not.toContain(t.redisPrefix);
+    expect((await lift(a, timed.id)).statusCode).toBe(200);
+    expect((await lift(a, forever.id)).statusCode).toBe(200);
+  });
+
   it('an expiring kill lifts itself (Redis TTL); the expiry is recorded once, audited and alerted', async () => {
     const tok = await gwA.token('rw');
     const s = (await gwA.session(tok.raw)).session_id;
