@@ -267,7 +267,9 @@ describe('flag step (real unleash-server)', () => {
     const viewer = await ctx.operatorKey(app, 'viewer');
     // A constraint sends mcp.enabled through the SDK's strategy evaluation, the others take the index.
     await addConstraint('mcp.enabled', { contextName: 'tokenType', operator: 'NOT_IN', values: ['rw'] });
-    await until(async () => (await run(readFile()))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'rw denied');
+    // A token no earlier test's constraint names: denied only once this constraint is polled.
+    const fresh = () => callContext({ ...agent('rw'), id: 'tok-usage-metrics' }, { server: 'filesystem', tool: 'read_file', arguments: { path: '/tmp/ks-demo/a.md' } });
+    await until(async () => (await run(fresh()))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'rw denied');
     const counted: string[] = [];
     const stop = app.ctx.flags.onUsageCount((name) => counted.push(name));
     try {
@@ -281,7 +283,7 @@ describe('flag step (real unleash-server)', () => {
       });
       expect(res.json().flags.length).toBeGreaterThan(10);
       expect(counted).toEqual([]);
-      expect((await run(readFile()))?.code).toBe('KILL_SWITCH');
+      expect((await run(fresh()))?.code).toBe('KILL_SWITCH');
       expect(counted).toEqual(['mcp.enabled', 'mcp.tokens.rw', 'mcp.filesystem.read']);
     } finally {
       stop();
