@@ -11,6 +11,7 @@ import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
 import { type CallOutcome, summarizeArguments } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
+import { joinSentences } from '../sentences.js';
 import { toolRoutes } from '../tools/routes.js';
 import { ToolRegistry } from '../tools/service.js';
 import { createToolPinStep } from '../tools/step.js';
@@ -131,9 +132,12 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
         });
         if (!result.session_halted && !result.token_halted) return undefined;
         // The step that denied wrote why; the agent and the operator also need to know what now stops.
-        denial.message += result.token_halted
-          ? ` This token is now halted (${trigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
-          : ` Session ${call.input.session_id} is now halted (${trigger}) until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`;
+        denial.message = joinSentences(
+          denial.message,
+          result.token_halted
+            ? `This token is now halted (${trigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
+            : `Session ${call.input.session_id} is now halted (${trigger}) until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`,
+        );
       }
       return { id: call.input.session_id, state: 'halted', trigger, last_calls: await lastCallsView(call, denial) };
     },
@@ -180,6 +184,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       return {
         largeResultBytes: l.largeResultBytes,
         largeResultsAllowed: l.largeResultsAllowed || ctx.grants.has('large_results', agent.id, meta.sessionId),
+        haltTokenOn: ctx.policy.current().haltTokenOn,
         maxRows: l.server.maxRowsReturned ?? undefined,
         maxExecutionSeconds: l.server.maxExecutionTimeSeconds ?? undefined,
       };

@@ -1,5 +1,6 @@
 import { AppError, notFound } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
+import { joinSentences } from '../sentences.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
 import type { DecisionAnswer, ResultBody } from './schemas.js';
 import type { HaltTrigger } from './types.js';
@@ -10,6 +11,8 @@ export interface AfterCallRules {
   largeResultsAllowed: boolean;
   maxRows?: number | undefined;
   maxExecutionSeconds?: number | undefined;
+  /** Triggers that halt the token (every session of it), not only the session: the policy's halt_token_on. */
+  haltTokenOn?: ReadonlySet<HaltTrigger> | undefined;
 }
 
 export interface ResultPorts {
@@ -34,19 +37,26 @@ export type ResultAnswer = {
   session?: NonNullable<DecisionAnswer['session']>;
 };
 
-/** Which after-call trigger of seed 001 a result fires, if any. Pure. */
-export function afterCallTrigger(rules: AfterCallRules, r: ResultBody): { trigger: HaltTrigger; message: string } | undefined {
+/**
+ * Which after-call trigger of seed 001 a result fires, if any. Pure. The message is what the agent
+ * reads (the gateway shows it): what happened to the result and what is halted. What the gateway must
+ * do is `action`, not the message.
+ */
+export function afterCallTrigger(rules: AfterCallRules, r: ResultBody, where: { tokenId: string; sessionId: string }): { trigger: HaltTrigger; message: string } | undefined {
+  const fired = (trigger: HaltTrigger, what: string) => {
+    const halted = rules.haltTokenOn?.has(trigger)
+      ? `This token is now halted (${trigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${where.tokenId}/resume.`
+      : `Session ${where.sessionId} is now halted (${trigger}) until an operator resumes it: POST /v1/sessions/${where.sessionId}/resume.`;
+    return { trigger, message: joinSentences(what, halted) };
+  };
   if (r.result_bytes > rules.largeResultBytes && !rules.largeResultsAllowed) {
-    return {
-      trigger: 'LARGE_RESULT',
-      message: `the result is ${r.result_bytes} bytes, over ${rules.largeResultBytes} without permission: withhold it; the session is halted until a human reviews it`,
-    };
+    return fired('LARGE_RESULT', `The result is ${r.result_bytes} bytes, over the ${rules.largeResultBytes}-byte limit for results without permission, so it was withheld.`);
   }
   if (rules.maxRows !== undefined && r.rows !== undefined && r.rows > rules.maxRows) {
-    return { trigger: 'MAX_ROWS', message: `the result has ${r.rows} rows, over the limit of ${rules.maxRows}: withhold it; the session is halted` };
+    return fired('MAX_ROWS', `The result has ${r.rows} rows, over the limit of ${rules.maxRows}, so it was withheld.`);
   }
   if (rules.maxExecutionSeconds !== undefined && r.duration_ms > rules.maxExecutionSeconds * 1000) {
-    return { trigger: 'MAX_EXECUTION_TIME', message: `the call ran ${r.duration_ms} ms, over the limit of ${rules.maxExecutionSeconds} s; the session is halted` };
+    return fired('MAX_EXECUTION_TIME', `The call ran ${r.duration_ms} ms, over the limit of ${rules.maxExecutionSeconds} s, so its result was withheld.`);
   }
   return undefined;
 }
@@ -67,7 +77,7 @@ export class ResultService {
     }
     // Unknown, expired, or another token's decision: nothing to record against.
     if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
-    const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result);
+    const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result, { tokenId: agent.id, sessionId: meta.sessionId });
     const first: ResultAnswer = fired
       ? { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message }
       : { decision_id: decisionId, recorded: true, action: 'none', message: 'result recorded' };

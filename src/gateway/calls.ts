@@ -1,5 +1,6 @@
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionAnswer, DecisionBody, ResultBody } from '../decisions/schemas.js';
+import { joinSentences } from '../sentences.js';
 import type { ToolAnnotations } from './catalog.js';
 import type { ApprovalWait, UpstreamLimits } from './config.js';
 import { type ApprovalStatusAnswer, ControlPlaneError, type ResultAnswerBody } from './control-plane.js';
@@ -81,11 +82,17 @@ function lastCallLine(c: Record<string, unknown>): string {
   return `- ${what || 'call'}${rawArgs ? ` ${rawArgs.slice(0, 300)}` : ''}${outcome ? ` → ${outcome}` : ''}`;
 }
 
-/** The text an agent reads for a denial: code, message, and for a halt the trigger and the last calls. */
+/**
+ * The text an agent reads for a denial: code, message, and for a halt the trigger and the last calls.
+ * The control plane's message says what is halted, the session or the whole token, and who resumes it;
+ * saying "session" again here would contradict a token halt, so the gateway only adds what to do.
+ */
 export function denialText(code: string, message: string, session?: DecisionAnswer['session']): string {
   let text = `${code}: ${message}`;
   if (session?.state === 'halted') {
-    text += `\nSession ${session.id} is halted${session.trigger ? ` (trigger ${session.trigger})` : ''}: stop and ask a human; an operator must resume it.`;
+    text += /\bhalted\b/i.test(message)
+      ? '\nStop and ask a human: nothing more runs until an operator resumes it.'
+      : `\nSession ${session.id} is halted${session.trigger ? ` (trigger ${session.trigger})` : ''}: stop and ask a human; an operator must resume it.`;
     const last = (session.last_calls ?? []).slice(0, 3) as Array<Record<string, unknown>>;
     if (last.length > 0) text += `\nLast calls:\n${last.map(lastCallLine).join('\n')}`;
   }
@@ -201,7 +208,8 @@ export async function decideAndRun<T>(
 
   if (recorded?.action === 'withhold_and_halt') {
     const trigger = recorded.trigger ?? guard?.trigger ?? 'WITHHELD';
-    return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, `${recorded.message}; the result was withheld`, recorded.session) };
+    const message = /\bwithheld\b/i.test(recorded.message) ? recorded.message : joinSentences(recorded.message, 'The result was withheld.');
+    return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, message, recorded.session) };
   }
   if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, text: `${guard.trigger}: ${guard.message}` };
   if (failure?.code === 'MAX_EXECUTION_TIME') return { kind: 'failed', code: failure.code, decisionId, text: `MAX_EXECUTION_TIME: ${failure.message}; it is not retried` };

@@ -121,7 +121,9 @@ describe('large results', () => {
     const client = await h.client(gateway, token);
     const big = await call(client, 'read_text_file', { path: 'big.txt' });
     expect(big.isError).toBe(true);
-    expect(textOf(big)).toMatch(/^LARGE_RESULT: /);
+    expect(textOf(big)).toMatch(/^LARGE_RESULT: The result is \d+ bytes, over the \d+-byte limit for results without permission, so it was withheld\. This token is now halted \(LARGE_RESULT\)/);
+    expect(textOf(big)).not.toContain('withhold it');
+    expect(textOf(big)).not.toMatch(/Session \S+ is halted \(trigger/);
     expect(textOf(big)).not.toContain('xxxxxxxxxx');
     expect(JSON.stringify(big).length).toBeLessThan(10_000);
 

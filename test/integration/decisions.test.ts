@@ -59,6 +59,8 @@ describe('POST /v1/decisions', () => {
     expect(d.session.last_calls[0]).toMatchObject({ tool: 'write_file' });
     // The denial says what now stops and who lifts it: the token, since the token is halted too.
     expect(d.message).toContain(`This token is now halted (WRITE_IN_READ_SESSION)`);
+    // The policy's reason and the halt are two sentences, not one run together.
+    expect(d.message).toContain('ask an operator for an mcp_rw_ token. This token is now halted (WRITE_IN_READ_SESSION)');
     expect(d.message).toContain(`POST /v1/keys/${tok.id}/resume`);
     const again = await gw.decide(tok.raw, { ...read('a.md'), session_id: s.session_id });
     expect(again.code).toBe('SESSION_HALTED');
@@ -253,6 +255,10 @@ describe('POST /v1/decisions', () => {
     const res = await gw.result(tok.raw, d.decision_id, { status: 'success', duration_ms: 40, result_bytes: 2 * 1024 * 1024 });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT' });
+    // What the agent is shown: the result was withheld, and LARGE_RESULT (in the default halt_token_on) halted the token.
+    expect(res.json().message).toBe(
+      `The result is ${2 * 1024 * 1024} bytes, over the 1048576-byte limit for results without permission, so it was withheld. This token is now halted (LARGE_RESULT): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${tok.id}/resume.`,
+    );
     expect((await gw.decide(tok.raw, { ...read('c.md'), session_id: s.session_id })).code).toBe('SESSION_HALTED');
     await app.ctx.audit.writer.flush();
     const rows = await intentRows(d.decision_id);
