@@ -54,6 +54,8 @@ export interface PinnedDefinition {
   hash: string;
   status: ToolStatus;
   decided_by: string | null;
+  /** The deciding operator's name, shown to agents instead of `operator:<id>`. */
+  decided_by_name?: string | null;
   decision_reason: string | null;
 }
 
@@ -76,11 +78,11 @@ export const TOOLS_RELOAD_EVERY_MS = 5_000;
  * definition's own id to approve, and for a rejected one who rejected it and why. Shared by the
  * tool-pin step (decisions, explain) and the tool report's `reason`.
  */
-export function notApprovedReason(d: Pick<PinnedDefinition, 'id' | 'status' | 'decided_by' | 'decision_reason'>): string {
+export function notApprovedReason(d: Pick<PinnedDefinition, 'id' | 'status' | 'decided_by' | 'decided_by_name' | 'decision_reason'>): string {
   const approve = `POST /v1/tools/${d.id}/approve`;
   switch (d.status) {
     case 'rejected':
-      return `tool definition ${d.id} was rejected by ${d.decided_by ?? 'an operator'}${d.decision_reason ? ` ("${d.decision_reason}")` : ''}; fix the upstream so it serves the approved definition again, or have an operator approve this one (${approve})`;
+      return `tool definition ${d.id} was rejected by ${d.decided_by_name ?? d.decided_by ?? 'an operator'}${d.decision_reason ? ` ("${d.decision_reason}")` : ''}; fix the upstream so it serves the approved definition again, or have an operator approve this one (${approve})`;
     case 'superseded':
       return `tool definition ${d.id} was approved once, but another definition has been approved since; have an operator approve it again (${approve}), or update the upstream to the approved definition`;
     default:
@@ -190,7 +192,7 @@ export class ToolRegistry {
       // Reasons are stored masked; one stored in clear by an earlier version is masked here, since agents
       // read it in TOOL_CHANGED messages and tool reports.
       const reason = row.decision_reason === null ? null : redactText(row.decision_reason);
-      const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decision_reason: reason };
+      const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decided_by_name: row.decided_by_name, decision_reason: reason };
       const at = row.last_reported_at.getTime();
       const k = key(row.server, row.tool);
       let entry = next.get(k);
@@ -283,7 +285,10 @@ export class ToolRegistry {
       });
       const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
       const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
-      if (status !== 'approved') result.notApproved = notApprovedReason(row);
+      if (status !== 'approved') {
+        const name = status === 'rejected' ? await toolStore.operatorName(this.pool, row.decided_by).catch(() => undefined) : undefined;
+        result.notApproved = notApprovedReason({ ...row, decided_by_name: name ?? null });
+      }
       out.push(result);
     }
     await this.reload();

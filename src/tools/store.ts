@@ -22,12 +22,24 @@ const COLUMNS = 'id, server, tool, hash, definition, status, reported_by_gateway
 type Db = Pool | PoolClient;
 
 /** What every replica holds of each definition to decide calls (no definition, no identity). */
-export type PinRow = Pick<ToolDefinitionRow, 'id' | 'server' | 'tool' | 'hash' | 'status' | 'decided_by' | 'decision_reason' | 'last_reported_at'>;
+export type PinRow = Pick<ToolDefinitionRow, 'id' | 'server' | 'tool' | 'hash' | 'status' | 'decided_by' | 'decision_reason' | 'last_reported_at'> & {
+  /** The deciding operator's name (agents read it, as they read an approval's decided_by_name); null when unknown. */
+  decided_by_name: string | null;
+};
 
 export const toolStore = {
   async pins(db: Db): Promise<PinRow[]> {
-    const { rows } = await db.query<PinRow>('SELECT id, server, tool, hash, status, decided_by, decision_reason, last_reported_at FROM tool_definitions');
+    const { rows } = await db.query<PinRow>(
+      `SELECT t.id, t.server, t.tool, t.hash, t.status, t.decided_by, t.decision_reason, t.last_reported_at, o.name AS decided_by_name
+         FROM tool_definitions t LEFT JOIN operator_keys o ON t.decided_by = 'operator:' || o.id::text`,
+    );
     return rows;
+  },
+  /** The name of the operator an actor (`operator:<id>`) is; undefined for anything else. */
+  async operatorName(db: Db, actor: string | null): Promise<string | undefined> {
+    if (actor === null || !actor.startsWith('operator:')) return undefined;
+    const { rows } = await db.query<{ name: string }>(`SELECT name FROM operator_keys WHERE 'operator:' || id::text = $1`, [actor]);
+    return rows[0]?.name;
   },
   async list(db: Db, f: { status?: ToolStatus; server?: string }): Promise<ToolDefinitionRow[]> {
     const where: string[] = [];

@@ -85,6 +85,8 @@ describe('a rejected definition', () => {
     const rejected = await app.inject({ method: 'POST', url: `/v1/tools/${id}/reject`, headers: bearer(gw.owner), payload: { reason: 'prompt injection in the description' } });
     expect(rejected.statusCode).toBe(200);
 
+    const ownerName = (await app.ctx.pool.query<{ name: string }>(`SELECT o.name FROM tool_definitions t JOIN operator_keys o ON t.decided_by = 'operator:' || o.id::text WHERE t.id = $1`, [id])).rows[0]?.name;
+    expect(ownerName).toBeTruthy();
     const call = { server: 'memory', tool: 'search_nodes', arguments: { query: 'x' }, session_id: s.session_id };
     for (const d of [await gw.decide(tok.raw, { ...call, tool_hash: toolHash(v2) }), await gw.decide(tok.raw, call)]) {
       expect(d.code).toBe('TOOL_CHANGED');
@@ -93,11 +95,15 @@ describe('a rejected definition', () => {
       expect(d.message).toContain(`/v1/tools/${id}/approve`);
       expect(d.message).not.toContain(':id');
       expect(d.message).not.toContain('must review');
+      // By the operator's name, as approvals are, never by operator:<id>.
+      expect(d.message).toContain(`was rejected by ${ownerName} (`);
+      expect(d.message).not.toMatch(/rejected by operator:/);
     }
     const again = (await report(tok.raw, [memory(v2)])).json().servers[0].tools[0];
     expect(again).toMatchObject({ status: 'rejected', callable: false });
     expect(again.reason).toContain('rejected');
     expect(again.reason).toContain('prompt injection in the description');
+    expect(again.reason).toContain(`rejected by ${ownerName} (`);
     expect(again.reason).not.toContain('waiting for operator approval');
 
     // The operator changes their mind.
