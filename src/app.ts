@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
@@ -33,6 +33,7 @@ import { sessionRoutes } from './sessions/routes.js';
 import { SessionService } from './sessions/service.js';
 import { Authenticator } from './tokens/authenticator.js';
 import { credentialRoutes } from './tokens/routes.js';
+import { hashSecretFingerprint, SECRET_FINGERPRINT, STORED_SECRET } from './tokens/secret-fingerprint.js';
 import { CredentialService } from './tokens/service.js';
 import { credentialStore } from './tokens/store.js';
 import { uiRoutes } from './ui/routes.js';
@@ -118,18 +119,6 @@ export function postgresStartError(variable: 'DATABASE_URL' | 'UNLEASH_DATABASE_
   let reason = (typeof e?.message === 'string' && e.message) || (typeof e?.errors?.[0]?.message === 'string' && e.errors[0].message) || (typeof e?.code === 'string' && e.code) || String(err);
   if (password) reason = reason.split(password).join('(hidden)');
   return new Error(`cannot connect to ${where} (${variable}): ${reason}. Check that Postgres runs there and that ${variable} names it (postgres://USER:PASSWORD@HOST:PORT/DATABASE).`, { cause: err });
-}
-
-/** Settings rows: the secret a start without TOKEN_HASH_SECRET generated, and the fingerprint of the secret in use. */
-const STORED_SECRET = 'token_hash_secret';
-const SECRET_FINGERPRINT = 'token_hash_fingerprint';
-
-/**
- * What identifies a hash secret without revealing it: an HMAC of a fixed label under the secret. Stored
- * in the database, so a replica can tell whether its secret is the one the credentials were hashed with.
- */
-export function hashSecretFingerprint(secret: string): string {
-  return `v1:${createHmac('sha256', secret).update('killswitch token hash secret fingerprint v1').digest('base64url')}`;
 }
 
 /**

@@ -10,6 +10,7 @@ import { loggerOptions } from '../log.js';
 import { hashCredential } from '../tokens/format.js';
 import { nameProblem } from '../tokens/names.js';
 import { CreateOperatorKeyBody } from '../tokens/schemas.js';
+import { hashSecretFingerprint, SECRET_FINGERPRINT } from '../tokens/secret-fingerprint.js';
 import { CredentialService } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
 import { CliFailure } from './kill.js';
@@ -112,6 +113,19 @@ async function controlPlaneSecret(config: Config, pool: Pool, warn: (msg: string
   return stored;
 }
 
+/** Refuses a secret whose fingerprint is not the one the control plane recorded: the key would never authenticate. */
+async function requireControlPlaneSecret(config: Config, pool: Pool, warn: (msg: string) => void): Promise<string> {
+  const secret = await controlPlaneSecret(config, pool, warn);
+  const recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
+  if (recorded !== undefined && recorded !== hashSecretFingerprint(secret)) {
+    throw new CliFailure(
+      `the ${config.tokenHashSecret ? 'TOKEN_HASH_SECRET of this shell' : 'secret stored in the database'} is not the one your control plane hashes credentials with (its fingerprint differs from the one the control plane recorded), so this key would be refused (401): run this again with the control plane's TOKEN_HASH_SECRET in the environment`,
+      2,
+    );
+  }
+  return secret;
+}
+
 /** Creates the key and returns it (printed once by the caller). Throws CliFailure (exit 1 or 2) when it cannot make a working one. */
 export async function operatorsCreate(config: Config, opts: OperatorsCreateOptions, warn: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<string> {
   const role = operatorRole(opts.role);
@@ -120,7 +134,7 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
     await requireMigratedDatabase(pool, config.databaseUrl);
-    const secret = await controlPlaneSecret(config, pool, warn);
+    const secret = await requireControlPlaneSecret(config, pool, warn);
     // Audited like a key made through the API (operator_key.created, actor system "cli"): this is the
     // recovery path, the one a security reviewer most wants on the record.
     const audit = await AuditService.start(config, pool, pino(loggerOptions('warn'), process.stderr), { retentionJob: false, headLog: false });

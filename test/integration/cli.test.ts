@@ -64,6 +64,21 @@ describe('killswitch CLI', () => {
     expect(JSON.stringify(rows[0])).not.toContain(key);
   });
 
+  it('operators create refuses a TOKEN_HASH_SECRET other than the control plane recorded: exit 2, no key (it would never authenticate)', async () => {
+    // The control plane of the test above recorded the fingerprint of the test secret.
+    await t.app();
+    const res = await cli(['operators', 'create', '--role', 'owner', '--name', 'wrong-secret'], {
+      DATABASE_URL: t.databaseUrl,
+      TOKEN_HASH_SECRET: 'another-secret-another-secret-another-1234',
+      LOG_LEVEL: 'warn',
+    });
+    expect(res.code).toBe(2);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toContain('is not the one your control plane hashes credentials with');
+    const { rows } = await t.pool().query(`SELECT 1 FROM operator_keys WHERE name = 'wrong-secret'`);
+    expect(rows).toHaveLength(0);
+  });
+
   it('rejects an unknown role, and a missing one (no owner key by default), with exit 2', async () => {
     const res = await cli(['operators', 'create', '--role', 'god', '--name', 'x']);
     expect(res.code).toBe(2);

@@ -1,7 +1,8 @@
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp, hashSecretFingerprint } from '../../src/app.js';
+import { buildApp } from '../../src/app.js';
 import { ConfigError } from '../../src/config.js';
+import { hashSecretFingerprint } from '../../src/tokens/secret-fingerprint.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 
 // Start-up refusals that need a database: replicas whose TOKEN_HASH_SECRET is not the one the
