@@ -6,9 +6,10 @@ import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
+import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
 
 /**
- * Builds the app and listens; prints the bootstrap owner key once on an empty database. A worker of
+ * Builds the app and listens; on an empty database, leaves the bootstrap owner key in DATA_DIR. A worker of
  * WORKERS > 1 (`worker: true`) skips the Unleash step: its primary ran it (src/cluster.ts).
  */
 export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
@@ -39,12 +40,9 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
     );
   }
   const ownerKey = await bootstrapOwner(app);
-  if (ownerKey && !config.bootstrapOwnerKey) {
-    // Printed once, on purpose outside the (redacting) logger: this is the only time it can be shown.
-    process.stdout.write(
-      `\n  First start: created an owner operator key. It is shown only now; store it safely:\n\n    ${ownerKey}\n\n  Use it as "Authorization: Bearer <key>" on the admin API. Lost it? Run: killswitch operators create --role owner --name NAME\n\n`,
-    );
-  }
+  // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
+  if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);
+  else if (!ownerKey) await warnIfOwnerKeyLeft(config.dataDir, app.log);
   // Node closes idle keep-alive connections once, when the server starts closing; a connection busy with a
   // decision at that instant would then stay open for the keep-alive timeout after its answer. Reaping
   // idle connections until the server has closed makes a drain last as long as the slowest request.

@@ -41,6 +41,8 @@ export interface ChildControlPlane {
   base: string;
   /** Its JSON log lines so far (every process of it: a primary and its workers write to the same stdout). */
   logs: () => Array<Record<string, unknown>>;
+  /** Everything it wrote so far, as written: stdout, then stderr. */
+  output: () => { stdout: string; stderr: string };
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
 }
 
@@ -74,7 +76,7 @@ export async function startChild(t: TestContext, unleash: TestUnleash, extra: Re
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { child, base, logs, exited };
+  return { child, base, logs, output: () => ({ stdout: out, stderr: err }), exited };
 }
 
 /** One JSON request; the body as parsed JSON. */
