@@ -203,8 +203,8 @@ export class AgentSession implements CallPorts {
 
   private installResources(): void {
     const s = this.server;
-    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources() }));
-    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await this.gateway.resourceTemplates() }));
+    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources(this.scope) }));
+    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await this.gateway.resourceTemplates(this.scope) }));
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
       if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `UNKNOWN_RESOURCE: no upstream server offers ${req.params.uri}`);

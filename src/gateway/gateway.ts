@@ -177,21 +177,27 @@ export class Gateway {
     }
   }
 
-  async resources(): Promise<Resource[]> {
+  /**
+   * The upstreams' resources, those of servers the session did not declare left out as in toolsFor:
+   * reading one is UNAUTHORIZED_SERVER, which halts the token. Every URI's owner is still learnt.
+   */
+  async resources(scope?: DeclaredScope): Promise<Resource[]> {
+    const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const out: Resource[] = [];
     for (const u of this.ups.values()) {
       const { resources } = await u.listResources();
       for (const r of resources) {
         this.resourceOwners.set(r.uri, u.name);
-        out.push(r);
+        if (!declared || declared.has(u.name)) out.push(r);
       }
     }
     return out;
   }
 
-  async resourceTemplates(): Promise<ResourceTemplate[]> {
+  async resourceTemplates(scope?: DeclaredScope): Promise<ResourceTemplate[]> {
+    const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const out: ResourceTemplate[] = [];
-    for (const u of this.ups.values()) out.push(...(await u.listResources()).templates);
+    for (const u of this.ups.values()) if (!declared || declared.has(u.name)) out.push(...(await u.listResources()).templates);
     return out;
   }
 

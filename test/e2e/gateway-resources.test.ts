@@ -41,14 +41,16 @@ describe('resources/read and prompts/get', () => {
     const token = await h.token('rw');
     const gateway = await h.gateway({ memory: true, killswitch: { session: { servers: ['filesystem'] } } });
     const client = await h.client(gateway, token);
+    // Not listed: the session did not declare memory (as its tools are not).
     const { resources } = await client.listResources();
-    const uri = resources.find((r) => r.uri.startsWith('memory://'))?.uri ?? '';
-    const err = await client.readResource({ uri }).then(
+    expect(resources.filter((r) => r.uri.startsWith('memory://'))).toEqual([]);
+    // Read anyway, by its URI: the control plane still refuses it and halts the token.
+    const err = await client.readResource({ uri: 'memory://knowledge-graph' }).then(
       () => undefined,
       (e: Error) => e,
     );
     expect(err?.message).toMatch(/^MCP error -32600: PERMISSION_DENIED: /);
-    expect(err?.message).toContain('trigger UNAUTHORIZED_SERVER');
+    expect(err?.message).toContain('memory is not one of them. This token is halted too');
   });
 
   it('prompts/get is decided as a read of the server that offers it', async () => {
