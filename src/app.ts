@@ -150,8 +150,18 @@ function hashSecretMismatch(source: 'configured' | 'stored' | 'none', leftover: 
  * judged against that secret (it is what its credentials were hashed with, unless set otherwise since).
  */
 export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(msg: string): void; info(msg: string): void }): Promise<string> {
-  const recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
-  const stored = await credentialStore.getSetting(pool, STORED_SECRET);
+  let recorded: string | undefined;
+  let stored: string | undefined;
+  try {
+    recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
+    stored = await credentialStore.getSetting(pool, STORED_SECRET);
+  } catch (err) {
+    // Postgres unreachable at start (an instance built without migrating): a configured secret is used
+    // unchecked. That cannot allow anything: a wrong secret only makes credentials fail (401).
+    if (!config.tokenHashSecret) throw err;
+    log.warn(`TOKEN_HASH_SECRET: could not read its recorded fingerprint (${(err as Error).message}); using the configured secret unchecked`);
+    return config.tokenHashSecret;
+  }
   let secret: string;
   let source: 'configured' | 'stored';
   if (config.tokenHashSecret) {
