@@ -106,7 +106,7 @@ describe('killswitch CLI', () => {
       expect(res.stdout).toBe('');
     }
     expect(await keys()).toBe(before);
-  });
+  }, 120_000); // one CLI process per case
 
   it('operators create checks --project as POST /v1/operator-keys does: a project id the route refuses, or one given twice → exit 2, no key', async () => {
     const env = { DATABASE_URL: t.databaseUrl, TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
@@ -137,7 +137,7 @@ describe('killswitch CLI', () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect((await t.pool().query(`SELECT projects FROM operator_keys WHERE name = 'scoped'`)).rows).toEqual([{ projects: ['alpha', 'team_b.2-x'] }]);
     await t.close(app);
-  });
+  }, 120_000); // six CLI processes: a few seconds each when the machine is busy
 
   it('operators create refuses without TOKEN_HASH_SECRET when the database stores none (it never makes up a secret)', async () => {
     const pool = t.pool();

@@ -60,7 +60,7 @@ describe('PolicyStore', () => {
   });
 
   it('refuses to start without a file', async () => {
-    await expect(PolicyStore.open(join(dir, 'missing.yaml'), { log: pino({ level: 'silent' }) })).rejects.toThrow(/cannot read the policy file: file not found/);
+    await expect(PolicyStore.open(join(dir, 'missing.yaml'), { log: pino({ level: 'silent' }) })).rejects.toThrow(/POLICY_FILE=.* is invalid: no file at .*missing\.yaml/);
   });
 
   it('hot-reloads on change (fs.watch) and tells listeners the new hash', async () => {
