@@ -326,6 +326,16 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await operabilityPlugin(app, { spanExporter: opts.spanExporter });
     await app.register(uiRoutes);
 
+    // Node closes idle keep-alive connections once, when the server starts closing; a connection busy with a
+    // request at that instant (a decision, an Unleash webhook post) would then stay open for the keep-alive
+    // timeout after its answer. Reaping idle connections until the server has closed makes a drain last as
+    // long as the slowest request. (Only a listening server ever emits 'close'.)
+    app.addHook('preClose', async () => {
+      if (!app.server.listening) return;
+      const reaper = setInterval(() => app.server.closeIdleConnections(), 50);
+      reaper.unref();
+      app.server.once('close', () => clearInterval(reaper));
+    });
     app.addHook('onClose', async () => {
       for (const close of [...closers].reverse()) await close().catch((err) => log.warn({ err }, 'error while closing'));
       await pool.end();

@@ -43,14 +43,6 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
   // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
   if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);
   else if (!ownerKey) await warnIfOwnerKeyLeft(config.dataDir, app.log);
-  // Node closes idle keep-alive connections once, when the server starts closing; a connection busy with a
-  // decision at that instant would then stay open for the keep-alive timeout after its answer. Reaping
-  // idle connections until the server has closed makes a drain last as long as the slowest request.
-  app.addHook('preClose', async () => {
-    const reaper = setInterval(() => app.server.closeIdleConnections(), 50);
-    reaper.unref();
-    app.server.once('close', () => clearInterval(reaper));
-  });
   await app.listen({ host: config.host, port: config.port });
   await listenMetrics(app);
   return app;
