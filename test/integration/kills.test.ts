@@ -221,9 +221,10 @@ describe('POST /v1/kills', () => {
     }
     expect(code).toBe('OK');
     expect(Date.now() - created).toBeGreaterThanOrEqual(1_900);
-    // Both replicas try to record it; exactly one does.
+    // Both replicas try to record it; at most one does (their 5 s background tick may have recorded it
+    // already: the single audit row and alert below are what "recorded once" means).
     const [ra, rb] = await Promise.all([a.ctx.kills.recordExpiries(), b.ctx.kills.recordExpiries()]);
-    expect(ra + rb).toBeGreaterThanOrEqual(1);
+    expect(ra + rb).toBeLessThanOrEqual(1);
     const got = (await a.inject({ method: 'GET', url: `/v1/kills/${kill.id}`, headers: bearer(operatorKey) })).json();
     expect(got.state).toBe('expired');
     expect((await lift(a, kill.id)).statusCode).toBe(409);
