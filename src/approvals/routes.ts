@@ -1,9 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { AppError, unauthenticated } from '../errors.js';
-import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
 import { ApprovalIdParams, ApprovalItem, ApprovalStatusSchema, DecideBody, ListApprovalsQuery } from './schemas.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
@@ -56,16 +54,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }
 
   const gateway = requireGateway(ctx.auth);
-  async function agentOf(raw: string | undefined): Promise<AgentPrincipal> {
-    try {
-      const principal = await ctx.auth.authenticate(raw);
-      if (principal.kind !== 'agent') throw unauthenticated();
-      return principal;
-    } catch (err) {
-      if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', 'Credential store unavailable; try again.');
-      throw err;
-    }
-  }
+  const agentOf = (raw: string | undefined) => authenticateAgent(ctx.auth, raw);
 
   app.get(
     '/v1/gateway/approvals/:id',

@@ -36,6 +36,13 @@ async function authenticateOrUnavailable(auth: Authenticator, raw: string | unde
   }
 }
 
+/** The agent token of X-Agent-Token (or `raw`): 401 unless it is one, 503 while the credential store is unavailable. */
+export async function authenticateAgent(auth: Authenticator, raw: string | undefined): Promise<AgentPrincipal> {
+  const principal = await authenticateOrUnavailable(auth, raw);
+  if (principal.kind !== 'agent') throw unauthenticated();
+  return principal;
+}
+
 /**
  * preHandler for the admin API. Agent tokens and gateway keys are refused with 403 MCP_TOKEN_FORBIDDEN
  * (seed 004: an AI can prepare, only a human can apply), recognised by prefix and checksum alone. With

@@ -1,8 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { AppError, unauthenticated } from '../errors.js';
-import { agentTokenHeader, bearer, requireGateway, requireOperator } from '../http/auth.js';
+import { agentTokenHeader, authenticateAgent, bearer, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
 import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
 
@@ -29,14 +27,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
-      let principal: Awaited<ReturnType<typeof ctx.auth.authenticate>>;
-      try {
-        principal = await ctx.auth.authenticate(agentTokenHeader(req));
-      } catch (err) {
-        if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', 'Credential store unavailable; try again.');
-        throw err;
-      }
-      if (principal.kind !== 'agent') throw unauthenticated();
+      const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
       const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body);
       req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state }, 'session opened');
       return reply.code(201).send(opened);
@@ -83,14 +74,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       if (req.operator) return ctx.sessions.close(req.params.id, { operator: req.operator });
-      let principal: Awaited<ReturnType<typeof ctx.auth.authenticate>>;
-      try {
-        principal = await ctx.auth.authenticate(agentTokenHeader(req));
-      } catch (err) {
-        if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', 'Credential store unavailable; try again.');
-        throw err;
-      }
-      if (principal.kind !== 'agent') throw unauthenticated();
+      const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
       const closed = await ctx.sessions.close(req.params.id, { agent: principal, gateway: req.gateway! });
       req.log.info({ session_id: req.params.id, token_id: principal.id, already_closed: closed.already_closed }, 'session closed by its gateway');
       return closed;
