@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { toolHash } from '../../src/tools/hash.js';
+import { replicaWithoutAudit } from '../helpers/audit-down.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -300,17 +299,8 @@ describe('when the audit row of a decision cannot be written', () => {
     await report(tok.raw, [memory(v1)]);
     await report(tok.raw, [memory(v2)]);
     const id = (await rows('memory', 'search_nodes')).find((r) => r.hash === toolHash(v2))!.id as string;
-    // A replica whose audit trail takes nothing: Postgres refuses the tool.* rows (a trigger on the parent
-    // covers every partition; made before the replica starts, so it races no partition it creates), and
-    // its spool directory cannot be created (DATA_DIR lies below a file).
-    const db = t.pool();
-    await db.query(`CREATE FUNCTION refuse_tool_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF NEW.action LIKE 'tool.%' THEN RAISE EXCEPTION 'tool rows refused by the test'; END IF; RETURN NEW; END $$`);
-    await db.query('CREATE TRIGGER refuse_tool_rows BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_tool_rows()');
-    mkdirSync(t.dataDir, { recursive: true });
-    const file = join(t.dataDir, 'not-a-directory');
-    writeFileSync(file, '');
-    const broken = await t.app({ policyFile: POLICY, dataDir: join(file, 'data') });
+    // A replica whose audit trail takes no tool.* row (Postgres refuses them, its spool cannot be made).
+    const { app: broken, restore } = await replicaWithoutAudit(t, 'tool.%', { policyFile: POLICY });
     try {
       const decide = (verb: 'approve' | 'reject') => broken.inject({ method: 'POST', url: `/v1/tools/${id}/${verb}`, headers: bearer(gw.owner), payload: { reason: `${verb} while the trail is down` } });
       for (const [verb, status] of [
@@ -324,12 +314,9 @@ describe('when the audit row of a decision cannot be written', () => {
         expect(t.logs.lines.some((l) => l.includes('audit row for an admin action could not be written') && l.includes(`"action":"tool.${verb}"`))).toBe(true);
       }
     } finally {
-      // Closed first: nothing of it may still be writing to audit_events when the trigger goes.
-      await t.close(broken);
-      await db.query('DROP TRIGGER refuse_tool_rows ON audit_events');
-      await db.query('DROP FUNCTION refuse_tool_rows()');
+      await restore();
     }
-    expect((await db.query(`SELECT count(*)::int AS n FROM audit_events WHERE action LIKE 'tool.%' AND details->>'id' = $1`, [id])).rows[0].n).toBe(0);
+    expect((await t.pool().query(`SELECT count(*)::int AS n FROM audit_events WHERE action LIKE 'tool.%' AND details->>'id' = $1`, [id])).rows[0].n).toBe(0);
   });
 });
 
