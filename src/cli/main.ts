@@ -251,7 +251,7 @@ program
   )
   .argument('[paths...]', 'files or folders to scan (default: the current folder, plus the user-level Claude Desktop and Cursor configs)')
   .addOption(new Option('--json', 'print the result as JSON (docs/scan-output.schema.json)').conflicts('report'))
-  .addOption(new Option('--report <format>', 'print seed 002\'s "MCP Security Report"').choices(['md']))
+  .addOption(new Option('--report <format>', 'print the "MCP Security Report" of the MCP governance guidance').choices(['md']))
   .addOption(new Option('--fail-on <severity>', 'exit 1 when a finding is at or above this severity').choices(FAIL_ON_VALUES).default('high'))
   .option('--policy <file>', 'policy file with the approved servers (default: POLICY_FILE, skipped when it does not exist)')
   .option('--no-policy', 'do not check servers against a policy')

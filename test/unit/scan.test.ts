@@ -180,6 +180,8 @@ describe('killswitch scan: findings and risk (seed 002)', () => {
     expect(output.findings.find((f) => f.server === 'filesystem' && f.type === 'unapproved_server')?.message).toContain('/tmp/ks-demo');
     expect(output.summary.unapproved).toBe(9);
     expect(output.findings[0]?.severity).toBe('critical');
+    // Messages point the user at shipped docs, not at the source documents the product was built from.
+    expect(output.findings.filter((f) => /seed \d/i.test(f.message)).map((f) => f.message)).toEqual([]);
   });
 
   it('assigns seed 002 risk levels: shell critical, production database critical, filesystem high, read-only filesystem low, github medium, time low, unknown medium', async () => {

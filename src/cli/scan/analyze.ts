@@ -107,10 +107,10 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext, run
     const starter = server.fileKind === 'gateway' ? 'the gateway' : 'the client (or the killswitch gateway)';
     list.add('shell_execution', 'critical', server.locate(['command']), shellRefusal(masked.command ?? server.command, masked.args, starter), shown);
   } else if (kind === 'shell') {
-    list.add('shell_execution', 'critical', server.position, 'a shell or command-execution server: seed 002 prohibits MCP servers with command execution', shown);
+    list.add('shell_execution', 'critical', server.position, 'a shell or command-execution server: MCP servers with command execution are prohibited (docs/cli.md, "Findings")', shown);
   }
   if (server.shellAt) {
-    list.add('shell_execution', 'critical', server.locate(server.shellAt), '`shell: true` runs the server command through a shell (seed 002 prohibits shell=true)', shown);
+    list.add('shell_execution', 'critical', server.locate(server.shellAt), '`shell: true` runs the server command through a shell, which is prohibited (docs/cli.md, "Findings")', shown);
   }
 
   for (const dir of runsGateway ? [] : directoryArgs(server)) {
@@ -135,7 +135,7 @@ export function analyzeServer(server: ConfiguredServer, ctx: AnalyzeContext, run
         'production_database',
         'critical',
         server.locate(at),
-        `connects to a production database: "${redactIdentity(server, found, hit.identity)}" matches the production pattern "${hit.pattern}" (seed 002 prohibits database servers on production data)`,
+        `connects to a production database: "${redactIdentity(server, found, hit.identity)}" matches the production pattern "${hit.pattern}" (database servers on production data are prohibited: docs/cli.md, "Findings")`,
         hide(at, value),
       );
     }
@@ -178,7 +178,7 @@ export function analyzePackage(pkg: PackageDependency, ctx: AnalyzeContext): Ana
   const kind = classifyPackage(pkg);
   const shown = `${pkg.name}@${pkg.version}`;
   if (kind === 'shell') {
-    list.add('shell_execution', 'critical', pkg.position, 'depends on a shell or command-execution MCP server: seed 002 prohibits MCP servers with command execution', shown);
+    list.add('shell_execution', 'critical', pkg.position, 'depends on a shell or command-execution MCP server: MCP servers with command execution are prohibited (docs/cli.md, "Findings")', shown);
   }
   let policyServer: CompiledServer | undefined;
   let approved: boolean | null = null;
