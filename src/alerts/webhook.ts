@@ -48,13 +48,29 @@ function alertJson(alert: Alert): Record<string, unknown> {
   };
 }
 
+/** The alert in the API (needs an operator key as Bearer: for automation, not for a browser). */
 function alertLink(alert: Alert, publicUrl: string): string | undefined {
   return publicUrl ? `${publicUrl.replace(/\/+$/, '')}/v1/alerts/${alert.id}` : undefined;
 }
 
+/**
+ * What a person on call opens: the admin UI's incident timeline of the alert's session (else token, else
+ * server) from a minute before it, so the calls that led to it are in view; the alerts page when the
+ * alert names none of them.
+ */
+export function alertUiLink(alert: Alert, publicUrl: string): string | undefined {
+  if (!publicUrl) return undefined;
+  const base = `${publicUrl.replace(/\/+$/, '')}/ui/`;
+  const target = alert.session_id ? `session:${alert.session_id}` : alert.token_id ? `token:${alert.token_id}` : alert.server ? `server:${alert.server}` : null;
+  if (!target) return `${base}#/alerts`;
+  const q = new URLSearchParams({ from: new Date(alert.created_at.getTime() - 60_000).toISOString(), target });
+  return `${base}#/timeline?${q.toString()}`;
+}
+
 export function genericBody(alert: Alert, publicUrl: string): Record<string, unknown> {
   const link = alertLink(alert, publicUrl);
-  return { source: 'mcp-killswitch', event: 'alert.raised', alert: alertJson(alert), ...(link ? { link } : {}) };
+  const uiLink = alertUiLink(alert, publicUrl);
+  return { source: 'mcp-killswitch', event: 'alert.raised', alert: alertJson(alert), ...(link ? { link } : {}), ...(uiLink ? { ui_link: uiLink } : {}) };
 }
 
 const EMOJI: Record<AlertSeverity, string> = { critical: ':rotating_light:', warning: ':warning:', info: ':information_source:' };
@@ -65,7 +81,8 @@ const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, ma
 
 /** Slack incoming-webhook body: `text` is the notification fallback, `blocks` the rendered message. */
 export function slackBody(alert: Alert, publicUrl: string): { text: string; blocks: unknown[] } {
-  const link = alertLink(alert, publicUrl);
+  // A person reads Slack: the link opens the admin UI (the API link would answer 401 in a browser).
+  const link = alertUiLink(alert, publicUrl);
   const fields: string[] = [];
   const field = (label: string, value: string | null) => {
     if (value) fields.push(`*${label}*\n${clip(slackEscape(value), 1900)}`);
@@ -83,7 +100,7 @@ export function slackBody(alert: Alert, publicUrl: string): { text: string; bloc
     { type: 'section', text: { type: 'mrkdwn', text: clip(`${EMOJI[alert.severity]} ${slackEscape(alert.message)}`, 3000) } },
   ];
   if (fields.length) blocks.push({ type: 'section', fields: fields.map((text) => ({ type: 'mrkdwn', text })) });
-  const context = `alert \`${alert.id}\` · ${alert.created_at.toISOString()}${link ? ` · <${link}|open>` : ''}`;
+  const context = `alert \`${alert.id}\` · ${alert.created_at.toISOString()}${link ? ` · <${slackEscape(link)}|open in the admin UI>` : ''}`;
   blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: context }] });
   return { text: clip(`${EMOJI[alert.severity]} [${alert.severity.toUpperCase()}] ${alert.kind}: ${slackEscape(alert.message)}`, 3000), blocks };
 }

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Alert } from '../../src/alerts/store.js';
-import { AlertWebhook, signBody, type WebhookSettings } from '../../src/alerts/webhook.js';
+import { AlertWebhook, alertUiLink, signBody, type WebhookSettings } from '../../src/alerts/webhook.js';
 import { loadConfig } from '../../src/config.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 
@@ -119,6 +119,7 @@ describe('alert webhook against a real HTTP receiver', () => {
       source: 'mcp-killswitch',
       event: 'alert.raised',
       link: 'http://killswitch.test:8080/v1/alerts/0190e3c1-0000-7000-8000-0000000000aa',
+      ui_link: 'http://killswitch.test:8080/ui/#/timeline?from=2025-01-02T03%3A03%3A05.000Z&target=session%3As-1',
       alert: {
         id: '0190e3c1-0000-7000-8000-0000000000aa',
         kind: 'SESSION_HALTED',
@@ -152,8 +153,17 @@ describe('alert webhook against a real HTTP receiver', () => {
     expect(body.blocks[1].text.type).toBe('mrkdwn');
     const fields = body.blocks[2].fields.map((f: { text: string }) => f.text);
     expect(fields).toEqual(['*Server*\nfilesystem', '*Token*\ntok-1', '*Session*\ns-1', '*Project*\np1', '*Numbers*\nused: 200, max: 200']);
-    expect(body.blocks[3].elements[0].text).toContain('<http://killswitch.test:8080/v1/alerts/0190e3c1-0000-7000-8000-0000000000aa|open>');
+    // A person clicks it: the admin UI's timeline of the session from a minute before, not the API (401 in a browser).
+    expect(body.blocks[3].elements[0].text).toContain('<http://killswitch.test:8080/ui/#/timeline?from=2025-01-02T03%3A03%3A05.000Z&amp;target=session%3As-1|open in the admin UI>');
     await hook.stop();
+  });
+
+  it('the admin UI link: the timeline of the session, else the token, else the server; the alerts page when the alert names none', () => {
+    const url = 'https://ks.example.com/';
+    expect(alertUiLink(sampleAlert(), '')).toBeUndefined();
+    expect(alertUiLink(sampleAlert({ session_id: null }), url)).toBe('https://ks.example.com/ui/#/timeline?from=2025-01-02T03%3A03%3A05.000Z&target=token%3Atok-1');
+    expect(alertUiLink(sampleAlert({ session_id: null, token_id: null }), url)).toBe('https://ks.example.com/ui/#/timeline?from=2025-01-02T03%3A03%3A05.000Z&target=server%3Afilesystem');
+    expect(alertUiLink(sampleAlert({ session_id: null, token_id: null, server: null }), url)).toBe('https://ks.example.com/ui/#/alerts');
   });
 
   it('retries a failing receiver with backoff until it succeeds', async () => {
