@@ -159,3 +159,29 @@ describe('UNLEASH_API_TOKEN of another environment than UNLEASH_ENVIRONMENT', ()
     expect(loadConfig({ UNLEASH_ENVIRONMENT: 'production' }).unleashEnvironment).toBe('production');
   });
 });
+
+describe('UNLEASH_DATABASE_URL', () => {
+  it("unset, is DATABASE_URL's server, user, password and parameters with the database killswitch_unleash", () => {
+    expect(loadConfig({}).unleashDatabaseUrl).toBe('postgres://postgres@127.0.0.1:5432/killswitch_unleash');
+    const c = loadConfig({ DATABASE_URL: 'postgres://ks:s3cret@db.internal:6543/prod_ks?sslmode=require&application_name=ks' });
+    expect(c.unleashDatabaseUrl).toBe('postgres://ks:s3cret@db.internal:6543/killswitch_unleash?sslmode=require&application_name=ks');
+    expect(loadConfig({ DATABASE_URL: 'postgresql://ks@db', UNLEASH_DATABASE_URL: '' }).unleashDatabaseUrl).toBe('postgresql://ks@db/killswitch_unleash');
+    // Overrides (tests, bench) derive from their own DATABASE_URL too.
+    expect(loadConfig({}, { databaseUrl: 'postgres://a:b@h:1/x' }).unleashDatabaseUrl).toBe('postgres://a:b@h:1/killswitch_unleash');
+  });
+
+  it('set, is used as given', () => {
+    const c = loadConfig({ DATABASE_URL: 'postgres://ks:pw@db:5432/killswitch', UNLEASH_DATABASE_URL: 'postgres://unleash:pw2@other:5432/unleash' });
+    expect(c.unleashDatabaseUrl).toBe('postgres://unleash:pw2@other:5432/unleash');
+  });
+
+  it("is refused by the start checks when it names DATABASE_URL's database and Unleash is embedded", () => {
+    const err = refusal(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks:pw@db:5432/killswitch_unleash' })));
+    expect(err.variable).toBe('UNLEASH_DATABASE_URL');
+    expect(err.message).not.toContain('pw@');
+    expect(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://a@db/ks', UNLEASH_DATABASE_URL: 'postgres://b:x@DB:5432/ks' }))).toThrow(ConfigError);
+    // An external Unleash has its own database.
+    expect(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks@db/killswitch_unleash', UNLEASH_URL: 'http://unleash:4242/api' }))).not.toThrow();
+    expect(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks@db/ks', UNLEASH_DATABASE_URL: 'postgres://ks@db:5433/ks' }))).not.toThrow();
+  });
+});
