@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { SessionMirror } from './mirror.js';
-import { sessionStore } from './store.js';
+import { type IdleSession, sessionStore } from './store.js';
 
 // The state epoch (DESIGN.md §4): a Redis key set only after halts, kills and sessions were loaded
 // from Postgres. If Redis restarts or is flushed the key is gone, the gate denies every call with
@@ -10,8 +10,8 @@ import { sessionStore } from './store.js';
 // again. Losing Redis therefore never lifts a halt or a kill.
 //
 // The same timer runs housekeeping once a minute on one replica: sessions that idled out of Redis are
-// marked closed in Postgres, and every halt in force in Postgres is re-applied to Redis (so a halt
-// whose Redis write failed is enforced within a minute at worst).
+// marked closed in Postgres, each with its `session.closed` audit row, and every halt in force in
+// Postgres is re-applied to Redis (so a halt whose Redis write failed is enforced within a minute at worst).
 
 /** Other domains' state to restore before the epoch is set (the kills module registers its kills). */
 export type StateLoader = () => Promise<void>;
@@ -26,6 +26,18 @@ export interface EpochOptions {
   idleMs: number;
   tickMs?: number;
   maintainEveryMs?: number;
+  /**
+   * Writes the audit row of a session the sweep closes; resolves once it is durable (Postgres or the
+   * spool), rejects when the trail cannot take it. Without it the sweep closes unaudited.
+   */
+  recordIdleClose?: (s: IdleSession) => Promise<void>;
+}
+
+/** What one pass of the idle sweep did. */
+export interface SweepResult {
+  closed: number;
+  /** Idled out, but left active in Postgres because their audit rows could not be written. */
+  deferred: number;
 }
 
 export class StateEpoch {
@@ -160,24 +172,32 @@ export class StateEpoch {
   }
 
   /** Housekeeping on one replica: close idled-out sessions, re-apply halts from Postgres. */
-  async maintain(): Promise<{ closed: number; halts: number } | undefined> {
+  async maintain(): Promise<{ closed: number; deferred: number; halts: number } | undefined> {
     const lockKey = this.redis.key('maintain-lock');
     const got = await this.redis.redis.set(lockKey, '1', 'PX', Math.max(1_000, (this.opts.maintainEveryMs ?? 60_000) - 1_000), 'NX');
     if (got !== 'OK') return undefined;
     const halts = await this.reconcileHalts();
     let closed = 0;
+    let deferred = 0;
     let after: string | null = null;
     for (;;) {
       const ids = await sessionStore.idleCandidates(this.pool, this.opts.idleMs, after, PAGE);
       if (ids.length === 0) break;
       const swept = await this.mirror.gone(ids);
       if (swept === undefined) break; // epoch missing: absent keys mean nothing now
-      closed += await this.closeGone(swept.gone, swept.epoch);
+      const page = await this.sweep(swept.gone, swept.epoch);
+      closed += page.closed;
+      deferred += page.deferred;
+      // The audit trail refused rows: the next pages would fare no better; the next sweep retries.
+      if (page.deferred > 0) break;
       after = ids[ids.length - 1]!;
       if (ids.length < PAGE) break;
     }
     if (closed > 0) this.log.info({ closed }, 'closed idle sessions');
-    return { closed, halts };
+    if (deferred > 0) {
+      this.log.warn({ deferred }, 'idle sessions stay active in Postgres because their audit rows could not be written; the next sweep retries (Redis has dropped them: their calls answer SESSION_UNKNOWN)');
+    }
+    return { closed, deferred, halts };
   }
 
   /**
@@ -188,11 +208,26 @@ export class StateEpoch {
    * it copies, and closes only while the epoch is still the one the sweep saw.
    */
   async closeGone(ids: string[], epoch: string): Promise<number> {
-    if (ids.length === 0) return 0;
+    return (await this.sweep(ids, epoch)).closed;
+  }
+
+  /**
+   * closeGone, audited: each session is closed only once its `session.closed` row is durable, written
+   * while its row is locked. So only the replica whose transaction found it still active writes the row
+   * (exactly once however many sweep), and a session whose row the trail refuses stays active in Postgres
+   * for the next sweep (docs/adr/0013). Its rows are queued in one turn, so they share a group commit.
+   */
+  private async sweep(ids: string[], epoch: string): Promise<SweepResult> {
+    if (ids.length === 0) return { closed: 0, deferred: 0 };
     return withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'resume');
-      if ((await this.mirror.epochValue()) !== epoch) return 0;
-      return sessionStore.closeSessions(c, ids);
+      if ((await this.mirror.epochValue()) !== epoch) return { closed: 0, deferred: 0 };
+      const due = await sessionStore.lockActiveSessions(c, ids);
+      const record = this.opts.recordIdleClose;
+      const written = record ? await Promise.allSettled(due.map((s) => record(s))) : due.map(() => ({ status: 'fulfilled' }) as const);
+      const audited = due.filter((_, i) => written[i]!.status === 'fulfilled').map((s) => s.id);
+      const closed = await sessionStore.closeSessions(c, audited);
+      return { closed, deferred: due.length - audited.length };
     });
   }
 

@@ -9,7 +9,7 @@ import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
 import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
-import { type HaltRow, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
+import { type HaltRow, type IdleSession, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
 
 // Rules for sessions and halts. Postgres is the record, Redis (SessionMirror) is what decisions read;
 // every change writes both, Postgres first for halts (the record must exist) and inside the Postgres
@@ -146,6 +146,9 @@ export interface AdminRecord {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RETRY_QUEUE_MAX = 10_000;
 
+/** The audit actor (`system` / `idle-sweep`) of sessions closed by the minute sweep after SESSION_IDLE_TIMEOUT_S. */
+const IDLE_SWEEP_ACTOR = 'idle-sweep';
+
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
 
 /** Postgres refused a value (SQLSTATE class 22: NUL or a bad escape in text or jsonb, bad input syntax): the same write can never succeed. */
@@ -218,7 +221,7 @@ export class SessionService {
   ) {
     this.mirror = new SessionMirror(redis, settings.idleTimeoutMs);
     this.journalKey = redis.key('halts', 'unrecorded');
-    this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs });
+    this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs, recordIdleClose: (s) => this.recordIdleClose(s) });
     this.epoch.onTick(() => this.retryPending());
   }
 
@@ -717,6 +720,24 @@ export class SessionService {
       already_closed: outcome.already,
       message: outcome.already ? `Session ${id} was already closed${when}.` : `Session ${id} closed; its calls now answer SESSION_UNKNOWN and it no longer counts against the token's open sessions.`,
     };
+  }
+
+  /**
+   * The `session.closed` row of a session the idle sweep closes, in the shape of a gateway's or an
+   * operator's close. Unlike theirs it is written before the close and its failure is not swallowed:
+   * the sweep then leaves the session active in Postgres and retries (ADR 0013). A service with no
+   * recorder wired (tests building one alone) has no trail to write to.
+   */
+  private async recordIdleClose(s: IdleSession): Promise<void> {
+    if (!this.recordAdmin) return;
+    const idleS = Math.round(this.settings.idleTimeoutMs / 1000);
+    await this.recordAdmin({
+      actor: IDLE_SWEEP_ACTOR,
+      action: 'session.closed',
+      target: `session:${s.id}`,
+      projectId: s.project_id,
+      details: { token_id: s.token_id, closed_by: 'idle_sweep', reason: `idle for ${idleS} s (SESSION_IDLE_TIMEOUT_S): no allowed call`, idle_timeout_s: idleS },
+    });
   }
 
   /** A Redis read a resume needs before it changes anything. */

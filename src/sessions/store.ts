@@ -28,6 +28,13 @@ export interface SessionListRow extends SessionRow {
   token_halted_at: Date | null;
 }
 
+/** An active session the idle sweep is about to close. */
+export interface IdleSession {
+  id: string;
+  token_id: string;
+  project_id: string;
+}
+
 export interface HaltRow {
   id: string;
   token_id: string;
@@ -194,6 +201,22 @@ export const sessionStore = {
       [olderThanMs, after, limit],
     );
     return rows.map((r) => r.id);
+  },
+
+  /**
+   * Locks the sessions among `ids` that are still active, with their token's project, for the idle sweep:
+   * the sweep writes their `session.closed` rows, then closes only those whose row was written. Another
+   * replica sweeping the same ids waits on the row locks and then finds them closed, so each session is
+   * closed, and audited, by one replica only.
+   */
+  async lockActiveSessions(db: PoolClient, ids: string[]): Promise<IdleSession[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await db.query<IdleSession>(
+      `SELECT s.id, s.token_id, t.project_id FROM sessions s JOIN agent_tokens t ON t.id = s.token_id
+       WHERE s.id = ANY($1::uuid[]) AND s.state = 'active' ORDER BY s.id FOR UPDATE OF s`,
+      [ids],
+    );
+    return rows;
   },
 
   async closeSessions(db: Queryable, ids: string[]): Promise<number> {

@@ -6,6 +6,7 @@ import { createPool } from '../../src/db/pool.js';
 import type { GateLimits } from '../../src/limits/limits.js';
 import { SessionService } from '../../src/sessions/service.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
+import { replicaWithoutAudit } from '../helpers/audit-down.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { ALL_TRIGGERS, callContext, flushPrefix, gateStep, type World, world } from '../helpers/gate-fixtures.js';
 import { until } from '../helpers/unleash.js';
@@ -549,5 +550,88 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     await expect(svc.close(sid, { agent, gateway: w.gateway })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
     expect((await state(sid)).state).toBe('active');
     await svc.stop(); // the reload it asked for (under its own prefix) is done before the file's teardown
+  });
+});
+
+describe('the idle sweep audits the sessions it closes', () => {
+  const closedRows = async (sid: string) =>
+    (await db.query("SELECT actor_type, actor_id, project_id, details FROM audit_events WHERE action = 'session.closed' AND target = $1", [`session:${sid}`])).rows;
+  const state = async (sid: string) => (await db.query('SELECT state FROM sessions WHERE id = $1', [sid])).rows[0].state as string;
+  /** The session's Redis keys gone, as when it idled out; the sweep's look at it. */
+  const idledOut = async (sid: string) => {
+    const r = w.app.ctx.redis;
+    await r.redis.del(r.key('s', sid));
+    const swept = await w.app.ctx.sessions.mirror.gone([sid]);
+    expect(swept?.gone).toEqual([sid]);
+    return swept!;
+  };
+
+  it('one session.closed row per session it closes (actor system/idle-sweep, the idle reason), shown by GET /v1/sessions/:id and the timeline', async () => {
+    const { agent } = await w.token('rw');
+    const svc = new SessionService(w.app.ctx.pool, w.app.ctx.redis, pino({ level: 'silent' }), { idleTimeoutMs: 1_000, maxOpenPerToken: 20, maxNewPerHour: 100 });
+    svc.setAdminRecorder((r) => w.app.ctx.audit.recordAdmin(r));
+    const sid = (await svc.open(agent, w.gateway, {})).session_id;
+    await new Promise((r) => setTimeout(r, 1_300));
+    await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('maintain-lock'));
+    const done = await svc.epoch.maintain();
+    expect(done?.closed).toBeGreaterThanOrEqual(1);
+    expect(await state(sid)).toBe('closed');
+    expect(await closedRows(sid)).toEqual([
+      {
+        actor_type: 'system',
+        actor_id: 'idle-sweep',
+        project_id: 'alpha',
+        details: { token_id: agent.id, closed_by: 'idle_sweep', reason: 'idle for 1 s (SESSION_IDLE_TIMEOUT_S): no allowed call', idle_timeout_s: 1 },
+      },
+    ]);
+    expect(done?.deferred).toBe(0);
+    // a second sweep finds nothing more to close or record
+    await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('maintain-lock'));
+    await svc.epoch.maintain();
+    expect(await closedRows(sid)).toHaveLength(1);
+
+    const detail = await w.app.inject({ method: 'GET', url: `/v1/sessions/${sid}`, headers: bearer(w.owner) });
+    expect(detail.json()).toMatchObject({ id: sid, state: 'closed' });
+    expect(detail.json().closed_at).not.toBeNull();
+    const timeline = await w.app.inject({ method: 'GET', url: `/v1/incidents/timeline?target=session:${sid}`, headers: bearer(w.owner) });
+    expect(timeline.statusCode).toBe(200);
+    expect(timeline.json().events).toContainEqual(
+      expect.objectContaining({ type: 'admin', actor: 'system:idle-sweep', session_id: sid, summary: `session.closed session:${sid}: idle for 1 s (SESSION_IDLE_TIMEOUT_S): no allowed call` }),
+    );
+    await svc.stop();
+  });
+
+  it('two replicas sweeping the same session at once: one closes it and writes the one row', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const swept = await idledOut(sid);
+    const replica = await t.app();
+    try {
+      const closed = await Promise.all([w.app.ctx.sessions.epoch.closeGone(swept.gone, swept.epoch), replica.ctx.sessions.epoch.closeGone(swept.gone, swept.epoch)]);
+      expect(closed.sort()).toEqual([0, 1]);
+      expect(await state(sid)).toBe('closed');
+      const rows = await closedRows(sid);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ actor_type: 'system', actor_id: 'idle-sweep', details: { closed_by: 'idle_sweep', token_id: agent.id } });
+    } finally {
+      await t.close(replica);
+    }
+  });
+
+  it('when its row can be written neither to Postgres nor to the spool, the session stays active in Postgres; the next sweep closes and audits it', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const swept = await idledOut(sid);
+    const { app: replica, restore } = await replicaWithoutAudit(t, 'session.closed');
+    try {
+      expect(await replica.ctx.sessions.epoch.closeGone(swept.gone, swept.epoch)).toBe(0);
+      expect(await state(sid)).toBe('active');
+      expect(await closedRows(sid)).toEqual([]);
+    } finally {
+      await restore();
+    }
+    expect(await w.app.ctx.sessions.epoch.closeGone(swept.gone, swept.epoch)).toBe(1);
+    expect(await state(sid)).toBe('closed');
+    expect(await closedRows(sid)).toHaveLength(1);
   });
 });
