@@ -58,6 +58,11 @@ export class AgentSession implements CallPorts {
   private opening: Promise<string> | undefined;
   private clientScope: unknown;
   private closed = false;
+  /**
+   * What this agent was last shown by tools/list (or told by list_changed), undefined before its first
+   * tools/list; `waiting`: the list may grow without an upstream saying so (Gateway.refreshSoon).
+   */
+  toolsShown: { fingerprint: string; waiting: boolean } | undefined;
 
   constructor(
     private readonly gateway: Gateway,
@@ -170,7 +175,7 @@ export class AgentSession implements CallPorts {
       this.sessionId().catch((err: Error) => this.gateway.log.warn({ err: err.message }, 'could not open a control-plane session; calls deny until one opens'));
     };
 
-    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.toolsFor(this.agentToken, this.scope) }));
+    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.listTools(this) }));
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);

@@ -15,6 +15,11 @@ import { Upstream } from './upstream.js';
 // control plane. Upstream processes are shared by every agent connected to this gateway.
 
 const key = (server: string, tool: string, hash: string) => `${server}\u0000${tool}\u0000${hash}`;
+/** An agent's last tools/list found no control plane (no list at all). */
+const UNAVAILABLE = 'unavailable';
+/** The slowest the gateway re-reports while an agent waits for its list to grow. */
+const MAX_REFRESH_MS = 30_000;
+const fingerprintOf = (tools: readonly Tool[]) => JSON.stringify([...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
 
 export class GatewayStartError extends Error {
   constructor(message: string) {
@@ -31,12 +36,16 @@ export class Gateway {
   private readonly resourceOwners = new Map<string, string>();
   private promptIndex = new Map<string, { server: string; name: string }>();
   private closed = false;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshDelayMs: number;
+  private refreshing = false;
 
   private constructor(
     readonly config: GatewayConfig,
     readonly log: Logger,
   ) {
     this.controlPlane = new ControlPlaneClient(config.controlPlane);
+    this.refreshDelayMs = config.approvals.pollMs;
   }
 
   /**
@@ -114,28 +123,106 @@ export class Gateway {
 
   /**
    * tools/list for one agent: upstream lists re-read, definitions reported, and only the tools this
-   * token may call in this session shown: callable for the token, of a server the session declared, and
-   * in a read-only session a read (the control plane's `capability`; unknown counts as a write). Listing
-   * a tool whose call halts the session (UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION) would lay a trap the
-   * agent cannot see. Without an answer from the control plane nothing is shown (fail closed).
+   * token may call in this session shown (`viewOf`). Without an answer from the control plane nothing
+   * is shown (fail closed). What the agent was shown is kept, so that it is told of a later change.
    */
-  async toolsFor(agentToken: string, scope?: DeclaredScope): Promise<Tool[]> {
+  async listTools(session: AgentSession): Promise<Tool[]> {
     await this.refreshTools();
     let answer: ToolReportAnswer;
     try {
-      answer = await this.report(agentToken);
+      answer = await this.report(session.agentToken);
     } catch (err) {
-      const why = err instanceof ControlPlaneError && err.failure === 'unauthenticated' ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE';
-      throw new AgentRequestError(ErrorCode.InternalError, `${why}: cannot list tools without the control plane (${(err as Error).message})`);
+      const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
+      // The agent now holds no list: once the control plane answers again, it is told to list again.
+      session.toolsShown = { fingerprint: UNAVAILABLE, waiting: !unauthenticated };
+      this.refreshSoon();
+      throw new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list tools without the control plane (${(err as Error).message})`);
     }
-    // The exact definition must be callable: the name alone would let another definition of it through.
+    const view = this.viewOf(answer, session.scope);
+    session.toolsShown = { fingerprint: fingerprintOf(view.tools), waiting: view.waiting };
+    // The same answer holds for the token's other agents: tell them if theirs changed.
+    await this.announce(session.agentToken, answer, session);
+    this.refreshSoon();
+    return view.tools;
+  }
+
+  /**
+   * What one session may see of a report answer: callable for the token (the exact definition: server,
+   * name *and* hash, or the name alone would let another definition through), of a server the session
+   * declared, and in a read-only session a read (the control plane's `capability`; unknown counts as a
+   * write). Listing a tool whose call halts the session (UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION)
+   * would lay a trap the agent cannot see. `waiting`: a tool it would see waits for an operator
+   * (changed or rejected), so the list may grow without any upstream saying so.
+   */
+  private viewOf(answer: ToolReportAnswer, scope: DeclaredScope): { tools: Tool[]; waiting: boolean } {
     const callable = new Set<string>();
-    const declared = scope?.servers ? new Set(scope.servers) : undefined;
+    let waiting = false;
+    const declared = scope.servers ? new Set(scope.servers) : undefined;
     for (const s of answer.servers) {
       if (declared && !declared.has(s.name)) continue;
-      for (const t of s.tools) if (t.callable && (!scope?.read_only || t.capability === 'read')) callable.add(key(s.name, t.name, t.hash));
+      for (const t of s.tools) {
+        const inScope = !scope.read_only || t.capability === 'read';
+        if (t.callable && inScope) callable.add(key(s.name, t.name, t.hash));
+        else if (inScope && (t.status === 'changed' || t.status === 'rejected')) waiting = true;
+      }
     }
-    return this.tools.filter((t) => callable.has(key(t.server, t.name, t.definition.hash))).map(listedTool);
+    return { tools: this.tools.filter((t) => callable.has(key(t.server, t.name, t.definition.hash))).map(listedTool), waiting };
+  }
+
+  /**
+   * Tells each agent of this token whose visible tools differ from what it was last shown or told
+   * (`notifications/tools/list_changed`), once per change. Agents that never listed are left alone.
+   */
+  private async announce(agentToken: string, answer: ToolReportAnswer, except?: AgentSession): Promise<void> {
+    for (const s of this.sessions) {
+      if (s === except || s.agentToken !== agentToken || !s.toolsShown) continue;
+      const view = this.viewOf(answer, s.scope);
+      const fingerprint = fingerprintOf(view.tools);
+      const changed = fingerprint !== s.toolsShown.fingerprint;
+      s.toolsShown = { fingerprint, waiting: view.waiting };
+      if (changed) await s.server.sendToolListChanged().catch(() => {});
+    }
+  }
+
+  /**
+   * While an agent's list may grow without an upstream saying so (its last tools/list found no control
+   * plane, or a tool it would see waits for an operator's approval), the gateway repeats the report
+   * tools/list makes: every `approvals.pollSeconds` at first, doubling up to 30 s, again from the start
+   * on each tools/list. Nothing is polled otherwise, and nothing per call.
+   */
+  private refreshSoon(): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.refreshDelayMs = this.config.approvals.pollMs;
+    this.scheduleRefresh();
+  }
+
+  private scheduleRefresh(): void {
+    if (this.closed || this.refreshTimer || ![...this.sessions].some((s) => s.toolsShown?.waiting)) return;
+    const delay = this.refreshDelayMs;
+    this.refreshDelayMs = Math.min(delay * 2, MAX_REFRESH_MS);
+    this.refreshTimer = setTimeout(() => void this.refreshViews(), delay);
+    this.refreshTimer.unref();
+  }
+
+  private async refreshViews(): Promise<void> {
+    this.refreshTimer = undefined;
+    // One at a time: a slow control plane must not pile refreshes up; the running one schedules the next.
+    if (this.refreshing) return;
+    this.refreshing = true;
+    try {
+      const tokens = new Set([...this.sessions].filter((s) => s.toolsShown?.waiting).map((s) => s.agentToken));
+      for (const token of tokens) {
+        if (this.closed) return;
+        await this.report(token).then(
+          (answer) => this.announce(token, answer),
+          (err: Error) => this.log.debug({ err: err.message }, 'tool list refresh: no answer from the control plane'),
+        );
+      }
+    } finally {
+      this.refreshing = false;
+      this.scheduleRefresh();
+    }
   }
 
   private rebuildCatalog(): void {
@@ -169,9 +256,19 @@ export class Gateway {
     try {
       if (!(await this.refreshTools())) return;
       this.log.info({ server: upstream.name }, 'upstream tools changed; reporting the new definitions');
-      const token = this.config.agentToken ?? [...this.sessions][0]?.agentToken;
-      if (token) await this.report(token).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report changed tool definitions'));
-      for (const s of this.sessions) await s.server.sendToolListChanged().catch(() => {});
+      // One report per token: which tools each agent may see is the control plane's answer for its token.
+      const tokens = new Set([...this.sessions].map((s) => s.agentToken));
+      if (tokens.size === 0 && this.config.agentToken) tokens.add(this.config.agentToken);
+      for (const token of tokens) {
+        await this.report(token).then(
+          (answer) => this.announce(token, answer),
+          async (err: Error) => {
+            this.log.warn({ err: err.message }, 'could not report changed tool definitions');
+            // Unknown what they may see now: they list again (and fail closed until the control plane answers).
+            for (const s of this.sessions) if (s.agentToken === token && s.toolsShown) await s.server.sendToolListChanged().catch(() => {});
+          },
+        );
+      }
     } catch (err) {
       this.log.warn({ server: upstream.name, err: (err as Error).message }, 'could not handle an upstream list change');
     }
@@ -260,6 +357,7 @@ export class Gateway {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.refreshTimer);
     for (const s of [...this.sessions]) await s.close();
     await Promise.all([...this.ups.values()].map((u) => u.close()));
     this.controlPlane.close();
