@@ -352,10 +352,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   }
 }
 
-/** On an empty database, creates the first owner key (from BOOTSTRAP_OWNER_KEY or generated) and returns it once. */
+/** On a database without operator keys, creates the first owner key (from BOOTSTRAP_OWNER_KEY or generated) and returns it once: to one replica of those starting together. */
 export async function bootstrapOwner(app: FastifyInstance): Promise<string | undefined> {
   const { ctx } = app;
-  if ((await credentialStore.countOperatorKeys(ctx.pool)) > 0) return undefined;
-  const created = await ctx.credentials.createOperatorKey('bootstrap', { name: 'bootstrap owner', role: 'owner' }, ctx.config.bootstrapOwnerKey);
-  return created.key;
+  return (await ctx.credentials.createFirstOwnerKey(ctx.config.bootstrapOwnerKey))?.key;
 }

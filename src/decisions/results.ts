@@ -1,4 +1,4 @@
-import { AppError, notFound } from '../errors.js';
+import { AppError } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
 import { joinSentences } from '../sentences.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
@@ -64,6 +64,12 @@ export function afterCallTrigger(rules: AfterCallRules, r: ResultBody, where: { 
 const redisUnavailable = () =>
   new AppError('SERVICE_UNAVAILABLE', 'Redis (where the decision is kept until its result) is unavailable, so the result was not recorded; withhold the result and retry shortly.');
 
+const noDecision = (decisionId: string) =>
+  new AppError(
+    'NOT_FOUND',
+    `No allowed decision ${decisionId} of this agent token is waiting for a result: a denial takes none, and neither does an unknown id, another token's decision, or an allow older than DECISION_META_TTL_S or made before Redis lost its state. Nothing was recorded; withhold the result.`,
+  );
+
 /** POST /v1/decisions/:id/result: the RESULT half of the audit pair and the after-call triggers. */
 export class ResultService {
   constructor(private readonly ports: ResultPorts) {}
@@ -75,8 +81,9 @@ export class ResultService {
     } catch {
       throw redisUnavailable();
     }
-    // Unknown, expired, or another token's decision: nothing to record against.
-    if (!meta || meta.tokenId !== agent.id) throw notFound('decision');
+    // Unknown, expired, or another token's decision: nothing to record against. One answer for all of
+    // them (another token's decision must look like an unknown one), saying what a gateway should do.
+    if (!meta || meta.tokenId !== agent.id) throw noDecision(decisionId);
     const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result, { tokenId: agent.id, sessionId: meta.sessionId });
     const first: ResultAnswer = fired
       ? { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message }

@@ -353,7 +353,30 @@ export class CredentialService {
     raw = generateCredential(OPERATOR_PREFIX),
   ): Promise<{ key: string; operator_key: OperatorKeyRow }> {
     requireShowableName(k.name);
-    const row = await credentialStore.insertOperatorKey(this.pool, {
+    const row = await credentialStore.insertOperatorKey(this.pool, this.operatorKeyRow(createdBy, k, raw));
+    await this.recordOperatorKeyCreated(createdBy, row);
+    return { key: raw, operator_key: row };
+  }
+
+  /**
+   * The first start's owner key, made only on a database without operator keys; undefined when one
+   * exists. Count and insert hold one advisory lock: replicas (or WORKERS) starting together on an empty
+   * database would otherwise each see none and each make an owner key (and leave its file).
+   */
+  async createFirstOwnerKey(raw = generateCredential(OPERATOR_PREFIX)): Promise<{ key: string; operator_key: OperatorKeyRow } | undefined> {
+    const k = { name: 'bootstrap owner', role: 'owner' as const };
+    const row = await withTransaction(this.pool, async (c) => {
+      await credentialStore.lockFirstOwner(c);
+      if ((await credentialStore.countOperatorKeys(c)) > 0) return undefined;
+      return credentialStore.insertOperatorKey(c, this.operatorKeyRow('bootstrap', k, raw));
+    });
+    if (!row) return undefined;
+    await this.recordOperatorKeyCreated('bootstrap', row);
+    return { key: raw, operator_key: row };
+  }
+
+  private operatorKeyRow(createdBy: OperatorPrincipal | Actor, k: { name: string; role: OperatorRole; projects?: string[] | undefined; expires_in?: number | undefined }, raw: string) {
+    return {
       id: uuidv7(),
       name: k.name,
       role: k.role,
@@ -362,14 +385,16 @@ export class CredentialService {
       key_hash: this.auth.hash(raw),
       created_by: typeof createdBy === 'string' ? createdBy : operatorActor(createdBy),
       expires_at: expiry(k.expires_in),
-    });
+    };
+  }
+
+  private async recordOperatorKeyCreated(createdBy: OperatorPrincipal | Actor, row: OperatorKeyRow): Promise<void> {
     await this.audit?.recordAdmin({
       actor: createdBy,
       action: 'operator_key.created',
       target: `operator_key:${row.id}`,
       details: { name: row.name, role: row.role, projects: row.projects, display_prefix: row.display_prefix, expires_at: row.expires_at },
     });
-    return { key: raw, operator_key: row };
   }
 
   async listKeys<T extends 'gateway_keys' | 'operator_keys'>(table: T) {

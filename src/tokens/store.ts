@@ -4,6 +4,9 @@ import type { TokenType } from './format.js';
 // The only code that writes SQL for credentials (agent tokens, gateway keys, operator keys).
 
 export type OperatorRole = 'viewer' | 'operator' | 'owner';
+
+/** Advisory lock space of the first owner key (kills use 7007, halt copies 7008, records retention 7009). */
+const FIRST_OWNER_LOCK_SPACE = 7010;
 export type Environment = 'development' | 'staging' | 'production';
 export const ENVIRONMENTS: readonly Environment[] = ['development', 'staging', 'production'];
 
@@ -214,6 +217,11 @@ export const credentialStore = {
   async revokeKey(db: Queryable, table: 'gateway_keys' | 'operator_keys', id: string): Promise<boolean> {
     const { rowCount } = await db.query(`UPDATE ${table} SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1`, [id]);
     return rowCount === 1;
+  },
+
+  /** Serialises the first start's "no operator key yet? then make the owner's" across replicas (transaction-scoped). */
+  async lockFirstOwner(c: PoolClient): Promise<void> {
+    await c.query('SELECT pg_advisory_xact_lock($1, 1)', [FIRST_OWNER_LOCK_SPACE]);
   },
 
   async countOperatorKeys(db: Queryable): Promise<number> {

@@ -265,7 +265,14 @@ describe('POST /v1/decisions', () => {
     expect(rows.map((r: { kind: string }) => r.kind)).toEqual(['INTENT', 'RESULT']);
     // Another token cannot report results for this decision.
     const other = await gw.token('rw');
-    expect((await gw.result(other.raw, small.decision_id, { status: 'success', duration_ms: 1, result_bytes: 1 })).statusCode).toBe(404);
+    const foreign = await gw.result(other.raw, small.decision_id, { status: 'success', duration_ms: 1, result_bytes: 1 });
+    expect(foreign.statusCode).toBe(404);
+    // The same answer as for an id nobody issued (another token's decision must not be told apart), saying what to do.
+    const unknown = await gw.result(other.raw, '0190e3c1-0000-7000-8000-0000000000aa', { status: 'success', duration_ms: 1, result_bytes: 1 });
+    expect(unknown.statusCode).toBe(404);
+    expect(foreign.json().error.message.replace(small.decision_id, 'ID')).toBe(unknown.json().error.message.replace('0190e3c1-0000-7000-8000-0000000000aa', 'ID'));
+    expect(foreign.json().error.message).toContain('a denial takes none');
+    expect(foreign.json().error.message).toContain('withhold the result');
   });
 
   it('a decision takes one result: a retry gets the first answer again and records nothing twice; a different result → 409', async () => {
