@@ -326,7 +326,12 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
   };
 }
 
-export function loadGatewayConfig(file: string, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+/**
+ * Reads the config file. A leading `~/` (or a bare `~`) is the home directory: no shell expands it in a
+ * quoted `--config '~/…'` or in a desktop client's JSON `args`.
+ */
+export function loadGatewayConfig(path: string, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+  const file = expandHome(path);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

@@ -1,7 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} and ${file:/path} are the config syntax under test, not template strings.
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
 import { resolveReferences } from '../../src/gateway/references.js';
@@ -82,6 +82,19 @@ describe('gateway config: claude_desktop_config.json shape', () => {
     const cfg = parse({ mcpServers: { a: { command: 'node' } } }, { ...env, KILLSWITCH_AGENT_TOKEN: 'mcp_ro_x', KILLSWITCH_URL: 'http://cp:9000/' });
     expect(cfg.agentToken).toBe('mcp_ro_x');
     expect(cfg.controlPlane.url).toBe('http://cp:9000');
+  });
+
+  it('loadGatewayConfig expands a leading ~/ in the config path (no shell does in JSON args), and reads ${file:} next to it', () => {
+    const home = mkdtempSync(join(homedir(), '.ks-gw-config-test-'));
+    try {
+      writeFileSync(join(home, 'gateway-key'), 'ksgw_from_home\n');
+      writeFileSync(join(home, 'gateway.json'), JSON.stringify({ mcpServers: { a: { command: 'node' } }, killswitch: { gatewayKey: '${file:gateway-key}' } }));
+      const cfg = loadGatewayConfig(`~/${basename(home)}/gateway.json`, {});
+      expect(cfg.file).toBe(join(home, 'gateway.json'));
+      expect(cfg.controlPlane.gatewayKey).toBe('ksgw_from_home');
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   it('loadGatewayConfig reports a missing file and non-JSON text', () => {
