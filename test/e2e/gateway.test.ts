@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,8 @@ import { GatewayHarness, textOf } from './gateway-harness.js';
 // plane, Unleash, Redis and Postgres.
 
 const h = new GatewayHarness();
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.mjs', import.meta.url));
 
 beforeAll(async () => {
   await h.start();
@@ -78,6 +81,22 @@ describe("tools/list shows only what the session's declared scope may call", () 
     const memoryOnly = (await (await h.client(gateway, other, { scope: { read_only: true, servers: ['memory'] } })).listTools()).tools.map((t) => t.name);
     expect(memoryOnly).toEqual(expect.arrayContaining(['read_graph', 'search_nodes']));
     for (const hidden of ['read_text_file', 'write_file', 'create_entities']) expect(memoryOnly).not.toContain(hidden);
+  });
+});
+
+describe('tool names', () => {
+  it('depend on the gateway config only: a configured server the policy does not list is hidden, yet the name it shares stays namespaced', async () => {
+    const token = await h.token('rw');
+    // notes offers read_graph and search_nodes, as memory does; the policy knows no server "notes".
+    const gateway = await h.gateway({ memory: true, mcpServers: { notes: { command: process.execPath, args: [FAKE_UPSTREAM], cwd: ROOT } } });
+    const client = await h.client(gateway, token);
+    const names = (await client.listTools()).tools.map((t) => t.name);
+    expect(names).toEqual(expect.arrayContaining(['read_text_file', 'create_entities', 'memory__read_graph', 'memory__search_nodes']));
+    for (const absent of ['read_graph', 'search_nodes', 'notes__read_graph', 'notes__search_nodes']) expect(names).not.toContain(absent);
+    expect((await call(client, 'memory__read_graph', {})).isError).toBeFalsy();
+    // Nor on the session's declared scope.
+    const memoryOnly = await h.client(gateway, await h.token('rw'), { scope: { servers: ['memory'] } });
+    expect((await memoryOnly.listTools()).tools.map((t) => t.name)).toEqual(expect.arrayContaining(['memory__read_graph', 'memory__search_nodes']));
   });
 });
 
