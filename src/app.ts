@@ -18,6 +18,7 @@ import { createPool, ensureDatabase, type Pool } from './db/pool.js';
 import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService } from './flags/service.js';
+import { WebhookSecretHolder } from './flags/webhook-secret.js';
 import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -237,6 +238,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
     closers.push(() => flags.stop());
     await flags.start();
+    // UNLEASH_WEBHOOK_SECRET, else the one stored in the database (generated here on a first start).
+    // Unreadable: the webhook receiver refuses every event until it can be read (fail closed).
+    const webhookSecret = new WebhookSecretHolder(config, pool, (err) =>
+      log.error({ err: (err as Error).message }, 'flags: cannot read the webhook secret from the database: POST /v1/flags/events refuses every event until it can (flag changes still arrive by polling)'),
+    );
+    if ((await webhookSecret.load())?.source === 'generated') {
+      log.warn('UNLEASH_WEBHOOK_SECRET is not set: generated a webhook secret and stored it in the database (every replica and `killswitch flags sync` with DATABASE_URL use it)');
+    }
     // Sessions and halts: the state epoch reloads Redis from Postgres after a restart or flush.
     const sessions = new SessionService(pool, redis, log, {
       idleTimeoutMs: config.sessionIdleTimeoutS * 1000,
@@ -274,6 +283,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       policy,
       alerts,
       flags,
+      webhookSecret,
       sessions,
       gate,
       readiness: new Map(),

@@ -46,7 +46,7 @@ export const SETTINGS = [
   { env: 'UNLEASH_REFRESH_MS', type: 'int', default: '1000', example: '500', min: 100, max: 1000, doc: 'Flag poll interval, 100 to 1000 ms: a flag turned off in Unleash is promised to stop calls within about a second, so it cannot be longer. Kept after Unleash answers errors (no back-off).' },
   { env: 'UNLEASH_STALE_AFTER_S', type: 'int', default: '30', example: '60', min: 1, max: 86400, doc: 'Raise a staleness alert after this long without a successful fetch.' },
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup file older than this is not used to start.' },
-  { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', default: 'killswitch-dev-webhook-secret', example: 'random-secret', secret: true, doc: 'Shared secret on the Unleash webhook integration.' },
+  { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'Shared secret on the Unleash webhook integration: Unleash sends it with every flag event, and POST /v1/flags/events refuses events without it. Unset: one is generated on first start and kept in the database, where every replica and `killswitch flags sync` (with DATABASE_URL) find it. Set it only to share one secret with something outside the database (the same value on every replica and for `flags sync`).' },
   { env: 'UNLEASH_START_WAIT_MS', type: 'int', default: '5000', example: '10000', min: 0, max: 600000, doc: 'How long a starting control plane waits for its first flags (decisions deny until they are loaded).' },
   { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
@@ -112,7 +112,7 @@ export interface Config {
   unleashRefreshMs: number;
   unleashStaleAfterS: number;
   unleashBackupMaxAgeS: number;
-  unleashWebhookSecret: string;
+  unleashWebhookSecret: string | undefined;
   unleashStartWaitMs: number;
   publicUrl: string;
   dataDir: string;
@@ -355,9 +355,16 @@ function checkTracingSettings(config: Config): void {
 
 /** `k1=v1,k2=v2` (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS; values may be percent-encoded). Undefined when malformed. */
 /**
+ * UNLEASH_WEBHOOK_SECRET's default until 2026-12, published in the docs and docker-compose.yml. No longer a
+ * default; a webhook in Unleash that still carries it is reported with the command that replaces it.
+ */
+export const PUBLISHED_WEBHOOK_SECRET = 'killswitch-dev-webhook-secret';
+
+/**
  * Secrets whose default is a published value (fine on one machine) still in force, when the control
  * plane (and the embedded Unleash, which binds the same HOST) is reachable from other hosts: anyone
- * who can reach the ports could then log in to Unleash and turn a flag back on, or forge the webhook.
+ * who can reach the ports could then log in to Unleash and turn a flag back on, or (UNLEASH_WEBHOOK_SECRET
+ * set to its old published default) forge the webhook.
  * Empty when HOST is a loopback address.
  */
 export function wellKnownSecretsInUse(config: Config): string[] {
@@ -369,7 +376,8 @@ export function wellKnownSecretsInUse(config: Config): string[] {
   };
   check('UNLEASH_API_TOKEN', config.unleashApiToken);
   check('UNLEASH_ADMIN_TOKEN', config.unleashAdminToken);
-  check('UNLEASH_WEBHOOK_SECRET', config.unleashWebhookSecret);
+  // No default any more (a generated one is stored in the database), but an environment may still set the old one.
+  if (config.unleashWebhookSecret === PUBLISHED_WEBHOOK_SECRET) inUse.push('UNLEASH_WEBHOOK_SECRET');
   // The password only matters for the embedded Unleash; an external one has its own users.
   if (config.unleashUrl === '') check('UNLEASH_ADMIN_PASSWORD', config.unleashAdminPassword);
   // docker-compose.yml's placeholder.

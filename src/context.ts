@@ -5,6 +5,7 @@ import type { AuditService } from './audit/service.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
 import type { FlagService } from './flags/service.js';
+import type { WebhookSecretHolder } from './flags/webhook-secret.js';
 import type { RedisGate } from './limits/gate.js';
 import type { PolicyStore } from './policy/store.js';
 import type { RedisHandle } from './redis/client.js';
@@ -34,6 +35,8 @@ export interface AppContext {
   alerts: AlertService;
   /** Unleash flags: `isEnabled` in memory per decision, webhook overrides, status for GET /v1/flags. */
   flags: FlagService;
+  /** The secret POST /v1/flags/events accepts: UNLEASH_WEBHOOK_SECRET or the one stored in the database. */
+  webhookSecret: WebhookSecretHolder;
   /** Sessions and halts: open, halt, resume, get/list; owns the Redis state epoch (reload after a Redis loss). */
   sessions: SessionService;
   /** The one Redis round trip of a decision (createGateStep wraps it); decisionMeta/recordOutcome for results. */

@@ -3,7 +3,8 @@ import { pino } from 'pino';
 import { bootstrapOwner, buildApp, postgresStartError } from './app.js';
 import { type Config, wellKnownSecretsInUse } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
-import { prepareUnleash } from './flags/setup.js';
+import { otherSecretWarning } from './flags/registration.js';
+import { prepareUnleash, webhookUrl } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
@@ -39,6 +40,10 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
       `listening on HOST=${config.host} with well-known default values of ${published.join(', ')}: anyone who reaches these ports could log in to Unleash and turn a flag back on, or forge its webhook. Set them (docs/configuration.md) before exposing the service beyond this machine.`,
     );
   }
+  // An installation upgraded from the published default whose start could not re-register the webhook
+  // (an external Unleash without the admin token): its events are now refused; say what to run.
+  const otherSecret = otherSecretWarning(await app.ctx.flags.webhookRegistration(await app.ctx.webhookSecret.current()), webhookUrl(config));
+  if (otherSecret) app.log.warn(otherSecret);
   const ownerKey = await bootstrapOwner(app);
   // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
   if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);

@@ -125,6 +125,8 @@ async function main() {
     databaseUrl: withDatabase(base.databaseUrl, 'killswitch_bench'),
     logLevel: 'warn',
     tokenHashSecret: base.tokenHashSecret ?? 'bench-secret-bench-secret-bench-secret-1234',
+    // The replicas and the sync must agree on it; unset, each would otherwise need the bench database's stored one.
+    unleashWebhookSecret: base.unleashWebhookSecret ?? `bench-${crypto.randomUUID()}`,
     dataDir: `${base.dataDir}/bench`,
     unleashBackupMaxAgeS: 0,
   };

@@ -1,9 +1,10 @@
 import { pino } from 'pino';
-import type { Config } from '../config.js';
+import { type Config, PUBLISHED_WEBHOOK_SECRET } from '../config.js';
 import { loggerOptions } from '../log.js';
 import { embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
 import { FLAGS_DIR, flagNamesFromPolicyFile, syncFromConfig, unleashApiUrl, webhookUrl } from './setup.js';
 import { describeSyncReport, type WebhookOutcome } from './sync.js';
+import { webhookSecretForShell } from './webhook-secret.js';
 
 // The `killswitch flags sync` and `killswitch unleash` commands.
 
@@ -38,10 +39,15 @@ export function keptWebhookWarning(outcome: WebhookOutcome, computedFrom: string
   } else {
     lines.push(`  Unleash posts flag events to ${kept.url} (as registered by the control plane at its start, or by flags sync).`);
     if (kept.urlDiffers) lines.push(`  This shell computes ${outcome.url} (${computedFrom}).`);
-    if (kept.secretDiffers) lines.push("  The secret registered there is not this shell's UNLEASH_WEBHOOK_SECRET.");
-    lines.push(`  If the control plane listens at ${kept.url} with that secret, there is nothing to do: it registers its webhook itself at every start.`);
+    if (outcome.publishedSecret) {
+      lines.push(`  The secret registered there is UNLEASH_WEBHOOK_SECRET's old published default (${PUBLISHED_WEBHOOK_SECRET}): the control plane refuses it (401), so flag`);
+      lines.push('  events from Unleash do not reach it (changes still arrive by polling), and anyone who knew the default could forge them before. Replace it (below).');
+    } else if (kept.secretDiffers) {
+      lines.push("  The secret registered there is not the control plane's (UNLEASH_WEBHOOK_SECRET, or the one stored in its database) as this shell reads it.");
+    }
+    if (!outcome.publishedSecret) lines.push(`  If the control plane listens at ${kept.url} with that secret, there is nothing to do: it registers its webhook itself at every start.`);
   }
-  lines.push(`  To make Unleash post to ${outcome.url} with this shell's UNLEASH_WEBHOOK_SECRET instead: killswitch flags sync --replace-webhook --webhook-url ${outcome.url}`);
+  lines.push(`  To make Unleash post to ${outcome.url} with this shell's webhook secret instead: killswitch flags sync --replace-webhook --webhook-url ${outcome.url}`);
   return lines;
 }
 
@@ -57,10 +63,28 @@ export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise
     process.stderr.write(`killswitch: ${(err as Error).message}\n`);
     return 2;
   }
+  // The control plane's secret: UNLEASH_WEBHOOK_SECRET, else the one its first start stored in DATABASE_URL.
+  let secret: string | undefined;
+  if (hook) {
+    const found = await webhookSecretForShell(config);
+    if ('error' in found) {
+      // Asked to change the webhook: nothing to change it to. Otherwise the flags still sync (in an incident
+      // that is what matters) and the webhook is left as it is.
+      if (opts.replaceWebhook || opts.webhookUrl !== undefined) {
+        process.stderr.write(`killswitch: ${found.error}, so there is no secret to register: set UNLEASH_WEBHOOK_SECRET, or DATABASE_URL to the control plane's database\n`);
+        return 2;
+      }
+      process.stderr.write(`killswitch: WARNING: the Unleash webhook was NOT registered or checked: ${found.error}. Set UNLEASH_WEBHOOK_SECRET, or DATABASE_URL to the control plane's database; the control plane also registers it at its start.\n`);
+      hook = null;
+    } else {
+      secret = found.secret;
+    }
+  }
   try {
     // This shell's PUBLIC_URL/HOST/PORT and secret may not be the control plane's: only --replace-webhook
     // may change a webhook Unleash already has.
     const report = await syncFromConfig(config, {
+      ...(secret ? { webhookSecret: secret } : {}),
       names,
       flagsDir: opts.dir ?? FLAGS_DIR,
       apiUrl,

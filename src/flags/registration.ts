@@ -44,11 +44,13 @@ export interface RegistrationView {
   result: 'created' | 'updated' | 'unchanged' | null;
   error: string | null;
   url: string | null;
-  /** For a success: whether it carries this replica's UNLEASH_WEBHOOK_SECRET. */
+  /** For a success: whether it carries this replica's webhook secret (UNLEASH_WEBHOOK_SECRET or the stored one). */
   sameSecret: boolean | null;
   /** The latest success, also when a later attempt failed. */
   registeredAt: Date | null;
   registeredUrl: string | null;
+  /** Whether the latest success carries this replica's secret (false after an upgrade from the published default). */
+  registeredSameSecret: boolean | null;
 }
 
 /** Redis keys under the installation's prefix (as RedisHandle.key builds them). */
@@ -135,6 +137,7 @@ export function describeRegistration(raw: [string | null, string | null], mine: 
     sameSecret: null,
     registeredAt: ok ? new Date(ok.at) : null,
     registeredUrl: ok?.url ?? null,
+    registeredSameSecret: ok ? ok.secret === secretFingerprint(mine.secret) : null,
   };
   if (!last) return view;
   Object.assign(view, { at: new Date(last.at), by: last.by ?? null, host: last.host ?? null, url: last.url });
@@ -145,5 +148,20 @@ export function describeRegistration(raw: [string | null, string | null], mine: 
 }
 
 export function unknownRegistration(error: string): RegistrationView {
-  return { state: 'unknown', at: null, by: null, host: null, result: null, error, url: null, sameSecret: null, registeredAt: null, registeredUrl: null };
+  return { state: 'unknown', at: null, by: null, host: null, result: null, error, url: null, sameSecret: null, registeredAt: null, registeredUrl: null, registeredSameSecret: null };
+}
+
+/**
+ * What a starting replica logs when Unleash's webhook, as last registered, carries another secret than the
+ * one it accepts: every event is then refused (401). After an upgrade from the published default with a
+ * start that could not re-register it (an external Unleash without the admin token), this is how the
+ * operator learns to run `flags sync --replace-webhook`. Undefined when nothing is wrong that way.
+ */
+export function otherSecretWarning(view: RegistrationView, mine: string): string | undefined {
+  const other = view.state === 'elsewhere' ? view.sameSecret === false && view.url === normalized(mine) : view.state === 'failed' && view.registeredSameSecret === false && view.registeredUrl === normalized(mine);
+  if (!other) return undefined;
+  return (
+    `flags: the Unleash webhook posting to ${mine} was registered with another secret than the one this control plane accepts (UNLEASH_WEBHOOK_SECRET, or the one stored in its database; an installation upgraded from the old published default), so its flag events are refused (401) and flag changes arrive by polling only. ` +
+    `Register it again from a shell with the Unleash admin token and this control plane's DATABASE_URL (or UNLEASH_WEBHOOK_SECRET): killswitch flags sync --replace-webhook --webhook-url ${mine}`
+  );
 }

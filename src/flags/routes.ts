@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { unauthenticated } from '../errors.js';
+import { AppError, unauthenticated } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
@@ -40,15 +40,18 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags,
         summary: 'Unleash webhook: a flag turned off or archived is denied at once on every replica',
-        description: 'Registered by flags sync as an Unleash webhook integration. Authorization carries the shared secret (UNLEASH_WEBHOOK_SECRET). Only makes decisions stricter.',
+        description:
+          'Registered by flags sync as an Unleash webhook integration. Authorization carries the shared secret: UNLEASH_WEBHOOK_SECRET, or, when it is unset, the one generated at the first start and stored in the database. Only makes decisions stricter. 503 when this replica cannot read the stored secret (it accepts no event then; flag changes still arrive by polling).',
         security: [],
         body: UnleashEventBody,
-        response: { 200: WebhookResult, 400: ErrorBody, 401: ErrorBody },
+        response: { 200: WebhookResult, 400: ErrorBody, 401: ErrorBody, 503: ErrorBody },
       },
-      // The secret is checked before the body is even parsed.
+      // The secret is checked before the body is even parsed. No secret known: nothing is accepted.
       onRequest: async (req) => {
+        const secret = await ctx.webhookSecret.current();
+        if (secret === undefined) throw new AppError('SERVICE_UNAVAILABLE', 'The webhook secret cannot be read from the database: flag events are refused until it can (flag changes still arrive by polling).');
         const auth = req.headers.authorization;
-        if (!sameSecret(typeof auth === 'string' ? auth : undefined, ctx.config.unleashWebhookSecret)) throw unauthenticated();
+        if (!sameSecret(typeof auth === 'string' ? auth : undefined, secret)) throw unauthenticated();
       },
     },
     async (req) => {
@@ -77,7 +80,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async () => {
       const status = flags.status();
-      const registration = await flags.webhookRegistration();
+      const registration = await flags.webhookRegistration(await ctx.webhookSecret.current());
       const iso = (d: Date | null) => (d ? d.toISOString() : null);
       return {
         environment: status.environment,
@@ -106,6 +109,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             same_secret: registration.sameSecret,
             registered_at: iso(registration.registeredAt),
             registered_url: registration.registeredUrl,
+            registered_same_secret: registration.registeredSameSecret,
           },
           last_event_at: status.lastWebhook ? new Date(status.lastWebhook.at).toISOString() : null,
           last_event_type: status.lastWebhook?.type ?? null,

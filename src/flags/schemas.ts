@@ -101,9 +101,12 @@ export const WebhookRegistrationView = Type.Object(
     result: Type.Union([Type.Literal('created'), Type.Literal('updated'), Type.Literal('unchanged'), Type.Null()], { description: 'For a success: what it did in Unleash.' }),
     error: Type.Union([Type.String(), Type.Null()], { description: 'For failed (Unleash unreachable, UNLEASH_ADMIN_TOKEN refused, ...) and unknown.' }),
     url: Type.Union([Type.String(), Type.Null()], { description: 'The receiver URL that attempt registered or asked for.' }),
-    same_secret: Type.Union([Type.Boolean(), Type.Null()], { description: "For a success: whether it registered this replica's UNLEASH_WEBHOOK_SECRET." }),
+    same_secret: Type.Union([Type.Boolean(), Type.Null()], { description: "For a success: whether it registered this replica's webhook secret (UNLEASH_WEBHOOK_SECRET, or the one stored in the database when it is unset)." }),
     registered_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The latest successful registration, also when a later attempt failed.' }),
     registered_url: Type.Union([Type.String(), Type.Null()]),
+    registered_same_secret: Type.Union([Type.Boolean(), Type.Null()], {
+      description: "Whether the latest success registered this replica's secret. False: Unleash's integration carries another one (e.g. the old published default after an upgrade) and its events are refused: run flags sync --replace-webhook.",
+    }),
   },
   { description: 'Whether Unleash was told where to post flag events, by whom and when. No event since: see last_event_at.' },
 );

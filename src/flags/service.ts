@@ -518,13 +518,15 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   /**
    * What became of the latest registration of the Unleash webhook in this installation (recorded in Redis by
    * the start that made it, or by `flags sync`), as it concerns this replica's URL and secret. Redis
-   * unreadable: the last answer read, or `unknown`.
+   * unreadable: the last answer read, or `unknown`. `secret`: the webhook secret this replica accepts
+   * (app.ctx.webhookSecret); undefined (it cannot be read): `unknown`.
    */
-  async webhookRegistration(): Promise<RegistrationView> {
+  async webhookRegistration(secret: string | undefined): Promise<RegistrationView> {
+    if (secret === undefined) return unknownRegistration("this replica cannot read its webhook secret from the database (DATABASE_URL): it refuses every webhook event until it can (flag changes still arrive by polling)");
     const keys = registrationKeys(this.redis.prefix);
     try {
       const raw = (await this.redis.redis.mget(keys.last, keys.ok)) as [string | null, string | null];
-      this.lastRegistration = describeRegistration(raw, { url: webhookUrl(this.config), secret: this.config.unleashWebhookSecret });
+      this.lastRegistration = describeRegistration(raw, { url: webhookUrl(this.config), secret });
     } catch (err) {
       if (!this.lastRegistration) return unknownRegistration(`the record in Redis cannot be read: ${registrationError(err)}`);
     }

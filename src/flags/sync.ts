@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { PUBLISHED_WEBHOOK_SECRET } from '../config.js';
 import { type UnleashAddon, type UnleashAdmin, UnleashAdminError, type UnleashContextField, type UnleashStrategy } from './admin-client.js';
 import { type FlagDefinition, strategyFingerprint, strategyPayload } from './definitions.js';
 
@@ -131,6 +132,11 @@ export interface WebhookOutcome {
   kept?: { reason: 'others' | 'unrecorded' | 'differs'; url: string | null; urlDiffers: boolean; secretDiffers: boolean };
   /** Other webhooks of ours in this Unleash, left alone: another installation's, or stale ones. */
   others: Array<{ url: string | null; enabled: boolean }>;
+  /**
+   * The integration found (updated or kept) carried UNLEASH_WEBHOOK_SECRET's old published default, which
+   * the receiver no longer accepts unless configured: an installation registered before the upgrade.
+   */
+  publishedSecret?: boolean;
 }
 
 /**
@@ -219,12 +225,14 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
     return { result: 'created', url, others };
   }
   const same = mine.url === url && mine.secret === secret;
+  const published = mine.secret !== secret && mine.secret === secretFingerprint(PUBLISHED_WEBHOOK_SECRET) ? { publishedSecret: true } : {};
   if (!same && want.mode === 'keep') {
     return {
       result: 'kept',
       url,
       kept: { reason: mine.url === null ? 'unrecorded' : 'differs', url: mine.url, urlDiffers: mine.url !== url, secretDiffers: mine.secret !== secret },
       others,
+      ...published,
     };
   }
   const current = addons.find((a) => a.id === mine.id)!;
@@ -238,7 +246,7 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
     sameList(current.environments, body.environments);
   if (settled) return { result: 'unchanged', url, others };
   await admin.updateAddon(mine.id, body);
-  return { result: 'updated', url, others };
+  return { result: 'updated', url, others, ...published };
 }
 
 async function reconcileStrategies(input: SyncInput, flag: FlagDefinition, current: UnleashStrategy[]): Promise<'unchanged' | 'updated' | 'drifted'> {
@@ -327,6 +335,9 @@ export function describeSyncReport(r: SyncReport, environment: string): string[]
     `flags: ${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook.result}`,
   ];
   if (r.webhook.url && r.webhook.result !== 'kept' && r.webhook.result !== 'skipped') lines.push(`webhook: ${r.webhook.url}`);
+  if (r.webhook.result === 'updated' && r.webhook.publishedSecret) {
+    lines.push(`webhook: its secret was UNLEASH_WEBHOOK_SECRET's old published default (${PUBLISHED_WEBHOOK_SECRET}), which the control plane no longer accepts: replaced with the control plane's`);
+  }
   if (r.off.length) lines.push(`off in ${environment} (left off; turn on in the Unleash UI if intended): ${r.off.join(', ')}`);
   if (r.archived.length) lines.push(`archived in Unleash (left archived; calls needing them are denied): ${r.archived.join(', ')}`);
   if (r.drifted.length) lines.push(`strategies edited in Unleash (left as they are): ${r.drifted.join(', ')}`);

@@ -39,6 +39,8 @@ declare module 'vitest' {
 
 export const TEST_UNLEASH_ADMIN_TOKEN = '*:*.killswitch-test-admin-token';
 export const TEST_UNLEASH_API_TOKEN = 'default:development.killswitch-test-backend-token';
+/** UNLEASH_WEBHOOK_SECRET of the run's control planes (configured: tests of the stored secret unset it). */
+export const TEST_WEBHOOK_SECRET = 'killswitch-test-webhook-secret';
 /** Fixture MCP servers of the tests, on top of policy/default.yaml's. */
 export const FIXTURE_SERVERS = ['filesystem', 'memory', 'github', 'postgres', 'fetch', 'shell', 'git', 'sqlite', 'everything'];
 const DB_PREFIX = 'killswitch_test_unleash_';
@@ -181,7 +183,7 @@ async function cloneTemplate(database: string): Promise<void> {
 
 /** Global setup: the run's Unleash, synced. Returns what tests inject and how to stop it. */
 export async function startTestUnleash(): Promise<{ info: TestUnleash; stop: () => Promise<void> }> {
-  const webhookSecret = loadConfig({}).unleashWebhookSecret;
+  const webhookSecret = TEST_WEBHOOK_SECRET;
   const webhookPort = await freePort();
   const external = process.env['TEST_UNLEASH_URL'];
   if (external) {

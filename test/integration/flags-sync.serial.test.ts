@@ -5,12 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.js';
 import type { UnleashAddon } from '../../src/flags/admin-client.js';
 import { describeRegistration, registrationKeys } from '../../src/flags/registration.js';
-import { FLAGS_DIR, syncFromConfig } from '../../src/flags/setup.js';
+import { FLAGS_DIR, prepareUnleash, syncFromConfig } from '../../src/flags/setup.js';
 import { MANAGED_TITLE, registeredWebhook, secretFingerprint } from '../../src/flags/sync.js';
+import { LogCapture, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { restoreFlag, testAdmin, testPolicyNames, until } from '../helpers/unleash.js';
 
@@ -231,6 +233,57 @@ describe('flags sync (real unleash-server)', () => {
     expect(back.webhook).toMatchObject({ result: 'updated', url: webhookUrl, others: [] });
     expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl }]);
   }, 60_000);
+
+  it('upgrade from the published default, UNLEASH_WEBHOOK_SECRET unset: a shell finds the stored secret in DATABASE_URL and says to replace the old one; --replace-webhook and the start register the stored secret', async () => {
+    const db = await new TestContext().setup();
+    try {
+      // Before the upgrade: the webhook was registered with the published default.
+      const published = 'killswitch-dev-webhook-secret';
+      await sync(FLAGS_DIR, { ...config, unleashWebhookSecret: published });
+      expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(published) }]);
+      // The start generates and stores a secret; without the admin token (an external Unleash) it cannot re-register.
+      const unset = { ...db.config({ unleashAdminToken: '*:*.not-a-token', port: unleash.webhookPort }), unleashWebhookSecret: loadConfig({}).unleashWebhookSecret };
+      const refusedStart = await prepareUnleash(unset, pino({ level: 'silent' }));
+      expect(refusedStart.embedded).toBeUndefined();
+      const stored = (await db.pool().query<{ value: string }>(`SELECT value FROM settings WHERE key = 'unleash_webhook_secret'`)).rows[0]?.value;
+      expect(stored).toBeDefined();
+      expect(await ourWebhooks()).toMatchObject([{ secret: secretFingerprint(published) }]);
+
+      // An operator's shell with DATABASE_URL and no UNLEASH_WEBHOOK_SECRET: kept, told why and what to run.
+      const shell = { DATABASE_URL: db.databaseUrl, PUBLIC_URL: `http://127.0.0.1:${unleash.webhookPort}`, UNLEASH_WEBHOOK_SECRET: '' };
+      const kept = await cliFromBareShell([], shell);
+      expect(kept.code, kept.stderr).toBe(0);
+      expect(kept.stdout).toMatch(/webhook kept/);
+      expect(kept.stderr).toContain('the Unleash webhook was NOT changed');
+      expect(kept.stderr).toContain(`old published default (${published})`);
+      expect(kept.stderr).toContain(`killswitch flags sync --replace-webhook --webhook-url ${webhookUrl}`);
+      // --replace-webhook registers the stored secret.
+      const replaced = await cliFromBareShell(['--replace-webhook'], shell);
+      expect(replaced.code, replaced.stderr).toBe(0);
+      expect(replaced.stdout).toMatch(/webhook updated/);
+      expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(stored!) }]);
+
+      // With the admin token, the start replaces the published default itself (here: put back first).
+      await sync(FLAGS_DIR, { ...config, unleashWebhookSecret: published });
+      const logs = new LogCapture();
+      await prepareUnleash({ ...unset, unleashAdminToken: unleash.adminToken }, pino({ level: 'info' }, logs));
+      expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(stored!) }]);
+      expect(logs.text).toContain('old published default');
+      // A shell whose database stores no secret registers nothing, and says so.
+      const empty = await new TestContext().setup();
+      try {
+        const none = await cliFromBareShell([], { ...shell, DATABASE_URL: empty.databaseUrl });
+        expect(none.code, none.stderr).toBe(0);
+        expect(none.stderr).toContain('the Unleash webhook was NOT registered or checked');
+        expect((await cliFromBareShell(['--replace-webhook'], { ...shell, DATABASE_URL: empty.databaseUrl })).code).toBe(2);
+        expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(stored!) }]);
+      } finally {
+        await empty.teardown();
+      }
+    } finally {
+      await db.teardown();
+    }
+  }, 90_000);
 
   it('creates the webhook when Unleash has none, also from a shell; --webhook-url names it; --no-webhook with it is refused', async () => {
     await deleteWebhooks(() => true);

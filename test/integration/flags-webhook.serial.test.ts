@@ -57,6 +57,74 @@ describe('Unleash webhook receiver', () => {
     expect(a.ctx.flags.isEnabled('mcp.memory.write', rwDev)).toBe(true);
   });
 
+  it('UNLEASH_WEBHOOK_SECRET unset: no published default is accepted; the first build generates a secret, stores it once, and every build on the database accepts only it', async () => {
+    const fresh = await new TestContext().setup();
+    try {
+      // What an installation that never set UNLEASH_WEBHOOK_SECRET gets (before: its published default).
+      const unset = { ...receiver, unleashWebhookSecret: loadConfig({}).unleashWebhookSecret };
+      const stored = async () => (await fresh.pool().query<{ value: string }>(`SELECT value FROM settings WHERE key = 'unleash_webhook_secret'`)).rows;
+      const first = await fresh.app(unset);
+      // Anyone who reaches the port: a forged disable with the old published default is refused.
+      const published = await post(first, { type: 'feature-environment-disabled', featureName: 'mcp.memory.write', environment: env, id: 1 }, { authorization: 'killswitch-dev-webhook-secret' });
+      expect(published.statusCode).toBe(401);
+      const rows = await stored();
+      expect(rows).toHaveLength(1);
+      const generated = rows[0]!.value;
+      expect(generated.length).toBeGreaterThanOrEqual(32);
+      expect(fresh.logs.text).toContain('UNLEASH_WEBHOOK_SECRET is not set: generated a webhook secret');
+      const second = await fresh.app(unset);
+      expect(await stored()).toEqual(rows);
+      // A forged disable with the old published default (or any other secret) is refused by both replicas.
+      const forged = { type: 'feature-environment-disabled', featureName: 'mcp.memory.write', environment: env, id: 1 };
+      for (const app of [first, second]) {
+        for (const authorization of ['killswitch-dev-webhook-secret', unleash.webhookSecret, '']) {
+          const res = await post(app, forged, { authorization });
+          expect(res.statusCode).toBe(401);
+          expect(res.json().error.code).toBe('UNAUTHENTICATED');
+        }
+        expect(app.ctx.flags.isEnabled('mcp.memory.write', rwDev)).toBe(true);
+      }
+      // The stored secret is accepted by both (an event that changes nothing).
+      for (const app of [first, second]) expect((await post(app, { type: 'feature-updated', featureName: 'mcp.memory.write', environment: env, id: 2 }, { authorization: generated })).json()).toEqual({ result: 'ignored' });
+      // GET /v1/flags compares the registration with the stored secret.
+      const viewer = await fresh.operatorKey(second, 'viewer');
+      expect((await second.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json().webhook.registration.state).toBe('not-attempted');
+    } finally {
+      await fresh.teardown();
+    }
+  });
+
+  it('fails closed: a replica that cannot read the stored webhook secret refuses every event (503) until it can', async () => {
+    const fresh = await new TestContext().setup();
+    const db = fresh.pool();
+    try {
+      const unset = { ...receiver, unleashWebhookSecret: loadConfig({}).unleashWebhookSecret };
+      await db.query('ALTER TABLE settings RENAME TO settings_away');
+      const blind = await fresh.app(unset);
+      expect(fresh.logs.text).toContain('cannot read the webhook secret from the database');
+      const event = { type: 'feature-environment-disabled', featureName: 'mcp.memory.write', environment: env, id: 1 };
+      for (const authorization of ['killswitch-dev-webhook-secret', '', 'anything']) {
+        const res = await post(blind, event, { authorization });
+        expect(res.statusCode).toBe(503);
+        expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      }
+      expect(blind.ctx.flags.isEnabled('mcp.memory.write', rwDev)).toBe(true);
+      // The poll still works; the Flags page says why events are refused.
+      expect(blind.ctx.flags.isReady()).toBe(true);
+      const viewer = await fresh.operatorKey(blind, 'viewer');
+      expect((await blind.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json().webhook.registration).toMatchObject({ state: 'unknown', error: expect.stringContaining('webhook secret') });
+      // Readable again: within a retry interval the secret is generated, stored and the only one accepted.
+      await db.query('ALTER TABLE settings_away RENAME TO settings');
+      const stored = async () => (await db.query<{ value: string }>(`SELECT value FROM settings WHERE key = 'unleash_webhook_secret'`)).rows[0]?.value;
+      await until(async () => (await post(blind, event, { authorization: 'anything' })).statusCode === 401, 15_000, 'the secret read again', 500);
+      const secretNow = await stored();
+      expect(secretNow).toBeDefined();
+      expect((await post(blind, { type: 'feature-updated', featureName: 'mcp.memory.write', environment: env, id: 2 }, { authorization: secretNow! })).json()).toEqual({ result: 'ignored' });
+    } finally {
+      await fresh.teardown();
+    }
+  }, 30_000);
+
   it('a disabled event denies at once on a second replica, and the deny ends once the poll includes the event', async () => {
     const flag = 'mcp.memory.write';
     const revision = a.ctx.flags.status().revision;

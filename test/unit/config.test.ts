@@ -53,7 +53,14 @@ describe('well-known default secrets', () => {
   it('are reported only when HOST reaches beyond this machine', () => {
     expect(wellKnownSecretsInUse(loadConfig({}))).toEqual([]);
     expect(wellKnownSecretsInUse(loadConfig({ HOST: '::1' }))).toEqual([]);
-    expect(wellKnownSecretsInUse(loadConfig({ HOST: '0.0.0.0' }))).toEqual(['UNLEASH_API_TOKEN', 'UNLEASH_ADMIN_TOKEN', 'UNLEASH_WEBHOOK_SECRET', 'UNLEASH_ADMIN_PASSWORD']);
+    expect(wellKnownSecretsInUse(loadConfig({ HOST: '0.0.0.0' }))).toEqual(['UNLEASH_API_TOKEN', 'UNLEASH_ADMIN_TOKEN', 'UNLEASH_ADMIN_PASSWORD']);
+  });
+
+  it('UNLEASH_WEBHOOK_SECRET has no default (one is generated and stored in the database); empty is unset; its old published default is still named when set', () => {
+    expect(loadConfig({}).unleashWebhookSecret).toBeUndefined();
+    expect(loadConfig({ UNLEASH_WEBHOOK_SECRET: '' }).unleashWebhookSecret).toBeUndefined();
+    expect(loadConfig({ UNLEASH_WEBHOOK_SECRET: 'k2' }).unleashWebhookSecret).toBe('k2');
+    expect(wellKnownSecretsInUse(loadConfig({ HOST: '0.0.0.0', UNLEASH_WEBHOOK_SECRET: 'killswitch-dev-webhook-secret' }))).toContain('UNLEASH_WEBHOOK_SECRET');
   });
 
   it('name only those still at their default (the password only for the embedded Unleash; the compose placeholder of TOKEN_HASH_SECRET)', () => {
@@ -64,7 +71,7 @@ describe('well-known default secrets', () => {
       UNLEASH_ADMIN_TOKEN: '*:*.9c1e',
       TOKEN_HASH_SECRET: 'change-me-to-a-long-random-string-of-48-chars',
     };
-    expect(wellKnownSecretsInUse(loadConfig(env))).toEqual(['UNLEASH_WEBHOOK_SECRET', 'TOKEN_HASH_SECRET']);
+    expect(wellKnownSecretsInUse(loadConfig(env))).toEqual(['TOKEN_HASH_SECRET']);
     expect(wellKnownSecretsInUse(loadConfig({ ...env, UNLEASH_WEBHOOK_SECRET: 'k2', TOKEN_HASH_SECRET: 'x'.repeat(48) }))).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeRegistration, type RegistrationRecord, registrationRecord } from '../../src/flags/registration.js';
+import { describeRegistration, otherSecretWarning, type RegistrationRecord, registrationRecord } from '../../src/flags/registration.js';
 
 // What a replica makes of the recorded webhook registrations (GET /v1/flags webhook.registration).
 
@@ -35,6 +35,21 @@ describe('webhook registration as a replica sees it', () => {
       registeredAt: new Date('2026-03-01T10:00:00Z'),
       registeredUrl: URL_HERE,
     });
+  });
+
+  it("after an upgrade from the published default: the earlier success carries another secret, and the start's warning says to run flags sync --replace-webhook", () => {
+    const old = { ...registrationRecord('start', URL_HERE, 'killswitch-dev-webhook-secret', { ok: true, result: 'unchanged' }), at: Date.parse('2026-03-01T10:00:00Z') };
+    const failed = registrationRecord('start', URL_HERE, SECRET, { ok: false, error: 'Unleash admin API GET /api/admin/addons answered 403' });
+    const view = describeRegistration([raw(failed), raw(old)], mine);
+    expect(view).toMatchObject({ state: 'failed', registeredUrl: URL_HERE, registeredSameSecret: false });
+    expect(otherSecretWarning(view, URL_HERE)).toContain(`killswitch flags sync --replace-webhook --webhook-url ${URL_HERE}`);
+    // The same state for this replica's secret, or registered elsewhere with another URL: nothing to say here.
+    const ok = registrationRecord('start', URL_HERE, SECRET, { ok: true, result: 'unchanged' });
+    expect(describeRegistration([raw(failed), raw(ok)], mine).registeredSameSecret).toBe(true);
+    expect(otherSecretWarning(describeRegistration([raw(failed), raw(ok)], mine), URL_HERE)).toBeUndefined();
+    expect(otherSecretWarning(describeRegistration([raw(ok), raw(ok)], mine), URL_HERE)).toBeUndefined();
+    // A shell registered this URL with another secret (the old one, say): its events are refused too.
+    expect(otherSecretWarning(describeRegistration([raw(old), raw(old)], mine), URL_HERE)).toMatch(/refused \(401\)/);
   });
 
   it('an unreadable record counts as none', () => {

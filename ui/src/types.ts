@@ -221,6 +221,8 @@ export interface WebhookRegistration {
   /** The latest success, also when a later attempt failed. */
   registered_at: string | null;
   registered_url: string | null;
+  /** Whether that success carries this replica's secret (false: its events are refused). */
+  registered_same_secret: boolean | null;
 }
 
 export interface ToolDefinition {

@@ -150,7 +150,7 @@ function by(r: WebhookRegistration): string {
 function Registration({ r, url }: { r: WebhookRegistration; url: string }) {
   const fix = (
     <>
-      Register it from a shell with the Unleash admin token and this control plane's UNLEASH_WEBHOOK_SECRET:{' '}
+      Register it from a shell with the Unleash admin token and this control plane's DATABASE_URL (or its UNLEASH_WEBHOOK_SECRET, when set):{' '}
       <span class="mono">killswitch flags sync --replace-webhook --webhook-url {url}</span>
     </>
   );
@@ -174,7 +174,10 @@ function Registration({ r, url }: { r: WebhookRegistration; url: string }) {
           <WarningIcon label="Warning" /> <span class="pill pill-off">registration failed</span> <Time value={r.at} />, {by(r)}: <span class="mono">{r.error}</span>.{' '}
           {r.registered_at ? (
             <>
-              It was registered before, <Time value={r.registered_at} />, to <span class="mono">{r.registered_url}</span>: that stays in Unleash unless removed there.
+              It was registered before, <Time value={r.registered_at} />, to <span class="mono">{r.registered_url}</span>
+              {r.registered_same_secret === false
+                ? " with another secret than this control plane's (the old published default, after an upgrade?): Unleash posts flag events there and this control plane refuses them, so they arrive by polling only."
+                : ': that stays in Unleash unless removed there.'}
             </>
           ) : (
             <>Unleash may not know where to post flag events: they then arrive by polling only. </>
