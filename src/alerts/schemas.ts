@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { Timestamp } from '../tokens/schemas.js';
+import { IssuedId, Timestamp } from '../tokens/schemas.js';
 import { ALERT_KIND_NAMES, ALERT_SEVERITIES, type AlertKind, type AlertSeverity } from './kinds.js';
 
 const Id = Type.String({ format: 'uuid' });
@@ -30,8 +30,8 @@ export const ListAlertsQuery = Type.Object(
   {
     kind: Type.Optional(Type.Array(AlertKindSchema, { description: 'Repeat for several kinds: ?kind=SESSION_HALTED&kind=KILL_SWITCH' })),
     severity: Type.Optional(Type.Array(AlertSeveritySchema)),
-    token: Type.Optional(Text(200)),
-    session: Type.Optional(Text(200)),
+    token: Type.Optional(IssuedId('Agent token id.', 200)),
+    session: Type.Optional(IssuedId('Session id.', 200)),
     server: Type.Optional(Text(200)),
     project: Type.Optional(Text(100)),
     acknowledged: Type.Optional(Type.Boolean()),

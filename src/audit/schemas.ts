@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { IssuedId } from '../tokens/schemas.js';
 
 const Str = Type.Union([Type.String(), Type.Null()]);
 const Num = Type.Union([Type.Number(), Type.Null()]);
@@ -50,16 +51,16 @@ export const AuditEventSchema = Type.Object(
 );
 
 const filterFields = {
-  token: Filter('Agent token id.'),
+  token: Type.Optional(IssuedId('Agent token id.', 200)),
   type: Type.Optional(Type.Union([Type.Literal('ro'), Type.Literal('rw'), Type.Literal('admin')], { description: 'Agent token type.' })),
   project: Filter('Project id.'),
-  session: Filter('Session id.'),
+  session: Type.Optional(IssuedId('Session id.', 200)),
   server: Filter('MCP server name.'),
   tool: Filter('Tool name.'),
   decision: Type.Optional(Type.Union([Type.Literal('allow'), Type.Literal('deny')])),
   code: Filter('Decision code, e.g. PERMISSION_DENIED.'),
   kind: Type.Optional(Type.String({ pattern: '^[A-Z][A-Z_]*$', maxLength: 50, description: 'INTENT, RESULT, ADMIN ...' })),
-  decision_id: Filter('One decision: its INTENT and RESULT rows.'),
+  decision_id: Type.Optional(IssuedId('One decision: its INTENT and RESULT rows.', 200)),
   actor: Filter('Actor id (token id, operator key id or system part).'),
   from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound of ts (ISO 8601).' })),
   to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive upper bound of ts (ISO 8601).' })),

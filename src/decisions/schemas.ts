@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import { EnvironmentSchema } from '../tokens/schemas.js';
+import { EnvironmentSchema, IssuedId } from '../tokens/schemas.js';
 
 const ServerName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$', description: 'Server name as in the policy file.' });
 const ToolName = Type.String({ minLength: 1, maxLength: 200 });
@@ -27,7 +27,7 @@ export const DecisionBody = Type.Object(
     server: ServerName,
     tool: ToolName,
     arguments: Type.Record(Type.String(), Type.Unknown(), { description: 'The tool call arguments, in full (secrets are redacted in the audit trail).' }),
-    session_id: Type.String({ minLength: 1, maxLength: 100, description: 'Issued by POST /v1/sessions.' }),
+    session_id: IssuedId('Issued by POST /v1/sessions.'),
     environment: Type.Optional(EnvironmentSchema),
     tool_hash: Type.Optional(ToolHash),
     resources: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { maxItems: 100, description: 'Resources the call touches, normalised by the gateway.' })),
@@ -88,7 +88,7 @@ export const ResultAnswer = Type.Object({
   session: Type.Optional(SessionInAnswer),
 });
 
-export const DecisionIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false });
+export const DecisionIdParams = Type.Object({ id: IssuedId('The decision_id of the allowed call.') }, { additionalProperties: false });
 
 export const ExplainBody = Type.Object(
   {
@@ -97,12 +97,9 @@ export const ExplainBody = Type.Object(
     tool: ToolName,
     arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     session_id: Type.Optional(
-      Type.String({
-        minLength: 1,
-        maxLength: 100,
-        description:
-          'Explain the call in this session. Without it, the call is run in each open session of the token (the 100 most recently active; 400 naming session_id when it has more and all of those would allow) and as the first call of a new session: the answer is allow only if all would be allowed.',
-      }),
+      IssuedId(
+        'Explain the call in this session. Without it, the call is run in each open session of the token (the 100 most recently active; 400 naming session_id when it has more and all of those would allow) and as the first call of a new session: the answer is allow only if all would be allowed.',
+      ),
     ),
     environment: Type.Optional(EnvironmentSchema),
     tool_hash: Type.Optional(ToolHash),

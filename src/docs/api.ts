@@ -5,6 +5,7 @@
 interface Schema {
   type?: string | string[];
   format?: string;
+  'x-lowercase'?: boolean;
   enum?: unknown[];
   const?: unknown;
   anyOf?: Schema[];
@@ -78,6 +79,8 @@ export function typeOf(s: Schema | undefined): string {
   if (Array.isArray(s.type)) return s.type.join(' \\| ');
   if (s.type === 'array') return `${typeOf(s.items).includes(' ') ? `(${typeOf(s.items)})` : typeOf(s.items)}[]`;
   if (s.type === 'string' && s.format) return `string (${s.format})`;
+  // An issued id taken as any string (IssuedId, src/tokens/schemas.ts): read in lower case like a uuid.
+  if (s.type === 'string' && s['x-lowercase']) return 'string (id)';
   return s.type ?? 'any';
 }
 
@@ -160,7 +163,8 @@ export function renderApiDoc(spec: OpenApiDocument): string {
     'gateway key on the admin API is refused with `403 MCP_TOKEN_FORBIDDEN`.',
     '',
     'Ids (`uuid`) are issued in lower case; one sent in upper case is read as the same id in lower case, in',
-    'paths, query strings and bodies alike.',
+    'paths, query strings and bodies alike. So are the ids typed `string (id)`: session and decision ids where',
+    'one the control plane never issued is answered as unknown (`SESSION_UNKNOWN`, 404, no rows), not refused.',
     '',
     '## Contents',
     '',

@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { IdParams, Timestamp } from '../tokens/schemas.js';
+import { IdParams, IssuedId, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
@@ -27,7 +27,7 @@ const CreateGrant = Type.Object(
   {
     kind: Type.Optional(Kind),
     token_id: Type.String({ format: 'uuid' }),
-    session_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: "Limit the grant to one session: a session of token_id's token that is not closed (400 otherwise; a halted one is accepted)." })),
+    session_id: Type.Optional(IssuedId("Limit the grant to one session: a session of token_id's token that is not closed (400 otherwise; a halted one is accepted).")),
     environment: Type.Optional(Type.Literal('production')),
     reason: Type.String({ minLength: 3, maxLength: 1000 }),
     expires_in: Type.Integer({ minimum: 60, description: 'Seconds; at most GRANT_MAX_SECONDS.' }),

@@ -2,6 +2,13 @@ import { type Static, Type } from 'typebox';
 import { NAME_MAX_LENGTH, NAME_PATTERN } from './names.js';
 
 export const Id = Type.String({ format: 'uuid' });
+/**
+ * An id the control plane issued (a uuid) where an invented one must still be answered as unknown
+ * (SESSION_UNKNOWN, 404, no rows) rather than refused as malformed: any string, read in lower case like
+ * every `format: uuid` (the x-lowercase keyword, src/app.ts), so one sent in upper case names the same
+ * session or decision.
+ */
+export const IssuedId = (description: string, maxLength = 100) => Type.String({ minLength: 1, maxLength, 'x-lowercase': true, description });
 export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
 export const TokenTypeSchema = Type.Union([Type.Literal('ro'), Type.Literal('rw'), Type.Literal('admin')]);
 export const EnvironmentSchema = Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')]);

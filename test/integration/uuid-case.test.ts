@@ -64,6 +64,26 @@ describe('an id typed in upper case', () => {
     expect(after.statusCode).toBe(401);
   });
 
+  it("a gateway's session id in a decision and a decision id in a result report name the same session and decision", async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { ...read('a.md'), session_id: upper(s.session_id) });
+    expect(d.code).toBe('OK');
+    const res = await gw.result(tok.raw, upper(d.decision_id), { status: 'success', duration_ms: 5, result_bytes: 10 });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ decision_id: d.decision_id, recorded: true });
+    // An id no gateway was given is still answered as unknown, not refused as malformed.
+    expect((await gw.decide(tok.raw, { ...read('a.md'), session_id: 'my-own-session' })).code).toBe('SESSION_UNKNOWN');
+    expect((await gw.result(tok.raw, 'not-a-decision', { status: 'success', duration_ms: 5, result_bytes: 10 })).statusCode).toBe(404);
+    // The audit filters find the rows by the ids as a person may type them.
+    await app.ctx.audit.writer.flush();
+    const bySession = await app.inject({ method: 'GET', url: `/v1/audit?session=${upper(s.session_id)}&token=${upper(tok.id)}`, headers: bearer(gw.owner) });
+    expect(bySession.statusCode).toBe(200);
+    expect(bySession.json().events.map((e: { decision_id: string }) => e.decision_id)).toContain(d.decision_id);
+    const byDecision = await app.inject({ method: 'GET', url: `/v1/audit?decision_id=${upper(d.decision_id)}`, headers: bearer(gw.owner) });
+    expect(byDecision.json().events.map((e: { kind: string }) => e.kind).sort()).toEqual(['INTENT', 'RESULT']);
+  });
+
   it('schemas get the lower-casing on every uuid, nested or not, without changing the originals', () => {
     const schema = { type: 'object', properties: { id: { type: 'string', format: 'uuid' }, list: { type: 'array', items: { type: 'string', format: 'uuid' } }, name: { type: 'string' } } };
     const copy = lowercaseUuids(schema) as { properties: Record<string, Record<string, unknown>> };
