@@ -269,6 +269,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       sessionIdleMs: config.sessionIdleTimeoutS * 1000,
       decisionTtlMs: config.decisionMetaTtlS * 1000,
       onMissingEpoch: () => sessions.epoch.requestReload(),
+      stateVerified: () => sessions.epoch.stateVerified,
     });
     // The decision services (tools, grants, decisions, results, explainer, callability) are added by
     // decisionsPlugin below, which needs this context to build the pipeline.

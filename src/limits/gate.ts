@@ -22,6 +22,12 @@ export interface GateOptions {
   lastCallsKept?: number;
   /** Called (not awaited) when the state epoch is missing, so the service reloads from Postgres at once. */
   onMissingEpoch?: () => void;
+  /**
+   * False while this replica has not checked, since its Redis connection (re)opened, that Redis holds
+   * every halt and kill in force (StateEpoch.stateVerified): the call is denied without a round trip
+   * (`UNVERIFIED`) and onMissingEpoch asks for the check.
+   */
+  stateVerified?: () => boolean;
 }
 
 export interface GateRequest {
@@ -51,6 +57,7 @@ export type GateReason =
   | 'OK'
   | 'UNAVAILABLE'
   | 'NO_EPOCH'
+  | 'UNVERIFIED'
   | 'KILL'
   | 'SESSION_UNKNOWN'
   | 'SESSION_HALTED'
@@ -205,6 +212,10 @@ export class RedisGate {
 
   /** One round trip. Never throws: Redis down or slow is `UNAVAILABLE` (the caller denies). */
   async check(req: GateRequest): Promise<GateOutcome> {
+    if (this.opts.stateVerified && !this.opts.stateVerified()) {
+      this.opts.onMissingEpoch?.();
+      return { allowed: false, reason: 'UNVERIFIED', now: Date.now(), limits: {}, warnings: [], alerts: [] };
+    }
     const fixed = this.fixedPartsOf(req);
     const resources = req.resourceIds.length > 0 ? req.resourceIds : [`${req.server}/${req.tool}`];
     const resourceArgs: string[] = new Array(resources.length + 1);

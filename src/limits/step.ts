@@ -89,6 +89,8 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
       return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis (sessions, halts and limits) is unreachable or slower than REDIS_TIMEOUT_MS, so the call is denied (fail closed). Retry shortly.' };
     case 'NO_EPOCH':
       return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis lost its state (restart or flush); halts and sessions are being reloaded from Postgres. Calls are denied until then; retry in a few seconds.' };
+    case 'UNVERIFIED':
+      return { code: 'DEPENDENCY_UNAVAILABLE', message: 'The connection to Redis was just (re)opened; halts and kills in force are being checked against Postgres. Calls are denied until then; retry in a few seconds.' };
     case 'KILL':
       return killDenial(o.kill?.reason ?? '');
     case 'SESSION_UNKNOWN':

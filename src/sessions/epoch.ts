@@ -21,6 +21,12 @@ export type EnsureResult = 'present' | 'reloaded' | 'busy' | 'unavailable';
 const RELOAD_LOCK_MS = 30_000;
 const PAGE = 500;
 const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/**
+ * Sets the epoch only while this reload still holds its lock. A flush or restart of Redis during the
+ * reload removes the lock with everything the reload had written so far: setting the epoch then would
+ * declare a state loaded that is not (halts lifted until the next housekeeping).
+ */
+const SET_EPOCH_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end return 0";
 
 export interface EpochOptions {
   idleMs: number;
@@ -48,6 +54,19 @@ export class StateEpoch {
   private lastMaintain = 0;
   private running: Promise<void> | undefined;
   private failing = false;
+  /**
+   * Whether this replica has checked, since its Redis connection last opened, that Redis holds what
+   * Postgres says is in force (see verify()); the gate denies until it has. `generation` counts the
+   * connection's closes, so a check that a close overtook does not count.
+   */
+  private verified = false;
+  private generation = 0;
+  private verifiedRunId: string | undefined;
+  private readonly onClose = () => {
+    this.generation++;
+    this.verified = false;
+  };
+  private readonly onReady = () => this.requestReload();
 
   constructor(
     private readonly pool: Pool,
@@ -82,9 +101,15 @@ export class StateEpoch {
     void this.ensure().catch(() => {});
   }
 
+  /** False until this replica knows Redis holds every halt and kill in force (verify()): the gate denies meanwhile. */
+  get stateVerified(): boolean {
+    return this.verified;
+  }
+
   private async ensureOnce(): Promise<EnsureResult> {
     try {
       const result = (await this.mirror.epochExists()) ? 'present' : await this.reload();
+      if (result === 'present' && !this.verified) await this.verify();
       if (this.failing) this.log.info('state epoch check succeeds again');
       this.failing = false;
       return result;
@@ -103,7 +128,9 @@ export class StateEpoch {
     const got = await this.redis.redis.set(lockKey, lockId, 'PX', RELOAD_LOCK_MS, 'NX');
     if (got !== 'OK') return 'busy';
     const started = Date.now();
+    const generation = this.generation;
     try {
+      const runId = await this.runId();
       if (await this.mirror.epochExists()) return 'present';
       // One transaction holding the halt-copy lock: a resume waits until the copy is written, so a halt
       // read here before a resume is never written to Redis after it.
@@ -132,7 +159,15 @@ export class StateEpoch {
           throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
         }
       }
-      await this.redis.redis.set(this.redis.key('epoch'), `${new Date().toISOString()} ${lockId}`);
+      const set = await this.redis.redis.eval(SET_EPOCH_LUA, 2, lockKey, this.redis.key('epoch'), lockId, `${new Date().toISOString()} ${lockId}`);
+      if (set !== 1) {
+        this.log.warn({ ms: Date.now() - started }, 'Redis lost its data again while it was being reloaded from Postgres (flushed or restarted); the state epoch is not set, decisions stay denied, and the reload starts over');
+        return 'busy';
+      }
+      if (generation === this.generation) {
+        this.verifiedRunId = runId;
+        this.verified = true;
+      }
       this.log.info({ sessions: count, token_halts: tokenHalts.length, ms: Date.now() - started }, 'Redis state reloaded from Postgres; state epoch set');
       return 'reloaded';
     } finally {
@@ -140,7 +175,44 @@ export class StateEpoch {
     }
   }
 
+  /**
+   * The epoch says Redis was loaded, but not that it still holds everything written since: a Redis that
+   * restarted from a snapshot or an append-only file taken before the latest halts comes back with the
+   * epoch and without those halts. So the first time this replica sees a Redis process (its `run_id`:
+   * at start, and after every reconnect to a restarted Redis) it re-applies every halt and kill in force
+   * in Postgres before the gate trusts Redis again; a reconnect to the same process only checks the id.
+   */
+  private async verify(): Promise<void> {
+    const generation = this.generation;
+    const runId = await this.runId();
+    if (runId !== this.verifiedRunId) {
+      const halts = await this.reconcileHalts();
+      for (const [name, load] of this.loaders) {
+        try {
+          await load();
+        } catch (err) {
+          throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
+        }
+      }
+      if (this.verifiedRunId !== undefined) this.log.warn({ halts }, 'Redis restarted with its data (a snapshot or append-only file): every halt and kill in force was re-applied from Postgres before decisions went on');
+    }
+    if (generation === this.generation) {
+      this.verifiedRunId = runId;
+      this.verified = true;
+    }
+  }
+
+  /** The Redis server process's id (`INFO server` run_id): new on every restart. */
+  private async runId(): Promise<string> {
+    const info = await this.redis.redis.info('server');
+    const id = /^run_id:(\S+)/m.exec(info)?.[1];
+    if (!id) throw new Error('Redis INFO server has no run_id');
+    return id;
+  }
+
   start(): void {
+    this.redis.redis.on('close', this.onClose);
+    this.redis.redis.on('ready', this.onReady);
     this.requestReload();
     this.timer = setInterval(() => void this.tick().catch(() => {}), this.opts.tickMs ?? 1_000);
     this.timer.unref();
@@ -148,6 +220,8 @@ export class StateEpoch {
 
   /** Stops the timer and waits for a tick in progress (it may be using the pool that closes next). */
   async stop(): Promise<void> {
+    this.redis.redis.off('close', this.onClose);
+    this.redis.redis.off('ready', this.onReady);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => {});
