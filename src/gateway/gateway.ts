@@ -182,6 +182,8 @@ export class Gateway {
       s.toolsShown = { fingerprint, waiting: view.waiting };
       if (changed) await s.server.sendToolListChanged().catch(() => {});
     }
+    // A tool that now waits for an operator (an upstream changed it) is looked for without a tools/list.
+    this.scheduleRefresh();
   }
 
   /**
@@ -216,7 +218,12 @@ export class Gateway {
         if (this.closed) return;
         await this.report(token).then(
           (answer) => this.announce(token, answer),
-          (err: Error) => this.log.debug({ err: err.message }, 'tool list refresh: no answer from the control plane'),
+          (err: Error) => {
+            this.log.debug({ err: err.message }, 'tool list refresh: no answer from the control plane');
+            // A refused token (revoked, or a wrong gateway key) does not come back by waiting.
+            if (!(err instanceof ControlPlaneError && err.failure === 'unauthenticated')) return;
+            for (const s of this.sessions) if (s.agentToken === token && s.toolsShown) s.toolsShown = { ...s.toolsShown, waiting: false };
+          },
         );
       }
     } finally {

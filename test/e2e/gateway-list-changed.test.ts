@@ -1,4 +1,4 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -19,37 +19,38 @@ afterAll(async () => {
   await h.stop();
 });
 
-/** A TCP door in front of the control plane: shut, every connection is cut at once (unreachable). */
-async function door(target: string): Promise<{ url: string; open(): void; shut(): void; close(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<Socket>();
+/**
+ * An HTTP proxy in front of the control plane that counts tool reports. Shut, every request's connection
+ * is cut at once (the control plane is unreachable).
+ */
+async function door(target: string): Promise<{ url: string; reports: () => number; refused: () => number; open(): void; close(): Promise<void> }> {
   let open = false;
-  const server: Server = createServer((inbound) => {
+  let reports = 0;
+  let refused = 0;
+  const server = createServer((req, res) => {
     if (!open) {
-      inbound.destroy();
+      req.socket.destroy();
       return;
     }
-    const outbound = connect(Number(port), hostname);
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    inbound.pipe(outbound).pipe(inbound);
+    if (req.url === '/v1/gateway/tools') reports++;
+    const upstream = request(new URL(req.url ?? '/', target), { method: req.method, headers: req.headers }, (answer) => {
+      if (req.url === '/v1/gateway/tools' && answer.statusCode === 401) refused++;
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const shut = () => {
-    open = false;
-    for (const s of sockets) s.destroy();
-  };
   return {
     url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    reports: () => reports,
+    refused: () => refused,
     open: () => {
       open = true;
     },
-    shut,
     close: async () => {
-      shut();
+      server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
@@ -114,6 +115,60 @@ describe('tools/list_changed', () => {
       expect(await names(client)).toEqual(before);
       await gateway.close();
     } finally {
+      await fixture.close();
+    }
+  });
+
+  it('an upstream changes a tool at run time and an operator approves it: told twice, without listing in between', async () => {
+    const fixture = await startFixtureUpstream();
+    try {
+      const token = await h.token('rw');
+      const gateway = await h.gateway({ agentToken: token, mcpServers: { memory: { url: fixture.url } } });
+      const client = await h.client(gateway, token);
+      const listChanged = countListChanged(client);
+      expect(await names(client)).toContain('read_graph');
+
+      await fixture.setDescription('read_graph', 'Read the entire knowledge graph (v2).');
+      await until(() => listChanged.count === 1, 10_000, 'list_changed for the changed read_graph');
+      const pending = await h.app.inject({ method: 'GET', url: '/v1/tools?status=pending&server=memory', headers: bearer(h.owner) });
+      const id = (pending.json().tools as Array<{ id: string; tool: string }>).find((t) => t.tool === 'read_graph')?.id;
+      await h.app.inject({ method: 'POST', url: `/v1/tools/${id}/approve`, headers: bearer(h.owner), payload: { reason: 'ok' } });
+      await until(() => listChanged.count === 2, 10_000, 'list_changed after the approval');
+      expect(await names(client)).toContain('read_graph');
+      await gateway.close();
+    } finally {
+      await fixture.close();
+    }
+  });
+
+  it('a token the control plane refuses while the agent waits: the gateway stops asking', async () => {
+    const fixture = await startFixtureUpstream();
+    const cp = await door(h.url);
+    cp.open();
+    try {
+      const token = await h.token('rw');
+      const gateway = await h.gateway({ agentToken: token, mcpServers: { memory: { url: fixture.url } }, killswitch: { url: cp.url } });
+      const client = await h.client(gateway, token);
+      const listChanged = countListChanged(client);
+      // read_graph's pins were changed by the tests above.
+      expect(await names(client)).toContain('search_nodes');
+      await fixture.setDescription('search_nodes', 'Search for nodes (v2).');
+      await until(() => listChanged.count === 1, 10_000, 'list_changed for the changed search_nodes');
+      // search_nodes waits for an operator: the gateway asks again (after 1 s, then 2 s, ...).
+      const before = cp.reports();
+      await until(() => cp.reports() > before, 10_000, 'a repeated report');
+
+      const keys = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=rw', headers: bearer(h.owner) })).json().keys as Array<{ id: string; display_prefix: string }>;
+      const id = keys.find((k) => token.startsWith(k.display_prefix))?.id;
+      expect((await h.app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke`, headers: bearer(h.owner), payload: { reason: 'test' } })).statusCode).toBe(200);
+      await until(() => cp.refused() > 0, 20_000, 'a report refused for the revoked token');
+      const reports = cp.reports();
+      // The next one would come 8 s later at most (the delay doubles from 1 s).
+      await sleep(9000);
+      expect(cp.reports()).toBe(reports);
+      await gateway.close();
+    } finally {
+      await cp.close();
       await fixture.close();
     }
   });
