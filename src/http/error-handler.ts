@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode, type FieldProblem } from '../errors.js';
+import { discardCap, discardRestOfBody } from './body-limit.js';
 
 interface ValidationIssue {
   instancePath?: string;
@@ -79,8 +80,13 @@ export function installErrorHandler(app: FastifyInstance): void {
       return send(reply, 'INVALID_REQUEST', 400, `${first.field}: ${first.problem}`, details);
     }
     switch (err.code) {
-      case 'FST_ERR_CTP_BODY_TOO_LARGE':
-        return send(reply, 'PAYLOAD_TOO_LARGE', 413, `Request body is larger than the limit of ${app.initialConfig.bodyLimit} bytes.`, [{ field: 'body', problem: 'too large' }]);
+      case 'FST_ERR_CTP_BODY_TOO_LARGE': {
+        const limit = app.initialConfig.bodyLimit ?? 1_048_576;
+        // The rest of the body is read first (up to discardCap), or a client still uploading loses the 413.
+        return discardRestOfBody(req.raw, discardCap(limit)).then(() => {
+          send(reply, 'PAYLOAD_TOO_LARGE', 413, `Request body is larger than the limit of ${limit} bytes.`, [{ field: 'body', problem: 'too large' }]);
+        });
+      }
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
         return send(reply, 'UNSUPPORTED_MEDIA_TYPE', 415, 'Send the body as application/json.', [{ field: 'content-type', problem: 'must be application/json' }]);
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
