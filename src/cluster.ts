@@ -190,7 +190,11 @@ export async function runPrimary(config: Config): Promise<number> {
     killedAsHung.delete(worker);
     const wasReady = ready.delete(worker);
     if (stopping) {
-      if (code !== 0) exitCode = 1;
+      // A worker handles SIGINT and SIGTERM from the start of its `start` command: one ended by either
+      // before it was ready was still loading its code (nothing begun, nothing to flush), which is how a
+      // Ctrl-C that reaches the whole process group ends a worker forked a moment before.
+      const endedWhileLoading = !wasReady && (signal === 'SIGINT' || signal === 'SIGTERM');
+      if (code !== 0 && !endedWhileLoading) exitCode = 1;
       if (live.size === 0) resolveDone(exitCode);
       return;
     }

@@ -92,7 +92,11 @@ export function signalRepeats(): (signal: NodeJS.Signals) => boolean {
  * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once (the
  * first one repeated within SIGNAL_REPEAT_MS is not a second one).
  */
-export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void = (code) => process.exit(code), signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): void {
+export function stopOnSignals(
+  app: FastifyInstance,
+  exit: (code: number) => void = (code) => process.exit(code),
+  signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'],
+): (signal: NodeJS.Signals) => void {
   const timeoutMs = app.ctx.config.shutdownTimeoutMs;
   let stopping = false;
   const repeats = signalRepeats();
@@ -137,4 +141,6 @@ export function stopOnSignals(app: FastifyInstance, exit: (code: number) => void
     );
   };
   for (const signal of signals) process.on(signal, onSignal);
+  // A signal that came while the app was starting, before these handlers (a worker of WORKERS > 1).
+  return onSignal;
 }

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
@@ -69,6 +70,29 @@ function ownVersion(): string {
   }
 }
 
+/**
+ * A worker of WORKERS > 1 handles signals from its first moment: a Ctrl-C reaches every process of the
+ * group, and its primary stops it with SIGTERM, both possibly while it is still starting. Ended there by
+ * the default action (by a signal), it made its primary exit 1 instead of 0. SIGINT is left to the primary
+ * (which turns it into one SIGTERM); a SIGTERM is kept until the start is done (a second one exits at
+ * once). handOver() stops keeping it and says whether one came.
+ */
+function workerSignalsWhileStarting(): { handOver: () => boolean } {
+  let stopRequested = false;
+  const onTerm = () => {
+    if (stopRequested) process.exit(143);
+    stopRequested = true;
+  };
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', onTerm);
+  return {
+    handOver: () => {
+      process.off('SIGTERM', onTerm);
+      return stopRequested;
+    },
+  };
+}
+
 const program = new Command()
   .name('killswitch')
   .version(ownVersion(), '-V, --version', 'print the version')
@@ -82,6 +106,7 @@ program
   .command('start')
   .description('Run the control plane (migrations, decision API, admin API).')
   .action(async () => {
+    const starting = cluster.isWorker ? workerSignalsWhileStarting() : undefined;
     const c = config();
     const { becomeWorker, isWorker, runPrimary, workerCount } = await import('../cluster.js');
     // A worker's primary has checked already.
@@ -98,11 +123,11 @@ program
       if (err instanceof ConfigError) reportConfigError(err);
       throw err;
     }
-    if (isWorker()) {
-      // The primary turns a Ctrl-C (sent to the whole process group) or its own SIGTERM into one SIGTERM here.
-      process.on('SIGINT', () => {});
-      stopOnSignals(app, undefined, ['SIGTERM']);
-      becomeWorker(app);
+    if (starting) {
+      const stop = stopOnSignals(app, undefined, ['SIGTERM']);
+      // Stopped while starting: shut down as a started one does (never ready, so the primary sends it nothing).
+      if (starting.handOver()) stop('SIGTERM');
+      else becomeWorker(app);
     } else {
       stopOnSignals(app);
     }

@@ -1,10 +1,12 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { alertRuleMetrics, undeclaredMetrics } from '../helpers/alert-rules.js';
 import { TestContext } from '../helpers/context.js';
-import { api, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
-import { until } from '../helpers/unleash.js';
+import { api, childEnv, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
+import { freePort, until } from '../helpers/unleash.js';
 
 // WORKERS=2: `killswitch start` as a primary with two worker processes on one port. What an operator
 // relies on: both workers answer decisions (two audit chains, both intact), GET /metrics adds up what
@@ -54,6 +56,23 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** The workers of primary `pid`: its child processes that run bin/killswitch.js (not tsx's esbuild service). */
+function workersOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('killswitch.js')) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
 
 beforeAll(async () => {
   await t.setup();
@@ -195,6 +214,44 @@ describe('WORKERS=2', () => {
     expect(chainsAfter.rows.length).toBeLessThanOrEqual(4);
     expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
   });
+
+  // A Ctrl-C in a terminal is a SIGINT to the whole process group: the primary and every worker, ready or
+  // not. Redis at a closed port keeps the workers starting (their start waits 5 s for it), so the signal
+  // surely finds one not ready: just forked (still loading its code), or a second or two later (in its
+  // start, the primary's SIGTERM on its way). Both used to end that worker by the signal: exit 1.
+  for (const [when, afterForkMs] of [
+    ['the moment the first worker is forked', 0],
+    ['while the first worker starts', 2_500],
+  ] as const) {
+    it(`Ctrl-C ${when}: a clean stop, exit 0, every process gone`, { timeout: 120_000 }, async () => {
+      const port = await freePort();
+      const child = spawn('node', ['bin/killswitch.js', 'start'], {
+        env: childEnv(t, unleash, port, { WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:1' }),
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => {
+        out += c.toString('utf8');
+      });
+      child.stderr!.on('data', (c: Buffer) => {
+        out += c.toString('utf8');
+      });
+      const exited = once(child, 'exit');
+      // The primary forks only after its flags sync ("webhook: ...") and once its own handlers are set.
+      await until(() => out.includes('"msg":"webhook: ') && workersOf(child.pid!).length > 0, 60_000, 'the primary to fork its first worker', 5);
+      const workers = workersOf(child.pid!);
+      await new Promise((r) => setTimeout(r, afterForkMs));
+      expect(out).not.toContain('control plane running in');
+      process.kill(-child.pid!, 'SIGINT');
+      const [code, signal] = await withTimeout(exited, 60_000, 'the primary to exit after Ctrl-C');
+      expect({ code, signal }, out.slice(-3000)).toEqual({ code: 0, signal: null });
+      for (const pid of workers) expect(alive(pid)).toBe(false);
+      // A worker that had begun its start finished it and stopped as a started one does.
+      for (const stopped of out.split('\n').filter((l) => l.includes('"msg":"stopped:'))) expect(JSON.parse(stopped)['audit_rows_lost']).toBe(0);
+    });
+  }
 
   it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
     await expect(start({ POLICY_FILE: 'test/fixtures/policy/broken.yaml' })).rejects.toThrow(/did not become ready \(exit 1\)[\s\S]*broken\.yaml/);
