@@ -20,7 +20,8 @@ const LogLevelChanged = Type.Object({
 /**
  * GET/PUT /v1/admin/log-level: the log level of every replica, changed at runtime by an owner (for
  * example debug for a few minutes to see each decision's line). Not persisted: a restart goes back to
- * LOG_LEVEL. Other replicas follow through Redis pub/sub; the change is an ADMIN audit row.
+ * LOG_LEVEL. Other replicas follow through Redis pub/sub, and one whose subscriber was away catches up
+ * when it reconnects (the last change is kept in Redis for a day); the change is an ADMIN audit row.
  */
 export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -46,10 +47,26 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   };
   ctx.redis.sub.on('message', onMessage);
+  // A change published while this replica's subscriber was away (Redis restarted, a network blip) never
+  // arrives: on every reconnect, catch up with the last change made since this replica started.
+  const startedAt = Date.now();
+  const lastKey = ctx.redis.key('log-level');
+  const catchUp = () => {
+    ctx.redis.redis.get(lastKey).then(
+      (raw) => {
+        if (!raw) return;
+        const last = JSON.parse(raw) as { level?: string; at?: number };
+        if (typeof last.level === 'string' && typeof last.at === 'number' && last.at >= startedAt) apply(last.level);
+      },
+      () => {},
+    );
+  };
+  ctx.redis.sub.on('ready', catchUp);
   const unsubscribe = await keepSubscribed(ctx.redis, channel, (err) =>
     ctx.log.warn({ err: err.message }, 'log level: cannot subscribe yet; until Redis is back, changes reach only the replica that receives them'),
   );
   ctx.closers.push(async () => {
+    ctx.redis.sub.off('ready', catchUp);
     ctx.redis.sub.off('message', onMessage);
     await unsubscribe();
   });
@@ -79,6 +96,8 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       apply(level);
       let told = 0;
       try {
+        // Kept for replicas that miss the message (catchUp above); a day is longer than any reconnect.
+        await ctx.redis.redis.set(lastKey, JSON.stringify({ level, at: Date.now() }), 'PX', 86_400_000);
         told = await ctx.redis.redis.publish(channel, JSON.stringify({ origin, level }));
         told = Math.max(0, told - 1); // our own subscriber is one of them
       } catch (err) {

@@ -98,6 +98,21 @@ describe('decision logs and the runtime log level', () => {
     expect(parsed.map((l) => `${l['previous_level']}→${l['new_level']}`).sort()).toEqual(['debug→info', 'debug→info', 'info→debug', 'info→debug']);
   });
 
+  it('a replica whose subscriber was away when the level changed catches up when it reconnects', async () => {
+    expect(b.ctx.log.level).toBe('info');
+    // b's subscriber connection drops (a network blip); the change is published while it is away.
+    b.ctx.redis.sub.disconnect();
+    const set = await a.inject({ method: 'PUT', url: '/v1/admin/log-level', headers: bearer(gw.owner), payload: { level: 'warn' } });
+    expect(set.json()).toMatchObject({ level: 'warn', replicas_told: 0 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(b.ctx.log.level).toBe('info');
+    await b.ctx.redis.sub.connect();
+    await until(() => b.ctx.log.level === 'warn', 'the replica to catch up after reconnecting');
+    const back = await a.inject({ method: 'PUT', url: '/v1/admin/log-level', headers: bearer(gw.owner), payload: { level: 'info' } });
+    expect(back.statusCode).toBe(200);
+    await until(() => b.ctx.log.level === 'info', 'the replica to follow back');
+  });
+
   it('session opened names the session and its token by id (token_id, not hidden by the redaction of `token`); the raw token is in no line', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);
