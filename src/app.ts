@@ -328,8 +328,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await app.register(credentialRoutes);
     await app.register(sessionRoutes);
     await app.register(auditRoutes);
-    // Spooling is degraded but safe (rows are durable locally); only a trail that takes nothing is not ready.
-    ctx.readiness.set('audit', async () => (audit.writer.failing ? 'audit rows can be written neither to Postgres nor to the local spool (allows deny)' : true));
+    ctx.readiness.set('audit', async () => audit.readiness());
     await app.register(flagRoutes);
     ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);

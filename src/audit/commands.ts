@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import type { Config } from '../config.js';
-import { createPool } from '../db/pool.js';
+import { createPool, UNBOUNDED_QUERY_TIMEOUT_MS } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { type VerifyReport, verifyChain, type Witness } from './chain.js';
 import { AuditService } from './service.js';
@@ -89,7 +89,8 @@ function databaseFailure(err: unknown, databaseUrl: string): string {
  * JSON) names the host and database verified, never the user or password.
  */
 export async function auditVerify(config: Config, opts: { json?: boolean; expect?: Witness[] } = {}): Promise<{ code: number; output: string; error?: string }> {
-  const pool = createPool(config.databaseUrl, { max: 1 });
+  // Walks whole chains and counts whole months: no client-side timeout, unlike the control plane's pool.
+  const pool = createPool(config.databaseUrl, { max: 1, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     let report: VerifyReport;
     try {
@@ -110,7 +111,7 @@ export async function auditVerify(config: Config, opts: { json?: boolean; expect
 
 export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number }> {
   const cfg = opts.days ? { ...config, auditRetentionDays: opts.days } : config;
-  const pool = createPool(cfg.databaseUrl, { max: 2 });
+  const pool = createPool(cfg.databaseUrl, { max: 2, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     if (opts.dryRun) {
       const cutoff = new Date(Date.now() - cfg.auditRetentionDays * 86_400_000);

@@ -3,7 +3,7 @@ import { stringify } from 'csv-stringify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { type Pool, tolerateConnectionLoss } from '../db/pool.js';
+import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss } from '../db/pool.js';
 import { AppError } from '../errors.js';
 import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -26,9 +26,22 @@ export function databaseName(databaseUrl: string): string {
 }
 
 /**
+ * Server side: a group-committed INSERT that runs this long (a lock wait, say) is cancelled by Postgres,
+ * and its rows go to the spool. An allow waits for its INTENT, and the gateway's own budget is 2 s.
+ */
+export const AUDIT_STATEMENT_TIMEOUT_MS = 2_000;
+/**
+ * Client side: an INSERT with no answer this long (the server or the network hangs, where the statement
+ * timeout cannot fire) is a failure too: its connection is discarded and its rows go to the spool. A bit
+ * longer than the statement timeout, so a live server's own cancel arrives first.
+ */
+export const AUDIT_QUERY_TIMEOUT_MS = 2_500;
+
+/**
  * The writer's own pool: every connection runs as the limited role from its first statement (a startup
  * parameter, so a missing role fails the connection instead of silently writing as the owner), and idle
- * connections are kept (idleTimeoutMillis 0) so a quiet period is not followed by a slow batch.
+ * connections are kept (idleTimeoutMillis 0) so a quiet period is not followed by a slow batch. Kept
+ * forever, they get TCP keepalive, and every INSERT a client-side timeout (see the constants above).
  */
 export function createWriterPool(databaseUrl: string): pg.Pool {
   const pool = new pg.Pool({
@@ -36,7 +49,10 @@ export function createWriterPool(databaseUrl: string): pg.Pool {
     max: 2,
     idleTimeoutMillis: 0,
     connectionTimeoutMillis: 2_000,
-    options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=5000`,
+    query_timeout: AUDIT_QUERY_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
+    options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=${AUDIT_STATEMENT_TIMEOUT_MS}`,
     application_name: 'killswitch-audit-writer',
   });
   tolerateConnectionLoss(pool);
@@ -244,6 +260,16 @@ export class AuditService {
 
   get queueDepth(): number {
     return this.writer.queueDepth;
+  }
+
+  /**
+   * GET /readyz's audit check. Spooling is degraded but safe (rows are durable locally); not ready is a
+   * trail that takes nothing, or rows that wait and become durable nowhere (a hang no timeout caught).
+   */
+  readiness(): true | string {
+    if (this.writer.failing) return 'audit rows can be written neither to Postgres nor to the local spool (allows deny)';
+    if (this.writer.stalled) return 'audit rows stalled: not durable after 5 s (allows wait)';
+    return true;
   }
 
   /** Called when audit rows start going to the local spool and when it has been replayed (for alerts). */

@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from '../db/pool.js';
+import { type Pool, type PoolClient, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/pool.js';
 import { hashedContent } from './content.js';
 import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
 
@@ -272,7 +272,9 @@ export const auditStore = {
   },
 
   async applyRetention(db: Queryable, cutoff: Date): Promise<RetentionResult> {
-    const { rows } = await db.query<{ result: RetentionResult }>('SELECT audit_apply_retention($1) AS result', [cutoff]);
+    // Rolls up and drops whole months: may run for minutes. A client-side timeout would leave it running
+    // on the server while the caller, believing it failed, skips the audit row of what it removed.
+    const { rows } = await db.query<{ result: RetentionResult }>(withQueryTimeout({ text: 'SELECT audit_apply_retention($1) AS result', values: [cutoff] }, UNBOUNDED_QUERY_TIMEOUT_MS));
     return rows[0]!.result;
   },
 

@@ -41,11 +41,21 @@ export interface AuditWriterOptions {
    * lingering rows with it. Default 5 ms; 0 flushes every row at once.
    */
   lingerMs?: number;
+  /**
+   * A row not durable after this long means the writer is stuck (a hang no timeout caught): `stalled` turns
+   * true (GET /readyz: audit not ready) and one warning is logged until rows are durable again. Default 5000.
+   */
+  stallMs?: number;
 }
+
+/** Default of AuditWriterOptions.stallMs: twice the longest an INSERT may take (AUDIT_QUERY_TIMEOUT_MS). */
+export const AUDIT_STALL_MS = 5_000;
 
 interface Pending {
   event: AuditEvent;
   ts: number;
+  /** performance.now() when queued (ts is the event clock, which tests move). */
+  queuedAt: number;
   resolve?: () => void;
   reject?: (err: Error) => void;
 }
@@ -92,6 +102,10 @@ export class AuditWriter {
   private readonly batchMax: number;
   private readonly maxQueue: number;
   private readonly clock: () => number;
+  private readonly stallMs: number;
+  /** queuedAt of the oldest row of the batch being written (Postgres or spool), while one is. */
+  private inFlightSince: number | undefined;
+  private stallWarned = false;
 
   /** Rows committed to Postgres directly or by replay. */
   written = 0;
@@ -109,6 +123,7 @@ export class AuditWriter {
     this.maxQueue = opts.maxQueue ?? 100_000;
     this.clock = opts.clock ?? Date.now;
     this.lingerMs = Math.max(0, opts.lingerMs ?? 5);
+    this.stallMs = opts.stallMs ?? AUDIT_STALL_MS;
   }
 
   /** Opens the spool (replaying what an earlier run left) and starts the replay timer. */
@@ -126,6 +141,7 @@ export class AuditWriter {
       writer.kick();
     }
     writer.timer = setInterval(() => {
+      writer.checkStall();
       if (writer.diverting || writer.orphans.length > 0) {
         writer.replayDue = true;
         writer.kick();
@@ -138,6 +154,33 @@ export class AuditWriter {
   /** Rows waiting in memory. */
   get queueDepth(): number {
     return this.queue.length;
+  }
+
+  /** How long the oldest row not yet durable (queued, or in the batch being written) has waited; 0 if none. */
+  get oldestPendingMs(): number {
+    const since = this.inFlightSince ?? this.queue[0]?.queuedAt;
+    return since === undefined ? 0 : performance.now() - since;
+  }
+
+  /** A row has waited longer than stallMs: neither Postgres nor the spool answers (allows wait). */
+  get stalled(): boolean {
+    return this.oldestPendingMs > this.stallMs;
+  }
+
+  /** Logs once when rows stop becoming durable, and once when they are again (called every replayIntervalMs). */
+  checkStall(): void {
+    const age = this.oldestPendingMs;
+    if (age > this.stallMs) {
+      if (this.stallWarned) return;
+      this.stallWarned = true;
+      this.opts.log.warn(
+        { oldest_pending_ms: Math.round(age), queue_depth: this.queue.length, spooling: this.diverting },
+        `audit rows stalled: the oldest row has waited more than ${this.stallMs / 1000} s and is neither in Postgres nor in the spool; allows wait and GET /readyz says audit not ready`,
+      );
+    } else if (this.stallWarned) {
+      this.stallWarned = false;
+      this.opts.log.info({ queue_depth: this.queue.length, spooling: this.diverting }, 'audit rows durable again after a stall');
+    }
   }
 
   /** Rows in local spool files, not yet in Postgres. */
@@ -177,7 +220,7 @@ export class AuditWriter {
     if (this.queue.length >= this.maxQueue) {
       return Promise.reject(new AuditUnavailable(`audit queue is full (${this.maxQueue} rows waiting)`));
     }
-    return new Promise<void>((resolve, reject) => this.push({ event, ts: this.nextTs(), resolve, reject }));
+    return new Promise<void>((resolve, reject) => this.push({ event, ts: this.nextTs(), queuedAt: performance.now(), resolve, reject }));
   }
 
   /** Queues a row without waiting (denials are answered before they are durable; RESULT rows). Same order and chain. */
@@ -187,7 +230,7 @@ export class AuditWriter {
       this.opts.log.error({ kind: event.kind, decision_id: event.decision_id }, this.closed ? 'audit row after close dropped' : 'audit queue full: row dropped');
       return;
     }
-    this.push({ event, ts: this.nextTs() });
+    this.push({ event, ts: this.nextTs(), queuedAt: performance.now() });
   }
 
   /** An operator or system action; resolves when durable like recordIntent. */
@@ -344,6 +387,21 @@ export class AuditWriter {
 
   private async flushBatch(): Promise<void> {
     const batch = this.queue.splice(0, this.batchMax);
+    this.inFlightSince = batch[0]?.queuedAt;
+    try {
+      await this.writeBatch(batch);
+    } finally {
+      this.inFlightSince = undefined;
+    }
+  }
+
+  /**
+   * Postgres first, else the spool. An INSERT that failed without an answer (the client-side query timeout
+   * of the writer pool: a server or network that hangs) may still commit later: its rows go to the spool
+   * all the same, sealed as they are (same ids and chain positions), and the replay's ON CONFLICT DO
+   * NOTHING makes whichever copy arrives second a no-op, so the chain gets each row once.
+   */
+  private async writeBatch(batch: Pending[]): Promise<void> {
     for (const p of batch) if (p.resolve) this.awaited--;
     const contents: string[] = [];
     const records = this.seal(batch, contents);

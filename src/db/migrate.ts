@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Pool } from './pool.js';
+import type { QueryResultRow } from 'pg';
+import { type Pool, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from './pool.js';
 
 export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
 
@@ -18,15 +19,18 @@ export interface AppliedMigration {
 export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<AppliedMigration[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
   const client = await pool.connect();
+  // Waiting for another replica's migrations, or a migration building an index, may take minutes: no
+  // client-side query timeout here (the pool's default is for the request path and the admin API).
+  const query = <R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]) => client.query<R>(withQueryTimeout({ text, ...(values ? { values } : {}) }, UNBOUNDED_QUERY_TIMEOUT_MS));
   const applied: AppliedMigration[] = [];
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
-    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    await query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    await query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY,
       name text NOT NULL,
       checksum text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now())`);
-    const { rows } = await client.query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations');
+    const { rows } = await query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations');
     const done = new Map(rows.map((r) => [r.version, r]));
     for (const file of files) {
       const version = Number(file.slice(0, 4));
@@ -39,19 +43,19 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<Applied
         }
         continue;
       }
-      await client.query('BEGIN');
+      await query('BEGIN');
       try {
-        await client.query(sql);
-        await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [version, file, checksum]);
-        await client.query('COMMIT');
+        await query(sql);
+        await query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [version, file, checksum]);
+        await query('COMMIT');
       } catch (err) {
-        await client.query('ROLLBACK');
+        await query('ROLLBACK');
         throw new Error(`migration ${file} failed: ${(err as Error).message}`);
       }
       applied.push({ version, name: file });
     }
   } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});
+    await query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});
     client.release();
   }
   return applied;

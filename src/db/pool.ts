@@ -6,14 +6,52 @@ pg.types.setTypeParser(20, (v) => Number(v));
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
-export function createPool(databaseUrl: string, opts: { max?: number; min?: number; idleTimeoutMillis?: number; applicationName?: string } = {}): pg.Pool {
+/**
+ * TCP keepalive on every connection, first probe after this long idle: a connection a firewall or NAT
+ * dropped silently is found instead of hanging the next query, and the probes keep such a mapping alive.
+ */
+export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
+/**
+ * The longest the request path waits for one answer from Postgres (a credential lookup, a session or halt
+ * write): a server that hangs, or a connection that went silent, then fails the request (503, or a denial)
+ * instead of holding it, and the connection is discarded. The same as the wait for a free connection.
+ */
+export const REQUEST_QUERY_TIMEOUT_MS = 5_000;
+
+/**
+ * What a query waits at most on the main pool when it says nothing else (admin reads: usage, exports,
+ * listings). Long jobs say `query_timeout: UNBOUNDED_QUERY_TIMEOUT_MS` (migrations, audit retention).
+ */
+export const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
+
+/** For a statement that may legitimately run for minutes (pg has no "none" per query; this is ~24 days). */
+export const UNBOUNDED_QUERY_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * A query with its own client-side timeout (pg reads `query_timeout` from the query config; its type
+ * declarations leave it out).
+ */
+export function withQueryTimeout<V extends unknown[]>(config: pg.QueryConfig<V>, ms: number): pg.QueryConfig<V> {
+  return Object.assign({ query_timeout: ms }, config);
+}
+
+export function createPool(
+  databaseUrl: string,
+  opts: { max?: number; min?: number; idleTimeoutMillis?: number; applicationName?: string; queryTimeoutMillis?: number } = {},
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: opts.max ?? 10,
     // Connections kept open through quiet periods (the rest close after idleTimeoutMillis).
     min: Math.min(opts.min ?? 0, opts.max ?? 10),
     idleTimeoutMillis: opts.idleTimeoutMillis ?? 10_000,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: REQUEST_QUERY_TIMEOUT_MS,
+    // Client-side: a server-side statement_timeout cannot fire when the server or the network hangs.
+    // A query that times out fails, and pg-pool discards its connection (its state is unknown).
+    query_timeout: opts.queryTimeoutMillis ?? DEFAULT_QUERY_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
     application_name: opts.applicationName ?? 'killswitch',
   });
   tolerateConnectionLoss(pool);
@@ -58,15 +96,24 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
 
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let failure: Error | undefined;
   try {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
+    // A connection whose query timed out may still be running it: ROLLBACK would only queue behind it.
+    // It is discarded instead (never handed to the next caller), and the server rolls back when it closes.
+    if (isQueryTimeout(err)) failure = err;
+    else await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    client.release();
+    client.release(failure);
   }
+}
+
+/** pg's client-side query_timeout (the connection's state is unknown afterwards). */
+export function isQueryTimeout(err: unknown): err is Error {
+  return err instanceof Error && err.message === 'Query read timeout';
 }

@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from '../db/pool.js';
+import { type Pool, type PoolClient, REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/pool.js';
 import type { TokenType } from './format.js';
 
 // The only code that writes SQL for credentials (agent tokens, gateway keys, operator keys).
@@ -232,7 +232,8 @@ export const credentialStore = {
   /** Finds a credential by its keyed hash, in the table its prefix names. */
   async findByHash(db: Queryable, table: CredentialTable, hash: Buffer): Promise<(Record<string, unknown> & { key_hash: Buffer }) | undefined> {
     const cols = table === 'agent_tokens' ? AGENT_COLUMNS : table === 'operator_keys' ? OPERATOR_COLUMNS : GATEWAY_COLUMNS;
-    const { rows } = await db.query(`SELECT ${cols}, key_hash FROM ${table} WHERE key_hash = $1`, [hash]);
+    // On every request whose credential is not cached: a Postgres that hangs fails it fast (503), not never.
+    const { rows } = await db.query(withQueryTimeout({ text: `SELECT ${cols}, key_hash FROM ${table} WHERE key_hash = $1`, values: [hash] }, REQUEST_QUERY_TIMEOUT_MS));
     return rows[0];
   },
 

@@ -114,10 +114,27 @@ export function callContext(
   };
 }
 
-/** A TCP proxy to Postgres on a fixed local port that can be stopped (connections refused) and restarted. */
+/**
+ * Which bytes a hanging proxy drops: `both` is a network that went silent (a firewall or NAT that dropped
+ * the connection's state, a frozen server); `replies` lets requests through and drops the answers (an
+ * INSERT commits, its client never hears so).
+ */
+export type HangMode = 'both' | 'replies';
+
+interface ProxiedConnection {
+  /** The client's first bytes (pg's startup message: user, database, application_name). */
+  startup: string;
+}
+
+/**
+ * A TCP proxy to Postgres on a fixed local port that can be stopped (connections refused), restarted, and
+ * made to hang: connections stay open and bytes are dropped silently, so a client waits for an answer
+ * that never comes.
+ */
 export class PgProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  private hanging: { mode: HangMode; applicationName: string | undefined } | undefined;
   port = 0;
 
   constructor(
@@ -139,6 +156,7 @@ export class PgProxy {
     const server = createServer((client) => {
       const upstream = connect(this.targetPort, this.targetHost);
       this.sockets.add(client).add(upstream);
+      const conn: ProxiedConnection = { startup: '' };
       const drop = () => {
         client.destroy();
         upstream.destroy();
@@ -147,16 +165,43 @@ export class PgProxy {
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream).pipe(client);
+      client.on('data', (chunk: Buffer) => {
+        if (!conn.startup) conn.startup = chunk.toString('latin1');
+        if (!this.drops(conn, 'request')) upstream.write(chunk);
+      });
+      upstream.on('data', (chunk: Buffer) => {
+        if (!this.drops(conn, 'reply')) client.write(chunk);
+      });
     });
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(this.port, '127.0.0.1', () => resolve()));
     this.server = server;
+  }
+
+  /**
+   * From now on drops bytes (see HangMode) of every connection, open or new, or only of those whose
+   * application_name is `applicationName` (the audit writer's, the main pool's). Nothing is closed.
+   */
+  hang(mode: HangMode = 'both', applicationName?: string): void {
+    this.hanging = { mode, applicationName };
+  }
+
+  /** Forwards again. What was dropped stays lost: a connection that was mid-query never gets its answer. */
+  resume(): void {
+    this.hanging = undefined;
+  }
+
+  private drops(conn: ProxiedConnection, direction: 'request' | 'reply'): boolean {
+    const h = this.hanging;
+    if (!h) return false;
+    if (h.applicationName !== undefined && !conn.startup.includes(`application_name\0${h.applicationName}\0`)) return false;
+    return direction === 'reply' || h.mode === 'both';
   }
 
   /** Refuses new connections and cuts the open ones, like a database that went away. */
   async down(): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.hanging = undefined;
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
     if (server) await new Promise<void>((r) => server.close(() => r()));

@@ -1,0 +1,182 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/chain.js';
+import type { AuditRecord } from '../../src/audit/record.js';
+import { intentRow } from '../../src/audit/rows.js';
+import { AUDIT_QUERY_TIMEOUT_MS, AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
+import { AuditWriter } from '../../src/audit/writer.js';
+import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
+import { bearer, TestContext } from '../helpers/context.js';
+import { callContext, PgProxy } from './audit-fixtures.js';
+
+// Postgres that hangs instead of refusing: a frozen backend, or a firewall that silently dropped an idle
+// connection. Nothing errors, so only client-side timeouts notice. A proxy of this file's own stands in
+// for the network (it drops bytes and closes nothing); the shared Postgres is never paused.
+
+const ctx = new TestContext();
+const proxy = new PgProxy();
+let db: pg.Pool;
+const pools: pg.Pool[] = [];
+const writers: AuditWriter[] = [];
+const logs: string[] = [];
+const log = {
+  info: (_o: unknown, m?: string) => logs.push(`info ${m}`),
+  warn: (_o: unknown, m?: string) => logs.push(`warn ${m}`),
+  error: (_o: unknown, m?: string) => logs.push(`error ${m}`),
+  debug: () => {},
+  child: () => log,
+};
+
+const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
+
+async function openWriter(): Promise<AuditWriter> {
+  const pool = createWriterPool(proxy.url(ctx.name));
+  pools.push(pool);
+  const dataDir = await mkdtemp(join(tmpdir(), 'ks-hang-'));
+  const writer = await AuditWriter.open({ pool, database: ctx.name, dataDir, batchMax: 50, log: log as never, replayIntervalMs: 100 });
+  writers.push(writer);
+  return writer;
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const rowsOf = async (decisionIds: string[]) =>
+  (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE decision_id = ANY($1::text[]) ORDER BY seq', [decisionIds])).rows;
+const chainLength = async (replicaId: string) => (await db.query<{ n: number }>('SELECT count(*)::int AS n, max(seq) AS max FROM audit_events WHERE replica_id = $1', [replicaId])).rows[0]!.n;
+
+beforeAll(async () => {
+  await ctx.setup();
+  db = ctx.pool();
+  await proxy.reserve();
+  await proxy.up();
+});
+afterAll(async () => {
+  await proxy.down();
+  for (const w of writers) await w.close().catch(() => {});
+  for (const p of pools) await p.end().catch(() => {});
+  await ctx.teardown();
+});
+
+describe('audit writer on a Postgres that hangs', () => {
+  it('an INSERT with no answer fails after the query timeout: the allows are answered from the spool, which is replayed once Postgres answers', async () => {
+    proxy.resume();
+    const writer = await openWriter();
+    // The writer's connection is open and idle, as after a quiet period.
+    await writer.recordIntent(intentRow(callContext(), allow));
+    const replicaId = writer.replicaId!;
+    logs.length = 0;
+
+    proxy.hang('both');
+    const calls = Array.from({ length: 5 }, () => callContext());
+    const started = performance.now();
+    await Promise.all(calls.map((c) => writer.recordIntent(intentRow(c, allow))));
+    const waited = performance.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(AUDIT_QUERY_TIMEOUT_MS - 100);
+    expect(waited).toBeLessThan(AUDIT_QUERY_TIMEOUT_MS + 2_000);
+    expect(writer.spooling).toBe(true);
+    expect(writer.spoolSize).toBe(5);
+    expect(logs.some((l) => l.startsWith('warn audit INSERT failed'))).toBe(true);
+
+    proxy.resume();
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    expect((await rowsOf(calls.map((c) => c.decisionId))).map((r) => r.decision_id)).toEqual(calls.map((c) => c.decisionId));
+    expect(await chainLength(replicaId)).toBe(7); // CHAIN_START, the first row, the 5 spooled
+    expect((await verifyChain(db)).ok).toBe(true);
+  });
+
+  it('an INSERT that committed but whose answer was lost is spooled too; the replay adds no duplicate and the chain verifies', async () => {
+    proxy.resume();
+    const writer = await openWriter();
+    await writer.recordIntent(intentRow(callContext(), allow));
+    const replicaId = writer.replicaId!;
+
+    proxy.hang('replies');
+    const calls = Array.from({ length: 4 }, () => callContext());
+    await Promise.all(calls.map((c) => writer.recordIntent(intentRow(c, allow))));
+    expect(writer.spooling).toBe(true);
+    expect(writer.spoolSize).toBe(4);
+    // Postgres has them already: the outcome was only unknown to the writer.
+    expect(await rowsOf(calls.map((c) => c.decisionId))).toHaveLength(4);
+
+    // While spooling, later rows follow the spooled ones there.
+    const later = callContext();
+    await writer.recordIntent(intentRow(later, allow));
+    expect(writer.spoolSize).toBe(5);
+
+    proxy.resume();
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    const rows = await rowsOf([...calls, later].map((c) => c.decisionId));
+    expect(rows.map((r) => r.decision_id)).toEqual([...calls, later].map((c) => c.decisionId));
+    expect(await chainLength(replicaId)).toBe(7);
+    const report = await verifyChain(db);
+    expect(report.ok, JSON.stringify(report)).toBe(true);
+  });
+
+  it('rows that become durable nowhere (a hang no timeout catches) make the audit check not ready, with one warning that says so', async () => {
+    proxy.resume();
+    // A writer pool without the client-side timeout stands in for any hang the timeouts miss.
+    const untimed = new pg.Pool({ connectionString: proxy.url(ctx.name), max: 2, idleTimeoutMillis: 0, options: `-c role=${AUDIT_WRITER_ROLE}` });
+    tolerateConnectionLoss(untimed);
+    pools.push(untimed);
+    const dataDir = await mkdtemp(join(tmpdir(), 'ks-hang-'));
+    const audit = await AuditService.start(ctx.config({ dataDir }), db, log as never, { writerPool: untimed, retentionJob: false, headLog: false, replayIntervalMs: 100 });
+    try {
+      await audit.recordIntent(intentRow(callContext(), allow));
+      expect(audit.readiness()).toBe(true);
+      logs.length = 0;
+
+      proxy.hang('both');
+      const stuck = audit.recordIntent(intentRow(callContext(), allow));
+      stuck.catch(() => {});
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(audit.readiness()).toBe(true);
+      await until('the audit check to fail', () => audit.readiness() !== true, 5_000);
+      expect(audit.readiness()).toMatch(/^audit rows stalled/);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(logs.filter((l) => l.startsWith('warn audit rows stalled'))).toHaveLength(1);
+
+      // The connection is cut: the INSERT fails, the row goes to the spool, the check is ok again.
+      await proxy.down();
+      await stuck;
+      await until('the audit check to pass', () => audit.readiness() === true, 1_000);
+      await until('the all-clear in the log', () => logs.some((l) => l === 'info audit rows durable again after a stall'), 2_000);
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await audit.close();
+    }
+  }, 30_000);
+});
+
+describe('request path on a Postgres that hangs', () => {
+  it("a credential lookup with no answer fails closed after REQUEST_QUERY_TIMEOUT_MS (503), instead of holding the request", async () => {
+    proxy.resume();
+    const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
+    try {
+      await ctx.operatorKey(app, 'owner');
+      const fresh = await ctx.operatorKey(app, 'viewer');
+      // Only the main pool's connections hang: the audit writer's still answer.
+      proxy.hang('both', 'killswitch');
+      const started = performance.now();
+      const res = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh) });
+      const waited = performance.now() - started;
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(waited).toBeGreaterThanOrEqual(REQUEST_QUERY_TIMEOUT_MS - 100);
+      expect(waited).toBeLessThan(REQUEST_QUERY_TIMEOUT_MS + 2_000);
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await ctx.close(app);
+    }
+  }, 30_000);
+});
