@@ -115,7 +115,12 @@ export class StateEpoch {
       return result;
     } catch (err) {
       // Once per outage, not once per second.
-      if (!this.failing) this.log.warn({ err: (err as Error).message }, 'state epoch check failed (Redis or Postgres unavailable?); decisions deny until it succeeds');
+      if (!this.failing) {
+        // Say which one: an operator at 3 a.m. should not have to decode a driver's error to know.
+        const { status, options } = this.redis.redis;
+        const which = status === 'ready' ? 'Postgres (DATABASE_URL) could not be read, or Redis failed a command' : `Redis (REDIS_URL, ${options.host}:${options.port}) is not reachable (connection ${status})`;
+        this.log.warn({ err: (err as Error).message, redis_status: status }, `state epoch check failed: ${which}; decisions deny (DEPENDENCY_UNAVAILABLE) until it succeeds`);
+      }
       this.failing = true;
       return 'unavailable';
     }

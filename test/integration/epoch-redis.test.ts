@@ -55,6 +55,11 @@ async function deletePrefix(app: FastifyInstance): Promise<void> {
 }
 
 describe('the state epoch never lifts a halt', () => {
+  it('the warning when Redis is away names Redis and its address, not only a driver error', { timeout: 30_000 }, async () => {
+    await t.app({ policyFile: POLICY, redisUrl: 'redis://127.0.0.1:1' });
+    expect(t.logs.text).toMatch(/state epoch check failed: Redis \(REDIS_URL, 127\.0\.0\.1:1\) is not reachable/);
+  });
+
   it('Redis flushed again while a replica reloads it: the epoch is not set over the lost state, and the reload starts over', { timeout: 60_000 }, async () => {
     const app = await t.app({ policyFile: POLICY });
     const gw = await new GatewayDriver(t, app).init();
