@@ -1,8 +1,16 @@
 import { type Static, Type } from 'typebox';
+import { TEXT_PATTERN } from '../tokens/names.js';
 import { EnvironmentSchema, IssuedId } from '../tokens/schemas.js';
 
 const ServerName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$', description: 'Server name as in the policy file.' });
-const ToolName = Type.String({ minLength: 1, maxLength: 200 });
+// Any name an upstream may give (MCP's own rule is narrower, and a gateway may pass older names
+// through), but nothing that makes an audit row, alert or message read as something else.
+const ToolName = Type.String({
+  minLength: 1,
+  maxLength: 200,
+  pattern: TEXT_PATTERN,
+  description: 'As the upstream lists it (or resources/read, prompts/get). No control characters, line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates.',
+});
 const ToolHash = Type.String({ pattern: '^sha256:[0-9a-f]{64}$', description: 'Hash of the tool definition the agent saw (see POST /v1/gateway/tools).' });
 
 export const Annotations = Type.Object(

@@ -6,6 +6,26 @@ import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionB
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
 
+/**
+ * The declared servers the policy does not list, as warnings: a call to one is denied UNKNOWN_SERVER and
+ * halts. Not a 400: a gateway declares the servers of its config, and one the policy does not (yet) list
+ * must not keep its agents from the others (docs/sessions-and-limits.md).
+ */
+export function unknownServers(declared: readonly string[] | undefined, inPolicy: Iterable<string>): Array<{ field: string; problem: string }> {
+  const known = [...inPolicy].sort();
+  const listed = known.length <= 10 ? known.join(', ') : `${known.slice(0, 10).join(', ')} and ${known.length - 10} more`;
+  return (declared ?? []).flatMap((name, i) =>
+    known.includes(name)
+      ? []
+      : [
+          {
+            field: `servers.${i}`,
+            problem: `"${name}" is not a server of the policy (${known.length === 0 ? 'it lists none' : `its servers: ${listed}`}): a call to it is denied UNKNOWN_SERVER and halts the session and, by default, every session of the token`,
+          },
+        ],
+  );
+}
+
 /** Sessions (gateway: open) and their halts (operators: read, resume). */
 export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -29,8 +49,9 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req, reply) => {
       const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
       const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body);
-      req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state }, 'session opened');
-      return reply.code(201).send(opened);
+      const warnings = unknownServers(req.body.servers, ctx.policy.current().servers.keys());
+      req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state, ...(warnings.length > 0 ? { warnings } : {}) }, 'session opened');
+      return reply.code(201).send(warnings.length > 0 ? { ...opened, warnings } : opened);
     },
   );
 

@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { TEXT_PATTERN } from '../tokens/names.js';
 import { Timestamp } from '../tokens/schemas.js';
 
 const Id = Type.String({ format: 'uuid' });
@@ -9,8 +10,14 @@ const State = Type.Union([Type.Literal('active'), Type.Literal('halted'), Type.L
 export const OpenSessionBody = Type.Object(
   {
     read_only: Type.Optional(Type.Boolean({ description: 'Any write or delete call in this session halts it (WRITE_IN_READ_SESSION). Always true for mcp_ro_ tokens.' })),
-    servers: Type.Optional(Type.Array(ServerName, { minItems: 1, maxItems: 50, uniqueItems: true, description: 'The only servers this session may call; another server halts it (UNAUTHORIZED_SERVER).' })),
-    purpose: Type.Optional(Type.String({ maxLength: 1000, description: 'Declared purpose, kept with the session and in the audit trail.' })),
+    servers: Type.Optional(Type.Array(ServerName, { minItems: 1, maxItems: 50, uniqueItems: true, description: 'The only servers this session may call; another server halts it (UNAUTHORIZED_SERVER). One the policy does not list is accepted, named in `warnings` of the answer: its calls are denied UNKNOWN_SERVER and halt.' })),
+    purpose: Type.Optional(
+      Type.String({
+        maxLength: 1000,
+        pattern: TEXT_PATTERN,
+        description: 'Declared purpose, kept with the session and in the audit trail. One line: no control characters (line breaks included), line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -26,6 +33,12 @@ export const OpenedSession = Type.Object({
   created_at: Timestamp,
   idle_timeout_s: Type.Integer(),
   message: Type.String(),
+  warnings: Type.Optional(
+    Type.Array(Type.Object({ field: Type.String(), problem: Type.String() }), {
+      description:
+        'Present when the declared scope names something that will be refused: a server the policy does not list (`servers.<i>`), whose calls are denied UNKNOWN_SERVER and halt the session (and, by default, every session of the token). The session is opened all the same (a gateway declares the servers of its config).',
+    }),
+  ),
 });
 
 const Outcome = Type.Object(

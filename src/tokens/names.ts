@@ -11,7 +11,14 @@ export const NAME_MAX_LENGTH = 200;
  * embeddings, overrides and isolates: every Bidi_Control character (U+061C, U+200E/F, U+202A–U+202E,
  * U+2066–U+2069; U+202E reverses the text after it).
  */
-export const NAME_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\u061C\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069]+$';
+const UNSAFE = '\\u0000-\\u001F\\u007F-\\u009F\\u061C\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069';
+export const NAME_PATTERN = `^[^${UNSAFE}]+$`;
+/**
+ * The same characters refused in what agents and gateways name and declare, which operators read in
+ * audit rows, alerts, messages and the UI: a tool's name in a decision (its server's is narrower still) and a
+ * session's purpose (which may be empty).
+ */
+export const TEXT_PATTERN = `^[^${UNSAFE}]*$`;
 const ALLOWED_CHARACTERS = new RegExp(NAME_PATTERN, 'u');
 
 /**

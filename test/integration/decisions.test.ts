@@ -491,6 +491,13 @@ describe('decision API input and credentials', () => {
     ['too many annotations', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', annotations: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`a${i}`, true])) }, 'annotations'],
     ['a standard hint of the wrong type', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', annotations: { readOnlyHint: 'yes' } }, 'annotations.readOnlyHint'],
     ['extra field', { server: 'filesystem', tool: 'x', arguments: {}, session_id: 's', allow: true }, 'allow'],
+    ['a NUL in the tool', { server: 'memory', tool: 'read\u0000graph', arguments: {}, session_id: 's' }, 'tool'],
+    ['a right-to-left override in the tool', { server: 'filesystem', tool: 'read_file\u202Eetirw', arguments: {}, session_id: 's' }, 'tool'],
+    ['an isolate in the tool', { server: 'filesystem', tool: '\u2067read_file', arguments: {}, session_id: 's' }, 'tool'],
+    ['a line break in the tool', { server: 'filesystem', tool: 'read_file\nOK', arguments: {}, session_id: 's' }, 'tool'],
+    ['a C1 control in the tool', { server: 'filesystem', tool: 'read\u009Bfile', arguments: {}, session_id: 's' }, 'tool'],
+    ['a NUL in the server', { server: 'mem\u0000ory', tool: 'read_graph', arguments: {}, session_id: 's' }, 'server'],
+    ['a right-to-left override in the server', { server: 'memory\u202E', tool: 'read_graph', arguments: {}, session_id: 's' }, 'server'],
   ];
   for (const [name, payload, field] of cases) {
     it(`${name} → 400 naming ${field}`, async () => {
@@ -501,6 +508,14 @@ describe('decision API input and credentials', () => {
       expect(res.json().error.details.map((d: { field: string }) => d.field)).toContain(field);
     });
   }
+
+  it('a tool name outside MCP\'s rule but without control or bidirectional characters is decided, not refused', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const res = await app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers(tok.raw), payload: { server: 'memory', tool: 'lire le graphe 📖', arguments: {}, session_id: s.session_id } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().decision).toMatch(/^(allow|deny)$/);
+  });
 
   it('annotations a server added beyond the standard hints are accepted and change nothing', async () => {
     const tok = await gw.token('ro');
