@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
+import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
 import { unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
@@ -8,6 +8,8 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
@@ -75,10 +77,34 @@ const ToolRow = Type.Object({
   status: Type.String(),
   upstream_identity: Type.Unknown({ description: 'The identity reported with this definition first, credentials masked.' }),
   first_seen_at: Timestamp,
-  last_reported_at: Type.Unsafe<Date | string>({ type: 'string', format: 'date-time', description: 'When a gateway last reported this definition; a decision without tool_hash is judged by the definition of its tool reported last.' }),
+  last_reported_at: Type.Unsafe<Date | string>({
+    type: 'string',
+    format: 'date-time',
+    description: 'When a gateway last reported this definition after another one of its tool. A decision without tool_hash is judged by the definition its own gateway reported last (`reported_last_by`), not by this.',
+  }),
   decided_at: Type.Union([Timestamp, Type.Null()]),
   decided_by: Type.Union([Type.String(), Type.Null()]),
   decision_reason: Type.Union([Type.String(), Type.Null()]),
+  reported_by: Type.Optional(
+    Type.Object(
+      {
+        gateway_id: Nullable(Type.String()),
+        gateway_name: Nullable(Type.String()),
+        token_id: Nullable(Type.String({ description: 'The agent token the report was made with (null for definitions stored before migration 0012).' })),
+        project_id: Nullable(Type.String()),
+      },
+      { description: 'Who reported this definition first (GET /v1/tools only): the gateway key and the agent token of the report that stored it. For a pending definition, who reported the change.' },
+    ),
+  ),
+  reported_last_by: Type.Optional(
+    Type.Array(
+      Type.Object({ gateway_id: Type.String(), gateway_name: Nullable(Type.String()), token_id: Nullable(Type.String()), project_id: Nullable(Type.String()), reported_at: Timestamp }),
+      {
+        description:
+          "The gateways whose last report of this tool is this definition (GET /v1/tools only), with the agent token and project of the report that made it theirs, and since when. Their calls without tool_hash are judged by it; other gateways' calls are not.",
+      },
+    ),
+  ),
 });
 
 /** Gateway tool reports and the operator's review of changed tool definitions. */
@@ -130,7 +156,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const agent = await ctx.auth.authenticate(agentTokenHeader(req));
       if (agent.kind !== 'agent') throw unauthenticated();
-      const results = await ctx.tools.report(req.gateway!.id, req.body.servers);
+      const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
       for (const r of results.filter((x) => x.newlyChanged)) {
         ctx.alerts?.raise({ kind: 'TOOL_CHANGED', severity: 'warning', server: r.server, message: `${r.server}/${r.tool} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}` }).catch(() => {});
       }
@@ -183,7 +209,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     // Reasons decided before they were stored masked are masked where they are listed.
-    async (req) => ({ tools: (await ctx.tools.list(req.query)).map((r) => (r.decision_reason === null ? r : { ...r, decision_reason: redactText(r.decision_reason) })) }),
+    async (req) => ({ tools: (await ctx.tools.listWithReporters(req.query)).map((r) => (r.decision_reason === null ? r : { ...r, decision_reason: redactText(r.decision_reason) })) }),
   );
   for (const verb of ['approve', 'reject'] as const) {
     app.post(

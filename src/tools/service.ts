@@ -5,7 +5,7 @@ import { AppError, type FieldProblem, notFound } from '../errors.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash, unstorableAt } from './hash.js';
-import { type PinRow, type ToolDefinitionRow, type ToolStatus, toolStore } from './store.js';
+import { type PinRow, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore } from './store.js';
 
 export interface UpstreamIdentity {
   url?: string;
@@ -62,10 +62,20 @@ export interface PinnedDefinition {
 interface PinEntry {
   approved: PinnedDefinition | undefined;
   byHash: Map<string, PinnedDefinition>;
-  /** The definition a gateway reported last: what a decision without tool_hash is judged by. */
-  latest: PinnedDefinition;
-  latestAt: number;
+  /**
+   * The definition each gateway (by gateway key id) reported last: what a decision without tool_hash
+   * through that gateway is judged by. Another gateway's report never changes it.
+   */
+  byGateway: Map<string, PinnedDefinition>;
+  /** The gateways whose last report is not approved, with their names: what explain (no gateway) warns about. */
+  notApprovedAt: Array<{ gateway: { id: string; name: string | null }; def: PinnedDefinition }>;
 }
+
+/** A tool definition as operators are shown it: who reported it first, and which gateways run it now. */
+export type ToolDefinitionView = ToolDefinitionRow & {
+  reported_by: { gateway_id: string | null; gateway_name: string | null; token_id: string | null; project_id: string | null };
+  reported_last_by: ToolReporter[];
+};
 
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
 const key = (server: string, tool: string) => `${server}/${tool}`;
@@ -193,18 +203,18 @@ export class ToolRegistry {
       // read it in TOOL_CHANGED messages and tool reports.
       const reason = row.decision_reason === null ? null : redactText(row.decision_reason);
       const def: PinnedDefinition = { id: row.id, hash: row.hash, status: row.status, decided_by: row.decided_by, decided_by_name: row.decided_by_name, decision_reason: reason };
-      const at = row.last_reported_at.getTime();
       const k = key(row.server, row.tool);
       let entry = next.get(k);
       if (!entry) {
-        entry = { approved: undefined, byHash: new Map(), latest: def, latestAt: at };
+        entry = { approved: undefined, byHash: new Map(), byGateway: new Map(), notApprovedAt: [] };
         next.set(k, entry);
-      } else if (at > entry.latestAt || (at === entry.latestAt && def.id > entry.latest.id)) {
-        entry.latest = def;
-        entry.latestAt = at;
       }
       entry.byHash.set(row.hash, def);
       if (row.status === 'approved') entry.approved = def;
+      for (const gateway of row.reported_last_by) {
+        entry.byGateway.set(gateway.id, def);
+        if (row.status !== 'approved') entry.notApprovedAt.push({ gateway, def });
+      }
     }
     this.pins = next;
   }
@@ -218,18 +228,35 @@ export class ToolRegistry {
   }
 
   /**
-   * Why a call to this tool must deny TOOL_CHANGED, or undefined. With a hash: unless it is the approved
-   * definition. Without one: unless the definition a gateway reported last is the approved one (a
-   * gateway that omits tool_hash does not get past a changed definition). A tool no gateway ever
-   * reported passes either way: reporting tools is optional, and the pin protects only reported tools.
+   * Why a call to this tool through this gateway (gateway key id) must deny TOOL_CHANGED, or undefined.
+   * With a hash: unless it is the approved definition. Without one: unless the definition THIS gateway
+   * reported last is the approved one (a gateway that omits tool_hash does not get past a changed
+   * definition it reported); what other gateways reported changes nothing, so no gateway, and no agent
+   * token of another project, can make this gateway's calls deny (ADR 0014). A gateway that never
+   * reported the tool passes while the tool has an approved definition, as a tool no gateway ever
+   * reported passes: reporting tools is optional, and the pin protects only reported tools.
+   * `gatewayId` undefined (explain, which has no gateway): denies when any gateway's last report is not
+   * approved, naming that gateway, since a call through it would deny.
    */
-  denial(server: string, tool: string, hash: string | undefined): string | undefined {
+  denial(server: string, tool: string, hash: string | undefined, gatewayId: string | undefined): string | undefined {
     const entry = this.pins.get(key(server, tool));
     if (!entry) return undefined;
     const what = `${server}/${tool}`;
+    const sendHash = 'Send tool_hash (the hash of the definition the gateway runs) to identify the definition the gateway runs';
+    if (hash === undefined && gatewayId === undefined) {
+      const first = entry.notApprovedAt[0];
+      if (!first) return undefined;
+      const others = entry.notApprovedAt.length - 1;
+      return `${what} changed: the call names no tool_hash, and the definition of this tool that gateway ${first.gateway.name ?? first.gateway.id} (${first.gateway.id}) reported last is not approved, so its calls without tool_hash deny${others > 0 ? ` (and those of ${others} more gateway(s))` : ''}: ${notApprovedReason(first.def)}. ${sendHash}`;
+    }
     if (hash === undefined) {
-      if (entry.latest.status === 'approved') return undefined;
-      return `${what} changed: the call names no tool_hash, and the definition of this tool reported last is not approved: ${notApprovedReason(entry.latest)}. Send tool_hash (the hash of the definition the gateway runs) to identify the definition the gateway runs`;
+      const own = gatewayId === undefined ? undefined : entry.byGateway.get(gatewayId);
+      if (own) {
+        if (own.status === 'approved') return undefined;
+        return `${what} changed: the call names no tool_hash, and the definition of this tool this gateway reported last is not approved: ${notApprovedReason(own)}. ${sendHash}`;
+      }
+      if (entry.approved) return undefined;
+      return `${what} changed: the call names no tool_hash, this gateway never reported the tool, and no definition of it is approved; the gateway must report it (POST /v1/gateway/tools) so an operator can review it. ${sendHash}`;
     }
     if (entry.approved?.hash === hash) return undefined;
     const known = entry.byHash.get(hash);
@@ -246,7 +273,7 @@ export class ToolRegistry {
    * definition, every string Postgres could not store): a report answered 400 changes nothing.
    * Identities are stored masked (maskedIdentity).
    */
-  async report(gatewayId: string, servers: ReportedServer[]): Promise<ToolReportResult[]> {
+  async report(reporter: Reporter, servers: ReportedServer[]): Promise<ToolReportResult[]> {
     const problems: FieldProblem[] = [];
     const planned: Array<{ server: ReportedServer; index: number; def: ReportedServer['tools'][number]; hash: string }> = [];
     servers.forEach((server, i) => {
@@ -281,7 +308,7 @@ export class ToolRegistry {
       }
       const { row, inserted, reopened } = await withTransaction(this.pool, async (db) => {
         await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(server.name, def.name)]);
-        return toolStore.record(db, { id: uuidv7(), server: server.name, tool: def.name, hash, definition: def, gatewayId, identity: identities[index] });
+        return toolStore.record(db, { id: uuidv7(), server: server.name, tool: def.name, hash, definition: def, reporter, identity: identities[index] });
       });
       const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
       const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
@@ -298,6 +325,22 @@ export class ToolRegistry {
 
   async list(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionRow[]> {
     return (await toolStore.list(this.pool, f)).map(shown);
+  }
+
+  /** list(), with who reported each definition first and which gateways reported it last (operators' GET /v1/tools). */
+  async listWithReporters(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionView[]> {
+    return this.withReporters(await this.list(f));
+  }
+
+  async withReporters(rows: ToolDefinitionRow[]): Promise<ToolDefinitionView[]> {
+    const ids = rows.map((r) => r.id);
+    const firstBy = [...new Set(rows.map((r) => r.reported_by_gateway).filter((g): g is string => g !== null))];
+    const [last, names] = await Promise.all([toolStore.reporters(this.pool, ids), toolStore.gatewayNames(this.pool, firstBy)]);
+    return rows.map((r) => ({
+      ...r,
+      reported_by: { gateway_id: r.reported_by_gateway, gateway_name: r.reported_by_gateway === null ? null : (names.get(r.reported_by_gateway) ?? null), token_id: r.reported_by_token, project_id: r.reported_by_project },
+      reported_last_by: last.get(r.id) ?? [],
+    }));
   }
 
   async decide(id: string, status: 'approved' | 'rejected', by: string, reason: string): Promise<ToolDefinitionRow> {

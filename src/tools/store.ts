@@ -9,7 +9,10 @@ export interface ToolDefinitionRow {
   hash: string;
   definition: Record<string, unknown>;
   status: ToolStatus;
+  /** Who reported this definition first: the gateway key, and the agent token and its project (null before migration 0012). */
   reported_by_gateway: string | null;
+  reported_by_token: string | null;
+  reported_by_project: string | null;
   upstream_identity: Record<string, unknown> | null;
   first_seen_at: Date;
   last_reported_at: Date;
@@ -18,22 +21,68 @@ export interface ToolDefinitionRow {
   decision_reason: string | null;
 }
 
-const COLUMNS = 'id, server, tool, hash, definition, status, reported_by_gateway, upstream_identity, first_seen_at, last_reported_at, decided_at, decided_by, decision_reason';
+const COLUMNS = 'id, server, tool, hash, definition, status, reported_by_gateway, reported_by_token, reported_by_project, upstream_identity, first_seen_at, last_reported_at, decided_at, decided_by, decision_reason';
 type Db = Pool | PoolClient;
 
 /** What every replica holds of each definition to decide calls (no definition, no identity). */
 export type PinRow = Pick<ToolDefinitionRow, 'id' | 'server' | 'tool' | 'hash' | 'status' | 'decided_by' | 'decision_reason' | 'last_reported_at'> & {
   /** The deciding operator's name (agents read it, as they read an approval's decided_by_name); null when unknown. */
   decided_by_name: string | null;
+  /** The gateways (gateway key ids, with their names) whose last report of this tool is this definition. */
+  reported_last_by: Array<{ id: string; name: string | null }>;
 };
 
+/** A gateway whose last report of a tool is a given definition, as operators are shown it. */
+export interface ToolReporter {
+  gateway_id: string;
+  gateway_name: string | null;
+  token_id: string | null;
+  project_id: string | null;
+  /** Since when this gateway reports this definition (it reported another, or none, before). */
+  reported_at: Date;
+}
+
+/** Who reported a definition (the reporting gateway key, and the agent token the report was made with). */
+export interface Reporter {
+  gatewayId: string;
+  tokenId: string;
+  projectId: string;
+}
+
 export const toolStore = {
+  /** Every definition, with the gateways whose last report it is: one statement, so one snapshot of both tables. */
   async pins(db: Db): Promise<PinRow[]> {
     const { rows } = await db.query<PinRow>(
-      `SELECT t.id, t.server, t.tool, t.hash, t.status, t.decided_by, t.decision_reason, t.last_reported_at, o.name AS decided_by_name
+      `SELECT t.id, t.server, t.tool, t.hash, t.status, t.decided_by, t.decision_reason, t.last_reported_at, o.name AS decided_by_name,
+              COALESCE((SELECT json_agg(json_build_object('id', r.gateway_id::text, 'name', g.name))
+                          FROM tool_reports r LEFT JOIN gateway_keys g ON g.id = r.gateway_id
+                         WHERE r.definition_id = t.id), '[]'::json) AS reported_last_by
          FROM tool_definitions t LEFT JOIN operator_keys o ON t.decided_by = 'operator:' || o.id::text`,
     );
     return rows;
+  },
+  /** Gateway key names by id (a deleted key is missing). */
+  async gatewayNames(db: Db, ids: string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const { rows } = await db.query<{ id: string; name: string }>('SELECT id::text AS id, name FROM gateway_keys WHERE id = ANY($1::uuid[])', [ids]);
+    return new Map(rows.map((r) => [r.id, r.name]));
+  },
+  /** The gateways whose last report of their tool is one of these definitions, by definition id. */
+  async reporters(db: Db, definitionIds: string[]): Promise<Map<string, ToolReporter[]>> {
+    const out = new Map<string, ToolReporter[]>();
+    if (definitionIds.length === 0) return out;
+    const { rows } = await db.query<ToolReporter & { definition_id: string }>(
+      `SELECT r.definition_id, r.gateway_id, g.name AS gateway_name, r.token_id, r.project_id, r.reported_at
+         FROM tool_reports r LEFT JOIN gateway_keys g ON g.id = r.gateway_id
+        WHERE r.definition_id = ANY($1::uuid[]) ORDER BY r.reported_at DESC`,
+      [definitionIds],
+    );
+    for (const { definition_id, ...r } of rows) {
+      const list = out.get(definition_id);
+      if (list) list.push(r);
+      else out.set(definition_id, [r]);
+    }
+    return out;
   },
   /** The name of the operator an actor (`operator:<id>`) is; undefined for anything else. */
   async operatorName(db: Db, actor: string | null): Promise<string | undefined> {
@@ -68,10 +117,33 @@ export const toolStore = {
    * pending otherwise. A known one is marked reported now when another definition of the tool was
    * reported since (so the row last reported is the one the gateway runs), and a superseded one (a
    * rollback to a definition approved before another) is pending again: it differs from the approved one.
+   * Either way it becomes the definition of the tool this gateway reported last (tool_reports).
    */
   async record(
     db: PoolClient,
-    r: { id: string; server: string; tool: string; hash: string; definition: unknown; gatewayId: string; identity: unknown },
+    r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
+  ): Promise<{ row: ToolDefinitionRow; inserted: boolean; reopened: boolean }> {
+    const recorded = await toolStore.recordDefinition(db, r);
+    await toolStore.recordReport(db, r.reporter, recorded.row);
+    return recorded;
+  },
+  /**
+   * Makes `row` the definition of its tool this gateway reported last. The row is rewritten only when it
+   * names another definition, so `reported_at`, the token and the project say when and with which token
+   * the gateway's definition changed, and repeated reports of the same one write nothing.
+   */
+  async recordReport(db: PoolClient, reporter: Reporter, row: Pick<ToolDefinitionRow, 'id' | 'server' | 'tool'>): Promise<void> {
+    await db.query(
+      `INSERT INTO tool_reports (gateway_id, server, tool, definition_id, token_id, project_id) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (gateway_id, server, tool) DO UPDATE
+         SET definition_id = EXCLUDED.definition_id, token_id = EXCLUDED.token_id, project_id = EXCLUDED.project_id, reported_at = now()
+         WHERE tool_reports.definition_id <> EXCLUDED.definition_id`,
+      [reporter.gatewayId, row.server, row.tool, row.id, reporter.tokenId, reporter.projectId],
+    );
+  },
+  async recordDefinition(
+    db: PoolClient,
+    r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
   ): Promise<{ row: ToolDefinitionRow; inserted: boolean; reopened: boolean }> {
     const { rows: found } = await db.query<ToolDefinitionRow>(`SELECT ${COLUMNS} FROM tool_definitions WHERE server = $1 AND tool = $2 AND hash = $3`, [r.server, r.tool, r.hash]);
     const existing = found[0];
@@ -79,10 +151,10 @@ export const toolStore = {
       const first = !(await toolStore.hasApproved(db, r.server, r.tool));
       const status: ToolStatus = first ? 'approved' : 'pending';
       const { rows } = await db.query<ToolDefinitionRow>(
-        `INSERT INTO tool_definitions (id, server, tool, hash, definition, status, reported_by_gateway, upstream_identity, decided_at, decided_by)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8, CASE WHEN $6 = 'approved' THEN now() END, CASE WHEN $6 = 'approved' THEN 'first-sight' END)
+        `INSERT INTO tool_definitions (id, server, tool, hash, definition, status, reported_by_gateway, reported_by_token, reported_by_project, upstream_identity, decided_at, decided_by)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, CASE WHEN $6 = 'approved' THEN now() END, CASE WHEN $6 = 'approved' THEN 'first-sight' END)
          RETURNING ${COLUMNS}`,
-        [r.id, r.server, r.tool, r.hash, JSON.stringify(r.definition), status, r.gatewayId, JSON.stringify(r.identity ?? null)],
+        [r.id, r.server, r.tool, r.hash, JSON.stringify(r.definition), status, r.reporter.gatewayId, r.reporter.tokenId, r.reporter.projectId, JSON.stringify(r.identity ?? null)],
       );
       return { row: rows[0]!, inserted: true, reopened: false };
     }

@@ -1,0 +1,54 @@
+import { randomBytes } from 'node:crypto';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
+import { createPool } from '../../src/db/pool.js';
+import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
+
+// Migration 0012 (per-gateway tool reports): until a gateway reports again, each gateway known to have
+// reported a tool is judged by the tool's definition reported last by any gateway, as before the upgrade.
+
+const name = `ks_t_${randomBytes(6).toString('hex')}`;
+let dir: string;
+
+beforeAll(async () => {
+  const admin = new pg.Client({ connectionString: TEST_PG_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
+  dir = await mkdtemp(join(tmpdir(), 'ks-migrations-'));
+  for (const f of await readdir(MIGRATIONS_DIR)) if (/^00(0\d|1[01])_/.test(f)) await cp(join(MIGRATIONS_DIR, f), join(dir, f));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+  const admin = new pg.Client({ connectionString: TEST_PG_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => admin.end());
+});
+
+it('gives each gateway that first reported a definition of a tool the tool’s definition reported last', async () => {
+  const pool = createPool(dbUrl(name), { max: 1 });
+  try {
+    await migrate(pool, dir);
+    const [gA, gB, gC] = ['0197a000-0000-7000-8000-00000000000a', '0197a000-0000-7000-8000-00000000000b', '0197a000-0000-7000-8000-00000000000c'];
+    const insert = (id: string, tool: string, hash: string, status: string, gateway: string, reportedAt: string) =>
+      pool.query(
+        `INSERT INTO tool_definitions (id, server, tool, hash, definition, status, reported_by_gateway, first_seen_at, last_reported_at) VALUES ($1, 'memory', $2, $3, '{}', $4, $5, $6, $6)`,
+        [id, tool, hash, status, gateway, reportedAt],
+      );
+    await insert('0197a000-0000-7000-8000-000000000001', 'read_graph', 'sha256:1', 'approved', gA, '2026-01-01T00:00:00Z');
+    await insert('0197a000-0000-7000-8000-000000000002', 'read_graph', 'sha256:2', 'pending', gB, '2026-01-02T00:00:00Z');
+    await insert('0197a000-0000-7000-8000-000000000003', 'open_nodes', 'sha256:3', 'approved', gC, '2026-01-01T00:00:00Z');
+    await migrate(pool);
+    const { rows } = await pool.query<{ gateway_id: string; tool: string; definition_id: string }>('SELECT gateway_id, tool, definition_id FROM tool_reports ORDER BY gateway_id, tool');
+    expect(rows).toEqual([
+      { gateway_id: gA, tool: 'read_graph', definition_id: '0197a000-0000-7000-8000-000000000002' },
+      { gateway_id: gB, tool: 'read_graph', definition_id: '0197a000-0000-7000-8000-000000000002' },
+      { gateway_id: gC, tool: 'open_nodes', definition_id: '0197a000-0000-7000-8000-000000000003' },
+    ]);
+  } finally {
+    await pool.end();
+  }
+});
