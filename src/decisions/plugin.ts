@@ -21,7 +21,7 @@ import { ResultService } from './results.js';
 import { decisionRoutes } from './routes.js';
 import type { DecisionAnswer } from './schemas.js';
 import { DecisionService } from './service.js';
-import type { CallContext, Denial, PipelineStep } from './types.js';
+import type { CallContext, Denial, HaltTrigger, PipelineStep } from './types.js';
 
 declare module '../context.js' {
   interface AppContext {
@@ -107,6 +107,10 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   await app.register(incidentRoutes);
 
   const steps = buildSteps(ctx);
+  // Denials whose trigger found the token (or the session) halted already: a policy change that removes a
+  // server from a role makes every call of a halted agent fire UNAUTHORIZED_SERVER again, before the gate
+  // would answer SESSION_HALTED. One halt, one alert: these raise none.
+  const repeatedHalts = new WeakSet<Denial>();
   const lastCallsView = async (call: CallContext, denial: Denial) => {
     const fromGate = denial.extra?.['last_calls'];
     if (Array.isArray(fromGate)) return fromGate as Record<string, unknown>[];
@@ -131,6 +135,18 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
           summary: { decision_id: call.decisionId, code: denial.code, message: denial.message, server: call.input.server, tool: call.input.tool },
         });
         if (!result.session_halted && !result.token_halted) return undefined;
+        const earlier = result.already_halted;
+        if (earlier) {
+          repeatedHalts.add(denial);
+          const since = earlier.since.toISOString();
+          denial.message = joinSentences(
+            denial.message,
+            result.token_halted
+              ? `This token is halted (${earlier.trigger}) since ${since}: every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
+              : `Session ${call.input.session_id} is halted (${earlier.trigger}) since ${since} until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`,
+          );
+          return { id: call.input.session_id, state: 'halted', trigger: earlier.trigger as HaltTrigger, last_calls: await lastCallsView(call, denial) };
+        }
         // The step that denied wrote why; the agent and the operator also need to know what now stops.
         denial.message = joinSentences(
           denial.message,
@@ -165,6 +181,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
         details: { decision_id: call.decisionId, code: denial.code, tool: call.input.tool },
       };
       if (denial.halt) {
+        if (repeatedHalts.has(denial)) return;
         void ctx.alerts.raise({ ...base, kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${denial.halt}: ${denial.message}`, details: { ...base.details, trigger: denial.halt } });
       } else if (denial.code === 'KILL_SWITCH') {
         // One alert per token and flag per minute: a killed capability is hit by every call.

@@ -72,6 +72,19 @@ export interface HaltResult {
   recorded: boolean;
   /** False when Redis was unavailable: decisions deny anyway; the halt is re-applied when it is back. */
   enforced: boolean;
+  /**
+   * Set when this call halted nothing new: the token (haltToken) or else the session was already halted,
+   * by `trigger` at `since` (Postgres's record). Callers raise no second alert for it. Unset when the halt
+   * is new, or when Postgres could not say (not recorded).
+   */
+  already_halted?: { trigger: string; since: Date };
+}
+
+/** What recording a halt in Postgres found and did (see HaltResult). */
+interface HaltRecord {
+  session: SessionRow | undefined;
+  tokenHaltId: string | null;
+  earlier: { trigger: string; since: Date } | undefined;
 }
 
 export interface HaltHistoryEntry {
@@ -360,10 +373,11 @@ export class SessionService {
     }
     let session: SessionRow | undefined;
     let tokenHaltId: string | null = null;
+    let earlier: HaltRecord['earlier'];
     let recorded = true;
     try {
       const record = await this.recordHaltStorably(input);
-      if (record) ({ session, tokenHaltId } = record);
+      if (record) ({ session, tokenHaltId, earlier } = record);
       else recorded = false; // Postgres refused even the bare halt (logged); retrying cannot help
     } catch (err) {
       recorded = false;
@@ -395,22 +409,27 @@ export class SessionService {
       token_halt_id: tokenHaltId,
       recorded,
       enforced,
+      ...(earlier ? { already_halted: earlier } : {}),
     };
   }
 
-  private async recordHalt(input: HaltInput, sessionId: string | null): Promise<{ session: SessionRow | undefined; tokenHaltId: string | null }> {
+  private async recordHalt(input: HaltInput, sessionId: string | null): Promise<HaltRecord> {
     return withTransaction(this.pool, async (c) => {
       const locked = sessionId ? await sessionStore.lockSession(c, sessionId, input.tokenId) : undefined;
       const session = locked && locked.state !== 'closed' ? locked : undefined;
       let tokenHaltId: string | null = null;
+      let earlier: HaltRecord['earlier'];
       if (input.haltToken) {
-        const { halt } = await sessionStore.haltToken(c, { id: uuidv7(), tokenId: input.tokenId, trigger: input.trigger, sessionId: session?.id ?? null, summary: input.summary });
+        const { halt, created } = await sessionStore.haltToken(c, { id: uuidv7(), tokenId: input.tokenId, trigger: input.trigger, sessionId: session?.id ?? null, summary: input.summary });
         tokenHaltId = halt.id;
+        if (!created) earlier = { trigger: halt.trigger, since: halt.halted_at };
+      } else if (session?.state === 'halted' && session.halted_at) {
+        earlier = { trigger: session.trigger ?? input.trigger, since: session.halted_at };
       }
       if (session && session.state !== 'halted') {
         await sessionStore.haltSession(c, { id: uuidv7(), sessionId: session.id, tokenId: input.tokenId, trigger: input.trigger, tokenHaltId, summary: input.summary });
       }
-      return { session, tokenHaltId };
+      return { session, tokenHaltId, earlier };
     });
   }
 
@@ -423,7 +442,7 @@ export class SessionService {
    * the call itself is in the audit trail). Undefined when Postgres refused even that (logged: resume
    * still lifts what Redis enforces). Throws on any other error (Postgres unavailable): the caller retries.
    */
-  private async recordHaltStorably(input: HaltInput): Promise<{ session: SessionRow | undefined; tokenHaltId: string | null } | undefined> {
+  private async recordHaltStorably(input: HaltInput): Promise<HaltRecord | undefined> {
     const sessionId = typeof input.sessionId === 'string' && UUID.test(input.sessionId) ? input.sessionId : null;
     let refusal: unknown;
     try {

@@ -132,6 +132,39 @@ describe('POST /v1/decisions', () => {
     expect((await gw.decide(tok.raw, { ...read('a.md'), session_id: s.session_id })).code).toBe('OK');
   });
 
+  it('calls of an already-halted token that fire the trigger again: one audit row each, one SESSION_HALTED alert, "is halted since", not "is now halted"', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    // A step before the Redis one (here: the server is unknown; in the field: a policy change removed the
+    // server from the role) denies each call and fires its trigger again, halted or not.
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push(await gw.decide(tok.raw, { server: 'shadow-server', tool: 'anything', session_id: s.session_id }));
+    expect(answers.map((a) => a.code)).toEqual(['UNKNOWN_SERVER', 'UNKNOWN_SERVER', 'UNKNOWN_SERVER', 'UNKNOWN_SERVER']);
+    expect(answers[0].message).toContain('This token is now halted (UNAUTHORIZED_SERVER)');
+    const { rows: halts } = await t.pool().query<{ halted_at: Date }>('SELECT halted_at FROM token_halts WHERE token_id = $1', [tok.id]);
+    expect(halts).toHaveLength(1);
+    for (const a of answers.slice(1)) {
+      expect(a.message).not.toContain('now halted');
+      expect(a.message).toContain(`This token is halted (UNAUTHORIZED_SERVER) since ${halts[0]!.halted_at.toISOString()}`);
+      expect(a.message).toContain(`POST /v1/keys/${tok.id}/resume`);
+      expect(a.session).toMatchObject({ state: 'halted', trigger: 'UNAUTHORIZED_SERVER' });
+    }
+    await app.ctx.audit.writer.flush();
+    for (const a of answers) expect(await intentRows(a.decision_id)).toEqual([{ kind: 'INTENT', decision: 'deny', code: 'UNKNOWN_SERVER' }]);
+    // Alerts are raised without waiting: give them a moment, then count.
+    await new Promise((r) => setTimeout(r, 500));
+    const alerts = await app.inject({ method: 'GET', url: `/v1/alerts?kind=SESSION_HALTED&token=${tok.id}`, headers: bearer(gw.owner) });
+    expect(alerts.statusCode, alerts.body).toBe(200);
+    expect(alerts.json().alerts).toHaveLength(1);
+
+    // Resumed, the next trigger is a new halt: a new alert.
+    const resume = await app.inject({ method: 'POST', url: `/v1/keys/${tok.id}/resume`, headers: bearer(gw.owner), payload: { reason: 'removed the stray server from the agent config' } });
+    expect(resume.statusCode).toBe(200);
+    const after = await gw.decide(tok.raw, { server: 'shadow-server', tool: 'anything', session_id: (await gw.session(tok.raw)).session_id });
+    expect(after.message).toContain('This token is now halted (UNAUTHORIZED_SERVER)');
+    await until(async () => (await app.inject({ method: 'GET', url: `/v1/alerts?kind=SESSION_HALTED&token=${tok.id}`, headers: bearer(gw.owner) })).json().alerts.length === 2, 5_000, 'the second halt\'s alert');
+  });
+
   it('a production database resource in development → ENVIRONMENT_FORBIDDEN and halted; a "main" argument is not production', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);
