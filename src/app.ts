@@ -22,6 +22,7 @@ import { WebhookSecretHolder } from './flags/webhook-secret.js';
 import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
+import { declareCommonErrors } from './http/schemas.js';
 import { registerKillLoader } from './kills/mirror.js';
 import { RedisGate } from './limits/gate.js';
 import { loggerOptions } from './log.js';
@@ -308,6 +309,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
     app.removeContentTypeParser('text/plain');
     installErrorHandler(app);
+    // Before any route: 413/415/503 declared on every route that can answer them (OpenAPI, docs/api.md).
+    declareCommonErrors(app);
     installHttpMetrics(app, metrics);
 
     await app.register(swagger, {

@@ -11,8 +11,11 @@ export const ERROR_CODES = {
   CONFLICT: { status: 409, doc: 'The request conflicts with the current state (for example a second approval of one request).' },
   PAYLOAD_TOO_LARGE: { status: 413, doc: 'The body is larger than BODY_LIMIT_BYTES.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, doc: 'The body is not JSON.' },
-  TOO_MANY_SESSIONS: { status: 429, doc: 'POST /v1/sessions: the token already has its maximum of open sessions, or opened its maximum this hour (`details.retry_after_s`).' },
-  SERVICE_UNAVAILABLE: { status: 503, doc: 'A dependency needed for this admin request is down; try again.' },
+  TOO_MANY_SESSIONS: { status: 429, doc: 'POST /v1/sessions: the token already has its maximum of open sessions, or opened its maximum this hour (`details.retry_after_s`, also sent as the `Retry-After` header in seconds).' },
+  SERVICE_UNAVAILABLE: {
+    status: 503,
+    doc: 'A dependency this request needs (the credential store, Postgres, Redis, the audit trail) is unavailable; nothing was done. The `Retry-After` header says how many seconds to wait before trying again. On `POST /v1/decisions` it means the gateway key could not be checked: no decision was made, and the gateway treats the call as denied.',
+  },
   INTERNAL: { status: 500, doc: 'A bug. The log line with the request id says more.' },
 } as const;
 
@@ -43,16 +46,30 @@ export interface FieldProblem {
   problem: string;
 }
 
+/**
+ * What a 503 SERVICE_UNAVAILABLE sends as `Retry-After` when its cause gives no better wait: a credential
+ * cache refill, a Postgres or Redis reconnect, a state reload usually take a second or two.
+ */
+export const SERVICE_UNAVAILABLE_RETRY_AFTER_S = 2;
+
 export class AppError extends Error {
   readonly status: number;
+  /**
+   * Seconds for the `Retry-After` header (set by the error handler). A 503 gets
+   * SERVICE_UNAVAILABLE_RETRY_AFTER_S unless it says otherwise; `false`: no header (waiting will not help).
+   */
+  readonly retryAfterS: number | undefined;
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly details?: Record<string, unknown> | FieldProblem[],
+    opts: { retryAfterS?: number | false } = {},
   ) {
     super(message);
     this.name = 'AppError';
     this.status = ERROR_CODES[code].status;
+    const wait = opts.retryAfterS ?? (this.status === 503 ? SERVICE_UNAVAILABLE_RETRY_AFTER_S : undefined);
+    this.retryAfterS = wait === false ? undefined : wait;
   }
 }
 

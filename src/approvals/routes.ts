@@ -63,6 +63,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['gateway'],
         summary: 'State of an approval the agent asked for, for a gateway that waits for it (only the token that asked may read it)',
+        security: [{ bearer: [], agentToken: [] }],
         params: ApprovalIdParams,
         response: { 200: ApprovalStatusSchema, ...errors },
       },

@@ -552,7 +552,8 @@ export class ApprovalService {
     try {
       [mirrored] = await this.mirror.write([this.entry(d)]);
     } catch (err) {
-      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable (${(err as Error).message}); the decision was not applied, try again.`);
+      this.deps.log.error({ err: (err as Error).message, approval: d.id }, 'approvals: decision not applied: Redis unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so the decision was not applied (the request stays pending); try again shortly.');
     }
     if (mirrored === 'OTHER') throw conflict(`a newer request for the same call replaced approval ${d.id}`);
     try {

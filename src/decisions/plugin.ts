@@ -9,7 +9,7 @@ import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
 import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
-import { type CallOutcome, summarizeArguments } from '../limits/summary.js';
+import { type CallOutcome, type CallSummary, summarizeArguments } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { joinSentences } from '../sentences.js';
 import { toolRoutes } from '../tools/routes.js';
@@ -111,10 +111,10 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   // server from a role makes every call of a halted agent fire UNAUTHORIZED_SERVER again, before the gate
   // would answer SESSION_HALTED. One halt, one alert: these raise none.
   const repeatedHalts = new WeakSet<Denial>();
-  const lastCallsView = async (call: CallContext, denial: Denial) => {
+  const lastCallsView = async (call: CallContext, denial: Denial): Promise<CallSummary[]> => {
     const fromGate = denial.extra?.['last_calls'];
-    if (Array.isArray(fromGate)) return fromGate as Record<string, unknown>[];
-    return (await ctx.sessions.lastCalls(call.input.session_id, 3).catch(() => [])) as unknown as Record<string, unknown>[];
+    if (Array.isArray(fromGate)) return fromGate as CallSummary[];
+    return ctx.sessions.lastCalls(call.input.session_id, 3).catch(() => []);
   };
 
   ctx.decisions = new DecisionService({
@@ -209,7 +209,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     async halt({ agent, sessionId, trigger, summary }) {
       await ctx.sessions.halt({ tokenId: agent.id, sessionId, trigger, haltToken: haltsToken(ctx.policy.current(), trigger), summary });
       void ctx.alerts.raise({ kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${trigger} after a call returned`, token_id: agent.id, project_id: agent.projectId, session_id: sessionId, details: { ...summary, trigger } });
-      return { id: sessionId, state: 'halted', trigger, last_calls: (await ctx.sessions.lastCalls(sessionId, 3).catch(() => [])) as unknown as Record<string, unknown>[] };
+      return { id: sessionId, state: 'halted', trigger, last_calls: await ctx.sessions.lastCalls(sessionId, 3).catch(() => []) };
     },
     recordResult({ decisionId, agent, gateway, meta, result, trigger }) {
       const callResult: { status: string; duration_ms: number; result_bytes: number; rows?: number; error?: string } = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };

@@ -43,7 +43,10 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: gateway,
       schema: {
         tags: ['gateway'],
-        summary: 'May this tool call go ahead? 200 always carries a decision; a denial is not an HTTP error.',
+        summary: 'May this tool call go ahead? Every decision, allow or deny, is a 200; any other status carries no decision and the gateway treats the call as denied',
+        description:
+          'A denial is not an HTTP error: it is a 200 with `decision: "deny"` and a stable code, audited. Only a 200 with `decision: "allow"` lets the call run: a gateway treats every other answer (any non-200 status, a timeout, a broken connection) as a denial. A non-200 status carries no decision: 400 (the body, naming the field), 401 (the gateway key or agent token), 413 and 415 (the body), 503 SERVICE_UNAVAILABLE when the gateway key cannot be checked (the credential store is unavailable: the caller is not known, so nothing is decided or audited; `Retry-After` says when to try again). An agent token that cannot be checked is a 200 denial, DEPENDENCY_UNAVAILABLE, audited under the gateway.',
+        security: [{ bearer: [], agentToken: [] }],
         body: DecisionBody,
         response: { 200: DecisionAnswer, ...errors },
       },
@@ -90,6 +93,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['gateway'],
         summary: 'Record the one RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time). The same report again gets the first answer (repeated: true); a different one, 409',
+        security: [{ bearer: [], agentToken: [] }],
         params: DecisionIdParams,
         body: ResultBody,
         response: { 200: ResultAnswer, ...errors, 409: ErrorBody, 503: ErrorBody },

@@ -1,4 +1,7 @@
 import { type Static, Type } from 'typebox';
+import { DECISION_CODES, type DecisionCode } from '../errors.js';
+import { COUNTER_LABELS } from '../limits/limits.js';
+import { CallSummarySchema } from '../sessions/schemas.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { EnvironmentSchema, IssuedId } from '../tokens/schemas.js';
 
@@ -51,22 +54,40 @@ export const DecisionBody = Type.Object(
 );
 export type DecisionBody = Static<typeof DecisionBody>;
 
-const LastCall = Type.Object({}, { additionalProperties: true });
-
 export const SessionInAnswer = Type.Object({
   id: Type.String(),
   state: Type.String(),
   trigger: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-  last_calls: Type.Optional(Type.Array(LastCall)),
+  last_calls: Type.Optional(Type.Array(CallSummarySchema, { description: 'On a halt: the last 3 calls of the session, newest first.' })),
 });
+
+/** Every decision code (the one table in src/errors.ts): a string enum, cheap to serialise. */
+const DecisionCodeSchema = Type.Unsafe<DecisionCode>({
+  type: 'string',
+  enum: Object.keys(DECISION_CODES),
+  description: 'Stable decision code (docs/errors.md): OK for an allow, the reason for a denial.',
+});
+
+const LimitUse = Type.Object({ used: Type.Integer(), max: Type.Integer() }, { additionalProperties: false });
+
+// One optional key per counter of src/limits/limits.ts (COUNTER_LABELS names them); a counter this
+// version does not name would still be answered, in the same shape.
+const LimitsSchema = Type.Object(
+  Object.fromEntries(Object.entries(COUNTER_LABELS).map(([name, label]) => [name, Type.Optional(Type.Object(LimitUse.properties, { additionalProperties: false, description: `${label.replace('{server}', 'the server')}: used (this call included) and the maximum.` }))])),
+  {
+    additionalProperties: LimitUse,
+    description:
+      'The limits that apply to this call and how much of each is used, by counter: only the counters the policy sets for this role and server appear, and only when the call reached the limit check (empty on earlier denials). Session totals (session_calls, server_calls, server_reads, server_writes) halt the session when exceeded (SESSION_LIMIT); the per-minute and per-day ones answer RATE_LIMITED.',
+  },
+);
 
 export const DecisionAnswer = Type.Object({
   decision: Type.Union([Type.Literal('allow'), Type.Literal('deny')]),
-  code: Type.String({ description: 'Stable decision code (docs/errors.md).' }),
+  code: DecisionCodeSchema,
   decision_id: Type.String(),
   message: Type.String(),
   session: Type.Optional(SessionInAnswer),
-  limits: Type.Record(Type.String(), Type.Object({ used: Type.Integer(), max: Type.Integer() })),
+  limits: LimitsSchema,
   warning: Type.Optional(Type.String()),
   retry_after_s: Type.Optional(Type.Integer()),
   approval_id: Type.Optional(Type.String()),

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type ErrorCode, type FieldProblem } from '../errors.js';
+import { AppError, type ErrorCode, type FieldProblem, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors.js';
 import { discardCap, discardRestOfBody } from './body-limit.js';
 
 interface ValidationIssue {
@@ -73,7 +73,11 @@ function isDatabaseUnavailable(err: { code?: string; message?: string }): boolea
 /** The one place that turns errors into `{error: {code, message, details?}}`. */
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
-    if (err instanceof AppError) return send(reply, err.code, err.status, err.message, err.details);
+    if (err instanceof AppError) {
+      // A wait a retrying client (or an HTTP library) can read without parsing the body.
+      if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
+      return send(reply, err.code, err.status, err.message, err.details);
+    }
     if (err.validation) {
       const details = problemsOf(err.validationContext ?? 'body', err.validation);
       const first = details[0]!;
@@ -108,6 +112,7 @@ export function installErrorHandler(app: FastifyInstance): void {
       return send(reply, 'INVALID_REQUEST', 400, 'body: contains a NUL character (\\u0000), which cannot be stored', [{ field: 'body', problem: 'contains a NUL character' }]);
     }
     if (isDatabaseUnavailable(err)) {
+      reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
       return send(reply, 'SERVICE_UNAVAILABLE', 503, 'Postgres is unavailable; try again shortly.');
     }
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {

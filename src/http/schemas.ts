@@ -1,3 +1,4 @@
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
 
 export const ErrorBody = Type.Object(
@@ -10,3 +11,34 @@ export const ErrorBody = Type.Object(
   },
   { description: 'Every error: a stable code (docs/errors.md), a message for humans, and details such as the failing field.' },
 );
+
+/** Methods whose requests Fastify reads a body for (its `bodywith` set): each can answer 413 and 415. */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * Declares the errors a route answers because of where it sits, not what it does, so that the OpenAPI
+ * document lists every status a client can get:
+ * - 413 PAYLOAD_TOO_LARGE and 415 UNSUPPORTED_MEDIA_TYPE on every route that reads a body (Fastify
+ *   parses one for these methods whether or not the route declares it);
+ * - 503 SERVICE_UNAVAILABLE on every route that checks a credential (it declares 401): the credential
+ *   store can be unavailable.
+ * Only routes that declare responses are completed (a route without any keeps the OpenAPI default);
+ * a status a route declares itself is left as it is. Added before the routes (an onRoute hook).
+ */
+export function declareCommonErrors(app: FastifyInstance): void {
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const schema = route.schema as { response?: Record<string, unknown>; hide?: boolean } | undefined;
+    if (!schema?.response || schema.hide) return;
+    const response: Record<string, unknown> = { ...schema.response };
+    const add = (status: number) => {
+      if (!(status in response)) response[status] = ErrorBody;
+    };
+    if ([route.method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()))) {
+      add(413);
+      add(415);
+    }
+    if (401 in response) add(503);
+    // A copy: routes may share one schema object, and one route's additions are not another's.
+    route.schema = { ...schema, response };
+  });
+}

@@ -261,7 +261,8 @@ export class KillService {
         await this.mirror.apply(c, before.target_key);
       } catch (err) {
         // Rolled back: a lift that Redis did not take would tell the operator calls resumed when they do not.
-        throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the kill was not lifted (nothing changed); retry: ${(err as Error).message}`);
+        this.deps.log.error({ err: (err as Error).message, kill: id }, 'kills: lift not applied: Redis unavailable');
+        throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so the kill was not lifted (nothing changed); try again shortly.');
       }
       stillKilled = (await killStore.targetState(c, before.target_key)) !== undefined;
       return lifted;

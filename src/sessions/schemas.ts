@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { ARGUMENTS_MAX_CHARS } from '../limits/summary.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { Timestamp } from '../tokens/schemas.js';
 
@@ -41,27 +42,34 @@ export const OpenedSession = Type.Object({
   ),
 });
 
+// The entries of a session's last-calls list (src/limits/summary.ts, CallSummary and CallOutcome), as
+// GET /v1/sessions/:id and a decision's `session.last_calls` show them: closed, every field described.
 const Outcome = Type.Object(
   {
-    status: Type.String(),
-    duration_ms: Type.Optional(Type.Number()),
-    result_bytes: Type.Optional(Type.Number()),
-    rows: Type.Optional(Type.Number()),
-    error: Type.Optional(Type.String()),
+    status: Type.String({ description: 'The status the gateway reported (POST /v1/decisions/:id/result): success, error, timeout, withheld or cancelled.' }),
+    duration_ms: Type.Optional(Type.Integer()),
+    result_bytes: Type.Optional(Type.Integer()),
+    rows: Type.Optional(Type.Integer()),
+    error: Type.Optional(Type.String({ description: 'The reported error, cut to 500 characters.' })),
   },
-  { additionalProperties: true },
+  { additionalProperties: false, description: 'What the gateway reported after the call; absent until a result is reported (and for denied calls).' },
 );
 
-export const CallSummarySchema = Type.Object({
-  id: Type.String(),
-  at: Type.Number({ description: 'Milliseconds since the epoch (Redis time).' }),
-  server: Type.String(),
-  tool: Type.String(),
-  args: Type.String({ description: 'Arguments as JSON, secrets redacted, truncated.' }),
-  decision: Type.String(),
-  code: Type.String(),
-  outcome: Type.Optional(Outcome),
-});
+export const CallSummarySchema = Type.Object(
+  {
+    id: Type.String({ description: 'The decision id of the call.' }),
+    at: Type.Integer({ description: 'When the control plane saw the call: milliseconds since the Unix epoch (Redis time), not an ISO date.' }),
+    server: Type.String(),
+    tool: Type.String(),
+    args: Type.String({
+      description: `The call's arguments as a JSON-encoded string (not an object), secrets redacted; longer than ${ARGUMENTS_MAX_CHARS} characters, it is cut to ${ARGUMENTS_MAX_CHARS} ending in "…" and no longer parses as JSON.`,
+    }),
+    decision: Type.Union([Type.Literal('allow'), Type.Literal('deny')]),
+    code: Type.String({ description: 'The decision code of the call (docs/errors.md).' }),
+    outcome: Type.Optional(Outcome),
+  },
+  { additionalProperties: false, description: 'One recent call of the session, newest first.' },
+);
 
 const SessionFields = {
   id: Id,

@@ -286,7 +286,9 @@ export class SessionService {
         ...(this.settings.newSessionWindowMs ? { hourMs: this.settings.newSessionWindowMs } : {}),
       });
     } catch (err) {
-      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so no session can be opened (fail closed): ${(err as Error).message}`);
+      // The driver's error names hosts and ports: for the log, not for the gateway (docs/operations.md).
+      this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: Redis unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so no session was opened (fail closed); try again shortly.');
     }
     if (answer.r === 'NO_EPOCH') {
       this.epoch.requestReload();
@@ -304,11 +306,12 @@ export class SessionService {
     }
     if (answer.r === 'TOO_MANY_NEW') {
       const retryAfterS = Math.max(1, Math.ceil(answer.retry / 1000));
-      throw new AppError('TOO_MANY_SESSIONS', `This token opened ${answer.n} sessions this hour (limit ${caps.maxNewPerHour}); retry after ${retryAfterS} s.`, {
-        limit: 'max_new_sessions_per_hour',
-        max: caps.maxNewPerHour,
-        retry_after_s: retryAfterS,
-      });
+      throw new AppError(
+        'TOO_MANY_SESSIONS',
+        `This token opened ${answer.n} sessions this hour (limit ${caps.maxNewPerHour}); retry after ${retryAfterS} s.`,
+        { limit: 'max_new_sessions_per_hour', max: caps.maxNewPerHour, retry_after_s: retryAfterS },
+        { retryAfterS },
+      );
     }
     const trigger = answer.trg || null;
     let row: SessionRow;
@@ -331,7 +334,8 @@ export class SessionService {
     } catch (err) {
       // Nobody has the id yet; drop the Redis half so the record and the mirror agree.
       await this.mirror.redis.redis.del(this.mirror.redis.key('s', id)).catch(() => {});
-      throw new AppError('SERVICE_UNAVAILABLE', `Postgres is unavailable, so no session can be opened: ${(err as Error).message}`);
+      this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: Postgres unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Postgres is unavailable, so no session was opened; try again shortly.');
     }
     const halted = row.state === 'halted';
     return {
@@ -708,7 +712,8 @@ export class SessionService {
       try {
         answer = await this.mirror.close(row.token_id, id);
       } catch (err) {
-        throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the session was not closed (nothing changed); retry: ${(err as Error).message}`);
+        this.log.error({ err: (err as Error).message, session_id: id }, 'session not closed: Redis unavailable');
+        throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so the session was not closed (nothing changed); try again shortly.');
       }
       if (answer.r === 'NO_EPOCH') {
         this.epoch.requestReload();
@@ -764,7 +769,8 @@ export class SessionService {
     try {
       return await read();
     } catch (err) {
-      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the resume was not applied (nothing changed); retry: ${(err as Error).message}`);
+      this.log.error({ err: (err as Error).message }, 'resume not applied: Redis unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so the resume was not applied (nothing changed); try again shortly.');
     }
   }
 
@@ -773,7 +779,8 @@ export class SessionService {
     try {
       await this.mirror.resume(tokenId, sessionIds, liftTokenHalt);
     } catch (err) {
-      throw new AppError('SERVICE_UNAVAILABLE', `Redis is unavailable, so the resume was not applied (nothing changed); retry: ${(err as Error).message}`);
+      this.log.error({ err: (err as Error).message }, 'resume not applied: Redis unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so the resume was not applied (nothing changed); try again shortly.');
     }
   }
 

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
-import { unauthenticated } from '../errors.js';
-import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
@@ -121,6 +120,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
         description:
           'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision.',
+        security: [{ bearer: [], agentToken: [] }],
         body: ReportBody,
         response: {
           200: Type.Object({
@@ -154,8 +154,8 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => {
-      const agent = await ctx.auth.authenticate(agentTokenHeader(req));
-      if (agent.kind !== 'agent') throw unauthenticated();
+      // 503 (not a 500) while the credential store is unavailable, as on every gateway route.
+      const agent = await authenticateAgent(ctx.auth, agentTokenHeader(req));
       const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
       for (const r of results.filter((x) => x.newlyChanged)) {
         ctx.alerts?.raise({ kind: 'TOOL_CHANGED', severity: 'warning', server: r.server, message: `${r.server}/${r.tool} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}` }).catch(() => {});

@@ -98,7 +98,7 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiRoutesOptions> = async (app, 
       if (!file.startsWith(root.endsWith(sep) ? root : root + sep)) throw notFound('file');
       const info = await stat(file).catch(() => null);
       if (!info?.isFile()) {
-        if (rel === 'index.html') throw new AppError('SERVICE_UNAVAILABLE', 'The admin UI is not built: run `npm run ui:build` (npm start and npm test do it).');
+        if (rel === 'index.html') throw new AppError('SERVICE_UNAVAILABLE', 'The admin UI is not built: run `npm run ui:build` (npm start and npm test do it).', undefined, { retryAfterS: false });
         throw notFound('file');
       }
       // Vite puts a content hash in every asset name: those never change; index.html must always be fresh.

@@ -39,7 +39,7 @@ describe('after-call triggers: the message says what happened, not what the gate
 });
 
 describe('denialText (the gateway)', () => {
-  const halted = { id: 'ses-1', state: 'halted', trigger: 'WRITE_IN_READ_SESSION', last_calls: [{ server: 'filesystem', tool: 'write_file', decision: 'deny', code: 'PERMISSION_DENIED' }] };
+  const halted = { id: 'ses-1', state: 'halted', trigger: 'WRITE_IN_READ_SESSION', last_calls: [{ id: 'dec-1', at: 0, args: '', server: 'filesystem', tool: 'write_file', decision: 'deny' as const, code: 'PERMISSION_DENIED' }] };
 
   it('does not call a token halt a session halt: when the message says what is halted, it only adds what to do', () => {
     const message = 'Session ses-1 is halted (WRITE_IN_READ_SESSION), and so is this token: an operator resumes both with POST /v1/keys/tok-1/resume; resuming the session alone is not enough.';
