@@ -14,6 +14,7 @@ import {
   type ServerNotification,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionBody } from '../decisions/schemas.js';
+import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
 import type { DeclaredScope } from './control-plane.js';
 import type { Gateway } from './gateway.js';
@@ -46,7 +47,10 @@ export function declaredScope(config: { readOnly: boolean; servers: string[] | u
     read_only: config.readOnly || c.read_only === true || c.readOnly === true,
     servers: asked ? configured.filter((s) => asked.includes(s)) : configured,
   };
-  const purpose = typeof c.purpose === 'string' && c.purpose.trim() ? c.purpose.trim().slice(0, 1000) : config.purpose.slice(0, 1000);
+  // The control plane refuses line breaks, control and bidirectional characters in a purpose (operators
+  // read it): a client's are made spaces here rather than failing every call of the session.
+  const fromAgent = typeof c.purpose === 'string' ? withoutUnsafeCharacters(c.purpose).trim() : '';
+  const purpose = fromAgent ? fromAgent.slice(0, 1000) : config.purpose.slice(0, 1000);
   if (purpose) scope.purpose = purpose;
   return scope;
 }

@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
+import { TEXT_PATTERN } from '../tokens/names.js';
 import { type ProhibitedFinding, pathOf, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
 import { ConfigReferenceError, expandHome, hasReference, type ReferenceSources, resolveReferences } from './references.js';
 
@@ -51,7 +52,7 @@ const KillswitchSection = Type.Object(
         {
           readOnly: Type.Optional(Type.Boolean()),
           servers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true })),
-          purpose: Type.Optional(Type.String({ maxLength: 1000 })),
+          purpose: Type.Optional(Type.String({ maxLength: 1000, pattern: TEXT_PATTERN })),
         },
         { additionalProperties: false },
       ),
@@ -210,7 +211,13 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
     throw new GatewayConfigError([`${file} is not JSON: ${(err as Error).message}`]);
   }
   if (!validateFile(data)) {
-    throw new GatewayConfigError((validateFile.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params['additionalProperty'])})` : ''}`));
+    throw new GatewayConfigError(
+      (validateFile.errors ?? []).map((e) => {
+        // The text pattern as words: a regex of escaped code points tells nobody what to fix.
+        const message = e.keyword === 'pattern' && e.params['pattern'] === TEXT_PATTERN ? 'must not contain line breaks, control characters or bidirectional marks' : (e.message ?? 'is invalid');
+        return `${e.instancePath || '/'} ${message}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params['additionalProperty'])})` : ''}`;
+      }),
+    );
   }
   const cfg = data as GatewayConfigFile;
   const ks = cfg.killswitch ?? {};

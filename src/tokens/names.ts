@@ -20,6 +20,12 @@ export const NAME_PATTERN = `^[^${UNSAFE}]+$`;
  */
 export const TEXT_PATTERN = `^[^${UNSAFE}]*$`;
 const ALLOWED_CHARACTERS = new RegExp(NAME_PATTERN, 'u');
+const UNSAFE_CHARACTERS = new RegExp(`[${UNSAFE}]+`, 'gu');
+
+/** `text` with every run of the characters TEXT_PATTERN refuses made one space (for text a program passes on, such as a client's purpose). */
+export function withoutUnsafeCharacters(text: string): string {
+  return text.replace(UNSAFE_CHARACTERS, ' ');
+}
 
 /**
  * A character that leaves a mark on screen. A name without one shows as an empty name in alerts and

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { declaredScope } from '../../src/gateway/agent-session.js';
 import { DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
 import { resolveReferences } from '../../src/gateway/references.js';
 
@@ -56,6 +57,14 @@ describe('gateway config: claude_desktop_config.json shape', () => {
     expect(cfg.upstreams[0]?.limits).toEqual({ maxResultBytes: 500, maxRows: undefined, maxExecutionMs: 2000 });
     expect(cfg.upstreams[1]?.limits).toEqual({ maxResultBytes: 500, maxRows: 10, maxExecutionMs: 500 });
     expect(cfg.session).toEqual({ readOnly: true, servers: ['a'], purpose: 'triage' });
+  });
+
+  it('a session purpose with a line break or a bidirectional override is refused in the config (the control plane would refuse every session); a client\'s is made spaces', () => {
+    expect(problemsOf({ mcpServers: { a: { command: 'node' } }, killswitch: { session: { purpose: 'fix\u202Eexe.txt' } } })).toEqual(['/killswitch/session/purpose must not contain line breaks, control characters or bidirectional marks']);
+    expect(problemsOf({ mcpServers: { a: { command: 'node' } }, killswitch: { session: { purpose: 'two\nlines' } } })).toEqual(['/killswitch/session/purpose must not contain line breaks, control characters or bidirectional marks']);
+    const config = { readOnly: false, servers: undefined, purpose: 'configured' };
+    expect(declaredScope(config, ['a'], { purpose: 'line one\r\nline two \u202Egnp.exe' }).purpose).toBe('line one line two  gnp.exe');
+    expect(declaredScope(config, ['a'], { purpose: '\u2066\u2069\n' }).purpose).toBe('configured');
   });
 
   it('names every problem: both command and url, unknown killswitch keys, bad names, unknown session servers', () => {
