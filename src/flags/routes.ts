@@ -94,7 +94,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         stale: status.stale,
         stale_after_s: status.staleAfterS,
         revision: status.revision,
-        backup: { state: status.backup.state, age_s: status.backup.ageS ?? null },
+        backup: { state: status.backup.state, age_s: status.backup.ageS ?? null, from: status.backup.from ?? null },
         overrides: status.overrides.map((o) => ({ flag: o.flag, reason: o.reason, event_id: o.eventId, at: new Date(o.at).toISOString() })),
         webhook: {
           url: webhookUrl(ctx.config),

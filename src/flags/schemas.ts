@@ -64,7 +64,7 @@ export const FlagEntry = Type.Object({
   type: Type.Union([Type.String(), Type.Null()]),
   enabled: Type.Boolean({ description: 'On in the Unleash environment the control plane reads (before strategy constraints).' }),
   source: Type.Union([Type.Literal('poll'), Type.Literal('bootstrap'), Type.Literal('webhook'), Type.Literal('none')], {
-    description: 'Where the state in force comes from: the last poll, the backup file at start, or a webhook override.',
+    description: 'Where the state in force comes from: the last poll, the backup at start (backup.from: the file or the Redis copy), or a webhook override.',
   }),
   strategies: Type.Integer(),
   constraints: Type.Integer({
@@ -125,7 +125,16 @@ export const FlagsOverview = Type.Object({
   stale: Type.Boolean({ description: 'No successful fetch for stale_after_s (the FLAGS_STALE alarm): the last fetched state stays in force. Use age_s to see it sooner.' }),
   stale_after_s: Type.Integer(),
   revision: Type.Union([Type.Integer(), Type.Null()], { description: 'Unleash revision (event id) of the polled data.' }),
-  backup: Type.Object({ state: Type.String(), age_s: Type.Union([Type.Integer(), Type.Null()]) }),
+  backup: Type.Object(
+    {
+      state: Type.String({ description: 'What this replica found at start: none, loaded, too-old, other-source, unreadable, disabled.' }),
+      age_s: Type.Union([Type.Integer(), Type.Null()], { description: 'Seconds since Unleash last confirmed that backup, at start.' }),
+      from: Type.Union([Type.Literal('file'), Type.Literal('redis'), Type.Null()], {
+        description: 'Which backup state and age_s are about: the file in DATA_DIR or the copy in Redis (whichever Unleash confirmed later). Null: there was none (state none or disabled).',
+      }),
+    },
+    { description: 'The backup a replica starts from while it cannot reach Unleash.' },
+  ),
   overrides: Type.Array(FlagOverrideView),
   webhook: Type.Object({
     url: Type.String({ description: 'Where this control plane registers the Unleash webhook at start: PUBLIC_URL, else http://HOST:PORT.' }),

@@ -4,11 +4,12 @@ import type { Logger } from 'pino';
 import { Unleash, type Context as UnleashContext, UnleashEvents } from 'unleash-client';
 import type { Config } from '../config.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
-import { FlagBackup } from './backup.js';
+import { type BackupFrom, FlagBackup } from './backup.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
 import { holdPollInterval } from './poll-interval.js';
 import { describeRegistration, type RegistrationView, registrationError, registrationKeys, unknownRegistration } from './registration.js';
 import { webhookUrl } from './setup.js';
+import { SharedFlagBackup } from './shared-backup.js';
 
 // The control plane's view of Unleash: unleash-client 6 polling one environment every
 // UNLEASH_REFRESH_MS, also after Unleash answered errors (the SDK's back-off is held off, see
@@ -75,7 +76,8 @@ export interface FlagStatus {
   stale: boolean;
   staleAfterS: number;
   revision: number | null;
-  backup: { path: string; state: string; ageS: number | undefined };
+  /** What this replica found at start; `from`: the file in DATA_DIR or the copy in Redis (the one Unleash confirmed later). */
+  backup: { path: string; state: string; ageS: number | undefined; from: BackupFrom | undefined };
   overrides: FlagOverride[];
   /** The last Unleash webhook event this replica received or heard of from another replica (since start). */
   lastWebhook: WebhookSighting | null;
@@ -247,6 +249,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       { url: config.unleashUrl, environment: config.unleashEnvironment, appName: APP_NAME },
       config.unleashBackupMaxAgeS,
       (msg, fields) => log.warn(fields ?? {}, msg),
+      new SharedFlagBackup(redis, config.unleashEnvironment),
     );
   }
 
@@ -306,7 +309,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       this.indexFlags();
       this.ready = true;
       if (this.source === 'none') this.source = this.lastFetchAt ? 'poll' : 'bootstrap';
-      this.log.info({ source: this.source, backup: this.backup.state }, 'flags: ready');
+      this.log.info({ source: this.source, backup: this.backup.state, backup_from: this.backup.from }, 'flags: ready');
       settled();
     });
     client.on(UnleashEvents.Changed, () => {
@@ -547,7 +550,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       stale: this.stale,
       staleAfterS: this.config.unleashStaleAfterS,
       revision: this.revision,
-      backup: { path: this.backup.path, state: this.backup.state, ageS: this.backup.ageS },
+      backup: { path: this.backup.path, state: this.backup.state, ageS: this.backup.ageS, from: this.backup.from },
       overrides: this.overrides.list(),
       lastWebhook: this.lastWebhook,
     };

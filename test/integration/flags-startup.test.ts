@@ -1,8 +1,10 @@
 import { utimes } from 'node:fs/promises';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallContext } from '../../src/decisions/types.js';
 import { createFlagStep } from '../../src/flags/step.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
 
 // Start-up without Unleash: fail closed unless a fresh backup of the last fetched flags exists. These
 // tests never toggle flags, so they run in parallel; "Unleash down" is a URL where nothing listens.
@@ -80,6 +82,7 @@ describe('flags at start-up', () => {
 
     const second = await ctx.app({ unleashUrl: DOWN, dataDir });
     expect(second.ctx.flags.isReady()).toBe(true);
+    // Its file or the Redis copy the first replica also left: the same flags, confirmed at about the same time.
     expect(second.ctx.flags.status()).toMatchObject({ source: 'bootstrap', backup: { state: 'loaded' }, lastFetchAt: null });
     expect(await createFlagStep(second.ctx.flags).run(writeCall())).toBeUndefined();
     const viewer = await ctx.operatorKey(second, 'viewer');
@@ -87,12 +90,18 @@ describe('flags at start-up', () => {
     expect(body.source).toBe('bootstrap');
     expect(body.flags.find((f: { name: string }) => f.name === 'mcp.enabled')).toMatchObject({ enabled: true, source: 'bootstrap' });
 
-    // Two hours old, with a one-hour limit: not used, fail closed.
+    // Two hours old, with a one-hour limit, and no copy in Redis (the first replica's is gone): not used, fail closed.
     const old = new Date(Date.now() - 2 * 3600_000);
     await utimes(backupPath, old, old);
+    const redis = new Redis(TEST_REDIS_URL);
+    try {
+      expect(await redis.del(`${ctx.redisPrefix}flags:last-fetched:development`)).toBe(1);
+    } finally {
+      redis.disconnect();
+    }
     const third = await ctx.app({ unleashUrl: DOWN, dataDir, unleashBackupMaxAgeS: 3600 });
     expect(third.ctx.flags.isReady()).toBe(false);
-    expect(third.ctx.flags.status().backup).toMatchObject({ state: 'too-old' });
+    expect(third.ctx.flags.status().backup).toMatchObject({ state: 'too-old', from: 'file' });
     expect((await createFlagStep(third.ctx.flags).run(writeCall()))?.code).toBe('DEPENDENCY_UNAVAILABLE');
 
     // A backup of another Unleash environment is never used.

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { LUA_NOW } from '../limits/lua.js';
+import type { RedisHandle } from '../redis/client.js';
+
+// The last flags fetched from Unleash by any replica, kept in the installation's Redis with the time
+// Unleash last confirmed them, so a replica that starts while it cannot reach Unleash does not start
+// from an older backup file of its own when another replica already knew better (a flag turned off since).
+//
+// Times are Redis's own clock (TIME inside the scripts), never a replica's: a replica with a clock ahead
+// cannot make its copy look fresher than it is, and ages read back are measured on the clock that wrote
+// them. A write never replaces a copy confirmed later (two replicas polling at once, a slow write).
+// Only replicas that fetched from Unleash write; a replica that started from a backup shares nothing.
+
+/** Hash fields: `hash` (of the data), `body` (JSON of {url, environment, data}), `at` (ms, Redis time). */
+const PUT = `${LUA_NOW}
+local at = now - tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], 'at', 'hash')
+local curAt = tonumber(cur[1])
+if curAt and curAt >= at then return 0 end
+if cur[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'at', at)
+elseif ARGV[3] == '' then
+  return -1
+else
+  redis.call('HSET', KEYS[1], 'at', at, 'hash', ARGV[1], 'body', ARGV[3])
+end
+return 1
+`;
+
+/** Returns {body, age in ms on Redis's clock} or nil. */
+const GET = `${LUA_NOW}
+local cur = redis.call('HMGET', KEYS[1], 'at', 'body')
+if not cur[1] or not cur[2] then return nil end
+return {cur[2], tostring(now - tonumber(cur[1]))}
+`;
+
+type Commands = {
+  killswitchFlagBackupPut(key: string, hash: string, confirmedAgoMs: string, body: string): Promise<number>;
+  killswitchFlagBackupGet(key: string): Promise<[string, string] | null>;
+};
+
+export function dataHash(dataJson: string): string {
+  return createHash('sha256').update(dataJson).digest('base64url');
+}
+
+export class SharedFlagBackup {
+  readonly key: string;
+  private readonly redis: Redis & Commands;
+
+  constructor(handle: RedisHandle, environment: string) {
+    this.key = handle.key('flags', 'last-fetched', environment);
+    const redis = handle.redis as Redis & Partial<Commands>;
+    if (typeof redis.killswitchFlagBackupPut !== 'function') redis.defineCommand('killswitchFlagBackupPut', { numberOfKeys: 1, lua: PUT });
+    if (typeof redis.killswitchFlagBackupGet !== 'function') redis.defineCommand('killswitchFlagBackupGet', { numberOfKeys: 1, lua: GET });
+    this.redis = redis as Redis & Commands;
+  }
+
+  /**
+   * Records that Unleash confirmed the data of `hash` `confirmedAgoMs` ago. `body` may be left out when only
+   * confirming: `false` then means Redis holds other data confirmed earlier, and the caller sends it again
+   * with its body. True also when nothing changed because Redis holds a later confirmation.
+   */
+  async put(hash: string, confirmedAgoMs: number, body: string | undefined): Promise<boolean> {
+    const r = await this.redis.killswitchFlagBackupPut(this.key, hash, String(Math.max(0, Math.round(confirmedAgoMs))), body ?? '');
+    return r !== -1;
+  }
+
+  /** The copy in Redis and its age, or undefined when there is none. */
+  async get(): Promise<{ body: string; ageMs: number } | undefined> {
+    const r = await this.redis.killswitchFlagBackupGet(this.key);
+    if (!r) return undefined;
+    return { body: r[0], ageMs: Number(r[1]) };
+  }
+}
