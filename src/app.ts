@@ -234,6 +234,19 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     audit.onSpoolingChange((spooling, rows) => {
       if (spooling) void alerts.raise({ kind: 'AUDIT_SPOOLING', message: `Postgres refused audit rows: they go to the local spool (${rows} rows) and are replayed when it is back.`, numbers: { rows } });
     });
+    // Once per rejected file across replicas (each replica rejects the same file): the operator sees it in
+    // the UI, not only in the logs. A day, so the same broken file put back much later is raised again.
+    policy.onReject((e) => {
+      const first = e.errors[0] ?? 'unreadable';
+      void alerts
+        .raiseOnce(`policy-rejected:${e.hash ?? first}`, 86_400, {
+          kind: 'POLICY_REJECTED',
+          message: `The policy file ${e.path} was rejected (${e.errors.length === 1 ? first : `${first}; and ${e.errors.length - 1} more error(s)`}): the last good policy stays in force until the file is fixed. The log has every error ("policy file rejected").`,
+          numbers: { errors: e.errors.length },
+          details: { rejected_hash: e.hash, kept_hash: e.keptHash, errors: e.errors.slice(0, 10) },
+        })
+        .catch(() => {});
+    });
     closers.push(() => alerts.stop());
     // Waits (bounded) for the first flags, so a fresh instance does not deny its first calls needlessly.
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));

@@ -7,7 +7,14 @@ const Ready = Type.Object({
     Type.String(),
     Type.String({ description: '"ok", or why not in a few words (postgres: unreachable, redis: not ready, ...); the driver\'s own error is in the log' }),
   ),
+  warnings: Type.Array(Type.String(), {
+    description:
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log).',
+  }),
 });
+
+/** A /readyz warning: a fixed phrase (no path; the file's errors are in the log). */
+export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
 
 const CHECK_TIMEOUT_MS = 2_000;
 /** A failing dependency is logged once per reason in this long, however often the orchestrator probes. */
@@ -82,7 +89,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['health'],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -112,7 +119,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
           if (result !== true) ready = false;
         }),
       );
-      return reply.code(ready ? 200 : 503).send({ ready, checks });
+      // The control plane still decides with the last good policy: a warning, never a failed check.
+      const warnings = ctx.policy.status().lastError === null ? [] : [POLICY_REJECTED_WARNING];
+      return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });
     },
   );
 };

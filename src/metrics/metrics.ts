@@ -200,6 +200,14 @@ export class Metrics implements DependencySink {
     readMetric(r, 'killswitch_audit_rows_spooled_total', 'Audit rows appended to the local spool because Postgres refused them.', 'counter', 'sum', () => [[{}, writer.spooled]]);
     readMetric(r, 'killswitch_audit_rows_lost_total', 'Audit rows neither Postgres nor the spool took (allows were denied; denial and result rows are gone).', 'counter', 'sum', () => [[{}, writer.lost]]);
 
+    const policy = ctx.policy;
+    readMetric(r, 'killswitch_policy_last_reload_ok', '1 while the policy file on disk is the policy in force; 0 while it is rejected (broken or unreadable) and the last good policy stays in force.', 'gauge', 'min', () => [
+      [{}, policy.status().lastError === null ? 1 : 0],
+    ]);
+    readMetric(r, 'killswitch_policy_reload_failures_total', 'Versions of the policy file rejected since start (each broken file, or read error, once); the last good policy stayed in force.', 'counter', 'sum', () => [
+      [{}, policy.status().rejections],
+    ]);
+
     const unsubscribe = ctx.alerts.subscribe((e) => {
       if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
     });

@@ -44,6 +44,19 @@ export interface PolicyReloadEvent {
 
 export type PolicyReloadListener = (event: PolicyReloadEvent) => void | Promise<void>;
 
+/** A file on disk that was not taken: told once per rejected version (its hash, or once per read error). */
+export interface PolicyRejectEvent {
+  /** sha256 (hex) of the rejected bytes; null when the file could not be read. */
+  hash: string | null;
+  /** The errors, each with its line and column (or why the file could not be read). */
+  errors: string[];
+  /** The hash of the last good policy, which stays in force. */
+  keptHash: string;
+  path: string;
+}
+
+export type PolicyRejectListener = (event: PolicyRejectEvent) => void;
+
 export interface PolicyStoreOptions {
   log: Logger;
   /** Watch the directory with fs.watch. Default true; polling alone when false or unavailable. */
@@ -61,11 +74,15 @@ export interface PolicyStatus {
   watching: 'fs.watch' | 'polling';
   /** Why the file on disk is not in force (null when it is). */
   lastError: string | null;
+  /** Versions of the file rejected since start (each distinct file, or read error, counted once). */
+  rejections: number;
 }
 
 export class PolicyStore {
   private active: CompiledPolicy;
   private readonly listeners = new Set<PolicyReloadListener>();
+  private readonly rejectListeners = new Set<PolicyRejectListener>();
+  private rejections = 0;
   private watcher: FSWatcher | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -113,7 +130,26 @@ export class PolicyStore {
       loadedAt: this.active.loadedAt,
       watching: this.watcher ? 'fs.watch' : 'polling',
       lastError: this.lastError,
+      rejections: this.rejections,
     };
+  }
+
+  /** Called once per rejected version of the file (not again while the same file stays). Returns an unsubscribe function. */
+  onReject(listener: PolicyRejectListener): () => void {
+    this.rejectListeners.add(listener);
+    return () => this.rejectListeners.delete(listener);
+  }
+
+  private rejected(hash: string | null, errors: string[]): void {
+    this.rejections++;
+    const event: PolicyRejectEvent = { hash, errors, keptHash: this.active.hash, path: this.path };
+    for (const listener of this.rejectListeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.opts.log.error({ err: (err as Error).message, policy: this.path }, 'policy reject listener failed');
+      }
+    }
   }
 
   /** Called after every reload that takes effect (not at the first load). Returns an unsubscribe function. */
@@ -200,8 +236,11 @@ export class PolicyStore {
       bytes = await readFile(this.path);
     } catch (err) {
       const why = `cannot read the policy file: ${(err as Error).message}`;
-      if (this.lastError !== why) log.error({ policy: this.path, hash: this.active.hash }, `${why}; keeping the last good policy`);
+      const fresh = this.lastError !== why;
+      if (fresh) log.error({ policy: this.path, hash: this.active.hash }, `${why}; keeping the last good policy`);
       this.lastError = why;
+      this.rejectedHash = undefined;
+      if (fresh) this.rejected(null, [why]);
       return 'rejected';
     }
     const hash = createHash('sha256').update(bytes).digest('hex');
@@ -217,6 +256,7 @@ export class PolicyStore {
       const errors = result.issues.filter((i) => i.severity === 'error').map(formatIssue);
       this.lastError = errors.join('\n');
       log.error({ policy: this.path, rejected_hash: hash, kept_hash: this.active.hash, errors }, 'policy file rejected; keeping the last good policy');
+      this.rejected(hash, errors);
       return 'rejected';
     }
     const previousHash = this.active.hash;

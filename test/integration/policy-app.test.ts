@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PolicyFileError } from '../../src/policy/index.js';
-import { TestContext } from '../helpers/context.js';
+import { bearer, TestContext } from '../helpers/context.js';
 
 const t = new TestContext();
 let dir: string;
@@ -63,6 +63,68 @@ describe('policy in the app', () => {
     await app.close();
     copyFileSync('test/fixtures/policy/test.yaml', file);
     await new Promise((r) => setTimeout(r, 300));
+    expect(app.ctx.policy.current()).toBe(good);
+  });
+
+  it('a rejected file is visible beyond the log: a metric, a /readyz warning (still ready), one POLICY_REJECTED alert per rejected file', async () => {
+    const file = join(dir, 'rejected.yaml');
+    copyFileSync('test/fixtures/policy/test.yaml', file);
+    const app = await t.app({ policyFile: file });
+    const owner = await t.operatorKey(app, 'owner');
+    const metric = async (name: string) => {
+      const res = await app.inject({ url: '/metrics', headers: bearer(owner) });
+      const line = res.body.split('\n').find((l) => l.startsWith(`${name} `));
+      return line === undefined ? undefined : Number(line.split(' ')[1]);
+    };
+    const rejectedAlerts = async () => ((await app.inject({ url: '/v1/alerts?kind=POLICY_REJECTED', headers: bearer(owner) })).json().alerts as Array<{ severity: string; message: string; details: Record<string, unknown> }>).filter((a) =>
+        a.message.includes(file),
+      );
+    const readyz = async () => app.inject({ url: '/readyz' });
+
+    expect(await metric('killswitch_policy_last_reload_ok')).toBe(1);
+    expect(await metric('killswitch_policy_reload_failures_total')).toBe(0);
+    expect((await readyz()).json().warnings).toEqual([]);
+
+    const good = app.ctx.policy.current();
+    // Alerts are once per rejected file in the installation: files no other test of this file writes.
+    const broken = (server: string) => `# rejected-file test\nservers: {}\nroles:\n  code_agent: { allowed_servers: [${server}] }\n`;
+    writeFileSync(file, broken('nope'));
+    await until('rejection', () => app.ctx.policy.status().lastError !== null);
+    expect(await metric('killswitch_policy_last_reload_ok')).toBe(0);
+    expect(await metric('killswitch_policy_reload_failures_total')).toBe(1);
+    // Still deciding with the last good policy: ready, with a warning.
+    const res = await readyz();
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toMatchObject({ ready: true, warnings: ['policy file rejected: the last good policy is in force'] });
+    expect(res.body).not.toContain(file);
+    let alerts: Awaited<ReturnType<typeof rejectedAlerts>> = [];
+    for (let i = 0; i < 40 && alerts.length === 0; i++) {
+      alerts = await rejectedAlerts();
+      if (alerts.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]).toMatchObject({ severity: 'warning', details: { kept_hash: good.hash } });
+    expect(alerts[0]!.message).toContain('unknown server "nope"');
+
+    // The same broken file again (rewritten, same bytes): no second alert, no second count.
+    writeFileSync(file, broken('nope'));
+    await app.ctx.policy.reload();
+    // Another broken file: a second alert.
+    writeFileSync(file, broken('nope2'));
+    await app.ctx.policy.reload();
+    expect(await metric('killswitch_policy_reload_failures_total')).toBe(2);
+    for (let i = 0; i < 40 && alerts.length < 2; i++) {
+      alerts = await rejectedAlerts();
+      if (alerts.length < 2) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(alerts).toHaveLength(2);
+
+    // Fixed: the gauge and /readyz are clear again.
+    copyFileSync('test/fixtures/policy/test.yaml', file);
+    await app.ctx.policy.reload();
+    expect(app.ctx.policy.status().lastError).toBeNull();
+    expect(await metric('killswitch_policy_last_reload_ok')).toBe(1);
+    expect((await readyz()).json().warnings).toEqual([]);
     expect(app.ctx.policy.current()).toBe(good);
   });
 });
