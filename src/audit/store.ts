@@ -1,4 +1,5 @@
-import { type Pool, type PoolClient, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/pool.js';
+import type { Pool, PoolClient } from '../db/pool.js';
+import { UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
 import { hashedContent } from './content.js';
 import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
 

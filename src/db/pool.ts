@@ -12,29 +12,11 @@ export type PoolClient = pg.PoolClient;
  */
 export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 
-/**
- * The longest the request path waits for one answer from Postgres (a credential lookup, a session or halt
- * write): a server that hangs, or a connection that went silent, then fails the request (503, or a denial)
- * instead of holding it, and the connection is discarded. The same as the wait for a free connection.
- */
-export const REQUEST_QUERY_TIMEOUT_MS = 5_000;
+// The query timeouts live in ./query-timeout.ts (no driver import), so modules the light CLI commands
+// load (src/tokens/store.ts) can use them without loading pg.
+export { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from './query-timeout.js';
 
-/**
- * What a query waits at most on the main pool when it says nothing else (admin reads: usage, exports,
- * listings). Long jobs say `query_timeout: UNBOUNDED_QUERY_TIMEOUT_MS` (migrations, audit retention).
- */
-export const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
-
-/** For a statement that may legitimately run for minutes (pg has no "none" per query; this is ~24 days). */
-export const UNBOUNDED_QUERY_TIMEOUT_MS = 2 ** 31 - 1;
-
-/**
- * A query with its own client-side timeout (pg reads `query_timeout` from the query config; its type
- * declarations leave it out).
- */
-export function withQueryTimeout<V extends unknown[]>(config: pg.QueryConfig<V>, ms: number): pg.QueryConfig<V> {
-  return Object.assign({ query_timeout: ms }, config);
-}
+import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS } from './query-timeout.js';
 
 export function createPool(
   databaseUrl: string,

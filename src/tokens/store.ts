@@ -1,4 +1,5 @@
-import { type Pool, type PoolClient, REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/pool.js';
+import type { Pool, PoolClient } from '../db/pool.js';
+import { REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
 import type { TokenType } from './format.js';
 
 // The only code that writes SQL for credentials (agent tokens, gateway keys, operator keys).

@@ -26,10 +26,11 @@ function countingPool() {
   const pool = t.pool();
   const state = { lookups: 0, held: [] as Array<() => void>, hold: false };
   const wrapped = {
-    query: async (text: string, values?: unknown[]) => {
-      const isLookup = /WHERE key_hash = \$1/.test(text);
+    // A query as text and values, or as a config object (the lookup carries its own query_timeout).
+    query: async (query: string | { text: string }, values?: unknown[]) => {
+      const isLookup = /WHERE key_hash = \$1/.test(typeof query === 'string' ? query : query.text);
       if (isLookup) state.lookups++;
-      const result = await pool.query(text, values);
+      const result = await (typeof query === 'string' ? pool.query(query, values) : pool.query(query as never));
       if (isLookup && state.hold) await new Promise<void>((r) => state.held.push(r));
       return result;
     },
