@@ -249,7 +249,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       { url: config.unleashUrl, environment: config.unleashEnvironment, appName: APP_NAME },
       config.unleashBackupMaxAgeS,
       (msg, fields) => log.warn(fields ?? {}, msg),
-      new SharedFlagBackup(redis, config.unleashEnvironment),
+      new SharedFlagBackup(redis, config.unleashEnvironment, config.unleashBackupMaxAgeS),
     );
   }
 

@@ -25,6 +25,7 @@ elseif ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], 'at', at, 'hash', ARGV[1], 'body', ARGV[3])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `;
 
@@ -36,7 +37,7 @@ return {cur[2], tostring(now - tonumber(cur[1]))}
 `;
 
 type Commands = {
-  killswitchFlagBackupPut(key: string, hash: string, confirmedAgoMs: string, body: string): Promise<number>;
+  killswitchFlagBackupPut(key: string, hash: string, confirmedAgoMs: string, body: string, keepMs: string): Promise<number>;
   killswitchFlagBackupGet(key: string): Promise<[string, string] | null>;
 };
 
@@ -46,10 +47,17 @@ export function dataHash(dataJson: string): string {
 
 export class SharedFlagBackup {
   readonly key: string;
+  private readonly keepMs: number;
   private readonly redis: Redis & Commands;
 
-  constructor(handle: RedisHandle, environment: string) {
+  /**
+   * `maxAgeS`: UNLEASH_BACKUP_MAX_AGE_S. A copy no replica confirmed for that long could not be used to
+   * start anyway, so the key expires then (at least a minute after its last write): nothing in Redis is
+   * kept forever that is not a halt, a session or the epoch.
+   */
+  constructor(handle: RedisHandle, environment: string, maxAgeS: number) {
     this.key = handle.key('flags', 'last-fetched', environment);
+    this.keepMs = Math.max(60, maxAgeS) * 1000;
     const redis = handle.redis as Redis & Partial<Commands>;
     if (typeof redis.killswitchFlagBackupPut !== 'function') redis.defineCommand('killswitchFlagBackupPut', { numberOfKeys: 1, lua: PUT });
     if (typeof redis.killswitchFlagBackupGet !== 'function') redis.defineCommand('killswitchFlagBackupGet', { numberOfKeys: 1, lua: GET });
@@ -62,7 +70,7 @@ export class SharedFlagBackup {
    * with its body. True also when nothing changed because Redis holds a later confirmation.
    */
   async put(hash: string, confirmedAgoMs: number, body: string | undefined): Promise<boolean> {
-    const r = await this.redis.killswitchFlagBackupPut(this.key, hash, String(Math.max(0, Math.round(confirmedAgoMs))), body ?? '');
+    const r = await this.redis.killswitchFlagBackupPut(this.key, hash, String(Math.max(0, Math.round(confirmedAgoMs))), body ?? '', String(this.keepMs));
     return r !== -1;
   }
 
