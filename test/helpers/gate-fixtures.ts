@@ -120,6 +120,12 @@ export function gateStep(
 }
 
 /** Every key under the prefix: its serialized value and, when it has one, its TTL (ms) when read. */
+/**
+ * Keys other modules rewrite on their own timers, whatever the gate does: the shared flag backup (its
+ * confirmation time, every few seconds), the replicas' policy and log-level records. Not gate state.
+ */
+const BACKGROUND_KEYS = /^(flags:|policy|log-level)/;
+
 export async function snapshot(redis: RedisHandle): Promise<Map<string, { value: string; pttl: number }>> {
   const out = new Map<string, { value: string; pttl: number }>();
   let cursor = '0';
@@ -127,6 +133,7 @@ export async function snapshot(redis: RedisHandle): Promise<Map<string, { value:
     const [next, keys] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
     cursor = next;
     for (const k of keys) {
+      if (BACKGROUND_KEYS.test(k.slice(redis.prefix.length))) continue;
       const value = await redis.redis.dump(k);
       // Listed by SCAN, then expired before DUMP (an earlier test's short-window counter): not a key.
       if (value === null) continue;

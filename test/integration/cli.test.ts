@@ -161,7 +161,7 @@ describe('killswitch CLI', () => {
     } finally {
       await pool.query(`DELETE FROM settings WHERE key IN ('token_hash_secret', 'token_hash_fingerprint')`);
     }
-  });
+  }, 120_000); // two CLI processes and an app: over 30 s in a loaded CI run
 
   it('audit verify names the database it read (never the password); no audit rows is "nothing verified" (exit 3), an unreadable database exit 4, never OK', async () => {
     const env = { TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };

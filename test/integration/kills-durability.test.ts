@@ -144,6 +144,9 @@ describe('kills are durable', () => {
     expect((await gw.decide(tok.raw, { ...read('a'), session_id: s })).code).toBe('KILL_SWITCH');
     const listed = (await app.inject({ method: 'GET', url: '/v1/kills', headers: bearer(gw.owner) })).json().kills as Array<{ token_id: string | null }>;
     expect(listed.filter((k) => k.token_id === tok.id)).toEqual([]);
+    // tick() joins a run already in progress, which may have read Redis before the key was written: the
+    // second call is a run that starts after it.
+    await app.ctx.kills.tick();
     await app.ctx.kills.tick();
     expect(await app.ctx.redis.redis.exists(app.ctx.redis.key('kill', target))).toBe(0);
     expect((await gw.decide(tok.raw, { ...read('a'), session_id: s })).code).toBe('OK');

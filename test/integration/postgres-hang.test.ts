@@ -172,7 +172,8 @@ describe('request path on a Postgres that hangs', () => {
       expect(res.statusCode, res.body).toBe(503);
       expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
       expect(waited).toBeGreaterThanOrEqual(REQUEST_QUERY_TIMEOUT_MS - 100);
-      expect(waited).toBeLessThan(REQUEST_QUERY_TIMEOUT_MS + 2_000);
+      // Bounded, not held: the margin is wide because a loaded CI machine adds seconds to any wait.
+      expect(waited).toBeLessThan(REQUEST_QUERY_TIMEOUT_MS + 10_000);
     } finally {
       await proxy.down();
       await proxy.up();
