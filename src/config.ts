@@ -57,7 +57,7 @@ export const SETTINGS = [
   { env: 'GRANT_MAX_SECONDS', type: 'int', default: '28800', example: '3600', min: 60, max: 604800, doc: 'Longest production grant an operator may issue.' },
   { env: 'APPROVAL_TTL_S', type: 'int', default: '900', example: '300', min: 10, max: 86400, doc: 'How long an approval request waits for a human, and how long an approved call may then run once (a policy rule may set its own `ttl_seconds`).' },
   { env: 'APPROVAL_MAX_PENDING_PER_TOKEN', type: 'int', default: '20', example: '5', min: 0, max: 10000, doc: 'Approval requests one agent token may have waiting at once; more answer RATE_LIMITED (0: no cap).' },
-  { env: 'SESSION_IDLE_TIMEOUT_S', type: 'int', default: '3600', example: '900', min: 10, max: 604800, doc: 'A session with no call for this long closes (a halted session never closes by itself).' },
+  { env: 'SESSION_IDLE_TIMEOUT_S', type: 'int', default: '3600', example: '900', min: 10, max: 604800, doc: 'A session with no allowed call for this long closes: denied calls do not keep it open (a halted session never closes by itself).' },
   { env: 'SESSION_MAX_OPEN_PER_TOKEN', type: 'int', default: '20', example: '5', min: 0, max: 100000, doc: 'Open sessions per agent token when the policy names no limit (0: none).' },
   { env: 'SESSION_MAX_NEW_PER_HOUR', type: 'int', default: '60', example: '30', min: 0, max: 1000000, doc: 'Sessions an agent token may open per hour when the policy names no limit (0: none).' },
   { env: 'DECISION_META_TTL_S', type: 'int', default: '3600', example: '86400', min: 60, max: 604800, doc: 'How long after an allow the gateway can report its result (POST /v1/decisions/:id/result).' },

@@ -16,7 +16,7 @@ import { type HaltRow, type IdleSession, type SessionListRow, type SessionRow, t
 // transaction for resumes (a resume that did not reach Redis is rolled back and reported).
 
 export interface SessionSettings {
-  /** A session with no call for this long closes (its Redis keys expire; Postgres follows within a minute). */
+  /** A session with no allowed call for this long closes (its Redis keys expire; Postgres follows within a minute). */
   idleTimeoutMs: number;
   /** Default caps when `capsFor` is not given (the policy's token limits). */
   maxOpenPerToken: number;
@@ -297,7 +297,7 @@ export class SessionService {
     if (answer.r === 'TOO_MANY_OPEN') {
       throw new AppError(
         'TOO_MANY_SESSIONS',
-        `This token already has ${answer.n} open sessions (limit ${caps.maxOpen}); reuse one, close one (POST /v1/sessions/:id/close: its gateway, or an operator), or wait until one idles out (${Math.round(this.settings.idleTimeoutMs / 1000)} s without calls).`,
+        `This token already has ${answer.n} open sessions (limit ${caps.maxOpen}); reuse one, close one (POST /v1/sessions/:id/close: its gateway, or an operator), or wait until one idles out (${Math.round(this.settings.idleTimeoutMs / 1000)} s without an allowed call).`,
         {
           limit: 'max_open_sessions',
           max: caps.maxOpen,
@@ -349,7 +349,7 @@ export class SessionService {
       idle_timeout_s: Math.round(this.settings.idleTimeoutMs / 1000),
       message: halted
         ? `This token is halted (${row.trigger}); the new session is halted too. An operator must resume the token: POST /v1/keys/${agent.id}/resume.`
-        : `Session open${readOnly ? ' (read-only)' : ''}${servers ? ` for ${servers.join(', ')}` : ''}; it closes after ${Math.round(this.settings.idleTimeoutMs / 1000)} s without calls.`,
+        : `Session open${readOnly ? ' (read-only)' : ''}${servers ? ` for ${servers.join(', ')}` : ''}; it closes after ${Math.round(this.settings.idleTimeoutMs / 1000)} s without an allowed call (denied calls do not keep it open).`,
     };
   }
 
