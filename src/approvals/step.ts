@@ -15,6 +15,7 @@ export function createApprovalSteps(approvals: ApprovalService): { check: Pipeli
   return {
     check: {
       name: 'approval',
+      dependency: 'The approval queue (Redis or Postgres)',
       async run(call) {
         const need = approvals.need(call);
         if (!need) return undefined;
@@ -29,6 +30,7 @@ export function createApprovalSteps(approvals: ApprovalService): { check: Pipeli
     },
     use: {
       name: 'approval-use',
+      dependency: 'The approval queue (Redis or Postgres)',
       async run(call) {
         const entry = found.get(call);
         if (!entry) return undefined;

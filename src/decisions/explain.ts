@@ -3,6 +3,7 @@ import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { credentialStore } from '../tokens/store.js';
+import type { DependencyFailureReporter } from './dependency-failures.js';
 import { runPipeline } from './pipeline.js';
 import { newCallContext } from './service.js';
 import type { CallContext, DecisionInput, Denial, HaltTrigger, PipelineStep } from './types.js';
@@ -60,6 +61,8 @@ export class Explainer {
     /** Whether the policy halts the token too on this trigger (policy `halt_token_on`). */
     private readonly haltsToken: (trigger: HaltTrigger) => boolean,
     private readonly sessions: OpenSessions,
+    /** Where driver errors go (the log): never into an explanation's messages. */
+    private readonly failures?: DependencyFailureReporter,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -88,10 +91,11 @@ export class Explainer {
     try {
       open = await this.sessions.openSessionsOf(agent.id);
     } catch (err) {
+      this.failures?.report('Redis', err, { token_id: agent.id, during: 'explain' });
       return {
         decision: 'deny' as const,
         code: 'DEPENDENCY_UNAVAILABLE',
-        message: `The token's open sessions could not be read from Redis (${(err as Error).message}), so what its next call would get is unknown; a real call would be denied too (fail closed). Retry shortly, or name a session with session_id.`,
+        message: `The token's open sessions could not be read from Redis, so what its next call would get is unknown; a real call would be denied too (fail closed). Retry shortly, or name a session with session_id; the cause is in the control plane's log.`,
         session_id: null,
         steps: [],
         flags: [],
@@ -105,7 +109,7 @@ export class Explainer {
     if (!shown.denial && open.length > checked.length) {
       throw invalid(
         'session_id',
-        `is needed for this token: it has ${open.length} open sessions and explain without a session_id checks only the ${checked.length} most recently active (all would allow the call), so it cannot tell that the others would; name one (GET /v1/sessions?token=${agent.id})`,
+        `is needed for this token, which has ${open.length} open sessions; explain without a session_id checks only the ${checked.length} most recently active (all would allow the call), so it cannot tell that the others would; name one (GET /v1/sessions?token=${agent.id})`,
       );
     }
     return {
@@ -131,7 +135,7 @@ export class Explainer {
     if (req.resources) input.resources = req.resources;
     if (req.annotations) input.annotations = req.annotations;
     const call = newCallContext({ gateway: { kind: 'gateway', id: 'explain', name: 'explain', expiresAt: null }, agent, input, ip: '', dryRun: true });
-    const denial = await runPipeline(this.steps(), call);
+    const denial = await runPipeline(this.steps(), call, this.failures);
     return { sessionId, lastActiveAt, call, denial };
   }
 

@@ -16,6 +16,7 @@ import { toolRoutes } from '../tools/routes.js';
 import { ToolRegistry } from '../tools/service.js';
 import { createToolPinStep } from '../tools/step.js';
 import { Callability } from './callability.js';
+import { DependencyFailureLog } from './dependency-failures.js';
 import { Explainer } from './explain.js';
 import { ResultService } from './results.js';
 import { decisionRoutes } from './routes.js';
@@ -35,7 +36,7 @@ declare module '../context.js' {
 }
 
 /** DESIGN.md §4 steps 3 to 7, in order; the first denial wins. */
-export function buildSteps(ctx: AppContext): PipelineStep[] {
+export function buildSteps(ctx: AppContext, failures?: DependencyFailureLog): PipelineStep[] {
   const { policy, grants } = ctx;
   // The approval queue (src/approvals): checked here, spent after the gate (see createApprovalSteps).
   const approval = createApprovalSteps(ctx.approvals);
@@ -53,6 +54,8 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
     createFlagStep(ctx.flags),
     {
       name: 'policy-rules',
+      // Only to open a production grant request in the approval queue (approvals.requestGrant).
+      dependency: 'The approval queue (Redis or Postgres)',
       run(call) {
         const production = grants.has('production', call.agent.id, call.input.session_id);
         const denial = checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
@@ -84,6 +87,7 @@ export function buildSteps(ctx: AppContext): PipelineStep[] {
           details: { limit: alert.limit },
         }),
       log: ctx.log,
+      ...(failures ? { failures } : {}),
     }),
     approval.use,
   ];
@@ -106,7 +110,9 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   await killsPlugin(app);
   await app.register(incidentRoutes);
 
-  const steps = buildSteps(ctx);
+  // One per app: decisions and explain share its rate limit, so an outage logs once per interval.
+  const failures = new DependencyFailureLog(ctx.log);
+  const steps = buildSteps(ctx, failures);
   // Denials whose trigger found the token (or the session) halted already: a policy change that removes a
   // server from a role makes every call of a halted agent fire UNAUTHORIZED_SERVER again, before the gate
   // would answer SESSION_HALTED. One halt, one alert: these raise none.
@@ -119,6 +125,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
 
   ctx.decisions = new DecisionService({
     steps: () => steps,
+    failures,
     async halt(call, denial): Promise<DecisionAnswer['session']> {
       const trigger = denial.halt!;
       const gateFired = call.trace.at(-1)?.step === GATE_STEP;
@@ -190,7 +197,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
   });
 
-  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions);
+  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions, failures);
 
   ctx.results = new ResultService({
     decisionMeta: (id) => ctx.gate.decisionMeta(id),

@@ -1,5 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
+import { joinSentences } from '../sentences.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../tokens/authenticator.js';
+import { type DependencyFailureReporter, seeLog } from './dependency-failures.js';
 import { runPipeline } from './pipeline.js';
 import type { DecisionAnswer } from './schemas.js';
 import type { CallContext, DecisionInput, Denial, PipelineStep } from './types.js';
@@ -33,6 +35,8 @@ export interface DecisionPorts {
    * entry, an approval). Never rejects.
    */
   undoAllow?(ctx: CallContext, code: string): Promise<void>;
+  /** Where the driver errors behind DEPENDENCY_UNAVAILABLE go (the log, rate-limited): never the message. */
+  failures?: DependencyFailureReporter;
 }
 
 /** A call whose agent token could not be checked: only the gateway is known; the rest is claimed. */
@@ -127,7 +131,7 @@ export class DecisionService {
   }
 
   private async run(ctx: CallContext, timing: Pick<DecisionObservation, 'haltMicros' | 'auditMicros'>): Promise<DecisionAnswer> {
-    const denial = await runPipeline(this.ports.steps(), ctx);
+    const denial = await runPipeline(this.ports.steps(), ctx, this.ports.failures);
     let session: DecisionAnswer['session'] = ctx.session ? { id: ctx.session.id, state: ctx.session.state, trigger: ctx.session.trigger ?? null } : undefined;
     if (denial?.halt) {
       const haltStarted = performance.now();
@@ -135,7 +139,8 @@ export class DecisionService {
         session = await this.ports.halt(ctx, denial);
       } catch (err) {
         // The call is denied either way; the halt will be retried by the next trigger or an operator.
-        denial.message += ` (halting failed: ${(err as Error).message})`;
+        this.ports.failures?.report('the halt (Redis or Postgres)', err, { decision_id: ctx.decisionId, trigger: denial.halt });
+        denial.message = joinSentences(denial.message, `The kill-switch halt (${denial.halt}) could not be applied just now (Redis or Postgres did not answer): stop, and report decision ${ctx.decisionId} to an operator, who finds the cause in the control plane's log.`);
       }
       timing.haltMicros = (performance.now() - haltStarted) * 1000;
     }
@@ -152,7 +157,11 @@ export class DecisionService {
       await this.ports.recordIntent(ctx, { decision: 'allow', code: 'OK', message });
     } catch (err) {
       // No durable INTENT, no call: the audit trail must never miss an allowed action.
-      const unavailable: Denial = { code: 'DEPENDENCY_UNAVAILABLE', message: `the audit trail is unavailable (${(err as Error).message}); denied to fail closed` };
+      this.ports.failures?.report('the audit trail', err, { decision_id: ctx.decisionId });
+      const unavailable: Denial = {
+        code: 'DEPENDENCY_UNAVAILABLE',
+        message: `The audit trail could not record this call (neither Postgres nor this replica's local spool took its row), and no call runs unrecorded: denied to fail closed. ${seeLog(ctx.decisionId)}`,
+      };
       await this.ports.undoAllow?.(ctx, unavailable.code).catch(() => {});
       return this.answer(ctx, unavailable, session);
     } finally {

@@ -103,5 +103,10 @@ export type StepResult = Denial | undefined;
 
 export interface PipelineStep {
   name: string;
+  /**
+   * What the step reads beyond this process's memory, in product words ("Redis (sessions, halts and
+   * limits)"): a denial when the step throws names it. Unset: the step reads memory only.
+   */
+  dependency?: string;
   run(ctx: CallContext): StepResult | Promise<StepResult>;
 }

@@ -18,6 +18,7 @@ export function flagsForCall(tokenType: string, server: string, capability: stri
 export function createFlagStep(flags: FlagEvaluator): PipelineStep {
   return {
     name: 'flags',
+    dependency: 'The feature flags (Unleash)',
     run(ctx: CallContext): StepResult {
       if (!flags.isReady()) {
         return {
