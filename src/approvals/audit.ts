@@ -52,6 +52,7 @@ export function decidedAction(op: OperatorPrincipal, a: ApprovalRow): AdminActio
     action: a.state === 'approved' ? 'approval.approved' : 'approval.rejected',
     target: approvalTarget(a.id),
     projectId: a.project_id,
+    sessionId: a.session_id,
     details: {
       approval_id: a.id,
       reason: a.reason,

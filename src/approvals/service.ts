@@ -511,6 +511,7 @@ export class ApprovalService {
           action: 'grant.create',
           target: `agent_token:${grant.token_id}`,
           projectId: row.project_id,
+          sessionId: grant.session_id,
           details: { id: grant.id, kind: grant.kind, reason: grant.reason, expires_at: grant.expires_at.toISOString(), session_id: grant.session_id, approval_id: id },
         });
       }

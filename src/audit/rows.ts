@@ -255,11 +255,18 @@ export interface AdminAction {
   target?: string | undefined;
   /** The project the target belongs to, so project-limited operators see the row. */
   projectId?: string | undefined;
+  /**
+   * The one session the action concerns (a kill or grant limited to it), for the row's session_id column,
+   * so GET /v1/audit?session= finds it beside the session's calls. A `session:<id>` target sets it too.
+   */
+  sessionId?: string | null | undefined;
   details?: Record<string, unknown> | undefined;
   /** ADMIN unless the action has its own kind (POLICY_RELOAD ...). */
   kind?: AuditKind | undefined;
   ip?: string | undefined;
 }
+
+const sessionOfTarget = (target: string | undefined): string | null => (target?.startsWith('session:') ? target.slice('session:'.length) || null : null);
 
 /** The ADMIN row of an operator or system action. String actors "operator:<id>" name an operator. */
 export function adminRow(a: AdminAction): AuditEvent {
@@ -281,6 +288,7 @@ export function adminRow(a: AdminAction): AuditEvent {
     actor_type: actorType,
     actor_id: text(actorId),
     project_id: text(a.projectId),
+    session_id: text(a.sessionId ?? sessionOfTarget(a.target)),
     action: text(a.action),
     target: text(a.target),
     ip: text(a.ip),

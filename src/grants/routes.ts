@@ -61,6 +61,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
             action: 'grant.create',
             target: `agent_token:${g.token_id}`,
             projectId: project,
+            sessionId: g.session_id,
             details: { id: g.id, kind: g.kind, reason: g.reason, expires_at: g.expires_at.toISOString(), session_id: g.session_id },
           })
           .catch((err: unknown) => {
@@ -104,7 +105,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // so the operator learns when it is missing.
       const grant = await ctx.grants.revoke(op, req.params.id);
       const projectId = await ctx.grants.projectOf(grant);
-      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, details: { id: grant.id } }).catch((err: unknown) => {
+      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, sessionId: grant.session_id, details: { id: grant.id } }).catch((err: unknown) => {
         throw unrecorded(
           err,
           `grant ${grant.id} was revoked at ${grant.revoked_at!.toISOString()}, but its grant.revoke audit row could be written neither to Postgres nor to the audit spool; revoke it again once the audit trail is back: that answers 200, keeps this revocation and writes the row`,

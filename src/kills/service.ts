@@ -204,6 +204,7 @@ export class KillService {
         action: 'kill.created',
         target: `kill:${kill.id}`,
         projectId: projectId ?? undefined,
+        sessionId: kill.session_id,
         details: { kill_id: kill.id, target: kill.target, target_key: key, description: kill.description, reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null, enforced },
       })
       .catch((err: unknown) => this.deps.log.error({ err: (err as Error).message, kill: kill.id }, 'kills: the kill is in force but its audit row could not be written'));
@@ -273,6 +274,7 @@ export class KillService {
       action: 'kill.lifted',
       target: `kill:${kill.id}`,
       projectId: kill.project_id ?? undefined,
+      sessionId: kill.session_id,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, reason, kill_reason: kill.reason, still_killed_by_another: stillKilled },
     });
     void this.deps.alerts.raise({
@@ -312,6 +314,7 @@ export class KillService {
           action: 'kill.expired',
           target: `kill:${kill.id}`,
           projectId: kill.project_id ?? undefined,
+          sessionId: kill.session_id,
           details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, kill_reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null },
         })
         .catch(() => {});

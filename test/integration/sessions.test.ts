@@ -530,6 +530,12 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     expect(byToken.json().error.details).toMatchObject({ state: 'halted', halted_by: 'token', trigger: 'UNAUTHORIZED_SERVER' });
     expect(byToken.json().error.message).toContain(`/v1/keys/${second.agent.id}/resume`);
     expect((await state(s2)).state).toBe('active');
+    // The session that fired a token-halting trigger: both are halted, so the session's resume alone would not do.
+    const both = await close(s3, gw(second.raw));
+    expect(both.statusCode).toBe(409);
+    expect(both.json().error.details).toMatchObject({ state: 'halted', halted_by: 'session and token', trigger: 'UNAUTHORIZED_SERVER' });
+    expect(both.json().error.message).toContain(`resumes both with POST /v1/keys/${second.agent.id}/resume`);
+    expect(both.json().error.message).not.toContain(`/v1/sessions/${s3}/resume`);
 
     const third = await w.token('rw');
     const s4 = await w.open(third.agent);
@@ -550,6 +556,40 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     await expect(svc.close(sid, { agent, gateway: w.gateway })).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
     expect((await state(sid)).state).toBe('active');
     await svc.stop(); // the reload it asked for (under its own prefix) is done before the file's teardown
+  });
+});
+
+describe('admin rows about one session carry its id (GET /v1/audit?session=)', () => {
+  it('its halt resumed, a kill and a grant limited to it, and its close are found by the session filter; the chain verifies', async () => {
+    const { agent } = await w.token('rw');
+    const sid = await w.open(agent);
+    const other = await w.open(agent);
+    const owner = bearer(w.owner);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: false, summary: { message: 'test' } });
+    expect((await w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/resume`, headers: owner, payload: { reason: 'reviewed' } })).statusCode).toBe(200);
+    const kill = await w.app.inject({ method: 'POST', url: '/v1/kills', headers: owner, payload: { target: 'session', session_id: sid, reason: 'INC-1 runaway' } });
+    expect(kill.statusCode).toBe(201);
+    expect((await w.app.inject({ method: 'DELETE', url: `/v1/kills/${kill.json().kill.id}`, headers: owner, payload: { reason: 'contained' } })).statusCode).toBe(200);
+    const grant = await w.app.inject({ method: 'POST', url: '/v1/grants', headers: owner, payload: { token_id: agent.id, session_id: sid, reason: 'INC-1 prod read', expires_in: 600 } });
+    expect(grant.statusCode).toBe(201);
+    expect((await w.app.inject({ method: 'DELETE', url: `/v1/grants/${grant.json().id}`, headers: owner })).statusCode).toBe(200);
+    expect((await w.app.inject({ method: 'POST', url: `/v1/sessions/${sid}/close`, headers: owner })).statusCode).toBe(200);
+    // another session's row, for contrast
+    expect((await w.app.inject({ method: 'POST', url: `/v1/sessions/${other}/close`, headers: owner })).statusCode).toBe(200);
+
+    const page = await w.app.inject({ url: `/v1/audit?session=${sid}&kind=ADMIN`, headers: owner });
+    expect(page.statusCode).toBe(200);
+    const events = page.json().events as { action: string; session_id: string | null; target: string }[];
+    expect(events.map((e) => e.action).sort()).toEqual(['grant.create', 'grant.revoke', 'kill.created', 'kill.lifted', 'session.closed', 'session.resumed']);
+    expect(events.every((e) => e.session_id === sid)).toBe(true);
+    // a session's id in upper case finds them too (ids are compared lower-cased)
+    expect((await w.app.inject({ url: `/v1/audit?session=${sid.toUpperCase()}&kind=ADMIN`, headers: owner })).json().events).toHaveLength(6);
+    // rows about no one session keep an empty column
+    const { rows } = await db.query("SELECT count(*)::int AS n FROM audit_events WHERE kind = 'ADMIN' AND target NOT LIKE 'session:%' AND session_id IS NOT NULL AND action NOT IN ('kill.created', 'kill.lifted', 'grant.create', 'grant.revoke')");
+    expect(rows[0].n).toBe(0);
+    const verify = await w.app.inject({ url: '/v1/audit/verify', headers: owner });
+    expect(verify.statusCode).toBe(200);
+    expect(verify.json()).toMatchObject({ ok: true, broken: [] });
   });
 });
 
