@@ -99,7 +99,7 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
       if (o.tokenHalted) {
         return {
           code: 'SESSION_HALTED',
-          message: `Session ${sid} is halted (${o.heldTrigger}), and so is this token: an operator resumes both with POST /v1/keys/${ctx.agent.id}/resume (it resumes the token's halted sessions too); resuming the session alone is not enough.`,
+          message: `Session ${sid} is halted (${o.heldTrigger}), and so is this token; an operator resumes both with POST /v1/keys/${ctx.agent.id}/resume (it resumes the token's halted sessions too); resuming the session alone is not enough.`,
         };
       }
       return { code: 'SESSION_HALTED', message: `Session ${sid} is halted (${o.heldTrigger}) until an operator resumes it: POST /v1/sessions/${sid}/resume.` };

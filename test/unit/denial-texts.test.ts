@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { redactText } from '../../src/audit/redact.js';
 import { afterCallTrigger } from '../../src/decisions/results.js';
+import type { CallContext } from '../../src/decisions/types.js';
 import { denialText } from '../../src/gateway/calls.js';
+import type { GateOutcome } from '../../src/limits/gate.js';
+import { denialFor } from '../../src/limits/step.js';
 import { joinSentences } from '../../src/sentences.js';
 
 // What an agent reads when a call is refused or its result withheld: sentences that do not run together,
@@ -42,7 +46,7 @@ describe('denialText (the gateway)', () => {
   const halted = { id: 'ses-1', state: 'halted', trigger: 'WRITE_IN_READ_SESSION', last_calls: [{ id: 'dec-1', at: 0, args: '', server: 'filesystem', tool: 'write_file', decision: 'deny' as const, code: 'PERMISSION_DENIED' }] };
 
   it('does not call a token halt a session halt: when the message says what is halted, it only adds what to do', () => {
-    const message = 'Session ses-1 is halted (WRITE_IN_READ_SESSION), and so is this token: an operator resumes both with POST /v1/keys/tok-1/resume; resuming the session alone is not enough.';
+    const message = 'Session ses-1 is halted (WRITE_IN_READ_SESSION), and so is this token; an operator resumes both with POST /v1/keys/tok-1/resume; resuming the session alone is not enough.';
     const text = denialText('SESSION_HALTED', message, halted);
     expect(text).toBe(`SESSION_HALTED: ${message}\nStop and ask a human: nothing more runs until an operator resumes it.\nLast calls:\n- filesystem/write_file → deny PERMISSION_DENIED`);
     expect(text).not.toContain('an operator must resume it');
@@ -51,4 +55,27 @@ describe('denialText (the gateway)', () => {
   it('a message that does not say it is halted gets the session line', () => {
     expect(denialText('PERMISSION_DENIED', 'no', { id: 'ses-1', state: 'halted', trigger: 'X' })).toBe('PERMISSION_DENIED: no\nSession ses-1 is halted (trigger X): stop and ask a human; an operator must resume it.');
   });
+});
+
+describe('denial messages survive the audit trail unchanged', () => {
+  // The audit trail masks what looks like a secret ("token: <value>"); a message the product writes itself
+  // must not look like one, or the record of an incident reads "[REDACTED] operator resumes both".
+  const ctx = { input: { session_id: 'ses-1', server: 'filesystem', tool: 'write_file' }, agent: { id: 'tok-1' }, call: { capability: 'write' } } as unknown as CallContext;
+  const base = { allowed: false, now: 0, limits: {}, warnings: [], alerts: [] };
+  const outcomes: GateOutcome[] = [
+    { ...base, reason: 'SESSION_HALTED', heldTrigger: 'WRITE_IN_READ_SESSION', tokenHalted: true },
+    { ...base, reason: 'SESSION_HALTED', heldTrigger: 'WRITE_IN_READ_SESSION' },
+    { ...base, reason: 'TOKEN_HALTED', heldTrigger: 'UNAUTHORIZED_SERVER' },
+    { ...base, reason: 'SESSION_UNKNOWN' },
+    { ...base, reason: 'NO_EPOCH' },
+    { ...base, reason: 'UNVERIFIED' },
+    { ...base, reason: 'UNAVAILABLE' },
+  ];
+  for (const o of outcomes) {
+    it(`${o.reason}${o.tokenHalted ? ' (token halted too)' : ''}`, () => {
+      const message = denialFor(o, ctx)?.message ?? '';
+      expect(message).not.toBe('');
+      expect(redactText(message)).toBe(message);
+    });
+  }
 });
