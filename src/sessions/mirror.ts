@@ -13,7 +13,8 @@ export type OpenAnswer =
   | { r: 'TOO_MANY_OPEN'; n: number; now: number }
   | { r: 'TOO_MANY_NEW'; n: number; retry: number; now: number };
 
-export type CloseAnswer = { r: 'CLOSED' } | { r: 'NO_EPOCH' } | { r: 'NOT_OWNER' } | { r: 'HALTED' | 'TOKEN_HALTED'; trg: string };
+/** `th`: with HALTED, the token's own halt trigger when the token is halted too ('' when it is not). */
+export type CloseAnswer = { r: 'CLOSED' } | { r: 'NO_EPOCH' } | { r: 'NOT_OWNER' } | { r: 'HALTED' | 'TOKEN_HALTED'; trg: string; th?: string };
 
 export interface MirrorHalt {
   tokenId: string;

@@ -167,8 +167,8 @@ if redis.call('EXISTS', p .. 'epoch') == 0 then return '{"r":"NO_EPOCH"}' end
 local skey = p .. 's:' .. req.sid
 local f = redis.call('HMGET', skey, 'tok', 'st', 'trg')
 if f[1] and f[1] ~= req.tok then return '{"r":"NOT_OWNER"}' end
-if f[2] == 'halted' then return cjson.encode({ r = 'HALTED', trg = f[3] or '' }) end
 local th = redis.call('GET', p .. 'th:' .. req.tok)
+if f[2] == 'halted' then return cjson.encode({ r = 'HALTED', trg = f[3] or '', th = th or '' }) end
 if th then return cjson.encode({ r = 'TOKEN_HALTED', trg = th }) end
 redis.call('DEL', skey)
 redis.call('ZREM', p .. 'so:' .. req.tok, req.sid)

@@ -697,16 +697,19 @@ export class SessionService {
         'CONFLICT',
         state === 'token_halted'
           ? `Session ${id} cannot be closed: its token is halted (${trigger}); closing never lifts or hides a halt. An operator resumes the token with POST /v1/keys/${tokenId}/resume.`
-          : `Session ${id} cannot be closed: it is halted (${trigger}); closing never lifts or hides a halt. An operator resumes it with POST /v1/sessions/${id}/resume.`,
-        { state: state === 'token_halted' ? 'halted' : state, halted_by: state === 'token_halted' ? 'token' : 'session', trigger },
+          : state === 'both_halted'
+            ? `Session ${id} cannot be closed: it is halted (${trigger}), and so is its token; closing never lifts or hides a halt. An operator resumes both with POST /v1/keys/${tokenId}/resume (resuming the session alone is not enough).`
+            : `Session ${id} cannot be closed: it is halted (${trigger}); closing never lifts or hides a halt. An operator resumes it with POST /v1/sessions/${id}/resume.`,
+        { state: 'halted', halted_by: state === 'token_halted' ? 'token' : state === 'both_halted' ? 'session and token' : 'session', trigger },
       );
     const outcome = await withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'resume');
       const row = await sessionStore.lockSession(c, id, agent?.id);
       if (!row) throw notFound('session');
       if (row.state === 'closed') return { row, already: true };
-      if (row.state === 'halted') throw halted('halted', row.trigger, row.token_id);
       const tokenHalt = await sessionStore.activeTokenHalt(c, row.token_id);
+      // Both halted (a trigger in halt_token_on): resuming the session alone would not let it go on.
+      if (row.state === 'halted') throw halted(tokenHalt ? 'both_halted' : 'halted', row.trigger, row.token_id);
       if (tokenHalt) throw halted('token_halted', tokenHalt.trigger, row.token_id);
       let answer: Awaited<ReturnType<SessionMirror['close']>>;
       try {
@@ -722,7 +725,7 @@ export class SessionService {
       // Postgres binds it to this token: Redis holding it for another is a disagreement; change nothing.
       if (answer.r === 'NOT_OWNER') throw notFound('session');
       // A halt Redis enforces before Postgres has its record.
-      if (answer.r === 'HALTED') throw halted('halted', answer.trg, row.token_id);
+      if (answer.r === 'HALTED') throw halted(answer.th ? 'both_halted' : 'halted', answer.trg, row.token_id);
       if (answer.r === 'TOKEN_HALTED') throw halted('token_halted', answer.trg, row.token_id);
       await sessionStore.closeSessions(c, [id]);
       return { row, already: false };
