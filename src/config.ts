@@ -38,7 +38,7 @@ export const SETTINGS = [
   { env: 'APPDATA', type: 'string', default: '', example: 'C:\\Users\\me\\AppData\\Roaming', doc: 'Windows only, set by Windows: `killswitch scan` and `env-gate` look for Claude Desktop\'s config in %APPDATA%\\Claude. Empty: the home directory\'s AppData\\Roaming.' },
   { env: 'UNLEASH_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash (or Unleash Edge) API URL: http(s), ending in /api. A URL without /api is warned about at start and by `killswitch config check` (Unleash would answer its web UI there, not flags). Empty: `killswitch start` runs an embedded unleash-server.' },
   { env: 'UNLEASH_PORT', type: 'int', default: '4242', example: '4242', min: 1, max: 65535, doc: 'Port of the embedded Unleash (UI at http://HOST:PORT).' },
-  { env: 'UNLEASH_DATABASE_URL', type: 'url', default: '', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing); it must not be DATABASE_URL\'s database. Empty: DATABASE_URL with the database name `killswitch_unleash` (the same host, port, user, password and parameters).' },
+  { env: 'UNLEASH_DATABASE_URL', type: 'url', default: '', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing); it must not be DATABASE_URL\'s database. Empty: DATABASE_URL with `_unleash` after its database name (`killswitch` → `killswitch_unleash`; the same host, port, user, password and parameters), so installations sharing a Postgres never share an Unleash.' },
   { env: 'UNLEASH_API_TOKEN', type: 'string', default: 'default:development.killswitch-backend-token', example: 'default:production.abc...', secret: true, doc: 'Backend (client) API token the control plane reads flags with. Its environment part (`project:environment.secret`) must be UNLEASH_ENVIRONMENT (or `*`): `killswitch start` and `config check` refuse another.' },
   { env: 'UNLEASH_ADMIN_TOKEN', type: 'string', default: '*:*.killswitch-admin-token', example: '*:*.abc...', secret: true, doc: 'Admin API token used by flags sync and webhook registration.' },
   { env: 'UNLEASH_ADMIN_PASSWORD', type: 'string', default: 'unleash4all', example: 'change-me', secret: true, doc: 'Password of the embedded Unleash UI user `admin` (first login).' },
@@ -215,7 +215,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config = { ...(out as unknown as Config), ...overrides };
   // Derived, not a fixed default: a DATABASE_URL with another host or credentials would otherwise leave
   // the embedded Unleash trying postgres@127.0.0.1 without a password.
-  if (!config.unleashDatabaseUrl) config.unleashDatabaseUrl = withDatabaseName(config.databaseUrl, EMBEDDED_UNLEASH_DATABASE);
+  if (!config.unleashDatabaseUrl) config.unleashDatabaseUrl = withDatabaseName(config.databaseUrl, embeddedUnleashDatabase(config.databaseUrl));
   if (config.tokenHashSecret !== undefined && config.tokenHashSecret.length < 32) {
     throw new ConfigError('TOKEN_HASH_SECRET', 'TOKEN_HASH_SECRET must be at least 32 characters. Example: TOKEN_HASH_SECRET=$(openssl rand -base64 48)');
   }
@@ -231,8 +231,22 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   return config;
 }
 
-/** The database the embedded Unleash uses on DATABASE_URL's server when UNLEASH_DATABASE_URL is empty. */
-export const EMBEDDED_UNLEASH_DATABASE = 'killswitch_unleash';
+/**
+ * The database the embedded Unleash uses on DATABASE_URL's server when UNLEASH_DATABASE_URL is empty:
+ * DATABASE_URL's own name with `_unleash` (`killswitch` → `killswitch_unleash`), so two installations on
+ * one Postgres never share an Unleash (turning a flag off for one would stop the other). Cut so that it
+ * stays within Postgres's 63-byte names.
+ */
+export function embeddedUnleashDatabase(databaseUrl: string): string {
+  let name = 'killswitch';
+  try {
+    name = decodeURIComponent(new URL(databaseUrl).pathname.slice(1)) || name;
+  } catch {
+    // A malformed DATABASE_URL is reported by its own check.
+  }
+  while (Buffer.byteLength(name) > 55) name = [...name].slice(0, -1).join('');
+  return `${name}_unleash`;
+}
 
 /** A Postgres URL with another database name; host, port, user, password and query parameters kept. */
 export function withDatabaseName(databaseUrl: string, database: string): string {
@@ -276,7 +290,7 @@ export function checkStartConfig(config: Config): void {
   if (config.unleashUrl === '' && sameDatabase(config.databaseUrl, config.unleashDatabaseUrl)) {
     throw new ConfigError(
       'UNLEASH_DATABASE_URL',
-      `UNLEASH_DATABASE_URL names the same database as DATABASE_URL: the embedded Unleash needs a database of its own (empty, it is DATABASE_URL's with the database ${EMBEDDED_UNLEASH_DATABASE}, which DATABASE_URL must not name then). Example: UNLEASH_DATABASE_URL=postgres://killswitch:secret@db:5432/unleash`,
+      `UNLEASH_DATABASE_URL names the same database as DATABASE_URL: the embedded Unleash needs a database of its own (empty, it is DATABASE_URL's with the database name followed by _unleash). Example: UNLEASH_DATABASE_URL=postgres://killswitch:secret@db:5432/unleash`,
     );
   }
   // A backend token is bound to one Unleash environment; Unleash serves that one whatever we ask for.

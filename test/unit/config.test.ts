@@ -168,13 +168,18 @@ describe('UNLEASH_API_TOKEN of another environment than UNLEASH_ENVIRONMENT', ()
 });
 
 describe('UNLEASH_DATABASE_URL', () => {
-  it("unset, is DATABASE_URL's server, user, password and parameters with the database killswitch_unleash", () => {
+  it("unset, is DATABASE_URL's server, user, password and parameters with _unleash after its database name", () => {
     expect(loadConfig({}).unleashDatabaseUrl).toBe('postgres://postgres@127.0.0.1:5432/killswitch_unleash');
     const c = loadConfig({ DATABASE_URL: 'postgres://ks:s3cret@db.internal:6543/prod_ks?sslmode=require&application_name=ks' });
-    expect(c.unleashDatabaseUrl).toBe('postgres://ks:s3cret@db.internal:6543/killswitch_unleash?sslmode=require&application_name=ks');
+    expect(c.unleashDatabaseUrl).toBe('postgres://ks:s3cret@db.internal:6543/prod_ks_unleash?sslmode=require&application_name=ks');
+    // No database in the URL: the default name's.
     expect(loadConfig({ DATABASE_URL: 'postgresql://ks@db', UNLEASH_DATABASE_URL: '' }).unleashDatabaseUrl).toBe('postgresql://ks@db/killswitch_unleash');
     // Overrides (tests, bench) derive from their own DATABASE_URL too.
-    expect(loadConfig({}, { databaseUrl: 'postgres://a:b@h:1/x' }).unleashDatabaseUrl).toBe('postgres://a:b@h:1/killswitch_unleash');
+    expect(loadConfig({}, { databaseUrl: 'postgres://a:b@h:1/x' }).unleashDatabaseUrl).toBe('postgres://a:b@h:1/x_unleash');
+    // Two installations on one Postgres never share an Unleash (a flag turned off for one would stop the other).
+    expect(loadConfig({ DATABASE_URL: 'postgres://p@db/team_a' }).unleashDatabaseUrl).not.toBe(loadConfig({ DATABASE_URL: 'postgres://p@db/team_b' }).unleashDatabaseUrl);
+    // Within Postgres's 63-byte names.
+    expect(new URL(loadConfig({ DATABASE_URL: `postgres://p@db/${'d'.repeat(63)}` }).unleashDatabaseUrl).pathname).toBe(`/${'d'.repeat(55)}_unleash`);
   });
 
   it('set, is used as given', () => {
@@ -183,7 +188,7 @@ describe('UNLEASH_DATABASE_URL', () => {
   });
 
   it("is refused by the start checks when it names DATABASE_URL's database and Unleash is embedded", () => {
-    const err = refusal(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks:pw@db:5432/killswitch_unleash' })));
+    const err = refusal(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks:pw@db:5432/killswitch', UNLEASH_DATABASE_URL: 'postgres://ks:pw@db:5432/killswitch' })));
     expect(err.variable).toBe('UNLEASH_DATABASE_URL');
     expect(err.message).not.toContain('pw@');
     expect(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://a@db/ks', UNLEASH_DATABASE_URL: 'postgres://b:x@DB:5432/ks' }))).toThrow(ConfigError);
