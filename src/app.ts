@@ -29,6 +29,8 @@ import { loggerOptions } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { operabilityPlugin } from './metrics/plugin.js';
 import { installHttpMetrics } from './metrics/routes.js';
+import { PolicyReplicas, type PolicyReplicasOptions, shortHash } from './policy/replicas.js';
+import { policyRoutes } from './policy/routes.js';
 import { PolicyStore, requirePolicyFile } from './policy/store.js';
 import { createRedis, waitForRedis } from './redis/client.js';
 import { sessionRoutes } from './sessions/routes.js';
@@ -47,6 +49,8 @@ export interface BuildOptions {
   migrate?: boolean;
   /** Where decision spans go instead of the OTEL_* exporter (tests: an InMemorySpanExporter); turns tracing on. */
   spanExporter?: SpanExporter;
+  /** Heartbeat, live window and alert delay of the policy hashes replicas publish (tests shorten them). */
+  policyReplicas?: PolicyReplicasOptions;
 }
 
 /**
@@ -248,6 +252,25 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         .catch(() => {});
     });
     closers.push(() => alerts.stop());
+    // Replicas that decide with different policy files (a rollout spreading, a stale mount) are shown on a
+    // timer, never per decision: /readyz warnings, a metric, GET /v1/policy/replicas, and one alert per episode.
+    const policyReplicas = new PolicyReplicas(
+      redis,
+      policy,
+      log,
+      ({ view, forMs }) => {
+        const policies = view.policies.map((p) => `${shortHash(p.hash)} on ${p.replicas} (${view.replicas.filter((r) => r.hash === p.hash).map((r) => r.host).join(', ')})`);
+        void alerts.raise({
+          kind: 'POLICY_DIVERGED',
+          message: `Replicas decide with ${view.policies.length} different policy files (for ${Math.round(forMs / 1000)} s): ${policies.join('; ')}. A call is decided by whichever replica it reaches. Make every replica's POLICY_FILE the same (GET /v1/policy/replicas lists them).`,
+          numbers: { policies: view.policies.length, replicas: view.replicas.length },
+          details: { policies: view.policies, replicas: view.replicas.slice(0, 50).map((r) => ({ replica_id: r.replica_id, host: r.host, pid: r.pid, hash: r.hash, loaded_at: r.loaded_at.toISOString() })) },
+        });
+      },
+      opts.policyReplicas,
+    );
+    policyReplicas.start();
+    closers.push(() => policyReplicas.stop());
     // Waits (bounded) for the first flags, so a fresh instance does not deny its first calls needlessly.
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
     closers.push(() => flags.stop());
@@ -296,6 +319,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       credentials: new CredentialService(pool, auth, audit, alerts),
       audit,
       policy,
+      policyReplicas,
       alerts,
       flags,
       webhookSecret,
@@ -348,6 +372,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     await app.register(flagRoutes);
     ctx.readiness.set('flags', async () => (flags.isReady() ? true : 'flags not loaded from Unleash (decisions deny)'));
     await app.register(alertRoutes);
+    await app.register(policyRoutes);
     await decisionsPlugin(app);
     await operabilityPlugin(app, { spanExporter: opts.spanExporter });
     await app.register(uiRoutes);

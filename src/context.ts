@@ -7,6 +7,7 @@ import type { Pool } from './db/pool.js';
 import type { FlagService } from './flags/service.js';
 import type { WebhookSecretHolder } from './flags/webhook-secret.js';
 import type { RedisGate } from './limits/gate.js';
+import type { PolicyReplicas } from './policy/replicas.js';
 import type { PolicyStore } from './policy/store.js';
 import type { RedisHandle } from './redis/client.js';
 import type { SessionService } from './sessions/service.js';
@@ -31,6 +32,8 @@ export interface AppContext {
   audit: AuditService;
   /** The policy file in force (hot-reloaded); call `policy.current()` per decision. */
   policy: PolicyStore;
+  /** The policy hash each live replica publishes in Redis (heartbeat): whether replicas disagree, as last seen. */
+  policyReplicas: PolicyReplicas;
   /** Raise (fire and forget: never rejects), list, acknowledge and subscribe to alerts. */
   alerts: AlertService;
   /** Unleash flags: `isEnabled` in memory per decision, webhook overrides, status for GET /v1/flags. */

@@ -30,6 +30,7 @@ export const ALERT_KINDS = {
   DEPENDENCY_UNAVAILABLE: { severity: 'critical', doc: 'Redis, Postgres or Unleash is unreachable: decisions fail closed.' },
   AUDIT_SPOOLING: { severity: 'critical', doc: 'Postgres is down for the audit writer: audit rows go to the local spool until it is back.' },
   POLICY_REJECTED: { severity: 'warning', doc: 'The policy file on disk was rejected (broken or unreadable): the last good policy stays in force. Raised once per rejected file.' },
+  POLICY_DIVERGED: { severity: 'warning', doc: 'Live replicas decide with different policy files (a rollout still spreading, or a stale mount): a call is decided by whichever replica it reaches. Raised once per divergence episode.' },
 } as const satisfies Record<string, { severity: AlertSeverity; doc: string }>;
 
 export type AlertKind = keyof typeof ALERT_KINDS;

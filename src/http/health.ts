@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { divergenceWarning } from '../policy/replicas.js';
 
 const Ready = Type.Object({
   ready: Type.Boolean(),
@@ -9,7 +10,7 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log).',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them).',
   }),
 });
 
@@ -89,7 +90,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['health'],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -121,6 +122,10 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       );
       // The control plane still decides with the last good policy: a warning, never a failed check.
       const warnings = ctx.policy.status().lastError === null ? [] : [POLICY_REJECTED_WARNING];
+      // As the last heartbeat saw it: a probe never waits for Redis for this.
+      const replicas = ctx.policyReplicas.view();
+      const diverged = replicas && divergenceWarning(replicas);
+      if (diverged) warnings.push(diverged);
       return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });
     },
   );

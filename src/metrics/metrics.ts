@@ -207,6 +207,10 @@ export class Metrics implements DependencySink {
     readMetric(r, 'killswitch_policy_reload_failures_total', 'Versions of the policy file rejected since start (each broken file, or read error, once); the last good policy stayed in force.', 'counter', 'sum', () => [
       [{}, policy.status().rejections],
     ]);
+    // As this replica's last heartbeat saw it (every 10 s), so a scrape costs no Redis trip.
+    readMetric(r, 'killswitch_policy_replicas_distinct', 'Different policy files in force among the live replicas (1: they agree; above 1: a call is decided by whichever replica it reaches; 0: unknown, Redis unreadable).', 'gauge', 'max', () => [
+      [{}, ctx.policyReplicas.view()?.policies.length ?? 0],
+    ]);
 
     const unsubscribe = ctx.alerts.subscribe((e) => {
       if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
