@@ -91,9 +91,13 @@ describe('the state epoch never lifts a halt', () => {
     const dir = await mkdtemp(join(tmpdir(), 'ks-redis-'));
     const port = await freePort();
     let server: ChildProcess | undefined;
+    let exited: Promise<unknown> = Promise.resolve();
     const startRedis = async () => {
       // RDB only when asked (SAVE below); loaded at start from `dir`.
       server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      // Listened for from the start: a SHUTDOWN can end the process before a later listener is attached.
+      const child = server;
+      exited = new Promise((r) => child.once('exit', r));
       const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       probe.on('error', () => {});
       await until('the test Redis to start', async () => {
@@ -122,7 +126,7 @@ describe('the state epoch never lifts a halt', () => {
       // Redis dies and comes back from that snapshot: the epoch is there, the halt is not.
       await admin.call('SHUTDOWN', 'NOSAVE').catch(() => {});
       admin.disconnect();
-      await new Promise((r) => server?.once('exit', r));
+      await exited;
       admin = await startRedis();
       expect(await admin.exists(`${app.ctx.redis.prefix}epoch`)).toBe(1);
       expect(await admin.exists(`${app.ctx.redis.prefix}th:${(await app.ctx.auth.authenticate(tok.raw) as { id: string }).id}`)).toBe(0);
