@@ -36,11 +36,6 @@ if not cur[1] or not cur[2] then return nil end
 return {cur[2], tostring(now - tonumber(cur[1]))}
 `;
 
-type Commands = {
-  killswitchFlagBackupPut(key: string, hash: string, confirmedAgoMs: string, body: string, keepMs: string): Promise<number>;
-  killswitchFlagBackupGet(key: string): Promise<[string, string] | null>;
-};
-
 export function dataHash(dataJson: string): string {
   return createHash('sha256').update(dataJson).digest('base64url');
 }
@@ -48,7 +43,7 @@ export function dataHash(dataJson: string): string {
 export class SharedFlagBackup {
   readonly key: string;
   private readonly keepMs: number;
-  private readonly redis: Redis & Commands;
+  private readonly redis: Redis;
 
   /**
    * `maxAgeS`: UNLEASH_BACKUP_MAX_AGE_S. A copy no replica confirmed for that long could not be used to
@@ -58,10 +53,10 @@ export class SharedFlagBackup {
   constructor(handle: RedisHandle, environment: string, maxAgeS: number) {
     this.key = handle.key('flags', 'last-fetched', environment);
     this.keepMs = Math.max(60, maxAgeS) * 1000;
-    const redis = handle.redis as Redis & Partial<Commands>;
-    if (typeof redis.killswitchFlagBackupPut !== 'function') redis.defineCommand('killswitchFlagBackupPut', { numberOfKeys: 1, lua: PUT });
-    if (typeof redis.killswitchFlagBackupGet !== 'function') redis.defineCommand('killswitchFlagBackupGet', { numberOfKeys: 1, lua: GET });
-    this.redis = redis as Redis & Commands;
+    // Plain EVAL, not defineCommand: a command defined on a connection after its auto-pipelines exist is
+    // missing from them, and ioredis then throws "results[i] is not iterable" outside any promise (an
+    // uncaught exception). These scripts run once at start and every few seconds: sending them whole costs nothing.
+    this.redis = handle.redis;
   }
 
   /**
@@ -70,13 +65,13 @@ export class SharedFlagBackup {
    * with its body. True also when nothing changed because Redis holds a later confirmation.
    */
   async put(hash: string, confirmedAgoMs: number, body: string | undefined): Promise<boolean> {
-    const r = await this.redis.killswitchFlagBackupPut(this.key, hash, String(Math.max(0, Math.round(confirmedAgoMs))), body ?? '', String(this.keepMs));
+    const r = (await this.redis.eval(PUT, 1, this.key, hash, String(Math.max(0, Math.round(confirmedAgoMs))), body ?? '', String(this.keepMs))) as number;
     return r !== -1;
   }
 
   /** The copy in Redis and its age, or undefined when there is none. */
   async get(): Promise<{ body: string; ageMs: number } | undefined> {
-    const r = await this.redis.killswitchFlagBackupGet(this.key);
+    const r = (await this.redis.eval(GET, 1, this.key)) as [string, string] | null;
     if (!r) return undefined;
     return { body: r[0], ageMs: Number(r[1]) };
   }
