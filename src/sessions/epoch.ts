@@ -157,13 +157,7 @@ export class StateEpoch {
         }
         return { tokenHalts, count };
       });
-      for (const [name, load] of this.loaders) {
-        try {
-          await load();
-        } catch (err) {
-          throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
-        }
-      }
+      await this.runLoaders();
       const set = await this.redis.redis.eval(SET_EPOCH_LUA, 2, lockKey, this.redis.key('epoch'), lockId, `${new Date().toISOString()} ${lockId}`);
       if (set !== 1) {
         this.log.warn({ ms: Date.now() - started }, 'Redis lost its data again while it was being reloaded from Postgres (flushed or restarted); the state epoch is not set, decisions stay denied, and the reload starts over');
@@ -192,18 +186,23 @@ export class StateEpoch {
     const runId = await this.runId();
     if (runId !== this.verifiedRunId) {
       const halts = await this.reconcileHalts();
-      for (const [name, load] of this.loaders) {
-        try {
-          await load();
-        } catch (err) {
-          throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
-        }
-      }
+      await this.runLoaders();
       if (this.verifiedRunId !== undefined) this.log.warn({ halts }, 'Redis restarted with its data (a snapshot or append-only file): every halt and kill in force was re-applied from Postgres before decisions went on');
     }
     if (generation === this.generation) {
       this.verifiedRunId = runId;
       this.verified = true;
+    }
+  }
+
+  /** Restores the other domains' state (kills) into Redis, naming the loader that failed. */
+  private async runLoaders(): Promise<void> {
+    for (const [name, load] of this.loaders) {
+      try {
+        await load();
+      } catch (err) {
+        throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
+      }
     }
   }
 

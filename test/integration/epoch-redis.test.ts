@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
-import { freePort } from '../helpers/unleash.js';
+import { freePort, until as waitUntil } from '../helpers/unleash.js';
 
 // Losing Redis must never lift a halt (DESIGN.md §4, the state epoch). Two ways it did: Redis flushed
 // again while a replica was reloading it (the reload set the epoch over a state it no longer held), and
@@ -21,15 +21,8 @@ const t = new TestContext();
 beforeAll(() => t.setup());
 afterAll(() => t.teardown());
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Until `fn` answers something: test/helpers/unleash.ts's `until`, in this file's argument order. */
+const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000) => waitUntil(async () => (await fn()) !== undefined, timeoutMs, what, 50);
 
 const read = (sessionId: string) => ({ session_id: sessionId, server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' } });
 

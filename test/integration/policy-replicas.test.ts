@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
+import { until as waitUntil } from '../helpers/unleash.js';
 
 // Replicas of one installation (one database, one Redis prefix) that read different policy files.
 // Short heartbeats so the live window passes within a test; the alert without its rollout delay.
@@ -34,13 +35,8 @@ async function replica(file: string): Promise<FastifyInstance> {
   return app;
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** test/helpers/unleash.ts's `until`, in this file's argument order. */
+const until = (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000) => waitUntil(check, timeoutMs, what, 50);
 
 const warnings = async (app: FastifyInstance): Promise<string[]> => {
   const res = await app.inject({ url: '/readyz' });

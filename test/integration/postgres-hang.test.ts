@@ -10,6 +10,7 @@ import { AUDIT_QUERY_TIMEOUT_MS, AUDIT_WRITER_ROLE, AuditService, createWriterPo
 import { AuditWriter } from '../../src/audit/writer.js';
 import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { until as waitUntil } from '../helpers/unleash.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
 
 // Postgres that hangs instead of refusing: a frozen backend, or a firewall that silently dropped an idle
@@ -41,13 +42,8 @@ async function openWriter(): Promise<AuditWriter> {
   return writer;
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** test/helpers/unleash.ts's `until`, in this file's argument order. */
+const until = (what: string, check: () => boolean | Promise<boolean>, ms = 15_000) => waitUntil(check, ms, what, 50);
 
 const rowsOf = async (decisionIds: string[]) =>
   (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE decision_id = ANY($1::text[]) ORDER BY seq', [decisionIds])).rows;
