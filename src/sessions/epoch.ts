@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { SessionMirror } from './mirror.js';
-import { type IdleSession, sessionStore } from './store.js';
+import { IDLE_SWEEP_ACTOR, type IdleSession, sessionStore } from './store.js';
 
 // The state epoch (DESIGN.md §4): a Redis key set only after halts, kills and sessions were loaded
 // from Postgres. If Redis restarts or is flushed the key is gone, the gate denies every call with
@@ -304,7 +304,7 @@ export class StateEpoch {
       const record = this.opts.recordIdleClose;
       const written = record ? await Promise.allSettled(due.map((s) => record(s))) : due.map(() => ({ status: 'fulfilled' }) as const);
       const audited = due.filter((_, i) => written[i]!.status === 'fulfilled').map((s) => s.id);
-      const closed = await sessionStore.closeSessions(c, audited);
+      const closed = await sessionStore.closeSessions(c, audited, IDLE_SWEEP_ACTOR);
       return { closed, deferred: due.length - audited.length };
     });
   }

@@ -86,6 +86,10 @@ const SessionFields = {
   token_halt: Type.Union([Type.Object({ trigger: Type.String(), halted_at: Timestamp }), Type.Null()]),
   created_at: Timestamp,
   closed_at: DateTime,
+  closed_by: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'Who closed it: `gateway:<gateway key id>` (its gateway), `operator:<operator key id>` or `idle-sweep` (SESSION_IDLE_TIMEOUT_S without an allowed call); the actor of its session.closed audit row. Null while open, and for sessions closed before this field existed.',
+  }),
 };
 
 export const SessionSummary = Type.Object(SessionFields);

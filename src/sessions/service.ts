@@ -9,7 +9,7 @@ import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
 import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
-import { type HaltRow, type IdleSession, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
+import { type HaltRow, IDLE_SWEEP_ACTOR, type IdleSession, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
 
 // Rules for sessions and halts. Postgres is the record, Redis (SessionMirror) is what decisions read;
 // every change writes both, Postgres first for halts (the record must exist) and inside the Postgres
@@ -112,6 +112,8 @@ export interface SessionSummaryView {
   token_halt: { trigger: string; halted_at: Date } | null;
   created_at: Date;
   closed_at: Date | null;
+  /** `gateway:<id>`, `operator:<id>` or `idle-sweep`; null while open (and for sessions closed before migration 0013). */
+  closed_by: string | null;
 }
 
 export interface SessionDetailView extends SessionSummaryView {
@@ -158,9 +160,6 @@ export interface AdminRecord {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RETRY_QUEUE_MAX = 10_000;
-
-/** The audit actor (`system` / `idle-sweep`) of sessions closed by the minute sweep after SESSION_IDLE_TIMEOUT_S. */
-const IDLE_SWEEP_ACTOR = 'idle-sweep';
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
 
@@ -212,6 +211,7 @@ function summaryView(row: SessionListRow): SessionSummaryView {
     token_halt: row.token_halt_trigger && row.token_halted_at ? { trigger: row.token_halt_trigger, halted_at: row.token_halted_at } : null,
     created_at: row.created_at,
     closed_at: row.closed_at,
+    closed_by: row.closed_by,
   };
 }
 
@@ -689,6 +689,8 @@ export class SessionService {
   async close(id: string, closer: SessionCloser): Promise<CloseSessionResult> {
     const op = 'operator' in closer ? closer.operator : undefined;
     const agent = 'agent' in closer ? closer.agent : undefined;
+    const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;
+    const closedBy = op ? operatorActorOf(op) : `gateway:${gatewayId}`;
     if (!UUID.test(id)) throw notFound('session');
     // Project visibility for operators; the token binding for gateways is checked under the lock.
     if (op) await this.visibleSession(id, op);
@@ -727,14 +729,13 @@ export class SessionService {
       // A halt Redis enforces before Postgres has its record.
       if (answer.r === 'HALTED') throw halted(answer.th ? 'both_halted' : 'halted', answer.trg, row.token_id);
       if (answer.r === 'TOKEN_HALTED') throw halted('token_halted', answer.trg, row.token_id);
-      await sessionStore.closeSessions(c, [id]);
+      await sessionStore.closeSessions(c, [id], closedBy);
       return { row, already: false };
     });
     const view = await this.visibleSession(id);
     if (!outcome.already) {
-      const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;
       await this.audit({
-        actor: op ?? `gateway:${gatewayId}`,
+        actor: op ?? closedBy,
         action: 'session.closed',
         target: `session:${id}`,
         projectId: view.project_id,

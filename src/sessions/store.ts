@@ -6,6 +6,9 @@ type Queryable = Pool | PoolClient;
 
 export type SessionState = 'active' | 'halted' | 'closed';
 
+/** Who closed a session the idle sweep closed (SESSION_IDLE_TIMEOUT_S): its `closed_by` and its session.closed row's actor. */
+export const IDLE_SWEEP_ACTOR = 'idle-sweep';
+
 export interface SessionRow {
   id: string;
   token_id: string;
@@ -19,6 +22,8 @@ export interface SessionRow {
   halt_summary: Record<string, unknown> | null;
   created_at: Date;
   closed_at: Date | null;
+  /** `gateway:<id>`, `operator:<id>` or `idle-sweep` (migration 0013); null for sessions closed before it. */
+  closed_by: string | null;
 }
 
 /** A session with what the admin API shows beside it: the token's project and any token halt in force. */
@@ -47,7 +52,7 @@ export interface HaltRow {
   resume_reason: string | null;
 }
 
-const SESSION_COLUMNS = 's.id, s.token_id, s.gateway_id, s.read_only, s.servers, s.purpose, s.state, s.trigger, s.halted_at, s.halt_summary, s.created_at, s.closed_at';
+const SESSION_COLUMNS = 's.id, s.token_id, s.gateway_id, s.read_only, s.servers, s.purpose, s.state, s.trigger, s.halted_at, s.halt_summary, s.created_at, s.closed_at, s.closed_by';
 const LIST_FROM = `FROM sessions s
   JOIN agent_tokens t ON t.id = s.token_id
   LEFT JOIN token_halts th ON th.token_id = s.token_id AND th.resumed_at IS NULL`;
@@ -219,9 +224,12 @@ export const sessionStore = {
     return rows;
   },
 
-  async closeSessions(db: Queryable, ids: string[]): Promise<number> {
+  async closeSessions(db: Queryable, ids: string[], closedBy: string): Promise<number> {
     if (ids.length === 0) return 0;
-    const { rowCount } = await db.query(`UPDATE sessions SET state = 'closed', closed_at = now() WHERE id = ANY($1::uuid[]) AND state = 'active'`, [ids]);
+    const { rowCount } = await db.query(
+      `UPDATE sessions SET state = 'closed', closed_at = now(), closed_by = $2 WHERE id = ANY($1::uuid[]) AND state = 'active'`,
+      [ids, closedBy],
+    );
     return rowCount ?? 0;
   },
 

@@ -376,6 +376,19 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(admin.events.some((e) => e.action === 'session.resumed' && e.details.reason === 'the write was intended')).toBe(true);
   });
 
+  it('a closed session says when and by whom (its gateway)', async () => {
+    const token = await gw.token('rw');
+    const s = await gw.session(token.raw, { purpose: 'closed from the ui test' });
+    const closed = await app.inject({ method: 'POST', url: `/v1/sessions/${s.session_id}/close`, headers: gw.headers(token.raw) });
+    expect(closed.statusCode, closed.body).toBe(200);
+    await goto('sessions');
+    await page.getByLabel('State').selectOption('closed');
+    const card = page.locator(`article[data-session-id="${s.session_id}"]`);
+    await card.waitFor();
+    const facts = await card.locator('dl.facts').innerText();
+    expect(facts).toMatch(/Closed\s+\S.* by its gateway \(key /);
+  });
+
   it('approves an exact call from the queue: the identical call then runs once', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw, { purpose: 'tidy the docs' });

@@ -172,7 +172,7 @@ describe('production grants in the approval queue', () => {
     const { tok, s, ask } = await productionSession();
     const { approval_id: id } = await ask();
     // The session idled out and the minute sweep closed it: it never runs again.
-    expect(await sessionStore.closeSessions(app.ctx.pool, [s.session_id])).toBe(1);
+    expect(await sessionStore.closeSessions(app.ctx.pool, [s.session_id], 'idle-sweep')).toBe(1);
     const res = await decide(id, 'approve', { reason: 'too late' });
     expect(res.statusCode, res.body).toBe(400);
     expect(res.json().error.details[0].field).toBe('session_id');

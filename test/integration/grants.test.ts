@@ -70,7 +70,7 @@ describe('grants limited to a session', () => {
     const grant = (session_id: string) => app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, session_id, reason: 'INC-47 prod read', expires_in: 600 } });
     const closed = (await gw.session(tok.raw)).session_id;
     // What the minute sweep does to a session that idled out of Redis.
-    expect(await sessionStore.closeSessions(app.ctx.pool, [closed])).toBe(1);
+    expect(await sessionStore.closeSessions(app.ctx.pool, [closed], 'idle-sweep')).toBe(1);
     const res = await grant(closed);
     expect(res.statusCode, res.body).toBe(400);
     expect(res.json().error.code).toBe('INVALID_REQUEST');

@@ -454,7 +454,7 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
 
       const res = await close(sid, gw(raw));
       expect(res.statusCode).toBe(200);
-      expect(res.json()).toMatchObject({ already_closed: false, session: { id: sid, state: 'closed', token_id: agent.id } });
+      expect(res.json()).toMatchObject({ already_closed: false, session: { id: sid, state: 'closed', token_id: agent.id, closed_by: `gateway:${w.gateway.id}` } });
       expect((await state(sid)).state).toBe('closed');
       expect((await state(sid)).closed_at).not.toBeNull();
       expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('s', sid))).toBe(0);
@@ -503,6 +503,8 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     const res = await close(sid, bearer(key));
     expect(res.statusCode).toBe(200);
     expect((await state(sid)).state).toBe('closed');
+    const shown = await w.app.inject({ method: 'GET', url: `/v1/sessions/${sid}`, headers: bearer(w.owner) });
+    expect(shown.json()).toMatchObject({ state: 'closed', closed_by: `operator:${op.id}` });
     const { rows } = await db.query("SELECT actor_type, actor_id, details->>'closed_by' AS by FROM audit_events WHERE action = 'session.closed' AND target = $1", [`session:${sid}`]);
     expect(rows).toEqual([{ actor_type: 'operator', actor_id: op.id, by: 'operator' }]);
   });
@@ -631,7 +633,7 @@ describe('the idle sweep audits the sessions it closes', () => {
     expect(await closedRows(sid)).toHaveLength(1);
 
     const detail = await w.app.inject({ method: 'GET', url: `/v1/sessions/${sid}`, headers: bearer(w.owner) });
-    expect(detail.json()).toMatchObject({ id: sid, state: 'closed' });
+    expect(detail.json()).toMatchObject({ id: sid, state: 'closed', closed_by: 'idle-sweep' });
     expect(detail.json().closed_at).not.toBeNull();
     const timeline = await w.app.inject({ method: 'GET', url: `/v1/incidents/timeline?target=session:${sid}`, headers: bearer(w.owner) });
     expect(timeline.statusCode).toBe(200);

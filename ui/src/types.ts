@@ -125,6 +125,7 @@ export interface Session {
   token_halt: { trigger: string; halted_at: string } | null;
   created_at: string;
   closed_at: string | null;
+  closed_by: string | null;
 }
 
 export interface SessionDetail extends Session {

@@ -93,6 +93,14 @@ export function SessionsPage() {
             <dd>
               <Time value={s.created_at} />
             </dd>
+            {s.closed_at && (
+              <>
+                <dt>Closed</dt>
+                <dd>
+                  <Time value={s.closed_at} /> {closedByText(s.closed_by)}
+                </dd>
+              </>
+            )}
           </dl>
           <h3>Last calls</h3>
           {s.last_calls.length === 0 ? (
@@ -183,4 +191,14 @@ export function SessionsPage() {
       )}
     </section>
   );
+}
+
+/** Who closed a session, as GET /v1/sessions says it (`gateway:<id>`, `operator:<id>`, `idle-sweep`). */
+function closedByText(by: string | null): string {
+  if (by === null) return '';
+  if (by === 'idle-sweep') return 'by the idle sweep (no allowed call for SESSION_IDLE_TIMEOUT_S)';
+  const [kind, id] = [by.slice(0, by.indexOf(':')), by.slice(by.indexOf(':') + 1)];
+  if (kind === 'gateway') return `by its gateway (key ${shortId(id)})`;
+  if (kind === 'operator') return `by operator key ${shortId(id)}`;
+  return `by ${by}`;
 }
