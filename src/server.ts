@@ -92,6 +92,17 @@ export function signalRepeats(): (signal: NodeJS.Signals) => boolean {
  * the spool replayed once more, the Unleash client, Redis, Postgres. A second signal exits at once (the
  * first one repeated within SIGNAL_REPEAT_MS is not a second one).
  */
+/**
+ * The last line of a shutdown. Info when every audit row reached Postgres; at LOG_LEVEL=warn or error
+ * it still shows when rows wait in the spool (warn: replayed at the next start) or were lost (error).
+ */
+export function stoppedLine(writer: { spoolSize: number; lost: number }): { level: 'info' | 'warn' | 'error'; msg: string } {
+  const base = 'stopped: in-flight requests finished, audit trail flushed, Unleash, Redis and Postgres closed';
+  if (writer.lost > 0) return { level: 'error', msg: `${base}; ${writer.lost} audit row(s) could be written neither to Postgres nor to the spool and are lost` };
+  if (writer.spoolSize > 0) return { level: 'warn', msg: `${base}; ${writer.spoolSize} audit row(s) wait in the spool under DATA_DIR (Postgres did not take them) and are replayed at the next start` };
+  return { level: 'info', msg: base };
+}
+
 export function stopOnSignals(
   app: FastifyInstance,
   exit: (code: number) => void = (code) => process.exit(code),
@@ -128,9 +139,10 @@ export function stopOnSignals(
       () => {
         clearTimeout(cut);
         clearTimeout(giveUp);
-        app.log.info(
+        const line = stoppedLine(writer);
+        app.log[line.level](
           { ms: Date.now() - started, audit_rows_written: writer.written, audit_batches: writer.batches, audit_spool_rows: writer.spoolSize, audit_rows_lost: writer.lost },
-          'stopped: in-flight requests finished, audit trail flushed, Unleash, Redis and Postgres closed',
+          line.msg,
         );
         exit(0);
       },
