@@ -96,7 +96,11 @@ export class AgentSession implements CallPorts {
   /** Opens the control-plane session with the declared scope; one at a time, retried after a failure. */
   sessionId(): Promise<string> {
     if (!this.opening) {
-      const opening = this.gateway.controlPlane.openSession(this.agentToken, this.scope).then((s) => s.session_id);
+      const opening = this.gateway.controlPlane.openSession(this.agentToken, this.scope).then((s) => {
+        // Said once per session: the operator reading the gateway's log learns why those calls will fail.
+        for (const w of Array.isArray(s.warnings) ? s.warnings : []) this.gateway.log.warn({ session_id: s.session_id, field: w.field }, `control-plane session warning: ${w.problem}`);
+        return s.session_id;
+      });
       this.opening = opening;
       opening.catch(() => {
         if (this.opening === opening) this.opening = undefined;

@@ -17,6 +17,8 @@ export interface ToolReportAnswer {
 
 export interface SessionAnswer {
   session_id: string;
+  /** What the declared scope names that will be refused (a server the policy does not list). */
+  warnings?: Array<{ field: string; problem: string }>;
   [k: string]: unknown;
 }
 

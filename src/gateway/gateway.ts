@@ -70,7 +70,12 @@ export class Gateway {
       );
       g.rebuildCatalog();
       if (config.agentToken) {
-        await g.report(config.agentToken).catch((err: Error) => log.warn({ err: err.message }, 'could not report tool definitions to the control plane; tools/list reports again'));
+        const answer = await g
+          .report(config.agentToken)
+          .catch((err: Error) => log.warn({ err: err.message }, 'could not report tool definitions to the control plane; tools/list reports again'));
+        for (const s of answer?.servers ?? []) {
+          if (!s.in_policy) log.warn({ server: s.name }, `upstream server ${s.name} is not in the control plane's policy: its tools are not shown to agents and a call to it is denied UNKNOWN_SERVER`);
+        }
       }
       log.info({ servers: config.upstreams.map((u) => u.name), tools: g.catalog.size }, 'gateway started');
     } catch (err) {

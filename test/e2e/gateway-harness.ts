@@ -7,7 +7,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyInstance } from 'fastify';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { type GatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -114,8 +114,8 @@ ${extra}`;
     return parseGatewayConfig(JSON.stringify(this.configJson(p)), join(this.scratch, 'gateway.json'), env);
   }
 
-  async gateway(p: Parameters<GatewayHarness['configJson']>[0] = {}): Promise<Gateway> {
-    const g = await Gateway.start(this.config(p), this.log);
+  async gateway(p: Parameters<GatewayHarness['configJson']>[0] = {}, log: Logger = this.log): Promise<Gateway> {
+    const g = await Gateway.start(this.config(p), log);
     this.gateways.push(g);
     return g;
   }
@@ -278,4 +278,11 @@ export async function startFixtureUpstream(): Promise<FixtureUpstream> {
       await new Promise<void>((r) => http.close(() => r()));
     },
   };
+}
+
+/** A logger whose lines (parsed) a test can read: what an operator would see in the gateway's log. */
+export function capturedLog(): { log: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { log, lines };
 }

@@ -5,7 +5,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer } from '../helpers/context.js';
-import { GatewayHarness, textOf } from './gateway-harness.js';
+import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
 
 // SDK Client → gateway → real server-filesystem (and server-memory) over stdio, with the real control
 // plane, Unleash, Redis and Postgres.
@@ -88,9 +88,15 @@ describe('tool names', () => {
   it('depend on the gateway config only: a configured server the policy does not list is hidden, yet the name it shares stays namespaced', async () => {
     const token = await h.token('rw');
     // notes offers read_graph and search_nodes, as memory does; the policy knows no server "notes".
-    const gateway = await h.gateway({ memory: true, mcpServers: { notes: { command: process.execPath, args: [FAKE_UPSTREAM], cwd: ROOT } } });
+    const { log, lines } = capturedLog();
+    const gateway = await h.gateway({ agentToken: token, memory: true, mcpServers: { notes: { command: process.execPath, args: [FAKE_UPSTREAM], cwd: ROOT } } }, log);
+    // The gateway's log says so at start (its report with the configured agent token) and when a session opens.
+    const notInPolicy = lines.filter((l) => l['level'] === 40 && l['server'] === 'notes');
+    expect(notInPolicy.map((l) => l['msg'])).toEqual([expect.stringMatching(/^upstream server notes is not in the control plane's policy: .* denied UNKNOWN_SERVER$/)]);
     const client = await h.client(gateway, token);
     const names = (await client.listTools()).tools.map((t) => t.name);
+    const warned = lines.filter((l) => l['level'] === 40 && String(l['msg']).startsWith('control-plane session warning:'));
+    expect(warned).toEqual([expect.objectContaining({ field: 'servers.2', msg: expect.stringContaining('"notes" is not a server of the policy') })]);
     expect(names).toEqual(expect.arrayContaining(['read_text_file', 'create_entities', 'memory__read_graph', 'memory__search_nodes']));
     for (const absent of ['read_graph', 'search_nodes', 'notes__read_graph', 'notes__search_nodes']) expect(names).not.toContain(absent);
     expect((await call(client, 'memory__read_graph', {})).isError).toBeFalsy();
