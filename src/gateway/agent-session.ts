@@ -16,7 +16,7 @@ import {
 import type { DecisionBody } from '../decisions/schemas.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
-import type { DeclaredScope } from './control-plane.js';
+import { ControlPlaneError, type DeclaredScope, logText } from './control-plane.js';
 import type { Gateway } from './gateway.js';
 import { resultBytes, resultRows } from './guards.js';
 import { resourceOfUri, resourcesOf, serverResource } from './resources.js';
@@ -102,8 +102,9 @@ export class AgentSession implements CallPorts {
         return s.session_id;
       });
       this.opening = opening;
-      opening.catch(() => {
+      opening.catch((err: unknown) => {
         if (this.opening === opening) this.opening = undefined;
+        this.logFailure('open a session', err);
       });
     }
     return this.opening;
@@ -115,11 +116,26 @@ export class AgentSession implements CallPorts {
   }
 
   decide(body: DecisionBody) {
-    return this.gateway.controlPlane.decide(this.agentToken, body);
+    return this.gateway.controlPlane.decide(this.agentToken, body).catch((err: unknown) => {
+      this.logFailure('ask for a decision', err);
+      throw err;
+    });
   }
 
   reportResult(decisionId: string, body: Parameters<CallPorts['reportResult']>[1]) {
-    return this.gateway.controlPlane.reportResult(this.agentToken, decisionId, body);
+    return this.gateway.controlPlane.reportResult(this.agentToken, decisionId, body).catch((err: unknown) => {
+      this.logFailure('report a result', err);
+      throw err;
+    });
+  }
+
+  /**
+   * The agent reads that its call was denied DEPENDENCY_UNAVAILABLE (or refused) and no more; the
+   * gateway's log says where the control plane is and what the socket said.
+   */
+  private logFailure(what: string, err: unknown): void {
+    const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
+    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${failure === 'rejected' || failure === 'unauthenticated' ? 'refused it' : 'did not answer'}`);
   }
 
   get approvalWait() {
@@ -163,7 +179,7 @@ export class AgentSession implements CallPorts {
     const cp = this.gateway.controlPlane;
     await cp.closeSession(this.agentToken, sessionId, Math.min(cp.timeoutMs, SESSION_CLOSE_TIMEOUT_MS)).then(
       (a) => this.gateway.log.info({ session_id: sessionId, already_closed: a.already_closed }, 'control-plane session closed'),
-      (err: Error) => this.gateway.log.warn({ session_id: sessionId, err: err.message }, 'could not close the control-plane session; it idles out'),
+      (err: Error) => this.gateway.log.warn({ session_id: sessionId, err: logText(err) }, 'could not close the control-plane session; it idles out'),
     );
   }
 
@@ -180,7 +196,8 @@ export class AgentSession implements CallPorts {
     // stdio: the session opens right after initialize; a failure is retried by the first call.
     s.oninitialized = () => {
       this.declareFromClient(s.getClientCapabilities()?.experimental?.[SCOPE_CAPABILITY]);
-      this.sessionId().catch((err: Error) => this.gateway.log.warn({ err: err.message }, 'could not open a control-plane session; calls deny until one opens'));
+      // A failure is logged by sessionId(); calls deny until a session opens.
+      this.sessionId().catch(() => {});
     };
 
     s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.listTools(this) }));

@@ -63,17 +63,35 @@ export function resultAnswerProblem(answer: unknown, decisionId: string): string
 
 export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
 
+/**
+ * Why a request to the control plane failed. `message` is what the agent may read (it ends up in a tool
+ * result); `detail`, for the gateway's own log only, adds where the control plane is and the socket's
+ * error (an address inside the company network is not the agent's to know).
+ */
 export class ControlPlaneError extends Error {
   constructor(
     readonly failure: ControlPlaneFailure,
     message: string,
     readonly status?: number,
     readonly code?: string,
+    readonly detail?: string,
   ) {
     super(message);
     this.name = 'ControlPlaneError';
   }
 }
+
+/** What the gateway's log says of a failure: the agent's text and, for a control plane not reached, where and why. */
+export function logText(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return err instanceof ControlPlaneError && err.detail ? `${message}: ${err.detail}` : message;
+}
+
+/** The socket's error code (ECONNREFUSED, ENOTFOUND, ECONNRESET ...) or a plain word. */
+const socketErrorCode = (err: Error): string => {
+  const code = (err as NodeJS.ErrnoException).code;
+  return typeof code === 'string' && /^[A-Z_]+$/.test(code) ? code : 'connection failed';
+};
 
 export interface ControlPlaneOptions {
   url: string;
@@ -165,7 +183,9 @@ export class ControlPlaneClient {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', (err) => fail(new ControlPlaneError('unreachable', `control plane response broke off: ${err.message}`)));
+          res.on('error', (err) =>
+            fail(new ControlPlaneError('unreachable', `control plane response broke off (${socketErrorCode(err)})`, undefined, undefined, `${this.base.origin}: ${err.message}`)),
+          );
           res.on('end', () => {
             if (settled) return;
             const status = res.statusCode ?? 0;
@@ -196,7 +216,7 @@ export class ControlPlaneClient {
       }, timeoutMs);
       req.on('error', (err) => {
         clearTimeout(timer);
-        fail(new ControlPlaneError('unreachable', `control plane unreachable at ${this.base.origin}: ${err.message}`));
+        fail(new ControlPlaneError('unreachable', `control plane unreachable (${socketErrorCode(err)})`, undefined, undefined, `at ${this.base.origin}: ${err.message}`));
       });
       req.end(payload);
     });

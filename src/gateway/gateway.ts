@@ -7,7 +7,7 @@ import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
 import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool } from './catalog.js';
 import { type GatewayConfig, GatewayConfigError } from './config.js';
-import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, type ToolReportAnswer } from './control-plane.js';
+import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, logText, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
 import { Upstream } from './upstream.js';
 
@@ -72,7 +72,7 @@ export class Gateway {
       if (config.agentToken) {
         const answer = await g
           .report(config.agentToken)
-          .catch((err: Error) => log.warn({ err: err.message }, 'could not report tool definitions to the control plane; tools/list reports again'));
+          .catch((err: Error) => log.warn({ err: logText(err) }, 'could not report tool definitions to the control plane; tools/list reports again'));
         for (const s of answer?.servers ?? []) {
           if (!s.in_policy) log.warn({ server: s.name }, `upstream server ${s.name} is not in the control plane's policy: its tools are not shown to agents and a call to it is denied UNKNOWN_SERVER`);
         }
@@ -224,7 +224,7 @@ export class Gateway {
         await this.report(token).then(
           (answer) => this.announce(token, answer),
           (err: Error) => {
-            this.log.debug({ err: err.message }, 'tool list refresh: no answer from the control plane');
+            this.log.debug({ err: logText(err) }, 'tool list refresh: no answer from the control plane');
             // A refused token (revoked, or a wrong gateway key) does not come back by waiting.
             if (!(err instanceof ControlPlaneError && err.failure === 'unauthenticated')) return;
             for (const s of this.sessions) if (s.agentToken === token && s.toolsShown) s.toolsShown = { ...s.toolsShown, waiting: false };
@@ -275,7 +275,7 @@ export class Gateway {
         await this.report(token).then(
           (answer) => this.announce(token, answer),
           async (err: Error) => {
-            this.log.warn({ err: err.message }, 'could not report changed tool definitions');
+            this.log.warn({ err: logText(err) }, 'could not report changed tool definitions');
             // Unknown what they may see now: they list again (and fail closed until the control plane answers).
             for (const s of this.sessions) if (s.agentToken === token && s.toolsShown) await s.server.sendToolListChanged().catch(() => {});
           },

@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
-import { MEMORY_SERVER, textOf } from './gateway-harness.js';
+import { capturedLog, MEMORY_SERVER, textOf } from './gateway-harness.js';
 
 // Fail closed: a control plane that does not answer in time, or cannot be reached, means no call runs.
 // The upstream is the real server-memory; the "control plane" is a socket that accepts and never answers.
@@ -37,13 +37,13 @@ afterAll(async () => {
   await new Promise<void>((r) => silent.close(() => r()));
 });
 
-async function connect(url: string, timeoutMs: number): Promise<{ client: Client; gateway: Gateway }> {
+async function connect(url: string, timeoutMs: number, log = pino({ level: 'silent' })): Promise<{ client: Client; gateway: Gateway }> {
   const config = parseGatewayConfig(
     JSON.stringify({ mcpServers: { memory: { command: process.execPath, args: [MEMORY_SERVER], env: { MEMORY_FILE_PATH: memoryFile } } }, killswitch: { url, gatewayKey: '${env:K}', timeoutMs } }),
     join(scratch, 'gateway.json'),
     { K: 'ksgw_not_checked_here' },
   );
-  const gateway = await Gateway.start(config, pino({ level: 'silent' }));
+  const gateway = await Gateway.start(config, log);
   gateways.push(gateway);
   const [a, b] = InMemoryTransport.createLinkedPair();
   await gateway.attach(b, { agentToken: 'mcp_rw_not_checked_here' });
@@ -69,11 +69,18 @@ describe('control plane unavailable', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
     const port = (closed.address() as { port: number }).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const { client } = await connect(`http://127.0.0.1:${port}`, 1000);
+    const { log, lines } = capturedLog();
+    const { client } = await connect(`http://127.0.0.1:${port}`, 1000, log);
     await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools/);
     const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
     expect(r.isError).toBe(true);
-    expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: control plane unreachable/);
+    // The agent reads that it was denied and why in one word; where the control plane is stays in the
+    // gateway's log, for its operator.
+    expect(textOf(r)).toBe('DEPENDENCY_UNAVAILABLE: control plane unreachable (ECONNREFUSED); denied to fail closed');
+    await expect(client.listTools()).rejects.not.toThrow(new RegExp(`127\\.0\\.0\\.1|${port}`));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ level: 40, failure: 'unreachable', msg: 'could not open a session: the control plane did not answer', err: expect.stringContaining(`at http://127.0.0.1:${port}: connect ECONNREFUSED`) }),
+    );
   });
 
   it('a 2xx answer that is not a decision ({"decision":"allow"} from a proxy or a wrong URL) denies; nothing runs', async () => {
