@@ -413,7 +413,17 @@ export class CredentialService {
       const visible = await this.listOperatorKeys(by);
       if (!visible.some((r) => r.id === id)) throw notFound('operator key');
     }
-    if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound(table === 'gateway_keys' ? 'gateway key' : 'operator key');
+    if (table === 'operator_keys') {
+      const outcome = await withTransaction(this.pool, (c) => credentialStore.revokeOperatorKey(c, id));
+      if (outcome === 'not_found') throw notFound('operator key');
+      if (outcome === 'last_owner') {
+        throw new AppError(
+          'CONFLICT',
+          `Operator key ${id} is the last owner key for every project: revoking it would leave nobody able to create or revoke operator keys. Create another owner key first (POST /v1/operator-keys with role owner), then revoke this one.`,
+          { reason: 'last_owner_key' },
+        );
+      }
+    } else if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound('gateway key');
     const unannounced = await this.announce([id]);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
     await this.audit?.recordAdmin({ actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null } });

@@ -220,6 +220,20 @@ export const credentialStore = {
     return rowCount === 1;
   },
 
+  /**
+   * Revokes an operator key, unless it is the last live (unrevoked, unexpired) owner key limited to no
+   * project: then nobody could create or revoke operator keys any more, short of the database. The
+   * owner keys are locked first (in one order), so two revokes at once cannot each leave the other's.
+   */
+  async revokeOperatorKey(c: PoolClient, id: string): Promise<'revoked' | 'not_found' | 'last_owner'> {
+    const { rows } = await c.query<{ id: string }>(
+      `SELECT id FROM operator_keys WHERE role = 'owner' AND projects IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+        ORDER BY id FOR UPDATE`,
+    );
+    if (rows.length === 1 && rows[0]!.id === id) return 'last_owner';
+    return (await this.revokeKey(c, 'operator_keys', id)) ? 'revoked' : 'not_found';
+  },
+
   /** Serialises the first start's "no operator key yet? then make the owner's" across replicas (transaction-scoped). */
   async lockFirstOwner(c: PoolClient): Promise<void> {
     await c.query('SELECT pg_advisory_xact_lock($1, 1)', [FIRST_OWNER_LOCK_SPACE]);

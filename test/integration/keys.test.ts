@@ -504,3 +504,30 @@ describe('dependencies down on the admin API', () => {
     expect(uncached.statusCode).toBe(503);
   });
 });
+
+// Last in the file: it revokes the file's owner key.
+describe('the last owner key', () => {
+  type KeyRow = { id: string; role: string; projects: string[] | null; display_prefix: string; revoked_at: string | null; expires_at: string | null };
+  const keys = async (key: string): Promise<KeyRow[]> => (await app.inject({ method: 'GET', url: '/v1/operator-keys', headers: bearer(key) })).json().keys;
+  const idOf = async (key: string) => (await keys(key)).find((k) => key.startsWith(k.display_prefix))!.id;
+  const revoke = (id: string, key: string) => app.inject({ method: 'POST', url: `/v1/operator-keys/${id}/revoke`, headers: bearer(key) });
+
+  it('is never revoked (409 naming what to do first); a project-limited owner does not count; with a second owner it can go', async () => {
+    const ownerId = await idOf(owner);
+    // Every other live owner key for every project goes first, so that the file's owner key is the last.
+    const live = (k: KeyRow) => k.role === 'owner' && k.projects === null && k.revoked_at === null && (k.expires_at === null || Date.parse(k.expires_at) > Date.now());
+    for (const k of (await keys(owner)).filter(live)) if (k.id !== ownerId) expect((await revoke(k.id, owner)).statusCode).toBe(204);
+    await t.operatorKey(app, 'owner', ['alpha']);
+
+    const refused = await revoke(ownerId, owner);
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().error).toMatchObject({ code: 'CONFLICT', details: { reason: 'last_owner_key' } });
+    expect(refused.json().error.message).toContain('Create another owner key first');
+    expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) })).statusCode).toBe(200);
+
+    const second = await t.operatorKey(app, 'owner');
+    expect((await revoke(ownerId, second)).statusCode).toBe(204);
+    expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) })).statusCode).toBe(401);
+    expect((await revoke(await idOf(second), second)).statusCode).toBe(409);
+  });
+});
