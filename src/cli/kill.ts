@@ -87,9 +87,27 @@ export function killBody(o: KillOptions): Record<string, unknown> {
   return body;
 }
 
+/**
+ * KILLSWITCH_URL as messages show it. A user name or password in it is refused before any request: the
+ * operator key is the credential, fetch refuses such URLs anyway, and an error message must not carry it.
+ */
+function controlPlaneUrl(raw: string): URL {
+  let base: URL;
+  try {
+    base = new URL(raw.endsWith('/') ? raw : `${raw}/`);
+  } catch {
+    throw new CliFailure('KILLSWITCH_URL is not a URL (for example http://127.0.0.1:8080)', 2);
+  }
+  if (base.username || base.password) {
+    throw new CliFailure(`KILLSWITCH_URL holds a user name or password (${base.protocol}//***@${base.host}): remove them; the operator key in KILLSWITCH_OPERATOR_KEY is the credential`, 2);
+  }
+  return base;
+}
+
 async function call(cfg: Config, method: string, path: string, body?: unknown): Promise<unknown> {
   if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
-  const url = new URL(path, cfg.killswitchUrl.endsWith('/') ? cfg.killswitchUrl : `${cfg.killswitchUrl}/`);
+  const base = controlPlaneUrl(cfg.killswitchUrl);
+  const url = new URL(path, base);
   let res: Response;
   try {
     res = await fetch(url, {
@@ -99,7 +117,7 @@ async function call(cfg: Config, method: string, path: string, body?: unknown): 
       signal: AbortSignal.timeout(15_000),
     });
   } catch (err) {
-    throw new CliFailure(`cannot reach the control plane at ${cfg.killswitchUrl} (KILLSWITCH_URL): ${(err as Error).message}`, 1);
+    throw new CliFailure(`cannot reach the control plane at ${base.origin} (KILLSWITCH_URL): ${(err as Error).message}`, 1);
   }
   const text = await res.text();
   let json: unknown;

@@ -105,7 +105,12 @@ describe('killswitch kill / kills / unkill', () => {
     expect(twoTargets.code).toBe(2);
     const down = await cli(['kills'], { KILLSWITCH_URL: 'http://127.0.0.1:9' });
     expect(down.code).toBe(1);
-    expect(down.stderr).toContain('cannot reach the control plane');
+    expect(down.stderr).toContain('cannot reach the control plane at http://127.0.0.1:9 (KILLSWITCH_URL)');
+    // A password in the URL is refused before any request, and never printed.
+    const withPassword = await cli(['kills'], { KILLSWITCH_URL: 'http://ops:p4ssw0rd@127.0.0.1:9' });
+    expect(withPassword.code).toBe(2);
+    expect(withPassword.stderr).toContain('KILLSWITCH_URL holds a user name or password (http://***@127.0.0.1:9)');
+    expect(withPassword.stderr + withPassword.stdout).not.toContain('p4ssw0rd');
     expect((await cli(['unkill', '0190aaaa-0000-7000-8000-000000000000'])).code).not.toBe(0); // --reason is required
   }, 180_000); // each CLI run starts a Node process that loads the TypeScript sources
 
