@@ -92,6 +92,8 @@ export class AuditWriter {
   private replayDue = false;
   private lastTs = 0;
   private closed = false;
+  /** Set by close(): the rows it left in spool files. */
+  private leftInSpool: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   /** Queued rows whose caller awaits durability (recordIntent). */
@@ -183,8 +185,9 @@ export class AuditWriter {
     }
   }
 
-  /** Rows in local spool files, not yet in Postgres. */
+  /** Rows in local spool files, not yet in Postgres (after close: what it left there for the next start). */
   get spoolSize(): number {
+    if (this.leftInSpool !== undefined) return this.leftInSpool;
     return (this.spool?.pendingRows ?? 0) + this.orphans.reduce((n, s) => n + s.pendingRows, 0);
   }
 
@@ -265,6 +268,8 @@ export class AuditWriter {
       this.kick();
       await this.flush();
     }
+    // Counted before the files are let go: the shutdown's last line says how many rows wait there.
+    this.leftInSpool = this.spoolSize;
     for (const s of this.orphans.splice(0)) await s.release();
     await this.spool?.release(true);
     this.spool = null;

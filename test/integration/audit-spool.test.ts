@@ -127,6 +127,8 @@ describe('spool', () => {
     for (const c of calls) await first.recordIntent(intentRow(c, allow));
     const replicaId = first.replicaId!;
     await first.close();
+    // What the shutdown's last line reports (audit_spool_rows): CHAIN_START and the 7 rows wait there.
+    expect(first.spoolSize).toBe(8);
     expect(await chainRows(replicaId)).toHaveLength(0);
 
     await proxy.up();
