@@ -210,7 +210,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   metrics.instrumentPool(pool, 'main');
   const closers: AppContext['closers'] = [];
   try {
-    if (opts.migrate !== false) await migrate(pool).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
+    if (opts.migrate !== false) await migrate(pool, undefined, log).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
     metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());

@@ -15,8 +15,13 @@ export interface AppliedMigration {
   name: string;
 }
 
+/** Where migrate says what it applies: an upgrade's log names each migration and how long it took. */
+export interface MigrationLog {
+  info(obj: Record<string, unknown>, msg: string): void;
+}
+
 /** Applies forward-only migrations/NNNN_name.sql files in order, each in its own transaction. */
-export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<AppliedMigration[]> {
+export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationLog): Promise<AppliedMigration[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
   const client = await pool.connect();
   // Waiting for another replica's migrations, or a migration building an index, may take minutes: no
@@ -43,6 +48,9 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<Applied
         }
         continue;
       }
+      // Said before it runs too: a migration that rewrites a large table may take minutes.
+      log?.info({ migration: file }, `applying database migration ${file}`);
+      const started = Date.now();
       await query('BEGIN');
       try {
         await query(sql);
@@ -53,6 +61,7 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<Applied
         throw new Error(`migration ${file} failed: ${(err as Error).message}`);
       }
       applied.push({ version, name: file });
+      log?.info({ migration: file, ms: Date.now() - started }, `applied database migration ${file}`);
     }
   } finally {
     await query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});

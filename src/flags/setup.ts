@@ -108,7 +108,7 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   // every replica accepts. Unreadable: no webhook is registered (buildApp then fails on that database too).
   let secret: string | undefined;
   try {
-    const found = await webhookSecretForStart(config);
+    const found = await webhookSecretForStart(config, log);
     secret = found.secret;
     if (found.source === 'generated') log.warn('UNLEASH_WEBHOOK_SECRET is not set: generated a webhook secret and stored it in the database (every replica and `killswitch flags sync` with DATABASE_URL use it)');
   } catch (err) {

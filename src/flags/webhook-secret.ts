@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Config } from '../config.js';
-import { migrate } from '../db/migrate.js';
+import { type MigrationLog, migrate } from '../db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from '../db/pool.js';
 import { credentialStore } from '../tokens/store.js';
 
@@ -36,12 +36,12 @@ export async function webhookSecret(config: Pick<Config, 'unleashWebhookSecret'>
  * the app is built: the database is created and migrated first (as buildApp does, under the same advisory
  * lock), so the first start of an installation registers the secret its replicas will accept.
  */
-export async function webhookSecretForStart(config: Config): Promise<{ secret: string; source: WebhookSecretSource }> {
+export async function webhookSecretForStart(config: Config, log?: MigrationLog): Promise<{ secret: string; source: WebhookSecretSource }> {
   if (config.unleashWebhookSecret) return { secret: config.unleashWebhookSecret, source: 'configured' };
   await ensureDatabase(config.databaseUrl);
   const pool = createPool(config.databaseUrl, { max: 1, applicationName: 'killswitch-start' });
   try {
-    await migrate(pool);
+    await migrate(pool, undefined, log);
     return (await webhookSecret(config, pool, true))!;
   } finally {
     await pool.end().catch(() => {});

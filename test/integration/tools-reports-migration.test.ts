@@ -41,7 +41,14 @@ it('gives each gateway that first reported a definition of a tool the tool’s d
     await insert('0197a000-0000-7000-8000-000000000001', 'read_graph', 'sha256:1', 'approved', gA, '2026-01-01T00:00:00Z');
     await insert('0197a000-0000-7000-8000-000000000002', 'read_graph', 'sha256:2', 'pending', gB, '2026-01-02T00:00:00Z');
     await insert('0197a000-0000-7000-8000-000000000003', 'open_nodes', 'sha256:3', 'approved', gC, '2026-01-01T00:00:00Z');
-    await migrate(pool);
+    // The upgrade's log names each migration it applies, before and after, with how long it took.
+    const lines: Array<{ obj: Record<string, unknown>; msg: string }> = [];
+    const applied = await migrate(pool, undefined, { info: (obj, msg) => lines.push({ obj, msg }) });
+    expect(applied.map((m) => m.name)).toContain('0012_tool_reports_per_gateway.sql');
+    expect(lines.map((l) => l.msg)).toEqual(applied.flatMap((m) => [`applying database migration ${m.name}`, `applied database migration ${m.name}`]));
+    expect(lines[1]!.obj).toEqual({ migration: applied[0]!.name, ms: expect.any(Number) });
+    expect(await migrate(pool, undefined, { info: (obj, msg) => lines.push({ obj, msg }) })).toEqual([]);
+    expect(lines).toHaveLength(2 * applied.length);
     const { rows } = await pool.query<{ gateway_id: string; tool: string; definition_id: string }>('SELECT gateway_id, tool, definition_id FROM tool_reports ORDER BY gateway_id, tool');
     expect(rows).toEqual([
       { gateway_id: gA, tool: 'read_graph', definition_id: '0197a000-0000-7000-8000-000000000002' },
