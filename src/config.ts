@@ -21,7 +21,7 @@ export interface SettingSpec {
 }
 
 export const SETTINGS = [
-  { env: 'HOST', type: 'string', default: '127.0.0.1', example: '0.0.0.0', doc: 'Address the control plane listens on.' },
+  { env: 'HOST', type: 'string', default: '127.0.0.1', example: '0.0.0.0', doc: 'Address the control plane listens on. The embedded Unleash listens there too, but on 127.0.0.1 only while UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_PASSWORD holds its published default.' },
   { env: 'PORT', type: 'int', default: '8080', example: '8080', min: 0, max: 65535, doc: 'Port of the decision API, admin API and UI.' },
   { env: 'LOG_LEVEL', type: 'enum', default: 'info', example: 'debug', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
   { env: 'DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch', example: 'postgres://killswitch:secret@db:5432/killswitch', secret: true, doc: 'Postgres for tokens, sessions and audit. The database is created if it does not exist.' },

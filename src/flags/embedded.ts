@@ -40,10 +40,27 @@ export function logUnexpectedExit(embedded: EmbeddedUnleash, log: Pick<Logger, '
   });
 }
 
+/**
+ * The embedded Unleash's admin credentials still at their published defaults (UNLEASH_ADMIN_TOKEN,
+ * UNLEASH_ADMIN_PASSWORD). With any of them it listens on 127.0.0.1 only, whatever HOST says: anyone
+ * who reached its port with a published credential could turn a flag back on (fail open).
+ */
+export function publishedAdminDefaults(config: Pick<Config, 'unleashAdminToken' | 'unleashAdminPassword'>): string[] {
+  const published = (env: string) => {
+    const spec = SETTINGS.find((s) => s.env === env);
+    return spec && 'default' in spec ? spec.default : undefined;
+  };
+  const out: string[] = [];
+  if (config.unleashAdminToken === published('UNLEASH_ADMIN_TOKEN')) out.push('UNLEASH_ADMIN_TOKEN');
+  if (config.unleashAdminPassword === published('UNLEASH_ADMIN_PASSWORD')) out.push('UNLEASH_ADMIN_PASSWORD');
+  return out;
+}
+
 export function embeddedOptionsFromConfig(config: Config): EmbeddedUnleashOptions {
+  const everywhere = (config.host === '0.0.0.0' || config.host === '::') && publishedAdminDefaults(config).length === 0;
   return {
     port: config.unleashPort,
-    host: config.host === '0.0.0.0' || config.host === '::' ? config.host : '127.0.0.1',
+    host: everywhere ? config.host : '127.0.0.1',
     databaseUrl: config.unleashDatabaseUrl,
     adminPassword: config.unleashAdminPassword,
     adminToken: config.unleashAdminToken,
