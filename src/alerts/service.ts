@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
-import type { Pool } from '../db/pool.js';
+import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
@@ -167,6 +167,38 @@ export class AlertService {
       // Only a bug can land here (deliver() catches its own I/O errors); still never fail the caller.
       this.log.error({ err, alert_id: alert.id, kind: alert.kind }, 'alerts: raise failed');
       return alert;
+    }
+  }
+
+  /**
+   * For a condition that keeps changing before anyone looked at it (a tool definition changed again while
+   * its change waits for review): rewrites the newest open alert of `input.kind` on `match.server` whose
+   * `details[match.detail]` is `match.value` with `update(open)` (message, severity, numbers, details; it
+   * keeps its id and time, and is neither streamed nor sent to the webhook again), or raises `input` when
+   * none is open. Serialised per match across replicas (a Postgres advisory lock), so two reports do not
+   * raise two alerts. Never rejects: when Postgres cannot answer, `input` is raised.
+   */
+  async raiseOrUpdate(input: RaiseAlert, match: { server: string; detail: string; value: string }, update: (open: Alert) => RaiseAlert): Promise<Alert> {
+    const fresh = this.build(input);
+    try {
+      const outcome = await withTransaction(this.pool, async (db) => {
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`alert-open:${fresh.kind}:${match.server}:${match.detail}:${match.value}`]);
+        const open = await alertStore.openMatching(db, { kind: fresh.kind, ...match });
+        if (!open) {
+          await alertStore.insert(db, fresh);
+          return { raised: fresh };
+        }
+        const next = this.build(update(open));
+        return { updated: (await alertStore.rewrite(db, open.id, next)) ?? open };
+      });
+      if ('updated' in outcome) return outcome.updated;
+      this.emit({ type: 'raised', alert: fresh, local: true });
+      await this.publish('raised', fresh);
+      this.webhook?.deliver(fresh);
+      return fresh;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, kind: fresh.kind }, 'alerts: could not look for the open alert to update; raising a new one');
+      return this.raise(input);
     }
   }
 

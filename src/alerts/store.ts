@@ -75,6 +75,30 @@ const COLUMNS =
   'id, kind, severity, token_id, project_id, session_id, server, numbers, details, message, created_at, acknowledged_at, acknowledged_by, ack_note';
 
 export const alertStore = {
+  /**
+   * The newest open (unacknowledged) alert of a kind and server whose details[detail] is value, locked
+   * for update; the caller holds a transaction.
+   */
+  async openMatching(db: PoolClient, m: { kind: string; server: string; detail: string; value: string }): Promise<Alert | undefined> {
+    const { rows } = await db.query<Alert>(
+      `SELECT ${COLUMNS} FROM alerts WHERE kind = $1 AND server = $2 AND details->>$3 = $4 AND acknowledged_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE`,
+      [m.kind, m.server, m.detail, m.value],
+    );
+    return rows[0];
+  },
+
+  /** Rewrites what an alert says; its id, time, kind and subject stay. */
+  async rewrite(db: Queryable, id: string, a: Pick<Alert, 'severity' | 'message' | 'numbers' | 'details'>): Promise<Alert | undefined> {
+    const { rows } = await db.query<Alert>(`UPDATE alerts SET severity = $2, message = $3, numbers = $4, details = $5 WHERE id = $1 RETURNING ${COLUMNS}`, [
+      id,
+      a.severity,
+      a.message,
+      JSON.stringify(a.numbers),
+      JSON.stringify(a.details),
+    ]);
+    return rows[0];
+  },
+
   async insert(db: Queryable, a: Omit<Alert, 'acknowledged_at' | 'acknowledged_by' | 'ack_note'>): Promise<void> {
     await db.query(
       `INSERT INTO alerts (id, kind, severity, token_id, project_id, session_id, server, numbers, details, message, created_at)

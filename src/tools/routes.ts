@@ -7,6 +7,7 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
+import { raiseToolChanged } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -157,9 +158,8 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // 503 (not a 500) while the credential store is unavailable, as on every gateway route.
       const agent = await authenticateAgent(ctx.auth, agentTokenHeader(req));
       const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
-      for (const r of results.filter((x) => x.newlyChanged)) {
-        ctx.alerts?.raise({ kind: 'TOOL_CHANGED', severity: 'warning', server: r.server, message: `${r.server}/${r.tool} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}` }).catch(() => {});
-      }
+      // Awaited (it never rejects), so the next report of the same gateway finds the alert to update.
+      for (const r of results.filter((x) => x.newlyChanged)) await raiseToolChanged(ctx.alerts, r).catch(() => {});
       return {
         servers: req.body.servers.map((s) => {
           // By hash, not name: a report may hold two definitions of one name (the second is changed).
@@ -200,16 +200,24 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: viewer,
       schema: {
         tags: ['tools'],
-        summary: 'Tool definitions (pending = changed and waiting for approval)',
+        summary: 'Tool definitions, newest first, a page at a time (pending = changed and waiting for approval; at most one per tool)',
         querystring: Type.Object(
-          { status: Type.Optional(Type.Union([Type.Literal('approved'), Type.Literal('pending'), Type.Literal('rejected'), Type.Literal('superseded')])), server: Type.Optional(Type.String()) },
+          {
+            status: Type.Optional(Type.Union([Type.Literal('approved'), Type.Literal('pending'), Type.Literal('rejected'), Type.Literal('superseded')])),
+            server: Type.Optional(Type.String()),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+            cursor: Type.Optional(Type.String({ format: 'uuid', description: 'The `next_cursor` of the previous page.' })),
+          },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Object({ tools: Type.Array(ToolRow) }), ...errors },
+        response: { 200: Type.Object({ tools: Type.Array(ToolRow), next_cursor: Nullable(Type.String({ description: 'Pass as `cursor` for the next (older) page; null on the last page.' })) }), ...errors },
       },
     },
     // Reasons decided before they were stored masked are masked where they are listed.
-    async (req) => ({ tools: (await ctx.tools.listWithReporters(req.query)).map((r) => (r.decision_reason === null ? r : { ...r, decision_reason: redactText(r.decision_reason) })) }),
+    async (req) => {
+      const page = await ctx.tools.listWithReporters({ ...req.query, limit: req.query.limit ?? 100 });
+      return { ...page, tools: page.tools.map((r) => (r.decision_reason === null ? r : { ...r, decision_reason: redactText(r.decision_reason) })) };
+    },
   );
   for (const verb of ['approve', 'reject'] as const) {
     app.post(

@@ -1,11 +1,12 @@
 import { v7 as uuidv7 } from 'uuid';
+import type { AlertService } from '../alerts/service.js';
 import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, type FieldProblem, notFound } from '../errors.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash, unstorableAt } from './hash.js';
-import { type PinRow, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore } from './store.js';
+import { type PinRow, REPLACED_BY, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore } from './store.js';
 
 export interface UpstreamIdentity {
   url?: string;
@@ -30,6 +31,8 @@ export interface ToolReportResult {
   /** The tool_definitions row; null for a refused definition. */
   id: string | null;
   newlyChanged: boolean;
+  /** The pending definition of the tool this one replaced (deleted, or superseded if a gateway still runs it). */
+  replaced?: string;
   /** Why a refused definition can never be called. */
   refusal?: string;
   /** Why a stored definition that is not approved cannot be called yet (it names the definition to approve). */
@@ -77,8 +80,47 @@ export type ToolDefinitionView = ToolDefinitionRow & {
   reported_last_by: ToolReporter[];
 };
 
+export interface ToolListFilter {
+  status?: ToolStatus;
+  server?: string;
+  /** Default 1000. */
+  limit?: number;
+  /** An id: only definitions first seen before it. */
+  before?: string;
+}
+
+const serverFull = (server: string) =>
+  `server ${server} has ${MAX_TOOLS_PER_SERVER} tools pinned, the most one server may have, so tool names it reports beyond them are refused`;
+
+/**
+ * The TOOL_CHANGED alert of a definition that became pending. While a change waits, a later change of the
+ * same tool replaces it (one pending definition per tool): the tool's open alert is then rewritten (the
+ * new definition's id, `numbers.changes` counted up) instead of another being raised, so an upstream that
+ * keeps changing a tool raises one alert, not one per report. Once that alert is acknowledged, or when no
+ * change was waiting, a new alert is raised (and sent to the webhook).
+ */
+export function raiseToolChanged(alerts: AlertService | undefined, r: ToolReportResult): Promise<unknown> {
+  if (!alerts || r.id === null) return Promise.resolve();
+  const what = `${r.server}/${r.tool}`;
+  const message = (changes: number) =>
+    `${what} definition changed; calls deny with TOOL_CHANGED until an operator approves tool definition ${r.id}${changes > 1 ? ` (${changes} changes reported while a change waited for review; each replaced the one before, so only this latest one waits)` : ''}`;
+  const alert = (changes: number) => ({ kind: 'TOOL_CHANGED' as const, severity: 'warning' as const, server: r.server, message: message(changes), numbers: { changes }, details: { tool: r.tool, definition_id: r.id, hash: r.hash } });
+  if (r.replaced === undefined) return alerts.raise(alert(1));
+  return alerts.raiseOrUpdate(alert(1), { server: r.server, detail: 'tool', value: r.tool }, (open) => alert((open.numbers['changes'] ?? 1) + 1));
+}
+
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
 const key = (server: string, tool: string) => `${server}/${tool}`;
+
+/**
+ * The most distinct tools one server may have pinned. A new tool name beyond it is answered `refused`
+ * (not stored, never callable): an upstream that lists ever new names cannot grow the pins without bound.
+ * Real servers list tens (github about 40).
+ */
+export const MAX_TOOLS_PER_SERVER = 500;
+
+/** The most tool definitions one report may hold, all servers together; more is a 400 naming `servers`. */
+export const MAX_TOOLS_PER_REPORT = 2_000;
 
 /** How often every replica reloads the pins, besides on every announcement (one it missed is caught up). */
 export const TOOLS_RELOAD_EVERY_MS = 5_000;
@@ -94,6 +136,9 @@ export function notApprovedReason(d: Pick<PinnedDefinition, 'id' | 'status' | 'd
     case 'rejected':
       return `tool definition ${d.id} was rejected by ${d.decided_by_name ?? d.decided_by ?? 'an operator'}${d.decision_reason ? ` ("${d.decision_reason}")` : ''}; fix the upstream so it serves the approved definition again, or have an operator approve this one (${approve})`;
     case 'superseded':
+      if (d.decided_by === REPLACED_BY) {
+        return `tool definition ${d.id} changed and was replaced by a later change of the tool before an operator reviewed it; have an operator approve it (${approve}), or update the upstream to the approved definition`;
+      }
       return `tool definition ${d.id} was approved once, but another definition has been approved since; have an operator approve it again (${approve}), or update the upstream to the approved definition`;
     default:
       return `tool definition ${d.id} differs from the approved one and waits for an operator to review it and approve it (${approve})`;
@@ -160,6 +205,8 @@ const shown = (row: ToolDefinitionRow): ToolDefinitionRow => ({ ...row, upstream
  */
 export class ToolRegistry {
   private pins = new Map<string, PinEntry>();
+  /** Servers with MAX_TOOLS_PER_SERVER tools pinned: a tool of theirs never pinned was refused, and denies. */
+  private fullServers = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
@@ -198,6 +245,7 @@ export class ToolRegistry {
     } catch {
       return; // Postgres unreachable: keep the pins we have (a pin can only be stale, never invented).
     }
+    const toolsOf = new Map<string, number>();
     for (const row of rows) {
       // Reasons are stored masked; one stored in clear by an earlier version is masked here, since agents
       // read it in TOOL_CHANGED messages and tool reports.
@@ -208,6 +256,7 @@ export class ToolRegistry {
       if (!entry) {
         entry = { approved: undefined, byHash: new Map(), byGateway: new Map(), notApprovedAt: [] };
         next.set(k, entry);
+        toolsOf.set(row.server, (toolsOf.get(row.server) ?? 0) + 1);
       }
       entry.byHash.set(row.hash, def);
       if (row.status === 'approved') entry.approved = def;
@@ -217,6 +266,7 @@ export class ToolRegistry {
       }
     }
     this.pins = next;
+    this.fullServers = new Set([...toolsOf].filter(([, n]) => n >= MAX_TOOLS_PER_SERVER).map(([server]) => server));
   }
 
   /** Status of a tool hash named by a decision; undefined when the tool was never reported. */
@@ -240,8 +290,8 @@ export class ToolRegistry {
    */
   denial(server: string, tool: string, hash: string | undefined, gatewayId: string | undefined): string | undefined {
     const entry = this.pins.get(key(server, tool));
-    if (!entry) return undefined;
     const what = `${server}/${tool}`;
+    if (!entry) return this.fullServers.has(server) ? `${what} is not pinned: ${serverFull(server)}` : undefined;
     const sendHash = 'Send tool_hash (the hash of the definition the gateway runs) to identify the definition the gateway runs';
     if (hash === undefined && gatewayId === undefined) {
       const first = entry.notApprovedAt[0];
@@ -275,6 +325,11 @@ export class ToolRegistry {
    */
   async report(reporter: Reporter, servers: ReportedServer[]): Promise<ToolReportResult[]> {
     const problems: FieldProblem[] = [];
+    const count = servers.reduce((n, s) => n + s.tools.length, 0);
+    if (count > MAX_TOOLS_PER_REPORT) {
+      const problem = `the report holds ${count} tool definitions; at most ${MAX_TOOLS_PER_REPORT} (all servers together) are accepted`;
+      throw new AppError('INVALID_REQUEST', `servers: ${problem}; nothing of the report was stored`, [{ field: 'servers', problem }]);
+    }
     const planned: Array<{ server: ReportedServer; index: number; def: ReportedServer['tools'][number]; hash: string }> = [];
     servers.forEach((server, i) => {
       const identityProblem = unstorableAt(server.identity, `servers.${i}.identity`);
@@ -306,12 +361,18 @@ export class ToolRegistry {
         out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal });
         continue;
       }
-      const { row, inserted, reopened } = await withTransaction(this.pool, async (db) => {
+      const recorded = await withTransaction(this.pool, async (db) => {
         await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(server.name, def.name)]);
-        return toolStore.record(db, { id: uuidv7(), server: server.name, tool: def.name, hash, definition: def, reporter, identity: identities[index] });
+        return toolStore.record(db, { id: uuidv7(), server: server.name, tool: def.name, hash, definition: def, reporter, identity: identities[index] }, MAX_TOOLS_PER_SERVER);
       });
+      if (recorded === 'server-full') {
+        out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal: `the definition is not pinned and no token may call it: ${serverFull(server.name)}` });
+        continue;
+      }
+      const { row, inserted, reopened, replaced } = recorded;
       const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
       const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
+      if (replaced !== undefined) result.replaced = replaced;
       if (status !== 'approved') {
         const name = status === 'rejected' ? await toolStore.operatorName(this.pool, row.decided_by).catch(() => undefined) : undefined;
         result.notApproved = notApprovedReason({ ...row, decided_by_name: name ?? null });
@@ -323,13 +384,19 @@ export class ToolRegistry {
     return out;
   }
 
-  async list(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionRow[]> {
+  async list(f: ToolListFilter): Promise<ToolDefinitionRow[]> {
     return (await toolStore.list(this.pool, f)).map(shown);
   }
 
-  /** list(), with who reported each definition first and which gateways reported it last (operators' GET /v1/tools). */
-  async listWithReporters(f: { status?: 'approved' | 'pending' | 'rejected' | 'superseded'; server?: string }): Promise<ToolDefinitionView[]> {
-    return this.withReporters(await this.list(f));
+  /**
+   * One page of list(), newest first, with who reported each definition first and which gateways
+   * reported it last (operators' GET /v1/tools). `next_cursor` (pass it as `cursor`) is null on the last page.
+   */
+  async listWithReporters(f: ToolListFilter & { limit: number; cursor?: string }): Promise<{ tools: ToolDefinitionView[]; next_cursor: string | null }> {
+    const { cursor, ...filter } = f;
+    const rows = await this.list({ ...filter, limit: f.limit + 1, ...(cursor === undefined ? {} : { before: cursor }) });
+    const page = rows.slice(0, f.limit);
+    return { tools: await this.withReporters(page), next_cursor: rows.length > f.limit ? page[page.length - 1]!.id : null };
   }
 
   async withReporters(rows: ToolDefinitionRow[]): Promise<ToolDefinitionView[]> {

@@ -49,6 +49,17 @@ export interface Reporter {
   projectId: string;
 }
 
+/** `decided_by` of a pending definition replaced by a later change of its tool before anyone reviewed it (status superseded). */
+export const REPLACED_BY = 'replaced';
+
+/** What recording one report of a definition did; `replaced`: the pending definition of the tool it replaced. */
+export interface Recorded {
+  row: ToolDefinitionRow;
+  inserted: boolean;
+  reopened: boolean;
+  replaced?: string;
+}
+
 export const toolStore = {
   /** Every definition, with the gateways whose last report it is: one statement, so one snapshot of both tables. */
   async pins(db: Db): Promise<PinRow[]> {
@@ -90,7 +101,8 @@ export const toolStore = {
     const { rows } = await db.query<{ name: string }>(`SELECT name FROM operator_keys WHERE 'operator:' || id::text = $1`, [actor]);
     return rows[0]?.name;
   },
-  async list(db: Db, f: { status?: ToolStatus; server?: string }): Promise<ToolDefinitionRow[]> {
+  /** Newest first (ids are UUIDv7, taken when first seen); `before` (an id) continues after the page that ended on it. */
+  async list(db: Db, f: { status?: ToolStatus; server?: string; limit?: number; before?: string }): Promise<ToolDefinitionRow[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (f.status) {
@@ -101,8 +113,13 @@ export const toolStore = {
       args.push(f.server);
       where.push(`server = $${args.length}`);
     }
+    if (f.before) {
+      args.push(f.before);
+      where.push(`id < $${args.length}`);
+    }
+    args.push(f.limit ?? 1000);
     const { rows } = await db.query<ToolDefinitionRow>(
-      `SELECT ${COLUMNS} FROM tool_definitions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY first_seen_at DESC LIMIT 1000`,
+      `SELECT ${COLUMNS} FROM tool_definitions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
       args,
     );
     return rows;
@@ -117,15 +134,46 @@ export const toolStore = {
    * pending otherwise. A known one is marked reported now when another definition of the tool was
    * reported since (so the row last reported is the one the gateway runs), and a superseded one (a
    * rollback to a definition approved before another) is pending again: it differs from the approved one.
-   * Either way it becomes the definition of the tool this gateway reported last (tool_reports).
+   * Either way it becomes the definition of the tool this gateway reported last (tool_reports). A
+   * definition that became pending replaces the tool's other pending one (replacePending). A new tool
+   * name beyond the server's cap is not stored ('server-full').
    */
   async record(
     db: PoolClient,
     r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
-  ): Promise<{ row: ToolDefinitionRow; inserted: boolean; reopened: boolean }> {
-    const recorded = await toolStore.recordDefinition(db, r);
+    maxToolsPerServer: number,
+  ): Promise<Recorded | 'server-full'> {
+    const recorded = await toolStore.recordDefinition(db, r, maxToolsPerServer);
+    if (recorded === 'server-full') return recorded;
     await toolStore.recordReport(db, r.reporter, recorded.row);
-    return recorded;
+    if (recorded.row.status !== 'pending' || (!recorded.inserted && !recorded.reopened)) return recorded;
+    const replaced = await toolStore.replacePending(db, recorded.row);
+    return replaced === undefined ? recorded : { ...recorded, replaced };
+  },
+  /**
+   * Keeps one pending definition per tool: the one just reported (`row`) replaces any other pending one
+   * of its tool, so a flood of changes leaves one definition to review, the latest. A replaced definition
+   * that some gateway still runs (its last report, tool_reports) is kept as superseded, decided by
+   * `replaced` (its calls stay TOOL_CHANGED, an operator may still approve it, and reported again it is
+   * pending again); one that no gateway runs any more is deleted. Returns the id of the pending
+   * definition replaced, if any. The caller holds the tool's advisory lock.
+   */
+  async replacePending(db: PoolClient, row: Pick<ToolDefinitionRow, 'id' | 'server' | 'tool'>): Promise<string | undefined> {
+    const { rows } = await db.query<{ id: string }>(
+      `WITH older AS (
+         SELECT id, EXISTS (SELECT 1 FROM tool_reports r WHERE r.definition_id = t.id) AS running
+           FROM tool_definitions t WHERE server = $1 AND tool = $2 AND status = 'pending' AND id <> $3
+       ), kept AS (
+         UPDATE tool_definitions t SET status = 'superseded', decided_at = now(), decided_by = '${REPLACED_BY}',
+                decision_reason = 'replaced by tool definition ' || $3 || ', reported later, before an operator reviewed it'
+           FROM older WHERE t.id = older.id AND older.running RETURNING t.id
+       ), dropped AS (
+         DELETE FROM tool_definitions t USING older WHERE t.id = older.id AND NOT older.running RETURNING t.id
+       )
+       SELECT id FROM kept UNION ALL SELECT id FROM dropped`,
+      [row.server, row.tool, row.id],
+    );
+    return rows[0]?.id;
   },
   /**
    * Makes `row` the definition of its tool this gateway reported last. The row is rewritten only when it
@@ -141,13 +189,25 @@ export const toolStore = {
       [reporter.gatewayId, row.server, row.tool, row.id, reporter.tokenId, reporter.projectId],
     );
   },
+  /**
+   * Stores or re-reads one definition. A tool name the server never reported is refused
+   * ('server-full') once the server has `maxToolsPerServer` distinct tools: counted under the server's
+   * advisory lock (taken after the tool's, as nothing takes them the other way round), so concurrent
+   * reports cannot pass the cap together.
+   */
   async recordDefinition(
     db: PoolClient,
     r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
-  ): Promise<{ row: ToolDefinitionRow; inserted: boolean; reopened: boolean }> {
+    maxToolsPerServer: number,
+  ): Promise<Recorded | 'server-full'> {
     const { rows: found } = await db.query<ToolDefinitionRow>(`SELECT ${COLUMNS} FROM tool_definitions WHERE server = $1 AND tool = $2 AND hash = $3`, [r.server, r.tool, r.hash]);
     const existing = found[0];
     if (!existing) {
+      const { rowCount: known } = await db.query('SELECT 1 FROM tool_definitions WHERE server = $1 AND tool = $2 LIMIT 1', [r.server, r.tool]);
+      if (!known) {
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tools-of-server:${r.server}`]);
+        if ((await toolStore.toolCount(db, r.server)) >= maxToolsPerServer) return 'server-full';
+      }
       const first = !(await toolStore.hasApproved(db, r.server, r.tool));
       const status: ToolStatus = first ? 'approved' : 'pending';
       const { rows } = await db.query<ToolDefinitionRow>(
@@ -172,6 +232,11 @@ export const toolStore = {
       [existing.id],
     );
     return { row: rows[0] ?? existing, inserted: false, reopened: false };
+  },
+  /** How many distinct tools a server has definitions of. */
+  async toolCount(db: Db, server: string): Promise<number> {
+    const { rows } = await db.query<{ n: number }>('SELECT count(DISTINCT tool)::int AS n FROM tool_definitions WHERE server = $1', [server]);
+    return rows[0]?.n ?? 0;
   },
   async hasApproved(db: Db, server: string, tool: string): Promise<boolean> {
     const { rowCount } = await db.query(`SELECT 1 FROM tool_definitions WHERE server = $1 AND tool = $2 AND status = 'approved'`, [server, tool]);

@@ -4,17 +4,31 @@ import { Empty, ErrorNote, Json, ReasonDialog, Time, useLoad } from '../componen
 import type { ToolDefinition } from '../types';
 
 type Status = 'pending' | 'approved' | 'rejected' | 'superseded';
+type Page = { tools: ToolDefinition[]; next_cursor: string | null };
+
+/** GET /v1/tools answers a page at a time (newest first); "Show more" loads one more page. */
+const PAGE = 200;
 
 export function ToolsPage() {
   const [status, setStatus] = useState<Status>('pending');
+  const [pages, setPages] = useState(1);
   const [deciding, setDeciding] = useState<{ tool: ToolDefinition; verb: 'approve' | 'reject' } | null>(null);
   // For each pending definition, the one approved before it, so the change can be read side by side.
   const list = useLoad(async () => {
-    const { tools } = await get<{ tools: ToolDefinition[] }>('/v1/tools', { status });
-    if (status !== 'pending' || tools.length === 0) return tools.map((t) => ({ tool: t, previous: undefined }));
-    const { tools: approved } = await get<{ tools: ToolDefinition[] }>('/v1/tools', { status: 'approved' });
-    return tools.map((t) => ({ tool: t, previous: approved.find((a) => a.server === t.server && a.tool === t.tool) }));
-  }, [status]);
+    const tools: ToolDefinition[] = [];
+    let cursor: string | null = null;
+    for (let i = 0; i < pages; i++) {
+      const page: Page = await get<Page>('/v1/tools', { status, limit: PAGE, cursor: cursor ?? undefined });
+      tools.push(...page.tools);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
+    if (status !== 'pending' || tools.length === 0) return { rows: tools.map((t) => ({ tool: t, previous: undefined })), more: cursor !== null };
+    // A server has at most 500 tools pinned (one approved definition each): one page per server holds them all.
+    const approved = new Map<string, ToolDefinition[]>();
+    for (const server of new Set(tools.map((t) => t.server))) approved.set(server, (await get<Page>('/v1/tools', { status: 'approved', server, limit: 500 })).tools);
+    return { rows: tools.map((t) => ({ tool: t, previous: approved.get(t.server)?.find((a) => a.tool === t.tool) })), more: cursor !== null };
+  }, [status, pages]);
 
   return (
     <section aria-labelledby="tools-title">
@@ -26,7 +40,13 @@ export function ToolsPage() {
       <div class="toolbar">
         <label>
           Status{' '}
-          <select value={status} onChange={(e) => setStatus(e.currentTarget.value as Status)}>
+          <select
+            value={status}
+            onChange={(e) => {
+              setStatus(e.currentTarget.value as Status);
+              setPages(1);
+            }}
+          >
             <option value="pending">pending</option>
             <option value="approved">approved</option>
             <option value="rejected">rejected</option>
@@ -35,8 +55,8 @@ export function ToolsPage() {
         </label>
       </div>
       <ErrorNote error={list.error} />
-      {list.data && list.data.length === 0 && <Empty>{status === 'pending' ? 'No changed tool definitions wait for approval.' : 'None.'}</Empty>}
-      {list.data?.map(({ tool, previous }) => (
+      {list.data && list.data.rows.length === 0 && <Empty>{status === 'pending' ? 'No changed tool definitions wait for approval.' : 'None.'}</Empty>}
+      {list.data?.rows.map(({ tool, previous }) => (
         <article key={tool.id} class="tool-def" data-tool-id={tool.id}>
           <header class="session-head">
             <span class={`pill pill-${tool.status}`}>{tool.status}</span>
@@ -80,6 +100,11 @@ export function ToolsPage() {
           </div>
         </article>
       ))}
+      {list.data?.more && (
+        <button type="button" class="small" onClick={() => setPages(pages + 1)}>
+          Show more
+        </button>
+      )}
       {deciding && (
         <ReasonDialog
           title={`${deciding.verb === 'approve' ? 'Approve' : 'Reject'} ${deciding.tool.server}/${deciding.tool.tool}?`}
