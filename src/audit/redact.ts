@@ -33,8 +33,13 @@ export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d
 const VALUE_PATTERNS: ValuePattern[] = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
-  // Authorization header values.
-  { re: /\b(Bearer|Basic|Token)\s+[A-Za-z0-9\-._~+/]{8,}=*/gi, replace: (_m, scheme) => `${scheme} ${REDACTED}` },
+  // Authorization header values. Not what our own messages put after the word "token": a token's display
+  // prefix (mcp_rw_AbCd…: the type's prefix and at most 7 characters, too short for a credential, see the
+  // next pattern) or its id (a UUIDv7), which alerts and denials name so an operator can tell the token.
+  {
+    re: /\b(Bearer|Basic|Token)\s+(?!(?:mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{0,7}(?![A-Za-z0-9])|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![A-Za-z0-9\-_~+/]|\.[A-Za-z0-9]))[A-Za-z0-9\-._~+/]{8,}=*/gi,
+    replace: (_m, scheme) => `${scheme} ${REDACTED}`,
+  },
   // Our own credentials: agent tokens, gateway keys, operator keys.
   { re: /\b(mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{8,}/g, replace: (_m, prefix) => `${prefix}${REDACTED}` },
   // AWS access key ids.
@@ -59,6 +64,15 @@ const VALUE_PATTERNS: ValuePattern[] = [
   },
   // SQL: CREATE/ALTER USER|ROLE ... PASSWORD '...', MySQL and Oracle IDENTIFIED BY '...'.
   { re: /\b((?:PASSWORD|IDENTIFIED\s+BY)\s+)('(?:[^']|'')*(?:'|$)|"(?:[^"]|"")*(?:"|$))/gi, replace: (_m, head, value) => `${head}${quoted(value)}` },
+  // The value after a command-line flag with a secret-looking name (isSecretFlag): `--password S3cret`,
+  // `--api-key=…`, `-storepass …`, quoted or not. The name must hold one of the secret words (so other
+  // flags never swallow the argument that follows them); isSecretKey decides, and flags that name where
+  // the secret comes from (--password-file, --password-stdin) keep their value. A value starting with '-'
+  // is the next flag. Names are bounded (a long run of dashes must not be rescanned from every dash).
+  {
+    re: /(^|[\s"'])(--?((?:[a-z][a-z0-9_.-]{0,40}?)?(?:pass|pwd|secret|token|key|auth|credential|cookie|pin|sig|jwt|connection)[a-z0-9_.-]{0,40})(?:=|\s+))(?!-)(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s;&|'"]+)/gi,
+    replace: (m, pre, head, name, value) => (isSecretFlagName(name) ? `${pre}${head}${quoted(value)}` : m),
+  },
   // curl -u user:password, --user user:password (a numeric uid:gid, as in docker -u 1000:1000, is kept).
   {
     re: /(^|\s)(-u\s*|--user[=\s]\s*)(?!["']?\d+:\d+(?:["'\s]|$))(?:(["'])([^:"'\s]*):[^"']*|([^\s:"']*):[^\s"']+)/g,
@@ -71,7 +85,9 @@ const VALUE_PATTERNS: ValuePattern[] = [
 // alternative is a piece every match of one pattern contains (case-insensitive, so a superset): the
 // URL-password pattern needs an '@', a key=value pair one of the secret words (pass, pwd, secret, key,
 // sig, jwt, x-auth, or token then an optional quote and '=' or ':'), the SQL one "pass" or "identified",
-// curl's "-u" or "--user" and a ':' in the next word (psql's bare "-U" is not enough). "token" and
+// curl's "-u" or "--user" and a ':' in the next word (psql's bare "-U" is not enough), a secret flag its
+// secret word with a dash before it within a flag name's reach (the word first: a lookbehind tried at every
+// dash of a long "-a-a-…" run made the test 200 times slower). "token" and
 // "mcp_" alone are not enough: our own denial messages name token types ("ask an operator for an
 // mcp_admin_ token"), and each went down the full path (1.8 µs against 0.6 µs for such a message). A
 // token scheme needs whitespace and 8 credential characters after it; one of our credentials its type's
@@ -79,7 +95,7 @@ const VALUE_PATTERNS: ValuePattern[] = [
 // for the patterns above, the flat list made this test ~30% slower on strings that hold no secret.
 // test/unit/audit-rows.test.ts checks that the fast and the full path agree.
 const MAY_HOLD_SECRET =
-  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|\s+[A-Za-z0-9\-._~+/]{8})|mcp_(?:ro|rw|admin)_[a-z0-9]|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:/i;
+  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|\s+[A-Za-z0-9\-._~+/]{8})|mcp_(?:ro|rw|admin)_[a-z0-9]|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.
@@ -140,6 +156,25 @@ export function isSecretKey(key: string): boolean {
   return secret;
 }
 
+// A flag whose name holds a secret word but whose value says where the secret is read from, not the secret.
+const NOT_SECRET_FLAG = /(file|path|dir|stdin|env)$/;
+const FLAG = /^--?([A-Za-z][A-Za-z0-9_.-]*)$/;
+
+function isSecretFlagName(name: string): boolean {
+  return isSecretKey(name) && !NOT_SECRET_FLAG.test(name.toLowerCase().replace(/[-_.]/g, ''));
+}
+
+/**
+ * Whether a whole command-line argument is a flag whose value is a secret: `--password`, `--api-key`,
+ * `--token`, `-storepass` (any name isSecretKey recognises, with one or two dashes), but not one naming
+ * where the secret comes from (`--password-file`, `--password-stdin`). `-p` is not: too common
+ * (`mkdir -p`, `docker -p 8080:80`).
+ */
+export function isSecretFlag(arg: string): boolean {
+  const m = FLAG.exec(arg);
+  return m !== null && isSecretFlagName(m[1]!);
+}
+
 const MAX_DEPTH = 32;
 
 /**
@@ -154,10 +189,13 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (depth >= MAX_DEPTH) return REDACTED;
   if (Array.isArray(value)) {
     const out = value.map((v) => redactValue(v, depth + 1));
-    // Command lines as argv arrays (["curl", "-u", "bob:hunter2"]): the flag and its value are two strings.
+    // Command lines as argv arrays (["curl", "-u", "bob:hunter2"], ["--password", "hunter2"]): the flag
+    // and its value are two strings. A value starting with '-' is the next flag.
     for (let i = 1; i < out.length; i++) {
       const flag = value[i - 1];
+      const v = value[i];
       if ((flag === '-u' || flag === '--user') && typeof out[i] === 'string') out[i] = redactText(`-u ${out[i]}`).slice(3);
+      else if (typeof flag === 'string' && isSecretFlag(flag) && ((typeof v === 'string' && v !== '' && !v.startsWith('-')) || typeof v === 'number')) out[i] = REDACTED;
     }
     return out;
   }

@@ -51,12 +51,15 @@ const count = (v: number | null | undefined): number | null =>
   typeof v === 'number' && Number.isFinite(v) ? Math.max(0, Math.min(Math.round(v), Number.MAX_SAFE_INTEGER)) : null;
 const millis = (v: number | null | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.max(0, v) : null);
 
+const masked = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : redactText(v));
+
+/** The client as the gateway reported it: masked like free text (a user agent can quote a header: "curl Authorization: Bearer …"). */
 function clientColumns(client: DecisionInput['client'] | undefined): Pick<AuditEvent, 'ai_client' | 'client_name' | 'client_version' | 'user_agent'> {
   return {
     ai_client: aiClientOf(client),
-    client_name: text(client?.name),
-    client_version: text(client?.version),
-    user_agent: text(client?.user_agent),
+    client_name: masked(client?.name),
+    client_version: masked(client?.version),
+    user_agent: masked(client?.user_agent),
   };
 }
 

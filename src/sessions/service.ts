@@ -203,7 +203,8 @@ function summaryView(row: SessionListRow): SessionSummaryView {
     gateway_id: row.gateway_id,
     read_only: row.read_only,
     servers: row.servers,
-    purpose: row.purpose,
+    // A purpose stored in clear by an earlier version is masked here too.
+    purpose: redactText(row.purpose),
     state: tokenHalted ? 'halted' : row.state,
     trigger: row.trigger ?? (tokenHalted ? row.token_halt_trigger : null),
     halted_by: row.state === 'halted' ? 'session' : tokenHalted ? 'token' : null,
@@ -270,7 +271,9 @@ export class SessionService {
     requireStorableText('purpose', scope.purpose);
     const readOnly = scope.read_only === true || agent.tokenType === 'ro';
     const servers = scope.servers ? [...new Set(scope.servers)] : null;
-    const purpose = scope.purpose ?? '';
+    // Masked like the audit row's purpose (docs/audit.md, "Redaction"): Redis, Postgres and every view
+    // of the session hold what the audit trail holds.
+    const purpose = redactText(scope.purpose ?? '');
     const caps = this.capsFor?.(agent) ?? { maxOpen: this.settings.maxOpenPerToken, maxNewPerHour: this.settings.maxNewPerHour };
     const id = uuidv7();
     let answer: Awaited<ReturnType<SessionMirror['open']>>;

@@ -3,7 +3,7 @@ import { GENESIS, rowHash } from '../../src/audit/chain.js';
 import { aiClientOf } from '../../src/audit/clients.js';
 import { hashedContent } from '../../src/audit/content.js';
 import type { AuditRecord } from '../../src/audit/record.js';
-import { isSecretKey, mayHoldSecret, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
+import { isSecretFlag, isSecretKey, mayHoldSecret, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
 import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { callContext } from '../integration/audit-fixtures.js';
@@ -179,6 +179,7 @@ describe('redaction', () => {
       '-----BEGIN EC PRIVATE KEY-----', '\n', '-----END EC PRIVATE KEY-----', 'postgres://', 'u', ':', '@', 'host', '/', '=', 'password', 'api_key',
       'client-secret', 'sig', 'Signature', 'PWD', 'passwd', 'access-key', 'private_key', 'x@y', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
       'PGPASSWORD', 'DB_PASS', 'MYSQL_PWD', 'jwt', 'X-Auth', '\\"', "PASSWORD '", 'IDENTIFIED BY ', '-u ', '--user ', '-U ', 'bob:hunter2', 'pa/ss', 'compass', 'bypass', 'token"',
+      '--auth ', '--pin=', '-cookie ', '--connection-string ', '--token ', '--api-key ', '--password-file ', 'abc', '-p ', '--max-tokens ', 'mcp_rw_AbCd…', '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b',
     ];
     let seed = 42;
     const random = () => {
@@ -196,6 +197,54 @@ describe('redaction', () => {
     }
     // The corpus does exercise the patterns (a test that redacts nothing would prove nothing).
     expect(changed).toBeGreaterThan(500);
+  });
+
+  it('masks the value after a command-line flag with a secret-looking name, in text and in argv arrays', () => {
+    const cmd = 'mysql -u root --password S3cretpw2 --api-key AK3y999 --token T0ken999';
+    const argv = ['--password', 'S3cretpw2', '--api-key', 'AK3y999', '--token', 'T0ken999'];
+    const out = redactValue({ cmd, argv }) as { cmd: string; argv: string[] };
+    expect(out.cmd).toBe(`mysql -u root --password ${REDACTED} --api-key ${REDACTED} --token ${REDACTED}`);
+    expect(out.argv).toEqual(['--password', REDACTED, '--api-key', REDACTED, '--token', REDACTED]);
+    for (const s of ['S3cretpw2', 'AK3y999', 'T0ken999']) expect(JSON.stringify(out)).not.toContain(s);
+    // Every name isSecretKey recognises, after a space or '=', quoted or not, with one or two dashes.
+    expect(redactText('app --auth abc --pin=1234 --cookie "a b" --client-secret=s1 --passphrase \'x y\' -storepass changeit run')).toBe(
+      `app --auth ${REDACTED} --pin=${REDACTED} --cookie "${REDACTED}" --client-secret=${REDACTED} --passphrase '${REDACTED}' -storepass ${REDACTED} run`,
+    );
+    expect(redactText('--connection-string Server=db;User=sa')).toBe(`--connection-string ${REDACTED};User=sa`);
+    expect(redactValue(['openssl', '-passphrase', 'hunter2', '--pin', 1234, '--PASSWORD', 'x'])).toEqual(['openssl', '-passphrase', REDACTED, '--pin', REDACTED, '--PASSWORD', REDACTED]);
+  });
+
+  it('keeps the evidence around secret flags: paths, SQL, other flags, the next flag, where a secret is read from', () => {
+    const plain = [
+      'mkdir -p /var/lib/app && docker run -p 8080:80 image',
+      'psql -h db.internal -U app -c "select password_hash from users" --file /tmp/q.sql',
+      'deploy --password-file /run/secrets/db --token-env DEPLOY_TOKEN --key-dir ./keys --verbose',
+      'docker login --password-stdin registry.example.com',
+      'llm --max-tokens 500 --author alice --token-count 3 --shipping-address home',
+      'tool --pin --verbose --auth -v',
+      '-- password reset query',
+    ];
+    for (const text of plain) expect(redactText(text), text).toBe(text);
+    const argv = ['mkdir', '-p', '/var/lib/app', '--password-file', '/run/secrets/db', '--max-tokens', '500', '--token', '--verbose', '--api-key', ''];
+    expect(redactValue(argv)).toEqual(argv);
+    expect(isSecretFlag('--api-key')).toBe(true);
+    expect(isSecretFlag('-p')).toBe(false);
+    expect(isSecretFlag('--api-key=x')).toBe(false);
+    expect(isSecretFlag('--token-file')).toBe(false);
+  });
+
+  it("keeps a token's display prefix and id in our messages, masks a raw token after the same words", () => {
+    const raw = 'mcp_rw_8f7a6b5c4d3e2f1a0b9c8d7e6f';
+    const id = '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b';
+    const requested = `filesystem/move_file waits for a human approval of its exact arguments (approval x, token mcp_rw_8f7a…, rule r)`;
+    expect(redactText(requested)).toBe(requested);
+    for (const m of [`token ksop_AbCd… asks for a grant`, `Operator Sam rotated token mcp_admin_Zz09… (${id})`, `Sam granted production access to token ${id}, session ${id} until x`]) {
+      expect(redactText(m), m).toBe(m);
+    }
+    expect(redactText(`token ${raw} asks`)).toBe(`token ${REDACTED} asks`);
+    expect(redactText(`Token mcp_rw_8f7a6b5c… is cut`)).toBe(`Token ${REDACTED}… is cut`);
+    expect(redactText('Authorization: Token 0190a1b2-c3d4-4e5f-8a9b-0c1d2e3f4a5b')).toBe(`Authorization: Token ${REDACTED}`);
+    expect(redactText('Authorization: Bearer mcp_rw_8f7a')).toBe('Authorization: Bearer mcp_rw_8f7a');
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {

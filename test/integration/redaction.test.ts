@@ -1,0 +1,100 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REDACTED } from '../../src/audit/redact.js';
+import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
+
+// Secrets an agent or gateway sends in free text, through HTTP: masked where they are stored and shown
+// (docs/audit.md, "Redaction"), while what identifies a token stays readable.
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const t = new TestContext();
+let app: FastifyInstance;
+let gw: GatewayDriver;
+let viewer: string;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app({ policyFile: POLICY });
+  gw = await new GatewayDriver(t, app).init();
+  viewer = await t.operatorKey(app, 'viewer');
+});
+afterAll(() => t.teardown());
+
+describe('a session purpose', () => {
+  it('is stored masked and never shown in clear, to a viewer either, also when stored in clear by an earlier version', async () => {
+    const tok = await gw.token('rw');
+    const purpose = `use key ${gw.owner} and password=hunter2`;
+    const masked = `use key ksop_${REDACTED} and password=${REDACTED}`;
+    const opened = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: { purpose } });
+    expect(opened.statusCode).toBe(201);
+    const sid = opened.json().session_id as string;
+    expect(opened.json().purpose).toBe(masked);
+    const stored = async () => (await t.pool().query('SELECT purpose FROM sessions WHERE id = $1', [sid])).rows[0].purpose;
+    expect(await stored()).toBe(masked);
+    const shown = async () => {
+      const one = await app.inject({ url: `/v1/sessions/${sid}`, headers: bearer(viewer) });
+      const list = await app.inject({ url: `/v1/sessions?token=${tok.id}`, headers: bearer(viewer) });
+      return [one.json().purpose, list.json().sessions.find((s: { id: string }) => s.id === sid).purpose];
+    };
+    expect(await shown()).toEqual([masked, masked]);
+
+    await t.pool().query('UPDATE sessions SET purpose = $2 WHERE id = $1', [sid, purpose]);
+    expect(await shown()).toEqual([masked, masked]);
+  });
+});
+
+describe("a decision's audit row", () => {
+  it('masks credentials in the client name, version and user agent, and the values after secret flags in its arguments', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const client = { name: 'agent password=hunter2', version: '1.0 token=T0ken999', user_agent: `curl Authorization: Bearer ${gw.owner}` };
+    const args = {
+      cmd: 'mysql -u root --password S3cretpw2 --api-key AK3y999 --token T0ken999 -e "select 1" --defaults-file /etc/my.cnf',
+      argv: ['--password', 'S3cretpw2', '--api-key', 'AK3y999', '--token', 'T0ken999', '-p', '/tmp/out'],
+    };
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: args, session_id: s.session_id, client });
+    expect(d.decision).toBe('allow');
+    expect((await gw.result(tok.raw, d.decision_id, { status: 'success', duration_ms: 3, result_bytes: 10 })).statusCode).toBeLessThan(300);
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query('SELECT kind, client_name, client_version, user_agent, arguments FROM audit_events WHERE decision_id = $1 ORDER BY seq', [d.decision_id]);
+    expect(rows.map((r) => r.kind)).toEqual(['INTENT', 'RESULT']);
+    expect(rows[0]).toMatchObject({ client_name: `agent password=${REDACTED}`, client_version: `1.0 token=${REDACTED}`, user_agent: `curl Authorization: Bearer ${REDACTED}` });
+    expect(rows[0].arguments).toEqual({
+      cmd: `mysql -u root --password ${REDACTED} --api-key ${REDACTED} --token ${REDACTED} -e "select 1" --defaults-file /etc/my.cnf`,
+      argv: ['--password', REDACTED, '--api-key', REDACTED, '--token', REDACTED, '-p', '/tmp/out'],
+    });
+    const exported = await app.inject({ url: `/v1/audit/export?format=jsonl&session=${s.session_id}`, headers: bearer(viewer) });
+    expect(exported.statusCode).toBe(200);
+    expect(exported.body).toContain(d.decision_id);
+    for (const secret of [gw.owner, 'hunter2', 'T0ken999', 'S3cretpw2', 'AK3y999']) expect(exported.body).not.toContain(secret);
+  });
+});
+
+describe('alert messages', () => {
+  const alertsOf = async (kind: string, pick: (a: { details: Record<string, unknown>; message: string }) => boolean) =>
+    ((await app.inject({ url: `/v1/alerts?kind=${kind}`, headers: bearer(viewer) })).json().alerts as Array<{ details: Record<string, unknown>; message: string }>).find(pick);
+
+  it("name the token by its display prefix (APPROVAL_REQUESTED) and its id (GRANT_ISSUED); a raw token in them is masked", async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const asked = await gw.decide(tok.raw, { server: 'filesystem', tool: 'move_file', arguments: { source: 'a.md', destination: 'b.md' }, session_id: s.session_id });
+    expect(asked.code).toBe('APPROVAL_REQUIRED');
+    const display = `${tok.raw.slice(0, 'mcp_rw_'.length + 4)}…`;
+    const requested = () => alertsOf('APPROVAL_REQUESTED', (a) => a.details['approval_id'] === asked.approval_id);
+    await until(async () => (await requested()) !== undefined, 5_000, 'the APPROVAL_REQUESTED alert');
+    const requestedMessage = (await requested())!.message;
+    expect(requestedMessage).toContain(`token ${display}`);
+    expect(requestedMessage).not.toContain(REDACTED);
+
+    const granted = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: `INC-7: the agent pasted ${tok.raw}`, expires_in: 600 } });
+    expect(granted.statusCode).toBe(201);
+    const issued = () => alertsOf('GRANT_ISSUED', (a) => a.details['grant_id'] === granted.json().id);
+    await until(async () => (await issued()) !== undefined, 5_000, 'the GRANT_ISSUED alert');
+    const issuedMessage = (await issued())!.message;
+    expect(issuedMessage).toContain(`to token ${tok.id}`);
+    expect(issuedMessage).toContain(`INC-7: the agent pasted mcp_rw_${REDACTED}`);
+    expect(issuedMessage).not.toContain(tok.raw);
+  });
+});
