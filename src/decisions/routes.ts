@@ -5,6 +5,7 @@ import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.
 import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
+import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { DecisionAnswer, DecisionBody, DecisionIdParams, ExplainAnswer, ExplainBody, ResultAnswer, ResultBody } from './schemas.js';
 import { newCallContext } from './service.js';
 import type { DecisionInput } from './types.js';
@@ -19,6 +20,18 @@ function toInput(body: DecisionBody): DecisionInput {
   if (body.annotations) input.annotations = body.annotations;
   if (body.client) input.client = body.client;
   return input;
+}
+
+/**
+ * An upstream's error and the result summary keep their line feeds and tabs, not escape sequences or
+ * bidirectional overrides (they reach audit rows, alerts and terminals). Made spaces, not refused: a 400
+ * would lose the result report. A retry is cleaned the same way, so it still repeats the first report.
+ */
+function withSafeText(body: ResultBody): ResultBody {
+  const out = { ...body };
+  if (out.error !== undefined) out.error = withoutUnsafeCharacters(out.error, { keepLines: true });
+  if (out.summary !== undefined) out.summary = withoutUnsafeCharacters(out.summary, { keepLines: true });
+  return out;
 }
 
 /** The gateway routes of DESIGN.md §3 that answer decisions, and the operator's explain. */
@@ -102,7 +115,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const agent = await agentOf(req);
       if (agent === 'unavailable') throw new AppError('SERVICE_UNAVAILABLE', 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.');
-      return ctx.results.record(req.gateway!, agent, req.params.id, req.body);
+      return ctx.results.record(req.gateway!, agent, req.params.id, withSafeText(req.body));
     },
   );
 

@@ -2,7 +2,7 @@ import { type Static, Type } from 'typebox';
 import { DECISION_CODES, type DecisionCode } from '../errors.js';
 import { COUNTER_LABELS } from '../limits/limits.js';
 import { CallSummarySchema } from '../sessions/schemas.js';
-import { TEXT_PATTERN } from '../tokens/names.js';
+import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 import { EnvironmentSchema, IssuedId } from '../tokens/schemas.js';
 
 const ServerName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$', description: 'Server name as in the policy file.' });
@@ -45,8 +45,15 @@ export const DecisionBody = Type.Object(
     annotations: Type.Optional(Annotations),
     client: Type.Optional(
       Type.Object(
-        { name: Type.Optional(Type.String({ maxLength: 200 })), version: Type.Optional(Type.String({ maxLength: 100 })), user_agent: Type.Optional(Type.String({ maxLength: 1000 })) },
-        { additionalProperties: false },
+        {
+          name: Type.Optional(Type.String({ maxLength: 200, pattern: TEXT_PATTERN, description: `The MCP client's name (clientInfo.name). ${ONE_LINE}` })),
+          version: Type.Optional(Type.String({ maxLength: 100, pattern: TEXT_PATTERN, description: `The MCP client's version (clientInfo.version). ${ONE_LINE}` })),
+          user_agent: Type.Optional(Type.String({ maxLength: 1000, pattern: TEXT_PATTERN, description: `The HTTP client's User-Agent. ${ONE_LINE}` })),
+        },
+        {
+          additionalProperties: false,
+          description: 'Who the agent says it is, for the audit trail. The fields are one line each: a gateway should make the characters refused here spaces rather than fail every call of a client (the reference gateway does).',
+        },
       ),
     ),
   },
@@ -94,14 +101,19 @@ export const DecisionAnswer = Type.Object({
 });
 export type DecisionAnswer = Static<typeof DecisionAnswer>;
 
+const UNSAFE_KEPT_OUT =
+  'Stored with line feeds and tabs as sent; every run of other control characters (ESC, a lone CR ...; CRLF is stored as a line feed), line or paragraph separators and bidirectional marks, embeddings, overrides or isolates is stored as one space (never refused: the result would be lost).';
+
 export const ResultBody = Type.Object(
   {
     status: Type.Union([Type.Literal('success'), Type.Literal('error'), Type.Literal('timeout'), Type.Literal('withheld'), Type.Literal('cancelled')]),
     duration_ms: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
     result_bytes: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     rows: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
-    error: Type.Optional(Type.String({ maxLength: 4000 })),
-    summary: Type.Optional(Type.String({ maxLength: 4000 })),
+    // Multi-line by nature (an upstream's stack trace), and refusing it would lose the result report:
+    // the route keeps line feeds and tabs and makes the rest of TEXT_PATTERN's characters spaces.
+    error: Type.Optional(Type.String({ maxLength: 4000, description: UNSAFE_KEPT_OUT })),
+    summary: Type.Optional(Type.String({ maxLength: 4000, description: UNSAFE_KEPT_OUT })),
   },
   { additionalProperties: false },
 );

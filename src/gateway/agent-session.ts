@@ -150,10 +150,12 @@ export class AgentSession implements CallPorts {
     const info = this.server.getClientVersion();
     if (!info && !this.userAgent) return undefined;
     const out: NonNullable<DecisionBody['client']> = {};
-    if (info?.name) out.name = info.name.slice(0, 200);
-    if (info?.version) out.version = info.version.slice(0, 100);
+    // The control plane refuses control characters and bidirectional marks here (400 for every call):
+    // a client's are made spaces, as its purpose's are.
+    if (info?.name) out.name = withoutUnsafeCharacters(info.name).slice(0, 200);
+    if (info?.version) out.version = withoutUnsafeCharacters(info.version).slice(0, 100);
     const ua = this.userAgent ?? (info ? `${info.name}/${info.version}` : undefined);
-    if (ua) out.user_agent = ua.slice(0, 1000);
+    if (ua) out.user_agent = withoutUnsafeCharacters(ua).slice(0, 1000);
     return out;
   }
 

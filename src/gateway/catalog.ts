@@ -1,5 +1,6 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
+import { escapeUnsafeCharacters } from '../tokens/names.js';
 import { type ToolDefinition, toolHash, unstorableAt } from '../tools/hash.js';
 
 // What the agent sees of each upstream tool, and the hash the control plane pins. The agent is shown
@@ -54,6 +55,8 @@ export function definitionOf(tool: Tool): ReportedTool {
  * MCP tool names (SEP-986, as the SDK validates them): 1–128 of [A-Za-z0-9_.-]. Anything else (a `/`
  * above all) is refused: the control plane decides `resources/read` and `prompts/get` as protocol reads
  * (read scope, whatever the annotations), so an upstream tool with such a name must never reach it.
+ * The rule is narrower than the control plane's (TEXT_PATTERN, src/tokens/names.ts): a name it refuses
+ * (a line break, ESC, a bidirectional override) would fail the whole tool report, and is hidden here.
  */
 const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 
@@ -86,7 +89,9 @@ export function mergeTools(servers: ReadonlyArray<{ name: string; tools: readonl
     for (const t of s.tools) listed.set(t.name, (listed.get(t.name) ?? 0) + 1);
     for (const [name, times] of listed) {
       if (!isValidToolName(name)) {
-        onHidden({ server: s.name, name, reason: 'invalid-name', message: `${s.name} offers a tool named ${JSON.stringify(name)}, which is not a valid MCP tool name (1-128 of A-Z a-z 0-9 _ . -, not a protocol method); it is hidden` });
+        // JSON.stringify escapes line breaks and ESC, not bidirectional overrides or C1 controls.
+        const shown = escapeUnsafeCharacters(JSON.stringify(name));
+        onHidden({ server: s.name, name, reason: 'invalid-name', message: `${s.name} offers a tool named ${shown}, which is not a valid MCP tool name (1-128 of A-Z a-z 0-9 _ . -, not a protocol method); it is hidden` });
       } else if (times > 1) {
         onHidden({ server: s.name, name, reason: 'duplicate', message: `${s.name} lists the tool "${name}" ${times} times; every definition of it is hidden` });
       }

@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 import { EnvironmentSchema, Timestamp } from '../tokens/schemas.js';
 
 const Target = Type.Union(
@@ -15,7 +16,9 @@ const Target = Type.Union(
   { description: 'What to stop. Each target needs its own field(s): server; capability (+ optional server); token_id; project_id; role; environment; session_id.' },
 );
 const CapabilitySchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('delete')]);
-const Reason = Type.String({ minLength: 1, maxLength: 1000 });
+// Reasons are shown to agents in KILL_SWITCH denials, in alerts and one kill a line by `killswitch kills`:
+// a line break or an escape sequence would forge a line of its own there.
+const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why. ${ONE_LINE}` });
 
 export const CreateKillBody = Type.Object(
   {
@@ -27,7 +30,12 @@ export const CreateKillBody = Type.Object(
     role: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$', description: 'A role of the policy.' })),
     environment: Type.Optional(EnvironmentSchema),
     session_id: Type.Optional(Type.String({ format: 'uuid' })),
-    reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Shown in every denial the kill causes, in the audit trail and in the alert; stored and shown with credentials masked (docs/audit.md, "Redaction").' }),
+    reason: Type.String({
+      minLength: 1,
+      maxLength: 1000,
+      pattern: TEXT_PATTERN,
+      description: `Shown in every denial the kill causes, in the audit trail and in the alert; stored and shown with credentials masked (docs/audit.md, "Redaction"). ${ONE_LINE}`,
+    }),
     expires_in: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_592_000, description: 'Seconds until the kill lifts itself. Default: until an operator lifts it.' })),
   },
   { additionalProperties: false },

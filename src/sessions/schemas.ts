@@ -1,6 +1,6 @@
 import { type Static, Type } from 'typebox';
 import { ARGUMENTS_MAX_CHARS } from '../limits/summary.js';
-import { TEXT_PATTERN } from '../tokens/names.js';
+import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 import { Timestamp } from '../tokens/schemas.js';
 
 const Id = Type.String({ format: 'uuid' });
@@ -123,7 +123,10 @@ export type ListSessionsQuery = Static<typeof ListSessionsQuery>;
 export const SessionList = Type.Object({ sessions: Type.Array(SessionSummary), next_cursor: Type.Union([Id, Type.Null()]) });
 
 export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
-export const ResumeBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 1000, description: 'Why it is safe to continue (audited).' }) }, { additionalProperties: false });
+export const ResumeBody = Type.Object(
+  { reason: Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why it is safe to continue (audited). ${ONE_LINE}` }) },
+  { additionalProperties: false },
+);
 
 export const ResumedSession = Type.Object({
   session: SessionDetail,

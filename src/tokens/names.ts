@@ -12,6 +12,8 @@ export const NAME_MAX_LENGTH = 200;
  * U+2066–U+2069; U+202E reverses the text after it).
  */
 const UNSAFE = '\\u0000-\\u001F\\u007F-\\u009F\\u061C\\u200E\\u200F\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069';
+/** The same characters as a regex class body (`[${UNSAFE_CHARACTER_RANGES}]`). */
+export const UNSAFE_CHARACTER_RANGES = UNSAFE;
 export const NAME_PATTERN = `^[^${UNSAFE}]+$`;
 /**
  * The same characters refused in what agents and gateways name and declare, which operators read in
@@ -19,12 +21,34 @@ export const NAME_PATTERN = `^[^${UNSAFE}]+$`;
  * session's purpose (which may be empty).
  */
 export const TEXT_PATTERN = `^[^${UNSAFE}]*$`;
+/**
+ * What a field with TEXT_PATTERN accepts, for its schema description (a 400 for the pattern quotes the
+ * description). Operators' reasons and notes, key descriptions and an agent's client name are such
+ * fields: they are quoted in denials, alerts, audit rows and the CLI's one-line-per-item output.
+ */
+export const ONE_LINE = 'One line: no line breaks, control characters (ESC ...), line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates.';
 const ALLOWED_CHARACTERS = new RegExp(NAME_PATTERN, 'u');
 const UNSAFE_CHARACTERS = new RegExp(`[${UNSAFE}]+`, 'gu');
 
-/** `text` with every run of the characters TEXT_PATTERN refuses made one space (for text a program passes on, such as a client's purpose). */
-export function withoutUnsafeCharacters(text: string): string {
+// The same, except tab (U+0009) and line feed (U+000A).
+const UNSAFE_BUT_LINES = new RegExp(`[${UNSAFE.replace('\\u0000-\\u001F', '\\u0000-\\u0008\\u000B-\\u001F')}]+`, 'gu');
+
+/**
+ * `text` with every run of the characters TEXT_PATTERN refuses made one space (for text a program passes
+ * on, such as a client's purpose). With `keepLines`, for text that is multi-line by nature (an upstream's
+ * error, a result summary): line feeds and tabs stay, CRLF becomes a line feed, and only the rest (ESC,
+ * a lone CR, other controls, bidirectional marks, line and paragraph separators) is made a space.
+ */
+export function withoutUnsafeCharacters(text: string, opts: { keepLines?: boolean } = {}): string {
+  if (opts.keepLines) return text.replace(/\r\n/g, '\n').replace(UNSAFE_BUT_LINES, ' ');
   return text.replace(UNSAFE_CHARACTERS, ' ');
+}
+
+const UNSAFE_CHARACTER = new RegExp(`[${UNSAFE}]`, 'gu');
+
+/** `text` with each character TEXT_PATTERN refuses shown as its `\uXXXX` escape (for text shown in a terminal or a log line: seen, not obeyed). */
+export function escapeUnsafeCharacters(text: string): string {
+  return text.replace(UNSAFE_CHARACTER, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**

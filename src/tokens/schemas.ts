@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import { NAME_MAX_LENGTH, NAME_PATTERN } from './names.js';
+import { NAME_MAX_LENGTH, NAME_PATTERN, ONE_LINE, TEXT_PATTERN } from './names.js';
 
 export const Id = Type.String({ format: 'uuid' });
 /**
@@ -23,7 +23,8 @@ const Name = Type.String({
 });
 const ProjectId = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
 const ExpiresIn = Type.Integer({ minimum: 60, maximum: 31_536_000, description: 'Lifetime in seconds.' });
-const Reason = Type.String({ minLength: 1, maxLength: 1000 });
+// Quoted in alerts, audit rows and (tool rejections) to agents.
+const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why. ${ONE_LINE}` });
 
 export const CreateAgentTokenBody = Type.Object(
   {
@@ -31,7 +32,7 @@ export const CreateAgentTokenBody = Type.Object(
     role: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$', description: 'Policy role of the agent, e.g. code_agent.' }),
     project_id: ProjectId,
     environment: EnvironmentSchema,
-    description: Type.Optional(Type.String({ maxLength: 1000 })),
+    description: Type.Optional(Type.String({ maxLength: 1000, pattern: TEXT_PATTERN, description: `What the token is for. ${ONE_LINE}` })),
     scopes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 50, uniqueItems: true })),
     expires_in: Type.Optional(ExpiresIn),
     acknowledge_write_risk: Type.Optional(Type.Boolean({ description: 'Required (true) for rw tokens.' })),

@@ -3,6 +3,7 @@ import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
 import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
+import { TEXT_PATTERN } from '../tokens/names.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
@@ -28,7 +29,15 @@ const ReportedAnnotations = Type.Object(
 
 const ToolDef = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    // As decisions' tool names: the name is pinned, listed, quoted in approvals and in the TOOL_CHANGED
+    // alert, where a line break or a bidirectional override would forge text of its own.
+    name: Type.String({
+      minLength: 1,
+      maxLength: 200,
+      pattern: TEXT_PATTERN,
+      description:
+        'As the upstream lists it. No control characters (line breaks, ESC ...), line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates: the whole report is refused with 400 naming the field, so leave such a tool out of the report (the reference gateway hides it).',
+    }),
     title: Type.Optional(Type.String({ maxLength: 500 })),
     description: Type.Optional(Type.String({ maxLength: 20_000 })),
     inputSchema: Type.Optional(Type.Unknown()),

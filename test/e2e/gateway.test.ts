@@ -1,6 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -195,6 +197,24 @@ describe('audit', () => {
     const intent = rows.find((r) => r['kind'] === 'INTENT' && r['tool'] === 'write_file');
     expect(intent?.['client_name']).toBe('e2e-agent');
     expect(intent?.['decision_id']).toBe(rows.find((r) => r['kind'] === 'RESULT' && r['tool'] === 'write_file')?.['decision_id']);
+  });
+
+  it("a client whose name and version hold a line break, ESC or a bidirectional override still gets its calls decided: the gateway sends them as spaces (the control plane refuses them)", async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await gateway.attach(serverSide, { agentToken: token });
+    const client = new Client({ name: 'evil\nALERT: all clear\u001b[2K\u202Eagent', version: '1.0\u009B' });
+    await client.connect(clientSide);
+    try {
+      const read = await call(client, 'read_text_file', { path: 'readme.md' });
+      expect(read.isError, textOf(read)).toBeFalsy();
+      const tokenId = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=ro', headers: bearer(h.owner) })).json().keys.find((k: { display_prefix: string }) => token.startsWith(k.display_prefix)).id;
+      const rows = await h.auditRows("token_id = $1 AND kind = 'INTENT'", [tokenId], (r) => r.length > 0);
+      expect(rows[0]?.['client_name']).toBe('evil ALERT: all clear [2K agent');
+    } finally {
+      await client.close();
+    }
   });
 
   it('a denied call has its INTENT row (deny, with the code) and no RESULT: it never ran', async () => {

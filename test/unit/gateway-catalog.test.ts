@@ -1,6 +1,7 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
 import { definitionOf, type HiddenTool, isValidToolName, listedTool, mergeTools } from '../../src/gateway/catalog.js';
+import { TEXT_PATTERN } from '../../src/tokens/names.js';
 import { type ToolDefinition, toolHash } from '../../src/tools/hash.js';
 
 const writeFile: Tool = {
@@ -70,6 +71,15 @@ describe('which upstream tools the agent is shown', () => {
     expect(hidden[0]?.message).toContain('prompts/get');
     expect(isValidToolName('a-Z_0.9')).toBe(true);
     expect(isValidToolName('x'.repeat(128))).toBe(true);
+  });
+
+  it('a tool named with a line break, ESC or a bidirectional override (which the control plane refuses, failing the whole report) is hidden with a warning showing them escaped; the others are shown', () => {
+    const names = ['evil\nALERT: all clear, ignore\u202Etxt.exe', 'read\u001b[2Kgraph', 'search\u2067nodes', 'open\u009Bnodes'];
+    const { names: shown, hidden } = merge([{ name: 'evil', tools: [...names.map((n) => tool(n)), tool('read_graph')] }]);
+    expect(shown).toEqual(['read_graph']);
+    expect(hidden.map((h) => [h.server, h.name, h.reason])).toEqual(names.map((n) => ['evil', n, 'invalid-name']));
+    expect(hidden[0]?.message).toContain('"evil\\nALERT: all clear, ignore\\u202etxt.exe"');
+    for (const h of hidden) expect(h.message).toMatch(new RegExp(TEXT_PATTERN, 'u'));
   });
 
   it('a definition the control plane cannot store (NUL, an unpaired surrogate) is hidden, not reported: one such tool must not fail the whole report', () => {
