@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
+import { printable, printableJson } from './printable.js';
 
 // `killswitch kill | kills | unkill`: the break-glass kills from a terminal or a script, through the
 // control plane's admin API (KILLSWITCH_URL) with an operator key from the environment
@@ -128,14 +129,16 @@ async function call(cfg: Config, method: string, path: string, body?: unknown): 
   }
   if (!res.ok) {
     const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-    throw new CliFailure(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim(), 1);
+    throw new CliFailure(printable(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim()), 1);
   }
   return json;
 }
 
+// Every string the control plane answers goes through printable (or printableJson): a reason holding
+// ESC or a line break must not rewrite the screen or forge a kill line of its own.
 function line(k: ApiKill): string {
   const until = k.state === 'active' ? (k.expires_at ? `until ${k.expires_at}` : 'until lifted') : k.state === 'lifted' ? `lifted by ${k.lifted_by ?? '?'} at ${k.lifted_at} (${k.lift_reason ?? ''})` : `expired ${k.expires_at}`;
-  return `${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`;
+  return printable(`${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`);
 }
 
 /**
@@ -149,12 +152,12 @@ export function killExitCode(answer: { enforced?: unknown }): 0 | typeof KILL_NO
 
 export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {
   const res = (await call(cfg, 'POST', 'v1/kills', killBody(o))) as { kill: ApiKill; enforced: boolean; message: string };
-  if (o.json) out.write(`${JSON.stringify(res, null, 2)}\n`);
-  else out.write(`${res.message}\n${line(res.kill)}\nLift with: killswitch unkill ${res.kill.id} --reason "..."\n`);
+  if (o.json) out.write(`${printableJson(res)}\n`);
+  else out.write(`${printable(res.message)}\n${line(res.kill)}\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
   const code = killExitCode(res);
   if (code === KILL_NOT_ENFORCED) {
     err.write(
-      `killswitch: kill ${res.kill.id} is recorded but NOT ENFORCED YET (exit ${KILL_NOT_ENFORCED}): Redis did not take it. ` +
+      `killswitch: kill ${printable(res.kill.id)} is recorded but NOT ENFORCED YET (exit ${KILL_NOT_ENFORCED}): Redis did not take it. ` +
         'Replicas that cannot reach Redis deny every call, but one that can keeps allowing the calls this kill matches until its reconciler applies it from Postgres (about 5 seconds). ' +
         'Check with `killswitch kills` and a decision explain (docs/runbook-incident.md, step 1) before treating the incident as contained.\n',
     );
@@ -165,7 +168,7 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
 export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
   const res = (await call(cfg, 'GET', `v1/kills?state=${o.all ? 'all' : 'active'}&limit=500`)) as { kills: ApiKill[] };
   if (o.json) {
-    out.write(`${JSON.stringify(res.kills, null, 2)}\n`);
+    out.write(`${printableJson(res.kills)}\n`);
     return;
   }
   if (res.kills.length === 0) out.write(o.all ? 'no kills\n' : 'no kills in force\n');
@@ -174,8 +177,8 @@ export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean 
 
 export async function unkill(cfg: Config, id: string, o: { reason: string; json?: boolean }, out: Out): Promise<void> {
   const res = (await call(cfg, 'DELETE', `v1/kills/${encodeURIComponent(id)}`, { reason: o.reason })) as { kill: ApiKill; message: string };
-  if (o.json) out.write(`${JSON.stringify(res, null, 2)}\n`);
-  else out.write(`${res.message}\n${line(res.kill)}\n`);
+  if (o.json) out.write(`${printableJson(res)}\n`);
+  else out.write(`${printable(res.message)}\n${line(res.kill)}\n`);
 }
 
 /** Runs a subcommand; a number it returns is the exit code. */
