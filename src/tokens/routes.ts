@@ -17,6 +17,7 @@ import {
   GatewayKey,
   IdParams,
   ListAgentTokensQuery,
+  ListedAgentToken,
   OperatorKey,
   ReasonBody,
   RotateBody,
@@ -47,12 +48,12 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return reply.code(201).send(created);
   });
 
-  app.get('/v1/keys', { preHandler: viewer, schema: { tags, summary: 'List agent tokens', querystring: ListAgentTokensQuery, response: { 200: Type.Object({ keys: Type.Array(AgentToken) }), ...errors } } }, async (req) => {
+  app.get('/v1/keys', { preHandler: viewer, schema: { tags, summary: 'List agent tokens', querystring: ListAgentTokensQuery, response: { 200: Type.Object({ keys: Type.Array(ListedAgentToken) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listAgentTokens(req.operator!, req.query) };
   });
 
-  app.get('/v1/keys/:id', { preHandler: viewer, schema: { tags, summary: 'Show one agent token', params: IdParams, response: { 200: AgentToken, ...errors } } }, async (req) => {
-    return credentials.getAgentToken(req.operator!, req.params.id);
+  app.get('/v1/keys/:id', { preHandler: viewer, schema: { tags, summary: 'Show one agent token', params: IdParams, response: { 200: ListedAgentToken, ...errors } } }, async (req) => {
+    return credentials.showAgentToken(req.operator!, req.params.id);
   });
 
   app.post('/v1/keys/:id/revoke', { preHandler: operator, schema: { tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {

@@ -69,6 +69,21 @@ export const AgentToken = Type.Object({
   last_used_at: DateTime,
 });
 
+/** An agent token as GET /v1/keys and GET /v1/keys/:id show it: with its halt in force, if any. */
+export const ListedAgentToken = Type.Object({
+  ...AgentToken.properties,
+  halt: Type.Union(
+    [
+      Type.Object({
+        trigger: Type.String({ description: 'The kill-switch trigger that halted it, e.g. WRITE_IN_READ_SESSION.' }),
+        halted_at: Timestamp,
+      }),
+      Type.Null(),
+    ],
+    { description: 'The halt in force on this token (every call refused with SESSION_HALTED until an operator resumes it: POST /v1/keys/{id}/resume), or null.' },
+  ),
+});
+
 export const CreatedAgentToken = Type.Object({
   token: Type.String({ description: 'The raw token. Shown once; only a keyed hash is stored.' }),
   key: AgentToken,

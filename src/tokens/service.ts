@@ -62,6 +62,9 @@ function tokenView(row: AgentTokenRow): AgentTokenRow {
   return row.revoke_reason === null ? row : { ...row, revoke_reason: redactText(row.revoke_reason) };
 }
 
+/** An agent token as listed: with its halt in force, or null. */
+export type ListedAgentTokenRow = AgentTokenRow & { halt: { trigger: string; halted_at: Date } | null };
+
 /** What an operator reads when a token gets a role the policy does not define: its calls are all refused. */
 export function unknownRoleWarning(role: string, policyRoles: ReadonlyMap<string, unknown>): string {
   const known = [...policyRoles.keys()].sort();
@@ -138,13 +141,28 @@ export class CredentialService {
     return tokenView(row);
   }
 
-  async listAgentTokens(op: OperatorPrincipal, q: { type?: TokenType; project?: string; revoked?: boolean; limit?: number; before?: string }): Promise<AgentTokenRow[]> {
+  async listAgentTokens(op: OperatorPrincipal, q: { type?: TokenType; project?: string; revoked?: boolean; limit?: number; before?: string }): Promise<ListedAgentTokenRow[]> {
     const rows = await credentialStore.listAgentTokens(this.pool, {
       ...q,
       limit: q.limit ?? 100,
       projects: op.projects ? [...op.projects] : null,
     });
-    return rows.map(tokenView);
+    return this.withHalts(rows.map(tokenView));
+  }
+
+  /** One agent token with its halt in force (GET /v1/keys/:id). */
+  async showAgentToken(op: OperatorPrincipal, id: string): Promise<ListedAgentTokenRow> {
+    const [shown] = await this.withHalts([await this.getAgentToken(op, id)]);
+    return shown!;
+  }
+
+  /** Operators look for a halted token where tokens are listed, not only on the Sessions page. */
+  private async withHalts(rows: AgentTokenRow[]): Promise<ListedAgentTokenRow[]> {
+    const halts = new Map((await credentialStore.activeHalts(this.pool, rows.map((r) => r.id))).map((h) => [h.token_id, h]));
+    return rows.map((r) => {
+      const h = halts.get(r.id);
+      return { ...r, halt: h ? { trigger: h.trigger, halted_at: h.halted_at } : null };
+    });
   }
 
   /**

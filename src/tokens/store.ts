@@ -35,6 +35,13 @@ export interface AgentTokenRow {
   last_used_at: Date | null;
 }
 
+/** A halt in force on an agent token (token_halts; sessions/store.ts writes them). */
+export interface TokenHaltRow {
+  token_id: string;
+  trigger: string;
+  halted_at: Date;
+}
+
 export interface GatewayKeyRow {
   id: string;
   name: string;
@@ -123,6 +130,13 @@ export const credentialStore = {
       `SELECT ${AGENT_COLUMNS} FROM agent_tokens ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
       args,
     );
+    return rows;
+  },
+
+  /** The halts in force (resumed_at IS NULL: at most one per token) of these tokens. */
+  async activeHalts(db: Queryable, tokenIds: readonly string[]): Promise<TokenHaltRow[]> {
+    if (tokenIds.length === 0) return [];
+    const { rows } = await db.query<TokenHaltRow>('SELECT token_id, trigger, halted_at FROM token_halts WHERE token_id = ANY($1::uuid[]) AND resumed_at IS NULL', [[...tokenIds]]);
     return rows;
   },
 

@@ -311,6 +311,32 @@ describe('who may use the admin API', () => {
     expect(keys.every((k: { type: string; project_id: string; revoked_at: unknown }) => k.type === 'rw' && k.project_id === 'alpha' && k.revoked_at === null)).toBe(true);
   });
 
+  it('GET /v1/keys and GET /v1/keys/:id say whether a token is halted (trigger, since when), and not after it is resumed', async () => {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, description: 'halt field' } });
+    const id: string = created.json().key.id;
+    const shown = async () => {
+      const list = await app.inject({ method: 'GET', url: '/v1/keys?project=alpha', headers: bearer(owner) });
+      const one = await app.inject({ method: 'GET', url: `/v1/keys/${id}`, headers: bearer(owner) });
+      expect(list.statusCode).toBe(200);
+      expect(one.statusCode).toBe(200);
+      const listed = list.json().keys.find((k: { id: string }) => k.id === id);
+      expect(listed.halt).toEqual(one.json().halt);
+      return one.json().halt;
+    };
+    expect(await shown()).toBeNull();
+    const halted = await app.ctx.sessions.halt({ tokenId: id, trigger: 'UNAUTHORIZED_SERVER', haltToken: true, summary: {} });
+    expect(halted.token_halted).toBe(true);
+    const halt = await shown();
+    expect(halt).toMatchObject({ trigger: 'UNAUTHORIZED_SERVER' });
+    expect(Date.now() - new Date(halt.halted_at).getTime()).toBeLessThan(60_000);
+    // Other tokens are not halted by it.
+    const others = (await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) })).json().keys.filter((k: { id: string }) => k.id !== id);
+    expect(others.every((k: { halt: unknown }) => k.halt === null)).toBe(true);
+    const resumed = await app.inject({ method: 'POST', url: `/v1/keys/${id}/resume`, headers: bearer(owner), payload: { reason: 'checked' } });
+    expect(resumed.statusCode, resumed.body).toBe(200);
+    expect(await shown()).toBeNull();
+  });
+
   it('GET /v1/scopes shows which types may hold which scope', async () => {
     const res = await app.inject({ method: 'GET', url: '/v1/scopes', headers: bearer(owner) });
     expect(res.statusCode).toBe(200);
