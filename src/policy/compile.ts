@@ -162,7 +162,20 @@ function compileRole(
 ): CompiledRole {
   const at = (...p: PathSegment[]): PathSegment[] => ['roles', name, ...p];
   const presets = entry.presets ?? [];
-  if (presets.includes('mcp.empty') && presets.length > 1) issues.warning(at('presets'), 'mcp.empty adds nothing; the other presets still apply');
+  // mcp.empty means "no server": combined with anything that opens servers, one of the two is a mistake.
+  if (presets.includes('mcp.empty')) {
+    const others = presets.filter((p) => p !== 'mcp.empty');
+    const value = entry.allowed_servers;
+    const listed = value === undefined ? [] : Array.isArray(value) ? value : ENVS.flatMap((e) => value[e] ?? []);
+    const combined = [...others.map((p) => `preset ${p}`), ...(listed.length > 0 ? ['allowed_servers'] : [])];
+    if (combined.length > 0) {
+      issues.error(
+        at(),
+        `mcp.empty means "no server" and cannot be combined with ${combined.join(' or ')}; drop mcp.empty to let the role use servers, or keep it alone to let it use none`,
+        'key',
+      );
+    }
+  }
   const allowed = serversByEnvironment(entry.allowed_servers, at('allowed_servers'), known, issues);
   const forbidden = serversByEnvironment(entry.forbidden_servers, at('forbidden_servers'), known, issues);
   if (presets.includes('mcp.full_internal')) {

@@ -169,6 +169,26 @@ roles: {}
     expect(unknownPreset[0]?.path).toBe('roles.code_agent.presets[0]');
   });
 
+  it('mcp.empty means no server: combined with another preset or with allowed_servers it is an error at the role', () => {
+    const withServers = errorsOf(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.empty]\n    allowed_servers: [fs]\n'));
+    expect(withServers.map(formatIssue)).toEqual([
+      'p.yaml:6:3 roles.code_agent: mcp.empty means "no server" and cannot be combined with allowed_servers; drop mcp.empty to let the role use servers, or keep it alone to let it use none',
+    ]);
+    const perEnvironment = errorsOf(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.empty]\n    allowed_servers: { staging: [fs] }\n'));
+    expect(perEnvironment.map((e) => `${e.line}:${e.column} ${e.path}`)).toEqual(['6:3 roles.code_agent']);
+    const withPreset = errorsOf(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.read_only, mcp.empty]\n'));
+    expect(withPreset[0]?.message).toMatch(/^mcp.empty means "no server" and cannot be combined with preset mcp.read_only;/);
+    const fullInternal = errorsOf(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.empty, mcp.full_internal]\n'));
+    expect(fullInternal[0]?.message).toMatch(/cannot be combined with preset mcp.full_internal;/);
+  });
+
+  it('mcp.empty alone (or with forbidden servers only) is valid and the role may use no server', () => {
+    const p = compiled(MINIMAL.replace('    allowed_servers: [fs]\n', '    presets: [mcp.empty]\n    forbidden_servers: [fs]\n'));
+    const role = p.roles.get('code_agent');
+    expect(role && Object.values(role.allowed).map((s) => s.size)).toEqual([0, 0, 0]);
+    expect(p.warnings).toEqual([]);
+  });
+
   it('per-server limits and custom prohibited rules must name known servers', () => {
     const errors = errorsOf(`${MINIMAL}rate_limits:\n  per_server:\n    nope: { max_calls_per_session: 5 }\nprohibited_capabilities:\n  - { name: x, servers: [zzz] }\n  - { name: y }\n`);
     expect(errors.map((e) => `${e.line}:${e.column} ${e.path}`)).toEqual(['10:5 rate_limits.per_server.nope', '12:26 prohibited_capabilities[0].servers[0]', '13:5 prohibited_capabilities[1]']);
