@@ -39,8 +39,8 @@ export interface ResolvedCall {
   tool: string;
   requiredScope: string;
   capability: Capability;
-  /** Where the scope came from, for messages and explain. */
-  scopeSource: 'map' | 'protocol' | 'annotation' | 'untrusted-default';
+  /** Where the scope came from, for messages and explain (`user-management-name`: an unmapped tool named like user management needs auth:*). */
+  scopeSource: 'map' | 'protocol' | 'user-management-name' | 'annotation' | 'untrusted-default';
   /** Extra Unleash flags the policy names for this server and capability (e.g. mcp.database.write). */
   extraFlags: string[];
   /** Identities of the resources touched, for cascade detection (at least one: server+tool). */

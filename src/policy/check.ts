@@ -127,8 +127,12 @@ export function scopeCheck(agent: AgentPrincipal, call: ResolvedCall): Denial | 
   let message: string;
   if (!spec) {
     message = `${prefix} tokens cannot call ${what}: it needs scope ${call.requiredScope}${why}, which no token can hold; ask an operator to map the tool to a scope in the policy`;
-  } else if (call.requiredScope === 'auth:*') {
-    message = `${prefix} tokens cannot call ${what}: it needs scope auth:* (user management), which only admin tokens hold`;
+  } else if (call.requiredScope === 'auth:*' && agent.tokenType !== 'admin') {
+    // A name that only looks like user management is fixed by mapping the tool (servers.<name>.tools).
+    const byName = call.scopeSource === 'user-management-name';
+    message = byName
+      ? `${prefix} tokens cannot call ${what}: it needs scope auth:* (user management: the tool is not in the policy map and its name manages users or credentials), which only admin tokens hold; ask an operator for an ${TYPE_PREFIX.admin} token, or, if the tool does not manage users, for a policy that maps it to its scope (servers.${call.server}.tools)`
+      : `${prefix} tokens cannot call ${what}: it needs scope auth:* (user management), which only admin tokens hold; ask an operator for an ${TYPE_PREFIX.admin} token`;
   } else if (!spec.allowedTypes.includes(agent.tokenType)) {
     const minimal = spec.allowedTypes.includes('rw') ? 'rw' : 'admin';
     message = `${prefix} tokens cannot call ${what}: it needs scope ${call.requiredScope}${why}; ask an operator for an ${TYPE_PREFIX[minimal]} token`;

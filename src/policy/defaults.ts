@@ -23,6 +23,32 @@ export const CLASS_SCOPES: Readonly<Record<string, { read: string; write: string
   auth: { read: 'auth:*', write: 'auth:*' },
 };
 
+/**
+ * User management by name (DESIGN.md §4: "user-management tools map to `auth:*`"): a tool the map does
+ * not name needs `auth:*` when its name, split into words (snake_case, kebab-case, camelCase, dots),
+ * holds a management verb and a user or credential noun (or a qualifier followed by key/token, as in
+ * `api_key`). Pure reads (`get_user`, `list_users`) have no such verb. docs/policy.md lists the same words.
+ */
+export const USER_MANAGEMENT_VERBS: ReadonlySet<string> = new Set([
+  'activate', 'add', 'assign', 'attach', 'ban', 'block', 'change', 'create', 'deactivate', 'delete', 'demote',
+  'deprovision', 'destroy', 'detach', 'disable', 'drop', 'edit', 'enable', 'expire', 'generate', 'grant',
+  'impersonate', 'insert', 'invite', 'issue', 'kick', 'link', 'lock', 'modify', 'patch', 'promote', 'provision',
+  'purge', 'put', 'regenerate', 'register', 'remove', 'rename', 'reset', 'revoke', 'rotate', 'save', 'set',
+  'suspend', 'transfer', 'unassign', 'unban', 'unblock', 'unlink', 'unlock', 'unsuspend', 'update', 'upsert',
+]);
+
+export const USER_MANAGEMENT_NOUNS: ReadonlySet<string> = new Set([
+  '2fa', 'account', 'accounts', 'acl', 'acls', 'admin', 'admins', 'apikey', 'apikeys', 'collaborator',
+  'collaborators', 'credential', 'credentials', 'creds', 'group', 'groups', 'invitation', 'invitations', 'login',
+  'logins', 'member', 'members', 'membership', 'memberships', 'mfa', 'passphrase', 'passwd', 'password',
+  'passwords', 'permission', 'permissions', 'principal', 'principals', 'privilege', 'privileges', 'role', 'roles',
+  'saml', 'sso', 'totp', 'user', 'username', 'usernames', 'users',
+]);
+
+/** `api key`, `access_token`, `sshKey`...: a qualifier word directly followed by one of USER_MANAGEMENT_KEY_WORDS. */
+export const USER_MANAGEMENT_KEY_QUALIFIERS: ReadonlySet<string> = new Set(['access', 'api', 'deploy', 'secret', 'signing', 'ssh']);
+export const USER_MANAGEMENT_KEY_WORDS: ReadonlySet<string> = new Set(['key', 'keys', 'token', 'tokens']);
+
 /** Seed 001 pattern 3 plus DESIGN.md §4: `main` is a production branch name used as a host segment. */
 export const DEFAULT_ENVIRONMENTS: Readonly<Record<Environment, { forbiddenPatterns: readonly string[]; humanGrantRequired: boolean }>> = {
   development: { forbiddenPatterns: ['prod', 'production', 'live', 'main'], humanGrantRequired: false },

@@ -245,9 +245,24 @@ prohibited_capabilities: [file_write]
 describe('scopeCheck (step 6)', () => {
   it('names the tool, the scope and the token to ask for', () => {
     const c = call(fixture, input('idp', 'create_user'));
-    expect(scopeCheck(agent('rw'), c)?.message).toBe('mcp_rw_ tokens cannot call idp/create_user: it needs scope auth:* (user management), which only admin tokens hold');
+    expect(scopeCheck(agent('rw'), c)?.message).toBe(
+      'mcp_rw_ tokens cannot call idp/create_user: it needs scope auth:* (user management), which only admin tokens hold; ask an operator for an mcp_admin_ token',
+    );
     expect(scopeCheck(agent('admin'), c)).toBeUndefined();
     expect(scopeCheck(agent('ro'), c)).toMatchObject({ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' });
+  });
+
+  it('an unmapped tool named like user management: the message says why auth:* and how to map it; an admin token without auth:* is told so', () => {
+    const c = call(fixture, input('trusted', 'delete_user', { annotations: { readOnlyHint: true } }));
+    expect(scopeCheck(agent('ro'), c)).toEqual({
+      code: 'PERMISSION_DENIED',
+      halt: 'WRITE_IN_READ_SESSION',
+      message:
+        'mcp_ro_ tokens cannot call trusted/delete_user: it needs scope auth:* (user management: the tool is not in the policy map and its name manages users or credentials), which only admin tokens hold; ask an operator for an mcp_admin_ token, or, if the tool does not manage users, for a policy that maps it to its scope (servers.trusted.tools)',
+    });
+    expect(scopeCheck(agent('admin', { scopes: ['storage:read'] }), c)?.message).toBe(
+      'this mcp_admin_ token cannot call trusted/delete_user: it needs scope auth:*, which it was not issued with; ask an operator for a token with that scope',
+    );
   });
 
   it('reads are never a halting trigger', () => {

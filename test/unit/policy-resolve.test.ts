@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionInput, ResolvedCall } from '../../src/decisions/types.js';
-import { type CompiledPolicy, loadPolicyFile, matchProductionPattern, requiresApproval, resolveCall } from '../../src/policy/index.js';
+import { type CompiledPolicy, loadPolicyFile, matchProductionPattern, parsePolicy, requiresApproval, resolveCall } from '../../src/policy/index.js';
 
 let policy: CompiledPolicy;
 
@@ -68,6 +68,75 @@ describe('resolveCall: server and scope', () => {
     expect(requiresApproval(policy, 'filesystem', 'move_file')).toBe(true);
     expect(requiresApproval(policy, 'filesystem', 'write_file')).toBe(false);
     expect(requiresApproval(policy, 'nope', 'move_file')).toBe(false);
+  });
+});
+
+describe('resolveCall: contradictory annotations', () => {
+  it('a read-only hint contradicted by a destructive one is the write scope (fail closed), never delete', () => {
+    const both = { annotations: { readOnlyHint: true, destructiveHint: true } };
+    expect(resolved(input('trusted', 'sweep', both))).toMatchObject({ requiredScope: 'storage:write', capability: 'write', scopeSource: 'annotation' });
+    // destructiveHint: false changes nothing, and a mapped delete stays a delete.
+    expect(resolved(input('trusted', 'sweep', { annotations: { readOnlyHint: true, destructiveHint: false } }))).toMatchObject({ requiredScope: 'storage:read' });
+    expect(resolved(input('trusted', 'purge', both))).toMatchObject({ requiredScope: 'storage:delete', scopeSource: 'map' });
+  });
+});
+
+describe('resolveCall: unmapped user-management tools need auth:*', () => {
+  const readOnly = { annotations: { readOnlyHint: true } };
+
+  it.each([
+    'delete_user',
+    'reset_user_password',
+    'create_users',
+    'add-member',
+    'update_role',
+    'grant_permission',
+    'revoke_permissions',
+    'assign_roles',
+    'remove_group_membership',
+    'disable_account',
+    'invite_collaborator',
+    'rotate_credentials',
+    'create_api_key',
+    'regenerate_access_token',
+    'reset_mfa',
+    'enable_2fa',
+    'impersonate_user',
+    'set_privileges',
+  ])('%s on a trusted server, with a read-only hint → auth:*', (tool) => {
+    expect(resolved(input('trusted', tool, readOnly))).toMatchObject({ requiredScope: 'auth:*', capability: 'write', scopeSource: 'user-management-name' });
+  });
+
+  it.each(['deleteUser', 'resetUserPassword', 'createAPIKey', 'enable2FA', 'banUsers', 'users.delete'])('camelCase and dotted names: %s → auth:*', (tool) => {
+    expect(resolved(input('trusted', tool, readOnly))).toMatchObject({ requiredScope: 'auth:*', scopeSource: 'user-management-name' });
+  });
+
+  it('on an untrusted server, or without annotations, too (not only the write scope)', () => {
+    expect(resolved(input('untrusted', 'delete_user', readOnly))).toMatchObject({ requiredScope: 'auth:*', scopeSource: 'user-management-name' });
+    expect(resolved(input('trusted', 'reset_user_password'))).toMatchObject({ requiredScope: 'auth:*', scopeSource: 'user-management-name' });
+  });
+
+  it('reads of users and names without a user or credential noun are unaffected', () => {
+    expect(resolved(input('trusted', 'get_user', readOnly))).toMatchObject({ requiredScope: 'storage:read', scopeSource: 'annotation' });
+    expect(resolved(input('trusted', 'list_users', readOnly))).toMatchObject({ requiredScope: 'storage:read', scopeSource: 'annotation' });
+    expect(resolved(input('trusted', 'getUserRoles', readOnly))).toMatchObject({ requiredScope: 'storage:read', scopeSource: 'annotation' });
+    expect(resolved(input('trusted', 'delete_file', readOnly))).toMatchObject({ requiredScope: 'storage:read', scopeSource: 'annotation' });
+    expect(resolved(input('untrusted', 'set_keyboard_layout'))).toMatchObject({ requiredScope: 'storage:write', scopeSource: 'untrusted-default' });
+    expect(resolved(input('github', 'delete_repository', readOnly))).toMatchObject({ requiredScope: 'vcs:write' });
+  });
+
+  it('a map entry always wins: a false positive is fixed by mapping the tool', () => {
+    const parsed = parsePolicy(
+      'servers:\n  crm:\n    identity: { command: ./crm }\n    class: storage\n    trust_annotations: true\n    tools: { update_user_note: "storage:write", delete_user: "storage:delete" }\nroles: {}\n',
+      'inline.yaml',
+    );
+    if (!parsed.ok) throw new Error('inline policy invalid');
+    const r = (tool: string) => resolveCall(parsed.policy, input('crm', tool, readOnly));
+    expect(r('update_user_note')).toMatchObject({ call: { requiredScope: 'storage:write', scopeSource: 'map' } });
+    expect(r('delete_user')).toMatchObject({ call: { requiredScope: 'storage:delete', capability: 'delete', scopeSource: 'map' } });
+    expect(r('update_user_profile')).toMatchObject({ call: { requiredScope: 'auth:*', scopeSource: 'user-management-name' } });
+    // The fixture's mapped create_user keeps its map source.
+    expect(resolved(input('idp', 'create_user'))).toMatchObject({ requiredScope: 'auth:*', scopeSource: 'map' });
   });
 });
 
