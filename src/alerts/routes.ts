@@ -41,14 +41,14 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/alerts',
-    { preHandler: viewer, schema: { tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
     async (req) => alerts.list(req.query, req.operator!),
   );
 
   app.get(
     '/v1/alerts/stream',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags,
         summary: 'Live alerts as Server-Sent Events (`alert` and `ack` events); send Last-Event-ID to replay what was missed',
@@ -140,14 +140,14 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/alerts/:id',
-    { preHandler: viewer, schema: { tags, summary: 'Show one alert', params: AlertIdParams, response: { 200: AlertSchema, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'Show one alert', params: AlertIdParams, response: { 200: AlertSchema, ...errors } } },
     async (req) => alerts.get(req.params.id, req.operator!),
   );
 
   app.post(
     '/v1/alerts/:id/ack',
     {
-      preHandler: operator,
+      onRequest: operator,
       // The note is optional, so is the body: `curl -X POST .../ack` with no body is a plain acknowledgement.
       preValidation: async (req) => {
         if (req.body === undefined || req.body === null) (req as { body: unknown }).body = {};
@@ -166,7 +166,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/alerts/ack',
     {
-      preHandler: operator,
+      onRequest: operator,
       // A single kind or severity is read as a list of one: {"kind": "KILL_SWITCH"}.
       preValidation: async (req) => {
         const body = req.body as Record<string, unknown> | null | undefined;

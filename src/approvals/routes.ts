@@ -16,7 +16,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/approvals',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags,
         summary: 'The approval queue: tool calls waiting for a human and changed tool definitions, newest first',
@@ -29,7 +29,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/approvals/:id',
-    { preHandler: viewer, schema: { tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...errors } } },
     async (req) => ctx.approvals.get(req.operator!, req.params.id),
   );
 
@@ -37,7 +37,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
     app.post(
       `/v1/approvals/:id/${verb}`,
       {
-        preHandler: operator,
+        onRequest: operator,
         schema: {
           tags,
           summary:
@@ -59,7 +59,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/gateway/approvals/:id',
     {
-      preHandler: gateway,
+      onRequest: gateway,
       schema: {
         tags: ['gateway'],
         summary: 'State of an approval the agent asked for, for a gateway that waits for it (only the token that asked may read it)',

@@ -70,7 +70,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit',
-    { preHandler: viewer, schema: { tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
     async (req) => {
       const page = await audit.list(req.operator!, filtersOf(req.query), req.query.limit ?? 100, req.query.cursor);
       return { events: page.events.map(wire), next: page.next };
@@ -80,7 +80,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/audit/export',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags,
         summary: 'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines',
@@ -106,14 +106,14 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit/verify',
-    { preHandler: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
+    { onRequest: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
     async () => audit.verify(),
   );
 
   app.get(
     '/v1/usage',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags,
         summary: 'Usage per agent token: calls, allow/deny, per operation and per day, success and error rate (JSON or CSV)',
@@ -136,7 +136,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/usage/monthly',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags,
         summary: 'Monthly usage per token and operation, including months whose raw rows retention already removed',

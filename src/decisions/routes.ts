@@ -53,7 +53,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/decisions',
     {
-      preHandler: gateway,
+      onRequest: gateway,
       schema: {
         tags: ['gateway'],
         summary: 'May this tool call go ahead? Every decision, allow or deny, is a 200; any other status carries no decision and the gateway treats the call as denied',
@@ -102,7 +102,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/decisions/:id/result',
     {
-      preHandler: gateway,
+      onRequest: gateway,
       schema: {
         tags: ['gateway'],
         summary: 'Record the one RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time). The same report again gets the first answer (repeated: true); a different one, 409',
@@ -122,7 +122,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/decisions/explain',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
         tags: ['decisions'],
         summary: 'Why would this call be denied? Runs the pipeline without side effects and returns each step verdict',

@@ -75,7 +75,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/flags',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {

@@ -43,7 +43,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/grants',
     {
-      preHandler: requireOperator(ctx.auth, 'operator'),
+      onRequest: requireOperator(ctx.auth, 'operator'),
       schema: {
         tags,
         summary: 'Grant a token production access (or large results) for a bounded time',
@@ -84,7 +84,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/grants',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: { tags, summary: 'List grants', querystring: Type.Object({ token: Type.Optional(Type.String({ format: 'uuid' })), active: Type.Optional(Type.Boolean()) }, { additionalProperties: false }), response: { 200: Type.Object({ grants: Type.Array(Grant) }), ...errors } },
     },
     async (req) => ({ grants: await ctx.grants.list(req.operator!, req.query) }),
@@ -92,7 +92,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.delete(
     '/v1/grants/:id',
     {
-      preHandler: requireOperator(ctx.auth, 'operator'),
+      onRequest: requireOperator(ctx.auth, 'operator'),
       schema: {
         tags,
         summary: 'Revoke a grant at once',

@@ -74,7 +74,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tags = ['operations'];
   app.get(
     '/v1/admin/log-level',
-    { preHandler: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', response: { 200: LogLevelView, 401: ErrorBody, 403: ErrorBody } } },
+    { onRequest: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', response: { 200: LogLevelView, 401: ErrorBody, 403: ErrorBody } } },
     async () => ({ level: ctx.log.level, configured: ctx.config.logLevel }),
   );
 
@@ -82,7 +82,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/admin/log-level',
     {
       // Every replica's log, every project's lines: a key limited to projects may not change it.
-      preHandler: requireOperator(ctx.auth, 'owner', { allProjects: true }),
+      onRequest: requireOperator(ctx.auth, 'owner', { allProjects: true }),
       schema: {
         tags,
         summary: 'Change the log level of every replica now (owner); a restart goes back to LOG_LEVEL',

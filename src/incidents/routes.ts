@@ -20,7 +20,7 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/incidents/timeline',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
         tags: ['incidents'],
         summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',

@@ -25,7 +25,7 @@ export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/metrics',
     {
-      preHandler: async (req, reply) => {
+      onRequest: async (req, reply) => {
         await viewer(req, reply);
         if (req.operator!.projects !== null) throw new AppError('FORBIDDEN', 'Metrics cover every project: use an operator key that is not limited to projects.');
       },

@@ -37,7 +37,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/sessions',
     {
-      preHandler: gateway,
+      onRequest: gateway,
       schema: {
         tags: ['gateway'],
         summary: 'Open a session bound to the agent token (X-Agent-Token), with a declared scope',
@@ -57,19 +57,19 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/sessions',
-    { preHandler: viewer, schema: { tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...errors } } },
     async (req) => ctx.sessions.list(req.query, req.operator),
   );
 
   app.get(
     '/v1/sessions/:id',
-    { preHandler: viewer, schema: { tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...errors } } },
+    { onRequest: viewer, schema: { tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...errors } } },
     async (req) => ctx.sessions.get(req.params.id, req.operator),
   );
 
   app.post(
     '/v1/sessions/:id/resume',
-    { preHandler: operator, schema: { tags, summary: 'Resume a halted session (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedSession, ...errors } } },
+    { onRequest: operator, schema: { tags, summary: 'Resume a halted session (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedSession, ...errors } } },
     async (req) => ctx.sessions.resumeSession(req.params.id, req.operator!, req.body.reason),
   );
 
@@ -82,7 +82,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/sessions/:id/close',
     {
-      preHandler: closer,
+      onRequest: closer,
       schema: {
         tags: ['gateway', ...tags],
         summary: 'Close a session (its gateway with the same agent token, or an operator): it answers SESSION_UNKNOWN and no longer counts as open; never a halted one (409)',
@@ -104,7 +104,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post(
     '/v1/keys/:id/resume',
-    { preHandler: operator, schema: { tags: ['keys', ...tags], summary: 'Resume a halted agent token and all its halted sessions (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedToken, ...errors } } },
+    { onRequest: operator, schema: { tags: ['keys', ...tags], summary: 'Resume a halted agent token and all its halted sessions (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedToken, ...errors } } },
     async (req) => ctx.sessions.resumeToken(req.params.id, req.operator!, req.body.reason),
   );
 };

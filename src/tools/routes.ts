@@ -124,7 +124,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/gateway/tools',
     {
-      preHandler: gateway,
+      onRequest: gateway,
       schema: {
         tags: ['gateway'],
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
@@ -206,7 +206,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/tools',
     {
-      preHandler: viewer,
+      onRequest: viewer,
       schema: {
         tags: ['tools'],
         summary: 'Tool definitions, newest first, a page at a time (pending = changed and waiting for approval; at most one per tool)',
@@ -232,7 +232,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
     app.post(
       `/v1/tools/:id/${verb}`,
       {
-        preHandler: operator,
+        onRequest: operator,
         schema: {
           tags: ['tools'],
           summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition; calls to it keep answering TOOL_CHANGED, naming who rejected it and why',

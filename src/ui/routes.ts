@@ -79,7 +79,7 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiRoutesOptions> = async (app, 
   app.get(
     '/v1/ui/settings',
     {
-      preHandler: requireOperator(auth, 'viewer'),
+      onRequest: requireOperator(auth, 'viewer'),
       schema: { tags: ['ui'], summary: 'Settings the admin UI shows: the Unleash UI address and environment', response: { 200: UiSettings, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => ({ unleash_ui_url: unleashUiUrl(config), unleash_environment: config.unleashEnvironment }),

@@ -216,6 +216,20 @@ describe('who may use the admin API', () => {
     expect(bodies.size).toBe(1);
   });
 
+  it('the credential is checked before the request is validated: without a key a bad body or id is 401, never a 400 that describes the schema', async () => {
+    const badBody = await app.inject({ method: 'POST', url: '/v1/keys', payload: { type: 'nope', project_id: 42 } });
+    expect(badBody.statusCode).toBe(401);
+    expect(badBody.json().error.code).toBe('UNAUTHENTICATED');
+    expect((await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer('ksop_garbage'), payload: { target: 1 } })).statusCode).toBe(401);
+    expect((await app.inject({ method: 'POST', url: '/v1/sessions/not-a-uuid/resume', payload: {} })).statusCode).toBe(401);
+    // The gateway routes too: no gateway key, a body that is not a decision request.
+    const decision = await app.inject({ method: 'POST', url: '/v1/decisions', payload: { server: 7 } });
+    expect(decision.statusCode).toBe(401);
+    // With a key, the same requests are validated as before.
+    const validated = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { type: 'nope', project_id: 42 } });
+    expect(validated.statusCode).toBe(400);
+  });
+
   it('agent tokens and gateway keys get 403 MCP_TOKEN_FORBIDDEN', async () => {
     const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' } });
     const agent = created.json().token;
