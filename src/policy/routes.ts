@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
+import { formatIssue } from './issues.js';
 
 const Hash = Type.String({ description: 'sha256 (hex) of the policy file in force' });
 
@@ -26,9 +27,54 @@ const ReplicasView = Type.Object({
   live_s: Type.Number({ description: 'A replica without a heartbeat for this long is gone and not listed.' }),
 });
 
-/** GET /v1/policy/replicas: which policy each live replica decides with. */
+const PolicyView = Type.Object({
+  path: Type.String({ description: "The policy file this replica reads (POLICY_FILE's absolute path)." }),
+  hash: Hash,
+  loaded_at: Type.String({ format: 'date-time', description: 'When the policy in force was loaded (at start, or by the reload that took it).' }),
+  warnings: Type.Array(Type.String(), { description: 'Warnings about the policy in force, as `killswitch policy check` prints them.' }),
+  file_rejected: Type.Boolean({ description: 'The file on disk now is not in force: it was rejected, and the policy above decides (GET /readyz warns too).' }),
+  last_rejected: Type.Union(
+    [
+      Type.Object({
+        hash: Type.Union([Type.String(), Type.Null()], { description: 'sha256 (hex) of the rejected bytes; null when the file could not be read.' }),
+        at: Type.String({ format: 'date-time' }),
+        errors: Type.Array(Type.String(), { description: 'Why, each with file:line:column, as the log line `policy file rejected` gives them.' }),
+        warnings: Type.Array(Type.String()),
+      }),
+      Type.Null(),
+    ],
+    { description: 'The last version of the file rejected since the policy in force was loaded (null when none).' },
+  ),
+});
+
+/** GET /v1/policy: the policy this replica decides with; GET /v1/policy/replicas: which policy each live replica decides with. */
 export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
+  app.get(
+    '/v1/policy',
+    {
+      preHandler: requireOperator(ctx.auth, 'viewer'),
+      schema: {
+        tags: ['operations'],
+        summary: 'The policy this replica decides with: its file, hash and load time, and the last rejected reload',
+        description:
+          'What this replica holds in memory (no Redis, no database). A reload that is refused (a broken file, or one that drops a top-level section the policy in force has: docs/policy.md, "Reloading") keeps the policy in force; `last_rejected` shows the last such file since that policy was loaded, with its errors. Other replicas: GET /v1/policy/replicas.',
+        response: { 200: PolicyView, 401: ErrorBody, 403: ErrorBody },
+      },
+    },
+    async () => {
+      const status = ctx.policy.status();
+      const rejected = status.lastRejected;
+      return {
+        path: status.path,
+        hash: status.hash,
+        loaded_at: status.loadedAt.toISOString(),
+        warnings: ctx.policy.current().warnings.map(formatIssue),
+        file_rejected: status.lastError !== null,
+        last_rejected: rejected && { hash: rejected.hash, at: rejected.at.toISOString(), errors: rejected.errors, warnings: rejected.warnings },
+      };
+    },
+  );
   app.get(
     '/v1/policy/replicas',
     {

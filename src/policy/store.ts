@@ -2,16 +2,26 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config.js';
 import { formatIssue, PolicyFileError } from './issues.js';
 import { loadPolicyFile, parsePolicy } from './load.js';
+import { droppedSections, topLevelKeys } from './sections.js';
 import type { CompiledPolicy } from './types.js';
 
 // Holds the active policy and swaps it when the file changes. The directory is watched (editors and
 // config-map mounts replace files by rename, which a watch on the file itself would miss) and stat'ed
 // on a timer as a safety net for file systems where fs.watch is silent or unavailable. A broken file
 // never replaces a working policy: it is logged and the last good one stays in force.
+//
+// A file rewritten in place is read only once it has settled: its size, mtime and inode unchanged for
+// POLICY_SETTLE_MS, and the same before and after the read (read twice, same bytes). A writer that pauses
+// longer than that mid-file can still be read half-written, so a reload that drops a top-level section
+// the policy in force has is refused as well (sections.ts). Replacing the file by rename avoids both.
+
+/** How long the policy file must stay unchanged (size, mtime, inode) before a reload reads it. */
+export const POLICY_SETTLE_MS = 500;
 
 /**
  * The absolute path of POLICY_FILE; a ConfigError naming it when nothing is there. A relative POLICY_FILE
@@ -65,6 +75,19 @@ export interface PolicyStoreOptions {
   pollIntervalMs?: number;
   /** Quiet time after a change event before reading (editors write in several steps). Default 50 ms. */
   debounceMs?: number;
+  /** How long the file must stay unchanged before a reload reads it. Default POLICY_SETTLE_MS. */
+  settleMs?: number;
+}
+
+/** The last version of the file not taken since the policy in force was loaded. */
+export interface PolicyRejection {
+  /** sha256 (hex) of the rejected bytes; null when the file could not be read. */
+  hash: string | null;
+  at: Date;
+  /** As the log line `policy file rejected` gives them. */
+  errors: string[];
+  /** Warnings about the rejected file (beside its errors). */
+  warnings: string[];
 }
 
 export interface PolicyStatus {
@@ -76,6 +99,8 @@ export interface PolicyStatus {
   lastError: string | null;
   /** Versions of the file rejected since start (each distinct file, or read error, counted once). */
   rejections: number;
+  /** The last rejected version since the policy in force was loaded (null when none). */
+  lastRejected: PolicyRejection | null;
 }
 
 export class PolicyStore {
@@ -83,6 +108,10 @@ export class PolicyStore {
   private readonly listeners = new Set<PolicyReloadListener>();
   private readonly rejectListeners = new Set<PolicyRejectListener>();
   private rejections = 0;
+  private lastRejected: PolicyRejection | null = null;
+  /** Top-level keys of the file in force: a reload may not drop a guarded one (sections.ts). */
+  private sections: ReadonlySet<string>;
+  private readonly stopping = new AbortController();
   private watcher: FSWatcher | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -96,10 +125,12 @@ export class PolicyStore {
   private constructor(
     path: string,
     policy: CompiledPolicy,
+    sections: ReadonlySet<string>,
     private readonly opts: PolicyStoreOptions,
   ) {
     this.path = path;
     this.active = policy;
+    this.sections = sections;
   }
 
   /**
@@ -112,7 +143,7 @@ export class PolicyStore {
     if (!result.ok) throw new PolicyFileError(path, result.issues);
     for (const w of result.policy.warnings) opts.log.warn({ policy: path }, `policy: ${formatIssue(w)}`);
     opts.log.info({ policy: path, hash: result.policy.hash, servers: result.policy.servers.size }, 'policy loaded');
-    const store = new PolicyStore(full, result.policy, opts);
+    const store = new PolicyStore(full, result.policy, topLevelKeys(result.bytes ?? ''), opts);
     store.statSignature = await store.signature();
     store.startWatching();
     return store;
@@ -131,6 +162,7 @@ export class PolicyStore {
       watching: this.watcher ? 'fs.watch' : 'polling',
       lastError: this.lastError,
       rejections: this.rejections,
+      lastRejected: this.lastRejected,
     };
   }
 
@@ -140,8 +172,9 @@ export class PolicyStore {
     return () => this.rejectListeners.delete(listener);
   }
 
-  private rejected(hash: string | null, errors: string[]): void {
+  private rejected(hash: string | null, errors: string[], warnings: string[] = []): void {
     this.rejections++;
+    this.lastRejected = { hash, at: new Date(), errors, warnings };
     const event: PolicyRejectEvent = { hash, errors, keptHash: this.active.hash, path: this.path };
     for (const listener of this.rejectListeners) {
       try {
@@ -158,7 +191,10 @@ export class PolicyStore {
     return () => this.listeners.delete(listener);
   }
 
-  /** Re-reads the file now. 'unchanged' when its bytes did not change; 'rejected' when it is broken (the old policy stays). */
+  /**
+   * Re-reads the file once it has settled (settleMs unchanged). 'unchanged' when its bytes did not change;
+   * 'rejected' when it is broken or drops a guarded section (the old policy stays).
+   */
   reload(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
     const next = this.chain.then(() => this.reloadNow());
     this.chain = next.catch(() => {});
@@ -167,6 +203,7 @@ export class PolicyStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.stopping.abort();
     this.watcher?.close();
     this.watcher = undefined;
     if (this.pollTimer) clearInterval(this.pollTimer);
@@ -227,15 +264,52 @@ export class PolicyStore {
     }
   }
 
+  /**
+   * The file's bytes once it has settled: the same size, mtime and inode across settleMs, and again after
+   * the read, whose bytes a second read confirms. Waits as long as the file keeps changing; undefined
+   * when the store is closed meanwhile.
+   */
+  private async readSettled(): Promise<Buffer | { error: Error } | undefined> {
+    const settleMs = this.opts.settleMs ?? POLICY_SETTLE_MS;
+    let seen = await this.signature();
+    for (;;) {
+      try {
+        await sleep(settleMs, undefined, { signal: this.stopping.signal });
+      } catch {
+        return undefined;
+      }
+      const now = await this.signature();
+      if (now !== seen) {
+        seen = now;
+        continue;
+      }
+      let bytes: Buffer;
+      let again: Buffer;
+      try {
+        bytes = await readFile(this.path);
+        again = await readFile(this.path);
+      } catch (err) {
+        if ((await this.signature()) !== now) continue;
+        return { error: err as Error };
+      }
+      const after = await this.signature();
+      if (after !== now || !bytes.equals(again)) {
+        seen = after;
+        continue;
+      }
+      this.statSignature = after;
+      return bytes;
+    }
+  }
+
   private async reloadNow(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
     if (this.closed) return 'unchanged';
     const { log } = this.opts;
     this.statSignature = await this.signature();
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(this.path);
-    } catch (err) {
-      const why = `cannot read the policy file: ${(err as Error).message}`;
+    const read = await this.readSettled();
+    if (read === undefined) return 'unchanged';
+    if (!Buffer.isBuffer(read)) {
+      const why = `cannot read the policy file: ${read.error.message}`;
       const fresh = this.lastError !== why;
       if (fresh) log.error({ policy: this.path, hash: this.active.hash }, `${why}; keeping the last good policy`);
       this.lastError = why;
@@ -243,6 +317,7 @@ export class PolicyStore {
       if (fresh) this.rejected(null, [why]);
       return 'rejected';
     }
+    const bytes = read;
     const hash = createHash('sha256').update(bytes).digest('hex');
     if (hash === this.active.hash) {
       this.lastError = null;
@@ -251,17 +326,22 @@ export class PolicyStore {
     }
     if (hash === this.rejectedHash) return 'rejected';
     const result = parsePolicy(bytes, this.active.path);
-    if (!result.ok) {
+    const sections = result.ok ? topLevelKeys(bytes) : new Set<string>();
+    const dropped = result.ok ? droppedSections(this.sections, sections, this.active.path) : [];
+    if (!result.ok || dropped.length > 0) {
       this.rejectedHash = hash;
-      const errors = result.issues.filter((i) => i.severity === 'error').map(formatIssue);
+      const errors = [...dropped, ...result.issues.filter((i) => i.severity === 'error')].map(formatIssue);
+      const warnings = result.issues.filter((i) => i.severity === 'warning').map(formatIssue);
       this.lastError = errors.join('\n');
       log.error({ policy: this.path, rejected_hash: hash, kept_hash: this.active.hash, errors }, 'policy file rejected; keeping the last good policy');
-      this.rejected(hash, errors);
+      this.rejected(hash, errors, warnings);
       return 'rejected';
     }
     const previousHash = this.active.hash;
     this.active = result.policy;
+    this.sections = sections;
     this.lastError = null;
+    this.lastRejected = null;
     this.rejectedHash = undefined;
     for (const w of result.policy.warnings) log.warn({ policy: this.path }, `policy: ${formatIssue(w)}`);
     log.info({ policy: this.path, hash, previous_hash: previousHash }, 'policy reloaded');

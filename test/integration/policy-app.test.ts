@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PolicyFileError } from '../../src/policy/index.js';
+import { formatIssue, PolicyFileError } from '../../src/policy/index.js';
 import { bearer, TestContext } from '../helpers/context.js';
 
 const t = new TestContext();
@@ -126,5 +127,42 @@ describe('policy in the app', () => {
     expect(await metric('killswitch_policy_last_reload_ok')).toBe(1);
     expect((await readyz()).json().warnings).toEqual([]);
     expect(app.ctx.policy.current()).toBe(good);
+  });
+
+  it('GET /v1/policy (viewer): the file, hash and load time in force, its warnings, and the last rejected reload with its errors; 401 without a key, 403 for an agent token', async () => {
+    const file = join(dir, 'shown.yaml');
+    copyFileSync('test/fixtures/policy/test.yaml', file);
+    const app = await t.app({ policyFile: file });
+    const owner = await t.operatorKey(app, 'owner');
+    const viewer = await t.operatorKey(app, 'viewer');
+    const get = () => app.inject({ url: '/v1/policy', headers: bearer(viewer) });
+    const good = app.ctx.policy.current();
+    let res = await get();
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toEqual({ path: file, hash: good.hash, loaded_at: good.loadedAt.toISOString(), warnings: good.warnings.map(formatIssue), file_rejected: false, last_rejected: null });
+
+    // The file cut short before prohibited_capabilities: refused, and shown with why.
+    const text = readFileSync(file, 'utf8');
+    const cut = text.slice(0, text.indexOf('prohibited_capabilities:'));
+    writeFileSync(file, cut);
+    expect(await app.ctx.policy.reload()).toBe('rejected');
+    res = await get();
+    expect(res.statusCode, res.body).toBe(200);
+    const body = res.json();
+    expect(body).toMatchObject({ hash: good.hash, file_rejected: true, last_rejected: { hash: createHash('sha256').update(cut).digest('hex') } });
+    for (const section of ['prohibited_capabilities', 'rate_limits']) {
+      expect(body.last_rejected.errors.some((e: string) => e.startsWith(`${file}:1:1 ${section}: missing, but the policy in force has it`)), section).toBe(true);
+    }
+    expect(new Date(body.last_rejected.at).getTime()).toBeGreaterThanOrEqual(good.loadedAt.getTime());
+    expect((await app.inject({ url: '/readyz' })).json().warnings).toEqual(['policy file rejected: the last good policy is in force']);
+
+    const anonymous = await app.inject({ url: '/v1/policy' });
+    expect(anonymous.statusCode).toBe(401);
+    expect(anonymous.json().error.code).toBe('UNAUTHENTICATED');
+    const agent = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { type: 'ro', role: 'code_agent', project_id: 'p1', environment: 'development' } });
+    expect(agent.statusCode, agent.body).toBe(201);
+    const refused = await app.inject({ url: '/v1/policy', headers: bearer(agent.json().token as string) });
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
   });
 });

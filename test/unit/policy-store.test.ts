@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PolicyFileError, type PolicyReloadEvent, PolicyStore } from '../../src/policy/index.js';
+import { PolicyFileError, type PolicyReloadEvent, PolicyStore, parsePolicy } from '../../src/policy/index.js';
+import { GUARDED_SECTIONS } from '../../src/policy/sections.js';
+import type { PolicyRejectEvent } from '../../src/policy/store.js';
 
 const policyText = (servers: string[]) =>
   `servers:\n${servers.map((s) => `  ${s}: { identity: { command: ${s} }, map: filesystem }`).join('\n')}\nroles:\n  code_agent: { allowed_servers: [${servers.join(', ')}] }\n`;
@@ -43,7 +45,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function open(opts: { watch?: boolean; pollIntervalMs?: number } = {}): Promise<PolicyStore> {
+async function open(opts: { watch?: boolean; pollIntervalMs?: number; settleMs?: number } = {}): Promise<PolicyStore> {
   const store = await PolicyStore.open(file, { log: pino({ level: 'debug' }, logs), ...opts });
   stores.push(store);
   return store;
@@ -148,5 +150,69 @@ describe('PolicyStore', () => {
     writeFileSync(file, policyText(['a', 'f']));
     await new Promise((r) => setTimeout(r, 300));
     expect(store.current().servers.has('f')).toBe(false);
+  });
+
+  it('a file rewritten in place in two parts, paused for less than the settle time, is never taken half-written', async () => {
+    // The half-written file drops no section of the file in force, so only the settle wait keeps it out.
+    const db = `servers:\n  fs: { identity: { command: fs }, map: filesystem }\n  postgres: { identity: { command: pg }, class: db }\nroles:\n  admin: { allowed_servers: [fs, postgres] }\n`;
+    writeFileSync(file, db);
+    const store = await open({ watch: false, pollIntervalMs: 60_000, settleMs: 1000 });
+    const current: string[] = [];
+    store.onReload((e) => {
+      current.push(e.hash);
+    });
+    const head = `${db}  reader: { allowed_servers: [fs] }\n`;
+    const full = `${head}prohibited_capabilities: [database_write]\n`;
+    writeFileSync(file, head);
+    expect(parsePolicy(head, file).ok).toBe(true);
+    const first = store.reload();
+    await new Promise((r) => setTimeout(r, 100));
+    appendFileSync(file, full.slice(head.length));
+    expect(await first).toBe('reloaded');
+    expect(await store.reload()).toBe('unchanged');
+    expect(current).toEqual([sha(full)]);
+    expect(store.current().hash).toBe(sha(full));
+    expect(store.current().hash).not.toBe(sha(head));
+  });
+
+  it('a reload that drops a section the policy in force has is rejected (the old policy stays); written out empty, it is taken', async () => {
+    const withSection = `${policyText(['a'])}prohibited_capabilities: [file_write]\n`;
+    writeFileSync(file, withSection);
+    const store = await open({ watch: false, pollIntervalMs: 60_000, settleMs: 10 });
+    const rejects: PolicyRejectEvent[] = [];
+    store.onReject((e) => rejects.push(e));
+
+    writeFileSync(file, policyText(['a', 'b']));
+    expect(await store.reload()).toBe('rejected');
+    expect(store.current().hash).toBe(sha(withSection));
+    expect(rejects).toHaveLength(1);
+    expect(rejects[0]?.hash).toBe(sha(policyText(['a', 'b'])));
+    expect(rejects[0]?.errors[0]).toContain(`${file}:1:1 prohibited_capabilities: missing, but the policy in force has it`);
+    expect(rejects[0]?.errors[0]).toContain('`prohibited_capabilities: []`');
+    expect(store.status().lastError).toContain('prohibited_capabilities: missing');
+    expect(store.status().lastRejected).toMatchObject({ hash: sha(policyText(['a', 'b'])), errors: rejects[0]?.errors });
+    expect(logs.lines.some((l) => l.includes('policy file rejected; keeping the last good policy') && l.includes('prohibited_capabilities'))).toBe(true);
+
+    const emptied = `${policyText(['a', 'b'])}prohibited_capabilities: []\n`;
+    writeFileSync(file, emptied);
+    expect(await store.reload()).toBe('reloaded');
+    expect(store.current().hash).toBe(sha(emptied));
+    expect(store.status()).toMatchObject({ lastError: null, lastRejected: null });
+    // A start takes the file as it is: there is no policy in force to compare with.
+    writeFileSync(file, policyText(['a']));
+    expect((await open({ watch: false, pollIntervalMs: 60_000 })).current().hash).toBe(sha(policyText(['a'])));
+  });
+
+  it('every guarded section has an explicit form that the schema accepts and that means the same as leaving it out', () => {
+    const base = `${policyText(['a'])}  dba: { allowed_servers: [a] }\n`;
+    const omitted = parsePolicy(base, 'x.yaml');
+    expect(omitted.ok).toBe(true);
+    const comparable = (p: unknown) =>
+      JSON.stringify({ ...(p as object), hash: 0, loadedAt: 0, warnings: 0 }, (_k, v: unknown) => (v instanceof Map ? [...v] : v instanceof Set ? [...v] : v));
+    for (const [key, explicit] of Object.entries(GUARDED_SECTIONS)) {
+      const written = parsePolicy(`${base}${explicit}\n`, 'x.yaml');
+      expect(written.ok, `${key}: ${JSON.stringify(written.issues)}`).toBe(true);
+      if (written.ok && omitted.ok) expect(comparable(written.policy), key).toBe(comparable(omitted.policy));
+    }
   });
 });
