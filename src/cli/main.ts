@@ -39,13 +39,22 @@ function config() {
   }
 }
 
+/** A policy file that cannot be used: its errors as `killswitch policy check` prints them, exit 2. */
+function reportPolicyErrors(file: string, lines: string[]): never {
+  process.stderr.write(
+    `killswitch: invalid policy file ${file} (POLICY_FILE), ${lines.length} error${lines.length === 1 ? '' : 's'}; fix it (\`killswitch policy check ${file}\`):\n${lines.join('\n')}\n`,
+  );
+  process.exit(2);
+}
+
 /**
  * What `killswitch start` refuses before anything connects (no embedded Unleash, flags sync or worker is
  * started for a configuration that cannot run), and what `config check` reports beyond loadConfig: the
- * settings that only a starting control plane depends on, and a POLICY_FILE that is not there. Prints
- * the warnings (values accepted but probably wrong) on stderr.
+ * settings that only a starting control plane depends on, and a POLICY_FILE that is not there or not a
+ * valid policy. Prints the warnings (values accepted but probably wrong) on stderr; returns the policy
+ * file's warnings (the start logs them when it loads the file).
  */
-async function checkBeforeStart(c: Config): Promise<void> {
+async function checkBeforeStart(c: Config): Promise<string[]> {
   try {
     checkStartConfig(c);
     const { requirePolicyFile } = await import('../policy/store.js');
@@ -54,7 +63,12 @@ async function checkBeforeStart(c: Config): Promise<void> {
     if (err instanceof ConfigError) reportConfigError(err);
     throw err;
   }
+  // Before the flags sync, which reads the same file: an invalid one is the policy's error, not the sync's.
+  const { formatIssue, loadPolicyFile } = await import('../policy/index.js');
+  const policy = await loadPolicyFile(c.policyFile);
+  if (!policy.ok) reportPolicyErrors(c.policyFile, policy.issues.filter((i) => i.severity === 'error').map(formatIssue));
   for (const warning of configWarnings(c)) process.stderr.write(`killswitch: warning: ${warning}\n`);
+  return policy.issues.filter((i) => i.severity === 'warning').map(formatIssue);
 }
 
 // Usage errors (an unknown option, a bad option value, a missing argument) exit 2, as invalid input
@@ -121,6 +135,9 @@ program
     } catch (err) {
       // Some configuration can only be checked against the database (e.g. TOKEN_HASH_SECRET's fingerprint).
       if (err instanceof ConfigError) reportConfigError(err);
+      // The policy file broken since the check above (it is read again as the start loads it).
+      const { PolicyFileError, formatIssue } = await import('../policy/index.js');
+      if (err instanceof PolicyFileError) reportPolicyErrors(err.file, err.issues.filter((i) => i.severity === 'error').map(formatIssue));
       throw err;
     }
     if (starting) {
@@ -161,7 +178,7 @@ configCmd
   .description('Validate the configuration from the environment without starting (exit 2 when invalid, as `start` would refuse it; warnings on stderr).')
   .action(async () => {
     const c = config();
-    await checkBeforeStart(c);
+    for (const warning of await checkBeforeStart(c)) process.stderr.write(`killswitch: warning: ${warning}\n`);
     process.stdout.write(`configuration ok: port ${c.port}, policy ${c.policyFile}, Unleash ${c.unleashUrl || 'embedded'}\n`);
   });
 

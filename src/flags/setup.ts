@@ -94,9 +94,11 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
 /**
  * For `killswitch start`: runs the embedded Unleash unless UNLEASH_URL is set, then the flags sync for
  * the policy file. Returns the configuration pointing at that Unleash, and the embedded server to stop.
- * A failed sync is logged, not fatal: decisions deny for any flag that is missing.
+ * A failed sync is logged, not fatal: decisions deny for any flag that is missing. A broken policy file
+ * throws PolicyFileError first, before anything starts: the start stops on it anyway (buildApp).
  */
 export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: EmbeddedUnleash | undefined }> {
+  const names = await flagNamesFromPolicyFile(config.policyFile);
   let embedded: EmbeddedUnleash | undefined;
   let effective = config;
   if (!config.unleashUrl) {
@@ -124,7 +126,7 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   try {
     const report = await syncFromConfig(effective, {
       ...(secret ? { webhookSecret: secret } : { webhookUrl: null }),
-      names: await flagNamesFromPolicyFile(config.policyFile),
+      names,
       record: {
         by: 'start',
         onError: (err) => log.warn({ err }, 'flags: cannot record the webhook registration in Redis: GET /v1/flags does not show it until the next start or flags sync'),

@@ -271,6 +271,20 @@ describe('killswitch CLI', () => {
     }
   });
 
+  it('an invalid POLICY_FILE: config check and start exit 2 with the policy errors (file:line:column) first, before the flags sync or anything else starts', async () => {
+    // Nothing listens on port 1: a start that went on to the flags sync or Postgres would log that first, or exit 1.
+    const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/killswitch', UNLEASH_URL: 'http://127.0.0.1:1/api', PORT: '0', LOG_LEVEL: 'info', POLICY_FILE: 'test/fixtures/policy/broken.yaml' };
+    for (const command of [['config', 'check'], ['start']]) {
+      const res = await cli(command, env);
+      expect(res.code, `${command.join(' ')}: ${res.stdout}${res.stderr}`).toBe(2);
+      expect(res.stdout).toBe('');
+      const lines = res.stderr.split('\n');
+      expect(lines[0]).toBe('killswitch: invalid policy file test/fixtures/policy/broken.yaml (POLICY_FILE), 1 error; fix it (`killswitch policy check test/fixtures/policy/broken.yaml`):');
+      expect(lines[1]).toMatch(/^test\/fixtures\/policy\/broken\.yaml:11:41 roles\.code_agent\.allowed_servers\.development\[2\]: unknown server "shel"/);
+      expect(res.stderr).not.toContain('flags sync');
+    }
+  }, 60_000);
+
   it('start with an unreachable Postgres names the setting and host:port (never the password): DATABASE_URL, or UNLEASH_DATABASE_URL of the embedded Unleash', async () => {
     const env = { REDIS_PREFIX: t.redisPrefix, DATA_DIR: t.dataDir, PORT: '0', LOG_LEVEL: 'warn', TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234' };
     const db = await cli(['start'], { ...env, UNLEASH_URL: 'http://127.0.0.1:1/api', DATABASE_URL: 'postgres://killswitch:pw-never-printed@127.0.0.1:1/killswitch' });

@@ -1,9 +1,12 @@
 import { utimes } from 'node:fs/promises';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallContext } from '../../src/decisions/types.js';
+import { prepareUnleash } from '../../src/flags/setup.js';
 import { createFlagStep } from '../../src/flags/step.js';
-import { bearer, TestContext } from '../helpers/context.js';
+import { PolicyFileError } from '../../src/policy/index.js';
+import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 
 // Start-up without Unleash: fail closed unless a fresh backup of the last fetched flags exists. These
@@ -66,6 +69,14 @@ describe('flags at start-up', () => {
     const flags = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(owner) })).json();
     expect(flags).toMatchObject({ ready: false, source: 'none', last_fetch_at: null, flags: [] });
     expect(flags.last_error).toMatch(/ECONNREFUSED|fetch failed|refused/i);
+  });
+
+  it('an invalid policy file stops the Unleash step before the flags sync, with the policy errors (not a flags sync failure)', async () => {
+    const logs = new LogCapture();
+    const err = await prepareUnleash(ctx.config({ unleashUrl: DOWN, policyFile: 'test/fixtures/policy/broken.yaml' }), pino({ level: 'info' }, logs)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyFileError);
+    expect((err as Error).message).toContain('test/fixtures/policy/broken.yaml:11:41 roles.code_agent.allowed_servers.development[2]: unknown server "shel"');
+    expect(logs.text).not.toContain('flags sync failed');
   });
 
   it('refuses to start when the backend token belongs to another Unleash environment', async () => {
