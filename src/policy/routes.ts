@@ -53,7 +53,7 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/policy',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
         tags: ['operations'],
         summary: 'The policy this replica decides with: its file, hash and load time, and the last rejected reload',
@@ -78,7 +78,7 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/policy/replicas',
     {
-      preHandler: requireOperator(ctx.auth, 'viewer'),
+      onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
         tags: ['operations'],
         summary: 'The policy each live replica decides with (its hash and load time): whether replicas disagree',

@@ -222,6 +222,7 @@ describe('who may use the admin API', () => {
     expect(badBody.json().error.code).toBe('UNAUTHENTICATED');
     expect((await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer('ksop_garbage'), payload: { target: 1 } })).statusCode).toBe(401);
     expect((await app.inject({ method: 'POST', url: '/v1/sessions/not-a-uuid/resume', payload: {} })).statusCode).toBe(401);
+    expect((await app.inject({ method: 'GET', url: '/v1/policy/replicas?bogus=1' })).statusCode).toBe(401);
     // The gateway routes too: no gateway key, a body that is not a decision request.
     const decision = await app.inject({ method: 'POST', url: '/v1/decisions', payload: { server: 7 } });
     expect(decision.statusCode).toBe(401);
