@@ -389,6 +389,43 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(facts).toMatch(/Closed\s+\S.* by its gateway \(key /);
   });
 
+  it('Sessions and Tokens refresh by themselves: a token halted after the page opened appears (its description, a copyable full id, UTC times) and is badged halted on Tokens until resumed', async () => {
+    const created = await app.inject({
+      method: 'POST',
+      url: '/v1/keys',
+      headers: bearer(gw.owner),
+      payload: { type: 'rw', role: 'code_agent', project_id: 'alpha', environment: 'development', description: 'drill bot', acknowledge_write_risk: true },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const token = { raw: created.json().token as string, id: created.json().key.id as string };
+    await goto('sessions');
+    await page.getByLabel('State').selectOption('halted');
+    await page.getByTestId('updated-at').getByText(/^Updated \d\d:\d\d:\d\d UTC/).waitFor();
+
+    // Halted through the API after the page loaded (as from a gateway or the CLI): no reload, no click.
+    const s = await gw.session(token.raw, { read_only: true, purpose: 'refresh test' });
+    const denied = await gw.decide(token.raw, { ...write('docs/refresh.md'), session_id: s.session_id });
+    expect(denied.session?.state).toBe('halted');
+    const card = page.locator(`article[data-session-id="${s.session_id}"]`);
+    await card.waitFor({ timeout: 15_000 });
+    await card.getByText('“drill bot”').first().waitFor({ timeout: 15_000 });
+    // Times say UTC, like the API, the CLI and CSV exports; how long ago comes after.
+    expect(await card.locator('dl.facts time').first().textContent()).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/);
+    // The full token id, for explain and `killswitch kill --token`, is one click away.
+    await card.getByRole('button', { name: `Copy token id ${token.id}` }).click();
+    expect(await page.evaluate('navigator.clipboard.readText()')).toBe(token.id);
+
+    // Tokens: the same token is badged halted with its trigger, and the badge goes when it is resumed elsewhere.
+    await goto('tokens');
+    const row = page.locator(`tr[data-token-id="${token.id}"]`);
+    await row.getByTestId('token-halted').getByText('halted (WRITE_IN_READ_SESSION)').waitFor();
+    await row.getByRole('button', { name: `Copy token id ${token.id}` }).click();
+    expect(await page.evaluate('navigator.clipboard.readText()')).toBe(token.id);
+    const resumed = await app.inject({ method: 'POST', url: `/v1/keys/${token.id}/resume`, headers: bearer(gw.owner), payload: { reason: 'refresh test over' } });
+    expect(resumed.statusCode, resumed.body).toBe(200);
+    await row.getByTestId('token-halted').waitFor({ state: 'detached', timeout: 15_000 });
+  });
+
   it('approves an exact call from the queue: the identical call then runs once', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw, { purpose: 'tidy the docs' });

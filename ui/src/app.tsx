@@ -123,7 +123,8 @@ function SignIn({ onSignedIn }: { onSignedIn: () => void }) {
           Sign in
         </button>
         <p class="hint">
-          No key? The first <code>npm start</code> prints an owner key once; <code>npx killswitch operators create --role owner --name you</code> makes another.
+          No key? The first start writes an owner key to <code>DATA_DIR/owner-key</code> (readable only by the control plane's user; docs/operations.md, “First start: the owner key”). Where
+          the control plane runs, <code>node bin/killswitch.js operators create --role owner --name you</code> makes another.
         </p>
       </form>
     </main>

@@ -21,6 +21,8 @@ export interface AgentToken {
   revoked_by: string | null;
   revoke_reason: string | null;
   last_used_at: string | null;
+  /** Its halt in force (a kill-switch trigger; resumed on the Sessions page), or null. GET /v1/keys and /v1/keys/:id only. */
+  halt?: { trigger: string; halted_at: string } | null;
 }
 
 export interface GatewayKey {

@@ -1,6 +1,6 @@
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useId, useRef, useState } from 'preact/hooks';
-import { ApiError } from '../api';
+import { useCallback, useEffect, useId, useMemo, useRef, useState } from 'preact/hooks';
+import { ApiError, get } from '../api';
 import type { TokenType } from '../types';
 
 export const TYPE_LABEL: Record<TokenType, string> = { ro: 'read-only', rw: 'write', admin: 'admin' };
@@ -28,15 +28,26 @@ export function TokenBadge({ type }: { type: string | null }) {
   );
 }
 
-export function Time({ value, empty = '—' }: { value: string | number | null | undefined; empty?: string }) {
+/**
+ * A moment as the API, the CLI, CSV exports and alerts give it: UTC, said so, with how long ago as
+ * secondary text. `ms` adds milliseconds (incident review wants exact order).
+ */
+export function Time({ value, empty = '—', ms = false }: { value: string | number | null | undefined; empty?: string; ms?: boolean }) {
   if (value === null || value === undefined || value === '') return <span class="muted">{empty}</span>;
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) return <span>{String(value)}</span>;
+  const rel = relative(d);
   return (
-    <time dateTime={d.toISOString()} title={d.toISOString()}>
-      {relative(d)}
+    <time class="time" dateTime={d.toISOString()} title={`${d.toISOString()} (${rel})`}>
+      <span class="mono">{utcText(d, ms)}</span> <span class="time-rel">{rel}</span>
     </time>
   );
+}
+
+/** `2025-03-04 13:05:09 UTC` (with `.123` before UTC when `ms`). */
+export function utcText(d: Date, ms = false): string {
+  const iso = d.toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, ms ? 23 : 19)} UTC`;
 }
 
 function relative(d: Date): string {
@@ -44,13 +55,58 @@ function relative(d: Date): string {
   const abs = Math.abs(s);
   const fmt = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`;
   let text: string;
-  if (abs < 45) text = 'just now';
-  else if (abs < 3600) text = fmt(Math.round(abs / 60), 'minute');
+  if (abs < 45) return 'just now';
+  if (abs < 3600) text = fmt(Math.round(abs / 60), 'minute');
   else if (abs < 86_400) text = fmt(Math.round(abs / 3600), 'hour');
-  else if (abs < 30 * 86_400) text = fmt(Math.round(abs / 86_400), 'day');
-  else return d.toLocaleDateString();
-  if (text === 'just now') return text;
+  else text = fmt(Math.round(abs / 86_400), 'day');
   return s >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+/** Under datetime-local inputs (the browser's own time zone), when what the page shows is in UTC. */
+export function LocalZoneHint() {
+  const offset = -new Date().getTimezoneOffset();
+  const zone = offset === 0 ? 'UTC' : `UTC${offset > 0 ? '+' : '−'}${String(Math.floor(Math.abs(offset) / 60)).padStart(2, '0')}:${String(Math.abs(offset) % 60).padStart(2, '0')}`;
+  return <p class="hint wide-field">From and To are in this browser's time zone ({zone}); times shown are UTC.</p>;
+}
+
+/**
+ * A shortened id with a button that copies the whole one (explain, `killswitch kill --token` and the
+ * filters want the full UUID); the full id is also in the button's label. `label` says what it is
+ * ("token", "session") for screen readers.
+ */
+export function IdRef({ id, label = 'id', text, href }: { id: string | null | undefined; label?: string; text?: string; href?: string }) {
+  const [copied, setCopied] = useState<'no' | 'yes' | 'failed'>('no');
+  if (!id) return <span class="muted">—</span>;
+  const copy = async (e: Event) => {
+    // Inside clickable rows: copying does not also open or select the row.
+    e.stopPropagation();
+    try {
+      await navigator.clipboard.writeText(id);
+      setCopied('yes');
+    } catch {
+      setCopied('failed');
+    }
+  };
+  return (
+    <span class="id-ref" data-id={id}>
+      {href ? (
+        <a class="mono" href={href} title={id}>
+          {text ?? shortId(id)}
+        </a>
+      ) : (
+        <span class="mono" title={id}>
+          {text ?? shortId(id)}
+        </span>
+      )}
+      <button type="button" class="copy-id" aria-label={`Copy ${label} ${id}`} title={`Copy the full ${label} (${id})`} onClick={copy}>
+        {copied === 'yes' ? '✓' : '⧉'}
+      </button>
+      {/* Clipboard refused (plain http to another host): the full id, selectable, to copy by hand. */}
+      {copied === 'failed' && (
+        <input class="mono id-full" readOnly value={id} aria-label={`Full ${label}`} size={36} ref={(el) => el?.select()} onFocus={(e) => e.currentTarget.select()} />
+      )}
+    </span>
+  );
 }
 
 export function ErrorNote({ error }: { error: unknown }) {
@@ -220,11 +276,21 @@ export function SecretOnce({ value, label }: { value: string; label: string }) {
   );
 }
 
-/** Loads data for a page; `reload()` fetches again (after an action). */
-export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | undefined; error: unknown; loading: boolean; reload: () => void } {
+/**
+ * Loads data for a page; `reload()` fetches again (after an action). With `refreshMs`, it also fetches
+ * again that often while the tab is visible (none while hidden, one at once when it is shown again), so
+ * a halt or a kill made elsewhere (the CLI, another operator) shows up without a reload. The data shown
+ * stays until the new answer replaces it, so dialogs and what is typed in them are kept.
+ */
+export function useLoad<T>(
+  load: () => Promise<T>,
+  deps: unknown[],
+  opts: { refreshMs?: number } = {},
+): { data: T | undefined; error: unknown; loading: boolean; reload: () => void; updatedAt: Date | null } {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<unknown>(null);
   const [loading, setLoading] = useState(true);
+  const [updatedAt, setUpdatedAt] = useState<Date | null>(null);
   const [tick, setTick] = useState(0);
   // The caller lists what the loader depends on (deps), as with useEffect.
   useEffect(() => {
@@ -236,6 +302,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
         setData(d);
         setError(null);
         setLoading(false);
+        setUpdatedAt(new Date());
       },
       (err) => {
         if (!live) return;
@@ -248,7 +315,63 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
     };
   }, [...deps, tick]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { data, error, loading, reload };
+  const refreshMs = opts.refreshMs;
+  useEffect(() => {
+    if (!refreshMs) return;
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const start = () => {
+      if (timer === undefined) timer = setInterval(reload, refreshMs);
+    };
+    const stop = () => {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+    };
+    const onVisibility = () => {
+      if (document.visibilityState === 'visible') {
+        reload();
+        start();
+      } else stop();
+    };
+    if (document.visibilityState === 'visible') start();
+    document.addEventListener('visibilitychange', onVisibility);
+    return () => {
+      stop();
+      document.removeEventListener('visibilitychange', onVisibility);
+    };
+  }, [refreshMs, reload]);
+  return { data, error, loading, reload, updatedAt };
+}
+
+/** How often the pages an incident is watched on (Sessions, Kills, Tokens) fetch again on their own. */
+export const REFRESH_MS = 5000;
+
+/** "Updated 13:05:09 UTC" and a Refresh button, for a page that refreshes itself. */
+export function Freshness({ list }: { list: { updatedAt: Date | null; loading: boolean; reload: () => void } }) {
+  return (
+    <span class="freshness">
+      <span class="hint" data-testid="updated-at" aria-live="off">
+        {list.updatedAt ? `Updated ${utcText(list.updatedAt).slice(11)}, every ${REFRESH_MS / 1000} s` : 'Loading…'}
+      </span>{' '}
+      <button type="button" onClick={list.reload}>
+        Refresh
+      </button>
+    </span>
+  );
+}
+
+/** A lift or resume the list showed as possible, but someone else did first (409 CONFLICT). */
+export function isConflict(err: unknown): err is ApiError {
+  return err instanceof ApiError && err.code === 'CONFLICT';
+}
+
+/**
+ * Agent token id → description, for pages that show token ids (GET /v1/keys, revoked ones too).
+ * Best effort: without it the pages show ids alone.
+ */
+export function useTokenDescriptions(): Map<string, string> {
+  // Refreshed like the pages, so a token made during the incident gets its description too.
+  const tokens = useLoad(() => get<{ keys: { id: string; description: string }[] }>('/v1/keys', { limit: 500 }), [], { refreshMs: REFRESH_MS });
+  return useMemo(() => new Map((tokens.data?.keys ?? []).filter((k) => k.description).map((k) => [k.id, k.description])), [tokens.data]);
 }
 
 /** Ids are UUIDv7: the first characters are a timestamp shared by ids made together, so show the end. */

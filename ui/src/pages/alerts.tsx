@@ -1,12 +1,13 @@
 import { useEffect, useState } from 'preact/hooks';
 import { get, post, readEventStream } from '../api';
-import { Empty, ErrorNote, ReasonDialog, shortId, Time } from '../components/ui';
+import { Empty, ErrorNote, IdRef, ReasonDialog, Time, useTokenDescriptions } from '../components/ui';
 import type { Alert } from '../types';
 
 type Show = 'open' | 'all' | 'acknowledged';
 
 export function AlertsPage() {
   const [show, setShow] = useState<Show>('open');
+  const descriptions = useTokenDescriptions();
   const [severity, setSeverity] = useState('');
   const [alerts, setAlerts] = useState<Alert[]>([]);
   const [error, setError] = useState<unknown>(null);
@@ -116,15 +117,14 @@ export function AlertsPage() {
             <p class="alert-refs">
               {a.token_id && (
                 <span>
-                  token <span class="mono" title={a.token_id}>{shortId(a.token_id)}</span>
+                  token <IdRef id={a.token_id} label="token id" />
+                  {descriptions.get(a.token_id) && <span class="token-description"> “{descriptions.get(a.token_id)}”</span>}
                 </span>
               )}
               {a.session_id && (
                 <span>
                   session{' '}
-                  <a class="mono" href="#/sessions" title={a.session_id}>
-                    {shortId(a.session_id)}
-                  </a>
+                  <IdRef id={a.session_id} label="session id" href="#/sessions" />
                 </span>
               )}
               {a.server && <span>server {a.server}</span>}

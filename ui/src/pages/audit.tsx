@@ -1,7 +1,7 @@
 import { Fragment } from 'preact';
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import { download, get, type Query } from '../api';
-import { Empty, ErrorNote, isoFromLocal, Json, shortId, Time, TokenBadge } from '../components/ui';
+import { Empty, ErrorNote, IdRef, isoFromLocal, Json, LocalZoneHint, Time, TokenBadge } from '../components/ui';
 import type { AuditEvent } from '../types';
 
 const LIVE_POLL_MS = 2000;
@@ -200,14 +200,15 @@ export function AuditPage() {
             <option value="APPROVAL">APPROVAL</option>
           </select>
         </div>
-        <div>
+        <div class="datetime-field">
           <label for={ids.from}>From</label>
           <input id={ids.from} name="from" type="datetime-local" value={draft.from} onInput={(e) => setDraft({ ...draft, from: e.currentTarget.value })} />
         </div>
-        <div>
+        <div class="datetime-field">
           <label for={ids.to}>To</label>
           <input id={ids.to} name="to" type="datetime-local" value={draft.to} onInput={(e) => setDraft({ ...draft, to: e.currentTarget.value })} />
         </div>
+        <LocalZoneHint />
         <div class="filter-actions">
           <button type="submit" class="primary">
             Apply filters
@@ -272,11 +273,11 @@ export function AuditPage() {
                     <td>
                       {e.actor_type === 'mcp_token' ? (
                         <>
-                          <TokenBadge type={e.token_type} /> <span class="mono" title={e.token_id ?? ''}>{shortId(e.token_id)}</span>
+                          <TokenBadge type={e.token_type} /> <IdRef id={e.token_id} label="token id" />
                         </>
                       ) : (
                         <span title={e.actor_id ?? ''}>
-                          {e.actor_type} {e.actor_id && <span class="mono">{shortId(e.actor_id)}</span>}
+                          {e.actor_type} {e.actor_id && <IdRef id={e.actor_id} label="actor id" />}
                         </span>
                       )}
                     </td>

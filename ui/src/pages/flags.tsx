@@ -283,7 +283,7 @@ export function FlagsPage() {
             </div>
             <div class="stat">
               <span class={`stat-value ${f.ready ? 'ok' : 'bad'}`}>{f.ready ? 'loaded' : 'NOT LOADED'}</span>
-              <span class="stat-label">flags (not loaded: every decision denies)</span>
+              <span class="stat-label">{f.ready ? 'flags from Unleash' : 'flags: every decision is denied until they load'}</span>
             </div>
             <div class="stat flag-age">
               {/* Not green below the alarm: 0–2 s is normal, and what a few more mean is for the reader (runbook step 0), not a second threshold here. */}

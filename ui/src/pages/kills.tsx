@@ -1,6 +1,7 @@
 import { useId, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Empty, ErrorNote, ReasonDialog, Time, useLoad } from '../components/ui';
+import { Empty, ErrorNote, Freshness, IdRef, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
+import type { OperatorKey } from '../types';
 
 // The shapes of src/kills/schemas.ts (POST/GET/DELETE /v1/kills).
 export type KillTarget = 'everything' | 'server' | 'capability' | 'token' | 'project' | 'role' | 'environment' | 'session';
@@ -74,8 +75,21 @@ export function KillsPage() {
   const [notice, setNotice] = useState('');
   const [unenforced, setUnenforced] = useState(false);
   const [lifting, setLifting] = useState<Kill | null>(null);
-  const list = useLoad(() => get<{ kills: Kill[]; next_before: string | null }>('/v1/kills', { state, limit: 200 }), [state]);
+  const list = useLoad(() => get<{ kills: Kill[]; next_before: string | null }>('/v1/kills', { state, limit: 200 }), [state], { refreshMs: REFRESH_MS });
+  // Names of operator keys, for "By": only owners may list them; others see the stored actor.
+  const operators = useLoad(() => get<{ keys: OperatorKey[] }>('/v1/operator-keys').catch(() => ({ keys: [] as OperatorKey[] })), []);
+  const descriptions = useTokenDescriptions();
   const stateId = useId();
+  const actor = (by: string | null) => {
+    const key = by?.startsWith('operator:') ? operators.data?.keys.find((k) => k.id === by.slice('operator:'.length)) : undefined;
+    return key ? (
+      <span title={by ?? ''}>
+        {key.name} <span class="muted">(operator key)</span>
+      </span>
+    ) : (
+      <span class="mono">{by}</span>
+    );
+  };
 
   return (
     <section aria-labelledby="kills-title">
@@ -109,9 +123,7 @@ export function KillsPage() {
           <option value="all">all</option>
         </select>
         <span class="spacer" />
-        <button type="button" onClick={list.reload}>
-          Refresh
-        </button>
+        <Freshness list={list} />
       </div>
       <ErrorNote error={list.error} />
       {list.data && list.data.kills.length === 0 && <Empty>{state === 'active' ? 'No kill is in force.' : 'No kills.'}</Empty>}
@@ -137,13 +149,20 @@ export function KillsPage() {
                 <tr key={k.id} data-kill-id={k.id} data-target-key={k.target_key}>
                   <td>
                     <strong>{k.description}</strong>
+                    {k.token_id && descriptions.get(k.token_id) && <span class="token-description"> “{descriptions.get(k.token_id)}”</span>}
                     <br />
-                    <span class="mono muted" title={k.id}>
-                      {k.target_key}
-                    </span>
+                    {k.token_id || k.session_id ? (
+                      <span class="muted">
+                        {k.token_id ? 'token' : 'session'} <IdRef id={k.token_id ?? k.session_id} label={k.token_id ? 'token id' : 'session id'} />
+                      </span>
+                    ) : (
+                      <span class="mono muted" title={k.id}>
+                        {k.target_key}
+                      </span>
+                    )}
                   </td>
                   <td class="message">{k.reason}</td>
-                  <td class="mono">{k.created_by}</td>
+                  <td>{actor(k.created_by)}</td>
                   <td>
                     <Time value={k.created_at} />
                   </td>
@@ -153,7 +172,7 @@ export function KillsPage() {
                     {k.lifted_at && (
                       <span class="hint">
                         {' '}
-                        by <span class="mono">{k.lifted_by}</span> <Time value={k.lifted_at} />: {k.lift_reason}
+                        by {actor(k.lifted_by)} <Time value={k.lifted_at} />: {k.lift_reason}
                       </span>
                     )}
                   </td>
@@ -181,14 +200,20 @@ export function KillsPage() {
           reasonLabel="Why is it safe to let these calls through again? (audited)"
           onClose={() => setLifting(null)}
           onConfirm={async (reason) => {
-            const res = await api<{ kill: Kill; message: string }>('DELETE', `/v1/kills/${lifting.id}`, { reason });
-            setNotice(res.message);
+            try {
+              const res = await api<{ kill: Kill; message: string }>('DELETE', `/v1/kills/${lifting.id}`, { reason });
+              setNotice(res.message);
+            } catch (err) {
+              // Lifted (or expired) meanwhile, from the CLI or another tab: show the list as it is now.
+              if (!isConflict(err)) throw err;
+              setNotice(`${err.explanation} The list is reloaded.`);
+            }
             setUnenforced(false);
             list.reload();
           }}
         >
           <p>
-            Kill of <strong>{lifting.description}</strong> (<span class="mono">{lifting.target_key}</span>), by <span class="mono">{lifting.created_by}</span>: “{lifting.reason}”.
+            Kill of <strong>{lifting.description}</strong> (<span class="mono">{lifting.target_key}</span>), by {actor(lifting.created_by)}: “{lifting.reason}”.
           </p>
           <p>Calls it stops are decided normally again (other kills of the same target stay in force).</p>
         </ReasonDialog>
@@ -258,7 +283,17 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
     setError(null);
     try {
       const res = await post<Created>('/v1/kills', body());
+      // A clean form for the next kill: nothing of this one (its expiry above all) carries over unseen.
+      setTarget('server');
+      setServer('');
+      setCapability('write');
+      setTokenId('');
+      setSessionId('');
+      setProject('');
+      setRole('');
+      setEnvironment('production');
       setReason('');
+      setExpiry('');
       setEverythingConfirmed(false);
       onCreated(res);
     } catch (err) {

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { get, post } from '../api';
-import { Empty, ErrorNote, ReasonDialog, shortId, Time, useLoad } from '../components/ui';
+import { Empty, ErrorNote, Freshness, IdRef, isConflict, REFRESH_MS, ReasonDialog, shortId, Time, useLoad, useTokenDescriptions } from '../components/ui';
 import type { Session, SessionDetail } from '../types';
 
 type State = 'halted' | 'active' | 'closed' | '';
@@ -16,7 +16,14 @@ export function SessionsPage() {
   const list = useLoad(async () => {
     const page = await get<{ sessions: Session[] }>('/v1/sessions', { state: state || undefined, limit: 50 });
     return Promise.all(page.sessions.map((s) => get<SessionDetail>(`/v1/sessions/${s.id}`)));
-  }, [state]);
+  }, [state], { refreshMs: REFRESH_MS });
+  const descriptions = useTokenDescriptions();
+  /** A resume someone else made first (409): say so and show the list as it is now. */
+  const conflicted = (err: unknown) => {
+    if (!isConflict(err)) throw err;
+    setNotice(`${err.explanation} The list is reloaded.`);
+    list.reload();
+  };
 
   return (
     <section aria-labelledby="sessions-title">
@@ -36,6 +43,7 @@ export function SessionsPage() {
           </select>
         </label>
         <span class="spacer" />
+        <Freshness list={list} />
       </div>
       <div class="notice" aria-live="polite" data-testid="session-notice">
         {notice && <p>{notice}</p>}
@@ -52,11 +60,12 @@ export function SessionsPage() {
           <header class="session-head">
             <span class={`pill pill-${s.state}`}>{s.state}</span>
             {s.trigger && <strong class="mono trigger">{s.trigger}</strong>}
-            <span class="mono" title={s.id}>
-              session {shortId(s.id)}
+            <span>
+              session <IdRef id={s.id} label="session id" />
             </span>
             <span>
-              token <span class="mono" title={s.token_id}>{shortId(s.token_id)}</span> · project {s.project_id}
+              token <IdRef id={s.token_id} label="token id" />
+              {descriptions.get(s.token_id) && <span class="token-description"> “{descriptions.get(s.token_id)}”</span>} · project {s.project_id}
             </span>
             <span class="spacer" />
             {s.state === 'halted' && (
@@ -164,10 +173,14 @@ export function SessionsPage() {
           reasonLabel="Why is it safe to continue? (audited)"
           onClose={() => setResuming(null)}
           onConfirm={async (reason) => {
-            const res = await post<{ message: string; token_still_halted: boolean }>(`/v1/sessions/${resuming.id}/resume`, { reason });
-            setNotice(res.message);
-            setTokenStillHalted(res.token_still_halted ? resuming.token_id : null);
-            list.reload();
+            try {
+              const res = await post<{ message: string; token_still_halted: boolean }>(`/v1/sessions/${resuming.id}/resume`, { reason });
+              setNotice(res.message);
+              setTokenStillHalted(res.token_still_halted ? resuming.token_id : null);
+              list.reload();
+            } catch (err) {
+              conflicted(err);
+            }
           }}
         >
           <p>
@@ -182,12 +195,21 @@ export function SessionsPage() {
           reasonLabel="Why is it safe to continue? (audited)"
           onClose={() => setResumingToken(null)}
           onConfirm={async (reason) => {
-            const res = await post<{ message: string }>(`/v1/keys/${resumingToken}/resume`, { reason });
-            setNotice(res.message);
-            setTokenStillHalted(null);
-            list.reload();
+            try {
+              const res = await post<{ message: string }>(`/v1/keys/${resumingToken}/resume`, { reason });
+              setNotice(res.message);
+              setTokenStillHalted(null);
+              list.reload();
+            } catch (err) {
+              conflicted(err);
+            }
           }}
-        />
+        >
+          <p>
+            Token <span class="mono">{resumingToken}</span>
+            {descriptions.get(resumingToken) && <> “{descriptions.get(resumingToken)}”</>}: every session of it halted with the token continues.
+          </p>
+        </ReasonDialog>
       )}
     </section>
   );

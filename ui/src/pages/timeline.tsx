@@ -1,6 +1,6 @@
 import { useEffect, useId, useState } from 'preact/hooks';
 import { download, get, type Query } from '../api';
-import { Empty, ErrorNote, isoFromLocal, shortId } from '../components/ui';
+import { Empty, ErrorNote, IdRef, isoFromLocal, LocalZoneHint, utcText } from '../components/ui';
 
 // The shapes of src/incidents/schemas.ts (GET /v1/incidents/timeline).
 interface TimelineEvent {
@@ -90,14 +90,14 @@ function toQuery(f: Filters): Query {
   return { from: isoFromLocal(f.from), to: isoFromLocal(f.to), target: f.target.trim() || undefined, decisions: f.decisions === 'all' ? undefined : f.decisions };
 }
 
-/** Incident review wants exact times, not "3 minutes ago": local date and time to the millisecond. */
+/**
+ * Incident review wants exact times, not "3 minutes ago": to the millisecond, in UTC like the CSV export,
+ * the CLI, the API and alerts, and saying so.
+ */
 function Stamp({ iso }: { iso: string }) {
-  const d = new Date(iso);
-  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
-  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   return (
     <time dateTime={iso} title={iso} class="mono">
-      {text}
+      {utcText(new Date(iso), true)}
     </time>
   );
 }
@@ -187,11 +187,11 @@ export function TimelinePage() {
           setTick((t) => t + 1);
         }}
       >
-        <div>
+        <div class="datetime-field">
           <label for={ids.from}>From</label>
           <input id={ids.from} name="from" type="datetime-local" step={1} value={draft.from} onInput={(e) => setDraft({ ...draft, from: e.currentTarget.value })} />
         </div>
-        <div>
+        <div class="datetime-field">
           <label for={ids.to}>To</label>
           <input id={ids.to} name="to" type="datetime-local" step={1} value={draft.to} onInput={(e) => setDraft({ ...draft, to: e.currentTarget.value })} />
         </div>
@@ -221,6 +221,7 @@ export function TimelinePage() {
             <option value="none">none</option>
           </select>
         </div>
+        <LocalZoneHint />
         <div class="filter-actions">
           <button type="submit" class="primary">
             Show
@@ -291,7 +292,7 @@ export function TimelinePage() {
                   <td class="mono">{e.actor ?? '—'}</td>
                   <td class="mono">{e.server ? `${e.server}${e.tool ? `/${e.tool}` : ''}` : '—'}</td>
                   <td class="mono">
-                    <span title={e.token_id ?? ''}>{shortId(e.token_id)}</span> · <span title={e.session_id ?? ''}>{shortId(e.session_id)}</span>
+                    <IdRef id={e.token_id} label="token id" /> · <IdRef id={e.session_id} label="session id" />
                   </td>
                 </tr>
               ))}

@@ -1,8 +1,9 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useId, useMemo, useState } from 'preact/hooks';
 import { ApiError, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
+import { Dialog, Empty, ErrorNote, Freshness, IdRef, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
 import type { AgentToken, Environment, GatewayKey, OperatorKey, OperatorRole, ScopeCatalogue, TokenType } from '../types';
+import type { Kill } from './kills';
 
 type Tab = 'agent' | 'gateway' | 'operator';
 
@@ -26,6 +27,18 @@ function status(k: { revoked_at: string | null; expires_at: string | null }): 'a
 
 function StatusPill({ value }: { value: 'active' | 'revoked' | 'expired' }) {
   return <span class={`pill pill-${value}`}>{value}</span>;
+}
+
+/** The kills in force that stop every call of this token (server and capability kills stop only some). */
+function killsOf(k: AgentToken, kills: Kill[]): Kill[] {
+  return kills.filter(
+    (x) =>
+      x.target === 'everything' ||
+      (x.target === 'token' && x.token_id === k.id) ||
+      (x.target === 'project' && x.project_id === k.project_id) ||
+      (x.target === 'role' && x.role === k.role) ||
+      (x.target === 'environment' && x.environment === k.environment),
+  );
 }
 
 export function TokensPage() {
@@ -57,7 +70,10 @@ function AgentTokens() {
   const [type, setType] = useState<TokenType | ''>('');
   const [creating, setCreating] = useState(false);
   const [revoking, setRevoking] = useState<AgentToken | null>(null);
-  const list = useLoad(() => get<{ keys: AgentToken[] }>('/v1/keys', { revoked: showRevoked ? undefined : false, type: type || undefined, limit: 500 }), [showRevoked, type]);
+  const list = useLoad(() => get<{ keys: AgentToken[] }>('/v1/keys', { revoked: showRevoked ? undefined : false, type: type || undefined, limit: 500 }), [showRevoked, type], {
+    refreshMs: REFRESH_MS,
+  });
+  const kills = useLoad(() => get<{ kills: Kill[] }>('/v1/kills', { state: 'active', limit: 200 }), [], { refreshMs: REFRESH_MS });
   const catalogue = useLoad(() => get<ScopeCatalogue>('/v1/scopes'), []);
 
   return (
@@ -80,6 +96,7 @@ function AgentTokens() {
           <input type="checkbox" checked={showRevoked} onChange={(e) => setShowRevoked(e.currentTarget.checked)} /> Show revoked
         </label>
         <span class="spacer" />
+        <Freshness list={list} />
         <button type="button" class="primary" onClick={() => setCreating(true)}>
           Create token
         </button>
@@ -111,8 +128,8 @@ function AgentTokens() {
                   <td>
                     <TokenBadge type={k.type} />
                   </td>
-                  <td class="mono" title={k.id}>
-                    {k.display_prefix}…
+                  <td>
+                    <IdRef id={k.id} label="token id" text={`${k.display_prefix}…`} />
                   </td>
                   <td>{k.description || <span class="muted">no description</span>}</td>
                   <td>
@@ -138,6 +155,17 @@ function AgentTokens() {
                   </td>
                   <td>
                     <StatusPill value={status(k)} />
+                    {k.halt && !k.revoked_at && (
+                      <a class="pill pill-halted" href="#/sessions" data-testid="token-halted" title={`Halted since ${k.halt.halted_at}: resume it on the Sessions page`}>
+                        halted ({k.halt.trigger})
+                      </a>
+                    )}
+                    {!k.revoked_at &&
+                      killsOf(k, kills.data?.kills ?? []).map((x) => (
+                        <a key={x.id} class="pill pill-halted" href="#/kills" data-testid="token-killed" title={`${x.description}: ${x.reason}`}>
+                          killed ({x.target})
+                        </a>
+                      ))}
                   </td>
                   <td>
                     {!k.revoked_at && (
