@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import type { Pool } from '../db/pool.js';
 import { hashedContent } from './content.js';
 import type { AuditRecord } from './record.js';
-import { auditStore, type ChainRow } from './store.js';
+import { type AnchorRow, auditStore, type ChainRow } from './store.js';
 
 // The hash chain: hash = SHA-256(prev_hash ‖ canonical JSON of the row without prev_hash and hash).
 // One chain per writer lifetime (replica_id), ordered by seq; see docs/adr/0002-audit-hash-chain.md.
@@ -35,16 +35,47 @@ export interface Witness {
   replica_id: string;
   seq: number;
   hash: string;
+  /** The witnessed row's ts, when the witness says it (the `ts` of an `audit chain head` JSON log line). */
+  ts?: string;
 }
 
 export interface WitnessResult extends Witness {
   /**
    * ok: the row is there with that hash; mismatch: a row is there with another hash (rewritten);
    * missing: no such row, and no retention anchor explains its absence (rows removed from the chain's end,
-   * or the chain is gone); retention: removed by retention, its position anchored with this hash.
+   * or the chain is gone); retention: removed by retention, its position anchored with this hash;
+   * suspicious: gone under a retention anchor that retention did not make (see VerifyReport.suspicious).
    */
-  result: 'ok' | 'mismatch' | 'missing' | 'retention';
+  result: 'ok' | 'mismatch' | 'missing' | 'retention' | 'suspicious';
   detail: string;
+}
+
+/** A retention anchor that retention cannot have made: rows were removed under cover of it. */
+export interface SuspiciousAnchor {
+  replica_id: string;
+  seq: number;
+  cut_before: string;
+  reason: string;
+}
+
+/** A chain no witness names (`audit verify --witnesses`): never seen by a log shipped outside the database. */
+export interface UnwitnessedChain {
+  replica_id: string;
+  first_seq: number;
+  last_seq: number;
+  rows: number;
+  /** ts of its last row. */
+  last_ts: string | null;
+}
+
+export interface VerifyOptions {
+  /** AUDIT_RETENTION_DAYS in force: an anchor whose cut is younger cannot have been made by retention. */
+  retentionDays: number;
+  /** Witnessed positions to check (`--expect`, and the heads of a `--witnesses` file). */
+  witnesses?: readonly Witness[];
+  /** Every chain must be named by a witness (`--witnesses`): the others are reported UNWITNESSED. */
+  requireWitness?: boolean;
+  now?: Date;
 }
 
 export interface VerifyReport {
@@ -55,8 +86,12 @@ export interface VerifyReport {
   broken: ChainBreak[];
   /** The last row of every chain: record these elsewhere to detect a truncated tail later. */
   heads: ChainHead[];
-  /** The witnessed positions asked about (`audit verify --expect`), each checked. */
+  /** The witnessed positions asked about (`audit verify --expect`, `--witnesses`), each checked. */
   witnesses: WitnessResult[];
+  /** Retention anchors retention cannot have made (too young a cut, no `audit.retention` row recording them). */
+  suspicious: SuspiciousAnchor[];
+  /** With `--witnesses`: the chains no witness names. */
+  unwitnessed: UnwitnessedChain[];
 }
 
 /** Parses `<replica_id>:<seq>:<hash>` (the fields of an `audit chain head` log line). */
@@ -65,29 +100,62 @@ export function parseWitness(text: string): Witness | undefined {
   return m ? { replica_id: m[1]!, seq: Number(m[2]), hash: m[3]! } : undefined;
 }
 
+const WITNESS_IN_TEXT = /([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):([1-9]\d{0,15}):([0-9a-f]{64})(?![0-9a-f])/i;
+
+/**
+ * The witnesses of a file of `audit chain head` log lines (JSON lines as the control plane logs them, also
+ * behind a log shipper's prefix) or of bare `replica_id:seq:hash` lines; other lines are skipped. Only the
+ * furthest position of each chain is kept: a chain that verifies and still has it has every earlier one.
+ */
+export function parseWitnessFile(text: string): Witness[] {
+  const furthest = new Map<string, Witness[]>();
+  for (const line of text.split(/\r?\n/)) {
+    let w: Witness | undefined;
+    const json = line.indexOf('{');
+    if (json >= 0) {
+      try {
+        const o = JSON.parse(line.slice(json)) as { audit_head?: unknown; ts?: unknown };
+        if (typeof o.audit_head === 'string') w = parseWitness(o.audit_head);
+        if (w && typeof o.ts === 'string' && !Number.isNaN(Date.parse(o.ts))) w.ts = o.ts;
+      } catch {
+        // Not a JSON log line: looked at as text below.
+      }
+    }
+    if (!w) {
+      const m = WITNESS_IN_TEXT.exec(line);
+      if (m) w = { replica_id: m[1]!.toLowerCase(), seq: Number(m[2]), hash: m[3]!.toLowerCase() };
+    }
+    if (!w) continue;
+    const kept = furthest.get(w.replica_id);
+    if (!kept || kept[0]!.seq < w.seq) furthest.set(w.replica_id, [w]);
+    else if (kept[0]!.seq === w.seq && !kept.some((k) => k.hash === w.hash)) kept.push(w);
+  }
+  return [...furthest.values()].flat();
+}
+
 const PAGE = 5_000;
+const DAY_MS = 86_400_000;
 
 /**
  * Walks every chain in primary-key order (seq, then ts) and checks continuity, prev_hash links and each
  * row's hash. A chain whose first rows were removed by retention must start right after its anchor
- * (audit_anchors). Two rows with the same seq are a break (only INSERT is allowed on the table, so a
- * second row at a seq was inserted into the chain), and each chain must have been walked row for row: the
- * rows visited are checked against the chain's count, taken up to the last seq it had when verification
- * began (rows a live writer appends meanwhile come after it and are left for the next run).
+ * (audit_anchors), and every anchor must be one retention can have made (checkAnchors). Two rows with the
+ * same seq are a break (only INSERT is allowed on the table, so a second row at a seq was inserted into
+ * the chain), and each chain must have been walked row for row: the rows visited are checked against the
+ * chain's count, taken up to the last seq it had when verification began (rows a live writer appends
+ * meanwhile come after it and are left for the next run).
  */
-export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []): Promise<VerifyReport> {
+export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<VerifyReport> {
+  const witnesses = opts.witnesses ?? [];
   const chains = await auditStore.chainSummaries(pool);
-  const anchors = await auditStore.anchors(pool);
-  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [], witnesses: [] };
+  const anchorRows = await auditStore.anchors(pool);
+  const anchors = new Map(anchorRows.map((a) => [`${a.replica_id}:${a.seq}`, a.hash]));
+  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [], witnesses: [], suspicious: [], unwitnessed: [] };
   // Witnessed positions by "replica_id:seq": the walk below records the hash it finds at each.
   const wanted = new Map<string, string | null>();
   for (const w of witnesses) wanted.set(`${w.replica_id}:${w.seq}`, null);
   const anchoredSeqs = new Map<string, number[]>();
-  for (const key of anchors.keys()) {
-    const at = key.lastIndexOf(':');
-    const replica = key.slice(0, at);
-    anchoredSeqs.set(replica, [...(anchoredSeqs.get(replica) ?? []), Number(key.slice(at + 1))]);
-  }
+  for (const a of anchorRows) anchoredSeqs.set(a.replica_id, [...(anchoredSeqs.get(a.replica_id) ?? []), a.seq]);
   for (const chain of chains) {
     let expectedPrev: string | undefined;
     if (chain.min_seq === 1) expectedPrev = GENESIS;
@@ -146,16 +214,104 @@ export async function verifyChain(pool: Pool, witnesses: readonly Witness[] = []
     }
     if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
   }
+  const now = (opts.now ?? new Date()).getTime();
+  const retentionCut = now - opts.retentionDays * DAY_MS;
+  const { runs, oldest } = await auditStore.retentionRecords(pool);
+  // An audit.retention row in a broken chain vouches for nothing.
+  const brokenChains = new Set(report.broken.map((b) => b.replica_id));
+  report.suspicious = checkAnchors(anchorRows, runs.filter((r) => !brokenChains.has(r.replica_id)), oldest, opts.retentionDays, retentionCut);
+  if (report.suspicious.length > 0) report.ok = false;
+  const suspicious = new Set(report.suspicious.map((a) => `${a.replica_id}:${a.seq}`));
   for (const w of witnesses) {
     const key = `${w.replica_id}:${w.seq}`;
     // A position the walk did not reach (it stops at a chain's first break) is read directly.
     const found = wanted.get(key) ?? (await auditStore.hashAt(pool, w.replica_id, w.seq)) ?? null;
     const broke = report.broken.some((b) => b.replica_id === w.replica_id && b.seq <= w.seq);
-    const result = checkWitness(w, found, broke, chains, anchors, anchoredSeqs.get(w.replica_id) ?? []);
+    let result = checkWitness(w, found, broke, chains, anchors, anchoredSeqs.get(w.replica_id) ?? []);
+    if (result.result === 'retention') result = retentionOfWitness(result, chains, anchorRows, suspicious, retentionCut);
     report.witnesses.push(result);
-    if (result.result === 'mismatch' || result.result === 'missing') report.ok = false;
+    if (result.result !== 'ok' && result.result !== 'retention') report.ok = false;
+  }
+  if (opts.requireWitness) {
+    const named = new Set(witnesses.map((w) => w.replica_id));
+    for (const chain of chains) {
+      if (named.has(chain.replica_id)) continue;
+      const head = report.heads.find((h) => h.replica_id === chain.replica_id);
+      report.unwitnessed.push({ replica_id: chain.replica_id, first_seq: chain.min_seq, last_seq: chain.max_seq, rows: chain.rows, last_ts: head?.ts ?? null });
+    }
+    if (report.unwitnessed.length > 0) report.ok = false;
   }
   return report;
+}
+
+/**
+ * Anchors retention cannot have made. Retention (audit_apply_retention) anchors each chain at the last row
+ * it removes, at a cut AUDIT_RETENTION_DAYS before the run, and the run then writes an `audit.retention`
+ * row whose details name that cut and how many chains it anchored. An anchor is suspicious when:
+ * - its cut is younger than the retention in force (nothing newer is ever removed), or the row it anchors
+ *   is not older than its cut;
+ * - more anchors carry a run's cut than that run anchored;
+ * - no `audit.retention` row has its cut although one would still be in the trail: a run that used the
+ *   retention in force wrote it at its cut + AUDIT_RETENTION_DAYS, and while the trail still holds rows
+ *   from that moment on, no later run has removed it. Older anchors' rows may have aged out: not checked.
+ * Runs with a shorter `--days` than AUDIT_RETENTION_DAYS make anchors this reports: verify with
+ * AUDIT_RETENTION_DAYS set to the shortest retention used (docs/audit.md).
+ */
+function checkAnchors(
+  anchorRows: readonly AnchorRow[],
+  runs: readonly { cutoff: string | null; chains_anchored: number }[],
+  oldest: Date | null,
+  retentionDays: number,
+  retentionCut: number,
+): SuspiciousAnchor[] {
+  const anchoredByRun = new Map<number, number>();
+  for (const r of runs) {
+    const cut = r.cutoff === null ? Number.NaN : Date.parse(r.cutoff);
+    if (!Number.isNaN(cut)) anchoredByRun.set(cut, (anchoredByRun.get(cut) ?? 0) + Number(r.chains_anchored));
+  }
+  const perCut = new Map<number, number>();
+  for (const a of anchorRows) perCut.set(a.cut_before.getTime(), (perCut.get(a.cut_before.getTime()) ?? 0) + 1);
+  const out: SuspiciousAnchor[] = [];
+  for (const a of anchorRows) {
+    const cut = a.cut_before.getTime();
+    const cutText = a.cut_before.toISOString();
+    const recorded = anchoredByRun.get(cut);
+    let reason: string | undefined;
+    if (cut > retentionCut) {
+      reason = `its cut (${cutText}) is younger than the retention in force (AUDIT_RETENTION_DAYS=${retentionDays}: nothing after ${new Date(retentionCut).toISOString()} is removed): retention did not make it`;
+    } else if (a.ts.getTime() >= cut) {
+      reason = `the row it anchors (ts ${a.ts.toISOString()}) is not older than its cut (${cutText}): retention removes only rows before its cut`;
+    } else if (recorded !== undefined && perCut.get(cut)! > recorded) {
+      reason = `${perCut.get(cut)} anchors have the cut ${cutText} but the audit.retention run with that cut anchored ${recorded} chains: anchors were added outside retention`;
+    } else if (recorded === undefined && oldest !== null && cut + retentionDays * DAY_MS >= oldest.getTime()) {
+      reason = `no audit.retention row records a run with its cut (${cutText}), although that run's row would still be in the trail (it has rows from ${oldest.toISOString()} on): retention did not make it`;
+    }
+    if (reason) out.push({ replica_id: a.replica_id, seq: a.seq, cut_before: cutText, reason });
+  }
+  return out;
+}
+
+/** A position checkWitness put down to retention: not when the anchor that removed it is suspicious, or its row is too young. */
+function retentionOfWitness(
+  r: WitnessResult,
+  chains: readonly { replica_id: string; min_seq: number }[],
+  anchorRows: readonly AnchorRow[],
+  suspicious: ReadonlySet<string>,
+  retentionCut: number,
+): WitnessResult {
+  const chain = chains.find((c) => c.replica_id === r.replica_id);
+  // The anchor that covers it: the chain's current one, or the first at or after it of a chain removed whole.
+  const cover = anchorRows
+    .filter((a) => a.replica_id === r.replica_id && (chain ? a.seq === chain.min_seq - 1 : a.seq >= r.seq))
+    .sort((a, b) => a.seq - b.seq)[0];
+  if (cover && suspicious.has(`${cover.replica_id}:${cover.seq}`)) {
+    return { ...r, result: 'suspicious', detail: `gone under the retention anchor at seq ${cover.seq}, which retention did not make (see above): rows were removed outside retention` };
+  }
+  const ts = r.ts === undefined ? Number.NaN : Date.parse(r.ts);
+  if (!Number.isNaN(ts) && (ts > retentionCut || (cover !== undefined && ts >= cover.cut_before.getTime()))) {
+    return { ...r, result: 'suspicious', detail: `its row was written at ${r.ts}, after the cut retention can have made: rows were removed outside retention` };
+  }
+  return r;
 }
 
 function checkWitness(

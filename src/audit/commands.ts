@@ -1,8 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import { pino } from 'pino';
 import type { Config } from '../config.js';
 import { createPool, UNBOUNDED_QUERY_TIMEOUT_MS } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
-import { type VerifyReport, verifyChain, type Witness } from './chain.js';
+import { parseWitnessFile, type VerifyReport, verifyChain, type Witness } from './chain.js';
 import { AuditService } from './service.js';
 import { auditStore, type RetentionResult } from './store.js';
 
@@ -17,7 +18,10 @@ import { auditStore, type RetentionResult } from './store.js';
 export const VERIFY_EXIT = {
   /** Every chain verifies (and every witnessed position). */
   ok: 0,
-  /** A chain is broken, or a witnessed position does not verify: the report names the row. */
+  /**
+   * A chain is broken, a retention anchor is suspicious, a witnessed position does not verify, or (with
+   * `--witnesses`) a chain is unwitnessed: the report names the row, anchor or chain.
+   */
   broken: 1,
   /** Bad usage (commander) or configuration. */
   usage: 2,
@@ -57,18 +61,26 @@ export function nothingVerified(report: VerifyReport): boolean {
 }
 
 export function formatVerifyReport(report: VerifyReport, databaseUrl?: string): string {
-  const badWitnesses = report.witnesses.filter((w) => w.result === 'mismatch' || w.result === 'missing').length;
+  const badWitnesses = report.witnesses.filter((w) => w.result !== 'ok' && w.result !== 'retention').length;
   const parts = [
     nothingVerified(report)
       ? 'NOTHING VERIFIED: the database has no audit rows. A control plane that has run writes them (every decision, every operator action): this is not the database your control plane writes to (set DATABASE_URL to it), or every audit row was removed'
       : '',
     report.broken.length > 0 ? `BROKEN (${report.broken.length} chains)` : '',
+    report.suspicious.length > 0 ? `SUSPICIOUS (${report.suspicious.length} retention anchors)` : '',
+    report.unwitnessed.length > 0 ? `UNWITNESSED (${report.unwitnessed.length} chains)` : '',
     badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : '',
   ].filter(Boolean);
   const verdict = parts.length > 0 ? parts.join('; ') : report.chains === 0 ? 'OK (no rows left: every witnessed position was removed by retention)' : 'OK';
   const lines = databaseUrl === undefined ? [] : [`audit verify: ${describeDatabase(databaseUrl)} (DATABASE_URL)`];
   lines.push(`audit verify: ${report.rows} rows in ${report.chains} chains: ${verdict}`);
   for (const b of report.broken) lines.push(`  broken row id=${b.id ?? '(missing)'} replica_id=${b.replica_id} seq=${b.seq}: ${b.reason}`);
+  for (const a of report.suspicious) lines.push(`  SUSPICIOUS retention anchor replica_id=${a.replica_id} seq=${a.seq} cut_before=${a.cut_before}: ${a.reason}`);
+  for (const u of report.unwitnessed) {
+    lines.push(
+      `  UNWITNESSED chain replica_id=${u.replica_id} seq ${u.first_seq}..${u.last_seq} (${u.rows} rows, last at ${u.last_ts ?? 'unknown'}): no witness names it: it was never in a shipped head log (planted in the database, or newer than the log given)`,
+    );
+  }
   for (const w of report.witnesses) lines.push(`  witnessed ${w.replica_id}:${w.seq}: ${w.result.toUpperCase()}: ${w.detail}`);
   return `${lines.join('\n')}\n`;
 }
@@ -88,13 +100,30 @@ function databaseFailure(err: unknown, databaseUrl: string): string {
  * Walks every chain of the database DATABASE_URL names. Exit codes: VERIFY_EXIT. The output (text or
  * JSON) names the host and database verified, never the user or password.
  */
-export async function auditVerify(config: Config, opts: { json?: boolean; expect?: Witness[] } = {}): Promise<{ code: number; output: string; error?: string }> {
+export async function auditVerify(
+  config: Config,
+  opts: { json?: boolean; expect?: Witness[]; witnesses?: string } = {},
+): Promise<{ code: number; output: string; error?: string }> {
+  let witnesses = opts.expect ?? [];
+  if (opts.witnesses !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(opts.witnesses, 'utf8');
+    } catch (err) {
+      return { code: VERIFY_EXIT.usage, output: '', error: `audit verify: cannot read the witness file ${opts.witnesses}: ${(err as Error).message}\n` };
+    }
+    const logged = parseWitnessFile(text);
+    if (logged.length === 0) {
+      return { code: VERIFY_EXIT.usage, output: '', error: `audit verify: ${opts.witnesses} holds no chain position: give it the "audit chain head" log lines (or replica_id:seq:hash lines)\n` };
+    }
+    witnesses = [...witnesses, ...logged];
+  }
   // Walks whole chains and counts whole months: no client-side timeout, unlike the control plane's pool.
   const pool = createPool(config.databaseUrl, { max: 1, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     let report: VerifyReport;
     try {
-      report = await verifyChain(pool, opts.expect ?? []);
+      report = await verifyChain(pool, { retentionDays: config.auditRetentionDays, witnesses, requireWitness: opts.witnesses !== undefined });
     } catch (err) {
       return { code: VERIFY_EXIT.database, output: '', error: `audit verify: NOTHING VERIFIED: ${databaseFailure(err, config.databaseUrl)}\n` };
     }

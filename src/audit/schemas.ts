@@ -154,4 +154,7 @@ export const VerifyReportSchema = Type.Object({
   rows: Type.Integer(),
   broken: Type.Array(Type.Object({ replica_id: Type.String(), seq: Type.Integer(), id: Str, reason: Type.String() })),
   heads: Type.Array(Type.Object({ replica_id: Type.String(), seq: Type.Integer(), hash: Type.String(), ts: Type.String() })),
+  suspicious: Type.Array(
+    Type.Object({ replica_id: Type.String(), seq: Type.Integer(), cut_before: Type.String(), reason: Type.String() }, { description: 'a retention anchor retention cannot have made (docs/audit.md)' }),
+  ),
 });

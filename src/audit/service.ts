@@ -364,7 +364,7 @@ export class AuditService {
 
   /** Walks every hash chain (killswitch audit verify). */
   verify(): Promise<VerifyReport> {
-    return verifyChain(this.pool);
+    return verifyChain(this.pool, { retentionDays: this.config.auditRetentionDays });
   }
 
   /**

@@ -148,10 +148,22 @@ export const auditStore = {
     return rows[0]?.hash;
   },
 
-  /** Every retention anchor, keyed "replica_id:seq" → hash. */
-  async anchors(db: Queryable): Promise<Map<string, string>> {
-    const { rows } = await db.query<{ replica_id: string; seq: number; hash: string }>('SELECT replica_id, seq, hash FROM audit_anchors');
-    return new Map(rows.map((r) => [`${r.replica_id}:${r.seq}`, r.hash]));
+  /** Every retention anchor, with the cut it was made at and the anchored row's ts. */
+  async anchors(db: Queryable): Promise<AnchorRow[]> {
+    const { rows } = await db.query<AnchorRow>('SELECT replica_id, seq, hash, ts, cut_before FROM audit_anchors ORDER BY replica_id, seq');
+    return rows;
+  },
+
+  /**
+   * What the verifier checks anchors against: the `audit.retention` rows (the cut and the number of chains
+   * each run anchored; written by the retention job after its transaction) and the oldest row left.
+   */
+  async retentionRecords(db: Queryable): Promise<{ runs: RetentionRunRow[]; oldest: Date | null }> {
+    const { rows: runs } = await db.query<RetentionRunRow>(
+      "SELECT replica_id, details->>'cutoff' AS cutoff, coalesce((details->>'chains_anchored')::bigint, 0) AS chains_anchored FROM audit_events WHERE kind = 'ADMIN' AND action = 'audit.retention' AND actor_type = 'system'",
+    );
+    const { rows } = await db.query<{ oldest: Date | null }>('SELECT min(ts) AS oldest FROM audit_events');
+    return { runs, oldest: rows[0]?.oldest ?? null };
   },
 
   /**
@@ -284,6 +296,21 @@ export const auditStore = {
     return rows[0]?.n ?? 0;
   },
 };
+
+export interface AnchorRow {
+  replica_id: string;
+  seq: number;
+  hash: string;
+  ts: Date;
+  cut_before: Date;
+}
+
+export interface RetentionRunRow {
+  replica_id: string;
+  /** details.cutoff as the retention function returned it (ISO 8601). */
+  cutoff: string | null;
+  chains_anchored: number;
+}
 
 export interface RetentionResult {
   cutoff: string;

@@ -232,13 +232,19 @@ audit
       return [...prev, w];
     },
   )
+  .option(
+    '--witnesses <file>',
+    'the `audit chain head` log lines shipped outside the database (JSON lines, or replica_id:seq:hash lines): every chain must be named there (else UNWITNESSED, exit 1), and each chain\'s last logged position must still be there with its hash',
+  )
   .addHelpText(
     'after',
     '\nReads the database DATABASE_URL names (the control plane\'s; the output names its host and database).\n' +
-      'Exit codes: 0 every chain verifies; 1 a chain is broken or a witnessed position does not verify; 2 bad usage or configuration;\n' +
+      'Retention anchors are judged against AUDIT_RETENTION_DAYS as this command reads it: a cut younger than that is SUSPICIOUS.\n' +
+      'Exit codes: 0 every chain verifies; 1 a chain is broken, a retention anchor is suspicious, a witnessed position does not verify\n' +
+      'or a chain is unwitnessed; 2 bad usage or configuration;\n' +
       '3 nothing verified: the database has no audit rows (not the control plane\'s database?); 4 the database could not be read.',
   )
-  .action(async (opts: { json?: boolean; expect?: Witness[] }) => {
+  .action(async (opts: { json?: boolean; expect?: Witness[]; witnesses?: string }) => {
     const { auditVerify } = await import('../audit/commands.js');
     const { code, output, error } = await auditVerify(config(), opts);
     process.stdout.write(output);

@@ -81,7 +81,7 @@ describe('spool', () => {
     const more = callContext();
     await writer.recordIntent(intentRow(more, allow));
     expect((await chainRows(replicaId)).at(-1)!.decision_id).toBe(more.decisionId);
-    expect((await verifyChain(db)).ok).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
   it('replaying a spool whose rows already reached Postgres adds no duplicates (exactly once)', async () => {
@@ -97,7 +97,7 @@ describe('spool', () => {
     const writer = await openWriter(dir);
     await until('the replay', () => writer.spoolSize === 0);
     expect(await chainRows(replicaId)).toHaveLength(before.length);
-    expect((await verifyChain(db)).ok).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
   it('with Postgres unreachable and the spool unwritable, recordIntent rejects AuditUnavailable; it works again when Postgres returns', async () => {
@@ -116,7 +116,7 @@ describe('spool', () => {
     const [row] = (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE decision_id = $1', [ok.decisionId])).rows;
     // The failed positions were never reused: the writer started a new chain that verifies from seq 1.
     expect(row!.seq).toBe(2);
-    expect((await verifyChain(db)).ok).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
   it('rows left in the spool by a writer that stopped while Postgres was down are replayed by the next writer', async () => {
@@ -135,7 +135,7 @@ describe('spool', () => {
     const second = await openWriter(dir);
     await until('the replay', () => second.spoolSize === 0);
     expect((await chainRows(replicaId)).map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
-    expect((await verifyChain(db)).ok).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
   it('a lock written on another host (a DATA_DIR shared between containers) is kept while touched, taken over once its lease ran out', async () => {

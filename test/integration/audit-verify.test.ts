@@ -37,11 +37,11 @@ async function insertSecondRowAt(replicaId: string, seq: number, shiftMs: number
 describe('verify: a second row at a seq the chain already has', () => {
   it('on a page edge (seq 5000, a later ts, a made-up hash) it breaks the chain, naming the replica and the seq', async () => {
     const replicaId = await writeChain(PAGE_EDGE + 100);
-    const clean = await verifyChain(db);
+    const clean = await verifyChain(db, { retentionDays: 90 });
     expect(clean).toMatchObject({ ok: true, rows: PAGE_EDGE + 101 });
 
     const forged = await insertSecondRowAt(replicaId, PAGE_EDGE, 1_000);
-    const report = await verifyChain(db);
+    const report = await verifyChain(db, { retentionDays: 90 });
     expect(report.ok).toBe(false);
     expect(report.broken).toHaveLength(1);
     expect(report.broken[0]).toMatchObject({ replica_id: replicaId, seq: PAGE_EDGE, id: forged.id });
@@ -52,7 +52,7 @@ describe('verify: a second row at a seq the chain already has', () => {
   it('sorted before the original (an earlier ts) it is reported as the duplicate, not only as a bad hash', async () => {
     const replicaId = await writeChain(20);
     const forged = await insertSecondRowAt(replicaId, 10, -1_000);
-    const report = await verifyChain(db);
+    const report = await verifyChain(db, { retentionDays: 90 });
     const broken = report.broken.find((b) => b.replica_id === replicaId);
     expect(broken).toMatchObject({ seq: 10, id: forged.id });
     expect(broken!.reason).toMatch(/seq 10 appears twice/);

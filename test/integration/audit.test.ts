@@ -225,10 +225,11 @@ describe('witnessed chain heads (audit chain head → audit verify --expect)', (
     };
     const restore = () => asSuperuser((c) => c.query('INSERT INTO audit_events SELECT * FROM json_populate_recordset(NULL::audit_events, $1)', [JSON.stringify(rows)]));
 
-    // As retention leaves it when a chain's last row is older than the cutoff: no row, one anchor at its end.
+    // As retention leaves it when a chain's last row is older than the cutoff: no row, one anchor at its end,
+    // at a cut older than AUDIT_RETENTION_DAYS (a younger one is SUSPICIOUS: audit-anchors.test.ts).
     await asSuperuser(async (c) => {
       await c.query('DELETE FROM audit_events WHERE replica_id = $1', [head.replica_id]);
-      await c.query('INSERT INTO audit_anchors (replica_id, seq, hash, ts, cut_before) VALUES ($1, $2, $3, $4, now())', [head.replica_id, head.seq, head.hash, last.ts]);
+      await c.query("INSERT INTO audit_anchors (replica_id, seq, hash, ts, cut_before) VALUES ($1, $2, $3, now() - interval '400 days', now() - interval '399 days')", [head.replica_id, head.seq, head.hash]);
     });
     const gone = await auditVerify(ctx.config(), { expect: [earlier, head] });
     expect(gone.output).toContain(`witnessed ${earlier.replica_id}:${earlier.seq}: RETENTION: removed by retention with the rest of its chain`);

@@ -86,7 +86,7 @@ describe('audit writer on a Postgres that hangs', () => {
     await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
     expect((await rowsOf(calls.map((c) => c.decisionId))).map((r) => r.decision_id)).toEqual(calls.map((c) => c.decisionId));
     expect(await chainLength(replicaId)).toBe(7); // CHAIN_START, the first row, the 5 spooled
-    expect((await verifyChain(db)).ok).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
   it('an INSERT that committed but whose answer was lost is spooled too; the replay adds no duplicate and the chain verifies', async () => {
@@ -113,7 +113,7 @@ describe('audit writer on a Postgres that hangs', () => {
     const rows = await rowsOf([...calls, later].map((c) => c.decisionId));
     expect(rows.map((r) => r.decision_id)).toEqual([...calls, later].map((c) => c.decisionId));
     expect(await chainLength(replicaId)).toBe(7);
-    const report = await verifyChain(db);
+    const report = await verifyChain(db, { retentionDays: 90 });
     expect(report.ok, JSON.stringify(report)).toBe(true);
   });
 
