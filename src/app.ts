@@ -338,6 +338,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       logController: new LogController({ disableRequestLogging: true }),
       childLoggerFactory: lazyChildLogger,
       requestIdHeader: 'x-request-id',
+      // req.ip (audit rows' `ip`) is X-Forwarded-For's client only behind a proxy named in TRUST_PROXY.
+      trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
       frameworkErrors,
       ajv: { customOptions: { removeAdditional: false } },
     }).withTypeProvider<TypeBoxTypeProvider>();

@@ -2,6 +2,7 @@
 // default and an example, so validation, `killswitch config check` and docs/configuration.md all come
 // from the same table.
 
+import { isIP } from 'node:net';
 import { generateCredential, OPERATOR_PREFIX, parseCredential } from './tokens/format.js';
 
 export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
@@ -71,6 +72,7 @@ export const SETTINGS = [
   { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to; the reference gateway reads it too.' },
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
   { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
+  { env: 'TRUST_PROXY', type: 'list', default: '', example: '10.0.0.0/8,127.0.0.1', doc: 'Addresses or CIDR ranges of the load balancers / reverse proxies in front of the control plane (also `loopback`, `linklocal`, `uniquelocal`), comma-separated. A request from one of them is taken to come from the address its X-Forwarded-For names, which audit rows record as `ip`. Empty: X-Forwarded-For is ignored and `ip` is the connection\'s peer.' },
   { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
   { env: 'WORKERS', type: 'int', default: '1', example: '4', min: 0, max: 64, doc: 'Processes serving the API on this machine (node:cluster, one shared port): each is a replica with its own audit chain. 1: one process, no cluster. 0: one per CPU. `killswitch start` runs the embedded Unleash and the flags sync once, in the primary.' },
   { env: 'WORKER_HANG_TIMEOUT_MS', type: 'int', default: '10000', example: '30000', min: 1000, max: 600000, doc: 'With WORKERS > 1: a worker whose event loop has not answered the primary\'s heartbeat (once a second) for this long is hung; the primary kills it (SIGKILL) and starts another, so its share of connections stops timing out.' },
@@ -138,6 +140,7 @@ export interface Config {
   killswitchOperatorKey: string | undefined;
   metricsPort: number | undefined;
   metricsHost: string;
+  trustProxy: string[];
   workers: number;
   workerHangTimeoutMs: number;
   shutdownTimeoutMs: number;
@@ -227,8 +230,23 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (config.metricsPort !== undefined && config.metricsPort !== 0 && config.metricsPort === config.port) {
     throw new ConfigError('METRICS_PORT', `METRICS_PORT=${config.metricsPort} is invalid: it must differ from PORT (the keyless metrics listener is a second port). Example: METRICS_PORT=9464`);
   }
+  const untrusted = config.trustProxy.find((entry) => !isProxyAddress(entry));
+  if (untrusted !== undefined) {
+    throw new ConfigError('TRUST_PROXY', `TRUST_PROXY names ${JSON.stringify(untrusted)}, which is neither an IP address, a CIDR range nor loopback, linklocal or uniquelocal. Example: TRUST_PROXY=10.0.0.0/8,127.0.0.1`);
+  }
   checkTracingSettings(config);
   return config;
+}
+
+/** One TRUST_PROXY entry: an address, a CIDR range, or one of proxy-addr's named ranges. */
+function isProxyAddress(entry: string): boolean {
+  if (entry === 'loopback' || entry === 'linklocal' || entry === 'uniquelocal') return true;
+  const [address, bits, extra] = entry.split('/');
+  const family = isIP(address ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n <= (family === 4 ? 32 : 128);
 }
 
 /**

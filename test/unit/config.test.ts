@@ -197,3 +197,13 @@ describe('UNLEASH_DATABASE_URL', () => {
     expect(() => checkStartConfig(loadConfig({ DATABASE_URL: 'postgres://ks@db/ks', UNLEASH_DATABASE_URL: 'postgres://ks@db:5433/ks' }))).not.toThrow();
   });
 });
+
+describe('TRUST_PROXY', () => {
+  it('takes addresses, CIDR ranges and the named ranges; refuses anything else naming the variable', () => {
+    expect(loadConfig({}).trustProxy).toEqual([]);
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback' }).trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback']);
+    for (const bad of ['10.0.0.0/33', 'lb.internal', '10.0.0.1/8/1', 'true', '*']) {
+      expect(() => loadConfig({ TRUST_PROXY: bad }), bad).toThrow(/TRUST_PROXY names/);
+    }
+  });
+});
