@@ -290,6 +290,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       maxNewPerHour: config.sessionMaxNewPerHour,
     });
     sessions.setAdminRecorder((r) => audit.recordAdmin(r));
+    sessions.setAlerts(alerts);
     sessions.setCapsSource(() => {
       const t = policy.current().limits.token;
       // The policy's caps; where it names none, SESSION_MAX_OPEN_PER_TOKEN / SESSION_MAX_NEW_PER_HOUR.

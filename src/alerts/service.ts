@@ -75,13 +75,36 @@ export const ACK_MATCHING_MAX = 1_000;
 
 /**
  * Kinds that answer earlier alerts: raising one acknowledges, as the system, the open alerts of `answers`
- * with the same details.flag raised before it, and lists their ids in its details.resolves. The condition
- * they reported is over, so they should not wait for a human in the inbox (docs/alerts.md, "Alerts that
- * answer others").
+ * with the same details[by] raised before it, and lists their ids in its details.resolves. The condition
+ * they reported is over (a flag back on, a kill lifted or expired), so they should not wait for a human in
+ * the inbox (docs/alerts.md, "Alerts that answer others").
  */
-const ANSWERS: Partial<Record<AlertKind, { answers: AlertKind; actor: string; note: string }>> = {
-  FLAG_ENABLED: { answers: 'FLAG_DISABLED', actor: 'system:flag-webhook', note: 'flag turned back on' },
+const ANSWERS: Partial<Record<AlertKind, { answers: AlertKind; by: string; resolution(a: Alert): { actor: string; note: string } }>> = {
+  FLAG_ENABLED: { answers: 'FLAG_DISABLED', by: 'flag', resolution: () => ({ actor: 'system:flag-webhook', note: 'flag turned back on' }) },
+  KILL_LIFTED: {
+    answers: 'KILL_CREATED',
+    by: 'kill_id',
+    resolution: (a) => (a.details['expired'] === true ? { actor: 'system:kill-expiry', note: 'kill expired' } : { actor: 'system:kill-lift', note: 'kill lifted' }),
+  },
 };
+
+/** What `resolve()` acknowledges: the open alerts of a condition that is over, and who and why. */
+export interface ResolveAlerts {
+  kind: AlertKind;
+  token_id?: string;
+  session_id?: string;
+  /** details.<key> equals the value (as text), for each entry. */
+  details?: Record<string, string>;
+  /** details.<key> differs from the value, for each entry (a halt still in force keeps its alert open). */
+  details_not?: Record<string, string>;
+  /** Only alerts raised before this id (UUIDv7s are time-ordered: uuidv7() means "before now"). */
+  before: string;
+  /** `system:<what>`: the acknowledged_by of each alert; its audit row's actor (type system). */
+  actor: string;
+  note: string;
+  /** Added to each acknowledgement's audit row: what ended the condition (an alert id, an operator's resume). */
+  audit: Record<string, unknown>;
+}
 
 const MAX_MESSAGE = 2_000;
 const MAX_DETAILS_BYTES = 8_192;
@@ -261,38 +284,55 @@ export class AlertService {
     };
   }
 
-  /** See ANSWERS. A failure is logged: the new alert is raised all the same, the old ones stay open. */
-  private async acknowledgeAnswered(alert: Alert): Promise<void> {
-    const rule = isAlertKind(alert.kind) ? ANSWERS[alert.kind] : undefined;
-    const flag = alert.details['flag'];
-    if (!rule || typeof flag !== 'string') return;
+  /**
+   * Acknowledges, as the system, the open alerts of a condition that is over (a halt resumed, and through
+   * ANSWERS a flag back on or a kill lifted), bounded like an operator's bulk acknowledgement: each gets the
+   * audit row of an acknowledgement (actor type system, `r.audit` in its details) and goes to every
+   * replica's live stream. Never rejects: a failure is logged and the alerts stay open for a human.
+   * Returns the alerts acknowledged, oldest first.
+   */
+  async resolve(r: ResolveAlerts): Promise<Alert[]> {
+    const filter: AlertFilter = { kinds: [r.kind], before: r.before, visible_projects: null, limit: ACK_MATCHING_MAX };
+    if (r.token_id !== undefined) filter.token_id = r.token_id;
+    if (r.session_id !== undefined) filter.session_id = r.session_id;
+    if (r.details) filter.details = r.details;
+    if (r.details_not) filter.details_not = r.details_not;
     let acked: Alert[];
     try {
-      // Only alerts raised before this one (UUIDv7 ids are time-ordered): a flag turned off again since
-      // stays open. Bounded like an operator's bulk acknowledgement.
-      acked = await alertStore.acknowledgeMatching(this.pool, { kinds: [rule.answers], flag, before: alert.id, visible_projects: null, limit: ACK_MATCHING_MAX }, rule.actor, `${rule.note} (${alert.kind} ${alert.id})`);
+      acked = await alertStore.acknowledgeMatching(this.pool, filter, r.actor, r.note);
     } catch (err) {
-      this.log.warn({ err: (err as Error).message, alert_id: alert.id, kind: alert.kind }, `alerts: could not acknowledge the open ${rule.answers} alerts this one answers`);
-      return;
+      this.log.warn({ err: (err as Error).message, kind: r.kind, actor: r.actor }, `alerts: could not acknowledge the open ${r.kind} alerts of a condition that is over; they stay open`);
+      return [];
     }
-    if (acked.length === 0) return;
-    alert.details = { ...alert.details, resolves: acked.map((a) => a.id) };
-    const told = `${alert.message} Acknowledged ${acked.length} open ${rule.answers} alert${acked.length === 1 ? '' : 's'} of it.`;
-    if (told.length <= MAX_MESSAGE) alert.message = told;
     for (const a of acked) {
       // Audited like an operator's acknowledgement, the system as actor ("system:flag-webhook" -> actor_type system).
       void Promise.resolve(
         this.recordAdmin({
-          actor: rule.actor.replace(/^system:/, ''),
+          actor: r.actor.replace(/^system:/, ''),
           action: 'alert.acknowledged',
           target: `alert:${a.id}`,
           projectId: a.project_id ?? undefined,
-          details: { kind: a.kind, severity: a.severity, message: a.message.slice(0, 500), note: a.ack_note, token_id: a.token_id, session_id: a.session_id, answered_by: alert.id },
+          details: { kind: a.kind, severity: a.severity, message: a.message.slice(0, 500), note: a.ack_note, token_id: a.token_id, session_id: a.session_id, ...r.audit },
         }),
       ).catch(() => {});
       this.emit({ type: 'acknowledged', alert: a });
       await this.publish('acknowledged', a);
     }
+    return acked;
+  }
+
+  /** See ANSWERS. A failure is logged: the new alert is raised all the same, the old ones stay open. */
+  private async acknowledgeAnswered(alert: Alert): Promise<void> {
+    const rule = isAlertKind(alert.kind) ? ANSWERS[alert.kind] : undefined;
+    const value = rule ? alert.details[rule.by] : undefined;
+    if (!rule || typeof value !== 'string') return;
+    const { actor, note } = rule.resolution(alert);
+    // Only alerts raised before this one (UUIDv7 ids are time-ordered): a flag turned off again since stays open.
+    const acked = await this.resolve({ kind: rule.answers, details: { [rule.by]: value }, before: alert.id, actor, note: `${note} (${alert.kind} ${alert.id})`, audit: { answered_by: alert.id } });
+    if (acked.length === 0) return;
+    alert.details = { ...alert.details, resolves: acked.map((a) => a.id) };
+    const told = `${alert.message} Acknowledged ${acked.length} open ${rule.answers} alert${acked.length === 1 ? '' : 's'} of it.`;
+    if (told.length <= MAX_MESSAGE) alert.message = told;
   }
 
   private async deliver(alert: Alert): Promise<Alert> {

@@ -32,8 +32,10 @@ export interface AlertFilter {
   visible_projects: string[] | null;
   /** Only alerts of these projects, none without a project (what a project-limited key may acknowledge). */
   own_projects?: string[];
-  /** details.flag (FLAG_DISABLED, FLAG_ENABLED). */
-  flag?: string;
+  /** details.<key> equals the value, as text, for each entry (FLAG_DISABLED's flag, KILL_CREATED's kill_id). */
+  details?: Record<string, string>;
+  /** details.<key> differs from the value (or is absent), for each entry: a halt still in force keeps its alert. */
+  details_not?: Record<string, string>;
   acknowledged?: boolean;
   from?: Date;
   to?: Date;
@@ -61,7 +63,14 @@ function whereOf(f: Omit<AlertFilter, 'limit'>): { where: string[]; args: unknow
   if (f.project_id) add('project_id = ?', f.project_id);
   if (f.visible_projects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
   if (f.own_projects) add('project_id = ANY(?::text[])', f.own_projects);
-  if (f.flag !== undefined) add("details->>'flag' = ?", f.flag);
+  for (const [k, v] of Object.entries(f.details ?? {})) {
+    args.push(k, v);
+    where.push(`details->>($${args.length - 1}::text) = $${args.length}`);
+  }
+  for (const [k, v] of Object.entries(f.details_not ?? {})) {
+    args.push(k, v);
+    where.push(`details->>($${args.length - 1}::text) IS DISTINCT FROM $${args.length}`);
+  }
   if (f.acknowledged === true) where.push('acknowledged_at IS NOT NULL');
   if (f.acknowledged === false) where.push('acknowledged_at IS NULL');
   if (f.from) add('created_at >= ?', f.from);

@@ -277,7 +277,9 @@ export class KillService {
       sessionId: kill.session_id,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, reason, kill_reason: kill.reason, still_killed_by_another: stillKilled },
     });
-    void this.deps.alerts.raise({
+    // Awaited (raise never rejects): it acknowledges the kill's KILL_CREATED alert (src/alerts, ANSWERS), so
+    // when the lift answers, the alert is out of the inbox.
+    await this.deps.alerts.raise({
       kind: 'KILL_LIFTED',
       message: `Operator ${op.name} lifted the kill of ${kill.description}: ${reason}${stillKilled ? ' (another kill of the same target is still in force)' : ''}`,
       project_id: kill.project_id,
@@ -318,7 +320,8 @@ export class KillService {
           details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, kill_reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null },
         })
         .catch(() => {});
-      void this.deps.alerts.raise({
+      // Awaited like a lift's: it acknowledges the kill's KILL_CREATED alert.
+      await this.deps.alerts.raise({
         kind: 'KILL_LIFTED',
         message: `The kill of ${kill.description} expired (${kill.reason}).`,
         project_id: kill.project_id,

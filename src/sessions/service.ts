@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
+import type { AlertService } from '../alerts/service.js';
 import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
@@ -220,6 +221,7 @@ export class SessionService {
   readonly mirror: SessionMirror;
   readonly epoch: StateEpoch;
   private recordAdmin: ((r: AdminRecord) => Promise<void> | void) | undefined;
+  private alerts: Pick<AlertService, 'resolve'> | undefined;
   private capsFor: ((agent: AgentPrincipal) => SessionCaps) | undefined;
   private readonly pendingRecords: HaltInput[] = [];
   private readonly pendingMirror: MirrorHalt[] = [];
@@ -242,6 +244,11 @@ export class SessionService {
   /** Audit hook for resumes (the lead wires ctx.audit.recordAdmin). */
   setAdminRecorder(record: (r: AdminRecord) => Promise<void> | void): void {
     this.recordAdmin = record;
+  }
+
+  /** Where a resume acknowledges the SESSION_HALTED alerts of the halts it lifted (app.ts wires ctx.alerts). */
+  setAlerts(alerts: Pick<AlertService, 'resolve'>): void {
+    this.alerts = alerts;
   }
 
   /** Per-token session caps from the policy (token.maxOpenSessions, token.maxNewSessionsPerHour). */
@@ -616,6 +623,19 @@ export class SessionService {
       projectId: before.project_id,
       details: { reason, trigger: resumedTrigger, token_id: before.token_id, token_still_halted: tokenTrigger !== null, ...(onlyInRedis ? { halt_recorded: false } : {}) },
     });
+    // The session's own halts are over. A token halt this session fired (or one whose session Postgres does
+    // not know) is not: its alert, the one with that trigger, stays open until the token is resumed.
+    const tokenHaltHere = tokenTrigger !== null && (tokenHalt?.session_id ?? id) === id;
+    await this.alerts?.resolve({
+      kind: 'SESSION_HALTED',
+      token_id: before.token_id,
+      session_id: id,
+      ...(tokenHaltHere ? { details_not: { trigger: tokenTrigger } } : {}),
+      before: uuidv7(),
+      actor: 'system:session-resume',
+      note: `session resumed by ${op.name}: ${reason}`,
+      audit: { resolved_by: actor, resolved_with: 'session.resumed' },
+    });
     const unrecorded = onlyInRedis ? ` Redis enforced its halt (${resumedTrigger}) with no record in Postgres; lifted.` : '';
     return {
       session: await this.get(id, op),
@@ -669,6 +689,15 @@ export class SessionService {
         // (key names without "token": the audit trail masks values under such keys as secrets)
         ...(anyUnrecorded ? { halt_without_record: unrecorded.token_trigger !== null, sessions_without_record: unrecorded.sessions } : {}),
       },
+    });
+    // Nothing of the token is halted now: every SESSION_HALTED alert of it (its sessions' included) is over.
+    await this.alerts?.resolve({
+      kind: 'SESSION_HALTED',
+      token_id: tokenId,
+      before: uuidv7(),
+      actor: 'system:token-resume',
+      note: `token resumed by ${op.name}: ${reason}`,
+      audit: { resolved_by: actor, resolved_with: 'agent_token.resumed' },
     });
     const was = halt ? ` (was halted by ${halt.trigger})` : unrecorded.token_trigger ? ` (was halted by ${unrecorded.token_trigger})` : '';
     const lifted = [unrecorded.token_trigger ? 'the token halt' : '', unrecorded.sessions.length ? `${unrecorded.sessions.length} session halt(s)` : ''].filter(Boolean);
