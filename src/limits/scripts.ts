@@ -4,7 +4,8 @@ import { LUA_NOW } from './lua.js';
 // shared state is checked here, atomically (Redis runs one script at a time), with Redis TIME as the
 // only clock, in this order:
 //   a. the state epoch exists (else Redis lost its data: deny until reloaded from Postgres)
-//   b. break-glass kill keys (string values holding the reason; a key of another type kills too)
+//   b. break-glass kill keys (string values holding the reason; a key of another type kills too); the
+//      denial goes on the session's last-calls list if the session is this token's
 //   c. session bound to this token; session halted; token halted
 //   d. write in a read-only session; a server the session did not declare (both halt)
 //   e. every counter (session totals halt; per-minute/per-day answer RATE_LIMITED)
@@ -58,6 +59,17 @@ local function reply(reason)
   return R
 end
 
+-- Lists are trimmed to keep entries once they hold twice that: readers take a prefix, and most calls
+-- save the LTRIM.
+local lkey = p .. 'lc:' .. sid
+local function push_call(decision, code)
+  if dry then return end
+  if redis.call('LPUSH', lkey, entry_head .. ',"decision":"' .. decision .. '","code":"' .. code .. '","at":' .. string.format('%d', now) .. '}') > 2 * keep then
+    redis.call('LTRIM', lkey, 0, keep - 1)
+  end
+  redis.call('PEXPIRE', lkey, idle)
+end
+
 -- One read for the epoch, the token's halt and every kill key.
 local thkey = p .. 'th:' .. tok
 local mg = { p .. 'epoch', thkey }
@@ -65,19 +77,32 @@ for i = 1, nkills do mg[i + 2] = ARGV[kbase + i] end
 local got = redis.call('MGET', unpack(mg))
 if not got[1] then return reply('NO_EPOCH') end
 if nkills > 0 then
+  local kkey, kreason
   for i = 1, nkills do
     if got[i + 2] then
-      den()[11] = ARGV[kbase + i]
-      R[12] = got[i + 2]
-      return reply('KILL')
+      kkey, kreason = ARGV[kbase + i], got[i + 2]
+      break
     end
   end
-  -- MGET answers nil for a key that is not a string: a kill key of another type still kills.
-  local kills = {}
-  for i = 1, nkills do kills[i] = ARGV[kbase + i] end
-  if redis.call('EXISTS', unpack(kills)) > 0 then
-    den()[11] = 'kill key of unexpected type'
-    R[12] = 'a kill key exists but does not hold a string reason'
+  if not kkey then
+    -- MGET answers nil for a key that is not a string: a kill key of another type still kills.
+    local kills = {}
+    for i = 1, nkills do kills[i] = ARGV[kbase + i] end
+    if redis.call('EXISTS', unpack(kills)) > 0 then kkey, kreason = 'kill key of unexpected type', 'a kill key exists but does not hold a string reason' end
+  end
+  if kkey then
+    den()[11] = kkey
+    R[12] = kreason
+    -- Listed on the session's last calls like the script's other denials, if the session is this token's
+    -- (the kill is checked before the session is read; these commands run on this denial only).
+    if not dry then
+      local ks = redis.call('HMGET', p .. 's:' .. sid, 'tok', 'st')
+      if ks[1] == tok and ks[2] ~= 'closed' then
+        push_call('deny', 'KILL_SWITCH')
+        -- A halted session's list is kept as long as the session (its halt made both permanent).
+        if ks[2] == 'halted' then redis.call('PERSIST', lkey) end
+      end
+    end
     return reply('KILL')
   end
 end
@@ -111,17 +136,6 @@ if th then
   v[4] = th
   R[6] = th
   return reply('TOKEN_HALTED')
-end
-
--- Lists are trimmed to keep entries once they hold twice that: readers take a prefix, and most calls
--- save the LTRIM.
-local lkey = p .. 'lc:' .. sid
-local function push_call(decision, code)
-  if dry then return end
-  if redis.call('LPUSH', lkey, entry_head .. ',"decision":"' .. decision .. '","code":"' .. code .. '","at":' .. string.format('%d', now) .. '}') > 2 * keep then
-    redis.call('LTRIM', lkey, 0, keep - 1)
-  end
-  redis.call('PEXPIRE', lkey, idle)
 end
 
 -- Halts the session (and the token when the policy says so for this trigger) in the same script,

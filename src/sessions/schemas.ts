@@ -97,7 +97,10 @@ export const SessionSummary = Type.Object(SessionFields);
 export const SessionDetail = Type.Object({
   ...SessionFields,
   halt_summary: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
-  last_calls: Type.Array(CallSummarySchema),
+  last_calls: Type.Array(CallSummarySchema, {
+    description:
+      "The session's last 3 calls, newest first: every allowed call; the calls the Redis step denied (an operator kill's KILL_SWITCH, a read-only or undeclared-server PERMISSION_DENIED, a limit, a cascade); a call an earlier step denied with a halt; a call denied after the Redis step allowed it (APPROVAL_USED, DEPENDENCY_UNAVAILABLE). Not the other denials of earlier steps (an Unleash flag's KILL_SWITCH, an unknown or changed tool, a missing grant or scope), nor calls of a session or token halted already: the audit trail has every call. From Redis, or the snapshot taken at the halt once Redis no longer has them (docs/sessions-and-limits.md).",
+  }),
   halts: Type.Array(
     Type.Object({
       trigger: Type.String(),

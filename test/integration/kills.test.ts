@@ -367,3 +367,27 @@ describe('POST /v1/kills', () => {
     await lift(a, kill.id);
   });
 });
+
+describe('a killed call on the session', () => {
+  it("GET /v1/sessions/:id lists a KILL_SWITCH denial in last_calls, newest first; not on another token's session named by id", async () => {
+    const tok = await gwA.token('rw');
+    const other = await gwA.token('rw');
+    const s = (await gwA.session(tok.raw)).session_id;
+    expect((await gwA.decide(tok.raw, { ...read('before.md'), session_id: s })).code).toBe('OK');
+    const bySession = (await killOn(a, { target: 'session', session_id: s, reason: 'INC-13 session looks wrong' })).json().kill;
+    const byToken = (await killOn(a, { target: 'token', token_id: other.id, reason: 'INC-13 other agent' })).json().kill;
+    const denied = await gwB.decide(tok.raw, { ...write('killed.md'), session_id: s });
+    expect(denied.code).toBe('KILL_SWITCH');
+    // The other token is killed too: its call naming this session is denied, and is not this session's call.
+    expect((await gwB.decide(other.raw, { ...read('not-mine.md'), session_id: s })).code).toBe('KILL_SWITCH');
+
+    const card = (await a.inject({ method: 'GET', url: `/v1/sessions/${s}`, headers: bearer(operatorKey) })).json();
+    expect(card.last_calls.map((c: { id: string; args: string; decision: string; code: string }) => [c.args, c.decision, c.code])).toEqual([
+      ['{"path":"killed.md","content":"x"}', 'deny', 'KILL_SWITCH'],
+      ['{"path":"before.md"}', 'allow', 'OK'],
+    ]);
+    expect(card.last_calls[0].id).toBe(denied.decision_id);
+    await lift(a, bySession.id);
+    await lift(a, byToken.id);
+  });
+});
