@@ -353,7 +353,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     const dialog = page.getByRole('dialog', { name: 'Resume this session?' });
     const resume = dialog.getByRole('button', { name: 'Resume' });
     expect(await resume.isDisabled()).toBe(true);
-    await dialog.getByLabel('Why is it safe to continue? (audited)').fill('the write was intended');
+    // Typed on two lines: the API takes one-line reasons only, so the dialog sends it as one.
+    await dialog.getByLabel('Why is it safe to continue? (audited)').fill('the write\nwas intended');
     await resume.click();
     await page.getByTestId('session-notice').getByText(/resumed/).waitFor();
     // The session's own halt is lifted (with the reason); the token's halt still holds it.

@@ -196,7 +196,7 @@ export function ReasonDialog(props: {
       <form onSubmit={submit}>
         {props.children}
         <label for={fieldId}>{props.reasonLabel ?? 'Reason (recorded in the audit trail)'}</label>
-        <textarea id={fieldId} rows={3} value={reason} required={required} minLength={min} maxLength={1000} onInput={(e) => setReason(e.currentTarget.value)} />
+        <textarea id={fieldId} rows={3} value={reason} required={required} minLength={min} maxLength={1000} onInput={(e) => setReason(oneLine(e.currentTarget.value))} />
         <ErrorNote error={error} />
         <div class="actions">
           <button type="button" onClick={props.onClose}>
@@ -390,4 +390,13 @@ export function isoFromLocal(value: string): string | undefined {
   if (!value) return undefined;
   const d = new Date(value);
   return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
+}
+
+/**
+ * A reason as the API takes it: one line (it refuses line breaks and tabs in reasons, which would forge
+ * lines where the reason is shown: denials, alerts, the CLI). Typed or pasted breaks become spaces here,
+ * so a kill or resume at 3 a.m. never fails on a pasted paragraph.
+ */
+export function oneLine(text: string): string {
+  return text.replace(/[\r\n\t\u2028\u2029]+/g, ' ');
 }

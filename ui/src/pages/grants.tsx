@@ -1,6 +1,6 @@
 import { useId, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, shortId, Time, useLoad } from '../components/ui';
+import { Dialog, Empty, ErrorNote, oneLine, shortId, Time, useLoad } from '../components/ui';
 import type { Grant } from '../types';
 
 export function GrantsPage() {
@@ -118,7 +118,7 @@ function CreateGrant({ onClose, onCreated }: { onClose: () => void; onCreated: (
         <label for={`${p}-minutes`}>For how many minutes</label>
         <input id={`${p}-minutes`} type="number" min={1} max={10080} value={minutes} onInput={(e) => setMinutes(Number(e.currentTarget.value))} />
         <label for={`${p}-reason`}>Reason (audited)</label>
-        <textarea id={`${p}-reason`} rows={2} required minLength={3} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        <textarea id={`${p}-reason`} rows={2} required minLength={3} value={reason} onInput={(e) => setReason(oneLine(e.currentTarget.value))} />
         <ErrorNote error={error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
