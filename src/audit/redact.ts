@@ -4,17 +4,70 @@ import { invalid } from '../errors.js';
 
 export const REDACTED = '[REDACTED]';
 
-// Compared against the key lower-cased with '-', '_', '.' and spaces removed. Names ending in "pass" or
-// "pwd" are secrets (DB_PASS, PGPASS, MYSQL_PWD); "pass" alone inside a word is not (passenger_count).
-const SECRET_KEY = /(passw(or)?d|passwd|pass$|pwd$|passphrase|secret|token|apikey|accesskey|privatekey|authorization|^x?auth$|^xauth|^authtoken$|credential|cookie|^pin$|signature|sessionkey|connectionstring|jwt)/;
+// Compared against the key lower-cased, split into parts at '-', '_', '.', spaces and camelCase steps, the
+// parts joined by '_' (X-Api-Key -> x_api_key, clientSecret -> client_secret, PGPASSWORD stays pgpassword).
+// A secret word may have anything glued before it (PGPASSWORD, clientsecret, accesstoken) but must end a
+// part, a plural 's' allowed: token, tokens, access_token, token_url and secrets_arn are secret names;
+// tokenizer, secretary and passwordless are other words. Names ending in "pass" or "pwd" are secrets
+// (DB_PASS, PGPASS, MYSQL_PWD); "pass" alone inside a word is not (passenger_count).
+const SECRET_KEY =
+  /(?:passw(?:or)?d|passphrase|secret|token|api_?key|access_?key|priv(?:ate)?_?key|ssh_?key|authorization|credential|cookie|signature|session_?key|connection_?string|jwt)s?(?:_|$)|pass$|pwd$|^x?_?auth$|^xauth|^pin$/;
 // Counters that merely mention tokens are not secrets (token_calls_per_minute is a limit, not a credential;
 // server_calls_per_minute_all_tokens counts the calls of every agent), nor are ordinary words that end in
-// "pass". Only a rate counter may end in "all_tokens": a bare all_tokens can hold credentials.
+// "pass". Only a rate counter may end in "all_tokens": a bare all_tokens can hold credentials. Compared
+// against the key without separators.
 const NOT_SECRET_KEY = /(maxtokens|tokencount|tokens?used|tokenlimit|numtokens|tokentype|tokenid|calls?per(minute|hour|day|session)(alltokens)?|(by|com|encom|over|under|tres|sur)pass|xauthority)$/;
 
 interface ValuePattern {
   re: RegExp;
   replace: string | ((...m: string[]) => string);
+}
+
+/**
+ * Whether a word read after a secret name in prose is a credential rather than the next word of the
+ * sentence ("the token endpoint", "token exfiltrating", "rotate secret: moved"): 8 characters or more with
+ * a digit or one of `_ + / =`, or 16 or more mixing upper and lower case. Not '-': hyphenated words
+ * (re-issued, well-known) are prose.
+ */
+function looksLikeCredential(word: string): boolean {
+  return word.length >= 8 && (/[\d_+/=]/.test(word) || (word.length >= 16 && /[a-z]/.test(word) && /[A-Z]/.test(word)));
+}
+
+// What our own messages write after the word "token" to name one, not a credential: a token's display
+// prefix (mcp_rw_AbCd…: the type's prefix and at most 7 characters) or its id (a UUIDv7).
+const NAMES_A_TOKEN = /^(?:(?:mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{0,7}|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\.?$/;
+
+// A secret name and its value as the next word, without '=' or ':' (`aws configure set
+// aws_secret_access_key wJalr…`, `password hunter2x`, `token ghp_…`). The name is a secret key by
+// isSecretKey holding pass, pwd, secret, token, key, sig or jwt (not tokenizer, secretary), not a flag (the
+// flag pattern below) nor naming where the secret is read from (token_path, password_file); the next word
+// is masked only when it looks like a credential (looksLikeCredential) and does not name a token
+// (NAMES_A_TOKEN). Names are bounded (a long run must not be rescanned from every position).
+const SECRET_NAME_THEN_VALUE = /(?<![A-Za-z0-9_.-])(?![-.])([A-Za-z0-9_.-]{0,40}?(?:pass|pwd|secret|token|key|sig|jwt)[A-Za-z0-9_.-]{0,40})([ \t]+)(?!-)([A-Za-z0-9\-._~+/]{8,}=*)/gi;
+
+function maskSecretNameThenValue(s: string): string {
+  const re = SECRET_NAME_THEN_VALUE;
+  re.lastIndex = 0;
+  let out = '';
+  let kept = 0;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    const [whole, name, space, value] = m as unknown as [string, string, string, string];
+    if (isSecretFlagName(name) && looksLikeCredential(value) && !NAMES_A_TOKEN.test(value)) {
+      out += `${s.slice(kept, m.index)}${name}${space}${REDACTED}`;
+      kept = m.index + whole.length;
+    } else {
+      // Not a value: the word after the name may be a secret name itself ("secret password hunter2x").
+      re.lastIndex = m.index + name.length;
+    }
+  }
+  return kept === 0 ? s : out + s.slice(kept);
+}
+
+/** Whether a name at `at` follows a word of the same line: "rotate secret: …", not "secret: …" or "{ token: …". */
+function followsAWord(text: string, at: number): boolean {
+  let i = at;
+  while (i > 0 && (text[i - 1] === ' ' || text[i - 1] === '\t')) i--;
+  return i < at && i > 0 && /[A-Za-z0-9]/.test(text[i - 1]!);
 }
 
 /** REDACTED in place of a value, inside the same quotes when it had them (JSON inside a string stays JSON). */
@@ -30,16 +83,19 @@ function quoted(value: string): string {
  */
 export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi;
 
-const VALUE_PATTERNS: ValuePattern[] = [
+const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
-  // Authorization header values. Not what our own messages put after the word "token": a token's display
-  // prefix (mcp_rw_AbCd…: the type's prefix and at most 7 characters, too short for a credential, see the
-  // next pattern) or its id (a UUIDv7), which alerts and denials name so an operator can tell the token.
+  // Authorization header values: whatever follows an auth scheme (Bearer, Basic, Token after
+  // "Authorization:"). Not a token's display prefix (mcp_rw_AbCd…, too short for a credential, see the
+  // pattern after next) or its id (a UUIDv7), which alerts and denials name so an operator can tell the token.
   {
-    re: /\b(Bearer|Basic|Token)\s+(?!(?:mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{0,7}(?![A-Za-z0-9])|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![A-Za-z0-9\-_~+/]|\.[A-Za-z0-9]))[A-Za-z0-9\-._~+/]{8,}=*/gi,
+    re: /\b(Bearer|Basic|(?<=authorization["']?\s{0,8}[:=]\s{0,8}["']?)Token)\s+(?!(?:mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{0,7}(?![A-Za-z0-9])|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![A-Za-z0-9\-_~+/]|\.[A-Za-z0-9]))[A-Za-z0-9\-._~+/]{8,}=*/gi,
     replace: (_m, scheme) => `${scheme} ${REDACTED}`,
   },
+  // "token ghp_…", "aws_secret_access_key wJalr…" (runs before the next pattern: "Token mcp_rw_8f7a6b5c…",
+  // cut by a summary, is masked whole).
+  maskSecretNameThenValue,
   // Our own credentials: agent tokens, gateway keys, operator keys.
   { re: /\b(mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{8,}/g, replace: (_m, prefix) => `${prefix}${REDACTED}` },
   // AWS access key ids.
@@ -57,10 +113,19 @@ const VALUE_PATTERNS: ValuePattern[] = [
   // key=value pairs in query strings, DSNs, env-style text and JSON inside text: password=...,
   // PGPASSWORD=..., aws_secret_access_key = ..., "password": "...", \"token\":\"...\". The key may have any
   // prefix glued on; "pass" only as a whole name part (DB_PASS=, --pass=), never inside a word (bypass:).
-  // A quoted value keeps its quotes; one cut off by truncation is masked to the end.
+  // A quoted value keeps its quotes; one cut off by truncation is masked to the end; a SQL literal may hold
+  // doubled quotes ('it''s'). A function call's first quoted argument is the value and the call is kept
+  // (password = crypt('[REDACTED]', gen_salt('bf'))). A value already masked is left with what follows it
+  // (https://x-access-token:[REDACTED]@github.com/o/r.git keeps its host). The bare words "token" and
+  // "secret" with ':' after a word of the same line are prose ("rotate secret: moved"): the unquoted value is
+  // masked only when it looks like a credential.
   {
-    re: /(?<![a-z0-9_-])((?:[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|signature|sig|jwt|x-auth)|(?:[a-z0-9_-]*[_-])?pass)(?:\\?["'])?\s*[=:]\s*)(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s&;,'"]+)/gi,
-    replace: (_m, head, value) => `${head}${quoted(value)}`,
+    re: /(?<![a-z0-9_-])(((?:[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|priv(?:ate)?[_-]?key|ssh[_-]?key|signature|sig|jwt|x-auth)|(?:[a-z0-9_-]*[_-])?pass))(\\?["'])?\s*([=:])\s*)(?!\[REDACTED\])(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^']|''(?![\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\(\s*){1,4})('(?:[^']|''(?![\s,;)]|$))*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$))|[^\s&;,'"]+)/gi,
+    replace: (m, head, name, nameQuote, sep, value, call, literal, at: unknown, text: unknown) => {
+      if (call) return `${head}${call}${quoted(literal!)}`;
+      const prose = sep === ':' && !nameQuote && /^(?:token|secret)$/i.test(name!) && !/^\\?["']/.test(value!) && followsAWord(text as string, at as number);
+      return prose && !looksLikeCredential(value!) ? m : `${head}${quoted(value!)}`;
+    },
   },
   // SQL: CREATE/ALTER USER|ROLE ... PASSWORD '...', MySQL and Oracle IDENTIFIED BY '...'.
   { re: /\b((?:PASSWORD|IDENTIFIED\s+BY)\s+)('(?:[^']|'')*(?:'|$)|"(?:[^"]|"")*(?:"|$))/gi, replace: (_m, head, value) => `${head}${quoted(value)}` },
@@ -90,12 +155,13 @@ const VALUE_PATTERNS: ValuePattern[] = [
 // dash of a long "-a-a-…" run made the test 200 times slower). "token" and
 // "mcp_" alone are not enough: our own denial messages name token types ("ask an operator for an
 // mcp_admin_ token"), and each went down the full path (1.8 µs against 0.6 µs for such a message). A
-// token scheme needs whitespace and 8 credential characters after it; one of our credentials its type's
+// name holding "token" needs whitespace and 8 credential characters after it (at most 40 name characters
+// after "token": SECRET_NAME_THEN_VALUE's bound); one of our credentials its type's
 // full prefix and a letter or digit. The alternatives are grouped by first letter: with the words added
 // for the patterns above, the flat list made this test ~30% slower on strings that hold no secret.
 // test/unit/audit-rows.test.ts checks that the fast and the full path agree.
 const MAY_HOLD_SECRET =
-  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|\s+[A-Za-z0-9\-._~+/]{8})|mcp_(?:ro|rw|admin)_[a-z0-9]|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
+  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|mcp_(?:ro|rw|admin)_[a-z0-9]|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.
@@ -135,6 +201,10 @@ export function redactText(s: string): string {
 export function redactTextFully(s: string): string {
   let out = storable(s);
   for (const p of VALUE_PATTERNS) {
+    if (typeof p === 'function') {
+      out = p(out);
+      continue;
+    }
     p.re.lastIndex = 0;
     out = out.replace(p.re, p.replace as (substring: string, ...args: string[]) => string);
   }
@@ -149,8 +219,11 @@ const secretKeyMemo = new Map<string, boolean>();
 export function isSecretKey(key: string): boolean {
   let secret = secretKeyMemo.get(key);
   if (secret === undefined) {
-    const k = key.toLowerCase().replace(/[-_\s.]/g, '');
-    secret = SECRET_KEY.test(k) && !NOT_SECRET_KEY.test(k);
+    const k = key
+      .replace(/([a-z0-9])(?=[A-Z])/g, '$1_')
+      .toLowerCase()
+      .replace(/[-_\s.]+/g, '_');
+    secret = SECRET_KEY.test(k) && !NOT_SECRET_KEY.test(k.replaceAll('_', ''));
     if (secretKeyMemo.size < SECRET_KEY_MEMO_MAX && key.length <= 64) secretKeyMemo.set(key, secret);
   }
   return secret;
@@ -177,9 +250,16 @@ export function isSecretFlag(arg: string): boolean {
 
 const MAX_DEPTH = 32;
 
+/** What a secret name's value is replaced by: anything but null, a boolean or the empty string. */
+function maskable(v: unknown): boolean {
+  return v !== undefined && v !== null && typeof v !== 'boolean' && v !== '';
+}
+
 /**
  * Deep copy of a JSON-like value with secrets masked and strings made storable. Values under a secret key
- * are replaced whole (objects too); numbers under such keys as well (PINs), booleans and null are kept.
+ * are replaced whole (objects too); numbers under such keys as well (PINs), booleans and null are kept. So
+ * are the second element of a [name, value] pair and the `value` of a { name | key | field, value } object
+ * whose name is secret.
  */
 export function redactValue(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return redactText(value);
@@ -189,6 +269,8 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (depth >= MAX_DEPTH) return REDACTED;
   if (Array.isArray(value)) {
     const out = value.map((v) => redactValue(v, depth + 1));
+    // A name/value pair (headers as [["X-Api-Key", "…"]]): the value of a secret name. Not a flag (below).
+    if (value.length === 2 && typeof value[0] === 'string' && !value[0].startsWith('-') && isSecretKey(value[0]) && maskable(value[1])) out[1] = REDACTED;
     // Command lines as argv arrays (["curl", "-u", "bob:hunter2"], ["--password", "hunter2"]): the flag
     // and its value are two strings. A value starting with '-' is the next flag.
     for (let i = 1; i < out.length; i++) {
@@ -202,11 +284,13 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (typeof value === 'object') {
     const obj = value as Record<string, unknown>;
     const out: Record<string, unknown> = {};
+    // A form field or header as an object ({ name: "password", value: "…" }, also key or field): its value.
+    const named = [obj['name'], obj['key'], obj['field']].some((n) => typeof n === 'string' && isSecretKey(n));
     for (const k of Object.keys(obj)) {
       const v = obj[k];
       if (v === undefined || typeof v === 'function') continue;
       const key = storable(k);
-      out[key] = isSecretKey(k) && v !== null && typeof v !== 'boolean' && v !== '' ? REDACTED : redactValue(v, depth + 1);
+      out[key] = (isSecretKey(k) || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
     }
     return out;
   }

@@ -72,6 +72,42 @@ describe("a decision's audit row", () => {
   });
 });
 
+describe('a kill reason and a decision\'s arguments', () => {
+  it('keep the words of an incident and of a command, mask only the credentials in them', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const reason = 'INC-1 token exfiltrating via fetch, rotate the token immediately (leaked token abC9dEf0gh1)';
+    const kill = await app.inject({ method: 'POST', url: '/v1/kills', headers: bearer(gw.owner), payload: { target: 'session', session_id: s.session_id, reason } });
+    expect(kill.statusCode).toBe(201);
+    const masked = `INC-1 token exfiltrating via fetch, rotate the token immediately (leaked token ${REDACTED})`;
+    const id = kill.json().kill.id as string;
+    expect(kill.json().kill.reason).toBe(masked);
+    expect((await app.inject({ url: `/v1/kills/${id}`, headers: bearer(viewer) })).json().reason).toBe(masked);
+    const lift = { reason: 'INC-1 the token endpoint is fixed' };
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(gw.owner), payload: lift })).json().kill.lift_reason).toBe(lift.reason);
+
+    const s2 = await gw.session(tok.raw);
+    const args = {
+      cmd: 'git clone https://x-access-token:plainpw1@github.com/o/r.git && aws configure set aws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
+      sql: "UPDATE users SET password = crypt('newpw', gen_salt('bf')) WHERE id = 1",
+      headers: [['X-Api-Key', 'plainapikey123456']],
+      form: [{ name: 'password', value: 'formpw123' }],
+      tokenizer: 'bert-base',
+    };
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: args, session_id: s2.session_id });
+    expect(d.decision).toBe('allow');
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query("SELECT arguments FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'", [d.decision_id]);
+    expect(rows[0].arguments).toEqual({
+      cmd: `git clone https://x-access-token:${REDACTED}@github.com/o/r.git && aws configure set aws_secret_access_key ${REDACTED}`,
+      sql: `UPDATE users SET password = crypt('${REDACTED}', gen_salt('bf')) WHERE id = 1`,
+      headers: [['X-Api-Key', REDACTED]],
+      form: [{ name: 'password', value: REDACTED }],
+      tokenizer: 'bert-base',
+    });
+  });
+});
+
 describe('alert messages', () => {
   const alertsOf = async (kind: string, pick: (a: { details: Record<string, unknown>; message: string }) => boolean) =>
     ((await app.inject({ url: `/v1/alerts?kind=${kind}`, headers: bearer(viewer) })).json().alerts as Array<{ details: Record<string, unknown>; message: string }>).find(pick);

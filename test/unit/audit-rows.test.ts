@@ -180,6 +180,8 @@ describe('redaction', () => {
       'client-secret', 'sig', 'Signature', 'PWD', 'passwd', 'access-key', 'private_key', 'x@y', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
       'PGPASSWORD', 'DB_PASS', 'MYSQL_PWD', 'jwt', 'X-Auth', '\\"', "PASSWORD '", 'IDENTIFIED BY ', '-u ', '--user ', '-U ', 'bob:hunter2', 'pa/ss', 'compass', 'bypass', 'token"',
       '--auth ', '--pin=', '-cookie ', '--connection-string ', '--token ', '--api-key ', '--password-file ', 'abc', '-p ', '--max-tokens ', 'mcp_rw_AbCd…', '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b',
+      'token ', 'secret: ', 'aws_secret_access_key ', 'ssh_key', 'tokenizer ', 'endpoint', 'abC9dEf0gh', 'wJalrXUtnFEMI/K7MDENG', '\t', 'Authorization: Token ', 'x-access-token:',
+      'crypt(', "'newpw'", "''", '(', ')', 'GITHUB_TOKEN ', 'password ', 'key ', 'sig ', 'jwt ', '\n',
     ];
     let seed = 42;
     const random = () => {
@@ -245,6 +247,94 @@ describe('redaction', () => {
     expect(redactText(`Token mcp_rw_8f7a6b5c… is cut`)).toBe(`Token ${REDACTED}… is cut`);
     expect(redactText('Authorization: Token 0190a1b2-c3d4-4e5f-8a9b-0c1d2e3f4a5b')).toBe(`Authorization: Token ${REDACTED}`);
     expect(redactText('Authorization: Bearer mcp_rw_8f7a')).toBe('Authorization: Bearer mcp_rw_8f7a');
+  });
+
+  it('masks the value after a secret name given as the next word when it looks like a credential', () => {
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+    expect(redactText(`aws configure set aws_secret_access_key ${secret}`)).toBe(`aws configure set aws_secret_access_key ${REDACTED}`);
+    for (const value of ['ghp_0123456789abcdefghijABCDEFGHIJ012345', 'abC9dEf0gh', 'hunter2pw', 'YWJjZGVm+/==', 'AbcdefghIjklmnopQ']) {
+      expect(redactText(`token ${value} leaked`), value).toBe(`token ${REDACTED} leaked`);
+    }
+    expect(redactText('set password hunter2pw and GITHUB_TOKEN abc12345xyz')).toBe(`set password ${REDACTED} and GITHUB_TOKEN ${REDACTED}`);
+    // The word after the name may be a secret name itself.
+    expect(redactText('the secret password hunter2pw')).toBe(`the secret password ${REDACTED}`);
+  });
+
+  it('keeps prose after token, secret and password: the next word is masked only when it looks like a credential', () => {
+    // Prose: the next word has no digit nor _ + / =, or is shorter than 8 (or than 16 when it mixes case).
+    const prose = [
+      'The token endpoint returns a JSON document with an access token.',
+      'INC-1 token exfiltrating via fetch',
+      'rotate the token immediately',
+      'rotate secret: moved password',
+      'INC-2 token: exfiltrating, rotated secret: re-issued',
+      'the password well-known to everyone, the token TypeScript',
+      'the tokenizer bert-base-uncased-v2 and the secretary Jane2000x',
+      'deploy token_path /run/secrets/token2 password_file /etc/pw1',
+    ];
+    for (const text of prose) expect(redactText(text), text).toBe(text);
+    // After a word of the same line, "token:" and "secret:" mask a credential; at the start of a line, after
+    // a quote or with '=', and "password:" always, whatever follows is the value by syntax.
+    expect(redactText('INC-3 token: abC9dEf0gh, rotate secret: Zx9_qwertyu')).toBe(`INC-3 token: ${REDACTED}, rotate secret: ${REDACTED}`);
+    expect(redactText('token: moved\n  secret: moved\nrotate secret=moved password: moved "token": "moved"')).toBe(
+      `token: ${REDACTED}\n  secret: ${REDACTED}\nrotate secret=${REDACTED} password: ${REDACTED} "token": "${REDACTED}"`,
+    );
+    // Auth schemes mask whatever follows them.
+    expect(redactText('Authorization: Bearer abcdefghij')).toBe(`Authorization: Bearer ${REDACTED}`);
+    expect(redactText('Authorization: Token abcdefghij')).toBe(`Authorization: Token ${REDACTED}`);
+    // -p is not a secret flag, glued value or not (docs/audit.md).
+    expect(redactText('mysql -phunter2pw -h db')).toBe('mysql -phunter2pw -h db');
+  });
+
+  it('masks the value of a secret name in [name, value] pairs and { name | key | field, value } objects', () => {
+    expect(redactValue({ headers: [['X-Api-Key', 'plainapikey123456'], ['Accept', 'text/html']] })).toEqual({ headers: [['X-Api-Key', REDACTED], ['Accept', 'text/html']] });
+    expect(redactValue({ env: [['PGPASSWORD', 'hunter2'], ['PIN', 1234], ['token', true], ['tokenizer', 'bert']] })).toEqual({ env: [['PGPASSWORD', REDACTED], ['PIN', REDACTED], ['token', true], ['tokenizer', 'bert']] });
+    const form = [
+      { name: 'password', value: 'formpw123' },
+      { key: 'Authorization', value: 'plain-auth' },
+      { field: 'client_secret', value: { v: 'x' }, type: 'text' },
+      { name: 'user', value: 'bob' },
+    ];
+    expect(redactValue({ form })).toEqual({
+      form: [
+        { name: 'password', value: REDACTED },
+        { key: 'Authorization', value: REDACTED },
+        { field: 'client_secret', value: REDACTED, type: 'text' },
+        { name: 'user', value: 'bob' },
+      ],
+    });
+    // An argv pair is left to the flag rules (a flag naming where the secret is read from keeps its value).
+    expect(redactValue(['--password-file', '/run/secrets/db'])).toEqual(['--password-file', '/run/secrets/db']);
+  });
+
+  it('ssh and private keys are secret names', () => {
+    for (const k of ['ssh_key', 'sshKey', 'SSH_KEYS', 'private_key', 'privateKey', 'priv_key', 'privkey', 'ssh_private_key', 'PRIVATE-KEY', 'secrets', 'passwords', 'accessToken', 'api_keys', 'OAuthToken', 'token_url', 'secretARN']) {
+      expect(isSecretKey(k), k).toBe(true);
+    }
+    expect(redactValue({ ssh_key: 'AAAAB3Nza', privateKey: 'x' })).toEqual({ ssh_key: REDACTED, privateKey: REDACTED });
+    expect(redactText('ssh_key=AAAAB3Nza priv_key: x')).toBe(`ssh_key=${REDACTED} priv_key: ${REDACTED}`);
+  });
+
+  it('secret names are whole words or name parts, plural allowed: tokenizer and secretary are other words', () => {
+    for (const k of ['tokenizer', 'tokenizerName', 'secretary', 'secretariat', 'passwordless', 'tokens_used', 'tokensUsed', 'cookiecutter', 'signatureless']) {
+      expect(isSecretKey(k), k).toBe(false);
+    }
+    expect(redactValue({ tokenizer: 'bert', secretary: 'Jane', token: 'x' })).toEqual({ tokenizer: 'bert', secretary: 'Jane', token: REDACTED });
+    expect(redactText('llm --tokenizer bert-base --secretary jane')).toBe('llm --tokenizer bert-base --secretary jane');
+  });
+
+  it('masks a SQL password given as a quoted literal or a function call\'s quoted argument, keeping the statement', () => {
+    expect(redactText("UPDATE users SET password = crypt('newpw', gen_salt('bf')) WHERE id = 1")).toBe(`UPDATE users SET password = crypt('${REDACTED}', gen_salt('bf')) WHERE id = 1`);
+    expect(redactText("UPDATE u SET password = md5(concat('newpw', salt)), pwd = 'it''s new' WHERE id = 1")).toBe(
+      `UPDATE u SET password = md5(concat('${REDACTED}', salt)), pwd = '${REDACTED}' WHERE id = 1`,
+    );
+    expect(redactText("password='' user='bob'")).toBe(`password='${REDACTED}' user='bob'`);
+  });
+
+  it('masks only the password of a URL whose user name holds a secret word, keeping host and path', () => {
+    const ghs = 'ghs_0123456789abcdefghijABCDEFGHIJ012345';
+    expect(redactText(`git clone https://x-access-token:${ghs}@github.com/o/r.git && cd r`)).toBe(`git clone https://x-access-token:${REDACTED}@github.com/o/r.git && cd r`);
+    expect(redactText('git clone https://oauth2-token:plainpw@gitlab.com/o/r.git')).toBe(`git clone https://oauth2-token:${REDACTED}@gitlab.com/o/r.git`);
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
