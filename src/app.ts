@@ -19,6 +19,7 @@ import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService } from './flags/service.js';
 import { WebhookSecretHolder } from './flags/webhook-secret.js';
+import { RefusedCredentials } from './http/auth.js';
 import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -349,6 +350,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
     app.removeContentTypeParser('text/plain');
     installErrorHandler(app);
+    // A revoked or expired credential presented leaves an AUTH_FAILURE row (rate-limited; src/http/auth.ts).
+    new RefusedCredentials(audit, log).install(app);
     // Before any route: 413/415/503 declared on every route that can answer them (OpenAPI, docs/api.md).
     declareCommonErrors(app);
     installHttpMetrics(app, metrics);

@@ -1,8 +1,9 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AdminAction } from '../audit/rows.js';
 import { AppError, unauthenticated } from '../errors.js';
 import type { AgentPrincipal, Authenticator, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
-import { CredentialStoreUnavailable } from '../tokens/authenticator.js';
-import { parseCredential } from '../tokens/format.js';
+import { CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
+import { type CredentialKind, parseCredential } from '../tokens/format.js';
 import type { OperatorRole } from '../tokens/store.js';
 
 declare module 'fastify' {
@@ -80,4 +81,67 @@ export function requireGateway(auth: Authenticator) {
     if (principal.kind !== 'gateway') throw unauthenticated();
     req.gateway = principal;
   };
+}
+
+const CREDENTIAL_TYPE: Record<CredentialKind, string> = { agent: 'agent_token', gateway: 'gateway_key', operator: 'operator_key' };
+/** One audit row (and warn line) per revoked or expired credential a minute on each replica; one line a minute for the rest. */
+const REFUSAL_WINDOW_MS = 60_000;
+const MAX_TRACKED = 10_000;
+
+/**
+ * Leaves a trace of refused credentials (security review: a revoked token's use left none). A credential
+ * recognised as revoked or expired (its hash matched a row: the authenticator knows it from the lookup it
+ * made anyway, nothing is queried here) gets an AUTH_FAILURE audit row and a warn line, at most one per
+ * credential a minute on each replica, so a flood cannot fill the trail. Unknown and malformed credentials
+ * are noise: one info line a minute, counting the ones left out.
+ */
+export class RefusedCredentials {
+  private readonly lastRow = new Map<string, number>();
+  private noiseLoggedAt = Number.NEGATIVE_INFINITY;
+  private noiseLeftOut = 0;
+
+  constructor(
+    private readonly audit: { recordAdmin(a: AdminAction): Promise<void> },
+    private readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Registers the onError hook: every 401 the authenticator produced passes here. */
+  install(app: FastifyInstance): void {
+    app.addHook('onError', async (req, _reply, err) => this.note(req, err));
+  }
+
+  note(req: FastifyRequest, err: unknown): void {
+    const r = refusalOf(err);
+    if (!r) return;
+    const t = this.now();
+    const where = { method: req.method, route: req.routeOptions?.url ?? req.url, ip: req.ip, gateway_id: req.gateway?.id ?? null };
+    if (r.reason === 'revoked' || r.reason === 'expired') {
+      const type = CREDENTIAL_TYPE[r.kind];
+      const key = `${type}:${r.id}`;
+      const last = this.lastRow.get(key);
+      if (last !== undefined && t - last < REFUSAL_WINDOW_MS) return;
+      if (this.lastRow.size >= MAX_TRACKED) {
+        for (const [k, at] of this.lastRow) if (t - at >= REFUSAL_WINDOW_MS) this.lastRow.delete(k);
+        if (this.lastRow.size >= MAX_TRACKED) return;
+      }
+      this.lastRow.set(key, t);
+      const details = { presented_type: type, presented_id: r.id, reason: r.reason, token_type: r.tokenType ?? null, ...where };
+      this.log.warn(details, `a ${r.reason} ${type.replace('_', ' ')} was presented and refused (401)`);
+      void this.audit
+        .recordAdmin({ actor: 'auth', kind: 'AUTH_FAILURE', action: `credential.${r.reason}`, target: key, projectId: r.projectId, ip: req.ip, details })
+        .catch(() => {});
+      return;
+    }
+    if (t - this.noiseLoggedAt < REFUSAL_WINDOW_MS) {
+      this.noiseLeftOut++;
+      return;
+    }
+    this.log.info(
+      { reason: r.reason, presented_type: r.reason === 'unknown' ? CREDENTIAL_TYPE[r.kind] : null, ...where, left_out: this.noiseLeftOut },
+      'an unknown or malformed credential was refused (401); at most one such line a minute (left_out: since the last)',
+    );
+    this.noiseLoggedAt = t;
+    this.noiseLeftOut = 0;
+  }
 }

@@ -62,7 +62,31 @@ const TABLE: Record<CredentialKind, CredentialTable> = { agent: 'agent_tokens', 
 const NEGATIVE_TTL_MS = 1_000;
 const TOUCH_INTERVAL_MS = 10_000;
 
-type CacheEntry = { kind: CredentialKind; principal: Principal } | { kind: CredentialKind; principal: null };
+/**
+ * Why a credential was refused, for the audit trail and the log (src/http/auth.ts). Known (its hash matched
+ * a row): revoked or expired, with the row's id. Unknown: well formed, no row. Malformed: no credential,
+ * or not one by prefix and checksum.
+ */
+export type CredentialRefusal =
+  | { reason: 'revoked' | 'expired'; kind: CredentialKind; id: string; tokenType?: TokenType; projectId?: string }
+  | { reason: 'unknown'; kind: CredentialKind }
+  | { reason: 'malformed' };
+
+const refusals = new WeakMap<object, CredentialRefusal>();
+
+/** The refusal behind a 401 thrown by Authenticator.authenticate, if it was one. */
+export function refusalOf(err: unknown): CredentialRefusal | undefined {
+  return typeof err === 'object' && err !== null ? refusals.get(err) : undefined;
+}
+
+function refused(refusal: CredentialRefusal): Error {
+  const err = unauthenticated();
+  refusals.set(err, refusal);
+  return err;
+}
+
+/** The negative entry of a credential whose row matched but is revoked keeps its id: the failure path needs no query. */
+type CacheEntry = { kind: CredentialKind; principal: Principal } | { kind: CredentialKind; principal: null; revoked?: { id: string; tokenType?: TokenType; projectId?: string } };
 
 function toPrincipal(kind: CredentialKind, row: Record<string, unknown>): Principal | null {
   if (row['revoked_at']) return null;
@@ -147,7 +171,7 @@ export class Authenticator {
   async authenticate(raw: string | undefined): Promise<Principal> {
     let kind: CredentialKind | 'malformed' = 'malformed';
     try {
-      if (!raw) throw unauthenticated();
+      if (!raw) throw refused({ reason: 'malformed' });
       // The cache is keyed by a plain SHA-256 of the credential (~0.4 µs): the keyed hash (HMAC, ~3 µs) and
       // the checksum are only computed on a miss, when the credential store is asked. Only credentials that
       // passed the checksum are ever cached, so a hit implies a well-formed credential.
@@ -155,7 +179,7 @@ export class Authenticator {
       let entry = this.cache.get(cacheKey);
       if (!entry) {
         const parsed = parseCredential(raw);
-        if (!parsed) throw unauthenticated();
+        if (!parsed) throw refused({ reason: 'malformed' });
         kind = parsed.kind;
         entry = await this.lookupOnce(parsed.kind, raw, cacheKey);
       } else if (entry.principal && !this.inFlight.has(cacheKey) && this.cache.getRemainingTTL(cacheKey) < this.ttlMs / 2) {
@@ -166,8 +190,14 @@ export class Authenticator {
       }
       kind = entry.kind;
       const principal: Principal | null = entry.principal;
-      if (!principal) throw unauthenticated();
-      if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) throw unauthenticated();
+      if (!principal) {
+        const r = 'revoked' in entry ? entry.revoked : undefined;
+        throw refused(r ? { reason: 'revoked', kind: entry.kind, ...r } : { reason: 'unknown', kind: entry.kind });
+      }
+      if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) {
+        const agent = principal.kind === 'agent' ? { tokenType: principal.tokenType, projectId: principal.projectId } : {};
+        throw refused({ reason: 'expired', kind: principal.kind, id: principal.id, ...agent });
+      }
       this.used[TABLE[principal.kind]].add(principal.id);
       this.outcomes[kind].ok++;
       return principal;
@@ -195,8 +225,12 @@ export class Authenticator {
     } catch (err) {
       throw new CredentialStoreUnavailable(err);
     }
-    const principal = row && sameHash(row.key_hash, hash) ? toPrincipal(kind, row) : null;
-    const entry: CacheEntry = { kind, principal };
+    const found = row && sameHash(row.key_hash, hash) ? row : undefined;
+    const principal = found ? toPrincipal(kind, found) : null;
+    const entry: CacheEntry =
+      principal || !found
+        ? { kind, principal }
+        : { kind, principal: null, revoked: { id: found['id'] as string, ...(kind === 'agent' ? { tokenType: found['type'] as TokenType, projectId: found['project_id'] as string } : {}) } };
     // A revocation announced while the query ran may not be in the row it read: answer, but do not cache.
     if (this.revocations !== revocationsBefore) return entry;
     this.cache.set(cacheKey, entry, principal ? {} : { ttl: NEGATIVE_TTL_MS });
