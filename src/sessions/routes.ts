@@ -41,6 +41,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['gateway'],
         summary: 'Open a session bound to the agent token (X-Agent-Token), with a declared scope',
+        description:
+          'Audited as `session.opened` (the declared scope, the state, the gateway); the row is durable before the session is committed, so when the audit trail cannot take it nothing is opened and the answer is 503 SERVICE_UNAVAILABLE (retry).',
         security: [{ bearer: [], agentToken: [] }],
         body: OpenSessionBody,
         response: { 201: OpenedSession, 429: ErrorBody, ...errors },

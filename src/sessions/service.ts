@@ -272,7 +272,9 @@ export class SessionService {
   /**
    * Opens a session bound to the agent's token. The id is ours (uuid v7). An mcp_ro_ token's session is
    * always read-only. If the token is halted the session is created halted, with the token's trigger
-   * (DESIGN.md §4: reconnecting does not escape a halt), and the answer says so with 201.
+   * (DESIGN.md §4: reconnecting does not escape a halt), and the answer says so with 201. Its
+   * `session.opened` row is durable before the session is committed: when the audit trail cannot take
+   * it, nothing is opened (503), as a call whose INTENT cannot be written is denied.
    */
   async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope): Promise<OpenedSession> {
     requireStorableText('purpose', scope.purpose);
@@ -325,6 +327,7 @@ export class SessionService {
     }
     const trigger = answer.trg || null;
     let row: SessionRow;
+    let unrecorded = false;
     try {
       row = await withTransaction(this.pool, async (c) => {
         const inserted = await sessionStore.insertSession(c, { id, token_id: agent.id, gateway_id: gateway?.id ?? null, read_only: readOnly, servers, purpose, state: answer.st, trigger });
@@ -339,11 +342,31 @@ export class SessionService {
             summary: { message: 'opened while its token was halted' },
           });
         }
+        // Inside the transaction, durable before it commits: no session exists without its row (its
+        // scope is in no other record once sessions retention deletes the row). The audit writer has its
+        // own pool, so the wait holds no connection it needs.
+        try {
+          await this.recordAdmin?.({
+            actor: gateway ? `gateway:${gateway.id}` : 'sessions',
+            action: 'session.opened',
+            target: `session:${id}`,
+            projectId: agent.projectId,
+            details: { token_id: agent.id, read_only: readOnly, servers, purpose, state: answer.st, ...(trigger ? { trigger } : {}), gateway_id: gateway?.id ?? null },
+          });
+        } catch (err) {
+          unrecorded = true;
+          throw err;
+        }
         return inserted;
       });
     } catch (err) {
       // Nobody has the id yet; drop the Redis half so the record and the mirror agree.
       await this.mirror.redis.redis.del(this.mirror.redis.key('s', id)).catch(() => {});
+      if (unrecorded) {
+        // As a decision whose INTENT cannot be written is denied: no session the audit trail does not know of.
+        this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: its audit row could not be written');
+        throw new AppError('SERVICE_UNAVAILABLE', 'The audit trail is unavailable, so no session was opened (fail closed); try again shortly.');
+      }
       this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: Postgres unavailable');
       throw new AppError('SERVICE_UNAVAILABLE', 'Postgres is unavailable, so no session was opened; try again shortly.');
     }

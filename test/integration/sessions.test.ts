@@ -45,6 +45,46 @@ describe('POST /v1/sessions (gateway)', () => {
     expect(rows[0]).toEqual({ token_id: agent.id, gateway_id: w.gateway.id, read_only: true, servers: ['filesystem'], purpose: 'update the docs', state: 'active' });
   });
 
+  it('writes a session.opened row with its scope (purpose masked), the gateway and the state: halted when its token is', async () => {
+    const { raw, agent } = await w.token('rw');
+    const res = await openHttp(raw, { read_only: true, servers: ['filesystem', 'github'], purpose: 'fix CI, password=hunter2hunter2' });
+    expect(res.statusCode).toBe(201);
+    const sid = res.json().session_id as string;
+    const opened = "SELECT kind, actor_type, actor_id, project_id, session_id, details FROM audit_events WHERE action = 'session.opened' AND target = $1";
+    const { rows } = await db.query(opened, [`session:${sid}`]);
+    expect(rows).toEqual([
+      {
+        kind: 'ADMIN',
+        actor_type: 'system',
+        actor_id: `gateway:${w.gateway.id}`,
+        project_id: 'alpha',
+        session_id: sid,
+        details: { token_id: agent.id, read_only: true, servers: ['filesystem', 'github'], purpose: 'fix CI, password=[REDACTED]', state: 'active', gateway_id: w.gateway.id },
+      },
+    ]);
+    await w.app.ctx.sessions.halt({ tokenId: agent.id, sessionId: sid, trigger: 'UNAUTHORIZED_SERVER', haltToken: true, summary: {} });
+    const halted = await openHttp(raw);
+    expect(halted.json().state).toBe('halted');
+    const again = await db.query(opened, [`session:${halted.json().session_id}`]);
+    expect(again.rows[0].details).toMatchObject({ state: 'halted', trigger: 'UNAUTHORIZED_SERVER', read_only: false, servers: null, purpose: '' });
+  });
+
+  it('opens no session when the audit trail cannot take its row: 503, nothing in Postgres, the id unknown to Redis', async () => {
+    const { raw, agent } = await w.token('rw');
+    const { app: replica, restore } = await replicaWithoutAudit(t, 'session.opened');
+    try {
+      const res = await replica.inject({ method: 'POST', url: '/v1/sessions', headers: gw(raw), payload: { purpose: 'unrecorded' } });
+      expect(res.statusCode).toBe(503);
+      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.json().error.message).toContain('audit trail');
+      expect((await db.query('SELECT count(*)::int AS n FROM sessions WHERE token_id = $1', [agent.id])).rows[0].n).toBe(0);
+      expect(await replica.ctx.sessions.openSessionsOf(agent.id)).toEqual([]);
+    } finally {
+      await restore();
+    }
+    expect((await openHttp(raw)).statusCode).toBe(201);
+  });
+
   it('never lets the caller choose the id; bad fields are 400 naming the field', async () => {
     const { raw } = await w.token('rw');
     const chosen = await openHttp(raw, { session_id: 's-042' });
@@ -582,10 +622,10 @@ describe('admin rows about one session carry its id (GET /v1/audit?session=)', (
     const page = await w.app.inject({ url: `/v1/audit?session=${sid}&kind=ADMIN`, headers: owner });
     expect(page.statusCode).toBe(200);
     const events = page.json().events as { action: string; session_id: string | null; target: string }[];
-    expect(events.map((e) => e.action).sort()).toEqual(['grant.create', 'grant.revoke', 'kill.created', 'kill.lifted', 'session.closed', 'session.resumed']);
+    expect(events.map((e) => e.action).sort()).toEqual(['grant.create', 'grant.revoke', 'kill.created', 'kill.lifted', 'session.closed', 'session.opened', 'session.resumed']);
     expect(events.every((e) => e.session_id === sid)).toBe(true);
     // a session's id in upper case finds them too (ids are compared lower-cased)
-    expect((await w.app.inject({ url: `/v1/audit?session=${sid.toUpperCase()}&kind=ADMIN`, headers: owner })).json().events).toHaveLength(6);
+    expect((await w.app.inject({ url: `/v1/audit?session=${sid.toUpperCase()}&kind=ADMIN`, headers: owner })).json().events).toHaveLength(7);
     // rows about no one session keep an empty column
     const { rows } = await db.query("SELECT count(*)::int AS n FROM audit_events WHERE kind = 'ADMIN' AND target NOT LIKE 'session:%' AND session_id IS NOT NULL AND action NOT IN ('kill.created', 'kill.lifted', 'grant.create', 'grant.revoke')");
     expect(rows[0].n).toBe(0);
