@@ -68,6 +68,38 @@ export function describeTarget(t: KillTarget): string {
 }
 
 /**
+ * The calls a kill of this target stops, as the subject of a sentence ("… are decided normally again"):
+ * `describeTarget` names the target ("write calls on every server", "token <id>"), which cannot follow
+ * "calls to" for every target. `plural` says which verb form follows.
+ */
+export function callsStoppedBy(t: KillTarget): { text: string; plural: boolean } {
+  switch (t.target) {
+    case 'everything':
+      return { text: 'every MCP call', plural: false };
+    case 'server':
+      return { text: `calls to server ${t.server}`, plural: true };
+    case 'capability':
+      return { text: describeTarget(t), plural: true };
+    case 'token':
+      return { text: `calls made with token ${t.token_id}`, plural: true };
+    case 'project':
+      return { text: `calls made with the tokens of project ${t.project_id}`, plural: true };
+    case 'role':
+      return { text: `calls made with the tokens of role ${t.role}`, plural: true };
+    case 'environment':
+      return { text: `calls made with the tokens of environment ${t.environment}`, plural: true };
+    case 'session':
+      return { text: `calls in session ${t.session_id}`, plural: true };
+  }
+}
+
+/** The lift's answer when no other kill of the target is in force. */
+export function liftedMessage(t: KillTarget): string {
+  const { text, plural } = callsStoppedBy(t);
+  return `Lifted: ${text} ${plural ? 'are' : 'is'} decided normally again on every replica.`;
+}
+
+/**
  * Key suffixes of every kill that would stop this call. Always all nine: the gate reads them in the same
  * MGET as the state epoch, so checking a kind nobody killed costs next to nothing, and no replica-local
  * cache of "which kinds are in use" can ever be stale.

@@ -11,7 +11,7 @@ import type { CompiledPolicy } from '../policy/types.js';
 import type { RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
-import { describeTarget, type KillTarget, killTargetKeysFor, targetKey } from './keys.js';
+import { describeTarget, type KillTarget, killTargetKeysFor, liftedMessage, targetKey } from './keys.js';
 import { KillMirror } from './mirror.js';
 import type { CreateKillBody } from './schemas.js';
 import { type KillRow, type KillState, killStore } from './store.js';
@@ -292,7 +292,7 @@ export class KillService {
       kill,
       message: stillKilled
         ? `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (GET /v1/kills).`
-        : `Lifted: calls to ${kill.description} are decided normally again on every replica.`,
+        : liftedMessage(kill),
     };
   }
 

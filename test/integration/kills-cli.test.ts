@@ -67,7 +67,7 @@ describe('killswitch kill / kills / unkill', () => {
 
     const lifted = await cli(['unkill', created.kill.id, '--reason', 'INC-9 fixed']);
     expect(lifted.code, lifted.stderr).toBe(0);
-    expect(lifted.stdout).toContain('Lifted');
+    expect(lifted.stdout).toContain('Lifted: write calls on server filesystem are decided normally again on every replica.');
     expect((await gw.decide(tok.raw, write)).code).toBe('OK');
     expect((await cli(['kills'])).stdout).toContain('no kills in force');
     // Who lifted it is in the text too, as in --json's lifted_by.

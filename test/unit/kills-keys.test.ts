@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../src/decisions/types.js';
-import { describeTarget, KILL_TARGETS, type KillTarget, keysAffecting, killTargetKeysFor, targetKey } from '../../src/kills/keys.js';
+import { describeTarget, KILL_TARGETS, type KillTarget, keysAffecting, killTargetKeysFor, liftedMessage, targetKey } from '../../src/kills/keys.js';
 
 const call = {
   agent: { id: 'tok-1', projectId: 'alpha', role: 'code_agent', environment: 'staging' },
@@ -53,5 +53,19 @@ describe('kill keys', () => {
     expect(describeTarget({ target: 'capability', capability: 'delete', server: 'postgres' })).toBe('delete calls on server postgres');
     expect(keysAffecting({ server: 'filesystem' })).toEqual(expect.arrayContaining(['all', 'server:filesystem', 'cap:write', 'cap:filesystem:write']));
     expect(keysAffecting({ token: { id: 't', project_id: 'p', role: 'r', environment: 'development' } })).toEqual(['all', 'token:t', 'project:p', 'role:r', 'env:development']);
+  });
+
+  it('words the lift of every target as a sentence (the drill printed "calls to write calls on every server")', () => {
+    expect(targets.map(liftedMessage)).toEqual([
+      'Lifted: every MCP call is decided normally again on every replica.',
+      'Lifted: calls to server filesystem are decided normally again on every replica.',
+      'Lifted: write calls on every server are decided normally again on every replica.',
+      'Lifted: write calls on server filesystem are decided normally again on every replica.',
+      'Lifted: calls made with token tok-1 are decided normally again on every replica.',
+      'Lifted: calls made with the tokens of project alpha are decided normally again on every replica.',
+      'Lifted: calls made with the tokens of role code_agent are decided normally again on every replica.',
+      'Lifted: calls made with the tokens of environment staging are decided normally again on every replica.',
+      'Lifted: calls in session sess-1 are decided normally again on every replica.',
+    ]);
   });
 });
