@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
+import { AGENT_PREFIXES, GATEWAY_PREFIX, OPERATOR_PREFIX } from '../tokens/format.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { printable, printableJson } from './printable.js';
 
@@ -150,8 +151,73 @@ export function killExitCode(answer: { enforced?: unknown }): 0 | typeof KILL_NO
   return answer.enforced === true ? 0 : KILL_NOT_ENFORCED;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/**
+ * A token as the Tokens page, alerts and messages show it: its type prefix and (up to) the first 4
+ * characters after it (src/tokens/format.ts, displayPrefix), perhaps copied with the trailing ellipsis.
+ */
+const DISPLAY_PREFIX = new RegExp(`^((?:${Object.values(AGENT_PREFIXES).join('|')})[0-9A-Za-z]{1,4})(?:…|\\.\\.\\.)?$`);
+const SECRET_PREFIXES = [...Object.values(AGENT_PREFIXES), GATEWAY_PREFIX, OPERATOR_PREFIX];
+const WHERE_IDS_ARE = "copy the token's id from the admin UI's Tokens page or from `GET /v1/keys`";
+
+interface ApiToken {
+  id: string;
+  type: string;
+  display_prefix: string;
+  description: string;
+  project_id: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+}
+
+/**
+ * `--token` as the API's token_id. A UUID is sent as it is. A display prefix (`mcp_rw_XFuj`, what lists
+ * and alerts show) is looked up among the live tokens the key can see (GET /v1/keys, every page) and
+ * used when exactly one matches. Anything else is refused before any request: a raw token, or any part
+ * of one beyond its display prefix, is a secret that must not travel or be printed.
+ */
+export async function resolveTokenId(cfg: Config, given: string): Promise<string> {
+  const text = given.trim();
+  if (UUID.test(text)) return text;
+  const display = DISPLAY_PREFIX.exec(text)?.[1];
+  if (display === undefined) {
+    if (SECRET_PREFIXES.some((p) => text.includes(p))) {
+      throw new CliFailure(
+        "--token takes the token's id (a UUID) or its display prefix (like mcp_rw_XFuj, as the Tokens page and alerts show it), not the token itself: " +
+          `a token is a secret, so it was not sent anywhere (nor printed here); ${WHERE_IDS_ARE}.`,
+        2,
+      );
+    }
+    throw new CliFailure(`--token ${printable(text)} is neither a token id (a UUID) nor a display prefix (like mcp_rw_XFuj): ${WHERE_IDS_ARE}`, 2);
+  }
+  const type = (Object.entries(AGENT_PREFIXES) as Array<[string, string]>).find(([, p]) => display.startsWith(p))![0];
+  const matches: ApiToken[] = [];
+  let before: string | undefined;
+  for (;;) {
+    const page = ((await call(cfg, 'GET', `v1/keys?type=${type}&revoked=false&limit=500${before ? `&before=${before}` : ''}`)) as { keys: ApiToken[] }).keys;
+    const now = Date.now();
+    matches.push(...page.filter((k) => k.display_prefix.startsWith(display) && (k.expires_at === null || Date.parse(k.expires_at) > now)));
+    if (page.length < 500) break;
+    before = page[page.length - 1]!.id;
+  }
+  if (matches.length === 1) return matches[0]!.id;
+  if (matches.length === 0) {
+    throw new CliFailure(`no live (unrevoked, unexpired) agent token this operator key can see has the display prefix ${display}…: ${WHERE_IDS_ARE}, and pass the id`, 1);
+  }
+  const listed = matches.map((k) => printable(`  ${k.id}  ${k.display_prefix}…  project ${k.project_id}  ${k.description || '(no description)'}`)).join('\n');
+  throw new CliFailure(`${matches.length} live agent tokens have the display prefix ${display}…; pass the id of the one to kill:\n${listed}`, 1);
+}
+
 export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {
-  const res = (await call(cfg, 'POST', 'v1/kills', killBody(o))) as { kill: ApiKill; enforced: boolean; message: string };
+  const body = killBody(o);
+  if (body['target'] === 'token') body['token_id'] = await resolveTokenId(cfg, o.token!);
+  if (body['target'] === 'session' && !UUID.test(o.session!)) {
+    throw new CliFailure(
+      `--session ${printable(o.session!)} is not a session id (a UUID): the admin UI's Sessions page shows the ids, and \`GET /v1/sessions?token=<token id>\` lists a token's sessions`,
+      2,
+    );
+  }
+  const res = (await call(cfg, 'POST', 'v1/kills', body)) as { kill: ApiKill; enforced: boolean; message: string };
   if (o.json) out.write(`${printableJson(res)}\n`);
   else out.write(`${printable(res.message)}\n${line(res.kill)}\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
   const code = killExitCode(res);
@@ -203,7 +269,7 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     .option('--everything', 'every MCP call of every agent')
     .option('--server <name>', 'one MCP server (with --capability: only that capability on it)')
     .addOption(new Option('--capability <capability>', 'one capability, on every server or on --server').choices(['read', 'write', 'delete']))
-    .option('--token <id>', 'one agent token')
+    .option('--token <id>', 'one agent token: its id, or its display prefix as the Tokens page shows it (mcp_rw_XFuj), never the token itself')
     .option('--project <id>', 'every token of a project')
     .option('--role <role>', 'every token of a policy role')
     // Checked here, so a wrong value is a usage error (exit 2) rather than the API's 400 (exit 1).

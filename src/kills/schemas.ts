@@ -20,16 +20,34 @@ const CapabilitySchema = Type.Union([Type.Literal('read'), Type.Literal('write')
 // a line break or an escape sequence would forge a line of its own there.
 const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why. ${ONE_LINE}` });
 
+// `format: uuid` alone answers `must match format "uuid"`, which does not say where the id is found: the
+// same check as a pattern fails first (Ajv checks pattern before format), and the error handler then
+// answers with the field's description (src/http/error-handler.ts).
+const UUID_PATTERN = '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$';
+
 export const CreateKillBody = Type.Object(
   {
     target: Target,
     server: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'A server of the policy.' })),
     capability: Type.Optional(CapabilitySchema),
-    token_id: Type.Optional(Type.String({ format: 'uuid' })),
+    token_id: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        pattern: UUID_PATTERN,
+        description:
+          "The agent token's id, a UUID (not its display prefix such as mcp_rw_XFuj…, and never the token itself): the admin UI's Tokens page shows it, and GET /v1/keys lists it as `id` beside each `display_prefix`. `killswitch kill --token` also takes the display prefix.",
+      }),
+    ),
     project_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$', description: 'A project some agent token was issued to (revoked ones count).' })),
     role: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$', description: 'A role of the policy.' })),
     environment: Type.Optional(EnvironmentSchema),
-    session_id: Type.Optional(Type.String({ format: 'uuid' })),
+    session_id: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        pattern: UUID_PATTERN,
+        description: "The session's id, a UUID: the admin UI's Sessions page shows it, and GET /v1/sessions?token=<token id> lists the sessions of a token.",
+      }),
+    ),
     reason: Type.String({
       minLength: 1,
       maxLength: 1000,

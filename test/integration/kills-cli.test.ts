@@ -143,6 +143,41 @@ describe('killswitch kill / kills / unkill', () => {
     expect(killExitCode({})).toBe(3);
   }, 120_000);
 
+  it('--token takes a display prefix (looked up among live tokens), never the raw token; --session a UUID', async () => {
+    const count = async () => (await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills.length;
+    const before = await count();
+    const tok = await gw.token('rw');
+    const display = tok.raw.slice(0, 'mcp_rw_'.length + 4);
+
+    // The raw token is a secret: refused before any request, and not printed.
+    const raw = await cli(['kill', '--token', tok.raw, '--reason', 'INC-11']);
+    expect(raw.code, raw.stderr).toBe(2);
+    expect(raw.stderr).toContain('not the token itself');
+    expect(raw.stderr + raw.stdout).not.toContain(tok.raw);
+    expect(await count()).toBe(before);
+
+    // A revoked token's display prefix matches no live token: exit 1 naming the prefix and where ids are.
+    const old = await gw.token('rw');
+    const oldDisplay = old.raw.slice(0, 'mcp_rw_'.length + 4);
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${old.id}/revoke`, headers: bearer(operatorKey), payload: { reason: 'test' } })).statusCode).toBe(200);
+    const none = await cli(['kill', '--token', `${oldDisplay}…`, '--reason', 'INC-11']);
+    expect(none.code, none.stderr).toBe(1);
+    expect(none.stderr).toContain(`display prefix ${oldDisplay}…`);
+    expect(none.stderr).toContain("copy the token's id from the admin UI's Tokens page or from `GET /v1/keys`");
+
+    const session = await cli(['kill', '--session', 'sess-1', '--reason', 'INC-11']);
+    expect(session.code).toBe(2);
+    expect(session.stderr).toContain("is not a session id (a UUID): the admin UI's Sessions page shows the ids");
+    expect(await count()).toBe(before);
+
+    // The display prefix as the Tokens page shows it, ellipsis included: the one live token it names is killed.
+    const killed = await cli(['kill', '--token', `${display}…`, '--reason', 'INC-11', '--json']);
+    expect(killed.code, killed.stderr).toBe(0);
+    const created = JSON.parse(killed.stdout);
+    expect(created.kill).toMatchObject({ target: 'token', token_id: tok.id });
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${created.kill.id}`, headers: bearer(operatorKey), payload: { reason: 'test over' } })).statusCode).toBe(200);
+  }, 120_000);
+
   it('builds the API body from the options', () => {
     expect(killBody({ server: 'filesystem', reason: 'r' })).toEqual({ target: 'server', server: 'filesystem', reason: 'r' });
     expect(killBody({ capability: 'delete', reason: 'r' })).toEqual({ target: 'capability', capability: 'delete', reason: 'r' });

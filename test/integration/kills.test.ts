@@ -289,6 +289,16 @@ describe('POST /v1/kills', () => {
     await bad({ target: 'server', server: 'filesystem', token_id: '0190aaaa-0000-7000-8000-000000000000' }, 'token_id');
     await bad({ target: 'capability' }, 'capability');
     await bad({ target: 'token' }, 'token_id');
+    // A display prefix (what the Tokens page and alerts show) is not an id: the 400 says where the id is.
+    const prefix = await killOn(a, { target: 'token', token_id: 'mcp_rw_XFuj', reason: 'x' });
+    expect(prefix.statusCode).toBe(400);
+    expect(prefix.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'token_id' }] });
+    expect(prefix.json().error.message).toMatch(/^token_id: .*Tokens page.*GET \/v1\/keys/);
+    const session = await killOn(a, { target: 'session', session_id: 'sess-1', reason: 'x' });
+    expect(session.statusCode).toBe(400);
+    expect(session.json().error.message).toMatch(/^session_id: .*Sessions page.*GET \/v1\/sessions\?token=/);
+    // Upper case is still the same id (x-lowercase), not refused by the pattern.
+    expect((await killOn(a, { target: 'token', token_id: '0190AAAA-0000-7000-8000-000000000000', reason: 'x' })).statusCode).toBe(404);
     expect((await killOn(a, { target: 'everything' })).statusCode).toBe(400); // no reason
     expect((await killOn(a, { target: 'token', token_id: '0190aaaa-0000-7000-8000-000000000000', reason: 'x' })).statusCode).toBe(404);
 

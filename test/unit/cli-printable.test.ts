@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliFailure, listKills, unkill } from '../../src/cli/kill.js';
+import { CliFailure, listKills, resolveTokenId, unkill } from '../../src/cli/kill.js';
 import { printable, printableJson } from '../../src/cli/printable.js';
 import type { Config } from '../../src/config.js';
 import { TEXT_PATTERN } from '../../src/tokens/names.js';
@@ -53,6 +53,19 @@ describe('killswitch kills / unkill print what the control plane answers escaped
   beforeAll(async () => {
     server = createServer((req, res) => {
       res.setHeader('content-type', 'application/json');
+      if (req.method === 'GET' && req.url?.startsWith('/v1/keys')) {
+        // Two live tokens share the display prefix mcp_rw_AAAA; a third is expired.
+        const token = (id: string, description: string, expires_at: string | null = null) => ({ id, type: 'rw', display_prefix: 'mcp_rw_AAAA', description, project_id: 'alpha', expires_at, revoked_at: null });
+        return res.end(
+          JSON.stringify({
+            keys: [
+              token('0190aaaa-0000-7000-8000-000000000011', 'ci bot\u001b[2J'),
+              token('0190aaaa-0000-7000-8000-000000000012', 'docs agent'),
+              token('0190aaaa-0000-7000-8000-000000000013', 'old', '2020-01-01T00:00:00.000Z'),
+            ],
+          }),
+        );
+      }
       if (req.method === 'GET') return res.end(JSON.stringify({ kills: [kill], next_before: null }));
       if (req.url?.endsWith('/missing')) {
         res.statusCode = 404;
@@ -97,5 +110,18 @@ describe('killswitch kills / unkill print what the control plane answers escaped
     const failure = await unkill(cfg, 'missing', { reason: 'done' }, c.out).catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(CliFailure);
     expect((failure as CliFailure).message).toBe('404 NOT_FOUND: no kill\\u001b[2J\\u000akill lifted');
+  });
+
+  it('a display prefix that several live tokens share: exit 1 listing their ids and descriptions, escaped', async () => {
+    const failure = await resolveTokenId(cfg, 'mcp_rw_AAAA').catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(CliFailure);
+    expect((failure as CliFailure).exitCode).toBe(1);
+    const lines = (failure as CliFailure).message.split('\n');
+    expect(lines[0]).toBe('2 live agent tokens have the display prefix mcp_rw_AAAA…; pass the id of the one to kill:');
+    expect(lines.slice(1)).toEqual([
+      '  0190aaaa-0000-7000-8000-000000000011  mcp_rw_AAAA…  project alpha  ci bot\\u001b[2J',
+      '  0190aaaa-0000-7000-8000-000000000012  mcp_rw_AAAA…  project alpha  docs agent',
+    ]);
+    expect(await resolveTokenId(cfg, '0190AAAA-0000-7000-8000-000000000011')).toBe('0190AAAA-0000-7000-8000-000000000011');
   });
 });
