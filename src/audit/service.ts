@@ -222,6 +222,7 @@ export class AuditService {
     await auditStore.ensurePartitions(pool, new Date(Date.now() - 31 * 86_400_000), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
     const writerPool = opts.writerPool ?? createWriterPool(config.databaseUrl);
     const listeners: SpoolingListener[] = [];
+    let service: AuditService | undefined;
     const writer = await AuditWriter.open({
       pool: writerPool,
       database: databaseName(config.databaseUrl),
@@ -233,8 +234,13 @@ export class AuditService {
       onSpoolingChange: (spooling, rows) => {
         for (const l of listeners) l(spooling, rows);
       },
+      // A chain's first durable row is witnessed at once, not an interval later: a chain that no head
+      // line names is one `audit verify --witnesses` reports as planted (UNWITNESSED).
+      onNewDurableChain: () => {
+        if (service?.headLogEnabled) service.logHead();
+      },
     });
-    const service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners);
+    service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners);
     if (opts.retentionJob !== false) service.startRetentionJob();
     if (opts.headLog !== false && config.auditHeadLogIntervalS > 0) {
       service.headLogEnabled = true;

@@ -35,6 +35,8 @@ export interface AuditWriterOptions {
   clock?: () => number;
   /** Told when rows start going to the spool (true) and when the spool has been replayed (false). */
   onSpoolingChange?: (spooling: boolean, spoolRows: number) => void;
+  /** Told when the durable head enters a chain it was not in (the first row of a new chain in Postgres). */
+  onNewDurableChain?: () => void;
   /**
    * How long rows nobody waits for (denials, RESULT rows) may wait for company before they are written.
    * A row some caller awaits (an allow's INTENT, an admin action) is flushed at once and takes the
@@ -481,7 +483,9 @@ export class AuditWriter {
     const last = records[records.length - 1];
     if (!last) return;
     if (this.head && this.head.replica_id === last.replica_id && this.head.seq >= last.seq) return;
+    const newChain = this.head?.replica_id !== last.replica_id;
     this.head = { replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() };
+    if (newChain) this.opts.onNewDurableChain?.();
   }
 
   private async replayRecords(records: AuditRecord[], path: string): Promise<void> {

@@ -161,6 +161,13 @@ describe('witnessed chain heads (audit chain head → audit verify --expect)', (
       .filter((l) => l.msg === 'audit chain head')
       .map((l) => l.audit_head!);
 
+  it('a new chain is witnessed as soon as its first rows are in Postgres, not an interval later', async () => {
+    const other = await ctx.app();
+    await other.ctx.audit.recordIntent(intentRow(callContext(), allow));
+    const replica = other.ctx.audit.writer.replicaId!;
+    expect(heads().filter((h) => h.startsWith(`${replica}:`)).length).toBeGreaterThanOrEqual(1);
+  });
+
   it('a tail removed by a superuser leaves a chain that verifies, but not the position logged outside the database', async () => {
     const calls = Array.from({ length: 6 }, () => callContext());
     for (const c of calls) await app.ctx.audit.recordIntent(intentRow(c, allow));
