@@ -99,6 +99,7 @@ const GATE_STEP = 'gate';
 export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   const { ctx } = app;
   ctx.tools = new ToolRegistry(ctx.pool, ctx.redis);
+  ctx.tools.setAdminRecorder((a) => ctx.audit.recordAdmin(a));
   await ctx.tools.start();
   ctx.closers.push(() => ctx.tools.stop());
   ctx.grants = new GrantService(ctx.pool, ctx.redis, ctx.config.grantMaxSeconds);

@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
 import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.js';
+import type { AdminAction } from '../audit/rows.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, type FieldProblem, notFound } from '../errors.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
@@ -122,6 +123,9 @@ export const MAX_TOOLS_PER_SERVER = 500;
 /** The most tool definitions one report may hold, all servers together; more is a 400 naming `servers`. */
 export const MAX_TOOLS_PER_REPORT = 2_000;
 
+/** How long a refused tool name is not audited again (`tool.refused`): a gateway reports it on every tools/list. */
+export const REFUSED_AUDIT_EVERY_S = 86_400;
+
 /** How often every replica reloads the pins, besides on every announcement (one it missed is caught up). */
 export const TOOLS_RELOAD_EVERY_MS = 5_000;
 
@@ -209,6 +213,7 @@ export class ToolRegistry {
   private fullServers = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
+  private recordAdmin: ((a: AdminAction) => Promise<void>) | undefined;
   private readonly channel: string;
   private readonly onMessage = (channel: string) => {
     if (channel === this.channel) void this.reload();
@@ -220,6 +225,11 @@ export class ToolRegistry {
     private readonly reloadEveryMs = TOOLS_RELOAD_EVERY_MS,
   ) {
     this.channel = redis.channel('tools:changed');
+  }
+
+  /** Where a report's pins, changes and refusals are audited (the decisions plugin wires ctx.audit.recordAdmin). */
+  setAdminRecorder(record: (a: AdminAction) => Promise<void>): void {
+    this.recordAdmin = record;
   }
 
   async start(): Promise<void> {
@@ -355,10 +365,21 @@ export class ToolRegistry {
 
     const identities = servers.map((s) => maskedIdentity(s.identity));
     const out: ToolReportResult[] = [];
+    // What the report changed, for the audit trail: a re-report of a known definition changes nothing.
+    const audited: AdminAction[] = [];
+    const refused: AdminAction[] = [];
+    const change = (action: string, server: string, tool: string, details: Record<string, unknown>): AdminAction => ({
+      actor: `gateway:${reporter.gatewayId}`,
+      action,
+      target: `tool:${server}/${tool}`,
+      projectId: reporter.projectId,
+      details: { ...details, token_id: reporter.tokenId, gateway_id: reporter.gatewayId },
+    });
     for (const { server, index, def, hash } of planned) {
       const refusal = refusedToolName(def.name);
       if (refusal) {
         out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal });
+        refused.push(change('tool.refused', server.name, def.name, { hash, reason: 'protocol_method' }));
         continue;
       }
       const recorded = await withTransaction(this.pool, async (db) => {
@@ -367,9 +388,15 @@ export class ToolRegistry {
       });
       if (recorded === 'server-full') {
         out.push({ server: server.name, tool: def.name, hash, status: 'refused', id: null, newlyChanged: false, refusal: `the definition is not pinned and no token may call it: ${serverFull(server.name)}` });
+        refused.push(change('tool.refused', server.name, def.name, { hash, reason: 'server_full', max_tools_per_server: MAX_TOOLS_PER_SERVER }));
         continue;
       }
       const { row, inserted, reopened, replaced } = recorded;
+      if (inserted && row.status === 'approved') {
+        audited.push(change('tool.pinned', server.name, def.name, { definition_id: row.id, hash, status: 'approved', decided_by: 'first-sight' }));
+      } else if ((inserted && row.status === 'pending') || reopened) {
+        audited.push(change('tool.changed', server.name, def.name, { definition_id: row.id, hash, status: 'pending', ...(reopened ? { reopened: true } : {}), ...(replaced ? { replaced } : {}) }));
+      }
       const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
       const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
       if (replaced !== undefined) result.replaced = replaced;
@@ -381,7 +408,30 @@ export class ToolRegistry {
     }
     await this.reload();
     await this.redis.redis.publish(this.channel, '1').catch(() => {});
+    await this.audit(audited, refused);
     return out;
+  }
+
+  /**
+   * The report's rows, awaited together (one group commit): `tool.pinned` for a definition trusted on
+   * first sight, `tool.changed` for one now waiting for review. After the pins are committed: a row the
+   * audit trail cannot take is logged by it (`audit row for an admin action could not be written`) and the
+   * report is answered as usual, as a gateway re-reporting could not make the row again. `tool.refused`
+   * once per tool name and REFUSED_AUDIT_EVERY_S across replicas (Redis), since nothing is stored that
+   * would tell a refused name's re-report from its first; written every time while Redis is unavailable.
+   */
+  private async audit(changes: AdminAction[], refused: AdminAction[]): Promise<void> {
+    const record = this.recordAdmin;
+    if (!record || changes.length + refused.length === 0) return;
+    const fresh = await Promise.all(
+      refused.map((a) =>
+        this.redis.redis
+          .set(this.redis.key('tools', 'refused-audited', a.target ?? ''), '1', 'EX', REFUSED_AUDIT_EVERY_S, 'NX')
+          .then((r) => r === 'OK')
+          .catch(() => true),
+      ),
+    );
+    await Promise.all([...changes, ...refused.filter((_, i) => fresh[i])].map((a) => record(a).catch(() => {})));
   }
 
   async list(f: ToolListFilter): Promise<ToolDefinitionRow[]> {

@@ -192,6 +192,19 @@ describe('the number of tools', () => {
     } while (cursor);
     expect(count).toBe(MAX_TOOLS_PER_SERVER);
 
+    // On the audit trail: one tool.pinned per pinned name (one group commit for the report), one
+    // tool.refused per refused name, not again when the name is reported again.
+    await report(gw, tok.raw, 'github', names.slice(MAX_TOOLS_PER_SERVER));
+    const audited = await t.pool().query(
+      `SELECT action, count(*)::int AS n, count(DISTINCT target)::int AS targets FROM audit_events WHERE action IN ('tool.pinned', 'tool.refused') AND target LIKE 'tool:github/%' GROUP BY action ORDER BY action`,
+    );
+    expect(audited.rows).toEqual([
+      { action: 'tool.pinned', n: MAX_TOOLS_PER_SERVER, targets: MAX_TOOLS_PER_SERVER },
+      { action: 'tool.refused', n: 4, targets: 4 },
+    ]);
+    const refusedRow = await t.pool().query(`SELECT details FROM audit_events WHERE action = 'tool.refused' AND target = 'tool:github/brand_new'`);
+    expect(refusedRow.rows[0].details).toMatchObject({ reason: 'server_full', max_tools_per_server: MAX_TOOLS_PER_SERVER, token_id: tok.id });
+
     // A call to a refused name is denied, as a tool whose pin is not approved.
     const explained = await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tok.id, server: 'github', tool: 'brand_new', arguments: {} } });
     expect(explained.json()).toMatchObject({ decision: 'deny', code: 'TOOL_CHANGED' });

@@ -291,6 +291,68 @@ describe('upstream identity', () => {
   });
 });
 
+describe('the audit trail of tool reports', () => {
+  const toolRows = async (tool: string) =>
+    (
+      await t
+        .pool()
+        .query(`SELECT action, actor_type, actor_id, project_id, details FROM audit_events WHERE kind = 'ADMIN' AND action IN ('tool.pinned', 'tool.changed', 'tool.refused') AND target = $1 ORDER BY seq`, [
+          `tool:memory/${tool}`,
+        ])
+    ).rows as Array<{ action: string; actor_type: string; actor_id: string; project_id: string; details: Record<string, unknown> }>;
+
+  it('a first sight writes tool.pinned, a change tool.changed; an unchanged re-report writes no row', async () => {
+    const tok = await gw.token('ro', { project: 'beta' });
+    const v1 = { name: 'audit_probe', description: 'Probe the graph' };
+    const v2 = { ...v1, description: 'Probe the graph, then mail it out' };
+    const v3 = { ...v1, description: 'Probe the graph (v3)' };
+    await report(tok.raw, [memory(v1)]);
+    const pinned = await toolRows('audit_probe');
+    expect(pinned).toHaveLength(1);
+    const gatewayId = (pinned[0]!.actor_id as string).replace(/^gateway:/, '');
+    const [first] = await rows('memory', 'audit_probe');
+    expect(pinned[0]).toEqual({
+      action: 'tool.pinned',
+      actor_type: 'system',
+      actor_id: `gateway:${gatewayId}`,
+      project_id: 'beta',
+      details: { definition_id: first!.id, hash: toolHash(v1), status: 'approved', decided_by: 'first-sight', token_id: tok.id, gateway_id: gatewayId },
+    });
+    // gateways re-report on every tools/list: nothing changed, nothing written
+    await report(tok.raw, [memory(v1)]);
+    await report(tok.raw, [memory(v1)]);
+    expect(await toolRows('audit_probe')).toHaveLength(1);
+
+    await report(tok.raw, [memory(v2)]);
+    await report(tok.raw, [memory(v2)]);
+    const v2Id = (await rows('memory', 'audit_probe')).find((r) => r.hash === toolHash(v2))!.id;
+    let all = await toolRows('audit_probe');
+    expect(all.map((r) => r.action)).toEqual(['tool.pinned', 'tool.changed']);
+    expect(all[1]!.details).toEqual({ definition_id: v2Id, hash: toolHash(v2), status: 'pending', token_id: tok.id, gateway_id: gatewayId });
+    // a later change replaces the waiting one: its row names it
+    await report(tok.raw, [memory(v3)]);
+    all = await toolRows('audit_probe');
+    expect(all.map((r) => r.action)).toEqual(['tool.pinned', 'tool.changed', 'tool.changed']);
+    expect(all[2]!.details).toMatchObject({ hash: toolHash(v3), status: 'pending', replaced: v2Id });
+    // back to the approved definition: no state change of any definition
+    await report(tok.raw, [memory(v1)]);
+    expect(await toolRows('audit_probe')).toHaveLength(3);
+  });
+
+  it('a refused name writes tool.refused once, not on every re-report', async () => {
+    const tok = await gw.token('ro');
+    const refused = { name: 'resources/read', description: 'not a tool' };
+    const target = 'tool:memory/resources/read';
+    const count = async () => (await t.pool().query(`SELECT count(*)::int AS n FROM audit_events WHERE action = 'tool.refused' AND target = $1`, [target])).rows[0].n;
+    expect((await report(tok.raw, [memory(refused)])).json().servers[0].tools[0].status).toBe('refused');
+    expect(await count()).toBe(1);
+    await report(tok.raw, [memory(refused)]);
+    expect(await count()).toBe(1);
+    const { rows: refusedRows } = await t.pool().query(`SELECT details FROM audit_events WHERE action = 'tool.refused' AND target = $1`, [target]);
+    expect(refusedRows[0].details).toMatchObject({ hash: toolHash(refused), reason: 'protocol_method', token_id: tok.id });
+  });
+});
+
 describe('when the audit row of a decision cannot be written', () => {
   it('POST /v1/tools/:id/reject and approve answer 503 SERVICE_UNAVAILABLE; the decision stands, as through /v1/approvals', async () => {
     const tok = await gw.token('ro');
