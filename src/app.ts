@@ -234,6 +234,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       audit.recordAdmin({ actor: 'policy-watcher', kind: 'POLICY_RELOAD', action: previousHash ? 'policy.reloaded' : 'policy.loaded', target: `policy:${policy.path}`, details: { hash, previous_hash: previousHash } }).catch(() => {});
     void policyLoaded(policy.current().hash, null);
     policy.onReload((e) => void policyLoaded(e.hash, e.previousHash));
+    // ...and every version of the file it refused, once each (policy.rejected, src/policy/store.ts).
+    policy.setAdminRecorder((a) => audit.recordAdmin(a));
     closers.push(() => policy.close());
     const alerts = await createAlertService(config, pool, redis, log);
     audit.onSpoolingChange((spooling, rows) => {

@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import type { AdminAction } from '../audit/rows.js';
 import { ConfigError } from '../config.js';
 import { formatIssue, PolicyFileError } from './issues.js';
 import { loadPolicyFile, parsePolicy } from './load.js';
@@ -67,6 +68,11 @@ export interface PolicyRejectEvent {
 
 export type PolicyRejectListener = (event: PolicyRejectEvent) => void;
 
+/** How many errors of a rejected file its `policy.rejected` row carries (the log line has them all). */
+export const REJECTED_ERRORS_AUDITED = 5;
+/** How many distinct rejected versions are remembered as audited while one policy stays in force. */
+const AUDITED_REJECTIONS_MAX = 1000;
+
 export interface PolicyStoreOptions {
   log: Logger;
   /** Watch the directory with fs.watch. Default true; polling alone when false or unavailable. */
@@ -109,6 +115,13 @@ export class PolicyStore {
   private readonly rejectListeners = new Set<PolicyRejectListener>();
   private rejections = 0;
   private lastRejected: PolicyRejection | null = null;
+  private recordAdmin: ((a: AdminAction) => Promise<void>) | undefined;
+  /**
+   * The rejected versions (hashes, or read errors) audited since the policy in force was loaded: each
+   * gets one `policy.rejected` row, however often it is read again (a file put back after another was
+   * rejected, or after it could not be read, is not a new rejection).
+   */
+  private readonly auditedRejections = new Set<string>();
   /** Top-level keys of the file in force: a reload may not drop a guarded one (sections.ts). */
   private sections: ReadonlySet<string>;
   private readonly stopping = new AbortController();
@@ -172,10 +185,16 @@ export class PolicyStore {
     return () => this.rejectListeners.delete(listener);
   }
 
+  /** Where a rejected version is audited (`policy.rejected`, kind POLICY_RELOAD); app.ts wires ctx.audit.recordAdmin. */
+  setAdminRecorder(record: (a: AdminAction) => Promise<void>): void {
+    this.recordAdmin = record;
+  }
+
   private rejected(hash: string | null, errors: string[], warnings: string[] = []): void {
     this.rejections++;
     this.lastRejected = { hash, at: new Date(), errors, warnings };
     const event: PolicyRejectEvent = { hash, errors, keptHash: this.active.hash, path: this.path };
+    this.auditRejection(event);
     for (const listener of this.rejectListeners) {
       try {
         listener(event);
@@ -183,6 +202,26 @@ export class PolicyStore {
         this.opts.log.error({ err: (err as Error).message, policy: this.path }, 'policy reject listener failed');
       }
     }
+  }
+
+  /**
+   * The `policy.rejected` row of a rejected version, once per version while the policy in force stays
+   * (every replica watching the file writes its own). Not awaited: a reload is never held up by the
+   * audit trail, and a row it cannot take is logged by it (`audit row for an admin action could not be
+   * written`); the POLICY_REJECTED alert and GET /v1/policy still say it.
+   */
+  private auditRejection(e: PolicyRejectEvent): void {
+    const version = e.hash ?? `unreadable:${e.errors[0] ?? ''}`;
+    if (!this.recordAdmin || this.auditedRejections.has(version)) return;
+    if (this.auditedRejections.size >= AUDITED_REJECTIONS_MAX) this.auditedRejections.clear();
+    this.auditedRejections.add(version);
+    void this.recordAdmin({
+      actor: 'policy-watcher',
+      kind: 'POLICY_RELOAD',
+      action: 'policy.rejected',
+      target: `policy:${e.path}`,
+      details: { rejected_hash: e.hash, kept_hash: e.keptHash, errors: e.errors.slice(0, REJECTED_ERRORS_AUDITED), errors_total: e.errors.length },
+    }).catch(() => {});
   }
 
   /** Called after every reload that takes effect (not at the first load). Returns an unsubscribe function. */
@@ -343,6 +382,7 @@ export class PolicyStore {
     this.lastError = null;
     this.lastRejected = null;
     this.rejectedHash = undefined;
+    this.auditedRejections.clear();
     for (const w of result.policy.warnings) log.warn({ policy: this.path }, `policy: ${formatIssue(w)}`);
     log.info({ policy: this.path, hash, previous_hash: previousHash }, 'policy reloaded');
     const event: PolicyReloadEvent = { hash, previousHash, path: this.active.path, policy: result.policy };
