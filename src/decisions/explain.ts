@@ -1,6 +1,8 @@
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { SessionCaps } from '../sessions/service.js';
 import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { credentialStore } from '../tokens/store.js';
 import type { DependencyFailureReporter } from './dependency-failures.js';
@@ -23,6 +25,51 @@ export interface ExplainRequest {
 /** The token's sessions a call can still name, most recently active first (SessionService satisfies this). */
 export interface OpenSessions {
   openSessionsOf(tokenId: string): Promise<ReadonlyArray<{ sessionId: string; lastActiveAt: number }>>;
+}
+
+/**
+ * Whether the token could open a session now (POST /v1/sessions), given how many it has open: the same
+ * caps `SessionService.open` applies (policy `max_open_sessions`, `max_new_sessions_per_hour`); null when
+ * it could. Throws if Redis is unavailable.
+ */
+export interface NewSessionRoom {
+  refusal(tokenId: string, open: number): Promise<NewSessionRefusal | null>;
+}
+
+export type NewSessionRefusal = { limit: 'max_open_sessions'; max: number; open: number } | { limit: 'max_new_sessions_per_hour'; max: number; opened: number; retryAfterS: number };
+
+/** Why the token cannot open a session now: the code and cap POST /v1/sessions would answer, and until when. */
+function refusalReason(r: NewSessionRefusal, now: number): string {
+  return r.limit === 'max_open_sessions'
+    ? `this token has ${r.open} open sessions (max_open_sessions ${r.max}), so POST /v1/sessions answers 429 TOO_MANY_SESSIONS until one is closed (POST /v1/sessions/:id/close) or idles out`
+    : `this token opened ${r.opened} sessions this hour (max_new_sessions_per_hour ${r.max}), so POST /v1/sessions answers 429 TOO_MANY_SESSIONS for ${r.retryAfterS} s more (until ${new Date(now + r.retryAfterS * 1000).toISOString()})`;
+}
+
+/** The new session's entry of `sessions` when none can be opened. */
+export function newSessionRefusedMessage(r: NewSessionRefusal, now = Date.now()): string {
+  return `A new session cannot be opened now: ${refusalReason(r, now)}`;
+}
+
+/**
+ * NewSessionRoom from the caps SessionService.open applies and the Redis keys its script (OPEN_LUA,
+ * src/sessions/scripts.ts) counts: `open` is what openSessionsOf found (the sessions whose hash is still
+ * there, as the script counts them); `sn:<token>:<hour index>` the sessions opened in the current hour of
+ * Redis time. Read only: explain opens nothing and counts nothing.
+ */
+export function newSessionRoom(redis: RedisHandle, caps: () => SessionCaps, hourMs = 3_600_000): NewSessionRoom {
+  return {
+    async refusal(tokenId, open) {
+      const { maxOpen, maxNewPerHour } = caps();
+      if (maxOpen !== null && maxOpen > 0 && open >= maxOpen) return { limit: 'max_open_sessions', max: maxOpen, open };
+      if (maxNewPerHour === null || maxNewPerHour <= 0) return null;
+      const [seconds, micros] = await redis.redis.time();
+      const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+      const hour = Math.floor(now / hourMs);
+      const opened = Number(await redis.redis.get(redis.key('sn', tokenId, String(hour)))) || 0;
+      if (opened < maxNewPerHour) return null;
+      return { limit: 'max_new_sessions_per_hour', max: maxNewPerHour, opened, retryAfterS: Math.max(1, Math.ceil(((hour + 1) * hourMs - now) / 1000)) };
+    },
+  };
 }
 
 /**
@@ -63,6 +110,8 @@ export class Explainer {
     private readonly sessions: OpenSessions,
     /** Where driver errors go (the log): never into an explanation's messages. */
     private readonly failures?: DependencyFailureReporter,
+    /** Whether a new session could be opened now; without it, explain assumes it could. */
+    private readonly newSessions?: NewSessionRoom,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -88,8 +137,10 @@ export class Explainer {
     }
 
     let open: ReadonlyArray<{ sessionId: string; lastActiveAt: number }>;
+    let refusal: NewSessionRefusal | null = null;
     try {
       open = await this.sessions.openSessionsOf(agent.id);
+      refusal = (await this.newSessions?.refusal(agent.id, open.length)) ?? null;
     } catch (err) {
       this.failures?.report('Redis', err, { token_id: agent.id, during: 'explain' });
       return {
@@ -105,7 +156,22 @@ export class Explainer {
     const runs: Array<() => Promise<Evaluation>> = checked.map((s) => () => this.evaluate(agent, req, s.sessionId, s.lastActiveAt));
     runs.push(() => this.evaluate(agent, req, null, null));
     const evaluations = await inBatches(runs, CONCURRENCY);
-    const shown = evaluations.find((e) => e.denial) ?? evaluations[0]!;
+    const fresh = evaluations.at(-1)!;
+    // A new session the token cannot open now is no place the next call can come in: the verdict is the
+    // open sessions' (docs/sessions-and-limits.md). With none open, no call can come at all.
+    const candidates = refusal ? evaluations.slice(0, -1) : evaluations;
+    if (refusal && candidates.length === 0) {
+      return {
+        ...this.verdict(fresh),
+        decision: 'deny' as const,
+        code: 'TOO_MANY_SESSIONS',
+        message: `This token has no open session and cannot open one now: ${refusalReason(refusal, Date.now())}. As the first call of a new session, once one can be opened: ${this.messageOf(fresh)}`,
+        session_id: null,
+        open_sessions: 0,
+        sessions: [this.newSessionEntry(fresh, refusal)],
+      };
+    }
+    const shown = candidates.find((e) => e.denial) ?? candidates[0]!;
     if (!shown.denial && open.length > checked.length) {
       throw invalid(
         'session_id',
@@ -114,16 +180,21 @@ export class Explainer {
     }
     return {
       ...this.verdict(shown),
-      message: this.summaryMessage(shown, req, open.length),
+      message: this.summaryMessage(shown, req, open.length, refusal),
       session_id: shown.sessionId,
       open_sessions: open.length,
-      sessions: evaluations.map((e) => ({
-        session_id: e.sessionId,
-        last_active_at: e.lastActiveAt ? new Date(e.lastActiveAt).toISOString() : null,
-        decision: e.denial ? ('deny' as const) : ('allow' as const),
-        code: e.denial ? e.denial.code : 'OK',
-        message: this.messageOf(e),
-      })),
+      sessions: evaluations.map((e) => this.newSessionEntry(e, e === fresh ? refusal : null)),
+    };
+  }
+
+  /** One entry of `sessions`; a new session that cannot be opened now says so instead of its dry run's verdict. */
+  private newSessionEntry(e: Evaluation, refusal: NewSessionRefusal | null) {
+    return {
+      session_id: e.sessionId,
+      last_active_at: e.lastActiveAt ? new Date(e.lastActiveAt).toISOString() : null,
+      decision: e.denial || refusal ? ('deny' as const) : ('allow' as const),
+      code: refusal ? 'TOO_MANY_SESSIONS' : e.denial ? e.denial.code : 'OK',
+      message: refusal ? newSessionRefusedMessage(refusal) : this.messageOf(e),
     };
   }
 
@@ -160,12 +231,14 @@ export class Explainer {
   }
 
   /** The top message without a session id: which of the token's sessions it is about, when it has any. */
-  private summaryMessage(shown: Evaluation, req: ExplainRequest, openCount: number): string {
+  private summaryMessage(shown: Evaluation, req: ExplainRequest, openCount: number, refusal: NewSessionRefusal | null): string {
     if (openCount === 0) return this.messageOf(shown);
     if (shown.denial) return `${shown.sessionId ? `In open session ${shown.sessionId}` : 'In a new session of this token'}: ${shown.denial.message}`;
-    const where = `in each of this token's ${openCount} open session${openCount === 1 ? '' : 's'} and in a new one`;
+    const sessions = `this token's ${openCount} open session${openCount === 1 ? '' : 's'}`;
+    const where = refusal ? `in each of ${sessions}` : `in each of ${sessions} and in a new one`;
     const warnings = shown.call.warnings.length > 0 ? `; in session ${shown.sessionId}: ${shown.call.warnings.join('; ')}` : '';
-    return `${req.server}/${req.tool} would be allowed ${where}${warnings}`;
+    const fresh = refusal ? `. ${newSessionRefusedMessage(refusal)}` : '';
+    return `${req.server}/${req.tool} would be allowed ${where}${warnings}${fresh}`;
   }
 }
 

@@ -139,7 +139,7 @@ export const ExplainBody = Type.Object(
     arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
     session_id: Type.Optional(
       IssuedId(
-        'Explain the call in this session. Without it, the call is run in each open session of the token (the 100 most recently active; 400 naming session_id when it has more and all of those would allow) and as the first call of a new session: the answer is allow only if all would be allowed.',
+        'Explain the call in this session. Without it, the call is run in each open session of the token (the 100 most recently active; 400 naming session_id when it has more and all of those would allow) and as the first call of a new session: the answer is allow only if all would be allowed. A token that cannot open a session now (max_open_sessions, max_new_sessions_per_hour) gets TOO_MANY_SESSIONS for the new session, and the answer is the open sessions\' (deny TOO_MANY_SESSIONS with none open).',
       ),
     ),
     environment: Type.Optional(EnvironmentSchema),

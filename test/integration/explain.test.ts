@@ -1,3 +1,5 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -104,6 +106,75 @@ describe('explain without a session_id, for a token with open sessions', () => {
     expect(denied.statusCode).toBe(200);
     expect(denied.json()).toMatchObject({ decision: 'deny', code: 'PERMISSION_DENIED', session_id: ro.session_id, open_sessions: 101 });
     expect(denied.json().sessions).toHaveLength(101);
+  });
+});
+
+describe("explain without a session_id, for a token at its session caps", () => {
+  // The same policy with small per-token session caps: 2 open at once, 3 opened per hour.
+  let capped: FastifyInstance;
+  let cgw: GatewayDriver;
+  beforeAll(async () => {
+    const source = readFileSync(POLICY, 'utf8').replace('max_open_sessions: 150, max_new_sessions_per_hour: 500', 'max_open_sessions: 2, max_new_sessions_per_hour: 3');
+    expect(source).toContain('max_open_sessions: 2,');
+    mkdirSync(t.dataDir, { recursive: true });
+    const policyFile = join(t.dataDir, 'explain-session-caps.yaml');
+    writeFileSync(policyFile, source);
+    capped = await t.app({ policyFile });
+    await capped.ctx.sessions.ensureState();
+    cgw = await new GatewayDriver(t, capped).init();
+  });
+  const explainCapped = async (tokenId: string, call: Record<string, unknown>) => {
+    const res = await capped.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(cgw.owner), payload: { token_id: tokenId, ...call } });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json();
+  };
+  const close = async (sessionId: string) => {
+    const res = await capped.inject({ method: 'POST', url: `/v1/sessions/${sessionId}/close`, headers: bearer(cgw.owner), payload: {} });
+    expect(res.statusCode, res.body).toBe(200);
+  };
+
+  it('at max_open_sessions: allow in the open sessions, and the new session says it cannot be opened (TOO_MANY_SESSIONS), as POST /v1/sessions answers', async () => {
+    const tok = await cgw.token('rw');
+    const a = await cgw.session(tok.raw);
+    const b = await cgw.session(tok.raw);
+    const refused = await capped.inject({ method: 'POST', url: '/v1/sessions', headers: cgw.headers(tok.raw), payload: {} });
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json().error.code).toBe('TOO_MANY_SESSIONS');
+
+    const body = await explainCapped(tok.id, read('a.md'));
+    expect(body).toMatchObject({ decision: 'allow', code: 'OK', open_sessions: 2, session_id: b.session_id });
+    expect(body.message).toBe(
+      "filesystem/read_text_file would be allowed in each of this token's 2 open sessions. A new session cannot be opened now: this token has 2 open sessions (max_open_sessions 2), so POST /v1/sessions answers 429 TOO_MANY_SESSIONS until one is closed (POST /v1/sessions/:id/close) or idles out",
+    );
+    expect(body.sessions.map((s: { session_id: string | null; decision: string; code: string }) => [s.session_id, s.decision, s.code])).toEqual([
+      [b.session_id, 'allow', 'OK'],
+      [a.session_id, 'allow', 'OK'],
+      [null, 'deny', 'TOO_MANY_SESSIONS'],
+    ]);
+    expect(body.sessions[2].message).toContain('A new session cannot be opened now: this token has 2 open sessions (max_open_sessions 2)');
+  });
+
+  it('at max_new_sessions_per_hour: the new session says when one can be opened; with no session open, the answer is deny TOO_MANY_SESSIONS', async () => {
+    const tok = await cgw.token('rw');
+    const opened = [await cgw.session(tok.raw), await cgw.session(tok.raw)];
+    await close(opened[0]!.session_id);
+    const last = await cgw.session(tok.raw); // the third this hour; two stay open
+    await close(opened[1]!.session_id);
+    const refused = await capped.inject({ method: 'POST', url: '/v1/sessions', headers: cgw.headers(tok.raw), payload: {} });
+    expect(refused.json().error).toMatchObject({ code: 'TOO_MANY_SESSIONS', details: { limit: 'max_new_sessions_per_hour' } });
+
+    const one = await explainCapped(tok.id, read('a.md'));
+    expect(one).toMatchObject({ decision: 'allow', code: 'OK', open_sessions: 1, session_id: last.session_id });
+    expect(one.message).toMatch(
+      /^filesystem\/read_text_file would be allowed in each of this token's 1 open session\. A new session cannot be opened now: this token opened 3 sessions this hour \(max_new_sessions_per_hour 3\), so POST \/v1\/sessions answers 429 TOO_MANY_SESSIONS for \d+ s more \(until \d{4}-\d\d-\d\dT/,
+    );
+    expect(one.sessions.at(-1)).toMatchObject({ session_id: null, decision: 'deny', code: 'TOO_MANY_SESSIONS' });
+
+    await close(last.session_id);
+    const none = await explainCapped(tok.id, read('a.md'));
+    expect(none).toMatchObject({ decision: 'deny', code: 'TOO_MANY_SESSIONS', session_id: null, open_sessions: 0 });
+    expect(none.message).toMatch(/^This token has no open session and cannot open one now: this token opened 3 sessions this hour .*As the first call of a new session, once one can be opened: filesystem\/read_text_file would be allowed$/);
+    expect(none.sessions).toEqual([expect.objectContaining({ session_id: null, decision: 'deny', code: 'TOO_MANY_SESSIONS' })]);
   });
 });
 
