@@ -5,10 +5,13 @@ import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
-import type { ConstraintView } from './service.js';
+import type { ConstraintView, PolledFlagChange } from './service.js';
 import { webhookUrl } from './setup.js';
 
 const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
+
+/** How long the replica that audits a polled flag change holds it, so the others' polls of it write nothing. */
+const POLLED_CHANGE_CLAIM_S = 3_600;
 
 function sameSecret(presented: string | undefined, secret: string): boolean {
   if (!presented || !secret) return false;
@@ -33,6 +36,34 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     'feature-archived': 'flag.archived',
     'feature-revived': 'flag.revived',
   };
+
+  // A change every replica's poll sees: written by the one replica that claims it in Redis, keyed by the
+  // flag, its new state and Unleash's revision (the same for every replica that read that state). Without
+  // a revision, or while Redis does not answer, each replica writes its own row (details.replica says which).
+  const auditPolledChange = async (c: PolledFlagChange) => {
+    const state = c.enabled === null ? 'gone' : c.enabled ? 'on' : 'off';
+    const claimed =
+      c.revision === null
+        ? false
+        : await ctx.redis.redis
+            .set(ctx.redis.key('flags', 'polled-change', c.flag, state, String(c.revision)), '1', 'EX', POLLED_CHANGE_CLAIM_S, 'NX')
+            .then((r) => (r === 'OK' ? true : null))
+            .catch(() => false);
+    if (claimed === null) return; // another replica wrote it
+    await ctx.audit
+      .recordAdmin({
+        actor: 'flags-poll',
+        action: 'flag.changed',
+        target: `flag:${c.flag}`,
+        details: { source: 'poll', enabled: c.enabled, previous: c.previous, environment: flags.environment, revision: c.revision, ...(claimed ? {} : { replica: ctx.audit.writer.replicaId }) },
+      })
+      .catch(() => {});
+  };
+  const onPolledChange = (c: PolledFlagChange) => void auditPolledChange(c);
+  flags.on('polled-change', onPolledChange);
+  app.addHook('onClose', async () => {
+    flags.off('polled-change', onPolledChange);
+  });
 
   app.post(
     '/v1/flags/events',
@@ -66,7 +97,13 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // One row per event (Unleash posts to one replica): the incident timeline and reviewers see flag changes.
       const action = FLAG_ACTIONS[e.type] ?? 'flag.changed';
       void ctx.audit
-        .recordAdmin({ actor: 'unleash-webhook', action, target: `flag:${e.featureName ?? ''}`, details: { unleash_event: e.type, environment: e.environment ?? null, event_id: e.id ?? null, result } })
+        .recordAdmin({
+          actor: 'unleash-webhook',
+          action,
+          target: `flag:${e.featureName ?? ''}`,
+          // Who changed it in Unleash (its `createdBy`), as Unleash says: masked and made storable like any text.
+          details: { unleash_event: e.type, environment: e.environment ?? null, event_id: e.id ?? null, unleash_user: typeof e.createdBy === 'string' ? e.createdBy.slice(0, 200) : null, result },
+        })
         .catch(() => {});
       return { result };
     },

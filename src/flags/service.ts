@@ -190,11 +190,22 @@ export function sdkEvaluator(client: Unleash): { evaluate: Evaluate } | { evalua
   return { evaluate: (isEnabled as Evaluate).bind(inner) };
 }
 
+/** A flag whose enabled state in our environment a poll found changed (null: not served, archived or deleted). */
+export interface PolledFlagChange {
+  flag: string;
+  enabled: boolean | null;
+  previous: boolean | null;
+  /** Unleash's revision (latest event id) the poll read; null when its ETag does not say. */
+  revision: number | null;
+}
+
 export interface FlagServiceEvents {
   stale: [{ lastFetchAt: Date | null }];
   recovered: [{ staleForS: number }];
   override: [FlagOverride];
   'override-ended': [string];
+  /** After a poll that changed a flag's enabled state, one per flag (not for the first fetch: nothing to compare). */
+  'polled-change': [PolledFlagChange];
 }
 
 /** A strategy that is on for every context our step builds (userId is always set). */
@@ -217,6 +228,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
    * Rebuilt on every data change, before any evaluation can see the new data.
    */
   private plain = new Map<string, boolean>();
+  /** Each flag's enabled state as the last poll read it (the backup does not count): what a poll's change is told against. */
+  private polledEnabled: Map<string, boolean> | undefined;
   private readonly origin = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   private readonly channel: string;
   private readonly backup: FlagBackup;
@@ -316,8 +329,12 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       // Emitted synchronously right after the client replaced its data: no evaluation sees a stale index.
       this.indexFlags();
       this.fetched(false);
+      this.noticeEnabledChanges();
     });
-    client.on(UnleashEvents.Unchanged, () => this.fetched(true));
+    client.on(UnleashEvents.Unchanged, () => {
+      this.fetched(true);
+      if (!this.polledEnabled) this.noticeEnabledChanges();
+    });
     const failed = (err: unknown) => {
       const message = err instanceof Error ? err.message : String(err);
       if (this.lastError !== message || !this.lastErrorAt || Date.now() - this.lastErrorAt > 60_000) this.log.warn({ err: message }, 'flags: Unleash fetch failed');
@@ -376,6 +393,24 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       this.log.info({ stale_for_s: staleForS }, 'flags: Unleash answers again; flags are fresh');
       this.alert({ kind: 'FLAGS_RECOVERED', message: `Unleash answers again after ${staleForS} s; flags are fresh.`, numbers: { stale_for_s: staleForS } });
       this.emit('recovered', { staleForS });
+    }
+  }
+
+  /**
+   * Compares each flag's enabled state with the previous poll's and emits `polled-change` for each that
+   * changed (turned on or off in our environment, archived, revived): how a change reaches the audit trail
+   * when the webhook does not (flag routes). The first poll only sets what later ones are compared with.
+   */
+  private noticeEnabledChanges(): void {
+    const now = new Map<string, boolean>();
+    for (const f of this.client?.getFeatureToggleDefinitions() ?? []) now.set(f.name, f.enabled === true);
+    const before = this.polledEnabled;
+    this.polledEnabled = now;
+    if (!before) return;
+    for (const flag of new Set([...before.keys(), ...now.keys()])) {
+      const previous = before.get(flag) ?? null;
+      const enabled = now.get(flag) ?? null;
+      if (previous !== enabled) this.emit('polled-change', { flag, enabled, previous, revision: this.revision });
     }
   }
 

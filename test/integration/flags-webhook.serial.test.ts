@@ -134,6 +134,10 @@ describe('Unleash webhook receiver', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({ result: 'denied' });
     expect(a.ctx.flags.isEnabled(flag, rwDev)).toBe(false);
+    // Its row names who changed the flag in Unleash (createdBy).
+    await a.ctx.audit.writer.flush();
+    const { rows } = await ctx.pool().query(`SELECT actor_id, details FROM audit_events WHERE action = 'flag.disabled' AND target = $1 AND details->>'event_id' = $2`, [`flag:${flag}`, String(revision! + 1)]);
+    expect(rows).toEqual([{ actor_id: 'unleash-webhook', details: { unleash_event: 'feature-environment-disabled', environment: env, event_id: revision! + 1, unleash_user: 'admin', result: 'denied' } }]);
     // Within the promised second (until fails past it); how fast is logged, not asserted.
     const pubsubMs = await until(() => !b.ctx.flags.isEnabled(flag, rwDev), 1_000, 'replica b denies');
     console.log(`webhook event to a deny on the second replica: ${pubsubMs} ms`);
@@ -248,6 +252,26 @@ describe('Unleash webhook receiver', () => {
     // Nothing answers at UNLEASH_URL: failed, with the cause.
     await prepareUnleash(ctx.config({ ...receiver, unleashUrl: `http://127.0.0.1:${await freePort()}/api` }), log);
     expect(await registration(a)).toMatchObject({ state: 'failed', error: expect.stringMatching(/ECONNREFUSED/) });
+  });
+
+  it('a flag change only the poll saw (no webhook reached a replica) is one flag.changed row, source poll, however many replicas polled it', async () => {
+    const flag = 'mcp.sqlite.delete';
+    const changed = async (enabled: string) =>
+      (await ctx.pool().query(`SELECT actor_type, actor_id, details FROM audit_events WHERE action = 'flag.changed' AND target = $1 AND details->>'enabled' = $2 AND details->>'source' = 'poll'`, [`flag:${flag}`, enabled]))
+        .rows;
+    const before = (await changed('false')).length;
+    touched.add(flag);
+    await admin.setEnabled(flag, env, false);
+    for (const app of [a, b]) await until(() => !app.ctx.flags.isEnabled(flag, rwDev), 10_000, 'both replicas polled the change');
+    await until(async () => (await changed('false')).length > before, 5_000, 'the polled change audited');
+    // Both replicas saw it; the other one's claim in Redis failed, so it wrote nothing.
+    await new Promise((r) => setTimeout(r, 200));
+    for (const app of [a, b]) await app.ctx.audit.writer.flush();
+    const rows = await changed('false');
+    expect(rows).toHaveLength(before + 1);
+    expect(rows[rows.length - 1]).toMatchObject({ actor_type: 'system', actor_id: 'flags-poll', details: { source: 'poll', enabled: false, previous: true, environment: env } });
+    expect(rows[rows.length - 1].details.revision).toBeGreaterThan(0);
+    expect(rows[rows.length - 1].details.replica).toBeUndefined();
   });
 
   it("Unleash's own webhook integration reaches a listening control plane and denies before any poll could", async () => {
