@@ -8,7 +8,7 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
-import { raiseToolChanged } from './service.js';
+import { raiseToolChanged, raiseToolsAdded } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -169,6 +169,13 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
       // Awaited (it never rejects), so the next report of the same gateway finds the alert to update.
       for (const r of results.filter((x) => x.newlyChanged)) await raiseToolChanged(ctx.alerts, r).catch(() => {});
+      const added = results
+        .filter((r) => r.added)
+        .map((result) => {
+          const def = req.body.servers.find((s) => s.name === result.server)?.tools.find((d) => toolHash(d) === result.hash);
+          return { result, capability: ctx.callability.mayEverCall(agent, result.server, result.tool, def?.annotations).capability };
+        });
+      await raiseToolsAdded(ctx.alerts, added, req.gateway!).catch(() => {});
       return {
         servers: req.body.servers.map((s) => {
           // By hash, not name: a report may hold two definitions of one name (the second is changed).

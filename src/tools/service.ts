@@ -38,6 +38,8 @@ export interface ToolReportResult {
   refusal?: string;
   /** Why a stored definition that is not approved cannot be called yet (it names the definition to approve). */
   notApproved?: string;
+  /** A new tool name of a server that already had pinned tools, pinned (approved) on first sight by this report. */
+  added?: true;
 }
 
 /**
@@ -108,6 +110,50 @@ export function raiseToolChanged(alerts: AlertService | undefined, r: ToolReport
   const alert = (changes: number) => ({ kind: 'TOOL_CHANGED' as const, severity: 'warning' as const, server: r.server, message: message(changes), numbers: { changes }, details: { tool: r.tool, definition_id: r.id, hash: r.hash } });
   if (r.replaced === undefined) return alerts.raise(alert(1));
   return alerts.raiseOrUpdate(alert(1), { server: r.server, detail: 'tool', value: r.tool }, (open) => alert((open.numbers['changes'] ?? 1) + 1));
+}
+
+/** The most TOOL_ADDED alerts one report raises per server; the names beyond share one alert. */
+export const TOOL_ADDED_ALERTS_PER_REPORT = 10;
+
+/**
+ * TOOL_ADDED alerts for the tool names a server reported after its first report (`added`): pinned on first
+ * sight and callable at once (trust on first use), so an upstream that adds `exfiltrate_everything` is at
+ * least seen. One alert per (server, tool): a name is pinned on first sight only once (approved definitions
+ * are never deleted), and a server's first report raises none (a gateway's first start pins all its
+ * tools). Against a flood (an upstream listing ever new names, up to MAX_TOOLS_PER_SERVER), one report
+ * raises at most TOOL_ADDED_ALERTS_PER_REPORT per server, and one more naming how many others were pinned.
+ */
+export async function raiseToolsAdded(
+  alerts: AlertService | undefined,
+  added: ReadonlyArray<{ result: ToolReportResult; capability: string | null }>,
+  gateway: { id: string; name: string | null },
+): Promise<void> {
+  if (!alerts) return;
+  const by = `gateway ${gateway.name ?? gateway.id} (${gateway.id})`;
+  const servers = new Map<string, Array<{ result: ToolReportResult; capability: string | null }>>();
+  for (const a of added) if (a.result.added && a.result.id !== null) servers.set(a.result.server, [...(servers.get(a.result.server) ?? []), a]);
+  for (const [server, tools] of servers) {
+    for (const { result: r, capability } of tools.slice(0, TOOL_ADDED_ALERTS_PER_REPORT)) {
+      const cap = capability ? `capability ${capability}` : 'a capability the policy does not resolve, so its calls deny';
+      const stop = capability ? `; to stop its calls now, kill ${capability} calls on the server (killswitch kill --server ${server} --capability ${capability})` : '';
+      await alerts.raise({
+        kind: 'TOOL_ADDED',
+        server,
+        message: `New tool ${server}/${r.tool} (${cap}) reported by ${by} was pinned on first sight: server ${server} already had pinned tools, and tokens allowed on it may call this one now. If you did not expect it, review tool definition ${r.id} (GET /v1/tools?server=${server})${stop}.`,
+        details: { tool: r.tool, definition_id: r.id, hash: r.hash, capability, gateway_id: gateway.id, gateway_name: gateway.name },
+      });
+    }
+    const rest = tools.slice(TOOL_ADDED_ALERTS_PER_REPORT);
+    if (rest.length === 0) continue;
+    const names = rest.slice(0, 20).map((a) => a.result.tool);
+    await alerts.raise({
+      kind: 'TOOL_ADDED',
+      server,
+      message: `${rest.length} more new tools of server ${server}, reported by ${by} in the same report, were pinned on first sight and may be called now: ${names.join(', ')}${rest.length > names.length ? ', ...' : ''} (GET /v1/tools?server=${server}). An upstream that suddenly lists many new tools may be compromised: consider killing the server (killswitch kill --server ${server}).`,
+      numbers: { added: rest.length },
+      details: { tools: names, gateway_id: gateway.id, gateway_name: gateway.name },
+    });
+  }
 }
 
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
@@ -364,6 +410,9 @@ export class ToolRegistry {
     }
 
     const identities = servers.map((s) => maskedIdentity(s.identity));
+    // Read before anything of this report is stored: a tool pinned on first sight is `added` (TOOL_ADDED)
+    // only on a server that had tools before, never on a server's first report.
+    const knownServers = await toolStore.serversWithTools(this.pool, [...new Set(servers.map((s) => s.name))]);
     const out: ToolReportResult[] = [];
     // What the report changed, for the audit trail: a re-report of a known definition changes nothing.
     const audited: AdminAction[] = [];
@@ -400,6 +449,7 @@ export class ToolRegistry {
       const status: ToolPinStatus = row.status === 'approved' ? 'approved' : row.status === 'rejected' ? 'rejected' : 'changed';
       const result: ToolReportResult = { server: server.name, tool: def.name, hash, status, id: row.id, newlyChanged: (inserted && row.status === 'pending') || reopened };
       if (replaced !== undefined) result.replaced = replaced;
+      if (inserted && row.status === 'approved' && knownServers.has(server.name)) result.added = true;
       if (status !== 'approved') {
         const name = status === 'rejected' ? await toolStore.operatorName(this.pool, row.decided_by).catch(() => undefined) : undefined;
         result.notApproved = notApprovedReason({ ...row, decided_by_name: name ?? null });

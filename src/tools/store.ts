@@ -238,6 +238,11 @@ export const toolStore = {
     const { rows } = await db.query<{ n: number }>('SELECT count(DISTINCT tool)::int AS n FROM tool_definitions WHERE server = $1', [server]);
     return rows[0]?.n ?? 0;
   },
+  /** Which of these servers have any tool definition stored. */
+  async serversWithTools(db: Db, servers: string[]): Promise<Set<string>> {
+    const { rows } = await db.query<{ server: string }>('SELECT DISTINCT server FROM tool_definitions WHERE server = ANY($1::text[])', [servers]);
+    return new Set(rows.map((r) => r.server));
+  },
   async hasApproved(db: Db, server: string, tool: string): Promise<boolean> {
     const { rowCount } = await db.query(`SELECT 1 FROM tool_definitions WHERE server = $1 AND tool = $2 AND status = 'approved'`, [server, tool]);
     return (rowCount ?? 0) > 0;

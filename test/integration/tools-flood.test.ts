@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolHash } from '../../src/tools/hash.js';
-import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER } from '../../src/tools/service.js';
+import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER, TOOL_ADDED_ALERTS_PER_REPORT } from '../../src/tools/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -90,6 +90,24 @@ describe('an upstream that keeps changing its tools', () => {
     const latest = pending.find((r) => r.tool === 'read_graph')!;
     expect((await app.inject({ method: 'POST', url: `/v1/tools/${latest.id}/approve`, headers: bearer(gw.owner), payload: { reason: 'read the change' } })).statusCode).toBe(200);
     expect((await gw.decide(tok.raw, call)).code).toBe('OK');
+  });
+
+  it(`raises at most ${TOOL_ADDED_ALERTS_PER_REPORT} TOOL_ADDED alerts per server for one report's new names, and one naming how many more`, async () => {
+    const tok = await gw.token('ro');
+    expect((await report(gw, tok.raw, 'crm-flood', [{ name: 'seed' }])).statusCode).toBe(200);
+    const names = Array.from({ length: 25 }, (_, i) => ({ name: `added_${String(i).padStart(2, '0')}` }));
+    expect((await report(gw, tok.raw, 'crm-flood', [{ name: 'seed' }, ...names])).statusCode).toBe(200);
+    const alerts = (await app.inject({ url: '/v1/alerts?kind=TOOL_ADDED&server=crm-flood&limit=500', headers: bearer(gw.owner) })).json().alerts as Array<{
+      message: string;
+      numbers: Record<string, number>;
+      details: Record<string, unknown>;
+    }>;
+    expect(alerts).toHaveLength(TOOL_ADDED_ALERTS_PER_REPORT + 1);
+    expect(alerts.filter((a) => a.details['tool'] !== undefined).map((a) => a.details['tool']).sort()).toEqual(names.slice(0, TOOL_ADDED_ALERTS_PER_REPORT).map((n) => n.name));
+    const rest = alerts.find((a) => a.details['tool'] === undefined)!;
+    expect(rest.numbers).toEqual({ added: 25 - TOOL_ADDED_ALERTS_PER_REPORT });
+    expect(rest.message).toContain(`${25 - TOOL_ADDED_ALERTS_PER_REPORT} more new tools of server crm-flood`);
+    expect(rest.details['tools']).toEqual(names.slice(TOOL_ADDED_ALERTS_PER_REPORT).map((n) => n.name));
   });
 
   it('raises a new alert for a change after the open one was acknowledged', async () => {

@@ -353,6 +353,52 @@ describe('the audit trail of tool reports', () => {
   });
 });
 
+describe('a new tool name, trusted on first use', () => {
+  const addedAlerts = async (server: string) =>
+    (await app.inject({ url: `/v1/alerts?kind=TOOL_ADDED&server=${server}&limit=500`, headers: bearer(gw.owner) })).json().alerts as Array<{
+      severity: string;
+      message: string;
+      details: Record<string, unknown>;
+    }>;
+
+  it("raises TOOL_ADDED once per server and tool when a server that had pinned tools reports it, never for a server's first report", async () => {
+    const tok = await gw.token('ro');
+    // A server's first report (a gateway's first start) pins every tool without an alert.
+    const crm = (...tools: Def[]): Server => ({ name: 'crm', identity: { url: 'https://crm.example/mcp' }, tools });
+    expect((await report(tok.raw, [crm({ name: 'list_contacts' }, { name: 'get_contact' })])).statusCode).toBe(200);
+    expect(await addedAlerts('crm')).toEqual([]);
+
+    // Later the upstream lists one more tool: pinned (callable at once, as documented), and alerted.
+    const answered = (await report(tok.raw, [crm({ name: 'list_contacts' }, { name: 'get_contact' }, { name: 'exfiltrate_everything' })])).json().servers[0].tools;
+    expect(answered.map((x: { status: string }) => x.status)).toEqual(['approved', 'approved', 'approved']);
+    const [id] = (await rows('crm', 'exfiltrate_everything')).map((r) => r.id);
+    const gatewayId = (await t.pool().query(`SELECT reported_by_gateway FROM tool_definitions WHERE id = $1`, [id])).rows[0].reported_by_gateway;
+    let alerts = await addedAlerts('crm');
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]).toMatchObject({
+      severity: 'warning',
+      details: { tool: 'exfiltrate_everything', definition_id: id, capability: null, gateway_id: gatewayId, gateway_name: 'test gateway' },
+    });
+    expect(alerts[0]!.message).toContain(`New tool crm/exfiltrate_everything (a capability the policy does not resolve, so its calls deny) reported by gateway test gateway (${gatewayId}) was pinned on first sight`);
+
+    // Reported again, by this gateway or another: no second alert.
+    await report(tok.raw, [crm({ name: 'exfiltrate_everything' })]);
+    const other = Object.assign(new GatewayDriver(t, app), { owner: gw.owner });
+    other.gatewayKey = (await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'second gateway' } })).json().key;
+    await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: other.headers(tok.raw), payload: { servers: [crm({ name: 'exfiltrate_everything' }, { name: 'get_contact' })] } });
+    expect(await addedAlerts('crm')).toHaveLength(1);
+
+    // The capability the policy resolves for it is named, with the kill that stops it.
+    await report(tok.raw, [memory({ name: 'read_graph', description: 'Read the knowledge graph' })]);
+    await report(tok.raw, [memory({ name: 'read_graph', description: 'Read the knowledge graph' }, { name: 'delete_relations' })]);
+    alerts = (await addedAlerts('memory')).filter((a) => a.details['tool'] === 'delete_relations');
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]!.details).toMatchObject({ tool: 'delete_relations', capability: 'delete' });
+    expect(alerts[0]!.message).toContain('New tool memory/delete_relations (capability delete)');
+    expect(alerts[0]!.message).toContain('killswitch kill --server memory --capability delete');
+  });
+});
+
 describe('when the audit row of a decision cannot be written', () => {
   it('POST /v1/tools/:id/reject and approve answer 503 SERVICE_UNAVAILABLE; the decision stands, as through /v1/approvals', async () => {
     const tok = await gw.token('ro');
