@@ -1,8 +1,7 @@
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
-import type { RedisHandle } from '../redis/client.js';
-import type { SessionCaps } from '../sessions/service.js';
+import type { NewSessionRefusal } from '../sessions/service.js';
 import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { credentialStore } from '../tokens/store.js';
 import type { DependencyFailureReporter } from './dependency-failures.js';
@@ -22,21 +21,15 @@ export interface ExplainRequest {
   annotations?: DecisionInput['annotations'];
 }
 
-/** The token's sessions a call can still name, most recently active first (SessionService satisfies this). */
+/**
+ * The token's sessions a call can still name, most recently active first, and whether it could open a
+ * new one now (the caps and window POST /v1/sessions applies; null when it could). SessionService
+ * satisfies this.
+ */
 export interface OpenSessions {
   openSessionsOf(tokenId: string): Promise<ReadonlyArray<{ sessionId: string; lastActiveAt: number }>>;
+  newSessionRefusal(tokenId: string, open: number): Promise<NewSessionRefusal | null>;
 }
-
-/**
- * Whether the token could open a session now (POST /v1/sessions), given how many it has open: the same
- * caps `SessionService.open` applies (policy `max_open_sessions`, `max_new_sessions_per_hour`); null when
- * it could. Throws if Redis is unavailable.
- */
-export interface NewSessionRoom {
-  refusal(tokenId: string, open: number): Promise<NewSessionRefusal | null>;
-}
-
-export type NewSessionRefusal = { limit: 'max_open_sessions'; max: number; open: number } | { limit: 'max_new_sessions_per_hour'; max: number; opened: number; retryAfterS: number };
 
 /** Why the token cannot open a session now: the code and cap POST /v1/sessions would answer, and until when. */
 function refusalReason(r: NewSessionRefusal, now: number): string {
@@ -48,28 +41,6 @@ function refusalReason(r: NewSessionRefusal, now: number): string {
 /** The new session's entry of `sessions` when none can be opened. */
 export function newSessionRefusedMessage(r: NewSessionRefusal, now = Date.now()): string {
   return `A new session cannot be opened now: ${refusalReason(r, now)}`;
-}
-
-/**
- * NewSessionRoom from the caps SessionService.open applies and the Redis keys its script (OPEN_LUA,
- * src/sessions/scripts.ts) counts: `open` is what openSessionsOf found (the sessions whose hash is still
- * there, as the script counts them); `sn:<token>:<hour index>` the sessions opened in the current hour of
- * Redis time. Read only: explain opens nothing and counts nothing.
- */
-export function newSessionRoom(redis: RedisHandle, caps: () => SessionCaps, hourMs = 3_600_000): NewSessionRoom {
-  return {
-    async refusal(tokenId, open) {
-      const { maxOpen, maxNewPerHour } = caps();
-      if (maxOpen !== null && maxOpen > 0 && open >= maxOpen) return { limit: 'max_open_sessions', max: maxOpen, open };
-      if (maxNewPerHour === null || maxNewPerHour <= 0) return null;
-      const [seconds, micros] = await redis.redis.time();
-      const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-      const hour = Math.floor(now / hourMs);
-      const opened = Number(await redis.redis.get(redis.key('sn', tokenId, String(hour)))) || 0;
-      if (opened < maxNewPerHour) return null;
-      return { limit: 'max_new_sessions_per_hour', max: maxNewPerHour, opened, retryAfterS: Math.max(1, Math.ceil(((hour + 1) * hourMs - now) / 1000)) };
-    },
-  };
 }
 
 /**
@@ -110,8 +81,6 @@ export class Explainer {
     private readonly sessions: OpenSessions,
     /** Where driver errors go (the log): never into an explanation's messages. */
     private readonly failures?: DependencyFailureReporter,
-    /** Whether a new session could be opened now; without it, explain assumes it could. */
-    private readonly newSessions?: NewSessionRoom,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -140,7 +109,7 @@ export class Explainer {
     let refusal: NewSessionRefusal | null = null;
     try {
       open = await this.sessions.openSessionsOf(agent.id);
-      refusal = (await this.newSessions?.refusal(agent.id, open.length)) ?? null;
+      refusal = await this.sessions.newSessionRefusal(agent.id, open.length);
     } catch (err) {
       this.failures?.report('Redis', err, { token_id: agent.id, during: 'explain' });
       return {

@@ -17,7 +17,7 @@ import { ToolRegistry } from '../tools/service.js';
 import { createToolPinStep } from '../tools/step.js';
 import { Callability } from './callability.js';
 import { DependencyFailureLog } from './dependency-failures.js';
-import { Explainer, newSessionRoom } from './explain.js';
+import { Explainer } from './explain.js';
 import { ResultService } from './results.js';
 import { decisionRoutes } from './routes.js';
 import type { DecisionAnswer } from './schemas.js';
@@ -198,15 +198,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
   });
 
-  // The caps POST /v1/sessions applies (app.ts, sessions.setCapsSource): the policy's, else the configured defaults.
-  const sessionCaps = () => {
-    const t = ctx.policy.current().limits.token;
-    return {
-      maxOpen: t.maxOpenSessions === undefined ? ctx.config.sessionMaxOpenPerToken : t.maxOpenSessions,
-      maxNewPerHour: t.maxNewSessionsPerHour === undefined ? ctx.config.sessionMaxNewPerHour : t.maxNewSessionsPerHour,
-    };
-  };
-  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions, failures, newSessionRoom(ctx.redis, sessionCaps));
+  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions, failures);
 
   ctx.results = new ResultService({
     decisionMeta: (id) => ctx.gate.decisionMeta(id),

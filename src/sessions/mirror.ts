@@ -228,6 +228,18 @@ export class SessionMirror {
     return out;
   }
 
+  /**
+   * How many sessions the token opened in the current window of `hourMs` (Redis time), as OPEN_LUA counts
+   * them (`sn:<token>:<window index>`), and how long until the window ends. Read only.
+   */
+  async openedInWindow(tokenId: string, hourMs = 3_600_000): Promise<{ opened: number; msLeft: number; now: number }> {
+    const [seconds, micros] = await this.redis.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const idx = Math.floor(now / hourMs);
+    const opened = Number(await this.redis.redis.get(this.redis.key('sn', tokenId, String(idx)))) || 0;
+    return { opened, msLeft: (idx + 1) * hourMs - now, now };
+  }
+
   async epochExists(): Promise<boolean> {
     return (await this.redis.redis.exists(this.redis.key('epoch'))) === 1;
   }

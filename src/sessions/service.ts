@@ -139,6 +139,11 @@ export interface ResumeTokenResult {
   message: string;
 }
 
+/** Why a token cannot open a session now: the cap POST /v1/sessions would answer 429 TOO_MANY_SESSIONS for. */
+export type NewSessionRefusal =
+  | { limit: 'max_open_sessions'; max: number; open: number }
+  | { limit: 'max_new_sessions_per_hour'; max: number; opened: number; retryAfterS: number };
+
 export interface CloseSessionResult {
   session: SessionSummaryView;
   /** It was closed before this request (idled out, or closed by an earlier request). */
@@ -222,7 +227,7 @@ export class SessionService {
   readonly epoch: StateEpoch;
   private recordAdmin: ((r: AdminRecord) => Promise<void> | void) | undefined;
   private alerts: Pick<AlertService, 'resolve'> | undefined;
-  private capsFor: ((agent: AgentPrincipal) => SessionCaps) | undefined;
+  private capsFor: (() => SessionCaps) | undefined;
   private readonly pendingRecords: HaltInput[] = [];
   private readonly pendingMirror: MirrorHalt[] = [];
 
@@ -252,9 +257,28 @@ export class SessionService {
   }
 
   /** Per-token session caps from the policy (token.maxOpenSessions, token.maxNewSessionsPerHour). */
-  setCapsSource(capsFor: (agent: AgentPrincipal) => SessionCaps): void {
+  setCapsSource(capsFor: () => SessionCaps): void {
     this.capsFor = capsFor;
   }
+  /** The caps a new session is checked against: the policy's (setCapsSource), else the configured defaults. */
+  get caps(): SessionCaps {
+    return this.capsFor?.() ?? { maxOpen: this.settings.maxOpenPerToken, maxNewPerHour: this.settings.maxNewPerHour };
+  }
+
+  /**
+   * Why the token could not open a session now, given how many it has open (as openSessionsOf counts
+   * them): the caps and window open() applies, read without opening or counting anything; null when it
+   * could. For explain. Throws if Redis is unavailable.
+   */
+  async newSessionRefusal(tokenId: string, open: number): Promise<NewSessionRefusal | null> {
+    const { maxOpen, maxNewPerHour } = this.caps;
+    if (maxOpen !== null && maxOpen > 0 && open >= maxOpen) return { limit: 'max_open_sessions', max: maxOpen, open };
+    if (maxNewPerHour === null || maxNewPerHour <= 0) return null;
+    const w = await this.mirror.openedInWindow(tokenId, this.settings.newSessionWindowMs);
+    if (w.opened < maxNewPerHour) return null;
+    return { limit: 'max_new_sessions_per_hour', max: maxNewPerHour, opened: w.opened, retryAfterS: Math.max(1, Math.ceil(w.msLeft / 1000)) };
+  }
+
 
   start(): void {
     this.epoch.start();
@@ -283,7 +307,7 @@ export class SessionService {
     // Masked like the audit row's purpose (docs/audit.md, "Redaction"): Redis, Postgres and every view
     // of the session hold what the audit trail holds.
     const purpose = redactText(scope.purpose ?? '');
-    const caps = this.capsFor?.(agent) ?? { maxOpen: this.settings.maxOpenPerToken, maxNewPerHour: this.settings.maxNewPerHour };
+    const caps = this.caps;
     const id = uuidv7();
     let answer: Awaited<ReturnType<SessionMirror['open']>>;
     try {

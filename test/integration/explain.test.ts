@@ -68,6 +68,20 @@ describe('explain without a session_id, for a token with open sessions', () => {
     expect(named.sessions).toBeUndefined();
   });
 
+  it('judges a new session by the caps the session service applies (the ones POST /v1/sessions checks), whatever their source', async () => {
+    const tok = await gw.token('rw');
+    await gw.session(tok.raw);
+    const before = app.ctx.sessions.caps;
+    app.ctx.sessions.setCapsSource(() => ({ maxOpen: 1, maxNewPerHour: null }));
+    try {
+      expect((await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: {} })).statusCode).toBe(429);
+      const body = (await explain(tok.id, read('a.md'))).json();
+      expect(body.sessions.at(-1)).toMatchObject({ session_id: null, decision: 'deny', code: 'TOO_MANY_SESSIONS' });
+    } finally {
+      app.ctx.sessions.setCapsSource(() => before);
+    }
+  });
+
   it('allow only when every open session and a new one would allow, and the message says so', async () => {
     const tok = await gw.token('rw');
     const none = (await explain(tok.id, read('a.md'))).json();
