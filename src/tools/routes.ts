@@ -242,7 +242,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         onRequest: operator,
         schema: {
           tags: ['tools'],
-          summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition; calls to it keep answering TOOL_CHANGED, naming who rejected it and why',
+          summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition, or take back the trust of an approved one; calls to it answer TOOL_CHANGED, naming who rejected it and why',
           params: IdParams,
           body: ReasonBody,
           response: { 200: ToolRow, ...errors, 503: ErrorBody },

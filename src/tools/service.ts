@@ -135,7 +135,8 @@ export async function raiseToolsAdded(
   for (const [server, tools] of servers) {
     for (const { result: r, capability } of tools.slice(0, TOOL_ADDED_ALERTS_PER_REPORT)) {
       const cap = capability ? `capability ${capability}` : 'a capability the policy does not resolve, so its calls deny';
-      const stop = capability ? `; to stop its calls now, kill ${capability} calls on the server (killswitch kill --server ${server} --capability ${capability})` : '';
+      const kill = capability ? `, or kill ${capability} calls on the server (killswitch kill --server ${server} --capability ${capability})` : '';
+      const stop = `; to stop its calls, reject it (POST /v1/tools/${r.id}/reject, or Reject on the admin UI's Tools page)${kill}`;
       await alerts.raise({
         kind: 'TOOL_ADDED',
         server,
@@ -517,7 +518,7 @@ export class ToolRegistry {
       await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(existing.server, existing.tool)]);
       const decided = await toolStore.decide(db, id, status, by, reason);
       if (!decided) {
-        throw new AppError('CONFLICT', `tool definition ${id} is ${existing.status}: ${status === 'approved' ? 'only a pending, rejected or superseded definition can be approved' : 'only a pending definition can be rejected'}`);
+        throw new AppError('CONFLICT', `tool definition ${id} is ${existing.status}: ${status === 'approved' ? 'only a pending, rejected or superseded definition can be approved' : 'only a pending or approved definition can be rejected'}`);
       }
       return decided;
     });

@@ -208,8 +208,10 @@ export const toolStore = {
         await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tools-of-server:${r.server}`]);
         if ((await toolStore.toolCount(db, r.server)) >= maxToolsPerServer) return 'server-full';
       }
-      const first = !(await toolStore.hasApproved(db, r.server, r.tool));
-      const status: ToolStatus = first ? 'approved' : 'pending';
+      // Trust on first sight of the tool's NAME only: once any definition of it exists (one an operator
+      // rejected included), a new one waits for review, so rejecting the approved definition cannot be
+      // undone by an upstream that changes a word of its description.
+      const status: ToolStatus = known ? 'pending' : 'approved';
       const { rows } = await db.query<ToolDefinitionRow>(
         `INSERT INTO tool_definitions (id, server, tool, hash, definition, status, reported_by_gateway, reported_by_token, reported_by_project, upstream_identity, decided_at, decided_by)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, CASE WHEN $6 = 'approved' THEN now() END, CASE WHEN $6 = 'approved' THEN 'first-sight' END)
@@ -243,17 +245,15 @@ export const toolStore = {
     const { rows } = await db.query<{ server: string }>('SELECT DISTINCT server FROM tool_definitions WHERE server = ANY($1::text[])', [servers]);
     return new Set(rows.map((r) => r.server));
   },
-  async hasApproved(db: Db, server: string, tool: string): Promise<boolean> {
-    const { rowCount } = await db.query(`SELECT 1 FROM tool_definitions WHERE server = $1 AND tool = $2 AND status = 'approved'`, [server, tool]);
-    return (rowCount ?? 0) > 0;
-  },
   /**
    * Approving a definition supersedes the previously approved one of the same tool. A pending definition
-   * may be approved or rejected; a rejected or superseded one approved (the operator changed their mind,
-   * or the upstream went back to it).
+   * may be approved or rejected; an approved one rejected (trust given on first sight taken back); a
+   * rejected or superseded one approved (the operator changed their mind, or the upstream went back to it).
    */
   async decide(db: PoolClient, id: string, status: 'approved' | 'rejected', by: string, reason: string): Promise<ToolDefinitionRow | undefined> {
-    const from = status === 'approved' ? ['pending', 'rejected', 'superseded'] : ['pending'];
+    // An approved definition can be rejected too: trust given on first sight is taken back (its calls
+    // then deny TOOL_CHANGED until an operator approves a definition again).
+    const from = status === 'approved' ? ['pending', 'rejected', 'superseded'] : ['pending', 'approved'];
     const { rows } = await db.query<ToolDefinitionRow>(
       `UPDATE tool_definitions SET status = $2, decided_at = now(), decided_by = $3, decision_reason = $4 WHERE id = $1 AND status = ANY($5::text[]) RETURNING ${COLUMNS}`,
       [id, status, by, reason, from],

@@ -174,8 +174,34 @@ describe('a rejected definition', () => {
     expect((await reject(v1Id)).statusCode).toBe(200);
     const twice = await reject(v1Id);
     expect(twice.statusCode).toBe(409);
-    expect(twice.json().error.message).toContain('only a pending definition can be rejected');
+    expect(twice.json().error.message).toContain('only a pending or approved definition can be rejected');
     expect((await approve(v1Id)).statusCode).toBe(200);
+    expect((await gw.decide(tok.raw, call)).code).toBe('OK');
+  });
+
+  it('an approved definition can be rejected (trust taken back): its calls deny TOOL_CHANGED, and a new definition reported later waits for review instead of being trusted on first sight', async () => {
+    const tok = await gw.token('ro');
+    const s = await gw.session(tok.raw);
+    const v1 = { name: 'list_directory_with_sizes', description: 'List a directory with sizes' };
+    const fs = (def: Def): Server => ({ name: 'filesystem', identity: { command: 'npx' }, tools: [def] });
+    expect((await report(tok.raw, [fs(v1)])).json().servers[0].tools[0].status).toBe('approved');
+    const id = (await rows('filesystem', 'list_directory_with_sizes'))[0]!.id as string;
+    const call = { server: 'filesystem', tool: 'list_directory_with_sizes', arguments: { path: '.' }, session_id: s.session_id };
+    expect((await gw.decide(tok.raw, call)).code).toBe('OK');
+
+    const rejected = await app.inject({ method: 'POST', url: `/v1/tools/${id}/reject`, headers: bearer(gw.owner), payload: { reason: 'added by a compromised upstream' } });
+    expect(rejected.statusCode, rejected.body).toBe(200);
+    for (const d of [await gw.decide(tok.raw, call), await gw.decide(tok.raw, { ...call, tool_hash: toolHash(v1) })]) {
+      expect(d.code).toBe('TOOL_CHANGED');
+      expect(d.message).toContain('added by a compromised upstream');
+    }
+    // The upstream changes a word: not a first sight any more, so it waits.
+    const v2 = { ...v1, description: 'List a directory with sizes.' };
+    expect((await report(tok.raw, [fs(v2)])).json().servers[0].tools[0]).toMatchObject({ status: 'changed', callable: false });
+    expect((await gw.decide(tok.raw, call)).code).toBe('TOOL_CHANGED');
+    // Approving it again gives the calls back.
+    expect((await app.inject({ method: 'POST', url: `/v1/tools/${id}/approve`, headers: bearer(gw.owner), payload: { reason: 'false alarm' } })).statusCode).toBe(200);
+    expect((await report(tok.raw, [fs(v1)])).json().servers[0].tools[0].status).toBe('approved');
     expect((await gw.decide(tok.raw, call)).code).toBe('OK');
   });
 

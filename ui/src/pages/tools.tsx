@@ -75,7 +75,7 @@ export function ToolsPage() {
                 Approve
               </button>
             )}
-            {tool.status === 'pending' && (
+            {(tool.status === 'pending' || tool.status === 'approved') && (
               <button type="button" class="danger small" onClick={() => setDeciding({ tool, verb: 'reject' })}>
                 Reject
               </button>
