@@ -9,8 +9,9 @@
 //   its revision every second, so a poll that late cannot predate the disable.
 // An older poll that happens to show the flag off does not end it: a quick off-on-off sequence would
 // otherwise open a window where the next, still older, poll shows "on".
-// A `feature-environment-enabled`/`feature-revived` event newer than the override also ends it (Unleash
-// says the flag is on again; the poll is the authority either way). An event id that polls have not
+// A `feature-environment-enabled` event (our environment) newer than the override also ends it (Unleash
+// says the flag is on again; the poll is the authority either way). A `feature-revived` event never does:
+// Unleash brings a revived flag back off, so it adds (or renews) a deny like an archive. An event id that polls have not
 // reached after UNREACHED_REVISION_GRACE_MS was never this Unleash's: that override ends too.
 
 export const UNKNOWN_REVISION_GRACE_MS = 10_000;

@@ -593,8 +593,9 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
 
   /**
    * Applies a flag event from the Unleash webhook on this replica at once and on every other replica
-   * through Redis. Only ever stricter: `disabled`/`archived` add a deny; `enabled` only ends an
-   * older deny of ours (the poll stays the authority). Returns what was done.
+   * through Redis. Only ever stricter: `disabled`/`archived`/`revived` add (or keep) a deny; only
+   * `feature-environment-enabled` in our environment ends an older deny of ours (the poll stays the
+   * authority). Returns what was done.
    */
   async applyWebhookEvent(e: { type: string; featureName?: string | undefined; environment?: string | undefined; id?: number | undefined }): Promise<'denied' | 'cleared' | 'ignored'> {
     const flag = e.featureName;
@@ -619,14 +620,24 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       this.alert({ kind: 'FLAG_DISABLED', message: `${flag} was ${o.reason === 'archived' ? 'archived' : 'turned off'} in Unleash (${this.config.unleashEnvironment}); applied at once on every replica.`, details: { flag, event_id: eventId } });
       return 'denied';
     }
-    if ((e.type === 'feature-environment-enabled' && ours) || e.type === 'feature-revived') {
+    if (e.type === 'feature-revived') {
+      // Unleash brings a revived flag back off in every environment: never a reason to allow. A deny is
+      // kept (or set) until a poll at least as new as this event shows the flag's real state; while polls
+      // fail, the older polled state ("on" before the archive) must not come back with it.
+      const o: FlagOverride = { flag, reason: this.overrides.get(flag)?.reason ?? 'archived', eventId, at };
+      this.applyDeny(o);
+      await this.publish({ origin: this.origin, op: 'deny', flag, reason: o.reason, eventId, at, event: e.type });
+      return 'denied';
+    }
+    // Only a flag turned on in the environment we read lifts a deny; any other event (created, updated,
+    // strategies, metadata) changes nothing here: the poll is the authority.
+    if (e.type === 'feature-environment-enabled' && ours) {
       const denied = this.overrides.has(flag);
       const cleared = this.overrides.enabled(flag, eventId, at);
       await this.publish({ origin: this.origin, op: 'enabled', flag, eventId, at, event: e.type });
-      // The counterpart of FLAG_DISABLED (the alert service acknowledges that flag's open ones). Not for a
-      // revived flag, which Unleash brings back off in every environment, nor for an enable older than the
-      // deny still in force (events out of order: the flag is off).
-      if (e.type === 'feature-environment-enabled' && (cleared || !denied)) {
+      // The counterpart of FLAG_DISABLED (the alert service acknowledges that flag's open ones). Not for an
+      // enable older than the deny still in force (events out of order: the flag is off).
+      if (cleared || !denied) {
         this.alert({ kind: 'FLAG_ENABLED', message: `${flag} was turned on in Unleash (${this.config.unleashEnvironment}).`, details: { flag, event_id: eventId } });
       }
       return cleared ? 'cleared' : 'ignored';
@@ -667,7 +678,9 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     const at = typeof msg.at === 'number' ? msg.at : Date.now();
     const type = typeof msg.event === 'string' ? msg.event : msg.op === 'deny' ? `feature-${msg.reason === 'archived' ? 'archived' : 'environment-disabled'}` : msg.op === 'enabled' ? 'feature-environment-enabled' : null;
     if (type !== null) this.sawWebhook({ at, type, flag: msg.flag || null });
-    if (msg.op === 'deny') this.applyDeny({ flag: msg.flag, reason: msg.reason === 'archived' ? 'archived' : 'disabled', eventId, at });
-    else if (msg.op === 'enabled') this.overrides.enabled(msg.flag, eventId, at);
+    // A revive is a deny whatever op it came with (replicas of an older version relayed it as `enabled`);
+    // only a turn-on (or an older replica's `enabled` without its event type) may lift one.
+    if (msg.op === 'deny' || (msg.op === 'enabled' && msg.event === 'feature-revived')) this.applyDeny({ flag: msg.flag, reason: msg.reason === 'disabled' ? 'disabled' : 'archived', eventId, at });
+    else if (msg.op === 'enabled' && (msg.event === undefined || msg.event === 'feature-environment-enabled')) this.overrides.enabled(msg.flag, eventId, at);
   }
 }

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, request, type Server, type ServerRe
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { revisionFromEtag } from '../../src/flags/overrides.js';
 import { toUnleashContext } from '../../src/flags/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
@@ -92,13 +93,15 @@ async function served(flag: string): Promise<{ enabled: boolean | undefined; eta
 }
 
 let proxy: FlakyProxy;
+let proxyUrl: string;
 let app: FastifyInstance;
 
 beforeAll(async () => {
   await ctx.setup();
   proxy = new FlakyProxy(new URL(unleash.apiUrl));
   // Nothing listens on the webhook port here: only polling can explain a deny.
-  app = await ctx.app({ unleashUrl: await proxy.listen(), unleashRefreshMs: REFRESH_MS });
+  proxyUrl = await proxy.listen();
+  app = await ctx.app({ unleashUrl: proxyUrl, unleashRefreshMs: REFRESH_MS });
   expect(app.ctx.flags.status()).toMatchObject({ ready: true, source: 'poll' });
 });
 
@@ -206,5 +209,41 @@ describe('polling after Unleash answered errors', () => {
     expect(recovered.age_s).toBeLessThanOrEqual(1);
     expect(recovered.last_error).toBe(failing.last_error);
     expect(Date.parse(recovered.last_fetch_at)).toBeGreaterThan(Date.parse(recovered.last_error_at));
+  });
+
+  it('a flag archived by webhook stays denied after a revive event while polls fail, on this replica and on another one through Redis', { timeout: 90_000 }, async () => {
+    // The second replica polls through the same failing proxy; events reach it only through the relay.
+    const b = await ctx.app({ unleashUrl: proxyUrl, unleashRefreshMs: REFRESH_MS });
+    try {
+      for (const replica of [app, b]) expect(replica.ctx.flags.isEnabled(FLAG, rwDev)).toBe(true);
+      const revision = revisionFromEtag((await served(FLAG)).etag);
+      expect(revision).toBeGreaterThan(0);
+      // Unleash refuses the backend token (deleted): every poll fails, the last polled state ("on") stays.
+      proxy.failStatus = 401;
+      proxy.failNext = 1_000_000;
+      const post = (body: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/flags/events', headers: { authorization: unleash.webhookSecret }, payload: body });
+      expect((await post({ type: 'feature-archived', featureName: FLAG, id: revision! + 1 })).json()).toEqual({ result: 'denied' });
+      await until(() => !b.ctx.flags.isEnabled(FLAG, rwDev), 1_000, 'b denies the archived flag');
+      // Revived: Unleash brings it back off. No replica may go back to the old polled "on".
+      expect((await post({ type: 'feature-revived', featureName: FLAG, id: revision! + 2 })).json()).toEqual({ result: 'denied' });
+      const failedBefore = proxy.fetches.length;
+      await until(() => proxy.fetches.length >= failedBefore + 6, 20_000, 'more polls refused', 20);
+      expect(proxy.fetches.slice(failedBefore).every((f) => f.status === 401)).toBe(true);
+      for (const replica of [app, b]) {
+        expect(replica.ctx.flags.isEnabled(FLAG, rwDev)).toBe(false);
+        expect(replica.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('webhook');
+        expect(replica.ctx.flags.status().overrides).toMatchObject([{ flag: FLAG, eventId: revision! + 2 }]);
+      }
+      // Other event types do not lift it either; only a turn-on in our environment would.
+      for (const type of ['feature-created', 'feature-updated', 'feature-metadata-updated', 'feature-strategy-add']) {
+        expect((await post({ type, featureName: FLAG, environment: unleash.environment, id: revision! + 3 })).json()).toEqual({ result: 'ignored' });
+      }
+      expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(false);
+    } finally {
+      proxy.failNext = 0;
+      // Real changes move Unleash's revision past the synthetic events, so the polls end the deny (afterEach).
+      touched = true;
+      await admin.setEnabled(FLAG, unleash.environment, false);
+    }
   });
 });
