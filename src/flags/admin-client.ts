@@ -114,6 +114,16 @@ export class UnleashAdmin {
     return new Set((res?.features ?? []).map((f) => f.name));
   }
 
+  /**
+   * Whether Unleash's event log holds any event for a flag of this name (created, archived, deleted…):
+   * a flag that is missing now but has events existed before. The log keeps the events of deleted flags.
+   */
+  async hasFeatureEvents(name: string): Promise<boolean> {
+    const res = await this.request<{ events?: unknown[]; total?: number }>('GET', `/admin/search/events?feature=${encodeURIComponent(`IS:${name}`)}&limit=1`);
+    if (!res || !Array.isArray(res.events)) throw new Error(`Unleash event search for ${name} answered without an event list`);
+    return res.events.length > 0 || (res.total ?? 0) > 0;
+  }
+
   async archiveFeature(name: string): Promise<void> {
     await this.request('DELETE', this.feature(name));
   }

@@ -67,7 +67,7 @@ function offMessage(name: string, why: ReturnType<FlagEvaluator['whyOff']>, envi
   const reason = why.description?.trim() || 'no description in Unleash';
   switch (why.reason) {
     case 'missing':
-      return `${name} is off: the flag does not exist in Unleash (environment ${environment}); a missing flag denies. Run "npm run flags:sync" or create it.`;
+      return `${name} is off: the flag does not exist in Unleash (environment ${environment}); a missing flag denies. It was deleted or archived in Unleash, or never created: if that was on purpose, leave it. Otherwise "npm run flags:sync" creates it (ON only if Unleash never had it; a deleted one comes back OFF, an archived one stays archived until revived), then turn it on in Unleash if intended.`;
     case 'webhook':
       return `${name} is off: ${reason} (turned off in Unleash; applied at once from its webhook)`;
     case 'constraints':

@@ -5,7 +5,10 @@ import { type FlagDefinition, strategyFingerprint, strategyPayload } from './def
 
 // `flags sync`: makes Unleash have every flag of flags/ (and of the policy) without ever loosening what an
 // operator did in Unleash. The rules, in the order an incident cares about:
-// - a missing flag is created, with its strategies, and turned on in the control plane's environment;
+// - a missing flag is created, with its strategies, and turned on in the control plane's environment only
+//   when Unleash never had a flag of that name (its event log has no event for it). One that existed
+//   before (deleted in Unleash) is created OFF: an operator may have deleted it to stop what it allows.
+//   When the event log cannot be read, it is created off too: a flag is never turned on by doubt;
 // - an existing flag's on/off state is never changed (a flag an operator turned off stays off), and an
 //   archived flag is not revived;
 // - descriptions and types follow the files;
@@ -44,13 +47,20 @@ export interface SyncInput {
 }
 
 export interface SyncReport {
+  /** Created and turned on: Unleash never had a flag of that name. */
   created: string[];
+  /** Created OFF: Unleash had a flag of that name before (deleted): turn it on in Unleash when intended. */
+  recreatedOff: string[];
+  /** Created OFF: Unleash's event log could not be read to tell whether it is new. */
+  createdOff: string[];
   updated: string[];
   unchanged: string[];
   /** Exist but are off in the environment: left off (sync never turns a flag on). */
   off: string[];
   /** Archived in Unleash: left archived, so the flag step denies them as missing. */
   archived: string[];
+  /** Exist in Unleash, but not in the project the control plane reads (moved to another project?). */
+  elsewhere: string[];
   /** Strategies edited in Unleash: left as the operator set them. */
   drifted: string[];
   contextFields: { created: string[]; updated: string[] };
@@ -118,7 +128,7 @@ export interface RegisteredWebhook {
 export interface WebhookOutcome {
   /**
    * created: there was no webhook of ours (or none for this control plane, when owning); updated: ours,
-   * rewritten; unchanged: ours, already right; kept: one exists with another URL or secret (or one an
+   * rewritten (see `rewritten`); unchanged: no longer given (kept for recorded registrations); kept: one exists with another URL or secret (or one an
    * older sync registered, which cannot be read back) and was left alone; skipped: not asked for.
    */
   result: 'created' | 'updated' | 'unchanged' | 'kept' | 'skipped';
@@ -132,6 +142,11 @@ export interface WebhookOutcome {
   kept?: { reason: 'others' | 'unrecorded' | 'differs'; url: string | null; urlDiffers: boolean; secretDiffers: boolean };
   /** Other webhooks of ours in this Unleash, left alone: another installation's, or stale ones. */
   others: Array<{ url: string | null; enabled: boolean }>;
+  /**
+   * With `updated`: everything Unleash shows of it was already right, so whether its URL or secret (which
+   * Unleash masks) had changed cannot be told: rewritten anyway.
+   */
+  rewritten?: boolean;
   /**
    * The integration found (updated or kept) carried UNLEASH_WEBHOOK_SECRET's old published default, which
    * the receiver no longer accepts unless configured: an installation registered before the upgrade.
@@ -205,8 +220,9 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
     environments: ['*'],
   };
   const addons = (await admin.listAddons()).filter(ours);
-  // Enabled ones first: a duplicate sync turned off is never the one picked.
-  const all = addons.map(registeredWebhook).sort((a, b) => Number(b.enabled) - Number(a.enabled));
+  // Enabled ones first: a duplicate sync turned off is never the one picked. Then the oldest: Unleash lists
+  // the one last written first, and every sync writes the one it picks.
+  const all = addons.map(registeredWebhook).sort((a, b) => Number(b.enabled) - Number(a.enabled) || a.id - b.id);
   const exact = all.filter((w) => w.url === url && w.secret === secret);
   const mine = exact[0] ?? all.find((w) => w.url === url) ?? all.find((w) => w.url !== null && w.secret === secret) ?? all.find((w) => w.url === null);
   // Several integrations posting to one URL deliver every event twice, or fail with a stale secret. They
@@ -235,8 +251,11 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
       ...published,
     };
   }
+  // Rewritten even when everything Unleash shows is right: it masks the URL and secret when read back, so
+  // one changed in the UI (description kept) looks the same. Writing them is one PUT, and restores only what
+  // the description records (or, with `own`, what the caller is).
   const current = addons.find((a) => a.id === mine.id)!;
-  const settled =
+  const looksSettled =
     same &&
     current.enabled &&
     current.description === body.description &&
@@ -244,9 +263,8 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
     sameList(current.events, body.events) &&
     sameList(current.projects, body.projects) &&
     sameList(current.environments, body.environments);
-  if (settled) return { result: 'unchanged', url, others };
   await admin.updateAddon(mine.id, body);
-  return { result: 'updated', url, others, ...published };
+  return { result: 'updated', url, others, ...published, ...(looksSettled ? { rewritten: true } : {}) };
 }
 
 async function reconcileStrategies(input: SyncInput, flag: FlagDefinition, current: UnleashStrategy[]): Promise<'unchanged' | 'updated' | 'drifted'> {
@@ -275,20 +293,25 @@ async function syncFlag(input: SyncInput, flag: FlagDefinition, archived: Set<st
       report.archived.push(flag.name);
       return;
     }
+    // Asked before creating it (its creation is an event too). Unreadable: treated as existed before.
+    const existedBefore = await admin.hasFeatureEvents(flag.name).catch(() => undefined);
     try {
       await admin.createFeature(flag);
     } catch (err) {
       if (err instanceof UnleashAdminError && err.status === 409) {
-        // Either archived, or another replica's sync created it a moment ago: then sync it as existing.
+        // Another replica's sync created it a moment ago (then sync it as existing), it was archived since
+        // the list was read, or a flag of that name lives in another project (names are global in Unleash).
         if (await admin.getFeature(flag.name)) return syncFlag(input, flag, archived, report);
-        report.archived.push(flag.name);
+        if ((await admin.archivedFeatureNames()).has(flag.name)) report.archived.push(flag.name);
+        else report.elsewhere.push(flag.name);
         return;
       }
       throw err;
     }
     for (let i = 0; i < flag.strategies.length; i++) await admin.addStrategy(flag.name, environment, managedStrategy(flag, i));
-    await admin.setEnabled(flag.name, environment, true);
-    report.created.push(flag.name);
+    await admin.setEnabled(flag.name, environment, existedBefore === false);
+    if (existedBefore === false) report.created.push(flag.name);
+    else (existedBefore ? report.recreatedOff : report.createdOff).push(flag.name);
     return;
   }
   const env = existing.environments.find((e) => e.name === environment);
@@ -310,7 +333,7 @@ async function syncFlag(input: SyncInput, flag: FlagDefinition, archived: Set<st
 
 /** Applies the flag definitions (and the webhook integration) to Unleash. Idempotent. */
 export async function syncFlags(input: SyncInput): Promise<SyncReport> {
-  const report: SyncReport = { created: [], updated: [], unchanged: [], off: [], archived: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: { result: 'skipped', url: null, others: [] } };
+  const report: SyncReport = { created: [], recreatedOff: [], createdOff: [], updated: [], unchanged: [], off: [], archived: [], elsewhere: [], drifted: [], contextFields: { created: [], updated: [] }, webhook: { result: 'skipped', url: null, others: [] } };
   // The webhook first: Unleash caches its integration list, and the events of the flags created below
   // should already reach the control plane.
   if (input.webhook) {
@@ -325,21 +348,30 @@ export async function syncFlags(input: SyncInput): Promise<SyncReport> {
   await ensureContextFields(input.admin, input.servers, report);
   const archived = await input.admin.archivedFeatureNames();
   await mapLimited(input.flags, input.concurrency ?? 6, (flag) => syncFlag(input, flag, archived, report));
-  for (const list of [report.created, report.updated, report.unchanged, report.off, report.archived, report.drifted]) list.sort();
+  for (const list of [report.created, report.recreatedOff, report.createdOff, report.updated, report.unchanged, report.off, report.archived, report.elsewhere, report.drifted]) list.sort();
   return report;
 }
 
 /** One line per notable outcome, for the CLI and the start log. */
 export function describeSyncReport(r: SyncReport, environment: string): string[] {
   const lines = [
-    `flags: ${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook.result}`,
+    `flags: ${r.created.length} created${r.recreatedOff.length + r.createdOff.length ? `, ${r.recreatedOff.length + r.createdOff.length} created off` : ''}, ${r.updated.length} updated, ${r.unchanged.length} unchanged (Unleash environment ${environment}); webhook ${r.webhook.rewritten ? 'rewritten' : r.webhook.result}`,
   ];
   if (r.webhook.url && r.webhook.result !== 'kept' && r.webhook.result !== 'skipped') lines.push(`webhook: ${r.webhook.url}`);
   if (r.webhook.result === 'updated' && r.webhook.publishedSecret) {
     lines.push(`webhook: its secret was UNLEASH_WEBHOOK_SECRET's old published default (${PUBLISHED_WEBHOOK_SECRET}), which the control plane no longer accepts: replaced with the control plane's`);
   }
   if (r.off.length) lines.push(`off in ${environment} (left off; turn on in the Unleash UI if intended): ${r.off.join(', ')}`);
+  if (r.recreatedOff.length) {
+    lines.push(`recreated off (it existed before: deleted or archived in Unleash); turn it on in Unleash when that is intended: ${r.recreatedOff.join(', ')}`);
+  }
+  if (r.createdOff.length) {
+    lines.push(`created off (Unleash's event log could not be read to tell whether it existed before); turn it on in Unleash when that is intended: ${r.createdOff.join(', ')}`);
+  }
   if (r.archived.length) lines.push(`archived in Unleash (left archived; calls needing them are denied): ${r.archived.join(', ')}`);
+  if (r.elsewhere.length) {
+    lines.push(`exists in Unleash but not in the project the control plane reads (moved to another project?); calls needing them are denied: ${r.elsewhere.join(', ')}`);
+  }
   if (r.drifted.length) lines.push(`strategies edited in Unleash (left as they are): ${r.drifted.join(', ')}`);
   if (r.webhook.others.length) {
     const list = r.webhook.others.map((o) => `${o.url ?? '(URL not recorded: registered by an older flags sync)'}${o.enabled ? '' : ' (disabled)'}`).join(', ');

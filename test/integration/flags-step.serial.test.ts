@@ -200,6 +200,8 @@ describe('flag step (real unleash-server)', () => {
     const denial = await run(c);
     expect(denial?.code).toBe('KILL_SWITCH');
     expect(denial?.message).toMatch(/^mcp\.brand-new-server\.read is off: the flag does not exist in Unleash/);
+    expect(denial?.message).toContain('It was deleted or archived in Unleash, or never created');
+    expect(denial?.message).toContain('a deleted one comes back OFF');
     expect(c.flagsEvaluated).toContainEqual({ name: 'mcp.brand-new-server.read', enabled: false });
     // Same for an extra flag the policy names that nobody created.
     const c2 = callContext(agent('rw'), { server: 'memory', tool: 'read_graph' });

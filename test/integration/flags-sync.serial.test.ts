@@ -11,7 +11,7 @@ import { type Config, loadConfig } from '../../src/config.js';
 import type { UnleashAddon } from '../../src/flags/admin-client.js';
 import { describeRegistration, registrationKeys } from '../../src/flags/registration.js';
 import { FLAGS_DIR, prepareUnleash, syncFromConfig } from '../../src/flags/setup.js';
-import { MANAGED_TITLE, registeredWebhook, secretFingerprint } from '../../src/flags/sync.js';
+import { describeSyncReport, MANAGED_TITLE, registeredWebhook, secretFingerprint } from '../../src/flags/sync.js';
 import { LogCapture, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { restoreFlag, testAdmin, testPolicyNames, until } from '../helpers/unleash.js';
@@ -126,7 +126,7 @@ describe('flags sync (real unleash-server)', () => {
     expect(report.drifted).toEqual([]);
     expect(report.unchanged).toContain('mcp.enabled');
     expect(report.unchanged).toContain('mcp.filesystem.write');
-    expect(report.webhook).toMatchObject({ result: 'unchanged', url: webhookUrl, others: [] });
+    expect(report.webhook).toMatchObject({ result: 'updated', rewritten: true, url: webhookUrl, others: [] });
     expect(await ourWebhooks()).toMatchObject([{ url: webhookUrl, secret: secretFingerprint(unleash.webhookSecret), enabled: true }]);
     const fields = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
     expect(fields.get('tokenType')?.legalValues?.map((v) => v.value)).toEqual(['admin', 'ro', 'rw']);
@@ -154,6 +154,56 @@ describe('flags sync (real unleash-server)', () => {
     expect(report.archived).toContain('mcp.everything.delete');
     expect(await admin.getFeature('mcp.everything.delete')).toBeUndefined();
   });
+
+  it('an archived flag revived in Unleash stays off: sync never turns it on', async () => {
+    touched.add('mcp.everything.delete');
+    await admin.archiveFeature('mcp.everything.delete');
+    expect((await sync()).archived).toContain('mcp.everything.delete');
+    await admin.reviveFeature('mcp.everything.delete');
+    const report = await sync();
+    expect(report.off).toContain('mcp.everything.delete');
+    expect(report.created).not.toContain('mcp.everything.delete');
+    expect((await admin.getFeature('mcp.everything.delete'))?.environments.find((e) => e.name === env)?.enabled).toBe(false);
+  });
+
+  it('a flag deleted in Unleash is recreated OFF (it existed before), never ON; one Unleash never had is created ON', async () => {
+    const name = 'mcp.everything.delete';
+    touched.add(name);
+    await admin.archiveFeature(name);
+    await admin.deleteArchivedFeature(name);
+    const report = await sync();
+    expect(report.created).not.toContain(name);
+    expect(report.recreatedOff).toEqual([name]);
+    expect((await admin.getFeature(name))?.environments.find((e) => e.name === env)?.enabled).toBe(false);
+    expect(describeSyncReport(report, env).join('\n')).toContain(`recreated off (it existed before: deleted or archived in Unleash); turn it on in Unleash when that is intended: ${name}`);
+    expect((await sync()).off).toContain(name);
+
+    const fresh = `mcp.synctest.first${process.pid}x${Date.now()}`;
+    const names = await testPolicyNames();
+    const first = await syncFromConfig(config, { names: { ...names, extraFlags: [...names.extraFlags, fresh] }, webhookUrl: null });
+    try {
+      expect(first.created).toEqual([fresh]);
+      expect(first.recreatedOff).toEqual([]);
+      expect((await admin.getFeature(fresh))?.environments.find((e) => e.name === env)?.enabled).toBe(true);
+    } finally {
+      await admin.archiveFeature(fresh);
+      await admin.deleteArchivedFeature(fresh);
+    }
+  });
+
+  it('a webhook whose URL was changed in the Unleash UI (description kept) is rewritten by the start sync', async () => {
+    const [current] = await ourWebhooks();
+    const addon = (await admin.listAddons()).find((a) => a.id === current!.id)!;
+    await admin.updateAddon(addon.id, { ...addon, parameters: { ...addon.parameters, url: 'http://127.0.0.1:9/elsewhere' }, description: addon.description ?? '' });
+    const report = await sync();
+    expect(report.webhook).toMatchObject({ result: 'updated', rewritten: true, url: webhookUrl });
+    expect(describeSyncReport(report, env)[0]).toMatch(/webhook rewritten$/);
+    // Unleash masks the URL when read back: that it posts here again shows the rewrite.
+    const { posts } = await receiver();
+    touched.add('mcp.everything.read');
+    await admin.setEnabled('mcp.everything.read', env, false);
+    await until(() => posts.some((p) => p.body.featureName === 'mcp.everything.read'), 15_000, 'the flag event posted to the rewritten URL');
+  }, 60_000);
 
   it('restores descriptions, but leaves strategies edited in Unleash alone (drift)', async () => {
     touched.add('mcp.everything.write');
@@ -310,11 +360,11 @@ describe('flags sync (real unleash-server)', () => {
     const theirs = await sync(FLAGS_DIR, otherInstallation, otherUrl);
     expect(theirs.webhook).toMatchObject({ result: 'created', url: otherUrl, others: [{ url: webhookUrl }] });
     const ours = await sync();
-    expect(ours.webhook).toMatchObject({ result: 'unchanged', url: webhookUrl, others: [{ url: otherUrl, enabled: true }] });
+    expect(ours.webhook).toMatchObject({ result: 'updated', rewritten: true, url: webhookUrl, others: [{ url: otherUrl, enabled: true }] });
     const both = await ourWebhooks();
     expect(both.map((w) => w.url).sort()).toEqual([otherUrl, webhookUrl].sort());
     // An operator's shell of this installation finds its own and leaves the other alone.
-    expect((await sync(FLAGS_DIR, config, webhookUrl, 'keep')).webhook.result).toBe('unchanged');
+    expect((await sync(FLAGS_DIR, config, webhookUrl, 'keep')).webhook).toMatchObject({ result: 'updated', rewritten: true });
     expect((await ourWebhooks()).length).toBe(2);
   }, 60_000);
 
@@ -341,8 +391,9 @@ describe('flags sync (real unleash-server)', () => {
     const addon = (await admin.listAddons()).find((a) => a.id === current!.id)!;
     await admin.createAddon({ ...addon, parameters: { url: webhookUrl, authorization: unleash.webhookSecret, contentType: 'application/json' } });
     const report = await sync();
-    expect(report.webhook).toMatchObject({ result: 'unchanged', others: [] });
-    const after = await ourWebhooks();
+    expect(report.webhook).toMatchObject({ result: 'updated', rewritten: true, others: [] });
+    // Unleash lists the integration last written first: in order of creation.
+    const after = (await ourWebhooks()).sort((a, b) => a.id - b.id);
     expect(after.map((w) => [w.url, w.enabled])).toEqual([
       [webhookUrl, true],
       [webhookUrl, false],

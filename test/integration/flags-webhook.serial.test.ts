@@ -232,12 +232,12 @@ describe('Unleash webhook receiver', () => {
     // These replicas were built without the start's sync (as the tests build them): nothing recorded.
     expect(await registration(a)).toMatchObject({ state: 'not-attempted', at: null, error: null, registered_at: null });
 
-    // The start of a replica (`killswitch start`): its sync finds the run's webhook at its URL, as registered.
+    // The start of a replica (`killswitch start`): its sync finds the run's webhook at its URL and rewrites it (Unleash masks URL and secret).
     const log = pino({ level: 'silent' });
     const before = Date.now();
     await prepareUnleash(ctx.config(receiver), log);
     const ok = await registration(b);
-    expect(ok).toMatchObject({ state: 'registered', by: 'start', result: 'unchanged', error: null, url: `http://127.0.0.1:${unleash.webhookPort}/v1/flags/events`, same_secret: true });
+    expect(ok).toMatchObject({ state: 'registered', by: 'start', result: 'updated', error: null, url: `http://127.0.0.1:${unleash.webhookPort}/v1/flags/events`, same_secret: true });
     expect(Date.parse(ok.at)).toBeGreaterThanOrEqual(before);
     expect(ok.registered_at).toBe(ok.at);
 
