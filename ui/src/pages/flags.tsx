@@ -61,7 +61,7 @@ function FreshnessWarning({ f, reasons }: { f: FlagsOverview; reasons: ('never' 
         </ul>
         <p>
           {f.ready
-            ? 'The flags fetched last stay in force: a flag turned off in Unleash now is not applied here. '
+            ? 'The flags fetched last stay in force: a flag turned off in Unleash now is applied here only through the webhook (when it works), not by polling. '
             : 'No flags are loaded: every decision is denied (DEPENDENCY_UNAVAILABLE). '}
           To stop something now, use a break-glass kill on the <a href="#/kills">Kills</a> page: it works without Unleash.
         </p>
