@@ -17,7 +17,7 @@ import { migrate } from './db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from './db/pool.js';
 import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
-import { FlagService } from './flags/service.js';
+import { FlagService, type StartFlagsRead } from './flags/service.js';
 import { WebhookSecretHolder } from './flags/webhook-secret.js';
 import { RefusedCredentials } from './http/auth.js';
 import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
@@ -52,6 +52,8 @@ export interface BuildOptions {
   spanExporter?: SpanExporter;
   /** Heartbeat, live window and alert delay of the policy hashes replicas publish (tests shorten them). */
   policyReplicas?: PolicyReplicasOptions;
+  /** What the start's flags sync read from Unleash (prepareUnleash): flags off or archived there are denied from the first decision. */
+  flagsAtStart?: StartFlagsRead | undefined;
 }
 
 /**
@@ -277,6 +279,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // Waits (bounded) for the first flags, so a fresh instance does not deny its first calls needlessly.
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
     closers.push(() => flags.stop());
+    if (opts.flagsAtStart) flags.seedDenies(opts.flagsAtStart);
     await flags.start();
     // UNLEASH_WEBHOOK_SECRET, else the one stored in the database (generated here on a first start).
     // Unreadable: the webhook receiver refuses every event until it can be read (fail closed).

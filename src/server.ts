@@ -15,12 +15,12 @@ import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
  */
 export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
-  const { config, embedded } = opts.worker
-    ? { config: startConfig, embedded: undefined }
+  const { config, embedded, flagsAtStart } = opts.worker
+    ? { config: startConfig, embedded: undefined, flagsAtStart: undefined }
     : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel))).catch((err: unknown) => Promise.reject(unleashStartError(startConfig, err)));
   let app: FastifyInstance;
   try {
-    app = await buildApp(config);
+    app = await buildApp(config, { flagsAtStart });
   } catch (err) {
     await embedded?.stop();
     throw err;

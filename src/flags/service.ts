@@ -190,6 +190,15 @@ export function sdkEvaluator(client: Unleash): { evaluate: Evaluate } | { evalua
   return { evaluate: (isEnabled as Evaluate).bind(inner) };
 }
 
+/** What the start's flags sync read from Unleash's admin API: the flags off in our environment, and archived ones. */
+export interface StartFlagsRead {
+  off: string[];
+  /** Archived, or missing from the project we read. */
+  archived: string[];
+  /** When it was read, ms since epoch. */
+  at: number;
+}
+
 /** A flag whose enabled state in our environment a poll found changed (null: not served, archived or deleted). */
 export interface PolledFlagChange {
   flag: string;
@@ -241,6 +250,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   private revision: number | null = null;
   private lastWebhook: WebhookSighting | null = null;
   private lastRegistration: RegistrationView | undefined;
+  /** Makes the service ready (set by start): a successful fetch ends any wait for Unleash. */
+  private firstFetch: (() => void) | undefined;
   private stale = false;
   private staleTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
@@ -267,9 +278,10 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   }
 
   /**
-   * Starts polling and waits until the flags are loaded (from Unleash or a fresh backup), the first
-   * fetch has failed with no usable backup, or UNLEASH_START_WAIT_MS has passed. Never throws for an
-   * unreachable Unleash: the service then stays not ready and every decision denies.
+   * Starts polling and waits until the flags are loaded from Unleash, the first fetch has failed with no
+   * usable backup, or UNLEASH_START_WAIT_MS has passed (a fresh backup is used only then, when no fetch
+   * has succeeded: Unleash unreachable). Never throws for an unreachable Unleash: without a backup the
+   * service then stays not ready and every decision denies.
    */
   async start(): Promise<void> {
     this.redis.sub.on('message', this.onMessage);
@@ -317,13 +329,28 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     const firstOutcome = new Promise<void>((r) => {
       settled = r;
     });
-    client.on(UnleashEvents.Ready, () => {
+    // A backup is for a replica that cannot reach Unleash: one that loaded is used only once
+    // UNLEASH_START_WAIT_MS has passed without a successful fetch (a fetch that fails or times out is
+    // not one). Until then every decision denies, as before any flags are loaded.
+    let waitOver = false;
+    let backupWaiting = false;
+    const markReady = () => {
+      if (this.ready || this.client !== client) return;
       // A backup loads without a Changed event: index what the client holds before allowing anything.
       this.indexFlags();
       this.ready = true;
       if (this.source === 'none') this.source = this.lastFetchAt ? 'poll' : 'bootstrap';
       this.log.info({ source: this.source, backup: this.backup.state, backup_from: this.backup.from }, 'flags: ready');
       settled();
+    };
+    this.firstFetch = markReady;
+    client.on(UnleashEvents.Ready, () => {
+      if (this.lastFetchAt !== null || waitOver) return markReady();
+      backupWaiting = true;
+      this.log.info(
+        { backup: this.backup.state, backup_from: this.backup.from, wait_ms: this.config.unleashStartWaitMs },
+        'flags: backup loaded; decisions deny until Unleash answers, or until UNLEASH_START_WAIT_MS has passed without an answer (then the backup is used)',
+      );
     });
     client.on(UnleashEvents.Changed, () => {
       // Emitted synchronously right after the client replaced its data: no evaluation sees a stale index.
@@ -340,14 +367,26 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       if (this.lastError !== message || !this.lastErrorAt || Date.now() - this.lastErrorAt > 60_000) this.log.warn({ err: message }, 'flags: Unleash fetch failed');
       this.lastErrorAt = Date.now();
       this.lastError = message;
-      // Without a usable backup the first failure settles the start: waiting longer helps nobody.
-      void this.backup.checked.then(settled);
+      // Without a usable backup the first failure settles the start: waiting longer helps nobody. With
+      // one, the start waits out UNLEASH_START_WAIT_MS for a successful fetch before using it.
+      void this.backup.checked.then(() => {
+        if (this.backup.state !== 'loaded') settled();
+      });
     };
     client.on(UnleashEvents.Error, failed);
     client.on(UnleashEvents.Warn, (msg: unknown) => {
       if (typeof msg === 'string' && /Backing off|responded/.test(msg)) failed(new Error(msg));
     });
-    const timeout = new Promise<void>((r) => setTimeout(r, this.config.unleashStartWaitMs).unref());
+    const timeout = new Promise<void>((r) =>
+      setTimeout(() => {
+        waitOver = true;
+        if (backupWaiting && !this.ready && this.client === client) {
+          this.log.warn({ url: this.config.unleashUrl, last_error: this.lastError, backup_from: this.backup.from }, 'flags: no successful fetch from Unleash within UNLEASH_START_WAIT_MS: starting from the backup (Unleash unreachable)');
+          markReady();
+        }
+        r();
+      }, this.config.unleashStartWaitMs).unref(),
+    );
     await Promise.race([firstOutcome, timeout]);
     if (!this.ready) this.log.error({ url: this.config.unleashUrl, backup: this.backup.state }, 'flags: not ready (Unleash unreachable and no fresh backup): decisions deny with DEPENDENCY_UNAVAILABLE until it answers');
   }
@@ -364,6 +403,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       repository?.on('error', () => {});
     }
     this.client = undefined;
+    this.firstFetch = undefined;
     this.ready = false;
     await this.backup.flush();
   }
@@ -374,6 +414,7 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     this.lastFetchAt = Date.now();
     this.source = 'poll';
     this.revision = revisionFromEtag((this.client as unknown as RepositoryInternals | undefined)?.repository?.etag);
+    if (!this.ready) this.firstFetch?.();
     if (unchanged) this.backup.confirm();
     if (this.overrides.size > 0) {
       const client = this.client;
@@ -426,6 +467,20 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     this.log.error({ last_fetch_at: lastFetchAt, last_error: this.lastError, url: this.config.unleashUrl }, `flags: stale. ${message}`);
     this.alert({ kind: 'FLAGS_STALE', message, numbers: { stale_after_s: this.config.unleashStaleAfterS }, details: { last_error: this.lastError } });
     this.emit('stale', { lastFetchAt });
+  }
+
+  /**
+   * Denies, from the first decision, the flags the start's flags sync has just read from Unleash's admin
+   * API as off in our environment or archived (prepareUnleash): whatever a backup says, until a successful
+   * poll (newer than that read) shows the flag's state (the override rules of unknown revision). Call
+   * before start(). Local to this replica: every replica's start makes its own read.
+   */
+  seedDenies(read: StartFlagsRead): void {
+    const add = (flag: string, reason: FlagOverride['reason']) => this.overrides.deny({ flag, reason, eventId: null, at: read.at });
+    for (const flag of read.off) add(flag, 'disabled');
+    for (const flag of read.archived) add(flag, 'archived');
+    const n = read.off.length + read.archived.length;
+    if (n > 0) this.log.info({ off: read.off, archived: read.archived }, `flags: ${n} flag(s) off or archived in Unleash at this start are denied until a poll shows them`);
   }
 
   /** The Unleash environment this service reads. */

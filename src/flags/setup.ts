@@ -6,6 +6,7 @@ import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
 import { type EmbeddedUnleash, embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
 import { type RegistrationBy, type RegistrationRecord, registrationError, registrationRecord, saveRegistration } from './registration.js';
+import type { StartFlagsRead } from './service.js';
 import { describeSyncReport, type SyncReport, syncFlags, type WebhookMode } from './sync.js';
 import { webhookSecretForStart } from './webhook-secret.js';
 
@@ -97,7 +98,7 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
  * A failed sync is logged, not fatal: decisions deny for any flag that is missing. A broken policy file
  * throws PolicyFileError first, before anything starts: the start stops on it anyway (buildApp).
  */
-export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: EmbeddedUnleash | undefined }> {
+export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: EmbeddedUnleash | undefined; flagsAtStart: StartFlagsRead | undefined }> {
   const names = await flagNamesFromPolicyFile(config.policyFile);
   let embedded: EmbeddedUnleash | undefined;
   let effective = config;
@@ -123,7 +124,11 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   } catch (err) {
     log.error({ err: (err as Error).message }, 'flags: the webhook secret could not be read from or stored in the database (DATABASE_URL): the Unleash webhook is not registered at this start');
   }
+  // What the sync reads from the admin API, for buildApp: a flag off there is denied from the first
+  // decision whatever the flag backup says (undefined when the sync failed).
+  let flagsAtStart: StartFlagsRead | undefined;
   try {
+    const at = Date.now();
     const report = await syncFromConfig(effective, {
       ...(secret ? { webhookSecret: secret } : { webhookUrl: null }),
       names,
@@ -133,8 +138,10 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
       },
     });
     for (const line of describeSyncReport(report, config.unleashEnvironment)) log.info(line);
+    // Created off (recreated, or new with an unreadable event log) is off too; a flag in another project is missing for us.
+    flagsAtStart = { off: [...report.off, ...report.recreatedOff, ...report.createdOff], archived: [...report.archived, ...report.elsewhere], at };
   } catch (err) {
     log.error({ err: (err as Error).message }, 'flags sync failed at start; calls needing a missing flag are denied until `npm run flags:sync` succeeds');
   }
-  return { config: effective, embedded };
+  return { config: effective, embedded, flagsAtStart };
 }

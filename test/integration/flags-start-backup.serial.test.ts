@@ -1,0 +1,142 @@
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
+import { FlagService, toUnleashContext } from '../../src/flags/service.js';
+import { prepareUnleash } from '../../src/flags/setup.js';
+import { createRedis } from '../../src/redis/client.js';
+import { TestContext } from '../helpers/context.js';
+import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+
+// A flag backup is for a replica that cannot reach Unleash. A start whose backup says a flag is on while
+// Unleash says off must never allow it: while Unleash's flag fetch has not answered, decisions deny
+// (waiting at most UNLEASH_START_WAIT_MS), and a flag the start's flags sync read off in the admin API is
+// denied whatever the backup says. A real HTTP proxy in front of the run's unleash-server holds every
+// client flag fetch without an answer (a slow Unleash or load balancer). Serial: it turns a flag off.
+
+const FLAG = 'mcp.filesystem.write';
+const unleash = inject('unleash');
+const admin = testAdmin(unleash);
+const ctx = new TestContext();
+const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
+
+/** Forwards to Unleash, except client flag fetches, held without an answer while `hold`. */
+class HoldingProxy {
+  hold = true;
+  readonly held: ServerResponse[] = [];
+  private readonly server: Server;
+
+  constructor(private readonly target: URL) {
+    this.server = createServer((req, res) => this.handle(req, res));
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${this.target.pathname}`;
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** Fetches from now on pass; the held ones fail (the SDK fetches again at its next poll). */
+  release(): void {
+    this.hold = false;
+    for (const res of this.held.splice(0)) res.destroy();
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.hold && req.method === 'GET' && (req.url ?? '').includes('/client/features')) {
+      req.resume();
+      this.held.push(res);
+      return;
+    }
+    const upstream = request({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.writeHead(502).end());
+    req.pipe(upstream);
+  }
+}
+
+let proxy: HoldingProxy;
+let proxyUrl: string;
+
+beforeAll(async () => {
+  await ctx.setup();
+  proxy = new HoldingProxy(new URL(unleash.apiUrl));
+  proxyUrl = await proxy.listen();
+});
+
+afterEach(async () => {
+  proxy.hold = true;
+  await restoreFlag(unleash, FLAG);
+});
+
+afterAll(async () => {
+  await ctx.teardown();
+  await proxy.close();
+});
+
+/** A replica that fetched the flag on from Unleash, then closed: its file and the Redis copy say on. Then the flag is turned off. */
+async function backupSaysOnUnleashSaysOff(dataDir: string): Promise<void> {
+  const app = await ctx.app({ dataDir });
+  await until(() => app.ctx.flags.status().source === 'poll' && app.ctx.flags.isEnabled(FLAG, rwDev), 10_000, `${FLAG} on`);
+  await ctx.close(app);
+  await admin.setEnabled(FLAG, unleash.environment, false);
+}
+
+describe('start with a flag backup while Unleash is reachable', () => {
+  it('a loaded backup is not used while the first fetch is still under way: decisions deny, then follow the fetch', async () => {
+    const dataDir = `${ctx.dataDir}/a`;
+    await backupSaysOnUnleashSaysOff(dataDir);
+    const config = ctx.config({ dataDir, unleashUrl: proxyUrl, unleashRefreshMs: 200, unleashStartWaitMs: 120_000 });
+    const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
+    const flags = new FlagService(config, pino({ level: 'silent' }), redis);
+    try {
+      const started = flags.start();
+      await until(() => flags.status().backup.state === 'loaded' && proxy.held.length > 0, 10_000, 'backup loaded and a fetch held');
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      expect(flags.isReady()).toBe(false);
+      expect(flags.isEnabled(FLAG, rwDev)).toBe(false);
+      expect(flags.isEnabled('mcp.enabled', rwDev)).toBe(false);
+      expect(flags.whyOff(FLAG, rwDev).reason).toBe('not-ready');
+      // Unleash answers: the start ends with the fetched flags, never having allowed from the backup.
+      proxy.release();
+      await started;
+      expect(flags.status()).toMatchObject({ ready: true, source: 'poll' });
+      expect(flags.isEnabled(FLAG, rwDev)).toBe(false);
+      expect(flags.whyOff(FLAG, rwDev).reason).toBe('off');
+      expect(flags.isEnabled('mcp.enabled', rwDev)).toBe(true);
+    } finally {
+      await flags.stop();
+      await redis.close();
+    }
+  });
+
+  it("a flag the start's flags sync read off is denied from the first decision, also when the backup is used after UNLEASH_START_WAIT_MS", async () => {
+    const dataDir = `${ctx.dataDir}/b`;
+    await backupSaysOnUnleashSaysOff(dataDir);
+    // The start's own sync reads the admin API (webhook registered to the run's receiver, as the run's setup does).
+    const { flagsAtStart } = await prepareUnleash(ctx.config({ host: '127.0.0.1', port: unleash.webhookPort }), pino({ level: 'silent' }));
+    expect(flagsAtStart?.off).toContain(FLAG);
+    // Client fetches never answer: after the wait, the backup (flag on) is used for everything else.
+    const app = await buildApp(ctx.config({ dataDir, unleashUrl: proxyUrl, unleashRefreshMs: 200, unleashStartWaitMs: 500 }), { migrate: false, logStream: ctx.logs, flagsAtStart });
+    try {
+      expect(app.ctx.flags.status()).toMatchObject({ ready: true, source: 'bootstrap', backup: { state: 'loaded' } });
+      expect(app.ctx.flags.isEnabled('mcp.enabled', rwDev)).toBe(true);
+      expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(false);
+      expect(app.ctx.flags.status().overrides).toMatchObject([{ flag: FLAG, reason: 'disabled' }]);
+      // Unleash answers: the poll shows the flag off, which then denies by itself.
+      proxy.release();
+      await until(() => app.ctx.flags.status().source === 'poll' && app.ctx.flags.status().overrides.length === 0, 10_000, 'a fetch');
+      expect(app.ctx.flags.isEnabled(FLAG, rwDev)).toBe(false);
+      expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
+    } finally {
+      await ctx.close(app);
+    }
+  });
+});
