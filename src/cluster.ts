@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
-import { prepareUnleash } from './flags/setup.js';
+import { FLAGS_AT_START_ENV, prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
 
@@ -60,9 +60,11 @@ interface RegistryAnswer {
 export async function runPrimary(config: Config): Promise<number> {
   const log = pino(loggerOptions(config.logLevel)).child({ process: 'primary' });
   const count = workerCount(config);
-  const { config: effective, embedded } = await prepareUnleash(config, log);
-  // The workers read the same environment; only the embedded Unleash's URL is new.
+  const { config: effective, embedded, flagsAtStart } = await prepareUnleash(config, log);
+  // The workers read the same environment; only the embedded Unleash's URL is new, and what the sync read
+  // from Unleash (flags off there are denied from a worker's first decision, src/flags/service.ts).
   const workerEnv: Record<string, string> = effective.unleashUrl !== config.unleashUrl ? { UNLEASH_URL: effective.unleashUrl } : {};
+  if (flagsAtStart) workerEnv[FLAGS_AT_START_ENV] = JSON.stringify(flagsAtStart);
 
   const own = new Registry();
   const workersUp = new Gauge({

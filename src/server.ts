@@ -4,7 +4,7 @@ import { bootstrapOwner, buildApp, postgresStartError } from './app.js';
 import { type Config, wellKnownSecretsInUse } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
 import { otherSecretWarning } from './flags/registration.js';
-import { prepareUnleash, webhookUrl } from './flags/setup.js';
+import { flagsAtStartFromEnv, prepareUnleash, webhookUrl } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
@@ -16,7 +16,7 @@ import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
 export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
   const { config, embedded, flagsAtStart } = opts.worker
-    ? { config: startConfig, embedded: undefined, flagsAtStart: undefined }
+    ? { config: startConfig, embedded: undefined, flagsAtStart: flagsAtStartFromEnv() }
     : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel))).catch((err: unknown) => Promise.reject(unleashStartError(startConfig, err)));
   let app: FastifyInstance;
   try {

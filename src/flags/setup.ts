@@ -92,6 +92,23 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
   }
 }
 
+/** How the primary of WORKERS > 1 hands its sync's `flagsAtStart` to its workers (JSON, src/cluster.ts). */
+export const FLAGS_AT_START_ENV = 'KILLSWITCH_FLAGS_AT_START';
+
+/** A worker's `flagsAtStart`, from its primary (undefined when absent or unreadable: nothing is seeded). */
+export function flagsAtStartFromEnv(env: NodeJS.ProcessEnv = process.env): StartFlagsRead | undefined {
+  const raw = env[FLAGS_AT_START_ENV];
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw) as Partial<StartFlagsRead>;
+    const names = (x: unknown): x is string[] => Array.isArray(x) && x.every((n) => typeof n === 'string');
+    if (!names(v.off) || !names(v.archived) || typeof v.at !== 'number') return undefined;
+    return { off: v.off, archived: v.archived, at: v.at };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * For `killswitch start`: runs the embedded Unleash unless UNLEASH_URL is set, then the flags sync for
  * the policy file. Returns the configuration pointing at that Unleash, and the embedded server to stop.

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
@@ -7,6 +8,7 @@ import { FlagService, toUnleashContext } from '../../src/flags/service.js';
 import { prepareUnleash } from '../../src/flags/setup.js';
 import { createRedis } from '../../src/redis/client.js';
 import { TestContext } from '../helpers/context.js';
+import { killChildren, runCli, startChild } from '../helpers/control-plane.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // A flag backup is for a replica that cannot reach Unleash. A start whose backup says a flag is on while
@@ -62,6 +64,7 @@ class HoldingProxy {
   }
 }
 
+const children: ChildProcess[] = [];
 let proxy: HoldingProxy;
 let proxyUrl: string;
 
@@ -77,6 +80,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
+  killChildren(children);
   await ctx.teardown();
   await proxy.close();
 });
@@ -137,6 +141,28 @@ describe('start with a flag backup while Unleash is reachable', () => {
       expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
     } finally {
       await ctx.close(app);
+    }
+  });
+
+  it('WORKERS > 1: every worker gets the list its primary\'s flags sync read, and denies those flags from the first decision', { timeout: 120_000 }, async () => {
+    const dataDir = `${ctx.dataDir}/w`;
+    await backupSaysOnUnleashSaysOff(dataDir);
+    const owner = (await runCli(ctx, unleash, ['operators', 'create', '--role', 'owner', '--name', 'flags start test'])).stdout.trim();
+    // Client fetches through the proxy never answer: the workers start from the backup (flag on) after the wait.
+    const cp = await startChild(ctx, unleash, { WORKERS: '2', DATA_DIR: dataDir, UNLEASH_URL: proxyUrl, UNLEASH_START_WAIT_MS: '500', UNLEASH_REFRESH_MS: '200' }, children);
+    try {
+      // Each worker seeded the list (its own log line) ...
+      const seeded = () => new Set(cp.logs().filter((l) => String(l['msg']).includes('denied until a poll shows them') && (l['off'] as string[] | undefined)?.includes(FLAG)).map((l) => l['pid']));
+      await until(() => seeded().size === 2, 60_000, 'both workers seeded', 100);
+      // ... and answers with it, on new connections (the cluster spreads them over both workers).
+      for (let i = 0; i < 6; i++) {
+        const res = await fetch(`${cp.base}/v1/flags`, { headers: { authorization: `Bearer ${owner}`, connection: 'close' } });
+        const body = (await res.json()) as { source: string; overrides: Array<{ flag: string }> };
+        expect(body.source).toBe('bootstrap');
+        expect(body.overrides.map((o) => o.flag)).toContain(FLAG);
+      }
+    } finally {
+      killChildren(children);
     }
   });
 });
