@@ -147,6 +147,8 @@ type LuaReply = [
 const UNIT_SEPARATOR = String.fromCharCode(31);
 const CASCADE_KEEP_MIN = 20;
 const TOKEN_WINDOW_TTL_MS = 86_400_000;
+/** How long a decision's keys stay once its result is recorded: for a gateway's retry of that report. */
+const RESULT_KEEP_MS = 300_000;
 
 /** The resources a call names for cascade detection (server/tool when none), as `check` sends them. */
 function resourcesOf(req: GateRequest): string[] {
@@ -349,8 +351,19 @@ export class RedisGate {
    * first). Kept as long as the decision's metadata can be. Throws if Redis is unavailable.
    */
   async claimResult(decisionId: string, record: string): Promise<string | undefined> {
-    const earlier = await this.redis.redis.set(this.redis.key('dr', decisionId), record, 'PX', this.opts.decisionTtlMs, 'NX', 'GET');
-    return earlier ?? undefined;
+    // Once a decision has its result, its two keys are only there to answer a gateway's retry of that
+    // report: kept RESULT_KEEP_MS, not the full DECISION_META_TTL_S (an allow's keys are most of Redis's
+    // memory under load: ~600 B for an hour each). LT: never lengthened.
+    const keep = Math.min(RESULT_KEEP_MS, this.opts.decisionTtlMs);
+    const [[claimErr, earlier] = [null, null], [expireErr] = [null]] =
+      (await this.redis.redis
+        .multi()
+        .set(this.redis.key('dr', decisionId), record, 'PX', keep, 'NX', 'GET')
+        .pexpire(this.redis.key('d', decisionId), keep, 'LT')
+        .exec()) ?? [];
+    if (claimErr) throw claimErr;
+    if (expireErr) throw expireErr;
+    return (earlier as string | null) ?? undefined;
   }
 
   /** Gives back a claim whose report could not be carried out, so a retry of it is not taken for a repeat. */

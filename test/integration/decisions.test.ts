@@ -316,6 +316,13 @@ describe('POST /v1/decisions', () => {
     const first = await gw.result(tok.raw, small.decision_id, report);
     expect(first.json()).toMatchObject({ recorded: true, action: 'none' });
     expect(first.json().repeated).toBeUndefined();
+    // Its keys now only serve a retry of this report: kept minutes, not the hour an allow's keys live.
+    const r = app.ctx.redis;
+    for (const k of [r.key('d', small.decision_id), r.key('dr', small.decision_id)]) {
+      const ttl = await r.redis.pttl(k);
+      expect(ttl, k).toBeGreaterThan(0);
+      expect(ttl, k).toBeLessThanOrEqual(300_000);
+    }
     const again = await gw.result(tok.raw, small.decision_id, report);
     expect(again.statusCode).toBe(200);
     expect(again.json()).toMatchObject({ recorded: true, repeated: true, action: 'none' });
