@@ -61,6 +61,8 @@ export class RevocationNotAnnounced extends Error {
 const TABLE: Record<CredentialKind, CredentialTable> = { agent: 'agent_tokens', gateway: 'gateway_keys', operator: 'operator_keys' };
 const NEGATIVE_TTL_MS = 1_000;
 const TOUCH_INTERVAL_MS = 10_000;
+/** At least this long between sweeps of expired cache entries: a sweep walks the whole cache. */
+const MIN_PURGE_INTERVAL_MS = 10_000;
 
 /**
  * Why a credential was refused, for the audit trail and the log (src/http/auth.ts). Known (its hash matched
@@ -121,9 +123,11 @@ export class Authenticator {
   private readonly inFlight = new Map<string, Promise<CacheEntry>>();
   /** Bumped by every revocation seen here: a lookup that started before one does not fill the cache. */
   private revocations = 0;
+  /** Credential id -> cache key of its positive entry, for revocation by id; pruned when the entry leaves the cache. */
   private readonly idToKey = new Map<string, string>();
   private readonly used: Record<CredentialTable, Set<string>> = { agent_tokens: new Set(), gateway_keys: new Set(), operator_keys: new Set() };
   private touchTimer: NodeJS.Timeout | undefined;
+  private purgeTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
   /** authenticate() outcomes since start, by the credential's kind (from its prefix), for /metrics. */
@@ -144,7 +148,16 @@ export class Authenticator {
     ttlMs: number,
   ) {
     this.ttlMs = Math.max(ttlMs, 1);
-    this.cache = new LRUCache<string, CacheEntry>({ max: 100_000, ttl: this.ttlMs, ttlAutopurge: false });
+    this.cache = new LRUCache<string, CacheEntry>({
+      max: 100_000,
+      ttl: this.ttlMs,
+      ttlAutopurge: false,
+      // Runs only when an entry leaves (evicted, expired, deleted, replaced), never on a hit. The id may
+      // already point at another key (a newer lookup of the same id): that mapping stays.
+      dispose: (entry, key) => {
+        if (entry.principal && this.idToKey.get(entry.principal.id) === key) this.idToKey.delete(entry.principal.id);
+      },
+    });
     this.channel = redis.channel('credentials:revoked');
   }
 
@@ -154,13 +167,27 @@ export class Authenticator {
     this.unsubscribe = await keepSubscribed(this.redis, this.channel, () => {});
     this.touchTimer = setInterval(() => void this.flushLastUsed(), TOUCH_INTERVAL_MS);
     this.touchTimer.unref();
+    // Expired entries are otherwise only dropped when touched again: sweep them, and their ids, off the request path.
+    this.purgeTimer = setInterval(() => this.purgeStale(), Math.max(this.ttlMs, MIN_PURGE_INTERVAL_MS));
+    this.purgeTimer.unref();
   }
 
   async stop(): Promise<void> {
     if (this.touchTimer) clearInterval(this.touchTimer);
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
     this.redis.sub.off('message', this.onMessage);
     await this.unsubscribe?.();
     await this.flushLastUsed();
+  }
+
+  /** Drops expired cache entries and the ids that pointed at them (start() runs it on an interval). */
+  purgeStale(): void {
+    this.cache.purgeStale();
+  }
+
+  /** How many credential ids this replica can drop from its cache on revocation (for tests and soak checks). */
+  get cachedIds(): number {
+    return this.idToKey.size;
   }
 
   hash(raw: string): Buffer {

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../../src/db/pool.js';
-import { Authenticator } from '../../src/tokens/authenticator.js';
+import { Authenticator, refusalOf } from '../../src/tokens/authenticator.js';
 import { bearer, TestContext } from '../helpers/context.js';
 
 // The credential cache under load: concurrent misses of one credential share one query, a credential in
@@ -116,5 +116,50 @@ describe('credential cache', () => {
     c.release();
     expect((await first).kind).toBe('agent'); // the request that began before the revocation
     expect(await refused(auth.authenticate(raw))).toBe(true); // not from a cache the held lookup filled
+  });
+});
+
+// Soak test: every credential ever authenticated stayed in the id -> cache key map until restart.
+describe('credential cache memory', () => {
+  it('the ids of expired entries are dropped with them when stale entries are purged', async () => {
+    const tokens = await Promise.all(Array.from({ length: 20 }, () => newToken()));
+    const auth = authenticator(t.pool() as unknown as Pool, 100);
+    for (const { raw } of tokens) await auth.authenticate(raw);
+    expect(auth.cachedIds).toBe(20);
+    await sleep(150);
+    auth.purgeStale();
+    expect(auth.cachedIds).toBe(0);
+    // Authenticated again, they are tracked again.
+    await auth.authenticate(tokens[0]!.raw);
+    expect(auth.cachedIds).toBe(1);
+  });
+
+  it('an entry replaced by a negative one (refresh found it revoked) no longer keeps its id', async () => {
+    const { raw, id } = await newToken();
+    const auth = authenticator(t.pool() as unknown as Pool, 400);
+    await auth.authenticate(raw);
+    expect(auth.cachedIds).toBe(1);
+    await t.pool().query('UPDATE agent_tokens SET revoked_at = now() WHERE id = $1', [id]);
+    while (!(await refused(auth.authenticate(raw)))) await sleep(20);
+    expect(auth.cachedIds).toBe(0);
+  });
+
+  it('after a purge, a revocation still reaches a replica that cached the token again, and its refusal names the token', async () => {
+    const replica = await t.app({ tokenCacheTtlMs: 100 });
+    const { raw, id } = await newToken();
+    await replica.ctx.auth.authenticate(raw);
+    await sleep(150);
+    replica.ctx.auth.purgeStale();
+    expect(replica.ctx.auth.cachedIds).toBe(0);
+    await replica.ctx.auth.authenticate(raw);
+    expect(replica.ctx.auth.cachedIds).toBe(1);
+    const rev = await app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke`, headers: bearer(owner), payload: { reason: 'soak' } });
+    expect(rev.statusCode).toBe(200);
+    let refusal: ReturnType<typeof refusalOf>;
+    for (let i = 0; i < 100 && !refusal; i++) {
+      refusal = await replica.ctx.auth.authenticate(raw).then(() => undefined, refusalOf);
+      if (!refusal) await sleep(20);
+    }
+    expect(refusal).toMatchObject({ reason: 'revoked', kind: 'agent', id });
   });
 });
