@@ -193,6 +193,16 @@ function toTokenUsage(rows: UsageGroupRow[]): TokenUsage[] {
 }
 
 /**
+ * The first month audit partitions are kept ready for: last month (rows a replica writes with a clock a
+ * little behind), but never a month retention would drop at once: with a short AUDIT_RETENTION_DAYS
+ * that made every hourly run create last month's empty partition and drop it again (DDL on the table
+ * and an audit.retention row each hour).
+ */
+export function partitionsFrom(now: Date, retentionDays: number): Date {
+  return new Date(Math.max(now.getTime() - 31 * 86_400_000, now.getTime() - retentionDays * 86_400_000));
+}
+
+/**
  * The audit trail of one control-plane instance: the group-commit writer (request path), the read side
  * (operators) and the retention job, which also runs the retention of alerts, approvals and sessions
  * (src/retention). Registered as ctx.audit.
@@ -219,7 +229,7 @@ export class AuditService {
 
   /** Creates the writer (own pool, limited role), makes sure partitions exist ahead, starts retention. */
   static async start(config: Config, pool: Pool, log: Logger, opts: AuditServiceOptions = {}): Promise<AuditService> {
-    await auditStore.ensurePartitions(pool, new Date(Date.now() - 31 * 86_400_000), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
+    await auditStore.ensurePartitions(pool, partitionsFrom(new Date(), config.auditRetentionDays), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
     const writerPool = opts.writerPool ?? createWriterPool(config.databaseUrl);
     const listeners: SpoolingListener[] = [];
     let service: AuditService | undefined;
@@ -378,7 +388,7 @@ export class AuditService {
    * coming months' partitions. Records an ADMIN row when something was removed.
    */
   async applyRetention(now: Date = new Date(), actor = 'retention'): Promise<RetentionResult> {
-    await auditStore.ensurePartitions(this.pool, new Date(now.getTime() - 31 * 86_400_000), 4);
+    await auditStore.ensurePartitions(this.pool, partitionsFrom(now, this.config.auditRetentionDays), 4);
     const cutoff = new Date(now.getTime() - this.config.auditRetentionDays * 86_400_000);
     const result = await auditStore.applyRetention(this.pool, cutoff);
     if (result.rows_removed > 0 || result.partitions_dropped.length > 0) {

@@ -105,3 +105,19 @@ it('rows removed outside retention (the first remaining one) are reported: no an
   expect(report.ok).toBe(false);
   expect(report.broken[0]!.reason).toMatch(/no retention anchor/);
 });
+
+// Last in the file: a one-day retention removes what the tests above kept.
+it('with a short AUDIT_RETENTION_DAYS a run creates no partition that it or the next run drops again (no hourly DDL, no audit.retention row per hour)', async () => {
+  const short = await AuditService.start(ctx.config({ auditRetentionDays: 1 }), pool, pino({ level: 'silent' }), {
+    retentionJob: false,
+    dataDir: await mkdtemp(join(tmpdir(), 'ks-retention-short-')),
+  });
+  try {
+    await short.applyRetention(new Date(now));
+    const again = await short.applyRetention(new Date(now));
+    expect(again.partitions_dropped).toEqual([]);
+    expect(again.rows_removed).toBe(0);
+  } finally {
+    await short.close();
+  }
+});
