@@ -10,7 +10,7 @@ import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
 import { ALERT_KINDS, type AlertKind, type AlertSeverity, isAlertKind } from './kinds.js';
-import { type Alert, type AlertFilter, alertStore } from './store.js';
+import { type Alert, type AlertFilter, alertStore, type OpenMatch } from './store.js';
 import type { AlertWebhook } from './webhook.js';
 
 /** What a module passes to `ctx.alerts.raise()`. */
@@ -77,12 +77,13 @@ export const ACK_MATCHING_MAX = 1_000;
  * Kinds that answer earlier alerts: raising one acknowledges, as the system, the open alerts of `answers`
  * with the same details[by] raised before it, and lists their ids in its details.resolves. The condition
  * they reported is over (a flag back on, a kill lifted or expired), so they should not wait for a human in
- * the inbox (docs/alerts.md, "Alerts that answer others").
+ * the inbox (docs/alerts.md, "Alerts that answer others"). KILL_SWITCH: the calls that flag or kill denied
+ * (one open alert per flag or kill and project, src/decisions/plugin.ts), so the next off period raises a new one.
  */
-const ANSWERS: Partial<Record<AlertKind, { answers: AlertKind; by: string; resolution(a: Alert): { actor: string; note: string } }>> = {
-  FLAG_ENABLED: { answers: 'FLAG_DISABLED', by: 'flag', resolution: () => ({ actor: 'system:flag-webhook', note: 'flag turned back on' }) },
+const ANSWERS: Partial<Record<AlertKind, { answers: readonly AlertKind[]; by: string; resolution(a: Alert): { actor: string; note: string } }>> = {
+  FLAG_ENABLED: { answers: ['FLAG_DISABLED', 'KILL_SWITCH'], by: 'flag', resolution: () => ({ actor: 'system:flag-webhook', note: 'flag turned back on' }) },
   KILL_LIFTED: {
-    answers: 'KILL_CREATED',
+    answers: ['KILL_CREATED', 'KILL_SWITCH'],
     by: 'kill_id',
     resolution: (a) => (a.details['expired'] === true ? { actor: 'system:kill-expiry', note: 'kill expired' } : { actor: 'system:kill-lift', note: 'kill lifted' }),
   },
@@ -195,17 +196,17 @@ export class AlertService {
 
   /**
    * For a condition that keeps changing before anyone looked at it (a tool definition changed again while
-   * its change waits for review): rewrites the newest open alert of `input.kind` on `match.server` whose
-   * `details[match.detail]` is `match.value` with `update(open)` (message, severity, numbers, details; it
+   * its change waits for review, calls a flag keeps denying): rewrites the newest open alert of `input.kind`
+   * (on `match.server`, of `match.project_id`, when given) whose `details[match.detail]` is `match.value` with `update(open)` (message, severity, numbers, details; it
    * keeps its id and time, and is neither streamed nor sent to the webhook again), or raises `input` when
    * none is open. Serialised per match across replicas (a Postgres advisory lock), so two reports do not
    * raise two alerts. Never rejects: when Postgres cannot answer, `input` is raised.
    */
-  async raiseOrUpdate(input: RaiseAlert, match: { server: string; detail: string; value: string }, update: (open: Alert) => RaiseAlert): Promise<Alert> {
+  async raiseOrUpdate(input: RaiseAlert, match: OpenMatch, update: (open: Alert) => RaiseAlert): Promise<Alert> {
     const fresh = this.build(input);
     try {
       const outcome = await withTransaction(this.pool, async (db) => {
-        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`alert-open:${fresh.kind}:${match.server}:${match.detail}:${match.value}`]);
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`alert-open:${fresh.kind}:${match.server ?? ''}:${match.project_id ?? ''}:${match.detail}:${match.value}`]);
         const open = await alertStore.openMatching(db, { kind: fresh.kind, ...match });
         if (!open) {
           await alertStore.insert(db, fresh);
@@ -231,13 +232,18 @@ export class AlertService {
    * the alert is raised anyway: a duplicate is better than a missed alert. Never rejects.
    */
   async raiseOnce(key: string, seconds: number, input: RaiseAlert): Promise<Alert | null> {
+    return (await this.firstInWindow(key, seconds)) ? this.raise(input) : null;
+  }
+
+  /** raiseOnce's test alone: true for the first caller of `key` per `seconds` across replicas (or when Redis cannot answer). */
+  async firstInWindow(key: string, seconds: number): Promise<boolean> {
     const now = Date.now();
     // This replica raised it within the window: no need to ask Redis again (callers on the decision
     // path, e.g. every call a kill switch denies, would otherwise pay a Redis trip each).
-    if ((this.raisedHereUntil.get(key) ?? 0) > now) return null;
+    if ((this.raisedHereUntil.get(key) ?? 0) > now) return false;
     try {
       const won = await this.redis.redis.set(this.redis.key('alerts', 'once', key), '1', 'EX', Math.max(1, Math.ceil(seconds)), 'NX');
-      if (won === null) return null;
+      if (won === null) return false;
       if (this.raisedHereUntil.size >= ONCE_CACHE_MAX) {
         for (const [k, until] of this.raisedHereUntil) if (until <= now) this.raisedHereUntil.delete(k);
       }
@@ -245,7 +251,7 @@ export class AlertService {
     } catch (err) {
       this.log.warn({ err: (err as Error).message, key }, 'alerts: Redis could not de-duplicate; raising anyway');
     }
-    return this.raise(input);
+    return true;
   }
 
   private build(input: RaiseAlert): Alert {
@@ -327,11 +333,17 @@ export class AlertService {
     const value = rule ? alert.details[rule.by] : undefined;
     if (!rule || typeof value !== 'string') return;
     const { actor, note } = rule.resolution(alert);
-    // Only alerts raised before this one (UUIDv7 ids are time-ordered): a flag turned off again since stays open.
-    const acked = await this.resolve({ kind: rule.answers, details: { [rule.by]: value }, before: alert.id, actor, note: `${note} (${alert.kind} ${alert.id})`, audit: { answered_by: alert.id } });
+    const acked: Alert[] = [];
+    const counts: string[] = [];
+    for (const kind of rule.answers) {
+      // Only alerts raised before this one (UUIDv7 ids are time-ordered): a flag turned off again since stays open.
+      const some = await this.resolve({ kind, details: { [rule.by]: value }, before: alert.id, actor, note: `${note} (${alert.kind} ${alert.id})`, audit: { answered_by: alert.id } });
+      if (some.length > 0) counts.push(`${some.length} open ${kind} alert${some.length === 1 ? '' : 's'}`);
+      acked.push(...some);
+    }
     if (acked.length === 0) return;
     alert.details = { ...alert.details, resolves: acked.map((a) => a.id) };
-    const told = `${alert.message} Acknowledged ${acked.length} open ${rule.answers} alert${acked.length === 1 ? '' : 's'} of it.`;
+    const told = `${alert.message} Acknowledged ${counts.join(' and ')} of it.`;
     if (told.length <= MAX_MESSAGE) alert.message = told;
   }
 

@@ -48,6 +48,14 @@ export interface AlertFilter {
 
 type Queryable = Pool | PoolClient;
 
+/** Which open alert raiseOrUpdate rewrites: details[detail] is value, on that server and of that project when given. */
+export interface OpenMatch {
+  server?: string;
+  project_id?: string;
+  detail: string;
+  value: string;
+}
+
 function whereOf(f: Omit<AlertFilter, 'limit'>): { where: string[]; args: unknown[] } {
   const where: string[] = [];
   const args: unknown[] = [];
@@ -85,14 +93,15 @@ const COLUMNS =
 
 export const alertStore = {
   /**
-   * The newest open (unacknowledged) alert of a kind and server whose details[detail] is value, locked
-   * for update; the caller holds a transaction.
+   * The newest open (unacknowledged) alert of a kind (and server, and project, when given) whose
+   * details[detail] is value, locked for update; the caller holds a transaction.
    */
-  async openMatching(db: PoolClient, m: { kind: string; server: string; detail: string; value: string }): Promise<Alert | undefined> {
-    const { rows } = await db.query<Alert>(
-      `SELECT ${COLUMNS} FROM alerts WHERE kind = $1 AND server = $2 AND details->>$3 = $4 AND acknowledged_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE`,
-      [m.kind, m.server, m.detail, m.value],
-    );
+  async openMatching(db: PoolClient, m: OpenMatch & { kind: string }): Promise<Alert | undefined> {
+    const args: unknown[] = [m.kind, m.detail, m.value];
+    let where = 'kind = $1 AND details->>$2 = $3';
+    if (m.server !== undefined) where += ` AND server = $${args.push(m.server)}`;
+    if (m.project_id !== undefined) where += ` AND project_id = $${args.push(m.project_id)}`;
+    const { rows } = await db.query<Alert>(`SELECT ${COLUMNS} FROM alerts WHERE ${where} AND acknowledged_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE`, args);
     return rows[0];
   },
 

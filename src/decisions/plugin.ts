@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import type { RaiseAlert } from '../alerts/service.js';
+import type { Alert } from '../alerts/store.js';
 import { approvalRoutes, createApprovalSteps, startApprovals } from '../approvals/index.js';
 import { intentRow, resultRow, uncheckedIntentRow } from '../audit/rows.js';
 import type { AppContext } from '../context.js';
@@ -94,6 +96,45 @@ export function buildSteps(ctx: AppContext, failures?: DependencyFailureLog): Pi
 }
 
 const GATE_STEP = 'gate';
+
+/** What a KILL_SWITCH denial came from: an operator kill (its id) or the first Unleash flag off. */
+function killSwitchCause(call: CallContext, denial: Denial): { detail: 'kill_id' | 'flag'; value: string } | undefined {
+  const killId = denial.extra?.['kill_id'];
+  if (typeof killId === 'string') return { detail: 'kill_id', value: killId };
+  const flag = call.flagsEvaluated.find((f) => !f.enabled)?.name;
+  return flag === undefined ? undefined : { detail: 'flag', value: flag };
+}
+
+/** Token ids a KILL_SWITCH alert lists (numbers.tokens counts them: at most this many). */
+const KILL_SWITCH_TOKEN_IDS = 20;
+
+/** The KILL_SWITCH alert of a flag or kill and project: new, or `open` with this denial counted in. */
+function killSwitchAlert(by: { detail: 'kill_id' | 'flag'; value: string }, call: CallContext, denial: Denial, open?: Alert): RaiseAlert {
+  const now = new Date().toISOString();
+  const listed = Array.isArray(open?.details['agent_ids']) ? (open.details['agent_ids'] as string[]) : [];
+  const tokenIds = listed.includes(call.agent.id) || listed.length >= KILL_SWITCH_TOKEN_IDS ? listed : [...listed, call.agent.id];
+  const denied = (open?.numbers['denied'] ?? 0) + 1;
+  const since = typeof open?.details['first_denied_at'] === 'string' ? open.details['first_denied_at'] : now;
+  const tokens = `${tokenIds.length}${tokenIds.length >= KILL_SWITCH_TOKEN_IDS ? ' or more' : ''} token${tokenIds.length === 1 ? '' : 's'}`;
+  const what = by.detail === 'flag' ? `Flag ${by.value}` : `Kill ${by.value}`;
+  return {
+    kind: 'KILL_SWITCH',
+    severity: 'warning',
+    project_id: call.agent.projectId,
+    message: `${what} denied calls of ${tokens} of project ${call.agent.projectId} since ${since} (${denied} counted, at most one per token and minute). Last: ${denial.message}`,
+    numbers: { denied, tokens: tokenIds.length },
+    details: {
+      [by.detail]: by.value,
+      agent_ids: tokenIds,
+      first_denied_at: since,
+      last_denied_at: now,
+      decision_id: call.decisionId,
+      code: denial.code,
+      server: call.call?.server ?? call.input.server,
+      tool: call.input.tool,
+    },
+  };
+}
 
 /** Registers the decision API, tool reports and approvals of definitions, and grants. */
 export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
@@ -192,8 +233,20 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
         if (repeatedHalts.has(denial)) return;
         void ctx.alerts.raise({ ...base, kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${denial.halt}: ${denial.message}`, details: { ...base.details, trigger: denial.halt } });
       } else if (denial.code === 'KILL_SWITCH') {
-        // One alert per token and flag per minute: a killed capability is hit by every call.
-        void ctx.alerts.raiseOnce(`kill:${call.agent.id}:${denial.message.slice(0, 80)}`, 60, { ...base, kind: 'KILL_SWITCH', severity: 'warning', message: denial.message });
+        const by = killSwitchCause(call, denial);
+        if (!by) {
+          // A kill stored without its id (an earlier version's writer): one alert per token and message per minute.
+          void ctx.alerts.raiseOnce(`kill:${call.agent.id}:${denial.message.slice(0, 80)}`, 60, { ...base, kind: 'KILL_SWITCH', severity: 'warning', message: denial.message });
+          return;
+        }
+        // A killed capability is hit by every call of every token: one open alert per flag (or kill) and
+        // project, counted up in place, not one per token and minute (a soak test: ~170 a minute for 200
+        // tokens). Still reported at most once per token and minute, so its Postgres write stays rare.
+        void ctx.alerts.firstInWindow(`kill:${call.agent.id}:${by.detail}:${by.value}`, 60).then((first) => {
+          if (!first) return;
+          const match = { project_id: call.agent.projectId, detail: by.detail, value: by.value };
+          return ctx.alerts.raiseOrUpdate(killSwitchAlert(by, call, denial), match, (open) => killSwitchAlert(by, call, denial, open));
+        });
       }
     },
   });

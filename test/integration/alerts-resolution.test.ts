@@ -83,6 +83,39 @@ describe('kills', () => {
     expect(open.json().alerts.map((a: { id: string }) => a.id)).toEqual([other!.id]);
   });
 
+  it('the calls a kill denies raise one open KILL_SWITCH alert per project, counted up in place; the lift acknowledges it and the next kill raises a new one', async () => {
+    const alpha = await Promise.all([1, 2, 3].map(() => gw.token('rw')));
+    const beta = await gw.token('rw', { project: 'beta' });
+    const id = await kill({ target: 'server', server: 'filesystem', reason: 'INC-13 filesystem storm' });
+    const sessions = new Map<string, string>();
+    for (const tok of [...alpha, beta]) sessions.set(tok.id, (await gw.session(tok.raw)).session_id);
+    const deny = async (tok: { raw: string; id: string }) => expect((await gw.decide(tok.raw, { ...write('s.md'), session_id: sessions.get(tok.id)! })).code).toBe('KILL_SWITCH');
+    for (const tok of [...alpha, beta]) await deny(tok);
+    // Again within the minute: not counted a second time.
+    await deny(alpha[0]!);
+    const ofKill = (killId: string) => t.pool().query(`SELECT * FROM alerts WHERE kind = 'KILL_SWITCH' AND details->>'kill_id' = $1 ORDER BY project_id`, [killId]).then((r) => r.rows);
+    await until(async () => (await ofKill(id)).map((a) => a.numbers.denied).join() === '3,1', 5_000, 'the counted KILL_SWITCH alerts');
+    const [a, b] = await ofKill(id);
+    expect(a).toMatchObject({ project_id: 'alpha', token_id: null, acknowledged_at: null, numbers: { denied: 3, tokens: 3 } });
+    expect([...a.details.agent_ids].sort()).toEqual(alpha.map((x) => x.id).sort());
+    expect(a.message).toContain(`Kill ${id} denied calls of 3 tokens of project alpha`);
+    expect(b).toMatchObject({ project_id: 'beta', numbers: { denied: 1, tokens: 1 }, details: { agent_ids: [beta.id] } });
+
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${id}`, headers: bearer(operatorKey), payload: { reason: 'INC-13 contained' } })).statusCode).toBe(200);
+    const [lifted] = await alertsWhere(`kind = 'KILL_LIFTED' AND details->>'kill_id' = $1`, [id]);
+    expect((await ofKill(id)).map((x) => x.acknowledged_by)).toEqual(['system:kill-lift', 'system:kill-lift']);
+    expect(lifted!.details['resolves']).toEqual(expect.arrayContaining([a.id, b.id]));
+
+    // A new kill of the same target: a new alert.
+    const next = await kill({ target: 'server', server: 'filesystem', reason: 'INC-13 again' });
+    const late = await gw.token('rw');
+    sessions.set(late.id, (await gw.session(late.raw)).session_id);
+    await deny(late);
+    await until(async () => (await ofKill(next)).length === 1, 5_000, 'the next kill’s KILL_SWITCH alert');
+    expect((await ofKill(next))[0]).toMatchObject({ acknowledged_at: null, numbers: { denied: 1, tokens: 1 } });
+    expect((await app.inject({ method: 'DELETE', url: `/v1/kills/${next}`, headers: bearer(operatorKey), payload: { reason: 'INC-13 over' } })).statusCode).toBe(200);
+  });
+
   it('an expired kill acknowledges its KILL_CREATED alert (system:kill-expiry)', async () => {
     const tok = await gw.token('rw');
     const id = await kill({ target: 'token', token_id: tok.id, reason: 'INC-12 cool down', expires_in: 3600 });

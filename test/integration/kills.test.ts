@@ -117,10 +117,12 @@ describe('POST /v1/kills', () => {
       { action: 'kill.created', actor_type: 'operator', reason: 'INC-1 agent deleting files' },
       { action: 'kill.lifted', actor_type: 'operator', reason: 'INC-1 contained, agent token revoked' },
     ]);
-    const alerts = await t.pool().query(`SELECT kind, severity FROM alerts WHERE details->>'kill_id' = $1 ORDER BY created_at`, [kill.id]);
+    const alerts = await t.pool().query(`SELECT kind, severity FROM alerts WHERE details->>'kill_id' = $1 ORDER BY kind`, [kill.id]);
     expect(alerts.rows).toEqual([
       { kind: 'KILL_CREATED', severity: 'critical' },
       { kind: 'KILL_LIFTED', severity: 'info' },
+      // The calls it denied: one alert of the kill (and project), counted up (docs/alerts.md).
+      { kind: 'KILL_SWITCH', severity: 'warning' },
     ]);
     // The denials are in the audit trail as INTENT rows with KILL_SWITCH.
     const denials = await t.pool().query(`SELECT count(*)::int AS n FROM audit_events WHERE kind = 'INTENT' AND code = 'KILL_SWITCH' AND token_id = $1`, [tok.id]);
@@ -263,9 +265,9 @@ describe('POST /v1/kills', () => {
     clear((await db.query('SELECT lift_reason FROM kills WHERE id = $1', [kill.id])).rows[0].lift_reason);
     const alertsOf = () => db.query(`SELECT kind, message FROM alerts WHERE details->>'kill_id' = $1 ORDER BY kind`, [kill.id]);
     // Alerts are raised without waiting for them.
-    await until(async () => (await alertsOf()).rows.length === 2, 5_000, 'both kill alerts stored');
+    await until(async () => (await alertsOf()).rows.length === 3, 5_000, 'the kill alerts stored');
     const alerts = await alertsOf();
-    expect(alerts.rows.map((r) => r.kind)).toEqual(['KILL_CREATED', 'KILL_LIFTED']);
+    expect(alerts.rows.map((r) => r.kind)).toEqual(['KILL_CREATED', 'KILL_LIFTED', 'KILL_SWITCH']);
     for (const r of alerts.rows) clear(r.message);
 
     // A kill recorded in clear before reasons were stored masked is masked where it is shown.
