@@ -37,6 +37,9 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationL
       applied_at timestamptz NOT NULL DEFAULT now())`);
     const { rows } = await query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations');
     const done = new Map(rows.map((r) => [r.version, r]));
+    // A new database gets one line; an upgrade one before and after each migration (some take minutes).
+    const fresh = rows.length === 0;
+    const began = Date.now();
     for (const file of files) {
       const version = Number(file.slice(0, 4));
       const sql = await readFile(join(dir, file), 'utf8');
@@ -49,7 +52,7 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationL
         continue;
       }
       // Said before it runs too: a migration that rewrites a large table may take minutes.
-      log?.info({ migration: file }, `applying database migration ${file}`);
+      if (!fresh) log?.info({ migration: file }, `applying database migration ${file}`);
       const started = Date.now();
       await query('BEGIN');
       try {
@@ -61,7 +64,10 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationL
         throw new Error(`migration ${file} failed: ${(err as Error).message}`);
       }
       applied.push({ version, name: file });
-      log?.info({ migration: file, ms: Date.now() - started }, `applied database migration ${file}`);
+      if (!fresh) log?.info({ migration: file, ms: Date.now() - started }, `applied database migration ${file}`);
+    }
+    if (fresh && applied.length > 0) {
+      log?.info({ migrations: applied.length, last: applied.at(-1)!.name, ms: Date.now() - began }, `created the database schema (${applied.length} migrations)`);
     }
   } finally {
     await query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});

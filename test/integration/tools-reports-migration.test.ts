@@ -31,7 +31,10 @@ afterAll(async () => {
 it('gives each gateway that first reported a definition of a tool the tool’s definition reported last', async () => {
   const pool = createPool(dbUrl(name), { max: 1 });
   try {
-    await migrate(pool, dir);
+    // A new database: one line for the whole schema, not two per migration.
+    const first: Array<{ obj: Record<string, unknown>; msg: string }> = [];
+    const created = await migrate(pool, dir, { info: (obj, msg) => first.push({ obj, msg }) });
+    expect(first).toEqual([{ obj: { migrations: created.length, last: created.at(-1)!.name, ms: expect.any(Number) }, msg: `created the database schema (${created.length} migrations)` }]);
     const [gA, gB, gC] = ['0197a000-0000-7000-8000-00000000000a', '0197a000-0000-7000-8000-00000000000b', '0197a000-0000-7000-8000-00000000000c'];
     const insert = (id: string, tool: string, hash: string, status: string, gateway: string, reportedAt: string) =>
       pool.query(
