@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { v7 as uuidv7 } from 'uuid';
 import { AppError, unauthenticated } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
@@ -50,6 +51,15 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             .then((r) => (r === 'OK' ? true : null))
             .catch(() => false);
     if (claimed === null) return; // another replica wrote it
+    // Back on, seen only by polling (no FLAG_ENABLED from the webhook to answer them): the flag's open
+    // FLAG_DISABLED and KILL_SWITCH alerts are over too, or the next off period would count into them.
+    if (c.enabled === true && c.previous === false) {
+      for (const kind of ['FLAG_DISABLED', 'KILL_SWITCH'] as const) {
+        await ctx.alerts
+          .resolve({ kind, details: { flag: c.flag }, before: uuidv7(), actor: 'system:flags-poll', note: 'flag turned back on (seen by polling)', audit: { source: 'poll', revision: c.revision } })
+          .catch(() => []);
+      }
+    }
     await ctx.audit
       .recordAdmin({
         actor: 'flags-poll',

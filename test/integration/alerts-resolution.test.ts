@@ -190,3 +190,17 @@ describe('resumes', () => {
     expect((await of(other.id))[0]!.acknowledged_by).toBeNull();
   });
 });
+
+describe('a flag back on seen only by polling', () => {
+  it("acknowledges the flag's open FLAG_DISABLED and KILL_SWITCH alerts (system:flags-poll), not another flag's", async () => {
+    const flag = 'mcp.filesystem.write';
+    const off = await app.ctx.alerts.raise({ kind: 'FLAG_DISABLED', message: `${flag} was turned off in Unleash.`, details: { flag } });
+    const denied = await app.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: `Calls denied: ${flag} is off.`, details: { flag } });
+    const other = await app.ctx.alerts.raise({ kind: 'KILL_SWITCH', message: 'Calls denied: mcp.memory.write is off.', details: { flag: 'mcp.memory.write' } });
+    // What FlagService emits when a poll finds the flag on again (no webhook event came).
+    app.ctx.flags.emit('polled-change', { flag, enabled: true, previous: false, revision: null });
+    await until(async () => (await alertsWhere('id = ANY($1::uuid[])', [[off.id, denied.id]])).every((a) => a.acknowledged_by === 'system:flags-poll'), 5_000, 'both alerts acknowledged');
+    expect((await alertsWhere('id = $1', [other.id]))[0]!.acknowledged_by).toBeNull();
+    expect((await ackAudit(denied.id))[0]).toMatchObject({ actor_type: 'system', actor_id: 'flags-poll', details: { source: 'poll' } });
+  });
+});
