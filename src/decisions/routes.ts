@@ -6,6 +6,7 @@ import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
+import { DenialLogBudget } from './denial-log.js';
 import { DecisionAnswer, DecisionBody, DecisionIdParams, ExplainAnswer, ExplainBody, ResultAnswer, ResultBody } from './schemas.js';
 import { newCallContext } from './service.js';
 import type { DecisionInput } from './types.js';
@@ -38,6 +39,8 @@ function withSafeText(body: ResultBody): ResultBody {
 export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const gateway = requireGateway(ctx.auth);
+  // Every denial is audited; the log gets at most DENIAL_LOG_PER_SECOND lines a second per code (denial-log.ts).
+  const denialLog = new DenialLogBudget();
 
   async function agentOf(req: FastifyRequest): Promise<AgentPrincipal | 'unavailable'> {
     try {
@@ -93,8 +96,11 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         session_id: req.body.session_id,
         duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       };
-      if (answer.decision === 'deny') req.log.info(line, 'decision denied');
-      else req.log.debug(line, 'decision allowed');
+      if (answer.decision === 'deny') {
+        const budget = denialLog.take(answer.code);
+        if (budget.log) req.log.info(budget.notLogged > 0 ? { ...line, not_logged: budget.notLogged } : line, 'decision denied');
+        else req.log.debug(line, 'decision denied');
+      } else req.log.debug(line, 'decision allowed');
       return answer;
     },
   );

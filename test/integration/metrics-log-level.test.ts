@@ -127,3 +127,20 @@ describe('decision logs and the runtime log level', () => {
     expect(t.logs.text).not.toContain(gw.owner);
   });
 });
+
+describe('a flood of denials in the log', () => {
+  it('is not one info line each: at most 10 a second per code (the audit trail has every one), the rest at debug', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const denied = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => gw.decide(tok.raw, { server: 'memory', tool: 'delete_entities', arguments: { entityNames: [`x${i}`] }, session_id: s.session_id })),
+    );
+    expect(denied.every((d) => d.code === 'PERMISSION_DENIED')).toBe(true);
+    const infoLines = denied.flatMap((d) => linesFor(d.decision_id)).filter((l) => l['level'] === 30);
+    expect(infoLines.length).toBeGreaterThan(0);
+    expect(infoLines.length).toBeLessThan(40);
+    await a.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query('SELECT count(*)::int AS n FROM audit_events WHERE decision_id = ANY($1::text[])', [denied.map((d) => d.decision_id)]);
+    expect(rows[0].n).toBe(40);
+  });
+});
