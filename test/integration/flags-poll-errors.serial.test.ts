@@ -1,11 +1,10 @@
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { revisionFromEtag } from '../../src/flags/overrides.js';
 import { toUnleashContext } from '../../src/flags/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+import { UnleashProxy } from '../helpers/unleash-proxy.js';
 
 // Polling after Unleash answered errors. unleash-client 6 backs off on 404/429/5xx (the next poll waits
 // UNLEASH_REFRESH_MS × (failures + 1), up to 11×, and steps down by one per successful poll), which
@@ -24,64 +23,6 @@ const ctx = new TestContext();
 const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
 let touched = false;
 
-/** Forwards to Unleash, or answers 502 to the next `failNext` flag fetches (and everything meanwhile). */
-class FlakyProxy {
-  failNext = 0;
-  /** What the failing fetches are answered. */
-  failStatus = 502;
-  /** Holds every request without an answer (an Unleash stopped with SIGSTOP) until release(). */
-  hang = false;
-  private readonly held: ServerResponse[] = [];
-  /** Every flag fetch that reached the proxy: when, and what it was answered. */
-  readonly fetches: Array<{ at: number; status: number }> = [];
-  private readonly server: Server;
-
-  constructor(private readonly target: URL) {
-    this.server = createServer((req, res) => this.handle(req, res));
-  }
-
-  async listen(): Promise<string> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${this.target.pathname}`;
-  }
-
-  async close(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-
-  release(): void {
-    this.hang = false;
-    for (const res of this.held.splice(0)) res.destroy();
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    if (this.hang) {
-      req.resume();
-      this.held.push(res);
-      return;
-    }
-    const isFetch = req.method === 'GET' && (req.url ?? '').includes('/client/features');
-    const record = (status: number) => {
-      if (isFetch) this.fetches.push({ at: performance.now(), status });
-    };
-    if (this.failNext > 0) {
-      if (isFetch) this.failNext--;
-      record(this.failStatus);
-      req.resume();
-      res.writeHead(this.failStatus, { 'content-type': 'text/plain' }).end(this.failStatus === 502 ? 'Bad Gateway' : 'Refused');
-      return;
-    }
-    const upstream = request({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-      record(up.statusCode ?? 0);
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.writeHead(502).end());
-    req.pipe(upstream);
-  }
-}
-
 /**
  * What Unleash itself serves for the flag now, and the ETag it serves it under: Unleash publishes a
  * change about once a second, and answers a poll whose ETag is still current with 304.
@@ -92,13 +33,13 @@ async function served(flag: string): Promise<{ enabled: boolean | undefined; eta
   return { enabled: body.features.find((f) => f.name === flag)?.enabled, etag: res.headers.get('etag') };
 }
 
-let proxy: FlakyProxy;
+let proxy: UnleashProxy;
 let proxyUrl: string;
 let app: FastifyInstance;
 
 beforeAll(async () => {
   await ctx.setup();
-  proxy = new FlakyProxy(new URL(unleash.apiUrl));
+  proxy = new UnleashProxy(new URL(unleash.apiUrl));
   // Nothing listens on the webhook port here: only polling can explain a deny.
   proxyUrl = await proxy.listen();
   app = await ctx.app({ unleashUrl: proxyUrl, unleashRefreshMs: REFRESH_MS });

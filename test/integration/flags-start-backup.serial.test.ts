@@ -1,6 +1,4 @@
 import type { ChildProcess } from 'node:child_process';
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
@@ -10,6 +8,7 @@ import { createRedis } from '../../src/redis/client.js';
 import { TestContext } from '../helpers/context.js';
 import { killChildren, runCli, startChild } from '../helpers/control-plane.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+import { UnleashProxy } from '../helpers/unleash-proxy.js';
 
 // A flag backup is for a replica that cannot reach Unleash. A start whose backup says a flag is on while
 // Unleash says off must never allow it: while Unleash's flag fetch has not answered, decisions deny
@@ -23,59 +22,19 @@ const admin = testAdmin(unleash);
 const ctx = new TestContext();
 const rwDev = toUnleashContext({ userId: 'tok-1', tokenType: 'rw', mcpEnvironment: 'development' });
 
-/** Forwards to Unleash, except client flag fetches, held without an answer while `hold`. */
-class HoldingProxy {
-  hold = true;
-  readonly held: ServerResponse[] = [];
-  private readonly server: Server;
-
-  constructor(private readonly target: URL) {
-    this.server = createServer((req, res) => this.handle(req, res));
-  }
-
-  async listen(): Promise<string> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${this.target.pathname}`;
-  }
-
-  async close(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-
-  /** Fetches from now on pass; the held ones fail (the SDK fetches again at its next poll). */
-  release(): void {
-    this.hold = false;
-    for (const res of this.held.splice(0)) res.destroy();
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    if (this.hold && req.method === 'GET' && (req.url ?? '').includes('/client/features')) {
-      req.resume();
-      this.held.push(res);
-      return;
-    }
-    const upstream = request({ host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.writeHead(502).end());
-    req.pipe(upstream);
-  }
-}
-
 const children: ChildProcess[] = [];
-let proxy: HoldingProxy;
+let proxy: UnleashProxy;
 let proxyUrl: string;
 
 beforeAll(async () => {
   await ctx.setup();
-  proxy = new HoldingProxy(new URL(unleash.apiUrl));
+  proxy = new UnleashProxy(new URL(unleash.apiUrl));
+  proxy.holdFetches = true;
   proxyUrl = await proxy.listen();
 });
 
 afterEach(async () => {
-  proxy.hold = true;
+  proxy.holdFetches = true;
   await restoreFlag(unleash, FLAG);
 });
 
