@@ -1,9 +1,9 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { CallContext } from '../../src/decisions/types.js';
 import { createFlagStep } from '../../src/flags/step.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
+import { memoryRead } from '../helpers/flag-calls.js';
 import { freePort, restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // A replica that starts while it cannot reach Unleash starts from the backup Unleash confirmed last: its own
@@ -15,33 +15,6 @@ const FLAG = 'mcp.memory.read';
 const unleash = inject('unleash');
 const admin = testAdmin(unleash);
 const ctx = new TestContext();
-
-function memoryRead(): CallContext {
-  return {
-    decisionId: 'd',
-    receivedAt: Date.now(),
-    gateway: { kind: 'gateway', id: 'gw', name: 'gw', expiresAt: null },
-    agent: { kind: 'agent', id: 'tok', tokenType: 'rw', scopes: [], role: 'code_agent', projectId: 'p', environment: 'development', displayPrefix: 'mcp_rw_x', expiresAt: null },
-    input: { server: 'memory', tool: 'read_graph', arguments: {}, session_id: 's' },
-    ip: '127.0.0.1',
-    call: {
-      server: 'memory',
-      serverClass: 'memory',
-      tool: 'read_graph',
-      requiredScope: 'memory:read',
-      capability: 'read',
-      scopeSource: 'map',
-      extraFlags: [],
-      resourceIds: ['memory:graph'],
-      networkIdentities: [],
-    },
-    flagsEvaluated: [],
-    limits: {},
-    warnings: [],
-    dryRun: false,
-    trace: [],
-  };
-}
 
 beforeAll(async () => {
   await ctx.setup();

@@ -2,45 +2,18 @@ import { utimes } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CallContext } from '../../src/decisions/types.js';
 import { prepareUnleash } from '../../src/flags/setup.js';
 import { createFlagStep } from '../../src/flags/step.js';
 import { PolicyFileError } from '../../src/policy/index.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
+import { filesystemWrite } from '../helpers/flag-calls.js';
 
 // Start-up without Unleash: fail closed unless a fresh backup of the last fetched flags exists. These
 // tests never toggle flags, so they run in parallel; "Unleash down" is a URL where nothing listens.
 
 const DOWN = 'http://127.0.0.1:9/api';
 const ctx = new TestContext();
-
-function writeCall(): CallContext {
-  return {
-    decisionId: 'd',
-    receivedAt: Date.now(),
-    gateway: { kind: 'gateway', id: 'gw', name: 'gw', expiresAt: null },
-    agent: { kind: 'agent', id: 'tok', tokenType: 'rw', scopes: [], role: 'code_agent', projectId: 'p', environment: 'development', displayPrefix: 'mcp_rw_x', expiresAt: null },
-    input: { server: 'filesystem', tool: 'write_file', arguments: {}, session_id: 's' },
-    ip: '127.0.0.1',
-    call: {
-      server: 'filesystem',
-      serverClass: 'storage',
-      tool: 'write_file',
-      requiredScope: 'storage:write',
-      capability: 'write',
-      scopeSource: 'map',
-      extraFlags: [],
-      resourceIds: ['filesystem:a'],
-      networkIdentities: [],
-    },
-    flagsEvaluated: [],
-    limits: {},
-    warnings: [],
-    dryRun: false,
-    trace: [],
-  };
-}
 
 beforeAll(async () => {
   await ctx.setup();
@@ -57,7 +30,7 @@ describe('flags at start-up', () => {
     // The first failed fetch (the SDK retries it twice, ~3 s) settles the start; it does not wait out UNLEASH_START_WAIT_MS.
     expect(Date.now() - t0).toBeLessThan(15_000);
     expect(app.ctx.flags.isReady()).toBe(false);
-    const c = writeCall();
+    const c = filesystemWrite();
     const denial = await createFlagStep(app.ctx.flags).run(c);
     expect(denial?.code).toBe('DEPENDENCY_UNAVAILABLE');
     expect(c.flagsEvaluated).toEqual([]);
@@ -95,7 +68,7 @@ describe('flags at start-up', () => {
     expect(second.ctx.flags.isReady()).toBe(true);
     // Its file or the Redis copy the first replica also left: the same flags, confirmed at about the same time.
     expect(second.ctx.flags.status()).toMatchObject({ source: 'bootstrap', backup: { state: 'loaded' }, lastFetchAt: null });
-    expect(await createFlagStep(second.ctx.flags).run(writeCall())).toBeUndefined();
+    expect(await createFlagStep(second.ctx.flags).run(filesystemWrite())).toBeUndefined();
     const viewer = await ctx.operatorKey(second, 'viewer');
     const body = (await second.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
     expect(body.source).toBe('bootstrap');
@@ -113,7 +86,7 @@ describe('flags at start-up', () => {
     const third = await ctx.app({ unleashUrl: DOWN, dataDir, unleashBackupMaxAgeS: 3600 });
     expect(third.ctx.flags.isReady()).toBe(false);
     expect(third.ctx.flags.status().backup).toMatchObject({ state: 'too-old', from: 'file' });
-    expect((await createFlagStep(third.ctx.flags).run(writeCall()))?.code).toBe('DEPENDENCY_UNAVAILABLE');
+    expect((await createFlagStep(third.ctx.flags).run(filesystemWrite()))?.code).toBe('DEPENDENCY_UNAVAILABLE');
 
     // A backup of another Unleash environment is never used.
     const fourth = await ctx.app({ unleashUrl: DOWN, dataDir, unleashEnvironment: 'production', unleashApiToken: 'default:production.x' });

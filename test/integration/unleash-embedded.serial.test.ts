@@ -1,12 +1,12 @@
 import { pino } from 'pino';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import type { CallContext } from '../../src/decisions/types.js';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';
 import { type EmbeddedUnleash, startEmbeddedUnleash } from '../../src/flags/embedded.js';
 import { prepareUnleash } from '../../src/flags/setup.js';
 import { createFlagStep } from '../../src/flags/step.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 import { dbUrl } from '../helpers/env.js';
+import { filesystemWrite } from '../helpers/flag-calls.js';
 import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName, until } from '../helpers/unleash.js';
 
 // The `npm start` path with its own embedded unleash-server (not the run's shared one): database created
@@ -15,23 +15,6 @@ import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKE
 const ctx = new TestContext();
 const database = unleashDatabaseName('embedded');
 const running: EmbeddedUnleash[] = [];
-
-function writeCall(): CallContext {
-  return {
-    decisionId: 'd',
-    receivedAt: Date.now(),
-    gateway: { kind: 'gateway', id: 'gw', name: 'gw', expiresAt: null },
-    agent: { kind: 'agent', id: 'tok', tokenType: 'rw', scopes: [], role: 'code_agent', projectId: 'p', environment: 'development', displayPrefix: 'mcp_rw_x', expiresAt: null },
-    input: { server: 'filesystem', tool: 'write_file', arguments: {}, session_id: 's' },
-    ip: '127.0.0.1',
-    call: { server: 'filesystem', serverClass: 'storage', tool: 'write_file', requiredScope: 'storage:write', capability: 'write', scopeSource: 'map', extraFlags: [], resourceIds: ['filesystem:a'], networkIdentities: [] },
-    flagsEvaluated: [],
-    limits: {},
-    warnings: [],
-    dryRun: false,
-    trace: [],
-  };
-}
 
 afterAll(async () => {
   for (const u of running) await u.stop();
@@ -86,12 +69,12 @@ describe('embedded Unleash', () => {
     const app = await ctx.app({ ...config, logLevel: 'info' });
     const step = createFlagStep(app.ctx.flags);
     expect(app.ctx.flags.isReady()).toBe(true);
-    expect(await step.run(writeCall())).toBeUndefined();
+    expect(await step.run(filesystemWrite())).toBeUndefined();
 
     // Unleash goes away: the last fetched state stays in force, with the staleness alarm.
     await embedded!.stop();
     await until(() => app.ctx.flags.isStale(), 15_000, 'stale');
-    expect(await step.run(writeCall())).toBeUndefined();
+    expect(await step.run(filesystemWrite())).toBeUndefined();
     const viewer = await ctx.operatorKey(app, 'viewer');
     const view = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
     expect(view).toMatchObject({ ready: true, stale: true, source: 'poll' });
@@ -116,7 +99,7 @@ describe('embedded Unleash', () => {
     expect(ctx.logs.text).toMatch(/flags are fresh/);
     await until(async () => (await app.inject({ method: 'GET', url: '/v1/alerts?kind=FLAGS_RECOVERED', headers: bearer(viewer) })).json().alerts?.length > 0, 5_000, 'FLAGS_RECOVERED alert');
     await admin.setEnabled('mcp.filesystem.write', config.unleashEnvironment, false);
-    await until(async () => (await step.run(writeCall()))?.code === 'KILL_SWITCH', 10_000, 'deny after recovery');
+    await until(async () => (await step.run(filesystemWrite()))?.code === 'KILL_SWITCH', 10_000, 'deny after recovery');
 
     // unleash-server 7.5.1 (pinned) runs queries on a busy pg client, and pg 8 prints a DeprecationWarning
     // for it at boot: not something an operator can act on, so the launcher turns those warnings off.
