@@ -19,7 +19,7 @@ import { LUA_NOW } from './lua.js';
 // totals, wc:* their 80% alert flags}; th:<tok> token halt (trigger); cm:/tm:/gm:/td: windowed counters
 // (+ :w alert flags); tc:<tok> token cascade window (list); lc:<sid> last calls (list; both lists, newest
 // first, are cut back to what is kept once they hold twice that, so readers take a prefix); so:<tok> the
-// token's sessions (zset, for the open-session cap); sn:<tok>:<hour> sessions opened that hour;
+// token's sessions (zset, for the open-session cap; pruned at each open and by the idle sweep); sn:<tok>:<hour> sessions opened that hour;
 // d:<decision id> decision metadata; kill keys as passed in.
 export const GATE_LUA = String.raw`
 -- Positional arguments and an array reply: the caller pre-encodes the call record and the decision's

@@ -297,16 +297,24 @@ export class StateEpoch {
    */
   private async sweep(ids: string[], epoch: string): Promise<SweepResult> {
     if (ids.length === 0) return { closed: 0, deferred: 0 };
-    return withTransaction(this.pool, async (c) => {
+    const { result, audited } = await withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'resume');
-      if ((await this.mirror.epochValue()) !== epoch) return { closed: 0, deferred: 0 };
+      if ((await this.mirror.epochValue()) !== epoch) return { result: { closed: 0, deferred: 0 }, audited: [] };
       const due = await sessionStore.lockActiveSessions(c, ids);
       const record = this.opts.recordIdleClose;
       const written = record ? await Promise.allSettled(due.map((s) => record(s))) : due.map(() => ({ status: 'fulfilled' }) as const);
-      const audited = due.filter((_, i) => written[i]!.status === 'fulfilled').map((s) => s.id);
-      const closed = await sessionStore.closeSessions(c, audited, IDLE_SWEEP_ACTOR);
-      return { closed, deferred: due.length - audited.length };
+      const audited = due.filter((_, i) => written[i]!.status === 'fulfilled');
+      const closed = await sessionStore.closeSessions(
+        c,
+        audited.map((s) => s.id),
+        IDLE_SWEEP_ACTOR,
+      );
+      return { result: { closed, deferred: due.length - audited.length }, audited };
     });
+    // Closed in Postgres: off their tokens' open-session sets too. A failure leaves members the token's
+    // next session open prunes anyway.
+    await this.mirror.forget(audited.map((s) => ({ tokenId: s.token_id, sessionId: s.id }))).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not drop closed sessions from their tokens\' open-session sets; the next open of each token prunes them'));
+    return result;
   }
 
   /** Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything). */

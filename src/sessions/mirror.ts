@@ -1,7 +1,7 @@
 import { defineJsonScript, type JsonScript } from '../limits/lua.js';
 import { type CallSummary, parseCallSummaries } from '../limits/summary.js';
 import type { RedisHandle } from '../redis/client.js';
-import { CLOSE_LUA, HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
+import { CLOSE_LUA, FORGET_LUA, HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
 import type { SessionRow } from './store.js';
 
 // The Redis side of sessions and halts: what the gate script reads. Postgres is the record
@@ -66,6 +66,7 @@ export class SessionMirror {
   private readonly sweepScript: JsonScript;
   private readonly pushScript: JsonScript;
   private readonly closeScript: JsonScript;
+  private readonly forgetScript: JsonScript;
 
   constructor(
     readonly redis: RedisHandle,
@@ -80,6 +81,7 @@ export class SessionMirror {
     this.sweepScript = defineJsonScript(r, 'ksSessionSweep', SWEEP_LUA);
     this.pushScript = defineJsonScript(r, 'ksSessionPush', PUSH_CALL_LUA);
     this.closeScript = defineJsonScript(r, 'ksSessionClose', CLOSE_LUA);
+    this.forgetScript = defineJsonScript(r, 'ksSessionForget', FORGET_LUA);
   }
 
   get prefix(): string {
@@ -148,6 +150,13 @@ export class SessionMirror {
     const res = JSON.parse(await this.sweepScript({ p: this.prefix, ids })) as { noepoch?: number; gone?: string[] | Record<string, never>; epoch?: string };
     if (res.noepoch || res.epoch === undefined) return undefined;
     return { gone: Array.isArray(res.gone) ? res.gone : [], epoch: res.epoch };
+  }
+
+  /** Removes closed sessions (whose hash is gone) from their tokens' open-session sets; how many were removed. */
+  async forget(sessions: Array<{ tokenId: string; sessionId: string }>): Promise<number> {
+    if (sessions.length === 0) return 0;
+    const raw = await this.forgetScript({ p: this.prefix, sessions: sessions.map((s) => ({ tok: s.tokenId, sid: s.sessionId })) });
+    return (JSON.parse(raw) as { removed: number }).removed;
   }
 
   /** The state epoch's value (undefined while Redis's state is missing or being reloaded). */

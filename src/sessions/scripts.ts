@@ -140,6 +140,21 @@ end
 return cjson.encode({ gone = gone, epoch = epoch })
 `;
 
+/**
+ * Drops sessions the idle sweep closed from their tokens' open-session sets (so:<tok>), so a token that
+ * opens no more sessions does not keep its set for ever (an empty set is deleted by Redis). Only a
+ * session whose hash is gone: one a reload copied back meanwhile still counts.
+ */
+export const FORGET_LUA = `
+local req = cjson.decode(ARGV[1])
+local p = req.p
+local n = 0
+for _, s in ipairs(req.sessions) do
+  if redis.call('EXISTS', p .. 's:' .. s.sid) == 0 then n = n + redis.call('ZREM', p .. 'so:' .. s.tok, s.sid) end
+end
+return cjson.encode({ removed = n })
+`;
+
 /** Records a call denied by an earlier pipeline step on the session's last-calls list, if the session is this token's. */
 export const PUSH_CALL_LUA = `
 local req = cjson.decode(ARGV[1])

@@ -667,6 +667,8 @@ describe('the idle sweep audits the sessions it closes', () => {
       },
     ]);
     expect(done?.deferred).toBe(0);
+    // off the token's open-session set too: a token that opens no more sessions leaves no key behind
+    expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('so', agent.id))).toBe(0);
     // a second sweep finds nothing more to close or record
     await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('maintain-lock'));
     await svc.epoch.maintain();
