@@ -83,6 +83,9 @@ function quoted(value: string): string {
  */
 export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi;
 
+/** A MySQL client's `-p<password>` inside one command (see the pattern that uses it). */
+const MYSQL_GLUED_PASSWORD = /(^|[\s"'])-p(?!\[REDACTED\])('[^']*'?|"[^"]*"?|[^\s;&|'"]+)/g;
+
 const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
@@ -138,6 +141,13 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
     re: /(^|[\s"'])(--?((?:[a-z][a-z0-9_.-]{0,40}?)?(?:pass|pwd|secret|token|key|auth|credential|cookie|pin|sig|jwt|connection)[a-z0-9_.-]{0,40})(?:=|\s+))(?!-)(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s;&|'"]+)/gi,
     replace: (m, pre, head, name, value) => (isSecretFlagName(name) ? `${pre}${head}${quoted(value)}` : m),
   },
+  // MySQL and MariaDB clients take the password glued to -p (`mysql -uroot -phunter2 app`): masked after
+  // one of their command names, on the same command (up to a newline, ';', '&' or '|'). `-p` followed by a
+  // space prompts for the password and the next word is the database, so it is kept, as is `-P3306` (port).
+  {
+    re: /(\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?(?=[\s"'])[^\n;&|]*)/g,
+    replace: (command) => command.replace(MYSQL_GLUED_PASSWORD, `$1-p${REDACTED}`),
+  },
   // curl -u user:password, --user user:password (a numeric uid:gid, as in docker -u 1000:1000, is kept).
   {
     re: /(^|\s)(-u\s*|--user[=\s]\s*)(?!["']?\d+:\d+(?:["'\s]|$))(?:(["'])([^:"'\s]*):[^"']*|([^\s:"']*):[^\s"']+)/g,
@@ -161,7 +171,7 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
 // for the patterns above, the flat list made this test ~30% slower on strings that hold no secret.
 // test/unit/audit-rows.test.ts checks that the fast and the full path agree.
 const MAY_HOLD_SECRET =
-  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|mcp_(?:ro|rw|admin)_[a-z0-9]|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
+  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|m(?:cp_(?:ro|rw|admin)_[a-z0-9]|ysql|ariadb)|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.
@@ -250,6 +260,9 @@ export function isSecretFlag(arg: string): boolean {
 
 const MAX_DEPTH = 32;
 
+/** argv[0] of a MySQL or MariaDB client (a path or .exe allowed). */
+const MYSQL_COMMAND = /(?:^|[/\\])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?$/i;
+
 /** What a secret name's value is replaced by: anything but null, a boolean or the empty string. */
 function maskable(v: unknown): boolean {
   return v !== undefined && v !== null && typeof v !== 'boolean' && v !== '';
@@ -272,11 +285,14 @@ export function redactValue(value: unknown, depth = 0): unknown {
     // A name/value pair (headers as [["X-Api-Key", "…"]]): the value of a secret name. Not a flag (below).
     if (value.length === 2 && typeof value[0] === 'string' && !value[0].startsWith('-') && isSecretKey(value[0]) && maskable(value[1])) out[1] = REDACTED;
     // Command lines as argv arrays (["curl", "-u", "bob:hunter2"], ["--password", "hunter2"]): the flag
-    // and its value are two strings. A value starting with '-' is the next flag.
+    // and its value are two strings. A value starting with '-' is the next flag. A MySQL client's
+    // password is glued to its flag (["mysql", "-uroot", "-phunter2"]).
+    const mysql = typeof value[0] === 'string' && MYSQL_COMMAND.test(value[0]);
     for (let i = 1; i < out.length; i++) {
       const flag = value[i - 1];
       const v = value[i];
       if ((flag === '-u' || flag === '--user') && typeof out[i] === 'string') out[i] = redactText(`-u ${out[i]}`).slice(3);
+      else if (mysql && typeof v === 'string' && v.length > 2 && v.startsWith('-p')) out[i] = `-p${REDACTED}`;
       else if (typeof flag === 'string' && isSecretFlag(flag) && ((typeof v === 'string' && v !== '' && !v.startsWith('-')) || typeof v === 'number')) out[i] = REDACTED;
     }
     return out;

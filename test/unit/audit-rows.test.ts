@@ -216,6 +216,19 @@ describe('redaction', () => {
     expect(redactValue(['openssl', '-passphrase', 'hunter2', '--pin', 1234, '--PASSWORD', 'x'])).toEqual(['openssl', '-passphrase', REDACTED, '--pin', REDACTED, '--PASSWORD', REDACTED]);
   });
 
+  it("masks a MySQL or MariaDB client's password glued to -p, in text and in argv arrays, and keeps -p before a space, -P and other commands' -p", () => {
+    expect(redactText('mysql -uroot -phunter2 app')).toBe(`mysql -uroot -p${REDACTED} app`);
+    expect(redactText('mysqldump -h db -u app -p"s3 cret" shop > shop.sql')).toBe(`mysqldump -h db -u app -p${REDACTED} shop > shop.sql`);
+    expect(redactText("/usr/bin/mariadb -u a -p'x y' -e 'select 1'")).toBe(`/usr/bin/mariadb -u a -p${REDACTED} -e 'select 1'`);
+    // -p then a space prompts (the next word is the database), -P is the port, and the mask stops at the command's end
+    expect(redactText('mysql -u root -p app')).toBe('mysql -u root -p app');
+    expect(redactText('mysql -P3306 -h db -pq2w3e4; ls -pF /tmp | grep -pattern')).toBe(`mysql -P3306 -h db -p${REDACTED}; ls -pF /tmp | grep -pattern`);
+    expect(redactText('mkdir -p /var/lib/mysql-data && ls -pla')).toBe('mkdir -p /var/lib/mysql-data && ls -pla');
+    expect(redactValue({ argv: ['mysql', '-uroot', '-phunter2', 'app', '-p'] })).toEqual({ argv: ['mysql', '-uroot', `-p${REDACTED}`, 'app', '-p'] });
+    expect(redactValue(['C:\\mysql\\bin\\mysqldump.exe', '-pX1'])).toEqual(['C:\\mysql\\bin\\mysqldump.exe', `-p${REDACTED}`]);
+    expect(redactValue(['ls', '-pF'])).toEqual(['ls', '-pF']);
+  });
+
   it('keeps the evidence around secret flags: paths, SQL, other flags, the next flag, where a secret is read from', () => {
     const plain = [
       'mkdir -p /var/lib/app && docker run -p 8080:80 image',
@@ -282,8 +295,8 @@ describe('redaction', () => {
     // Auth schemes mask whatever follows them.
     expect(redactText('Authorization: Bearer abcdefghij')).toBe(`Authorization: Bearer ${REDACTED}`);
     expect(redactText('Authorization: Token abcdefghij')).toBe(`Authorization: Token ${REDACTED}`);
-    // -p is not a secret flag, glued value or not (docs/audit.md).
-    expect(redactText('mysql -phunter2pw -h db')).toBe('mysql -phunter2pw -h db');
+    // -p is not a secret flag: its glued value is masked only after a MySQL client's name (docs/audit.md).
+    expect(redactText('pgbench -phunter2pw -h db')).toBe('pgbench -phunter2pw -h db');
   });
 
   it('masks the value of a secret name in [name, value] pairs and { name | key | field, value } objects', () => {
