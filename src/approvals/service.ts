@@ -13,7 +13,7 @@ import type { RedisHandle } from '../redis/client.js';
 import type { AgentPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { operatorActor } from '../tokens/service.js';
 import { credentialStore } from '../tokens/store.js';
-import type { ToolRegistry } from '../tools/service.js';
+import { type ToolRegistry, toolTarget } from '../tools/service.js';
 import { type ToolDefinitionRow, toolStore } from '../tools/store.js';
 import { decidedAction, expiredRow, releasedRow, requestedRow, usedRow } from './audit.js';
 import { ApprovalMirror, type CheckAnswer, type MirrorEntry } from './mirror.js';
@@ -572,7 +572,7 @@ export class ApprovalService {
     if (!(await toolStore.get(this.deps.pool, id))) throw notFound('approval');
     const row = await this.deps.tools.decide(id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(op), reason);
     // The same row POST /v1/tools/:id/approve writes: one history whichever door the operator used.
-    await this.deps.audit.recordAdmin({ actor: op, action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason } });
+    await this.deps.audit.recordAdmin({ actor: op, action: `tool.${verb}`, target: toolTarget(row.server, row.tool), details: { id: row.id, hash: row.hash, reason } });
     void this.deps.alerts.raise({
       kind: 'APPROVAL_DECIDED',
       message: `${op.name} ${row.status} the changed definition of ${row.server}/${row.tool} (${row.id}): ${reason}`,

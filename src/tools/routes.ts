@@ -8,7 +8,7 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
-import { raiseToolChanged, raiseToolsAdded } from './service.js';
+import { raiseToolChanged, raiseToolsAdded, toolTarget } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -255,7 +255,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const row = await ctx.tools.decide(req.params.id, verb === 'approve' ? 'approved' : 'rejected', operatorActor(req.operator!), reason);
         // Awaited like the same decision through /v1/approvals: when neither Postgres nor the spool takes
         // the row, the decision stands but the operator is answered 503, not told it was recorded.
-        await ctx.audit.recordAdmin({ actor: req.operator!, action: `tool.${verb}`, target: `${row.server}/${row.tool}`, details: { id: row.id, hash: row.hash, reason } });
+        await ctx.audit.recordAdmin({ actor: req.operator!, action: `tool.${verb}`, target: toolTarget(row.server, row.tool), details: { id: row.id, hash: row.hash, reason } });
         return row;
       },
     );

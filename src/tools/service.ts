@@ -47,6 +47,11 @@ export interface ToolReportResult {
  * MCP protocol reads that resolveCall gives the read scope whatever the annotations: a gateway that
  * passed an upstream tool of that name through would let read-only tokens call it.
  */
+/** The audit target of every row about one tool: pinned, changed, refused, approved or rejected. */
+export function toolTarget(server: string, tool: string): string {
+  return `tool:${server}/${tool}`;
+}
+
 export function refusedToolName(name: string): string | undefined {
   if (PROTOCOL_READS.has(name)) {
     return `"${name}" is an MCP protocol method, not a tool name: the definition is not pinned and no token may call it (a gateway must not pass such an upstream tool through)`;
@@ -421,7 +426,7 @@ export class ToolRegistry {
     const change = (action: string, server: string, tool: string, details: Record<string, unknown>): AdminAction => ({
       actor: `gateway:${reporter.gatewayId}`,
       action,
-      target: `tool:${server}/${tool}`,
+      target: toolTarget(server, tool),
       projectId: reporter.projectId,
       details: { ...details, token_id: reporter.tokenId, gateway_id: reporter.gatewayId },
     });

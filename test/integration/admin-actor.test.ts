@@ -62,13 +62,16 @@ describe('ADMIN rows made by an operator', () => {
     expect((await app.inject({ method: 'POST', url: `/v1/tools/${id}/approve`, headers: bearer(op.key), payload: { reason: 'the vendor explained it' } })).statusCode).toBe(200);
     await app.ctx.audit.writer.flush();
 
-    const { rows } = await t.pool().query<{ action: string; actor_type: string; actor_id: string; details: Record<string, unknown> }>(
-      `SELECT action, actor_type, actor_id, details FROM audit_events WHERE kind = 'ADMIN' AND actor_id = $1 ORDER BY seq`,
+    const { rows } = await t.pool().query<{ action: string; actor_type: string; actor_id: string; target: string; details: Record<string, unknown> }>(
+      `SELECT action, actor_type, actor_id, target, details FROM audit_events WHERE kind = 'ADMIN' AND actor_id = $1 ORDER BY seq`,
       [opId],
     );
     expect(rows.map((r) => r.action)).toEqual(['tool.reject', 'tool.approve']);
     for (const r of rows) {
-      expect(r, r.action).toMatchObject({ actor_type: 'operator', actor_id: opId, details: { id, operator_name: 'Sam reviewer', operator_role: 'operator' } });
+      // the same target as the gateway's tool.pinned / tool.changed rows of that tool, so one filter finds its whole story
+      expect(r, r.action).toMatchObject({ actor_type: 'operator', actor_id: opId, target: 'tool:memory/add_observations', details: { id, operator_name: 'Sam reviewer', operator_role: 'operator' } });
     }
+    const story = await t.pool().query<{ action: string }>(`SELECT action FROM audit_events WHERE target = 'tool:memory/add_observations' ORDER BY seq`);
+    expect(story.rows.map((r) => r.action)).toEqual(['tool.pinned', 'tool.changed', 'tool.reject', 'tool.approve']);
   });
 });
