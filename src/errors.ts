@@ -1,6 +1,6 @@
 // The one table of stable codes. HTTP errors carry `status`; decision codes are answered inside a 200
 // decision body (a denial is not an HTTP error). docs/errors.md is generated from this table and
-// test/unit/errors.test.ts checks that every code is exercised by some test.
+// test/unit/codes-coverage.test.ts checks that every code is asserted by some test.
 
 export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, doc: 'The body, query or params failed validation; `details` names the field and the problem.' },
