@@ -139,7 +139,7 @@ function killSwitchAlert(by: { detail: 'kill_id' | 'flag'; value: string }, call
 /** Registers the decision API, tool reports and approvals of definitions, and grants. */
 export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   const { ctx } = app;
-  ctx.tools = new ToolRegistry(ctx.pool, ctx.redis);
+  ctx.tools = new ToolRegistry(ctx.pool, ctx.redis, undefined, ctx.log);
   ctx.tools.setAdminRecorder((a) => ctx.audit.recordAdmin(a));
   await ctx.tools.start();
   ctx.closers.push(() => ctx.tools.stop());

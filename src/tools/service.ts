@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
 import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.js';
@@ -267,14 +268,25 @@ export class ToolRegistry {
   private unsubscribe: (() => Promise<void>) | undefined;
   private recordAdmin: ((a: AdminAction) => Promise<void>) | undefined;
   private readonly channel: string;
+  /** Change announcements received; and how many of them the pins in force include. */
+  private announced = 0;
+  private loadedAnnounced = 0;
+  /** Reloads started, and the latest whose pins are in force (an older reload that ends later is dropped). */
+  private reloads = 0;
+  private appliedReload = 0;
+  /** Why the last reload failed; undefined once one succeeds. */
+  private reloadError: string | undefined;
   private readonly onMessage = (channel: string) => {
-    if (channel === this.channel) void this.reload();
+    if (channel !== this.channel) return;
+    this.announced++;
+    void this.reload();
   };
 
   constructor(
     private readonly pool: Pool,
     private readonly redis: RedisHandle,
     private readonly reloadEveryMs = TOOLS_RELOAD_EVERY_MS,
+    private readonly log?: Logger,
   ) {
     this.channel = redis.channel('tools:changed');
   }
@@ -299,14 +311,31 @@ export class ToolRegistry {
     await this.unsubscribe?.();
   }
 
+  /**
+   * Reloads the pins from Postgres. When Postgres cannot be read the pins in force stay (a pin can only be
+   * stale, never invented), but once a change was announced that they do not include, calls to reported
+   * tools deny DEPENDENCY_UNAVAILABLE (unavailable()) until a reload succeeds: the change may be the
+   * rejection of the very definition a gateway runs.
+   */
   async reload(): Promise<void> {
     const next = new Map<string, PinEntry>();
+    const reload = ++this.reloads;
+    const announced = this.announced;
     let rows: PinRow[];
     try {
       rows = await toolStore.pins(this.pool);
-    } catch {
-      return; // Postgres unreachable: keep the pins we have (a pin can only be stale, never invented).
+    } catch (err) {
+      const first = this.reloadError === undefined;
+      this.reloadError = (err as Error).message;
+      if (first) {
+        this.log?.warn(
+          { err: this.reloadError, unseen_changes: this.announced - this.loadedAnnounced },
+          `tool pins could not be reloaded from Postgres; ${this.announced > this.loadedAnnounced ? 'a change was announced that they do not include, so calls to reported tools deny (DEPENDENCY_UNAVAILABLE)' : 'the pins in force stay'} until a reload succeeds (retried every ${this.reloadEveryMs / 1000} s)`,
+        );
+      }
+      return;
     }
+    if (reload < this.appliedReload) return;
     const toolsOf = new Map<string, number>();
     for (const row of rows) {
       // Reasons are stored masked; one stored in clear by an earlier version is masked here, since agents
@@ -329,6 +358,23 @@ export class ToolRegistry {
     }
     this.pins = next;
     this.fullServers = new Set([...toolsOf].filter(([, n]) => n >= MAX_TOOLS_PER_SERVER).map(([server]) => server));
+    this.appliedReload = reload;
+    this.loadedAnnounced = Math.max(this.loadedAnnounced, announced);
+    if (this.reloadError !== undefined) {
+      this.reloadError = undefined;
+      this.log?.info('tool pins reloaded from Postgres again');
+    }
+  }
+
+  /**
+   * Why a call to this tool must deny DEPENDENCY_UNAVAILABLE, or undefined: a change to the pins was
+   * announced and the reload that would bring it failed. Only tools a gateway reported (or a full
+   * server's), which the unseen change can concern; a tool never reported passes as before.
+   */
+  unavailable(server: string, tool: string): string | undefined {
+    if (this.reloadError === undefined || this.announced <= this.loadedAnnounced) return undefined;
+    if (!this.pins.has(key(server, tool)) && !this.fullServers.has(server)) return undefined;
+    return `${server}/${tool}: a change to the reviewed tool definitions was announced, and this control plane could not reload them from Postgres (${this.reloadError}); calls to reported tools deny until it can (retried every ${this.reloadEveryMs / 1000} s)`;
   }
 
   /** Status of a tool hash named by a decision; undefined when the tool was never reported. */

@@ -1,12 +1,16 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool } from '../../src/db/pool.js';
+import type { CallContext } from '../../src/decisions/types.js';
 import { createRedis } from '../../src/redis/client.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { ToolRegistry } from '../../src/tools/service.js';
-import { TestContext } from '../helpers/context.js';
+import { createToolPinStep } from '../../src/tools/step.js';
+import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
+import { PgProxy } from './audit-fixtures.js';
 
 // Every replica keeps the pinned tool definitions in memory, reloaded when one announces a change. A
 // replica that misses the announcement (its subscriber was reconnecting) must still catch up.
@@ -41,6 +45,55 @@ describe('pins on a replica that missed the announcement', () => {
     } finally {
       await replica.stop();
       await deaf.close();
+    }
+  });
+});
+
+describe('pins on a replica that cannot reload them after a change is announced', () => {
+  it('deny DEPENDENCY_UNAVAILABLE for reported tools until a reload succeeds, then the change applies (fail closed)', async () => {
+    // This replica hears the announcements but reaches Postgres through a proxy the test cuts.
+    const proxy = new PgProxy();
+    await proxy.reserve();
+    await proxy.up();
+    const pool = createPool(proxy.url(t.name), { max: 2 });
+    const ears = createRedis(TEST_REDIS_URL, t.redisPrefix, 1_000);
+    const replica = new ToolRegistry(pool, ears, 600_000);
+    const step = createToolPinStep(replica);
+    const own = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'gateway of this test' } });
+    const driver = Object.assign(new GatewayDriver(t, app), { owner: gw.owner, gatewayKey: own.json().key as string });
+    const gatewayId = own.json().gateway_key.id as string;
+    const tok = await driver.token('rw');
+    const call = (tool: string) => step.run({ input: { server: 'filesystem', tool, tool_hash: '' }, gateway: { id: gatewayId }, dryRun: false } as unknown as CallContext);
+    try {
+      await replica.start();
+      const v1 = { name: 'move_file', description: 'Move a file', inputSchema: { type: 'object' } };
+      const reported = await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: driver.headers(tok.raw), payload: { servers: [{ name: 'filesystem', identity: { command: 'npx' }, tools: [v1] }] } });
+      expect(reported.json().servers[0].tools[0]).toMatchObject({ status: 'approved' });
+      const id = (await t.pool().query<{ id: string }>(`SELECT id FROM tool_definitions WHERE server = 'filesystem' AND tool = 'move_file'`)).rows[0]!.id;
+      await until(() => replica.statusOf('filesystem', 'move_file', toolHash(v1)) === 'approved', 5_000, 'the replica to load the pin');
+      expect(replica.unavailable('filesystem', 'move_file')).toBeUndefined();
+
+      // Postgres goes away for this replica; an operator rejects the definition through another one.
+      await proxy.down();
+      const rejected = await app.inject({ method: 'POST', url: `/v1/tools/${id}/reject`, headers: bearer(gw.owner), payload: { reason: 'exfiltrates files' } });
+      expect(rejected.statusCode, rejected.body).toBe(200);
+      await until(() => replica.unavailable('filesystem', 'move_file') !== undefined, 5_000, 'the replica to fail its reload');
+      // Its old pins still say approved: without the check the call would pass.
+      expect(replica.statusOf('filesystem', 'move_file', toolHash(v1))).toBe('approved');
+      expect(await call('move_file')).toMatchObject({ code: 'DEPENDENCY_UNAVAILABLE', message: expect.stringContaining('could not reload them from Postgres') });
+      // A tool no gateway reported is not concerned by the unseen change.
+      expect(await call('never_reported')).toBeUndefined();
+
+      // Postgres back: the next reload brings the rejection.
+      await proxy.up();
+      await replica.reload();
+      expect(replica.unavailable('filesystem', 'move_file')).toBeUndefined();
+      expect(await call('move_file')).toMatchObject({ code: 'TOOL_CHANGED', message: expect.stringContaining('exfiltrates files') });
+    } finally {
+      await replica.stop();
+      await ears.close();
+      await pool.end();
+      await proxy.down();
     }
   });
 });
