@@ -3,9 +3,9 @@ import { availableParallelism } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import type { Config } from './config.js';
+import { type Config, FLAGS_AT_START_ENV } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
-import { FLAGS_AT_START_ENV, prepareUnleash } from './flags/setup.js';
+import { prepareUnleash } from './flags/setup.js';
 import { loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
 

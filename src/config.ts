@@ -446,6 +446,18 @@ export function gatewayReferenceEnv(): Readonly<Env> {
   return process.env;
 }
 
+/**
+ * How the primary of WORKERS > 1 hands its start sync's `flagsAtStart` to its workers (JSON, set in
+ * src/cluster.ts, parsed by flagsAtStartFromEnv in src/flags/setup.ts). Set by the primary, never by an
+ * operator: not in SETTINGS, so not in docs/configuration.md.
+ */
+export const FLAGS_AT_START_ENV = 'KILLSWITCH_FLAGS_AT_START';
+
+/** In a worker: the primary's `flagsAtStart` as it was handed over (undefined in any other process). */
+export function flagsAtStartFromPrimary(env: Env = process.env): string | undefined {
+  return env[FLAGS_AT_START_ENV];
+}
+
 /** Environment for child processes we start (the embedded Unleash); never passed elsewhere. */
 export function inheritedEnv(): Env {
   return { ...process.env };

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import { type Config, flagsAtStartFromPrimary } from '../config.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
@@ -92,12 +92,11 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
   }
 }
 
-/** How the primary of WORKERS > 1 hands its sync's `flagsAtStart` to its workers (JSON, src/cluster.ts). */
-export const FLAGS_AT_START_ENV = 'KILLSWITCH_FLAGS_AT_START';
-
-/** A worker's `flagsAtStart`, from its primary (undefined when absent or unreadable: nothing is seeded). */
-export function flagsAtStartFromEnv(env: NodeJS.ProcessEnv = process.env): StartFlagsRead | undefined {
-  const raw = env[FLAGS_AT_START_ENV];
+/**
+ * A worker's `flagsAtStart`, from the JSON its primary handed over (src/cluster.ts; read by
+ * flagsAtStartFromPrimary in src/config.ts). Undefined when absent or unreadable: nothing is seeded.
+ */
+export function flagsAtStartFromEnv(raw: string | undefined = flagsAtStartFromPrimary()): StartFlagsRead | undefined {
   if (!raw) return undefined;
   try {
     const v = JSON.parse(raw) as Partial<StartFlagsRead>;
