@@ -55,7 +55,6 @@ describe('alerts', () => {
     const seenOnA: AlertEvent[] = [];
     const offA = a.ctx.alerts.subscribe((e) => seenOnA.push(e));
     const onB = nextEvent(b.ctx.alerts, (e) => e.type === 'raised' && e.alert.session_id === 's-raise');
-    const t0 = performance.now();
     const raised = await a.ctx.alerts.raise({
       kind: 'RATE_LIMIT_WARNING',
       message: '161/200 calls, 81% of the session limit',
@@ -66,8 +65,6 @@ describe('alerts', () => {
       numbers: { used: 161, max: 200, percent: 81 },
     });
     const event = await onB;
-    const latencyMs = performance.now() - t0;
-    console.log(`alert raise -> listener on second instance: ${latencyMs.toFixed(1)} ms`);
     expect(event.alert.id).toBe(raised.id);
     expect(event.alert.numbers).toEqual({ used: 161, max: 200, percent: 81 });
     expect(event.alert.created_at).toBeInstanceOf(Date);
@@ -443,10 +440,9 @@ describe('alerts', () => {
       await again.waitFor((e) => e.data['id'] === missed2.id);
       expect(again.events.map((e) => e.data['id'])).toEqual([missed1.id, missed2.id]);
 
-      // Closing the app ends open streams instead of hanging.
-      const t0 = performance.now();
+      // Closing the app ends open streams instead of hanging: an open stream would keep close() waiting
+      // forever (the test would time out), and the client sees its stream end.
       await sse.close();
-      expect(performance.now() - t0).toBeLessThan(2_000);
       await again.done;
     });
 

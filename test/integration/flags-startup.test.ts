@@ -25,10 +25,10 @@ afterAll(async () => {
 
 describe('flags at start-up', () => {
   it('cold start with Unleash unreachable and no backup: not ready, every decision DEPENDENCY_UNAVAILABLE, /readyz 503', async () => {
-    const t0 = Date.now();
-    const app = await ctx.app({ unleashUrl: DOWN, dataDir: `${ctx.dataDir}/empty`, unleashStartWaitMs: 30_000 });
-    // The first failed fetch (the SDK retries it twice, ~3 s) settles the start; it does not wait out UNLEASH_START_WAIT_MS.
-    expect(Date.now() - t0).toBeLessThan(15_000);
+    // The first failed fetch (the SDK retries it twice, ~3 s) settles the start; it does not wait out
+    // UNLEASH_START_WAIT_MS: set to its maximum (10 min), a start that waited it out would never get past
+    // the test's timeout.
+    const app = await ctx.app({ unleashUrl: DOWN, dataDir: `${ctx.dataDir}/empty`, unleashStartWaitMs: 600_000 });
     expect(app.ctx.flags.isReady()).toBe(false);
     const c = filesystemWrite();
     const denial = await createFlagStep(app.ctx.flags).run(c);
