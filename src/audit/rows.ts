@@ -81,6 +81,7 @@ export function intentRow(ctx: CallContext, outcome: DecisionOutcome): AuditEven
   if (ctx.warnings.length > 0) details['warnings'] = ctx.warnings;
   if (ctx.session?.trigger) details['session_trigger'] = ctx.session.trigger;
   if (ctx.dryRun) details['dry_run'] = true;
+  if (ctx.sessionNotBound) details['claimed_session_id'] = input.session_id;
 
   const flags: Record<string, boolean> = {};
   for (const f of ctx.flagsEvaluated) flags[storable(f.name)] = f.enabled;
@@ -94,7 +95,7 @@ export function intentRow(ctx: CallContext, outcome: DecisionOutcome): AuditEven
     token_type: agent.tokenType,
     project_id: text(agent.projectId),
     environment: agent.environment,
-    session_id: text(input.session_id),
+    session_id: ctx.sessionNotBound ? null : text(input.session_id),
     gateway_id: ctx.gateway.id,
     server: text(call?.server ?? input.server),
     tool: text(call?.tool ?? input.tool),

@@ -184,6 +184,9 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
           summary: { decision_id: call.decisionId, code: denial.code, message: denial.message, server: call.input.server, tool: call.input.tool },
         });
         if (!result.session_halted && !result.token_halted) return undefined;
+        // The session named is not this token's (the halt script checks the owner): only the token was
+        // halted. Nothing of that session (its state, its last calls) is this caller's to see.
+        if (!result.session_halted) call.sessionNotBound = true;
         const earlier = result.already_halted;
         if (earlier) {
           repeatedHalts.add(denial);
@@ -194,6 +197,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
               ? `This token is halted (${earlier.trigger}) since ${since}: every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
               : `Session ${call.input.session_id} is halted (${earlier.trigger}) since ${since} until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`,
           );
+          if (call.sessionNotBound) return undefined;
           return { id: call.input.session_id, state: 'halted', trigger: earlier.trigger as HaltTrigger, last_calls: await lastCallsView(call, denial) };
         }
         // The step that denied wrote why; the agent and the operator also need to know what now stops.
@@ -203,6 +207,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
             ? `This token is now halted (${trigger}): every session of it, new ones included, is stopped until an operator resumes it: POST /v1/keys/${call.agent.id}/resume.`
             : `Session ${call.input.session_id} is now halted (${trigger}) until an operator resumes it: POST /v1/sessions/${call.input.session_id}/resume.`,
         );
+        if (call.sessionNotBound) return undefined;
       }
       return { id: call.input.session_id, state: 'halted', trigger, last_calls: await lastCallsView(call, denial) };
     },
@@ -225,9 +230,9 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       const base = {
         token_id: call.agent.id,
         project_id: call.agent.projectId,
-        session_id: call.input.session_id,
+        session_id: call.sessionNotBound ? null : call.input.session_id,
         server: call.call?.server ?? call.input.server,
-        details: { decision_id: call.decisionId, code: denial.code, tool: call.input.tool },
+        details: { decision_id: call.decisionId, code: denial.code, tool: call.input.tool, ...(call.sessionNotBound ? { claimed_session_id: call.input.session_id } : {}) },
       };
       if (denial.halt) {
         if (repeatedHalts.has(denial)) return;

@@ -95,6 +95,12 @@ export interface CallContext {
    * because its INTENT could not be recorded. Resolves false when there was nothing to undo.
    */
   undoGate?: (code: string) => Promise<boolean>;
+  /**
+   * Set when a halting denial found that the session the call names is not this token's (another token's,
+   * or none): the answer shows no session, and the audit row and alert keep the id only as
+   * `claimed_session_id`, so nothing of that session is shown to this caller or joins its timeline.
+   */
+  sessionNotBound?: true;
   /** Per-step verdicts for explain and tracing. */
   trace: Array<{ step: string; verdict: 'pass' | 'deny' | 'skip'; code?: string; message?: string; micros: number }>;
 }
