@@ -71,12 +71,10 @@ describe('Unleash flags through the decision API', () => {
     expect((await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id })).code).toBe('OK');
     await admin.setEnabled('mcp.filesystem.write', unleash.environment, false);
     // Poll with explain (no side effects): repeated real writes would hit the session's write limit.
-    const ms = await until(async () => (await explain(tok.id, write('k.md'))).code === 'KILL_SWITCH', 5_000, 'flag off → deny');
+    await until(async () => (await explain(tok.id, write('k.md'))).code === 'KILL_SWITCH', 5_000, 'flag off → deny');
     const d = await gw.decide(tok.raw, { ...write('k.md'), session_id: s.session_id });
     expect(d.message).toContain('mcp.filesystem.write');
     expect((await gw.decide(tok.raw, { ...read('k.md'), session_id: s.session_id })).code).toBe('OK');
-    console.log(`toggle → KILL_SWITCH through HTTP (polling): ${ms} ms`);
-    expect(ms).toBeLessThan(5_000);
   });
 
   it('mcp.database.write off → postgres writes deny with KILL_SWITCH, postgres reads do not', async () => {

@@ -98,13 +98,11 @@ describe('flag step (real unleash-server)', () => {
     ]);
   });
 
-  it('turning mcp.filesystem.write off denies filesystem writes with KILL_SWITCH within the polling target; reads stay allowed', async () => {
+  // How fast a toggle reaches decisions is measured by `npm run bench:killswitch`, not here.
+  it('turning mcp.filesystem.write off denies filesystem writes with KILL_SWITCH; reads stay allowed', async () => {
     expect(await run(writeFile())).toBeUndefined();
     await turnOff('mcp.filesystem.write');
-    const t0 = performance.now();
     await until(async () => (await run(writeFile()))?.code === 'KILL_SWITCH', 10_000, 'write denied');
-    const elapsed = performance.now() - t0;
-    expect(elapsed).toBeLessThanOrEqual(POLL_TARGET_MS);
     const c = writeFile();
     const denial = await run(c);
     expect(denial?.code).toBe('KILL_SWITCH');
@@ -211,14 +209,19 @@ describe('flag step (real unleash-server)', () => {
 
   it('GET /v1/flags shows the state in force, the per-context evaluation and the last fetch', async () => {
     const viewer = await ctx.operatorKey(app, 'viewer');
+    const turnedOffAt = Date.now();
     await turnOff('mcp.memory.delete');
     await until(() => !app.ctx.flags.isEnabled('mcp.memory.delete', { userId: 'x' }), POLL_TARGET_MS + 1_000, 'memory.delete off');
     const res = await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) });
     expect(res.statusCode).toBe(200);
     const body = res.json();
     expect(body).toMatchObject({ environment: 'development', ready: true, source: 'poll', stale: false });
-    expect(Date.now() - Date.parse(body.last_fetch_at)).toBeLessThan(5_000);
-    expect(body.age_s).toBeLessThanOrEqual(2);
+    // The state shown (the flag off) came from a fetch made after the toggle, and its age counts from that fetch.
+    const answeredAt = Date.now();
+    expect(Date.parse(body.last_fetch_at)).toBeGreaterThanOrEqual(turnedOffAt);
+    expect(Date.parse(body.last_fetch_at)).toBeLessThanOrEqual(answeredAt);
+    expect(body.age_s).toBeGreaterThanOrEqual(0);
+    expect(body.age_s).toBeLessThanOrEqual(Math.ceil((answeredAt - turnedOffAt) / 1000));
     expect(body.fetch_failing).toBe(false);
     const byName = new Map(body.flags.map((f: { name: string }) => [f.name, f]));
     expect(byName.get('mcp.memory.delete')).toMatchObject({ enabled: false, source: 'poll', evaluations: { rw: { development: false, production: false } } });
