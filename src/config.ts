@@ -69,8 +69,10 @@ export const SETTINGS = [
   { env: 'ALERT_WEBHOOK_BACKOFF_MS', type: 'int', default: '1000', example: '500', min: 0, max: 60000, doc: 'Wait before the first retry; doubled for each further retry.' },
   { env: 'ALERT_WEBHOOK_MIN_SEVERITY', type: 'enum', default: 'info', example: 'warning', values: ['info', 'warning', 'critical'], doc: 'Alerts below this severity are not sent to the webhook (they are still stored and streamed).' },
   { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
-  { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to; the reference gateway reads it too.' },
+  { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to, and `killswitch gateway` when its config file has no `killswitch.url` (docs/gateway.md).' },
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
+  { env: 'KILLSWITCH_GATEWAY_KEY', type: 'string', example: 'ksgw_...', secret: true, doc: '`killswitch gateway` only: the gateway key (issued at POST /v1/gateway-keys) it authenticates to the control plane with, when its config file has no `killswitch.gatewayKey` (docs/gateway.md). Without either, the gateway does not start.' },
+  { env: 'KILLSWITCH_AGENT_TOKEN', type: 'string', example: 'mcp_rw_...', secret: true, doc: '`killswitch gateway` only: the agent token of the agent on stdio, when its config file has no `killswitch.agentToken` (docs/gateway.md). Over Streamable HTTP each agent sends its own token instead.' },
   { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
   { env: 'TRUST_PROXY', type: 'list', default: '', example: '10.0.0.0/8,127.0.0.1', doc: 'Addresses or CIDR ranges of the load balancers / reverse proxies in front of the control plane (also `loopback`, `linklocal`, `uniquelocal`), comma-separated. A request from one of them is taken to come from the address its X-Forwarded-For names, which audit rows record as `ip`. Empty: X-Forwarded-For is ignored and `ip` is the connection\'s peer.' },
   { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
@@ -138,6 +140,8 @@ export interface Config {
   alertWebhookSecret: string | undefined;
   killswitchUrl: string;
   killswitchOperatorKey: string | undefined;
+  killswitchGatewayKey: string | undefined;
+  killswitchAgentToken: string | undefined;
   metricsPort: number | undefined;
   metricsHost: string;
   trustProxy: string[];
@@ -439,11 +443,48 @@ export function parseKeyValueList(value: string): Record<string, string> | undef
 }
 
 /**
- * The environment `${env:NAME}` references in the gateway's upstream config resolve against
- * (src/gateway/references.ts), and KILLSWITCH_URL / KILLSWITCH_GATEWAY_KEY / KILLSWITCH_AGENT_TOKEN.
+ * What `killswitch gateway` takes from its environment. src/gateway/config.ts gets this, never the
+ * environment itself: the three settings below are declared in SETTINGS like every other.
  */
-export function gatewayReferenceEnv(): Readonly<Env> {
-  return process.env;
+export interface GatewaySettings {
+  /** KILLSWITCH_URL (or its default): the control plane, when the config file has no `killswitch.url`. */
+  killswitchUrl: string;
+  /** KILLSWITCH_GATEWAY_KEY, when the config file has no `killswitch.gatewayKey`. */
+  gatewayKey: string | undefined;
+  /** KILLSWITCH_AGENT_TOKEN, when the config file has no `killswitch.agentToken`. */
+  agentToken: string | undefined;
+  /**
+   * Only for `${env:NAME}` references in the gateway's config file (src/gateway/references.ts): they may
+   * name any variable of the gateway's environment (an upstream's credential), not only our settings.
+   */
+  referenceEnv: Readonly<Env>;
+}
+
+/**
+ * The gateway's settings. Not loadConfig: a desktop client's environment must not stop the gateway for a
+ * control-plane setting it does not use; the gateway checks KILLSWITCH_URL itself (as it checks
+ * `killswitch.url`). Empty counts as unset, as in loadConfig.
+ */
+export function gatewaySettings(env: Readonly<Env> = process.env): GatewaySettings {
+  const set = (name: (typeof SETTINGS)[number]['env']): string | undefined => {
+    const value = env[name];
+    return value !== undefined && value !== '' ? value : undefined;
+  };
+  return {
+    killswitchUrl: set('KILLSWITCH_URL') ?? settingDefault('KILLSWITCH_URL'),
+    gatewayKey: set('KILLSWITCH_GATEWAY_KEY'),
+    agentToken: set('KILLSWITCH_AGENT_TOKEN'),
+    referenceEnv: env,
+  };
+}
+
+/** gatewaySettings() under the name src/cli/gateway.ts calls. */
+export const gatewayReferenceEnv = (): GatewaySettings => gatewaySettings();
+
+function settingDefault(name: (typeof SETTINGS)[number]['env']): string {
+  const spec: SettingSpec | undefined = SETTINGS.find((s) => s.env === name);
+  if (spec?.default === undefined) throw new Error(`${name} has no default in SETTINGS`);
+  return spec.default;
 }
 
 /**

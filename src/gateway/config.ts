@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
+import { type GatewaySettings, gatewaySettings } from '../config.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { type ProhibitedFinding, pathOf, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
 import { ConfigReferenceError, expandHome, hasReference, type ReferenceSources, resolveReferences } from './references.js';
@@ -202,8 +203,20 @@ function launchOf(e: { command?: string | undefined; args: readonly string[]; en
   return { command: e.command, args: e.args, env: e.env, url: e.url, headers: e.headers, allowedDirectories: e.allowedDirectories };
 }
 
+/**
+ * What the gateway takes from its environment: src/config.ts's GatewaySettings, or a plain environment
+ * (tests, the benchmark), which src/config.ts reads into one the same way.
+ */
+export type GatewayEnvironment = GatewaySettings | Readonly<Record<string, string | undefined>>;
+
+function settingsOf(from: GatewayEnvironment): GatewaySettings {
+  // A plain environment's values are strings: only GatewaySettings has an object here.
+  return typeof from['referenceEnv'] === 'object' ? (from as GatewaySettings) : gatewaySettings(from as Readonly<Record<string, string | undefined>>);
+}
+
 /** Parses, resolves references and checks a config; throws GatewayConfigError listing every problem. */
-export function parseGatewayConfig(text: string, file: string, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+export function parseGatewayConfig(text: string, file: string, from: GatewayEnvironment): GatewayConfig {
+  const settings = settingsOf(from);
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -221,7 +234,7 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
   }
   const cfg = data as GatewayConfigFile;
   const ks = cfg.killswitch ?? {};
-  const src: ReferenceSources = { env, baseDir: dirname(resolve(file)) };
+  const src: ReferenceSources = { env: settings.referenceEnv, baseDir: dirname(resolve(file)) };
   const problems: string[] = [];
   const findings: ProhibitedFinding[] = [];
   const ref = (value: string, where: string): string => {
@@ -235,14 +248,14 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
       throw err;
     }
   };
-  const credential = (value: string | undefined, fallbackEnv: string, where: string): string | undefined => {
-    const raw = value ?? (env[fallbackEnv] ? `\${env:${fallbackEnv}}` : undefined);
-    if (raw === undefined) return undefined;
-    if (!hasReference(raw) && CREDENTIAL_PREFIX.test(raw.trim())) {
-      problems.push(`killswitch.${where} holds a credential in clear; write "\${env:${fallbackEnv}}" or "\${file:/path}" instead`);
+  /** A credential of the config file, else the one from the environment (`fromEnv`, taken as it is). */
+  const credential = (value: string | undefined, fromEnv: string | undefined, envName: string, where: string): string | undefined => {
+    if (value === undefined) return fromEnv;
+    if (!hasReference(value) && CREDENTIAL_PREFIX.test(value.trim())) {
+      problems.push(`killswitch.${where} holds a credential in clear; write "\${env:${envName}}" or "\${file:/path}" instead`);
       return undefined;
     }
-    return ref(raw, `killswitch.${where}`);
+    return ref(value, `killswitch.${where}`);
   };
 
   const globalLimits = ks.limits ?? {};
@@ -303,13 +316,13 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
   }
   if (upstreams.length === 0 && problems.length === 0) problems.push('mcpServers: declare at least one enabled upstream server');
 
-  const url = ref(ks.url ?? (env['KILLSWITCH_URL'] ? `\${env:KILLSWITCH_URL}` : 'http://127.0.0.1:8080'), 'killswitch.url');
+  const url = ks.url !== undefined ? ref(ks.url, 'killswitch.url') : settings.killswitchUrl;
   if (url && !/^https?:\/\/[^/\s]+/i.test(url)) problems.push('killswitch.url: expected the control plane URL, e.g. http://127.0.0.1:8080');
-  const gatewayKey = credential(ks.gatewayKey, 'KILLSWITCH_GATEWAY_KEY', 'gatewayKey');
+  const gatewayKey = credential(ks.gatewayKey, settings.gatewayKey, 'KILLSWITCH_GATEWAY_KEY', 'gatewayKey');
   if (gatewayKey === undefined && !problems.some((p) => p.startsWith('killswitch.gatewayKey'))) {
     problems.push(`killswitch.gatewayKey: no gateway key; set KILLSWITCH_GATEWAY_KEY or write "gatewayKey": "\${env:NAME}" (operators issue keys at POST /v1/gateway-keys)`);
   }
-  const agentToken = credential(ks.agentToken, 'KILLSWITCH_AGENT_TOKEN', 'agentToken');
+  const agentToken = credential(ks.agentToken, settings.agentToken, 'KILLSWITCH_AGENT_TOKEN', 'agentToken');
   const names = new Set(upstreams.map((u) => u.name));
   for (const s of ks.session?.servers ?? []) if (!names.has(s)) problems.push(`killswitch.session.servers: "${s}" is not an enabled server in mcpServers`);
 
@@ -337,7 +350,7 @@ export function parseGatewayConfig(text: string, file: string, env: Readonly<Rec
  * Reads the config file. A leading `~/` (or a bare `~`) is the home directory: no shell expands it in a
  * quoted `--config '~/…'` or in a desktop client's JSON `args`.
  */
-export function loadGatewayConfig(path: string, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+export function loadGatewayConfig(path: string, from: GatewayEnvironment): GatewayConfig {
   const file = expandHome(path);
   let text: string;
   try {
@@ -345,5 +358,5 @@ export function loadGatewayConfig(path: string, env: Readonly<Record<string, str
   } catch (err) {
     throw new GatewayConfigError([`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
   }
-  return parseGatewayConfig(text, file, env);
+  return parseGatewayConfig(text, file, from);
 }
