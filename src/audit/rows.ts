@@ -264,6 +264,12 @@ export interface AdminAction {
    * so GET /v1/audit?session= finds it beside the session's calls. A `session:<id>` target sets it too.
    */
   sessionId?: string | null | undefined;
+  /**
+   * The agent token the action concerns, for the row's token_id column, so GET /v1/audit?token= finds it
+   * beside the token's calls. An `agent_token:<id>` target, or a `token_id` in the details (a session's
+   * token), sets it too.
+   */
+  tokenId?: string | null | undefined;
   details?: Record<string, unknown> | undefined;
   /** ADMIN unless the action has its own kind (POLICY_RELOAD ...). */
   kind?: AuditKind | undefined;
@@ -271,6 +277,8 @@ export interface AdminAction {
 }
 
 const sessionOfTarget = (target: string | undefined): string | null => (target?.startsWith('session:') ? target.slice('session:'.length) || null : null);
+const tokenOfTarget = (target: string | undefined): string | null => (target?.startsWith('agent_token:') ? target.slice('agent_token:'.length) || null : null);
+const tokenOfDetails = (details: Record<string, unknown> | undefined): string | null => (typeof details?.['token_id'] === 'string' ? details['token_id'] : null);
 
 /** The ADMIN row of an operator or system action. String actors "operator:<id>" name an operator. */
 export function adminRow(a: AdminAction): AuditEvent {
@@ -293,6 +301,7 @@ export function adminRow(a: AdminAction): AuditEvent {
     actor_id: text(actorId),
     project_id: text(a.projectId),
     session_id: text(a.sessionId ?? sessionOfTarget(a.target)),
+    token_id: text(a.tokenId ?? tokenOfTarget(a.target) ?? tokenOfDetails(a.details)),
     action: text(a.action),
     target: text(a.target),
     ip: text(a.ip),

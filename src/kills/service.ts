@@ -205,6 +205,7 @@ export class KillService {
         target: `kill:${kill.id}`,
         projectId: projectId ?? undefined,
         sessionId: kill.session_id,
+        tokenId: kill.token_id,
         details: { kill_id: kill.id, target: kill.target, target_key: key, description: kill.description, reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null, enforced },
       })
       .catch((err: unknown) => this.deps.log.error({ err: (err as Error).message, kill: kill.id }, 'kills: the kill is in force but its audit row could not be written'));
@@ -275,6 +276,7 @@ export class KillService {
       target: `kill:${kill.id}`,
       projectId: kill.project_id ?? undefined,
       sessionId: kill.session_id,
+      tokenId: kill.token_id,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, reason, kill_reason: kill.reason, still_killed_by_another: stillKilled },
     });
     // Awaited (raise never rejects): it acknowledges the kill's KILL_CREATED alert (src/alerts, ANSWERS), so
@@ -317,6 +319,7 @@ export class KillService {
           target: `kill:${kill.id}`,
           projectId: kill.project_id ?? undefined,
           sessionId: kill.session_id,
+          tokenId: kill.token_id,
           details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key, description: kill.description, kill_reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null },
         })
         .catch(() => {});

@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
 import { redactText } from '../audit/redact.js';
+import type { AdminAction } from '../audit/rows.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
@@ -407,12 +408,26 @@ export class CredentialService {
   }
 
   private async recordOperatorKeyCreated(createdBy: OperatorPrincipal | Actor, row: OperatorKeyRow): Promise<void> {
-    await this.audit?.recordAdmin({
+    await this.recordOperatorKeyAction(row.projects, {
       actor: createdBy,
       action: 'operator_key.created',
       target: `operator_key:${row.id}`,
       details: { name: row.name, role: row.role, projects: row.projects, display_prefix: row.display_prefix, expires_at: row.expires_at },
     });
+  }
+
+  /**
+   * The row of an action on an operator key, under each project the key is limited to (one row per
+   * project, as a bulk revocation's), so a project-limited owner who can list and revoke the key also
+   * finds what was done to it in its audit trail; under no project for a key without a limit.
+   */
+  private async recordOperatorKeyAction(projects: readonly string[] | null, action: Omit<AdminAction, 'projectId'>): Promise<void> {
+    if (!this.audit) return;
+    if (projects === null || projects.length === 0) {
+      await this.audit.recordAdmin(action);
+      return;
+    }
+    await Promise.all(projects.map((projectId) => this.audit!.recordAdmin({ ...action, projectId })));
   }
 
   async listKeys<T extends 'gateway_keys' | 'operator_keys'>(table: T) {
@@ -426,11 +441,9 @@ export class CredentialService {
   }
 
   async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<{ unannounced: Unannounced | null }> {
-    if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null) {
-      // A project-limited owner cannot tell other keys exist, let alone revoke them.
-      const visible = await this.listOperatorKeys(by);
-      if (!visible.some((r) => r.id === id)) throw notFound('operator key');
-    }
+    // A project-limited owner cannot tell other keys exist, let alone revoke them.
+    const operatorKey = table === 'operator_keys' ? (typeof by !== 'string' && by.projects !== null ? await this.listOperatorKeys(by) : await this.listKeys('operator_keys')).find((r) => r.id === id) : undefined;
+    if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null && !operatorKey) throw notFound('operator key');
     if (table === 'operator_keys') {
       const outcome = await withTransaction(this.pool, (c) => credentialStore.revokeOperatorKey(c, id));
       if (outcome === 'not_found') throw notFound('operator key');
@@ -444,7 +457,7 @@ export class CredentialService {
     } else if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound('gateway key');
     const unannounced = await this.announce([id]);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
-    await this.audit?.recordAdmin({ actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null } });
+    await this.recordOperatorKeyAction(operatorKey?.projects ?? null, { actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null } });
     return { unannounced };
   }
 }

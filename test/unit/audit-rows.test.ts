@@ -216,6 +216,16 @@ describe('redaction', () => {
     expect(redactValue(['openssl', '-passphrase', 'hunter2', '--pin', 1234, '--PASSWORD', 'x'])).toEqual(['openssl', '-passphrase', REDACTED, '--pin', REDACTED, '--PASSWORD', REDACTED]);
   });
 
+  it("keeps our token ids after token: (a kill's target key) but masks any other value there", () => {
+    const id = '01a2491a-ed1b-77db-970f-49e2808577f7';
+    expect(redactText(`token:${id}`)).toBe(`token:${id}`);
+    expect(redactValue({ target_key: `token:${id}` })).toEqual({ target_key: `token:${id}` });
+    // a UUIDv4 is what some services use as an API key; and a name other than the bare word token is a secret name
+    expect(redactText('token:550e8400-e29b-41d4-a716-446655440000')).toBe(`token:${REDACTED}`);
+    expect(redactText(`api_token:${id}`)).toBe(`api_token:${REDACTED}`);
+    expect(redactText(`token:${id}x`)).toBe(`token:${REDACTED}`);
+  });
+
   it("masks a MySQL or MariaDB client's password glued to -p, in text and in argv arrays, and keeps -p before a space, -P and other commands' -p", () => {
     expect(redactText('mysql -uroot -phunter2 app')).toBe(`mysql -uroot -p${REDACTED} app`);
     expect(redactText('mysqldump -h db -u app -p"s3 cret" shop > shop.sql')).toBe(`mysqldump -h db -u app -p${REDACTED} shop > shop.sql`);
