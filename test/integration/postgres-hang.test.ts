@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/chain.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
-import { AUDIT_QUERY_TIMEOUT_MS, AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
+import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter } from '../../src/audit/writer.js';
-import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
+import { tolerateConnectionLoss } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { until as waitUntil } from '../helpers/unleash.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
@@ -23,9 +23,15 @@ let db: pg.Pool;
 const pools: pg.Pool[] = [];
 const writers: AuditWriter[] = [];
 const logs: string[] = [];
+/** The fields of each warning, as text (errors by their message), in the order of `logs`' warnings. */
+const warnings: Array<{ msg: string; fields: string }> = [];
+const fieldsText = (o: unknown) => JSON.stringify(o, (_k, v: unknown) => (v instanceof Error ? v.message : v)) ?? '';
 const log = {
   info: (_o: unknown, m?: string) => logs.push(`info ${m}`),
-  warn: (_o: unknown, m?: string) => logs.push(`warn ${m}`),
+  warn: (o: unknown, m?: string) => {
+    warnings.push({ msg: m ?? '', fields: fieldsText(o) });
+    return logs.push(`warn ${m}`);
+  },
   error: (_o: unknown, m?: string) => logs.push(`error ${m}`),
   debug: () => {},
   child: () => log,
@@ -73,14 +79,14 @@ describe('audit writer on a Postgres that hangs', () => {
 
     proxy.hang('both');
     const calls = Array.from({ length: 5 }, () => callContext());
-    const started = performance.now();
+    warnings.length = 0;
+    // Postgres stays silent until proxy.resume() below: the allows are answered while it still hangs,
+    // and the INSERT gave up on the client's query timeout (not on a connection error).
     await Promise.all(calls.map((c) => writer.recordIntent(intentRow(c, allow))));
-    const waited = performance.now() - started;
-    expect(waited).toBeGreaterThanOrEqual(AUDIT_QUERY_TIMEOUT_MS - 100);
-    expect(waited).toBeLessThan(AUDIT_QUERY_TIMEOUT_MS + 2_000);
     expect(writer.spooling).toBe(true);
     expect(writer.spoolSize).toBe(5);
     expect(logs.some((l) => l.startsWith('warn audit INSERT failed'))).toBe(true);
+    expect(warnings.find((w) => w.msg.startsWith('audit INSERT failed'))?.fields).toContain('Query read timeout');
 
     proxy.resume();
     await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
@@ -162,14 +168,10 @@ describe('request path on a Postgres that hangs', () => {
       const fresh = await ctx.operatorKey(app, 'viewer');
       // Only the main pool's connections hang: the audit writer's still answer.
       proxy.hang('both', 'killswitch');
-      const started = performance.now();
+      // Postgres stays silent until the finally below: a request that held would never be answered.
       const res = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh) });
-      const waited = performance.now() - started;
       expect(res.statusCode, res.body).toBe(503);
       expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
-      expect(waited).toBeGreaterThanOrEqual(REQUEST_QUERY_TIMEOUT_MS - 100);
-      // Bounded, not held: the margin is wide because a loaded CI machine adds seconds to any wait.
-      expect(waited).toBeLessThan(REQUEST_QUERY_TIMEOUT_MS + 10_000);
     } finally {
       await proxy.down();
       await proxy.up();

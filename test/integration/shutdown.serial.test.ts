@@ -191,19 +191,19 @@ describe('graceful shutdown of killswitch start', () => {
   });
 
   it('a second signal exits at once while the first waits for a request in flight', { timeout: 120_000 }, async () => {
-    const cp = await start();
+    // The longest SHUTDOWN_TIMEOUT_MS (10 min): the hanging request holds the first signal's drain for far
+    // longer than this test may run, so only the second signal can end the process.
+    const cp = await start({ SHUTDOWN_TIMEOUT_MS: '600000' });
     const socket = await hangingRequest(cp.base);
     await new Promise((r) => setTimeout(r, 200));
     cp.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 1_000));
-    // Still draining: the hanging request holds the default 25 s SHUTDOWN_TIMEOUT_MS.
+    // Still draining.
     expect(cp.child.exitCode).toBeNull();
-    const secondAt = Date.now();
     cp.child.kill('SIGTERM');
     const exit = await withTimeout(cp.exited, 10_000, 'exit after the second signal');
     socket.destroy();
     expect(exit.code).toBe(143);
-    expect(exit.at - secondAt).toBeLessThan(3_000);
     expect(cp.logs().some((l) => String(l['msg']).startsWith('second signal: exiting now'))).toBe(true);
   });
 

@@ -144,11 +144,9 @@ describe('WORKERS=2', () => {
     const seenReady = new Set<number | undefined>();
     await until(
       async () => {
-        const started = Date.now();
         const res = await fetch(`${cp.base}/metrics`, { headers: admin }).catch(() => undefined);
         if (res === undefined) return false; // a keep-alive connection to the killed worker was reset
         expect(res.status).toBe(200);
-        expect(Date.now() - started).toBeLessThan(2_000);
         text = await res.text();
         const ready = sample(text, 'killswitch_workers{state="ready"}');
         seenReady.add(ready);
