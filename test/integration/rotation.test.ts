@@ -41,16 +41,19 @@ describe('token rotation', () => {
     expect(await decideStatus(a, old.raw, s)).toEqual({ status: 200, code: 'OK' });
     expect(await decideStatus(b, old.raw, s)).toEqual({ status: 200, code: 'OK' });
 
+    const rotatingFrom = Date.now();
     const res = await rotate(old.id, { grace_seconds: 2, reason: 'INC-7 rotate after leak' });
+    const rotatedBy = Date.now();
     expect(res.statusCode, res.body).toBe(201);
     const body = res.json();
     expect(body.token).toMatch(/^mcp_rw_/);
     expect(body.token).not.toBe(old.raw);
     expect(body.key).toMatchObject({ type: 'rw', project_id: 'rot', role: 'code_agent', environment: 'development', scopes: ['storage:read', 'storage:write'], expires_at: null });
     expect(body.previous.id).toBe(old.id);
-    const graceMs = new Date(body.grace_until).getTime() - Date.now();
-    expect(graceMs).toBeGreaterThan(1_000);
-    expect(graceMs).toBeLessThanOrEqual(2_000);
+    // grace_seconds after the rotation, which happened between the two readings of the clock around it.
+    const graceUntil = new Date(body.grace_until).getTime();
+    expect(graceUntil).toBeGreaterThanOrEqual(rotatingFrom + 2_000 - 1);
+    expect(graceUntil).toBeLessThanOrEqual(rotatedBy + 2_000 + 1);
     expect(body.warning).toBeTruthy();
 
     // In grace: both tokens work, on both replicas.
@@ -59,7 +62,7 @@ describe('token rotation', () => {
     const sNew = (await gw.session(body.token)).session_id;
     expect(await decideStatus(b, body.token, sNew)).toEqual({ status: 200, code: 'OK' });
 
-    await new Promise((r) => setTimeout(r, graceMs + 100));
+    await new Promise((r) => setTimeout(r, Math.max(0, graceUntil - Date.now()) + 100));
     expect(await decideStatus(a, old.raw, s)).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
     expect(await decideStatus(b, old.raw, s)).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
     expect(await decideStatus(b, body.token, sNew)).toEqual({ status: 200, code: 'OK' });
