@@ -32,6 +32,9 @@ export interface ResultOutcome {
   halt?: HaltTrigger | undefined;
 }
 
+/** A result reported after the call's agent token was revoked or expired (the call ran before). */
+export type CredentialEnded = 'revoked' | 'expired';
+
 /** What a RESULT row needs when the full CallContext is no longer at hand (see resultSourceFromIntent). */
 export interface ResultSource {
   decisionId: string;
@@ -215,11 +218,12 @@ function summaryOf(result: CallResult): string {
 }
 
 /** The RESULT row of a decision, from POST /v1/decisions/:id/result (same decision_id as its INTENT). */
-export function resultRow(source: CallContext | ResultSource, result: CallResult, outcome?: ResultOutcome): AuditEvent {
+export function resultRow(source: CallContext | ResultSource, result: CallResult, outcome?: ResultOutcome, credentialEnded?: CredentialEnded): AuditEvent {
   const s = isCallContext(source) ? resultSourceOf(source) : source;
   const details: Record<string, unknown> = {};
   if (result.error) details['error'] = redactText(result.error);
   if (outcome?.halt) details['halt'] = outcome.halt;
+  if (credentialEnded) details['credential_ended'] = credentialEnded;
   return makeEvent({
     kind: 'RESULT',
     actor_type: 'mcp_token',

@@ -277,7 +277,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       void ctx.alerts.raise({ kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${trigger} after a call returned`, token_id: agent.id, project_id: agent.projectId, session_id: sessionId, details: { ...summary, trigger } });
       return { id: sessionId, state: 'halted', trigger, last_calls: await ctx.sessions.lastCalls(sessionId, 3).catch(() => []) };
     },
-    recordResult({ decisionId, agent, gateway, meta, result, trigger }) {
+    recordResult({ decisionId, agent, gateway, meta, result, trigger, credentialEnded }) {
       const callResult: { status: string; duration_ms: number; result_bytes: number; rows?: number; error?: string } = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
       if (result.rows !== undefined) callResult.rows = result.rows;
       if (result.error !== undefined) callResult.error = result.error;
@@ -286,6 +286,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
           { decisionId, agent, gateway, server: meta.server, tool: meta.tool, capability: meta.capability, sessionId: meta.sessionId },
           callResult,
           trigger ? { code: trigger, message: `after-call trigger ${trigger}`, halt: trigger } : undefined,
+          credentialEnded,
         ),
       );
       // What GET /v1/sessions/:id shows as the call's outcome (the CallOutcome fields of its schema).

@@ -1,3 +1,4 @@
+import type { CredentialEnded } from '../audit/rows.js';
 import { AppError } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
 import { joinSentences } from '../sentences.js';
@@ -23,7 +24,7 @@ export interface ResultPorts {
   releaseResult(decisionId: string): Promise<void>;
   rulesFor(agent: AgentPrincipal, meta: DecisionMeta): AfterCallRules;
   halt(p: { agent: AgentPrincipal; sessionId: string; trigger: HaltTrigger; summary: Record<string, unknown> }): Promise<DecisionAnswer['session']>;
-  recordResult(p: { decisionId: string; agent: AgentPrincipal; gateway: GatewayPrincipal; meta: DecisionMeta; result: ResultBody; trigger?: HaltTrigger }): void;
+  recordResult(p: { decisionId: string; agent: AgentPrincipal; gateway: GatewayPrincipal; meta: DecisionMeta; result: ResultBody; trigger?: HaltTrigger; credentialEnded?: CredentialEnded }): void;
 }
 
 export type ResultAnswer = {
@@ -74,7 +75,11 @@ const noDecision = (decisionId: string) =>
 export class ResultService {
   constructor(private readonly ports: ResultPorts) {}
 
-  async record(gateway: GatewayPrincipal, agent: AgentPrincipal, decisionId: string, result: ResultBody): Promise<ResultAnswer> {
+  /**
+   * `credentialEnded`: the agent token was revoked or expired after the call was allowed (the route found
+   * it by its hash). Its result is recorded all the same, marked so, and its after-call triggers apply.
+   */
+  async record(gateway: GatewayPrincipal, agent: AgentPrincipal, decisionId: string, result: ResultBody, credentialEnded?: CredentialEnded): Promise<ResultAnswer> {
     let meta: DecisionMeta | undefined;
     try {
       meta = await this.ports.decisionMeta(decisionId);
@@ -99,7 +104,7 @@ export class ResultService {
     }
     if (earlier !== undefined) return repeatOf(decisionId, report, earlier);
     try {
-      this.ports.recordResult(fired ? { decisionId, agent, gateway, meta, result, trigger: fired.trigger } : { decisionId, agent, gateway, meta, result });
+      this.ports.recordResult({ decisionId, agent, gateway, meta, result, ...(fired ? { trigger: fired.trigger } : {}), ...(credentialEnded ? { credentialEnded } : {}) });
       if (!fired) return first;
       const session = await this.ports.halt({ agent, sessionId: meta.sessionId, trigger: fired.trigger, summary: { decision_id: decisionId, server: meta.server, tool: meta.tool, ...result } });
       const answer: ResultAnswer = { ...first };

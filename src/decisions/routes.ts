@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
+import type { CredentialEnded } from '../audit/rows.js';
 import { AppError, unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { type AgentPrincipal, CredentialStoreUnavailable } from '../tokens/authenticator.js';
+import { type AgentPrincipal, CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { DenialLogBudget } from './denial-log.js';
@@ -119,9 +120,26 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => {
-      const agent = await agentOf(req);
-      if (agent === 'unavailable') throw new AppError('SERVICE_UNAVAILABLE', 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.');
-      return ctx.results.record(req.gateway!, agent, req.params.id, withSafeText(req.body));
+      const unavailable = () => new AppError('SERVICE_UNAVAILABLE', 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.');
+      let agent: AgentPrincipal | 'unavailable';
+      let ended: CredentialEnded | undefined;
+      try {
+        agent = await agentOf(req);
+      } catch (err) {
+        // A token revoked or expired while its call ran: the call ran, so its RESULT (and the after-call
+        // triggers) still count. Found by its hash; the decision must be this token's (ResultService).
+        const refusal = refusalOf(err);
+        if (refusal?.reason !== 'revoked' && refusal?.reason !== 'expired') throw err;
+        const endedAgent = await ctx.auth.endedAgent(agentTokenHeader(req)).catch((e: unknown) => {
+          if (e instanceof CredentialStoreUnavailable) throw unavailable();
+          throw e;
+        });
+        if (!endedAgent) throw err;
+        agent = endedAgent;
+        ended = refusal.reason;
+      }
+      if (agent === 'unavailable') throw unavailable();
+      return ctx.results.record(req.gateway!, agent, req.params.id, withSafeText(req.body), ended);
     },
   );
 

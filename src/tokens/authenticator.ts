@@ -234,6 +234,27 @@ export class Authenticator {
     }
   }
 
+  /**
+   * The agent token behind a credential that has ended (revoked or expired), found by its hash, uncached.
+   * Only for the results of calls it was allowed before it ended (POST /v1/decisions/:id/result): a call in
+   * flight when its token is revoked still ran, and its RESULT belongs in the audit trail. Undefined when
+   * the credential is not one of our agent tokens.
+   */
+  async endedAgent(raw: string | undefined): Promise<AgentPrincipal | undefined> {
+    const parsed = raw ? parseCredential(raw) : undefined;
+    if (!raw || !parsed || parsed.kind !== 'agent') return undefined;
+    const hash = this.hash(raw);
+    let row: (Record<string, unknown> & { key_hash: Buffer }) | undefined;
+    try {
+      row = await credentialStore.findByHash(this.pool, TABLE.agent, hash);
+    } catch (err) {
+      throw new CredentialStoreUnavailable(err);
+    }
+    if (!row || !sameHash(row.key_hash, hash)) return undefined;
+    const principal = toPrincipal('agent', { ...row, revoked_at: null });
+    return principal?.kind === 'agent' ? principal : undefined;
+  }
+
   private lookupOnce(kind: CredentialKind, raw: string, cacheKey: string): Promise<CacheEntry> {
     const shared = this.inFlight.get(cacheKey);
     if (shared) return shared;
