@@ -38,8 +38,66 @@ export const DECISION_CODES = {
   DEPENDENCY_UNAVAILABLE: { halts: false, doc: 'Redis, Postgres, the flag client or the audit spool is unavailable or not ready: fail closed.' },
 } as const;
 
+/**
+ * The reference gateway's own codes (src/gateway/), answered to agents besides the control plane's codes
+ * above, which it passes on. A code starts the text the agent reads (a tool result with isError, or the
+ * message of a JSON-RPC error for resources/read, prompts/get and the HTTP front's initialize); a decided
+ * tool call's result also carries it as `_meta["killswitch/decision"].code`. `action`: what the agent, or the operator running
+ * the gateway, should do about it.
+ */
+export const GATEWAY_CODES = {
+  LARGE_RESULT: {
+    doc: "The call ran; its result (or the upstream's error text) is over the gateway's `maxResultBytes` (default 1 MB), or over what the gateway reads of one upstream message, and was withheld. Also the control plane's trigger for a result over the policy's `large_result_bytes`: withheld, and the session halts.",
+    action: "Ask for less (a narrower query, one page). The operator may raise the server's `maxResultBytes` in the gateway config.",
+  },
+  MAX_ROWS: {
+    doc: "The call ran; its result has more rows than the gateway's `maxRows` and was withheld. Also the control plane's trigger for more rows than the policy's `max_rows_returned`: withheld, and the session halts.",
+    action: 'Ask for fewer rows (a LIMIT, a filter).',
+  },
+  MAX_EXECUTION_TIME: {
+    doc: "The call ran longer than the gateway's `maxExecutionSeconds` (default 30) and was cancelled upstream (`notifications/cancelled`); it is not retried. Also the control plane's trigger for a call that took longer than the policy's `max_execution_time_seconds`: its result is withheld, and the session halts.",
+    action: 'Do not repeat the call as it is: make it cheaper. The operator may raise `maxExecutionSeconds`.',
+  },
+  UPSTREAM_ERROR: {
+    doc: 'The upstream server failed the call with a JSON-RPC error, not retried; the text is its message, cut to 4 KB. (A failure an upstream returns as an `isError` result passes through as the upstream wrote it.)',
+    action: 'Read the message: fix the arguments before calling again.',
+  },
+  UPSTREAM_UNAVAILABLE: {
+    doc: "The upstream's connection closed, during the call or before it: the gateway is reconnecting it (the text says for how long it has been down); nothing was retried.",
+    action: "Try again later. The operator reads the gateway's log for why the upstream server stops.",
+  },
+  CANCELLED: {
+    doc: 'The agent cancelled the call (`notifications/cancelled`) while it ran upstream or while the gateway waited for an approval. A running call is cancelled upstream too, and reported to the control plane with status `cancelled`; an MCP client does not read the answer to a request it cancelled.',
+    action: 'Nothing: the agent asked for it.',
+  },
+  UNKNOWN_TOOL: {
+    doc: 'tools/call names no tool behind this gateway: none of its upstreams offers it (any more), or the gateway hides it (an invalid or duplicate name, a definition the control plane cannot store: docs/gateway.md). A tool of a server the policy does not list is UNKNOWN_SERVER instead.',
+    action: 'List the tools again (tools/list) and call one of those.',
+  },
+  UNKNOWN_RESOURCE: {
+    doc: 'resources/read names a URI no upstream server behind this gateway offers (a JSON-RPC error, -32602).',
+    action: 'List the resources again (resources/list) and read one of those.',
+  },
+  UNKNOWN_PROMPT: {
+    doc: 'prompts/get names no prompt behind this gateway (a JSON-RPC error, -32602).',
+    action: 'List the prompts again (prompts/list) and get one of those.',
+  },
+  WITHHELD: {
+    doc: 'The call ran and the control plane answered its result report with `withhold_and_halt` but named no trigger (`trigger` is optional in the API; this control plane always names LARGE_RESULT, MAX_ROWS or MAX_EXECUTION_TIME): the result was withheld, and the message says what is halted.',
+    action: 'Stop and ask a human: nothing more runs until an operator resumes what is halted.',
+  },
+  REFUSED: {
+    doc: "Streamable HTTP front: at initialize, opening the agent's control-plane session was refused with a 4xx (other than 401) whose body names no code, so something other than the control plane answered at `killswitch.url` (a proxy, a wrong path). The gateway answers 403 (429 for a 429); the message carries the HTTP status.",
+    action: 'Operator: check `killswitch.url` in the gateway config and what answers there.',
+  },
+} as const;
+
 export type ErrorCode = keyof typeof ERROR_CODES;
 export type DecisionCode = keyof typeof DECISION_CODES;
+export type GatewayCode = keyof typeof GATEWAY_CODES;
+
+/** The gateway's codes by name, for the code that answers them: a code the table lacks does not compile. */
+export const GATEWAY_CODE = Object.freeze(Object.fromEntries(Object.keys(GATEWAY_CODES).map((code) => [code, code]))) as { readonly [C in GatewayCode]: C };
 
 export interface FieldProblem {
   field: string;

@@ -1,5 +1,5 @@
 import { SETTINGS, type SettingSpec } from '../config.js';
-import { DECISION_CODES, ERROR_CODES } from '../errors.js';
+import { DECISION_CODES, ERROR_CODES, GATEWAY_CODES } from '../errors.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
@@ -32,6 +32,17 @@ export function renderErrorsDoc(): string {
     '| status | code | meaning |',
     '|---|---|---|',
     ...Object.entries(ERROR_CODES).map(([code, e]) => `| ${e.status} | \`${code}\` | ${cell(e.doc)} |`),
+    '',
+    '## Gateway codes',
+    '',
+    'The reference gateway (`killswitch gateway`, docs/gateway.md) passes the codes above on to the agent and',
+    'adds its own. Each starts the text the agent reads (a tool result with `isError`, or the message of a',
+    'JSON-RPC error for `resources/read` and `prompts/get`); the result of a decided tool call also carries it',
+    'as `_meta["killswitch/decision"].code`.',
+    '',
+    '| code | meaning | what to do |',
+    '|---|---|---|',
+    ...Object.entries(GATEWAY_CODES).map(([code, g]) => `| \`${code}\` | ${cell(g.doc)} | ${cell(g.action)} |`),
     '',
   ];
   return lines.join('\n');

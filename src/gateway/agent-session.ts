@@ -14,6 +14,7 @@ import {
   type ServerNotification,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionBody } from '../decisions/schemas.js';
+import { GATEWAY_CODE } from '../errors.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
 import { ControlPlaneError, type DeclaredScope, logText } from './control-plane.js';
@@ -206,7 +207,7 @@ export class AgentSession implements CallPorts {
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);
-      if (!tool) return { isError: true, content: [{ type: 'text', text: `UNKNOWN_TOOL: no tool named "${req.params.name}" behind this gateway` }] };
+      if (!tool) return { isError: true, content: [{ type: 'text', text: `${GATEWAY_CODE.UNKNOWN_TOOL}: no tool named "${req.params.name}" behind this gateway` }] };
       const upstream = this.gateway.upstream(tool.server);
       const args = req.params.arguments ?? {};
       const call = {
@@ -239,7 +240,7 @@ export class AgentSession implements CallPorts {
     s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await this.gateway.resourceTemplates(this.scope) }));
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
-      if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `UNKNOWN_RESOURCE: no upstream server offers ${req.params.uri}`);
+      if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_RESOURCE}: no upstream server offers ${req.params.uri}`);
       const call = {
         server: upstream.name,
         tool: 'resources/read',
@@ -264,7 +265,7 @@ export class AgentSession implements CallPorts {
     s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts() }));
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
-      if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `UNKNOWN_PROMPT: no prompt named "${req.params.name}" behind this gateway`);
+      if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_PROMPT}: no prompt named "${req.params.name}" behind this gateway`);
       const upstream = this.gateway.upstream(prompt.server);
       const call = {
         server: prompt.server,

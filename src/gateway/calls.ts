@@ -1,5 +1,6 @@
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionAnswer, DecisionBody, ResultBody } from '../decisions/schemas.js';
+import { GATEWAY_CODE, type GatewayCode } from '../errors.js';
 import { joinSentences } from '../sentences.js';
 import type { ToolAnnotations } from './catalog.js';
 import type { ApprovalWait, UpstreamLimits } from './config.js';
@@ -162,34 +163,34 @@ export async function decideAndRun<T>(
   const decisionId = answer.decision_id;
   const started = performance.now();
   let result: T | undefined;
-  let failure: { status: 'timeout' | 'cancelled' | 'error'; code: string; message: string } | undefined;
+  let failure: { status: 'timeout' | 'cancelled' | 'error'; code: GatewayCode; message: string } | undefined;
   let measured: Measured = { bytes: 0, rows: undefined, isError: false };
   let oversize: OversizeMessageError | undefined;
   try {
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
     measured = measure(result);
   } catch (err) {
-    if (signal.aborted) failure = { status: 'cancelled', code: 'CANCELLED', message: 'the agent cancelled the call' };
-    else if (isTimeout(err)) failure = { status: 'timeout', code: 'MAX_EXECUTION_TIME', message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
+    if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: 'the agent cancelled the call' };
+    else if (isTimeout(err)) failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
     else if (err instanceof OversizeMessageError) {
       // The upstream answered, with more than the gateway reads: a result of (at least) that size.
       oversize = err;
       measured = { bytes: err.bytes, rows: undefined, isError: false };
     } else if (err instanceof UpstreamUnavailableError) {
-      failure = { status: 'error', code: 'UPSTREAM_UNAVAILABLE', message: err.message };
+      failure = { status: 'error', code: GATEWAY_CODE.UPSTREAM_UNAVAILABLE, message: err.message };
     } else {
       // An upstream error is what the upstream returned: measured and guarded like a result, since its
       // text reaches the agent (a query can put a whole table into an error message).
       const message = (err as Error).message || String(err);
-      failure = { status: 'error', code: 'UPSTREAM_ERROR', message };
+      failure = { status: 'error', code: GATEWAY_CODE.UPSTREAM_ERROR, message };
       measured = { bytes: Buffer.byteLength(message, 'utf8'), rows: undefined, isError: true };
     }
   }
   const durationMs = Math.max(0, Math.round(performance.now() - started));
   // Guarded: whatever the agent would carry away (a result, an upstream's error text). An oversize
   // answer is always over the limit; it is withheld whatever the limits say.
-  let guard = failure === undefined || failure.code === 'UPSTREAM_ERROR' ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
-  if (oversize && (!guard || !oversize.exact)) guard = { trigger: 'LARGE_RESULT', message: `the result is over ${oversize.bytes} bytes, more than the gateway reads; it was withheld` };
+  let guard = failure === undefined || failure.code === GATEWAY_CODE.UPSTREAM_ERROR ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
+  if (oversize && (!guard || !oversize.exact)) guard = { trigger: GATEWAY_CODE.LARGE_RESULT, message: `the result is over ${oversize.bytes} bytes, more than the gateway reads; it was withheld` };
   if (guard) failure = undefined;
 
   const status: ResultBody['status'] = failure ? failure.status : guard ? 'withheld' : measured.isError ? 'error' : 'success';
@@ -207,21 +208,22 @@ export async function decideAndRun<T>(
   }
 
   if (recorded?.action === 'withhold_and_halt') {
-    const trigger = recorded.trigger ?? guard?.trigger ?? 'WITHHELD';
+    // `trigger` is optional in the API: a withhold must still name a code.
+    const trigger = recorded.trigger ?? guard?.trigger ?? GATEWAY_CODE.WITHHELD;
     const message = /\bwithheld\b/i.test(recorded.message) ? recorded.message : joinSentences(recorded.message, 'The result was withheld.');
     return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, message, recorded.session) };
   }
   if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, text: `${guard.trigger}: ${guard.message}` };
-  if (failure?.code === 'MAX_EXECUTION_TIME') return { kind: 'failed', code: failure.code, decisionId, text: `MAX_EXECUTION_TIME: ${failure.message}; it is not retried` };
+  if (failure?.code === GATEWAY_CODE.MAX_EXECUTION_TIME) return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}; it is not retried` };
   // The gateway's own texts (cancelled, upstream unavailable) carry nothing of the upstream's.
-  if (failure && failure.code !== 'UPSTREAM_ERROR') return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}` };
+  if (failure && failure.code !== GATEWAY_CODE.UPSTREAM_ERROR) return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}` };
   if (reportError !== undefined) {
     // The call ran, but its RESULT (or the upstream's error text) could not be recorded or checked: the
     // agent does not get it.
     const u = unavailable(reportError);
     return { kind: 'withheld', trigger: u.code, decisionId, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
   }
-  if (failure) return { kind: 'failed', code: failure.code, decisionId, text: `UPSTREAM_ERROR: ${boundedErrorText(failure.message, measured.bytes)}` };
+  if (failure) return { kind: 'failed', code: failure.code, decisionId, text: `${GATEWAY_CODE.UPSTREAM_ERROR}: ${boundedErrorText(failure.message, measured.bytes)}` };
   return { kind: 'ok', result: result as T, warning: answer.warning, decisionId };
 }
 
@@ -258,7 +260,7 @@ async function waitForApproval(ports: CallPorts, id: string, firstMessage: strin
   let lastError = '';
   for (;;) {
     await sleep(Math.min(pollMs, Math.max(0, started + timeoutMs - Date.now())), signal);
-    if (signal.aborted) return { code: 'CANCELLED', text: `CANCELLED: the agent cancelled the call while it waited for approval ${id}` };
+    if (signal.aborted) return { code: GATEWAY_CODE.CANCELLED, text: `${GATEWAY_CODE.CANCELLED}: the agent cancelled the call while it waited for approval ${id}` };
     try {
       last = await ports.approvalStatus(id);
       lastError = '';

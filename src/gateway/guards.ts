@@ -1,9 +1,10 @@
+import { GATEWAY_CODE, type GatewayCode } from '../errors.js';
 import type { UpstreamLimits } from './config.js';
 
 // The gateway's own result guards (seed 001 trigger 5 and its max-rows / max-execution-time limits):
 // applied to every result before anything reaches the agent, whatever the control plane answers.
 
-export type GuardTrigger = 'LARGE_RESULT' | 'MAX_ROWS' | 'MAX_EXECUTION_TIME';
+export type GuardTrigger = Extract<GatewayCode, 'LARGE_RESULT' | 'MAX_ROWS' | 'MAX_EXECUTION_TIME'>;
 
 export function resultBytes(result: unknown): number {
   return Buffer.byteLength(JSON.stringify(result) ?? '', 'utf8');
@@ -64,10 +65,10 @@ export function resultRows(result: { structuredContent?: unknown; content?: unkn
 
 export function guardTrigger(limits: UpstreamLimits, bytes: number, rows: number | undefined): { trigger: GuardTrigger; message: string } | undefined {
   if (bytes > limits.maxResultBytes) {
-    return { trigger: 'LARGE_RESULT', message: `the result is ${bytes} bytes, over the gateway's limit of ${limits.maxResultBytes} bytes; it was withheld` };
+    return { trigger: GATEWAY_CODE.LARGE_RESULT, message: `the result is ${bytes} bytes, over the gateway's limit of ${limits.maxResultBytes} bytes; it was withheld` };
   }
   if (limits.maxRows !== undefined && rows !== undefined && rows > limits.maxRows) {
-    return { trigger: 'MAX_ROWS', message: `the result has ${rows} rows, over the gateway's limit of ${limits.maxRows}; it was withheld` };
+    return { trigger: GATEWAY_CODE.MAX_ROWS, message: `the result has ${rows} rows, over the gateway's limit of ${limits.maxRows}; it was withheld` };
   }
   return undefined;
 }

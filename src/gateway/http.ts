@@ -3,6 +3,7 @@ import { createServer, type Server as HttpServer, type IncomingMessage, type Ser
 import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { type InitializeRequest, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { GATEWAY_CODE } from '../errors.js';
 import type { AgentSession } from './agent-session.js';
 import { SCOPE_CAPABILITY } from './agent-session.js';
 import { ControlPlaneError } from './control-plane.js';
@@ -80,7 +81,7 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
     } catch (err) {
       await session.close();
       if (err instanceof ControlPlaneError && err.failure === 'unauthenticated') return unauthorized(res, 'the agent token was refused by the control plane');
-      if (err instanceof ControlPlaneError && err.failure === 'rejected') return jsonRpcError(res, err.status === 429 ? 429 : 403, -32002, `${err.code ?? 'REFUSED'}: ${err.message}`);
+      if (err instanceof ControlPlaneError && err.failure === 'rejected') return jsonRpcError(res, err.status === 429 ? 429 : 403, -32002, `${err.code ?? GATEWAY_CODE.REFUSED}: ${err.message}`);
       return jsonRpcError(res, 503, -32003, `DEPENDENCY_UNAVAILABLE: could not open a control-plane session (${(err as Error).message})`);
     }
     try {
