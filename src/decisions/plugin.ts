@@ -272,6 +272,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
         maxExecutionSeconds: l.server.maxExecutionTimeSeconds ?? undefined,
       };
     },
+    largeResultsGrantedAt: (agent, meta) => ctx.grants.coveredAt('large_results', agent.id, meta.sessionId, new Date(meta.at)),
     async halt({ agent, sessionId, trigger, summary }) {
       await ctx.sessions.halt({ tokenId: agent.id, sessionId, trigger, haltToken: haltsToken(ctx.policy.current(), trigger), summary });
       void ctx.alerts.raise({ kind: 'SESSION_HALTED', severity: 'critical', message: `Kill-switch trigger ${trigger} after a call returned`, token_id: agent.id, project_id: agent.projectId, session_id: sessionId, details: { ...summary, trigger } });

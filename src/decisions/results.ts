@@ -24,6 +24,11 @@ export interface ResultPorts {
   releaseResult(decisionId: string): Promise<void>;
   rulesFor(agent: AgentPrincipal, meta: DecisionMeta): AfterCallRules;
   halt(p: { agent: AgentPrincipal; sessionId: string; trigger: HaltTrigger; summary: Record<string, unknown> }): Promise<DecisionAnswer['session']>;
+  /**
+   * Whether a large-results grant covered the call when it was allowed (`at`, the allow's time), though it
+   * may have ended since. Asked only for a large result the policy and the grants in force do not allow.
+   */
+  largeResultsGrantedAt?(agent: AgentPrincipal, meta: DecisionMeta): Promise<boolean>;
   recordResult(p: { decisionId: string; agent: AgentPrincipal; gateway: GatewayPrincipal; meta: DecisionMeta; result: ResultBody; trigger?: HaltTrigger; credentialEnded?: CredentialEnded }): void;
 }
 
@@ -89,7 +94,13 @@ export class ResultService {
     // Unknown, expired, or another token's decision: nothing to record against. One answer for all of
     // them (another token's decision must look like an unknown one), saying what a gateway should do.
     if (!meta || meta.tokenId !== agent.id) throw noDecision(decisionId);
-    const fired = afterCallTrigger(this.ports.rulesFor(agent, meta), result, { tokenId: agent.id, sessionId: meta.sessionId });
+    let rules = this.ports.rulesFor(agent, meta);
+    if (result.result_bytes > rules.largeResultBytes && !rules.largeResultsAllowed && this.ports.largeResultsGrantedAt) {
+      // A grant in force when the call was allowed covers its result, even if it ended while the call ran.
+      // Postgres unavailable: judged by the grants in force now (the result is withheld and halts).
+      if (await this.ports.largeResultsGrantedAt(agent, meta).catch(() => false)) rules = { ...rules, largeResultsAllowed: true };
+    }
+    const fired = afterCallTrigger(rules, result, { tokenId: agent.id, sessionId: meta.sessionId });
     const first: ResultAnswer = fired
       ? { decision_id: decisionId, recorded: true, action: 'withhold_and_halt', trigger: fired.trigger, message: fired.message }
       : { decision_id: decisionId, recorded: true, action: 'none', message: 'result recorded' };

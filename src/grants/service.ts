@@ -89,6 +89,14 @@ export class GrantService {
   }
 
   /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
+  /**
+   * Whether a grant covered the token (and session) at `at` (a call's allow), even one that has expired or
+   * been revoked since: a call is judged by the permission it was allowed under. Asks Postgres.
+   */
+  coveredAt(kind: GrantKind, tokenId: string, sessionId: string, at: Date): Promise<boolean> {
+    return grantStore.coveredAt(this.pool, kind, tokenId, sessionId, at);
+  }
+
   has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
     if (now - this.loadedAt > GRANT_STALE_AFTER_MS) return false;
     return (this.byToken.get(tokenId) ?? []).some(

@@ -32,6 +32,15 @@ export const grantStore = {
     const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants WHERE revoked_at IS NULL AND expires_at > now()`);
     return rows;
   },
+  /** Whether a grant of this kind covered the token (and session) at `at`, including one revoked or expired since. */
+  async coveredAt(db: Pool, kind: GrantKind, tokenId: string, sessionId: string, at: Date): Promise<boolean> {
+    const { rowCount } = await db.query(
+      `SELECT 1 FROM grants WHERE kind = $1 AND token_id = $2 AND (session_id IS NULL OR session_id = $3)
+         AND created_at <= $4 AND expires_at > $4 AND (revoked_at IS NULL OR revoked_at > $4) LIMIT 1`,
+      [kind, tokenId, sessionId, at],
+    );
+    return (rowCount ?? 0) > 0;
+  },
   /** Newest first, at most 500; `projects` keeps grants of those projects' tokens (before the limit). */
   async list(db: Pool, f: { token?: string; active?: boolean; projects?: readonly string[] }): Promise<GrantRow[]> {
     const where: string[] = [];

@@ -71,3 +71,39 @@ describe('the result of a call whose token ended while it ran', () => {
     expect((await gw.result(forged, d.decision_id, { status: 'success', duration_ms: 1, result_bytes: 1 })).statusCode).toBe(401);
   });
 });
+
+describe('a large result and the large-results grant', () => {
+  const big = { status: 'success', duration_ms: 5, result_bytes: 2_000_000 };
+  const grant = async (tokenId: string) => {
+    const res = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { kind: 'large_results', token_id: tokenId, reason: 'INC-3 export', expires_in: 600 } });
+    expect(res.statusCode, res.body).toBe(201);
+    return res.json().grant?.id ?? res.json().id;
+  };
+
+  it('is judged by the grant the call was allowed under, even one revoked while it ran', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const id = await grant(tok.id);
+    const d = await gw.decide(tok.raw, { ...write, session_id: s.session_id });
+    expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${id}`, headers: bearer(gw.owner) })).statusCode).toBeLessThan(300);
+    const res = await gw.result(tok.raw, d.decision_id, big);
+    expect(res.json()).toMatchObject({ recorded: true, action: 'none' });
+  });
+
+  it('without a grant at the allow or now, withholds and halts', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { ...write, session_id: s.session_id });
+    const res = await gw.result(tok.raw, d.decision_id, big);
+    expect(res.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT' });
+  });
+
+  it('a grant given while the call ran covers it too (the operator said yes)', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { ...write, session_id: s.session_id });
+    await grant(tok.id);
+    const res = await gw.result(tok.raw, d.decision_id, big);
+    expect(res.json()).toMatchObject({ action: 'none' });
+  });
+});
