@@ -94,8 +94,8 @@ describe('polling after Unleash answered errors', () => {
     // Counted in polls, not milliseconds: the fetches the proxy passed from then until the poll that turned it off.
     const servedIdx = proxy.fetches.length;
     let changedIdx: number | undefined;
-    const onChange = (c: { flag: string; enabled: boolean }) => {
-      if (c.flag === FLAG && !c.enabled) changedIdx ??= proxy.fetches.length;
+    const onChange = (c: { flag: string; enabled: boolean | null }) => {
+      if (c.flag === FLAG && c.enabled === false) changedIdx ??= proxy.fetches.length;
     };
     app.ctx.flags.on('polled-change', onChange);
     try {
