@@ -26,10 +26,8 @@ describe('result guards', () => {
     const gateway = await memoryGateway({ servers: { memory: { maxExecutionSeconds: 0.5 } } });
     const client = await h.client(gateway, token);
     const before = fixture.calls.get('read_graph') ?? 0;
-    const t0 = Date.now();
+    // The upstream would answer after 5 s with the graph (no error): only the guard answers MAX_EXECUTION_TIME.
     const slow = (await client.callTool({ name: 'read_graph', arguments: { delay_ms: 5000 } })) as CallToolResult;
-    // The upstream would answer after 5 s; the guard answers at 0.5 s plus the decision and report.
-    expect(Date.now() - t0).toBeLessThan(4500);
     expect(slow.isError).toBe(true);
     expect(textOf(slow)).toMatch(/^MAX_EXECUTION_TIME: /);
     await until(() => fixture.cancelled > 0, 3000, 'the upstream to see the cancellation');
