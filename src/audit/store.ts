@@ -259,7 +259,9 @@ export const auditStore = {
     if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
     if (f.server) add('server = ?', f.server);
     if (f.from) add("month >= date_trunc('month', ?::timestamptz AT TIME ZONE 'UTC')::date", f.from);
-    if (f.to) add('month < ?::timestamptz', f.to);
+    // A month is in when it starts (at 00:00 UTC) before `to`; a bare date compared with a timestamptz
+    // would be read in the server's time zone.
+    if (f.to) add("(month::timestamp AT TIME ZONE 'UTC') < ?::timestamptz", f.to);
     const { rows } = await db.query<MonthlyUsageRow>(
       `SELECT month::text AS month, token_id, token_type, project_id, server, tool, capability,
          sum(calls)::bigint AS calls, sum(allowed)::bigint AS allowed, sum(denied)::bigint AS denied, sum(results)::bigint AS results,

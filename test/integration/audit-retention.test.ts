@@ -121,3 +121,24 @@ it('with a short AUDIT_RETENTION_DAYS a run creates no partition that it or the 
     await short.close();
   }
 });
+
+it("monthly usage's to bound is read in UTC whatever Postgres's time zone", async () => {
+  const client = await pool.connect();
+  try {
+    // A rolled-up December (raw rows gone): only retention writes rollups, so as it does.
+    await client.query('BEGIN');
+    await client.query("SET LOCAL killswitch.audit_retention = 'on'");
+    await client.query(`INSERT INTO audit_usage_monthly (month, token_id, token_type, project_id, server, tool, capability, calls) VALUES ('2026-12-01', 'tz-token', 'rw', 'ptz', 'memory', 'read_graph', 'read', 7)`);
+    await client.query('COMMIT');
+    for (const zone of ['UTC', 'America/Los_Angeles', 'Pacific/Kiritimati']) {
+      await client.query(`SET timezone = '${zone}'`);
+      const to = async (iso: string) => (await auditStore.monthlyUsage(client, { project: 'ptz', to: new Date(iso) })).map((m) => m.month);
+      // December starts at 2026-12-01T00:00Z: a bound after it includes it, one before it does not.
+      expect(await to('2026-12-01T05:00:00Z'), zone).toEqual(['2026-12-01']);
+      expect(await to('2026-11-30T20:00:00Z'), zone).toEqual([]);
+    }
+  } finally {
+    await client.query('RESET timezone');
+    client.release();
+  }
+});
