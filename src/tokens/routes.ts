@@ -120,7 +120,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/operator-keys', { onRequest: owner, schema: { tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
-  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, schema: { tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit: 409)', params: IdParams, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
+  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, schema: { tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
     logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!)).unannounced, 'operator key');
     return reply.code(204).send(null);
   });

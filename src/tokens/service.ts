@@ -450,7 +450,7 @@ export class CredentialService {
       if (outcome === 'last_owner') {
         throw new AppError(
           'CONFLICT',
-          `Operator key ${id} is the last owner key for every project: revoking it would leave nobody able to create or revoke operator keys. Create another owner key first (POST /v1/operator-keys with role owner), then revoke this one.`,
+          `Operator key ${id} is the last owner key for every project, or every other one expires before it: revoking it would leave nobody able to create or revoke operator keys (at once, or once they expire). Create another owner key first (POST /v1/operator-keys with role owner, with no expires_in or one lasting longer than this key), then revoke this one.`,
           { reason: 'last_owner_key' },
         );
       }

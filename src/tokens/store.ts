@@ -236,15 +236,20 @@ export const credentialStore = {
 
   /**
    * Revokes an operator key, unless it is the last live (unrevoked, unexpired) owner key limited to no
-   * project: then nobody could create or revoke operator keys any more, short of the database. The
+   * project, or the one of them that lasts longest: then nobody could create or revoke operator keys any
+   * more (at once, or once the others expire), short of the database. The
    * owner keys are locked first (in one order), so two revokes at once cannot each leave the other's.
    */
   async revokeOperatorKey(c: PoolClient, id: string): Promise<'revoked' | 'not_found' | 'last_owner'> {
-    const { rows } = await c.query<{ id: string }>(
-      `SELECT id FROM operator_keys WHERE role = 'owner' AND projects IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+    const { rows } = await c.query<{ id: string; expires_at: Date | null }>(
+      `SELECT id, expires_at FROM operator_keys WHERE role = 'owner' AND projects IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
         ORDER BY id FOR UPDATE`,
     );
-    if (rows.length === 1 && rows[0]!.id === id) return 'last_owner';
+    // Nor the one that lasts longest: the others expiring before it would leave nobody in the end (an owner
+    // key that expires in a minute must not be able to revoke the one that never does).
+    const target = rows.find((r) => r.id === id);
+    const lasts = (r: { expires_at: Date | null }) => (r.expires_at === null ? Number.POSITIVE_INFINITY : r.expires_at.getTime());
+    if (target && rows.every((r) => r.id === id || lasts(r) < lasts(target))) return 'last_owner';
     return (await this.revokeKey(c, 'operator_keys', id)) ? 'revoked' : 'not_found';
   },
 

@@ -571,4 +571,24 @@ describe('the last owner key', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) })).statusCode).toBe(401);
     expect((await revoke(await idOf(second), second)).statusCode).toBe(409);
   });
+
+  it('nor is the one that lasts longest: an owner key that expires cannot revoke the last one that does not', async () => {
+    const lasting = await t.operatorKey(app, 'owner');
+    const lastingId = await idOf(lasting);
+    // The live unlimited owners but this one go, so it is the only one that never expires.
+    const live = (k: KeyRow) => k.role === 'owner' && k.projects === null && k.revoked_at === null && (k.expires_at === null || Date.parse(k.expires_at) > Date.now());
+    for (const k of (await keys(lasting)).filter(live)) if (k.id !== lastingId) expect((await revoke(k.id, lasting)).statusCode).toBe(204);
+    const made = await app.inject({ method: 'POST', url: '/v1/operator-keys', headers: bearer(lasting), payload: { name: 'short-lived owner', role: 'owner', expires_in: 60 } });
+    expect(made.statusCode, made.body).toBe(201);
+    const short = made.json().key as string;
+
+    const refused = await revoke(lastingId, short);
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().error).toMatchObject({ code: 'CONFLICT', details: { reason: 'last_owner_key' } });
+    expect(refused.json().error.message).toContain('expires before it');
+    // The short-lived one can go (the lasting one stays), and so can the lasting one once another never expires.
+    const another = await t.operatorKey(app, 'owner');
+    expect((await revoke(lastingId, short)).statusCode).toBe(204);
+    expect((await revoke(made.json().operator_key.id, another)).statusCode).toBe(204);
+  });
 });
