@@ -95,7 +95,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: requireOperator(ctx.auth, 'operator'),
       schema: {
         tags,
-        summary: 'Revoke a grant at once',
+        summary: 'Revoke a grant: at once on this replica; the others reload the grants when it is announced through Redis, or within 5 s if they miss the announcement (15 s while they cannot read Postgres, after which they trust no grant)',
         params: IdParams,
         response: { 200: Grant, ...errors, 503: ErrorBody },
       },
