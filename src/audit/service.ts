@@ -7,7 +7,7 @@ import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss } from '.
 import { AppError } from '../errors.js';
 import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
-import { type VerifyReport, verifyChain } from './chain.js';
+import { type ChainHead, type VerifyReport, verifyChain } from './chain.js';
 import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
 import type { AdminAction } from './rows.js';
 import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageGroupRow } from './store.js';
@@ -69,7 +69,10 @@ export interface AuditServiceOptions {
   dataDir?: string;
   /** Pool for the writer; default a new writer pool on config.databaseUrl (closed by close()). */
   writerPool?: Pool;
-  /** Log `audit chain head` every AUDIT_HEAD_LOG_INTERVAL_S and at close (default true; the CLI says false). */
+  /**
+   * Log `audit chain head` every AUDIT_HEAD_LOG_INTERVAL_S and at close (default true; the CLI says false
+   * and writes the one head of its run itself, with logChainHead).
+   */
   headLog?: boolean;
 }
 
@@ -202,6 +205,11 @@ export function partitionsFrom(now: Date, retentionDays: number): Date {
   return new Date(Math.max(now.getTime() - 31 * 86_400_000, now.getTime() - retentionDays * 86_400_000));
 }
 
+/** The `audit chain head` log line: the witness `audit verify --witnesses` reads (parseWitnessFile). */
+export function logChainHead(log: Logger, h: ChainHead): void {
+  log.info({ audit_head: `${h.replica_id}:${h.seq}:${h.hash}`, replica_id: h.replica_id, seq: h.seq, ts: h.ts }, 'audit chain head');
+}
+
 /**
  * The audit trail of one control-plane instance: the group-commit writer (request path), the read side
  * (operators) and the retention job, which also runs the retention of alerts, approvals and sessions
@@ -271,7 +279,7 @@ export class AuditService {
     const witness = `${h.replica_id}:${h.seq}:${h.hash}`;
     if (witness === this.headLogged) return;
     this.headLogged = witness;
-    this.log.info({ audit_head: witness, replica_id: h.replica_id, seq: h.seq, ts: h.ts }, 'audit chain head');
+    logChainHead(this.log, h);
   }
 
   get queueDepth(): number {

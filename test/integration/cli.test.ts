@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -63,6 +63,32 @@ describe('killswitch CLI', () => {
     expect(rows[0]).toMatchObject({ actor_type: 'system', actor_id: 'cli', details: { role: 'owner' } });
     expect(JSON.stringify(rows[0])).not.toContain(key);
   });
+
+  it('operators create writes its chain\'s `audit chain head` line on stderr: kept as a witness, audit verify --witnesses finds that chain witnessed', async () => {
+    // A database of its own: the CLI's chain is then the only one, and nothing else can witness it.
+    const own = await new TestContext().setup();
+    try {
+      const env = { DATABASE_URL: own.databaseUrl, TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
+      const res = await cli(['operators', 'create', '--role', 'viewer', '--name', 'witnessed'], env);
+      expect(res.code, res.stderr).toBe(0);
+      // The stdout is the key alone; the head line is the control plane's JSON log line.
+      expect(res.stdout.trim()).toMatch(/^ksop_[0-9A-Za-z]{28}$/);
+      const { rows } = await own.pool().query<{ replica_id: string }>(`SELECT replica_id::text FROM audit_events WHERE action = 'operator_key.created'`);
+      expect(rows).toHaveLength(1);
+      const line = JSON.parse(res.stderr.split('\n').find((l) => l.includes('audit chain head')) ?? '{}');
+      expect(line).toMatchObject({ msg: 'audit chain head', replica_id: rows[0]!.replica_id, seq: 2, audit_head: expect.stringMatching(new RegExp(`^${rows[0]!.replica_id}:2:[0-9a-f]{64}$`)) });
+
+      const file = resolve(tmpdir(), `${own.name}-cli-stderr.log`);
+      writeFileSync(file, res.stderr);
+      const verify = await cli(['audit', 'verify', '--witnesses', file, '--json'], env);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      const report = JSON.parse(verify.stdout);
+      expect(report.unwitnessed).toEqual([]);
+      expect(report.witnesses).toMatchObject([{ replica_id: rows[0]!.replica_id, seq: 2, result: 'ok' }]);
+    } finally {
+      await own.teardown();
+    }
+  }, 60_000);
 
   it('operators create refuses a TOKEN_HASH_SECRET other than the control plane recorded: exit 2, no key (it would never authenticate)', async () => {
     // The control plane of the test above recorded the fingerprint of the test secret.
