@@ -173,15 +173,36 @@ function fromAlert(a: TimelineAlertRow): TimelineEvent {
   };
 }
 
-function fromKill(k: KillEventRow): TimelineEvent {
+const OPERATOR_ACTOR = /^operator:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+
+/** The operator key ids of who made and lifted these kills (the kills table stores `operator:<id>`). */
+function killOperatorIds(kills: readonly KillEventRow[]): string[] {
+  const ids = new Set<string>();
+  for (const k of kills) {
+    for (const actor of [k.created_by, k.lifted_by]) {
+      const m = actor ? OPERATOR_ACTOR.exec(actor) : null;
+      if (m) ids.add(m[1]!.toLowerCase());
+    }
+  }
+  return [...ids];
+}
+
+/** `operator:<id> (<name>)`, as actorOf shows an audit row's operator; other actors as stored. */
+function namedActor(actor: string | null, names: ReadonlyMap<string, string>): string | null {
+  const m = actor ? OPERATOR_ACTOR.exec(actor) : null;
+  const name = m ? names.get(m[1]!.toLowerCase()) : undefined;
+  return name ? `${actor} (${name})` : actor;
+}
+
+function fromKill(k: KillEventRow, names: ReadonlyMap<string, string>): TimelineEvent {
   const base = { ...blank(), source: 'kill' as const, id: k.id, kill_id: k.id, token_id: k.token_id, project_id: k.project_id, session_id: k.session_id, server: k.server };
   const what = describeTarget(k);
   const at = k.at.toISOString();
   const type = KILL_EVENTS[k.event];
   // Reasons are read from the kills table, where kills made before reasons were stored masked still hold
   // them in clear: masked here as GET /v1/kills does.
-  if (type === 'kill') return { ...base, at, type, actor: k.created_by, summary: `killed ${what}: ${redactText(k.reason)}` };
-  if (type === 'kill_lifted') return { ...base, at, type, actor: k.lifted_by, summary: `lifted the kill of ${what}: ${redactText(k.lift_reason ?? '')}` };
+  if (type === 'kill') return { ...base, at, type, actor: namedActor(k.created_by, names), summary: `killed ${what}: ${redactText(k.reason)}` };
+  if (type === 'kill_lifted') return { ...base, at, type, actor: namedActor(k.lifted_by, names), summary: `lifted the kill of ${what}: ${redactText(k.lift_reason ?? '')}` };
   return { ...base, at, type, actor: 'system:kill-expiry', summary: `the kill of ${what} expired` };
 }
 
@@ -313,7 +334,10 @@ export class TimelineService {
       timelineStore.alerts(this.deps.pool, wq),
       killStore.eventsInWindow(this.deps.pool, { ...killsAfter(from, after), to, keys: killKeys, project, visibleProjects: op.projects, limit: limit + 1 }),
     ]);
-    const merged = inOrder([...audit.map(fromAudit), ...alerts.map(fromAlert), ...kills.map(fromKill)]);
+    // Kill events name their operator as audit rows do; their audit rows are not read (the kills table is
+    // their source), so the names come from operator_keys: one query, only when a kill event names one.
+    const names = await timelineStore.operatorNames(this.deps.pool, killOperatorIds(kills));
+    const merged = inOrder([...audit.map(fromAudit), ...alerts.map(fromAlert), ...kills.map((k) => fromKill(k, names))]);
     const truncated = merged.length > limit;
     const page = merged.slice(0, limit);
     const last = page.at(-1);

@@ -256,4 +256,14 @@ export const timelineStore = {
   alerts(db: Pool, q: WindowQuery): Promise<TimelineAlertRow[]> {
     return readInOrder<TimelineAlertRow>(db, ALERT_SOURCE, q);
   },
+
+  /**
+   * The names of operator keys by id. A key's name never changes and its row is never deleted (a revoked
+   * key stays, with revoked_at), so this is the name the operator had when acting.
+   */
+  async operatorNames(db: Pool, ids: readonly string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const { rows } = await db.query<{ id: string; name: string }>('SELECT id::text AS id, name FROM operator_keys WHERE id = ANY($1::uuid[])', [ids]);
+    return new Map(rows.map((r) => [r.id, r.name]));
+  },
 };

@@ -41,6 +41,7 @@ interface Ev {
   server: string | null;
   token_id: string | null;
   kill_id: string | null;
+  actor: string | null;
 }
 
 async function timeline(query: Record<string, string>) {
@@ -186,6 +187,15 @@ describe('GET /v1/incidents/timeline', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'nonsense' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'token:not-a-uuid' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from: to, to: from }, headers: bearer(gw.owner) })).statusCode).toBe(400);
+  });
+
+  it('names the operator of a kill and of its lift as it names the operator of an audit row: operator:<id> (<name>)', async () => {
+    const events = (await timeline({ from, to })).json().events as Ev[];
+    const revocation = events.find((e) => e.type === 'revocation' && e.token_id === agent.id);
+    expect(revocation?.actor).toMatch(/^operator:[0-9a-f-]{36} \(.+\)$/);
+    // The same owner key made, revoked and lifted: its kill events read as its audit rows do.
+    expect(events.find((e) => e.type === 'kill' && e.kill_id === killId)?.actor).toBe(revocation?.actor);
+    expect(events.find((e) => e.type === 'kill_lifted' && e.kill_id === killId)?.actor).toBe(revocation?.actor);
   });
 
   it('exports the same events as JSON Lines and CSV; limit truncates and says so', async () => {
