@@ -71,6 +71,17 @@ function isDatabaseUnavailable(err: { code?: string; message?: string }): boolea
 }
 
 /** The one place that turns errors into `{error: {code, message, details?}}`. */
+/** The client-error codes of the table by status (one code per status; 403's is FORBIDDEN). */
+const CODE_OF_STATUS = new Map<number, ErrorCode>([
+  [400, 'INVALID_REQUEST'],
+  [401, 'UNAUTHENTICATED'],
+  [403, 'FORBIDDEN'],
+  [404, 'NOT_FOUND'],
+  [409, 'CONFLICT'],
+  [413, 'PAYLOAD_TOO_LARGE'],
+  [415, 'UNSUPPORTED_MEDIA_TYPE'],
+]);
+
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
     if (err instanceof AppError) {
@@ -115,8 +126,11 @@ export function installErrorHandler(app: FastifyInstance): void {
       reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
       return send(reply, 'SERVICE_UNAVAILABLE', 503, 'Postgres is unavailable; try again shortly.');
     }
+    // Any other client error raised by Fastify or a plugin: the code of the table for its status, so a code
+    // always comes with its documented status; one the table has no code for is a 400.
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return send(reply, 'INVALID_REQUEST', err.statusCode, err.message);
+      const code = CODE_OF_STATUS.get(err.statusCode);
+      return code ? send(reply, code, err.statusCode, err.message) : send(reply, 'INVALID_REQUEST', 400, err.message);
     }
     req.log.error({ err }, 'unhandled error');
     return send(reply, 'INTERNAL', 500, `Internal error (request ${req.id}).`);
