@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { type Conditions, conditions } from '../db/where.js';
 import type { AlertSeverity } from './kinds.js';
 
 // The only code that writes SQL for alerts.
@@ -56,36 +57,25 @@ export interface OpenMatch {
   value: string;
 }
 
-function whereOf(f: Omit<AlertFilter, 'limit'>): { where: string[]; args: unknown[] } {
-  const where: string[] = [];
-  const args: unknown[] = [];
-  const add = (sql: string, v: unknown) => {
-    args.push(v);
-    where.push(sql.replaceAll('?', `$${args.length}`));
-  };
-  if (f.kinds?.length) add('kind = ANY(?::text[])', f.kinds);
-  if (f.severities?.length) add('severity = ANY(?::text[])', f.severities);
-  if (f.token_id) add('token_id = ?', f.token_id);
-  if (f.session_id) add('session_id = ?', f.session_id);
-  if (f.server) add('server = ?', f.server);
-  if (f.project_id) add('project_id = ?', f.project_id);
-  if (f.visible_projects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
-  if (f.own_projects) add('project_id = ANY(?::text[])', f.own_projects);
-  for (const [k, v] of Object.entries(f.details ?? {})) {
-    args.push(k, v);
-    where.push(`details->>($${args.length - 1}::text) = $${args.length}`);
-  }
-  for (const [k, v] of Object.entries(f.details_not ?? {})) {
-    args.push(k, v);
-    where.push(`details->>($${args.length - 1}::text) IS DISTINCT FROM $${args.length}`);
-  }
-  if (f.acknowledged === true) where.push('acknowledged_at IS NOT NULL');
-  if (f.acknowledged === false) where.push('acknowledged_at IS NULL');
-  if (f.from) add('created_at >= ?', f.from);
-  if (f.to) add('created_at < ?', f.to);
-  if (f.before) add('id < ?::uuid', f.before);
-  if (f.after) add('id > ?::uuid', f.after);
-  return { where, args };
+function filterConditions(f: Omit<AlertFilter, 'limit'>): Conditions {
+  const c = conditions();
+  if (f.kinds?.length) c.add('kind = ANY(?::text[])', f.kinds);
+  if (f.severities?.length) c.add('severity = ANY(?::text[])', f.severities);
+  if (f.token_id) c.add('token_id = ?', f.token_id);
+  if (f.session_id) c.add('session_id = ?', f.session_id);
+  if (f.server) c.add('server = ?', f.server);
+  if (f.project_id) c.add('project_id = ?', f.project_id);
+  if (f.visible_projects) c.add('(project_id IS NULL OR project_id = ANY(?::text[]))', f.visible_projects);
+  if (f.own_projects) c.add('project_id = ANY(?::text[])', f.own_projects);
+  for (const [k, v] of Object.entries(f.details ?? {})) c.list.push(`details->>(${c.arg(k)}::text) = ${c.arg(v)}`);
+  for (const [k, v] of Object.entries(f.details_not ?? {})) c.list.push(`details->>(${c.arg(k)}::text) IS DISTINCT FROM ${c.arg(v)}`);
+  if (f.acknowledged === true) c.list.push('acknowledged_at IS NOT NULL');
+  if (f.acknowledged === false) c.list.push('acknowledged_at IS NULL');
+  if (f.from) c.add('created_at >= ?', f.from);
+  if (f.to) c.add('created_at < ?', f.to);
+  if (f.before) c.add('id < ?::uuid', f.before);
+  if (f.after) c.add('id > ?::uuid', f.after);
+  return c;
 }
 
 const COLUMNS =
@@ -126,20 +116,16 @@ export const alertStore = {
   },
 
   async list(db: Queryable, f: AlertFilter): Promise<Alert[]> {
-    const { where, args } = whereOf(f);
-    args.push(f.limit);
+    const c = filterConditions(f);
     const order = f.after ? 'ASC' : 'DESC';
-    const { rows } = await db.query<Alert>(
-      `SELECT ${COLUMNS} FROM alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${order} LIMIT $${args.length}`,
-      args,
-    );
+    const { rows } = await db.query<Alert>(`SELECT ${COLUMNS} FROM alerts ${c.where()} ORDER BY id ${order} LIMIT ${c.arg(f.limit)}`, c.args);
     return rows;
   },
 
   /** How many alerts match (the filter's limit and cursors as in list). */
   async count(db: Queryable, f: Omit<AlertFilter, 'limit'>): Promise<number> {
-    const { where, args } = whereOf(f);
-    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`, args);
+    const c = filterConditions(f);
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM alerts ${c.where()}`, c.args);
     return rows[0]?.n ?? 0;
   },
 
@@ -164,14 +150,13 @@ export const alertStore = {
    * Returns them oldest first.
    */
   async acknowledgeMatching(db: Queryable, f: AlertFilter, by: string, note: string | null): Promise<Alert[]> {
-    const { where, args } = whereOf({ ...f, acknowledged: false });
-    args.push(f.limit, by, note);
-    const n = args.length;
+    const c = filterConditions({ ...f, acknowledged: false });
+    const limit = c.arg(f.limit);
     const { rows } = await db.query<Alert>(
-      `UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $${n - 1}, ack_note = $${n}
-       WHERE id IN (SELECT id FROM alerts WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${n - 2}) AND acknowledged_at IS NULL
+      `UPDATE alerts SET acknowledged_at = now(), acknowledged_by = ${c.arg(by)}, ack_note = ${c.arg(note)}
+       WHERE id IN (SELECT id FROM alerts ${c.where()} ORDER BY id LIMIT ${limit}) AND acknowledged_at IS NULL
        RETURNING ${COLUMNS}`,
-      args,
+      c.args,
     );
     return rows.sort((x, y) => (x.id < y.id ? -1 : 1));
   },

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { conditions } from '../db/where.js';
 
 export type ApprovalState = 'pending' | 'approved' | 'rejected' | 'expired' | 'used';
 /** A single tool call, or a production grant for a token and session (migrations/0008). */
@@ -92,22 +93,13 @@ export const approvalStore = {
   },
 
   async list(db: Db, f: ApprovalFilter): Promise<ApprovalRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const add = (sql: string, value: unknown) => {
-      args.push(value);
-      where.push(sql.replace('?', `$${args.length}`));
-    };
-    if (f.kind) add('kind = ?', f.kind);
-    if (f.state) add(`${EFFECTIVE_STATE} = ?`, f.state);
-    if (f.token) add('token_id = ?', f.token);
-    if (f.server) add('server = ?', f.server);
-    if (f.projects) add('project_id = ANY(?)', f.projects);
-    args.push(f.limit);
-    const { rows } = await db.query<ApprovalRow>(
-      `SELECT ${COLUMNS} FROM approvals ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC LIMIT $${args.length}`,
-      args,
-    );
+    const c = conditions();
+    if (f.kind) c.add('kind = ?', f.kind);
+    if (f.state) c.add(`${EFFECTIVE_STATE} = ?`, f.state);
+    if (f.token) c.add('token_id = ?', f.token);
+    if (f.server) c.add('server = ?', f.server);
+    if (f.projects) c.add('project_id = ANY(?)', f.projects);
+    const { rows } = await db.query<ApprovalRow>(`SELECT ${COLUMNS} FROM approvals ${c.where()} ORDER BY created_at DESC, id DESC LIMIT ${c.arg(f.limit)}`, c.args);
     return rows;
   },
 

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from '../db/pool.js';
 import { UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
+import { type Conditions, conditions } from '../db/where.js';
 import { hashedContent } from './content.js';
 import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
 
@@ -54,27 +55,23 @@ export interface Keyset {
   id: string;
 }
 
-function whereOf(f: AuditFilters, args: unknown[]): string[] {
-  const where: string[] = [];
-  const add = (sql: string, v: unknown) => {
-    args.push(v);
-    where.push(sql.replaceAll('?', `$${args.length}`));
-  };
-  if (f.token) add('token_id = ?', f.token);
-  if (f.type) add('token_type = ?', f.type);
-  if (f.project) add('project_id = ?', f.project);
-  if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
-  if (f.session) add('session_id = ?', f.session);
-  if (f.server) add('server = ?', f.server);
-  if (f.tool) add('tool = ?', f.tool);
-  if (f.decision) add('decision = ?', f.decision);
-  if (f.code) add('code = ?', f.code);
-  if (f.kind) add('kind = ?', f.kind);
-  if (f.decisionId) add('decision_id = ?', f.decisionId);
-  if (f.actor) add('actor_id = ?', f.actor);
-  if (f.from) add('ts >= ?', f.from);
-  if (f.to) add('ts < ?', f.to);
-  return where;
+function filterConditions(f: AuditFilters): Conditions {
+  const c = conditions();
+  if (f.token) c.add('token_id = ?', f.token);
+  if (f.type) c.add('token_type = ?', f.type);
+  if (f.project) c.add('project_id = ?', f.project);
+  if (f.projects) c.add('project_id = ANY(?::text[])', [...f.projects]);
+  if (f.session) c.add('session_id = ?', f.session);
+  if (f.server) c.add('server = ?', f.server);
+  if (f.tool) c.add('tool = ?', f.tool);
+  if (f.decision) c.add('decision = ?', f.decision);
+  if (f.code) c.add('code = ?', f.code);
+  if (f.kind) c.add('kind = ?', f.kind);
+  if (f.decisionId) c.add('decision_id = ?', f.decisionId);
+  if (f.actor) c.add('actor_id = ?', f.actor);
+  if (f.from) c.add('ts >= ?', f.from);
+  if (f.to) c.add('ts < ?', f.to);
+  return c;
 }
 
 export interface UsageGroupRow {
@@ -189,33 +186,17 @@ export const auditStore = {
 
   /** Newest first, keyset-paginated on (ts, id). */
   async list(db: Queryable, f: AuditFilters, limit: number, before?: Keyset): Promise<AuditRecord[]> {
-    const args: unknown[] = [];
-    const where = whereOf(f, args);
-    if (before) {
-      args.push(before.ts, before.id);
-      where.push(`(ts, id) < ($${args.length - 1}, $${args.length}::uuid)`);
-    }
-    args.push(limit);
-    const { rows } = await db.query<AuditRecord>(
-      `SELECT ${SELECT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts DESC, id DESC LIMIT $${args.length}`,
-      args,
-    );
+    const c = filterConditions(f);
+    if (before) c.list.push(`(ts, id) < (${c.arg(before.ts)}, ${c.arg(before.id)}::uuid)`);
+    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events ${c.where()} ORDER BY ts DESC, id DESC LIMIT ${c.arg(limit)}`, c.args);
     return rows;
   },
 
   /** Oldest first, for exports. */
   async exportPage(db: Queryable, f: AuditFilters, limit: number, after?: Keyset): Promise<AuditRecord[]> {
-    const args: unknown[] = [];
-    const where = whereOf(f, args);
-    if (after) {
-      args.push(after.ts, after.id);
-      where.push(`(ts, id) > ($${args.length - 1}, $${args.length}::uuid)`);
-    }
-    args.push(limit);
-    const { rows } = await db.query<AuditRecord>(
-      `SELECT ${SELECT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts, id LIMIT $${args.length}`,
-      args,
-    );
+    const c = filterConditions(f);
+    if (after) c.list.push(`(ts, id) > (${c.arg(after.ts)}, ${c.arg(after.id)}::uuid)`);
+    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events ${c.where()} ORDER BY ts, id LIMIT ${c.arg(limit)}`, c.args);
     return rows;
   },
 
@@ -226,57 +207,52 @@ export const auditStore = {
 
   /** Per token: totals, per operation (server/tool/capability) and per UTC day, in one scan. */
   async usage(db: Queryable, f: AuditFilters): Promise<UsageGroupRow[]> {
-    const args: unknown[] = [];
-    const where = whereOf(f, args);
-    where.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    const c = filterConditions(f);
+    c.list.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
     const { rows } = await db.query<UsageGroupRow>(
       `SELECT CASE WHEN grouping(server, tool, capability) = 0 THEN 'operation' WHEN grouping(day) = 0 THEN 'day' ELSE 'token' END AS grp,
          token_id, max(token_type) AS token_type, max(project_id) AS project_id, server, tool, capability, day::text AS day,
          ${COUNTS},
          max(ts) FILTER (WHERE kind = 'INTENT') AS last_used,
          avg(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_avg
-       FROM (SELECT *, (ts AT TIME ZONE 'UTC')::date AS day FROM audit_events WHERE ${where.join(' AND ')}) e
+       FROM (SELECT *, (ts AT TIME ZONE 'UTC')::date AS day FROM audit_events ${c.where()}) e
        GROUP BY GROUPING SETS ((token_id), (token_id, server, tool, capability), (token_id, day))
        ORDER BY token_id, grp, day, server, tool, capability`,
-      args,
+      c.args,
     );
     return rows;
   },
 
   /** Monthly usage: rolled-up months (raw rows gone) plus months still raw, each row counted once. */
   async monthlyUsage(db: Queryable, f: AuditFilters): Promise<MonthlyUsageRow[]> {
-    const args: unknown[] = [];
-    const where = whereOf(f, args);
-    where.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
-    const rollWhere: string[] = [];
-    const add = (sql: string, v: unknown) => {
-      args.push(v);
-      rollWhere.push(sql.replaceAll('?', `$${args.length}`));
-    };
-    if (f.token) add('token_id = ?', f.token);
-    if (f.type) add('token_type = ?', f.type);
-    if (f.project) add('project_id = ?', f.project);
-    if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
-    if (f.server) add('server = ?', f.server);
-    if (f.from) add("month >= date_trunc('month', ?::timestamptz AT TIME ZONE 'UTC')::date", f.from);
+    const raw = filterConditions(f);
+    raw.list.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    // The rolled-up months' conditions number their values after the raw rows'.
+    const rolled = conditions(raw.args);
+    if (f.token) rolled.add('token_id = ?', f.token);
+    if (f.type) rolled.add('token_type = ?', f.type);
+    if (f.project) rolled.add('project_id = ?', f.project);
+    if (f.projects) rolled.add('project_id = ANY(?::text[])', [...f.projects]);
+    if (f.server) rolled.add('server = ?', f.server);
+    if (f.from) rolled.add("month >= date_trunc('month', ?::timestamptz AT TIME ZONE 'UTC')::date", f.from);
     // A month is in when it starts (at 00:00 UTC) before `to`; a bare date compared with a timestamptz
     // would be read in the server's time zone.
-    if (f.to) add("(month::timestamp AT TIME ZONE 'UTC') < ?::timestamptz", f.to);
+    if (f.to) rolled.add("(month::timestamp AT TIME ZONE 'UTC') < ?::timestamptz", f.to);
     const { rows } = await db.query<MonthlyUsageRow>(
       `SELECT month::text AS month, token_id, token_type, project_id, server, tool, capability,
          sum(calls)::bigint AS calls, sum(allowed)::bigint AS allowed, sum(denied)::bigint AS denied, sum(results)::bigint AS results,
          sum(successes)::bigint AS successes, sum(errors)::bigint AS errors, max(last_at) AS last_at
        FROM (
          SELECT month, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors, last_at
-         FROM audit_usage_monthly ${rollWhere.length ? `WHERE ${rollWhere.join(' AND ')}` : ''}
+         FROM audit_usage_monthly ${rolled.where()}
          UNION ALL
          SELECT date_trunc('month', ts AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability, ${COUNTS}, max(ts)
-         FROM audit_events WHERE ${where.join(' AND ')}
+         FROM audit_events ${raw.where()}
          GROUP BY 1, 2, 3, 4, 5, 6, 7
        ) m
        GROUP BY month, token_id, token_type, project_id, server, tool, capability
        ORDER BY month, token_id, server, tool, capability`,
-      args,
+      raw.args,
     );
     return rows;
   },

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { conditions } from '../db/where.js';
 
 type Db = Pool | PoolClient;
 
@@ -43,18 +44,11 @@ export const grantStore = {
   },
   /** Newest first, at most 500; `projects` keeps grants of those projects' tokens (before the limit). */
   async list(db: Pool, f: { token?: string; active?: boolean; projects?: readonly string[] }): Promise<GrantRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (f.token) {
-      args.push(f.token);
-      where.push(`token_id = $${args.length}`);
-    }
-    if (f.projects) {
-      args.push(f.projects);
-      where.push(`token_id IN (SELECT id FROM agent_tokens WHERE project_id = ANY($${args.length}))`);
-    }
-    if (f.active === true) where.push('revoked_at IS NULL AND expires_at > now()');
-    const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 500`, args);
+    const c = conditions();
+    if (f.token) c.add('token_id = ?', f.token);
+    if (f.projects) c.add('token_id IN (SELECT id FROM agent_tokens WHERE project_id = ANY(?))', f.projects);
+    if (f.active === true) c.list.push('revoked_at IS NULL AND expires_at > now()');
+    const { rows } = await db.query<GrantRow>(`SELECT ${COLUMNS} FROM grants ${c.where()} ORDER BY created_at DESC LIMIT 500`, c.args);
     return rows;
   },
   async get(db: Pool, id: string): Promise<GrantRow | undefined> {

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { conditions } from '../db/where.js';
 import type { KillTargetKind } from './keys.js';
 
 // The only code that writes SQL for kills.
@@ -92,22 +93,13 @@ export const killStore = {
 
   /** Newest first. */
   async list(db: Queryable, f: KillFilter): Promise<KillRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const add = (sql: string, v: unknown) => {
-      args.push(v);
-      where.push(sql.replaceAll('?', `$${args.length}`));
-    };
-    if (f.state === 'active' || f.state === undefined) where.push(ACTIVE);
-    else if (f.state === 'lifted') where.push('lifted_at IS NOT NULL');
-    else if (f.state === 'expired') where.push('lifted_at IS NULL AND expires_at <= now()');
-    if (f.visibleProjects) add('(project_id IS NULL OR project_id = ANY(?::text[]))', [...f.visibleProjects]);
-    if (f.before) add('id < ?::uuid', f.before);
-    args.push(f.limit);
-    const { rows } = await db.query<KillRow>(
-      `SELECT ${COLUMNS} FROM kills ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
-      args,
-    );
+    const c = conditions();
+    if (f.state === 'active' || f.state === undefined) c.list.push(ACTIVE);
+    else if (f.state === 'lifted') c.list.push('lifted_at IS NOT NULL');
+    else if (f.state === 'expired') c.list.push('lifted_at IS NULL AND expires_at <= now()');
+    if (f.visibleProjects) c.add('(project_id IS NULL OR project_id = ANY(?::text[]))', [...f.visibleProjects]);
+    if (f.before) c.add('id < ?::uuid', f.before);
+    const { rows } = await db.query<KillRow>(`SELECT ${COLUMNS} FROM kills ${c.where()} ORDER BY id DESC LIMIT ${c.arg(f.limit)}`, c.args);
     return rows;
   },
 
@@ -180,26 +172,15 @@ export const killStore = {
       limit: number;
     },
   ): Promise<KillEventRow[]> {
-    const args: unknown[] = [f.from, f.to];
-    const where = ['e.at >= $1', 'e.at < $2'];
-    if (f.after) {
-      args.push(f.after.at, f.after.id, f.after.event);
-      where.push(`(e.at, id, e.event) > ($${args.length - 2}::timestamptz, $${args.length - 1}::uuid, $${args.length}::int)`);
-    }
+    const c = conditions();
+    c.add('e.at >= ?', f.from);
+    c.add('e.at < ?', f.to);
+    if (f.after) c.list.push(`(e.at, id, e.event) > (${c.arg(f.after.at)}::timestamptz, ${c.arg(f.after.id)}::uuid, ${c.arg(f.after.event)}::int)`);
     if (f.keys) {
-      args.push(f.keys);
-      let match = `target_key = ANY($${args.length}::text[])`;
-      if (f.project) {
-        args.push(f.project);
-        match = `(${match} OR project_id = $${args.length})`;
-      }
-      where.push(match);
+      const match = `target_key = ANY(${c.arg(f.keys)}::text[])`;
+      c.list.push(f.project ? `(${match} OR project_id = ${c.arg(f.project)})` : match);
     }
-    if (f.visibleProjects) {
-      args.push([...f.visibleProjects]);
-      where.push(`(project_id IS NULL OR project_id = ANY($${args.length}::text[]))`);
-    }
-    args.push(f.limit);
+    if (f.visibleProjects) c.add('(project_id IS NULL OR project_id = ANY(?::text[]))', [...f.visibleProjects]);
     const { rows } = await db.query<KillEventRow>(
       `SELECT ${COLUMNS}, e.at, e.event FROM kills
        CROSS JOIN LATERAL (VALUES
@@ -207,8 +188,8 @@ export const killStore = {
          (date_trunc('milliseconds', lifted_at), 1),
          (CASE WHEN lifted_at IS NULL AND expires_at <= now() THEN date_trunc('milliseconds', expires_at) END, 2)
        ) AS e(at, event)
-       WHERE ${where.join(' AND ')} ORDER BY e.at, id, e.event LIMIT $${args.length}`,
-      args,
+       ${c.where()} ORDER BY e.at, id, e.event LIMIT ${c.arg(f.limit)}`,
+      c.args,
     );
     return rows;
   },

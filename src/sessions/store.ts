@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { conditions } from '../db/where.js';
 
 // The only code that writes SQL for sessions and halts.
 
@@ -104,24 +105,15 @@ export const sessionStore = {
     db: Queryable,
     f: { state?: SessionState; tokenId?: string; projects: readonly string[] | null; limit: number; before?: string },
   ): Promise<SessionListRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const add = (sql: string, v: unknown) => {
-      args.push(v);
-      where.push(sql.replaceAll('?', `$${args.length}`));
-    };
+    const c = conditions();
     // "halted" is what an operator must act on: the session's own halt or its token's.
-    if (f.state === 'halted') where.push("(s.state = 'halted' OR (th.id IS NOT NULL AND s.state = 'active'))");
-    if (f.state === 'active') where.push("s.state = 'active' AND th.id IS NULL");
-    if (f.state === 'closed') where.push("s.state = 'closed'");
-    if (f.tokenId) add('s.token_id = ?', f.tokenId);
-    if (f.projects) add('t.project_id = ANY(?)', [...f.projects]);
-    if (f.before) add('s.id < ?', f.before);
-    args.push(f.limit);
-    const { rows } = await db.query<SessionListRow>(
-      `SELECT ${LIST_COLUMNS} ${LIST_FROM} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY s.id DESC LIMIT $${args.length}`,
-      args,
-    );
+    if (f.state === 'halted') c.list.push("(s.state = 'halted' OR (th.id IS NOT NULL AND s.state = 'active'))");
+    if (f.state === 'active') c.list.push("s.state = 'active' AND th.id IS NULL");
+    if (f.state === 'closed') c.list.push("s.state = 'closed'");
+    if (f.tokenId) c.add('s.token_id = ?', f.tokenId);
+    if (f.projects) c.add('t.project_id = ANY(?)', [...f.projects]);
+    if (f.before) c.add('s.id < ?', f.before);
+    const { rows } = await db.query<SessionListRow>(`SELECT ${LIST_COLUMNS} ${LIST_FROM} ${c.where()} ORDER BY s.id DESC LIMIT ${c.arg(f.limit)}`, c.args);
     return rows;
   },
 

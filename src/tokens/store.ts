@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from '../db/pool.js';
 import { REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
+import { type Conditions, conditions } from '../db/where.js';
 import type { TokenType } from './format.js';
 
 // The only code that writes SQL for credentials (agent tokens, gateway keys, operator keys).
@@ -73,20 +74,16 @@ export interface BulkTokenFilter {
   projects: readonly string[] | null;
 }
 
-function bulkWhere(f: BulkTokenFilter): { where: string[]; args: unknown[] } {
-  const where = ['revoked_at IS NULL'];
-  const args: unknown[] = [];
-  const add = (sql: string, v: unknown) => {
-    args.push(v);
-    where.push(sql.replaceAll('?', `$${args.length}`));
-  };
-  if (f.project) add('project_id = ?', f.project);
-  if (f.type) add('type = ?', f.type);
-  if (f.createdBy) add('created_by = ?', f.createdBy);
-  if (f.createdBefore) add('created_at < ?', f.createdBefore);
-  if (f.lastUsedBefore) add('COALESCE(last_used_at, created_at) < ?', f.lastUsedBefore);
-  if (f.projects) add('project_id = ANY(?::text[])', [...f.projects]);
-  return { where, args };
+function bulkConditions(f: BulkTokenFilter): Conditions {
+  const c = conditions();
+  c.list.push('revoked_at IS NULL');
+  if (f.project) c.add('project_id = ?', f.project);
+  if (f.type) c.add('type = ?', f.type);
+  if (f.createdBy) c.add('created_by = ?', f.createdBy);
+  if (f.createdBefore) c.add('created_at < ?', f.createdBefore);
+  if (f.lastUsedBefore) c.add('COALESCE(last_used_at, created_at) < ?', f.lastUsedBefore);
+  if (f.projects) c.add('project_id = ANY(?::text[])', [...f.projects]);
+  return c;
 }
 
 type Queryable = Pool | PoolClient;
@@ -113,23 +110,14 @@ export const credentialStore = {
     db: Queryable,
     f: { type?: TokenType; project?: string; revoked?: boolean; projects?: string[] | null; limit: number; before?: string },
   ): Promise<AgentTokenRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const add = (sql: string, v: unknown) => {
-      args.push(v);
-      where.push(sql.replace('?', `$${args.length}`));
-    };
-    if (f.type) add('type = ?', f.type);
-    if (f.project) add('project_id = ?', f.project);
-    if (f.projects) add('project_id = ANY(?)', f.projects);
-    if (f.revoked === true) where.push('revoked_at IS NOT NULL');
-    if (f.revoked === false) where.push('revoked_at IS NULL');
-    if (f.before) add('id < ?', f.before);
-    args.push(f.limit);
-    const { rows } = await db.query<AgentTokenRow>(
-      `SELECT ${AGENT_COLUMNS} FROM agent_tokens ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
-      args,
-    );
+    const c = conditions();
+    if (f.type) c.add('type = ?', f.type);
+    if (f.project) c.add('project_id = ?', f.project);
+    if (f.projects) c.add('project_id = ANY(?)', f.projects);
+    if (f.revoked === true) c.list.push('revoked_at IS NOT NULL');
+    if (f.revoked === false) c.list.push('revoked_at IS NULL');
+    if (f.before) c.add('id < ?', f.before);
+    const { rows } = await db.query<AgentTokenRow>(`SELECT ${AGENT_COLUMNS} FROM agent_tokens ${c.where()} ORDER BY id DESC LIMIT ${c.arg(f.limit)}`, c.args);
     return rows;
   },
 
@@ -159,18 +147,17 @@ export const credentialStore = {
    * transaction) so the count an operator confirmed is the set that gets revoked.
    */
   async matchBulk(db: Queryable, f: BulkTokenFilter, opts: { limit: number; forUpdate?: boolean }): Promise<AgentTokenRow[]> {
-    const { where, args } = bulkWhere(f);
-    args.push(opts.limit);
+    const c = bulkConditions(f);
     const { rows } = await db.query<AgentTokenRow>(
-      `SELECT ${AGENT_COLUMNS} FROM agent_tokens WHERE ${where.join(' AND ')} ORDER BY created_at, id LIMIT $${args.length}${opts.forUpdate ? ' FOR UPDATE' : ''}`,
-      args,
+      `SELECT ${AGENT_COLUMNS} FROM agent_tokens ${c.where()} ORDER BY created_at, id LIMIT ${c.arg(opts.limit)}${opts.forUpdate ? ' FOR UPDATE' : ''}`,
+      c.args,
     );
     return rows;
   },
 
   async countBulk(db: Queryable, f: BulkTokenFilter): Promise<number> {
-    const { where, args } = bulkWhere(f);
-    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM agent_tokens WHERE ${where.join(' AND ')}`, args);
+    const c = bulkConditions(f);
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM agent_tokens ${c.where()}`, c.args);
     return rows[0]!.n;
   },
 

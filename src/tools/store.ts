@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { conditions } from '../db/where.js';
 
 export type ToolStatus = 'approved' | 'pending' | 'rejected' | 'superseded';
 
@@ -103,25 +104,11 @@ export const toolStore = {
   },
   /** Newest first (ids are UUIDv7, taken when first seen); `before` (an id) continues after the page that ended on it. */
   async list(db: Db, f: { status?: ToolStatus; server?: string; limit?: number; before?: string }): Promise<ToolDefinitionRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (f.status) {
-      args.push(f.status);
-      where.push(`status = $${args.length}`);
-    }
-    if (f.server) {
-      args.push(f.server);
-      where.push(`server = $${args.length}`);
-    }
-    if (f.before) {
-      args.push(f.before);
-      where.push(`id < $${args.length}`);
-    }
-    args.push(f.limit ?? 1000);
-    const { rows } = await db.query<ToolDefinitionRow>(
-      `SELECT ${COLUMNS} FROM tool_definitions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`,
-      args,
-    );
+    const c = conditions();
+    if (f.status) c.add('status = ?', f.status);
+    if (f.server) c.add('server = ?', f.server);
+    if (f.before) c.add('id < ?', f.before);
+    const { rows } = await db.query<ToolDefinitionRow>(`SELECT ${COLUMNS} FROM tool_definitions ${c.where()} ORDER BY id DESC LIMIT ${c.arg(f.limit ?? 1000)}`, c.args);
     return rows;
   },
   async get(db: Db, id: string): Promise<ToolDefinitionRow | undefined> {
