@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import { createPool, UNBOUNDED_QUERY_TIMEOUT_MS } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { parseWitnessFile, type VerifyReport, verifyChain, type Witness } from './chain.js';
-import { AuditService } from './service.js';
+import { AuditService, logChainHead } from './service.js';
 import { auditStore, type RetentionResult } from './store.js';
 
 // `killswitch audit verify` and `killswitch audit retention`: straight to Postgres, no Redis or Unleash,
@@ -148,11 +148,17 @@ export async function auditRetention(config: Config, opts: { days?: number; dryR
     }
     const log = pino(loggerOptions('warn'), process.stderr);
     const audit = await AuditService.start(cfg, pool, log, { retentionJob: false, headLog: false });
+    let result: RetentionResult;
     try {
-      return await audit.applyRetention(new Date(), 'cli');
+      result = await audit.applyRetention(new Date(), 'cli');
     } finally {
       await audit.close();
     }
+    // Its audit.retention row starts a chain of this run's own: its head line, kept with the shipped
+    // logs, spares that chain from being reported UNWITNESSED by `audit verify --witnesses`.
+    const head = audit.writer.durableHead;
+    if (head) logChainHead(pino(loggerOptions('info'), process.stderr), head);
+    return result;
   } finally {
     await pool.end();
   }

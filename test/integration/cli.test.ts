@@ -1,13 +1,19 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { intentRow } from '../../src/audit/rows.js';
+import { AuditService } from '../../src/audit/service.js';
+import { createPool } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
 import { freePort } from '../helpers/unleash.js';
+import { callContext } from './audit-fixtures.js';
 
 const run = promisify(execFile);
 const t = new TestContext();
@@ -85,6 +91,33 @@ describe('killswitch CLI', () => {
       const report = JSON.parse(verify.stdout);
       expect(report.unwitnessed).toEqual([]);
       expect(report.witnesses).toMatchObject([{ replica_id: rows[0]!.replica_id, seq: 2, result: 'ok' }]);
+    } finally {
+      await own.teardown();
+    }
+  }, 60_000);
+
+  it('audit retention writes its chain\'s `audit chain head` line on stderr too: kept as a witness, its chain is witnessed', async () => {
+    const own = await new TestContext().setup();
+    try {
+      const env = { DATABASE_URL: own.databaseUrl, TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
+      // Rows 200 days old for retention to remove, written by a chain of a writer whose clock is back then.
+      const pool = createPool(own.databaseUrl, { max: 2 });
+      const past = await AuditService.start(own.config(), pool, pino({ level: 'silent' }), { clock: () => Date.now() - 200 * 86_400_000, retentionJob: false, headLog: false, dataDir: await mkdtemp(join(tmpdir(), 'ks-cli-retention-')) });
+      await past.recordIntent(intentRow(callContext({}), { decision: 'allow', code: 'OK', message: 'allowed' }));
+      await past.close();
+      await pool.end();
+      const res = await cli(['audit', 'retention'], env);
+      expect(res.code, res.stderr).toBe(0);
+      const { rows } = await own.pool().query<{ replica_id: string }>(`SELECT replica_id::text FROM audit_events WHERE action = 'audit.retention'`);
+      expect(rows).toHaveLength(1);
+      const line = JSON.parse(res.stderr.split('\n').find((l) => l.includes('audit chain head')) ?? '{}');
+      expect(line).toMatchObject({ msg: 'audit chain head', replica_id: rows[0]!.replica_id });
+      const file = resolve(tmpdir(), `${own.name}-retention-stderr.log`);
+      writeFileSync(file, res.stderr);
+      const verify = await cli(['audit', 'verify', '--witnesses', file, '--json'], env);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      const unwitnessed = JSON.parse(verify.stdout).unwitnessed as Array<{ replica_id: string }>;
+      expect(unwitnessed.map((u) => u.replica_id)).not.toContain(rows[0]!.replica_id);
     } finally {
       await own.teardown();
     }
