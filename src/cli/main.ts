@@ -68,7 +68,9 @@ async function checkBeforeStart(c: Config): Promise<string[]> {
   const policy = await loadPolicyFile(c.policyFile);
   if (!policy.ok) reportPolicyErrors(c.policyFile, policy.issues.filter((i) => i.severity === 'error').map(formatIssue));
   for (const warning of configWarnings(c)) process.stderr.write(`killswitch: warning: ${warning}\n`);
-  return policy.issues.filter((i) => i.severity === 'warning').map(formatIssue);
+  const { inertExecutionLimits } = await import('../policy/limits.js');
+  const inert = policy.ok ? inertExecutionLimits(policy.policy, c.decisionMetaTtlS) : [];
+  return [...policy.issues.filter((i) => i.severity === 'warning').map(formatIssue), ...inert];
 }
 
 // Usage errors (an unknown option, a bad option value, a missing argument) exit 2, as invalid input

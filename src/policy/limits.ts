@@ -32,3 +32,20 @@ export function limitsFor(policy: CompiledPolicy, role: string, server: string):
 export function haltsToken(policy: CompiledPolicy, trigger: HaltTrigger): boolean {
   return policy.haltTokenOn.has(trigger);
 }
+
+/**
+ * Servers whose `max_execution_time_seconds` can never fire: a result is taken only within
+ * DECISION_META_TTL_S of its allow (later reports are 404), so a limit at or above it is inert.
+ */
+export function inertExecutionLimits(policy: CompiledPolicy, decisionMetaTtlS: number): string[] {
+  const out: string[] = [];
+  for (const [name, server] of policy.servers) {
+    const max = server.limits.maxExecutionTimeSeconds;
+    if (max !== null && max >= decisionMetaTtlS) {
+      out.push(
+        `servers.${name}.max_execution_time_seconds is ${max}, not below DECISION_META_TTL_S=${decisionMetaTtlS}: a call's result is taken only within DECISION_META_TTL_S of its allow, so this limit can never fire (raise DECISION_META_TTL_S or lower the limit)`,
+      );
+    }
+  }
+  return out;
+}

@@ -320,6 +320,17 @@ describe('killswitch CLI', () => {
     expect(ok.stderr).toBe('');
   });
 
+  it('config check warns when a server\'s max_execution_time_seconds is not below DECISION_META_TTL_S (the limit could never fire)', async () => {
+    const file = resolve(tmpdir(), `ks-inert-limit-${process.pid}.yaml`);
+    writeFileSync(file, readFileSync('policy/default.yaml', 'utf8').replace('max_execution_time_seconds: 30', 'max_execution_time_seconds: 7200'));
+    const res = await cli(['config', 'check'], { POLICY_FILE: file, UNLEASH_URL: 'http://127.0.0.1:4242/api' });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).toMatch(/killswitch: warning: servers\.\S+\.max_execution_time_seconds is 7200, not below DECISION_META_TTL_S=3600/);
+    const raised = await cli(['config', 'check'], { POLICY_FILE: file, UNLEASH_URL: 'http://127.0.0.1:4242/api', DECISION_META_TTL_S: '7201' });
+    expect(raised.code).toBe(0);
+    expect(raised.stderr).not.toContain('max_execution_time_seconds');
+  });
+
   it('a POLICY_FILE missing from the working directory: config check and start exit 2 naming POLICY_FILE and the absolute path', async () => {
     const elsewhere = tmpdir();
     for (const command of [['config', 'check'], ['start']]) {
