@@ -68,6 +68,9 @@ export class TestContext {
         redisPrefix: this.redisPrefix,
         logLevel: 'info',
         tokenHashSecret: 'test-secret-test-secret-test-secret-1234',
+        // Files run three at a time, some with two or three replicas each, against one Postgres whose
+        // max_connections is 100: a small pool per app keeps the suite well inside it.
+        databasePoolSize: 5,
         port: 0,
         dataDir: this.dataDir,
         ...unleashDefaults(),
