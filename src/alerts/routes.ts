@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
 import { ErrorBody } from '../http/schemas.js';
+import { isUuid } from '../ids.js';
 import { CredentialStoreUnavailable, type OperatorPrincipal } from '../tokens/authenticator.js';
 import { AckBody, AckMatchingBody, AckMatchingResultSchema, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
 import { type AlertEvent, canSeeAlert } from './service.js';
@@ -12,7 +13,6 @@ const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody 
 const REPLAY_MAX = 500;
 // A client this far behind is cut off; it reconnects with Last-Event-ID and replays from Postgres.
 const MAX_BUFFERED_BYTES = 1 << 20;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function sseFrame(event: AlertEvent): string {
   // Only raised alerts carry an SSE id: Last-Event-ID then means "the newest alert I have".
@@ -123,7 +123,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
       const lastId = req.headers['last-event-id'];
       const replayed = new Set<string>();
-      if (typeof lastId === 'string' && UUID.test(lastId)) {
+      if (typeof lastId === 'string' && isUuid(lastId)) {
         try {
           for (const alert of await alerts.listAfter(lastId, REPLAY_MAX, op)) {
             replayed.add(alert.id);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss } from '../db/pool.js';
 import { AppError } from '../errors.js';
+import { isUuid } from '../ids.js';
 import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { type ChainHead, type VerifyReport, verifyChain } from './chain.js';
@@ -133,8 +134,8 @@ export function decodeCursor(cursor: string): Keyset {
   try {
     const [ts, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [string, string];
     const date = new Date(ts);
-    if (Number.isNaN(date.getTime()) || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw new Error('bad cursor');
-    return { ts: date, id };
+    if (Number.isNaN(date.getTime()) || !isUuid(id)) throw new Error('bad cursor');
+    return { ts: date, id: id.toLowerCase() };
   } catch {
     throw new AppError('INVALID_REQUEST', 'cursor: is not a cursor returned by this API', [{ field: 'cursor', problem: 'is invalid' }]);
   }

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config.js';
+import { isUuid } from '../ids.js';
 import { AGENT_PREFIXES, GATEWAY_PREFIX, OPERATOR_PREFIX } from '../tokens/format.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { printable, printableJson } from './printable.js';
@@ -151,7 +152,6 @@ export function killExitCode(answer: { enforced?: unknown }): 0 | typeof KILL_NO
   return answer.enforced === true ? 0 : KILL_NOT_ENFORCED;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /**
  * A token as the Tokens page, alerts and messages show it: its type prefix and (up to) the first 4
  * characters after it (src/tokens/format.ts, displayPrefix), perhaps copied with the trailing ellipsis.
@@ -178,7 +178,7 @@ interface ApiToken {
  */
 export async function resolveTokenId(cfg: Config, given: string): Promise<string> {
   const text = given.trim();
-  if (UUID.test(text)) return text;
+  if (isUuid(text)) return text;
   const display = DISPLAY_PREFIX.exec(text)?.[1];
   if (display === undefined) {
     if (SECRET_PREFIXES.some((p) => text.includes(p))) {
@@ -211,7 +211,7 @@ export async function resolveTokenId(cfg: Config, given: string): Promise<string
 export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {
   const body = killBody(o);
   if (body['target'] === 'token') body['token_id'] = await resolveTokenId(cfg, o.token!);
-  if (body['target'] === 'session' && !UUID.test(o.session!)) {
+  if (body['target'] === 'session' && !isUuid(o.session!)) {
     throw new CliFailure(
       `--session ${printable(o.session!)} is not a session id (a UUID): the admin UI's Sessions page shows the ids, and \`GET /v1/sessions?token=<token id>\` lists a token's sessions`,
       2,

@@ -41,9 +41,6 @@ export class GrantService {
   private byToken = new Map<string, GrantRow[]>();
   /** When the set was last loaded from Postgres (0: never). */
   private loadedAt = 0;
-  /** Reloads started, and the latest whose outcome is in force. */
-  private reloads = 0;
-  private appliedReload = 0;
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
@@ -81,24 +78,17 @@ export class GrantService {
    */
   async reload(why: 'timer' | 'announced' = 'timer'): Promise<void> {
     const started = Date.now();
-    // A reload that began before a later one was applied (or failed after an announcement) is dropped when it
-    // ends: its set may hold a grant revoked meanwhile, which would otherwise come back into force.
-    const reload = ++this.reloads;
     try {
       const next = new Map<string, GrantRow[]>();
       for (const g of await grantStore.active(this.pool)) next.set(g.token_id, [...(next.get(g.token_id) ?? []), g]);
-      if (reload < this.appliedReload) return;
-      this.appliedReload = reload;
       this.byToken = next;
       this.loadedAt = started;
     } catch {
-      if (why === 'announced' && reload >= this.appliedReload) {
-        this.appliedReload = reload;
-        this.byToken = new Map();
-      }
+      if (why === 'announced') this.byToken = new Map();
     }
   }
 
+  /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
   /**
    * Whether a grant covered the token (and session) at `at` (a call's allow), even one that has expired or
    * been revoked since: a call is judged by the permission it was allowed under. Asks Postgres.
@@ -107,7 +97,6 @@ export class GrantService {
     return grantStore.coveredAt(this.pool, kind, tokenId, sessionId, at);
   }
 
-  /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
   has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
     if (now - this.loadedAt > GRANT_STALE_AFTER_MS) return false;
     return (this.byToken.get(tokenId) ?? []).some(

@@ -1,4 +1,5 @@
 import { invalid } from '../errors.js';
+import { isUuid } from '../ids.js';
 import type { TimelineEvent, TimelineType } from './service.js';
 
 // The timeline's one total order, and the cursor that continues a truncated answer where it stopped.
@@ -65,7 +66,6 @@ export interface TimelineCursor {
   after: Position;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const TARGET = /^(server|token|project|session|environment):.+$/;
 const DECISIONS: readonly string[] = ['all', 'denials', 'none'];
 const RANKS = new Set(Object.values(RANK));
@@ -110,11 +110,11 @@ export function decodeCursor(cursor: string): TimelineCursor {
     RANKS.has(a[1]) &&
     SOURCES.has(a[2]) &&
     typeof a[3] === 'string' &&
-    UUID.test(a[3]) &&
+    isUuid(a[3]) &&
     isInt(a[4], 0, KILL_EVENTS.length - 1) &&
     // Only a kill's events have a sub, and they all have the kill rank.
     (a[2] === SOURCE_ORDER.kill ? a[1] === RANK.kill : a[4] === 0);
   if (!ok) throw invalid('cursor', 'is not a cursor returned by this API (pass the `next` of the previous answer unchanged)');
   const [, from, to, target, decisions, [at, rank, source, id, sub]] = w as Wire;
-  return { from: new Date(from), to: new Date(to), target, decisions, after: { at: new Date(at), rank, source, id, sub } };
+  return { from: new Date(from), to: new Date(to), target, decisions, after: { at: new Date(at), rank, source, id: id.toLowerCase(), sub } };
 }

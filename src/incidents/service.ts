@@ -3,6 +3,7 @@ import { redactText } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import { isUuid } from '../ids.js';
 import { describeTarget, keysAffecting } from '../kills/keys.js';
 import { type KillEvent, type KillEventRow, killStore } from '../kills/store.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -229,7 +230,6 @@ function causalOrder(sorted: TimelineEvent[]): TimelineEvent[] {
 }
 
 const TARGET = /^(server|token|project|session|environment):(.+)$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // Session ids are UUIDv7 (src/sessions/service.ts): the first 48 bits are the opening time in ms. A day
 // of margin covers clocks of replicas that disagree; the bound only lets Postgres skip older partitions.
@@ -289,7 +289,7 @@ export class TimelineService {
     const m = TARGET.exec(target);
     if (!m) throw invalid('target', 'expected server:<name>, token:<id>, project:<id>, session:<id> or environment:<name>');
     const [, kind, value] = m as unknown as [string, string, string];
-    if ((kind === 'token' || kind === 'session') && !UUID.test(value)) throw invalid('target', `${kind} ids are UUIDs, e.g. ${kind}:0190aaaa-0000-7000-8000-000000000000`);
+    if ((kind === 'token' || kind === 'session') && !isUuid(value)) throw invalid('target', `${kind} ids are UUIDs, e.g. ${kind}:0190aaaa-0000-7000-8000-000000000000`);
     switch (kind) {
       case 'server':
         return { match: { server: value }, killKeys: keysAffecting({ server: value }) };

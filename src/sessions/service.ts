@@ -6,6 +6,7 @@ import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import { isUuid } from '../ids.js';
 import type { CallSummary } from '../limits/summary.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
@@ -164,7 +165,6 @@ export interface AdminRecord {
   details: Record<string, unknown>;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RETRY_QUEUE_MAX = 10_000;
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
@@ -421,7 +421,7 @@ export class SessionService {
   async halt(halt: HaltInput): Promise<HaltResult> {
     // Made storable before anything keeps it (Postgres, the retry journal): see storableHaltSummary.
     const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary) };
-    const sessionId = input.sessionId && UUID.test(input.sessionId) ? input.sessionId : null;
+    const sessionId = input.sessionId && isUuid(input.sessionId) ? input.sessionId : null;
     // The script checks the owner: another token's session id halts nothing of it.
     const mirror: MirrorHalt = { tokenId: input.tokenId, sessionId, trigger: input.trigger, haltToken: input.haltToken };
     let enforced = true;
@@ -504,7 +504,7 @@ export class SessionService {
    * still lifts what Redis enforces). Throws on any other error (Postgres unavailable): the caller retries.
    */
   private async recordHaltStorably(input: HaltInput): Promise<HaltRecord | undefined> {
-    const sessionId = typeof input.sessionId === 'string' && UUID.test(input.sessionId) ? input.sessionId : null;
+    const sessionId = typeof input.sessionId === 'string' && isUuid(input.sessionId) ? input.sessionId : null;
     let refusal: unknown;
     try {
       return await this.recordHalt(input, sessionId);
@@ -575,7 +575,7 @@ export class SessionService {
   }
 
   private async visibleSession(id: string, op?: OperatorPrincipal): Promise<SessionListRow> {
-    if (!UUID.test(id)) throw notFound('session');
+    if (!isUuid(id)) throw notFound('session');
     const row = await sessionStore.getSession(this.pool, id);
     if (!row || (op && !canSeeProject(op, row.project_id))) throw notFound('session');
     return row;
@@ -702,7 +702,7 @@ export class SessionService {
     requireStorableText('reason', operatorReason);
     // Stored in the halt rows and shown in GET /v1/sessions/:id: masked as in the audit row.
     const reason = redactText(operatorReason);
-    if (!UUID.test(tokenId)) throw notFound('token');
+    if (!isUuid(tokenId)) throw notFound('token');
     const project = await sessionStore.tokenProject(this.pool, tokenId);
     if (project === undefined || !canSeeProject(op, project)) throw notFound('token');
     const actor = operatorActorOf(op);
@@ -770,7 +770,7 @@ export class SessionService {
     const agent = 'agent' in closer ? closer.agent : undefined;
     const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;
     const closedBy = op ? operatorActorOf(op) : `gateway:${gatewayId}`;
-    if (!UUID.test(id)) throw notFound('session');
+    if (!isUuid(id)) throw notFound('session');
     // Project visibility for operators; the token binding for gateways is checked under the lock.
     if (op) await this.visibleSession(id, op);
     const halted = (state: string, trigger: string | null, tokenId: string) =>

@@ -6,6 +6,7 @@ import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import { isUuid } from '../ids.js';
 import { type Authenticator, type OperatorPrincipal, RevocationNotAnnounced } from './authenticator.js';
 import { AGENT_PREFIXES, displayPrefix, GATEWAY_PREFIX, generateCredential, OPERATOR_PREFIX, type TokenType } from './format.js';
 import { nameProblem } from './names.js';
@@ -33,7 +34,6 @@ function requireShowableName(name: string): void {
 }
 
 const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BULK_SAMPLE = 100;
 const BULK_MAX = 10_000;
 
@@ -212,7 +212,7 @@ export class CredentialService {
     const filter: BulkTokenFilter = {
       project: body.project_id,
       type: body.type,
-      createdBy: body.created_by === undefined ? undefined : UUID.test(body.created_by) ? `operator:${body.created_by}` : body.created_by,
+      createdBy: body.created_by === undefined ? undefined : isUuid(body.created_by) ? `operator:${body.created_by}` : body.created_by,
       createdBefore: body.created_before ? new Date(body.created_before) : undefined,
       lastUsedBefore: body.last_used_before ? new Date(body.last_used_before) : undefined,
       projects: op.projects ? [...op.projects] : null,

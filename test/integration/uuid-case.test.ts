@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowercaseUuids } from '../../src/app.js';
+import { decodeCursor as decodeAuditCursor } from '../../src/audit/service.js';
+import { decodeCursor as decodeTimelineCursor } from '../../src/incidents/cursor.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -82,6 +84,52 @@ describe('an id typed in upper case', () => {
     expect(bySession.json().events.map((e: { decision_id: string }) => e.decision_id)).toContain(d.decision_id);
     const byDecision = await app.inject({ method: 'GET', url: `/v1/audit?decision_id=${upper(d.decision_id)}`, headers: bearer(gw.owner) });
     expect(byDecision.json().events.map((e: { kind: string }) => e.kind).sort()).toEqual(['INTENT', 'RESULT']);
+  });
+
+  it('a cursor whose id was typed in upper case continues where the cursor as issued does (audit, incident timeline)', async () => {
+    // The id inside a cursor is accepted in any case (these two cursors alone refused it as malformed in
+    // upper case) and lower-cased when decoded, as every other id, so that no later text comparison of ids
+    // (the timeline orders its events by id as text) can see two spellings of one id.
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    for (const p of ['a.md', 'b.md', 'c.md']) expect((await gw.decide(tok.raw, { ...read(p), session_id: s.session_id })).code).toBe('OK');
+    await app.ctx.audit.writer.flush();
+    /** The cursor with the id that `holder` picks out of its JSON (the array and the index) upper-cased. */
+    const upperId = (cursor: string, holder: (wire: unknown[]) => [unknown[], number]) => {
+      const wire = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+      const [array, i] = holder(wire);
+      const id = array[i] as string;
+      expect(id).not.toBe(upper(id));
+      array[i] = upper(id);
+      return Buffer.from(JSON.stringify(wire)).toString('base64url');
+    };
+    const ids = (res: { statusCode: number; body: string; json: () => { events: Array<{ id: string }> } }) => {
+      expect(res.statusCode, res.body).toBe(200);
+      return res.json().events.map((e) => e.id);
+    };
+
+    // Audit: [ts, id].
+    const audit = (cursor?: string) =>
+      app.inject({ method: 'GET', url: '/v1/audit', query: { session: s.session_id, limit: '1', ...(cursor ? { cursor } : {}) }, headers: bearer(gw.owner) });
+    const auditFirst = await audit();
+    const auditNext = auditFirst.json().next as string;
+    const auditPage = ids(await audit(auditNext));
+    expect(auditPage).toHaveLength(1);
+    expect(auditPage).not.toEqual(ids(auditFirst));
+    const auditUpper = upperId(auditNext, (w) => [w, 1]);
+    expect(ids(await audit(auditUpper))).toEqual(auditPage);
+    expect(decodeAuditCursor(auditUpper)).toEqual(decodeAuditCursor(auditNext));
+
+    // Incident timeline: [version, from, to, target, decisions, [at, rank, source, id, sub]].
+    const timeline = (query: Record<string, string>) => app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { limit: '1', ...query }, headers: bearer(gw.owner) });
+    const timelineFirst = await timeline({ target: `session:${s.session_id}`, from: new Date(Date.now() - 60_000).toISOString(), to: new Date(Date.now() + 1_000).toISOString() });
+    const timelineNext = timelineFirst.json().next as string;
+    const timelinePage = ids(await timeline({ cursor: timelineNext }));
+    expect(timelinePage).toHaveLength(1);
+    expect(timelinePage).not.toEqual(ids(timelineFirst));
+    const timelineUpper = upperId(timelineNext, (w) => [w[5] as unknown[], 3]);
+    expect(ids(await timeline({ cursor: timelineUpper }))).toEqual(timelinePage);
+    expect(decodeTimelineCursor(timelineUpper)).toEqual(decodeTimelineCursor(timelineNext));
   });
 
   it('schemas get the lower-casing on every uuid, nested or not, without changing the originals', () => {
