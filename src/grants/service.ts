@@ -3,6 +3,7 @@ import { redactText } from '../audit/redact.js';
 import { type Pool, type PoolClient, withTransaction } from '../db/pool.js';
 import { invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import { isUuid } from '../ids.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { sessionStore } from '../sessions/store.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -30,8 +31,6 @@ export interface NewGrant {
   expires_in: number;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * Human grants (seed 001: production only with documented, time-bounded human authorization; large
  * results only with permission). Decisions check grants in memory: every replica keeps the active ones
@@ -41,6 +40,9 @@ export class GrantService {
   private byToken = new Map<string, GrantRow[]>();
   /** When the set was last loaded from Postgres (0: never). */
   private loadedAt = 0;
+  /** Reloads started, and the latest whose outcome is in force. */
+  private reloads = 0;
+  private appliedReload = 0;
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
@@ -78,17 +80,24 @@ export class GrantService {
    */
   async reload(why: 'timer' | 'announced' = 'timer'): Promise<void> {
     const started = Date.now();
+    // A reload that began before a later one was applied (or failed after an announcement) is dropped when it
+    // ends: its set may hold a grant revoked meanwhile, which would otherwise come back into force.
+    const reload = ++this.reloads;
     try {
       const next = new Map<string, GrantRow[]>();
       for (const g of await grantStore.active(this.pool)) next.set(g.token_id, [...(next.get(g.token_id) ?? []), g]);
+      if (reload < this.appliedReload) return;
+      this.appliedReload = reload;
       this.byToken = next;
       this.loadedAt = started;
     } catch {
-      if (why === 'announced') this.byToken = new Map();
+      if (why === 'announced' && reload >= this.appliedReload) {
+        this.appliedReload = reload;
+        this.byToken = new Map();
+      }
     }
   }
 
-  /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
   /**
    * Whether a grant covered the token (and session) at `at` (a call's allow), even one that has expired or
    * been revoked since: a call is judged by the permission it was allowed under. Asks Postgres.
@@ -97,6 +106,7 @@ export class GrantService {
     return grantStore.coveredAt(this.pool, kind, tokenId, sessionId, at);
   }
 
+  /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
   has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
     if (now - this.loadedAt > GRANT_STALE_AFTER_MS) return false;
     return (this.byToken.get(tokenId) ?? []).some(
@@ -154,7 +164,7 @@ export class GrantService {
    * resumed, and a grant for it is what lets it go on once it is.
    */
   private async sessionOf(db: PoolClient, tokenId: string, sessionId: string): Promise<string> {
-    const session = UUID.test(sessionId) ? await sessionStore.getSession(db, sessionId.toLowerCase()) : undefined;
+    const session = isUuid(sessionId) ? await sessionStore.getSession(db, sessionId.toLowerCase()) : undefined;
     if (!session || session.token_id !== tokenId) {
       throw invalid('session_id', `is not a session of token ${tokenId}, so a grant limited to it could never match a call; take the id from GET /v1/sessions?token=${tokenId}, or omit it to grant every session of the token`);
     }
