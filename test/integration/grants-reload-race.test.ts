@@ -35,11 +35,17 @@ describe('a grants reload that ends after a later one', () => {
       release = r;
     });
     let holdNext = true;
+    let read!: () => void;
+    const readDone = new Promise<void>((r) => {
+      read = r;
+    });
     (pool as unknown as { query: (...a: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
-      const result = await query(...args);
       const sql = typeof args[0] === 'string' ? args[0] : '';
-      if (holdNext && /FROM grants/.test(sql)) {
-        holdNext = false;
+      const hold = holdNext && /FROM grants/.test(sql);
+      if (hold) holdNext = false;
+      const result = await query(...args);
+      if (hold) {
+        read();
         await held;
       }
       return result;
@@ -47,6 +53,7 @@ describe('a grants reload that ends after a later one', () => {
     const replica = new GrantService(pool, app.ctx.redis, 3_600);
     try {
       const slow = replica.reload('timer');
+      await readDone; // it has read the grant, before the revocation
       // The grant is revoked, and the reload the revocation announces ends first.
       expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${grantId}`, headers: bearer(gw.owner) })).statusCode).toBeLessThan(300);
       await replica.reload('announced');
