@@ -726,9 +726,15 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     try {
       msg = JSON.parse(raw) as OverrideMessage;
     } catch {
+      msg = {} as OverrideMessage;
+    }
+    if (msg === null || typeof msg !== 'object' || typeof msg.flag !== 'string') {
+      // Not one of ours (another version, or something else publishing on the channel): the next poll
+      // still applies what Unleash says, but a relayed turn-off may have been lost, so say so.
+      this.log.warn({ channel: this.channel, message: raw.slice(0, 200) }, 'flags: ignored a flag override from another replica that could not be read; this replica applies the change at its next poll');
       return;
     }
-    if (msg.origin === this.origin || typeof msg.flag !== 'string') return;
+    if (msg.origin === this.origin) return;
     const eventId = typeof msg.eventId === 'number' ? msg.eventId : null;
     const at = typeof msg.at === 'number' ? msg.at : Date.now();
     const type = typeof msg.event === 'string' ? msg.event : msg.op === 'deny' ? `feature-${msg.reason === 'archived' ? 'archived' : 'environment-disabled'}` : msg.op === 'enabled' ? 'feature-environment-enabled' : null;
