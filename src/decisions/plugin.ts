@@ -76,6 +76,17 @@ export function buildSteps(ctx: AppContext, failures?: DependencyFailureLog): Pi
       haltTokenOn: () => policy.current().haltTokenOn,
       // Break-glass kills (src/kills): read in the same Redis round trip as halts and limits.
       killKeys: (call) => ctx.kills.keysFor(call),
+      onLostReplyHalt: (call, trigger, tokenHalted) =>
+        void ctx.alerts.raise({
+          kind: 'SESSION_HALTED',
+          severity: 'critical',
+          message: `Kill-switch trigger ${trigger} fired in Redis by a call whose answer was lost to a Redis timeout (it was denied DEPENDENCY_UNAVAILABLE); ${tokenHalted ? `token ${call.agent.displayPrefix}… is halted` : `session ${call.input.session_id} is halted`} until an operator resumes it`,
+          token_id: call.agent.id,
+          project_id: call.agent.projectId,
+          session_id: call.input.session_id,
+          server: call.call?.server ?? call.input.server,
+          details: { decision_id: call.decisionId, trigger, lost_reply: true },
+        }),
       onAlert: (alert, call) =>
         void ctx.alerts.raise({
           kind: 'RATE_LIMIT_WARNING',

@@ -387,6 +387,24 @@ export class RedisGate {
     return res.undone === 1;
   }
 
+  /**
+   * After a check whose reply never came (a timeout: the script may still have run in Redis): gives back
+   * what it counted if it allowed (undo with the allow's own time), and reads whether the session or the
+   * token is now halted in Redis, so a halt the script fired can be recorded. Undefined fields: not halted.
+   */
+  async afterLostReply(req: GateRequest): Promise<{ undone: boolean; sessionTrigger?: string; tokenTrigger?: string }> {
+    const undone = await this.undo(req, 0, 'DEPENDENCY_UNAVAILABLE');
+    const r = this.redis.redis;
+    const [[owner, state, trigger], tokenTrigger] = await Promise.all([
+      r.hmget(this.redis.key('s', req.sessionId), 'tok', 'st', 'trg'),
+      r.get(this.redis.key('th', req.tokenId)),
+    ]);
+    const out: { undone: boolean; sessionTrigger?: string; tokenTrigger?: string } = { undone };
+    if (owner === req.tokenId && state === 'halted' && trigger) out.sessionTrigger = trigger;
+    if (tokenTrigger) out.tokenTrigger = tokenTrigger;
+    return out;
+  }
+
   /** Attaches a call's outcome to its entry on the session's last-calls list. Returns false if the call is no longer listed. */
   async recordOutcome(decisionId: string, outcome: CallOutcome): Promise<boolean> {
     const res = JSON.parse(await this.runOutcome({ p: this.redis.prefix, dec: decisionId, o: outcome, keep: this.keep })) as { found: number };

@@ -324,20 +324,29 @@ if redis.call('EXISTS', dkey) == 0 then return '{"undone":0}' end
 -- text, so an entry cjson cannot decode is still corrected.
 local lkey = p .. 'lc:' .. req.sid
 local head = '{"id":"' .. req.dec .. '"'
+-- now 0: the caller never got the gate's reply (it timed out); the allow's time is its entry's.
+local now = req.now
 local items = redis.call('LRANGE', lkey, 0, 2 * req.keep - 1)
 for i, e in ipairs(items) do
   if string.sub(e, 1, #head) == head then
     local body, at = string.match(e, '^(.*),"decision":"allow","code":"OK","at":(%d+)}$')
-    if body then redis.call('LSET', lkey, i - 1, body .. ',"decision":"deny","code":"' .. req.code .. '","at":' .. at .. '}') end
+    if body then
+      redis.call('LSET', lkey, i - 1, body .. ',"decision":"deny","code":"' .. req.code .. '","at":' .. at .. '}')
+      if now == 0 then now = tonumber(at) end
+    end
     break
   end
+end
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 for _, c in ipairs(req.ctr) do
   local k, f, w = p .. c[1], c[2], c[3]
   if f ~= '' then
     if redis.call('HINCRBY', k, f, -1) <= 0 then redis.call('HDEL', k, f) end
   else
-    if w > 0 then k = k .. ':' .. string.format('%d', math.floor(req.now / w)) end
+    if w > 0 then k = k .. ':' .. string.format('%d', math.floor(now / w)) end
     if redis.call('DECR', k) <= 0 then redis.call('DEL', k) end
   end
 end

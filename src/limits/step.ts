@@ -31,7 +31,48 @@ export interface GateStepDeps {
   /** Receives each 80% alert once per window (route to ctx.alerts.raise). Not awaited. */
   onAlert?(alert: LimitAlert, ctx: CallContext): void | Promise<void>;
   /** Logs failures to record a halt in Postgres (Redis already enforces it). */
-  log?: { error(obj: object, msg: string): void };
+  log?: { error(obj: object, msg: string): void; warn?(obj: object, msg: string): void };
+  /** Raises the alert of a halt found in Redis after a check whose reply was lost (not awaited). */
+  onLostReplyHalt?(ctx: CallContext, trigger: HaltTrigger, tokenHalted: boolean): void;
+  /** Waits before each look after a lost reply (tests shorten them). */
+  lostReplyRetryMs?: readonly number[];
+}
+
+/** When to look again after a gate check whose reply never came: Redis may still be stalled. */
+const LOST_REPLY_RETRY_MS = [500, 2_000, 10_000, 30_000];
+
+/**
+ * A check that timed out may still have run in Redis once it answered again: an allow the caller never
+ * saw (its counters, last-calls entry and decision metadata), or a trigger that halted the session or the
+ * token with no record in Postgres (operators would see the session active and no alert, while every
+ * call of it is refused). Once Redis answers: give back what an allow counted, and record a halt found.
+ */
+async function afterLostReply(deps: GateStepDeps, req: GateRequest, ctx: CallContext): Promise<void> {
+  for (const wait of deps.lostReplyRetryMs ?? LOST_REPLY_RETRY_MS) {
+    await new Promise((r) => setTimeout(r, wait).unref());
+    let found: Awaited<ReturnType<RedisGate['afterLostReply']>>;
+    try {
+      found = await deps.gate.afterLostReply(req);
+    } catch {
+      continue; // Redis still unavailable: look again later
+    }
+    const trigger = (found.sessionTrigger ?? found.tokenTrigger) as HaltTrigger | undefined;
+    if (found.undone || trigger) deps.log?.warn?.({ decision_id: req.decisionId, undone: found.undone, halt: trigger ?? null }, 'a gate check whose reply was lost (Redis timeout) had run in Redis; what it counted was given back and a halt it fired is recorded');
+    if (!trigger) return;
+    try {
+      const result = (await deps.sessions.halt({
+        tokenId: req.tokenId,
+        ...(found.sessionTrigger ? { sessionId: req.sessionId } : {}),
+        trigger,
+        haltToken: found.tokenTrigger !== undefined,
+        summary: { decision_id: req.decisionId, server: req.server, tool: req.tool, message: `Halted in Redis (${trigger}) by a call whose answer was lost to a Redis timeout (the call was denied DEPENDENCY_UNAVAILABLE)` },
+      })) as { already_halted?: unknown } | undefined;
+      if (!result?.already_halted) deps.onLostReplyHalt?.(ctx, trigger, found.tokenTrigger !== undefined);
+    } catch (err) {
+      deps.log?.error({ err, decision_id: req.decisionId }, 'recording a halt found after a lost gate reply failed');
+    }
+    return;
+  }
 }
 
 export const GATE_STEP_NAME = 'gate';
@@ -175,6 +216,7 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
       };
       const o = await deps.gate.check(req);
       if (o.allowed && !ctx.dryRun) ctx.undoGate = (code) => deps.gate.undo(req, o.now, code);
+      if (o.reason === 'UNAVAILABLE' && o.error !== undefined && !ctx.dryRun) void afterLostReply(deps, req, ctx);
       if (o.session) ctx.session = o.session;
       Object.assign(ctx.limits, o.limits);
       ctx.warnings.push(...o.warnings);

@@ -2,7 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Denial } from '../../src/decisions/types.js';
+import { RedisGate } from '../../src/limits/gate.js';
 import type { GateLimits } from '../../src/limits/limits.js';
+import { createGateStep } from '../../src/limits/step.js';
 import { TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
@@ -108,5 +110,46 @@ describe('Redis stopped, slow, restarted', () => {
       admin.disconnect();
     }
     expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+  });
+
+  it('a check whose reply was lost to the timeout, run once Redis answers: an allow is given back, a halt it fired is recorded and alerted', async () => {
+    const gate = new RedisGate(w.app.ctx.redis, { sessionIdleMs: 3_600_000, decisionTtlMs: 3_600_000 });
+    const alerted: string[] = [];
+    const step = createGateStep({
+      gate,
+      sessions: w.app.ctx.sessions,
+      limitsFor: () => LIMITS,
+      haltTokenOn: () => [],
+      killKeys: () => [],
+      onLostReplyHalt: (_ctx, trigger) => alerted.push(trigger),
+      lostReplyRetryMs: [200, 500, 1_000, 2_000, 4_000],
+    });
+    const r = w.app.ctx.redis;
+    const admin = new Redis(TEST_REDIS_URL);
+    const lostReply = async (call: ReturnType<typeof callContext>) => {
+      await admin.call('CLIENT', 'PAUSE', '700', 'ALL');
+      // The script is queued behind the pause and runs when it ends; the step has given up by then.
+      expect((await step.run(call))?.code).toBe('DEPENDENCY_UNAVAILABLE');
+    };
+    try {
+      // An allow the caller never saw: its decision metadata, counters and last-calls entry are given back.
+      const { agent } = await w.token();
+      const sid = await w.open(agent);
+      const read = callContext(w, agent, sid);
+      await lostReply(read);
+      // (reads time out too while the pause lasts)
+      const givenBack = async () => (await r.redis.exists(r.key('d', read.decisionId))) === 0 && (await r.redis.lrange(r.key('lc', sid), 0, 0))[0]?.includes('"code":"DEPENDENCY_UNAVAILABLE"');
+      await until('the lost allow to be given back', async () => ((await givenBack().catch(() => false)) ? true : undefined));
+
+      // A trigger the script fired: the halt Redis enforces is recorded in Postgres (operators see it) and alerted.
+      const other = await w.token();
+      const ro = await w.open(other.agent, { read_only: true });
+      await lostReply(callContext(w, other.agent, ro, { capability: 'write' }));
+      await until('the halt to be recorded', async () => ((await w.app.ctx.sessions.get(ro).catch(() => undefined))?.state === 'halted' ? true : undefined));
+      expect(alerted).toEqual(['WRITE_IN_READ_SESSION']);
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      admin.disconnect();
+    }
   });
 });
