@@ -40,6 +40,9 @@ export interface GateStepDeps {
 
 /** When to look again after a gate check whose reply never came: Redis may still be stalled. */
 const LOST_REPLY_RETRY_MS = [500, 2_000, 10_000, 30_000];
+/** Looks pending at once, at most: a long stall under load must not pile up one per denied call without end. */
+const LOST_REPLY_MAX_PENDING = 1_000;
+let lostRepliesPending = 0;
 
 /**
  * A check that timed out may still have run in Redis once it answered again: an allow the caller never
@@ -48,6 +51,16 @@ const LOST_REPLY_RETRY_MS = [500, 2_000, 10_000, 30_000];
  * call of it is refused). Once Redis answers: give back what an allow counted, and record a halt found.
  */
 async function afterLostReply(deps: GateStepDeps, req: GateRequest, ctx: CallContext): Promise<void> {
+  if (lostRepliesPending >= LOST_REPLY_MAX_PENDING) return;
+  lostRepliesPending++;
+  try {
+    await lookAfterLostReply(deps, req, ctx);
+  } finally {
+    lostRepliesPending--;
+  }
+}
+
+async function lookAfterLostReply(deps: GateStepDeps, req: GateRequest, ctx: CallContext): Promise<void> {
   for (const wait of deps.lostReplyRetryMs ?? LOST_REPLY_RETRY_MS) {
     await new Promise((r) => setTimeout(r, wait).unref());
     let found: Awaited<ReturnType<RedisGate['afterLostReply']>>;
@@ -216,7 +229,8 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
       };
       const o = await deps.gate.check(req);
       if (o.allowed && !ctx.dryRun) ctx.undoGate = (code) => deps.gate.undo(req, o.now, code);
-      if (o.reason === 'UNAVAILABLE' && o.error !== undefined && !ctx.dryRun) void afterLostReply(deps, req, ctx);
+      // Only a timeout leaves a script that may run later: a command refused (connection down) never ran.
+      if (o.reason === 'UNAVAILABLE' && o.error !== undefined && /timed out/i.test(o.error) && !ctx.dryRun) void afterLostReply(deps, req, ctx);
       if (o.session) ctx.session = o.session;
       Object.assign(ctx.limits, o.limits);
       ctx.warnings.push(...o.warnings);
