@@ -33,7 +33,7 @@ import { installHttpMetrics } from './metrics/routes.js';
 import { PolicyReplicas, type PolicyReplicasOptions, shortHash } from './policy/replicas.js';
 import { policyRoutes } from './policy/routes.js';
 import { PolicyStore, requirePolicyFile } from './policy/store.js';
-import { createRedis, waitForRedis } from './redis/client.js';
+import { createRedis, waitForRedis, warnOnEviction } from './redis/client.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { SessionService } from './sessions/service.js';
 import { Authenticator } from './tokens/authenticator.js';
@@ -217,7 +217,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
     metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());
-    await waitForRedis(redis).catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
+    await waitForRedis(redis)
+      .then(() => warnOnEviction(redis, log))
+      .catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
     const secret = await resolveHashSecret(config, pool, log);
     const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs);
     await auth.start();

@@ -54,6 +54,27 @@ export async function waitForRedis(handle: RedisHandle, timeoutMs = 5_000): Prom
 }
 
 /**
+ * Why Redis's `maxmemory-policy` endangers what the gate keeps, or undefined when it does not. Kills that
+ * expire are stored with a TTL, as are sessions, counters and decisions: a `volatile-*` or `allkeys-*`
+ * policy may evict a kill before it ends (lifting it until the next reconcile) or a live session.
+ */
+export function evictionRisk(policy: string | undefined): string | undefined {
+  if (policy === undefined || policy === 'noeviction') return undefined;
+  return `Redis maxmemory-policy is ${policy}: when Redis is full it may evict a kill that has an expiry before it ends (lifted until the next reconcile, ~5 s), a live session or a counter. Set maxmemory-policy noeviction (Redis then refuses writes when full, and decisions deny)`;
+}
+
+/** Logs evictionRisk() for the Redis connected to; nothing when CONFIG GET is not allowed (managed Redis). */
+export async function warnOnEviction(handle: RedisHandle, log: { warn(obj: object, msg: string): void }): Promise<void> {
+  try {
+    const reply = (await handle.redis.config('GET', 'maxmemory-policy')) as string[];
+    const risk = evictionRisk(reply[1]);
+    if (risk) log.warn({ maxmemory_policy: reply[1] }, risk);
+  } catch {
+    // CONFIG is often disabled on managed Redis: docs/operations.md says what to set.
+  }
+}
+
+/**
  * Subscribes `channel` on the subscriber connection now and again on every reconnect: ioredis re-subscribes
  * channels it had, but not a subscribe that failed while Redis was away. Never rejects, so a control plane
  * starts with Redis down (decisions deny until it is back; messages of other replicas arrive once it is).
