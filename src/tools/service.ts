@@ -271,6 +271,8 @@ export class ToolRegistry {
   /** Change announcements received; and how many of them the pins in force include. */
   private announced = 0;
   private loadedAnnounced = 0;
+  /** The most announcements a failed reload should have brought: denied while the pins in force lack them. */
+  private failedAnnounced = 0;
   /** Reloads started, and the latest whose pins are in force (an older reload that ends later is dropped). */
   private reloads = 0;
   private appliedReload = 0;
@@ -327,6 +329,7 @@ export class ToolRegistry {
     } catch (err) {
       const first = this.reloadError === undefined;
       this.reloadError = (err as Error).message;
+      this.failedAnnounced = Math.max(this.failedAnnounced, announced);
       if (first) {
         this.log?.warn(
           { err: this.reloadError, unseen_changes: this.announced - this.loadedAnnounced },
@@ -360,7 +363,9 @@ export class ToolRegistry {
     this.fullServers = new Set([...toolsOf].filter(([, n]) => n >= MAX_TOOLS_PER_SERVER).map(([server]) => server));
     this.appliedReload = reload;
     this.loadedAnnounced = Math.max(this.loadedAnnounced, announced);
-    if (this.reloadError !== undefined) {
+    // A reload that began before the announcement a failed one was to bring (an older, slower one) does not
+    // end the denial: only pins read after that announcement do.
+    if (this.reloadError !== undefined && this.loadedAnnounced >= this.failedAnnounced) {
       this.reloadError = undefined;
       this.log?.info('tool pins reloaded from Postgres again');
     }
@@ -372,7 +377,7 @@ export class ToolRegistry {
    * server's), which the unseen change can concern; a tool never reported passes as before.
    */
   unavailable(server: string, tool: string): string | undefined {
-    if (this.reloadError === undefined || this.announced <= this.loadedAnnounced) return undefined;
+    if (this.failedAnnounced <= this.loadedAnnounced) return undefined;
     if (!this.pins.has(key(server, tool)) && !this.fullServers.has(server)) return undefined;
     return `${server}/${tool}: a change to the reviewed tool definitions was announced, and this control plane could not reload them from Postgres (${this.reloadError}); calls to reported tools deny until it can (retried every ${this.reloadEveryMs / 1000} s)`;
   }

@@ -97,3 +97,63 @@ describe('pins on a replica that cannot reload them after a change is announced'
     }
   });
 });
+
+describe('a slow pins reload that began before the announcement a failed one was to bring', () => {
+  it('does not lift the denial when it ends: only pins read after the announcement do', async () => {
+    const own = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'gateway of the race test' } });
+    const driver = Object.assign(new GatewayDriver(t, app), { owner: gw.owner, gatewayKey: own.json().key as string });
+    const tok = await driver.token('rw');
+    const v1 = { name: 'copy_file', description: 'Copy a file', inputSchema: { type: 'object' } };
+    await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: driver.headers(tok.raw), payload: { servers: [{ name: 'filesystem', identity: { command: 'npx' }, tools: [v1] }] } });
+    const id = (await t.pool().query<{ id: string }>(`SELECT id FROM tool_definitions WHERE server = 'filesystem' AND tool = 'copy_file'`)).rows[0]!.id;
+
+    // The replica's pins reads: the next one answered by Postgres at once but handed over when the test says;
+    // the one after it fails, as Postgres going away would.
+    const pool = createPool(t.databaseUrl, { max: 2 });
+    const query = pool.query.bind(pool) as (...a: unknown[]) => Promise<unknown>;
+    let mode: 'hold' | 'fail' | 'pass' = 'pass';
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let read!: () => void;
+    const readDone = new Promise<void>((r) => {
+      read = r;
+    });
+    (pool as unknown as { query: (...a: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+      const sql = typeof args[0] === 'string' ? args[0] : '';
+      if (!/FROM tool_definitions t/.test(sql)) return query(...args);
+      const now = mode;
+      if (now === 'fail') throw new Error('connection terminated');
+      const result = await query(...args);
+      if (now === 'hold') {
+        mode = 'fail';
+        read();
+        await held;
+      }
+      return result;
+    };
+    const ears = createRedis(TEST_REDIS_URL, t.redisPrefix, 1_000);
+    const replica = new ToolRegistry(pool, ears, 600_000);
+    try {
+      await replica.start();
+      mode = 'hold';
+      const slow = replica.reload();
+      await readDone; // it read the pins before the rejection
+      const rejected = await app.inject({ method: 'POST', url: `/v1/tools/${id}/reject`, headers: bearer(gw.owner), payload: { reason: 'copies secrets' } });
+      expect(rejected.statusCode).toBe(200);
+      await until(() => replica.unavailable('filesystem', 'copy_file') !== undefined, 5_000, 'the announced reload to fail');
+      release();
+      await slow;
+      expect(replica.unavailable('filesystem', 'copy_file')).toBeDefined();
+      mode = 'pass';
+      await replica.reload();
+      expect(replica.unavailable('filesystem', 'copy_file')).toBeUndefined();
+      expect(replica.statusOf('filesystem', 'copy_file', toolHash(v1))).toBe('rejected');
+    } finally {
+      await replica.stop();
+      await ears.close();
+      await pool.end();
+    }
+  });
+});
