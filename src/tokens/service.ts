@@ -417,17 +417,13 @@ export class CredentialService {
   }
 
   /**
-   * The row of an action on an operator key, under each project the key is limited to (one row per
-   * project, as a bulk revocation's), so a project-limited owner who can list and revoke the key also
-   * finds what was done to it in its audit trail; under no project for a key without a limit.
+   * The row of an action on an operator key: under its project when the key is limited to exactly one, so
+   * the owner limited to that project, who can list and revoke the key, finds what was done to it; else
+   * under no project. Never one row per project: a key limited to projects A and B is not listed to an
+   * owner of A alone, and a row under A would show it to anyone who reads A's audit trail.
    */
   private async recordOperatorKeyAction(projects: readonly string[] | null, action: Omit<AdminAction, 'projectId'>): Promise<void> {
-    if (!this.audit) return;
-    if (projects === null || projects.length === 0) {
-      await this.audit.recordAdmin(action);
-      return;
-    }
-    await Promise.all(projects.map((projectId) => this.audit!.recordAdmin({ ...action, projectId })));
+    await this.audit?.recordAdmin(projects?.length === 1 ? { ...action, projectId: projects[0] } : action);
   }
 
   async listKeys<T extends 'gateway_keys' | 'operator_keys'>(table: T) {
