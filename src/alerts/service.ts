@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
+import { redactDetails, redactText, requireStorableText, storable } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, invalid, notFound } from '../errors.js';
@@ -265,7 +265,7 @@ export class AlertService {
     // jsonb (such an alert was only logged, never stored) and the alert also leaves for the webhook.
     const numbers: Record<string, number> = {};
     for (const [k, v] of Object.entries(input.numbers ?? {})) if (Number.isFinite(v)) numbers[storable(k)] = v;
-    let details = redactValue(input.details ?? {}) as Record<string, unknown>;
+    let details = redactDetails(input.details ?? {});
     const detailsJson = JSON.stringify(details);
     if (detailsJson.length > MAX_DETAILS_BYTES) details = { truncated: true, bytes: detailsJson.length };
     const redacted = redactText(input.message);

@@ -83,8 +83,20 @@ function quoted(value: string): string {
  */
 export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi;
 
-/** An agent token's id (UUIDv7): what follows `token:` in a kill's target key. */
-const TOKEN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+/** A kill's target key naming an agent token by its id (UUIDv7), as src/kills builds it. */
+const KILL_TOKEN_KEY = /^token:[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * redactValue for the details the server builds for an audit row or an alert. A kill's `target_key`
+ * `token:<agent token id>` is built by the server from an id, not a credential, so it is kept as it was
+ * (redactValue masks what follows "token:" anywhere else, as it must in an agent's arguments).
+ */
+export function redactDetails(details: Record<string, unknown>): Record<string, unknown> {
+  const out = redactValue(details) as Record<string, unknown>;
+  const key = details['target_key'];
+  if (typeof key === 'string' && KILL_TOKEN_KEY.test(key)) out['target_key'] = key;
+  return out;
+}
 
 /** A MySQL client's `-p<password>` inside one command (see the pattern that uses it). */
 const MYSQL_GLUED_PASSWORD = /(^|[\s"'])-p(?!\[REDACTED\])('[^']*'?|"[^"]*"?|[^\s;&|'"]+)/g;
@@ -129,8 +141,6 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
     re: /(?<![a-z0-9_-])(((?:[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|priv(?:ate)?[_-]?key|ssh[_-]?key|signature|sig|jwt|x-auth)|(?:[a-z0-9_-]*[_-])?pass))(\\?["'])?\s*([=:])\s*)(?!\[REDACTED\])(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^']|''(?![\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\(\s*){1,4})('(?:[^']|''(?![\s,;)]|$))*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$))|[^\s&;,'"]+)/gi,
     replace: (m, head, name, nameQuote, sep, value, call, literal, at: unknown, text: unknown) => {
       if (call) return `${head}${call}${quoted(literal!)}`;
-      // `token:<id>` with one of our agent token ids (a UUIDv7) is a kill's target key, not a credential.
-      if (sep === ':' && !nameQuote && /^token$/i.test(name!) && TOKEN_ID.test(value!)) return m;
       const prose = sep === ':' && !nameQuote && /^(?:token|secret)$/i.test(name!) && !/^\\?["']/.test(value!) && followsAWord(text as string, at as number);
       return prose && !looksLikeCredential(value!) ? m : `${head}${quoted(value!)}`;
     },

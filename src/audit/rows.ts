@@ -2,7 +2,7 @@ import type { CallContext, DecisionInput, HaltTrigger } from '../decisions/types
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { aiClientOf } from './clients.js';
 import { type AuditEvent, type AuditKind, type AuditRecord, makeEvent } from './record.js';
-import { redactText, redactValue, storable } from './redact.js';
+import { redactDetails, redactText, redactValue, storable } from './redact.js';
 
 // Builds audit events from the decision pipeline's shapes. Everything a caller supplied is redacted
 // and made storable here, so the writer and the hash chain only ever see clean values.
@@ -309,6 +309,6 @@ export function adminRow(a: AdminAction): AuditEvent {
     action: text(a.action),
     target: text(a.target),
     ip: text(a.ip),
-    details: Object.keys(details).length > 0 ? (redactValue(details) as Record<string, unknown>) : null,
+    details: Object.keys(details).length > 0 ? redactDetails(details) : null,
   });
 }

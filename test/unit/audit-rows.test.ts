@@ -3,7 +3,7 @@ import { GENESIS, rowHash } from '../../src/audit/chain.js';
 import { aiClientOf } from '../../src/audit/clients.js';
 import { hashedContent } from '../../src/audit/content.js';
 import type { AuditRecord } from '../../src/audit/record.js';
-import { isSecretFlag, isSecretKey, mayHoldSecret, REDACTED, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
+import { isSecretFlag, isSecretKey, mayHoldSecret, REDACTED, redactDetails, redactText, redactTextFully, redactValue } from '../../src/audit/redact.js';
 import { adminRow, intentRow, resultRow } from '../../src/audit/rows.js';
 import { canonicalJson } from '../../src/canonical-json.js';
 import { callContext } from '../integration/audit-fixtures.js';
@@ -216,14 +216,13 @@ describe('redaction', () => {
     expect(redactValue(['openssl', '-passphrase', 'hunter2', '--pin', 1234, '--PASSWORD', 'x'])).toEqual(['openssl', '-passphrase', REDACTED, '--pin', REDACTED, '--PASSWORD', REDACTED]);
   });
 
-  it("keeps our token ids after token: (a kill's target key) but masks any other value there", () => {
+  it("keeps a kill's target key token:<agent token id> in the details the server builds, and masks token:<anything> elsewhere", () => {
     const id = '01a2491a-ed1b-77db-970f-49e2808577f7';
-    expect(redactText(`token:${id}`)).toBe(`token:${id}`);
-    expect(redactValue({ target_key: `token:${id}` })).toEqual({ target_key: `token:${id}` });
-    // a UUIDv4 is what some services use as an API key; and a name other than the bare word token is a secret name
-    expect(redactText('token:550e8400-e29b-41d4-a716-446655440000')).toBe(`token:${REDACTED}`);
-    expect(redactText(`api_token:${id}`)).toBe(`api_token:${REDACTED}`);
-    expect(redactText(`token:${id}x`)).toBe(`token:${REDACTED}`);
+    expect(redactDetails({ target: 'token', target_key: `token:${id}`, reason: `token: ${id}` })).toEqual({ target: 'token', target_key: `token:${id}`, reason: `token: ${REDACTED}` });
+    // in an agent's arguments or free text a UUIDv7 after "token:" may be a real credential
+    expect(redactText(`token:${id}`)).toBe(`token:${REDACTED}`);
+    expect(redactValue({ target_key: `token:${id}` })).toEqual({ target_key: `token:${REDACTED}` });
+    expect(redactDetails({ target_key: 'token:550e8400-e29b-41d4-a716-446655440000' })).toEqual({ target_key: `token:${REDACTED}` });
   });
 
   it("masks a MySQL or MariaDB client's password glued to -p, in text and in argv arrays, and keeps -p before a space, -P and other commands' -p", () => {
