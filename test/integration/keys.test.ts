@@ -380,6 +380,8 @@ describe('revocation across replicas', () => {
       if (!refused) await new Promise((r) => setTimeout(r, 20));
     }
     expect(refused).toBe(true);
+    // Each replica holds Postgres connections: closed when done, so parallel files stay within max_connections.
+    await t.close(app2);
   });
 
   it('a revoked operator key gets 401 on the next request on a second instance', async () => {
@@ -389,6 +391,7 @@ describe('revocation across replicas', () => {
     await app.inject({ method: 'POST', url: `/v1/operator-keys/${op.operator_key.id}/revoke`, headers: bearer(owner) });
     await new Promise((r) => setTimeout(r, 50));
     expect((await app2.inject({ method: 'GET', url: '/v1/keys', headers: bearer(op.key) })).statusCode).toBe(401);
+    await t.close(app2);
   });
 });
 
@@ -412,7 +415,11 @@ describe('revocation while Redis is unreachable', () => {
       await dead.close();
     };
   });
-  afterAll(() => restore());
+  afterAll(async () => {
+    await restore();
+    await t.close(cut);
+    await t.close(peer);
+  });
 
   const refused = (a: FastifyInstance, raw: string) =>
     a.ctx.auth.authenticate(raw).then(
