@@ -157,10 +157,10 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
     replace: (m, pre, head, name, value) => (isSecretFlagName(name) ? `${pre}${head}${quoted(value)}` : m),
   },
   // MySQL and MariaDB clients take the password glued to -p (`mysql -uroot -phunter2 app`): masked after
-  // one of their command names, on the same command (up to a newline, ';', '&' or '|'). `-p` followed by a
+  // one of their command names, on the same command (up to a newline, ';', '&' or '|' outside quotes). `-p` followed by a
   // space prompts for the password and the next word is the database, so it is kept, as is `-P3306` (port).
   {
-    re: /(\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?(?=[\s"'])[^\n;&|]*)/g,
+    re: /(\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?(?=[\s"'])(?:'[^'\n]*'?|"[^"\n]*"?|[^\n;&|'"])*)/g,
     replace: (command) => command.replace(MYSQL_GLUED_PASSWORD, `$1-p${REDACTED}`),
   },
   // curl -u user:password, --user user:password (a numeric uid:gid, as in docker -u 1000:1000, is kept).
@@ -302,8 +302,10 @@ export function redactValue(value: unknown, depth = 0): unknown {
     // Command lines as argv arrays (["curl", "-u", "bob:hunter2"], ["--password", "hunter2"]): the flag
     // and its value are two strings. A value starting with '-' is the next flag. A MySQL client's
     // password is glued to its flag (["mysql", "-uroot", "-phunter2"]).
-    const mysql = typeof value[0] === 'string' && MYSQL_COMMAND.test(value[0]);
+    // (the client may come after a wrapper: ["docker", "exec", "db", "mysql", "-phunter2"])
+    const mysqlAt = value.findIndex((v) => typeof v === 'string' && MYSQL_COMMAND.test(v));
     for (let i = 1; i < out.length; i++) {
+      const mysql = mysqlAt >= 0 && i > mysqlAt;
       const flag = value[i - 1];
       const v = value[i];
       if ((flag === '-u' || flag === '--user') && typeof out[i] === 'string') out[i] = redactText(`-u ${out[i]}`).slice(3);

@@ -236,6 +236,11 @@ describe('redaction', () => {
     expect(redactValue({ argv: ['mysql', '-uroot', '-phunter2', 'app', '-p'] })).toEqual({ argv: ['mysql', '-uroot', `-p${REDACTED}`, 'app', '-p'] });
     expect(redactValue(['C:\\mysql\\bin\\mysqldump.exe', '-pX1'])).toEqual(['C:\\mysql\\bin\\mysqldump.exe', `-p${REDACTED}`]);
     expect(redactValue(['ls', '-pF'])).toEqual(['ls', '-pF']);
+    // quoted passwords holding a shell separator, and a client behind a wrapper in an argv array
+    expect(redactText("mysql -uroot -p'P@ss&word' app")).toBe(`mysql -uroot -p${REDACTED} app`);
+    expect(redactText('mysql -p"ab|cd" -e "select 1"; ls')).toBe(`mysql -p${REDACTED} -e "select 1"; ls`);
+    expect(redactValue(['docker', 'exec', 'db', 'mysql', '-uroot', '-phunter2'])).toEqual(['docker', 'exec', 'db', 'mysql', '-uroot', `-p${REDACTED}`]);
+    expect(redactValue(['kubectl', 'exec', 'pod', '-p', '--', 'mysql', '-psecret'])).toEqual(['kubectl', 'exec', 'pod', '-p', '--', 'mysql', `-p${REDACTED}`]);
   });
 
   it('keeps the evidence around secret flags: paths, SQL, other flags, the next flag, where a secret is read from', () => {
