@@ -337,15 +337,13 @@ for i, e in ipairs(items) do
     break
   end
 end
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+-- Still 0 (its entry was cut from the list meanwhile): the windows it counted in are unknown, and
+-- windowed counters are left as they are rather than given back to another window.
 for _, c in ipairs(req.ctr) do
   local k, f, w = p .. c[1], c[2], c[3]
   if f ~= '' then
     if redis.call('HINCRBY', k, f, -1) <= 0 then redis.call('HDEL', k, f) end
-  else
+  elseif w == 0 or now > 0 then
     if w > 0 then k = k .. ':' .. string.format('%d', math.floor(now / w)) end
     if redis.call('DECR', k) <= 0 then redis.call('DEL', k) end
   end

@@ -50,8 +50,16 @@ let lostRepliesPending = 0;
  * token with no record in Postgres (operators would see the session active and no alert, while every
  * call of it is refused). Once Redis answers: give back what an allow counted, and record a halt found.
  */
+let lostRepliesDroppedLoggedAt = 0;
+
 async function afterLostReply(deps: GateStepDeps, req: GateRequest, ctx: CallContext): Promise<void> {
-  if (lostRepliesPending >= LOST_REPLY_MAX_PENDING) return;
+  if (lostRepliesPending >= LOST_REPLY_MAX_PENDING) {
+    if (Date.now() - lostRepliesDroppedLoggedAt > 60_000) {
+      lostRepliesDroppedLoggedAt = Date.now();
+      deps.log?.error({ pending: lostRepliesPending, decision_id: req.decisionId }, `more than ${LOST_REPLY_MAX_PENDING} gate checks timed out and wait for a look afterwards; this one is not looked at: a halt it may have fired in Redis is not recorded (the reconcile never lifts it; GET /v1/sessions shows it active). Logged at most once a minute`);
+    }
+    return;
+  }
   lostRepliesPending++;
   try {
     await lookAfterLostReply(deps, req, ctx);
