@@ -68,7 +68,9 @@ describe('POST /v1/kills', () => {
     const res = await killOn(a, { target: 'server', server: 'filesystem', reason: 'INC-1 agent deleting files' });
     const killAnswered = performance.now();
     expect(res.statusCode).toBe(201);
-    await new Promise((r) => setTimeout(r, 30));
+    // Until B has started (and finished) at least two decisions after the kill answered, however slow the machine.
+    const deadline = Date.now() + 10_000;
+    while (samples.filter((x) => x.start >= killAnswered).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     polling = false;
     await poller;
     const kill = res.json().kill;
