@@ -138,6 +138,18 @@ export async function auditVerify(
   }
 }
 
+/**
+ * A CLI command that writes audit rows starts a chain of its own run, whose head only it knows: written on
+ * stderr as the control plane's `audit chain head` line and kept with the shipped logs, it spares that chain
+ * from being reported UNWITNESSED (as if planted) by `audit verify --witnesses`. False when nothing reached
+ * Postgres (no row, or rows only in the spool).
+ */
+export function printChainHead(audit: AuditService): boolean {
+  const head = audit.writer.durableHead;
+  if (head) logChainHead(pino(loggerOptions('info'), process.stderr), head);
+  return head !== undefined;
+}
+
 export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number }> {
   const cfg = opts.days ? { ...config, auditRetentionDays: opts.days } : config;
   const pool = createPool(cfg.databaseUrl, { max: 2, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
@@ -154,10 +166,7 @@ export async function auditRetention(config: Config, opts: { days?: number; dryR
     } finally {
       await audit.close();
     }
-    // Its audit.retention row starts a chain of this run's own: its head line, kept with the shipped
-    // logs, spares that chain from being reported UNWITNESSED by `audit verify --witnesses`.
-    const head = audit.writer.durableHead;
-    if (head) logChainHead(pino(loggerOptions('info'), process.stderr), head);
+    printChainHead(audit);
     return result;
   } finally {
     await pool.end();

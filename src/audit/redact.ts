@@ -98,6 +98,9 @@ export function redactDetails(details: Record<string, unknown>): Record<string, 
   return out;
 }
 
+/** The MySQL and MariaDB clients that take a password glued to -p (an .exe suffix allowed). */
+const MYSQL_CLIENT = `(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\\.exe)?`;
+
 /** A MySQL client's `-p<password>` inside one command (see the pattern that uses it). */
 const MYSQL_GLUED_PASSWORD = /(^|[\s"'])-p(?!\[REDACTED\])('[^']*'?|"[^"]*"?|[^\s;&|'"]+)/g;
 
@@ -160,7 +163,7 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // one of their command names, on the same command (up to a newline, ';', '&' or '|' outside quotes). `-p` followed by a
   // space prompts for the password and the next word is the database, so it is kept, as is `-P3306` (port).
   {
-    re: /(\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?(?=[\s"'])(?:'[^'\n]*'?|"[^"\n]*"?|[^\n;&|'"])*)/g,
+    re: new RegExp(`(\\b${MYSQL_CLIENT}(?=[\\s"'])(?:'[^'\\n]*'?|"[^"\\n]*"?|[^\\n;&|'"])*)`, 'g'),
     replace: (command) => command.replace(MYSQL_GLUED_PASSWORD, `$1-p${REDACTED}`),
   },
   // curl -u user:password, --user user:password (a numeric uid:gid, as in docker -u 1000:1000, is kept).
@@ -276,7 +279,7 @@ export function isSecretFlag(arg: string): boolean {
 const MAX_DEPTH = 32;
 
 /** argv[0] of a MySQL or MariaDB client (a path or .exe allowed). */
-const MYSQL_COMMAND = /(?:^|[/\\])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlbinlog|mariadb|mariadb-dump|mariadb-admin|mariadb-import|mariadb-show|mariadb-check)(?:\.exe)?$/i;
+const MYSQL_COMMAND = new RegExp(`(?:^|[/\\\\])${MYSQL_CLIENT}$`, 'i');
 
 /** What a secret name's value is replaced by: anything but null, a boolean or the empty string. */
 function maskable(v: unknown): boolean {

@@ -1,8 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import { pino } from 'pino';
 import { Value } from 'typebox/value';
-import { describeDatabase } from '../audit/commands.js';
-import { AuditService, logChainHead } from '../audit/service.js';
+import { describeDatabase, printChainHead } from '../audit/commands.js';
+import { AuditService } from '../audit/service.js';
 import type { Config } from '../config.js';
 import { MIGRATIONS_DIR } from '../db/migrate.js';
 import { createPool, type Pool } from '../db/pool.js';
@@ -145,12 +145,8 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
     } finally {
       await audit.close();
     }
-    // That row starts a chain of its own (this run's replica_id), whose head only this run knows: written
-    // as the control plane's `audit chain head` line and kept with the shipped logs, it spares the chain
-    // from being reported UNWITNESSED (as if planted) by `audit verify --witnesses`.
-    const head = audit.writer.durableHead;
-    if (head) logChainHead(pino(loggerOptions('info'), process.stderr), head);
-    else warn('killswitch: the operator_key.created audit row went to the local audit spool (DATA_DIR), not to Postgres, so no "audit chain head" line was written for it');
+    if (!printChainHead(audit))
+      warn('killswitch: the operator_key.created audit row went to the local audit spool (DATA_DIR), not to Postgres, so no "audit chain head" line was written for it');
     return key;
   } finally {
     await pool.end();
