@@ -80,7 +80,9 @@ describe('Redis stopped, slow, restarted', () => {
       }
       return true;
     });
-    expect(new Set(seen)).toEqual(new Set(['DEPENDENCY_UNAVAILABLE']));
+    // Every denial before the reload is DEPENDENCY_UNAVAILABLE; there may be none, when the app's own
+    // ticker reloaded the state before this first call (seen on a slow CI run).
+    expect(seen.filter((code) => code !== 'DEPENDENCY_UNAVAILABLE')).toEqual([]);
     console.log(`[gate redis restart] denials before recovery: ${seen.length} (all DEPENDENCY_UNAVAILABLE)`);
     expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('epoch'))).toBe(1);
     // the halt was not lifted by losing Redis
