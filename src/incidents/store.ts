@@ -1,4 +1,5 @@
 import type { Pool } from '../db/pool.js';
+import { type Conditions, conditions } from '../db/where.js';
 import { type Position, RANK, SOURCE_ORDER } from './cursor.js';
 
 // Read-only SQL of the incident timeline over the audit trail and the alerts (kills are read through
@@ -75,18 +76,6 @@ if (RANK.denial !== RANK.decision || [RANK.flag_change, RANK.revocation, RANK.ro
   throw new Error('src/incidents/store.ts: AUDIT_RANK assumes decisions and denials share a rank, and so do all operator actions');
 }
 
-class Where {
-  readonly args: unknown[] = [];
-  readonly parts: string[] = [];
-  arg(v: unknown): string {
-    this.args.push(v);
-    return `$${this.args.length}`;
-  }
-  sql(): string {
-    return this.parts.length ? `WHERE ${this.parts.join(' AND ')}` : '';
-  }
-}
-
 interface SourceSql {
   table: string;
   /** The row's time column. */
@@ -95,7 +84,7 @@ interface SourceSql {
   source: number;
   columns: string;
   /** Adds the source's filters (everything but the window) to `w`. */
-  filter(w: Where, q: WindowQuery): void;
+  filter(w: Conditions, q: WindowQuery): void;
 }
 
 /**
@@ -109,25 +98,25 @@ interface SourceSql {
 async function readInOrder<R extends object>(db: Pool, s: SourceSql, q: WindowQuery): Promise<R[]> {
   const ms = `date_trunc('milliseconds', ${s.ts})`;
   const timeOf = (r: R) => (r as Record<string, unknown>)[s.ts] as Date;
-  const select = (w: Where, bounds: string[], order: string, limit: number) => {
+  const select = (w: Conditions, bounds: string[], order: string, limit: number) => {
     s.filter(w, q);
-    w.parts.push(...bounds, `${s.ts} < ${w.arg(q.to)}`);
+    w.list.push(...bounds, `${s.ts} < ${w.arg(q.to)}`);
     const a = q.after;
     const lower = a && a.at > q.from ? a.at : q.from;
-    w.parts.push(`${s.ts} >= ${w.arg(lower)}`);
+    w.list.push(`${s.ts} >= ${w.arg(lower)}`);
     if (a) {
-      w.parts.push(
+      w.list.push(
         `(${ms}, ${s.rank}, ${s.source}, id, 0) > (${w.arg(a.at)}::timestamptz, ${w.arg(a.rank)}::int, ${w.arg(a.source)}::int, ${w.arg(a.id)}::uuid, ${w.arg(a.sub)}::int)`,
       );
     }
     // `t.` is the column, not the truncated output of the same name.
-    return db.query<R>(`SELECT ${ms} AS ${s.ts}, ${s.columns} FROM ${s.table} t ${w.sql()} ORDER BY ${order} LIMIT ${w.arg(limit)}`, w.args);
+    return db.query<R>(`SELECT ${ms} AS ${s.ts}, ${s.columns} FROM ${s.table} t ${w.where()} ORDER BY ${order} LIMIT ${w.arg(limit)}`, w.args);
   };
-  const { rows } = await select(new Where(), [], `t.${s.ts}, t.id`, q.limit);
+  const { rows } = await select(conditions(), [], `t.${s.ts}, t.id`, q.limit);
   const last = rows.at(-1);
   if (rows.length < q.limit || !last) return rows;
   const edge = timeOf(last);
-  const w = new Where();
+  const w = conditions();
   const { rows: edgeRows } = await select(w, [`${s.ts} >= ${w.arg(edge)}`, `${s.ts} < ${w.arg(new Date(edge.getTime() + 1))}`], `${s.rank}, t.id`, q.limit);
   return [...rows.filter((r) => timeOf(r) < edge), ...edgeRows];
 }
@@ -142,7 +131,7 @@ const AUDIT_SOURCE: SourceSql = {
     const kinds = ["kind IN ('ADMIN', 'POLICY_RELOAD') AND coalesce(action, '') NOT LIKE 'kill.%'"];
     if (q.decisions === 'all') kinds.push("kind = 'INTENT'");
     if (q.decisions === 'denials') kinds.push("kind = 'INTENT' AND decision = 'deny'");
-    w.parts.push(`(${kinds.map((k) => `(${k})`).join(' OR ')})`);
+    w.list.push(`(${kinds.map((k) => `(${k})`).join(' OR ')})`);
     const m = q.match;
     const any: string[] = [];
     if (m.server) any.push(`server = ${w.arg(m.server)}`);
@@ -170,12 +159,12 @@ const AUDIT_SOURCE: SourceSql = {
       } else {
         any.push("coalesce(action, '') LIKE 'flag.%'");
       }
-      w.parts.push(`(${any.join(' OR ')})`);
+      w.list.push(`(${any.join(' OR ')})`);
     }
     // A key limited to projects sees its projects' rows, and the installation-wide ones every incident
     // timeline needs (policy reloads, flag changes: they carry no project and name no other project's data).
     if (q.visibleProjects) {
-      w.parts.push(`(project_id = ANY(${w.arg([...q.visibleProjects])}::text[]) OR (project_id IS NULL AND (kind = 'POLICY_RELOAD' OR coalesce(action, '') LIKE 'flag.%')))`);
+      w.list.push(`(project_id = ANY(${w.arg([...q.visibleProjects])}::text[]) OR (project_id IS NULL AND (kind = 'POLICY_RELOAD' OR coalesce(action, '') LIKE 'flag.%')))`);
     }
   },
 };
@@ -199,16 +188,16 @@ const ALERT_SOURCE: SourceSql = {
     if (m.project) any.push(`project_id = ${w.arg(m.project)}`);
     if (any.length > 0 || m.environment) {
       any.push(`kind = ANY(${w.arg(GLOBAL_ALERT_KINDS)}::text[])`);
-      w.parts.push(`(${any.join(' OR ')})`);
+      w.list.push(`(${any.join(' OR ')})`);
     }
     // A flag turned off or on about another server's capability does not belong on a server's timeline.
     // Here rather than after the read: a read cut at `limit` rows must not hold rows that are then dropped.
     if (m.server) {
-      w.parts.push(
+      w.list.push(
         `(kind <> ALL(${w.arg(FLAG_ALERT_KINDS)}::text[]) OR coalesce(substring(details ->> 'flag' from ${w.arg(SERVER_FLAG.source)}::text), ${w.arg(m.server)}) = ${w.arg(m.server)})`,
       );
     }
-    if (q.visibleProjects) w.parts.push(`(project_id IS NULL OR project_id = ANY(${w.arg([...q.visibleProjects])}::text[]))`);
+    if (q.visibleProjects) w.list.push(`(project_id IS NULL OR project_id = ANY(${w.arg([...q.visibleProjects])}::text[]))`);
   },
 };
 
