@@ -9,16 +9,18 @@ import type { Environment } from '../tokens/store.js';
 
 export type { Capability };
 
-/** Kill-switch triggers of seed 001 (DESIGN.md §4). */
-export type HaltTrigger =
-  | 'UNAUTHORIZED_SERVER'
-  | 'WRITE_IN_READ_SESSION'
-  | 'PRODUCTION_ENVIRONMENT'
-  | 'SESSION_LIMIT'
-  | 'LARGE_RESULT'
-  | 'CASCADE_WRITE'
-  | 'MAX_ROWS'
-  | 'MAX_EXECUTION_TIME';
+/** Kill-switch triggers of seed 001 (DESIGN.md §4), the one list of their names. */
+export const HALT_TRIGGERS = [
+  'UNAUTHORIZED_SERVER',
+  'WRITE_IN_READ_SESSION',
+  'PRODUCTION_ENVIRONMENT',
+  'SESSION_LIMIT',
+  'LARGE_RESULT',
+  'CASCADE_WRITE',
+  'MAX_ROWS',
+  'MAX_EXECUTION_TIME',
+] as const;
+export type HaltTrigger = (typeof HALT_TRIGGERS)[number];
 
 export interface DecisionInput {
   server: string;

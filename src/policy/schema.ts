@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import type { HaltTrigger } from '../decisions/types.js';
+import { HALT_TRIGGERS } from '../decisions/types.js';
 import { SCOPES } from '../tokens/scopes.js';
 
 // The shape of a policy file as written (snake_case, the seed documents' names). Defaults are applied
@@ -19,17 +19,6 @@ export const SERVER_CLASSES: readonly string[] = [...new Set(SCOPES.map((s) => s
 
 /** Seed 002's prohibited capabilities, by name. */
 export const BUILTIN_PROHIBITED = ['shell_execution', 'file_write', 'database_write'] as const;
-
-export const ALL_HALT_TRIGGERS: readonly HaltTrigger[] = [
-  'UNAUTHORIZED_SERVER',
-  'WRITE_IN_READ_SESSION',
-  'PRODUCTION_ENVIRONMENT',
-  'SESSION_LIMIT',
-  'LARGE_RESULT',
-  'CASCADE_WRITE',
-  'MAX_ROWS',
-  'MAX_EXECUTION_TIME',
-];
 
 const NAME_HINT = 'use lowercase letters, digits, "_" and "-" (it becomes part of Unleash flag names)';
 export const SERVER_NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$';
@@ -236,7 +225,7 @@ export const PolicyFileSchema = Type.Object(
     rate_limits: Type.Optional(RateLimits),
     cascade: Type.Optional(Cascade),
     large_result_bytes: Type.Optional(Type.Integer({ minimum: 1 })),
-    halt_token_on: Type.Optional(Type.Array(Type.Enum([...ALL_HALT_TRIGGERS]), { uniqueItems: true })),
+    halt_token_on: Type.Optional(Type.Array(Type.Enum([...HALT_TRIGGERS]), { uniqueItems: true })),
     approvals: Type.Optional(Approvals),
   },
   { additionalProperties: false },
