@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { redactDetails, redactText, requireStorableText, storable } from '../audit/redact.js';
@@ -109,7 +110,7 @@ export interface ResolveAlerts {
 
 const MAX_MESSAGE = 2_000;
 const MAX_DETAILS_BYTES = 8_192;
-/** raiseOnce keys this replica remembers having raised (bounded; expired ones are dropped first). */
+/** raiseOnce keys this replica remembers having raised, each for its window (the least recently used go first). */
 const ONCE_CACHE_MAX = 10_000;
 
 interface WireMessage {
@@ -143,7 +144,7 @@ export class AlertService {
   /** Tells this replica's own messages apart: they were already delivered locally. */
   private readonly instanceId = randomUUID();
   private readonly listeners = new Set<AlertListener>();
-  private readonly raisedHereUntil = new Map<string, number>();
+  private readonly raisedHere = new LRUCache<string, true>({ max: ONCE_CACHE_MAX });
   private readonly channel: string;
   private readonly onMessage = (channel: string, message: string) => {
     if (channel === this.channel) this.receive(message);
@@ -237,17 +238,14 @@ export class AlertService {
 
   /** raiseOnce's test alone: true for the first caller of `key` per `seconds` across replicas (or when Redis cannot answer). */
   async firstInWindow(key: string, seconds: number): Promise<boolean> {
-    const now = Date.now();
     // This replica raised it within the window: no need to ask Redis again (callers on the decision
     // path, e.g. every call a kill switch denies, would otherwise pay a Redis trip each).
-    if ((this.raisedHereUntil.get(key) ?? 0) > now) return false;
+    if (this.raisedHere.has(key)) return false;
+    const windowS = Math.max(1, Math.ceil(seconds));
     try {
-      const won = await this.redis.redis.set(this.redis.key('alerts', 'once', key), '1', 'EX', Math.max(1, Math.ceil(seconds)), 'NX');
+      const won = await this.redis.redis.set(this.redis.key('alerts', 'once', key), '1', 'EX', windowS, 'NX');
       if (won === null) return false;
-      if (this.raisedHereUntil.size >= ONCE_CACHE_MAX) {
-        for (const [k, until] of this.raisedHereUntil) if (until <= now) this.raisedHereUntil.delete(k);
-      }
-      if (this.raisedHereUntil.size < ONCE_CACHE_MAX) this.raisedHereUntil.set(key, now + Math.max(1, Math.ceil(seconds)) * 1000);
+      this.raisedHere.set(key, true, { ttl: windowS * 1000 });
     } catch (err) {
       this.log.warn({ err: (err as Error).message, key }, 'alerts: Redis could not de-duplicate; raising anyway');
     }

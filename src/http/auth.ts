@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import type { AdminAction } from '../audit/rows.js';
 import { AppError, unauthenticated } from '../errors.js';
 import type { AgentPrincipal, Authenticator, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
@@ -96,7 +97,8 @@ const MAX_TRACKED = 10_000;
  * are noise: one info line a minute, counting the ones left out.
  */
 export class RefusedCredentials {
-  private readonly lastRow = new Map<string, number>();
+  /** Credentials given a row in the last minute (the least recently used go first when full). */
+  private readonly recentRows: LRUCache<string, true>;
   private noiseLoggedAt = Number.NEGATIVE_INFINITY;
   private noiseLeftOut = 0;
 
@@ -104,7 +106,10 @@ export class RefusedCredentials {
     private readonly audit: { recordAdmin(a: AdminAction): Promise<void> },
     private readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    // ttlResolution 0: the clock is read on every look (the window is exact, and a test's clock is obeyed).
+    this.recentRows = new LRUCache({ max: MAX_TRACKED, ttl: REFUSAL_WINDOW_MS, ttlResolution: 0, perf: { now: () => this.now() } });
+  }
 
   /** Registers the onError hook: every 401 the authenticator produced passes here. */
   install(app: FastifyInstance): void {
@@ -119,13 +124,8 @@ export class RefusedCredentials {
     if (r.reason === 'revoked' || r.reason === 'expired') {
       const type = CREDENTIAL_TYPE[r.kind];
       const key = `${type}:${r.id}`;
-      const last = this.lastRow.get(key);
-      if (last !== undefined && t - last < REFUSAL_WINDOW_MS) return;
-      if (this.lastRow.size >= MAX_TRACKED) {
-        for (const [k, at] of this.lastRow) if (t - at >= REFUSAL_WINDOW_MS) this.lastRow.delete(k);
-        if (this.lastRow.size >= MAX_TRACKED) return;
-      }
-      this.lastRow.set(key, t);
+      if (this.recentRows.has(key)) return;
+      this.recentRows.set(key, true);
       const details = { presented_type: type, presented_id: r.id, reason: r.reason, token_type: r.tokenType ?? null, ...where };
       this.log.warn(details, `a ${r.reason} ${type.replace('_', ' ')} was presented and refused (401)`);
       void this.audit

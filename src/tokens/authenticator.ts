@@ -81,7 +81,8 @@ export function refusalOf(err: unknown): CredentialRefusal | undefined {
   return typeof err === 'object' && err !== null ? refusals.get(err) : undefined;
 }
 
-function refused(refusal: CredentialRefusal): Error {
+/** The 401 error Authenticator.authenticate throws for `refusal` (refusalOf reads it back). */
+export function refused(refusal: CredentialRefusal): Error {
   const err = unauthenticated();
   refusals.set(err, refusal);
   return err;
