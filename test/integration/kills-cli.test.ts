@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliFailure, KILL_NOT_ENFORCED, killBody, killExitCode, parseDuration } from '../../src/cli/kill.js';
 import { killServiceFor } from '../../src/kills/plugin.js';
 import { createRedis } from '../../src/redis/client.js';
+import { killswitch } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -12,7 +11,6 @@ import { GatewayDriver } from '../helpers/gateway-client.js';
 // listening control plane, with the operator key from the environment.
 
 const POLICY = 'test/fixtures/decisions/policy.yaml';
-const run = promisify(execFile);
 const t = new TestContext();
 let app: FastifyInstance;
 let gw: GatewayDriver;
@@ -33,18 +31,8 @@ beforeAll(async () => {
 });
 afterAll(() => t.teardown());
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run('node', ['bin/killswitch.js', ...args], {
-      env: { ...process.env, KILLSWITCH_URL: url, KILLSWITCH_OPERATOR_KEY: operatorKey, LOG_LEVEL: 'warn', ...env },
-      timeout: 30_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  killswitch(args, { env: { KILLSWITCH_URL: url, KILLSWITCH_OPERATOR_KEY: operatorKey, LOG_LEVEL: 'warn', ...env } });
 
 describe('killswitch kill / kills / unkill', () => {
   it('kills filesystem writes, lists the kill, lifts it; decisions follow', async () => {

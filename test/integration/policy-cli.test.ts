@@ -1,18 +1,7 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { killswitch } from '../helpers/cli.js';
 
-const run = promisify(execFile);
-
-async function policyCheck(file: string) {
-  try {
-    const { stdout, stderr } = await run('node', ['bin/killswitch.js', 'policy', 'check', file], { timeout: 30_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const policyCheck = (file: string) => killswitch(['policy', 'check', file]);
 
 describe('killswitch policy check', () => {
   it('a valid file → exit 0 with a summary', async () => {

@@ -1,15 +1,13 @@
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { afterAll, describe, expect, it } from 'vitest';
+import { killswitch } from '../helpers/cli.js';
 
 // The installed command, as CI and a pre-session hook run it: `node bin/killswitch.js scan|env-gate`.
 
-const run = promisify(execFile);
 const BIN = resolve('bin/killswitch.js');
 const FIXTURES = resolve('test/fixtures/scan');
 const POLICY = join(FIXTURES, 'policy.yaml');
@@ -18,15 +16,7 @@ afterAll(() => rmSync(HOME, { recursive: true, force: true }));
 
 const SECRETS = ['Sup3rSecretPassw0rd', 'ghp_FakeTokenForKillswitchScanTests000000', 'wk-live-8d7f6e5d4c3b2a1900', 'crm_9f8e7d6c5b4a39281716', 'stranger-key-0123456789abcdef'];
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run('node', [BIN, ...args], { cwd: FIXTURES, env: { ...process.env, HOME, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: Record<string, string> = {}) => killswitch(args, { cwd: FIXTURES, env: { HOME, ...env }, timeoutMs: 60_000 });
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats.default(ajv);

@@ -1,0 +1,30 @@
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface CliResult {
+  /** The exit code (0 when it succeeded). */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `killswitch <args>` (bin/killswitch.js of this checkout) as a child process with the test's
+ * environment plus `env`; resolves with its exit code and output whatever the code.
+ */
+export async function killswitch(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run('node', [resolve('bin/killswitch.js'), ...args], {
+      env: { ...process.env, ...opts.env },
+      timeout: opts.timeoutMs ?? 30_000,
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
