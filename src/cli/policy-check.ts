@@ -1,9 +1,10 @@
-import { formatIssue, loadPolicyFile } from '../policy/index.js';
+import { formatIssue, loadPolicyFile, serverFlagNames } from '../policy/index.js';
 
 /**
  * `killswitch policy check FILE`: validates a policy file. Prints every problem as
- * `file:line:column key.path: message` on stderr and returns the exit code: 0 valid (warnings
- * allowed), 2 invalid or unreadable.
+ * `file:line:column key.path: message` on stderr (warnings on stdout) and returns the exit code: 0
+ * valid (warnings allowed), 2 invalid or unreadable. A valid file is followed by the Unleash flags each
+ * server's calls need per capability, seed 001 defaults included, so an operator sees which flag stops what.
  */
 export async function policyCheck(file: string, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
   const result = await loadPolicyFile(file);
@@ -15,6 +16,14 @@ export async function policyCheck(file: string, out: NodeJS.WritableStream = pro
   }
   const p = result.policy;
   const roles = [...p.roles.values()].filter((r) => !r.builtIn).length;
-  out.write(`${file}: valid policy (${p.servers.size} servers, ${roles} roles, sha256 ${p.hash})\n`);
+  const n = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
+  out.write(`${file}: valid policy (${n(p.servers.size, 'server')}, ${n(roles, 'role')}, sha256 ${p.hash})\n`);
+  if (p.servers.size > 0) {
+    out.write('Flags each server answers to, beside mcp.enabled and mcp.tokens.<type> (all must be on):\n');
+    for (const s of [...p.servers.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      const f = serverFlagNames(s);
+      out.write(`  ${s.name}${s.prohibited ? ' (prohibited)' : ''}  read: ${f.read.join(', ')}; write: ${f.write.join(', ')}; delete: ${f.delete.join(', ')}\n`);
+    }
+  }
   return 0;
 }

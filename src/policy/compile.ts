@@ -10,11 +10,12 @@ import {
   DEFAULT_LARGE_RESULT_BYTES,
   defaultServerLimits,
   FULL_INTERNAL_ENVIRONMENTS,
+  seedFlags,
 } from './defaults.js';
 import type { IssueList, PathSegment } from './issues.js';
 import { SHIPPED_MAPS } from './maps/index.js';
 import { identitiesOf } from './resources.js';
-import { type ApprovalsEntry, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
+import { type ApprovalsEntry, CAPABILITIES, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
 import type {
   ApprovalRule,
   ApprovalSettings,
@@ -41,6 +42,34 @@ export function capabilityOf(scope: string): Capability {
 
 function pick<T>(value: T | null | undefined, fallback: T): T {
   return value === undefined ? fallback : (value as T);
+}
+
+/**
+ * The extra flags of each capability: the list the entry gives under `flags:`, else the seed 001 kill
+ * switches its class or kind imply (defaults.ts, seedFlags). A list that leaves one of those out opts
+ * the server out of it: a warning, since turning that flag off during an incident then misses it.
+ */
+function serverFlags(name: string, serverClass: string, entry: ServerEntry, issues: IssueList, at: (...p: PathSegment[]) => PathSegment[]): CompiledServer['flags'] {
+  const seeds = seedFlags(name, serverClass, entry.map);
+  const out = { read: [] as string[], write: [] as string[], delete: [] as string[] };
+  for (const cap of CAPABILITIES) {
+    const implied = seeds.filter((s) => s.capabilities.includes(cap));
+    const listed = entry.flags?.[cap];
+    if (listed === undefined) {
+      out[cap] = implied.map((s) => s.flag);
+      continue;
+    }
+    out[cap] = [...listed];
+    for (const s of implied) {
+      if (listed.includes(s.flag)) continue;
+      const what = cap === 'read' ? 'reads' : cap === 'write' ? 'writes' : 'deletes';
+      issues.warning(
+        at('flags', cap),
+        `does not list ${s.flag}, which this server's ${what} answer to by default (${s.because}): turning ${s.flag} off in Unleash will not stop them; add it to the list, or leave \`${cap}\` out to get the default`,
+      );
+    }
+  }
+  return out;
 }
 
 function compileServer(name: string, entry: ServerEntry, issues: IssueList, perServer: ServerLimitsEntry | undefined): CompiledServer | undefined {
@@ -122,7 +151,7 @@ function compileServer(name: string, entry: ServerEntry, issues: IssueList, perS
     tools,
     readScope: classScopes.read,
     writeScope: classScopes.write,
-    flags: { read: entry.flags?.read ?? [], write: entry.flags?.write ?? [], delete: entry.flags?.delete ?? [] },
+    flags: serverFlags(name, serverClass, entry, issues, at),
     approval: new Set(entry.approval ?? []),
     prohibited: entry.prohibited ?? false,
     networkIdentities: [...networkIdentities],

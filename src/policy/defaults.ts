@@ -1,4 +1,5 @@
 import type { HaltTrigger } from '../decisions/types.js';
+import type { Capability } from '../tokens/scopes.js';
 import type { Environment } from '../tokens/store.js';
 import type { CascadeSettings, GlobalLimits, ServerLimits } from './types.js';
 
@@ -86,6 +87,41 @@ export function defaultServerLimits(name: string, serverClass: string, mapName: 
   else if (kind === 'filesystem') Object.assign(out, { maxWriteCallsPerSession: 30, maxReadCallsPerSession: 200 });
   else if (serverClass === 'db') Object.assign(out, { maxCallsPerSession: 100, maxRowsReturned: 10_000 });
   else if (serverClass === 'exec') Object.assign(out, { maxCallsPerSession: 20, maxExecutionTimeSeconds: 30 });
+  return out;
+}
+
+/** A seed 001 kill switch a server answers to by default, for some capabilities, and why. */
+export interface SeedFlag {
+  flag: string;
+  capabilities: readonly Capability[];
+  /** What gives it to the server, for `policy check` (e.g. `class db`, `map github`). */
+  because: string;
+}
+
+const ALL_CAPABILITIES: readonly Capability[] = ['read', 'write', 'delete'];
+const CHANGES: readonly Capability[] = ['write', 'delete'];
+
+/**
+ * Seed 001's kill switches (DESIGN.md §5, flags/capabilities.yaml) a server answers to unless its
+ * `flags:` names the capability: by class (db writes and deletes → mcp.database.write; every exec call
+ * → mcp.shell.execute; every cloud call → mcp.cloud.infra) and by kind, as for the per-server limits
+ * (the map, else the server's name: github → mcp.github.api for every call, filesystem →
+ * mcp.filesystem.write for writes and deletes). A flag that is the server's own
+ * `mcp.<server>.<capability>` is left out: that one is checked anyway.
+ */
+export function seedFlags(name: string, serverClass: string, mapName: string | undefined): SeedFlag[] {
+  const out: SeedFlag[] = [];
+  const add = (flag: string, capabilities: readonly Capability[], because: string) => {
+    const caps = capabilities.filter((c) => flag !== `mcp.${name}.${c}`);
+    if (caps.length > 0) out.push({ flag, capabilities: caps, because });
+  };
+  if (serverClass === 'db') add('mcp.database.write', CHANGES, 'class db');
+  if (serverClass === 'exec') add('mcp.shell.execute', ALL_CAPABILITIES, 'class exec');
+  if (serverClass === 'cloud') add('mcp.cloud.infra', ALL_CAPABILITIES, 'class cloud');
+  const kind = mapName ?? name;
+  const byKind = mapName !== undefined ? `map ${mapName}` : `server name ${name}`;
+  if (kind === 'github') add('mcp.github.api', ALL_CAPABILITIES, byKind);
+  if (kind === 'filesystem') add('mcp.filesystem.write', CHANGES, byKind);
   return out;
 }
 

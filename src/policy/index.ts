@@ -1,7 +1,7 @@
 // The policy module's public surface: what the decision pipeline, the flags sync, the limits step and
 // the CLI call.
 export { checkPolicy, scopeCheck } from './check.js';
-export { policyFlagNames } from './flags.js';
+export { policyFlagNames, serverFlagNames } from './flags.js';
 export { formatIssue, PolicyFileError, type PolicyIssue } from './issues.js';
 export { haltsToken, limitsFor } from './limits.js';
 export { loadPolicyFile, type PolicyParseResult, parsePolicy } from './load.js';

@@ -77,7 +77,8 @@ describe('policyFlagNames', () => {
   it('lists every server and each extra flag once', () => {
     expect(policyFlagNames(fixture)).toEqual({
       servers: ['files2', 'filesystem', 'github', 'idp', 'liveproxy', 'memory', 'postgres', 'runner', 'shell', 'trusted', 'untrusted', 'web'],
-      extraFlags: ['mcp.database.write', 'mcp.github.api'],
+      // Seed defaults included: runner and shell (class exec), files2 and filesystem deletes (map filesystem), github deletes.
+      extraFlags: ['mcp.database.write', 'mcp.filesystem.write', 'mcp.github.api', 'mcp.shell.execute'],
     });
   });
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CLASS_SCOPES, DEFAULT_HALT_TOKEN_ON } from '../../src/policy/defaults.js';
-import { formatIssue, loadPolicyFile, type PolicyIssue, parsePolicy, SHIPPED_MAPS } from '../../src/policy/index.js';
+import { formatIssue, loadPolicyFile, type PolicyIssue, parsePolicy, policyFlagNames, resolveCall, SHIPPED_MAPS } from '../../src/policy/index.js';
 import { SERVER_CLASSES } from '../../src/policy/schema.js';
 import { SCOPE_BY_NAME } from '../../src/tokens/scopes.js';
 
@@ -229,6 +229,68 @@ describe('policy file: defaults', () => {
   it('null disables a limit, a number replaces the default', () => {
     const p = compiled(`${MINIMAL}rate_limits:\n  global: { max_calls_per_session: null, max_calls_per_minute: 7 }\n`);
     expect(p.limits.session).toEqual({ maxCalls: null, maxCallsPerMinute: 7 });
+  });
+});
+
+describe('policy file: seed 001 kill switches by class and map (DESIGN.md §5)', () => {
+  const SERVERS = `servers:
+  sqlite: { identity: { command: uvx, args: [mcp-server-sqlite] }, map: sqlite }
+  warehouse: { identity: { url: "https://wh.example.com/mcp" }, class: db }
+  runner: { identity: { command: ./bin/runner }, class: exec }
+  infra: { identity: { url: "https://infra.example.com/mcp" }, class: cloud }
+  gh: { identity: { command: gh-mcp }, map: github }
+  github: { identity: { url: "https://api.github.com/mcp" }, class: vcs }
+  files2: { identity: { command: ./bin/files2 }, map: filesystem }
+  filesystem: { identity: { command: npx }, map: filesystem }
+  memory: { identity: { command: npx }, map: memory }
+roles: {}
+`;
+  const flagsOf = (text: string, server: string) => compiled(text).servers.get(server)?.flags;
+
+  it('a db server (by class or by its map) answers to mcp.database.write for writes and deletes', () => {
+    expect(flagsOf(SERVERS, 'sqlite')).toEqual({ read: [], write: ['mcp.database.write'], delete: ['mcp.database.write'] });
+    expect(flagsOf(SERVERS, 'warehouse')).toEqual({ read: [], write: ['mcp.database.write'], delete: ['mcp.database.write'] });
+  });
+
+  it('an exec server answers to mcp.shell.execute, a cloud server to mcp.cloud.infra, for every capability', () => {
+    expect(flagsOf(SERVERS, 'runner')).toEqual({ read: ['mcp.shell.execute'], write: ['mcp.shell.execute'], delete: ['mcp.shell.execute'] });
+    expect(flagsOf(SERVERS, 'infra')).toEqual({ read: ['mcp.cloud.infra'], write: ['mcp.cloud.infra'], delete: ['mcp.cloud.infra'] });
+  });
+
+  it('the github map (or a server named github without a map) answers to mcp.github.api for every capability', () => {
+    expect(flagsOf(SERVERS, 'gh')).toEqual({ read: ['mcp.github.api'], write: ['mcp.github.api'], delete: ['mcp.github.api'] });
+    expect(flagsOf(SERVERS, 'github')).toEqual({ read: ['mcp.github.api'], write: ['mcp.github.api'], delete: ['mcp.github.api'] });
+  });
+
+  it('the filesystem map answers to mcp.filesystem.write for writes and deletes, whatever the server is named', () => {
+    expect(flagsOf(SERVERS, 'files2')).toEqual({ read: [], write: ['mcp.filesystem.write'], delete: ['mcp.filesystem.write'] });
+    // Its own per-server write flag is checked anyway: not repeated as an extra flag.
+    expect(flagsOf(SERVERS, 'filesystem')).toEqual({ read: [], write: [], delete: ['mcp.filesystem.write'] });
+    expect(flagsOf(SERVERS, 'memory')).toEqual({ read: [], write: [], delete: [] });
+  });
+
+  it('the defaults are what a call resolves to and what the flags sync creates', () => {
+    const p = compiled(SERVERS);
+    const write = resolveCall(p, { server: 'sqlite', tool: 'write_query', arguments: {}, session_id: 's' });
+    expect('call' in write && write.call.extraFlags).toEqual(['mcp.database.write']);
+    const deploy = resolveCall(p, { server: 'infra', tool: 'delete_service', arguments: {}, session_id: 's' });
+    expect('call' in deploy && deploy.call.extraFlags).toEqual(['mcp.cloud.infra']);
+    expect(policyFlagNames(p).extraFlags).toEqual(['mcp.cloud.infra', 'mcp.database.write', 'mcp.filesystem.write', 'mcp.github.api', 'mcp.shell.execute']);
+    expect(p.warnings).toEqual([]);
+  });
+
+  it('an explicit `flags:` list replaces the default of that capability only; leaving a seed flag out is a warning naming it', () => {
+    const text = SERVERS.replace('class: db }', 'class: db, flags: { write: [], delete: [mcp.database.write, mcp.wh.freeze] } }');
+    const result = parsePolicy(text, 'p.yaml');
+    if (!result.ok) throw new Error(result.issues.map(formatIssue).join('\n'));
+    expect(result.policy.servers.get('warehouse')?.flags).toEqual({ read: [], write: [], delete: ['mcp.database.write', 'mcp.wh.freeze'] });
+    expect(result.issues.map(formatIssue)).toEqual([
+      "p.yaml:3:92 warning: servers.warehouse.flags.write: does not list mcp.database.write, which this server's writes answer to by default (class db): turning mcp.database.write off in Unleash will not stop them; add it to the list, or leave `write` out to get the default",
+    ]);
+    // A list that keeps the seed flag, or names a capability without one, warns about nothing.
+    const kept = parsePolicy(SERVERS.replace('map: github }', 'map: github, flags: { read: [mcp.github.api, mcp.gh.extra] } }').replace('map: memory }', 'map: memory, flags: { write: [] } }'), 'p.yaml');
+    expect(kept.issues).toEqual([]);
+    expect(kept.ok && kept.policy.servers.get('gh')?.flags.read).toEqual(['mcp.github.api', 'mcp.gh.extra']);
   });
 });
 

@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
+
+// Seed 001's kill switches hold by default (DESIGN.md §5, docs/policy.md "Flags of a server"): turning
+// mcp.database.write off in Unleash stops the writes of a db server whose policy entry names no flag,
+// through the decision API, and the audit row records the flag. Serial: it toggles a shared flag.
+
+const POLICY = 'test/fixtures/decisions/seed-flags-policy.yaml';
+const FLAG = 'mcp.database.write';
+const unleash = inject('unleash');
+const admin = testAdmin(unleash);
+const t = new TestContext();
+let app: FastifyInstance;
+let gw: GatewayDriver;
+
+beforeAll(async () => {
+  await t.setup();
+  app = await t.app({ policyFile: POLICY });
+  gw = await new GatewayDriver(t, app).init();
+});
+afterEach(() => restoreFlag(unleash, FLAG));
+afterAll(() => t.teardown());
+
+async function explain(tokenId: string, call: Record<string, unknown>) {
+  const res = await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: { authorization: `Bearer ${gw.owner}` }, payload: { token_id: tokenId, ...call } });
+  return res.json() as { code: string; flags: { name: string; enabled: boolean }[] };
+}
+
+async function auditFlags(decisionId: string): Promise<Record<string, boolean>> {
+  await app.ctx.audit.writer.flush();
+  const { rows } = await t.pool().query(`SELECT flags FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'`, [decisionId]);
+  expect(rows).toHaveLength(1);
+  return rows[0].flags;
+}
+
+describe('mcp.database.write without a `flags:` entry', () => {
+  it('off → a write on a db-class server that does not list it is denied with KILL_SWITCH; its reads, and a server that opted out, stay allowed', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const write = { server: 'sqlite', tool: 'write_query', arguments: { query: "update notes set body = 'x'" }, session_id: s.session_id };
+    const read = { server: 'sqlite', tool: 'read_query', arguments: { query: 'select 1' }, session_id: s.session_id };
+    const optedOut = { server: 'postgres', tool: 'execute', arguments: { sql: 'update t set a = 1' }, session_id: s.session_id };
+
+    const before = await gw.decide(tok.raw, write);
+    expect(before.code).toBe('OK');
+    expect(await auditFlags(before.decision_id)).toMatchObject({ [FLAG]: true, 'mcp.sqlite.write': true });
+
+    await admin.setEnabled(FLAG, unleash.environment, false);
+    // Explain polls without side effects (no session limit spent).
+    await until(async () => (await explain(tok.id, { server: 'sqlite', tool: 'write_query' })).code === 'KILL_SWITCH', 5_000, 'sqlite write killed');
+
+    const denied = await gw.decide(tok.raw, write);
+    expect(denied).toMatchObject({ decision: 'deny', code: 'KILL_SWITCH' });
+    expect(denied.message).toMatch(/^mcp\.database\.write is off: /);
+    expect(await auditFlags(denied.decision_id)).toMatchObject({ [FLAG]: false });
+
+    expect((await gw.decide(tok.raw, read)).code).toBe('OK');
+    // `flags: { write: [] }` takes postgres's writes out of the kill switch (policy check warns about it).
+    const other = await gw.decide(tok.raw, optedOut);
+    expect(other.code).toBe('OK');
+    expect(await auditFlags(other.decision_id)).not.toHaveProperty(FLAG);
+  });
+});
