@@ -6,26 +6,6 @@ import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionB
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
 
-/**
- * The declared servers the policy does not list, as warnings: a call to one is denied UNKNOWN_SERVER and
- * halts. Not a 400: a gateway declares the servers of its config, and one the policy does not (yet) list
- * must not keep its agents from the others (docs/sessions-and-limits.md).
- */
-export function unknownServers(declared: readonly string[] | undefined, inPolicy: Iterable<string>): Array<{ field: string; problem: string }> {
-  const known = [...inPolicy].sort();
-  const listed = known.length <= 10 ? known.join(', ') : `${known.slice(0, 10).join(', ')} and ${known.length - 10} more`;
-  return (declared ?? []).flatMap((name, i) =>
-    known.includes(name)
-      ? []
-      : [
-          {
-            field: `servers.${i}`,
-            problem: `"${name}" is not a server of the policy (${known.length === 0 ? 'it lists none' : `its servers: ${listed}`}): a call to it is denied UNKNOWN_SERVER and halts the session and, by default, every session of the token`,
-          },
-        ],
-  );
-}
-
 /** Sessions (gateway: open) and their halts (operators: read, resume). */
 export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -42,7 +22,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['gateway'],
         summary: 'Open a session bound to the agent token (X-Agent-Token), with a declared scope',
         description:
-          'Audited as `session.opened` (the declared scope, the state, the gateway); the row is durable before the session is committed, so when the audit trail cannot take it nothing is opened and the answer is 503 SERVICE_UNAVAILABLE (retry).',
+          'Each declared server is checked against the token\'s role, as a call to it would be: one the policy does not list, prohibits, or does not allow the role in the token\'s environment is named in `warnings` (why, and what every call to it will get); the session is opened all the same, and those calls are denied and halt as usual. Audited as `session.opened` (the declared scope, the state, the gateway, the warnings); the row is durable before the session is committed, so when the audit trail cannot take it nothing is opened and the answer is 503 SERVICE_UNAVAILABLE (retry).',
         security: [{ bearer: [], agentToken: [] }],
         body: OpenSessionBody,
         response: { 201: OpenedSession, 429: ErrorBody, ...errors },
@@ -50,10 +30,10 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
-      const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body);
-      const warnings = unknownServers(req.body.servers, ctx.policy.current().servers.keys());
-      req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state, ...(warnings.length > 0 ? { warnings } : {}) }, 'session opened');
-      return reply.code(201).send(warnings.length > 0 ? { ...opened, warnings } : opened);
+      const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body, ctx.policy.current());
+      const warnings = opened.warnings?.map((w) => ({ field: w.field, problem: w.problem }));
+      req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state, ...(warnings ? { warnings } : {}) }, 'session opened');
+      return reply.code(201).send(opened);
     },
   );
 

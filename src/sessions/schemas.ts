@@ -11,7 +11,7 @@ const State = Type.Union([Type.Literal('active'), Type.Literal('halted'), Type.L
 export const OpenSessionBody = Type.Object(
   {
     read_only: Type.Optional(Type.Boolean({ description: 'Any write or delete call in this session halts it (WRITE_IN_READ_SESSION). Always true for mcp_ro_ tokens.' })),
-    servers: Type.Optional(Type.Array(ServerName, { minItems: 1, maxItems: 50, uniqueItems: true, description: 'The only servers this session may call; another server halts it (UNAUTHORIZED_SERVER). One the policy does not list is accepted, named in `warnings` of the answer: its calls are denied UNKNOWN_SERVER and halt.' })),
+    servers: Type.Optional(Type.Array(ServerName, { minItems: 1, maxItems: 50, uniqueItems: true, description: 'The only servers this session may call; another server halts it (UNAUTHORIZED_SERVER). One this token will be refused (not in the policy, prohibited, forbidden or not allowed for its role in its environment) is accepted, named in `warnings` of the answer: its calls are denied and halt as usual.' })),
     purpose: Type.Optional(
       Type.String({
         maxLength: 1000,
@@ -35,10 +35,19 @@ export const OpenedSession = Type.Object({
   idle_timeout_s: Type.Integer(),
   message: Type.String(),
   warnings: Type.Optional(
-    Type.Array(Type.Object({ field: Type.String(), problem: Type.String() }), {
-      description:
-        'Present when the declared scope names something that will be refused: a server the policy does not list (`servers.<i>`), whose calls are denied UNKNOWN_SERVER and halt the session (and, by default, every session of the token). The session is opened all the same (a gateway declares the servers of its config).',
-    }),
+    Type.Array(
+      Type.Object({
+        field: Type.String({ description: 'The declared item: `servers.<i>`, its index in the request.' }),
+        problem: Type.String({ description: 'Why every call to it will be refused, in the words a decision would use, and what that call does.' }),
+        code: Type.String({ description: 'The decision code every call to that server gets: UNKNOWN_SERVER or PERMISSION_DENIED.' }),
+        trigger: Type.Union([Type.String(), Type.Null()], { description: 'The kill-switch trigger that call fires (UNAUTHORIZED_SERVER), or null when it is refused without a halt (a prohibited capability).' }),
+        halts_token: Type.Boolean({ description: 'The trigger halts every session of the token too (policy halt_token_on).' }),
+      }),
+      {
+        description:
+          "Present when the declared scope names a server this token will be refused, checked as a decision would check a call to it: one the policy does not list (UNKNOWN_SERVER), one it prohibits, one the token's role may not use in the token's environment (in its forbidden servers, or not in its allowed servers: default deny), or one whose every capability a prohibited capability refuses (PERMISSION_DENIED). One per such server, in the order declared. The session is opened all the same (a declaration is not a call, and a gateway declares every server of its config); the first call to such a server is denied and, except for a prohibited capability, halts the session (and, with halt_token_on, the token). Flags, kills, limits, grants and scopes are checked per call and not here.",
+      },
+    ),
   ),
 });
 

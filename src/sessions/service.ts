@@ -8,7 +8,9 @@ import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { isUuid } from '../ids.js';
 import type { CallSummary } from '../limits/summary.js';
+import type { CompiledPolicy } from '../policy/index.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
+import { declaredServerWarnings, type ScopeWarning } from './declared-servers.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
 import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
 import { type HaltRow, IDLE_SWEEP_ACTOR, type IdleSession, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
@@ -48,6 +50,8 @@ export interface OpenedSession {
   created_at: Date;
   idle_timeout_s: number;
   message: string;
+  /** Declared servers this token will be refused (declared-servers.ts); absent when there are none. */
+  warnings?: ScopeWarning[];
 }
 
 export interface HaltInput {
@@ -299,11 +303,16 @@ export class SessionService {
    * (DESIGN.md §4: reconnecting does not escape a halt), and the answer says so with 201. Its
    * `session.opened` row is durable before the session is committed: when the audit trail cannot take
    * it, nothing is opened (503), as a call whose INTENT cannot be written is denied.
+   *
+   * With `policy`, each declared server is checked against the token's role (seed 001 pattern 1): those
+   * it will be refused are `warnings` of the answer and of the audit row. The session opens all the same
+   * (declared-servers.ts says why); their calls are denied and halt as any other.
    */
-  async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope): Promise<OpenedSession> {
+  async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope, policy?: CompiledPolicy): Promise<OpenedSession> {
     requireStorableText('purpose', scope.purpose);
     const readOnly = scope.read_only === true || agent.tokenType === 'ro';
     const servers = scope.servers ? [...new Set(scope.servers)] : null;
+    const warnings = policy ? declaredServerWarnings(policy, agent, scope.servers) : [];
     // Masked like the audit row's purpose (docs/audit.md, "Redaction"): Redis, Postgres and every view
     // of the session hold what the audit trail holds.
     const purpose = redactText(scope.purpose ?? '');
@@ -375,7 +384,16 @@ export class SessionService {
             action: 'session.opened',
             target: `session:${id}`,
             projectId: agent.projectId,
-            details: { token_id: agent.id, read_only: readOnly, servers, purpose, state: answer.st, ...(trigger ? { trigger } : {}), gateway_id: gateway?.id ?? null },
+            details: {
+              token_id: agent.id,
+              read_only: readOnly,
+              servers,
+              purpose,
+              state: answer.st,
+              ...(trigger ? { trigger } : {}),
+              gateway_id: gateway?.id ?? null,
+              ...(warnings.length > 0 ? { warnings } : {}),
+            },
           });
         } catch (err) {
           unrecorded = true;
@@ -395,6 +413,7 @@ export class SessionService {
       throw new AppError('SERVICE_UNAVAILABLE', 'Postgres is unavailable, so no session was opened; try again shortly.');
     }
     const halted = row.state === 'halted';
+    const refused = warnings.length === 0 ? '' : ` ${warnings.length === 1 ? 'One declared server' : `${warnings.length} declared servers`} will be refused to this token: see warnings.`;
     return {
       session_id: row.id,
       state: halted ? 'halted' : 'active',
@@ -405,8 +424,9 @@ export class SessionService {
       created_at: row.created_at,
       idle_timeout_s: Math.round(this.settings.idleTimeoutMs / 1000),
       message: halted
-        ? `This token is halted (${row.trigger}); the new session is halted too. An operator must resume the token: POST /v1/keys/${agent.id}/resume.`
-        : `Session open${readOnly ? ' (read-only)' : ''}${servers ? ` for ${servers.join(', ')}` : ''}; it closes after ${Math.round(this.settings.idleTimeoutMs / 1000)} s without an allowed call (denied calls do not keep it open).`,
+        ? `This token is halted (${row.trigger}); the new session is halted too. An operator must resume the token: POST /v1/keys/${agent.id}/resume.${refused}`
+        : `Session open${readOnly ? ' (read-only)' : ''}${servers ? ` for ${servers.join(', ')}` : ''}; it closes after ${Math.round(this.settings.idleTimeoutMs / 1000)} s without an allowed call (denied calls do not keep it open).${refused}`,
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
   }
 
