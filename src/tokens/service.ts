@@ -97,8 +97,10 @@ export class CredentialService {
       throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}; it cannot create tokens in ${body.project_id}.`);
     }
     const type: TokenType = body.type;
-    if (type === 'rw' && body.acknowledge_write_risk !== true) {
-      throw new AppError('INVALID_REQUEST', WRITE_RISK_WARNING, [{ field: 'acknowledge_write_risk', problem: `must be true for rw tokens: ${WRITE_RISK_WARNING}` }]);
+    // An admin token can write too (it holds every scope): it needs the same acknowledgement as rw, and its
+    // confirmation below is the second one (DESIGN.md §6), not a replacement for it.
+    if ((type === 'rw' || type === 'admin') && body.acknowledge_write_risk !== true) {
+      throw new AppError('INVALID_REQUEST', WRITE_RISK_WARNING, [{ field: 'acknowledge_write_risk', problem: `must be true for ${type} tokens: ${WRITE_RISK_WARNING}` }]);
     }
     if (type === 'admin') {
       if (body.confirm_admin !== true) throw invalid('confirm_admin', 'must be true: admin tokens hold every scope, including delete, secrets:read and auth:*');

@@ -45,7 +45,7 @@ export async function world(t: TestContext): Promise<World> {
         project_id: project,
         environment: 'development',
         ...(type === 'rw' ? { acknowledge_write_risk: true } : {}),
-        ...(type === 'admin' ? { confirm_admin: true, confirm_project_id: project } : {}),
+        ...(type === 'admin' ? { acknowledge_write_risk: true, confirm_admin: true, confirm_project_id: project } : {}),
       });
       return { raw: created.token, agent: (await app.ctx.auth.authenticate(created.token)) as AgentPrincipal };
     },

@@ -27,7 +27,7 @@ export class GatewayDriver {
   async token(type: TokenType, opts: { role?: string; environment?: string; project?: string; scopes?: string[] } = {}): Promise<{ raw: string; id: string }> {
     const project = opts.project ?? 'alpha';
     const payload: Record<string, unknown> = { type, role: opts.role ?? 'code_agent', project_id: project, environment: opts.environment ?? 'development' };
-    if (type === 'rw') payload['acknowledge_write_risk'] = true;
+    if (type !== 'ro') payload['acknowledge_write_risk'] = true;
     if (type === 'admin') Object.assign(payload, { confirm_admin: true, confirm_project_id: project });
     if (opts.scopes) payload['scopes'] = opts.scopes;
     const res = await this.app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(this.owner), payload });

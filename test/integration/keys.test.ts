@@ -52,16 +52,36 @@ describe('POST /v1/keys', () => {
     expect(ok.json().warning).toBe(WRITE_RISK_WARNING);
   });
 
-  it('refuses an admin token without the second confirmation', async () => {
-    const noConfirm = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin' } });
+  it('refuses an admin token without the write-risk acknowledgement (as rw), with the seed warning, even when the admin confirmation is given', async () => {
+    const before = await countTokens();
+    const confirmed = { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' };
+    for (const payload of [confirmed, { ...confirmed, acknowledge_write_risk: false }]) {
+      const res = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload });
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().error.code).toBe('INVALID_REQUEST');
+      expect(res.json().error.message).toBe(WRITE_RISK_WARNING);
+      expect(res.json().error.details[0].field).toBe('acknowledge_write_risk');
+    }
+    expect(await countTokens()).toBe(before);
+  });
+
+  it('refuses an admin token without the second confirmation (on top of the acknowledgement)', async () => {
+    const acknowledged = { ...roBody, type: 'admin', acknowledge_write_risk: true };
+    const noConfirm = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: acknowledged });
     expect(noConfirm.statusCode).toBe(400);
     expect(noConfirm.json().error.details[0].field).toBe('confirm_admin');
-    const wrongProject = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'beta' } });
+    const wrongProject = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...acknowledged, confirm_admin: true, confirm_project_id: 'beta' } });
     expect(wrongProject.statusCode).toBe(400);
     expect(wrongProject.json().error.details[0].field).toBe('confirm_project_id');
-    const ok = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' } });
+    const ok = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...acknowledged, confirm_admin: true, confirm_project_id: 'alpha' } });
     expect(ok.statusCode).toBe(201);
     expect(ok.json().key.scopes).toContain('auth:*');
+    expect(ok.json().warning).toBe(WRITE_RISK_WARNING);
+    // Rotating keeps the settings the operator confirmed at creation: no new confirmation, the warning again (as for rw).
+    const rotated = await app.inject({ method: 'POST', url: `/v1/keys/${ok.json().key.id}/rotate`, headers: bearer(owner), payload: { grace_seconds: 0 } });
+    expect(rotated.statusCode, rotated.body).toBe(201);
+    expect(rotated.json().key.type).toBe('admin');
+    expect(rotated.json().warning).toBe(WRITE_RISK_WARNING);
   });
 
   it('a role the policy does not define: issued with a warning naming the roles it does define (after the write warning for rw)', async () => {
@@ -232,7 +252,7 @@ describe('who may use the admin API', () => {
   });
 
   it('agent tokens and gateway keys get 403 MCP_TOKEN_FORBIDDEN', async () => {
-    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', confirm_admin: true, confirm_project_id: 'alpha' } });
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'admin', acknowledge_write_risk: true, confirm_admin: true, confirm_project_id: 'alpha' } });
     const agent = created.json().token;
     const gw = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gw-1' } });
     expect(gw.statusCode).toBe(201);
