@@ -2,7 +2,10 @@
 // default and an example, so validation, `killswitch config check` and docs/configuration.md all come
 // from the same table.
 
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import { generateCredential, OPERATOR_PREFIX, parseCredential } from './tokens/format.js';
 
 export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
@@ -24,6 +27,9 @@ export interface SettingSpec {
 export const SETTINGS = [
   { env: 'HOST', type: 'string', default: '127.0.0.1', example: '0.0.0.0', doc: 'Address the control plane listens on. The embedded Unleash listens there too, but on 127.0.0.1 only while UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_PASSWORD holds its published default.' },
   { env: 'PORT', type: 'int', default: '8080', example: '8080', min: 0, max: 65535, doc: 'Port of the decision API, admin API and UI.' },
+  { env: 'TLS_CERT_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/server.pem', doc: 'PEM certificate (its chain may follow) the API on PORT is served with over HTTPS; needs TLS_KEY_FILE. Read at start: a missing or invalid file stops the start (exit 2). Empty: plain HTTP, for loopback or behind a proxy that terminates TLS (docs/operations.md, "TLS"). METRICS_PORT stays plain HTTP.' },
+  { env: 'TLS_KEY_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/server-key.pem', doc: 'PEM private key (unencrypted) of TLS_CERT_FILE\'s certificate; set both or neither.' },
+  { env: 'TLS_CLIENT_CA_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/clients-ca.pem', doc: 'Mutual TLS: PEM certificate(s) of the CA that signs client certificates; a connection without a certificate it signed is refused during the TLS handshake, on every route of PORT (/healthz and /readyz included). Needs TLS_CERT_FILE and TLS_KEY_FILE. The Unleash webhook has no client certificate: without PUBLIC_URL it is not registered and flag changes arrive by polling (docs/operations.md, "TLS").' },
   { env: 'LOG_LEVEL', type: 'enum', default: 'info', example: 'debug', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
   { env: 'DATABASE_URL', type: 'url', default: 'postgres://postgres@127.0.0.1:5432/killswitch', example: 'postgres://killswitch:secret@db:5432/killswitch', secret: true, doc: 'Postgres for tokens, sessions and audit. The database is created if it does not exist.' },
   { env: 'DATABASE_POOL_SIZE', type: 'int', default: '10', example: '20', min: 1, max: 500, doc: 'Connections in the request-path pool.' },
@@ -49,7 +55,7 @@ export const SETTINGS = [
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup (the file in DATA_DIR or the copy in Redis, whichever Unleash confirmed later) older than this is not used to start.' },
   { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'Shared secret on the Unleash webhook integration: Unleash sends it with every flag event, and POST /v1/flags/events refuses events without it. Unset: one is generated on first start and kept in the database, where every replica and `killswitch flags sync` (with DATABASE_URL) find it. Set it only to share one secret with something outside the database (the same value on every replica and for `flags sync`).' },
   { env: 'UNLEASH_START_WAIT_MS', type: 'int', default: '5000', example: '10000', min: 0, max: 600000, doc: 'How long a starting control plane waits for its first flags from Unleash (decisions deny until they are loaded). A flag backup is used only when no fetch has succeeded within this time.' },
-  { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT.' },
+  { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT (https:// with TLS_CERT_FILE, 127.0.0.1 for a wildcard HOST).' },
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows older than this are removed (monthly rollups are kept).' },
@@ -69,11 +75,11 @@ export const SETTINGS = [
   { env: 'ALERT_WEBHOOK_BACKOFF_MS', type: 'int', default: '1000', example: '500', min: 0, max: 60000, doc: 'Wait before the first retry; doubled for each further retry.' },
   { env: 'ALERT_WEBHOOK_MIN_SEVERITY', type: 'enum', default: 'info', example: 'warning', values: ['info', 'warning', 'critical'], doc: 'Alerts below this severity are not sent to the webhook (they are still stored and streamed).' },
   { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
-  { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to, and `killswitch gateway` when its config file has no `killswitch.url` (docs/gateway.md).' },
+  { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to, and `killswitch gateway` when its config file has no `killswitch.url` (docs/gateway.md). An https:// URL whose certificate a private CA issued needs NODE_EXTRA_CA_CERTS=<that CA\'s PEM file> (Node\'s own variable).' },
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
   { env: 'KILLSWITCH_GATEWAY_KEY', type: 'string', example: 'ksgw_...', secret: true, doc: '`killswitch gateway` only: the gateway key (issued at POST /v1/gateway-keys) it authenticates to the control plane with, when its config file has no `killswitch.gatewayKey` (docs/gateway.md). Without either, the gateway does not start.' },
   { env: 'KILLSWITCH_AGENT_TOKEN', type: 'string', example: 'mcp_rw_...', secret: true, doc: '`killswitch gateway` only: the agent token of the agent on stdio, when its config file has no `killswitch.agentToken` (docs/gateway.md). Over Streamable HTTP each agent sends its own token instead.' },
-  { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches). Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
+  { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches), over plain HTTP even with TLS_CERT_FILE. Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
   { env: 'TRUST_PROXY', type: 'list', default: '', example: '10.0.0.0/8,127.0.0.1', doc: 'Addresses or CIDR ranges of the load balancers / reverse proxies in front of the control plane (also `loopback`, `linklocal`, `uniquelocal`), comma-separated. A request from one of them is taken to come from the address its X-Forwarded-For names, which audit rows record as `ip`. Empty: X-Forwarded-For is ignored and `ip` is the connection\'s peer.' },
   { env: 'METRICS_HOST', type: 'string', default: '', example: '0.0.0.0', doc: 'Address the METRICS_PORT listener binds. Empty: the same as HOST.' },
   { env: 'WORKERS', type: 'int', default: '1', example: '4', min: 0, max: 64, doc: 'Processes serving the API on this machine (node:cluster, one shared port): each is a replica with its own audit chain. 1: one process, no cluster. 0: one per CPU. `killswitch start` runs the embedded Unleash and the flags sync once, in the primary.' },
@@ -93,6 +99,9 @@ export const SETTINGS = [
 export interface Config {
   host: string;
   port: number;
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  tlsClientCaFile: string;
   logLevel: string;
   databaseUrl: string;
   databasePoolSize: number;
@@ -323,6 +332,89 @@ export function checkStartConfig(config: Config): void {
       `UNLEASH_API_TOKEN is for Unleash environment "${tokenEnvironment}" but UNLEASH_ENVIRONMENT=${config.unleashEnvironment}: flags would be read from the wrong environment. Example: UNLEASH_API_TOKEN=default:${config.unleashEnvironment}.<secret>`,
     );
   }
+  // The files are read here too, so `config check` finds a missing or mismatched one before a start does.
+  serverTlsOptions(config);
+}
+
+/** What Fastify's `https` option gets: the API's certificate and key, and for mutual TLS the client CA. */
+export interface ServerTlsOptions {
+  cert: Buffer;
+  key: Buffer;
+  /** TLS_CLIENT_CA_FILE's certificates: only clients with a certificate they signed complete the handshake. */
+  ca?: Buffer;
+  requestCert: boolean;
+  rejectUnauthorized: boolean;
+}
+
+type TlsSettings = Pick<Config, 'tlsCertFile' | 'tlsKeyFile' | 'tlsClientCaFile'>;
+
+/**
+ * TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE read and checked: undefined when TLS is off (plain
+ * HTTP). Throws ConfigError naming the setting and the path at fault: one of the pair missing, a file that
+ * cannot be read or holds no PEM certificate / key, a key that is not the certificate's. Read once at start:
+ * a renewed certificate takes effect at the next restart.
+ */
+export function serverTlsOptions(config: TlsSettings): ServerTlsOptions | undefined {
+  const { tlsCertFile: certFile, tlsKeyFile: keyFile, tlsClientCaFile: caFile } = config;
+  if (!certFile && !keyFile) {
+    if (caFile) throw new ConfigError('TLS_CLIENT_CA_FILE', `TLS_CLIENT_CA_FILE is set but TLS_CERT_FILE and TLS_KEY_FILE are not: mutual TLS needs the API served over HTTPS with a certificate and key of its own. Example: TLS_CERT_FILE=${settingExample('TLS_CERT_FILE')} TLS_KEY_FILE=${settingExample('TLS_KEY_FILE')}`);
+    return undefined;
+  }
+  if (!keyFile) throw new ConfigError('TLS_KEY_FILE', `TLS_CERT_FILE is set but TLS_KEY_FILE is not: HTTPS needs both the certificate and its private key (PEM files); set both or neither. Example: TLS_KEY_FILE=${settingExample('TLS_KEY_FILE')}`);
+  if (!certFile) throw new ConfigError('TLS_CERT_FILE', `TLS_KEY_FILE is set but TLS_CERT_FILE is not: HTTPS needs both the certificate and its private key (PEM files); set both or neither. Example: TLS_CERT_FILE=${settingExample('TLS_CERT_FILE')}`);
+  const fail = (env: string, path: string, problem: string): never => {
+    throw new ConfigError(env, `${env}=${path}: ${problem}. Example: ${env}=${settingExample(env)}`);
+  };
+  const cert = readPemFile(certFile, 'certificate');
+  if ('problem' in cert) return fail('TLS_CERT_FILE', certFile, cert.problem);
+  const key = readPemFile(keyFile, 'private key');
+  if ('problem' in key) return fail('TLS_KEY_FILE', keyFile, key.problem);
+  if (!cert.certificates[0]!.checkPrivateKey(key.key)) fail('TLS_KEY_FILE', keyFile, `not the private key of the certificate in TLS_CERT_FILE (${certFile}, ${cert.certificates[0]!.subject.replace(/\n/g, ', ')})`);
+  const options: ServerTlsOptions = { cert: cert.pem, key: key.pem, requestCert: false, rejectUnauthorized: false };
+  if (caFile) {
+    const ca = readPemFile(caFile, 'certificate');
+    if ('problem' in ca) return fail('TLS_CLIENT_CA_FILE', caFile, ca.problem);
+    Object.assign(options, { ca: ca.pem, requestCert: true, rejectUnauthorized: true });
+  }
+  try {
+    createSecureContext(options);
+  } catch (err) {
+    fail('TLS_CERT_FILE', certFile, `Node cannot serve HTTPS with it and TLS_KEY_FILE=${keyFile}${caFile ? ` and TLS_CLIENT_CA_FILE=${caFile}` : ''} (${(err as Error).message})`);
+  }
+  return options;
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * A PEM file read and parsed: every certificate of a certificate file (a chain or a CA bundle), or the
+ * private key of a key file; `problem`, in words, when it cannot be read or holds none. Also for the
+ * gateway's `killswitch.tls` files (src/gateway/config.ts).
+ */
+export function readPemFile(path: string, kind: 'certificate'): { pem: Buffer; certificates: X509Certificate[] } | { problem: string };
+export function readPemFile(path: string, kind: 'private key'): { pem: Buffer; key: KeyObject } | { problem: string };
+export function readPemFile(path: string, kind: 'certificate' | 'private key'): { pem: Buffer; certificates?: X509Certificate[]; key?: KeyObject } | { problem: string } {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { problem: `cannot read the file (${code === 'ENOENT' ? 'ENOENT: no such file' : code === 'EACCES' ? 'EACCES: permission denied' : (code ?? (err as Error).message)})` };
+  }
+  if (kind === 'private key') {
+    try {
+      return { pem, key: createPrivateKey(pem) };
+    } catch (err) {
+      return { problem: `not an unencrypted PEM private key (${(err as Error).message})` };
+    }
+  }
+  const blocks = pem.toString('utf8').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) return { problem: 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };
+  try {
+    return { pem, certificates: blocks.map((b) => new X509Certificate(b)) };
+  } catch (err) {
+    return { problem: `holds a PEM certificate that cannot be parsed (${(err as Error).message})` };
+  }
 }
 
 /**
@@ -480,6 +572,10 @@ export function gatewaySettings(env: Readonly<Env> = process.env): GatewaySettin
 
 /** gatewaySettings() under the name src/cli/gateway.ts calls. */
 export const gatewayReferenceEnv = (): GatewaySettings => gatewaySettings();
+
+function settingExample(name: string): string {
+  return (SETTINGS as readonly SettingSpec[]).find((s) => s.env === name)?.example ?? '';
+}
 
 function settingDefault(name: (typeof SETTINGS)[number]['env']): string {
   const spec: SettingSpec | undefined = SETTINGS.find((s) => s.env === name);

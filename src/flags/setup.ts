@@ -22,12 +22,25 @@ export function unleashApiUrl(config: Config): string {
 }
 
 /**
- * Where Unleash posts flag events: PUBLIC_URL, else http://HOST:PORT. Right in the control plane's own
- * process; in an operator's shell only if it has the control plane's environment (see WebhookMode).
+ * Where Unleash posts flag events: PUBLIC_URL, else http://HOST:PORT (https:// when the API is served with
+ * TLS_CERT_FILE). Right in the control plane's own process; in an operator's shell only if it has the
+ * control plane's environment (see WebhookMode).
  */
 export function webhookUrl(config: Config): string {
-  const base = config.publicUrl || `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
+  const scheme = config.tlsCertFile ? 'https' : 'http';
+  const base = config.publicUrl || `${scheme}://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`;
   return `${base.replace(/\/+$/, '')}/v1/flags/events`;
+}
+
+/**
+ * Why the start registers no webhook although it could, or undefined. With TLS_CLIENT_CA_FILE the API
+ * completes a TLS handshake only with a client certificate, and Unleash's webhook never presents one: at
+ * HOST:PORT every event would be refused. PUBLIC_URL set is the operator saying Unleash reaches the control
+ * plane there (a proxy that holds a client certificate), so it is registered as usual.
+ */
+export function webhookUndeliverable(config: Config): string | undefined {
+  if (!config.tlsClientCaFile || config.publicUrl) return undefined;
+  return 'the Unleash webhook is not registered: TLS_CLIENT_CA_FILE makes the API require a client certificate, which Unleash\'s webhook cannot present, and PUBLIC_URL (a proxy Unleash can post to) is not set. Flag changes arrive by polling only (within about 2 s); docs/operations.md, "TLS"';
 }
 
 /** Servers and extra flags of a policy file (throws PolicyFileError, with every issue, when it is broken). */
@@ -143,10 +156,12 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   // What the sync reads from the admin API, for buildApp: a flag off there is denied from the first
   // decision whatever the flag backup says (undefined when the sync failed).
   let flagsAtStart: StartFlagsRead | undefined;
+  const undeliverable = webhookUndeliverable(config);
+  if (undeliverable) log.warn(undeliverable);
   try {
     const at = Date.now();
     const report = await syncFromConfig(effective, {
-      ...(secret ? { webhookSecret: secret } : { webhookUrl: null }),
+      ...(secret && !undeliverable ? { webhookSecret: secret } : { webhookUrl: null }),
       names,
       record: {
         by: 'start',

@@ -2,8 +2,9 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
-import { type GatewaySettings, gatewaySettings } from '../config.js';
+import { type GatewaySettings, gatewaySettings, readPemFile } from '../config.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
+import type { ControlPlaneTls } from './control-plane.js';
 import { type ProhibitedFinding, pathOf, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
 import { ConfigReferenceError, expandHome, hasReference, type ReferenceSources, resolveReferences } from './references.js';
 
@@ -46,6 +47,14 @@ const KillswitchSection = Type.Object(
     gatewayKey: Type.Optional(Type.String({ minLength: 1 })),
     agentToken: Type.Optional(Type.String({ minLength: 1 })),
     timeoutMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 })),
+    // PEM files for an https:// url: the CA that issued the control plane's certificate, and this
+    // gateway's client certificate and key when the control plane requires mutual TLS.
+    tls: Type.Optional(
+      Type.Object(
+        { caFile: Type.Optional(Type.String({ minLength: 1 })), certFile: Type.Optional(Type.String({ minLength: 1 })), keyFile: Type.Optional(Type.String({ minLength: 1 })) },
+        { additionalProperties: false },
+      ),
+    ),
     startTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
     environment: Type.Optional(Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')])),
     session: Type.Optional(
@@ -132,7 +141,7 @@ export interface SessionScope {
 
 export interface GatewayConfig {
   file: string;
-  controlPlane: { url: string; gatewayKey: string; timeoutMs: number };
+  controlPlane: { url: string; gatewayKey: string; timeoutMs: number; tls?: ControlPlaneTls };
   agentToken: string | undefined;
   environment: 'development' | 'staging' | 'production' | undefined;
   session: SessionScope;
@@ -318,6 +327,7 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
 
   const url = ks.url !== undefined ? ref(ks.url, 'killswitch.url') : settings.killswitchUrl;
   if (url && !/^https?:\/\/[^/\s]+/i.test(url)) problems.push('killswitch.url: expected the control plane URL, e.g. http://127.0.0.1:8080');
+  const tls = ks.tls ? controlPlaneTls(ks.tls, url, (value, where) => resolve(src.baseDir, expandHome(ref(value, `killswitch.tls.${where}`))), problems) : undefined;
   const gatewayKey = credential(ks.gatewayKey, settings.gatewayKey, 'KILLSWITCH_GATEWAY_KEY', 'gatewayKey');
   if (gatewayKey === undefined && !problems.some((p) => p.startsWith('killswitch.gatewayKey'))) {
     problems.push(`killswitch.gatewayKey: no gateway key; set KILLSWITCH_GATEWAY_KEY or write "gatewayKey": "\${env:NAME}" (operators issue keys at POST /v1/gateway-keys)`);
@@ -331,7 +341,7 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
   }
   return {
     file,
-    controlPlane: { url: url.replace(/\/+$/, ''), gatewayKey: gatewayKey as string, timeoutMs: ks.timeoutMs ?? DEFAULT_TIMEOUT_MS },
+    controlPlane: { url: url.replace(/\/+$/, ''), gatewayKey: gatewayKey as string, timeoutMs: ks.timeoutMs ?? DEFAULT_TIMEOUT_MS, ...(tls ? { tls } : {}) },
     agentToken: agentToken || undefined,
     environment: ks.environment,
     session: { readOnly: ks.session?.readOnly ?? false, servers: ks.session?.servers, purpose: ks.session?.purpose ?? '' },
@@ -344,6 +354,47 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
       pollMs: Math.round((ks.approvals?.pollSeconds ?? DEFAULT_APPROVAL_POLL_SECONDS) * 1000),
     },
   };
+}
+
+/**
+ * `killswitch.tls` read: its files (paths relative to the config file) loaded and checked, each problem
+ * added to `problems` with the key and the path. Only for an https:// control plane: with http:// the
+ * files would do nothing and the credentials would cross the network in clear.
+ */
+function controlPlaneTls(
+  section: { caFile?: string; certFile?: string; keyFile?: string },
+  url: string,
+  path: (value: string, where: 'caFile' | 'certFile' | 'keyFile') => string,
+  problems: string[],
+): ControlPlaneTls | undefined {
+  if (url && !/^https:\/\//i.test(url)) {
+    problems.push(`killswitch.tls: only used with an https:// control plane URL, and killswitch.url (or KILLSWITCH_URL) is ${redactUrl(url)}`);
+    return undefined;
+  }
+  if ((section.certFile === undefined) !== (section.keyFile === undefined)) {
+    problems.push('killswitch.tls: give both certFile and keyFile (the client certificate for mutual TLS and its private key), or neither');
+    return undefined;
+  }
+  const tls: ControlPlaneTls = {};
+  const read = (where: 'caFile' | 'certFile' | 'keyFile', value: string) => {
+    const file = path(value, where);
+    const pem = where === 'keyFile' ? readPemFile(file, 'private key') : readPemFile(file, 'certificate');
+    if ('problem' in pem) problems.push(`killswitch.tls.${where}: ${file}: ${pem.problem}`);
+    return pem;
+  };
+  if (section.caFile !== undefined) {
+    const ca = read('caFile', section.caFile);
+    if (!('problem' in ca)) tls.ca = ca.pem;
+  }
+  if (section.certFile !== undefined && section.keyFile !== undefined) {
+    const cert = read('certFile', section.certFile);
+    const key = read('keyFile', section.keyFile);
+    if ('certificates' in cert && 'key' in key) {
+      if (cert.certificates[0]!.checkPrivateKey(key.key)) Object.assign(tls, { cert: cert.pem, key: key.pem });
+      else problems.push('killswitch.tls.keyFile: not the private key of the certificate in killswitch.tls.certFile');
+    }
+  }
+  return tls;
 }
 
 /**

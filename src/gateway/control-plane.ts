@@ -87,16 +87,27 @@ export function logText(err: unknown): string {
   return err instanceof ControlPlaneError && err.detail ? `${message}: ${err.detail}` : message;
 }
 
-/** The socket's error code (ECONNREFUSED, ENOTFOUND, ECONNRESET ...) or a plain word. */
+/** The socket's error code (ECONNREFUSED, ENOTFOUND, ECONNRESET, a TLS one such as ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED ...) or a plain word. */
 const socketErrorCode = (err: Error): string => {
   const code = (err as NodeJS.ErrnoException).code;
-  return typeof code === 'string' && /^[A-Z_]+$/.test(code) ? code : 'connection failed';
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'connection failed';
 };
 
 export interface ControlPlaneOptions {
   url: string;
   gatewayKey: string;
   timeoutMs: number;
+  /**
+   * For an https:// url (`killswitch.tls`): the CA to trust instead of Node's own list, and the client
+   * certificate and key for a control plane that requires mutual TLS (TLS_CLIENT_CA_FILE).
+   */
+  tls?: ControlPlaneTls;
+}
+
+export interface ControlPlaneTls {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
 }
 
 export class ControlPlaneClient {
@@ -107,7 +118,7 @@ export class ControlPlaneClient {
   constructor(private readonly opts: ControlPlaneOptions) {
     this.base = new URL(opts.url);
     const secure = this.base.protocol === 'https:';
-    this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 64 }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
+    this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 64, ...opts.tls }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
     this.request = secure ? https.request : http.request;
   }
 
