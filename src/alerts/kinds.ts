@@ -21,6 +21,7 @@ export const ALERT_KINDS = {
   FLAGS_RECOVERED: { severity: 'info', doc: 'Unleash fetches succeed again after a staleness alert.' },
   TOOL_CHANGED: { severity: 'warning', doc: 'A tool definition differs from the approved (pinned) one; calls deny until an operator approves it.' },
   TOOL_ADDED: { severity: 'warning', doc: 'A server that already had pinned tools reported a new tool name: pinned on first sight and callable at once. Once per server and tool.' },
+  UPSTREAM_MISMATCH: { severity: 'warning', doc: "A gateway reported running a server against hosts or databases that the policy's identity of that server does not name: the policy describes another upstream. Once per gateway, server and identities." },
   UNKNOWN_SERVER: { severity: 'critical', doc: 'A call named a server that is not in the policy or not allowed for the role.' },
   ENVIRONMENT_FORBIDDEN: { severity: 'critical', doc: 'A call targeted another environment, or production without a human grant.' },
   LARGE_RESULT: { severity: 'critical', doc: 'A result was larger than allowed (or had too many rows, or ran too long) and was withheld.' },

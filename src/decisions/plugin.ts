@@ -60,7 +60,10 @@ export function buildSteps(ctx: AppContext, failures?: DependencyFailureLog): Pi
       dependency: 'The approval queue (Redis or Postgres)',
       run(call) {
         const production = grants.has('production', call.agent.id, call.input.session_id);
-        const denial = checkPolicy(policy.current(), call.agent, call.call!, call.input, { production });
+        // What the calling gateway reported it runs the server with counts beside the policy's identity
+        // (in memory with the tool pins); explain, which has no gateway, checks every gateway's report.
+        const reported = ctx.tools.reportedUpstreams(call.call!.server, call.dryRun ? undefined : call.gateway.id);
+        const denial = checkPolicy(policy.current(), call.agent, call.call!, call.input, { production }, reported);
         // A missing grant goes to the approval queue (one request per token and session), so an operator
         // can grant it there; explain opens nothing.
         if (denial?.code === 'HUMAN_AUTHORIZATION_REQUIRED' && !call.dryRun) return ctx.approvals.requestGrant(call, denial);

@@ -21,10 +21,22 @@ function prohibitedRuleFor(rules: readonly ProhibitedRule[], server: CompiledSer
 }
 
 /**
+ * The network identities (hosts, database names) a gateway reported it runs a server with
+ * (POST /v1/gateway/tools, its last report), which may not be what the policy's `identity` says.
+ */
+export interface ReportedUpstream {
+  gateway: { id: string; name: string | null };
+  identities: readonly string[];
+}
+
+/**
  * Policy checks for a resolved call (step 5): the token's environment is authoritative, the server
  * must be allowed for the role in that environment (default deny; forbidden wins), prohibited
  * capabilities, production patterns against network identities, and the human grant a production
  * environment needs. `grants.production`: an active human grant covers this token or session.
+ * `reported`: what the calling gateway reported it runs the server with (explain, which has no gateway:
+ * every gateway's report); matched against the production patterns as the policy's identity is, so a
+ * policy that describes another upstream than the gateway runs hides no production database.
  */
 export function checkPolicy(
   policy: CompiledPolicy,
@@ -32,6 +44,7 @@ export function checkPolicy(
   call: ResolvedCall,
   input: DecisionInput,
   grants: { production: boolean },
+  reported: readonly ReportedUpstream[] = [],
 ): Denial | undefined {
   const env = agent.environment;
   if (input.environment !== undefined && input.environment !== env) {
@@ -99,6 +112,16 @@ export function checkPolicy(
         code: 'ENVIRONMENT_FORBIDDEN',
         halt: 'PRODUCTION_ENVIRONMENT',
         message: `${call.server}/${call.tool} reaches "${hit.identity}", which matches the production pattern "${hit.pattern}"; ${env} tokens need a human grant for production (ask an operator)`,
+      };
+    }
+    for (const upstream of reported) {
+      const match = matchProductionPattern(upstream.identities, rules.forbiddenPatterns);
+      if (!match) continue;
+      const gateway = `${upstream.gateway.name ?? 'gateway'} (${upstream.gateway.id})`;
+      return {
+        code: 'ENVIRONMENT_FORBIDDEN',
+        halt: 'PRODUCTION_ENVIRONMENT',
+        message: `${call.server}/${call.tool}: the upstream identity gateway ${gateway} reported for server ${call.server} (POST /v1/gateway/tools) reaches "${match.identity}", which matches the production pattern "${match.pattern}", whatever the policy's identity of the server says; ${env} tokens need a human grant for production (ask an operator), or the gateway must run ${call.server} against a non-production upstream`,
       };
     }
     if (rules.humanGrantRequired) {

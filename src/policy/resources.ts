@@ -288,6 +288,17 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
   if (value.includes('=') && KEY_START.test(value)) keyValueIdentities(value, out);
 }
 
+/**
+ * Network identities of an upstream server's identity, read as the policy file's `identity` is read
+ * (src/policy/compile.ts): the host of `url`, and hosts and database names of connection strings among
+ * `args` (web URLs in args do not count, as in the policy). The command is never read.
+ */
+export function upstreamIdentitiesOf(identity: { url?: string | undefined; args?: readonly string[] | undefined }, out: Set<string> = new Set()): Set<string> {
+  if (identity.url !== undefined) identitiesOf(identity.url, true, out);
+  for (const a of identity.args ?? []) identitiesOf(a, false, out);
+  return out;
+}
+
 /** Whole segments of an identity: `prod-db.internal` → prod, db, internal. */
 export function segmentsOf(identity: string): string[] {
   return identity.split(SEGMENT_SPLIT);

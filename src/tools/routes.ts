@@ -8,7 +8,7 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
-import { raiseToolChanged, raiseToolsAdded, toolTarget } from './service.js';
+import { raiseToolChanged, raiseToolsAdded, raiseUpstreamMismatch, reportedNetworkIdentities, toolTarget } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -64,14 +64,15 @@ const ReportBody = Type.Object(
             { url: Type.Optional(Type.String({ maxLength: 2000 })), command: Type.Optional(Type.String({ maxLength: 2000 })), args: Type.Optional(Type.Array(Type.String({ maxLength: 2000 }), { maxItems: 100 })) },
             {
               additionalProperties: false,
-              description: 'How the gateway runs the upstream, for operators to read. Stored and shown with credentials masked (URL passwords and users, secret-named query parameters and key=value pairs, the value after a flag like --token, recognisable tokens); neither hashed nor matched against the policy.',
+              description:
+                "How the gateway runs the upstream. Stored and shown with credentials masked (URL passwords and users, secret-named query parameters and key=value pairs, the value after a flag like --token, recognisable tokens); not hashed. Its network identities (the host of `url`, hosts and database names of connection strings in `args`, read before masking) are kept per gateway key and server (the last report wins): decisions through this gateway match them against the environment's production patterns beside the policy's identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT), and ones the policy's identity does not name raise an UPSTREAM_MISMATCH alert.",
             },
           ),
           tools: Type.Array(ToolDef, { maxItems: 1000 }),
         },
         { additionalProperties: false },
       ),
-      { maxItems: 100, description: 'Each upstream: `name` (as in the policy), `identity` (`url`, or `command` and `args`; stored and shown masked) and `tools` (MCP definitions, verbatim; all fields but `hash` and `icons` hashed).' },
+      { maxItems: 100, description: 'Each upstream: `name` (as in the policy), `identity` (`url`, or `command` and `args`; stored and shown masked; its hosts and databases count for the production patterns) and `tools` (MCP definitions, verbatim; all fields but `hash` and `icons` hashed).' },
     ),
   },
   { additionalProperties: false },
@@ -129,7 +130,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['gateway'],
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
         description:
-          'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision.',
+          'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked; their network identities (hosts and database names, read before masking) are kept per gateway key and server, the last report winning, and decisions through this gateway match them against the production patterns beside the policy\'s identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT); ones the policy\'s identity does not name raise an UPSTREAM_MISMATCH alert. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision.',
         security: [{ bearer: [], agentToken: [] }],
         body: ReportBody,
         response: {
@@ -176,6 +177,10 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
           return { result, capability: ctx.callability.mayEverCall(agent, result.server, result.tool, def?.annotations).capability };
         });
       await raiseToolsAdded(ctx.alerts, added, req.gateway!).catch(() => {});
+      const policy = ctx.policy.current();
+      for (const s of req.body.servers) {
+        await raiseUpstreamMismatch(ctx.alerts, req.gateway!, s.name, reportedNetworkIdentities(s.identity), policy.servers.get(s.name)?.networkIdentities, s.identity).catch(() => {});
+      }
       return {
         servers: req.body.servers.map((s) => {
           // By hash, not name: a report may hold two definitions of one name (the second is changed).

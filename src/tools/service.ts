@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
@@ -5,10 +6,12 @@ import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.
 import type { AdminAction } from '../audit/rows.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, type FieldProblem, notFound } from '../errors.js';
+import type { ReportedUpstream } from '../policy/check.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
+import { upstreamIdentitiesOf } from '../policy/resources.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash, unstorableAt } from './hash.js';
-import { type PinRow, REPLACED_BY, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore } from './store.js';
+import { type PinRow, REPLACED_BY, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore, type UpstreamRow } from './store.js';
 
 export interface UpstreamIdentity {
   url?: string;
@@ -226,10 +229,9 @@ function safeDecode(s: string): string {
  * An upstream identity as it is stored and shown: the audit trail's redaction (src/audit/redact.ts:
  * passwords in URLs and connection strings, secret-named key=value pairs, recognisable tokens), plus
  * query parameters with secret-looking names, a bare user part of a URL, and the value after a flag with
- * a secret-looking name (`--token X`). Hosts, paths, commands and other arguments stay readable. Nothing
- * in the control plane matches the reported identity against anything (the policy's server identities
- * come from the policy file; pins are keyed by server and tool name and hash only the definition), so
- * masking it changes no decision.
+ * a secret-looking name (`--token X`). Hosts, paths, commands and other arguments stay readable. What
+ * decisions match (the production patterns) is read from the identity as reported, before masking
+ * (reportedNetworkIdentities), and kept apart (gateway_upstreams): masking changes no decision.
  */
 export function maskedIdentity(identity: unknown): UpstreamIdentity | null {
   if (identity === null || typeof identity !== 'object') return null;
@@ -253,6 +255,52 @@ export function maskedIdentity(identity: unknown): UpstreamIdentity | null {
 /** A row as operators see it: the identity masked again (rows stored before identities were masked on the way in). */
 const shown = (row: ToolDefinitionRow): ToolDefinitionRow => ({ ...row, upstream_identity: maskedIdentity(row.upstream_identity) as Record<string, unknown> | null });
 
+/** The most network identities one server's reported identity may hold; more is a 400 naming the field. */
+export const MAX_UPSTREAM_IDENTITIES = 500;
+
+/**
+ * The network identities (hosts and database names, never passwords) of the identity a gateway reports
+ * for a server, read unmasked as the policy's identity is read (upstreamIdentitiesOf), sorted.
+ */
+export function reportedNetworkIdentities(identity: UpstreamIdentity): string[] {
+  return [...upstreamIdentitiesOf(identity)].sort();
+}
+
+/** How long one UPSTREAM_MISMATCH alert (gateway, server, identities) is not raised again. */
+export const UPSTREAM_MISMATCH_ALERT_EVERY_S = 30 * 86_400;
+
+/**
+ * UPSTREAM_MISMATCH when a gateway reports, for a server of the policy, network identities that the
+ * policy's identity of that server does not have: the policy describes another upstream than the gateway
+ * runs (a compliance review found `postgres` run against a production database while the policy said
+ * localhost). Decisions already match both (checkPolicy); this tells operators the policy is wrong.
+ * Once per gateway, server, reported and policy identities per UPSTREAM_MISMATCH_ALERT_EVERY_S (raiseOnce,
+ * across replicas): a gateway reports on every tools/list.
+ */
+export async function raiseUpstreamMismatch(
+  alerts: AlertService | undefined,
+  gateway: { id: string; name: string | null },
+  server: string,
+  reported: readonly string[],
+  policy: readonly string[] | undefined,
+  identity: UpstreamIdentity,
+): Promise<void> {
+  if (!alerts || policy === undefined) return;
+  const known = new Set(policy);
+  const extra = reported.filter((i) => !known.has(i));
+  if (extra.length === 0) return;
+  const shownPolicy = [...known].sort();
+  const sets = createHash('sha256').update(JSON.stringify([extra, shownPolicy])).digest('hex').slice(0, 32);
+  const once = `upstream-mismatch:${gateway.id}:${server}:${sets}`;
+  const by = `Gateway ${gateway.name ?? gateway.id} (${gateway.id})`;
+  await alerts.raiseOnce(once, UPSTREAM_MISMATCH_ALERT_EVERY_S, {
+    kind: 'UPSTREAM_MISMATCH',
+    server,
+    message: `${by} runs server ${server} against ${extra.join(', ')}, which the policy's identity of ${server} does not name (${shownPolicy.length > 0 ? `it names ${shownPolicy.join(', ')}` : 'it names no host or database'}): the policy describes another upstream than the gateway runs. Calls through this gateway are matched against both for the production patterns (a match is ENVIRONMENT_FORBIDDEN and halts); fix servers.${server}.identity in the policy file, or the gateway's configuration of ${server}.`,
+    details: { gateway_id: gateway.id, gateway_name: gateway.name, reported_identities: extra, policy_identities: shownPolicy, identity: maskedIdentity(identity) },
+  });
+}
+
 /**
  * Tool definitions pinned on first sight. A definition that changes later ("rug pull") is pending until
  * an operator approves it; decisions naming a hash other than the approved one answer TOOL_CHANGED, and
@@ -264,6 +312,8 @@ export class ToolRegistry {
   private pins = new Map<string, PinEntry>();
   /** Servers with MAX_TOOLS_PER_SERVER tools pinned: a tool of theirs never pinned was refused, and denies. */
   private fullServers = new Set<string>();
+  /** Per server, what each gateway reported it runs it with (network identities, gateway_upstreams). */
+  private upstreams = new Map<string, ReportedUpstream[]>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private recordAdmin: ((a: AdminAction) => Promise<void>) | undefined;
@@ -324,8 +374,9 @@ export class ToolRegistry {
     const reload = ++this.reloads;
     const announced = this.announced;
     let rows: PinRow[];
+    let upstreamRows: UpstreamRow[];
     try {
-      rows = await toolStore.pins(this.pool);
+      [rows, upstreamRows] = await Promise.all([toolStore.pins(this.pool), toolStore.upstreams(this.pool)]);
     } catch (err) {
       const first = this.reloadError === undefined;
       this.reloadError = (err as Error).message;
@@ -359,7 +410,15 @@ export class ToolRegistry {
         if (row.status !== 'approved') entry.notApprovedAt.push({ gateway, def });
       }
     }
+    const upstreams = new Map<string, ReportedUpstream[]>();
+    for (const u of upstreamRows) {
+      const entry: ReportedUpstream = { gateway: { id: u.gateway_id, name: u.gateway_name }, identities: u.network_identities };
+      const list = upstreams.get(u.server);
+      if (list) list.push(entry);
+      else upstreams.set(u.server, [entry]);
+    }
     this.pins = next;
+    this.upstreams = upstreams;
     this.fullServers = new Set([...toolsOf].filter(([, n]) => n >= MAX_TOOLS_PER_SERVER).map(([server]) => server));
     this.appliedReload = reload;
     this.loadedAnnounced = Math.max(this.loadedAnnounced, announced);
@@ -380,6 +439,18 @@ export class ToolRegistry {
     if (this.failedAnnounced <= this.loadedAnnounced) return undefined;
     if (!this.pins.has(key(server, tool)) && !this.fullServers.has(server)) return undefined;
     return `${server}/${tool}: a change to the reviewed tool definitions was announced, and this control plane could not reload them from Postgres (${this.reloadError}); calls to reported tools deny until it can (retried every ${this.reloadEveryMs / 1000} s)`;
+  }
+
+  /**
+   * What the gateway (gateway key id) reported it runs this server with, for the production patterns; with
+   * no gateway (explain), every gateway's report. Empty when none was reported. In memory, no round trip.
+   */
+  reportedUpstreams(server: string, gatewayId: string | undefined): readonly ReportedUpstream[] {
+    const all = this.upstreams.get(server);
+    if (!all) return [];
+    if (gatewayId === undefined) return all;
+    const own = all.find((u) => u.gateway.id === gatewayId);
+    return own ? [own] : [];
   }
 
   /** Status of a tool hash named by a decision; undefined when the tool was never reported. */
@@ -434,7 +505,9 @@ export class ToolRegistry {
    *
    * The whole report is checked before anything is written (every hash a gateway sent against its
    * definition, every string Postgres could not store): a report answered 400 changes nothing.
-   * Identities are stored masked (maskedIdentity).
+   * Identities are stored masked (maskedIdentity); their network identities (hosts and database names,
+   * read before masking) are kept per gateway and server (gateway_upstreams, last report wins), and
+   * decisions through this gateway match them against the production patterns (checkPolicy).
    */
   async report(reporter: Reporter, servers: ReportedServer[]): Promise<ToolReportResult[]> {
     const problems: FieldProblem[] = [];
@@ -444,9 +517,19 @@ export class ToolRegistry {
       throw new AppError('INVALID_REQUEST', `servers: ${problem}; nothing of the report was stored`, [{ field: 'servers', problem }]);
     }
     const planned: Array<{ server: ReportedServer; index: number; def: ReportedServer['tools'][number]; hash: string }> = [];
+    // Each server's network identities as the gateway runs it, from the identity before masking; a server
+    // named twice in one report runs with both.
+    const upstreams = new Map<string, Set<string>>();
     servers.forEach((server, i) => {
       const identityProblem = unstorableAt(server.identity, `servers.${i}.identity`);
       if (identityProblem) problems.push(identityProblem);
+      const reached = reportedNetworkIdentities(server.identity);
+      if (reached.length > MAX_UPSTREAM_IDENTITIES) {
+        problems.push({ field: `servers.${i}.identity`, problem: `reaches ${reached.length} hosts and databases; at most ${MAX_UPSTREAM_IDENTITIES} per server are accepted` });
+      }
+      const all = upstreams.get(server.name) ?? new Set<string>();
+      for (const id of reached) all.add(id);
+      upstreams.set(server.name, all);
       server.tools.forEach((def, j) => {
         const at = `servers.${i}.tools.${j}`;
         const unstorable = unstorableAt(def, at);
@@ -466,6 +549,8 @@ export class ToolRegistry {
       throw new AppError('INVALID_REQUEST', `${first.field}: ${first.problem}${problems.length > 1 ? ` (and ${problems.length - 1} more problem(s); nothing of the report was stored)` : '; nothing of the report was stored'}`, problems.slice(0, 100));
     }
 
+    // Before the pins: a report whose upstreams could not be recorded pins nothing new either.
+    await toolStore.recordUpstreams(this.pool, reporter.gatewayId, [...upstreams].map(([server, ids]) => ({ server, identities: [...ids].sort() })));
     const identities = servers.map((s) => maskedIdentity(s.identity));
     // Read before anything of this report is stored: a tool pinned on first sight is `added` (TOOL_ADDED)
     // only on a server that had tools before, never on a server's first report.

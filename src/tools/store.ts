@@ -61,6 +61,15 @@ export interface Recorded {
   replaced?: string;
 }
 
+/** The network identities a gateway reported for one upstream server (its last report), as every replica holds them. */
+export interface UpstreamRow {
+  gateway_id: string;
+  /** The gateway key's name; null once the key is deleted. */
+  gateway_name: string | null;
+  server: string;
+  network_identities: string[];
+}
+
 export const toolStore = {
   /** Every definition, with the gateways whose last report it is: one statement, so one snapshot of both tables. */
   async pins(db: Db): Promise<PinRow[]> {
@@ -72,6 +81,35 @@ export const toolStore = {
          FROM tool_definitions t LEFT JOIN operator_keys o ON t.decided_by = 'operator:' || o.id::text`,
     );
     return rows;
+  },
+  /** Every gateway's reported upstream network identities (gateway_upstreams), with the gateway key's name. */
+  async upstreams(db: Db): Promise<UpstreamRow[]> {
+    const { rows } = await db.query<UpstreamRow>(
+      `SELECT u.gateway_id::text AS gateway_id, g.name AS gateway_name, u.server, u.network_identities
+         FROM gateway_upstreams u LEFT JOIN gateway_keys g ON g.id = u.gateway_id`,
+    );
+    return rows;
+  },
+  /**
+   * Makes these the network identities this gateway runs each server with (its last report wins): one
+   * statement for the whole report. A server reported with none has its row removed. The row is rewritten
+   * only when the set changed, so `reported_at` says since when the gateway runs it so.
+   */
+  async recordUpstreams(db: Db, gatewayId: string, servers: ReadonlyArray<{ server: string; identities: readonly string[] }>): Promise<void> {
+    if (servers.length === 0) return;
+    await db.query(
+      `WITH reported AS (
+         SELECT r.server, ARRAY(SELECT jsonb_array_elements_text(r.ids) ORDER BY 1) AS ids
+           FROM unnest($2::text[], $3::jsonb[]) AS r(server, ids)
+       ), removed AS (
+         DELETE FROM gateway_upstreams u USING reported r WHERE u.gateway_id = $1 AND u.server = r.server AND cardinality(r.ids) = 0
+       )
+       INSERT INTO gateway_upstreams (gateway_id, server, network_identities)
+       SELECT $1, server, ids FROM reported WHERE cardinality(ids) > 0
+       ON CONFLICT (gateway_id, server) DO UPDATE SET network_identities = EXCLUDED.network_identities, reported_at = now()
+         WHERE gateway_upstreams.network_identities <> EXCLUDED.network_identities`,
+      [gatewayId, servers.map((s) => s.server), servers.map((s) => JSON.stringify(s.identities))],
+    );
   },
   /** Gateway key names by id (a deleted key is missing). */
   async gatewayNames(db: Db, ids: string[]): Promise<Map<string, string>> {

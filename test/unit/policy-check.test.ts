@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionInput, Denial, ResolvedCall } from '../../src/decisions/types.js';
 import { type CompiledPolicy, checkPolicy, formatIssue, loadPolicyFile, parsePolicy, resolveCall, scopeCheck } from '../../src/policy/index.js';
+import { upstreamIdentitiesOf } from '../../src/policy/resources.js';
 import type { AgentPrincipal } from '../../src/tokens/authenticator.js';
 import type { TokenType } from '../../src/tokens/format.js';
 import { DEFAULT_SCOPES } from '../../src/tokens/scopes.js';
@@ -222,6 +223,19 @@ prohibited_capabilities: [file_write]
     const c = call(fixture, i);
     expect(checkPolicy(fixture, rw, c, i, { production: false })).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
     expect(checkPolicy(fixture, rw, c, i, { production: true })).toBeUndefined();
+  });
+
+  it('what the calling gateway reported it runs the server with counts beside the policy identity, naming the gateway and the host', () => {
+    const i = input('filesystem', 'read_file');
+    const c = call(fixture, i);
+    const reported = [{ gateway: { id: 'gw-1', name: 'edge' }, identities: [...upstreamIdentitiesOf({ args: ['postgresql://u:S3cret@prod-db.internal:5432/app'] })] }];
+    const d = checkPolicy(fixture, rw, c, i, { production: false }, reported);
+    expect(d).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
+    expect(d?.message).toContain('edge (gw-1)');
+    expect(d?.message).toContain('"prod-db.internal"');
+    expect(d?.message).not.toContain('S3cret');
+    expect(checkPolicy(fixture, rw, c, i, { production: true }, reported)).toBeUndefined();
+    expect(checkPolicy(fixture, rw, c, i, { production: false }, [{ gateway: { id: 'gw-2', name: null }, identities: ['localhost', 'dev_db'] }])).toBeUndefined();
   });
 
   it("the server's own identity counts: a live-* upstream is production", () => {
