@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { gatewayReferenceEnv } from '../config.js';
 import { loadGatewayConfig } from '../gateway/config.js';
 import { Gateway } from '../gateway/gateway.js';
+import { rootUpstreamWarning } from '../gateway/privileges.js';
 import { loggerOptions } from '../log.js';
 
 export interface GatewayCommandOptions {
@@ -20,6 +21,9 @@ export interface GatewayCommandOptions {
 export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   const log = pino(loggerOptions(opts.logLevel ?? 'info'), process.stderr);
   const config = loadGatewayConfig(opts.config, gatewayReferenceEnv());
+  // Before any upstream starts: each would inherit root.
+  const asRoot = rootUpstreamWarning(process.getuid?.(), config.upstreams);
+  if (asRoot !== undefined) log.warn({ uid: 0, upstreams: config.upstreams.filter((u) => u.transport === 'stdio').map((u) => u.name) }, asRoot);
   const gateway = await Gateway.start(config, log);
   let stopping = false;
   const stop = async (why: string) => {
