@@ -91,6 +91,8 @@ interface HaltRecord {
   session: SessionRow | undefined;
   tokenHaltId: string | null;
   earlier: { trigger: string; since: Date } | undefined;
+  /** Redis written again under the lock: whether the session was found there; false when Redis failed. */
+  reapplied: { bound: boolean } | false;
 }
 
 export interface HaltHistoryEntry {
@@ -358,13 +360,24 @@ export class SessionService {
         { retryAfterS },
       );
     }
-    const trigger = answer.trg || null;
+    let state = answer.st;
+    let trigger = answer.trg || null;
     let row: SessionRow;
     let unrecorded = false;
     try {
       row = await withTransaction(this.pool, async (c) => {
-        const inserted = await sessionStore.insertSession(c, { id, token_id: agent.id, gateway_id: gateway?.id ?? null, read_only: readOnly, servers, purpose, state: answer.st, trigger });
-        if (answer.st === 'halted') {
+        // Under the halt-copy lock a resume takes exclusively: a token resume that ran after Redis made
+        // this session halted (its token was) and before this row lifted the session there as a halt with
+        // no record; the row must then say active, or Postgres and every operator view would call halted a
+        // session the gate lets through (race review). Read again under the lock, Redis is what a resume
+        // left, and a resume after this commit finds the row.
+        await sessionStore.lockHaltCopies(c, 'copy');
+        if (state === 'halted' && !(await this.mirror.sessionHalt(id))) {
+          state = 'active';
+          trigger = null;
+        }
+        const inserted = await sessionStore.insertSession(c, { id, token_id: agent.id, gateway_id: gateway?.id ?? null, read_only: readOnly, servers, purpose, state, trigger });
+        if (state === 'halted') {
           const tokenHalt = await sessionStore.activeTokenHalt(c, agent.id);
           await sessionStore.haltSession(c, {
             id: uuidv7(),
@@ -389,7 +402,7 @@ export class SessionService {
               read_only: readOnly,
               servers,
               purpose,
-              state: answer.st,
+              state,
               ...(trigger ? { trigger } : {}),
               gateway_id: gateway?.id ?? null,
               ...(warnings.length > 0 ? { warnings } : {}),
@@ -455,10 +468,11 @@ export class SessionService {
     let session: SessionRow | undefined;
     let tokenHaltId: string | null = null;
     let earlier: HaltRecord['earlier'];
+    let reapplied: HaltRecord['reapplied'] | undefined;
     let recorded = true;
     try {
       const record = await this.recordHaltStorably(input);
-      if (record) ({ session, tokenHaltId, earlier } = record);
+      if (record) ({ session, tokenHaltId, earlier, reapplied } = record);
       else recorded = false; // Postgres refused even the bare halt (logged); retrying cannot help
     } catch (err) {
       recorded = false;
@@ -471,15 +485,14 @@ export class SessionService {
         .catch(() => false);
       if (!journaled && this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
     }
-    // With the record, Redis gets the session's fields, so a session it had lost is re-created halted.
+    // With the record, Redis got the halt again (with the session's fields, so a session it had lost is
+    // re-created halted) under the halt-copy lock: see recordHalt.
     const withFields: MirrorHalt = session ? { ...mirror, sessionId: session.id, fields: session } : mirror;
-    if (enforced && recorded && session && !bound) {
-      try {
-        [bound = false] = await this.mirror.halt([withFields]);
-      } catch (err) {
-        enforced = false;
-        this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
-      }
+    if (reapplied) {
+      enforced = true;
+      bound = reapplied.bound;
+    } else if (reapplied === false) {
+      enforced = false;
     }
     if (!enforced && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withFields);
     const sessionHalted = recorded ? session !== undefined : bound;
@@ -494,8 +507,18 @@ export class SessionService {
     };
   }
 
+  /**
+   * The halt's Postgres record, and Redis written again before it commits, both under the halt-copy lock
+   * (shared: halts do not wait for each other) that a resume takes exclusively. A resume that ran after
+   * the first Redis write and before this found a halt with no record and lifted it; committing the
+   * record alone then left Postgres (and every operator view) saying halted while the gate allowed the
+   * calls until the reconciler's next copy (race review). Written again here, the halt is in force
+   * again and matches its record; a resume after this commit finds the record and lifts both. The lock is
+   * taken first, as a resume takes it, so the two never wait for each other's rows (a deadlock did).
+   */
   private async recordHalt(input: HaltInput, sessionId: string | null): Promise<HaltRecord> {
     return withTransaction(this.pool, async (c) => {
+      await sessionStore.lockHaltCopies(c, 'copy');
       const locked = sessionId ? await sessionStore.lockSession(c, sessionId, input.tokenId) : undefined;
       const session = locked && locked.state !== 'closed' ? locked : undefined;
       let tokenHaltId: string | null = null;
@@ -510,7 +533,18 @@ export class SessionService {
       if (session && session.state !== 'halted') {
         await sessionStore.haltSession(c, { id: uuidv7(), sessionId: session.id, tokenId: input.tokenId, trigger: input.trigger, tokenHaltId, summary: input.summary });
       }
-      return { session, tokenHaltId, earlier };
+      const again: MirrorHalt = { tokenId: input.tokenId, sessionId: session?.id ?? sessionId, trigger: input.trigger, haltToken: input.haltToken, ...(session ? { fields: session } : {}) };
+      let reapplied: HaltRecord['reapplied'];
+      try {
+        const [bound = false] = await this.mirror.halt([again]);
+        reapplied = { bound };
+      } catch (err) {
+        // The record commits all the same: the retry re-applies it (halt() queues it), and until then the
+        // first write, if it reached Redis, is in force.
+        reapplied = false;
+        this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis again with its record; re-applied when Redis answers');
+      }
+      return { session, tokenHaltId, earlier, reapplied };
     });
   }
 
