@@ -12,7 +12,7 @@ import { AGENT_PREFIXES, displayPrefix, GATEWAY_PREFIX, generateCredential, OPER
 import { nameProblem } from './names.js';
 import type { BulkRevokeBody, CreateAgentTokenBody } from './schemas.js';
 import { DEFAULT_SCOPES, disallowedScopes, WRITE_RISK_WARNING } from './scopes.js';
-import { type AgentTokenRow, type BulkTokenFilter, credentialStore, type GatewayKeyRow, type OperatorKeyRow, type OperatorRole } from './store.js';
+import { type AgentTokenRow, type BulkTokenFilter, credentialStore, type GatewayKeyRow, type KeyRevocation, type OperatorKeyRow, type OperatorRole } from './store.js';
 
 export type Actor = string;
 
@@ -192,15 +192,20 @@ export class CredentialService {
     // Stored as revoke_reason and listed with the token: masked as in the audit row.
     const reason = redactText(operatorReason);
     await this.getAgentToken(op, id);
-    const row = await credentialStore.revokeAgentToken(this.pool, id, operatorActor(op), reason);
-    if (!row) throw notFound('token');
+    const revoked = await credentialStore.revokeAgentToken(this.pool, id, operatorActor(op), reason);
+    if (!revoked) throw notFound('token');
+    const { row, revokedNow } = revoked;
+    // Announced again on a repeat too: a replica that missed the first announcement hears this one.
     const unannounced = await this.announce([id]);
+    // A repeat revoked nothing: its row says so and names the first revocation, which the token keeps
+    // (dates as ISO strings: the audit trail's redaction would turn a Date into {}).
+    const repeat = revokedNow ? {} : { already_revoked_at: row.revoked_at?.toISOString() ?? null, already_revoked_by: row.revoked_by, kept_reason: row.revoke_reason === null ? null : redactText(row.revoke_reason) };
     await this.audit?.recordAdmin({
       actor: op,
       action: 'key.revoked',
       target: `agent_token:${id}`,
       projectId: row.project_id,
-      details: { reason, display_prefix: row.display_prefix, announced: unannounced === null },
+      details: { reason, display_prefix: row.display_prefix, announced: unannounced === null, ...repeat },
     });
     // A token revoked before keeps its first reason, which may predate masking.
     return { key: tokenView(row), unannounced };
@@ -442,6 +447,7 @@ export class CredentialService {
     // A project-limited owner cannot tell other keys exist, let alone revoke them.
     const operatorKey = table === 'operator_keys' ? (typeof by !== 'string' && by.projects !== null ? await this.listOperatorKeys(by) : await this.listKeys('operator_keys')).find((r) => r.id === id) : undefined;
     if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null && !operatorKey) throw notFound('operator key');
+    let revoked: KeyRevocation;
     if (table === 'operator_keys') {
       const outcome = await withTransaction(this.pool, (c) => credentialStore.revokeOperatorKey(c, id));
       if (outcome === 'not_found') throw notFound('operator key');
@@ -452,10 +458,16 @@ export class CredentialService {
           { reason: 'last_owner_key' },
         );
       }
-    } else if (!(await credentialStore.revokeKey(this.pool, table, id))) throw notFound('gateway key');
+      revoked = outcome;
+    } else {
+      const outcome = await credentialStore.revokeKey(this.pool, table, id);
+      if (!outcome) throw notFound('gateway key');
+      revoked = outcome;
+    }
     const unannounced = await this.announce([id]);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
-    await this.recordOperatorKeyAction(operatorKey?.projects ?? null, { actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null } });
+    const repeat = revoked.revokedNow ? {} : { already_revoked_at: revoked.revokedAt.toISOString() };
+    await this.recordOperatorKeyAction(operatorKey?.projects ?? null, { actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null, ...repeat } });
     return { unannounced };
   }
 }

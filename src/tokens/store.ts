@@ -61,6 +61,12 @@ export interface OperatorKeyRow extends GatewayKeyRow {
 
 export type CredentialTable = 'agent_tokens' | 'gateway_keys' | 'operator_keys';
 
+/** A gateway or operator key's revocation: when, and whether this call made it (false: it was revoked already). */
+export interface KeyRevocation {
+  revokedAt: Date;
+  revokedNow: boolean;
+}
+
 /** Which live agent tokens a bulk revoke takes; every given field narrows. */
 export interface BulkTokenFilter {
   project?: string | undefined;
@@ -133,13 +139,21 @@ export const credentialStore = {
     return rows[0];
   },
 
-  async revokeAgentToken(db: Queryable, id: string, by: string, reason: string): Promise<AgentTokenRow | undefined> {
+  /**
+   * Revokes an agent token unless it already is (then it keeps its first revoked_at, revoked_by and reason);
+   * `revokedNow` tells which. Not `revoked_at = now()` after the fact: now() is the transaction's start, which
+   * another transaction can share. The UPDATE only takes a live token: a second revoke waiting on the row lock
+   * re-checks `revoked_at IS NULL` against the first one's committed row and takes nothing, and the SELECT
+   * after it (a new statement, a new snapshot) reads the first revocation.
+   */
+  async revokeAgentToken(db: Queryable, id: string, by: string, reason: string): Promise<{ row: AgentTokenRow; revokedNow: boolean } | undefined> {
     const { rows } = await db.query<AgentTokenRow>(
-      `UPDATE agent_tokens SET revoked_at = COALESCE(revoked_at, now()), revoked_by = COALESCE(revoked_by, $2), revoke_reason = COALESCE(revoke_reason, $3)
-       WHERE id = $1 RETURNING ${AGENT_COLUMNS}`,
+      `UPDATE agent_tokens SET revoked_at = now(), revoked_by = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL RETURNING ${AGENT_COLUMNS}`,
       [id, by, reason],
     );
-    return rows[0];
+    if (rows[0]) return { row: rows[0], revokedNow: true };
+    const row = await this.getAgentToken(db, id);
+    return row && { row, revokedNow: false };
   },
 
   /**
@@ -216,9 +230,16 @@ export const credentialStore = {
     return rows as never;
   },
 
-  async revokeKey(db: Queryable, table: 'gateway_keys' | 'operator_keys', id: string): Promise<boolean> {
-    const { rowCount } = await db.query(`UPDATE ${table} SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1`, [id]);
-    return rowCount === 1;
+  /**
+   * Revokes a gateway or operator key unless it already is (then it keeps its first revoked_at): when it was
+   * revoked and whether by this call, or undefined for no such key. Sound against a revoke at once as
+   * revokeAgentToken is.
+   */
+  async revokeKey(db: Queryable, table: 'gateway_keys' | 'operator_keys', id: string): Promise<KeyRevocation | undefined> {
+    const { rows } = await db.query<{ revoked_at: Date }>(`UPDATE ${table} SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING revoked_at`, [id]);
+    if (rows[0]) return { revokedAt: rows[0].revoked_at, revokedNow: true };
+    const { rows: before } = await db.query<{ revoked_at: Date }>(`SELECT revoked_at FROM ${table} WHERE id = $1`, [id]);
+    return before[0] && { revokedAt: before[0].revoked_at, revokedNow: false };
   },
 
   /**
@@ -227,7 +248,7 @@ export const credentialStore = {
    * more (at once, or once the others expire), short of the database. The
    * owner keys are locked first (in one order), so two revokes at once cannot each leave the other's.
    */
-  async revokeOperatorKey(c: PoolClient, id: string): Promise<'revoked' | 'not_found' | 'last_owner'> {
+  async revokeOperatorKey(c: PoolClient, id: string): Promise<KeyRevocation | 'not_found' | 'last_owner'> {
     const { rows } = await c.query<{ id: string; expires_at: Date | null }>(
       `SELECT id, expires_at FROM operator_keys WHERE role = 'owner' AND projects IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
         ORDER BY id FOR UPDATE`,
@@ -237,7 +258,7 @@ export const credentialStore = {
     const target = rows.find((r) => r.id === id);
     const lasts = (r: { expires_at: Date | null }) => (r.expires_at === null ? Number.POSITIVE_INFINITY : r.expires_at.getTime());
     if (target && rows.every((r) => r.id === id || lasts(r) < lasts(target))) return 'last_owner';
-    return (await this.revokeKey(c, 'operator_keys', id)) ? 'revoked' : 'not_found';
+    return (await this.revokeKey(c, 'operator_keys', id)) ?? 'not_found';
   },
 
   /** Serialises the first start's "no operator key yet? then make the owner's" across replicas (transaction-scoped). */

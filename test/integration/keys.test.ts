@@ -530,6 +530,75 @@ describe('revocation while Redis is unreachable', () => {
   });
 });
 
+describe('revoking what is revoked already', () => {
+  type Row = { actor_id: string; details: Record<string, unknown> };
+  async function revokedRows(action: string, target: string): Promise<Row[]> {
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query(`SELECT actor_id, details FROM audit_events WHERE action = $1 AND target = $2 ORDER BY ts, seq`, [action, target]);
+    return rows;
+  }
+  const firstAndRepeat = (rows: Row[]) => {
+    // Exactly one row revoked it (whichever call won); the other says it found it revoked already.
+    expect(rows).toHaveLength(2);
+    const first = rows.filter((r) => !('already_revoked_at' in r.details));
+    const repeat = rows.filter((r) => 'already_revoked_at' in r.details);
+    expect(first).toHaveLength(1);
+    expect(repeat).toHaveLength(1);
+    return { first: first[0]!, repeat: repeat[0]! };
+  };
+
+  it('an agent token revoked twice, one after the other: 200 both times, the second row says when and why it was revoked first and keeps what this operator typed', async () => {
+    const { key } = (await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody })).json();
+    const first = await app.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason: 'leaked in CI logs' } });
+    expect(first.statusCode, first.body).toBe(200);
+    const second = await app.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason: 'cleanup' } });
+    expect(second.statusCode, second.body).toBe(200);
+    expect(second.json()).toMatchObject({ revoked_at: first.json().revoked_at, revoke_reason: 'leaked in CI logs' });
+
+    const rows = await revokedRows('key.revoked', `agent_token:${key.id}`);
+    expect(rows).toHaveLength(2);
+    expect(rows[0]!.details).not.toHaveProperty('already_revoked_at');
+    expect(rows[0]!.details).not.toHaveProperty('kept_reason');
+    expect(rows[0]!.details).toMatchObject({ reason: 'leaked in CI logs', announced: true });
+    expect(rows[1]!.details).toMatchObject({
+      reason: 'cleanup',
+      display_prefix: key.display_prefix,
+      announced: true,
+      already_revoked_at: first.json().revoked_at,
+      already_revoked_by: first.json().revoked_by,
+      kept_reason: 'leaked in CI logs',
+    });
+  });
+
+  it('an agent token revoked twice at once: one row revokes it, the other is the repeat naming the kept reason', async () => {
+    const { key } = (await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: roBody })).json();
+    const answers = await Promise.all(['reason A', 'reason B'].map((reason) => app.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason } })));
+    for (const a of answers) expect(a.statusCode, a.body).toBe(200);
+    const kept = answers[0]!.json().revoke_reason as string;
+    expect(answers[1]!.json().revoke_reason).toBe(kept);
+    const { first, repeat } = firstAndRepeat(await revokedRows('key.revoked', `agent_token:${key.id}`));
+    expect(first.details.reason).toBe(kept);
+    expect(repeat.details).toMatchObject({ reason: kept === 'reason A' ? 'reason B' : 'reason A', kept_reason: kept, already_revoked_at: answers[0]!.json().revoked_at });
+  });
+
+  it('gateway and operator keys revoked twice at once: 204 both times, one row revokes it, the other says when it was revoked first', async () => {
+    const gw = (await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(owner), payload: { name: 'gw-twice' } })).json().gateway_key;
+    const op = (await app.ctx.credentials.createOperatorKey('test', { name: 'op-twice', role: 'viewer' })).operator_key;
+    for (const [path, kind, id] of [
+      ['gateway-keys', 'gateway_key', gw.id],
+      ['operator-keys', 'operator_key', op.id],
+    ] as const) {
+      const answers = await Promise.all([0, 1].map(() => app.inject({ method: 'POST', url: `/v1/${path}/${id}/revoke`, headers: bearer(owner) })));
+      for (const a of answers) expect(a.statusCode, a.body).toBe(204);
+      const listed = (await app.inject({ url: `/v1/${path}`, headers: bearer(owner) })).json().keys.find((k: { id: string }) => k.id === id);
+      expect(listed.revoked_at).not.toBeNull();
+      const { first, repeat } = firstAndRepeat(await revokedRows(`${kind}.revoked`, `${kind}:${id}`));
+      expect(first.details).toMatchObject({ announced: true });
+      expect(repeat.details).toMatchObject({ announced: true, already_revoked_at: listed.revoked_at });
+    }
+  });
+});
+
 describe('secrets stay out of logs', () => {
   it('raw tokens, keys and the hash secret never appear in log output', async () => {
     const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { ...roBody, type: 'rw', acknowledge_write_risk: true } });
