@@ -659,7 +659,11 @@ export class ToolRegistry {
       await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key(existing.server, existing.tool)]);
       const decided = await toolStore.decide(db, id, status, by, reason);
       if (!decided) {
-        throw new AppError('CONFLICT', `tool definition ${id} is ${existing.status}: ${status === 'approved' ? 'only a pending, rejected or superseded definition can be approved' : 'only a pending or approved definition can be rejected'}`);
+        // Named as read under the lock: the status read before it may be one a decision at once has changed
+        // since (two approves at once: the loser's first read still said pending).
+        const current = await toolStore.get(db, id);
+        if (!current) throw notFound('tool definition');
+        throw new AppError('CONFLICT', `tool definition ${id} is ${current.status}: ${status === 'approved' ? 'only a pending, rejected or superseded definition can be approved' : 'only a pending or approved definition can be rejected'}`);
       }
       return decided;
     });

@@ -179,6 +179,52 @@ describe('a rejected definition', () => {
     expect((await gw.decide(tok.raw, call)).code).toBe('OK');
   });
 
+  it('a second approve gets 409 naming the status the first left (approved), also when it read pending before the first committed', async () => {
+    const tok = await gw.token('ro');
+    const v1 = { name: 'search_nodes', description: 'Search (v1)' };
+    const v2 = { name: 'search_nodes', description: 'Search (v2)' };
+    const web = (def: Def): Server => ({ name: 'websearch', identity: { command: 'npx' }, tools: [def] });
+    await report(tok.raw, [web(v1)]);
+    await report(tok.raw, [web(v2)]);
+    const idOf = async (def: Def) => (await rows('websearch', 'search_nodes')).find((r) => r.hash === toolHash(def))!.id as string;
+    const approve = (id: string) => app.inject({ method: 'POST', url: `/v1/tools/${id}/approve`, headers: bearer(gw.owner), payload: { reason: 'v2 reviewed' } });
+    const conflict = (id: string) => `tool definition ${id} is approved: only a pending, rejected or superseded definition can be approved`;
+
+    // Two approves at once, made deterministic: the first holds the tool's lock with its approval not yet
+    // committed; the second reads pending, then waits for the lock, then finds the definition approved.
+    const v2Id = await idOf(v2);
+    const pool = t.pool();
+    const first = await pool.connect();
+    let second: ReturnType<typeof approve> | undefined;
+    try {
+      await first.query('BEGIN');
+      await first.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['websearch/search_nodes']);
+      await first.query(`UPDATE tool_definitions SET status = 'approved', decided_at = now(), decided_by = 'test', decision_reason = 'first' WHERE id = $1`, [v2Id]);
+      await first.query(`UPDATE tool_definitions SET status = 'superseded' WHERE server = 'websearch' AND tool = 'search_nodes' AND status = 'approved' AND id <> $1`, [v2Id]);
+      second = approve(v2Id);
+      const waiting = async () =>
+        (
+          await pool.query(
+            `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND objid::bigint = (hashtext($1)::bigint & 4294967295)`,
+            ['websearch/search_nodes'],
+          )
+        ).rows[0].n === 1;
+      await until(waiting, 5_000, 'the second approve waiting for the tool lock');
+    } finally {
+      await first.query('COMMIT').catch(() => {});
+      first.release();
+    }
+    const lost = await second!;
+    expect(lost.statusCode, lost.body).toBe(409);
+    expect(lost.json().error.message).toBe(conflict(v2Id));
+
+    // One after the other: the same answer.
+    const again = await approve(v2Id);
+    expect(again.statusCode).toBe(409);
+    expect(again.json().error.message).toBe(conflict(v2Id));
+  });
+
   it('an approved definition can be rejected (trust taken back): its calls deny TOOL_CHANGED, and a new definition reported later waits for review instead of being trusted on first sight', async () => {
     const tok = await gw.token('ro');
     const s = await gw.session(tok.raw);
