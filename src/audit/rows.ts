@@ -49,7 +49,9 @@ export interface ResultSource {
   client?: DecisionInput['client'] | undefined;
 }
 
-const text = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : storable(v));
+// A text column holds text whatever a caller passed (a value that was not a string was hashed as one thing
+// and stored as another: the row never verified again); the type says string, this keeps the chain if not.
+const text = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : storable(typeof v === 'string' ? v : String(v)));
 const count = (v: number | null | undefined): number | null =>
   typeof v === 'number' && Number.isFinite(v) ? Math.max(0, Math.min(Math.round(v), Number.MAX_SAFE_INTEGER)) : null;
 const millis = (v: number | null | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.max(0, v) : null);

@@ -31,12 +31,14 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const flags = ctx.flags;
   const tags = ['flags'];
-  const FLAG_ACTIONS: Record<string, string> = {
-    'feature-environment-disabled': 'flag.disabled',
-    'feature-environment-enabled': 'flag.enabled',
-    'feature-archived': 'flag.archived',
-    'feature-revived': 'flag.revived',
-  };
+  // A Map: the event type is Unleash's (or whoever holds the secret) text, and a plain object answered
+  // `__proto__` or `constructor` with a member of Object.prototype (an audit row that broke its chain).
+  const FLAG_ACTIONS = new Map<string, string>([
+    ['feature-environment-disabled', 'flag.disabled'],
+    ['feature-environment-enabled', 'flag.enabled'],
+    ['feature-archived', 'flag.archived'],
+    ['feature-revived', 'flag.revived'],
+  ]);
 
   // A change every replica's poll sees: written by the one replica that claims it in Redis, keyed by the
   // flag, its new state and Unleash's revision (the same for every replica that read that state). Without
@@ -105,7 +107,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
       });
       req.log.info({ unleash_event: e.type, flag: e.featureName, environment: e.environment, event_id: e.id, result }, 'flags: Unleash webhook');
       // One row per event (Unleash posts to one replica): the incident timeline and reviewers see flag changes.
-      const action = FLAG_ACTIONS[e.type] ?? 'flag.changed';
+      const action = FLAG_ACTIONS.get(e.type) ?? 'flag.changed';
       void ctx.audit
         .recordAdmin({
           actor: 'unleash-webhook',
