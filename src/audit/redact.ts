@@ -297,6 +297,9 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (value === null || typeof value === 'boolean') return value;
   if (typeof value === 'number') return Number.isFinite(value) ? value : null;
   if (typeof value === 'bigint') return value.toString();
+  // As JSON.stringify would write it (an object with no own keys, a Date was stored as {}: an operator
+  // key's expires_at in its operator_key.created row, a kill's or grant's times).
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
   if (depth >= MAX_DEPTH) return REDACTED;
   if (Array.isArray(value)) {
     const out = value.map((v) => redactValue(v, depth + 1));

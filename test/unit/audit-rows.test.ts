@@ -9,6 +9,15 @@ import { canonicalJson } from '../../src/canonical-json.js';
 import { callContext } from '../integration/audit-fixtures.js';
 
 describe('redaction', () => {
+  it('keeps a Date as its ISO time (it was stored as {}), an invalid one as null', () => {
+    const expires = new Date('2027-01-02T03:04:05.678Z');
+    expect(redactValue({ expires_at: expires, nested: [{ at: expires }], bad: new Date(Number.NaN) })).toEqual({
+      expires_at: '2027-01-02T03:04:05.678Z',
+      nested: [{ at: '2027-01-02T03:04:05.678Z' }],
+      bad: null,
+    });
+  });
+
   it('masks values under secret-looking keys at any depth, keeps the rest', () => {
     const out = redactValue({
       path: 'docs/a.md',
