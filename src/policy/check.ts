@@ -1,9 +1,10 @@
+import { storable } from '../audit/redact.js';
 import type { DecisionInput, Denial, ResolvedCall } from '../decisions/types.js';
 import type { AgentPrincipal } from '../tokens/authenticator.js';
 import { AGENT_PREFIXES } from '../tokens/format.js';
 import { SCOPE_BY_NAME } from '../tokens/scopes.js';
-import { matchProductionPattern } from './resources.js';
-import type { CompiledPolicy, CompiledServer, ProhibitedRule } from './types.js';
+import { firstWebUrl, hostInDomains, isLocalResource, localPathOf, matchProductionPattern } from './resources.js';
+import type { CompiledPolicy, CompiledServer, NetworkRule, PathRule, ProhibitedRule } from './types.js';
 
 // Steps 5 (policy) and 6 (scopes) of DESIGN.md §4. Pure functions of the compiled policy, the token
 // and the resolved call: the first denial wins, in the order an operator reads them in explain.
@@ -20,6 +21,82 @@ function prohibitedRuleFor(rules: readonly ProhibitedRule[], server: CompiledSer
   return undefined;
 }
 
+const MAX_SHOWN = 200;
+
+/** A value quoted back in a denial: storable, and cut (a path or host can be as long as the body allows). */
+function shown(value: string): string {
+  const s = storable(value);
+  return s.length > MAX_SHOWN ? `${s.slice(0, MAX_SHOWN)}…` : s;
+}
+
+/** `servers.<name>.network`: every web URL the call carries is https (`https_only`) and on an allowed domain. */
+function networkDenial(server: CompiledServer, rule: NetworkRule, call: ResolvedCall, input: DecisionInput): Denial | undefined {
+  const what = `${call.server}/${call.tool}`;
+  const at = `servers.${server.name}.network`;
+  return firstWebUrl<Denial>(input.arguments, input.resources, (url) => {
+    if (url.unreadable) {
+      return {
+        code: 'PERMISSION_DENIED',
+        message: `${what}: ${url.where} cannot be read as an http(s) URL, and ${at} restricts where this server may connect, so the call is refused; give an absolute https:// URL`,
+      };
+    }
+    if (rule.httpsOnly && url.scheme !== 'https') {
+      return {
+        code: 'PERMISSION_DENIED',
+        message: `${what}: ${url.where} is a ${url.scheme}:// URL (host ${shown(url.hosts[0] ?? '')}), and ${at}.https_only allows https:// URLs only`,
+      };
+    }
+    if (rule.allowedDomains === undefined) return undefined;
+    for (const host of url.hosts) {
+      if (hostInDomains(host, rule.allowedDomains)) continue;
+      return {
+        code: 'PERMISSION_DENIED',
+        message: `${what}: ${url.where} reaches host ${shown(host)}, which is not in ${at}.allowed_domains (${rule.allowedDomains.join(', ')}; each allows its subdomains)`,
+      };
+    }
+    return undefined;
+  });
+}
+
+/** `servers.<name>.paths`: every path argument and local resource lies inside an allowed directory. */
+function pathDenial(server: CompiledServer, rule: PathRule, call: ResolvedCall, input: DecisionInput): Denial | undefined {
+  const what = `${call.server}/${call.tool}`;
+  const allowed = `servers.${server.name}.paths.allowed (${rule.allowed.join(', ')})`;
+  const check = (value: string, where: string): Denial | undefined => {
+    const local = localPathOf(value);
+    if ('problem' in local) {
+      return { code: 'PERMISSION_DENIED', message: `${what}: path "${shown(value)}" (${where}) ${local.problem}; ${allowed} needs an absolute path inside one of them` };
+    }
+    for (let i = 0; i < rule.allowed.length; i++) {
+      if (local.path === rule.allowed[i] || local.path.startsWith(rule.prefixes[i] as string)) return undefined;
+    }
+    const written = local.path === value ? '' : `, written "${shown(value)}"`;
+    return { code: 'PERMISSION_DENIED', message: `${what}: path ${shown(local.path)} (${where}${written}) is outside ${allowed}` };
+  };
+  for (const key of rule.arguments) {
+    const value = input.arguments[key];
+    if (value === undefined) continue;
+    const list = typeof value === 'string' ? [value] : Array.isArray(value) && value.every((v) => typeof v === 'string') ? (value as string[]) : undefined;
+    if (list === undefined) return { code: 'PERMISSION_DENIED', message: `${what}: argument ${key} is not a path (text, or a list of text), so ${allowed} cannot be checked` };
+    for (const s of list) {
+      const denial = check(s, `argument ${key}`);
+      if (denial) return denial;
+    }
+  }
+  // resources/read names a file by its URI.
+  const uri = input.arguments['uri'];
+  if (typeof uri === 'string' && isLocalResource(uri)) {
+    const denial = check(uri, 'argument uri');
+    if (denial) return denial;
+  }
+  for (const [i, r] of (input.resources ?? []).entries()) {
+    if (!isLocalResource(r)) continue;
+    const denial = check(r, `resources[${i}]`);
+    if (denial) return denial;
+  }
+  return undefined;
+}
+
 /**
  * The network identities (hosts, database names) a gateway reported it runs a server with
  * (POST /v1/gateway/tools, its last report), which may not be what the policy's `identity` says.
@@ -32,8 +109,8 @@ export interface ReportedUpstream {
 /**
  * Policy checks for a resolved call (step 5): the token's environment is authoritative, the server
  * must be allowed for the role in that environment (default deny; forbidden wins), prohibited
- * capabilities, production patterns against network identities, and the human grant a production
- * environment needs. `grants.production`: an active human grant covers this token or session.
+ * capabilities, production patterns against network identities, the server's `network` and `paths`
+ * restrictions, and the human grant a production environment needs. `grants.production`: an active human grant covers this token or session.
  * `reported`: what the calling gateway reported it runs the server with (explain, which has no gateway:
  * every gateway's report); matched against the production patterns as the policy's identity is, so a
  * policy that describes another upstream than the gateway runs hides no production database.
@@ -124,12 +201,19 @@ export function checkPolicy(
         message: `${call.server}/${call.tool}: the upstream identity gateway ${gateway} reported for server ${call.server} (POST /v1/gateway/tools) reaches "${match.identity}", which matches the production pattern "${match.pattern}", whatever the policy's identity of the server says; ${env} tokens need a human grant for production (ask an operator), or the gateway must run ${call.server} against a non-production upstream`,
       };
     }
-    if (rules.humanGrantRequired) {
-      return {
-        code: 'HUMAN_AUTHORIZATION_REQUIRED',
-        message: `${env} calls need an active human grant for this token or session; ask an operator (POST /v1/grants) with a reason and a time limit`,
-      };
-    }
+  }
+
+  // Seed 002's required restrictions (servers.<name>.network, .paths): refusals, not triggers. A write
+  // by an mcp_ro_ token is left to the scope step, which halts it (WRITE_IN_READ_SESSION): a path
+  // outside the allowed directories must not turn that trigger into a plain refusal.
+  const restricted = (server.network && networkDenial(server, server.network, call, input)) || (server.paths && pathDenial(server, server.paths, call, input));
+  if (restricted && scopeCheck(agent, call)?.halt === undefined) return restricted;
+
+  if (!grants.production && rules.humanGrantRequired) {
+    return {
+      code: 'HUMAN_AUTHORIZATION_REQUIRED',
+      message: `${env} calls need an active human grant for this token or session; ask an operator (POST /v1/grants) with a reason and a time limit`,
+    };
   }
   return undefined;
 }

@@ -1,3 +1,4 @@
+import { posix } from 'node:path';
 import type { HaltTrigger } from '../decisions/types.js';
 import { type Capability, SCOPE_BY_NAME } from '../tokens/scopes.js';
 import type { Environment } from '../tokens/store.js';
@@ -13,7 +14,7 @@ import {
   seedFlags,
 } from './defaults.js';
 import type { IssueList, PathSegment } from './issues.js';
-import { SHIPPED_MAPS } from './maps/index.js';
+import { SHIPPED_MAPS, type ToolMap } from './maps/index.js';
 import { identitiesOf } from './resources.js';
 import { type ApprovalsEntry, CAPABILITIES, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
 import type {
@@ -24,6 +25,8 @@ import type {
   CompiledRole,
   CompiledServer,
   EnvironmentRules,
+  NetworkRule,
+  PathRule,
   ProhibitedRule,
   ServerLimits,
   ToolScope,
@@ -70,6 +73,72 @@ function serverFlags(name: string, serverClass: string, entry: ServerEntry, issu
     }
   }
   return out;
+}
+
+const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
+const NOT_A_HOST = /[/:@?#\\\s*[\]]/;
+const NUMERIC_LABEL = /^\d+$/;
+
+/**
+ * An `allowed_domains` entry as WHATWG `new URL` writes a host (what the URLs of calls are compared
+ * in): IDNs in their ASCII form, lower case, without a trailing dot. Or why it is not a host name.
+ */
+export function allowedDomainOf(entry: string): { domain: string } | { problem: string } {
+  if (entry.startsWith('*.')) return { problem: `write "${entry.slice(2)}": an entry already allows its subdomains` };
+  if (entry.includes('://')) return { problem: 'give a host name, not a URL (no scheme, no path)' };
+  if (NOT_A_HOST.test(entry)) return { problem: 'a host name has no scheme, port, path, user, wildcard or spaces' };
+  let host: string;
+  try {
+    host = new URL(`https://${entry}/`).hostname;
+  } catch {
+    return { problem: 'not a host name' };
+  }
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  const labels = host.split('.');
+  if (host.length === 0 || host.length > 253 || !labels.every((l) => HOST_LABEL.test(l))) return { problem: 'not a host name' };
+  // WHATWG reads a host ending in a number as an IPv4 address (10.1, 0x7f.1): not a domain.
+  if (NUMERIC_LABEL.test(labels[labels.length - 1] as string)) return { problem: 'an IP address, not a domain name' };
+  return { domain: host };
+}
+
+function compileNetwork(entry: ServerEntry, issues: IssueList, at: (...p: PathSegment[]) => PathSegment[]): NetworkRule | undefined {
+  const network = entry.network;
+  if (network === undefined) return undefined;
+  if (network.https_only === undefined && network.allowed_domains === undefined) {
+    issues.warning(at('network'), 'restricts nothing: give `https_only: true`, `allowed_domains: [...]` or both');
+  }
+  let allowedDomains: string[] | undefined;
+  if (network.allowed_domains !== undefined) {
+    allowedDomains = [];
+    for (const [i, entryDomain] of network.allowed_domains.entries()) {
+      const d = allowedDomainOf(entryDomain);
+      if ('problem' in d) issues.error(at('network', 'allowed_domains', i), `"${entryDomain}" is not a domain: ${d.problem}`);
+      else if (!allowedDomains.includes(d.domain)) allowedDomains.push(d.domain);
+    }
+  }
+  return Object.freeze({ httpsOnly: network.https_only ?? false, allowedDomains });
+}
+
+function compilePaths(entry: ServerEntry, map: ToolMap | undefined, issues: IssueList, at: (...p: PathSegment[]) => PathSegment[]): PathRule | undefined {
+  if (entry.paths === undefined) return undefined;
+  const allowed: string[] = [];
+  for (const [i, dir] of entry.paths.allowed.entries()) {
+    if (dir.includes('\0')) {
+      issues.error(at('paths', 'allowed', i), 'holds a NUL character: not a directory');
+      continue;
+    }
+    // `..` and `//` resolved, no trailing `/`: what call paths are compared with.
+    const normalised = posix.resolve(dir);
+    if (!allowed.includes(normalised)) allowed.push(normalised);
+  }
+  const args = map?.pathArguments ?? [];
+  if (args.length === 0) {
+    issues.warning(
+      at('paths'),
+      `${entry.map === undefined ? 'the server has no shipped map' : `map ${entry.map} names no path arguments`}: only the \`file:\` resources a gateway sends are checked against it, not the call's arguments`,
+    );
+  }
+  return Object.freeze({ allowed, prefixes: allowed.map((d) => (d === '/' ? '/' : `${d}/`)), arguments: args });
 }
 
 function compileServer(name: string, entry: ServerEntry, issues: IssueList, perServer: ServerLimitsEntry | undefined): CompiledServer | undefined {
@@ -156,6 +225,8 @@ function compileServer(name: string, entry: ServerEntry, issues: IssueList, perS
     prohibited: entry.prohibited ?? false,
     networkIdentities: [...networkIdentities],
     limits: Object.freeze(limits),
+    network: compileNetwork(entry, issues, at),
+    paths: compilePaths(entry, map, issues, at),
   };
 }
 

@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { domainToASCII, fileURLToPath } from 'node:url';
 import { storable } from '../audit/redact.js';
 
 // What a call touches, from the gateway's `resources` or the call's arguments:
@@ -89,6 +90,8 @@ export interface ParsedLocation {
   databases: string[];
   /** Canonical form: scheme://host[:port]/path, no credentials, query or fragment. */
   canonical: string;
+  /** Written as a web URL (`https://...`) but `new URL` rejects it: its hosts were read by hand. */
+  malformed?: true;
 }
 
 function stripPort(host: string): string {
@@ -214,6 +217,7 @@ function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLo
     const loc = parseConnectionString(scheme, rest);
     const cut = rest.search(PATH_END);
     addAuthorityParts(cut < 0 ? rest : rest.slice(0, cut), loc.otherHosts);
+    loc.malformed = true;
     return loc;
   }
   const otherHosts: string[] = [];
@@ -398,4 +402,117 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
       }
     }
   }
+}
+
+/** A web URL a call carries, for a server's `network` rule (check.ts). */
+export interface CallUrl {
+  /** Where it was found: `resources[2]`, `argument url`. */
+  where: string;
+  /** Lower case; empty when the value has no scheme. */
+  scheme: string;
+  /** Every host a client may connect to (the host, and every reading of an ambiguous one): ASCII, lower case, no trailing dot. */
+  hosts: string[];
+  /** Written as a web URL but unreadable, or under `url`/`uri` and not a URL at all: fail closed. */
+  unreadable: boolean;
+}
+
+/** Argument keys whose value is a URL: there a value that is not one cannot be read (a client may take `host/x` for http). */
+const URL_ONLY_KEYS: ReadonlySet<string> = new Set(['url', 'uri']);
+const FILE_URL = /^file:/i;
+
+/** A host as `new URL` writes it (IDNs in ASCII), without a trailing dot, so `Example.com.` is example.com. */
+function asciiHost(host: string): string {
+  const ascii = PLAIN_HOST.test(host) || host.startsWith('[') ? host : domainToASCII(host) || host;
+  return ascii.endsWith('.') ? ascii.slice(0, -1) : ascii;
+}
+
+function webUrlOf(value: string, where: string, urlKey: boolean): CallUrl | undefined {
+  const loc = value.includes(':') ? parseLocation(value) : undefined;
+  if (!loc) return urlKey ? { where, scheme: '', hosts: [], unreadable: true } : undefined;
+  if (!WEB_SCHEMES.has(loc.scheme)) return undefined;
+  const hosts = [...loc.hosts, ...loc.otherHosts].map(asciiHost);
+  return { where, scheme: loc.scheme, hosts, unreadable: loc.malformed === true || hosts.length === 0 };
+}
+
+/**
+ * Visits every http(s), ws(s) and ftp URL a call carries, in the resources and anywhere in the
+ * arguments (whole string values, however deep), and every value under a `url` or `uri` key that is no
+ * URL at all; answers the first thing `visit` returns. Other values (free text, paths, connection
+ * strings, `file:` URLs) are not visited.
+ */
+export function firstWebUrl<T>(args: Record<string, unknown>, resources: readonly string[] | undefined, visit: (url: CallUrl) => T | undefined): T | undefined {
+  for (const [i, r] of (resources ?? []).entries()) {
+    const url = webUrlOf(r, `resources[${i}]`, false);
+    const hit = url && visit(url);
+    if (hit !== undefined) return hit;
+  }
+  const values: unknown[] = [args];
+  const keys: (string | undefined)[] = [undefined];
+  while (values.length > 0) {
+    const value = values.pop();
+    const key = keys.pop();
+    if (typeof value === 'string') {
+      const url = webUrlOf(value, `argument ${key ?? ''}`.trim(), key !== undefined && URL_ONLY_KEYS.has(key));
+      const hit = url && visit(url);
+      if (hit !== undefined) return hit;
+    } else if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i--) {
+        values.push(value[i]);
+        keys.push(key);
+      }
+    } else if (value !== null && typeof value === 'object') {
+      const own = Object.keys(value);
+      for (let i = own.length - 1; i >= 0; i--) {
+        const k = own[i] as string;
+        values.push((value as Record<string, unknown>)[k]);
+        keys.push(k);
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Whether a call's host is one of the domains or a subdomain of one (both as `asciiHost` writes them). */
+export function hostInDomains(host: string, domains: readonly string[]): boolean {
+  for (const d of domains) {
+    if (host === d) return true;
+    if (host.length > d.length && host.endsWith(d) && host.charCodeAt(host.length - d.length - 1) === 0x2e) return true;
+  }
+  return false;
+}
+
+/** Whether a resource names a local path: a `file:` URL or an absolute path. */
+export function isLocalResource(value: string): boolean {
+  return value.startsWith('/') || FILE_URL.test(value);
+}
+
+/**
+ * The absolute path a path argument or `file:` URL names, `..` and `.` resolved (`path.posix.resolve`;
+ * `\` counts as a separator too, as on Windows), or why it cannot be checked: a NUL, a relative or `~`
+ * path (what it is relative to is the upstream's choice), a `file:` URL of another host or with an
+ * encoded `/`. Symbolic links are not followed: the control plane does not see the upstream's disk.
+ */
+export function localPathOf(value: string): { path: string } | { problem: string } {
+  if (value.includes('\0')) return { problem: 'holds a NUL character' };
+  let path: string;
+  if (FILE_URL.test(value)) {
+    let url: URL;
+    try {
+      url = new URL(value);
+      path = fileURLToPath(url);
+    } catch {
+      return { problem: 'is not a file: URL of this machine that can be read (another host, or an encoded /)' };
+    }
+    if (path.includes('\0')) return { problem: 'holds a NUL character' };
+  } else {
+    path = value.replaceAll('\\', '/');
+    if (!path.startsWith('/')) {
+      return {
+        problem: path.startsWith('~')
+          ? 'starts with ~: the home directory is the upstream\'s, not known here'
+          : 'is relative: what it is relative to is the upstream\'s choice, so it cannot be checked here',
+      };
+    }
+  }
+  return { path: posix.resolve(path) };
 }

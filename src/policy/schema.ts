@@ -59,6 +59,39 @@ const CapabilityFlags = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Seed 002's required restriction for network servers. Host names are checked (and IDNs turned into
+ * their ASCII form) when the file is compiled, where the message can say what is wrong with one.
+ */
+const ServerNetwork = Type.Object(
+  {
+    https_only: Type.Optional(Type.Boolean()),
+    allowed_domains: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 253 }), {
+        minItems: 1,
+        uniqueItems: true,
+        hint: 'a list of one or more host names such as example.com (each allows its subdomains); leave the key out to allow any host',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** Seed 002's required restriction for file servers: the directories a call's paths must lie in. */
+const ServerPaths = Type.Object(
+  {
+    allowed: Type.Array(
+      Type.String({
+        pattern: '^/',
+        maxLength: 4096,
+        hint: 'an absolute directory, starting with / (e.g. /srv/data): a relative one would depend on where the server runs',
+      }),
+      { minItems: 1, uniqueItems: true, hint: 'a list of one or more absolute directories; to refuse every call to the server, use `prohibited: true`' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const ServerSchema = Type.Object(
   {
     description: Type.Optional(Text),
@@ -70,6 +103,8 @@ export const ServerSchema = Type.Object(
     flags: Type.Optional(CapabilityFlags),
     approval: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { uniqueItems: true })),
     prohibited: Type.Optional(Type.Boolean()),
+    network: Type.Optional(ServerNetwork),
+    paths: Type.Optional(ServerPaths),
   },
   { additionalProperties: false },
 );

@@ -23,6 +23,24 @@ export interface ServerLimits {
   maxExecutionTimeSeconds: number | null;
 }
 
+/** `servers.<name>.network` (seed 002: network servers HTTPS only, domain allowlist). */
+export interface NetworkRule {
+  /** Every http(s), ws(s) or ftp URL a call carries must be https. */
+  httpsOnly: boolean;
+  /** Hosts (ASCII, lower case, no trailing dot) a URL's host must equal or be a subdomain of; undefined: any. */
+  allowedDomains: readonly string[] | undefined;
+}
+
+/** `servers.<name>.paths` (seed 002: file servers restricted to allowed directories). */
+export interface PathRule {
+  /** Absolute, normalised directories, without a trailing `/` (except `/` itself). */
+  allowed: readonly string[];
+  /** `allowed`, each ending with `/`: a path inside one starts with it. */
+  prefixes: readonly string[];
+  /** Argument names holding paths (the map's `pathArguments`). */
+  arguments: readonly string[];
+}
+
 export interface CompiledServer {
   name: string;
   serverClass: string;
@@ -42,6 +60,10 @@ export interface CompiledServer {
   /** Hosts and database names of the server itself (identity URL, connection strings in its args). */
   networkIdentities: readonly string[];
   limits: Readonly<ServerLimits>;
+  /** Required restrictions on the URLs a call carries; undefined: none. */
+  network: Readonly<NetworkRule> | undefined;
+  /** Required restrictions on the local paths a call names; undefined: none. */
+  paths: Readonly<PathRule> | undefined;
 }
 
 export interface CompiledRole {

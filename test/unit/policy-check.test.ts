@@ -57,7 +57,22 @@ function call(policy: CompiledPolicy, i: DecisionInput): ResolvedCall {
 
 describe('the example policy (policy/default.yaml)', () => {
   it('rw token + filesystem write_file → allowed', () => {
-    expect(decide(example, agent('rw'), input('filesystem', 'write_file', { arguments: { path: 'docs/a.md' } }))).toBe('allow');
+    expect(decide(example, agent('rw'), input('filesystem', 'write_file', { arguments: { path: '/tmp/ks-demo/docs/a.md' } }))).toBe('allow');
+  });
+
+  it('G4: filesystem is limited to /tmp/ks-demo (paths.allowed): a traversal out of it is refused, no halt', () => {
+    const d = decide(example, agent('rw'), input('filesystem', 'write_file', { arguments: { path: '/tmp/ks-demo/../../etc/cron.d/x' }, resources: ['file:///etc/cron.d/x'] }));
+    expect(d).toEqual({
+      code: 'PERMISSION_DENIED',
+      message: 'filesystem/write_file: path /etc/cron.d/x (argument path, written "/tmp/ks-demo/../../etc/cron.d/x") is outside servers.filesystem.paths.allowed (/tmp/ks-demo)',
+    });
+  });
+
+  it('G3: fetch is HTTPS only (network.https_only): a read-only token fetching http:// is refused, no halt', () => {
+    const ro = agent('ro', { scopes: WITH_VCS_NET('ro') });
+    const d = decide(example, ro, input('fetch', 'fetch', { arguments: { url: 'http://evil.example.com/x' } }));
+    expect(d).toEqual({ code: 'PERMISSION_DENIED', message: 'fetch/fetch: argument url is a http:// URL (host evil.example.com), and servers.fetch.network.https_only allows https:// URLs only' });
+    expect(decide(example, ro, input('fetch', 'fetch', { arguments: { url: 'https://evil.example.com/x' } }))).toBe('allow');
   });
 
   it('rw token + memory delete_entities → PERMISSION_DENIED (needs storage:delete), no halt', () => {
@@ -90,7 +105,7 @@ describe('the example policy (policy/default.yaml)', () => {
   it('main as an argument, a folder or a URL path is not production', () => {
     const rw = agent('rw', { scopes: WITH_VCS_NET('rw') });
     expect(decide(example, rw, input('github', 'create_pull_request', { arguments: { owner: 'o', repo: 'r', title: 't', head: 'feature/x', base: 'main' } }))).toBe('allow');
-    expect(decide(example, rw, input('filesystem', 'write_file', { arguments: { path: '/repo/main/a.md' }, resources: ['file:///repo/main/a.md'] }))).toBe('allow');
+    expect(decide(example, rw, input('filesystem', 'write_file', { arguments: { path: '/tmp/ks-demo/main/a.md' }, resources: ['file:///tmp/ks-demo/main/a.md'] }))).toBe('allow');
     expect(decide(example, rw, input('fetch', 'fetch', { arguments: { url: 'https://github.com/o/r/blob/main/x' } }))).toBe('allow');
     expect(decide(example, rw, input('fetch', 'fetch', { resources: ['https://github.com/o/r/blob/main/x'] }))).toBe('allow');
   });
@@ -124,7 +139,7 @@ describe('the example policy (policy/default.yaml)', () => {
 
   it('documentation_agent (mcp.read_only) reads but cannot write', () => {
     const doc = agent('rw', { role: 'documentation_agent' });
-    expect(decide(example, doc, input('filesystem', 'read_text_file', { arguments: { path: 'a.md' } }))).toBe('allow');
+    expect(decide(example, doc, input('filesystem', 'read_text_file', { arguments: { path: '/tmp/ks-demo/a.md' } }))).toBe('allow');
     expect(decide(example, doc, input('filesystem', 'write_file', { arguments: { path: 'a.md' } }))).toMatchObject({ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' });
   });
 

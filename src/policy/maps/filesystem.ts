@@ -23,4 +23,7 @@ export const filesystemMap: ToolMap = {
     create_directory: 'storage:write',
     move_file: 'storage:write',
   },
+  // Every path its tools take: `path` (most tools), `paths` (read_multiple_files), `source` and
+  // `destination` (move_file).
+  pathArguments: ['path', 'paths', 'source', 'destination'],
 };

@@ -8,4 +8,9 @@ export interface ToolMap {
   serverClass: string;
   /** Tool name → the exact scope it needs (a scope of src/tokens/scopes.ts). */
   tools: Readonly<Record<string, string>>;
+  /**
+   * Top-level argument names whose values are local paths (text or a list of text), for a server's
+   * `paths.allowed` rule. Only maps of servers that take paths name them.
+   */
+  pathArguments?: readonly string[];
 }
