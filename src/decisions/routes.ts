@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import type { CredentialEnded } from '../audit/rows.js';
 import { AppError, unauthenticated } from '../errors.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { requireShallow } from '../http/json-depth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
@@ -69,6 +70,8 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => {
+      requireShallow(req.body.arguments, 'arguments');
+      requireShallow(req.body.annotations, 'annotations');
       const agent = await agentOf(req);
       if (agent === 'unavailable') {
         const presented = parseCredential(agentTokenHeader(req) ?? '');
@@ -154,6 +157,10 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ExplainAnswer, ...errors },
       },
     },
-    async (req) => ctx.explainer.explain(req.operator!, req.body),
+    async (req) => {
+      requireShallow(req.body.arguments, 'arguments');
+      requireShallow(req.body.annotations, 'annotations');
+      return ctx.explainer.explain(req.operator!, req.body);
+    },
   );
 };

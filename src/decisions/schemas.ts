@@ -37,7 +37,7 @@ export const DecisionBody = Type.Object(
   {
     server: ServerName,
     tool: ToolName,
-    arguments: Type.Record(Type.String(), Type.Unknown(), { description: 'The tool call arguments, in full (secrets are redacted in the audit trail).' }),
+    arguments: Type.Record(Type.String(), Type.Unknown(), { description: 'The tool call arguments, in full (secrets are redacted in the audit trail); objects and arrays nested at most 64 levels deep (else 400 naming arguments).' }),
     session_id: IssuedId('Issued by POST /v1/sessions.'),
     environment: Type.Optional(EnvironmentSchema),
     tool_hash: Type.Optional(ToolHash),

@@ -576,6 +576,29 @@ describe('decision API input and credentials', () => {
     expect(res.json().error.details).toEqual([{ field: 'environment', problem: 'must be one of "development", "staging", "production"' }]);
   });
 
+  it('arguments or annotations nested deeper than 64 levels → 400 naming the field (20,000 levels had overflowed the stack: a DEPENDENCY_UNAVAILABLE denial)', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const nested = (levels: number) => {
+      let v: unknown = 'x';
+      for (let i = 0; i < levels; i++) v = i % 2 ? [v] : { v };
+      return v;
+    };
+    // move_file needs an approval: its step keys the call by its arguments.
+    const call = (extra: Record<string, unknown>) =>
+      app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers(tok.raw), payload: { server: 'filesystem', tool: 'move_file', session_id: s.session_id, arguments: { source: 'a', destination: 'b' }, ...extra } });
+    for (const levels of [65, 2_000]) {
+      const res = await call({ arguments: { source: 'a', destination: nested(levels) } });
+      expect(res.statusCode, `${levels}: ${res.body}`).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'arguments', problem: 'is nested deeper than 64 levels (objects and arrays)' }] });
+    }
+    const annotations = await call({ annotations: { 'vendor/x': nested(70) } });
+    expect(annotations.statusCode).toBe(400);
+    expect(annotations.json().error.details[0].field).toBe('annotations');
+    // 63 levels inside the arguments object (64 with it) is a decision, whatever it is.
+    expect((await call({ arguments: { source: 'a', destination: nested(63) } })).statusCode).toBe(200);
+  });
+
   it('a __proto__ key in the body → 400 saying such a key is refused', async () => {
     const tok = await gw.token('ro');
     const res = await app.inject({
