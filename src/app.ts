@@ -20,7 +20,7 @@ import { flagRoutes } from './flags/routes.js';
 import { FlagService, type StartFlagsRead } from './flags/service.js';
 import { WebhookSecretHolder } from './flags/webhook-secret.js';
 import { RefusedCredentials } from './http/auth.js';
-import { frameworkErrors, installErrorHandler } from './http/error-handler.js';
+import { clientErrorHandler, frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { declareCommonErrors } from './http/schemas.js';
@@ -352,6 +352,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       // req.ip (audit rows' `ip`) is X-Forwarded-For's client only behind a proxy named in TRUST_PROXY.
       trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
       frameworkErrors,
+      clientErrorHandler,
       ajv: { customOptions: { removeAdditional: false } },
       // The https.Server has every method of the http.Server the rest of the code uses (closeIdleConnections ...).
       ...(https ? { https } : {}),

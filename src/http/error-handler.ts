@@ -1,5 +1,7 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type ErrorCode, type FieldProblem, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors.js';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, ERROR_CODES, type ErrorCode, type FieldProblem, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors.js';
 import { discardCap, discardRestOfBody } from './body-limit.js';
 
 interface ValidationIssue {
@@ -143,6 +145,27 @@ export function installErrorHandler(app: FastifyInstance): void {
  * Errors Fastify's router raises before a route runs (the `frameworkErrors` option): a path that is not
  * valid percent-encoding, or a path parameter longer than the router accepts. Same body as every error.
  */
+/**
+ * Fastify's clientErrorHandler: a request Node's HTTP parser refuses before any route sees it (headers over
+ * its limit, a bad chunk size, both Content-Length and Transfer-Encoding, two different Content-Lengths)
+ * gets the one error body with a code, not Fastify's default `{"error":"Bad Request"}`. Node's own code
+ * for the parser error is kept in the message; the connection is closed after it, as Node does.
+ */
+export function clientErrorHandler(this: { log: FastifyBaseLogger }, err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const overflow = err.code === 'HPE_HEADER_OVERFLOW';
+  const code: ErrorCode = overflow ? 'HEADERS_TOO_LARGE' : 'INVALID_REQUEST';
+  const status = ERROR_CODES[code].status;
+  const field = overflow ? 'headers' : 'request';
+  const problem = overflow ? 'are larger than 16 KB (request line and headers together)' : `is not a valid HTTP/1.1 request (${err.code ?? 'parse error'})`;
+  const body = JSON.stringify({ error: { code, message: `${field}: ${problem}`, details: [{ field, problem }] } });
+  this.log.debug({ err: err.message, code: err.code }, 'client error: request refused by the HTTP parser');
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(err);
+}
+
 export function frameworkErrors(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): FastifyReply {
   if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
     return send(reply, 'INVALID_REQUEST', 400, 'path: a path parameter is too long (ids are at most 100 characters)', [{ field: 'path', problem: 'a parameter is too long' }]);

@@ -101,4 +101,38 @@ describe('a body over BODY_LIMIT_BYTES', () => {
     });
     expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
   });
+
+  /** Writes raw bytes and reads until the server closes: for requests Node's HTTP parser refuses. */
+  const raw = (bytes: string) =>
+    new Promise<{ status: string; body: { error?: Record<string, unknown> } }>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      let response = '';
+      socket.on('data', (d: Buffer) => {
+        response += d.toString('utf8');
+      });
+      socket.on('close', () => resolve({ status: response.split('\r\n')[0] ?? '', body: JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4) || '{}') }));
+      socket.on('error', reject);
+      socket.write(bytes);
+    });
+
+  it('headers over 16 KB → 431 HEADERS_TOO_LARGE in the one error body (it was Fastify\'s default body, no code)', async () => {
+    const res = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(res.status).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(res.body.error).toEqual({
+      code: 'HEADERS_TOO_LARGE',
+      message: 'headers: are larger than 16 KB (request line and headers together)',
+      details: [{ field: 'headers', problem: 'are larger than 16 KB (request line and headers together)' }],
+    });
+  });
+
+  it('a request the HTTP parser refuses (Content-Length with Transfer-Encoding, a bad chunk size) → 400 INVALID_REQUEST naming the request', async () => {
+    for (const bytes of [
+      'POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      'POST /v1/decisions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
+    ]) {
+      const res = await raw(bytes);
+      expect(res.status).toBe('HTTP/1.1 400 Bad Request');
+      expect(res.body.error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'request', problem: expect.stringMatching(/^is not a valid HTTP\/1\.1 request \(HPE_/) }] });
+    }
+  });
 });
