@@ -10,7 +10,9 @@ export async function policyCheck(file: string, out: NodeJS.WritableStream = pro
   const result = await loadPolicyFile(file);
   for (const issue of result.issues) (issue.severity === 'error' ? err : out).write(`${formatIssue(issue)}\n`);
   if (!result.ok) {
-    const count = result.issues.filter((i) => i.severity === 'error').length;
+    // Past the first POLICY_ISSUES_LISTED problems, one error line says how many more (omittedErrors).
+    const listed = result.issues.filter((i) => i.severity === 'error').length;
+    const count = result.omittedErrors ? listed - 1 + result.omittedErrors : listed;
     err.write(`${file}: invalid policy (${count} error${count === 1 ? '' : 's'})\n`);
     return 2;
   }

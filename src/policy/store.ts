@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { AdminAction } from '../audit/rows.js';
 import { ConfigError } from '../config.js';
 import { formatIssue, PolicyFileError } from './issues.js';
-import { loadPolicyFile, parsePolicy } from './load.js';
+import { loadPolicyFile, parsePolicy, readPolicyBytes } from './load.js';
 import { droppedSections, topLevelKeys } from './sections.js';
 import type { CompiledPolicy } from './types.js';
 
@@ -25,16 +25,25 @@ import type { CompiledPolicy } from './types.js';
 export const POLICY_SETTLE_MS = 500;
 
 /**
- * The absolute path of POLICY_FILE; a ConfigError naming it when nothing is there. A relative POLICY_FILE
- * is resolved against the working directory, so the same command run from another directory finds
- * nothing: the message shows where it looked. Other read errors are left to the loader, which reports
- * them with the file's issues.
+ * The absolute path of POLICY_FILE; a ConfigError naming it when nothing is there, or when it is not a
+ * regular file (a FIFO would block the read forever, /dev/zero never ends). A relative POLICY_FILE is
+ * resolved against the working directory, so the same command run from another directory finds
+ * nothing: the message shows where it looked. Other read errors (and a file over the size cap) are left
+ * to the loader, which reports them with the file's issues.
  */
 export async function requirePolicyFile(path: string): Promise<string> {
   const full = resolve(path);
   try {
-    await stat(full);
+    const s = await stat(full);
+    if (!s.isFile()) {
+      const kind = s.isDirectory() ? 'a directory' : s.isFIFO() ? 'a FIFO (named pipe)' : s.isCharacterDevice() ? 'a character device' : s.isBlockDevice() ? 'a block device' : s.isSocket() ? 'a socket' : 'not a regular file';
+      throw new ConfigError(
+        'POLICY_FILE',
+        `POLICY_FILE=${JSON.stringify(path)} is invalid: ${full} is ${kind}, not a regular file. Point POLICY_FILE at the policy file itself. Example: POLICY_FILE=/etc/killswitch/policy.yaml`,
+      );
+    }
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') return full;
     const relative = !isAbsolute(path) ? ` (POLICY_FILE is relative, so it is resolved against the working directory, ${process.cwd()})` : '';
     throw new ConfigError(
@@ -325,8 +334,8 @@ export class PolicyStore {
       let bytes: Buffer;
       let again: Buffer;
       try {
-        bytes = await readFile(this.path);
-        again = await readFile(this.path);
+        bytes = await readPolicyBytes(this.path);
+        again = await readPolicyBytes(this.path);
       } catch (err) {
         if ((await this.signature()) !== now) continue;
         return { error: err as Error };
@@ -341,7 +350,26 @@ export class PolicyStore {
     }
   }
 
+  /**
+   * reloadOnce, with any exception it throws (a bug: a broken file comes back as issues) reported as a
+   * rejected file, logged at error with its message: a reload is started by a timer, where a rejection
+   * would be lost, and the policy in force stays either way.
+   */
   private async reloadNow(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
+    try {
+      return await this.reloadOnce();
+    } catch (err) {
+      const why = `the policy file could not be checked: ${(err as Error).message ?? String(err)}`;
+      const fresh = this.lastError !== why;
+      if (fresh) this.opts.log.error({ policy: this.path, kept_hash: this.active.hash, err: (err as Error).message }, `${why}; keeping the last good policy`);
+      this.lastError = why;
+      this.rejectedHash = undefined;
+      if (fresh) this.rejected(null, [why]);
+      return 'rejected';
+    }
+  }
+
+  private async reloadOnce(): Promise<'reloaded' | 'unchanged' | 'rejected'> {
     if (this.closed) return 'unchanged';
     const { log } = this.opts;
     this.statSignature = await this.signature();

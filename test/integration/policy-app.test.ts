@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -127,6 +127,39 @@ describe('policy in the app', () => {
     expect(await metric('killswitch_policy_last_reload_ok')).toBe(1);
     expect((await readyz()).json().warnings).toEqual([]);
     expect(app.ctx.policy.current()).toBe(good);
+  });
+
+  it('an alias bomb or `max_open_sessions: .inf` swapped in by rename is rejected like any invalid file: GET /v1/policy says why (line:column), a POLICY_REJECTED alert, the good policy stays', async () => {
+    const file = join(dir, 'hardened.yaml');
+    copyFileSync('test/fixtures/policy/test.yaml', file);
+    const app = await t.app({ policyFile: file });
+    const owner = await t.operatorKey(app, 'owner');
+    const good = app.ctx.policy.current();
+    const text = readFileSync(file, 'utf8');
+    const swap = (content: string) => {
+      writeFileSync(join(dir, '.hardened.next'), content);
+      renameSync(join(dir, '.hardened.next'), file);
+    };
+    const bombed = `${text}\n# hardened test\nx-a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nx-b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nx-c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nx-d: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n`;
+    const infinite = `# hardened test\n${text.replace('per_token: { max_calls_per_day: 1000 }', 'per_token: { max_calls_per_day: 1000, max_open_sessions: .inf }')}`;
+    expect(infinite).not.toBe(text);
+    for (const [content, error] of [
+      [bombed, /:\d+:\d+ x-d\[\d\]: aliases expand the file by more than 10000 values/],
+      [infinite, /:\d+:60 rate_limits\.per_token\.max_open_sessions: must be a finite number, not \.inf/],
+    ] as const) {
+      swap(content);
+      await until('rejection', () => app.ctx.policy.status().lastRejected?.hash === createHash('sha256').update(content).digest('hex'));
+      expect(app.ctx.policy.current()).toBe(good);
+      const res = await app.inject({ url: '/v1/policy', headers: bearer(owner) });
+      expect(res.json()).toMatchObject({ hash: good.hash, file_rejected: true });
+      expect(res.json().last_rejected.errors[0]).toMatch(error);
+      let alerts: Array<{ message: string }> = [];
+      for (let i = 0; i < 40 && !alerts.some((a) => error.test(a.message)); i++) {
+        alerts = (await app.inject({ url: '/v1/alerts?kind=POLICY_REJECTED', headers: bearer(owner) })).json().alerts;
+        if (!alerts.some((a) => error.test(a.message))) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(alerts.some((a) => error.test(a.message))).toBe(true);
+    }
   });
 
   it('GET /v1/policy (viewer): the file, hash and load time in force, its warnings, and the last rejected reload with its errors; 401 without a key, 403 for an agent token', async () => {
