@@ -38,6 +38,7 @@ export class TestContext {
   readonly apps: FastifyInstance[] = [];
   readonly logs = new LogCapture();
   private pools: pg.Pool[] = [];
+  private sharedPool: pg.Pool | undefined;
 
   async setup(): Promise<this> {
     const admin = new pg.Client({ connectionString: TEST_PG_URL });
@@ -86,13 +87,20 @@ export class TestContext {
     return app;
   }
 
-  /** A direct connection to this file's database (superuser), for assertions. */
+  /**
+   * Direct connections to this file's database (superuser), for assertions: one pool per file, however
+   * often it is called. A new pool per call kept an idle connection each: keys.test.ts alone held 62 at
+   * once, and with two other files beside it CI met Postgres's max_connections (100). Up to 5 at once (a
+   * test may hold a lock on one and query on others); idle ones close after a second.
+   */
   pool(): pg.Pool {
-    const pool = new pg.Pool({ connectionString: this.databaseUrl, max: 2 });
-    // teardown() drops the database WITH (FORCE): clients then get an error we expect.
-    tolerateConnectionLoss(pool);
-    this.pools.push(pool);
-    return pool;
+    if (!this.sharedPool) {
+      this.sharedPool = new pg.Pool({ connectionString: this.databaseUrl, max: 5, idleTimeoutMillis: 1_000 });
+      // teardown() drops the database WITH (FORCE): clients then get an error we expect.
+      tolerateConnectionLoss(this.sharedPool);
+      this.pools.push(this.sharedPool);
+    }
+    return this.sharedPool;
   }
 
   async operatorKey(app: FastifyInstance, role: OperatorRole = 'owner', projects?: string[]): Promise<string> {
@@ -118,6 +126,7 @@ export class TestContext {
     for (const app of this.apps.splice(0)) await this.close(app);
     await rm(this.dataDir, { recursive: true, force: true });
     for (const pool of this.pools.splice(0)) await pool.end().catch(() => {});
+    this.sharedPool = undefined;
     const redis = new Redis(TEST_REDIS_URL);
     try {
       let cursor = '0';
