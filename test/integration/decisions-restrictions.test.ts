@@ -20,6 +20,8 @@ afterAll(async () => {
 });
 
 async function intentCode(decisionId: string): Promise<string | undefined> {
+  // A denial answers before its INTENT row is durable (nothing runs): wait for the writer's batch.
+  await app.ctx.audit.writer.flush();
   const { rows } = await t.pool().query(`SELECT code FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'`, [decisionId]);
   return rows[0]?.code;
 }
