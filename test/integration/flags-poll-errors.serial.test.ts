@@ -78,6 +78,13 @@ describe('polling after Unleash answered errors', () => {
     await until(() => proxy.fetches.slice(recoveredAt).some((f) => f.status < 400), 10_000, 'a fetch through the proxy succeeds');
     const firstOk = proxy.fetches.slice(recoveredAt).find((f) => f.status < 400)!;
     const before = await served(FLAG);
+    // Listening from before the change: the poll that turns it off may come before this test sees Unleash
+    // serve it (a fresh-clone CI run saw that poll between the two, and no change was heard).
+    let changedIdx: number | undefined;
+    const onChange = (c: { flag: string; enabled: boolean | null }) => {
+      if (c.flag === FLAG && c.enabled === false) changedIdx ??= proxy.fetches.length;
+    };
+    app.ctx.flags.on('polled-change', onChange);
     touched = true;
     await admin.setEnabled(FLAG, unleash.environment, false);
 
@@ -93,11 +100,6 @@ describe('polling after Unleash answered errors', () => {
     );
     // Counted in polls, not milliseconds: the fetches the proxy passed from then until the poll that turned it off.
     const servedIdx = proxy.fetches.length;
-    let changedIdx: number | undefined;
-    const onChange = (c: { flag: string; enabled: boolean | null }) => {
-      if (c.flag === FLAG && c.enabled === false) changedIdx ??= proxy.fetches.length;
-    };
-    app.ctx.flags.on('polled-change', onChange);
     try {
       await until(() => !app.ctx.flags.isEnabled(FLAG, rwDev), 15_000, 'the control plane denies');
     } finally {
@@ -105,7 +107,7 @@ describe('polling after Unleash answered errors', () => {
     }
     expect(app.ctx.flags.whyOff(FLAG, rwDev).reason).toBe('off');
     expect(changedIdx, 'the deny came from a poll').toBeDefined();
-    expect(changedIdx! - servedIdx, 'polls from Unleash serving the flag off to the deny').toBeGreaterThanOrEqual(1);
+    // A poll at or before the moment this test saw Unleash serve the flag off was within the two anyway.
     expect(changedIdx! - servedIdx, 'polls from Unleash serving the flag off to the deny').toBeLessThanOrEqual(2);
 
     // Polling goes on after the recovery, every answer passes, and the SDK's next poll is one
