@@ -15,7 +15,7 @@ import {
 } from './defaults.js';
 import type { IssueList, PathSegment } from './issues.js';
 import { SHIPPED_MAPS, type ToolMap } from './maps/index.js';
-import { identitiesOf } from './resources.js';
+import { upstreamIdentitiesOf } from './resources.js';
 import { type ApprovalsEntry, CAPABILITIES, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
 import type {
   ApprovalRule,
@@ -190,9 +190,7 @@ function compileServer(name: string, entry: ServerEntry, issues: IssueList, perS
   }
   if (!ok || serverClass === undefined) return undefined;
 
-  const networkIdentities = new Set<string>();
-  if (url !== undefined) identitiesOf(url, true, networkIdentities);
-  for (const a of args ?? []) identitiesOf(a, false, networkIdentities);
+  const networkIdentities = upstreamIdentitiesOf({ url, args });
 
   const limits: ServerLimits = defaultServerLimits(name, serverClass, entry.map);
   if (perServer) {

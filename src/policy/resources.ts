@@ -293,9 +293,9 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
 }
 
 /**
- * Network identities of an upstream server's identity, read as the policy file's `identity` is read
- * (src/policy/compile.ts): the host of `url`, and hosts and database names of connection strings among
- * `args` (web URLs in args do not count, as in the policy). The command is never read.
+ * Network identities of an upstream server's identity, the policy file's `identity` (compile.ts) and the
+ * one a gateway reports (src/tools) alike: the host of `url`, and hosts and database names of connection
+ * strings among `args` (web URLs in args do not count). The command is never read.
  */
 export function upstreamIdentitiesOf(identity: { url?: string | undefined; args?: readonly string[] | undefined }, out: Set<string> = new Set()): Set<string> {
   if (identity.url !== undefined) identitiesOf(identity.url, true, out);
@@ -378,16 +378,24 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
   const hasResources = resources !== undefined && resources.length > 0;
   if (hasResources) for (const r of resources) identitiesOf(r, true, out);
   const webEverywhere = hasResources && resources.length >= MAX_GATEWAY_RESOURCES;
-  // Depth first, in document order, without recursion: values and their nearest object key.
+  // URL keys are read whether or not the gateway sent resources: its resources add to what the
+  // arguments reach, they never hide it (a gateway that normalised too little is not a way around).
+  firstString(args, (value, key) => void identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out));
+}
+
+/**
+ * Every string value of `args`, however deep, with its nearest object key, depth first in document
+ * order and without recursion; answers the first thing `visit` returns (undefined: go on).
+ */
+function firstString<T>(args: Record<string, unknown>, visit: (value: string, key: string | undefined) => T | undefined): T | undefined {
   const values: unknown[] = [args];
   const keys: (string | undefined)[] = [undefined];
   while (values.length > 0) {
     const value = values.pop();
     const key = keys.pop();
     if (typeof value === 'string') {
-      // URL keys are read whether or not the gateway sent resources: its resources add to what the
-      // arguments reach, they never hide it (a gateway that normalised too little is not a way around).
-      identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
+      const hit = visit(value, key);
+      if (hit !== undefined) return hit;
     } else if (Array.isArray(value)) {
       for (let i = value.length - 1; i >= 0; i--) {
         values.push(value[i]);
@@ -402,6 +410,7 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
       }
     }
   }
+  return undefined;
 }
 
 /** A web URL a call carries, for a server's `network` rule (check.ts). */
@@ -446,30 +455,10 @@ export function firstWebUrl<T>(args: Record<string, unknown>, resources: readonl
     const hit = url && visit(url);
     if (hit !== undefined) return hit;
   }
-  const values: unknown[] = [args];
-  const keys: (string | undefined)[] = [undefined];
-  while (values.length > 0) {
-    const value = values.pop();
-    const key = keys.pop();
-    if (typeof value === 'string') {
-      const url = webUrlOf(value, `argument ${key ?? ''}`.trim(), key !== undefined && URL_ONLY_KEYS.has(key));
-      const hit = url && visit(url);
-      if (hit !== undefined) return hit;
-    } else if (Array.isArray(value)) {
-      for (let i = value.length - 1; i >= 0; i--) {
-        values.push(value[i]);
-        keys.push(key);
-      }
-    } else if (value !== null && typeof value === 'object') {
-      const own = Object.keys(value);
-      for (let i = own.length - 1; i >= 0; i--) {
-        const k = own[i] as string;
-        values.push((value as Record<string, unknown>)[k]);
-        keys.push(k);
-      }
-    }
-  }
-  return undefined;
+  return firstString(args, (value, key) => {
+    const url = webUrlOf(value, `argument ${key ?? ''}`.trim(), key !== undefined && URL_ONLY_KEYS.has(key));
+    return url ? visit(url) : undefined;
+  });
 }
 
 /** Whether a call's host is one of the domains or a subdomain of one (both as `asciiHost` writes them). */
