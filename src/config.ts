@@ -77,6 +77,8 @@ export const SETTINGS = [
   { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
   { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`) talk to, and `killswitch gateway` when its config file has no `killswitch.url` (docs/gateway.md). An https:// URL whose certificate a private CA issued needs NODE_EXTRA_CA_CERTS=<that CA\'s PEM file> (Node\'s own variable).' },
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key (role operator or owner) the operator CLI commands authenticate with.' },
+  { env: 'KILLSWITCH_CLIENT_CERT_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/operator.pem', doc: 'Operator CLI commands (`killswitch kill`, `kills`, `unkill`): PEM client certificate presented to a control plane that requires mutual TLS (its TLS_CLIENT_CA_FILE signed it), with KILLSWITCH_CLIENT_KEY_FILE; set both or neither. Only over an https:// KILLSWITCH_URL. Read by each command: a missing, invalid or mismatched file stops it (exit 2) before any request.' },
+  { env: 'KILLSWITCH_CLIENT_KEY_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/operator-key.pem', doc: 'PEM private key (unencrypted) of KILLSWITCH_CLIENT_CERT_FILE\'s certificate.' },
   { env: 'KILLSWITCH_GATEWAY_KEY', type: 'string', example: 'ksgw_...', secret: true, doc: '`killswitch gateway` only: the gateway key (issued at POST /v1/gateway-keys) it authenticates to the control plane with, when its config file has no `killswitch.gatewayKey` (docs/gateway.md). Without either, the gateway does not start.' },
   { env: 'KILLSWITCH_AGENT_TOKEN', type: 'string', example: 'mcp_rw_...', secret: true, doc: '`killswitch gateway` only: the agent token of the agent on stdio, when its config file has no `killswitch.agentToken` (docs/gateway.md). Over Streamable HTTP each agent sends its own token instead.' },
   { env: 'METRICS_PORT', type: 'int', example: '9464', min: 0, max: 65535, doc: 'When set, GET /metrics is also served without a key on this separate port (bind it to a network only Prometheus reaches), over plain HTTP even with TLS_CERT_FILE. Unset: /metrics only on PORT, with an operator key (viewer, not project-limited).' },
@@ -149,6 +151,8 @@ export interface Config {
   alertWebhookSecret: string | undefined;
   killswitchUrl: string;
   killswitchOperatorKey: string | undefined;
+  killswitchClientCertFile: string;
+  killswitchClientKeyFile: string;
   killswitchGatewayKey: string | undefined;
   killswitchAgentToken: string | undefined;
   metricsPort: number | undefined;

@@ -1,8 +1,9 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import type { Config } from '../config.js';
+import { type Config, readPemFile } from '../config.js';
 import { isUuid } from '../ids.js';
 import { AGENT_PREFIXES, GATEWAY_PREFIX, OPERATOR_PREFIX } from '../tokens/format.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
+import { clientCertificateHint, OperatorRequestError, operatorRequest } from './operator-http.js';
 import { printable, printableJson } from './printable.js';
 
 // `killswitch kill | kills | unkill`: the break-glass kills from a terminal or a script, through the
@@ -92,7 +93,7 @@ export function killBody(o: KillOptions): Record<string, unknown> {
 
 /**
  * KILLSWITCH_URL as messages show it. A user name or password in it is refused before any request: the
- * operator key is the credential, fetch refuses such URLs anyway, and an error message must not carry it.
+ * operator key is the credential, and an error message must not carry it.
  */
 function controlPlaneUrl(raw: string): URL {
   let base: URL;
@@ -107,29 +108,57 @@ function controlPlaneUrl(raw: string): URL {
   return base;
 }
 
+/**
+ * KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE read and checked before any request (exit 2
+ * naming the setting): undefined when neither is set.
+ */
+export function operatorClientTls(cfg: Pick<Config, 'killswitchClientCertFile' | 'killswitchClientKeyFile'>, base: URL): { cert: Buffer; key: Buffer } | undefined {
+  const { killswitchClientCertFile: certFile, killswitchClientKeyFile: keyFile } = cfg;
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) {
+    const missing = certFile ? 'KILLSWITCH_CLIENT_KEY_FILE' : 'KILLSWITCH_CLIENT_CERT_FILE';
+    throw new CliFailure(`${missing} is not set: a client certificate for mutual TLS needs both KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE (PEM files), or neither`, 2);
+  }
+  if (base.protocol !== 'https:') {
+    throw new CliFailure(`KILLSWITCH_CLIENT_CERT_FILE is set but KILLSWITCH_URL is ${base.protocol}//${base.host}: a client certificate is only presented over https://`, 2);
+  }
+  const cert = readPemFile(certFile, 'certificate');
+  if ('problem' in cert) throw new CliFailure(`KILLSWITCH_CLIENT_CERT_FILE=${certFile}: ${cert.problem}`, 2);
+  const key = readPemFile(keyFile, 'private key');
+  if ('problem' in key) throw new CliFailure(`KILLSWITCH_CLIENT_KEY_FILE=${keyFile}: ${key.problem}`, 2);
+  if (!cert.certificates[0]!.checkPrivateKey(key.key)) {
+    throw new CliFailure(`KILLSWITCH_CLIENT_KEY_FILE=${keyFile}: not the private key of the certificate in KILLSWITCH_CLIENT_CERT_FILE (${certFile})`, 2);
+  }
+  return { cert: cert.pem, key: key.pem };
+}
+
 async function call(cfg: Config, method: string, path: string, body?: unknown): Promise<unknown> {
   if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
   const base = controlPlaneUrl(cfg.killswitchUrl);
-  const url = new URL(path, base);
-  let res: Response;
+  const clientTls = operatorClientTls(cfg, base);
+  let res: { status: number; text: string };
   try {
-    res = await fetch(url, {
+    res = await operatorRequest({
+      url: new URL(path, base),
       method,
       headers: { authorization: `Bearer ${cfg.killswitchOperatorKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(15_000),
+      ...(clientTls ? { clientTls } : {}),
+      timeoutMs: 15_000,
     });
   } catch (err) {
-    throw new CliFailure(`cannot reach the control plane at ${base.origin} (KILLSWITCH_URL): ${(err as Error).message}`, 1);
+    const e = err instanceof OperatorRequestError ? err : new OperatorRequestError('ERROR', (err as Error).message);
+    const detail = e.message.includes(e.code) ? e.message : `${e.code}: ${e.message}`;
+    throw new CliFailure(printable(`cannot reach the control plane at ${base.origin} (KILLSWITCH_URL): ${detail}${clientCertificateHint(e, base.protocol === 'https:', clientTls !== undefined)}`), 1);
   }
-  const text = await res.text();
+  const text = res.text;
   let json: unknown;
   try {
     json = text ? JSON.parse(text) : undefined;
   } catch {
     json = undefined;
   }
-  if (!res.ok) {
+  if (res.status < 200 || res.status > 299) {
     const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
     throw new CliFailure(printable(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim()), 1);
   }

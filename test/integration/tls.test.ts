@@ -76,10 +76,12 @@ describe('TLS_CERT_FILE and TLS_KEY_FILE: the API over HTTPS', () => {
 describe('TLS_CLIENT_CA_FILE: mutual TLS', () => {
   let base: string;
   let driver: GatewayDriver;
+  let operator: string;
   beforeAll(async () => {
     const app = await t.app({ policyFile: POLICY, tlsCertFile: pki.serverCert, tlsKeyFile: pki.serverKey, tlsClientCaFile: pki.ca });
     base = await listening(app);
     driver = await new GatewayDriver(t, app).init();
+    operator = await t.operatorKey(app, 'operator');
   });
 
   it('a client without a certificate is refused during the TLS handshake, on every route', async () => {
@@ -127,6 +129,48 @@ describe('TLS_CLIENT_CA_FILE: mutual TLS', () => {
     } finally {
       client.close();
     }
+  });
+  it('the operator CLI presents KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE: a break-glass kill works; without them it says what to set', async () => {
+    const env = { KILLSWITCH_URL: base, KILLSWITCH_OPERATOR_KEY: operator, NODE_EXTRA_CA_CERTS: pki.ca, LOG_LEVEL: 'warn' };
+    const without = await killswitch(['kills'], { env });
+    expect(without.code).toBe(1);
+    expect(without.stderr).toMatch(/^killswitch: cannot reach the control plane at https:\/\/127\.0\.0\.1:\d+ \(KILLSWITCH_URL\): (ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED|ECONNRESET|EPIPE)\b/);
+    expect(without.stderr).toContain('If the control plane requires mutual TLS (TLS_CLIENT_CA_FILE), set KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE');
+
+    const withCertificate = { ...env, KILLSWITCH_CLIENT_CERT_FILE: pki.clientCert, KILLSWITCH_CLIENT_KEY_FILE: pki.clientKey };
+    const killed = await killswitch(['kill', '--server', 'filesystem', '--capability', 'write', '--reason', 'INC-7 drill', '--json'], { env: withCertificate });
+    expect(killed.code, killed.stderr).toBe(0);
+    const id = JSON.parse(killed.stdout).kill.id as string;
+    const token = await driver.token('rw');
+    const session = (await driver.session(token.raw)).session_id;
+    expect((await driver.decide(token.raw, { session_id: session, server: 'filesystem', tool: 'write_file', arguments: { path: 'a.md', content: 'x' } })).code).toBe('KILL_SWITCH');
+    expect((await killswitch(['kills'], { env: withCertificate })).stdout).toContain(id);
+    const lifted = await killswitch(['unkill', id, '--reason', 'drill over'], { env: withCertificate });
+    expect(lifted.code, lifted.stderr).toBe(0);
+
+    const otherCa = await killswitch(['kills'], { env: { ...env, KILLSWITCH_CLIENT_CERT_FILE: pki.otherClientCert, KILLSWITCH_CLIENT_KEY_FILE: pki.otherClientKey } });
+    expect(otherCa.code).toBe(1);
+    expect(otherCa.stderr).toMatch(/\(KILLSWITCH_URL\): (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA|ECONNRESET|EPIPE)\b/);
+  });
+});
+
+describe('the operator CLI refuses a client certificate setting it cannot use, exit 2 naming the setting, before any request', () => {
+  // Port 9: nothing listens, so an attempted request would exit 1, not 2.
+  const env = { KILLSWITCH_URL: 'https://127.0.0.1:9', KILLSWITCH_OPERATOR_KEY: 'ksop_unused', LOG_LEVEL: 'warn' };
+
+  it.each([
+    ['a certificate without its key', { KILLSWITCH_CLIENT_CERT_FILE: 'CERT' }, 'killswitch: KILLSWITCH_CLIENT_KEY_FILE is not set: a client certificate for mutual TLS needs both'],
+    ['a key without its certificate', { KILLSWITCH_CLIENT_KEY_FILE: 'KEY' }, 'killswitch: KILLSWITCH_CLIENT_CERT_FILE is not set'],
+    ['a key of another certificate', { KILLSWITCH_CLIENT_CERT_FILE: 'CERT', KILLSWITCH_CLIENT_KEY_FILE: 'OTHER_KEY' }, 'not the private key of the certificate in KILLSWITCH_CLIENT_CERT_FILE'],
+    ['a file that cannot be read', { KILLSWITCH_CLIENT_CERT_FILE: 'MISSING', KILLSWITCH_CLIENT_KEY_FILE: 'KEY' }, 'cannot read the file (ENOENT: no such file)'],
+    ['a plain http:// KILLSWITCH_URL', { KILLSWITCH_URL: 'http://127.0.0.1:9', KILLSWITCH_CLIENT_CERT_FILE: 'CERT', KILLSWITCH_CLIENT_KEY_FILE: 'KEY' }, 'KILLSWITCH_CLIENT_CERT_FILE is set but KILLSWITCH_URL is http://127.0.0.1:9: a client certificate is only presented over https://'],
+  ])('%s', async (_what, settings, message) => {
+    const files: Record<string, string> = { CERT: pki.clientCert, KEY: pki.clientKey, OTHER_KEY: pki.otherClientKey, MISSING: `${pki.dir}/missing.pem` };
+    const resolved = Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, files[v] ?? v]));
+    const r = await killswitch(['kills'], { env: { ...env, ...resolved } });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain('cannot reach');
   });
 });
 
