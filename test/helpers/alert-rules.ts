@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 
 // The metric names deploy/prometheus/alerts.yml uses, so the tests can check that /metrics serves each
-// one: a single process in metrics.test.ts, a WORKERS > 1 cluster in workers.serial.test.ts.
+// one: a single process in metrics.test.ts, a WORKERS > 1 cluster in workers.test.ts.
 
 /** Served only by the primary of WORKERS > 1 (src/cluster.ts). */
 export const CLUSTER_ONLY_METRICS = new Set(['killswitch_workers', 'killswitch_worker_restarts_total', 'killswitch_worker_hangs_total']);

@@ -7,7 +7,10 @@ import { freePort, type TestUnleash } from './unleash.js';
 
 // A real `killswitch start` in a child process, on this test file's database, Redis prefix and data
 // directory and the run's shared Unleash: for tests of what only a whole process shows (signals, exit
-// codes, WORKERS). The child runs the flags sync at start: files using this run serially.
+// codes, WORKERS). The child runs the flags sync at start against the run's Unleash, which finds every
+// flag and the webhook (PUBLIC_URL and UNLEASH_WEBHOOK_SECRET below) as the run left them and changes
+// nothing: files using this run in the parallel phase, where no file toggles a shared flag. A file that
+// reads what the sync saw off (flags-start-backup) toggles flags and is serial for that.
 
 export const CHILD_POLICY = 'test/fixtures/decisions/policy.yaml';
 const SECRET = 'test-secret-test-secret-test-secret-1234';

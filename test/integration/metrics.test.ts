@@ -165,7 +165,7 @@ describe('GET /metrics', () => {
     const { text } = await scrape();
     const { rules, names } = alertRuleMetrics();
     expect(rules).toBeGreaterThan(10);
-    // The workers' metrics are checked against a cluster's scrape in workers.serial.test.ts.
+    // The workers' metrics are checked against a cluster's scrape in workers.test.ts.
     const single = [...names].filter((n) => !CLUSTER_ONLY_METRICS.has(n));
     expect(single.length).toBeGreaterThan(20);
     expect(undeclaredMetrics(text, single)).toEqual([]);

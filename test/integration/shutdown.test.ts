@@ -9,7 +9,8 @@ import { freePort } from '../helpers/unleash.js';
 // Graceful shutdown of a real `killswitch start` process: SIGTERM in the middle of a decision load must
 // lose no INTENT row of an allowed decision (nor of a denial), finish the requests in flight and exit 0;
 // a second signal exits at once; SHUTDOWN_TIMEOUT_MS bounds the wait for a request that never ends.
-// Serial: the child runs the flags sync against the run's shared Unleash (same webhook URL, no change).
+// The child runs the flags sync against the run's shared Unleash: it finds every flag and the webhook as
+// the run left them and changes nothing, so the file runs beside the others (no shared flag is toggled there).
 
 const unleash = inject('unleash');
 const t = new TestContext();

@@ -12,7 +12,8 @@ import { freePort, until } from '../helpers/unleash.js';
 // relies on: both workers answer decisions (two audit chains, both intact), GET /metrics adds up what
 // each worker counts but not installation-wide counts, a killed worker is replaced, SIGTERM stops all of
 // them with exit 0, and a worker that cannot start stops the whole thing with its exit code.
-// Serial: the child runs the flags sync against the run's shared Unleash (same webhook URL, no change).
+// The child runs the flags sync against the run's shared Unleash: it finds every flag and the webhook as
+// the run left them and changes nothing, so the file runs beside the others (no shared flag is toggled there).
 
 const unleash = inject('unleash');
 const t = new TestContext();

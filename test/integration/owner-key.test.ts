@@ -7,7 +7,7 @@ import { api, killChildren, startChild, withTimeout } from '../helpers/control-p
 
 // The first start of a real `killswitch start` on an empty database: the owner key it creates reaches the
 // human through a file only this user can read, never through stdout or stderr (what log shippers keep).
-// Serial: the child runs the flags sync against the run's shared Unleash.
+// The child runs the flags sync against the run's shared Unleash, which changes nothing there.
 
 const unleash = inject('unleash');
 const t = new TestContext();
