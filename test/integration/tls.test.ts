@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlPlaneClient, ControlPlaneError } from '../../src/gateway/control-plane.js';
@@ -13,6 +15,7 @@ import { makeTlsFiles, type TlsFiles } from '../helpers/tls.js';
 // listener, real handshakes, and the reference gateway's control-plane client with its killswitch.tls files.
 
 const POLICY = 'test/fixtures/decisions/policy.yaml';
+const execFileP = promisify(execFile);
 const t = new TestContext();
 let pki: TlsFiles;
 
@@ -49,6 +52,18 @@ function get(url: string, tls: { ca?: string; cert?: string; key?: string }, hea
   });
 }
 
+/** The Docker image's health check (scripts/docker/healthcheck.js) against a listener here, as the container runs it. */
+async function healthcheck(base: string, env: Record<string, string>): Promise<{ code: number; stderr: string }> {
+  const { port } = new URL(base);
+  try {
+    const { stderr } = await execFileP('node', ['scripts/docker/healthcheck.js'], { env: { PATH: process.env['PATH'] ?? '', HOST: '0.0.0.0', PORT: port, ...env }, timeout: 15_000 });
+    return { code: 0, stderr };
+  } catch (err) {
+    const e = err as { code: number; stderr: string };
+    return { code: e.code, stderr: e.stderr };
+  }
+}
+
 describe('TLS_CERT_FILE and TLS_KEY_FILE: the API over HTTPS', () => {
   let base: string;
   let app: FastifyInstance;
@@ -66,6 +81,13 @@ describe('TLS_CERT_FILE and TLS_KEY_FILE: the API over HTTPS', () => {
 
   it('the certificate is really verified: a client without the CA refuses the server', async () => {
     expect(await get(`${base}/healthz`, {})).toEqual({ error: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' });
+  });
+
+  it("the image's health check asks over HTTPS with TLS_CERT_FILE set (the certificate names clients' address, not loopback) and fails over plain HTTP", async () => {
+    expect(await healthcheck(base, { TLS_CERT_FILE: pki.serverCert })).toEqual({ code: 0, stderr: '' });
+    const plain = await healthcheck(base, {});
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/healthz: /);
   });
 
   it('no client certificate is asked for without TLS_CLIENT_CA_FILE', async () => {
@@ -151,6 +173,13 @@ describe('TLS_CLIENT_CA_FILE: mutual TLS', () => {
     const otherCa = await killswitch(['kills'], { env: { ...env, KILLSWITCH_CLIENT_CERT_FILE: pki.otherClientCert, KILLSWITCH_CLIENT_KEY_FILE: pki.otherClientKey } });
     expect(otherCa.code).toBe(1);
     expect(otherCa.stderr).toMatch(/\(KILLSWITCH_URL\): (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA|ECONNRESET|EPIPE)\b/);
+  });
+  it("the image's health check under mutual TLS presents KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE; without them it says what to set", async () => {
+    const tls = { TLS_CERT_FILE: pki.serverCert, TLS_CLIENT_CA_FILE: pki.ca };
+    expect(await healthcheck(base, { ...tls, KILLSWITCH_CLIENT_CERT_FILE: pki.clientCert, KILLSWITCH_CLIENT_KEY_FILE: pki.clientKey })).toEqual({ code: 0, stderr: '' });
+    const without = await healthcheck(base, tls);
+    expect(without.code).toBe(1);
+    expect(without.stderr).toContain('TLS_CLIENT_CA_FILE requires a client certificate on every connection: set KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE');
   });
 });
 
