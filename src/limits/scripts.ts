@@ -21,6 +21,11 @@ import { LUA_NOW } from './lua.js';
 // first, are cut back to what is kept once they hold twice that, so readers take a prefix); so:<tok> the
 // token's sessions (zset, for the open-session cap; pruned at each open and by the idle sweep); sn:<tok>:<hour> sessions opened that hour;
 // d:<decision id> decision metadata; kill keys as passed in.
+/** The trigger shown for a token halt key that does not hold a string (the gate still holds the token halted). */
+export const UNREADABLE_TOKEN_HALT = 'unreadable halt record in Redis';
+/** The trigger shown for a session whose state in Redis is neither active, halted nor closed (held as halted). */
+export const UNREADABLE_SESSION_STATE = 'unreadable session state in Redis';
+
 export const GATE_LUA = String.raw`
 -- Positional arguments and an array reply: the caller pre-encodes the call record and the decision's
 -- metadata, so nothing is JSON-decoded or encoded here on the hot path (see the ADR). The allowed path
@@ -85,10 +90,13 @@ if nkills > 0 then
     end
   end
   if not kkey then
-    -- MGET answers nil for a key that is not a string: a kill key of another type still kills.
-    local kills = {}
-    for i = 1, nkills do kills[i] = ARGV[kbase + i] end
-    if redis.call('EXISTS', unpack(kills)) > 0 then kkey, kreason = 'kill key of unexpected type', 'a kill key exists but does not hold a string reason' end
+    -- MGET answers nil for a key that is not a string: a kill key of another type still kills, and a
+    -- token halt of another type still halts. One EXISTS over all of them; which one, only then.
+    local keys = { thkey }
+    for i = 1, nkills do keys[i + 1] = ARGV[kbase + i] end
+    local odd = redis.call('EXISTS', unpack(keys)) - (got[2] and 1 or 0)
+    if odd > 0 and not got[2] and redis.call('EXISTS', thkey) == 1 then got[2], odd = '${UNREADABLE_TOKEN_HALT}', odd - 1 end
+    if odd > 0 then kkey, kreason = 'kill key of unexpected type', 'a kill key exists but does not hold a string reason' end
   end
   if kkey then
     den()[11] = kkey
@@ -107,14 +115,18 @@ if nkills > 0 then
   end
 end
 local th = got[2]
+if nkills == 0 and not th and redis.call('EXISTS', thkey) == 1 then th = '${UNREADABLE_TOKEN_HALT}' end
 
 -- The session's own fields only (its hash also holds the session totals).
 local skey = p .. 's:' .. sid
 local sf = redis.call('HMGET', skey, 'tok', 'ro', 'srv', 'st', 'trg', 'pur')
 -- Explain without a session id: the first call of a new session of this token (no session-only limits).
 if dry and sid == '' then sf = { tok, '0', '', 'active', '', '' } end
-local s_ro, s_srv, s_st, s_trg = sf[2] or '0', sf[3] or '', sf[4] or 'active', sf[5] or ''
+local s_ro, s_srv, s_st, s_trg = sf[2] or '0', sf[3] or '', sf[4], sf[5] or ''
 if not sf[1] or sf[1] ~= tok or s_st == 'closed' then return reply('SESSION_UNKNOWN') end
+-- A state that is neither active nor halted (missing, or written by something else) is not taken for
+-- active: the session is held as halted until an operator resumes it.
+if s_st ~= 'active' and s_st ~= 'halted' then s_st, s_trg = 'halted', '${UNREADABLE_SESSION_STATE}' end
 -- A denial's copy of the session's fields (a halt changes its state).
 local function view()
   local v = den()[5]

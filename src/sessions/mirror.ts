@@ -1,4 +1,5 @@
 import { defineJsonScript, type JsonScript } from '../limits/lua.js';
+import { UNREADABLE_SESSION_STATE, UNREADABLE_TOKEN_HALT } from '../limits/scripts.js';
 import { type CallSummary, parseCallSummaries } from '../limits/summary.js';
 import type { RedisHandle } from '../redis/client.js';
 import { CLOSE_LUA, FORGET_LUA, HALT_LUA, OPEN_LUA, PUSH_CALL_LUA, RELOAD_LUA, RESUME_LUA, SWEEP_LUA } from './scripts.js';
@@ -174,15 +175,23 @@ export class SessionMirror {
     return parseCallSummaries(raw);
   }
 
-  /** The session's halt if Redis enforces one (its hash says halted). */
+  /** The session's halt if Redis enforces one (its hash says halted, or holds a state the gate holds as halted). */
   async sessionHalt(sessionId: string): Promise<EnforcedHalt | undefined> {
     const [tok, st, trg] = await this.redis.redis.hmget(this.redis.key('s', sessionId), 'tok', 'st', 'trg');
-    return tok && st === 'halted' ? { sessionId, tokenId: tok, trigger: trg ?? '' } : undefined;
+    return tok ? enforcedSessionHalt(sessionId, tok, st, trg) : undefined;
   }
 
-  /** The trigger of the token's halt if Redis enforces one. */
+  /**
+   * The trigger of the token's halt if Redis enforces one. A halt key that is not a string still halts in
+   * the gate script: it reads as UNREADABLE_TOKEN_HALT, so a resume finds it and lifts it.
+   */
   async tokenHalt(tokenId: string): Promise<string | null> {
-    return this.redis.redis.get(this.redis.key('th', tokenId));
+    try {
+      return await this.redis.redis.get(this.redis.key('th', tokenId));
+    } catch (err) {
+      if (/^WRONGTYPE/.test((err as Error).message)) return UNREADABLE_TOKEN_HALT;
+      throw err;
+    }
   }
 
   /**
@@ -200,7 +209,8 @@ export class SessionMirror {
       replies.forEach(([err, reply], i) => {
         if (err) throw err;
         const [tok, st, trg] = reply as Array<string | null>;
-        if (tok === tokenId && st === 'halted') sessions.push({ sessionId: members[i]!, tokenId, trigger: trg ?? '' });
+        const halt = tok === tokenId ? enforcedSessionHalt(members[i]!, tokenId, st, trg) : undefined;
+        if (halt) sessions.push(halt);
       });
     }
     return { tokenTrigger, sessions };
@@ -252,4 +262,13 @@ export class SessionMirror {
   async epochExists(): Promise<boolean> {
     return (await this.redis.redis.exists(this.redis.key('epoch'))) === 1;
   }
+}
+
+/**
+ * A session's halt as the gate script enforces it: `halted`, or a state that is neither active nor closed
+ * (missing, or written by something else), which the script holds as halted (UNREADABLE_SESSION_STATE).
+ */
+function enforcedSessionHalt(sessionId: string, tokenId: string, st: string | null | undefined, trg: string | null | undefined): EnforcedHalt | undefined {
+  if (st === 'active' || st === 'closed') return undefined;
+  return { sessionId, tokenId, trigger: st === 'halted' ? (trg ?? '') : UNREADABLE_SESSION_STATE };
 }

@@ -1,4 +1,5 @@
 import { LUA_NOW } from '../limits/lua.js';
+import { UNREADABLE_SESSION_STATE, UNREADABLE_TOKEN_HALT } from '../limits/scripts.js';
 
 // Lua scripts that keep the Redis mirror of sessions and halts (the keys the gate script reads; layout
 // in src/limits/scripts.ts). Each is atomic, so a cap check and the session it admits, or a halt and
@@ -31,7 +32,9 @@ if req.maxNew > 0 and n >= req.maxNew then
 end
 redis.call('INCR', nkey)
 redis.call('PEXPIRE', nkey, req.hour + 5000)
-local th = redis.call('GET', p .. 'th:' .. req.tok)
+-- A halt key that is not a string still halts (as in the gate script), under a trigger that says so.
+local th = redis.pcall('GET', p .. 'th:' .. req.tok)
+if type(th) == 'table' then th = '${UNREADABLE_TOKEN_HALT}' end
 local skey = p .. 's:' .. req.sid
 local st = 'active'
 if th then st = 'halted' end
@@ -182,7 +185,10 @@ if redis.call('EXISTS', p .. 'epoch') == 0 then return '{"r":"NO_EPOCH"}' end
 local skey = p .. 's:' .. req.sid
 local f = redis.call('HMGET', skey, 'tok', 'st', 'trg')
 if f[1] and f[1] ~= req.tok then return '{"r":"NOT_OWNER"}' end
-local th = redis.call('GET', p .. 'th:' .. req.tok)
+local th = redis.pcall('GET', p .. 'th:' .. req.tok)
+if type(th) == 'table' then th = '${UNREADABLE_TOKEN_HALT}' end
+-- A state the gate holds as halted (neither active nor halted) is not closed either.
+if f[1] and f[2] ~= 'active' and f[2] ~= 'halted' then f[2], f[3] = 'halted', '${UNREADABLE_SESSION_STATE}' end
 if f[2] == 'halted' then return cjson.encode({ r = 'HALTED', trg = f[3] or '', th = th or '' }) end
 if th then return cjson.encode({ r = 'TOKEN_HALTED', trg = th }) end
 redis.call('DEL', skey)
