@@ -3,7 +3,7 @@
 // test/unit/codes-coverage.test.ts checks that every code is asserted by some test.
 
 export const ERROR_CODES = {
-  INVALID_REQUEST: { status: 400, doc: 'The body, query or params failed validation; `details` names the field and the problem.' },
+  INVALID_REQUEST: { status: 400, doc: 'The body, query or params failed validation, or a credential header (`Authorization`, `X-Agent-Token`) was sent more than once; `details` names the field or header and the problem.' },
   UNAUTHENTICATED: { status: 401, doc: 'Missing, malformed, unknown, revoked or expired credential (one body for all).' },
   MCP_TOKEN_FORBIDDEN: { status: 403, doc: 'An agent token or a gateway key was presented to the admin API; only operator keys may use it.' },
   FORBIDDEN: { status: 403, doc: 'The operator key lacks the role this route needs.' },

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { type InitializeRequest, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { GATEWAY_CODE } from '../errors.js';
+import { headerCount, repeatedHeaderProblem } from '../http/repeated-header.js';
 import type { AgentSession } from './agent-session.js';
 import { SCOPE_CAPABILITY } from './agent-session.js';
 import { ControlPlaneError } from './control-plane.js';
@@ -96,6 +97,8 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway');
     if (url.pathname !== opts.path) return jsonRpcError(res, 404, -32600, `not found; the MCP endpoint is ${opts.path}`);
+    const repeated = repeatedHeaderProblem('Authorization', headerCount(req, 'authorization'));
+    if (repeated) return jsonRpcError(res, 400, -32600, `INVALID_REQUEST: ${repeated}`);
     const token = bearerOf(req);
     if (!token) return unauthorized(res, 'send the agent token as "Authorization: Bearer mcp_..."');
     const sid = req.headers['mcp-session-id'];

@@ -6,6 +6,7 @@ import type { AgentPrincipal, Authenticator, GatewayPrincipal, OperatorPrincipal
 import { CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
 import { type CredentialKind, parseCredential } from '../tokens/format.js';
 import type { OperatorRole } from '../tokens/store.js';
+import { headerCount, repeatedHeaderProblem } from './repeated-header.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -20,13 +21,23 @@ const ROLE_RANK: Record<OperatorRole, number> = { viewer: 1, operator: 2, owner:
 export function bearer(req: FastifyRequest): string | undefined {
   const h = req.headers.authorization;
   if (typeof h !== 'string') return undefined;
+  refuseRepeated(req, 'authorization');
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
   return m?.[1];
 }
 
 export function agentTokenHeader(req: FastifyRequest): string | undefined {
   const h = req.headers['x-agent-token'];
-  return typeof h === 'string' ? h.trim() : undefined;
+  if (typeof h !== 'string') return undefined;
+  // Node joins repeated values with ", " (a token has no comma): only then are they counted.
+  if (h.includes(',')) refuseRepeated(req, 'x-agent-token');
+  return h.trim();
+}
+
+/** 400 INVALID_REQUEST naming the header when the request carries it more than once. */
+function refuseRepeated(req: FastifyRequest, name: 'authorization' | 'x-agent-token'): void {
+  const problem = repeatedHeaderProblem(name, headerCount(req.raw, name));
+  if (problem) throw new AppError('INVALID_REQUEST', `${name}: ${problem}`, [{ field: name, problem }]);
 }
 
 async function authenticateOrUnavailable(auth: Authenticator, raw: string | undefined) {

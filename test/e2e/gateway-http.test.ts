@@ -107,6 +107,26 @@ describe('Streamable HTTP', () => {
     expect(missing.status).toBe(401);
   });
 
+  it('Authorization sent twice → 400 naming it, before any token is read (a proxy could read the other one)', async () => {
+    const [a, b] = [await h.token('ro'), await h.token('rw')];
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    // Headers as a flat list, so Authorization goes out twice (Node adds neither Host nor Content-Length to such a list).
+    const headers = ['host', new URL(front.url).host, 'content-type', 'application/json', 'accept', 'application/json, text/event-stream', 'content-length', String(Buffer.byteLength(body)), 'authorization', `Bearer ${a}`, 'authorization', `Bearer ${b}`];
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(front.url, { method: 'POST', agent: false, headers }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => {
+          body += c.toString('utf8');
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body)).toMatchObject({ jsonrpc: '2.0', error: { code: -32600, message: expect.stringMatching(/^INVALID_REQUEST: Authorization was sent 2 times: send it once/) } });
+  });
+
   it('an initialize the SDK refuses after the token was accepted (406, 415, 403) leaves no session behind', async () => {
     const token = await h.token('ro');
     const before = gateway.agentCount;
