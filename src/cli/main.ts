@@ -40,9 +40,9 @@ function config() {
 }
 
 /** A policy file that cannot be used: its errors as `killswitch policy check` prints them, exit 2. */
-function reportPolicyErrors(file: string, lines: string[]): never {
+function reportPolicyErrors(file: string, lines: string[], count: number): never {
   process.stderr.write(
-    `killswitch: invalid policy file ${file} (POLICY_FILE), ${lines.length} error${lines.length === 1 ? '' : 's'}; fix it (\`killswitch policy check ${file}\`):\n${lines.join('\n')}\n`,
+    `killswitch: invalid policy file ${file} (POLICY_FILE), ${count} error${count === 1 ? '' : 's'}; fix it (\`killswitch policy check ${file}\`):\n${lines.join('\n')}\n`,
   );
   process.exit(2);
 }
@@ -64,9 +64,9 @@ async function checkBeforeStart(c: Config): Promise<string[]> {
     throw err;
   }
   // Before the flags sync, which reads the same file: an invalid one is the policy's error, not the sync's.
-  const { formatIssue, loadPolicyFile } = await import('../policy/index.js');
+  const { formatIssue, loadPolicyFile, policyErrorCount } = await import('../policy/index.js');
   const policy = await loadPolicyFile(c.policyFile);
-  if (!policy.ok) reportPolicyErrors(c.policyFile, policy.issues.filter((i) => i.severity === 'error').map(formatIssue));
+  if (!policy.ok) reportPolicyErrors(c.policyFile, policy.issues.filter((i) => i.severity === 'error').map(formatIssue), policyErrorCount(policy.issues, policy.omittedErrors));
   for (const warning of configWarnings(c)) process.stderr.write(`killswitch: warning: ${warning}\n`);
   const { inertExecutionLimits } = await import('../policy/limits.js');
   const inert = policy.ok ? inertExecutionLimits(policy.policy, c.decisionMetaTtlS) : [];
@@ -138,8 +138,8 @@ program
       // Some configuration can only be checked against the database (e.g. TOKEN_HASH_SECRET's fingerprint).
       if (err instanceof ConfigError) reportConfigError(err);
       // The policy file broken since the check above (it is read again as the start loads it).
-      const { PolicyFileError, formatIssue } = await import('../policy/index.js');
-      if (err instanceof PolicyFileError) reportPolicyErrors(err.file, err.issues.filter((i) => i.severity === 'error').map(formatIssue));
+      const { PolicyFileError, formatIssue, policyErrorCount } = await import('../policy/index.js');
+      if (err instanceof PolicyFileError) reportPolicyErrors(err.file, err.issues.filter((i) => i.severity === 'error').map(formatIssue), policyErrorCount(err.issues, err.omittedErrors));
       throw err;
     }
     if (starting) {

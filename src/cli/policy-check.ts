@@ -1,4 +1,4 @@
-import { formatIssue, loadPolicyFile, serverFlagNames } from '../policy/index.js';
+import { formatIssue, loadPolicyFile, policyErrorCount, serverFlagNames } from '../policy/index.js';
 
 /**
  * `killswitch policy check FILE`: validates a policy file. Prints every problem as
@@ -10,9 +10,7 @@ export async function policyCheck(file: string, out: NodeJS.WritableStream = pro
   const result = await loadPolicyFile(file);
   for (const issue of result.issues) (issue.severity === 'error' ? err : out).write(`${formatIssue(issue)}\n`);
   if (!result.ok) {
-    // Past the first POLICY_ISSUES_LISTED problems, one error line says how many more (omittedErrors).
-    const listed = result.issues.filter((i) => i.severity === 'error').length;
-    const count = result.omittedErrors ? listed - 1 + result.omittedErrors : listed;
+    const count = policyErrorCount(result.issues, result.omittedErrors);
     err.write(`${file}: invalid policy (${count} error${count === 1 ? '' : 's'})\n`);
     return 2;
   }

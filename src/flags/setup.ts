@@ -46,7 +46,7 @@ export function webhookUndeliverable(config: Config): string | undefined {
 /** Servers and extra flags of a policy file (throws PolicyFileError, with every issue, when it is broken). */
 export async function flagNamesFromPolicyFile(file: string): Promise<PolicyFlagNames> {
   const result = await loadPolicyFile(file);
-  if (!result.ok) throw new PolicyFileError(file, result.issues);
+  if (!result.ok) throw new PolicyFileError(file, result.issues, result.omittedErrors);
   return policyFlagNames(result.policy);
 }
 

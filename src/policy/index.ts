@@ -2,7 +2,7 @@
 // the CLI call.
 export { checkPolicy, scopeCheck } from './check.js';
 export { policyFlagNames, serverFlagNames } from './flags.js';
-export { formatIssue, PolicyFileError, type PolicyIssue } from './issues.js';
+export { formatIssue, PolicyFileError, type PolicyIssue, policyErrorCount } from './issues.js';
 export { haltsToken, limitsFor } from './limits.js';
 export { loadPolicyFile, type PolicyParseResult, parsePolicy } from './load.js';
 export { SHIPPED_MAPS, type ToolMap } from './maps/index.js';

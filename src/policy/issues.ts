@@ -27,11 +27,22 @@ export class PolicyFileError extends Error {
   constructor(
     readonly file: string,
     readonly issues: PolicyIssue[],
+    /** Errors past the listed ones (one listed issue says how many): PolicyParseResult.omittedErrors. */
+    readonly omittedErrors = 0,
   ) {
     const errors = issues.filter((i) => i.severity === 'error');
     super(`invalid policy file ${file}:\n${errors.map(formatIssue).join('\n')}`);
     this.name = 'PolicyFileError';
   }
+}
+
+/**
+ * How many errors a refused file has: those listed, where past POLICY_ISSUES_LISTED the last listed one only
+ * says how many more there are (`omittedErrors`), so it counts as those.
+ */
+export function policyErrorCount(issues: readonly PolicyIssue[], omittedErrors = 0): number {
+  const listed = issues.filter((i) => i.severity === 'error').length;
+  return omittedErrors ? listed - 1 + omittedErrors : listed;
 }
 
 /** How many problems of one file are listed (then one line says how many more): the file is refused at its first error anyway. */

@@ -162,7 +162,7 @@ export class PolicyStore {
   static async open(path: string, opts: PolicyStoreOptions): Promise<PolicyStore> {
     const full = await requirePolicyFile(path);
     const result = await loadPolicyFile(path);
-    if (!result.ok) throw new PolicyFileError(path, result.issues);
+    if (!result.ok) throw new PolicyFileError(path, result.issues, result.omittedErrors);
     for (const w of result.policy.warnings) opts.log.warn({ policy: path }, `policy: ${formatIssue(w)}`);
     opts.log.info({ policy: path, hash: result.policy.hash, servers: result.policy.servers.size }, 'policy loaded');
     const store = new PolicyStore(full, result.policy, topLevelKeys(result.bytes ?? ''), opts);

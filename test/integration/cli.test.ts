@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +93,23 @@ describe('killswitch CLI: config check, --version and what start refuses before 
       expect(lines[0]).toBe('killswitch: invalid policy file test/fixtures/policy/broken.yaml (POLICY_FILE), 1 error; fix it (`killswitch policy check test/fixtures/policy/broken.yaml`):');
       expect(lines[1]).toMatch(/^test\/fixtures\/policy\/broken\.yaml:11:41 roles\.code_agent\.allowed_servers\.development\[2\]: unknown server "shel"/);
       expect(res.stderr).not.toContain('flags sync');
+    }
+  }, 60_000);
+
+  it('a policy file with more errors than are listed: config check and start count them all, as policy check does (the "N more" line is not one error)', async () => {
+    mkdirSync(t.dataDir, { recursive: true });
+    const file = resolve(t.dataDir, 'many-errors.yaml');
+    // 150 servers without `identity` and no `roles`: 151 errors.
+    writeFileSync(file, `servers:\n${Array.from({ length: 150 }, (_, i) => `  s${i}: { map: filesystem }\n`).join('')}`);
+    const check = await cli(['policy', 'check', file]);
+    expect(check.code).toBe(2);
+    expect(check.stderr.trim().split('\n').at(-1)).toBe(`${file}: invalid policy (151 errors)`);
+    const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/killswitch', UNLEASH_URL: 'http://127.0.0.1:1/api', PORT: '0', POLICY_FILE: file };
+    for (const command of [['config', 'check'], ['start']]) {
+      const res = await cli(command, env);
+      expect(res.code, command.join(' ')).toBe(2);
+      expect(res.stderr.split('\n')[0]).toBe(`killswitch: invalid policy file ${file} (POLICY_FILE), 151 errors; fix it (\`killswitch policy check ${file}\`):`);
+      expect(res.stderr).toContain('51 more errors from here on, not listed (only the first 100 problems are)');
     }
   }, 60_000);
 
