@@ -33,6 +33,27 @@ async function sync(flagsDir = FLAGS_DIR, cfg: Config = config, url = webhookUrl
   return syncFromConfig(cfg, { names: await testPolicyNames(), flagsDir, webhookUrl: url, webhookMode });
 }
 
+/**
+ * Archives a flag and deletes it from the archive once Unleash has recorded the archive in the flag's
+ * lifecycle: unleash-server 7.5.1 writes that stage after answering, and a delete in between makes its
+ * insert fail on the foreign key (logged by Unleash; once, in one run, Unleash went down at that point).
+ */
+async function archiveAndDelete(name: string): Promise<void> {
+  await admin.archiveFeature(name);
+  const url = `${unleash.apiUrl}/admin/projects/default/features/${encodeURIComponent(name)}/lifecycle`;
+  await until(
+    async () => {
+      const res = await fetch(url, { headers: { authorization: unleash.adminToken } });
+      const stages = res.ok ? ((await res.json()) as Array<{ stage: string }>) : [];
+      return stages.some((s) => s.stage === 'archived');
+    },
+    10_000,
+    `the archive of ${name} in its lifecycle`,
+    50,
+  );
+  await admin.deleteArchivedFeature(name);
+}
+
 const isOurs = (a: UnleashAddon) => a.provider === 'webhook' && (a.description ?? '').startsWith('killswitch control plane:');
 async function ourWebhooks() {
   return (await admin.listAddons()).filter(isOurs).map(registeredWebhook);
@@ -169,8 +190,7 @@ describe('flags sync (real unleash-server)', () => {
   it('a flag deleted in Unleash is recreated OFF (it existed before), never ON; one Unleash never had is created ON', async () => {
     const name = 'mcp.everything.delete';
     touched.add(name);
-    await admin.archiveFeature(name);
-    await admin.deleteArchivedFeature(name);
+    await archiveAndDelete(name);
     const report = await sync();
     expect(report.created).not.toContain(name);
     expect(report.recreatedOff).toEqual([name]);
@@ -186,8 +206,7 @@ describe('flags sync (real unleash-server)', () => {
       expect(first.recreatedOff).toEqual([]);
       expect((await admin.getFeature(fresh))?.environments.find((e) => e.name === env)?.enabled).toBe(true);
     } finally {
-      await admin.archiveFeature(fresh);
-      await admin.deleteArchivedFeature(fresh);
+      await archiveAndDelete(fresh);
     }
   });
 
