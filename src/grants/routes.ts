@@ -1,8 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { redactText, requireStorableText } from '../audit/redact.js';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
 import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 import { IdParams, IssuedId, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
@@ -93,10 +94,12 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/grants/:id',
     {
       onRequest: requireOperator(ctx.auth, 'operator'),
+      preValidation: bodyOptional,
       schema: {
         tags,
         summary: 'Revoke a grant: at once on this replica; the others reload the grants when it is announced through Redis, or within 5 s if they miss the announcement (15 s while they cannot read Postgres, after which they trust no grant)',
         params: IdParams,
+        body: OptionalReasonBody,
         response: { 200: Grant, ...errors, 503: ErrorBody },
       },
     },
@@ -104,9 +107,10 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const op = req.operator!;
       // Revoked first: an audit trail that is down must never keep access in force. The row after, awaited,
       // so the operator learns when it is missing.
+      requireStorableText('reason', req.body.reason);
       const grant = await ctx.grants.revoke(op, req.params.id);
       const projectId = await ctx.grants.projectOf(grant);
-      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, sessionId: grant.session_id, details: { id: grant.id } }).catch((err: unknown) => {
+      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, sessionId: grant.session_id, details: { id: grant.id, ...(req.body.reason === undefined ? {} : { reason: redactText(req.body.reason) }) } }).catch((err: unknown) => {
         throw unrecorded(
           err,
           `grant ${grant.id} was revoked at ${grant.revoked_at!.toISOString()}, but its grant.revoke audit row could be written neither to Postgres nor to the audit spool; revoke it again once the audit trail is back: that answers 200, keeps this revocation and writes the row`,

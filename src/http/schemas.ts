@@ -1,5 +1,6 @@
-import type { FastifyInstance, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
+import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 
 export const ErrorBody = Type.Object(
   {
@@ -11,6 +12,21 @@ export const ErrorBody = Type.Object(
   },
   { description: 'Every error: a stable code (docs/errors.md), a message for humans, and details such as the failing field.' },
 );
+
+/**
+ * The body of an action whose reason is optional (revoking a gateway or operator key or a grant, closing a
+ * session): `{}`, `{reason}` or no body at all (with `bodyOptional`). Any other field is refused (400),
+ * so a reason sent under another name is not dropped without a word.
+ */
+export const OptionalReasonBody = Type.Object(
+  { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why; recorded in the audit row. ${ONE_LINE}` })) },
+  { additionalProperties: false },
+);
+
+/** preValidation of a route with OptionalReasonBody: a request without a body is validated as `{}`. */
+export async function bodyOptional(req: FastifyRequest): Promise<void> {
+  if (req.body === undefined || req.body === null) req.body = {};
+}
 
 /** Methods whose requests Fastify reads a body for (its `bodywith` set): each can answer 413 and 415. */
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { agentTokenHeader, authenticateAgent, bearer, requireGateway, requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
 import { parseCredential } from '../tokens/format.js';
 import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
 
@@ -65,6 +65,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/sessions/:id/close',
     {
       onRequest: closer,
+      preValidation: bodyOptional,
       schema: {
         tags: ['gateway', ...tags],
         summary: 'Close a session (its gateway with the same agent token, or an operator): it answers SESSION_UNKNOWN and no longer counts as open; never a halted one (409)',
@@ -72,13 +73,15 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'What a gateway calls when its agent goes away, so restarts do not use up `max_open_sessions`. A gateway sends its key as Bearer and the session\'s agent token as X-Agent-Token (a session of another token is 404); an operator (role operator) sends an operator key. The session becomes `closed`, as when it idles out. A halted session, or one whose token is halted, is refused with 409 CONFLICT (`details.state`, `details.halted_by`): closing never lifts or hides a halt. Closing a closed session answers 200 with `already_closed: true`. Audited as `session.closed`.',
         security: [{ bearer: [], agentToken: [] }, { bearer: [] }],
         params: IdParams,
+        body: OptionalReasonBody,
         response: { 200: ClosedSession, ...errors },
       },
     },
     async (req) => {
-      if (req.operator) return ctx.sessions.close(req.params.id, { operator: req.operator });
+      const { reason } = req.body;
+      if (req.operator) return ctx.sessions.close(req.params.id, { operator: req.operator }, reason);
       const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
-      const closed = await ctx.sessions.close(req.params.id, { agent: principal, gateway: req.gateway! });
+      const closed = await ctx.sessions.close(req.params.id, { agent: principal, gateway: req.gateway! }, reason);
       req.log.info({ session_id: req.params.id, token_id: principal.id, already_closed: closed.already_closed }, 'session closed by its gateway');
       return closed;
     },

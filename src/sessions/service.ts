@@ -819,7 +819,10 @@ export class SessionService {
    * hide a halt. Runs under the halt-copy lock, so an epoch reload cannot copy the session back into
    * Redis after it was closed there; Redis re-checks the halts atomically before it drops the session.
    */
-  async close(id: string, closer: SessionCloser): Promise<CloseSessionResult> {
+  async close(id: string, closer: SessionCloser, closeReason?: string): Promise<CloseSessionResult> {
+    requireStorableText('reason', closeReason);
+    // Recorded in the audit row only: masked as there.
+    const reason = closeReason === undefined ? {} : { reason: redactText(closeReason) };
     const op = 'operator' in closer ? closer.operator : undefined;
     const agent = 'agent' in closer ? closer.agent : undefined;
     const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;
@@ -872,7 +875,7 @@ export class SessionService {
         action: 'session.closed',
         target: `session:${id}`,
         projectId: view.project_id,
-        details: { token_id: view.token_id, closed_by: op ? 'operator' : 'gateway', ...(gatewayId ? { gateway_id: gatewayId } : {}) },
+        details: { token_id: view.token_id, closed_by: op ? 'operator' : 'gateway', ...(gatewayId ? { gateway_id: gatewayId } : {}), ...reason },
       });
     }
     const when = view.closed_at ? ` at ${view.closed_at.toISOString()}` : '';

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
 import {
   AgentToken,
   BulkRevokeBody,
@@ -103,8 +103,8 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/gateway-keys', { onRequest: viewer, schema: { tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
-  app.post('/v1/gateway-keys/:id/revoke', { onRequest: gatewayAdmin, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
-    logUnannounced(req.log, (await credentials.revokeKey('gateway_keys', req.params.id, req.operator!)).unannounced, 'gateway key');
+  app.post('/v1/gateway-keys/:id/revoke', { onRequest: gatewayAdmin, preValidation: bodyOptional, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
+    logUnannounced(req.log, (await credentials.revokeKey('gateway_keys', req.params.id, req.operator!, req.body.reason)).unannounced, 'gateway key');
     return reply.code(204).send(null);
   });
 
@@ -120,8 +120,8 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/operator-keys', { onRequest: owner, schema: { tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
-  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, schema: { tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
-    logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!)).unannounced, 'operator key');
+  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, preValidation: bodyOptional, schema: { tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
+    logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!, req.body.reason)).unannounced, 'operator key');
     return reply.code(204).send(null);
   });
 };

@@ -1,6 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
-import { redactText } from '../audit/redact.js';
+import { redactText, requireStorableText } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
@@ -443,7 +443,10 @@ export class CredentialService {
     return op.projects === null ? rows : rows.filter((r) => withinProjects(op, r.projects));
   }
 
-  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown'): Promise<{ unannounced: Unannounced | null }> {
+  async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown', operatorReason?: string): Promise<{ unannounced: Unannounced | null }> {
+    requireStorableText('reason', operatorReason);
+    // Recorded in the audit row only: masked as there.
+    const reason = operatorReason === undefined ? {} : { reason: redactText(operatorReason) };
     // A project-limited owner cannot tell other keys exist, let alone revoke them.
     const operatorKey = table === 'operator_keys' ? (typeof by !== 'string' && by.projects !== null ? await this.listOperatorKeys(by) : await this.listKeys('operator_keys')).find((r) => r.id === id) : undefined;
     if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null && !operatorKey) throw notFound('operator key');
@@ -467,7 +470,7 @@ export class CredentialService {
     const unannounced = await this.announce([id]);
     const kind = table === 'gateway_keys' ? 'gateway_key' : 'operator_key';
     const repeat = revoked.revokedNow ? {} : { already_revoked_at: revoked.revokedAt.toISOString() };
-    await this.recordOperatorKeyAction(operatorKey?.projects ?? null, { actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { announced: unannounced === null, ...repeat } });
+    await this.recordOperatorKeyAction(operatorKey?.projects ?? null, { actor: by, action: `${kind}.revoked`, target: `${kind}:${id}`, details: { ...reason, announced: unannounced === null, ...repeat } });
     return { unannounced };
   }
 }

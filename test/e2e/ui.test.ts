@@ -256,6 +256,21 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await screenshot(page, '07-operator-keys');
   });
 
+  it('revoking a gateway key records the reason typed in the dialog in its audit row (it was asked for and dropped)', async () => {
+    const made = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'ui spare gateway' } });
+    const id = made.json().gateway_key.id as string;
+    // The previous test left the Operator keys tab open: the Gateway keys tab loads its list when shown.
+    await page.getByRole('tab', { name: 'Gateway keys' }).click();
+    await page.getByRole('button', { name: 'Revoke ui spare gateway' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByLabel('Reason (optional; recorded in the audit trail)').fill('INC-61 key in a public repo');
+    await dialog.getByRole('button', { name: 'Revoke gateway key' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query("SELECT details FROM audit_events WHERE action = 'gateway_key.revoked' AND target = $1", [`gateway_key:${id}`]);
+    expect(rows.map((r) => r.details.reason)).toEqual(['INC-61 key in a public repo']);
+  });
+
   let halted: { token: { raw: string; id: string }; session: string; denyId: string };
 
   it('filters the audit log and downloads the matching rows as CSV', async () => {

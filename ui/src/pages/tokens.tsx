@@ -411,10 +411,10 @@ function GatewayKeys() {
           confirmLabel="Revoke gateway key"
           danger
           reasonRequired={false}
-          reasonLabel="Note (optional, for your records)"
+          reasonLabel="Reason (optional; recorded in the audit trail)"
           onClose={() => setRevoking(null)}
-          onConfirm={async () => {
-            await post(`/v1/gateway-keys/${revoking.id}/revoke`);
+          onConfirm={async (reason) => {
+            await post(`/v1/gateway-keys/${revoking.id}/revoke`, reason.trim() ? { reason: reason.trim() } : {});
             list.reload();
           }}
         >
@@ -452,10 +452,10 @@ function OperatorKeys() {
           confirmLabel="Revoke operator key"
           danger
           reasonRequired={false}
-          reasonLabel="Note (optional, for your records)"
+          reasonLabel="Reason (optional; recorded in the audit trail)"
           onClose={() => setRevoking(null)}
-          onConfirm={async () => {
-            await post(`/v1/operator-keys/${revoking.id}/revoke`);
+          onConfirm={async (reason) => {
+            await post(`/v1/operator-keys/${revoking.id}/revoke`, reason.trim() ? { reason: reason.trim() } : {});
             list.reload();
           }}
         >
