@@ -165,11 +165,28 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     expect(other.decision, JSON.stringify(other)).toBe('allow');
   });
 
+  it('"Skip to content" moves the focus to the page it is on (it opened the Tokens page: the router read #main as a page)', async () => {
+    await goto('Kills', 'Kills');
+    await page.locator('.skip-link').focus();
+    await page.keyboard.press('Enter');
+    expect(await page.evaluate<string>("document.activeElement?.id ?? ''")).toBe('main');
+    expect(await page.evaluate<string>('location.hash')).toBe('#/kills');
+    await page.getByRole('heading', { level: 1, name: 'Kills' }).waitFor();
+  });
+
   it('lifts the kill through a confirmation with a reason; the gateway is allowed again', async () => {
     expect(killId).not.toBe('');
     const row = page.locator(`tr[data-kill-id="${killId}"]`);
-    await row.getByRole('button', { name: /^Lift the kill of/ }).click();
+    const lift = row.getByRole('button', { name: /^Lift the kill of/ });
+    // Escape closes the dialog and gives the focus back to the button that opened it.
+    await lift.focus();
+    await page.keyboard.press('Enter');
     const dialog = page.getByRole('dialog', { name: 'Lift this kill?' });
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    expect(await lift.evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
+    await lift.click();
     await dialog.waitFor();
     const confirm = dialog.getByRole('button', { name: 'Lift kill' });
     // No reason, no lift.

@@ -203,10 +203,18 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     const confirm = page.getByRole('dialog', { name: 'Revoke this token?' });
     const revoke = confirm.getByRole('button', { name: 'Revoke token' });
     expect(await revoke.isDisabled()).toBe(true);
-    await confirm.getByLabel('Reason (recorded in the audit trail)').fill('ui test: no longer needed');
+    // The reason field has the focus (not the dialog's × button), and Enter submits it.
+    const reasonField = confirm.getByLabel('Reason (recorded in the audit trail)');
+    await reasonField.waitFor();
+    expect(await reasonField.evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
+    expect(await confirm.getAttribute('aria-describedby')).toBeTruthy();
+    await page.keyboard.type('ui test: no longer needed');
     await screenshot(page, '04-revoke-confirm', false);
-    await revoke.click();
+    await page.keyboard.press('Enter');
     await row.waitFor({ state: 'detached' });
+    // Its row is gone: focus goes to the page's main area, and the result is announced.
+    expect(await page.evaluate<string>("document.activeElement?.id ?? ''")).toBe('main');
+    expect(await page.getByTestId('token-notice').textContent()).toMatch(/^Token mcp_\w+… revoked: every replica refuses it\.$/);
     const after = await apiGet<{ revoked_at: string | null; revoke_reason: string }>(`/v1/keys/${created!.id}`);
     expect(after.revoked_at).not.toBeNull();
     expect(after.revoke_reason).toBe('ui test: no longer needed');

@@ -54,9 +54,10 @@ export function App() {
   const current = PAGES.find((p) => p.id === page) ?? PAGES[0];
   return (
     <div class="layout">
-      <a class="skip-link" href="#main">
+      {/* A button, not a #main link: the router reads the hash as a page name and would open Tokens. */}
+      <button type="button" class="skip-link" onClick={() => document.getElementById('main')?.focus()}>
         Skip to content
-      </a>
+      </button>
       <header class="top">
         <span class="brand">
           <span class="brand-mark" aria-hidden="true" />

@@ -127,20 +127,43 @@ export function Empty({ children }: { children: ComponentChildren }) {
   return <p class="empty">{children}</p>;
 }
 
-/** A modal built on <dialog>: focus moves into it, Escape closes it, the page behind is inert. */
-export function Dialog({ title, onClose, children, wide }: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean }) {
+/**
+ * A modal built on <dialog>: focus moves into it, Escape closes it, the page behind is inert. When it
+ * closes, focus goes back to what opened it, or, when that is gone (the row of a revoked token, a lifted
+ * kill), to the page's main area, so the next Tab does not start from the top of the document.
+ */
+export function Dialog({ title, onClose, children, wide, describedBy }: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean; describedBy?: string | undefined }) {
   const ref = useRef<HTMLDialogElement>(null);
   const titleId = useId();
   useEffect(() => {
     const d = ref.current;
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     if (d && !d.open) d.showModal();
-    return () => d?.close();
+    return () => {
+      d?.close();
+      const main = document.getElementById('main');
+      if (!opener?.isConnected) {
+        main?.focus();
+        return;
+      }
+      opener.focus();
+      // The opener's row may go with the list's reload that follows the action (a revoked token, a lifted
+      // kill): focus would then fall to <body>. Watch for that for a while and move it to the main area.
+      const watch = new MutationObserver(() => {
+        if (opener.isConnected) return;
+        watch.disconnect();
+        if (document.activeElement === document.body || document.activeElement === null) main?.focus();
+      });
+      watch.observe(document.body, { childList: true, subtree: true });
+      setTimeout(() => watch.disconnect(), 15_000);
+    };
   }, []);
   return (
     <dialog
       ref={ref}
       class={wide ? 'wide' : ''}
       aria-labelledby={titleId}
+      aria-describedby={describedBy}
       onCancel={(e) => {
         e.preventDefault();
         onClose();
@@ -179,8 +202,10 @@ export function ReasonDialog(props: {
   const required = props.reasonRequired ?? true;
   const min = Math.max(props.minLength ?? 1, required ? 1 : 0);
   const fieldId = useId();
+  const aboutId = useId();
   const submit = async (e: Event) => {
     e.preventDefault();
+    if (busy || reason.trim().length < min) return;
     setBusy(true);
     setError(null);
     try {
@@ -192,11 +217,27 @@ export function ReasonDialog(props: {
     }
   };
   return (
-    <Dialog title={props.title} onClose={props.onClose}>
+    <Dialog title={props.title} onClose={props.onClose} describedBy={props.children ? aboutId : undefined}>
       <form onSubmit={submit}>
-        {props.children}
+        {props.children && <div id={aboutId}>{props.children}</div>}
         <label for={fieldId}>{props.reasonLabel ?? 'Reason (recorded in the audit trail)'}</label>
-        <textarea id={fieldId} rows={3} value={reason} required={required} minLength={min} maxLength={1000} onInput={(e) => setReason(oneLine(e.currentTarget.value))} />
+        {/* Focused first (not the dialog's × button); one line, so Enter submits as in the other forms. */}
+        <textarea
+          id={fieldId}
+          rows={3}
+          value={reason}
+          required={required}
+          minLength={min}
+          maxLength={1000}
+          autofocus
+          onInput={(e) => setReason(oneLine(e.currentTarget.value))}
+          onKeyDown={(e) => {
+            if (e.key === 'Enter' && !e.isComposing) {
+              e.preventDefault();
+              e.currentTarget.form?.requestSubmit();
+            }
+          }}
+        />
         <ErrorNote error={error} />
         <div class="actions">
           <button type="button" onClick={props.onClose}>

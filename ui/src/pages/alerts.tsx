@@ -15,6 +15,7 @@ export function AlertsPage() {
   const [live, setLive] = useState(false);
   const [acking, setAcking] = useState<Alert | null>(null);
   const [ackingAll, setAckingAll] = useState(false);
+  const [notice, setNotice] = useState('');
 
   useEffect(() => {
     let active = true;
@@ -93,6 +94,10 @@ export function AlertsPage() {
         </span>
       </div>
       <ErrorNote error={error} />
+      {/* What the last acknowledgement did, read out by screen readers (its item is gone). */}
+      <div class="notice" aria-live="polite" data-testid="alert-notice">
+        {notice && <p>{notice}</p>}
+      </div>
       {loaded && alerts.length === 0 && <Empty>No alerts here.</Empty>}
       <ul class="alert-list">
         {alerts.map((a) => (
@@ -148,6 +153,7 @@ export function AlertsPage() {
           onConfirm={async (note) => {
             const updated = await post<Alert>(`/v1/alerts/${acking.id}/ack`, note ? { note } : {});
             setAlerts((old) => (show === 'open' ? old.filter((a) => a.id !== updated.id) : old.map((a) => (a.id === updated.id ? updated : a))));
+            setNotice(`${updated.kind} alert acknowledged.`);
           }}
         >
           <p>{acking.message}</p>
@@ -165,6 +171,7 @@ export function AlertsPage() {
             const done = await post<{ ids: string[]; remaining: number }>('/v1/alerts/ack', { ...filter, before: new Date().toISOString(), note });
             const ids = new Set(done.ids);
             setAlerts((old) => old.filter((a) => !ids.has(a.id)));
+            setNotice(`${done.ids.length} alert${done.ids.length === 1 ? '' : 's'} acknowledged${done.remaining ? `; ${done.remaining} still open` : ''}.`);
           }}
         >
           <p>Every open alert{severity ? ` of severity ${severity}` : ''} you may acknowledge, not only those shown, is acknowledged with this note.</p>

@@ -70,6 +70,7 @@ function AgentTokens() {
   const [type, setType] = useState<TokenType | ''>('');
   const [creating, setCreating] = useState(false);
   const [revoking, setRevoking] = useState<AgentToken | null>(null);
+  const [notice, setNotice] = useState('');
   const list = useLoad(() => get<{ keys: AgentToken[] }>('/v1/keys', { revoked: showRevoked ? undefined : false, type: type || undefined, limit: 500 }), [showRevoked, type], {
     refreshMs: REFRESH_MS,
   });
@@ -102,6 +103,10 @@ function AgentTokens() {
         </button>
       </div>
       <ErrorNote error={list.error} />
+      {/* What the last action did, read out by screen readers (its row is gone). */}
+      <div class="notice" aria-live="polite" data-testid="token-notice">
+        {notice && <p>{notice}</p>}
+      </div>
       {list.data && list.data.keys.length === 0 && <Empty>No agent tokens yet. Create a read-only one to start.</Empty>}
       {list.data && list.data.keys.length > 0 && (
         <div class="table-wrap">
@@ -189,6 +194,7 @@ function AgentTokens() {
           onClose={() => setRevoking(null)}
           onConfirm={async (reason) => {
             await post(`/v1/keys/${revoking.id}/revoke`, { reason });
+            setNotice(`Token ${revoking.display_prefix}… revoked: every replica refuses it.`);
             list.reload();
           }}
         >
