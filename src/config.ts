@@ -574,6 +574,16 @@ export function gatewaySettings(env: Readonly<Env> = process.env): GatewaySettin
   };
 }
 
+/**
+ * Where a setting's value came from, as CLI output names it: `DATABASE_URL`, or, when the environment does
+ * not set it (empty counts as unset), `the default: DATABASE_URL is not set`, so an operator whose shell
+ * lacks it sees that the command used another installation's default, not theirs.
+ */
+export function settingSource(name: (typeof SETTINGS)[number]['env'], env: Readonly<Env> = process.env): string {
+  const value = env[name];
+  return value !== undefined && value !== '' ? name : `the default: ${name} is not set`;
+}
+
 /** gatewaySettings() under the name src/cli/gateway.ts calls. */
 export const gatewayReferenceEnv = (): GatewaySettings => gatewaySettings();
 

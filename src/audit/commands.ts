@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { pino } from 'pino';
-import type { Config } from '../config.js';
+import { type Config, settingSource } from '../config.js';
 import { createPool, UNBOUNDED_QUERY_TIMEOUT_MS } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { parseWitnessFile, type VerifyReport, verifyChain, type Witness } from './chain.js';
@@ -60,7 +60,7 @@ export function nothingVerified(report: VerifyReport): boolean {
   return report.chains === 0 && !report.witnesses.some((w) => w.result === 'ok' || w.result === 'retention');
 }
 
-export function formatVerifyReport(report: VerifyReport, databaseUrl?: string): string {
+export function formatVerifyReport(report: VerifyReport, databaseUrl?: string, source = 'DATABASE_URL'): string {
   const badWitnesses = report.witnesses.filter((w) => w.result !== 'ok' && w.result !== 'retention').length;
   const parts = [
     nothingVerified(report)
@@ -72,7 +72,7 @@ export function formatVerifyReport(report: VerifyReport, databaseUrl?: string): 
     badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : '',
   ].filter(Boolean);
   const verdict = parts.length > 0 ? parts.join('; ') : report.chains === 0 ? 'OK (no rows left: every witnessed position was removed by retention)' : 'OK';
-  const lines = databaseUrl === undefined ? [] : [`audit verify: ${describeDatabase(databaseUrl)} (DATABASE_URL)`];
+  const lines = databaseUrl === undefined ? [] : [`audit verify: ${describeDatabase(databaseUrl)} (${source})`];
   lines.push(`audit verify: ${report.rows} rows in ${report.chains} chains: ${verdict}`);
   for (const b of report.broken) lines.push(`  broken row id=${b.id ?? '(missing)'} replica_id=${b.replica_id} seq=${b.seq}: ${b.reason}`);
   for (const a of report.suspicious) lines.push(`  SUSPICIOUS retention anchor replica_id=${a.replica_id} seq=${a.seq} cut_before=${a.cut_before}: ${a.reason}`);
@@ -86,8 +86,8 @@ export function formatVerifyReport(report: VerifyReport, databaseUrl?: string): 
 }
 
 /** Why the database could not be verified, in the operator's words (pg's SQLSTATE and socket codes). */
-function databaseFailure(err: unknown, databaseUrl: string): string {
-  const db = describeDatabase(databaseUrl);
+function databaseFailure(err: unknown, databaseUrl: string, source: string): string {
+  const db = `${describeDatabase(databaseUrl)}${source === 'DATABASE_URL' ? '' : ` (${source})`}`;
   const code = (err as { code?: string }).code;
   const message = (err as Error).message ?? String(err);
   if (code === '3D000') return `the ${db} named by DATABASE_URL does not exist: set DATABASE_URL to your control plane's database`;
@@ -118,6 +118,7 @@ export async function auditVerify(
     }
     witnesses = [...witnesses, ...logged];
   }
+  const source = settingSource('DATABASE_URL');
   // Walks whole chains and counts whole months: no client-side timeout, unlike the control plane's pool.
   const pool = createPool(config.databaseUrl, { max: 1, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
@@ -125,13 +126,13 @@ export async function auditVerify(
     try {
       report = await verifyChain(pool, { retentionDays: config.auditRetentionDays, witnesses, requireWitness: opts.witnesses !== undefined });
     } catch (err) {
-      return { code: VERIFY_EXIT.database, output: '', error: `audit verify: NOTHING VERIFIED: ${databaseFailure(err, config.databaseUrl)}\n` };
+      return { code: VERIFY_EXIT.database, output: '', error: `audit verify: NOTHING VERIFIED: ${databaseFailure(err, config.databaseUrl, source)}\n` };
     }
     // Nothing verified wins over a witnessed position reported missing: with no rows and no anchor to
     // confirm one, the likely cause is another database than the control plane's, which exit 1 ("tampered")
     // would misstate; the report still lists the position as MISSING.
     const code = nothingVerified(report) ? VERIFY_EXIT.nothingVerified : report.ok ? VERIFY_EXIT.ok : VERIFY_EXIT.broken;
-    const output = opts.json ? `${JSON.stringify({ database: databaseOf(config.databaseUrl), verified: code === VERIFY_EXIT.ok, ...report }, null, 2)}\n` : formatVerifyReport(report, config.databaseUrl);
+    const output = opts.json ? `${JSON.stringify({ database: databaseOf(config.databaseUrl), verified: code === VERIFY_EXIT.ok, ...report }, null, 2)}\n` : formatVerifyReport(report, config.databaseUrl, source);
     return { code, output };
   } finally {
     await pool.end();

@@ -25,6 +25,13 @@ const allOf =
 const OPERATOR_ROLES = allOf<OperatorRole>()(['viewer', 'operator', 'owner']);
 const FAIL_ON_VALUES = allOf<FailOn>()(['low', 'medium', 'high', 'critical', 'none']);
 
+// A reader that stops early (`killswitch kills --all | head -3`) closes the pipe: that ends the output,
+// quietly, as for any shell tool; it is not an error of the command (it printed an EPIPE stack, exit 1).
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 function reportConfigError(err: ConfigError): never {
   process.stderr.write(`killswitch: configuration error: ${err.message}\n`);
   process.exit(2);
@@ -214,10 +221,10 @@ const policyCmd = program.command('policy').description('Policy file tools.');
 policyCmd
   .command('check')
   .description('Validate a policy file; errors name file:line:column and the key path (exit 0 valid, 2 invalid).')
-  .argument('<file>', 'policy file (YAML)')
-  .action(async (file: string) => {
+  .argument('[file]', 'policy file (YAML); default POLICY_FILE, the one the control plane loads')
+  .action(async (file: string | undefined) => {
     const { policyCheck } = await import('./policy-check.js');
-    process.exitCode = await policyCheck(file);
+    process.exitCode = await policyCheck(file ?? config().policyFile);
   });
 
 const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');

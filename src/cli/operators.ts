@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { Value } from 'typebox/value';
 import { describeDatabase, printChainHead } from '../audit/commands.js';
 import { AuditService } from '../audit/service.js';
-import type { Config } from '../config.js';
+import { type Config, settingSource } from '../config.js';
 import { MIGRATIONS_DIR } from '../db/migrate.js';
 import { createPool, type Pool } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
@@ -145,6 +145,8 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
     } finally {
       await audit.close();
     }
+    // Which database got the key: with DATABASE_URL missing from this shell, another installation's default.
+    warn(`killswitch: operator key created in the ${describeDatabase(config.databaseUrl)} (${settingSource('DATABASE_URL')})`);
     if (!printChainHead(audit))
       warn('killswitch: the operator_key.created audit row went to the local audit spool (DATA_DIR), not to Postgres, so no "audit chain head" line was written for it');
     return key;

@@ -75,7 +75,10 @@ describe('killswitch CLI: audit verify, and the chain-head witness lines of oper
   it('audit verify names the database it read (never the password); no audit rows is "nothing verified" (exit 3), an unreadable database exit 4, never OK', async () => {
     const env = { TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
     // Rows to verify: the recovery command writes its audit row (and its chain's CHAIN_START).
-    expect((await cli(['operators', 'create', '--role', 'viewer', '--name', 'verify'], { ...env, DATABASE_URL: t.databaseUrl })).code).toBe(0);
+    const created = await cli(['operators', 'create', '--role', 'viewer', '--name', 'verify'], { ...env, DATABASE_URL: t.databaseUrl });
+    expect(created.code).toBe(0);
+    // Which database got the key (an operator's shell without DATABASE_URL would write to the default one).
+    expect(created.stderr).toContain(`killswitch: operator key created in the database "${t.name}" on ${new URL(t.databaseUrl).host} (DATABASE_URL)`);
     const withPassword = new URL(t.databaseUrl);
     withPassword.password = 'pw-never-printed';
     const ok = await cli(['audit', 'verify'], { ...env, DATABASE_URL: withPassword.toString() });
@@ -87,6 +90,11 @@ describe('killswitch CLI: audit verify, and the chain-head witness lines of oper
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toMatchObject({ database: { host: withPassword.host, database: t.name }, verified: true, ok: true });
     expect(json.stdout).not.toContain('pw-never-printed');
+
+    // DATABASE_URL missing from the shell (empty counts as unset): the default database is read, and the
+    // output says it is the default, whether that database answers or not (it said "(DATABASE_URL)").
+    const unset = await cli(['audit', 'verify'], { ...env, DATABASE_URL: '' });
+    expect(unset.stdout + unset.stderr).toContain('database "killswitch" on 127.0.0.1:5432 (the default: DATABASE_URL is not set)');
 
     // Another migrated database, with no audit rows: nothing was verified, which is not OK.
     const other = await new TestContext().setup();

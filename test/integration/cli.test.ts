@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
@@ -112,6 +114,18 @@ describe('killswitch CLI: config check, --version and what start refuses before 
       expect(res.stderr).toContain('51 more errors from here on, not listed (only the first 100 problems are)');
     }
   }, 60_000);
+
+  it('output into a pipe the reader closed early (`| head -3`) ends quietly, exit 0 (it printed an EPIPE stack, exit 1)', async () => {
+    const child = spawn('node', ['bin/killswitch.js', 'config', 'check'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POLICY_FILE: 'policy/default.yaml' } });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString('utf8');
+    });
+    const [code] = (await once(child, 'close')) as [number | null];
+    expect(stderr).not.toContain('EPIPE');
+    expect(code).toBe(0);
+  });
 
   it('start with an unreachable Postgres names the setting and host:port (never the password): DATABASE_URL, or UNLEASH_DATABASE_URL of the embedded Unleash', async () => {
     const env = { REDIS_PREFIX: t.redisPrefix, DATA_DIR: t.dataDir, PORT: '0', LOG_LEVEL: 'warn', TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234' };

@@ -27,6 +27,15 @@ describe('killswitch policy check', () => {
     expect(res.stderr).toMatch(/^test\/fixtures\/policy\/syntax\.yaml:\d+:\d+ /);
   });
 
+  it('without a file: the one POLICY_FILE names, which the control plane loads (the runbook checks it from an operator shell)', async () => {
+    const broken = await killswitch(['policy', 'check'], { env: { POLICY_FILE: 'test/fixtures/policy/broken.yaml' } });
+    expect(broken.code).toBe(2);
+    expect(broken.stderr).toContain('test/fixtures/policy/broken.yaml: invalid policy (1 error)');
+    const valid = await killswitch(['policy', 'check'], { env: { POLICY_FILE: 'policy/default.yaml' } });
+    expect(valid.code).toBe(0);
+    expect(valid.stdout).toMatch(/^policy\/default\.yaml: valid policy /m);
+  });
+
   it('an unreadable file → exit 2', async () => {
     const res = await policyCheck('test/fixtures/policy/missing.yaml');
     expect(res.code).toBe(2);
