@@ -152,6 +152,41 @@ function hashSecretMismatch(source: 'configured' | 'stored' | 'none', leftover: 
   );
 }
 
+/** The ConfigError when `secret` is not the one the database's credentials were hashed with (its recorded fingerprint, else its stored secret). */
+function hashSecretProblem(secret: string, source: 'configured' | 'stored', recorded: string | undefined, stored: string | undefined): ConfigError | undefined {
+  const expected = recorded ?? (stored ? hashSecretFingerprint(stored) : undefined);
+  return expected !== undefined && expected !== hashSecretFingerprint(secret) ? hashSecretMismatch(source, recorded === undefined) : undefined;
+}
+
+/**
+ * resolveHashSecret's refusal, checked before anything of the start reaches out: the flags sync at start
+ * points Unleash's webhook at this replica, so a replica that would then refuse to start (another secret)
+ * took the webhook from the running ones (operator drill). Reads only; a database that is not there yet or
+ * cannot be read is left to buildApp, which checks again in full.
+ */
+export async function precheckHashSecret(config: Config): Promise<void> {
+  const pool = createPool(config.databaseUrl, { max: 1 });
+  try {
+    let recorded: string | undefined;
+    let stored: string | undefined;
+    try {
+      recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
+      stored = await credentialStore.getSetting(pool, STORED_SECRET);
+    } catch {
+      return;
+    }
+    const secret = config.tokenHashSecret || stored;
+    if (!secret) {
+      if (recorded) throw hashSecretMismatch('none', false);
+      return;
+    }
+    const mismatch = hashSecretProblem(secret, config.tokenHashSecret ? 'configured' : 'stored', recorded, stored);
+    if (mismatch) throw mismatch;
+  } finally {
+    await pool.end().catch(() => {});
+  }
+}
+
 /**
  * Keyed-hash secret: from config, or generated once and kept in the database. The first start records
  * its fingerprint; every later start compares, and refuses (ConfigError) a secret that would not match
@@ -187,9 +222,9 @@ export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(
     secret = await credentialStore.putSettingOnce(pool, STORED_SECRET, randomBytes(48).toString('base64url'));
     source = 'stored';
   }
+  const mismatch = hashSecretProblem(secret, source, recorded, stored);
+  if (mismatch) throw mismatch;
   const ours = hashSecretFingerprint(secret);
-  const expected = recorded ?? (stored ? hashSecretFingerprint(stored) : undefined);
-  if (expected !== undefined && expected !== ours) throw hashSecretMismatch(source, recorded === undefined);
   if (recorded === undefined) {
     // Two replicas starting together on a fresh database with different secrets: the second one loses here.
     if ((await credentialStore.putSettingOnce(pool, SECRET_FINGERPRINT, ours)) !== ours) throw hashSecretMismatch(source, false);

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { bootstrapOwner, buildApp, postgresStartError } from './app.js';
+import { bootstrapOwner, buildApp, postgresStartError, precheckHashSecret } from './app.js';
 import { type Config, wellKnownSecretsInUse } from './config.js';
 import { logUnexpectedExit } from './flags/embedded.js';
 import { otherSecretWarning } from './flags/registration.js';
@@ -14,6 +14,8 @@ import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
  * WORKERS > 1 (`worker: true`) skips the Unleash step: its primary ran it (src/cluster.ts).
  */
 export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
+  // A secret the database would refuse stops the start before the flags sync moves Unleash's webhook here.
+  if (!opts.worker) await precheckHashSecret(startConfig);
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
   const { config, embedded, flagsAtStart } = opts.worker
     ? { config: startConfig, embedded: undefined, flagsAtStart: flagsAtStartFromEnv() }

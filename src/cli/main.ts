@@ -136,6 +136,12 @@ program
     if (!isWorker()) await checkBeforeStart(c);
     const { startServer, stopOnSignals, unleashStartError } = await import('../server.js');
     if (!isWorker() && workerCount(c) > 1) {
+      // As startServer does: a secret the database would refuse stops the start before the flags sync.
+      const { precheckHashSecret } = await import('../app.js');
+      await precheckHashSecret(c).catch((err: unknown) => {
+        if (err instanceof ConfigError) reportConfigError(err);
+        throw err;
+      });
       process.exit(await runPrimary(c).catch((err: unknown) => Promise.reject(unleashStartError(c, err))));
     }
     let app: Awaited<ReturnType<typeof startServer>>;
