@@ -93,9 +93,14 @@ export function callsStoppedBy(t: KillTarget): { text: string; plural: boolean }
   }
 }
 
-/** The lift's answer when no other kill of the target is in force. */
-export function liftedMessage(t: KillTarget): string {
+/**
+ * The lift's answer when no other kill of the target is in force. `others`: the kills of other targets
+ * still in force (a sentence), which may stop some of these calls all the same: then it does not say they
+ * are decided normally again.
+ */
+export function liftedMessage(t: KillTarget, others?: string): string {
   const { text, plural } = callsStoppedBy(t);
+  if (others) return `Lifted: this kill no longer stops ${text} on any replica. ${others}`;
   return `Lifted: ${text} ${plural ? 'are' : 'is'} decided normally again on every replica.`;
 }
 

@@ -290,12 +290,21 @@ export class KillService {
       server: kill.server,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key },
     });
-    return {
-      kill,
-      message: stillKilled
-        ? `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (GET /v1/kills).`
-        : liftedMessage(kill),
-    };
+    if (stillKilled) return { kill, message: `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (GET /v1/kills).` };
+    return { kill, message: liftedMessage(kill, await this.othersInForce(op, kill.target_key)) };
+  }
+
+  /**
+   * The kills of other targets still in force, as a sentence to add to a lift's answer: a kill of the
+   * whole project, of every call, of the server ... may still stop the calls this lift was meant to let
+   * through (an operator lifting a token's kill while its project's is on was told they were back).
+   */
+  private async othersInForce(op: OperatorPrincipal, liftedTarget: string): Promise<string> {
+    const others = (await this.list(op, { state: 'active', limit: 100 }).catch(() => ({ kills: [] as KillView[] }))).kills.filter((k) => k.target_key !== liftedTarget);
+    if (others.length === 0) return '';
+    const shown = others.slice(0, 3).map((k) => k.description);
+    const more = others.length > shown.length ? ` and ${others.length - shown.length} more` : '';
+    return `${others.length === 1 ? 'Another kill is' : `${others.length} other kills are`} still in force and may stop some of them: ${shown.join('; ')}${more} (killswitch kills, GET /v1/kills).`;
   }
 
   /** Expired kills: Redis already dropped their keys (TTL); record each once, audit it and alert. */

@@ -177,6 +177,24 @@ describe('POST /v1/kills', () => {
     expect((await gwA.decide(tok.raw, { ...memoryRead, session_id: s })).code).toBe('OK');
   });
 
+  it('lifting a kill while a wider one covers the same calls says so; it said they were decided normally again', async () => {
+    const tok = await gwA.token('rw', { project: 'teal' });
+    const s = (await gwA.session(tok.raw)).session_id;
+    const wide = (await killOn(a, { target: 'project', project_id: 'teal', reason: 'INC-9 whole project' })).json().kill;
+    const narrow = (await killOn(a, { target: 'token', token_id: tok.id, reason: 'INC-9 this agent' })).json().kill;
+    const lifted = (await lift(a, narrow.id)).json().message as string;
+    expect(lifted).toContain(`Lifted: this kill no longer stops calls made with token ${tok.id} on any replica.`);
+    expect(lifted).toMatch(/(Another kill is|\d+ other kills are) still in force and may stop some of them: /);
+    expect(lifted).toContain('project teal');
+    expect(lifted).not.toContain('decided normally again');
+    const d = await gwA.decide(tok.raw, { ...memoryRead, session_id: s });
+    expect(d.code).toBe('KILL_SWITCH');
+    expect(d.message).toContain(wide.id);
+    // The last one lifted: nothing else in force, so the calls are back.
+    expect((await lift(a, wide.id)).json().message).toBe('Lifted: calls made with the tokens of project teal are decided normally again on every replica.');
+    expect((await gwA.decide(tok.raw, { ...memoryRead, session_id: s })).code).toBe('OK');
+  });
+
   it("the denial says what is killed in the product's words (target, reason, kill id, until when, who lifts it), never the Redis key", async () => {
     const tok = await gwA.token('rw');
     const s = (await gwA.session(tok.raw)).session_id;

@@ -56,7 +56,7 @@ describe('kill keys', () => {
   });
 
   it('words the lift of every target as a sentence (the drill printed "calls to write calls on every server")', () => {
-    expect(targets.map(liftedMessage)).toEqual([
+    expect(targets.map((t) => liftedMessage(t))).toEqual([
       'Lifted: every MCP call is decided normally again on every replica.',
       'Lifted: calls to server filesystem are decided normally again on every replica.',
       'Lifted: write calls on every server are decided normally again on every replica.',
