@@ -84,6 +84,13 @@ const CODE_OF_STATUS = new Map<number, ErrorCode>([
   [415, 'UNSUPPORTED_MEDIA_TYPE'],
 ]);
 
+/** ` with its required fields (reason, ...)` from the route's body schema, or '' when it has none. */
+function requiredFieldsHint(req: FastifyRequest): string {
+  const body = (req.routeOptions.schema as { body?: { required?: unknown } } | undefined)?.body;
+  const required = Array.isArray(body?.required) ? body.required.filter((f): f is string => typeof f === 'string') : [];
+  return required.length > 0 ? ` with its required field${required.length === 1 ? '' : 's'} (${required.join(', ')})` : '';
+}
+
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
     if (err instanceof AppError) {
@@ -92,7 +99,13 @@ export function installErrorHandler(app: FastifyInstance): void {
       return send(reply, err.code, err.status, err.message, err.details);
     }
     if (err.validation) {
-      const details = problemsOf(err.validationContext ?? 'body', err.validation);
+      const context = err.validationContext ?? 'body';
+      // No body at all where the route needs one ("body: must be object"): say what to send.
+      if (context === 'body' && (req.body === undefined || req.body === null)) {
+        const problem = `is missing; send a JSON object${requiredFieldsHint(req)} with Content-Type: application/json`;
+        return send(reply, 'INVALID_REQUEST', 400, `body: ${problem}`, [{ field: 'body', problem }]);
+      }
+      const details = problemsOf(context, err.validation);
       const first = details[0]!;
       return send(reply, 'INVALID_REQUEST', 400, `${first.field}: ${first.problem}`, details);
     }

@@ -93,4 +93,21 @@ describe('an optional reason on revokes and closes', () => {
     expect(res.statusCode, res.body).toBeLessThan(300);
     expect(await detailsOf(c.action, c.target)).toMatchObject({ reason: 'INC-51 leaked in a paste' });
   });
+
+  it('a route whose reason is required answers a request without a body with what to send (it said "body: must be object")', async () => {
+    const tok = await gw.token('rw');
+    for (const [method, url] of [
+      ['POST', `/v1/keys/${tok.id}/resume`],
+      ['POST', `/v1/keys/${tok.id}/revoke`],
+      ['DELETE', '/v1/kills/01938a5e-0000-7000-8000-000000000000'],
+    ] as const) {
+      const res = await app.inject({ method, url, headers: bearer(gw.owner) });
+      expect(res.statusCode, url).toBe(400);
+      expect(res.json().error).toEqual({
+        code: 'INVALID_REQUEST',
+        message: 'body: is missing; send a JSON object with its required field (reason) with Content-Type: application/json',
+        details: [{ field: 'body', problem: 'is missing; send a JSON object with its required field (reason) with Content-Type: application/json' }],
+      });
+    }
+  });
 });
