@@ -160,7 +160,10 @@ async function call(cfg: Config, method: string, path: string, body?: unknown): 
   }
   if (res.status < 200 || res.status > 299) {
     const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-    throw new CliFailure(printable(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim()), 1);
+    // Which key, at which control plane: a key of another installation (or a shell with the wrong
+    // KILLSWITCH_URL) is the usual cause, and the API's answer cannot say so.
+    const hint = res.status === 401 ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.` : '';
+    throw new CliFailure(printable(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim() + hint), 1);
   }
   return json;
 }
@@ -324,7 +327,11 @@ export function registerKillCommands(program: Command, config: () => Config): vo
   program
     .command('unkill')
     .description('Lift a kill (audited, alerted).')
-    .argument('<id>', 'kill id (from `killswitch kills`)')
+    .argument('<id>', 'kill id (from `killswitch kills`)', (value: string) => {
+      // A usage error (exit 2), checked before any request, as the kill options are.
+      if (!isUuid(value.trim())) throw new InvalidArgumentError('expected a kill id (a UUID, as `killswitch kills` lists it)');
+      return value.trim();
+    })
     .requiredOption('--reason <text>', 'why the kill can go')
     .option('--json', 'print the API answer as JSON')
     .action((id: string, o: { reason: string; json?: boolean }) => run(() => unkill(config(), id, o, process.stdout)));

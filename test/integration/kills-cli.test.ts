@@ -100,6 +100,15 @@ describe('killswitch kill / kills / unkill', () => {
     expect(withPassword.stderr).toContain('KILLSWITCH_URL holds a user name or password (http://***@127.0.0.1:9)');
     expect(withPassword.stderr + withPassword.stdout).not.toContain('p4ssw0rd');
     expect((await cli(['unkill', '0190aaaa-0000-7000-8000-000000000000'])).code).not.toBe(0); // --reason is required
+    // A malformed kill id is a usage error (exit 2) before any request, as the kill options are (it was a 400, exit 1).
+    const badId = await cli(['unkill', 'nope', '--reason', 'x']);
+    expect(badId.code).toBe(2);
+    expect(badId.stderr).toContain('expected a kill id (a UUID, as `killswitch kills` lists it)');
+    // A key the control plane does not know: the answer says which control plane refused which setting.
+    const unknownKey = await cli(['kills'], { KILLSWITCH_OPERATOR_KEY: 'ksop_unknownunknownunknownunknown1234' });
+    expect(unknownKey.code).toBe(1);
+    expect(unknownKey.stderr).toContain(`401 UNAUTHENTICATED`);
+    expect(unknownKey.stderr).toContain(`The control plane at ${url} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY`);
   }, 180_000); // each CLI run starts a Node process that loads the TypeScript sources
 
   it('exits 3, saying the kill is not enforced yet, when the control plane answers enforced: false', async () => {
