@@ -130,6 +130,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     const row = page.locator('tr[data-target-key="server:filesystem"]');
     await row.waitFor();
     await page.getByTestId('kill-notice').getByText(/KILL_SWITCH/).waitFor();
+    // The submit button is disabled as the form resets: the focus goes to what the kill did, not <body>.
+    await page.waitForFunction("document.activeElement?.getAttribute('data-testid') === 'kill-notice'");
     const rowText = (await row.textContent()) ?? '';
     expect(rowText).toContain(REASON);
     expect(rowText).toContain('in force');
@@ -166,7 +168,10 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
   });
 
   it('"Skip to content" moves the focus to the page it is on (it opened the Tokens page: the router read #main as a page)', async () => {
+    await goto('Incident timeline', 'Incident timeline');
     await goto('Kills', 'Kills');
+    // A move to another page puts the focus on its main area (a screen reader announces the page).
+    expect(await page.evaluate<string>("document.activeElement?.id ?? ''")).toBe('main');
     await page.locator('.skip-link').focus();
     await page.keyboard.press('Enter');
     expect(await page.evaluate<string>("document.activeElement?.id ?? ''")).toBe('main');

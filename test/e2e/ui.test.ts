@@ -348,6 +348,9 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     // Raised after the page loaded: it arrives through the SSE stream.
     const raised = await app.ctx.alerts.raise({ kind: 'RATE_LIMITED', message: 'ui test: token hit its per-minute limit', token_id: halted.token.id, numbers: { used: 61, max: 60 } });
     await page.locator(`li[data-alert-id="${raised.id}"]`).waitFor({ timeout: 10_000 });
+    // And is read out by screen readers (a status region), not only drawn.
+    expect(await page.getByTestId('alert-arrived').textContent()).toBe('New warning alert: RATE_LIMITED. ui test: token hit its per-minute limit');
+    expect(await page.getByTestId('alert-arrived').getAttribute('role')).toBe('status');
     await screenshot(page, '09-alerts');
 
     await item.getByRole('button', { name: /^Acknowledge/ }).click();
@@ -355,6 +358,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await dialog.getByLabel('Note (optional)').fill('looking into it');
     await dialog.getByRole('button', { name: 'Acknowledge' }).click();
     await page.locator(`li[data-alert-id="${id}"]`).waitFor({ state: 'detached' });
+    expect(await page.getByTestId('alert-notice').textContent()).toBe('SESSION_HALTED alert acknowledged.');
     const acked = await apiGet<{ acknowledged_at: string | null; ack_note: string }>(`/v1/alerts/${id}`);
     expect(acked.acknowledged_at).not.toBeNull();
     expect(acked.ack_note).toBe('looking into it');

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, onSignedOut, operatorKey, signIn, signOut } from './api';
 import { ErrorNote } from './components/ui';
 import { AlertsPage } from './pages/alerts';
@@ -48,6 +48,16 @@ export function App() {
   useEffect(() => {
     const label = PAGES.find((p) => p.id === page)?.label ?? '';
     document.title = `${label} · MCP kill switch`;
+  }, [page]);
+  // After a move to another page (not the first render), the focus goes to its main area, so a screen
+  // reader announces the new page and Tab continues from it rather than from the navigation link.
+  const firstPage = useRef(true);
+  useEffect(() => {
+    if (firstPage.current) {
+      firstPage.current = false;
+      return;
+    }
+    document.getElementById('main')?.focus();
   }, [page]);
 
   if (!signedIn) return <SignIn onSignedIn={() => setSignedIn(true)} />;

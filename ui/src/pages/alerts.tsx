@@ -16,6 +16,7 @@ export function AlertsPage() {
   const [acking, setAcking] = useState<Alert | null>(null);
   const [ackingAll, setAckingAll] = useState(false);
   const [notice, setNotice] = useState('');
+  const [arrived, setArrived] = useState('');
 
   useEffect(() => {
     let active = true;
@@ -47,6 +48,8 @@ export function AlertsPage() {
           return;
         }
         if (severity && alert.severity !== severity) return;
+        // Read out by screen readers: an alert that arrives while the page is open is news.
+        if (e.event === 'alert' && show !== 'acknowledged') setArrived(`New ${alert.severity} alert: ${alert.kind}. ${alert.message}`);
         setAlerts((old) => {
           const rest = old.filter((a) => a.id !== alert.id);
           if (e.event === 'alert') return show === 'acknowledged' ? old : [alert, ...rest];
@@ -94,6 +97,9 @@ export function AlertsPage() {
         </span>
       </div>
       <ErrorNote error={error} />
+      <div class="sr-only" role="status" aria-live="polite" data-testid="alert-arrived">
+        {arrived}
+      </div>
       {/* What the last acknowledgement did, read out by screen readers (its item is gone). */}
       <div class="notice" aria-live="polite" data-testid="alert-notice">
         {notice && <p>{notice}</p>}

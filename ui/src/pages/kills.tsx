@@ -1,4 +1,4 @@
-import { useId, useState } from 'preact/hooks';
+import { useId, useRef, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
 import { Empty, ErrorNote, Freshness, IdRef, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
 import type { OperatorKey } from '../types';
@@ -73,6 +73,7 @@ function timelineHref(k: Kill): string {
 export function KillsPage() {
   const [state, setState] = useState<KillState | 'all'>('active');
   const [notice, setNotice] = useState('');
+  const noticeRef = useRef<HTMLDivElement>(null);
   const [unenforced, setUnenforced] = useState(false);
   const [lifting, setLifting] = useState<Kill | null>(null);
   const list = useLoad(() => get<{ kills: Kill[]; next_before: string | null }>('/v1/kills', { state, limit: 200 }), [state], { refreshMs: REFRESH_MS });
@@ -103,9 +104,12 @@ export function KillsPage() {
           setNotice(res.message);
           setUnenforced(!res.enforced);
           list.reload();
+          // The form's submit button, which had the focus, is disabled as the form resets: the focus
+          // would fall to <body>. It goes to what the kill did instead.
+          requestAnimationFrame(() => noticeRef.current?.focus());
         }}
       />
-      <div class="notice" aria-live="polite" data-testid="kill-notice">
+      <div class="notice" aria-live="polite" data-testid="kill-notice" tabIndex={-1} ref={noticeRef}>
         {notice && <p>{notice}</p>}
         {unenforced && (
           <p class="error-note">
