@@ -279,6 +279,21 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(rows.map((r) => r.details.reason)).toEqual(['INC-61 key in a public repo']);
   });
 
+  it('at 320 CSS px the Tokens page does not scroll sideways: the header wraps, wide tables scroll inside their box', async () => {
+    const before = page.viewportSize()!;
+    try {
+      await page.setViewportSize({ width: 320, height: 640 });
+      await goto('tokens');
+      await page.getByRole('tab', { name: 'Agent tokens' }).click();
+      await page.locator('table.tokens').waitFor();
+      expect(await page.evaluate<number>('document.documentElement.scrollWidth')).toBeLessThanOrEqual(320);
+      const signOut = await page.getByRole('button', { name: 'Sign out' }).boundingBox();
+      expect(signOut!.x + signOut!.width).toBeLessThanOrEqual(320);
+    } finally {
+      await page.setViewportSize(before);
+    }
+  });
+
   let halted: { token: { raw: string; id: string }; session: string; denyId: string };
 
   it('filters the audit log and downloads the matching rows as CSV', async () => {
@@ -349,7 +364,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     const raised = await app.ctx.alerts.raise({ kind: 'RATE_LIMITED', message: 'ui test: token hit its per-minute limit', token_id: halted.token.id, numbers: { used: 61, max: 60 } });
     await page.locator(`li[data-alert-id="${raised.id}"]`).waitFor({ timeout: 10_000 });
     // And is read out by screen readers (a status region), not only drawn.
-    expect(await page.getByTestId('alert-arrived').textContent()).toBe('New warning alert: RATE_LIMITED. ui test: token hit its per-minute limit');
+    await page.getByTestId('alert-arrived').getByText('New warning alert: RATE_LIMITED. ui test: token hit its per-minute limit', { exact: true }).waitFor();
     expect(await page.getByTestId('alert-arrived').getAttribute('role')).toBe('status');
     await screenshot(page, '09-alerts');
 
@@ -358,7 +373,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await dialog.getByLabel('Note (optional)').fill('looking into it');
     await dialog.getByRole('button', { name: 'Acknowledge' }).click();
     await page.locator(`li[data-alert-id="${id}"]`).waitFor({ state: 'detached' });
-    expect(await page.getByTestId('alert-notice').textContent()).toBe('SESSION_HALTED alert acknowledged.');
+    // (the stream's acknowledgement can remove the item before the POST answers: wait for the notice)
+    await page.getByTestId('alert-notice').getByText('SESSION_HALTED alert acknowledged.', { exact: true }).waitFor();
     const acked = await apiGet<{ acknowledged_at: string | null; ack_note: string }>(`/v1/alerts/${id}`);
     expect(acked.acknowledged_at).not.toBeNull();
     expect(acked.ack_note).toBe('looking into it');
@@ -376,6 +392,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(calls.join('\n')).toContain('docs/b.md');
     await screenshot(page, '10-sessions');
 
+    // Its buttons say which session and why, told apart from the other cards' by a screen reader.
+    expect(await card.getByRole('button', { name: 'Resume session' }).getAttribute('aria-label')).toMatch(/^Resume session …\w+ \(WRITE_IN_READ_SESSION\)$/);
     await card.getByRole('button', { name: 'Resume session' }).click();
     const dialog = page.getByRole('dialog', { name: 'Resume this session?' });
     const resume = dialog.getByRole('button', { name: 'Resume' });

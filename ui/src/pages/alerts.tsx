@@ -119,7 +119,7 @@ export function AlertsPage() {
                   {a.ack_note ? `: ${a.ack_note}` : ''}
                 </span>
               ) : (
-                <button type="button" class="small" onClick={() => setAcking(a)} aria-label={`Acknowledge ${a.kind} alert`}>
+                <button type="button" class="small" onClick={() => setAcking(a)} aria-label={`Acknowledge ${a.kind} alert: ${a.message.length > 80 ? `${a.message.slice(0, 79)}…` : a.message}`}>
                   Acknowledge
                 </button>
               )}

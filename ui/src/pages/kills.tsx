@@ -182,7 +182,7 @@ export function KillsPage() {
                   </td>
                   <td class="row-actions">
                     {k.state === 'active' && (
-                      <button type="button" class="small danger" aria-label={`Lift the kill of ${k.description}`} onClick={() => setLifting(k)}>
+                      <button type="button" class="small danger" aria-label={`Lift the kill of ${k.description} (${k.reason})`} onClick={() => setLifting(k)}>
                         Lift
                       </button>
                     )}{' '}

@@ -69,12 +69,12 @@ export function SessionsPage() {
             </span>
             <span class="spacer" />
             {s.state === 'halted' && (
-              <button type="button" class="primary small" onClick={() => setResuming(s)}>
+              <button type="button" class="primary small" onClick={() => setResuming(s)} aria-label={`Resume session ${shortId(s.id)}${s.trigger ? ` (${s.trigger})` : ''}`}>
                 Resume session
               </button>
             )}
             {s.token_halt && (
-              <button type="button" class="small" onClick={() => setResumingToken(s.token_id)}>
+              <button type="button" class="small" onClick={() => setResumingToken(s.token_id)} aria-label={`Resume token ${shortId(s.token_id)} of session ${shortId(s.id)}`}>
                 Resume token
               </button>
             )}
