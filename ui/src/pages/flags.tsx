@@ -260,6 +260,8 @@ export function FlagsPage() {
     return () => clearTimeout(timer);
   }, [flags.loading, flags.reload]);
   const reasons = f ? notArriving(f) : [];
+  // The runbook's threshold (section A): above 5 s, break glass rather than toggle flags.
+  const slow = f !== undefined && f !== null && f.age_s !== null && f.age_s > 5;
   return (
     <section aria-labelledby="flags-title">
       <h1 id="flags-title">Flags</h1>
@@ -286,11 +288,16 @@ export function FlagsPage() {
               <span class="stat-label">{f.ready ? 'flags from Unleash' : 'flags: every decision is denied until they load'}</span>
             </div>
             <div class="stat flag-age">
-              {/* Not green below the alarm: 0–2 s is normal, and what a few more mean is for the reader (runbook step 0), not a second threshold here. */}
-              <span class={`stat-value ${reasons.length > 0 ? 'bad' : ''}`}>{f.age_s === null ? 'never' : `${f.age_s} s`}</span>
+              {/* Red at the alarm; above 5 s the runbook's threshold (section A): changes may not be arriving, so say what to do. */}
+              <span class={`stat-value ${reasons.length > 0 ? 'bad' : slow ? 'warn' : ''}`}>{f.age_s === null ? 'never' : `${f.age_s} s`}</span>
               <span class="stat-label">
                 flag state age: since the last fetch from Unleash (normally 0–2 s, alarm at {f.stale_after_s} s)
               </span>
+              {slow && (
+                <span class="stat-label warn" data-testid="flag-age-slow">
+                  Above 5 s: a flag turned off in Unleash may not reach this control plane. Stop calls with a kill instead (<a href="#/kills">Kills</a>).
+                </span>
+              )}
             </div>
             <div class="stat">
               <span class="stat-value">{f.source}</span>
