@@ -351,8 +351,13 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     const row = page.locator(`tr[data-kill-id="${id}"]`);
     await row.waitFor({ timeout: 15_000 });
     // The killed token's full id, to carry to Explain or the CLI.
-    await row.getByRole('button', { name: `Copy token id ${agent.id}` }).click();
+    const copy = row.getByRole('button', { name: `Copy token id ${agent.id}` });
+    // A target of 24 px at least (WCAG 2.5.8; it was 13 px), and the copy is announced.
+    const box = (await copy.boundingBox())!;
+    expect(Math.min(box.width, box.height)).toBeGreaterThanOrEqual(24);
+    await copy.click();
     expect(await page.evaluate('navigator.clipboard.readText()')).toBe(agent.id);
+    expect(await row.getByRole('status').filter({ hasText: 'copied' }).count()).toBe(1);
 
     await row.getByRole('button', { name: /^Lift the kill of/ }).click();
     const dialog = page.getByRole('dialog', { name: 'Lift this kill?' });

@@ -98,9 +98,22 @@ export function IdRef({ id, label = 'id', text, href }: { id: string | null | un
           {text ?? shortId(id)}
         </span>
       )}
+      {/* An SVG, not the ⧉ character (Debian's default fonts drew it as an empty box); 24 px to hit (WCAG 2.5.8). */}
       <button type="button" class="copy-id" aria-label={`Copy ${label} ${id}`} title={`Copy the full ${label} (${id})`} onClick={copy}>
-        {copied === 'yes' ? '✓' : '⧉'}
+        {copied === 'yes' ? (
+          <svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">
+            <path d="M3 8.5l3 3 7-7" fill="none" stroke="currentColor" stroke-width="2" />
+          </svg>
+        ) : (
+          <svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">
+            <rect x="5" y="5" width="9" height="9" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.5" />
+            <path d="M11 3.5V3a1 1 0 0 0-1-1H3a1 1 0 0 0-1 1v7a1 1 0 0 0 1 1h.5" fill="none" stroke="currentColor" stroke-width="1.5" />
+          </svg>
+        )}
       </button>
+      <span class="sr-only" role="status">
+        {copied === 'yes' ? 'copied' : ''}
+      </span>
       {/* Clipboard refused (plain http to another host): the full id, selectable, to copy by hand. */}
       {copied === 'failed' && (
         <input class="mono id-full" readOnly value={id} aria-label={`Full ${label}`} size={36} ref={(el) => el?.select()} onFocus={(e) => e.currentTarget.select()} />
