@@ -32,7 +32,7 @@ export interface KillServiceDeps {
   alerts: Pick<AlertService, 'raise'>;
   policy: { current(): CompiledPolicy };
   /** The token a token kill names (404 when unknown or invisible to this operator). */
-  findToken(op: OperatorPrincipal, id: string): Promise<{ project_id: string }>;
+  findToken(op: OperatorPrincipal, id: string): Promise<{ project_id: string; revoked_at?: Date | null }>;
   /** The session a session kill names (404 when unknown or invisible to this operator). */
   findSession(op: OperatorPrincipal, id: string): Promise<{ project_id: string; token_id: string }>;
   /** A project kill's project: how many agent tokens it ever had, and how many are live now. */
@@ -152,6 +152,8 @@ export class KillService {
     const target = this.validate(op, body);
     let projectId: string | null = null;
     let activeTokens: number | undefined;
+    // Said with the answer, not refused: a second kill of a target is a second operator's record.
+    const notes: string[] = [];
     if (target.target === 'project') {
       if (!canManage(op, target.project_id!)) throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}.`);
       projectId = target.project_id!;
@@ -164,7 +166,9 @@ export class KillService {
       }
       activeTokens = tokens.live;
     } else if (target.target === 'token') {
-      projectId = (await this.deps.findToken(op, target.token_id!)).project_id;
+      const token = await this.deps.findToken(op, target.token_id!);
+      projectId = token.project_id;
+      if (token.revoked_at) notes.push(`The token was revoked at ${token.revoked_at.toISOString()}: its calls are refused (401) whatever the kill says.`);
     } else if (target.target === 'session') {
       projectId = (await this.deps.findSession(op, target.session_id!)).project_id;
     }
@@ -172,6 +176,8 @@ export class KillService {
     let enforced = true;
     const row = await withTransaction(this.deps.pool, async (c) => {
       await killStore.lockTarget(c, key);
+      const already = await killStore.targetState(c, key);
+      if (already) notes.push(`Kill ${already.kill.id} of the same target was already in force (by ${already.kill.created_by}: ${redactText(already.kill.reason)}); both are, and lifting one leaves the other.`);
       const inserted = await killStore.insert(c, {
         id: uuidv7(),
         target: target.target,
@@ -223,9 +229,10 @@ export class KillService {
       activeTokens === undefined
         ? ''
         : ` It covers ${activeTokens} active agent token(s) of the project${activeTokens === 0 ? ' (all of its tokens are revoked or expired)' : ''}, and any token issued to it while the kill is in force.`;
+    const noted = notes.map((n) => ` ${n}`).join('');
     const message = enforced
-      ? `Killed ${kill.description} on every replica: the next decision it matches is denied with KILL_SWITCH.${covers}`
-      : `Recorded the kill of ${kill.description}, but Redis did not take it: decisions deny anyway while Redis is unreachable (fail closed), and the kill is applied as soon as it answers.${covers}`;
+      ? `Killed ${kill.description} on every replica: the next decision it matches is denied with KILL_SWITCH.${covers}${noted}`
+      : `Recorded the kill of ${kill.description}, but Redis did not take it: decisions deny anyway while Redis is unreachable (fail closed), and the kill is applied as soon as it answers.${covers}${noted}`;
     return activeTokens === undefined ? { kill, enforced, message } : { kill, enforced, active_tokens: activeTokens, message };
   }
 

@@ -164,7 +164,11 @@ describe('POST /v1/kills', () => {
     const tok = await gwA.token('rw');
     const s = (await gwA.session(tok.raw)).session_id;
     const first = (await killOn(a, { target: 'server', server: 'memory', reason: 'first operator' })).json().kill;
-    const second = (await killOn(b, { target: 'server', server: 'memory', reason: 'second operator' })).json().kill;
+    const secondAnswer = (await killOn(b, { target: 'server', server: 'memory', reason: 'second operator' })).json();
+    const second = secondAnswer.kill;
+    // Not refused (a second operator's record), but the answer says the target was killed already.
+    expect(secondAnswer.message).toContain(`Kill ${first.id} of the same target was already in force (by operator:`);
+    expect(secondAnswer.message).toContain(': first operator); both are, and lifting one leaves the other.');
     const lifted = await lift(a, first.id);
     expect(lifted.json().message).toContain('still in force');
     const d = await gwA.decide(tok.raw, { ...memoryRead, session_id: s });
@@ -175,6 +179,14 @@ describe('POST /v1/kills', () => {
     expect(list.kills.map((k: { id: string }) => k.id)).not.toContain(first.id);
     await lift(b, second.id);
     expect((await gwA.decide(tok.raw, { ...memoryRead, session_id: s })).code).toBe('OK');
+  });
+
+  it('a kill of a revoked token is made, and says the token is refused anyway', async () => {
+    const tok = await gwA.token('rw');
+    expect((await a.inject({ method: 'POST', url: `/v1/keys/${tok.id}/revoke`, headers: bearer(operatorKey), payload: { reason: 'leaked' } })).statusCode).toBe(200);
+    const answer = (await killOn(a, { target: 'token', token_id: tok.id, reason: 'INC-10 belt and braces' })).json();
+    expect(answer.message).toMatch(/The token was revoked at \d{4}-\d\d-\d\dT[\d:.]+Z: its calls are refused \(401\) whatever the kill says\./);
+    expect((await lift(a, answer.kill.id)).statusCode).toBe(200);
   });
 
   it('lifting a kill while a wider one covers the same calls says so; it said they were decided normally again', async () => {
