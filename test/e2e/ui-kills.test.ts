@@ -104,6 +104,11 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     await form.getByRole('button', { name: 'Create kill' }).click();
     await form.getByRole('alert').waitFor();
     expect(await form.getByRole('alert').textContent()).toMatch(/nosuchserver|server/i);
+    // The field the API refused is marked invalid and described by that error.
+    const serverField = form.getByLabel('Server', { exact: true });
+    expect(await serverField.getAttribute('aria-invalid')).toBe('true');
+    expect(await serverField.getAttribute('aria-describedby')).toBe(await form.getByRole('alert').getAttribute('id'));
+    expect(await form.getByLabel(/^Reason/).getAttribute('aria-invalid')).toBeNull();
     expect((await apiGet<{ kills: unknown[] }>('/v1/kills?state=all')).kills).toHaveLength(0);
     // Chromium logs every 4xx fetch as a console error: this one is expected and shown on the page; any other fails the last test.
     expect(b.consoleErrors).toEqual([expect.stringMatching(/status of 400 .*\/v1\/kills\)$/)]);

@@ -122,14 +122,20 @@ export function IdRef({ id, label = 'id', text, href }: { id: string | null | un
   );
 }
 
-export function ErrorNote({ error }: { error: unknown }) {
+export function ErrorNote({ error, id }: { error: unknown; id?: string }) {
   if (!error) return null;
   const text = error instanceof ApiError ? `${error.code}: ${error.explanation}` : error instanceof Error ? error.message : String(error);
   return (
-    <p class="error-note" role="alert">
+    <p class="error-note" role="alert" id={id}>
       {text}
     </p>
   );
+}
+
+/** The fields an API error names (`details[].field`), to mark those inputs invalid. */
+export function failingFields(error: unknown): Set<string> {
+  if (!(error instanceof ApiError) || !Array.isArray(error.details)) return new Set();
+  return new Set(error.details.map((d: { field?: unknown }) => (typeof d?.field === 'string' ? d.field : '')).filter(Boolean));
 }
 
 export function Json({ value }: { value: unknown }) {

@@ -1,6 +1,6 @@
 import { useId, useRef, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Empty, ErrorNote, Freshness, IdRef, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
+import { Empty, ErrorNote, Freshness, failingFields, IdRef, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
 import type { OperatorKey } from '../types';
 
 // The shapes of src/kills/schemas.ts (POST/GET/DELETE /v1/kills).
@@ -308,6 +308,10 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
   };
 
   const help = TARGETS.find((t) => t.id === target)?.help ?? '';
+  // The field the API refused is marked invalid and described by the error (a screen reader reads both).
+  const failing = failingFields(error);
+  const errorId = `${prefix}-error`;
+  const invalid = (field: string) => (failing.has(field) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});
   return (
     <form class="filters kill-form" aria-labelledby={`${prefix}-title`} onSubmit={submit}>
       <h2 id={`${prefix}-title`} class="wide-field">
@@ -345,6 +349,8 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
             value={server}
             required={target === 'server'}
             pattern="[a-z0-9][a-z0-9_\-]{0,62}"
+            title="A server name of the policy file: lower-case letters, digits, _ and -, starting with a letter or digit"
+            {...invalid('server')}
             placeholder="filesystem"
             autoComplete="off"
             onInput={(e) => setServer(e.currentTarget.value)}
@@ -354,25 +360,25 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
       {target === 'token' && (
         <div>
           <label for={ids.token}>Agent token id</label>
-          <input id={ids.token} name="token_id" class="mono" value={tokenId} required placeholder="uuid (Tokens page)" autoComplete="off" onInput={(e) => setTokenId(e.currentTarget.value)} />
+          <input id={ids.token} name="token_id" class="mono" value={tokenId} required {...invalid('token_id')} placeholder="uuid (Tokens page)" autoComplete="off" onInput={(e) => setTokenId(e.currentTarget.value)} />
         </div>
       )}
       {target === 'session' && (
         <div>
           <label for={ids.session}>Session id</label>
-          <input id={ids.session} name="session_id" class="mono" value={sessionId} required placeholder="uuid (Sessions page)" autoComplete="off" onInput={(e) => setSessionId(e.currentTarget.value)} />
+          <input id={ids.session} name="session_id" class="mono" value={sessionId} required {...invalid('session_id')} placeholder="uuid (Sessions page)" autoComplete="off" onInput={(e) => setSessionId(e.currentTarget.value)} />
         </div>
       )}
       {target === 'project' && (
         <div>
           <label for={ids.project}>Project id</label>
-          <input id={ids.project} name="project_id" value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="billing" autoComplete="off" onInput={(e) => setProject(e.currentTarget.value)} />
+          <input id={ids.project} name="project_id" value={project} required pattern="[A-Za-z0-9._\-]+" title="A project id: letters, digits, dot, _ and -" {...invalid('project_id')} placeholder="billing" autoComplete="off" onInput={(e) => setProject(e.currentTarget.value)} />
         </div>
       )}
       {target === 'role' && (
         <div>
           <label for={ids.role}>Role (from the policy file)</label>
-          <input id={ids.role} name="role" value={role} required pattern="[A-Za-z0-9._\-]{1,100}" placeholder="code_agent" autoComplete="off" onInput={(e) => setRole(e.currentTarget.value)} />
+          <input id={ids.role} name="role" value={role} required pattern="[A-Za-z0-9._\-]{1,100}" title="A role of the policy file: letters, digits, dot, _ and -" {...invalid('role')} placeholder="code_agent" autoComplete="off" onInput={(e) => setRole(e.currentTarget.value)} />
         </div>
       )}
       {target === 'environment' && (
@@ -387,7 +393,7 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
       )}
       <div class="wide-field">
         <label for={ids.reason}>Reason (shown in every denial it causes, in the audit trail and in the alert)</label>
-        <input id={ids.reason} name="reason" value={reason} required maxLength={1000} placeholder="e.g. agent deleting files in a loop, INC-42" onInput={(e) => setReason(e.currentTarget.value)} />
+        <input id={ids.reason} name="reason" value={reason} required maxLength={1000} {...invalid('reason')} placeholder="e.g. agent deleting files in a loop, INC-42" onInput={(e) => setReason(e.currentTarget.value)} />
       </div>
       <div>
         <label for={ids.expiry}>Expires</label>
@@ -407,7 +413,7 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
           </label>
         </div>
       )}
-      <ErrorNote error={error} />
+      <ErrorNote error={error} id={errorId} />
       <div class="filter-actions">
         <button type="submit" class="danger" disabled={busy || !ready}>
           {target === 'everything' ? 'Kill everything' : 'Create kill'}
