@@ -46,7 +46,7 @@ async function overview(): Promise<Overview> {
 
 const warning = () => page.getByRole('region', { name: WARNING });
 /** A flag's row, found by its link into Unleash (a cell's name would also match descriptions that mention the flag). */
-const row = (flag: string) => page.getByRole('row').filter({ has: page.getByRole('link', { name: `Toggle ${flag} in Unleash`, exact: true }) });
+const row = (flag: string) => page.getByRole('row').filter({ has: page.getByRole('link', { name: `Toggle ${flag} in Unleash (opens in a new tab)`, exact: true }) });
 
 /** What the page shows at one instant: the age stat's text and whether the warning is there. */
 async function shown(): Promise<{ age: string | null; warning: boolean }> {

@@ -260,6 +260,12 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await screenshot(page, '06-gateway-keys');
     await page.keyboard.press('ArrowRight');
     await page.getByRole('button', { name: 'Create operator key' }).waitFor();
+    // Home and End go to the first and the last tab; the selected tab names its panel.
+    await page.keyboard.press('Home');
+    expect(await page.getByRole('tab', { name: 'Agent tokens' }).getAttribute('aria-selected')).toBe('true');
+    expect(await page.getByRole('tab', { name: 'Agent tokens' }).getAttribute('aria-controls')).toBe('tabpanel-agent');
+    await page.keyboard.press('End');
+    await page.getByRole('button', { name: 'Create operator key' }).waitFor();
     await page.getByRole('cell', { name: 'test owner', exact: true }).first().waitFor();
     await screenshot(page, '07-operator-keys');
   });

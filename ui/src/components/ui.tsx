@@ -273,10 +273,12 @@ export function ReasonDialog(props: {
 
 export function Tabs<T extends string>({ tabs, current, onChange, label }: { tabs: { id: T; label: string }[]; current: T; onChange: (id: T) => void; label: string }) {
   const refs = useRef<(HTMLButtonElement | null)[]>([]);
-  // Arrow keys move between tabs, as the WAI-ARIA tabs pattern expects.
+  // Arrow keys move between tabs, Home and End to the first and last, as the WAI-ARIA tabs pattern expects.
   const onKey = (e: KeyboardEvent, i: number) => {
-    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
-    const next = (i + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length;
+    const moves: Record<string, number> = { ArrowRight: (i + 1) % tabs.length, ArrowLeft: (i + tabs.length - 1) % tabs.length, Home: 0, End: tabs.length - 1 };
+    const next = moves[e.key];
+    if (next === undefined) return;
+    e.preventDefault();
     const tab = tabs[next];
     if (!tab) return;
     onChange(tab.id);
@@ -294,6 +296,7 @@ export function Tabs<T extends string>({ tabs, current, onChange, label }: { tab
           role="tab"
           id={`tab-${t.id}`}
           aria-selected={t.id === current}
+          aria-controls={t.id === current ? `tabpanel-${t.id}` : undefined}
           tabIndex={t.id === current ? 0 : -1}
           onClick={() => onChange(t.id)}
           onKeyDown={(e) => onKey(e, i)}

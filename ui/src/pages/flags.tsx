@@ -408,7 +408,7 @@ export function FlagsPage() {
                       )}
                       <td>
                         {ui && (
-                          <a href={`${ui}/projects/default/features/${encodeURIComponent(flag.name)}`} target="_blank" rel="noreferrer noopener" aria-label={`Toggle ${flag.name} in Unleash`}>
+                          <a href={`${ui}/projects/default/features/${encodeURIComponent(flag.name)}`} target="_blank" rel="noreferrer noopener" aria-label={`Toggle ${flag.name} in Unleash (opens in a new tab)`}>
                             Toggle ↗
                           </a>
                         )}

@@ -56,7 +56,7 @@ export function TokensPage() {
           { id: 'operator', label: 'Operator keys' },
         ]}
       />
-      <div role="tabpanel" aria-labelledby={`tab-${tab}`}>
+      <div role="tabpanel" id={`tabpanel-${tab}`} aria-labelledby={`tab-${tab}`}>
         {tab === 'agent' && <AgentTokens />}
         {tab === 'gateway' && <GatewayKeys />}
         {tab === 'operator' && <OperatorKeys />}
