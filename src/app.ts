@@ -160,9 +160,9 @@ function hashSecretProblem(secret: string, source: 'configured' | 'stored', reco
 
 /**
  * resolveHashSecret's refusal, checked before anything of the start reaches out: the flags sync at start
- * points Unleash's webhook at this replica, so a replica that would then refuse to start (another secret)
- * took the webhook from the running ones (operator drill). Reads only; a database that is not there yet or
- * cannot be read is left to buildApp, which checks again in full.
+ * points Unleash's webhook at this replica, so a replica that would then refuse to start (another secret,
+ * or a Postgres it cannot reach) took the webhook from the running ones (operator drill). Reads only; a
+ * database that is not there yet is left to buildApp, which checks again in full.
  */
 export async function precheckHashSecret(config: Config): Promise<void> {
   const pool = createPool(config.databaseUrl, { max: 1 });
@@ -172,7 +172,10 @@ export async function precheckHashSecret(config: Config): Promise<void> {
     try {
       recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
       stored = await credentialStore.getSetting(pool, STORED_SECRET);
-    } catch {
+    } catch (err) {
+      // Postgres unreachable: this start cannot succeed, so it stops here too, before the flags sync, as
+      // buildApp would after it. A database or table not there yet (a first start) is buildApp's to make.
+      if (isConnectError(err)) throw postgresStartError('DATABASE_URL', config.databaseUrl, err);
       return;
     }
     const secret = config.tokenHashSecret || stored;

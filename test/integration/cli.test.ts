@@ -133,6 +133,8 @@ describe('killswitch CLI: config check, --version and what start refuses before 
     expect(db.code, db.stderr).toBe(1);
     expect(db.stderr).toContain('killswitch: cannot connect to Postgres at 127.0.0.1:1, database killswitch, user killswitch (DATABASE_URL): connect ECONNREFUSED 127.0.0.1:1');
     expect(db.stdout + db.stderr).not.toContain('pw-never-printed');
+    // Stopped before the flags sync, which would have pointed Unleash's webhook at a replica that never starts.
+    expect(db.stdout + db.stderr).not.toContain('flags sync');
 
     const embedded = await cli(['start'], {
       ...env,
