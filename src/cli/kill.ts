@@ -251,7 +251,8 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
   }
   const res = (await call(cfg, 'POST', 'v1/kills', body)) as { kill: ApiKill; enforced: boolean; message: string };
   if (o.json) out.write(`${printableJson(res)}\n`);
-  else out.write(`${printable(res.message)}\n${line(res.kill)}\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
+  // Which control plane took it: a shell with another KILLSWITCH_URL (or none: the default) killed elsewhere.
+  else out.write(`${printable(res.message)}\n${line(res.kill)}\nControl plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
   const code = killExitCode(res);
   if (code === KILL_NOT_ENFORCED) {
     err.write(

@@ -74,6 +74,8 @@ describe('killswitch kill / kills / unkill', () => {
     const out = await cli(['kill', '--everything', '--reason', 'drill', '--expires-in', '10m']);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toContain('Killed every MCP call on every replica');
+    // It names the control plane that took the kill (a shell with another KILLSWITCH_URL kills elsewhere).
+    expect(out.stdout).toContain(`Control plane: ${url} (KILLSWITCH_URL)`);
     expect(out.stdout).toMatch(/until \d{4}-/);
     const id = /killswitch unkill (\S+)/.exec(out.stdout)?.[1];
     expect(id).toBeTruthy();
