@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
-import { type Config, ConfigError, checkStartConfig, configWarnings, loadConfig } from '../config.js';
+import { type Config, ConfigError, checkStartConfig, configWarnings, loadConfig, settingSource } from '../config.js';
 import type { EnvGateOptions } from './env-gate.js';
 import { CliFailure, registerKillCommands } from './kill.js';
 import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
@@ -230,7 +230,14 @@ policyCmd
   .argument('[file]', 'policy file (YAML); default POLICY_FILE, the one the control plane loads')
   .action(async (file: string | undefined) => {
     const { policyCheck } = await import('./policy-check.js');
-    process.exitCode = await policyCheck(file ?? config().policyFile);
+    if (file === undefined) {
+      // Which file, and from where: POLICY_FILE's, or the default one in the working directory.
+      const c = config();
+      process.stderr.write(`policy check: ${c.policyFile} (${settingSource('POLICY_FILE')})\n`);
+      process.exitCode = await policyCheck(c.policyFile);
+      return;
+    }
+    process.exitCode = await policyCheck(file);
   });
 
 const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');

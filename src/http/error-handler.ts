@@ -119,8 +119,11 @@ export function installErrorHandler(app: FastifyInstance): void {
       }
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
         return send(reply, 'UNSUPPORTED_MEDIA_TYPE', 415, 'Send the body as application/json.', [{ field: 'content-type', problem: 'must be application/json' }]);
-      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-        return send(reply, 'INVALID_REQUEST', 400, 'body: is empty; send a JSON object', [{ field: 'body', problem: 'is empty' }]);
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY': {
+        // Content-Type: application/json and no body (a curl with the header and no -d): what to send.
+        const problem = `is empty; send a JSON object${requiredFieldsHint(req)}`;
+        return send(reply, 'INVALID_REQUEST', 400, `body: ${problem}`, [{ field: 'body', problem }]);
+      }
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
         // Fastify's parser gives no cause: the syntax, or a key refused against prototype poisoning.
         return send(reply, 'INVALID_REQUEST', 400, 'body: is not valid JSON, or it holds a key named "__proto__" (or "constructor" with "prototype" inside), which is refused', [

@@ -297,7 +297,7 @@ export class KillService {
       server: kill.server,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key },
     });
-    if (stillKilled) return { kill, message: `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (GET /v1/kills).` };
+    if (stillKilled) return { kill, message: `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (killswitch kills, GET /v1/kills).` };
     return { kill, message: liftedMessage(kill, await this.othersInForce(op, kill.target_key)) };
   }
 
@@ -309,7 +309,7 @@ export class KillService {
   private async othersInForce(op: OperatorPrincipal, liftedTarget: string): Promise<string> {
     const others = (await this.list(op, { state: 'active', limit: 100 }).catch(() => ({ kills: [] as KillView[] }))).kills.filter((k) => k.target_key !== liftedTarget);
     if (others.length === 0) return '';
-    const shown = others.slice(0, 3).map((k) => k.description);
+    const shown = others.slice(0, 3).map((k) => `${k.description} (kill ${k.id})`);
     const more = others.length > shown.length ? ` and ${others.length - shown.length} more` : '';
     return `${others.length === 1 ? 'Another kill is' : `${others.length} other kills are`} still in force and may stop some of them: ${shown.join('; ')}${more} (killswitch kills, GET /v1/kills).`;
   }

@@ -197,7 +197,7 @@ describe('POST /v1/kills', () => {
     const lifted = (await lift(a, narrow.id)).json().message as string;
     expect(lifted).toContain(`Lifted: this kill no longer stops calls made with token ${tok.id} on any replica.`);
     expect(lifted).toMatch(/(Another kill is|\d+ other kills are) still in force and may stop some of them: /);
-    expect(lifted).toContain('project teal');
+    expect(lifted).toContain(`project teal (kill ${wide.id})`);
     expect(lifted).not.toContain('decided normally again');
     const d = await gwA.decide(tok.raw, { ...memoryRead, session_id: s });
     expect(d.code).toBe('KILL_SWITCH');

@@ -101,6 +101,10 @@ describe('an optional reason on revokes and closes', () => {
       ['POST', `/v1/keys/${tok.id}/revoke`],
       ['DELETE', '/v1/kills/01938a5e-0000-7000-8000-000000000000'],
     ] as const) {
+      // With Content-Type: application/json and no body (the runbook's curl header set without -d): the same hint.
+      const empty = await app.inject({ method, url, headers: { ...bearer(gw.owner), 'content-type': 'application/json' } });
+      expect(empty.statusCode, url).toBe(400);
+      expect(empty.json().error.message).toBe('body: is empty; send a JSON object with its required field (reason)');
       const res = await app.inject({ method, url, headers: bearer(gw.owner) });
       expect(res.statusCode, url).toBe(400);
       expect(res.json().error).toEqual({

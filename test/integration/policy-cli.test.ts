@@ -31,6 +31,10 @@ describe('killswitch policy check', () => {
     const broken = await killswitch(['policy', 'check'], { env: { POLICY_FILE: 'test/fixtures/policy/broken.yaml' } });
     expect(broken.code).toBe(2);
     expect(broken.stderr).toContain('test/fixtures/policy/broken.yaml: invalid policy (1 error)');
+    expect(broken.stderr.split('\n')[0]).toBe('policy check: test/fixtures/policy/broken.yaml (POLICY_FILE)');
+    const unset = await killswitch(['policy', 'check'], { env: { POLICY_FILE: '' } });
+    expect(unset.stderr.split('\n')[0]).toBe('policy check: policy/default.yaml (the default: POLICY_FILE is not set)');
+    expect(unset.code).toBe(0);
     const valid = await killswitch(['policy', 'check'], { env: { POLICY_FILE: 'policy/default.yaml' } });
     expect(valid.code).toBe(0);
     expect(valid.stdout).toMatch(/^policy\/default\.yaml: valid policy /m);
