@@ -152,10 +152,32 @@ function hashSecretMismatch(source: 'configured' | 'stored' | 'none', leftover: 
   );
 }
 
-/** The ConfigError when `secret` is not the one the database's credentials were hashed with (its recorded fingerprint, else its stored secret). */
-function hashSecretProblem(secret: string, source: 'configured' | 'stored', recorded: string | undefined, stored: string | undefined): ConfigError | undefined {
+/** What the database records of the keyed-hash secret: its fingerprint, and the secret a start without TOKEN_HASH_SECRET generated. */
+interface SecretSettings {
+  recorded: string | undefined;
+  stored: string | undefined;
+}
+
+async function readSecretSettings(pool: Pool): Promise<SecretSettings> {
+  return { recorded: await credentialStore.getSetting(pool, SECRET_FINGERPRINT), stored: await credentialStore.getSetting(pool, STORED_SECRET) };
+}
+
+/**
+ * The secret this replica uses with these settings (TOKEN_HASH_SECRET, else the stored one), checked
+ * against the secret the database's credentials were hashed with (its recorded fingerprint, else its
+ * stored secret): a ConfigError is thrown when they differ. Undefined when there is none yet: a first
+ * start generates one.
+ */
+function existingSecret(config: Config, { recorded, stored }: SecretSettings): { secret: string; source: 'configured' | 'stored' } | undefined {
+  const chosen = config.tokenHashSecret ? { secret: config.tokenHashSecret, source: 'configured' as const } : stored ? { secret: stored, source: 'stored' as const } : undefined;
+  // Generating a secret now would make it the database's and shut out every credential already issued.
+  if (!chosen) {
+    if (recorded) throw hashSecretMismatch('none', false);
+    return undefined;
+  }
   const expected = recorded ?? (stored ? hashSecretFingerprint(stored) : undefined);
-  return expected !== undefined && expected !== hashSecretFingerprint(secret) ? hashSecretMismatch(source, recorded === undefined) : undefined;
+  if (expected !== undefined && expected !== hashSecretFingerprint(chosen.secret)) throw hashSecretMismatch(chosen.source, recorded === undefined);
+  return chosen;
 }
 
 /**
@@ -167,24 +189,16 @@ function hashSecretProblem(secret: string, source: 'configured' | 'stored', reco
 export async function precheckHashSecret(config: Config): Promise<void> {
   const pool = createPool(config.databaseUrl, { max: 1 });
   try {
-    let recorded: string | undefined;
-    let stored: string | undefined;
+    let settings: SecretSettings;
     try {
-      recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
-      stored = await credentialStore.getSetting(pool, STORED_SECRET);
+      settings = await readSecretSettings(pool);
     } catch (err) {
       // Postgres unreachable: this start cannot succeed, so it stops here too, before the flags sync, as
       // buildApp would after it. A database or table not there yet (a first start) is buildApp's to make.
       if (isConnectError(err)) throw postgresStartError('DATABASE_URL', config.databaseUrl, err);
       return;
     }
-    const secret = config.tokenHashSecret || stored;
-    if (!secret) {
-      if (recorded) throw hashSecretMismatch('none', false);
-      return;
-    }
-    const mismatch = hashSecretProblem(secret, config.tokenHashSecret ? 'configured' : 'stored', recorded, stored);
-    if (mismatch) throw mismatch;
+    existingSecret(config, settings);
   } finally {
     await pool.end().catch(() => {});
   }
@@ -197,11 +211,9 @@ export async function precheckHashSecret(config: Config): Promise<void> {
  * judged against that secret (it is what its credentials were hashed with, unless set otherwise since).
  */
 export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(msg: string): void; info(msg: string): void }): Promise<string> {
-  let recorded: string | undefined;
-  let stored: string | undefined;
+  let settings: SecretSettings;
   try {
-    recorded = await credentialStore.getSetting(pool, SECRET_FINGERPRINT);
-    stored = await credentialStore.getSetting(pool, STORED_SECRET);
+    settings = await readSecretSettings(pool);
   } catch (err) {
     // Postgres unreachable at start (an instance built without migrating): a configured secret is used
     // unchecked. That cannot allow anything: a wrong secret only makes credentials fail (401).
@@ -209,26 +221,14 @@ export async function resolveHashSecret(config: Config, pool: Pool, log: { warn(
     log.warn(`TOKEN_HASH_SECRET: could not read its recorded fingerprint (${(err as Error).message}); using the configured secret unchecked`);
     return config.tokenHashSecret;
   }
-  let secret: string;
-  let source: 'configured' | 'stored';
-  if (config.tokenHashSecret) {
-    secret = config.tokenHashSecret;
-    source = 'configured';
-  } else if (stored) {
-    secret = stored;
-    source = 'stored';
-  } else if (recorded) {
-    // Generating a secret now would make it the database's and shut out every credential already issued.
-    throw hashSecretMismatch('none', false);
-  } else {
+  let chosen = existingSecret(config, settings);
+  if (!chosen) {
     log.warn('TOKEN_HASH_SECRET is not set: generated one and stored it in the database (set it explicitly in production)');
-    secret = await credentialStore.putSettingOnce(pool, STORED_SECRET, randomBytes(48).toString('base64url'));
-    source = 'stored';
+    chosen = { secret: await credentialStore.putSettingOnce(pool, STORED_SECRET, randomBytes(48).toString('base64url')), source: 'stored' };
   }
-  const mismatch = hashSecretProblem(secret, source, recorded, stored);
-  if (mismatch) throw mismatch;
+  const { secret, source } = chosen;
   const ours = hashSecretFingerprint(secret);
-  if (recorded === undefined) {
+  if (settings.recorded === undefined) {
     // Two replicas starting together on a fresh database with different secrets: the second one loses here.
     if ((await credentialStore.putSettingOnce(pool, SECRET_FINGERPRINT, ours)) !== ours) throw hashSecretMismatch(source, false);
     log.info(`TOKEN_HASH_SECRET: recorded the fingerprint of the ${source === 'configured' ? 'configured' : 'stored'} secret in the database; replicas with another secret now refuse to start`);

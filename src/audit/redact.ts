@@ -215,6 +215,15 @@ export function requireStorableText(field: string, value: string | undefined): v
   }
 }
 
+/**
+ * An optional reason an operator gave for an action, as its audit row's details take it: `{reason}`
+ * masked, or nothing when none was given. Refused (400) when it cannot be stored (requireStorableText).
+ */
+export function auditedReason(reason: string | undefined): { reason?: string } {
+  requireStorableText('reason', reason);
+  return reason === undefined ? {} : { reason: redactText(reason) };
+}
+
 /** The prefilter: false means no pattern can match `s` (redactText's fast path; exported for the tests). */
 export function mayHoldSecret(s: string): boolean {
   return MAY_HOLD_SECRET.test(s);

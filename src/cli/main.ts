@@ -232,10 +232,8 @@ policyCmd
     const { policyCheck } = await import('./policy-check.js');
     if (file === undefined) {
       // Which file, and from where: POLICY_FILE's, or the default one in the working directory.
-      const c = config();
-      process.stderr.write(`policy check: ${c.policyFile} (${settingSource('POLICY_FILE')})\n`);
-      process.exitCode = await policyCheck(c.policyFile);
-      return;
+      file = config().policyFile;
+      process.stderr.write(`policy check: ${file} (${settingSource('POLICY_FILE')})\n`);
     }
     process.exitCode = await policyCheck(file);
   });

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { redactText, requireStorableText } from '../audit/redact.js';
+import { auditedReason } from '../audit/redact.js';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
@@ -107,10 +107,10 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const op = req.operator!;
       // Revoked first: an audit trail that is down must never keep access in force. The row after, awaited,
       // so the operator learns when it is missing.
-      requireStorableText('reason', req.body.reason);
+      const reason = auditedReason(req.body.reason);
       const grant = await ctx.grants.revoke(op, req.params.id);
       const projectId = await ctx.grants.projectOf(grant);
-      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, sessionId: grant.session_id, details: { id: grant.id, ...(req.body.reason === undefined ? {} : { reason: redactText(req.body.reason) }) } }).catch((err: unknown) => {
+      await ctx.audit.recordAdmin({ actor: op, action: 'grant.revoke', target: `agent_token:${grant.token_id}`, projectId, sessionId: grant.session_id, details: { id: grant.id, ...reason } }).catch((err: unknown) => {
         throw unrecorded(
           err,
           `grant ${grant.id} was revoked at ${grant.revoked_at!.toISOString()}, but its grant.revoke audit row could be written neither to Postgres nor to the audit spool; revoke it again once the audit trail is back: that answers 200, keeps this revocation and writes the row`,

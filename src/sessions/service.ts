@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
-import { redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
+import { auditedReason, redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, notFound } from '../errors.js';
@@ -820,9 +820,7 @@ export class SessionService {
    * Redis after it was closed there; Redis re-checks the halts atomically before it drops the session.
    */
   async close(id: string, closer: SessionCloser, closeReason?: string): Promise<CloseSessionResult> {
-    requireStorableText('reason', closeReason);
-    // Recorded in the audit row only: masked as there.
-    const reason = closeReason === undefined ? {} : { reason: redactText(closeReason) };
+    const reason = auditedReason(closeReason);
     const op = 'operator' in closer ? closer.operator : undefined;
     const agent = 'agent' in closer ? closer.agent : undefined;
     const gatewayId = 'gateway' in closer ? closer.gateway.id : undefined;

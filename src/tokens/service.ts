@@ -1,6 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
-import { redactText, requireStorableText } from '../audit/redact.js';
+import { auditedReason, redactText } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
 import type { AuditService } from '../audit/service.js';
 import { type Pool, withTransaction } from '../db/pool.js';
@@ -444,9 +444,7 @@ export class CredentialService {
   }
 
   async revokeKey(table: 'gateway_keys' | 'operator_keys', id: string, by: OperatorPrincipal | Actor = 'unknown', operatorReason?: string): Promise<{ unannounced: Unannounced | null }> {
-    requireStorableText('reason', operatorReason);
-    // Recorded in the audit row only: masked as there.
-    const reason = operatorReason === undefined ? {} : { reason: redactText(operatorReason) };
+    const reason = auditedReason(operatorReason);
     // A project-limited owner cannot tell other keys exist, let alone revoke them.
     const operatorKey = table === 'operator_keys' ? (typeof by !== 'string' && by.projects !== null ? await this.listOperatorKeys(by) : await this.listKeys('operator_keys')).find((r) => r.id === id) : undefined;
     if (table === 'operator_keys' && typeof by !== 'string' && by.projects !== null && !operatorKey) throw notFound('operator key');
