@@ -252,6 +252,8 @@ export class CredentialService {
     const byProject = new Map<string, string[]>();
     for (const t of revoked) byProject.set(t.project_id, [...(byProject.get(t.project_id) ?? []), t.id]);
     const filterShown = { project_id: body.project_id, type: body.type, created_by: filter.createdBy, created_before: body.created_before, last_used_before: body.last_used_before };
+    // Awaited (raise never rejects): when the answer comes, GET /v1/alerts already lists them.
+    const raised: Promise<unknown>[] = [];
     for (const [projectId, projectIds] of byProject) {
       await this.audit?.recordAdmin({
         actor: op,
@@ -260,14 +262,15 @@ export class CredentialService {
         projectId,
         details: { reason, count: projectIds.length, ids: projectIds, total_count: ids.length, filter: filterShown, announced: unannounced === null },
       });
-      void this.alerts?.raise({
+      if (this.alerts) raised.push(this.alerts.raise({
         kind: 'TOKENS_REVOKED',
         message: `Operator ${op.name} revoked ${projectIds.length} agent token(s) of project ${projectId} in bulk: ${reason}`,
         project_id: projectId,
         numbers: { count: projectIds.length },
         details: { ids: projectIds.slice(0, 100) },
-      });
+      }));
     }
+    await Promise.all(raised);
     if (ids.length === 0) {
       await this.audit?.recordAdmin({ actor: op, action: 'key.bulk_revoked', target: 'agent_tokens', details: { reason, count: 0, ids: [], filter: filterShown, announced: true } });
     }
@@ -340,7 +343,7 @@ export class CredentialService {
       projectId: key.project_id,
       details: { rotated_from: id, type: key.type, role: key.role, scopes: key.scopes, environment: key.environment, display_prefix: key.display_prefix, expires_at: key.expires_at },
     });
-    void this.alerts?.raise({
+    await this.alerts?.raise({
       kind: 'TOKENS_REVOKED',
       severity: 'info',
       message: `Operator ${op.name} rotated token ${previous.display_prefix}… (${id}); the old token stops working at ${graceUntil.toISOString()}.${reason ? ` ${reason}` : ''}`,
