@@ -215,7 +215,8 @@ export class KillService {
         details: { kill_id: kill.id, target: kill.target, target_key: key, description: kill.description, reason: kill.reason, expires_at: kill.expires_at?.toISOString() ?? null, enforced },
       })
       .catch((err: unknown) => this.deps.log.error({ err: (err as Error).message, kill: kill.id }, 'kills: the kill is in force but its audit row could not be written'));
-    void this.deps.alerts.raise({
+    // Awaited (raise never rejects): a lift that follows at once finds the alert stored and acknowledges it.
+    await this.deps.alerts.raise({
       kind: 'KILL_CREATED',
       severity: 'critical',
       message: `Operator ${op.name} killed ${kill.description}: ${kill.reason}${kill.expires_at ? ` (until ${kill.expires_at.toISOString()})` : ''}. Lift: DELETE /v1/kills/${kill.id}`,
