@@ -566,11 +566,35 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await goto('grants');
     await page.getByRole('button', { name: 'Grant access' }).waitFor();
     await screenshot(page, '14-grants');
+    // A grant for a revoked token is refused: the token id field is marked invalid and described by the error.
+    const revoked = await gw.token('ro');
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${revoked.id}/revoke`, headers: bearer(gw.owner), payload: { reason: 'ui test' } })).statusCode).toBe(200);
+    await page.getByRole('button', { name: 'Grant access' }).click();
+    const grant = page.getByRole('dialog', { name: 'Grant access' });
+    await grant.getByLabel('Agent token id').fill(revoked.id);
+    await grant.getByLabel('Reason (audited)').fill('INC-7 check');
+    await grant.getByRole('button', { name: 'Grant', exact: true }).click();
+    await grant.getByRole('alert').waitFor();
+    expect(await grant.getByRole('alert').textContent()).toContain('the token is revoked');
+    expect(await grant.getByLabel('Agent token id').getAttribute('aria-invalid')).toBe('true');
+    expect(await grant.getByLabel('Agent token id').getAttribute('aria-describedby')).toBe(await grant.getByRole('alert').getAttribute('id'));
+    expect(await grant.getByLabel('Reason (audited)').getAttribute('aria-invalid')).toBeNull();
+    await page.keyboard.press('Escape');
+    await grant.waitFor({ state: 'detached' });
+    expect(b.consoleErrors).toEqual([expect.stringMatching(/status of 400 .*\/v1\/grants\)$/)]);
+    b.consoleErrors.length = 0;
+
     const ro = await gw.token('ro');
     await goto('explain');
     await page.getByLabel('Agent token id').fill(ro.id);
     await page.getByLabel('Server').fill('filesystem');
     await page.getByLabel('Tool').fill('write_file');
+    // Arguments that are not JSON are refused before asking the API, and that field is marked invalid.
+    await page.getByLabel('Arguments (JSON)').fill('{path: a.md}');
+    await page.getByRole('button', { name: 'Explain' }).click();
+    await page.getByText('Arguments must be a JSON object').waitFor();
+    expect(await page.getByLabel('Arguments (JSON)').getAttribute('aria-invalid')).toBe('true');
+    expect(await page.getByLabel('Server').getAttribute('aria-invalid')).toBeNull();
     await page.getByLabel('Arguments (JSON)').fill('{"path": "docs/a.md", "content": "x"}');
     await page.getByRole('button', { name: 'Explain' }).click();
     await page.locator('.verdict-deny').getByText('PERMISSION_DENIED').waitFor();

@@ -138,6 +138,15 @@ export function failingFields(error: unknown): Set<string> {
   return new Set(error.details.map((d: { field?: unknown }) => (typeof d?.field === 'string' ? d.field : '')).filter(Boolean));
 }
 
+/**
+ * `invalid(field)`: the props that mark an input the API refused (`aria-invalid`) and point it at the
+ * error note with id `errorId`, so a screen reader reads which field is wrong and why; {} otherwise.
+ */
+export function invalidMarker(error: unknown, errorId: string, local: ReadonlySet<string> = new Set()) {
+  const failing = new Set([...failingFields(error), ...local]);
+  return (field: string) => (failing.has(field) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});
+}
+
 export function Json({ value }: { value: unknown }) {
   return <pre class="json">{JSON.stringify(value, null, 2)}</pre>;
 }

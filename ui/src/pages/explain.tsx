@@ -1,6 +1,6 @@
 import { useId, useState } from 'preact/hooks';
 import { post } from '../api';
-import { ErrorNote, shortId } from '../components/ui';
+import { ErrorNote, invalidMarker, shortId } from '../components/ui';
 import type { Explanation, SessionVerdict } from '../types';
 
 /** "Why was my call denied?": runs the decision pipeline without side effects (POST /v1/decisions/explain). */
@@ -14,14 +14,19 @@ export function ExplainPage() {
   const [session, setSession] = useState('');
   const [result, setResult] = useState<Explanation | null>(null);
   const [error, setError] = useState<unknown>(null);
+  // The arguments are parsed here: a JSON error marks that field without asking the API.
+  const [argsBroken, setArgsBroken] = useState(false);
+  const invalid = invalidMarker(error, `${p}-error`, argsBroken ? new Set(['arguments']) : undefined);
 
   const submit = async (e: Event) => {
     e.preventDefault();
     setError(null);
+    setArgsBroken(false);
     let parsed: unknown;
     try {
       parsed = JSON.parse(args || '{}');
     } catch {
+      setArgsBroken(true);
       setError(new Error('Arguments must be a JSON object, e.g. {"path": "docs/a.md"}'));
       return;
     }
@@ -49,19 +54,19 @@ export function ExplainPage() {
       <form class="filters" onSubmit={submit} aria-label="Call to explain">
         <div>
           <label for={`${p}-token`}>Agent token id</label>
-          <input id={`${p}-token`} class="mono" required value={token} onInput={(e) => setToken(e.currentTarget.value)} />
+          <input id={`${p}-token`} {...invalid('token_id')} class="mono" required value={token} onInput={(e) => setToken(e.currentTarget.value)} />
         </div>
         <div>
           <label for={`${p}-server`}>Server</label>
-          <input id={`${p}-server`} required value={server} placeholder="filesystem" onInput={(e) => setServer(e.currentTarget.value)} />
+          <input id={`${p}-server`} {...invalid('server')} required value={server} placeholder="filesystem" onInput={(e) => setServer(e.currentTarget.value)} />
         </div>
         <div>
           <label for={`${p}-tool`}>Tool</label>
-          <input id={`${p}-tool`} required value={tool} placeholder="write_file" onInput={(e) => setTool(e.currentTarget.value)} />
+          <input id={`${p}-tool`} {...invalid('tool')} required value={tool} placeholder="write_file" onInput={(e) => setTool(e.currentTarget.value)} />
         </div>
         <div>
           <label for={`${p}-env`}>Environment</label>
-          <select id={`${p}-env`} value={environment} onChange={(e) => setEnvironment(e.currentTarget.value)}>
+          <select id={`${p}-env`} {...invalid('environment')} value={environment} onChange={(e) => setEnvironment(e.currentTarget.value)}>
             <option value="">the token's</option>
             <option value="development">development</option>
             <option value="staging">staging</option>
@@ -70,11 +75,11 @@ export function ExplainPage() {
         </div>
         <div>
           <label for={`${p}-session`}>Session id (optional)</label>
-          <input id={`${p}-session`} class="mono" value={session} onInput={(e) => setSession(e.currentTarget.value)} />
+          <input id={`${p}-session`} {...invalid('session_id')} class="mono" value={session} onInput={(e) => setSession(e.currentTarget.value)} />
         </div>
         <div class="wide-field">
           <label for={`${p}-args`}>Arguments (JSON)</label>
-          <textarea id={`${p}-args`} class="mono" rows={3} value={args} onInput={(e) => setArgs(e.currentTarget.value)} />
+          <textarea id={`${p}-args`} {...invalid('arguments')} class="mono" rows={3} value={args} onInput={(e) => setArgs(e.currentTarget.value)} />
         </div>
         <div class="filter-actions">
           <button type="submit" class="primary">
@@ -82,7 +87,7 @@ export function ExplainPage() {
           </button>
         </div>
       </form>
-      <ErrorNote error={error} />
+      <ErrorNote error={error} id={`${p}-error`} />
       {result && (
         <div class="explanation" aria-live="polite">
           <p class={`verdict verdict-${result.decision}`}>

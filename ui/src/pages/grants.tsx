@@ -1,6 +1,6 @@
 import { useId, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, oneLine, shortId, Time, useLoad } from '../components/ui';
+import { Dialog, Empty, ErrorNote, invalidMarker, oneLine, shortId, Time, useLoad } from '../components/ui';
 import type { Grant } from '../types';
 
 export function GrantsPage() {
@@ -90,12 +90,14 @@ function CreateGrant({ onClose, onCreated }: { onClose: () => void; onCreated: (
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const p = useId();
+  const invalid = invalidMarker(error, `${p}-error`);
   return (
     <Dialog title="Grant access" onClose={onClose}>
       <form
         onSubmit={async (e) => {
           e.preventDefault();
           setBusy(true);
+          setError(null);
           try {
             await post('/v1/grants', { kind, token_id: token.trim(), ...(session.trim() ? { session_id: session.trim() } : {}), reason: reason.trim(), expires_in: minutes * 60 });
             onCreated();
@@ -107,19 +109,19 @@ function CreateGrant({ onClose, onCreated }: { onClose: () => void; onCreated: (
         }}
       >
         <label for={`${p}-kind`}>Kind</label>
-        <select id={`${p}-kind`} value={kind} onChange={(e) => setKind(e.currentTarget.value as 'production' | 'large_results')}>
+        <select id={`${p}-kind`} {...invalid('kind')} value={kind} onChange={(e) => setKind(e.currentTarget.value as 'production' | 'large_results')}>
           <option value="production">production access</option>
           <option value="large_results">large results</option>
         </select>
         <label for={`${p}-token`}>Agent token id</label>
-        <input id={`${p}-token`} class="mono" required value={token} onInput={(e) => setToken(e.currentTarget.value)} />
+        <input id={`${p}-token`} {...invalid('token_id')} class="mono" required value={token} onInput={(e) => setToken(e.currentTarget.value)} />
         <label for={`${p}-session`}>Session id (optional: limit to one session)</label>
-        <input id={`${p}-session`} class="mono" value={session} onInput={(e) => setSession(e.currentTarget.value)} />
+        <input id={`${p}-session`} {...invalid('session_id')} class="mono" value={session} onInput={(e) => setSession(e.currentTarget.value)} />
         <label for={`${p}-minutes`}>For how many minutes</label>
-        <input id={`${p}-minutes`} type="number" min={1} max={10080} value={minutes} onInput={(e) => setMinutes(Number(e.currentTarget.value))} />
+        <input id={`${p}-minutes`} {...invalid('expires_in')} type="number" min={1} max={10080} value={minutes} onInput={(e) => setMinutes(Number(e.currentTarget.value))} />
         <label for={`${p}-reason`}>Reason (audited)</label>
-        <textarea id={`${p}-reason`} rows={2} required minLength={3} value={reason} onInput={(e) => setReason(oneLine(e.currentTarget.value))} />
-        <ErrorNote error={error} />
+        <textarea id={`${p}-reason`} {...invalid('reason')} rows={2} required minLength={3} value={reason} onInput={(e) => setReason(oneLine(e.currentTarget.value))} />
+        <ErrorNote error={error} id={`${p}-error`} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel

@@ -1,6 +1,6 @@
 import { useId, useRef, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Empty, ErrorNote, Freshness, failingFields, IdRef, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
+import { Empty, ErrorNote, Freshness, IdRef, invalidMarker, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
 import type { OperatorKey } from '../types';
 
 // The shapes of src/kills/schemas.ts (POST/GET/DELETE /v1/kills).
@@ -309,9 +309,8 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
 
   const help = TARGETS.find((t) => t.id === target)?.help ?? '';
   // The field the API refused is marked invalid and described by the error (a screen reader reads both).
-  const failing = failingFields(error);
   const errorId = `${prefix}-error`;
-  const invalid = (field: string) => (failing.has(field) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});
+  const invalid = invalidMarker(error, errorId);
   return (
     <form class="filters kill-form" aria-labelledby={`${prefix}-title`} onSubmit={submit}>
       <h2 id={`${prefix}-title`} class="wide-field">

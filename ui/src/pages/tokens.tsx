@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useId, useMemo, useState } from 'preact/hooks';
 import { ApiError, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, Freshness, IdRef, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
+import { Dialog, Empty, ErrorNote, Freshness, IdRef, invalidMarker, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
 import type { AgentToken, Environment, GatewayKey, OperatorKey, OperatorRole, ScopeCatalogue, TokenType } from '../types';
 import type { Kill } from './kills';
 
@@ -228,7 +228,8 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<{ token: string; key: AgentToken } | null>(null);
-  const ids = { role: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId() };
+  const ids = { role: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId(), error: useId() };
+  const invalid = invalidMarker(error, ids.error);
 
   const allowed = useMemo(() => (catalogue ? catalogue.scopes.filter((s) => s.allowed_types.includes(type)) : []), [catalogue, type]);
   const chosen = scopes ?? catalogue?.defaults[type] ?? [];
@@ -313,15 +314,15 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
         <div class="grid2">
           <div>
             <label for={ids.project}>Project id</label>
-            <input id={ids.project} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
+            <input id={ids.project} {...invalid('project_id')} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
           </div>
           <div>
             <label for={ids.role}>Role (from the policy file)</label>
-            <input id={ids.role} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+            <input id={ids.role} {...invalid('role')} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
           </div>
           <div>
             <label for={ids.env}>Environment</label>
-            <select id={ids.env} value={environment} onChange={(e) => setEnvironment(e.currentTarget.value as Environment)}>
+            <select id={ids.env} {...invalid('environment')} value={environment} onChange={(e) => setEnvironment(e.currentTarget.value as Environment)}>
               <option value="development">development</option>
               <option value="staging">staging</option>
               <option value="production">production</option>
@@ -339,7 +340,7 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
           </div>
         </div>
         <label for={ids.desc}>Description (who holds it and why)</label>
-        <input id={ids.desc} value={description} maxLength={1000} placeholder="e.g. Claude Desktop on Ana's laptop, docs repo" onInput={(e) => setDescription(e.currentTarget.value)} />
+        <input id={ids.desc} {...invalid('description')} value={description} maxLength={1000} placeholder="e.g. Claude Desktop on Ana's laptop, docs repo" onInput={(e) => setDescription(e.currentTarget.value)} />
 
         <fieldset class="scopes-choice">
           <legend>Scopes (defaults for {TYPE_LABEL[type]} are ticked)</legend>
@@ -370,11 +371,11 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
               </span>
             </label>
             <label for={ids.confirmProject}>Type the project id again to confirm</label>
-            <input id={ids.confirmProject} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
+            <input id={ids.confirmProject} {...invalid('confirm_project_id')} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
           </fieldset>
         )}
 
-        <ErrorNote error={error} />
+        <ErrorNote error={error} id={ids.error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel
