@@ -99,6 +99,12 @@ function buildAjv(coerce: boolean): Ajv {
 /** Errors of reaching Postgres at all (network, DNS, TLS, login, a database that cannot be used), as opposed to a failed statement. */
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE', '28P01', '28000', '3D000', '57P03', '53300']);
 
+/** The database (3D000) or its tables (42P01) are not there yet: a first start, which creates them. */
+function isFirstStart(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === '3D000' || code === '42P01';
+}
+
 function isConnectError(err: unknown): boolean {
   const e = err as { code?: unknown; syscall?: unknown; message?: unknown };
   if (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) return true;
@@ -195,7 +201,7 @@ export async function precheckHashSecret(config: Config): Promise<void> {
     } catch (err) {
       // Postgres unreachable: this start cannot succeed, so it stops here too, before the flags sync, as
       // buildApp would after it. A database or table not there yet (a first start) is buildApp's to make.
-      if (isConnectError(err)) throw postgresStartError('DATABASE_URL', config.databaseUrl, err);
+      if (isConnectError(err) && !isFirstStart(err)) throw postgresStartError('DATABASE_URL', config.databaseUrl, err);
       return;
     }
     existingSecret(config, settings);

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
+import { buildApp, precheckHashSecret } from '../../src/app.js';
 import { ConfigError } from '../../src/config.js';
 import { hashSecretFingerprint } from '../../src/tokens/secret-fingerprint.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
@@ -125,6 +125,18 @@ describe('start-up errors name the setting at fault', () => {
     );
     expect(err?.message).toMatch(/^cannot connect to Postgres at 127\.0\.0\.1:5439, database killswitch, user killswitch \(DATABASE_URL\): .*ECONNREFUSED/);
     expect(err?.message).not.toContain('pw-never-shown');
+  });
+
+  it('the check before the flags sync lets a first start through: a database not there yet is created by the start, not refused', async () => {
+    const t = await database();
+    const absent = new URL(t.config().databaseUrl);
+    absent.pathname = `/${t.name}_first`;
+    await expect(precheckHashSecret(t.config({ databaseUrl: absent.toString() }))).resolves.toBeUndefined();
+    const app = await buildApp(t.config({ databaseUrl: absent.toString() }), { logStream: new LogCapture() });
+    await app.close();
+    await t.pool().query(`DROP DATABASE IF EXISTS "${t.name}_first" WITH (FORCE)`);
+    // An unreachable Postgres still stops it there, named.
+    await expect(precheckHashSecret(t.config({ databaseUrl: 'postgres://127.0.0.1:5439/killswitch' }))).rejects.toThrow(/^cannot connect to Postgres at 127\.0\.0\.1:5439, database killswitch \(DATABASE_URL\)/);
   });
 
   it('UNLEASH_API_TOKEN of another environment is refused before anything connects', async () => {
