@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CredentialEnded } from '../audit/rows.js';
 import { AppError } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
@@ -131,7 +132,11 @@ export class ResultService {
 
 /** What identifies a report: the fields that decide its outcome and its RESULT row. */
 function reportKey(r: ResultBody): string {
-  return JSON.stringify([r.status, r.duration_ms, r.result_bytes, r.rows ?? null, r.error ?? null, r.summary ?? null]);
+  // A digest: the report is kept in Redis until the decision expires, and its error and summary are the
+  // gateway's text, unredacted (the RESULT row holds them masked).
+  return createHash('sha256')
+    .update(JSON.stringify([r.status, r.duration_ms, r.result_bytes, r.rows ?? null, r.error ?? null, r.summary ?? null]))
+    .digest('base64url');
 }
 
 function repeatOf(decisionId: string, report: string, earlier: string): ResultAnswer {

@@ -312,10 +312,13 @@ describe('POST /v1/decisions', () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);
     const small = await gw.decide(tok.raw, { ...read('one.txt'), session_id: s.session_id });
-    const report = { status: 'success', duration_ms: 3, result_bytes: 300 };
+    const secret = 'postgres://app:hunter2-in-the-summary@db.internal/app';
+    const report = { status: 'success', duration_ms: 3, result_bytes: 300, summary: `read ${secret}` };
     const first = await gw.result(tok.raw, small.decision_id, report);
     expect(first.json()).toMatchObject({ recorded: true, action: 'none' });
     expect(first.json().repeated).toBeUndefined();
+    // What a retry is compared with is kept in Redis as a digest: the gateway's text, unredacted, is not.
+    expect(await app.ctx.redis.redis.get(app.ctx.redis.key('dr', small.decision_id))).not.toContain('hunter2');
     // Its keys now only serve a retry of this report: kept minutes, not the hour an allow's keys live.
     const r = app.ctx.redis;
     for (const k of [r.key('d', small.decision_id), r.key('dr', small.decision_id)]) {
@@ -343,6 +346,9 @@ describe('POST /v1/decisions', () => {
     expect(retried.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT', repeated: true });
     await app.ctx.audit.writer.flush();
     expect((await intentRows(small.decision_id)).map((r: { kind: string }) => r.kind)).toEqual(['INTENT', 'RESULT']);
+    // The gateway's summary is in the RESULT row, masked.
+    const summary = (await t.pool().query(`SELECT details->>'summary' AS s FROM audit_events WHERE decision_id = $1 AND kind = 'RESULT'`, [small.decision_id])).rows[0].s as string;
+    expect(summary).toMatch(/^read postgres:\/\/app:\S*REDACTED\S*@db\.internal\/app$/);
     expect((await intentRows(big.decision_id)).map((r: { kind: string }) => r.kind)).toEqual(['INTENT', 'RESULT']);
     const { rows } = await t.pool().query('SELECT count(*)::int AS n FROM session_halts WHERE session_id = $1', [s.session_id]);
     expect(rows[0].n).toBe(1);
