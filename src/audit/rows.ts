@@ -23,6 +23,8 @@ export interface CallResult {
   result_bytes?: number | undefined;
   rows?: number | undefined;
   error?: string | undefined;
+  /** The gateway's own summary of the result (kept masked in `details.summary`). */
+  summary?: string | undefined;
 }
 
 /** An after-call trigger that fired on the result (large result, max rows, max execution time). */
@@ -224,6 +226,7 @@ export function resultRow(source: CallContext | ResultSource, result: CallResult
   const s = isCallContext(source) ? resultSourceOf(source) : source;
   const details: Record<string, unknown> = {};
   if (result.error) details['error'] = redactText(result.error);
+  if (result.summary) details['summary'] = redactText(result.summary);
   if (outcome?.halt) details['halt'] = outcome.halt;
   if (credentialEnded) details['credential_ended'] = credentialEnded;
   return makeEvent({

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { RaiseAlert } from '../alerts/service.js';
 import type { Alert } from '../alerts/store.js';
 import { approvalRoutes, createApprovalSteps, startApprovals } from '../approvals/index.js';
-import { intentRow, resultRow, uncheckedIntentRow } from '../audit/rows.js';
+import { type CallResult, intentRow, resultRow, uncheckedIntentRow } from '../audit/rows.js';
 import type { AppContext } from '../context.js';
 import { createFlagStep } from '../flags/step.js';
 import { grantRoutes } from '../grants/routes.js';
@@ -293,9 +293,10 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       return { id: sessionId, state: 'halted', trigger, last_calls: await ctx.sessions.lastCalls(sessionId, 3).catch(() => []) };
     },
     recordResult({ decisionId, agent, gateway, meta, result, trigger, credentialEnded }) {
-      const callResult: { status: string; duration_ms: number; result_bytes: number; rows?: number; error?: string } = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
+      const callResult: CallResult = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
       if (result.rows !== undefined) callResult.rows = result.rows;
       if (result.error !== undefined) callResult.error = result.error;
+      if (result.summary !== undefined) callResult.summary = result.summary;
       ctx.audit.enqueue(
         resultRow(
           { decisionId, agent, gateway, server: meta.server, tool: meta.tool, capability: meta.capability, sessionId: meta.sessionId },
