@@ -92,7 +92,8 @@ export class Spool {
 
   /** Opens the first free slot for this database in dir (creating dir). Throws when dir is unusable. */
   static async acquire(dir: string, database: string): Promise<Spool> {
-    await mkdir(dir, { recursive: true });
+    // Spooled rows carry (masked) call arguments: only the control plane's user reads them.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const base = spoolBaseName(database);
     for (let slot = 0; slot < MAX_SLOTS; slot++) {
       const path = slotPath(dir, base, slot);
@@ -126,7 +127,9 @@ export class Spool {
     let handle: FileHandle | undefined;
     let spool: Spool | undefined;
     try {
-      handle = await open(path, 'a+');
+      handle = await open(path, 'a+', 0o600);
+      // A file an earlier version created readable by everyone (0644) is narrowed too.
+      await handle.chmod(0o600).catch(() => {});
       spool = new Spool(path, handle);
       await spool.recover();
       // The directory entry of a new file must be durable too.

@@ -175,7 +175,7 @@ export class FlagBackup implements StorageProvider<ClientFeaturesResponse> {
   private writeFileCopy(body: string, confirmedAtMs?: number): void {
     this.writing = this.writing.then(async () => {
       try {
-        await mkdir(join(this.path, '..'), { recursive: true });
+        await mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 });
         const tmp = `${this.path}.${process.pid}.tmp`;
         await writeFile(tmp, body);
         if (confirmedAtMs !== undefined) await utimes(tmp, new Date(confirmedAtMs), new Date(confirmedAtMs));

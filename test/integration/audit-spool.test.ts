@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readFile, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -65,6 +65,8 @@ describe('spool', () => {
     expect(writer.spoolSize).toBe(121); // CHAIN_START + 120
     const file = join(dir, `${spoolBaseName(ctx.name)}.jsonl`);
     expect((await readFile(file, 'utf8')).trim().split('\n')).toHaveLength(121);
+    // Spooled rows carry call arguments: readable by the control plane's user only.
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
     const replicaId = writer.replicaId!;
     expect(await chainRows(replicaId)).toHaveLength(0);
 
@@ -159,7 +161,13 @@ describe('spool', () => {
     await proxy.up();
     const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
     // A writer in slot 1 appended 3 rows, then crashed halfway through a 4th.
+    // A file an earlier version left readable by everyone is narrowed when it is opened; a new directory is the user's only.
+    const fresh = join(dir, 'new-data-dir');
+    await writeFile(join(dir, `${spoolBaseName(ctx.name)}.jsonl`), '', { mode: 0o644 });
     const slot0 = await Spool.acquire(dir, ctx.name);
+    expect((await stat(slot0.path)).mode & 0o777).toBe(0o600);
+    await (await Spool.acquire(fresh, ctx.name)).release();
+    expect((await stat(fresh)).mode & 0o777).toBe(0o700);
     const slot1 = await Spool.acquire(dir, ctx.name);
     expect(slot1.path).toMatch(/\.1\.jsonl$/);
     const source = await openWriter(dir, 'postgres://postgres@127.0.0.1:1/nowhere');
