@@ -61,6 +61,31 @@ export function resultAnswerProblem(answer: unknown, decisionId: string): string
   return undefined;
 }
 
+/** Why a 2xx body is not a session the control plane opened, or undefined. */
+export function sessionProblem(answer: unknown): string | undefined {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) return 'not a JSON object';
+  const a = answer as Record<string, unknown>;
+  if (typeof a['session_id'] !== 'string' || a['session_id'] === '') return 'session_id is missing';
+  return undefined;
+}
+
+/** Why a 2xx body is not the answer to a tool report, or undefined: nothing is listed on any other. */
+export function toolReportProblem(answer: unknown): string | undefined {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) return 'not a JSON object';
+  const servers = (answer as Record<string, unknown>)['servers'];
+  if (!Array.isArray(servers)) return 'servers is not a list';
+  for (const [i, s] of servers.entries()) {
+    if (s === null || typeof s !== 'object' || typeof s.name !== 'string' || !Array.isArray(s.tools)) return `servers[${i}] has no name or no list of tools`;
+    for (const [j, t] of (s.tools as unknown[]).entries()) {
+      const tool = t as Record<string, unknown> | null;
+      if (tool === null || typeof tool !== 'object' || typeof tool['name'] !== 'string' || typeof tool['hash'] !== 'string' || typeof tool['callable'] !== 'boolean') {
+        return `servers[${i}].tools[${j}] lacks a name, hash or callable`;
+      }
+    }
+  }
+  return undefined;
+}
+
 export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
 
 /**
@@ -126,8 +151,12 @@ export class ControlPlaneClient {
     return this.opts.timeoutMs;
   }
 
-  openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
-    return this.post<SessionAnswer>('/v1/sessions', agentToken, scope);
+  async openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
+    const answer = await this.post<unknown>('/v1/sessions', agentToken, scope);
+    const problem = sessionProblem(answer);
+    // Whatever answered (a proxy, a wrong URL) opened nothing: every call would be refused for another reason.
+    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/sessions is not a session (${problem})`);
+    return answer as SessionAnswer;
   }
 
   /**
@@ -138,8 +167,11 @@ export class ControlPlaneClient {
     return this.send('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
   }
 
-  reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
-    return this.post<ToolReportAnswer>('/v1/gateway/tools', agentToken, { servers });
+  async reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
+    const answer = await this.post<unknown>('/v1/gateway/tools', agentToken, { servers });
+    const problem = toolReportProblem(answer);
+    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/gateway/tools is not a tool report answer (${problem})`);
+    return answer as ToolReportAnswer;
   }
 
   async decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {

@@ -105,6 +105,34 @@ describe('control plane unavailable', () => {
     }
   });
 
+  it('a 2xx answer to /sessions or /gateway/tools that is not the control plane\'s ({"ok":true} from a proxy) is DEPENDENCY_UNAVAILABLE, logged, not a TypeError', async () => {
+    const asked: string[] = [];
+    const impostor = createHttpServer((req, res) => {
+      asked.push(req.url ?? '');
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ ok: true }));
+      });
+    });
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { log, lines } = capturedLog();
+      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000, log);
+      await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools without the control plane \(the answer to \/v1\/gateway\/tools is not a tool report answer \(servers is not a list\)\)/);
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'could not list tools: the control plane did not answer the tool report', err: expect.stringContaining('servers is not a list') }));
+      const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
+      expect(r.isError).toBe(true);
+      expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: the answer to \/v1\/sessions is not a session \(session_id is missing\)/);
+      // No decision was asked for with a session that was never opened.
+      expect(asked).not.toContain('/v1/decisions');
+      expect(existsSync(memoryFile)).toBe(false);
+    } finally {
+      impostor.closeAllConnections();
+      await new Promise<void>((r) => impostor.close(() => r()));
+    }
+  });
+
   it('a 2xx answer to /result that is not the result answer for this decision withholds the result', async () => {
     // Every answer but the last is a 2xx that does not say "recorded, action none|withhold_and_halt" for
     // the decision just reported: a proxy, a wrong URL, another decision, an action this gateway does not know.
