@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { CredentialEnded } from '../audit/rows.js';
-import { AppError, unauthenticated } from '../errors.js';
-import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { AppError } from '../errors.js';
+import { agentRefused, agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { requireShallow } from '../http/json-depth.js';
 import { ErrorBody } from '../http/schemas.js';
 import { type AgentPrincipal, CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
@@ -45,13 +45,14 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const denialLog = new DenialLogBudget();
 
   async function agentOf(req: FastifyRequest): Promise<AgentPrincipal | 'unavailable'> {
+    const raw = agentTokenHeader(req);
     try {
-      const principal = await ctx.auth.authenticate(agentTokenHeader(req));
-      if (principal.kind !== 'agent') throw unauthenticated();
+      const principal = await ctx.auth.authenticate(raw);
+      if (principal.kind !== 'agent') throw agentRefused(undefined, raw);
       return principal;
     } catch (err) {
       if (err instanceof CredentialStoreUnavailable) return 'unavailable';
-      throw err;
+      throw agentRefused(err, raw);
     }
   }
 

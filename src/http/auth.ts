@@ -6,6 +6,7 @@ import type { AgentPrincipal, Authenticator, GatewayPrincipal, OperatorPrincipal
 import { CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
 import { type CredentialKind, parseCredential } from '../tokens/format.js';
 import type { OperatorRole } from '../tokens/store.js';
+import { agentTokenProblem, gatewayKeyProblem, unauthenticatedSaying } from './credential-hints.js';
 import { headerCount, repeatedHeaderProblem } from './repeated-header.js';
 
 declare module 'fastify' {
@@ -51,9 +52,20 @@ async function authenticateOrUnavailable(auth: Authenticator, raw: string | unde
 
 /** The agent token of X-Agent-Token (or `raw`): 401 unless it is one, 503 while the credential store is unavailable. */
 export async function authenticateAgent(auth: Authenticator, raw: string | undefined): Promise<AgentPrincipal> {
-  const principal = await authenticateOrUnavailable(auth, raw);
-  if (principal.kind !== 'agent') throw unauthenticated();
+  let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
+  try {
+    principal = await authenticateOrUnavailable(auth, raw);
+  } catch (err) {
+    throw agentRefused(err, raw);
+  }
+  if (principal.kind !== 'agent') throw agentRefused(undefined, raw);
   return principal;
+}
+
+/** A 401 of an agent token (X-Agent-Token) saying what is wrong with the header; other errors as they are. */
+export function agentRefused(err: unknown, raw: string | undefined): unknown {
+  if (err !== undefined && !(err instanceof AppError && err.code === 'UNAUTHENTICATED')) return err;
+  return unauthenticatedSaying(err, (refusal) => agentTokenProblem(raw, refusal));
 }
 
 /**
@@ -89,8 +101,15 @@ export function canSeeProject(op: OperatorPrincipal, projectId: string): boolean
 /** preHandler for gateway routes: a gateway key as Bearer. The agent token is checked by each route. */
 export function requireGateway(auth: Authenticator) {
   return async (req: FastifyRequest, _reply: FastifyReply) => {
-    const principal = await authenticateOrUnavailable(auth, bearer(req));
-    if (principal.kind !== 'gateway') throw unauthenticated();
+    const header = req.headers.authorization;
+    let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
+    try {
+      principal = await authenticateOrUnavailable(auth, bearer(req));
+    } catch (err) {
+      if (!(err instanceof AppError && err.code === 'UNAUTHENTICATED')) throw err;
+      throw unauthenticatedSaying(err, () => gatewayKeyProblem(header));
+    }
+    if (principal.kind !== 'gateway') throw unauthenticatedSaying(undefined, () => gatewayKeyProblem(header));
     req.gateway = principal;
   };
 }

@@ -1,7 +1,7 @@
 import { hash as digest } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Pool } from '../db/pool.js';
-import { unauthenticated } from '../errors.js';
+import { type AppError, unauthenticated } from '../errors.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type CredentialKind, hashCredential, parseCredential, sameHash, type TokenType } from './format.js';
 import { type CredentialTable, credentialStore, type Environment, type OperatorRole } from './store.js';
@@ -82,8 +82,8 @@ export function refusalOf(err: unknown): CredentialRefusal | undefined {
 }
 
 /** The 401 error Authenticator.authenticate throws for `refusal` (refusalOf reads it back). */
-export function refused(refusal: CredentialRefusal): Error {
-  const err = unauthenticated();
+export function refused(refusal: CredentialRefusal, message?: string): AppError {
+  const err = unauthenticated(message);
   refusals.set(err, refusal);
   return err;
 }

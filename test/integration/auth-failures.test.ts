@@ -36,7 +36,9 @@ describe('refused credentials leave a trace', () => {
     await app.inject({ method: 'POST', url: `/v1/keys/${tok.id}/revoke`, headers: bearer(gw.owner), payload: { reason: 'test' } });
 
     const use = () => app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers(tok.raw), payload: { ...read('a.md'), session_id: s.session_id } });
-    expect((await use()).statusCode).toBe(401);
+    const refusedUse = await use();
+    expect(refusedUse.statusCode).toBe(401);
+    expect(refusedUse.json().error.message).toBe('The agent token is revoked: ask an operator for a token (docs/tokens.md).');
     const rows = await failures();
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
@@ -57,5 +59,41 @@ describe('refused credentials leave a trace', () => {
     const unknown = await app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers('mcp_rw_AbCdEfGhIjKlMnOpQrStUv123456'), payload: { ...read('a.md'), session_id: s.session_id } });
     expect(unknown.statusCode).toBe(401);
     expect(await failures()).toHaveLength(1);
+  });
+});
+
+describe('a 401 on a gateway route says which header is wrong and what it holds (gateway integrator review)', () => {
+  const cases = (agent: string, viewer: string): Array<[string, Record<string, string>, string]> => [
+    ['no Authorization', { 'x-agent-token': agent }, 'Missing credential: send the gateway key as "Authorization: Bearer ksgw_..." and the agent token in X-Agent-Token.'],
+    ['the gateway key without Bearer', { authorization: gw.gatewayKey, 'x-agent-token': agent }, 'Authorization must be "Authorization: Bearer ksgw_...": the word Bearer, a space, then the gateway key.'],
+    ['the two swapped', { authorization: `Bearer ${agent}`, 'x-agent-token': gw.gatewayKey }, 'Authorization holds an agent token: it takes the gateway key ("Authorization: Bearer ksgw_..."); the agent token goes in X-Agent-Token.'],
+    ['an operator key as Bearer', { authorization: `Bearer ${viewer}`, 'x-agent-token': agent }, 'Authorization holds an operator key: gateway routes take a gateway key ("Authorization: Bearer ksgw_..."); operator keys are for the admin API.'],
+    ['a mistyped gateway key', { authorization: `Bearer ${gw.gatewayKey.slice(0, -1)}`, 'x-agent-token': agent }, 'Authorization does not hold a gateway key: one starts ksgw_ and is checked by its last characters (a character missing, added or changed?).'],
+    ['no X-Agent-Token', { authorization: `Bearer ${gw.gatewayKey}` }, 'Missing X-Agent-Token: send the agent token alone (mcp_ro_..., mcp_rw_... or mcp_admin_...) in it, beside the gateway key in Authorization.'],
+    ['X-Agent-Token with Bearer', { ...gw.headers(`Bearer ${agent}`) }, 'X-Agent-Token holds "Bearer ...": send the agent token alone (mcp_ro_..., mcp_rw_... or mcp_admin_...), without the word Bearer.'],
+    ['the gateway key in X-Agent-Token', gw.headers(gw.gatewayKey), 'X-Agent-Token holds a gateway key: it takes the agent token (mcp_...); the gateway key goes in Authorization.'],
+    ['an operator key in X-Agent-Token', gw.headers(viewer), 'X-Agent-Token holds an operator key: it takes an agent token (mcp_...); operator keys are for the admin API.'],
+    ['a mistyped agent token', gw.headers(`${agent}x`), 'X-Agent-Token does not hold an agent token: one starts mcp_ro_, mcp_rw_ or mcp_admin_ and is checked by its last characters (a character missing, added or changed?).'],
+  ];
+
+  it('on POST /v1/sessions and POST /v1/decisions, for each mistake an integrator makes', async () => {
+    const tok = await gw.token('ro');
+    const viewer = await t.operatorKey(app, 'viewer');
+    for (const [what, headers, message] of cases(tok.raw, viewer)) {
+      for (const [url, payload] of [
+        ['/v1/sessions', {}],
+        ['/v1/decisions', { ...read('a.md'), session_id: '0192f0c1-0000-7000-8000-000000000001' }],
+      ] as const) {
+        const res = await app.inject({ method: 'POST', url, headers, payload });
+        expect(res.statusCode, `${what} on ${url}`).toBe(401);
+        expect(res.json().error, `${what} on ${url}`).toMatchObject({ code: 'UNAUTHENTICATED', message });
+      }
+    }
+    // A revoked gateway key: told apart from an unknown one only in the audit trail (nothing was accepted yet).
+    const created = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'hint test' } });
+    expect(created.statusCode, created.body).toBe(201);
+    await app.inject({ method: 'POST', url: `/v1/gateway-keys/${created.json().gateway_key.id}/revoke`, headers: bearer(gw.owner), payload: {} });
+    const revoked = await app.inject({ method: 'POST', url: '/v1/sessions', headers: { authorization: `Bearer ${created.json().key}`, 'x-agent-token': tok.raw }, payload: {} });
+    expect(revoked.json().error.message).toBe('The gateway key is unknown, revoked or expired: an operator lists and creates gateway keys (GET and POST /v1/gateway-keys, docs/gateway.md).');
   });
 });
