@@ -50,6 +50,12 @@ export interface WitnessResult extends Witness {
   detail: string;
 }
 
+export interface OpenChain {
+  replica_id: string;
+  last_seq: number;
+  last_ts: string;
+}
+
 /** A retention anchor that retention cannot have made: rows were removed under cover of it. */
 export interface SuspiciousAnchor {
   replica_id: string;
@@ -82,8 +88,16 @@ export interface VerifyReport {
   ok: boolean;
   chains: number;
   rows: number;
-  /** The first broken row of every chain that has one. */
+  /** Rows that do not verify (a missing run of rows counts once). */
+  broken_rows: number;
+  /** Every break of every chain (up to MAX_BREAKS_LISTED a chain, then one line saying how many more). */
   broken: ChainBreak[];
+  /**
+   * Chains whose last row is not a CHAIN_END: still being written, or their process stopped without shutting
+   * down (a crash, kill -9), or written by a version before 2026-12-06. Rows appended to such a chain's end
+   * are found only against a witness of its head; not a failure by itself.
+   */
+  open: OpenChain[];
   /** The last row of every chain: record these elsewhere to detect a truncated tail later. */
   heads: ChainHead[];
   /** The witnessed positions asked about (`audit verify --expect`, `--witnesses`), each checked. */
@@ -134,6 +148,7 @@ export function parseWitnessFile(text: string): Witness[] {
 }
 
 const PAGE = 5_000;
+const MAX_BREAKS_LISTED = 100;
 const DAY_MS = 86_400_000;
 
 /**
@@ -150,12 +165,16 @@ export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<Veri
   const chains = await auditStore.chainSummaries(pool);
   const anchorRows = await auditStore.anchors(pool);
   const anchors = new Map(anchorRows.map((a) => [`${a.replica_id}:${a.seq}`, a.hash]));
-  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken: [], heads: [], witnesses: [], suspicious: [], unwitnessed: [] };
+  const report: VerifyReport = { ok: true, chains: chains.length, rows: 0, broken_rows: 0, broken: [], heads: [], open: [], witnesses: [], suspicious: [], unwitnessed: [] };
   // Witnessed positions by "replica_id:seq": the walk below records the hash it finds at each.
   const wanted = new Map<string, string | null>();
   for (const w of witnesses) wanted.set(`${w.replica_id}:${w.seq}`, null);
   const anchoredSeqs = new Map<string, number[]>();
-  for (const a of anchorRows) anchoredSeqs.set(a.replica_id, [...(anchoredSeqs.get(a.replica_id) ?? []), a.seq]);
+  for (const a of anchorRows) {
+    const seqs = anchoredSeqs.get(a.replica_id);
+    if (seqs) seqs.push(a.seq);
+    else anchoredSeqs.set(a.replica_id, [a.seq]);
+  }
   for (const chain of chains) {
     let expectedPrev: string | undefined;
     if (chain.min_seq === 1) expectedPrev = GENESIS;
@@ -172,6 +191,19 @@ export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<Veri
     if (!broken && inside.length > 0) {
       broken = { replica_id: chain.replica_id, seq: Math.min(...inside), id: null, reason: `a retention anchor at seq ${Math.min(...inside)} lies inside the rows the chain still has (from seq ${chain.min_seq}): anchors were added outside retention` };
     }
+    // Walked to the end even after a break, so the report says how far the damage goes: after each
+    // break the walk takes the row as it stands (its seq and stored hash) and checks the rest against it.
+    const breaks: ChainBreak[] = broken ? [broken] : [];
+    const add = (b: ChainBreak) => {
+      // A second row at a taken seq is named by both its rows: one break.
+      const prior = breaks[breaks.length - 1];
+      if (prior && prior.seq === b.seq && prior.reason === b.reason) return;
+      breaks.push(b);
+    };
+    let ended: ChainRow | undefined;
+    // After two rows at one seq, the next row may link to either: which one is genuine, its link says.
+    let otherPrev: string | undefined;
+    let prevTs = Number.NEGATIVE_INFINITY;
     while (!broken) {
       const rows = await auditStore.chainPage(pool, chain.replica_id, last ?? null, chain.max_seq, PAGE);
       for (let i = 0; i < rows.length; i++) {
@@ -181,19 +213,22 @@ export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<Veri
         let reason: string | undefined;
         if (last && row.seq === last.seq) reason = twice(row.seq, last.id, row.id);
         else if (row.seq !== prevSeq + 1) reason = `rows with seq ${prevSeq + 1}..${row.seq - 1} are missing before this row`;
-        else if (row.prev_hash !== expectedPrev) reason = "prev_hash does not match the previous row's hash";
+        else if (ended) reason = `it comes after the chain's CHAIN_END (seq ${ended.seq}, ${ended.ts.toISOString()}): its writer had closed the chain, so the row was added to it later`;
+        else if (row.ts.getTime() < prevTs) reason = `its ts (${row.ts.toISOString()}) is earlier than the previous row's (${new Date(prevTs).toISOString()}); a chain's writer never goes back in time, so the row was added to the chain later`;
+        else if (row.prev_hash !== expectedPrev && row.prev_hash !== otherPrev) reason = "prev_hash does not match the previous row's hash";
         else if (rowHash(row.prev_hash, row) !== row.hash) reason = "hash does not match the row's content: the row was modified";
         // A row inserted at a taken seq may sort first (an earlier ts): name the duplicate, not just the bad link.
         const next = rows[i + 1];
         if (reason && next?.seq === row.seq) reason = twice(row.seq, row.id, next.id);
-        if (reason) {
-          broken = { replica_id: chain.replica_id, seq: row.seq, id: row.id, reason };
-          break;
-        }
+        if (reason) add({ replica_id: chain.replica_id, seq: row.seq, id: row.id, reason });
+        if (row.kind === 'CHAIN_END') ended ??= row;
+        const again = last !== undefined && row.seq === last.seq;
+        otherPrev = again ? last!.hash : undefined;
+        prevTs = again ? Math.min(prevTs, row.ts.getTime()) : row.ts.getTime();
         prevSeq = row.seq;
         expectedPrev = row.hash;
         last = row;
-        if (wanted.size > 0) {
+        if (wanted.size > 0 && !reason) {
           const key = `${row.replica_id}:${row.seq}`;
           if (wanted.has(key)) wanted.set(key, row.hash);
         }
@@ -201,17 +236,22 @@ export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<Veri
       if (rows.length < PAGE) break;
     }
     if (!broken && walked !== chain.rows) {
-      broken = {
+      add({
         replica_id: chain.replica_id,
         seq: last?.seq ?? chain.min_seq,
         id: null,
         reason: `the chain has ${chain.rows} rows up to seq ${chain.max_seq} but ${walked} were verified: rows were skipped, or added or removed while verifying`,
-      };
+      });
     }
-    if (broken) {
+    if (breaks.length > 0) {
       report.ok = false;
-      report.broken.push(broken);
+      report.broken.push(...breaks.slice(0, MAX_BREAKS_LISTED));
+      if (breaks.length > MAX_BREAKS_LISTED) {
+        report.broken.push({ replica_id: chain.replica_id, seq: breaks[MAX_BREAKS_LISTED]!.seq, id: null, reason: `and ${breaks.length - MAX_BREAKS_LISTED} more breaks in this chain from here on` });
+      }
+      report.broken_rows += breaks.length;
     }
+    if (last && !ended) report.open.push({ replica_id: chain.replica_id, last_seq: last.seq, last_ts: last.ts.toISOString() });
     if (last) report.heads.push({ replica_id: last.replica_id, seq: last.seq, hash: last.hash, ts: last.ts.toISOString() });
   }
   const now = (opts.now ?? new Date()).getTime();

@@ -66,7 +66,7 @@ export function formatVerifyReport(report: VerifyReport, databaseUrl?: string, s
     nothingVerified(report)
       ? 'NOTHING VERIFIED: the database has no audit rows. A control plane that has run writes them (every decision, every operator action): this is not the database your control plane writes to (set DATABASE_URL to it), or every audit row was removed'
       : '',
-    report.broken.length > 0 ? `BROKEN (${report.broken.length} chains)` : '',
+    report.broken.length > 0 ? `BROKEN (${new Set(report.broken.map((b) => b.replica_id)).size} chains, ${report.broken_rows} rows)` : '',
     report.suspicious.length > 0 ? `SUSPICIOUS (${report.suspicious.length} retention anchors)` : '',
     report.unwitnessed.length > 0 ? `UNWITNESSED (${report.unwitnessed.length} chains)` : '',
     badWitnesses > 0 ? `${badWitnesses} witnessed positions do not verify` : '',
@@ -82,6 +82,14 @@ export function formatVerifyReport(report: VerifyReport, databaseUrl?: string, s
     );
   }
   for (const w of report.witnesses) lines.push(`  witnessed ${w.replica_id}:${w.seq}: ${w.result.toUpperCase()}: ${w.detail}`);
+  if (report.open.length > 0) {
+    // Not a failure: a live replica's chain is open, and so is one whose process was killed.
+    lines.push(
+      `  ${report.open.length} chains have no CHAIN_END (being written, or their process stopped without shutting down): rows appended to their end are found only with a witness (--witnesses):`,
+    );
+    for (const o of report.open.slice(0, 20)) lines.push(`    open chain replica_id=${o.replica_id} ends at seq ${o.last_seq} (${o.last_ts})`);
+    if (report.open.length > 20) lines.push(`    and ${report.open.length - 20} more (--json lists them all)`);
+  }
   return `${lines.join('\n')}\n`;
 }
 

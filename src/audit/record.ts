@@ -1,7 +1,7 @@
 // The shape of one audit row, shared by the row builders, the writer, the hash chain and the store.
 // AUDIT_COLUMNS is the single list: the INSERT, the verifier's SELECT and the CSV export all follow it.
 
-export type AuditKind = 'INTENT' | 'RESULT' | 'ADMIN' | 'POLICY_RELOAD' | 'CHAIN_START' | (string & {});
+export type AuditKind = 'INTENT' | 'RESULT' | 'ADMIN' | 'POLICY_RELOAD' | 'CHAIN_START' | 'CHAIN_END' | (string & {});
 export type ActorType = 'mcp_token' | 'operator' | 'system';
 
 /** What a caller hands the writer: every column except the ones the writer assigns (id, ts, chain). */

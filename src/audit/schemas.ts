@@ -12,7 +12,7 @@ export const AuditEventSchema = Type.Object(
     ts: Timestamp,
     replica_id: Type.String({ description: 'The hash chain this row belongs to (one per writer lifetime).' }),
     seq: Type.Integer({ description: 'Position in its chain, from 1.' }),
-    kind: Type.String({ description: 'INTENT, RESULT, ADMIN, POLICY_RELOAD, CHAIN_START ...' }),
+    kind: Type.String({ description: 'INTENT, RESULT, ADMIN, POLICY_RELOAD, CHAIN_START, CHAIN_END ...' }),
     decision_id: Str,
     actor_type: Type.String({ description: 'mcp_token, operator or system.' }),
     actor_id: Str,
@@ -152,7 +152,11 @@ export const VerifyReportSchema = Type.Object({
   ok: Type.Boolean(),
   chains: Type.Integer(),
   rows: Type.Integer(),
-  broken: Type.Array(Type.Object({ replica_id: Type.String(), seq: Type.Integer(), id: Str, reason: Type.String() })),
+  broken_rows: Type.Integer({ description: 'rows that do not verify (a missing run of rows counts once)' }),
+  broken: Type.Array(Type.Object({ replica_id: Type.String(), seq: Type.Integer(), id: Str, reason: Type.String() }), { description: 'every break of every chain, up to 100 a chain' }),
+  open: Type.Array(Type.Object({ replica_id: Type.String(), last_seq: Type.Integer(), last_ts: Type.String() }), {
+    description: 'chains without a CHAIN_END row: being written, or their process stopped without shutting down; rows appended to their end are found only against a witness',
+  }),
   heads: Type.Array(Type.Object({ replica_id: Type.String(), seq: Type.Integer(), hash: Type.String(), ts: Type.String() })),
   suspicious: Type.Array(
     Type.Object({ replica_id: Type.String(), seq: Type.Integer(), cut_before: Type.String(), reason: Type.String() }, { description: 'a retention anchor retention cannot have made (docs/audit.md)' }),

@@ -264,6 +264,13 @@ export class AuditWriter {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    // The chain's last row says its writer closed it: a row appended after it later (the writer role can
+    // INSERT) is a break `audit verify` reports. Only a chain that exists or is about to.
+    if (this.chain || this.queue.length > 0) {
+      const end = makeEvent({ kind: 'CHAIN_END', actor_type: 'system', actor_id: 'audit-writer', details: { host: hostname(), pid: process.pid, reason: 'shutdown' } });
+      this.queue.push({ event: end, ts: this.nextTs(), queuedAt: performance.now() });
+      this.kick();
+    }
     await this.flush();
     if (this.diverting || this.orphans.length > 0) {
       this.replayDue = true;

@@ -215,10 +215,10 @@ describe('--witnesses: the shipped head log', () => {
     const report = await verify({ witnesses: file });
     expect(report.code).toBe(1);
     expect(report.output).toContain('UNWITNESSED (1 chains)');
-    expect(report.output).toContain(`UNWITNESSED chain replica_id=${plantedChain} seq 1..3 (3 rows`);
+    expect(report.output).toContain(`UNWITNESSED chain replica_id=${plantedChain} seq 1..4 (4 rows`);
     expect(report.output).not.toContain(`UNWITNESSED chain replica_id=${audit.writer.replicaId!}`);
     const json = JSON.parse((await verify({ witnesses: file, json: true })).output);
-    expect(json).toMatchObject({ verified: false, unwitnessed: [{ replica_id: plantedChain, rows: 3 }] });
+    expect(json).toMatchObject({ verified: false, unwitnessed: [{ replica_id: plantedChain, rows: 4 }] });
 
     // --expect beside --witnesses: a wrong hash is still a MISMATCH.
     const [, replica, seq] = /"audit_head":"([^:]+):(\d+):/.exec(heads.at(-1)!)!;
@@ -227,7 +227,7 @@ describe('--witnesses: the shipped head log', () => {
 
     // Naming the planted chain (a bare replica_id:seq:hash line) makes it witnessed.
     const plantedHead = (await chainRows(plantedChain)).at(-1)!;
-    await writeFile(file, [...heads, `${plantedChain}:3:${plantedHead.hash}`].join('\n'));
+    await writeFile(file, [...heads, `${plantedChain}:${plantedHead.seq}:${plantedHead.hash}`].join('\n'));
     expect((await verify({ witnesses: file })).code).toBe(0);
 
     // A file without a single chain position is a usage error, not a verdict.

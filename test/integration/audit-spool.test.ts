@@ -129,14 +129,14 @@ describe('spool', () => {
     for (const c of calls) await first.recordIntent(intentRow(c, allow));
     const replicaId = first.replicaId!;
     await first.close();
-    // What the shutdown's last line reports (audit_spool_rows): CHAIN_START and the 7 rows wait there.
-    expect(first.spoolSize).toBe(8);
+    // What the shutdown's last line reports (audit_spool_rows): CHAIN_START, the 7 rows and CHAIN_END wait there.
+    expect(first.spoolSize).toBe(9);
     expect(await chainRows(replicaId)).toHaveLength(0);
 
     await proxy.up();
     const second = await openWriter(dir);
     await until('the replay', () => second.spoolSize === 0);
-    expect((await chainRows(replicaId)).map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
+    expect((await chainRows(replicaId)).map((r) => r.decision_id).slice(1, -1)).toEqual(calls.map((c) => c.decisionId));
     expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 

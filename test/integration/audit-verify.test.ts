@@ -1,6 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import { describe, expect, it } from 'vitest';
-import { verifyChain } from '../../src/audit/chain.js';
+import { rowHash, verifyChain } from '../../src/audit/chain.js';
 import { formatVerifyReport } from '../../src/audit/commands.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
@@ -38,7 +38,7 @@ describe('verify: a second row at a seq the chain already has', () => {
   it('on a page edge (seq 5000, a later ts, a made-up hash) it breaks the chain, naming the replica and the seq', async () => {
     const replicaId = await writeChain(PAGE_EDGE + 100);
     const clean = await verifyChain(db, { retentionDays: 90 });
-    expect(clean).toMatchObject({ ok: true, rows: PAGE_EDGE + 101 });
+    expect(clean).toMatchObject({ ok: true, rows: PAGE_EDGE + 102 }); // CHAIN_START, the rows, CHAIN_END
 
     const forged = await insertSecondRowAt(replicaId, PAGE_EDGE, 1_000);
     const report = await verifyChain(db, { retentionDays: 90 });
@@ -56,5 +56,69 @@ describe('verify: a second row at a seq the chain already has', () => {
     const broken = report.broken.find((b) => b.replica_id === replicaId);
     expect(broken).toMatchObject({ seq: 10, id: forged.id });
     expect(broken!.reason).toMatch(/seq 10 appears twice/);
+  });
+});
+
+/**
+ * As the writer role can: a row appended after the chain's last one, linked to it and hashed as the writer
+ * would (the security review's forgery), its ts moved by `shiftMs` from the last row's.
+ */
+async function appendForged(replicaId: string, shiftMs: number): Promise<AuditRecord> {
+  const { rows } = await db.query<AuditRecord>('SELECT * FROM audit_events WHERE replica_id = $1 ORDER BY seq DESC LIMIT 1', [replicaId]);
+  const last = rows[0]!;
+  const template = (await db.query<AuditRecord>(`SELECT * FROM audit_events WHERE replica_id = $1 AND kind = 'INTENT' LIMIT 1`, [replicaId])).rows[0]!;
+  const forged: AuditRecord = { ...template, id: uuidv7(), seq: last.seq + 1, ts: new Date(last.ts.getTime() + shiftMs), prev_hash: last.hash, message: 'allowed (forged)', hash: '' };
+  forged.hash = rowHash(forged.prev_hash, forged);
+  expect(await auditStore.insertBatch(db, [forged])).toBe(1);
+  return forged;
+}
+
+describe('verify: rows added to a chain with a valid link and hash (security review)', () => {
+  it('a writer closing its chain writes CHAIN_END; a row appended after it is a break, although its link and hash are right', async () => {
+    const replicaId = await writeChain(5);
+    const kinds = (await db.query<{ kind: string }>('SELECT kind FROM audit_events WHERE replica_id = $1 ORDER BY seq', [replicaId])).rows.map((r) => r.kind);
+    expect(kinds).toEqual(['CHAIN_START', 'INTENT', 'INTENT', 'INTENT', 'INTENT', 'INTENT', 'CHAIN_END']);
+    let report = await verifyChain(db, { retentionDays: 90 });
+    expect(report.broken.filter((b) => b.replica_id === replicaId)).toEqual([]);
+    expect(report.open.map((o) => o.replica_id)).not.toContain(replicaId);
+
+    const forged = await appendForged(replicaId, 1_000);
+    report = await verifyChain(db, { retentionDays: 90 });
+    expect(report.ok).toBe(false);
+    expect(report.broken.filter((b) => b.replica_id === replicaId)).toEqual([
+      { replica_id: replicaId, seq: 8, id: forged.id, reason: expect.stringMatching(/^it comes after the chain's CHAIN_END \(seq 7, .*\): its writer had closed the chain, so the row was added to it later$/) },
+    ]);
+  });
+
+  it('a chain still open (no CHAIN_END) is listed as open, not broken; a back-dated row appended to it is a break', async () => {
+    const writer = await writers.open({ batchMax: 1_000 });
+    const first = callContext();
+    await writer.recordIntent(intentRow(first, allow));
+    await writer.recordIntent(intentRow(callContext(), allow));
+    const replicaId = writer.replicaId!;
+    let report = await verifyChain(db, { retentionDays: 90 });
+    expect(report.broken.filter((b) => b.replica_id === replicaId)).toEqual([]);
+    expect(report.open).toContainEqual({ replica_id: replicaId, last_seq: 3, last_ts: expect.any(String) });
+    expect(formatVerifyReport(report)).toContain(`open chain replica_id=${replicaId} ends at seq 3`);
+
+    const forged = await appendForged(replicaId, -60_000);
+    report = await verifyChain(db, { retentionDays: 90 });
+    expect(report.broken.filter((b) => b.replica_id === replicaId)).toEqual([
+      { replica_id: replicaId, seq: 4, id: forged.id, reason: expect.stringMatching(/^its ts \(.*\) is earlier than the previous row's \(.*\); a chain's writer never goes back in time, so the row was added to the chain later$/) },
+    ]);
+  });
+
+  it('every break of a chain is reported, not only the first, and how many rows do not verify', async () => {
+    const replicaId = await writeChain(40);
+    const a = await insertSecondRowAt(replicaId, 10, 1);
+    const b = await insertSecondRowAt(replicaId, 30, 1);
+    const report = await verifyChain(db, { retentionDays: 90 });
+    const breaks = report.broken.filter((x) => x.replica_id === replicaId);
+    expect(breaks.map((x) => [x.seq, x.id])).toEqual([
+      [10, a.id],
+      [30, b.id],
+    ]);
+    expect(report.broken_rows).toBeGreaterThanOrEqual(2);
+    expect(formatVerifyReport(report)).toMatch(/BROKEN \(\d+ chains, \d+ rows\)/);
   });
 });

@@ -31,7 +31,8 @@ describe('killswitch CLI: audit verify, and the chain-head witness lines of oper
       const { rows } = await own.pool().query<{ replica_id: string }>(`SELECT replica_id::text FROM audit_events WHERE action = 'operator_key.created'`);
       expect(rows).toHaveLength(1);
       const line = JSON.parse(res.stderr.split('\n').find((l) => l.includes('audit chain head')) ?? '{}');
-      expect(line).toMatchObject({ msg: 'audit chain head', replica_id: rows[0]!.replica_id, seq: 2, audit_head: expect.stringMatching(new RegExp(`^${rows[0]!.replica_id}:2:[0-9a-f]{64}$`)) });
+      // CHAIN_START, the key's row, CHAIN_END.
+      expect(line).toMatchObject({ msg: 'audit chain head', replica_id: rows[0]!.replica_id, seq: 3, audit_head: expect.stringMatching(new RegExp(`^${rows[0]!.replica_id}:3:[0-9a-f]{64}$`)) });
 
       const file = resolve(tmpdir(), `${own.name}-cli-stderr.log`);
       writeFileSync(file, res.stderr);
@@ -39,7 +40,7 @@ describe('killswitch CLI: audit verify, and the chain-head witness lines of oper
       expect(verify.code, verify.stdout + verify.stderr).toBe(0);
       const report = JSON.parse(verify.stdout);
       expect(report.unwitnessed).toEqual([]);
-      expect(report.witnesses).toMatchObject([{ replica_id: rows[0]!.replica_id, seq: 2, result: 'ok' }]);
+      expect(report.witnesses).toMatchObject([{ replica_id: rows[0]!.replica_id, seq: 3, result: 'ok' }]);
     } finally {
       await own.teardown();
     }
