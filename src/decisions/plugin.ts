@@ -160,7 +160,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   ctx.grants = new GrantService(ctx.pool, ctx.redis, ctx.config.grantMaxSeconds);
   await ctx.grants.start();
   ctx.closers.push(() => ctx.grants.stop());
-  ctx.callability = new Callability(ctx.policy);
+  ctx.callability = new Callability(ctx.policy, ctx.grants);
   ctx.approvals = await startApprovals(ctx);
   // Kills before the steps: the gate step reads ctx.kills.
   await killsPlugin(app);

@@ -185,6 +185,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         servers: req.body.servers.map((s) => {
           // By hash, not name: a report may hold two definitions of one name (the second is changed).
           const byHash = new Map(s.tools.map((t) => [toolHash(t), t]));
+          const identities = reportedNetworkIdentities(s.identity);
           return {
             name: s.name,
             in_policy: ctx.callability.knowsServer(s.name),
@@ -193,7 +194,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
               .map((r) => {
                 if (r.refusal) return { name: r.tool, hash: r.hash, status: r.status, callable: false, capability: null, reason: r.refusal };
                 const def = byHash.get(r.hash);
-                const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations);
+                const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations, identities);
                 const out: { name: string; hash: string; status: string; callable: boolean; capability: Capability | null; reason?: string } = {
                   name: r.tool,
                   hash: r.hash,

@@ -363,6 +363,32 @@ describe('upstream identity', () => {
   });
 });
 
+describe('a server that reaches production (integrator review: listed, then the first call halted the token)', () => {
+  it('is not callable for a development token without a production grant, saying why; a grant makes it callable', async () => {
+    const tok = await gw.token('rw');
+    const tool = { name: 'create_entities', description: 'Create entities in the graph' };
+    const prod: Server = { name: 'memory', identity: { command: 'npx', args: ['-y', 'server-memory', 'postgresql://prod-db.internal:5432/app_production'] }, tools: [tool] };
+    const listed = async (server: Server) => {
+      const res = await report(tok.raw, [server]);
+      expect(res.statusCode, res.body).toBe(200);
+      return res.json().servers[0].tools[0];
+    };
+    const plain = await listed({ ...prod, identity: { command: 'npx' } });
+    expect(plain, JSON.stringify(plain)).toMatchObject({ name: 'create_entities', callable: true });
+    const refused = await listed(prod);
+    expect(refused).toMatchObject({ name: 'create_entities', callable: false });
+    expect(refused.reason).toMatch(/^memory reaches "[^"]+", which matches the production pattern "[^"]+": a call of this development token would be denied ENVIRONMENT_FORBIDDEN and halt the token \(PRODUCTION_ENVIRONMENT\)\. An operator's production grant/);
+    // The decision agrees: the call it hid would have halted the token.
+    const s = await gw.session(tok.raw);
+    expect((await gw.decide(tok.raw, { server: 'memory', tool: 'create_entities', arguments: { entities: [] }, session_id: s.session_id })).code).toBe('ENVIRONMENT_FORBIDDEN');
+
+    const other = await gw.token('rw');
+    const grant = await app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: other.id, reason: 'INC-12 read the production graph', expires_in: 600 } });
+    expect(grant.statusCode, grant.body).toBe(201);
+    await until(async () => (await report(other.raw, [prod])).json().servers[0].tools[0].callable === true, 5_000, 'the grant to reach the report');
+  });
+});
+
 describe('the audit trail of tool reports', () => {
   const toolRows = async (tool: string) =>
     (
