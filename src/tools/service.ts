@@ -185,6 +185,9 @@ export const REFUSED_AUDIT_EVERY_S = 86_400;
 /** How often every replica reloads the pins, besides on every announcement (one it missed is caught up). */
 export const TOOLS_RELOAD_EVERY_MS = 5_000;
 
+/** A hash as messages show it: the algorithm and the first 12 hex digits, enough to tell definitions apart. */
+const shortHash = (hash: string): string => `${hash.slice(0, 19)}…`;
+
 /**
  * Why calls to a definition that is not approved are refused, and what gets them through: the
  * definition's own id to approve, and for a rejected one who rejected it and why. Shared by the
@@ -494,8 +497,13 @@ export class ToolRegistry {
     }
     if (entry.approved?.hash === hash) return undefined;
     const known = entry.byHash.get(hash);
-    if (known) return `${what} changed since it was approved (now ${hash.slice(0, 19)}…): ${notApprovedReason(known)}`;
-    return `${what} changed since it was approved: no gateway reported the definition ${hash.slice(0, 19)}…, and it is not the approved one${entry.approved ? ` (${entry.approved.id})` : ''}; the gateway must report it (POST /v1/gateway/tools) so an operator can review it`;
+    // Both hashes, named: a gateway that cached an old tools/list sends the old hash after an operator
+    // approved a new definition, and must see that its hash is the stale one, not the approved one.
+    const sent = `the call sent tool_hash ${shortHash(hash)}`;
+    const approved = entry.approved ? `the approved definition is ${shortHash(entry.approved.hash)} (${entry.approved.id})` : 'no definition of it is approved';
+    const relist = `If the upstream now serves another definition, list its tools again (tools/list), report them (POST /v1/gateway/tools) and send the hash of the definition it lists`;
+    if (known) return `${what} changed since it was approved: ${sent}, ${approved}: ${notApprovedReason(known)}. ${relist}`;
+    return `${what} changed since it was approved: ${sent}, which no gateway reported, and ${approved}; the gateway must report the definitions it runs (POST /v1/gateway/tools) so an operator can review them. ${relist}`;
   }
 
   /**

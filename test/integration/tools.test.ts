@@ -179,6 +179,27 @@ describe('a rejected definition', () => {
     expect((await gw.decide(tok.raw, call)).code).toBe('OK');
   });
 
+  it('a stale tool_hash after a new definition was approved: TOOL_CHANGED names the hash sent and the approved one, and says to list and report again', async () => {
+    const tok = await gw.token('ro');
+    const s = await gw.session(tok.raw);
+    const v1 = { name: 'read_text_file', description: 'Read a text file (v1)' };
+    const v2 = { name: 'read_text_file', description: 'Read a text file (v2)' };
+    const fs = (def: Def): Server => ({ name: 'filesystem', identity: { command: 'npx' }, tools: [def] });
+    await report(tok.raw, [fs(v1)]);
+    await report(tok.raw, [fs(v2)]);
+    const v2Id = (await rows('filesystem', 'read_text_file')).find((r) => r.hash === toolHash(v2))!.id as string;
+    expect((await app.inject({ method: 'POST', url: `/v1/tools/${v2Id}/approve`, headers: bearer(gw.owner), payload: { reason: 'release 2 reviewed' } })).statusCode).toBe(200);
+
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a' }, session_id: s.session_id, tool_hash: toolHash(v1) });
+    expect(d.code).toBe('TOOL_CHANGED');
+    const short = (def: Def) => `${toolHash(def).slice(0, 19)}…`;
+    expect(d.message).toContain(`the call sent tool_hash ${short(v1)}`);
+    expect(d.message).toContain(`the approved definition is ${short(v2)} (${v2Id})`);
+    expect(d.message).not.toContain('now sha256');
+    expect(d.message).toContain('list its tools again');
+    expect(d.message).toContain('POST /v1/gateway/tools');
+  });
+
   it('a second approve gets 409 naming the status the first left (approved), also when it read pending before the first committed', async () => {
     const tok = await gw.token('ro');
     const v1 = { name: 'search_nodes', description: 'Search (v1)' };
