@@ -45,7 +45,15 @@ const ToolDef = Type.Object(
     annotations: Type.Optional(ReportedAnnotations),
     _meta: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Hashed: MCP extensions attach behaviour here (the UI a host renders, what it may call).' })),
     icons: Type.Optional(Type.Array(Type.Unknown(), { maxItems: 100, description: 'Stored as first reported, not hashed: pictures for a human UI, never shown to the model.' })),
-    hash: Type.Optional(Type.String({ pattern: '^sha256:[0-9a-f]{64}$', description: 'The gateway\'s own hash of the definition (src/tools/hash.ts); when given it must match, or the whole report is refused.' })),
+    // The form is checked with the match (src/tools/service.ts), not by a schema pattern: a refused hash
+    // then names the hash the control plane computed, as canonical JSON is easy to get wrong.
+    hash: Type.Optional(
+      Type.String({
+        maxLength: 200,
+        description:
+          "The gateway's own hash of the definition (`sha256:` and 64 lowercase hex digits; src/tools/hash.ts); when given it must match, or the whole report is refused with 400 naming the hash the control plane computed.",
+      }),
+    ),
   },
   {
     additionalProperties: true,

@@ -185,6 +185,9 @@ export const REFUSED_AUDIT_EVERY_S = 86_400;
 /** How often every replica reloads the pins, besides on every announcement (one it missed is caught up). */
 export const TOOLS_RELOAD_EVERY_MS = 5_000;
 
+/** The form of a tool hash (toolHash): checked here, not by the route's schema, so a refusal can name the computed hash. */
+const TOOL_HASH_FORM = /^sha256:[0-9a-f]{64}$/;
+
 /** A hash as messages show it: the algorithm and the first 12 hex digits, enough to tell definitions apart. */
 const shortHash = (hash: string): string => `${hash.slice(0, 19)}…`;
 
@@ -547,7 +550,11 @@ export class ToolRegistry {
         }
         const hash = toolHash(def);
         if (def.hash !== undefined && def.hash !== hash) {
-          problems.push({ field: `${at}.hash`, problem: `does not match the definition of ${server.name}/${def.name} (expected ${hash})` });
+          const computed = `the control plane computed ${hash} for it (sha256: and the hex SHA-256 of its canonical JSON without hash and icons; docs/gateway.md). Leave hash out and use the one the report answers, or fix how the gateway computes it`;
+          const problem = TOOL_HASH_FORM.test(def.hash)
+            ? `does not match the definition of ${server.name}/${def.name}: ${computed}`
+            : `is not a tool hash (sha256: and 64 lowercase hex digits) for the definition of ${server.name}/${def.name}: ${computed}`;
+          problems.push({ field: `${at}.hash`, problem });
         }
         planned.push({ server, index: i, def, hash });
       });

@@ -325,6 +325,21 @@ describe('what a report may carry', () => {
     expect(await rows('filesystem', 'get_file_info')).toEqual([]);
   });
 
+  it('a hash not in the form sha256:<64 lowercase hex> → 400 naming the hash the control plane computed for that definition', async () => {
+    const tok = await gw.token('ro');
+    const def = { name: 'read_graph_3', description: 'x' };
+    for (const hash of [`SHA256:${'A'.repeat(64)}`, createHash('sha256').update(canonicalJson(def)).digest('hex')]) {
+      const res = await report(tok.raw, [memory({ ...def, hash })]);
+      expect(res.statusCode).toBe(400);
+      const detail = res.json().error.details[0];
+      expect(detail.field).toBe('servers.0.tools.0.hash');
+      expect(detail.problem).toContain('is not a tool hash');
+      expect(detail.problem).toContain(`the control plane computed ${toolHash(def)}`);
+      expect(res.json().error.message).toContain(toolHash(def));
+    }
+    expect(await rows('memory', 'read_graph_3')).toEqual([]);
+  });
+
   it('accepts the fields of real MCP definitions (_meta, icons, title, outputSchema, more annotations); pins all but icons', async () => {
     const tok = await gw.token('ro');
     const base = {
