@@ -18,11 +18,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/sessions',
     {
       onRequest: gateway,
+      // Every field is optional: no body opens a session as `{}` does, as on /close.
+      preValidation: bodyOptional,
       schema: {
         tags: ['gateway'],
         summary: 'Open a session bound to the agent token (X-Agent-Token), with a declared scope',
         description:
-          'Each declared server is checked against the token\'s role, as a call to it would be: one the policy does not list, prohibits, or does not allow the role in the token\'s environment is named in `warnings` (why, and what every call to it will get); the session is opened all the same, and those calls are denied and halt as usual. Audited as `session.opened` (the declared scope, the state, the gateway, the warnings); the row is durable before the session is committed, so when the audit trail cannot take it nothing is opened and the answer is 503 SERVICE_UNAVAILABLE (retry).',
+          'The body is optional: none (no Content-Type) is `{}`. Each declared server is checked against the token\'s role, as a call to it would be: one the policy does not list, prohibits, or does not allow the role in the token\'s environment is named in `warnings` (why, and what every call to it will get); the session is opened all the same, and those calls are denied and halt as usual. Audited as `session.opened` (the declared scope, the state, the gateway, the warnings); the row is durable before the session is committed, so when the audit trail cannot take it nothing is opened and the answer is 503 SERVICE_UNAVAILABLE (retry).',
         security: [{ bearer: [], agentToken: [] }],
         body: OpenSessionBody,
         response: { 201: OpenedSession, 429: ErrorBody, ...errors },

@@ -85,6 +85,16 @@ describe('POST /v1/sessions (gateway)', () => {
     expect((await openHttp(raw)).statusCode).toBe(201);
   });
 
+  it('every field is optional, so no body opens a session as {} does; a non-JSON body is still 415', async () => {
+    const { raw } = await w.token('rw');
+    const none = await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: gw(raw) });
+    expect(none.statusCode, none.body).toBe(201);
+    expect(none.json()).toMatchObject({ state: 'active', read_only: false });
+    const text = await w.app.inject({ method: 'POST', url: '/v1/sessions', headers: { ...gw(raw), 'content-type': 'text/plain' }, payload: 'read_only' });
+    expect(text.statusCode).toBe(415);
+    expect(text.json().error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+  });
+
   it('never lets the caller choose the id; bad fields are 400 naming the field', async () => {
     const { raw } = await w.token('rw');
     const chosen = await openHttp(raw, { session_id: 's-042' });
