@@ -17,7 +17,12 @@ interface Schema {
   default?: unknown;
   minimum?: number;
   maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
+  minLength?: number;
   maxLength?: number;
+  minItems?: number;
+  maxItems?: number;
   pattern?: string;
   $ref?: string;
 }
@@ -89,8 +94,17 @@ function constraints(s: Schema | undefined): string {
   const out: string[] = [];
   if (s.default !== undefined) out.push(`default ${JSON.stringify(s.default)}`);
   if (s.minimum !== undefined) out.push(`min ${s.minimum}`);
+  if (s.exclusiveMinimum !== undefined) out.push(`more than ${s.exclusiveMinimum}`);
   if (s.maximum !== undefined) out.push(`max ${s.maximum}`);
+  if (s.exclusiveMaximum !== undefined) out.push(`less than ${s.exclusiveMaximum}`);
+  // A minimum length is a rule a client can break ({"reason":"ok"} is 400): shown like the maximum.
+  if (s.minLength !== undefined && s.minLength > 0) out.push(`min length ${s.minLength}`);
   if (s.maxLength !== undefined) out.push(`max length ${s.maxLength}`);
+  if (s.minItems !== undefined && s.minItems > 0) out.push(`min items ${s.minItems}`);
+  if (s.maxItems !== undefined) out.push(`max items ${s.maxItems}`);
+  // A nullable field (a union with null) carries its constraints on the non-null member.
+  const union = s.anyOf ?? s.oneOf;
+  if (out.length === 0 && union) return union.map(constraints).filter(Boolean).join('; ');
   return out.join(', ');
 }
 
