@@ -52,6 +52,17 @@ export function renderErrorsDoc(): string {
 }
 
 /** docs/configuration.md: every environment variable, from SETTINGS in src/config.ts. */
+/**
+ * The bounds config.ts checks, as `, 10 to 604800`: a value outside them stops the start, so the table
+ * says them (SESSION_IDLE_TIMEOUT_S=5 was found only from the start error).
+ */
+function rangeOf(s: SettingSpec): string {
+  if (s.min !== undefined && s.max !== undefined) return `, ${s.min} to ${s.max}`;
+  if (s.min !== undefined) return `, at least ${s.min}`;
+  if (s.max !== undefined) return `, at most ${s.max}`;
+  return '';
+}
+
 export function renderConfigurationDoc(): string {
   const settings = SETTINGS as readonly SettingSpec[];
   const lines = [
@@ -66,7 +77,7 @@ export function renderConfigurationDoc(): string {
     '| variable | type | default | example | meaning |',
     '|---|---|---|---|---|',
     ...settings.map((s) => {
-      const type = s.type === 'enum' ? `one of ${s.values?.join(', ')}` : s.type;
+      const type = s.type === 'enum' ? `one of ${s.values?.join(', ')}` : `${s.type}${rangeOf(s)}`;
       const def = s.default === undefined ? '(unset)' : s.default === '' ? '(empty)' : s.secret ? `\`${s.default}\` (dev only)` : `\`${s.default}\``;
       return `| \`${s.env}\` | ${cell(type)} | ${cell(def)} | \`${cell(s.example)}\` | ${cell(s.doc)} |`;
     }),
