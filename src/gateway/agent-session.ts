@@ -310,14 +310,16 @@ export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
           code,
           ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}),
           ...(outcome.kind === 'denied' && outcome.approvalId ? { approval_id: outcome.approvalId } : {}),
+          ...(outcome.kind === 'denied' && outcome.retryAfterS !== undefined ? { retry_after_s: outcome.retryAfterS } : {}),
         },
       },
     };
   }
   if (!outcome.warning) return outcome.result;
-  // The 80% warning goes where the agent reads: appended to the result text.
+  // The 80% warning goes where the agent reads: appended to the result text, and in _meta (as for
+  // resources/read and prompts/get) for a client that reads only structuredContent and _meta.
   const content = [...(outcome.result.content ?? []), { type: 'text' as const, text: `[killswitch warning] ${outcome.warning}` }];
-  return { ...outcome.result, content };
+  return { ...outcome.result, content, _meta: { ...(outcome.result._meta ?? {}), 'killswitch/warning': outcome.warning } };
 }
 
 /** resources/read and prompts/get have no error result: a denial is a JSON-RPC error naming the code. */

@@ -30,7 +30,7 @@ export interface Measured {
 }
 
 export type Outcome<T> =
-  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined; approvalId?: string }
+  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined; approvalId?: string; retryAfterS?: number }
   | { kind: 'withheld'; trigger: string; text: string; decisionId: string }
   | { kind: 'failed'; code: string; text: string; decisionId: string }
   | { kind: 'ok'; result: T; warning: string | undefined; decisionId: string };
@@ -157,6 +157,8 @@ export async function decideAndRun<T>(
   if (answer.decision !== 'allow') {
     const denied: Outcome<T> = { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined };
     if (answer.approval_id) denied.approvalId = answer.approval_id;
+    // RATE_LIMITED: when the window ends, for an agent that reads _meta rather than the text.
+    if (answer.retry_after_s !== undefined) denied.retryAfterS = answer.retry_after_s;
     return denied;
   }
 

@@ -72,4 +72,20 @@ describe('limit warnings', () => {
     expect(texts[3]).toContain('graph: Ada knows Grace');
     expect(texts[3]).toMatch(/\[killswitch warning\] .*\S/);
   });
+
+  it('the 80% warning is also in the tool result\'s _meta, for an agent that reads only structuredContent and _meta', async () => {
+    const token = await h.token('ro');
+    const gateway = await memoryGateway();
+    const client = await h.client(gateway, token);
+    const metas: Array<Record<string, unknown> | undefined> = [];
+    for (let i = 0; i < 4; i++) {
+      const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
+      expect(r.isError, textOf(r)).toBeFalsy();
+      metas.push(r._meta);
+    }
+    expect(metas[0]?.['killswitch/warning']).toBeUndefined();
+    const warning = metas[3]?.['killswitch/warning'];
+    expect(typeof warning).toBe('string');
+    expect(warning).toMatch(/4\/5 calls in this session, 80%/);
+  });
 });
