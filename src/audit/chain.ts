@@ -286,13 +286,14 @@ export async function verifyChain(pool: Pool, opts: VerifyOptions): Promise<Veri
 
 /**
  * Anchors retention cannot have made. Retention (audit_apply_retention) anchors each chain at the last row
- * it removes, at a cut AUDIT_RETENTION_DAYS before the run, and the run then writes an `audit.retention`
- * row whose details name that cut and how many chains it anchored. An anchor is suspicious when:
+ * it removes, at a cut at least AUDIT_RETENTION_DAYS before the run (the start of the month holding
+ * now - AUDIT_RETENTION_DAYS: whole months only), and the run then writes an `audit.retention` row whose
+ * details name that cut and how many chains it anchored. An anchor is suspicious when:
  * - its cut is younger than the retention in force (nothing newer is ever removed), or the row it anchors
  *   is not older than its cut;
  * - more anchors carry a run's cut than that run anchored;
  * - no `audit.retention` row has its cut although one would still be in the trail: a run that used the
- *   retention in force wrote it at its cut + AUDIT_RETENTION_DAYS, and while the trail still holds rows
+ *   retention in force wrote it at its cut + AUDIT_RETENTION_DAYS or later, and while the trail still holds rows
  *   from that moment on, no later run has removed it. Older anchors' rows may have aged out: not checked.
  * Runs with a shorter `--days` than AUDIT_RETENTION_DAYS make anchors this reports: verify with
  * AUDIT_RETENTION_DAYS set to the shortest retention used (docs/audit.md).

@@ -4,7 +4,7 @@ import { type Config, settingSource } from '../config.js';
 import { createPool, UNBOUNDED_QUERY_TIMEOUT_MS } from '../db/pool.js';
 import { loggerOptions } from '../log.js';
 import { parseWitnessFile, type VerifyReport, verifyChain, type Witness } from './chain.js';
-import { AuditService, logChainHead } from './service.js';
+import { AuditService, logChainHead, retentionCutoff } from './service.js';
 import { auditStore, type RetentionResult } from './store.js';
 
 // `killswitch audit verify` and `killswitch audit retention`: straight to Postgres, no Redis or Unleash,
@@ -164,7 +164,7 @@ export async function auditRetention(config: Config, opts: { days?: number; dryR
   const pool = createPool(cfg.databaseUrl, { max: 2, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     if (opts.dryRun) {
-      const cutoff = new Date(Date.now() - cfg.auditRetentionDays * 86_400_000);
+      const cutoff = retentionCutoff(new Date(), cfg.auditRetentionDays);
       return { cutoff: cutoff.toISOString(), rows_older: await auditStore.countOlderThan(pool, cutoff) };
     }
     const log = pino(loggerOptions('warn'), process.stderr);

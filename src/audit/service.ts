@@ -206,6 +206,17 @@ export function partitionsFrom(now: Date, retentionDays: number): Date {
   return new Date(Math.max(now.getTime() - 31 * 86_400_000, now.getTime() - retentionDays * 86_400_000));
 }
 
+/**
+ * The cut of a retention run: the start (00:00 UTC, first day) of the UTC month that holds `now` minus
+ * `retentionDays`. Retention removes whole monthly partitions only (docs/adr/0018-audit-retention-by-month.md):
+ * a cut that moved every hour deleted an hour of rows one by one from a live partition on every run.
+ * Rows are kept at least `retentionDays` and at most about a month more.
+ */
+export function retentionCutoff(now: Date, retentionDays: number): Date {
+  const t = new Date(now.getTime() - retentionDays * 86_400_000);
+  return new Date(Date.UTC(t.getUTCFullYear(), t.getUTCMonth(), 1));
+}
+
 /** The `audit chain head` log line: the witness `audit verify --witnesses` reads (parseWitnessFile). */
 export function logChainHead(log: Logger, h: ChainHead): void {
   log.info({ audit_head: `${h.replica_id}:${h.seq}:${h.hash}`, replica_id: h.replica_id, seq: h.seq, ts: h.ts }, 'audit chain head');
@@ -393,12 +404,13 @@ export class AuditService {
   }
 
   /**
-   * Removes raw rows older than AUDIT_RETENTION_DAYS (rolled up monthly, chains anchored) and creates the
-   * coming months' partitions. Records an ADMIN row when something was removed.
+   * Removes the monthly partitions wholly older than AUDIT_RETENTION_DAYS and the default partition's rows
+   * before the same cut (rolled up monthly, chains anchored), and creates the coming months' partitions.
+   * Records an ADMIN row when something was removed: about once a month.
    */
   async applyRetention(now: Date = new Date(), actor = 'retention'): Promise<RetentionResult> {
     await auditStore.ensurePartitions(this.pool, partitionsFrom(now, this.config.auditRetentionDays), 4);
-    const cutoff = new Date(now.getTime() - this.config.auditRetentionDays * 86_400_000);
+    const cutoff = retentionCutoff(now, this.config.auditRetentionDays);
     const result = await auditStore.applyRetention(this.pool, cutoff);
     if (result.rows_removed > 0 || result.partitions_dropped.length > 0) {
       this.log.info({ ...result }, 'audit retention removed old rows');

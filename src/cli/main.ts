@@ -273,13 +273,13 @@ audit
   });
 audit
   .command('retention')
-  .description('Remove raw audit rows older than AUDIT_RETENTION_DAYS (monthly rollups and chain anchors are kept).')
+  .description('Remove raw audit rows by whole months: the months wholly older than AUDIT_RETENTION_DAYS (monthly rollups and chain anchors are kept).')
   .option('--days <n>', 'override AUDIT_RETENTION_DAYS', (v) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of days, at least 1');
     return n;
   })
-  .option('--dry-run', 'only count the rows that would be removed')
+  .option('--dry-run', 'only count the rows that would be removed (those before the start of the month that holds the cut)')
   .action(async (opts: { days?: number; dryRun?: boolean }) => {
     const { auditRetention } = await import('../audit/commands.js');
     process.stdout.write(`${JSON.stringify(await auditRetention(config(), opts), null, 2)}\n`);

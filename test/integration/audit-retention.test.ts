@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow, resultRow } from '../../src/audit/rows.js';
-import { AuditService } from '../../src/audit/service.js';
+import { AuditService, retentionCutoff } from '../../src/audit/service.js';
 import { auditStore } from '../../src/audit/store.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { TestContext } from '../helpers/context.js';
@@ -39,8 +39,10 @@ afterAll(async () => {
 
 it('retention drops old partitions and rows, keeps monthly rollups, and what remains still verifies from its anchor', async () => {
   const token = agentPrincipal({ projectId: 'proj-r' });
+  // Retention removes whole months: everything before the start of the month holding now - 90 days.
+  const cutoff = retentionCutoff(new Date(now), 90).getTime();
   const old = now - 200 * DAY; // a month with its own partition: dropped whole
-  const older = now - 100 * DAY; // a month without one: the rows sit in the default partition, deleted row by row
+  const older = cutoff - DAY; // the last day before the cut, a month without a partition: the rows sit in the default partition, deleted
   await auditStore.ensurePartitions(pool, new Date(old), 1);
 
   clock = old;
@@ -68,7 +70,7 @@ it('retention drops old partitions and rows, keeps monthly rollups, and what rem
   await audit.writer.flush();
 
   const left = (await pool.query<AuditRecord>('SELECT * FROM audit_events ORDER BY seq')).rows;
-  expect(left.every((r) => r.ts.getTime() >= now - 90 * DAY)).toBe(true);
+  expect(left.every((r) => r.ts.getTime() >= cutoff)).toBe(true);
   expect(left.filter((r) => r.kind === 'INTENT').map((r) => r.decision_id)).toEqual(kept.map((c) => c.decisionId));
   // The retention run itself is on the record.
   expect(left.at(-1)).toMatchObject({ kind: 'ADMIN', action: 'audit.retention', actor_type: 'system', actor_id: 'retention' });
