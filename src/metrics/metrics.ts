@@ -222,11 +222,11 @@ export class Metrics implements DependencySink {
     });
 
     const counts = () => this.readStateCounts(ctx);
-    readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed (whole installation: use max, not sum, across replicas; WORKERS > 1 already reports the max).', 'gauge', 'max', async () => {
+    readMetric(r, 'killswitch_sessions_halted', 'Sessions halted by a kill-switch trigger and not resumed, of tokens neither revoked nor expired (whole installation: use max, not sum, across replicas; WORKERS > 1 already reports the max).', 'gauge', 'max', async () => {
       const c = await counts();
       return c ? [[{}, c.haltedSessions]] : [];
     });
-    readMetric(r, 'killswitch_tokens_halted', 'Agent tokens with every session halted and not resumed (whole installation).', 'gauge', 'max', async () => {
+    readMetric(r, 'killswitch_tokens_halted', 'Agent tokens with every session halted and not resumed, neither revoked nor expired (whole installation).', 'gauge', 'max', async () => {
       const c = await counts();
       return c ? [[{}, c.haltedTokens]] : [];
     });

@@ -159,6 +159,14 @@ describe('GET /metrics', () => {
     expect(delta('killswitch_alerts_raised_total', { kind: 'SESSION_HALTED', severity: 'critical' })).toBe(1);
     expect(delta('killswitch_sessions_halted')).toBeGreaterThanOrEqual(1);
     expect(delta('killswitch_tokens_halted')).toBe(1);
+
+    // Revoking the halted token ends the incident: its halts need nobody now, so the gauges (and the
+    // KillswitchSessionsHalted alert on them) no longer count them, though the halt stays on record.
+    expect((await app.inject({ method: 'POST', url: `/v1/keys/${ro.id}/revoke`, headers: bearer(gw.owner), payload: { reason: 'INC-3 ended by revoking' } })).statusCode).toBe(200);
+    const revoked = await scrape();
+    expect(revoked.v('killswitch_sessions_halted')).toBe(after.v('killswitch_sessions_halted') - 1);
+    expect(revoked.v('killswitch_tokens_halted')).toBe(after.v('killswitch_tokens_halted') - 1);
+    expect((await app.inject({ url: `/v1/sessions/${roSession.session_id}`, headers: bearer(gw.owner) })).json()).toMatchObject({ state: 'halted' });
   });
 
   it('deploy/prometheus/alerts.yml uses only metrics this endpoint serves', async () => {
