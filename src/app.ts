@@ -288,6 +288,17 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     policy.setAdminRecorder((a) => audit.recordAdmin(a));
     closers.push(() => policy.close());
     const alerts = await createAlertService(config, pool, redis, log);
+    audit.onDefaultPartitionRows(({ rows, oldest, newest }) => {
+      const span = oldest && newest ? ` (written for ${oldest.toISOString()} to ${newest.toISOString()})` : '';
+      void alerts
+        .raiseOnce('audit-default-partition', 86_400, {
+          kind: 'AUDIT_PARTITION_MISSING',
+          message: `${rows > 100_000 ? 'Over 100,000' : rows} audit rows are in the default partition${span}: their month had no partition when they were written (no replica ran to create it ahead, or a clock far off). They are kept, verified and removed by retention like the others, but that month cannot get its own partition while they are there. docs/audit.md, "Partitions".`,
+          numbers: { rows },
+        })
+        .catch(() => {});
+    });
+    void audit.checkDefaultPartition().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not count the audit rows in the default partition'));
     audit.onSpoolingChange((spooling, rows) => {
       if (spooling) void alerts.raise({ kind: 'AUDIT_SPOOLING', message: `Postgres refused audit rows: they go to the local spool (${rows} rows) and are replayed when it is back.`, numbers: { rows } });
     });

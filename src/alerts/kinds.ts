@@ -30,6 +30,10 @@ export const ALERT_KINDS = {
   GRANT_ISSUED: { severity: 'warning', doc: 'An operator issued a production access grant.' },
   TOKENS_REVOKED: { severity: 'warning', doc: 'Agent tokens were revoked in bulk or rotated.' },
   DEPENDENCY_UNAVAILABLE: { severity: 'critical', doc: 'Redis, Postgres or Unleash is unreachable: decisions fail closed.' },
+  AUDIT_PARTITION_MISSING: {
+    severity: 'warning',
+    doc: 'Audit rows were written for a month that had no partition and sit in the default partition (checked at start and hourly; once a day): that month cannot get its partition while they are there. docs/audit.md, "Partitions".',
+  },
   AUDIT_SPOOLING: { severity: 'critical', doc: 'Postgres is down for the audit writer: audit rows go to the local spool until it is back.' },
   POLICY_REJECTED: { severity: 'warning', doc: 'The policy file on disk was rejected (broken or unreadable): the last good policy stays in force. Raised once per rejected file.' },
   POLICY_DIVERGED: { severity: 'warning', doc: 'Live replicas decide with different policy files (a rollout still spreading, or a stale mount): a call is decided by whichever replica it reaches. Raised once per divergence episode.' },

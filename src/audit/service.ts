@@ -308,6 +308,33 @@ export class AuditService {
     return true;
   }
 
+  /** Rows in audit_events_default at the last check (start, then hourly): 0 normally. */
+  defaultPartitionRows = 0;
+  private readonly defaultPartitionListeners: Array<(found: { rows: number; oldest: Date | null; newest: Date | null }) => void> = [];
+
+  /** Called when a check finds rows in the default partition (for an alert). */
+  onDefaultPartitionRows(listener: (found: { rows: number; oldest: Date | null; newest: Date | null }) => void): void {
+    this.defaultPartitionListeners.push(listener);
+  }
+
+  /**
+   * Rows for a month without its partition land in audit_events_default (data-growth review: silently, and
+   * one such row keeps that month's partition from ever being created, so the whole month goes there and
+   * retention deletes it row by row). Logged and told to the listeners when there are any.
+   */
+  async checkDefaultPartition(): Promise<number> {
+    const found = await auditStore.defaultPartitionRows(this.pool);
+    this.defaultPartitionRows = found.rows;
+    if (found.rows > 0) {
+      this.log.warn(
+        { rows: found.rows, oldest: found.oldest?.toISOString() ?? null, newest: found.newest?.toISOString() ?? null },
+        'audit rows are in the default partition (audit_events_default): their month had no partition when they were written; docs/audit.md, "Partitions"',
+      );
+      for (const l of this.defaultPartitionListeners) l(found);
+    }
+    return found.rows;
+  }
+
   /** Called when audit rows start going to the local spool and when it has been replayed (for alerts). */
   onSpoolingChange(listener: SpoolingListener): void {
     this.spoolingListeners.push(listener);
@@ -410,6 +437,7 @@ export class AuditService {
    */
   async applyRetention(now: Date = new Date(), actor = 'retention'): Promise<RetentionResult> {
     await auditStore.ensurePartitions(this.pool, partitionsFrom(now, this.config.auditRetentionDays), 4);
+    await this.checkDefaultPartition().catch((err) => this.log.warn({ err: (err as Error).message }, 'could not count the audit rows in the default partition'));
     const cutoff = retentionCutoff(now, this.config.auditRetentionDays);
     const result = await auditStore.applyRetention(this.pool, cutoff);
     if (result.rows_removed > 0 || result.partitions_dropped.length > 0) {

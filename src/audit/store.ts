@@ -257,6 +257,19 @@ export const auditStore = {
     return rows;
   },
 
+  /**
+   * Rows in the default partition: they arrived for a month that had no partition (no replica ran to
+   * create it ahead, or a clock far off), and while they are there that month's partition cannot be
+   * created. Counted up to 100,001; oldest and newest by the partition's ts index.
+   */
+  async defaultPartitionRows(db: Queryable): Promise<{ rows: number; oldest: Date | null; newest: Date | null }> {
+    const { rows } = await db.query<{ rows: number; oldest: Date | null; newest: Date | null }>(
+      `SELECT (SELECT count(*)::int FROM (SELECT 1 FROM audit_events_default LIMIT 100001) s) AS rows,
+              (SELECT min(ts) FROM audit_events_default) AS oldest, (SELECT max(ts) FROM audit_events_default) AS newest`,
+    );
+    return rows[0] ?? { rows: 0, oldest: null, newest: null };
+  },
+
   async ensurePartitions(db: Queryable, from: Date, months: number): Promise<number> {
     const { rows } = await db.query<{ created: number }>('SELECT audit_ensure_partitions($1, $2) AS created', [from, months]);
     return rows[0]?.created ?? 0;

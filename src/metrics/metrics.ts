@@ -184,6 +184,9 @@ export class Metrics implements DependencySink {
     });
     readMetric(r, 'killswitch_audit_queue_depth', 'Audit rows waiting in memory for the next group commit.', 'gauge', 'sum', () => [[{}, writer.queueDepth]]);
     readMetric(r, 'killswitch_audit_spool_rows', 'Audit rows in the local spool file, not yet replayed into Postgres.', 'gauge', 'sum', () => [[{}, writer.spoolSize]]);
+    readMetric(r, 'killswitch_audit_default_partition_rows', 'Audit rows in the default partition at the last hourly check (up to 100,001): written for a month without a partition; 0 normally (docs/audit.md, "Partitions").', 'gauge', 'max', () => [
+      [{}, ctx.audit.defaultPartitionRows],
+    ]);
     readMetric(r, 'killswitch_audit_spooling', '1 while audit rows go to the local spool because Postgres refused them.', 'gauge', 'max', () => [[{}, writer.spooling ? 1 : 0]]);
     readMetric(r, 'killswitch_audit_failing', '1 when the last audit batch could be written neither to Postgres nor to the spool (allows deny).', 'gauge', 'max', () => [[{}, writer.failing ? 1 : 0]]);
     readMetric(r, 'killswitch_audit_replay_lag_seconds', 'How long rows have been waiting in the local spool for Postgres (0 when it is empty).', 'gauge', 'max', () => {
