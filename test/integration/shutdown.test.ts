@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
 import { api, childEnv, killChildren, runCli, startChild, withTimeout } from '../helpers/control-plane.js';
@@ -189,6 +190,30 @@ describe('graceful shutdown of killswitch start', () => {
     expect(report.answered_after_sigterm).toBeGreaterThan(0);
     // And the hash chains the writer sealed before stopping are intact.
     expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
+  });
+
+  it('a first start on a Postgres without the database creates it, starts, and shuts down with its chain closed (the README\'s npm start on a clean machine)', { timeout: 120_000 }, async () => {
+    const name = `${t.name}_fresh`;
+    const url = new URL(t.databaseUrl);
+    url.pathname = `/${name}`;
+    try {
+      const cp = await start({ DATABASE_URL: url.toString(), DATA_DIR: `${t.dataDir}/fresh` });
+      expect((await t.pool().query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount).toBe(1);
+      cp.child.kill('SIGTERM');
+      expect((await withTimeout(cp.exited, 30_000, 'exit after SIGTERM')).code).toBe(0);
+      const fresh = new pg.Client({ connectionString: url.toString() });
+      await fresh.connect();
+      try {
+        const kinds = (await fresh.query<{ kind: string }>('SELECT kind FROM audit_events ORDER BY ts, seq')).rows.map((r) => r.kind);
+        expect(kinds[0]).toBe('CHAIN_START');
+        expect(kinds.at(-1)).toBe('CHAIN_END');
+      } finally {
+        await fresh.end();
+      }
+    } finally {
+      await t.pool().query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await t.pool().query(`DROP DATABASE IF EXISTS "${name}_unleash" WITH (FORCE)`);
+    }
   });
 
   it('a second signal exits at once while the first waits for a request in flight', { timeout: 120_000 }, async () => {
