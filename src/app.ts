@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
-import { AuditService, createWriterPool } from './audit/service.js';
+import { AuditService, createWriterPool, databaseName } from './audit/service.js';
 import { type Config, ConfigError, checkStartConfig, serverTlsOptions } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -250,7 +250,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const https = serverTlsOptions(config);
   await requirePolicyFile(config.policyFile);
   const log = pino(loggerOptions(config.logLevel), opts.logStream ?? process.stdout);
-  if (opts.migrate !== false) await ensureDatabase(config.databaseUrl).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
+  if (opts.migrate !== false) {
+    const created = await ensureDatabase(config.databaseUrl).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
+    if (created) log.info({ database: databaseName(config.databaseUrl) }, `created the database ${databaseName(config.databaseUrl)} (DATABASE_URL names one that did not exist)`);
+  }
   // Two connections stay open through quiet periods: the first credential lookups after one (the cache
   // has expired) do not wait for a new connection while requests pile up behind them.
   const pool = createPool(config.databaseUrl, { max: config.databasePoolSize, min: 2 });

@@ -159,13 +159,20 @@ export function printChainHead(audit: AuditService): boolean {
   return head !== undefined;
 }
 
-export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number }> {
+export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number; note: string }> {
   const cfg = opts.days ? { ...config, auditRetentionDays: opts.days } : config;
   const pool = createPool(cfg.databaseUrl, { max: 2, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     if (opts.dryRun) {
-      const cutoff = retentionCutoff(new Date(), cfg.auditRetentionDays);
-      return { cutoff: cutoff.toISOString(), rows_older: await auditStore.countOlderThan(pool, cutoff) };
+      const now = new Date();
+      const cutoff = retentionCutoff(now, cfg.auditRetentionDays);
+      const exact = new Date(now.getTime() - cfg.auditRetentionDays * 86_400_000).toISOString();
+      return {
+        cutoff: cutoff.toISOString(),
+        rows_older: await auditStore.countOlderThan(pool, cutoff),
+        // The verifier's question: why 1 September and not now - 90 days.
+        note: `retention removes whole months: the cut is the start of the UTC month that holds now - ${cfg.auditRetentionDays} days (${exact}), so no row younger than ${cfg.auditRetentionDays} days goes (docs/audit.md, "Retention")`,
+      };
     }
     const log = pino(loggerOptions('warn'), process.stderr);
     const audit = await AuditService.start(cfg, pool, log, { retentionJob: false, headLog: false });

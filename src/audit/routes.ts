@@ -106,7 +106,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit/verify',
-    { onRequest: owner, schema: { tags, summary: 'Walk every hash chain and report the first broken row of each (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
+    { onRequest: owner, schema: { tags, summary: 'Walk every hash chain to its end and report every break (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
     async () => audit.verify(),
   );
 

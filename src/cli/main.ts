@@ -241,7 +241,7 @@ policyCmd
 const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');
 audit
   .command('verify')
-  .description("Walk every hash chain of DATABASE_URL's audit trail; exit 1 naming the first broken row of each broken chain.")
+  .description("Walk every hash chain of DATABASE_URL's audit trail to its end; exit 1 naming every broken row.")
   .option('--json', 'print the full report (chains, rows, broken rows, chain heads) as JSON')
   .option(
     '--expect <replica_id:seq:hash>',

@@ -53,11 +53,14 @@ export function tolerateConnectionLoss(pool: pg.Pool): void {
   });
 }
 
-/** Creates the database named in the URL if it does not exist (connecting to the `postgres` database). */
-export async function ensureDatabase(databaseUrl: string): Promise<void> {
+/**
+ * Creates the database named in the URL if it does not exist (connecting to the `postgres` database).
+ * True when this call created it.
+ */
+export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   const url = new URL(databaseUrl);
   const name = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  if (!name) return;
+  if (!name) return false;
   url.pathname = '/postgres';
   const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
   await client.connect();
@@ -66,11 +69,13 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
     if (rowCount === 0) {
       try {
         await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+        return true;
       } catch (err) {
         // Another replica created it first.
         if ((err as { code?: string }).code !== '42P04') throw err;
       }
     }
+    return false;
   } finally {
     await client.end();
   }

@@ -136,7 +136,8 @@ export class AgentSession implements CallPorts {
    */
   private logFailure(what: string, err: unknown): void {
     const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${failure === 'rejected' || failure === 'unauthenticated' ? 'refused it' : 'did not answer'}`);
+    const outcome = failure === 'rejected' || failure === 'unauthenticated' ? 'refused it' : failure === 'unavailable' ? 'gave no usable answer' : 'did not answer';
+    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${outcome}`);
   }
 
   get approvalWait() {

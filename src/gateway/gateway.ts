@@ -138,7 +138,9 @@ export class Gateway {
       answer = await this.report(session.agentToken);
     } catch (err) {
       const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
-      this.log.warn({ failure: err instanceof ControlPlaneError ? err.failure : 'unavailable', err: logText(err) }, 'could not list tools: the control plane did not answer the tool report');
+      const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
+      const outcome = failure === 'rejected' || failure === 'unauthenticated' ? 'refused' : failure === 'unavailable' ? 'gave no usable answer to' : 'did not answer';
+      this.log.warn({ failure, err: logText(err) }, `could not list tools: the control plane ${outcome} the tool report`);
       // The agent now holds no list: once the control plane answers again, it is told to list again.
       session.toolsShown = { fingerprint: UNAVAILABLE, waiting: !unauthenticated };
       this.refreshSoon();

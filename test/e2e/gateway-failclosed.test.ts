@@ -120,10 +120,12 @@ describe('control plane unavailable', () => {
       const { log, lines } = capturedLog();
       const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000, log);
       await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools without the control plane \(the answer to \/v1\/gateway\/tools is not a tool report answer \(servers is not a list\)\)/);
-      expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'could not list tools: the control plane did not answer the tool report', err: expect.stringContaining('servers is not a list') }));
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'could not list tools: the control plane gave no usable answer to the tool report', err: expect.stringContaining('servers is not a list') }));
       const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
       expect(r.isError).toBe(true);
       expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: the answer to \/v1\/sessions is not a session \(session_id is missing\)/);
+      // It answered, just not with a session: the log does not say it was silent.
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, failure: 'unavailable', msg: 'could not open a session: the control plane gave no usable answer' }));
       // No decision was asked for with a session that was never opened.
       expect(asked).not.toContain('/v1/decisions');
       expect(existsSync(memoryFile)).toBe(false);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { auditRetention } from '../../src/audit/commands.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow, resultRow } from '../../src/audit/rows.js';
 import { AuditService, retentionCutoff } from '../../src/audit/service.js';
@@ -143,4 +144,12 @@ it("monthly usage's to bound is read in UTC whatever Postgres's time zone", asyn
     await client.query('RESET timezone');
     client.release();
   }
+});
+
+it('--dry-run names the month-start cut, how many rows are older, and why the cut is not now - N days', async () => {
+  const dry = (await auditRetention(ctx.config({ auditRetentionDays: 90 }), { dryRun: true })) as { cutoff: string; rows_older: number; note: string };
+  expect(dry.cutoff).toBe(retentionCutoff(new Date(), 90).toISOString());
+  expect(dry.cutoff).toMatch(/^\d{4}-\d\d-01T00:00:00\.000Z$/);
+  expect(dry.rows_older).toBe(await auditStore.countOlderThan(pool, new Date(dry.cutoff)));
+  expect(dry.note).toMatch(/^retention removes whole months: the cut is the start of the UTC month that holds now - 90 days \(\d{4}-.*\), so no row younger than 90 days goes/);
 });

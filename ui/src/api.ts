@@ -36,7 +36,11 @@ export class ApiError extends Error {
   /** The message with the failing fields, as the API names them. */
   get explanation(): string {
     if (!Array.isArray(this.details)) return this.message;
-    const fields = (this.details as { field?: string; problem?: string }[]).filter((d) => d.field).map((d) => `${d.field}: ${d.problem ?? 'invalid'}`);
+    // Only what the message does not say already ("token_id: the token is revoked" names its field itself).
+    const fields = (this.details as { field?: string; problem?: string }[])
+      .filter((d) => d.field)
+      .map((d) => `${d.field}: ${d.problem ?? 'invalid'}`)
+      .filter((f) => !this.message.includes(f));
     return fields.length ? `${this.message} (${fields.join('; ')})` : this.message;
   }
 }
