@@ -258,6 +258,9 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(await page.getByRole('tab', { name: 'Gateway keys' }).getAttribute('aria-selected')).toBe('true');
     await page.getByRole('cell', { name: 'test gateway', exact: true }).waitFor();
     await screenshot(page, '06-gateway-keys');
+    // Once in about three runs the focus was on the page's main area by now (a previous test's dialog
+    // returning focus late; not understood): the arrow keys are checked from the tab, so start from it.
+    await page.getByRole('tab', { name: 'Gateway keys' }).focus();
     await page.keyboard.press('ArrowRight');
     await page.getByRole('button', { name: 'Create operator key' }).waitFor();
     // Home and End go to the first and the last tab; the selected tab names its panel.
