@@ -141,6 +141,8 @@ describe('tamper evidence', () => {
     expect(cli.output).toContain(`id=${victim!.id}`);
     const http = await app.inject({ method: 'GET', url: '/v1/audit/verify', headers: bearer(owner) });
     expect(http.json().broken[0].id).toBe(victim!.id);
+    // The API's report has the count of broken rows and the chains still open (this replica's is).
+    expect(http.json()).toMatchObject({ broken_rows: 1, open: expect.arrayContaining([expect.objectContaining({ replica_id: victim!.replica_id })]) });
 
     // Put it back: the rest of this file needs a chain that verifies.
     const fix = await db.connect();
