@@ -163,8 +163,14 @@ export class ControlPlaneClient {
    * Closes this agent's control-plane session (POST /v1/sessions/:id/close). Called on the way out, so
    * with its own, usually shorter, timeout: a control plane that does not answer must not hold up the exit.
    */
-  closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
-    return this.send('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
+  async closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
+    const answer = await this.send<unknown>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
+    // A 2xx from something else (a proxy, a wrong URL) closed nothing: the log must not say it did.
+    const a = answer as { already_closed?: unknown } | null;
+    if (a === null || typeof a !== 'object' || typeof a.already_closed !== 'boolean') {
+      throw new ControlPlaneError('unavailable', `the answer to /v1/sessions/${sessionId}/close is not a close answer (already_closed is missing)`);
+    }
+    return answer as { already_closed: boolean; message: string };
   }
 
   async reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {

@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
+import { until } from '../helpers/unleash.js';
 import { capturedLog, MEMORY_SERVER, textOf } from './gateway-harness.js';
 
 // Fail closed: a control plane that does not answer in time, or cannot be reached, means no call runs.
@@ -129,6 +130,29 @@ describe('control plane unavailable', () => {
       // No decision was asked for with a session that was never opened.
       expect(asked).not.toContain('/v1/decisions');
       expect(existsSync(memoryFile)).toBe(false);
+    } finally {
+      impostor.closeAllConnections();
+      await new Promise<void>((r) => impostor.close(() => r()));
+    }
+  });
+
+  it('a 2xx answer to the session close that is not the control plane\'s is not logged as a closed session', async () => {
+    const impostor = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(req.url === '/v1/sessions' ? { session_id: '0192f0c1-0000-7000-8000-000000000004', state: 'active' } : { ok: true }));
+      });
+    });
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { log, lines } = capturedLog();
+      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000, log);
+      await client.callTool({ name: 'read_graph', arguments: {} });
+      await client.close();
+      await until(async () => lines.some((l) => String(l['msg']).startsWith('could not close the control-plane session')), 5_000, 'the close to be logged');
+      expect(lines.some((l) => l['msg'] === 'control-plane session closed')).toBe(false);
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, err: expect.stringContaining('is not a close answer (already_closed is missing)') }));
     } finally {
       impostor.closeAllConnections();
       await new Promise<void>((r) => impostor.close(() => r()));
