@@ -32,6 +32,7 @@ const PolicyView = Type.Object({
   hash: Hash,
   loaded_at: Type.String({ format: 'date-time', description: 'When the policy in force was loaded (at start, or by the reload that took it).' }),
   warnings: Type.Array(Type.String(), { description: 'Warnings about the policy in force, as `killswitch policy check` prints them.' }),
+  roles: Type.Array(Type.String(), { description: "The roles the policy in force defines: an agent token's role must be one of them (another is issued with a warning, and its calls are refused)." }),
   file_rejected: Type.Boolean({ description: 'The file on disk now is not in force: it was rejected, and the policy above decides (GET /readyz warns too).' }),
   last_rejected: Type.Union(
     [
@@ -70,6 +71,7 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
         hash: status.hash,
         loaded_at: status.loadedAt.toISOString(),
         warnings: ctx.policy.current().warnings.map(formatIssue),
+        roles: [...ctx.policy.current().roles.keys()].sort(),
         file_rejected: status.lastError !== null,
         last_rejected: rejected && { hash: rejected.hash, at: rejected.at.toISOString(), errors: rejected.errors, warnings: rejected.warnings },
       };

@@ -170,6 +170,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await done.getByText('Copied to the clipboard.').waitFor();
     expect(await page.evaluate('navigator.clipboard.readText()')).toBe(raw);
     await screenshot(page, '03-token-created', false);
+    // The write risk was acknowledged in the form: the dialog repeats no warning.
+    expect(await done.getByTestId('created-warning').count()).toBe(0);
     await done.getByRole('button', { name: 'Done' }).click();
 
     // The API agrees: an rw token with the write scopes, usable by a gateway.
@@ -243,9 +245,15 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await dialog.getByLabel('Type the project id again to confirm').fill('beta');
     expect(await create.isEnabled()).toBe(true);
     await screenshot(page, '05-create-admin-confirm', false);
+    // The role field offers the policy's roles; a role it does not define is issued with a warning, shown below.
+    const roleField = dialog.getByLabel('Role (from the policy file)');
+    const offered = await page.locator(`datalist#${await roleField.getAttribute('list')} option`).evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(offered).toContain('code_agent');
+    await roleField.fill('code-agnet');
     await page.keyboard.press('Enter');
     const done = page.getByRole('dialog', { name: 'Token created' });
     expect(await done.getByTestId('raw-token').inputValue()).toMatch(/^mcp_admin_/);
+    expect(await done.getByTestId('created-warning').textContent()).toMatch(/Role code-agnet is not defined by the policy in force \(its roles: code_agent, .*\): every call of this token is refused/);
     await page.keyboard.press('Escape');
     await done.waitFor({ state: 'detached' });
     const { keys } = await apiGet<{ keys: { type: string; description: string; project_id: string }[] }>('/v1/keys?type=admin');

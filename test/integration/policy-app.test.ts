@@ -172,7 +172,8 @@ describe('policy in the app', () => {
     const good = app.ctx.policy.current();
     let res = await get();
     expect(res.statusCode, res.body).toBe(200);
-    expect(res.json()).toEqual({ path: file, hash: good.hash, loaded_at: good.loadedAt.toISOString(), warnings: good.warnings.map(formatIssue), file_rejected: false, last_rejected: null });
+    expect(res.json()).toEqual({ path: file, hash: good.hash, loaded_at: good.loadedAt.toISOString(), warnings: good.warnings.map(formatIssue), roles: [...good.roles.keys()].sort(), file_rejected: false, last_rejected: null });
+    expect(res.json().roles).toContain('code_agent');
 
     // The file cut short before prohibited_capabilities: refused, and shown with why.
     const text = readFileSync(file, 'utf8');

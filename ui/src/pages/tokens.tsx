@@ -76,6 +76,8 @@ function AgentTokens() {
   });
   const kills = useLoad(() => get<{ kills: Kill[] }>('/v1/kills', { state: 'active', limit: 200 }), [], { refreshMs: REFRESH_MS });
   const catalogue = useLoad(() => get<ScopeCatalogue>('/v1/scopes'), []);
+  // The policy's roles, offered in the Create token form (a typo there gives a token whose calls are all refused).
+  const policy = useLoad(() => get<{ roles: string[] }>('/v1/policy'), []);
 
   return (
     <>
@@ -185,7 +187,7 @@ function AgentTokens() {
           </table>
         </div>
       )}
-      {creating && <CreateAgentToken catalogue={catalogue.data} onClose={() => setCreating(false)} onCreated={list.reload} />}
+      {creating && <CreateAgentToken catalogue={catalogue.data} roles={policy.data?.roles ?? []} onClose={() => setCreating(false)} onCreated={list.reload} />}
       {revoking && (
         <ReasonDialog
           title="Revoke this token?"
@@ -214,7 +216,7 @@ const TYPE_HELP: Record<TokenType, string> = {
   admin: 'Every scope, including deletes, secrets:read and auth:* (user management). For supervised ops tools only.',
 };
 
-function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeCatalogue | undefined; onClose: () => void; onCreated: () => void }) {
+function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue: ScopeCatalogue | undefined; roles: string[]; onClose: () => void; onCreated: () => void }) {
   const [type, setType] = useState<TokenType>('ro');
   const [role, setRole] = useState('code_agent');
   const [project, setProject] = useState('');
@@ -227,8 +229,8 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
   const [confirmProject, setConfirmProject] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
-  const [created, setCreated] = useState<{ token: string; key: AgentToken } | null>(null);
-  const ids = { role: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId(), error: useId() };
+  const [created, setCreated] = useState<{ token: string; key: AgentToken; warning?: string } | null>(null);
+  const ids = { role: useId(), roles: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId(), error: useId() };
   const invalid = invalidMarker(error, ids.error);
 
   const allowed = useMemo(() => (catalogue ? catalogue.scopes.filter((s) => s.allowed_types.includes(type)) : []), [catalogue, type]);
@@ -258,7 +260,7 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
     if (writes) body['acknowledge_write_risk'] = acknowledged;
     if (type === 'admin') Object.assign(body, { confirm_admin: confirmAdmin, confirm_project_id: confirmProject });
     try {
-      setCreated(await post<{ token: string; key: AgentToken }>('/v1/keys', body));
+      setCreated(await post<{ token: string; key: AgentToken; warning?: string }>('/v1/keys', body));
       onCreated();
     } catch (err) {
       setError(err);
@@ -268,8 +270,20 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
   };
 
   if (created) {
+    // The API's warning beyond the write risk acknowledged in the form: a role the policy does not define
+    // (every call of the token is refused and the first one halts it; first-time user review).
+    const writeRisk = catalogue?.write_risk_warning ?? WRITE_RISK_WARNING;
+    const warning = created.warning?.replace(writeRisk, '').trim();
     return (
       <Dialog title="Token created" onClose={onClose}>
+        {warning && (
+          <div class="write-warning" role="alert" data-testid="created-warning">
+            <WarningIcon label="Warning" />
+            <p>
+              <strong>{warning}</strong>
+            </p>
+          </div>
+        )}
         <p>
           <TokenBadge type={created.key.type} /> for <strong>{created.key.role}</strong> in project <strong>{created.key.project_id}</strong> ({created.key.environment}).
         </p>
@@ -318,7 +332,12 @@ function CreateAgentToken({ catalogue, onClose, onCreated }: { catalogue: ScopeC
           </div>
           <div>
             <label for={ids.role}>Role (from the policy file)</label>
-            <input id={ids.role} {...invalid('role')} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+            <input id={ids.role} {...invalid('role')} list={ids.roles} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+            <datalist id={ids.roles}>
+              {roles.map((r) => (
+                <option key={r} value={r} />
+              ))}
+            </datalist>
           </div>
           <div>
             <label for={ids.env}>Environment</label>
