@@ -134,8 +134,10 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   if (!config.unleashUrl) {
     embedded = await startEmbeddedUnleash(embeddedOptionsFromConfig(config), log);
     effective = { ...config, unleashUrl: embedded.apiUrl };
-    log.info({ ui: embedded.uiUrl, user: 'admin' }, `Unleash UI: ${embedded.uiUrl} (user admin, password from UNLEASH_ADMIN_PASSWORD)`);
     const published = publishedAdminDefaults(config);
+    // The published default is no secret (README, docs): a first-time user need not look it up.
+    const password = published.includes('UNLEASH_ADMIN_PASSWORD') ? `password ${config.unleashAdminPassword}, the published default: set UNLEASH_ADMIN_PASSWORD` : 'password from UNLEASH_ADMIN_PASSWORD';
+    log.info({ ui: embedded.uiUrl, user: 'admin' }, `Unleash UI: ${embedded.uiUrl} (user admin, ${password})`);
     if ((config.host === '0.0.0.0' || config.host === '::') && published.length > 0) {
       log.warn(
         { settings: published, unleash_host: '127.0.0.1' },

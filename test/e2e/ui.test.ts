@@ -247,7 +247,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await screenshot(page, '05-create-admin-confirm', false);
     // The role field offers the policy's roles; a role it does not define is issued with a warning, shown below.
     const roleField = dialog.getByLabel('Role (from the policy file)');
-    const offered = await page.locator(`datalist#${await roleField.getAttribute('list')} option`).evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+    const offered = await page.locator(`datalist#${await roleField.getAttribute('list')} option`).evaluateAll((os) => os.map((o) => (o as unknown as { value: string }).value));
     expect(offered).toContain('code_agent');
     await roleField.fill('code-agnet');
     await page.keyboard.press('Enter');
