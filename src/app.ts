@@ -301,7 +301,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         })
         .catch(() => {});
     });
-    void audit.checkDefaultPartition().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not count the audit rows in the default partition'));
+    void audit.checkDefaultPartition();
     audit.onSpoolingChange((spooling, rows) => {
       if (spooling) void alerts.raise({ kind: 'AUDIT_SPOOLING', message: `Postgres refused audit rows: they go to the local spool (${rows} rows) and are replayed when it is back.`, numbers: { rows } });
     });

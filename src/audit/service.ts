@@ -320,10 +320,17 @@ export class AuditService {
   /**
    * Rows for a month without its partition land in audit_events_default (data-growth review: silently, and
    * one such row keeps that month's partition from ever being created, so the whole month goes there and
-   * retention deletes it row by row). Logged and told to the listeners when there are any.
+   * retention deletes it row by row). Logged and told to the listeners when there are any. Never rejects:
+   * a count that fails is logged and the last one stands.
    */
   async checkDefaultPartition(): Promise<number> {
-    const found = await auditStore.defaultPartitionRows(this.pool);
+    let found: Awaited<ReturnType<typeof auditStore.defaultPartitionRows>>;
+    try {
+      found = await auditStore.defaultPartitionRows(this.pool);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not count the audit rows in the default partition');
+      return this.defaultPartitionRows;
+    }
     this.defaultPartitionRows = found.rows;
     if (found.rows > 0) {
       this.log.warn(
@@ -437,7 +444,7 @@ export class AuditService {
    */
   async applyRetention(now: Date = new Date(), actor = 'retention'): Promise<RetentionResult> {
     await auditStore.ensurePartitions(this.pool, partitionsFrom(now, this.config.auditRetentionDays), 4);
-    await this.checkDefaultPartition().catch((err) => this.log.warn({ err: (err as Error).message }, 'could not count the audit rows in the default partition'));
+    await this.checkDefaultPartition();
     const cutoff = retentionCutoff(now, this.config.auditRetentionDays);
     const result = await auditStore.applyRetention(this.pool, cutoff);
     if (result.rows_removed > 0 || result.partitions_dropped.length > 0) {

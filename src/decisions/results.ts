@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { CredentialEnded } from '../audit/rows.js';
 import { AppError } from '../errors.js';
 import type { DecisionMeta } from '../limits/gate.js';
@@ -134,9 +134,7 @@ export class ResultService {
 function reportKey(r: ResultBody): string {
   // A digest: the report is kept in Redis until the decision expires, and its error and summary are the
   // gateway's text, unredacted (the RESULT row holds them masked).
-  return createHash('sha256')
-    .update(JSON.stringify([r.status, r.duration_ms, r.result_bytes, r.rows ?? null, r.error ?? null, r.summary ?? null]))
-    .digest('base64url');
+  return hash('sha256', JSON.stringify([r.status, r.duration_ms, r.result_bytes, r.rows ?? null, r.error ?? null, r.summary ?? null]), 'base64url');
 }
 
 function repeatOf(decisionId: string, report: string, earlier: string): ResultAnswer {

@@ -17,7 +17,7 @@ import type { DecisionBody } from '../decisions/schemas.js';
 import { GATEWAY_CODE } from '../errors.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
-import { ControlPlaneError, type DeclaredScope, logText } from './control-plane.js';
+import { ControlPlaneError, type DeclaredScope, failureWords, logText } from './control-plane.js';
 import type { Gateway } from './gateway.js';
 import { resultBytes, resultRows } from './guards.js';
 import { resourceOfUri, resourcesOf, serverResource } from './resources.js';
@@ -136,8 +136,7 @@ export class AgentSession implements CallPorts {
    */
   private logFailure(what: string, err: unknown): void {
     const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-    const outcome = failure === 'rejected' || failure === 'unauthenticated' ? 'refused it' : failure === 'unavailable' ? 'gave no usable answer' : 'did not answer';
-    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${outcome}`);
+    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${failureWords(failure)}`);
   }
 
   get approvalWait() {

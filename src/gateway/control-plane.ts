@@ -86,7 +86,20 @@ export function toolReportProblem(answer: unknown): string | undefined {
   return undefined;
 }
 
+/** Why a 2xx body is not the answer to a session close, or undefined. */
+export function closeAnswerProblem(answer: unknown): string | undefined {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) return 'not a JSON object';
+  return typeof (answer as Record<string, unknown>)['already_closed'] === 'boolean' ? undefined : 'already_closed is missing';
+}
+
 export type ControlPlaneFailure = 'timeout' | 'unreachable' | 'unauthenticated' | 'rejected' | 'unavailable';
+
+/** What the gateway's log says the control plane did with `what` (the request): refused it, gave no usable answer, or none. */
+export function failureWords(failure: ControlPlaneFailure, what?: string): string {
+  if (failure === 'rejected' || failure === 'unauthenticated') return `refused ${what ?? 'it'}`;
+  if (failure === 'unavailable') return what ? `gave no usable answer to ${what}` : 'gave no usable answer';
+  return what ? `did not answer ${what}` : 'did not answer';
+}
 
 /**
  * Why a request to the control plane failed. `message` is what the agent may read (it ends up in a tool
@@ -104,6 +117,13 @@ export class ControlPlaneError extends Error {
     super(message);
     this.name = 'ControlPlaneError';
   }
+}
+
+/** `answer` as the control plane's answer to `path`; a 2xx body that is not one is DEPENDENCY_UNAVAILABLE (ControlPlaneError 'unavailable'). */
+function checked<T>(path: string, what: string, answer: unknown, problemOf: (answer: unknown) => string | undefined): T {
+  const problem = problemOf(answer);
+  if (problem) throw new ControlPlaneError('unavailable', `the answer to ${path} is not ${what} (${problem})`);
+  return answer as T;
 }
 
 /** What the gateway's log says of a failure: the agent's text and, for a control plane not reached, where and why. */
@@ -152,11 +172,8 @@ export class ControlPlaneClient {
   }
 
   async openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
-    const answer = await this.post<unknown>('/v1/sessions', agentToken, scope);
-    const problem = sessionProblem(answer);
     // Whatever answered (a proxy, a wrong URL) opened nothing: every call would be refused for another reason.
-    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/sessions is not a session (${problem})`);
-    return answer as SessionAnswer;
+    return checked<SessionAnswer>('/v1/sessions', 'a session', await this.post<unknown>('/v1/sessions', agentToken, scope), sessionProblem);
   }
 
   /**
@@ -166,34 +183,22 @@ export class ControlPlaneClient {
   async closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
     const answer = await this.send<unknown>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
     // A 2xx from something else (a proxy, a wrong URL) closed nothing: the log must not say it did.
-    const a = answer as { already_closed?: unknown } | null;
-    if (a === null || typeof a !== 'object' || typeof a.already_closed !== 'boolean') {
-      throw new ControlPlaneError('unavailable', `the answer to /v1/sessions/${sessionId}/close is not a close answer (already_closed is missing)`);
-    }
-    return answer as { already_closed: boolean; message: string };
+    return checked(`/v1/sessions/${sessionId}/close`, 'a close answer', answer, closeAnswerProblem);
   }
 
   async reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
-    const answer = await this.post<unknown>('/v1/gateway/tools', agentToken, { servers });
-    const problem = toolReportProblem(answer);
-    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/gateway/tools is not a tool report answer (${problem})`);
-    return answer as ToolReportAnswer;
+    return checked<ToolReportAnswer>('/v1/gateway/tools', 'a tool report answer', await this.post<unknown>('/v1/gateway/tools', agentToken, { servers }), toolReportProblem);
   }
 
   async decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
-    const answer = await this.post<unknown>('/v1/decisions', agentToken, body);
-    const problem = decisionProblem(answer);
     // Whatever answered (a proxy, a wrong URL, another service) did not decide: nothing runs on it.
-    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/decisions is not a decision (${problem})`);
-    return answer as DecisionAnswer;
+    return checked<DecisionAnswer>('/v1/decisions', 'a decision', await this.post<unknown>('/v1/decisions', agentToken, body), decisionProblem);
   }
 
   async reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
     const answer = await this.post<unknown>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
-    const problem = resultAnswerProblem(answer, decisionId);
     // Not the control plane's word on this result (a proxy, a wrong URL): the result stays withheld.
-    if (problem) throw new ControlPlaneError('unavailable', `the answer to /v1/decisions/${decisionId}/result is not a result answer (${problem})`);
-    return answer as ResultAnswerBody;
+    return checked<ResultAnswerBody>(`/v1/decisions/${decisionId}/result`, 'a result answer', answer, (a) => resultAnswerProblem(a, decisionId));
   }
 
   approvalStatus(agentToken: string, approvalId: string): Promise<ApprovalStatusAnswer> {

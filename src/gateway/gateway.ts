@@ -7,7 +7,7 @@ import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
 import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool } from './catalog.js';
 import { type GatewayConfig, GatewayConfigError } from './config.js';
-import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, logText, type ToolReportAnswer } from './control-plane.js';
+import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, failureWords, logText, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
 import { Upstream } from './upstream.js';
 
@@ -139,8 +139,7 @@ export class Gateway {
     } catch (err) {
       const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
       const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-      const outcome = failure === 'rejected' || failure === 'unauthenticated' ? 'refused' : failure === 'unavailable' ? 'gave no usable answer to' : 'did not answer';
-      this.log.warn({ failure, err: logText(err) }, `could not list tools: the control plane ${outcome} the tool report`);
+      this.log.warn({ failure, err: logText(err) }, `could not list tools: the control plane ${failureWords(failure, 'the tool report')}`);
       // The agent now holds no list: once the control plane answers again, it is told to list again.
       session.toolsShown = { fingerprint: UNAVAILABLE, waiting: !unauthenticated };
       this.refreshSoon();

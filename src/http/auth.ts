@@ -64,7 +64,6 @@ export async function authenticateAgent(auth: Authenticator, raw: string | undef
 
 /** A 401 of an agent token (X-Agent-Token) saying what is wrong with the header; other errors as they are. */
 export function agentRefused(err: unknown, raw: string | undefined): unknown {
-  if (err !== undefined && !(err instanceof AppError && err.code === 'UNAUTHENTICATED')) return err;
   return unauthenticatedSaying(err, (refusal) => agentTokenProblem(raw, refusal));
 }
 
@@ -106,7 +105,6 @@ export function requireGateway(auth: Authenticator) {
     try {
       principal = await authenticateOrUnavailable(auth, bearer(req));
     } catch (err) {
-      if (!(err instanceof AppError && err.code === 'UNAUTHENTICATED')) throw err;
       throw unauthenticatedSaying(err, () => gatewayKeyProblem(header));
     }
     if (principal.kind !== 'gateway') throw unauthenticatedSaying(undefined, () => gatewayKeyProblem(header));

@@ -1,4 +1,4 @@
-import { type AppError, unauthenticated } from '../errors.js';
+import { AppError, unauthenticated } from '../errors.js';
 import { type CredentialRefusal, refusalOf, refused } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
 
@@ -40,8 +40,12 @@ function refusedAs(refusal: CredentialRefusal | undefined): string {
   return 'not known to this control plane (another installation’s, or deleted)';
 }
 
-/** The 401 for `err` (a refusal of Authenticator.authenticate, or none) told with `problem`; the refusal RefusedCredentials audits is kept. */
-export function unauthenticatedSaying(err: unknown, problem: (refusal: CredentialRefusal | undefined) => string): AppError {
+/**
+ * The 401 for `err` (a refusal of Authenticator.authenticate, or undefined for a credential of another
+ * kind) told with `problem`; the refusal RefusedCredentials audits is kept. Any other error is returned as it is.
+ */
+export function unauthenticatedSaying(err: unknown, problem: (refusal: CredentialRefusal | undefined) => string): unknown {
+  if (err !== undefined && !(err instanceof AppError && err.code === 'UNAUTHENTICATED')) return err;
   const refusal = refusalOf(err);
   const message = problem(refusal);
   return refusal ? refused(refusal, message) : unauthenticated(message);

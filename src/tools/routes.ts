@@ -186,14 +186,15 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         });
       await raiseToolsAdded(ctx.alerts, added, req.gateway!).catch(() => {});
       const policy = ctx.policy.current();
-      for (const s of req.body.servers) {
-        await raiseUpstreamMismatch(ctx.alerts, req.gateway!, s.name, reportedNetworkIdentities(s.identity), policy.servers.get(s.name)?.networkIdentities, s.identity).catch(() => {});
+      // What each server reaches, as the gateway runs it: for the mismatch alert and each tool's callability.
+      const identities = req.body.servers.map((s) => reportedNetworkIdentities(s.identity));
+      for (const [i, s] of req.body.servers.entries()) {
+        await raiseUpstreamMismatch(ctx.alerts, req.gateway!, s.name, identities[i]!, policy.servers.get(s.name)?.networkIdentities, s.identity).catch(() => {});
       }
       return {
-        servers: req.body.servers.map((s) => {
+        servers: req.body.servers.map((s, i) => {
           // By hash, not name: a report may hold two definitions of one name (the second is changed).
           const byHash = new Map(s.tools.map((t) => [toolHash(t), t]));
-          const identities = reportedNetworkIdentities(s.identity);
           return {
             name: s.name,
             in_policy: ctx.callability.knowsServer(s.name),
@@ -202,7 +203,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
               .map((r) => {
                 if (r.refusal) return { name: r.tool, hash: r.hash, status: r.status, callable: false, capability: null, reason: r.refusal };
                 const def = byHash.get(r.hash);
-                const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations, identities);
+                const verdict = ctx.callability.mayEverCall(agent, s.name, r.tool, def?.annotations, identities[i]);
                 const out: { name: string; hash: string; status: string; callable: boolean; capability: Capability | null; reason?: string } = {
                   name: r.tool,
                   hash: r.hash,

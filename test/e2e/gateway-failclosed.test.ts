@@ -53,6 +53,29 @@ async function connect(url: string, timeoutMs: number, log = pino({ level: 'sile
   return { client, gateway };
 }
 
+/**
+ * Runs `run` against an HTTP server that answers every request 200 with `answer(url)` as JSON: a proxy or
+ * a wrong URL in the control plane's place. `asked` lists the paths requested, in order.
+ */
+async function withImpostor(answer: (url: string) => unknown, run: (url: string, asked: string[]) => Promise<void>): Promise<void> {
+  const asked: string[] = [];
+  const impostor = createHttpServer((req, res) => {
+    asked.push(req.url ?? '');
+    req.resume();
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(answer(req.url ?? '')));
+    });
+  });
+  await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+  try {
+    await run(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, asked);
+  } finally {
+    impostor.closeAllConnections();
+    await new Promise<void>((r) => impostor.close(() => r()));
+  }
+}
+
 describe('control plane unavailable', () => {
   it('no answer within the timeout: the call is denied with DEPENDENCY_UNAVAILABLE and never reaches the upstream', async () => {
     const { client } = await connect(`http://127.0.0.1:${silentPort}`, 300);
@@ -83,43 +106,21 @@ describe('control plane unavailable', () => {
   });
 
   it('a 2xx answer that is not a decision ({"decision":"allow"} from a proxy or a wrong URL) denies; nothing runs', async () => {
-    const asked: string[] = [];
-    const impostor = createHttpServer((req, res) => {
-      asked.push(req.url ?? '');
-      req.resume();
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        res.end(req.url === '/v1/sessions' ? JSON.stringify({ session_id: '0192f0c1-0000-7000-8000-000000000002', state: 'active' }) : JSON.stringify({ decision: 'allow' }));
-      });
-    });
-    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
-    try {
-      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000);
+    const answer = (url: string) => (url === '/v1/sessions' ? { session_id: '0192f0c1-0000-7000-8000-000000000002', state: 'active' } : { decision: 'allow' });
+    await withImpostor(answer, async (url, asked) => {
+      const { client } = await connect(url, 1000);
       const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
       expect(r.isError).toBe(true);
       expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: the answer to \/v1\/decisions is not a decision \(code is missing\)/);
       expect(asked).toContain('/v1/decisions');
       expect(existsSync(memoryFile)).toBe(false);
-    } finally {
-      impostor.closeAllConnections();
-      await new Promise<void>((r) => impostor.close(() => r()));
-    }
+    });
   });
 
   it('a 2xx answer to /sessions or /gateway/tools that is not the control plane\'s ({"ok":true} from a proxy) is DEPENDENCY_UNAVAILABLE, logged, not a TypeError', async () => {
-    const asked: string[] = [];
-    const impostor = createHttpServer((req, res) => {
-      asked.push(req.url ?? '');
-      req.resume();
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ ok: true }));
-      });
-    });
-    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
-    try {
+    await withImpostor(() => ({ ok: true }), async (url, asked) => {
       const { log, lines } = capturedLog();
-      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000, log);
+      const { client } = await connect(url, 1000, log);
       await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools without the control plane \(the answer to \/v1\/gateway\/tools is not a tool report answer \(servers is not a list\)\)/);
       expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'could not list tools: the control plane gave no usable answer to the tool report', err: expect.stringContaining('servers is not a list') }));
       const r = (await client.callTool({ name: 'create_entities', arguments: { entities: [{ name: 'Ada', entityType: 'person', observations: [] }] } })) as CallToolResult;
@@ -130,33 +131,20 @@ describe('control plane unavailable', () => {
       // No decision was asked for with a session that was never opened.
       expect(asked).not.toContain('/v1/decisions');
       expect(existsSync(memoryFile)).toBe(false);
-    } finally {
-      impostor.closeAllConnections();
-      await new Promise<void>((r) => impostor.close(() => r()));
-    }
+    });
   });
 
   it('a 2xx answer to the session close that is not the control plane\'s is not logged as a closed session', async () => {
-    const impostor = createHttpServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify(req.url === '/v1/sessions' ? { session_id: '0192f0c1-0000-7000-8000-000000000004', state: 'active' } : { ok: true }));
-      });
-    });
-    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
-    try {
+    const answer = (url: string) => (url === '/v1/sessions' ? { session_id: '0192f0c1-0000-7000-8000-000000000004', state: 'active' } : { ok: true });
+    await withImpostor(answer, async (url) => {
       const { log, lines } = capturedLog();
-      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000, log);
+      const { client } = await connect(url, 1000, log);
       await client.callTool({ name: 'read_graph', arguments: {} });
       await client.close();
       await until(async () => lines.some((l) => String(l['msg']).startsWith('could not close the control-plane session')), 5_000, 'the close to be logged');
       expect(lines.some((l) => l['msg'] === 'control-plane session closed')).toBe(false);
       expect(lines).toContainEqual(expect.objectContaining({ level: 40, err: expect.stringContaining('is not a close answer (already_closed is missing)') }));
-    } finally {
-      impostor.closeAllConnections();
-      await new Promise<void>((r) => impostor.close(() => r()));
-    }
+    });
   });
 
   it('a 2xx answer to /result that is not the result answer for this decision withholds the result', async () => {
@@ -171,18 +159,13 @@ describe('control plane unavailable', () => {
       { decision_id: 'decision-1', recorded: true, action: 'none', message: 'result recorded' },
     ];
     let reported = 0;
-    const impostor = createHttpServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        res.setHeader('content-type', 'application/json');
-        if (req.url === '/v1/sessions') return res.end(JSON.stringify({ session_id: '0192f0c1-0000-7000-8000-000000000003', state: 'active' }));
-        if (req.url === '/v1/decisions') return res.end(JSON.stringify({ decision: 'allow', code: 'OK', decision_id: 'decision-1', message: 'allowed' }));
-        res.end(JSON.stringify(answers[reported++]));
-      });
-    });
-    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
-    try {
-      const { client } = await connect(`http://127.0.0.1:${(impostor.address() as { port: number }).port}`, 1000);
+    const answer = (url: string) => {
+      if (url === '/v1/sessions') return { session_id: '0192f0c1-0000-7000-8000-000000000003', state: 'active' };
+      if (url === '/v1/decisions') return { decision: 'allow', code: 'OK', decision_id: 'decision-1', message: 'allowed' };
+      return answers[reported++];
+    };
+    await withImpostor(answer, async (url) => {
+      const { client } = await connect(url, 1000);
       for (let i = 0; i < answers.length - 1; i++) {
         const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
         expect(r.isError, `answer ${JSON.stringify(answers[i])}`).toBe(true);
@@ -193,10 +176,7 @@ describe('control plane unavailable', () => {
       expect(released.isError, textOf(released)).toBeFalsy();
       expect(textOf(released)).toContain('entities');
       expect(reported).toBe(answers.length);
-    } finally {
-      impostor.closeAllConnections();
-      await new Promise<void>((r) => impostor.close(() => r()));
-    }
+    });
   });
 
   it('an unknown tool is refused without asking anyone', async () => {
