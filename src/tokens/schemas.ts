@@ -61,6 +61,10 @@ export const AgentToken = Type.Object({
   rotated_by: Type.Array(Type.String(), {
     description: 'Operators who rotated this token or a token it was rotated from (each received a raw secret of it); with separate_approver, they may not approve its calls, like its creator.',
   }),
+  rotated_to: Type.Union([Id, Type.Null()], {
+    description: 'The token this one was rotated into (POST /v1/keys/{id}/rotate), or null. A rotated token cannot be rotated again (409): rotate its successor.',
+  }),
+  rotated_at: DateTime,
   created_at: Timestamp,
   expires_at: DateTime,
   revoked_at: DateTime,

@@ -63,6 +63,19 @@ function tokenView(row: AgentTokenRow): AgentTokenRow {
   return row.revoke_reason === null ? row : { ...row, revoke_reason: redactText(row.revoke_reason) };
 }
 
+/**
+ * A second rotation of one token would issue a second live successor (a client retrying a rotate whose
+ * answer it lost). The first successor's secret was shown once; the way on is to rotate or revoke it.
+ */
+function alreadyRotated(old: AgentTokenRow): AppError {
+  const at = old.rotated_at!.toISOString();
+  return new AppError(
+    'CONFLICT',
+    `Token ${old.id} was already rotated at ${at} into token ${old.rotated_to}; its secret was shown once, in that answer. If the answer was lost, rotate ${old.rotated_to} (POST /v1/keys/${old.rotated_to}/rotate) or revoke it.`,
+    { rotated_to: old.rotated_to, rotated_at: at },
+  );
+}
+
 /** An agent token as listed: with its halt in force, or null. */
 export type ListedAgentTokenRow = AgentTokenRow & { halt: { trigger: string; halted_at: Date } | null };
 
@@ -295,6 +308,7 @@ export class CredentialService {
       const old = await credentialStore.lockAgentToken(c, id);
       if (!old) throw notFound('token');
       if (old.revoked_at) throw new AppError('CONFLICT', `Token ${id} is revoked; create a new token instead (POST /v1/keys).`);
+      if (old.rotated_to) throw alreadyRotated(old);
       if (old.expires_at && old.expires_at.getTime() <= Date.now()) throw new AppError('CONFLICT', `Token ${id} has expired; create a new token instead (POST /v1/keys).`);
       raw.value = generateCredential(AGENT_PREFIXES[old.type]);
       const lifetimeMs = old.expires_at ? old.expires_at.getTime() - old.created_at.getTime() : null;
@@ -316,7 +330,7 @@ export class CredentialService {
         rotated_by: old.rotated_by.includes(operatorActor(op)) ? old.rotated_by : [...old.rotated_by, operatorActor(op)],
         expires_at: lifetimeMs === null ? null : new Date(Date.now() + lifetimeMs),
       });
-      const previous = await credentialStore.expireAgentTokenBy(c, id, new Date(Date.now() + graceSeconds * 1000));
+      const previous = await credentialStore.markRotated(c, id, key.id, new Date(Date.now() + graceSeconds * 1000));
       return { key, previous };
     });
     // Cached principals carry the old expiry: drop them everywhere so the grace period holds on every replica.

@@ -28,6 +28,9 @@ export interface AgentTokenRow {
    * secret of it, so with `created_by` they are its secret holders (the `separate_approver` rule).
    */
   rotated_by: string[];
+  /** The token this one was rotated into, and when (a rotated token cannot be rotated again). */
+  rotated_to: string | null;
+  rotated_at: Date | null;
   created_at: Date;
   expires_at: Date | null;
   revoked_at: Date | null;
@@ -95,14 +98,14 @@ function bulkConditions(f: BulkTokenFilter): Conditions {
 type Queryable = Pool | PoolClient;
 
 const AGENT_COLUMNS =
-  'id, type, key_prefix, display_prefix, scopes, role, project_id, environment, description, created_by, rotated_by, created_at, expires_at, revoked_at, revoked_by, revoke_reason, last_used_at';
+  'id, type, key_prefix, display_prefix, scopes, role, project_id, environment, description, created_by, rotated_by, rotated_to, rotated_at, created_at, expires_at, revoked_at, revoked_by, revoke_reason, last_used_at';
 const GATEWAY_COLUMNS = 'id, name, display_prefix, created_by, created_at, expires_at, revoked_at, last_used_at';
 const OPERATOR_COLUMNS = `${GATEWAY_COLUMNS}, role, projects`;
 
 export const credentialStore = {
   async insertAgentToken(
     db: Queryable,
-    t: Omit<AgentTokenRow, 'rotated_by' | 'created_at' | 'revoked_at' | 'revoked_by' | 'revoke_reason' | 'last_used_at'> & { key_hash: Buffer; rotated_by?: string[] },
+    t: Omit<AgentTokenRow, 'rotated_by' | 'rotated_to' | 'rotated_at' | 'created_at' | 'revoked_at' | 'revoked_by' | 'revoke_reason' | 'last_used_at'> & { key_hash: Buffer; rotated_by?: string[] },
   ): Promise<AgentTokenRow> {
     const { rows } = await db.query<AgentTokenRow>(
       `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, description, created_by, rotated_by, expires_at)
@@ -199,9 +202,12 @@ export const credentialStore = {
     return rows[0];
   },
 
-  /** Ends a token's life at `at` at the latest (an earlier expiry stays). */
-  async expireAgentTokenBy(db: Queryable, id: string, at: Date): Promise<AgentTokenRow> {
-    const { rows } = await db.query<AgentTokenRow>(`UPDATE agent_tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE id = $1 RETURNING ${AGENT_COLUMNS}`, [id, at]);
+  /** Records the rotation into `successor` and ends the token's life at `at` at the latest (an earlier expiry stays). */
+  async markRotated(db: Queryable, id: string, successor: string, at: Date): Promise<AgentTokenRow> {
+    const { rows } = await db.query<AgentTokenRow>(
+      `UPDATE agent_tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2), rotated_to = $3, rotated_at = now() WHERE id = $1 RETURNING ${AGENT_COLUMNS}`,
+      [id, at, successor],
+    );
     return rows[0]!;
   },
 

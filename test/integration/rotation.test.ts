@@ -93,6 +93,27 @@ describe('token rotation', () => {
     expect(rows.map((r) => r.actor_id)).toEqual([otherId]);
   });
 
+  it('a second rotation of the same token (a retry whose answer was lost) is refused with 409 naming the successor; no second token is issued', async () => {
+    const old = await gw.token('ro');
+    const first = await rotate(old.id, { grace_seconds: 3600, reason: 'first' });
+    expect(first.statusCode).toBe(201);
+    const successor = first.json().key.id as string;
+    expect(first.json().key.expires_at).toBeNull();
+    expect(first.json().previous).toMatchObject({ rotated_to: successor });
+
+    const again = await rotate(old.id, { grace_seconds: 3600, reason: 'retry' });
+    expect(again.statusCode).toBe(409);
+    expect(again.json().error).toMatchObject({ code: 'CONFLICT', details: { rotated_to: successor } });
+    expect(again.json().error.message).toContain(`rotate ${successor} (POST /v1/keys/${successor}/rotate) or revoke it`);
+    // Only the first successor exists, and it still has no expiry (the retry used to give a second one the grace period as its lifetime).
+    const { rows } = await t.pool().query('SELECT id, expires_at FROM agent_tokens WHERE created_at >= $1 AND id <> $2', [first.json().key.created_at, old.id]);
+    expect(rows).toEqual([{ id: successor, expires_at: null }]);
+    const shown = await a.inject({ method: 'GET', url: `/v1/keys/${old.id}`, headers: bearer(gw.owner) });
+    expect(shown.json()).toMatchObject({ rotated_to: successor, rotated_at: expect.any(String) });
+    // The successor can be rotated in turn.
+    expect((await rotate(successor, { grace_seconds: 60 })).statusCode).toBe(201);
+  });
+
   it('grace 0 stops the old token at once; the new token keeps the old lifetime; revoked tokens cannot be rotated', async () => {
     const old = await gw.token('ro');
     await t.pool().query(`UPDATE agent_tokens SET expires_at = created_at + interval '1 day' WHERE id = $1`, [old.id]);
