@@ -4,7 +4,7 @@
 
 export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, doc: 'The body, query or params failed validation, or a credential header (`Authorization`, `X-Agent-Token`) was sent more than once; `details` names the field or header and the problem.' },
-  UNAUTHENTICATED: { status: 401, doc: 'Missing, malformed, unknown, revoked or expired credential. On the gateway routes the message names the header at fault and what it holds (an agent token in Authorization, a gateway key in X-Agent-Token, Bearer in X-Agent-Token, a revoked key); on the admin API one message for all.' },
+  UNAUTHENTICATED: { status: 401, doc: 'Missing, malformed, unknown, revoked or expired credential. On the gateway routes the message names the header at fault and what it holds (an agent token in Authorization, a gateway key in X-Agent-Token, Bearer in X-Agent-Token, a revoked key); on the admin API one message for all. Carries `WWW-Authenticate: Bearer realm="mcp-killswitch"`.' },
   MCP_TOKEN_FORBIDDEN: { status: 403, doc: 'An agent token or a gateway key was presented to the admin API; only operator keys may use it.' },
   FORBIDDEN: { status: 403, doc: 'The operator key lacks the role this route needs.' },
   NOT_FOUND: { status: 404, doc: 'No such object, or it belongs to a project this operator cannot see.' },

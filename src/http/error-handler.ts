@@ -91,11 +91,16 @@ function requiredFieldsHint(req: FastifyRequest): string {
   return required.length > 0 ? ` with its required field${required.length === 1 ? '' : 's'} (${required.join(', ')})` : '';
 }
 
+/** The challenge of every 401: every credential (gateway key, operator key) goes as a Bearer token. */
+export const WWW_AUTHENTICATE = 'Bearer realm="mcp-killswitch"';
+
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError & { validation?: ValidationIssue[]; validationContext?: string }, req, reply) => {
     if (err instanceof AppError) {
       // A wait a retrying client (or an HTTP library) can read without parsing the body.
       if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
+      // RFC 9110: a 401 names the scheme it wants (HTTP libraries and proxies read it; the body says which header is at fault).
+      if (err.status === 401) reply.header('www-authenticate', WWW_AUTHENTICATE);
       return send(reply, err.code, err.status, err.message, err.details);
     }
     if (err.validation) {

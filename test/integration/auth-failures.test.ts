@@ -87,8 +87,13 @@ describe('a 401 on a gateway route says which header is wrong and what it holds 
         const res = await app.inject({ method: 'POST', url, headers, payload });
         expect(res.statusCode, `${what} on ${url}`).toBe(401);
         expect(res.json().error, `${what} on ${url}`).toMatchObject({ code: 'UNAUTHENTICATED', message });
+        expect(res.headers['www-authenticate'], `${what} on ${url}`).toBe('Bearer realm="mcp-killswitch"');
       }
     }
+    // The admin API's 401s carry the challenge too (RFC 9110 wants one on every 401).
+    const admin = await app.inject({ method: 'GET', url: '/v1/keys' });
+    expect(admin.statusCode).toBe(401);
+    expect(admin.headers['www-authenticate']).toBe('Bearer realm="mcp-killswitch"');
     // A revoked gateway key: told apart from an unknown one only in the audit trail (nothing was accepted yet).
     const created = await app.inject({ method: 'POST', url: '/v1/gateway-keys', headers: bearer(gw.owner), payload: { name: 'hint test' } });
     expect(created.statusCode, created.body).toBe(201);
