@@ -7,7 +7,7 @@ import { credentialStore } from '../tokens/store.js';
 import type { DependencyFailureReporter } from './dependency-failures.js';
 import { runPipeline } from './pipeline.js';
 import { newCallContext } from './service.js';
-import type { CallContext, DecisionInput, Denial, HaltTrigger, PipelineStep } from './types.js';
+import type { CallContext, DecisionInput, Denial, HaltTrigger, PipelineStep, ResolvedCall } from './types.js';
 
 export interface ExplainRequest {
   token_id: string;
@@ -186,7 +186,7 @@ export class Explainer {
       decision: denial ? ('deny' as const) : ('allow' as const),
       code: denial ? denial.code : 'OK',
       steps: call.trace,
-      ...(call.call ? { call: { ...call.call } } : {}),
+      ...(call.call ? { call: callView(call.call) } : {}),
       flags: call.flagsEvaluated,
       // What the real call would also do: halt the session (and by policy the token). Explain halts nothing.
       ...(denial?.halt ? { halt: { trigger: denial.halt, token: this.haltsToken(denial.halt) } } : {}),
@@ -209,6 +209,21 @@ export class Explainer {
     const fresh = refusal ? `. ${newSessionRefusedMessage(refusal)}` : '';
     return `${req.server}/${req.tool} would be allowed ${where}${warnings}${fresh}`;
   }
+}
+
+/** The resolved call as explain shows it: in the API's snake_case, not the pipeline's field names. */
+function callView(c: ResolvedCall) {
+  return {
+    server: c.server,
+    server_class: c.serverClass,
+    tool: c.tool,
+    required_scope: c.requiredScope,
+    capability: c.capability,
+    scope_source: c.scopeSource,
+    extra_flags: c.extraFlags,
+    resource_ids: c.resourceIds,
+    network_identities: c.networkIdentities,
+  };
 }
 
 /** Runs the tasks `size` at a time, keeping their order in the result. */

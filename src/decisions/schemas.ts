@@ -174,7 +174,22 @@ export const ExplainAnswer = Type.Object({
       { description: 'Without a session_id: the verdict in each open session checked, the most recently active first, then in a new session.' },
     ),
   ),
-  call: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  call: Type.Optional(
+    Type.Object(
+      {
+        server: Type.String(),
+        server_class: Type.String({ description: "The server's scope class in the policy (storage, memory, database ...)." }),
+        tool: Type.String(),
+        required_scope: Type.String({ description: 'The scope the call needs, e.g. storage:write.' }),
+        capability: Type.String({ description: 'read, write, delete or admin.' }),
+        scope_source: Type.String({ description: "Where the scope came from: map (the policy's tool map), protocol, user-management-name, annotation (a trusted server's hints) or untrusted-default." }),
+        extra_flags: Type.Array(Type.String(), { description: 'Unleash flags the policy names for this server and capability, checked besides the built-in ones.' }),
+        resource_ids: Type.Array(Type.String(), { description: 'Identities of the resources the call touches (cascade detection).' }),
+        network_identities: Type.Array(Type.String(), { description: 'Hosts and database names the production patterns are matched against.' }),
+      },
+      { description: 'How the policy resolved the call (absent when it stopped before: an unknown server or tool).' },
+    ),
+  ),
   flags: Type.Array(Type.Object({ name: Type.String(), enabled: Type.Boolean() })),
   halt: Type.Optional(
     Type.Object(

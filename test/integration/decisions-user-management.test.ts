@@ -46,6 +46,6 @@ describe('POST /v1/decisions: unmapped user-management tools on a trusted server
     const tok = await gw.token('ro');
     const res = await app.inject({ method: 'POST', url: '/v1/decisions/explain', headers: bearer(gw.owner), payload: { token_id: tok.id, ...deleteUser } });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ code: 'PERMISSION_DENIED', call: { requiredScope: 'auth:*', scopeSource: 'user-management-name' } });
+    expect(res.json()).toMatchObject({ code: 'PERMISSION_DENIED', call: { required_scope: 'auth:*', scope_source: 'user-management-name' } });
   });
 });

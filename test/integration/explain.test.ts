@@ -31,6 +31,25 @@ async function explain(tokenId: string, call: Record<string, unknown>) {
   return res;
 }
 
+describe('the resolved call', () => {
+  it("is shown in the API's snake_case with every field typed (it was the pipeline's camelCase object, untyped in the OpenAPI document)", async () => {
+    const tok = await gw.token('rw');
+    const res = await explain(tok.id, write('notes/a.md'));
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json().call).toEqual({
+      server: 'filesystem',
+      server_class: 'storage',
+      tool: 'write_file',
+      required_scope: 'storage:write',
+      capability: 'write',
+      scope_source: 'map',
+      extra_flags: expect.any(Array),
+      resource_ids: expect.any(Array),
+      network_identities: expect.any(Array),
+    });
+  });
+});
+
 describe('explain without a session_id, for a token with open sessions', () => {
   it('a session at its cap: explain denies with the code the real call gets, even when a newer session and a new one would allow', async () => {
     const tok = await gw.token('rw');
