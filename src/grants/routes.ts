@@ -16,7 +16,7 @@ const Grant = Type.Object({
   kind: Kind,
   token_id: Type.String(),
   session_id: Type.Union([Type.String(), Type.Null()]),
-  environment: Type.String(),
+  environment: Type.Union([Type.String(), Type.Null()], { description: 'The environment a production grant opens; null for a large_results grant (it applies in any environment of the token).' }),
   reason: Type.String(),
   created_by: Type.String(),
   created_at: Timestamp,

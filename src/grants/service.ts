@@ -141,13 +141,17 @@ export class GrantService {
     if (!token || !canSeeProject(op, token.project_id)) throw notFound('token');
     if (token.revoked_at) throw invalid('token_id', 'the token is revoked');
     if (body.expires_in > this.maxSeconds) throw invalid('expires_in', `must be at most ${this.maxSeconds} seconds (GRANT_MAX_SECONDS)`);
+    const kind = body.kind ?? 'production';
+    if (kind !== 'production' && body.environment !== undefined) {
+      throw invalid('environment', 'is for production grants only: a large_results grant lets results over the threshold through in any environment of the token; leave it out');
+    }
     const sessionId = body.session_id === undefined ? null : await this.sessionOf(db, token.id, body.session_id);
     const grant = await grantStore.insert(db, {
       id: uuidv7(),
-      kind: body.kind ?? 'production',
+      kind,
       token_id: token.id,
       session_id: sessionId,
-      environment: body.environment ?? 'production',
+      environment: kind === 'production' ? (body.environment ?? 'production') : null,
       // Shown in GET /v1/grants and the GRANT_ISSUED alert: a credential pasted into it is masked as in the audit trail.
       reason: redactText(body.reason),
       created_by: operatorActor(op),

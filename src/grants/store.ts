@@ -10,7 +10,8 @@ export interface GrantRow {
   kind: GrantKind;
   token_id: string;
   session_id: string | null;
-  environment: string;
+  /** The environment a production grant opens; null for a large_results grant (any environment of the token). */
+  environment: string | null;
   reason: string;
   created_by: string;
   created_at: Date;

@@ -44,6 +44,26 @@ describe('grants in the audit trail', () => {
   });
 });
 
+describe('the environment of a grant', () => {
+  it('is production for a production grant and null for a large_results grant, which may not name one (it read as production access given to a development token)', async () => {
+    const tok = await gw.token('rw');
+    const grant = (payload: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { token_id: tok.id, reason: 'INC-7 export', expires_in: 600, ...payload } });
+    const large = await grant({ kind: 'large_results' });
+    expect(large.statusCode, large.body).toBe(201);
+    expect(large.json()).toMatchObject({ kind: 'large_results', environment: null });
+    const production = await grant({});
+    expect(production.json()).toMatchObject({ kind: 'production', environment: 'production' });
+    const named = await grant({ kind: 'large_results', environment: 'production' });
+    expect(named.statusCode).toBe(400);
+    expect(named.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'environment' }] });
+    const listed = (await app.inject({ url: `/v1/grants?token=${tok.id}`, headers: bearer(gw.owner) })).json().grants as Array<{ kind: string; environment: string | null }>;
+    expect(listed.map((g) => [g.kind, g.environment]).sort()).toEqual([
+      ['large_results', null],
+      ['production', 'production'],
+    ]);
+  });
+});
+
 describe('grants limited to a session', () => {
   it("refuse (400 naming session_id) a session that does not exist or is another token's; accept the token's own, stored in lower case", async () => {
     const tok = await gw.token('rw');
