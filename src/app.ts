@@ -23,7 +23,7 @@ import { RefusedCredentials } from './http/auth.js';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
-import { declareCommonErrors } from './http/schemas.js';
+import { declareCommonErrors, optionalBodies } from './http/schemas.js';
 import { registerKillLoader } from './kills/mirror.js';
 import { RedisGate } from './limits/gate.js';
 import { loggerOptions } from './log.js';
@@ -433,10 +433,17 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           securitySchemes: {
             bearer: { type: 'http', scheme: 'bearer', description: 'Operator key (ksop_) on the admin API; gateway key (ksgw_) on gateway routes.' },
             agentToken: { type: 'apiKey', in: 'header', name: 'X-Agent-Token' },
+            unleashWebhookSecret: {
+              type: 'apiKey',
+              in: 'header',
+              name: 'Authorization',
+              description: 'POST /v1/flags/events only: the Unleash webhook secret as the whole Authorization value, without `Bearer` (UNLEASH_WEBHOOK_SECRET, or the one stored at the first start).',
+            },
           },
         },
         security: [{ bearer: [] }],
       },
+      transformObject: optionalBodies,
     });
     app.get('/docs/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 

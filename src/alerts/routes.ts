@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, mediaTypes } from '../http/schemas.js';
 import { isUuid } from '../ids.js';
 import { CredentialStoreUnavailable, type OperatorPrincipal } from '../tokens/authenticator.js';
 import { AckBody, AckMatchingBody, AckMatchingResultSchema, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
@@ -53,7 +53,17 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         summary: 'Live alerts as Server-Sent Events (`alert` and `ack` events); send Last-Event-ID to replay what was missed',
         querystring: StreamQuery,
-        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors },
+        headers: Type.Object({
+          'Last-Event-ID': Type.Optional(
+            Type.String({ description: 'The id of the newest alert the client has (an EventSource sends it when it reconnects): the alerts raised after it are sent first (at most 500). Anything but an alert id is ignored.' }),
+          ),
+        }),
+        response: {
+          200: mediaTypes('Server-Sent Events until the client disconnects: `alert` (with the alert id as the event id) and `ack` events, each with the alert as JSON data', {
+            'text/event-stream': Type.String(),
+          }),
+          ...errors,
+        },
       },
     },
     async (req, reply) => {
@@ -149,9 +159,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: operator,
       // The note is optional, so is the body: `curl -X POST .../ack` with no body is a plain acknowledgement.
-      preValidation: async (req) => {
-        if (req.body === undefined || req.body === null) (req as { body: unknown }).body = {};
-      },
+      preValidation: bodyOptional,
       schema: { tags, summary: 'Acknowledge an alert (once; a second acknowledgement is 409)', params: AlertIdParams, body: AckBody, response: { 200: AlertSchema, ...errors, 409: ErrorBody } },
     },
     async (req) => {

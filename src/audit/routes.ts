@@ -3,7 +3,7 @@ import { stringify } from 'csv-stringify/sync';
 import { Type } from 'typebox';
 import { invalid } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, mediaTypes } from '../http/schemas.js';
 import type { AuditRecord } from './record.js';
 import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQuery, UsageReport, VerifyReportSchema } from './schemas.js';
 import type { TokenUsage } from './service.js';
@@ -85,7 +85,13 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         summary: 'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines',
         querystring: ExportAuditQuery,
-        response: { 200: Type.String({ description: 'text/csv or application/x-ndjson' }), ...errors },
+        response: {
+          200: mediaTypes('The matching rows: CSV (`format=csv`, the default, with a header row) or JSON Lines (`format=jsonl`), as an attachment', {
+            'text/csv': Type.String({ description: 'format=csv' }),
+            'application/x-ndjson': Type.String({ description: 'format=jsonl: one audit row per line' }),
+          }),
+          ...errors,
+        },
       },
     },
     async (req, reply) => {
@@ -118,7 +124,13 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         summary: 'Usage per agent token: calls, allow/deny, per operation and per day, success and error rate (JSON or CSV)',
         querystring: UsageQuery,
-        response: { 200: Type.Union([UsageReport, Type.String()]), ...errors },
+        response: {
+          200: mediaTypes('The usage report: JSON, or CSV with `format=csv` (an attachment, one `token` row per token, then its `operation` and `day` rows)', {
+            'application/json': UsageReport,
+            'text/csv': Type.String({ description: 'format=csv' }),
+          }),
+          ...errors,
+        },
       },
     },
     async (req, reply) => {
@@ -141,7 +153,13 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         summary: 'Monthly usage per token and operation, including months whose raw rows retention already removed',
         querystring: UsageQuery,
-        response: { 200: Type.Union([MonthlyUsageReport, Type.String()]), ...errors },
+        response: {
+          200: mediaTypes('Monthly usage: JSON, or CSV with `format=csv` (an attachment, one row per month, token and operation)', {
+            'application/json': MonthlyUsageReport,
+            'text/csv': Type.String({ description: 'format=csv' }),
+          }),
+          ...errors,
+        },
       },
     },
     async (req, reply) => {

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { v7 as uuidv7 } from 'uuid';
 import { AppError, unauthenticated } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, NoQuery } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
 import type { ConstraintView, PolledFlagChange } from './service.js';
@@ -85,7 +85,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Unleash webhook: a flag turned off or archived is denied at once on every replica',
         description:
           'Registered by flags sync as an Unleash webhook integration. Authorization carries the shared secret: UNLEASH_WEBHOOK_SECRET, or, when it is unset, the one generated at the first start and stored in the database. Only makes decisions stricter. 503 when this replica cannot read the stored secret (it accepts no event then; flag changes still arrive by polling).',
-        security: [],
+        security: [{ unleashWebhookSecret: [] }],
         body: UnleashEventBody,
         response: { 200: WebhookResult, 400: ErrorBody, 401: ErrorBody, 503: ErrorBody },
       },
@@ -125,7 +125,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags',
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', response: { 200: FlagsOverview, 401: ErrorBody, 403: ErrorBody } },
+      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', querystring: NoQuery, response: { 200: FlagsOverview, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {
       const status = flags.status();

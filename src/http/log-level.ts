@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { keepSubscribed } from '../redis/client.js';
 import { requireOperator } from './auth.js';
-import { ErrorBody } from './schemas.js';
+import { ErrorBody, NoQuery } from './schemas.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 type LogLevel = (typeof LOG_LEVELS)[number];
@@ -74,7 +74,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tags = ['operations'];
   app.get(
     '/v1/admin/log-level',
-    { onRequest: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', response: { 200: LogLevelView, 401: ErrorBody, 403: ErrorBody } } },
+    { onRequest: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', querystring: NoQuery, response: { 200: LogLevelView, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } } },
     async () => ({ level: ctx.log.level, configured: ctx.config.logLevel }),
   );
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, mediaTypes } from '../http/schemas.js';
 import { sessionStore } from '../sessions/store.js';
 import { TimelineQuerySchema, TimelineSchema } from './schemas.js';
 import { TimelineService, timelineCsv, timelineJsonl } from './service.js';
@@ -26,13 +26,22 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',
         querystring: TimelineQuerySchema,
         response: {
-          200: Type.Union([
-            TimelineSchema,
-            Type.String({
-              description:
-                'application/x-ndjson or text/csv; when truncated, the header `X-Next-Cursor` is the cursor of the rest and the last line or row has type `truncated` (the JSON Lines line has it as `next`)',
-            }),
-          ]),
+          200: mediaTypes(
+            'The timeline: JSON (`format=json`, the default), or an export as an attachment: JSON Lines (`format=jsonl`) or CSV (`format=csv`); a truncated export ends with a line or row of type `truncated` (the JSON Lines line has the cursor of the rest as `next`)',
+            {
+              'application/json': TimelineSchema,
+              'application/x-ndjson': Type.String({ description: 'format=jsonl: one event per line' }),
+              'text/csv': Type.String({ description: 'format=csv: a header row, then one row per event' }),
+            },
+            {
+              'X-Truncated': Type.Unsafe<'true' | 'false'>({
+                type: 'string',
+                enum: ['true', 'false'],
+                description: '`true` when the window holds more than `limit` events (the answer holds the first `limit`), else `false`. Sent in every format.',
+              }),
+              'X-Next-Cursor': Type.String({ description: 'Only when truncated: the cursor of the rest (send it as `cursor`).' }),
+            },
+          ),
           ...errors,
         },
       },

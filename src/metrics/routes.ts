@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, mediaTypes, NoQuery } from '../http/schemas.js';
 import type { Metrics } from './metrics.js';
 
 /** Counts and times every HTTP request. Install before the routes so every route inherits the hook. */
@@ -32,7 +32,13 @@ export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics (text exposition format); also served without a key on METRICS_PORT when set',
-        response: { 200: Type.String({ description: 'text/plain; version=0.0.4' }), 401: ErrorBody, 403: ErrorBody },
+        querystring: NoQuery,
+        response: {
+          200: mediaTypes('The Prometheus text exposition format, version 0.0.4', { 'text/plain; version=0.0.4': Type.String() }),
+          400: ErrorBody,
+          401: ErrorBody,
+          403: ErrorBody,
+        },
       },
     },
     async (_req, reply) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, NoQuery } from '../http/schemas.js';
 import { formatIssue } from './issues.js';
 
 const Hash = Type.String({ description: 'sha256 (hex) of the policy file in force' });
@@ -60,7 +60,8 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'The policy this replica decides with: its file, hash and load time, and the last rejected reload',
         description:
           'What this replica holds in memory (no Redis, no database). A reload that is refused (a broken file, or one that drops a top-level section the policy in force has: docs/policy.md, "Reloading") keeps the policy in force; `last_rejected` shows the last such file since that policy was loaded, with its errors. Other replicas: GET /v1/policy/replicas.',
-        response: { 200: PolicyView, 401: ErrorBody, 403: ErrorBody },
+        querystring: NoQuery,
+        response: { 200: PolicyView, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody },
       },
     },
     async () => {
@@ -86,7 +87,8 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'The policy each live replica decides with (its hash and load time): whether replicas disagree',
         description:
           'Read from Redis when asked (this replica publishes its own entry first). Each replica reads its own POLICY_FILE, so during a rollout, or with a stale mount, replicas can decide with different policies; `distinct` above 1 says so (also GET /readyz `warnings`, the metric killswitch_policy_replicas_distinct and the POLICY_DIVERGED alert). 503 when Redis cannot be read.',
-        response: { 200: ReplicasView, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody },
+        querystring: NoQuery,
+        response: { 200: ReplicasView, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody },
       },
     },
     async (req) => {

@@ -7,7 +7,7 @@ import { Type } from 'typebox';
 import type { Config } from '../config.js';
 import { AppError, notFound } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, NoQuery } from '../http/schemas.js';
 
 /** Where `vite build` (npm run ui:build) writes the admin UI; the same path from src/ and from dist/. */
 export const UI_DIST = fileURLToPath(new URL('../../ui/dist/', import.meta.url));
@@ -80,7 +80,7 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiRoutesOptions> = async (app, 
     '/v1/ui/settings',
     {
       onRequest: requireOperator(auth, 'viewer'),
-      schema: { tags: ['ui'], summary: 'Settings the admin UI shows: the Unleash UI address and environment', response: { 200: UiSettings, 401: ErrorBody, 403: ErrorBody } },
+      schema: { tags: ['ui'], summary: 'Settings the admin UI shows: the Unleash UI address and environment', querystring: NoQuery, response: { 200: UiSettings, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => ({ unleash_ui_url: unleashUiUrl(config), unleash_environment: config.unleashEnvironment }),
   );
