@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { bearer, requireOperator } from '../http/auth.js';
-import { bodyOptional, ErrorBody, mediaTypes } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, mediaTypes, requireWindowInOrder } from '../http/schemas.js';
 import { isUuid } from '../ids.js';
 import { CredentialStoreUnavailable, type OperatorPrincipal } from '../tokens/authenticator.js';
 import { AckBody, AckMatchingBody, AckMatchingResultSchema, AlertIdParams, AlertPageSchema, AlertSchema, ListAlertsQuery, StreamQuery } from './schemas.js';
@@ -42,7 +42,10 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/alerts',
     { onRequest: viewer, schema: { tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
-    async (req) => alerts.list(req.query, req.operator!),
+    async (req) => {
+      requireWindowInOrder(req.query.from ? new Date(req.query.from) : undefined, req.query.to ? new Date(req.query.to) : undefined);
+      return alerts.list(req.query, req.operator!);
+    },
   );
 
   app.get(

@@ -36,7 +36,7 @@ export const ListAlertsQuery = Type.Object(
     server: Type.Optional(Text(200)),
     project: Type.Optional(Text(100)),
     acknowledged: Type.Optional(Type.Boolean()),
-    from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound on created_at.' })),
+    from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound on created_at; before `to` when both are sent (else 400).' })),
     to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive upper bound on created_at.' })),
     before: Type.Optional(Type.String({ format: 'uuid', description: 'Keyset cursor: next_before of the previous page.' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),

@@ -3,7 +3,7 @@ import { stringify } from 'csv-stringify/sync';
 import { Type } from 'typebox';
 import { invalid } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody, mediaTypes } from '../http/schemas.js';
+import { ErrorBody, mediaTypes, requireWindowInOrder } from '../http/schemas.js';
 import type { AuditRecord } from './record.js';
 import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQuery, UsageReport, VerifyReportSchema } from './schemas.js';
 import type { TokenUsage } from './service.js';
@@ -24,6 +24,9 @@ function storableFilters(q: Record<string, unknown>): void {
 
 function filtersOf(q: FilterQuery): AuditFilters {
   storableFilters(q);
+  const from = q.from ? new Date(q.from) : undefined;
+  const to = q.to ? new Date(q.to) : undefined;
+  requireWindowInOrder(from, to);
   return {
     token: q.token,
     type: q.type,
@@ -36,8 +39,8 @@ function filtersOf(q: FilterQuery): AuditFilters {
     kind: q.kind,
     decisionId: q.decision_id,
     actor: q.actor,
-    from: q.from ? new Date(q.from) : undefined,
-    to: q.to ? new Date(q.to) : undefined,
+    from,
+    to,
   };
 }
 
@@ -137,6 +140,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       storableFilters(req.query);
       const to = req.query.to ? new Date(req.query.to) : new Date();
       const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
+      requireWindowInOrder(from, to);
       const tokens = await audit.usage(req.operator!, { token: req.query.token, type: req.query.type, project: req.query.project, server: req.query.server, from, to });
       if (req.query.format === 'csv') {
         return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="usage.csv"').send(usageCsv(tokens));
@@ -164,14 +168,10 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       storableFilters(req.query);
-      const months = await audit.monthlyUsage(req.operator!, {
-        token: req.query.token,
-        type: req.query.type,
-        project: req.query.project,
-        server: req.query.server,
-        from: req.query.from ? new Date(req.query.from) : undefined,
-        to: req.query.to ? new Date(req.query.to) : undefined,
-      });
+      const from = req.query.from ? new Date(req.query.from) : undefined;
+      const to = req.query.to ? new Date(req.query.to) : undefined;
+      requireWindowInOrder(from, to);
+      const months = await audit.monthlyUsage(req.operator!, { token: req.query.token, type: req.query.type, project: req.query.project, server: req.query.server, from, to });
       if (req.query.format === 'csv') {
         const csv = stringify(
           months.map((m) => ({ ...m, last_at: m.last_at ? m.last_at.toISOString() : '' })),

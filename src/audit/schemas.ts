@@ -62,7 +62,7 @@ const filterFields = {
   kind: Type.Optional(Type.String({ pattern: '^[A-Z][A-Z_]*$', maxLength: 50, description: 'INTENT, RESULT, ADMIN ...' })),
   decision_id: Type.Optional(IssuedId('One decision: its INTENT and RESULT rows.', 200)),
   actor: Filter('Actor id (token id, operator key id or system part).'),
-  from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound of ts (ISO 8601).' })),
+  from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound of ts (ISO 8601); before `to` when both are sent (else 400).' })),
   to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive upper bound of ts (ISO 8601).' })),
 };
 
@@ -96,7 +96,7 @@ export const UsageQuery = Type.Object(
     type: filterFields.type,
     project: filterFields.project,
     server: filterFields.server,
-    from: Type.Optional(Type.String({ format: 'date-time', description: 'Default: 30 days before `to`.' })),
+    from: Type.Optional(Type.String({ format: 'date-time', description: 'Default: 30 days before `to`. Before `to` (else 400).' })),
     to: Type.Optional(Type.String({ format: 'date-time', description: 'Default: now.' })),
     format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')], { default: 'json' })),
   },

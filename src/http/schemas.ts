@@ -1,7 +1,7 @@
 import type { SwaggerTransformObject } from '@fastify/swagger';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import { type TSchema, Type } from 'typebox';
-import { ERROR_CODES, type ErrorCode } from '../errors.js';
+import { ERROR_CODES, type ErrorCode, invalid } from '../errors.js';
 import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
 
 /** Every code of the one error table (src/errors.ts); the decision codes are a field of a 200, not these. */
@@ -46,6 +46,15 @@ export function mediaTypes(description: string, content: Record<string, TSchema>
     ...(Object.keys(headers).length > 0 ? { headers } : {}),
     content: Object.fromEntries(Object.entries(content).map(([type, schema]) => [type, { schema }])),
   };
+}
+
+/**
+ * A `from`/`to` window (from inclusive, to exclusive) that can hold nothing is a mistake (the two swapped,
+ * a typo'd year), not a question whose answer is empty: 400 naming `from`, on every route that takes one
+ * (the incident timeline says the same: src/incidents/service.ts).
+ */
+export function requireWindowInOrder(from: Date | undefined, to: Date | undefined): void {
+  if (from && to && from.getTime() >= to.getTime()) throw invalid('from', 'must be before `to`');
 }
 
 /** The query of a route that takes no parameter: any one sent is refused (400 naming it), as on every route with a query. */
