@@ -41,7 +41,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/alerts',
-    { onRequest: viewer, schema: { tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'listAlerts', tags, summary: 'List alerts, newest first (keyset pagination with `before`)', querystring: ListAlertsQuery, response: { 200: AlertPageSchema, ...errors } } },
     async (req) => {
       requireWindowInOrder(req.query.from ? new Date(req.query.from) : undefined, req.query.to ? new Date(req.query.to) : undefined);
       return alerts.list(req.query, req.operator!);
@@ -53,6 +53,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'streamAlerts',
         tags,
         summary: 'Live alerts as Server-Sent Events (`alert` and `ack` events); send Last-Event-ID to replay what was missed',
         querystring: StreamQuery,
@@ -153,7 +154,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/alerts/:id',
-    { onRequest: viewer, schema: { tags, summary: 'Show one alert', params: AlertIdParams, response: { 200: AlertSchema, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'getAlert', tags, summary: 'Show one alert', params: AlertIdParams, response: { 200: AlertSchema, ...errors } } },
     async (req) => alerts.get(req.params.id, req.operator!),
   );
 
@@ -163,7 +164,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: operator,
       // The note is optional, so is the body: `curl -X POST .../ack` with no body is a plain acknowledgement.
       preValidation: bodyOptional,
-      schema: { tags, summary: 'Acknowledge an alert (once; a second acknowledgement is 409)', params: AlertIdParams, body: AckBody, response: { 200: AlertSchema, ...errors, 409: ErrorBody } },
+      schema: { operationId: 'acknowledgeAlert', tags, summary: 'Acknowledge an alert (once; a second acknowledgement is 409)', params: AlertIdParams, body: AckBody, response: { 200: AlertSchema, ...errors, 409: ErrorBody } },
     },
     async (req) => {
       const acked = await alerts.ack(req.params.id, req.operator!, req.body.note);
@@ -184,6 +185,7 @@ export const alertRoutes: FastifyPluginAsyncTypebox = async (app) => {
         if (body && typeof body === 'object') for (const k of ['kind', 'severity']) if (typeof body[k] === 'string') body[k] = [body[k]];
       },
       schema: {
+        operationId: 'acknowledgeMatchingAlerts',
         tags,
         summary: 'Acknowledge every open alert that matches (kind, severity, before, project_id, or all: true), with one note',
         body: AckMatchingBody,

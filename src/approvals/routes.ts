@@ -18,6 +18,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'listApprovals',
         tags,
         summary: 'The approval queue: tool calls waiting for a human and changed tool definitions, newest first',
         querystring: ListApprovalsQuery,
@@ -29,7 +30,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/approvals/:id',
-    { onRequest: viewer, schema: { tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'getApproval', tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...errors } } },
     async (req) => ctx.approvals.get(req.operator!, req.params.id),
   );
 
@@ -39,6 +40,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
       {
         onRequest: operator,
         schema: {
+          operationId: verb === 'approve' ? 'approveApprovalRequest' : 'rejectApprovalRequest',
           tags,
           summary:
             verb === 'approve'
@@ -61,6 +63,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: gateway,
       schema: {
+        operationId: 'getGatewayApproval',
         tags: ['gateway'],
         summary: 'State of an approval the agent asked for, for a gateway that waits for it (only the token that asked may read it)',
         security: [{ bearer: [], agentToken: [] }],

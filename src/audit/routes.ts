@@ -73,7 +73,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit',
-    { onRequest: viewer, schema: { tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'listAuditRows', tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
     async (req) => {
       const page = await audit.list(req.operator!, filtersOf(req.query), req.query.limit ?? 100, req.query.cursor);
       return { events: page.events.map(wire), next: page.next };
@@ -85,6 +85,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'exportAuditRows',
         tags,
         summary: 'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines',
         querystring: ExportAuditQuery,
@@ -115,7 +116,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit/verify',
-    { onRequest: owner, schema: { tags, summary: 'Walk every hash chain to its end and report every break (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
+    { onRequest: owner, schema: { operationId: 'verifyAuditChains', tags, summary: 'Walk every hash chain to its end and report every break (owners without a project limit; reads the whole table)', response: { 200: VerifyReportSchema, ...errors } } },
     async () => audit.verify(),
   );
 
@@ -124,6 +125,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'getUsage',
         tags,
         summary: 'Usage per agent token: calls, allow/deny, per operation and per day, success and error rate (JSON or CSV)',
         querystring: UsageQuery,
@@ -154,6 +156,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'getMonthlyUsage',
         tags,
         summary: 'Monthly usage per token and operation, including months whose raw rows retention already removed',
         querystring: UsageQuery,

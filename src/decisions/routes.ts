@@ -61,6 +61,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: gateway,
       schema: {
+        operationId: 'decide',
         tags: ['gateway'],
         summary: 'May this tool call go ahead? Every decision, allow or deny, is a 200; any other status carries no decision and the gateway treats the call as denied',
         description:
@@ -115,6 +116,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: gateway,
       schema: {
+        operationId: 'reportResult',
         tags: ['gateway'],
         summary: 'Record the one RESULT of an allowed call and apply the after-call triggers (large result, max rows, max execution time). The same report again gets the first answer (repeated: true); a different one, 409',
         security: [{ bearer: [], agentToken: [] }],
@@ -152,6 +154,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
+        operationId: 'explainDecision',
         tags: ['decisions'],
         summary: 'Why would this call be denied? Runs the pipeline without side effects and returns each step verdict',
         body: ExplainBody,

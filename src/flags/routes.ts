@@ -81,6 +81,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags/events',
     {
       schema: {
+        operationId: 'receiveUnleashEvent',
         tags,
         summary: 'Unleash webhook: a flag turned off or archived is denied at once on every replica',
         description:
@@ -125,7 +126,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/flags',
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', querystring: NoQuery, response: { 200: FlagsOverview, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
+      schema: { operationId: 'getFlags', tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', querystring: NoQuery, response: { 200: FlagsOverview, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => {
       const status = flags.status();

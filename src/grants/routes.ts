@@ -46,6 +46,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: requireOperator(ctx.auth, 'operator'),
       schema: {
+        operationId: 'createGrant',
         tags,
         summary: 'Grant a token production access (or large results) for a bounded time',
         body: CreateGrant,
@@ -86,7 +87,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/grants',
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
-      schema: { tags, summary: 'List grants', querystring: Type.Object({ token: Type.Optional(Type.String({ format: 'uuid' })), active: Type.Optional(Type.Boolean()) }, { additionalProperties: false }), response: { 200: Type.Object({ grants: Type.Array(Grant) }), ...errors } },
+      schema: { operationId: 'listGrants', tags, summary: 'List grants', querystring: Type.Object({ token: Type.Optional(Type.String({ format: 'uuid' })), active: Type.Optional(Type.Boolean()) }, { additionalProperties: false }), response: { 200: Type.Object({ grants: Type.Array(Grant) }), ...errors } },
     },
     async (req) => ({ grants: await ctx.grants.list(req.operator!, req.query) }),
   );
@@ -96,6 +97,7 @@ export const grantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: requireOperator(ctx.auth, 'operator'),
       preValidation: bodyOptional,
       schema: {
+        operationId: 'revokeGrant',
         tags,
         summary: 'Revoke a grant: at once on this replica; the others reload the grants when it is announced through Redis, or within 5 s if they miss the announcement (15 s while they cannot read Postgres, after which they trust no grant)',
         params: IdParams,

@@ -82,12 +82,13 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     );
   };
 
-  app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
+  app.get('/healthz', { schema: { operationId: 'checkHealth', tags: ['health'], security: [], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
 
   app.get(
     '/readyz',
     {
       schema: {
+        operationId: 'checkReadiness',
         tags: ['health'],
         security: [],
         description:

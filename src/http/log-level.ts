@@ -74,7 +74,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const tags = ['operations'];
   app.get(
     '/v1/admin/log-level',
-    { onRequest: requireOperator(ctx.auth, 'viewer'), schema: { tags, summary: 'The log level in force on this replica', querystring: NoQuery, response: { 200: LogLevelView, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } } },
+    { onRequest: requireOperator(ctx.auth, 'viewer'), schema: { operationId: 'getLogLevel', tags, summary: 'The log level in force on this replica', querystring: NoQuery, response: { 200: LogLevelView, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } } },
     async () => ({ level: ctx.log.level, configured: ctx.config.logLevel }),
   );
 
@@ -84,6 +84,7 @@ export const logLevelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // Every replica's log, every project's lines: a key limited to projects may not change it.
       onRequest: requireOperator(ctx.auth, 'owner', { allProjects: true }),
       schema: {
+        operationId: 'setLogLevel',
         tags,
         summary: 'Change the log level of every replica now (owner); a restart goes back to LOG_LEVEL',
         body: LogLevelBody,

@@ -22,6 +22,7 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
+        operationId: 'getIncidentTimeline',
         tags: ['incidents'],
         summary: 'One ordered view of decisions, denials, alerts, kills, flag changes, revocations, rotations and resumes in a window (JSON, JSON Lines or CSV)',
         querystring: TimelineQuerySchema,

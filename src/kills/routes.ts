@@ -17,6 +17,7 @@ export const killRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: operator,
       schema: {
+        operationId: 'createKill',
         tags,
         summary: 'Kill everything, a server, a capability, a token, a project, a role, an environment or a session on every replica at once (no Unleash needed)',
         body: CreateKillBody,
@@ -30,15 +31,15 @@ export const killRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/kills', { onRequest: viewer, schema: { tags, summary: 'Kills, newest first (default: those in force)', querystring: ListKillsQuery, response: { 200: KillList, ...errors } } }, async (req) =>
+  app.get('/v1/kills', { onRequest: viewer, schema: { operationId: 'listKills', tags, summary: 'Kills, newest first (default: those in force)', querystring: ListKillsQuery, response: { 200: KillList, ...errors } } }, async (req) =>
     ctx.kills.list(req.operator!, req.query),
   );
 
-  app.get('/v1/kills/:id', { onRequest: viewer, schema: { tags, summary: 'One kill', params: KillIdParams, response: { 200: Kill, ...errors } } }, async (req) => ctx.kills.get(req.operator!, req.params.id));
+  app.get('/v1/kills/:id', { onRequest: viewer, schema: { operationId: 'getKill', tags, summary: 'One kill', params: KillIdParams, response: { 200: Kill, ...errors } } }, async (req) => ctx.kills.get(req.operator!, req.params.id));
 
   app.delete(
     '/v1/kills/:id',
-    { onRequest: operator, schema: { tags, summary: 'Lift a kill (with a reason; audited and alerted)', params: KillIdParams, body: LiftKillBody, response: { 200: LiftedKill, ...errors } } },
+    { onRequest: operator, schema: { operationId: 'liftKill', tags, summary: 'Lift a kill (with a reason; audited and alerted)', params: KillIdParams, body: LiftKillBody, response: { 200: LiftedKill, ...errors } } },
     async (req) => {
       const lifted = await ctx.kills.lift(req.operator!, req.params.id, req.body.reason);
       req.log.warn({ kill: lifted.kill.id, target_key: lifted.kill.target_key }, 'kill lifted');

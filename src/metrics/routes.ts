@@ -30,6 +30,7 @@ export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         if (req.operator!.projects !== null) throw new AppError('FORBIDDEN', 'Metrics cover every project: use an operator key that is not limited to projects.');
       },
       schema: {
+        operationId: 'getMetrics',
         tags: ['operations'],
         summary: 'Prometheus metrics (text exposition format); also served without a key on METRICS_PORT when set',
         querystring: NoQuery,

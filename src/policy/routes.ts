@@ -56,6 +56,7 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
+        operationId: 'getPolicy',
         tags: ['operations'],
         summary: 'The policy this replica decides with: its file, hash and load time, and the last rejected reload',
         description:
@@ -83,6 +84,7 @@ export const policyRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: {
+        operationId: 'getPolicyReplicas',
         tags: ['operations'],
         summary: 'The policy each live replica decides with (its hash and load time): whether replicas disagree',
         description:

@@ -21,6 +21,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // Every field is optional: no body opens a session as `{}` does, as on /close.
       preValidation: bodyOptional,
       schema: {
+        operationId: 'openSession',
         tags: ['gateway'],
         summary: 'Open a session bound to the agent token (X-Agent-Token), with a declared scope',
         description:
@@ -41,19 +42,19 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/sessions',
-    { onRequest: viewer, schema: { tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'listSessions', tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...errors } } },
     async (req) => ctx.sessions.list(req.query, req.operator),
   );
 
   app.get(
     '/v1/sessions/:id',
-    { onRequest: viewer, schema: { tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'getSession', tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...errors } } },
     async (req) => ctx.sessions.get(req.params.id, req.operator),
   );
 
   app.post(
     '/v1/sessions/:id/resume',
-    { onRequest: operator, schema: { tags, summary: 'Resume a halted session (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedSession, ...errors } } },
+    { onRequest: operator, schema: { operationId: 'resumeSession', tags, summary: 'Resume a halted session (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedSession, ...errors } } },
     async (req) => ctx.sessions.resumeSession(req.params.id, req.operator!, req.body.reason),
   );
 
@@ -69,6 +70,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: closer,
       preValidation: bodyOptional,
       schema: {
+        operationId: 'closeSession',
         tags: ['gateway', ...tags],
         summary: 'Close a session (its gateway with the same agent token, or an operator): it answers SESSION_UNKNOWN and no longer counts as open; never a halted one (409)',
         description:
@@ -91,7 +93,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post(
     '/v1/keys/:id/resume',
-    { onRequest: operator, schema: { tags: ['keys', ...tags], summary: 'Resume a halted agent token and all its halted sessions (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedToken, ...errors } } },
+    { onRequest: operator, schema: { operationId: 'resumeAgentToken', tags: ['keys', ...tags], summary: 'Resume a halted agent token and all its halted sessions (audited)', params: IdParams, body: ResumeBody, response: { 200: ResumedToken, ...errors } } },
     async (req) => ctx.sessions.resumeToken(req.params.id, req.operator!, req.body.reason),
   );
 };

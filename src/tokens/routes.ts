@@ -43,20 +43,20 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const owner = requireOperator(auth, 'owner');
   const tags = ['keys'];
 
-  app.post('/v1/keys', { onRequest: operator, schema: { tags, summary: 'Create an agent token (shown once)', body: CreateAgentTokenBody, response: { 201: CreatedAgentToken, ...errors } } }, async (req, reply) => {
+  app.post('/v1/keys', { onRequest: operator, schema: { operationId: 'createAgentToken', tags, summary: 'Create an agent token (shown once)', body: CreateAgentTokenBody, response: { 201: CreatedAgentToken, ...errors } } }, async (req, reply) => {
     const created = await credentials.createAgentToken(req.operator!, req.body, app.ctx.policy.current().roles);
     return reply.code(201).send(created);
   });
 
-  app.get('/v1/keys', { onRequest: viewer, schema: { tags, summary: 'List agent tokens', querystring: ListAgentTokensQuery, response: { 200: Type.Object({ keys: Type.Array(ListedAgentToken) }), ...errors } } }, async (req) => {
+  app.get('/v1/keys', { onRequest: viewer, schema: { operationId: 'listAgentTokens', tags, summary: 'List agent tokens', querystring: ListAgentTokensQuery, response: { 200: Type.Object({ keys: Type.Array(ListedAgentToken) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listAgentTokens(req.operator!, req.query) };
   });
 
-  app.get('/v1/keys/:id', { onRequest: viewer, schema: { tags, summary: 'Show one agent token', params: IdParams, response: { 200: ListedAgentToken, ...errors } } }, async (req) => {
+  app.get('/v1/keys/:id', { onRequest: viewer, schema: { operationId: 'getAgentToken', tags, summary: 'Show one agent token', params: IdParams, response: { 200: ListedAgentToken, ...errors } } }, async (req) => {
     return credentials.showAgentToken(req.operator!, req.params.id);
   });
 
-  app.post('/v1/keys/:id/revoke', { onRequest: operator, schema: { tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
+  app.post('/v1/keys/:id/revoke', { onRequest: operator, schema: { operationId: 'revokeAgentToken', tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
     const { key, unannounced } = await credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
     logUnannounced(req.log, unannounced, 'agent token');
     return key;
@@ -66,7 +66,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/keys/bulk-revoke',
     {
       onRequest: operator,
-      schema: { tags, summary: 'Revoke agent tokens by project, type, creator, age or idleness: dry run (count) first, then the same filter with expected_count', body: BulkRevokeBody, response: { 200: BulkRevokeResult, 409: ErrorBody, ...errors } },
+      schema: { operationId: 'bulkRevokeAgentTokens', tags, summary: 'Revoke agent tokens by project, type, creator, age or idleness: dry run (count) first, then the same filter with expected_count', body: BulkRevokeBody, response: { 200: BulkRevokeResult, 409: ErrorBody, ...errors } },
     },
     async (req) => {
       const { unannounced, ...result } = await credentials.bulkRevoke(req.operator!, req.body);
@@ -79,7 +79,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/v1/keys/:id/rotate',
     {
       onRequest: operator,
-      schema: { tags, summary: 'Rotate an agent token: a new token with the same settings (shown once); the old one works for grace_seconds more', params: IdParams, body: RotateBody, response: { 201: RotatedAgentToken, 409: ErrorBody, ...errors } },
+      schema: { operationId: 'rotateAgentToken', tags, summary: 'Rotate an agent token: a new token with the same settings (shown once); the old one works for grace_seconds more', params: IdParams, body: RotateBody, response: { 201: RotatedAgentToken, 409: ErrorBody, ...errors } },
     },
     async (req, reply) => {
       const { unannounced, ...rotated } = await credentials.rotateAgentToken(req.operator!, req.params.id, req.body.grace_seconds, req.body.reason);
@@ -88,7 +88,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/scopes', { onRequest: viewer, schema: { tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
+  app.get('/v1/scopes', { onRequest: viewer, schema: { operationId: 'listScopes', tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
     scopes: SCOPES.map((s) => ({ scope: s.scope, capability: s.capability, allowed_types: [...s.allowedTypes], doc: s.doc })),
     defaults: { ro: [...DEFAULT_SCOPES.ro], rw: [...DEFAULT_SCOPES.rw], admin: [...DEFAULT_SCOPES.admin] },
     write_risk_warning: WRITE_RISK_WARNING,
@@ -97,19 +97,19 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const gwTags = ['gateway-keys'];
   // A gateway serves every project's agents: issuing or revoking one needs a key without a project limit.
   const gatewayAdmin = requireOperator(auth, 'operator', { allProjects: true });
-  app.post('/v1/gateway-keys', { onRequest: gatewayAdmin, schema: { tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
+  app.post('/v1/gateway-keys', { onRequest: gatewayAdmin, schema: { operationId: 'createGatewayKey', tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
     return reply.code(201).send(await credentials.createGatewayKey(req.operator!, req.body.name, req.body.expires_in));
   });
-  app.get('/v1/gateway-keys', { onRequest: viewer, schema: { tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
+  app.get('/v1/gateway-keys', { onRequest: viewer, schema: { operationId: 'listGatewayKeys', tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
-  app.post('/v1/gateway-keys/:id/revoke', { onRequest: gatewayAdmin, preValidation: bodyOptional, schema: { tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
+  app.post('/v1/gateway-keys/:id/revoke', { onRequest: gatewayAdmin, preValidation: bodyOptional, schema: { operationId: 'revokeGatewayKey', tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
     logUnannounced(req.log, (await credentials.revokeKey('gateway_keys', req.params.id, req.operator!, req.body.reason)).unannounced, 'gateway key');
     return reply.code(204).send(null);
   });
 
   const opTags = ['operator-keys'];
-  app.post('/v1/operator-keys', { onRequest: owner, schema: { tags: opTags, summary: 'Create an operator key (owners only; shown once)', body: CreateOperatorKeyBody, response: { 201: CreatedOperatorKey, ...errors } } }, async (req, reply) => {
+  app.post('/v1/operator-keys', { onRequest: owner, schema: { operationId: 'createOperatorKey', tags: opTags, summary: 'Create an operator key (owners only; shown once)', body: CreateOperatorKeyBody, response: { 201: CreatedOperatorKey, ...errors } } }, async (req, reply) => {
     const op = req.operator!;
     if (!withinProjects(op, req.body.projects)) {
       // An owner limited to projects cannot mint a key that reaches further than its own.
@@ -117,10 +117,10 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
     return reply.code(201).send(await credentials.createOperatorKey(op, req.body));
   });
-  app.get('/v1/operator-keys', { onRequest: owner, schema: { tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
+  app.get('/v1/operator-keys', { onRequest: owner, schema: { operationId: 'listOperatorKeys', tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
-  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, preValidation: bodyOptional, schema: { tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
+  app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, preValidation: bodyOptional, schema: { operationId: 'revokeOperatorKey', tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
     logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!, req.body.reason)).unannounced, 'operator key');
     return reply.code(204).send(null);
   });

@@ -135,6 +135,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: gateway,
       schema: {
+        operationId: 'reportTools',
         tags: ['gateway'],
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
         description:
@@ -230,6 +231,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       onRequest: viewer,
       schema: {
+        operationId: 'listToolDefinitions',
         tags: ['tools'],
         summary: 'Tool definitions, newest first, a page at a time (pending = changed and waiting for approval; at most one per tool)',
         querystring: Type.Object(
@@ -256,6 +258,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       {
         onRequest: operator,
         schema: {
+          operationId: verb === 'approve' ? 'approveToolDefinition' : 'rejectToolDefinition',
           tags: ['tools'],
           summary: verb === 'approve' ? 'Approve a changed (pending), rejected or superseded tool definition; the one approved before is superseded' : 'Reject a changed (pending) tool definition, or take back the trust of an approved one; calls to it answer TOOL_CHANGED, naming who rejected it and why',
           params: IdParams,

@@ -80,7 +80,7 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiRoutesOptions> = async (app, 
     '/v1/ui/settings',
     {
       onRequest: requireOperator(auth, 'viewer'),
-      schema: { tags: ['ui'], summary: 'Settings the admin UI shows: the Unleash UI address and environment', querystring: NoQuery, response: { 200: UiSettings, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
+      schema: { operationId: 'getUiSettings', tags: ['ui'], summary: 'Settings the admin UI shows: the Unleash UI address and environment', querystring: NoQuery, response: { 200: UiSettings, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
     },
     async () => ({ unleash_ui_url: unleashUiUrl(config), unleash_environment: config.unleashEnvironment }),
   );
