@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
 import { ApprovalIdParams, ApprovalItem, ApprovalStatusSchema, DecideBody, ListApprovalsQuery } from './schemas.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
@@ -22,7 +22,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         summary: 'The approval queue: tool calls waiting for a human and changed tool definitions, newest first',
         querystring: ListApprovalsQuery,
-        response: { 200: Type.Object({ approvals: Type.Array(ApprovalItem) }), ...errors },
+        response: { 200: Type.Object({ approvals: Type.Array(ApprovalItem) }), ...READ_ERRORS },
       },
     },
     async (req) => ({ approvals: await ctx.approvals.list(req.operator!, req.query) }),
@@ -30,7 +30,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/approvals/:id',
-    { onRequest: viewer, schema: { operationId: 'getApproval', tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'getApproval', tags, summary: 'One approval with the full arguments it covers', params: ApprovalIdParams, response: { 200: ApprovalItem, ...READ_ERRORS, 404: ErrorBody } } },
     async (req) => ctx.approvals.get(req.operator!, req.params.id),
   );
 
@@ -68,7 +68,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'State of an approval the agent asked for, for a gateway that waits for it (only the token that asked may read it)',
         security: [{ bearer: [], agentToken: [] }],
         params: ApprovalIdParams,
-        response: { 200: ApprovalStatusSchema, ...errors },
+        response: { 200: ApprovalStatusSchema, ...READ_ERRORS, 404: ErrorBody },
       },
     },
     async (req) => ctx.approvals.status(await agentOf(agentTokenHeader(req)), req.params.id),

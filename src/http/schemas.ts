@@ -57,6 +57,13 @@ export function requireWindowInOrder(from: Date | undefined, to: Date | undefine
   if (from && to && from.getTime() >= to.getTime()) throw invalid('from', 'must be before `to`');
 }
 
+/**
+ * The errors of an operator's read that names nothing that could be missing or in the way (a list, a
+ * catalogue): the credential (400 for a repeated header, 401, 403); 503 is added with 401. A read of one
+ * object adds 404; neither declares 409, which only a change can meet.
+ */
+export const READ_ERRORS = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody };
+
 /** The query of a route that takes no parameter: any one sent is refused (400 naming it), as on every route with a query. */
 export const NoQuery = Type.Object({}, { additionalProperties: false });
 

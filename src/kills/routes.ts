@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
 import { CreatedKill, CreateKillBody, Kill, KillIdParams, KillList, LiftedKill, LiftKillBody, ListKillsQuery } from './schemas.js';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody };
@@ -31,11 +31,11 @@ export const killRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/kills', { onRequest: viewer, schema: { operationId: 'listKills', tags, summary: 'Kills, newest first (default: those in force)', querystring: ListKillsQuery, response: { 200: KillList, ...errors } } }, async (req) =>
+  app.get('/v1/kills', { onRequest: viewer, schema: { operationId: 'listKills', tags, summary: 'Kills, newest first (default: those in force)', querystring: ListKillsQuery, response: { 200: KillList, ...READ_ERRORS } } }, async (req) =>
     ctx.kills.list(req.operator!, req.query),
   );
 
-  app.get('/v1/kills/:id', { onRequest: viewer, schema: { operationId: 'getKill', tags, summary: 'One kill', params: KillIdParams, response: { 200: Kill, ...errors } } }, async (req) => ctx.kills.get(req.operator!, req.params.id));
+  app.get('/v1/kills/:id', { onRequest: viewer, schema: { operationId: 'getKill', tags, summary: 'One kill', params: KillIdParams, response: { 200: Kill, ...READ_ERRORS, 404: ErrorBody } } }, async (req) => ctx.kills.get(req.operator!, req.params.id));
 
   app.delete(
     '/v1/kills/:id',

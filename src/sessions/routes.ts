@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { agentTokenHeader, authenticateAgent, bearer, requireGateway, requireOperator } from '../http/auth.js';
-import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
 import { parseCredential } from '../tokens/format.js';
 import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
 
@@ -42,13 +42,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/sessions',
-    { onRequest: viewer, schema: { operationId: 'listSessions', tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'listSessions', tags, summary: 'List sessions (state=halted: what waits for a human)', querystring: ListSessionsQuery, response: { 200: SessionList, ...READ_ERRORS } } },
     async (req) => ctx.sessions.list(req.query, req.operator),
   );
 
   app.get(
     '/v1/sessions/:id',
-    { onRequest: viewer, schema: { operationId: 'getSession', tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...errors } } },
+    { onRequest: viewer, schema: { operationId: 'getSession', tags, summary: 'One session: state, trigger, halt history and the last 3 calls', params: IdParams, response: { 200: SessionDetail, ...READ_ERRORS, 404: ErrorBody } } },
     async (req) => ctx.sessions.get(req.params.id, req.operator),
   );
 

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
 import {
   AgentToken,
   BulkRevokeBody,
@@ -88,7 +88,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get('/v1/scopes', { onRequest: viewer, schema: { operationId: 'listScopes', tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...errors } } }, async () => ({
+  app.get('/v1/scopes', { onRequest: viewer, schema: { operationId: 'listScopes', tags, summary: 'Scope catalogue: which token types may hold which scope', response: { 200: ScopeCatalogue, ...READ_ERRORS } } }, async () => ({
     scopes: SCOPES.map((s) => ({ scope: s.scope, capability: s.capability, allowed_types: [...s.allowedTypes], doc: s.doc })),
     defaults: { ro: [...DEFAULT_SCOPES.ro], rw: [...DEFAULT_SCOPES.rw], admin: [...DEFAULT_SCOPES.admin] },
     write_risk_warning: WRITE_RISK_WARNING,
@@ -100,7 +100,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/v1/gateway-keys', { onRequest: gatewayAdmin, schema: { operationId: 'createGatewayKey', tags: gwTags, summary: 'Issue a gateway key (shown once)', body: CreateGatewayKeyBody, response: { 201: CreatedGatewayKey, ...errors } } }, async (req, reply) => {
     return reply.code(201).send(await credentials.createGatewayKey(req.operator!, req.body.name, req.body.expires_in));
   });
-  app.get('/v1/gateway-keys', { onRequest: viewer, schema: { operationId: 'listGatewayKeys', tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...errors } } }, async () => {
+  app.get('/v1/gateway-keys', { onRequest: viewer, schema: { operationId: 'listGatewayKeys', tags: gwTags, summary: 'List gateway keys', response: { 200: Type.Object({ keys: Type.Array(GatewayKey) }), ...READ_ERRORS } } }, async () => {
     return { keys: await credentials.listKeys('gateway_keys') };
   });
   app.post('/v1/gateway-keys/:id/revoke', { onRequest: gatewayAdmin, preValidation: bodyOptional, schema: { operationId: 'revokeGatewayKey', tags: gwTags, summary: 'Revoke a gateway key', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors } } }, async (req, reply) => {
@@ -117,7 +117,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
     return reply.code(201).send(await credentials.createOperatorKey(op, req.body));
   });
-  app.get('/v1/operator-keys', { onRequest: owner, schema: { operationId: 'listOperatorKeys', tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...errors } } }, async (req) => {
+  app.get('/v1/operator-keys', { onRequest: owner, schema: { operationId: 'listOperatorKeys', tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...READ_ERRORS } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
   });
   app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, preValidation: bodyOptional, schema: { operationId: 'revokeOperatorKey', tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {

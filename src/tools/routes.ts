@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
 import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
-import { ErrorBody } from '../http/schemas.js';
+import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
@@ -243,7 +243,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
           },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Object({ tools: Type.Array(ToolRow), next_cursor: Nullable(Type.String({ description: 'Pass as `cursor` for the next (older) page; null on the last page.' })) }), ...errors },
+        response: { 200: Type.Object({ tools: Type.Array(ToolRow), next_cursor: Nullable(Type.String({ description: 'Pass as `cursor` for the next (older) page; null on the last page.' })) }), ...READ_ERRORS },
       },
     },
     // Reasons decided before they were stored masked are masked where they are listed.
