@@ -36,12 +36,13 @@ interface Parameter {
 }
 
 interface Operation {
+  operationId?: string;
   tags?: string[];
   summary?: string;
   description?: string;
   parameters?: Parameter[];
-  requestBody?: { content?: Record<string, { schema?: Schema }> };
-  responses?: Record<string, { description?: string; content?: Record<string, { schema?: Schema }> }>;
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> };
+  responses?: Record<string, { description?: string; headers?: Record<string, { description?: string; schema?: Schema }>; content?: Record<string, { schema?: Schema }> }>;
   security?: Record<string, string[]>[];
 }
 
@@ -125,20 +126,34 @@ function fieldTable(schema: Schema): string[] {
 function auth(op: Operation): string {
   const sec = op.security;
   if ((sec && sec.length === 0) || op.tags?.includes('health')) return 'none';
+  if (sec?.some((s) => 'unleashWebhookSecret' in s)) {
+    return 'the Unleash webhook secret as the whole `Authorization` value, without `Bearer` (UNLEASH_WEBHOOK_SECRET, or the one stored at the first start)';
+  }
   if (op.tags?.includes('gateway') || sec?.some((s) => 'agentToken' in s)) return 'gateway key (`Authorization: Bearer ksgw_...`) and agent token (`X-Agent-Token`)';
   return 'operator key (`Authorization: Bearer ksop_...`)';
+}
+
+/**
+ * One status: a success with its JSON fields, or the media types it answers besides JSON, and the headers
+ * it sends. The error statuses' shared body and `Retry-After` are told once, in the introduction.
+ */
+function response(code: string, r: NonNullable<Operation['responses']>[string] | undefined): string {
+  if (!code.startsWith('2')) return `\`${code}\``;
+  const parts: string[] = [];
+  for (const [type, media] of Object.entries(r?.content ?? {})) {
+    const props = type === 'application/json' && media.schema?.properties ? Object.keys(media.schema.properties) : [];
+    if (props.length) parts.push(`{${props.slice(0, 8).join(', ')}${props.length > 8 ? ', …' : ''}}`);
+    else if (type !== 'application/json') parts.push(`\`${type}\``);
+  }
+  const headers = Object.keys(r?.headers ?? {});
+  const sent = headers.length ? ` (header${headers.length > 1 ? 's' : ''} ${headers.map((h) => `\`${h}\``).join(', ')})` : '';
+  return [`\`${code}\``, parts.join(' or ')].filter(Boolean).join(' ') + sent;
 }
 
 function responses(op: Operation): string {
   return Object.keys(op.responses ?? {})
     .sort()
-    .map((code) => {
-      const r = op.responses?.[code];
-      const schema = r?.content?.['application/json']?.schema;
-      const props = schema?.properties ? Object.keys(schema.properties) : [];
-      if (code.startsWith('2') && props.length) return `\`${code}\` {${props.slice(0, 8).join(', ')}${props.length > 8 ? ', …' : ''}}`;
-      return `\`${code}\``;
-    })
+    .map((code) => response(code, op.responses?.[code]))
     .join(', ');
 }
 
@@ -183,8 +198,17 @@ export function renderApiDoc(spec: OpenApiDocument): string {
     '`413`, `415`, `503` when the gateway key cannot be checked) carries no decision, and so does a timeout.',
     '',
     'Errors: every status a route answers (but 500, a bug) is listed under it. Routes that read a body answer',
-    '`413` and `415` too; routes that check a credential, `503` (the credential store is unavailable). A `503`',
-    'carries a `Retry-After` header (seconds), and so does a `429 TOO_MANY_SESSIONS` that knows its wait.',
+    '`413` and `415` too; routes that check a credential, `400` (a credential header sent twice) and `503` (the',
+    'credential store is unavailable). A `503` carries a `Retry-After` header (seconds), and so does a',
+    '`429 TOO_MANY_SESSIONS` that knows its wait. The error body is the same everywhere; its `code` is one of',
+    '[errors.md](errors.md), and a `400`, `413` or `415` lists the fields at fault in `details` as `{field, problem}`.',
+    'A `from`/`to` window whose `from` is not before its `to` is refused (`400` naming `from`).',
+    '',
+    'Content types: requests and answers are JSON (`application/json`), except the answers listed with another',
+    'type under their route: `GET /metrics` (Prometheus text), the CSV and JSON Lines exports (chosen with',
+    '`format`) and `GET /v1/alerts/stream` (Server-Sent Events). Headers a success sends (the incident timeline\'s',
+    '`X-Truncated` and `X-Next-Cursor`) are named after its status; each operation has an `operationId` in the',
+    'OpenAPI document, for generated clients.',
     '',
     'Ids (`uuid`) are issued in lower case; one sent in upper case is read as the same id in lower case, in',
     'paths, query strings and bodies alike. So are the ids typed `string (id)`: session and decision ids where',
@@ -203,14 +227,14 @@ export function renderApiDoc(spec: OpenApiDocument): string {
       if (op.summary) lines.push(`${cell(op.summary)}.`.replace(/\.\.$/, '.'), '');
       if (op.description) lines.push(cell(op.description), '');
       lines.push(`Auth: ${auth(op)}.`, '');
-      const params = (op.parameters ?? []).filter((p) => p.in === 'query' || p.in === 'path');
+      const params = (op.parameters ?? []).filter((p) => p.in === 'query' || p.in === 'path' || p.in === 'header');
       if (params.length) {
         lines.push('| parameter | in | type | required | meaning |', '|---|---|---|---|---|');
         for (const p of params) lines.push(`| \`${p.name}\` | ${p.in} | \`${typeOf(p.schema)}\` | ${p.required ? 'yes' : ''} | ${describe(p.schema, p.description ?? '')} |`);
         lines.push('');
       }
       const body = op.requestBody?.content?.['application/json']?.schema;
-      if (body) lines.push('Request body:', '', ...fieldTable(body));
+      if (body) lines.push(op.requestBody?.required === false ? 'Request body (optional: none, without a Content-Type, is `{}`):' : 'Request body:', '', ...fieldTable(body));
       const resp = responses(op);
       if (resp) lines.push(`Responses: ${resp}.`, '');
     }
