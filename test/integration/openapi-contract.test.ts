@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DECISION_CODES, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../../src/errors.js';
+import { DECISION_CODES, ERROR_CODES, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../../src/errors.js';
 import { COUNTER_LABELS } from '../../src/limits/limits.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -11,14 +11,17 @@ import { PgProxy } from './audit-fixtures.js';
 // must say what it needs to know (Retry-After) without what it must not (driver errors, addresses).
 
 interface Op {
+  operationId?: string;
   tags?: string[];
   security?: Record<string, string[]>[];
-  requestBody?: unknown;
-  responses: Record<string, { content?: Record<string, { schema?: Schema }> }>;
+  parameters?: { name: string; in: string }[];
+  requestBody?: { required?: boolean };
+  responses: Record<string, { headers?: Record<string, { schema?: Schema }>; content?: Record<string, { schema?: Schema }> }>;
 }
 interface Schema {
   type?: string;
   enum?: string[];
+  anyOf?: Schema[];
   properties?: Record<string, Schema>;
   required?: string[];
   items?: Schema;
@@ -27,7 +30,7 @@ interface Schema {
 
 const t = new TestContext();
 let app: FastifyInstance;
-let spec: { paths: Record<string, Record<string, Op>> };
+let spec: { paths: Record<string, Record<string, Op>>; components: { securitySchemes: Record<string, Record<string, unknown>> } };
 
 beforeAll(async () => {
   await t.setup();
@@ -163,5 +166,167 @@ describe('what a gateway is answered', () => {
     } finally {
       await proxy.down();
     }
+  });
+});
+
+const operations = () => Object.entries(spec.paths).flatMap(([path, item]) => Object.entries(item).map(([method, o]) => ({ method, path, o, name: `${method.toUpperCase()} ${path}` })));
+
+/** The routes that refused no query parameter and declared no 400 (reviewer, 2026-12-06). */
+const NO_QUERY_ROUTES = ['/v1/flags', '/v1/policy', '/v1/policy/replicas', '/metrics', '/v1/ui/settings', '/v1/admin/log-level'];
+
+describe('the OpenAPI document describes each answer as it is sent', () => {
+  it('declares each media type a 200 answers, separately: no string schema under application/json', () => {
+    const types = (method: string, path: string) => Object.keys(op(method, path).responses['200']!.content ?? {});
+    expect(types('get', '/metrics')).toEqual(['text/plain; version=0.0.4']);
+    expect(types('get', '/v1/audit/export')).toEqual(['text/csv', 'application/x-ndjson']);
+    expect(types('get', '/v1/alerts/stream')).toEqual(['text/event-stream']);
+    expect(types('get', '/v1/usage')).toEqual(['application/json', 'text/csv']);
+    expect(types('get', '/v1/usage/monthly')).toEqual(['application/json', 'text/csv']);
+    expect(types('get', '/v1/incidents/timeline')).toEqual(['application/json', 'application/x-ndjson', 'text/csv']);
+    for (const path of ['/v1/usage', '/v1/usage/monthly', '/v1/incidents/timeline']) {
+      const json = op('get', path).responses['200']!.content!['application/json']!.schema!;
+      expect(json.type, path).toBe('object');
+      expect(json.anyOf, path).toBeUndefined();
+    }
+    for (const { name, o } of operations()) {
+      for (const [status, r] of Object.entries(o.responses)) {
+        const json = r.content?.['application/json']?.schema;
+        if (json) expect([json.type, ...(json.anyOf ?? []).map((s) => s.type)], `${name} ${status}`).not.toContain('string');
+      }
+    }
+  });
+
+  it('each route answers with a media type its status declares; the CSV and JSON bodies are as before', async () => {
+    const key = await t.operatorKey(app, 'owner');
+    const window = 'from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z';
+    const cases: [string, string][] = [
+      ['/metrics', `/metrics`],
+      ['/v1/audit/export', `/v1/audit/export?${window}`],
+      ['/v1/audit/export', `/v1/audit/export?${window}&format=jsonl`],
+      ['/v1/usage', `/v1/usage?${window}`],
+      ['/v1/usage', `/v1/usage?${window}&format=csv`],
+      ['/v1/usage/monthly', `/v1/usage/monthly?${window}`],
+      ['/v1/usage/monthly', `/v1/usage/monthly?${window}&format=csv`],
+      ['/v1/incidents/timeline', `/v1/incidents/timeline?${window}`],
+      ['/v1/incidents/timeline', `/v1/incidents/timeline?${window}&format=csv`],
+      ['/v1/incidents/timeline', `/v1/incidents/timeline?${window}&format=jsonl`],
+    ];
+    for (const [path, url] of cases) {
+      const res = await app.inject({ url, headers: bearer(key) });
+      expect(res.statusCode, `${url}: ${res.body}`).toBe(200);
+      const mediaType = String(res.headers['content-type']).replace(/; charset=utf-8$/, '');
+      expect(Object.keys(op('get', path).responses['200']!.content!), url).toContain(mediaType);
+    }
+    const csv = await app.inject({ url: `/v1/usage?${window}&format=csv`, headers: bearer(key) });
+    expect(csv.body.split('\n')[0]).toBe('group,token_id,token_type,project_id,server,tool,capability,day,calls,allowed,denied,results,successes,errors,success_rate,last_used');
+    const json = await app.inject({ url: `/v1/usage?${window}`, headers: bearer(key) });
+    expect(json.json()).toEqual({ from: '2026-01-01T00:00:00.000Z', to: '2027-01-01T00:00:00.000Z', tokens: [] });
+  });
+
+  it('the Unleash webhook declares its own scheme: the secret as the raw Authorization value (not Bearer)', () => {
+    expect(spec.components.securitySchemes['unleashWebhookSecret']).toMatchObject({ type: 'apiKey', in: 'header', name: 'Authorization' });
+    expect(op('post', '/v1/flags/events').security).toEqual([{ unleashWebhookSecret: [] }]);
+  });
+
+  it('/healthz and /readyz need no credential: security []', () => {
+    expect(op('get', '/healthz').security).toEqual([]);
+    expect(op('get', '/readyz').security).toEqual([]);
+  });
+
+  it('declares the headers sent: Retry-After on every 503 error and on the 429, X-Truncated and X-Next-Cursor on the timeline, Last-Event-ID asked by the stream', () => {
+    for (const { name, o } of operations()) {
+      const unavailable = o.responses['503'];
+      if (!unavailable || name === 'GET /readyz') continue;
+      expect(Object.keys(unavailable.headers ?? {}), name).toEqual(['Retry-After']);
+    }
+    expect(op('get', '/readyz').responses['503']!.headers).toBeUndefined();
+    expect(Object.keys(op('post', '/v1/sessions').responses['429']!.headers ?? {})).toEqual(['Retry-After']);
+    expect(Object.keys(op('get', '/v1/incidents/timeline').responses['200']!.headers ?? {})).toEqual(['X-Truncated', 'X-Next-Cursor']);
+    // Only the timeline sends them (the audit export does not).
+    const truncating = operations().filter(({ o }) => Object.values(o.responses).some((r) => r.headers && 'X-Truncated' in r.headers));
+    expect(truncating.map((x) => x.name)).toEqual(['GET /v1/incidents/timeline']);
+    expect(op('get', '/v1/alerts/stream').parameters).toContainEqual(expect.objectContaining({ name: 'Last-Event-ID', in: 'header' }));
+  });
+
+  it('declares 400 on every route that checks a credential (a repeated Authorization is 400), the six that lacked it included', () => {
+    for (const path of NO_QUERY_ROUTES) expect(Object.keys(op('get', path).responses), path).toContain('400');
+    for (const { name, o } of operations()) if ('401' in o.responses) expect(Object.keys(o.responses), name).toContain('400');
+  });
+
+  it('optional bodies are requestBody.required: false; the others stay required', () => {
+    const optional = [
+      ['post', '/v1/sessions'],
+      ['post', '/v1/sessions/{id}/close'],
+      ['post', '/v1/gateway-keys/{id}/revoke'],
+      ['post', '/v1/operator-keys/{id}/revoke'],
+      ['post', '/v1/alerts/{id}/ack'],
+      ['delete', '/v1/grants/{id}'],
+    ];
+    for (const [method, path] of optional) expect(op(method!, path!).requestBody?.required, `${method} ${path}`).toBe(false);
+    const required = operations().filter(({ o }) => o.requestBody?.required !== false && o.requestBody);
+    expect(required.length).toBeGreaterThan(10);
+    expect(op('post', '/v1/keys').requestBody?.required).toBe(true);
+    expect(JSON.stringify(spec)).not.toContain('x-body-optional');
+  });
+
+  it('every operation has a camelCase operationId, each unique', () => {
+    const ids = operations().map(({ name, o }) => {
+      expect(o.operationId, name).toMatch(/^[a-z][a-zA-Z0-9]*$/);
+      return o.operationId;
+    });
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("types the error body's code as the enum of the error table, and a 400's details as its {field, problem} list", () => {
+    for (const { name, o } of operations()) {
+      for (const [status, r] of Object.entries(o.responses)) {
+        const error = r.content?.['application/json']?.schema?.properties?.['error'];
+        if (!status.startsWith('4') && !status.startsWith('5')) continue;
+        if (!error) continue; // /readyz's 503 is its report
+        expect(error.properties!['code']!.enum, `${name} ${status}`).toEqual(Object.keys(ERROR_CODES));
+        if (status === '400') {
+          const details = error.properties!['details']!;
+          expect(details.type, `${name} 400`).toBe('array');
+          expect(details.items!.required).toEqual(['field', 'problem']);
+        }
+      }
+    }
+  });
+
+  it('declares no 409 on reads, nor 404 on parameterless lists', () => {
+    for (const path of ['/v1/sessions', '/v1/kills', '/v1/tools', '/v1/approvals']) expect(Object.keys(op('get', path).responses), path).not.toContain('409');
+    for (const path of ['/v1/scopes', '/v1/gateway-keys']) {
+      expect(Object.keys(op('get', path).responses), path).not.toContain('404');
+      expect(Object.keys(op('get', path).responses), path).toContain('400');
+    }
+  });
+});
+
+describe('query parameters', () => {
+  it('an unknown query parameter is refused (400 naming it) on the six routes that took any', async () => {
+    const key = await t.operatorKey(app, 'owner');
+    for (const path of NO_QUERY_ROUTES) {
+      const res = await app.inject({ url: `${path}?x=1`, headers: bearer(key) });
+      expect(res.statusCode, `${path}: ${res.body}`).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'x', problem: 'is not an accepted field' }] });
+      // Without it, as before.
+      expect((await app.inject({ url: path, headers: bearer(key) })).statusCode, path).toBe(200);
+    }
+  });
+
+  it('a from/to window whose from is not before its to is 400 naming from, on every route that takes one', async () => {
+    const key = await t.operatorKey(app, 'owner');
+    const swapped = 'from=2026-12-06T12:00:00Z&to=2026-12-06T11:00:00Z';
+    const empty = 'from=2026-12-06T12:00:00Z&to=2026-12-06T12:00:00Z';
+    for (const path of ['/v1/audit', '/v1/audit/export', '/v1/usage', '/v1/usage/monthly', '/v1/alerts', '/v1/incidents/timeline']) {
+      for (const window of [swapped, empty]) {
+        const res = await app.inject({ url: `${path}?${window}`, headers: bearer(key) });
+        expect(res.statusCode, `${path}?${window}: ${res.body}`).toBe(400);
+        expect(res.json().error).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'from', problem: 'must be before `to`' }] });
+      }
+      expect((await app.inject({ url: `${path}?from=2026-12-06T11:00:00Z&to=2026-12-06T12:00:00Z`, headers: bearer(key) })).statusCode, path).toBe(200);
+    }
+    // /v1/usage: `to` defaults to now, so a `from` in the future is the same mistake.
+    expect((await app.inject({ url: '/v1/usage?from=2999-01-01T00:00:00Z', headers: bearer(key) })).statusCode).toBe(400);
   });
 });
