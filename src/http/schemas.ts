@@ -23,7 +23,7 @@ export const ErrorBody = errorBody(
 /** What a refused request says about each field at fault (FieldProblem in src/errors.ts). */
 const FieldProblems = Type.Array(
   Type.Object({
-    field: Type.String({ description: 'The field, query parameter, path parameter or header at fault (`body`, `content-type`, `authorization` when it is the whole thing).' }),
+    field: Type.String({ description: 'The field, query or path parameter, or header at fault (`body`, `path` or `content-type` when it is the whole of it).' }),
     problem: Type.String({ description: 'What is wrong with it, for humans.' }),
   }),
   { description: 'One entry per problem found, the first also in `message`; absent when the request is refused before any field is known.' },
@@ -38,7 +38,8 @@ const retryAfter = (description: string) => ({ 'Retry-After': Type.Integer({ min
 /**
  * A response schema with one entry per media type (Fastify serialises with the entry of the Content-Type
  * the handler sets; a string body is sent as it is) and the headers it carries (each a schema with its
- * description), both shown in the OpenAPI document. Used where a status answers something other than JSON, or sends headers a client reads.
+ * description), both shown in the OpenAPI document. For a status that answers something other than JSON,
+ * or sends headers a client reads.
  */
 export function mediaTypes(description: string, content: Record<string, TSchema>, headers: Record<string, TSchema> = {}) {
   return {
@@ -111,7 +112,8 @@ function errorAnswer(status: number) {
  *   parses one for these methods whether or not the route declares it);
  * - 400 INVALID_REQUEST (a credential header sent twice) and 503 SERVICE_UNAVAILABLE (the credential
  *   store can be unavailable) on every route that checks a credential (it declares 401).
- * Each declared ErrorBody then becomes its status's exact answer (errorAnswer), and a route whose
+ * Each declared ErrorBody then becomes its status's exact answer (errorAnswer: 400's `details` is typed,
+ * so a 400 must carry FieldProblem[] or none; anything else would fail to serialise), and a route whose
  * preValidation is bodyOptional is marked so the document says its body is optional.
  * Only routes that declare responses are completed (a route without any keeps the OpenAPI default);
  * a status a route declares itself is kept. Added before the routes (an onRoute hook).
