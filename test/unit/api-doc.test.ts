@@ -48,3 +48,45 @@ describe('docs/api.md field constraints', () => {
     expect(approve).toMatch(/\| `reason` \|[^\n]*min length 3/);
   });
 });
+
+describe('docs/api.md tells what the OpenAPI document declares beyond JSON bodies', () => {
+  const spec = {
+    paths: {
+      '/v1/export': {
+        get: {
+          tags: ['things'],
+          parameters: [{ name: 'Last-Event-ID', in: 'header', description: 'Where to resume.', schema: { type: 'string' } }],
+          responses: {
+            '200': {
+              headers: { 'X-Truncated': { schema: { type: 'string' } } },
+              content: { 'application/json': { schema: { type: 'object', properties: { rows: { type: 'array' } } } }, 'text/csv': { schema: { type: 'string' } } },
+            },
+            '503': { headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { type: 'object' } } } },
+          },
+        },
+      },
+      '/v1/hook': {
+        post: {
+          tags: ['things'],
+          security: [{ unleashWebhookSecret: [] }],
+          requestBody: { required: false, content: { 'application/json': { schema: { type: 'object', properties: { reason: { type: 'string' } } } } } },
+          responses: { '200': { content: { 'application/json': { schema: { type: 'object', properties: { ok: { type: 'boolean' } } } } } } },
+        },
+      },
+    },
+  };
+  const doc = renderApiDoc(spec);
+
+  it("a success's other media types and headers; an error's headers are told once, in the introduction", () => {
+    expect(doc).toContain('Responses: `200` {rows} or `text/csv` (header `X-Truncated`), `503`.');
+  });
+
+  it('a header parameter is listed with the query and path ones', () => {
+    expect(doc).toContain('| `Last-Event-ID` | header | `string` |  | Where to resume. |');
+  });
+
+  it("the webhook's secret, and an optional body", () => {
+    expect(doc).toContain('Auth: the Unleash webhook secret as the whole `Authorization` value, without `Bearer`');
+    expect(doc).toContain('Request body (optional: none, without a Content-Type, is `{}`):');
+  });
+});
