@@ -55,8 +55,9 @@ export interface Keyset {
   id: string;
 }
 
-function filterConditions(f: AuditFilters): Conditions {
-  const c = conditions();
+/** `args`: values already in the query, which the conditions' placeholders continue after. */
+function filterConditions(f: AuditFilters, args: unknown[] = []): Conditions {
+  const c = conditions(args);
   if (f.token) c.add('token_id = ?', f.token);
   if (f.type) c.add('token_type = ?', f.type);
   if (f.project) c.add('project_id = ?', f.project);
@@ -119,6 +120,77 @@ const COUNTS = `
   count(*) FILTER (WHERE kind = 'RESULT')::bigint AS results,
   count(*) FILTER (WHERE kind = 'RESULT' AND result_status IN ('success', 'ok'))::bigint AS successes,
   count(*) FILTER (WHERE kind = 'RESULT' AND result_status NOT IN ('success', 'ok'))::bigint AS errors`;
+
+const HOUR_MS = 3_600_000;
+
+/** Half-open [from, to) on ts; an absent end is unbounded. */
+export interface TsRange {
+  from?: Date | undefined;
+  to?: Date | undefined;
+}
+
+/**
+ * [from, to) split at whole UTC hours: the whole hours inside it (read from audit_usage_hourly) and the
+ * partial hours at its edges (read from raw rows). `hours` is null when the window holds no whole hour.
+ */
+export function splitAtHours(from: Date | undefined, to: Date | undefined): { hours: TsRange | null; edges: TsRange[] } {
+  const firstHour = from && new Date(Math.ceil(from.getTime() / HOUR_MS) * HOUR_MS);
+  const endHour = to && new Date(Math.floor(to.getTime() / HOUR_MS) * HOUR_MS);
+  if (firstHour && endHour && firstHour >= endHour) return { hours: null, edges: [{ from, to }] };
+  const edges: TsRange[] = [];
+  if (from && firstHour && firstHour > from) edges.push({ from, to: firstHour });
+  if (to && endHour && endHour < to) edges.push({ from: endHour, to });
+  return { hours: { from: firstHour, to: endHour }, edges };
+}
+
+/** The filters audit_usage_hourly can answer: its key's columns and the time range. */
+function rollupAnswers(f: AuditFilters): boolean {
+  return !(f.session || f.decision || f.code || f.kind || f.decisionId || f.actor);
+}
+
+const HOUR_COLUMNS =
+  'hour, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors, duration_ms_sum, duration_ms_count, last_used, last_at';
+
+/**
+ * Usage per UTC hour, token and operation in the filters' window, in HOUR_COLUMNS: the rollup's rows for
+ * the whole hours, and raw rows counted the same way (the trigger's aggregate in
+ * migrations/0017_audit_usage_hourly.sql) for the partial hours at the edges, so the sum is what
+ * aggregating every raw row of the window gives. Its values are added to `args`.
+ */
+function hourRows(f: AuditFilters, args: unknown[]): string {
+  const { hours, edges } = rollupAnswers(f) ? splitAtHours(f.from, f.to) : { hours: null, edges: [{ from: f.from, to: f.to }] };
+  const parts: string[] = [];
+  if (hours) {
+    const c = conditions(args);
+    if (f.token) c.add('token_id = ?', f.token);
+    if (f.type) c.add('token_type = ?', f.type);
+    if (f.project) c.add('project_id = ?', f.project);
+    if (f.projects) c.add('project_id = ANY(?::text[])', [...f.projects]);
+    if (f.server) c.add('server = ?', f.server);
+    if (f.tool) c.add('tool = ?', f.tool);
+    if (hours.from) c.add('hour >= ?', hours.from);
+    if (hours.to) c.add('hour < ?', hours.to);
+    parts.push(`SELECT ${HOUR_COLUMNS} FROM audit_usage_hourly ${c.where()}`);
+  }
+  if (edges.length > 0) {
+    const c = filterConditions({ ...f, from: undefined, to: undefined }, args);
+    c.list.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    const spans = edges.map((e) => [e.from && `ts >= ${c.arg(e.from)}`, e.to && `ts < ${c.arg(e.to)}`].filter(Boolean).join(' AND ') || 'true');
+    c.list.push(`((${spans.join(') OR (')}))`);
+    parts.push(
+      `SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${COUNTS},
+         coalesce(sum(duration_ms) FILTER (WHERE kind = 'RESULT'), 0) AS duration_ms_sum, count(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_count,
+         max(ts) FILTER (WHERE kind = 'INTENT') AS last_used, max(ts) AS last_at
+       FROM audit_events ${c.where()}
+       GROUP BY 1, 2, 3, 4, 5, 6, 7`,
+    );
+  }
+  return parts.join('\n       UNION ALL\n       ');
+}
+
+const SUMS = `
+  sum(calls)::bigint AS calls, sum(allowed)::bigint AS allowed, sum(denied)::bigint AS denied, sum(results)::bigint AS results,
+  sum(successes)::bigint AS successes, sum(errors)::bigint AS errors`;
 
 export const auditStore = {
   /** `contents[i]`, when given, is hashedContent(rows[i]) (the writer computed it to hash the row). */
@@ -205,30 +277,35 @@ export const auditStore = {
     return rows[0];
   },
 
-  /** Per token: totals, per operation (server/tool/capability) and per UTC day, in one scan. */
+  /**
+   * Per token: totals, per operation (server/tool/capability) and per UTC day, in one pass over the
+   * window's hours (hourRows): a 7-day window is some thousands of rollup rows, not every raw row.
+   */
   async usage(db: Queryable, f: AuditFilters): Promise<UsageGroupRow[]> {
-    const c = filterConditions(f);
-    c.list.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
+    const args: unknown[] = [];
     const { rows } = await db.query<UsageGroupRow>(
       `SELECT CASE WHEN grouping(server, tool, capability) = 0 THEN 'operation' WHEN grouping(day) = 0 THEN 'day' ELSE 'token' END AS grp,
          token_id, max(token_type) AS token_type, max(project_id) AS project_id, server, tool, capability, day::text AS day,
-         ${COUNTS},
-         max(ts) FILTER (WHERE kind = 'INTENT') AS last_used,
-         avg(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_avg
-       FROM (SELECT *, (ts AT TIME ZONE 'UTC')::date AS day FROM audit_events ${c.where()}) e
+         ${SUMS},
+         max(last_used) AS last_used,
+         sum(duration_ms_sum) / nullif(sum(duration_ms_count), 0)::double precision AS duration_ms_avg
+       FROM (SELECT *, (hour AT TIME ZONE 'UTC')::date AS day FROM (${hourRows(f, args)}) h) e
        GROUP BY GROUPING SETS ((token_id), (token_id, server, tool, capability), (token_id, day))
        ORDER BY token_id, grp, day, server, tool, capability`,
-      c.args,
+      args,
     );
     return rows;
   },
 
-  /** Monthly usage: rolled-up months (raw rows gone) plus months still raw, each row counted once. */
+  /** Monthly usage: rolled-up months (raw rows gone) plus the hours of months still raw, each row counted once. */
   async monthlyUsage(db: Queryable, f: AuditFilters): Promise<MonthlyUsageRow[]> {
-    const raw = filterConditions(f);
-    raw.list.push("token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')");
-    // The rolled-up months' conditions number their values after the raw rows'.
-    const rolled = conditions(raw.args);
+    const args: unknown[] = [];
+    const hours = hourRows(f, args);
+    // The rolled-up months' conditions number their values after the hours'.
+    const rolled = conditions(args);
+    // Retention rolls up every INTENT and RESULT, also those of no token (a refused unknown key); usage
+    // counts tokens' calls only, and a month must not change when retention rolls it up.
+    rolled.list.push('token_id IS NOT NULL');
     if (f.token) rolled.add('token_id = ?', f.token);
     if (f.type) rolled.add('token_type = ?', f.type);
     if (f.project) rolled.add('project_id = ?', f.project);
@@ -239,20 +316,18 @@ export const auditStore = {
     // would be read in the server's time zone.
     if (f.to) rolled.add("(month::timestamp AT TIME ZONE 'UTC') < ?::timestamptz", f.to);
     const { rows } = await db.query<MonthlyUsageRow>(
-      `SELECT month::text AS month, token_id, token_type, project_id, server, tool, capability,
-         sum(calls)::bigint AS calls, sum(allowed)::bigint AS allowed, sum(denied)::bigint AS denied, sum(results)::bigint AS results,
-         sum(successes)::bigint AS successes, sum(errors)::bigint AS errors, max(last_at) AS last_at
+      `SELECT month::text AS month, token_id, token_type, project_id, server, tool, capability, ${SUMS}, max(last_at) AS last_at
        FROM (
          SELECT month, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors, last_at
          FROM audit_usage_monthly ${rolled.where()}
          UNION ALL
-         SELECT date_trunc('month', ts AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability, ${COUNTS}, max(ts)
-         FROM audit_events ${raw.where()}
-         GROUP BY 1, 2, 3, 4, 5, 6, 7
+         SELECT date_trunc('month', hour AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability,
+           calls, allowed, denied, results, successes, errors, last_at
+         FROM (${hours}) h
        ) m
        GROUP BY month, token_id, token_type, project_id, server, tool, capability
        ORDER BY month, token_id, server, tool, capability`,
-      raw.args,
+      args,
     );
     return rows;
   },
