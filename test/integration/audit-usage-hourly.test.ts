@@ -67,6 +67,26 @@ describe('usage from the hourly rollup', () => {
     expect(await auditStore.monthlyUsage(db, f)).toEqual(await rawMonthlyUsage(db, f));
   });
 
+  it('whole hours are read from the rollup, partial hours from raw rows', async () => {
+    // A row only the rollup has, for 09:00-10:00 (rolled back after): seen when that hour is whole in the window.
+    const client = await db.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        `INSERT INTO audit_usage_hourly (hour, token_id, calls, allowed, denied, results, successes, errors, duration_ms_sum, duration_ms_count, last_used, last_at)
+         VALUES ('2024-05-31T09:00:00Z', 'tok-probe', 1, 1, 0, 0, 0, 0, 0, 0, '2024-05-31T09:30:00Z', '2024-05-31T09:30:00Z')`,
+      );
+      const probed = async (from: string, to: string) => (await auditStore.usage(client, { from: new Date(from), to: new Date(to) })).some((r) => r.token_id === 'tok-probe');
+      expect(await probed('2024-05-31T08:40:00Z', '2024-05-31T10:20:00Z')).toBe(true);
+      expect(await probed('2024-05-31T09:00:00Z', '2024-05-31T10:00:00Z')).toBe(true);
+      expect(await probed('2024-05-31T09:00:00Z', '2024-05-31T09:59:59.999Z')).toBe(false);
+      expect(await probed('2024-05-31T08:40:00Z', '2024-05-31T09:20:00Z')).toBe(false);
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+  });
+
   it('GET /v1/usage answers from the rollup what the raw rows say, also for a project-limited operator key', async () => {
     const from = '2024-05-30T10:17:23.456Z';
     const to = '2024-06-02T15:42:10.001Z';
