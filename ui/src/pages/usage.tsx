@@ -12,11 +12,13 @@ const RANGES = [
   { id: '90', label: 'Last 90 days', days: 90 },
 ];
 const TOP = 8;
+const HOUR_MS = 3_600_000;
 
+/** The UTC days of [from, to): a window ending at midnight has no bar for the day that starts then. */
 function days(from: Date, to: Date): string[] {
   const out: string[] = [];
   const d = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), from.getUTCDate()));
-  while (d <= to) {
+  while (d < to) {
     out.push(d.toISOString().slice(0, 10));
     d.setUTCDate(d.getUTCDate() + 1);
   }
@@ -40,9 +42,13 @@ export function UsagePage() {
   const [project, setProject] = useState('');
   const [focus, setFocus] = useState<string | null>(null);
   const [error, setError] = useState<unknown>(null);
+  // From and to on whole UTC hours, covering at least the range: the API answers whole hours from its
+  // hourly rollup and reads raw audit rows only for partial hours at the edges (docs/audit.md), up to an
+  // hour of them, which on a busy trail is most of the query's time.
   const period = useMemo(() => {
-    const to = new Date();
-    const from = new Date(to.getTime() - (RANGES.find((r) => r.id === range)?.days ?? 7) * 86_400_000);
+    const now = Date.now();
+    const to = new Date(Math.ceil(now / HOUR_MS) * HOUR_MS);
+    const from = new Date(Math.floor((now - (RANGES.find((r) => r.id === range)?.days ?? 7) * 86_400_000) / HOUR_MS) * HOUR_MS);
     return { from: from.toISOString(), to: to.toISOString() };
   }, [range]);
   const query = { ...period, type: type || undefined, project: project.trim() || undefined };
