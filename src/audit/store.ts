@@ -111,8 +111,8 @@ export interface MonthlyUsageRow {
   last_at: Date | null;
 }
 
-// Counting rules shared by usage and the retention rollup (migrations/0002_audit.sql): a RESULT whose
-// status is "success" or "ok" is a success, any other status an error.
+// Counting rules shared by usage, the retention rollup (migrations/0002_audit.sql) and the hourly rollup's
+// trigger (0017): a RESULT whose status is "success" or "ok" is a success, any other status an error.
 const COUNTS = `
   count(*) FILTER (WHERE kind = 'INTENT')::bigint AS calls,
   count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'allow')::bigint AS allowed,
