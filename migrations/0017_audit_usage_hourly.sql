@@ -1,4 +1,4 @@
--- Usage per UTC hour (docs/audit.md "Usage rollup"), so GET /v1/usage and /v1/usage/monthly read a few
+-- Usage per UTC hour (docs/audit.md, "The hourly rollup"; ADR 0019), so GET /v1/usage and /v1/usage/monthly read a few
 -- rows per token, operation and hour instead of aggregating every raw INTENT and RESULT of their window:
 -- that took ~2.6 µs a row and met the 30 s query limit near 11 million rows (~20 decisions/s over the
 -- Usage page's 7 days), far below the 2,000 decisions/s the product is built for.
