@@ -4,7 +4,7 @@
 -- Usage page's 7 days), far below the 2,000 decisions/s the product is built for.
 --
 -- Derived, not evidence: audit_events stays the record (hash-chained, append-only) and this table is
--- what the backfill below computes from it. It is not guarded like the audit tables: its rows are
+-- what the trigger below adds up from it. It is not guarded like the audit tables: its rows are
 -- updated by every batch, and retention deletes them with the months it cuts.
 --
 -- Counting rules are those of usage (src/audit/store.ts COUNTS) and of the retention rollup (0002): a
@@ -35,6 +35,25 @@ CREATE TABLE audit_usage_hourly (
   CONSTRAINT audit_usage_hourly_key UNIQUE NULLS NOT DISTINCT (hour, token_id, token_type, project_id, server, tool, capability)
 ) WITH (fillfactor = 70); -- every batch updates the current hour's rows: room on the page keeps them HOT
 
+-- Where the rollup starts: it holds the rows whose ts is at or after starts_at, and usage reads raw rows
+-- for anything before (src/audit/store.ts). No backfill: filling the table from the stored trail inside
+-- this migration took ~2.3 s per million rows (performance.md, "Usage rollup"), which on a busy
+-- installation (hundreds of millions of rows) would have held the upgrade's pause for minutes to hours,
+-- every gateway denying meanwhile. A new installation (no audit row yet) starts at -infinity. An upgraded
+-- one starts at the second whole hour after the migration: every row stored before has an earlier ts
+-- unless a replica's clock runs more than an hour ahead, and rows written after it with an earlier ts
+-- (late batches, a spool replayed after the upgrade) are left to the raw reads, so each row is counted
+-- once, from one side. A usage window wholly after starts_at reads the rollup alone (the Usage page's 7
+-- days, a week after the upgrade).
+CREATE TABLE audit_usage_hourly_start (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  starts_at timestamptz NOT NULL
+);
+INSERT INTO audit_usage_hourly_start (starts_at)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_events) THEN date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '2 hours'
+            ELSE '-infinity'::timestamptz END;
+REVOKE ALL ON audit_usage_hourly_start FROM PUBLIC;
+
 -- Adds one INSERT statement's rows to their hours. A statement trigger with a transition table: one
 -- aggregate and one upsert per batch, not one per row. The transition table holds only the rows the
 -- statement inserted, so a spool replay of rows already stored (the writer's ON CONFLICT DO NOTHING skips
@@ -60,7 +79,7 @@ BEGIN
       max(ts) FILTER (WHERE kind = 'INTENT'),
       max(ts)
   FROM inserted
-  WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')
+  WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT') AND ts >= (SELECT starts_at FROM audit_usage_hourly_start)
   GROUP BY 1, 2, 3, 4, 5, 6, 7
   ORDER BY 1, 2, 3, 4, 5, 6, 7
   ON CONFLICT ON CONSTRAINT audit_usage_hourly_key DO UPDATE SET
@@ -92,32 +111,11 @@ REVOKE ALL ON FUNCTION audit_usage_hourly_add() FROM PUBLIC;
 -- A statement trigger on the partitioned parent sees the rows routed to every partition, also those
 -- created later by audit_ensure_partitions (the writer always inserts through audit_events).
 --
--- Rolling upgrade: CREATE TRIGGER takes a SHARE ROW EXCLUSIVE lock on audit_events, which waits for the
--- INSERTs in flight to commit and keeps every other INSERT (also an older replica's, which has no idea of
--- this table) waiting until this migration commits. The backfill below runs after it, so it sees every row
--- committed before, and every row committed after fires the trigger: each row is counted exactly once.
--- A writer kept waiting past its 2 s statement_timeout spools its rows and replays them later, through the
--- trigger. The backfill reads the whole retained trail once (docs/operations.md, upgrade notes).
+-- Rolling upgrade: an older replica still writing after this migration fires the trigger too (it belongs
+-- to the table, not to the writer), so its rows with a ts after starts_at are counted like any others.
 CREATE TRIGGER audit_events_usage_hourly AFTER INSERT ON audit_events
   REFERENCING NEW TABLE AS inserted
   FOR EACH STATEMENT EXECUTE FUNCTION audit_usage_hourly_add();
-
-INSERT INTO audit_usage_hourly (hour, token_id, token_type, project_id, server, tool, capability,
-    calls, allowed, denied, results, successes, errors, duration_ms_sum, duration_ms_count, last_used, last_at)
-SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', token_id, token_type, project_id, server, tool, capability,
-    count(*) FILTER (WHERE kind = 'INTENT'),
-    count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'allow'),
-    count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'deny'),
-    count(*) FILTER (WHERE kind = 'RESULT'),
-    count(*) FILTER (WHERE kind = 'RESULT' AND result_status IN ('success', 'ok')),
-    count(*) FILTER (WHERE kind = 'RESULT' AND result_status NOT IN ('success', 'ok')),
-    coalesce(sum(duration_ms) FILTER (WHERE kind = 'RESULT'), 0),
-    count(duration_ms) FILTER (WHERE kind = 'RESULT'),
-    max(ts) FILTER (WHERE kind = 'INTENT'),
-    max(ts)
-FROM audit_events
-WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')
-GROUP BY 1, 2, 3, 4, 5, 6, 7;
 
 -- Retention (0016) also removes the hourly rows before its cut: those months are rolled into
 -- audit_usage_monthly in the same transaction, so every usage read counts each row once, from one table

@@ -143,6 +143,28 @@ export function splitAtHours(from: Date | undefined, to: Date | undefined): { ho
   return { hours: { from: firstHour, to: endHour }, edges };
 }
 
+/**
+ * splitAtHours for a rollup that holds only rows from `start` on (audit_usage_hourly_start: -infinity on a
+ * new installation, the second whole hour after migration 0017 on an upgraded one): what lies before it
+ * is read raw, as the partial hours are.
+ */
+export function splitForRollup(from: Date | undefined, to: Date | undefined, startMs: number): { hours: TsRange | null; edges: TsRange[] } {
+  if (startMs === Number.NEGATIVE_INFINITY || (from && from.getTime() >= startMs)) return splitAtHours(from, to);
+  if (startMs === Number.POSITIVE_INFINITY || (to && to.getTime() <= startMs)) return { hours: null, edges: [{ from, to }] };
+  const start = new Date(startMs);
+  const after = splitAtHours(start, to);
+  return { hours: after.hours, edges: [{ from, to: start }, ...after.edges] };
+}
+
+/** Where audit_usage_hourly starts, in ms (rows before it are read raw): -Infinity on a new installation. */
+async function rollupStart(db: Queryable): Promise<number> {
+  // pg gives ±infinity as the numbers ±Infinity; no row (never expected) leaves everything to the raw rows.
+  const { rows } = await db.query<{ starts_at: Date | number }>('SELECT starts_at FROM audit_usage_hourly_start');
+  const at = rows[0]?.starts_at;
+  if (at === undefined) return Number.POSITIVE_INFINITY;
+  return typeof at === 'number' ? at : at.getTime();
+}
+
 /** The filters audit_usage_hourly can answer: its key's columns and the time range. */
 function rollupAnswers(f: AuditFilters): boolean {
   return !(f.session || f.decision || f.code || f.kind || f.decisionId || f.actor);
@@ -157,8 +179,8 @@ const HOUR_COLUMNS =
  * migrations/0017_audit_usage_hourly.sql) for the partial hours at the edges, so the sum is what
  * aggregating every raw row of the window gives. Its values are added to `args`.
  */
-function hourRows(f: AuditFilters, args: unknown[]): string {
-  const { hours, edges } = rollupAnswers(f) ? splitAtHours(f.from, f.to) : { hours: null, edges: [{ from: f.from, to: f.to }] };
+function hourRows(f: AuditFilters, args: unknown[], rollupStartMs: number): string {
+  const { hours, edges } = rollupAnswers(f) ? splitForRollup(f.from, f.to, rollupStartMs) : { hours: null, edges: [{ from: f.from, to: f.to }] };
   const parts: string[] = [];
   if (hours) {
     const c = conditions(args);
@@ -283,13 +305,14 @@ export const auditStore = {
    */
   async usage(db: Queryable, f: AuditFilters): Promise<UsageGroupRow[]> {
     const args: unknown[] = [];
+    const start = await rollupStart(db);
     const { rows } = await db.query<UsageGroupRow>(
       `SELECT CASE WHEN grouping(server, tool, capability) = 0 THEN 'operation' WHEN grouping(day) = 0 THEN 'day' ELSE 'token' END AS grp,
          token_id, max(token_type) AS token_type, max(project_id) AS project_id, server, tool, capability, day::text AS day,
          ${SUMS},
          max(last_used) AS last_used,
          sum(duration_ms_sum) / nullif(sum(duration_ms_count), 0)::double precision AS duration_ms_avg
-       FROM (SELECT *, (hour AT TIME ZONE 'UTC')::date AS day FROM (${hourRows(f, args)}) h) e
+       FROM (SELECT *, (hour AT TIME ZONE 'UTC')::date AS day FROM (${hourRows(f, args, start)}) h) e
        GROUP BY GROUPING SETS ((token_id), (token_id, server, tool, capability), (token_id, day))
        ORDER BY token_id, grp, day, server, tool, capability`,
       args,
@@ -300,7 +323,7 @@ export const auditStore = {
   /** Monthly usage: rolled-up months (raw rows gone) plus the hours of months still raw, each row counted once. */
   async monthlyUsage(db: Queryable, f: AuditFilters): Promise<MonthlyUsageRow[]> {
     const args: unknown[] = [];
-    const hours = hourRows(f, args);
+    const hours = hourRows(f, args, await rollupStart(db));
     // The rolled-up months' conditions number their values after the hours'.
     const rolled = conditions(args);
     // Retention rolls up every INTENT and RESULT, also those of no token (a refused unknown key); usage

@@ -113,20 +113,21 @@ function rawConditions(f: AuditFilters): { sql: string; args: unknown[] } {
   return { sql: `WHERE ${list.join(' AND ')}`, args };
 }
 
-/** The rollup's rows against the raw rows aggregated per hour the same way: equal, row for row. */
-export async function rollupMismatches(db: pg.Pool): Promise<unknown[]> {
+/** The rollup's rows against the raw rows (from `since` on: where the rollup starts) aggregated per hour the same way: equal, row for row. */
+export async function rollupMismatches(db: pg.Pool, since?: Date): Promise<unknown[]> {
   const { rows } = await db.query(
     `WITH raw AS (
        SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${RAW_COUNTS},
          coalesce(sum(duration_ms) FILTER (WHERE kind = 'RESULT'), 0) AS duration_ms_sum, count(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_count,
          max(ts) FILTER (WHERE kind = 'INTENT') AS last_used, max(ts) AS last_at
-       FROM audit_events WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT') GROUP BY 1, 2, 3, 4, 5, 6, 7),
+       FROM audit_events WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT') AND ts >= coalesce($1::timestamptz, '-infinity') GROUP BY 1, 2, 3, 4, 5, 6, 7),
      rollup AS (
        SELECT hour, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors,
          duration_ms_sum, duration_ms_count, last_used, last_at FROM audit_usage_hourly)
      (SELECT 'raw only' AS side, * FROM (TABLE raw EXCEPT ALL TABLE rollup) a)
      UNION ALL
      (SELECT 'rollup only', * FROM (TABLE rollup EXCEPT ALL TABLE raw) b)`,
+    [since ?? null],
   );
   return rows;
 }

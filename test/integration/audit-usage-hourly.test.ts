@@ -56,6 +56,10 @@ afterAll(async () => {
 });
 
 describe('usage from the hourly rollup', () => {
+  it('a new installation (no audit row at migration 0017) rolls up from the beginning: its start is -infinity', async () => {
+    expect((await db.query('SELECT starts_at FROM audit_usage_hourly_start')).rows).toEqual([{ starts_at: Number.NEGATIVE_INFINITY }]);
+  });
+
   it('the rollup holds, per hour, token and operation, exactly the raw rows’ counts', async () => {
     expect(await hourlyRows()).toBeGreaterThan(300);
     expect(await rollupMismatches(db)).toEqual([]);
