@@ -19,7 +19,7 @@ import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService, type StartFlagsRead } from './flags/service.js';
 import { WebhookSecretHolder } from './flags/webhook-secret.js';
-import { RefusedCredentials } from './http/auth.js';
+import { decorateCredentials, RefusedCredentials } from './http/auth.js';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -417,6 +417,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     }).withTypeProvider<TypeBoxTypeProvider>();
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(lowercaseUuids(schema) as object));
     app.decorate('ctx', ctx);
+    decorateCredentials(app);
     // The API speaks JSON only: anything else is 415, not a string the schema then rejects.
     app.removeContentTypeParser('text/plain');
     installErrorHandler(app);

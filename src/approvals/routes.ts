@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
+import { requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
 import { ApprovalIdParams, ApprovalItem, ApprovalStatusSchema, DecideBody, ListApprovalsQuery } from './schemas.js';
 
@@ -56,7 +56,6 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }
 
   const gateway = requireGateway(ctx.auth);
-  const agentOf = (raw: string | undefined) => authenticateAgent(ctx.auth, raw);
 
   app.get(
     '/v1/gateway/approvals/:id',
@@ -71,6 +70,6 @@ export const approvalRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ApprovalStatusSchema, ...READ_ERRORS, 404: ErrorBody },
       },
     },
-    async (req) => ctx.approvals.status(await agentOf(agentTokenHeader(req)), req.params.id),
+    async (req) => ctx.approvals.status(req.agent!, req.params.id),
   );
 };

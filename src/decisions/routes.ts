@@ -1,11 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
-import type { CredentialEnded } from '../audit/rows.js';
-import { AppError } from '../errors.js';
-import { agentRefused, agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
+import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { requireShallow } from '../http/json-depth.js';
 import { ErrorBody } from '../http/schemas.js';
-import { type AgentPrincipal, CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
 import { parseCredential } from '../tokens/format.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { DenialLogBudget } from './denial-log.js';
@@ -40,26 +36,21 @@ function withSafeText(body: ResultBody): ResultBody {
 /** The gateway routes of DESIGN.md §3 that answer decisions, and the operator's explain. */
 export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
-  const gateway = requireGateway(ctx.auth);
+  // An agent token that cannot be checked is answered by the handler: a denial, audited (it needs the body).
+  const decisionGateway = requireGateway(ctx.auth, { unavailable: 'handler' });
+  // A token revoked or expired while its call ran: the call ran, so its RESULT (and the after-call
+  // triggers) still count. Found by its hash; the decision must be this token's (ResultService).
+  const resultGateway = requireGateway(ctx.auth, {
+    acceptEnded: true,
+    unavailable: { message: 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.' },
+  });
   // Every denial is audited; the log gets at most DENIAL_LOG_PER_SECOND lines a second per code (denial-log.ts).
   const denialLog = new DenialLogBudget();
-
-  async function agentOf(req: FastifyRequest): Promise<AgentPrincipal | 'unavailable'> {
-    const raw = agentTokenHeader(req);
-    try {
-      const principal = await ctx.auth.authenticate(raw);
-      if (principal.kind !== 'agent') throw agentRefused(undefined, raw);
-      return principal;
-    } catch (err) {
-      if (err instanceof CredentialStoreUnavailable) return 'unavailable';
-      throw agentRefused(err, raw);
-    }
-  }
 
   app.post(
     '/v1/decisions',
     {
-      onRequest: gateway,
+      onRequest: decisionGateway,
       schema: {
         operationId: 'decide',
         tags: ['gateway'],
@@ -74,8 +65,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       requireShallow(req.body.arguments, 'arguments');
       requireShallow(req.body.annotations, 'annotations');
-      const agent = await agentOf(req);
-      if (agent === 'unavailable') {
+      if (req.agentUnchecked) {
         const presented = parseCredential(agentTokenHeader(req) ?? '');
         const answer = ctx.decisions.unavailable(
           { gateway: req.gateway!, input: toInput(req.body), ip: req.ip, tokenType: presented?.tokenType },
@@ -87,6 +77,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         );
         return answer;
       }
+      const agent = req.agent!;
       const call = newCallContext({ gateway: req.gateway!, agent, input: toInput(req.body), ip: req.ip });
       const started = performance.now();
       const answer = await ctx.decisions.decide(call);
@@ -114,7 +105,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/decisions/:id/result',
     {
-      onRequest: gateway,
+      onRequest: resultGateway,
       schema: {
         operationId: 'reportResult',
         tags: ['gateway'],
@@ -125,28 +116,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ResultAnswer, ...errors, 409: ErrorBody, 503: ErrorBody },
       },
     },
-    async (req) => {
-      const unavailable = () => new AppError('SERVICE_UNAVAILABLE', 'The credential store is unavailable, so the result was not recorded; withhold the result and retry shortly.');
-      let agent: AgentPrincipal | 'unavailable';
-      let ended: CredentialEnded | undefined;
-      try {
-        agent = await agentOf(req);
-      } catch (err) {
-        // A token revoked or expired while its call ran: the call ran, so its RESULT (and the after-call
-        // triggers) still count. Found by its hash; the decision must be this token's (ResultService).
-        const refusal = refusalOf(err);
-        if (refusal?.reason !== 'revoked' && refusal?.reason !== 'expired') throw err;
-        const endedAgent = await ctx.auth.endedAgent(agentTokenHeader(req)).catch((e: unknown) => {
-          if (e instanceof CredentialStoreUnavailable) throw unavailable();
-          throw e;
-        });
-        if (!endedAgent) throw err;
-        agent = endedAgent;
-        ended = refusal.reason;
-      }
-      if (agent === 'unavailable') throw unavailable();
-      return ctx.results.record(req.gateway!, agent, req.params.id, withSafeText(req.body), ended);
-    },
+    async (req) => ctx.results.record(req.gateway!, req.agent!, req.params.id, withSafeText(req.body), req.agentEnded),
   );
 
   app.post(

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
-import type { AdminAction } from '../audit/rows.js';
+import type { AdminAction, CredentialEnded } from '../audit/rows.js';
 import { AppError, unauthenticated } from '../errors.js';
 import type { AgentPrincipal, Authenticator, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { CredentialStoreUnavailable, refusalOf } from '../tokens/authenticator.js';
@@ -13,10 +13,24 @@ declare module 'fastify' {
   interface FastifyRequest {
     operator?: OperatorPrincipal;
     gateway?: GatewayPrincipal;
+    /** The agent token of X-Agent-Token, checked by requireGateway before the body is read. */
     agent?: AgentPrincipal;
+    /** Set instead of `agent` on a route whose handler answers for a credential store that is unavailable (AgentTokenRule). */
+    agentUnchecked?: true;
+    /** Why `agent` ended (revoked, expired) on a route that accepts ended tokens (AgentTokenRule). */
+    agentEnded?: CredentialEnded;
   }
 }
 
+/**
+ * Declares the request's credential slots, so every request object has the same shape (Fastify's advice for
+ * properties set per request; the decision path sets two of them on every call).
+ */
+export function decorateCredentials(app: FastifyInstance): void {
+  for (const slot of ['operator', 'gateway', 'agent', 'agentUnchecked', 'agentEnded'] as const) app.decorateRequest(slot, undefined);
+}
+
+const STORE_UNAVAILABLE = 'Credential store unavailable; try again.';
 const ROLE_RANK: Record<OperatorRole, number> = { viewer: 1, operator: 2, owner: 3 };
 
 export function bearer(req: FastifyRequest): string | undefined {
@@ -45,25 +59,13 @@ async function authenticateOrUnavailable(auth: Authenticator, raw: string | unde
   try {
     return await auth.authenticate(raw);
   } catch (err) {
-    if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', 'Credential store unavailable; try again.');
+    if (err instanceof CredentialStoreUnavailable) throw new AppError('SERVICE_UNAVAILABLE', STORE_UNAVAILABLE);
     throw err;
   }
 }
 
-/** The agent token of X-Agent-Token (or `raw`): 401 unless it is one, 503 while the credential store is unavailable. */
-export async function authenticateAgent(auth: Authenticator, raw: string | undefined): Promise<AgentPrincipal> {
-  let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
-  try {
-    principal = await authenticateOrUnavailable(auth, raw);
-  } catch (err) {
-    throw agentRefused(err, raw);
-  }
-  if (principal.kind !== 'agent') throw agentRefused(undefined, raw);
-  return principal;
-}
-
 /** A 401 of an agent token (X-Agent-Token) saying what is wrong with the header; other errors as they are. */
-export function agentRefused(err: unknown, raw: string | undefined): unknown {
+function agentRefused(err: unknown, raw: string | undefined): unknown {
   return unauthenticatedSaying(err, (refusal) => agentTokenProblem(raw, refusal));
 }
 
@@ -97,19 +99,83 @@ export function canSeeProject(op: OperatorPrincipal, projectId: string): boolean
   return op.projects === null || op.projects.includes(projectId);
 }
 
-/** preHandler for gateway routes: a gateway key as Bearer. The agent token is checked by each route. */
-export function requireGateway(auth: Authenticator) {
+/** How a gateway route takes an agent token that is not simply valid (requireGateway). */
+export interface AgentTokenRule {
+  /**
+   * The credential store is unavailable: 503 SERVICE_UNAVAILABLE (with this message, or a default), or
+   * 'handler': the request goes on with `req.agentUnchecked` set, for a handler that answers itself.
+   */
+  unavailable?: { message: string } | 'handler';
+  /**
+   * A revoked or expired agent token of ours is accepted, `req.agentEnded` saying which: the result of a call
+   * allowed before its token ended (the call ran, so its RESULT still counts).
+   */
+  acceptEnded?: boolean;
+}
+
+/**
+ * onRequest hook of the gateway routes: a gateway key as Bearer, then the agent token of X-Agent-Token, both
+ * before the body is read (docs/errors.md: a bad credential is never told to fix its body). Sets
+ * `req.gateway` and `req.agent`, so the handler does not authenticate again.
+ */
+export function requireGateway(auth: Authenticator, rule: AgentTokenRule = {}) {
   return async (req: FastifyRequest, _reply: FastifyReply) => {
-    const header = req.headers.authorization;
-    let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
-    try {
-      principal = await authenticateOrUnavailable(auth, bearer(req));
-    } catch (err) {
-      throw unauthenticatedSaying(err, () => gatewayKeyProblem(header));
-    }
-    if (principal.kind !== 'gateway') throw unauthenticatedSaying(undefined, () => gatewayKeyProblem(header));
-    req.gateway = principal;
+    req.gateway = await gatewayOf(auth, req);
+    await checkAgentToken(auth, req, rule);
   };
+}
+
+async function gatewayOf(auth: Authenticator, req: FastifyRequest): Promise<GatewayPrincipal> {
+  const header = req.headers.authorization;
+  let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
+  try {
+    principal = await authenticateOrUnavailable(auth, bearer(req));
+  } catch (err) {
+    throw unauthenticatedSaying(err, () => gatewayKeyProblem(header));
+  }
+  if (principal.kind !== 'gateway') throw unauthenticatedSaying(undefined, () => gatewayKeyProblem(header));
+  return principal;
+}
+
+async function checkAgentToken(auth: Authenticator, req: FastifyRequest, rule: AgentTokenRule): Promise<void> {
+  const raw = agentTokenHeader(req);
+  let principal: Awaited<ReturnType<Authenticator['authenticate']>>;
+  try {
+    principal = await auth.authenticate(raw);
+  } catch (err) {
+    if (err instanceof CredentialStoreUnavailable) {
+      if (rule.unavailable === 'handler') {
+        req.agentUnchecked = true;
+        return;
+      }
+      throw storeUnavailable(rule);
+    }
+    if (rule.acceptEnded && (await acceptedAsEnded(auth, req, raw, err, rule))) return;
+    throw agentRefused(err, raw);
+  }
+  if (principal.kind !== 'agent') throw agentRefused(undefined, raw);
+  req.agent = principal;
+}
+
+function storeUnavailable(rule: AgentTokenRule): AppError {
+  return new AppError('SERVICE_UNAVAILABLE', typeof rule.unavailable === 'object' ? rule.unavailable.message : STORE_UNAVAILABLE);
+}
+
+/** Accepts a revoked or expired agent token of ours (AgentTokenRule.acceptEnded): found by its hash, uncached. */
+async function acceptedAsEnded(auth: Authenticator, req: FastifyRequest, raw: string | undefined, err: unknown, rule: AgentTokenRule): Promise<boolean> {
+  const refusal = refusalOf(err);
+  if (refusal?.reason !== 'revoked' && refusal?.reason !== 'expired') return false;
+  let ended: AgentPrincipal | undefined;
+  try {
+    ended = await auth.endedAgent(raw);
+  } catch (e) {
+    if (e instanceof CredentialStoreUnavailable) throw storeUnavailable(rule);
+    throw e;
+  }
+  if (!ended) return false;
+  req.agent = ended;
+  req.agentEnded = refusal.reason;
+  return true;
 }
 
 const CREDENTIAL_TYPE: Record<CredentialKind, string> = { agent: 'agent_token', gateway: 'gateway_key', operator: 'operator_key' };

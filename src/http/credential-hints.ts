@@ -34,6 +34,12 @@ export function agentTokenProblem(header: string | undefined, refusal: Credentia
   return 'X-Agent-Token does not hold an agent token: one starts mcp_ro_, mcp_rw_ or mcp_admin_ and is checked by its last characters (a character missing, added or changed?).';
 }
 
+/**
+ * POST /v1/sessions/:id/close with an operator key beside X-Agent-Token: the route's two forms mixed (a
+ * gateway holding an operator key, or an operator sending a stray header); both are told.
+ */
+export const OPERATOR_KEY_WITH_AGENT_TOKEN = `Authorization holds an operator key beside X-Agent-Token: a gateway closes its agent's session with its gateway key (${GATEWAY_FORM}) and the agent token in X-Agent-Token; an operator closes one with the operator key alone, without X-Agent-Token.`;
+
 function refusedAs(refusal: CredentialRefusal | undefined): string {
   if (refusal?.reason === 'revoked') return 'revoked';
   if (refusal?.reason === 'expired') return 'expired';

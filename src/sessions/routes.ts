@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { agentTokenHeader, authenticateAgent, bearer, requireGateway, requireOperator } from '../http/auth.js';
+import { unauthenticated } from '../errors.js';
+import { agentTokenHeader, bearer, requireGateway, requireOperator } from '../http/auth.js';
+import { OPERATOR_KEY_WITH_AGENT_TOKEN } from '../http/credential-hints.js';
 import { bodyOptional, ErrorBody, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
 import { parseCredential } from '../tokens/format.js';
 import { ClosedSession, IdParams, ListSessionsQuery, OpenedSession, OpenSessionBody, ResumeBody, ResumedSession, ResumedToken, SessionDetail, SessionList } from './schemas.js';
@@ -32,7 +34,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
-      const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
+      const principal = req.agent!;
       const opened = await ctx.sessions.open(principal, req.gateway ?? null, req.body, ctx.policy.current());
       const warnings = opened.warnings?.map((w) => ({ field: w.field, problem: w.problem }));
       req.log.info({ session_id: opened.session_id, token_id: principal.id, state: opened.state, ...(warnings ? { warnings } : {}) }, 'session opened');
@@ -58,11 +60,15 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => ctx.sessions.resumeSession(req.params.id, req.operator!, req.body.reason),
   );
 
-  // One route for both: the Bearer credential says which (a gateway key, or an operator key; an agent
-  // token as Bearer is refused like on every admin route).
+  // One route for both: the credentials say which. An agent token as Bearer is a gateway's headers swapped,
+  // and X-Agent-Token marks a gateway's request: told what is wrong (401) as on every gateway route. An
+  // operator key beside X-Agent-Token is refused (no operator action with an agent token along), naming both forms.
   const closer = async (req: Parameters<typeof gateway>[0], reply: Parameters<typeof gateway>[1]) => {
     const raw = bearer(req);
-    return raw && parseCredential(raw)?.kind === 'gateway' ? gateway(req, reply) : operator(req, reply);
+    const kind = raw ? parseCredential(raw)?.kind : undefined;
+    const withAgentToken = Boolean(agentTokenHeader(req));
+    if (kind === 'operator' && withAgentToken) throw unauthenticated(OPERATOR_KEY_WITH_AGENT_TOKEN);
+    return kind === 'gateway' || kind === 'agent' || withAgentToken ? gateway(req, reply) : operator(req, reply);
   };
   app.post(
     '/v1/sessions/:id/close',
@@ -84,7 +90,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req) => {
       const { reason } = req.body;
       if (req.operator) return ctx.sessions.close(req.params.id, { operator: req.operator }, reason);
-      const principal = await authenticateAgent(ctx.auth, agentTokenHeader(req));
+      const principal = req.agent!;
       const closed = await ctx.sessions.close(req.params.id, { agent: principal, gateway: req.gateway! }, reason);
       req.log.info({ session_id: req.params.id, token_id: principal.id, already_closed: closed.already_closed }, 'session closed by its gateway');
       return closed;

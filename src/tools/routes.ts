@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
-import { agentTokenHeader, authenticateAgent, requireGateway, requireOperator } from '../http/auth.js';
+import { requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
@@ -174,8 +174,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req) => {
-      // 503 (not a 500) while the credential store is unavailable, as on every gateway route.
-      const agent = await authenticateAgent(ctx.auth, agentTokenHeader(req));
+      const agent = req.agent!;
       const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
       // Awaited (it never rejects), so the next report of the same gateway finds the alert to update.
       for (const r of results.filter((x) => x.newlyChanged)) await raiseToolChanged(ctx.alerts, r).catch(() => {});

@@ -535,9 +535,10 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     expect(bad.json().error.details[0].field).toBe('id');
     expect((await close(sid, gw())).statusCode).toBe(401);
     expect((await close(sid, gw(mangled(owner.raw)))).statusCode).toBe(401);
+    // An agent token as Bearer is a gateway's headers swapped: 401 naming Authorization, as on every gateway route.
     const agentAsBearer = await close(sid, bearer(owner.raw));
-    expect(agentAsBearer.statusCode).toBe(403);
-    expect(agentAsBearer.json().error.code).toBe('MCP_TOKEN_FORBIDDEN');
+    expect(agentAsBearer.statusCode).toBe(401);
+    expect(agentAsBearer.json().error).toMatchObject({ code: 'UNAUTHENTICATED', message: expect.stringContaining('Authorization holds an agent token') });
     const viewer = await close(sid, bearer(await t.operatorKey(w.app, 'viewer')));
     expect(viewer.statusCode).toBe(403);
     expect(viewer.json().error.code).toBe('FORBIDDEN');
