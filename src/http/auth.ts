@@ -70,7 +70,7 @@ function agentRefused(err: unknown, raw: string | undefined): unknown {
 }
 
 /**
- * preHandler for the admin API. Agent tokens and gateway keys are refused with 403 MCP_TOKEN_FORBIDDEN
+ * onRequest hook of the admin API. Agent tokens and gateway keys are refused with 403 MCP_TOKEN_FORBIDDEN
  * (seed 004: an AI can prepare, only a human can apply), recognised by prefix and checksum alone. With
  * `allProjects`, the route acts on the whole installation (gateway keys, tool definitions shared by every
  * project, the log level, a full audit verify): a key limited to projects gets 403 FORBIDDEN.
