@@ -49,8 +49,10 @@ describe('KILL_SWITCH alerts of a flag', () => {
     await admin.setEnabled(flag, env, true);
     expect((await event('feature-environment-enabled', id + 1)).json()).toEqual({ result: 'cleared' });
     await until(async () => (await ofFlag())[0]?.acknowledged_by === 'system:flag-webhook', 5_000, 'the alert acknowledged');
-    const enabled = (await t.pool().query(`SELECT details FROM alerts WHERE kind = 'FLAG_ENABLED' AND details->>'flag' = $1`, [flag])).rows;
-    expect(enabled[0]!.details.resolves).toContain(first.id);
+    // The answering FLAG_ENABLED alert is stored just after it acknowledges what it answers (AlertService.raise).
+    const enabled = async () => (await t.pool().query(`SELECT details FROM alerts WHERE kind = 'FLAG_ENABLED' AND details->>'flag' = $1`, [flag])).rows;
+    await until(async () => (await enabled()).length > 0, 5_000, 'the FLAG_ENABLED alert');
+    expect((await enabled())[0]!.details.resolves).toContain(first.id);
 
     await admin.setEnabled(flag, env, false);
     expect((await event('feature-environment-disabled', id + 2)).json()).toEqual({ result: 'denied' });
