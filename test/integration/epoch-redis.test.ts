@@ -122,7 +122,9 @@ describe('the state epoch never lifts a halt', () => {
       await exited;
       admin = await startRedis();
       expect(await admin.exists(`${app.ctx.redis.prefix}epoch`)).toBe(1);
-      expect(await admin.exists(`${app.ctx.redis.prefix}th:${(await app.ctx.auth.authenticate(tok.raw) as { id: string }).id}`)).toBe(0);
+      // The snapshot predates the halt, so its key is missing, unless the control plane has already
+      // noticed the restart and re-applied it (it can within milliseconds of the restart: seen once in CI).
+      if ((await admin.exists(`${app.ctx.redis.prefix}th:${tok.id}`)) === 1) expect(t.logs.text).toContain('Redis restarted with its data');
 
       const codes: string[] = [];
       await until(
