@@ -183,13 +183,8 @@ function hourRows(f: AuditFilters, args: unknown[], rollupStartMs: number): stri
   const { hours, edges } = rollupAnswers(f) ? splitForRollup(f.from, f.to, rollupStartMs) : { hours: null, edges: [{ from: f.from, to: f.to }] };
   const parts: string[] = [];
   if (hours) {
-    const c = conditions(args);
-    if (f.token) c.add('token_id = ?', f.token);
-    if (f.type) c.add('token_type = ?', f.type);
-    if (f.project) c.add('project_id = ?', f.project);
-    if (f.projects) c.add('project_id = ANY(?::text[])', [...f.projects]);
-    if (f.server) c.add('server = ?', f.server);
-    if (f.tool) c.add('tool = ?', f.tool);
+    // rollupAnswers: the filters left are columns of the rollup too; its window is in hours.
+    const c = filterConditions({ ...f, from: undefined, to: undefined }, args);
     if (hours.from) c.add('hour >= ?', hours.from);
     if (hours.to) c.add('hour < ?', hours.to);
     parts.push(`SELECT ${HOUR_COLUMNS} FROM audit_usage_hourly ${c.where()}`);
@@ -325,15 +320,11 @@ export const auditStore = {
     const args: unknown[] = [];
     const hours = hourRows(f, args, await rollupStart(db));
     // The rolled-up months' conditions number their values after the hours'.
-    const rolled = conditions(args);
+    // The usage filters (token, type, project, server) are columns of the monthly rollup; its window is in months.
+    const rolled = filterConditions({ ...f, from: undefined, to: undefined }, args);
     // Retention rolls up every INTENT and RESULT, also those of no token (a refused unknown key); usage
     // counts tokens' calls only, and a month must not change when retention rolls it up.
     rolled.list.push('token_id IS NOT NULL');
-    if (f.token) rolled.add('token_id = ?', f.token);
-    if (f.type) rolled.add('token_type = ?', f.type);
-    if (f.project) rolled.add('project_id = ?', f.project);
-    if (f.projects) rolled.add('project_id = ANY(?::text[])', [...f.projects]);
-    if (f.server) rolled.add('server = ?', f.server);
     if (f.from) rolled.add("month >= date_trunc('month', ?::timestamptz AT TIME ZONE 'UTC')::date", f.from);
     // A month is in when it starts (at 00:00 UTC) before `to`; a bare date compared with a timestamptz
     // would be read in the server's time zone.
