@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
+import { scratchDatabase } from './scratch-db.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -30,26 +31,13 @@ const { values: args } = parseArgs({
 const ROWS = Number(args.rows);
 const BURST = Number(args['june-burst']);
 const DB = args.database;
-const dbUrl = (() => {
-  const u = new URL(args['pg-url']);
-  u.pathname = `/${DB}`;
-  return u.toString();
-})();
+const scratch = scratchDatabase(args['pg-url'], DB);
+const dbUrl = scratch.url;
 const HOUR = 3_600_000;
 const MAY = Date.parse('2026-05-01T00:00:00Z');
 // The hourly job runs at some minute past the hour, not on it: the run that drops May also cuts into June.
 const PAST_THE_HOUR = 30 * 60_000;
 const HOURS_IN_MAY = 31 * 24;
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: args['pg-url'] });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 /** The function as migration 0002 defined it (before 0016 replaced it). */
 async function oldFunction(): Promise<string> {
@@ -60,8 +48,7 @@ async function oldFunction(): Promise<string> {
 }
 
 async function setup(variant: 'old' | 'new'): Promise<void> {
-  await admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-  await admin(`CREATE DATABASE ${DB}`);
+  await scratch.create();
   const pool = createPool(dbUrl, { max: 1 });
   try {
     await migrate(pool);
@@ -180,6 +167,6 @@ const results = [];
 try {
   for (const v of ['old', 'new'] as const) results.push(await run(v));
 } finally {
-  await admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+  await scratch.drop();
 }
 console.table(results);

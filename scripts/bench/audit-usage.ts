@@ -23,6 +23,7 @@ import pg from 'pg';
 import { auditStore } from '../../src/audit/store.js';
 import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
+import { scratchDatabase } from './scratch-db.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -37,27 +38,14 @@ const ROWS = Number(args.rows);
 const DAYS = Number(args.days);
 const TOKENS = Number(args.tokens);
 const DB = args.database;
-const dbUrl = (() => {
-  const u = new URL(args['pg-url']);
-  u.pathname = `/${DB}`;
-  return u.toString();
-})();
+const scratch = scratchDatabase(args['pg-url'], DB);
+const dbUrl = scratch.url;
 const DAY = 86_400_000;
 const END = Date.parse('2026-11-30T12:00:00Z');
 const START = END - DAYS * DAY;
 const TO = new Date(END - (17 * 60 + 23) * 1000);
 const FROM = new Date(TO.getTime() - 7 * DAY);
 const BATCHES = 1_000;
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: args['pg-url'] });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 /** The trigger's aggregate over every stored row (migrations/0017_audit_usage_hourly.sql), in one statement. */
 const FILL_ROLLUP = `INSERT INTO audit_usage_hourly (hour, token_id, token_type, project_id, server, tool, capability,
@@ -126,8 +114,7 @@ async function timed<T>(f: () => Promise<T>, runs = 3): Promise<{ ms: number; va
 }
 
 async function main(): Promise<Record<string, unknown>> {
-  await admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-  await admin(`CREATE DATABASE ${DB}`);
+  await scratch.create();
   const before = await mkdtemp(join(tmpdir(), 'ks-usage-migrations-'));
   const pool = createPool(dbUrl, { max: 1 });
   const c = new pg.Client({ connectionString: dbUrl });
@@ -179,7 +166,7 @@ async function main(): Promise<Record<string, unknown>> {
     await c.end().catch(() => {});
     await pool.end();
     await rm(before, { recursive: true, force: true });
-    await admin(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+    await scratch.drop();
   }
 }
 
