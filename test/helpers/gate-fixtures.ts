@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import { expect } from 'vitest';
+import type { Config } from '../../src/config.js';
 import type { CallContext, HaltTrigger } from '../../src/decisions/types.js';
 import { type GateOptions, RedisGate } from '../../src/limits/gate.js';
 import type { GateLimits } from '../../src/limits/limits.js';
@@ -25,8 +26,8 @@ export interface World {
   open(agent: AgentPrincipal, scope?: { read_only?: boolean; servers?: string[]; purpose?: string }): Promise<string>;
 }
 
-export async function world(t: TestContext): Promise<World> {
-  const app = await t.app();
+export async function world(t: TestContext, overrides: Partial<Config> = {}): Promise<World> {
+  const app = await t.app(overrides);
   const owner = await t.operatorKey(app, 'owner');
   const ownerPrincipal = (await app.ctx.auth.authenticate(owner)) as OperatorPrincipal;
   const gw = await app.ctx.credentials.createGatewayKey(ownerPrincipal, 'test gateway');

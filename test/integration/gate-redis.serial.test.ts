@@ -45,7 +45,7 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 
 beforeAll(async () => {
   await t.setup();
-  w = await world(t);
+  w = await world(t, { redisTimeoutMs: 250 });
 });
 afterAll(async () => {
   if (!(await redisUp())) redisServerStart();
