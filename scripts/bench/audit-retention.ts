@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
-import { scratchDatabase } from './scratch-db.js';
+import { scratchDatabase } from '../scratch-db.js';
 
 const { values: args } = parseArgs({
   options: {

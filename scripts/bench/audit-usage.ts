@@ -23,7 +23,7 @@ import pg from 'pg';
 import { auditStore } from '../../src/audit/store.js';
 import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
-import { scratchDatabase } from './scratch-db.js';
+import { scratchDatabase } from '../scratch-db.js';
 
 const { values: args } = parseArgs({
   options: {

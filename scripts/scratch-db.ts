@@ -1,5 +1,6 @@
-// A scratch database of the local Postgres for the benchmarks that need a trail of their own
-// (audit-retention.ts, audit-usage.ts): created fresh, dropped at the end.
+// A scratch database of the local Postgres for scripts that need one of their own: the benchmarks that
+// need a trail (bench/audit-retention.ts, bench/audit-usage.ts) and the API doc generator (gen-api-doc.ts).
+// Created fresh, dropped at the end.
 import pg from 'pg';
 
 export interface ScratchDatabase {
