@@ -21,9 +21,13 @@ function isInside(path: string, dir: string): boolean {
   return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
 }
 
-/** An absolute path for a path argument, as server-filesystem would resolve it. */
+/**
+ * An absolute path for a path argument, as server-filesystem would resolve it: spaces and all (it writes
+ * `a.md ` and `a.md` as two files, so they are two resources; trimmed, an agent could write many files
+ * that cascade detection counted as one).
+ */
 export function resolvePath(value: string, allowedDirectories: readonly string[], cwd: string): string {
-  const expanded = expandHome(value.trim());
+  const expanded = expandHome(value);
   if (isAbsolute(expanded)) return resolve(expanded);
   for (const dir of allowedDirectories) {
     const candidate = resolve(dir, expanded);
@@ -52,8 +56,9 @@ function locationResources(value: string): string[] {
 
 /** `file://` URLs are paths: normalised like any other path argument. */
 function resourcesOfString(value: string, allowedDirectories: readonly string[], cwd: string, pathKey: boolean): string[] {
+  // URL parsing ignores surrounding spaces (WHATWG); a path keeps them (resolvePath).
   const v = value.trim();
-  if (!v) return [];
+  if (!v) return pathKey && value !== '' && value.length <= MAX_LENGTH ? [pathToFileURL(resolvePath(value, allowedDirectories, cwd)).href] : [];
   if (/^file:\/\//i.test(v)) {
     if (v.length > MAX_LENGTH) return [];
     try {
@@ -64,7 +69,7 @@ function resourcesOfString(value: string, allowedDirectories: readonly string[],
   }
   const location = locationResources(v);
   if (location.length > 0) return location;
-  if (pathKey && v.length <= MAX_LENGTH) return [pathToFileURL(resolvePath(v, allowedDirectories, cwd)).href];
+  if (pathKey && value.length <= MAX_LENGTH) return [pathToFileURL(resolvePath(value, allowedDirectories, cwd)).href];
   return [];
 }
 

@@ -325,11 +325,12 @@ export function matchProductionPattern(identities: readonly string[], patterns: 
  * cascade detection compares ids across calls.
  */
 function normaliseResource(server: string, raw: string): string | undefined {
-  const value = raw.trim();
-  if (!value || value.length > MAX_STRING) return undefined;
-  const loc = parseLocation(value);
+  if (raw === '' || raw.length > MAX_STRING) return undefined;
+  // URL parsing ignores surrounding spaces; a path keeps them: `a.md ` is another file than `a.md`
+  // (server-filesystem writes both), so trimming would count many files as one resource.
+  const loc = parseLocation(raw);
   if (loc) return storable(loc.canonical);
-  const path = posix.normalize(value.replaceAll('\\', '/'));
+  const path = posix.normalize(raw.replaceAll('\\', '/'));
   const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
   return storable(`${server}:${trimmed}`);
 }

@@ -30,6 +30,20 @@ describe('resource normalisation against the allowed directories', () => {
     expect(resolvePath('../outside.md', allowed, cwd)).toBe('/srv/outside.md');
   });
 
+  it('a path keeps surrounding spaces: server-filesystem writes `c`, `c ` and `c\u00a0` as three files, so they are three resources', () => {
+    const variants = ['c', 'c ', 'c\u00a0', 'c\t', 'c\u2003', 'c\ufeff', ' c'];
+    const gateway = variants.map((p) => resourcesOf('filesystem', { path: `/srv/allowed/${p}` }, allowed, cwd)[0]);
+    expect(new Set(gateway).size).toBe(variants.length);
+    expect(gateway[1]).toBe('file:///srv/allowed/c%20');
+    expect(resolvePath('c ', allowed, cwd)).toBe('/srv/allowed/c ');
+    // The control plane's own reading (a gateway that sent no resources) counts them apart too.
+    const plane = variants.map((p) => resourceIdsOf('filesystem', { path: `/srv/allowed/${p}` }, undefined)[0]);
+    expect(new Set(plane).size).toBe(variants.length);
+    // A URL is still read without its surrounding spaces (as WHATWG URL parsing does).
+    expect(resourcesOf('fetch', { url: ' https://example.com/a ' }, [], cwd)).toEqual(['https://example.com/a']);
+    expect(resourceIdsOf('fetch', {}, [' https://example.com/a '])).toEqual(resourceIdsOf('fetch', {}, ['https://example.com/a']));
+  });
+
   it('reads paths[], source and destination', () => {
     expect(resourcesOf('filesystem', { paths: ['a.md', '/srv/allowed/b.md', 7] }, allowed, cwd)).toEqual(['file:///srv/allowed/a.md', 'file:///srv/allowed/b.md']);
     expect(resourcesOf('filesystem', { source: 'a.md', destination: 'b.md' }, allowed, cwd)).toEqual(['file:///srv/allowed/a.md', 'file:///srv/allowed/b.md']);
