@@ -565,7 +565,9 @@ export class ToolRegistry {
     }
 
     // Before the pins: a report whose upstreams could not be recorded pins nothing new either.
-    await toolStore.recordUpstreams(this.pool, reporter.gatewayId, [...upstreams].map(([server, ids]) => ({ server, identities: [...ids].sort() })));
+    // Whether the pins every replica holds changed: a report that repeats what its gateway reported last
+    // (every tools/list of every agent sends one) reloads and announces nothing.
+    let changed = await toolStore.recordUpstreams(this.pool, reporter.gatewayId, [...upstreams].map(([server, ids]) => ({ server, identities: [...ids].sort() })));
     const identities = servers.map((s) => maskedIdentity(s.identity));
     // Read before anything of this report is stored: a tool pinned on first sight is `added` (TOOL_ADDED)
     // only on a server that had tools before, never on a server's first report.
@@ -598,6 +600,7 @@ export class ToolRegistry {
         continue;
       }
       const { row, inserted, reopened, replaced } = recorded;
+      if (inserted || reopened || replaced !== undefined || recorded.reportChanged) changed = true;
       if (inserted && row.status === 'approved') {
         audited.push(change('tool.pinned', server.name, def.name, { definition_id: row.id, hash, status: 'approved', decided_by: 'first-sight' }));
       } else if ((inserted && row.status === 'pending') || reopened) {
@@ -613,8 +616,10 @@ export class ToolRegistry {
       }
       out.push(result);
     }
-    await this.reload();
-    await this.redis.redis.publish(this.channel, '1').catch(() => {});
+    if (changed) {
+      await this.reload();
+      await this.redis.redis.publish(this.channel, '1').catch(() => {});
+    }
     await this.audit(audited, refused);
     return out;
   }

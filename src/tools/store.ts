@@ -59,6 +59,8 @@ export interface Recorded {
   inserted: boolean;
   reopened: boolean;
   replaced?: string;
+  /** The reporting gateway's last definition of the tool (tool_reports) is now this one and was not before. */
+  reportChanged: boolean;
 }
 
 /** The network identities a gateway reported for one upstream server (its last report), as every replica holds them. */
@@ -95,21 +97,27 @@ export const toolStore = {
    * statement for the whole report. A server reported with none has its row removed. The row is rewritten
    * only when the set changed, so `reported_at` says since when the gateway runs it so.
    */
-  async recordUpstreams(db: Db, gatewayId: string, servers: ReadonlyArray<{ server: string; identities: readonly string[] }>): Promise<void> {
-    if (servers.length === 0) return;
-    await db.query(
+  /** Stores what each server of a report reaches; true when that changed anything stored. */
+  async recordUpstreams(db: Db, gatewayId: string, servers: ReadonlyArray<{ server: string; identities: readonly string[] }>): Promise<boolean> {
+    if (servers.length === 0) return false;
+    const { rows } = await db.query<{ changed: number }>(
       `WITH reported AS (
          SELECT r.server, ARRAY(SELECT jsonb_array_elements_text(r.ids) ORDER BY 1) AS ids
            FROM unnest($2::text[], $3::jsonb[]) AS r(server, ids)
        ), removed AS (
          DELETE FROM gateway_upstreams u USING reported r WHERE u.gateway_id = $1 AND u.server = r.server AND cardinality(r.ids) = 0
+         RETURNING 1
+       ), written AS (
+         INSERT INTO gateway_upstreams (gateway_id, server, network_identities)
+         SELECT $1, server, ids FROM reported WHERE cardinality(ids) > 0
+         ON CONFLICT (gateway_id, server) DO UPDATE SET network_identities = EXCLUDED.network_identities, reported_at = now()
+           WHERE gateway_upstreams.network_identities <> EXCLUDED.network_identities
+         RETURNING 1
        )
-       INSERT INTO gateway_upstreams (gateway_id, server, network_identities)
-       SELECT $1, server, ids FROM reported WHERE cardinality(ids) > 0
-       ON CONFLICT (gateway_id, server) DO UPDATE SET network_identities = EXCLUDED.network_identities, reported_at = now()
-         WHERE gateway_upstreams.network_identities <> EXCLUDED.network_identities`,
+       SELECT ((SELECT count(*) FROM removed) + (SELECT count(*) FROM written))::int AS changed`,
       [gatewayId, servers.map((s) => s.server), servers.map((s) => JSON.stringify(s.identities))],
     );
+    return (rows[0]?.changed ?? 0) > 0;
   },
   /** Gateway key names by id (a deleted key is missing). */
   async gatewayNames(db: Db, ids: string[]): Promise<Map<string, string>> {
@@ -168,9 +176,9 @@ export const toolStore = {
     r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
     maxToolsPerServer: number,
   ): Promise<Recorded | 'server-full'> {
-    const recorded = await toolStore.recordDefinition(db, r, maxToolsPerServer);
-    if (recorded === 'server-full') return recorded;
-    await toolStore.recordReport(db, r.reporter, recorded.row);
+    const definition = await toolStore.recordDefinition(db, r, maxToolsPerServer);
+    if (definition === 'server-full') return definition;
+    const recorded: Recorded = { ...definition, reportChanged: await toolStore.recordReport(db, r.reporter, definition.row) };
     if (recorded.row.status !== 'pending' || (!recorded.inserted && !recorded.reopened)) return recorded;
     const replaced = await toolStore.replacePending(db, recorded.row);
     return replaced === undefined ? recorded : { ...recorded, replaced };
@@ -203,16 +211,17 @@ export const toolStore = {
   /**
    * Makes `row` the definition of its tool this gateway reported last. The row is rewritten only when it
    * names another definition, so `reported_at`, the token and the project say when and with which token
-   * the gateway's definition changed, and repeated reports of the same one write nothing.
+   * the gateway's definition changed, and repeated reports of the same one write nothing (false).
    */
-  async recordReport(db: PoolClient, reporter: Reporter, row: Pick<ToolDefinitionRow, 'id' | 'server' | 'tool'>): Promise<void> {
-    await db.query(
+  async recordReport(db: PoolClient, reporter: Reporter, row: Pick<ToolDefinitionRow, 'id' | 'server' | 'tool'>): Promise<boolean> {
+    const { rowCount } = await db.query(
       `INSERT INTO tool_reports (gateway_id, server, tool, definition_id, token_id, project_id) VALUES ($1,$2,$3,$4,$5,$6)
        ON CONFLICT (gateway_id, server, tool) DO UPDATE
          SET definition_id = EXCLUDED.definition_id, token_id = EXCLUDED.token_id, project_id = EXCLUDED.project_id, reported_at = now()
          WHERE tool_reports.definition_id <> EXCLUDED.definition_id`,
       [reporter.gatewayId, row.server, row.tool, row.id, reporter.tokenId, reporter.projectId],
     );
+    return (rowCount ?? 0) > 0;
   },
   /**
    * Stores or re-reads one definition. A tool name the server never reported is refused
@@ -224,7 +233,7 @@ export const toolStore = {
     db: PoolClient,
     r: { id: string; server: string; tool: string; hash: string; definition: unknown; reporter: Reporter; identity: unknown },
     maxToolsPerServer: number,
-  ): Promise<Recorded | 'server-full'> {
+  ): Promise<Omit<Recorded, 'reportChanged'> | 'server-full'> {
     const { rows: found } = await db.query<ToolDefinitionRow>(`SELECT ${COLUMNS} FROM tool_definitions WHERE server = $1 AND tool = $2 AND hash = $3`, [r.server, r.tool, r.hash]);
     const existing = found[0];
     if (!existing) {
