@@ -1,6 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useCallback, useEffect, useId, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, get } from '../api';
+import { visibleJson } from '../json-text';
 import type { TokenType } from '../types';
 
 export const TYPE_LABEL: Record<TokenType, string> = { ro: 'read-only', rw: 'write', admin: 'admin' };
@@ -147,8 +148,9 @@ export function invalidMarker(error: unknown, errorId: string, local: ReadonlySe
   return (field: string) => (failing.has(field) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});
 }
 
+/** JSON an operator reads to decide: invisible and text-reordering characters shown as \u escapes (json-text.ts). */
 export function Json({ value }: { value: unknown }) {
-  return <pre class="json">{JSON.stringify(value, null, 2)}</pre>;
+  return <pre class="json">{visibleJson(value)}</pre>;
 }
 
 export function Empty({ children }: { children: ComponentChildren }) {
