@@ -1,4 +1,4 @@
-import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { definitionOf, type ReportedTool } from './catalog.js';
 import type { UpstreamConfig } from './config.js';
 import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, StdioMessageBuffer } from './message-size.js';
+import { readStderrLines } from './stderr-lines.js';
 
 // One upstream MCP server as the gateway runs it: a child process over stdio or a Streamable HTTP URL.
 // The gateway's client declares no capabilities at all: no `roots` (server-filesystem would replace
@@ -173,7 +174,13 @@ export class Upstream {
         this.log.warn({ server: this.name }, "this SDK's stdio transport has no replaceable read buffer; a message over the limit closes the connection");
       }
       const stderr = stdio.stderr;
-      if (stderr) createInterface({ input: stderr as unknown as NodeJS.ReadableStream }).on('line', (line) => this.log.debug({ server: this.name }, `upstream: ${line}`));
+      if (stderr) {
+        readStderrLines(
+          stderr as unknown as Readable,
+          () => this.log.isLevelEnabled('debug'),
+          (line) => this.log.debug({ server: this.name }, `upstream: ${line}`),
+        );
+      }
       transport = stdio;
     }
     let upAt = 0;

@@ -4,7 +4,7 @@ import { appendFileSync, existsSync } from 'node:fs';
 // than the gateway reads, fail with a huge error message, hide rows inside objects, exit mid-call, and
 // refuse to start again. It offers server-memory's read tool names, so the policy's memory map applies.
 // `search_nodes` does what its query says: "huge:BYTES", "error:BYTES", "rows-object:N", "rows-agg:N",
-// "rows-resource:N", "crash". The resource fake://table fails with a 3 MB error.
+// "rows-resource:N", "crash", "stderr:BYTES" (that many bytes on stderr, one line, then answers). The resource fake://table fails with a 3 MB error.
 //
 // Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
 // cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start);
@@ -56,6 +56,12 @@ server.setRequestHandler(CallToolRequestSchema, async (req) => {
   switch (what) {
     case 'huge':
       return text('x'.repeat(n));
+    case 'stderr': {
+      const chunk = 'x'.repeat(1 << 20);
+      for (let left = n; left > 0; left -= chunk.length) process.stderr.write(left >= chunk.length ? chunk : chunk.slice(0, left));
+      await new Promise((resolve) => process.stderr.write('\nstderr done\n', resolve));
+      return text('wrote to stderr');
+    }
     case 'error':
       throw new Error(`invalid input syntax for type integer: "${'e'.repeat(n)}"`);
     case 'rows-object':

@@ -50,10 +50,10 @@ function fakeGateway(p: Parameters<typeof fakeConfig>[0] = {}) {
 
 type LogLine = { level: number; time: number; msg: string; server?: string; attempt?: number; attempts?: number; downForSeconds?: number; closedAgain?: number; err?: string };
 
-/** A fake-upstream gateway whose log lines (info and up, what an operator reads) are kept in `lines`. */
-async function loggedFakeGateway(env: Record<string, string>, command?: string) {
+/** A fake-upstream gateway whose log lines (info and up by default: what an operator reads) are kept in `lines`. */
+async function loggedFakeGateway(env: Record<string, string>, command?: string, level = 'info') {
   const lines: LogLine[] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
+  const log = pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
   const gateway = await Gateway.start(h.config(fakeConfig({ env, ...(command ? { command } : {}) })), log);
   h.gateways.push(gateway);
   return { gateway, lines };
@@ -343,6 +343,20 @@ describe('an upstream that exits', () => {
 
     await gateway.close();
     expect(lineCount(refused)).toBe(0);
+  }, 60_000);
+});
+
+describe("an upstream's stderr", () => {
+  it('is logged a line at a time, each cut to 8 KB: 20 MB without a newline is one cut line, and the upstream keeps serving', async () => {
+    // readline kept a line until its newline: ~512 MB without one crashed the gateway (Invalid string length).
+    const { gateway, lines } = await loggedFakeGateway({}, undefined, 'debug');
+    const client = await h.client(gateway, await h.token('ro'));
+    expect(textOf(await call(client, 'search_nodes', { query: 'stderr:20000000' }))).toBe('wrote to stderr');
+    const fromStderr = () => lines.filter((l) => l.server === 'memory' && l.msg.startsWith('upstream: '));
+    await until(() => fromStderr().some((l) => l.msg === 'upstream: stderr done'), 30_000, 'the line after the long one');
+    const long = fromStderr().find((l) => l.msg.includes('more bytes of this line not kept'));
+    expect(long?.msg).toBe(`upstream: ${'x'.repeat(8192)}… (${20_000_000 - 8192} more bytes of this line not kept)`);
+    expect(textOf(await call(client, 'read_graph', {}))).toContain('Ada knows Grace');
   }, 60_000);
 });
 
