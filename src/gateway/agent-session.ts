@@ -262,7 +262,7 @@ export class AgentSession implements CallPorts {
 
   private installPrompts(): void {
     const s = this.server;
-    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts() }));
+    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts(this.scope) }));
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
       if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_PROMPT}: no prompt named "${req.params.name}" behind this gateway`);

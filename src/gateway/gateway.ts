@@ -33,8 +33,10 @@ export class Gateway {
   private readonly ups = new Map<string, Upstream>();
   private catalog = new Map<string, CatalogTool>();
   private readonly sessions = new Set<AgentSession>();
-  private readonly resourceOwners = new Map<string, string>();
+  private resourceOwners = new Map<string, string>();
   private promptIndex = new Map<string, { server: string; name: string }>();
+  /** Keys of the collision warnings logged already (warnOnce). */
+  private readonly warned = new Set<string>();
   private closed = false;
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshDelayMs: number;
@@ -294,14 +296,28 @@ export class Gateway {
    */
   async resources(scope?: DeclaredScope): Promise<Resource[]> {
     const declared = scope?.servers ? new Set(scope.servers) : undefined;
-    const out: Resource[] = [];
+    const listed = new Map<string, { servers: Set<string>; resource: Resource; server: string }>();
     for (const u of this.ups.values()) {
       const { resources } = await u.listResources();
       for (const r of resources) {
-        this.resourceOwners.set(r.uri, u.name);
-        if (!declared || declared.has(u.name)) out.push(r);
+        const seen = listed.get(r.uri);
+        if (seen) seen.servers.add(u.name);
+        else listed.set(r.uri, { servers: new Set([u.name]), resource: r, server: u.name });
       }
     }
+    // A URI two upstreams list has no owner: a read of it went to the one listed last, so one upstream
+    // could answer for another's resource. It is hidden, and reading it is UNKNOWN_RESOURCE.
+    const owners = new Map<string, string>();
+    const out: Resource[] = [];
+    for (const [uri, { servers, resource, server }] of listed) {
+      if (servers.size > 1) {
+        this.warnOnce(`resource:${uri}`, { uri, servers: [...servers] }, `${[...servers].join(' and ')} all list the resource ${uri}; it is hidden and cannot be read through this gateway`);
+        continue;
+      }
+      owners.set(uri, server);
+      if (!declared || declared.has(server)) out.push(resource);
+    }
+    this.resourceOwners = owners;
     return out;
   }
 
@@ -321,20 +337,45 @@ export class Gateway {
     return offering.length === 1 ? offering[0] : undefined;
   }
 
-  async prompts(): Promise<Prompt[]> {
+  /**
+   * The upstreams' prompts, those of servers the session did not declare left out (getting one is
+   * UNAUTHORIZED_SERVER, which halts the token). A name two servers share is shown as
+   * `<server>__<name>`; a shown name two prompts would both get (an upstream's literal `memory__x` beside
+   * memory's namespaced `x`) is hidden for both, as colliding tools are (catalog.ts), so no upstream can
+   * answer for another's prompt.
+   */
+  async prompts(scope?: DeclaredScope): Promise<Prompt[]> {
+    const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const all: Array<{ server: string; prompt: Prompt }> = [];
     for (const u of this.ups.values()) for (const p of await u.listPrompts()) all.push({ server: u.name, prompt: p });
     const count = new Map<string, number>();
     for (const { prompt } of all) count.set(prompt.name, (count.get(prompt.name) ?? 0) + 1);
+    const byExposed = new Map<string, Array<{ server: string; prompt: Prompt }>>();
+    for (const entry of all) {
+      const exposed = (count.get(entry.prompt.name) ?? 0) > 1 ? `${entry.server}${NAMESPACE_SEPARATOR}${entry.prompt.name}` : entry.prompt.name;
+      byExposed.set(exposed, [...(byExposed.get(exposed) ?? []), entry]);
+    }
     const index = new Map<string, { server: string; name: string }>();
     const out: Prompt[] = [];
-    for (const { server, prompt } of all) {
-      const exposed = (count.get(prompt.name) ?? 0) > 1 ? `${server}${NAMESPACE_SEPARATOR}${prompt.name}` : prompt.name;
-      index.set(exposed, { server, name: prompt.name });
-      out.push({ ...prompt, name: exposed });
+    for (const [exposed, entries] of byExposed) {
+      const [only, ...others] = entries;
+      if (!only || others.length > 0) {
+        const owners = entries.map((e) => `${e.server}/${e.prompt.name}`).join(' and ');
+        this.warnOnce(`prompt:${exposed}`, { prompt: exposed }, `${owners} would all be shown as the prompt "${exposed}"; all are hidden`);
+        continue;
+      }
+      index.set(exposed, { server: only.server, name: only.prompt.name });
+      if (!declared || declared.has(only.server)) out.push({ ...only.prompt, name: exposed });
     }
     this.promptIndex = index;
     return out;
+  }
+
+  /** A warning logged once per key for as long as this gateway runs (listing repeats on every request). */
+  private warnOnce(key: string, fields: Record<string, unknown>, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.log.warn(fields, message);
   }
 
   async prompt(exposedName: string): Promise<{ server: string; name: string } | undefined> {

@@ -190,12 +190,17 @@ export interface FixtureUpstream {
   close(): Promise<void>;
 }
 
-export async function startFixtureUpstream(): Promise<FixtureUpstream> {
+/** `prompts`: the prompt names it lists (default `summarise_graph`); `resources`: URIs it lists and serves (`text` names this upstream). */
+export async function startFixtureUpstream(opts: { prompts?: string[]; resources?: Array<{ uri: string; text: string }> } = {}): Promise<FixtureUpstream> {
+  const promptNames = opts.prompts ?? ['summarise_graph'];
+  const resources = opts.resources ?? [];
   const { createServer } = await import('node:http');
   const { randomUUID } = await import('node:crypto');
   const { Server } = await import('@modelcontextprotocol/sdk/server/index.js');
   const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
-  const { CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListToolsRequestSchema } = await import('@modelcontextprotocol/sdk/types.js');
+  const { CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } = await import(
+    '@modelcontextprotocol/sdk/types.js'
+  );
   const descriptions = new Map([
     ['read_graph', 'Read the entire knowledge graph.'],
     ['search_nodes', 'Search for nodes; returns matching rows as a JSON array.'],
@@ -203,8 +208,16 @@ export async function startFixtureUpstream(): Promise<FixtureUpstream> {
   const state = { calls: new Map<string, number>(), cancelled: 0 };
   const servers = new Set<InstanceType<typeof Server>>();
   function newServer() {
-    const server = new Server({ name: 'fixture-upstream', version: '1.0.0' }, { capabilities: { tools: { listChanged: true }, prompts: {} } });
-    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'summarise_graph', description: 'Summarise the graph', arguments: [{ name: 'style' }] }] }));
+    const server = new Server({ name: 'fixture-upstream', version: '1.0.0' }, { capabilities: { tools: { listChanged: true }, prompts: {}, ...(resources.length > 0 ? { resources: {} } : {}) } });
+    if (resources.length > 0) {
+      server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: resources.map((r) => ({ uri: r.uri, name: r.uri })) }));
+      server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
+        state.calls.set(`resource:${req.params.uri}`, (state.calls.get(`resource:${req.params.uri}`) ?? 0) + 1);
+        const r = resources.find((x) => x.uri === req.params.uri);
+        return { contents: r ? [{ uri: r.uri, text: r.text }] : [] };
+      });
+    }
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: promptNames.map((name) => ({ name, description: 'Summarise the graph', arguments: [{ name: 'style' }] })) }));
     server.setRequestHandler(GetPromptRequestSchema, async (req) => {
       state.calls.set(`prompt:${req.params.name}`, (state.calls.get(`prompt:${req.params.name}`) ?? 0) + 1);
       return { messages: [{ role: 'user' as const, content: { type: 'text' as const, text: `Summarise the graph (${req.params.arguments?.['style'] ?? 'plain'})` } }] };
