@@ -56,6 +56,8 @@ export type WaitNotice = (message: string, elapsedMs: number) => Promise<void>;
 const WAITABLE = new Set(['APPROVAL_REQUIRED', 'APPROVAL_EXPIRED', 'APPROVAL_USED', 'HUMAN_AUTHORIZATION_REQUIRED']);
 
 const MAX_ERROR_TEXT = 4000;
+/** What a cancelled or timed-out call's RESULT says of its effect: the upstream had it, and may have done it. */
+const MAY_HAVE_RUN = 'it had been sent to the upstream, which may have done it all the same (a cancellation asks an MCP server to stop; it cannot undo what already ran)';
 /** The longest upstream error message an agent reads (the rest is cut, and the report says how long it was). */
 export const MAX_AGENT_ERROR_BYTES = 4096;
 
@@ -172,8 +174,10 @@ export async function decideAndRun<T>(
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
     measured = measure(result);
   } catch (err) {
-    if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: 'the agent cancelled the call' };
-    else if (isTimeout(err)) failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled` };
+    // Either way the upstream had the call: an MCP cancellation asks it to stop, it cannot undo what ran
+    // (a write cancelled 8 ms after it was sent was on disk), and the RESULT row must not read as "nothing happened".
+    if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: `the agent cancelled the call; ${MAY_HAVE_RUN}` };
+    else if (isTimeout(err)) failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled; ${MAY_HAVE_RUN}` };
     else if (err instanceof OversizeMessageError) {
       // The upstream answered, with more than the gateway reads: a result of (at least) that size.
       oversize = err;

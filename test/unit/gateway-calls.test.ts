@@ -45,8 +45,10 @@ describe('the gateway code CANCELLED', () => {
     const abort = new AbortController();
     const outcome = await decideAndRun(p, call, limits, abort.signal, runUntilAborted(() => abort.abort()), () => ({ bytes: 0, rows: undefined, isError: false }));
     expect(outcome).toMatchObject({ kind: 'failed', code: 'CANCELLED', decisionId: 'd-1' });
-    expect(outcome.kind !== 'ok' && outcome.text).toBe('CANCELLED: the agent cancelled the call');
-    expect(reports).toEqual([expect.objectContaining({ status: 'cancelled', error: 'the agent cancelled the call' })]);
+    const said = 'the agent cancelled the call; it had been sent to the upstream, which may have done it all the same (a cancellation asks an MCP server to stop; it cannot undo what already ran)';
+    expect(outcome.kind !== 'ok' && outcome.text).toBe(`CANCELLED: ${said}`);
+    // The RESULT row must not read as "nothing happened": a cancelled write may be on disk.
+    expect(reports).toEqual([expect.objectContaining({ status: 'cancelled', error: said })]);
   });
 
   it('a call the agent cancels while the gateway waits for its approval: CANCELLED, and it never runs', async () => {
