@@ -121,8 +121,11 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   { re: /\b(mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{8,}/g, replace: (_m, prefix) => `${prefix}${REDACTED}` },
   // AWS access key ids.
   { re: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/g, replace: REDACTED },
-  // GitHub, Slack, OpenAI/Anthropic style API keys, Google API keys, Stripe keys.
-  { re: /\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,})/g, replace: REDACTED },
+  // GitHub, GitLab, npm, Slack, OpenAI/Anthropic style API keys, Google API keys, Stripe keys.
+  {
+    re: /\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{30,}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,})/g,
+    replace: REDACTED,
+  },
   // JSON Web Tokens.
   { re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g, replace: REDACTED },
   // Passwords inside URLs and connection strings: scheme://user:PASSWORD@host -> keep user and host. The
@@ -189,7 +192,7 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
 // for the patterns above, the flat list made this test ~30% slower on strings that hold no secret.
 // test/unit/audit-rows.test.ts checks that the fast and the full path agree.
 const MAY_HOLD_SECRET =
-  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|m(?:cp_(?:ro|rw|admin)_[a-z0-9]|ysql|ariadb)|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_)|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
+  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|m(?:cp_(?:ro|rw|admin)_[a-z0-9]|ysql|ariadb)|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_|lpat-)|npm_|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.
@@ -229,9 +232,23 @@ export function mayHoldSecret(s: string): boolean {
   return MAY_HOLD_SECRET.test(s);
 }
 
-/** Masks credential-looking substrings of a free-text value (also used for messages and errors). */
+// Characters that show nothing: one inside a credential (ghp_<ZWSP>abc…) hid it from every pattern.
+const INVISIBLE = /[\u00AD\u200B-\u200D\u2060\uFEFF]/;
+const INVISIBLE_ALL = /[\u00AD\u200B-\u200D\u2060\uFEFF]/g;
+
+/**
+ * Masks credential-looking substrings of a free-text value (also used for messages and errors). A value
+ * holding invisible characters is also read without them: when that reading has a secret, it is what is
+ * kept (masked, and without the invisible characters), so a zero-width space cannot smuggle a credential
+ * into the trail.
+ */
 export function redactText(s: string): string {
-  return mayHoldSecret(s) ? redactTextFully(s) : storable(s);
+  const out = mayHoldSecret(s) ? redactTextFully(s) : storable(s);
+  if (!INVISIBLE.test(s)) return out;
+  const visible = s.replace(INVISIBLE_ALL, '');
+  if (!mayHoldSecret(visible)) return out;
+  const masked = redactTextFully(visible);
+  return masked === storable(visible) ? out : masked;
 }
 
 /** redactText without the fast path (exported for the test that the two agree). */

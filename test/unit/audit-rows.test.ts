@@ -184,7 +184,7 @@ describe('redaction', () => {
     // would change a string, the prefilter must send it down the full path.
     const fragments = [
       'Bearer ', 'basic ', 'TOKEN ', 'abcdefgh12345678', 'mcp_rw_', 'mcp_admin_', 'ksgw_', 'ksop_', 'AKIAIOSFODNN7EXAMPLE', 'ASIA0123456789ABCDEF',
-      'ghp_', 'github_pat_', 'xoxb-', 'sk-ant-', 'sk-proj-', 'AIzaSyA0123456789abcdefghijklmnopqrstu', 'rk_live_', 'sk_test_', 'eyJ', '.eyJ', '.',
+      'ghp_', 'github_pat_', 'glpat-', 'npm_', 'xoxb-', 'sk-ant-', 'sk-proj-', 'AIzaSyA0123456789abcdefghijklmnopqrstu', 'rk_live_', 'sk_test_', 'eyJ', '.eyJ', '.',
       '-----BEGIN EC PRIVATE KEY-----', '\n', '-----END EC PRIVATE KEY-----', 'postgres://', 'u', ':', '@', 'host', '/', '=', 'password', 'api_key',
       'client-secret', 'sig', 'Signature', 'PWD', 'passwd', 'access-key', 'private_key', 'x@y', ' ', '"', "'", '&', ';', ',', 'docs/readme.md', 'SELECT 1', 'x\u0000', '\uD800', 'é', '0123456789ABCDEFGHIJabcdefghij',
       'PGPASSWORD', 'DB_PASS', 'MYSQL_PWD', 'jwt', 'X-Auth', '\\"', "PASSWORD '", 'IDENTIFIED BY ', '-u ', '--user ', '-U ', 'bob:hunter2', 'pa/ss', 'compass', 'bypass', 'token"',
@@ -371,6 +371,17 @@ describe('redaction', () => {
     const ghs = 'ghs_0123456789abcdefghijABCDEFGHIJ012345';
     expect(redactText(`git clone https://x-access-token:${ghs}@github.com/o/r.git && cd r`)).toBe(`git clone https://x-access-token:${REDACTED}@github.com/o/r.git && cd r`);
     expect(redactText('git clone https://oauth2-token:plainpw@gitlab.com/o/r.git')).toBe(`git clone https://oauth2-token:${REDACTED}@gitlab.com/o/r.git`);
+  });
+
+  it('masks GitLab and npm tokens, and credentials split by invisible characters (kept without them)', () => {
+    const gitlab = 'glpat-AbCdEfGhIjKlMnOpQrSt';
+    const npm = 'npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789';
+    expect(redactText(`clone with ${gitlab} then publish with ${npm}`)).toBe(`clone with ${REDACTED} then publish with ${REDACTED}`);
+    const hidden = 'ghp_\u200BAbCdEfGhIjKlMnOpQrStUvWxYz0123456789';
+    expect(redactText(`use ${hidden} now`)).toBe(`use ${REDACTED} now`);
+    expect(redactText(`postgres://app:hun\uFEFFter2@db/app`)).toBe(`postgres://app:${REDACTED}@db/app`);
+    // Without a secret, invisible characters stay as they were (what was sent is what is stored).
+    expect(redactText('a\u200Bb soft\u00ADhyphen')).toBe('a\u200Bb soft\u00ADhyphen');
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
