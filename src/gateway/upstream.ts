@@ -19,6 +19,7 @@ import {
   ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import { redactText } from '../audit/redact.js';
 import { definitionOf, type ReportedTool } from './catalog.js';
 import type { UpstreamConfig } from './config.js';
 import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, StdioMessageBuffer } from './message-size.js';
@@ -154,8 +155,9 @@ export class Upstream {
     // attempts, a connection that is up again but not yet stable logs them at debug too.
     client.onerror = (err) => {
       const live = this.client === client && (this.outage === undefined || this.outage.attempts < this.reconnectBackoff.loudAttempts);
-      if (live) this.log.warn({ server: this.name, err: err.message }, 'upstream protocol error');
-      else this.log.debug({ server: this.name, err: err.message }, 'upstream protocol error (the connection is not live; its outage is logged)');
+      const text = protocolErrorText(err.message);
+      if (live) this.log.warn({ server: this.name, err: text }, 'upstream protocol error');
+      else this.log.debug({ server: this.name, err: text }, 'upstream protocol error (the connection is not live; its outage is logged)');
     };
     const limit = this.messageLimitBytes;
     let transport: Transport;
@@ -452,4 +454,17 @@ export class Upstream {
     await Promise.all([client?.close().catch(() => {}), this.opening?.close().catch(() => {})]);
     await this.reconnecting;
   }
+}
+
+/** The most of an upstream protocol error's text the log keeps. */
+export const PROTOCOL_ERROR_LOG_MAX_CHARS = 2_000;
+
+/**
+ * An upstream protocol error as the log keeps it: the SDK's text quotes the whole offending message (a
+ * progress notification for a token nobody asked for, a response to an unknown id), so an upstream sending
+ * 1 MB ones added 1 MB of log each, secrets and all. Cut, with its length, and masked like audit text.
+ */
+export function protocolErrorText(message: string): string {
+  const cut = message.length > PROTOCOL_ERROR_LOG_MAX_CHARS ? `${message.slice(0, PROTOCOL_ERROR_LOG_MAX_CHARS)}… (${message.length} characters in all)` : message;
+  return redactText(cut);
 }

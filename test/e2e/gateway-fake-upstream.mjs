@@ -4,7 +4,8 @@ import { appendFileSync, existsSync } from 'node:fs';
 // than the gateway reads, fail with a huge error message, hide rows inside objects, exit mid-call, and
 // refuse to start again. It offers server-memory's read tool names, so the policy's memory map applies.
 // `search_nodes` does what its query says: "huge:BYTES", "error:BYTES", "rows-object:N", "rows-agg:N",
-// "rows-resource:N", "crash", "stderr:BYTES" (that many bytes on stderr, one line, then answers). The resource fake://table fails with a 3 MB error.
+// "rows-resource:N", "crash", "stderr:BYTES" (that many bytes on stderr, one line, then answers), "badprogress:BYTES" (a
+// progress notification of that size for a token nobody asked for, then answers). The resource fake://table fails with a 3 MB error.
 //
 // Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
 // cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start);
@@ -49,13 +50,17 @@ server.setRequestHandler(ListToolsRequestSchema, async () => {
     })),
   };
 });
-server.setRequestHandler(CallToolRequestSchema, async (req) => {
+server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
   if (req.params.name === 'read_graph') return text('graph: Ada knows Grace');
   const query = String(req.params.arguments?.['query'] ?? '');
   const [what, n] = [query.split(':')[0], Number(query.split(':')[1] ?? 0)];
   switch (what) {
     case 'huge':
       return text('x'.repeat(n));
+    case 'badprogress':
+      // A progress notification for a token nobody asked for, BYTES long, with a credential in it.
+      await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: 'nobody-asked', progress: 1, message: `ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 ${'p'.repeat(n)}` } });
+      return text('sent a stray progress notification');
     case 'stderr': {
       const chunk = 'x'.repeat(1 << 20);
       for (let left = n; left > 0; left -= chunk.length) process.stderr.write(left >= chunk.length ? chunk : chunk.slice(0, left));

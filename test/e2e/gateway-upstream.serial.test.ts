@@ -360,6 +360,20 @@ describe("an upstream's stderr", () => {
   }, 60_000);
 });
 
+describe('upstream protocol errors in the log', () => {
+  it('are cut to 2,000 characters and masked: a 1 MB stray progress notification with a token in it is one short warn line', async () => {
+    const { gateway, lines } = await loggedFakeGateway({});
+    const client = await h.client(gateway, await h.token('ro'));
+    expect(textOf(await call(client, 'search_nodes', { query: 'badprogress:1000000' }))).toBe('sent a stray progress notification');
+    await until(() => lines.some((l) => l.msg === 'upstream protocol error'), 10_000, 'the protocol error line');
+    const err = lines.find((l) => l.msg === 'upstream protocol error')?.err ?? '';
+    expect(err.length).toBeLessThan(2_100);
+    expect(err).toMatch(/… \(\d{7} characters in all\)$/);
+    expect(err).not.toContain('ghp_AbCd');
+    expect(textOf(await call(client, 'read_graph', {}))).toContain('Ada knows Grace');
+  }, 60_000);
+});
+
 describe('upstream error messages are results', () => {
   it('an error message over the size limit is withheld as LARGE_RESULT and recorded with its size', async () => {
     const gateway = await fakeGateway();
