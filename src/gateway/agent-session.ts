@@ -315,19 +315,34 @@ export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
       },
     };
   }
-  if (!outcome.warning) return outcome.result;
+  const result = withoutOurMeta(outcome.result);
+  if (!outcome.warning) return result;
   // The 80% warning goes where the agent reads: appended to the result text, and in _meta (as for
   // resources/read and prompts/get) for a client that reads only structuredContent and _meta.
-  const content = [...(outcome.result.content ?? []), { type: 'text' as const, text: `[killswitch warning] ${outcome.warning}` }];
-  return { ...outcome.result, content, _meta: { ...(outcome.result._meta ?? {}), 'killswitch/warning': outcome.warning } };
+  const content = [...(result.content ?? []), { type: 'text' as const, text: `[killswitch warning] ${outcome.warning}` }];
+  return { ...result, content, _meta: { ...(result._meta ?? {}), 'killswitch/warning': outcome.warning } };
 }
+
+/**
+ * An upstream's result without `_meta` keys of the gateway's own namespace (`killswitch/...`): only the
+ * gateway writes `killswitch/decision` and `killswitch/warning`, so an agent can trust what it reads
+ * there (an upstream answered an allowed call with a forged SESSION_HALTED decision in its `_meta`).
+ */
+export function withoutOurMeta<T extends { _meta?: Record<string, unknown> | undefined }>(result: T): T {
+  const meta = result._meta;
+  if (!meta || !Object.keys(meta).some((k) => k.startsWith(META_NAMESPACE))) return result;
+  const kept = Object.fromEntries(Object.entries(meta).filter(([k]) => !k.startsWith(META_NAMESPACE)));
+  return { ...result, _meta: kept };
+}
+
+const META_NAMESPACE = 'killswitch/';
 
 /** resources/read and prompts/get have no error result: a denial is a JSON-RPC error naming the code. */
 function unwrap<T extends object>(outcome: Outcome<T>): T {
   if (outcome.kind === 'ok') {
-    if (!outcome.warning) return outcome.result;
-    const meta = (outcome.result as { _meta?: Record<string, unknown> })._meta;
-    return { ...outcome.result, _meta: { ...(meta ?? {}), 'killswitch/warning': outcome.warning } };
+    const result = withoutOurMeta(outcome.result as T & { _meta?: Record<string, unknown> });
+    if (!outcome.warning) return result;
+    return { ...result, _meta: { ...(result._meta ?? {}), 'killswitch/warning': outcome.warning } };
   }
   throw new AgentRequestError(ErrorCode.InvalidRequest, outcome.text, { code: outcome.kind === 'withheld' ? outcome.trigger : outcome.code, decision_id: outcome.decisionId });
 }
