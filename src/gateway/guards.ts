@@ -10,7 +10,13 @@ export function resultBytes(result: unknown): number {
   return Buffer.byteLength(JSON.stringify(result) ?? '', 'utf8');
 }
 
-/** The longest array anywhere in a JSON value (iterative: nesting depth costs no stack), or undefined. */
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * The longest collection of rows anywhere in a JSON value (iterative: nesting depth costs no stack), or
+ * undefined: an array, or an object of two or more keys whose values are all objects (rows keyed by id,
+ * `{"1": {...}, "2": {...}}`, as a result can hold them to dodge a count of arrays).
+ */
 function longestArray(value: unknown): number | undefined {
   let longest: number | undefined;
   const stack: unknown[] = [value];
@@ -21,19 +27,21 @@ function longestArray(value: unknown): number | undefined {
       longest = Math.max(longest ?? 0, v.length);
       for (const item of v) stack.push(item);
     } else {
-      for (const item of Object.values(v)) stack.push(item);
+      const values = Object.values(v);
+      if (values.length >= 2 && values.every(isRecord)) longest = Math.max(longest ?? 0, values.length);
+      for (const item of values) stack.push(item);
     }
   }
   return longest;
 }
 
-/** Rows in one text: the longest array of the JSON it holds. Prose, and texts over the limit, count none. */
-function textRows(text: unknown, maxParsedBytes: number): number | undefined {
+/** The JSON a text holds, when it starts like JSON and parses; texts over the limit are not parsed. */
+function textJson(text: unknown, maxParsedBytes: number): unknown {
   if (typeof text !== 'string' || text.length > maxParsedBytes) return undefined;
   const t = text.trimStart();
   if (!t.startsWith('[') && !t.startsWith('{')) return undefined;
   try {
-    return longestArray(JSON.parse(t));
+    return JSON.parse(t);
   } catch {
     // prose that starts with "[" or "{" is not rows
     return undefined;
@@ -53,12 +61,22 @@ const add = (a: number | undefined, b: number | undefined) => (a === undefined ?
 export function resultRows(result: { structuredContent?: unknown; content?: unknown; contents?: unknown }, maxParsedBytes: number): number | undefined {
   const structured = longestArray(result.structuredContent);
   let blocks: number | undefined;
+  // Texts that are one JSON object each, without a collection inside: one row per block once there are
+  // two or more (a table answered as one object per content block), none for a single object.
+  let objects = 0;
   const items = [...(Array.isArray(result.content) ? result.content : []), ...(Array.isArray(result.contents) ? result.contents : [])] as Array<{ type?: unknown; text?: unknown; resource?: { text?: unknown } }>;
+  const count = (text: unknown) => {
+    const json = textJson(text, maxParsedBytes);
+    const rows = longestArray(json);
+    if (rows === undefined && isRecord(json)) objects++;
+    blocks = add(blocks, rows);
+  };
   for (const block of items) {
     if (block === null || typeof block !== 'object') continue;
-    blocks = add(blocks, textRows(block.text, maxParsedBytes));
-    if (block.type === 'resource') blocks = add(blocks, textRows(block.resource?.text, maxParsedBytes));
+    count(block.text);
+    if (block.type === 'resource') count(block.resource?.text);
   }
+  if (objects >= 2) blocks = add(blocks, objects);
   if (structured === undefined) return blocks;
   return Math.max(structured, blocks ?? 0);
 }

@@ -32,6 +32,17 @@ describe('resultRows', () => {
     expect(resultRows({}, LIMIT)).toBeUndefined();
   });
 
+  it('counts rows keyed by id and one object per content block (two or more), as a result may hold them to dodge maxRows', () => {
+    const keyed = Object.fromEntries(rows(10).map((r) => [`row${r.id}`, r]));
+    expect(resultRows({ structuredContent: keyed, content: [] }, LIMIT)).toBe(10);
+    expect(resultRows(text(JSON.stringify({ data: keyed })), LIMIT)).toBe(10);
+    const perBlock = { content: rows(10).map((r) => ({ type: 'text', text: JSON.stringify(r) })) };
+    expect(resultRows(perBlock, LIMIT)).toBe(10);
+    // One object alone, or an object of scalars, is no rows (as before).
+    expect(resultRows(text('{"name": "Ada", "born": 1815}'), LIMIT)).toBeUndefined();
+    expect(resultRows({ structuredContent: { user: { name: 'Ada' } }, content: [] }, LIMIT)).toBeUndefined();
+  });
+
   it('deep nesting costs no stack', () => {
     const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
     expect(resultRows(text(deep), LIMIT)).toBe(1);
