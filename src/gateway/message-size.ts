@@ -187,16 +187,23 @@ export function installMessageBuffer(transport: StdioClientTransport, buffer: St
   return true;
 }
 
-/** Request ids in a POST body the SDK sends (one message or a batch). */
-function requestIdsIn(body: unknown): RequestId[] {
-  if (typeof body !== 'string') return [];
+/** What a POST body the SDK sends holds: the ids of its requests, the requests it cancels. */
+function postedIn(body: unknown): { ids: RequestId[]; cancels: RequestId[] } {
+  const out: { ids: RequestId[]; cancels: RequestId[] } = { ids: [], cancels: [] };
+  if (typeof body !== 'string') return out;
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(body);
-    const messages = Array.isArray(parsed) ? parsed : [parsed];
-    return messages.flatMap((m: { method?: unknown; id?: unknown }) => (typeof m?.method === 'string' && (typeof m.id === 'number' || typeof m.id === 'string') ? [m.id] : []));
+    parsed = JSON.parse(body);
   } catch {
-    return [];
+    return out;
   }
+  const isId = (id: unknown): id is RequestId => typeof id === 'number' || typeof id === 'string';
+  for (const m of (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ method?: unknown; id?: unknown; params?: { requestId?: unknown } } | null>) {
+    if (typeof m?.method !== 'string') continue;
+    if (isId(m.id)) out.ids.push(m.id);
+    else if (m.method === 'notifications/cancelled' && isId(m.params?.requestId)) out.cancels.push(m.params.requestId);
+  }
+  return out;
 }
 
 function headersWithoutLength(res: Response): Headers {
@@ -243,38 +250,158 @@ function sseWithin(limitBytes: number, ids: RequestId[], answers: OversizeAnswer
   });
 }
 
-async function jsonWithin(res: Response, body: ReadableStream<Uint8Array>, limitBytes: number, ids: RequestId[], answers: OversizeAnswers): Promise<Response> {
+/** A body read whole, up to the limit: past it, the rest is not read (the stream is cancelled) and `over` says how much came. */
+async function readWithin(body: ReadableStream<Uint8Array>, limitBytes: number): Promise<{ bytes: Buffer; over?: undefined } | { over: number }> {
   const reader = body.getReader();
   const parts: Uint8Array[] = [];
   let size = 0;
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
+    if (done) return { bytes: Buffer.concat(parts) };
     size += value.length;
     if (size > limitBytes) {
       await reader.cancel().catch(() => {});
-      const stand = ids.map((id) => answers.answer(id, size, false));
-      return new Response(JSON.stringify(stand.length === 1 ? stand[0] : stand), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+      return { over: size };
     }
     parts.push(value);
   }
-  return new Response(Buffer.concat(parts), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+}
+
+/** A body of any other type passed through until it is over the limit; then it fails and is not read further. */
+function cappedStream(limitBytes: number): TransformStream<Uint8Array, Uint8Array> {
+  let size = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      size += chunk.length;
+      if (size > limitBytes) controller.error(new OversizeMessageError(size, false));
+      else controller.enqueue(chunk);
+    },
+  });
 }
 
 /**
- * fetch for the Streamable HTTP client with the same limit: a JSON answer or one SSE event over it is
- * not read further, and the requests of that POST get the stand-in answer ("over N bytes").
+ * Every answer body through the limit, whatever its status or type. The SDK reads an error answer
+ * (any status but 2xx) whole, for the text of its error: one over the limit fails the send with
+ * OversizeMessageError, which the requests of that POST reject with (LARGE_RESULT, like an oversize
+ * result). A JSON answer is read here and one over the limit becomes the stand-in answers; an SSE
+ * stream is passed through while no event is over the limit; any other type (the SDK reads none)
+ * fails once it is over.
+ */
+async function within(res: Response, limitBytes: number, ids: RequestId[], answers: OversizeAnswers): Promise<Response> {
+  if (!res.body) return res;
+  const init = { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) };
+  if (!res.ok) {
+    const read = await readWithin(res.body, limitBytes);
+    if (read.over !== undefined) throw new OversizeMessageError(read.over, false);
+    return new Response(read.bytes, init);
+  }
+  const type = (res.headers.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type === 'application/json') {
+    const read = await readWithin(res.body, limitBytes);
+    if (read.over === undefined) return new Response(read.bytes, init);
+    const stand = ids.map((id) => answers.answer(id, read.over, false));
+    return new Response(JSON.stringify(stand.length === 1 ? stand[0] : stand), init);
+  }
+  if (type === 'text/event-stream') return new Response(res.body.pipeThrough(sseWithin(limitBytes, ids, answers)), init);
+  return new Response(res.body.pipeThrough(cappedStream(limitBytes)), init);
+}
+
+/**
+ * The body as the SDK reads it, ended (not failed: the SDK would report a failed stream as a protocol
+ * error) once `signal` aborts; the source is cancelled, which closes its socket. `finished` runs once,
+ * when the body ended either way.
+ */
+function endsOnAbort(body: ReadableStream<Uint8Array>, signal: AbortSignal, finished: () => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let ended = false;
+  let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    signal.removeEventListener('abort', onAbort);
+    finished();
+  };
+  const onAbort = () => {
+    end();
+    reader.cancel().catch(() => {});
+    try {
+      controller?.close();
+    } catch {
+      // already closed
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    },
+    async pull(c) {
+      try {
+        const { value, done } = await reader.read();
+        if (done) {
+          end();
+          c.close();
+        } else c.enqueue(value);
+      } catch (err) {
+        if (signal.aborted) return; // ended by onAbort
+        end();
+        c.error(err);
+      }
+    },
+    cancel(reason) {
+      end();
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/** The requests of one POST still in flight, and the abort of its HTTP request. */
+interface InFlight {
+  readonly abort: AbortController;
+  readonly pending: Set<RequestId>;
+}
+
+/**
+ * fetch for the Streamable HTTP client, with the same limit on everything an upstream answers (see
+ * `within`), and requests the gateway gave up on aborted. The SDK runs every request of a connection
+ * under one AbortSignal (its close) and, when a request times out or its caller cancels it, sends
+ * notifications/cancelled and forgets it, but the HTTP request or SSE stream that would have carried
+ * its answer stays open for as long as the upstream keeps it so (a keep-alive every second: for ever),
+ * a socket each. That notification, passing through here, aborts the POST of the requests it cancels:
+ * before its answer arrives, the POST ends as an empty 202 (the SDK expects nothing more); after, its
+ * body ends. Either way the socket is released.
  */
 export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: FetchLike = fetch): FetchLike {
+  const inFlight = new Map<RequestId, InFlight>();
   return async (url, init) => {
-    const res = await base(url, init);
-    if (!res.body) return res;
-    const type = (res.headers.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
-    const ids = (init?.method ?? 'GET').toUpperCase() === 'POST' ? requestIdsIn(init?.body) : [];
-    if (type === 'application/json') return jsonWithin(res, res.body, limitBytes, ids, answers);
-    if (type === 'text/event-stream') {
-      return new Response(res.body.pipeThrough(sseWithin(limitBytes, ids, answers)), { status: res.status, statusText: res.statusText, headers: headersWithoutLength(res) });
+    const { ids, cancels } = (init?.method ?? 'GET').toUpperCase() === 'POST' ? postedIn(init?.body) : { ids: [], cancels: [] };
+    for (const id of cancels) {
+      const request = inFlight.get(id);
+      if (!request) continue;
+      inFlight.delete(id);
+      request.pending.delete(id);
+      if (request.pending.size === 0) request.abort.abort();
     }
-    return res;
+    if (ids.length === 0) return within(await base(url, init), limitBytes, ids, answers);
+
+    const request: InFlight = { abort: new AbortController(), pending: new Set(ids) };
+    for (const id of ids) inFlight.set(id, request);
+    const done = () => {
+      for (const id of ids) if (inFlight.get(id) === request) inFlight.delete(id);
+    };
+    const own = request.abort.signal;
+    try {
+      const res = await within(await base(url, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, own]) : own }), limitBytes, ids, answers);
+      if (!res.body) {
+        done();
+        return res;
+      }
+      return new Response(endsOnAbort(res.body, own, done), { status: res.status, statusText: res.statusText, headers: res.headers });
+    } catch (err) {
+      done();
+      if (own.aborted && !init?.signal?.aborted) return new Response(null, { status: 202 });
+      throw err;
+    }
   };
 }

@@ -1,3 +1,5 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/unleash.js';
@@ -54,6 +56,93 @@ describe('result guards', () => {
     const big = (await client.callTool({ name: 'search_nodes', arguments: { count: 40 } })) as CallToolResult;
     expect(big.isError).toBe(true);
     expect(textOf(big)).toMatch(/^LARGE_RESULT: /);
+  });
+});
+
+// A hostile Streamable HTTP upstream, raw node:http: a call whose SSE stream only ever sends keep-alive
+// comments, one whose answer never starts, and one answered 500 text/plain with a body that never ends.
+// What the gateway holds is counted from the server side: the tools/call responses still open.
+describe('a hostile HTTP upstream', () => {
+  let hostile: Server;
+  let hostileUrl: string;
+  /** tools/call responses the server has open, each a socket the gateway holds. */
+  let openCalls = 0;
+  /** Bytes of the 500 body written before the gateway closed it; whether all of it was. */
+  let bombWritten = 0;
+  let bombFinished = false;
+  // memory's read tool name, so the policy's memory map lets an ro token call it; `how` picks the misbehaviour.
+  const tools = [{ name: 'read_graph', description: 'Read the graph.', inputSchema: { type: 'object', properties: { how: { type: 'string' } } }, annotations: { readOnlyHint: true } }];
+
+  beforeAll(async () => {
+    hostile = createServer(async (req, res) => {
+      if (req.method !== 'POST') return void res.writeHead(req.method === 'GET' ? 405 : 200).end();
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const msg = JSON.parse(Buffer.concat(chunks).toString()) as { id?: number; method: string; params?: { arguments?: { how?: string }; protocolVersion?: string } };
+      if (msg.id === undefined) return void res.writeHead(202).end();
+      const json = (result: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result }));
+      if (msg.method === 'initialize') return json({ protocolVersion: msg.params?.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'hostile', version: '1' } });
+      if (msg.method === 'tools/list') return json({ tools });
+      if (msg.method !== 'tools/call') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: 'no' } }));
+      const how = msg.params?.arguments?.how;
+      if (how === 'ok') return json({ content: [{ type: 'text', text: 'hostile ok' }] });
+      openCalls++;
+      res.on('close', () => openCalls--);
+      if (how === 'trickle') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const timer = setInterval(() => res.write(': keep-alive\n\n'), 50);
+        res.on('close', () => clearInterval(timer));
+      } else if (how === 'bomb') {
+        // 128 MB, twice what the gateway reads: all of it is written only if the gateway reads it all.
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        const chunk = Buffer.alloc(1_048_576, 'B');
+        let left = 128;
+        const write = () => {
+          while (!res.destroyed && left > 0) {
+            left--;
+            bombWritten += chunk.length;
+            if (!res.write(chunk)) return;
+          }
+          if (left === 0 && !res.destroyed) res.end(() => (bombFinished = true));
+        };
+        res.on('drain', write);
+        write();
+      }
+      // hang: no answer, not even headers
+    });
+    await new Promise<void>((r) => hostile.listen(0, '127.0.0.1', () => r()));
+    hostileUrl = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/mcp`;
+  });
+  afterAll(async () => {
+    hostile?.closeAllConnections();
+    await new Promise<void>((r) => (hostile ? hostile.close(() => r()) : r()));
+  });
+
+  it('calls that run over the max execution time (an SSE stream of keep-alives, an answer that never starts) have their HTTP requests closed', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { filesystem: { disabled: true }, memory: { url: hostileUrl } }, killswitch: { servers: { memory: { maxExecutionSeconds: 0.3 } } } });
+    const client = await h.client(gateway, token);
+    for (const how of ['trickle', 'trickle', 'hang']) {
+      const r = (await client.callTool({ name: 'read_graph', arguments: { how } })) as CallToolResult;
+      expect(textOf(r)).toMatch(/^MAX_EXECUTION_TIME: /);
+    }
+    await until(() => openCalls === 0, 5000, 'the gateway to close the HTTP requests of the calls it gave up on');
+    const ok = (await client.callTool({ name: 'read_graph', arguments: { how: 'ok' } })) as CallToolResult;
+    expect(ok.isError, textOf(ok)).toBeFalsy();
+    expect(textOf(ok)).toContain('hostile ok');
+  });
+
+  it('a 500 text/plain answer larger than the gateway reads is withheld as LARGE_RESULT, and its request closed', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { filesystem: { disabled: true }, memory: { url: hostileUrl } } });
+    const client = await h.client(gateway, token);
+    const r = (await client.callTool({ name: 'read_graph', arguments: { how: 'bomb' } })) as CallToolResult;
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^LARGE_RESULT: .*\b\d{8,} bytes/);
+    await until(() => openCalls === 0, 5000, 'the gateway to close the 500 answer');
+    // The gateway stopped reading at its limit (64 MB) and closed the request; it did not read the rest.
+    expect(bombFinished).toBe(false);
+    expect(bombWritten).toBeLessThan(128 * 1_048_576);
   });
 });
 

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { fetchWithin, installMessageBuffer, MIN_MESSAGE_LIMIT_BYTES, messageLimitBytes, OversizeAnswers, requestIdOf, StdioMessageBuffer } from '../../src/gateway/message-size.js';
+import { fetchWithin, installMessageBuffer, MIN_MESSAGE_LIMIT_BYTES, messageLimitBytes, OversizeAnswers, OversizeMessageError, requestIdOf, StdioMessageBuffer } from '../../src/gateway/message-size.js';
+import { until } from '../helpers/unleash.js';
 
 // How the gateway reads upstream messages: stdio lines kept in chunks (no quadratic concatenation),
 // a line over the limit counted and discarded and its request answered with its size, and the same
@@ -151,5 +152,95 @@ describe('fetchWithin (Streamable HTTP upstreams)', () => {
     const stand = JSON.parse(last.replace(/^data: /, '')) as { id: number };
     expect(stand.id).toBe(4);
     expect(answers.errorOf(rejection(stand))?.bytes).toBeGreaterThan(5000);
+  });
+});
+
+// What a hostile upstream answers, served raw: an error answer of any type that never ends, and an SSE
+// stream or answer that never comes. The gateway's side of each socket is counted from the server side.
+describe('fetchWithin: every answer within the limit, and requests given up on aborted', () => {
+  let server: Server;
+  let url: string;
+  /** Responses the server has open (each one a socket the gateway holds). */
+  let open = 0;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      req.resume();
+      open++;
+      res.on('close', () => open--);
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/trickle') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const timer = setInterval(() => res.write(': keep-alive\n\n'), 20);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
+      if (path === '/hang') return; // no headers, ever
+      if (path === '/accepted') return void res.writeHead(202).end();
+      // 500 text/plain: an endless body, written for as long as it is read; 200 text/plain: 200 KB.
+      res.writeHead(path === '/ok-text' ? 200 : 500, { 'content-type': 'text/plain' });
+      const chunk = Buffer.alloc(16_384, 'B');
+      let left = path === '/ok-text' ? 12 : Number.POSITIVE_INFINITY;
+      const write = () => {
+        while (!res.destroyed && left-- > 0) if (!res.write(chunk)) return;
+        if (left < 0) res.end();
+      };
+      res.on('drain', write);
+      write();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const call = (id: number) => ({ method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'x' } }) });
+  const cancel = (id: number) => ({ method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'timed out' } }) });
+
+  it('an error answer (500 text/plain) over the limit is not read whole: the POST fails with OversizeMessageError, its socket closed', async () => {
+    const err = await fetchWithin(50_000, new OversizeAnswers())(`${url}/error`, call(4)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(OversizeMessageError);
+    expect((err as OversizeMessageError).bytes).toBeGreaterThan(50_000);
+    expect((err as OversizeMessageError).bytes).toBeLessThan(50_000 + 1_048_576);
+    await until(() => open === 0, 5000, 'the server to see the connection closed');
+  });
+
+  it('a 200 answer of another type fails once it is over the limit', async () => {
+    const res = await fetchWithin(50_000, new OversizeAnswers())(`${url}/ok-text`, call(5));
+    const err = await res.text().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(OversizeMessageError);
+    await until(() => open === 0, 5000, 'the server to see the connection closed');
+  });
+
+  it('notifications/cancelled for a request ends its SSE stream (no error) and closes its socket', async () => {
+    const f = fetchWithin(50_000, new OversizeAnswers());
+    const res = await f(`${url}/trickle`, call(6));
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    expect((await reader.read()).done).toBe(false);
+    expect(open).toBe(1);
+    // Another request's cancellation leaves it open.
+    await (await f(`${url}/accepted`, cancel(99))).body?.cancel();
+    expect((await reader.read()).done).toBe(false);
+    await (await f(`${url}/accepted`, cancel(6))).body?.cancel();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {}
+    await until(() => open === 0, 5000, 'the server to see the stream closed');
+  });
+
+  it('notifications/cancelled for a request not answered yet aborts its POST, which ends as an empty 202', async () => {
+    const f = fetchWithin(50_000, new OversizeAnswers());
+    const pending = f(`${url}/hang`, call(7));
+    await until(() => open === 1, 5000, 'the request to reach the server');
+    await (await f(`${url}/accepted`, cancel(7))).body?.cancel();
+    const res = await pending;
+    expect(res.status).toBe(202);
+    expect(await res.text()).toBe('');
+    await until(() => open === 0, 5000, 'the server to see the POST closed');
   });
 });
