@@ -363,27 +363,54 @@ interface InFlight {
 }
 
 /**
- * fetch for the Streamable HTTP client, with the same limit on everything an upstream answers (see
- * `within`), and requests the gateway gave up on aborted. The SDK runs every request of a connection
- * under one AbortSignal (its close) and, when a request times out or its caller cancels it, sends
- * notifications/cancelled and forgets it, but the HTTP request or SSE stream that would have carried
- * its answer stays open for as long as the upstream keeps it so (a keep-alive every second: for ever),
- * a socket each. That notification, passing through here, aborts the POST of the requests it cancels:
- * before its answer arrives, the POST ends as an empty 202 (the SDK expects nothing more); after, its
- * body ends. Either way the socket is released.
+ * How long a POST that carries no request may take, its answer's body included: a notification
+ * (initialized, cancelled) or the gateway's answer to an upstream's request, which the upstream
+ * answers at once (202). One that does not is closed, or it would hold a socket for as long as the
+ * upstream likes: each cancelled call sends one.
  */
-export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: FetchLike = fetch): FetchLike {
+export const NOTIFICATION_TIMEOUT_MS = 30_000;
+
+/** The fetch of one Streamable HTTP connection, told which requests were answered. */
+export interface UpstreamFetch extends FetchLike {
+  /** The request was answered (the SDK received its response): the rest of its POST is not read. */
+  answered(id: RequestId): void;
+}
+
+/**
+ * fetch for the Streamable HTTP client, with the same limit on everything an upstream answers (see
+ * `within`), and no request left open once the gateway is done with it. The SDK runs every request of
+ * a connection under one AbortSignal (its close) and, when a request times out or its caller cancels
+ * it, sends notifications/cancelled and forgets it, but the HTTP request or SSE stream that would have
+ * carried its answer stays open for as long as the upstream keeps it so (a keep-alive every second:
+ * for ever), a socket each; so does the SSE stream of an answered request that the upstream does not
+ * end. A POST's request is done when that notification passes through here or when `answered` says
+ * so; once every request of the POST is, its HTTP request is aborted: before its answer arrives, the
+ * POST ends as an empty 202 (the SDK expects nothing more); after, its body ends. Either way the socket
+ * is released.
+ */
+export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: FetchLike = fetch, notificationTimeoutMs = NOTIFICATION_TIMEOUT_MS): UpstreamFetch {
   const inFlight = new Map<RequestId, InFlight>();
-  return async (url, init) => {
-    const { ids, cancels } = (init?.method ?? 'GET').toUpperCase() === 'POST' ? postedIn(init?.body) : { ids: [], cancels: [] };
-    for (const id of cancels) {
-      const request = inFlight.get(id);
-      if (!request) continue;
-      inFlight.delete(id);
-      request.pending.delete(id);
-      if (request.pending.size === 0) request.abort.abort();
+  const finished = (id: RequestId) => {
+    const request = inFlight.get(id);
+    if (!request) return;
+    inFlight.delete(id);
+    request.pending.delete(id);
+    if (request.pending.size === 0) request.abort.abort();
+  };
+  const fetchLike: FetchLike = async (url, init) => {
+    const post = (init?.method ?? 'GET').toUpperCase() === 'POST';
+    const { ids, cancels } = post ? postedIn(init?.body) : { ids: [], cancels: [] };
+    for (const id of cancels) finished(id);
+    if (ids.length === 0) {
+      if (!post) return within(await base(url, init), limitBytes, ids, answers);
+      const timeout = AbortSignal.timeout(notificationTimeoutMs);
+      try {
+        return await within(await base(url, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout }), limitBytes, ids, answers);
+      } catch (err) {
+        if (timeout.aborted && !init?.signal?.aborted) throw new Error(`the upstream did not answer a POST without requests (a notification) within ${notificationTimeoutMs / 1000} s; the gateway closed it`);
+        throw err;
+      }
     }
-    if (ids.length === 0) return within(await base(url, init), limitBytes, ids, answers);
 
     const request: InFlight = { abort: new AbortController(), pending: new Set(ids) };
     for (const id of ids) inFlight.set(id, request);
@@ -404,4 +431,5 @@ export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: 
       throw err;
     }
   };
+  return Object.assign(fetchLike, { answered: finished });
 }

@@ -8,6 +8,8 @@ import {
   CallToolResultSchema,
   ErrorCode,
   type GetPromptResult,
+  isJSONRPCErrorResponse,
+  isJSONRPCResultResponse,
   McpError,
   type Prompt,
   PromptListChangedNotificationSchema,
@@ -22,7 +24,7 @@ import type { Logger } from 'pino';
 import { redactText } from '../audit/redact.js';
 import { definitionOf, type ReportedTool } from './catalog.js';
 import type { UpstreamConfig } from './config.js';
-import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, StdioMessageBuffer } from './message-size.js';
+import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, StdioMessageBuffer, type UpstreamFetch } from './message-size.js';
 import { readStderrLines } from './stderr-lines.js';
 
 // One upstream MCP server as the gateway runs it: a child process over stdio or a Streamable HTTP URL.
@@ -161,8 +163,10 @@ export class Upstream {
     };
     const limit = this.messageLimitBytes;
     let transport: Transport;
+    let httpFetch: UpstreamFetch | undefined;
     if (this.config.transport === 'http') {
-      transport = new StreamableHTTPClientTransport(new URL(this.config.url as string), { requestInit: { headers: this.config.headers }, fetch: fetchWithin(limit, this.oversize) });
+      httpFetch = fetchWithin(limit, this.oversize);
+      transport = new StreamableHTTPClientTransport(new URL(this.config.url as string), { requestInit: { headers: this.config.headers }, fetch: httpFetch });
     } else {
       const stdio = new StdioClientTransport({
         command: this.config.command as string,
@@ -215,6 +219,16 @@ export class Upstream {
     if (this.closed) {
       await client.close().catch(() => {});
       throw new UpstreamUnavailableError(this.name, `upstream ${this.name} is closed`);
+    }
+    if (httpFetch) {
+      // An answered request's POST is done: an SSE stream the upstream keeps open after the answer is
+      // closed (message-size.ts). Set after connect, which puts the client's own handler in place.
+      const deliver = transport.onmessage;
+      const fetchOf = httpFetch;
+      transport.onmessage = (message, extra) => {
+        deliver?.(message, extra);
+        if ((isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) && message.id !== undefined) fetchOf.answered(message.id);
+      };
     }
     this.serverCapabilities = client.getServerCapabilities();
     this.client = client;

@@ -88,7 +88,13 @@ describe('a hostile HTTP upstream', () => {
       if (how === 'ok') return json({ content: [{ type: 'text', text: 'hostile ok' }] });
       openCalls++;
       res.on('close', () => openCalls--);
-      if (how === 'trickle') {
+      if (how === 'answer-then-trickle') {
+        // The answer, then keep-alives: the stream is never ended.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'answered, stream kept open' }] } })}\n\n`);
+        const timer = setInterval(() => res.write(': keep-alive\n\n'), 50);
+        res.on('close', () => clearInterval(timer));
+      } else if (how === 'trickle') {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         const timer = setInterval(() => res.write(': keep-alive\n\n'), 50);
         res.on('close', () => clearInterval(timer));
@@ -130,6 +136,18 @@ describe('a hostile HTTP upstream', () => {
     const ok = (await client.callTool({ name: 'read_graph', arguments: { how: 'ok' } })) as CallToolResult;
     expect(ok.isError, textOf(ok)).toBeFalsy();
     expect(textOf(ok)).toContain('hostile ok');
+  });
+
+  it('an answer whose SSE stream the upstream keeps open: the call succeeds and its HTTP request is closed', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { filesystem: { disabled: true }, memory: { url: hostileUrl } } });
+    const client = await h.client(gateway, token);
+    for (let i = 0; i < 3; i++) {
+      const r = (await client.callTool({ name: 'read_graph', arguments: { how: 'answer-then-trickle' } })) as CallToolResult;
+      expect(r.isError, textOf(r)).toBeFalsy();
+      expect(textOf(r)).toContain('answered, stream kept open');
+    }
+    await until(() => openCalls === 0, 5000, 'the gateway to close the streams of the answered calls');
   });
 
   it('a 500 text/plain answer larger than the gateway reads is withheld as LARGE_RESULT, and its request closed', async () => {

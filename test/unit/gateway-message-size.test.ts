@@ -233,6 +233,27 @@ describe('fetchWithin: every answer within the limit, and requests given up on a
     await until(() => open === 0, 5000, 'the server to see the stream closed');
   });
 
+  it('an answered request ends its SSE stream, which the upstream kept open, and closes its socket', async () => {
+    const f = fetchWithin(50_000, new OversizeAnswers());
+    const res = await f(`${url}/trickle`, call(8));
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    expect((await reader.read()).done).toBe(false);
+    f.answered(9); // another request
+    expect((await reader.read()).done).toBe(false);
+    f.answered(8);
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {}
+    await until(() => open === 0, 5000, 'the server to see the stream closed');
+  });
+
+  it('a POST without requests (a notification) that the upstream does not answer is closed after its time', async () => {
+    const err = await fetchWithin(50_000, new OversizeAnswers(), fetch, 100)(`${url}/hang`, cancel(1)).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/did not answer a POST without requests \(a notification\) within 0.1 s; the gateway closed it/);
+    await until(() => open === 0, 5000, 'the server to see the notification closed');
+  });
+
   it('notifications/cancelled for a request not answered yet aborts its POST, which ends as an empty 202', async () => {
     const f = fetchWithin(50_000, new OversizeAnswers());
     const pending = f(`${url}/hang`, call(7));
