@@ -356,10 +356,37 @@ function endsOnAbort(body: ReadableStream<Uint8Array>, signal: AbortSignal, fini
   });
 }
 
+/** The longest `id:` line of an SSE stream kept (an event id is short; a longer one is not remembered). */
+const MAX_EVENT_ID_LINE = 1024;
+
+/** Passes an SSE stream through, noting the last event id it carried (`id: ...`). */
+function eventIds(seen: (id: string) => void): TransformStream<Uint8Array, Uint8Array> {
+  const decoder = new TextDecoder();
+  /** The start of the current line, while it may be an id line; undefined once it cannot be. */
+  let partial: string | undefined = '';
+  return new TransformStream({
+    transform(chunk, controller) {
+      const lines = decoder.decode(chunk, { stream: true }).split(/\r\n|\r|\n/);
+      const rest = lines.pop() as string;
+      for (const line of lines) {
+        const whole = partial === undefined ? undefined : partial + line;
+        if (whole?.startsWith('id:')) seen(whole.slice(whole.startsWith('id: ') ? 4 : 3));
+        partial = '';
+      }
+      // Only a line that may be an id line is kept across chunks, and only so much of it.
+      if (partial !== undefined) partial += rest;
+      if (partial !== undefined && (!(partial.startsWith('id:') || 'id:'.startsWith(partial)) || partial.length > MAX_EVENT_ID_LINE)) partial = undefined;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
 /** The requests of one POST still in flight, and the abort of its HTTP request. */
 interface InFlight {
   readonly abort: AbortController;
   readonly pending: Set<RequestId>;
+  /** The last event id of its SSE stream: the SDK resumes a stream it saw one on, if it ends unanswered. */
+  lastEventId?: string;
 }
 
 /**
@@ -390,19 +417,31 @@ export interface UpstreamFetch extends FetchLike {
  */
 export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: FetchLike = fetch, notificationTimeoutMs = NOTIFICATION_TIMEOUT_MS): UpstreamFetch {
   const inFlight = new Map<RequestId, InFlight>();
-  const finished = (id: RequestId) => {
+  /** Last event ids of streams ended for cancelled requests: their resumption is not asked for. */
+  const dropped = new Set<string>();
+  const finished = (id: RequestId, cancelled: boolean) => {
     const request = inFlight.get(id);
     if (!request) return;
     inFlight.delete(id);
     request.pending.delete(id);
-    if (request.pending.size === 0) request.abort.abort();
+    if (request.pending.size > 0) return;
+    // Its stream ends unanswered: the SDK would resume it (GET with Last-Event-ID) and hold that instead.
+    if (cancelled && request.lastEventId !== undefined) {
+      if (dropped.size >= 1000) dropped.clear();
+      dropped.add(request.lastEventId);
+    }
+    request.abort.abort();
   };
   const fetchLike: FetchLike = async (url, init) => {
     const post = (init?.method ?? 'GET').toUpperCase() === 'POST';
     const { ids, cancels } = post ? postedIn(init?.body) : { ids: [], cancels: [] };
-    for (const id of cancels) finished(id);
+    for (const id of cancels) finished(id, true);
     if (ids.length === 0) {
-      if (!post) return within(await base(url, init), limitBytes, ids, answers);
+      if (!post) {
+        const resumes = new Headers(init?.headers).get('last-event-id');
+        if (resumes !== null && dropped.delete(resumes)) return new Response(null, { status: 405 }); // the SDK gives up quietly
+        return within(await base(url, init), limitBytes, ids, answers);
+      }
       const timeout = AbortSignal.timeout(notificationTimeoutMs);
       try {
         return await within(await base(url, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout }), limitBytes, ids, answers);
@@ -424,12 +463,14 @@ export function fetchWithin(limitBytes: number, answers: OversizeAnswers, base: 
         done();
         return res;
       }
-      return new Response(endsOnAbort(res.body, own, done), { status: res.status, statusText: res.statusText, headers: res.headers });
+      const sse = (res.headers.get('content-type') ?? '').split(';')[0]?.trim().toLowerCase() === 'text/event-stream';
+      const body = sse ? res.body.pipeThrough(eventIds((id) => (request.lastEventId = id))) : res.body;
+      return new Response(endsOnAbort(body, own, done), { status: res.status, statusText: res.statusText, headers: res.headers });
     } catch (err) {
       done();
       if (own.aborted && !init?.signal?.aborted) return new Response(null, { status: 202 });
       throw err;
     }
   };
-  return Object.assign(fetchLike, { answered: finished });
+  return Object.assign(fetchLike, { answered: (id: RequestId) => finished(id, false) });
 }

@@ -162,12 +162,23 @@ describe('fetchWithin: every answer within the limit, and requests given up on a
   let url: string;
   /** Responses the server has open (each one a socket the gateway holds). */
   let open = 0;
+  /** GET requests the server received. */
+  let gets = 0;
   beforeAll(async () => {
     server = createServer((req, res) => {
       req.resume();
       open++;
       res.on('close', () => open--);
       const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (req.method === 'GET') gets++;
+      if (path === '/primed') {
+        // A priming event (an id, no data), then keep-alives: the SDK resumes such a stream if it ends unanswered.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('id: ev-1\n\n');
+        const timer = setInterval(() => res.write(': keep-alive\n\n'), 20);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
       if (path === '/trickle') {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         const timer = setInterval(() => res.write(': keep-alive\n\n'), 20);
@@ -243,6 +254,20 @@ describe('fetchWithin: every answer within the limit, and requests given up on a
     f.answered(8);
     for (let r = await reader.read(); !r.done; r = await reader.read()) {}
     await until(() => open === 0, 5000, 'the server to see the stream closed');
+  });
+
+  it('the stream of a cancelled request is not resumed: a GET with its last event id is answered 405 without asking the upstream', async () => {
+    const f = fetchWithin(50_000, new OversizeAnswers());
+    const res = await f(`${url}/primed`, call(11));
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('id: ev-1');
+    await (await f(`${url}/accepted`, cancel(11))).body?.cancel();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {}
+    await until(() => open === 0, 5000, 'the server to see the stream closed');
+    const before = gets;
+    const resumed = await f(`${url}/primed`, { method: 'GET', headers: { accept: 'text/event-stream', 'last-event-id': 'ev-1' } });
+    expect(resumed.status).toBe(405);
+    expect(gets).toBe(before);
   });
 
   it('a POST without requests (a notification) that the upstream does not answer is closed after its time', async () => {
