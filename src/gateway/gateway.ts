@@ -33,8 +33,10 @@ export class Gateway {
   private readonly ups = new Map<string, Upstream>();
   private catalog = new Map<string, CatalogTool>();
   private readonly sessions = new Set<AgentSession>();
-  private resourceOwners = new Map<string, string>();
+  private readonly resourceOwners = new Map<string, string>();
   private promptIndex = new Map<string, { server: string; name: string }>();
+  /** Resource URIs two upstreams listed: hidden, and never read, for as long as the gateway runs. */
+  private readonly contestedUris = new Set<string>();
   /** Keys of the collision warnings logged already (warnOnce). */
   private readonly warned = new Set<string>();
   private closed = false;
@@ -307,17 +309,23 @@ export class Gateway {
     }
     // A URI two upstreams list has no owner: a read of it went to the one listed last, so one upstream
     // could answer for another's resource. It is hidden, and reading it is UNKNOWN_RESOURCE.
-    const owners = new Map<string, string>();
+    // Owners learnt before are kept (an upstream that is down now still owns what it listed: reading it
+    // answers UPSTREAM_UNAVAILABLE, not another server's answer).
     const out: Resource[] = [];
     for (const [uri, { servers, resource, server }] of listed) {
-      if (servers.size > 1) {
+      // Listed by another server than the one that listed it before (which may be down now): as taken.
+      const before = this.resourceOwners.get(uri);
+      if (before !== undefined && before !== server) servers.add(before);
+      if (servers.size > 1 || this.contestedUris.has(uri)) {
+        // Once contested, for as long as the gateway runs: the other lister may only be down for now.
+        this.contestedUris.add(uri);
+        this.resourceOwners.delete(uri);
         this.warnOnce(`resource:${uri}`, { uri, servers: [...servers] }, `${[...servers].join(' and ')} all list the resource ${uri}; it is hidden and cannot be read through this gateway`);
         continue;
       }
-      owners.set(uri, server);
+      this.resourceOwners.set(uri, server);
       if (!declared || declared.has(server)) out.push(resource);
     }
-    this.resourceOwners = owners;
     return out;
   }
 
@@ -333,6 +341,7 @@ export class Gateway {
     if (!this.resourceOwners.has(uri)) await this.resources().catch(() => []);
     const owner = this.resourceOwners.get(uri);
     if (owner) return this.ups.get(owner);
+    if (this.contestedUris.has(uri)) return undefined;
     const offering = [...this.ups.values()].filter((u) => u.capabilities?.resources !== undefined);
     return offering.length === 1 ? offering[0] : undefined;
   }
