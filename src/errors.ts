@@ -64,7 +64,7 @@ export const GATEWAY_CODES = {
     action: 'Read the message: fix the arguments before calling again.',
   },
   UPSTREAM_UNAVAILABLE: {
-    doc: "The upstream's connection closed, during the call or before it: the gateway is reconnecting it (the text says for how long it has been down); nothing was retried.",
+    doc: "The upstream's connection closed, during the call or before it: the gateway is reconnecting it (the text says for how long it has been down); nothing was retried. Also a call to a tool of an upstream whose last tools/list failed or was not answered within the gateway's `listTimeoutMs`: its tools are left out of tools/list and not called until it lists them again.",
     action: "Try again later. The operator reads the gateway's log for why the upstream server stops.",
   },
   CANCELLED: {
@@ -72,7 +72,7 @@ export const GATEWAY_CODES = {
     action: 'Nothing: the agent asked for it.',
   },
   UNKNOWN_TOOL: {
-    doc: 'tools/call names no tool behind this gateway: none of its upstreams offers it (any more), or the gateway hides it (an invalid or duplicate name, a definition the control plane cannot store: docs/gateway.md). A tool of a server the policy does not list is UNKNOWN_SERVER instead.',
+    doc: 'tools/call names no tool behind this gateway: none of its upstreams offers it (any more), or the gateway hides it (an invalid or duplicate name, a definition the control plane cannot store or would refuse in a tool report, no room left in the report: docs/gateway.md). A tool of a server the policy does not list is UNKNOWN_SERVER instead.',
     action: 'List the tools again (tools/list) and call one of those.',
   },
   UNKNOWN_RESOURCE: {

@@ -4,6 +4,7 @@ import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
 import { type GatewaySettings, gatewaySettings, readPemFile } from '../config.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
+import { DEFAULT_TOOL_REPORT_MAX_BYTES } from './catalog.js';
 import type { ControlPlaneTls } from './control-plane.js';
 import { type ProhibitedFinding, pathOf, prohibitedUpstreamConfig, type UpstreamLaunch } from './prohibited.js';
 import { ConfigReferenceError, expandHome, hasReference, type ReferenceSources, resolveReferences } from './references.js';
@@ -18,6 +19,12 @@ export const DEFAULT_TIMEOUT_MS = 2000;
 export const DEFAULT_HTTP_PORT = 8788;
 export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 300;
 export const DEFAULT_APPROVAL_POLL_SECONDS = 1;
+/**
+ * The longest one upstream's tools/list, resources/list, resources/templates/list or prompts/list may
+ * take, all its pages together (the SDK's own default is 60 s per request). One that takes longer, or
+ * fails, contributes nothing to that list; the other upstreams' entries are listed.
+ */
+export const DEFAULT_LIST_TIMEOUT_MS = 10_000;
 export const SERVER_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
 const Limits = {
@@ -56,6 +63,9 @@ const KillswitchSection = Type.Object(
       ),
     ),
     startTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
+    listTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
+    // The control plane's BODY_LIMIT_BYTES (the same bounds): raise both together.
+    toolReportMaxBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 104_857_600 })),
     environment: Type.Optional(Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')])),
     session: Type.Optional(
       Type.Object(
@@ -148,6 +158,10 @@ export interface GatewayConfig {
   upstreams: UpstreamConfig[];
   http: { host: string; port: number; path: string; allowedHosts: string[] | undefined };
   startTimeoutMs: number;
+  /** The longest one upstream's list (tools, resources, templates, prompts) may take once the gateway runs. */
+  listTimeoutMs: number;
+  /** The largest tool report body (POST /v1/gateway/tools): the control plane's BODY_LIMIT_BYTES. */
+  toolReportMaxBytes: number;
   /** A call that needs a human approval: wait for the operator (polling the control plane), or return its id at once. */
   approvals: ApprovalWait;
 }
@@ -348,6 +362,8 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
     upstreams,
     http: { host: ks.http?.host ?? '127.0.0.1', port: ks.http?.port ?? DEFAULT_HTTP_PORT, path: ks.http?.path ?? '/mcp', allowedHosts: ks.http?.allowedHosts },
     startTimeoutMs: ks.startTimeoutMs ?? 30_000,
+    listTimeoutMs: ks.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS,
+    toolReportMaxBytes: ks.toolReportMaxBytes ?? DEFAULT_TOOL_REPORT_MAX_BYTES,
     approvals: {
       mode: ks.approvals?.mode ?? 'return',
       timeoutMs: Math.round((ks.approvals?.timeoutSeconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS) * 1000),

@@ -5,11 +5,11 @@ import { ErrorCode } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
-import { type CatalogTool, listedTool, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool } from './catalog.js';
+import { type CatalogTool, fitReport, listedTool, maxToolBytes, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool, reportLimits } from './catalog.js';
 import { type GatewayConfig, GatewayConfigError } from './config.js';
 import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, failureWords, logText, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
-import { Upstream } from './upstream.js';
+import { Upstream, UpstreamUnavailableError } from './upstream.js';
 
 // The reference MCP gateway: upstream servers behind one MCP server, every call decided by the
 // control plane. Upstream processes are shared by every agent connected to this gateway.
@@ -43,6 +43,8 @@ export class Gateway {
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshDelayMs: number;
   private refreshing = false;
+  /** The lists each upstream failed last time (`<server>\0<kind>` → why): warned once per spell, not per list. */
+  private readonly failingLists = new Map<string, string>();
 
   private constructor(
     readonly config: GatewayConfig,
@@ -119,11 +121,16 @@ export class Gateway {
 
   /**
    * Reports the current definitions with this agent token: which tools it may call, which changed. Only
-   * the definitions the catalog can show are reported: a hidden one is never pinned.
+   * the definitions the catalog can show are reported: a hidden one is never pinned. Those of an
+   * upstream whose last tools/list failed or timed out (`toolsUnlisted`) are left out, so not shown.
+   * The catalog fits the report (`fitReport`): the control plane does not refuse it for its size or count.
    */
   report(agentToken: string): Promise<ToolReportAnswer> {
     const shown = new Map<string, ReportedTool[]>();
-    for (const t of this.catalog.values()) shown.set(t.server, [...(shown.get(t.server) ?? []), t.definition]);
+    for (const t of this.catalog.values()) {
+      if (this.ups.get(t.server)?.toolsUnlisted !== undefined) continue;
+      shown.set(t.server, [...(shown.get(t.server) ?? []), t.definition]);
+    }
     return this.controlPlane.reportTools(
       agentToken,
       [...this.ups.values()].map((u) => ({ name: u.name, identity: u.config.identity, tools: shown.get(u.name) ?? [] })),
@@ -163,12 +170,13 @@ export class Gateway {
    * declared, and in a read-only session a read (the control plane's `capability`; unknown counts as a
    * write). Listing a tool whose call halts the session (UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION)
    * would lay a trap the agent cannot see. `waiting`: a tool it would see waits for an operator
-   * (changed or rejected), so the list may grow without any upstream saying so.
+   * (changed or rejected), or an upstream it declared failed its last tools/list, so the list may grow
+   * without any upstream saying so.
    */
   private viewOf(answer: ToolReportAnswer, scope: DeclaredScope): { tools: Tool[]; waiting: boolean } {
     const callable = new Set<string>();
-    let waiting = false;
     const declared = scope.servers ? new Set(scope.servers) : undefined;
+    let waiting = [...this.ups.values()].some((u) => u.toolsUnlisted !== undefined && (!declared || declared.has(u.name)));
     for (const s of answer.servers) {
       if (declared && !declared.has(s.name)) continue;
       for (const t of s.tools) {
@@ -224,6 +232,8 @@ export class Gateway {
     if (this.refreshing) return;
     this.refreshing = true;
     try {
+      // An upstream whose tools/list failed is asked again first: once it answers, its tools are reported.
+      if ([...this.ups.values()].some((u) => u.toolsUnlisted !== undefined)) await this.refreshTools((u) => u.toolsUnlisted !== undefined);
       const tokens = new Set([...this.sessions].filter((s) => s.toolsShown?.waiting).map((s) => s.agentToken));
       for (const token of tokens) {
         if (this.closed) return;
@@ -243,24 +253,105 @@ export class Gateway {
     }
   }
 
+  /**
+   * What agents may be shown of the upstreams' tools: merged (`mergeTools`: a definition the control
+   * plane would refuse is hidden), then cut to what one tool report carries (`fitReport`, shared fairly
+   * between the upstreams). A hidden tool is never reported, and a call to it is UNKNOWN_TOOL.
+   */
   private rebuildCatalog(): void {
-    this.catalog = mergeTools(
+    const limits = reportLimits(this.config.toolReportMaxBytes);
+    const hidden = (h: { server: string; name: string; reason: string; message: string }) =>
+      this.log.warn({ server: h.server, tool: h.name, reason: h.reason }, `upstream tool hidden from agents: ${h.message}`);
+    const merged = mergeTools(
       [...this.ups.values()].map((u) => ({ name: u.name, tools: u.tools })),
-      (hidden) => this.log.warn({ server: hidden.server, tool: hidden.name, reason: hidden.reason }, `upstream tool hidden from agents: ${hidden.message}`),
+      hidden,
+      maxToolBytes(limits.maxBytes),
+    );
+    this.catalog = fitReport(
+      merged,
+      [...this.ups.values()].map((u) => ({ name: u.name, identity: u.config.identity })),
+      limits,
+      hidden,
     );
   }
 
-  private async refreshTools(): Promise<boolean> {
+  /**
+   * Re-reads the tool lists of the upstreams (those `which` picks), each within `listTimeoutMs`, all at
+   * once; true when what the report holds changed: a definition, or an upstream's tools left out or back.
+   * A down upstream keeps its last list (its calls answer UPSTREAM_UNAVAILABLE). One whose tools/list
+   * fails or is not answered in time is left out (`Upstream.toolsUnlisted`) until it answers one.
+   */
+  private async refreshTools(which: (u: Upstream) => boolean = () => true): Promise<boolean> {
+    const ups = [...this.ups.values()].filter(which);
+    const unlistedBefore = ups.map((u) => u.toolsUnlisted !== undefined);
     const changed = await Promise.all(
-      [...this.ups.values()].map((u) =>
-        u.refreshTools().catch((err: Error) => {
-          this.log.warn({ server: u.name, err: err.message }, 'could not re-read upstream tools; keeping the last list');
-          return false;
-        }),
+      ups.map((u) =>
+        u.refreshTools(this.config.listTimeoutMs).then(
+          (c) => {
+            this.listAnswered(u, 'tools');
+            return c;
+          },
+          (err: Error) => {
+            if (err instanceof UpstreamUnavailableError) this.log.warn({ server: u.name, err: err.message }, 'could not re-read upstream tools; keeping the last list');
+            else this.listFailed(u, 'tools', err);
+            return false;
+          },
+        ),
       ),
     );
     if (changed.some(Boolean)) this.rebuildCatalog();
-    return changed.some(Boolean);
+    return changed.some(Boolean) || ups.some((u, i) => (u.toolsUnlisted !== undefined) !== unlistedBefore[i]);
+  }
+
+  /** What a failed list of `kind` means for the agents, as the warning says it. */
+  private static readonly LEFT_OUT: Record<'tools' | 'resources' | 'resource templates' | 'prompts', string> = {
+    tools: 'its tools are left out of tools/list and its calls answer UPSTREAM_UNAVAILABLE until it lists them again',
+    resources: 'its resources are left out of resources/list until it answers again',
+    'resource templates': 'its resource templates are left out of resources/templates/list until it answers again',
+    prompts: 'its prompts are left out of prompts/list until it answers again',
+  };
+
+  /** An upstream's list failed or timed out: a warning naming it, once until it answers again (then debug). */
+  private listFailed(u: Upstream, kind: keyof typeof Gateway.LEFT_OUT, err: unknown): void {
+    const key = `${u.name}\u0000${kind}`;
+    const why = err instanceof Error ? err.message : String(err);
+    const again = this.failingLists.has(key);
+    this.failingLists.set(key, why);
+    const line = { server: u.name, list: kind, err: why };
+    if (again) this.log.debug(line, `upstream ${kind} list failed again; ${Gateway.LEFT_OUT[kind]}`);
+    else this.log.warn(line, `${why}: ${Gateway.LEFT_OUT[kind]}`);
+  }
+
+  private listAnswered(u: Upstream, kind: keyof typeof Gateway.LEFT_OUT): void {
+    if (this.failingLists.delete(`${u.name}\u0000${kind}`)) this.log.info({ server: u.name, list: kind }, `upstream ${u.name} answers its ${kind} list again`);
+  }
+
+  /**
+   * One list of each of `ups`, asked at once, each bounded by `listTimeoutMs`: one that fails or is not
+   * answered in time contributes nothing (warned), so no upstream fails or holds up the others' lists.
+   * In `ups` order.
+   */
+  private async eachList<T>(kind: 'resources' | 'resource templates' | 'prompts', ups: readonly Upstream[], read: (u: Upstream, timeoutMs: number) => Promise<T[]>): Promise<Array<{ upstream: Upstream; items: T[] }>> {
+    return Promise.all(
+      ups.map((u) =>
+        read(u, this.config.listTimeoutMs).then(
+          (items) => {
+            this.listAnswered(u, kind);
+            return { upstream: u, items };
+          },
+          (err: unknown) => {
+            this.listFailed(u, kind, err);
+            return { upstream: u, items: [] as T[] };
+          },
+        ),
+      ),
+    );
+  }
+
+  /** The upstreams a session declared (every one without a scope). */
+  private declaredUpstreams(scope?: DeclaredScope): Upstream[] {
+    const declared = scope?.servers ? new Set(scope.servers) : undefined;
+    return [...this.ups.values()].filter((u) => !declared || declared.has(u.name));
   }
 
   /** An upstream said its list changed: re-read, report the new definitions, tell every agent. */
@@ -293,18 +384,19 @@ export class Gateway {
   }
 
   /**
-   * The upstreams' resources, those of servers the session did not declare left out as in toolsFor:
-   * reading one is UNAUTHORIZED_SERVER, which halts the token. Every URI's owner is still learnt.
+   * The upstreams' resources, those of servers the session did not declare left out as in viewOf:
+   * reading one is UNAUTHORIZED_SERVER, which halts the token. They are not even asked: a server the
+   * session did not declare cannot fail or hold up its list. Owners of the URIs listed are learnt (and
+   * resourceOwner asks every upstream for a URI it does not know). An upstream whose list fails or is
+   * not answered within `listTimeoutMs` contributes nothing (`eachList`).
    */
   async resources(scope?: DeclaredScope): Promise<Resource[]> {
-    const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const listed = new Map<string, { servers: Set<string>; resource: Resource; server: string }>();
-    for (const u of this.ups.values()) {
-      const { resources } = await u.listResources();
-      for (const r of resources) {
+    for (const { upstream, items } of await this.eachList('resources', this.declaredUpstreams(scope), (u, ms) => u.listResources(ms))) {
+      for (const r of items) {
         const seen = listed.get(r.uri);
-        if (seen) seen.servers.add(u.name);
-        else listed.set(r.uri, { servers: new Set([u.name]), resource: r, server: u.name });
+        if (seen) seen.servers.add(upstream.name);
+        else listed.set(r.uri, { servers: new Set([upstream.name]), resource: r, server: upstream.name });
       }
     }
     // A URI two upstreams list has no owner: a read of it went to the one listed last, so one upstream
@@ -324,16 +416,14 @@ export class Gateway {
         continue;
       }
       this.resourceOwners.set(uri, server);
-      if (!declared || declared.has(server)) out.push(resource);
+      out.push(resource);
     }
     return out;
   }
 
   async resourceTemplates(scope?: DeclaredScope): Promise<ResourceTemplate[]> {
-    const declared = scope?.servers ? new Set(scope.servers) : undefined;
-    const out: ResourceTemplate[] = [];
-    for (const u of this.ups.values()) if (!declared || declared.has(u.name)) out.push(...(await u.listResources()).templates);
-    return out;
+    const lists = await this.eachList('resource templates', this.declaredUpstreams(scope), (u, ms) => u.listResourceTemplates(ms));
+    return lists.flatMap((l) => l.items);
   }
 
   /** Which upstream serves a URI: the one that listed it, else the only server offering resources. */
@@ -356,7 +446,9 @@ export class Gateway {
   async prompts(scope?: DeclaredScope): Promise<Prompt[]> {
     const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const all: Array<{ server: string; prompt: Prompt }> = [];
-    for (const u of this.ups.values()) for (const p of await u.listPrompts()) all.push({ server: u.name, prompt: p });
+    for (const { upstream, items } of await this.eachList('prompts', [...this.ups.values()], (u, ms) => u.listPrompts(ms))) {
+      for (const p of items) all.push({ server: upstream.name, prompt: p });
+    }
     const count = new Map<string, number>();
     for (const { prompt } of all) count.set(prompt.name, (count.get(prompt.name) ?? 0) + 1);
     const byExposed = new Map<string, Array<{ server: string; prompt: Prompt }>>();

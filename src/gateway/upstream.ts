@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   type CallToolResult,
@@ -17,7 +18,6 @@ import {
   type Resource,
   type ResourceTemplate,
   type ServerCapabilities,
-  type Tool,
   ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
@@ -41,6 +41,8 @@ import { readStderrLines } from './stderr-lines.js';
 // restarted every half second, and its log stays as quiet as that of one that does not start at all.
 
 const MAX_PAGES = 50;
+/** The most of an upstream's error message a list failure quotes (the gateway's log, a call's text). */
+const MAX_LIST_ERROR_CHARS = 300;
 
 /** How an upstream whose connection closed unexpectedly is reopened. */
 export interface ReconnectBackoff {
@@ -81,6 +83,20 @@ const seconds = (ms: number) => Math.round(ms / 1000);
 /** An interval as written in a message: 30 s, 300 s (0.1 s with a test's backoff). */
 const every = (ms: number) => `${ms / 1000} s`;
 
+/** An upstream list (tools/list, resources/list ...) that failed or was not answered in time; the message names the upstream. */
+export class UpstreamListError extends Error {
+  constructor(
+    readonly server: string,
+    readonly method: string,
+    message: string,
+    /** The JSON-RPC error code the upstream answered, if it answered one. */
+    readonly upstreamCode?: number,
+  ) {
+    super(message);
+    this.name = 'UpstreamListError';
+  }
+}
+
 /** The upstream cannot take calls now (its connection closed and the gateway is reconnecting it, or it is closed). */
 export class UpstreamUnavailableError extends Error {
   constructor(
@@ -96,6 +112,8 @@ export class Upstream {
   readonly name: string;
   private client: Client | undefined;
   private toolDefs: ReportedTool[] = [];
+  /** Why its tools are left out: the last re-read of them failed on a live connection (see refreshTools). */
+  private unlisted: string | undefined;
   private serverCapabilities: ServerCapabilities | undefined;
   private closed = false;
   /** The one reconnect loop of this upstream, while it runs. */
@@ -124,6 +142,16 @@ export class Upstream {
 
   get tools(): readonly ReportedTool[] {
     return this.toolDefs;
+  }
+
+  /**
+   * Why this upstream's tools are left out of tools/list and the tool report, and its calls answer
+   * UPSTREAM_UNAVAILABLE without reaching it: its last tools/list on a live connection failed or was
+   * not answered in time. Undefined once one succeeds (or while it never failed). A closed connection
+   * does not set it: a down upstream keeps its last list (its calls fail as down ones do).
+   */
+  get toolsUnlisted(): string | undefined {
+    return this.unlisted;
   }
 
   /** The capabilities of the last connection (kept while it is down: the agents' view does not flicker). */
@@ -367,42 +395,81 @@ export class Upstream {
   }
 
   /**
-   * Re-reads the tool list; true when any definition changed. A connection that closes during the read
-   * keeps the last list and is not an error here: its close is logged and reconnected like any other
-   * (an upstream that dies on tools/list would otherwise add a warning to each of its reconnects).
+   * Re-reads the tool list, all its pages within `timeoutMs`; true when any definition changed. A
+   * connection that closes during the read keeps the last list and is not an error here: its close is
+   * logged and reconnected like any other (an upstream that dies on tools/list would otherwise add a
+   * warning to each of its reconnects). Any other failure (an error answer, no answer within
+   * `timeoutMs`) leaves its tools out (`toolsUnlisted`) until a re-read succeeds, and throws
+   * UpstreamListError. While the upstream is down this throws UpstreamUnavailableError at once.
    */
-  async refreshTools(timeoutMs?: number): Promise<boolean> {
+  async refreshTools(timeoutMs: number): Promise<boolean> {
     const client = this.connected;
     try {
-      return await this.readTools(client, timeoutMs);
+      const changed = await this.readTools(client, timeoutMs);
+      this.unlisted = undefined;
+      return changed;
     } catch (err) {
-      if (err instanceof McpError && err.code === ErrorCode.ConnectionClosed && this.client !== client && !this.closed) return false;
+      // The connection closed under the read (it is no longer the live one); an upstream that answers
+      // with the code itself is still live, and its list failed.
+      if (err instanceof UpstreamListError && err.upstreamCode === ErrorCode.ConnectionClosed && this.client !== client && !this.closed) return false;
+      this.unlisted = err instanceof Error ? err.message : String(err);
       throw err;
     }
   }
 
-  private async readTools(client: Client, timeoutMs?: number): Promise<boolean> {
+  private async readTools(client: Client, timeoutMs: number): Promise<boolean> {
     if (!client.getServerCapabilities()?.tools) {
       this.toolDefs = [];
       return false;
     }
-    const tools: Tool[] = [];
-    let cursor: string | undefined;
-    for (let page = 0; page < MAX_PAGES; page++) {
-      const res = await client.listTools(cursor ? { cursor } : {}, timeoutMs ? { timeout: timeoutMs } : undefined);
-      tools.push(...res.tools);
-      cursor = res.nextCursor;
-      if (!cursor) break;
-    }
+    const tools = await this.allPages('tools/list', timeoutMs, async (cursor, opts) => {
+      const res = await client.listTools(cursor ? { cursor } : {}, opts);
+      return { items: res.tools, nextCursor: res.nextCursor };
+    });
     const next = tools.map(definitionOf);
     const changed = next.length !== this.toolDefs.length || next.some((t, i) => t.hash !== this.toolDefs[i]?.hash || t.name !== this.toolDefs[i]?.name);
     this.toolDefs = next;
     return changed;
   }
 
-  /** Forwards a call, without the upstream's own output validation: the gateway passes results through. */
+  /**
+   * Every page of one list, all of them within `timeoutMs` (an upstream that pages slowly cannot stretch
+   * it page by page). A timeout, an error answer or a closed connection is an UpstreamListError naming
+   * the upstream and the method (with the JSON-RPC code, if any); the message is cut to 300 characters.
+   */
+  private async allPages<T>(method: string, timeoutMs: number, page: (cursor: string | undefined, opts: RequestOptions) => Promise<{ items: T[]; nextCursor?: string | undefined }>): Promise<T[]> {
+    const deadline = Date.now() + timeoutMs;
+    const late = () => new UpstreamListError(this.name, method, `upstream ${this.name} did not answer ${method} within ${timeoutMs} ms`);
+    const items: T[] = [];
+    let cursor: string | undefined;
+    for (let n = 0; n < MAX_PAGES; n++) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw late();
+      let res: { items: T[]; nextCursor?: string | undefined };
+      try {
+        res = await page(cursor, { timeout: left });
+      } catch (err) {
+        if (err instanceof McpError && err.code === ErrorCode.RequestTimeout) throw late();
+        const message = err instanceof Error ? err.message : String(err);
+        const cut = message.length > MAX_LIST_ERROR_CHARS ? `${message.slice(0, MAX_LIST_ERROR_CHARS)}… (${message.length} characters)` : message;
+        throw new UpstreamListError(this.name, method, `upstream ${this.name} failed ${method}: ${cut}`, err instanceof McpError ? err.code : undefined);
+      }
+      items.push(...res.items);
+      cursor = res.nextCursor;
+      if (!cursor) break;
+    }
+    return items;
+  }
+
+  /**
+   * Forwards a call, without the upstream's own output validation: the gateway passes results through.
+   * Not while its tools are left out of tools/list (`toolsUnlisted`): such a call fails closed.
+   */
   callTool(name: string, args: Record<string, unknown>, opts: { timeoutMs: number; signal: AbortSignal }): Promise<CallToolResult> {
     const client = this.connected;
+    if (this.unlisted !== undefined) {
+      throw new UpstreamUnavailableError(this.name, `${this.unlisted}; its tools are left out of tools/list and not called until it lists them again (list the tools again later)`);
+    }
     return this.translated(
       client,
       client.request({ method: 'tools/call', params: { name, arguments: args } }, CallToolResultSchema, {
@@ -412,26 +479,33 @@ export class Upstream {
     );
   }
 
-  /** Empty while the upstream is down: one down upstream does not empty the other servers' lists. */
-  async listResources(): Promise<{ resources: Resource[]; templates: ResourceTemplate[] }> {
+  /**
+   * Empty while the upstream is down: one down upstream does not empty the other servers' lists. All
+   * pages within `timeoutMs`; a failure or timeout is an UpstreamListError.
+   */
+  async listResources(timeoutMs: number): Promise<Resource[]> {
     const client = this.client;
-    if (!client?.getServerCapabilities()?.resources) return { resources: [], templates: [] };
-    const resources: Resource[] = [];
-    const templates: ResourceTemplate[] = [];
-    let cursor: string | undefined;
-    for (let page = 0; page < MAX_PAGES; page++) {
-      const res = await client.listResources(cursor ? { cursor } : {});
-      resources.push(...res.resources);
-      cursor = res.nextCursor;
-      if (!cursor) break;
-    }
+    if (!client?.getServerCapabilities()?.resources) return [];
+    return this.allPages('resources/list', timeoutMs, async (cursor, opts) => {
+      const res = await client.listResources(cursor ? { cursor } : {}, opts);
+      return { items: res.resources, nextCursor: res.nextCursor };
+    });
+  }
+
+  /** As listResources; a server that does not implement templates (MethodNotFound) has none. */
+  async listResourceTemplates(timeoutMs: number): Promise<ResourceTemplate[]> {
+    const client = this.client;
+    if (!client?.getServerCapabilities()?.resources) return [];
     try {
-      const res = await client.listResourceTemplates({});
-      templates.push(...res.resourceTemplates);
-    } catch {
-      // templates are optional even for servers with resources
+      return await this.allPages('resources/templates/list', timeoutMs, async (cursor, opts) => {
+        const res = await client.listResourceTemplates(cursor ? { cursor } : {}, opts);
+        return { items: res.resourceTemplates, nextCursor: res.nextCursor };
+      });
+    } catch (err) {
+      // Templates are optional even for servers with resources.
+      if (err instanceof UpstreamListError && err.upstreamCode === ErrorCode.MethodNotFound) return [];
+      throw err;
     }
-    return { resources, templates };
   }
 
   readResource(uri: string, opts: { timeoutMs: number; signal: AbortSignal }): Promise<ReadResourceResult> {
@@ -439,18 +513,14 @@ export class Upstream {
     return this.translated(client, client.readResource({ uri }, { timeout: opts.timeoutMs, signal: opts.signal }));
   }
 
-  async listPrompts(): Promise<Prompt[]> {
+  /** As listResources. */
+  async listPrompts(timeoutMs: number): Promise<Prompt[]> {
     const client = this.client;
     if (!client?.getServerCapabilities()?.prompts) return [];
-    const prompts: Prompt[] = [];
-    let cursor: string | undefined;
-    for (let page = 0; page < MAX_PAGES; page++) {
-      const res = await client.listPrompts(cursor ? { cursor } : {});
-      prompts.push(...res.prompts);
-      cursor = res.nextCursor;
-      if (!cursor) break;
-    }
-    return prompts;
+    return this.allPages('prompts/list', timeoutMs, async (cursor, opts) => {
+      const res = await client.listPrompts(cursor ? { cursor } : {}, opts);
+      return { items: res.prompts, nextCursor: res.nextCursor };
+    });
   }
 
   getPrompt(name: string, args: Record<string, string> | undefined, opts: { timeoutMs: number; signal: AbortSignal }): Promise<GetPromptResult> {

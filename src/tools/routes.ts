@@ -8,6 +8,7 @@ import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
+import { MAX_TOOL_DESCRIPTION_LENGTH, MAX_TOOL_TITLE_LENGTH, MAX_TOOLS_PER_REPORTED_SERVER } from './limits.js';
 import { raiseToolChanged, raiseToolsAdded, raiseUpstreamMismatch, reportedNetworkIdentities, toolTarget } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
@@ -18,7 +19,7 @@ const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,
 // other annotation a vendor adds is accepted and hashed.
 const ReportedAnnotations = Type.Object(
   {
-    title: Type.Optional(Type.String({ maxLength: 500 })),
+    title: Type.Optional(Type.String({ maxLength: MAX_TOOL_TITLE_LENGTH })),
     readOnlyHint: Type.Optional(Type.Boolean()),
     destructiveHint: Type.Optional(Type.Boolean()),
     idempotentHint: Type.Optional(Type.Boolean()),
@@ -38,8 +39,8 @@ const ToolDef = Type.Object(
       description:
         'As the upstream lists it. No control characters (line breaks, ESC ...), line or paragraph separators, or bidirectional marks, embeddings, overrides or isolates: the whole report is refused with 400 naming the field, so leave such a tool out of the report (the reference gateway hides it).',
     }),
-    title: Type.Optional(Type.String({ maxLength: 500 })),
-    description: Type.Optional(Type.String({ maxLength: 20_000 })),
+    title: Type.Optional(Type.String({ maxLength: MAX_TOOL_TITLE_LENGTH })),
+    description: Type.Optional(Type.String({ maxLength: MAX_TOOL_DESCRIPTION_LENGTH })),
     inputSchema: Type.Optional(Type.Unknown()),
     outputSchema: Type.Optional(Type.Unknown()),
     annotations: Type.Optional(ReportedAnnotations),
@@ -76,7 +77,7 @@ const ReportBody = Type.Object(
                 "How the gateway runs the upstream. Stored and shown with credentials masked (URL passwords and users, secret-named query parameters and key=value pairs, the value after a flag like --token, recognisable tokens); not hashed. Its network identities (the host of `url`, hosts and database names of connection strings in `args`, read before masking) are kept per gateway key and server (the last report wins): decisions through this gateway match them against the environment's production patterns beside the policy's identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT), and ones the policy's identity does not name raise an UPSTREAM_MISMATCH alert.",
             },
           ),
-          tools: Type.Array(ToolDef, { maxItems: 1000 }),
+          tools: Type.Array(ToolDef, { maxItems: MAX_TOOLS_PER_REPORTED_SERVER }),
         },
         { additionalProperties: false },
       ),

@@ -11,6 +11,7 @@ import { PROTOCOL_READS } from '../policy/resolve.js';
 import { upstreamIdentitiesOf } from '../policy/resources.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type ToolDefinition, toolHash, unstorableAt } from './hash.js';
+import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER } from './limits.js';
 import { type PinRow, REPLACED_BY, type Reporter, type ToolDefinitionRow, type ToolReporter, type ToolStatus, toolStore, type UpstreamRow } from './store.js';
 
 export interface UpstreamIdentity {
@@ -169,15 +170,7 @@ export async function raiseToolsAdded(
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
 const key = (server: string, tool: string) => `${server}/${tool}`;
 
-/**
- * The most distinct tools one server may have pinned. A new tool name beyond it is answered `refused`
- * (not stored, never callable): an upstream that lists ever new names cannot grow the pins without bound.
- * Real servers list tens (github about 40).
- */
-export const MAX_TOOLS_PER_SERVER = 500;
-
-/** The most tool definitions one report may hold, all servers together; more is a 400 naming `servers`. */
-export const MAX_TOOLS_PER_REPORT = 2_000;
+export { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER } from './limits.js';
 
 /** How long a refused tool name is not audited again (`tool.refused`): a gateway reports it on every tools/list. */
 export const REFUSED_AUDIT_EVERY_S = 86_400;

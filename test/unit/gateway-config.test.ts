@@ -4,7 +4,7 @@ import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { declaredScope } from '../../src/gateway/agent-session.js';
-import { DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
+import { DEFAULT_LIST_TIMEOUT_MS, DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
 import { resolveReferences } from '../../src/gateway/references.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ks-gw-config-'));
@@ -46,6 +46,19 @@ describe('gateway config: claude_desktop_config.json shape', () => {
     expect(remote?.headers['Authorization']).toBe('Bearer ghp_secret');
     expect(remote?.identity).toEqual({ url: 'https://mcp.example.com/mcp' });
     expect(cfg.session).toEqual({ readOnly: false, servers: undefined, purpose: '' });
+    // Each upstream list within 10 s; one tool report within the control plane's default body limit.
+    expect(cfg.listTimeoutMs).toBe(DEFAULT_LIST_TIMEOUT_MS);
+    expect(cfg.listTimeoutMs).toBe(10_000);
+    expect(cfg.toolReportMaxBytes).toBe(262_144);
+  });
+
+  it('listTimeoutMs and toolReportMaxBytes are read, within bounds (toolReportMaxBytes as BODY_LIMIT_BYTES)', () => {
+    const cfg = parse({ mcpServers: { a: { command: 'node', args: ['a.js'] } }, killswitch: { listTimeoutMs: 2500, toolReportMaxBytes: 1_048_576 } });
+    expect(cfg.listTimeoutMs).toBe(2500);
+    expect(cfg.toolReportMaxBytes).toBe(1_048_576);
+    expect(() => parse({ mcpServers: { a: { command: 'node' } }, killswitch: { listTimeoutMs: 50, toolReportMaxBytes: 512 } })).toThrow(
+      /\/killswitch\/listTimeoutMs must be >= 100[\s\S]*\/killswitch\/toolReportMaxBytes must be >= 1024/,
+    );
   });
 
   it('applies per-server limits over global limits and skips disabled servers', () => {
