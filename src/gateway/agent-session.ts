@@ -62,6 +62,8 @@ export class AgentSession implements CallPorts {
   private readonly userAgent: string | undefined;
   private opening: Promise<string> | undefined;
   private clientScope: unknown;
+  /** The client the first initialize named (see install). */
+  private clientInfo: ReturnType<Server['getClientVersion']>;
   private closed = false;
   /**
    * What this agent was last shown by tools/list (or told by list_changed), undefined before its first
@@ -148,7 +150,7 @@ export class AgentSession implements CallPorts {
   }
 
   client(): DecisionBody['client'] | undefined {
-    const info = this.server.getClientVersion();
+    const info = this.clientInfo ?? this.server.getClientVersion();
     if (!info && !this.userAgent) return undefined;
     const out: NonNullable<DecisionBody['client']> = {};
     // The control plane refuses control characters and bidirectional marks here (400 for every call):
@@ -198,6 +200,9 @@ export class AgentSession implements CallPorts {
     const s = this.server;
     // stdio: the session opens right after initialize; a failure is retried by the first call.
     s.oninitialized = () => {
+      // The client named at the first initialize is the session's: a second initialize (the SDK answers
+      // it) does not rename the client in later audit rows.
+      this.clientInfo ??= s.getClientVersion();
       this.declareFromClient(s.getClientCapabilities()?.experimental?.[SCOPE_CAPABILITY]);
       // A failure is logged by sessionId(); calls deny until a session opens.
       this.sessionId().catch(() => {});

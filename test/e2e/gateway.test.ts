@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { InitializeResultSchema, LATEST_PROTOCOL_VERSION, ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer } from '../helpers/context.js';
 import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
@@ -215,6 +215,23 @@ describe('audit', () => {
     } finally {
       await client.close();
     }
+  });
+
+  it('a second initialize does not rename the client in later audit rows', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const client = await h.client(gateway, token);
+    const again = await client.request(
+      { method: 'initialize', params: { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'someone-else', version: '9' } } },
+      InitializeResultSchema,
+    );
+    expect(again.serverInfo).toBeDefined();
+    await client.notification({ method: 'notifications/initialized' });
+    const read = await call(client, 'read_text_file', { path: 'readme.md' });
+    expect(read.isError, textOf(read)).toBeFalsy();
+    const tokenId = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=ro', headers: bearer(h.owner) })).json().keys.find((k: { display_prefix: string }) => token.startsWith(k.display_prefix)).id;
+    const rows = await h.auditRows("token_id = $1 AND kind = 'INTENT'", [tokenId], (r) => r.length > 0);
+    expect(rows.map((r) => r['client_name'])).toEqual(['e2e-agent']);
   });
 
   it('a denied call has its INTENT row (deny, with the code) and no RESULT: it never ran', async () => {
