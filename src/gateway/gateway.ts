@@ -37,6 +37,8 @@ export class Gateway {
   private promptIndex = new Map<string, { server: string; name: string }>();
   /** Resource URIs two upstreams listed: hidden, and never read, for as long as the gateway runs. */
   private readonly contestedUris = new Set<string>();
+  /** The tool re-read under way for an upstream that said its tools changed (upstreamListChanged). */
+  private readonly toolRefreshes = new Map<Upstream, { again: boolean; done: Promise<void> }>();
   /** Keys of the collision warnings logged already (warnOnce). */
   private readonly warned = new Set<string>();
   private closed = false;
@@ -362,8 +364,34 @@ export class Gateway {
       for (const s of this.sessions) await s.server.sendPromptListChanged().catch(() => {});
       return;
     }
+    // A burst of list_changed from one upstream (200 of them made 200 re-reads of every upstream): one
+    // re-read of that upstream at a time, and one more after it when more came meanwhile.
+    const running = this.toolRefreshes.get(upstream);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const entry = { again: false, done: Promise.resolve() };
+    this.toolRefreshes.set(upstream, entry);
+    entry.done = (async () => {
+      try {
+        do {
+          entry.again = false;
+          await this.upstreamToolsChanged(upstream);
+        } while (entry.again && !this.closed);
+      } finally {
+        this.toolRefreshes.delete(upstream);
+      }
+    })();
+    return entry.done;
+  }
+
+  /** Re-reads one upstream's tools after it said they changed, and reports and announces what changed. */
+  private async upstreamToolsChanged(upstream: Upstream): Promise<void> {
     try {
-      if (!(await this.refreshTools())) return;
+      // Only this upstream is re-read: the others' lists are what they last answered (rebuildCatalog
+      // merges them all).
+      if (!(await this.refreshTools((u) => u === upstream))) return;
       this.log.info({ server: upstream.name }, 'upstream tools changed; reporting the new definitions');
       // One report per token: which tools each agent may see is the control plane's answer for its token.
       const tokens = new Set([...this.sessions].map((s) => s.agentToken));

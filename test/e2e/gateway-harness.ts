@@ -187,6 +187,8 @@ export interface FixtureUpstream {
   calls: Map<string, number>;
   cancelled: number;
   setDescription(tool: string, description: string): Promise<void>;
+  /** Sends notifications/tools/list_changed `times` times at once, changing nothing (`calls` counts `tools/list`). */
+  notifyToolsChanged(times: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -223,6 +225,7 @@ export async function startFixtureUpstream(opts: { prompts?: string[]; resources
       return { messages: [{ role: 'user' as const, content: { type: 'text' as const, text: `Summarise the graph (${req.params.arguments?.['style'] ?? 'plain'})` } }] };
     });
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
+      ...(state.calls.set('tools/list', (state.calls.get('tools/list') ?? 0) + 1) && {}),
       tools: [...descriptions].map(([name, description]) => ({
         name,
         description,
@@ -284,6 +287,11 @@ export async function startFixtureUpstream(opts: { prompts?: string[]; resources
     async setDescription(tool, description) {
       descriptions.set(tool, description);
       for (const server of servers) await server.sendToolListChanged().catch(() => {});
+    },
+    async notifyToolsChanged(times) {
+      const sent: Promise<void>[] = [];
+      for (const server of servers) for (let i = 0; i < times; i++) sent.push(server.sendToolListChanged().catch(() => {}));
+      await Promise.all(sent);
     },
     async close() {
       for (const server of servers) await server.close().catch(() => {});

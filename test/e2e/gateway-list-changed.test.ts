@@ -141,6 +141,33 @@ describe('tools/list_changed', () => {
     }
   });
 
+  it('a burst of list_changed from one upstream is one re-read of it at a time, not one per notification', async () => {
+    const fixture = await startFixtureUpstream();
+    try {
+      const token = await h.token('rw');
+      const gateway = await h.gateway({ agentToken: token, mcpServers: { memory: { url: fixture.url } } });
+      await h.client(gateway, token);
+      const before = fixture.calls.get('tools/list') ?? 0;
+      // 50 notifications that change nothing, then a real change after them on the same stream.
+      await fixture.notifyToolsChanged(50);
+      const description = 'Read the entire knowledge graph (burst).';
+      await fixture.setDescription('read_graph', description);
+      await until(
+        async () => {
+          const res = await h.app.inject({ method: 'GET', url: '/v1/tools?server=memory', headers: bearer(h.owner) });
+          return (res.json().tools as Array<{ tool: string; definition: { description?: string } }>).some((t) => t.tool === 'read_graph' && t.definition.description === description);
+        },
+        10_000,
+        'the changed read_graph to be reported',
+      );
+      // One re-read for the first notification, at most one more for those during it, and the change's.
+      expect((fixture.calls.get('tools/list') ?? 0) - before).toBeLessThanOrEqual(4);
+      await gateway.close();
+    } finally {
+      await fixture.close();
+    }
+  });
+
   it('a token the control plane refuses while the agent waits: the gateway stops asking', async () => {
     const fixture = await startFixtureUpstream();
     const cp = await door(h.url);
