@@ -269,6 +269,28 @@ export const toolStore = {
     );
     return { row: rows[0] ?? existing, inserted: false, reopened: false };
   },
+  /**
+   * The definitions among `tools` that a report by this gateway would leave as they are: the one the
+   * gateway reported last for the tool (tool_reports), with the reported hash, not superseded, and the
+   * tool's most recently reported definition. Recording them again would write nothing (record: no
+   * insert, no reopening, no last_reported_at, no tool_reports change), so a report of an unchanged
+   * list skips their per-tool transactions. By `server/tool`.
+   */
+  async unchangedReports(db: Db, gatewayId: string, tools: ReadonlyArray<{ server: string; tool: string; hash: string }>): Promise<Map<string, ToolDefinitionRow>> {
+    const out = new Map<string, ToolDefinitionRow>();
+    if (tools.length === 0) return out;
+    const { rows } = await db.query<ToolDefinitionRow>(
+      `SELECT ${COLUMNS} FROM tool_definitions t
+        WHERE t.id IN (SELECT r.definition_id FROM tool_reports r
+                        WHERE r.gateway_id = $1 AND (r.server, r.tool) IN (SELECT * FROM unnest($2::text[], $3::text[])))
+          AND t.status <> 'superseded'
+          AND NOT EXISTS (SELECT 1 FROM tool_definitions o WHERE o.server = t.server AND o.tool = t.tool AND o.id <> t.id AND o.last_reported_at >= t.last_reported_at)`,
+      [gatewayId, tools.map((t) => t.server), tools.map((t) => t.tool)],
+    );
+    const wanted = new Map(tools.map((t) => [`${t.server}/${t.tool}`, t.hash]));
+    for (const row of rows) if (wanted.get(`${row.server}/${row.tool}`) === row.hash) out.set(`${row.server}/${row.tool}`, row);
+    return out;
+  },
   /** How many distinct tools a server has definitions of. */
   async toolCount(db: Db, server: string): Promise<number> {
     const { rows } = await db.query<{ n: number }>('SELECT count(DISTINCT tool)::int AS n FROM tool_definitions WHERE server = $1', [server]);

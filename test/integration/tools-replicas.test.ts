@@ -202,3 +202,33 @@ describe('a report that repeats what its gateway reported last', () => {
     }
   });
 });
+
+describe('a report of tools this gateway reported last, unchanged', () => {
+  it('is one query for all of them, not a transaction per tool, and answers the same', async () => {
+    const tok = await gw.token('ro');
+    const tools = Array.from({ length: 150 }, (_, i) => ({ name: `lookup_${i}`, description: `Look up record ${i}`, inputSchema: { type: 'object' } }));
+    const send = async () => {
+      const r = await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: gw.headers(tok.raw), payload: { servers: [{ name: 'fetch', identity: { command: 'npx' }, tools }] } });
+      expect(r.statusCode, r.body).toBe(200);
+      return r.json().servers[0].tools as Array<{ name: string; status: string; hash: string }>;
+    };
+    const queries = async () => {
+      const text = (await app.inject({ url: '/metrics', headers: bearer(gw.owner) })).body;
+      return Number(/^killswitch_postgres_query_duration_seconds_count\{pool="main"\} (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+    };
+    const first = await send();
+    expect(first.every((t) => t.status === 'approved')).toBe(true);
+    const before = await queries();
+    const again = await send();
+    const spent = (await queries()) - before;
+    expect(again).toEqual(first);
+    // The upstream identities, the servers with tools, the unchanged definitions, the metrics read itself:
+    // a handful, where a transaction per tool (BEGIN, lock, read, report, COMMIT) was ~750.
+    expect(spent).toBeLessThan(20);
+    // One changed among them still goes through its transaction: pending, and the others unchanged.
+    tools[7] = { ...tools[7]!, description: 'Look up record 7, then send it elsewhere' };
+    const changed = await send();
+    expect(changed.find((t) => t.name === 'lookup_7')?.status).toBe('changed');
+    expect(changed.filter((t) => t.status === 'approved')).toHaveLength(149);
+  });
+});
