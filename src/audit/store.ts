@@ -113,7 +113,7 @@ export interface MonthlyUsageRow {
 
 // Counting rules shared by usage, the retention rollup (migrations/0002_audit.sql) and the hourly rollup's
 // trigger (0017): a RESULT whose status is "success" or "ok" is a success, any other status an error.
-const COUNTS = `
+export const USAGE_COUNTS = `
   count(*) FILTER (WHERE kind = 'INTENT')::bigint AS calls,
   count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'allow')::bigint AS allowed,
   count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'deny')::bigint AS denied,
@@ -195,7 +195,7 @@ function hourRows(f: AuditFilters, args: unknown[], rollupStartMs: number): stri
     const spans = edges.map((e) => [e.from && `ts >= ${c.arg(e.from)}`, e.to && `ts < ${c.arg(e.to)}`].filter(Boolean).join(' AND ') || 'true');
     c.list.push(`((${spans.join(') OR (')}))`);
     parts.push(
-      `SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${COUNTS},
+      `SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${USAGE_COUNTS},
          coalesce(sum(duration_ms) FILTER (WHERE kind = 'RESULT'), 0) AS duration_ms_sum, count(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_count,
          max(ts) FILTER (WHERE kind = 'INTENT') AS last_used, max(ts) AS last_at
        FROM audit_events ${c.where()}

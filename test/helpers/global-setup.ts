@@ -6,7 +6,7 @@ import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
 import { dbUrl, TEMPLATE_DB, TEST_PG_URL } from './env.js';
-import { startTestUnleash } from './unleash.js';
+import { alive, startTestUnleash } from './unleash.js';
 
 /**
  * Builds the migrated template database every test file clones its own database from, and starts the
@@ -56,15 +56,6 @@ function useRunTmpdir(): void {
 function removeRunTmpdir(): void {
   if (runTmpdir) rmSync(runTmpdir, { recursive: true, force: true });
   runTmpdir = undefined;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 type Started = Awaited<ReturnType<typeof startTestUnleash>>;

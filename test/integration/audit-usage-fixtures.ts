@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import type { AuditRecord } from '../../src/audit/record.js';
-import type { AuditFilters } from '../../src/audit/store.js';
+import { type AuditFilters, USAGE_COUNTS } from '../../src/audit/store.js';
 
 // Shared by the usage rollup's test files (audit-usage-hourly, audit-usage-migration): audit rows on a
 // fixed calendar, inserted as the writer does, and the raw aggregations usage ran before the rollup
@@ -59,7 +59,7 @@ export async function rawUsage(db: pg.Pool, f: AuditFilters) {
   const { rows } = await db.query(
     `SELECT CASE WHEN grouping(server, tool, capability) = 0 THEN 'operation' WHEN grouping(day) = 0 THEN 'day' ELSE 'token' END AS grp,
        token_id, max(token_type) AS token_type, max(project_id) AS project_id, server, tool, capability, day::text AS day,
-       ${RAW_COUNTS},
+       ${USAGE_COUNTS},
        max(ts) FILTER (WHERE kind = 'INTENT') AS last_used,
        avg(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_avg
      FROM (SELECT *, (ts AT TIME ZONE 'UTC')::date AS day FROM audit_events ${sql}) e
@@ -80,7 +80,7 @@ export async function rawMonthlyUsage(db: pg.Pool, f: AuditFilters) {
      FROM (
        SELECT month, token_id, token_type, project_id, server, tool, capability, calls, allowed, denied, results, successes, errors, last_at FROM audit_usage_monthly
        UNION ALL
-       SELECT date_trunc('month', ts AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability, ${RAW_COUNTS}, max(ts)
+       SELECT date_trunc('month', ts AT TIME ZONE 'UTC')::date, token_id, token_type, project_id, server, tool, capability, ${USAGE_COUNTS}, max(ts)
        FROM audit_events ${sql}
        GROUP BY 1, 2, 3, 4, 5, 6, 7
      ) m
@@ -91,13 +91,6 @@ export async function rawMonthlyUsage(db: pg.Pool, f: AuditFilters) {
   return rows;
 }
 
-const RAW_COUNTS = `
-  count(*) FILTER (WHERE kind = 'INTENT')::bigint AS calls,
-  count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'allow')::bigint AS allowed,
-  count(*) FILTER (WHERE kind = 'INTENT' AND decision = 'deny')::bigint AS denied,
-  count(*) FILTER (WHERE kind = 'RESULT')::bigint AS results,
-  count(*) FILTER (WHERE kind = 'RESULT' AND result_status IN ('success', 'ok'))::bigint AS successes,
-  count(*) FILTER (WHERE kind = 'RESULT' AND result_status NOT IN ('success', 'ok'))::bigint AS errors`;
 
 function rawConditions(f: AuditFilters): { sql: string; args: unknown[] } {
   const list = ["token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT')"];
@@ -117,7 +110,7 @@ function rawConditions(f: AuditFilters): { sql: string; args: unknown[] } {
 export async function rollupMismatches(db: pg.Pool, since?: Date): Promise<unknown[]> {
   const { rows } = await db.query(
     `WITH raw AS (
-       SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${RAW_COUNTS},
+       SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, token_id, token_type, project_id, server, tool, capability, ${USAGE_COUNTS},
          coalesce(sum(duration_ms) FILTER (WHERE kind = 'RESULT'), 0) AS duration_ms_sum, count(duration_ms) FILTER (WHERE kind = 'RESULT') AS duration_ms_count,
          max(ts) FILTER (WHERE kind = 'INTENT') AS last_used, max(ts) AS last_at
        FROM audit_events WHERE token_id IS NOT NULL AND kind IN ('INTENT', 'RESULT') AND ts >= coalesce($1::timestamptz, '-infinity') GROUP BY 1, 2, 3, 4, 5, 6, 7),

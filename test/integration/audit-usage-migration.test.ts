@@ -1,40 +1,23 @@
-import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { auditStore } from '../../src/audit/store.js';
-import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
+import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
-import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
+import { OlderSchema } from '../helpers/older-schema.js';
 import { fixtureRows, insert, rawMonthlyUsage, rawUsage, rollupMismatches } from './audit-usage-fixtures.js';
 
 // Migration 0017 (usage per hour) on an installation that has audit rows: no backfill (it would hold the
 // upgrade's pause for ~2.3 s per million rows); the rollup starts at the second whole hour after the
 // migration, rows before it are read raw, and every row is counted once, from one side or the other.
 
-const name = `ks_t_${randomBytes(6).toString('hex')}`;
-let dir: string;
+const old = new OlderSchema(16);
 
-beforeAll(async () => {
-  const admin = new pg.Client({ connectionString: TEST_PG_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
-  dir = await mkdtemp(join(tmpdir(), 'ks-migrations-'));
-  for (const f of await readdir(MIGRATIONS_DIR)) if (/^00(0\d|1[0-6])_/.test(f)) await cp(join(MIGRATIONS_DIR, f), join(dir, f));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-  const admin = new pg.Client({ connectionString: TEST_PG_URL });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => admin.end());
-});
+beforeAll(() => old.setup());
+afterAll(() => old.teardown());
 
 it('starts the rollup after the migration instead of backfilling it: usage reads raw rows before the start, the rollup after, each row once', async () => {
-  const pool = createPool(dbUrl(name), { max: 2 });
+  const pool = createPool(old.url, { max: 2 });
   try {
-    await migrate(pool, dir);
+    await migrate(pool, old.dir);
     await auditStore.ensurePartitions(pool, new Date('2024-05-01T00:00:00Z'), 1);
     // Before the upgrade: May 2024 (its partition) and April (default partition).
     await insert(pool, fixtureRows('2024-05-30T20:00:00Z', 30, 11));

@@ -1,39 +1,22 @@
-import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
+import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
-import { dbUrl, TEST_PG_URL } from '../helpers/env.js';
+import { OlderSchema } from '../helpers/older-schema.js';
 
 // Migration 0012 (per-gateway tool reports): until a gateway reports again, each gateway known to have
 // reported a tool is judged by the tool's definition reported last by any gateway, as before the upgrade.
 
-const name = `ks_t_${randomBytes(6).toString('hex')}`;
-let dir: string;
+const old = new OlderSchema(11);
 
-beforeAll(async () => {
-  const admin = new pg.Client({ connectionString: TEST_PG_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
-  dir = await mkdtemp(join(tmpdir(), 'ks-migrations-'));
-  for (const f of await readdir(MIGRATIONS_DIR)) if (/^00(0\d|1[01])_/.test(f)) await cp(join(MIGRATIONS_DIR, f), join(dir, f));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-  const admin = new pg.Client({ connectionString: TEST_PG_URL });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => admin.end());
-});
+beforeAll(() => old.setup());
+afterAll(() => old.teardown());
 
 it('gives each gateway that first reported a definition of a tool the tool’s definition reported last', async () => {
-  const pool = createPool(dbUrl(name), { max: 1 });
+  const pool = createPool(old.url, { max: 1 });
   try {
     // A new database: one line for the whole schema, not two per migration.
     const first: Array<{ obj: Record<string, unknown>; msg: string }> = [];
-    const created = await migrate(pool, dir, { info: (obj, msg) => first.push({ obj, msg }) });
+    const created = await migrate(pool, old.dir, { info: (obj, msg) => first.push({ obj, msg }) });
     expect(first).toEqual([{ obj: { migrations: created.length, last: created.at(-1)!.name, ms: expect.any(Number) }, msg: `created the database schema (${created.length} migrations)` }]);
     const [gA, gB, gC] = ['0197a000-0000-7000-8000-00000000000a', '0197a000-0000-7000-8000-00000000000b', '0197a000-0000-7000-8000-00000000000c'];
     const insert = (id: string, tool: string, hash: string, status: string, gateway: string, reportedAt: string) =>
