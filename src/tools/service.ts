@@ -170,8 +170,6 @@ export async function raiseToolsAdded(
 // Server names cannot contain "/" (schema pattern), so this key is unambiguous.
 const key = (server: string, tool: string) => `${server}/${tool}`;
 
-export { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER } from './limits.js';
-
 /** How long a refused tool name is not audited again (`tool.refused`): a gateway reports it on every tools/list. */
 export const REFUSED_AUDIT_EVERY_S = 86_400;
 

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolHash } from '../../src/tools/hash.js';
-import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER, TOOL_ADDED_ALERTS_PER_REPORT } from '../../src/tools/service.js';
+import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_SERVER } from '../../src/tools/limits.js';
+import { TOOL_ADDED_ALERTS_PER_REPORT } from '../../src/tools/service.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
