@@ -112,6 +112,10 @@ function errorAnswer(status: number) {
  *   parses one for these methods whether or not the route declares it);
  * - 400 INVALID_REQUEST (a credential header sent twice) and 503 SERVICE_UNAVAILABLE (the credential
  *   store can be unavailable) on every route that checks a credential (it declares 401).
+ * It also gives every `/v1/` route that declares no query NoQuery, so a parameter it does not take is
+ * refused (400 naming it) instead of ignored: `GET /v1/keys/ID?revoked=true` or a filter sent to the wrong
+ * route must not look as if it had been applied. (/healthz, /readyz and the static routes keep accepting
+ * any query: a load balancer's probe may add one.)
  * Each declared ErrorBody then becomes its status's exact answer (errorAnswer: 400's `details` is typed,
  * so a 400 must carry FieldProblem[] or none; anything else would fail to serialise), and a route whose
  * preValidation is bodyOptional is marked so the document says its body is optional.
@@ -120,8 +124,9 @@ function errorAnswer(status: number) {
  */
 export function declareCommonErrors(app: FastifyInstance): void {
   app.addHook('onRoute', (route: RouteOptions) => {
-    const schema = route.schema as { response?: Record<string, unknown>; hide?: boolean } | undefined;
+    const schema = route.schema as { response?: Record<string, unknown>; hide?: boolean; querystring?: unknown } | undefined;
     if (!schema?.response || schema.hide) return;
+    const query = schema.querystring === undefined && route.url.startsWith('/v1/') ? { querystring: NoQuery } : {};
     const response: Record<string, unknown> = { ...schema.response };
     const add = (status: number) => {
       if (!(status in response)) response[status] = ErrorBody;
@@ -134,10 +139,11 @@ export function declareCommonErrors(app: FastifyInstance): void {
       add(400);
       add(503);
     }
+    if ('querystring' in query) add(400);
     for (const [status, answer] of Object.entries(response)) if (answer === ErrorBody) response[status] = errorAnswer(Number(status));
     const optional = [route.preValidation].flat().includes(bodyOptional);
     // A copy: routes may share one schema object, and one route's additions are not another's.
-    route.schema = { ...schema, response, ...(optional ? { [BODY_OPTIONAL]: true } : {}) };
+    route.schema = { ...schema, ...query, response, ...(optional ? { [BODY_OPTIONAL]: true } : {}) };
   });
 }
 

@@ -314,6 +314,37 @@ describe('query parameters', () => {
     }
   });
 
+  it('every /v1/ read refuses a parameter it does not take (400 naming it), before looking anything up', async () => {
+    const key = await t.operatorKey(app, 'owner');
+    const reads = operations().filter(({ method, path }) => method === 'get' && path.startsWith('/v1/') && !path.startsWith('/v1/gateway/'));
+    expect(reads.length).toBeGreaterThan(25);
+    for (const { method, path, name } of reads) {
+      // An id of the right form that names nothing: without the parameter these are 404.
+      const url = path.replace(/\{[a-z_]+\}/g, '00000000-0000-4000-8000-000000000000');
+      const res = await app.inject({ url: `${url}?nonsuch=1`, headers: bearer(key) });
+      expect(res.statusCode, `${name}: ${res.body}`).toBe(400);
+      expect(res.json().error, name).toMatchObject({ code: 'INVALID_REQUEST', details: [{ field: 'nonsuch', problem: 'is not an accepted field' }] });
+      expect(Object.keys(op(method, path).responses), name).toContain('400');
+    }
+  });
+
+  it('a write and a gateway call refuse one too: nothing is created or decided', async () => {
+    const key = await t.operatorKey(app, 'owner');
+    const created = await app.inject({ method: 'POST', url: '/v1/keys?expires_in=3600', headers: bearer(key), payload: { type: 'ro', role: 'code_agent', project_id: 'q', environment: 'development' } });
+    expect(created.statusCode, created.body).toBe(400);
+    expect(created.json().error.details).toEqual([{ field: 'expires_in', problem: 'is not an accepted field' }]);
+    expect((await app.inject({ url: '/v1/keys?project=q', headers: bearer(key) })).json().keys).toHaveLength(0);
+    const lift = await app.inject({ method: 'DELETE', url: '/v1/kills/00000000-0000-4000-8000-000000000000?force=true', headers: bearer(key), payload: { reason: 'test' } });
+    expect(lift.statusCode, lift.body).toBe(400);
+    expect(lift.json().error.details).toEqual([{ field: 'force', problem: 'is not an accepted field' }]);
+    const owner = (await app.ctx.auth.authenticate(key)) as OperatorPrincipal;
+    const gw = await app.ctx.credentials.createGatewayKey(owner, 'query gateway');
+    const agent = await app.ctx.credentials.createAgentToken(owner, { type: 'ro', role: 'code_agent', project_id: 'q2', environment: 'development' });
+    const res = await app.inject({ method: 'GET', url: '/v1/gateway/approvals/00000000-0000-4000-8000-000000000000?wait=30', headers: { ...bearer(gw.key), 'x-agent-token': agent.token } });
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json().error.details).toEqual([{ field: 'wait', problem: 'is not an accepted field' }]);
+  });
+
   it('a from/to window whose from is not before its to is 400 naming from, on every route that takes one', async () => {
     const key = await t.operatorKey(app, 'owner');
     const swapped = 'from=2026-12-06T12:00:00Z&to=2026-12-06T11:00:00Z';
