@@ -54,6 +54,12 @@ export interface ResultSource {
 // A text column holds text whatever a caller passed (a value that was not a string was hashed as one thing
 // and stored as another: the row never verified again); the type says string, this keeps the chain if not.
 const text = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : storable(typeof v === 'string' ? v : String(v)));
+/**
+ * A tool name as recorded: masked like free text. The reference gateway only passes names an upstream
+ * listed, but any gateway may send one holding a credential (`get_file?token=ghp_...`); the row, the
+ * usage rollups built from it and every export would keep it for the whole retention.
+ */
+const toolName = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : redactText(v));
 const count = (v: number | null | undefined): number | null =>
   typeof v === 'number' && Number.isFinite(v) ? Math.max(0, Math.min(Math.round(v), Number.MAX_SAFE_INTEGER)) : null;
 const millis = (v: number | null | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.max(0, v) : null);
@@ -105,7 +111,7 @@ export function intentRow(ctx: CallContext, outcome: DecisionOutcome): AuditEven
     session_id: ctx.sessionNotBound ? null : text(input.session_id),
     gateway_id: ctx.gateway.id,
     server: text(call?.server ?? input.server),
-    tool: text(call?.tool ?? input.tool),
+    tool: toolName(call?.tool ?? input.tool),
     capability: call?.capability ?? null,
     arguments: redactValue(input.arguments ?? {}),
     flags,
@@ -150,7 +156,7 @@ export function uncheckedIntentRow(p: {
     session_id: null,
     gateway_id: p.gateway.id,
     server: text(p.input.server),
-    tool: text(p.input.tool),
+    tool: toolName(p.input.tool),
     capability: null,
     arguments: redactValue(p.input.arguments ?? {}),
     flags: {},
@@ -241,7 +247,7 @@ export function resultRow(source: CallContext | ResultSource, result: CallResult
     session_id: text(s.sessionId),
     gateway_id: s.gateway?.id ?? null,
     server: text(s.server),
-    tool: text(s.tool),
+    tool: toolName(s.tool),
     capability: text(s.capability),
     code: outcome ? text(outcome.code) : null,
     message: outcome ? redactText(outcome.message) : null,

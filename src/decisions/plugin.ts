@@ -11,7 +11,7 @@ import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
 import { fromPolicyLimitsShared } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
-import { type CallOutcome, type CallSummary, summarizeArguments } from '../limits/summary.js';
+import { type CallOutcome, type CallSummary, outcomeError, summarizeArguments, summarizeTool } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
 import { joinSentences } from '../sentences.js';
 import { toolRoutes } from '../tools/routes.js';
@@ -188,7 +188,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       if (!gateFired) {
         // Denials of the earlier steps: record the call on the session, then halt (the gate step halts its own).
         await ctx.sessions
-          .pushCall(call.agent.id, call.input.session_id, { id: call.decisionId, server: call.input.server, tool: call.input.tool, args: summarizeArguments(call.input.arguments), decision: 'deny', code: denial.code })
+          .pushCall(call.agent.id, call.input.session_id, { id: call.decisionId, server: call.input.server, tool: summarizeTool(call.input.tool), args: summarizeArguments(call.input.arguments), decision: 'deny', code: denial.code })
           .catch(() => false);
         const result = await ctx.sessions.halt({
           tokenId: call.agent.id,
@@ -308,7 +308,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
       // What GET /v1/sessions/:id shows as the call's outcome (the CallOutcome fields of its schema).
       const outcome: CallOutcome = { status: result.status, duration_ms: result.duration_ms, result_bytes: result.result_bytes };
       if (result.rows !== undefined) outcome.rows = result.rows;
-      if (result.error !== undefined) outcome.error = result.error.slice(0, 500);
+      if (result.error !== undefined) outcome.error = outcomeError(result.error);
       void ctx.gate.recordOutcome(decisionId, outcome).catch(() => false);
     },
   });

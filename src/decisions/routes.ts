@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { redactText } from '../audit/redact.js';
 import { agentTokenHeader, requireGateway, requireOperator } from '../http/auth.js';
 import { requireShallow } from '../http/json-depth.js';
 import { ErrorBody } from '../http/schemas.js';
@@ -72,7 +73,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'the agent token could not be checked: the credential store is unavailable; denied to fail closed. Retry shortly.',
         );
         req.log.info(
-          { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: req.body.tool, session_id: req.body.session_id },
+          { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: redactText(req.body.tool), session_id: req.body.session_id },
           'decision denied',
         );
         return answer;
@@ -89,7 +90,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         token_id: agent.id,
         gateway: req.gateway!.id,
         server: req.body.server,
-        tool: req.body.tool,
+        tool: redactText(req.body.tool),
         session_id: req.body.session_id,
         duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       };

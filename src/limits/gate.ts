@@ -6,7 +6,7 @@ import type { Capability } from '../tokens/scopes.js';
 import { type CounterSpec, counterLabel, countersFor, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
 import { defineJsonScript, type JsonScript } from './lua.js';
 import { GATE_LUA, OUTCOME_LUA, UNDO_LUA } from './scripts.js';
-import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments } from './summary.js';
+import { type CallOutcome, type CallSummary, parseCallSummaries, summarizeArguments, summarizeTool } from './summary.js';
 
 // The Redis gate: runs the one Lua script for a call and turns its answer into typed data. It knows
 // nothing about HTTP or the pipeline; step.ts adapts it to a PipelineStep.
@@ -224,7 +224,7 @@ export class RedisGate {
     resourceArgs[0] = String(resources.length);
     for (let i = 0; i < resources.length; i++) resourceArgs[i + 1] = resources[i]!.replaceAll(UNIT_SEPARATOR, '');
     // The list entry and the decision's metadata are encoded here; the script only appends the verdict.
-    const head = JSON.stringify({ id: req.decisionId, server: req.server, tool: req.tool, args: summarizeArguments(req.arguments) }).slice(0, -1);
+    const head = JSON.stringify({ id: req.decisionId, server: req.server, tool: summarizeTool(req.tool), args: summarizeArguments(req.arguments) }).slice(0, -1);
     const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool: req.tool, cap: req.capability, at: Date.now() });
     const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
     try {

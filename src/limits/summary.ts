@@ -1,4 +1,4 @@
-import { redactValue } from '../audit/redact.js';
+import { redactText, redactValue } from '../audit/redact.js';
 
 // The compact record of one call kept on a session's last-calls list: what a halt answer and
 // GET /v1/sessions/:id show as "the last 3 tool calls with arguments and outcomes" (seed 001).
@@ -39,7 +39,11 @@ export function summarizeArguments(args: Record<string, unknown>, max = ARGUMENT
   } catch {
     text = '"(arguments not serialisable)"';
   }
-  if (text.length <= max) return text;
+  return text.length <= max ? text : cutText(text, max);
+}
+
+/** `text` cut to `max` characters, the last one `…`. */
+function cutText(text: string, max: number): string {
   let cut = text.slice(0, max - 1);
   // Never half a surrogate pair: a lone one is escaped as \udXXX, which Redis's cjson refuses to decode
   // (the scripts that update a last-calls entry would fail on it).
@@ -48,12 +52,33 @@ export function summarizeArguments(args: Record<string, unknown>, max = ARGUMENT
   return `${cut}…`;
 }
 
+/** A tool name as listed: masked like the audit row's (a gateway may send one holding a credential). */
+export function summarizeTool(tool: string): string {
+  return redactText(tool);
+}
+
+export const OUTCOME_ERROR_MAX_CHARS = 500;
+
+/**
+ * The error a gateway reported, as listed: masked as in the RESULT row, then cut. An upstream's error
+ * text can hold whatever the call touched (a DSN with its password, a token, a row of a table); viewers,
+ * the admin UI and halt answers show it. Masked before the cut, so a cut cannot split a credential out
+ * of its pattern.
+ */
+export function outcomeError(error: string, max = OUTCOME_ERROR_MAX_CHARS): string {
+  const masked = redactText(error);
+  return masked.length <= max ? masked : cutText(masked, max);
+}
+
 /** Parses list entries written by the Lua scripts; a damaged entry is skipped, not fatal. */
 export function parseCallSummaries(raw: readonly string[]): CallSummary[] {
   const out: CallSummary[] = [];
   for (const item of raw) {
     try {
       const e = JSON.parse(item) as CallSummary & { outcome?: CallOutcome | Record<string, never> };
+      // Entries written before errors were masked (they live as long as a halted session) are masked
+      // as they are read.
+      if (typeof e.outcome?.error === 'string') e.outcome.error = redactText(e.outcome.error);
       out.push(e);
     } catch {
       // ignore

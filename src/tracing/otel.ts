@@ -13,6 +13,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
+import { redactText } from '../audit/redact.js';
 import { type Config, parseKeyValueList } from '../config.js';
 import type { DecisionObservation } from '../decisions/service.js';
 import { type DecisionTracing, TRACER_NAME } from './tracing.js';
@@ -93,7 +94,7 @@ export function startDecisionTracing(config: Config, exporter?: SpanExporter): D
       if (call) {
         Object.assign(attributes, {
           'killswitch.server': call.input.server,
-          'killswitch.tool': call.input.tool,
+          'killswitch.tool': redactText(call.input.tool),
           'killswitch.session_id': call.input.session_id,
           'killswitch.token_id': call.agent.id,
           'killswitch.token_type': call.agent.tokenType,

@@ -72,6 +72,69 @@ describe("a decision's audit row", () => {
   });
 });
 
+describe("a call's error and a tool's name, where operators and gateways read them", () => {
+  const GH = `ghp_${'A1b2C3d4'.repeat(5)}`;
+
+  it("an upstream's error text is masked in a session's last calls (a viewer's read, a halt answer's list), also one stored in clear before", async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: '/tmp/a' }, session_id: s.session_id });
+    expect(d.decision).toBe('allow');
+    const error = `connect failed: postgres://svc:UpErrPw42@db/app token ${GH} for jane`;
+    expect((await gw.result(tok.raw, d.decision_id, { status: 'error', duration_ms: 3, result_bytes: 0, error })).statusCode).toBeLessThan(300);
+    const masked = `connect failed: postgres://svc:${REDACTED}@db/app token ${REDACTED} for jane`;
+    const shown = async () => {
+      const calls = (await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(viewer) })).json().last_calls as { id: string; outcome?: { error?: string } }[];
+      return calls.find((c) => c.id === d.decision_id)?.outcome?.error;
+    };
+    await until(async () => (await shown()) !== undefined, 5_000, 'the outcome on the last calls');
+    expect(await shown()).toBe(masked);
+    expect(await app.ctx.sessions.lastCalls(s.session_id, 3)).toEqual([expect.objectContaining({ outcome: expect.objectContaining({ error: masked }) })]);
+
+    // As an earlier version stored it: in clear.
+    const key = app.ctx.redis.key('lc', s.session_id);
+    const entry = JSON.parse((await app.ctx.redis.redis.lindex(key, 0))!);
+    entry.outcome.error = error;
+    await app.ctx.redis.redis.lset(key, 0, JSON.stringify(entry));
+    expect(await shown()).toBe(masked);
+  });
+
+  it('a tool name holding a credential is masked in the audit row, an export and the last calls', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const tool = `read_text_file?token=${GH}`;
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool, arguments: {}, session_id: s.session_id });
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query('SELECT tool FROM audit_events WHERE decision_id = $1', [d.decision_id]);
+    expect(rows).toEqual([{ tool: `read_text_file?token=${REDACTED}` }]);
+    const calls = (await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(viewer) })).json().last_calls as { id: string; tool: string }[];
+    expect(calls.find((c) => c.id === d.decision_id)?.tool).toBe(`read_text_file?token=${REDACTED}`);
+    const exported = await app.inject({ url: `/v1/audit/export?format=csv&session=${s.session_id}`, headers: bearer(viewer) });
+    expect(exported.body).toContain(d.decision_id);
+    expect(exported.body).not.toContain(GH);
+  });
+});
+
+describe("an agent token's description", () => {
+  it('is stored masked and shown masked (one and the list, to a viewer), also when stored in clear before', async () => {
+    const description = `ci bot ghp_${'Z9y8X7w6'.repeat(5)} password=DescPw123`;
+    const masked = `ci bot ${REDACTED} password=${REDACTED}`;
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(gw.owner), payload: { type: 'ro', role: 'code_agent', project_id: 'desc', environment: 'development', description } });
+    expect(created.statusCode, created.body).toBe(201);
+    const id = created.json().key.id as string;
+    expect(created.json().key.description).toBe(masked);
+    const stored = async () => (await t.pool().query('SELECT description FROM agent_tokens WHERE id = $1', [id])).rows[0].description;
+    expect(await stored()).toBe(masked);
+    const shown = async () => [
+      (await app.inject({ url: `/v1/keys/${id}`, headers: bearer(viewer) })).json().description,
+      (await app.inject({ url: '/v1/keys?project=desc', headers: bearer(viewer) })).json().keys[0].description,
+    ];
+    expect(await shown()).toEqual([masked, masked]);
+    await t.pool().query('UPDATE agent_tokens SET description = $2 WHERE id = $1', [id, description]);
+    expect(await shown()).toEqual([masked, masked]);
+  });
+});
+
 describe('a kill reason and a decision\'s arguments', () => {
   it('keep the words of an incident and of a command, mask only the credentials in them', async () => {
     const tok = await gw.token('rw');
