@@ -56,11 +56,13 @@ export function unannouncedNote(u: Unannounced, what: string): string {
 }
 
 /**
- * An agent token as it is shown. Revoke reasons are operator free text, stored with credentials masked
- * as in the audit trail; this also masks what tokens revoked before that still hold.
+ * An agent token as it is shown. Descriptions and revoke reasons are operator free text, stored with
+ * credentials masked as in the audit trail; this also masks what tokens stored before that still hold.
  */
 function tokenView(row: AgentTokenRow): AgentTokenRow {
-  return row.revoke_reason === null ? row : { ...row, revoke_reason: redactText(row.revoke_reason) };
+  const description = redactText(row.description);
+  if (row.revoke_reason === null && description === row.description) return row;
+  return { ...row, description, revoke_reason: row.revoke_reason === null ? null : redactText(row.revoke_reason) };
 }
 
 /**
@@ -135,7 +137,7 @@ export class CredentialService {
       role: body.role,
       project_id: body.project_id,
       environment: body.environment,
-      description: body.description ?? '',
+      description: redactText(body.description ?? ''),
       created_by: operatorActor(op),
       expires_at: expiry(body.expires_in),
     });
