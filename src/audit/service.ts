@@ -472,7 +472,7 @@ export class AuditService {
       void this.applyRetention().catch((err) => this.log.warn({ err: (err as Error).message }, 'audit retention failed; retrying in an hour'));
       // Separate from the audit's own, so a failure of one never skips the other; never two at once here.
       this.recordsRun ??= this.applyRecordsRetention()
-        .catch((err) => this.log.warn({ err: (err as Error).message }, 'retention of alerts, approvals and sessions failed; retrying in an hour'))
+        .catch((err) => this.log.warn({ err: (err as Error).message }, 'retention of alerts, approvals, halts and sessions failed; retrying in an hour'))
         .finally(() => {
           this.recordsRun = undefined;
         });

@@ -6,12 +6,12 @@ import type { Pool, PoolClient } from '../db/pool.js';
 import { sessionStore } from '../sessions/store.js';
 import { retentionStore } from './store.js';
 
-// Retention of the operational records: alerts, settled approval requests and closed sessions. They are
-// working state and operator lists, not the record of what happened (the audit trail is), so they are
-// removed after RECORDS_RETENTION_DAYS instead of growing without bound. What each table keeps is decided
-// by its store (alertStore.deleteRaisedBefore, approvalStore.deleteSettledBefore,
-// sessionStore.deleteClosedBefore); nothing in force is ever removed, so a run never lifts a halt or a
-// kill, frees a request or changes a decision.
+// Retention of the operational records: alerts, settled approval requests, resumed halts and closed
+// sessions. They are working state and operator lists, not the record of what happened (the audit trail
+// is), so they are removed after RECORDS_RETENTION_DAYS instead of growing without bound. What each table
+// keeps is decided by its store (alertStore.deleteRaisedBefore, approvalStore.deleteSettledBefore,
+// sessionStore.deleteResumedHaltsBefore, sessionStore.deleteClosedBefore); nothing in force is ever
+// removed, so a run never lifts a halt or a kill, frees a request or changes a decision.
 
 /** Rows per DELETE: each batch is its own short transaction, so a first run on a big table holds no long lock. */
 export const RETENTION_BATCH = 10_000;
@@ -22,6 +22,7 @@ export interface RecordsRetentionResult {
   retention_days: number;
   alerts_removed: number;
   approvals_removed: number;
+  halts_removed: number;
   sessions_removed: number;
 }
 
@@ -39,9 +40,11 @@ export interface RecordsRetentionDeps {
 
 type Remove = (db: PoolClient, cutoff: Date, limit: number) => Promise<number>;
 
-const TABLES: ReadonlyArray<readonly ['alerts_removed' | 'approvals_removed' | 'sessions_removed', Remove]> = [
+// Halts before sessions: a session a halt row names is kept, so its resumed halts must go first.
+const TABLES: ReadonlyArray<readonly ['alerts_removed' | 'approvals_removed' | 'halts_removed' | 'sessions_removed', Remove]> = [
   ['alerts_removed', (db, cutoff, limit) => alertStore.deleteRaisedBefore(db, cutoff, limit)],
   ['approvals_removed', (db, cutoff, limit) => approvalStore.deleteSettledBefore(db, cutoff, limit)],
+  ['halts_removed', (db, cutoff, limit) => sessionStore.deleteResumedHaltsBefore(db, cutoff, limit)],
   ['sessions_removed', (db, cutoff, limit) => sessionStore.deleteClosedBefore(db, cutoff, limit)],
 ];
 
@@ -54,7 +57,7 @@ export async function applyRecordsRetention(deps: RecordsRetentionDeps, now: Dat
   if (deps.retentionDays <= 0) return undefined;
   const batch = deps.batchSize ?? RETENTION_BATCH;
   const cutoff = new Date(now.getTime() - deps.retentionDays * DAY_MS);
-  const result: RecordsRetentionResult = { cutoff: cutoff.toISOString(), retention_days: deps.retentionDays, alerts_removed: 0, approvals_removed: 0, sessions_removed: 0 };
+  const result: RecordsRetentionResult = { cutoff: cutoff.toISOString(), retention_days: deps.retentionDays, alerts_removed: 0, approvals_removed: 0, halts_removed: 0, sessions_removed: 0 };
   const client = await deps.pool.connect();
   let locked = false;
   let failure: Error | undefined;
@@ -78,11 +81,11 @@ export async function applyRecordsRetention(deps: RecordsRetentionDeps, now: Dat
     client.release(failure);
   }
   if (!locked && !failure) return undefined;
-  const removed = result.alerts_removed + result.approvals_removed + result.sessions_removed;
+  const removed = result.alerts_removed + result.approvals_removed + result.halts_removed + result.sessions_removed;
   if (removed > 0) {
-    deps.log.info({ ...result }, 'records retention removed old alerts, approvals and sessions');
+    deps.log.info({ ...result }, 'records retention removed old alerts, approvals, halts and sessions');
     const details = failure ? { ...result, error: failure.message } : { ...result };
-    await deps.recordAdmin({ actor, action: 'records.retention', target: 'alerts,approvals,sessions', details }).catch(() => {});
+    await deps.recordAdmin({ actor, action: 'records.retention', target: 'alerts,approvals,halts,sessions', details }).catch(() => {});
   }
   if (failure) throw failure;
   return result;

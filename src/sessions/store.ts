@@ -226,11 +226,37 @@ export const sessionStore = {
   },
 
   /**
+   * Retention (src/retention): removes up to `limit` session halts resumed before `cutoff`, then token
+   * halts resumed before it that no remaining session halt names. A halt in force (not resumed) is never
+   * removed, however old; the audit trail keeps the halt and the resume (the halting call's row with its
+   * trigger, `session.resumed`, `agent_token.resumed`) for AUDIT_RETENTION_DAYS. The summaries hold the last
+   * calls' arguments and errors, so they are not kept forever.
+   */
+  async deleteResumedHaltsBefore(db: Queryable, cutoff: Date, limit: number): Promise<number> {
+    const sessionHalts = await db.query(
+      'DELETE FROM session_halts WHERE id IN (SELECT id FROM session_halts WHERE resumed_at < $1 ORDER BY resumed_at LIMIT $2) AND resumed_at < $1',
+      [cutoff, limit],
+    );
+    const removed = sessionHalts.rowCount ?? 0;
+    if (removed >= limit) return removed;
+    const tokenHalts = await db.query(
+      `DELETE FROM token_halts WHERE id IN (
+         SELECT th.id FROM token_halts th
+         WHERE th.resumed_at < $1 AND NOT EXISTS (SELECT 1 FROM session_halts h WHERE h.token_halt_id = th.id)
+         ORDER BY th.resumed_at LIMIT $2)
+       AND resumed_at < $1`,
+      [cutoff, limit - removed],
+    );
+    return removed + (tokenHalts.rowCount ?? 0);
+  },
+
+  /**
    * Retention (src/retention): removes up to `limit` sessions closed before `cutoff` that nothing refers
    * to or keeps in force. Closed is final (nothing reopens a session, and a halt of a closed session
-   * records no session), and Redis dropped the session when it idled out. Kept: any session with a halt
-   * history (session_halts, or token_halts naming it: halt rows are never deleted), and any named by a
-   * kill, grant or approval still in force.
+   * records no session), and Redis dropped the session when it idled out. Kept: any session a halt row
+   * still names (session_halts, or token_halts naming it: deleteResumedHaltsBefore runs first and keeps
+   * halts in force and the ones resumed after the cutoff), and any named by a kill, grant or approval
+   * still in force.
    */
   async deleteClosedBefore(db: Queryable, cutoff: Date, limit: number): Promise<number> {
     const { rowCount } = await db.query(

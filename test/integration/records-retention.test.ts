@@ -22,6 +22,8 @@ const ago = (ms: number) => new Date(now - ms);
 let pool: Pool;
 let audit: AuditService;
 let tokenId: string;
+/** A token with a halt in force (at most one per token). */
+let otherTokenId: string;
 
 beforeAll(async () => {
   await ctx.setup();
@@ -31,11 +33,14 @@ beforeAll(async () => {
     dataDir: await mkdtemp(join(tmpdir(), 'ks-records-retention-')),
   });
   tokenId = uuidv7();
-  await pool.query(
-    `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, created_by)
-     VALUES ($1, 'rw', 'mcp_rw_', 'mcp_rw_test', $2, '{}', 'developer', 'proj-r', 'development', 'test')`,
-    [tokenId, randomBytes(32)],
-  );
+  otherTokenId = uuidv7();
+  for (const id of [tokenId, otherTokenId]) {
+    await pool.query(
+      `INSERT INTO agent_tokens (id, type, key_prefix, display_prefix, key_hash, scopes, role, project_id, environment, created_by)
+       VALUES ($1, 'rw', 'mcp_rw_', 'mcp_rw_test', $2, '{}', 'developer', 'proj-r', 'development', 'test')`,
+      [id, randomBytes(32)],
+    );
+  }
 });
 afterAll(async () => {
   await audit.close();
@@ -149,12 +154,31 @@ describe('records retention', () => {
       `INSERT INTO grants (id, kind, token_id, session_id, environment, reason, created_by, expires_at) VALUES ($1, 'production', $2, $3, 'production', 'change window', 'operator:test', $4)`,
       [uuidv7(), tokenId, granted, ago(-HOUR)],
     );
+    // Halts resumed after the cutoff, or in force, keep their rows and the sessions they name; so does a
+    // token halt resumed long ago that a kept session halt names.
+    const resumedLately = await session('closed', 100 * DAY, 98 * DAY);
+    const oldTokenHalt = uuidv7();
+    await pool.query(
+      `INSERT INTO token_halts (id, token_id, trigger, halted_at, resumed_at, resumed_by) VALUES ($1, $2, 'BUDGET_EXCEEDED', $3, $4, 'operator:test')`,
+      [oldTokenHalt, tokenId, ago(99 * DAY), ago(99 * DAY - HOUR)],
+    );
+    await pool.query(
+      `INSERT INTO session_halts (id, session_id, token_id, trigger, token_halt_id, halted_at, resumed_at, resumed_by) VALUES ($1, $2, $3, 'LOOP_DETECTED', $4, $5, $6, 'operator:test')`,
+      [uuidv7(), resumedLately, tokenId, oldTokenHalt, ago(99 * DAY), ago(10 * DAY)],
+    );
+    const namedByHaltInForce = await session('closed', 100 * DAY, 98 * DAY);
+    await pool.query(`INSERT INTO token_halts (id, token_id, trigger, session_id, halted_at) VALUES ($1, $2, 'BUDGET_EXCEEDED', $3, $4)`, [
+      uuidv7(),
+      otherTokenId,
+      namedByHaltInForce,
+      ago(200 * DAY),
+    ]);
     const approvedCall = await session('closed', 100 * DAY, 98 * DAY);
     approvalsKept.push(await approval({ state: 'approved', created: 2 * HOUR, decided: HOUR, expires: -HOUR, sessionId: approvedCall }));
     const sessionsKept = [
       openSession,
-      withSessionHalt,
-      namedByTokenHalt,
+      resumedLately,
+      namedByHaltInForce,
       killed,
       granted,
       approvedCall,
@@ -168,31 +192,35 @@ describe('records retention', () => {
       new Date(now),
     );
 
-    expect(result).toEqual({ cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, sessions_removed: 3 });
+    expect(result).toEqual({ cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 });
     expect(await ids('alerts')).toEqual(sorted(alertsKept));
     expect(await ids('approvals')).toEqual(sorted(approvalsKept));
     expect(await ids('sessions')).toEqual(sorted(sessionsKept));
-    for (const id of [...alertsGone, ...approvalsGone, ...sessionsGone]) expect([...alertsKept, ...approvalsKept, ...sessionsKept]).not.toContain(id);
-    // The halt history is untouched.
-    expect((await pool.query('SELECT count(*)::int AS n FROM session_halts')).rows[0].n).toBe(1);
-    expect((await pool.query('SELECT count(*)::int AS n FROM token_halts')).rows[0].n).toBe(1);
+    for (const id of [...alertsGone, ...approvalsGone, ...sessionsGone, withSessionHalt, namedByTokenHalt]) expect([...alertsKept, ...approvalsKept, ...sessionsKept]).not.toContain(id);
+    // The halts resumed before the cutoff are gone; the one resumed after it, the one in force and the
+    // token halt a kept session halt names stay.
+    expect((await pool.query('SELECT session_id FROM session_halts')).rows).toEqual([{ session_id: resumedLately }]);
+    expect((await pool.query('SELECT id, session_id FROM token_halts ORDER BY halted_at')).rows).toEqual([
+      { id: expect.any(String), session_id: namedByHaltInForce },
+      { id: oldTokenHalt, session_id: null },
+    ]);
 
     // The run is on the audit trail, and in the log.
     expect(await retentionRows()).toEqual([
       {
         actor_type: 'system',
         actor_id: 'retention',
-        target: 'alerts,approvals,sessions',
-        details: { cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, sessions_removed: 3 },
+        target: 'alerts,approvals,halts,sessions',
+        details: { cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 },
       },
     ]);
-    const line = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'records retention removed old alerts, approvals and sessions');
-    expect(line).toMatchObject({ level: 30, alerts_removed: 3, approvals_removed: 3, sessions_removed: 3 });
+    const line = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'records retention removed old alerts, approvals, halts and sessions');
+    expect(line).toMatchObject({ level: 30, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 });
   });
 
   it('a second run removes nothing and writes no audit row; RECORDS_RETENTION_DAYS=0 keeps everything', async () => {
     const again = await audit.applyRecordsRetention(new Date(now));
-    expect(again).toMatchObject({ alerts_removed: 0, approvals_removed: 0, sessions_removed: 0 });
+    expect(again).toMatchObject({ alerts_removed: 0, approvals_removed: 0, halts_removed: 0, sessions_removed: 0 });
     expect(await retentionRows()).toHaveLength(1);
 
     const old = await alert(100 * DAY);
