@@ -92,6 +92,8 @@ export class AuditWriter {
   private spool: Spool | null = null;
   private orphans: Spool[] = [];
   private replayDue = false;
+  /** Set while failing and idle: the next run tries to start a chain (probe). */
+  private probeDue = false;
   private lastTs = 0;
   private closed = false;
   /** Set by close(): the rows it left in spool files. */
@@ -148,6 +150,10 @@ export class AuditWriter {
       writer.checkStall();
       if (writer.diverting || writer.orphans.length > 0) {
         writer.replayDue = true;
+        writer.kick();
+      }
+      if (writer.failing && writer.chain === null && writer.queue.length === 0) {
+        writer.probeDue = true;
         writer.kick();
       }
     }, opts.replayIntervalMs ?? 1_000);
@@ -347,6 +353,10 @@ export class AuditWriter {
           worked = true;
         }
         if (this.replayDue) worked = (await this.replayStep()) || worked;
+        if (this.probeDue && this.queue.length === 0) {
+          this.probeDue = false;
+          await this.probe();
+        }
         if (!worked) break;
       }
     } catch (err) {
@@ -450,6 +460,45 @@ export class AuditWriter {
       this.chain = null;
       const failure = new AuditUnavailable('audit trail unavailable: Postgres and the local spool both failed', { cause: err });
       for (const p of batch) p.reject?.(failure);
+    }
+  }
+
+  /**
+   * While the trail is failing (the last batch went neither to Postgres nor to the spool) and no row
+   * waits: starts the next chain, its CHAIN_START row written as rows are (Postgres, else the spool).
+   * `failing` was otherwise cleared only by a batch that got through, and a replica whose GET /readyz
+   * says not ready gets no traffic, so it stayed not ready after Postgres or the disk came back. Quiet
+   * while it fails (the failure was logged); a chain that may have reached Postgres is not reused.
+   */
+  private async probe(): Promise<void> {
+    if (!this.failing || this.chain !== null || this.closed) return;
+    const contents: string[] = [];
+    const records = this.seal([], contents);
+    const replicaId = records[0]?.replica_id;
+    if (!this.diverting) {
+      try {
+        await this.insert(records, contents);
+        this.noteDurable(records);
+        this.written += records.length;
+        this.batches++;
+        this.failing = false;
+        this.opts.log.info({ replica_id: replicaId }, 'audit trail takes rows again: Postgres answered; a new chain started');
+        return;
+      } catch {
+        // Postgres still fails: the spool, as for any batch.
+      }
+    }
+    try {
+      if (!this.spool) this.spool = await Spool.acquire(this.opts.dataDir, this.opts.database);
+      const wasDiverting = this.diverting;
+      await this.spool.append(records);
+      this.spooled += records.length;
+      this.failing = false;
+      this.opts.log.info({ replica_id: replicaId, spool: this.spool.path }, 'audit trail takes rows again: the local spool is writable; a new chain started there');
+      if (!wasDiverting) this.opts.onSpoolingChange?.(true, this.spoolSize);
+    } catch {
+      this.previousChain = replicaId ?? null;
+      this.chain = null;
     }
   }
 

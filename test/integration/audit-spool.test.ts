@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -118,6 +118,50 @@ describe('spool', () => {
     const [row] = (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE decision_id = $1', [ok.decisionId])).rows;
     // The failed positions were never reused: the writer started a new chain that verifies from seq 1.
     expect(row!.seq).toBe(2);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('failing clears without any row once Postgres returns: the writer starts a chain by itself (no traffic reaches a replica that is not ready)', async () => {
+    await proxy.down();
+    const file = join(await mkdtemp(join(tmpdir(), 'ks-spool-')), 'not-a-directory');
+    await writeFile(file, '');
+    const writer = await openWriter(join(file, 'data'));
+    await expect(writer.recordIntent(intentRow(callContext(), allow))).rejects.toBeInstanceOf(AuditUnavailable);
+    expect(writer.failing).toBe(true);
+    // Still failing while both still fail: the probe is quiet and starts nothing that sticks.
+    const errorsBefore = logs.filter((l) => l.startsWith('error')).length;
+    await new Promise((r) => setTimeout(r, 350));
+    expect(writer.failing).toBe(true);
+    expect(logs.filter((l) => l.startsWith('error')).length).toBe(errorsBefore);
+
+    await proxy.up();
+    await until('failing to clear', () => !writer.failing);
+    const [start] = await chainRows(writer.replicaId!);
+    expect(start).toMatchObject({ kind: 'CHAIN_START', seq: 1 });
+    expect(logs).toContain('info audit trail takes rows again: Postgres answered; a new chain started');
+    const ok = callContext();
+    await writer.recordIntent(intentRow(ok, allow));
+    expect((await chainRows(writer.replicaId!)).map((r) => r.seq)).toEqual([1, 2]);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('failing clears once the spool can be written again, Postgres still down; the chain it starts there is replayed later', async () => {
+    await proxy.down();
+    const dir = join(await mkdtemp(join(tmpdir(), 'ks-spool-')), 'not-yet');
+    await writeFile(dir, '');
+    const writer = await openWriter(dir);
+    await expect(writer.recordIntent(intentRow(callContext(), allow))).rejects.toBeInstanceOf(AuditUnavailable);
+    expect(writer.failing).toBe(true);
+
+    // The disk is back (here: the path becomes a directory).
+    await rm(dir);
+    await mkdir(dir);
+    await until('failing to clear', () => !writer.failing);
+    expect(writer.spooling).toBe(true);
+    const replicaId = writer.replicaId!;
+    await proxy.up();
+    await until('the spool to be replayed', () => !writer.spooling);
+    expect((await chainRows(replicaId)).map((r) => r.kind)).toEqual(['CHAIN_START']);
     expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
   });
 
