@@ -230,7 +230,8 @@ export function ReasonDialog(props: {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const required = props.reasonRequired ?? true;
-  const min = Math.max(props.minLength ?? 1, required ? 1 : 0);
+  // An optional reason may be left empty: onConfirm then gets '' and sends no reason at all.
+  const min = required ? Math.max(props.minLength ?? 1, 1) : 0;
   const fieldId = useId();
   const aboutId = useId();
   const submit = async (e: Event) => {
