@@ -1,12 +1,24 @@
-import { useId, useState } from 'preact/hooks';
+import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, invalidMarker, oneLine, shortId, Time, useLoad } from '../components/ui';
+import { Dialog, Empty, ErrorNote, invalidMarker, oneLine, ReasonDialog, shortId, Time, useLoad, useTokenDescriptions } from '../components/ui';
 import type { Grant } from '../types';
 
 export function GrantsPage() {
   const [activeOnly, setActiveOnly] = useState(true);
   const [creating, setCreating] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  const [revoking, setRevoking] = useState<Grant | null>(null);
+  const [notice, setNotice] = useState('');
+  const noticeRef = useRef<HTMLDivElement>(null);
+  // After a revoke the focus goes to the notice, once the dialog has closed (and handed the focus back to
+  // the row's Revoke button, which the reload then removes).
+  const focusNotice = useRef(false);
+  useEffect(() => {
+    if (revoking || !focusNotice.current) return;
+    focusNotice.current = false;
+    noticeRef.current?.focus();
+  }, [revoking]);
+  const descriptions = useTokenDescriptions();
   const list = useLoad(() => get<{ grants: Grant[] }>('/v1/grants', { active: activeOnly ? true : undefined }), [activeOnly]);
   return (
     <section aria-labelledby="grants-title">
@@ -24,10 +36,15 @@ export function GrantsPage() {
         </button>
       </div>
       <ErrorNote error={list.error ?? error} />
+      {/* What the last revoke did, read out by screen readers; the focus goes here (the row's button is gone). */}
+      <div class="notice" aria-live="polite" data-testid="grant-notice" tabIndex={-1} ref={noticeRef}>
+        {notice && <p>{notice}</p>}
+      </div>
       {list.data && list.data.grants.length === 0 && <Empty>No grants.</Empty>}
       {list.data && list.data.grants.length > 0 && (
         <div class="table-wrap">
           <table>
+            <caption class="sr-only">{activeOnly ? 'Active grants' : 'Grants'}</caption>
             <thead>
               <tr>
                 <th scope="col">Kind</th>
@@ -44,7 +61,7 @@ export function GrantsPage() {
             <tbody>
               {list.data.grants.map((g) => (
                 <tr key={g.id}>
-                  <td>{g.kind === 'production' ? 'production access' : 'large results'}</td>
+                  <td>{grantKind(g)}</td>
                   <td class="mono" title={g.token_id}>
                     {shortId(g.token_id)}
                   </td>
@@ -54,18 +71,7 @@ export function GrantsPage() {
                   <td>{g.revoked_at ? <span class="pill pill-revoked">revoked</span> : <Time value={g.expires_at} />}</td>
                   <td>
                     {!g.revoked_at && new Date(g.expires_at).getTime() > Date.now() && (
-                      <button
-                        type="button"
-                        class="danger small"
-                        onClick={() =>
-                          // A 503 says the grant was revoked but its audit row is missing: reload either way,
-                          // so the list does not show a revoked grant as active.
-                          api('DELETE', `/v1/grants/${g.id}`).then(list.reload, (err) => {
-                            setError(err);
-                            list.reload();
-                          })
-                        }
-                      >
+                      <button type="button" class="danger small" onClick={() => setRevoking(g)} aria-label={`Revoke ${grantKind(g)} grant of token ${shortId(g.token_id)}${descriptions.get(g.token_id) ? ` “${descriptions.get(g.token_id)}”` : ''}`}>
                         Revoke
                       </button>
                     )}
@@ -76,9 +82,52 @@ export function GrantsPage() {
           </table>
         </div>
       )}
+      {revoking && (
+        <ReasonDialog
+          title="Revoke this grant?"
+          confirmLabel="Revoke grant"
+          danger
+          reasonRequired={false}
+          reasonLabel="Reason (optional; recorded in the audit trail)"
+          onClose={() => setRevoking(null)}
+          onConfirm={async (reason) => {
+            const g = revoking;
+            setError(null);
+            try {
+              await api('DELETE', `/v1/grants/${g.id}`, reason ? { reason } : undefined);
+              setNotice(`The ${grantKind(g)} grant of token ${shortId(g.token_id)} is revoked.`);
+              focusNotice.current = true;
+            } catch (err) {
+              // A 503 says the grant was revoked but its audit row is missing: reload either way, so the list
+              // does not show a revoked grant as active.
+              setError(err);
+            } finally {
+              list.reload();
+            }
+          }}
+        >
+          <p>
+            {grantKind(revoking)} for token <span class="mono">{revoking.token_id}</span>
+            {descriptions.get(revoking.token_id) && <> “{descriptions.get(revoking.token_id)}”</>}
+            {revoking.session_id ? (
+              <>
+                {' '}
+                in session <span class="mono">{revoking.session_id}</span>
+              </>
+            ) : (
+              ' in any session'
+            )}
+            : it stops at once; calls that need it are refused again.
+          </p>
+        </ReasonDialog>
+      )}
       {creating && <CreateGrant onClose={() => setCreating(false)} onCreated={list.reload} />}
     </section>
   );
+}
+
+function grantKind(g: Grant): string {
+  return g.kind === 'production' ? 'production access' : 'large results';
 }
 
 function CreateGrant({ onClose, onCreated }: { onClose: () => void; onCreated: () => void }) {
