@@ -9,10 +9,16 @@ type Kind = 'call' | 'tool_definition' | '';
 // Alerts that mean the queue changed: reload when one arrives on the stream.
 const QUEUE_ALERTS = ['APPROVAL_REQUESTED', 'APPROVAL_DECIDED', 'TOOL_CHANGED'];
 
+/** "Call filesystem/move_file" or "Tool definition github/create_issue": what a button or notice is about. */
+function approvalName(a: Approval): string {
+  return `${a.kind === 'call' ? 'call' : 'tool definition'} ${a.server}/${a.tool}`;
+}
+
 export function ApprovalsPage() {
   const [state, setState] = useState<State>('pending');
   const [kind, setKind] = useState<Kind>('');
   const [deciding, setDeciding] = useState<{ item: Approval; verb: 'approve' | 'reject' } | null>(null);
+  const [notice, setNotice] = useState('');
   const list = useLoad(() => get<{ approvals: Approval[] }>('/v1/approvals', { state: state || undefined, kind: kind || undefined, limit: 200 }), [state, kind]);
 
   useEffect(() => {
@@ -58,6 +64,10 @@ export function ApprovalsPage() {
         </label>
       </div>
       <ErrorNote error={list.error} />
+      {/* What the last decision did, read out by screen readers (its card leaves the pending list). */}
+      <div class="notice" aria-live="polite" data-testid="approval-notice">
+        {notice && <p>{notice}</p>}
+      </div>
       {list.data && list.data.approvals.length === 0 && <Empty>{state === 'pending' ? 'Nothing waits for a decision.' : 'None.'}</Empty>}
       {list.data?.approvals.map((a) => (
         <article key={a.id} class="tool-def" data-approval-id={a.id} aria-label={`${a.kind === 'call' ? 'Call' : 'Tool definition'} ${a.server}/${a.tool}`}>
@@ -79,10 +89,10 @@ export function ApprovalsPage() {
             <span class="spacer" />
             {a.state === 'pending' && (
               <>
-                <button type="button" class="primary small" onClick={() => setDeciding({ item: a, verb: 'approve' })}>
+                <button type="button" class="primary small" onClick={() => setDeciding({ item: a, verb: 'approve' })} aria-label={`Approve ${approvalName(a)}`}>
                   Approve
                 </button>
-                <button type="button" class="danger small" onClick={() => setDeciding({ item: a, verb: 'reject' })}>
+                <button type="button" class="danger small" onClick={() => setDeciding({ item: a, verb: 'reject' })} aria-label={`Reject ${approvalName(a)}`}>
                   Reject
                 </button>
               </>
@@ -139,14 +149,14 @@ export function ApprovalsPage() {
           </dl>
           {a.kind === 'call' ? (
             <>
-              <h3>Arguments (exactly what the approval covers)</h3>
+              <h2 class="sub">Arguments (exactly what the approval covers)</h2>
               <Json value={a.arguments} />
             </>
           ) : (
             <>
-              <h3>
+              <h2 class="sub">
                 New definition (compare with the approved one under <a href="#/tools">Tool definitions</a>)
-              </h3>
+              </h2>
               <Json value={a.definition} />
             </>
           )}
@@ -162,6 +172,8 @@ export function ApprovalsPage() {
           onClose={() => setDeciding(null)}
           onConfirm={async (reason) => {
             await post(`/v1/approvals/${deciding.item.id}/${deciding.verb}`, { reason });
+            const name = approvalName(deciding.item);
+            setNotice(`${name.charAt(0).toUpperCase()}${name.slice(1)} ${deciding.verb === 'approve' ? 'approved' : 'rejected'}.`);
             list.reload();
           }}
         >

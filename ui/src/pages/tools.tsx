@@ -13,6 +13,7 @@ export function ToolsPage() {
   const [status, setStatus] = useState<Status>('pending');
   const [pages, setPages] = useState(1);
   const [deciding, setDeciding] = useState<{ tool: ToolDefinition; verb: 'approve' | 'reject' } | null>(null);
+  const [notice, setNotice] = useState('');
   // For each pending definition, the one approved before it, so the change can be read side by side.
   const list = useLoad(async () => {
     const tools: ToolDefinition[] = [];
@@ -55,6 +56,10 @@ export function ToolsPage() {
         </label>
       </div>
       <ErrorNote error={list.error} />
+      {/* What the last decision did, read out by screen readers (the definition leaves this list). */}
+      <div class="notice" aria-live="polite" data-testid="tool-notice">
+        {notice && <p>{notice}</p>}
+      </div>
       {list.data && list.data.rows.length === 0 && <Empty>{status === 'pending' ? 'No changed tool definitions wait for approval.' : 'None.'}</Empty>}
       {list.data?.rows.map(({ tool, previous }) => (
         <article key={tool.id} class="tool-def" data-tool-id={tool.id}>
@@ -71,12 +76,12 @@ export function ToolsPage() {
             </span>
             <span class="spacer" />
             {tool.status !== 'approved' && (
-              <button type="button" class="primary small" onClick={() => setDeciding({ tool, verb: 'approve' })}>
+              <button type="button" class="primary small" onClick={() => setDeciding({ tool, verb: 'approve' })} aria-label={`Approve definition of ${tool.server}/${tool.tool}`}>
                 Approve
               </button>
             )}
             {(tool.status === 'pending' || tool.status === 'approved') && (
-              <button type="button" class="danger small" onClick={() => setDeciding({ tool, verb: 'reject' })}>
+              <button type="button" class="danger small" onClick={() => setDeciding({ tool, verb: 'reject' })} aria-label={`Reject definition of ${tool.server}/${tool.tool}`}>
                 Reject
               </button>
             )}
@@ -88,12 +93,12 @@ export function ToolsPage() {
           )}
           <div class="grid2">
             <div>
-              <h3>{status === 'pending' ? 'New definition' : 'Definition'}</h3>
+              <h2 class="sub">{status === 'pending' ? 'New definition' : 'Definition'}</h2>
               <Json value={tool.definition} />
             </div>
             {status === 'pending' && (
               <div>
-                <h3>Approved before</h3>
+                <h2 class="sub">Approved before</h2>
                 {previous ? <Json value={previous.definition} /> : <p class="muted">No approved definition: a new tool.</p>}
               </div>
             )}
@@ -113,6 +118,7 @@ export function ToolsPage() {
           onClose={() => setDeciding(null)}
           onConfirm={async (reason) => {
             await post(`/v1/tools/${deciding.tool.id}/${deciding.verb}`, { reason });
+            setNotice(`Definition of ${deciding.tool.server}/${deciding.tool.tool} ${deciding.verb === 'approve' ? 'approved' : 'rejected'}.`);
             list.reload();
           }}
         >
