@@ -1,7 +1,7 @@
 import { Fragment } from 'preact';
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import { download, get, type Query } from '../api';
-import { Empty, ErrorNote, IdRef, isoFromLocal, Json, LocalZoneHint, Time, TokenBadge } from '../components/ui';
+import { Empty, ErrorNote, IdRef, isoFromLocal, Json, LocalZoneHint, Time, TokenBadge, utcText } from '../components/ui';
 import type { AuditEvent } from '../types';
 
 const LIVE_POLL_MS = 2000;
@@ -288,6 +288,10 @@ export function AuditPage() {
                     <td>
                       <button type="button" class="small" aria-expanded={open === e.id} onClick={() => setOpen(open === e.id ? null : e.id)}>
                         {open === e.id ? 'Hide' : 'Details'}
+                        {/* Each row's button its own name (the visible word first, WCAG 2.5.3): which row it opens. */}
+                        <span class="sr-only">
+                          {open === e.id ? ' details' : ''} of {utcText(new Date(e.ts))} {e.server ? `${e.server}/${e.tool ?? ''}` : (e.action ?? e.kind)}
+                        </span>
                       </button>
                     </td>
                   </tr>
@@ -316,15 +320,15 @@ export function AuditPage() {
                         </dl>
                         <div class="grid2">
                           <div>
-                            <h3>Arguments</h3>
+                            <h2 class="sub">Arguments</h2>
                             <Json value={e.arguments} />
                           </div>
                           <div>
-                            <h3>Flags evaluated</h3>
+                            <h2 class="sub">Flags evaluated</h2>
                             <Json value={e.flags} />
                             {e.details !== null && e.details !== undefined && (
                               <>
-                                <h3>Details</h3>
+                                <h2 class="sub">Details</h2>
                                 <Json value={e.details} />
                               </>
                             )}

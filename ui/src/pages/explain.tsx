@@ -88,14 +88,17 @@ export function ExplainPage() {
         </div>
       </form>
       <ErrorNote error={error} id={`${p}-error`} />
-      {result && (
-        <div class="explanation" aria-live="polite">
+      {/* Always there, empty until the first answer: a live region made together with its content is not read out. */}
+      <div class="explanation" aria-live="polite" data-testid="explain-result">
+        {result && (
+          <>
           <p class={`verdict verdict-${result.decision}`}>
             <strong>{result.decision}</strong> <span class="mono">{result.code}</span>: {result.message}
           </p>
           <Where result={result} />
           {result.sessions && result.sessions.length > 1 && <SessionVerdicts sessions={result.sessions} shown={result.session_id} />}
-          <h3>Steps</h3>
+          <h2 class="sub">Steps</h2>
+          <div class="table-wrap">
           <table>
             <caption class="sr-only">Each step of the decision, in order</caption>
             <thead>
@@ -119,13 +122,15 @@ export function ExplainPage() {
               ))}
             </tbody>
           </table>
+          </div>
           {result.flags.length > 0 && (
             <p class="hint">
               Flags: {result.flags.map((f) => `${f.name} ${f.enabled ? 'on' : 'OFF'}`).join(', ')}
             </p>
           )}
-        </div>
-      )}
+          </>
+        )}
+      </div>
     </section>
   );
 }
@@ -172,7 +177,8 @@ function Where({ result }: { result: Explanation }) {
 function SessionVerdicts({ sessions, shown }: { sessions: SessionVerdict[]; shown: string | null }) {
   return (
     <>
-      <h3>Each session checked</h3>
+      <h2 class="sub">Each session checked</h2>
+      <div class="table-wrap">
       <table class="calls">
         <caption class="sr-only">Verdict in each session checked, the most recently active first</caption>
         <thead>
@@ -203,6 +209,7 @@ function SessionVerdicts({ sessions, shown }: { sessions: SessionVerdict[]; show
           ))}
         </tbody>
       </table>
+      </div>
     </>
   );
 }

@@ -10,7 +10,7 @@ export function SessionsPage() {
   const [notice, setNotice] = useState('');
   const [resuming, setResuming] = useState<SessionDetail | null>(null);
   const [resumingToken, setResumingToken] = useState<string | null>(null);
-  // After a session resume whose token is still halted, the session leaves the halted list: keep the follow-up here.
+  // After a session resume whose token is still halted, the session stays halted (by its token): the follow-up, kept here, resumes the token.
   const [tokenStillHalted, setTokenStillHalted] = useState<string | null>(null);
   // A halt answer names the trigger and the last 3 calls; so does this page, for each halted session.
   const list = useLoad(async () => {
@@ -68,11 +68,13 @@ export function SessionsPage() {
               {descriptions.get(s.token_id) && <span class="token-description"> “{descriptions.get(s.token_id)}”</span>} · project {s.project_id}
             </span>
             <span class="spacer" />
-            {s.state === 'halted' && (
+            {/* Only a halt of its own can be resumed here: one held by its token alone answers 409, so say so instead. */}
+            {s.state === 'halted' && s.halted_by === 'session' && (
               <button type="button" class="primary small" onClick={() => setResuming(s)} aria-label={`Resume session ${shortId(s.id)}${s.trigger ? ` (${s.trigger})` : ''}`}>
                 Resume session
               </button>
             )}
+            {s.state === 'halted' && s.halted_by === 'token' && <span class="muted">Halted by its token</span>}
             {s.token_halt && (
               <button type="button" class="small" onClick={() => setResumingToken(s.token_id)} aria-label={`Resume token ${shortId(s.token_id)} of session ${shortId(s.id)}`}>
                 Resume token
@@ -111,11 +113,14 @@ export function SessionsPage() {
               </>
             )}
           </dl>
-          <h3>Last calls</h3>
+          <h2 class="sub">Last calls</h2>
           {s.last_calls.length === 0 ? (
             <p class="muted">No calls recorded.</p>
           ) : (
+            // In its own scrolling box: at 320 px the page does not scroll sideways (WCAG 1.4.10).
+            <div class="table-wrap">
             <table class="calls">
+              <caption class="sr-only">Last calls of session {s.id}</caption>
               <thead>
                 <tr>
                   <th scope="col">When</th>
@@ -145,6 +150,7 @@ export function SessionsPage() {
                 ))}
               </tbody>
             </table>
+            </div>
           )}
           {s.halts.length > 0 && (
             <details>
