@@ -337,11 +337,14 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     await form.getByLabel('Stop').selectOption('everything');
     await form.getByLabel(/^Reason/).fill('credential leak, stop all agents');
     const kill = form.getByRole('button', { name: 'Kill everything' });
-    expect(await kill.isDisabled()).toBe(true);
+    // Not disabled (that says nothing about why): without the confirmation a submit says what is missing.
+    await kill.click();
+    const missing = form.getByRole('alert');
+    expect(await missing.textContent()).toMatch(/Tick “I mean it”/);
+    expect(await form.getByLabel(/I mean it/).getAttribute('aria-invalid')).toBe('true');
     await form.getByLabel(/I mean it/).check();
-    expect(await kill.isDisabled()).toBe(false);
+    await missing.waitFor({ state: 'detached' });
     await form.getByLabel(/I mean it/).uncheck();
-    expect(await kill.isDisabled()).toBe(true);
     // Nothing was sent.
     expect((await apiGet<{ kills: unknown[] }>('/v1/kills?state=active')).kills).toHaveLength(0);
   });

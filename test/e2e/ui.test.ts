@@ -137,7 +137,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(await b.context.cookies()).toEqual([]);
   });
 
-  it('creates a read-write token: the warning shows, Create stays disabled until the checkbox is ticked, the raw token is shown once and copied', async () => {
+  it('creates a read-write token: the warning shows, Create asks for the checkbox to be ticked, the raw token is shown once and copied', async () => {
     await gw.token('ro');
     await gw.token('admin', { project: 'alpha' });
     await goto('tokens');
@@ -152,7 +152,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
 
     await dialog.locator('input[name="token-type"][value="rw"]').check();
     await expect.poll(() => dialog.getByText(WARNING).isVisible()).toBe(true);
-    expect(await create.isDisabled()).toBe(true);
+    // Enabled all the same (a disabled button says nothing about why): a submit names what is missing (ui-a11y.test.ts).
+    expect(await create.isEnabled()).toBe(true);
     await screenshot(page, '02-create-rw-warning', false);
     const ack = dialog.getByRole('checkbox', { name: /I understand/ });
     // From the keyboard: focus and Space, as a person without a mouse would.
@@ -237,13 +238,18 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     expect(await dialog.locator('input[name="token-type"][value="admin"]').isChecked()).toBe(true);
     await dialog.getByText(WARNING).waitFor();
     await dialog.getByRole('checkbox', { name: /I understand/ }).check();
-    expect(await create.isDisabled()).toBe(true);
+    // Each confirmation still missing is named when Create is pressed, and its field marked invalid.
+    await create.click();
+    const missing = dialog.getByRole('alert').filter({ hasText: 'Not created yet' });
+    expect(await missing.textContent()).toMatch(/I confirm this AI gets full access.*Type the project id again/);
     await dialog.getByRole('checkbox', { name: /I confirm this AI gets full access/ }).check();
-    expect(await create.isDisabled()).toBe(true);
-    await dialog.getByLabel('Type the project id again to confirm').fill('bet');
-    expect(await create.isDisabled()).toBe(true);
-    await dialog.getByLabel('Type the project id again to confirm').fill('beta');
-    expect(await create.isEnabled()).toBe(true);
+    const again = dialog.getByLabel('Type the project id again to confirm');
+    await again.fill('bet');
+    expect(await missing.textContent()).not.toMatch(/I confirm/);
+    expect(await again.getAttribute('aria-invalid')).toBe('true');
+    await again.fill('beta');
+    await missing.waitFor({ state: 'detached' });
+    expect(await again.getAttribute('aria-invalid')).toBeNull();
     await screenshot(page, '05-create-admin-confirm', false);
     // The role field offers the policy's roles; a role it does not define is issued with a warning, shown below.
     const roleField = dialog.getByLabel('Role (from the policy file)');

@@ -25,6 +25,11 @@ function status(k: { revoked_at: string | null; expires_at: string | null }): 'a
   return 'active';
 }
 
+/** A scope that lets the token change something (its badge is marked, not only coloured). */
+function isWriteScope(scope: string): boolean {
+  return /:(insert|update|write|delete|run|mutate|\*)$/.test(scope);
+}
+
 function StatusPill({ value }: { value: 'active' | 'revoked' | 'expired' }) {
   return <span class={`pill pill-${value}`}>{value}</span>;
 }
@@ -113,6 +118,7 @@ function AgentTokens() {
       {list.data && list.data.keys.length > 0 && (
         <div class="table-wrap">
           <table class="tokens">
+            <caption class="sr-only">Agent tokens</caption>
             <thead>
               <tr>
                 <th scope="col">Type</th>
@@ -147,11 +153,23 @@ function AgentTokens() {
                   </td>
                   <td>
                     <ul class="scopes">
-                      {k.scopes.map((s) => (
-                        <li key={s} class={/:(insert|update|write|delete|run|mutate|\*)$/.test(s) ? 'scope scope-write' : 'scope'}>
-                          {s}
-                        </li>
-                      ))}
+                      {k.scopes.map((s) =>
+                        // Not by colour alone (WCAG 1.4.1): a visible mark, and "(write)" for screen readers.
+                        isWriteScope(s) ? (
+                          <li key={s} class="scope scope-write" data-write-scope="">
+                            {/* An SVG pencil, not ✎ (Debian's default fonts may draw it as a box). */}
+                            <svg class="scope-write-mark" viewBox="0 0 16 16" width="11" height="11" aria-hidden="true" focusable="false">
+                              <path d="M11 2.5l2.5 2.5L6 12.5 3 13l.5-3L11 2.5Z" fill="none" stroke="currentColor" stroke-width="1.6" stroke-linejoin="round" />
+                            </svg>
+                            {s}
+                            <span class="sr-only"> (write)</span>
+                          </li>
+                        ) : (
+                          <li key={s} class="scope">
+                            {s}
+                          </li>
+                        ),
+                      )}
                     </ul>
                   </td>
                   <td>
@@ -231,7 +249,8 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<{ token: string; key: AgentToken; warning?: string } | null>(null);
   const ids = { role: useId(), roles: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId(), error: useId() };
-  const invalid = invalidMarker(error, ids.error);
+  // Set by a submit with a confirmation missing: from then on the note says what is still missing.
+  const [tried, setTried] = useState(false);
 
   const allowed = useMemo(() => (catalogue ? catalogue.scopes.filter((s) => s.allowed_types.includes(type)) : []), [catalogue, type]);
   const chosen = scopes ?? catalogue?.defaults[type] ?? [];
@@ -241,15 +260,38 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
     setAcknowledged(false);
     setConfirmAdmin(false);
     setConfirmProject('');
+    setTried(false);
   }, [type]);
 
   const writes = type !== 'ro';
   const projectOk = /^[A-Za-z0-9._-]+$/.test(project);
-  const ready = projectOk && role.trim() !== '' && (!writes || acknowledged) && (type !== 'admin' || (confirmAdmin && confirmProject === project));
+  // What is missing, field → what to do. Create stays enabled (a disabled button says nothing about why):
+  // a submit names what is missing and marks those fields.
+  const gaps = new Map<string, string>();
+  if (!projectOk) gaps.set(ids.project, 'Give a project id (letters, digits, dot, _ and -).');
+  if (role.trim() === '') gaps.set(ids.role, 'Give a role from the policy file.');
+  if (writes && !acknowledged) gaps.set(ids.ack, 'Tick “I understand that this AI can modify data” under the warning.');
+  if (type === 'admin' && !confirmAdmin) gaps.set(ids.admin, 'Tick “I confirm this AI gets full access”.');
+  if (type === 'admin' && confirmProject !== project) gaps.set(ids.confirmProject, 'Type the project id again, exactly as above.');
+  const shownGaps = tried ? gaps : new Map<string, string>();
+  const missingNote = shownGaps.size > 0 ? new Error(`Not created yet: ${[...shownGaps.values()].join(' ')}`) : null;
+  const invalid = invalidMarker(error, ids.error);
+  /** The props of a field a submit found missing: invalid, and described by the note saying so. */
+  const missing = (id: string, describedBy?: string) => ({
+    ...(describedBy ? { 'aria-describedby': describedBy } : {}),
+    ...(shownGaps.has(id) ? { 'aria-invalid': true as const, 'aria-describedby': [describedBy, ids.error].filter(Boolean).join(' ') } : {}),
+  });
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    if (!ready) return;
+    if (busy) return;
+    if (gaps.size > 0) {
+      setTried(true);
+      setError(null);
+      // To the first field missing, so Space or typing fixes it at once.
+      document.getElementById([...gaps.keys()][0] ?? '')?.focus();
+      return;
+    }
     setBusy(true);
     setError(null);
     const body: Record<string, unknown> = { type, role: role.trim(), project_id: project, environment };
@@ -319,7 +361,7 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
               <strong>{catalogue?.write_risk_warning ?? WRITE_RISK_WARNING}</strong>
             </p>
             <label class="check" for={ids.ack}>
-              <input id={ids.ack} type="checkbox" checked={acknowledged} aria-describedby={ids.warning} onChange={(e) => setAcknowledged(e.currentTarget.checked)} /> I understand that this AI can
+              <input id={ids.ack} type="checkbox" checked={acknowledged} {...missing(ids.ack, ids.warning)} onChange={(e) => setAcknowledged(e.currentTarget.checked)} /> I understand that this AI can
               modify data, and I trust the system that will hold this token.
             </label>
           </div>
@@ -328,11 +370,11 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
         <div class="grid2">
           <div>
             <label for={ids.project}>Project id</label>
-            <input id={ids.project} {...invalid('project_id')} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
+            <input id={ids.project} {...invalid('project_id')} {...missing(ids.project)} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
           </div>
           <div>
             <label for={ids.role}>Role (from the policy file)</label>
-            <input id={ids.role} {...invalid('role')} list={ids.roles} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+            <input id={ids.role} {...invalid('role')} {...missing(ids.role)} list={ids.roles} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
             <datalist id={ids.roles}>
               {roles.map((r) => (
                 <option key={r} value={r} />
@@ -384,22 +426,22 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
             <legend>Second confirmation</legend>
             <p>An admin token holds every scope: it can delete data, read secrets and manage users (auth:*).</p>
             <label class="check">
-              <input type="checkbox" checked={confirmAdmin} onChange={(e) => setConfirmAdmin(e.currentTarget.checked)} />
+              <input id={ids.admin} type="checkbox" checked={confirmAdmin} {...missing(ids.admin)} onChange={(e) => setConfirmAdmin(e.currentTarget.checked)} />
               <span>
                 I confirm this AI gets full access to project <strong>{project || '…'}</strong>.
               </span>
             </label>
             <label for={ids.confirmProject}>Type the project id again to confirm</label>
-            <input id={ids.confirmProject} {...invalid('confirm_project_id')} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
+            <input id={ids.confirmProject} {...invalid('confirm_project_id')} {...missing(ids.confirmProject)} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
           </fieldset>
         )}
 
-        <ErrorNote error={error} id={ids.error} />
+        <ErrorNote error={error ?? missingNote} id={ids.error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" class={writes ? 'danger' : 'primary'} disabled={busy || !ready}>
+          <button type="submit" class={writes ? 'danger' : 'primary'} disabled={busy}>
             Create
           </button>
         </div>
@@ -412,6 +454,7 @@ function GatewayKeys() {
   const list = useLoad(() => get<{ keys: GatewayKey[] }>('/v1/gateway-keys'), []);
   const [creating, setCreating] = useState(false);
   const [revoking, setRevoking] = useState<GatewayKey | null>(null);
+  const [notice, setNotice] = useState('');
   return (
     <>
       <p class="lede">Gateway keys (ksgw_) let an MCP gateway ask for decisions. They are valid only on the gateway routes; each gateway should have its own.</p>
@@ -422,7 +465,8 @@ function GatewayKeys() {
         </button>
       </div>
       <ErrorNote error={list.error} />
-      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} />
+      <RevokeNotice text={notice} testId="gateway-key-notice" />
+      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} caption="Gateway keys" />
       {creating && (
         <CreateSimpleKey
           title="Create a gateway key"
@@ -441,6 +485,7 @@ function GatewayKeys() {
           onClose={() => setRevoking(null)}
           onConfirm={async (reason) => {
             await post(`/v1/gateway-keys/${revoking.id}/revoke`, reason.trim() ? { reason: reason.trim() } : {});
+            setNotice(`Gateway key ${revoking.name} (${revoking.display_prefix}…) revoked: calls from that gateway are refused.`);
             list.reload();
           }}
         >
@@ -457,6 +502,7 @@ function OperatorKeys() {
   const list = useLoad(() => get<{ keys: OperatorKey[] }>('/v1/operator-keys'), []);
   const [creating, setCreating] = useState(false);
   const [revoking, setRevoking] = useState<OperatorKey | null>(null);
+  const [notice, setNotice] = useState('');
   if (list.error instanceof ApiError && list.error.status === 403) {
     return <Empty>Only owners manage operator keys. Your key can read tokens and gateway keys.</Empty>;
   }
@@ -470,7 +516,8 @@ function OperatorKeys() {
         </button>
       </div>
       <ErrorNote error={list.error} />
-      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} withRole />
+      <RevokeNotice text={notice} testId="operator-key-notice" />
+      <KeyTable keys={list.data?.keys} onRevoke={setRevoking} withRole caption="Operator keys" />
       {creating && <CreateOperatorKey onClose={() => setCreating(false)} onCreated={list.reload} />}
       {revoking && (
         <ReasonDialog
@@ -482,6 +529,7 @@ function OperatorKeys() {
           onClose={() => setRevoking(null)}
           onConfirm={async (reason) => {
             await post(`/v1/operator-keys/${revoking.id}/revoke`, reason.trim() ? { reason: reason.trim() } : {});
+            setNotice(`Operator key ${revoking.name} (${revoking.display_prefix}…) revoked: it can no longer use the admin API.`);
             list.reload();
           }}
         >
@@ -494,12 +542,22 @@ function OperatorKeys() {
   );
 }
 
-function KeyTable({ keys, onRevoke, withRole }: { keys: (GatewayKey | OperatorKey)[] | undefined; onRevoke: (k: never) => void; withRole?: boolean }) {
+/** What the last revoke did, read out by screen readers (its row's button is gone). Always present, so the announcement is not lost. */
+function RevokeNotice({ text, testId }: { text: string; testId: string }) {
+  return (
+    <div class="notice" aria-live="polite" data-testid={testId}>
+      {text && <p>{text}</p>}
+    </div>
+  );
+}
+
+function KeyTable({ keys, onRevoke, withRole, caption }: { keys: (GatewayKey | OperatorKey)[] | undefined; onRevoke: (k: never) => void; withRole?: boolean; caption: string }) {
   if (!keys) return null;
   if (keys.length === 0) return <Empty>None yet.</Empty>;
   return (
     <div class="table-wrap">
       <table>
+        <caption class="sr-only">{caption}</caption>
         <thead>
           <tr>
             <th scope="col">Name</th>
