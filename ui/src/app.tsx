@@ -46,9 +46,17 @@ export function App() {
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
   useEffect(() => {
-    const label = PAGES.find((p) => p.id === page)?.label ?? '';
+    // Signed out, the screen is the sign-in form whatever the address says.
+    const label = signedIn ? (PAGES.find((p) => p.id === page)?.label ?? '') : 'Sign in';
     document.title = `${label} · MCP kill switch`;
-  }, [page]);
+  }, [page, signedIn]);
+  // After signing in the form, and the focused field in it, is gone: the focus goes to the page signed in
+  // to, not <body>.
+  const wasSignedIn = useRef(signedIn);
+  useEffect(() => {
+    if (signedIn && !wasSignedIn.current) document.getElementById('main')?.focus();
+    wasSignedIn.current = signedIn;
+  }, [signedIn]);
   // After a move to another page (not the first render), the focus goes to its main area, so a screen
   // reader announces the new page and Tab continues from it rather than from the navigation link.
   const firstPage = useRef(true);
@@ -60,7 +68,10 @@ export function App() {
     document.getElementById('main')?.focus();
   }, [page]);
 
-  if (!signedIn) return <SignIn onSignedIn={() => setSignedIn(true)} />;
+  if (!signedIn)
+    return (
+      <SignIn onSignedIn={() => setSignedIn(true)} />
+    );
   const current = PAGES.find((p) => p.id === page) ?? PAGES[0];
   return (
     <div class="layout">
@@ -128,8 +139,18 @@ function SignIn({ onSignedIn }: { onSignedIn: () => void }) {
         </h1>
         <p>Sign in with an operator key. It is kept in this browser tab only (sessionStorage) and sent to this control plane alone.</p>
         <label for="operator-key">Operator key</label>
-        <input id="operator-key" type="password" autoComplete="off" spellcheck={false} placeholder="ksop_..." value={key} required onInput={(e) => setKey(e.currentTarget.value)} />
-        <ErrorNote error={error} />
+        <input
+          id="operator-key"
+          type="password"
+          autoComplete="off"
+          spellcheck={false}
+          placeholder="ksop_..."
+          value={key}
+          required
+          {...(error ? { 'aria-invalid': true, 'aria-describedby': 'sign-in-error' } : {})}
+          onInput={(e) => setKey(e.currentTarget.value)}
+        />
+        <ErrorNote error={error} id="sign-in-error" />
         <button type="submit" class="primary" disabled={busy || !key.trim()}>
           Sign in
         </button>
