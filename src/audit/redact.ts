@@ -4,14 +4,51 @@ import { invalid } from '../errors.js';
 
 export const REDACTED = '[REDACTED]';
 
-// Compared against the key lower-cased, split into parts at '-', '_', '.', spaces and camelCase steps, the
-// parts joined by '_' (X-Api-Key -> x_api_key, clientSecret -> client_secret, PGPASSWORD stays pgpassword).
-// A secret word may have anything glued before it (PGPASSWORD, clientsecret, accesstoken) but must end a
-// part, a plural 's' allowed: token, tokens, access_token, token_url and secrets_arn are secret names;
-// tokenizer, secretary and passwordless are other words. Names ending in "pass" or "pwd" are secrets
-// (DB_PASS, PGPASS, MYSQL_PWD); "pass" alone inside a word is not (passenger_count).
-const SECRET_KEY =
-  /(?:passw(?:or)?d|passphrase|secret|token|api_?key|access_?key|priv(?:ate)?_?key|ssh_?key|authorization|credential|cookie|signature|session_?key|connection_?string|jwt)s?(?:_|$)|pass$|pwd$|^x?_?auth$|^xauth|^pin$/;
+// The secret words: one list for the key rule (isSecretKey) and the name=value rule in text (VALUE_PATTERNS),
+// so the two cannot drift apart. A key is compared lower-cased, split into parts at '-', '_', '.', spaces
+// and camelCase steps, the parts joined by '_' (X-Api-Key -> x_api_key, clientSecret -> client_secret,
+// PGPASSWORD stays pgpassword); a name in text is matched as written, '_' in a word standing for '_', '-'
+// or nothing. Where a word may stand in a key:
+// - GLUED: anything may be glued before it (PGPASSWORD, clientsecret, accesstoken), and it must end a part,
+//   a plural 's' allowed: token, tokens, access_token, token_url and secrets_arn are secret names;
+//   tokenizer, secretary and passwordless are other words.
+// - AT_END: anything glued before it, ending the name: DB_PASS, PGPASS, MYSQL_PWD ("pass" inside a word is
+//   not: passenger_count, pass_rate).
+// - LAST_PART: a whole part ending the name (pin, card_pin, sms_otp; not spin, pinned, otp_sent_at).
+// - WHOLE: the whole name (auth, x-auth; not author, oauth, auth_url).
+// In text the name must end with the word either way ("token_url=" is not a secret name there).
+const SECRET_WORDS = {
+  GLUED: [
+    'passw(?:or)?d',
+    'passphrase',
+    'secret',
+    'token',
+    'api_?key',
+    'access_?key',
+    'account_?key',
+    'priv(?:ate)?_?key',
+    'ssh_?key',
+    'session_?key',
+    'authorization',
+    'credential',
+    'cookie',
+    'bearer',
+    'signature',
+    'sig',
+    'connection_?string',
+    'jwt',
+  ],
+  AT_END: ['pass', 'pwd'],
+  LAST_PART: ['pin', 'otp', 'cvv', 'cvc', '(?:mfa|2fa|otp|totp)_?code'],
+  WHOLE: ['x?_?auth'],
+};
+const alt = (words: string[]) => words.join('|');
+const SECRET_KEY = new RegExp(
+  `(?:${alt(SECRET_WORDS.GLUED)})s?(?:_|$)|(?:${alt(SECRET_WORDS.AT_END)})$|(?:^|_)(?:${alt(SECRET_WORDS.LAST_PART)})s?$|^(?:${alt(SECRET_WORDS.WHOLE)})$`,
+);
+/** A secret name as written in text (case-insensitive), ending with one of SECRET_WORDS (isSecretKey confirms). */
+const inText = (words: string[]) => alt(words).replaceAll('_', '[_-]');
+const SECRET_NAME_IN_TEXT = `[a-z0-9_-]*?(?:${inText(SECRET_WORDS.GLUED)})s?|[a-z0-9_-]*?(?:${inText(SECRET_WORDS.AT_END)})|(?:[a-z0-9_-]*[_-])?(?:${inText(SECRET_WORDS.LAST_PART)})s?|(?:${inText(SECRET_WORDS.WHOLE)})`;
 // Counters that merely mention tokens are not secrets (token_calls_per_minute is a limit, not a credential;
 // server_calls_per_minute_all_tokens counts the calls of every agent), nor are ordinary words that end in
 // "pass". Only a rate counter may end in "all_tokens": a bare all_tokens can hold credentials. Compared
@@ -104,6 +141,29 @@ const MYSQL_CLIENT = `(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlc
 /** A MySQL client's `-p<password>` inside one command (see the pattern that uses it). */
 const MYSQL_GLUED_PASSWORD = /(^|[\s"'])-p(?!\[REDACTED\])('[^']*'?|"[^"]*"?|[^\s;&|'"]+)/g;
 
+/** The schemes of an Authorization header whose credentials follow a space (RFC 9110 and common ones). */
+const AUTH_SCHEME = 'Bearer|Basic|Digest|Token|Negotiate|NTLM|OAuth|AWS4-HMAC-SHA256|ApiKey|SSWS';
+
+/** A bare secret word that is prose after a word of the same line when followed by ':' (see its pattern). */
+const PROSE_NAME = /^(?:token|secret|auth|authorization|cookie|credentials?|bearer)$/i;
+
+// An AWS access key id, and its secret access key as a word of its own: 40 characters of the base64
+// alphabet without '=', mixing upper and lower case and a digit, '/' or '+' (a git SHA is hex, lower case).
+const AWS_KEY_ID = /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/;
+const AWS_SECRET_NAME = /aws.{0,3}secret|secret.{0,3}access.{0,3}key/i;
+const AWS_SECRET_KEY = /(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g;
+
+/**
+ * An AWS secret access key has no prefix of its own: it is masked where the text says what it is, next to an
+ * access key id (`AKIA… wJalr…`, the CSV AWS hands out) or after a name such as aws_secret_access_key in any
+ * form (`aws_secret_access_key "wJalr…"`, `SecretAccessKey`), anywhere in the same string.
+ */
+function maskAwsSecretKey(s: string): string {
+  if (!AWS_KEY_ID.test(s) && !AWS_SECRET_NAME.test(s)) return s;
+  AWS_SECRET_KEY.lastIndex = 0;
+  return s.replace(AWS_SECRET_KEY, (m) => (/[A-Z]/.test(m) && /[a-z]/.test(m) && /[\d/+]/.test(m) ? REDACTED : m));
+}
+
 const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
@@ -119,13 +179,17 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   maskSecretNameThenValue,
   // Our own credentials: agent tokens, gateway keys, operator keys.
   { re: /\b(mcp_(?:ro|rw|admin)_|ksgw_|ksop_)[A-Za-z0-9]{8,}/g, replace: (_m, prefix) => `${prefix}${REDACTED}` },
-  // AWS access key ids.
-  { re: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/g, replace: REDACTED },
-  // GitHub, GitLab, npm, Slack, OpenAI/Anthropic style API keys, Google API keys, Stripe keys.
+  // AWS secret access keys next to what names them (before the key ids are masked), then the key ids.
+  maskAwsSecretKey,
+  { re: new RegExp(AWS_KEY_ID.source, 'g'), replace: REDACTED },
+  // GitHub, GitLab, npm, Slack, OpenAI/Anthropic style API keys, Google API keys, Stripe keys, Hugging
+  // Face tokens (hf_…), SendGrid keys (SG.<id>.<secret>).
   {
-    re: /\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{30,}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,})/g,
+    re: /\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36,}|xox[abposr]-[A-Za-z0-9-]{10,}|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{30,}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{30,}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,})/g,
     replace: REDACTED,
   },
+  // Slack incoming webhooks and workflow triggers: the URL's path is the credential (keeps the host).
+  { re: /\b(hooks\.slack\.com\/(?:services|workflows|triggers)\/)[A-Za-z0-9_/-]+/gi, replace: (_m, head) => `${head}${REDACTED}` },
   // JSON Web Tokens.
   { re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g, replace: REDACTED },
   // Passwords inside URLs and connection strings: scheme://user:PASSWORD@host -> keep user and host. The
@@ -134,20 +198,48 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // The scheme's length is bounded: unbounded, every word start of a long "a-b-c-…" run rescanned the
   // run to its end (quadratic: 3.5 s for 100 KB).
   { re: URL_PASSWORD, replace: (_m, head) => `${head}${REDACTED}@` },
-  // key=value pairs in query strings, DSNs, env-style text and JSON inside text: password=...,
-  // PGPASSWORD=..., aws_secret_access_key = ..., "password": "...", \"token\":\"...\". The key may have any
-  // prefix glued on; "pass" only as a whole name part (DB_PASS=, --pass=), never inside a word (bypass:).
-  // A quoted value keeps its quotes; one cut off by truncation is masked to the end; a SQL literal may hold
-  // doubled quotes ('it''s'). A function call's first quoted argument is the value and the call is kept
-  // (password = crypt('[REDACTED]', gen_salt('bf'))). A value already masked is left with what follows it
-  // (https://x-access-token:[REDACTED]@github.com/o/r.git keeps its host). The bare words "token" and
-  // "secret" with ':' after a word of the same line are prose ("rotate secret: moved"): the unquoted value is
-  // masked only when it looks like a credential.
+  // HTTP Digest authentication: its response (a hash of the password, the nonce and the request, which a
+  // dictionary attack can reverse with the nonce and realm written beside it) among the parameters after
+  // the scheme; username, realm, uri and the nonces are kept. `response=` anywhere else (a status, an API
+  // parameter) is not a credential and is kept.
   {
-    re: /(?<![a-z0-9_-])(((?:[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|priv(?:ate)?[_-]?key|ssh[_-]?key|signature|sig|jwt|x-auth)|(?:[a-z0-9_-]*[_-])?pass))(\\?["'])?\s*([=:])\s*)(?!\[REDACTED\])(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'(?:[^']|''(?![\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\(\s*){1,4})('(?:[^']|''(?![\s,;)]|$))*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$))|[^\s&;,'"]+)/gi,
-    replace: (m, head, name, nameQuote, sep, value, call, literal, at: unknown, text: unknown) => {
+    re: /\b(Digest\s+(?:[a-z][\w-]*\s*=\s*(?:\\?"[^"\n]*"|[^\s,"]*)\s*(?:,\s*)?){0,16}?response\s*=\s*)(?!\\?"?\[REDACTED\])(\\?"[^"\n]*"?|[^\s,"\\]+)/gi,
+    replace: (_m, head, value) => `${head}${quoted(value)}`,
+  },
+  // A Cookie or Set-Cookie header's value, all of it up to the end of the line or a quote: every cookie in
+  // it may be a session (Cookie: session=…; theme=dark). Only when it has the header's shape (name=value).
+  {
+    re: /(?<![a-z0-9_-])((?:set-)?cookie\\?["']?\s*:\s*)(?!\[REDACTED\])([^\s=;,"'\\]+=[^\r\n"'\\]*)/gi,
+    replace: (_m, head) => `${head}${REDACTED}`,
+  },
+  // key=value pairs in query strings, DSNs, env-style text and JSON inside text: password=...,
+  // PGPASSWORD=..., aws_secret_access_key = ..., "password": "...", \"token\":\"...\". The name ends with one
+  // of SECRET_WORDS, placed as the key rule places it, and isSecretKey confirms it (max_tokens=500 and
+  // bypass: are kept). A quoted value keeps its quotes; one cut off by truncation is masked to the end; a
+  // SQL literal may hold doubled quotes ('it''s'). A function call's first quoted argument is the value and
+  // the call is kept (password = crypt('[REDACTED]', gen_salt('bf'))). A value already masked is left with
+  // what follows it (https://x-access-token:[REDACTED]@github.com/o/r.git keeps its host). An
+  // Authorization header keeps its scheme (Authorization: Bearer [REDACTED]; Digest is left to the Digest
+  // pattern above, which masks only its response). The bare words token, secret, auth, authorization,
+  // cookie, credential(s) and bearer with ':' after a word of the same line are prose ("rotate secret:
+  // moved", "the cookie: a jar"): the unquoted value is masked only when it looks like a credential.
+  {
+    re: new RegExp(
+      `(?<![a-z0-9_-])((${SECRET_NAME_IN_TEXT})(\\\\?["'])?\\s*([=:])\\s*)(?!\\[REDACTED\\])(\\\\"(?:[^"\\\\]|\\\\[^"])*(?:\\\\"|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$)|'(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\\(\\s*){1,4})('(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$))|(?:(${AUTH_SCHEME})[ \\t]+)?[^\\s&;,'"]+)`,
+      'gi',
+    ),
+    replace: (m, head, name, nameQuote, sep, value, call, literal, scheme, at: unknown, text: unknown) => {
+      if (!isSecretKey(name!)) return m;
       if (call) return `${head}${call}${quoted(literal!)}`;
-      const prose = sep === ':' && !nameQuote && /^(?:token|secret)$/i.test(name!) && !/^\\?["']/.test(value!) && followsAWord(text as string, at as number);
+      if (scheme) {
+        // The value is a scheme, a space and the next word: an Authorization header keeps its scheme.
+        if (!/authorization$/i.test(name!)) return `${head}${REDACTED}${value!.slice(scheme.length)}`;
+        const credential = value!.slice(scheme.length).trimStart();
+        // Digest is its own pattern's; what names a token (Bearer mcp_rw_AbCd…) is kept, as by the scheme pattern.
+        if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
+        return `${head}${value!.slice(0, value!.length - credential.length)}${REDACTED}`;
+      }
+      const prose = sep === ':' && !nameQuote && PROSE_NAME.test(name!) && !/^\\?["']/.test(value!) && followsAWord(text as string, at as number);
       return prose && !looksLikeCredential(value!) ? m : `${head}${quoted(value!)}`;
     },
   },
@@ -159,7 +251,7 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // the secret comes from (--password-file, --password-stdin) keep their value. A value starting with '-'
   // is the next flag. Names are bounded (a long run of dashes must not be rescanned from every dash).
   {
-    re: /(^|[\s"'])(--?((?:[a-z][a-z0-9_.-]{0,40}?)?(?:pass|pwd|secret|token|key|auth|credential|cookie|pin|sig|jwt|connection)[a-z0-9_.-]{0,40})(?:=|\s+))(?!-)(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s;&|'"]+)/gi,
+    re: /(^|[\s"'])(--?((?:[a-z][a-z0-9_.-]{0,40}?)?(?:pass|pwd|secret|token|key|auth|credential|cookie|bearer|pin|sig|jwt|connection)[a-z0-9_.-]{0,40})(?:=|\s+))(?!-)(\\"(?:[^"\\]|\\[^"])*(?:\\"|$)|"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s;&|'"]+)/gi,
     replace: (m, pre, head, name, value) => (isSecretFlagName(name) ? `${pre}${head}${quoted(value)}` : m),
   },
   // MySQL and MariaDB clients take the password glued to -p (`mysql -uroot -phunter2 app`): masked after
@@ -189,10 +281,14 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
 // name holding "token" needs whitespace and 8 credential characters after it (at most 40 name characters
 // after "token": SECRET_NAME_THEN_VALUE's bound); one of our credentials its type's
 // full prefix and a letter or digit. The alternatives are grouped by first letter: with the words added
-// for the patterns above, the flat list made this test ~30% slower on strings that hold no secret.
+// for the patterns above, the flat list made this test ~30% slower on strings that hold no secret. The
+// secret words that need a separator after them (auth=, cookie:, pin=, the Digest response=, …) are one
+// alternative starting at the '=' or ':' with a lookbehind for the word (as separate words they made this
+// test twice as slow on long text); a Hugging Face token starts at its '_', Slack webhooks and SendGrid
+// keys join the 's' group.
 // test/unit/audit-rows.test.ts checks that the fast and the full path agree.
 const MAY_HOLD_SECRET =
-  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|m(?:cp_(?:ro|rw|admin)_[a-z0-9]|ysql|ariadb)|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_|lpat-)|npm_|x(?:ox|-auth)|s(?:k-|ecret|ig)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})/i;
+  /a(?:kia|sia|gpa|ida|roa|npa|nva|ipa|iza)|b(?:egin|earer|asic)|token(?:\\?["']?\s*[=:]|[\w.-]{0,40}\s+[A-Za-z0-9\-._~+/]{8})|m(?:cp_(?:ro|rw|admin)_[a-z0-9]|ysql|ariadb)|k(?:sgw_|sop_|ey|_live_|_test_)|g(?:h[pousr]_|ithub_pat_|lpat-)|npm_|x(?:ox|-auth)|s(?:k-|ecret|ig|g\.[\w-]{16}|lack\.com)|eyJ|@|p(?:ass|wd)|jwt|identified|-u\S*\s*\S*:|(?:token|auth|credential|cookie|pin|connection)(?<=-[\w.-]{0,52})|[=:](?<=(?:auth(?:orization)?|credentials?|cookies?|connection[_-]?strings?|pins?|otps?|cv[vc]s?|(?:mfa|2fa|otp|totp)[_-]?codes?|response)\\?["']?\s*[=:])|_(?<=hf_)[a-z0-9]{30}/i;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 // NUL is matched deliberately: Postgres refuses it in text and jsonb.
@@ -304,6 +400,54 @@ export function isSecretFlag(arg: string): boolean {
 
 const MAX_DEPTH = 32;
 
+/** An object key as stored (masked when it holds a credential, made storable) and whether its value is secret. */
+interface KeyVerdict {
+  key: string;
+  secret: boolean;
+}
+
+// The verdicts of the first few thousand short keys, as for isSecretKey; a key that holds a credential is
+// never kept here (the memo would hold the credential for the life of the process).
+const keyVerdictMemo = new Map<string, KeyVerdict>();
+
+function keyVerdict(k: string): KeyVerdict {
+  let kv = keyVerdictMemo.get(k);
+  if (kv === undefined) {
+    // A key can be a credential itself ({"ghp_…": 1}, a map keyed by token): masked like any text. Whether
+    // its value is secret is asked of the masked key, so the credential reaches no memo.
+    const key = redactText(k);
+    kv = { key, secret: isSecretKey(key) };
+    if (key === k && keyVerdictMemo.size < SECRET_KEY_MEMO_MAX && k.length <= 64) keyVerdictMemo.set(k, kv);
+  }
+  return kv;
+}
+
+/**
+ * redactValue of an object some of whose keys masking (or making storable) changed: those are renamed so that no two keys of the object become one and
+ * no value is lost: a changed key that is already taken, by a key kept as it was or by an earlier changed
+ * one, gets " #2", " #3", … ({"ghp_A…": 1, "ghp_B…": 2} -> {"[REDACTED]": 1, "[REDACTED] #2": 2}). Keys
+ * kept as they were are never renamed. Stable: the same object (the same keys in the same order) always
+ * gives the same keys; no hash of the credential is written.
+ */
+function redactRenamedKeys(obj: Record<string, unknown>, keys: string[], named: boolean, depth: number): Record<string, unknown> {
+  const verdicts = keys.map(keyVerdict);
+  const taken = new Set(keys.filter((k, i) => verdicts[i]!.key === k));
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const v = obj[k];
+    if (v === undefined || typeof v === 'function') continue;
+    const kv = verdicts[i]!;
+    let key = kv.key;
+    if (key !== k) {
+      for (let n = 2; taken.has(key); n++) key = `${kv.key} #${n}`;
+      taken.add(key);
+    }
+    out[key] = (kv.secret || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
+  }
+  return out;
+}
+
 /** argv[0] of a MySQL or MariaDB client (a path or .exe allowed). */
 const MYSQL_COMMAND = new RegExp(`(?:^|[/\\\\])${MYSQL_CLIENT}$`, 'i');
 
@@ -351,11 +495,14 @@ export function redactValue(value: unknown, depth = 0): unknown {
     const out: Record<string, unknown> = {};
     // A form field or header as an object ({ name: "password", value: "…" }, also key or field): its value.
     const named = [obj['name'], obj['key'], obj['field']].some((n) => typeof n === 'string' && isSecretKey(n));
-    for (const k of Object.keys(obj)) {
+    const keys = Object.keys(obj);
+    for (const k of keys) {
       const v = obj[k];
       if (v === undefined || typeof v === 'function') continue;
-      const key = storable(k);
-      out[key] = (isSecretKey(k) || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
+      const kv = keyVerdict(k);
+      // A key masking changed (rare): start again, naming every key so that none collide.
+      if (kv.key !== k) return redactRenamedKeys(obj, keys, named, depth);
+      out[k] = (kv.secret || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
     }
     return out;
   }

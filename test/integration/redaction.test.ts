@@ -171,6 +171,42 @@ describe('a kill reason and a decision\'s arguments', () => {
   });
 });
 
+describe("a decision's arguments holding the credentials a privacy review found stored in clear", () => {
+  it('are masked in the audit row: passphrases, cookies, authorization, credentials, Azure keys, Slack webhooks, a bearer key, a credential used as a key', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const ghp = `ghp_${'A'.repeat(36)}`;
+    const args = {
+      env: 'GPG_PASSPHRASE=correct-horse-9 make sign',
+      header: 'Cookie: session=s3ss10nvalue; theme=dark',
+      query: 'https://api.example.com/x?authorization=QWxhZGRpbjpvcGVu&page=2',
+      form: 'credentials=svcUser:SvcPassw0rd',
+      azure: 'DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4Zm9vYmFy==;EndpointSuffix=core.windows.net',
+      webhook: 'https://hooks.slack.com/services/T0123ABCD/B0456EFGH/AbCdEfGhIjKlMnOpQrStUvWx',
+      bearer: 'plainbearer123',
+      seen: { [ghp]: 1 },
+      note: 'author=Jane pinned=true response=200',
+    };
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: args, session_id: s.session_id });
+    expect(d.decision).toBe('allow');
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query("SELECT arguments FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'", [d.decision_id]);
+    expect(rows[0].arguments).toEqual({
+      env: `GPG_PASSPHRASE=${REDACTED} make sign`,
+      header: `Cookie: ${REDACTED}`,
+      query: `https://api.example.com/x?authorization=${REDACTED}&page=2`,
+      form: `credentials=${REDACTED}`,
+      azure: `DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=${REDACTED};EndpointSuffix=core.windows.net`,
+      webhook: `https://hooks.slack.com/services/${REDACTED}`,
+      bearer: REDACTED,
+      seen: { [REDACTED]: 1 },
+      note: 'author=Jane pinned=true response=200',
+    });
+    const text = JSON.stringify(rows[0].arguments);
+    for (const secret of ['correct-horse', 's3ss10nvalue', 'QWxhZGRpbjpvcGVu', 'SvcPassw0rd', 'Zm9vYmFy', 'AbCdEfGhIjKlMnOpQrStUvWx', 'plainbearer123', ghp]) expect(text).not.toContain(secret);
+  });
+});
+
 describe('alert messages', () => {
   const alertsOf = async (kind: string, pick: (a: { details: Record<string, unknown>; message: string }) => boolean) =>
     ((await app.inject({ url: `/v1/alerts?kind=${kind}`, headers: bearer(viewer) })).json().alerts as Array<{ details: Record<string, unknown>; message: string }>).find(pick);

@@ -191,6 +191,9 @@ describe('redaction', () => {
       '--auth ', '--pin=', '-cookie ', '--connection-string ', '--token ', '--api-key ', '--password-file ', 'abc', '-p ', '--max-tokens ', 'mcp_rw_AbCd…', '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b',
       'token ', 'secret: ', 'aws_secret_access_key ', 'ssh_key', 'tokenizer ', 'endpoint', 'abC9dEf0gh', 'wJalrXUtnFEMI/K7MDENG', '\t', 'Authorization: Token ', 'x-access-token:',
       'crypt(', "'newpw'", "''", '(', ')', 'GITHUB_TOKEN ', 'password ', 'key ', 'sig ', 'jwt ', '\n',
+      'GPG_PASSPHRASE', 'Cookie: ', 'session=', 'auth', 'author', 'pin', 'PIN', 'otp', 'cvv', 'mfa_code', 'credentials', 'bearer', 'session_key', 'AccountKey',
+      'Authorization', 'Digest ', 'username="bob", ', 'response', 'hooks.slack.com/services/', 'T0123/B0456/AbCdEfGhIjKlMnOpQrStUvWx', 'hf_', 'SG.',
+      'abcdefghijklmnopqrstuvwxyzABCDEFGH', 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 'aws_secret_access_key', 'connection_string', 'Negotiate ',
     ];
     let seed = 42;
     const random = () => {
@@ -382,6 +385,97 @@ describe('redaction', () => {
     expect(redactText(`postgres://app:hun\uFEFFter2@db/app`)).toBe(`postgres://app:${REDACTED}@db/app`);
     // Without a secret, invisible characters stay as they were (what was sent is what is stored).
     expect(redactText('a\u200Bb soft\u00ADhyphen')).toBe('a\u200Bb soft\u00ADhyphen');
+  });
+
+  it('masks name=value text for every secret name of the key rule (one list): passphrase, cookie, auth, credentials, pin, session_key, …', () => {
+    // Each of these key names was masked under an object key but kept in clear in text.
+    const names = ['GPG_PASSPHRASE', 'authorization', 'credentials', 'cookie', 'auth', 'x-auth', 'session_key', 'PIN', 'card_pin', 'bearer', 'AccountKey', 'otp', 'cvv', 'mfa_code', 'connectionString', 'DB_PASS'];
+    for (const name of names) {
+      expect(isSecretKey(name), name).toBe(true);
+      expect(redactText(`${name}=v4lue-of-it ./run`), name).toBe(`${name}=${REDACTED} ./run`);
+      expect(redactText(`{"${name}": "v4lue"}`), name).toBe(`{"${name}": "${REDACTED}"}`);
+    }
+    expect(redactText('credentials=svcUser:SvcPassw0rd')).toBe(`credentials=${REDACTED}`);
+    const azure = 'DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy==;EndpointSuffix=core.windows.net';
+    expect(redactText(azure)).toBe(`DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=${REDACTED};EndpointSuffix=core.windows.net`);
+  });
+
+  it('masks a Cookie header whole and the credentials of an Authorization header, keeping its scheme', () => {
+    expect(redactText('Cookie: session=abc123; theme=dark')).toBe(`Cookie: ${REDACTED}`);
+    expect(redactText("curl -H 'Cookie: sid=abc; csrf=xyz' https://x")).toBe(`curl -H 'Cookie: ${REDACTED}' https://x`);
+    expect(redactText('Set-Cookie: id=a3fWa; Path=/; HttpOnly\nok')).toBe(`Set-Cookie: ${REDACTED}\nok`);
+    expect(redactText('authorization=abc123&x=1')).toBe(`authorization=${REDACTED}&x=1`);
+    expect(redactText('Authorization: Negotiate YIIabc')).toBe(`Authorization: Negotiate ${REDACTED}`);
+    expect(redactText('Authorization: Bearer abc')).toBe(`Authorization: Bearer ${REDACTED}`);
+    expect(redactText('Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abcdefgh')).toBe(`Authorization: Bearer ${REDACTED}`);
+  });
+
+  it("masks an HTTP Digest response (a hash an attacker can crack with the nonce beside it), keeps its other parameters and response= elsewhere", () => {
+    const header = 'Authorization: Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c"';
+    expect(redactText(header)).toBe(header.replace('6629fae49393a05397450978507c4ef1', REDACTED));
+    expect(redactText('Digest username=bob, response=6629fae49393a05397450978507c4ef1')).toBe(`Digest username=bob, response=${REDACTED}`);
+    expect(redactText('{"h": "Digest username=\\"bob\\", response=\\"6629fae4\\""}')).toBe(`{"h": "Digest username=\\"bob\\", response=\\"${REDACTED}\\""}`);
+    for (const plain of ['GET /orders response=200 in 12ms', 'the weekly digest: response=ok', 'Digest of the week, response=positive']) expect(redactText(plain), plain).toBe(plain);
+  });
+
+  it('masks an AWS secret access key next to its key id or after its name, and keeps 40-character words elsewhere', () => {
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+    expect(redactText(`AKIAIOSFODNN7EXAMPLE ${secret}`)).toBe(`${REDACTED} ${REDACTED}`);
+    expect(redactText(`Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,${secret}`)).toBe(`Access key ID,Secret access key\n${REDACTED},${REDACTED}`);
+    expect(redactText(`aws configure set aws_secret_access_key "${secret}"`)).toBe(`aws configure set aws_secret_access_key "${REDACTED}"`);
+    expect(redactText(`SecretAccessKey ${secret}`)).toBe(`SecretAccessKey ${REDACTED}`);
+    // A git SHA (hex) and a 40-character word without an AWS name or key id are kept.
+    for (const plain of [`commit 0123456789abcdef0123456789abcdef01234567 by AKIAIOSFODNN7EXAMPLE`, `see ${secret}`]) {
+      expect(redactText(plain), plain).not.toContain(REDACTED.repeat(2));
+    }
+    expect(redactText(`see ${secret}`)).toBe(`see ${secret}`);
+    expect(redactText('commit 0123456789abcdef0123456789abcdef01234567 by AKIAIOSFODNN7EXAMPLE')).toBe(`commit 0123456789abcdef0123456789abcdef01234567 by ${REDACTED}`);
+  });
+
+  it('masks Hugging Face tokens, SendGrid keys and Slack webhook URLs', () => {
+    expect(redactText('HF hf_abcdefghijklmnopqrstuvwxyzABCDEFGH ok')).toBe(`HF ${REDACTED} ok`);
+    expect(redactText('key SG.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ')).toBe(`key ${REDACTED}`);
+    expect(redactText('POST https://hooks.slack.com/services/T0123ABCD/B0456EFGH/AbCdEfGhIjKlMnOpQrStUvWx now')).toBe(`POST https://hooks.slack.com/services/${REDACTED} now`);
+    for (const plain of ['msg.abcdefghijklmnopqrstuv.length', 'see https://slack.com/help and https://hooks.example.com/services/a/b', 'the hf_ prefix']) {
+      expect(redactText(plain), plain).toBe(plain);
+    }
+  });
+
+  it('masks values under the keys otp, cvv, mfa_code, bearer, session_key and card_pin; keeps author, pinned, spin, oauth_provider', () => {
+    const secret = { otp: '123456', cvv: '123', cvc: 123, mfa_code: '000111', totpCode: '1', bearer: 'abc', session_key: 'k', card_pin: 1234, sms_otp: '9' };
+    expect(redactValue(secret)).toEqual(Object.fromEntries(Object.keys(secret).map((k) => [k, REDACTED])));
+    const plain = { author: 'Jane', pinned: true, spin: 3, oauth_provider: 'github', auth_method: 'oidc', otp_sent_at: 'now', response: 200, authenticated: false };
+    expect(redactValue(plain)).toEqual(plain);
+  });
+
+  it('masks an object key that is itself a credential, giving keys that mask alike distinct stable names', () => {
+    const a = 'ghp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+    const b = 'ghp_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB';
+    expect(redactValue({ [a]: 1 })).toEqual({ [REDACTED]: 1 });
+    const args = { [a]: 'first', [REDACTED]: 'literal', [b]: 'second', [`${REDACTED} #2`]: 'literal 2', note: `token ${a}` };
+    const once = redactValue(args);
+    expect(once).toEqual({ [`${REDACTED} #3`]: 'first', [REDACTED]: 'literal', [`${REDACTED} #4`]: 'second', [`${REDACTED} #2`]: 'literal 2', note: `token ${REDACTED}` });
+    expect(redactValue(args)).toEqual(once);
+    expect(JSON.stringify(once)).not.toContain('ghp_');
+    // Nested, and a key that holds a secret name with a value.
+    expect(redactValue({ tokens: { x: 1 }, map: { [`mcp_rw_${'a'.repeat(24)}`]: { uses: 3 }, 'password=hunter2': true } })).toEqual({
+      tokens: REDACTED,
+      map: { [`mcp_rw_${REDACTED}`]: { uses: 3 }, [`password=${REDACTED}`]: true },
+    });
+  });
+
+  it('keeps ordinary words near the new secret names: author=, pinned=, authentication failed, the cookie jar, response=200', () => {
+    const plain = [
+      'author=Jane pinned=true',
+      'authentication failed for bob',
+      'put the cookie jar on the shelf',
+      'GET /a response=200',
+      'login auth: failed for bob',
+      'the cookie: chocolate chip',
+      'spinning=1 options=2 authored=3 auth_url=https://x',
+      'We pin the version; PIN numbers are secret',
+    ];
+    for (const text of plain) expect(redactText(text), text).toBe(text);
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
