@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
@@ -302,6 +303,13 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         .catch(() => {});
     });
     void audit.checkDefaultPartition();
+    audit.onSpoolSetAside((s) => {
+      void alerts.raise({
+        kind: 'AUDIT_SPOOL_SET_ASIDE',
+        message: `${s.rows} audit rows spooled on ${hostname()} continue no hash chain of this database (chain ${s.replicaId} at seq ${s.seq}; restored from an older backup?): set aside in ${s.path}, not replayed. Keep that file with the incident record.`,
+        numbers: { rows: s.rows },
+      });
+    });
     audit.onSpoolingChange((spooling, rows) => {
       if (spooling) void alerts.raise({ kind: 'AUDIT_SPOOLING', message: `Postgres refused audit rows: they go to the local spool (${rows} rows) and are replayed when it is back.`, numbers: { rows } });
     });

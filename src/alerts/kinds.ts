@@ -35,6 +35,10 @@ export const ALERT_KINDS = {
     doc: 'Audit rows were written for a month that had no partition and sit in the default partition (checked at start and hourly; once a day): that month cannot get its partition while they are there. docs/audit.md, "Partitions".',
   },
   AUDIT_SPOOLING: { severity: 'critical', doc: 'Postgres is down for the audit writer: audit rows go to the local spool until it is back.' },
+  AUDIT_SPOOL_SET_ASIDE: {
+    severity: 'critical',
+    doc: 'A replica\'s audit spool holds rows that continue no hash chain of this database (restored from a backup older than the spool?): set aside on its disk, not replayed. docs/audit.md, "A spool that continues nothing".',
+  },
   POLICY_REJECTED: { severity: 'warning', doc: 'The policy file on disk was rejected (broken or unreadable): the last good policy stays in force. Raised once per rejected file.' },
   POLICY_DIVERGED: { severity: 'warning', doc: 'Live replicas decide with different policy files (a rollout still spreading, or a stale mount): a call is decided by whichever replica it reaches. Raised once per divergence episode.' },
 } as const satisfies Record<string, { severity: AlertSeverity; doc: string }>;

@@ -12,7 +12,7 @@ import { type ChainHead, type VerifyReport, verifyChain } from './chain.js';
 import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
 import type { AdminAction } from './rows.js';
 import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageGroupRow } from './store.js';
-import { AuditUnavailable, AuditWriter } from './writer.js';
+import { AuditUnavailable, AuditWriter, type SpoolSetAside } from './writer.js';
 
 // Registers the int8 → number parser even when only this module is loaded (CLI).
 import '../db/pool.js';
@@ -245,13 +245,25 @@ export class AuditService {
     private readonly log: Logger,
     /** The same array the writer's callback reads. */
     private readonly spoolingListeners: SpoolingListener[],
+    /** Spools set aside so far, and who is told of the next ones (the writer's callback fills both). */
+    private readonly spoolsSetAside: SpoolSetAside[] = [],
+    private readonly setAsideListeners: Array<(info: SpoolSetAside) => void> = [],
   ) {}
+
+  /** Called for each spool set aside instead of replayed (docs/audit.md), also those set aside before the call. */
+  onSpoolSetAside(listener: (info: SpoolSetAside) => void): void {
+    for (const info of this.spoolsSetAside) listener(info);
+    this.setAsideListeners.push(listener);
+  }
 
   /** Creates the writer (own pool, limited role), makes sure partitions exist ahead, starts retention. */
   static async start(config: Config, pool: Pool, log: Logger, opts: AuditServiceOptions = {}): Promise<AuditService> {
     await auditStore.ensurePartitions(pool, partitionsFrom(new Date(), config.auditRetentionDays), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
     const writerPool = opts.writerPool ?? createWriterPool(config.databaseUrl);
     const listeners: SpoolingListener[] = [];
+    // A spool is set aside by the start's first replay, before the app listens: kept to be told later.
+    const setAside: SpoolSetAside[] = [];
+    const setAsideListeners: Array<(info: SpoolSetAside) => void> = [];
     let service: AuditService | undefined;
     const writer = await AuditWriter.open({
       pool: writerPool,
@@ -264,13 +276,17 @@ export class AuditService {
       onSpoolingChange: (spooling, rows) => {
         for (const l of listeners) l(spooling, rows);
       },
+      onSpoolSetAside: (info) => {
+        setAside.push(info);
+        for (const l of setAsideListeners) l(info);
+      },
       // A chain's first durable row is witnessed at once, not an interval later: a chain that no head
       // line names is one `audit verify --witnesses` reports as planted (UNWITNESSED).
       onNewDurableChain: () => {
         if (service?.headLogEnabled) service.logHead();
       },
     });
-    service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners);
+    service = new AuditService(pool, writerPool, !opts.writerPool, writer, config, log, listeners, setAside, setAsideListeners);
     if (opts.retentionJob !== false) service.startRetentionJob();
     if (opts.headLog !== false && config.auditHeadLogIntervalS > 0) {
       service.headLogEnabled = true;

@@ -1,4 +1,4 @@
-import { type FileHandle, mkdir, open, readdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { AuditRecord } from './record.js';
@@ -245,6 +245,17 @@ export class Spool {
     this.bytes = 0;
     this.replayedTo = 0;
     this.pendingRows = 0;
+  }
+
+  /**
+   * Renames the file out of the way (`<name>.set-aside-<time>`, which no writer adopts or replays), then
+   * closes it and drops the lock. Returns the new path. The next acquire of this slot starts a new file.
+   */
+  async setAside(now = new Date()): Promise<string> {
+    const to = `${this.path}.set-aside-${now.toISOString().replace(/[:.]/g, '-')}`;
+    await rename(this.path, to);
+    await this.release();
+    return to;
   }
 
   /** Closes the file and drops the lock; removes the file when asked and it is empty. */

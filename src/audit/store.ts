@@ -220,6 +220,24 @@ export const auditStore = {
     return res.rowCount ?? 0;
   },
 
+  /**
+   * The hashes stored at these chain positions, in audit_events or as a retention anchor (the spool's
+   * replay checks that spooled rows continue a chain this database has).
+   */
+  async chainLinks(db: Queryable, positions: ReadonlyArray<{ replica_id: string; seq: number }>): Promise<Array<{ replica_id: string; seq: number; hash: string }>> {
+    if (positions.length === 0) return [];
+    const ids = positions.map((p) => p.replica_id);
+    const seqs = positions.map((p) => p.seq);
+    const { rows } = await db.query<{ replica_id: string; seq: string; hash: string }>(
+      `WITH p(replica_id, seq) AS (SELECT * FROM unnest($1::text[], $2::bigint[]))
+       SELECT e.replica_id, e.seq, e.hash FROM audit_events e JOIN p ON e.replica_id = p.replica_id AND e.seq = p.seq
+       UNION ALL
+       SELECT a.replica_id, a.seq, a.hash FROM audit_anchors a JOIN p ON a.replica_id = p.replica_id AND a.seq = p.seq`,
+      [ids, seqs],
+    );
+    return rows.map((r) => ({ replica_id: r.replica_id, seq: Number(r.seq), hash: r.hash }));
+  },
+
   /** Per chain: first and last seq and the number of rows (the verifier checks it walked that many). */
   async chainSummaries(db: Queryable): Promise<Array<{ replica_id: string; min_seq: number; max_seq: number; rows: number }>> {
     const { rows } = await db.query(

@@ -35,6 +35,8 @@ export interface AuditWriterOptions {
   clock?: () => number;
   /** Told when rows start going to the spool (true) and when the spool has been replayed (false). */
   onSpoolingChange?: (spooling: boolean, spoolRows: number) => void;
+  /** Told when a spool whose rows do not continue this database's chains was set aside instead of replayed. */
+  onSpoolSetAside?: (info: SpoolSetAside) => void;
   /** Told when the durable head enters a chain it was not in (the first row of a new chain in Postgres). */
   onNewDurableChain?: () => void;
   /**
@@ -48,6 +50,14 @@ export interface AuditWriterOptions {
    * true (GET /readyz: audit not ready) and one warning is logged until rows are durable again. Default 5000.
    */
   stallMs?: number;
+}
+
+/** A spool set aside: where it is now, its rows, and the first row that continues nothing here. */
+export interface SpoolSetAside {
+  path: string;
+  rows: number;
+  replicaId: string;
+  seq: number;
 }
 
 /** Default of AuditWriterOptions.stallMs: twice the longest an INSERT may take (AUDIT_QUERY_TIMEOUT_MS). */
@@ -92,6 +102,8 @@ export class AuditWriter {
   private spool: Spool | null = null;
   private orphans: Spool[] = [];
   private replayDue = false;
+  /** Spooled rows Postgres rejected (chain positions with their hash): a row after one still continues its chain. */
+  private readonly rejected = new Set<string>();
   /** Set while failing and idle: the next run tries to start a chain (probe). */
   private probeDue = false;
   private lastTs = 0;
@@ -513,6 +525,11 @@ export class AuditWriter {
     try {
       const { records, corrupt, endOffset } = await spool.readPending(this.batchMax);
       if (corrupt.length > 0) this.opts.log.error({ spool: spool.path, lines: corrupt.slice(0, 3) }, 'audit spool lines that do not parse were skipped');
+      const gap = await this.discontinuity(records);
+      if (gap) {
+        await this.setAside(spool, isOwn, gap);
+        return true;
+      }
       if (records.length > 0) await this.replayRecords(records, spool.path);
       spool.markReplayed(endOffset, records.length + corrupt.length);
       this.written += records.length;
@@ -532,6 +549,63 @@ export class AuditWriter {
       this.opts.log.warn({ err: (err as Error).message, spool: spool.path, pending: spool.pendingRows }, 'audit spool replay failed; retrying later');
       return false;
     }
+  }
+
+  /**
+   * The first row of these (spooled) rows that continues no chain this database has: the first row of its
+   * chain in the batch is not the chain's first (seq 1), and the database holds neither that row nor its
+   * predecessor with the hash it names (in audit_events, or as a retention anchor). That is a database
+   * restored from a backup older than the spool, or another database under the same name: replayed, the
+   * rows would leave a gap that `audit verify` reports as BROKEN for good (the table is append-only).
+   */
+  private async discontinuity(records: readonly AuditRecord[]): Promise<AuditRecord | undefined> {
+    const firsts = new Map<string, AuditRecord>();
+    for (const r of records) if (!firsts.has(r.replica_id)) firsts.set(r.replica_id, r);
+    const check = [...firsts.values()].filter((r) => r.seq > 1);
+    if (check.length === 0) return undefined;
+    const client = await this.opts.pool.connect();
+    let links: Array<{ replica_id: string; seq: number; hash: string }>;
+    try {
+      links = await auditStore.chainLinks(
+        client,
+        check.flatMap((r) => [
+          { replica_id: r.replica_id, seq: r.seq - 1 },
+          { replica_id: r.replica_id, seq: r.seq },
+        ]),
+      );
+      client.release();
+    } catch (err) {
+      client.release(err as Error);
+      throw err;
+    }
+    const stored = new Set([...this.rejected, ...links.map((l) => `${l.replica_id} ${l.seq} ${l.hash}`)]);
+    return check.find((r) => !stored.has(`${r.replica_id} ${r.seq} ${r.hash}`) && !stored.has(`${r.replica_id} ${r.seq - 1} ${r.prev_hash}`));
+  }
+
+  /**
+   * Sets a spool aside (renamed, never replayed) and goes on without it: its rows stay on this disk for the
+   * operator (docs/audit.md, "A spool that continues nothing"). Our own chain continues those rows, so it
+   * ends here too: the next row starts a new chain.
+   */
+  private async setAside(spool: Spool, isOwn: boolean, at: AuditRecord): Promise<void> {
+    const rows = spool.pendingRows;
+    const from = spool.path;
+    const path = await spool.setAside();
+    this.opts.log.error(
+      { spool: from, set_aside: path, rows, replica_id: at.replica_id, seq: at.seq },
+      'audit spool set aside, not replayed: its rows do not continue the hash chains in this database (restored from a backup older than the spool?); replaying them would break `audit verify` for good. docs/audit.md, "A spool that continues nothing"',
+    );
+    if (isOwn) {
+      this.spool = null;
+      if (this.chain) {
+        this.previousChain = this.chain.replicaId;
+        this.chain = null;
+      }
+      this.opts.onSpoolingChange?.(false, this.spoolSize);
+    } else {
+      this.orphans.shift();
+    }
+    this.opts.onSpoolSetAside?.({ path, rows, replicaId: at.replica_id, seq: at.seq });
   }
 
   /** Moves the durable head to the last of these rows when they continue (or start) a chain of ours. */
@@ -557,6 +631,7 @@ export class AuditWriter {
         } catch (rowErr) {
           if (!isDataError(rowErr)) throw rowErr;
           this.lost++;
+          this.rejected.add(`${r.replica_id} ${r.seq} ${r.hash}`);
           this.opts.log.error({ err: (rowErr as Error).message, id: r.id, replica_id: r.replica_id, seq: r.seq, spool: path }, 'audit row rejected by Postgres; the chain will show a gap here');
         }
       }

@@ -1,14 +1,14 @@
-import { appendFile, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyChain } from '../../src/audit/chain.js';
-import type { AuditRecord } from '../../src/audit/record.js';
-import { intentRow } from '../../src/audit/rows.js';
+import { rowHash, verifyChain } from '../../src/audit/chain.js';
+import { type AuditRecord, makeRecord } from '../../src/audit/record.js';
+import { adminRow, intentRow } from '../../src/audit/rows.js';
 import { createWriterPool } from '../../src/audit/service.js';
 import { LOCK_LEASE_MS, Spool, spoolBaseName } from '../../src/audit/spool.js';
-import { AuditUnavailable, AuditWriter } from '../../src/audit/writer.js';
+import { AuditUnavailable, AuditWriter, type SpoolSetAside } from '../../src/audit/writer.js';
 import { TestContext } from '../helpers/context.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
 
@@ -22,10 +22,24 @@ const log = { info: (_o: unknown, m?: string) => logs.push(`info ${m}`), warn: (
 
 const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
 
-async function openWriter(dataDir: string, url = proxy.url(ctx.name), onSpoolingChange?: (spooling: boolean, rows: number) => void): Promise<AuditWriter> {
+async function openWriter(
+  dataDir: string,
+  url = proxy.url(ctx.name),
+  onSpoolingChange?: (spooling: boolean, rows: number) => void,
+  onSpoolSetAside?: (info: SpoolSetAside) => void,
+): Promise<AuditWriter> {
   const pool = createWriterPool(url);
   pools.push(pool);
-  const writer = await AuditWriter.open({ pool, database: ctx.name, dataDir, batchMax: 50, log: log as never, replayIntervalMs: 100, ...(onSpoolingChange ? { onSpoolingChange } : {}) });
+  const writer = await AuditWriter.open({
+    pool,
+    database: ctx.name,
+    dataDir,
+    batchMax: 50,
+    log: log as never,
+    replayIntervalMs: 100,
+    ...(onSpoolingChange ? { onSpoolingChange } : {}),
+    ...(onSpoolSetAside ? { onSpoolSetAside } : {}),
+  });
   writers.push(writer);
   return writer;
 }
@@ -163,6 +177,62 @@ describe('spool', () => {
     await until('the spool to be replayed', () => !writer.spooling);
     expect((await chainRows(replicaId)).map((r) => r.kind)).toEqual(['CHAIN_START']);
     expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('a spool whose first row continues a chain already in Postgres (seq > 1) is replayed: the check finds its predecessor', async () => {
+    await proxy.up();
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const setAside: SpoolSetAside[] = [];
+    const writer = await openWriter(dir, proxy.url(ctx.name), undefined, (i) => setAside.push(i));
+    await writer.recordIntent(intentRow(callContext(), allow));
+    const replicaId = writer.replicaId!;
+    await proxy.down();
+    await writer.recordIntent(intentRow(callContext(), allow));
+    expect(writer.spoolSize).toBe(1);
+    await proxy.up();
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    expect((await chainRows(replicaId)).map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect(setAside).toEqual([]);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('a spool that continues no chain of this database (restored from an older backup) is set aside, not replayed; verify still passes', async () => {
+    await proxy.up();
+    // Rows 5 and 6 of a chain this database never had: its rows 1-4 were lost with the database.
+    const lost = '9'.repeat(64);
+    const replicaId = '019a0000-0000-7000-8000-00000000dead';
+    const rows: AuditRecord[] = [];
+    let prev = lost;
+    for (const seq of [5, 6]) {
+      const r = makeRecord(adminRow({ actor: 'test', action: 'x' }), `019a0000-0000-7000-8000-00000000000${seq}`, new Date(), replicaId, seq, prev);
+      r.hash = rowHash(prev, r);
+      prev = r.hash;
+      rows.push(r);
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const spool = await Spool.acquire(dir, ctx.name);
+    await spool.append(rows);
+    await spool.release();
+
+    const setAside: SpoolSetAside[] = [];
+    const writer = await openWriter(dir, proxy.url(ctx.name), undefined, (i) => setAside.push(i));
+    await until('the spool to be set aside', () => setAside.length > 0);
+    expect(setAside).toEqual([{ path: expect.stringMatching(/\.jsonl\.set-aside-/), rows: 2, replicaId, seq: 5 }]);
+    expect(writer.spoolSize).toBe(0);
+    expect(await chainRows(replicaId)).toEqual([]);
+    // The rows are kept, as sealed, in the renamed file; no writer adopts it.
+    expect((await readFile(setAside[0]!.path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).hash)).toEqual(rows.map((r) => r.hash));
+    expect((await readdir(dir)).filter((n) => n.endsWith('.jsonl'))).toEqual([]);
+    expect(logs.some((l) => l.startsWith('error audit spool set aside, not replayed'))).toBe(true);
+    expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+
+    // The writer goes on: the next row is written directly.
+    const next = callContext();
+    await writer.recordIntent(intentRow(next, allow));
+    expect((await db.query('SELECT 1 FROM audit_events WHERE decision_id = $1', [next.decisionId])).rowCount).toBe(1);
+    // A second writer on that directory finds nothing to replay.
+    const second = await openWriter(dir);
+    expect(second.spoolSize).toBe(0);
   });
 
   it('rows left in the spool by a writer that stopped while Postgres was down are replayed by the next writer', async () => {
