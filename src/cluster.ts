@@ -4,8 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { type Config, FLAGS_AT_START_ENV } from './config.js';
-import { logUnexpectedExit } from './flags/embedded.js';
 import { prepareUnleash } from './flags/setup.js';
+import type { EmbeddedUnleashState } from './flags/supervisor.js';
 import { loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
 
@@ -23,6 +23,8 @@ const REGISTRY_ANSWER = 'killswitch:registry';
 const READY = 'killswitch:ready';
 const PING = 'killswitch:ping';
 const PONG = 'killswitch:pong';
+/** The primary's embedded Unleash went down or came back (src/flags/supervisor.ts): sent to every ready worker. */
+const EMBEDDED_UNLEASH = 'killswitch:embedded-unleash';
 /** How often the primary asks each ready worker whether its event loop still turns. */
 const HEARTBEAT_EVERY_MS = 1_000;
 /** How long the primary waits for one worker's metrics; a worker that does not answer is left out. */
@@ -111,6 +113,8 @@ export async function runPrimary(config: Config): Promise<number> {
           worker.off('exit', onExit);
           ready.add(worker);
           lastHeard.set(worker, Date.now());
+          // A worker started (or restarted) while the embedded Unleash is down learns it at once.
+          if (embedded && worker.isConnected()) worker.send({ type: EMBEDDED_UNLEASH, state: embedded.state() });
           resolve(worker);
         } else if (msg?.type === METRICS_ASK) {
           const answer = (m: Omit<MetricsAnswer, 'type' | 'id'>) => {
@@ -236,6 +240,7 @@ export async function runPrimary(config: Config): Promise<number> {
       return;
     }
     stopping = true;
+    embedded?.shuttingDown();
     clearInterval(heartbeat);
     log.info({ signal, workers: live.size }, 'shutting down: each worker finishes its requests and flushes its audit trail (a second signal exits at once)');
     stopAll('SIGTERM');
@@ -248,7 +253,10 @@ export async function runPrimary(config: Config): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  if (embedded) logUnexpectedExit(embedded, log, () => stopping);
+  // The workers' /readyz, FLAGS_STALE alert and metrics say when the primary's embedded Unleash is down.
+  embedded?.on('state', (state) => {
+    for (const worker of ready) if (worker.isConnected()) worker.send({ type: EMBEDDED_UNLEASH, state });
+  });
 
   let failedStart: number | undefined;
   try {
@@ -272,7 +280,11 @@ export function becomeWorker(app: FastifyInstance): void {
   const { metrics } = app.ctx;
   let next = 0;
   const waiting = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  process.on('message', (msg: MetricsAnswer | { type: typeof REGISTRY_ASK; id: number } | { type: typeof PING }) => {
+  process.on('message', (msg: MetricsAnswer | { type: typeof REGISTRY_ASK; id: number } | { type: typeof PING } | { type: typeof EMBEDDED_UNLEASH; state: EmbeddedUnleashState }) => {
+    if (msg?.type === EMBEDDED_UNLEASH) {
+      app.ctx.flags.noteEmbeddedUnleash(msg.state);
+      return;
+    }
     if (msg?.type === PING) {
       // The primary's heartbeat: answering at all shows the event loop turns.
       if (process.connected) process.send!({ type: PONG });

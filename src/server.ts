@@ -2,9 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { bootstrapOwner, buildApp, postgresStartError, precheckHashSecret } from './app.js';
 import { type Config, wellKnownSecretsInUse } from './config.js';
-import { logUnexpectedExit } from './flags/embedded.js';
 import { otherSecretWarning } from './flags/registration.js';
 import { flagsAtStartFromEnv, prepareUnleash, webhookUrl } from './flags/setup.js';
+import { superviseWith } from './flags/supervisor.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
@@ -27,14 +27,7 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
     await embedded?.stop();
     throw err;
   }
-  if (embedded) {
-    let closing = false;
-    app.addHook('onClose', async () => {
-      closing = true;
-      await embedded.stop();
-    });
-    logUnexpectedExit(embedded, app.log, () => closing);
-  }
+  if (embedded) superviseWith(app, embedded);
   const published = wellKnownSecretsInUse(config);
   if (published.length > 0) {
     app.log.warn(

@@ -20,6 +20,8 @@ export interface EmbeddedUnleashOptions {
   startTimeoutMs?: number;
   /** Unleash's own log level (its logs go to this process's stderr). */
   logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  /** Gives up a start still waiting for Unleash (the control plane is shutting down): the child is stopped. */
+  signal?: AbortSignal;
 }
 
 export interface EmbeddedUnleash {
@@ -31,13 +33,8 @@ export interface EmbeddedUnleash {
   stop(): Promise<void>;
   /** Resolves when the process has exited (for whatever reason). */
   exited: Promise<number | null>;
-}
-
-/** Logs an exit of the embedded Unleash that `expected()` (the owner is stopping) does not explain. */
-export function logUnexpectedExit(embedded: EmbeddedUnleash, log: Pick<Logger, 'error'>, expected: () => boolean): void {
-  void embedded.exited.then((code) => {
-    if (!expected()) log.error({ exit_code: code }, 'embedded Unleash exited: the last fetched flags stay in force (staleness alert follows); restart the control plane');
-  });
+  /** The signal that ended it, once it has exited by one (SIGKILL, ...); null otherwise. */
+  exitSignal(): NodeJS.Signals | null;
 }
 
 /**
@@ -120,7 +117,7 @@ async function healthy(baseUrl: string): Promise<boolean> {
  * Starts unleash-server as a child process and waits until it is ready. The child exits on its own if
  * this process dies (IPC disconnect); `stop()` sends SIGTERM and, after 5 s, SIGKILL.
  */
-export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logger): Promise<EmbeddedUnleash> {
+export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick<Logger, 'info'>): Promise<EmbeddedUnleash> {
   const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host;
   const base = `http://${host}:${o.port}`;
   if (await healthy(base)) {
@@ -132,7 +129,13 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logg
   // aborted by the closing database pool) is dropped.
   child.stdout?.pipe(process.stderr, { end: false });
   child.stderr?.pipe(process.stderr, { end: false });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let endedBy: NodeJS.Signals | null = null;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code, signal) => {
+      endedBy = signal;
+      resolve(code);
+    }),
+  );
   let failure: string | undefined;
   let launched = false;
   child.on('message', (m: { type?: string; message?: string }) => {
@@ -159,6 +162,10 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logg
   // 'ready' comes after the launcher has checked the tokens; /health alone could answer a moment earlier.
   while (!launched || !(await healthy(base))) {
     if (done) throw new Error(`Embedded Unleash exited before it was ready${failure ? `: ${failure}` : ''} (database ${new URL(o.databaseUrl).pathname.slice(1)}, port ${o.port})`);
+    if (o.signal?.aborted) {
+      await stop();
+      throw new Error('Embedded Unleash start given up: the control plane is stopping');
+    }
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`Embedded Unleash did not become healthy within ${Math.round(timeoutMs / 1000)} s on port ${o.port}`);
@@ -167,5 +174,5 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Logg
   }
   // pid is pino's own field (this process): the child's goes under a name of its own.
   log?.info({ url: base, unleash_pid: child.pid }, 'embedded Unleash is up');
-  return { apiUrl: `${base}/api`, uiUrl: base, pid: child.pid, stop, exited };
+  return { apiUrl: `${base}/api`, uiUrl: base, pid: child.pid, stop, exited, exitSignal: () => endedBy };
 }

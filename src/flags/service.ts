@@ -10,6 +10,7 @@ import { holdPollInterval } from './poll-interval.js';
 import { describeRegistration, type RegistrationView, registrationError, registrationKeys, unknownRegistration } from './registration.js';
 import { webhookUrl } from './setup.js';
 import { SharedFlagBackup } from './shared-backup.js';
+import { EMBEDDED_DOWN_SENTENCE, type EmbeddedUnleashState } from './supervisor.js';
 
 // The control plane's view of Unleash: unleash-client 6 polling one environment every
 // UNLEASH_REFRESH_MS, also after Unleash answered errors (the SDK's back-off is held off, see
@@ -254,6 +255,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   private firstFetch: (() => void) | undefined;
   private stale = false;
   private staleTimer: NodeJS.Timeout | undefined;
+  /** The embedded Unleash this control plane runs (supervisor.ts), undefined with UNLEASH_URL set. */
+  private embedded: EmbeddedUnleashState | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly startedAt = Date.now();
   private readonly onMessage = (channel: string, message: string) => {
@@ -461,11 +464,19 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     if (Date.now() - since < this.config.unleashStaleAfterS * 1000) return;
     this.stale = true;
     const lastFetchAt = this.lastFetchAt ? new Date(this.lastFetchAt) : null;
-    const message = this.ready
-      ? `No successful Unleash fetch for ${this.config.unleashStaleAfterS} s (last ${lastFetchAt?.toISOString() ?? 'never'}): the last fetched flags stay in force; use break-glass kills (POST /v1/kills) to stop something now.`
-      : `Unleash has not answered for ${this.config.unleashStaleAfterS} s and there is no fresh backup: every decision is denied (DEPENDENCY_UNAVAILABLE).`;
-    this.log.error({ last_fetch_at: lastFetchAt, last_error: this.lastError, url: this.config.unleashUrl }, `flags: stale. ${message}`);
-    this.alert({ kind: 'FLAGS_STALE', message, numbers: { stale_after_s: this.config.unleashStaleAfterS }, details: { last_error: this.lastError } });
+    const down = this.embedded?.up === false ? this.embedded : undefined;
+    const message =
+      (this.ready
+        ? `No successful Unleash fetch for ${this.config.unleashStaleAfterS} s (last ${lastFetchAt?.toISOString() ?? 'never'}): the last fetched flags stay in force; use break-glass kills (POST /v1/kills) to stop something now.`
+        : `Unleash has not answered for ${this.config.unleashStaleAfterS} s and there is no fresh backup: every decision is denied (DEPENDENCY_UNAVAILABLE).`) +
+      (down ? ` ${EMBEDDED_DOWN_SENTENCE} (down since ${new Date(down.downSince ?? Date.now()).toISOString()}).` : '');
+    this.log.error({ last_fetch_at: lastFetchAt, last_error: this.lastError, url: this.config.unleashUrl, ...(down ? { embedded_unleash: 'restarting' } : {}) }, `flags: stale. ${message}`);
+    this.alert({
+      kind: 'FLAGS_STALE',
+      message,
+      numbers: { stale_after_s: this.config.unleashStaleAfterS, ...(this.embedded ? { embedded_unleash_restarts: this.embedded.restarts } : {}) },
+      details: { last_error: this.lastError, ...(down ? { embedded_unleash: 'restarting', embedded_unleash_down_since: new Date(down.downSince ?? Date.now()).toISOString() } : {}) },
+    });
     this.emit('stale', { lastFetchAt });
   }
 
@@ -489,6 +500,16 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
   }
 
   /** True once flags are loaded from Unleash or a fresh backup. Before that every flag is off. */
+  /** What the supervisor of the embedded Unleash (this process's, or the primary's under WORKERS > 1) last said. */
+  noteEmbeddedUnleash(state: EmbeddedUnleashState): void {
+    this.embedded = { ...state };
+  }
+
+  /** The embedded Unleash's state; undefined when this control plane runs none (UNLEASH_URL set). */
+  embeddedUnleash(): EmbeddedUnleashState | undefined {
+    return this.embedded ? { ...this.embedded } : undefined;
+  }
+
   isReady(): boolean {
     return this.ready;
   }

@@ -4,9 +4,10 @@ import { type Config, flagsAtStartFromPrimary } from '../config.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
-import { type EmbeddedUnleash, embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
+import { embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
 import { type RegistrationBy, type RegistrationRecord, registrationError, registrationRecord, saveRegistration } from './registration.js';
 import type { StartFlagsRead } from './service.js';
+import { SupervisedUnleash } from './supervisor.js';
 import { describeSyncReport, type SyncReport, syncFlags, type WebhookMode } from './sync.js';
 import { webhookSecretForStart } from './webhook-secret.js';
 
@@ -122,17 +123,19 @@ export function flagsAtStartFromEnv(raw: string | undefined = flagsAtStartFromPr
 }
 
 /**
- * For `killswitch start`: runs the embedded Unleash unless UNLEASH_URL is set, then the flags sync for
+ * For `killswitch start`: runs the embedded Unleash (supervised) unless UNLEASH_URL is set, then the flags sync for
  * the policy file. Returns the configuration pointing at that Unleash, and the embedded server to stop.
  * A failed sync is logged, not fatal: decisions deny for any flag that is missing. A broken policy file
  * throws PolicyFileError first, before anything starts: the start stops on it anyway (buildApp).
  */
-export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: EmbeddedUnleash | undefined; flagsAtStart: StartFlagsRead | undefined }> {
+export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: SupervisedUnleash | undefined; flagsAtStart: StartFlagsRead | undefined }> {
   const names = await flagNamesFromPolicyFile(config.policyFile);
-  let embedded: EmbeddedUnleash | undefined;
+  let embedded: SupervisedUnleash | undefined;
   let effective = config;
   if (!config.unleashUrl) {
-    embedded = await startEmbeddedUnleash(embeddedOptionsFromConfig(config), log);
+    const options = embeddedOptionsFromConfig(config);
+    // Restarted when it exits while the control plane runs (supervisor.ts); a failed first start stops the start.
+    embedded = new SupervisedUnleash(await startEmbeddedUnleash(options, log), options, log);
     effective = { ...config, unleashUrl: embedded.apiUrl };
     const published = publishedAdminDefaults(config);
     // The published default is no secret (README, docs): a first-time user need not look it up.

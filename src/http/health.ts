@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { EMBEDDED_UNLEASH_DOWN_WARNING } from '../flags/supervisor.js';
 import { divergenceWarning } from '../policy/replicas.js';
 
 const Ready = Type.Object({
@@ -10,7 +11,7 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them).',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it.',
   }),
 });
 
@@ -92,7 +93,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['health'],
         security: [],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -128,6 +129,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const replicas = ctx.policyReplicas.view();
       const diverged = replicas && divergenceWarning(replicas);
       if (diverged) warnings.push(diverged);
+      // Flags keep working from memory (see EMBEDDED_UNLEASH_DOWN_WARNING for why not a failed check).
+      if (ctx.flags.embeddedUnleash()?.up === false) warnings.push(EMBEDDED_UNLEASH_DOWN_WARNING);
       return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });
     },
   );

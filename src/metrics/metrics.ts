@@ -166,6 +166,14 @@ export class Metrics implements DependencySink {
       return [[{}, ok ? 1 : 0]];
     });
     readMetric(r, 'killswitch_flags_last_fetch_timestamp_seconds', 'Unix time of the last successful Unleash poll (0: never).', 'gauge', 'min', () => [[{}, (ctx.flags.lastFetch()?.getTime() ?? 0) / 1000]]);
+    readMetric(r, 'killswitch_flags_embedded_unleash_up', '1 while the embedded Unleash (no UNLEASH_URL) runs, 0 while it is down and being restarted; absent with UNLEASH_URL set.', 'gauge', 'min', () => {
+      const e = ctx.flags.embeddedUnleash();
+      return e ? [[{}, e.up ? 1 : 0]] : [];
+    });
+    readMetric(r, 'killswitch_flags_embedded_unleash_restarts', 'Restarts of the embedded Unleash after it exited, since the control plane started (its log says why each time).', 'gauge', 'max', () => {
+      const e = ctx.flags.embeddedUnleash();
+      return e ? [[{}, e.restarts]] : [];
+    });
     readMetric(r, 'killswitch_flags_webhook_overrides', 'Flags denied by an Unleash webhook event the poll has not caught up with yet.', 'gauge', 'max', () => [[{}, ctx.flags.status().overrides.length]]);
 
     readMetric(r, 'killswitch_redis_up', '1 while the Redis command connection is ready.', 'gauge', 'min', () => [[{}, ctx.redis.redis.status === 'ready' ? 1 : 0]]);

@@ -14,7 +14,7 @@ import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKE
 
 const ctx = new TestContext();
 const database = unleashDatabaseName('embedded');
-const running: EmbeddedUnleash[] = [];
+const running: Array<Pick<EmbeddedUnleash, 'stop'>> = [];
 
 afterAll(async () => {
   for (const u of running) await u.stop();
