@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { HaltTrigger, LimitUse, SessionView } from '../decisions/types.js';
 import type { RedisHandle } from '../redis/client.js';
+import { type RedisFailure, redisFailure } from '../redis/failure.js';
 import { encodeArgs, RawScript } from '../redis/raw-script.js';
 import type { Capability } from '../tokens/scopes.js';
 import { type CounterSpec, counterLabel, countersFor, type GateLimits, type GateWindows, REAL_WINDOWS, usageText } from './limits.js';
@@ -107,8 +108,12 @@ export interface GateOutcome {
   cascade?: { writes: number; resources: string[] };
   /** On a halt: the last 3 calls (newest first), including the one that fired it. */
   lastCalls?: CallSummary[];
-  /** For UNAVAILABLE: what failed. */
+  /** For UNAVAILABLE: what failed (the driver's words, for the log only). */
   error?: string;
+  /** For UNAVAILABLE: what kind of failure, in words a denial may carry (redis/failure.ts). */
+  failure?: RedisFailure;
+  /** For UNAVAILABLE: the driver's error itself, for the log. */
+  cause?: unknown;
 }
 
 export interface DecisionMeta {
@@ -229,10 +234,12 @@ export class RedisGate {
     const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
     try {
       const reply = (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply | LuaOkReply;
-      if (!Array.isArray(reply)) return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: 'the gate script gave no list' };
+      if (!Array.isArray(reply)) {
+        return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: 'the gate script gave no list', failure: { kind: 'error', code: 'UNEXPECTED_REPLY' } };
+      }
       return reply[0] === 'OK' ? this.interpretOk(req, fixed.counterSpecs, reply as LuaOkReply) : this.interpret(req, fixed.counterSpecs, reply as LuaReply);
     } catch (err) {
-      return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message };
+      return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: (err as Error).message, failure: redisFailure(err), cause: err };
     }
   }
 

@@ -1,4 +1,6 @@
+import { type DependencyFailureReporter, seeLog } from '../decisions/dependency-failures.js';
 import type { CallContext, Denial, HaltTrigger, PipelineStep } from '../decisions/types.js';
+import { redisFailureWords } from '../redis/failure.js';
 import type { GateOutcome, GateRequest, LimitAlert, RedisGate } from './gate.js';
 import type { GateLimits } from './limits.js';
 import type { CallSummary } from './summary.js';
@@ -36,6 +38,8 @@ export interface GateStepDeps {
   onLostReplyHalt?(ctx: CallContext, trigger: HaltTrigger, tokenHalted: boolean): void;
   /** Waits before each look after a lost reply (tests shorten them). */
   lostReplyRetryMs?: readonly number[];
+  /** Where the driver's words of a failed gate check go (the log, rate-limited): never the denial. */
+  failures?: DependencyFailureReporter;
 }
 
 /** When to look again after a gate check whose reply never came: Redis may still be stalled. */
@@ -147,8 +151,11 @@ export function denialFor(o: GateOutcome, ctx: CallContext, limits?: GateLimits)
     case 'OK':
       if (o.allowed) return undefined;
       break;
-    case 'UNAVAILABLE':
-      return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis (sessions, halts and limits) is unreachable or slower than REDIS_TIMEOUT_MS, so the call is denied (fail closed). Retry shortly.' };
+    case 'UNAVAILABLE': {
+      // What happened in Redis's own terms (a timeout, no connection, an error answer such as OOM), never its text.
+      const what = o.failure ? redisFailureWords(o.failure) : 'is unreachable or slower than REDIS_TIMEOUT_MS';
+      return { code: 'DEPENDENCY_UNAVAILABLE', message: `Redis (sessions, halts and limits) ${what}, so the call is denied (fail closed). ${seeLog(ctx.decisionId)}` };
+    }
     case 'NO_EPOCH':
       return { code: 'DEPENDENCY_UNAVAILABLE', message: 'Redis lost its state (restart or flush); halts and sessions are being reloaded from Postgres. Calls are denied until then; retry in a few seconds.' };
     case 'UNVERIFIED':
@@ -237,8 +244,12 @@ export function createGateStep(deps: GateStepDeps): PipelineStep {
       };
       const o = await deps.gate.check(req);
       if (o.allowed && !ctx.dryRun) ctx.undoGate = (code) => deps.gate.undo(req, o.now, code);
-      // Only a timeout leaves a script that may run later: a command refused (connection down) never ran.
-      if (o.reason === 'UNAVAILABLE' && o.error !== undefined && /timed out/i.test(o.error) && !ctx.dryRun) void afterLostReply(deps, req, ctx);
+      if (o.reason === 'UNAVAILABLE') {
+        // The driver's words (an OOM answer, a timeout, a closed connection) for the operator, under the decision id.
+        deps.failures?.report('Redis', o.cause ?? new Error(o.error ?? 'unknown'), { decision_id: ctx.decisionId, step: GATE_STEP_NAME, ...(ctx.dryRun ? { during: 'explain' } : {}) });
+        // Only a timeout leaves a script that may still run later: a refused command never ran, an error answer ended it.
+        if (o.failure?.kind === 'timeout' && !ctx.dryRun) void afterLostReply(deps, req, ctx);
+      }
       if (o.session) ctx.session = o.session;
       Object.assign(ctx.limits, o.limits);
       ctx.warnings.push(...o.warnings);

@@ -88,6 +88,44 @@ describe('Redis unreachable: the decision message and the audit row name Redis, 
   });
 });
 
+describe('Redis answering the gate with an error (not a timeout): the message names its code, the log has its words', () => {
+  let app: FastifyInstance;
+  let gw: GatewayDriver;
+
+  beforeAll(async () => {
+    // An app of its own: the log line of a dependency is rate-limited per app.
+    app = await t.app({ policyFile: POLICY });
+    gw = await new GatewayDriver(t, app).init();
+  }, 60_000);
+
+  it('WRONGTYPE on the session key → DEPENDENCY_UNAVAILABLE saying Redis answered with an error (WRONGTYPE), not "unreachable or slower"; logged once with the decision id', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    // The session's hash, inside this file's key prefix, made a string: the gate script's read of it fails.
+    const key = app.ctx.redis.key('s', s.session_id);
+    await app.ctx.redis.redis.del(key);
+    await app.ctx.redis.redis.set(key, 'not a hash');
+    const read = { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' }, session_id: s.session_id };
+    const d = await gw.decide(tok.raw, read);
+    expect(d).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+    expect(d.message).toContain('Redis (sessions, halts and limits) answered with an error (WRONGTYPE)');
+    expect(d.message).not.toMatch(/unreachable|slower than|did not answer/);
+    expect(d.message).toContain(d.decision_id);
+    // Only the code: not the rest of Redis's reply (it quotes the script's sha and line).
+    expect(d.message).not.toMatch(/Operation against|user_script|[0-9a-f]{40}/);
+
+    const logged = logOf(d.decision_id);
+    expect(logged).toHaveLength(1);
+    expect(JSON.parse(logged[0]!)).toMatchObject({ level: 50, dependency: 'Redis', step: 'gate' });
+    expect(logged[0]).toMatch(/"err":"ReplyError: WRONGTYPE Operation against a key holding the wrong kind of value/);
+
+    // The next failures of Redis within the interval are counted, not logged line by line.
+    const again = await gw.decide(tok.raw, read);
+    expect(again).toMatchObject({ code: 'DEPENDENCY_UNAVAILABLE' });
+    expect(logOf(again.decision_id)).toEqual([]);
+  });
+});
+
 describe('Postgres refusing connections: the approval step names the approval queue, not the driver error', () => {
   const proxy = new PgProxy();
   let app: FastifyInstance;

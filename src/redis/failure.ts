@@ -1,0 +1,24 @@
+/**
+ * What a failed Redis command was, in words an agent and the audit trail may read: no answer in time, no
+ * connection, or an error answer named by Redis's error code, the first word of its reply (`OOM`,
+ * `WRONGTYPE`, `READONLY`, `MISCONF`, `BUSY`, ...). Never the rest of the reply: it can quote a script's
+ * sha, a key or a limit; that goes to the log with the decision id.
+ */
+export type RedisFailure = { kind: 'timeout' } | { kind: 'unreachable' } | { kind: 'error'; code: string };
+
+export function redisFailure(err: unknown): RedisFailure {
+  const e = err as { name?: unknown; message?: unknown } | null | undefined;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  // ioredis: every answer Redis gives as an error is a ReplyError (from the redis-errors package).
+  if (e?.name === 'ReplyError') return { kind: 'error', code: /^([A-Z][A-Z0-9_]{1,31})\b/.exec(message)?.[1] ?? 'ERR' };
+  // REDIS_TIMEOUT_MS (ioredis's commandTimeout): the command was sent and may still run.
+  if (/timed out/i.test(message)) return { kind: 'timeout' };
+  return { kind: 'unreachable' };
+}
+
+/** "did not answer within REDIS_TIMEOUT_MS", "is unreachable", "answered with an error (OOM)". */
+export function redisFailureWords(f: RedisFailure): string {
+  if (f.kind === 'timeout') return 'did not answer within REDIS_TIMEOUT_MS';
+  if (f.kind === 'unreachable') return 'is unreachable';
+  return `answered with an error (${f.code})`;
+}
