@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { Pool } from '../db/pool.js';
+import { RepeatedLog } from '../log-repeats.js';
 import { type ChainHead, GENESIS, rowHash } from './chain.js';
 import { hashedContent } from './content.js';
 import { type AuditEvent, type AuditRecord, makeEvent, makeRecord } from './record.js';
@@ -124,6 +125,8 @@ export class AuditWriter {
   /** queuedAt of the oldest row of the batch being written (Postgres or spool), while one is. */
   private inFlightSince: number | undefined;
   private stallWarned = false;
+  /** The failure lines of a batch: once per batch while Postgres (and the spool) fail, so counted per interval. */
+  private readonly failureLog = new RepeatedLog();
 
   /** Rows committed to Postgres directly or by replay. */
   written = 0;
@@ -295,6 +298,7 @@ export class AuditWriter {
       this.kick();
       await this.flush();
     }
+    this.failureLog.flush();
     // Counted before the files are let go: the shutdown's last line says how many rows wait there.
     this.leftInSpool = this.spoolSize;
     for (const s of this.orphans.splice(0)) await s.release();
@@ -452,7 +456,9 @@ export class AuditWriter {
         for (const l of this.batchListeners) l(records.length);
         return;
       } catch (err) {
-        this.opts.log.warn({ err: (err as Error).message, rows: records.length }, 'audit INSERT failed; writing to the local spool until Postgres is back');
+        const message = (err as Error).message;
+        const rows = records.length;
+        this.failureLog.note('insert', (repeat) => this.opts.log.warn({ err: message, rows, ...repeat }, 'audit INSERT failed; writing to the local spool until Postgres is back'));
       }
     }
     try {
@@ -466,7 +472,10 @@ export class AuditWriter {
     } catch (err) {
       this.lost += batch.length;
       this.failing = true;
-      this.opts.log.error({ err: (err as Error).message, rows: batch.length }, 'audit rows could not be written to Postgres nor to the spool');
+      const message = (err as Error).message;
+      const rows = batch.length;
+      // Once per batch while it lasts: counted, one line per interval (repeats: lines left out; rows: of the last).
+      this.failureLog.note('lost', (repeat) => this.opts.log.error({ err: message, rows, lost_total: this.lost, ...repeat }, 'audit rows could not be written to Postgres nor to the spool'));
       // These positions may or may not have reached Postgres: never reuse them, start a new chain.
       this.previousChain = this.chain?.replicaId ?? null;
       this.chain = null;

@@ -8,7 +8,9 @@ import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { isUuid } from '../ids.js';
 import type { CallSummary } from '../limits/summary.js';
+import { RepeatedLog } from '../log-repeats.js';
 import type { CompiledPolicy } from '../policy/index.js';
+import { redisFailure } from '../redis/failure.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { declaredServerWarnings, type ScopeWarning } from './declared-servers.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
@@ -236,6 +238,8 @@ export class SessionService {
   private capsFor: (() => SessionCaps) | undefined;
   private readonly pendingRecords: HaltInput[] = [];
   private readonly pendingMirror: MirrorHalt[] = [];
+  /** `session not opened: …`: once per request during an outage, so at most one line per cause and interval. */
+  private readonly notOpenedLog = new RepeatedLog();
 
   /** Redis list of halts Postgres did not take yet (HaltInput JSON), drained by every replica's tick. */
   private readonly journalKey: string;
@@ -291,6 +295,7 @@ export class SessionService {
   }
 
   async stop(): Promise<void> {
+    this.notOpenedLog.flush();
     await this.epoch.stop();
   }
 
@@ -334,7 +339,11 @@ export class SessionService {
       });
     } catch (err) {
       // The driver's error names hosts and ports: for the log, not for the gateway (docs/operations.md).
-      this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: Redis unavailable');
+      const message = (err as Error).message;
+      this.notOpenedLog.note('redis', (repeat) => this.log.error({ err: message, token_id: agent.id, ...repeat }, 'session not opened: Redis unavailable'));
+      const failure = redisFailure(err);
+      // An error answer (OOM, READONLY ...) is named by its code: Redis answered, it is not "unavailable".
+      if (failure.kind === 'error') throw new AppError('SERVICE_UNAVAILABLE', `Redis answered with an error (${failure.code}), so no session was opened (fail closed); try again shortly.`);
       throw new AppError('SERVICE_UNAVAILABLE', 'Redis is unavailable, so no session was opened (fail closed); try again shortly.');
     }
     if (answer.r === 'NO_EPOCH') {
@@ -419,10 +428,12 @@ export class SessionService {
       await this.mirror.redis.redis.del(this.mirror.redis.key('s', id)).catch(() => {});
       if (unrecorded) {
         // As a decision whose INTENT cannot be written is denied: no session the audit trail does not know of.
-        this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: its audit row could not be written');
+        const message = (err as Error).message;
+        this.notOpenedLog.note('audit', (repeat) => this.log.error({ err: message, token_id: agent.id, ...repeat }, 'session not opened: its audit row could not be written'));
         throw new AppError('SERVICE_UNAVAILABLE', 'The audit trail is unavailable, so no session was opened (fail closed); try again shortly.');
       }
-      this.log.error({ err: (err as Error).message, token_id: agent.id }, 'session not opened: Postgres unavailable');
+      const message = (err as Error).message;
+      this.notOpenedLog.note('postgres', (repeat) => this.log.error({ err: message, token_id: agent.id, ...repeat }, 'session not opened: Postgres unavailable'));
       throw new AppError('SERVICE_UNAVAILABLE', 'Postgres is unavailable, so no session was opened; try again shortly.');
     }
     const halted = row.state === 'halted';

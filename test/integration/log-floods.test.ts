@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replicaWithoutAudit } from '../helpers/audit-down.js';
+import { TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+
+// Lines an outage used to repeat once per request or batch (chaos review, 2026-12-06: 75 `session not
+// opened: Redis unavailable` in 4 s from one client, 275 `audit rows could not be written ...` in 10 s):
+// the first is logged at once, the rest counted, and the count is logged (here: at the shutdown).
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const BURST = 20;
+const t = new TestContext();
+let gw: GatewayDriver;
+
+beforeAll(async () => {
+  await t.setup();
+  gw = await new GatewayDriver(t, await t.app({ policyFile: POLICY })).init();
+});
+afterAll(() => t.teardown());
+
+const linesOf = (msg: string) => t.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === msg);
+
+describe('a burst of failures logs a bounded number of lines, with the count', () => {
+  it('session opens while Redis is unreachable: one line at once, then one with repeats', async () => {
+    const cut = await t.app({ policyFile: POLICY, redisUrl: 'redis://127.0.0.1:1' });
+    const tok = await gw.token('rw');
+    for (let i = 0; i < BURST; i++) {
+      const res = await cut.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: {} });
+      expect(res.statusCode).toBe(503);
+      expect(res.json().error.message).toMatch(/Redis is unavailable/);
+    }
+    const during = linesOf('session not opened: Redis unavailable');
+    expect(during).toHaveLength(1);
+    expect(during[0]).toMatchObject({ level: 50, at_most_every_s: 30, token_id: tok.id });
+    expect(during[0]!['repeats']).toBeUndefined();
+    await t.close(cut);
+    const after = linesOf('session not opened: Redis unavailable');
+    expect(after).toHaveLength(2);
+    expect(after[1]).toMatchObject({ level: 50, repeats: BURST - 1 });
+  });
+
+  it('audit rows that reach neither Postgres nor the spool: one line per kind at once, then the count', async () => {
+    const { app, restore } = await replicaWithoutAudit(t, 'session.opened', { policyFile: POLICY });
+    const tok = await gw.token('rw');
+    try {
+      for (let i = 0; i < BURST; i++) {
+        const res = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: {} });
+        expect(res.statusCode).toBe(503);
+      }
+      for (const msg of ['audit rows could not be written to Postgres nor to the spool', 'audit INSERT failed; writing to the local spool until Postgres is back', 'session not opened: its audit row could not be written']) {
+        expect(linesOf(msg), msg).toHaveLength(1);
+      }
+    } finally {
+      await restore();
+    }
+    const lost = linesOf('audit rows could not be written to Postgres nor to the spool');
+    expect(lost).toHaveLength(2);
+    expect(lost[1]).toMatchObject({ level: 50, repeats: BURST - 1, lost_total: BURST });
+    const notOpened = linesOf('session not opened: its audit row could not be written');
+    expect(notOpened).toHaveLength(2);
+    expect(notOpened[1]).toMatchObject({ repeats: BURST - 1 });
+  });
+});
