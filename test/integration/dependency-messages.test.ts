@@ -124,6 +124,17 @@ describe('Redis answering the gate with an error (not a timeout): the message na
     expect(again).toMatchObject({ code: 'DEPENDENCY_UNAVAILABLE' });
     expect(logOf(again.decision_id)).toEqual([]);
   });
+
+  it('a session Redis refuses with an error answer (WRONGTYPE on the token\'s open-sessions key): 503 naming the code, not "unavailable"', async () => {
+    const tok = await gw.token('rw');
+    await app.ctx.redis.redis.set(app.ctx.redis.key('so', tok.id), 'not a sorted set');
+    const res = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: {} });
+    expect(res.statusCode).toBe(503);
+    expect(res.json().error.message).toBe('Redis answered with an error (WRONGTYPE), so no session was opened (fail closed); try again shortly.');
+    const logged = t.logs.lines.filter((l) => l.includes('session not opened: Redis unavailable') && l.includes(tok.id));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain('WRONGTYPE Operation against a key');
+  });
 });
 
 describe('Postgres refusing connections: the approval step names the approval queue, not the driver error', () => {
