@@ -14,6 +14,14 @@ const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
 /** How long the replica that audits a polled flag change holds it, so the others' polls of it write nothing. */
 const POLLED_CHANGE_CLAIM_S = 3_600;
 
+/**
+ * How long an Unleash event, once applied, is remembered so that another delivery of it (a second
+ * integration posting to the same URL, Unleash's retry) writes no second audit row and raises no second
+ * alert. Copies of one event arrive within seconds; a fresh Unleash whose event ids start again is
+ * told apart by type and flag.
+ */
+const WEBHOOK_EVENT_CLAIM_S = 3_600;
+
 function sameSecret(presented: string | undefined, secret: string): boolean {
   if (!presented || !secret) return false;
   // Hash first so the comparison is constant-time whatever the lengths.
@@ -100,12 +108,33 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req) => {
       const e = req.body;
-      const result = await flags.applyWebhookEvent({
-        type: e.type,
-        featureName: e.featureName ?? undefined,
-        environment: e.environment ?? undefined,
-        id: e.id,
-      });
+      // Claimed in Redis by the first delivery of an event id: another one (a second integration posting
+      // here, replicas that registered one each) applies nothing again. Redis not answering: applied (a
+      // duplicate row is better than a lost one).
+      const claim = typeof e.id === 'number' ? ctx.redis.key('flags', 'webhook-event', String(e.id), e.type, e.featureName ?? '') : undefined;
+      const first = claim
+        ? await ctx.redis.redis
+            .set(claim, '1', 'EX', WEBHOOK_EVENT_CLAIM_S, 'NX')
+            .then((r) => r === 'OK')
+            .catch(() => true)
+        : true;
+      if (!first) {
+        req.log.info({ unleash_event: e.type, flag: e.featureName, event_id: e.id }, 'flags: Unleash webhook event delivered again (already applied): ignored');
+        return { result: 'duplicate' as const };
+      }
+      let result: Awaited<ReturnType<typeof flags.applyWebhookEvent>>;
+      try {
+        result = await flags.applyWebhookEvent({
+          type: e.type,
+          featureName: e.featureName ?? undefined,
+          environment: e.environment ?? undefined,
+          id: e.id,
+        });
+      } catch (err) {
+        // Not applied: a retry by Unleash must not be taken for a copy.
+        if (claim) await ctx.redis.redis.del(claim).catch(() => {});
+        throw err;
+      }
       req.log.info({ unleash_event: e.type, flag: e.featureName, environment: e.environment, event_id: e.id, result }, 'flags: Unleash webhook');
       // One row per event (Unleash posts to one replica): the incident timeline and reviewers see flag changes.
       const action = FLAG_ACTIONS.get(e.type) ?? 'flag.changed';

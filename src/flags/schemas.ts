@@ -19,8 +19,9 @@ export const UnleashEventBody = Type.Object(
 export type UnleashEventBody = Static<typeof UnleashEventBody>;
 
 export const WebhookResult = Type.Object({
-  result: Type.Union([Type.Literal('denied'), Type.Literal('cleared'), Type.Literal('ignored')], {
-    description: 'denied: a local deny override was applied on every replica; cleared: an older override ended; ignored: nothing to do.',
+  result: Type.Union([Type.Literal('denied'), Type.Literal('cleared'), Type.Literal('ignored'), Type.Literal('duplicate')], {
+    description:
+      'denied: a local deny override was applied on every replica; cleared: an older override ended; ignored: nothing to do; duplicate: an event of this id (type and flag) was already applied (delivered again, by a second integration or a retry): no audit row, no alert.',
   }),
 });
 

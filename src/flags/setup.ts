@@ -9,6 +9,7 @@ import { type RegistrationBy, type RegistrationRecord, registrationError, regist
 import type { StartFlagsRead } from './service.js';
 import { SupervisedUnleash } from './supervisor.js';
 import { describeSyncReport, type SyncReport, syncFlags, type WebhookMode } from './sync.js';
+import { underFlagsSyncLock } from './sync-lock.js';
 import { webhookSecretForStart } from './webhook-secret.js';
 
 // Glue used by `killswitch start`, `killswitch flags sync`, `killswitch unleash`, the test setup and the
@@ -164,15 +165,28 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   const undeliverable = webhookUndeliverable(config);
   if (undeliverable) log.warn(undeliverable);
   try {
-    const at = Date.now();
-    const report = await syncFromConfig(effective, {
-      ...(secret && !undeliverable ? { webhookSecret: secret } : { webhookUrl: null }),
-      names,
-      record: {
-        by: 'start',
-        onError: (err) => log.warn({ err }, 'flags: cannot record the webhook registration in Redis: GET /v1/flags does not show it until the next start or flags sync'),
+    // One replica's sync at a time (sync-lock.ts): replicas starting together would each register a webhook.
+    const { at, report } = await underFlagsSyncLock(
+      config.databaseUrl,
+      async () => {
+        const at = Date.now();
+        const report = await syncFromConfig(effective, {
+          ...(secret && !undeliverable ? { webhookSecret: secret } : { webhookUrl: null }),
+          names,
+          record: {
+            by: 'start',
+            onError: (err) => log.warn({ err }, 'flags: cannot record the webhook registration in Redis: GET /v1/flags does not show it until the next start or flags sync'),
+          },
+        });
+        return { at, report };
       },
-    });
+      {
+        onLocked: (waitedMs) => {
+          if (waitedMs >= 1_000) log.info({ waited_ms: waitedMs }, "flags: waited for another replica's flags sync to finish");
+        },
+        onUnlocked: (err) => log.warn({ err }, "flags: could not take the flags sync lock in the database (DATABASE_URL): syncing without it (replicas starting together may each register the webhook; the later ones turn theirs off)"),
+      },
+    );
     for (const line of describeSyncReport(report, config.unleashEnvironment)) log.info(line);
     // Created off (recreated, or new with an unreadable event log) is off too; a flag in another project is missing for us.
     flagsAtStart = { off: [...report.off, ...report.recreatedOff, ...report.createdOff], archived: [...report.archived, ...report.elsewhere], at };

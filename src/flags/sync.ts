@@ -94,21 +94,41 @@ export function managedStrategy(flag: FlagDefinition, i: number): UnleashStrateg
   return { name: s.name, title: `flags-as-code ${strategyFingerprint(s)}`, parameters: s.parameters, constraints: s.constraints, segments: [], disabled: false };
 }
 
+/**
+ * A create that lost a race with another sync creating the same thing: unleash-server answers 409
+ * (NameExistsError) when its own check saw the other one, else 500 with Postgres's unique violation.
+ */
+function createdMeanwhile(err: unknown): boolean {
+  return err instanceof UnleashAdminError && (err.status === 409 || (err.status === 500 && err.message.includes('duplicate key')));
+}
+
 async function ensureContextFields(admin: UnleashAdmin, servers: string[], report: SyncReport): Promise<void> {
-  const existing = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
-  for (const field of CONTEXT_FIELDS) {
+  let existing = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
+  const bodyFor = (field: (typeof CONTEXT_FIELDS)[number], current: UnleashContextField | undefined): UnleashContextField => {
     const wanted = field.name === 'server' ? servers : field.legal;
-    const current = existing.get(field.name);
     // Values an operator added in the UI are kept.
     const legal = [...new Set([...(current?.legalValues ?? []).map((v) => v.value), ...(wanted ?? [])])].sort();
-    const body: UnleashContextField = { name: field.name, description: field.description, stickiness: false, legalValues: legal.map((value) => ({ value })) };
+    return { name: field.name, description: field.description, stickiness: false, legalValues: legal.map((value) => ({ value })) };
+  };
+  for (const field of CONTEXT_FIELDS) {
+    let current = existing.get(field.name);
     if (!current) {
-      await admin.createContextField(body);
-      report.contextFields.created.push(field.name);
-      continue;
+      try {
+        await admin.createContextField(bodyFor(field, undefined));
+        report.contextFields.created.push(field.name);
+        continue;
+      } catch (err) {
+        // Another sync (a replica starting at the same time, an operator's `flags sync`) created it a moment
+        // ago: read it back and bring it up to date like any existing field.
+        if (!createdMeanwhile(err)) throw err;
+        existing = new Map((await admin.listContextFields()).map((f) => [f.name, f]));
+        current = existing.get(field.name);
+        if (!current) throw err;
+      }
     }
+    const body = bodyFor(field, current);
     const currentLegal = (current.legalValues ?? []).map((v) => v.value).sort();
-    if (current.description !== field.description || currentLegal.join('\n') !== legal.join('\n')) {
+    if (current.description !== field.description || currentLegal.join('\n') !== (body.legalValues ?? []).map((v) => v.value).join('\n')) {
       await admin.updateContextField(body);
       report.contextFields.updated.push(field.name);
     }
@@ -206,6 +226,30 @@ export function registeredWebhook(a: UnleashAddon): RegisteredWebhook {
 
 const sameList = (a: readonly string[] | undefined, b: readonly string[]) => [...(a ?? [])].sort().join('\n') === [...b].sort().join('\n');
 
+/** Turned off, not deleted: unleash-server 7.5.1 exits (an unhandled rejection) when an integration is deleted while it delivers an event. */
+async function turnOff(admin: UnleashAdmin, a: UnleashAddon): Promise<void> {
+  if (!a.enabled) return;
+  await admin.updateAddon(a.id, { provider: a.provider, enabled: false, description: a.description ?? '', parameters: a.parameters, events: a.events, projects: a.projects ?? ['*'], environments: a.environments ?? ['*'] });
+}
+
+/**
+ * After creating one: syncs that ran at the same time (replicas starting together on a fresh Unleash,
+ * an operator's `flags sync` during a start) may each have found none and created one. Every one of them
+ * lists again after its create and turns off the enabled integrations posting to the URL (with `keep`, and
+ * the same secret) other than the oldest, so they agree on the oldest without talking to each other: the
+ * later of any two creates sees the earlier one. The start's sync also runs under an advisory lock
+ * (setup.ts), so this is for what that lock does not cover.
+ */
+async function turnOffLaterTwins(admin: UnleashAdmin, want: WebhookRequest, url: string, secret: string): Promise<void> {
+  const addons = (await admin.listAddons()).filter(ours);
+  const twins = addons
+    .filter((a) => a.enabled)
+    .map(registeredWebhook)
+    .filter((w) => w.url === url && (want.mode === 'own' || w.secret === secret))
+    .sort((a, b) => a.id - b.id);
+  for (const w of twins.slice(1)) await turnOff(admin, addons.find((a) => a.id === w.id)!);
+}
+
 async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise<WebhookOutcome> {
   const url = normalizeWebhookUrl(want.url);
   const secret = secretFingerprint(want.secret);
@@ -225,19 +269,15 @@ async function ensureWebhook(admin: UnleashAdmin, want: WebhookRequest): Promise
   const all = addons.map(registeredWebhook).sort((a, b) => Number(b.enabled) - Number(a.enabled) || a.id - b.id);
   const exact = all.filter((w) => w.url === url && w.secret === secret);
   const mine = exact[0] ?? all.find((w) => w.url === url) ?? all.find((w) => w.url !== null && w.secret === secret) ?? all.find((w) => w.url === null);
-  // Several integrations posting to one URL deliver every event twice, or fail with a stale secret. They
-  // are turned off, not deleted: unleash-server 7.5.1 exits (an unhandled rejection) when an integration
-  // is deleted while it delivers an event.
+  // Several integrations posting to one URL deliver every event twice, or fail with a stale secret: turned off.
   const duplicates = all.filter((w) => w !== mine && w.url === url && (want.mode === 'own' || w.secret === secret));
-  for (const d of duplicates) {
-    const a = addons.find((x) => x.id === d.id)!;
-    if (a.enabled) await admin.updateAddon(d.id, { provider: a.provider, enabled: false, description: a.description ?? '', parameters: a.parameters, events: a.events, projects: a.projects ?? ['*'], environments: a.environments ?? ['*'] });
-  }
+  for (const d of duplicates) await turnOff(admin, addons.find((x) => x.id === d.id)!);
   const others = all.filter((w) => w !== mine && !duplicates.includes(w)).map((w) => ({ url: w.url, enabled: w.enabled }));
 
   if (!mine) {
     if (want.mode === 'keep' && all.length > 0) return { result: 'kept', url, kept: { reason: 'others', url: null, urlDiffers: true, secretDiffers: true }, others };
     await admin.createAddon(body);
+    await turnOffLaterTwins(admin, want, url, secret);
     return { result: 'created', url, others };
   }
   const same = mine.url === url && mine.secret === secret;
@@ -298,7 +338,7 @@ async function syncFlag(input: SyncInput, flag: FlagDefinition, archived: Set<st
     try {
       await admin.createFeature(flag);
     } catch (err) {
-      if (err instanceof UnleashAdminError && err.status === 409) {
+      if (createdMeanwhile(err)) {
         // Another replica's sync created it a moment ago (then sync it as existing), it was archived since
         // the list was read, or a flag of that name lives in another project (names are global in Unleash).
         if (await admin.getFeature(flag.name)) return syncFlag(input, flag, archived, report);

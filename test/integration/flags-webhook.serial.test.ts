@@ -84,8 +84,8 @@ describe('Unleash webhook receiver', () => {
         }
         expect(app.ctx.flags.isEnabled('mcp.memory.write', rwDev)).toBe(true);
       }
-      // The stored secret is accepted by both (an event that changes nothing).
-      for (const app of [first, second]) expect((await post(app, { type: 'feature-updated', featureName: 'mcp.memory.write', environment: env, id: 2 }, { authorization: generated })).json()).toEqual({ result: 'ignored' });
+      // The stored secret is accepted by both (an event that changes nothing; ids of their own, or the second would be a copy).
+      for (const [i, app] of [first, second].entries()) expect((await post(app, { type: 'feature-updated', featureName: 'mcp.memory.write', environment: env, id: 2 + i }, { authorization: generated })).json()).toEqual({ result: 'ignored' });
       // GET /v1/flags compares the registration with the stored secret.
       const viewer = await fresh.operatorKey(second, 'viewer');
       expect((await second.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json().webhook.registration.state).toBe('not-attempted');
