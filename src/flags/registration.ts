@@ -103,6 +103,40 @@ export async function saveRegistration(config: Pick<Config, 'redisUrl' | 'redisP
   }
 }
 
+/** Reads both records on a connection of its own, as a replica at `mine` sees them; undefined when Redis cannot be read. */
+export async function loadRegistration(config: Pick<Config, 'redisUrl' | 'redisPrefix'>, mine: { url: string; secret: string }): Promise<RegistrationView | undefined> {
+  const redis = new Redis(config.redisUrl, { lazyConnect: true, connectTimeout: 2_000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const keys = registrationKeys(config.redisPrefix);
+    return describeRegistration((await redis.mget(keys.last, keys.ok)) as [string | null, string | null], mine);
+  } catch {
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * What a start about to register the webhook with its secret logs (error) when that cuts off replicas
+ * that accept another one: the database stores a generated secret other than UNLEASH_WEBHOOK_SECRET, or
+ * the webhook to this URL was last registered, successfully, with another secret. Not refused: rotating
+ * the secret is a rolling restart that goes through exactly this (docs/flags.md).
+ */
+export function takeoverWarning(opts: { storedDiffers: boolean; before: RegistrationView | undefined; url: string }): string | undefined {
+  const { storedDiffers, before, url } = opts;
+  const registeredOther = before?.state === 'elsewhere' && before.sameSecret === false && before.url === normalized(url);
+  if (!storedDiffers && !registeredOther) return undefined;
+  const why = storedDiffers
+    ? "UNLEASH_WEBHOOK_SECRET differs from the webhook secret stored in the database, which replicas without UNLEASH_WEBHOOK_SECRET accept"
+    : `the Unleash webhook posting to ${normalized(url)} was registered with another secret (by ${before?.by ?? 'unknown'} on ${before?.host ?? 'unknown host'}${before?.at ? ` at ${before.at.toISOString()}` : ''})`;
+  return (
+    `flags: ${why}. This start registers the webhook with its own secret, so every replica that accepts the other one refuses each flag event from now on (401; flag changes reach it by polling only, 1–2 s later), and a start of one of those takes the webhook back. ` +
+    'Give every replica the same secret (the same UNLEASH_WEBHOOK_SECRET everywhere, or unset everywhere); while rotating it, this lasts until every replica runs with the new one'
+  );
+}
+
 function normalized(url: string): string {
   try {
     return normalizeWebhookUrl(url);
@@ -152,14 +186,26 @@ export function unknownRegistration(error: string): RegistrationView {
 }
 
 /**
+ * Whether Unleash's webhook to this replica's URL, as last registered, carries another secret than the one
+ * it accepts (`same_secret: false` in GET /v1/flags): every event it posts is then refused (401).
+ */
+export function registeredWithOtherSecret(view: RegistrationView, mine: string): boolean {
+  return view.state === 'elsewhere'
+    ? view.sameSecret === false && view.url === normalized(mine)
+    : view.state === 'failed' && view.registeredSameSecret === false && view.registeredUrl === normalized(mine);
+}
+
+/** The /readyz warning while registeredWithOtherSecret holds: a fixed phrase (GET /v1/flags has the details). */
+export const WEBHOOK_OTHER_SECRET_WARNING = 'Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only';
+
+/**
  * What a starting replica logs when Unleash's webhook, as last registered, carries another secret than the
  * one it accepts: every event is then refused (401). After an upgrade from the published default with a
  * start that could not re-register it (an external Unleash without the admin token), this is how the
  * operator learns to run `flags sync --replace-webhook`. Undefined when nothing is wrong that way.
  */
 export function otherSecretWarning(view: RegistrationView, mine: string): string | undefined {
-  const other = view.state === 'elsewhere' ? view.sameSecret === false && view.url === normalized(mine) : view.state === 'failed' && view.registeredSameSecret === false && view.registeredUrl === normalized(mine);
-  if (!other) return undefined;
+  if (!registeredWithOtherSecret(view, mine)) return undefined;
   return (
     `flags: the Unleash webhook posting to ${mine} was registered with another secret than the one this control plane accepts (UNLEASH_WEBHOOK_SECRET, or the one stored in its database; an installation upgraded from the old published default), so its flag events are refused (401) and flag changes arrive by polling only. ` +
     `Register it again from a shell with the Unleash admin token and this control plane's DATABASE_URL (or UNLEASH_WEBHOOK_SECRET): killswitch flags sync --replace-webhook --webhook-url ${mine}`

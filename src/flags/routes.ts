@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import { AppError, unauthenticated } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
@@ -21,6 +22,9 @@ const POLLED_CHANGE_CLAIM_S = 3_600;
  * told apart by type and flag.
  */
 const WEBHOOK_EVENT_CLAIM_S = 3_600;
+
+/** A refused webhook event is logged (warn) at most once in this long, with the count since the last line. */
+export const REFUSED_EVENT_LOG_EVERY_MS = 60_000;
 
 function sameSecret(presented: string | undefined, secret: string): boolean {
   if (!presented || !secret) return false;
@@ -79,6 +83,25 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
       })
       .catch(() => {});
   };
+  // Events refused for their secret: Unleash's webhook carries another one (registered by a replica with
+  // another UNLEASH_WEBHOOK_SECRET, or moved by hand) and every event is lost to this replica. Said at warn,
+  // at most once a minute, and the registration record is read again for GET /v1/flags and /readyz.
+  let refusedSince = 0;
+  let refusedLoggedAt = Number.NEGATIVE_INFINITY;
+  const noteRefused = (log: FastifyBaseLogger, presented: boolean, secret: string) => {
+    refusedSince++;
+    const now = Date.now();
+    if (now - refusedLoggedAt < REFUSED_EVENT_LOG_EVERY_MS) return;
+    refusedLoggedAt = now;
+    const count = refusedSince;
+    refusedSince = 0;
+    void flags.webhookRegistration(secret).catch(() => undefined);
+    log.warn(
+      { refused: count, authorization: presented ? 'another secret' : 'missing', every_ms: REFUSED_EVENT_LOG_EVERY_MS },
+      `flags: refused ${count} Unleash webhook event(s) (401): ${presented ? 'the Authorization is not' : 'no Authorization, expected'} this replica's webhook secret (UNLEASH_WEBHOOK_SECRET, or the one stored in its database). If Unleash's webhook was registered by a replica or shell with another secret, flag changes reach this replica by polling only: give every replica the same secret, then restart one (or run killswitch flags sync --replace-webhook with this replica's). GET /v1/flags shows the registration (same_secret). At most one line a minute while it lasts`,
+    );
+  };
+
   const onPolledChange = (c: PolledFlagChange) => void auditPolledChange(c);
   flags.on('polled-change', onPolledChange);
   app.addHook('onClose', async () => {
@@ -103,7 +126,10 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const secret = await ctx.webhookSecret.current();
         if (secret === undefined) throw new AppError('SERVICE_UNAVAILABLE', 'The webhook secret cannot be read from the database: flag events are refused until it can (flag changes still arrive by polling).');
         const auth = req.headers.authorization;
-        if (!sameSecret(typeof auth === 'string' ? auth : undefined, secret)) throw unauthenticated();
+        if (!sameSecret(typeof auth === 'string' ? auth : undefined, secret)) {
+          noteRefused(req.log, typeof auth === 'string' && auth !== '', secret);
+          throw unauthenticated();
+        }
       },
     },
     async (req) => {

@@ -647,6 +647,11 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
     return this.lastRegistration;
   }
 
+  /** The registration as this replica last read it (webhookRegistration), without asking Redis: for /readyz. */
+  lastRegistrationView(): RegistrationView | undefined {
+    return this.lastRegistration;
+  }
+
   status(): FlagStatus {
     return {
       ready: this.ready,

@@ -36,13 +36,30 @@ export async function webhookSecret(config: Pick<Config, 'unleashWebhookSecret'>
  * the app is built: the database is created and migrated first (as buildApp does, under the same advisory
  * lock), so the first start of an installation registers the secret its replicas will accept.
  */
-export async function webhookSecretForStart(config: Config, log?: MigrationLog): Promise<{ secret: string; source: WebhookSecretSource }> {
-  if (config.unleashWebhookSecret) return { secret: config.unleashWebhookSecret, source: 'configured' };
+export async function webhookSecretForStart(config: Config, log?: MigrationLog): Promise<{ secret: string; source: WebhookSecretSource; storedDiffers?: boolean }> {
+  if (config.unleashWebhookSecret) return { secret: config.unleashWebhookSecret, source: 'configured', ...((await configuredDiffersFromStored(config)) ? { storedDiffers: true } : {}) };
   await ensureDatabase(config.databaseUrl);
   const pool = createPool(config.databaseUrl, { max: 1, applicationName: 'killswitch-start' });
   try {
     await migrate(pool, undefined, log);
     return (await webhookSecret(config, pool, true))!;
+  } finally {
+    await pool.end().catch(() => {});
+  }
+}
+
+/**
+ * Whether the database stores a generated secret other than UNLEASH_WEBHOOK_SECRET: the one replicas
+ * without UNLEASH_WEBHOOK_SECRET accept, whose events a start registering the configured one would cut
+ * off. False when it cannot be read (a first start, Postgres down: the start stops on that anyway).
+ */
+async function configuredDiffersFromStored(config: Config): Promise<boolean> {
+  const pool = createPool(config.databaseUrl, { max: 1, applicationName: 'killswitch-start' });
+  try {
+    const stored = await credentialStore.getSetting(pool, STORED_WEBHOOK_SECRET);
+    return stored !== undefined && stored !== config.unleashWebhookSecret;
+  } catch {
+    return false;
   } finally {
     await pool.end().catch(() => {});
   }

@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { registeredWithOtherSecret, WEBHOOK_OTHER_SECRET_WARNING } from '../flags/registration.js';
+import { webhookUrl } from '../flags/setup.js';
 import { EMBEDDED_UNLEASH_DOWN_WARNING } from '../flags/supervisor.js';
 import { divergenceWarning } from '../policy/replicas.js';
 
@@ -11,9 +13,12 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it.',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s).',
   }),
 });
+
+/** How often /readyz reads the webhook registration record again (in the background). */
+export const REGISTRATION_REFRESH_MS = 10_000;
 
 /** A /readyz warning: a fixed phrase (no path; the file's errors are in the log). */
 export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
@@ -83,6 +88,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     );
   };
 
+  let registrationReadAt = 0;
+
   app.get('/healthz', { schema: { operationId: 'checkHealth', tags: ['health'], security: [], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
 
   app.get(
@@ -93,7 +100,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['health'],
         security: [],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -131,6 +138,16 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (diverged) warnings.push(diverged);
       // Flags keep working from memory (see EMBEDDED_UNLEASH_DOWN_WARNING for why not a failed check).
       if (ctx.flags.embeddedUnleash()?.up === false) warnings.push(EMBEDDED_UNLEASH_DOWN_WARNING);
+      // Read again from Redis in the background at most every REGISTRATION_REFRESH_MS: a probe never waits for it.
+      if (Date.now() - registrationReadAt >= REGISTRATION_REFRESH_MS) {
+        registrationReadAt = Date.now();
+        void ctx.webhookSecret
+          .current()
+          .then((secret) => ctx.flags.webhookRegistration(secret))
+          .catch(() => {});
+      }
+      const registration = ctx.flags.lastRegistrationView();
+      if (registration && registeredWithOtherSecret(registration, webhookUrl(ctx.config))) warnings.push(WEBHOOK_OTHER_SECRET_WARNING);
       return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });
     },
   );

@@ -47,7 +47,7 @@ describe('flags syncs at the same time on a fresh Unleash', () => {
     expect(fields).toEqual(expect.arrayContaining(['tokenType', 'role', 'mcpEnvironment', 'projectId', 'server', 'tool', 'capability']));
   }, 120_000);
 
-  it('three replicas starting together: every start syncs the flags, and Unleash gets one webhook integration', async () => {
+  it('three replicas starting together: every start syncs the flags, and Unleash gets one webhook integration; a fourth with another secret says at error that it takes it', async () => {
     const unleash = await freshUnleash('race-start');
     const port = await freePort();
     const config = t.config({ unleashUrl: unleash.apiUrl, unleashApiToken: TEST_UNLEASH_API_TOKEN, unleashAdminToken: TEST_UNLEASH_ADMIN_TOKEN, unleashWebhookSecret: 'race-test-webhook-secret', port });
@@ -58,5 +58,15 @@ describe('flags syncs at the same time on a fresh Unleash', () => {
     const ours = (await testAdmin({ apiUrl: unleash.apiUrl, adminToken: TEST_UNLEASH_ADMIN_TOKEN }).listAddons()).filter(isOurs).map(registeredWebhook);
     expect(ours.map((w) => [w.url, w.enabled])).toEqual([[`http://127.0.0.1:${port}/v1/flags/events`, true]]);
 
+    // A fourth replica with another UNLEASH_WEBHOOK_SECRET: it starts (a rotation goes through this), but
+    // says at error, before it takes the webhook, that the others will refuse its events.
+    const other = new LogCapture();
+    const same = new LogCapture();
+    await prepareUnleash({ ...config, unleashWebhookSecret: 'a-different-webhook-secret' }, pino({ level: 'info' }, other));
+    expect(other.lines.filter((l) => JSON.parse(l).level === 50 && l.includes('was registered with another secret'))).toHaveLength(1);
+    // One of the first three, restarted, takes it back: it says the same (replicas disagree), and a start after it does not.
+    await prepareUnleash(config, pino({ level: 'info' }, new LogCapture()));
+    await prepareUnleash(config, pino({ level: 'info' }, same));
+    expect(same.text).not.toContain('another secret');
   }, 120_000);
 });

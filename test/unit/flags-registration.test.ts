@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeRegistration, otherSecretWarning, type RegistrationRecord, registrationRecord } from '../../src/flags/registration.js';
+import { describeRegistration, otherSecretWarning, type RegistrationRecord, registrationRecord, takeoverWarning } from '../../src/flags/registration.js';
 
 // What a replica makes of the recorded webhook registrations (GET /v1/flags webhook.registration).
 
@@ -54,5 +54,20 @@ describe('webhook registration as a replica sees it', () => {
 
   it('an unreadable record counts as none', () => {
     expect(describeRegistration(['{"not":"a record"}', 'garbage'], mine)).toMatchObject({ state: 'not-attempted', registeredAt: null });
+  });
+});
+
+describe('the start that takes the webhook from replicas with another secret', () => {
+  const view = (r: RegistrationRecord | null) => describeRegistration([raw(r), raw(r)], mine);
+  it('warns when the database stores another secret, or the webhook to this URL was registered with another one', () => {
+    expect(takeoverWarning({ storedDiffers: true, before: view(null), url: URL_HERE })).toContain('differs from the webhook secret stored in the database');
+    const other = registrationRecord('start', URL_HERE, 'another replica secret', { ok: true, result: 'updated' });
+    expect(takeoverWarning({ storedDiffers: false, before: view(other), url: URL_HERE })).toContain(`posting to ${URL_HERE} was registered with another secret (by start on`);
+  });
+  it('says nothing when the registration is its own, for another URL, failed, or unreadable', () => {
+    expect(takeoverWarning({ storedDiffers: false, before: view(registrationRecord('start', URL_HERE, SECRET, { ok: true, result: 'updated' })), url: URL_HERE })).toBeUndefined();
+    expect(takeoverWarning({ storedDiffers: false, before: view(registrationRecord('start', 'http://other:8080/v1/flags/events', 'x', { ok: true, result: 'updated' })), url: URL_HERE })).toBeUndefined();
+    expect(takeoverWarning({ storedDiffers: false, before: view(registrationRecord('start', URL_HERE, 'x', { ok: false, error: 'refused' })), url: URL_HERE })).toBeUndefined();
+    expect(takeoverWarning({ storedDiffers: false, before: undefined, url: URL_HERE })).toBeUndefined();
   });
 });
