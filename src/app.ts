@@ -364,6 +364,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       idleTimeoutMs: config.sessionIdleTimeoutS * 1000,
       maxOpenPerToken: config.sessionMaxOpenPerToken,
       maxNewPerHour: config.sessionMaxNewPerHour,
+      journalDir: config.dataDir,
+      database: databaseName(config.databaseUrl),
     });
     sessions.setAdminRecorder((r) => audit.recordAdmin(r));
     sessions.setAlerts(alerts);

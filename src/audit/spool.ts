@@ -43,8 +43,11 @@ async function isStale(lockPath: string): Promise<boolean> {
   return Date.now() - touched > LOCK_LEASE_MS;
 }
 
-/** Takes the lock next to `path`; false when a live writer holds it. */
-async function lock(path: string): Promise<boolean> {
+/**
+ * Takes the lock next to `path`; false when a live writer holds it. Also used by the halt journal
+ * (src/sessions/halt-journal.ts), whose files live in DATA_DIR beside the spool's.
+ */
+export async function lock(path: string): Promise<boolean> {
   const lockPath = `${path}.lock`;
   if (HELD.has(lockPath)) return false;
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -59,6 +62,22 @@ async function lock(path: string): Promise<boolean> {
     }
   }
   return false;
+}
+
+/** Drops a lock this process took with lock(). */
+export async function unlock(path: string): Promise<void> {
+  HELD.delete(`${path}.lock`);
+  await unlink(`${path}.lock`).catch(() => {});
+}
+
+/** Keeps a held lock's lease fresh for writers on other hosts sharing DATA_DIR (see isStale); clear the returned timer on release. */
+export function touchLock(path: string): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    const now = new Date();
+    void utimes(`${path}.lock`, now, now).catch(() => {});
+  }, LOCK_TOUCH_MS);
+  timer.unref();
+  return timer;
 }
 
 export function spoolBaseName(database: string): string {

@@ -16,7 +16,7 @@ export const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 // load (src/tokens/store.ts) can use them without loading pg.
 export { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from './query-timeout.js';
 
-import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS } from './query-timeout.js';
+import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from './query-timeout.js';
 
 export function createPool(
   databaseUrl: string,
@@ -81,8 +81,14 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   }
 }
 
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
+/**
+ * Runs fn in a transaction. With `queryTimeoutMs`, every statement of it (BEGIN and COMMIT included) has
+ * that client-side timeout instead of the pool's: the request path's writes (a halt, a session) use
+ * REQUEST_QUERY_TIMEOUT_MS, so a Postgres that hangs fails them in seconds, not after the pool's 30 s.
+ */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, opts: { queryTimeoutMs?: number } = {}): Promise<T> {
+  const pooled = await pool.connect();
+  const client = opts.queryTimeoutMs === undefined ? pooled : withClientQueryTimeout(pooled, opts.queryTimeoutMs);
   let failure: Error | undefined;
   try {
     await client.query('BEGIN');
@@ -96,8 +102,21 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     else await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    client.release(failure);
+    pooled.release(failure);
   }
+}
+
+/** The client, its queries sent with a client-side timeout of `ms` unless they name their own (the pooled client itself is not changed). */
+function withClientQueryTimeout(client: pg.PoolClient, ms: number): pg.PoolClient {
+  const query = (text: string | pg.QueryConfig, values?: unknown[]) =>
+    client.query(typeof text === 'string' ? withQueryTimeout({ text, ...(values === undefined ? {} : { values }) }, ms) : withQueryTimeout(text, ms));
+  return new Proxy(client, {
+    get(target, prop) {
+      if (prop === 'query') return query;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
 
 /** pg's client-side query_timeout (the connection's state is unknown afterwards). */

@@ -49,6 +49,7 @@ export interface SweepResult {
 export class StateEpoch {
   private readonly loaders = new Map<string, StateLoader>();
   private readonly tickHooks: Array<() => Promise<void>> = [];
+  private readonly reloadHooks: Array<() => Promise<void>> = [];
   private inflight: Promise<EnsureResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastMaintain = 0;
@@ -86,6 +87,19 @@ export class StateEpoch {
   /** Runs on every tick (about once a second), e.g. retrying Postgres writes that failed. */
   onTick(hook: () => Promise<void>): void {
     this.tickHooks.push(hook);
+  }
+
+  /**
+   * Runs before Redis is rebuilt or re-verified from Postgres (reload, verify); a hook that throws stops
+   * it (no epoch: the gate keeps denying). The sessions module records the halts this replica journaled
+   * on disk, so the copy from Postgres includes them.
+   */
+  beforeReload(hook: () => Promise<void>): void {
+    this.reloadHooks.push(hook);
+  }
+
+  private async runReloadHooks(): Promise<void> {
+    for (const hook of this.reloadHooks) await hook();
   }
 
   /** Checks the epoch and reloads if it is missing; concurrent callers share one attempt. */
@@ -137,6 +151,7 @@ export class StateEpoch {
     try {
       const runId = await this.runId();
       if (await this.mirror.epochExists()) return 'present';
+      await this.runReloadHooks();
       // One transaction holding the halt-copy lock: a resume waits until the copy is written, so a halt
       // read here before a resume is never written to Redis after it.
       const { tokenHalts, count } = await withTransaction(this.pool, async (c) => {
@@ -185,6 +200,7 @@ export class StateEpoch {
     const generation = this.generation;
     const runId = await this.runId();
     if (runId !== this.verifiedRunId) {
+      await this.runReloadHooks();
       const halts = await this.reconcileHalts();
       await this.runLoaders();
       if (this.verifiedRunId !== undefined) this.log.warn({ halts }, 'Redis restarted with its data (a snapshot or append-only file): every halt and kill in force was re-applied from Postgres before decisions went on');

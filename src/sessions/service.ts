@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
 import { auditedReason, redactText, redactValue, requireStorableText, storable } from '../audit/redact.js';
-import { type Pool, withTransaction } from '../db/pool.js';
+import { type Pool, REQUEST_QUERY_TIMEOUT_MS, withTransaction } from '../db/pool.js';
 import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
@@ -14,6 +14,7 @@ import { redisFailure } from '../redis/failure.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
 import { declaredServerWarnings, type ScopeWarning } from './declared-servers.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
+import { HaltJournal } from './halt-journal.js';
 import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
 import { type HaltRow, IDLE_SWEEP_ACTOR, type IdleSession, type SessionListRow, type SessionRow, type SessionState, sessionStore } from './store.js';
 
@@ -29,6 +30,12 @@ export interface SessionSettings {
   maxNewPerHour: number;
   /** Test-only: length of the "per hour" window for newly opened sessions. */
   newSessionWindowMs?: number;
+  /**
+   * Where this replica journals the halts Postgres did not take (DATA_DIR) and the database they belong
+   * to (names the file). Without it they are journaled in Redis only (tests building a service alone).
+   */
+  journalDir?: string;
+  database?: string;
 }
 
 export interface SessionCaps {
@@ -65,6 +72,11 @@ export interface HaltInput {
   haltToken: boolean;
   /** What the operator sees: counts so far, the last 3 calls, the message. */
   summary: Record<string, unknown>;
+  /**
+   * When the halt fired (ISO 8601), set by halt(). A journaled halt recorded later (replayed) is not
+   * recorded over a resume made after it: the operator lifted it already.
+   */
+  at?: string;
 }
 
 export interface HaltResult {
@@ -174,6 +186,8 @@ export interface AdminRecord {
 }
 
 const RETRY_QUEUE_MAX = 10_000;
+/** The request path's Postgres writes (halts, session opens and closes): a Postgres that hangs fails them in seconds, not after the pool's 30 s. */
+const REQUEST_TX = { queryTimeoutMs: REQUEST_QUERY_TIMEOUT_MS } as const;
 
 export const operatorActorOf = (op: OperatorPrincipal): string => `operator:${op.id}`;
 
@@ -243,6 +257,9 @@ export class SessionService {
 
   /** Redis list of halts Postgres did not take yet (HaltInput JSON), drained by every replica's tick. */
   private readonly journalKey: string;
+  /** This replica's disk copy of them (halt-journal.ts); opened on first use. */
+  private localJournal: Promise<HaltJournal | undefined> | undefined;
+  private draining: Promise<void> | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -254,6 +271,8 @@ export class SessionService {
     this.journalKey = redis.key('halts', 'unrecorded');
     this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs, recordIdleClose: (s) => this.recordIdleClose(s) });
     this.epoch.onTick(() => this.retryPending());
+    // Before Redis is rebuilt from Postgres, Postgres gets the halts this replica journaled on disk.
+    this.epoch.beforeReload(() => this.drainLocalJournal());
   }
 
   /** Audit hook for resumes (the lead wires ctx.audit.recordAdmin). */
@@ -297,6 +316,34 @@ export class SessionService {
   async stop(): Promise<void> {
     this.notOpenedLog.flush();
     await this.epoch.stop();
+    await this.draining?.catch(() => {});
+    const journal = await this.localJournal?.catch(() => undefined);
+    await journal?.release();
+    this.localJournal = undefined;
+  }
+
+  /** This replica's disk journal of unrecorded halts; undefined when none is configured or DATA_DIR is unusable (logged). */
+  private journal(): Promise<HaltJournal | undefined> {
+    const dir = this.settings.journalDir;
+    if (!dir) return Promise.resolve(undefined);
+    this.localJournal ??= HaltJournal.open(dir, this.settings.database ?? 'default').then(
+      (j) => {
+        if (j.size > 0) this.log.warn({ halts: j.size }, 'the halt journal in DATA_DIR holds halts Postgres never took (an earlier run, or a process that died); recording them');
+        if (j.unreadable > 0) this.log.error({ lines: j.unreadable }, 'halt journal lines that do not parse were skipped (a write torn by a crash is never acknowledged)');
+        return j;
+      },
+      (err: unknown) => {
+        this.localJournal = undefined;
+        this.log.error({ err: (err as Error).message, dir }, 'halt journal in DATA_DIR unavailable: halts Postgres does not take are journaled in Redis only');
+        return undefined;
+      },
+    );
+    return this.localJournal;
+  }
+
+  /** How many halts this replica's disk journal holds (its own and adopted ones) not yet recorded in Postgres. */
+  async journaledHalts(): Promise<number> {
+    return (await this.journal())?.size ?? 0;
   }
 
   /** Waits for the state epoch (reloading if needed). Tests and startup use it; decisions never wait. */
@@ -422,7 +469,7 @@ export class SessionService {
           throw err;
         }
         return inserted;
-      });
+      }, REQUEST_TX);
     } catch (err) {
       // Nobody has the id yet; drop the Redis half so the record and the mirror agree.
       await this.mirror.redis.redis.del(this.mirror.redis.key('s', id)).catch(() => {});
@@ -464,7 +511,7 @@ export class SessionService {
    */
   async halt(halt: HaltInput): Promise<HaltResult> {
     // Made storable before anything keeps it (Postgres, the retry journal): see storableHaltSummary.
-    const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary) };
+    const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary), at: halt.at ?? new Date().toISOString() };
     const sessionId = input.sessionId && isUuid(input.sessionId) ? input.sessionId : null;
     // The script checks the owner: another token's session id halts nothing of it.
     const mirror: MirrorHalt = { tokenId: input.tokenId, sessionId, trigger: input.trigger, haltToken: input.haltToken };
@@ -490,11 +537,16 @@ export class SessionService {
       this.log.error({ err: (err as Error).message, token_id: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
       // Kept in Redis, where every replica's retry finds it: a record kept only in this process's memory
       // was lost with a restart, leaving a halt in Redis that no resume could lift (Postgres knew nothing).
-      const journaled = await this.mirror.redis.redis
-        .rpush(this.journalKey, JSON.stringify(input))
-        .then(() => true)
-        .catch(() => false);
-      if (!journaled && this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
+      // And on this replica's disk: the Redis copy is lost with Redis, and a Redis rebuilt from a Postgres
+      // that never got the halt would lift it.
+      const [journaled, onDisk] = await Promise.all([
+        this.mirror.redis.redis
+          .rpush(this.journalKey, JSON.stringify(input))
+          .then(() => true)
+          .catch(() => false),
+        this.journalOnDisk(input),
+      ]);
+      if (!journaled && !onDisk && this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
     }
     // With the record, Redis got the halt again (with the session's fields, so a session it had lost is
     // re-created halted) under the halt-copy lock: see recordHalt.
@@ -530,11 +582,16 @@ export class SessionService {
   private async recordHalt(input: HaltInput, sessionId: string | null): Promise<HaltRecord> {
     return withTransaction(this.pool, async (c) => {
       await sessionStore.lockHaltCopies(c, 'copy');
+      // A journaled halt recorded late: what an operator resumed after it fired stays resumed.
+      const at = typeof input.at === 'string' ? new Date(input.at) : undefined;
+      const resumed = at && !Number.isNaN(at.getTime()) ? await sessionStore.resumedSince(c, input.tokenId, sessionId, at) : { session: false, token: false };
+      if (resumed.session) sessionId = null;
+      const haltToken = input.haltToken && !resumed.token;
       const locked = sessionId ? await sessionStore.lockSession(c, sessionId, input.tokenId) : undefined;
       const session = locked && locked.state !== 'closed' ? locked : undefined;
       let tokenHaltId: string | null = null;
       let earlier: HaltRecord['earlier'];
-      if (input.haltToken) {
+      if (haltToken) {
         const { halt, created } = await sessionStore.haltToken(c, { id: uuidv7(), tokenId: input.tokenId, trigger: input.trigger, sessionId: session?.id ?? null, summary: input.summary });
         tokenHaltId = halt.id;
         if (!created) earlier = { trigger: halt.trigger, since: halt.halted_at };
@@ -544,7 +601,7 @@ export class SessionService {
       if (session && session.state !== 'halted') {
         await sessionStore.haltSession(c, { id: uuidv7(), sessionId: session.id, tokenId: input.tokenId, trigger: input.trigger, tokenHaltId, summary: input.summary });
       }
-      const again: MirrorHalt = { tokenId: input.tokenId, sessionId: session?.id ?? sessionId, trigger: input.trigger, haltToken: input.haltToken, ...(session ? { fields: session } : {}) };
+      const again: MirrorHalt = { tokenId: input.tokenId, sessionId: session?.id ?? sessionId, trigger: input.trigger, haltToken, ...(session ? { fields: session } : {}) };
       let reapplied: HaltRecord['reapplied'];
       try {
         const [bound = false] = await this.mirror.halt([again]);
@@ -556,7 +613,7 @@ export class SessionService {
         this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis again with its record; re-applied when Redis answers');
       }
       return { session, tokenHaltId, earlier, reapplied };
-    });
+    }, REQUEST_TX);
   }
 
   /**
@@ -628,6 +685,7 @@ export class SessionService {
       await this.recordHaltStorably(this.pendingRecords[0]!);
       this.pendingRecords.shift();
     }
+    await this.drainLocalJournal();
     if (this.pendingMirror.length > 0) {
       const batch = this.pendingMirror.splice(0);
       try {
@@ -637,6 +695,51 @@ export class SessionService {
         throw err;
       }
     }
+  }
+
+  /** Appends the halt to this replica's disk journal, synced; false when there is none or the disk refused it (logged). */
+  private async journalOnDisk(input: HaltInput): Promise<boolean> {
+    const journal = await this.journal();
+    if (!journal) return false;
+    try {
+      await journal.append({ id: uuidv7(), ...input });
+      return true;
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to the halt journal in DATA_DIR; it is journaled in Redis only');
+      return false;
+    }
+  }
+
+  /**
+   * Records in Postgres the halts this replica's disk journal holds (and those of dead processes it
+   * adopted), oldest first, removing each once recorded. Runs on every tick, and before any reload of
+   * Redis from Postgres (a halt recorded first is then copied with the rest). Throws when Postgres does
+   * not take them: a reload then sets no epoch, and the gate keeps denying.
+   */
+  drainLocalJournal(): Promise<void> {
+    this.draining ??= this.drainLocalJournalOnce().finally(() => {
+      this.draining = undefined;
+    });
+    return this.draining;
+  }
+
+  private async drainLocalJournalOnce(): Promise<void> {
+    const journal = await this.journal();
+    if (!journal) return;
+    const adopted = await journal.adoptOrphans().catch(() => 0);
+    if (adopted > 0) this.log.warn({ halts: adopted }, 'adopted the halt journal of a process that is gone; recording its halts in Postgres');
+    const entries = journal.entries;
+    if (entries.length === 0) return;
+    const done = new Set<string>();
+    try {
+      for (const entry of entries) {
+        await this.recordHaltStorably(entry as unknown as HaltInput);
+        done.add(entry.id);
+      }
+    } finally {
+      if (done.size > 0) await journal.remove(done);
+    }
+    this.log.info({ halts: done.size }, 'halts journaled in DATA_DIR recorded in Postgres');
   }
 
   private async visibleSession(id: string, op?: OperatorPrincipal): Promise<SessionListRow> {
@@ -876,7 +979,7 @@ export class SessionService {
       if (answer.r === 'TOKEN_HALTED') throw halted('token_halted', answer.trg, row.token_id);
       await sessionStore.closeSessions(c, [id], closedBy);
       return { row, already: false };
-    });
+    }, REQUEST_TX);
     const view = await this.visibleSession(id);
     if (!outcome.already) {
       await this.audit({

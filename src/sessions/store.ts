@@ -143,6 +143,16 @@ export const sessionStore = {
     return rows[0];
   },
 
+  /** Whether the session's halt, and the token's, were resumed at or after `at` (a journaled halt recorded late must not undo that). */
+  async resumedSince(db: Queryable, tokenId: string, sessionId: string | null, at: Date): Promise<{ session: boolean; token: boolean }> {
+    const { rows } = await db.query<{ session: boolean; token: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM session_halts WHERE session_id = $2 AND resumed_at >= $3) AS session,
+              EXISTS (SELECT 1 FROM token_halts WHERE token_id = $1 AND resumed_at >= $3) AS token`,
+      [tokenId, sessionId, at],
+    );
+    return rows[0] ?? { session: false, token: false };
+  },
+
   async resumeSession(db: PoolClient, sessionId: string, by: string, reason: string): Promise<void> {
     await db.query(`UPDATE sessions SET state = 'active', trigger = NULL, halted_at = NULL WHERE id = $1 AND state = 'halted'`, [sessionId]);
     await db.query('UPDATE session_halts SET resumed_at = now(), resumed_by = $2, resume_reason = $3 WHERE session_id = $1 AND resumed_at IS NULL', [sessionId, by, reason]);

@@ -1,0 +1,139 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_QUERY_TIMEOUT_MS } from '../../src/db/query-timeout.js';
+import { TestContext } from '../helpers/context.js';
+import { flushPrefix } from '../helpers/gate-fixtures.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
+import { PgProxy } from './audit-fixtures.js';
+
+// A halt fired while Postgres hangs lives in Redis (enforced) and in the retry journals until Postgres
+// takes it. Losing Redis then (restarted empty; here: this file's prefix flushed) must not lift it: the
+// reload copies Postgres, which never got it, so this replica's disk journal (DATA_DIR) records it
+// first. Chaos review: a frozen Postgres, then a Redis restart, let the halted token's calls through.
+// Postgres is a proxy of this file's own (PgProxy): the shared Postgres is never paused.
+
+const POLICY = 'test/fixtures/decisions/policy.yaml';
+const t = new TestContext();
+const proxy = new PgProxy();
+
+const write = { server: 'filesystem', tool: 'write_file', arguments: { path: 'a.md', content: 'x' } };
+const read = { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' } };
+
+beforeAll(async () => {
+  await t.setup();
+  await proxy.reserve();
+  await proxy.up();
+});
+afterAll(async () => {
+  await proxy.down();
+  await t.teardown();
+});
+
+async function answeredWithin<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not answered within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An app whose main pool goes through the proxy; credentials stay cached while Postgres hangs. */
+const replica = () => t.app({ databaseUrl: proxy.url(t.name), policyFile: POLICY, tokenCacheTtlMs: 600_000 });
+
+async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver) {
+  const tok = await gw.token('ro');
+  const s = await gw.session(tok.raw);
+  // Credentials cached, connections open, as on a replica in use.
+  expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+  // Only the main pool hangs (application_name killswitch): the audit writer's connections still answer.
+  proxy.hang('both', 'killswitch');
+  // Its halt write gives up after REQUEST_QUERY_TIMEOUT_MS (5 s), not the main pool's 30 s: a generous bound
+  // between the two.
+  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), DEFAULT_QUERY_TIMEOUT_MS / 2);
+  // The halting call is answered with its own denial (its halt write gave up after REQUEST_QUERY_TIMEOUT_MS).
+  expect(halting.code).toBe('PERMISSION_DENIED');
+  expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
+  expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+  expect(await app.ctx.sessions.journaledHalts()).toBe(1);
+  return { tok, s };
+}
+
+/** Every line of every halt journal file in DATA_DIR. */
+async function journalLines(): Promise<string[]> {
+  const names = (await readdir(t.dataDir)).filter((n) => /^halt-journal\..*\.jsonl$/.test(n));
+  const texts = await Promise.all(names.map((n) => readFile(join(t.dataDir, n), 'utf8')));
+  return texts.flatMap((text) => text.split('\n').filter(Boolean));
+}
+
+async function haltRows(tokenId: string, sessionId: string) {
+  const db = t.pool();
+  const session = (await db.query('SELECT state, trigger FROM sessions WHERE id = $1', [sessionId])).rows[0];
+  const tokenHalt = (await db.query('SELECT trigger FROM token_halts WHERE token_id = $1 AND resumed_at IS NULL', [tokenId])).rows[0];
+  return { session, tokenHalt };
+}
+
+describe('a halt fired while Postgres hangs', () => {
+  it('survives Redis coming back empty before Postgres answers again: recorded from the disk journal, still denied', async () => {
+    proxy.resume();
+    const app = await replica();
+    const gw = await new GatewayDriver(t, app).init();
+    const { tok, s } = await haltWhilePostgresHangs(app, gw);
+    try {
+      // Redis loses everything of this control plane, the Redis journal of the halt included.
+      await flushPrefix(app.ctx.redis);
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).decision).toBe('deny');
+    } finally {
+      proxy.resume();
+    }
+    await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+    const after = await gw.decide(tok.raw, { ...read, session_id: s.session_id });
+    expect(after.code).toBe('SESSION_HALTED');
+    expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
+    expect(await app.ctx.sessions.journaledHalts()).toBe(0);
+    // Connections whose bytes the proxy dropped stay open until it cuts them.
+    await proxy.down();
+    await proxy.up();
+    await t.close(app);
+  }, 60_000);
+
+  it('is recorded at the next start when its replica stopped before Postgres came back and Redis lost it meanwhile', async () => {
+    proxy.resume();
+    const first = await replica();
+    const gw = await new GatewayDriver(t, first).init();
+    const { tok, s } = await haltWhilePostgresHangs(first, gw);
+    // Postgres goes away altogether; the replica stops with the halt journaled only (Redis and disk).
+    await proxy.down();
+    await flushPrefix(first.ctx.redis);
+    await t.close(first);
+    expect(await journalLines()).toHaveLength(1);
+    await proxy.up();
+    proxy.resume();
+
+    const next = await replica();
+    const gw2 = Object.assign(new GatewayDriver(t, next), { owner: gw.owner, gatewayKey: gw.gatewayKey });
+    await until(async () => (await next.ctx.sessions.ensureState()) !== 'unavailable' && next.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+    expect((await gw2.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+    expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
+    // Recorded: no journal file holds it any more.
+    expect(await journalLines()).toEqual([]);
+
+    // Resumed by an operator, it stays resumed: a copy of the entry replayed later (a journal of another
+    // process, adopted late) records nothing and halts nothing.
+    const resumed = await next.inject({ method: 'POST', url: `/v1/keys/${tok.id}/resume`, headers: { authorization: `Bearer ${gw.owner}` }, payload: { reason: 'checked' } });
+    expect(resumed.statusCode, resumed.body).toBe(200);
+    const stale = { tokenId: tok.id, sessionId: s.session_id, trigger: 'WRITE_IN_READ_SESSION', haltToken: true, summary: {}, at: new Date(Date.now() - 60_000).toISOString() };
+    const journalKey = next.ctx.redis.key('halts', 'unrecorded');
+    await next.ctx.redis.redis.rpush(journalKey, JSON.stringify(stale));
+    await until(async () => (await next.ctx.redis.redis.llen(journalKey)) === 0, 5_000, 'the journal drained');
+    expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'active', trigger: null }, tokenHalt: undefined });
+    expect((await gw2.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+    await t.close(next);
+  }, 60_000);
+});
