@@ -271,7 +271,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       .then(() => warnOnEviction(redis, log))
       .catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
     const secret = await resolveHashSecret(config, pool, log);
-    const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs);
+    const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs, log);
     await auth.start();
     closers.push(() => auth.stop());
     // Pushed early so it closes late: rows other services enqueue while closing are still flushed, and the

@@ -3,11 +3,22 @@ import type { QueryConfig } from 'pg';
 // Client-side query timeouts (pg's `query_timeout`), apart from src/db/pool.ts so that importing them loads no driver.
 
 /**
- * The longest the request path waits for one answer from Postgres (a credential lookup, a session or halt
- * write): a server that hangs, or a connection that went silent, then fails the request (503, or a denial)
- * instead of holding it, and the connection is discarded. The same as the wait for a free connection.
+ * The longest the request path waits for one answer from Postgres to a write (a halt, a session opened or
+ * closed: their transactions pass it to withTransaction) or to an uncached credential looked up outside
+ * authentication (results of ended tokens): a server that hangs, or a connection that went silent, then
+ * fails the request (503, or a denial) instead of holding it, and the connection is discarded. The same as
+ * the wait for a free connection. Authentication's lookups wait CREDENTIAL_LOOKUP_TIMEOUT_MS.
  */
 export const REQUEST_QUERY_TIMEOUT_MS = 5_000;
+
+/**
+ * The longest a request waits for a credential lookup (cache miss), the wait for a connection included:
+ * under a gateway's default decision budget (2 s, docs/gateway.md), so a Postgres that hangs gives the
+ * gateway a 503 it can act on rather than its own timeout. The lookup is one indexed row: it takes
+ * milliseconds when Postgres answers at all. A lookup that times out also makes the next ones fail at
+ * once for a while (src/tokens/authenticator.ts, CREDENTIAL_STORE_COOLDOWN_MS).
+ */
+export const CREDENTIAL_LOOKUP_TIMEOUT_MS = 1_500;
 
 /**
  * What a query waits at most on the main pool when it says nothing else (admin reads: usage, exports,

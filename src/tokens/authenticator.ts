@@ -1,6 +1,8 @@
 import { hash as digest } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
 import type { Pool } from '../db/pool.js';
+import { CREDENTIAL_LOOKUP_TIMEOUT_MS } from '../db/query-timeout.js';
 import { type AppError, unauthenticated } from '../errors.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type CredentialKind, hashCredential, parseCredential, sameHash, type TokenType } from './format.js';
@@ -42,6 +44,29 @@ export class CredentialStoreUnavailable extends Error {
     super(`credential store unavailable: ${(cause as Error)?.message ?? String(cause)}`);
     this.name = 'CredentialStoreUnavailable';
   }
+}
+
+/**
+ * After a credential lookup timed out, lookups of credentials not in the cache fail at once for this long
+ * (503) instead of each waiting CREDENTIAL_LOOKUP_TIMEOUT_MS on a Postgres that hangs; one lookup at a
+ * time still goes to Postgres in the background, and the first that answers ends it. Cached credentials
+ * are not affected.
+ */
+export const CREDENTIAL_STORE_COOLDOWN_MS = 5_000;
+
+/** A credential lookup that got no answer in time (the wait for a connection, or for the query). */
+function isTimeout(err: unknown): boolean {
+  return err instanceof Error && /timeout|timed out/i.test(err.message);
+}
+
+/** Rejects after `ms` whatever `work` does (it goes on; its outcome is ignored). */
+function within<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`credential lookup timed out after ${ms} ms`)), ms);
+  });
+  work.catch(() => {});
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -131,6 +156,10 @@ export class Authenticator {
   private purgeTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly channel: string;
+  /** Until when lookups fail at once (a lookup timed out: see CREDENTIAL_STORE_COOLDOWN_MS); 0 while Postgres answers. */
+  private storeFailingUntil = 0;
+  /** The background lookup that tells when Postgres answers again, while lookups fail at once. */
+  private probe: Promise<unknown> | undefined;
   /** authenticate() outcomes since start, by the credential's kind (from its prefix), for /metrics. */
   readonly outcomes: Record<CredentialKind | 'malformed', { ok: number; failed: number; unavailable: number }> = {
     agent: { ok: 0, failed: 0, unavailable: 0 },
@@ -147,6 +176,7 @@ export class Authenticator {
     private readonly redis: RedisHandle,
     private readonly secret: string,
     ttlMs: number,
+    private readonly log?: Pick<Logger, 'warn' | 'info'>,
   ) {
     this.ttlMs = Math.max(ttlMs, 1);
     this.cache = new LRUCache<string, CacheEntry>({
@@ -256,9 +286,25 @@ export class Authenticator {
     return principal?.kind === 'agent' ? principal : undefined;
   }
 
+  /** True while lookups of uncached credentials fail at once because one timed out (CREDENTIAL_STORE_COOLDOWN_MS). */
+  get failingFast(): boolean {
+    return Date.now() < this.storeFailingUntil;
+  }
+
   private lookupOnce(kind: CredentialKind, raw: string, cacheKey: string): Promise<CacheEntry> {
     const shared = this.inFlight.get(cacheKey);
     if (shared) return shared;
+    if (this.failingFast) {
+      // Postgres did not answer a lookup lately: answer now (503) rather than make every request wait for
+      // the timeout again. This credential's lookup goes on in the background, one at a time: when it
+      // answers, lookups go to Postgres again and the credential is cached.
+      this.probe ??= this.lookup(kind, this.hash(raw), cacheKey)
+        .catch(() => {})
+        .finally(() => {
+          this.probe = undefined;
+        });
+      return Promise.reject(new CredentialStoreUnavailable(new Error(`Postgres did not answer a credential lookup within ${CREDENTIAL_LOOKUP_TIMEOUT_MS} ms; failing at once for ${CREDENTIAL_STORE_COOLDOWN_MS} ms`)));
+    }
     const pending: Promise<CacheEntry> = this.lookup(kind, this.hash(raw), cacheKey).finally(() => {
       if (this.inFlight.get(cacheKey) === pending) this.inFlight.delete(cacheKey);
     });
@@ -270,9 +316,22 @@ export class Authenticator {
     const revocationsBefore = this.revocations;
     let row: (Record<string, unknown> & { key_hash: Buffer }) | undefined;
     try {
-      row = await credentialStore.findByHash(this.pool, TABLE[kind], hash);
+      row = await within(credentialStore.findByHash(this.pool, TABLE[kind], hash, CREDENTIAL_LOOKUP_TIMEOUT_MS), CREDENTIAL_LOOKUP_TIMEOUT_MS);
     } catch (err) {
+      if (isTimeout(err)) {
+        if (!this.failingFast) {
+          this.log?.warn(
+            { err: (err as Error).message, cooldown_ms: CREDENTIAL_STORE_COOLDOWN_MS },
+            `a credential lookup got no answer from Postgres within ${CREDENTIAL_LOOKUP_TIMEOUT_MS} ms: credentials not in the cache are refused at once (503 SERVICE_UNAVAILABLE) until a lookup answers again`,
+          );
+        }
+        this.storeFailingUntil = Date.now() + CREDENTIAL_STORE_COOLDOWN_MS;
+      }
       throw new CredentialStoreUnavailable(err);
+    }
+    if (this.storeFailingUntil !== 0) {
+      this.storeFailingUntil = 0;
+      this.log?.info('credential lookups answered by Postgres again');
     }
     const found = row && sameHash(row.key_hash, hash) ? row : undefined;
     const principal = found ? toPrincipal(kind, found) : null;

@@ -278,10 +278,10 @@ export const credentialStore = {
   },
 
   /** Finds a credential by its keyed hash, in the table its prefix names. */
-  async findByHash(db: Queryable, table: CredentialTable, hash: Buffer): Promise<(Record<string, unknown> & { key_hash: Buffer }) | undefined> {
+  async findByHash(db: Queryable, table: CredentialTable, hash: Buffer, timeoutMs = REQUEST_QUERY_TIMEOUT_MS): Promise<(Record<string, unknown> & { key_hash: Buffer }) | undefined> {
     const cols = table === 'agent_tokens' ? AGENT_COLUMNS : table === 'operator_keys' ? OPERATOR_COLUMNS : GATEWAY_COLUMNS;
     // On every request whose credential is not cached: a Postgres that hangs fails it fast (503), not never.
-    const { rows } = await db.query(withQueryTimeout({ text: `SELECT ${cols}, key_hash FROM ${table} WHERE key_hash = $1`, values: [hash] }, REQUEST_QUERY_TIMEOUT_MS));
+    const { rows } = await db.query(withQueryTimeout({ text: `SELECT ${cols}, key_hash FROM ${table} WHERE key_hash = $1`, values: [hash] }, timeoutMs));
     return rows[0];
   },
 

@@ -8,7 +8,7 @@ import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
 import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter } from '../../src/audit/writer.js';
-import { tolerateConnectionLoss } from '../../src/db/pool.js';
+import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { until as waitUntil } from '../helpers/unleash.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
@@ -160,7 +160,7 @@ describe('audit writer on a Postgres that hangs', () => {
 });
 
 describe('request path on a Postgres that hangs', () => {
-  it("a credential lookup with no answer fails closed after REQUEST_QUERY_TIMEOUT_MS (503), instead of holding the request", async () => {
+  it("a credential lookup with no answer fails closed after CREDENTIAL_LOOKUP_TIMEOUT_MS (503), instead of holding the request", async () => {
     proxy.resume();
     const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
     try {
@@ -178,4 +178,51 @@ describe('request path on a Postgres that hangs', () => {
       await ctx.close(app);
     }
   }, 30_000);
+
+  it('a credential lookup that times out is answered well before REQUEST_QUERY_TIMEOUT_MS, and the next ones fail at once until Postgres answers again', async () => {
+    proxy.resume();
+    const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
+    try {
+      await ctx.operatorKey(app, 'owner');
+      const fresh = [await ctx.operatorKey(app, 'viewer'), await ctx.operatorKey(app, 'viewer')];
+      const logged = ctx.logs.lines.length;
+      proxy.hang('both', 'killswitch');
+      // Postgres stays silent until proxy.resume() below.
+      const first = await answeredWithin(app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[0]!) }), LOOKUP_ANSWER_BOUND_MS);
+      expect(first.statusCode, first.body).toBe(503);
+      expect(first.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(app.ctx.auth.failingFast).toBe(true);
+      expect(ctx.logs.lines.slice(logged).filter((l) => l.includes('credential lookup got no answer from Postgres'))).toHaveLength(1);
+      // Another credential not in the cache: refused at once, while Postgres still hangs.
+      const second = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[1]!) });
+      expect(second.statusCode, second.body).toBe(503);
+      expect(second.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      proxy.resume();
+      // A lookup in the background finds Postgres answering: the credential is accepted again.
+      await until('the credential to be accepted again', async () => (await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[1]!) })).statusCode === 200, 20_000);
+      expect(app.ctx.auth.failingFast).toBe(false);
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await ctx.close(app);
+    }
+  }, 40_000);
 });
+
+/**
+ * The lookup gives up after CREDENTIAL_LOOKUP_TIMEOUT_MS (1.5 s, under a gateway's 2 s decision budget);
+ * the bound is generous (a loaded test machine), yet below the 5 s the lookup waited before.
+ */
+const LOOKUP_ANSWER_BOUND_MS = REQUEST_QUERY_TIMEOUT_MS - 1_000;
+
+async function answeredWithin<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not answered within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
