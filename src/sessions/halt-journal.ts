@@ -59,7 +59,10 @@ export class HaltJournal {
       const path = slotPath(dir, base, slot);
       if (!(await lock(path))) continue;
       const journal = new HaltJournal(dir, base, { path, toucher: touchLock(path), entries: [] });
+      const unreadableBefore = journal.unreadable;
       journal.own.entries = await journal.read(path);
+      // A torn last line (a crash mid-append) would swallow the next entry appended after it.
+      if (journal.unreadable > unreadableBefore) await journal.rewrite(path, journal.own.entries);
       await journal.adoptOrphans(true);
       return journal;
     }
