@@ -260,6 +260,7 @@ export class SessionService {
   /** This replica's disk copy of them (halt-journal.ts); opened on first use. */
   private localJournal: Promise<HaltJournal | undefined> | undefined;
   private draining: Promise<void> | undefined;
+  private journalFailing = false;
 
   constructor(
     private readonly pool: Pool,
@@ -317,9 +318,10 @@ export class SessionService {
     this.notOpenedLog.flush();
     await this.epoch.stop();
     await this.draining?.catch(() => {});
+    // Released, not forgotten: a halt that fails to record during shutdown is still appended, and the
+    // file (then unlocked) is adopted by the next start.
     const journal = await this.localJournal?.catch(() => undefined);
     await journal?.release();
-    this.localJournal = undefined;
   }
 
   /** This replica's disk journal of unrecorded halts; undefined when none is configured or DATA_DIR is unusable (logged). */
@@ -328,13 +330,16 @@ export class SessionService {
     if (!dir) return Promise.resolve(undefined);
     this.localJournal ??= HaltJournal.open(dir, this.settings.database ?? 'default').then(
       (j) => {
+        this.journalFailing = false;
         if (j.size > 0) this.log.warn({ halts: j.size }, 'the halt journal in DATA_DIR holds halts Postgres never took (an earlier run, or a process that died); recording them');
         if (j.unreadable > 0) this.log.error({ lines: j.unreadable }, 'halt journal lines that do not parse were skipped (a write torn by a crash is never acknowledged)');
         return j;
       },
       (err: unknown) => {
+        // Tried again on next use; said once per outage.
         this.localJournal = undefined;
-        this.log.error({ err: (err as Error).message, dir }, 'halt journal in DATA_DIR unavailable: halts Postgres does not take are journaled in Redis only');
+        if (!this.journalFailing) this.log.error({ err: (err as Error).message, dir }, 'halt journal in DATA_DIR unavailable: halts Postgres does not take are journaled in Redis only');
+        this.journalFailing = true;
         return undefined;
       },
     );
