@@ -4,7 +4,7 @@ import { type Config, flagsAtStartFromPrimary } from '../config.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
-import { type EmbeddedUnleash, embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
+import { embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
 import { loadRegistration, type RegistrationBy, type RegistrationRecord, registrationError, registrationRecord, saveRegistration, takeoverWarning } from './registration.js';
 import type { StartFlagsRead } from './service.js';
 import { SupervisedUnleash } from './supervisor.js';
