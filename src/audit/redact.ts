@@ -164,6 +164,47 @@ function maskAwsSecretKey(s: string): string {
   return s.replace(AWS_SECRET_KEY, (m) => (/[A-Z]/.test(m) && /[a-z]/.test(m) && /[\d/+]/.test(m) ? REDACTED : m));
 }
 
+/** The name=value rule's pattern (see its place in VALUE_PATTERNS for what it masks). */
+const NAME_VALUE = new RegExp(
+  `(?<![a-z0-9_-])((${SECRET_NAME_IN_TEXT})(\\\\?["'])?\\s*([=:])\\s*)(?!\\[REDACTED\\])(\\\\"(?:[^"\\\\]|\\\\[^"])*(?:\\\\"|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$)|'(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\\(\\s*){1,4})('(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$))|(?:(${AUTH_SCHEME})[ \\t]+)?[^\\s&;,'"]+)`,
+  'gi',
+);
+
+function nameValue(
+  m: string,
+  head: string,
+  name: string,
+  nameQuote: string | undefined,
+  sep: string,
+  value: string,
+  call: string | undefined,
+  literal: string | undefined,
+  scheme: string | undefined,
+  at: number,
+  text: string,
+): string {
+  if (!isSecretKey(name)) return m;
+  // `grep "api_key=" f | curl …`, `echo "token:" ; rm -rf …`: the quote right after the separator is the
+  // one that closes the string the name stands in (the same quote opened it), so the value is empty. Read
+  // as a value it would swallow the rest of the command (to the next quote, or to the end), hiding it from
+  // the trail. What follows is read again: it may hold a pair of its own.
+  const before = text[at - 1];
+  if (!nameQuote && (before === '"' || before === "'") && value.startsWith(before) && head.endsWith(sep)) {
+    return `${head}${before}${value.slice(1).replace(new RegExp(NAME_VALUE.source, 'gi'), nameValue as (substring: string, ...args: unknown[]) => string)}`;
+  }
+  if (call) return `${head}${call}${quoted(literal!)}`;
+  if (scheme) {
+    // The value is a scheme, a space and the next word: an Authorization header keeps its scheme.
+    if (!/authorization$/i.test(name)) return `${head}${REDACTED}${value.slice(scheme.length)}`;
+    const credential = value.slice(scheme.length).trimStart();
+    // Digest is its own pattern's; what names a token (Bearer mcp_rw_AbCd…) is kept, as by the scheme pattern.
+    if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
+    return `${head}${value.slice(0, value.length - credential.length)}${REDACTED}`;
+  }
+  const prose = sep === ':' && !nameQuote && PROSE_NAME.test(name) && !/^\\?["']/.test(value) && followsAWord(text, at);
+  return prose && !looksLikeCredential(value) ? m : `${head}${quoted(value)}`;
+}
+
 const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
@@ -223,26 +264,7 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // pattern above, which masks only its response). The bare words token, secret, auth, authorization,
   // cookie, credential(s) and bearer with ':' after a word of the same line are prose ("rotate secret:
   // moved", "the cookie: a jar"): the unquoted value is masked only when it looks like a credential.
-  {
-    re: new RegExp(
-      `(?<![a-z0-9_-])((${SECRET_NAME_IN_TEXT})(\\\\?["'])?\\s*([=:])\\s*)(?!\\[REDACTED\\])(\\\\"(?:[^"\\\\]|\\\\[^"])*(?:\\\\"|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$)|'(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\\(\\s*){1,4})('(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$))|(?:(${AUTH_SCHEME})[ \\t]+)?[^\\s&;,'"]+)`,
-      'gi',
-    ),
-    replace: (m, head, name, nameQuote, sep, value, call, literal, scheme, at: unknown, text: unknown) => {
-      if (!isSecretKey(name!)) return m;
-      if (call) return `${head}${call}${quoted(literal!)}`;
-      if (scheme) {
-        // The value is a scheme, a space and the next word: an Authorization header keeps its scheme.
-        if (!/authorization$/i.test(name!)) return `${head}${REDACTED}${value!.slice(scheme.length)}`;
-        const credential = value!.slice(scheme.length).trimStart();
-        // Digest is its own pattern's; what names a token (Bearer mcp_rw_AbCd…) is kept, as by the scheme pattern.
-        if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
-        return `${head}${value!.slice(0, value!.length - credential.length)}${REDACTED}`;
-      }
-      const prose = sep === ':' && !nameQuote && PROSE_NAME.test(name!) && !/^\\?["']/.test(value!) && followsAWord(text as string, at as number);
-      return prose && !looksLikeCredential(value!) ? m : `${head}${quoted(value!)}`;
-    },
-  },
+  { re: NAME_VALUE, replace: nameValue as (substring: string, ...args: unknown[]) => string },
   // SQL: CREATE/ALTER USER|ROLE ... PASSWORD '...', MySQL and Oracle IDENTIFIED BY '...'.
   { re: /\b((?:PASSWORD|IDENTIFIED\s+BY)\s+)('(?:[^']|'')*(?:'|$)|"(?:[^"]|"")*(?:"|$))/gi, replace: (_m, head, value) => `${head}${quoted(value)}` },
   // The value after a command-line flag with a secret-looking name (isSecretFlag): `--password S3cret`,

