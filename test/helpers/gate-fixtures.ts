@@ -156,14 +156,19 @@ export function changedKeys(before: Map<string, { value: string; pttl: number }>
   return changed;
 }
 
-/** Deletes this file's keys: what a FLUSHALL means for one installation. */
+/**
+ * Deletes this file's keys: what a FLUSHALL means for one installation. In one DEL, as a FLUSHALL is one
+ * command: deleted batch by batch (as the SCAN found them), a replica could see the epoch gone and reload
+ * sessions from Postgres between two batches, and the next batch deleted what it had just reloaded (an
+ * epoch without its sessions, which no real Redis loss produces).
+ */
 export async function flushPrefix(redis: RedisHandle): Promise<number> {
-  let n = 0;
+  const keys = new Set<string>();
   let cursor = '0';
   do {
-    const [next, keys] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
+    const [next, found] = await redis.redis.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 1000);
     cursor = next;
-    if (keys.length) n += await redis.redis.del(...keys);
+    for (const k of found) keys.add(k);
   } while (cursor !== '0');
-  return n;
+  return keys.size > 0 ? redis.redis.del(...keys) : 0;
 }
