@@ -229,8 +229,10 @@ export class RedisGate {
     resourceArgs[0] = String(resources.length);
     for (let i = 0; i < resources.length; i++) resourceArgs[i + 1] = resources[i]!.replaceAll(UNIT_SEPARATOR, '');
     // The list entry and the decision's metadata are encoded here; the script only appends the verdict.
-    const head = JSON.stringify({ id: req.decisionId, server: req.server, tool: summarizeTool(req.tool), args: summarizeArguments(req.arguments) }).slice(0, -1);
-    const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool: req.tool, cap: req.capability, at: Date.now() });
+    // The tool name as shown and recorded (masked: a gateway may send one holding a credential).
+    const tool = summarizeTool(req.tool);
+    const head = JSON.stringify({ id: req.decisionId, server: req.server, tool, args: summarizeArguments(req.arguments) }).slice(0, -1);
+    const meta = JSON.stringify({ tok: req.tokenId, sid: req.sessionId, srv: req.server, tool, cap: req.capability, at: Date.now() });
     const encoded = fixed.before + encodeArgs([req.decisionId, head, meta]) + fixed.kills + encodeArgs(resourceArgs) + fixed.counters;
     try {
       const reply = (await this.gateScript.runEncoded(fixed.argCount + 3 + resourceArgs.length, encoded)) as LuaReply | LuaOkReply;

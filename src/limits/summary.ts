@@ -70,16 +70,22 @@ export function outcomeError(error: string, max = OUTCOME_ERROR_MAX_CHARS): stri
   return masked.length <= max ? masked : cutText(masked, max);
 }
 
+/**
+ * A listed call as shown: its tool name and error masked. Entries written before they were masked live as
+ * long as a halted session (and in its stored halt summary), so they are masked as they are read.
+ */
+export function maskedCallSummary<T extends Partial<CallSummary>>(e: T): T {
+  if (typeof e.tool === 'string') e.tool = redactText(e.tool);
+  if (typeof e.outcome?.error === 'string') e.outcome.error = redactText(e.outcome.error);
+  return e;
+}
+
 /** Parses list entries written by the Lua scripts; a damaged entry is skipped, not fatal. */
 export function parseCallSummaries(raw: readonly string[]): CallSummary[] {
   const out: CallSummary[] = [];
   for (const item of raw) {
     try {
-      const e = JSON.parse(item) as CallSummary & { outcome?: CallOutcome | Record<string, never> };
-      // Entries written before errors were masked (they live as long as a halted session) are masked
-      // as they are read.
-      if (typeof e.outcome?.error === 'string') e.outcome.error = redactText(e.outcome.error);
-      out.push(e);
+      out.push(maskedCallSummary(JSON.parse(item) as CallSummary));
     } catch {
       // ignore
     }

@@ -7,7 +7,7 @@ import type { HaltTrigger } from '../decisions/types.js';
 import { AppError, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { isUuid } from '../ids.js';
-import type { CallSummary } from '../limits/summary.js';
+import { type CallSummary, maskedCallSummary } from '../limits/summary.js';
 import { RepeatedLog } from '../log-repeats.js';
 import type { CompiledPolicy } from '../policy/index.js';
 import { redisFailure } from '../redis/failure.js';
@@ -758,11 +758,12 @@ export class SessionService {
   async get(id: string, op?: OperatorPrincipal): Promise<SessionDetailView> {
     const row = await this.visibleSession(id, op);
     const [lastCalls, halts] = await Promise.all([this.lastCalls(id, 3).catch(() => [] as CallSummary[]), sessionStore.sessionHalts(this.pool, id)]);
-    const snapshot = row.halt_summary?.['last_calls'];
+    // The halt's copy of the last calls: stored before tool names and errors were masked, masked here.
+    const snapshot = Array.isArray(row.halt_summary?.['last_calls']) ? (row.halt_summary['last_calls'] as CallSummary[]).map((c) => (c && typeof c === 'object' ? maskedCallSummary(c) : c)) : undefined;
     return {
       ...summaryView(row),
-      halt_summary: row.halt_summary,
-      last_calls: lastCalls.length > 0 || !Array.isArray(snapshot) ? lastCalls : (snapshot as CallSummary[]).slice(0, 3),
+      halt_summary: row.halt_summary && snapshot ? { ...row.halt_summary, last_calls: snapshot } : row.halt_summary,
+      last_calls: lastCalls.length > 0 || !snapshot ? lastCalls : snapshot.slice(0, 3),
       // Resume reasons stored in clear by an earlier version are masked here too.
       halts: halts.map((h: HaltRow) => ({ trigger: h.trigger, halted_at: h.halted_at, resumed_at: h.resumed_at, resumed_by: h.resumed_by, resume_reason: h.resume_reason === null ? null : redactText(h.resume_reason) })),
     };

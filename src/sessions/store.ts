@@ -248,6 +248,17 @@ export const sessionStore = {
       [cutoff, limit],
     );
     const removed = sessionHalts.rowCount ?? 0;
+    // The session row's copy of its last halt's summary goes with its halt records (a resume keeps it).
+    await db.query(
+      `UPDATE sessions s SET halt_summary = NULL WHERE s.id IN (
+         SELECT c.id FROM sessions c
+         WHERE c.halt_summary IS NOT NULL AND c.state <> 'halted'
+           AND NOT EXISTS (SELECT 1 FROM session_halts h WHERE h.session_id = c.id)
+           AND NOT EXISTS (SELECT 1 FROM token_halts th WHERE th.session_id = c.id)
+         LIMIT $1)
+       AND s.state <> 'halted'`,
+      [limit],
+    );
     if (removed >= limit) return removed;
     const tokenHalts = await db.query(
       `DELETE FROM token_halts WHERE id IN (

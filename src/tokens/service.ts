@@ -244,7 +244,7 @@ export class CredentialService {
     }
     if (body.dry_run) {
       const count = await credentialStore.countBulk(this.pool, filter);
-      const tokens = await credentialStore.matchBulk(this.pool, filter, { limit: BULK_SAMPLE });
+      const tokens = (await credentialStore.matchBulk(this.pool, filter, { limit: BULK_SAMPLE })).map(tokenView);
       return { dry_run: true, count, tokens, message: `${count} live agent token(s) match; repeat with dry_run false, a reason and expected_count ${count} to revoke them.`, unannounced: null };
     }
     if (!body.reason) throw invalid('reason', 'is required to revoke (dry_run false)');
@@ -290,7 +290,7 @@ export class CredentialService {
       await this.audit?.recordAdmin({ actor: op, action: 'key.bulk_revoked', target: 'agent_tokens', details: { reason, count: 0, ids: [], filter: filterShown, announced: true } });
     }
     const message = unannounced ? `Revoked ${ids.length} agent token(s). ${unannouncedNote(unannounced, 'them')}` : `Revoked ${ids.length} agent token(s) on every replica.`;
-    return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE), message, unannounced };
+    return { dry_run: false, count: ids.length, tokens: revoked.slice(0, BULK_SAMPLE).map(tokenView), message, unannounced };
   }
 
   /**
@@ -324,7 +324,8 @@ export class CredentialService {
         role: old.role,
         project_id: old.project_id,
         environment: old.environment,
-        description: old.description,
+        // Masked: a token created before descriptions were masked kept one in clear.
+        description: redactText(old.description),
         // The same agent under a new secret: it keeps its creator (a bulk revoke by creator goes by it).
         // The rotator receives the new secret, so it joins the secret holders that `separate_approver`
         // keeps from approving the token's calls, with everyone who rotated an earlier token of the chain.
@@ -372,8 +373,8 @@ export class CredentialService {
       unannounced ? ` Redis did not take the announcement: other replicas learn the old token's new expiry ${catchUp(unannounced)} instead of at once.` : ''
     }`;
     return key.type === 'rw' || key.type === 'admin'
-      ? { token: raw.value, key, previous, grace_until: graceUntil, warning: WRITE_RISK_WARNING, message, unannounced }
-      : { token: raw.value, key, previous, grace_until: graceUntil, message, unannounced };
+      ? { token: raw.value, key: tokenView(key), previous: tokenView(previous), grace_until: graceUntil, warning: WRITE_RISK_WARNING, message, unannounced }
+      : { token: raw.value, key: tokenView(key), previous: tokenView(previous), grace_until: graceUntil, message, unannounced };
   }
 
   async createGatewayKey(op: OperatorPrincipal, name: string, expiresIn?: number): Promise<{ key: string; gateway_key: GatewayKeyRow }> {

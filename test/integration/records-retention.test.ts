@@ -173,6 +173,13 @@ describe('records retention', () => {
       namedByHaltInForce,
       ago(200 * DAY),
     ]);
+    // An active session resumed long ago: its halt goes, and the copy of the halt's summary on its row.
+    const resumedActive = await session('active', 100 * DAY);
+    await pool.query(`UPDATE sessions SET halt_summary = '{"last_calls":[{"args":"{\\"q\\":\\"jane@example.com\\"}"}]}' WHERE id = $1`, [resumedActive]);
+    await pool.query(
+      `INSERT INTO session_halts (id, session_id, token_id, trigger, halted_at, resumed_at, resumed_by) VALUES ($1, $2, $3, 'LOOP_DETECTED', $4, $5, 'operator:test')`,
+      [uuidv7(), resumedActive, tokenId, ago(99 * DAY), ago(99 * DAY - HOUR)],
+    );
     const approvedCall = await session('closed', 100 * DAY, 98 * DAY);
     approvalsKept.push(await approval({ state: 'approved', created: 2 * HOUR, decided: HOUR, expires: -HOUR, sessionId: approvedCall }));
     const sessionsKept = [
@@ -185,6 +192,7 @@ describe('records retention', () => {
       await session('halted', 200 * DAY),
       await session('active', 100 * DAY),
       await session('closed', 100 * DAY, 10 * DAY),
+      resumedActive,
     ];
 
     const result = await applyRecordsRetention(
@@ -192,7 +200,7 @@ describe('records retention', () => {
       new Date(now),
     );
 
-    expect(result).toEqual({ cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 });
+    expect(result).toEqual({ cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 3, sessions_removed: 5 });
     expect(await ids('alerts')).toEqual(sorted(alertsKept));
     expect(await ids('approvals')).toEqual(sorted(approvalsKept));
     expect(await ids('sessions')).toEqual(sorted(sessionsKept));
@@ -200,6 +208,7 @@ describe('records retention', () => {
     // The halts resumed before the cutoff are gone; the one resumed after it, the one in force and the
     // token halt a kept session halt names stay.
     expect((await pool.query('SELECT session_id FROM session_halts')).rows).toEqual([{ session_id: resumedLately }]);
+    expect((await pool.query('SELECT halt_summary FROM sessions WHERE id = $1', [resumedActive])).rows).toEqual([{ halt_summary: null }]);
     expect((await pool.query('SELECT id, session_id FROM token_halts ORDER BY halted_at')).rows).toEqual([
       { id: expect.any(String), session_id: namedByHaltInForce },
       { id: oldTokenHalt, session_id: null },
@@ -211,11 +220,11 @@ describe('records retention', () => {
         actor_type: 'system',
         actor_id: 'retention',
         target: 'alerts,approvals,halts,sessions',
-        details: { cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 },
+        details: { cutoff: ago(90 * DAY).toISOString(), retention_days: 90, alerts_removed: 3, approvals_removed: 3, halts_removed: 3, sessions_removed: 5 },
       },
     ]);
     const line = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'records retention removed old alerts, approvals, halts and sessions');
-    expect(line).toMatchObject({ level: 30, alerts_removed: 3, approvals_removed: 3, halts_removed: 2, sessions_removed: 5 });
+    expect(line).toMatchObject({ level: 30, alerts_removed: 3, approvals_removed: 3, halts_removed: 3, sessions_removed: 5 });
   });
 
   it('a second run removes nothing and writes no audit row; RECORDS_RETENTION_DAYS=0 keeps everything', async () => {

@@ -109,6 +109,23 @@ describe("a call's error and a tool's name, where operators and gateways read th
     expect(rows).toEqual([{ tool: `read_text_file?token=${REDACTED}` }]);
     const calls = (await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(viewer) })).json().last_calls as { id: string; tool: string }[];
     expect(calls.find((c) => c.id === d.decision_id)?.tool).toBe(`read_text_file?token=${REDACTED}`);
+    // Nor is it kept in clear in the decision's metadata in Redis (kept for DECISION_META_TTL_S).
+    const meta = await app.ctx.redis.redis.get(app.ctx.redis.key('d', d.decision_id));
+    if (meta !== null) expect(meta).not.toContain(GH);
+    // An entry of the last calls, and the halt's copy of them, stored before tool names and errors were
+    // masked: masked as they are read.
+    const key = app.ctx.redis.key('lc', s.session_id);
+    const entry = JSON.parse((await app.ctx.redis.redis.lindex(key, 0))!);
+    await app.ctx.redis.redis.lset(key, 0, JSON.stringify({ ...entry, tool }));
+    const shownTool = async () => ((await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(viewer) })).json().last_calls as { tool: string }[])[0]?.tool;
+    expect(await shownTool()).toBe(`read_text_file?token=${REDACTED}`);
+    const legacy = { last_calls: [{ ...entry, tool, outcome: { status: 'error', error: `password=SnapPlainPassw0rd ${GH}` } }] };
+    await t.pool().query('UPDATE sessions SET halt_summary = $2 WHERE id = $1', [s.session_id, legacy]);
+    await app.ctx.redis.redis.del(key);
+    const detail = (await app.inject({ url: `/v1/sessions/${s.session_id}`, headers: bearer(viewer) })).json();
+    expect(JSON.stringify(detail)).not.toContain(GH);
+    expect(JSON.stringify(detail)).not.toContain('SnapPlainPassw0rd');
+    expect(detail.last_calls[0].tool).toBe(`read_text_file?token=${REDACTED}`);
     const exported = await app.inject({ url: `/v1/audit/export?format=csv&session=${s.session_id}`, headers: bearer(viewer) });
     expect(exported.body).toContain(d.decision_id);
     expect(exported.body).not.toContain(GH);
@@ -132,6 +149,14 @@ describe("an agent token's description", () => {
     expect(await shown()).toEqual([masked, masked]);
     await t.pool().query('UPDATE agent_tokens SET description = $2 WHERE id = $1', [id, description]);
     expect(await shown()).toEqual([masked, masked]);
+    // Listed by a bulk revoke's dry run, and copied by a rotation (answer and new row): masked too.
+    const dry = await app.inject({ method: 'POST', url: '/v1/keys/bulk-revoke', headers: bearer(gw.owner), payload: { dry_run: true, project_id: 'desc' } });
+    expect(dry.statusCode, dry.body).toBe(200);
+    expect(dry.json().tokens.map((k: { description: string }) => k.description)).toEqual([masked]);
+    const rotated = await app.inject({ method: 'POST', url: `/v1/keys/${id}/rotate`, headers: bearer(gw.owner), payload: { grace_seconds: 0 } });
+    expect(rotated.statusCode, rotated.body).toBe(201);
+    expect([rotated.json().key.description, rotated.json().previous.description]).toEqual([masked, masked]);
+    expect((await t.pool().query('SELECT description FROM agent_tokens WHERE id = $1', [rotated.json().key.id])).rows[0].description).toBe(masked);
   });
 });
 
