@@ -4,6 +4,7 @@ import type { ApprovalService } from './approvals/service.js';
 import type { AuditService } from './audit/service.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
+import type { DependencyFailureLog } from './decisions/dependency-failures.js';
 import type { FlagService } from './flags/service.js';
 import type { WebhookSecretHolder } from './flags/webhook-secret.js';
 import type { RedisGate } from './limits/gate.js';
@@ -48,6 +49,8 @@ export interface AppContext {
   approvals: ApprovalService;
   readiness: Map<string, ReadinessCheck>;
   closers: Array<() => Promise<void>>;
+  /** Driver errors met by decisions (the decisions plugin's): GET /readyz warns of recent ones. */
+  dependencyFailures?: DependencyFailureLog;
 }
 
 declare module 'fastify' {

@@ -1,3 +1,5 @@
+import { redisFailure, redisFailureWords } from '../redis/failure.js';
+
 /**
  * Where a driver error met on the decision path goes: the log, never a decision's message or its audit
  * row. Agents read the message and the audit trail keeps it for good, so neither may carry what a
@@ -21,6 +23,8 @@ export const DEPENDENCY_FAILURE_LOG_INTERVAL_MS = 30_000;
 
 export class DependencyFailureLog implements DependencyFailureReporter {
   private readonly last = new Map<string, { at: number; repeats: number }>();
+  /** The latest failure of each dependency, logged or not: what GET /readyz warns about. */
+  private readonly latest = new Map<string, { at: number; what: string }>();
 
   constructor(
     private readonly log: FailureLogger,
@@ -30,6 +34,7 @@ export class DependencyFailureLog implements DependencyFailureReporter {
 
   report(dependency: string, err: unknown, fields: Record<string, unknown>): void {
     const now = this.now();
+    this.latest.set(dependency, { at: now, what: dependency === 'Redis' ? `Redis ${redisFailureWords(redisFailure(err))}` : `${dependency} failed` });
     const seen = this.last.get(dependency);
     if (seen && now - seen.at < this.intervalMs) {
       seen.repeats++;
@@ -40,6 +45,11 @@ export class DependencyFailureLog implements DependencyFailureReporter {
       { ...fields, dependency, err: errorText(err), ...(seen ? { repeats: seen.repeats } : {}) },
       `decision denied (DEPENDENCY_UNAVAILABLE): ${dependency} failed; further failures of it are logged at most every ${Math.round(this.intervalMs / 1000)} s (repeats: how many were not)`,
     );
+  }
+
+  /** The dependencies that failed a decision within `withinMs` before `now`, each as `what` it was. */
+  recent(withinMs: number, now = this.now()): string[] {
+    return [...this.latest.values()].filter((f) => now - f.at <= withinMs).map((f) => f.what);
   }
 }
 

@@ -168,6 +168,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
 
   // One per app: decisions and explain share its rate limit, so an outage logs once per interval.
   const failures = new DependencyFailureLog(ctx.log);
+  ctx.dependencyFailures = failures;
   const steps = buildSteps(ctx, failures);
   // Denials whose trigger found the token (or the session) halted already: a policy change that removes a
   // server from a role makes every call of a halted agent fire UNAUTHORIZED_SERVER again, before the gate

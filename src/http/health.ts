@@ -13,7 +13,7 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s).',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s); "decisions failed closed in the last 30 s: Redis answered with an error (OOM) …" while decisions meet a dependency failure that the checks do not see (Redis answers PING at maxmemory), one per dependency.',
   }),
 });
 
@@ -21,6 +21,9 @@ const Ready = Type.Object({
 export const REGISTRATION_REFRESH_MS = 10_000;
 
 /** A /readyz warning: a fixed phrase (no path; the file's errors are in the log). */
+/** How far back a decision's failed dependency is listed in `warnings` (DependencyFailureLog.recent). */
+export const RECENT_FAILURE_MS = 30_000;
+
 export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
 
 const CHECK_TIMEOUT_MS = 2_000;
@@ -146,6 +149,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
           .then((secret) => ctx.flags.webhookRegistration(secret))
           .catch(() => {});
       }
+      // Checks that pass do not mean decisions do: Redis answers PING at maxmemory and refuses the gate's
+      // writes (OOM). What failed a decision lately is said here, in product words (the log has the rest).
+      for (const what of ctx.dependencyFailures?.recent(RECENT_FAILURE_MS) ?? []) warnings.push(`decisions failed closed in the last ${RECENT_FAILURE_MS / 1000} s: ${what} (the log has each failure: decision denied (DEPENDENCY_UNAVAILABLE))`);
       const registration = ctx.flags.lastRegistrationView();
       if (registration && registeredWithOtherSecret(registration, webhookUrl(ctx.config))) warnings.push(WEBHOOK_OTHER_SECRET_WARNING);
       return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });

@@ -123,6 +123,13 @@ describe('Redis answering the gate with an error (not a timeout): the message na
     const again = await gw.decide(tok.raw, read);
     expect(again).toMatchObject({ code: 'DEPENDENCY_UNAVAILABLE' });
     expect(logOf(again.decision_id)).toEqual([]);
+
+    // GET /readyz: Redis answers PING, so its check passes; the warning says decisions fail all the same.
+    const ready = (await app.inject({ url: '/readyz' })).json();
+    expect(ready.checks.redis).toBe('ok');
+    expect(ready.warnings).toContain(
+      'decisions failed closed in the last 30 s: Redis answered with an error (WRONGTYPE) (the log has each failure: decision denied (DEPENDENCY_UNAVAILABLE))',
+    );
   });
 
   it('a session Redis refuses with an error answer (WRONGTYPE on the token\'s open-sessions key): 503 naming the code, not "unavailable"', async () => {
