@@ -445,30 +445,10 @@ export class AuditWriter {
     for (const p of batch) if (p.resolve) this.awaited--;
     const contents: string[] = [];
     const records = this.seal(batch, contents);
-    if (!this.diverting) {
-      try {
-        await this.insert(records, contents);
-        this.noteDurable(records);
-        this.written += records.length;
-        this.batches++;
-        this.failing = false;
-        for (const p of batch) p.resolve?.();
-        for (const l of this.batchListeners) l(records.length);
-        return;
-      } catch (err) {
-        const message = (err as Error).message;
-        const rows = records.length;
-        this.failureLog.note('insert', (repeat) => this.opts.log.warn({ err: message, rows, ...repeat }, 'audit INSERT failed; writing to the local spool until Postgres is back'));
-      }
-    }
     try {
-      if (!this.spool) this.spool = await Spool.acquire(this.opts.dataDir, this.opts.database);
-      const wasDiverting = this.diverting;
-      await this.spool.append(records);
-      this.spooled += records.length;
-      this.failing = false;
+      const where = await this.persist(records, contents);
       for (const p of batch) p.resolve?.();
-      if (!wasDiverting) this.opts.onSpoolingChange?.(true, this.spoolSize);
+      if (where === 'postgres') for (const l of this.batchListeners) l(records.length);
     } catch (err) {
       this.lost += batch.length;
       this.failing = true;
@@ -476,12 +456,44 @@ export class AuditWriter {
       const rows = batch.length;
       // Once per batch while it lasts: counted, one line per interval (repeats: lines left out; rows: of the last).
       this.failureLog.note('lost', (repeat) => this.opts.log.error({ err: message, rows, lost_total: this.lost, ...repeat }, 'audit rows could not be written to Postgres nor to the spool'));
-      // These positions may or may not have reached Postgres: never reuse them, start a new chain.
-      this.previousChain = this.chain?.replicaId ?? null;
-      this.chain = null;
+      this.dropChain();
       const failure = new AuditUnavailable('audit trail unavailable: Postgres and the local spool both failed', { cause: err });
       for (const p of batch) p.reject?.(failure);
     }
+  }
+
+  /**
+   * Sealed rows to Postgres, else (or while diverting) to the spool; where they went. Throws when neither
+   * took them. `quiet`: a failed INSERT is not logged (the probe, whose failures were logged already).
+   */
+  private async persist(records: AuditRecord[], contents: string[], quiet = false): Promise<'postgres' | 'spool'> {
+    if (!this.diverting) {
+      try {
+        await this.insert(records, contents);
+        this.noteDurable(records);
+        this.written += records.length;
+        this.batches++;
+        this.failing = false;
+        return 'postgres';
+      } catch (err) {
+        const message = (err as Error).message;
+        const rows = records.length;
+        if (!quiet) this.failureLog.note('insert', (repeat) => this.opts.log.warn({ err: message, rows, ...repeat }, 'audit INSERT failed; writing to the local spool until Postgres is back'));
+      }
+    }
+    if (!this.spool) this.spool = await Spool.acquire(this.opts.dataDir, this.opts.database);
+    const wasDiverting = this.diverting;
+    await this.spool.append(records);
+    this.spooled += records.length;
+    this.failing = false;
+    if (!wasDiverting) this.opts.onSpoolingChange?.(true, this.spoolSize);
+    return 'spool';
+  }
+
+  /** These positions may or may not have reached Postgres: never reuse them, the next row starts a new chain. */
+  private dropChain(): void {
+    this.previousChain = this.chain?.replicaId ?? null;
+    this.chain = null;
   }
 
   /**
@@ -496,30 +508,14 @@ export class AuditWriter {
     const contents: string[] = [];
     const records = this.seal([], contents);
     const replicaId = records[0]?.replica_id;
-    if (!this.diverting) {
-      try {
-        await this.insert(records, contents);
-        this.noteDurable(records);
-        this.written += records.length;
-        this.batches++;
-        this.failing = false;
-        this.opts.log.info({ replica_id: replicaId }, 'audit trail takes rows again: Postgres answered; a new chain started');
-        return;
-      } catch {
-        // Postgres still fails: the spool, as for any batch.
-      }
-    }
     try {
-      if (!this.spool) this.spool = await Spool.acquire(this.opts.dataDir, this.opts.database);
-      const wasDiverting = this.diverting;
-      await this.spool.append(records);
-      this.spooled += records.length;
-      this.failing = false;
-      this.opts.log.info({ replica_id: replicaId, spool: this.spool.path }, 'audit trail takes rows again: the local spool is writable; a new chain started there');
-      if (!wasDiverting) this.opts.onSpoolingChange?.(true, this.spoolSize);
+      if ((await this.persist(records, contents, true)) === 'postgres') {
+        this.opts.log.info({ replica_id: replicaId }, 'audit trail takes rows again: Postgres answered; a new chain started');
+      } else {
+        this.opts.log.info({ replica_id: replicaId, spool: this.spool?.path }, 'audit trail takes rows again: the local spool is writable; a new chain started there');
+      }
     } catch {
-      this.previousChain = replicaId ?? null;
-      this.chain = null;
+      this.dropChain();
     }
   }
 
@@ -606,10 +602,7 @@ export class AuditWriter {
     );
     if (isOwn) {
       this.spool = null;
-      if (this.chain) {
-        this.previousChain = this.chain.replicaId;
-        this.chain = null;
-      }
+      if (this.chain) this.dropChain();
       this.opts.onSpoolingChange?.(false, this.spoolSize);
     } else {
       this.orphans.shift();
