@@ -143,6 +143,36 @@ export function failingFields(error: unknown): Set<string> {
  * `invalid(field)`: the props that mark an input the API refused (`aria-invalid`) and point it at the
  * error note with id `errorId`, so a screen reader reads which field is wrong and why; {} otherwise.
  */
+/**
+ * What a form's submit found missing (field id → what to do). The submit button stays enabled (a disabled
+ * one says nothing about why): `refuse()`, called on submit, is true when something is missing, focuses
+ * the first such field and from then on `note` says what still is (`${notYet}: …`, for the ErrorNote at
+ * `errorId`) and `field(id)` marks each (aria-invalid, described by that note and `describedBy`).
+ */
+export function useMissingFields(gaps: ReadonlyMap<string, string>, errorId: string, notYet: string) {
+  // Set by a submit with something missing: from then on the note says what is still missing.
+  const [tried, setTried] = useState(false);
+  const shown = tried ? gaps : new Map<string, string>();
+  return {
+    note: shown.size > 0 ? new Error(`${notYet}: ${[...shown.values()].join(' ')}`) : null,
+    field: (id: string, describedBy?: string) => ({
+      ...(describedBy ? { 'aria-describedby': describedBy } : {}),
+      ...(shown.has(id) ? { 'aria-invalid': true as const, 'aria-describedby': [describedBy, errorId].filter(Boolean).join(' ') } : {}),
+    }),
+    refuse: (): boolean => {
+      if (gaps.size === 0) {
+        setTried(false);
+        return false;
+      }
+      setTried(true);
+      // To the first field missing, so Space or typing fixes it at once.
+      document.getElementById([...gaps.keys()][0] ?? '')?.focus();
+      return true;
+    },
+    reset: () => setTried(false),
+  };
+}
+
 export function invalidMarker(error: unknown, errorId: string, local: ReadonlySet<string> = new Set()) {
   const failing = new Set([...failingFields(error), ...local]);
   return (field: string) => (failing.has(field) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});

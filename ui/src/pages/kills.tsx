@@ -1,6 +1,6 @@
 import { useId, useRef, useState } from 'preact/hooks';
 import { api, get, post } from '../api';
-import { Empty, ErrorNote, Freshness, IdRef, invalidMarker, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useTokenDescriptions } from '../components/ui';
+import { Empty, ErrorNote, Freshness, IdRef, invalidMarker, isConflict, REFRESH_MS, ReasonDialog, Time, useLoad, useMissingFields, useTokenDescriptions } from '../components/ui';
 import type { OperatorKey } from '../types';
 
 // The shapes of src/kills/schemas.ts (POST/GET/DELETE /v1/kills).
@@ -261,8 +261,6 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
     expiry: `${prefix}-expiry`,
     everything: `${prefix}-everything`,
   };
-  // Set by a submit with something missing: from then on the note says what is still missing.
-  const [tried, setTried] = useState(false);
 
   // Only the field(s) of the chosen target go to the API: the others would be rejected as ambiguous.
   const body = (): Record<string, unknown> => {
@@ -286,19 +284,17 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
   const gaps = new Map<string, string>();
   if (reason.trim() === '') gaps.set(ids.reason, 'Give a reason: it is shown in every denial the kill causes.');
   if (target === 'everything' && !everythingConfirmed) gaps.set(ids.everything, 'Tick “I mean it” to confirm killing everything.');
-  const shownGaps = tried ? gaps : new Map<string, string>();
-  const missingNote = shownGaps.size > 0 ? new Error(`No kill made yet: ${[...shownGaps.values()].join(' ')}`) : null;
+  // The field the API refused is marked invalid and described by the error (a screen reader reads both).
+  const errorId = `${prefix}-error`;
+  const missing = useMissingFields(gaps, errorId, 'No kill made yet');
 
   const submit = async (e: Event) => {
     e.preventDefault();
     if (busy) return;
-    if (gaps.size > 0) {
-      setTried(true);
+    if (missing.refuse()) {
       setError(null);
-      document.getElementById([...gaps.keys()][0] ?? '')?.focus();
       return;
     }
-    setTried(false);
     setBusy(true);
     setError(null);
     try {
@@ -324,10 +320,7 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
   };
 
   const help = TARGETS.find((t) => t.id === target)?.help ?? '';
-  // The field the API refused is marked invalid and described by the error (a screen reader reads both).
-  const errorId = `${prefix}-error`;
   const invalid = invalidMarker(error, errorId);
-  const missing = (id: string) => (shownGaps.has(id) ? { 'aria-invalid': true as const, 'aria-describedby': errorId } : {});
   return (
     <form class="filters kill-form" aria-labelledby={`${prefix}-title`} onSubmit={submit}>
       <h2 id={`${prefix}-title`} class="wide-field">
@@ -409,7 +402,7 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
       )}
       <div class="wide-field">
         <label for={ids.reason}>Reason (shown in every denial it causes, in the audit trail and in the alert)</label>
-        <input id={ids.reason} name="reason" value={reason} required maxLength={1000} {...invalid('reason')} {...missing(ids.reason)} placeholder="e.g. agent deleting files in a loop, INC-42" onInput={(e) => setReason(e.currentTarget.value)} />
+        <input id={ids.reason} name="reason" value={reason} required maxLength={1000} {...invalid('reason')} {...missing.field(ids.reason)} placeholder="e.g. agent deleting files in a loop, INC-42" onInput={(e) => setReason(e.currentTarget.value)} />
       </div>
       <div>
         <label for={ids.expiry}>Expires</label>
@@ -424,12 +417,12 @@ function CreateKill({ onCreated }: { onCreated: (res: Created) => void }) {
       {target === 'everything' && (
         <div class="write-warning wide-field">
           <label class="check">
-            <input id={ids.everything} type="checkbox" checked={everythingConfirmed} {...missing(ids.everything)} onChange={(e) => setEverythingConfirmed(e.currentTarget.checked)} /> I mean it: deny every call of every agent until this kill is lifted
+            <input id={ids.everything} type="checkbox" checked={everythingConfirmed} {...missing.field(ids.everything)} onChange={(e) => setEverythingConfirmed(e.currentTarget.checked)} /> I mean it: deny every call of every agent until this kill is lifted
             or expires.
           </label>
         </div>
       )}
-      <ErrorNote error={error ?? missingNote} id={errorId} />
+      <ErrorNote error={error ?? missing.note} id={errorId} />
       <div class="filter-actions">
         <button type="submit" class="danger" disabled={busy}>
           {target === 'everything' ? 'Kill everything' : 'Create kill'}

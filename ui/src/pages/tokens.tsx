@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useId, useMemo, useState } from 'preact/hooks';
 import { ApiError, get, post } from '../api';
-import { Dialog, Empty, ErrorNote, Freshness, IdRef, invalidMarker, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
+import { Dialog, Empty, ErrorNote, Freshness, IdRef, invalidMarker, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, useMissingFields, WarningIcon } from '../components/ui';
 import type { AgentToken, Environment, GatewayKey, OperatorKey, OperatorRole, ScopeCatalogue, TokenType } from '../types';
 import type { Kill } from './kills';
 
@@ -249,20 +249,9 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<{ token: string; key: AgentToken; warning?: string } | null>(null);
   const ids = { role: useId(), roles: useId(), project: useId(), env: useId(), desc: useId(), expiry: useId(), ack: useId(), admin: useId(), confirmProject: useId(), warning: useId(), error: useId() };
-  // Set by a submit with a confirmation missing: from then on the note says what is still missing.
-  const [tried, setTried] = useState(false);
 
   const allowed = useMemo(() => (catalogue ? catalogue.scopes.filter((s) => s.allowed_types.includes(type)) : []), [catalogue, type]);
   const chosen = scopes ?? catalogue?.defaults[type] ?? [];
-  // Changing the type resets the scopes to that type's defaults and every confirmation.
-  useEffect(() => {
-    setScopes(null);
-    setAcknowledged(false);
-    setConfirmAdmin(false);
-    setConfirmProject('');
-    setTried(false);
-  }, [type]);
-
   const writes = type !== 'ro';
   const projectOk = /^[A-Za-z0-9._-]+$/.test(project);
   // What is missing, field → what to do. Create stays enabled (a disabled button says nothing about why):
@@ -273,23 +262,22 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
   if (writes && !acknowledged) gaps.set(ids.ack, 'Tick “I understand that this AI can modify data” under the warning.');
   if (type === 'admin' && !confirmAdmin) gaps.set(ids.admin, 'Tick “I confirm this AI gets full access”.');
   if (type === 'admin' && confirmProject !== project) gaps.set(ids.confirmProject, 'Type the project id again, exactly as above.');
-  const shownGaps = tried ? gaps : new Map<string, string>();
-  const missingNote = shownGaps.size > 0 ? new Error(`Not created yet: ${[...shownGaps.values()].join(' ')}`) : null;
+  const missing = useMissingFields(gaps, ids.error, 'Not created yet');
   const invalid = invalidMarker(error, ids.error);
-  /** The props of a field a submit found missing: invalid, and described by the note saying so. */
-  const missing = (id: string, describedBy?: string) => ({
-    ...(describedBy ? { 'aria-describedby': describedBy } : {}),
-    ...(shownGaps.has(id) ? { 'aria-invalid': true as const, 'aria-describedby': [describedBy, ids.error].filter(Boolean).join(' ') } : {}),
-  });
+  // Changing the type resets the scopes to that type's defaults and every confirmation.
+  useEffect(() => {
+    setScopes(null);
+    setAcknowledged(false);
+    setConfirmAdmin(false);
+    setConfirmProject('');
+    missing.reset();
+  }, [type]);
 
   const submit = async (e: Event) => {
     e.preventDefault();
     if (busy) return;
-    if (gaps.size > 0) {
-      setTried(true);
+    if (missing.refuse()) {
       setError(null);
-      // To the first field missing, so Space or typing fixes it at once.
-      document.getElementById([...gaps.keys()][0] ?? '')?.focus();
       return;
     }
     setBusy(true);
@@ -361,7 +349,7 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
               <strong>{catalogue?.write_risk_warning ?? WRITE_RISK_WARNING}</strong>
             </p>
             <label class="check" for={ids.ack}>
-              <input id={ids.ack} type="checkbox" checked={acknowledged} {...missing(ids.ack, ids.warning)} onChange={(e) => setAcknowledged(e.currentTarget.checked)} /> I understand that this AI can
+              <input id={ids.ack} type="checkbox" checked={acknowledged} {...missing.field(ids.ack, ids.warning)} onChange={(e) => setAcknowledged(e.currentTarget.checked)} /> I understand that this AI can
               modify data, and I trust the system that will hold this token.
             </label>
           </div>
@@ -370,11 +358,11 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
         <div class="grid2">
           <div>
             <label for={ids.project}>Project id</label>
-            <input id={ids.project} {...invalid('project_id')} {...missing(ids.project)} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
+            <input id={ids.project} {...invalid('project_id')} {...missing.field(ids.project)} value={project} required pattern="[A-Za-z0-9._\-]+" placeholder="e.g. billing" onInput={(e) => setProject(e.currentTarget.value.trim())} />
           </div>
           <div>
             <label for={ids.role}>Role (from the policy file)</label>
-            <input id={ids.role} {...invalid('role')} {...missing(ids.role)} list={ids.roles} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
+            <input id={ids.role} {...invalid('role')} {...missing.field(ids.role)} list={ids.roles} value={role} required onInput={(e) => setRole(e.currentTarget.value)} />
             <datalist id={ids.roles}>
               {roles.map((r) => (
                 <option key={r} value={r} />
@@ -426,17 +414,17 @@ function CreateAgentToken({ catalogue, roles, onClose, onCreated }: { catalogue:
             <legend>Second confirmation</legend>
             <p>An admin token holds every scope: it can delete data, read secrets and manage users (auth:*).</p>
             <label class="check">
-              <input id={ids.admin} type="checkbox" checked={confirmAdmin} {...missing(ids.admin)} onChange={(e) => setConfirmAdmin(e.currentTarget.checked)} />
+              <input id={ids.admin} type="checkbox" checked={confirmAdmin} {...missing.field(ids.admin)} onChange={(e) => setConfirmAdmin(e.currentTarget.checked)} />
               <span>
                 I confirm this AI gets full access to project <strong>{project || '…'}</strong>.
               </span>
             </label>
             <label for={ids.confirmProject}>Type the project id again to confirm</label>
-            <input id={ids.confirmProject} {...invalid('confirm_project_id')} {...missing(ids.confirmProject)} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
+            <input id={ids.confirmProject} {...invalid('confirm_project_id')} {...missing.field(ids.confirmProject)} value={confirmProject} autoComplete="off" onInput={(e) => setConfirmProject(e.currentTarget.value.trim())} />
           </fieldset>
         )}
 
-        <ErrorNote error={error ?? missingNote} id={ids.error} />
+        <ErrorNote error={error ?? missing.note} id={ids.error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel
