@@ -68,8 +68,14 @@ describe('more than one page', () => {
 
   beforeAll(async () => {
     const content = 'x'.repeat(24_000);
-    for (let i = 0; i < ROWS; i++) app.ctx.audit.enqueue(intentRow(callContext({ sessionId: session, arguments: { i, content } }), deny));
+    // 100 rows (2.4 MB) an INSERT: a full batch of 500 (12 MB) can outlast the writer's 2 s statement
+    // timeout on a loaded machine, and its rows would then wait in the spool instead of Postgres.
+    for (let i = 0; i < ROWS; i++) {
+      app.ctx.audit.enqueue(intentRow(callContext({ sessionId: session, arguments: { i, content } }), deny));
+      if (i % 100 === 99) await app.ctx.audit.writer.flush();
+    }
     await app.ctx.audit.writer.flush();
+    expect(app.ctx.audit.writer.spoolSize).toBe(0);
   });
 
   it.each(FORMATS)('%s: every row once, oldest first, across the page boundary', async (format) => {

@@ -162,6 +162,9 @@ describe('Postgres refusing connections: the approval step names the approval qu
     const s = await gw.session(tok.raw);
     // Credentials were just checked: the cache answers while Postgres is away.
     await proxy.down();
+    // The pool must have seen its connections cut: a query on one it still took for idle fails with
+    // "Connection terminated unexpectedly" instead of the refused connect whose host:port the log names.
+    await until(() => app.ctx.pool.totalCount === 0, 10_000, 'the pool to drop its cut connections');
     const res = await app.inject({ method: 'POST', url: '/v1/decisions', headers: gw.headers(tok.raw), payload: { ...move('b.md'), session_id: s.session_id } });
     expect(res.statusCode).toBe(200);
     const d = res.json<{ decision: string; code: string; message: string; decision_id: string }>();
