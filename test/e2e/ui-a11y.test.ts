@@ -188,7 +188,8 @@ describe.skipIf(!BROWSER_TESTS)('admin UI accessibility', { timeout: 90_000 }, (
     const token = await gw.token('rw', { environment: 'production' });
     const grant = await apiPost<{ id: string }>('/v1/grants', { kind: 'production', token_id: token.id, reason: 'INC-9 deploy window', expires_in: 3600 });
     await goto('Grants', 'Grants');
-    expect(await page.getByRole('table', { name: 'Active grants' }).count()).toBe(1);
+    // The heading shows before the grants are fetched: wait for the table (one only: locators are strict).
+    await page.getByRole('table', { name: 'Active grants' }).waitFor();
     const revoke = page.getByRole('button', { name: `Revoke production access grant of token …${token.id.slice(-8)}` });
     await revoke.click();
     const dialog = page.getByRole('dialog', { name: 'Revoke this grant?' });
