@@ -14,7 +14,7 @@ import type { Unleash } from 'unleash-client';
 // PollingFetcher's private `failures`, which the back-off and the step-down both read: it is pinned at
 // 0. That reaches into unleash-client internals (checked against 6.12), so every step is checked here
 // and the service logs an error when one fails; test/unit/flags-poll-interval.test.ts fails on an
-// upgrade that moves them, and test/integration/flags-poll-errors.serial.test.ts on one that backs off
+// upgrade that moves them, and test/integration/flags-poll-errors.unleash-lane.ts on one that backs off
 // some other way.
 //
 // A 401 or 403 is worse: the SDK stops polling for good ("Stopping refresh of toggles"). A client token

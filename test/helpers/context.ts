@@ -69,10 +69,10 @@ export class TestContext {
         redisPrefix: this.redisPrefix,
         logLevel: 'info',
         tokenHashSecret: 'test-secret-test-secret-test-secret-1234',
-        // Files run three at a time, some with two or three replicas each, against one Postgres whose
+        // Files run four at a time, some with two or three replicas each, against one Postgres whose
         // max_connections is 100: a small pool per app keeps the suite well inside it.
         databasePoolSize: 5,
-        // REDIS_TIMEOUT_MS is 250 ms in production; with three files, their replicas, Unleash and a browser on
+        // REDIS_TIMEOUT_MS is 250 ms in production; with four files, their replicas, Unleash and a browser on
         // two cores a Redis answer can take longer, and a session open then fails closed (503) in a test about
         // something else (seen in CI). The test of the timeout itself sets 250 (gate-redis.serial.test.ts).
         redisTimeoutMs: 2_000,

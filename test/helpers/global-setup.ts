@@ -10,27 +10,60 @@ import { alive, startTestUnleash } from './unleash.js';
 
 /**
  * Builds the migrated template database every test file clones its own database from, and starts the
- * run's embedded Unleash (flags synced) that every test file reaches through inject('unleash'). Gives
- * the run a temporary directory of its own (TMPDIR, below).
+ * embedded Unleash (flags synced) that a project's files reach through inject('unleash'): one for the
+ * `parallel` and `serial` projects, and another for the `unleash-lane` project, whose files turn flags off
+ * (UNLEASH_LANE_PROJECT: they run one after another beside the parallel files, which never see their
+ * flags). Each Unleash starts only when a project that needs it is in the run. Gives the run a temporary
+ * directory of its own (TMPDIR, below).
  * Vitest calls this once per project in the same process (even with --project); the work is done once
  * and shared, and torn down after the last project, so two setups never drop each other's databases.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const shared = globalThis as typeof globalThis & { __killswitchSetup?: { ready: Promise<Started>; users: number } };
-  shared.__killswitchSetup ??= { ready: prepare(), users: 0 };
+  const shared = globalThis as typeof globalThis & { __killswitchSetup?: SharedSetup };
+  shared.__killswitchSetup ??= { template: prepare(), unleash: new Map(), users: 0 };
   const state = shared.__killswitchSetup;
   state.users++;
-  const started = await state.ready;
-  project.provide('unleash', started.info);
-  return async () => {
-    if (--state.users > 0) return;
-    delete shared.__killswitchSetup;
-    try {
-      await started.stop();
-    } finally {
-      removeRunTmpdir();
-    }
-  };
+  // The root project (name '') runs no files: it needs the template only.
+  const tag = project.name === '' ? undefined : project.name === UNLEASH_LANE_PROJECT ? 'lane' : 'run';
+  const unleash = tag === undefined ? undefined : startOnce(state, tag);
+  try {
+    await state.template;
+    if (unleash) project.provide('unleash', (await unleash).info);
+  } catch (err) {
+    await teardown(state, shared);
+    throw err;
+  }
+  return () => teardown(state, shared);
+}
+
+/** The project whose files each get the run's second Unleash to themselves (vitest.config.ts). */
+export const UNLEASH_LANE_PROJECT = 'unleash-lane';
+
+interface SharedSetup {
+  template: Promise<void>;
+  unleash: Map<string, Promise<Started>>;
+  users: number;
+}
+
+function startOnce(state: SharedSetup, tag: string): Promise<Started> {
+  let started = state.unleash.get(tag);
+  if (!started) {
+    started = startTestUnleash(tag);
+    started.catch(() => {}); // awaited by the project that asked; this only keeps a failure from being reported twice
+    state.unleash.set(tag, started);
+  }
+  return started;
+}
+
+async function teardown(state: SharedSetup, shared: { __killswitchSetup?: SharedSetup }): Promise<void> {
+  if (--state.users > 0) return;
+  delete shared.__killswitchSetup;
+  try {
+    const stops = [...state.unleash.values()].map((u) => u.then((x) => x.stop(), () => {}));
+    await Promise.all(stops);
+  } finally {
+    removeRunTmpdir();
+  }
 }
 
 const RUN_TMPDIR_PREFIX = 'killswitch-test-run-';
@@ -60,18 +93,9 @@ function removeRunTmpdir(): void {
 
 type Started = Awaited<ReturnType<typeof startTestUnleash>>;
 
-async function prepare(): Promise<Started> {
+async function prepare(): Promise<void> {
   useRunTmpdir();
-  // Started first: it runs while the template is migrated, and stops with the run (teardown above).
-  const unleash = startTestUnleash();
-  unleash.catch(() => {}); // awaited below; this only keeps a failure there from being reported twice
-  try {
-    await buildTemplate();
-  } catch (err) {
-    await unleash.then((u) => u.stop()).catch(() => {});
-    throw err;
-  }
-  return unleash;
+  await buildTemplate();
 }
 
 async function buildTemplate(): Promise<void> {

@@ -11,8 +11,9 @@ import { FLAGS_DIR, flagNamesFromPolicyFile, syncFromConfig } from '../../src/fl
 import { describeSyncReport, managedStrategy } from '../../src/flags/sync.js';
 import { dbUrl, TEST_PG_URL } from './env.js';
 
-// One embedded unleash-server for a whole test run (global setup starts it, every test file reads its
-// URL and tokens through vitest's provide/inject). Each run gets its own database and free ports, so
+// Embedded unleash-servers for a whole test run (global setup starts them, every test file reads its
+// project's URL and tokens through vitest's provide/inject): one that every file shares, and one for the
+// files of the unleash-lane project, which turn flags off (test/unleash-lane.test.ts). Each run gets its own database and free ports, so
 // two test runs on one machine (or the parallel and serial invocations of `npm test`) never share flags.
 // Each run's database is cloned from a template that is already migrated and synced (built once per
 // Unleash version and flag definitions), so a run pays for an Unleash boot and an idempotent sync only.
@@ -182,8 +183,12 @@ async function cloneTemplate(database: string): Promise<void> {
   }
 }
 
-/** Global setup: the run's Unleash, synced. Returns what tests inject and how to stop it. */
-export async function startTestUnleash(): Promise<{ info: TestUnleash; stop: () => Promise<void> }> {
+/**
+ * Global setup: one of the run's Unleash instances (`tag`: 'run', or 'lane' for the unleash-lane project),
+ * synced. Returns what tests inject and how to stop it. With TEST_UNLEASH_URL both are that one Unleash
+ * (vitest.config.ts then runs the lane after the parallel files).
+ */
+export async function startTestUnleash(tag = 'run'): Promise<{ info: TestUnleash; stop: () => Promise<void> }> {
   const webhookSecret = TEST_WEBHOOK_SECRET;
   const webhookPort = await freePort();
   const external = process.env['TEST_UNLEASH_URL'];
@@ -200,7 +205,7 @@ export async function startTestUnleash(): Promise<{ info: TestUnleash; stop: () 
     return { info: { ...base, servers: await syncTestFlags(base) }, stop: async () => {} };
   }
   await dropStaleDatabases();
-  const { unleash, database } = await startStandaloneUnleash('run');
+  const { unleash, database } = await startStandaloneUnleash(tag);
   try {
     const base = { apiUrl: unleash.apiUrl, uiUrl: unleash.uiUrl, adminToken: TEST_UNLEASH_ADMIN_TOKEN, apiToken: TEST_UNLEASH_API_TOKEN, environment: 'development', webhookPort, webhookSecret };
     const servers = await syncTestFlags(base);

@@ -8,7 +8,7 @@ import { freePort, restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // A replica that starts while it cannot reach Unleash starts from the backup Unleash confirmed last: its own
 // file in DATA_DIR or the copy every replica that fetches from Unleash keeps in the installation's Redis.
-// Serial: it turns a flag of the run's shared Unleash off. "Unleash down" is a URL where nothing listens.
+// In the Unleash lane: it turns a flag off. "Unleash down" is a URL where nothing listens.
 
 const DOWN = 'http://127.0.0.1:9/api';
 const FLAG = 'mcp.memory.read';

@@ -14,7 +14,7 @@ import { UnleashProxy } from '../helpers/unleash-proxy.js';
 // Unleash says off must never allow it: while Unleash's flag fetch has not answered, decisions deny
 // (waiting at most UNLEASH_START_WAIT_MS), and a flag the start's flags sync read off in the admin API is
 // denied whatever the backup says. A real HTTP proxy in front of the run's unleash-server holds every
-// client flag fetch without an answer (a slow Unleash or load balancer). Serial: it turns a flag off.
+// client flag fetch without an answer (a slow Unleash or load balancer). In the Unleash lane: it turns a flag off.
 
 const FLAG = 'mcp.filesystem.write';
 const unleash = inject('unleash');

@@ -10,7 +10,7 @@ import { UnleashProxy } from '../helpers/unleash-proxy.js';
 // UNLEASH_REFRESH_MS × (failures + 1), up to 11×, and steps down by one per successful poll), which
 // would leave a flag turned off after an outage unseen for many seconds. A real HTTP proxy in front of
 // the run's real unleash-server answers 502 for a while (as a failing load balancer does), then passes
-// requests through again. Serial: it turns a shared flag off.
+// requests through again. In the Unleash lane: it turns a flag off.
 
 const REFRESH_MS = 200;
 /** 502 answers to flag fetches: the SDK retries a failed fetch twice, so this is four failed polls. */

@@ -7,7 +7,7 @@ import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 import { GatewayHarness, textOf } from './gateway-harness.js';
 
 // An operator turns mcp.filesystem.write off in Unleash during an incident: the next write through the
-// gateway is denied with KILL_SWITCH; reads keep working. Serial: it toggles a shared Unleash flag.
+// gateway is denied with KILL_SWITCH; reads keep working. In the Unleash lane: it toggles a flag.
 
 const unleash = inject('unleash');
 const admin = testAdmin(unleash);

@@ -6,7 +6,7 @@ import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // Seed 001's kill switches hold by default (DESIGN.md §5, docs/policy.md "Flags of a server"): turning
 // mcp.database.write off in Unleash stops the writes of a db server whose policy entry names no flag,
-// through the decision API, and the audit row records the flag. Serial: it toggles a shared flag.
+// through the decision API, and the audit row records the flag. In the Unleash lane: it toggles a flag.
 
 const POLICY = 'test/fixtures/decisions/seed-flags-policy.yaml';
 const FLAG = 'mcp.database.write';

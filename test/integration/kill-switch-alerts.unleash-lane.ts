@@ -6,7 +6,7 @@ import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // The KILL_SWITCH alerts of calls an Unleash flag denies: one open alert per flag and project, counted up
 // in place (a soak test had ~170 a minute for 200 tokens), acknowledged when the flag is turned back on.
-// Serial: it turns a flag off in the run's Unleash.
+// In the Unleash lane: it turns a flag off.
 
 const unleash = inject('unleash');
 const admin = testAdmin(unleash);
