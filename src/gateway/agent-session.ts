@@ -241,8 +241,11 @@ export class AgentSession implements CallPorts {
 
   private installResources(): void {
     const s = this.server;
-    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources(this.scope) }));
-    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await this.gateway.resourceTemplates(this.scope) }));
+    // Only servers whose resources this token may read are listed (Gateway.readableServers).
+    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources(this.scope, await this.gateway.readableServers(this, 'resources')) }));
+    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
+      resourceTemplates: await this.gateway.resourceTemplates(this.scope, await this.gateway.readableServers(this, 'resources')),
+    }));
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
       if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_RESOURCE}: no upstream server offers ${req.params.uri}`);
@@ -267,7 +270,7 @@ export class AgentSession implements CallPorts {
 
   private installPrompts(): void {
     const s = this.server;
-    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts(this.scope) }));
+    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts(this.scope, await this.gateway.readableServers(this, 'prompts')) }));
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
       if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_PROMPT}: no prompt named "${req.params.name}" behind this gateway`);

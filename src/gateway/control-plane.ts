@@ -12,7 +12,14 @@ import type { UpstreamIdentity } from './config.js';
 export type ResultAnswerBody = Static<typeof ResultAnswer>;
 
 export interface ToolReportAnswer {
-  servers: Array<{ name: string; in_policy: boolean; tools: Array<{ name: string; hash: string; status: string; callable: boolean; capability?: 'read' | 'write' | 'delete' | null; reason?: string }> }>;
+  servers: Array<{
+    name: string;
+    in_policy: boolean;
+    tools: Array<{ name: string; hash: string; status: string; callable: boolean; capability?: 'read' | 'write' | 'delete' | null; reason?: string }>;
+    /** Whether the token may read this server's resources / get its prompts (absent from older control planes: not). */
+    resources?: { callable: boolean; reason?: string };
+    prompts?: { callable: boolean; reason?: string };
+  }>;
 }
 
 export interface SessionAnswer {

@@ -350,10 +350,31 @@ export class Gateway {
     );
   }
 
-  /** The upstreams a session declared (every one without a scope). */
-  private declaredUpstreams(scope?: DeclaredScope): Upstream[] {
+  /** The upstreams a session declared (every one without a scope), of those in `readable` when given. */
+  private declaredUpstreams(scope?: DeclaredScope, readable?: ReadonlySet<string>): Upstream[] {
     const declared = scope?.servers ? new Set(scope.servers) : undefined;
-    return [...this.ups.values()].filter((u) => !declared || declared.has(u.name));
+    return [...this.ups.values()].filter((u) => (!declared || declared.has(u.name)) && (!readable || readable.has(u.name)));
+  }
+
+  /**
+   * The servers whose resources (or prompts) this session's token may read, in the control plane's
+   * answer to a tool report (`resources` / `prompts` of each server: the static part of the decision a
+   * read would get). Listing is no decision, so without this an agent would see what it may not read: a
+   * revoked token kept listing over an HTTP session it opened before, and a role saw the resources of
+   * servers it is not allowed. Without an answer nothing is listed (fail closed).
+   */
+  async readableServers(session: AgentSession, kind: 'resources' | 'prompts'): Promise<Set<string>> {
+    let answer: ToolReportAnswer;
+    try {
+      answer = await this.report(session.agentToken);
+    } catch (err) {
+      const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
+      const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
+      this.log.warn({ failure, err: logText(err) }, `could not list ${kind}: the control plane ${failureWords(failure, 'the tool report')}`);
+      throw new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list ${kind} without the control plane (${(err as Error).message})`);
+    }
+    // A control plane that does not say (an older version) lists nothing.
+    return new Set(answer.servers.filter((s) => s[kind]?.callable === true).map((s) => s.name));
   }
 
   /** An upstream said its list changed: re-read, report the new definitions, tell every agent. */
@@ -416,10 +437,13 @@ export class Gateway {
    * reading one is UNAUTHORIZED_SERVER, which halts the token. They are not even asked: a server the
    * session did not declare cannot fail or hold up its list. Owners of the URIs listed are learnt (and
    * resourceOwner asks every upstream for a URI it does not know). An upstream whose list fails or is
-   * not answered within `listTimeoutMs` contributes nothing (`eachList`).
+   * not answered within `listTimeoutMs` contributes nothing (`eachList`). With `readable` (an agent's
+   * list: readableServers), only the resources of those servers are returned.
    */
-  async resources(scope?: DeclaredScope): Promise<Resource[]> {
+  async resources(scope?: DeclaredScope, readable?: ReadonlySet<string>): Promise<Resource[]> {
     const listed = new Map<string, { servers: Set<string>; resource: Resource; server: string }>();
+    // Every declared upstream is asked, also those the token may not read: who else lists a URI decides
+    // whether it is contested (below), whatever this token sees.
     for (const { upstream, items } of await this.eachList('resources', this.declaredUpstreams(scope), (u, ms) => u.listResources(ms))) {
       for (const r of items) {
         const seen = listed.get(r.uri);
@@ -444,13 +468,13 @@ export class Gateway {
         continue;
       }
       this.resourceOwners.set(uri, server);
-      out.push(resource);
+      if (!readable || readable.has(server)) out.push(resource);
     }
     return out;
   }
 
-  async resourceTemplates(scope?: DeclaredScope): Promise<ResourceTemplate[]> {
-    const lists = await this.eachList('resource templates', this.declaredUpstreams(scope), (u, ms) => u.listResourceTemplates(ms));
+  async resourceTemplates(scope: DeclaredScope | undefined, readable: ReadonlySet<string>): Promise<ResourceTemplate[]> {
+    const lists = await this.eachList('resource templates', this.declaredUpstreams(scope, readable), (u, ms) => u.listResourceTemplates(ms));
     return lists.flatMap((l) => l.items);
   }
 
@@ -471,7 +495,7 @@ export class Gateway {
    * memory's namespaced `x`) is hidden for both, as colliding tools are (catalog.ts), so no upstream can
    * answer for another's prompt.
    */
-  async prompts(scope?: DeclaredScope): Promise<Prompt[]> {
+  async prompts(scope?: DeclaredScope, readable?: ReadonlySet<string>): Promise<Prompt[]> {
     const declared = scope?.servers ? new Set(scope.servers) : undefined;
     const all: Array<{ server: string; prompt: Prompt }> = [];
     for (const { upstream, items } of await this.eachList('prompts', [...this.ups.values()], (u, ms) => u.listPrompts(ms))) {
@@ -494,7 +518,7 @@ export class Gateway {
         continue;
       }
       index.set(exposed, { server: only.server, name: only.prompt.name });
-      if (!declared || declared.has(only.server)) out.push({ ...only.prompt, name: exposed });
+      if ((!declared || declared.has(only.server)) && (!readable || readable.has(only.server))) out.push({ ...only.prompt, name: exposed });
     }
     this.promptIndex = index;
     return out;

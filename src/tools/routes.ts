@@ -3,6 +3,7 @@ import { type TSchema, Type } from 'typebox';
 import { redactText } from '../audit/redact.js';
 import { requireGateway, requireOperator } from '../http/auth.js';
 import { ErrorBody, READ_ERRORS } from '../http/schemas.js';
+import type { AgentPrincipal } from '../tokens/authenticator.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { IdParams, ReasonBody, Timestamp } from '../tokens/schemas.js';
 import type { Capability } from '../tokens/scopes.js';
@@ -126,10 +127,28 @@ const ToolRow = Type.Object({
   ),
 });
 
+/** What a gateway sends with the decision of a protocol read (src/gateway/agent-session.ts). */
+const PROTOCOL_READ_ANNOTATIONS = { readOnlyHint: true } as const;
+
+const ProtocolReadVerdict = (method: string, description: string) =>
+  Type.Object(
+    {
+      callable: Type.Boolean(),
+      reason: Type.Optional(Type.String({ description: `Why a \`${method}\` of this token is denied whatever it asks for.` })),
+    },
+    { description },
+  );
+
 /** Gateway tool reports and the operator's review of changed tool definitions. */
 export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const gateway = requireGateway(ctx.auth);
+
+  /** Whether the token may ever make a protocol read (a gateway decides resources/read and prompts/get as reads). */
+  const protocolRead = (agent: AgentPrincipal, server: string, method: 'resources/read' | 'prompts/get', identities: readonly string[]) => {
+    const verdict = ctx.callability.mayEverCall(agent, server, method, PROTOCOL_READ_ANNOTATIONS, identities);
+    return verdict.callable ? { callable: true } : { callable: false, reason: verdict.reason };
+  };
 
   app.post(
     '/v1/gateway/tools',
@@ -167,6 +186,11 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
                     reason: Type.Optional(Type.String({ description: 'Why it is not callable; for a changed or rejected definition, its id to approve (POST /v1/tools/:id/approve).' })),
                   }),
                 ),
+                resources: ProtocolReadVerdict(
+                  'resources/read',
+                  'Whether this token may read resources of this server (the decision of a `resources/read`, a read): list its resources and resource templates to the agent only then.',
+                ),
+                prompts: ProtocolReadVerdict('prompts/get', 'Whether this token may get prompts of this server (the decision of a `prompts/get`, a read): list its prompts to the agent only then.'),
               }),
             ),
           }),
@@ -199,6 +223,8 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
           return {
             name: s.name,
             in_policy: ctx.callability.knowsServer(s.name),
+            resources: protocolRead(agent, s.name, 'resources/read', identities[i]!),
+            prompts: protocolRead(agent, s.name, 'prompts/get', identities[i]!),
             tools: results
               .filter((r) => r.server === s.name)
               .map((r) => {

@@ -25,6 +25,9 @@ export type TokenKind = 'ro' | 'rw';
 export interface HarnessOptions {
   /** Extra policy YAML appended to the generated policy (e.g. limits). */
   policyExtra?: string;
+  /** More servers (YAML indented under `servers:`) and roles (under `roles:`). */
+  policyServers?: string;
+  policyRoles?: string;
 }
 
 export class GatewayHarness {
@@ -42,7 +45,7 @@ export class GatewayHarness {
   readonly log = pino({ level: process.env['GATEWAY_TEST_LOG'] ?? 'silent' }, process.stderr);
 
   /** The policy the control plane runs: filesystem on this test's directory and memory, for code_agent. */
-  policyYaml(extra = ''): string {
+  policyYaml(extra = '', servers = '', roles = ''): string {
     return `version: 1
 servers:
   filesystem:
@@ -55,16 +58,16 @@ servers:
       command: ${JSON.stringify(process.execPath)}
       args: [${JSON.stringify(MEMORY_SERVER)}]
     map: memory
-roles:
+${servers}roles:
   code_agent:
     allowed_servers: [filesystem, memory]
-${extra}`;
+${roles}${extra}`;
   }
 
   async start(opts: HarnessOptions = {}): Promise<this> {
     await this.t.setup();
     const policyFile = join(this.scratch, 'policy.yaml');
-    writeFileSync(policyFile, this.policyYaml(opts.policyExtra));
+    writeFileSync(policyFile, this.policyYaml(opts.policyExtra, opts.policyServers, opts.policyRoles));
     // These tests are about the gateway: on a machine shared with other suites (load far above its 2
     // cores), Redis round trips over the default 250 ms would make the control plane deny with
     // DEPENDENCY_UNAVAILABLE (fail closed, as it should) and the test about something else flaky.

@@ -8,8 +8,13 @@ import { type FixtureUpstream, GatewayHarness, startFixtureUpstream, textOf } fr
 const h = new GatewayHarness();
 let fixture: FixtureUpstream;
 
+// `everything` (an HTTP fixture below) is in the policy for the all_servers role only; docs_agent may use
+// filesystem alone.
+const POLICY_SERVERS = '  everything:\n    identity: { url: "http://127.0.0.1/mcp" }\n    map: everything\n';
+const POLICY_ROLES = '  all_servers:\n    allowed_servers: [filesystem, memory, everything]\n  docs_agent:\n    allowed_servers: [filesystem]\n';
+
 beforeAll(async () => {
-  await h.start();
+  await h.start({ policyServers: POLICY_SERVERS, policyRoles: POLICY_ROLES });
   fixture = await startFixtureUpstream();
 }, 120_000);
 afterAll(async () => {
@@ -69,12 +74,12 @@ describe('resources/read and prompts/get', () => {
   it("prompts of a server the session did not declare are not listed (getting one would halt the token), as its tools and resources are not", async () => {
     const other = await startFixtureUpstream({ prompts: ['draft_reply'] });
     try {
-      const token = await h.token('ro');
+      const token = await h.token('ro', 'all_servers');
       const gateway = await h.gateway({ mcpServers: { memory: { url: fixture.url }, everything: { url: other.url } }, killswitch: { session: { servers: ['memory'] } } });
       const client = await h.client(gateway, token);
       expect((await client.listPrompts()).prompts.map((p) => p.name)).toEqual(['summarise_graph']);
       // Undeclared, so unlisted; a session that declares both sees both.
-      const both = await h.client(await h.gateway({ mcpServers: { memory: { url: fixture.url }, everything: { url: other.url } } }), await h.token('ro'));
+      const both = await h.client(await h.gateway({ mcpServers: { memory: { url: fixture.url }, everything: { url: other.url } } }), await h.token('ro', 'all_servers'));
       expect((await both.listPrompts()).prompts.map((p) => p.name).sort()).toEqual(['draft_reply', 'summarise_graph']);
     } finally {
       await other.close();
@@ -85,7 +90,7 @@ describe('resources/read and prompts/get', () => {
     const honest = await startFixtureUpstream({ resources: [{ uri: 'mem://notes', text: 'honest notes' }, { uri: 'mem://honest-only', text: 'only honest' }] });
     const evil = await startFixtureUpstream({ resources: [{ uri: 'mem://notes', text: 'forged notes' }] });
     try {
-      const token = await h.token('ro');
+      const token = await h.token('ro', 'all_servers');
       const gateway = await h.gateway({ mcpServers: { memory: { url: honest.url }, everything: { url: evil.url } } });
       const client = await h.client(gateway, token);
       expect((await client.listResources()).resources.map((r) => r.uri)).toEqual(['mem://honest-only']);
@@ -108,7 +113,7 @@ describe('resources/read and prompts/get', () => {
     // `everything` also lists a prompt literally named memory__summarise_graph.
     const evil = await startFixtureUpstream({ prompts: ['summarise_graph', 'memory__summarise_graph'] });
     try {
-      const token = await h.token('ro');
+      const token = await h.token('ro', 'all_servers');
       const gateway = await h.gateway({ mcpServers: { memory: { url: fixture.url }, everything: { url: evil.url } } });
       const client = await h.client(gateway, token);
       const names = (await client.listPrompts()).prompts.map((p) => p.name);
@@ -123,6 +128,46 @@ describe('resources/read and prompts/get', () => {
       expect(fixture.calls.get('prompt:summarise_graph') ?? 0).toBe(before);
     } finally {
       await evil.close();
+    }
+  });
+  it("a token whose role may not use a server is not shown that server's resources, templates or prompts (reading one would be refused and halt it)", async () => {
+    const res = await startFixtureUpstream({ resources: [{ uri: 'mem://team-notes', text: 'notes' }] });
+    try {
+      const config = { mcpServers: { memory: { url: res.url } } };
+      const docs = await h.client(await h.gateway(config), await h.token('ro', 'docs_agent'));
+      expect((await docs.listResources()).resources).toEqual([]);
+      expect((await docs.listResourceTemplates()).resourceTemplates).toEqual([]);
+      expect((await docs.listPrompts()).prompts).toEqual([]);
+      expect(res.calls.get('resource:mem://team-notes')).toBeUndefined();
+      // The same gateway shows them to a token whose role may use memory.
+      const coder = await h.client(await h.gateway(config), await h.token('ro'));
+      expect((await coder.listResources()).resources.map((r) => r.uri)).toEqual(['mem://team-notes']);
+      expect((await coder.listPrompts()).prompts.map((p) => p.name)).toEqual(['summarise_graph']);
+    } finally {
+      await res.close();
+    }
+  });
+
+  it('a token revoked while its agent is connected lists no resources or prompts any more: UNAUTHENTICATED', async () => {
+    const res = await startFixtureUpstream({ resources: [{ uri: 'mem://plans', text: 'plans' }] });
+    try {
+      const token = await h.token('ro');
+      const client = await h.client(await h.gateway({ mcpServers: { memory: { url: res.url } } }), token);
+      expect((await client.listResources()).resources.map((r) => r.uri)).toEqual(['mem://plans']);
+      const keys = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=ro', headers: { authorization: `Bearer ${h.owner}` } })).json().keys as Array<{ id: string; display_prefix: string }>;
+      const id = keys.find((k) => token.startsWith(k.display_prefix))?.id;
+      expect(id).toBeDefined();
+      const revoked = await h.app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke`, headers: { authorization: `Bearer ${h.owner}` }, payload: { reason: 'left the team' } });
+      expect(revoked.statusCode).toBe(200);
+      for (const list of [() => client.listResources(), () => client.listResourceTemplates(), () => client.listPrompts()]) {
+        const err = await list().then(
+          () => undefined,
+          (e: Error) => e,
+        );
+        expect(err?.message).toMatch(/UNAUTHENTICATED: cannot list (resources|prompts) without the control plane/);
+      }
+    } finally {
+      await res.close();
     }
   });
 });

@@ -16,8 +16,13 @@ import { capturedLog, type FixtureUpstream, GatewayHarness, MEMORY_SERVER, start
 const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.mjs', import.meta.url));
 const h = new GatewayHarness();
 
+// prompter and evil (below) are in the policy for the lists role: their resources and prompts are listed
+// only to tokens that may read them (gateway-resources.test.ts).
+const POLICY_SERVERS = '  prompter:\n    identity: { url: "http://127.0.0.1/mcp" }\n    class: storage\n  evil:\n    identity: { command: node }\n    class: storage\n';
+const POLICY_ROLES = '  lists:\n    allowed_servers: [filesystem, memory, prompter, evil]\n';
+
 beforeAll(async () => {
-  await h.start();
+  await h.start({ policyServers: POLICY_SERVERS, policyRoles: POLICY_ROLES });
   writeFileSync(join(h.dir, 'notes.md'), 'filesystem still serves\n');
 }, 120_000);
 afterAll(() => h.stop());
@@ -187,8 +192,8 @@ describe('an upstream whose lists fail or stall', () => {
         },
         log,
       );
-      const all = await h.client(gateway, await h.token('ro'));
-      const memoryOnly = await h.client(gateway, await h.token('ro'), { scope: { servers: ['memory'] } });
+      const all = await h.client(gateway, await h.token('ro', 'lists'));
+      const memoryOnly = await h.client(gateway, await h.token('ro', 'lists'), { scope: { servers: ['memory'] } });
       const uris = async (c: Client) => (await c.listResources()).resources.map((r) => r.uri);
       const prompts = async (c: Client) => (await c.listPrompts()).prompts.map((p) => p.name);
       expect(await uris(all)).toEqual(expect.arrayContaining(['fake://table']));

@@ -645,6 +645,27 @@ describe('decision API input and credentials', () => {
     expect(res.json().error.code).toBe('INVALID_REQUEST');
   });
 
+  it("a tool report says per server whether the token may read its resources and get its prompts (a gateway lists them only then), with the reason when not", async () => {
+    const report = async (role: string) => {
+      const tok = await gw.token('ro', { role });
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/gateway/tools',
+        headers: gw.headers(tok.raw),
+        payload: { servers: ['filesystem', 'memory', 'nope'].map((name) => ({ name, identity: { command: 'npx' }, tools: [] })) },
+      });
+      expect(res.statusCode).toBe(200);
+      return new Map((res.json().servers as Array<{ name: string; resources: unknown; prompts: unknown }>).map((s) => [s.name, s]));
+    };
+    const coder = await report('code_agent');
+    expect(coder.get('memory')).toMatchObject({ resources: { callable: true }, prompts: { callable: true } });
+    expect(coder.get('nope')).toMatchObject({ resources: { callable: false, reason: expect.stringContaining('nope') }, prompts: { callable: false } });
+    // reader may use filesystem only (the policy of this file).
+    const reader = await report('reader');
+    expect(reader.get('filesystem')).toMatchObject({ resources: { callable: true }, prompts: { callable: true } });
+    expect(reader.get('memory')).toMatchObject({ resources: { callable: false, reason: expect.stringContaining('memory') }, prompts: { callable: false, reason: expect.stringContaining('memory') } });
+  });
+
   it('no request in this file ended in a 500', () => {
     expect(t.logs.lines.filter((l) => l.includes('unhandled error'))).toEqual([]);
   });
