@@ -147,6 +147,17 @@ const AUTH_SCHEME = 'Bearer|Basic|Digest|Token|Negotiate|NTLM|OAuth|AWS4-HMAC-SH
 /** A bare secret word that is prose after a word of the same line when followed by ':' (see its pattern). */
 const PROSE_NAME = /^(?:token|secret|auth|authorization|cookie|credentials?|bearer)$/i;
 
+// What the bare name `auth` holds when it says how a client authenticates, not with what (`WHERE auth =
+// 'oauth'`, `auth=basic`, `{ auth: 'none' }`). Not "password" nor "login": both are common passwords.
+const AUTH_METHOD = /^(?:none|basic|bearer|digest|oauth[12]?|xoauth2|oidc|openid|saml2?|ldap|kerberos|gssapi|ntlm|negotiate|sso|mfa|2fa|totp|webauthn|passkeys?|certs?|certificate|mtls|tls|ssl|scram-sha-256|md5|trust|peer|ident|reject|plain|cram-md5|anonymous|api_?key|jwt|token|true|false|on|off|yes|no|required|optional|enabled|disabled|null)$/i;
+
+/** Whether `value` under the name `name` only names an authentication method (AUTH_METHOD), quoted or not. */
+function namesAnAuthMethod(name: string, value: unknown): boolean {
+  if (typeof value !== 'string' || !/^auth$/i.test(name)) return false;
+  const unquoted = /^(\\?["'])(.*)\1$/.exec(value);
+  return AUTH_METHOD.test(unquoted ? unquoted[2]! : value);
+}
+
 // An AWS access key id, and its secret access key as a word of its own: 40 characters of the base64
 // alphabet without '=', mixing upper and lower case and a digit, '/' or '+' (a git SHA is hex, lower case).
 const AWS_KEY_ID = /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/;
@@ -201,6 +212,7 @@ function nameValue(
     if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
     return `${head}${value.slice(0, value.length - credential.length)}${REDACTED}`;
   }
+  if (namesAnAuthMethod(name, value)) return m;
   const prose = sep === ':' && !nameQuote && PROSE_NAME.test(name) && !/^\\?["']/.test(value) && followsAWord(text, at);
   return prose && !looksLikeCredential(value) ? m : `${head}${quoted(value)}`;
 }
@@ -465,9 +477,17 @@ function redactRenamedKeys(obj: Record<string, unknown>, keys: string[], named: 
       for (let n = 2; taken.has(key); n++) key = `${kv.key} #${n}`;
       taken.add(key);
     }
-    out[key] = (kv.secret || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
+    out[key] = masksWhole(kv, named, k, v) ? REDACTED : redactValue(v, depth + 1);
   }
   return out;
+}
+
+/**
+ * Whether an object's value is replaced whole: under a secret key (unless `auth` names a method: { auth:
+ * 'oauth' }), or the `value` of a { name | key | field, value } object naming a secret.
+ */
+function masksWhole(kv: KeyVerdict, named: boolean, k: string, v: unknown): boolean {
+  return ((kv.secret && !namesAnAuthMethod(k, v)) || (named && k === 'value')) && maskable(v);
 }
 
 /** argv[0] of a MySQL or MariaDB client (a path or .exe allowed). */
@@ -524,7 +544,7 @@ export function redactValue(value: unknown, depth = 0): unknown {
       const kv = keyVerdict(k);
       // A key masking changed (rare): start again, naming every key so that none collide.
       if (kv.key !== k) return redactRenamedKeys(obj, keys, named, depth);
-      out[k] = (kv.secret || (named && k === 'value')) && maskable(v) ? REDACTED : redactValue(v, depth + 1);
+      out[k] = masksWhole(kv, named, k, v) ? REDACTED : redactValue(v, depth + 1);
     }
     return out;
   }

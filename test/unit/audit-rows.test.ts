@@ -493,6 +493,27 @@ describe('redaction', () => {
     expect(redactText("'password=hunter2'")).toBe(`'password=${REDACTED}'`);
   });
 
+  // Over-masking an auditor saw in the trail: each shape is now kept, and the same shape holding a secret
+  // is still masked.
+  it("keeps auth naming a method (WHERE auth = 'oauth', { auth: 'none' }); any other auth value is still masked", () => {
+    for (const text of ["SELECT * FROM users WHERE auth = 'oauth'", 'smtp auth=PLAIN port=587', '{"auth": "basic", "x-auth-mode": "token"}']) {
+      expect(redactText(text), text).toBe(text);
+    }
+    expect(redactValue({ auth: 'none', provider: { auth: 'OAuth2' } })).toEqual({ auth: 'none', provider: { auth: 'OAuth2' } });
+    const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTYifQ.SflKxwRJSMeKKF2QT4fwpM';
+    expect(redactText("SELECT * FROM users WHERE password = 'hunter2' OR auth = 'foobared'")).toBe(`SELECT * FROM users WHERE password = '${REDACTED}' OR auth = '${REDACTED}'`);
+    // "password" and "login" are methods too, and common passwords: masked.
+    expect(redactText(`auth=password auth='login' auth=eyJhbGciOi auth=${jwt} X-Auth: basic`)).toBe(
+      `auth=${REDACTED} auth='${REDACTED}' auth=${REDACTED} auth=${REDACTED} X-Auth: ${REDACTED}`,
+    );
+    expect(redactValue({ auth: 'hunter2', token: 'oauth' })).toEqual({ auth: REDACTED, token: REDACTED });
+  });
+
+  it('auth=<a plain word> is still masked: it cannot be told from a password such as foobared', () => {
+    expect(redactText('git commit -m "fix auth=bug"')).toBe(`git commit -m "fix auth=${REDACTED}"`);
+    expect(redactText('redis-cli CONFIG SET auth=foobared')).toBe(`redis-cli CONFIG SET auth=${REDACTED}`);
+  });
+
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
     expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
   });
