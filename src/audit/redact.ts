@@ -147,6 +147,18 @@ const AUTH_SCHEME = 'Bearer|Basic|Digest|Token|Negotiate|NTLM|OAuth|AWS4-HMAC-SH
 /** A bare secret word that is prose after a word of the same line when followed by ':' (see its pattern). */
 const PROSE_NAME = /^(?:token|secret|auth|authorization|cookie|credentials?|bearer)$/i;
 
+/**
+ * A bare short-code word (a PIN, a one-time password, a card's security code) that is prose after a word
+ * of the same line when followed by ':' ("the OTP: sent to your phone"). Such codes are digits or
+ * upper-case letters, too short for looksLikeCredential, so the test is isProseWord instead.
+ */
+const PROSE_CODE_NAME = /^(?:pin|otp|cvv|cvc)s?$/i;
+
+/** A word of prose, not a code: letters only, lower case after the first ("sent", "Expired"; not 123456, K7QXZ). */
+function isProseWord(word: string): boolean {
+  return /^[A-Za-z][a-z]*$/.test(word);
+}
+
 // What the bare name `auth` holds when it says how a client authenticates, not with what (`WHERE auth =
 // 'oauth'`, `auth=basic`, `{ auth: 'none' }`). Not "password" nor "login": both are common passwords.
 const AUTH_METHOD = /^(?:none|basic|bearer|digest|oauth[12]?|xoauth2|oidc|openid|saml2?|ldap|kerberos|gssapi|ntlm|negotiate|sso|mfa|2fa|totp|webauthn|passkeys?|certs?|certificate|mtls|tls|ssl|scram-sha-256|md5|trust|peer|ident|reject|plain|cram-md5|anonymous|api_?key|jwt|token|true|false|on|off|yes|no|required|optional|enabled|disabled|null)$/i;
@@ -213,8 +225,10 @@ function nameValue(
     return `${head}${value.slice(0, value.length - credential.length)}${REDACTED}`;
   }
   if (namesAnAuthMethod(name, value)) return m;
-  const prose = sep === ':' && !nameQuote && PROSE_NAME.test(name) && !/^\\?["']/.test(value) && followsAWord(text, at);
-  return prose && !looksLikeCredential(value) ? m : `${head}${quoted(value)}`;
+  const prose = sep === ':' && !nameQuote && !/^\\?["']/.test(value) && followsAWord(text, at);
+  if (prose && PROSE_NAME.test(name) && !looksLikeCredential(value)) return m;
+  if (prose && PROSE_CODE_NAME.test(name) && isProseWord(value)) return m;
+  return `${head}${quoted(value)}`;
 }
 
 const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [

@@ -514,6 +514,15 @@ describe('redaction', () => {
     expect(redactText('redis-cli CONFIG SET auth=foobared')).toBe(`redis-cli CONFIG SET auth=${REDACTED}`);
   });
 
+  it('keeps a word of prose after "the OTP:" or "your PIN:"; a code there is still masked', () => {
+    for (const text of ['the OTP: sent to your phone', 'your PIN: Expired, ask for a new one', 'card cvv: missing']) expect(redactText(text), text).toBe(text);
+    expect(redactText('the OTP: 123456, your PIN: 0420, sms otp: K7QXZ, token cvc: 12a')).toBe(
+      `the OTP: ${REDACTED}, your PIN: ${REDACTED}, sms otp: ${REDACTED}, token cvc: ${REDACTED}`,
+    );
+    // At the start of a line (YAML), quoted or with '=', the name's value is masked whatever it is.
+    expect(redactText('otp: sent\nthe otp=sent "pin": "sent"')).toBe(`otp: ${REDACTED}\nthe otp=${REDACTED} "pin": "${REDACTED}"`);
+  });
+
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
     expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
   });
