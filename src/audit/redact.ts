@@ -448,6 +448,20 @@ export function isSecretFlag(arg: string): boolean {
 
 const MAX_DEPTH = 32;
 
+// A file of code or documentation, by its extension (src/auth/token.ts, docs/secrets.md): as an object
+// key (a map of files to their contents or changes) it names the file, not a secret. Data files (.txt,
+// .json, .env, .pem, none: /run/secrets/db_password, a Vault or SSM path) keep the secret-name rule.
+const SOURCE_FILE = /^[^\s=]*\.(?:[cm]?[jt]sx?|py|rb|go|rs|java|kts?|scala|swift|c|h|cc|cpp|hpp|cs|php|vue|svelte|sh|sql|md|mdx|rst|adoc|html?|s?css)$/i;
+
+/**
+ * Whether an object key (or the name of a [name, value] pair or a { name, value } object) names a secret:
+ * isSecretKey, except a path to a file of code or documentation (SOURCE_FILE), whose value is its
+ * content and is masked by the text rules like a write_file's `content` (a real token in it still is).
+ */
+function namesASecret(key: string): boolean {
+  return isSecretKey(key) && !SOURCE_FILE.test(key);
+}
+
 /** An object key as stored (masked when it holds a credential, made storable) and whether its value is secret. */
 interface KeyVerdict {
   key: string;
@@ -464,7 +478,7 @@ function keyVerdict(k: string): KeyVerdict {
     // A key can be a credential itself ({"ghp_…": 1}, a map keyed by token): masked like any text. Whether
     // its value is secret is asked of the masked key, so the credential reaches no memo.
     const key = redactText(k);
-    kv = { key, secret: isSecretKey(key) };
+    kv = { key, secret: namesASecret(key) };
     if (key === k && keyVerdictMemo.size < SECRET_KEY_MEMO_MAX && k.length <= 64) keyVerdictMemo.set(k, kv);
   }
   return kv;
@@ -530,7 +544,7 @@ export function redactValue(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) {
     const out = value.map((v) => redactValue(v, depth + 1));
     // A name/value pair (headers as [["X-Api-Key", "…"]]): the value of a secret name. Not a flag (below).
-    if (value.length === 2 && typeof value[0] === 'string' && !value[0].startsWith('-') && isSecretKey(value[0]) && maskable(value[1])) out[1] = REDACTED;
+    if (value.length === 2 && typeof value[0] === 'string' && !value[0].startsWith('-') && namesASecret(value[0]) && maskable(value[1])) out[1] = REDACTED;
     // Command lines as argv arrays (["curl", "-u", "bob:hunter2"], ["--password", "hunter2"]): the flag
     // and its value are two strings. A value starting with '-' is the next flag. A MySQL client's
     // password is glued to its flag (["mysql", "-uroot", "-phunter2"]).
@@ -550,7 +564,7 @@ export function redactValue(value: unknown, depth = 0): unknown {
     const obj = value as Record<string, unknown>;
     const out: Record<string, unknown> = {};
     // A form field or header as an object ({ name: "password", value: "…" }, also key or field): its value.
-    const named = [obj['name'], obj['key'], obj['field']].some((n) => typeof n === 'string' && isSecretKey(n));
+    const named = [obj['name'], obj['key'], obj['field']].some((n) => typeof n === 'string' && namesASecret(n));
     const keys = Object.keys(obj);
     for (const k of keys) {
       const v = obj[k];

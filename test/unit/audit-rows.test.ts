@@ -523,6 +523,18 @@ describe('redaction', () => {
     expect(redactText('otp: sent\nthe otp=sent "pin": "sent"')).toBe(`otp: ${REDACTED}\nthe otp=${REDACTED} "pin": "${REDACTED}"`);
   });
 
+  it('keeps files of code keyed by their path (src/auth/token.ts); a credential in their content and data files under secret names are still masked', () => {
+    const files = { 'src/auth/token.ts': 'export const ttl = 60;', 'docs/secrets.md': '# Secrets', 'lib/password_reset.rb': 'def reset; end' };
+    expect(redactValue({ files })).toEqual({ files });
+    expect(redactValue([['src/auth/token.ts', 'export {}'], { name: 'docs/jwt.md', value: 'JWTs' }])).toEqual([['src/auth/token.ts', 'export {}'], { name: 'docs/jwt.md', value: 'JWTs' }]);
+    const ghp = 'ghp_0123456789abcdefghijABCDEFGHIJ012345';
+    expect(redactValue({ files: { 'src/auth/token.ts': ghp, 'src/db.ts': 'const password = "hunter2";' } })).toEqual({
+      files: { 'src/auth/token.ts': REDACTED, 'src/db.ts': `const password = "${REDACTED}";` },
+    });
+    const data = { '/run/secrets/db_password': 'hunter2', 'secret/data/app/api_key': 'k1', 'config/token.txt': 'abc', 'app.token': 'abc', 'token.ts.bak': 'x' };
+    expect(redactValue(data)).toEqual(Object.fromEntries(Object.keys(data).map((k) => [k, REDACTED])));
+  });
+
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
     expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
   });
