@@ -170,6 +170,21 @@ function namesAnAuthMethod(name: string, value: unknown): boolean {
   return AUTH_METHOD.test(unquoted ? unquoted[2]! : value);
 }
 
+// A command's name, as a shell reads it after an assignment: letters, '_', '-' and '.', a path allowed
+// (psql, pg_dump, ./run, /usr/bin/mysql). No digit: hunter2 is not taken for a command.
+const COMMAND_NAME = /^(?:\.{0,2}\/|~\/|\/)?(?:[\w.-]+\/)*[a-z][a-z_.-]{0,39}$/;
+
+/**
+ * Whether `NAME= word -flag …` runs a command with NAME set empty (`PGPASSWORD= psql -h db`): a shell ends
+ * an unquoted assignment at the space, so the word after it is the command, not the value. Only when the
+ * '=' is glued to the name, spaces (not a newline) follow it, the word is a command's name (COMMAND_NAME)
+ * and a flag follows the word: `PGPASSWORD= s3cret psql` and a .env line `DB_PASSWORD= hunter2` are
+ * still masked.
+ */
+function isEmptyAssignmentBeforeCommand(head: string, name: string, value: string, rest: string): boolean {
+  return /^=[ \t]+$/.test(head.slice(name.length)) && COMMAND_NAME.test(value) && /^[ \t]+--?[A-Za-z]/.test(rest);
+}
+
 // An AWS access key id, and its secret access key as a word of its own: 40 characters of the base64
 // alphabet without '=', mixing upper and lower case and a digit, '/' or '+' (a git SHA is hex, lower case).
 const AWS_KEY_ID = /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/;
@@ -225,6 +240,7 @@ function nameValue(
     return `${head}${value.slice(0, value.length - credential.length)}${REDACTED}`;
   }
   if (namesAnAuthMethod(name, value)) return m;
+  if (isEmptyAssignmentBeforeCommand(head, name, value, text.slice(at + m.length))) return m;
   const prose = sep === ':' && !nameQuote && !/^\\?["']/.test(value) && followsAWord(text, at);
   if (prose && PROSE_NAME.test(name) && !looksLikeCredential(value)) return m;
   if (prose && PROSE_CODE_NAME.test(name) && isProseWord(value)) return m;

@@ -535,6 +535,24 @@ describe('redaction', () => {
     expect(redactValue(data)).toEqual(Object.fromEntries(Object.keys(data).map((k) => [k, REDACTED])));
   });
 
+  it('keeps the command after an empty assignment (PGPASSWORD= psql -h db); a value after the same name is still masked', () => {
+    for (const text of ['PGPASSWORD= psql -h db', 'MYSQL_PWD= /usr/bin/mysql -u root', 'export TOKEN= ; API_KEY= ./deploy.sh --dry-run']) {
+      expect(redactText(text), text).toBe(text);
+    }
+    expect(redactText('PGPASSWORD=s3cret psql -h db')).toBe(`PGPASSWORD=${REDACTED} psql -h db`);
+    // Read as a value: a word with a digit, no flag after the word, a space before '=', a .env line.
+    for (const [text, expected] of [
+      ['PGPASSWORD= s3cret psql -h db', `PGPASSWORD= ${REDACTED} psql -h db`],
+      ['PGPASSWORD= hunter2 -h db', `PGPASSWORD= ${REDACTED} -h db`],
+      ['PGPASSWORD= letmein psql', `PGPASSWORD= ${REDACTED} psql`],
+      ['password = hunter -h', `password = ${REDACTED} -h`],
+      ['DB_PASSWORD= hunter\nDB_USER=app', `DB_PASSWORD= ${REDACTED}\nDB_USER=app`],
+      ['password:  psql -h db', `password:  ${REDACTED} -h db`],
+    ]) {
+      expect(redactText(text!), text).toBe(expected);
+    }
+  });
+
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
     expect(redactValue({ a: 'x\u0000y', b: '\uD800z' })).toEqual({ a: 'x\uFFFDy', b: '\uFFFDz' });
   });
