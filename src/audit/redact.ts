@@ -305,7 +305,9 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // Authorization header keeps its scheme (Authorization: Bearer [REDACTED]; Digest is left to the Digest
   // pattern above, which masks only its response). The bare words token, secret, auth, authorization,
   // cookie, credential(s) and bearer with ':' after a word of the same line are prose ("rotate secret:
-  // moved", "the cookie: a jar"): the unquoted value is masked only when it looks like a credential.
+  // moved", "the cookie: a jar"): the unquoted value is masked only when it looks like a credential. Kept
+  // too: auth naming a method (auth = 'oauth'), a word of prose after pin/otp/cvv/cvc ("the OTP: sent"), and
+  // the command after a shell's empty assignment (PGPASSWORD= psql -h db).
   { re: NAME_VALUE, replace: nameValue as (substring: string, ...args: unknown[]) => string },
   // SQL: CREATE/ALTER USER|ROLE ... PASSWORD '...', MySQL and Oracle IDENTIFIED BY '...'.
   { re: /\b((?:PASSWORD|IDENTIFIED\s+BY)\s+)('(?:[^']|'')*(?:'|$)|"(?:[^"]|"")*(?:"|$))/gi, replace: (_m, head, value) => `${head}${quoted(value)}` },
