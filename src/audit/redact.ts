@@ -232,12 +232,16 @@ function nameValue(
   }
   if (call) return `${head}${call}${quoted(literal!)}`;
   if (scheme) {
-    // The value is a scheme, a space and the next word: an Authorization header keeps its scheme.
-    if (!/authorization$/i.test(name)) return `${head}${REDACTED}${value.slice(scheme.length)}`;
+    // The value is a scheme, a space and the next word. Under Authorization or auth (auth=Bearer abc123,
+    // X-Auth: Basic …) the scheme is kept and the word after it is the credential. Under another name
+    // (password=Token abc) the scheme word may be the secret itself: both are masked. Until 2026-12-06 the
+    // other names masked the scheme and kept the word after it: `auth = Bearer abc123` kept abc123.
     const credential = value.slice(scheme.length).trimStart();
+    const space = value.slice(scheme.length, value.length - credential.length);
+    if (!/auth(?:orization)?$/i.test(name)) return `${head}${REDACTED}${space}${credential === REDACTED ? credential : REDACTED}`;
     // Digest is its own pattern's; what names a token (Bearer mcp_rw_AbCd…) is kept, as by the scheme pattern.
     if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
-    return `${head}${value.slice(0, value.length - credential.length)}${REDACTED}`;
+    return `${head}${scheme}${space}${REDACTED}`;
   }
   if (namesAnAuthMethod(name, value)) return m;
   if (isEmptyAssignmentBeforeCommand(head, name, value, text.slice(at + m.length))) return m;

@@ -495,6 +495,18 @@ describe('redaction', () => {
 
   // Over-masking an auditor saw in the trail: each shape is now kept, and the same shape holding a secret
   // is still masked.
+  it('a scheme after auth or another secret name: the credential after it is masked, not only the scheme (auth = Bearer abc123 kept abc123)', () => {
+    expect(redactText('auth = Bearer abc123')).toBe(`auth = Bearer ${REDACTED}`);
+    expect(redactText('auth=Basic abc')).toBe(`auth=Basic ${REDACTED}`);
+    expect(redactText('X-Auth: Token abc')).toBe(`X-Auth: Token ${REDACTED}`);
+    // Under another name the scheme word may be the secret itself: both words.
+    expect(redactText('password=Token abc')).toBe(`password=${REDACTED} ${REDACTED}`);
+    expect(redactText('api_key: Bearer xyz more words')).toBe(`api_key: ${REDACTED} ${REDACTED} more words`);
+    // Unchanged: Authorization keeps its scheme; a token's display prefix is no secret.
+    expect(redactText('Authorization: Basic abc')).toBe(`Authorization: Basic ${REDACTED}`);
+    expect(redactText('Authorization: Bearer mcp_rw_AbCd…')).toBe('Authorization: Bearer mcp_rw_AbCd…');
+  });
+
   it("keeps auth naming a method (WHERE auth = 'oauth', { auth: 'none' }); any other auth value is still masked", () => {
     for (const text of ["SELECT * FROM users WHERE auth = 'oauth'", 'smtp auth=PLAIN port=587', '{"auth": "basic", "x-auth-mode": "token"}']) {
       expect(redactText(text), text).toBe(text);
