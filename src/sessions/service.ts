@@ -86,8 +86,9 @@ export interface HaltResult {
   token_halted: boolean;
   token_halt_id: string | null;
   /**
-   * False when Postgres was unavailable (Redis enforces the halt, the record is retried every second), or
-   * refused even the halt without its summary (logged; a resume still lifts it).
+   * False when Postgres was unavailable (Redis enforces the halt, the record is retried every second), did
+   * not answer within HALT_RECORD_WAIT_MS (the record goes on after the answer; journaled and retried if it
+   * fails), or refused even the halt without its summary (logged; a resume still lifts it).
    */
   recorded: boolean;
   /** False when Redis was unavailable: decisions deny anyway; the halt is re-applied when it is back. */
@@ -99,6 +100,9 @@ export interface HaltResult {
    */
   already_halted?: { trigger: string; since: Date };
 }
+
+/** The halt Redis is to re-apply, with the session's fields when the record found it (a session Redis lost is re-created halted). */
+const withRecordFields = (mirror: MirrorHalt, record: HaltRecord | undefined): MirrorHalt => (record?.session ? { ...mirror, sessionId: record.session.id, fields: record.session } : mirror);
 
 /** What recording a halt in Postgres found and did (see HaltResult). */
 interface HaltRecord {
@@ -186,6 +190,14 @@ export interface AdminRecord {
 }
 
 const RETRY_QUEUE_MAX = 10_000;
+/**
+ * The longest a halting call waits for its halt's Postgres record before it is answered (its denial,
+ * the halt in force in Redis, `recorded: false`). Well under a gateway's 2 s decision budget
+ * (docs/gateway.md): a Postgres that hangs holds the record for REQUEST_QUERY_TIMEOUT_MS (5 s), and the
+ * agent must get the denial with its code, not its gateway's timeout. The record goes on in the
+ * background; if it fails, the halt is journaled and retried as any halt Postgres did not take.
+ */
+export const HALT_RECORD_WAIT_MS = 1_000;
 /** The request path's Postgres writes (halts, session opens and closes): a Postgres that hangs fails them in seconds, not after the pool's 30 s. */
 const REQUEST_TX = { queryTimeoutMs: REQUEST_QUERY_TIMEOUT_MS } as const;
 
@@ -252,6 +264,8 @@ export class SessionService {
   private capsFor: (() => SessionCaps) | undefined;
   private readonly pendingRecords: HaltInput[] = [];
   private readonly pendingMirror: MirrorHalt[] = [];
+  /** Halt records still going on after their halting calls were answered (HALT_RECORD_WAIT_MS). */
+  private readonly lateRecords = new Set<Promise<unknown>>();
   /** `session not opened: …`: once per request during an outage, so at most one line per cause and interval. */
   private readonly notOpenedLog = new RepeatedLog();
 
@@ -272,8 +286,13 @@ export class SessionService {
     this.journalKey = redis.key('halts', 'unrecorded');
     this.epoch = new StateEpoch(pool, this.mirror, log, { idleMs: settings.idleTimeoutMs, recordIdleClose: (s) => this.recordIdleClose(s) });
     this.epoch.onTick(() => this.retryPending());
-    // Before Redis is rebuilt from Postgres, Postgres gets the halts this replica journaled on disk.
-    this.epoch.beforeReload(() => this.drainLocalJournal());
+    // Before Redis is rebuilt from Postgres, Postgres gets the halts this replica journaled on disk, and
+    // a late record still waiting on Postgres has committed or been journaled: a reload that copied
+    // Postgres meanwhile lifted its halt until the journal's retry recorded it.
+    this.epoch.beforeReload(async () => {
+      await this.settleLateRecords();
+      await this.drainLocalJournal();
+    });
   }
 
   /** Audit hook for resumes (the lead wires ctx.audit.recordAdmin). */
@@ -317,6 +336,8 @@ export class SessionService {
   async stop(): Promise<void> {
     this.notOpenedLog.flush();
     await this.epoch.stop();
+    // A late record that fails now is journaled (Redis is closed after this, the pool after that).
+    await this.settleLateRecords();
     await this.draining?.catch(() => {});
     // Released, not forgotten: a halt that fails to record during shutdown is still appended, and the
     // file (then unlocked) is adopted by the next start.
@@ -512,7 +533,9 @@ export class SessionService {
    * replica one round trip after the trigger, even while Postgres is slow), then Postgres (the record
    * that survives a Redis restart); when Redis had lost the session, a second write re-creates it from
    * the record. Idempotent: the first trigger of a halt in force is kept. Never throws for an
-   * unavailable store; the result says what is pending and the service retries it.
+   * unavailable store; the result says what is pending and the service retries it. Waits for the record
+   * at most HALT_RECORD_WAIT_MS: a Postgres that hangs must not hold the halting call's denial past a
+   * gateway's decision budget; the record then goes on in the background (recordOrJournal).
    */
   async halt(halt: HaltInput): Promise<HaltResult> {
     // Made storable before anything keeps it (Postgres, the retry journal): see storableHaltSummary.
@@ -528,17 +551,44 @@ export class SessionService {
       enforced = false;
       this.log.error({ err: (err as Error).message, token_id: input.tokenId }, 'halt not written to Redis; re-applied when Redis answers');
     }
-    let session: SessionRow | undefined;
-    let tokenHaltId: string | null = null;
-    let earlier: HaltRecord['earlier'];
-    let reapplied: HaltRecord['reapplied'] | undefined;
-    let recorded = true;
+    const recording = this.recordOrJournal(input);
+    const outcome = await this.recordedInTime(recording);
+    if (outcome === 'late') {
+      // Answered unrecorded, as when Postgres fails: Redis enforces the halt (or its retry re-applies it).
+      this.lateRecords.add(recording);
+      void recording.then((late) => this.afterLateRecord(input, mirror, late)).finally(() => this.lateRecords.delete(recording));
+    }
+    const record = typeof outcome === 'object' ? outcome : undefined;
+    // With the record, Redis got the halt again (with the session's fields, so a session it had lost is
+    // re-created halted) under the halt-copy lock: see recordHalt.
+    if (record?.reapplied) {
+      enforced = true;
+      bound = record.reapplied.bound;
+    } else if (record?.reapplied === false) {
+      enforced = false;
+    }
+    if (!enforced && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withRecordFields(mirror, record));
+    const sessionHalted = record ? record.session !== undefined : bound;
+    return {
+      session_halted: sessionHalted,
+      session_id: sessionHalted ? sessionId : null,
+      token_halted: input.haltToken,
+      token_halt_id: record?.tokenHaltId ?? null,
+      recorded: record !== undefined,
+      enforced,
+      ...(record?.earlier ? { already_halted: record.earlier } : {}),
+    };
+  }
+
+  /**
+   * Records the halt in Postgres; when Postgres does not take it, journals it (Redis, where every
+   * replica's retry finds it, and this replica's disk) to be retried every second. 'refused' when Postgres
+   * refused even the bare halt (logged; retrying cannot help). Never throws.
+   */
+  private async recordOrJournal(input: HaltInput): Promise<HaltRecord | 'refused' | 'journaled'> {
     try {
-      const record = await this.recordHaltStorably(input);
-      if (record) ({ session, tokenHaltId, earlier, reapplied } = record);
-      else recorded = false; // Postgres refused even the bare halt (logged); retrying cannot help
+      return (await this.recordHaltStorably(input)) ?? 'refused';
     } catch (err) {
-      recorded = false;
       this.log.error({ err: (err as Error).message, token_id: input.tokenId, trigger: input.trigger }, 'halt not recorded in Postgres; retrying every second');
       // Kept in Redis, where every replica's retry finds it: a record kept only in this process's memory
       // was lost with a restart, leaving a halt in Redis that no resume could lift (Postgres knew nothing).
@@ -552,27 +602,33 @@ export class SessionService {
         this.journalOnDisk(input),
       ]);
       if (!journaled && !onDisk && this.pendingRecords.length < RETRY_QUEUE_MAX) this.pendingRecords.push(input);
+      return 'journaled';
     }
-    // With the record, Redis got the halt again (with the session's fields, so a session it had lost is
-    // re-created halted) under the halt-copy lock: see recordHalt.
-    const withFields: MirrorHalt = session ? { ...mirror, sessionId: session.id, fields: session } : mirror;
-    if (reapplied) {
-      enforced = true;
-      bound = reapplied.bound;
-    } else if (reapplied === false) {
-      enforced = false;
+  }
+
+  /** The record's outcome if it finishes within HALT_RECORD_WAIT_MS, else 'late' (it goes on). */
+  private async recordedInTime(recording: Promise<HaltRecord | 'refused' | 'journaled'>): Promise<HaltRecord | 'refused' | 'journaled' | 'late'> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), HALT_RECORD_WAIT_MS);
+    });
+    try {
+      return await Promise.race([recording, late]);
+    } finally {
+      clearTimeout(timer);
     }
-    if (!enforced && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withFields);
-    const sessionHalted = recorded ? session !== undefined : bound;
-    return {
-      session_halted: sessionHalted,
-      session_id: sessionHalted ? sessionId : null,
-      token_halted: input.haltToken,
-      token_halt_id: tokenHaltId,
-      recorded,
-      enforced,
-      ...(earlier ? { already_halted: earlier } : {}),
-    };
+  }
+
+  /** A record that finished after its halting call was answered: logged, and Redis re-applied if its second write failed. */
+  private afterLateRecord(input: HaltInput, mirror: MirrorHalt, late: HaltRecord | 'refused' | 'journaled'): void {
+    if (typeof late !== 'object') return; // journaled or refused: logged already
+    this.log.warn({ token_id: input.tokenId, trigger: input.trigger }, `halt recorded in Postgres after its call was answered (it took longer than ${HALT_RECORD_WAIT_MS} ms)`);
+    if (late.reapplied === false && this.pendingMirror.length < RETRY_QUEUE_MAX) this.pendingMirror.push(withRecordFields(mirror, late));
+  }
+
+  /** Until the halt records still going on after their calls were answered have finished or been journaled. */
+  private async settleLateRecords(): Promise<void> {
+    await Promise.all([...this.lateRecords]);
   }
 
   /**

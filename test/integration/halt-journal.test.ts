@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_QUERY_TIMEOUT_MS } from '../../src/db/query-timeout.js';
+import { sessionStore } from '../../src/sessions/store.js';
 import { TestContext } from '../helpers/context.js';
 import { flushPrefix } from '../helpers/gate-fixtures.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -52,24 +53,40 @@ async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver) {
   const s = await gw.session(tok.raw);
   // Credentials cached, connections open, as on a replica in use.
   expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+  // The replica's first housekeeping (then once a minute) done before Postgres hangs: on a hung Postgres its
+  // queries wait the pool's 30 s and hold the tick that retries the journal behind them.
+  await app.ctx.sessions.epoch.tick();
+  await app.ctx.sessions.epoch.tick();
   // Only the main pool hangs (application_name killswitch): the audit writer's connections still answer.
   proxy.hang('both', 'killswitch');
-  // Its halt write gives up after REQUEST_QUERY_TIMEOUT_MS (5 s), not the main pool's 30 s: a generous bound
-  // between the two.
-  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), DEFAULT_QUERY_TIMEOUT_MS / 2);
-  // The halting call is answered with its own denial (its halt write gave up after REQUEST_QUERY_TIMEOUT_MS).
+  // The halting call is answered with its own denial without waiting for the halt's record (HALT_RECORD_WAIT_MS).
+  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
   expect(halting.code).toBe('PERMISSION_DENIED');
   expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
   expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
-  expect(await app.ctx.sessions.journaledHalts()).toBe(1);
+  // The record, still waiting in the background, gives up after REQUEST_QUERY_TIMEOUT_MS (5 s) and is journaled.
+  await until(async () => (await app.ctx.sessions.journaledHalts()) === 1, DEFAULT_QUERY_TIMEOUT_MS / 2, 'the halt journaled on disk');
   return { tok, s };
 }
+
+/** A gateway's default control-plane timeout (docs/gateway.md): the halting call must be answered before it. */
+const GATEWAY_DECISION_BUDGET_MS = 2_000;
 
 /** Every line of every halt journal file in DATA_DIR. */
 async function journalLines(): Promise<string[]> {
   const names = (await readdir(t.dataDir)).filter((n) => /^halt-journal\..*\.jsonl$/.test(n));
   const texts = await Promise.all(names.map((n) => readFile(join(t.dataDir, n), 'utf8')));
   return texts.flatMap((text) => text.split('\n').filter(Boolean));
+}
+
+/** How many times Postgres recorded the token's halt and the session's: once each, never twice. */
+async function haltCounts(tokenId: string, sessionId: string) {
+  const db = t.pool();
+  const count = async (sql: string, id: string) => (await db.query<{ n: number }>(sql, [id])).rows[0]!.n;
+  return {
+    token_halts: await count('SELECT count(*)::int AS n FROM token_halts WHERE token_id = $1', tokenId),
+    session_halts: await count('SELECT count(*)::int AS n FROM session_halts WHERE session_id = $1', sessionId),
+  };
 }
 
 async function haltRows(tokenId: string, sessionId: string) {
@@ -102,6 +119,59 @@ describe('a halt fired while Postgres hangs', () => {
     await proxy.up();
     await t.close(app);
   }, 60_000);
+
+  it('is answered with its denial within a gateway\'s budget; recorded once from the journal when Postgres answers, it survives Redis flushed', async () => {
+    proxy.resume();
+    const app = await replica();
+    try {
+      const gw = await new GatewayDriver(t, app).init();
+      // Answered within 2 s, then journaled when its record gives up (haltWhilePostgresHangs).
+      const { tok, s } = await haltWhilePostgresHangs(app, gw);
+      expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 0, session_halts: 0 });
+      proxy.resume();
+      await until(async () => (await app.ctx.sessions.journaledHalts()) === 0, 10_000, 'the journal drained into Postgres');
+      expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
+      expect(await app.ctx.redis.redis.llen(app.ctx.redis.key('halts', 'unrecorded'))).toBe(0);
+      // Both journals held it (Redis and disk) and both were drained: recorded once.
+      expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 1, session_halts: 1 });
+      // Redis loses everything; the reload from Postgres brings the halt back.
+      await flushPrefix(app.ctx.redis);
+      await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await t.close(app);
+    }
+  }, 60_000);
+
+  it('is answered before a slow record commits; the record commits in the background, once, and nothing is journaled', async () => {
+    proxy.resume();
+    const app = await replica();
+    // A resume in progress elsewhere holds the halt-copy lock: the halt's record waits for it.
+    const blocker = await t.pool().connect();
+    try {
+      const gw = await new GatewayDriver(t, app).init();
+      const tok = await gw.token('ro');
+      const s = await gw.session(tok.raw);
+      await blocker.query('BEGIN');
+      await sessionStore.lockHaltCopies(blocker, 'resume');
+      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      expect(halting.code).toBe('PERMISSION_DENIED');
+      expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
+      expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 0, session_halts: 0 });
+      await blocker.query('COMMIT');
+      await until(async () => (await haltCounts(tok.id, s.session_id)).session_halts === 1, 5_000, 'the late record committed');
+      expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 1, session_halts: 1 });
+      expect(await app.ctx.sessions.journaledHalts()).toBe(0);
+      expect(await app.ctx.redis.redis.llen(app.ctx.redis.key('halts', 'unrecorded'))).toBe(0);
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {});
+      blocker.release();
+      await t.close(app);
+    }
+  }, 30_000);
 
   it('is recorded at the next start when its replica stopped before Postgres came back and Redis lost it meanwhile', async () => {
     proxy.resume();
