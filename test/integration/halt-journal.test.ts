@@ -48,7 +48,8 @@ async function answeredWithin<T>(p: Promise<T>, ms: number): Promise<T> {
 /** An app whose main pool goes through the proxy; credentials stay cached while Postgres hangs. */
 const replica = () => t.app({ databaseUrl: proxy.url(t.name), policyFile: POLICY, tokenCacheTtlMs: 600_000 });
 
-async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver) {
+/** `answerBound`: how long the halting call may take to be answered (the new test holds it to a gateway's budget). */
+async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver, answerBound = DEFAULT_QUERY_TIMEOUT_MS / 2) {
   const tok = await gw.token('ro');
   const s = await gw.session(tok.raw);
   // Credentials cached, connections open, as on a replica in use.
@@ -60,13 +61,13 @@ async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver) {
   // Only the main pool hangs (application_name killswitch): the audit writer's connections still answer.
   proxy.hang('both', 'killswitch');
   // The halting call is answered with its own denial without waiting for the halt's record (HALT_RECORD_WAIT_MS).
-  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), answerBound);
   expect(halting.code).toBe('PERMISSION_DENIED');
   expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
   expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
   // The record, still waiting in the background, gives up after REQUEST_QUERY_TIMEOUT_MS (5 s) and is journaled.
   await until(async () => (await app.ctx.sessions.journaledHalts()) === 1, DEFAULT_QUERY_TIMEOUT_MS / 2, 'the halt journaled on disk');
-  return { tok, s };
+  return { tok, s, halting };
 }
 
 /** A gateway's default control-plane timeout (docs/gateway.md): the halting call must be answered before it. */
@@ -126,7 +127,7 @@ describe('a halt fired while Postgres hangs', () => {
     try {
       const gw = await new GatewayDriver(t, app).init();
       // Answered within 2 s, then journaled when its record gives up (haltWhilePostgresHangs).
-      const { tok, s } = await haltWhilePostgresHangs(app, gw);
+      const { tok, s, halting } = await haltWhilePostgresHangs(app, gw, GATEWAY_DECISION_BUDGET_MS);
       expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 0, session_halts: 0 });
       proxy.resume();
       await until(async () => (await app.ctx.sessions.journaledHalts()) === 0, 10_000, 'the journal drained into Postgres');
@@ -134,6 +135,9 @@ describe('a halt fired while Postgres hangs', () => {
       expect(await app.ctx.redis.redis.llen(app.ctx.redis.key('halts', 'unrecorded'))).toBe(0);
       // Both journals held it (Redis and disk) and both were drained: recorded once.
       expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 1, session_halts: 1 });
+      // The audit trail (its writer's pool never hung) has the denial with the halt it fired.
+      const intent = await t.pool().query("SELECT code, details->>'halt' AS halt FROM audit_events WHERE decision_id = $1 AND kind = 'INTENT'", [halting.decision_id]);
+      expect(intent.rows).toEqual([{ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' }]);
       // Redis loses everything; the reload from Postgres brings the halt back.
       await flushPrefix(app.ctx.redis);
       await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
