@@ -149,6 +149,34 @@ describe('a halt fired while Postgres hangs', () => {
     }
   }, 60_000);
 
+  it('is not lifted by a reload of Redis while its record is still waiting on Postgres: the reload waits for it', async () => {
+    proxy.resume();
+    const app = await replica();
+    try {
+      const gw = await new GatewayDriver(t, app).init();
+      const tok = await gw.token('ro');
+      const s = await gw.session(tok.raw);
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+      await app.ctx.sessions.epoch.tick();
+      await app.ctx.sessions.epoch.tick();
+      proxy.hang('both', 'killswitch');
+      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      expect(halting.code).toBe('PERMISSION_DENIED');
+      // Postgres answers again, but the record's connection lost its bytes: it fails only at its timeout
+      // (REQUEST_QUERY_TIMEOUT_MS). Redis loses everything meanwhile and is reloaded from Postgres.
+      proxy.resume();
+      await flushPrefix(app.ctx.redis);
+      await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+      // Had the reload copied Postgres before the record failed and was journaled, this call was allowed.
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+      expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 1, session_halts: 1 });
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await t.close(app);
+    }
+  }, 60_000);
+
   it('is answered before a slow record commits; the record commits in the background, once, and nothing is journaled', async () => {
     proxy.resume();
     const app = await replica();
