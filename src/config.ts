@@ -67,6 +67,7 @@ export const SETTINGS = [
   { env: 'SESSION_IDLE_TIMEOUT_S', type: 'int', default: '3600', example: '900', min: 10, max: 604800, doc: 'A session with no allowed call for this long closes: denied calls do not keep it open (a halted session never closes by itself).' },
   { env: 'SESSION_MAX_OPEN_PER_TOKEN', type: 'int', default: '20', example: '5', min: 0, max: 100000, doc: 'Open sessions per agent token when the policy names no limit (0: none).' },
   { env: 'SESSION_MAX_NEW_PER_HOUR', type: 'int', default: '60', example: '30', min: 0, max: 1000000, doc: 'Sessions an agent token may open per hour when the policy names no limit (0: none).' },
+  { env: 'TOOL_REPORTS_MAX_PER_MINUTE', type: 'int', default: '60', example: '120', min: 0, max: 1000000, doc: 'Tool reports (POST /v1/gateway/tools: a gateway\'s tools/list, resources/list, prompts/list) an agent token may make per minute when the policy names no limit (`rate_limits.per_token.max_tool_reports_per_minute`); more answer 429 TOO_MANY_TOOL_REPORTS (0: none).' },
   { env: 'DECISION_META_TTL_S', type: 'int', default: '3600', example: '86400', min: 60, max: 604800, doc: 'How long after an allow the gateway can report its result (POST /v1/decisions/:id/result). Once a result is recorded, the decision is kept 5 minutes more (at most this long) for a retry of that report. Sets most of Redis\'s memory: docs/operations.md, "Sizing".' },
   { env: 'ALERT_WEBHOOK_URL', type: 'string', default: '', example: 'https://hooks.slack.com/services/T000/B000/XXXX', secret: true, doc: 'Outgoing alert webhook (http or https). Empty: alerts are only stored, listed and streamed.' },
   { env: 'ALERT_WEBHOOK_FORMAT', type: 'enum', default: 'generic', example: 'slack', values: ['generic', 'slack'], doc: 'Body of the alert webhook: generic JSON, or a Slack incoming-webhook body ({text, blocks}).' },
@@ -141,6 +142,7 @@ export interface Config {
   sessionIdleTimeoutS: number;
   sessionMaxOpenPerToken: number;
   sessionMaxNewPerHour: number;
+  toolReportsMaxPerMinute: number;
   decisionMetaTtlS: number;
   alertWebhookUrl: string;
   alertWebhookFormat: 'generic' | 'slack';

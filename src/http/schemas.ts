@@ -101,7 +101,7 @@ const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 function errorAnswer(status: number) {
   if (status === 400 || status === 413 || status === 415) return FieldErrorBody;
   if (status === 503) return mediaTypes(ERROR_DESCRIPTION, { 'application/json': ErrorBody }, retryAfter('Seconds to wait before trying again.'));
-  if (status === 429) return mediaTypes(ERROR_DESCRIPTION, { 'application/json': ErrorBody }, retryAfter('Seconds until a session can be opened again, when that is known (also `details.retry_after_s`).'));
+  if (status === 429) return mediaTypes(ERROR_DESCRIPTION, { 'application/json': ErrorBody }, retryAfter('Seconds until the limit lets the request through again (a session opened, a tool report taken), when that is known (also `details.retry_after_s`).'));
   return ErrorBody;
 }
 

@@ -469,6 +469,8 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
       // Unset in the file: undefined, so SESSION_MAX_OPEN_PER_TOKEN / SESSION_MAX_NEW_PER_HOUR apply.
       maxOpenSessions: t?.max_open_sessions,
       maxNewSessionsPerHour: t?.max_new_sessions_per_hour,
+      // Unset: TOOL_REPORTS_MAX_PER_MINUTE applies.
+      maxToolReportsPerMinute: t?.max_tool_reports_per_minute,
     },
   };
 

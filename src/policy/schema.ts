@@ -204,6 +204,7 @@ const RateLimits = Type.Object(
           max_calls_per_day: Type.Optional(CountLimit),
           max_open_sessions: Type.Optional(CountLimit),
           max_new_sessions_per_hour: Type.Optional(CountLimit),
+          max_tool_reports_per_minute: Type.Optional(CountLimit),
         },
         { additionalProperties: false },
       ),

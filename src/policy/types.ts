@@ -104,8 +104,8 @@ export interface EnvironmentRules {
 export interface GlobalLimits {
   session: { maxCalls: number | null; maxCallsPerMinute: number | null };
   pauseAtPercent: number;
-  /** maxOpenSessions / maxNewSessionsPerHour: undefined when the policy names none (the config's settings apply). */
-  token: { maxCallsPerMinute: number | null; maxCallsPerDay: number | null; maxOpenSessions?: number | null | undefined; maxNewSessionsPerHour?: number | null | undefined };
+  /** maxOpenSessions / maxNewSessionsPerHour / maxToolReportsPerMinute: undefined when the policy names none (the config's settings apply). */
+  token: { maxCallsPerMinute: number | null; maxCallsPerDay: number | null; maxOpenSessions?: number | null | undefined; maxNewSessionsPerHour?: number | null | undefined; maxToolReportsPerMinute?: number | null | undefined };
 }
 
 /** What `limitsFor(policy, role, server)` answers: every number the limits step needs for one call. */

@@ -10,6 +10,7 @@ import type { Capability } from '../tokens/scopes.js';
 import { operatorActor } from '../tokens/service.js';
 import { toolHash } from './hash.js';
 import { MAX_TOOL_DESCRIPTION_LENGTH, MAX_TOOL_TITLE_LENGTH, MAX_TOOLS_PER_REPORTED_SERVER } from './limits.js';
+import { ToolReportLimit } from './report-limit.js';
 import { raiseToolChanged, raiseToolsAdded, raiseUpstreamMismatch, reportedNetworkIdentities, toolTarget } from './service.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
@@ -143,6 +144,11 @@ const ProtocolReadVerdict = (method: string, description: string) =>
 export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const gateway = requireGateway(ctx.auth);
+  // The policy's limit; where it names none, TOOL_REPORTS_MAX_PER_MINUTE.
+  const reportLimit = new ToolReportLimit(ctx.redis, () => {
+    const max = ctx.policy.current().limits.token.maxToolReportsPerMinute;
+    return max === undefined ? ctx.config.toolReportsMaxPerMinute : max;
+  });
 
   /** Whether the token may ever make a protocol read (a gateway decides resources/read and prompts/get as reads). */
   const protocolRead = (agent: AgentPrincipal, server: string, method: 'resources/read' | 'prompts/get', identities: readonly string[]) => {
@@ -159,7 +165,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['gateway'],
         summary: 'Report upstream servers and tool definitions; returns which tools are approved, changed, and callable by this token',
         description:
-          'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked; their network identities (hosts and database names, read before masking) are kept per gateway key and server, the last report winning, and decisions through this gateway match them against the production patterns beside the policy\'s identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT); ones the policy\'s identity does not name raise an UPSTREAM_MISMATCH alert. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision.',
+          'Pass each upstream tool definition through verbatim: `_meta`, `icons`, `outputSchema`, any annotation and fields this version does not name are accepted, and every field but `hash` and `icons` is hashed and pinned (docs/gateway.md, "Writing your own gateway"). The whole report is checked before anything is stored: a wrong `hash`, or a string that cannot be stored (NUL, an unpaired UTF-16 surrogate) anywhere in it, answers 400 naming the field and pins nothing. Identities are stored and shown with credentials masked; their network identities (hosts and database names, read before masking) are kept per gateway key and server, the last report winning, and decisions through this gateway match them against the production patterns beside the policy\'s identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT); ones the policy\'s identity does not name raise an UPSTREAM_MISMATCH alert. Only reported tools are pinned: a decision for a tool no gateway reported is not checked against a definition; send `tool_hash` with each decision. Reports are counted per agent token: more than the policy\'s `rate_limits.per_token.max_tool_reports_per_minute` (else TOOL_REPORTS_MAX_PER_MINUTE, 60) in a minute answer 429 TOO_MANY_TOOL_REPORTS with `Retry-After`, and one Redis cannot count is refused (503).',
         security: [{ bearer: [], agentToken: [] }],
         body: ReportBody,
         response: {
@@ -194,12 +200,15 @@ export const toolRoutes: FastifyPluginAsyncTypebox = async (app) => {
               }),
             ),
           }),
+          429: ErrorBody,
           ...errors,
         },
       },
     },
     async (req) => {
       const agent = req.agent!;
+      // Before any work: a report over the token's limit (an agent listing in a loop) costs one Redis trip.
+      await reportLimit.consume(agent.id);
       const results = await ctx.tools.report({ gatewayId: req.gateway!.id, tokenId: agent.id, projectId: agent.projectId }, req.body.servers);
       // Awaited (it never rejects), so the next report of the same gateway finds the alert to update.
       for (const r of results.filter((x) => x.newlyChanged)) await raiseToolChanged(ctx.alerts, r).catch(() => {});
