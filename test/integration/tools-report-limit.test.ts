@@ -48,6 +48,12 @@ describe('tool reports per agent token', () => {
     expect((await report(app, b.raw)).statusCode).toBe(200);
   });
 
+  it('reports of one token at once are counted exactly: as many pass as the limit allows, the rest are 429', async () => {
+    const tok = await gw.token('ro');
+    const answers = await Promise.all(Array.from({ length: 6 }, () => report(app, tok.raw)));
+    expect(answers.map((r) => r.statusCode).sort()).toEqual([200, 200, 200, 429, 429, 429]);
+  });
+
   it("the policy's rate_limits.per_token.max_tool_reports_per_minute wins over TOOL_REPORTS_MAX_PER_MINUTE", async () => {
     const limited = await t.app({ policyFile: LIMITED_POLICY, toolReportsMaxPerMinute: 3 });
     const tok = await gw.token('ro');
