@@ -244,7 +244,7 @@ export class AgentSession implements CallPorts {
     // Only servers whose resources this token may read are listed (Gateway.readableServers).
     s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources(this.scope, await this.gateway.readableServers(this, 'resources')) }));
     s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
-      resourceTemplates: await this.gateway.resourceTemplates(this.scope, await this.gateway.readableServers(this, 'resources')),
+      resourceTemplates: await this.gateway.resourceTemplates(this.scope, await this.gateway.readableServers(this, 'resources', 'resource templates')),
     }));
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);

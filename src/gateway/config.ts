@@ -25,6 +25,11 @@ export const DEFAULT_APPROVAL_POLL_SECONDS = 1;
  * fails, contributes nothing to that list; the other upstreams' entries are listed.
  */
 export const DEFAULT_LIST_TIMEOUT_MS = 10_000;
+/**
+ * An agent that connects lists its tools, resources, templates and prompts at once, each of which needs
+ * the control plane's answer for its token: one report serves them all for this long.
+ */
+export const DEFAULT_REPORT_REUSE_MS = 1_000;
 export const SERVER_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
 const Limits = {
@@ -66,6 +71,8 @@ const KillswitchSection = Type.Object(
     listTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
     // The control plane's BODY_LIMIT_BYTES (the same bounds): raise both together.
     toolReportMaxBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 104_857_600 })),
+    // At most a minute: an answer kept longer would hide a revocation or a new policy for that long.
+    reportReuseMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60_000 })),
     environment: Type.Optional(Type.Union([Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')])),
     session: Type.Optional(
       Type.Object(
@@ -162,6 +169,8 @@ export interface GatewayConfig {
   listTimeoutMs: number;
   /** The largest tool report body (POST /v1/gateway/tools): the control plane's BODY_LIMIT_BYTES. */
   toolReportMaxBytes: number;
+  /** How long a tool report's answer serves the same token's next lists (0: each list reports). */
+  reportReuseMs: number;
   /** A call that needs a human approval: wait for the operator (polling the control plane), or return its id at once. */
   approvals: ApprovalWait;
 }
@@ -364,6 +373,7 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
     startTimeoutMs: ks.startTimeoutMs ?? 30_000,
     listTimeoutMs: ks.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS,
     toolReportMaxBytes: ks.toolReportMaxBytes ?? DEFAULT_TOOL_REPORT_MAX_BYTES,
+    reportReuseMs: ks.reportReuseMs ?? DEFAULT_REPORT_REUSE_MS,
     approvals: {
       mode: ks.approvals?.mode ?? 'return',
       timeoutMs: Math.round((ks.approvals?.timeoutSeconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS) * 1000),

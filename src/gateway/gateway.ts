@@ -19,7 +19,30 @@ const key = (server: string, tool: string, hash: string) => `${server}\u0000${to
 const UNAVAILABLE = 'unavailable';
 /** The slowest the gateway re-reports while an agent waits for its list to grow. */
 const MAX_REFRESH_MS = 30_000;
+/** A tool report made for agents' lists, shared by the lists of its token (Gateway.listReport). */
+interface ListReport {
+  /** `Gateway.reportVersion` when it was made: what it reported. */
+  version: number;
+  answer: Promise<ToolReportAnswer>;
+  /** When the control plane answered (undefined while in flight). */
+  answeredAt: number | undefined;
+  /** The lists each agent was answered from it: a list an agent makes again reports again. */
+  served: Map<AgentSession, Set<ListKind>>;
+}
+type ListKind = 'tools' | 'resources' | 'resource templates' | 'prompts';
 const fingerprintOf = (tools: readonly Tool[]) => JSON.stringify([...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
+
+/**
+ * What an agent reads when its list gets no answer from the control plane: the code first. A 429 (the
+ * token's tool reports are over their limit, TOO_MANY_TOOL_REPORTS) is RATE_LIMITED, as a decision over
+ * a limit is: the control plane's message says when to retry.
+ */
+function listError(kind: string, err: unknown): AgentRequestError {
+  const message = (err as Error).message;
+  if (err instanceof ControlPlaneError && err.status === 429) return new AgentRequestError(ErrorCode.InternalError, `RATE_LIMITED: cannot list ${kind} now: the control plane refused the tool report (${message})`);
+  const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
+  return new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list ${kind} without the control plane (${message})`);
+}
 
 export class GatewayStartError extends Error {
   constructor(message: string) {
@@ -47,6 +70,10 @@ export class Gateway {
   private refreshing = false;
   /** The lists each upstream failed last time (`<server>\0<kind>` → why): warned once per spell, not per list. */
   private readonly failingLists = new Map<string, string>();
+  /** The last report per agent token for its lists (listReport). */
+  private readonly listReports = new Map<string, ListReport>();
+  /** Moves whenever what `report` would send changes (a definition, an upstream's tools left out or back). */
+  private reportVersion = 0;
 
   private constructor(
     readonly config: GatewayConfig,
@@ -140,6 +167,45 @@ export class Gateway {
   }
 
   /**
+   * The control plane's answer for an agent's list. An agent that connects lists its tools, resources,
+   * templates and prompts at once, and one listing in a loop would cost a report each time (the control
+   * plane limits them per token: TOO_MANY_TOOL_REPORTS). So the lists of one token share the report in
+   * flight, and its answer serves that token's lists for `reportReuseMs` (1 s) as long as the gateway
+   * would report the same (`reportVersion`: after an upstream's tools changed, the next list reports
+   * them), except a list the same agent already made from it (a repeated tools/list reports again). A failure is not kept: the next list asks again (fail closed, and a control plane that
+   * answers again is seen at once). Reports that must be fresh (an upstream's change, the refresh of a
+   * waiting agent) call `report` itself.
+   */
+  private listReport(session: AgentSession, list: ListKind): Promise<ToolReportAnswer> {
+    const now = Date.now();
+    const reusable = (r: ListReport) => r.answeredAt === undefined || now - r.answeredAt < this.config.reportReuseMs;
+    const kept = this.listReports.get(session.agentToken);
+    if (kept && kept.version === this.reportVersion && reusable(kept)) {
+      const served = kept.served.get(session) ?? new Set<ListKind>();
+      // In flight: shared by every list. Answered: not to a list this agent already made from it, which
+      // asks again on purpose (after an approval, say) and must see what the control plane says now.
+      if (kept.answeredAt === undefined || !served.has(list)) {
+        kept.served.set(session, served.add(list));
+        return kept.answer;
+      }
+    }
+    // Tokens of HTTP agents come and go: answers past their time are dropped here, not left to pile up.
+    for (const [token, r] of this.listReports) if (!reusable(r)) this.listReports.delete(token);
+    const agentToken = session.agentToken;
+    const entry: ListReport = { version: this.reportVersion, answer: this.report(agentToken), answeredAt: undefined, served: new Map([[session, new Set([list])]]) };
+    this.listReports.set(agentToken, entry);
+    entry.answer.then(
+      () => {
+        entry.answeredAt = Date.now();
+      },
+      () => {
+        if (this.listReports.get(agentToken) === entry) this.listReports.delete(agentToken);
+      },
+    );
+    return entry.answer;
+  }
+
+  /**
    * tools/list for one agent: upstream lists re-read, definitions reported, and only the tools this
    * token may call in this session shown (`viewOf`). Without an answer from the control plane nothing
    * is shown (fail closed). What the agent was shown is kept, so that it is told of a later change.
@@ -148,7 +214,7 @@ export class Gateway {
     await this.refreshTools();
     let answer: ToolReportAnswer;
     try {
-      answer = await this.report(session.agentToken);
+      answer = await this.listReport(session, 'tools');
     } catch (err) {
       const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
       const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
@@ -156,7 +222,7 @@ export class Gateway {
       // The agent now holds no list: once the control plane answers again, it is told to list again.
       session.toolsShown = { fingerprint: UNAVAILABLE, waiting: !unauthenticated };
       this.refreshSoon();
-      throw new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list tools without the control plane (${(err as Error).message})`);
+      throw listError('tools', err);
     }
     const view = this.viewOf(answer, session.scope);
     session.toolsShown = { fingerprint: fingerprintOf(view.tools), waiting: view.waiting };
@@ -261,6 +327,7 @@ export class Gateway {
    * between the upstreams). A hidden tool is never reported, and a call to it is UNKNOWN_TOOL.
    */
   private rebuildCatalog(): void {
+    this.reportVersion++;
     const limits = reportLimits(this.config.toolReportMaxBytes);
     const hidden = (h: { server: string; name: string; reason: string; message: string }) =>
       this.log.warn({ server: h.server, tool: h.name, reason: h.reason }, `upstream tool hidden from agents: ${h.message}`);
@@ -302,7 +369,10 @@ export class Gateway {
       ),
     );
     if (changed.some(Boolean)) this.rebuildCatalog();
-    return changed.some(Boolean) || ups.some((u, i) => (u.toolsUnlisted !== undefined) !== unlistedBefore[i]);
+    const unlistedChanged = ups.some((u, i) => (u.toolsUnlisted !== undefined) !== unlistedBefore[i]);
+    // An upstream's tools left out or back change the report without a new catalog.
+    if (unlistedChanged) this.reportVersion++;
+    return changed.some(Boolean) || unlistedChanged;
   }
 
   /** What a failed list of `kind` means for the agents, as the warning says it. */
@@ -363,15 +433,14 @@ export class Gateway {
    * revoked token kept listing over an HTTP session it opened before, and a role saw the resources of
    * servers it is not allowed. Without an answer nothing is listed (fail closed).
    */
-  async readableServers(session: AgentSession, kind: 'resources' | 'prompts'): Promise<Set<string>> {
+  async readableServers(session: AgentSession, kind: 'resources' | 'prompts', list: ListKind = kind): Promise<Set<string>> {
     let answer: ToolReportAnswer;
     try {
-      answer = await this.report(session.agentToken);
+      answer = await this.listReport(session, list);
     } catch (err) {
-      const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
       const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
       this.log.warn({ failure, err: logText(err) }, `could not list ${kind}: the control plane ${failureWords(failure, 'the tool report')}`);
-      throw new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list ${kind} without the control plane (${(err as Error).message})`);
+      throw listError(kind, err);
     }
     // A control plane that does not say (an older version) lists nothing.
     return new Set(answer.servers.filter((s) => s[kind]?.callable === true).map((s) => s.name));
