@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { type Pool, withTransaction } from '../db/pool.js';
+import { type Pool, REQUEST_QUERY_TIMEOUT_MS, withTransaction } from '../db/pool.js';
 import type { SessionMirror } from './mirror.js';
 import { IDLE_SWEEP_ACTOR, type IdleSession, sessionStore } from './store.js';
 
@@ -27,6 +27,17 @@ const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.
  * declare a state loaded that is not (halts lifted until the next housekeeping).
  */
 const SET_EPOCH_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end return 0";
+/**
+ * Housekeeping's Postgres statements (the idle sweep, re-applying halts) wait at most the request path's
+ * bound, not the pool's 30 s: they run on the tick, so on a Postgres that hangs (or a connection whose
+ * packets are lost, which fails only at its timeout, also after Postgres is back) one of them would hold
+ * the journal's once-a-second retry of unrecorded halts and the epoch check for that long. Each reads or
+ * writes at most a page (PAGE ids, 10,000 halted sessions): milliseconds when Postgres answers. One that
+ * times out (a lock held longer, such as another replica's reload copying many sessions) fails this run;
+ * the next retries it, and nothing housekeeping skips lifts a halt.
+ */
+const HOUSEKEEPING_QUERY_TIMEOUT_MS = REQUEST_QUERY_TIMEOUT_MS;
+const HOUSEKEEPING_TX = { queryTimeoutMs: HOUSEKEEPING_QUERY_TIMEOUT_MS } as const;
 
 export interface EpochOptions {
   idleMs: number;
@@ -275,7 +286,7 @@ export class StateEpoch {
     let deferred = 0;
     let after: string | null = null;
     for (;;) {
-      const ids = await sessionStore.idleCandidates(this.pool, this.opts.idleMs, after, PAGE);
+      const ids = await sessionStore.idleCandidates(this.pool, this.opts.idleMs, after, PAGE, HOUSEKEEPING_QUERY_TIMEOUT_MS);
       if (ids.length === 0) break;
       const swept = await this.mirror.gone(ids);
       if (swept === undefined) break; // epoch missing: absent keys mean nothing now
@@ -326,7 +337,7 @@ export class StateEpoch {
         IDLE_SWEEP_ACTOR,
       );
       return { result: { closed, deferred: due.length - audited.length }, audited };
-    });
+    }, HOUSEKEEPING_TX);
     // Closed in Postgres: off their tokens' open-session sets too. A failure leaves members the token's
     // next session open prunes anyway.
     await this.mirror.forget(audited.map((s) => ({ tokenId: s.token_id, sessionId: s.id }))).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not drop closed sessions from their tokens\' open-session sets; the next open of each token prunes them'));
@@ -346,6 +357,6 @@ export class StateEpoch {
         ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
       ]);
       return tokenHalts.length + sessions.length;
-    });
+    }, HOUSEKEEPING_TX);
   }
 }

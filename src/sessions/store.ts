@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../db/pool.js';
+import { withQueryTimeout } from '../db/query-timeout.js';
 import { conditions } from '../db/where.js';
 
 // The only code that writes SQL for sessions and halts.
@@ -200,12 +201,20 @@ export const sessionStore = {
     return rows;
   },
 
-  /** Active sessions old enough to have idled out, in pages (the sweeper asks Redis which are gone). */
-  async idleCandidates(db: Queryable, olderThanMs: number, after: string | null, limit: number): Promise<string[]> {
+  /**
+   * Active sessions old enough to have idled out, in pages (the sweeper asks Redis which are gone). Read
+   * from the pool outside a transaction, so it takes its own client-side timeout (`timeoutMs`).
+   */
+  async idleCandidates(db: Queryable, olderThanMs: number, after: string | null, limit: number, timeoutMs: number): Promise<string[]> {
     const { rows } = await db.query<{ id: string }>(
-      `SELECT id FROM sessions WHERE state = 'active' AND created_at < now() - make_interval(secs => $1::double precision / 1000)
+      withQueryTimeout(
+        {
+          text: `SELECT id FROM sessions WHERE state = 'active' AND created_at < now() - make_interval(secs => $1::double precision / 1000)
          AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3`,
-      [olderThanMs, after, limit],
+          values: [olderThanMs, after, limit],
+        },
+        timeoutMs,
+      ),
     );
     return rows.map((r) => r.id);
   },
