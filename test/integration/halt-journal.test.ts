@@ -73,6 +73,22 @@ async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver, a
 /** A gateway's default control-plane timeout (docs/gateway.md): the halting call must be answered before it. */
 const GATEWAY_DECISION_BUDGET_MS = 2_000;
 
+/**
+ * How long after Postgres answers again a journaled halt may take to be recorded while housekeeping ran
+ * on the hung Postgres: the statement it was waiting on times out (REQUEST_QUERY_TIMEOUT_MS, 5 s) and the
+ * next tick retries the journal; far under the pool's 30 s default, which housekeeping waited before.
+ */
+const HOUSEKEEPING_RECORD_BOUND_MS = 15_000;
+
+/**
+ * Makes this replica's housekeeping due at its next tick. It runs once a minute (EpochOptions.maintainEveryMs,
+ * not configurable through the app) and once per minute across replicas (a Redis lock): a test cannot wait.
+ */
+async function housekeepingDue(app: FastifyInstance): Promise<void> {
+  (app.ctx.sessions.epoch as unknown as { lastMaintain: number }).lastMaintain = 0;
+  await app.ctx.redis.redis.del(app.ctx.redis.key('maintain-lock'));
+}
+
 /** Every line of every halt journal file in DATA_DIR. */
 async function journalLines(): Promise<string[]> {
   const names = (await readdir(t.dataDir)).filter((n) => /^halt-journal\..*\.jsonl$/.test(n));
@@ -176,6 +192,39 @@ describe('a halt fired while Postgres hangs', () => {
       await t.close(app);
     }
   }, 60_000);
+
+  it('is recorded within seconds of Postgres answering again although housekeeping ran while it hung: housekeeping holds the tick at most REQUEST_QUERY_TIMEOUT_MS', async () => {
+    proxy.resume();
+    const app = await replica();
+    try {
+      const gw = await new GatewayDriver(t, app).init();
+      const tok = await gw.token('ro');
+      const s = await gw.session(tok.raw);
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+      // No tick in progress; the pool keeps idle connections (min 2), as on a replica in use.
+      await app.ctx.sessions.epoch.tick();
+      proxy.hang('both', 'killswitch');
+      // Housekeeping, due once a minute, starts while Postgres hangs: its first statement goes to an idle
+      // connection whose bytes are lost, and holds this tick (and the journal's retry) until its timeout.
+      await housekeepingDue(app);
+      const held = app.ctx.sessions.epoch.tick();
+      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      expect(halting.code).toBe('PERMISSION_DENIED');
+      await until(async () => (await app.ctx.sessions.journaledHalts()) === 1, DEFAULT_QUERY_TIMEOUT_MS / 2, 'the halt journaled on disk');
+      proxy.resume();
+      const resumedAt = Date.now();
+      await until(async () => (await haltCounts(tok.id, s.session_id)).session_halts === 1, DEFAULT_QUERY_TIMEOUT_MS + 10_000, 'the journaled halt recorded in Postgres');
+      // With housekeeping on the pool's 30 s, the record waited for its query to time out (about 24 s here).
+      expect(Date.now() - resumedAt).toBeLessThan(HOUSEKEEPING_RECORD_BOUND_MS);
+      await held;
+      expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
+      expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await t.close(app);
+    }
+  }, 90_000);
 
   it('is answered before a slow record commits; the record commits in the background, once, and nothing is journaled', async () => {
     proxy.resume();
