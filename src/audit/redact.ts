@@ -170,19 +170,33 @@ function namesAnAuthMethod(name: string, value: unknown): boolean {
   return AUTH_METHOD.test(unquoted ? unquoted[2]! : value);
 }
 
-// A command's name, as a shell reads it after an assignment: letters, '_', '-' and '.', a path allowed
-// (psql, pg_dump, ./run, /usr/bin/mysql). No digit: hunter2 is not taken for a command.
-const COMMAND_NAME = /^(?:\.{0,2}\/|~\/|\/)?(?:[\w.-]+\/)*[a-z][a-z_.-]{0,39}$/;
+// Commands an environment variable is commonly set empty for (`PGPASSWORD= psql -h db`): database
+// clients and tools that read a password from the environment. A list, not any word: a password is a word
+// too (`PGPASSWORD= swordfish -h db`, `MYSQL_PWD= letmein -u root`), and one kept is a leak.
+const ENV_COMMANDS = new Set([
+  'psql', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pg_basebackup', 'pg_isready', 'pgbench', 'createdb', 'dropdb', 'createuser', 'vacuumdb', 'reindexdb',
+  'mysql', 'mysqldump', 'mysqladmin', 'mysqlimport', 'mysqlcheck', 'mariadb', 'mariadb-dump',
+  'mongosh', 'mongo', 'mongodump', 'mongorestore', 'mongoexport', 'mongoimport',
+  'redis-cli', 'sqlcmd', 'sqlplus', 'clickhouse-client', 'cqlsh', 'influx', 'sqlite3',
+  'curl', 'wget', 'git', 'ssh', 'scp', 'rsync', 'sftp', 'docker', 'kubectl', 'helm', 'aws', 'gcloud', 'az', 'terraform', 'ansible', 'vault',
+  'npm', 'npx', 'node', 'python', 'python3', 'ruby', 'java', 'go', 'make', 'bash', 'sh', 'env', 'sudo', 'exec',
+]);
+
+/** A command after an empty assignment: one of ENV_COMMANDS, or a path (./run, /usr/bin/mysql). */
+function isCommandName(word: string): boolean {
+  const base = word.slice(word.lastIndexOf('/') + 1);
+  // A path starts like one (a password may hold a '/', rarely a leading './' or '/').
+  return ENV_COMMANDS.has(base) || (/^(?:\.{1,2}\/|~\/|\/)[\w.~/-]*$/.test(word) && !/\d/.test(base));
+}
 
 /**
  * Whether `NAME= word -flag …` runs a command with NAME set empty (`PGPASSWORD= psql -h db`): a shell ends
- * an unquoted assignment at the space, so the word after it is the command, not the value. Only when the
- * '=' is glued to the name, spaces (not a newline) follow it, the word is a command's name (COMMAND_NAME)
- * and a flag follows the word: `PGPASSWORD= s3cret psql` and a .env line `DB_PASSWORD= hunter2` are
- * still masked.
+ * an unquoted assignment at the space, so the word after it is the command, not the value. Only an
+ * environment variable's name (upper case: not `--password=`, a flag, which takes the next word), with the
+ * '=' glued to it and spaces (not a newline) after it, a command (isCommandName) and a flag after that.
  */
 function isEmptyAssignmentBeforeCommand(head: string, name: string, value: string, rest: string): boolean {
-  return /^=[ \t]+$/.test(head.slice(name.length)) && COMMAND_NAME.test(value) && /^[ \t]+--?[A-Za-z]/.test(rest);
+  return /^[A-Z][A-Z0-9_]*$/.test(name) && /^=[ \t]+$/.test(head.slice(name.length)) && isCommandName(value) && /^[ \t]+--?[A-Za-z]/.test(rest);
 }
 
 // An AWS access key id, and its secret access key as a word of its own: 40 characters of the base64
@@ -204,7 +218,7 @@ function maskAwsSecretKey(s: string): string {
 
 /** The name=value rule's pattern (see its place in VALUE_PATTERNS for what it masks). */
 const NAME_VALUE = new RegExp(
-  `(?<![a-z0-9_-])((${SECRET_NAME_IN_TEXT})(\\\\?["'])?\\s*([=:])\\s*)(?!\\[REDACTED\\])(\\\\"(?:[^"\\\\]|\\\\[^"])*(?:\\\\"|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$)|'(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\\(\\s*){1,4})('(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$))|(?:(${AUTH_SCHEME})[ \\t]+)?[^\\s&;,'"]+)`,
+  `(?<![a-z0-9_-])((${SECRET_NAME_IN_TEXT})(\\\\?["'])?\\s*([=:])\\s*)(?!\\[REDACTED\\])(\\\\"(?:[^"\\\\]|\\\\[^"])*(?:\\\\"|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$)|'(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|((?:[a-z_][a-z0-9_.]{0,63}\\(\\s*){1,4})('(?:[^']|''(?![\\s,;)]|$))*(?:'|$)|"(?:[^"\\\\]|\\\\.)*(?:"|$))|(?:(${AUTH_SCHEME})[ \\t]+(?:"[^"\\n]*"?|'[^'\\n]*'?|[^\\s&;,'"]+)|[^\\s&;,'"]+))`,
   'gi',
 );
 
@@ -236,12 +250,18 @@ function nameValue(
     // X-Auth: Basic …) the scheme is kept and the word after it is the credential. Under another name
     // (password=Token abc) the scheme word may be the secret itself: both are masked. Until 2026-12-06 the
     // other names masked the scheme and kept the word after it: `auth = Bearer abc123` kept abc123.
+    // The credential may be quoted (auth=Bearer "abc123"): the quotes are kept, what they hold is masked.
     const credential = value.slice(scheme.length).trimStart();
     const space = value.slice(scheme.length, value.length - credential.length);
-    if (!/auth(?:orization)?$/i.test(name)) return `${head}${REDACTED}${space}${credential === REDACTED ? credential : REDACTED}`;
+    // `"Authorization: Bearer " + token`: the quote after the scheme closes the string the name stands in
+    // (as above): no credential here, and what follows is read again.
+    if (!nameQuote && (before === '"' || before === "'") && credential.startsWith(before)) {
+      return `${head}${scheme}${space}${before}${credential.slice(1).replace(new RegExp(NAME_VALUE.source, 'gi'), nameValue as (substring: string, ...args: unknown[]) => string)}`;
+    }
+    if (!/auth(?:orization)?$/i.test(name)) return `${head}${REDACTED}${space}${credential === REDACTED ? credential : quoted(credential)}`;
     // Digest is its own pattern's; what names a token (Bearer mcp_rw_AbCd…) is kept, as by the scheme pattern.
     if (/^digest$/i.test(scheme) || credential === REDACTED || NAMES_A_TOKEN.test(credential.replace(/…$/, ''))) return m;
-    return `${head}${scheme}${space}${REDACTED}`;
+    return `${head}${scheme}${space}${quoted(credential)}`;
   }
   if (namesAnAuthMethod(name, value)) return m;
   if (isEmptyAssignmentBeforeCommand(head, name, value, text.slice(at + m.length))) return m;

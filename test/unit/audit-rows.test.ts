@@ -560,9 +560,23 @@ describe('redaction', () => {
       ['password = hunter -h', `password = ${REDACTED} -h`],
       ['DB_PASSWORD= hunter\nDB_USER=app', `DB_PASSWORD= ${REDACTED}\nDB_USER=app`],
       ['password:  psql -h db', `password:  ${REDACTED} -h db`],
+      // A word that is no known command is a password, flag after it or not; a flag's '=' is no assignment.
+      ['PGPASSWORD= swordfish -h db', `PGPASSWORD= ${REDACTED} -h db`],
+      ['MYSQL_PWD= letmein -u root mysql', `MYSQL_PWD= ${REDACTED} -u root mysql`],
+      ['mysql --password= swordfish -u root', `mysql --password= ${REDACTED} -u root`],
+      ['PGPASSWORD= ab/cd -h db', `PGPASSWORD= ${REDACTED} -h db`],
     ]) {
       expect(redactText(text!), text).toBe(expected);
     }
+  });
+
+  it('a quoted credential after a scheme is masked (auth=Bearer "abc123" kept it); a quote closing the string the name stands in is no credential', () => {
+    expect(redactText('auth=Bearer "abc123"')).toBe(`auth=Bearer "${REDACTED}"`);
+    expect(redactText('Authorization: Bearer "abc123"')).toBe(`Authorization: Bearer "${REDACTED}"`);
+    expect(redactText("token = Bearer 's3cr3t'")).toBe(`token = ${REDACTED} '${REDACTED}'`);
+    expect(redactText('auth: Bearer "$TOKEN"')).toBe(`auth: Bearer "${REDACTED}"`);
+    // Code that builds the header: the quote after the scheme ends the string; what follows is kept.
+    expect(redactText('"Authorization: Bearer " + token')).toBe('"Authorization: Bearer " + token');
   });
 
   it('makes strings storable in Postgres (NUL and lone surrogates)', () => {
