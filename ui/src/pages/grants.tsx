@@ -10,16 +10,19 @@ export function GrantsPage() {
   const [revoking, setRevoking] = useState<Grant | null>(null);
   const [notice, setNotice] = useState('');
   const noticeRef = useRef<HTMLDivElement>(null);
-  // After a revoke the focus goes to the notice, once the dialog has closed (and handed the focus back to
-  // the row's Revoke button, which the reload then removes).
-  const focusNotice = useRef(false);
-  useEffect(() => {
-    if (revoking || !focusNotice.current) return;
-    focusNotice.current = false;
-    noticeRef.current?.focus();
-  }, [revoking]);
   const descriptions = useTokenDescriptions();
   const list = useLoad(() => get<{ grants: Grant[] }>('/v1/grants', { active: activeOnly ? true : undefined }), [activeOnly]);
+  // After a revoke the focus goes to the notice, once the dialog has closed (and handed the focus back to
+  // the row's Revoke button), and again once the reload that follows has landed: it removes the row, and
+  // the dialog's focus watch may then have moved the focus to the main area (seen in CI, where the reload
+  // landed between the two). The revoke's time: done once a reload newer than it has landed.
+  const focusNoticeSince = useRef<number | null>(null);
+  useEffect(() => {
+    const since = focusNoticeSince.current;
+    if (revoking || since === null) return;
+    noticeRef.current?.focus();
+    if ((list.updatedAt?.getTime() ?? 0) >= since) focusNoticeSince.current = null;
+  }, [revoking, list.updatedAt]);
   return (
     <section aria-labelledby="grants-title">
       <h1 id="grants-title">Grants</h1>
@@ -96,7 +99,7 @@ export function GrantsPage() {
             try {
               await api('DELETE', `/v1/grants/${g.id}`, reason ? { reason } : undefined);
               setNotice(`The ${grantKind(g)} grant of token ${shortId(g.token_id)} is revoked.`);
-              focusNotice.current = true;
+              focusNoticeSince.current = Date.now();
             } catch (err) {
               // A 503 says the grant was revoked but its audit row is missing: reload either way, so the list
               // does not show a revoked grant as active.
