@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_QUERY_TIMEOUT_MS } from '../../src/db/query-timeout.js';
 import { sessionStore } from '../../src/sessions/store.js';
 import { TestContext } from '../helpers/context.js';
+import { withTimeout } from '../helpers/control-plane.js';
 import { flushPrefix } from '../helpers/gate-fixtures.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -33,17 +34,9 @@ afterAll(async () => {
   await t.teardown();
 });
 
-async function answeredWithin<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not answered within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Until the app's Redis state is loaded (again) from Postgres and verified. */
+const reloadedFromPostgres = (app: FastifyInstance) =>
+  until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
 
 /** An app whose main pool goes through the proxy; credentials stay cached while Postgres hangs. */
 const replica = () => t.app({ databaseUrl: proxy.url(t.name), policyFile: POLICY, tokenCacheTtlMs: 600_000 });
@@ -61,7 +54,7 @@ async function haltWhilePostgresHangs(app: FastifyInstance, gw: GatewayDriver, a
   // Only the main pool hangs (application_name killswitch): the audit writer's connections still answer.
   proxy.hang('both', 'killswitch');
   // The halting call is answered with its own denial without waiting for the halt's record (HALT_RECORD_WAIT_MS).
-  const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), answerBound);
+  const halting = await withTimeout(gw.decide(tok.raw, { ...write, session_id: s.session_id }), answerBound, 'the answer');
   expect(halting.code).toBe('PERMISSION_DENIED');
   expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
   expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
@@ -126,7 +119,7 @@ describe('a halt fired while Postgres hangs', () => {
     } finally {
       proxy.resume();
     }
-    await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+    await reloadedFromPostgres(app);
     const after = await gw.decide(tok.raw, { ...read, session_id: s.session_id });
     expect(after.code).toBe('SESSION_HALTED');
     expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
@@ -156,7 +149,7 @@ describe('a halt fired while Postgres hangs', () => {
       expect(intent.rows).toEqual([{ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' }]);
       // Redis loses everything; the reload from Postgres brings the halt back.
       await flushPrefix(app.ctx.redis);
-      await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+      await reloadedFromPostgres(app);
       expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
     } finally {
       await proxy.down();
@@ -176,13 +169,13 @@ describe('a halt fired while Postgres hangs', () => {
       await app.ctx.sessions.epoch.tick();
       await app.ctx.sessions.epoch.tick();
       proxy.hang('both', 'killswitch');
-      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      const halting = await withTimeout(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS, 'the answer');
       expect(halting.code).toBe('PERMISSION_DENIED');
       // Postgres answers again, but the record's connection lost its bytes: it fails only at its timeout
       // (REQUEST_QUERY_TIMEOUT_MS). Redis loses everything meanwhile and is reloaded from Postgres.
       proxy.resume();
       await flushPrefix(app.ctx.redis);
-      await until(async () => (await app.ctx.sessions.ensureState()) !== 'unavailable' && app.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+      await reloadedFromPostgres(app);
       // Had the reload copied Postgres before the record failed and was journaled, this call was allowed.
       expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
       expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 1, session_halts: 1 });
@@ -208,7 +201,7 @@ describe('a halt fired while Postgres hangs', () => {
       // connection whose bytes are lost, and holds this tick (and the journal's retry) until its timeout.
       await housekeepingDue(app);
       const held = app.ctx.sessions.epoch.tick();
-      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      const halting = await withTimeout(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS, 'the answer');
       expect(halting.code).toBe('PERMISSION_DENIED');
       await until(async () => (await app.ctx.sessions.journaledHalts()) === 1, DEFAULT_QUERY_TIMEOUT_MS / 2, 'the halt journaled on disk');
       proxy.resume();
@@ -237,7 +230,7 @@ describe('a halt fired while Postgres hangs', () => {
       const s = await gw.session(tok.raw);
       await blocker.query('BEGIN');
       await sessionStore.lockHaltCopies(blocker, 'resume');
-      const halting = await answeredWithin(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS);
+      const halting = await withTimeout(gw.decide(tok.raw, { ...write, session_id: s.session_id }), GATEWAY_DECISION_BUDGET_MS, 'the answer');
       expect(halting.code).toBe('PERMISSION_DENIED');
       expect(halting.session).toMatchObject({ state: 'halted', trigger: 'WRITE_IN_READ_SESSION' });
       expect(await haltCounts(tok.id, s.session_id)).toEqual({ token_halts: 0, session_halts: 0 });
@@ -269,7 +262,7 @@ describe('a halt fired while Postgres hangs', () => {
 
     const next = await replica();
     const gw2 = Object.assign(new GatewayDriver(t, next), { owner: gw.owner, gatewayKey: gw.gatewayKey });
-    await until(async () => (await next.ctx.sessions.ensureState()) !== 'unavailable' && next.ctx.sessions.epoch.stateVerified, 20_000, 'Redis reloaded from Postgres');
+    await reloadedFromPostgres(next);
     expect((await gw2.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('SESSION_HALTED');
     expect(await haltRows(tok.id, s.session_id)).toEqual({ session: { state: 'halted', trigger: 'WRITE_IN_READ_SESSION' }, tokenHalt: { trigger: 'WRITE_IN_READ_SESSION' } });
     // Recorded: no journal file holds it any more.

@@ -10,6 +10,7 @@ import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/aud
 import { AuditWriter } from '../../src/audit/writer.js';
 import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { withTimeout } from '../helpers/control-plane.js';
 import { until as waitUntil } from '../helpers/unleash.js';
 import { callContext, PgProxy } from './audit-fixtures.js';
 
@@ -188,7 +189,7 @@ describe('request path on a Postgres that hangs', () => {
       const logged = ctx.logs.lines.length;
       proxy.hang('both', 'killswitch');
       // Postgres stays silent until proxy.resume() below.
-      const first = await answeredWithin(app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[0]!) }), LOOKUP_ANSWER_BOUND_MS);
+      const first = await withTimeout(app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[0]!) }), LOOKUP_ANSWER_BOUND_MS, 'the answer');
       expect(first.statusCode, first.body).toBe(503);
       expect(first.json().error.code).toBe('SERVICE_UNAVAILABLE');
       expect(app.ctx.auth.failingFast).toBe(true);
@@ -214,15 +215,3 @@ describe('request path on a Postgres that hangs', () => {
  * the bound is generous (a loaded test machine), yet below the 5 s the lookup waited before.
  */
 const LOOKUP_ANSWER_BOUND_MS = REQUEST_QUERY_TIMEOUT_MS - 1_000;
-
-async function answeredWithin<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not answered within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
