@@ -7,35 +7,12 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { freePort } from '../helpers/unleash.js';
-import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser } from './ui-harness.js';
+import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser, UI_POLICY } from './ui-harness.js';
 
 // What a keyboard or screen-reader user of the admin UI notices (an accessibility review against WCAG 2.2
 // AA): names of buttons, what is announced, where the focus goes, optional fields that are optional, and
 // pages that reflow at 320 CSS px. A real browser against a real control plane; each effect is also checked
 // through the API.
-
-const POLICY = `
-version: 1
-servers:
-  filesystem:
-    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-filesystem", "/tmp/ks-test"] }
-    map: filesystem
-    approval: [move_file]
-  memory:
-    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-memory"] }
-    map: memory
-roles:
-  code_agent:
-    allowed_servers:
-      development: [filesystem, memory]
-environments:
-  development: { forbidden_patterns: [prod, production, live, main], human_grant_required: false }
-  production: { forbidden_patterns: [], human_grant_required: true }
-rate_limits:
-  global: { max_calls_per_session: 200, max_calls_per_minute: 1000, pause_at_percent: 80 }
-  per_token: { max_calls_per_minute: 1000, max_calls_per_day: 100000, max_open_sessions: 50, max_new_sessions_per_hour: 500 }
-cascade: { threshold: 3, window_calls: 5 }
-`;
 
 const t = new TestContext();
 let app: FastifyInstance;
@@ -95,7 +72,7 @@ beforeAll(async () => {
   await t.setup();
   await mkdir(t.dataDir, { recursive: true });
   const policyFile = join(t.dataDir, 'policy.yaml');
-  await writeFile(policyFile, POLICY);
+  await writeFile(policyFile, UI_POLICY);
   // Its real port in the configuration: the Flags page shows the webhook address built from it.
   const port = await freePort();
   app = await t.app({ policyFile, port });

@@ -109,3 +109,27 @@ export async function copyDocScreenshots(): Promise<void> {
     if (existsSync(src)) await copyFile(src, join('docs/img', `${to}.png`));
   }
 }
+
+/** The policy of the admin UI's browser tests (ui.test.ts, ui-a11y.test.ts): filesystem (move_file needs an approval) and memory for code_agent. */
+export const UI_POLICY = `
+version: 1
+servers:
+  filesystem:
+    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-filesystem", "/tmp/ks-test"] }
+    map: filesystem
+    approval: [move_file]
+  memory:
+    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-memory"] }
+    map: memory
+roles:
+  code_agent:
+    allowed_servers:
+      development: [filesystem, memory]
+environments:
+  development: { forbidden_patterns: [prod, production, live, main], human_grant_required: false }
+  production: { forbidden_patterns: [], human_grant_required: true }
+rate_limits:
+  global: { max_calls_per_session: 200, max_calls_per_minute: 1000, pause_at_percent: 80 }
+  per_token: { max_calls_per_minute: 1000, max_calls_per_day: 100000, max_open_sessions: 50, max_new_sessions_per_hour: 500 }
+cascade: { threshold: 3, window_calls: 5 }
+`;

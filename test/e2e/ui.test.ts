@@ -10,35 +10,13 @@ import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { freePort } from '../helpers/unleash.js';
-import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot } from './ui-harness.js';
+import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot, UI_POLICY } from './ui-harness.js';
 
 // The admin UI in a real browser (Debian's chromium through playwright-core) against a real control plane
 // on a real port, with Postgres, Redis and Unleash. Every check is also made through the API, so a UI that
 // only looks right fails.
 
 // Its own policy (not a shared fixture): filesystem writes for code_agent, move_file needs a person's approval.
-const POLICY = `
-version: 1
-servers:
-  filesystem:
-    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-filesystem", "/tmp/ks-test"] }
-    map: filesystem
-    approval: [move_file]
-  memory:
-    identity: { command: npx, args: ["-y", "@modelcontextprotocol/server-memory"] }
-    map: memory
-roles:
-  code_agent:
-    allowed_servers:
-      development: [filesystem, memory]
-environments:
-  development: { forbidden_patterns: [prod, production, live, main], human_grant_required: false }
-  production: { forbidden_patterns: [], human_grant_required: true }
-rate_limits:
-  global: { max_calls_per_session: 200, max_calls_per_minute: 1000, pause_at_percent: 80 }
-  per_token: { max_calls_per_minute: 1000, max_calls_per_day: 100000, max_open_sessions: 50, max_new_sessions_per_hour: 500 }
-cascade: { threshold: 3, window_calls: 5 }
-`;
 const WARNING = 'This AI can modify your data. Only grant to trusted systems.';
 const t = new TestContext();
 let app: FastifyInstance;
@@ -91,7 +69,7 @@ beforeAll(async () => {
   await t.setup();
   await mkdir(t.dataDir, { recursive: true });
   const policyFile = join(t.dataDir, 'policy.yaml');
-  await writeFile(policyFile, POLICY);
+  await writeFile(policyFile, UI_POLICY);
   // Its real port in the configuration, as in production: the Flags page (and its screenshot in the guide)
   // shows the webhook address built from it.
   const port = await freePort();
