@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { SETTINGS } from '../../src/config.js';
@@ -106,5 +107,34 @@ describe('.dockerignore', () => {
 describe('npm start', () => {
   it('execs node, so the signals npm forwards reach the control plane (sh -c does not exec its last command)', () => {
     expect(startScript).toMatch(/^exec node /);
+  });
+});
+
+/** Every .ts/.js file under a folder, recursively. */
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) return sourceFiles(path);
+    return /\.(ts|js|mjs)$/.test(e.name) ? [path] : [];
+  });
+}
+
+describe('package.json dependencies', () => {
+  it('declare every package the product imports at run time (the image installs only these: npm ci --omit=dev)', () => {
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
+    const declared = new Set(Object.keys(pkg.dependencies));
+    const missing = new Set<string>();
+    for (const file of [...sourceFiles('src'), ...sourceFiles('bin'), ...sourceFiles('scripts/docker')]) {
+      const text = readFileSync(file, 'utf8');
+      // Static imports and re-exports (type-only ones are erased), and dynamic imports.
+      const statements = text.matchAll(/(?:^|\n)\s*(import|export)\s+(type\s+)?[^;'"]*?from\s+'([^']+)'|import\('([^']+)'\)/g);
+      for (const [, , typeOnly, fromSpecifier, dynamicSpecifier] of statements) {
+        const specifier = fromSpecifier ?? dynamicSpecifier;
+        if (typeOnly || !specifier || specifier.startsWith('.') || specifier.startsWith('node:')) continue;
+        const name = specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]!;
+        if (!declared.has(name)) missing.add(`${name} (${file})`);
+      }
+    }
+    expect([...missing]).toEqual([]);
   });
 });
