@@ -75,6 +75,29 @@ function filterConditions(f: AuditFilters, args: unknown[] = []): Conditions {
   return c;
 }
 
+/**
+ * One page of the listing (DESC, newest first, before `from`) or of the export (ASC, oldest first, after
+ * `from`), keyset-paginated on (ts, id). An `actor` filter is read in two branches, each along its own
+ * index, and merged: operator and system rows from audit_events_actor_idx (partial: migration 0020), and
+ * agent-token rows, whose actor_id is always their token_id (src/audit/rows.ts), from
+ * audit_events_token_idx. Each branch is cut at `limit` before the merge, so neither sorts more than a
+ * page (a plain UNION ALL of two partitioned scans is appended, not merged: it sorted every row of a busy
+ * token).
+ */
+function pageQuery(f: AuditFilters, dir: 'ASC' | 'DESC', limit: number, from?: Keyset): { text: string; values: unknown[] } {
+  const c = filterConditions({ ...f, actor: undefined });
+  if (from) c.list.push(`(ts, id) ${dir === 'DESC' ? '<' : '>'} (${c.arg(from.ts)}, ${c.arg(from.id)}::uuid)`);
+  const tail = `ORDER BY ts ${dir}, id ${dir} LIMIT ${c.arg(limit)}`;
+  if (!f.actor) return { text: `SELECT ${SELECT_COLUMNS} FROM audit_events ${c.where()} ${tail}`, values: c.args };
+  const actor = c.arg(f.actor);
+  const branch = (cond: string) => `(SELECT ${SELECT_COLUMNS} FROM audit_events WHERE ${[...c.list, cond].join(' AND ')} ${tail})`;
+  return {
+    text: `SELECT * FROM (${branch(`actor_id = ${actor} AND actor_type <> 'mcp_token'`)}
+       UNION ALL ${branch(`token_id = ${actor} AND actor_id = ${actor} AND actor_type = 'mcp_token'`)}) a ${tail}`,
+    values: c.args,
+  };
+}
+
 export interface UsageGroupRow {
   grp: 'token' | 'operation' | 'day';
   token_id: string;
@@ -293,17 +316,13 @@ export const auditStore = {
 
   /** Newest first, keyset-paginated on (ts, id). */
   async list(db: Queryable, f: AuditFilters, limit: number, before?: Keyset): Promise<AuditRecord[]> {
-    const c = filterConditions(f);
-    if (before) c.list.push(`(ts, id) < (${c.arg(before.ts)}, ${c.arg(before.id)}::uuid)`);
-    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events ${c.where()} ORDER BY ts DESC, id DESC LIMIT ${c.arg(limit)}`, c.args);
+    const { rows } = await db.query<AuditRecord>(pageQuery(f, 'DESC', limit, before));
     return rows;
   },
 
   /** Oldest first, for exports. */
   async exportPage(db: Queryable, f: AuditFilters, limit: number, after?: Keyset): Promise<AuditRecord[]> {
-    const c = filterConditions(f);
-    if (after) c.list.push(`(ts, id) > (${c.arg(after.ts)}, ${c.arg(after.id)}::uuid)`);
-    const { rows } = await db.query<AuditRecord>(`SELECT ${SELECT_COLUMNS} FROM audit_events ${c.where()} ORDER BY ts, id LIMIT ${c.arg(limit)}`, c.args);
+    const { rows } = await db.query<AuditRecord>(pageQuery(f, 'ASC', limit, after));
     return rows;
   },
 
