@@ -16,7 +16,7 @@ export const ERROR_CODES = {
   TOO_MANY_TOOL_REPORTS: { status: 429, doc: 'POST /v1/gateway/tools: this agent token made its maximum of tool reports this minute (policy `rate_limits.per_token.max_tool_reports_per_minute`, else TOOL_REPORTS_MAX_PER_MINUTE, default 60); nothing was stored. `details.retry_after_s`, also the `Retry-After` header, says when the window ends. A gateway reports on each tools/list, resources/list and prompts/list: an agent listing in a loop. The reference gateway passes it on as `RATE_LIMITED`.' },
   SERVICE_UNAVAILABLE: {
     status: 503,
-    doc: 'A dependency this request needs (the credential store, Postgres, Redis, the audit trail) is unavailable; nothing was done. The `Retry-After` header says how many seconds to wait before trying again. On `POST /v1/decisions` it means the gateway key could not be checked: no decision was made, and the gateway treats the call as denied.',
+    doc: 'A dependency this request needs (the credential store, Postgres, Redis, the audit trail) is unavailable, or Postgres did not answer within the query time limit (30 s for reads such as GET /v1/audit: it hangs, or the read passes too many rows; narrow it with `from`/`to`); nothing was done. The `Retry-After` header says how many seconds to wait before trying again. On `POST /v1/decisions` it means the gateway key could not be checked: no decision was made, and the gateway treats the call as denied.',
   },
   INTERNAL: { status: 500, doc: 'A bug. The log line with the request id says more.' },
 } as const;

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isQueryTimeout } from '../db/pool.js';
 import { AppError, ERROR_CODES, type ErrorCode, type FieldProblem, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors.js';
 import { discardCap, discardRestOfBody } from './body-limit.js';
 
@@ -148,6 +149,18 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (isDatabaseUnavailable(err)) {
       reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
       return send(reply, 'SERVICE_UNAVAILABLE', 503, 'Postgres is unavailable; try again shortly.');
+    }
+    // pg's client-side query timeout (30 s for admin reads): Postgres hangs, or the query is too slow (an
+    // audit filter with no index over a large trail, docs/audit.md). Not a bug of ours: it was a 500.
+    if (isQueryTimeout(err as unknown)) {
+      req.log.warn({ err: err.message, url: req.url }, 'a query got no answer from Postgres within its time limit');
+      reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
+      return send(
+        reply,
+        'SERVICE_UNAVAILABLE',
+        503,
+        'Postgres did not answer within the query time limit: it is unavailable, or the request reads too many rows (narrow it, e.g. with from/to); nothing was changed.',
+      );
     }
     // Any other client error raised by Fastify or a plugin: the code of the table for its status, so a code
     // always comes with its documented status; one the table has no code for is a 400.

@@ -8,7 +8,7 @@ import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
 import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter } from '../../src/audit/writer.js';
-import { REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
+import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { withTimeout } from '../helpers/control-plane.js';
 import { until as waitUntil } from '../helpers/unleash.js';
@@ -161,6 +161,26 @@ describe('audit writer on a Postgres that hangs', () => {
 });
 
 describe('request path on a Postgres that hangs', () => {
+  it('an admin read with no answer is a 503 SERVICE_UNAVAILABLE after the query timeout, not a 500', async () => {
+    proxy.resume();
+    const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
+    try {
+      await ctx.operatorKey(app, 'owner');
+      const viewer = await ctx.operatorKey(app, 'viewer');
+      // The key's lookup is cached: only the audit read itself meets the silent Postgres.
+      expect((await app.inject({ method: 'GET', url: '/v1/audit?limit=1', headers: bearer(viewer) })).statusCode).toBe(200);
+      proxy.hang('both', 'killswitch');
+      const res = await app.inject({ method: 'GET', url: '/v1/audit?server=payments', headers: bearer(viewer) });
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.headers['retry-after']).toBeDefined();
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await ctx.close(app);
+    }
+  }, DEFAULT_QUERY_TIMEOUT_MS + 30_000);
+
   it("a credential lookup with no answer fails closed after CREDENTIAL_LOOKUP_TIMEOUT_MS (503), instead of holding the request", async () => {
     proxy.resume();
     const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
