@@ -237,6 +237,12 @@ export class AgentSession implements CallPorts {
 
     if (this.gateway.hasCapability('resources')) this.installResources();
     if (this.gateway.hasCapability('prompts')) this.installPrompts();
+    // Everything else (resources/subscribe, completion/complete, tasks/*, a method of a later MCP version)
+    // is refused at once, naming the method: the SDK's bare "Method not found" left an agent's user
+    // guessing whether the gateway or an upstream lacked it. Nothing of it reaches an upstream.
+    s.fallbackRequestHandler = async (req) => {
+      throw new AgentRequestError(ErrorCode.MethodNotFound, unsupportedMethodText(req.method));
+    };
   }
 
   private installResources(): void {
@@ -286,6 +292,11 @@ export class AgentSession implements CallPorts {
       return unwrap(outcome);
     });
   }
+}
+
+/** The refusal of a method the gateway does not serve (see install). */
+export function unsupportedMethodText(method: string): string {
+  return `Method not found: the killswitch gateway does not support ${JSON.stringify(method.slice(0, 200))} (docs/gateway.md, "MCP features: what passes, what is refused"); nothing was sent to an upstream server`;
 }
 
 type HandlerExtra = { _meta?: { progressToken?: string | number | undefined } | undefined; sendNotification: (n: ServerNotification) => Promise<void> };

@@ -41,6 +41,8 @@ import { readStderrLines } from './stderr-lines.js';
 // restarted every half second, and its log stays as quiet as that of one that does not start at all.
 
 const MAX_PAGES = 50;
+/** An upstream inventing method names cannot fill the log: the first this many are warned, once each. */
+const MAX_REFUSED_METHODS_WARNED = 20;
 /** The most of an upstream's error message a list failure quotes (the gateway's log, a call's text). */
 const MAX_LIST_ERROR_CHARS = 300;
 
@@ -130,6 +132,8 @@ export class Upstream {
   /** Read before every wait, so a test can shorten it on a running gateway (`gateway.upstream(name)`). */
   reconnectBackoff: Readonly<ReconnectBackoff> = RECONNECT_BACKOFF;
   private readonly oversize = new OversizeAnswers();
+  /** The client-side methods this upstream asked for and was refused, each warned once (open). */
+  private readonly refusedMethods = new Set<string>();
   /** Called when the upstream says its tools (or prompts) changed, and after it reconnected. */
   onListChanged: ((kind: 'tools' | 'prompts') => void) | undefined;
 
@@ -179,6 +183,18 @@ export class Upstream {
     const client = new Client({ name: 'killswitch-gateway', version: '0.1.0' }, { capabilities: {} });
     client.setNotificationHandler(ToolListChangedNotificationSchema, () => this.onListChanged?.('tools'));
     client.setNotificationHandler(PromptListChangedNotificationSchema, () => this.onListChanged?.('prompts'));
+    // A request of the upstream to the client side (sampling/createMessage, elicitation/create, roots/list,
+    // tasks/...) never reaches an agent: it would let a server use the agent's model, ask its user or
+    // learn its directories outside any decision. Refused at once, naming the method (the SDK's bare
+    // "Method not found" reads like a bug of the server), and the operator is told once per method.
+    client.fallbackRequestHandler = async (req) => {
+      const method = req.method.slice(0, 200);
+      if (!this.refusedMethods.has(method) && this.refusedMethods.size < MAX_REFUSED_METHODS_WARNED) {
+        this.refusedMethods.add(method);
+        this.log.warn({ server: this.name, method }, `upstream asked the gateway for ${JSON.stringify(method)}: refused (the gateway passes no request of an upstream server on to agents: no sampling, elicitation or roots)`);
+      }
+      throw Object.assign(new Error(`Method not found: the killswitch gateway does not pass ${JSON.stringify(method)} on to its agents (no sampling, elicitation or roots for upstream servers)`), { code: ErrorCode.MethodNotFound });
+    };
     // Only the live connection's errors are warnings: a connection being opened reports its failure to
     // the reconnect loop (a spawn ENOENT or EACCES, each attempt), which logs it by the quiet rule, and a
     // closed one (a write to the exited process) is reported by its close. Past an outage's loud
