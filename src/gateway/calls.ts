@@ -58,6 +58,8 @@ const WAITABLE = new Set(['APPROVAL_REQUIRED', 'APPROVAL_EXPIRED', 'APPROVAL_USE
 const MAX_ERROR_TEXT = 4000;
 /** What a cancelled or timed-out call's RESULT says of its effect: the upstream had it, and may have done it. */
 const MAY_HAVE_RUN = 'it had been sent to the upstream, which may have done it all the same (a cancellation asks an MCP server to stop; it cannot undo what already ran)';
+/** What the RESULT of a call cancelled before it was sent says: it provably did not run. */
+const NOT_SENT = 'the agent cancelled the call while the control plane decided it; it was not sent to the upstream and did not run';
 /** The longest upstream error message an agent reads (the rest is cut, and the report says how long it was). */
 export const MAX_AGENT_ERROR_BYTES = 4096;
 
@@ -170,13 +172,18 @@ export async function decideAndRun<T>(
   let failure: { status: 'timeout' | 'cancelled' | 'error'; code: GatewayCode; message: string } | undefined;
   let measured: Measured = { bytes: 0, rows: undefined, isError: false };
   let oversize: OversizeMessageError | undefined;
+  // Cancelled while the control plane decided: the call is not sent (the SDK would not send it either),
+  // and its RESULT says so rather than that the upstream may have run it.
+  const cancelledBeforeRun = signal.aborted;
   try {
+    if (cancelledBeforeRun) throw new Error('cancelled before the call was sent');
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
     measured = measure(result);
   } catch (err) {
     // Either way the upstream had the call: an MCP cancellation asks it to stop, it cannot undo what ran
     // (a write cancelled 8 ms after it was sent was on disk), and the RESULT row must not read as "nothing happened".
-    if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: `the agent cancelled the call; ${MAY_HAVE_RUN}` };
+    if (cancelledBeforeRun) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: NOT_SENT };
+    else if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: `the agent cancelled the call; ${MAY_HAVE_RUN}` };
     else if (isTimeout(err)) failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled; ${MAY_HAVE_RUN}` };
     else if (err instanceof OversizeMessageError) {
       // The upstream answered, with more than the gateway reads: a result of (at least) that size.

@@ -1,4 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -214,6 +216,51 @@ describe('protocol version negotiation', () => {
     const later = await rawSession(gateway, '2099-01-01', [{ jsonrpc: '2.0', id: 'task', method: 'tools/call', params: { name: 'echo', arguments: { text: 'as a task' }, task: { ttl: 1000 } } }]);
     expect(later.get('init')?.['result']).toMatchObject({ protocolVersion: LATEST_PROTOCOL_VERSION });
     expect(later.get('task')?.['error']).toMatchObject({ message: expect.stringMatching(/does not support task creation/) });
+    expect(seenIn(seen).filter((s) => s['method'] === 'tools/call')).toEqual([]);
+  });
+});
+
+describe('notifications/cancelled', () => {
+  // A proxy in front of the control plane that holds every decision until the test lets it through.
+  let proxy: Server;
+  let proxyUrl: string;
+  const held: Array<() => void> = [];
+  beforeAll(async () => {
+    const target = new URL(h.url);
+    proxy = createServer((req, res) => {
+      const forward = () => {
+        const out = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        });
+        req.pipe(out);
+      };
+      if (req.method === 'POST' && req.url === '/v1/decisions') held.push(forward);
+      else forward();
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    proxy?.closeAllConnections();
+    await new Promise<void>((r) => (proxy ? proxy.close(() => r()) : r()));
+  });
+
+  it('a call the agent cancels while the control plane decides is not sent; its RESULT row says cancelled and that it did not run', async () => {
+    const seen = seenFile();
+    const gateway = await h.gateway({ mcpServers: upstreamConfig(seen), killswitch: { url: proxyUrl } });
+    const { client } = await generousAgent(gateway, await h.token('ro', 'conf_reader'));
+    const abort = new AbortController();
+    const call = client.callTool({ name: 'echo', arguments: { text: 'cancelled-before-run' } }, undefined, { signal: abort.signal });
+    await until(() => held.length > 0, 10_000, 'the decision to reach the control plane');
+    abort.abort('the user pressed stop');
+    expect(await rejection(call)).toBeInstanceOf(Error);
+    for (const forward of held.splice(0)) forward();
+
+    // The only cancelled echo of this file (the paging test's echo ran).
+    const rows = await h.auditRows("kind = 'RESULT' AND tool = 'echo' AND result_status = 'cancelled'", [], (r) => r.length > 0, 10_000);
+    expect(rows).toHaveLength(1);
+    expect(JSON.stringify(rows[0])).toContain('it was not sent to the upstream and did not run');
     expect(seenIn(seen).filter((s) => s['method'] === 'tools/call')).toEqual([]);
   });
 });
