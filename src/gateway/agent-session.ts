@@ -9,9 +9,12 @@ import {
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema,
+  type LoggingLevel,
+  LoggingLevelSchema,
   ReadResourceRequestSchema,
   type ServerCapabilities,
   type ServerNotification,
+  SetLevelRequestSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionBody } from '../decisions/schemas.js';
 import { GATEWAY_CODE } from '../errors.js';
@@ -65,6 +68,8 @@ export class AgentSession implements CallPorts {
   /** The client the first initialize named (see install). */
   private clientInfo: ReturnType<Server['getClientVersion']>;
   private closed = false;
+  /** The least severe log message this agent wants (logging/setLevel); every level until it says. */
+  private logLevel: LoggingLevel | undefined;
   /**
    * What this agent was last shown by tools/list (or told by list_changed), undefined before its first
    * tools/list; `waiting`: the list may grow without an upstream saying so (Gateway.refreshSoon).
@@ -188,6 +193,12 @@ export class AgentSession implements CallPorts {
     );
   }
 
+  /** Whether a log message of `level` is at or above what the agent asked for (logging/setLevel). */
+  wantsLog(level: LoggingLevel): boolean {
+    if (!this.logLevel) return true;
+    return LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(this.logLevel);
+  }
+
   private capabilities(): ServerCapabilities {
     // logging: where an agent without a progress token reads that its call waits for a human.
     const caps: ServerCapabilities = { tools: { listChanged: true }, logging: {} };
@@ -207,6 +218,13 @@ export class AgentSession implements CallPorts {
       // A failure is logged by sessionId(); calls deny until a session opens.
       this.sessionId().catch(() => {});
     };
+
+    // Replaces the SDK's own: the gateway's log messages go out through a request's sendNotification
+    // (on Streamable HTTP, the request's stream), which the SDK's level filter does not see.
+    s.setRequestHandler(SetLevelRequestSchema, async (req) => {
+      this.logLevel = req.params.level;
+      return {};
+    });
 
     s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.listTools(this) }));
 
@@ -230,7 +248,7 @@ export class AgentSession implements CallPorts {
         extra.signal,
         (o) => upstream.callTool(tool.name, args, o),
         (r) => ({ bytes: resultBytes(r), rows: resultRows(r, upstream.config.limits.maxResultBytes), isError: r.isError === true }),
-        waitNotice(extra),
+        waitNotice(extra, (level) => this.wantsLog(level)),
       );
       return toolResultOf(outcome);
     });
@@ -305,15 +323,18 @@ type HandlerExtra = { _meta?: { progressToken?: string | number | undefined } | 
  * How a call waiting for a human tells the agent: progress notifications when the request carries a
  * progress token (clients may reset their request timeout on them), else a log message.
  */
-function waitNotice(extra: HandlerExtra): WaitNotice {
+function waitNotice(extra: HandlerExtra, wantsLog: (level: LoggingLevel) => boolean): WaitNotice {
   const token = extra._meta?.progressToken;
   let n = 0;
   return async (message) => {
     n += 1;
     if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: n, message } });
-    else await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'killswitch', data: message } });
+    else if (wantsLog('info')) await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'killswitch', data: message } });
   };
 }
+
+/** MCP's log levels, least severe first (RFC 5424 order, as the spec lists them). */
+const LOG_LEVELS: readonly LoggingLevel[] = LoggingLevelSchema.options;
 
 /** Denials and withheld results are tool results with isError (the agent reads them; the SDK client
  * rejects a success without structuredContent from tools that declare an outputSchema). */

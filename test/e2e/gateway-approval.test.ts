@@ -113,6 +113,23 @@ describe('the gateway waits for a human approval', () => {
     expect(logs.some((m) => m.includes(request.id))).toBe(true);
   }, 60_000);
 
+  it('a client that set its log level above info (logging/setLevel warning) gets no info log messages while it waits', async () => {
+    const { client } = await waitingGateway({ approvals: { mode: 'wait', timeoutSeconds: 60, pollSeconds: 1 } });
+    const logs: Array<{ level: string; data: unknown }> = [];
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+      logs.push({ level: n.params.level, data: n.params.data });
+    });
+    await client.setLoggingLevel('warning');
+    const source = join(h.dir, 'quiet.txt');
+    writeFileSync(source, 'stay\n');
+    const pending = client.callTool({ name: 'move_file', arguments: { source, destination: join(h.dir, 'quiet-gone.txt') } }) as Promise<CallToolResult>;
+    const request = await pendingFor(source);
+    await decide(request.id, 'reject', 'too noisy');
+    const result = await pending;
+    expect(textOf(result)).toMatch(/^APPROVAL_REJECTED: .*too noisy/);
+    expect(logs).toEqual([]);
+  }, 60_000);
+
   it('no decision within the timeout: isError APPROVAL_REQUIRED naming the request, nothing ran', async () => {
     const { client } = await waitingGateway({ approvals: { mode: 'wait', timeoutSeconds: 2, pollSeconds: 1 } });
     const source = join(h.dir, 'slow.txt');
