@@ -155,7 +155,7 @@ export function reportRefusal(tool: ReportedTool, maxBytes: number): { reason: H
  * definition the control plane would refuse (`reportRefusal`: a string it cannot store, more than
  * `maxBytes` of JSON, a prototype-poisoning key, a title or description too long); and every tool whose
  * exposed name another one also gets after namespacing (`evil`'s literal `fs__read_file` against `fs`'s
- * namespaced `read_file`).
+ * namespaced `read_file`), or that namespacing makes longer than a valid tool name.
  */
 export function mergeTools(
   servers: ReadonlyArray<{ name: string; tools: readonly ReportedTool[] }>,
@@ -193,6 +193,12 @@ export function mergeTools(
   const byExposed = new Map<string, CatalogTool[]>();
   for (const { server, tool } of offered) {
     const exposedName = (servingName.get(tool.name) ?? 0) > 1 ? `${server}${NAMESPACE_SEPARATOR}${tool.name}` : tool.name;
+    // A valid name can be too long once namespaced: the gateway never shows an agent a name it would
+    // hide if an upstream offered it (clients may refuse the whole list over one).
+    if (!isValidToolName(exposedName)) {
+      onHidden({ server, name: tool.name, reason: 'invalid-name', message: `${server}/${tool.name} would be shown as "${exposedName.slice(0, 40)}…", ${exposedName.length} characters: more than a valid MCP tool name may have (128); it is hidden` });
+      continue;
+    }
     byExposed.set(exposedName, [...(byExposed.get(exposedName) ?? []), { exposedName, server, name: tool.name, definition: tool }]);
   }
 

@@ -9,7 +9,8 @@ import { appendFileSync } from 'node:fs';
 //   `progress` (page 3: a progress notification on the request's progress token, and a log message,
 //   each carrying the text "upstream-progress-secret", then its result),
 //   `ask_client` (page 3: sends the client the request its `method` argument names: sampling/createMessage,
-//   elicitation/create or roots/list; answers with what came back, or the error).
+//   elicitation/create or roots/list; answers with what came back, or the error); with
+//   CONF_UPSTREAM_LONG_TOOL=N also a tool named N times "l".
 // - resources (with subscribe), logging and completions capabilities; resources/subscribe,
 //   logging/setLevel and completion/complete are recorded when they arrive.
 
@@ -54,6 +55,10 @@ const pages = {
     tools: [
       { name: 'progress', description: 'reports progress (conformance)', inputSchema: object(), annotations: read },
       { name: 'ask_client', description: 'asks the client (conformance)', inputSchema: object({ method: { type: 'string' } }), annotations: read },
+      // CONF_UPSTREAM_LONG_TOOL=N: also a tool whose name is N characters long (a valid name up to 128).
+      ...(process.env['CONF_UPSTREAM_LONG_TOOL']
+        ? [{ name: 'l'.repeat(Number(process.env['CONF_UPSTREAM_LONG_TOOL'])), description: 'a long name (conformance)', inputSchema: object(), annotations: read }]
+        : []),
     ],
   },
 };

@@ -27,9 +27,12 @@ import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
 
 const CONF_UPSTREAM = fileURLToPath(new URL('./gateway-conformance-upstream.mjs', import.meta.url));
 const h = new GatewayHarness();
-const POLICY_SERVERS = `  everything:\n    identity: { command: ${JSON.stringify(process.execPath)}, args: [${JSON.stringify(CONF_UPSTREAM)}] }\n    class: storage\n    trust_annotations: true\n`;
-// conf_reader may use the conformance upstream; code_agent (the harness's role) may not.
-const POLICY_ROLES = '  conf_reader:\n    allowed_servers: [everything]\n';
+const policyServer = (name: string) =>
+  `  ${name}:\n    identity: { command: ${JSON.stringify(process.execPath)}, args: [${JSON.stringify(CONF_UPSTREAM)}] }\n    class: storage\n    trust_annotations: true\n`;
+// "sqlite" is a second copy of it, for names two upstreams share.
+const POLICY_SERVERS = policyServer('everything') + policyServer('sqlite');
+// conf_reader may use the conformance upstreams; code_agent (the harness's role) may not.
+const POLICY_ROLES = '  conf_reader:\n    allowed_servers: [everything, sqlite]\n';
 
 beforeAll(async () => {
   await h.start({ policyServers: POLICY_SERVERS, policyRoles: POLICY_ROLES });
@@ -105,6 +108,28 @@ describe('tools/list paging and structured results', () => {
     const result = (await client.callTool({ name: 'report' })) as CallToolResult;
     expect(result.isError, textOf(result)).toBeFalsy();
     expect(result.structuredContent).toEqual({ count: 3, label: 'three' });
+  });
+});
+
+describe('tool names two upstreams share', () => {
+  it('are namespaced <server>__<tool>; one that would then be over the 128 characters of a valid MCP tool name is hidden, and calling it is UNKNOWN_TOOL', async () => {
+    const seen = seenFile();
+    // A 120-character name: sqlite__ makes it 128 (shown), everything__ 132 (hidden).
+    const long = 'l'.repeat(120);
+    const fake = { command: process.execPath, args: [CONF_UPSTREAM], env: { CONF_UPSTREAM_SEEN: seen, CONF_UPSTREAM_LONG_TOOL: '120' } };
+    const { log, lines } = capturedLog();
+    const gateway = await h.gateway({ mcpServers: { filesystem: { disabled: true }, everything: fake, sqlite: fake } }, log);
+    const { client } = await generousAgent(gateway, await h.token('ro', 'conf_reader'));
+    const names = (await client.listTools()).tools.map((t) => t.name).sort();
+    expect(names).toEqual([...['ask_client', 'echo', 'progress', 'report'].flatMap((t) => [`everything__${t}`, `sqlite__${t}`]), `sqlite__${long}`].sort());
+    for (const name of names) expect(name).toMatch(/^[A-Za-z0-9_.-]{1,128}$/);
+    const hidden = lines.filter((l) => String(l['msg']).startsWith('upstream tool hidden from agents') && l['tool'] === long);
+    expect(hidden.map((l) => [l['server'], l['reason']])).toEqual([['everything', 'invalid-name']]);
+    const r = (await client.callTool({ name: `everything__${long}` })) as CallToolResult;
+    expect(textOf(r)).toMatch(/^UNKNOWN_TOOL: /);
+    const echo = (await client.callTool({ name: 'sqlite__echo', arguments: { text: 'the second copy' } })) as CallToolResult;
+    expect(textOf(echo)).toBe('the second copy');
+    expect(seenIn(seen).filter((s) => s['method'] === 'tools/call').map((s) => s['name'])).toEqual(['echo']);
   });
 });
 

@@ -131,6 +131,16 @@ describe('which upstream tools the agent is shown', () => {
       ['fs', 'read_file', 'collision'],
     ]);
   });
+
+  it('a shared name that namespacing makes longer than 128 characters is hidden for that server only (invalid-name)', () => {
+    const long = 'x'.repeat(124);
+    const { names, hidden } = merge([
+      { name: 'ab', tools: [tool(long)] },
+      { name: 'abc', tools: [tool(long)] },
+    ]);
+    expect(names).toEqual([`ab__${long}`]);
+    expect(hidden.map((h) => [h.server, h.reason])).toEqual([['abc', 'invalid-name']]);
+  });
 });
 
 describe('definitions the control plane would refuse (which would fail the whole report, and every tools/list)', () => {
