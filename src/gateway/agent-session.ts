@@ -226,7 +226,10 @@ export class AgentSession implements CallPorts {
       return {};
     });
 
-    s.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await this.gateway.listTools(this) }));
+    s.setRequestHandler(ListToolsRequestSchema, async (req) => {
+      refuseCursor('tools/list', req.params?.cursor);
+      return { tools: await this.gateway.listTools(this) };
+    });
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);
@@ -266,10 +269,14 @@ export class AgentSession implements CallPorts {
   private installResources(): void {
     const s = this.server;
     // Only servers whose resources this token may read are listed (Gateway.readableServers).
-    s.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await this.gateway.resources(this.scope, await this.gateway.readableServers(this, 'resources')) }));
-    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
-      resourceTemplates: await this.gateway.resourceTemplates(this.scope, await this.gateway.readableServers(this, 'resources', 'resource templates')),
-    }));
+    s.setRequestHandler(ListResourcesRequestSchema, async (req) => {
+      refuseCursor('resources/list', req.params?.cursor);
+      return { resources: await this.gateway.resources(this.scope, await this.gateway.readableServers(this, 'resources')) };
+    });
+    s.setRequestHandler(ListResourceTemplatesRequestSchema, async (req) => {
+      refuseCursor('resources/templates/list', req.params?.cursor);
+      return { resourceTemplates: await this.gateway.resourceTemplates(this.scope, await this.gateway.readableServers(this, 'resources', 'resource templates')) };
+    });
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
       if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_RESOURCE}: no upstream server offers ${req.params.uri}`);
@@ -294,7 +301,10 @@ export class AgentSession implements CallPorts {
 
   private installPrompts(): void {
     const s = this.server;
-    s.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await this.gateway.prompts(this.scope, await this.gateway.readableServers(this, 'prompts')) }));
+    s.setRequestHandler(ListPromptsRequestSchema, async (req) => {
+      refuseCursor('prompts/list', req.params?.cursor);
+      return { prompts: await this.gateway.prompts(this.scope, await this.gateway.readableServers(this, 'prompts')) };
+    });
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
       if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_PROMPT}: no prompt named "${req.params.name}" behind this gateway`);
@@ -310,6 +320,15 @@ export class AgentSession implements CallPorts {
       return unwrap(outcome);
     });
   }
+}
+
+/**
+ * The gateway answers every list in one page and never gives a cursor, so any cursor is one it did not
+ * issue: -32602, as MCP asks for an invalid cursor (answering the whole list again would hand a client
+ * that pages the same items twice).
+ */
+function refuseCursor(method: string, cursor: string | undefined): void {
+  if (cursor !== undefined) throw new AgentRequestError(ErrorCode.InvalidParams, `Invalid params: the killswitch gateway answers ${method} in one page and gave no cursor; list again without one`);
 }
 
 /** The refusal of a method the gateway does not serve (see install). */

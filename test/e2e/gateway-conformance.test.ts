@@ -82,7 +82,7 @@ async function generousAgent(gateway: Awaited<ReturnType<GatewayHarness['gateway
 }
 
 describe('tools/list paging and structured results', () => {
-  it('an upstream that pages tools/list (nextCursor) is read to its last page; the agent gets every tool in one answer, without nextCursor', async () => {
+  it('an upstream that pages tools/list (nextCursor) is read to its last page; the agent gets every tool in one answer, without nextCursor, and a cursor it sends anyway is -32602', async () => {
     const seen = seenFile();
     const gateway = await h.gateway({ mcpServers: upstreamConfig(seen) });
     const { client } = await generousAgent(gateway, await h.token('ro', 'conf_reader'));
@@ -93,6 +93,17 @@ describe('tools/list paging and structured results', () => {
       .filter((s) => s['method'] === 'tools/list')
       .map((s) => s['cursor']);
     expect(cursors.slice(0, 3)).toEqual(['', 'page-2', 'page-3']);
+    // The gateway gave no cursor, so any cursor is invalid (-32602), for each of its lists.
+    const lists = [
+      ['tools/list', client.listTools({ cursor: 'page-2' })],
+      ['resources/list', client.listResources({ cursor: 'page-2' })],
+      ['resources/templates/list', client.listResourceTemplates({ cursor: 'page-2' })],
+    ] as const;
+    for (const [method, pending] of lists) {
+      const err = await rejection(pending as Promise<unknown>);
+      expect(err?.code, method).toBe(-32602);
+      expect(err?.message, method).toContain(`answers ${method} in one page and gave no cursor`);
+    }
     // A tool of the last page is called like any other.
     const echo = (await client.callTool({ name: 'echo', arguments: { text: 'from page one' } })) as CallToolResult;
     expect(echo.isError, textOf(echo)).toBeFalsy();
