@@ -40,7 +40,8 @@ import { readStderrLines } from './stderr-lines.js';
 // initializes and then dies again (its database is down, say) keeps backing off instead of being
 // restarted every half second, and its log stays as quiet as that of one that does not start at all.
 
-const MAX_PAGES = 50;
+/** The most pages of one list read from an upstream; the rest are left out (and warned once per method). */
+export const MAX_PAGES = 50;
 /** An upstream inventing method names cannot fill the log: the first this many are warned, once each. */
 const MAX_REFUSED_METHODS_WARNED = 20;
 /** The most of an upstream's error message a list failure quotes (the gateway's log, a call's text). */
@@ -134,6 +135,8 @@ export class Upstream {
   private readonly oversize = new OversizeAnswers();
   /** The client-side methods this upstream asked for and was refused, each warned once (open). */
   private readonly refusedMethods = new Set<string>();
+  /** The lists this upstream answered in more than MAX_PAGES pages, each warned once (open). */
+  private readonly cutLists = new Set<string>();
   /** Called when the upstream says its tools (or prompts) changed, and after it reconnected. */
   onListChanged: ((kind: 'tools' | 'prompts') => void) | undefined;
 
@@ -472,7 +475,16 @@ export class Upstream {
       }
       items.push(...res.items);
       cursor = res.nextCursor;
-      if (!cursor) break;
+      if (!cursor) return items;
+    }
+    // Still a cursor after the last page read: what follows is left out (its tools are not listed, and a
+    // call to one is UNKNOWN_TOOL). Safe, but the operator must know why a tool is missing.
+    if (!this.cutLists.has(method)) {
+      this.cutLists.add(method);
+      this.log.warn(
+        { server: this.name, method, pages: MAX_PAGES, items: items.length },
+        `upstream ${this.name} answered ${method} in more than ${MAX_PAGES} pages: the gateway read the first ${MAX_PAGES} (${items.length} items) and leaves the rest out`,
+      );
     }
     return items;
   }

@@ -10,7 +10,8 @@ import { appendFileSync } from 'node:fs';
 //   each carrying the text "upstream-progress-secret", then its result),
 //   `ask_client` (page 3: sends the client the request its `method` argument names: sampling/createMessage,
 //   elicitation/create or roots/list; answers with what came back, or the error); with
-//   CONF_UPSTREAM_LONG_TOOL=N also a tool named N times "l".
+//   CONF_UPSTREAM_LONG_TOOL=N also a tool named N times "l"; with CONF_UPSTREAM_ENDLESS_PAGES=1 the pages
+//   never end: after page-3 come "more-1", "more-2", ..., each with one tool `more_N` and the next cursor.
 // - resources (with subscribe), logging and completions capabilities; resources/subscribe,
 //   logging/setLevel and completion/complete are recorded when they arrive.
 
@@ -65,9 +66,15 @@ const pages = {
 server.setRequestHandler(ListToolsRequestSchema, async (req) => {
   const cursor = req.params?.cursor ?? '';
   seen({ method: 'tools/list', cursor });
+  const endless = process.env['CONF_UPSTREAM_ENDLESS_PAGES'] === '1';
+  const more = /^more-(\d+)$/.exec(cursor);
+  if (endless && more) {
+    const n = Number(more[1]);
+    return { tools: [{ name: `more_${n}`, description: 'one more page (conformance)', inputSchema: object(), annotations: read }], nextCursor: `more-${n + 1}` };
+  }
   const page = pages[cursor];
   if (!page) throw new Error(`unknown cursor ${cursor}`);
-  return page;
+  return endless && cursor === 'page-3' ? { ...page, nextCursor: 'more-1' } : page;
 });
 const text = (t) => ({ content: [{ type: 'text', text: t }] });
 const schemas = { 'sampling/createMessage': CreateMessageResultSchema, 'elicitation/create': ElicitResultSchema, 'roots/list': ListRootsResultSchema };

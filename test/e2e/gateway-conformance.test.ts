@@ -16,6 +16,7 @@ import {
   LoggingMessageNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_PAGES } from '../../src/gateway/upstream.js';
 import { until } from '../helpers/unleash.js';
 import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
 
@@ -108,6 +109,25 @@ describe('tools/list paging and structured results', () => {
     const echo = (await client.callTool({ name: 'echo', arguments: { text: 'from page one' } })) as CallToolResult;
     expect(echo.isError, textOf(echo)).toBeFalsy();
     expect(textOf(echo)).toBe('from page one');
+  });
+
+  it('an upstream whose pages never end is read for MAX_PAGES pages; the rest is left out (a call to it is UNKNOWN_TOOL) and the operator is warned once', async () => {
+    const seen = seenFile();
+    const { log, lines } = capturedLog();
+    const config = upstreamConfig(seen);
+    const gateway = await h.gateway({ mcpServers: { ...config, everything: { ...config.everything, env: { CONF_UPSTREAM_SEEN: seen, CONF_UPSTREAM_ENDLESS_PAGES: '1' } } } }, log);
+    const { client } = await generousAgent(gateway, await h.token('ro', 'conf_reader'));
+    const names = (await client.listTools()).tools.map((t) => t.name);
+    // '', page-2, page-3 and then more-1 ... more-47: 50 pages, 4 + 47 tools.
+    const read = MAX_PAGES - 3;
+    expect(names.length).toBe(4 + read);
+    expect(names).toContain(`more_${read}`);
+    expect(names).not.toContain(`more_${read + 1}`);
+    const beyond = (await client.callTool({ name: `more_${read + 1}` })) as CallToolResult;
+    expect(textOf(beyond)).toMatch(/^UNKNOWN_TOOL: /);
+    await client.listTools();
+    const warned = lines.filter((l) => String(l['msg']).includes(`in more than ${MAX_PAGES} pages`));
+    expect(warned.map((l) => [l['server'], l['method'], l['items']])).toEqual([['everything', 'tools/list', 4 + read]]);
   });
 
   it('a tool with an outputSchema is listed with it, and its structuredContent reaches the agent (the SDK client checks it against the schema)', async () => {
