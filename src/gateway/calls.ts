@@ -180,7 +180,7 @@ export async function decideAndRun<T>(
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
     measured = measure(result);
   } catch (err) {
-    // Either way the upstream had the call: an MCP cancellation asks it to stop, it cannot undo what ran
+    // Sent, the upstream had the call either way: an MCP cancellation asks it to stop, it cannot undo what ran
     // (a write cancelled 8 ms after it was sent was on disk), and the RESULT row must not read as "nothing happened".
     if (cancelledBeforeRun) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: NOT_SENT };
     else if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: `the agent cancelled the call; ${MAY_HAVE_RUN}` };
