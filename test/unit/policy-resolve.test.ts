@@ -53,6 +53,13 @@ describe('resolveCall: server and scope', () => {
     expect(resolved(input('github', 'delete_repository', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'vcs:write', capability: 'write' });
   });
 
+  it("an unmapped tool's name never makes it a read: only the map, a trusted annotation or the two MCP protocol reads do", () => {
+    // Names that read like reads (the shipped maps use such names) are writes on an untrusted server.
+    for (const tool of ['read_file', 'read_graph', 'get_issue', 'list_tables', 'readOnly', 'resources/list', 'Resources/Read', 'resources/read ']) {
+      expect(resolved(input('untrusted', tool)), tool).toMatchObject({ requiredScope: 'storage:write', capability: 'write', scopeSource: 'untrusted-default' });
+    }
+  });
+
   it('classes without a write scope in the token table fail closed for unmapped tools', () => {
     expect(resolved(input('web', 'post_form'))).toMatchObject({ requiredScope: 'net:write', capability: 'write' });
     expect(resolved(input('runner', 'ls', { annotations: { readOnlyHint: true } }))).toMatchObject({ requiredScope: 'exec:run', capability: 'write' });
