@@ -106,4 +106,15 @@ describe('a large result and the large-results grant', () => {
     const res = await gw.result(tok.raw, d.decision_id, big);
     expect(res.json()).toMatchObject({ action: 'none' });
   });
+
+  it('a grant given and revoked while the call ran does not cover it: in force neither at the allow nor now', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { ...write, session_id: s.session_id });
+    expect(d.decision).toBe('allow');
+    const id = await grant(tok.id);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/grants/${id}`, headers: bearer(gw.owner) })).statusCode).toBeLessThan(300);
+    const res = await gw.result(tok.raw, d.decision_id, big);
+    expect(res.json()).toMatchObject({ action: 'withhold_and_halt', trigger: 'LARGE_RESULT' });
+  });
 });
