@@ -185,6 +185,16 @@ describe('servers.<name>.paths', () => {
   it('a write by an mcp_ro_ token still halts (WRITE_IN_READ_SESSION): the path refusal does not hide the trigger', () => {
     expect(decide(agent('ro'), { server: 'filesystem', tool: 'write_file', arguments: { path: '/etc/x' } })).toMatchObject({ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' });
   });
+
+  it('a path outside is refused by the policy step also when the token lacks the scope without a trigger: never sent on to ask for a human grant', () => {
+    // A production rw token issued without storage:write: its scope refusal fires no trigger, so the path
+    // refusal stands; it must not fall through to HUMAN_AUTHORIZATION_REQUIRED (a grant request for a
+    // call that can never run).
+    const who = { ...agent('rw'), environment: 'production' as const, scopes: ['storage:read'] };
+    expect(decide(who, { server: 'filesystem', tool: 'write_file', arguments: { path: '/etc/x' } })).toMatchObject({ code: 'PERMISSION_DENIED' });
+    // Inside the allowed directories, the same call asks for the grant first (the policy step), as any production call.
+    expect(decide(who, { server: 'filesystem', tool: 'write_file', arguments: { path: '/tmp/ks-demo/a.md' } })).toMatchObject({ code: 'HUMAN_AUTHORIZATION_REQUIRED' });
+  });
 });
 
 describe('compiling network and paths', () => {
