@@ -82,6 +82,11 @@ describe('the example policy (policy/default.yaml)', () => {
     expect((d as Denial).message).toBe('mcp_rw_ tokens cannot call memory/delete_entities: it needs scope storage:delete; ask an operator for an mcp_admin_ token');
   });
 
+  it('ro token + memory delete_entities → PERMISSION_DENIED with WRITE_IN_READ_SESSION: a delete is a write for the trigger', () => {
+    const d = decide(example, agent('ro'), input('memory', 'delete_entities', { arguments: { entityNames: ['a'] } }));
+    expect(d).toMatchObject({ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' });
+  });
+
   it('ro token + filesystem write_file → PERMISSION_DENIED with WRITE_IN_READ_SESSION', () => {
     const d = decide(example, agent('ro'), input('filesystem', 'write_file', { arguments: { path: 'docs/a.md' } }));
     expect(d).toEqual({
@@ -317,5 +322,21 @@ describe('scopeCheck (step 6)', () => {
   it('exact scope match: rw holds storage:write, not storage:delete', () => {
     expect(scopeCheck(agent('rw'), call(fixture, input('filesystem', 'edit_file')))).toBeUndefined();
     expect(scopeCheck(agent('rw'), call(fixture, input('trusted', 'purge')))?.message).toMatch(/storage:delete; ask an operator for an mcp_admin_ token/);
+  });
+});
+
+describe('environment defaults (no environments section in the file)', () => {
+  const bare = () => {
+    const r = parsePolicy('servers:\n  db:\n    identity: { url: "https://prod-db.internal/mcp" }\n    class: db\nroles:\n  code_agent:\n    allowed_servers: { development: [db], staging: [db], production: [db] }\n', 'bare.yaml');
+    if (!r.ok) throw new Error(r.issues.map(formatIssue).join('\n'));
+    return r.policy;
+  };
+
+  it('development and staging forbid the production patterns; production needs a human grant', () => {
+    const policy = bare();
+    for (const environment of ['development', 'staging'] as const) {
+      expect(decide(policy, agent('rw', { environment }), input('db', 'query')), environment).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
+    }
+    expect(decide(policy, agent('rw', { environment: 'production' }), input('db', 'query'))).toMatchObject({ code: 'HUMAN_AUTHORIZATION_REQUIRED' });
   });
 });
