@@ -234,3 +234,26 @@ describe('when the audit row of a grant cannot be written', () => {
     expect(await grantRows('grant.revoke', id)).toBe(1);
   });
 });
+
+describe('what a grant opens', () => {
+  const read = { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'docs/a.md' } };
+  const grant = (payload: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/grants', headers: bearer(gw.owner), payload: { reason: 'INC-51 prod read', expires_in: 600, ...payload } });
+
+  it('a large_results grant is no production grant: a production call still needs one (HUMAN_AUTHORIZATION_REQUIRED)', async () => {
+    const tok = await gw.token('rw', { environment: 'production' });
+    const s = await gw.session(tok.raw);
+    expect((await grant({ kind: 'large_results', token_id: tok.id })).statusCode).toBe(201);
+    expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('HUMAN_AUTHORIZATION_REQUIRED');
+    expect((await grant({ token_id: tok.id })).statusCode).toBe(201);
+    expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+  });
+
+  it('a grant limited to a session opens that session only, not another session of the token', async () => {
+    const tok = await gw.token('rw', { environment: 'production' });
+    const granted = await gw.session(tok.raw);
+    const other = await gw.session(tok.raw);
+    expect((await grant({ token_id: tok.id, session_id: granted.session_id })).statusCode).toBe(201);
+    expect((await gw.decide(tok.raw, { ...read, session_id: granted.session_id })).code).toBe('OK');
+    expect((await gw.decide(tok.raw, { ...read, session_id: other.session_id })).code).toBe('HUMAN_AUTHORIZATION_REQUIRED');
+  });
+});
