@@ -190,6 +190,12 @@ describe('resolveCall: resource ids', () => {
 });
 
 describe('resolveCall: network identities', () => {
+  it('hosts of web URLs under url, uri, source and destination count without resources', () => {
+    for (const key of ['url', 'uri', 'source', 'destination']) {
+      expect(resolved(input('filesystem', 'read_file', { arguments: { [key]: 'https://prod.example.com/x' } })).networkIdentities, key).toEqual(['prod.example.com']);
+    }
+  });
+
   it("includes the server's own host and the host and database of its connection string", () => {
     expect(resolved(input('github', 'get_issue')).networkIdentities).toEqual(['api.github.com']);
     expect(resolved(input('postgres', 'query')).networkIdentities).toEqual(['localhost', 'dev_db']);
