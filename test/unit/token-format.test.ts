@@ -55,6 +55,8 @@ describe('scopes', () => {
     expect(disallowedScopes('ro', ['storage:write', 'db:select'])).toEqual(['storage:write']);
     expect(disallowedScopes('admin', ['auth:*', 'db:delete'])).toEqual([]);
     expect(disallowedScopes('ro', ['made:up'])).toEqual(['made:up']);
+    // Admin only: running commands, changing cloud infrastructure, reading secrets.
+    expect(disallowedScopes('rw', ['exec:run', 'cloud:write', 'secrets:read'])).toEqual(['exec:run', 'cloud:write', 'secrets:read']);
     for (const s of SCOPES.filter((x) => x.capability === 'delete')) expect(s.allowedTypes).toEqual(['admin']);
   });
 });
