@@ -597,6 +597,16 @@ describe('POST /v1/sessions/:id/close (its gateway, or an operator)', () => {
     expect(onlyRedis.statusCode).toBe(409);
     expect(await w.app.ctx.redis.redis.hget(w.app.ctx.redis.key('s', s4), 'st')).toBe('halted');
     expect((await state(s4)).state).toBe('active');
+
+    // A token halt Redis enforces before Postgres has its record: not closed either.
+    const fourth = await w.token('rw');
+    const s5 = await w.open(fourth.agent);
+    await w.app.ctx.redis.redis.set(w.app.ctx.redis.key('th', fourth.agent.id), 'CASCADE_WRITE');
+    const tokenOnlyRedis = await close(s5, gw(fourth.raw));
+    expect(tokenOnlyRedis.statusCode).toBe(409);
+    expect(tokenOnlyRedis.json().error.details).toMatchObject({ state: 'halted', halted_by: 'token', trigger: 'CASCADE_WRITE' });
+    expect(await w.app.ctx.redis.redis.exists(w.app.ctx.redis.key('s', s5))).toBe(1);
+    expect((await state(s5)).state).toBe('active');
   });
 
   it('503 while Redis has lost its state (nothing changed)', async () => {
