@@ -71,6 +71,15 @@ const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const IDEOGRAPHIC_STOPS = /[\u3002\uff0e\uff61]/g;
 const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
 const KEY_START = /^\s*[A-Za-z_]/;
+/** Keys of semicolon connection strings (ADO.NET, ODBC, Npgsql, MySQL) naming where to connect. */
+const SEMICOLON_HOST_KEYS: ReadonlySet<string> = new Set(['server', 'data source', 'datasource', 'address', 'addr', 'network address', 'host', 'hostname']);
+/** Keys of semicolon connection strings naming the database. */
+const SEMICOLON_DATABASE_KEYS: ReadonlySet<string> = new Set(['database', 'initial catalog', 'dbname']);
+const SEMICOLON_KEY = /^[a-z][a-z0-9 _]*$/;
+const WHITESPACE_RUN = /\s+/g;
+const WHITESPACE = /\s/;
+/** SQL Server's protocol prefix of a server name (`tcp:prod-sql`). */
+const SQLSERVER_PROTOCOL = /^\s*(tcp|np|lpc|admin):/i;
 const KV_PAIR = /\s*([A-Za-z0-9_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s\\]|\\.)*)(?=\s|$)/y;
 const BACKSLASH_ESCAPE = /\\(.)/g;
 const MAX_RESOURCE_IDS = 64;
@@ -275,6 +284,60 @@ function keyValueIdentities(value: string, out: Set<string>): void {
   for (const d of databases) out.add(d);
 }
 
+/**
+ * Hosts and database names of a semicolon connection string (ADO.NET, ODBC, Npgsql, MySQL:
+ * `Server=tcp:prod-sql,1433;Database=app`, `Data Source=prod-db;Initial Catalog=app`): the whole value
+ * must be `key=value` pairs separated by `;` (one pair alone: `Server=prod-sql`, a value without spaces), values bare or quoted (`"…"`, `'…'`, ODBC's `{…}`). A
+ * server's port (`,1433`, `:5432`), protocol prefix (`tcp:`) and named instance (`\SQLEXPRESS`) are
+ * dropped; several hosts (`Host=a,b`) each count; a host-like run of anything else (an Oracle
+ * descriptor's `(HOST=prod-db)`) counts too.
+ */
+function semicolonIdentities(value: string, out: Set<string>): void {
+  const hosts: string[] = [];
+  const databases: string[] = [];
+  const n = value.length;
+  const hasSemicolon = value.includes(';');
+  let i = 0;
+  while (i < n) {
+    const eq = value.indexOf('=', i);
+    if (eq < 0) {
+      if (value.slice(i).trim() !== '') return;
+      break;
+    }
+    const key = value.slice(i, eq).trim().toLowerCase().replace(WHITESPACE_RUN, ' ');
+    if (!SEMICOLON_KEY.test(key)) return;
+    let j = eq + 1;
+    while (j < n && value[j] === ' ') j++;
+    let raw: string;
+    const open = value[j];
+    if (open === '"' || open === "'" || open === '{') {
+      const end = value.indexOf(open === '{' ? '}' : open, j + 1);
+      if (end < 0) return;
+      raw = value.slice(j + 1, end);
+      j = end + 1;
+      while (j < n && value[j] === ' ') j++;
+      if (j < n && value[j] !== ';') return;
+    } else {
+      const end = value.indexOf(';', j);
+      raw = (end < 0 ? value.slice(j) : value.slice(j, end)).trim();
+      j = end < 0 ? n : end;
+    }
+    i = j + 1;
+    // Without a `;` the value is the whole rest of the string: free text (`server=prod is down`) is not a host.
+    if (!hasSemicolon && WHITESPACE.test(raw)) return;
+    if (SEMICOLON_HOST_KEYS.has(key)) {
+      for (const part of raw.replace(SQLSERVER_PROTOCOL, '').split(',')) {
+        const host = stripPort((part.split('\\')[0] as string).trim());
+        if (host && !NUMERIC.test(host) && !host.startsWith('/')) addHost(host, hosts, hosts);
+      }
+    } else if (SEMICOLON_DATABASE_KEYS.has(key) && raw && !NUMERIC.test(raw)) {
+      databases.push(raw.toLowerCase());
+    }
+  }
+  for (const h of hosts) out.add(h);
+  for (const d of databases) out.add(d);
+}
+
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
   // Cheap rejection first: almost every argument string is free text or a path.
@@ -289,7 +352,10 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
       return;
     }
   }
-  if (value.includes('=') && KEY_START.test(value)) keyValueIdentities(value, out);
+  if (value.includes('=') && KEY_START.test(value)) {
+    keyValueIdentities(value, out);
+    semicolonIdentities(value, out);
+  }
 }
 
 /**

@@ -285,6 +285,20 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(hit(conn({ dsn: 'host=db.internal,prod-db hostaddr=10.0.0.1 dbname=app' }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
   });
 
+  it('semicolon connection strings (ADO.NET, ODBC, Npgsql, MySQL): server and database', () => {
+    expect(resolved(conn({ dsn: 'Server=prod-sql;Database=app;User Id=u;Password=p' })).networkIdentities).toEqual(['prod-sql', 'app']);
+    expect(hit(conn({ dsn: 'Data Source=tcp:live-sql.database.windows.net,1433;Initial Catalog=app;Encrypt=True' }))).toEqual({ identity: 'live-sql.database.windows.net', pattern: 'live' });
+    expect(hit(conn({ dsn: 'Driver={ODBC Driver 18 for SQL Server};Server={prod-sql\\SQLEXPRESS};Database=app;' }))).toEqual({ identity: 'prod-sql', pattern: 'prod' });
+    expect(hit(conn({ dsn: 'Host=db.internal,production-db:5432;Database=app;Username=u' }))).toEqual({ identity: 'production-db', pattern: 'production' });
+    expect(hit(conn({ dsn: "server = 'dev-db' ; database = 'main' ; port = 3306" }))).toEqual({ identity: 'main', pattern: 'main' });
+    expect(hit(conn({ dsn: 'Data Source=(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST=prod-ora)(PORT=1521)));User Id=u' }))).toMatchObject({ pattern: 'prod' });
+    // Not a connection string: free text with a semicolon, or one part that is no key=value pair.
+    expect(resolved(conn({ note: 'server=prod is down; see the status page', sql: "update t set server='prod'; commit" })).networkIdentities).toEqual([]);
+    expect(resolved(conn({ dsn: 'Server=dev-sql,1433;Database=app' })).networkIdentities).toEqual(['dev-sql', 'app']);
+    expect(hit(conn({ dsn: 'Server=prod-sql' }))).toEqual({ identity: 'prod-sql', pattern: 'prod' });
+    expect(resolved(conn({ note: 'Server=prod is down' })).networkIdentities).toEqual([]);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
