@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/chain.js';
 import { auditVerify } from '../../src/audit/commands.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
@@ -74,6 +75,16 @@ describe('retention anchors', () => {
     expect(report.output).toMatch(/chains: OK\n/);
     expect(report.output).toContain(`witnessed ${second!.replica_id}:${second!.seq}: RETENTION`);
     expect(report.code).toBe(0);
+  });
+
+  it('an anchor whose cut is exactly AUDIT_RETENTION_DAYS old is one retention can have made; a millisecond younger is SUSPICIOUS', async () => {
+    const [genuine] = (await pool.query<{ cut_before: Date }>('SELECT cut_before FROM audit_anchors')).rows;
+    const cut = genuine!.cut_before.getTime();
+    // A run at exactly cut + 90 days had the cut `cut` (a month start): the retention in force allows it.
+    const atCut = await verifyChain(pool, { retentionDays: 90, now: new Date(cut + 90 * DAY) });
+    expect(atCut.suspicious).toEqual([]);
+    const before = await verifyChain(pool, { retentionDays: 90, now: new Date(cut + 90 * DAY - 1) });
+    expect(before.suspicious).toEqual([expect.objectContaining({ cut_before: genuine!.cut_before.toISOString(), reason: expect.stringMatching(/is younger than the retention in force/) })]);
   });
 
   it("the reviewer's SQL is refused: the flag set by hand lets no DELETE, no rollup UPDATE and no anchor DELETE through", async () => {
@@ -148,13 +159,15 @@ describe('retention anchors', () => {
     const last = removed.at(-1)!;
     expect(Number(last.seq)).toBe(7);
     const [genuine] = (await pool.query<{ cut_before: Date }>('SELECT cut_before FROM audit_anchors')).rows;
-    for (const [cut, reason] of [
-      [new Date(now - 91 * DAY), /no audit\.retention row records a run with its cut/],
-      [genuine!.cut_before, /2 anchors have the cut .* but the audit\.retention run with that cut anchored 1 chains/],
+    for (const [cut, rowAge, reason] of [
+      [new Date(now - 91 * DAY), DAY, /no audit\.retention row records a run with its cut/],
+      [genuine!.cut_before, DAY, /2 anchors have the cut .* but the audit\.retention run with that cut anchored 1 chains/],
+      // Retention removes rows before its cut: a row at the cut itself is never one it removed.
+      [new Date(now - 91 * DAY), 0, /the row it anchors \(ts .*\) is not older than its cut/],
     ] as const) {
       await triggersOff(async (c) => {
         await c.query('DELETE FROM audit_events WHERE replica_id = $1 AND seq <= 7', [chain]);
-        await c.query('INSERT INTO audit_anchors VALUES ($1, 7, $2, $3, $4)', [chain, last.hash, new Date(cut.getTime() - DAY), cut]);
+        await c.query('INSERT INTO audit_anchors VALUES ($1, 7, $2, $3, $4)', [chain, last.hash, new Date(cut.getTime() - rowAge), cut]);
       });
       try {
         const report = await verify();
