@@ -122,3 +122,22 @@ describe('verify: rows added to a chain with a valid link and hash (security rev
     expect(formatVerifyReport(report)).toMatch(/BROKEN \(\d+ chains, \d+ rows\)/);
   });
 });
+
+describe('verify: a writer whose clock steps back', () => {
+  it("keeps its chain's ts non-decreasing (a row is never dated before the one it follows), so the chain still verifies", async () => {
+    let now = Date.parse('2026-12-06T12:00:00.000Z');
+    const writer = await writers.open({ batchMax: 1_000, clock: () => now });
+    const first = callContext();
+    await writer.recordIntent(intentRow(first, allow));
+    // NTP steps the clock back a minute.
+    now -= 60_000;
+    const second = callContext();
+    await writer.recordIntent(intentRow(second, allow));
+    const replicaId = writer.replicaId!;
+    await writer.close();
+    const ts = async (decisionId: string) => (await db.query<{ ts: Date }>('SELECT ts FROM audit_events WHERE decision_id = $1', [decisionId])).rows[0]!.ts.getTime();
+    expect(await ts(second.decisionId)).toBe(await ts(first.decisionId));
+    const report = await verifyChain(db, { retentionDays: 90 });
+    expect(report.broken.filter((b) => b.replica_id === replicaId)).toEqual([]);
+  });
+});
