@@ -213,7 +213,7 @@ export class Spool {
 
   /**
    * Reads up to maxRows complete rows starting at replayedTo. Lines that do not parse are returned in
-   * `corrupt` (they are kept for forensics by the caller, never silently dropped).
+   * `corrupt` (the caller keeps them with keepUnparsed before it counts them replayed: never silently dropped).
    */
   async readPending(maxRows: number): Promise<{ records: AuditRecord[]; corrupt: string[]; endOffset: number }> {
     const records: AuditRecord[] = [];
@@ -246,6 +246,22 @@ export class Spool {
       pos += start;
     }
     return { records, corrupt, endOffset: pos };
+  }
+
+  /**
+   * Appends lines that do not parse to `<spool>.unparsed` beside the spool (fsynced) and returns its path:
+   * the spool is emptied once replayed, and no writer adopts or replays that name, so they stay for forensics.
+   */
+  async keepUnparsed(lines: readonly string[]): Promise<string> {
+    const to = `${this.path}.unparsed`;
+    const f = await open(to, 'a', 0o600);
+    try {
+      await f.appendFile(lines.map((l) => `${l}\n`).join(''));
+      await f.datasync();
+    } finally {
+      await f.close();
+    }
+    return to;
   }
 
   markReplayed(endOffset: number, rows: number): void {

@@ -529,13 +529,18 @@ export class AuditWriter {
     const isOwn = spool === this.spool;
     try {
       const { records, corrupt, endOffset } = await spool.readPending(this.batchMax);
-      if (corrupt.length > 0) this.opts.log.error({ spool: spool.path, lines: corrupt.slice(0, 3) }, 'audit spool lines that do not parse were skipped');
       const gap = await this.discontinuity(records);
       if (gap) {
         await this.setAside(spool, isOwn, gap);
         return true;
       }
       if (records.length > 0) await this.replayRecords(records, spool.path);
+      if (corrupt.length > 0) {
+        // Copied out before they count as replayed (the spool is emptied once it is all replayed); once per
+        // batch, after its rows are in, so a retried batch does not copy them twice.
+        const kept = await spool.keepUnparsed(corrupt);
+        this.opts.log.error({ spool: spool.path, unparsed: kept, count: corrupt.length, lines: corrupt.slice(0, 3) }, 'audit spool lines that do not parse were skipped');
+      }
       spool.markReplayed(endOffset, records.length + corrupt.length);
       this.written += records.length;
       if (spool.fullyReplayed) {

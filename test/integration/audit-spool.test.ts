@@ -3,7 +3,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rowHash, verifyChain } from '../../src/audit/chain.js';
+import { GENESIS, rowHash, verifyChain } from '../../src/audit/chain.js';
 import { type AuditRecord, makeRecord } from '../../src/audit/record.js';
 import { adminRow, intentRow } from '../../src/audit/rows.js';
 import { createWriterPool } from '../../src/audit/service.js';
@@ -114,6 +114,32 @@ describe('spool', () => {
     await until('the replay', () => writer.spoolSize === 0);
     expect(await chainRows(replicaId)).toHaveLength(before.length);
     expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('rows recorded after Postgres returns, before the spool is replayed, follow the spooled rows there (never ahead of them into Postgres)', async () => {
+    await proxy.down();
+    const pool = createWriterPool(proxy.url(ctx.name));
+    pools.push(pool);
+    // No replay until close(): the moment between Postgres coming back and the replay, held open.
+    const writer = await AuditWriter.open({ pool, database: ctx.name, dataDir: await mkdtemp(join(tmpdir(), 'ks-spool-')), batchMax: 50, log: log as never, replayIntervalMs: 3_600_000 });
+    writers.push(writer);
+    const spooled = callContext();
+    await writer.recordIntent(intentRow(spooled, allow));
+    expect(writer.spoolSize).toBe(2); // CHAIN_START and the row
+    await proxy.up();
+    const later = callContext();
+    await writer.recordIntent(intentRow(later, allow));
+    const replicaId = writer.replicaId!;
+    // Postgres answers, but the row went behind the two in the spool: none of the chain is there yet.
+    expect(writer.spoolSize).toBe(3);
+    expect(await chainRows(replicaId)).toEqual([]);
+    await writer.close();
+    expect((await chainRows(replicaId)).map((r) => [r.seq, r.kind, r.decision_id])).toEqual([
+      [1, 'CHAIN_START', null],
+      [2, 'INTENT', spooled.decisionId],
+      [3, 'INTENT', later.decisionId],
+      [4, 'CHAIN_END', null],
+    ]);
   });
 
   it('with Postgres unreachable and the spool unwritable, recordIntent rejects AuditUnavailable; it works again when Postgres returns', async () => {
@@ -303,5 +329,34 @@ describe('spool', () => {
     const rows = await chainRows(crashed.replicaId!);
     expect(rows.map((r) => r.decision_id).slice(1)).toEqual(calls.map((c) => c.decisionId));
     expect(await readFile(slot1.path, 'utf8').catch(() => '')).toBe('');
+  });
+  it('a spool line that does not parse (a damaged file) is logged, and the rows around it are replayed', async () => {
+    await proxy.up();
+    const replicaId = '019a0000-0000-7000-8000-00000000beef';
+    const rows: AuditRecord[] = [];
+    let prev = GENESIS;
+    for (const seq of [1, 2, 3]) {
+      const r = makeRecord(adminRow({ actor: 'test', action: `damaged-${seq}` }), `019a0000-0000-7000-8000-0000000b000${seq}`, new Date(), replicaId, seq, prev);
+      r.hash = rowHash(prev, r);
+      prev = r.hash;
+      rows.push(r);
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const spool = await Spool.acquire(dir, ctx.name);
+    await spool.append([rows[0]!]);
+    await appendFile(spool.path, '{"id": "019a0000-0000-7000-8000-0000000b0009", "kind": "INT\n');
+    await spool.release();
+    const again = await Spool.acquire(dir, ctx.name);
+    await again.append(rows.slice(1));
+    await again.release();
+
+    const errorsBefore = logs.filter((l) => l === 'error audit spool lines that do not parse were skipped').length;
+    const writer = await openWriter(dir);
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    expect((await chainRows(replicaId)).map((r) => r.action)).toEqual(['damaged-1', 'damaged-2', 'damaged-3']);
+    expect(logs.filter((l) => l === 'error audit spool lines that do not parse were skipped').length).toBe(errorsBefore + 1);
+    // The spool is emptied once replayed: the line is kept beside it, once, where no writer replays it.
+    expect(await readFile(`${join(dir, spoolBaseName(ctx.name))}.jsonl.unparsed`, 'utf8')).toBe('{"id": "019a0000-0000-7000-8000-0000000b0009", "kind": "INT\n');
+    expect(await readFile(join(dir, `${spoolBaseName(ctx.name)}.jsonl`), 'utf8').catch(() => '')).toBe('');
   });
 });
