@@ -276,4 +276,17 @@ describe('records retention', () => {
     expect(await audit.applyRecordsRetention(new Date(now))).toMatchObject({ sessions_removed: 1 });
     expect(await ids('sessions')).not.toContain(oldSession);
   });
+  it('a run told to stop (shutdown) ends after the batch in progress, leaves the rest for the next run, and audits what it removed', async () => {
+    const old = [await alert(100 * DAY), await alert(101 * DAY), await alert(102 * DAY)];
+    // Asked before every batch: the first goes ahead, then the service is stopping.
+    let asked = 0;
+    const result = await applyRecordsRetention(
+      { pool, log: pino({ level: 'silent' }), recordAdmin: (a) => audit.recordAdmin(a), retentionDays: 90, batchSize: 1, stopping: () => asked++ > 0 },
+      new Date(now),
+    );
+    expect(result).toMatchObject({ alerts_removed: 1, approvals_removed: 0, halts_removed: 0, sessions_removed: 0 });
+    expect((await ids('alerts')).filter((id) => old.includes(id))).toHaveLength(2);
+    expect((await retentionRows()).at(-1)!.details).toMatchObject({ alerts_removed: 1 });
+    expect(await audit.applyRecordsRetention(new Date(now))).toMatchObject({ alerts_removed: 2 });
+  });
 });
