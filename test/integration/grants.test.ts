@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.js';
 import { GRANT_STALE_AFTER_MS, GrantService } from '../../src/grants/service.js';
+import { grantStore } from '../../src/grants/store.js';
 import { sessionStore } from '../../src/sessions/store.js';
 import { replicaWithoutAudit } from '../helpers/audit-down.js';
 import { bearer, TestContext } from '../helpers/context.js';
@@ -151,6 +153,24 @@ describe('listing grants', () => {
 });
 
 describe('grants held by a replica', () => {
+  it('a grant that has expired is not honoured by a replica before its next reload drops it', async () => {
+    const tok = await gw.token('rw');
+    const pool = createPool(t.databaseUrl, { max: 1 });
+    const replica = new GrantService(pool, app.ctx.redis, 3600);
+    try {
+      // Straight into Postgres: the API's shortest grant (60 s) outlasts the trust in a loaded set
+      // (GRANT_STALE_AFTER_MS), which would hide what is tested here.
+      const expiresAt = new Date(Date.now() + 5_000);
+      await grantStore.insert(pool, { id: uuidv7(), kind: 'production', token_id: tok.id, session_id: null, environment: 'production', reason: 'INC-46', created_by: 'test', expires_at: expiresAt });
+      await replica.reload();
+      expect(replica.has('production', tok.id, undefined)).toBe(true);
+      // A millisecond after its end, with the set loaded well within GRANT_STALE_AFTER_MS: no longer in force.
+      expect(replica.has('production', tok.id, undefined, expiresAt.getTime() + 1)).toBe(false);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('a replica that cannot reload after a change is announced drops its grants; an old set is not trusted', async () => {
     const tok = await gw.token('rw');
     // A second replica's grant cache, on a Postgres connection this test can take away.
