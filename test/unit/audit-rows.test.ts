@@ -18,6 +18,15 @@ describe('redaction', () => {
     });
   });
 
+  it('arguments nested deeper than redaction walks are masked whole, never kept as they are', () => {
+    let deep: Record<string, unknown> = { password: 'hunter2', note: 'Bearer abcdefghijklmnop' };
+    for (let i = 0; i < 40; i++) deep = { level: deep };
+    const out = JSON.stringify(redactValue({ args: deep }));
+    expect(out).not.toContain('hunter2');
+    expect(out).not.toContain('abcdefghijklmnop');
+    expect(out).toContain(REDACTED);
+  });
+
   it('masks values under secret-looking keys at any depth, keeps the rest', () => {
     const out = redactValue({
       path: 'docs/a.md',
