@@ -95,6 +95,8 @@ export function callContext(w: World, agent: AgentPrincipal, sessionId: string, 
   };
 }
 
+const NO_TRIGGERS: HaltTrigger[] = [];
+
 /** A gate step over `redis` with limits the test controls (mutate `state.limits` between calls). */
 export function gateStep(
   w: World,
@@ -111,7 +113,9 @@ export function gateStep(
     gate,
     sessions: w.app.ctx.sessions,
     limitsFor: () => state.limits,
-    haltTokenOn: () => state.haltTokenOn ?? [],
+    // One array for "none", as the policy hands the gate one set per policy: a new array per call would
+    // defeat the gate's cache of encoded arguments (FixedParts), and the tests would never exercise it.
+    haltTokenOn: () => state.haltTokenOn ?? NO_TRIGGERS,
     killKeys: () => state.killKeys ?? [],
     onAlert: (a) => {
       state.alerts?.push(a);

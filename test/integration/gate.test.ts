@@ -65,6 +65,15 @@ describe('session binding and halts', () => {
     expect(next?.code).toBe('SESSION_HALTED');
   });
 
+  it('a delete call in a read-only session is refused and halts it like a write (WRITE_IN_READ_SESSION)', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent, { read_only: true });
+    const { step } = gateStep(w, { limits: HIGH });
+    const d = await step.run(callContext(w, agent, sid, { capability: 'delete', tool: 'delete_file' }));
+    expect(d).toMatchObject({ code: 'PERMISSION_DENIED', halt: 'WRITE_IN_READ_SESSION' });
+    expect((await sessionRow(sid)).trigger).toBe('WRITE_IN_READ_SESSION');
+  });
+
   it('a server the session did not declare halts it (UNAUTHORIZED_SERVER)', async () => {
     const { agent } = await w.token();
     const sid = await w.open(agent, { servers: ['filesystem'] });
@@ -85,6 +94,10 @@ describe('session binding and halts', () => {
     const other = await step.run(callContext(w, agent, s2));
     expect(other?.code).toBe('SESSION_HALTED');
     expect(other?.message).toContain(`/v1/keys/${agent.id}/resume`);
+    // The session that fired it is halted and so is its token: resuming the session alone is not enough.
+    const same = await step.run(callContext(w, agent, s1, { capability: 'read' }));
+    expect(same?.code).toBe('SESSION_HALTED');
+    expect(same?.message).toContain(`and so is this token; an operator resumes both with POST /v1/keys/${agent.id}/resume`);
     const opened = await w.app.ctx.sessions.open(agent, w.gateway, {});
     expect(opened.state).toBe('halted');
     expect(opened.trigger).toBe('WRITE_IN_READ_SESSION');
@@ -210,6 +223,24 @@ describe('limits', () => {
     const again = callContext(w, agent, sid);
     expect(await step.run(again)).toBeUndefined();
     expect(again.limits['session_calls_per_minute']).toEqual({ used: 1, max: 5 });
+  });
+
+  it('RATE_LIMITED says how long until the window ends, not the window\'s whole length', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    // A window length that puts Redis's clock well inside a window, so the time left is clearly shorter.
+    const [s, us] = await w.app.ctx.redis.redis.time();
+    const now = Number(s) * 1000 + Math.floor(Number(us) / 1000);
+    let minuteMs = 100_000;
+    while (now % minuteMs < 30_000 || minuteMs - (now % minuteMs) < 30_000) minuteMs += 7_000;
+    const left = minuteMs - (now % minuteMs);
+    const { step } = gateStep(w, { limits: { ...HIGH, sessionCallsPerMinute: 1 } }, { windows: { minuteMs, dayMs: 86_400_000 } });
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const d = await step.run(callContext(w, agent, sid));
+    expect(d?.code).toBe('RATE_LIMITED');
+    // At most what was left when the test began (less has passed since), and never the whole window.
+    expect(d?.retryAfterS).toBeLessThanOrEqual(Math.ceil(left / 1000));
+    expect(d?.retryAfterS).toBeGreaterThan(Math.ceil(left / 1000) - 20);
   });
 
   it('a new session per call does not escape the per-token per-minute and per-day limits', async () => {
@@ -377,6 +408,11 @@ describe('consumes nothing when denied; explain changes nothing', () => {
     expect(await step.run(ctx)).toMatchObject({ halt: 'SESSION_LIMIT', extra: { limit: 'server_calls' } });
     expect(ctx.limits['session_calls']).toEqual({ used: 2, max: 50 });
     expect(ctx.limits['token_calls_per_day']).toEqual({ used: 2, max: 1000 });
+    // What Redis holds, not only what the denial reports: the token's windowed counters were given back
+    // too, so the token's next call (in another session) is its third, not its fourth.
+    const next = callContext(w, agent, await w.open(agent), { server: 'shell', tool: 'run' });
+    expect(await step.run(next)).toBeUndefined();
+    expect(next.limits['token_calls_per_day']).toEqual({ used: 3, max: 1000 });
   });
 
   it('dryRun (explain) reports the verdict without changing any key', async () => {
