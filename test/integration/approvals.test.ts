@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApprovalSteps } from '../../src/approvals/index.js';
+import type { CallContext } from '../../src/decisions/types.js';
+import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
@@ -210,6 +213,30 @@ describe('approval-required calls', () => {
       const list = await app.inject({ url: `/v1/approvals?token=${token}`, headers: bearer(gw.owner) });
       expect(list.json().approvals).toEqual([]);
     }
+  });
+
+  it('a call the approval step deferred to the gate (session unknown) is never let through by the step that spends approvals', async () => {
+    // The gate denies such a call, so the pipeline never reaches the spending step; should the session change
+    // between the two steps and the gate allow, the spending step must still refuse it.
+    const { tok } = await agentWithSession();
+    const agent = (await app.ctx.auth.authenticate(tok.raw)) as AgentPrincipal;
+    const steps = createApprovalSteps(app.ctx.approvals);
+    const ctx = {
+      decisionId: '0190aaaa-0000-7000-8000-00000000a003',
+      receivedAt: Date.now(),
+      gateway: (await app.ctx.auth.authenticate(gw.gatewayKey)) as GatewayPrincipal,
+      agent,
+      input: { ...move('a.md', 'b.md'), session_id: '0190aaaa-0000-7000-8000-00000000a004' },
+      ip: '127.0.0.1',
+      call: { server: 'filesystem', serverClass: 'storage', tool: 'move_file', requiredScope: 'storage:write', capability: 'write', scopeSource: 'map', extraFlags: [], resourceIds: [], networkIdentities: [] },
+      flagsEvaluated: [],
+      limits: {},
+      warnings: [],
+      dryRun: false,
+      trace: [],
+    } as unknown as CallContext;
+    expect(await steps.check.run(ctx)).toBeUndefined();
+    expect(await steps.use.run(ctx)).toMatchObject({ code: 'APPROVAL_REQUIRED' });
   });
 
   it('rules per role and capability: a strict role needs approval for memory writes, other roles do not', async () => {

@@ -198,6 +198,12 @@ describe('a rejected definition', () => {
     expect(d.message).not.toContain('now sha256');
     expect(d.message).toContain('list its tools again');
     expect(d.message).toContain('POST /v1/gateway/tools');
+    // The whole hash is compared: one that differs from the approved one in its last digit only is not it.
+    const approved = toolHash(v2);
+    const nearly = `${approved.slice(0, -1)}${approved.endsWith('0') ? '1' : '0'}`;
+    const call = { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a' }, session_id: s.session_id };
+    expect((await gw.decide(tok.raw, { ...call, tool_hash: nearly })).code).toBe('TOOL_CHANGED');
+    expect((await gw.decide(tok.raw, { ...call, tool_hash: approved })).code).toBe('OK');
   });
 
   it('a second approve gets 409 naming the status the first left (approved), also when it read pending before the first committed', async () => {
