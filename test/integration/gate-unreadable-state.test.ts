@@ -50,6 +50,13 @@ describe('Redis state the control plane did not write is held as halted, and a r
     expect((await gw.decide(token.raw, { ...read, session_id: sid })).code).toBe('OK');
   });
 
+  it('a session whose Redis state says closed is SESSION_UNKNOWN, not a live session', async () => {
+    const token = await gw.token('rw');
+    const sid = (await gw.session(token.raw)).session_id;
+    await redis.hset(`${t.redisPrefix}s:${sid}`, 'st', 'closed');
+    expect((await gw.decide(token.raw, { ...read, session_id: sid })).code).toBe('SESSION_UNKNOWN');
+  });
+
   it.each([
     ['a state no version writes', (key: string) => redis.hset(key, 'st', 'paused')],
     ['no state at all', (key: string) => redis.hdel(key, 'st')],
