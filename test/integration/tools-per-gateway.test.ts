@@ -123,6 +123,24 @@ describe('a changed definition reported by another project’s gateway', () => {
     expect(await codesOn(gwC, tokC.raw, { ...callC, tool_hash: toolHash(v2) })).toEqual(['TOOL_CHANGED', 'TOOL_CHANGED']);
   });
 
+  it('a gateway that never reported the tool is TOOL_CHANGED once no definition of it is approved (trust taken back)', async () => {
+    const gwA = await gateway(replica1, 'reporting gateway, then rejected');
+    const gwC = await gateway(replica1, 'silent gateway');
+    const tokA = await gwA.token('rw', { project: 'alpha' });
+    const tokC = await gwC.token('rw', { project: 'gamma' });
+    const sC = await gwC.session(tokC.raw);
+    const v1 = { name: 'read_graph_silent', description: 'Read the knowledge graph' };
+    expect(await report(gwA, tokA.raw, v1)).toBe('approved');
+    const callC = { server: 'memory', tool: v1.name, arguments: {}, session_id: sC.session_id };
+    expect((await gwC.decide(tokC.raw, callC)).code).toBe('OK');
+    const pinned = (await rows(replica1, gwA.owner, v1.name))[0]!;
+    const rejected = await replica1.inject({ method: 'POST', url: `/v1/tools/${pinned.id}/reject`, headers: bearer(gwA.owner), payload: { reason: 'trust taken back' } });
+    expect(rejected.statusCode, rejected.body).toBe(200);
+    const denied = await gwC.decide(tokC.raw, callC);
+    expect(denied.code).toBe('TOOL_CHANGED');
+    expect(denied.message).toContain('this gateway never reported the tool, and no definition of it is approved');
+  });
+
   it('approving one gateway’s changed definition leaves the gateway still reporting the old one TOOL_CHANGED, as its tool_hash would be, until it reports the approved one', async () => {
     const gwA = await gateway(replica1, 'old version');
     const gwB = await gateway(replica2, 'new version');
