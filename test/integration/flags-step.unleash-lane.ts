@@ -176,6 +176,25 @@ describe('flag step (real unleash-server)', () => {
     expect(await run(callContext(agent('admin'), { server: 'postgres', tool: 'query' }))).toBeUndefined();
   });
 
+  it('with two flags of a call off, the denial names the first in check order (the token type before the server)', async () => {
+    await turnOff('mcp.filesystem.write');
+    await turnOff('mcp.tokens.rw');
+    const bothOff = async () => {
+      const probe = writeFile();
+      await run(probe);
+      return probe.flagsEvaluated.filter((f) => !f.enabled).length === 2;
+    };
+    await until(bothOff, POLL_TARGET_MS + 1_000, 'both off');
+    const c = writeFile();
+    expect((await run(c))?.message).toMatch(/^mcp\.tokens\.rw is off: /);
+    // Every flag of the call is still evaluated and recorded for the audit trail.
+    expect(c.flagsEvaluated).toEqual([
+      { name: 'mcp.enabled', enabled: true },
+      { name: 'mcp.tokens.rw', enabled: false },
+      { name: 'mcp.filesystem.write', enabled: false },
+    ]);
+  });
+
   it('turning mcp.tokens.ro off denies every read-only token and nothing else', async () => {
     await turnOff('mcp.tokens.ro');
     await until(async () => (await run(callContext(agent('ro'), { server: 'memory', tool: 'read_graph' })))?.code === 'KILL_SWITCH', POLL_TARGET_MS + 1_000, 'ro denied');
