@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisGate } from '../../src/limits/gate.js';
 import type { GateLimits } from '../../src/limits/limits.js';
+import { createGateStep } from '../../src/limits/step.js';
 import { TestContext } from '../helpers/context.js';
 import { ALL_TRIGGERS, callContext, changedKeys, flushPrefix, gateStep, snapshot, type World, world } from '../helpers/gate-fixtures.js';
 
@@ -118,6 +120,21 @@ describe('session binding and halts', () => {
     expect((await sessionRow(s1)).state).toBe('active');
     const next = await gate.check({ ...base, decisionId: 'd2', sessionId: s2, capability: 'read' });
     expect(next).toMatchObject({ allowed: false, reason: 'TOKEN_HALTED', heldTrigger: 'WRITE_IN_READ_SESSION' });
+  });
+
+  it('a token halt key of another type holds the token halted also when the call names no kill keys', async () => {
+    // Production always passes kill keys (kill:all at least); the script's path without any is checked too.
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const { step } = gateStep(w, { limits: HIGH, killKeys: [] });
+    expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+    const th = w.app.ctx.redis.key('th', agent.id);
+    await w.app.ctx.redis.redis.hset(th, 'trigger', 'UNAUTHORIZED_SERVER');
+    try {
+      expect((await step.run(callContext(w, agent, sid)))?.code).toBe('SESSION_HALTED');
+    } finally {
+      await w.app.ctx.redis.redis.del(th);
+    }
   });
 
   it('a break-glass kill key denies with KILL_SWITCH and its stored reason', async () => {
@@ -570,6 +587,29 @@ describe('key hygiene', () => {
 });
 
 describe('state epoch', () => {
+  it('a replica that has not checked Redis since its connection (re)opened denies without counting (UNVERIFIED) and asks for the check', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    let asked = 0;
+    const gate = new RedisGate(w.app.ctx.redis, {
+      sessionIdleMs: 3_600_000,
+      decisionTtlMs: 3_600_000,
+      stateVerified: () => false,
+      onMissingEpoch: () => {
+        asked++;
+      },
+    });
+    const unverified = createGateStep({ gate, sessions: w.app.ctx.sessions, limitsFor: () => HIGH, haltTokenOn: () => [] });
+    const d = await unverified.run(callContext(w, agent, sid));
+    expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
+    expect(d?.message).toContain('just (re)opened');
+    expect(asked).toBe(1);
+    // Nothing was counted: the next checked call is the session's first.
+    const next = callContext(w, agent, sid);
+    expect(await gateStep(w, { limits: HIGH }).step.run(next)).toBeUndefined();
+    expect(next.limits['session_calls']).toEqual({ used: 1, max: 100_000 });
+  });
+
   it('losing this installation\'s keys denies with DEPENDENCY_UNAVAILABLE; after the reload halts are back, never lifted', async () => {
     const { agent } = await w.token();
     const halted = await w.open(agent, { read_only: true });
