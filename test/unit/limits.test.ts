@@ -37,7 +37,8 @@ describe('limits', () => {
       session: { maxCalls: 200, maxCallsPerMinute: 30 },
       pauseAtPercent: 80,
       token: { maxCallsPerMinute: 120, maxCallsPerDay: null },
-      server: { maxCallsPerSession: 50, maxCallsPerMinute: 10, maxCallsPerMinuteAllSessions: 10, maxWriteCallsPerSession: null, maxReadCallsPerSession: null },
+      // Distinct numbers, so a per-session limit mapped onto the per-token one would show.
+      server: { maxCallsPerSession: 50, maxCallsPerMinute: 10, maxCallsPerMinuteAllSessions: 12, maxWriteCallsPerSession: null, maxReadCallsPerSession: null },
       cascade: { threshold: 3, windowCalls: 5 },
     });
     expect(g).toEqual({
@@ -45,7 +46,7 @@ describe('limits', () => {
       sessionCallsPerMinute: 30,
       serverCalls: 50,
       serverCallsPerMinute: 10,
-      tokenServerCallsPerMinute: 10,
+      tokenServerCallsPerMinute: 12,
       tokenCallsPerMinute: 120,
       pauseAtPercent: 80,
       cascade: { threshold: 3, windowCalls: 5 },
