@@ -587,6 +587,29 @@ describe('key hygiene', () => {
 });
 
 describe('state epoch', () => {
+  it('a missing epoch asks for the reload at once (not only at the next once-a-second check)', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    let asked = 0;
+    const gate = new RedisGate(w.app.ctx.redis, {
+      sessionIdleMs: 3_600_000,
+      decisionTtlMs: 3_600_000,
+      onMissingEpoch: () => {
+        asked++;
+      },
+    });
+    const step = createGateStep({ gate, sessions: w.app.ctx.sessions, limitsFor: () => HIGH, haltTokenOn: () => [] });
+    await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('epoch'));
+    try {
+      const d = await step.run(callContext(w, agent, sid));
+      expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
+      expect(d?.message).toContain('Redis lost its state');
+      expect(asked).toBe(1);
+    } finally {
+      expect(await w.app.ctx.sessions.ensureState()).not.toBe('unavailable');
+    }
+  });
+
   it('a replica that has not checked Redis since its connection (re)opened denies without counting (UNVERIFIED) and asks for the check', async () => {
     const { agent } = await w.token();
     const sid = await w.open(agent);
