@@ -3,7 +3,7 @@ import { BaseSequencer } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 // Three groups of files:
-// - `parallel`: files that can share the machine, five at a time (the lane's file one of them);
+// - `parallel`: files that can share the machine, four at a time;
 // - `unleash-lane`: the files that turn flags off (*.unleash-lane.ts), run one after another in one test
 //   file (test/unleash-lane.test.ts) against an Unleash of their own, beside the parallel files;
 // - `serial`: files that restart or pause a shared service (Postgres, Redis) or measure timings that load
@@ -13,7 +13,7 @@ import { defineConfig } from 'vitest/config';
 const LANE = 'unleash-lane';
 // An external Unleash (TEST_UNLEASH_URL) is the lane's too: its files then run after the parallel ones.
 const laneAlone = process.env['TEST_UNLEASH_URL'] === undefined;
-const PARALLEL_WORKERS = 5;
+const PARALLEL_WORKERS = 4;
 
 /** The lane's one long file first: sorted by size (a fresh clone has no timings) it would start last. */
 class LaneFirst extends BaseSequencer {
@@ -47,12 +47,10 @@ export default defineConfig({
           sequence: { groupOrder: 0 },
           // Vitest's default is one worker fewer than the CPUs: on the 2-core CI machine that is one file
           // at a time. These files spend much of their time waiting (Postgres, Redis, Unleash, child
-          // processes, timers), so five at a time, the lane's file one of them while it runs (projects of
-          // one group share the workers), so four for the other files. Measured in full runs on one machine
-          // (2026-12-06): three workers with the flag files in the serial phase 489 s, with the lane 396 s,
-          // four 336 s. On a machine half as fast (2026-12-07) four took 717 s: the lane (352 s, mostly
-          // waiting) held one slot throughout and the other three carried 2,180 s of files; five: see
-          // test/README.md.
+          // processes, timers), so four at a time, the lane's file one of them while it runs (projects of
+          // one group share the workers). Measured in full runs on one machine (2026-12-06): three
+          // workers with the flag files in the serial phase 489 s, with the lane 396 s, four 336 s. On a
+          // machine half as fast (2026-12-07) four took 717 s and five 692 s, with one more timing flake: four kept.
           maxWorkers: PARALLEL_WORKERS,
           // A worker keeps its modules between files instead of importing the app afresh for each one
           // (import time 217 s → 43 s summed over the files, the phase 346 s → 240 s in one run). Safe

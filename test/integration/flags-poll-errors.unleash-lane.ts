@@ -146,7 +146,8 @@ describe('polling after Unleash answered errors', () => {
     const viewer = await ctx.operatorKey(app, 'viewer');
     const overview = async () => (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
     expect(await overview()).toMatchObject({ stale: false, stale_after_s: 30, fetch_failing: false });
-    expect((await overview()).age_s).toBeLessThanOrEqual(1);
+    // Polled every second: on a loaded machine a poll can be late, so wait for a fresh one.
+    await until(async () => (await overview()).age_s <= 1, 10_000, 'age_s at most 1 s while Unleash answers', 100);
 
     // Unleash stops answering (as under SIGSTOP): no error for the first seconds, only the age grows.
     proxy.hang = true;
@@ -161,7 +162,8 @@ describe('polling after Unleash answered errors', () => {
     proxy.release();
     await until(async () => (await overview()).fetch_failing === false, 15_000, 'a fetch succeeds again', 100);
     const recovered = await overview();
-    expect(recovered.age_s).toBeLessThanOrEqual(1);
+    // Reset by the fetch that just succeeded (it was over 4 s while Unleash was frozen).
+    expect(recovered.age_s).toBeLessThanOrEqual(2);
     expect(recovered.last_error).toBe(failing.last_error);
     expect(Date.parse(recovered.last_fetch_at)).toBeGreaterThan(Date.parse(recovered.last_error_at));
   });
