@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll } from 'vitest';
+import { intentRow } from '../../src/audit/rows.js';
 import { createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter, type AuditWriterOptions } from '../../src/audit/writer.js';
 import type { CallContext } from '../../src/decisions/types.js';
@@ -36,6 +37,21 @@ export class TestWriters {
   async close(): Promise<void> {
     for (const p of this.pools) await p.end().catch(() => {});
   }
+}
+
+/**
+ * A chain written by a real writer on the file's database: its CHAIN_START row, `events` allowed INTENT
+ * rows and (the writer closed) its CHAIN_END. Answers the chain's replica_id.
+ */
+export async function writeChain(file: { writers: TestWriters; db: pg.Pool }, events: number): Promise<string> {
+  const writer = await file.writers.open({ batchMax: 1_000 });
+  const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
+  const first = callContext();
+  writer.enqueue(intentRow(first, allow));
+  for (let i = 1; i < events; i++) writer.enqueue(intentRow(callContext(), allow));
+  await writer.close();
+  const { rows } = await file.db.query<{ replica_id: string }>('SELECT replica_id FROM audit_events WHERE decision_id = $1', [first.decisionId]);
+  return rows[0]!.replica_id;
 }
 
 /**

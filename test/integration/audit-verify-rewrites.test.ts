@@ -2,26 +2,20 @@ import { v7 as uuidv7 } from 'uuid';
 import { describe, expect, it } from 'vitest';
 import { GENESIS, rowHash, verifyChain } from '../../src/audit/chain.js';
 import type { AuditRecord } from '../../src/audit/record.js';
-import { intentRow } from '../../src/audit/rows.js';
 import { auditStore } from '../../src/audit/store.js';
-import { callContext, writerTestFile } from './audit-fixtures.js';
+import { writeChain, writerTestFile } from './audit-fixtures.js';
 
 // `audit verify` against a chain whose rows were rewritten by someone who can insert rows (the table's
 // triggers stop UPDATE and DELETE; a superuser can still insert a whole chain as it likes): each rewrite
 // below leaves the seq run, the ts order and the CHAIN_END in place, so only the link or the hash tells.
 
-const { writers, db } = writerTestFile();
-const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
+const file = writerTestFile();
+const { db } = file;
 
 /** The rows of a chain a real writer wrote: CHAIN_START, `events` INTENT rows, CHAIN_END. */
 async function writtenChain(events: number): Promise<AuditRecord[]> {
-  const writer = await writers.open({ batchMax: 1_000 });
-  const first = callContext();
-  writer.enqueue(intentRow(first, allow));
-  for (let i = 1; i < events; i++) writer.enqueue(intentRow(callContext(), allow));
-  await writer.close();
-  const { rows } = await db.query<{ replica_id: string }>('SELECT replica_id FROM audit_events WHERE decision_id = $1', [first.decisionId]);
-  return (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE replica_id = $1 ORDER BY seq', [rows[0]!.replica_id])).rows;
+  const replicaId = await writeChain(file, events);
+  return (await db.query<AuditRecord>('SELECT * FROM audit_events WHERE replica_id = $1 ORDER BY seq', [replicaId])).rows;
 }
 
 /** A copy of `rows` as a chain of its own (new replica_id and ids), sealed link by link as the writer does. */

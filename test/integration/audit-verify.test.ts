@@ -5,26 +5,19 @@ import { formatVerifyReport } from '../../src/audit/commands.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
 import { auditStore } from '../../src/audit/store.js';
-import { callContext, writerTestFile } from './audit-fixtures.js';
+import { callContext, writeChain as writeChainOf, writerTestFile } from './audit-fixtures.js';
 
 // `audit verify` against rows inserted into a chain. The append-only triggers stop UPDATE and DELETE, not
 // INSERT: a database superuser (this file's pool) can add a second row at a seq a chain already has.
 
-const { writers, db } = writerTestFile();
+const file = writerTestFile();
+const { writers, db } = file;
 const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
 // The verifier reads each chain 5,000 rows at a time (chain.ts): seq 5000 ends its first page.
 const PAGE_EDGE = 5_000;
 
-/** A chain written by a real writer: its CHAIN_START row and `events` INTENT rows. */
-async function writeChain(events: number): Promise<string> {
-  const writer = await writers.open({ batchMax: 1_000 });
-  const first = callContext();
-  writer.enqueue(intentRow(first, allow));
-  for (let i = 1; i < events; i++) writer.enqueue(intentRow(callContext(), allow));
-  await writer.close();
-  const { rows } = await db.query<{ replica_id: string }>('SELECT replica_id FROM audit_events WHERE decision_id = $1', [first.decisionId]);
-  return rows[0]!.replica_id;
-}
+/** A chain written by a real writer (audit-fixtures.ts): its replica_id. */
+const writeChain = (events: number) => writeChainOf(file, events);
 
 /** As the superuser: a copy of the chain's row at `seq` with its own id, its ts moved by `shiftMs` and a made-up hash. */
 async function insertSecondRowAt(replicaId: string, seq: number, shiftMs: number): Promise<AuditRecord> {

@@ -587,24 +587,31 @@ describe('key hygiene', () => {
 });
 
 describe('state epoch', () => {
-  it('a missing epoch asks for the reload at once (not only at the next once-a-second check)', async () => {
-    const { agent } = await w.token();
-    const sid = await w.open(agent);
+  /** A gate step of its own whose gate counts how often it asks for the epoch's reload. */
+  function epochWatchingStep(over: { stateVerified?: () => boolean } = {}) {
     let asked = 0;
     const gate = new RedisGate(w.app.ctx.redis, {
       sessionIdleMs: 3_600_000,
       decisionTtlMs: 3_600_000,
+      ...over,
       onMissingEpoch: () => {
         asked++;
       },
     });
     const step = createGateStep({ gate, sessions: w.app.ctx.sessions, limitsFor: () => HIGH, haltTokenOn: () => [] });
+    return { step, asked: () => asked };
+  }
+
+  it('a missing epoch asks for the reload at once (not only at the next once-a-second check)', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const { step, asked } = epochWatchingStep();
     await w.app.ctx.redis.redis.del(w.app.ctx.redis.key('epoch'));
     try {
       const d = await step.run(callContext(w, agent, sid));
       expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
       expect(d?.message).toContain('Redis lost its state');
-      expect(asked).toBe(1);
+      expect(asked()).toBe(1);
     } finally {
       expect(await w.app.ctx.sessions.ensureState()).not.toBe('unavailable');
     }
@@ -613,20 +620,11 @@ describe('state epoch', () => {
   it('a replica that has not checked Redis since its connection (re)opened denies without counting (UNVERIFIED) and asks for the check', async () => {
     const { agent } = await w.token();
     const sid = await w.open(agent);
-    let asked = 0;
-    const gate = new RedisGate(w.app.ctx.redis, {
-      sessionIdleMs: 3_600_000,
-      decisionTtlMs: 3_600_000,
-      stateVerified: () => false,
-      onMissingEpoch: () => {
-        asked++;
-      },
-    });
-    const unverified = createGateStep({ gate, sessions: w.app.ctx.sessions, limitsFor: () => HIGH, haltTokenOn: () => [] });
+    const { step: unverified, asked } = epochWatchingStep({ stateVerified: () => false });
     const d = await unverified.run(callContext(w, agent, sid));
     expect(d?.code).toBe('DEPENDENCY_UNAVAILABLE');
     expect(d?.message).toContain('just (re)opened');
-    expect(asked).toBe(1);
+    expect(asked()).toBe(1);
     // Nothing was counted: the next checked call is the session's first.
     const next = callContext(w, agent, sid);
     expect(await gateStep(w, { limits: HIGH }).step.run(next)).toBeUndefined();
