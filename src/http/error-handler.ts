@@ -155,11 +155,16 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (isQueryTimeout(err as unknown)) {
       req.log.warn({ err: err.message, url: req.url }, 'a query got no answer from Postgres within its time limit');
       reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
+      // A read changed nothing. A write may have committed before its answer was lost (a COMMIT whose reply
+      // never came): saying "nothing was changed" would invite a blind retry of, say, a key's creation.
+      const read = req.method === 'GET' || req.method === 'HEAD';
       return send(
         reply,
         'SERVICE_UNAVAILABLE',
         503,
-        'Postgres did not answer within the query time limit: it is unavailable, or the request reads too many rows (narrow it, e.g. with from/to); nothing was changed.',
+        read
+          ? 'Postgres did not answer within the query time limit: it is unavailable, or the request reads too many rows (narrow it, e.g. with from/to); nothing was changed.'
+          : 'Postgres did not answer within the query time limit, so whether this change was made is unknown: check (for example with the matching GET) before you try again.',
       );
     }
     // Any other client error raised by Fastify or a plugin: the code of the table for its status, so a code

@@ -161,19 +161,30 @@ describe('audit writer on a Postgres that hangs', () => {
 });
 
 describe('request path on a Postgres that hangs', () => {
-  it('an admin read with no answer is a 503 SERVICE_UNAVAILABLE after the query timeout, not a 500', async () => {
+  it('an admin read or write with no answer is a 503 SERVICE_UNAVAILABLE after the query timeout, not a 500; only the read says nothing changed', async () => {
     proxy.resume();
     const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
     try {
-      await ctx.operatorKey(app, 'owner');
+      const owner = await ctx.operatorKey(app, 'owner');
       const viewer = await ctx.operatorKey(app, 'viewer');
-      // The key's lookup is cached: only the audit read itself meets the silent Postgres.
+      // The keys' lookups are cached: only the audit read and the key's creation meet the silent Postgres.
       expect((await app.inject({ method: 'GET', url: '/v1/audit?limit=1', headers: bearer(viewer) })).statusCode).toBe(200);
+      expect((await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(owner) })).statusCode).toBe(200);
       proxy.hang('both', 'killswitch');
-      const res = await app.inject({ method: 'GET', url: '/v1/audit?server=payments', headers: bearer(viewer) });
-      expect(res.statusCode, res.body).toBe(503);
-      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
-      expect(res.headers['retry-after']).toBeDefined();
+      // Both at once: one query timeout's wait for the two.
+      const [read, write] = await Promise.all([
+        app.inject({ method: 'GET', url: '/v1/audit?server=payments', headers: bearer(viewer) }),
+        app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { type: 'ro', role: 'code_agent', project_id: 'hang', environment: 'development' } }),
+      ]);
+      for (const res of [read, write]) {
+        expect(res.statusCode, res.body).toBe(503);
+        expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+        expect(res.headers['retry-after']).toBeDefined();
+      }
+      expect(read.json().error.message).toContain('nothing was changed');
+      // A write's COMMIT may have been made with its answer lost: the operator is told to check, not that nothing happened.
+      expect(write.json().error.message).not.toContain('nothing was changed');
+      expect(write.json().error.message).toContain('whether this change was made is unknown');
     } finally {
       await proxy.down();
       await proxy.up();
