@@ -54,6 +54,16 @@ const LIBPQ_HOST_KEYS: ReadonlySet<string> = new Set(['host', 'hostaddr', 'servi
 
 const SCHEME_PREFIX = /^[A-Za-z][A-Za-z0-9+.\-\t\n\r]*:/;
 const JDBC = /^jdbc:/i;
+/** Oracle's JDBC URL: `jdbc:oracle:thin:[user/password]@` then `//host:port/service`, `host:port:SID`, a descriptor or a TNS alias. */
+const JDBC_ORACLE = /^oracle:[a-z0-9]*:[^@]*@/i;
+/** Sybase jConnect: `jdbc:sybase:Tds:host:port/database`. */
+const JDBC_SYBASE = /^sybase:tds:/i;
+/** An Oracle descriptor's host and service: `(HOST=prod-ora)`, `(SERVICE_NAME=app)`, `(SID=orcl)`. */
+const DESCRIPTOR_HOST = /\(\s*host\s*=\s*([^)\s]+)\s*\)/gi;
+const DESCRIPTOR_SERVICE = /\(\s*(?:service_name|sid)\s*=\s*([^)\s]+)\s*\)/gi;
+/** Properties after `;` in a JDBC URL (SQL Server, jTDS, Teradata…) and keys of a URL query naming where to connect. */
+const PROPERTY_HOST_KEYS: ReadonlySet<string> = new Set(['servername', 'server', 'host', 'hostname', 'address', 'failoverpartner']);
+const PROPERTY_DATABASE_KEYS: ReadonlySet<string> = new Set(['databasename', 'database', 'dbname', 'initial catalog']);
 const TAB_OR_NEWLINE = /[\t\n\r]/g;
 const SLASHES = /^[/\\]*/;
 const PATH_END = /[/?#]/;
@@ -99,6 +109,8 @@ export interface ParsedLocation {
   databases: string[];
   /** Canonical form: scheme://host[:port]/path, no credentials, query or fragment. */
   canonical: string;
+  /** A JDBC URL: a database server's address whatever its driver's scheme (`db2`, `jtds:sqlserver`, `h2:tcp`…). */
+  network?: true;
   /** Written as a web URL (`https://...`) but `new URL` rejects it: its hosts were read by hand. */
   malformed?: true;
 }
@@ -168,7 +180,77 @@ function addLibpqParameter(key: string, value: string, hosts: string[], database
   }
 }
 
-function parseConnectionString(scheme: string, rest: string): ParsedLocation {
+/** A connection string's query parameter: libpq's, and `database=`/`databaseName=`/`serverName=` of other drivers. */
+function addUrlParameter(key: string, value: string, hosts: string[], databases: string[]): void {
+  if (PROPERTY_HOST_KEYS.has(key)) {
+    for (const h of value.split(',')) if (h.trim()) addHost(stripPort(h.trim()), hosts, hosts);
+  } else if (PROPERTY_DATABASE_KEYS.has(key) && value && !NUMERIC.test(value)) {
+    databases.push(value.toLowerCase());
+  } else {
+    addLibpqParameter(key, value, hosts, databases);
+  }
+}
+
+/** `key=value` properties separated by `;` (a JDBC URL's tail): hosts and databases by PROPERTY_*_KEYS. */
+function addProperties(text: string, hosts: string[], databases: string[]): void {
+  for (const pair of text.split(';')) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) addUrlParameter(pair.slice(0, eq).trim().toLowerCase(), pair.slice(eq + 1).trim(), hosts, databases);
+  }
+}
+
+/**
+ * A JDBC URL after `jdbc:`. Every JDBC URL names a database server, so any `subprotocol://` is read as a
+ * network connection string whatever the driver (`db2://`, `jtds:sqlserver://`, `h2:tcp://`, `derby://`…);
+ * Oracle's and Sybase's forms without `//` are read apart. Undefined for an embedded database (`h2:mem:`,
+ * `sqlite:/path`) and for a web scheme.
+ */
+function parseJdbc(text: string): ParsedLocation | undefined {
+  const oracle = JDBC_ORACLE.exec(text);
+  if (oracle) return parseOracleTarget(text.slice(oracle[0].length).trim());
+  const sep = text.indexOf('://');
+  if (sep < 0 && JDBC_SYBASE.test(text)) return parseConnectionString('sybase', text.slice('sybase:tds:'.length), true);
+  if (sep <= 0) return undefined;
+  const scheme = text.slice(0, sep).toLowerCase();
+  if (WEB_SCHEMES.has(scheme)) return undefined;
+  return parseConnectionString(scheme, text.slice(sep + 3), true);
+}
+
+/** What follows `@` in Oracle's JDBC URL: `//host:port/service`, `host:port:SID`, `host:port/service`, a descriptor, a TNS alias. */
+function parseOracleTarget(target: string): ParsedLocation {
+  if (target.startsWith('//')) return parseConnectionString('oracle', target.slice(2), true);
+  const hosts: string[] = [];
+  const databases: string[] = [];
+  if (target.startsWith('(')) {
+    for (const m of target.matchAll(DESCRIPTOR_HOST)) addHost(m[1] as string, hosts, hosts);
+    for (const m of target.matchAll(DESCRIPTOR_SERVICE)) databases.push((m[1] as string).toLowerCase());
+  } else {
+    // host[:port](:SID | /service), or a TNS alias alone: the alias counts as a host (fail closed).
+    const slash = target.indexOf('/');
+    const hostAndPort = slash < 0 ? target : target.slice(0, slash);
+    const parts = hostAndPort.split(':');
+    if (parts[0]) addHost(parts[0], hosts, hosts);
+    const name = slash < 0 ? parts[2] : target.slice(slash + 1).split(/[/?]/)[0];
+    if (name && !NUMERIC.test(name)) databases.push(name.toLowerCase());
+  }
+  return { scheme: 'oracle', network: true, hosts, otherHosts: [], databases, canonical: `oracle://${hosts.join(',')}${databases.length > 0 ? `/${databases[0]}` : ''}` };
+}
+
+function parseConnectionString(scheme: string, whole: string, forceNetwork = false): ParsedLocation {
+  const network = forceNetwork || DB_SCHEMES.has(scheme);
+  let rest = whole;
+  let properties: string | undefined;
+  if (network) {
+    // `;key=value` properties after the user info (SQL Server's and jTDS's JDBC URLs:
+    // `sqlserver://sql01:1433;databaseName=app`, `jtds:sqlserver://h/app;instance=x`) name hosts and databases
+    // too, and end the host or database name before them.
+    const end = whole.search(PATH_END);
+    const semi = whole.indexOf(';', (end < 0 ? whole : whole.slice(0, end)).lastIndexOf('@') + 1);
+    if (semi >= 0) {
+      properties = whole.slice(semi + 1);
+      rest = whole.slice(0, semi);
+    }
+  }
   const cut = rest.search(PATH_END);
   const authority = cut < 0 ? rest : rest.slice(0, cut);
   let tail = cut < 0 ? '' : rest.slice(cut);
@@ -177,7 +259,7 @@ function parseConnectionString(scheme: string, rest: string): ParsedLocation {
   const hosts: string[] = [];
   const otherHosts: string[] = [];
   const databases: string[] = [];
-  const network = DB_SCHEMES.has(scheme);
+  if (properties !== undefined) addProperties(properties, otherHosts, databases);
   for (const h of hostPart.split(',')) {
     const host = stripPort(h.trim());
     if (!host) continue;
@@ -197,7 +279,7 @@ function parseConnectionString(scheme: string, rest: string): ParsedLocation {
     if (query) {
       for (const pair of query.split('&')) {
         const eq = pair.indexOf('=');
-        if (eq > 0) addLibpqParameter(percentDecode(pair.slice(0, eq)).toLowerCase(), percentDecode(pair.slice(eq + 1)), otherHosts, databases);
+        if (eq > 0) addUrlParameter(percentDecode(pair.slice(0, eq)).toLowerCase(), percentDecode(pair.slice(eq + 1)), otherHosts, databases);
       }
     }
     // libpq looks for the `@` of the user info up to the first `/`, past `?` and `#`; WHATWG and this
@@ -208,7 +290,11 @@ function parseConnectionString(scheme: string, rest: string): ParsedLocation {
     if (region.includes('\\') || (mark >= 0 && region.lastIndexOf('@') > mark)) addAuthorityParts(region, otherHosts);
   }
   const path = tail ? posix.normalize(tail) : '';
-  return { scheme, hosts, otherHosts, databases, canonical: `${scheme}://${hostPart}${path === '.' ? '' : path}` };
+  // A database named only by a property (`;databaseName=app`) is part of the resource, as a path would be.
+  const shown = path === '.' || path === '' ? (properties !== undefined && databases.length > 0 ? `/${databases[databases.length - 1]}` : '') : path;
+  const location: ParsedLocation = { scheme, hosts, otherHosts, databases, canonical: `${scheme}://${hostPart}${shown}` };
+  if (forceNetwork) location.network = true;
+  return location;
 }
 
 /** http(s), ws(s), ftp: the host `new URL` gives, as fetch clients connect to it. */
@@ -251,7 +337,7 @@ export function parseLocation(raw: string): ParsedLocation | undefined {
 
 function parse(raw: string, includeWeb: boolean): ParsedLocation | undefined {
   let text = trimmed(raw);
-  if (JDBC.test(text)) text = text.slice(5);
+  if (JDBC.test(text)) return parseJdbc(text.slice(5).replace(TAB_OR_NEWLINE, ''));
   // Cheap rejection first (`Note: ...` is free text), before the copy without tabs and newlines.
   const m = SCHEME_PREFIX.exec(text);
   if (!m) return undefined;
@@ -344,7 +430,7 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
   if (value.includes(':')) {
     const loc = parse(value, includeWeb);
     if (loc) {
-      if (DB_SCHEMES.has(loc.scheme) || WEB_SCHEMES.has(loc.scheme)) {
+      if (loc.network || DB_SCHEMES.has(loc.scheme) || WEB_SCHEMES.has(loc.scheme)) {
         for (const h of loc.hosts) out.add(h);
         for (const h of loc.otherHosts) out.add(h);
         for (const d of loc.databases) out.add(d);

@@ -299,6 +299,26 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ note: 'Server=prod is down' })).networkIdentities).toEqual([]);
   });
 
+  it('JDBC URLs of every driver: SQL Server properties, Oracle, Sybase, any subprotocol with //', () => {
+    expect(resolved(conn({ url: 'jdbc:sqlserver://sql01:1433;databaseName=production;encrypt=true' })).networkIdentities).toEqual(['sql01', 'production']);
+    expect(hit(conn({ url: 'jdbc:sqlserver://;serverName=prod-sql;databaseName=app' }))).toEqual({ identity: 'prod-sql', pattern: 'prod' });
+    expect(hit(conn({ url: 'jdbc:jtds:sqlserver://sql01:1433/live;instance=A' }))).toEqual({ identity: 'live', pattern: 'live' });
+    expect(hit(conn({ url: 'jdbc:oracle:thin:@//prod-ora:1521/app' }))).toEqual({ identity: 'prod-ora', pattern: 'prod' });
+    expect(resolved(conn({ url: 'jdbc:oracle:thin:scott/tiger@ora01:1521:live' })).networkIdentities).toEqual(['ora01', 'live']);
+    expect(hit(conn({ url: 'jdbc:oracle:thin:@(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST=ora01)(PORT=1521))(CONNECT_DATA=(SERVICE_NAME=production)))' }))).toEqual({
+      identity: 'production',
+      pattern: 'production',
+    });
+    expect(hit(conn({ url: 'jdbc:db2://db2.prod.corp:50000/app' }))).toEqual({ identity: 'db2.prod.corp', pattern: 'prod' });
+    expect(hit(conn({ url: 'jdbc:sybase:Tds:syb01:5000/main' }))).toEqual({ identity: 'main', pattern: 'main' });
+    expect(hit(conn({ url: 'jdbc:h2:tcp://live-h2/~/app' }))).toMatchObject({ pattern: 'live' });
+    // Other drivers' query keys for the database (go-mssqldb's `?database=`).
+    expect(hit(conn({ url: 'sqlserver://sa@sql01?database=production' }))).toEqual({ identity: 'production', pattern: 'production' });
+    // Embedded databases name no server; a `;` in a password is not a property.
+    expect(resolved(conn({ a: 'jdbc:h2:mem:main', b: 'jdbc:sqlite:/srv/main.db' })).networkIdentities).toEqual([]);
+    expect(resolved(conn({ url: 'postgres://u:pa;ss@dev-db/app' })).networkIdentities).toEqual(['dev-db', 'app']);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
