@@ -12,6 +12,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 COPY . .
 COPY --from=build /app/ui/dist ./ui/dist
+# The bundle bin/killswitch.js runs (bin/bundle.js), built here: the code is read-only to the user below.
+RUN KILLSWITCH_BUNDLE=1 node bin/killswitch.js --version
 # The process runs as the image's unprivileged user `node` (uid 1000): the code stays root's and read-only
 # to it; it writes only DATA_DIR (audit spool, flag backup). A volume mounted there for the first time
 # takes this directory's owner.

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI directly through tsx so a fresh clone needs no build step.
+// Runs the TypeScript CLI with no build step to remember: a bundle of the sources, built on first use and
+// again whenever a source file changes (bin/bundle.js), or, when none can be built, the sources through tsx.
 import { setFlagsFromString } from 'node:v8';
-import { register } from 'tsx/esm/api';
+import { bundledEntry } from './bundle.js';
 
 // V8's allocation-site pretenuring misjudges the decision path: under load it sends allocation sites of
 // the decision path straight to the old generation, and whatever those objects point to is promoted with
@@ -11,5 +12,13 @@ import { register } from 'tsx/esm/api';
 // starting, it works in part (~0.6 KB). Workers of WORKERS > 1 inherit the command line's flags.
 if (!process.execArgv.includes('--no-allocation-site-pretenuring')) setFlagsFromString('--no-allocation-site-pretenuring');
 
-register();
-await import('../src/cli/main.ts');
+const entry = await bundledEntry();
+if (entry !== undefined) {
+  // Stack traces name the TypeScript file and line, as under tsx (the maps are read only when one is printed).
+  process.setSourceMapsEnabled(true);
+  await import(entry);
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../src/cli/main.ts');
+}

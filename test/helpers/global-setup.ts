@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
+import { bundledEntry } from '../../bin/bundle.js';
 import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
 import { dbUrl, TEMPLATE_DB, TEST_PG_URL } from './env.js';
@@ -95,7 +96,8 @@ type Started = Awaited<ReturnType<typeof startTestUnleash>>;
 
 async function prepare(): Promise<void> {
   useRunTmpdir();
-  await buildTemplate();
+  // The bundle every `node bin/killswitch.js` of the run loads, built once before files spawn them at once.
+  await Promise.all([buildTemplate(), bundledEntry(true)]);
 }
 
 async function buildTemplate(): Promise<void> {
