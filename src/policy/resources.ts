@@ -81,6 +81,8 @@ const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const IDEOGRAPHIC_STOPS = /[\u3002\uff0e\uff61]/g;
 const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
 const KEY_START = /^\s*[A-Za-z_]/;
+/** `NAME=` of an environment entry or `--name=` of a command-line option, before a value read as a whole. */
+const ASSIGNMENT = /^\s*(?:--?)?[A-Za-z_][A-Za-z0-9_.-]*=/;
 /** Keys of semicolon connection strings (ADO.NET, ODBC, Npgsql, MySQL) naming where to connect. */
 const SEMICOLON_HOST_KEYS: ReadonlySet<string> = new Set(['server', 'data source', 'datasource', 'address', 'addr', 'network address', 'host', 'hostname']);
 /** Keys of semicolon connection strings naming the database. */
@@ -424,18 +426,29 @@ function semicolonIdentities(value: string, out: Set<string>): void {
   for (const d of databases) out.add(d);
 }
 
+function addLocation(loc: ParsedLocation, out: Set<string>): void {
+  if (!loc.network && !DB_SCHEMES.has(loc.scheme) && !WEB_SCHEMES.has(loc.scheme)) return;
+  for (const h of loc.hosts) out.add(h);
+  for (const h of loc.otherHosts) out.add(h);
+  for (const d of loc.databases) out.add(d);
+}
+
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
   // Cheap rejection first: almost every argument string is free text or a path.
   if (value.includes(':')) {
     const loc = parse(value, includeWeb);
     if (loc) {
-      if (loc.network || DB_SCHEMES.has(loc.scheme) || WEB_SCHEMES.has(loc.scheme)) {
-        for (const h of loc.hosts) out.add(h);
-        for (const h of loc.otherHosts) out.add(h);
-        for (const d of loc.databases) out.add(d);
-      }
+      addLocation(loc, out);
       return;
+    }
+    // An assignment whose whole value is a connection string: `DATABASE_URL=postgres://prod-db/app` (an
+    // environment entry), `--db-url=jdbc:…` (a command-line option). One level only: the rest is not read again.
+    const eq = value.indexOf('=');
+    if (eq > 0 && value.includes(':', eq)) {
+      const assignment = ASSIGNMENT.exec(value);
+      const inner = assignment ? parse(value.slice(assignment[0].length), includeWeb) : undefined;
+      if (inner) addLocation(inner, out);
     }
   }
   if (value.includes('=') && KEY_START.test(value)) {

@@ -314,6 +314,11 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(hit(conn({ url: 'jdbc:h2:tcp://live-h2/~/app' }))).toMatchObject({ pattern: 'live' });
     // Other drivers' query keys for the database (go-mssqldb's `?database=`).
     expect(hit(conn({ url: 'sqlserver://sa@sql01?database=production' }))).toEqual({ identity: 'production', pattern: 'production' });
+    // An assignment whose whole value is one: an environment entry, a command-line option.
+    expect(hit(conn({ env: ['PATH=/usr/bin', 'DATABASE_URL=postgres://u:p@prod-db.internal/app'] }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
+    expect(hit(conn({ argv: ['migrate', '--db-url=jdbc:sqlserver://sql01;databaseName=live'] }))).toEqual({ identity: 'live', pattern: 'live' });
+    // Web URLs only where a URL is expected, as without the name; free text is still not read.
+    expect(resolved(conn({ env: ['STATUS_PAGE=https://prod.example.com'], note: 'see DATABASE_URL=postgres://prod-db/app in the runbook' })).networkIdentities).toEqual([]);
     // Embedded databases name no server; a `;` in a password is not a property.
     expect(resolved(conn({ a: 'jdbc:h2:mem:main', b: 'jdbc:sqlite:/srv/main.db' })).networkIdentities).toEqual([]);
     expect(resolved(conn({ url: 'postgres://u:pa;ss@dev-db/app' })).networkIdentities).toEqual(['dev-db', 'app']);
