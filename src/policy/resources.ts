@@ -17,6 +17,11 @@ import { storable } from '../audit/redact.js';
 const RESOURCE_KEYS = ['path', 'paths', 'source', 'destination', 'url', 'uri', 'table', 'table_name', 'repo_path'] as const;
 /** Of those, the keys whose http(s) URLs are network identities when the gateway sent no resources. */
 const URL_KEYS: ReadonlySet<string> = new Set(['url', 'uri', 'source', 'destination']);
+/** Argument keys whose value is the host a tool connects to (`server` is left out: often a name of something else). */
+const HOST_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['host', 'hostname', 'hostaddr', 'host_name', 'db_host', 'database_host', 'dbhost']);
+/** Argument keys whose value is the database a tool connects to. */
+const DATABASE_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['database', 'dbname', 'db_name', 'database_name']);
+const DATABASE_NAME = /^[\p{L}\p{N}_$.-]+$/u;
 /**
  * The decision schema's `resources` maxItems: a gateway with more to say had to cut its list, so then
  * every URL in the arguments counts too.
@@ -546,7 +551,32 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
   const webEverywhere = hasResources && resources.length >= MAX_GATEWAY_RESOURCES;
   // URL keys are read whether or not the gateway sent resources: its resources add to what the
   // arguments reach, they never hide it (a gateway that normalised too little is not a way around).
-  firstString(args, (value, key) => void identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out));
+  firstString(args, (value, key) => {
+    identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
+    if (key !== undefined) argumentIdentity(key, value, out);
+  });
+}
+
+/**
+ * A connection given as separate arguments (`{host: "prod-db", database: "app"}`, however deep): the value
+ * of a host key (HOST_ARGUMENT_KEYS; several hosts split at `,`, ports dropped, a Unix socket directory
+ * left out) or of a database key, when it is one word: free text (`"host": "prod is down"`) is not read.
+ */
+function argumentIdentity(key: string, value: string, out: Set<string>): void {
+  const k = key.toLowerCase();
+  if (HOST_ARGUMENT_KEYS.has(k)) {
+    if (WHITESPACE.test(value.trim())) return;
+    for (const part of value.split(',')) {
+      const host = stripPort(part.trim());
+      if (host && !host.startsWith('/') && !host.startsWith('@') && !NUMERIC.test(host)) {
+        const hosts: string[] = [];
+        addHost(host, hosts, hosts);
+        for (const h of hosts) out.add(h);
+      }
+    }
+  } else if (DATABASE_ARGUMENT_KEYS.has(k) && DATABASE_NAME.test(value) && !NUMERIC.test(value)) {
+    out.add(value.toLowerCase());
+  }
 }
 
 /**

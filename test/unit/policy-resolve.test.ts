@@ -324,6 +324,15 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ url: 'postgres://u:pa;ss@dev-db/app' })).networkIdentities).toEqual(['dev-db', 'app']);
   });
 
+  it('a connection given as separate arguments: host and database keys, however deep; one word only', () => {
+    expect(resolved(conn({ host: 'prod-db.internal', database: 'app', sql: 'select 1' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
+    expect(hit(conn({ connection: { hostname: 'live-cache:6379' } }))).toEqual({ identity: 'live-cache', pattern: 'live' });
+    expect(hit(conn({ options: [{ db_host: 'db1,db-prod-2:5433' }] }))).toEqual({ identity: 'db-prod-2', pattern: 'prod' });
+    expect(hit(conn({ host: 'dev-db', dbname: 'production' }))).toEqual({ identity: 'production', pattern: 'production' });
+    // A Unix socket directory, free text, a port alone, other keys: nothing.
+    expect(resolved(conn({ host: '/var/run/postgresql', hostname: 'prod is down', hostaddr: '5432', branch: 'main', server: 'main', database: 'the main one' })).networkIdentities).toEqual([]);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
