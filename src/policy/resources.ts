@@ -17,11 +17,19 @@ import { storable } from '../audit/redact.js';
 const RESOURCE_KEYS = ['path', 'paths', 'source', 'destination', 'url', 'uri', 'table', 'table_name', 'repo_path'] as const;
 /** Of those, the keys whose http(s) URLs are network identities when the gateway sent no resources. */
 const URL_KEYS: ReadonlySet<string> = new Set(['url', 'uri', 'source', 'destination']);
-/** Argument keys whose value is the host a tool connects to (`server` is left out: often a name of something else). */
-const HOST_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['host', 'hostname', 'hostaddr', 'host_name', 'db_host', 'database_host', 'dbhost']);
-/** Argument keys whose value is the database a tool connects to. */
-const DATABASE_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['database', 'dbname', 'db_name', 'database_name']);
+/**
+ * Argument keys whose value is the host a tool connects to, compared in lower case without `_` and `-`
+ * (`db_host`, `dbHost`, `DB-HOST`, `PGHOST` alike); `server` is left out: often a name of something else.
+ */
+const HOST_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['host', 'hosts', 'hostname', 'hostaddr', 'dbhost', 'dbhostname', 'databasehost', 'databasehostname', 'pghost', 'pghostaddr']);
+/** Argument keys whose value is the database a tool connects to, compared as HOST_ARGUMENT_KEYS. */
+const DATABASE_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['database', 'dbname', 'databasename', 'pgdatabase']);
+const KEY_SEPARATORS = /[_-]/g;
 const DATABASE_NAME = /^[\p{L}\p{N}_$.-]+$/u;
+/** A database argument naming a local database file (SQLite, DuckDB, Access), not a server's database. */
+const DATABASE_FILE = /\.(?:db|db3|sqlite|sqlite3|s3db|sl3|duckdb|mdb|accdb)$/i;
+/** A port after the last `:` of a host argument. */
+const PORT_SUFFIX = /:\d*$/;
 /**
  * The decision schema's `resources` maxItems: a gateway with more to say had to cut its list, so then
  * every URL in the arguments counts too.
@@ -63,6 +71,9 @@ const JDBC = /^jdbc:/i;
 const JDBC_ORACLE = /^oracle:[a-z0-9]*:[^@]*@/i;
 /** Sybase jConnect: `jdbc:sybase:Tds:host:port/database`. */
 const JDBC_SYBASE = /^sybase:tds:/i;
+/** An Oracle target written as a URL: `ldap://…`, `ldaps://…`, `tcp://…`, `tcps://…`. */
+const ORACLE_TARGET_SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
+const ORACLE_NAME_END = /[/?,]/;
 /** An Oracle descriptor's host and service: `(HOST=prod-ora)`, `(SERVICE_NAME=app)`, `(SID=orcl)`. */
 const DESCRIPTOR_HOST = /\(\s*host\s*=\s*([^)\s]+)\s*\)/gi;
 const DESCRIPTOR_SERVICE = /\(\s*(?:service_name|sid)\s*=\s*([^)\s]+)\s*\)/gi;
@@ -164,7 +175,7 @@ function addHost(raw: string, hosts: string[], candidates: string[]): void {
   if (!host) return;
   hosts.push(host);
   if (PLAIN_HOST.test(host) || host.startsWith('[')) return;
-  for (const part of host.split(NOT_HOST)) if (part && part !== host) candidates.push(part);
+  for (const part of new Set(host.split(NOT_HOST))) if (part && part !== host) candidates.push(part);
 }
 
 /** Every host-like part of an authority whose reading is ambiguous; text after `:` (port, password) is dropped. */
@@ -226,6 +237,9 @@ function parseJdbc(text: string): ParsedLocation | undefined {
 /** What follows `@` in Oracle's JDBC URL: `//host:port/service`, `host:port:SID`, `host:port/service`, a descriptor, a TNS alias. */
 function parseOracleTarget(target: string): ParsedLocation {
   if (target.startsWith('//')) return parseConnectionString('oracle', target.slice(2), true);
+  // `ldap://directory:389/service,cn=OracleContext…`, `tcps://host:port/service` (EZConnect with a protocol).
+  const scheme = ORACLE_TARGET_SCHEME.exec(target);
+  if (scheme) return parseConnectionString((scheme[1] as string).toLowerCase(), target.slice(scheme[0].length), true);
   const hosts: string[] = [];
   const databases: string[] = [];
   if (target.startsWith('(')) {
@@ -235,9 +249,11 @@ function parseOracleTarget(target: string): ParsedLocation {
     // host[:port](:SID | /service), or a TNS alias alone: the alias counts as a host (fail closed).
     const slash = target.indexOf('/');
     const hostAndPort = slash < 0 ? target : target.slice(0, slash);
-    const parts = hostAndPort.split(':');
+    const parts = hostAndPort.split(':', 3);
     if (parts[0]) addHost(parts[0], hosts, hosts);
-    const name = slash < 0 ? parts[2] : target.slice(slash + 1).split(/[/?]/)[0];
+    const after = slash < 0 ? '' : target.slice(slash + 1);
+    const nameEnd = after.search(ORACLE_NAME_END);
+    const name = slash < 0 ? parts[2] : nameEnd < 0 ? after : after.slice(0, nameEnd);
     if (name && !NUMERIC.test(name)) databases.push(name.toLowerCase());
   }
   return { scheme: 'oracle', network: true, hosts, otherHosts: [], databases, canonical: `oracle://${hosts.join(',')}${databases.length > 0 ? `/${databases[0]}` : ''}` };
@@ -267,7 +283,7 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
   const otherHosts: string[] = [];
   const databases: string[] = [];
   if (properties !== undefined) addProperties(properties, otherHosts, databases);
-  for (const h of hostPart.split(',')) {
+  for (const h of new Set(hostPart.split(','))) {
     const host = stripPort(h.trim());
     if (!host) continue;
     if (network) addHost(host, hosts, otherHosts);
@@ -354,7 +370,13 @@ function parse(raw: string, includeWeb: boolean): ParsedLocation | undefined {
   if (!web && !text.slice(m[0].length, m[0].length + 8).replace(TAB_OR_NEWLINE, '').startsWith('//')) return undefined;
   if (text.includes('\t') || text.includes('\n') || text.includes('\r')) text = text.replace(TAB_OR_NEWLINE, '');
   const afterColon = text.slice(text.indexOf(':') + 1);
-  return web ? parseWebUrl(text, scheme, afterColon) : parseConnectionString(scheme, afterColon.slice(2));
+  return web ? parseWebUrl(text, scheme, afterColon) : parseConnectionString(scheme, afterColon.slice(2), isDriverScheme(scheme));
+}
+
+/** SQLAlchemy's `dialect+driver` (`postgresql+asyncpg`, `mysql+pymysql`, `mssql+pyodbc`): a connection string of the dialect. */
+function isDriverScheme(scheme: string): boolean {
+  const plus = scheme.indexOf('+');
+  return plus > 0 && !DB_SCHEMES.has(scheme) && DB_SCHEMES.has(scheme.slice(0, plus));
 }
 
 /**
@@ -560,21 +582,25 @@ export function callIdentitiesOf(args: Record<string, unknown>, resources: reado
 /**
  * A connection given as separate arguments (`{host: "prod-db", database: "app"}`, however deep): the value
  * of a host key (HOST_ARGUMENT_KEYS; several hosts split at `,`, ports dropped, a Unix socket directory
- * left out) or of a database key, when it is one word: free text (`"host": "prod is down"`) is not read.
+ * left out, a scheme or protocol prefix read past: `tcp:prod-sql`, `https://prod-api`) or of a database
+ * key (not a local database file: `main.db`), when it is one word: free text (`"host": "prod is down"`)
+ * is not read.
  */
 function argumentIdentity(key: string, value: string, out: Set<string>): void {
-  const k = key.toLowerCase();
+  const k = key.toLowerCase().replace(KEY_SEPARATORS, '');
   if (HOST_ARGUMENT_KEYS.has(k)) {
     if (WHITESPACE.test(value.trim())) return;
-    for (const part of value.split(',')) {
-      const host = stripPort(part.trim());
-      if (host && !host.startsWith('/') && !host.startsWith('@') && !NUMERIC.test(host)) {
-        const hosts: string[] = [];
-        addHost(host, hosts, hosts);
-        for (const h of hosts) out.add(h);
-      }
+    const hosts: string[] = [];
+    for (const part of new Set(value.split(','))) {
+      const text = part.trim();
+      if (!text || text.startsWith('/') || text.startsWith('@') || NUMERIC.test(text)) continue;
+      // A host and port (`prod-db:5432`, `[::1]:5432`); anything else with a `:` (`tcp:prod-sql`,
+      // `https://prod-api.example.com`) counts by each host-like part (fail closed).
+      const host = text.startsWith('[') || PORT_SUFFIX.test(text) ? stripPort(text) : text;
+      if (host && !NUMERIC.test(host)) addHost(host, hosts, hosts);
     }
-  } else if (DATABASE_ARGUMENT_KEYS.has(k) && DATABASE_NAME.test(value) && !NUMERIC.test(value)) {
+    for (const h of hosts) out.add(h);
+  } else if (DATABASE_ARGUMENT_KEYS.has(k) && DATABASE_NAME.test(value) && !NUMERIC.test(value) && !DATABASE_FILE.test(value)) {
     out.add(value.toLowerCase());
   }
 }

@@ -333,6 +333,27 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ host: '/var/run/postgresql', hostname: 'prod is down', hostaddr: '5432', branch: 'main', server: 'main', database: 'the main one' })).networkIdentities).toEqual([]);
   });
 
+  it('separate arguments: key spellings, a list of hosts, a prefix before the host; a local database file is not a server', () => {
+    for (const key of ['HOST', 'dbHost', 'databaseHost', 'db-host', 'DB_HOSTNAME', 'PGHOST', 'hosts']) {
+      expect(hit(conn({ [key]: 'prod-db' })), key).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    }
+    for (const key of ['databaseName', 'DB_NAME', 'PGDATABASE']) {
+      expect(hit(conn({ [key]: 'production' })), key).toEqual({ identity: 'production', pattern: 'production' });
+    }
+    expect(hit(conn({ hosts: ['dev-db', 'prod-db:5432'] }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(hit(conn({ host: 'tcp:prod-sql,1433' }))).toEqual({ identity: 'prod-sql', pattern: 'prod' });
+    expect(hit(conn({ host: 'https://prod-api.example.com:443' }))).toMatchObject({ pattern: 'prod' });
+    expect(resolved(conn({ host: '[::1]:5432', database: 'main.db', dbname: 'live.sqlite3' })).networkIdentities).toEqual(['[::1]']);
+  });
+
+  it("SQLAlchemy's dialect+driver URLs and Oracle targets written as URLs are connection strings", () => {
+    expect(resolved(conn({ a: 'postgresql+asyncpg://u@prod-db/app' })).networkIdentities).toEqual(['prod-db', 'app']);
+    expect(hit(conn({ a: 'mysql+pymysql://u:p@dev-db/production' }))).toEqual({ identity: 'production', pattern: 'production' });
+    expect(hit(conn({ a: 'jdbc:oracle:thin:@ldap://prod-ldap:389/app,cn=OracleContext,dc=x' }))).toEqual({ identity: 'prod-ldap', pattern: 'prod' });
+    expect(hit(conn({ a: 'jdbc:oracle:thin:@tcps://prod-ora:2484/app' }))).toEqual({ identity: 'prod-ora', pattern: 'prod' });
+    expect(resolved(conn({ a: 'sqlite+pysqlite:///main.db', b: 'git+ssh://main/x' })).networkIdentities).toEqual([]);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
