@@ -99,6 +99,8 @@ const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
 const KEY_START = /^\s*[A-Za-z_]/;
 /** `NAME=` of an environment entry or `--name=` of a command-line option, before a value read as a whole. */
 const ASSIGNMENT = /^\s*(?:--?)?[A-Za-z_][A-Za-z0-9_.-]*=/;
+const LINE_BREAK = /\r\n|\r|\n/;
+const ENV_FILE_LINE = /^\s*(?:#.*|(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*=.*)?$/;
 /** Keys of semicolon connection strings (ADO.NET, ODBC, Npgsql, MySQL) naming where to connect. */
 const SEMICOLON_HOST_KEYS: ReadonlySet<string> = new Set(['server', 'data source', 'datasource', 'address', 'addr', 'network address', 'host', 'hostname']);
 /** Keys of semicolon connection strings naming the database. */
@@ -453,6 +455,18 @@ function semicolonIdentities(value: string, out: Set<string>): void {
   for (const d of databases) out.add(d);
 }
 
+/**
+ * Text of several lines each blank, a `#` comment or `NAME=…`: the content of an env file (a `.env`
+ * template written in development), free text rather than one assignment. A value split across lines to
+ * hide a host (`DATABASE_URL=postgres://pr⏎od-db/app`, which clients that drop newlines join again) is not
+ * such text unless its next line also starts with `NAME=`, and a host with a `=` in it resolves nowhere.
+ */
+function isEnvFileText(value: string): boolean {
+  if (!value.includes('\n') && !value.includes('\r')) return false;
+  for (const line of value.split(LINE_BREAK)) if (!ENV_FILE_LINE.test(line)) return false;
+  return true;
+}
+
 function addLocation(loc: ParsedLocation, out: Set<string>): void {
   if (!loc.network && !DB_SCHEMES.has(loc.scheme) && !WEB_SCHEMES.has(loc.scheme)) return;
   for (const h of loc.hosts) out.add(h);
@@ -472,7 +486,7 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
     // An assignment whose whole value is a connection string: `DATABASE_URL=postgres://prod-db/app` (an
     // environment entry), `--db-url=jdbc:…` (a command-line option). One level only: the rest is not read again.
     const eq = value.indexOf('=');
-    if (eq > 0 && value.includes(':', eq)) {
+    if (eq > 0 && value.includes(':', eq) && !isEnvFileText(value)) {
       const assignment = ASSIGNMENT.exec(value);
       const inner = assignment ? parse(value.slice(assignment[0].length), includeWeb) : undefined;
       if (inner) addLocation(inner, out);

@@ -317,6 +317,9 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     // An assignment whose whole value is one: an environment entry, a command-line option.
     expect(hit(conn({ env: ['PATH=/usr/bin', 'DATABASE_URL=postgres://u:p@prod-db.internal/app'] }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
     expect(hit(conn({ argv: ['migrate', '--db-url=jdbc:sqlserver://sql01;databaseName=live'] }))).toEqual({ identity: 'live', pattern: 'live' });
+    // The content of an env file written in development is free text; a value split across lines is not.
+    expect(resolved(conn({ content: 'DATABASE_URL=postgres://prod-db/app\n# production settings\n\nexport REDIS_URL=redis://live-cache:6379\n' })).networkIdentities).toEqual([]);
+    expect(hit(conn({ env: ['DATABASE_URL=postgres://pr\nod-db.internal/app'] }))).toMatchObject({ pattern: 'prod' });
     // Web URLs only where a URL is expected, as without the name; free text is still not read.
     expect(resolved(conn({ env: ['STATUS_PAGE=https://prod.example.com'], note: 'see DATABASE_URL=postgres://prod-db/app in the runbook' })).networkIdentities).toEqual([]);
     // Embedded databases name no server; a `;` in a password is not a property.
