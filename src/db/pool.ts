@@ -35,9 +35,9 @@ export function createPool(
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
     application_name: opts.applicationName ?? 'killswitch',
+    Client: CheckingClient as unknown as new () => pg.ClientBase,
   });
   tolerateConnectionLoss(pool);
-  checkClientConnection(pool);
   return pool;
 }
 
@@ -50,15 +50,31 @@ export function createPool(
  */
 export const CLIENT_CONNECTION_CHECK_MS = 2_000;
 
+type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
+
 /**
- * Sets CLIENT_CONNECTION_CHECK_MS on each new connection of the pool. pg runs a client's queries in order,
- * so the SET precedes the first query; a server older than 14 refuses the name, which is ignored (it
- * then behaves as before).
+ * A pg client that sets CLIENT_CONNECTION_CHECK_MS before the pool hands it out: a SET sent from the pool's
+ * 'connect' event would be queued behind nothing yet run beside the first query, which pg warns about on
+ * stderr. Not a startup parameter either (`options=-c …`): PgBouncer refuses those, and a server older than
+ * 14 would refuse the connection; here such a server's error is ignored (it then behaves as before).
  */
-function checkClientConnection(pool: pg.Pool): void {
-  pool.on('connect', (client) => {
-    client.query(`SET client_connection_check_interval = ${CLIENT_CONNECTION_CHECK_MS}`).catch(() => {});
-  });
+class CheckingClient extends pg.Client {
+  override connect(): Promise<pg.Client>;
+  override connect(callback: ConnectCallback): void;
+  override connect(callback?: ConnectCallback): Promise<pg.Client> | undefined {
+    const ready = super.connect().then(() =>
+      this.query(`SET client_connection_check_interval = ${CLIENT_CONNECTION_CHECK_MS}`).then(
+        () => this,
+        () => this,
+      ),
+    );
+    if (callback === undefined) return ready;
+    ready.then(
+      (client) => (callback as (err: null, client: pg.Client) => void)(null, client),
+      (err: Error) => (callback as (err: Error) => void)(err),
+    );
+    return undefined;
+  }
 }
 
 /**

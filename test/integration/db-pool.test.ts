@@ -23,7 +23,20 @@ const running = async () =>
   (await ctx.pool().query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep%'", [app])).rows[0]!.n;
 
 describe('the main pool', () => {
-  it('each connection checks for a gone client while a statement runs', async () => {
+  it('each connection checks for a gone client while a statement runs, set before its first query without a warning from pg', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const fresh = createPool(ctx.databaseUrl, { max: 1, applicationName: app });
+    try {
+      expect((await fresh.query<{ v: string }>("SELECT current_setting('client_connection_check_interval') AS v")).rows[0]!.v).toBe(`${CLIENT_CONNECTION_CHECK_MS / 1000}s`);
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+      await fresh.end();
+    }
+    // A SET sent from the pool's 'connect' event ran beside the first query: "Calling client.query() when the client is already executing a query".
+    expect(warnings).toEqual([]);
     expect((await pool.query<{ v: string }>("SELECT current_setting('client_connection_check_interval') AS v")).rows[0]!.v).toBe(`${CLIENT_CONNECTION_CHECK_MS / 1000}s`);
   });
 
