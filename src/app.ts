@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
-import { AuditService, createWriterPool, databaseName } from './audit/service.js';
+import { AuditService, databaseName, openWriterPool } from './audit/service.js';
 import { type Config, ConfigError, checkStartConfig, serverTlsOptions } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -276,7 +276,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     closers.push(() => auth.stop());
     // Pushed early so it closes late: rows other services enqueue while closing are still flushed, and the
     // writer is flushed before the main pool ends.
-    const writerPool = createWriterPool(config.databaseUrl);
+    // Pinned to the tables' schema, and checked: a writer Postgres refuses stops the start (ConfigError).
+    const writerPool = await openWriterPool(config.databaseUrl, pool);
     metrics.instrumentPool(writerPool, 'audit');
     closers.push(() => writerPool.end().catch(() => {}));
     const audit = await AuditService.start(config, pool, log, { writerPool });

@@ -3,7 +3,8 @@ import { stringify } from 'csv-stringify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss } from '../db/pool.js';
+import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss, withQueryTimeout } from '../db/pool.js';
+import { AUDIT_WRITER_ROLE, auditWriterRefused, readDatabaseAccess, writerNotSwitched } from '../db/privileges.js';
 import { AppError } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
@@ -18,7 +19,8 @@ import { AuditUnavailable, AuditWriter, type SpoolSetAside } from './writer.js';
 import '../db/pool.js';
 
 /** The limited role the request path writes audit rows as (migrations/0002_audit.sql). */
-export const AUDIT_WRITER_ROLE = 'killswitch_audit_writer';
+export { AUDIT_WRITER_ROLE };
+
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const EXPORT_PAGE = 1_000;
 
@@ -38,13 +40,24 @@ export const AUDIT_STATEMENT_TIMEOUT_MS = 2_000;
  */
 export const AUDIT_QUERY_TIMEOUT_MS = 2_500;
 
+/** A value of a `-c name=value` connection option: backslash and white space escaped (Postgres splits options on spaces). */
+function optionValue(value: string): string {
+  return value.replace(/[\\\s]/g, '\\$&');
+}
+
 /**
  * The writer's own pool: every connection runs as the limited role from its first statement (a startup
  * parameter, so a missing role fails the connection instead of silently writing as the owner), and idle
  * connections are kept (idleTimeoutMillis 0) so a quiet period is not followed by a slow batch. Kept
  * forever, they get TCP keepalive, and every INSERT a client-side timeout (see the constants above).
+ *
+ * `schema`: where the tables are (auditSchema). The role switch changes what the default search_path's
+ * `"$user"` means: with the tables in a schema named after the owner (a managed Postgres whose `public`
+ * the owner may not create in), the writer would look for them in a schema named after itself and then
+ * in `public`, and find nothing. Without it, the server's default search_path.
  */
-export function createWriterPool(databaseUrl: string): pg.Pool {
+export function createWriterPool(databaseUrl: string, opts: { schema?: string } = {}): pg.Pool {
+  const searchPath = opts.schema === undefined ? '' : ` -c search_path=${optionValue(pg.escapeIdentifier(opts.schema))}`;
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: 2,
@@ -53,11 +66,68 @@ export function createWriterPool(databaseUrl: string): pg.Pool {
     query_timeout: AUDIT_QUERY_TIMEOUT_MS,
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
-    options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=${AUDIT_STATEMENT_TIMEOUT_MS}`,
+    options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=${AUDIT_STATEMENT_TIMEOUT_MS}${searchPath}`,
     application_name: 'killswitch-audit-writer',
   });
   tolerateConnectionLoss(pool);
   return pool;
+}
+
+/** How long the start waits for each of the writer pool's checks below: a Postgres that hangs is the spool's to ride out, not the start's. */
+const WRITER_CHECK_TIMEOUT_MS = 2_500;
+
+/** SQLSTATEs of a writer connection refused for what it may do, not for a Postgres that is unreachable. */
+const WRITER_REFUSALS = new Set([
+  '42501', // insufficient_privilege: may not SET ROLE, no privilege on the table
+  '22023', // invalid_parameter_value: `-c role=` names a role that does not exist
+  '42P01', // undefined_table: audit_events not found on the writer's search_path (no USAGE on its schema)
+  '3F000', // invalid_schema_name
+]);
+
+/** The schema the owner's connection finds audit_events in; undefined when it finds none (not migrated) or cannot ask. */
+export async function auditSchema(pool: Pool): Promise<string | undefined> {
+  try {
+    const { rows } = await pool.query<{ schema: string | null }>(
+      withQueryTimeout({ text: "SELECT (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('audit_events')) AS schema" }, WRITER_CHECK_TIMEOUT_MS),
+    );
+    return rows[0]?.schema ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The writer pool for the database `pool` (the owner's) is connected to, pinned to the tables' schema and
+ * checked: a writer that Postgres refuses for its privileges (the role missing, no right to switch to it,
+ * no USAGE on the schema) throws a ConfigError saying what the DBA runs. Such a writer would otherwise
+ * send every audit row to the local spool, for ever, while /readyz said ready. A Postgres that does not
+ * answer is not refused: the spool rides that out, as at any time.
+ */
+export async function openWriterPool(databaseUrl: string, pool: Pool): Promise<pg.Pool> {
+  const schema = await auditSchema(pool);
+  const writerPool = createWriterPool(databaseUrl, schema === undefined ? {} : { schema });
+  let who: string | undefined;
+  try {
+    const { rows } = await writerPool.query<{ who: string; ok: boolean }>(
+      withQueryTimeout({ text: "SELECT current_user AS who, has_table_privilege('audit_events', 'INSERT') AND has_table_privilege('audit_events', 'SELECT') AS ok" }, WRITER_CHECK_TIMEOUT_MS),
+    );
+    who = rows[0]?.who;
+    if (rows[0]?.ok !== true) throw Object.assign(new Error(`permission denied for table audit_events (the role ${AUDIT_WRITER_ROLE} needs SELECT and INSERT on it)`), { code: '42501' });
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && WRITER_REFUSALS.has(code)) {
+      await writerPool.end().catch(() => {});
+      const access = await readDatabaseAccess((text, values) => pool.query(withQueryTimeout({ text, ...(values ? { values } : {}) }, WRITER_CHECK_TIMEOUT_MS)), schema);
+      throw auditWriterRefused(access, (err as Error).message);
+    }
+  }
+  // Postgres applied no `-c role=`: a connection pooler between us and it dropped the option (PgBouncer with
+  // `options` in ignore_startup_parameters). The writer would write as the owner, which it must never do.
+  if (who !== undefined && who !== AUDIT_WRITER_ROLE) {
+    await writerPool.end().catch(() => {});
+    throw writerNotSwitched(who);
+  }
+  return writerPool;
 }
 
 export interface AuditServiceOptions {
@@ -259,7 +329,7 @@ export class AuditService {
   /** Creates the writer (own pool, limited role), makes sure partitions exist ahead, starts retention. */
   static async start(config: Config, pool: Pool, log: Logger, opts: AuditServiceOptions = {}): Promise<AuditService> {
     await auditStore.ensurePartitions(pool, partitionsFrom(new Date(), config.auditRetentionDays), 4).catch((err) => log.warn({ err: (err as Error).message }, 'could not create audit partitions ahead'));
-    const writerPool = opts.writerPool ?? createWriterPool(config.databaseUrl);
+    const writerPool = opts.writerPool ?? (await openWriterPool(config.databaseUrl, pool));
     const listeners: SpoolingListener[] = [];
     // A spool is set aside by the start's first replay, before the app listens: kept to be told later.
     const setAside: SpoolSetAside[] = [];

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { QueryResultRow } from 'pg';
 import { type Pool, UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from './pool.js';
+import { MANAGED_POSTGRES_DOC, migrationPrivilegeProblems, missingPrivileges, readDatabaseAccess } from './privileges.js';
 
 export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
 
@@ -30,13 +31,25 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationL
   const applied: AppliedMigration[] = [];
   try {
     await query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
-    await query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    const { rows: found } = await query<{ exists: boolean }>("SELECT to_regclass('schema_migrations') IS NOT NULL AS exists");
+    const tracked = found[0]!.exists;
+    const rows = tracked ? (await query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations')).rows : [];
+    const done = new Map(rows.map((r) => [r.version, r]));
+    // A user that lacks a privilege is told everything it lacks, and what the DBA runs, before the first
+    // statement: not "permission denied for schema public" from whichever migration met it first.
+    if (files.some((f) => !done.has(Number(f.slice(0, 4))))) {
+      const access = await readDatabaseAccess(query);
+      const problems = migrationPrivilegeProblems(access, !tracked);
+      if (problems.length > 0) throw missingPrivileges(access, problems);
+    }
+    // Only when missing: CREATE TABLE IF NOT EXISTS still needs CREATE on the schema, which an upgrade may not have.
+    if (!tracked) {
+      await query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY,
       name text NOT NULL,
       checksum text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now())`);
-    const { rows } = await query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migrations');
-    const done = new Map(rows.map((r) => [r.version, r]));
+    }
     // A new database gets one line; an upgrade one before and after each migration (some take minutes).
     const fresh = rows.length === 0;
     const began = Date.now();
@@ -61,7 +74,9 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR, log?: MigrationL
         await query('COMMIT');
       } catch (err) {
         await query('ROLLBACK');
-        throw new Error(`migration ${file} failed: ${(err as Error).message}`);
+        // insufficient_privilege: the doc lists what the user needs and what a DBA runs.
+        const privilege = (err as { code?: unknown }).code === '42501' ? ` (the DATABASE_URL user lacks a privilege this migration needs: ${MANAGED_POSTGRES_DOC})` : '';
+        throw new Error(`migration ${file} failed: ${(err as Error).message}${privilege}`);
       }
       applied.push({ version, name: file });
       if (!fresh) log?.info({ migration: file, ms: Date.now() - started }, `applied database migration ${file}`);

@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { ConfigError } from '../config.js';
+import { MANAGED_POSTGRES_DOC } from './privileges.js';
 
 // bigint (int8) columns come back as JS numbers: our counters stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -92,15 +94,42 @@ export function tolerateConnectionLoss(pool: pg.Pool): void {
 
 /**
  * Creates the database named in the URL if it does not exist (connecting to the `postgres` database).
- * True when this call created it.
+ * True when this call created it. `variable` names the setting in what a refusal says.
+ *
+ * The database itself is tried first: on a managed Postgres the DBA often creates it for the app's user,
+ * who may not be allowed to connect to `postgres` at all, nor to create databases (no CREATEDB). Either
+ * refusal, for a database that is missing, is a ConfigError naming what the DBA runs.
  */
-export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
+export async function ensureDatabase(databaseUrl: string, variable: 'DATABASE_URL' | 'UNLEASH_DATABASE_URL' = 'DATABASE_URL'): Promise<boolean> {
   const url = new URL(databaseUrl);
   const name = decodeURIComponent(url.pathname.replace(/^\//, ''));
   if (!name) return false;
+  const user = decodeURIComponent(url.username) || '(the connecting user)';
+  const names = variable === 'DATABASE_URL' ? 'that DATABASE_URL names' : "of the embedded Unleash (UNLEASH_DATABASE_URL; unset, DATABASE_URL's database name followed by _unleash)";
+  const createIt = `The DBA runs: CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${pg.escapeIdentifier(user)}; (${MANAGED_POSTGRES_DOC})`;
+  const own = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000 });
+  try {
+    await own.connect();
+    return false;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '42501') {
+      throw new ConfigError(variable, `the user ${pg.escapeIdentifier(user)} may not connect to the database ${pg.escapeIdentifier(name)} ${names}: ${(err as Error).message}. The DBA runs: GRANT CONNECT ON DATABASE ${pg.escapeIdentifier(name)} TO ${pg.escapeIdentifier(user)}; (${MANAGED_POSTGRES_DOC})`);
+    }
+    if (code !== '3D000') throw err;
+  } finally {
+    await own.end().catch(() => {});
+  }
   url.pathname = '/postgres';
   const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== '42501' && code !== '3D000') throw err;
+    await client.end().catch(() => {});
+    throw new ConfigError(variable, `the database ${pg.escapeIdentifier(name)} ${names} does not exist, and creating it takes a connection to the database "postgres", which was refused: ${(err as Error).message}. ${createIt}`);
+  }
   try {
     const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
     if (rowCount === 0) {
@@ -108,8 +137,13 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
         await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
         return true;
       } catch (err) {
+        const code = (err as { code?: string }).code;
         // Another replica created it first.
-        if ((err as { code?: string }).code !== '42P04') throw err;
+        if (code === '42P04') return false;
+        if (code === '42501') {
+          throw new ConfigError(variable, `the database ${pg.escapeIdentifier(name)} ${names} does not exist, and the user ${pg.escapeIdentifier(user)} may not create it (it has no CREATEDB). ${createIt}`);
+        }
+        throw err;
       }
     }
     return false;

@@ -1,8 +1,10 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { type Config, inheritedEnv, SETTINGS } from '../config.js';
 import { ensureDatabase } from '../db/pool.js';
+import { MANAGED_POSTGRES_DOC } from '../db/privileges.js';
 
 // The embedded Unleash for local use and tests: unleash-server 7.5.1 in a child process (see
 // scripts/unleash/launcher.cjs for why not in-process), on its own Postgres database.
@@ -77,6 +79,18 @@ function unleashLogLevel(level: string): NonNullable<EmbeddedUnleashOptions['log
   return 'error';
 }
 
+/**
+ * Unleash creates its tables in the schema `public` of its database (it sets its search_path to it): on
+ * Postgres 15 and later a user that does not own that database may not, unless granted.
+ */
+function privilegeHint(failure: string, databaseUrl: string): string {
+  if (!/permission denied for schema/.test(failure)) return '';
+  const url = new URL(databaseUrl);
+  const db = pg.escapeIdentifier(decodeURIComponent(url.pathname.slice(1)));
+  const user = pg.escapeIdentifier(decodeURIComponent(url.username) || 'the UNLEASH_DATABASE_URL user');
+  return `. The UNLEASH_DATABASE_URL user ${user} may not create tables in the schema public of that database (from Postgres 15 on, only the database owner may, unless granted): the DBA runs, connected to ${db}: GRANT CREATE ON SCHEMA public TO ${user}; (${MANAGED_POSTGRES_DOC})`;
+}
+
 /** Our settings are never passed on: the child gets Unleash's own variables, set explicitly below. */
 function childEnv(o: EmbeddedUnleashOptions): NodeJS.ProcessEnv {
   const env = inheritedEnv();
@@ -123,7 +137,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
   if (await healthy(base)) {
     throw new Error(`Port ${o.port} already answers as an Unleash (or something else): stop it, or set UNLEASH_URL=${base}/api to use it`);
   }
-  await ensureDatabase(o.databaseUrl);
+  await ensureDatabase(o.databaseUrl, 'UNLEASH_DATABASE_URL');
   const child: ChildProcess = fork(LAUNCHER, [], { env: childEnv(o), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   // Unleash logs to our stderr while it runs; once we stop it, its shutdown chatter (scheduled jobs
   // aborted by the closing database pool) is dropped.
@@ -161,7 +175,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
   });
   // 'ready' comes after the launcher has checked the tokens; /health alone could answer a moment earlier.
   while (!launched || !(await healthy(base))) {
-    if (done) throw new Error(`Embedded Unleash exited before it was ready${failure ? `: ${failure}` : ''} (database ${new URL(o.databaseUrl).pathname.slice(1)}, port ${o.port})`);
+    if (done) throw new Error(`Embedded Unleash exited before it was ready${failure ? `: ${failure}` : ''} (database ${new URL(o.databaseUrl).pathname.slice(1)}, port ${o.port})${failure ? privilegeHint(failure, o.databaseUrl) : ''}`);
     if (o.signal?.aborted) {
       await stop();
       throw new Error('Embedded Unleash start given up: the control plane is stopping');

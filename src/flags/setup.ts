@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { type Config, flagsAtStartFromPrimary } from '../config.js';
+import { type Config, ConfigError, flagsAtStartFromPrimary } from '../config.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
@@ -159,6 +159,12 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
     storedDiffers = found.storedDiffers === true;
     if (found.source === 'generated') log.warn('UNLEASH_WEBHOOK_SECRET is not set: generated a webhook secret and stored it in the database (every replica and `killswitch flags sync` with DATABASE_URL use it)');
   } catch (err) {
+    // The database refuses what the start needs (privileges, src/db/privileges.ts): the start stops here,
+    // before the sync registers anything, with the message that says what the DBA runs.
+    if (err instanceof ConfigError) {
+      await embedded?.stop();
+      throw err;
+    }
     log.error({ err: (err as Error).message }, 'flags: the webhook secret could not be read from or stored in the database (DATABASE_URL): the Unleash webhook is not registered at this start');
   }
   // What the sync reads from the admin API, for buildApp: a flag off there is denied from the first

@@ -69,7 +69,7 @@ it('adds the filter indexes on every partition of an existing trail, and leaves 
   }
 
   const applied = await migrate(pool);
-  expect(applied.map((m) => m.name)).toEqual(['0020_audit_filter_indexes.sql']);
+  expect(applied.map((m) => m.name)).toContain('0020_audit_filter_indexes.sql');
 
   // Each index is valid on the parent and has a valid child on each partition, the default one included.
   const { rows } = await pool.query<{ parent: string; children: number; valid: boolean }>(
