@@ -99,6 +99,9 @@ const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
 const KEY_START = /^\s*[A-Za-z_]/;
 /** `NAME=` of an environment entry or `--name=` of a command-line option, before a value read as a whole. */
 const ASSIGNMENT = /^\s*(?:--?)?[A-Za-z_][A-Za-z0-9_.-]*=/;
+/** Longest `NAME=` read as an assignment of a host or database argument. */
+const MAX_ASSIGNMENT_NAME = 64;
+const LEADING_DASHES = /^-+/;
 const LINE_BREAK = /\r\n|\r|\n/;
 const ENV_FILE_LINE = /^\s*(?:#.*|(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*=.*)?$/;
 /** Keys of semicolon connection strings (ADO.NET, ODBC, Npgsql, MySQL) naming where to connect. */
@@ -492,9 +495,17 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
       if (inner) addLocation(inner, out);
     }
   }
-  if (value.includes('=') && KEY_START.test(value)) {
-    keyValueIdentities(value, out);
-    semicolonIdentities(value, out);
+  const eq = value.indexOf('=');
+  if (eq > 0) {
+    // A host or database as an assignment (`PGHOST=prod-db` in an environment list, `--host=prod-db` in
+    // argv), read as the argument of that name would be.
+    // (A `;` makes it a semicolon connection string, read below.)
+    const assignment = eq <= MAX_ASSIGNMENT_NAME && !value.includes(';') ? ASSIGNMENT.exec(value) : null;
+    if (assignment) argumentIdentity(assignment[0].slice(0, -1).trim().replace(LEADING_DASHES, ''), value.slice(assignment[0].length), out);
+    if (KEY_START.test(value)) {
+      keyValueIdentities(value, out);
+      semicolonIdentities(value, out);
+    }
   }
 }
 

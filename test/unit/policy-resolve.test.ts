@@ -317,6 +317,10 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     // An assignment whose whole value is one: an environment entry, a command-line option.
     expect(hit(conn({ env: ['PATH=/usr/bin', 'DATABASE_URL=postgres://u:p@prod-db.internal/app'] }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
     expect(hit(conn({ argv: ['migrate', '--db-url=jdbc:sqlserver://sql01;databaseName=live'] }))).toEqual({ identity: 'live', pattern: 'live' });
+    // A host or database alone as an assignment, read as the argument of that name.
+    expect(hit(conn({ env: ['PGHOST=prod-db.internal', 'PGDATABASE=app'] }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
+    expect(hit(conn({ argv: ['psql', '--host=db1', '--dbname=production'] }))).toEqual({ identity: 'production', pattern: 'production' });
+    expect(resolved(conn({ argv: ['--branch=main', '--server=main', '--host=/var/run/postgresql'], note: 'host=prod is down' })).networkIdentities).toEqual([]);
     // The content of an env file written in development is free text; a value split across lines is not.
     expect(resolved(conn({ content: 'DATABASE_URL=postgres://prod-db/app\n# production settings\n\nexport REDIS_URL=redis://live-cache:6379\n' })).networkIdentities).toEqual([]);
     expect(hit(conn({ env: ['DATABASE_URL=postgres://pr\nod-db.internal/app'] }))).toMatchObject({ pattern: 'prod' });
