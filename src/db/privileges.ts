@@ -47,30 +47,20 @@ type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => 
  * first existing schema of the search_path, where CREATE TABLE puts a new table.
  */
 export async function readDatabaseAccess(query: Query, schema?: string): Promise<DatabaseAccess> {
-  const { rows } = await query<{
-    user: string;
-    database: string;
-    version: number;
-    superuser: boolean;
-    createrole: boolean;
-    schema: string | null;
-    search_path: string;
-    schema_create: boolean;
-    owns_schema: boolean;
-    writer_exists: boolean;
-  }>(
+  // Named as DatabaseAccess's fields: the row is the access, the writer's three fields added below.
+  const { rows } = await query<Omit<DatabaseAccess, 'writerSet' | 'writerGrant' | 'writerUsage'>>(
     `SELECT current_user AS "user", current_database() AS database, current_setting('server_version_num')::int AS version,
-       r.rolsuper AS superuser, r.rolcreaterole AS createrole, s.name AS schema, current_setting('search_path') AS search_path,
-       coalesce(has_schema_privilege(s.name, 'CREATE'), false) AS schema_create,
-       coalesce((SELECT pg_has_role(n.nspowner, 'USAGE') FROM pg_namespace n WHERE n.nspname = s.name), false) AS owns_schema,
-       to_regrole($1) IS NOT NULL AS writer_exists
+       r.rolsuper AS superuser, r.rolcreaterole AS createrole, s.name AS schema, current_setting('search_path') AS "searchPath",
+       coalesce(has_schema_privilege(s.name, 'CREATE'), false) AS "schemaCreate",
+       coalesce((SELECT pg_has_role(n.nspowner, 'USAGE') FROM pg_namespace n WHERE n.nspname = s.name), false) AS "ownsSchema",
+       to_regrole($1) IS NOT NULL AS "writerExists"
      FROM pg_roles r, (SELECT coalesce($2::text, current_schema()::text) AS name) s
      WHERE r.rolname = current_user`,
     [AUDIT_WRITER_ROLE, schema ?? null],
   );
   const a = rows[0]!;
   let writer = { set: false, admin: false, usage: false };
-  if (a.writer_exists) {
+  if (a.writerExists) {
     // 'SET' is no privilege name before Postgres 16 (an error there), where membership is what SET ROLE needs.
     const setPrivilege = a.version >= PG16 ? 'SET' : 'MEMBER';
     writer = (
@@ -82,16 +72,7 @@ export async function readDatabaseAccess(query: Query, schema?: string): Promise
     ).rows[0]!;
   }
   return {
-    user: a.user,
-    database: a.database,
-    version: a.version,
-    superuser: a.superuser,
-    createrole: a.createrole,
-    schema: a.schema,
-    searchPath: a.search_path,
-    schemaCreate: a.schema_create,
-    ownsSchema: a.owns_schema,
-    writerExists: a.writer_exists,
+    ...a,
     writerSet: a.superuser || writer.set,
     writerGrant: a.superuser || writer.admin || (a.version < PG16 && a.createrole),
     writerUsage: writer.usage,

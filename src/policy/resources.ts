@@ -479,6 +479,7 @@ function addLocation(loc: ParsedLocation, out: Set<string>): void {
 
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
+  const eq = value.indexOf('=');
   // Cheap rejection first: almost every argument string is free text or a path.
   if (value.includes(':')) {
     const loc = parse(value, includeWeb);
@@ -488,14 +489,12 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
     }
     // An assignment whose whole value is a connection string: `DATABASE_URL=postgres://prod-db/app` (an
     // environment entry), `--db-url=jdbc:…` (a command-line option). One level only: the rest is not read again.
-    const eq = value.indexOf('=');
     if (eq > 0 && value.includes(':', eq) && !isEnvFileText(value)) {
       const assignment = ASSIGNMENT.exec(value);
       const inner = assignment ? parse(value.slice(assignment[0].length), includeWeb) : undefined;
       if (inner) addLocation(inner, out);
     }
   }
-  const eq = value.indexOf('=');
   if (eq > 0) {
     // A host or database as an assignment (`PGHOST=prod-db` in an environment list, `--host=prod-db` in
     // argv), read as the argument of that name would be.
