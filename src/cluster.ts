@@ -34,6 +34,8 @@ const METRICS_TIMEOUT_MS = 6_000;
 /** A worker that stays up this long is healthy again: the restart delay starts over. */
 const HEALTHY_AFTER_MS = 60_000;
 const RESTART_DELAY_MAX_MS = 30_000;
+/** How long a worker's death by SIGINT or SIGTERM before it was ready waits for the same signal to reach the primary. */
+const GROUP_SIGNAL_GRACE_MS = 1_000;
 
 /** How many worker processes WORKERS asks for (0: one per CPU). */
 export function workerCount(config: Config): number {
@@ -91,6 +93,8 @@ export async function runPrimary(config: Config): Promise<number> {
   /** Workers killed as hung, whose exit is still to come. */
   const killedAsHung = new Set<Worker>();
   let stopping = false;
+  /** Called once when a signal starts the shutdown (see the start loop below). */
+  let onStopping: (() => void) | undefined;
   let failures = 0;
   let exitCode = 0;
   let resolveDone!: (code: number) => void;
@@ -102,7 +106,8 @@ export async function runPrimary(config: Config): Promise<number> {
     new Promise((resolve, reject) => {
       const worker = cluster.fork(workerEnv);
       live.set(worker, Date.now());
-      const onExit = (code: number | null, signal: string | null) => reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1 }));
+      const onExit = (code: number | null, signal: string | null) =>
+        reject(Object.assign(new Error(`worker ${worker.process.pid} exited before it was ready (${signal ?? `exit ${code}`})`), { code: code ?? 1, signal }));
       worker.once('exit', onExit);
       // A message to a worker that has just died fails on its channel: its exit is handled below.
       worker.on('error', (err: Error) => log.warn({ worker_pid: worker.process.pid, err: err.message }, 'worker channel error'));
@@ -240,6 +245,7 @@ export async function runPrimary(config: Config): Promise<number> {
       return;
     }
     stopping = true;
+    onStopping?.();
     embedded?.shuttingDown();
     clearInterval(heartbeat);
     log.info({ signal, workers: live.size }, 'shutting down: each worker finishes its requests and flushes its audit trail (a second signal exits at once)');
@@ -263,6 +269,19 @@ export async function runPrimary(config: Config): Promise<number> {
     for (let i = 0; i < count && !stopping; i++) await fork();
     if (!stopping) log.info({ workers: count, pids: [...ready].map((w) => w.process.pid) }, `control plane running in ${count} worker processes`);
   } catch (err) {
+    // A Ctrl-C reaches the whole process group: a worker still loading its code dies of it at once, and
+    // its exit can reach this process before this process's own SIGINT does. Such an exit is a stop, not a
+    // failed start: give the signal a moment to arrive before calling it one.
+    const signal = (err as { signal?: string | null }).signal;
+    if (!stopping && (signal === 'SIGINT' || signal === 'SIGTERM')) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, GROUP_SIGNAL_GRACE_MS);
+        onStopping = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
     if (!stopping) {
       // The first worker to fail shows why in its own output (a configuration error exits 2).
       failedStart = (err as { code?: number }).code ?? 1;

@@ -214,9 +214,13 @@ describe('WORKERS=2', () => {
   // not. Redis at a closed port keeps the workers starting (their start waits 5 s for it), so the signal
   // surely finds one not ready: just forked (still loading its code), or a second or two later (in its
   // start, the primary's SIGTERM on its way). Both used to end that worker by the signal: exit 1.
-  for (const [when, afterForkMs] of [
-    ['the moment the first worker is forked', 0],
-    ['while the first worker starts', 2_500],
+  // The third case fixes the order the group signal can arrive in: the worker dies of it, and its exit
+  // reaches the primary before the primary's own SIGINT does (a CI run met this by chance: exit 1, "a
+  // worker failed to start").
+  for (const [when, afterForkMs, primaryLaterMs] of [
+    ['the moment the first worker is forked', 0, 0],
+    ['while the first worker starts', 2_500, 0],
+    ['that reaches the primary after the worker has died of it', 0, 300],
   ] as const) {
     it(`Ctrl-C ${when}: a clean stop, exit 0, every process gone`, { timeout: 120_000 }, async () => {
       const port = await freePort();
@@ -239,7 +243,14 @@ describe('WORKERS=2', () => {
       const workers = workersOf(child.pid!);
       await new Promise((r) => setTimeout(r, afterForkMs));
       expect(out).not.toContain('control plane running in');
-      process.kill(-child.pid!, 'SIGINT');
+      if (primaryLaterMs === 0) process.kill(-child.pid!, 'SIGINT');
+      else {
+        for (const pid of workers) process.kill(pid, 'SIGINT');
+        await until(() => workers.every((pid) => !alive(pid)), 10_000, 'the worker to die of the signal', 5);
+        await new Promise((r) => setTimeout(r, primaryLaterMs));
+        // (The old primary had already exited here, with 1: the exit code below says so.)
+        if (alive(child.pid!)) process.kill(child.pid!, 'SIGINT');
+      }
       const [code, signal] = await withTimeout(exited, 60_000, 'the primary to exit after Ctrl-C');
       expect({ code, signal }, out.slice(-3000)).toEqual({ code: 0, signal: null });
       for (const pid of workers) expect(alive(pid)).toBe(false);
@@ -247,6 +258,27 @@ describe('WORKERS=2', () => {
       for (const stopped of out.split('\n').filter((l) => l.includes('"msg":"stopped:'))) expect(JSON.parse(stopped)['audit_rows_lost']).toBe(0);
     });
   }
+
+  it('a worker killed by SIGTERM before it is ready, with no signal to the primary: a failed start, exit 1, after the grace', { timeout: 120_000 }, async () => {
+    const port = await freePort();
+    const child = spawn('node', ['bin/killswitch.js', 'start'], {
+      env: childEnv(t, unleash, port, { WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:1' }),
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+    });
+    const exited = once(child, 'exit');
+    await until(() => out.includes('"msg":"webhook: ') && workersOf(child.pid!).length > 0, 60_000, 'the primary to fork its first worker', 5);
+    for (const pid of workersOf(child.pid!)) process.kill(pid, 'SIGTERM');
+    const [code] = await withTimeout(exited, 60_000, 'the primary to exit');
+    expect(code, out.slice(-3000)).toBe(1);
+    expect(out).toContain('exited before it was ready (SIGTERM)');
+    expect(out).toContain('a worker failed to start: stopping the others');
+  });
 
   it('a worker that cannot start stops the primary with its exit code', { timeout: 120_000 }, async () => {
     // Postgres unreachable: the primary comes up (it needs only Unleash and the policy file, both fine),
