@@ -1,4 +1,4 @@
-import { checkPolicy, matchProductionPattern, type PolicyStore, resolveCall, scopeCheck } from '../policy/index.js';
+import { checkPolicy, describeProductionHit, matchProductionPattern, type PolicyStore, resolveCall, scopeCheck } from '../policy/index.js';
 import type { AgentPrincipal } from '../tokens/authenticator.js';
 import type { Capability } from '../tokens/scopes.js';
 import type { DecisionInput } from './types.js';
@@ -52,7 +52,7 @@ export class Callability {
     if (hit && !this.grants?.has('production', agent.id, undefined)) {
       return {
         callable: false,
-        reason: `${server} reaches "${hit.identity}", which matches the production pattern "${hit.pattern}": a call of this ${env} token would be denied ENVIRONMENT_FORBIDDEN and halt the token (PRODUCTION_ENVIRONMENT). An operator's production grant for the token (POST /v1/grants) makes it callable; list the tools again after it.`,
+        reason: `${server} ${describeProductionHit(hit)}: a call of this ${env} token would be denied ENVIRONMENT_FORBIDDEN and halt the token (PRODUCTION_ENVIRONMENT). An operator's production grant for the token (POST /v1/grants) makes it callable; list the tools again after it.`,
         capability,
       };
     }

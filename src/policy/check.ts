@@ -3,7 +3,7 @@ import type { DecisionInput, Denial, ResolvedCall } from '../decisions/types.js'
 import type { AgentPrincipal } from '../tokens/authenticator.js';
 import { AGENT_PREFIXES } from '../tokens/format.js';
 import { SCOPE_BY_NAME } from '../tokens/scopes.js';
-import { firstWebUrl, hostInDomains, isLocalResource, localPathOf, matchProductionPattern } from './resources.js';
+import { describeProductionHit, firstWebUrl, hostInDomains, isLocalResource, localPathOf, matchProductionPattern, UNREADABLE_HOST } from './resources.js';
 import type { CompiledPolicy, CompiledServer, NetworkRule, PathRule, ProhibitedRule } from './types.js';
 
 // Steps 5 (policy) and 6 (scopes) of DESIGN.md §4. Pure functions of the compiled policy, the token
@@ -37,7 +37,7 @@ function networkDenial(server: CompiledServer, rule: NetworkRule, call: Resolved
     if (url.unreadable) {
       return {
         code: 'PERMISSION_DENIED',
-        message: `${what}: ${url.where} cannot be read as an http(s) URL, and ${at} restricts where this server may connect, so the call is refused; give an absolute https:// URL`,
+        message: `${what}: ${url.where} cannot be read as an http(s) URL${url.hosts.includes(UNREADABLE_HOST) ? ' (its host is too long to read)' : ''}, and ${at} restricts where this server may connect, so the call is refused; give an absolute https:// URL`,
       };
     }
     if (rule.httpsOnly && url.scheme !== 'https') {
@@ -188,7 +188,7 @@ export function checkPolicy(
       return {
         code: 'ENVIRONMENT_FORBIDDEN',
         halt: 'PRODUCTION_ENVIRONMENT',
-        message: `${call.server}/${call.tool} reaches "${hit.identity}", which matches the production pattern "${hit.pattern}"; ${env} tokens need a human grant for production (ask an operator)`,
+        message: `${call.server}/${call.tool} ${describeProductionHit(hit)}; ${env} tokens need a human grant for production (ask an operator)`,
       };
     }
     for (const upstream of reported) {
@@ -198,7 +198,7 @@ export function checkPolicy(
       return {
         code: 'ENVIRONMENT_FORBIDDEN',
         halt: 'PRODUCTION_ENVIRONMENT',
-        message: `${call.server}/${call.tool}: the upstream identity gateway ${gateway} reported for server ${call.server} (POST /v1/gateway/tools) reaches "${match.identity}", which matches the production pattern "${match.pattern}", whatever the policy's identity of the server says; ${env} tokens need a human grant for production (ask an operator), or the gateway must run ${call.server} against a non-production upstream`,
+        message: `${call.server}/${call.tool}: the upstream identity gateway ${gateway} reported for server ${call.server} (POST /v1/gateway/tools) ${describeProductionHit(match)}, whatever the policy's identity of the server says; ${env} tokens need a human grant for production (ask an operator), or the gateway must run ${call.server} against a non-production upstream`,
       };
     }
   }

@@ -7,6 +7,6 @@ export { haltsToken, limitsFor } from './limits.js';
 export { loadPolicyFile, type PolicyParseResult, parsePolicy } from './load.js';
 export { SHIPPED_MAPS, type ToolMap } from './maps/index.js';
 export { requiresApproval, resolveCall } from './resolve.js';
-export { matchProductionPattern } from './resources.js';
+export { describeProductionHit, matchProductionPattern } from './resources.js';
 export { type PolicyReloadEvent, type PolicyReloadListener, type PolicyStatus, PolicyStore, type PolicyStoreOptions, requirePolicyFile } from './store.js';
 export type { CompiledPolicy, CompiledRole, CompiledServer, EffectiveLimits, ServerLimits } from './types.js';

@@ -96,6 +96,32 @@ const NOT_HOST = /[^\p{L}\p{N}.\-_]+/u;
 const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const IDEOGRAPHIC_STOPS = /[\u3002\uff0e\uff61]/g;
 const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
+
+// Reading a host that is not plain ASCII costs in proportion to what NFKC makes of it, up to 18
+// characters per character (U+FDFA): a 256 KB request of such text took half a second of the event loop,
+// and its quoted identity made the denial 6 times the request. In a decision (callIdentitiesOf,
+// firstWebUrl) such text is read only so far: one host up to MAX_HOST_TEXT characters, HOST_TEXT_BUDGET
+// characters after normalisation in all. Beyond, the call names UNREADABLE_HOST, which every production
+// pattern matches and no network rule allows (fail closed: no real host is that long).
+/** Longest host text outside plain ASCII (escapes, non-ASCII letters) a decision reads; a DNS name is at most 253. */
+const MAX_HOST_TEXT = 1_024;
+/** Characters of normalised non-ASCII host text a decision reads in all. */
+const HOST_TEXT_BUDGET = 16_384;
+/** The identity of host text a decision did not read (see above): no host normalises to it. */
+export const UNREADABLE_HOST = '(host text too long to read)';
+/** What is left of HOST_TEXT_BUDGET in the decision being read; undefined outside one (the scan, the policy's own identities). */
+let hostTextLeft: number | undefined;
+
+/** Runs `read` with a fresh HOST_TEXT_BUDGET (reads are synchronous: nothing else runs meanwhile). */
+function withHostBudget<T>(read: () => T): T {
+  const outer = hostTextLeft;
+  hostTextLeft = HOST_TEXT_BUDGET;
+  try {
+    return read();
+  } finally {
+    hostTextLeft = outer;
+  }
+}
 const KEY_START = /^\s*[A-Za-z_]/;
 /** `NAME=` of an environment entry or `--name=` of a command-line option, before a value read as a whole. */
 const ASSIGNMENT = /^\s*(?:--?)?[A-Za-z_][A-Za-z0-9_.-]*=/;
@@ -166,12 +192,16 @@ function percentDecode(text: string): string {
 function normaliseHost(raw: string): string {
   let host = raw.toLowerCase();
   if (PLAIN_HOST.test(host)) return host;
+  if (hostTextLeft !== undefined && (host.length > MAX_HOST_TEXT || hostTextLeft <= 0)) return UNREADABLE_HOST;
   for (let i = 0; i < 3 && host.includes('%'); i++) {
     const decoded = percentDecode(host);
     if (decoded === host) break;
     host = decoded;
   }
-  return host.normalize('NFKC').toLowerCase().replace(IDEOGRAPHIC_STOPS, '.').replace(IGNORABLE, '');
+  const normalised = host.normalize('NFKC').toLowerCase().replace(IDEOGRAPHIC_STOPS, '.').replace(IGNORABLE, '');
+  if (hostTextLeft === undefined) return normalised;
+  hostTextLeft -= normalised.length;
+  return hostTextLeft < 0 || normalised.length > MAX_HOST_TEXT ? UNREADABLE_HOST : normalised;
 }
 
 /** Adds a host, and if it holds characters no host name has, each host-like run of it. */
@@ -179,7 +209,7 @@ function addHost(raw: string, hosts: string[], candidates: string[]): void {
   const host = normaliseHost(raw.trim());
   if (!host) return;
   hosts.push(host);
-  if (PLAIN_HOST.test(host) || host.startsWith('[')) return;
+  if (PLAIN_HOST.test(host) || host.startsWith('[') || host === UNREADABLE_HOST) return;
   for (const part of new Set(host.split(NOT_HOST))) if (part && part !== host) candidates.push(part);
 }
 
@@ -329,6 +359,14 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
 function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLocation | undefined {
   const slashed = SLASHES.exec(afterColon)?.[0] ?? '';
   const rest = afterColon.slice(slashed.length);
+  if (hostTextLeft !== undefined) {
+    // `new URL` maps a host through IDNA as NFKC does: as costly (above), and not to be read in a decision.
+    const cut = rest.search(PATH_END);
+    const authority = cut < 0 ? rest : rest.slice(0, cut);
+    if (authority.length > MAX_HOST_TEXT && !PLAIN_HOST.test(authority.slice(authority.lastIndexOf('@') + 1).toLowerCase())) {
+      return { scheme, hosts: [UNREADABLE_HOST], otherHosts: [], databases: [], canonical: `${scheme}://${UNREADABLE_HOST}`, malformed: true };
+    }
+  }
   let url: URL | undefined;
   try {
     url = new URL(text);
@@ -528,11 +566,24 @@ export function segmentsOf(identity: string): string[] {
 export function matchProductionPattern(identities: readonly string[], patterns: ReadonlySet<string>): { identity: string; pattern: string } | undefined {
   if (patterns.size === 0) return undefined;
   for (const identity of identities) {
+    if (identity === UNREADABLE_HOST) return { identity, pattern: '*' };
     for (const seg of segmentsOf(identity)) {
       if (patterns.has(seg)) return { identity, pattern: seg };
     }
   }
   return undefined;
+}
+
+/** Longest identity a denial quotes: the call's arguments hold the whole of it. */
+const MAX_QUOTED_IDENTITY = 200;
+
+/** How a denial says what matched a production pattern: `reaches "prod-db.internal", which matches the production pattern "prod"`. */
+export function describeProductionHit(hit: { identity: string; pattern: string }): string {
+  if (hit.identity === UNREADABLE_HOST) {
+    return `names host text too long to read (over ${MAX_HOST_TEXT.toLocaleString('en-US')} characters in one host, or ${HOST_TEXT_BUDGET.toLocaleString('en-US')} in all, outside plain ASCII), which may be a production host (fail closed)`;
+  }
+  const quoted = hit.identity.length > MAX_QUOTED_IDENTITY ? `${hit.identity.slice(0, MAX_QUOTED_IDENTITY)}… (${hit.identity.length.toLocaleString('en-US')} characters)` : hit.identity;
+  return `reaches "${storable(quoted)}", which matches the production pattern "${hit.pattern}"`;
 }
 
 /**
@@ -588,10 +639,15 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
  * Network identities a call touches (without the server's own, which the caller adds): hosts and
  * database names of connection strings anywhere in the arguments (whole string values only) or the
  * resources, and hosts of http(s) resources and of url/uri/source/destination arguments (with a list
- * cut at the schema's maximum, of every argument). Every string is read, however deep:
- * the body limit bounds the work, and a budget would be a place to hide a production host.
+ * cut at the schema's maximum, of every argument). Every string is read, however deep: the body
+ * limit bounds the work. Only host text outside plain ASCII has a budget (HOST_TEXT_BUDGET), and what is
+ * past it is UNREADABLE_HOST, which every production pattern matches: nothing hides behind it.
  */
 export function callIdentitiesOf(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {
+  withHostBudget(() => readCallIdentities(args, resources, out));
+}
+
+function readCallIdentities(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {
   const hasResources = resources !== undefined && resources.length > 0;
   if (hasResources) for (const r of resources) identitiesOf(r, true, out);
   const webEverywhere = hasResources && resources.length >= MAX_GATEWAY_RESOURCES;
@@ -686,7 +742,7 @@ function webUrlOf(value: string, where: string, urlKey: boolean): CallUrl | unde
   if (!loc) return urlKey ? { where, scheme: '', hosts: [], unreadable: true } : undefined;
   if (!WEB_SCHEMES.has(loc.scheme)) return undefined;
   const hosts = [...loc.hosts, ...loc.otherHosts].map(asciiHost);
-  return { where, scheme: loc.scheme, hosts, unreadable: loc.malformed === true || hosts.length === 0 };
+  return { where, scheme: loc.scheme, hosts, unreadable: loc.malformed === true || hosts.length === 0 || hosts.includes(UNREADABLE_HOST) };
 }
 
 /**
@@ -696,6 +752,10 @@ function webUrlOf(value: string, where: string, urlKey: boolean): CallUrl | unde
  * strings, `file:` URLs) are not visited.
  */
 export function firstWebUrl<T>(args: Record<string, unknown>, resources: readonly string[] | undefined, visit: (url: CallUrl) => T | undefined): T | undefined {
+  return withHostBudget(() => readWebUrls(args, resources, visit));
+}
+
+function readWebUrls<T>(args: Record<string, unknown>, resources: readonly string[] | undefined, visit: (url: CallUrl) => T | undefined): T | undefined {
   for (const [i, r] of (resources ?? []).entries()) {
     const url = webUrlOf(r, `resources[${i}]`, false);
     const hit = url && visit(url);

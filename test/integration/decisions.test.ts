@@ -177,6 +177,24 @@ describe('POST /v1/decisions', () => {
     expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
   });
 
+  it('host text too long to read (85,000 × U+FDFA, 18 characters each under NFKC) → ENVIRONMENT_FORBIDDEN and halted, saying why; a long identity is quoted cut', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { server: 'postgres', tool: 'query', arguments: { sql: 'select 1', host: '\ufdfa'.repeat(85_000) }, session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    expect(d.message).toContain('names host text too long to read');
+    expect(d.message.length).toBeLessThan(1_000);
+    const tok2 = await gw.token('rw');
+    const long = await gw.decide(tok2.raw, { server: 'postgres', tool: 'query', arguments: { sql: 'select 1', host: `prod-${'x'.repeat(200_000)}` }, session_id: (await gw.session(tok2.raw)).session_id });
+    expect(long.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(long.message).toContain('… (200,005 characters)');
+    // The audit row holds the arguments once (redacted as any), not a second copy in the message.
+    await app.ctx.audit.writer.flush();
+    const { rows } = await t.pool().query<{ n: number }>(`SELECT length(message) AS n FROM audit_events WHERE decision_id = $1`, [long.decision_id]);
+    expect(rows[0]!.n).toBeLessThan(1_000);
+  });
+
   it('a URL whose backslash hides a production host (https://prod.example.com\\@evil.com) → ENVIRONMENT_FORBIDDEN and halted', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

@@ -75,6 +75,14 @@ describe('the example policy (policy/default.yaml)', () => {
     expect(decide(example, ro, input('fetch', 'fetch', { arguments: { url: 'https://evil.example.com/x' } }))).toBe('allow');
   });
 
+  it('G3: a URL whose host is too long to read is refused where network rules apply, whatever the token', () => {
+    const ro = agent('ro', { scopes: WITH_VCS_NET('ro') });
+    const i = input('fetch', 'fetch', { arguments: { url: `https://${'\uff41'.repeat(2_000)}.example.com/x` } });
+    // A development token is denied it one step earlier (ENVIRONMENT_FORBIDDEN, as a production pattern); with a production grant, by the network rule.
+    expect(decide(example, ro, i)).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN' });
+    expect(decide(example, ro, i, { production: true })).toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringContaining('argument url cannot be read as an http(s) URL (its host is too long to read)') });
+  });
+
   it('rw token + memory delete_entities → PERMISSION_DENIED (needs storage:delete), no halt', () => {
     const d = decide(example, agent('rw'), input('memory', 'delete_entities', { arguments: { entityNames: ['a'] } }));
     expect(d).toMatchObject({ code: 'PERMISSION_DENIED' });
@@ -243,6 +251,20 @@ prohibited_capabilities: [file_write]
     const c = call(fixture, i);
     expect(checkPolicy(fixture, rw, c, i, { production: false })).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
     expect(checkPolicy(fixture, rw, c, i, { production: true })).toBeUndefined();
+  });
+
+  it('a denial quotes at most 200 characters of the identity; host text too long to read is denied and says so', () => {
+    const long = input('filesystem', 'read_file', { arguments: { host: `prod-${'x'.repeat(100_000)}` } });
+    const d = checkPolicy(fixture, rw, call(fixture, long), long, { production: false });
+    expect(d).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
+    expect(d?.message).toContain(`reaches "prod-${'x'.repeat(195)}… (100,005 characters)", which matches the production pattern "prod"`);
+    expect(d?.message.length).toBeLessThan(600);
+    const unreadable = input('filesystem', 'read_file', { arguments: { host: '\ufdfa'.repeat(5_000) } });
+    const u = checkPolicy(fixture, rw, call(fixture, unreadable), unreadable, { production: false });
+    expect(u).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
+    expect(u?.message).toContain('names host text too long to read (over 1,024 characters in one host, or 16,384 in all, outside plain ASCII)');
+    expect(u?.message.length).toBeLessThan(600);
+    expect(checkPolicy(fixture, rw, call(fixture, unreadable), unreadable, { production: true })).toBeUndefined();
   });
 
   it('what the calling gateway reported it runs the server with counts beside the policy identity, naming the gateway and the host', () => {

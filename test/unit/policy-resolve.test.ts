@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DecisionInput, ResolvedCall } from '../../src/decisions/types.js';
 import { type CompiledPolicy, loadPolicyFile, matchProductionPattern, parsePolicy, requiresApproval, resolveCall } from '../../src/policy/index.js';
+import { UNREADABLE_HOST, upstreamIdentitiesOf } from '../../src/policy/resources.js';
 
 let policy: CompiledPolicy;
 
@@ -365,6 +366,33 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files.slice(0, 99) }))).toBeUndefined();
+  });
+
+  it('host text outside plain ASCII is read up to a bound in a decision; beyond it the call names UNREADABLE_HOST, which every production pattern matches', () => {
+    // U+FDFA is 18 characters under NFKC: unbounded, 85,000 of them took half a second to read.
+    const long = '\ufdfa'.repeat(1_000);
+    for (const args of [{ host: long }, { dsn: `postgres://${long}/app` }, { dsn: `Server=${long};Database=app` }, { url: `https://${long}/x` }, { url: `https://${'\uff41'.repeat(2_000)}.example.com/x` }]) {
+      expect(resolved(conn(args)).networkIdentities, JSON.stringify(args).slice(0, 60)).toContain(UNREADABLE_HOST);
+      expect(hit(conn(args))).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    }
+    // Within the bound, read as before: fullwidth letters as a resolver reads them.
+    const fullwidth = `\uff50\uff52\uff4f\uff44-${'\uff41'.repeat(1_000)}`;
+    expect(resolved(conn({ host: fullwidth })).networkIdentities).toEqual([`prod-${'a'.repeat(1_000)}`]);
+    // Plain ASCII costs nothing to normalise: read whatever its length.
+    expect(hit(conn({ host: `prod-${'x'.repeat(100_000)}` }))).toMatchObject({ pattern: 'prod' });
+    // In all, 16,384 normalised characters: twenty hosts of 900 fullwidth letters are read up to there.
+    const hosts = Array.from({ length: 20 }, (_, i) => `${'\uff41'.repeat(899)}${i % 10}`);
+    const ids = resolved(conn({ hosts })).networkIdentities;
+    expect(ids).toContain(`${'a'.repeat(899)}0`);
+    expect(ids).toContain(UNREADABLE_HOST);
+    expect(ids.length).toBeLessThan(20);
+    // Each decision starts a new budget.
+    expect(resolved(conn({ host: fullwidth })).networkIdentities).not.toContain(UNREADABLE_HOST);
+  });
+
+  it('outside a decision (the policy file, the scan, a gateway report) host text is read in full', () => {
+    const long = `\uff50\uff52\uff4f\uff44.${'\uff41'.repeat(20_000)}`;
+    expect([...upstreamIdentitiesOf({ args: [`postgresql://${long}/app`] })]).toEqual([`prod.${'a'.repeat(20_000)}`, 'app']);
   });
 
   it('stays quiet for what is not a production host', () => {
