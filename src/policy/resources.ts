@@ -59,6 +59,33 @@ const DB_SCHEMES: ReadonlySet<string> = new Set([
   'neo4j+s',
   'bolt',
   'snowflake',
+  // Further databases and message brokers whose clients take a `scheme://host` connection string
+  // (SQLAlchemy dialects, broker clients): without the scheme here its host is not read at all.
+  'redshift',
+  'db2',
+  'sybase',
+  'teradata',
+  'vertica',
+  'hana',
+  'firebird',
+  'trino',
+  'presto',
+  'hive',
+  'databricks',
+  'bigquery',
+  'couchbase',
+  'couchbases',
+  'memcached',
+  'valkey',
+  'valkeys',
+  'elasticsearch',
+  'opensearch',
+  'kafka',
+  'nats',
+  'pulsar',
+  'pulsar+ssl',
+  'mqtt',
+  'mqtts',
 ]);
 /** WHATWG special schemes with a network host (`file:` is special too, but names a local path). */
 const WEB_SCHEMES: ReadonlySet<string> = new Set(['http', 'https', 'ws', 'wss', 'ftp']);

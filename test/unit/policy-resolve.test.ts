@@ -362,6 +362,25 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ a: 'sqlite+pysqlite:///main.db', b: 'git+ssh://main/x' })).networkIdentities).toEqual([]);
   });
 
+  it.each([
+    ['redshift://u@prod-rs.abc.us-east-1.redshift.amazonaws.com:5439/app', 'prod-rs.abc.us-east-1.redshift.amazonaws.com'],
+    ['redshift+psycopg2://u@prod-rs:5439/app', 'prod-rs'],
+    ['kafka://prod-kafka-1:9092,prod-kafka-2:9092', 'prod-kafka-1'],
+    ['nats://u:p@prod-nats:4222', 'prod-nats'],
+    ['elasticsearch://prod-es:9200', 'prod-es'],
+    ['couchbases://prod-cb.example.com', 'prod-cb.example.com'],
+    ['trino://u@prod-trino:8080/hive', 'prod-trino'],
+    ['bigquery://prod-project/dataset', 'prod-project'],
+    ['mqtts://prod-broker:8883', 'prod-broker'],
+  ])('the host of a %s connection string is read', (dsn, host) => {
+    expect(hit(conn({ dsn }))).toEqual({ identity: host, pattern: 'prod' });
+  });
+
+  it('mongodb+srv: the cluster host is read, authSource and other query options are not hosts', () => {
+    expect(resolved(conn({ dsn: 'mongodb+srv://u:p@prod-cluster.x1y2.mongodb.net/app?authSource=admin&replicaSet=live' })).networkIdentities).toEqual(['prod-cluster.x1y2.mongodb.net', 'app']);
+    expect(resolved(conn({ dsn: 'mongodb+srv://u:p@dev-cluster.x1y2.mongodb.net/?authSource=production' })).networkIdentities).toEqual(['dev-cluster.x1y2.mongodb.net']);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
