@@ -25,6 +25,23 @@ const HOST_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['host', 'hosts', 'hostn
 /** Argument keys whose value is the database a tool connects to, compared as HOST_ARGUMENT_KEYS. */
 const DATABASE_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['database', 'dbname', 'databasename', 'pgdatabase']);
 const KEY_SEPARATORS = /[_-]/g;
+/**
+ * Last word(s) of a longer key that name a host a tool connects to: a product or purpose before them
+ * (`MYSQL_HOST`, `redisHost`, `smtp-hostname`, `MYSQL_HOST_NAME`). Whole words only, so `ghost` and a
+ * `localhost` key are not; plural `hosts` only as the whole key, as `allowed_hosts`, `known_hosts` and
+ * `trusted_hosts` list hosts a tool checks against rather than connects to.
+ */
+const HOST_KEY_ENDINGS: ReadonlySet<string> = new Set(['host', 'hostname', 'hostaddr']);
+/** Last word(s) of a longer key that name a database (`MYSQL_DATABASE`, `targetDatabase`, `MYSQL_DB_NAME`). */
+const DATABASE_KEY_ENDINGS: ReadonlySet<string> = new Set(['database', 'dbname', 'databasename']);
+/** Products whose `<product>_DB` names a database (the official images' `POSTGRES_DB`, `MONGO_DB`); `db` after other words is too vague. */
+const DB_KEY_PRODUCTS: ReadonlySet<string> = new Set(['postgres', 'postgresql', 'pg', 'mysql', 'mariadb', 'mongo', 'mongodb']);
+/** A normalised key that may end in one of those words: only such keys are split into words. */
+const KEY_ENDING = /(?:host|hostname|hostaddr|database|dbname|databasename|db)$/;
+/** Words of a key: `MYSQL_HOST` → MYSQL, HOST; `mysqlHost` → mysql, Host; `DBHost` → DB, Host. */
+const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+/g;
+/** Characters of a key's end split into words: the last three words are all that is looked at. */
+const MAX_KEY_TAIL = 64;
 const DATABASE_NAME = /^[\p{L}\p{N}_$.-]+$/u;
 /** A database argument naming a local database file (SQLite, DuckDB, Access), not a server's database. */
 const DATABASE_FILE = /\.(?:db|db3|sqlite|sqlite3|s3db|sl3|duckdb|mdb|accdb)$/i;
@@ -694,8 +711,8 @@ function readCallIdentities(args: Record<string, unknown>, resources: readonly s
  * is not read.
  */
 function argumentIdentity(key: string, value: string, out: Set<string>): void {
-  const k = key.toLowerCase().replace(KEY_SEPARATORS, '');
-  if (HOST_ARGUMENT_KEYS.has(k)) {
+  const kind = connectionKeyKind(key);
+  if (kind === 'host') {
     if (WHITESPACE.test(value.trim())) return;
     const hosts: string[] = [];
     for (const part of new Set(value.split(','))) {
@@ -707,9 +724,30 @@ function argumentIdentity(key: string, value: string, out: Set<string>): void {
       if (host && !NUMERIC.test(host)) addHost(host, hosts, hosts);
     }
     for (const h of hosts) out.add(h);
-  } else if (DATABASE_ARGUMENT_KEYS.has(k) && DATABASE_NAME.test(value) && !NUMERIC.test(value) && !DATABASE_FILE.test(value)) {
+  } else if (kind === 'database' && DATABASE_NAME.test(value) && !NUMERIC.test(value) && !DATABASE_FILE.test(value)) {
     out.add(value.toLowerCase());
   }
+}
+
+/**
+ * Whether an argument key (or an assignment's or a flag's name) names the host or the database a tool
+ * connects to: one of HOST_ARGUMENT_KEYS / DATABASE_ARGUMENT_KEYS, or a longer key ending in such a word
+ * (HOST_KEY_ENDINGS, DATABASE_KEY_ENDINGS, `<product>_DB`).
+ */
+function connectionKeyKind(key: string): 'host' | 'database' | undefined {
+  const k = key.toLowerCase().replace(KEY_SEPARATORS, '');
+  if (HOST_ARGUMENT_KEYS.has(k)) return 'host';
+  if (DATABASE_ARGUMENT_KEYS.has(k)) return 'database';
+  if (!KEY_ENDING.test(k)) return undefined;
+  const words = (key.slice(-MAX_KEY_TAIL).match(KEY_WORD) ?? []).map((w) => w.toLowerCase());
+  // One word is the whole key, decided above (`ghost`, `localhost` are not host keys).
+  if (words.length < 2) return undefined;
+  const last = words[words.length - 1] as string;
+  const previous = words[words.length - 2] as string;
+  if (HOST_KEY_ENDINGS.has(last) || HOST_KEY_ENDINGS.has(previous + last)) return 'host';
+  if (DATABASE_KEY_ENDINGS.has(last) || DATABASE_KEY_ENDINGS.has(previous + last)) return 'database';
+  if (last === 'db' && DB_KEY_PRODUCTS.has(previous)) return 'database';
+  return undefined;
 }
 
 /**

@@ -354,6 +354,33 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ host: '[::1]:5432', database: 'main.db', dbname: 'live.sqlite3' })).networkIdentities).toEqual(['[::1]']);
   });
 
+  it('separate arguments: a product or purpose before host or database (MYSQL_HOST, redisHost, POSTGRES_DB), as keys and as assignments', () => {
+    for (const key of ['MYSQL_HOST', 'mysqlHost', 'REDIS_HOST', 'mongo-host', 'POSTGRES_HOSTNAME', 'MYSQL_HOST_NAME', 'smtpHostAddr']) {
+      expect(hit(conn({ [key]: 'prod-db' })), key).toEqual({ identity: 'prod-db', pattern: 'prod' });
+      expect(hit(conn({ env: [`${key}=prod-db`] })), `${key}=`).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    }
+    for (const key of ['MYSQL_DATABASE', 'targetDatabase', 'MONGO_INITDB_DATABASE', 'POSTGRES_DB', 'mongoDb', 'MYSQL_DB_NAME']) {
+      expect(hit(conn({ [key]: 'production' })), key).toEqual({ identity: 'production', pattern: 'production' });
+    }
+    expect(hit(conn({ argv: ['migrate', '--mysql-host=prod-db.internal'] }))).toEqual({ identity: 'prod-db.internal', pattern: 'prod' });
+  });
+
+  it('separate arguments: host and database only as whole last words of the key; lists a tool checks against are not read', () => {
+    const quiet = {
+      ghost: 'prod-db',
+      localhost: 'prod-db',
+      mysqlhost: 'prod-db',
+      hostHeader: 'prod-db',
+      allowedHosts: ['prod-db'],
+      known_hosts: 'prod-db',
+      databaseId: 'production',
+      cache_db: 'main',
+      MYSQL_HOST: 'prod is down',
+    };
+    expect(resolved(conn(quiet)).networkIdentities).toEqual([]);
+    expect(resolved(conn({ host: 'localhost', REDIS_HOST: 'localhost', POSTGRES_DB: 'app_dev' })).networkIdentities).toEqual(['localhost', 'app_dev']);
+  });
+
   it("SQLAlchemy's dialect+driver URLs and Oracle targets written as URLs are connection strings", () => {
     expect(resolved(conn({ a: 'postgresql+asyncpg://u@prod-db/app' })).networkIdentities).toEqual(['prod-db', 'app']);
     expect(hit(conn({ a: 'mysql+pymysql://u:p@dev-db/production' }))).toEqual({ identity: 'production', pattern: 'production' });
