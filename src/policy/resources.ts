@@ -682,8 +682,9 @@ export function resourceIdsOf(server: string, args: Record<string, unknown>, res
 /**
  * Network identities a call touches (without the server's own, which the caller adds): hosts and
  * database names of connection strings anywhere in the arguments (whole string values only) or the
- * resources, and hosts of http(s) resources and of url/uri/source/destination arguments (with a list
- * cut at the schema's maximum, of every argument). Every string is read, however deep: the body
+ * resources, hosts and databases given as separate arguments (argumentIdentity) or as a flag and its
+ * value in a list (argvIdentities), and hosts of http(s) resources and of url/uri/source/destination
+ * arguments (with a list cut at the schema's maximum, of every argument). Every string is read, however deep: the body
  * limit bounds the work. Only host text outside plain ASCII has a budget (HOST_TEXT_BUDGET), and what is
  * past it is UNREADABLE_HOST, which every production pattern matches: nothing hides behind it.
  */
@@ -697,10 +698,107 @@ function readCallIdentities(args: Record<string, unknown>, resources: readonly s
   const webEverywhere = hasResources && resources.length >= MAX_GATEWAY_RESOURCES;
   // URL keys are read whether or not the gateway sent resources: its resources add to what the
   // arguments reach, they never hide it (a gateway that normalised too little is not a way around).
-  firstString(args, (value, key) => {
-    identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
-    if (key !== undefined) argumentIdentity(key, value, out);
-  });
+  firstString(
+    args,
+    (value, key) => {
+      identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
+      if (key !== undefined) argumentIdentity(key, value, out);
+    },
+    (items, owner) => argvIdentities(items, owner, out),
+  );
+}
+
+/** A flag whose value is the next argv element: `--host`, `-host`, `--mysql-host`, `--dbname`. */
+const ARGV_FLAG = /^--?([A-Za-z][A-Za-z0-9_.-]+)$/;
+/** Longest argv element read as a flag or a client's name. */
+const MAX_ARGV_WORD = 256;
+/** Keys of the object holding an argv list that name the program it runs (`{command: "psql", args: [...]}`). */
+const COMMAND_KEYS: ReadonlySet<string> = new Set(['command', 'cmd', 'program', 'executable', 'bin', 'binary']);
+const POSTGRES_CLIENT_FLAGS: ReadonlyMap<string, string> = new Map([
+  ['-h', 'host'],
+  ['-d', 'dbname'],
+]);
+const MYSQL_CLIENT_FLAGS: ReadonlyMap<string, string> = new Map([
+  ['-h', 'host'],
+  ['-D', 'database'],
+]);
+const HOST_ONLY_CLIENT_FLAGS: ReadonlyMap<string, string> = new Map([['-h', 'host']]);
+const SQLCMD_CLIENT_FLAGS: ReadonlyMap<string, string> = new Map([
+  ['-S', 'host'],
+  ['-d', 'database'],
+]);
+/**
+ * Database clients whose short flags name the host and database (`psql -h prod-db -d app`). Elsewhere `-h`
+ * is mostly help and `-d` debug, detach or delete (`git branch -d main`, `docker run -d`), so short
+ * flags are read only in an argv that runs one of these.
+ */
+const CLIENT_FLAGS: ReadonlyMap<string, ReadonlyMap<string, string>> = new Map([
+  ...['psql', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pgbench', 'pg_isready', 'pg_basebackup', 'createdb', 'dropdb', 'vacuumdb', 'reindexdb', 'clusterdb', 'vsql', 'clickhouse-client'].map(
+    (c) => [c, POSTGRES_CLIENT_FLAGS] as const,
+  ),
+  ...['mongodump', 'mongorestore', 'mongoexport', 'mongoimport', 'mongofiles'].map((c) => [c, POSTGRES_CLIENT_FLAGS] as const),
+  ...['mysql', 'mariadb'].map((c) => [c, MYSQL_CLIENT_FLAGS] as const),
+  ...['mysqldump', 'mysqladmin', 'mysqlimport', 'mysqlcheck', 'mysqlshow', 'mariadb-dump', 'mariadb-admin', 'redis-cli', 'redis-benchmark', 'valkey-cli', 'keydb-cli', 'mongostat', 'mongotop'].map(
+    (c) => [c, HOST_ONLY_CLIENT_FLAGS] as const,
+  ),
+  ...['sqlcmd', 'bcp'].map((c) => [c, SQLCMD_CLIENT_FLAGS] as const),
+]);
+const CLIENT_NAMES = [...CLIENT_FLAGS.keys()].join('|');
+/** A program that is one of CLIENT_FLAGS: `psql`, `/usr/bin/psql`, `C:\\…\\PSQL.EXE` (one regex: argv lists can be long). */
+const CLIENT_PROGRAM = new RegExp(`^(?:.*[/\\\\])?(${CLIENT_NAMES})(?:\\.exe)?$`, 'i');
+/** A word of a command line that is one of CLIENT_FLAGS (`docker exec db psql`). */
+const CLIENT_IN_COMMAND = new RegExp(`(?:^|[\\s/\\\\])(${CLIENT_NAMES})(?:\\.exe)?(?=\\s|$)`, 'i');
+
+/** The short flags of the database client a program is, if it is one. */
+function clientFlagsOf(program: string): ReadonlyMap<string, string> | undefined {
+  const name = program.length <= MAX_ARGV_WORD ? CLIENT_PROGRAM.exec(program)?.[1] : undefined;
+  return name === undefined ? undefined : CLIENT_FLAGS.get(name.toLowerCase());
+}
+
+/** The client run by the object holding an argv list: a word of its `command` (`docker exec db psql`). */
+function ownerClientFlags(owner: Record<string, unknown> | undefined): ReadonlyMap<string, string> | undefined {
+  if (owner === undefined) return undefined;
+  for (const key of COMMAND_KEYS) {
+    const command = owner[key];
+    const name = typeof command === 'string' && command.length <= MAX_ARGV_WORD ? CLIENT_IN_COMMAND.exec(command)?.[1] : undefined;
+    if (name !== undefined) return CLIENT_FLAGS.get(name.toLowerCase());
+  }
+  return undefined;
+}
+
+/**
+ * A host or database given as a flag and its value in two argv elements (`["--host", "prod-db"]`,
+ * `["psql", "-h", "prod-db", "-d", "app"]`), read as the argument of that name (argumentIdentity).
+ * Long flags (`--host`, `-host`, `--mysql-host`) anywhere; a database client's short flags (CLIENT_FLAGS,
+ * also attached: `-hprod-db`) only after the client's name in the list or in the holding object's
+ * command. A value starting with `-` is the next flag, not a value.
+ */
+function argvIdentities(items: readonly unknown[], owner: Record<string, unknown> | undefined, out: Set<string>): void {
+  // One element is a flag without its value, unless the holding object names the client (`-hprod-db`).
+  if (items.length === 0 || (items.length === 1 && owner === undefined)) return;
+  let client = ownerClientFlags(owner);
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    if (typeof item !== 'string' || item.length > MAX_ARGV_WORD) continue;
+    if (!item.startsWith('-')) {
+      client = clientFlagsOf(item) ?? client;
+      continue;
+    }
+    const next = items[i + 1];
+    const value = typeof next === 'string' && !next.startsWith('-') ? next : undefined;
+    const short = client?.get(item);
+    if (short !== undefined) {
+      if (value !== undefined) argumentIdentity(short, value, out);
+      continue;
+    }
+    const attached = client?.get(item.slice(0, 2));
+    if (attached !== undefined && item.length > 2 && !item.startsWith('--')) {
+      argumentIdentity(attached, item.slice(2), out);
+      continue;
+    }
+    const flag = ARGV_FLAG.exec(item);
+    if (flag && value !== undefined) argumentIdentity(flag[1] as string, value, out);
+  }
 }
 
 /**
@@ -752,9 +850,14 @@ function connectionKeyKind(key: string): 'host' | 'database' | undefined {
 
 /**
  * Every string value of `args`, however deep, with its nearest object key, depth first in document
- * order and without recursion; answers the first thing `visit` returns (undefined: go on).
+ * order and without recursion; answers the first thing `visit` returns (undefined: go on). `visitList`
+ * sees each array as a whole too (with the object holding it, if any), before its items.
  */
-function firstString<T>(args: Record<string, unknown>, visit: (value: string, key: string | undefined) => T | undefined): T | undefined {
+function firstString<T>(
+  args: Record<string, unknown>,
+  visit: (value: string, key: string | undefined) => T | undefined,
+  visitList?: (items: readonly unknown[], owner: Record<string, unknown> | undefined) => void,
+): T | undefined {
   const values: unknown[] = [args];
   const keys: (string | undefined)[] = [undefined];
   while (values.length > 0) {
@@ -765,6 +868,7 @@ function firstString<T>(args: Record<string, unknown>, visit: (value: string, ke
       if (hit !== undefined) return hit;
     } else if (Array.isArray(value)) {
       for (let i = value.length - 1; i >= 0; i--) {
+        if (visitList && Array.isArray(value[i])) visitList(value[i], undefined);
         values.push(value[i]);
         keys.push(key);
       }
@@ -772,7 +876,9 @@ function firstString<T>(args: Record<string, unknown>, visit: (value: string, ke
       const own = Object.keys(value);
       for (let i = own.length - 1; i >= 0; i--) {
         const k = own[i] as string;
-        values.push((value as Record<string, unknown>)[k]);
+        const child = (value as Record<string, unknown>)[k];
+        if (visitList && Array.isArray(child)) visitList(child, value as Record<string, unknown>);
+        values.push(child);
         keys.push(k);
       }
     }

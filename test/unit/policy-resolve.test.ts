@@ -381,6 +381,33 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ host: 'localhost', REDIS_HOST: 'localhost', POSTGRES_DB: 'app_dev' })).networkIdentities).toEqual(['localhost', 'app_dev']);
   });
 
+  it('a host or database flag and its value as two argv elements: long flags anywhere, a database client\'s short flags after its name', () => {
+    expect(hit(conn({ args: ['--host', 'prod-db'] }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(hit(conn({ args: ['migrate', '--dbname', 'production'] }))).toEqual({ identity: 'production', pattern: 'production' });
+    expect(hit(conn({ args: ['-host', 'prod-db'] }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(hit(conn({ args: ['--mysql-host', 'prod-db:3306'] }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(resolved(conn({ argv: ['psql', '-h', 'prod-db.internal', '-d', 'app'] })).networkIdentities).toEqual(['prod-db.internal', 'app']);
+    expect(resolved(conn({ command: '/usr/bin/psql', args: ['-h', 'dev-db', '-d', 'production'] })).networkIdentities).toEqual(['dev-db', 'production']);
+    expect(resolved(conn({ command: 'mysql', args: ['-hprod-db', '-uroot', '-D', 'app'] })).networkIdentities).toEqual(['prod-db', 'app']);
+    expect(hit(conn({ cmd: ['docker', 'exec', 'db', 'redis-cli', '-h', 'live-cache', 'ping'] }))).toEqual({ identity: 'live-cache', pattern: 'live' });
+    expect(hit(conn({ argv: ['sqlcmd', '-S', 'tcp:prod-sql,1433', '-d', 'app'] }))).toMatchObject({ pattern: 'prod' });
+  });
+
+  it('argv: short flags of other programs (help, debug, detach, delete), flags of other names and flags without a value are not read', () => {
+    const quiet = {
+      a: ['-h', 'prod-db'],
+      b: ['git', 'branch', '-d', 'main'],
+      c: ['docker', 'run', '-d', 'myapp:prod'],
+      d: ['--help'],
+      e: ['--host', '--help'],
+      f: ['psql', '-h'],
+      g: ['--branch', 'main', '--env', 'production'],
+      h: { command: 'ls', args: ['-d', 'prod'] },
+      i: ['psql', '-h', 'localhost', '-d', 'app_dev'],
+    };
+    expect(resolved(conn(quiet)).networkIdentities).toEqual(['localhost', 'app_dev']);
+  });
+
   it("SQLAlchemy's dialect+driver URLs and Oracle targets written as URLs are connection strings", () => {
     expect(resolved(conn({ a: 'postgresql+asyncpg://u@prod-db/app' })).networkIdentities).toEqual(['prod-db', 'app']);
     expect(hit(conn({ a: 'mysql+pymysql://u:p@dev-db/production' }))).toEqual({ identity: 'production', pattern: 'production' });
