@@ -559,9 +559,27 @@ function addLocation(loc: ParsedLocation, out: Set<string>): void {
   for (const d of loc.databases) out.add(d);
 }
 
+/** A whole value that starts as a %-encoded URL or connection string (`postgres%3A%2F%2F…`), encoded up to three times. */
+const ENCODED_SCHEME = /^\s*[A-Za-z][A-Za-z0-9+.-]*%(?:25){0,2}3a/i;
+
+/**
+ * A whole value that is a URL or connection string %-encoded (`postgres%3A%2F%2Fprod-db%2Fapp`, as a
+ * query parameter carries one): a tool or its client may decode it before connecting, so it is read
+ * decoded (fail closed). Only when the decoded text parses as one: anything else stays unread.
+ */
+function encodedLocation(value: string, includeWeb: boolean): ParsedLocation | undefined {
+  let text = value;
+  for (let i = 0; i < 3 && !text.includes(':'); i++) text = percentDecode(text);
+  return text.includes(':') ? parse(text, includeWeb) : undefined;
+}
+
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
   const eq = value.indexOf('=');
+  if (!value.includes(':') && value.includes('%') && ENCODED_SCHEME.test(value)) {
+    const loc = encodedLocation(value, includeWeb);
+    if (loc) addLocation(loc, out);
+  }
   // Cheap rejection first: almost every argument string is free text or a path.
   if (value.includes(':')) {
     const loc = parse(value, includeWeb);

@@ -435,6 +435,19 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ dsn: 'mongodb+srv://u:p@dev-cluster.x1y2.mongodb.net/?authSource=production' })).networkIdentities).toEqual(['dev-cluster.x1y2.mongodb.net']);
   });
 
+  it('a whole value that is a %-encoded connection string (once, twice) is read decoded: a client may decode it', () => {
+    expect(resolved(conn({ dsn: 'postgres%3A%2F%2Fprod-db%2Fapp' })).networkIdentities).toEqual(['prod-db', 'app']);
+    expect(hit(conn({ dsn: 'postgres%253A%252F%252Fu%253Ap%2540prod-db%253A5432%252Fapp' }))).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(hit(conn({ dsn: 'jdbc%3Asqlserver%3A%2F%2Fsql01%3BdatabaseName%3Dproduction' }))).toEqual({ identity: 'production', pattern: 'production' });
+    expect(hit(fetchUrl('https%3A%2F%2Fprod.example.com%2Fx'))).toEqual({ identity: 'prod.example.com', pattern: 'prod' });
+  });
+
+  it('%-encoded text is read only when it decodes to a whole connection string, and web URLs only where a URL is', () => {
+    const quiet = { note: 'status%3A prod is down', q: 'next=postgres%3A%2F%2Fprod-db', link: 'https%3A%2F%2Fprod.example.com%2Fx', path: 'reports%2Fprod%2Fa.md' };
+    expect(resolved(conn(quiet)).networkIdentities).toEqual([]);
+    expect(resolved(conn({ dsn: 'mysql%3A%2F%2Fu%3Ap%40dev-db%3A3306%2Fapp' })).networkIdentities).toEqual(['dev-db', 'app']);
+  });
+
   it('a gateway list at the schema maximum may have been cut: then every URL in the arguments counts', () => {
     const files = Array.from({ length: 100 }, (_, i) => `file:///repo/f${i}.md`);
     expect(hit(input('filesystem', 'write_file', { arguments: { link: 'https://prod.example.com/x' }, resources: files }))).toMatchObject({ pattern: 'prod' });
