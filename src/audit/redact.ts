@@ -271,6 +271,9 @@ function nameValue(
   return `${head}${quoted(value)}`;
 }
 
+/** Longest first cookie name the Cookie pattern reads (browsers cap a cookie's name and value at 4096 bytes together; real names are short). */
+const MAX_COOKIE_NAME = 256;
+
 const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   // PEM private key blocks (RSA, EC, OPENSSH, ENCRYPTED ...).
   { re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, replace: `${REDACTED}` },
@@ -315,8 +318,14 @@ const VALUE_PATTERNS: Array<ValuePattern | ((s: string) => string)> = [
   },
   // A Cookie or Set-Cookie header's value, all of it up to the end of the line or a quote: every cookie in
   // it may be a session (Cookie: session=…; theme=dark). Only when it has the header's shape (name=value).
+  // The first cookie's name is read at most MAX_COOKIE_NAME characters far: unbounded, every `cookie:` of
+  // a long run without '=' ("Set-Cookie:Set-Cookie:…") rescanned the run to its end (quadratic: 5 s for
+  // 256 KB). A longer run is no name a client sends, and is masked to the end of the line (fail closed).
   {
-    re: /(?<![a-z0-9_-])((?:set-)?cookie\\?["']?\s*:\s*)(?!\[REDACTED\])([^\s=;,"'\\]+=[^\r\n"'\\]*)/gi,
+    re: new RegExp(
+      `(?<![a-z0-9_-])((?:set-)?cookie\\\\?["']?\\s*:\\s*)(?!\\[REDACTED\\])([^\\s=;,"'\\\\]{1,${MAX_COOKIE_NAME}}=[^\\r\\n"'\\\\]*|[^\\s=;,"'\\\\]{${MAX_COOKIE_NAME + 1}}[^\\r\\n"'\\\\]*)`,
+      'gi',
+    ),
     replace: (_m, head) => `${head}${REDACTED}`,
   },
   // key=value pairs in query strings, DSNs, env-style text and JSON inside text: password=...,

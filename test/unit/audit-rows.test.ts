@@ -419,6 +419,15 @@ describe('redaction', () => {
     expect(redactText('Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abcdefgh')).toBe(`Authorization: Bearer ${REDACTED}`);
   });
 
+  it('reads a Cookie header\'s first name only so far: a longer run is masked to the end of the line (fail closed), and a run of headers without "=" stays linear', () => {
+    expect(redactText(`Cookie: ${'n'.repeat(256)}=v; theme=dark\nnext`)).toBe(`Cookie: ${REDACTED}\nnext`);
+    // No name a client sends: masked whole to the end of the line, what follows it kept.
+    expect(redactText(`Cookie: ${'x'.repeat(300)} theme=dark\nnext`)).toBe(`Cookie: ${REDACTED}\nnext`);
+    expect(redactText(`Set-Cookie: ${'x'.repeat(300)}=v; Path=/\nok`)).toBe(`Set-Cookie: ${REDACTED}\nok`);
+    // Every "cookie:" of this run rescanned it to its end before the bound (5 s of the event loop for 256 KB).
+    expect(redactText('Set-Cookie:'.repeat(24_000))).toBe(`Set-Cookie:${REDACTED}`);
+  });
+
   it("masks an HTTP Digest response (a hash an attacker can crack with the nonce beside it), keeps its other parameters and response= elsewhere", () => {
     const header = 'Authorization: Digest username="bob", realm="api", nonce="dcd98b7102dd2f0e", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c"';
     expect(redactText(header)).toBe(header.replace('6629fae49393a05397450978507c4ef1', REDACTED));
