@@ -482,6 +482,23 @@ describe('redaction', () => {
     });
   });
 
+  it('names thousands of keys that mask alike in one pass: every value kept under its own name, taken names skipped', () => {
+    // 60,000 credential keys (a 256 KB body holds ~6,000); searching each name's suffix from #2 again was
+    // quadratic (2.4 s of the event loop for 6,000, minutes for these: the test timeout).
+    const n = 60_000;
+    const keys = Array.from({ length: n }, (_, i) => `ghp_${'A'.repeat(30)}${i}`);
+    const obj: Record<string, unknown> = Object.fromEntries(keys.map((k, i) => [k, i]));
+    obj[`${REDACTED} #3`] = 'literal';
+    const out = redactValue(obj) as Record<string, unknown>;
+    expect(Object.keys(out)).toHaveLength(n + 1);
+    expect(out[REDACTED]).toBe(0);
+    expect(out[`${REDACTED} #2`]).toBe(1);
+    // A name kept as it was is never taken: the next masked key skips it.
+    expect(out[`${REDACTED} #3`]).toBe('literal');
+    expect(out[`${REDACTED} #4`]).toBe(2);
+    expect(out[`${REDACTED} #${n + 1}`]).toBe(n - 1);
+  });
+
   it('keeps ordinary words near the new secret names: author=, pinned=, authentication failed, the cookie jar, response=200', () => {
     const plain = [
       'author=Jane pinned=true',
