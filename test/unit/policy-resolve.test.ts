@@ -167,6 +167,14 @@ describe('resolveCall: resource ids', () => {
     expect(resolved(input('postgres', 'query', { arguments: { table: 'users' } })).resourceIds).toEqual(['postgres:users']);
   });
 
+  it('a URL whose host is too long to read is one id, whichever host it names (read under the host budget)', () => {
+    const urls = Array.from({ length: 20 }, (_, i) => `https://${'\ufdfa'.repeat(4_000)}${i}/x`);
+    expect(resolved(input('filesystem', 'read_multiple_files', { arguments: { paths: urls } })).resourceIds).toEqual([`https://${UNREADABLE_HOST}`]);
+    // Beside the owner and repository of GitHub-style tools too; a string longer than an id is not one.
+    const github = input('github', 'get_file_contents', { arguments: { owner: 'o', repo: 'r', path: `https://${'\ufdfa'.repeat(85_000)}/x` } });
+    expect(resolved(github).resourceIds).toEqual(['github:o/r']);
+  });
+
   it('ids are storable: NUL and unpaired surrogates become U+FFFD, ordinary ids are unchanged', () => {
     expect(resolved(input('filesystem', 'write_file', { arguments: { path: '/tmp/demo/a\u0000' } })).resourceIds).toEqual(['filesystem:/tmp/demo/a\uFFFD']);
     expect(resolved(input('filesystem', 'write_file', { arguments: { path: 'a\ud800b' } })).resourceIds).toEqual(['filesystem:a\uFFFDb']);
