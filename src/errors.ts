@@ -73,7 +73,7 @@ export const GATEWAY_CODES = {
     action: 'Nothing: the agent asked for it.',
   },
   UNKNOWN_TOOL: {
-    doc: 'tools/call names no tool behind this gateway: none of its upstreams offers it (any more), or the gateway hides it (an invalid or duplicate name, a definition the control plane cannot store or would refuse in a tool report, no room left in the report: docs/gateway.md). A tool of a server the policy does not list is UNKNOWN_SERVER instead.',
+    doc: 'tools/call names no tool behind this gateway: none of its upstreams offers it (any more), or the gateway hides it (an invalid or duplicate name, a definition the control plane cannot store or would refuse in a tool report, no room left in the report: docs/gateway.md). A JSON-RPC error, -32602, as MCP asks of an unknown tool (not a tool result): nothing was decided or run. A tool of a server the policy does not list is UNKNOWN_SERVER instead.',
     action: 'List the tools again (tools/list) and call one of those.',
   },
   UNKNOWN_RESOURCE: {
@@ -91,6 +91,29 @@ export const GATEWAY_CODES = {
   REFUSED: {
     doc: "Streamable HTTP front: at initialize, opening the agent's control-plane session was refused with a 4xx (other than 401) whose body names no code, so something other than the control plane answered at `killswitch.url` (a proxy, a wrong path). The gateway answers 403 (429 for a 429); the message carries the HTTP status.",
     action: 'Operator: check `killswitch.url` in the gateway config and what answers there.',
+  },
+} as const;
+
+/**
+ * The JSON-RPC error codes the reference gateway answers an agent with, and when. MCP names -32602 for an
+ * unknown tool, prompt or resource and -32603 for internal errors; a policy refusal is neither (-32600
+ * "Invalid Request" would say the JSON-RPC message itself was malformed), so it takes one code of the
+ * range JSON-RPC reserves for implementation-defined server errors, clear of the SDK's -32000, -32001 and
+ * MCP's -32002 and -32042. The text starts with the gateway or decision code; `error.data.code` holds it.
+ */
+export const GATEWAY_RPC_ERRORS = {
+  METHOD_NOT_FOUND: { code: -32601, doc: 'A method the gateway does not serve (`resources/subscribe`, `completion/complete`, `tasks/*`, ...), named in the message; nothing reaches an upstream.' },
+  INVALID_PARAMS: {
+    code: -32602,
+    doc: 'A name no upstream behind the gateway offers: `tools/call` of an unknown tool (`UNKNOWN_TOOL`), `resources/read` of an unknown URI (`UNKNOWN_RESOURCE`), `prompts/get` of an unknown prompt (`UNKNOWN_PROMPT`), as MCP asks for unknown tools and prompts; also a list `cursor` the gateway never gave. Nothing is decided or run.',
+  },
+  INTERNAL_ERROR: {
+    code: -32603,
+    doc: '`resources/read` or `prompts/get` that was allowed and then failed (`UPSTREAM_ERROR`, `UPSTREAM_UNAVAILABLE`, `MAX_EXECUTION_TIME`, `CANCELLED`); a list that needs the control plane and got no answer (`DEPENDENCY_UNAVAILABLE`, `UNAUTHENTICATED`, `RATE_LIMITED`).',
+  },
+  REFUSED: {
+    code: -32010,
+    doc: '`resources/read` or `prompts/get` refused by the kill switch: denied by the control plane (any decision code, `DEPENDENCY_UNAVAILABLE` when it did not answer) or its result withheld (`LARGE_RESULT`, `MAX_ROWS`, ...). `error.data` is what a tool result carries as `_meta["killswitch/decision"]`: `{outcome, code, decision_id, approval_id?, retry_after_s?}`. (A denied or withheld `tools/call` is a tool result with `isError`, which the model reads.)',
   },
 } as const;
 

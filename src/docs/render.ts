@@ -1,5 +1,5 @@
 import { SETTINGS, type SettingSpec } from '../config.js';
-import { DECISION_CODES, ERROR_CODES, GATEWAY_CODES } from '../errors.js';
+import { DECISION_CODES, ERROR_CODES, GATEWAY_CODES, GATEWAY_RPC_ERRORS } from '../errors.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
@@ -45,12 +45,22 @@ export function renderErrorsDoc(): string {
     '',
     'The reference gateway (`killswitch gateway`, docs/gateway.md) passes the codes above on to the agent and',
     'adds its own. Each starts the text the agent reads (a tool result with `isError`, or the message of a',
-    'JSON-RPC error for `resources/read` and `prompts/get`); the result of a decided tool call also carries it',
-    'as `_meta["killswitch/decision"].code`.',
+    'JSON-RPC error for `resources/read`, `prompts/get` and an unknown tool); the result of a decided tool call',
+    'also carries it as `_meta["killswitch/decision"].code`, a JSON-RPC error as `error.data.code`.',
     '',
     '| code | meaning | what to do |',
     '|---|---|---|',
     ...Object.entries(GATEWAY_CODES).map(([code, g]) => `| \`${code}\` | ${cell(g.doc)} | ${cell(g.action)} |`),
+    '',
+    '### JSON-RPC error codes of the gateway',
+    '',
+    'What the gateway answers as a JSON-RPC error (not a tool result) carries one of these `error.code`s. Its',
+    'message starts with a code of the tables above (a refused method or cursor excepted); for `tools/call`,',
+    '`resources/read` and `prompts/get`, `error.data.code` holds that code too. Match on `error.data.code`.',
+    '',
+    '| `error.code` | when |',
+    '|---|---|',
+    ...Object.values(GATEWAY_RPC_ERRORS).map((e) => `| \`${e.code}\` | ${cell(e.doc)} |`),
     '',
   ];
   return lines.join('\n');

@@ -17,7 +17,7 @@ import {
   SetLevelRequestSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { DecisionBody } from '../decisions/schemas.js';
-import { GATEWAY_CODE } from '../errors.js';
+import { GATEWAY_CODE, GATEWAY_RPC_ERRORS } from '../errors.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
 import { ControlPlaneError, type DeclaredScope, failureWords, logText } from './control-plane.js';
@@ -233,7 +233,7 @@ export class AgentSession implements CallPorts {
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);
-      if (!tool) return { isError: true, content: [{ type: 'text', text: `${GATEWAY_CODE.UNKNOWN_TOOL}: no tool named "${req.params.name}" behind this gateway` }] };
+      if (!tool) throw unknownName(GATEWAY_CODE.UNKNOWN_TOOL, `no tool named "${req.params.name}" behind this gateway; list the tools again (tools/list)`);
       const upstream = this.gateway.upstream(tool.server);
       const args = req.params.arguments ?? {};
       const call = {
@@ -279,7 +279,7 @@ export class AgentSession implements CallPorts {
     });
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
-      if (!upstream) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_RESOURCE}: no upstream server offers ${req.params.uri}`);
+      if (!upstream) throw unknownName(GATEWAY_CODE.UNKNOWN_RESOURCE, `no upstream server offers ${req.params.uri}`);
       const call = {
         server: upstream.name,
         tool: 'resources/read',
@@ -307,7 +307,7 @@ export class AgentSession implements CallPorts {
     });
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
-      if (!prompt) throw new AgentRequestError(ErrorCode.InvalidParams, `${GATEWAY_CODE.UNKNOWN_PROMPT}: no prompt named "${req.params.name}" behind this gateway`);
+      if (!prompt) throw unknownName(GATEWAY_CODE.UNKNOWN_PROMPT, `no prompt named "${req.params.name}" behind this gateway`);
       const upstream = this.gateway.upstream(prompt.server);
       const call = {
         server: prompt.server,
@@ -320,6 +320,16 @@ export class AgentSession implements CallPorts {
       return unwrap(outcome);
     });
   }
+}
+
+/**
+ * A tool, resource or prompt no upstream behind the gateway offers: a protocol error, -32602, as MCP asks
+ * ("Protocol Errors ... Unknown tools", example code -32602; "Invalid prompt name: -32602"; SEP-2164 for
+ * resources). Nothing was decided or run, so there is no tool result to give: a result with isError is
+ * what MCP keeps for a tool that ran (or was refused) and failed.
+ */
+function unknownName(code: 'UNKNOWN_TOOL' | 'UNKNOWN_RESOURCE' | 'UNKNOWN_PROMPT', message: string): AgentRequestError {
+  return new AgentRequestError(GATEWAY_RPC_ERRORS.INVALID_PARAMS.code, `${code}: ${message}`, { code });
 }
 
 /**
@@ -358,22 +368,7 @@ const LOG_LEVELS: readonly LoggingLevel[] = LoggingLevelSchema.options;
 /** Denials and withheld results are tool results with isError (the agent reads them; the SDK client
  * rejects a success without structuredContent from tools that declare an outputSchema). */
 export function toolResultOf(outcome: Outcome<CallToolResult>): CallToolResult {
-  if (outcome.kind !== 'ok') {
-    const code = outcome.kind === 'withheld' ? outcome.trigger : outcome.code;
-    return {
-      isError: true,
-      content: [{ type: 'text', text: outcome.text }],
-      _meta: {
-        'killswitch/decision': {
-          outcome: outcome.kind,
-          code,
-          ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}),
-          ...(outcome.kind === 'denied' && outcome.approvalId ? { approval_id: outcome.approvalId } : {}),
-          ...(outcome.kind === 'denied' && outcome.retryAfterS !== undefined ? { retry_after_s: outcome.retryAfterS } : {}),
-        },
-      },
-    };
-  }
+  if (outcome.kind !== 'ok') return { isError: true, content: [{ type: 'text', text: outcome.text }], _meta: { 'killswitch/decision': decisionOf(outcome) } };
   const result = withoutOurMeta(outcome.result);
   if (!outcome.warning) return result;
   // The 80% warning goes where the agent reads: appended to the result text, and in _meta (as for
@@ -396,12 +391,32 @@ export function withoutOurMeta<T extends { _meta?: Record<string, unknown> | und
 
 const META_NAMESPACE = 'killswitch/';
 
-/** resources/read and prompts/get have no error result: a denial is a JSON-RPC error naming the code. */
+/**
+ * What the gateway says of a call that did not give its result: in a tool result's
+ * `_meta["killswitch/decision"]`, and as `error.data` of a refused resources/read or prompts/get.
+ */
+function decisionOf(outcome: Exclude<Outcome<unknown>, { kind: 'ok' }>): Record<string, unknown> {
+  return {
+    outcome: outcome.kind,
+    code: outcome.kind === 'withheld' ? outcome.trigger : outcome.code,
+    ...(outcome.decisionId ? { decision_id: outcome.decisionId } : {}),
+    ...(outcome.kind === 'denied' && outcome.approvalId ? { approval_id: outcome.approvalId } : {}),
+    ...(outcome.kind === 'denied' && outcome.retryAfterS !== undefined ? { retry_after_s: outcome.retryAfterS } : {}),
+  };
+}
+
+/**
+ * resources/read and prompts/get have no error result: a refusal is a JSON-RPC error whose message starts
+ * with the code. Denied or withheld is the kill switch's own refusal (GATEWAY_RPC_ERRORS.REFUSED); a call
+ * that was allowed and failed is MCP's internal error (-32603). Never -32600, "Invalid Request": the
+ * agent's request was well-formed, and a client may take that code for a bug of its own.
+ */
 function unwrap<T extends object>(outcome: Outcome<T>): T {
   if (outcome.kind === 'ok') {
     const result = withoutOurMeta(outcome.result as T & { _meta?: Record<string, unknown> });
     if (!outcome.warning) return result;
     return { ...result, _meta: { ...(result._meta ?? {}), 'killswitch/warning': outcome.warning } };
   }
-  throw new AgentRequestError(ErrorCode.InvalidRequest, outcome.text, { code: outcome.kind === 'withheld' ? outcome.trigger : outcome.code, decision_id: outcome.decisionId });
+  const rpcCode = outcome.kind === 'failed' ? GATEWAY_RPC_ERRORS.INTERNAL_ERROR.code : GATEWAY_RPC_ERRORS.REFUSED.code;
+  throw new AgentRequestError(rpcCode, outcome.text, decisionOf(outcome));
 }

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/unleash.js';
-import { type FixtureUpstream, GatewayHarness, MEMORY_SERVER, startFixtureUpstream } from './gateway-harness.js';
+import { type FixtureUpstream, GatewayHarness, MEMORY_SERVER, rpcErrorOf, startFixtureUpstream } from './gateway-harness.js';
 
 // The reference gateway's own codes (GATEWAY_CODES in src/errors.ts) that no other e2e test provokes:
 // an agent cancelling a running call, a resource or prompt nobody offers, and a session refused by
@@ -69,6 +69,30 @@ describe('CANCELLED', () => {
   });
 });
 
+describe('UNKNOWN_TOOL', () => {
+  it('calling a tool no upstream offers is a JSON-RPC error (-32602) naming UNKNOWN_TOOL, as MCP asks of an unknown tool; nothing is decided or sent', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { filesystem: { disabled: true }, memory: { url: fixture.url } } });
+    const client = await h.client(gateway, token);
+    const err = await rpcErrorOf(client.callTool({ name: 'no_such_tool', arguments: {} }));
+    expect(err).toMatchObject({ code: -32602, data: { code: 'UNKNOWN_TOOL' } });
+    expect(err?.message).toMatch(/^MCP error -32602: UNKNOWN_TOOL: no tool named "no_such_tool" behind this gateway/);
+    expect(fixture.calls.get('no_such_tool')).toBeUndefined();
+    expect(await h.auditRows("tool = 'no_such_tool'", [], () => true)).toEqual([]);
+  });
+});
+
+describe('a resources/read that was allowed and failed upstream', () => {
+  it('is JSON-RPC error -32603 (an internal error, as MCP names it for resources/read) naming UPSTREAM_ERROR, with the decision in error.data', async () => {
+    // server-memory is the only upstream with resources, so it is asked for any URI; it has no such one.
+    const gateway = await h.gateway({ memory: true, mcpServers: { filesystem: { disabled: true } } });
+    const client = await h.client(gateway, await h.token('ro'));
+    const err = await rpcErrorOf(client.readResource({ uri: 'memory://not-there' }));
+    expect(err).toMatchObject({ code: -32603, data: { outcome: 'failed', code: 'UPSTREAM_ERROR', decision_id: expect.any(String) } });
+    expect(err?.message).toMatch(/^MCP error -32603: UPSTREAM_ERROR: /);
+  });
+});
+
 describe('UNKNOWN_RESOURCE and UNKNOWN_PROMPT', () => {
   it('reading a resource no upstream offers is a JSON-RPC error (-32602) naming UNKNOWN_RESOURCE', async () => {
     const token = await h.token('ro');
@@ -80,6 +104,7 @@ describe('UNKNOWN_RESOURCE and UNKNOWN_PROMPT', () => {
     expect(err).toBeInstanceOf(Error);
     expect(codeOfMessage(err as Error)).toBe('UNKNOWN_RESOURCE');
     expect((err as Error & { code?: number }).code).toBe(-32602);
+    expect((err as Error & { data?: unknown }).data).toEqual({ code: 'UNKNOWN_RESOURCE' });
     expect((err as Error).message).toContain('no upstream server offers nowhere://nothing');
   });
 

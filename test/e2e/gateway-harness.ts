@@ -179,6 +179,14 @@ export function textOf(result: CallToolResult | { content?: unknown }): string {
     .join('\n');
 }
 
+/** The JSON-RPC error a request was answered with (the SDK client rejects with an McpError), undefined if it was not. */
+export async function rpcErrorOf(pending: Promise<unknown>): Promise<{ code: unknown; message: string; data: unknown } | undefined> {
+  return pending.then(
+    () => undefined,
+    (e: Error & { code?: unknown; data?: unknown }) => ({ code: e.code, message: e.message, data: e.data }),
+  );
+}
+
 /**
  * A small upstream MCP server over Streamable HTTP, for what the reference servers cannot do on demand:
  * change a tool description at run time (and say so with list_changed), run slowly, return many rows,

@@ -1,6 +1,6 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FixtureUpstream, GatewayHarness, startFixtureUpstream, textOf } from './gateway-harness.js';
+import { type FixtureUpstream, GatewayHarness, rpcErrorOf, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // Everything the agent can reach goes through decisions: resources/read (server-memory exposes its whole
 // graph as a resource) and prompts/get are decided as reads of that server, and audited.
@@ -41,7 +41,7 @@ describe('resources/read and prompts/get', () => {
     expect(rows.map((r) => `${r['kind']} ${r['server']} ${r['decision'] ?? r['result_status']}`)).toEqual(['INTENT memory allow', 'RESULT memory success']);
   });
 
-  it('a denied resources/read is a JSON-RPC error whose message starts with the code', async () => {
+  it('a denied resources/read is JSON-RPC error -32010 (the kill switch refused), not -32600; the message starts with the code, error.data carries the decision', async () => {
     // The session declares filesystem only: reading memory's resource halts it (UNAUTHORIZED_SERVER).
     const token = await h.token('rw');
     const gateway = await h.gateway({ memory: true, killswitch: { session: { servers: ['filesystem'] } } });
@@ -50,12 +50,12 @@ describe('resources/read and prompts/get', () => {
     const { resources } = await client.listResources();
     expect(resources.filter((r) => r.uri.startsWith('memory://'))).toEqual([]);
     // Read anyway, by its URI: the control plane still refuses it and halts the token.
-    const err = await client.readResource({ uri: 'memory://knowledge-graph' }).then(
-      () => undefined,
-      (e: Error) => e,
-    );
-    expect(err?.message).toMatch(/^MCP error -32600: PERMISSION_DENIED: /);
+    const err = await rpcErrorOf(client.readResource({ uri: 'memory://knowledge-graph' }));
+    expect(err).toMatchObject({ code: -32010, data: { outcome: 'denied', code: 'PERMISSION_DENIED', decision_id: expect.any(String) } });
+    expect(err?.message).toMatch(/^MCP error -32010: PERMISSION_DENIED: /);
     expect(err?.message).toContain('memory is not one of them. This token is halted too');
+    const intent = await h.auditRows("tool = 'resources/read' AND kind = 'INTENT' AND decision_id = $1", [(err?.data as { decision_id?: string } | undefined)?.decision_id], (r) => r.length > 0);
+    expect(intent.map((r) => r['code'])).toEqual(['PERMISSION_DENIED']);
   });
 
   it('prompts/get is decided as a read of the server that offers it', async () => {

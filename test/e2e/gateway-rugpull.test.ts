@@ -4,7 +4,7 @@ import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelco
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer } from '../helpers/context.js';
 import { until } from '../helpers/unleash.js';
-import { type FixtureUpstream, GatewayHarness, startFixtureUpstream, textOf } from './gateway-harness.js';
+import { type FixtureUpstream, GatewayHarness, rpcErrorOf, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // "Rug pull": a tool definition that changes after it was approved is denied with TOOL_CHANGED until an
 // operator approves the new one. Own file: approvals change the pins every other test would rely on.
@@ -99,9 +99,7 @@ describe('changed tool definitions', () => {
       // search_nodes: read_graph's first definition was superseded by the test above.
       expect(listed).toContain('search_nodes');
       expect(listed).not.toContain('prompts/get');
-      const refused = (await client.callTool({ name: 'prompts/get', arguments: {} })) as CallToolResult;
-      expect(refused.isError).toBe(true);
-      expect(textOf(refused)).toMatch(/^UNKNOWN_TOOL: /);
+      expect(await rpcErrorOf(client.callTool({ name: 'prompts/get', arguments: {} }))).toMatchObject({ code: -32602, data: { code: 'UNKNOWN_TOOL' } });
       expect(evil.calls.get('prompts/get')).toBeUndefined();
       const pinned = await h.app.inject({ url: '/v1/tools?server=memory', headers: bearer(h.owner) });
       expect((pinned.json().tools as Array<{ tool: string }>).map((t) => t.tool)).not.toContain('prompts/get');

@@ -6,7 +6,7 @@ import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelco
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer } from '../helpers/context.js';
 import { until } from '../helpers/unleash.js';
-import { capturedLog, type FixtureUpstream, GatewayHarness, MEMORY_SERVER, startFixtureUpstream, textOf } from './gateway-harness.js';
+import { capturedLog, type FixtureUpstream, GatewayHarness, MEMORY_SERVER, rpcErrorOf, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // One upstream must not take tools/list, resources/list or prompts/list away from every agent: not with
 // definitions the control plane refuses in a report (a whole report is refused, 400 or 413), nor by
@@ -69,9 +69,9 @@ describe('an upstream offering definitions the control plane would refuse in a r
     expect((await call(client, 'read_graph')).isError).toBeFalsy();
 
     // Fail closed: never reported, so never pinned, and a call by name is refused without asking anyone.
-    const hidden = await call(client, 'proto_schema');
-    expect(hidden.isError).toBe(true);
-    expect(textOf(hidden)).toMatch(/^UNKNOWN_TOOL: no tool named "proto_schema"/);
+    const hidden = await rpcErrorOf(call(client, 'proto_schema'));
+    expect(hidden).toMatchObject({ code: -32602, data: { code: 'UNKNOWN_TOOL' } });
+    expect(hidden?.message).toMatch(/^MCP error -32602: UNKNOWN_TOOL: no tool named "proto_schema"/);
     expect((await pinnedNames('memory')).sort()).toEqual(['read_graph', 'search_nodes']);
   });
 
@@ -95,7 +95,7 @@ describe('an upstream offering definitions the control plane would refuse in a r
 
     expect(await names(client)).toEqual(expect.arrayContaining(['read_text_file', 'write_file']));
     const hiddenTool = full[0]?.['tool'] as string;
-    expect(textOf(await call(client, hiddenTool))).toMatch(/^UNKNOWN_TOOL: /);
+    expect(await rpcErrorOf(call(client, hiddenTool))).toMatchObject({ code: -32602, data: { code: 'UNKNOWN_TOOL' } });
   });
 
   it('2,100 tools (over MAX_TOOLS_PER_REPORT): the report holds the first 500 (as many as the control plane pins of one server); tools/list works and the other upstream is listed', async () => {

@@ -408,7 +408,8 @@ describe('upstream error messages are results', () => {
       () => undefined,
       (e: Error) => e,
     );
-    expect(err?.message).toMatch(/^MCP error -32600: LARGE_RESULT: /);
+    expect(err?.message).toMatch(/^MCP error -32010: LARGE_RESULT: /);
+    expect((err as Error & { data?: unknown }).data).toMatchObject({ outcome: 'withheld', code: 'LARGE_RESULT' });
     expect(err?.message.length).toBeLessThan(10_000);
     const rows = await h.auditRows("tool = 'resources/read' AND kind = 'RESULT'", [], (r) => r.length > 0);
     expect(rows[0]?.['result_status']).toBe('withheld');
