@@ -294,6 +294,8 @@ export class AgentSession implements CallPorts {
         extra.signal,
         (o) => upstream.readResource(req.params.uri, o),
         (r) => ({ bytes: resultBytes(r), rows: resultRows(r, upstream.config.limits.maxResultBytes), isError: false }),
+        // A read the policy sends to a human waits as a tool call does, and says so the same way.
+        waitNotice(extra, (level) => this.wantsLog(level)),
       );
       return unwrap(outcome);
     });
@@ -316,7 +318,15 @@ export class AgentSession implements CallPorts {
         resources: [serverResource(prompt.server)],
         annotations: READ_ANNOTATIONS,
       };
-      const outcome = await decideAndRun(this, call, upstream.config.limits, extra.signal, (o) => upstream.getPrompt(prompt.name, req.params.arguments, o), (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }));
+      const outcome = await decideAndRun(
+        this,
+        call,
+        upstream.config.limits,
+        extra.signal,
+        (o) => upstream.getPrompt(prompt.name, req.params.arguments, o),
+        (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }),
+        waitNotice(extra, (level) => this.wantsLog(level)),
+      );
       return unwrap(outcome);
     });
   }

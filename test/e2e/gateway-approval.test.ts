@@ -1,9 +1,10 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { type CallToolResult, CallToolResultSchema, LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, CallToolResultSchema, LoggingMessageNotificationSchema, ProgressNotificationSchema, ReadResourceResultSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer } from '../helpers/context.js';
+import { until } from '../helpers/unleash.js';
 import { GatewayHarness, textOf } from './gateway-harness.js';
 
 // SDK Client → gateway → real server-filesystem, with the real control plane: a move_file the policy
@@ -15,6 +16,9 @@ const POLICY = `approvals:
     - name: moves-need-a-human
       servers: [filesystem]
       tools: [move_file]
+    - name: graph-reads-need-a-human
+      servers: [memory]
+      tools: [resources/read]
 `;
 
 beforeAll(async () => {
@@ -50,9 +54,9 @@ async function decide(id: string, verb: 'approve' | 'reject', reason: string) {
   expect(res.statusCode).toBe(200);
 }
 
-async function waitingGateway(killswitch: Record<string, unknown>): Promise<{ client: Client; token: string }> {
+async function waitingGateway(killswitch: Record<string, unknown>, opts: { memory?: boolean } = {}): Promise<{ client: Client; token: string }> {
   const token = await h.token('rw');
-  const gateway = await h.gateway({ agentToken: token, killswitch });
+  const gateway = await h.gateway({ agentToken: token, killswitch, ...opts });
   return { client: await h.client(gateway, token), token };
 }
 
@@ -141,6 +145,35 @@ describe('the gateway waits for a human approval', () => {
     const request = await pendingFor(source);
     expect(textOf(result)).toContain(`no operator decided approval ${request.id} within the gateway's 2 s`);
     expect(existsSync(source)).toBe(true);
+  }, 60_000);
+});
+
+describe('a resources/read that needs a human', () => {
+  it('waits as a tool call does and tells the agent by progress, with the agent\'s own (string) progress token; approved, the read runs', async () => {
+    const { client } = await waitingGateway({ approvals: { mode: 'wait', timeoutSeconds: 60, pollSeconds: 1 } }, { memory: true });
+    const graph = (await client.listResources()).resources.find((r) => r.uri.startsWith('memory://'));
+    expect(graph).toBeDefined();
+    // The SDK client makes numeric tokens (its request ids; the tool-call test above); MCP allows strings
+    // too. Its own progress handler knows only its tokens, so this one is read here.
+    const progress: Array<{ progressToken: unknown; progress: number; message?: string | undefined }> = [];
+    client.setNotificationHandler(ProgressNotificationSchema, (n) => {
+      progress.push(n.params);
+    });
+    const pending = client.request({ method: 'resources/read', params: { uri: graph?.uri ?? '', _meta: { progressToken: 'graph-read-1' } } }, ReadResourceResultSchema, { timeout: 90_000 });
+    let request: QueueRow | undefined;
+    for (let i = 0; i < 150 && !request; i++) {
+      request = (await queue('pending')).find((a) => a.tool === 'resources/read');
+      if (!request) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(request?.arguments).toEqual({ uri: graph?.uri });
+    await until(() => progress.length > 0, 5000, 'a progress notification');
+    expect(progress[0]).toMatchObject({ progressToken: 'graph-read-1', progress: 1, message: expect.stringContaining(request?.id ?? '?') });
+
+    await decide(request?.id ?? '', 'approve', 'reviewed the read');
+    const read = await pending;
+    expect(read.contents.length).toBeGreaterThan(0);
+    expect(progress.every((p) => p.progressToken === 'graph-read-1')).toBe(true);
+    expect(progress.map((p) => p.progress)).toEqual(progress.map((_, i) => i + 1));
   }, 60_000);
 });
 
