@@ -54,9 +54,20 @@ export function declaredScope(config: { readOnly: boolean; servers: string[] | u
   // The control plane refuses line breaks, control and bidirectional characters in a purpose (operators
   // read it): a client's are made spaces here rather than failing every call of the session.
   const fromAgent = typeof c.purpose === 'string' ? withoutUnsafeCharacters(c.purpose).trim() : '';
-  const purpose = fromAgent ? fromAgent.slice(0, 1000) : config.purpose.slice(0, 1000);
+  const purpose = cutWhole(fromAgent || config.purpose, 1000);
   if (purpose) scope.purpose = purpose;
   return scope;
+}
+
+/**
+ * `text` cut to the decision schema's `max` (its maxLength counts characters, never more than UTF-16 units),
+ * never between the halves of a surrogate pair: a lone half reached the audit row as U+FFFD (a client
+ * named 199 letters and an emoji was audited with a replacement character for the emoji).
+ */
+export function cutWhole(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
 export class AgentSession implements CallPorts {
@@ -160,10 +171,10 @@ export class AgentSession implements CallPorts {
     const out: NonNullable<DecisionBody['client']> = {};
     // The control plane refuses control characters and bidirectional marks here (400 for every call):
     // a client's are made spaces, as its purpose's are.
-    if (info?.name) out.name = withoutUnsafeCharacters(info.name).slice(0, 200);
-    if (info?.version) out.version = withoutUnsafeCharacters(info.version).slice(0, 100);
+    if (info?.name) out.name = cutWhole(withoutUnsafeCharacters(info.name), 200);
+    if (info?.version) out.version = cutWhole(withoutUnsafeCharacters(info.version), 100);
     const ua = this.userAgent ?? (info ? `${info.name}/${info.version}` : undefined);
-    if (ua) out.user_agent = withoutUnsafeCharacters(ua).slice(0, 1000);
+    if (ua) out.user_agent = cutWhole(withoutUnsafeCharacters(ua), 1000);
     return out;
   }
 

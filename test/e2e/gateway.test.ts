@@ -220,6 +220,27 @@ describe('audit', () => {
     }
   });
 
+  it('a 156-character client name is audited whole; one over the 200 characters a decision takes is cut to 200, never within a character: 199 letters and an emoji are the 199 letters', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const names = [`${'long client name '.repeat(9)}end`, `${'a'.repeat(199)}\u{1F600} and more`];
+    for (const name of names) {
+      const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+      await gateway.attach(serverSide, { agentToken: token });
+      const client = new Client({ name, version: '1.0' });
+      await client.connect(clientSide);
+      try {
+        const read = await call(client, 'read_text_file', { path: 'readme.md' });
+        expect(read.isError, textOf(read)).toBeFalsy();
+      } finally {
+        await client.close();
+      }
+    }
+    const tokenId = (await h.app.inject({ method: 'GET', url: '/v1/keys?type=ro', headers: bearer(h.owner) })).json().keys.find((k: { display_prefix: string }) => token.startsWith(k.display_prefix)).id;
+    const rows = await h.auditRows("token_id = $1 AND kind = 'INTENT'", [tokenId], (r) => r.length >= 2);
+    expect(rows.map((r) => r['client_name'])).toEqual([names[0], 'a'.repeat(199)]);
+  });
+
   it('a second initialize does not rename the client in later audit rows', async () => {
     const token = await h.token('ro');
     const gateway = await h.gateway();
