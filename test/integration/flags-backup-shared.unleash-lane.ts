@@ -36,7 +36,9 @@ async function fetchingReplica(dataDir: string, on: boolean, overrides: Paramete
 }
 
 describe('flag backup shared through Redis', () => {
-  it('a replica started without Unleash from its old file (flag on) takes the newer Redis copy (flag off) and denies', async () => {
+  // Four replicas one after the other, two of them waiting up to 10 s for a poll: the default 30 s ran out
+  // on a loaded machine (2026-12-07).
+  it('a replica started without Unleash from its old file (flag on) takes the newer Redis copy (flag off) and denies', { timeout: 90_000 }, async () => {
     const dirD = `${ctx.dataDir}/d`;
     // D ran while the flag was on and left its file behind.
     await fetchingReplica(dirD, true);

@@ -9,6 +9,7 @@ import { intentRow } from '../../src/audit/rows.js';
 import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/audit/service.js';
 import { AuditWriter } from '../../src/audit/writer.js';
 import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
+import { CREDENTIAL_LOOKUP_TIMEOUT_MS } from '../../src/db/query-timeout.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { withTimeout } from '../helpers/control-plane.js';
 import { until as waitUntil } from '../helpers/unleash.js';
@@ -215,7 +216,7 @@ describe('request path on a Postgres that hangs', () => {
     }
   }, 30_000);
 
-  it('a credential lookup that times out is answered well before REQUEST_QUERY_TIMEOUT_MS, and the next ones fail at once until Postgres answers again', async () => {
+  it('a credential lookup that times out is answered by its own timeout (CREDENTIAL_LOOKUP_TIMEOUT_MS), not REQUEST_QUERY_TIMEOUT_MS, and the next ones fail at once until Postgres answers again', async () => {
     proxy.resume();
     const app = await ctx.app({ databaseUrl: proxy.url(ctx.name) });
     try {
@@ -228,7 +229,7 @@ describe('request path on a Postgres that hangs', () => {
       expect(first.statusCode, first.body).toBe(503);
       expect(first.json().error.code).toBe('SERVICE_UNAVAILABLE');
       expect(app.ctx.auth.failingFast).toBe(true);
-      expect(ctx.logs.lines.slice(logged).filter((l) => l.includes('credential lookup got no answer from Postgres'))).toHaveLength(1);
+      expect(ctx.logs.lines.slice(logged).filter((l) => l.includes(`credential lookup got no answer from Postgres within ${CREDENTIAL_LOOKUP_TIMEOUT_MS} ms`))).toHaveLength(1);
       // Another credential not in the cache: refused at once, while Postgres still hangs.
       const second = await app.inject({ method: 'GET', url: '/v1/keys', headers: bearer(fresh[1]!) });
       expect(second.statusCode, second.body).toBe(503);
@@ -242,11 +243,13 @@ describe('request path on a Postgres that hangs', () => {
       await proxy.up();
       await ctx.close(app);
     }
-  }, 40_000);
+  }, 60_000);
 });
 
 /**
- * The lookup gives up after CREDENTIAL_LOOKUP_TIMEOUT_MS (1.5 s, under a gateway's 2 s decision budget);
- * the bound is generous (a loaded test machine), yet below the 5 s the lookup waited before.
+ * The lookup gives up after CREDENTIAL_LOOKUP_TIMEOUT_MS (1.5 s, under a gateway's 2 s decision budget),
+ * not after REQUEST_QUERY_TIMEOUT_MS (5 s) as before: its warning (which names the 1.5 s) and
+ * `failingFast` show that its own timeout answered. This bound only keeps a hang from running into the
+ * test's timeout: a wall-clock bound near the 5 s failed on a loaded machine (4 s exceeded, 2026-12-07).
  */
-const LOOKUP_ANSWER_BOUND_MS = REQUEST_QUERY_TIMEOUT_MS - 1_000;
+const LOOKUP_ANSWER_BOUND_MS = 4 * REQUEST_QUERY_TIMEOUT_MS;
