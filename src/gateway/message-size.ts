@@ -100,12 +100,17 @@ interface Discarded {
  * concatenates the whole buffer on every chunk (quadratic: ~100 s of blocked event loop for a 64 MB
  * message on a loaded 2-core machine) and closes the transport when a message exceeds its limit. This
  * one keeps chunks until the newline, and counts and discards a line over the limit, then answers the
- * request it names with the stand-in error carrying its exact size.
+ * request it names with the stand-in error carrying its exact size. Lines wait in a queue read by index:
+ * `Array.prototype.shift` moves every line still queued, so an upstream writing blank or tiny lines
+ * (65,536 in one 64 KB chunk) cost the shared event loop ~3 s per chunk, quadratic in lines per chunk.
  */
 export class StdioMessageBuffer {
   private parts: Buffer[] = [];
   private size = 0;
-  private readonly ready: Array<Buffer | Discarded> = [];
+  /** Lines not yet read; one read is replaced by undefined, so a large message is not held after it. */
+  private ready: Array<Buffer | Discarded | undefined> = [];
+  /** The next line of `ready` to read. */
+  private readAt = 0;
   private skipping: { bytes: number; head: Buffer; tail: Buffer } | undefined;
 
   constructor(
@@ -125,7 +130,7 @@ export class StdioMessageBuffer {
 
   /** The next message; throws for a line that is not one (the SDK reports it and reads on). */
   readMessage(): JSONRPCMessage | null {
-    for (let next = this.ready.shift(); next !== undefined; next = this.ready.shift()) {
+    for (let next = this.nextLine(); next !== undefined; next = this.nextLine()) {
       if (Buffer.isBuffer(next)) {
         const line = next.toString('utf8').replace(/\r$/, '');
         if (line.trim() === '') continue;
@@ -140,8 +145,21 @@ export class StdioMessageBuffer {
   clear(): void {
     this.parts = [];
     this.size = 0;
-    this.ready.length = 0;
+    this.ready = [];
+    this.readAt = 0;
     this.skipping = undefined;
+  }
+
+  /** The next queued line, in O(1); the queue is emptied once read to its end (the SDK reads it after every chunk). */
+  private nextLine(): Buffer | Discarded | undefined {
+    const next = this.ready[this.readAt];
+    if (next === undefined) {
+      if (this.readAt > 0) this.ready = [];
+      this.readAt = 0;
+      return undefined;
+    }
+    this.ready[this.readAt++] = undefined;
+    return next;
   }
 
   private take(part: Buffer): void {
@@ -169,7 +187,8 @@ export class StdioMessageBuffer {
       this.ready.push({ bytes, id: requestIdOf(head.toString('utf8'), tail.toString('utf8')) });
       return;
     }
-    this.ready.push(this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts));
+    // A blank line is no message: not queued at all.
+    if (this.size > 0) this.ready.push(this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts));
     this.parts = [];
     this.size = 0;
   }

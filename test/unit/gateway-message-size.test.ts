@@ -95,6 +95,31 @@ describe('StdioMessageBuffer', () => {
     expect((b.readMessage() as { id: number }).id).toBe(1);
   });
 
+  it('reads a chunk of 65,536 blank and whitespace lines without moving the lines still queued for each one', () => {
+    const b = new StdioMessageBuffer(MIN_MESSAGE_LIMIT_BYTES, new OversizeAnswers());
+    // Blank lines ("\n", "\r\n", " \n") as an upstream may write them by the chunk, then a message.
+    const chunk = Buffer.from(`${'\n'.repeat(16_384)}${'\r\n'.repeat(8_192)}${' \n'.repeat(8_192)}${'\n'.repeat(16_384)}`);
+    // Counted in queued lines moved, not in time: a queue read with Array.prototype.shift moves every line
+    // still waiting on each read (~2 billion for one such chunk, seconds of the event loop every agent shares).
+    // (Patched by hand: a vi.spyOn mock records its calls in arrays, and so would count itself.)
+    const original = Array.prototype.shift;
+    let moved = 0;
+    Array.prototype.shift = function (this: unknown[]) {
+      moved += this.length;
+      return original.call(this);
+    };
+    let read: unknown[];
+    try {
+      b.append(chunk);
+      b.append(line({ jsonrpc: '2.0', id: 9, result: {} }));
+      read = drain(b);
+    } finally {
+      Array.prototype.shift = original;
+    }
+    expect(read).toEqual([{ jsonrpc: '2.0', id: 9, result: {} }]);
+    expect(moved).toBeLessThan(chunk.length);
+  });
+
   it("replaces the SDK stdio transport's read buffer", () => {
     const t = new StdioClientTransport({ command: process.execPath, args: ['-e', ''] });
     const b = new StdioMessageBuffer(1000, new OversizeAnswers());
