@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { deserializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { type JSONRPCMessage, McpError, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { type JSONRPCMessage, JSONRPCMessageSchema, McpError, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { UpstreamLimits } from './config.js';
 
 // How large one upstream message may be before the gateway stops reading it. An upstream shared by
@@ -90,6 +89,24 @@ function lastBytes(before: Buffer, part: Buffer, n: number): Buffer {
   return Buffer.from(joined.subarray(Math.max(0, joined.length - n)));
 }
 
+/** What `messageOf` answers for a line that is not a message (no Error built per line). */
+const UNREADABLE = Symbol('unreadable line');
+
+/** How much of a line that is not a message the error quotes (the log cuts it again). */
+const UNREADABLE_QUOTE_BYTES = 200;
+
+/**
+ * Could the SDK's JSONRPCMessageSchema accept this (a request, notification, result or error)? Looser
+ * than the schema: only what it would refuse anyway is refused here, without building its error.
+ */
+function mayBeMessage(value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const m = value as Record<string, unknown>;
+  if (m['jsonrpc'] !== '2.0') return false;
+  const hasId = typeof m['id'] === 'string' || typeof m['id'] === 'number';
+  return typeof m['method'] === 'string' || (hasId && 'result' in m) || 'error' in m;
+}
+
 interface Discarded {
   bytes: number;
   id: RequestId | undefined;
@@ -111,6 +128,8 @@ export class StdioMessageBuffer {
   private ready: Array<Buffer | Discarded | undefined> = [];
   /** The next line of `ready` to read. */
   private readAt = 0;
+  /** The message read after a run of unreadable lines, returned by the next readMessage. */
+  private held: JSONRPCMessage | undefined;
   private skipping: { bytes: number; head: Buffer; tail: Buffer } | undefined;
 
   constructor(
@@ -128,18 +147,65 @@ export class StdioMessageBuffer {
     this.take(chunk.subarray(from));
   }
 
-  /** The next message; throws for a line that is not one (the SDK reports it and reads on). */
+  /**
+   * The next message. Throws for lines that are not one (the SDK reports each throw, the gateway logs
+   * it as a warning, and the SDK reads on): once for a whole run of them, so an upstream writing `{}`
+   * lines costs the event loop a parse per line, not an error, a schema failure and a log line each
+   * (~45 s per MB of them); the message after the run is read next.
+   */
   readMessage(): JSONRPCMessage | null {
-    for (let next = this.nextLine(); next !== undefined; next = this.nextLine()) {
-      if (Buffer.isBuffer(next)) {
-        const line = next.toString('utf8').replace(/\r$/, '');
-        if (line.trim() === '') continue;
-        return deserializeMessage(line);
-      }
-      if (next.id !== undefined) return this.answers.answer(next.id, next.bytes, true);
-      throw new Error(`discarded a ${next.bytes}-byte message from the upstream (over the gateway's limit of ${this.limitBytes} bytes) that names no request`);
+    if (this.held) {
+      const held = this.held;
+      this.held = undefined;
+      return held;
     }
+    let unreadable: { lines: number; first: Buffer | Discarded } | undefined;
+    for (let next = this.nextLine(); next !== undefined; next = this.nextLine()) {
+      let message: JSONRPCMessage | typeof UNREADABLE | undefined;
+      try {
+        message = this.messageOf(next);
+      } catch {
+        message = UNREADABLE;
+      }
+      if (message === undefined) continue;
+      if (message === UNREADABLE) {
+        unreadable ??= { lines: 0, first: next };
+        unreadable.lines++;
+        continue;
+      }
+      if (!unreadable) return message;
+      this.held = message;
+      break;
+    }
+    if (unreadable) throw this.unreadableRun(unreadable.lines, unreadable.first);
     return null;
+  }
+
+  /** A queued line as a message; undefined for a blank one. Throws for JSON the SDK's schema refuses. */
+  private messageOf(next: Buffer | Discarded): JSONRPCMessage | typeof UNREADABLE | undefined {
+    if (!Buffer.isBuffer(next)) return next.id !== undefined ? this.answers.answer(next.id, next.bytes, true) : UNREADABLE;
+    const text = next.toString('utf8').trim();
+    if (text === '') return undefined;
+    if (!text.startsWith('{')) return UNREADABLE;
+    const value: unknown = JSON.parse(text);
+    // Only what the SDK's schema could accept goes through it: a failed schema check is its dearest part.
+    return mayBeMessage(value) ? JSONRPCMessageSchema.parse(value) : UNREADABLE;
+  }
+
+  /** One error for a run of lines that are not messages, saying what was wrong with the first. */
+  private unreadableRun(lines: number, first: Buffer | Discarded): Error {
+    const problem = this.problemOf(first);
+    return lines === 1 ? problem : new Error(`${lines} lines in a row from the upstream were not JSON-RPC messages; the first: ${problem.message}`);
+  }
+
+  private problemOf(line: Buffer | Discarded): Error {
+    if (!Buffer.isBuffer(line)) return new Error(`discarded a ${line.bytes}-byte message from the upstream (over the gateway's limit of ${this.limitBytes} bytes) that names no request`);
+    try {
+      this.messageOf(line);
+    } catch (err) {
+      return err as Error;
+    }
+    return new Error(`not a JSON-RPC 2.0 message: ${line.subarray(0, UNREADABLE_QUOTE_BYTES).toString('utf8').trim()}`);
   }
 
   clear(): void {
@@ -147,6 +213,7 @@ export class StdioMessageBuffer {
     this.size = 0;
     this.ready = [];
     this.readAt = 0;
+    this.held = undefined;
     this.skipping = undefined;
   }
 

@@ -120,6 +120,30 @@ describe('StdioMessageBuffer', () => {
     expect(moved).toBeLessThan(chunk.length);
   });
 
+  it('reports a run of lines that are not messages as one error (one log line), then reads the message after it', () => {
+    const b = new StdioMessageBuffer(MIN_MESSAGE_LIMIT_BYTES, new OversizeAnswers());
+    // Each throw is an SDK onerror and a warn line of the gateway's log: per line, 1 MB of `{}` lines held
+    // the event loop every agent shares for ~30 s.
+    b.append(Buffer.from(`${'{}\n'.repeat(1000)}${'x\n'.repeat(1000)}${'{"jsonrpc":"2.0","id":1}\n'.repeat(1000)}${'{"jsonrpc":"2.0","method":7}\n'.repeat(1000)}`));
+    b.append(line({ jsonrpc: '2.0', id: 3, result: {} }));
+    b.append(Buffer.from('nope\n'));
+    const read: unknown[] = [];
+    const errors: string[] = [];
+    for (let i = 0; i < 10_000; i++) {
+      try {
+        const m = b.readMessage();
+        if (m === null) break;
+        read.push(m);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    expect(read).toEqual([{ jsonrpc: '2.0', id: 3, result: {} }]);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/^4000 lines in a row from the upstream were not JSON-RPC messages; the first: not a JSON-RPC 2\.0 message: \{\}$/);
+    expect(errors[1]).toBe('not a JSON-RPC 2.0 message: nope');
+  });
+
   it("replaces the SDK stdio transport's read buffer", () => {
     const t = new StdioClientTransport({ command: process.execPath, args: ['-e', ''] });
     const b = new StdioMessageBuffer(1000, new OversizeAnswers());
