@@ -5,7 +5,8 @@ import { appendFileSync, existsSync } from 'node:fs';
 // refuse to start again. It offers server-memory's read tool names, so the policy's memory map applies.
 // `search_nodes` does what its query says: "huge:BYTES", "error:BYTES", "rows-object:N", "rows-agg:N",
 // "rows-resource:N", "crash", "stderr:BYTES" (that many bytes on stderr, one line, then answers), "badprogress:BYTES" (a
-// progress notification of that size for a token nobody asked for, then answers). The resource fake://table fails with a 3 MB error.
+// progress notification of that size for a token nobody asked for, then answers), "junk:LINES" (that many lines
+// on stdout that are not JSON-RPC messages: `{}`, blank, stray text, then answers). The resource fake://table fails with a 3 MB error.
 //
 // Environment: FAKE_UPSTREAM_HOLD (a file: while it exists, the server exits at start, as a server that
 // cannot come back would); FAKE_UPSTREAM_STARTS (a file that gets one line per start);
@@ -95,6 +96,12 @@ server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
       // A progress notification for a token nobody asked for, BYTES long, with a credential in it.
       await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: 'nobody-asked', progress: 1, message: `ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 ${'p'.repeat(n)}` } });
       return text('sent a stray progress notification');
+    case 'junk': {
+      const junk = ['{}', '', 'stray text'];
+      const lines = Array.from({ length: n }, (_, i) => junk[i % junk.length]).join('\n');
+      await new Promise((resolve) => process.stdout.write(`${lines}\n`, resolve));
+      return text('wrote junk');
+    }
     case 'stderr': {
       const chunk = 'x'.repeat(1 << 20);
       for (let left = n; left > 0; left -= chunk.length) process.stderr.write(left >= chunk.length ? chunk : chunk.slice(0, left));

@@ -374,6 +374,22 @@ describe('upstream protocol errors in the log', () => {
   }, 60_000);
 });
 
+describe('stdio lines that are not JSON-RPC messages', () => {
+  it('are one warning per run of them, not one per line, and the call and the next ones are answered', async () => {
+    const { gateway, lines } = await loggedFakeGateway({});
+    const client = await h.client(gateway, await h.token('ro'));
+    // 30,000 lines (~100 KB): `{}`, blank and stray text. One warning each was a schema error, an exception
+    // and a log line per line (~45 s of the shared event loop per MB of `{}` lines).
+    expect(textOf(await call(client, 'search_nodes', { query: 'junk:30000' }))).toBe('wrote junk');
+    expect(textOf(await call(client, 'read_graph', {}))).toContain('Ada knows Grace');
+    const warnings = lines.filter((l) => l.msg === 'upstream protocol error');
+    expect(warnings.length).toBeGreaterThan(0);
+    // One per pipe chunk at most (the run is reported when a chunk's lines are read): ~100 KB is a few.
+    expect(warnings.length).toBeLessThan(20);
+    expect(warnings[0]?.err).toMatch(/^\d+ lines in a row from the upstream were not JSON-RPC messages; the first: /);
+  }, 60_000);
+});
+
 describe('upstream error messages are results', () => {
   it('an error message over the size limit is withheld as LARGE_RESULT and recorded with its size', async () => {
     const gateway = await fakeGateway();
