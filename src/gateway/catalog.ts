@@ -1,4 +1,5 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from '../http/json-depth.js';
 import { PROTOCOL_READS } from '../policy/resolve.js';
 import { escapeUnsafeCharacters } from '../tokens/names.js';
 import { type ToolDefinition, toolHash, unstorableAt } from '../tools/hash.js';
@@ -49,6 +50,10 @@ export function definitionOf(tool: Tool): ReportedTool {
   if (tool.outputSchema !== undefined) def.outputSchema = tool.outputSchema;
   const annotations = annotationsOf(tool.annotations);
   if (annotations) def.annotations = annotations;
+  // Hashing recurses as deep as the definition goes: an upstream's schema nested 100,000 levels overflowed
+  // the stack and failed its whole tools/list. One deeper than the control plane stores is hidden anyway
+  // (reportRefusal: unstorable), so it gets the hash of its name and that fact alone.
+  if (nestedDeeperThan(def, MAX_JSON_DEPTH)) return { ...def, hash: toolHash({ name: def.name, description: `nested deeper than ${MAX_JSON_DEPTH} levels` }) };
   return { ...def, hash: toolHash(def) };
 }
 

@@ -1,6 +1,6 @@
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
-import { type CatalogTool, DEFAULT_TOOL_REPORT_MAX_BYTES, definitionOf, fairShares, fitReport, type HiddenTool, isValidToolName, listedTool, maxToolBytes, mergeTools, reportLimits } from '../../src/gateway/catalog.js';
+import { type CatalogTool, DEFAULT_TOOL_REPORT_MAX_BYTES, definitionOf, fairShares, fitReport, type HiddenTool, isValidToolName, listedTool, maxToolBytes, mergeTools, reportLimits, reportRefusal } from '../../src/gateway/catalog.js';
 import { TEXT_PATTERN } from '../../src/tokens/names.js';
 import { type ToolDefinition, toolHash } from '../../src/tools/hash.js';
 import { MAX_TOOLS_PER_REPORT, MAX_TOOLS_PER_REPORTED_SERVER, MAX_TOOLS_PER_SERVER } from '../../src/tools/limits.js';
@@ -40,6 +40,19 @@ describe('tool definitions and tool_hash', () => {
     const listed = listedTool({ exposedName: 'write_file', server: 'filesystem', name: 'write_file', definition: def });
     expect(listed).not.toHaveProperty('hash');
     expect(listed).not.toHaveProperty('_meta');
+  });
+
+  it('a definition nested deeper than the control plane stores is hashed without recursing through it, and hidden as unstorable', () => {
+    let schema: Record<string, unknown> = { type: 'string' };
+    for (let i = 0; i < 100_000; i++) schema = { type: 'object', properties: { a: schema } };
+    const def = definitionOf({ name: 'deep', inputSchema: schema } as Tool);
+    expect(def.hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(reportRefusal(def, DEFAULT_TOOL_REPORT_MAX_BYTES)).toMatchObject({ reason: 'unstorable', problem: expect.stringContaining('nested deeper than 64 levels') });
+    // At the limit it is hashed as any other.
+    let shallow: Record<string, unknown> = { type: 'string' };
+    for (let i = 0; i < 30; i++) shallow = { type: 'object', properties: { a: shallow } };
+    const ok = definitionOf({ name: 'ok', inputSchema: shallow } as Tool);
+    expect(ok.hash).toBe(toolHash({ name: 'ok', inputSchema: shallow } as ToolDefinition));
   });
 
   it('namespaces a tool name offered by several servers, and only that one', () => {
