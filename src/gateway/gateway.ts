@@ -39,9 +39,10 @@ const fingerprintOf = (tools: readonly Tool[]) => JSON.stringify([...tools].sort
  */
 function listError(kind: string, err: unknown): AgentRequestError {
   const message = (err as Error).message;
-  if (err instanceof ControlPlaneError && err.status === 429) return new AgentRequestError(ErrorCode.InternalError, `RATE_LIMITED: cannot list ${kind} now: the control plane refused the tool report (${message})`);
-  const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
-  return new AgentRequestError(ErrorCode.InternalError, `${unauthenticated ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE'}: cannot list ${kind} without the control plane (${message})`);
+  // The code at the start of the message and in error.data.code, as every JSON-RPC error of the gateway.
+  if (err instanceof ControlPlaneError && err.status === 429) return new AgentRequestError(ErrorCode.InternalError, `RATE_LIMITED: cannot list ${kind} now: the control plane refused the tool report (${message})`, { code: 'RATE_LIMITED' });
+  const code = err instanceof ControlPlaneError && err.failure === 'unauthenticated' ? 'UNAUTHENTICATED' : 'DEPENDENCY_UNAVAILABLE';
+  return new AgentRequestError(ErrorCode.InternalError, `${code}: cannot list ${kind} without the control plane (${message})`, { code });
 }
 
 export class GatewayStartError extends Error {

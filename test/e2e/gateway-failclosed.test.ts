@@ -94,6 +94,7 @@ describe('control plane unavailable', () => {
     const { log, lines } = capturedLog();
     const { client } = await connect(`http://127.0.0.1:${port}`, 1000, log);
     await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE: cannot list tools/);
+    await expect(client.listTools()).rejects.toMatchObject({ code: -32603, data: { code: 'DEPENDENCY_UNAVAILABLE' } });
     const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
     expect(r.isError).toBe(true);
     // The agent reads that it was denied and why in one word; where the control plane is stays in the

@@ -94,6 +94,7 @@ describe('tool reports of agent lists', () => {
       );
     }
     expect(err?.message).toMatch(/^MCP error -32603: RATE_LIMITED: cannot list tools now: /);
+    expect((err as Error & { data?: unknown }).data).toEqual({ code: 'RATE_LIMITED' });
     expect(err?.message).toMatch(/retry after \d+ s/);
     // Resources and prompts are refused the same way while the window lasts.
     const resources = await client.listResources().then(
