@@ -403,13 +403,12 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
 function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLocation | undefined {
   const slashed = SLASHES.exec(afterColon)?.[0] ?? '';
   const rest = afterColon.slice(slashed.length);
-  if (hostTextLeft !== undefined) {
-    // `new URL` maps a host through IDNA as NFKC does: as costly (above), and not to be read in a decision.
-    const cut = rest.search(PATH_END);
-    const authority = cut < 0 ? rest : rest.slice(0, cut);
-    if (authority.length > MAX_HOST_TEXT && !PLAIN_HOST.test(authority.slice(authority.lastIndexOf('@') + 1).toLowerCase())) {
-      return { scheme, hosts: [UNREADABLE_HOST], otherHosts: [], databases: [], canonical: `${scheme}://${UNREADABLE_HOST}`, malformed: true };
-    }
+  const cut = rest.search(PATH_END);
+  const authority = cut < 0 ? rest : rest.slice(0, cut);
+  const host = authority.slice(authority.lastIndexOf('@') + 1);
+  // `new URL` maps a host through IDNA as NFKC does: as costly (above), and not to be read in a decision.
+  if (hostTextLeft !== undefined && authority.length > MAX_HOST_TEXT && !PLAIN_HOST.test(host.toLowerCase())) {
+    return { scheme, hosts: [UNREADABLE_HOST], otherHosts: [], databases: [], canonical: `${scheme}://${UNREADABLE_HOST}`, malformed: true };
   }
   let url: URL | undefined;
   try {
@@ -420,8 +419,7 @@ function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLo
   }
   if (url === undefined) {
     const loc = parseConnectionString(scheme, rest);
-    const cut = rest.search(PATH_END);
-    addAuthorityParts(cut < 0 ? rest : rest.slice(0, cut), loc.otherHosts);
+    addAuthorityParts(authority, loc.otherHosts);
     loc.malformed = true;
     return loc;
   }
@@ -429,9 +427,6 @@ function parseWebUrl(text: string, scheme: string, afterColon: string): ParsedLo
   // Other clients (httpx, Go, curl) do not end the authority at `\`, and may not decode a host as
   // WHATWG does: with a `\` in the authority, or a `%` or non-ASCII in its host, count every
   // host-like part too.
-  const cut = rest.search(PATH_END);
-  const authority = cut < 0 ? rest : rest.slice(0, cut);
-  const host = authority.slice(authority.lastIndexOf('@') + 1);
   if (authority.includes('\\')) addAuthorityParts(authority, otherHosts);
   else if (ENCODED_HOST.test(host)) addAuthorityParts(host, otherHosts);
   return { scheme, hosts: url.hostname ? [url.hostname] : [], otherHosts, databases: [], canonical: `${scheme}://${url.host}${url.pathname}` };

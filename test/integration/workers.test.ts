@@ -210,6 +210,30 @@ describe('WORKERS=2', () => {
     expect((await runCli(t, unleash, ['audit', 'verify'])).code).toBe(0);
   });
 
+  /**
+   * `killswitch start` with WORKERS=2 and Redis at a closed port, so its workers keep starting (their start
+   * waits 5 s for Redis), in its own process group; answers once the primary has forked its first worker
+   * (which it does only after its flags sync, "webhook: ...", and once its own signal handlers are set).
+   */
+  async function primaryWithStartingWorker() {
+    const port = await freePort();
+    const child = spawn('node', ['bin/killswitch.js', 'start'], {
+      env: childEnv(t, unleash, port, { WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:1' }),
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    const append = (c: Buffer) => {
+      out += c.toString('utf8');
+    };
+    child.stdout!.on('data', append);
+    child.stderr!.on('data', append);
+    const exited = once(child, 'exit');
+    await until(() => out.includes('"msg":"webhook: ') && workersOf(child.pid!).length > 0, 60_000, 'the primary to fork its first worker', 5);
+    return { child, output: () => out, exited };
+  }
+
   // A Ctrl-C in a terminal is a SIGINT to the whole process group: the primary and every worker, ready or
   // not. Redis at a closed port keeps the workers starting (their start waits 5 s for it), so the signal
   // surely finds one not ready: just forked (still loading its code), or a second or two later (in its
@@ -223,25 +247,10 @@ describe('WORKERS=2', () => {
     ['that reaches the primary after the worker has died of it', 0, 300],
   ] as const) {
     it(`Ctrl-C ${when}: a clean stop, exit 0, every process gone`, { timeout: 120_000 }, async () => {
-      const port = await freePort();
-      const child = spawn('node', ['bin/killswitch.js', 'start'], {
-        env: childEnv(t, unleash, port, { WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:1' }),
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      children.push(child);
-      let out = '';
-      child.stdout!.on('data', (c: Buffer) => {
-        out += c.toString('utf8');
-      });
-      child.stderr!.on('data', (c: Buffer) => {
-        out += c.toString('utf8');
-      });
-      const exited = once(child, 'exit');
-      // The primary forks only after its flags sync ("webhook: ...") and once its own handlers are set.
-      await until(() => out.includes('"msg":"webhook: ') && workersOf(child.pid!).length > 0, 60_000, 'the primary to fork its first worker', 5);
+      const { child, output, exited } = await primaryWithStartingWorker();
       const workers = workersOf(child.pid!);
       await new Promise((r) => setTimeout(r, afterForkMs));
+      let out = output();
       expect(out).not.toContain('control plane running in');
       if (primaryLaterMs === 0) process.kill(-child.pid!, 'SIGINT');
       else {
@@ -252,6 +261,7 @@ describe('WORKERS=2', () => {
         if (alive(child.pid!)) process.kill(child.pid!, 'SIGINT');
       }
       const [code, signal] = await withTimeout(exited, 60_000, 'the primary to exit after Ctrl-C');
+      out = output();
       expect({ code, signal }, out.slice(-3000)).toEqual({ code: 0, signal: null });
       for (const pid of workers) expect(alive(pid)).toBe(false);
       // A worker that had begun its start finished it and stopped as a started one does.
@@ -260,21 +270,10 @@ describe('WORKERS=2', () => {
   }
 
   it('a worker killed by SIGTERM before it is ready, with no signal to the primary: a failed start, exit 1, after the grace', { timeout: 120_000 }, async () => {
-    const port = await freePort();
-    const child = spawn('node', ['bin/killswitch.js', 'start'], {
-      env: childEnv(t, unleash, port, { WORKERS: '2', REDIS_URL: 'redis://127.0.0.1:1' }),
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString('utf8');
-    });
-    const exited = once(child, 'exit');
-    await until(() => out.includes('"msg":"webhook: ') && workersOf(child.pid!).length > 0, 60_000, 'the primary to fork its first worker', 5);
+    const { child, output, exited } = await primaryWithStartingWorker();
     for (const pid of workersOf(child.pid!)) process.kill(pid, 'SIGTERM');
     const [code] = await withTimeout(exited, 60_000, 'the primary to exit');
+    const out = output();
     expect(code, out.slice(-3000)).toBe(1);
     expect(out).toContain('exited before it was ready (SIGTERM)');
     expect(out).toContain('a worker failed to start: stopping the others');
