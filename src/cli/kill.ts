@@ -2,6 +2,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type Config, readPemFile } from '../config.js';
 import { isUuid } from '../ids.js';
 import { AGENT_PREFIXES, GATEWAY_PREFIX, OPERATOR_PREFIX } from '../tokens/format.js';
+import { hasVisibleCharacter } from '../tokens/names.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { clientCertificateHint, OperatorRequestError, operatorRequest } from './operator-http.js';
 import { printable, printableJson } from './printable.js';
@@ -69,6 +70,15 @@ export function parseDuration(v: string): number {
   return n;
 }
 
+/**
+ * `--reason`: refused (exit 2, before any request) when it has no visible character. The API takes a
+ * reason of spaces, and the kill then reads "— " in every denial, alert and audit row: nobody can tell why.
+ */
+export function parseReason(v: string): string {
+  if (!hasVisibleCharacter(v)) throw new InvalidArgumentError('must contain at least one visible character: say why (an incident id, what happened)');
+  return v;
+}
+
 /** The API body for the options given; exactly one target (a capability may name its server). */
 export function killBody(o: KillOptions): Record<string, unknown> {
   const given = (['server', 'capability', 'token', 'project', 'role', 'environment', 'session'] as const).filter((k) => o[k] !== undefined);
@@ -132,11 +142,27 @@ export function operatorClientTls(cfg: Pick<Config, 'killswitchClientCertFile' |
   return { cert: cert.pem, key: key.pem };
 }
 
-async function call(cfg: Config, method: string, path: string, body?: unknown): Promise<unknown> {
+/**
+ * What an answer that is not the control plane's API says, instead of a stack of HTML or "Cannot read
+ * properties of undefined": KILLSWITCH_URL names something else (the embedded Unleash's port, a gateway,
+ * a proxy's error page, another service). The body is not printed: it is not ours and may be a whole page.
+ */
+function notTheControlPlane(base: URL, status: number, contentType: string | undefined): CliFailure {
+  const what = `HTTP ${status}${contentType ? `, ${contentType.split(';')[0]!.trim()}` : ''}`;
+  return new CliFailure(
+    printable(
+      `${base.origin} (KILLSWITCH_URL) answered ${what}, which is not the control plane's API: check that KILLSWITCH_URL is the control plane's own address (its HOST and PORT, as in \`curl $KILLSWITCH_URL/healthz\`), ` +
+        'not the Unleash UI, a gateway or the admin UI. A proxy in front of it answers this way when the control plane behind it is down.',
+    ),
+    1,
+  );
+}
+
+async function call(cfg: Config, method: string, path: string, body?: unknown, shape: (json: Record<string, unknown>) => boolean = () => true): Promise<unknown> {
   if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
   const base = controlPlaneUrl(cfg.killswitchUrl);
   const clientTls = operatorClientTls(cfg, base);
-  let res: { status: number; text: string };
+  let res: { status: number; text: string; contentType?: string };
   try {
     res = await operatorRequest({
       url: new URL(path, base),
@@ -158,15 +184,21 @@ async function call(cfg: Config, method: string, path: string, body?: unknown): 
   } catch {
     json = undefined;
   }
+  const object = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
   if (res.status < 200 || res.status > 299) {
-    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+    // Every error of the control plane is `{ "error": { "code", "message" } }` (docs/errors.md).
+    const e = object?.['error'] as { code?: unknown; message?: unknown } | undefined;
+    if (typeof e?.code !== 'string' || typeof e.message !== 'string') throw notTheControlPlane(base, res.status, res.contentType);
     // Which key, at which control plane: a key of another installation (or a shell with the wrong
     // KILLSWITCH_URL) is the usual cause, and the API's answer cannot say so.
     const hint = res.status === 401 ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.` : '';
-    throw new CliFailure(printable(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}`.trim() + hint), 1);
+    throw new CliFailure(printable(`${res.status} ${e.code}: ${e.message}`.trim() + hint), 1);
   }
+  if (object === undefined || !shape(object)) throw notTheControlPlane(base, res.status, res.contentType);
   return json;
 }
+
+const isKillAnswer = (j: Record<string, unknown>) => typeof j['kill'] === 'object' && j['kill'] !== null && typeof j['message'] === 'string';
 
 // Every string the control plane answers goes through printable (or printableJson): a reason holding
 // ESC or a line break must not rewrite the screen or forge a kill line of its own.
@@ -226,7 +258,7 @@ export async function resolveTokenId(cfg: Config, given: string): Promise<string
   const matches: ApiToken[] = [];
   let before: string | undefined;
   for (;;) {
-    const page = ((await call(cfg, 'GET', `v1/keys?type=${type}&revoked=false&limit=500${before ? `&before=${before}` : ''}`)) as { keys: ApiToken[] }).keys;
+    const page = ((await call(cfg, 'GET', `v1/keys?type=${type}&revoked=false&limit=500${before ? `&before=${before}` : ''}`, undefined, (j) => Array.isArray(j['keys']))) as { keys: ApiToken[] }).keys;
     const now = Date.now();
     matches.push(...page.filter((k) => k.display_prefix.startsWith(display) && (k.expires_at === null || Date.parse(k.expires_at) > now)));
     if (page.length < 500) break;
@@ -249,7 +281,7 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
       2,
     );
   }
-  const res = (await call(cfg, 'POST', 'v1/kills', body)) as { kill: ApiKill; enforced: boolean; message: string };
+  const res = (await call(cfg, 'POST', 'v1/kills', body, isKillAnswer)) as { kill: ApiKill; enforced: boolean; message: string };
   if (o.json) out.write(`${printableJson(res)}\n`);
   // Which control plane took it: a shell with another KILLSWITCH_URL (or none: the default) killed elsewhere.
   else out.write(`${printable(res.message)}\n${line(res.kill)}\nControl plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
@@ -264,18 +296,31 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
   return code;
 }
 
+/** The API's page size for GET /v1/kills (its maximum); `killswitch kills` follows `next_before` to the last page. */
+export const KILLS_PAGE = 500;
+
 export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
-  const res = (await call(cfg, 'GET', `v1/kills?state=${o.all ? 'all' : 'active'}&limit=500`)) as { kills: ApiKill[] };
+  // Every page: a list cut at the first 500 (what `kills --all --json > kills.json` keeps as evidence) left
+  // out the oldest kills without a word.
+  const kills: ApiKill[] = [];
+  let before: string | null = null;
+  do {
+    const path = `v1/kills?state=${o.all ? 'all' : 'active'}&limit=${KILLS_PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+    const page = (await call(cfg, 'GET', path, undefined, (j) => Array.isArray(j['kills']))) as { kills: ApiKill[]; next_before?: string | null };
+    kills.push(...page.kills);
+    // A next page is asked for only after a full one, so a control plane that repeats its cursor cannot loop.
+    before = page.kills.length === KILLS_PAGE && typeof page.next_before === 'string' && page.next_before !== before ? page.next_before : null;
+  } while (before !== null);
   if (o.json) {
-    out.write(`${printableJson(res.kills)}\n`);
+    out.write(`${printableJson(kills)}\n`);
     return;
   }
-  if (res.kills.length === 0) out.write(o.all ? 'no kills\n' : 'no kills in force\n');
-  for (const k of res.kills) out.write(`${line(k)}\n`);
+  if (kills.length === 0) out.write(o.all ? 'no kills\n' : 'no kills in force\n');
+  for (const k of kills) out.write(`${line(k)}\n`);
 }
 
 export async function unkill(cfg: Config, id: string, o: { reason: string; json?: boolean }, out: Out): Promise<void> {
-  const res = (await call(cfg, 'DELETE', `v1/kills/${encodeURIComponent(id)}`, { reason: o.reason })) as { kill: ApiKill; message: string };
+  const res = (await call(cfg, 'DELETE', `v1/kills/${encodeURIComponent(id)}`, { reason: o.reason }, isKillAnswer)) as { kill: ApiKill; message: string };
   if (o.json) out.write(`${printableJson(res)}\n`);
   else out.write(`${printable(res.message)}\n${line(res.kill)}\n`);
 }
@@ -308,7 +353,7 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     // Checked here, so a wrong value is a usage error (exit 2) rather than the API's 400 (exit 1).
     .addOption(new Option('--environment <env>', 'every token of an environment').choices(ENVIRONMENTS))
     .option('--session <id>', 'one session')
-    .requiredOption('--reason <text>', 'why (shown in every denial, the audit trail and the alert)')
+    .requiredOption('--reason <text>', 'why (shown in every denial, the audit trail and the alert)', parseReason)
     .option('--expires-in <duration>', 'lift automatically after this long: a number and a unit s, m, h or d (30m, 2h); default: until lifted', parseDuration)
     .option('--json', 'print the API answer as JSON')
     .addHelpText(
@@ -333,7 +378,7 @@ export function registerKillCommands(program: Command, config: () => Config): vo
       if (!isUuid(value.trim())) throw new InvalidArgumentError('expected a kill id (a UUID, as `killswitch kills` lists it)');
       return value.trim();
     })
-    .requiredOption('--reason <text>', 'why the kill can go')
+    .requiredOption('--reason <text>', 'why the kill can go', parseReason)
     .option('--json', 'print the API answer as JSON')
     .action((id: string, o: { reason: string; json?: boolean }) => run(() => unkill(config(), id, o, process.stdout)));
 }

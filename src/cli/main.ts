@@ -8,6 +8,7 @@ import { CliFailure, registerKillCommands } from './kill.js';
 import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
 import type { ScanCliOptions } from './scan/command.js';
 import type { FailOn } from './scan/scan.js';
+import { refuseRepeatedOptions } from './usage.js';
 
 // Start-up time is part of the break-glass path: `killswitch kill` must not wait for the whole control
 // plane to load. This module imports only commander, the configuration and the light `kill | kills |
@@ -354,6 +355,8 @@ program
   });
 
 registerKillCommands(program, config);
+// `audit verify --expect` collects every position it is given; every other one-value option is given once.
+refuseRepeatedOptions(program, new Set(['--expect']));
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`killswitch: ${(err as Error).message ?? String(err)}\n`);

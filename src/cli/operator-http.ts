@@ -26,8 +26,12 @@ export class OperatorRequestError extends Error {
   }
 }
 
-/** Sends the request on a connection of its own and resolves with the status and the body as text. */
-export function operatorRequest(req: OperatorRequest): Promise<{ status: number; text: string }> {
+/**
+ * Sends the request on a connection of its own and resolves with the status, the content type and the
+ * body as text. `timeoutMs` bounds the whole exchange, not only each silence: an answer trickling in a
+ * byte at a time (a stuck proxy) would otherwise hold a break-glass script for ever.
+ */
+export function operatorRequest(req: OperatorRequest): Promise<{ status: number; text: string; contentType?: string }> {
   const secure = req.url.protocol === 'https:';
   const payload = req.body === undefined ? undefined : Buffer.from(req.body);
   const options: https.RequestOptions = {
@@ -41,10 +45,22 @@ export function operatorRequest(req: OperatorRequest): Promise<{ status: number;
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err: NodeJS.ErrnoException) => reject(new OperatorRequestError(err.code ?? 'ERROR', `the answer broke off (${err.message})`)));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => {
+        clearTimeout(deadline);
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), ...(res.headers['content-type'] ? { contentType: res.headers['content-type'] } : {}) });
+      });
     });
-    request.setTimeout(req.timeoutMs, () => request.destroy(new OperatorRequestError('ETIMEDOUT', `no answer within ${req.timeoutMs / 1000} s`)));
-    request.on('error', (err: NodeJS.ErrnoException) => reject(err instanceof OperatorRequestError ? err : new OperatorRequestError(err.code ?? 'ERROR', err.message)));
+    const timedOut = () => new OperatorRequestError('ETIMEDOUT', `no complete answer within ${req.timeoutMs / 1000} s`);
+    const deadline = setTimeout(() => {
+      const err = timedOut();
+      request.destroy(err);
+      reject(err);
+    }, req.timeoutMs);
+    request.setTimeout(req.timeoutMs, () => request.destroy(timedOut()));
+    request.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(deadline);
+      reject(err instanceof OperatorRequestError ? err : new OperatorRequestError(err.code ?? 'ERROR', err.message));
+    });
     request.end(payload);
   });
 }

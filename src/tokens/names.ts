@@ -62,6 +62,9 @@ const VISIBLE = /[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{M}\p{Cc}\p{
 
 export const NO_VISIBLE_CHARACTER = 'must contain at least one visible character';
 
+/** Whether `text` has a character that leaves a mark on screen (see VISIBLE). */
+export const hasVisibleCharacter = (text: string): boolean => VISIBLE.test(text);
+
 /** What is wrong with a key name, in the words of a FieldProblem (field `name`), or undefined when it is fine. */
 export function nameProblem(name: string): string | undefined {
   if (!VISIBLE.test(name)) return NO_VISIBLE_CHARACTER;

@@ -1,8 +1,12 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliFailure, KILL_NOT_ENFORCED, killBody, killExitCode, parseDuration } from '../../src/cli/kill.js';
+import { OperatorRequestError, operatorRequest } from '../../src/cli/operator-http.js';
 import { killServiceFor } from '../../src/kills/plugin.js';
 import { createRedis } from '../../src/redis/client.js';
+import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
 import { killswitch } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -210,4 +214,105 @@ describe('killswitch kill / kills / unkill', () => {
 
     expect((await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills).toHaveLength(before);
   }, 120_000);
+
+  it('an option given twice is a usage error (exit 2) naming the option, and sends nothing', async () => {
+    const count = async () => (await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills.length;
+    const before = await count();
+    // Commander kept the last value silently: this killed memory only, and the operator believed both killed.
+    const twice = await cli(['kill', '--server', 'filesystem', '--server', 'memory', '--reason', 'INC-12']);
+    expect(twice.code, twice.stdout).toBe(2);
+    expect(twice.stderr).toContain("option '--server <name>' was given more than once");
+    const reasons = await cli(['kill', '--server', 'memory', '--reason', 'INC-12', '--reason', 'INC-13']);
+    expect(reasons.code, reasons.stdout).toBe(2);
+    expect(reasons.stderr).toContain("option '--reason <text>' was given more than once");
+    // The values are not echoed: one may be a raw token pasted by mistake.
+    const tok = await gw.token('rw');
+    const tokens = await cli(['kill', '--token', tok.id, '--token', tok.raw, '--reason', 'INC-12']);
+    expect(tokens.code).toBe(2);
+    expect(tokens.stderr).toContain("option '--token <id>' was given more than once");
+    expect(tokens.stderr + tokens.stdout).not.toContain(tok.raw);
+    expect(await count()).toBe(before);
+  }, 120_000);
+
+  it('a blank reason is a usage error (exit 2), for kill and unkill, and sends nothing', async () => {
+    const count = async () => (await app.inject({ method: 'GET', url: '/v1/kills?state=all&limit=500', headers: bearer(operatorKey) })).json().kills.length;
+    const before = await count();
+    // A reason of spaces (or zero-width characters) reads as no reason in every denial, alert and audit row.
+    for (const reason of ['   ', '\u200b']) {
+      const blank = await cli(['kill', '--server', 'memory', '--reason', reason]);
+      expect(blank.code, blank.stdout).toBe(2);
+      expect(blank.stderr).toContain("option '--reason <text>' argument");
+      expect(blank.stderr).toContain('must contain at least one visible character');
+    }
+    const blankLift = await cli(['unkill', '0190aaaa-0000-7000-8000-000000000000', '--reason', ' ']);
+    expect(blankLift.code).toBe(2);
+    expect(blankLift.stderr).toContain('must contain at least one visible character');
+    expect(await count()).toBe(before);
+  }, 120_000);
+
+  it('a KILLSWITCH_URL that answers something other than the control plane\'s API: exit 1 saying so, not a JavaScript error or a page of HTML', async () => {
+    // What the embedded Unleash's port, a gateway or a proxy's error page answer.
+    const answers: Record<string, [number, string, string]> = {
+      '/html200': [200, 'text/html; charset=utf-8', '<!DOCTYPE html><html><body>Unleash</body></html>'],
+      '/html404': [404, 'text/html', '<!DOCTYPE html>\n<html>\n<pre>Cannot POST /v1/kills</pre>\n</html>'],
+      '/json200': [200, 'application/json', '{"ok":true}'],
+      '/empty502': [502, 'text/plain', ''],
+    };
+    const other: Server = createServer((req, res) => {
+      const [status, type, body] = answers[`/${req.url!.split('/')[1]}`] ?? [500, 'text/plain', 'no'];
+      res.writeHead(status, { 'content-type': type }).end(body);
+    });
+    await new Promise<void>((done) => other.listen(0, '127.0.0.1', done));
+    const origin = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      for (const path of Object.keys(answers)) {
+        for (const args of [['kills'], ['kill', '--server', 'memory', '--reason', 'INC-14'], ['kill', '--token', 'mcp_rw_abcd', '--reason', 'INC-14'], ['unkill', '0190aaaa-0000-7000-8000-000000000000', '--reason', 'x']]) {
+          const res = await cli(args, { KILLSWITCH_URL: `${origin}${path}` });
+          expect(res.code, `${path} ${args.join(' ')}: ${res.stderr}`).toBe(1);
+          expect(res.stderr).toContain(`killswitch: ${origin} (KILLSWITCH_URL) answered HTTP ${answers[path]![0]}, ${answers[path]![1].split(';')[0]}, which is not the control plane's API`);
+          expect(res.stderr).not.toContain('Cannot read properties');
+          expect(res.stderr).not.toContain('<html');
+        }
+      }
+    } finally {
+      await new Promise((done) => other.close(done));
+    }
+  }, 180_000);
+
+  it('a request to the control plane ends within its timeout even when the answer trickles in (the timeout was per silence)', async () => {
+    // Headers at once, then a byte of body every 20 ms for ever: never silent for the timeout.
+    const trickle: Server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const timer = setInterval(() => res.write(' '), 20);
+      res.on('close', () => clearInterval(timer));
+    });
+    await new Promise<void>((done) => trickle.listen(0, '127.0.0.1', done));
+    try {
+      const url = new URL(`http://127.0.0.1:${(trickle.address() as AddressInfo).port}/v1/kills`);
+      const err = await operatorRequest({ url, method: 'GET', headers: {}, timeoutMs: 500 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperatorRequestError);
+      expect((err as OperatorRequestError).code).toBe('ETIMEDOUT');
+      expect((err as OperatorRequestError).message).toContain('no complete answer within 0.5 s');
+    } finally {
+      trickle.closeAllConnections();
+      await new Promise((done) => trickle.close(done));
+    }
+  }, 60_000);
+
+  // Last: it leaves more kills than one page of GET /v1/kills, which the counts above read.
+  it('kills lists every kill, not the first page of 500: --json keeps the oldest too', async () => {
+    const op = (await app.ctx.auth.authenticate(operatorKey)) as OperatorPrincipal;
+    const tok = await gw.token('rw');
+    const ids: string[] = [];
+    // One more than the API's largest page (limit=500).
+    for (let i = 0; i <= 500; i++) ids.push((await app.ctx.kills.create(op, { target: 'token', token_id: tok.id, reason: `INC-15 kill ${i}` })).kill.id);
+    const all = await cli(['kills', '--all', '--json']);
+    expect(all.code, all.stderr).toBe(0);
+    const listed = new Set((JSON.parse(all.stdout) as Array<{ id: string }>).map((k) => k.id));
+    expect(listed.size).toBe(JSON.parse(all.stdout).length); // no kill twice across pages
+    expect(ids.filter((id) => !listed.has(id))).toEqual([]);
+    const active = await cli(['kills']);
+    expect(active.code, active.stderr).toBe(0);
+    expect(active.stdout).toContain(`${ids[0]}  active`);
+  }, 180_000);
 });
