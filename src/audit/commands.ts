@@ -159,8 +159,44 @@ export function printChainHead(audit: AuditService): boolean {
   return head !== undefined;
 }
 
-export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number; note: string }> {
+/** `killswitch audit retention` refused, or its database failed: the message for stderr and the exit code (docs/audit.md). */
+export class RetentionFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * `--days` shorter than AUDIT_RETENTION_DAYS removes rows the installation's retention keeps, for good, and
+ * `audit verify` then reports the anchors SUSPICIOUS unless it is given the same days: it needs `--yes`
+ * (there is no prompt; scripts and cron jobs run it too). A run that keeps at least as much needs nothing.
+ */
+export function retentionConfirmation(config: Config, opts: { days?: number; dryRun?: boolean; yes?: boolean }): string | undefined {
+  if (opts.dryRun || opts.yes || opts.days === undefined || opts.days >= config.auditRetentionDays) return undefined;
+  return (
+    `--days ${opts.days} is shorter than AUDIT_RETENTION_DAYS=${config.auditRetentionDays} (${settingSource('AUDIT_RETENTION_DAYS')}): it removes for good the audit rows of the months before ` +
+    `${retentionCutoff(new Date(), opts.days).toISOString()}, which this installation's retention keeps, and \`audit verify\` then reports its anchors SUSPICIOUS unless run with AUDIT_RETENTION_DAYS=${opts.days}. ` +
+    `Count them first with \`killswitch audit retention --days ${opts.days} --dry-run\`, then add --yes to remove them. Nothing was removed.`
+  );
+}
+
+export async function auditRetention(config: Config, opts: { days?: number; dryRun?: boolean; yes?: boolean } = {}): Promise<RetentionResult | { cutoff: string; rows_older: number; note: string }> {
+  const refused = retentionConfirmation(config, opts);
+  if (refused) throw new RetentionFailure(refused, 2);
   const cfg = opts.days ? { ...config, auditRetentionDays: opts.days } : config;
+  try {
+    return await applyRetention(cfg, opts);
+  } catch (err) {
+    if (err instanceof RetentionFailure) throw err;
+    // Which database, from which setting (it printed `connect ECONNREFUSED 127.0.0.1:5432` alone).
+    throw new RetentionFailure(databaseFailure(err, cfg.databaseUrl, settingSource('DATABASE_URL')), 1);
+  }
+}
+
+async function applyRetention(cfg: Config, opts: { dryRun?: boolean }): Promise<RetentionResult | { cutoff: string; rows_older: number; note: string }> {
   const pool = createPool(cfg.databaseUrl, { max: 2, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });
   try {
     if (opts.dryRun) {

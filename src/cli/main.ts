@@ -281,9 +281,21 @@ audit
     return n;
   })
   .option('--dry-run', 'only count the rows that would be removed (those before the start of the month that holds the cut)')
-  .action(async (opts: { days?: number; dryRun?: boolean }) => {
-    const { auditRetention } = await import('../audit/commands.js');
-    process.stdout.write(`${JSON.stringify(await auditRetention(config(), opts), null, 2)}\n`);
+  .option('--yes', 'remove even though --days is shorter than AUDIT_RETENTION_DAYS (rows the retention in force keeps)')
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 done (the figures as JSON on stdout); 1 the database failed (the message names it and DATABASE_URL);\n' +
+      '2 bad usage or configuration, or --days shorter than AUDIT_RETENTION_DAYS without --yes (nothing removed).',
+  )
+  .action(async (opts: { days?: number; dryRun?: boolean; yes?: boolean }) => {
+    const { auditRetention, RetentionFailure } = await import('../audit/commands.js');
+    try {
+      process.stdout.write(`${JSON.stringify(await auditRetention(config(), opts), null, 2)}\n`);
+    } catch (err) {
+      if (!(err instanceof RetentionFailure)) throw err;
+      process.stderr.write(`killswitch: audit retention: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    }
   });
 
 program

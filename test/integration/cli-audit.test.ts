@@ -73,6 +73,46 @@ describe('killswitch CLI: audit verify, and the chain-head witness lines of oper
     }
   }, 60_000);
 
+  it('audit retention --days shorter than AUDIT_RETENTION_DAYS removes nothing without --yes (exit 2); a database it cannot reach is named (exit 1)', async () => {
+    const own = await new TestContext().setup();
+    try {
+      const env = { DATABASE_URL: own.databaseUrl, AUDIT_RETENTION_DAYS: '90', TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
+      // A row 60 days old: the retention in force (90 days) keeps it, --days 1 would remove it.
+      const pool = createPool(own.databaseUrl, { max: 2 });
+      const past = await AuditService.start(own.config(), pool, pino({ level: 'silent' }), { clock: () => Date.now() - 60 * 86_400_000, retentionJob: false, headLog: false, dataDir: await mkdtemp(join(tmpdir(), 'ks-cli-retention-')) });
+      await past.recordIntent(intentRow(callContext({}), { decision: 'allow', code: 'OK', message: 'allowed' }));
+      await past.close();
+      await pool.end();
+      const count = async () => Number((await own.pool().query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE ts < now() - interval '30 days'`)).rows[0]!.n);
+      const before = await count();
+      expect(before).toBeGreaterThan(0);
+
+      const refused = await cli(['audit', 'retention', '--days', '1'], env);
+      expect(refused.code, refused.stdout + refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('killswitch: audit retention: --days 1 is shorter than AUDIT_RETENTION_DAYS=90');
+      expect(refused.stderr).toContain('add --yes to remove them. Nothing was removed.');
+      expect(refused.stdout).toBe('');
+      expect(await count()).toBe(before);
+      // Counting needs no --yes, and neither does a run that keeps at least as much as the retention in force.
+      expect((await cli(['audit', 'retention', '--days', '1', '--dry-run'], env)).code).toBe(0);
+      const longer = await cli(['audit', 'retention', '--days', '365'], env);
+      expect(longer.code, longer.stderr).toBe(0);
+      expect(await count()).toBe(before);
+
+      const confirmed = await cli(['audit', 'retention', '--days', '1', '--yes'], env);
+      expect(confirmed.code, confirmed.stderr).toBe(0);
+      expect(JSON.parse(confirmed.stdout).rows_removed).toBeGreaterThan(0);
+      expect(await count()).toBe(0);
+    } finally {
+      await own.teardown();
+    }
+    // It printed `killswitch: connect ECONNREFUSED 127.0.0.1:1` alone.
+    const down = await cli(['audit', 'retention', '--dry-run'], { DATABASE_URL: 'postgres://postgres:pw@127.0.0.1:1/killswitch' });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('killswitch: audit retention: cannot read the database "killswitch" on 127.0.0.1:1 named by DATABASE_URL: connect ECONNREFUSED');
+    expect(down.stderr).not.toContain('pw@');
+  }, 120_000);
+
   it('audit verify names the database it read (never the password); no audit rows is "nothing verified" (exit 3), an unreadable database exit 4, never OK', async () => {
     const env = { TOKEN_HASH_SECRET: 'test-secret-test-secret-test-secret-1234', LOG_LEVEL: 'warn' };
     // Rows to verify: the recovery command writes its audit row (and its chain's CHAIN_START).

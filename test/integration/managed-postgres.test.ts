@@ -137,7 +137,7 @@ describe('a user with neither CREATEDB nor CREATEROLE, in a database another rol
     const env = { DATABASE_URL: urlOf(plain, plainDb), DATA_DIR: t.dataDir };
     const verify = await killswitch(['audit', 'verify'], { env });
     expect(verify.code, verify.stderr).toBe(0);
-    const retention = await killswitch(['audit', 'retention', '--days', '1'], { env });
+    const retention = await killswitch(['audit', 'retention', '--days', '1', '--yes'], { env });
     expect(retention.code, retention.stderr).toBe(0);
     expect(JSON.parse(retention.stdout)).toHaveProperty('cutoff');
     await t.close(t.apps.pop()!);
