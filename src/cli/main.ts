@@ -123,7 +123,9 @@ const program = new Command()
   .description('Kill switch and control plane for MCP: decide, limit and audit every AI agent tool call.')
   .showHelpAfterError()
   .exitOverride((err) => {
-    process.exit(COMMANDER_OK.has(err.code) ? err.exitCode : 2);
+    // A command named without its subcommand (`killswitch audit`, `killswitch` alone) prints the help as
+    // an error, which commander ends with exit 1: a usage error, 2 (exit 1 of `audit` means a broken chain).
+    process.exit(COMMANDER_OK.has(err.code) && err.exitCode === 0 ? 0 : 2);
   });
 
 program

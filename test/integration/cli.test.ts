@@ -31,6 +31,14 @@ describe('killswitch CLI: config check, --version and what start refuses before 
     const unknown = await cli(['audit', 'verify', '--colour']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("unknown option '--colour'");
+    // A command without its subcommand is a usage error too: commander's exit 1 read as `audit verify`'s "broken chain".
+    for (const args of [['audit'], ['operators'], []]) {
+      const missing = await cli(args);
+      expect(missing.code, args.join(' ')).toBe(2);
+      expect(missing.stderr).toContain(`Usage: killswitch ${args.join(' ')}`.trim());
+    }
+    expect((await cli(['help', 'kill'])).code).toBe(0);
+    expect((await cli(['audit', '--help'])).code).toBe(0);
   });
 
   it('config check and start refuse UNLEASH_API_TOKEN of another environment, a malformed BOOTSTRAP_OWNER_KEY, and UNLEASH_URL or PUBLIC_URL that are not http(s) URLs: exit 2 before anything connects', async () => {
