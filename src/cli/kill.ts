@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { type Config, readPemFile } from '../config.js';
+import { type Config, readPemFile, settingSource } from '../config.js';
 import { isUuid } from '../ids.js';
 import { AGENT_PREFIXES, GATEWAY_PREFIX, OPERATOR_PREFIX } from '../tokens/format.js';
 import { hasVisibleCharacter } from '../tokens/names.js';
@@ -158,6 +158,18 @@ function notTheControlPlane(base: URL, status: number, contentType: string | und
   );
 }
 
+/**
+ * What to do when nothing answered: the socket error alone (`connect ECONNREFUSED 127.0.0.1:8080`) does not
+ * say whether the control plane is down or the shell names another address (or none: the default).
+ */
+function unreachableHint(err: OperatorRequestError, base: URL): string {
+  const check = `check that the control plane runs there (\`curl ${base.origin}/healthz\` answers 200) and that KILLSWITCH_URL is its address`;
+  if (err.code === 'ECONNREFUSED') return `. Nothing accepts connections at ${base.host}: ${check}`;
+  if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') return `. The host name ${base.hostname} does not resolve: ${check}`;
+  if (err.code === 'ETIMEDOUT' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH') return `. Nothing answered in time (a firewall, a wrong address, or a control plane that is stuck): ${check}`;
+  return '';
+}
+
 async function call(cfg: Config, method: string, path: string, body?: unknown, shape: (json: Record<string, unknown>) => boolean = () => true): Promise<unknown> {
   if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
   const base = controlPlaneUrl(cfg.killswitchUrl);
@@ -175,7 +187,10 @@ async function call(cfg: Config, method: string, path: string, body?: unknown, s
   } catch (err) {
     const e = err instanceof OperatorRequestError ? err : new OperatorRequestError('ERROR', (err as Error).message);
     const detail = e.message.includes(e.code) ? e.message : `${e.code}: ${e.message}`;
-    throw new CliFailure(printable(`cannot reach the control plane at ${base.origin} (KILLSWITCH_URL): ${detail}${clientCertificateHint(e, base.protocol === 'https:', clientTls !== undefined)}`), 1);
+    throw new CliFailure(
+      printable(`cannot reach the control plane at ${base.origin} (${settingSource('KILLSWITCH_URL')}): ${detail}${clientCertificateHint(e, base.protocol === 'https:', clientTls !== undefined)}${unreachableHint(e, base)}`),
+      1,
+    );
   }
   const text = res.text;
   let json: unknown;
@@ -191,7 +206,12 @@ async function call(cfg: Config, method: string, path: string, body?: unknown, s
     if (typeof e?.code !== 'string' || typeof e.message !== 'string') throw notTheControlPlane(base, res.status, res.contentType);
     // Which key, at which control plane: a key of another installation (or a shell with the wrong
     // KILLSWITCH_URL) is the usual cause, and the API's answer cannot say so.
-    const hint = res.status === 401 ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.` : '';
+    const hint =
+      res.status === 401
+        ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.`
+        : res.status === 403
+          ? ' KILLSWITCH_OPERATOR_KEY is a live key of that installation, but its role or projects do not allow this: use a key with the role (operator or owner) and projects the message names.'
+          : '';
     throw new CliFailure(printable(`${res.status} ${e.code}: ${e.message}`.trim() + hint), 1);
   }
   if (object === undefined || !shape(object)) throw notTheControlPlane(base, res.status, res.contentType);

@@ -92,6 +92,8 @@ describe('killswitch kill / kills / unkill', () => {
     const refused = await cli(['kill', '--server', 'filesystem', '--reason', 'x'], { KILLSWITCH_OPERATOR_KEY: viewer });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('403 FORBIDDEN');
+    // What to do, not only what the API said: another key, not another URL.
+    expect(refused.stderr).toContain('KILLSWITCH_OPERATOR_KEY is a live key of that installation, but its role or projects do not allow this');
     const typo = await cli(['kill', '--server', 'filesytem', '--reason', 'x']);
     expect(typo.code).toBe(1);
     expect(typo.stderr).toContain('not a server of the policy');
@@ -100,6 +102,11 @@ describe('killswitch kill / kills / unkill', () => {
     const down = await cli(['kills'], { KILLSWITCH_URL: 'http://127.0.0.1:9' });
     expect(down.code).toBe(1);
     expect(down.stderr).toContain('cannot reach the control plane at http://127.0.0.1:9 (KILLSWITCH_URL)');
+    // Down, or the wrong address: what to check (the socket error alone did not say).
+    expect(down.stderr).toContain('Nothing accepts connections at 127.0.0.1:9: check that the control plane runs there (`curl http://127.0.0.1:9/healthz` answers 200) and that KILLSWITCH_URL is its address');
+    const unresolvable = await cli(['kills'], { KILLSWITCH_URL: 'http://no-such-host.invalid:8080' });
+    expect(unresolvable.code).toBe(1);
+    expect(unresolvable.stderr).toContain('The host name no-such-host.invalid does not resolve');
     // A password in the URL is refused before any request, and never printed.
     const withPassword = await cli(['kills'], { KILLSWITCH_URL: 'http://ops:p4ssw0rd@127.0.0.1:9' });
     expect(withPassword.code).toBe(2);
