@@ -170,8 +170,23 @@ function unreachableHint(err: OperatorRequestError, base: URL): string {
   return '';
 }
 
+/**
+ * KILLSWITCH_OPERATOR_KEY as sent. The line break a secret file or a Kubernetes secret ends with is
+ * dropped (it failed as "cannot reach the control plane: Invalid character in header content"); anything
+ * else that cannot be a key is refused (exit 2) without printing it: it is a secret, or holds one.
+ */
+function operatorKey(raw: string | undefined): string {
+  if (!raw) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
+  const key = raw.trim();
+  if (/^bearer\s/i.test(key)) throw new CliFailure('KILLSWITCH_OPERATOR_KEY starts with "Bearer ": set it to the key alone (ksop_...); the CLI adds the header (the value is not printed)', 2);
+  if (key === '' || /[^\x21-\x7e]/.test(key)) {
+    throw new CliFailure('KILLSWITCH_OPERATOR_KEY holds a space, line break, control or non-ASCII character inside it: set it to the key alone (ksop_..., as printed when it was created; the value is not printed)', 2);
+  }
+  return key;
+}
+
 async function call(cfg: Config, method: string, path: string, body?: unknown, shape: (json: Record<string, unknown>) => boolean = () => true): Promise<unknown> {
-  if (!cfg.killswitchOperatorKey) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
+  const key = operatorKey(cfg.killswitchOperatorKey);
   const base = controlPlaneUrl(cfg.killswitchUrl);
   const clientTls = operatorClientTls(cfg, base);
   let res: { status: number; text: string; contentType?: string };
@@ -179,7 +194,7 @@ async function call(cfg: Config, method: string, path: string, body?: unknown, s
     res = await operatorRequest({
       url: new URL(path, base),
       method,
-      headers: { authorization: `Bearer ${cfg.killswitchOperatorKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       ...(clientTls ? { clientTls } : {}),
       timeoutMs: 15_000,

@@ -88,6 +88,18 @@ describe('killswitch kill / kills / unkill', () => {
     const noKey = await cli(['kills'], { KILLSWITCH_OPERATOR_KEY: '' });
     expect(noKey.code).toBe(2);
     expect(noKey.stderr).toContain('KILLSWITCH_OPERATOR_KEY');
+    // The line break a secret file or a Kubernetes secret ends with is dropped (it failed as "cannot reach the
+    // control plane: Invalid character in header content"); a value that cannot be a key is exit 2, unprinted.
+    for (const end of ['\n', '\r\n', ' ']) expect((await cli(['kills'], { KILLSWITCH_OPERATOR_KEY: `${operatorKey}${end}` })).code).toBe(0);
+    for (const [value, message] of [
+      [`Bearer ${operatorKey}`, 'KILLSWITCH_OPERATOR_KEY starts with "Bearer ": set it to the key alone'],
+      [`${operatorKey.slice(0, 10)}\n${operatorKey.slice(10)}`, 'KILLSWITCH_OPERATOR_KEY holds a space, line break, control or non-ASCII character inside it'],
+    ] as const) {
+      const bad = await cli(['kills'], { KILLSWITCH_OPERATOR_KEY: value });
+      expect(bad.code, bad.stderr).toBe(2);
+      expect(bad.stderr).toContain(message);
+      expect(bad.stderr).not.toContain(operatorKey.slice(10));
+    }
     const viewer = await t.operatorKey(app, 'viewer');
     const refused = await cli(['kill', '--server', 'filesystem', '--reason', 'x'], { KILLSWITCH_OPERATOR_KEY: viewer });
     expect(refused.code).toBe(1);
