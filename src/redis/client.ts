@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Command, Redis } from 'ioredis';
 
 // Every key and pub/sub channel goes through `key()` / `channel()` so one Redis can host several
 // installations (and every test file) side by side. We prefix explicitly instead of using ioredis's
@@ -15,7 +15,36 @@ export interface RedisHandle {
   close(): Promise<void>;
 }
 
+type TimedCommand = { isResolved: boolean; reject(err: Error): void; _commandTimeoutTimer?: NodeJS.Timeout };
+const READS_BEFORE_TIMEOUT = Symbol.for('killswitch.redis.readsBeforeTimeout');
+
+/**
+ * ioredis times a command out with a timer (`commandTimeout`, REDIS_TIMEOUT_MS), and each turn of Node's
+ * event loop runs the timers that are due before it reads the sockets. So after the loop was held longer
+ * than the timeout (a burst of requests read in one turn, a machine short of CPU, a long synchronous task),
+ * every command in flight failed as timed out although Redis's replies were already waiting in the socket:
+ * decisions denied DEPENDENCY_UNAVAILABLE by the thousand, and each gate check among them cost a second
+ * script to give back what it had counted (an overload run of 2026-12-07: 2,600 to 6,200 a second, in
+ * bursts; docs/performance.md "Overload"). Here the timeout waits for one read of the sockets (a
+ * setImmediate runs right after it): a reply that has arrived is used, and a command Redis has not
+ * answered fails as before, at most one turn of the event loop later. Installed once, for every client.
+ */
+function readRepliesBeforeTimeouts(): void {
+  const proto = Command.prototype as unknown as { setTimeout(ms: number): void; [READS_BEFORE_TIMEOUT]?: true };
+  if (proto[READS_BEFORE_TIMEOUT]) return;
+  proto.setTimeout = function setTimeout(this: TimedCommand, ms: number): void {
+    if (this._commandTimeoutTimer) return;
+    this._commandTimeoutTimer = globalThis.setTimeout(() => {
+      setImmediate(() => {
+        if (!this.isResolved) this.reject(new Error('Command timed out'));
+      });
+    }, ms);
+  };
+  proto[READS_BEFORE_TIMEOUT] = true;
+}
+
 export function createRedis(url: string, prefix: string, commandTimeoutMs: number): RedisHandle {
+  readRepliesBeforeTimeouts();
   const common = {
     lazyConnect: false,
     maxRetriesPerRequest: 1,
