@@ -1,6 +1,6 @@
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseLocation } from '../policy/resources.js';
+import { parseLocation, withHostBudget } from '../policy/resources.js';
 import { expandHome } from './references.js';
 
 // The `resources` of a decision: what a call touches, in one spelling per thing, so that cascade-write
@@ -49,9 +49,12 @@ export function canonicalLocation(value: string): string {
 function locationResources(value: string): string[] {
   const loc = parseLocation(value);
   if (!loc) return [];
-  const out = [loc.canonical.slice(0, MAX_LENGTH)];
-  for (const h of loc.otherHosts) if (!loc.hosts.includes(h)) out.push(`${loc.scheme}://${h}`);
-  return out;
+  const out = new Set([loc.canonical.slice(0, MAX_LENGTH)]);
+  for (const h of loc.otherHosts) {
+    if (out.size > MAX_RESOURCES) break;
+    if (!loc.hosts.includes(h)) out.add(`${loc.scheme}://${h}`);
+  }
+  return [...out];
 }
 
 /** `file://` URLs are paths: normalised like any other path argument. */
@@ -92,6 +95,10 @@ export function serverResource(server: string): string {
  * "different" writes.
  */
 export function resourcesOf(server: string, args: Record<string, unknown>, allowedDirectories: readonly string[], cwd: string): string[] {
+  return withHostBudget(() => readResources(server, args, allowedDirectories, cwd));
+}
+
+function readResources(server: string, args: Record<string, unknown>, allowedDirectories: readonly string[], cwd: string): string[] {
   const out = new Set<string>();
   const add = (rs: readonly string[]) => {
     for (const r of rs) if (r.length <= MAX_LENGTH && out.size < MAX_RESOURCES) out.add(r);
@@ -116,6 +123,6 @@ export function resourcesOf(server: string, args: Record<string, unknown>, allow
 
 /** The resource of `resources/read`: the URI itself (file URIs normalised like paths). */
 export function resourceOfUri(server: string, uri: string, allowedDirectories: readonly string[], cwd: string): string[] {
-  const rs = resourcesOfString(uri, allowedDirectories, cwd, false).slice(0, MAX_RESOURCES);
+  const rs = withHostBudget(() => resourcesOfString(uri, allowedDirectories, cwd, false)).slice(0, MAX_RESOURCES);
   return rs.length > 0 ? rs : [serverResource(server)];
 }

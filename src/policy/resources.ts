@@ -151,13 +151,23 @@ const PERCENT_ASCII = /%([0-7][0-9A-Fa-f])/g;
 const MAX_HOST_TEXT = 1_024;
 /** Characters of normalised non-ASCII host text a decision reads in all. */
 const HOST_TEXT_BUDGET = 16_384;
+/**
+ * Most parts (between `@`, `\`, `?`, `#`, `,`) of one ambiguous authority read as hosts; a real one has a
+ * handful (user, password, a host or two). Every part was read, and each read costs: 1 MB of `@` (a
+ * million empty parts) held the event loop 0.5 s, 1 MB of `%@` (each `%` a failed %-decoding) 5 s.
+ * Beyond, the authority names UNREADABLE_HOST as well (fail closed), in and outside a decision.
+ */
+const MAX_AUTHORITY_PARTS = 64;
 /** The identity of host text a decision did not read (see above): no host normalises to it. */
 export const UNREADABLE_HOST = '(host text too long to read)';
 /** What is left of HOST_TEXT_BUDGET in the decision being read; undefined outside one (the scan, the policy's own identities). */
 let hostTextLeft: number | undefined;
 
-/** Runs `read` with a fresh HOST_TEXT_BUDGET (reads are synchronous: nothing else runs meanwhile). */
-function withHostBudget<T>(read: () => T): T {
+/**
+ * Runs `read` with a fresh HOST_TEXT_BUDGET (reads are synchronous: nothing else runs meanwhile): a
+ * decision's reads, and the gateway's (src/gateway/resources.ts), which reads hosts as the decision will.
+ */
+export function withHostBudget<T>(read: () => T): T {
   const outer = hostTextLeft;
   hostTextLeft = HOST_TEXT_BUDGET;
   try {
@@ -257,9 +267,18 @@ function addHost(raw: string, hosts: string[], candidates: string[]): void {
   for (const part of new Set(host.split(NOT_HOST))) if (part && part !== host) candidates.push(part);
 }
 
-/** Every host-like part of an authority whose reading is ambiguous; text after `:` (port, password) is dropped. */
+/**
+ * Every host-like part of an authority whose reading is ambiguous; text after `:` (port, password) is
+ * dropped, and a part repeated is read once. At most MAX_AUTHORITY_PARTS parts are read: an authority
+ * cut into more names UNREADABLE_HOST too (fail closed).
+ */
 function addAuthorityParts(authority: string, out: string[]): void {
-  for (const part of authority.split(AUTHORITY_SPLIT)) {
+  const parts = authority.split(AUTHORITY_SPLIT, MAX_AUTHORITY_PARTS + 1);
+  if (parts.length > MAX_AUTHORITY_PARTS) {
+    parts.length = MAX_AUTHORITY_PARTS;
+    out.push(UNREADABLE_HOST);
+  }
+  for (const part of new Set(parts)) {
     const host = part.startsWith('[') ? part : (part.split(':')[0] as string);
     if (host) addHost(host, out, out);
   }

@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { canonicalLocation, resolvePath, resourceOfUri, resourcesOf } from '../../src/gateway/resources.js';
-import { callIdentitiesOf, matchProductionPattern, resourceIdsOf } from '../../src/policy/resources.js';
+import { callIdentitiesOf, matchProductionPattern, resourceIdsOf, UNREADABLE_HOST } from '../../src/policy/resources.js';
 
 const allowed = ['/srv/allowed', '/srv/other'];
 const cwd = '/var/gateway';
@@ -129,6 +129,36 @@ describe('resources name the host the upstream connects to, and the control plan
   it('libpq hosts in the query string are resources too', () => {
     expect(resourcesOf('pg', { dsn: 'postgresql:///app?host=prod-db' }, [], cwd)).toEqual(['postgresql:///app', 'postgresql://prod-db']);
     expect(hit({ dsn: 'postgresql:///app?host=prod-db' })).toEqual({ identity: 'prod-db', pattern: 'prod' });
+  });
+
+  it('an authority cut into more than 64 parts (`@`, `\\`, `,`) is read to its 64th part, and names host text too long to read beyond: refused', () => {
+    // Every part was read: 1 MB of `@` held the event loop 0.5 s, 1 MB of `%@` (a failed %-decoding per part) 5 s.
+    const unreadable = `https://${UNREADABLE_HOST}`;
+    for (const text of [`https://${'@'.repeat(100_000)}`, `https://${'%@'.repeat(100_000)}`, `postgres://h?${'@'.repeat(100_000)}`]) {
+      const rs = resourcesOf('fetch', { note: text }, [], cwd);
+      expect(rs.length).toBeLessThanOrEqual(3);
+      expect(rs).toContain(`${text.slice(0, text.indexOf(':'))}://${UNREADABLE_HOST}`);
+      expect(hit({ note: text })).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    }
+    // What lies past the 64th part (here evil.com) is not read, and the call is refused for it.
+    const hidden = { note: `https://dev.example.com\\${'@\\'.repeat(100)}evil.com/` };
+    expect(resourcesOf('fetch', hidden, [], cwd)).toEqual([`https://dev.example.com/${'@/'.repeat(100)}evil.com/`, unreadable]);
+    expect(hit(hidden)).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    // 64 parts are read, a part repeated once (31 users twice, the host, `x`); a 65th makes it unreadable.
+    const users = Array.from({ length: 31 }, (_, i) => `u${i}@`).join('');
+    const sixtyFour = { note: `https://${users}${users}dev.example.com\\x/` };
+    expect(resourcesOf('fetch', sixtyFour, [], cwd)).toEqual(['https://dev.example.com/x/', ...Array.from({ length: 31 }, (_, i) => `https://u${i}`), 'https://x']);
+    expect(hit(sixtyFour)).toBeUndefined();
+    const sixtyFive = { note: `https://u@${users}${users}dev.example.com\\x/` };
+    expect(resourcesOf('fetch', sixtyFive, [], cwd)).toContain(unreadable);
+  });
+
+  it('host text outside plain ASCII is read under the control plane\'s bound (1,024 characters in one host): beyond, too long to read', () => {
+    // Unbounded, `new URL` mapped 1 MB of fullwidth letters through IDNA in ~0.3 s.
+    const args = { note: `https://${'\uff41'.repeat(2_000)}.example.com/` };
+    expect(resourcesOf('fetch', args, [], cwd)).toEqual([`https://${UNREADABLE_HOST}`]);
+    expect(hit(args)).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    expect(resourcesOf('fetch', { note: `https://${'\uff41'.repeat(100)}.example.com/` }, [], cwd)).toEqual([`https://${'a'.repeat(100)}.example.com/`]);
   });
 
   it('a GitHub link to /blob/main/ and a "main" argument are still not production', () => {
