@@ -124,6 +124,9 @@ const DESCRIPTOR_SERVICE = /\(\s*(?:service_name|sid)\s*=\s*([^)\s]+)\s*\)/gi;
 /** Properties after `;` in a JDBC URL (SQL Server, jTDS, Teradata…) and keys of a URL query naming where to connect. */
 const PROPERTY_HOST_KEYS: ReadonlySet<string> = new Set(['servername', 'server', 'host', 'hostname', 'address', 'failoverpartner']);
 const PROPERTY_DATABASE_KEYS: ReadonlySet<string> = new Set(['databasename', 'database', 'dbname', 'initial catalog']);
+/** Every query parameter a connection string is read by (addUrlParameter). */
+const LOCATION_PARAMETERS: ReadonlySet<string> = new Set([...PROPERTY_HOST_KEYS, ...PROPERTY_DATABASE_KEYS, ...LIBPQ_HOST_KEYS]);
+const NOT_SLASH = /[^/]/;
 const TAB_OR_NEWLINE = /[\t\n\r]/g;
 const SLASHES = /^[/\\]*/;
 const PATH_END = /[/?#]/;
@@ -158,6 +161,19 @@ const HOST_TEXT_BUDGET = 16_384;
  * Beyond, the authority names UNREADABLE_HOST as well (fail closed), in and outside a decision.
  */
 const MAX_AUTHORITY_PARTS = 64;
+/**
+ * Most items read of one list in a connection string (hosts at `,`, query parameters at `&`, properties at
+ * `;`); a real one has a few. Every item was read: 1 MB of `,@` after `?host=` held the event loop 0.25 s.
+ * A list of more names UNREADABLE_HOST too (fail closed: a host may be in what is not read).
+ */
+const MAX_LIST_ITEMS = 64;
+/**
+ * Longest database name (the path's first segment) or host or database parameter value of a connection
+ * string read, before %-decoding; a longer one is UNREADABLE_HOST (no database or host name comes near).
+ */
+const MAX_NAME_TEXT = 4_096;
+/** Longest query parameter name %-decoded: longer ones are no parameter naming a host or database (`failoverpartner`, 15, in escapes). */
+const MAX_PARAMETER_NAME = 64;
 /** The identity of host text a decision did not read (see above): no host normalises to it. */
 export const UNREADABLE_HOST = '(host text too long to read)';
 /** What is left of HOST_TEXT_BUDGET in the decision being read; undefined outside one (the scan, the policy's own identities). */
@@ -284,9 +300,24 @@ function addAuthorityParts(authority: string, out: string[]): void {
   }
 }
 
+/** A list's first MAX_LIST_ITEMS items; with more, UNREADABLE_HOST is added to `unreadable`. */
+function itemsOf(text: string, separator: string, unreadable: string[]): string[] {
+  const items = text.split(separator, MAX_LIST_ITEMS + 1);
+  if (items.length > MAX_LIST_ITEMS) {
+    items.length = MAX_LIST_ITEMS;
+    unreadable.push(UNREADABLE_HOST);
+  }
+  return items;
+}
+
+/** A value too long to read stands for UNREADABLE_HOST, which is read as a host or database name like any other. */
+function readable(value: string): string {
+  return value.length > MAX_NAME_TEXT ? UNREADABLE_HOST : value;
+}
+
 function addLibpqParameter(key: string, value: string, hosts: string[], databases: string[]): void {
   if (LIBPQ_HOST_KEYS.has(key)) {
-    for (const h of value.split(',')) {
+    for (const h of itemsOf(value, ',', hosts)) {
       const host = h.trim();
       // A directory (or abstract namespace) is a local Unix socket, not a network identity.
       if (host && !host.startsWith('/') && !host.startsWith('@')) addHost(stripPort(host), hosts, hosts);
@@ -299,7 +330,7 @@ function addLibpqParameter(key: string, value: string, hosts: string[], database
 /** A connection string's query parameter: libpq's, and `database=`/`databaseName=`/`serverName=` of other drivers. */
 function addUrlParameter(key: string, value: string, hosts: string[], databases: string[]): void {
   if (PROPERTY_HOST_KEYS.has(key)) {
-    for (const h of value.split(',')) if (h.trim()) addHost(stripPort(h.trim()), hosts, hosts);
+    for (const h of itemsOf(value, ',', hosts)) if (h.trim()) addHost(stripPort(h.trim()), hosts, hosts);
   } else if (PROPERTY_DATABASE_KEYS.has(key) && value && !NUMERIC.test(value)) {
     databases.push(value.toLowerCase());
   } else {
@@ -309,9 +340,9 @@ function addUrlParameter(key: string, value: string, hosts: string[], databases:
 
 /** `key=value` properties separated by `;` (a JDBC URL's tail): hosts and databases by PROPERTY_*_KEYS. */
 function addProperties(text: string, hosts: string[], databases: string[]): void {
-  for (const pair of text.split(';')) {
+  for (const pair of itemsOf(text, ';', hosts)) {
     const eq = pair.indexOf('=');
-    if (eq > 0) addUrlParameter(pair.slice(0, eq).trim().toLowerCase(), pair.slice(eq + 1).trim(), hosts, databases);
+    if (eq > 0) addUrlParameter(pair.slice(0, eq).trim().toLowerCase(), readable(pair.slice(eq + 1).trim()), hosts, databases);
   }
 }
 
@@ -381,26 +412,31 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
   const otherHosts: string[] = [];
   const databases: string[] = [];
   if (properties !== undefined) addProperties(properties, otherHosts, databases);
-  for (const h of new Set(hostPart.split(','))) {
+  for (const h of new Set(itemsOf(hostPart, ',', otherHosts))) {
     const host = stripPort(h.trim());
     if (!host) continue;
     if (network) addHost(host, hosts, otherHosts);
     else hosts.push(host);
   }
   const q = tail.search(QUERY_START);
-  const query = q >= 0 && tail[q] === '?' ? tail.slice(q + 1).split('#')[0] : undefined;
+  const hash = q >= 0 && tail[q] === '?' ? tail.indexOf('#', q + 1) : -1;
+  const query = q >= 0 && tail[q] === '?' ? tail.slice(q + 1, hash < 0 ? undefined : hash) : undefined;
   if (q >= 0) tail = tail.slice(0, q);
   if (network) {
-    const first = tail.split('/').find((s) => s.length > 0);
+    const start = tail.search(NOT_SLASH);
+    const end = start < 0 ? -1 : tail.indexOf('/', start);
+    const first = start < 0 ? undefined : tail.slice(start, end < 0 ? undefined : end);
     if (first !== undefined) {
-      const name = percentDecode(first);
+      const name = percentDecode(readable(first));
       // redis://host/2 selects a numbered database: not a name.
       if (!NUMERIC.test(name)) databases.push(name.toLowerCase());
     }
     if (query) {
-      for (const pair of query.split('&')) {
+      for (const pair of itemsOf(query, '&', otherHosts)) {
         const eq = pair.indexOf('=');
-        if (eq > 0) addUrlParameter(percentDecode(pair.slice(0, eq)).toLowerCase(), percentDecode(pair.slice(eq + 1)), otherHosts, databases);
+        // Only a parameter naming a host or database has its value read (and %-decoded).
+        const key = eq > 0 && eq <= MAX_PARAMETER_NAME ? percentDecode(pair.slice(0, eq)).toLowerCase() : '';
+        if (LOCATION_PARAMETERS.has(key)) addUrlParameter(key, percentDecode(readable(pair.slice(eq + 1))), otherHosts, databases);
       }
     }
     // libpq looks for the `@` of the user info up to the first `/`, past `?` and `#`; WHATWG and this

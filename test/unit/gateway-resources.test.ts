@@ -161,6 +161,32 @@ describe('resources name the host the upstream connects to, and the control plan
     expect(resourcesOf('fetch', { note: `https://${'\uff41'.repeat(100)}.example.com/` }, [], cwd)).toEqual([`https://${'a'.repeat(100)}.example.com/`]);
   });
 
+  it('a connection string\'s lists are read to their 64th item, its names to 4,096 characters: beyond, too long to read', () => {
+    // Every item was read: 1 MB of `,@` after `?host=` held the event loop 0.25 s, 1 MB of `&host=a` 0.14 s.
+    const unreadable = `postgresql://${UNREADABLE_HOST}`;
+    const hosts = (n: number) => Array.from({ length: n }, (_, i) => `h${i}`).join(',');
+    const params = (n: number) => Array.from({ length: n }, (_, i) => `p${i}=1`).join('&');
+    const cases = [
+      `postgresql://u@${hosts(65)}/app`,
+      `postgresql://h/app?host=${hosts(65)}`,
+      `postgresql://h/app?${params(64)}&host=prod-db`,
+      `postgresql://h/app?host=${'a'.repeat(4_097)}`,
+    ];
+    for (const dsn of cases) {
+      expect(resourcesOf('pg', { dsn }, [], cwd)).toContain(unreadable);
+      expect(hit({ dsn })).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    }
+    // A database name is no resource (the control plane reads it from the arguments).
+    expect(hit({ dsn: `postgresql://h/${'a'.repeat(4_097)}` })).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    // 64 items and 4,096 characters are read whole, and a parameter that names no host has its value unread.
+    for (const dsn of [`postgresql://u@${hosts(64)}/app`, `postgresql://h/app?host=${hosts(64)}`, `postgresql://h/app?${params(63)}&host=dev-db`, `postgresql://h/${'a'.repeat(4_096)}`, `postgresql://h/app?options=${'a'.repeat(100_000)}`]) {
+      expect(resourcesOf('pg', { dsn }, [], cwd)).not.toContain(unreadable);
+      expect(hit({ dsn })).toBeUndefined();
+    }
+    expect(hit({ dsn: `postgresql://h/app?${params(63)}&host=prod-db` })).toEqual({ identity: 'prod-db', pattern: 'prod' });
+    expect(hit({ dsn: `jdbc:sqlserver://h;${params(64).replaceAll('&', ';')};serverName=prod-sql` })).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+  });
+
   it('a GitHub link to /blob/main/ and a "main" argument are still not production', () => {
     expect(hit({ url: 'https://github.com/o/r/blob/main/x', base: 'main', path: '/repo/main/a.md' })).toBeUndefined();
   });
