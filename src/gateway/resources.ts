@@ -12,9 +12,20 @@ import { expandHome } from './references.js';
 
 /** Argument keys holding paths (server-filesystem's names). */
 const PATH_KEYS = ['path', 'paths', 'source', 'destination'] as const;
+const PATH_KEY_SET: ReadonlySet<string> = new Set(PATH_KEYS);
 /** The decision schema's limits on `resources`. */
 const MAX_RESOURCES = 100;
 const MAX_LENGTH = 4096;
+/**
+ * Paths and `file://` URLs of one call normalised; past them, each is sent as written (the control plane
+ * resolves a `file:` or absolute resource itself for a `paths` rule, and counts another spelling of a
+ * file as another resource: more, never fewer). One costs microseconds, and strings that all name one file
+ * keep the walk going (a full list stops it): a megabyte of `a/b/../c.md` took 0.17 s. URLs and connection
+ * strings have their own such bound (MAX_LOCATIONS, src/policy/resources.ts).
+ */
+const MAX_PATHS = 1_000;
+/** What is left of MAX_PATHS in the call being read. */
+let pathsLeft = MAX_PATHS;
 
 function isInside(path: string, dir: string): boolean {
   const rel = relative(dir, path);
@@ -61,9 +72,10 @@ function locationResources(value: string): string[] {
 function resourcesOfString(value: string, allowedDirectories: readonly string[], cwd: string, pathKey: boolean): string[] {
   // URL parsing ignores surrounding spaces (WHATWG); a path keeps them (resolvePath).
   const v = value.trim();
-  if (!v) return pathKey && value !== '' && value.length <= MAX_LENGTH ? [pathToFileURL(resolvePath(value, allowedDirectories, cwd)).href] : [];
+  if (!v) return pathKey && value !== '' && value.length <= MAX_LENGTH ? [pathResource(value, allowedDirectories, cwd)] : [];
   if (/^file:\/\//i.test(v)) {
     if (v.length > MAX_LENGTH) return [];
+    if (--pathsLeft < 0) return [v];
     try {
       return [pathToFileURL(resolvePath(fileURLToPath(v), allowedDirectories, cwd)).href];
     } catch {
@@ -72,8 +84,13 @@ function resourcesOfString(value: string, allowedDirectories: readonly string[],
   }
   const location = locationResources(v);
   if (location.length > 0) return location;
-  if (pathKey && value.length <= MAX_LENGTH) return [pathToFileURL(resolvePath(value, allowedDirectories, cwd)).href];
+  if (pathKey && value.length <= MAX_LENGTH) return [pathResource(value, allowedDirectories, cwd)];
   return [];
+}
+
+/** A path argument as a `file://` URL, or as written past MAX_PATHS. */
+function pathResource(value: string, allowedDirectories: readonly string[], cwd: string): string {
+  return --pathsLeft < 0 ? value : pathToFileURL(resolvePath(value, allowedDirectories, cwd)).href;
 }
 
 function stringsAt(value: unknown): string[] {
@@ -95,6 +112,7 @@ export function serverResource(server: string): string {
  * "different" writes.
  */
 export function resourcesOf(server: string, args: Record<string, unknown>, allowedDirectories: readonly string[], cwd: string): string[] {
+  pathsLeft = MAX_PATHS;
   return withHostBudget(() => readResources(server, args, allowedDirectories, cwd));
 }
 
@@ -103,15 +121,38 @@ function readResources(server: string, args: Record<string, unknown>, allowedDir
   const add = (rs: readonly string[]) => {
     for (const r of rs) if (r.length <= MAX_LENGTH && out.size < MAX_RESOURCES) out.add(r);
   };
-  for (const key of PATH_KEYS) for (const s of stringsAt(args[key])) add(resourcesOfString(s, allowedDirectories, cwd, true));
-  // Then every URL anywhere (those under path keys again, found as the same resources). Depth first,
-  // without recursion; the body limit bounds the work. A full list stops the walk: the control plane
-  // then reads every URL of the arguments itself.
-  const pending: unknown[] = [args];
+  // A string repeated (a list of one URL or path many times over) is read once.
+  const read = [new Map<string, string[]>(), new Map<string, string[]>()] as const;
+  const resourcesOfValue = (value: string, pathKey: boolean): string[] => {
+    const memo = read[pathKey ? 1 : 0];
+    let rs = memo.get(value);
+    if (rs === undefined) {
+      rs = resourcesOfString(value, allowedDirectories, cwd, pathKey);
+      memo.set(value, rs);
+    }
+    return rs;
+  };
+  for (const key of PATH_KEYS) {
+    for (const s of stringsAt(args[key])) {
+      if (out.size >= MAX_RESOURCES) break;
+      add(resourcesOfValue(s, true));
+    }
+  }
+  // Then every URL anywhere else (the strings under path keys, read above, found nothing more). Depth
+  // first, without recursion; a full list stops the walk: the control plane then reads every URL of the
+  // arguments itself.
+  const pending: unknown[] = [];
+  const keys = Object.keys(args);
+  for (let i = keys.length - 1; i >= 0; i--) {
+    const value = args[keys[i] as string];
+    if (!PATH_KEY_SET.has(keys[i] as string)) pending.push(value);
+    else if (Array.isArray(value)) for (let j = value.length - 1; j >= 0; j--) typeof value[j] === 'string' || pending.push(value[j]);
+    else if (typeof value !== 'string') pending.push(value);
+  }
   while (pending.length > 0 && out.size < MAX_RESOURCES) {
     const value = pending.pop();
     if (typeof value === 'string') {
-      if (value.includes(':')) add(resourcesOfString(value, allowedDirectories, cwd, false));
+      if (value.includes(':')) add(resourcesOfValue(value, false));
     } else if (value !== null && typeof value === 'object') {
       const children = Array.isArray(value) ? value : Object.values(value);
       for (let i = children.length - 1; i >= 0; i--) pending.push(children[i]);
@@ -123,6 +164,7 @@ function readResources(server: string, args: Record<string, unknown>, allowedDir
 
 /** The resource of `resources/read`: the URI itself (file URIs normalised like paths). */
 export function resourceOfUri(server: string, uri: string, allowedDirectories: readonly string[], cwd: string): string[] {
+  pathsLeft = MAX_PATHS;
   const rs = withHostBudget(() => resourcesOfString(uri, allowedDirectories, cwd, false)).slice(0, MAX_RESOURCES);
   return rs.length > 0 ? rs : [serverResource(server)];
 }

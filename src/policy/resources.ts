@@ -178,6 +178,14 @@ const MAX_PARAMETER_NAME = 64;
 export const UNREADABLE_HOST = '(host text too long to read)';
 /** What is left of HOST_TEXT_BUDGET in the decision being read; undefined outside one (the scan, the policy's own identities). */
 let hostTextLeft: number | undefined;
+/**
+ * URLs and connection strings a decision reads (each string past the cheap look at its scheme). One costs
+ * microseconds, one `new URL` rejects (`https://@@@`) tens: a megabyte of short ones held the event loop
+ * 0.5 s. Beyond, each names UNREADABLE_HOST (fail closed); free text costs nothing against it.
+ */
+const MAX_LOCATIONS = 1_000;
+/** What is left of MAX_LOCATIONS in the decision being read; undefined outside one. */
+let locationsLeft: number | undefined;
 
 /**
  * Runs `read` with a fresh HOST_TEXT_BUDGET (reads are synchronous: nothing else runs meanwhile): a
@@ -185,11 +193,14 @@ let hostTextLeft: number | undefined;
  */
 export function withHostBudget<T>(read: () => T): T {
   const outer = hostTextLeft;
+  const outerLocations = locationsLeft;
   hostTextLeft = HOST_TEXT_BUDGET;
+  locationsLeft = MAX_LOCATIONS;
   try {
     return read();
   } finally {
     hostTextLeft = outer;
+    locationsLeft = outerLocations;
   }
 }
 const KEY_START = /^\s*[A-Za-z_]/;
@@ -495,9 +506,21 @@ export function parseLocation(raw: string): ParsedLocation | undefined {
   return parse(raw, true);
 }
 
+/** Whether a decision may read one more URL or connection string (MAX_LOCATIONS). */
+function takeLocation(): boolean {
+  if (locationsLeft === undefined) return true;
+  locationsLeft--;
+  return locationsLeft >= 0;
+}
+
+/** A URL or connection string past MAX_LOCATIONS: its host is UNREADABLE_HOST, whatever it says. */
+function unreadLocation(scheme: string): ParsedLocation {
+  return { scheme, hosts: [UNREADABLE_HOST], otherHosts: [], databases: [], canonical: `${scheme}://${UNREADABLE_HOST}`, network: true, malformed: true };
+}
+
 function parse(raw: string, includeWeb: boolean): ParsedLocation | undefined {
   let text = trimmed(raw);
-  if (JDBC.test(text)) return parseJdbc(text.slice(5).replace(TAB_OR_NEWLINE, ''));
+  if (JDBC.test(text)) return takeLocation() ? parseJdbc(text.slice(5).replace(TAB_OR_NEWLINE, '')) : unreadLocation('jdbc:unread');
   // Cheap rejection first (`Note: ...` is free text), before the copy without tabs and newlines.
   const m = SCHEME_PREFIX.exec(text);
   if (!m) return undefined;
@@ -505,6 +528,7 @@ function parse(raw: string, includeWeb: boolean): ParsedLocation | undefined {
   const web = WEB_SCHEMES.has(scheme);
   if (web && !includeWeb) return undefined;
   if (!web && !text.slice(m[0].length, m[0].length + 8).replace(TAB_OR_NEWLINE, '').startsWith('//')) return undefined;
+  if (!takeLocation()) return unreadLocation(scheme);
   if (text.includes('\t') || text.includes('\n') || text.includes('\r')) text = text.replace(TAB_OR_NEWLINE, '');
   const afterColon = text.slice(text.indexOf(':') + 1);
   return web ? parseWebUrl(text, scheme, afterColon) : parseConnectionString(scheme, afterColon.slice(2), isDriverScheme(scheme));
@@ -692,7 +716,7 @@ const MAX_QUOTED_IDENTITY = 200;
 /** How a denial says what matched a production pattern: `reaches "prod-db.internal", which matches the production pattern "prod"`. */
 export function describeProductionHit(hit: { identity: string; pattern: string }): string {
   if (hit.identity === UNREADABLE_HOST) {
-    return `names host text too long to read (over ${MAX_HOST_TEXT.toLocaleString('en-US')} characters in one host, or ${HOST_TEXT_BUDGET.toLocaleString('en-US')} in all, outside plain ASCII), which may be a production host (fail closed)`;
+    return `names host text too long to read (over ${MAX_HOST_TEXT.toLocaleString('en-US')} characters in one host, or ${HOST_TEXT_BUDGET.toLocaleString('en-US')} in all, outside plain ASCII; or a URL or connection string cut into over ${MAX_LIST_ITEMS} parts, hosts or parameters, or naming over ${MAX_NAME_TEXT.toLocaleString('en-US')} characters; or over ${MAX_LOCATIONS.toLocaleString('en-US')} of them in one call), which may be a production host (fail closed)`;
   }
   const quoted = hit.identity.length > MAX_QUOTED_IDENTITY ? `${hit.identity.slice(0, MAX_QUOTED_IDENTITY)}… (${hit.identity.length.toLocaleString('en-US')} characters)` : hit.identity;
   return `reaches "${storable(quoted)}", which matches the production pattern "${hit.pattern}"`;
@@ -761,9 +785,10 @@ function readResourceIds(server: string, args: Record<string, unknown>, resource
  * database names of connection strings anywhere in the arguments (whole string values only) or the
  * resources, hosts and databases given as separate arguments (argumentIdentity) or as a flag and its
  * value in a list (argvIdentities), and hosts of http(s) resources and of url/uri/source/destination
- * arguments (with a list cut at the schema's maximum, of every argument). Every string is read, however deep: the body
- * limit bounds the work. Only host text outside plain ASCII has a budget (HOST_TEXT_BUDGET), and what is
- * past it is UNREADABLE_HOST, which every production pattern matches: nothing hides behind it.
+ * arguments (with a list cut at the schema's maximum, of every argument). Every string is looked at, however deep:
+ * the body limit bounds the work. What is read has bounds (host text outside plain ASCII, HOST_TEXT_BUDGET;
+ * MAX_AUTHORITY_PARTS, MAX_LIST_ITEMS, MAX_NAME_TEXT in one URL or connection string; MAX_LOCATIONS of them),
+ * and what is past one is UNREADABLE_HOST, which every production pattern matches: nothing hides behind it.
  */
 export function callIdentitiesOf(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {
   withHostBudget(() => readCallIdentities(args, resources, out));

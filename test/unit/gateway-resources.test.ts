@@ -187,6 +187,29 @@ describe('resources name the host the upstream connects to, and the control plan
     expect(hit({ dsn: `jdbc:sqlserver://h;${params(64).replaceAll('&', ';')};serverName=prod-sql` })).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
   });
 
+  it('a call\'s first 1,000 URLs and connection strings are read; each past them is too long to read, and refused', () => {
+    // 1 MB of short URLs `new URL` rejects (`https://@@@…#1`, `#2`…) held the event loop 0.4 s.
+    const same = Array.from({ length: 1_000 }, (_, i) => `https://dev.example.com/?${i}`);
+    expect(resourcesOf('fetch', { list: same }, [], cwd)).toEqual(['https://dev.example.com/']);
+    expect(hit({ list: same })).toBeUndefined();
+    const args = { list: same, link: 'https://prod.example.com/' };
+    expect(resourcesOf('fetch', args, [], cwd)).toEqual(['https://dev.example.com/', `https://${UNREADABLE_HOST}`]);
+    expect(hit(args)).toEqual({ identity: UNREADABLE_HOST, pattern: '*' });
+    // A string repeated is read once; free text (`Note: …`) is no URL and costs nothing against the bound.
+    const repeated = { list: [...Array(5_000).fill('https://dev.example.com/'), ...Array.from({ length: 5_000 }, (_, i) => `Note: ${i}`)], link: 'https://live.example.com/' };
+    expect(hit(repeated)).toEqual({ identity: 'live.example.com', pattern: 'live' });
+    // The control plane reads connection strings in the arguments under the same bound.
+    const identities = new Set<string>();
+    callIdentitiesOf({ dsns: [...Array.from({ length: 1_000 }, (_, i) => `postgresql://dev-db/app?x=${i}`), 'postgresql://prod-db/app'] }, undefined, identities);
+    expect(identities).toEqual(new Set(['dev-db', 'app', UNREADABLE_HOST]));
+  });
+
+  it('a call\'s first 1,000 paths are normalised; past them each is sent as written (another spelling is another resource)', () => {
+    const paths = [...Array.from({ length: 1_000 }, (_, i) => `d${i}/../c.md`), 'x/../../d.md'];
+    expect(resourcesOf('filesystem', { paths }, allowed, cwd)).toEqual(['file:///srv/allowed/c.md', 'x/../../d.md']);
+    expect(resourcesOf('filesystem', { paths: paths.slice(1) }, allowed, cwd)).toEqual(['file:///srv/allowed/c.md', 'file:///srv/d.md']);
+  });
+
   it('a GitHub link to /blob/main/ and a "main" argument are still not production', () => {
     expect(hit({ url: 'https://github.com/o/r/blob/main/x', base: 'main', path: '/repo/main/a.md' })).toBeUndefined();
   });

@@ -262,7 +262,7 @@ prohibited_capabilities: [file_write]
     const unreadable = input('filesystem', 'read_file', { arguments: { host: '\ufdfa'.repeat(5_000) } });
     const u = checkPolicy(fixture, rw, call(fixture, unreadable), unreadable, { production: false });
     expect(u).toMatchObject({ code: 'ENVIRONMENT_FORBIDDEN', halt: 'PRODUCTION_ENVIRONMENT' });
-    expect(u?.message).toContain('names host text too long to read (over 1,024 characters in one host, or 16,384 in all, outside plain ASCII)');
+    expect(u?.message).toContain('names host text too long to read (over 1,024 characters in one host, or 16,384 in all, outside plain ASCII; or a URL or connection string cut into over 64 parts, hosts or parameters, or naming over 4,096 characters; or over 1,000 of them in one call)');
     expect(u?.message.length).toBeLessThan(600);
     expect(checkPolicy(fixture, rw, call(fixture, unreadable), unreadable, { production: true })).toBeUndefined();
   });
