@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resourcesOf } from '../../src/gateway/resources.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -203,6 +204,19 @@ describe('POST /v1/decisions', () => {
     const d = await gw.decide(tok.raw, { server: 'github', tool: 'get_file_contents', arguments: { url }, resources: [url], session_id: s.session_id });
     expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
     expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+  });
+
+  it('a URL cut into more parts than the gateway reads (a production host past its 64th `@` or `\\`) → ENVIRONMENT_FORBIDDEN and halted: host text too long to read', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    // Not under a url key: the control plane sees the host only through the gateway's resources.
+    const args = { note: `https://dev.example.com\\${'@\\'.repeat(100)}prod.example.com/x` };
+    const resources = resourcesOf('github', args, [], '/tmp');
+    expect(resources).toContain('https://(host text too long to read)');
+    const d = await gw.decide(tok.raw, { server: 'github', tool: 'get_file_contents', arguments: args, resources, session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    expect(d.message).toContain('names host text too long to read');
   });
 
   it('a request naming another environment than the token → ENVIRONMENT_FORBIDDEN (the token is authoritative)', async () => {
