@@ -7,12 +7,22 @@ import type { Readable } from 'node:stream';
 
 /** The most of one stderr line the gateway keeps (and logs). */
 export const STDERR_LINE_MAX_BYTES = 8 * 1024;
+/**
+ * Lines logged per byte of stderr, as a budget: each chunk adds its length / STDERR_BYTES_PER_LINE lines
+ * to it, up to STDERR_LINE_BURST; each line logged takes one. A line costs the event loop a microsecond or
+ * two however short, so 1 MB of newlines held it 2 s at debug level; now at most one line per 64 bytes
+ * (in bursts of 1,024) is logged, and the rest of a chunk past the budget is one line saying how many
+ * bytes were not.
+ */
+export const STDERR_BYTES_PER_LINE = 64;
+export const STDERR_LINE_BURST = 1_024;
 
 /** Splits chunks into lines, each cut to `maxBytes` (a cut line ends with how many bytes were cut). */
 export class BoundedLines {
   private kept: Buffer[] = [];
   private keptBytes = 0;
   private cutBytes = 0;
+  private lineBudget = STDERR_LINE_BURST;
 
   constructor(
     private readonly onLine: (line: string) => void,
@@ -20,8 +30,21 @@ export class BoundedLines {
   ) {}
 
   push(chunk: Buffer): void {
+    this.lineBudget = Math.min(STDERR_LINE_BURST, this.lineBudget + chunk.length / STDERR_BYTES_PER_LINE);
     let from = 0;
     for (let nl = chunk.indexOf(0x0a, from); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+      if (this.lineBudget < 1) {
+        // The rest of this chunk's whole lines (a line begun before it included): one line for them all.
+        const last = chunk.lastIndexOf(0x0a);
+        const skipped = this.keptBytes + this.cutBytes + last + 1 - from;
+        this.kept = [];
+        this.keptBytes = 0;
+        this.cutBytes = 0;
+        this.onLine(`… (${skipped} bytes of stderr not logged: more lines than the log keeps, one per ${STDERR_BYTES_PER_LINE} bytes)`);
+        from = last + 1;
+        break;
+      }
+      this.lineBudget--;
       this.take(chunk.subarray(from, nl));
       this.flush();
       from = nl + 1;
@@ -47,7 +70,8 @@ export class BoundedLines {
   }
 
   private flush(): void {
-    const text = Buffer.concat(this.kept).toString('utf8').replace(/\r$/, '');
+    const kept = this.kept.length === 0 ? '' : this.kept.length === 1 ? (this.kept[0] as Buffer).toString('utf8') : Buffer.concat(this.kept).toString('utf8');
+    const text = kept.endsWith('\r') ? kept.slice(0, -1) : kept;
     const line = this.cutBytes > 0 ? `${text}… (${this.cutBytes} more bytes of this line not kept)` : text;
     this.kept = [];
     this.keptBytes = 0;
