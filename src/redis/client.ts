@@ -19,26 +19,41 @@ type TimedCommand = { isResolved: boolean; reject(err: Error): void; _commandTim
 const READS_BEFORE_TIMEOUT = Symbol.for('killswitch.redis.readsBeforeTimeout');
 
 /**
- * ioredis times a command out with a timer (`commandTimeout`, REDIS_TIMEOUT_MS), and each turn of Node's
- * event loop runs the timers that are due before it reads the sockets. So after the loop was held longer
- * than the timeout (a burst of requests read in one turn, a machine short of CPU, a long synchronous task),
- * every command in flight failed as timed out although Redis's replies were already waiting in the socket:
+ * ioredis times a command out with a timer (`commandTimeout`, REDIS_TIMEOUT_MS) armed when the command is
+ * issued, and each turn of Node's event loop runs the timers that are due before it reads the sockets. So
+ * after the loop was held longer than the timeout (a burst of requests read in one turn, a machine short of
+ * CPU, a long synchronous task), every command in flight failed as timed out although Redis's replies were
+ * waiting in the socket, or had not even been sent (ioredis writes at setImmediate, after the burst):
  * decisions denied DEPENDENCY_UNAVAILABLE by the thousand, and each gate check among them cost a second
- * script to give back what it had counted (an overload run of 2026-12-07: 2,600 to 6,200 a second, in
- * bursts; docs/performance.md "Overload"). Here the timeout waits for one read of the sockets (a
- * setImmediate runs right after it): a reply that has arrived is used, and a command Redis has not
- * answered fails as before, at most one turn of the event loop later. Installed once, for every client.
+ * script to give back what it had counted (overload runs of 2026-12-07, docs/performance.md "Overload").
+ * Here a timeout first lets the sockets be read once (a setImmediate runs right after that read), so a
+ * reply that has arrived is used; and a timer that fired later than the timeout itself (the loop was held)
+ * gives the command one more full timeout from then. A command Redis does not answer fails as before, at
+ * most one turn of the event loop later, or after one more timeout when the control plane itself stalled.
+ * Installed once, for every client.
  */
 function readRepliesBeforeTimeouts(): void {
   const proto = Command.prototype as unknown as { setTimeout(ms: number): void; [READS_BEFORE_TIMEOUT]?: true };
   if (proto[READS_BEFORE_TIMEOUT]) return;
   proto.setTimeout = function setTimeout(this: TimedCommand, ms: number): void {
     if (this._commandTimeoutTimer) return;
-    this._commandTimeoutTimer = globalThis.setTimeout(() => {
-      setImmediate(() => {
-        if (!this.isResolved) this.reject(new Error('Command timed out'));
-      });
-    }, ms);
+    let extended = false;
+    const arm = () => {
+      const due = performance.now() + ms;
+      this._commandTimeoutTimer = globalThis.setTimeout(() => {
+        const late = performance.now() - due;
+        setImmediate(() => {
+          if (this.isResolved) return;
+          if (!extended && late >= ms) {
+            extended = true;
+            arm();
+            return;
+          }
+          this.reject(new Error('Command timed out'));
+        });
+      }, ms);
+    };
+    arm();
   };
   proto[READS_BEFORE_TIMEOUT] = true;
 }

@@ -5,9 +5,11 @@ import type { Denial } from '../../src/decisions/types.js';
 import { RedisGate } from '../../src/limits/gate.js';
 import type { GateLimits } from '../../src/limits/limits.js';
 import { createGateStep } from '../../src/limits/step.js';
+import { createRedis, waitForRedis } from '../../src/redis/client.js';
 import { TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
+import { stall } from '../helpers/stall.js';
 
 // Serial: stops and restarts the shared Redis, and pauses it. Fail closed while it is gone or slow;
 // recover by itself when it is back, with every halt still in force (Redis restarts empty here).
@@ -112,6 +114,24 @@ describe('Redis stopped, slow, restarted', () => {
       admin.disconnect();
     }
     expect(await step.run(callContext(w, agent, sid))).toBeUndefined();
+  });
+
+  it('the control plane held past REDIS_TIMEOUT_MS while Redis was slow too: a reply within one more REDIS_TIMEOUT_MS of the stall is used', async () => {
+    const handle = createRedis(TEST_REDIS_URL, 'rv-stall:', 200);
+    await waitForRedis(handle);
+    const admin = new Redis(TEST_REDIS_URL);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '500', 'ALL');
+      const ping = handle.redis.ping();
+      // Written at setImmediate (this callback is queued behind ioredis's), then the loop is held 450 ms:
+      // the timer is due at 200 ms and runs at ~450, Redis answers when its pause ends at ~500.
+      await new Promise<void>((resolve) => setImmediate(() => resolve(stall(450))));
+      expect(await ping).toBe('PONG');
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      admin.disconnect();
+      await handle.close();
+    }
   });
 
   it('a check whose reply was lost to the timeout, run once Redis answers: an allow is given back, a halt it fired is recorded and alerted', async () => {

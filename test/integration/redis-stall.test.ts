@@ -2,23 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, waitForRedis } from '../../src/redis/client.js';
 import { redisFailure } from '../../src/redis/failure.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
+import { stall } from '../helpers/stall.js';
 
 // REDIS_TIMEOUT_MS after a stall of the control plane's own event loop: ioredis's timeout timer is due
 // when the loop comes back, and Node runs due timers before it reads the sockets, so a command whose
 // reply had arrived during the stall failed as timed out (a decision denied DEPENDENCY_UNAVAILABLE, the
-// gate's count given back by a second script). Now the reply that is there is used.
+// gate's count given back by a second script). Now the reply that is there is used. (A reply that comes
+// only after the stall, within one more REDIS_TIMEOUT_MS, is tested in gate-redis.serial.test.ts: it
+// pauses the shared Redis.)
 
 const handle = createRedis(TEST_REDIS_URL, 'rv-stall:', 100);
 beforeAll(() => waitForRedis(handle));
 afterAll(() => handle.close());
-
-/** Holds the event loop, as a burst of work or a machine short of CPU does. */
-function stall(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end) {
-    // busy
-  }
-}
 
 /**
  * Holds the loop right after ioredis wrote what it queued (auto-pipelining, like the gate script's batch,
