@@ -4,7 +4,10 @@
  * `WRONGTYPE`, `READONLY`, `MISCONF`, `BUSY`, ...). Never the rest of the reply: it can quote a script's
  * sha, a key or a limit; that goes to the log with the decision id.
  */
-export type RedisFailure = { kind: 'timeout' } | { kind: 'unreachable' } | { kind: 'error'; code: string };
+/** The rejection of a command that waited longer than REDIS_TIMEOUT_MS behind earlier ones and was never written (src/redis/raw-script.ts). */
+export const UNSENT_MESSAGE = 'Command not sent: it waited longer than REDIS_TIMEOUT_MS behind earlier commands to this Redis';
+
+export type RedisFailure = { kind: 'timeout' } | { kind: 'unsent' } | { kind: 'unreachable' } | { kind: 'error'; code: string };
 
 export function redisFailure(err: unknown): RedisFailure {
   const e = err as { name?: unknown; message?: unknown } | null | undefined;
@@ -13,12 +16,15 @@ export function redisFailure(err: unknown): RedisFailure {
   if (e?.name === 'ReplyError') return { kind: 'error', code: /^([A-Z][A-Z0-9_]{1,31})\b/.exec(message)?.[1] ?? 'ERR' };
   // REDIS_TIMEOUT_MS (ioredis's commandTimeout): the command was sent and may still run.
   if (/timed out/i.test(message)) return { kind: 'timeout' };
+  // Waited longer than REDIS_TIMEOUT_MS behind earlier commands and was never written (raw-script.ts): it never ran.
+  if (message === UNSENT_MESSAGE) return { kind: 'unsent' };
   return { kind: 'unreachable' };
 }
 
-/** "did not answer within REDIS_TIMEOUT_MS", "is unreachable", "answered with an error (OOM)". */
+/** "did not answer within REDIS_TIMEOUT_MS", "was not reached within REDIS_TIMEOUT_MS (…overloaded)", "is unreachable", "answered with an error (OOM)". */
 export function redisFailureWords(f: RedisFailure): string {
   if (f.kind === 'timeout') return 'did not answer within REDIS_TIMEOUT_MS';
+  if (f.kind === 'unsent') return 'was not reached within REDIS_TIMEOUT_MS (this replica had more checks waiting for Redis than it answers in that time: overloaded)';
   if (f.kind === 'unreachable') return 'is unreachable';
   return `answered with an error (${f.code})`;
 }

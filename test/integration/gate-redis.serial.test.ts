@@ -6,6 +6,8 @@ import { RedisGate } from '../../src/limits/gate.js';
 import type { GateLimits } from '../../src/limits/limits.js';
 import { createGateStep } from '../../src/limits/step.js';
 import { createRedis, waitForRedis } from '../../src/redis/client.js';
+import { redisFailure } from '../../src/redis/failure.js';
+import { MAX_BATCH_COMMANDS, RawScript } from '../../src/redis/raw-script.js';
 import { TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { callContext, gateStep, type World, world } from '../helpers/gate-fixtures.js';
@@ -129,6 +131,41 @@ describe('Redis stopped, slow, restarted', () => {
       expect(await ping).toBe('PONG');
     } finally {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      admin.disconnect();
+      await handle.close();
+    }
+  });
+
+  it(`more checks waiting than Redis answers within REDIS_TIMEOUT_MS: batches of ${MAX_BATCH_COMMANDS}, and what waited too long is failed unsent (it never ran)`, async () => {
+    const handle = createRedis(TEST_REDIS_URL, 'rv-batch:', 200);
+    await waitForRedis(handle);
+    const key = `rv-batch:${process.pid}:ran`;
+    const script = new RawScript(handle.redis, "return redis.call('INCR', ARGV[1])");
+    const admin = new Redis(TEST_REDIS_URL);
+    try {
+      await script.run([key]); // loads the script: what runs after the pause is its EVALSHA
+      await admin.del(key);
+      await admin.call('CLIENT', 'PAUSE', '700', 'ALL');
+      // Redis holds them all until its pause ends: the first batch times out at ~200 ms, the next at ~400,
+      // and what is left has then waited longer than REDIS_TIMEOUT_MS behind them.
+      const total = 2 * MAX_BATCH_COMMANDS + 10;
+      const kinds = await Promise.all(
+        Array.from({ length: total }, () =>
+          script.run([key]).then(
+            () => 'answered',
+            (err: unknown) => redisFailure(err).kind,
+          ),
+        ),
+      );
+      expect(kinds[0]).toBe('timeout');
+      expect(kinds[total - 1]).toBe('unsent');
+      const unsent = kinds.filter((k) => k === 'unsent').length;
+      await admin.call('CLIENT', 'UNPAUSE');
+      // Every command that was written ran once Redis went on; none of the unsent did.
+      await until('the written commands to have run', async () => (Number(await admin.get(key)) === total - unsent ? true : undefined));
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      await admin.del(key).catch(() => {});
       admin.disconnect();
       await handle.close();
     }
