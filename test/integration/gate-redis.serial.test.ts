@@ -119,7 +119,7 @@ describe('Redis stopped, slow, restarted', () => {
   });
 
   it('the control plane held past REDIS_TIMEOUT_MS while Redis was slow too: a reply within one more REDIS_TIMEOUT_MS of the stall is used', async () => {
-    const handle = createRedis(TEST_REDIS_URL, 'rv-stall:', 200);
+    const handle = createRedis(TEST_REDIS_URL, `kst:stall-${process.pid}:`, 200);
     await waitForRedis(handle);
     const admin = new Redis(TEST_REDIS_URL);
     try {
@@ -137,9 +137,9 @@ describe('Redis stopped, slow, restarted', () => {
   });
 
   it(`more checks waiting than Redis answers within REDIS_TIMEOUT_MS: batches of ${MAX_BATCH_COMMANDS}, and what waited too long is failed unsent (it never ran)`, async () => {
-    const handle = createRedis(TEST_REDIS_URL, 'rv-batch:', 200);
+    const handle = createRedis(TEST_REDIS_URL, `kst:batch-${process.pid}:`, 200);
     await waitForRedis(handle);
-    const key = `rv-batch:${process.pid}:ran`;
+    const key = `kst:batch-${process.pid}:ran`;
     const script = new RawScript(handle.redis, "return redis.call('INCR', ARGV[1])");
     const admin = new Redis(TEST_REDIS_URL);
     try {

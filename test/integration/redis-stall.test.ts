@@ -11,7 +11,7 @@ import { stall } from '../helpers/stall.js';
 // only after the stall, within one more REDIS_TIMEOUT_MS, is tested in gate-redis.serial.test.ts: it
 // pauses the shared Redis.)
 
-const handle = createRedis(TEST_REDIS_URL, 'rv-stall:', 100);
+const handle = createRedis(TEST_REDIS_URL, `kst:stall-${process.pid}:`, 100);
 beforeAll(() => waitForRedis(handle));
 afterAll(() => handle.close());
 
@@ -33,7 +33,7 @@ describe('a Redis reply that arrived while the event loop was held', () => {
 
   it('a command Redis does not answer still times out (as the timeout kind of failure)', async () => {
     // A command that is never answered in time: Redis blocks on an empty list for longer than the timeout.
-    const err = await handle.redis.blpop(`rv-stall:${process.pid}:never`, 1).then(
+    const err = await handle.redis.blpop(`kst:stall-${process.pid}:never`, 1).then(
       () => undefined,
       (e: unknown) => e,
     );
