@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT } from '../tokens/names.js';
 import { IssuedId, Timestamp } from '../tokens/schemas.js';
 import { ALERT_KIND_NAMES, ALERT_SEVERITIES, type AlertKind, type AlertSeverity } from './kinds.js';
 
@@ -52,7 +52,7 @@ export const AlertPageSchema = Type.Object({
 export const AlertIdParams = Type.Object({ id: Id }, { additionalProperties: false });
 
 export const AckBody = Type.Object(
-  { note: Type.Optional(Type.String({ maxLength: 2000, pattern: TEXT_PATTERN, description: `Stored with the alert and in the audit row (credentials masked). ${ONE_LINE}` })) },
+  { note: Type.Optional(Type.String({ maxLength: 2000, pattern: REASON_PATTERN, description: `Stored with the alert and in the audit row (credentials masked). ${REASON_TEXT}` })) },
   { additionalProperties: false },
 );
 
@@ -63,7 +63,7 @@ export const AckMatchingBody = Type.Object(
     before: Type.Optional(Type.String({ format: 'date-time', description: 'Only alerts raised before this instant (exclusive), e.g. when you started reading the inbox.' })),
     project_id: Type.Optional(Text(100)),
     all: Type.Optional(Type.Literal(true, { description: 'Required when no filter is given: every open alert you may acknowledge.' })),
-    note: Type.String({ minLength: 1, maxLength: 2000, pattern: TEXT_PATTERN, description: `Why: stored with each alert and in each audit row (credentials masked). ${ONE_LINE}` }),
+    note: Type.String({ minLength: 1, maxLength: 2000, pattern: REASON_PATTERN, description: `Why: stored with each alert and in each audit row (credentials masked). ${REASON_TEXT}` }),
   },
   { additionalProperties: false },
 );

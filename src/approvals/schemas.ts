@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT } from '../tokens/names.js';
 import { Timestamp } from '../tokens/schemas.js';
 
 const Str = Type.Union([Type.String(), Type.Null()]);
@@ -63,7 +63,7 @@ export const ListApprovalsQuery = Type.Object(
 
 export const DecideBody = Type.Object(
   {
-    reason: Type.String({ minLength: 3, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why; recorded in the audit trail and shown to the agent on a rejection. ${ONE_LINE}` }),
+    reason: Type.String({ minLength: 3, maxLength: 1000, pattern: REASON_PATTERN, description: `Why; recorded in the audit trail and shown to the agent on a rejection. ${REASON_TEXT}` }),
     expires_in: Type.Optional(
       Type.Integer({ minimum: 60, description: 'Approving a production_grant request: how long the grant lasts, in seconds (at most GRANT_MAX_SECONDS; default the smaller of one hour and GRANT_MAX_SECONDS).' }),
     ),

@@ -4,7 +4,7 @@ import { auditedReason } from '../audit/redact.js';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { bodyOptional, ErrorBody, OptionalReasonBody } from '../http/schemas.js';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT } from '../tokens/names.js';
 import { IdParams, IssuedId, Timestamp } from '../tokens/schemas.js';
 import { operatorActor } from '../tokens/service.js';
 
@@ -31,7 +31,7 @@ const CreateGrant = Type.Object(
     token_id: Type.String({ format: 'uuid' }),
     session_id: Type.Optional(IssuedId("Limit the grant to one session: a session of token_id's token that is not closed (400 otherwise; a halted one is accepted).")),
     environment: Type.Optional(Type.Literal('production')),
-    reason: Type.String({ minLength: 3, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why (in the GRANT_ISSUED alert and the audit trail). ${ONE_LINE}` }),
+    reason: Type.String({ minLength: 3, maxLength: 1000, pattern: REASON_PATTERN, description: `Why (in the GRANT_ISSUED alert and the audit trail). ${REASON_TEXT}` }),
     expires_in: Type.Integer({ minimum: 60, description: 'Seconds; at most GRANT_MAX_SECONDS.' }),
   },
   { additionalProperties: false },

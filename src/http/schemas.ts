@@ -2,7 +2,7 @@ import type { SwaggerTransformObject } from '@fastify/swagger';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import { type TSchema, Type } from 'typebox';
 import { ERROR_CODES, type ErrorCode, invalid } from '../errors.js';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT } from '../tokens/names.js';
 
 /** Every code of the one error table (src/errors.ts); the decision codes are a field of a 200, not these. */
 const ErrorCodeSchema = Type.Unsafe<ErrorCode>({ type: 'string', enum: Object.keys(ERROR_CODES), description: 'Stable error code: docs/errors.md.' });
@@ -74,7 +74,7 @@ export const NoQuery = Type.Object({}, { additionalProperties: false });
  * so a reason sent under another name is not dropped without a word.
  */
 export const OptionalReasonBody = Type.Object(
-  { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why; recorded in the audit row. ${ONE_LINE}` })) },
+  { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 1000, pattern: REASON_PATTERN, description: `Why; recorded in the audit row. ${REASON_TEXT}` })) },
   { additionalProperties: false },
 );
 

@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT } from '../tokens/names.js';
 import { EnvironmentSchema, Timestamp } from '../tokens/schemas.js';
 
 const Target = Type.Union(
@@ -18,7 +18,7 @@ const Target = Type.Union(
 const CapabilitySchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('delete')]);
 // Reasons are shown to agents in KILL_SWITCH denials, in alerts and one kill a line by `killswitch kills`:
 // a line break or an escape sequence would forge a line of its own there.
-const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why. ${ONE_LINE}` });
+const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: REASON_PATTERN, description: `Why. ${REASON_TEXT}` });
 
 // `format: uuid` alone answers `must match format "uuid"`, which does not say where the id is found: the
 // same check as a pattern fails first (Ajv checks pattern before format), and the error handler then
@@ -51,8 +51,8 @@ export const CreateKillBody = Type.Object(
     reason: Type.String({
       minLength: 1,
       maxLength: 1000,
-      pattern: TEXT_PATTERN,
-      description: `Shown in every denial the kill causes, in the audit trail and in the alert; stored and shown with credentials masked (docs/audit.md, "Redaction"). ${ONE_LINE}`,
+      pattern: REASON_PATTERN,
+      description: `Shown in every denial the kill causes, in the audit trail and in the alert; stored and shown with credentials masked (docs/audit.md, "Redaction"). ${REASON_TEXT}`,
     }),
     expires_in: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_592_000, description: 'Seconds until the kill lifts itself. Default: until an operator lifts it.' })),
   },

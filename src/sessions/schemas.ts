@@ -1,6 +1,6 @@
 import { type Static, Type } from 'typebox';
 import { ARGUMENTS_MAX_CHARS } from '../limits/summary.js';
-import { ONE_LINE, TEXT_PATTERN } from '../tokens/names.js';
+import { REASON_PATTERN, REASON_TEXT, TEXT_PATTERN } from '../tokens/names.js';
 import { Timestamp } from '../tokens/schemas.js';
 
 const Id = Type.String({ format: 'uuid' });
@@ -136,7 +136,7 @@ export const SessionList = Type.Object({ sessions: Type.Array(SessionSummary), n
 
 export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
 export const ResumeBody = Type.Object(
-  { reason: Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why it is safe to continue (audited). ${ONE_LINE}` }) },
+  { reason: Type.String({ minLength: 1, maxLength: 1000, pattern: REASON_PATTERN, description: `Why it is safe to continue (audited). ${REASON_TEXT}` }) },
   { additionalProperties: false },
 );
 

@@ -65,6 +65,16 @@ export const NO_VISIBLE_CHARACTER = 'must contain at least one visible character
 /** Whether `text` has a character that leaves a mark on screen (see VISIBLE). */
 export const hasVisibleCharacter = (text: string): boolean => VISIBLE.test(text);
 
+/**
+ * An operator's reason or note (a kill, a lift, a revocation, a resume, a grant, a rejection, an alert's
+ * acknowledgement): TEXT_PATTERN, and at least one character that leaves a mark (VISIBLE). A reason of
+ * spaces or zero-width characters is quoted in every denial a kill causes and in the audit trail as
+ * nothing at all: the on-call engineer who reads it learns nothing. (Schemas compile with the u flag.)
+ */
+export const REASON_PATTERN = `^(?=[\\s\\S]*${VISIBLE.source})[^${UNSAFE}]*$`;
+/** What a field with REASON_PATTERN accepts, for its schema description. */
+export const REASON_TEXT = `At least one visible character (not only spaces or invisible ones). ${ONE_LINE}`;
+
 /** What is wrong with a key name, in the words of a FieldProblem (field `name`), or undefined when it is fine. */
 export function nameProblem(name: string): string | undefined {
   if (!VISIBLE.test(name)) return NO_VISIBLE_CHARACTER;

@@ -1,5 +1,5 @@
 import { type Static, Type } from 'typebox';
-import { NAME_MAX_LENGTH, NAME_PATTERN, ONE_LINE, TEXT_PATTERN } from './names.js';
+import { NAME_MAX_LENGTH, NAME_PATTERN, ONE_LINE, REASON_PATTERN, REASON_TEXT, TEXT_PATTERN } from './names.js';
 
 export const Id = Type.String({ format: 'uuid' });
 /**
@@ -24,7 +24,7 @@ const Name = Type.String({
 const ProjectId = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' });
 const ExpiresIn = Type.Integer({ minimum: 60, maximum: 31_536_000, description: 'Lifetime in seconds.' });
 // Quoted in alerts, audit rows and (tool rejections) to agents.
-const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: TEXT_PATTERN, description: `Why. ${ONE_LINE}` });
+const Reason = Type.String({ minLength: 1, maxLength: 1000, pattern: REASON_PATTERN, description: `Why. ${REASON_TEXT}` });
 
 export const CreateAgentTokenBody = Type.Object(
   {
