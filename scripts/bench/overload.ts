@@ -100,7 +100,7 @@ async function waitReady(): Promise<void> {
 class Conn {
   readonly socket: net.Socket;
   private buf = '';
-  private pending: { at: number; timer: NodeJS.Timeout; onAnswer: (ms: number, code: string, sentAt: number) => void } | undefined;
+  private pending: { at: number; wall: number; timer: NodeJS.Timeout; onAnswer: (ms: number, code: string, sentAt: number) => void } | undefined;
   dead = false;
 
   constructor(private readonly release: (c: Conn) => void) {
@@ -122,7 +122,7 @@ class Conn {
       this.socket.destroy();
       onTimeout();
     }, TIMEOUT_MS);
-    this.pending = { at, timer, onAnswer };
+    this.pending = { at, wall: Date.now(), timer, onAnswer };
     this.socket.write(bytes);
   }
 
@@ -138,7 +138,8 @@ class Conn {
     const p = this.pending;
     this.pending = undefined;
     clearTimeout(p.timer);
-    p.onAnswer(performance.now() - p.at, code, p.at);
+    // The wall clock of the write: comparable with the operator's (another process, the same machine).
+    p.onAnswer(performance.now() - p.at, code, p.wall);
     this.release(this);
   }
 }
@@ -175,6 +176,7 @@ async function main(): Promise<void> {
 
   const probes: Array<{ t: number; readyz: number; kills: number; lag: string }> = [];
   let kill: { status: number; ms: number; sentAt: number } | undefined;
+  let killAnsweredAt = Number.POSITIVE_INFINITY;
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench/overload.ts', '--generator', '--rate', String(RATE), '--seconds', String(SECONDS), '--timeout', String(TIMEOUT_MS), '--port', String(CP_PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
   child.stdin!.end(bytes.toString('base64'));
   let out = '';
@@ -197,23 +199,25 @@ async function main(): Promise<void> {
   const killTimer = setTimeout(async () => {
     const sentAt = Date.now();
     const r = await api('POST', '/v1/kills', OWNER, { target: 'everything', reason: 'overload experiment' });
+    killAnsweredAt = Date.now();
     kill = { status: r.status, ms: Math.round(r.ms), sentAt: +((sentAt - startedAt) / 1000).toFixed(1) };
   }, (SECONDS * 1000) / 2);
   await new Promise((r) => child.once('exit', r));
   const loadEnded = new Date();
   clearInterval(probe);
   clearTimeout(killTimer);
-  const result = JSON.parse(out) as Record<string, unknown>;
+  const { ok_sent_at: okSentAt, ...result } = JSON.parse(out) as Record<string, unknown> & { ok_sent_at: number[] };
+  // Allowed although written after the operator had the kill's 201 (an INTENT's ts is when its answer was
+  // read, which under overload can be long after its gate check ran, so the trail cannot say this).
+  const okSentAfterKill = okSentAt.filter((at) => at > killAnsweredAt).length;
   // Give the audit writer a moment, then count what the trail says.
   await new Promise((r) => setTimeout(r, 3000));
   const c = new pg.Client({ connectionString: `${PG}/${DB}` });
   await c.connect();
   const { rows } = await c.query<{ decision: string; code: string; n: string }>("SELECT decision, code, count(*) AS n FROM audit_events WHERE kind = 'INTENT' AND tool = 'read_text_file' GROUP BY 1, 2 ORDER BY 1, 2");
-  // Decided after the kill was recorded, by the trail's own clock (the generator's receive times lag under overload).
-  const afterKill = await c.query<{ n: string }>("SELECT count(*) AS n FROM audit_events WHERE kind = 'INTENT' AND decision = 'allow' AND ts > (SELECT min(created_at) FROM kills)");
   const last = await c.query<{ ms: number }>("SELECT extract(epoch FROM max(ts) - $1::timestamptz) * 1000 AS ms FROM audit_events WHERE kind = 'INTENT'", [loadEnded]);
   await c.end();
-  console.log(JSON.stringify({ ...result, last_decision_after_load_ended_ms: Math.round(Number(last.rows[0]?.ms)), kill, allows_decided_after_the_kill: Number(afterKill.rows[0]?.n), audit_intents: rows }));
+  console.log(JSON.stringify({ ...result, last_decision_after_load_ended_ms: Math.round(Number(last.rows[0]?.ms)), kill, allows_sent_after_the_kill_answered: okSentAfterKill, audit_intents: rows }));
   console.log('operator probes (s: readyz ms / GET kills ms, event loop lag mean|p99|max ms):', probes.map((p) => `${p.t}: ${p.readyz}/${p.kills} lag ${p.lag}`).join(', '));
   cp.kill('SIGTERM');
   await new Promise((r) => cp.once('exit', r));
@@ -228,6 +232,8 @@ async function generator(): Promise<void> {
   const codes: Record<string, number> = {};
   let timeouts = 0;
   const latencies: number[] = [];
+  /** When each allowed request was written (wall clock): one written after the kill was answered must not be allowed. */
+  const okSentAt: number[] = [];
   const start = performance.now();
   const total = RATE * SECONDS;
   let sent = 0;
@@ -246,9 +252,10 @@ async function generator(): Promise<void> {
         outstanding++;
         fire(
           bytes,
-          (ms, code) => {
+          (ms, code, sentAt) => {
             latencies.push(ms);
             codes[code ?? '?'] = (codes[code ?? '?'] ?? 0) + 1;
+            if (code === 'OK') okSentAt.push(sentAt);
             finish();
           },
           () => {
@@ -264,7 +271,7 @@ async function generator(): Promise<void> {
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? 0);
   // process.exit (below) would drop what a pipe has not taken yet: wait for the write.
-  await new Promise<void>((resolve) => process.stdout.write(JSON.stringify({ rate: RATE, seconds: SECONDS, timeout_ms: TIMEOUT_MS, sent, answered: latencies.length, timeouts, codes, p50_ms: pct(50), p99_ms: pct(99), max_ms: pct(100), generator_max_lag_s: +maxLag.toFixed(3)}), () => resolve()));
+  await new Promise<void>((resolve) => process.stdout.write(JSON.stringify({ rate: RATE, seconds: SECONDS, timeout_ms: TIMEOUT_MS, sent, answered: latencies.length, timeouts, codes, p50_ms: pct(50), p99_ms: pct(99), max_ms: pct(100), generator_max_lag_s: +maxLag.toFixed(3), ok_sent_at: okSentAt }), () => resolve()));
 }
 
 (args.generator ? generator() : main()).then(
