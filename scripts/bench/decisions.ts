@@ -20,6 +20,7 @@
 //    the target were in flight while the disk stalled (every Postgres commit waits out such a stall).
 // 4. In process, without HTTP: DecisionService.decide() in a loop; p50/p99 per decision and per step.
 // Prints tables, writes bench-results/decisions-<ts>.json, and the section of docs/performance.md.
+// BENCH_NAME, BENCH_PORT, BENCH_UNLEASH_PORT: see below (two runs on one machine).
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
@@ -88,13 +89,19 @@ const CONNECTIONS = Number(args.connections);
 const INPROC = Number(args.inproc);
 
 const PG = 'postgres://postgres@127.0.0.1:5432';
-const DB = 'killswitch_bench';
-const UNLEASH_DB = 'killswitch_bench_unleash';
-const CP_PORT = 18080;
-const HELLO_PORT = 18081;
-const MINIMAL_PORT = 18082;
+// Two runs side by side (two worktrees, or another session's) need their own names: BENCH_NAME (default
+// killswitch_bench) names the databases (dropped at each start), the Redis prefix and the data directory;
+// BENCH_PORT (default 18080) the control plane's port, the hello world's (+1) and the minimal route's (+2);
+// BENCH_UNLEASH_PORT (default 14242) the embedded Unleash's. Numbers are then only comparable within a run.
+const NAME = process.env['BENCH_NAME'] ?? 'killswitch_bench';
+if (!/^[a-z_][a-z0-9_]{0,50}$/.test(NAME)) throw new Error(`BENCH_NAME must be a plain database name (lower case, digits, _): ${NAME}`);
+const DB = NAME;
+const UNLEASH_DB = `${NAME}_unleash`;
+const CP_PORT = Number(process.env['BENCH_PORT'] ?? 18080);
+const HELLO_PORT = CP_PORT + 1;
+const MINIMAL_PORT = CP_PORT + 2;
 const MINIMAL = 'minimal route (one EVALSHA + awaited group-committed INSERT)';
-const UNLEASH_PORT = 14242;
+const UNLEASH_PORT = Number(process.env['BENCH_UNLEASH_PORT'] ?? 14242);
 const OWNER = generateCredential('ksop_');
 const SECRET = 'bench-secret-bench-secret-bench-secret-123';
 const ADMIN_TOKEN = '*:*.bench-admin-token';
@@ -109,12 +116,12 @@ const env = {
   UNLEASH_URL: '',
   UNLEASH_ADMIN_TOKEN: ADMIN_TOKEN,
   UNLEASH_API_TOKEN: API_TOKEN,
-  REDIS_PREFIX: 'ksbench:',
+  REDIS_PREFIX: NAME === 'killswitch_bench' ? 'ksbench:' : `${NAME}:`,
   POLICY_FILE: 'policy/bench.yaml',
   LOG_LEVEL: 'warn',
   BOOTSTRAP_OWNER_KEY: OWNER,
   TOKEN_HASH_SECRET: SECRET,
-  DATA_DIR: os.tmpdir() + '/ks-bench-data',
+  DATA_DIR: `${os.tmpdir()}/${NAME === 'killswitch_bench' ? 'ks-bench-data' : `${NAME}-data`}`,
 };
 
 async function resetDatabases(): Promise<void> {
@@ -543,7 +550,7 @@ async function inProcessCpu(gw: string, rw: string, session: string): Promise<vo
     // The same objects on every call, as the decision path passes them (the gate keeps its encoded arguments).
     const limits = fromPolicyLimitsShared(limitsFor(app.ctx.policy.current(), agent.role, 'filesystem'));
     const haltTokenOn = app.ctx.policy.current().haltTokenOn;
-    const killKeys = ['ksbench:kill:a', 'ksbench:kill:b'];
+    const killKeys = [`${env.REDIS_PREFIX}kill:a`, `${env.REDIS_PREFIX}kill:b`];
     await measure('redis PING', 20_000, () => app.ctx.redis.redis.ping());
     await measure('gate.check', 20_000, (i) => app.ctx.gate.check({ decisionId: `d${i}`, tokenId: agent.id, sessionId: session, server: 'filesystem', tool: 'read_text_file', capability: 'read', resourceIds: ['file:///tmp/x'], arguments: { path: 'docs/readme.md' }, limits, haltTokenOn, killKeys }));
     await measure('audit.recordIntent', 20_000, () => app.ctx.audit.recordIntent(intentRow(call('filesystem', 'read_text_file'), { decision: 'allow', code: 'OK', message: 'ok' })));
