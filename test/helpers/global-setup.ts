@@ -6,7 +6,7 @@ import type { TestProject } from 'vitest/node';
 import { bundledEntry } from '../../bin/bundle.js';
 import { migrate } from '../../src/db/migrate.js';
 import { createPool } from '../../src/db/pool.js';
-import { dbUrl, TEMPLATE_DB, TEST_PG_URL } from './env.js';
+import { dbUrl, TEMPLATE_DB_PREFIX, TEST_PG_URL } from './env.js';
 import { alive, startTestUnleash } from './unleash.js';
 
 /**
@@ -64,6 +64,19 @@ async function teardown(state: SharedSetup, shared: { __killswitchSetup?: Shared
     await Promise.all(stops);
   } finally {
     removeRunTmpdir();
+    await dropRunTemplate();
+  }
+}
+
+async function dropRunTemplate(): Promise<void> {
+  const admin = new pg.Client({ connectionString: TEST_PG_URL });
+  try {
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${runTemplate} WITH (FORCE)`);
+  } catch {
+    // Postgres gone at the end of a run: the next run drops it (its pid is then dead).
+  } finally {
+    await admin.end().catch(() => {});
   }
 }
 
@@ -100,16 +113,25 @@ async function prepare(): Promise<void> {
   await Promise.all([buildTemplate(), bundledEntry(true)]);
 }
 
+/** This run's template (test/helpers/env.ts): its workers read the name from the environment. */
+const runTemplate = `${TEMPLATE_DB_PREFIX}_${process.pid}`;
+
 async function buildTemplate(): Promise<void> {
+  process.env['KILLSWITCH_TEST_TEMPLATE'] = runTemplate;
   const admin = new pg.Client({ connectionString: TEST_PG_URL });
   await admin.connect();
   try {
-    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DB} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${TEMPLATE_DB}`);
+    // Templates of runs whose process is gone (killed before their teardown); a live run's is left alone.
+    const { rows } = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname LIKE $1', [`${TEMPLATE_DB_PREFIX}\\_%`]);
+    for (const { datname } of rows) {
+      const pid = Number(datname.slice(TEMPLATE_DB_PREFIX.length + 1));
+      if (datname === runTemplate || (Number.isInteger(pid) && pid > 0 && !alive(pid))) await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`);
+    }
+    await admin.query(`CREATE DATABASE ${runTemplate}`);
   } finally {
     await admin.end();
   }
-  const pool = createPool(dbUrl(TEMPLATE_DB), { max: 1 });
+  const pool = createPool(dbUrl(runTemplate), { max: 1 });
   try {
     await migrate(pool);
   } finally {
