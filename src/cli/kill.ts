@@ -25,7 +25,7 @@ export interface KillOptions {
   json?: boolean;
 }
 
-interface ApiKill {
+export interface ApiKill {
   id: string;
   target: string;
   description: string;
@@ -53,6 +53,16 @@ export class CliFailure extends Error {
     readonly exitCode: 1 | 2,
   ) {
     super(message);
+  }
+}
+
+/**
+ * Exit 1 because nothing that is the control plane answered at KILLSWITCH_URL (no connection, no complete
+ * answer, or another service's answer): every other request to the same address would fail the same way.
+ */
+export class UnreachableFailure extends CliFailure {
+  constructor(message: string) {
+    super(message, 1);
   }
 }
 
@@ -105,7 +115,7 @@ export function killBody(o: KillOptions): Record<string, unknown> {
  * KILLSWITCH_URL as messages show it. A user name or password in it is refused before any request: the
  * operator key is the credential, and an error message must not carry it.
  */
-function controlPlaneUrl(raw: string): URL {
+export function controlPlaneUrl(raw: string): URL {
   let base: URL;
   try {
     base = new URL(raw.endsWith('/') ? raw : `${raw}/`);
@@ -149,12 +159,11 @@ export function operatorClientTls(cfg: Pick<Config, 'killswitchClientCertFile' |
  */
 function notTheControlPlane(base: URL, status: number, contentType: string | undefined): CliFailure {
   const what = `HTTP ${status}${contentType ? `, ${contentType.split(';')[0]!.trim()}` : ''}`;
-  return new CliFailure(
+  return new UnreachableFailure(
     printable(
       `${base.origin} (KILLSWITCH_URL) answered ${what}, which is not the control plane's API: check that KILLSWITCH_URL is the control plane's own address (its HOST and PORT, as in \`curl $KILLSWITCH_URL/healthz\`), ` +
         'not the Unleash UI, a gateway or the admin UI. A proxy in front of it answers this way when the control plane behind it is down.',
     ),
-    1,
   );
 }
 
@@ -175,7 +184,7 @@ function unreachableHint(err: OperatorRequestError, base: URL): string {
  * dropped (it failed as "cannot reach the control plane: Invalid character in header content"); anything
  * else that cannot be a key is refused (exit 2) without printing it: it is a secret, or holds one.
  */
-function operatorKey(raw: string | undefined): string {
+export function operatorKey(raw: string | undefined): string {
   if (!raw) throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (role operator or owner)', 2);
   const key = raw.trim();
   if (/^bearer\s/i.test(key)) throw new CliFailure('KILLSWITCH_OPERATOR_KEY starts with "Bearer ": set it to the key alone (ksop_...); the CLI adds the header (the value is not printed)', 2);
@@ -185,7 +194,18 @@ function operatorKey(raw: string | undefined): string {
   return key;
 }
 
-async function call(cfg: Config, method: string, path: string, body?: unknown, shape: (json: Record<string, unknown>) => boolean = () => true): Promise<unknown> {
+/**
+ * One request of the operator CLI: the answer's JSON when it is 2xx (or a status in `accept`, as /readyz's
+ * 503) and has the expected shape; else a CliFailure saying what answered and what to check.
+ */
+export async function call(
+  cfg: Config,
+  method: string,
+  path: string,
+  body?: unknown,
+  shape: (json: Record<string, unknown>) => boolean = () => true,
+  accept: readonly number[] = [],
+): Promise<unknown> {
   const key = operatorKey(cfg.killswitchOperatorKey);
   const base = controlPlaneUrl(cfg.killswitchUrl);
   const clientTls = operatorClientTls(cfg, base);
@@ -202,9 +222,8 @@ async function call(cfg: Config, method: string, path: string, body?: unknown, s
   } catch (err) {
     const e = err instanceof OperatorRequestError ? err : new OperatorRequestError('ERROR', (err as Error).message);
     const detail = e.message.includes(e.code) ? e.message : `${e.code}: ${e.message}`;
-    throw new CliFailure(
+    throw new UnreachableFailure(
       printable(`cannot reach the control plane at ${base.origin} (${settingSource('KILLSWITCH_URL')}): ${detail}${clientCertificateHint(e, base.protocol === 'https:', clientTls !== undefined)}${unreachableHint(e, base)}`),
-      1,
     );
   }
   const text = res.text;
@@ -215,7 +234,7 @@ async function call(cfg: Config, method: string, path: string, body?: unknown, s
     json = undefined;
   }
   const object = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
-  if (res.status < 200 || res.status > 299) {
+  if ((res.status < 200 || res.status > 299) && !(accept.includes(res.status) && object !== undefined && shape(object))) {
     // Every error of the control plane is `{ "error": { "code", "message" } }` (docs/errors.md).
     const e = object?.['error'] as { code?: unknown; message?: unknown } | undefined;
     if (typeof e?.code !== 'string' || typeof e.message !== 'string') throw notTheControlPlane(base, res.status, res.contentType);
@@ -237,7 +256,7 @@ const isKillAnswer = (j: Record<string, unknown>) => typeof j['kill'] === 'objec
 
 // Every string the control plane answers goes through printable (or printableJson): a reason holding
 // ESC or a line break must not rewrite the screen or forge a kill line of its own.
-function line(k: ApiKill): string {
+export function line(k: ApiKill): string {
   const until = k.state === 'active' ? (k.expires_at ? `until ${k.expires_at}` : 'until lifted') : k.state === 'lifted' ? `lifted by ${k.lifted_by ?? '?'} at ${k.lifted_at} (${k.lift_reason ?? ''})` : `expired ${k.expires_at}`;
   return printable(`${k.id}  ${k.state.padEnd(7)}  ${k.description}  — ${k.reason}  [by ${k.created_by} at ${k.created_at}, ${until}]`);
 }
@@ -334,18 +353,24 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
 /** The API's page size for GET /v1/kills (its maximum); `killswitch kills` follows `next_before` to the last page. */
 export const KILLS_PAGE = 500;
 
-export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
+/** Every kill (in force, or with `all` every state), reading every page of GET /v1/kills. */
+export async function readKills(cfg: Config, all: boolean): Promise<ApiKill[]> {
   // Every page: a list cut at the first 500 (what `kills --all --json > kills.json` keeps as evidence) left
   // out the oldest kills without a word.
   const kills: ApiKill[] = [];
   let before: string | null = null;
   do {
-    const path = `v1/kills?state=${o.all ? 'all' : 'active'}&limit=${KILLS_PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+    const path = `v1/kills?state=${all ? 'all' : 'active'}&limit=${KILLS_PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
     const page = (await call(cfg, 'GET', path, undefined, (j) => Array.isArray(j['kills']))) as { kills: ApiKill[]; next_before?: string | null };
     kills.push(...page.kills);
     // A next page is asked for only after a full one, so a control plane that repeats its cursor cannot loop.
     before = page.kills.length === KILLS_PAGE && typeof page.next_before === 'string' && page.next_before !== before ? page.next_before : null;
   } while (before !== null);
+  return kills;
+}
+
+export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {
+  const kills = await readKills(cfg, o.all === true);
   if (o.json) {
     out.write(`${printableJson(kills)}\n`);
     return;
@@ -361,7 +386,7 @@ export async function unkill(cfg: Config, id: string, o: { reason: string; json?
 }
 
 /** Runs a subcommand; a number it returns is the exit code. */
-async function run(action: () => Promise<unknown>): Promise<void> {
+export async function run(action: () => Promise<unknown>): Promise<void> {
   try {
     const code = await action();
     if (typeof code === 'number') process.exitCode = code;

@@ -369,6 +369,22 @@ program
   });
 
 registerKillCommands(program, config);
+
+program
+  .command('status')
+  .description('One screen for on call: readiness, the kills in force, halted sessions, open alerts, policy divergence (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY; a viewer key is enough).')
+  .option('--all', 'list every kill, halted session and open alert (and count them all), not the newest few')
+  .option('--json', 'print one JSON object with all of it')
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 every read answered (whatever is killed or halted); 1 the control plane cannot be reached, or a read failed (named on stderr);\n' +
+      '2 bad usage or configuration; 3 GET /readyz says the control plane is not ready (decisions fail closed).',
+  )
+  .action(async (opts: { all?: boolean; json?: boolean }) => {
+    const { run } = await import('./kill.js');
+    const { status } = await import('./status.js');
+    await run(() => status(config(), opts, process.stdout, process.stderr));
+  });
 // `audit verify --expect` collects every position it is given; every other one-value option is given once.
 refuseRepeatedOptions(program, new Set(['--expect']));
 
