@@ -167,6 +167,13 @@ describe('TLS_CLIENT_CA_FILE: mutual TLS', () => {
     const session = (await driver.session(token.raw)).session_id;
     expect((await driver.decide(token.raw, { session_id: session, server: 'filesystem', tool: 'write_file', arguments: { path: 'a.md', content: 'x' } })).code).toBe('KILL_SWITCH');
     expect((await killswitch(['kills'], { env: withCertificate })).stdout).toContain(id);
+    // `killswitch status` goes the same way: every read (GET /readyz included) with the certificate.
+    const status = await killswitch(['status', '--json'], { env: withCertificate });
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ exit_code: 0, errors: [], readiness: { ready: true }, kills: { count: 1 } });
+    const statusWithout = await killswitch(['status'], { env });
+    expect(statusWithout.code).toBe(1);
+    expect(statusWithout.stderr).toContain('If the control plane requires mutual TLS (TLS_CLIENT_CA_FILE), set KILLSWITCH_CLIENT_CERT_FILE and KILLSWITCH_CLIENT_KEY_FILE');
     const lifted = await killswitch(['unkill', id, '--reason', 'drill over'], { env: withCertificate });
     expect(lifted.code, lifted.stderr).toBe(0);
 
