@@ -1,7 +1,11 @@
+import { appendFileSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
 import { killswitch } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
@@ -177,5 +181,32 @@ describe('killswitch status', () => {
     const json = await cli(['status', '--json'], { KILLSWITCH_URL: otherUrl, KILLSWITCH_OPERATOR_KEY: key });
     expect(json.code).toBe(3);
     expect(JSON.parse(json.stdout)).toMatchObject({ exit_code: 3, readiness: { ready: false, checks: { redis: 'not ready' } } });
+  }, 120_000);
+
+  // Last: the second replica stays listed as live for a while after it stops.
+  it('replicas that decide with different policy files: the policy line says they diverge, and names each policy', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ks-status-'));
+    try {
+      const other = join(dir, 'policy.yaml');
+      copyFileSync(POLICY, other);
+      appendFileSync(other, '\n# replica b: a stale mount\n');
+      const b = await buildApp(t.config({ policyFile: other }), { migrate: false, logStream: t.logs });
+      t.apps.push(b);
+      const replicas = async () => (await app.inject({ url: '/v1/policy/replicas', headers: bearer(operatorKey) })).json();
+      // The control plane of the not-ready test is still listed too (same installation): counts from the API.
+      await until(async () => (await replicas()).distinct === 2, 10_000, 'both policies listed');
+      const view = await replicas();
+
+      const human = await cli(['status']);
+      expect(human.code, human.stderr).toBe(0);
+      const hashes = (view.policies as Array<{ hash: string; replicas: number }>).map((p) => `${p.hash.slice(0, 8)} on ${p.replicas} replica${p.replicas === 1 ? '' : 's'}`);
+      expect(human.stdout).toContain(`Policy: REPLICAS DIVERGE: 2 different policies: ${hashes.join(', ')}`);
+      expect(human.stdout).toContain(` pid ${process.pid}  `);
+      const json = JSON.parse((await cli(['status', '--json'])).stdout);
+      expect(json.policy_replicas).toMatchObject({ distinct: 2, diverged: true });
+      expect(json.policy_replicas.replicas).toHaveLength(view.replicas.length);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000);
 });
