@@ -244,7 +244,7 @@ export async function call(
       res.status === 401
         ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.`
         : res.status === 403
-          ? ' KILLSWITCH_OPERATOR_KEY is a live key of that installation, but its role or projects do not allow this: use a key with the role (operator or owner) and projects the message names.'
+          ? ' KILLSWITCH_OPERATOR_KEY is a live key of that installation, but its role or projects do not allow this: use a key with the role and projects the message names (reading needs a viewer key or above; killing and lifting an operator or owner key).'
           : '';
     throw new CliFailure(printable(`${res.status} ${e.code}: ${e.message}`.trim() + hint), 1);
   }
