@@ -294,7 +294,7 @@ interface ApiToken {
  * used when exactly one matches. Anything else is refused before any request: a raw token, or any part
  * of one beyond its display prefix, is a secret that must not travel or be printed.
  */
-export async function resolveTokenId(cfg: Config, given: string): Promise<string> {
+export async function resolveTokenId(cfg: Config, given: string, verb = 'kill'): Promise<string> {
   const text = given.trim();
   if (isUuid(text)) return text;
   const display = DISPLAY_PREFIX.exec(text)?.[1];
@@ -323,7 +323,7 @@ export async function resolveTokenId(cfg: Config, given: string): Promise<string
     throw new CliFailure(`no live (unrevoked, unexpired) agent token this operator key can see has the display prefix ${display}…: ${WHERE_IDS_ARE}, and pass the id`, 1);
   }
   const listed = matches.map((k) => printable(`  ${k.id}  ${k.display_prefix}…  project ${k.project_id}  ${k.description || '(no description)'}`)).join('\n');
-  throw new CliFailure(`${matches.length} live agent tokens have the display prefix ${display}…; pass the id of the one to kill:\n${listed}`, 1);
+  throw new CliFailure(`${matches.length} live agent tokens have the display prefix ${display}…; pass the id of the one to ${verb}:\n${listed}`, 1);
 }
 
 export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {

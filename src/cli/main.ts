@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
 import { type Config, ConfigError, checkStartConfig, configWarnings, loadConfig, settingSource } from '../config.js';
 import type { EnvGateOptions } from './env-gate.js';
-import { CliFailure, registerKillCommands } from './kill.js';
+import { CliFailure, parseReason, registerKillCommands, run } from './kill.js';
 import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
 import type { ScanCliOptions } from './scan/command.js';
 import type { FailOn } from './scan/scan.js';
@@ -385,6 +385,31 @@ program
     const { status } = await import('./status.js');
     await run(() => status(config(), opts, process.stdout, process.stderr));
   });
+program
+  .command('revoke')
+  .description('Break glass: revoke an agent token on every replica (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY; an operator or owner key).')
+  .requiredOption('--token <id>', 'the agent token: its id, or its display prefix as the Tokens page shows it (mcp_rw_XFuj), never the token itself')
+  .requiredOption('--reason <text>', 'why (stored with the token, audited, alerted)', parseReason)
+  .option('--json', 'print the API answer as JSON')
+  .addHelpText('after', '\nExit codes: 0 revoked (the API confirmed it); 1 the control plane refused (unknown token ...) or failed; 2 bad usage or configuration.')
+  .action(async (opts: { token: string; reason: string; json?: boolean }) => {
+    const { revoke } = await import('./token-ops.js');
+    await run(() => revoke(config(), opts, process.stdout));
+  });
+
+program
+  .command('resume')
+  .description('Lift a halt: a halted session (--session), or a halted token and all its halted sessions (--token). Audited.')
+  .option('--session <id>', 'a halted session (its id)')
+  .option('--token <id>', 'a halted agent token: its id, or its display prefix (mcp_rw_XFuj), never the token itself')
+  .requiredOption('--reason <text>', 'why it is safe to continue (audited)', parseReason)
+  .option('--json', 'print the API answer as JSON')
+  .addHelpText('after', '\nExit codes: 0 resumed (the API confirmed it); 1 the control plane refused (unknown id, not halted ...) or failed; 2 bad usage or configuration.')
+  .action(async (opts: { session?: string; token?: string; reason: string; json?: boolean }) => {
+    const { resume } = await import('./token-ops.js');
+    await run(() => resume(config(), opts, process.stdout, process.stderr));
+  });
+
 // `audit verify --expect` collects every position it is given; every other one-value option is given once.
 refuseRepeatedOptions(program, new Set(['--expect']));
 
