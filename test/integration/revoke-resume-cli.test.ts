@@ -212,6 +212,13 @@ describe('killswitch resume', () => {
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain("option '--session <id>' was given more than once");
     expect(received).toBe(before);
+    // Something that is not the control plane at KILLSWITCH_URL: exit 1 saying so, never success.
+    for (const args of [['resume', '--session', s, '--reason', 'INC-36'], ['resume', '--token', tok.id, '--reason', 'INC-36'], ['revoke', '--token', tok.id, '--reason', 'INC-36']]) {
+      const other = await cli(args, on);
+      expect(other.code, other.stderr).toBe(1);
+      expect(other.stdout).toBe('');
+      expect(other.stderr).toContain(`${counterUrl} (KILLSWITCH_URL) answered HTTP 500, text/plain, which is not the control plane's API`);
+    }
     // Still halted: nothing was resumed.
     expect((await gw.decide(tok.raw, read(s))).code).toBe('SESSION_HALTED');
   }, 120_000);
