@@ -391,10 +391,14 @@ program
   .requiredOption('--token <id>', 'the agent token: its id, or its display prefix as the Tokens page shows it (mcp_rw_XFuj), never the token itself')
   .requiredOption('--reason <text>', 'why (stored with the token, audited, alerted)', parseReason)
   .option('--json', 'print the API answer as JSON')
-  .addHelpText('after', '\nExit codes: 0 revoked (the API confirmed it); 1 the control plane refused (unknown token ...) or failed; 2 bad usage or configuration.')
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 revoked (the API confirmed it) and every replica told; 1 the control plane refused (unknown token ...) or failed; 2 bad usage or configuration;\n' +
+      '3 revoked and audited, but Redis did not take the announcement: other replicas refuse the token only when their cache entry expires (revoke again to announce it again).',
+  )
   .action(async (opts: { token: string; reason: string; json?: boolean }) => {
     const { revoke } = await import('./token-ops.js');
-    await run(() => revoke(config(), opts, process.stdout));
+    await run(() => revoke(config(), opts, process.stdout, process.stderr));
   });
 
 program

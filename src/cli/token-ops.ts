@@ -31,6 +31,17 @@ interface RevokedToken {
   revoked_at: string | null;
   revoked_by: string | null;
   revoke_reason: string | null;
+  /** Whether every replica was told at once (Redis); false: the others refuse it within TOKEN_CACHE_TTL_MS. */
+  announced?: boolean;
+  warning?: string;
+}
+
+/** Exit code of a revocation recorded but not announced to the other replicas (Redis did not take it). */
+export const REVOKE_NOT_ANNOUNCED = 3;
+
+/** 0 when the API says every replica was told; REVOKE_NOT_ANNOUNCED otherwise (a missing `announced` included: fail closed). */
+export function revokeExitCode(answer: { announced?: unknown }): 0 | typeof REVOKE_NOT_ANNOUNCED {
+  return answer.announced === true ? 0 : REVOKE_NOT_ANNOUNCED;
 }
 
 interface ResumedSession {
@@ -55,23 +66,31 @@ const isResumedToken = (j: Record<string, unknown>) => typeof j['token_id'] === 
 const origin = (cfg: Config) => `Control plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)`;
 
 /** `killswitch revoke --token <id or display prefix> --reason`: POST /v1/keys/:id/revoke. */
-export async function revoke(cfg: Config, o: RevokeOptions, out: Out): Promise<number> {
+export async function revoke(cfg: Config, o: RevokeOptions, out: Out, err: Out = process.stderr): Promise<number> {
   const id = await resolveTokenId(cfg, o.token, 'revoke');
   const res = (await call(cfg, 'POST', `v1/keys/${encodeURIComponent(id)}/revoke`, { reason: o.reason }, isToken)) as RevokedToken;
   // Fail closed: a 200 that does not show the token revoked is not taken for a revocation.
   if (typeof res.revoked_at !== 'string' || res.id !== id) {
     throw new CliFailure(`the control plane answered POST /v1/keys/${id}/revoke without showing that token revoked: check it with \`GET /v1/keys/${id}\` before treating it as revoked`, 1);
   }
+  const code = revokeExitCode(res);
+  if (code === REVOKE_NOT_ANNOUNCED) {
+    err.write(
+      `killswitch: token ${printable(res.id)} is revoked and audited, but NOT ANNOUNCED to the other replicas (exit ${REVOKE_NOT_ANNOUNCED}): ` +
+        `${printable(res.warning ?? 'the answer does not say that every replica was told.')} Revoking again announces it again; until then, calls through other replicas may still be allowed.\n`,
+    );
+  }
   if (o.json) {
     out.write(`${printableJson(res)}\n`);
-    return 0;
+    return code;
   }
   // A token revoked before keeps its first revocation (who, when, why): the API answers 200 with it.
+  const refused = code === 0 ? 'every call with it is refused (401)' : 'this replica refuses it; the others when their cache entry expires';
   out.write(
-    `${printable(`Revoked agent token ${res.display_prefix}… (${res.id}, project ${res.project_id}): every call with it is refused (401).`)}\n` +
+    `${printable(`Revoked agent token ${res.display_prefix}… (${res.id}, project ${res.project_id}): ${refused}.`)}\n` +
       `${printable(`Revoked by ${res.revoked_by ?? '?'} at ${res.revoked_at}: ${res.revoke_reason ?? ''}`)}\n${origin(cfg)}\n`,
   );
-  return 0;
+  return code;
 }
 
 /** Exactly one of --session / --token (exit 2 before any request). */

@@ -5,7 +5,6 @@ import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { bodyOptional, ErrorBody, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
 import {
-  AgentToken,
   BulkRevokeBody,
   BulkRevokeResult,
   CreateAgentTokenBody,
@@ -20,6 +19,7 @@ import {
   ListedAgentToken,
   OperatorKey,
   ReasonBody,
+  RevokedAgentToken,
   RotateBody,
   RotatedAgentToken,
   ScopeCatalogue,
@@ -56,10 +56,11 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return credentials.showAgentToken(req.operator!, req.params.id);
   });
 
-  app.post('/v1/keys/:id/revoke', { onRequest: operator, schema: { operationId: 'revokeAgentToken', tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: AgentToken, ...errors } } }, async (req) => {
+  app.post('/v1/keys/:id/revoke', { onRequest: operator, schema: { operationId: 'revokeAgentToken', tags, summary: 'Revoke an agent token on every replica', params: IdParams, body: ReasonBody, response: { 200: RevokedAgentToken, ...errors } } }, async (req) => {
     const { key, unannounced } = await credentials.revokeAgentToken(req.operator!, req.params.id, req.body.reason);
     logUnannounced(req.log, unannounced, 'agent token');
-    return key;
+    // The operator is told, not only the log: "revoked" must not read as "refused everywhere" when it is not yet.
+    return unannounced ? { ...key, announced: false, warning: `Revoked and audited. ${unannouncedNote(unannounced, 'it')}` } : { ...key, announced: true };
   });
 
   app.post(

@@ -73,6 +73,16 @@ export const AgentToken = Type.Object({
   last_used_at: DateTime,
 });
 
+/** POST /v1/keys/:id/revoke: the token as revoked, and whether every replica was told at once. */
+export const RevokedAgentToken = Type.Object({
+  ...AgentToken.properties,
+  announced: Type.Boolean({
+    description:
+      'Whether the revocation reached the other replicas at once (through Redis). false: this replica refuses the token already and the others when their cached entry of it expires (TOKEN_CACHE_TTL_MS); `warning` says so. Revoking again (200, the first revocation kept) announces it again.',
+  }),
+  warning: Type.Optional(Type.String({ description: 'Present when `announced` is false: what that means and until when other replicas may still accept the token.' })),
+});
+
 /** An agent token as GET /v1/keys and GET /v1/keys/:id show it: with its halt in force, if any. */
 export const ListedAgentToken = Type.Object({
   ...AgentToken.properties,

@@ -393,6 +393,8 @@ describe('revocation across replicas', () => {
     const rev = await app.inject({ method: 'POST', url: `/v1/keys/${created.json().key.id}/revoke`, headers: bearer(owner), payload: { reason: 'leaked in a log' } });
     expect(rev.statusCode).toBe(200);
     expect(rev.json().revoke_reason).toBe('leaked in a log');
+    expect(rev.json()).toMatchObject({ announced: true });
+    expect(rev.json()).not.toHaveProperty('warning');
     // pub/sub delivery is asynchronous but sub-millisecond on loopback; poll briefly.
     const deadline = Date.now() + 2_000;
     let refused = false;
@@ -466,7 +468,7 @@ describe('revocation while Redis is unreachable', () => {
 
     const rev = await cut.inject({ method: 'POST', url: `/v1/keys/${key.id}/revoke`, headers: bearer(owner), payload: { reason: 'leaked at 3 a.m.' } });
     expect(rev.statusCode, rev.body).toBe(200);
-    expect(rev.json()).toMatchObject({ id: key.id, revoke_reason: 'leaked at 3 a.m.' });
+    expect(rev.json()).toMatchObject({ id: key.id, revoke_reason: 'leaked at 3 a.m.', announced: false, warning: expect.stringContaining('Redis did not take the announcement') });
     expect(rev.json().revoked_at).not.toBeNull();
     expect(await refused(cut, raw)).toBe(true);
 

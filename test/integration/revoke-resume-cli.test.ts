@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REVOKE_NOT_ANNOUNCED, revokeExitCode } from '../../src/cli/token-ops.js';
+import { createRedis } from '../../src/redis/client.js';
 import { killswitch } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -67,6 +69,35 @@ describe('killswitch revoke', () => {
 
     const shown = (await app.inject({ url: `/v1/keys/${tok.id}`, headers: bearer(operatorKey) })).json();
     expect(shown).toMatchObject({ revoked_by: `operator:${opId}`, revoke_reason: 'INC-31 token in a leaked config' });
+  }, 120_000);
+
+  it('exits 3 when Redis did not take the announcement: revoked and audited here, the other replicas not told (the answer says announced: false)', async () => {
+    const tok = await gw.token('rw');
+    // This replica as it is during a Redis outage: its command connection swapped for one to a port where nothing listens.
+    const dead = createRedis('redis://127.0.0.1:1', app.ctx.redis.prefix, 100);
+    const live = app.ctx.redis.redis;
+    app.ctx.redis.redis = dead.redis;
+    try {
+      const human = await cli(['revoke', '--token', tok.id, '--reason', 'INC-33 while Redis was away']);
+      expect(human.code, human.stderr).toBe(REVOKE_NOT_ANNOUNCED);
+      expect(human.stderr).toContain(`token ${tok.id} is revoked and audited, but NOT ANNOUNCED to the other replicas (exit 3)`);
+      expect(human.stderr).toContain('Redis did not take the announcement');
+      expect(human.stdout).toContain('this replica refuses it; the others when their cache entry expires');
+
+      const json = await cli(['revoke', '--token', tok.id, '--reason', 'INC-33 again', '--json']);
+      expect(json.code).toBe(3);
+      expect(JSON.parse(json.stdout)).toMatchObject({ id: tok.id, announced: false, warning: expect.stringContaining('Redis did not take the announcement') });
+    } finally {
+      app.ctx.redis.redis = live;
+      await dead.close();
+    }
+    // Revoking again once Redis is back announces it: exit 0, announced.
+    const again = await cli(['revoke', '--token', tok.id, '--reason', 'INC-33 announce', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ id: tok.id, announced: true, revoke_reason: 'INC-33 while Redis was away' });
+    // A malformed answer is not taken for announced.
+    expect(revokeExitCode({ announced: true })).toBe(0);
+    expect(revokeExitCode({})).toBe(3);
   }, 120_000);
 
   it('revokes a token by its display prefix (ellipsis included), with --json; the raw token is refused (exit 2, nothing sent)', async () => {
