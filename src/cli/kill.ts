@@ -428,6 +428,7 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     .description('List the kills in force (--all: with lifted and expired ones).')
     .option('--all', 'also lifted and expired kills')
     .option('--json', 'print JSON')
+    .addHelpText('after', '\nExit codes: 0 listed (every page); 1 the control plane refused or failed; 2 bad usage or configuration.')
     .action((o: { all?: boolean; json?: boolean }) => run(() => listKills(config(), o, process.stdout)));
 
   program
@@ -440,5 +441,9 @@ export function registerKillCommands(program: Command, config: () => Config): vo
     })
     .requiredOption('--reason <text>', 'why the kill can go', parseReason)
     .option('--json', 'print the API answer as JSON')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 lifted on every replica (another kill of the same target may still hold: the answer says so); 1 the control plane refused (unknown id, already lifted, Redis unavailable: nothing lifted) or failed; 2 bad usage or configuration.',
+    )
     .action((id: string, o: { reason: string; json?: boolean }) => run(() => unkill(config(), id, o, process.stdout)));
 }
