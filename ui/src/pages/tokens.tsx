@@ -2,6 +2,7 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useId, useMemo, useState } from 'preact/hooks';
 import { ApiError, get, post } from '../api';
 import { Dialog, Empty, ErrorNote, Freshness, IdRef, invalidMarker, REFRESH_MS, ReasonDialog, SecretOnce, Tabs, Time, TokenBadge, TYPE_LABEL, useLoad, useMissingFields, WarningIcon } from '../components/ui';
+import { revokeNotice } from '../revoke-notice';
 import type { AgentToken, Environment, GatewayKey, OperatorKey, OperatorRole, ScopeCatalogue, TokenType } from '../types';
 import type { Kill } from './kills';
 
@@ -213,8 +214,8 @@ function AgentTokens() {
           danger
           onClose={() => setRevoking(null)}
           onConfirm={async (reason) => {
-            await post(`/v1/keys/${revoking.id}/revoke`, { reason });
-            setNotice(`Token ${revoking.display_prefix}… revoked: every replica refuses it.`);
+            const answer = await post<{ announced?: boolean; warning?: string }>(`/v1/keys/${revoking.id}/revoke`, { reason });
+            setNotice(revokeNotice(revoking.display_prefix, answer));
             list.reload();
           }}
         >
