@@ -338,7 +338,7 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
   const res = (await call(cfg, 'POST', 'v1/kills', body, isKillAnswer)) as { kill: ApiKill; enforced: boolean; message: string };
   if (o.json) out.write(`${printableJson(res)}\n`);
   // Which control plane took it: a shell with another KILLSWITCH_URL (or none: the default) killed elsewhere.
-  else out.write(`${printable(res.message)}\n${line(res.kill)}\nControl plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
+  else out.write(`${printable(res.message)}\n${line(res.kill)}\n${controlPlaneLine(cfg)}\nLift with: killswitch unkill ${printable(res.kill.id)} --reason "..."\n`);
   const code = killExitCode(res);
   if (code === KILL_NOT_ENFORCED) {
     err.write(
@@ -350,23 +350,39 @@ export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Pro
   return code;
 }
 
-/** The API's page size for GET /v1/kills (its maximum); `killswitch kills` follows `next_before` to the last page. */
-export const KILLS_PAGE = 500;
+/** The API's largest page (GET /v1/kills, /v1/sessions, /v1/alerts): lists are read a full page at a time. */
+export const PAGE = 500;
+
+/**
+ * Every page of a list, up to `cap` items (null: no cap); `complete` is false when more were left unread.
+ * `path` builds the request for a cursor (null: the first page); `key` names the list in the answer and
+ * `cursorKey` the cursor of the next page.
+ */
+export async function readPages<T>(cfg: Config, path: (cursor: string | null) => string, key: string, cursorKey: string, cap: number | null): Promise<{ items: T[]; complete: boolean }> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  for (;;) {
+    const page = (await call(cfg, 'GET', path(cursor), undefined, (j) => Array.isArray(j[key]))) as Record<string, unknown>;
+    items.push(...(page[key] as T[]));
+    const next = page[cursorKey];
+    // A next page only after a full one, and never the same cursor again: a control plane that repeats it cannot loop.
+    if ((page[key] as T[]).length < PAGE || typeof next !== 'string' || next === cursor) return { items, complete: true };
+    if (cap !== null && items.length >= cap) return { items, complete: false };
+    cursor = next;
+  }
+}
 
 /** Every kill (in force, or with `all` every state), reading every page of GET /v1/kills. */
 export async function readKills(cfg: Config, all: boolean): Promise<ApiKill[]> {
   // Every page: a list cut at the first 500 (what `kills --all --json > kills.json` keeps as evidence) left
   // out the oldest kills without a word.
-  const kills: ApiKill[] = [];
-  let before: string | null = null;
-  do {
-    const path = `v1/kills?state=${all ? 'all' : 'active'}&limit=${KILLS_PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
-    const page = (await call(cfg, 'GET', path, undefined, (j) => Array.isArray(j['kills']))) as { kills: ApiKill[]; next_before?: string | null };
-    kills.push(...page.kills);
-    // A next page is asked for only after a full one, so a control plane that repeats its cursor cannot loop.
-    before = page.kills.length === KILLS_PAGE && typeof page.next_before === 'string' && page.next_before !== before ? page.next_before : null;
-  } while (before !== null);
-  return kills;
+  const path = (before: string | null) => `v1/kills?state=${all ? 'all' : 'active'}&limit=${PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+  return (await readPages<ApiKill>(cfg, path, 'kills', 'next_before', null)).items;
+}
+
+/** The line that says which control plane took an action: a shell with another KILLSWITCH_URL (or none: the default) acted elsewhere. */
+export function controlPlaneLine(cfg: Config): string {
+  return `Control plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)`;
 }
 
 export async function listKills(cfg: Config, o: { all?: boolean; json?: boolean }, out: Out): Promise<void> {

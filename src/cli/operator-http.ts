@@ -56,7 +56,6 @@ export function operatorRequest(req: OperatorRequest): Promise<{ status: number;
       request.destroy(err);
       reject(err);
     }, req.timeoutMs);
-    request.setTimeout(req.timeoutMs, () => request.destroy(timedOut()));
     request.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(deadline);
       reject(err instanceof OperatorRequestError ? err : new OperatorRequestError(err.code ?? 'ERROR', err.message));

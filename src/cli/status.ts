@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import { type ApiKill, CliFailure, call, controlPlaneUrl, line as killLine, readKills, UnreachableFailure } from './kill.js';
+import { type ApiKill, CliFailure, call, controlPlaneUrl, line as killLine, PAGE, readKills, readPages, UnreachableFailure } from './kill.js';
 import { printable, printableJson } from './printable.js';
 
 // `killswitch status`: the on-call operator's one screen. Is the kill switch working (GET /readyz), what
@@ -24,7 +24,6 @@ export const STATUS_NEWEST = 5;
 export const STATUS_KILLS_SHOWN = 10;
 /** Halted sessions and open alerts counted without --all: beyond it the count says "at least" (complete: false). */
 export const STATUS_COUNT_CAP = 5000;
-const PAGE = 500;
 
 interface ApiSession {
   id: string;
@@ -76,27 +75,6 @@ export interface StatusReport {
 }
 
 const isReadiness = (j: Record<string, unknown>) => typeof j['ready'] === 'boolean' && typeof j['checks'] === 'object' && j['checks'] !== null && Array.isArray(j['warnings']);
-
-/** Every page of a list, up to `cap` items (null: no cap); `complete` is false when more were left unread. */
-async function readPages<T>(
-  cfg: Config,
-  path: (cursor: string | null) => string,
-  key: string,
-  cursorKey: string,
-  cap: number | null,
-): Promise<{ items: T[]; complete: boolean }> {
-  const items: T[] = [];
-  let cursor: string | null = null;
-  for (;;) {
-    const page = (await call(cfg, 'GET', path(cursor), undefined, (j) => Array.isArray(j[key]))) as Record<string, unknown>;
-    items.push(...(page[key] as T[]));
-    const next = page[cursorKey];
-    // A next page only after a full one, and never the same cursor again: a control plane that repeats it cannot loop.
-    if ((page[key] as T[]).length < PAGE || typeof next !== 'string' || next === cursor) return { items, complete: true };
-    if (cap !== null && items.length >= cap) return { items, complete: false };
-    cursor = next;
-  }
-}
 
 const haltedAt = (s: ApiSession) => s.halted_at ?? s.token_halt?.halted_at ?? '';
 

@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 import { isUuid } from '../ids.js';
-import { CliFailure, call, controlPlaneUrl, resolveTokenId } from './kill.js';
+import { CliFailure, call, controlPlaneLine, resolveTokenId } from './kill.js';
 import { printable, printableJson } from './printable.js';
 
 // `killswitch revoke | resume`: the other break-glass steps of docs/runbook-incident.md (revoke an agent
@@ -63,8 +63,6 @@ const isResumedSession = (j: Record<string, unknown>) =>
   typeof j['session'] === 'object' && j['session'] !== null && typeof (j['session'] as { id?: unknown }).id === 'string' && typeof j['message'] === 'string' && typeof j['token_still_halted'] === 'boolean';
 const isResumedToken = (j: Record<string, unknown>) => typeof j['token_id'] === 'string' && Array.isArray(j['sessions_resumed']) && typeof j['message'] === 'string';
 
-const origin = (cfg: Config) => `Control plane: ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL)`;
-
 /** `killswitch revoke --token <id or display prefix> --reason`: POST /v1/keys/:id/revoke. */
 export async function revoke(cfg: Config, o: RevokeOptions, out: Out, err: Out = process.stderr): Promise<number> {
   const id = await resolveTokenId(cfg, o.token, 'revoke');
@@ -88,7 +86,7 @@ export async function revoke(cfg: Config, o: RevokeOptions, out: Out, err: Out =
   const refused = code === 0 ? 'every call with it is refused (401)' : 'this replica refuses it; the others when their cache entry expires';
   out.write(
     `${printable(`Revoked agent token ${res.display_prefix}… (${res.id}, project ${res.project_id}): ${refused}.`)}\n` +
-      `${printable(`Revoked by ${res.revoked_by ?? '?'} at ${res.revoked_at}: ${res.revoke_reason ?? ''}`)}\n${origin(cfg)}\n`,
+      `${printable(`Revoked by ${res.revoked_by ?? '?'} at ${res.revoked_at}: ${res.revoke_reason ?? ''}`)}\n${controlPlaneLine(cfg)}\n`,
   );
   return code;
 }
@@ -125,7 +123,7 @@ export async function resume(cfg: Config, o: ResumeOptions, out: Out, err: Out):
       const last = (s.halts ?? []).filter((h) => h.resumed_at !== null).sort((a, b) => (b.resumed_at ?? '').localeCompare(a.resumed_at ?? ''))[0];
       const by = last ? ` by ${last.resumed_by ?? '?'} at ${last.resumed_at}` : '';
       out.write(
-        `${printable(res.message)}\n${printable(`Session ${s.id} (token ${s.token_id}, project ${s.project_id}) resumed${by} from ${res.resumed_trigger || '?'}; state ${s.state}.`)}\n${origin(cfg)}\n`,
+        `${printable(res.message)}\n${printable(`Session ${s.id} (token ${s.token_id}, project ${s.project_id}) resumed${by} from ${res.resumed_trigger || '?'}; state ${s.state}.`)}\n${controlPlaneLine(cfg)}\n`,
       );
     }
     if (res.token_still_halted) {
@@ -141,7 +139,7 @@ export async function resume(cfg: Config, o: ResumeOptions, out: Out, err: Out):
   if (o.json) out.write(`${printableJson(res)}\n`);
   else {
     const sessions = res.sessions_resumed.length ? `: ${res.sessions_resumed.join(', ')}` : '';
-    out.write(`${printable(res.message)}\n${printable(`Token ${res.token_id}: ${res.sessions_resumed.length} session(s) resumed${sessions}.`)}\n${origin(cfg)}\n`);
+    out.write(`${printable(res.message)}\n${printable(`Token ${res.token_id}: ${res.sessions_resumed.length} session(s) resumed${sessions}.`)}\n${controlPlaneLine(cfg)}\n`);
   }
   return 0;
 }

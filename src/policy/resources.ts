@@ -155,16 +155,11 @@ const MAX_HOST_TEXT = 1_024;
 /** Characters of normalised non-ASCII host text a decision reads in all. */
 const HOST_TEXT_BUDGET = 16_384;
 /**
- * Most parts (between `@`, `\`, `?`, `#`, `,`) of one ambiguous authority read as hosts; a real one has a
- * handful (user, password, a host or two). Every part was read, and each read costs: 1 MB of `@` (a
- * million empty parts) held the event loop 0.5 s, 1 MB of `%@` (each `%` a failed %-decoding) 5 s.
- * Beyond, the authority names UNREADABLE_HOST as well (fail closed), in and outside a decision.
- */
-const MAX_AUTHORITY_PARTS = 64;
-/**
  * Most items read of one list in a connection string (hosts at `,`, query parameters at `&`, properties at
- * `;`); a real one has a few. Every item was read: 1 MB of `,@` after `?host=` held the event loop 0.25 s.
- * A list of more names UNREADABLE_HOST too (fail closed: a host may be in what is not read).
+ * `;`), and most parts (between `@`, `\`, `?`, `#`, `,`) of an ambiguous authority read as hosts; a real
+ * one has a few. Every item was read: 1 MB of `,@` after `?host=` held the event loop 0.25 s, 1 MB of `@`
+ * (a million empty parts) 0.5 s, 1 MB of `%@` (each `%` a failed %-decoding) 5 s. A list of more names
+ * UNREADABLE_HOST too (fail closed: a host may be in what is not read), in and outside a decision.
  */
 const MAX_LIST_ITEMS = 64;
 /**
@@ -296,23 +291,18 @@ function addHost(raw: string, hosts: string[], candidates: string[]): void {
 
 /**
  * Every host-like part of an authority whose reading is ambiguous; text after `:` (port, password) is
- * dropped, and a part repeated is read once. At most MAX_AUTHORITY_PARTS parts are read: an authority
- * cut into more names UNREADABLE_HOST too (fail closed).
+ * dropped, and a part repeated is read once. At most MAX_LIST_ITEMS parts are read: an authority cut
+ * into more names UNREADABLE_HOST too (fail closed).
  */
 function addAuthorityParts(authority: string, out: string[]): void {
-  const parts = authority.split(AUTHORITY_SPLIT, MAX_AUTHORITY_PARTS + 1);
-  if (parts.length > MAX_AUTHORITY_PARTS) {
-    parts.length = MAX_AUTHORITY_PARTS;
-    out.push(UNREADABLE_HOST);
-  }
-  for (const part of new Set(parts)) {
+  for (const part of new Set(itemsOf(authority, AUTHORITY_SPLIT, out))) {
     const host = part.startsWith('[') ? part : (part.split(':')[0] as string);
     if (host) addHost(host, out, out);
   }
 }
 
 /** A list's first MAX_LIST_ITEMS items; with more, UNREADABLE_HOST is added to `unreadable`. */
-function itemsOf(text: string, separator: string, unreadable: string[]): string[] {
+function itemsOf(text: string, separator: string | RegExp, unreadable: string[]): string[] {
   const items = text.split(separator, MAX_LIST_ITEMS + 1);
   if (items.length > MAX_LIST_ITEMS) {
     items.length = MAX_LIST_ITEMS;
@@ -787,7 +777,7 @@ function readResourceIds(server: string, args: Record<string, unknown>, resource
  * value in a list (argvIdentities), and hosts of http(s) resources and of url/uri/source/destination
  * arguments (with a list cut at the schema's maximum, of every argument). Every string is looked at, however deep:
  * the body limit bounds the work. What is read has bounds (host text outside plain ASCII, HOST_TEXT_BUDGET;
- * MAX_AUTHORITY_PARTS, MAX_LIST_ITEMS, MAX_NAME_TEXT in one URL or connection string; MAX_LOCATIONS of them),
+ * MAX_LIST_ITEMS, MAX_NAME_TEXT in one URL or connection string; MAX_LOCATIONS of them),
  * and what is past one is UNREADABLE_HOST, which every production pattern matches: nothing hides behind it.
  */
 export function callIdentitiesOf(args: Record<string, unknown>, resources: readonly string[] | undefined, out: Set<string>): void {

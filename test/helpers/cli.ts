@@ -1,8 +1,15 @@
 import { execFile } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
+
+/** Makes `app` listen on a free loopback port and returns its URL, for a CLI run's KILLSWITCH_URL. */
+export async function listenUrl(app: { listen(o: { host: string; port: number }): Promise<unknown>; server: { address(): unknown } }): Promise<string> {
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+}
 
 export interface CliResult {
   /** The exit code (0 when it succeeded). */

@@ -7,7 +7,7 @@ import { OperatorRequestError, operatorRequest } from '../../src/cli/operator-ht
 import { killServiceFor } from '../../src/kills/plugin.js';
 import { createRedis } from '../../src/redis/client.js';
 import type { OperatorPrincipal } from '../../src/tokens/authenticator.js';
-import { killswitch } from '../helpers/cli.js';
+import { killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -26,10 +26,7 @@ beforeAll(async () => {
   app = await t.app({ policyFile: POLICY });
   // buildApp returns before the first state-epoch reload is done; sessions answer 503 until it is.
   await app.ctx.sessions.ensureState();
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const addr = app.server.address();
-  if (!addr || typeof addr === 'string') throw new Error('no port');
-  url = `http://127.0.0.1:${addr.port}`;
+  url = await listenUrl(app);
   gw = await new GatewayDriver(t, app).init();
   operatorKey = await t.operatorKey(app, 'operator');
 });

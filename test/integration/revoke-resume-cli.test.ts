@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REVOKE_NOT_ANNOUNCED, revokeExitCode } from '../../src/cli/token-ops.js';
 import { createRedis } from '../../src/redis/client.js';
-import { killswitch } from '../helpers/cli.js';
+import { killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -27,8 +27,7 @@ beforeAll(async () => {
   await t.setup();
   app = await t.app({ policyFile: POLICY });
   await app.ctx.sessions.ensureState();
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  url = await listenUrl(app);
   gw = await new GatewayDriver(t, app).init();
   operatorKey = await t.operatorKey(app, 'operator');
   opId = (await app.ctx.auth.authenticate(operatorKey)).id;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
-import { killswitch } from '../helpers/cli.js';
+import { killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
@@ -23,16 +23,11 @@ let gw: GatewayDriver;
 let url = '';
 let operatorKey = '';
 
-const listen = async (a: FastifyInstance) => {
-  await a.listen({ host: '127.0.0.1', port: 0 });
-  return `http://127.0.0.1:${(a.server.address() as AddressInfo).port}`;
-};
-
 beforeAll(async () => {
   await t.setup();
   app = await t.app({ policyFile: POLICY });
   await app.ctx.sessions.ensureState();
-  url = await listen(app);
+  url = await listenUrl(app);
   gw = await new GatewayDriver(t, app).init();
   operatorKey = await t.operatorKey(app, 'operator');
 });
@@ -168,7 +163,7 @@ describe('killswitch status', () => {
     await redisProxy.up();
     const other = await t.app({ policyFile: POLICY, redisUrl: `redis://127.0.0.1:${redisProxy.port}` });
     await other.ctx.sessions.ensureState();
-    const otherUrl = await listen(other);
+    const otherUrl = await listenUrl(other);
     const key = await t.operatorKey(other, 'viewer');
     expect((await cli(['status'], { KILLSWITCH_URL: otherUrl, KILLSWITCH_OPERATOR_KEY: key })).code).toBe(0);
     await redisProxy.down();
