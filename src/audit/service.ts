@@ -12,7 +12,7 @@ import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { type ChainHead, type VerifyReport, verifyChain } from './chain.js';
 import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
 import type { AdminAction } from './rows.js';
-import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageGroupRow } from './store.js';
+import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageCounts, type UsageGroupRow } from './store.js';
 import { AuditUnavailable, AuditWriter, type SpoolSetAside } from './writer.js';
 
 // Registers the int8 → number parser even when only this module is loaded (CLI).
@@ -154,38 +154,20 @@ export interface ListResult {
   next: string | null;
 }
 
-export interface OperationUsage {
+export interface OperationUsage extends UsageCounts {
   server: string | null;
   tool: string | null;
   capability: string | null;
-  calls: number;
-  allowed: number;
-  denied: number;
-  results: number;
-  successes: number;
-  errors: number;
 }
 
-export interface DayUsage {
+export interface DayUsage extends UsageCounts {
   day: string;
-  calls: number;
-  allowed: number;
-  denied: number;
-  results: number;
-  successes: number;
-  errors: number;
 }
 
-export interface TokenUsage {
+export interface TokenUsage extends UsageCounts {
   token_id: string;
   token_type: string | null;
   project_id: string | null;
-  calls: number;
-  allowed: number;
-  denied: number;
-  results: number;
-  successes: number;
-  errors: number;
   success_rate: number | null;
   error_rate: number | null;
   avg_duration_ms: number | null;

@@ -98,7 +98,17 @@ function pageQuery(f: AuditFilters, dir: 'ASC' | 'DESC', limit: number, from?: K
   };
 }
 
-export interface UsageGroupRow {
+/** What every usage row counts (USAGE_COUNTS below). */
+export interface UsageCounts {
+  calls: number;
+  allowed: number;
+  denied: number;
+  results: number;
+  successes: number;
+  errors: number;
+}
+
+export interface UsageGroupRow extends UsageCounts {
   grp: 'token' | 'operation' | 'day';
   token_id: string;
   token_type: string | null;
@@ -107,17 +117,11 @@ export interface UsageGroupRow {
   tool: string | null;
   capability: string | null;
   day: string | null;
-  calls: number;
-  allowed: number;
-  denied: number;
-  results: number;
-  successes: number;
-  errors: number;
   last_used: Date | null;
   duration_ms_avg: number | null;
 }
 
-export interface MonthlyUsageRow {
+export interface MonthlyUsageRow extends UsageCounts {
   month: string;
   token_id: string | null;
   token_type: string | null;
@@ -125,12 +129,6 @@ export interface MonthlyUsageRow {
   server: string | null;
   tool: string | null;
   capability: string | null;
-  calls: number;
-  allowed: number;
-  denied: number;
-  results: number;
-  successes: number;
-  errors: number;
   last_at: Date | null;
 }
 
