@@ -116,6 +116,23 @@ const rejected = (what: string, a: { id: string; why: string; exp: number }): De
 
 const conflict = (message: string): AppError => new AppError('CONFLICT', message);
 
+/** Who asks, through what, and the call (arguments masked): the same on every approval a call opens. */
+function askedBy(call: CallContext) {
+  const resolved = call.call!;
+  return {
+    token_id: call.agent.id,
+    project_id: call.agent.projectId,
+    environment: call.agent.environment,
+    role: call.agent.role,
+    session_id: call.input.session_id,
+    gateway_id: call.gateway.id,
+    server: resolved.server,
+    tool: resolved.tool,
+    capability: resolved.capability,
+    arguments: redactValue(call.input.arguments) as Record<string, unknown>,
+  };
+}
+
 /**
  * Human approval of single tool calls (seed 004: the AI prepares, a person approves the exact arguments;
  * the call then runs once). Postgres is the record; Redis holds what the decision path reads, so a call
@@ -254,23 +271,13 @@ export class ApprovalService {
   }
 
   private async open(call: CallContext, need: ApprovalNeed, a: Extract<CheckAnswer, { r: 'NEW' }>): Promise<Denial> {
-    const resolved = call.call!;
     let row: ApprovalRow;
     try {
       row = await approvalStore.insert(this.deps.pool, {
         id: a.id,
         kind: 'call',
         call_key: need.callKey,
-        token_id: call.agent.id,
-        project_id: call.agent.projectId,
-        environment: call.agent.environment,
-        role: call.agent.role,
-        session_id: call.input.session_id,
-        gateway_id: call.gateway.id,
-        server: resolved.server,
-        tool: resolved.tool,
-        capability: resolved.capability,
-        arguments: redactValue(call.input.arguments) as Record<string, unknown>,
+        ...askedBy(call),
         arguments_hash: need.argumentsHash,
         rule: need.rule.name,
         separate_approver: need.rule.separateApprover,
@@ -345,24 +352,14 @@ export class ApprovalService {
   }
 
   private async openGrant(call: CallContext, key: string, a: Extract<CheckAnswer, { r: 'NEW' }>): Promise<ApprovalRow> {
-    const resolved = call.call!;
     let row: ApprovalRow;
     try {
       row = await approvalStore.insert(this.deps.pool, {
         id: a.id,
         kind: 'production_grant',
         call_key: key,
-        token_id: call.agent.id,
-        project_id: call.agent.projectId,
-        environment: call.agent.environment,
-        role: call.agent.role,
-        session_id: call.input.session_id,
-        gateway_id: call.gateway.id,
         // The call that asked: shown to the operator; the grant covers every call of the session.
-        server: resolved.server,
-        tool: resolved.tool,
-        capability: resolved.capability,
-        arguments: redactValue(call.input.arguments) as Record<string, unknown>,
+        ...askedBy(call),
         arguments_hash: argumentsHash(call.input.arguments),
         rule: 'production_grant',
         separate_approver: false,
