@@ -3,7 +3,7 @@ import { stringify } from 'csv-stringify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, tolerateConnectionLoss, withQueryTimeout } from '../db/pool.js';
+import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, TimedClient, tolerateConnectionLoss, withQueryTimeout } from '../db/pool.js';
 import { AUDIT_WRITER_ROLE, auditWriterRefused, readDatabaseAccess, writerNotSwitched } from '../db/privileges.js';
 import { AppError } from '../errors.js';
 import { isUuid } from '../ids.js';
@@ -68,6 +68,8 @@ export function createWriterPool(databaseUrl: string, opts: { schema?: string } 
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
     options: `-c role=${AUDIT_WRITER_ROLE} -c statement_timeout=${AUDIT_STATEMENT_TIMEOUT_MS}${searchPath}`,
     application_name: 'killswitch-audit-writer',
+    // The query timeout applied so that an INSERT answered while the event loop was held is not failed (src/db/pool.ts).
+    Client: TimedClient as unknown as new () => pg.ClientBase,
   });
   tolerateConnectionLoss(pool);
   return pool;

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ConfigError } from '../config.js';
+import { timeoutAfterReads } from '../reply-timeout.js';
 import { MANAGED_POSTGRES_DOC } from './privileges.js';
 
 // bigint (int8) columns come back as JS numbers: our counters stay far below 2^53.
@@ -32,7 +33,8 @@ export function createPool(
     idleTimeoutMillis: opts.idleTimeoutMillis ?? 10_000,
     connectionTimeoutMillis: REQUEST_QUERY_TIMEOUT_MS,
     // Client-side: a server-side statement_timeout cannot fire when the server or the network hangs.
-    // A query that times out fails, and pg-pool discards its connection (its state is unknown).
+    // A query that times out fails, and its connection is closed (its state is unknown). Applied by
+    // TimedClient, not by pg: see there.
     query_timeout: opts.queryTimeoutMillis ?? DEFAULT_QUERY_TIMEOUT_MS,
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
@@ -53,6 +55,86 @@ export function createPool(
 export const CLIENT_CONNECTION_CHECK_MS = 2_000;
 
 type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
+type QueryCallback = (err: Error | null | undefined, result?: unknown) => void;
+
+/** pg's own query(), which TimedClient calls with the timeout taken out. */
+const pgQuery = pg.Client.prototype.query as (this: pg.Client, config: unknown, values?: unknown, callback?: QueryCallback) => unknown;
+
+/** What a query that timed out on the client side fails with (pg's own wording: isQueryTimeout reads it). */
+const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/**
+ * A pg client that applies the client-side query timeout (`query_timeout`, of the client's config or of
+ * one query's) itself, with timeoutAfterReads instead of pg's plain timer. pg arms a setTimeout per query,
+ * and Node runs due timers before it reads sockets: after the control plane's own event loop was held
+ * longer than the timeout (a burst of decisions, a CPU-heavy request, GC), every query in flight failed as
+ * timed out although Postgres's reply was waiting in the socket. An audit INSERT went to the spool; a
+ * credential lookup (1.5 s) denied a decision DEPENDENCY_UNAVAILABLE, or answered 503, and made the next
+ * lookups fail at once for 5 s. Now the reply that is there is used, and a query Postgres does not answer
+ * still fails with pg's 'Query read timeout' (isQueryTimeout), at most one more timeout later after a stall.
+ *
+ * pg is given no query_timeout at all, so it arms no timer of its own. A query that times out has its
+ * connection ended at once (pg's end() closes the socket of a connection with a query in flight): nothing
+ * queued behind it on that connection is sent later, and Postgres notices the client is gone (every owner
+ * discards such a connection anyway). The per-query work is what pg did for its own timeout: one timer,
+ * one closure for it and one wrapping the callback, plus one clock read; a query without a callback gets
+ * its promise here instead of in pg. Queries given as submittables (cursors, streams; none in this code)
+ * go to pg untouched, without a timeout. test/integration/postgres-stall.test.ts guards the parts of pg
+ * this relies on.
+ */
+export class TimedClient extends pg.Client {
+  /** The client's default query timeout (0: none), taken from its config so that pg does not apply it. */
+  readonly queryTimeoutMs: number;
+
+  constructor(config?: string | pg.ClientConfig) {
+    const ms = typeof config === 'object' ? config.query_timeout : undefined;
+    super(ms && typeof config === 'object' ? { ...config, query_timeout: 0 } : config);
+    this.queryTimeoutMs = ms ?? 0;
+  }
+}
+
+// Assigned, not declared in the class: pg's typings give query() a dozen overloads.
+(TimedClient.prototype as unknown as { query: unknown }).query = function query(this: TimedClient, config: unknown, values?: unknown, callback?: unknown): unknown {
+  const own = typeof config === 'object' && config !== null ? (config as { query_timeout?: number }).query_timeout : undefined;
+  const ms = own || this.queryTimeoutMs;
+  if (!ms || typeof (config as { submit?: unknown } | null)?.submit === 'function') return pgQuery.call(this, config, values, callback as QueryCallback);
+  let reply = (typeof values === 'function' ? values : callback) as QueryCallback | undefined;
+  const params = typeof values === 'function' ? undefined : values;
+  let result: Promise<unknown> | undefined;
+  if (reply === undefined) {
+    result = new Promise((resolve, reject) => {
+      reply = (err, res) => (err ? reject(err) : resolve(res));
+    });
+  }
+  const answer = reply as QueryCallback;
+  let settled = false;
+  const timer = timeoutAfterReads(
+    ms,
+    () => settled,
+    () => {
+      settled = true;
+      answer(new Error(QUERY_TIMEOUT_MESSAGE));
+      this.end().catch(() => {});
+    },
+  );
+  // pg reads `query_timeout` from the query too: hidden from it while it takes the query, then put back.
+  if (own) (config as { query_timeout?: number | undefined }).query_timeout = undefined;
+  try {
+    pgQuery.call(this, config, params, (err, res) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      answer(err, res);
+    });
+  } catch (err) {
+    settled = true;
+    clearTimeout(timer);
+    throw err;
+  } finally {
+    if (own) (config as { query_timeout?: number }).query_timeout = own;
+  }
+  return result;
+};
 
 /**
  * A pg client that sets CLIENT_CONNECTION_CHECK_MS before the pool hands it out: a SET sent from the pool's
@@ -60,7 +142,7 @@ type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) 
  * stderr. Not a startup parameter either (`options=-c …`): PgBouncer refuses those, and a server older than
  * 14 would refuse the connection; here such a server's error is ignored (it then behaves as before).
  */
-class CheckingClient extends pg.Client {
+class CheckingClient extends TimedClient {
   override connect(): Promise<pg.Client>;
   override connect(callback: ConnectCallback): void;
   override connect(callback?: ConnectCallback): Promise<pg.Client> | undefined {
@@ -190,7 +272,7 @@ function withClientQueryTimeout(client: pg.PoolClient, ms: number): pg.PoolClien
   });
 }
 
-/** pg's client-side query_timeout (the connection's state is unknown afterwards). */
+/** The client-side query timeout (TimedClient, with pg's wording): the connection's state is unknown afterwards. */
 export function isQueryTimeout(err: unknown): err is Error {
-  return err instanceof Error && err.message === 'Query read timeout';
+  return err instanceof Error && err.message === QUERY_TIMEOUT_MESSAGE;
 }

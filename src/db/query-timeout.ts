@@ -1,6 +1,6 @@
 import type { QueryConfig } from 'pg';
 
-// Client-side query timeouts (pg's `query_timeout`), apart from src/db/pool.ts so that importing them loads no driver.
+// Client-side query timeouts (`query_timeout`, applied by src/db/pool.ts's TimedClient), apart from src/db/pool.ts so that importing them loads no driver.
 
 /**
  * The longest the request path waits for one answer from Postgres to a write (a halt, a session opened or
@@ -30,8 +30,9 @@ export const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
 export const UNBOUNDED_QUERY_TIMEOUT_MS = 2 ** 31 - 1;
 
 /**
- * A query with its own client-side timeout (pg reads `query_timeout` from the query config; its type
- * declarations leave it out).
+ * A query with its own client-side timeout: `query_timeout` in the query config (pg's name, left out of its
+ * type declarations), applied by the pools' TimedClient (src/db/pool.ts), which lets a reply that arrived
+ * while the event loop was held be read before the timeout fails the query.
  */
 export function withQueryTimeout<V extends unknown[]>(config: QueryConfig<V>, ms: number): QueryConfig<V> {
   return Object.assign({ query_timeout: ms }, config);

@@ -5,6 +5,7 @@ import type { Pool } from '../db/pool.js';
 import { CREDENTIAL_LOOKUP_TIMEOUT_MS } from '../db/query-timeout.js';
 import { type AppError, unauthenticated } from '../errors.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
+import { timeoutAfterReads } from '../reply-timeout.js';
 import { type CredentialKind, hashCredential, parseCredential, sameHash, type TokenType } from './format.js';
 import { type CredentialTable, credentialStore, type Environment, type OperatorRole } from './store.js';
 
@@ -59,14 +60,37 @@ function isTimeout(err: unknown): boolean {
   return err instanceof Error && /timeout|timed out/i.test(err.message);
 }
 
-/** Rejects after `ms` whatever `work` does (it goes on; its outcome is ignored). */
+/**
+ * Rejects after `ms` whatever `work` does (it goes on; its outcome is ignored). With timeoutAfterReads, as
+ * the query's own timeout (src/db/pool.ts): after the event loop was held longer than `ms`, a lookup whose
+ * reply arrived meanwhile is used, not refused (a decision denied DEPENDENCY_UNAVAILABLE, 5 s of refusals).
+ */
 function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`credential lookup timed out after ${ms} ms`)), ms);
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = timeoutAfterReads(
+      ms,
+      () => settled,
+      () => {
+        settled = true;
+        reject(new Error(`credential lookup timed out after ${ms} ms`));
+      },
+    );
+    work.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
   });
-  work.catch(() => {});
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 /**
