@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Static } from 'typebox';
 import type { DecisionAnswer, DecisionBody, ResultAnswer, ResultBody } from '../decisions/schemas.js';
+import { timeoutAfterReads } from '../reply-timeout.js';
 import type { ReportedTool } from './catalog.js';
 import type { UpstreamIdentity } from './config.js';
 
@@ -271,10 +272,17 @@ export class ControlPlaneClient {
           });
         },
       );
-      const timer = setTimeout(() => {
-        fail(new ControlPlaneError('timeout', `control plane did not answer ${path} within ${timeoutMs} ms`));
-        req.destroy();
-      }, timeoutMs);
+      // Not a plain timer: after the gateway's own event loop was held longer than timeoutMs (one event loop
+      // serves every agent), it would fail an answer already waiting in the socket, and deny a call the
+      // control plane allowed in time. The socket is read once first (src/reply-timeout.ts).
+      const timer = timeoutAfterReads(
+        timeoutMs,
+        () => settled,
+        () => {
+          fail(new ControlPlaneError('timeout', `control plane did not answer ${path} within ${timeoutMs} ms`));
+          req.destroy();
+        },
+      );
       req.on('error', (err) => {
         clearTimeout(timer);
         fail(new ControlPlaneError('unreachable', `control plane unreachable (${socketErrorCode(err)})`, undefined, undefined, `at ${this.base.origin}: ${err.message}`));
