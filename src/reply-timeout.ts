@@ -11,7 +11,7 @@
  * full timeout from then: an answer sent during the stall, or just after it, is used too. A peer that does
  * not answer fails as before, at most one turn of the event loop late, or one more timeout late after a
  * stall of our own. The same rule as the Redis commands' (src/redis/client.ts; docs/performance.md,
- * "Overload").
+ * "Overload"; docs/adr/0029-timeouts-read-the-socket-first.md).
  *
  * The returned timer is the only one (the extension refreshes it): clearTimeout on it cancels the wait at
  * any time. Costs one timer, one closure and one clock read per wait, as the timer it replaces did, plus a
