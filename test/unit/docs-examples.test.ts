@@ -1,0 +1,164 @@
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { formatIssue, parsePolicy } from '../../src/policy/index.js';
+import { PolicyFileSchema } from '../../src/policy/schema.js';
+
+// What the docs show a reader to copy: policy snippets, routes and `killswitch` options. A review runs them
+// by hand against a control plane started as the README says; these checks keep three classes of them
+// honest in between, without pinning any prose: a snippet that stops validating, a route renamed under an
+// example, an option the CLI no longer has.
+
+const run = promisify(execFile);
+
+/** README.md and every page of docs/ (docs/api.md is generated from the routes themselves). */
+const DOCS = [
+  'README.md',
+  ...readdirSync('docs')
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+  ...readdirSync('docs/guide')
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/guide/${f}`),
+];
+const read = (file: string) => readFileSync(file, 'utf8');
+
+/** Fenced ```yaml blocks (also indented ones, in a list), dedented, with the line they start on. */
+function yamlBlocks(text: string): Array<{ line: number; source: string }> {
+  const out: Array<{ line: number; source: string }> = [];
+  for (const m of text.matchAll(/^([ \t]*)```ya?ml[ \t]*\n([\s\S]*?)^\1```/gm)) {
+    const indent = m[1]!.length;
+    out.push({ line: text.slice(0, m.index).split('\n').length, source: m[2]!.replace(new RegExp(`^[ \\t]{0,${indent}}`, 'gm'), '') });
+  }
+  return out;
+}
+
+/** `b` over `a`: maps merged key by key, anything else (lists, scalars) replaced. */
+function merge(a: unknown, b: unknown): unknown {
+  const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isMap(a) || !isMap(b)) return b;
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = merge(a[k], v);
+  return out;
+}
+
+describe('policy snippets in the docs', () => {
+  const policyKeys = new Set(Object.keys((PolicyFileSchema as { properties: Record<string, unknown> }).properties));
+  const base = parse(read('policy/default.yaml')) as unknown;
+
+  // A snippet is a part of a policy file (no snippet repeats the whole file): it is read as the shipped
+  // example with the snippet's keys put in, which is what a reader who pastes it into that file gets.
+  it('every ```yaml block whose keys are policy keys validates (errors, not warnings) merged into policy/default.yaml', () => {
+    let checked = 0;
+    for (const file of DOCS) {
+      for (const block of yamlBlocks(read(file))) {
+        const snippet = parse(block.source) as unknown;
+        if (typeof snippet !== 'object' || snippet === null || Array.isArray(snippet)) continue;
+        if (!Object.keys(snippet).every((k) => policyKeys.has(k))) continue; // flags-as-code, Prometheus ...
+        checked++;
+        const result = parsePolicy(stringify(merge(base, snippet)), `${file}:${block.line}`);
+        const errors = result.issues.filter((i) => i.severity === 'error').map(formatIssue);
+        expect(errors, `${file}:${block.line}\n${block.source}`).toEqual([]);
+        expect(result.ok, `${file}:${block.line}`).toBe(true);
+      }
+    }
+    // docs/policy.md has four (servers, network and paths, roles, approvals): finding none is a broken reader.
+    expect(checked).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe('routes the docs name', () => {
+  const routes = new Set([...read('docs/api.md').matchAll(/^### `([A-Z]+) ([^`]+)`$/gm)].map((m) => `${m[1]} ${m[2]}`));
+
+  /** A placeholder or an example id (`:id`, `<token id>`, `{id}`, `$ID`, `ID`, `0197…`, a UUID) → `{id}`. */
+  const normalise = (path: string) =>
+    path.replace(/\/(?::[a-z_]+|<[^>\n]*>|\{[a-z_]+\}|\$\{?[A-Za-z_]+\}?|[A-Z][A-Z_]*|[0-9a-f]{4}[^/]*)(?=\/|$)/g, '/{id}');
+
+  /** `GET /v1/keys[/{id}]` and `POST /v1/tools/:id/approve|reject` name two routes each. */
+  const expand = (path: string): string[] => {
+    const optional = path.match(/^(.*)\[(.*)\](.*)$/);
+    if (optional) return [...expand(optional[1]! + optional[3]!), ...expand(optional[1]! + optional[2]! + optional[3]!)];
+    const either = path.match(/^(.*\/)([a-z-]+)\|([a-z-]+)$/);
+    return either ? [either[1]! + either[2]!, either[1]! + either[3]!] : [path];
+  };
+
+  /** `METHOD /path` in the text, and each curl example's method (-X, else POST with -d, else GET) and path. */
+  function named(text: string): string[] {
+    const joined = text.replace(/\\\n\s*/g, ' ');
+    const out: string[] = [];
+    for (const m of joined.matchAll(/\b(GET|POST|PUT|DELETE|PATCH) ((?:\/|<[^>\n]*>|[A-Za-z0-9_{}:.$|[\]…-])+)/g)) out.push(`${m[1]} ${m[2]}`);
+    for (const line of joined.split('\n')) {
+      for (const cmd of line.split(/\bcurl\b/).slice(1)) {
+        const path = cmd.match(/(?:\$\{?[A-Z_]+\}?|https?:\/\/[^/ "']+|localhost:\d+)(\/v1\/(?:<[^>\n]*>|[^ "'?`)<])*|\/metrics|\/readyz|\/healthz)/)?.[1];
+        if (path) out.push(`${cmd.match(/-X ([A-Z]+)/)?.[1] ?? (/\s-d\s/.test(cmd) ? 'POST' : 'GET')} ${path}`);
+      }
+    }
+    return out;
+  }
+
+  it('every METHOD /v1/... and curl example of README.md and docs/ is a route of docs/api.md', () => {
+    expect(routes.size).toBeGreaterThan(50);
+    const unknown: string[] = [];
+    let checked = 0;
+    for (const file of DOCS.filter((f) => f !== 'docs/api.md')) {
+      for (const mention of named(read(file))) {
+        const method = mention.slice(0, mention.indexOf(' '));
+        const raw = mention
+          .slice(mention.indexOf(' ') + 1)
+          .replace(/[.,:;]+$/, '')
+          .replace(/…$/, '');
+        for (const path of expand(raw)) {
+          if (!path.startsWith('/v1/') && !['/metrics', '/readyz', '/healthz'].includes(path)) continue;
+          checked++;
+          const route = `${method} ${normalise(path)}`;
+          if (!routes.has(route)) unknown.push(`${file}: ${mention} (read as ${route})`);
+        }
+      }
+    }
+    expect(unknown).toEqual([]);
+    expect(checked).toBeGreaterThan(100);
+  });
+});
+
+describe('killswitch options the docs give', () => {
+  const cli = async (args: string[]) => (await run('node', [resolve('bin/killswitch.js'), ...args], { timeout: 30_000 })).stdout;
+  /** The subcommands a help text lists under "Commands:" (not `help`). */
+  const commandsOf = (help: string) =>
+    [...(help.split(/^Commands:$/m)[1] ?? '').matchAll(/^ {2}([a-z][a-z-]*)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+
+  it('every --option written after `killswitch <command>` in README.md and docs/ is one that command lists in its --help', async () => {
+    const top = commandsOf(await cli(['--help']));
+    expect(top).toContain('kill');
+    const subs = new Map<string, string[]>();
+    for (const c of top) subs.set(c, commandsOf(await cli([c, '--help'])));
+    expect(subs.get('audit')).toContain('verify');
+
+    // `killswitch kill --server x --reason "..."`, up to the end of its code span or line, a pipe, a
+    // redirection, a comment or `;`/`&&`: prose around it (`killswitch kill` without `--reason`) is not read.
+    const uses = new Map<string, Set<string>>();
+    for (const file of DOCS) {
+      const text = read(file).replace(/\\\n\s*/g, ' ');
+      for (const m of text.matchAll(/\bkillswitch(?:\.js)? ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?([^`\n|;&#>)]*)/g)) {
+        const [, first, second, rest] = m as unknown as [string, string, string | undefined, string];
+        if (!top.includes(first)) continue;
+        const isSub = second !== undefined && (subs.get(first) ?? []).includes(second);
+        const path = isSub ? `${first} ${second}` : first;
+        const options = `${isSub ? '' : (second ?? '')} ${rest}`.match(/(?<=^|\s)--[a-z][a-z-]*/g) ?? [];
+        for (const o of options) uses.set(path, (uses.get(path) ?? new Set()).add(`${o}\t${file}`));
+      }
+    }
+    expect(uses.get('kill')?.size).toBeGreaterThan(5);
+    const missing: string[] = [];
+    for (const [path, options] of uses) {
+      const help = await cli([...path.split(' '), '--help']);
+      for (const entry of options) {
+        const [option, file] = entry.split('\t') as [string, string];
+        if (!new RegExp(`(^|[ ,])${option}(?=[ ,<[=]|$)`, 'm').test(help)) missing.push(`${file}: killswitch ${path} ${option}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  }, 120_000);
+});
