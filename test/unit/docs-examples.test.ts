@@ -123,6 +123,63 @@ describe('routes the docs name', () => {
   });
 });
 
+describe('request bodies of the curl examples', () => {
+  /** Per route of docs/api.md, the fields its request body table lists (none: the route takes no body). */
+  const fields = new Map<string, { known: Set<string>; required: string[] }>();
+  for (const section of read('docs/api.md').split(/^(?=### `)/m)) {
+    const head = section.match(/^### `([A-Z]+) ([^`]+)`/);
+    if (!head) continue;
+    const table = section.split(/^Request body.*$/m)[1]?.split(/^Responses/m)[0] ?? '';
+    const rows = [...table.matchAll(/^\| `([a-z_]+)` \|[^|]*(?:\\\|[^|]*)*\|\s*(yes)?\s*\|/gm)];
+    fields.set(`${head[1]} ${head[2]}`, { known: new Set(rows.map((r) => r[1]!)), required: rows.filter((r) => r[2]).map((r) => r[1]!) });
+  }
+
+  /**
+   * The JSON a shell makes of `-d '{"a":"'"$(date)"'","b":<count>}'`: quoted pieces joined, a shell
+   * expansion (`$VAR`, `"$(...)"`) and a bare `<placeholder>` read as a value of the right kind.
+   */
+  function body(arg: string): unknown {
+    let json = '';
+    for (const piece of arg.matchAll(/'([^']*)'|"[^"]*"|\$[A-Za-z_]+/g)) json += piece[1] ?? 'x';
+    return JSON.parse(json.replace(/:\s*<[^>]*>/g, ':0'));
+  }
+
+  it('every curl example with -d sends valid JSON whose fields are those of its route (docs/api.md), the required ones included', () => {
+    const normalise = (path: string) =>
+      path.replace(/\/(?::[a-z_]+|<[^>\n]*>|\{[a-z_]+\}|\$\{?[A-Za-z_]+\}?|[A-Z][A-Z_]*|[0-9a-f]{4}[^/]*)(?=\/|$)/g, '/{id}');
+    const wrong: string[] = [];
+    let checked = 0;
+    for (const file of DOCS.filter((f) => f !== 'docs/api.md')) {
+      for (const line of read(file).replace(/\\\n\s*/g, ' ').split('\n')) {
+        for (const cmd of line.split(/\bcurl\b/).slice(1)) {
+          const data = cmd.match(/\s-d ((?:'[^']*'|"[^"]*"|\$[A-Za-z_]+)+)/)?.[1];
+          const path = cmd.match(/(?:\$\{?[A-Z_]+\}?|https?:\/\/[^/ "']+|localhost:\d+)(\/v1\/(?:<[^>\n]*>|[^ "'?`)<])*)/)?.[1];
+          if (!data || !path) continue;
+          const route = `${cmd.match(/-X ([A-Z]+)/)?.[1] ?? 'POST'} ${normalise(path.replace(/[.,:;]+$/, ''))}`;
+          const spec = fields.get(route);
+          checked++;
+          let sent: unknown;
+          try {
+            sent = body(data);
+          } catch (err) {
+            wrong.push(`${file}: ${route}: the body is not JSON (${(err as Error).message}): ${data}`);
+            continue;
+          }
+          if (!spec) {
+            wrong.push(`${file}: ${route} is not a route of docs/api.md`);
+            continue;
+          }
+          const keys = Object.keys(sent as object);
+          for (const k of keys) if (!spec.known.has(k)) wrong.push(`${file}: ${route}: field ${k} is not in its request body`);
+          for (const k of spec.required) if (!keys.includes(k)) wrong.push(`${file}: ${route}: required field ${k} is missing`);
+        }
+      }
+    }
+    expect(wrong).toEqual([]);
+    expect(checked).toBeGreaterThan(20);
+  });
+});
+
 describe('killswitch options the docs give', () => {
   const cli = async (args: string[]) => (await run('node', [resolve('bin/killswitch.js'), ...args], { timeout: 30_000 })).stdout;
   /** The subcommands a help text lists under "Commands:" (not `help`). */
