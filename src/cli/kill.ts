@@ -247,7 +247,9 @@ export async function call(
     const hint =
       res.status === 401
         ? ` The control plane at ${base.origin} (KILLSWITCH_URL) refused KILLSWITCH_OPERATOR_KEY: check that it is a live operator key of that installation.`
-        : res.status === 403
+        : res.status === 403 && e.code === 'MCP_TOKEN_FORBIDDEN'
+          ? ' KILLSWITCH_OPERATOR_KEY holds an agent token or a gateway key, which the admin API refuses: set it to an operator key (ksop_...; `killswitch operators create` makes one).'
+          : res.status === 403
           ? ' KILLSWITCH_OPERATOR_KEY is a live key of that installation, but its role or projects do not allow this: use a key with the role and projects the message names (reading needs a viewer key or above; killing and lifting an operator or owner key).'
           : '';
     throw new CliFailure(printable(`${res.status} ${e.code}: ${e.message}`.trim() + hint), 1);
@@ -295,10 +297,11 @@ interface ApiToken {
 /**
  * `--token` as the API's token_id. A UUID is sent as it is. A display prefix (`mcp_rw_XFuj`, what lists
  * and alerts show) is looked up among the live tokens the key can see (GET /v1/keys, every page) and
- * used when exactly one matches. Anything else is refused before any request: a raw token, or any part
- * of one beyond its display prefix, is a secret that must not travel or be printed.
+ * used when exactly one matches; with `anyState`, among revoked and expired ones too (reading the audit
+ * trail of a token revoked during the incident). Anything else is refused before any request: a raw
+ * token, or any part of one beyond its display prefix, is a secret that must not travel or be printed.
  */
-export async function resolveTokenId(cfg: Config, given: string, verb = 'kill'): Promise<string> {
+export async function resolveTokenId(cfg: Config, given: string, verb = 'kill', opts: { anyState?: boolean } = {}): Promise<string> {
   const text = given.trim();
   if (isUuid(text)) return text;
   const display = DISPLAY_PREFIX.exec(text)?.[1];
@@ -313,21 +316,28 @@ export async function resolveTokenId(cfg: Config, given: string, verb = 'kill'):
     throw new CliFailure(`--token ${printable(text)} is neither a token id (a UUID) nor a display prefix (like mcp_rw_XFuj): ${WHERE_IDS_ARE}`, 2);
   }
   const type = (Object.entries(AGENT_PREFIXES) as Array<[string, string]>).find(([, p]) => display.startsWith(p))![0];
+  const live = opts.anyState !== true;
   const matches: ApiToken[] = [];
   let before: string | undefined;
   for (;;) {
-    const page = ((await call(cfg, 'GET', `v1/keys?type=${type}&revoked=false&limit=500${before ? `&before=${before}` : ''}`, undefined, (j) => Array.isArray(j['keys']))) as { keys: ApiToken[] }).keys;
+    const page = (
+      (await call(cfg, 'GET', `v1/keys?type=${type}${live ? '&revoked=false' : ''}&limit=500${before ? `&before=${before}` : ''}`, undefined, (j) => Array.isArray(j['keys']))) as {
+        keys: ApiToken[];
+      }
+    ).keys;
     const now = Date.now();
-    matches.push(...page.filter((k) => k.display_prefix.startsWith(display) && (k.expires_at === null || Date.parse(k.expires_at) > now)));
+    matches.push(...page.filter((k) => k.display_prefix.startsWith(display) && (!live || k.expires_at === null || Date.parse(k.expires_at) > now)));
     if (page.length < 500) break;
     before = page[page.length - 1]!.id;
   }
   if (matches.length === 1) return matches[0]!.id;
   if (matches.length === 0) {
-    throw new CliFailure(`no live (unrevoked, unexpired) agent token this operator key can see has the display prefix ${display}…: ${WHERE_IDS_ARE}, and pass the id`, 1);
+    const which = live ? 'live (unrevoked, unexpired) agent token' : 'agent token (live, revoked or expired)';
+    throw new CliFailure(`no ${which} this operator key can see has the display prefix ${display}…: ${WHERE_IDS_ARE}, and pass the id`, 1);
   }
-  const listed = matches.map((k) => printable(`  ${k.id}  ${k.display_prefix}…  project ${k.project_id}  ${k.description || '(no description)'}`)).join('\n');
-  throw new CliFailure(`${matches.length} live agent tokens have the display prefix ${display}…; pass the id of the one to ${verb}:\n${listed}`, 1);
+  const state = (k: ApiToken) => (k.revoked_at ? `  revoked ${k.revoked_at}` : k.expires_at !== null && Date.parse(k.expires_at) <= Date.now() ? `  expired ${k.expires_at}` : '');
+  const listed = matches.map((k) => printable(`  ${k.id}  ${k.display_prefix}…  project ${k.project_id}  ${k.description || '(no description)'}${state(k)}`)).join('\n');
+  throw new CliFailure(`${matches.length} ${live ? 'live ' : ''}agent tokens have the display prefix ${display}…; pass the id of the one to ${verb}:\n${listed}`, 1);
 }
 
 export async function kill(cfg: Config, o: KillOptions, out: Out, err: Out): Promise<number> {
@@ -359,18 +369,29 @@ export const PAGE = 500;
 
 /**
  * Every page of a list, up to `cap` items (null: no cap); `complete` is false when more were left unread.
- * `path` builds the request for a cursor (null: the first page); `key` names the list in the answer and
- * `cursorKey` the cursor of the next page.
+ * `path` builds the request for a cursor (null: the first page) and the number of items to ask for (pages
+ * of `pageSize`, the last one cut to what `cap` leaves, so a small cap reads no more than it keeps); `key`
+ * names the list in the answer and `cursorKey` the cursor of the next page.
  */
-export async function readPages<T>(cfg: Config, path: (cursor: string | null) => string, key: string, cursorKey: string, cap: number | null): Promise<{ items: T[]; complete: boolean }> {
+export async function readPages<T>(
+  cfg: Config,
+  path: (cursor: string | null, limit: number) => string,
+  key: string,
+  cursorKey: string,
+  cap: number | null,
+  pageSize = PAGE,
+): Promise<{ items: T[]; complete: boolean }> {
   const items: T[] = [];
   let cursor: string | null = null;
   for (;;) {
-    const page = (await call(cfg, 'GET', path(cursor), undefined, (j) => Array.isArray(j[key]))) as Record<string, unknown>;
-    items.push(...(page[key] as T[]));
+    const want = cap === null ? pageSize : Math.min(pageSize, cap - items.length);
+    const page = (await call(cfg, 'GET', path(cursor, want), undefined, (j) => Array.isArray(j[key]))) as Record<string, unknown>;
+    const list = page[key] as T[];
+    // Never more than asked for: a control plane that ignores the limit cannot push the list past the cap.
+    items.push(...list.slice(0, want));
     const next = page[cursorKey];
     // A next page only after a full one, and never the same cursor again: a control plane that repeats it cannot loop.
-    if ((page[key] as T[]).length < PAGE || typeof next !== 'string' || next === cursor) return { items, complete: true };
+    if (list.length < want || typeof next !== 'string' || next === cursor) return { items, complete: true };
     if (cap !== null && items.length >= cap) return { items, complete: false };
     cursor = next;
   }
@@ -380,7 +401,7 @@ export async function readPages<T>(cfg: Config, path: (cursor: string | null) =>
 export async function readKills(cfg: Config, all: boolean): Promise<ApiKill[]> {
   // Every page: a list cut at the first 500 (what `kills --all --json > kills.json` keeps as evidence) left
   // out the oldest kills without a word.
-  const path = (before: string | null) => `v1/kills?state=${all ? 'all' : 'active'}&limit=${PAGE}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+  const path = (before: string | null, limit: number) => `v1/kills?state=${all ? 'all' : 'active'}&limit=${limit}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
   return (await readPages<ApiKill>(cfg, path, 'kills', 'next_before', null)).items;
 }
 

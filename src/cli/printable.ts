@@ -22,3 +22,8 @@ export function printable(text: string): string {
 export function printableJson(value: unknown): string {
   return JSON.stringify(value, null, 2).replace(UNSAFE_IN_JSON, escapeUnsafeCharacters);
 }
+
+/** `value` as one line of JSON (a JSON Lines record), escaped as printableJson escapes it. */
+export function printableJsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(UNSAFE_IN_JSON, escapeUnsafeCharacters);
+}

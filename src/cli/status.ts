@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import { type ApiKill, CliFailure, call, controlPlaneUrl, line as killLine, PAGE, readKills, readPages, UnreachableFailure } from './kill.js';
+import { type ApiKill, CliFailure, call, controlPlaneUrl, line as killLine, readKills, readPages, UnreachableFailure } from './kill.js';
 import { printable, printableJson } from './printable.js';
 
 // `killswitch status`: the on-call operator's one screen. Is the kill switch working (GET /readyz), what
@@ -105,9 +105,9 @@ export async function readStatus(cfg: Config, o: StatusOptions): Promise<StatusR
   const [kills, sessions, alerts, replicas] = await Promise.all([
     attempt('kills', () => readKills(cfg, false)),
     attempt('halted_sessions', () =>
-      readPages<ApiSession>(cfg, (c) => `v1/sessions?state=halted&limit=${PAGE}${c ? `&cursor=${encodeURIComponent(c)}` : ''}`, 'sessions', 'next_cursor', cap),
+      readPages<ApiSession>(cfg, (c, n) => `v1/sessions?state=halted&limit=${n}${c ? `&cursor=${encodeURIComponent(c)}` : ''}`, 'sessions', 'next_cursor', cap),
     ),
-    attempt('open_alerts', () => readPages<ApiAlert>(cfg, (c) => `v1/alerts?acknowledged=false&limit=${PAGE}${c ? `&before=${encodeURIComponent(c)}` : ''}`, 'alerts', 'next_before', cap)),
+    attempt('open_alerts', () => readPages<ApiAlert>(cfg, (c, n) => `v1/alerts?acknowledged=false&limit=${n}${c ? `&before=${encodeURIComponent(c)}` : ''}`, 'alerts', 'next_before', cap)),
     attempt('policy_replicas', async () => (await call(cfg, 'GET', 'v1/policy/replicas', undefined, (j) => typeof j['distinct'] === 'number' && Array.isArray(j['policies']))) as Replicas),
   ]);
   const bySeverity = { critical: 0, warning: 0, info: 0 };
