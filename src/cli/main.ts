@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseWitness, type Witness } from '../audit/chain.js';
 import { type Config, ConfigError, checkStartConfig, configWarnings, loadConfig, settingSource } from '../config.js';
+import type { AuditSearchOptions } from './audit-search.js';
 import type { EnvGateOptions } from './env-gate.js';
-import { CliFailure, parseReason, registerKillCommands, run } from './kill.js';
+import { CliFailure, parseDuration, parseReason, registerKillCommands, run } from './kill.js';
 import type { OperatorRole, OperatorsCreateOptions } from './operators.js';
 import type { ScanCliOptions } from './scan/command.js';
 import type { FailOn } from './scan/scan.js';
@@ -241,7 +242,7 @@ policyCmd
     process.exitCode = await policyCheck(file);
   });
 
-const audit = program.command('audit').description('Audit trail: verify the hash chains, apply retention.');
+const audit = program.command('audit').description('Audit trail: search it (through the API), verify the hash chains, apply retention.');
 audit
   .command('verify')
   .description("Walk every hash chain of DATABASE_URL's audit trail to its end; exit 1 naming every broken row.")
@@ -298,6 +299,39 @@ audit
       process.stderr.write(`killswitch: audit retention: ${err.message}\n`);
       process.exitCode = err.exitCode;
     }
+  });
+
+audit
+  .command('search')
+  .description(
+    'Read the audit trail through the admin API (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY; a viewer key is enough): the newest matching rows, one line each, oldest first.',
+  )
+  .option('--token <id>', 'one agent token: its id, or its display prefix (mcp_rw_XFuj; revoked and expired tokens too), never the token itself')
+  .option('--session <id>', 'one session (its id)')
+  .option('--decision-id <id>', 'one decision: its INTENT and RESULT rows')
+  .addOption(new Option('--decision <decision>', 'allowed or denied calls only').choices(['allow', 'deny']))
+  .option('--code <code>', 'a decision code or halt trigger (KILL_SWITCH, PERMISSION_DENIED, SESSION_HALTED, WRITE_IN_READ_SESSION ...)')
+  .option('--server <name>', 'one MCP server')
+  .option('--tool <name>', 'one tool')
+  .option('--kind <kind>', 'one row kind: INTENT (decisions), RESULT, ADMIN (operator actions), APPROVAL, AUTH_FAILURE ...')
+  .addOption(new Option('--type <type>', 'one agent token type').choices(['ro', 'rw', 'admin']))
+  .option('--project <id>', 'one project')
+  .option('--actor <id>', 'one actor: an operator key id, a token id or a system part (idle-sweep, retention ...)')
+  .addOption(new Option('--since <duration>', 'rows of the last 30m, 2h, 1d ... (a number and a unit s, m, h or d)').argParser(parseDuration).conflicts('from'))
+  .option('--from <time>', 'rows from this moment on: 2026-12-07T03:00:00Z (with its zone), a UTC day 2026-12-07, or a duration back (2h)')
+  .option('--to <time>', 'rows before this moment (same forms as --from)')
+  .option('--limit <n>', 'at most this many rows, the newest (default 50, at most 5000)')
+  .option('--json', 'print {control_plane, query, count, complete, events} with the rows as the API gives them (newest first); with --follow, one row a line (JSON Lines)')
+  .addOption(new Option('--follow', 'then keep printing new matching rows as they are written (every 2 s) until interrupted').conflicts('to'))
+  .addHelpText(
+    'after',
+    '\nA table by default: time, kind, decision, code, who (the token\'s display prefix, or the operator), session, server/tool or action, message.\n' +
+      'Only the newest --limit rows are read: when older ones match too, stderr says so and how to narrow the search.\n' +
+      'Exit codes: 0 read (rows found or none); 1 the control plane cannot be reached, refused the key (401, 403) or the read failed; 2 bad usage or configuration (nothing sent).',
+  )
+  .action(async (opts: AuditSearchOptions) => {
+    const { auditSearch } = await import('./audit-search.js');
+    await run(() => auditSearch(config(), opts, process.stdout, process.stderr));
   });
 
 program

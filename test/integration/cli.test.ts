@@ -40,8 +40,8 @@ describe('killswitch CLI: config check, --version and what start refuses before 
     expect((await cli(['help', 'kill'])).code).toBe(0);
     expect((await cli(['audit', '--help'])).code).toBe(0);
     // Every break-glass command says its exit codes (scripts and the runbook depend on them).
-    for (const command of ['kill', 'kills', 'unkill', 'status', 'revoke', 'resume']) {
-      const help = await cli([command, '--help']);
+    for (const command of ['kill', 'kills', 'unkill', 'status', 'revoke', 'resume', 'audit search']) {
+      const help = await cli([...command.split(' '), '--help']);
       expect(help.code, command).toBe(0);
       expect(help.stdout, command).toMatch(/Exit codes: 0 .*; 1 .*;\s+2 bad usage or configuration/s);
     }
