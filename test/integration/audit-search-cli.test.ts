@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -285,6 +285,55 @@ describe('killswitch audit search', () => {
       expect(stderr).toBe('');
     } finally {
       child.kill('SIGTERM');
+    }
+  }, 120_000);
+
+  it('--follow says on stderr when a poll fails, and prints the rows written meanwhile once the control plane answers again', async () => {
+    const tok = await gw.token('rw');
+    const s = (await gw.session(tok.raw)).session_id;
+    // The control plane behind a proxy whose GET /v1/audit fails, while `failing`, as a control plane's 503 does.
+    const target = new URL(url);
+    let failing = false;
+    const proxy: Server = createServer((req, res) => {
+      if (failing && req.url?.startsWith('/v1/audit')) {
+        res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'the database is unavailable' } }));
+        return;
+      }
+      const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+    const proxied = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const child = spawn('node', [resolve('bin/killswitch.js'), 'audit', 'search', '--follow', '--token', tok.id, '--kind', 'INTENT'], { env: { ...process.env, ...env({ KILLSWITCH_URL: proxied }) } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    try {
+      await until(async () => stdout.includes('No audit rows match yet'), 30_000, 'the follow to start');
+      failing = true;
+      await until(async () => stderr.includes('could not read'), 30_000, 'the failed poll to be said');
+      expect(stderr).toBe(
+        'killswitch: audit search --follow: could not read (503 SERVICE_UNAVAILABLE: the database is unavailable); trying again every 2 s\n',
+      );
+      // Written while the reads fail: shown once they answer again, not lost.
+      await gw.decide(tok.raw, read(s, 'during.md'));
+      failing = false;
+      await until(async () => / INTENT +allow +OK .*filesystem\/read_text_file/.test(stdout), 30_000, 'the row written during the outage');
+      expect(stderr).toContain('killswitch: audit search --follow: reading again\n');
+      // Said once per outage, not once per poll.
+      expect(stderr.match(/could not read/g)).toHaveLength(1);
+    } finally {
+      child.kill('SIGTERM');
+      proxy.closeAllConnections();
+      await new Promise((done) => proxy.close(done));
     }
   }, 120_000);
 });
