@@ -1,17 +1,18 @@
 import type { Config } from '../config.js';
+import { DEFAULT_QUERY_TIMEOUT_MS } from '../db/query-timeout.js';
 import { HALT_TRIGGERS } from '../decisions/types.js';
 import { DECISION_CODES } from '../errors.js';
 import { isUuid } from '../ids.js';
-import { CliFailure, call, controlPlaneLine, controlPlaneUrl, parseDuration, readPages, resolveTokenId } from './kill.js';
+import { CliFailure, call, controlPlaneLine, controlPlaneUrl, parseDuration, readPages, resolveTokenId, UnreachableFailure } from './kill.js';
 import { printable, printableJson, printableJsonLine } from './printable.js';
 
 // `killswitch audit search`: the audit trail from a terminal during an incident ("what did this token or
 // session do in the last hour, which calls were denied and why, what did the kill switch stop"), through
 // GET /v1/audit exactly as `killswitch kills` and `status` read (KILLSWITCH_URL, KILLSWITCH_OPERATOR_KEY,
-// the client certificate, the 15 s bound per request, the same messages). A viewer key is enough. It
-// reads the newest matching rows up to --limit, never the whole trail: what was left says so on stderr.
-// Loaded only when it runs (src/cli/main.ts). `audit verify` reads Postgres directly; this reads the API,
-// so a project-limited key sees only its projects' rows, as in the admin UI.
+// the client certificate, the same messages; each audit read may take AUDIT_READ_TIMEOUT_MS). A viewer
+// key is enough. It reads the newest matching rows up to --limit, never the whole trail: what was left
+// says so on stderr. Loaded only when it runs (src/cli/main.ts). `audit verify` reads Postgres directly;
+// this reads the API, so a project-limited key sees only its projects' rows, as in the admin UI.
 
 type Out = { write(s: string): unknown };
 
@@ -47,6 +48,12 @@ export const FOLLOW_POLL_MS = 2000;
 const FOLLOW_OVERLAP_MS = 5000;
 /** --follow: the most rows one poll reads (a flood beyond it is said on stderr). */
 const FOLLOW_CAP = 5000;
+/**
+ * Each GET /v1/audit may take this long: longer than the API's own query limit, so that a read Postgres
+ * takes long over (a filter without an index on a large trail) is answered by the API itself, with rows or
+ * with its 503 saying to narrow the window, rather than cut by the CLI's 15 s as "cannot reach".
+ */
+export const AUDIT_READ_TIMEOUT_MS = DEFAULT_QUERY_TIMEOUT_MS + 5_000;
 /** How many distinct tokens of one screen get their display prefix looked up (GET /v1/keys/:id each). */
 const DISPLAY_LOOKUPS = 20;
 
@@ -167,7 +174,15 @@ export async function auditQuery(cfg: Config, o: AuditSearchOptions, now = Date.
 async function readEvents(cfg: Config, query: Record<string, string>, cap: number): Promise<{ items: ApiAuditEvent[]; complete: boolean }> {
   const base = new URLSearchParams(query).toString();
   const path = (cursor: string | null, limit: number) => `v1/audit?${base ? `${base}&` : ''}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-  return readPages<ApiAuditEvent>(cfg, path, 'events', 'next', cap, AUDIT_PAGE);
+  try {
+    return await readPages<ApiAuditEvent>(cfg, path, 'events', 'next', cap, { pageSize: AUDIT_PAGE, timeoutMs: AUDIT_READ_TIMEOUT_MS });
+  } catch (err) {
+    // Past the API's own limit: the control plane answers other requests, but not this read in time.
+    if (err instanceof UnreachableFailure && err.message.includes('ETIMEDOUT')) {
+      throw new UnreachableFailure(`${err.message}. An audit read this slow is also a search that passes too many rows: narrow it with --since/--from/--to or an indexed filter (--token, --session, --code, --tool, --kind)`);
+    }
+    throw err;
+  }
 }
 
 /**

@@ -198,9 +198,13 @@ export function operatorKey(raw: string | undefined): string {
   return key;
 }
 
+/** How long one request of the operator CLI may take, the whole exchange (docs/cli.md). */
+export const OPERATOR_REQUEST_TIMEOUT_MS = 15_000;
+
 /**
  * One request of the operator CLI: the answer's JSON when it is 2xx (or a status in `accept`, as /readyz's
- * 503) and has the expected shape; else a CliFailure saying what answered and what to check.
+ * 503) and has the expected shape; else a CliFailure saying what answered and what to check. `timeoutMs`:
+ * longer for a read the API itself may take longer than 15 s to answer (an audit search).
  */
 export async function call(
   cfg: Config,
@@ -209,6 +213,7 @@ export async function call(
   body?: unknown,
   shape: (json: Record<string, unknown>) => boolean = () => true,
   accept: readonly number[] = [],
+  timeoutMs = OPERATOR_REQUEST_TIMEOUT_MS,
 ): Promise<unknown> {
   const key = operatorKey(cfg.killswitchOperatorKey);
   const base = controlPlaneUrl(cfg.killswitchUrl);
@@ -221,7 +226,7 @@ export async function call(
       headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       ...(clientTls ? { clientTls } : {}),
-      timeoutMs: 15_000,
+      timeoutMs,
     });
   } catch (err) {
     const e = err instanceof OperatorRequestError ? err : new OperatorRequestError('ERROR', (err as Error).message);
@@ -370,8 +375,9 @@ export const PAGE = 500;
 /**
  * Every page of a list, up to `cap` items (null: no cap); `complete` is false when more were left unread.
  * `path` builds the request for a cursor (null: the first page) and the number of items to ask for (pages
- * of `pageSize`, the last one cut to what `cap` leaves, so a small cap reads no more than it keeps); `key`
- * names the list in the answer and `cursorKey` the cursor of the next page.
+ * of `pageSize`, default PAGE, the last one cut to what `cap` leaves, so a small cap reads no more than it
+ * keeps); `key` names the list in the answer and `cursorKey` the cursor of the next page. `timeoutMs`
+ * bounds each request (default OPERATOR_REQUEST_TIMEOUT_MS).
  */
 export async function readPages<T>(
   cfg: Config,
@@ -379,13 +385,14 @@ export async function readPages<T>(
   key: string,
   cursorKey: string,
   cap: number | null,
-  pageSize = PAGE,
+  opts: { pageSize?: number; timeoutMs?: number } = {},
 ): Promise<{ items: T[]; complete: boolean }> {
+  const pageSize = opts.pageSize ?? PAGE;
   const items: T[] = [];
   let cursor: string | null = null;
   for (;;) {
     const want = cap === null ? pageSize : Math.min(pageSize, cap - items.length);
-    const page = (await call(cfg, 'GET', path(cursor, want), undefined, (j) => Array.isArray(j[key]))) as Record<string, unknown>;
+    const page = (await call(cfg, 'GET', path(cursor, want), undefined, (j) => Array.isArray(j[key]), [], opts.timeoutMs)) as Record<string, unknown>;
     const list = page[key] as T[];
     // Never more than asked for: a control plane that ignores the limit cannot push the list past the cap.
     items.push(...list.slice(0, want));

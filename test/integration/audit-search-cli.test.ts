@@ -257,6 +257,34 @@ describe('killswitch audit search', () => {
     expect(forbidden.stderr).not.toContain(gw.gatewayKey);
   }, 120_000);
 
+  it("a read the control plane takes longer than 15 s to answer is waited for (its own query limit is 30 s): its answer is shown, not 'cannot reach the control plane'", async () => {
+    // The control plane behind a proxy that holds GET /v1/audit 16 s, then answers as the API does when
+    // Postgres passed its query limit (a filter without an index on a large trail).
+    let held = 0;
+    const proxy: Server = createServer((req, res) => {
+      if (req.url?.startsWith('/v1/audit')) {
+        held++;
+        setTimeout(() => {
+          res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'Postgres did not answer within 30 s: narrow it with from/to' } }));
+        }, 16_000);
+        return;
+      }
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+    try {
+      const res = await killswitch(['audit', 'search', '--server', 'filesystem'], { env: env({ KILLSWITCH_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }), timeoutMs: 60_000 });
+      expect(res.code).toBe(1);
+      expect(res.stdout).toBe('');
+      expect(res.stderr).toContain('503 SERVICE_UNAVAILABLE: Postgres did not answer within 30 s: narrow it with from/to');
+      expect(res.stderr).not.toContain('cannot reach the control plane');
+      expect(held).toBe(1);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((done) => proxy.close(done));
+    }
+  }, 90_000);
+
   it('--follow prints each new matching row once, as it is written', async () => {
     const tok = await gw.token('rw');
     const s = (await gw.session(tok.raw)).session_id;
