@@ -208,6 +208,8 @@ async function lookUpDisplayPrefixes(cfg: Config, events: ApiAuditEvent[], known
   return problem;
 }
 
+/** A column's text, escaped; '-' for none (a column the API left out too: an answer of another version must not end the table). */
+const cell = (v: unknown) => printable(typeof v === 'string' ? v : v === null || v === undefined ? '-' : String(v));
 const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /**
@@ -216,7 +218,7 @@ const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0,
  */
 function who(e: ApiAuditEvent, displays: Map<string, string | null>): string {
   if (e.actor_type === 'mcp_token') {
-    if (!e.token_id) return `unchecked ${e.token_type ?? ''}`.trim();
+    if (!e.token_id) return `unchecked ${cell(e.token_type)}`;
     const display = displays.get(e.token_id);
     return printable(display ? `${display}…` : e.token_id);
   }
@@ -226,8 +228,8 @@ function who(e: ApiAuditEvent, displays: Map<string, string | null>): string {
 }
 
 function message(e: ApiAuditEvent): string {
-  if (e.message) return e.message;
-  if (e.summary) return e.summary;
+  if (typeof e.message === 'string' && e.message) return e.message;
+  if (typeof e.summary === 'string' && e.summary) return e.summary;
   const details = typeof e.details === 'object' && e.details !== null ? (e.details as Record<string, unknown>) : {};
   const reason = typeof details['reason'] === 'string' ? ` — ${details['reason']}` : '';
   return `${e.target ?? ''}${reason}`;
@@ -254,13 +256,13 @@ export const tableHeader = () => `${COLUMNS.map(([h, w]) => h.padEnd(w)).join(' 
  */
 export function eventLine(e: ApiAuditEvent, displays: Map<string, string | null>): string {
   const cells = [
-    printable(e.ts),
-    printable(e.kind),
-    printable(e.decision ?? '-'),
-    printable(e.code ?? e.result_status ?? '-'),
+    cell(e.ts),
+    cell(e.kind),
+    cell(e.decision),
+    cell(e.code ?? e.result_status),
     who(e, displays),
-    printable(e.session_id ?? '-'),
-    printable(e.server ? `${e.server}/${e.tool ?? ''}` : (e.action ?? '-')),
+    cell(e.session_id),
+    e.server ? cell(`${e.server}/${e.tool ?? ''}`) : cell(e.action),
   ];
   return `${cells.map((c, i) => c.padEnd(COLUMNS[i]![1])).join('  ')}  ${cut(printable(message(e)), MESSAGE_WIDTH)}`.trimEnd();
 }
