@@ -303,7 +303,8 @@ export async function auditSearch(cfg: Config, o: AuditSearchOptions, out: Out, 
     for (const e of [...items].reverse()) out.write(`${printableJsonLine(e)}\n`);
   } else {
     const problem = await lookUpDisplayPrefixes(cfg, items, displays);
-    out.write(`${controlPlaneLine(cfg)}\nSearched: ${describe(query, tokenDisplay)}\n`);
+    // A token given by id is named by its display prefix too when its rows showed it.
+    out.write(`${controlPlaneLine(cfg)}\nSearched: ${describe(query, tokenDisplay ?? displays.get(query['token'] ?? '') ?? undefined)}\n`);
     if (items.length === 0) out.write(o.follow ? 'No audit rows match yet; waiting for new ones (Ctrl-C to stop).\n' : 'No audit rows match.\n');
     else {
       out.write(`${tableHeader()}\n`);

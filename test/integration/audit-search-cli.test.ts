@@ -151,6 +151,8 @@ describe('killswitch audit search', () => {
 
     const three = await cli(['--token', tok.id, '--kind', 'INTENT', '--limit', '3']);
     expect(three.code, three.stderr).toBe(0);
+    // Given by id, the token is named by its display prefix too.
+    expect(three.stdout).toContain(`Searched: token ${tok.id} (${displayOf(tok.raw)}…), kind INTENT, any time`);
     const rows = rowsOf(three.stdout);
     expect(rows).toHaveLength(3);
     expect(three.stderr).toContain('killswitch: audit search: the newest 3 matching rows are shown; older rows match too (not read). Narrow with --since/--from/--to');
