@@ -118,7 +118,8 @@ export function parseMoment(flag: string, raw: string, now: number): Date {
   return at;
 }
 
-const KNOWN_CODES: readonly string[] = [...Object.keys(DECISION_CODES), ...HALT_TRIGGERS];
+// CASCADE_WRITE is both a decision code and a halt trigger: listed once.
+const KNOWN_CODES: readonly string[] = [...new Set([...Object.keys(DECISION_CODES), ...HALT_TRIGGERS])];
 
 /**
  * The GET /v1/audit query for the options (without limit and cursor), checked before any request: a

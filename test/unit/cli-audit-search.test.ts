@@ -64,7 +64,10 @@ describe('auditQuery', () => {
   });
 
   it('refuses what would silently match nothing', async () => {
-    await expect(auditQuery(cfg, { code: 'KILLSWITCH' })).rejects.toThrow(/--code KILLSWITCH is not a decision code or a halt trigger/);
+    const unknown = await auditQuery(cfg, { code: 'KILLSWITCH' }).catch((err: Error) => err.message);
+    expect(unknown).toMatch(/^--code KILLSWITCH is not a decision code or a halt trigger: one of OK, PERMISSION_DENIED, KILL_SWITCH, .*MAX_EXECUTION_TIME \(docs\/errors\.md\)$/);
+    // Each code once (CASCADE_WRITE is a decision code and a halt trigger).
+    expect(String(unknown).match(/CASCADE_WRITE/g)).toHaveLength(1);
     await expect(auditQuery(cfg, { from: '1h', to: '2h' }, NOW)).rejects.toThrow('--from (2026-12-07T02:00:00.000Z) is not before --to (2026-12-07T01:00:00.000Z): nothing can match');
     await expect(auditQuery(cfg, { session: 's-042' })).rejects.toThrow('--session s-042 is not an id (a UUID)');
     await expect(auditQuery(cfg, { project: '  ' })).rejects.toThrow('--project is empty');
