@@ -185,10 +185,10 @@ function unreachableHint(err: OperatorRequestError, base: URL): string {
  * else that cannot be a key is refused (exit 2) without printing it: it is a secret, or holds one.
  */
 export function operatorKey(raw: string | undefined): string {
-  // Said for every operator command: a viewer key is enough for the reads (status, kills), which an
+  // Said for every operator command: a viewer key is enough for the reads (status, kills, audit search), which an
   // on-call holding one was told needed operator.
   if (!raw) {
-    throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (ksop_...): a viewer key for status and kills, role operator or owner for kill, unkill, revoke and resume', 2);
+    throw new CliFailure('set KILLSWITCH_OPERATOR_KEY to an operator key (ksop_...): a viewer key for status, kills and audit search, role operator or owner for kill, unkill, revoke and resume', 2);
   }
   const key = raw.trim();
   if (/^bearer\s/i.test(key)) throw new CliFailure('KILLSWITCH_OPERATOR_KEY starts with "Bearer ": set it to the key alone (ksop_...); the CLI adds the header (the value is not printed)', 2);
