@@ -556,7 +556,10 @@ export class AuditWriter {
       return true;
     } catch (err) {
       this.replayDue = false;
-      this.opts.log.warn({ err: (err as Error).message, spool: spool.path, pending: spool.pendingRows }, 'audit spool replay failed; retrying later');
+      // Retried every replayIntervalMs (1 s) for as long as Postgres is away: one line a second was 3,600
+      // an hour of the same words. The first is logged at once, the rest counted (RepeatedLog).
+      const fields = { err: (err as Error).message, spool: spool.path, pending: spool.pendingRows };
+      this.failureLog.note(`replay ${spool.path}`, (repeat) => this.opts.log.warn({ ...fields, ...repeat }, 'audit spool replay failed; retrying later'));
       return false;
     }
   }

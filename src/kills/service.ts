@@ -7,6 +7,7 @@ import { type Pool, withTransaction } from '../db/pool.js';
 import type { CallContext } from '../decisions/types.js';
 import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
+import { RepeatedLog } from '../log-repeats.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import type { RedisHandle } from '../redis/client.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
@@ -76,6 +77,7 @@ export class KillService {
   readonly mirror: KillMirror;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  private readonly failureLog = new RepeatedLog();
 
   constructor(private readonly deps: KillServiceDeps) {
     this.mirror = deps.mirror ?? new KillMirror(deps.pool, deps.redis);
@@ -102,6 +104,7 @@ export class KillService {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => {});
+    this.failureLog.flush();
   }
 
   /** Records expiries and reconciles Redis with Postgres; concurrent callers share one run. */
@@ -111,7 +114,9 @@ export class KillService {
         await this.recordExpiries();
         await this.mirror.reconcile(RECENT_END_S);
       } catch (err) {
-        this.deps.log.warn({ err: (err as Error).message }, 'kills: reconciling Redis with Postgres failed; retrying');
+        // Every 5 s for as long as Redis or Postgres is away: the first at once, the rest counted.
+        const message = (err as Error).message;
+        this.failureLog.note('reconcile', (repeat) => this.deps.log.warn({ err: message, ...repeat }, 'kills: reconciling Redis with Postgres failed; retrying'));
       }
     })().finally(() => {
       this.running = undefined;

@@ -18,7 +18,15 @@ let db: pg.Pool;
 const pools: pg.Pool[] = [];
 const writers: AuditWriter[] = [];
 const logs: string[] = [];
-const log = { info: (_o: unknown, m?: string) => logs.push(`info ${m}`), warn: (_o: unknown, m?: string) => logs.push(`warn ${m}`), error: (_o: unknown, m?: string) => logs.push(`error ${m}`) };
+/** Every line with its fields, for the tests that read them. */
+const lines: Array<{ level: string; msg: string | undefined; fields: Record<string, unknown> }> = [];
+const logAt =
+  (level: string) =>
+  (o: unknown, m?: string): void => {
+    logs.push(`${level} ${m}`);
+    lines.push({ level, msg: m, fields: (o ?? {}) as Record<string, unknown> });
+  };
+const log = { info: logAt('info'), warn: logAt('warn'), error: logAt('error') };
 
 const allow = { decision: 'allow', code: 'OK', message: 'allowed' } as const;
 
@@ -183,6 +191,30 @@ describe('spool', () => {
     await writer.recordIntent(intentRow(ok, allow));
     expect((await chainRows(writer.replicaId!)).map((r) => r.seq)).toEqual([1, 2]);
     expect((await verifyChain(db, { retentionDays: 90 })).ok).toBe(true);
+  });
+
+  it('a replay that keeps failing while Postgres is down (retried every replayIntervalMs) is logged once, then counted (repeats), not once per retry', async () => {
+    await proxy.down();
+    const dir = await mkdtemp(join(tmpdir(), 'ks-spool-'));
+    const writer = await openWriter(dir);
+    await writer.recordIntent(intentRow(callContext(), allow));
+    expect(writer.spooling).toBe(true);
+    // Each replay attempt asks the pool for a connection, which fails while Postgres is down.
+    const pool = pools.at(-1)!;
+    let attempts = 0;
+    const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+    (pool as unknown as { connect: () => Promise<pg.PoolClient> }).connect = () => {
+      attempts++;
+      return connect();
+    };
+    await until('ten replay attempts', () => attempts >= 10);
+    const failed = () => lines.filter((l) => l.msg === 'audit spool replay failed; retrying later' && l.fields['spool'] === join(dir, `${spoolBaseName(ctx.name)}.jsonl`));
+    expect(failed()).toHaveLength(1);
+    expect(failed()[0]).toMatchObject({ level: 'warn', fields: { at_most_every_s: 30, pending: 2 } });
+    // Closing writes the count still waiting: every attempt is accounted for in two lines.
+    await writer.close();
+    expect(failed()).toHaveLength(2);
+    expect(failed()[1]!.fields['repeats']).toBeGreaterThanOrEqual(9);
   });
 
   it('failing clears once the spool can be written again, Postgres still down; the chain it starts there is replayed later', async () => {

@@ -39,6 +39,19 @@ describe('a burst of failures logs a bounded number of lines, with the count', (
     expect(after[1]).toMatchObject({ level: 50, repeats: BURST - 1 });
   });
 
+  it('the kill reconciler retrying every 5 s while Redis is unreachable: one line at once, then one with repeats', async () => {
+    const cut = await t.app({ policyFile: POLICY, redisUrl: 'redis://127.0.0.1:1' });
+    const msg = 'kills: reconciling Redis with Postgres failed; retrying';
+    for (let i = 0; i < BURST; i++) await cut.ctx.kills.tick();
+    expect(linesOf(msg)).toHaveLength(1);
+    expect(linesOf(msg)[0]).toMatchObject({ level: 40, at_most_every_s: 30 });
+    await t.close(cut);
+    const after = linesOf(msg);
+    expect(after).toHaveLength(2);
+    // BURST - 1 ticks of ours, and the timer's own if one came (every 5 s).
+    expect(after[1]!['repeats']).toBeGreaterThanOrEqual(BURST - 1);
+  });
+
   it('audit rows that reach neither Postgres nor the spool: one line per kind at once, then the count', async () => {
     const { app, restore } = await replicaWithoutAudit(t, 'session.opened', { policyFile: POLICY });
     const tok = await gw.token('rw');
