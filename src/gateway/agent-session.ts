@@ -20,7 +20,7 @@ import type { DecisionBody } from '../decisions/schemas.js';
 import { GATEWAY_CODE, GATEWAY_RPC_ERRORS } from '../errors.js';
 import { withoutUnsafeCharacters } from '../tokens/names.js';
 import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type WaitNotice } from './calls.js';
-import { ControlPlaneError, type DeclaredScope, failureWords, logText } from './control-plane.js';
+import { type DeclaredScope, logText } from './control-plane.js';
 import type { Gateway } from './gateway.js';
 import { resultBytes, resultRows } from './guards.js';
 import { resourceOfUri, resourcesOf, serverResource } from './resources.js';
@@ -153,8 +153,7 @@ export class AgentSession implements CallPorts {
    * gateway's log says where the control plane is and what the socket said.
    */
   private logFailure(what: string, err: unknown): void {
-    const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-    this.gateway.log.warn({ failure, err: logText(err) }, `could not ${what}: the control plane ${failureWords(failure)}`);
+    this.gateway.logControlPlaneFailure(what, err);
   }
 
   get approvalWait() {

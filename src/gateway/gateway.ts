@@ -3,6 +3,7 @@ import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { Prompt, Resource, ResourceTemplate, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { ErrorCode } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
+import { RepeatedLog } from '../log-repeats.js';
 import { AgentSession, type AgentSessionOptions } from './agent-session.js';
 import { AgentRequestError } from './calls.js';
 import { type CatalogTool, fitReport, listedTool, maxToolBytes, mergeTools, NAMESPACE_SEPARATOR, type ReportedTool, reportLimits } from './catalog.js';
@@ -75,6 +76,12 @@ export class Gateway {
   private readonly listReports = new Map<string, ListReport>();
   /** Moves whenever what `report` would send changes (a definition, an upstream's tools left out or back). */
   private reportVersion = 0;
+  /**
+   * Failures to reach the control plane, shared by every agent: while it is away each call and list fails
+   * the same way, and one warn line per call was a line per tool call of every agent (an agent in a retry
+   * loop: hundreds a second). The first of each kind is logged at once, the rest counted (`repeats`).
+   */
+  private readonly controlPlaneFailures = new RepeatedLog();
 
   private constructor(
     readonly config: GatewayConfig,
@@ -218,8 +225,7 @@ export class Gateway {
       answer = await this.listReport(session, 'tools');
     } catch (err) {
       const unauthenticated = err instanceof ControlPlaneError && err.failure === 'unauthenticated';
-      const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-      this.log.warn({ failure, err: logText(err) }, `could not list tools: the control plane ${failureWords(failure, 'the tool report')}`);
+      this.logControlPlaneFailure('list tools', err, 'the tool report');
       // The agent now holds no list: once the control plane answers again, it is told to list again.
       session.toolsShown = { fingerprint: UNAVAILABLE, waiting: !unauthenticated };
       this.refreshSoon();
@@ -439,8 +445,7 @@ export class Gateway {
     try {
       answer = await this.listReport(session, list);
     } catch (err) {
-      const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
-      this.log.warn({ failure, err: logText(err) }, `could not list ${kind}: the control plane ${failureWords(failure, 'the tool report')}`);
+      this.logControlPlaneFailure(`list ${kind}`, err, 'the tool report');
       throw listError(kind, err);
     }
     // A control plane that does not say (an older version) lists nothing.
@@ -595,6 +600,16 @@ export class Gateway {
   }
 
   /** A warning logged once per key for as long as this gateway runs (listing repeats on every request). */
+  /**
+   * Logs that the gateway could not `what` (`open a session`, `list tools` ...) because of the control
+   * plane: at once the first time, then at most every 30 s per `what` and kind of failure, with `repeats`.
+   */
+  logControlPlaneFailure(what: string, err: unknown, request?: string): void {
+    const failure = err instanceof ControlPlaneError ? err.failure : 'unavailable';
+    const text = logText(err);
+    this.controlPlaneFailures.note(`${what}\u0000${failure}`, (repeat) => this.log.warn({ failure, err: text, ...repeat }, `could not ${what}: the control plane ${failureWords(failure, request)}`));
+  }
+
   private warnOnce(key: string, fields: Record<string, unknown>, message: string): void {
     if (this.warned.has(key)) return;
     this.warned.add(key);
@@ -639,5 +654,6 @@ export class Gateway {
     for (const s of [...this.sessions]) await s.close();
     await Promise.all([...this.ups.values()].map((u) => u.close()));
     this.controlPlane.close();
+    this.controlPlaneFailures.flush();
   }
 }

@@ -106,6 +106,33 @@ describe('control plane unavailable', () => {
     );
   });
 
+  it('unreachable control plane and an agent that keeps calling: one warn line per kind of failure at once, the rest counted (repeats), not one per call', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const { log, lines } = capturedLog();
+    const { client, gateway } = await connect(`http://127.0.0.1:${port}`, 1000, log);
+    const calls = 20;
+    for (let i = 0; i < calls; i++) {
+      const r = (await client.callTool({ name: 'read_graph', arguments: {} })) as CallToolResult;
+      expect(textOf(r)).toMatch(/^DEPENDENCY_UNAVAILABLE: control plane unreachable/);
+      await expect(client.listTools()).rejects.toThrow(/DEPENDENCY_UNAVAILABLE/);
+    }
+    const of = (msg: string) => lines.filter((l) => l['msg'] === msg);
+    const session = 'could not open a session: the control plane did not answer';
+    const list = 'could not list tools: the control plane did not answer the tool report';
+    expect(of(session)).toHaveLength(1);
+    expect(of(session)[0]).toMatchObject({ level: 40, failure: 'unreachable', at_most_every_s: 30 });
+    expect(of(list)).toHaveLength(1);
+    // Stopping writes the counts still waiting, so every failure is accounted for.
+    await gateway.close();
+    expect(of(session)).toHaveLength(2);
+    expect(of(session)[1]!['repeats']).toBe(calls - 1);
+    expect(of(list)).toHaveLength(2);
+    expect(of(list)[1]!['repeats']).toBe(calls - 1);
+  });
+
   it('a 2xx answer that is not a decision ({"decision":"allow"} from a proxy or a wrong URL) denies; nothing runs', async () => {
     const answer = (url: string) => (url === '/v1/sessions' ? { session_id: '0192f0c1-0000-7000-8000-000000000002', state: 'active' } : { decision: 'allow' });
     await withImpostor(answer, async (url, asked) => {
