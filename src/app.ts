@@ -23,6 +23,7 @@ import { WebhookSecretHolder } from './flags/webhook-secret.js';
 import { decorateCredentials, RefusedCredentials } from './http/auth.js';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { requestIdGenerator } from './http/request-id.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { declareCommonErrors, optionalBodies } from './http/schemas.js';
 import { registerKillLoader } from './kills/mirror.js';
@@ -417,7 +418,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       bodyLimit: config.bodyLimitBytes,
       logController: new LogController({ disableRequestLogging: true }),
       childLoggerFactory: lazyChildLogger,
-      requestIdHeader: 'x-request-id',
+      // X-Request-Id is read by genReqId, which refuses one that is too long or not printable.
+      requestIdHeader: false,
+      genReqId: requestIdGenerator(),
       // req.ip (audit rows' `ip`) is X-Forwarded-For's client only behind a proxy named in TRUST_PROXY.
       trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
       frameworkErrors,
