@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -178,6 +179,39 @@ describe('GET /metrics', () => {
     expect(single.length).toBeGreaterThan(20);
     expect(undeclaredMetrics(text, single)).toEqual([]);
     expect([...CLUSTER_ONLY_METRICS].filter((n) => names.has(n))).toEqual([...CLUSTER_ONLY_METRICS]);
+  });
+
+  it('docs/operations.md lists every killswitch_ metric served, and each one it lists is served (the cluster-only ones by WORKERS > 1)', async () => {
+    const { text } = await scrape();
+    const served = new Set([...text.matchAll(/^# TYPE (killswitch_[a-z0-9_]+) /gm)].map((m) => m[1]!));
+    const doc = readFileSync('docs/operations.md', 'utf8');
+    const section = doc.slice(doc.indexOf('## 3. Prometheus metrics'), doc.indexOf('## 4. Alert rules'));
+    // The first cell of each row of the table: one name, or several sharing a row.
+    const listed = new Set(
+      section
+        .split('\n')
+        .filter((l) => l.startsWith('| `killswitch_'))
+        .flatMap((l) => [...l.split('|')[1]!.matchAll(/`(killswitch_[a-z0-9_]+)`/g)].map((m) => m[1]!)),
+    );
+    expect(served.size).toBeGreaterThan(30);
+    expect([...served].filter((n) => !listed.has(n))).toEqual([]);
+    expect([...listed].filter((n) => !served.has(n) && !CLUSTER_ONLY_METRICS.has(n))).toEqual([]);
+    expect([...CLUSTER_ONLY_METRICS].filter((n) => !listed.has(n))).toEqual([]);
+  });
+
+  it('counts failed Redis commands by command, not the CLIENT SETINFO ioredis sends at each connect (Redis before 7.2 refuses it)', async () => {
+    const before = await scrape();
+    const redis = app.ctx.redis.redis;
+    // What ioredis sends on connect (unknown before Redis 7.2; an attribute no Redis knows here, so it fails on every version).
+    await expect(redis.client('SETINFO', 'NO-SUCH-ATTRIBUTE', 'x')).rejects.toThrow();
+    // A command of ours that fails is counted.
+    const key = app.ctx.redis.key('metrics-test-string');
+    await redis.set(key, 'not a number', 'PX', 60_000);
+    await expect(redis.incr(key)).rejects.toThrow(/not an integer/);
+    const after = await scrape();
+    expect(after.v('killswitch_redis_errors_total', { command: 'incr' }) - before.v('killswitch_redis_errors_total', { command: 'incr' })).toBe(1);
+    // Nor the two this instance's own connect sent, on a Redis older than 7.2.
+    expect(after.value('killswitch_redis_errors_total', { command: 'client' })).toBeUndefined();
   });
 
   it('counts Postgres errors by pool and SQLSTATE class', async () => {
