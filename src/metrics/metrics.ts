@@ -19,6 +19,12 @@ const STEP_BUCKETS = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0
 const DEPENDENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5];
 const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
 
+/**
+ * The longest a scrape waits for the installation-wide counts (one Postgres query) before it serves the
+ * last ones it has: well under Prometheus's default scrape_timeout (10 s), like /readyz's 2 s per check.
+ */
+export const STATE_COUNTS_WAIT_MS = 1_000;
+
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
@@ -63,6 +69,8 @@ export class Metrics implements DependencySink {
   private readonly disposers: Array<() => void> = [];
   /** How long the installation-wide counts (one Postgres query) are reused across scrapes. */
   stateCountsTtlMs = 5_000;
+  /** How long a scrape waits for that query before it serves the last counts (STATE_COUNTS_WAIT_MS). */
+  stateCountsWaitMs = STATE_COUNTS_WAIT_MS;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -256,7 +264,14 @@ export class Metrics implements DependencySink {
     });
   }
 
-  /** Cached for a few seconds; undefined (series left out) until a read has succeeded. */
+  /**
+   * Cached for a few seconds; undefined (series left out) until a read has succeeded. A query that has not
+   * answered within stateCountsWaitMs goes on in the background, and this scrape gets the last counts:
+   * on a Postgres that hangs, every scrape waited for the query's timeout (30 s on an idle connection, 5 s
+   * for a new one), past Prometheus's scrape_timeout (10 s by default), so the replica's whole /metrics,
+   * killswitch_redis_up and the audit spool gauges included, went missing (`up` 0) for as long as
+   * Postgres hung: exactly when they are needed.
+   */
   private async readStateCounts(ctx: AppContext): Promise<StateCounts | undefined> {
     if (this.stateCounts && Date.now() - this.stateCounts.at < this.stateCountsTtlMs) return this.stateCounts.value;
     this.stateCountsInFlight ??= metricsStore
@@ -270,7 +285,16 @@ export class Metrics implements DependencySink {
       .finally(() => {
         this.stateCountsInFlight = undefined;
       });
-    return this.stateCountsInFlight;
+    const inFlight = this.stateCountsInFlight;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), this.stateCountsWaitMs);
+    });
+    try {
+      return (await Promise.race([inFlight, waited])) ?? this.stateCounts?.value;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   close(): void {

@@ -1,4 +1,5 @@
 import type { Pool } from '../db/pool.js';
+import { REQUEST_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
 
 /** Installation-wide counts /metrics reports (the same on every replica). Read at scrape time only. */
 export interface StateCounts {
@@ -20,13 +21,19 @@ const LIVE_TOKEN = 't.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_
 export const metricsStore = {
   async stateCounts(db: Pool): Promise<StateCounts> {
     const { rows } = await db.query<{ halted_sessions: number; halted_tokens: number; pending_tool_definitions: number; pending_calls: number; active_kills: number }>(
-      // Halts of revoked or expired tokens need nobody: the token can never call again (revoking is how an
-      // incident is often ended), and the alert on these gauges would otherwise fire for ever after it.
-      `SELECT (SELECT count(*) FROM sessions s JOIN agent_tokens t ON t.id = s.token_id WHERE s.state = 'halted' AND ${LIVE_TOKEN}) AS halted_sessions,
+      withQueryTimeout(
+        {
+          // Halts of revoked or expired tokens need nobody: the token can never call again (revoking is how an
+          // incident is often ended), and the alert on these gauges would otherwise fire for ever after it.
+          text: `SELECT (SELECT count(*) FROM sessions s JOIN agent_tokens t ON t.id = s.token_id WHERE s.state = 'halted' AND ${LIVE_TOKEN}) AS halted_sessions,
               (SELECT count(*) FROM token_halts h JOIN agent_tokens t ON t.id = h.token_id WHERE h.resumed_at IS NULL AND ${LIVE_TOKEN}) AS halted_tokens,
               (SELECT count(*) FROM tool_definitions WHERE status = 'pending') AS pending_tool_definitions,
               (SELECT count(*) FROM approvals WHERE state = 'pending' AND expires_at > now()) AS pending_calls,
               (SELECT count(*) FROM kills WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > now())) AS active_kills`,
+        },
+        // A Postgres that hangs holds the connection this long, not the pool's 30 s (scrapes do not wait for it).
+        REQUEST_QUERY_TIMEOUT_MS,
+      ),
     );
     const r = rows[0];
     return {

@@ -10,6 +10,7 @@ import { AUDIT_WRITER_ROLE, AuditService, createWriterPool } from '../../src/aud
 import { AuditWriter } from '../../src/audit/writer.js';
 import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { CREDENTIAL_LOOKUP_TIMEOUT_MS } from '../../src/db/query-timeout.js';
+import { listenMetrics } from '../../src/metrics/routes.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { withTimeout } from '../helpers/control-plane.js';
 import { until as waitUntil } from '../helpers/unleash.js';
@@ -18,6 +19,9 @@ import { callContext, PgProxy } from './audit-fixtures.js';
 // Postgres that hangs instead of refusing: a frozen backend, or a firewall that silently dropped an idle
 // connection. Nothing errors, so only client-side timeouts notice. A proxy of this file's own stands in
 // for the network (it drops bytes and closes nothing); the shared Postgres is never paused.
+
+/** What Prometheus waits for a scrape unless told otherwise (`scrape_timeout`). */
+const PROMETHEUS_DEFAULT_SCRAPE_TIMEOUT_MS = 10_000;
 
 const ctx = new TestContext();
 const proxy = new PgProxy();
@@ -190,6 +194,34 @@ describe('request path on a Postgres that hangs', () => {
       // A write's COMMIT may have been made with its answer lost: the operator is told to check, not that nothing happened.
       expect(write.json().error.message).not.toContain('nothing was changed');
       expect(write.json().error.message).toContain('whether this change was made is unknown');
+    } finally {
+      await proxy.down();
+      await proxy.up();
+      await ctx.close(app);
+    }
+  }, DEFAULT_QUERY_TIMEOUT_MS + 30_000);
+
+  it("GET /metrics answers within Prometheus's default scrape_timeout (10 s) while Postgres hangs, with the last installation-wide counts and every other series", async () => {
+    proxy.resume();
+    const app = await ctx.app({ databaseUrl: proxy.url(ctx.name), metricsPort: 0, metricsHost: '127.0.0.1' });
+    try {
+      app.ctx.metrics.stateCountsTtlMs = 0;
+      const address = await listenMetrics(app);
+      const scrape = async () => {
+        const res = await fetch(`http://127.0.0.1:${address!.port}/metrics`);
+        expect(res.status).toBe(200);
+        return res.text();
+      };
+      const before = await scrape();
+      const kills = /^killswitch_kills_active (\d+)$/m.exec(before)?.[1];
+      expect(kills).toBeDefined();
+      // The count query finds an idle connection of the main pool, which now never answers (pg's own
+      // timeout for it was 30 s: the scrape waited that long, and Prometheus had given up at 10 s).
+      proxy.hang('both', 'killswitch');
+      const during = await withTimeout(scrape(), PROMETHEUS_DEFAULT_SCRAPE_TIMEOUT_MS, 'the scrape while Postgres hangs');
+      expect(during).toMatch(new RegExp(`^killswitch_kills_active ${kills}$`, 'm'));
+      expect(during).toMatch(/^killswitch_redis_up 1$/m);
+      expect(during).toMatch(/^killswitch_audit_spooling \d$/m);
     } finally {
       await proxy.down();
       await proxy.up();
