@@ -72,10 +72,11 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
           { gateway: req.gateway!, input: toInput(req.body), ip: req.ip, tokenType: presented?.tokenType },
           'the agent token could not be checked: the credential store is unavailable; denied to fail closed. Retry shortly.',
         );
-        req.log.info(
-          { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: redactText(req.body.tool), session_id: req.body.session_id },
-          'decision denied',
-        );
+        const line = { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: redactText(req.body.tool), session_id: req.body.session_id };
+        // The same budget as every denial: in an outage every uncached token lands here, one info line each.
+        const budget = denialLog.take(answer.code);
+        if (budget.log) req.log.info(budget.notLogged > 0 ? { ...line, not_logged: budget.notLogged } : line, 'decision denied');
+        else req.log.debug(line, 'decision denied');
         return answer;
       }
       const agent = req.agent!;
