@@ -6,7 +6,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { type Config, FLAGS_AT_START_ENV } from './config.js';
 import { prepareUnleash } from './flags/setup.js';
 import type { EmbeddedUnleashState } from './flags/supervisor.js';
-import { loggerOptions } from './log.js';
+import { logCrashes, loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
@@ -63,6 +63,7 @@ interface RegistryAnswer {
  */
 export async function runPrimary(config: Config): Promise<number> {
   const log = pino(loggerOptions(config.logLevel)).child({ process: 'primary' });
+  logCrashes(log);
   const count = workerCount(config);
   const { config: effective, embedded, flagsAtStart } = await prepareUnleash(config, log);
   // The workers read the same environment; only the embedded Unleash's URL is new, and what the sync read

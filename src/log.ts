@@ -33,3 +33,18 @@ export function loggerOptions(level: string): LoggerOptions {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
 }
+
+/**
+ * Writes one `fatal` line (with `err` and `origin`) when the process dies of an exception nobody caught or
+ * a promise rejection nobody handled. Node then prints the stack to stderr and exits 1 as before: an
+ * `uncaughtExceptionMonitor` only watches. Without it the reason of a crash was only that multi-line,
+ * plain-text stack, which a JSON log pipeline splits into lines it cannot parse, without pid or hostname.
+ * Returns a function that removes the monitor.
+ */
+export function logCrashes(log: { fatal: (obj: object, msg: string) => void }): () => void {
+  const monitor = (err: unknown, origin: string) => {
+    log.fatal({ err, origin }, origin === 'unhandledRejection' ? 'crashed: a promise rejection nobody handled' : 'crashed: an exception nobody caught');
+  };
+  process.on('uncaughtExceptionMonitor', monitor);
+  return () => process.off('uncaughtExceptionMonitor', monitor);
+}

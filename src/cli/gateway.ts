@@ -3,7 +3,7 @@ import { gatewayReferenceEnv } from '../config.js';
 import { loadGatewayConfig } from '../gateway/config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { rootUpstreamWarning } from '../gateway/privileges.js';
-import { loggerOptions } from '../log.js';
+import { logCrashes, loggerOptions } from '../log.js';
 
 export interface GatewayCommandOptions {
   config: string;
@@ -20,6 +20,7 @@ export interface GatewayCommandOptions {
  */
 export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   const log = pino(loggerOptions(opts.logLevel ?? 'info'), process.stderr);
+  logCrashes(log);
   const config = loadGatewayConfig(opts.config, gatewayReferenceEnv());
   // Before any upstream starts: each would inherit root.
   const asRoot = rootUpstreamWarning(process.getuid?.(), config.upstreams);

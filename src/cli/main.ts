@@ -159,6 +159,9 @@ program
       if (err instanceof PolicyFileError) reportPolicyErrors(err.file, err.issues.filter((i) => i.severity === 'error').map(formatIssue), policyErrorCount(err.issues, err.omittedErrors));
       throw err;
     }
+    // From here on a crash is one fatal JSON line in the log too (errors before it are told above).
+    const { logCrashes } = await import('../log.js');
+    logCrashes(app.log);
     if (starting) {
       const stop = stopOnSignals(app, undefined, ['SIGTERM']);
       // Stopped while starting: shut down as a started one does (never ready, so the primary sends it nothing).
