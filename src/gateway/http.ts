@@ -124,8 +124,12 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
 
   const server: HttpServer = createServer((req, res) => {
     handle(req, res).catch((err: Error) => {
-      gateway.log.warn({ err: err.message }, 'gateway HTTP request failed');
-      jsonRpcError(res, err instanceof SyntaxError || err.message === 'body too large' ? 400 : 500, -32700, err instanceof SyntaxError ? 'parse error' : err.message);
+      const clientFault = err instanceof SyntaxError || err.message === 'body too large';
+      // A client's bad body is its own answer (400), not the gateway's problem: at warn, one client posting
+      // garbage wrote a line per request.
+      if (clientFault) gateway.log.debug({ err: err.message }, 'gateway HTTP request refused: its body is not JSON or is too large (400)');
+      else gateway.log.warn({ err: err.message }, 'gateway HTTP request failed');
+      jsonRpcError(res, clientFault ? 400 : 500, -32700, err instanceof SyntaxError ? 'parse error' : err.message);
     });
   });
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/gateway.js';
 import type { HttpFront } from '../../src/gateway/http.js';
 import { bearer } from '../helpers/context.js';
-import { GatewayHarness, textOf } from './gateway-harness.js';
+import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
 
 // The Streamable HTTP front: the agent token is the Bearer credential of the MCP connection.
 
@@ -85,6 +85,24 @@ describe('Streamable HTTP', () => {
     await expect(httpClient(token)).rejects.toThrow();
     // A gateway key is not an agent token.
     expect((await initialize({ authorization: `Bearer ${h.gatewayKey}` })).status).toBe(401);
+  });
+
+  it("a body that is not JSON gets 400 parse error, and the gateway's log has no warning for it (a client's fault, not the gateway's)", async () => {
+    const { log, lines } = capturedLog();
+    const g = await h.gateway({}, log);
+    const own = await g.listenHttp({ port: 0 });
+    try {
+      const token = await h.token('ro');
+      for (let i = 0; i < 5; i++) {
+        const res = await fetch(own.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` }, body: '{"jsonrpc": "2.0", "id": 1, "method": ' });
+        expect(res.status).toBe(400);
+        expect(((await res.json()) as { error: { message: string } }).error.message).toBe('parse error');
+      }
+      expect(lines.filter((l) => (l['level'] as number) >= 40)).toEqual([]);
+    } finally {
+      await own.close();
+      await g.close();
+    }
   });
 
   it('a session id presented with another token gets 401', async () => {
