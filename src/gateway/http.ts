@@ -47,6 +47,9 @@ function jsonRpcError(res: ServerResponse, status: number, code: number, message
 const unauthorized = (res: ServerResponse, why: string) =>
   jsonRpcError(res, 401, -32001, `UNAUTHENTICATED: ${why}`, { 'www-authenticate': 'Bearer realm="killswitch-gateway", error="invalid_token"' });
 
+/** GET /healthz on the HTTP front: 200 while the gateway's event loop answers (a liveness probe). */
+export const HEALTH_PATH = '/healthz';
+
 async function readJson(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -96,6 +99,12 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway');
+    // For an orchestrator's liveness probe (Kubernetes httpGet): the event loop answers. Nothing is asked
+    // of the control plane or the upstreams: one shared by every replica must not restart them all.
+    if (url.pathname === HEALTH_PATH && url.pathname !== opts.path && (req.method === 'GET' || req.method === 'HEAD')) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(req.method === 'HEAD' ? undefined : JSON.stringify({ ok: true, agents: entries.size }));
+      return;
+    }
     if (url.pathname !== opts.path) return jsonRpcError(res, 404, -32600, `not found; the MCP endpoint is ${opts.path}`);
     const repeated = repeatedHeaderProblem('Authorization', headerCount(req, 'authorization'));
     if (repeated) return jsonRpcError(res, 400, -32600, `INVALID_REQUEST: ${repeated}`);

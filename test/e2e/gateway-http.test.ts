@@ -105,6 +105,15 @@ describe('Streamable HTTP', () => {
     }
   });
 
+  it('GET /healthz answers 200 without a token (a liveness probe); anything else outside the MCP endpoint is 404', async () => {
+    const health = new URL('/healthz', front.url).toString();
+    const res = await fetch(health);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ ok: true, agents: expect.any(Number) });
+    expect((await fetch(health, { method: 'HEAD' })).status).toBe(200);
+    expect((await fetch(new URL('/readyz', front.url).toString())).status).toBe(404);
+  });
+
   it('a session id presented with another token gets 401', async () => {
     const a = await h.token('ro');
     const b = await h.token('ro');
