@@ -6,7 +6,7 @@ export const ALERT_SEVERITIES = ['info', 'warning', 'critical'] as const;
 export type AlertSeverity = (typeof ALERT_SEVERITIES)[number];
 
 export const ALERT_KINDS = {
-  RATE_LIMIT_WARNING: { severity: 'warning', doc: 'A limit reached its pause_at_percent (80% by default); the call was still allowed. Raised once per window.' },
+  RATE_LIMIT_WARNING: { severity: 'warning', doc: 'A limit reached its pause_at_percent (80% by default); the call was still allowed. One open alert per token and limit (and server, for a server\'s limit), counting the windows that reached it in place.' },
   RATE_LIMITED: { severity: 'warning', doc: 'A per-minute or per-day limit denied a call (RATE_LIMITED); it does not halt.' },
   SESSION_HALTED: { severity: 'critical', doc: 'A kill-switch trigger halted a session (and by policy every session of its token) until a human resumes it.' },
   TOKEN_HALTED: { severity: 'critical', doc: 'Every session of a token was halted.' },

@@ -197,8 +197,8 @@ export class AlertService {
 
   /**
    * For a condition that keeps changing before anyone looked at it (a tool definition changed again while
-   * its change waits for review, calls a flag keeps denying): rewrites the newest open alert of `input.kind`
-   * (on `match.server`, of `match.project_id`, when given) whose `details[match.detail]` is `match.value` with `update(open)` (message, severity, numbers, details; it
+   * its change waits for review, calls a flag keeps denying, a limit passed in window after window): rewrites
+   * the newest open alert of `input.kind` (on `match.server`, of `match.project_id` and `match.token_id`, when given) whose `details[match.detail]` is `match.value` with `update(open)` (message, severity, numbers, details; it
    * keeps its id and time, and is neither streamed nor sent to the webhook again), or raises `input` when
    * none is open. Serialised per match across replicas (a Postgres advisory lock), so two reports do not
    * raise two alerts. Never rejects: when Postgres cannot answer, `input` is raised.
@@ -207,7 +207,7 @@ export class AlertService {
     const fresh = this.build(input);
     try {
       const outcome = await withTransaction(this.pool, async (db) => {
-        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`alert-open:${fresh.kind}:${match.server ?? ''}:${match.project_id ?? ''}:${match.detail}:${match.value}`]);
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`alert-open:${fresh.kind}:${match.server ?? ''}:${match.project_id ?? ''}:${match.token_id ?? ''}:${match.detail}:${match.value}`]);
         const open = await alertStore.openMatching(db, { kind: fresh.kind, ...match });
         if (!open) {
           await alertStore.insert(db, fresh);

@@ -53,6 +53,8 @@ type Queryable = Pool | PoolClient;
 export interface OpenMatch {
   server?: string;
   project_id?: string;
+  /** Only alerts of this agent token (its index makes the lookup read that token's alerts alone). */
+  token_id?: string;
   detail: string;
   value: string;
 }
@@ -91,6 +93,7 @@ export const alertStore = {
     let where = 'kind = $1 AND details->>$2 = $3';
     if (m.server !== undefined) where += ` AND server = $${args.push(m.server)}`;
     if (m.project_id !== undefined) where += ` AND project_id = $${args.push(m.project_id)}`;
+    if (m.token_id !== undefined) where += ` AND token_id = $${args.push(m.token_id)}`;
     const { rows } = await db.query<Alert>(`SELECT ${COLUMNS} FROM alerts WHERE ${where} AND acknowledged_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE`, args);
     return rows[0];
   },

@@ -9,7 +9,8 @@ import { grantRoutes } from '../grants/routes.js';
 import { GrantService } from '../grants/service.js';
 import { incidentRoutes } from '../incidents/routes.js';
 import { killsPlugin } from '../kills/plugin.js';
-import { fromPolicyLimitsShared } from '../limits/limits.js';
+import type { LimitAlert } from '../limits/gate.js';
+import { fromPolicyLimitsShared, limitOfServer } from '../limits/limits.js';
 import { createGateStep } from '../limits/step.js';
 import { type CallOutcome, type CallSummary, outcomeError, summarizeArguments, summarizeTool } from '../limits/summary.js';
 import { checkPolicy, haltsToken, limitsFor, resolveCall, scopeCheck } from '../policy/index.js';
@@ -90,18 +91,15 @@ export function buildSteps(ctx: AppContext, failures?: DependencyFailureLog): Pi
           server: call.call?.server ?? call.input.server,
           details: { decision_id: call.decisionId, trigger, lost_reply: true },
         }),
-      onAlert: (alert, call) =>
-        void ctx.alerts.raise({
-          kind: 'RATE_LIMIT_WARNING',
-          severity: 'warning',
-          message: `${alert.message} (token ${call.agent.displayPrefix}…, session ${call.input.session_id})`,
-          token_id: call.agent.id,
-          project_id: call.agent.projectId,
-          session_id: call.input.session_id,
-          server: call.call?.server ?? call.input.server,
-          numbers: { used: alert.used, max: alert.max, percent: alert.percent },
-          details: { limit: alert.limit },
-        }),
+      // The gate reports a limit once per window (a minute, a day, a session's total): a busy agent passes
+      // 80% of a per-minute limit every minute, and one that opens a session per task does in every session.
+      // One open alert per token and limit (and server, for a server's limit) counts the windows in place,
+      // rather than a row, a stream message and a webhook call each time (~1,440 a day per busy agent).
+      onAlert: (alert, call) => {
+        const server = call.call?.server ?? call.input.server;
+        const match = { token_id: call.agent.id, detail: 'limit', value: alert.limit, ...(limitOfServer(alert.limit) ? { server } : {}) };
+        void ctx.alerts.raiseOrUpdate(limitWarningAlert(alert, call), match, (open) => limitWarningAlert(alert, call, open));
+      },
       log: ctx.log,
       ...(failures ? { failures } : {}),
     }),
@@ -147,6 +145,25 @@ function killSwitchAlert(by: { detail: 'kill_id' | 'flag'; value: string }, call
       server: call.call?.server ?? call.input.server,
       tool: call.input.tool,
     },
+  };
+}
+
+/** The RATE_LIMIT_WARNING of a token and limit: new, or `open` with this window counted in. */
+function limitWarningAlert(alert: LimitAlert, call: CallContext, open?: Alert): RaiseAlert {
+  const now = new Date().toISOString();
+  const windows = (open?.numbers['windows'] ?? 0) + 1;
+  const since = typeof open?.details['first_at'] === 'string' ? open.details['first_at'] : now;
+  const counted = windows === 1 ? '' : `; ${windows} windows reached it since ${since} (counted in this alert until it is acknowledged)`;
+  return {
+    kind: 'RATE_LIMIT_WARNING',
+    severity: 'warning',
+    message: `${alert.message} (token ${call.agent.displayPrefix}…, session ${call.input.session_id})${counted}`,
+    token_id: call.agent.id,
+    project_id: call.agent.projectId,
+    session_id: call.input.session_id,
+    server: call.call?.server ?? call.input.server,
+    numbers: { used: alert.used, max: alert.max, percent: alert.percent, windows },
+    details: { limit: alert.limit, first_at: since, last_at: now, last_session_id: call.input.session_id },
   };
 }
 

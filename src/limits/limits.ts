@@ -109,6 +109,11 @@ export const COUNTER_LABELS: Record<string, string> = {
   token_calls_per_day: 'calls today (UTC) by this token',
 };
 
+/** Whether a limit counts the calls to one server (server_calls, token_server_calls_per_minute ...), not all of them. */
+export function limitOfServer(name: string): boolean {
+  return (COUNTER_LABELS[name] ?? '').includes('{server}');
+}
+
 export function counterLabel(name: string, server: string): string {
   return (COUNTER_LABELS[name] ?? name).replace('{server}', server);
 }
