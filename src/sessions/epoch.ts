@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Pool, REQUEST_QUERY_TIMEOUT_MS, withTransaction } from '../db/pool.js';
 import type { SessionMirror } from './mirror.js';
-import { IDLE_SWEEP_ACTOR, type IdleSession, sessionStore } from './store.js';
+import { IDLE_SWEEP_ACTOR, type IdleSession, type SessionRow, sessionStore } from './store.js';
 
 // The state epoch (DESIGN.md §4): a Redis key set only after halts, kills and sessions were loaded
 // from Postgres. If Redis restarts or is flushed the key is gone, the gate denies every call with
@@ -20,6 +20,8 @@ export type EnsureResult = 'present' | 'reloaded' | 'busy' | 'unavailable';
 
 const RELOAD_LOCK_MS = 30_000;
 const PAGE = 500;
+/** Halted sessions the reconciler reads and re-applies per transaction. */
+const HALT_PAGE = 1_000;
 const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 /**
  * Sets the epoch only while this reload still holds its lock. A flush or restart of Redis during the
@@ -32,7 +34,7 @@ const SET_EPOCH_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call(
  * bound, not the pool's 30 s: they run on the tick, so on a Postgres that hangs (or a connection whose
  * packets are lost, which fails only at its timeout, also after Postgres is back) one of them would hold
  * the journal's once-a-second retry of unrecorded halts and the epoch check for that long. Each reads or
- * writes at most a page (PAGE ids, 10,000 halted sessions): milliseconds when Postgres answers. One that
+ * writes at most a page (PAGE ids, HALT_PAGE halted sessions): milliseconds when Postgres answers. One that
  * times out (a lock held longer, such as another replica's reload copying many sessions) fails this run;
  * the next retries it, and nothing housekeeping skips lifts a halt.
  */
@@ -344,19 +346,33 @@ export class StateEpoch {
     return result;
   }
 
-  /** Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything). */
+  /**
+   * Re-applies every halt in force in Postgres to Redis (idempotent; never lifts anything), all of them a
+   * page at a time: it read only the first 10,000 halted sessions, oldest first, so once that many had
+   * accumulated (a halt stays in force until a human resumes it) the newest were the ones left out, and a
+   * Redis restored from a snapshot older than them allowed their calls. Halts of tokens that ended more
+   * than ENDED_TOKEN_GRACE ago are left out: their calls are refused before the gate, and re-applying them
+   * each minute grew with every token ever revoked while halted. Returns how many halts it re-applied.
+   */
   async reconcileHalts(): Promise<number> {
-    // Read and written under the halt-copy lock: a resume between the read and the write would otherwise
-    // be undone in Redis while Postgres says resumed (a halt nobody could lift: resume answers 409).
-    return withTransaction(this.pool, async (c) => {
-      await sessionStore.lockHaltCopies(c, 'copy');
-      const tokenHalts = await sessionStore.activeTokenHalts(c);
-      const sessions = await sessionStore.haltedSessions(c, 10_000);
-      await this.mirror.halt([
-        ...tokenHalts.map((h) => ({ tokenId: h.token_id, sessionId: null, trigger: h.trigger, haltToken: true })),
-        ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
-      ]);
-      return tokenHalts.length + sessions.length;
-    }, HOUSEKEEPING_TX);
+    let count = 0;
+    let after: string | null = null;
+    for (let first = true; ; first = false) {
+      // Each page read and written under the halt-copy lock: a resume between the read and the write would
+      // otherwise be undone in Redis while Postgres says resumed (a halt nobody could lift: resume answers 409).
+      const page: { tokens: number; sessions: SessionRow[] } = await withTransaction(this.pool, async (c) => {
+        await sessionStore.lockHaltCopies(c, 'copy');
+        const tokenHalts = first ? await sessionStore.activeTokenHalts(c, { liveTokens: true }) : [];
+        const sessions = await sessionStore.haltedSessionsPage(c, after, HALT_PAGE, { liveTokens: true });
+        await this.mirror.halt([
+          ...tokenHalts.map((h) => ({ tokenId: h.token_id, sessionId: null, trigger: h.trigger, haltToken: true })),
+          ...sessions.map((s) => ({ tokenId: s.token_id, sessionId: s.id, trigger: s.trigger ?? 'UNKNOWN', haltToken: false, fields: s })),
+        ]);
+        return { tokens: tokenHalts.length, sessions };
+      }, HOUSEKEEPING_TX);
+      count += page.tokens + page.sessions.length;
+      if (page.sessions.length < HALT_PAGE) return count;
+      after = page.sessions[page.sessions.length - 1]!.id;
+    }
   }
 }

@@ -60,6 +60,19 @@ const LIST_FROM = `FROM sessions s
   LEFT JOIN token_halts th ON th.token_id = s.token_id AND th.resumed_at IS NULL`;
 const LIST_COLUMNS = `${SESSION_COLUMNS}, t.project_id, th.trigger AS token_halt_trigger, th.halted_at AS token_halted_at`;
 
+/**
+ * How long after an agent token ended (revoked, or past its expiry) the reconciler still re-applies its
+ * halts. Revocation is final and an expiry only ever moves earlier, so an ended token's calls are refused
+ * before any step reads Redis; the grace outlasts every cache of the credential (TOKEN_CACHE_TTL_MS, at
+ * most 10 minutes) by far. Its halts stay in force in Postgres; the reconciler just stops re-applying
+ * them every minute, which otherwise grew with every token ever revoked while halted.
+ */
+export const ENDED_TOKEN_GRACE = '1 day';
+
+/** SQL: the agent token `column` names has not ended more than ENDED_TOKEN_GRACE ago. */
+const notEnded = (column: string) =>
+  `NOT EXISTS (SELECT 1 FROM agent_tokens t WHERE t.id = ${column} AND (t.revoked_at < now() - interval '${ENDED_TOKEN_GRACE}' OR t.expires_at < now() - interval '${ENDED_TOKEN_GRACE}'))`;
+
 /** Advisory lock space of the halt copies (kills use 7007). */
 const HALT_LOCK_SPACE = 7008;
 
@@ -191,13 +204,23 @@ export const sessionStore = {
     return rows;
   },
 
-  async haltedSessions(db: Queryable, limit: number): Promise<SessionRow[]> {
-    const { rows } = await db.query<SessionRow>(`SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state = 'halted' ORDER BY s.id LIMIT $1`, [limit]);
+  /**
+   * Halted sessions for the reconciler, a page at a time by id (`after`: the last id of the previous page).
+   * With `liveTokens`, only those of tokens that have not ended (ENDED_TOKEN_GRACE).
+   */
+  async haltedSessionsPage(db: Queryable, after: string | null, limit: number, opts: { liveTokens?: boolean } = {}): Promise<SessionRow[]> {
+    const { rows } = await db.query<SessionRow>(
+      `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state = 'halted' AND ($1::uuid IS NULL OR s.id > $1)${opts.liveTokens ? ` AND ${notEnded('s.token_id')}` : ''} ORDER BY s.id LIMIT $2`,
+      [after, limit],
+    );
     return rows;
   },
 
-  async activeTokenHalts(db: Queryable): Promise<Array<{ token_id: string; trigger: string }>> {
-    const { rows } = await db.query<{ token_id: string; trigger: string }>('SELECT token_id, trigger FROM token_halts WHERE resumed_at IS NULL');
+  /** Token halts in force; with `liveTokens`, only those of tokens that have not ended (ENDED_TOKEN_GRACE). */
+  async activeTokenHalts(db: Queryable, opts: { liveTokens?: boolean } = {}): Promise<Array<{ token_id: string; trigger: string }>> {
+    const { rows } = await db.query<{ token_id: string; trigger: string }>(
+      `SELECT h.token_id, h.trigger FROM token_halts h WHERE h.resumed_at IS NULL${opts.liveTokens ? ` AND ${notEnded('h.token_id')}` : ''}`,
+    );
     return rows;
   },
 
