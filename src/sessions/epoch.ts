@@ -170,7 +170,7 @@ export class StateEpoch {
       const { tokenHalts, count } = await withTransaction(this.pool, async (c) => {
         await sessionStore.lockHaltCopies(c, 'copy');
         // Token halts first: they stop the most.
-        const tokenHalts = await sessionStore.activeTokenHalts(c);
+        const tokenHalts = await sessionStore.activeTokenHalts(c, { liveTokens: true });
         await this.mirror.reloadSessions([], tokenHalts);
         let after: string | null = null;
         let count = 0;

@@ -61,11 +61,12 @@ const LIST_FROM = `FROM sessions s
 const LIST_COLUMNS = `${SESSION_COLUMNS}, t.project_id, th.trigger AS token_halt_trigger, th.halted_at AS token_halted_at`;
 
 /**
- * How long after an agent token ended (revoked, or past its expiry) the reconciler still re-applies its
- * halts. Revocation is final and an expiry only ever moves earlier, so an ended token's calls are refused
- * before any step reads Redis; the grace outlasts every cache of the credential (TOKEN_CACHE_TTL_MS, at
- * most 10 minutes) by far. Its halts stay in force in Postgres; the reconciler just stops re-applying
- * them every minute, which otherwise grew with every token ever revoked while halted.
+ * How long after an agent token ended (revoked, or past its expiry) its halts and sessions are still copied
+ * to Redis (the reconciler each minute, the reload after Redis lost its data). Revocation is final and an
+ * expiry only ever moves earlier, so an ended token's calls are refused before any step reads Redis; the
+ * grace outlasts every cache of the credential (TOKEN_CACHE_TTL_MS, at most 10 minutes) by far. Its halts
+ * stay in force in Postgres; copying them grew with every token ever revoked while halted, and after a
+ * flush their keys are not made again.
  */
 export const ENDED_TOKEN_GRACE = '1 day';
 
@@ -195,10 +196,13 @@ export const sessionStore = {
     return rows[0]?.project_id;
   },
 
-  /** Sessions and token halts to mirror into Redis after it lost its data, in pages. */
+  /**
+   * Sessions to mirror into Redis after it lost its data, in pages: active and halted ones of tokens that
+   * have not ended (ENDED_TOKEN_GRACE).
+   */
   async liveSessionsPage(db: Queryable, after: string | null, limit: number): Promise<SessionRow[]> {
     const { rows } = await db.query<SessionRow>(
-      `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state IN ('active', 'halted') AND ($1::uuid IS NULL OR s.id > $1) ORDER BY s.id LIMIT $2`,
+      `SELECT ${SESSION_COLUMNS} FROM sessions s WHERE s.state IN ('active', 'halted') AND ($1::uuid IS NULL OR s.id > $1) AND ${notEnded('s.token_id')} ORDER BY s.id LIMIT $2`,
       [after, limit],
     );
     return rows;

@@ -61,6 +61,34 @@ describe('halts of ended tokens', () => {
   });
 });
 
+describe('reload after Redis lost its data', () => {
+  it('copies the halts and sessions of a token revoked now, not those of one revoked two days ago', async () => {
+    const r = app.ctx.redis;
+    const halted = async () => {
+      const tok = await gw.token('rw');
+      const sid = (await gw.session(tok.raw)).session_id;
+      await app.ctx.sessions.halt({ tokenId: tok.id, sessionId: sid, trigger: 'CASCADE_WRITE', haltToken: true, summary: {} });
+      const revoked = await app.inject({ method: 'POST', url: `/v1/keys/${tok.id}/revoke`, headers: bearer(gw.owner), payload: { reason: 'incident' } });
+      expect(revoked.statusCode, revoked.body).toBe(200);
+      return { tok, sid };
+    };
+    const old = await halted();
+    const recent = await halted();
+    await t.pool().query(`UPDATE agent_tokens SET revoked_at = now() - interval '2 days' WHERE id = $1`, [old.tok.id]);
+    // Redis flushed: every key of this file goes.
+    for (let cursor = '0'; ; ) {
+      const [next, keys] = await r.redis.scan(cursor, 'MATCH', `${t.redisPrefix}*`, 'COUNT', 1000);
+      if (keys.length) await r.redis.del(...keys);
+      cursor = next;
+      if (cursor === '0') break;
+    }
+    expect(await app.ctx.sessions.epoch.reload()).toBe('reloaded');
+    expect(await r.redis.hget(r.key('s', recent.sid), 'st')).toBe('halted');
+    expect(await r.redis.get(r.key('th', recent.tok.id))).toBe('CASCADE_WRITE');
+    expect(await r.redis.exists(r.key('s', old.sid), r.key('th', old.tok.id), r.key('so', old.tok.id))).toBe(0);
+  });
+});
+
 describe('halt reconciler', () => {
   it('re-applies a halt Redis lost however many older halted sessions there are', async () => {
     await oldHaltedSessions(10_000);
