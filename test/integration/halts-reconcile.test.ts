@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // The reconciler re-applies every halt in force in Postgres to Redis (each minute, and before the gate
 // trusts a Redis that restarted from a snapshot older than the latest halts). Halted sessions accumulate:
@@ -82,7 +83,9 @@ describe('reload after Redis lost its data', () => {
       cursor = next;
       if (cursor === '0') break;
     }
-    expect(await app.ctx.sessions.epoch.reload()).toBe('reloaded');
+    // This replica's tick may start the reload first: either way, wait for the epoch it sets.
+    await app.ctx.sessions.epoch.reload();
+    await until(async () => (await r.redis.exists(r.key('epoch'))) === 1, 10_000, 'the reload');
     expect(await r.redis.hget(r.key('s', recent.sid), 'st')).toBe('halted');
     expect(await r.redis.get(r.key('th', recent.tok.id))).toBe('CASCADE_WRITE');
     expect(await r.redis.exists(r.key('s', old.sid), r.key('th', old.tok.id), r.key('so', old.tok.id))).toBe(0);
