@@ -1,20 +1,43 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../canonical-json.js';
 import type { ResolvedCall } from '../decisions/types.js';
-import type { ApprovalRule, CompiledPolicy } from '../policy/types.js';
+import type { ApprovalRule, CompiledPolicy, IndexedApprovalRule } from '../policy/types.js';
 import type { AgentPrincipal } from '../tokens/authenticator.js';
 
-/** The first approval rule of the policy that covers this call, if any. */
-export function approvalRuleFor(policy: CompiledPolicy, agent: Pick<AgentPrincipal, 'role' | 'environment'>, call: Pick<ResolvedCall, 'server' | 'tool' | 'capability'>): ApprovalRule | undefined {
-  for (const rule of policy.approvals.rules) {
-    if (rule.servers && !rule.servers.has(call.server)) continue;
-    if (rule.tools && !rule.tools.has(call.tool)) continue;
-    if (rule.capabilities && !rule.capabilities.has(call.capability)) continue;
-    if (rule.roles && !rule.roles.has(agent.role)) continue;
-    if (rule.environments && !rule.environments.has(agent.environment)) continue;
-    return rule;
+type Asker = Pick<AgentPrincipal, 'role' | 'environment'>;
+type Asked = Pick<ResolvedCall, 'server' | 'tool' | 'capability'>;
+
+function covers(rule: ApprovalRule, agent: Asker, call: Asked): boolean {
+  if (rule.servers && !rule.servers.has(call.server)) return false;
+  if (rule.tools && !rule.tools.has(call.tool)) return false;
+  if (rule.capabilities && !rule.capabilities.has(call.capability)) return false;
+  if (rule.roles && !rule.roles.has(agent.role)) return false;
+  if (rule.environments && !rule.environments.has(agent.environment)) return false;
+  return true;
+}
+
+/** The first rule of `list` covering the call that comes before `best` in the file, else `best`. */
+function earlier(list: readonly IndexedApprovalRule[] | undefined, agent: Asker, call: Asked, best: IndexedApprovalRule | undefined): IndexedApprovalRule | undefined {
+  if (list === undefined) return best;
+  for (const entry of list) {
+    if (best !== undefined && entry.order >= best.order) return best;
+    if (covers(entry.rule, agent, call)) return entry;
   }
-  return undefined;
+  return best;
+}
+
+/**
+ * The first approval rule of the policy that covers this call, if any. Only the rules filed under the
+ * call's server, role or tool (and those naming none of them) are looked at (ApprovalIndex): the cost
+ * of a call does not grow with the number of servers, roles or rules of the file.
+ */
+export function approvalRuleFor(policy: CompiledPolicy, agent: Asker, call: Asked): ApprovalRule | undefined {
+  const index = policy.approvals.index;
+  let best = earlier(index.byServer.get(call.server), agent, call, undefined);
+  best = earlier(index.byRole.get(agent.role), agent, call, best);
+  best = earlier(index.byTool.get(call.tool), agent, call, best);
+  best = earlier(index.rest, agent, call, best);
+  return best?.rule;
 }
 
 /** `sha256:<hex>` of the canonical JSON of the arguments: key order and spacing do not matter, values do. */

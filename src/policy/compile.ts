@@ -18,6 +18,7 @@ import { SHIPPED_MAPS, type ToolMap } from './maps/index.js';
 import { upstreamIdentitiesOf } from './resources.js';
 import { type ApprovalsEntry, CAPABILITIES, ENVIRONMENT_NAMES, type PolicyFile, PRESETS, type RoleEntry, type ServerEntry, type ServerLimitsEntry } from './schema.js';
 import type {
+  ApprovalIndex,
   ApprovalRule,
   ApprovalSettings,
   CascadeSettings,
@@ -25,6 +26,7 @@ import type {
   CompiledRole,
   CompiledServer,
   EnvironmentRules,
+  IndexedApprovalRule,
   NetworkRule,
   PathRule,
   ProhibitedRule,
@@ -400,7 +402,30 @@ function compileApprovals(
       ttlSeconds: rule.ttl_seconds ?? ttlSeconds,
     });
   }
-  return { rules, separateApprover, ttlSeconds };
+  return { rules, index: indexApprovalRules(rules), separateApprover, ttlSeconds };
+}
+
+/** ApprovalIndex of `rules`: each rule filed under the first of servers, roles, tools it names. */
+export function indexApprovalRules(rules: readonly ApprovalRule[]): ApprovalIndex {
+  const byServer = new Map<string, IndexedApprovalRule[]>();
+  const byRole = new Map<string, IndexedApprovalRule[]>();
+  const byTool = new Map<string, IndexedApprovalRule[]>();
+  const rest: IndexedApprovalRule[] = [];
+  const file = (map: Map<string, IndexedApprovalRule[]>, keys: ReadonlySet<string>, entry: IndexedApprovalRule) => {
+    for (const key of keys) {
+      const list = map.get(key);
+      if (list) list.push(entry);
+      else map.set(key, [entry]);
+    }
+  };
+  rules.forEach((rule, order) => {
+    const entry = { order, rule };
+    if (rule.servers) file(byServer, rule.servers, entry);
+    else if (rule.roles) file(byRole, rule.roles, entry);
+    else if (rule.tools) file(byTool, rule.tools, entry);
+    else rest.push(entry);
+  });
+  return { byServer, byRole, byTool, rest };
 }
 
 /**

@@ -132,9 +132,31 @@ export interface ApprovalRule {
   ttlSeconds: number | undefined;
 }
 
+/**
+ * The approval rules by the one key each is filed under, so a call looks only at rules that can match it
+ * (a file with hundreds of rules costs a call no more than one with two): a rule naming servers under
+ * each of them; else one naming roles under each role; else one naming tools under each tool; else (only
+ * capabilities or environments) in `rest`. Each list keeps the file's order (`order`), and the first
+ * matching rule of the file wins across the lists.
+ */
+export interface ApprovalIndex {
+  byServer: ReadonlyMap<string, readonly IndexedApprovalRule[]>;
+  byRole: ReadonlyMap<string, readonly IndexedApprovalRule[]>;
+  byTool: ReadonlyMap<string, readonly IndexedApprovalRule[]>;
+  rest: readonly IndexedApprovalRule[];
+}
+
+export interface IndexedApprovalRule {
+  /** Position in ApprovalSettings.rules: the lower one wins. */
+  order: number;
+  rule: ApprovalRule;
+}
+
 export interface ApprovalSettings {
   /** Server `approval:` lists first (as rules named `servers.<name>.approval`), then `approvals.rules` in order. */
   rules: readonly ApprovalRule[];
+  /** `rules`, filed for lookup per call (approvalRuleFor). */
+  index: Readonly<ApprovalIndex>;
   separateApprover: boolean;
   ttlSeconds: number | undefined;
 }

@@ -75,6 +75,60 @@ describe('approval rules of the policy', () => {
   });
 });
 
+/** A policy of `n` servers, each with an `approval:` list, and `n` rules by server and role: the platform team's file. */
+function largePolicy(n: number): string {
+  const lines = ['servers:'];
+  for (let i = 0; i < n; i++) lines.push(`  s${i}:`, '    identity: { command: npx }', '    class: db', `    approval: [drop_${i}]`);
+  lines.push('roles:');
+  for (let i = 0; i < n; i++) lines.push(`  role_${i}:`, `    allowed_servers: [s${i}]`);
+  lines.push('approvals:', '  rules:');
+  for (let i = 0; i < n; i++) lines.push(`    - name: r${i}`, `      servers: [s${i}]`, `      roles: [role_${i}]`, '      environments: [production]');
+  lines.push('    - name: every-delete', '      capabilities: [delete]', '    - name: ops', '      roles: [role_0]', '      tools: [reindex]');
+  return `${lines.join('\n')}\n`;
+}
+
+/** How many rules approvalRuleFor looks at: each rule's first set counts its lookups (the rules are the policy's own objects). */
+function countLookups(policy: ReturnType<typeof compiled>): { count: () => number } {
+  let n = 0;
+  for (const rule of policy.approvals.rules) {
+    const key = (['servers', 'roles', 'tools', 'capabilities', 'environments'] as const).find((k) => rule[k] !== undefined);
+    if (key === undefined) continue;
+    const set = rule[key] as ReadonlySet<string>;
+    const counting = new Set(set);
+    counting.has = (v: string) => {
+      n++;
+      return Set.prototype.has.call(set, v);
+    };
+    (rule as { -readonly [K in typeof key]: unknown })[key] = counting;
+  }
+  return { count: () => n };
+}
+
+describe('approval rules of a large policy', () => {
+  const policy = compiled(largePolicy(500));
+  const counter = countLookups(policy);
+
+  it('a call looks only at the rules filed under its server, role and tool, not at every rule of the file', () => {
+    const before = counter.count();
+    const rule = approvalRuleFor(policy, { role: 'role_499', environment: 'production' }, { server: 's499', tool: 'select', capability: 'read' });
+    expect(rule?.name).toBe('r499');
+    // s499's `approval:` list, rule r499; not the 999 rules of other servers and roles.
+    expect(counter.count() - before).toBeLessThanOrEqual(4);
+    const none = counter.count();
+    expect(approvalRuleFor(policy, { role: 'role_499', environment: 'staging' }, { server: 's499', tool: 'select', capability: 'read' })).toBeUndefined();
+    expect(counter.count() - none).toBeLessThanOrEqual(6);
+  });
+
+  it('the first matching rule of the file still wins across servers, roles, tools and the rest', () => {
+    expect(approvalRuleFor(policy, { role: 'role_7', environment: 'production' }, { server: 's7', tool: 'drop_7', capability: 'delete' })?.name).toBe('servers.s7.approval');
+    expect(approvalRuleFor(policy, { role: 'role_7', environment: 'production' }, { server: 's7', tool: 'x', capability: 'delete' })?.name).toBe('r7');
+    expect(approvalRuleFor(policy, { role: 'role_7', environment: 'staging' }, { server: 's7', tool: 'x', capability: 'delete' })?.name).toBe('every-delete');
+    expect(approvalRuleFor(policy, { role: 'role_0', environment: 'staging' }, { server: 's3', tool: 'reindex', capability: 'write' })?.name).toBe('ops');
+    expect(approvalRuleFor(policy, { role: 'role_0', environment: 'staging' }, { server: 's3', tool: 'reindex', capability: 'delete' })?.name).toBe('every-delete');
+    expect(approvalRuleFor(policy, { role: 'role_1', environment: 'staging' }, { server: 's3', tool: 'reindex', capability: 'write' })).toBeUndefined();
+  });
+});
+
 describe('what one approval covers', () => {
   it('the arguments hash ignores key order and whitespace but not values', () => {
     expect(argumentsHash({ a: 1, b: { c: [1, 2], d: 'x' } })).toBe(argumentsHash({ b: { d: 'x', c: [1, 2] }, a: 1 }));
