@@ -9,16 +9,40 @@ import type { CompiledPolicy, CompiledServer, NetworkRule, PathRule, ProhibitedR
 // Steps 5 (policy) and 6 (scopes) of DESIGN.md §4. Pure functions of the compiled policy, the token
 // and the resolved call: the first denial wins, in the order an operator reads them in explain.
 
-function prohibitedRuleFor(rules: readonly ProhibitedRule[], server: CompiledServer, call: ResolvedCall): ProhibitedRule | undefined {
-  const scopeClass = call.requiredScope.slice(0, call.requiredScope.indexOf(':'));
-  for (const rule of rules) {
-    if (!rule.capabilities.has(call.capability)) continue;
-    if (rule.serverClass !== undefined && rule.serverClass !== server.serverClass && rule.serverClass !== scopeClass) continue;
-    if (rule.servers && !rule.servers.has(server.name)) continue;
-    if (rule.maps && (server.mapName === undefined || !rule.maps.has(server.mapName))) continue;
-    return rule;
+/** The class of each scope of the table (`db:update` → `db`): looked up per call rather than cut out of the name. */
+const SCOPE_CLASS: ReadonlyMap<string, string> = new Map([...SCOPE_BY_NAME.keys()].map((s) => [s, s.slice(0, s.indexOf(':'))]));
+
+function prohibitionCovers(rule: ProhibitedRule, server: CompiledServer, call: ResolvedCall, scopeClass: string): boolean {
+  if (!rule.capabilities.has(call.capability)) return false;
+  if (rule.serverClass !== undefined && rule.serverClass !== server.serverClass && rule.serverClass !== scopeClass) return false;
+  if (rule.servers && !rule.servers.has(server.name)) return false;
+  if (rule.maps && (server.mapName === undefined || !rule.maps.has(server.mapName))) return false;
+  return true;
+}
+
+/** The first rule of `list` covering the call that comes before `best` in the file, else `best`. */
+function earlierProhibition(list: readonly ProhibitedRule[] | undefined, server: CompiledServer, call: ResolvedCall, scopeClass: string, best: ProhibitedRule | undefined): ProhibitedRule | undefined {
+  if (list === undefined) return best;
+  for (const rule of list) {
+    if (best !== undefined && rule.order >= best.order) return best;
+    if (prohibitionCovers(rule, server, call, scopeClass)) return rule;
   }
-  return undefined;
+  return best;
+}
+
+/**
+ * The first prohibited capability (in the file's order) covering the call. Only the rules filed under
+ * the call's server, the server's class and the required scope's class are looked at (ProhibitedIndex):
+ * the cost does not grow with the length of `prohibited_capabilities`.
+ */
+function prohibitedRuleFor(policy: CompiledPolicy, server: CompiledServer, call: ResolvedCall): ProhibitedRule | undefined {
+  const index = policy.prohibitedIndex;
+  const scope = call.requiredScope;
+  const scopeClass = SCOPE_CLASS.get(scope) ?? scope.slice(0, scope.indexOf(':'));
+  let best = earlierProhibition(index.byServer.get(server.name), server, call, scopeClass, undefined);
+  best = earlierProhibition(index.byClass.get(server.serverClass), server, call, scopeClass, best);
+  if (scopeClass !== server.serverClass) best = earlierProhibition(index.byClass.get(scopeClass), server, call, scopeClass, best);
+  return earlierProhibition(index.rest, server, call, scopeClass, best);
 }
 
 const MAX_SHOWN = 200;
@@ -173,7 +197,7 @@ export function checkPolicy(
     };
   }
 
-  const rule = prohibitedRuleFor(policy.prohibited, server, call);
+  const rule = prohibitedRuleFor(policy, server, call);
   if (rule) {
     return {
       code: 'PERMISSION_DENIED',

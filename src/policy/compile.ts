@@ -29,6 +29,7 @@ import type {
   IndexedApprovalRule,
   NetworkRule,
   PathRule,
+  ProhibitedIndex,
   ProhibitedRule,
   ServerLimits,
   ToolScope,
@@ -316,7 +317,7 @@ function builtInRole(preset: string, servers: ReadonlyMap<string, CompiledServer
   };
 }
 
-const BUILTIN_PROHIBITED_RULES: Record<string, Omit<ProhibitedRule, 'name'>> = {
+const BUILTIN_PROHIBITED_RULES: Record<string, Omit<ProhibitedRule, 'name' | 'order'>> = {
   shell_execution: { serverClass: 'exec', capabilities: new Set(['read', 'write', 'delete']), servers: undefined, maps: undefined },
   file_write: { serverClass: 'storage', capabilities: new Set(['write', 'delete']), servers: undefined, maps: new Set(['filesystem']) },
   database_write: { serverClass: 'db', capabilities: new Set(['write', 'delete']), servers: undefined, maps: undefined },
@@ -332,7 +333,7 @@ function compileProhibited(list: PolicyFile['prohibited_capabilities'], known: R
     names.add(name);
     if (typeof item === 'string') {
       const rule = BUILTIN_PROHIBITED_RULES[item];
-      if (rule) out.push({ name, ...rule });
+      if (rule) out.push({ name, order: out.length, ...rule });
       continue;
     }
     if (BUILTIN_PROHIBITED_RULES[item.name]) {
@@ -353,6 +354,7 @@ function compileProhibited(list: PolicyFile['prohibited_capabilities'], known: R
     if (!ok) continue;
     out.push({
       name: item.name,
+      order: out.length,
       serverClass: item.class,
       capabilities: new Set(item.capabilities ?? ['read', 'write', 'delete']),
       servers: item.servers ? new Set(item.servers) : undefined,
@@ -360,6 +362,24 @@ function compileProhibited(list: PolicyFile['prohibited_capabilities'], known: R
     });
   }
   return out;
+}
+
+/** ProhibitedIndex of `rules`: each filed under its servers, else its class. */
+export function indexProhibitedRules(rules: readonly ProhibitedRule[]): ProhibitedIndex {
+  const byServer = new Map<string, ProhibitedRule[]>();
+  const byClass = new Map<string, ProhibitedRule[]>();
+  const rest: ProhibitedRule[] = [];
+  const file = (map: Map<string, ProhibitedRule[]>, key: string, rule: ProhibitedRule) => {
+    const list = map.get(key);
+    if (list) list.push(rule);
+    else map.set(key, [rule]);
+  };
+  for (const rule of rules) {
+    if (rule.servers) for (const s of rule.servers) file(byServer, s, rule);
+    else if (rule.serverClass !== undefined) file(byClass, rule.serverClass, rule);
+    else rest.push(rule);
+  }
+  return { byServer, byClass, rest };
 }
 
 /** Server `approval:` lists and `approvals.rules`, checked against the servers and roles of the file. */
@@ -507,6 +527,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
     servers,
     roles,
     prohibited,
+    prohibitedIndex: indexProhibitedRules(prohibited),
     environments,
     limits,
     cascade,

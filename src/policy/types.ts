@@ -87,6 +87,8 @@ export interface CascadeSettings {
 
 export interface ProhibitedRule {
   name: string;
+  /** Position in the file's list (CompiledPolicy.prohibited): the first matching rule is the one named. */
+  order: number;
   /** Matches the server's class or the required scope's class; undefined: any class. */
   serverClass: string | undefined;
   capabilities: ReadonlySet<Capability>;
@@ -94,6 +96,17 @@ export interface ProhibitedRule {
   servers: ReadonlySet<string> | undefined;
   /** Only servers using one of these shipped maps (file_write: the filesystem map). */
   maps: ReadonlySet<string> | undefined;
+}
+
+/**
+ * The prohibited capabilities by the one key each is filed under, so a call looks only at rules that can
+ * match it: a rule naming servers under each of them; else one naming a class under that class (matched
+ * against the server's class and the required scope's); else in `rest`. Each list keeps the file's order.
+ */
+export interface ProhibitedIndex {
+  byServer: ReadonlyMap<string, readonly ProhibitedRule[]>;
+  byClass: ReadonlyMap<string, readonly ProhibitedRule[]>;
+  rest: readonly ProhibitedRule[];
 }
 
 export interface EnvironmentRules {
@@ -170,6 +183,8 @@ export interface CompiledPolicy {
   /** Roles of the file plus the built-in presets usable directly as role names. */
   roles: ReadonlyMap<string, CompiledRole>;
   prohibited: readonly ProhibitedRule[];
+  /** `prohibited`, filed for lookup per call. */
+  prohibitedIndex: Readonly<ProhibitedIndex>;
   environments: Readonly<Record<Environment, EnvironmentRules>>;
   limits: Readonly<GlobalLimits>;
   cascade: Readonly<CascadeSettings>;

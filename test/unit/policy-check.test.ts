@@ -298,6 +298,49 @@ prohibited_capabilities: [file_write]
   });
 });
 
+describe('prohibited capabilities of a large policy', () => {
+  /** `n` db servers, one custom prohibited capability per server, then a rule by class (of the server or of the scope). */
+  function largePolicy(n: number): CompiledPolicy {
+    const lines = ['servers:'];
+    for (let i = 0; i < n; i++) lines.push(`  s${i}: { identity: { command: a }, class: db, tools: { sync: storage:write, wipe: db:delete } }`);
+    lines.push('  files: { identity: { command: b }, class: storage, tools: { purge: db:delete } }');
+    lines.push('roles:', `  r: { allowed_servers: [${[...Array.from({ length: n }, (_, i) => `s${i}`), 'files'].join(', ')}] }`, 'prohibited_capabilities:');
+    for (let i = 0; i < n; i++) lines.push(`  - { name: no_delete_${i}, servers: [s${i}], capabilities: [delete] }`);
+    lines.push('  - { name: no_storage_writes, class: storage, capabilities: [write] }');
+    const result = parsePolicy(`${lines.join('\n')}\n`, 'p.yaml');
+    if (!result.ok) throw new Error(result.issues.map(formatIssue).join('\n'));
+    return result.policy;
+  }
+  const policy = largePolicy(500);
+  const admin = agent('admin', { role: 'r' });
+  // Each rule's capabilities set counts its lookups: how many rules a call looks at.
+  let looked = 0;
+  for (const rule of policy.prohibited) {
+    const own = rule.capabilities;
+    (rule as { capabilities: ReadonlySet<string> }).capabilities = Object.assign(new Set(own), {
+      has: (c: string) => {
+        looked++;
+        return own.has(c as never);
+      },
+    });
+  }
+
+  it('a call looks only at the rules filed under its server and classes, not at the whole list', () => {
+    looked = 0;
+    expect(decide(policy, admin, input('s499', 'wipe'))).toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringMatching(/prohibits no_delete_499 /) });
+    expect(looked).toBeLessThanOrEqual(3);
+    looked = 0;
+    expect(decide(policy, admin, input('s499', 'select'))).toBe('allow');
+    expect(looked).toBeLessThanOrEqual(3);
+  });
+
+  it("a rule by class matches the server's class or the required scope's, as before", () => {
+    expect(decide(policy, admin, input('s3', 'sync'))).toMatchObject({ message: expect.stringMatching(/prohibits no_storage_writes /) });
+    expect(decide(policy, admin, input('files', 'anything'))).toMatchObject({ message: expect.stringMatching(/prohibits no_storage_writes /) });
+    expect(decide(policy, admin, input('files', 'purge'))).toBe('allow');
+  });
+});
+
 describe('scopeCheck (step 6)', () => {
   it('names the tool, the scope and the token to ask for', () => {
     const c = call(fixture, input('idp', 'create_user'));
