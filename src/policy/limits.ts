@@ -6,11 +6,11 @@ import type { CompiledPolicy, EffectiveLimits } from './types.js';
  * Every limit number that applies to one call of `role` on `server`: the global (per session) and
  * per-token limits, the server's limits (seed 001 defaults by kind, overridden by the file), the
  * cascade window (per-role override) and the large-result threshold with the role's permission.
- * Answers are cached per (role, server) for the life of this compiled policy.
+ * Answers are cached per role, then per server, for the life of this compiled policy: two map lookups,
+ * no key built per call.
  */
 export function limitsFor(policy: CompiledPolicy, role: string, server: string): Readonly<EffectiveLimits> {
-  const key = `${role}\u0000${server}`;
-  const cached = policy.limitsCache.get(key);
+  const cached = policy.limitsCache.get(role)?.get(server);
   if (cached) return cached;
   const r = policy.roles.get(role);
   const s = policy.servers.get(server);
@@ -24,7 +24,11 @@ export function limitsFor(policy: CompiledPolicy, role: string, server: string):
     largeResultsAllowed: r?.largeResults ?? false,
   });
   // Bounded by roles × servers of the file (unknown names are not cached, so callers cannot grow it).
-  if (r && s) policy.limitsCache.set(key, limits);
+  if (r && s) {
+    const ofRole = policy.limitsCache.get(role);
+    if (ofRole) ofRole.set(server, limits);
+    else policy.limitsCache.set(role, new Map([[server, limits]]));
+  }
   return limits;
 }
 

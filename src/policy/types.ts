@@ -192,6 +192,6 @@ export interface CompiledPolicy {
   haltTokenOn: ReadonlySet<HaltTrigger>;
   approvals: Readonly<ApprovalSettings>;
   warnings: readonly PolicyIssue[];
-  /** limitsFor() answers, filled on first use. */
-  readonly limitsCache: Map<string, Readonly<EffectiveLimits>>;
+  /** limitsFor() answers by role, then by server, filled on first use. */
+  readonly limitsCache: Map<string, Map<string, Readonly<EffectiveLimits>>>;
 }

@@ -50,11 +50,17 @@ describe('limitsFor', () => {
     expect(l.session.maxCalls).toBe(150);
     expect(l.largeResultsAllowed).toBe(false);
     expect(l.server.maxCallsPerSession).toBeNull();
-    expect(fixture.limitsCache.has('ghost\u0000nope')).toBe(false);
+    expect(fixture.limitsCache.has('ghost')).toBe(false);
   });
 
   it('is cached per role and server', () => {
     expect(limitsFor(fixture, 'code_agent', 'github')).toBe(limitsFor(fixture, 'code_agent', 'github'));
+  });
+
+  it('is cached by role, then by server: a lookup per call builds no key string', () => {
+    const l = limitsFor(fixture, 'database_agent', 'postgres');
+    expect(fixture.limitsCache.get('database_agent')).toBeInstanceOf(Map);
+    expect(fixture.limitsCache.get('database_agent')?.get('postgres')).toBe(l);
   });
 });
 
