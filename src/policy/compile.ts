@@ -231,18 +231,57 @@ function compileServer(name: string, entry: ServerEntry, issues: IssueList, perS
   };
 }
 
+/** How many server names an "unknown server" error lists: all of a small file, the nearest of a large one. */
+export const NAMES_LISTED = 10;
+/** Name comparisons (edit distance) one compile may spend on "unknown server" hints; past it the first names are listed. */
+const HINT_COMPARISONS = 200_000;
+
+/** Levenshtein distance of two short names (at most 63 characters each). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length] as number;
+}
+
+/**
+ * What follows `unknown server "x"`: every server of a small file; in a large one (300 servers) the
+ * NAMES_LISTED nearest to the name written and how many there are, so that one typo is one readable line,
+ * not a list of every server repeated on each error. `budget` bounds the comparisons of one compile.
+ */
+function knownServersHint(name: string, known: ReadonlyMap<string, unknown>, budget: { comparisons: number }): string {
+  const all = [...known.keys()];
+  if (all.length <= NAMES_LISTED) return `servers in this policy: ${all.join(', ') || '(none)'}`;
+  let shown = all.slice(0, NAMES_LISTED);
+  let which = 'the first';
+  if (budget.comparisons + all.length <= HINT_COMPARISONS) {
+    budget.comparisons += all.length;
+    shown = all
+      .map((k) => ({ k, d: editDistance(name, k) }))
+      .sort((x, y) => x.d - y.d || (x.k < y.k ? -1 : 1))
+      .slice(0, NAMES_LISTED)
+      .map((x) => x.k);
+    which = 'the nearest';
+  }
+  return `${all.length} servers in this policy, ${which} ${NAMES_LISTED}: ${shown.join(', ')}`;
+}
+
 function serversByEnvironment(
   value: RoleEntry['allowed_servers'],
   path: PathSegment[],
   known: ReadonlyMap<string, unknown>,
   issues: IssueList,
+  budget: { comparisons: number },
 ): Record<Environment, Set<string>> {
   const out = { development: new Set<string>(), staging: new Set<string>(), production: new Set<string>() };
   if (value === undefined) return out;
   const add = (env: Environment | 'all', list: readonly string[], listPath: PathSegment[]) => {
     for (const [i, server] of list.entries()) {
       if (!known.has(server)) {
-        issues.error([...listPath, i], `unknown server "${server}"; servers in this policy: ${[...known.keys()].join(', ') || '(none)'}`);
+        issues.error([...listPath, i], `unknown server "${server}"; ${knownServersHint(server, known, budget)}`);
         continue;
       }
       for (const e of env === 'all' ? ENVS : [env]) out[e].add(server);
@@ -260,6 +299,7 @@ function compileRole(
   known: ReadonlyMap<string, unknown>,
   cascade: CascadeSettings,
   issues: IssueList,
+  budget: { comparisons: number },
 ): CompiledRole {
   const at = (...p: PathSegment[]): PathSegment[] => ['roles', name, ...p];
   const presets = entry.presets ?? [];
@@ -277,8 +317,8 @@ function compileRole(
       );
     }
   }
-  const allowed = serversByEnvironment(entry.allowed_servers, at('allowed_servers'), known, issues);
-  const forbidden = serversByEnvironment(entry.forbidden_servers, at('forbidden_servers'), known, issues);
+  const allowed = serversByEnvironment(entry.allowed_servers, at('allowed_servers'), known, issues, budget);
+  const forbidden = serversByEnvironment(entry.forbidden_servers, at('forbidden_servers'), known, issues, budget);
   if (presets.includes('mcp.full_internal')) {
     for (const env of FULL_INTERNAL_ENVIRONMENTS) for (const s of servers.values()) if (!s.prohibited) allowed[env].add(s.name);
   }
@@ -474,6 +514,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
 
   const roles = new Map<string, CompiledRole>();
   for (const preset of PRESETS) roles.set(preset, builtInRole(preset, servers, cascade));
+  const hints = { comparisons: 0 };
   for (const [name, entry] of Object.entries(file.roles)) {
     if ((PRESETS as readonly string[]).includes(name)) {
       issues.error(['roles', name], `"${name}" is a built-in preset: it cannot be redefined or deleted (reference it with \`presets: [${name}]\`)`, 'key');
@@ -483,7 +524,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
       issues.error(['roles', name], 'role names starting with "mcp." are reserved for built-in presets', 'key');
       continue;
     }
-    roles.set(name, compileRole(name, entry, servers, known, cascade, issues));
+    roles.set(name, compileRole(name, entry, servers, known, cascade, issues, hints));
   }
 
   const prohibited = compileProhibited(file.prohibited_capabilities, known, issues);

@@ -50,6 +50,22 @@ describe('policy file: errors point at line, column and key path', () => {
     ]);
   });
 
+  it('an unknown server deep in a file of 300 servers: one line pointing at it, naming the nearest servers, not all 300', () => {
+    const servers = Array.from({ length: 300 }, (_, i) => `svc-${String(i).padStart(3, '0')}`);
+    const text = [
+      'servers:',
+      ...servers.map((s) => `  ${s}: { identity: { command: npx }, class: db }`),
+      'roles:',
+      ...Array.from({ length: 150 }, (_, r) => `  team_${r}:\n    allowed_servers:\n      production: [${servers.slice(r, r + 40).join(', ')}${r === 149 ? ', svc-2999' : ''}]`),
+    ].join('\n');
+    const errors = errorsOf(text);
+    expect(errors).toHaveLength(1);
+    const [issue] = errors;
+    expect(formatIssue(issue as PolicyIssue)).toMatch(/^p\.yaml:752:\d+ roles\.team_149\.allowed_servers\.production\[40\]: unknown server "svc-2999"; 300 servers in this policy, the nearest 10: svc-299, /);
+    expect(issue?.message).not.toContain('svc-000');
+    expect(issue?.message.length).toBeLessThan(300);
+  });
+
   it('YAML syntax errors carry their position', async () => {
     const result = await loadPolicyFile('test/fixtures/policy/syntax.yaml');
     expect(result.ok).toBe(false);
