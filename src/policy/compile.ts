@@ -575,7 +575,7 @@ export function compilePolicy(file: PolicyFile, issues: IssueList, meta: { path:
     largeResultBytes: file.large_result_bytes ?? DEFAULT_LARGE_RESULT_BYTES,
     haltTokenOn: new Set<HaltTrigger>(file.halt_token_on ?? DEFAULT_HALT_TOKEN_ON),
     approvals,
-    warnings: issues.sorted().filter((i) => i.severity === 'warning'),
+    warnings: issues.warningsListed(),
     limitsCache: new Map(),
   };
 }

@@ -168,6 +168,29 @@ export class IssueList {
   }
 
   /**
+   * The warnings, sorted, cut to the first POLICY_ISSUES_LISTED, then one warning saying how many more
+   * there are: what a policy in force keeps (GET /v1/policy, one log line each at every load), so a
+   * large file with a warning per server does not answer or log thousands of them.
+   */
+  warningsListed(): PolicyIssue[] {
+    const all = this.sorted().filter((i) => i.severity === 'warning');
+    if (all.length <= POLICY_ISSUES_LISTED) return all;
+    const first = all[POLICY_ISSUES_LISTED] as PolicyIssue;
+    const more = all.length - POLICY_ISSUES_LISTED;
+    return [
+      ...all.slice(0, POLICY_ISSUES_LISTED),
+      {
+        severity: 'warning',
+        file: this.file,
+        line: first.line,
+        column: first.column,
+        path: '',
+        message: `${more} more warning${more === 1 ? '' : 's'} from here on, not listed (only the first ${POLICY_ISSUES_LISTED} are kept with the policy)`,
+      },
+    ];
+  }
+
+  /**
    * sorted(), cut to the first POLICY_ISSUES_LISTED by position, then one issue saying how many more there
    * are: a file with thousands of errors is refused all the same, and its log line, `GET /v1/policy` and
    * `policy check` stay readable. `omittedErrors` counts the errors left out.

@@ -191,6 +191,7 @@ export interface CompiledPolicy {
   largeResultBytes: number;
   haltTokenOn: ReadonlySet<HaltTrigger>;
   approvals: Readonly<ApprovalSettings>;
+  /** The first POLICY_ISSUES_LISTED warnings, then one saying how many more there are (IssueList.warningsListed). */
   warnings: readonly PolicyIssue[];
   /** limitsFor() answers by role, then by server, filled on first use. */
   readonly limitsCache: Map<string, Map<string, Readonly<EffectiveLimits>>>;

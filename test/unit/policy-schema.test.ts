@@ -66,6 +66,14 @@ describe('policy file: errors point at line, column and key path', () => {
     expect(issue?.message.length).toBeLessThan(300);
   });
 
+  it('a policy in force keeps its first 100 warnings and one saying how many more (GET /v1/policy, the log at each load)', () => {
+    const text = ['servers:', ...Array.from({ length: 150 }, (_, i) => `  s${i}: { identity: { command: npx }, map: memory, approval: [not_a_tool] }`), 'roles: {}'].join('\n');
+    const policy = compiled(text);
+    expect(policy.warnings).toHaveLength(101);
+    expect(policy.warnings[0]?.message).toContain('tool "not_a_tool" is not in this server\'s map');
+    expect(policy.warnings[100]).toMatchObject({ severity: 'warning', line: 102, message: '50 more warnings from here on, not listed (only the first 100 are kept with the policy)' });
+  });
+
   it('YAML syntax errors carry their position', async () => {
     const result = await loadPolicyFile('test/fixtures/policy/syntax.yaml');
     expect(result.ok).toBe(false);
