@@ -38,15 +38,31 @@ const UNMAPPED_PROBE = '';
  */
 function refusalOf(policy: CompiledPolicy, agent: AgentPrincipal, server: string): Denial | undefined {
   const known = policy.servers.get(server);
-  const probes = [READ_PROBE, UNMAPPED_PROBE, ...(known ? known.tools.keys() : [])];
   let first: Denial | undefined;
-  for (const tool of probes) {
+  // A call's policy verdict depends on its tool only through the scope the tool needs (its capability and
+  // class): one mapped tool per scope is probed, not every tool (a map of 200 tools has a few scopes).
+  const scopes = new Set<string>();
+  const probe = (tool: string): 'allowed' | 'unknown' | undefined => {
     const input: DecisionInput = { server, tool, arguments: {}, session_id: '' };
     const resolved = resolveCall(policy, input);
-    if ('denial' in resolved) return resolved.denial; // an unknown server: no tool of it resolves
+    if ('denial' in resolved) {
+      first = resolved.denial; // an unknown server: no tool of it resolves
+      return 'unknown';
+    }
     const denial = checkPolicy(policy, agent, resolved.call, input, { production: true });
-    if (!denial) return undefined;
+    if (!denial) return 'allowed';
     first ??= denial;
+    return undefined;
+  };
+  for (const tool of [READ_PROBE, UNMAPPED_PROBE]) {
+    const verdict = probe(tool);
+    if (verdict === 'allowed') return undefined;
+    if (verdict === 'unknown') return first;
+  }
+  for (const [tool, { scope }] of known?.tools ?? []) {
+    if (scopes.has(scope)) continue;
+    scopes.add(scope);
+    if (probe(tool) === 'allowed') return undefined;
   }
   return first;
 }
