@@ -26,17 +26,27 @@ function earlier(list: readonly IndexedApprovalRule[] | undefined, agent: Asker,
   return best;
 }
 
+/** Up to this many rules are walked in order rather than looked up in the index. */
+export const SCAN_AT_MOST = 8;
+
 /**
  * The first approval rule of the policy that covers this call, if any. Only the rules filed under the
  * call's server, role or tool (and those naming none of them) are looked at (ApprovalIndex): the cost
  * of a call does not grow with the number of servers, roles or rules of the file.
  */
 export function approvalRuleFor(policy: CompiledPolicy, agent: Asker, call: Asked): ApprovalRule | undefined {
+  const rules = policy.approvals.rules;
+  // A few rules (the usual file) are quicker to walk than to look up: the same answer either way.
+  if (rules.length <= SCAN_AT_MOST) {
+    for (const rule of rules) if (covers(rule, agent, call)) return rule;
+    return undefined;
+  }
   const index = policy.approvals.index;
+  // Most files file every rule under servers: the other lists are then empty and not looked up.
   let best = earlier(index.byServer.get(call.server), agent, call, undefined);
-  best = earlier(index.byRole.get(agent.role), agent, call, best);
-  best = earlier(index.byTool.get(call.tool), agent, call, best);
-  best = earlier(index.rest, agent, call, best);
+  if (index.byRole.size > 0) best = earlier(index.byRole.get(agent.role), agent, call, best);
+  if (index.byTool.size > 0) best = earlier(index.byTool.get(call.tool), agent, call, best);
+  if (index.rest.length > 0) best = earlier(index.rest, agent, call, best);
   return best?.rule;
 }
 
