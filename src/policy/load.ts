@@ -27,7 +27,16 @@ export const POLICY_ALIAS_NODES_MAX = 10_000;
  * `omittedErrors`: errors not listed (IssueList.listed: only the first POLICY_ISSUES_LISTED problems are,
  * then one error issue says how many more).
  */
-export type PolicyParseResult = ({ ok: true; policy: CompiledPolicy; issues: PolicyIssue[] } | { ok: false; issues: PolicyIssue[] }) & { omittedErrors?: number };
+export type PolicyParseResult = (
+  | {
+      ok: true;
+      policy: CompiledPolicy;
+      issues: PolicyIssue[];
+      /** The file's top-level keys, read from the same parse: a reload may not drop a guarded one (sections.ts). */
+      sections: ReadonlySet<string>;
+    }
+  | { ok: false; issues: PolicyIssue[] }
+) & { omittedErrors?: number };
 
 function fileKind(s: Stats): string {
   if (s.isDirectory()) return 'a directory';
@@ -278,10 +287,10 @@ function checkNodes(doc: Document, text: string, issues: IssueList): void {
   walk(doc.contents);
 }
 
-function result(issues: IssueList, policy?: CompiledPolicy): PolicyParseResult {
+function result(issues: IssueList, policy?: CompiledPolicy, sections?: ReadonlySet<string>): PolicyParseResult {
   const { issues: listed, omittedErrors } = issues.listed();
   const extra = omittedErrors ? { omittedErrors } : {};
-  return policy ? { ok: true, policy, issues: listed, ...extra } : { ok: false, issues: listed, ...extra };
+  return policy ? { ok: true, policy, issues: listed, sections: sections ?? new Set(), ...extra } : { ok: false, issues: listed, ...extra };
 }
 
 /**
@@ -329,7 +338,7 @@ function parseChecked(source: string | Buffer, file: string, lines: LineCounter)
   }
 
   const policy = compilePolicy(data as Parameters<typeof compilePolicy>[0], issues, { path: file, hash });
-  return result(issues, policy);
+  return result(issues, policy, new Set(Object.keys(data)));
 }
 
 /** Reads and compiles a policy file. Unreadable files (and those readPolicyBytes refuses) come back as one issue at 1:1. */

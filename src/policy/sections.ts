@@ -1,4 +1,3 @@
-import { isMap, isScalar, parseDocument } from 'yaml';
 import { DEFAULT_HALT_TOKEN_ON, DEFAULT_LARGE_RESULT_BYTES } from './defaults.js';
 import type { PolicyIssue } from './issues.js';
 
@@ -18,17 +17,6 @@ export const GUARDED_SECTIONS: Readonly<Record<string, string>> = {
   halt_token_on: `halt_token_on: [${DEFAULT_HALT_TOKEN_ON.join(', ')}]`,
   approvals: 'approvals: {}',
 };
-
-/** The top-level keys of policy text (empty when it is not a YAML map). */
-export function topLevelKeys(source: string | Buffer): ReadonlySet<string> {
-  // uniqueKeys off: the library's duplicate-key check is quadratic in a map's keys (20,000 servers: 6 s);
-  // the loader reports duplicate keys, and only a file it took gets here.
-  const doc = parseDocument(typeof source === 'string' ? source : source.toString('utf8'), { uniqueKeys: false });
-  const keys = new Set<string>();
-  if (!isMap(doc.contents)) return keys;
-  for (const item of doc.contents.items) if (isScalar(item.key)) keys.add(String(item.key.value));
-  return keys;
-}
 
 /** One error per guarded section that `before` (the file in force) has and `after` (a reload) does not. */
 export function droppedSections(before: ReadonlySet<string>, after: ReadonlySet<string>, file: string): PolicyIssue[] {
