@@ -123,7 +123,7 @@ export async function resume(cfg: Config, o: ResumeOptions, out: Out, err: Out):
       const last = (s.halts ?? []).filter((h) => h.resumed_at !== null).sort((a, b) => (b.resumed_at ?? '').localeCompare(a.resumed_at ?? ''))[0];
       const by = last ? ` by ${last.resumed_by ?? '?'} at ${last.resumed_at}` : '';
       out.write(
-        `${printable(res.message)}\n${printable(`Session ${s.id} (token ${s.token_id}, project ${s.project_id}) resumed${by} from ${res.resumed_trigger || '?'}; state ${s.state}.`)}\n${controlPlaneLine(cfg)}\n`,
+        `${printable(res.message)}\n${printable(`Session ${s.id} (token ${s.token_id}, project ${s.project_id}) resumed${by} from ${res.resumed_trigger || '?'}; state ${s.state}${res.token_still_halted ? ' (its token is halted)' : ''}.`)}\n${controlPlaneLine(cfg)}\n`,
       );
     }
     if (res.token_still_halted) {

@@ -167,6 +167,8 @@ describe('killswitch resume', () => {
     expect(session.stdout).toContain(`Session ${s} resumed, but its token is still halted (WRITE_IN_READ_SESSION)`);
     expect(session.stdout).toContain(`Session ${s} (token ${tok.id}, project alpha) resumed by operator:${opId} at `);
     expect(session.stdout).toContain('from WRITE_IN_READ_SESSION');
+    // The session's state is still halted through its token: said on the same line, not left to read as a failed resume.
+    expect(session.stdout).toMatch(/from WRITE_IN_READ_SESSION; state halted \(its token is halted\)\./);
     // Its calls are still refused: the next command is named.
     expect(session.stderr).toContain(`its token is still halted: its calls are refused until it is resumed too: killswitch resume --token ${tok.id} --reason "..."`);
     expect((await gw.decide(tok.raw, read(s))).code).toBe('SESSION_HALTED');
