@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,4 +35,27 @@ export async function killswitch(args: string[], opts: { env?: Record<string, st
     const e = err as { code: number; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
+}
+
+/**
+ * A KILLSWITCH_URL that only counts what reaches it (answering 500): a CLI usage error must send nothing.
+ * `received` is read after the runs; `close` ends it.
+ */
+export async function countingServer(): Promise<{ url: string; readonly received: number; close(): Promise<void> }> {
+  let received = 0;
+  const server = createServer((_req, res) => {
+    received++;
+    res.writeHead(500, { 'content-type': 'text/plain' }).end('no');
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get received() {
+      return received;
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    },
+  };
 }

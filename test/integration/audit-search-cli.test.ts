@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeEvent } from '../../src/audit/record.js';
-import { killswitch, listenUrl } from '../helpers/cli.js';
+import { countingServer, killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
@@ -22,9 +22,7 @@ let url = '';
 let operatorKey = '';
 let opId = '';
 // A KILLSWITCH_URL that counts what reaches it: the usage errors must send nothing.
-let counter: Server;
-let counterUrl = '';
-let received = 0;
+let counter: Awaited<ReturnType<typeof countingServer>>;
 
 beforeAll(async () => {
   await t.setup();
@@ -34,16 +32,10 @@ beforeAll(async () => {
   gw = await new GatewayDriver(t, app).init();
   operatorKey = await t.operatorKey(app, 'operator');
   opId = (await app.ctx.auth.authenticate(operatorKey)).id;
-  counter = createServer((_req, res) => {
-    received++;
-    res.writeHead(500, { 'content-type': 'text/plain' }).end('no');
-  });
-  await new Promise<void>((done) => counter.listen(0, '127.0.0.1', done));
-  counterUrl = `http://127.0.0.1:${(counter.address() as AddressInfo).port}`;
+  counter = await countingServer();
 });
 afterAll(async () => {
-  counter?.closeAllConnections();
-  await new Promise((done) => counter?.close(done));
+  await counter?.close();
   await t.teardown();
 });
 
@@ -196,7 +188,7 @@ describe('killswitch audit search', () => {
 
   it('usage errors exit 2 and send nothing', async () => {
     const tok = await gw.token('rw');
-    const before = received;
+    const before = counter.received;
     for (const [args, message] of [
       [['--session', 'not-a-session'], '--session not-a-session is not an id (a UUID)'],
       [['--decision-id', 'x'], '--decision-id x is not an id (a UUID)'],
@@ -218,20 +210,20 @@ describe('killswitch audit search', () => {
       [['--token', 'whoever'], '--token whoever is neither a token id (a UUID) nor a display prefix'],
       [['--bogus'], "unknown option '--bogus'"],
     ] as const) {
-      const res = await cli([...args], { KILLSWITCH_URL: counterUrl });
+      const res = await cli([...args], { KILLSWITCH_URL: counter.url });
       expect(res.code, `${args.join(' ')}: ${res.stderr}`).toBe(2);
       expect(res.stderr).toContain(message);
       expect(res.stdout).toBe('');
       expect(res.stderr).not.toContain(tok.raw);
     }
     // A raw token given twice is refused without printing it either.
-    const twice = await cli(['--token', tok.id, '--token', tok.raw], { KILLSWITCH_URL: counterUrl });
+    const twice = await cli(['--token', tok.id, '--token', tok.raw], { KILLSWITCH_URL: counter.url });
     expect(twice.code).toBe(2);
     expect(twice.stderr + twice.stdout).not.toContain(tok.raw);
-    const noKey = await cli([], { KILLSWITCH_URL: counterUrl, KILLSWITCH_OPERATOR_KEY: '' });
+    const noKey = await cli([], { KILLSWITCH_URL: counter.url, KILLSWITCH_OPERATOR_KEY: '' });
     expect(noKey.code).toBe(2);
     expect(noKey.stderr).toContain('set KILLSWITCH_OPERATOR_KEY');
-    expect(received).toBe(before);
+    expect(counter.received).toBe(before);
   }, 180_000);
 
   it('unreachable, a refused key (401) and a key the admin API refuses (403) are exit 1 with what to check, nothing on stdout', async () => {

@@ -1,10 +1,8 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REVOKE_NOT_ANNOUNCED, revokeExitCode } from '../../src/cli/token-ops.js';
 import { createRedis } from '../../src/redis/client.js';
-import { killswitch, listenUrl } from '../helpers/cli.js';
+import { countingServer, killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
@@ -19,9 +17,7 @@ let url = '';
 let operatorKey = '';
 let opId = '';
 // A KILLSWITCH_URL that counts what reaches it: the usage errors must send nothing.
-let counter: Server;
-let counterUrl = '';
-let received = 0;
+let counter: Awaited<ReturnType<typeof countingServer>>;
 
 beforeAll(async () => {
   await t.setup();
@@ -31,16 +27,10 @@ beforeAll(async () => {
   gw = await new GatewayDriver(t, app).init();
   operatorKey = await t.operatorKey(app, 'operator');
   opId = (await app.ctx.auth.authenticate(operatorKey)).id;
-  counter = createServer((_req, res) => {
-    received++;
-    res.writeHead(500, { 'content-type': 'text/plain' }).end('no');
-  });
-  await new Promise<void>((done) => counter.listen(0, '127.0.0.1', done));
-  counterUrl = `http://127.0.0.1:${(counter.address() as AddressInfo).port}`;
+  counter = await countingServer();
 });
 afterAll(async () => {
-  counter?.closeAllConnections();
-  await new Promise((done) => counter?.close(done));
+  await counter?.close();
   await t.teardown();
 });
 
@@ -104,12 +94,12 @@ describe('killswitch revoke', () => {
     const s = (await gw.session(tok.raw)).session_id;
     const display = tok.raw.slice(0, 'mcp_rw_'.length + 4);
 
-    const before = received;
-    const raw = await cli(['revoke', '--token', tok.raw, '--reason', 'INC-32'], { KILLSWITCH_URL: counterUrl });
+    const before = counter.received;
+    const raw = await cli(['revoke', '--token', tok.raw, '--reason', 'INC-32'], { KILLSWITCH_URL: counter.url });
     expect(raw.code, raw.stderr).toBe(2);
     expect(raw.stderr).toContain('not the token itself');
     expect(raw.stderr + raw.stdout).not.toContain(tok.raw);
-    expect(received).toBe(before);
+    expect(counter.received).toBe(before);
     expect(await decideStatus(tok.raw, s)).toBe(200);
 
     const res = await cli(['revoke', '--token', `${display}…`, '--reason', 'INC-32', '--json']);
@@ -134,20 +124,20 @@ describe('killswitch revoke', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('403 FORBIDDEN');
 
-    const before = received;
-    const noReason = await cli(['revoke', '--token', tok.id], { KILLSWITCH_URL: counterUrl });
+    const before = counter.received;
+    const noReason = await cli(['revoke', '--token', tok.id], { KILLSWITCH_URL: counter.url });
     expect(noReason.code).toBe(2);
     expect(noReason.stderr).toContain("required option '--reason <text>' not specified");
     for (const reason of ['   ', '\u200b']) {
-      const blank = await cli(['revoke', '--token', tok.id, '--reason', reason], { KILLSWITCH_URL: counterUrl });
+      const blank = await cli(['revoke', '--token', tok.id, '--reason', reason], { KILLSWITCH_URL: counter.url });
       expect(blank.code).toBe(2);
       expect(blank.stderr).toContain('must contain at least one visible character');
     }
-    const twice = await cli(['revoke', '--token', tok.id, '--token', tok.raw, '--reason', 'INC-33'], { KILLSWITCH_URL: counterUrl });
+    const twice = await cli(['revoke', '--token', tok.id, '--token', tok.raw, '--reason', 'INC-33'], { KILLSWITCH_URL: counter.url });
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain("option '--token <id>' was given more than once");
     expect(twice.stderr + twice.stdout).not.toContain(tok.raw);
-    expect(received).toBe(before);
+    expect(counter.received).toBe(before);
     // Still live.
     const s = (await gw.session(tok.raw)).session_id;
     expect(await decideStatus(tok.raw, s)).toBe(200);
@@ -220,8 +210,8 @@ describe('killswitch resume', () => {
     const s = (await gw.session(tok.raw, { read_only: true })).session_id;
     expect((await gw.decide(tok.raw, write(s))).decision).toBe('deny');
 
-    const before = received;
-    const on = { KILLSWITCH_URL: counterUrl };
+    const before = counter.received;
+    const on = { KILLSWITCH_URL: counter.url };
     const both = await cli(['resume', '--session', s, '--token', tok.id, '--reason', 'INC-36'], on);
     expect(both.code).toBe(2);
     expect(both.stderr).toContain('name exactly one to resume: --session <session id>');
@@ -243,13 +233,13 @@ describe('killswitch resume', () => {
     const twice = await cli(['resume', '--session', s, '--session', s, '--reason', 'INC-36'], on);
     expect(twice.code).toBe(2);
     expect(twice.stderr).toContain("option '--session <id>' was given more than once");
-    expect(received).toBe(before);
+    expect(counter.received).toBe(before);
     // Something that is not the control plane at KILLSWITCH_URL: exit 1 saying so, never success.
     for (const args of [['resume', '--session', s, '--reason', 'INC-36'], ['resume', '--token', tok.id, '--reason', 'INC-36'], ['revoke', '--token', tok.id, '--reason', 'INC-36']]) {
       const other = await cli(args, on);
       expect(other.code, other.stderr).toBe(1);
       expect(other.stdout).toBe('');
-      expect(other.stderr).toContain(`${counterUrl} (KILLSWITCH_URL) answered HTTP 500, text/plain, which is not the control plane's API`);
+      expect(other.stderr).toContain(`${counter.url} (KILLSWITCH_URL) answered HTTP 500, text/plain, which is not the control plane's API`);
     }
     // Still halted: nothing was resumed.
     expect((await gw.decide(tok.raw, read(s))).code).toBe('SESSION_HALTED');
