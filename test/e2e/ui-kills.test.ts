@@ -174,7 +174,18 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
 
   it('"Skip to content" moves the focus to the page it is on (it opened the Tokens page: the router read #main as a page)', async () => {
     await goto('Incident timeline', 'Incident timeline');
+    // What has the focus as the new page's heading appears (a MutationObserver, in the same task): its main
+    // area already, not the link until a paint later (found in CI under load as the dialog's focus was).
+    await page.evaluate(`{
+      const watch = new MutationObserver(() => {
+        if (document.querySelector('h1')?.textContent !== 'Kills') return;
+        watch.disconnect();
+        window.focusAtPage = document.activeElement?.id || (document.activeElement?.tagName ?? 'none');
+      });
+      watch.observe(document.body, { childList: true, subtree: true, characterData: true });
+    }`);
     await goto('Kills', 'Kills');
+    expect(await page.evaluate<string>('window.focusAtPage')).toBe('main');
     // A move to another page puts the focus on its main area (a screen reader announces the page).
     expect(await page.evaluate<string>("document.activeElement?.id ?? ''")).toBe('main');
     await page.locator('.skip-link').focus();
@@ -193,8 +204,20 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: kills and the incident timeline', { t
     await page.keyboard.press('Enter');
     const dialog = page.getByRole('dialog', { name: 'Lift this kill?' });
     await dialog.waitFor();
+    // What has the focus as the dialog leaves the document (seen from a MutationObserver, in the same task):
+    // the button already, not <body> until a later paint (a plain effect's cleanup in Preact 11; a loaded
+    // CI run found <body>).
+    await page.evaluate(`{
+      const watch = new MutationObserver(() => {
+        if (document.querySelector('dialog')) return;
+        watch.disconnect();
+        window.focusAtClose = document.activeElement?.getAttribute('aria-label') ?? document.activeElement?.tagName ?? 'none';
+      });
+      watch.observe(document.body, { childList: true, subtree: true });
+    }`);
     await page.keyboard.press('Escape');
     await dialog.waitFor({ state: 'detached' });
+    expect(await page.evaluate<string>('window.focusAtClose')).toMatch(/^Lift the kill of/);
     expect(await lift.evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
     await lift.click();
     await dialog.waitFor();

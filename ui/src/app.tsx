@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { get, onSignedOut, operatorKey, signIn, signOut } from './api';
 import { ErrorNote } from './components/ui';
 import { AlertsPage } from './pages/alerts';
@@ -52,15 +52,16 @@ export function App() {
   }, [page, signedIn]);
   // After signing in the form, and the focused field in it, is gone: the focus goes to the page signed in
   // to, not <body>.
+  // Layout effects (here and below): at once, in the render that shows the page, not after the next paint.
   const wasSignedIn = useRef(signedIn);
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (signedIn && !wasSignedIn.current) document.getElementById('main')?.focus();
     wasSignedIn.current = signedIn;
   }, [signedIn]);
   // After a move to another page (not the first render), the focus goes to its main area, so a screen
   // reader announces the new page and Tab continues from it rather than from the navigation link.
   const firstPage = useRef(true);
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (firstPage.current) {
       firstPage.current = false;
       return;

@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useId, useMemo, useRef, useState } from 'preact/hooks';
+import { useCallback, useEffect, useId, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, get } from '../api';
 import { visibleJson } from '../json-text';
 import type { TokenType } from '../types';
@@ -191,11 +191,15 @@ export function Empty({ children }: { children: ComponentChildren }) {
  * A modal built on <dialog>: focus moves into it, Escape closes it, the page behind is inert. When it
  * closes, focus goes back to what opened it, or, when that is gone (the row of a revoked token, a lifted
  * kill), to the page's main area, so the next Tab does not start from the top of the document.
+ * A layout effect: it opens the dialog in the render that adds it, and its cleanup (close, focus back)
+ * runs before the <dialog> leaves the document. Preact 11 runs a plain effect's cleanup after the next
+ * paint: the focused field went with the dialog, so the focus sat on <body> until then (a frame, longer
+ * on a loaded machine: seen in CI as a focus check that found <body>).
  */
 export function Dialog({ title, onClose, children, wide, describedBy }: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean; describedBy?: string | undefined }) {
   const ref = useRef<HTMLDialogElement>(null);
   const titleId = useId();
-  useEffect(() => {
+  useLayoutEffect(() => {
     const d = ref.current;
     const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     if (d && !d.open) d.showModal();
