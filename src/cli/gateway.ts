@@ -43,6 +43,12 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
 
+  const metrics = await gateway.listenMetrics();
+  if (metrics) process.stderr.write(`killswitch gateway: metrics at ${metrics.url}\n`);
+  // This process runs one gateway: its memory, CPU and event loop lag are the gateway's. Only where a
+  // scrape can read them (the event loop monitor samples every 10 ms): not for a stdio gateway without
+  // killswitch.metrics.
+  if (metrics || opts.http) gateway.metrics.collectProcessMetrics();
   if (opts.http) {
     const overrides: { host?: string; port?: number } = {};
     if (opts.host !== undefined) overrides.host = opts.host;

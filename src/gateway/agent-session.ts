@@ -263,6 +263,7 @@ export class AgentSession implements CallPorts {
         (r) => ({ bytes: resultBytes(r), rows: resultRows(r, upstream.config.limits.maxResultBytes), isError: r.isError === true }),
         waitNotice(extra, (level) => this.wantsLog(level)),
       );
+      this.gateway.metrics.observeCall('tools/call', tool.server, outcome);
       return toolResultOf(outcome);
     });
 
@@ -307,6 +308,7 @@ export class AgentSession implements CallPorts {
         // A read the policy sends to a human waits as a tool call does, and says so the same way.
         waitNotice(extra, (level) => this.wantsLog(level)),
       );
+      this.gateway.metrics.observeCall('resources/read', upstream.name, outcome);
       return unwrap(outcome);
     });
   }
@@ -337,6 +339,7 @@ export class AgentSession implements CallPorts {
         (r) => ({ bytes: resultBytes(r), rows: undefined, isError: false }),
         waitNotice(extra, (level) => this.wantsLog(level)),
       );
+      this.gateway.metrics.observeCall('prompts/get', prompt.server, outcome);
       return unwrap(outcome);
     });
   }

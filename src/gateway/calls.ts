@@ -29,11 +29,25 @@ export interface Measured {
   isError: boolean;
 }
 
+/** How an allowed call's trip to the upstream ended (the gateway's metrics; the RESULT row has its own status). */
+export type UpstreamCallResult = 'ok' | 'tool_error' | 'error' | 'unavailable' | 'timeout' | 'cancelled' | 'oversize';
+
+/** An allowed call that was sent to the upstream: how it ended and how long it took. */
+export interface UpstreamCall {
+  result: UpstreamCallResult;
+  seconds: number;
+}
+
+/**
+ * `decided`: the control plane answered this denial; false when it gave no decision (unreachable, timed
+ * out, an answer that is not one, credentials refused) and the gateway denied to fail closed.
+ * `upstream`: set once the call was sent (not when it was cancelled before).
+ */
 export type Outcome<T> =
-  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined; approvalId?: string; retryAfterS?: number }
-  | { kind: 'withheld'; trigger: string; text: string; decisionId: string }
-  | { kind: 'failed'; code: string; text: string; decisionId: string }
-  | { kind: 'ok'; result: T; warning: string | undefined; decisionId: string };
+  | { kind: 'denied'; code: string; text: string; decisionId: string | undefined; decided: boolean; approvalId?: string; retryAfterS?: number }
+  | { kind: 'withheld'; trigger: string; text: string; decisionId: string; upstream: UpstreamCall | undefined }
+  | { kind: 'failed'; code: string; text: string; decisionId: string; upstream: UpstreamCall | undefined }
+  | { kind: 'ok'; result: T; warning: string | undefined; decisionId: string; upstream: UpstreamCall | undefined };
 
 /** What a call needs from the agent's session (see AgentSession). */
 export interface CallPorts {
@@ -145,21 +159,21 @@ export async function decideAndRun<T>(
     if (answer.decision === 'deny' && answer.code === 'SESSION_UNKNOWN') answer = await ask(await ports.reopen());
   } catch (err) {
     const u = unavailable(err);
-    return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined };
+    return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined, decided: false };
   }
   if (answer.decision !== 'allow' && answer.approval_id && ports.approvalWait.mode === 'wait' && WAITABLE.has(answer.code)) {
     const waited = await waitForApproval(ports, answer.approval_id, answer.message, signal, notice);
-    if (waited) return { kind: 'denied', code: waited.code, text: waited.text, decisionId: answer.decision_id || undefined, approvalId: answer.approval_id };
+    if (waited) return { kind: 'denied', code: waited.code, text: waited.text, decisionId: answer.decision_id || undefined, decided: true, approvalId: answer.approval_id };
     // Approved: the identical question once more (same session, same arguments); nothing ran yet.
     try {
       answer = await ask(askedIn);
     } catch (err) {
       const u = unavailable(err);
-      return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined };
+      return { kind: 'denied', code: u.code, text: u.text, decisionId: undefined, decided: false };
     }
   }
   if (answer.decision !== 'allow') {
-    const denied: Outcome<T> = { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined };
+    const denied: Outcome<T> = { kind: 'denied', code: answer.code, text: denialText(answer.code, answer.message, answer.session), decisionId: answer.decision_id || undefined, decided: true };
     if (answer.approval_id) denied.approvalId = answer.approval_id;
     // RATE_LIMITED: when the window ends, for an agent that reads _meta rather than the text.
     if (answer.retry_after_s !== undefined) denied.retryAfterS = answer.retry_after_s;
@@ -172,6 +186,7 @@ export async function decideAndRun<T>(
   let failure: { status: 'timeout' | 'cancelled' | 'error'; code: GatewayCode; message: string } | undefined;
   let measured: Measured = { bytes: 0, rows: undefined, isError: false };
   let oversize: OversizeMessageError | undefined;
+  let upstreamResult: UpstreamCallResult;
   // Cancelled while the control plane decided: the call is not sent (the SDK would not send it either),
   // and its RESULT says so rather than that the upstream may have run it.
   const cancelledBeforeRun = signal.aborted;
@@ -179,27 +194,36 @@ export async function decideAndRun<T>(
     if (cancelledBeforeRun) throw new Error('cancelled before the call was sent');
     result = await run({ timeoutMs: limits.maxExecutionMs, signal });
     measured = measure(result);
+    upstreamResult = measured.isError ? 'tool_error' : 'ok';
   } catch (err) {
     // Sent, the upstream had the call either way: an MCP cancellation asks it to stop, it cannot undo what ran
     // (a write cancelled 8 ms after it was sent was on disk), and the RESULT row must not read as "nothing happened".
+    upstreamResult = 'cancelled';
     if (cancelledBeforeRun) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: NOT_SENT };
     else if (signal.aborted) failure = { status: 'cancelled', code: GATEWAY_CODE.CANCELLED, message: `the agent cancelled the call; ${MAY_HAVE_RUN}` };
-    else if (isTimeout(err)) failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled; ${MAY_HAVE_RUN}` };
-    else if (err instanceof OversizeMessageError) {
+    else if (isTimeout(err)) {
+      upstreamResult = 'timeout';
+      failure = { status: 'timeout', code: GATEWAY_CODE.MAX_EXECUTION_TIME, message: `the call ran over the limit of ${limits.maxExecutionMs / 1000} s and was cancelled; ${MAY_HAVE_RUN}` };
+    } else if (err instanceof OversizeMessageError) {
       // The upstream answered, with more than the gateway reads: a result of (at least) that size.
+      upstreamResult = 'oversize';
       oversize = err;
       measured = { bytes: err.bytes, rows: undefined, isError: false };
     } else if (err instanceof UpstreamUnavailableError) {
+      upstreamResult = 'unavailable';
       failure = { status: 'error', code: GATEWAY_CODE.UPSTREAM_UNAVAILABLE, message: err.message };
     } else {
       // An upstream error is what the upstream returned: measured and guarded like a result, since its
       // text reaches the agent (a query can put a whole table into an error message).
+      upstreamResult = 'error';
       const message = (err as Error).message || String(err);
       failure = { status: 'error', code: GATEWAY_CODE.UPSTREAM_ERROR, message };
       measured = { bytes: Buffer.byteLength(message, 'utf8'), rows: undefined, isError: true };
     }
   }
-  const durationMs = Math.max(0, Math.round(performance.now() - started));
+  const elapsedMs = performance.now() - started;
+  const durationMs = Math.max(0, Math.round(elapsedMs));
+  const upstream: UpstreamCall | undefined = cancelledBeforeRun ? undefined : { result: upstreamResult, seconds: elapsedMs / 1000 };
   // Guarded: whatever the agent would carry away (a result, an upstream's error text). An oversize
   // answer is always over the limit; it is withheld whatever the limits say.
   let guard = failure === undefined || failure.code === GATEWAY_CODE.UPSTREAM_ERROR ? guardTrigger(limits, measured.bytes, measured.rows) : undefined;
@@ -224,20 +248,20 @@ export async function decideAndRun<T>(
     // `trigger` is optional in the API: a withhold must still name a code.
     const trigger = recorded.trigger ?? guard?.trigger ?? GATEWAY_CODE.WITHHELD;
     const message = /\bwithheld\b/i.test(recorded.message) ? recorded.message : joinSentences(recorded.message, 'The result was withheld.');
-    return { kind: 'withheld', trigger, decisionId, text: denialText(trigger, message, recorded.session) };
+    return { kind: 'withheld', trigger, decisionId, upstream, text: denialText(trigger, message, recorded.session) };
   }
-  if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, text: `${guard.trigger}: ${guard.message}` };
-  if (failure?.code === GATEWAY_CODE.MAX_EXECUTION_TIME) return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}; it is not retried` };
+  if (guard) return { kind: 'withheld', trigger: guard.trigger, decisionId, upstream, text: `${guard.trigger}: ${guard.message}` };
+  if (failure?.code === GATEWAY_CODE.MAX_EXECUTION_TIME) return { kind: 'failed', code: failure.code, decisionId, upstream, text: `${failure.code}: ${failure.message}; it is not retried` };
   // The gateway's own texts (cancelled, upstream unavailable) carry nothing of the upstream's.
-  if (failure && failure.code !== GATEWAY_CODE.UPSTREAM_ERROR) return { kind: 'failed', code: failure.code, decisionId, text: `${failure.code}: ${failure.message}` };
+  if (failure && failure.code !== GATEWAY_CODE.UPSTREAM_ERROR) return { kind: 'failed', code: failure.code, decisionId, upstream, text: `${failure.code}: ${failure.message}` };
   if (reportError !== undefined) {
     // The call ran, but its RESULT (or the upstream's error text) could not be recorded or checked: the
     // agent does not get it.
     const u = unavailable(reportError);
-    return { kind: 'withheld', trigger: u.code, decisionId, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
+    return { kind: 'withheld', trigger: u.code, decisionId, upstream, text: `${u.text} (the call ran; its result could not be recorded and was withheld)` };
   }
-  if (failure) return { kind: 'failed', code: failure.code, decisionId, text: `${GATEWAY_CODE.UPSTREAM_ERROR}: ${boundedErrorText(failure.message, measured.bytes)}` };
-  return { kind: 'ok', result: result as T, warning: answer.warning, decisionId };
+  if (failure) return { kind: 'failed', code: failure.code, decisionId, upstream, text: `${GATEWAY_CODE.UPSTREAM_ERROR}: ${boundedErrorText(failure.message, measured.bytes)}` };
+  return { kind: 'ok', result: result as T, warning: answer.warning, decisionId, upstream };
 }
 
 /** An upstream error message as the agent reads it: at most MAX_AGENT_ERROR_BYTES, saying when it was cut. */

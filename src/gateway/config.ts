@@ -109,6 +109,9 @@ const KillswitchSection = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    // A listener of its own for GET /metrics: the only way to scrape a stdio gateway, and a way to keep
+    // the metrics off the port agents reach (the HTTP front then no longer serves them).
+    metrics: Type.Optional(Type.Object({ host: Type.Optional(Type.String({ minLength: 1 })), port: Type.Integer({ minimum: 0, maximum: 65_535 }) }, { additionalProperties: false })),
   },
   { additionalProperties: false },
 );
@@ -164,6 +167,8 @@ export interface GatewayConfig {
   session: SessionScope;
   upstreams: UpstreamConfig[];
   http: { host: string; port: number; path: string; allowedHosts: string[] | undefined };
+  /** `killswitch.metrics`: GET /metrics on a listener of its own (src/gateway/metrics.ts); unset, the HTTP front serves it. */
+  metrics: { host: string; port: number } | undefined;
   startTimeoutMs: number;
   /** The longest one upstream's list (tools, resources, templates, prompts) may take once the gateway runs. */
   listTimeoutMs: number;
@@ -370,6 +375,7 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
     session: { readOnly: ks.session?.readOnly ?? false, servers: ks.session?.servers, purpose: ks.session?.purpose ?? '' },
     upstreams,
     http: { host: ks.http?.host ?? '127.0.0.1', port: ks.http?.port ?? DEFAULT_HTTP_PORT, path: ks.http?.path ?? '/mcp', allowedHosts: ks.http?.allowedHosts },
+    metrics: ks.metrics ? { host: ks.metrics.host ?? '127.0.0.1', port: ks.metrics.port } : undefined,
     startTimeoutMs: ks.startTimeoutMs ?? 30_000,
     listTimeoutMs: ks.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS,
     toolReportMaxBytes: ks.toolReportMaxBytes ?? DEFAULT_TOOL_REPORT_MAX_BYTES,

@@ -163,12 +163,21 @@ export interface ControlPlaneTls {
   key?: Buffer;
 }
 
+/** The requests the gateway makes, as its metrics name them (src/gateway/metrics.ts). */
+export type ControlPlaneRequest = 'session' | 'session_close' | 'tool_report' | 'decision' | 'result' | 'approval';
+
+/** Told of every request once it is settled: `ok`, or why there was no usable answer, and how long the gateway waited. */
+export type ControlPlaneObserver = (request: ControlPlaneRequest, result: 'ok' | ControlPlaneFailure, seconds: number) => void;
+
 export class ControlPlaneClient {
   private readonly base: URL;
   private readonly agent: http.Agent;
   private readonly request: typeof http.request;
 
-  constructor(private readonly opts: ControlPlaneOptions) {
+  constructor(
+    private readonly opts: ControlPlaneOptions,
+    private readonly observe?: ControlPlaneObserver,
+  ) {
     this.base = new URL(opts.url);
     const secure = this.base.protocol === 'https:';
     this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets: 64, ...opts.tls }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -179,38 +188,62 @@ export class ControlPlaneClient {
     return this.opts.timeoutMs;
   }
 
-  async openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
+  openSession(agentToken: string, scope: DeclaredScope): Promise<SessionAnswer> {
     // Whatever answered (a proxy, a wrong URL) opened nothing: every call would be refused for another reason.
-    return checked<SessionAnswer>('/v1/sessions', 'a session', await this.post<unknown>('/v1/sessions', agentToken, scope), sessionProblem);
+    return this.observed('session', async () => checked<SessionAnswer>('/v1/sessions', 'a session', await this.post<unknown>('/v1/sessions', agentToken, scope), sessionProblem));
   }
 
   /**
    * Closes this agent's control-plane session (POST /v1/sessions/:id/close). Called on the way out, so
    * with its own, usually shorter, timeout: a control plane that does not answer must not hold up the exit.
    */
-  async closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
-    const answer = await this.send<unknown>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
-    // A 2xx from something else (a proxy, a wrong URL) closed nothing: the log must not say it did.
-    return checked(`/v1/sessions/${sessionId}/close`, 'a close answer', answer, closeAnswerProblem);
+  closeSession(agentToken: string, sessionId: string, timeoutMs = this.opts.timeoutMs): Promise<{ already_closed: boolean; message: string }> {
+    return this.observed('session_close', async () => {
+      const answer = await this.send<unknown>('POST', `/v1/sessions/${encodeURIComponent(sessionId)}/close`, agentToken, undefined, timeoutMs);
+      // A 2xx from something else (a proxy, a wrong URL) closed nothing: the log must not say it did.
+      return checked(`/v1/sessions/${sessionId}/close`, 'a close answer', answer, closeAnswerProblem);
+    });
   }
 
-  async reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
-    return checked<ToolReportAnswer>('/v1/gateway/tools', 'a tool report answer', await this.post<unknown>('/v1/gateway/tools', agentToken, { servers }), toolReportProblem);
+  reportTools(agentToken: string, servers: Array<{ name: string; identity: UpstreamIdentity; tools: ReportedTool[] }>): Promise<ToolReportAnswer> {
+    return this.observed('tool_report', async () => checked<ToolReportAnswer>('/v1/gateway/tools', 'a tool report answer', await this.post<unknown>('/v1/gateway/tools', agentToken, { servers }), toolReportProblem));
   }
 
-  async decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
+  decide(agentToken: string, body: DecisionBody): Promise<DecisionAnswer> {
     // Whatever answered (a proxy, a wrong URL, another service) did not decide: nothing runs on it.
-    return checked<DecisionAnswer>('/v1/decisions', 'a decision', await this.post<unknown>('/v1/decisions', agentToken, body), decisionProblem);
+    return this.observed('decision', async () => checked<DecisionAnswer>('/v1/decisions', 'a decision', await this.post<unknown>('/v1/decisions', agentToken, body), decisionProblem));
   }
 
-  async reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
-    const answer = await this.post<unknown>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
-    // Not the control plane's word on this result (a proxy, a wrong URL): the result stays withheld.
-    return checked<ResultAnswerBody>(`/v1/decisions/${decisionId}/result`, 'a result answer', answer, (a) => resultAnswerProblem(a, decisionId));
+  reportResult(agentToken: string, decisionId: string, body: ResultBody): Promise<ResultAnswerBody> {
+    return this.observed('result', async () => {
+      const answer = await this.post<unknown>(`/v1/decisions/${encodeURIComponent(decisionId)}/result`, agentToken, body);
+      // Not the control plane's word on this result (a proxy, a wrong URL): the result stays withheld.
+      return checked<ResultAnswerBody>(`/v1/decisions/${decisionId}/result`, 'a result answer', answer, (a) => resultAnswerProblem(a, decisionId));
+    });
   }
 
   approvalStatus(agentToken: string, approvalId: string): Promise<ApprovalStatusAnswer> {
-    return this.send<ApprovalStatusAnswer>('GET', `/v1/gateway/approvals/${encodeURIComponent(approvalId)}`, agentToken, undefined);
+    return this.observed('approval', () => this.send<ApprovalStatusAnswer>('GET', `/v1/gateway/approvals/${encodeURIComponent(approvalId)}`, agentToken, undefined));
+  }
+
+  /**
+   * `ask()`, told to the observer once settled: from before the request is sent until the answer is
+   * checked, so a 2xx that is not an answer (a proxy) counts as the `unavailable` it is to the caller.
+   */
+  private observed<T>(request: ControlPlaneRequest, ask: () => Promise<T>): Promise<T> {
+    const observe = this.observe;
+    if (!observe) return ask();
+    const started = performance.now();
+    return ask().then(
+      (answer) => {
+        observe(request, 'ok', (performance.now() - started) / 1000);
+        return answer;
+      },
+      (err: unknown) => {
+        observe(request, err instanceof ControlPlaneError ? err.failure : 'unavailable', (performance.now() - started) / 1000);
+        throw err;
+      },
+    );
   }
 
   close(): void {

@@ -10,6 +10,7 @@ import { type CatalogTool, fitReport, listedTool, maxToolBytes, mergeTools, NAME
 import { type GatewayConfig, GatewayConfigError } from './config.js';
 import { ControlPlaneClient, ControlPlaneError, type DeclaredScope, failureWords, logText, type ToolReportAnswer } from './control-plane.js';
 import { type HttpFront, listenHttp } from './http.js';
+import { GatewayMetrics, type GatewayMetricsListener, listenMetrics } from './metrics.js';
 import { Upstream, UpstreamUnavailableError } from './upstream.js';
 
 // The reference MCP gateway: upstream servers behind one MCP server, every call decided by the
@@ -55,6 +56,9 @@ export class GatewayStartError extends Error {
 
 export class Gateway {
   readonly controlPlane: ControlPlaneClient;
+  /** This gateway's Prometheus metrics (src/gateway/metrics.ts): on the HTTP front, or `killswitch.metrics`' listener. */
+  readonly metrics = new GatewayMetrics();
+  private metricsListener: GatewayMetricsListener | undefined;
   private readonly ups = new Map<string, Upstream>();
   private catalog = new Map<string, CatalogTool>();
   private readonly sessions = new Set<AgentSession>();
@@ -87,7 +91,8 @@ export class Gateway {
     readonly config: GatewayConfig,
     readonly log: Logger,
   ) {
-    this.controlPlane = new ControlPlaneClient(config.controlPlane);
+    this.controlPlane = new ControlPlaneClient(config.controlPlane, this.metrics.observeControlPlane);
+    this.metrics.watch({ agentSessions: () => this.sessions.size, upstreams: () => this.ups.values() });
     this.refreshDelayMs = config.approvals.pollMs;
   }
 
@@ -642,6 +647,16 @@ export class Gateway {
     return listenHttp(this, { ...this.config.http, ...overrides });
   }
 
+  /**
+   * GET /metrics on `killswitch.metrics`' own listener (undefined when the config sets none: then the HTTP
+   * front serves it, and a stdio gateway has none). Closed with the gateway.
+   */
+  async listenMetrics(): Promise<GatewayMetricsListener | undefined> {
+    if (!this.config.metrics || this.closed) return undefined;
+    this.metricsListener ??= await listenMetrics(this.metrics, this.config.metrics, this.log);
+    return this.metricsListener;
+  }
+
   /** A session is gone (client closed). */
   forget(session: AgentSession): void {
     this.sessions.delete(session);
@@ -653,6 +668,7 @@ export class Gateway {
     clearTimeout(this.refreshTimer);
     for (const s of [...this.sessions]) await s.close();
     await Promise.all([...this.ups.values()].map((u) => u.close()));
+    await this.metricsListener?.close();
     this.controlPlane.close();
     this.controlPlaneFailures.flush();
   }

@@ -5,6 +5,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { type InitializeRequest, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { GATEWAY_CODE } from '../errors.js';
 import { headerCount, repeatedHeaderProblem } from '../http/repeated-header.js';
+import { answerScrape, METRICS_PATH } from '../metrics/listener.js';
 import type { AgentSession } from './agent-session.js';
 import { SCOPE_CAPABILITY } from './agent-session.js';
 import { ControlPlaneError } from './control-plane.js';
@@ -103,6 +104,13 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
     // of the control plane or the upstreams: one shared by every replica must not restart them all.
     if (url.pathname === HEALTH_PATH && url.pathname !== opts.path && (req.method === 'GET' || req.method === 'HEAD')) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(req.method === 'HEAD' ? undefined : JSON.stringify({ ok: true, agents: entries.size }));
+      return;
+    }
+    // Without a key, as /healthz: the numbers hold no secret (metrics.ts), and the only credentials here
+    // are agent tokens and the gateway key, neither of which Prometheus should hold. A config that gives
+    // them a listener of their own (killswitch.metrics) takes them off the port agents reach.
+    if (url.pathname === METRICS_PATH && url.pathname !== opts.path && req.method === 'GET' && !gateway.config.metrics) {
+      answerScrape(gateway.metrics, res, gateway.log);
       return;
     }
     if (url.pathname !== opts.path) return jsonRpcError(res, 404, -32600, `not found; the MCP endpoint is ${opts.path}`);

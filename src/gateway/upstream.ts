@@ -161,6 +161,11 @@ export class Upstream {
     return this.unlisted;
   }
 
+  /** Whether its connection is open now: false while it is down and being reconnected, and once closed. */
+  get up(): boolean {
+    return this.client !== undefined;
+  }
+
   /** The capabilities of the last connection (kept while it is down: the agents' view does not flicker). */
   get capabilities(): ServerCapabilities | undefined {
     return this.serverCapabilities;

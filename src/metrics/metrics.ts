@@ -6,6 +6,7 @@ import type { AppContext } from '../context.js';
 import type { DecisionObservation } from '../decisions/service.js';
 import { FastHistogram } from './histogram.js';
 import { type DependencySink, instrumentPool, instrumentRedis, postgresErrorClass } from './instrument.js';
+import { readMetric, type Sample } from './read-metric.js';
 import { metricsStore, type StateCounts } from './store.js';
 
 // The Prometheus metrics of one control-plane instance, in its own Registry (never prom-client's global
@@ -24,30 +25,6 @@ const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
  * last ones it has: well under Prometheus's default scrape_timeout (10 s), like /readyz's 2 s per check.
  */
 export const STATE_COUNTS_WAIT_MS = 1_000;
-
-type Labels = Record<string, string>;
-type Sample = [Labels, number];
-
-/**
- * How the value is combined over the worker processes of WORKERS > 1 (src/cluster.ts): what each process
- * counts adds up; a state that is bad when any process has it (not ready, stale, failing) takes the worst;
- * a count of the whole installation (halted sessions, read from Postgres) is the same everywhere: max.
- */
-type Aggregator = 'sum' | 'min' | 'max';
-
-/** A counter or gauge whose value is read from somewhere else when Prometheus scrapes. */
-function readMetric(registry: Registry, name: string, help: string, type: 'counter' | 'gauge', aggregator: Aggregator, read: () => Sample[] | Promise<Sample[]>): void {
-  registry.registerMetric({
-    name,
-    help,
-    type,
-    aggregator,
-    async get() {
-      const samples = await read();
-      return { name, help, type, aggregator, values: samples.map(([labels, value]) => ({ labels, value })) };
-    },
-  } as never);
-}
 
 export class Metrics implements DependencySink {
   readonly registry = new Registry();

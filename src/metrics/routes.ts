@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -6,6 +5,7 @@ import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody, mediaTypes, NoQuery } from '../http/schemas.js';
+import { listenMetricsOnly } from './listener.js';
 import type { Metrics } from './metrics.js';
 
 /** Counts and times every HTTP request. Install before the routes so every route inherits the hook. */
@@ -56,34 +56,9 @@ export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
 export async function listenMetrics(app: FastifyInstance): Promise<AddressInfo | undefined> {
   const { config, metrics, log } = app.ctx;
   if (config.metricsPort === undefined) return undefined;
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' || path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics is served here\n');
-      return;
-    }
-    metrics.render().then(
-      (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
-      (err: unknown) => {
-        log.error({ err }, 'metrics: rendering failed');
-        res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n');
-      },
-    );
-  });
-  // A Prometheus scrape is short: do not let a keep-alive connection hold the shutdown.
-  server.keepAliveTimeout = 1_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.metricsPort, config.metricsHost || config.host, () => resolve());
-  });
-  app.ctx.closers.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  const address = server.address() as AddressInfo;
-  log.info({ host: address.address, port: address.port }, 'metrics: GET /metrics served without a key on METRICS_PORT');
-  return address;
+  const listener = await listenMetricsOnly(metrics, config.metricsHost || config.host, config.metricsPort, log);
+  app.ctx.closers.push(listener.close);
+  const { address, port } = listener.address;
+  log.info({ host: address, port }, 'metrics: GET /metrics served without a key on METRICS_PORT');
+  return listener.address;
 }

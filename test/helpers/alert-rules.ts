@@ -2,16 +2,28 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 
 // The metric names deploy/prometheus/alerts.yml uses, so the tests can check that /metrics serves each
-// one: a single process in metrics.test.ts, a WORKERS > 1 cluster in workers.test.ts.
+// one: a single process in metrics.test.ts, a WORKERS > 1 cluster in workers.test.ts, the gateway's in
+// gateway-metrics.test.ts.
 
 /** Served only by the primary of WORKERS > 1 (src/cluster.ts). */
 export const CLUSTER_ONLY_METRICS = new Set(['killswitch_workers', 'killswitch_worker_restarts_total', 'killswitch_worker_hangs_total']);
 
-/** Every killswitch_ and nodejs_ metric name in the rules' expressions. */
-export function alertRuleMetrics(file = 'deploy/prometheus/alerts.yml'): { rules: number; names: Set<string> } {
+/** The reference gateway's metrics (src/gateway/metrics.ts), served by the gateway, not the control plane. */
+export const GATEWAY_METRIC_PREFIX = 'killswitch_gateway_';
+
+/**
+ * Every killswitch_ and nodejs_ metric name in the rules' expressions: `names` the control plane's,
+ * `gatewayNames` the gateway's (test/e2e/gateway-metrics.test.ts checks those against a gateway's scrape).
+ */
+export function alertRuleMetrics(file = 'deploy/prometheus/alerts.yml'): { rules: number; names: Set<string>; gatewayNames: Set<string> } {
   const doc = parseYaml(readFileSync(file, 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
   const exprs = doc.groups.flatMap((g) => g.rules).map((r) => r.expr);
-  return { rules: exprs.length, names: new Set(exprs.flatMap((e) => [...e.matchAll(/\b((?:killswitch|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1]!))) };
+  const all = exprs.flatMap((e) => [...e.matchAll(/\b((?:killswitch|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1]!));
+  return {
+    rules: exprs.length,
+    names: new Set(all.filter((n) => !n.startsWith(GATEWAY_METRIC_PREFIX))),
+    gatewayNames: new Set(all.filter((n) => n.startsWith(GATEWAY_METRIC_PREFIX))),
+  };
 }
 
 /** The names a Prometheus text exposition does not declare (a histogram's _bucket/_count/_sum count as its own). */

@@ -7,6 +7,7 @@ import { listenMetrics } from '../../src/metrics/routes.js';
 import { generateCredential } from '../../src/tokens/format.js';
 import { alertRuleMetrics, CLUSTER_ONLY_METRICS, undeclaredMetrics } from '../helpers/alert-rules.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { exposition, type Labels } from '../helpers/exposition.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 
 // GET /metrics: the named series exist and move with traffic (decisions, steps, authentication, Redis,
@@ -28,33 +29,11 @@ beforeAll(async () => {
 });
 afterAll(() => t.teardown());
 
-type Labels = Record<string, string>;
-
-/** Parses the text exposition into samples. */
-function parse(text: string): Array<{ name: string; labels: Labels; value: number }> {
-  const out: Array<{ name: string; labels: Labels; value: number }> = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`not a sample line: ${line}`);
-    const labels: Labels = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
 async function scrape(key = viewer) {
   const res = await app.inject({ url: '/metrics', headers: bearer(key) });
   expect(res.statusCode, res.body).toBe(200);
   expect(res.headers['content-type']).toContain('text/plain');
-  const samples = parse(res.body);
-  /** Sum of the samples of `name` whose labels include `labels`; undefined when there is none. */
-  const value = (name: string, labels: Labels = {}): number | undefined => {
-    const hits = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-    return hits.length ? hits.reduce((n, s) => n + s.value, 0) : undefined;
-  };
-  return { text: res.body, value, v: (name: string, labels: Labels = {}) => value(name, labels) ?? 0 };
+  return exposition(res.body);
 }
 
 const read = (path: string) => ({ server: 'filesystem', tool: 'read_text_file', arguments: { path } });
