@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { FastifyInstance } from 'fastify';
@@ -19,6 +20,7 @@ import { bearer, TestContext } from '../helpers/context.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FILESYSTEM_SERVER = join(ROOT, 'node_modules/@modelcontextprotocol/server-filesystem/dist/index.js');
 export const MEMORY_SERVER = join(ROOT, 'node_modules/@modelcontextprotocol/server-memory/dist/index.js');
+const BIN = join(ROOT, 'bin/killswitch.js');
 
 export type TokenKind = 'ro' | 'rw';
 
@@ -121,6 +123,23 @@ ${roles}${extra}`;
     const g = await Gateway.start(this.config(p), log);
     this.gateways.push(g);
     return g;
+  }
+
+  /**
+   * `killswitch gateway --config <file>` as a desktop client starts it (a child process speaking MCP on
+   * stdio, its stderr piped), its credentials from its environment: connect an SDK Client to it.
+   */
+  stdioGateway(agentToken: string, file: string, p: Parameters<GatewayHarness['configJson']>[0] = {}): StdioClientTransport {
+    const config = this.configJson({ ...p, agentToken });
+    (config['killswitch'] as Record<string, unknown>)['gatewayKey'] = '${env:KILLSWITCH_GATEWAY_KEY}';
+    (config['killswitch'] as Record<string, unknown>)['agentToken'] = '${env:KILLSWITCH_AGENT_TOKEN}';
+    writeFileSync(file, JSON.stringify(config));
+    return new StdioClientTransport({
+      command: process.execPath,
+      args: [BIN, 'gateway', '--config', file, '--log-level', 'warn'],
+      env: { KILLSWITCH_GATEWAY_KEY: this.gatewayKey, KILLSWITCH_AGENT_TOKEN: agentToken },
+      stderr: 'pipe',
+    });
   }
 
   /** An SDK client connected to the gateway in-process (the same code path as stdio, without a pipe). */

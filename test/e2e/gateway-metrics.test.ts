@@ -1,10 +1,8 @@
-// biome-ignore-all lint/suspicious/noTemplateCurlyInString: ${env:NAME} is the config syntax under test, not a template string.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/gateway.js';
@@ -17,7 +15,6 @@ import { GatewayHarness, textOf } from './gateway-harness.js';
 // control plane; the upstreams are server-filesystem and the fake stdio upstream.
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'bin/killswitch.js');
 const FAKE_UPSTREAM = fileURLToPath(new URL('./gateway-fake-upstream.mjs', import.meta.url));
 const h = new GatewayHarness();
 
@@ -185,18 +182,7 @@ describe('killswitch.metrics: a listener of its own', () => {
   });
 
   it('answers for a stdio gateway (killswitch gateway as a desktop client starts it), with the process metrics', async () => {
-    const token = await h.token('ro');
-    const file = join(h.scratch, 'stdio-metrics-gateway.json');
-    const config = h.configJson({ agentToken: token, killswitch: { metrics: { port: 0 } } });
-    (config['killswitch'] as Record<string, unknown>)['gatewayKey'] = '${env:KILLSWITCH_GATEWAY_KEY}';
-    (config['killswitch'] as Record<string, unknown>)['agentToken'] = '${env:KILLSWITCH_AGENT_TOKEN}';
-    writeFileSync(file, JSON.stringify(config));
-    const transport = new StdioClientTransport({
-      command: process.execPath,
-      args: [BIN, 'gateway', '--config', file, '--log-level', 'warn'],
-      env: { KILLSWITCH_GATEWAY_KEY: h.gatewayKey, KILLSWITCH_AGENT_TOKEN: token },
-      stderr: 'pipe',
-    });
+    const transport = h.stdioGateway(await h.token('ro'), join(h.scratch, 'stdio-metrics-gateway.json'), { killswitch: { metrics: { port: 0 } } });
     // Port 0: the gateway says on stderr where it listens.
     let stderr = '';
     const metricsUrl = new Promise<string>((resolve) => {

@@ -4,7 +4,6 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayHarness, textOf } from './gateway-harness.js';
@@ -28,17 +27,7 @@ afterAll(async () => {
 describe('killswitch gateway over stdio', () => {
   it('serves an MCP client on stdin/stdout with the agent token from its environment', async () => {
     const token = await h.token('ro');
-    const file = join(h.scratch, 'stdio-gateway.json');
-    const config = h.configJson({ agentToken: token });
-    (config['killswitch'] as Record<string, unknown>)['gatewayKey'] = '${env:KILLSWITCH_GATEWAY_KEY}';
-    (config['killswitch'] as Record<string, unknown>)['agentToken'] = '${env:KILLSWITCH_AGENT_TOKEN}';
-    writeFileSync(file, JSON.stringify(config));
-    const transport = new StdioClientTransport({
-      command: process.execPath,
-      args: [BIN, 'gateway', '--config', file, '--log-level', 'warn'],
-      env: { KILLSWITCH_GATEWAY_KEY: h.gatewayKey, KILLSWITCH_AGENT_TOKEN: token },
-      stderr: 'pipe',
-    });
+    const transport = h.stdioGateway(token, join(h.scratch, 'stdio-gateway.json'));
     client = new Client({ name: 'claude-desktop-like', version: '0.9' });
     await client.connect(transport, { timeout: 60_000 });
     const names = (await client.listTools()).tools.map((t) => t.name);
