@@ -220,3 +220,22 @@ describe('killswitch options the docs give', () => {
     expect(missing).toEqual([]);
   }, 120_000);
 });
+
+describe('the sample Prometheus alert rules', () => {
+  it('are each in the table of docs/operations.md, "Alert rules", and the table names none that deploy/prometheus/alerts.yml lacks', () => {
+    const doc = parse(read('deploy/prometheus/alerts.yml')) as { groups: Array<{ rules: Array<{ alert: string }> }> };
+    const rules = new Set(doc.groups.flatMap((g) => g.rules.map((r) => r.alert)));
+    expect(rules.size).toBeGreaterThan(10);
+    const text = read('docs/operations.md');
+    const section = text.slice(text.indexOf('## 4. Alert rules'), text.indexOf('\n## 5.'));
+    // A row's first cell names one rule or several that share the prefix: `KillswitchRedisDown / RedisErrors`.
+    const documented = new Set(
+      section
+        .split('\n')
+        .filter((l) => l.startsWith('| Killswitch'))
+        .flatMap((l) => (l.split('|')[1] ?? '').split('/').map((n) => n.trim().replace(/^(?!Killswitch)/, 'Killswitch'))),
+    );
+    expect([...rules].filter((r) => !documented.has(r))).toEqual([]);
+    expect([...documented].filter((r) => !rules.has(r))).toEqual([]);
+  });
+});
