@@ -6,7 +6,9 @@ import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // Seed 001's kill switches hold by default (DESIGN.md §5, docs/policy.md "Flags of a server"): turning
 // mcp.database.write off in Unleash stops the writes of a db server whose policy entry names no flag,
-// through the decision API, and the audit row records the flag. In the Unleash lane: it toggles a flag.
+// mcp.shell.execute every call of an exec-class server and mcp.cloud.infra every call of a cloud-class
+// one, reads included, through the decision API, and the audit row records the flag. In the Unleash
+// lane: it toggles flags.
 
 const POLICY = 'test/fixtures/decisions/seed-flags-policy.yaml';
 const FLAG = 'mcp.database.write';
@@ -21,7 +23,9 @@ beforeAll(async () => {
   app = await t.app({ policyFile: POLICY });
   gw = await new GatewayDriver(t, app).init();
 });
-afterEach(() => restoreFlag(unleash, FLAG));
+afterEach(async () => {
+  for (const flag of [FLAG, 'mcp.shell.execute', 'mcp.cloud.infra']) await restoreFlag(unleash, flag);
+});
 afterAll(() => t.teardown());
 
 async function explain(tokenId: string, call: Record<string, unknown>) {
@@ -62,5 +66,50 @@ describe('mcp.database.write without a `flags:` entry', () => {
     const other = await gw.decide(tok.raw, optedOut);
     expect(other.code).toBe('OK');
     expect(await auditFlags(other.decision_id)).not.toHaveProperty(FLAG);
+  });
+});
+
+describe('mcp.shell.execute and mcp.cloud.infra by class (seed 001: every call, reads too)', () => {
+  const calls = (sessionId: string) => ({
+    shell: { server: 'shell', tool: 'run_command', arguments: { command: 'ls' }, session_id: sessionId },
+    cloudRead: { server: 'everything', tool: 'describe_instances', arguments: {}, session_id: sessionId },
+    cloudWrite: { server: 'everything', tool: 'terminate_instance', arguments: { id: 'i-1' }, session_id: sessionId },
+    dbRead: { server: 'sqlite', tool: 'read_query', arguments: { query: 'select 1' }, session_id: sessionId },
+  });
+
+  it('mcp.shell.execute off → every exec-class call is denied with KILL_SWITCH naming it; cloud and db calls stay allowed', async () => {
+    const tok = await gw.token('admin');
+    const c = calls((await gw.session(tok.raw)).session_id);
+    const before = await gw.decide(tok.raw, c.shell);
+    expect(before.code).toBe('OK');
+    expect(await auditFlags(before.decision_id)).toMatchObject({ 'mcp.shell.execute': true, 'mcp.shell.write': true });
+
+    await admin.setEnabled('mcp.shell.execute', unleash.environment, false);
+    await until(async () => (await explain(tok.id, { server: 'shell', tool: 'run_command' })).code === 'KILL_SWITCH', 5_000, 'shell call killed');
+
+    const denied = await gw.decide(tok.raw, c.shell);
+    expect(denied).toMatchObject({ decision: 'deny', code: 'KILL_SWITCH' });
+    expect(denied.message).toMatch(/^mcp\.shell\.execute is off: /);
+    expect(await auditFlags(denied.decision_id)).toMatchObject({ 'mcp.shell.execute': false });
+    for (const other of [c.cloudRead, c.cloudWrite, c.dbRead]) expect((await gw.decide(tok.raw, other)).code, other.tool).toBe('OK');
+  });
+
+  it('mcp.cloud.infra off → cloud-class reads and writes are denied with KILL_SWITCH naming it; shell and db calls stay allowed', async () => {
+    const tok = await gw.token('admin');
+    const c = calls((await gw.session(tok.raw)).session_id);
+    const before = await gw.decide(tok.raw, c.cloudRead);
+    expect(before.code).toBe('OK');
+    expect(await auditFlags(before.decision_id)).toMatchObject({ 'mcp.cloud.infra': true, 'mcp.everything.read': true });
+
+    await admin.setEnabled('mcp.cloud.infra', unleash.environment, false);
+    await until(async () => (await explain(tok.id, { server: 'everything', tool: 'describe_instances' })).code === 'KILL_SWITCH', 5_000, 'cloud read killed');
+
+    for (const call of [c.cloudRead, c.cloudWrite]) {
+      const denied = await gw.decide(tok.raw, call);
+      expect(denied, call.tool).toMatchObject({ decision: 'deny', code: 'KILL_SWITCH' });
+      expect(denied.message).toMatch(/^mcp\.cloud\.infra is off: /);
+      expect(await auditFlags(denied.decision_id)).toMatchObject({ 'mcp.cloud.infra': false });
+    }
+    for (const other of [c.shell, c.dbRead]) expect((await gw.decide(tok.raw, other)).code, other.tool).toBe('OK');
   });
 });
