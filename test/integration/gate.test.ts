@@ -219,6 +219,22 @@ describe('limits', () => {
     expect(d).toMatchObject({ code: 'SESSION_HALTED', halt: 'SESSION_LIMIT', extra: { limit: 'server_writes' } });
   });
 
+  it('per-server read total (seed 001: filesystem max_read_calls_per_session): the read past it halts (server_reads), writes are not counted in it', async () => {
+    const { agent } = await w.token();
+    const sid = await w.open(agent);
+    const { step } = gateStep(w, { limits: { ...HIGH, serverWrites: 10, serverReads: 3 } });
+    for (let i = 0; i < 2; i++) expect(await step.run(callContext(w, agent, sid, { capability: 'read' }))).toBeUndefined();
+    for (let i = 0; i < 4; i++) expect(await step.run(callContext(w, agent, sid, { capability: 'write', resources: ['file:///a'] }))).toBeUndefined();
+    const third = callContext(w, agent, sid, { capability: 'read' });
+    expect(await step.run(third)).toBeUndefined();
+    expect(third.limits['server_reads']).toEqual({ used: 3, max: 3 });
+    const ctx = callContext(w, agent, sid, { capability: 'read' });
+    const d = await step.run(ctx);
+    expect(d).toMatchObject({ code: 'SESSION_HALTED', halt: 'SESSION_LIMIT', extra: { limit: 'server_reads' } });
+    expect(d?.message).toContain('3/3 read calls to');
+    expect((await sessionRow(sid)).trigger).toBe('SESSION_LIMIT');
+  });
+
   it('a per-minute limit answers RATE_LIMITED with retry-after, does not halt, and resets in the next window', async () => {
     const { agent } = await w.token();
     const sid = await w.open(agent);
