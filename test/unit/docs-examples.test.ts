@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
@@ -8,9 +8,10 @@ import { formatIssue, parsePolicy } from '../../src/policy/index.js';
 import { PolicyFileSchema } from '../../src/policy/schema.js';
 
 // What the docs show a reader to copy: policy snippets, routes and `killswitch` options. A review runs them
-// by hand against a control plane started as the README says; these checks keep three classes of them
+// by hand against a control plane started as the README says; these checks keep some classes of them
 // honest in between, without pinning any prose: a snippet that stops validating, a route renamed under an
-// example, an option the CLI no longer has.
+// example, an option the CLI no longer has, an alert rule the operations table lacks, a link to a file or
+// heading that moved.
 
 const run = promisify(execFile);
 
@@ -237,5 +238,44 @@ describe('the sample Prometheus alert rules', () => {
     );
     expect([...rules].filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !rules.has(r))).toEqual([]);
+  });
+});
+
+describe('links between the pages', () => {
+  /** GitHub's heading anchors: lower case, punctuation dropped, each space a hyphen; repeats get -1, -2. */
+  const anchorsOf = (file: string): Set<string> => {
+    const text = read(file).replace(/```[\s\S]*?```/g, '');
+    const seen = new Map<string, number>();
+    const anchors = new Set<string>();
+    for (const m of text.matchAll(/^#{1,6} (.+)$/gm)) {
+      const slug = m[1]!
+        .trim()
+        .toLowerCase()
+        .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+        .replace(/\s/g, '-');
+      const n = seen.get(slug) ?? 0;
+      seen.set(slug, n + 1);
+      anchors.add(n === 0 ? slug : `${slug}-${n}`);
+    }
+    return anchors;
+  };
+
+  it('every relative link of README.md, docs/ and docs/adr/ goes to a file that exists, and its #anchor to a heading of it', () => {
+    const pages = [...DOCS, ...readdirSync('docs/adr').filter((f) => f.endsWith('.md')).map((f) => `docs/adr/${f}`)];
+    const broken: string[] = [];
+    let checked = 0;
+    for (const file of pages) {
+      for (const m of read(file).replace(/```[\s\S]*?```/g, '').matchAll(/\]\(([^)\s]+)\)/g)) {
+        const url = m[1]!;
+        if (/^[a-z]+:/.test(url)) continue;
+        const [path = '', anchor] = url.split('#');
+        const target = path === '' ? file : normalize(join(dirname(file), path));
+        checked++;
+        if (!existsSync(target)) broken.push(`${file}: ${url} (no such file)`);
+        else if (anchor && target.endsWith('.md') && !anchorsOf(target).has(decodeURIComponent(anchor))) broken.push(`${file}: ${url} (no such heading)`);
+      }
+    }
+    expect(checked).toBeGreaterThan(100);
+    expect(broken).toEqual([]);
   });
 });
