@@ -26,7 +26,7 @@ export const RECENT_FAILURE_MS = 30_000;
 
 export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
 
-const CHECK_TIMEOUT_MS = 2_000;
+export const CHECK_TIMEOUT_MS = 2_000;
 /** A failing dependency is logged once per reason in this long, however often the orchestrator probes. */
 export const READYZ_LOG_EVERY_MS = 60_000;
 
