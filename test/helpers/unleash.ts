@@ -236,8 +236,12 @@ export async function restoreFlag(info: Pick<TestUnleash, 'apiUrl' | 'adminToken
     if ((await admin.archivedFeatureNames()).has(name)) await admin.reviveFeature(name);
     else await admin.createFeature(flag);
   }
-  for (const s of await admin.getStrategies(name, info.environment)) if (s.id) await admin.deleteStrategy(name, info.environment, s.id);
+  // The new strategies first, then the old ones out: Unleash disables a flag whose last strategy is
+  // deleted, so deleting first turned a flag that was on off for a moment, which a control plane polling
+  // then saw (a test that had not touched the flag found it off).
+  const old = await admin.getStrategies(name, info.environment);
   for (let i = 0; i < flag.strategies.length; i++) await admin.addStrategy(name, info.environment, managedStrategy(flag, i));
+  for (const s of old) if (s.id) await admin.deleteStrategy(name, info.environment, s.id);
   await admin.setEnabled(name, info.environment, true);
 }
 

@@ -23,8 +23,21 @@ beforeAll(async () => {
   app = await t.app({ policyFile: POLICY });
   gw = await new GatewayDriver(t, app).init();
 });
+/** The flags a test turned off: restored after it, and only they (see afterEach). */
+const touched = new Set<string>();
+async function turnOff(flag: string): Promise<void> {
+  touched.add(flag);
+  await admin.setEnabled(flag, unleash.environment, false);
+}
+// Only the flags the test turned off: restoring one deletes its strategies first, and Unleash disables a
+// flag whose last strategy goes, so a flag restored while on is off for a moment, and the next test's
+// control plane could poll that moment (seen in CI: the cloud test's first call denied KILL_SWITCH). Then
+// wait until this control plane sees them on again, so tests do not leak into each other.
 afterEach(async () => {
-  for (const flag of [FLAG, 'mcp.shell.execute', 'mcp.cloud.infra']) await restoreFlag(unleash, flag);
+  const restored = [...touched];
+  touched.clear();
+  for (const flag of restored) await restoreFlag(unleash, flag);
+  for (const flag of restored) await until(() => app.ctx.flags.isEnabled(flag, { userId: 'x', properties: { tokenType: 'admin', mcpEnvironment: 'development' } }), 10_000, `${flag} on again`);
 });
 afterAll(() => t.teardown());
 
@@ -52,7 +65,7 @@ describe('mcp.database.write without a `flags:` entry', () => {
     expect(before.code).toBe('OK');
     expect(await auditFlags(before.decision_id)).toMatchObject({ [FLAG]: true, 'mcp.sqlite.write': true });
 
-    await admin.setEnabled(FLAG, unleash.environment, false);
+    await turnOff(FLAG);
     // Explain polls without side effects (no session limit spent).
     await until(async () => (await explain(tok.id, { server: 'sqlite', tool: 'write_query' })).code === 'KILL_SWITCH', 5_000, 'sqlite write killed');
 
@@ -84,7 +97,7 @@ describe('mcp.shell.execute and mcp.cloud.infra by class (seed 001: every call, 
     expect(before.code).toBe('OK');
     expect(await auditFlags(before.decision_id)).toMatchObject({ 'mcp.shell.execute': true, 'mcp.shell.write': true });
 
-    await admin.setEnabled('mcp.shell.execute', unleash.environment, false);
+    await turnOff('mcp.shell.execute');
     await until(async () => (await explain(tok.id, { server: 'shell', tool: 'run_command' })).code === 'KILL_SWITCH', 5_000, 'shell call killed');
 
     const denied = await gw.decide(tok.raw, c.shell);
@@ -101,7 +114,7 @@ describe('mcp.shell.execute and mcp.cloud.infra by class (seed 001: every call, 
     expect(before.code).toBe('OK');
     expect(await auditFlags(before.decision_id)).toMatchObject({ 'mcp.cloud.infra': true, 'mcp.everything.read': true });
 
-    await admin.setEnabled('mcp.cloud.infra', unleash.environment, false);
+    await turnOff('mcp.cloud.infra');
     await until(async () => (await explain(tok.id, { server: 'everything', tool: 'describe_instances' })).code === 'KILL_SWITCH', 5_000, 'cloud read killed');
 
     for (const call of [c.cloudRead, c.cloudWrite]) {
