@@ -27,6 +27,7 @@ function documents(file: string): K8sObject[] {
 }
 
 interface Kustomization {
+  namespace?: string;
   resources: string[];
   images?: { name: string; newName?: string; newTag?: string }[];
   configMapGenerator?: { name: string; files: string[]; options?: { disableNameSuffixHash?: boolean } }[];
@@ -260,5 +261,109 @@ describe('deploy/kubernetes: Services, selectors and monitoring', () => {
     expect(monitor.spec.endpoints.map((e: { port: string }) => e.port)).toEqual(['metrics']);
     const alerts = parseYaml(readFileSync('deploy/prometheus/alerts.yml', 'utf8')) as { groups: unknown };
     expect(only(monitoring, 'PrometheusRule').spec.groups, 'run `npm run k8s:rules`').toEqual(alerts.groups);
+  });
+});
+
+describe('deploy/kubernetes: the NetworkPolicy', () => {
+  const policy = only(objects, 'NetworkPolicy');
+  const podLabels = workload.spec.template.metadata.labels as Record<string, string>;
+  const selects = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+  type Peer = { namespaceSelector?: { matchLabels?: Record<string, string> }; podSelector?: { matchLabels?: Record<string, string> }; ipBlock?: { cidr: string } };
+  type Rule = { from?: Peer[]; to?: Peer[]; ports?: { protocol?: string; port: number | string }[] };
+  const ingress = policy.spec.ingress as Rule[];
+  const egress = policy.spec.egress as Rule[];
+  /** "TCP/8080": what a rule's port admits (TCP unless it says otherwise). */
+  const portsOf = (rule: Rule) => (rule.ports ?? []).map((p) => `${p.protocol ?? 'TCP'}/${p.port}`);
+  const tcp = (port: number | string) => `TCP/${port}`;
+  const sorted = (list: string[]) => [...new Set(list)].sort();
+  const namespaceOf = (peer: Peer) => peer.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'];
+  /** The namespace of an in-cluster Service URL (http://name.namespace.svc...), else undefined. */
+  const serviceNamespace = (url: URL) => /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.|$)/.exec(url.hostname)?.[1];
+  const urlPort = (url: URL) => Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+  /** The port of the example URL in the comment above a key of secret.example.yaml (`# postgres://USER:PASSWORD@HOST:5432/...`). */
+  function templatePort(key: string): number {
+    const lines = readFileSync(join(DIR, 'secret.example.yaml'), 'utf8').split('\n');
+    const at = lines.findIndex((l) => l.trimStart().startsWith(`${key}:`));
+    let i = at - 1;
+    while (i >= 0 && lines[i]!.trimStart().startsWith('#')) i--;
+    const comment = lines.slice(i + 1, at).join('\n');
+    const port = /\b[a-z]+:\/\/\S*:(\d+)\//.exec(comment)?.[1];
+    expect(port, `the example URL above ${key} in secret.example.yaml`).toBeDefined();
+    return Number(port);
+  }
+
+  it('covers the pods of the StatefulSet and of every Service, in both directions, and no rule admits everyone or every port', () => {
+    expect(selects(policy.spec.podSelector.matchLabels, podLabels)).toBe(true);
+    // Every pod a Service selects carries the Service's labels, so the policy selects it when its own labels are among them.
+    for (const service of objects.filter((o) => o.kind === 'Service')) expect(selects(policy.spec.podSelector.matchLabels, service.spec.selector), service.metadata.name).toBe(true);
+    expect(sorted(policy.spec.policyTypes)).toEqual(['Egress', 'Ingress']);
+    for (const [i, rule] of ingress.entries()) {
+      expect(rule.from?.length, `ingress[${i}].from`).toBeGreaterThan(0);
+      expect(rule.ports?.length, `ingress[${i}].ports`).toBeGreaterThan(0);
+      for (const peer of rule.from!) expect(peer.namespaceSelector ?? peer.ipBlock, `ingress[${i}]: a peer of another namespace or range, not all of killswitch's pods`).toBeDefined();
+    }
+    for (const [i, rule] of egress.entries()) {
+      expect(rule.to?.length, `egress[${i}].to`).toBeGreaterThan(0);
+      expect(rule.ports?.length, `egress[${i}].ports`).toBeGreaterThan(0);
+    }
+  });
+
+  it('admits PORT to the API peers and METRICS_PORT (keyless) to Prometheus alone: the container ports, each Service port included', () => {
+    const http = container.ports.find((p) => p.name === 'http')!;
+    const metrics = container.ports.find((p) => p.name === 'metrics')!;
+    expect(http.containerPort).toBe(Number(effective('PORT')));
+    expect(metrics.containerPort).toBe(Number(envValue('METRICS_PORT')));
+    const api = ingress.filter((r) => portsOf(r).includes(tcp(effective('PORT')!)));
+    const scrape = ingress.filter((r) => portsOf(r).includes(tcp(envValue('METRICS_PORT')!)));
+    expect(api.length, 'one ingress rule for PORT').toBe(1);
+    expect(scrape.length, 'one ingress rule for METRICS_PORT').toBe(1);
+    expect(portsOf(api[0]!)).toEqual([tcp(http.containerPort)]);
+    // The metrics port serves GET /metrics without a key: its rule admits one peer, and to nothing else.
+    expect(portsOf(scrape[0]!)).toEqual([tcp(metrics.containerPort)]);
+    expect(scrape[0]!.from).toHaveLength(1);
+    // Nothing admitted that the container does not listen on, nothing it listens on left out.
+    expect(sorted(ingress.flatMap(portsOf))).toEqual(sorted(container.ports.map((p) => tcp(p.containerPort))));
+    for (const service of objects.filter((o) => o.kind === 'Service')) {
+      for (const port of service.spec.ports as { name: string; targetPort: string }[]) {
+        const target = container.ports.find((p) => p.name === port.targetPort);
+        expect(ingress.flatMap(portsOf), `${service.metadata.name}/${port.name}`).toContain(tcp(target!.containerPort));
+      }
+    }
+  });
+
+  it("admits Unleash's webhook: PUBLIC_URL's Service port leads to a port the policy opens to UNLEASH_URL's namespace", () => {
+    const publicUrl = new URL(envValue('PUBLIC_URL')!);
+    expect(serviceNamespace(publicUrl), "PUBLIC_URL names a Service of kustomization.yaml's namespace").toBe(kustomization.namespace);
+    const service = only(objects, 'Service', publicUrl.hostname.split('.')[0]);
+    const port = (service.spec.ports as { port: number; targetPort: string }[]).find((p) => p.port === urlPort(publicUrl));
+    expect(port, `${service.metadata.name} has PUBLIC_URL's port ${urlPort(publicUrl)}`).toBeDefined();
+    const target = container.ports.find((p) => p.name === port!.targetPort)!;
+    const unleash = serviceNamespace(new URL(envValue('UNLEASH_URL')!));
+    expect(unleash, 'UNLEASH_URL names a Service in the cluster').toBeDefined();
+    const rule = ingress.find((r) => portsOf(r).includes(tcp(target.containerPort)));
+    expect(rule?.from?.map(namespaceOf)).toContain(unleash);
+  });
+
+  it("lets out DNS, Postgres, Redis and Unleash only, on the ports of the Secret template's URLs and of UNLEASH_URL", () => {
+    const databasePort = templatePort('DATABASE_URL');
+    const redisPort = templatePort('REDIS_URL');
+    // The template's examples are the ports config.ts assumes (its defaults).
+    expect(databasePort).toBe(urlPort(new URL(setting('DATABASE_URL')!.default!)));
+    expect(redisPort).toBe(urlPort(new URL(setting('REDIS_URL')!.default!)));
+    const unleashUrl = new URL(envValue('UNLEASH_URL')!);
+    const expected = ['UDP/53', 'TCP/53', tcp(databasePort), tcp(redisPort), tcp(urlPort(unleashUrl))];
+    // Settings that send more out, off in the sample: set one and the policy needs a rule for its port.
+    const env = podEnvironment();
+    const named = new Set(container.env.map((e) => e.name));
+    if (named.has('ALERT_WEBHOOK_URL')) expected.push(tcp(env.ALERT_WEBHOOK_URL ? urlPort(new URL(env.ALERT_WEBHOOK_URL)) : 443));
+    const config = loadConfig(env);
+    if (config.otelTracesExporter === 'otlp' && !config.otelSdkDisabled) {
+      const endpoint = config.otelExporterOtlpTracesEndpoint || config.otelExporterOtlpEndpoint || 'http://localhost:4318';
+      expected.push(tcp(urlPort(new URL(endpoint))));
+    }
+    expect(sorted(egress.flatMap(portsOf))).toEqual(sorted(expected));
+    // Unleash's rule reaches UNLEASH_URL's namespace.
+    const unleash = egress.filter((r) => portsOf(r).includes(tcp(urlPort(unleashUrl))));
+    expect(unleash.flatMap((r) => r.to!.map(namespaceOf))).toContain(serviceNamespace(unleashUrl));
   });
 });
