@@ -110,6 +110,13 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
     // are agent tokens and the gateway key, neither of which Prometheus should hold. A config that gives
     // them a listener of their own (killswitch.metrics) takes them off the port agents reach.
     if (url.pathname === METRICS_PATH && url.pathname !== opts.path && req.method === 'GET' && !gateway.config.metrics) {
+      // With http.allowedHosts (the DNS-rebinding protection) only those Hosts read them: otherwise a web
+      // page whose name was rebound to this address could, in the browser of whoever runs the gateway.
+      // /healthz stays open to every Host: a probe sends the pod's address.
+      const host = req.headers.host;
+      if (opts.allowedHosts && !(typeof host === 'string' && opts.allowedHosts.includes(host))) {
+        return jsonRpcError(res, 403, -32000, `Invalid Host header: ${JSON.stringify(String(host ?? '').slice(0, 200))} is not in http.allowedHosts (GET ${METRICS_PATH} answers only those Hosts)`);
+      }
       answerScrape(gateway.metrics, res, gateway.log);
       return;
     }

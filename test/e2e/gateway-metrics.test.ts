@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,20 @@ async function scrape(url: string) {
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('text/plain');
   return exposition(await res.text());
+}
+
+/** A request with the Host header of our choosing (fetch sends the URL's). */
+function rawGet(url: string, host: string, method = 'GET'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: { host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject).end();
+  });
 }
 
 /** The HTTP front's GET /metrics of a gateway listening on a free port. */
@@ -147,6 +162,22 @@ describe('GET /metrics on the HTTP front', () => {
     expect(m.value('killswitch_gateway_upstream_up', { server: 'memory' })).toBe(0);
   }, 90_000);
 
+  it('with http.allowedHosts, answers only those Hosts (a page rebound to the address reads nothing); GET only, /healthz still to any Host', async () => {
+    const gateway = await h.gateway({ killswitch: { http: { allowedHosts: ['prometheus.internal:9090'] } } });
+    const url = await frontMetrics(gateway);
+    const allowed = await rawGet(url, 'prometheus.internal:9090');
+    expect(allowed.status).toBe(200);
+    expect(allowed.body).toContain('# TYPE killswitch_gateway_calls_total counter');
+    const rebound = await rawGet(url, 'attacker.example:8788');
+    expect(rebound.status).toBe(403);
+    expect(rebound.body).not.toContain('killswitch_gateway');
+    expect(rebound.body).toContain('http.allowedHosts');
+    expect((await rawGet(new URL('/healthz', url).href, 'attacker.example:8788')).status).toBe(200);
+    // Reading is all it does: another method, or another path, is the MCP front's 404.
+    for (const method of ['POST', 'HEAD', 'DELETE']) expect((await rawGet(url, 'prometheus.internal:9090', method)).status, method).toBe(404);
+    expect((await rawGet(`${url}/`, 'prometheus.internal:9090')).status).toBe(404);
+  });
+
   it('docs/gateway.md lists every killswitch_gateway_ metric served, each one it lists is served, and alerts.yml uses only served ones', async () => {
     const gateway = await h.gateway();
     const m = await scrape(await frontMetrics(gateway));
@@ -196,6 +227,8 @@ describe('killswitch.metrics: a listener of its own', () => {
     try {
       await client.connect(transport, { timeout: 60_000 });
       const url = await metricsUrl;
+      // No metrics.host in the config: loopback, never every interface.
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
       const read = await call(client, 'read_text_file', { path: 'notes.md' });
       expect(read.isError, textOf(read)).toBeFalsy();
       const m = await scrape(url);
