@@ -9,6 +9,7 @@ import { alertRuleMetrics, CLUSTER_ONLY_METRICS, undeclaredMetrics } from '../he
 import { bearer, TestContext } from '../helpers/context.js';
 import { exposition, type Labels } from '../helpers/exposition.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { dashboardDrift, dashboardQueries, loadDashboard } from '../helpers/grafana-dashboard.js';
 
 // GET /metrics: the named series exist and move with traffic (decisions, steps, authentication, Redis,
 // Postgres, audit writer, alerts, halts, flags), the endpoint needs an unrestricted operator key on the
@@ -158,6 +159,26 @@ describe('GET /metrics', () => {
     expect(single.length).toBeGreaterThan(20);
     expect(undeclaredMetrics(text, single)).toEqual([]);
     expect([...CLUSTER_ONLY_METRICS].filter((n) => names.has(n))).toEqual([...CLUSTER_ONLY_METRICS]);
+  });
+
+  it('deploy/grafana/killswitch.json queries only metrics and labels this endpoint serves', async () => {
+    // A series of each labelled metric the dashboard reads, so that its labels are in the scrape: a
+    // decision of each kind, a failed Redis command, a failed Postgres query, an alert.
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    expect((await gw.decide(tok.raw, { ...read('docs/dashboard.md'), session_id: s.session_id })).decision).toBe('allow');
+    expect((await gw.decide(tok.raw, { server: 'memory', tool: 'delete_entities', arguments: { entityNames: ['x'] }, session_id: s.session_id })).code).toBe('PERMISSION_DENIED');
+    const key = app.ctx.redis.key('metrics-dashboard-string');
+    await app.ctx.redis.redis.set(key, 'not a number', 'PX', 60_000);
+    await expect(app.ctx.redis.redis.incr(key)).rejects.toThrow(/not an integer/);
+    await expect(app.ctx.pool.query('SELECT 1 / 0')).rejects.toThrow(/division by zero/);
+    await app.ctx.alerts.raise({ kind: 'SESSION_RESUMED', message: 'metrics test: an alert for the dashboard check' });
+
+    const queries = dashboardQueries(loadDashboard());
+    const controlPlane = queries.filter((q) => !q.expr.includes('killswitch_gateway_') && !q.expr.includes('$gateway'));
+    expect(controlPlane.length).toBeGreaterThan(40);
+    // The gateway's expressions are checked against GatewayMetrics in test/unit/grafana-dashboard.test.ts.
+    expect(dashboardDrift(queries, 'control-plane', (await scrape()).text)).toEqual([]);
   });
 
   it('docs/operations.md lists every killswitch_ metric served, and each one it lists is served (the cluster-only ones by WORKERS > 1)', async () => {
