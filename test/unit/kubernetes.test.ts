@@ -30,7 +30,7 @@ interface Kustomization {
   namespace?: string;
   resources: string[];
   images?: { name: string; newName?: string; newTag?: string }[];
-  configMapGenerator?: { name: string; files: string[]; options?: { disableNameSuffixHash?: boolean } }[];
+  configMapGenerator?: { name: string; files: string[]; options?: { disableNameSuffixHash?: boolean; labels?: Record<string, string> } }[];
 }
 const kustomization = parseYaml(readFileSync(join(DIR, 'kustomization.yaml'), 'utf8')) as Kustomization;
 const monitoringKustomization = parseYaml(readFileSync(join(DIR, 'monitoring/kustomization.yaml'), 'utf8')) as Kustomization;
@@ -96,6 +96,9 @@ describe('deploy/kubernetes: the files', () => {
     const manifests = yamlFiles.filter((f) => f !== 'kustomization.yaml' && f !== 'secret.example.yaml' && !generated.has(f));
     expect([...kustomization.resources].sort()).toEqual(manifests.sort());
     for (const o of [...objects, ...monitoring]) expect(o.kind && o.apiVersion && o.metadata?.name, JSON.stringify(o).slice(0, 80)).toBeTruthy();
+    // monitoring/ holds nothing its kustomization does not use (a file left behind would look applied).
+    const monitoringFiles = ['kustomization.yaml', ...monitoringKustomization.resources, ...(monitoringKustomization.configMapGenerator ?? []).flatMap((g) => g.files)];
+    expect(readdirSync(join(DIR, 'monitoring')).sort()).toEqual(monitoringFiles.sort());
   });
 });
 
@@ -261,6 +264,16 @@ describe('deploy/kubernetes: Services, selectors and monitoring', () => {
     expect(monitor.spec.endpoints.map((e: { port: string }) => e.port)).toEqual(['metrics']);
     const alerts = parseYaml(readFileSync('deploy/prometheus/alerts.yml', 'utf8')) as { groups: unknown };
     expect(only(monitoring, 'PrometheusRule').spec.groups, 'run `npm run k8s:rules`').toEqual(alerts.groups);
+  });
+
+  it('gives Grafana\'s dashboard sidecar deploy/grafana/killswitch.json, in a config map labelled grafana_dashboard: "1"', () => {
+    const generator = monitoringKustomization.configMapGenerator?.find((g) => g.name === 'killswitch-grafana-dashboard');
+    expect(generator?.files).toEqual(['killswitch.json']);
+    expect(generator?.options?.labels).toEqual({ grafana_dashboard: '1' });
+    // A hashed name would leave the old config map, with the same dashboard uid, beside the new one.
+    expect(generator?.options?.disableNameSuffixHash).toBe(true);
+    const copy = readFileSync(join(DIR, 'monitoring', 'killswitch.json'), 'utf8');
+    expect(copy === readFileSync('deploy/grafana/killswitch.json', 'utf8'), 'cp deploy/grafana/killswitch.json deploy/kubernetes/monitoring/').toBe(true);
   });
 });
 
