@@ -38,12 +38,14 @@ async function npmStart(groups: number[]) {
   const port = await freePort();
   const npm = spawn('npm', ['start', '--ignore-scripts'], { env: childEnv(t, unleash, port), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   groups.push(npm.pid!);
+  // Apart: a chunk of npm's stderr landing inside one of node's stdout lines would break that line.
   let out = '';
+  let err = '';
   npm.stdout!.on('data', (c: Buffer) => {
     out += c.toString('utf8');
   });
   npm.stderr!.on('data', (c: Buffer) => {
-    out += c.toString('utf8');
+    err += c.toString('utf8');
   });
   const exited = once(npm, 'exit').then(([code]) => code as number | null);
   // After npm's exit, what node wrote last may still be in the pipe: the output is complete once it closes.
@@ -51,7 +53,7 @@ async function npmStart(groups: number[]) {
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   while (!(await fetch(`${base}/readyz`).then((r) => r.status === 200, () => false))) {
-    if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not become ready (exit ${npm.exitCode}):\n${out.slice(-3000)}`);
+    if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not become ready (exit ${npm.exitCode}):\n${out.slice(-3000)}\n${err.slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   const logs = () =>
@@ -61,7 +63,9 @@ async function npmStart(groups: number[]) {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   const nodePid = logs().find((l) => String(l['msg']).startsWith('Server listening'))?.['pid'];
   if (typeof nodePid !== 'number') throw new Error(`no "Server listening" line naming node's pid:\n${out.slice(-3000)}`);
-  return { npm, base, logs, exited, closed, nodePid };
+  /** What npm and node printed last, for an assertion's message (one CI run found no "stopped:" line). */
+  const tail = () => `stdout:\n${out.slice(-2500)}\nstderr:\n${err.slice(-1500)}`;
+  return { npm, base, logs, exited, closed, nodePid, tail };
 }
 
 function running(pid: number): boolean {
@@ -283,9 +287,9 @@ describe('graceful shutdown of killswitch start', () => {
       expect(running(cp.nodePid)).toBe(false);
       await withTimeout(cp.closed, 10_000, "npm's output to close");
       const logs = cp.logs().filter((l) => l['pid'] === cp.nodePid);
-      expect(logs.some((l) => String(l['msg']).startsWith('second signal'))).toBe(false);
-      expect(logs.find((l) => String(l['msg']).startsWith('stopped:'))).toMatchObject({ audit_rows_lost: 0 });
-      expect(code).toBe(0);
+      expect(logs.some((l) => String(l['msg']).startsWith('second signal')), cp.tail()).toBe(false);
+      expect(logs.find((l) => String(l['msg']).startsWith('stopped:')), cp.tail()).toMatchObject({ audit_rows_lost: 0 });
+      expect(code, cp.tail()).toBe(0);
       await expect(fetch(`${cp.base}/healthz`)).rejects.toThrow();
     });
   });
