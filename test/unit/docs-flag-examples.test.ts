@@ -1,9 +1,9 @@
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { InMemStorageProvider, Unleash, UnleashEvents } from 'unleash-client';
+import type { Unleash } from 'unleash-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseFlagFile, strategyPayload } from '../../src/flags/definitions.js';
 import { toUnleashContext } from '../../src/flags/service.js';
+import { offlineUnleash } from '../helpers/unleash-offline.js';
 
 // docs/flags.md, "Where this differs from seed 001's Unleash example", gives the flags/ YAML that makes
 // mcp.database.write behave as seed 001's strategies do: on in development, on in staging only for the
@@ -31,33 +31,19 @@ async function evaluatorFor(block: string): Promise<(role: string, environment: 
   const defs = parseFlagFile('docs/flags.md', `flags:\n${block}`);
   expect(defs.flags.map((f) => f.name)).toEqual(['mcp.database.write']);
   const flag = defs.flags[0]!;
-  const c = new Unleash({
-    appName: 'docs-flag-examples',
-    url: 'http://127.0.0.1:9/api',
-    refreshInterval: 0,
-    metricsInterval: 0,
-    disableAutoStart: true,
-    skipInstanceCountWarning: true,
-    storageProvider: new InMemStorageProvider(),
-    bootstrap: {
-      data: [
-        {
-          name: flag.name,
-          enabled: true,
-          strategies: flag.strategies.map((s) => {
-            const p = strategyPayload(flag.name, s);
-            return { ...p, constraints: p.constraints.map((k) => ({ inverted: false, ...k, values: k.values ?? [], operator: k.operator as never })) };
-          }),
-        },
-      ],
-    },
+  const c = await offlineUnleash('docs-flag-examples', {
+    data: [
+      {
+        name: flag.name,
+        enabled: true,
+        strategies: flag.strategies.map((s) => {
+          const p = strategyPayload(flag.name, s);
+          return { ...p, constraints: p.constraints.map((k) => ({ inverted: false, ...k, values: k.values ?? [], operator: k.operator as never })) };
+        }),
+      },
+    ],
   });
   clients.push(c);
-  c.on('error', () => {});
-  c.on('warn', () => {});
-  const ready = once(c, UnleashEvents.Ready);
-  void c.start();
-  await ready;
   return (role, environment) =>
     c.isEnabled(
       flag.name,

@@ -1,7 +1,7 @@
-import { once } from 'node:events';
-import { InMemStorageProvider, Unleash, UnleashEvents } from 'unleash-client';
+import { type Unleash, UnleashEvents } from 'unleash-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sdkEvaluator } from '../../src/flags/service.js';
+import { offlineUnleash } from '../helpers/unleash-offline.js';
 
 // A tripwire for the unleash-client internal that FlagService.isEnabledUncounted relies on: explain and
 // GET /v1/flags evaluate flags through the SDK's inner evaluator so that Unleash's usage metrics count
@@ -15,45 +15,31 @@ const UPGRADE_HINT =
 
 const clients: Unleash[] = [];
 
-/** A client on bootstrap data: no poll (refreshInterval 0) and no metrics sent (metricsInterval 0), but counting. */
+/** A client on bootstrap data (test/helpers/unleash-offline.ts): counting, as the control plane's. */
 async function client(): Promise<Unleash> {
-  const c = new Unleash({
-    appName: 'sdk-evaluator-test',
-    url: 'http://127.0.0.1:9/api',
-    refreshInterval: 0,
-    metricsInterval: 0,
-    disableAutoStart: true,
-    skipInstanceCountWarning: true,
-    storageProvider: new InMemStorageProvider(),
-    bootstrap: {
-      data: [
-        {
-          name: 'mcp.enabled',
-          enabled: true,
-          strategies: [{ name: 'flexibleRollout', parameters: { rollout: '100', stickiness: 'default', groupId: 'mcp.enabled' }, constraints: [], segments: [7] }],
-        },
-        {
-          name: 'mcp.memory.write',
-          enabled: true,
-          strategies: [
-            {
-              name: 'flexibleRollout',
-              parameters: { rollout: '100', stickiness: 'default', groupId: 'mcp.memory.write' },
-              constraints: [{ contextName: 'userId', operator: 'NOT_IN' as never, values: ['tok-runaway'], inverted: false }],
-            },
-          ],
-        },
-        { name: 'mcp.memory.delete', enabled: false, strategies: [{ name: 'default', parameters: {}, constraints: [] }] },
-      ],
-      segments: [{ id: 7, constraints: [{ contextName: 'tokenType', operator: 'NOT_IN' as never, values: ['rw'], inverted: false }] }],
-    },
+  const c = await offlineUnleash('sdk-evaluator-test', {
+    data: [
+      {
+        name: 'mcp.enabled',
+        enabled: true,
+        strategies: [{ name: 'flexibleRollout', parameters: { rollout: '100', stickiness: 'default', groupId: 'mcp.enabled' }, constraints: [], segments: [7] }],
+      },
+      {
+        name: 'mcp.memory.write',
+        enabled: true,
+        strategies: [
+          {
+            name: 'flexibleRollout',
+            parameters: { rollout: '100', stickiness: 'default', groupId: 'mcp.memory.write' },
+            constraints: [{ contextName: 'userId', operator: 'NOT_IN' as never, values: ['tok-runaway'], inverted: false }],
+          },
+        ],
+      },
+      { name: 'mcp.memory.delete', enabled: false, strategies: [{ name: 'default', parameters: {}, constraints: [] }] },
+    ],
+    segments: [{ id: 7, constraints: [{ contextName: 'tokenType', operator: 'NOT_IN' as never, values: ['rw'], inverted: false }] }],
   });
   clients.push(c);
-  c.on('error', () => {});
-  c.on('warn', () => {});
-  const ready = once(c, UnleashEvents.Ready);
-  void c.start();
-  await ready;
   return c;
 }
 
