@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { type InitializeRequest, isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { GATEWAY_CODE } from '../errors.js';
+import { discardCap, discardRestOfBody } from '../http/body-limit.js';
 import { headerCount, repeatedHeaderProblem } from '../http/repeated-header.js';
 import { answerScrape, METRICS_PATH } from '../metrics/listener.js';
 import type { AgentSession } from './agent-session.js';
@@ -15,7 +16,14 @@ import type { Gateway } from './gateway.js';
 // when the control plane opens a session for that token (so an unknown, revoked or malformed token is
 // a 401 before anything else happens); every later request of the session must carry the same token.
 
-const MAX_BODY_BYTES = 4 * 1_048_576;
+/** The largest request body of a session (a tools/call's arguments): 4 MiB. */
+export const MAX_BODY_BYTES = 4 * 1_048_576;
+/**
+ * The largest body of a request without a session, which can only be an initialize (a few hundred bytes:
+ * client name, capabilities, the declared scope). It is read before the control plane has said whether
+ * the token is one, so anyone who can reach the port could otherwise have 4 MiB parsed per request.
+ */
+export const MAX_INITIALIZE_BYTES = 64 * 1024;
 /** A session no request has touched for this long is closed (clients that vanish never send DELETE). */
 const IDLE_SESSION_MS = 30 * 60_000;
 
@@ -51,15 +59,53 @@ const unauthorized = (res: ServerResponse, why: string) =>
 /** GET /healthz on the HTTP front: 200 while the gateway's event loop answers (a liveness probe). */
 export const HEALTH_PATH = '/healthz';
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new Error('body too large');
-    chunks.push(chunk as Buffer);
+/** A body over the limit of its request: answered 413 (after the rest is read and thrown away). */
+class BodyTooLarge extends Error {
+  constructor(readonly limit: number, readonly initialize: boolean) {
+    super('body too large');
   }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+/** The client closed the connection before its body ended: nobody to answer. */
+class ClientGone extends Error {
+  constructor() {
+    super('the request was closed before its body ended');
+  }
+}
+
+/**
+ * The request's body as JSON, or BodyTooLarge as soon as it (or its declared Content-Length) passes
+ * `limit`: reading stops there, the request is left paused and unread for discardRestOfBody.
+ */
+function readJson(req: IncomingMessage, limit: number, initialize = false): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new BodyTooLarge(limit, initialize));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (then: () => void) => {
+      req.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      then();
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+      else stop(() => {
+        req.pause();
+        reject(new BodyTooLarge(limit, initialize));
+      });
+    };
+    const onEnd = () => stop(() => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (err) {
+        reject(err);
+      }
+    });
+    const onError = (err: Error) => stop(() => reject(err));
+    const onClose = () => stop(() => reject(new ClientGone()));
+    req.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
 }
 
 export function listenHttp(gateway: Gateway, opts: { host: string; port: number; path: string; allowedHosts?: string[] | undefined }): Promise<HttpFront> {
@@ -131,11 +177,11 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
       if (!entry) return jsonRpcError(res, 404, -32001, 'session not found; initialize a new one');
       if (!timingSafeEqual(entry.tokenDigest, digest(token))) return unauthorized(res, 'this session belongs to another token');
       entry.lastSeen = Date.now();
-      const body = req.method === 'POST' ? await readJson(req) : undefined;
+      const body = req.method === 'POST' ? await readJson(req, MAX_BODY_BYTES) : undefined;
       return entry.transport.handleRequest(req, res, body);
     }
     if (req.method !== 'POST') return jsonRpcError(res, 400, -32000, 'no session: POST an initialize request first');
-    const body = await readJson(req);
+    const body = await readJson(req, MAX_INITIALIZE_BYTES, true);
     if (!isInitializeRequest(body)) return jsonRpcError(res, 400, -32000, 'no session: the first request must be initialize');
     return admit(req, res, token, body);
   }
@@ -147,13 +193,22 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
   sweep.unref();
 
   const server: HttpServer = createServer((req, res) => {
-    handle(req, res).catch((err: Error) => {
-      const clientFault = err instanceof SyntaxError || err.message === 'body too large';
+    handle(req, res).catch(async (err: Error) => {
+      if (err instanceof BodyTooLarge) {
+        // The rest is read first (as the control plane does), or a client still uploading loses the 413 to
+        // a reset. A client's fault: at debug, as a parse error.
+        gateway.log.debug({ limit: err.limit }, 'gateway HTTP request refused: its body is too large (413)');
+        await discardRestOfBody(req, discardCap(err.limit));
+        const what = err.initialize ? 'a request without a session (an initialize)' : 'a request';
+        return jsonRpcError(res, 413, -32600, `INVALID_REQUEST: the body is too large: ${what} may be at most ${err.limit} bytes`, { connection: 'close' });
+      }
+      if (err instanceof ClientGone) return gateway.log.debug('gateway HTTP request abandoned by its client before its body ended');
+      const clientFault = err instanceof SyntaxError;
       // A client's bad body is its own answer (400), not the gateway's problem: at warn, one client posting
       // garbage wrote a line per request.
-      if (clientFault) gateway.log.debug({ err: err.message }, 'gateway HTTP request refused: its body is not JSON or is too large (400)');
+      if (clientFault) gateway.log.debug({ err: err.message }, 'gateway HTTP request refused: its body is not JSON (400)');
       else gateway.log.warn({ err: err.message }, 'gateway HTTP request failed');
-      jsonRpcError(res, clientFault ? 400 : 500, -32700, err instanceof SyntaxError ? 'parse error' : err.message);
+      jsonRpcError(res, clientFault ? 400 : 500, -32700, clientFault ? 'parse error' : err.message);
     });
   });
 

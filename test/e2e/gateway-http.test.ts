@@ -7,7 +7,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway/gateway.js';
-import type { HttpFront } from '../../src/gateway/http.js';
+import { type HttpFront, MAX_BODY_BYTES, MAX_INITIALIZE_BYTES } from '../../src/gateway/http.js';
 import { bearer } from '../helpers/context.js';
 import { capturedLog, GatewayHarness, textOf } from './gateway-harness.js';
 
@@ -105,6 +105,72 @@ describe('Streamable HTTP', () => {
     }
   });
 
+  /** A POST by node:http, its body written whole before the answer is read (chunked: no Content-Length unless given). */
+  const post = (headers: Record<string, string>, body: string, url = front.url) =>
+    new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+      const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => {
+          text += c.toString('utf8');
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: text }));
+      });
+      req.on('error', reject);
+      // In 16 KiB writes, as a client streaming its body does.
+      for (let at = 0; at < body.length; at += 16_384) req.write(body.slice(at, at + 16_384));
+      req.end();
+    });
+  const initializeBody = (padding: number) =>
+    JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1', title: 'x'.repeat(padding) } } });
+
+  it('a request without a session takes at most 64 KiB of body (an initialize is a few hundred bytes): 413 whatever the token, the rest read and thrown away, no session, no warning', async () => {
+    const { log, lines } = capturedLog();
+    const g = await h.gateway({}, log);
+    const own = await g.listenHttp({ port: 0 });
+    const postTo = (headers: Record<string, string>, body: string) => post(headers, body, own.url);
+    try {
+      const token = await h.token('ro');
+      const big = initializeBody(MAX_INITIALIZE_BYTES);
+      // A token nobody issued, then a good one: the body is refused before the control plane is asked.
+      for (const bearerToken of ['mcp_ro_nobody', token]) {
+        const res = await postTo({ authorization: `Bearer ${bearerToken}` }, big);
+        expect(res.status).toBe(413);
+        expect(res.connection).toBe('close');
+        expect(JSON.parse(res.body)).toEqual({
+          jsonrpc: '2.0',
+          error: { code: -32600, message: `INVALID_REQUEST: the body is too large: a request without a session (an initialize) may be at most ${MAX_INITIALIZE_BYTES} bytes` },
+          id: null,
+        });
+      }
+      // Declared too large: answered without reading it.
+      const declared = await postTo({ authorization: `Bearer ${token}`, 'content-length': String(Buffer.byteLength(big)) }, big);
+      expect(declared.status).toBe(413);
+      expect(g.agentCount).toBe(0);
+      // Just under the limit is an initialize like any other.
+      const under = initializeBody(MAX_INITIALIZE_BYTES - 200);
+      expect(Buffer.byteLength(under)).toBeLessThanOrEqual(MAX_INITIALIZE_BYTES);
+      const ok = await postTo({ authorization: `Bearer ${token}` }, under);
+      expect(ok.status).toBe(200);
+      expect(g.agentCount).toBe(1);
+      expect(lines.filter((l) => (l['level'] as number) >= 40)).toEqual([]);
+    } finally {
+      await own.close();
+      await g.close();
+    }
+  });
+
+  it("a session's request takes up to 4 MiB: over it 413 naming the limit, and the session goes on", async () => {
+    const token = await h.token('ro');
+    const { client, transport } = await httpClient(token);
+    const headers = { authorization: `Bearer ${token}`, 'mcp-session-id': transport.sessionId ?? '', 'mcp-protocol-version': '2025-06-18' };
+    const call = (path: string) => JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'read_text_file', arguments: { path } } });
+    const res = await post(headers, call('x'.repeat(MAX_BODY_BYTES)));
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.body)).toMatchObject({ error: { code: -32600, message: `INVALID_REQUEST: the body is too large: a request may be at most ${MAX_BODY_BYTES} bytes` } });
+    const read = (await client.callTool({ name: 'read_text_file', arguments: { path: join(h.dir, 'notes.md') } })) as CallToolResult;
+    expect(textOf(read)).toContain('notes over http');
+  });
+
   it('GET /healthz answers 200 without a token (a liveness probe); anything else outside the MCP endpoint is 404', async () => {
     const health = new URL('/healthz', front.url).toString();
     const res = await fetch(health);
@@ -173,8 +239,10 @@ describe('Streamable HTTP', () => {
     const probe = createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
     const port = (probe.address() as AddressInfo).port;
-    await new Promise<void>((r) => probe.close(() => r()));
+    // The port is held while the gateway starts its upstreams (their connections take ephemeral ports:
+    // one took this one once, EADDRINUSE) and let go just before the front listens on it.
     const guarded = await h.gateway({ killswitch: { http: { allowedHosts: [`127.0.0.1:${port}`] } } });
+    await new Promise<void>((r) => probe.close(() => r()));
     const guardedFront = await guarded.listenHttp({ port });
     try {
       // fetch always sends the URL's host: a rebinding page's request, by hand.
