@@ -31,6 +31,12 @@ interface ListReport {
   /** The lists each agent was answered from it: a list an agent makes again reports again. */
   served: Map<AgentSession, Set<ListKind>>;
 }
+/**
+ * A resource URI or prompt name the gateway does not know sends it to list the upstreams again (it may be
+ * new): at most once per this, one listing at a time, however many agents ask. Otherwise every read of a
+ * made-up URI (an agent's loop, a hostile one) cost a list request to every upstream.
+ */
+export const RELIST_ON_MISS_MS = 1_000;
 type ListKind = 'tools' | 'resources' | 'resource templates' | 'prompts';
 const fingerprintOf = (tools: readonly Tool[]) => JSON.stringify([...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
 
@@ -68,6 +74,8 @@ export class Gateway {
   private readonly contestedUris = new Set<string>();
   /** The tool re-read under way for an upstream that said its tools changed (upstreamListChanged). */
   private readonly toolRefreshes = new Map<Upstream, { again: boolean; done: Promise<void> }>();
+  /** The listing an unknown URI or prompt name started, and when the last one ended (relistOnMiss). */
+  private readonly missLists = { resources: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined as Promise<void> | undefined }, prompts: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined as Promise<void> | undefined } };
   /** Keys of the collision warnings logged already (warnOnce). */
   private readonly warned = new Set<string>();
   private closed = false;
@@ -558,9 +566,28 @@ export class Gateway {
     return lists.flatMap((l) => l.items);
   }
 
+  /**
+   * Lists `kind` again for a name nobody listed (RELIST_ON_MISS_MS): joins a listing under way, and
+   * starts none within RELIST_ON_MISS_MS of the last one's end.
+   */
+  private relistOnMiss(kind: 'resources' | 'prompts'): Promise<void> {
+    const state = this.missLists[kind];
+    if (state.pending) return state.pending;
+    if (Date.now() - state.endedAt < RELIST_ON_MISS_MS) return Promise.resolve();
+    const listing = kind === 'resources' ? this.resources() : this.prompts();
+    state.pending = listing.then(
+      () => {},
+      () => {},
+    ).finally(() => {
+      state.endedAt = Date.now();
+      state.pending = undefined;
+    });
+    return state.pending;
+  }
+
   /** Which upstream serves a URI: the one that listed it, else the only server offering resources. */
   async resourceOwner(uri: string): Promise<Upstream | undefined> {
-    if (!this.resourceOwners.has(uri)) await this.resources().catch(() => []);
+    if (!this.resourceOwners.has(uri)) await this.relistOnMiss('resources');
     const owner = this.resourceOwners.get(uri);
     if (owner) return this.ups.get(owner);
     if (this.contestedUris.has(uri)) return undefined;
@@ -622,7 +649,7 @@ export class Gateway {
   }
 
   async prompt(exposedName: string): Promise<{ server: string; name: string } | undefined> {
-    if (!this.promptIndex.has(exposedName)) await this.prompts().catch(() => []);
+    if (!this.promptIndex.has(exposedName)) await this.relistOnMiss('prompts');
     return this.promptIndex.get(exposedName);
   }
 

@@ -222,7 +222,11 @@ export interface FixtureUpstream {
   close(): Promise<void>;
 }
 
-/** `prompts`: the prompt names it lists (default `summarise_graph`); `resources`: URIs it lists and serves (`text` names this upstream). */
+/**
+ * `prompts`: the prompt names it lists (default `summarise_graph`); `resources`: URIs it lists and serves
+ * (`text` names this upstream). Both are read at each list: a test may add to them. `calls` counts
+ * `resources/list` and `prompts/list` too.
+ */
 export async function startFixtureUpstream(opts: { prompts?: string[]; resources?: Array<{ uri: string; text: string }> } = {}): Promise<FixtureUpstream> {
   const promptNames = opts.prompts ?? ['summarise_graph'];
   const resources = opts.resources ?? [];
@@ -242,14 +246,20 @@ export async function startFixtureUpstream(opts: { prompts?: string[]; resources
   function newServer() {
     const server = new Server({ name: 'fixture-upstream', version: '1.0.0' }, { capabilities: { tools: { listChanged: true }, prompts: {}, ...(resources.length > 0 ? { resources: {} } : {}) } });
     if (resources.length > 0) {
-      server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: resources.map((r) => ({ uri: r.uri, name: r.uri })) }));
+      server.setRequestHandler(ListResourcesRequestSchema, async () => {
+        state.calls.set('resources/list', (state.calls.get('resources/list') ?? 0) + 1);
+        return { resources: resources.map((r) => ({ uri: r.uri, name: r.uri })) };
+      });
       server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
         state.calls.set(`resource:${req.params.uri}`, (state.calls.get(`resource:${req.params.uri}`) ?? 0) + 1);
         const r = resources.find((x) => x.uri === req.params.uri);
         return { contents: r ? [{ uri: r.uri, text: r.text }] : [] };
       });
     }
-    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: promptNames.map((name) => ({ name, description: 'Summarise the graph', arguments: [{ name: 'style' }] })) }));
+    server.setRequestHandler(ListPromptsRequestSchema, async () => {
+      state.calls.set('prompts/list', (state.calls.get('prompts/list') ?? 0) + 1);
+      return { prompts: promptNames.map((name) => ({ name, description: 'Summarise the graph', arguments: [{ name: 'style' }] })) };
+    });
     server.setRequestHandler(GetPromptRequestSchema, async (req) => {
       state.calls.set(`prompt:${req.params.name}`, (state.calls.get(`prompt:${req.params.name}`) ?? 0) + 1);
       return { messages: [{ role: 'user' as const, content: { type: 'text' as const, text: `Summarise the graph (${req.params.arguments?.['style'] ?? 'plain'})` } }] };

@@ -1,5 +1,6 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RELIST_ON_MISS_MS } from '../../src/gateway/gateway.js';
 import { type FixtureUpstream, GatewayHarness, rpcErrorOf, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // Everything the agent can reach goes through decisions: resources/read (server-memory exposes its whole
@@ -105,6 +106,45 @@ describe('resources/read and prompts/get', () => {
     } finally {
       await honest.close();
       await evil.close();
+    }
+  });
+
+  it('a URI or prompt name nobody listed lists the upstreams again at most once a second, once for many reads at a time; one listed later is found after that', async () => {
+    const notes = [{ uri: 'mem://notes', text: 'notes' }];
+    const a = await startFixtureUpstream({ resources: notes, prompts: ['summarise_graph'] });
+    const b = await startFixtureUpstream({ resources: [{ uri: 'mem://other', text: 'other' }], prompts: ['other_prompt'] });
+    try {
+      const token = await h.token('ro', 'all_servers');
+      const gateway = await h.gateway({ mcpServers: { memory: { url: a.url }, everything: { url: b.url } } });
+      const client = await h.client(gateway, token);
+      const lists = (kind: string) => (a.calls.get(kind) ?? 0) + (b.calls.get(kind) ?? 0);
+      const before = { resources: lists('resources/list'), prompts: lists('prompts/list') };
+      const started = Date.now();
+      // Forty at once, then forty one after another: each unknown (two upstreams offer resources, so no
+      // URI falls to the only one).
+      const misses = await Promise.all([
+        ...Array.from({ length: 40 }, (_, i) => rpcErrorOf(client.readResource({ uri: `mem://made-up-${i}` }))),
+        ...Array.from({ length: 40 }, (_, i) => rpcErrorOf(client.getPrompt({ name: `made_up_${i}` }))),
+      ]);
+      for (let i = 0; i < 40; i++) {
+        misses.push(await rpcErrorOf(client.readResource({ uri: `mem://again-${i}` })));
+        misses.push(await rpcErrorOf(client.getPrompt({ name: `again_${i}` })));
+      }
+      const seconds = (Date.now() - started) / 1000;
+      expect(misses.filter((e) => !/UNKNOWN_(RESOURCE|PROMPT)/.test(e?.message ?? ''))).toEqual([]);
+      // Before: a listing of both upstreams per miss (160 lists of each kind).
+      const most = 2 * (1 + Math.ceil(seconds / (RELIST_ON_MISS_MS / 1000)));
+      expect(lists('resources/list') - before.resources).toBeLessThanOrEqual(most);
+      expect(lists('prompts/list') - before.prompts).toBeLessThanOrEqual(most);
+      expect(lists('resources/list') - before.resources).toBeGreaterThanOrEqual(2);
+
+      // A resource the upstream starts listing now is read once the second has passed.
+      notes.push({ uri: 'mem://late', text: 'written late' });
+      await new Promise((r) => setTimeout(r, RELIST_ON_MISS_MS + 50));
+      expect(JSON.stringify((await client.readResource({ uri: 'mem://late' })).contents)).toContain('written late');
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 
