@@ -13,7 +13,17 @@ import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
  * Builds the app and listens; on an empty database, leaves the bootstrap owner key in DATA_DIR. A worker of
  * WORKERS > 1 (`worker: true`) skips the Unleash step: its primary ran it (src/cluster.ts).
  */
-export async function startServer(startConfig: Config, opts: { worker?: boolean } = {}): Promise<FastifyInstance> {
+export interface StartOptions {
+  /** A worker of WORKERS > 1: its primary has run the embedded Unleash and the flags sync. */
+  worker?: boolean;
+  /**
+   * Called with the built app just before its port accepts connections: where the signal handlers go, so
+   * that a signal sent once the port answers (a readiness probe passed) finds the drain in place.
+   */
+  beforeListen?: (app: FastifyInstance) => void;
+}
+
+export async function startServer(startConfig: Config, opts: StartOptions = {}): Promise<FastifyInstance> {
   // A secret the database would refuse stops the start before the flags sync moves Unleash's webhook here.
   if (!opts.worker) await precheckHashSecret(startConfig);
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
@@ -43,6 +53,7 @@ export async function startServer(startConfig: Config, opts: { worker?: boolean 
   // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
   if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);
   else if (!ownerKey) await warnIfOwnerKeyLeft(config.dataDir, app.log);
+  opts.beforeListen?.(app);
   await app.listen({ host: config.host, port: config.port });
   await listenMetrics(app);
   return app;

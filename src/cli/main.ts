@@ -139,6 +139,7 @@ program
     // A worker's primary has checked already.
     if (!isWorker()) await checkBeforeStart(c);
     const { startServer, stopOnSignals, unleashStartError } = await import('../server.js');
+    const { logCrashes } = await import('../log.js');
     if (!isWorker() && workerCount(c) > 1) {
       // As startServer does: a secret the database would refuse stops the start before the flags sync.
       const { precheckHashSecret } = await import('../app.js');
@@ -150,7 +151,18 @@ program
     }
     let app: Awaited<ReturnType<typeof startServer>>;
     try {
-      app = await startServer(c, { worker: isWorker() });
+      app = await startServer(c, {
+        worker: isWorker(),
+        // From here on a crash is one fatal JSON line in the log too (errors before it are told below). The
+        // handlers go in before the port accepts anything: installed after the start returned, a signal sent
+        // once /readyz answered could come first (the start still loaded a module of the bundle) and end
+        // node undrained, by the signal's default action (`npm start` then dies by it too). A worker keeps
+        // its SIGTERM pending until the start is done (workerSignalsWhileStarting), and hands it over below.
+        beforeListen: (built) => {
+          logCrashes(built.log);
+          if (!starting) stopOnSignals(built);
+        },
+      });
     } catch (err) {
       // Some configuration can only be checked against the database (e.g. TOKEN_HASH_SECRET's fingerprint).
       if (err instanceof ConfigError) reportConfigError(err);
@@ -159,16 +171,11 @@ program
       if (err instanceof PolicyFileError) reportPolicyErrors(err.file, err.issues.filter((i) => i.severity === 'error').map(formatIssue), policyErrorCount(err.issues, err.omittedErrors));
       throw err;
     }
-    // From here on a crash is one fatal JSON line in the log too (errors before it are told above).
-    const { logCrashes } = await import('../log.js');
-    logCrashes(app.log);
     if (starting) {
       const stop = stopOnSignals(app, undefined, ['SIGTERM']);
       // Stopped while starting: shut down as a started one does (never ready, so the primary sends it nothing).
       if (starting.handOver()) stop('SIGTERM');
       else becomeWorker(app);
-    } else {
-      stopOnSignals(app);
     }
   });
 
