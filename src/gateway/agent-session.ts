@@ -23,6 +23,7 @@ import { AgentRequestError, type CallPorts, decideAndRun, type Outcome, type Wai
 import { type DeclaredScope, logText } from './control-plane.js';
 import type { Gateway } from './gateway.js';
 import { resultBytes, resultRows } from './guards.js';
+import type { DecidedMethod } from './metrics.js';
 import { resourceOfUri, resourcesOf, serverResource } from './resources.js';
 
 // One agent connected to the gateway (one stdio client, or one Streamable HTTP session): its agent
@@ -243,7 +244,7 @@ export class AgentSession implements CallPorts {
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
       const tool = this.gateway.tool(req.params.name);
-      if (!tool) throw unknownName(GATEWAY_CODE.UNKNOWN_TOOL, `no tool named "${req.params.name}" behind this gateway; list the tools again (tools/list)`);
+      if (!tool) throw this.unknownName('tools/call', GATEWAY_CODE.UNKNOWN_TOOL, `no tool named "${req.params.name}" behind this gateway; list the tools again (tools/list)`);
       const upstream = this.gateway.upstream(tool.server);
       const args = req.params.arguments ?? {};
       const call = {
@@ -290,7 +291,7 @@ export class AgentSession implements CallPorts {
     });
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
       const upstream = await this.gateway.resourceOwner(req.params.uri);
-      if (!upstream) throw unknownName(GATEWAY_CODE.UNKNOWN_RESOURCE, `no upstream server offers ${req.params.uri}`);
+      if (!upstream) throw this.unknownName('resources/read', GATEWAY_CODE.UNKNOWN_RESOURCE, `no upstream server offers ${req.params.uri}`);
       const call = {
         server: upstream.name,
         tool: 'resources/read',
@@ -313,6 +314,12 @@ export class AgentSession implements CallPorts {
     });
   }
 
+  /** unknownName, counted (killswitch_gateway_unknown_names_total): nothing else records it. */
+  private unknownName(method: DecidedMethod, code: 'UNKNOWN_TOOL' | 'UNKNOWN_RESOURCE' | 'UNKNOWN_PROMPT', message: string): AgentRequestError {
+    this.gateway.metrics.observeUnknown(method);
+    return unknownName(code, message);
+  }
+
   private installPrompts(): void {
     const s = this.server;
     s.setRequestHandler(ListPromptsRequestSchema, async (req) => {
@@ -321,7 +328,7 @@ export class AgentSession implements CallPorts {
     });
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const prompt = await this.gateway.prompt(req.params.name);
-      if (!prompt) throw unknownName(GATEWAY_CODE.UNKNOWN_PROMPT, `no prompt named "${req.params.name}" behind this gateway`);
+      if (!prompt) throw this.unknownName('prompts/get', GATEWAY_CODE.UNKNOWN_PROMPT, `no prompt named "${req.params.name}" behind this gateway`);
       const upstream = this.gateway.upstream(prompt.server);
       const call = {
         server: prompt.server,

@@ -39,6 +39,7 @@ export interface GatewayState {
 export class GatewayMetrics {
   readonly registry = new Registry();
   private readonly calls: Counter<'method' | 'server' | 'outcome' | 'code'>;
+  private readonly unknownNames: Counter<'method'>;
   private readonly controlPlaneSeconds: FastHistogram;
   private readonly upstreamSeconds: FastHistogram;
   private processMetrics = false;
@@ -48,6 +49,12 @@ export class GatewayMetrics {
       name: 'killswitch_gateway_calls_total',
       help: 'Decided calls (tools/call, resources/read, prompts/get) by method, upstream server, outcome (allowed, denied, no_decision: the control plane gave no decision and the call was denied to fail closed, withheld, failed) and code.',
       labelNames: ['method', 'server', 'outcome', 'code'],
+      registers: [this.registry],
+    });
+    this.unknownNames = new Counter({
+      name: 'killswitch_gateway_unknown_names_total',
+      help: 'Requests naming a tool, resource or prompt no upstream behind this gateway offers (UNKNOWN_TOOL, UNKNOWN_RESOURCE, UNKNOWN_PROMPT), by method: refused before any decision, so neither in killswitch_gateway_calls_total nor in the audit trail.',
+      labelNames: ['method'],
       registers: [this.registry],
     });
     this.controlPlaneSeconds = new FastHistogram(
@@ -96,6 +103,11 @@ export class GatewayMetrics {
   observeCall(method: DecidedMethod, server: string, outcome: Outcome<unknown>): void {
     this.calls.inc({ method, server, outcome: outcomeOf(outcome), code: boundedCode(codeOf(outcome)) });
     if (outcome.kind !== 'denied' && outcome.upstream) this.upstreamSeconds.observe([server, outcome.upstream.result], outcome.upstream.seconds);
+  }
+
+  /** A request for a name no upstream offers (UNKNOWN_TOOL ...): refused before any decision. */
+  observeUnknown(method: DecidedMethod): void {
+    this.unknownNames.inc({ method });
   }
 
   /** One request to the control plane: `ok`, or why there was no usable answer (ControlPlaneError.failure). */

@@ -92,6 +92,24 @@ describe('GET /metrics on the HTTP front', () => {
     expect(new Set(m.samples.filter((s) => s.name === CALLS).flatMap((s) => Object.keys(s.labels)))).toEqual(new Set(['method', 'server', 'outcome', 'code']));
   });
 
+  it('a tool no upstream offers is counted by method alone (UNKNOWN_TOOL is decided by nobody: not a call, not in the audit trail)', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway();
+    const url = await frontMetrics(gateway);
+    const client = await h.client(gateway, token);
+    for (const name of ['exfiltrate_secrets', 'filesystem__nope']) {
+      const err = await client.callTool({ name, arguments: {} }).then(
+        () => undefined,
+        (e: Error) => e.message,
+      );
+      expect(err).toContain('UNKNOWN_TOOL');
+    }
+    const m = await scrape(url);
+    expect(m.value('killswitch_gateway_unknown_names_total', { method: 'tools/call' })).toBe(2);
+    expect(m.v(CALLS)).toBe(0);
+    expect(m.text).not.toContain('exfiltrate');
+  });
+
   it('a control plane that cannot be reached: the call is counted no_decision DEPENDENCY_UNAVAILABLE, and the decision request unreachable', async () => {
     // The control plane behind a forwarder this test can take away, after the session is open.
     const target = new URL(h.url);

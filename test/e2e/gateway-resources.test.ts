@@ -1,6 +1,7 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RELIST_ON_MISS_MS } from '../../src/gateway/gateway.js';
+import { exposition } from '../helpers/exposition.js';
 import { type FixtureUpstream, GatewayHarness, rpcErrorOf, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // Everything the agent can reach goes through decisions: resources/read (server-memory exposes its whole
@@ -137,6 +138,12 @@ describe('resources/read and prompts/get', () => {
       expect(lists('resources/list') - before.resources).toBeLessThanOrEqual(most);
       expect(lists('prompts/list') - before.prompts).toBeLessThanOrEqual(most);
       expect(lists('resources/list') - before.resources).toBeGreaterThanOrEqual(2);
+      // Counted, by method only (no URI or name: an agent chooses them): nothing else records them.
+      const m = exposition(await gateway.metrics.render());
+      expect(m.value('killswitch_gateway_unknown_names_total', { method: 'resources/read' })).toBe(80);
+      expect(m.value('killswitch_gateway_unknown_names_total', { method: 'prompts/get' })).toBe(80);
+      expect(m.text).not.toContain('made-up');
+      expect(m.v('killswitch_gateway_calls_total')).toBe(0);
 
       // A resource the upstream starts listing now is read once the second has passed.
       notes.push({ uri: 'mem://late', text: 'written late' });

@@ -76,6 +76,7 @@ describe('deploy/grafana/killswitch.json', () => {
     metrics.collectProcessMetrics();
     metrics.observeCall('tools/call', 'filesystem', { kind: 'ok', result: {}, warning: undefined, decisionId: 'd-1', upstream: { result: 'ok', seconds: 0.01 } });
     metrics.observeControlPlane('decision', 'ok', 0.002);
+    metrics.observeUnknown('tools/call');
     const queries = dashboardQueries(dashboard);
     const gatewayQueries = queries.filter((q) => q.expr.includes('killswitch_gateway_') || q.expr.includes('$gateway'));
     expect(gatewayQueries.length).toBeGreaterThan(8);
