@@ -48,16 +48,28 @@ const DB_PREFIX = 'killswitch_test_unleash_';
 const TEMPLATE = 'killswitch_test_unleash_template';
 const DEFAULT_POLICY = fileURLToPath(new URL('../../policy/default.yaml', import.meta.url));
 
+/**
+ * Where freePort looks: below Linux's ephemeral range (ip_local_port_range, 32768-60999 by default), from
+ * which the kernel picks the local port of every outgoing connection. A port found free there could be
+ * taken before its server listened by a connection made meanwhile (a control plane's own to Postgres,
+ * Redis and Unleash while it starts): EADDRINUSE, seen once in a test. Nothing picks ports here by itself;
+ * 19000-19999 is left to hand-picked ones.
+ */
+const FREE_PORTS = { from: 20_000, to: 32_000 };
+
+/** A port nothing listens on now, for a server a test starts next (a child process, or an app it builds first). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = FREE_PORTS.from + Math.floor(Math.random() * (FREE_PORTS.to - FREE_PORTS.from));
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.unref();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error(`no free port between ${FREE_PORTS.from} and ${FREE_PORTS.to} after 100 tries`);
 }
 
 /** Whether a process with this pid runs (one of another user counts: EPERM). */

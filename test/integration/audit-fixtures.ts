@@ -11,6 +11,7 @@ import { AuditWriter, type AuditWriterOptions } from '../../src/audit/writer.js'
 import type { CallContext } from '../../src/decisions/types.js';
 import type { AgentPrincipal, GatewayPrincipal } from '../../src/tokens/authenticator.js';
 import { TestContext } from '../helpers/context.js';
+import { freePort } from '../helpers/unleash.js';
 
 // Shared by the audit test files: a CallContext as the pipeline builds it, audit writers on a file's own
 // database, and a TCP proxy in front of the real Postgres that a test can take down and bring back (the
@@ -158,12 +159,12 @@ export class PgProxy {
     private readonly targetHost = '127.0.0.1',
   ) {}
 
-  /** Reserves a free port without listening on it yet. */
+  /**
+   * Reserves a free port without listening on it yet: one below the ephemeral range (freePort), since the
+   * proxy goes down and up again while the test's connections come and go.
+   */
   async reserve(): Promise<number> {
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
-    this.port = (probe.address() as { port: number }).port;
-    await new Promise<void>((r) => probe.close(() => r()));
+    this.port = await freePort();
     return this.port;
   }
 
