@@ -19,6 +19,8 @@ import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser, SCREENS
 const STALE_AFTER_S = 8;
 const WARNING = 'Flag changes made in Unleash are not reaching this control plane.';
 const TARGETED = 'mcp.memory.write';
+/** Reads "tok-runaway" on screen when shown as it is (U+202E reverses what follows it). */
+const RTL_ID = 'tok-\u202Eyawanur';
 
 const t = new TestContext();
 let unleash: EmbeddedUnleash;
@@ -61,13 +63,14 @@ beforeAll(async () => {
   const started = await startStandaloneUnleash(`ui_flags_${t.name}`);
   unleash = started.unleash;
   unleashDatabase = started.database;
-  // A kill of one token: on for everyone else, so neither the flag's state nor the grid shows it.
+  // A kill of one token: on for everyone else, so neither the flag's state nor the grid shows it. Its second
+  // id carries a right-to-left override (Unleash takes any text): the page must not show it as "tok-runaway".
   const admin = testAdmin({ apiUrl: unleash.apiUrl, adminToken: TEST_UNLEASH_ADMIN_TOKEN });
   const [strategy] = await admin.getStrategies(TARGETED, 'development');
   if (!strategy?.id) throw new Error(`${TARGETED} has no strategy`);
   await admin.updateStrategy(TARGETED, 'development', strategy.id, {
     ...strategy,
-    constraints: [...(strategy.constraints ?? []), { contextName: 'userId', operator: 'NOT_IN', values: ['tok-runaway'] }],
+    constraints: [...(strategy.constraints ?? []), { contextName: 'userId', operator: 'NOT_IN', values: ['tok-runaway', RTL_ID] }],
   });
   // The start's flags sync registers the webhook, as `killswitch start` does (at a port nothing listens on:
   // no event of Unleash's may reach the page before the test sends its own).
@@ -99,7 +102,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: is the flag state fresh?', { timeout:
     const api = await overview();
     expect(api).toMatchObject({ stale_after_s: STALE_AFTER_S, fetch_failing: false });
     expect(api.flags.find((f) => f.name === TARGETED)?.constraints).toBe(1);
-    expect(api.flags.find((f) => f.name === TARGETED)?.active_strategies[0]?.constraints).toMatchObject([{ context_name: 'userId', values: ['tok-runaway'] }]);
+    expect(api.flags.find((f) => f.name === TARGETED)?.active_strategies[0]?.constraints).toMatchObject([{ context_name: 'userId', values: ['tok-runaway', RTL_ID] }]);
     await row('mcp.enabled').waitFor();
 
     const now = await shown();
@@ -111,7 +114,7 @@ describe.skipIf(!BROWSER_TESTS)('admin UI: is the flag state fresh?', { timeout:
     // The targeted kill shows on its flag, in words, with what it stops; a flag without constraints says nothing.
     expect(await row(TARGETED).textContent()).toContain('1 constraint on for some calls only');
     const constraint = row(TARGETED).locator('.constraint-list li');
-    expect(await constraint.allTextContents()).toEqual(['userId is not one of tok-runaway']);
+    expect(await constraint.allTextContents()).toEqual(['userId is not one of tok-runaway, tok-\\u202eyawanur']);
     await row(TARGETED).screenshot({ path: join(SCREENSHOTS, 'flags-constraint-row.png') });
     expect(await row('mcp.enabled').textContent()).not.toContain('constraint');
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { visibleJson } from '../../ui/src/json-text.js';
+import { visibleJson, visibleText } from '../../ui/src/json-text.js';
 
 // What the admin UI shows of JSON an operator decides on (approval arguments, tool definitions, audit
 // details): nothing invisible, nothing that reorders the text on screen.
@@ -23,5 +23,21 @@ describe('visibleJson', () => {
 
   it('shows nothing for undefined, as the UI did', () => {
     expect(visibleJson(undefined)).toBe('');
+  });
+});
+
+// Text the Flags page shows as Unleash holds it (a flag's description, its constraints' values): nothing
+// there passed this control plane's checks on names and reasons.
+describe('visibleText', () => {
+  it('writes bidi controls, zero-width characters, tag characters and C0 controls as \\u escapes', () => {
+    const id = 'tok-\u202Eabc-1';
+    expect(visibleText(`userId is one of ${id}`)).toBe('userId is one of tok-\\u202eabc-1');
+    expect(visibleText('kill\u200B switch\u2066\u2069 \u{E0041}\nnext\u001b[2J')).toBe('kill\\u200b switch\\u2066\\u2069 \\udb40\\udc41\\u000anext\\u001b[2J');
+    expect(visibleText('x\u00ADy\uFEFF\u061C')).toBe('x\\u00ady\\ufeff\\u061c');
+  });
+
+  it('leaves other text as it is', () => {
+    const plain = 'userId is one of tok-1, tok-2 … and 9,980 more (see Unleash) é ß 日本 🙂 C:\\temp';
+    expect(visibleText(plain)).toBe(plain);
   });
 });

@@ -16,3 +16,15 @@ export function visibleJson(value: unknown): string {
   // A tag character (U+E0000-U+E007F, invisible "ASCII smuggling") is two UTF-16 units: two escapes.
   return text.replace(HIDDEN, (c) => (c.length === 1 ? unitEscape(c.charCodeAt(0)) : unitEscape(c.charCodeAt(0)) + unitEscape(c.charCodeAt(1))));
 }
+
+const HIDDEN_OR_CONTROL = new RegExp(`[\\u0000-\\u001f]|${HIDDEN.source}`, 'gu');
+
+/**
+ * Plain text written outside this control plane's checks (a flag's description and its constraints'
+ * values, as Unleash holds them), shown with the same characters as \u escapes, and C0 controls too: a
+ * right-to-left override in a constraint's token id would make the page name another token.
+ * (What agents, gateways and operators send is refused with such characters when it is written.)
+ */
+export function visibleText(text: string): string {
+  return text.replace(HIDDEN_OR_CONTROL, (c) => (c.length === 1 ? unitEscape(c.charCodeAt(0)) : unitEscape(c.charCodeAt(0)) + unitEscape(c.charCodeAt(1))));
+}

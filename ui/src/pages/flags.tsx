@@ -1,6 +1,7 @@
 import { useEffect, useId, useState } from 'preact/hooks';
 import { get } from '../api';
 import { Empty, ErrorNote, Time, TYPE_LABEL, useLoad, WarningIcon } from '../components/ui';
+import { visibleText } from '../json-text';
 import type { Environment, FlagConstraint, FlagStrategy, FlagsOverview, TokenType, UiSettings, WebhookRegistration } from '../types';
 
 const TYPES: TokenType[] = ['ro', 'rw', 'admin'];
@@ -98,7 +99,8 @@ function constraintText(c: FlagConstraint): string {
   const more = c.values_total - c.values.length;
   const values = c.value ?? (c.values.length > 0 ? `${c.values.join(', ')}${more > 0 ? ` … and ${more.toLocaleString('en')} more (see Unleash)` : ''}` : '(no values)');
   const text = `${c.context_name} ${OPERATOR_TEXT[c.operator] ?? c.operator} ${values}${c.case_insensitive ? ' (ignoring case)' : ''}`;
-  return c.inverted ? `not: ${text}` : text;
+  // Written in Unleash, not checked here: invisible and reordering characters are shown as escapes.
+  return visibleText(c.inverted ? `not: ${text}` : text);
 }
 
 function strategyLabel(s: FlagStrategy): string {
@@ -377,7 +379,7 @@ export function FlagsPage() {
                     <tr key={flag.name}>
                       <td>
                         <span class="mono">{flag.name}</span>
-                        {flag.description && <div class="hint">{flag.description}</div>}
+                        {flag.description && <div class="hint">{visibleText(flag.description)}</div>}
                       </td>
                       <td>
                         <span class={`pill pill-${flag.enabled ? 'on' : 'off'}`}>{flag.enabled ? 'on' : 'off'}</span>
