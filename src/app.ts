@@ -25,6 +25,7 @@ import { clientErrorHandler, frameworkErrors, installErrorHandler } from './http
 import { healthRoutes } from './http/health.js';
 import { requestIdGenerator } from './http/request-id.js';
 import { lazyChildLogger } from './http/request-logger.js';
+import { installResponseHeaders } from './http/response-headers.js';
 import { declareCommonErrors, optionalBodies } from './http/schemas.js';
 import { registerKillLoader } from './kills/mirror.js';
 import { RedisGate } from './limits/gate.js';
@@ -440,6 +441,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // Before any route: 413/415/503 declared on every route that can answer them (OpenAPI, docs/api.md).
     declareCommonErrors(app);
     installHttpMetrics(app, metrics);
+    installResponseHeaders(app);
 
     await app.register(swagger, {
       openapi: {
