@@ -25,7 +25,12 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   // Before any upstream starts: each would inherit root.
   const asRoot = rootUpstreamWarning(process.getuid?.(), config.upstreams);
   if (asRoot !== undefined) log.warn({ uid: 0, upstreams: config.upstreams.filter((u) => u.transport === 'stdio').map((u) => u.name) }, asRoot);
-  const gateway = await Gateway.start(config, log);
+  // The signal handlers go in before any upstream starts: a SIGTERM or Ctrl-C while one is still starting
+  // (`npx -y` downloading, a container pulling) found none, ended this process by the signal's default
+  // action, and left that upstream running as an orphan (one that reads no stdin yet never sees the pipe
+  // close). Now a stop gives the start up (its upstreams are closed: their processes stopped) and exits 0.
+  const stopped = new AbortController();
+  const starting = Gateway.start(config, log, { signal: stopped.signal });
   let stopping = false;
   const stop = async (why: string) => {
     if (stopping) return;
@@ -37,11 +42,24 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
       log.error({ why }, 'gateway did not stop within 15 s; exiting anyway');
       process.exit(1);
     }, 15_000).unref();
-    await gateway.close();
+    stopped.abort();
+    // A start given up has closed what it started (and rejects): nothing more to close.
+    await starting.then(
+      (gateway) => gateway.close(),
+      () => {},
+    );
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+  let gateway: Gateway;
+  try {
+    gateway = await starting;
+  } catch (err) {
+    if (stopping) return; // stop() exits once the start has closed its upstreams
+    throw err;
+  }
+  if (stopping) return;
 
   const metrics = await gateway.listenMetrics();
   if (metrics) process.stderr.write(`killswitch gateway: metrics at ${metrics.url}\n`);

@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { type Config, PUBLISHED_WEBHOOK_SECRET } from '../config.js';
 import { loggerOptions } from '../log.js';
-import { embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
+import { type EmbeddedUnleash, embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
 import { FLAGS_DIR, flagNamesFromPolicyFile, syncFromConfig, unleashApiUrl, webhookUrl } from './setup.js';
 import { describeSyncReport, type WebhookOutcome } from './sync.js';
 import { webhookSecretForShell } from './webhook-secret.js';
@@ -112,20 +112,40 @@ export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise
 export async function runUnleash(config: Config, opts: { sync: boolean; policy?: string }): Promise<void> {
   const log = pino(loggerOptions(config.logLevel));
   if (config.unleashUrl) throw new Error(`UNLEASH_URL is set (${config.unleashUrl}): nothing to start`);
-  const embedded = await startEmbeddedUnleash(embeddedOptionsFromConfig(config), log);
+  // The signal handlers go in before Unleash starts: installed after the flags sync, a SIGTERM or Ctrl-C
+  // once its UI answered (`npm run unleash:dev` in a terminal, a script that waited for /health) found
+  // none and ended this process by the signal's default action (npm then died by it too). A stop while
+  // Unleash starts gives the start up (the child is stopped); one during the sync stops Unleash under it.
+  const stopped = new AbortController();
+  const starting = startEmbeddedUnleash({ ...embeddedOptionsFromConfig(config), signal: stopped.signal }, log);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    stopped.abort();
+    await starting.then(
+      (embedded) => embedded.stop(),
+      () => {},
+    );
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+  let embedded: EmbeddedUnleash;
+  try {
+    embedded = await starting;
+  } catch (err) {
+    if (stopping) return; // stop() exits once the child is gone
+    throw err;
+  }
   process.stdout.write(
     `\n  Unleash is running: ${embedded.uiUrl}\n  Log in as admin with UNLEASH_ADMIN_PASSWORD (default unleash4all).\n  API for the control plane: ${embedded.apiUrl}\n\n`,
   );
   if (opts.sync) {
     process.exitCode = await flagsSync({ ...config, unleashUrl: embedded.apiUrl }, opts.policy ? { policy: opts.policy } : {});
   }
-  const stop = async () => {
-    await embedded.stop();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
   const code = await embedded.exited;
+  if (stopping) return; // stopped by stop(), which exits 0
   process.stderr.write(`killswitch: Unleash exited (code ${code})\n`);
   process.exit(code ?? 1);
 }

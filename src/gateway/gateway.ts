@@ -79,6 +79,8 @@ export class Gateway {
   /** Keys of the collision warnings logged already (warnOnce). */
   private readonly warned = new Set<string>();
   private closed = false;
+  /** The close in progress or done: a second caller waits for it (a stop while the start closes). */
+  private closing: Promise<void> | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshDelayMs: number;
   private refreshing = false;
@@ -107,11 +109,15 @@ export class Gateway {
   /**
    * Starts every upstream (all or none), reads their tools and, when the config names an agent token,
    * reports identities and tool definitions to the control plane. Tokens of HTTP agents report on
-   * their first tools/list.
+   * their first tools/list. `signal` gives the start up (the gateway is stopping): the upstreams already
+   * started or starting are closed, their processes stopped, and the start rejects.
    */
-  static async start(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  static async start(config: GatewayConfig, log: Logger, opts: { signal?: AbortSignal } = {}): Promise<Gateway> {
     const g = new Gateway(config, log);
+    const giveUp = () => void g.close();
+    opts.signal?.addEventListener('abort', giveUp, { once: true });
     try {
+      if (opts.signal?.aborted) throw new GatewayStartError('gateway start given up: the gateway is stopping');
       await Promise.all(
         config.upstreams.map(async (u) => {
           const upstream = new Upstream(u, log);
@@ -133,10 +139,13 @@ export class Gateway {
           if (!s.in_policy) log.warn({ server: s.name }, `upstream server ${s.name} is not in the control plane's policy: its tools are not shown to agents and a call to it is denied UNKNOWN_SERVER`);
         }
       }
+      if (opts.signal?.aborted) throw new GatewayStartError('gateway start given up: the gateway is stopping');
       log.info({ servers: config.upstreams.map((u) => u.name), tools: g.catalog.size }, 'gateway started');
     } catch (err) {
       await g.close();
       throw err;
+    } finally {
+      opts.signal?.removeEventListener('abort', giveUp);
     }
     return g;
   }
@@ -689,8 +698,12 @@ export class Gateway {
     this.sessions.delete(session);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refreshTimer);
     for (const s of [...this.sessions]) await s.close();

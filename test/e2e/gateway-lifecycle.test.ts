@@ -9,7 +9,7 @@ import { GatewayHarness } from './gateway-harness.js';
 
 // How `killswitch gateway` ends: over stdio, when its client goes away (stdin ends), it stops its
 // upstreams and closes its control-plane session, so restarts neither leave orphans nor use up the
-// token's open sessions.
+// token's open sessions. A SIGTERM while an upstream is still starting stops that upstream too.
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/killswitch.js', import.meta.url));
@@ -135,5 +135,69 @@ describe('the control-plane session ends with the gateway', () => {
     expect(write.isError).toBe(true);
     await g2.close();
     expect((await sessionsOf(halted)).map((s) => s.state)).toEqual(['halted']);
+  }, 60_000);
+});
+
+describe('signals', () => {
+  /** A stdio `killswitch gateway --config file` whose one upstream is `node <upstream.args>`. */
+  function gatewayProcess(name: string, upstream: { args: string[]; env?: Record<string, string> }, agentToken: string) {
+    const file = join(h.scratch, `${name}.json`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        mcpServers: { memory: { command: process.execPath, args: upstream.args, cwd: ROOT, env: upstream.env ?? {} } },
+        killswitch: {
+          url: h.url,
+          gatewayKey: '${env:KILLSWITCH_GATEWAY_KEY}',
+          agentToken: '${env:KILLSWITCH_AGENT_TOKEN}',
+          timeoutMs: 15_000,
+          startTimeoutMs: 60_000,
+        },
+      }),
+    );
+    const child = spawn(process.execPath, [BIN, 'gateway', '--config', file, '--log-level', 'info'], {
+      env: { ...process.env, KILLSWITCH_GATEWAY_KEY: h.gatewayKey, KILLSWITCH_AGENT_TOKEN: agentToken },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => {
+      err += c.toString('utf8');
+    });
+    child.stdout.resume();
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    return { child, exited, stderr: () => err };
+  }
+
+  const upstreamPids = (file: string): number[] =>
+    existsSync(file)
+      ? readFileSync(file, 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map(Number)
+      : [];
+
+  it('stdio: SIGTERM while an upstream is still starting stops that upstream too (exit 0), not leaving it orphaned', async () => {
+    // An upstream that is slow to answer initialize and does not read its stdin meanwhile (`npx -y` while it
+    // downloads, a container starting): the gateway's end does not end it; only the gateway stopping it does.
+    const starts = join(h.scratch, 'starting-signal.starts');
+    const slow = join(h.scratch, 'slow-upstream.cjs');
+    writeFileSync(slow, "require('node:fs').appendFileSync(process.env.SLOW_UPSTREAM_STARTS, `${process.pid}\\n`);\nsetTimeout(() => {}, 60_000);\n");
+    const g = gatewayProcess('starting-signal', { args: [slow], env: { SLOW_UPSTREAM_STARTS: starts } }, await h.token('ro'));
+    const deadline = Date.now() + 30_000;
+    while (upstreamPids(starts).length === 0) {
+      if (g.child.exitCode !== null || Date.now() > deadline) throw new Error(`no upstream started (exit ${g.child.exitCode}):\n${g.stderr()}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const [upstream] = upstreamPids(starts);
+    g.child.kill('SIGTERM');
+    const ended = await g.exited;
+    // Whatever the gateway's end, its upstream must not outlive it for long (the SDK's close takes up to ~4 s).
+    await until(() => !alive(upstream!), 10_000, 'the starting upstream to exit').catch(() => {});
+    const upstreamAlive = alive(upstream!);
+    if (upstreamAlive) process.kill(upstream!, 'SIGKILL');
+    expect({ ...ended, upstreamAlive }, g.stderr()).toEqual({ code: 0, signal: null, upstreamAlive: false });
+    expect(g.stderr()).toMatch(/"why":"SIGTERM".*"msg":"gateway stopping"/);
   }, 60_000);
 });

@@ -1,10 +1,13 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { pino } from 'pino';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import { UnleashAdmin } from '../../src/flags/admin-client.js';
 import { type EmbeddedUnleash, startEmbeddedUnleash } from '../../src/flags/embedded.js';
 import { prepareUnleash } from '../../src/flags/setup.js';
 import { createFlagStep } from '../../src/flags/step.js';
 import { bearer, LogCapture, TestContext } from '../helpers/context.js';
+import { childEnv, killChildren, withTimeout } from '../helpers/control-plane.js';
 import { dbUrl } from '../helpers/env.js';
 import { filesystemWrite } from '../helpers/flag-calls.js';
 import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName, until } from '../helpers/unleash.js';
@@ -15,8 +18,12 @@ import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKE
 const ctx = new TestContext();
 const database = unleashDatabaseName('embedded');
 const running: Array<Pick<EmbeddedUnleash, 'stop'>> = [];
+const children: ChildProcess[] = [];
+const cliDatabase = unleashDatabaseName('embedded_cli');
 
 afterAll(async () => {
+  killChildren(children);
+  await dropDatabase(cliDatabase);
   for (const u of running) await u.stop();
   await ctx.teardown();
   await dropDatabase(database);
@@ -106,4 +113,42 @@ describe('embedded Unleash', () => {
     expect(written.join('')).not.toMatch(/DeprecationWarning/);
     vi.restoreAllMocks();
   }, 120_000);
+});
+
+describe('killswitch unleash', () => {
+  it('a signal the moment its Unleash first answers /health stops it cleanly (exit 0, Unleash gone): the handlers are in place before Unleash starts', { timeout: 120_000 }, async () => {
+    // The first /health is where a script that waited for Unleash (or an impatient Ctrl-C) may send its
+    // signal. The handlers once went in only after the flags sync: node died by the signal (exit code null).
+    await dropDatabase(cliDatabase);
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const port = await freePort();
+      const env = childEnv(ctx, inject('unleash'), await freePort(), {
+        UNLEASH_URL: '',
+        UNLEASH_PORT: String(port),
+        UNLEASH_DATABASE_URL: dbUrl(cliDatabase),
+        UNLEASH_ADMIN_TOKEN: TEST_UNLEASH_ADMIN_TOKEN,
+        UNLEASH_API_TOKEN: TEST_UNLEASH_API_TOKEN,
+      });
+      const child = spawn('node', ['bin/killswitch.js', 'unleash'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(child);
+      let out = '';
+      for (const stream of [child.stdout!, child.stderr!]) {
+        stream.on('data', (c: Buffer) => {
+          out += c.toString('utf8');
+        });
+      }
+      const closed = once(child, 'close');
+      const deadline = Date.now() + 90_000;
+      // As often as a request can be made: the signal follows the first 200 at once.
+      while (!(await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false))) {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no /health (exit ${child.exitCode}):\n${out.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      child.kill(signal);
+      const [code, killedBy] = await withTimeout(closed, 30_000, `exit after ${signal}`);
+      expect({ code, killedBy }, out.slice(-3000)).toEqual({ code: 0, killedBy: null });
+      // Its Unleash stopped with it.
+      await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+    }
+  });
 });
