@@ -74,6 +74,22 @@ export function lowercaseUuids(schema: unknown): unknown {
   return out;
 }
 
+/**
+ * Node's options for REQUEST_TIMEOUT_MS, given to the http(s).Server as it is made. Given only as Fastify's
+ * `requestTimeout`, it is set on the server afterwards, where Node 20 applies it while the headers arrive
+ * but not to the body: that needs `headersTimeout` at most `requestTimeout` (as Node's constructor
+ * defaults it: the smaller of 60 s and requestTimeout). `connectionsCheckingInterval`: how often Node looks
+ * for requests over the limit (30 s by default), here a quarter of it, between 250 ms and 5 s, so a request
+ * is cut at most that much late. The check walks the open connections, nothing more.
+ */
+export function serverTimeouts(requestTimeoutMs: number): { requestTimeout: number; headersTimeout: number; connectionsCheckingInterval: number } {
+  return {
+    requestTimeout: requestTimeoutMs,
+    headersTimeout: Math.min(60_000, requestTimeoutMs),
+    connectionsCheckingInterval: Math.min(5_000, Math.max(250, Math.floor(requestTimeoutMs / 4))),
+  };
+}
+
 function buildAjv(coerce: boolean): Ajv {
   // Bodies are never coerced ("true" is not true) and never stripped: an unknown field is a 400. Errors
   // carry their schema (verbose), so a failed pattern can be explained by its field's description.
@@ -417,6 +433,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const app = Fastify({
       loggerInstance: log as FastifyBaseLogger,
       bodyLimit: config.bodyLimitBytes,
+      // Fastify's default is no limit: a client trickling a body (or never finishing it, before or after a
+      // 401) held its connection for ever (serverTimeouts).
+      requestTimeout: config.requestTimeoutMs,
+      http: serverTimeouts(config.requestTimeoutMs),
       logController: new LogController({ disableRequestLogging: true }),
       childLoggerFactory: lazyChildLogger,
       // X-Request-Id is read by genReqId, which refuses one that is too long or not printable.
@@ -428,7 +448,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       clientErrorHandler,
       ajv: { customOptions: { removeAdditional: false } },
       // The https.Server has every method of the http.Server the rest of the code uses (closeIdleConnections ...).
-      ...(https ? { https } : {}),
+      ...(https ? { https: { ...https, ...serverTimeouts(config.requestTimeoutMs) } } : {}),
     }).withTypeProvider<TypeBoxTypeProvider>();
     app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : otherAjv).compile(lowercaseUuids(schema) as object));
     app.decorate('ctx', ctx);

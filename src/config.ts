@@ -40,6 +40,15 @@ export const SETTINGS = [
   { env: 'BOOTSTRAP_OWNER_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Owner operator key to create on first start (a database with no operator key) instead of a generated one. Must be a well-formed operator key (ksop_ + 22 letters or digits + a 6-character checksum), such as one this product printed; anything else is refused at start. Unset: the first start generates one (its output says where to find it).' },
   { env: 'TOKEN_CACHE_TTL_MS', type: 'int', default: '5000', example: '2000', min: 0, max: 600000, doc: 'How long an authenticated credential is cached (one in use is refreshed in the background before then); revocation clears it on every replica at once.' },
   { env: 'BODY_LIMIT_BYTES', type: 'int', default: '262144', example: '1048576', min: 1024, max: 104857600, doc: 'Largest accepted request body; larger bodies get 413.' },
+  {
+    env: 'REQUEST_TIMEOUT_MS',
+    type: 'int',
+    default: '30000',
+    example: '120000',
+    min: 1000,
+    max: 3600000,
+    doc: 'How long a client may take to send one whole request, headers and body (the answer may take longer: an audit export streams for as long as it needs). A request still arriving after it gets 408 REQUEST_TIMEOUT and its connection is closed, so a slow or hostile client cannot hold connections open by trickling a body; Fastify alone sets no limit. Raise it with BODY_LIMIT_BYTES when large bodies come over slow links.',
+  },
   { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes. A relative path is resolved against the working directory of `killswitch start`; a file that does not exist stops the start (exit 2).' },
   { env: 'MCP_ENV', type: 'enum', default: 'development', example: 'staging', values: ['development', 'staging', 'production'], doc: 'Environment `killswitch env-gate` checks the configured MCP servers against (seed 001: MCP_ENV, default development).' },
   { env: 'APPDATA', type: 'string', default: '', example: 'C:\\Users\\me\\AppData\\Roaming', doc: 'Windows only, set by Windows: `killswitch scan` and `env-gate` look for Claude Desktop\'s config in %APPDATA%\\Claude. Empty: the home directory\'s AppData\\Roaming.' },
@@ -115,6 +124,7 @@ export interface Config {
   bootstrapOwnerKey: string | undefined;
   tokenCacheTtlMs: number;
   bodyLimitBytes: number;
+  requestTimeoutMs: number;
   policyFile: string;
   mcpEnv: 'development' | 'staging' | 'production';
   appdata: string;

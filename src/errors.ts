@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   NOT_FOUND: { status: 404, doc: 'No such object, or it belongs to a project this operator cannot see.' },
   CONFLICT: { status: 409, doc: 'The request conflicts with the current state (for example a second approval of one request).' },
   PAYLOAD_TOO_LARGE: { status: 413, doc: 'The body is larger than BODY_LIMIT_BYTES.' },
+  REQUEST_TIMEOUT: { status: 408, doc: 'The request (headers and body) did not arrive whole within REQUEST_TIMEOUT_MS (30 s by default): answered before any route runs, and the connection is closed. Nothing was done.' },
   HEADERS_TOO_LARGE: { status: 431, doc: "The request line and headers together are larger than Node's limit (16 KB): answered before any route runs, and the connection is closed." },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, doc: 'The body is not JSON.' },
   TOO_MANY_SESSIONS: { status: 429, doc: 'POST /v1/sessions: the token already has its maximum of open sessions, or opened its maximum this hour (`details.retry_after_s`, also sent as the `Retry-After` header in seconds).' },

@@ -190,16 +190,25 @@ export function installErrorHandler(app: FastifyInstance): void {
  * gets the one error body with a code, not Fastify's default `{"error":"Bad Request"}`. Node's own code
  * for the parser error is kept in the message; the connection is closed after it, as Node does.
  */
-export function clientErrorHandler(this: { log: FastifyBaseLogger }, err: Error & { code?: string }, socket: Duplex): void {
+export function clientErrorHandler(this: { log: FastifyBaseLogger; initialConfig: { requestTimeout?: number } }, err: Error & { code?: string }, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const overflow = err.code === 'HPE_HEADER_OVERFLOW';
-  const code: ErrorCode = overflow ? 'HEADERS_TOO_LARGE' : 'INVALID_REQUEST';
+  // Node's requestTimeout (REQUEST_TIMEOUT_MS): the request was still arriving.
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  const code: ErrorCode = overflow ? 'HEADERS_TOO_LARGE' : timeout ? 'REQUEST_TIMEOUT' : 'INVALID_REQUEST';
   const status = ERROR_CODES[code].status;
   const field = overflow ? 'headers' : 'request';
-  const problem = overflow ? 'are larger than 16 KB (request line and headers together)' : `is not a valid HTTP/1.1 request (${err.code ?? 'parse error'})`;
+  const problem = overflow
+    ? 'are larger than 16 KB (request line and headers together)'
+    : timeout
+      ? `did not arrive whole within REQUEST_TIMEOUT_MS (${this.initialConfig.requestTimeout} ms): send the headers and body at once`
+      : `is not a valid HTTP/1.1 request (${err.code ?? 'parse error'})`;
   const body = JSON.stringify({ error: { code, message: `${field}: ${problem}`, details: [{ field, problem }] } });
   this.log.debug({ err: err.message, code: err.code }, 'client error: request refused by the HTTP parser');
-  if (socket.writable) {
+  // As Node's own handler: no answer over one whose head is already on the wire (it would be garbage in
+  // the middle of it); the connection is only closed.
+  const answered = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true;
+  if (socket.writable && !answered) {
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
   }
   socket.destroy(err);
