@@ -7,7 +7,8 @@ import { type Config, FLAGS_AT_START_ENV } from './config.js';
 import { prepareUnleash } from './flags/setup.js';
 import type { EmbeddedUnleashState } from './flags/supervisor.js';
 import { logCrashes, loggerOptions } from './log.js';
-import { CLOSE_GRACE_MS, SIGNAL_REPEAT_MS, signalRepeats } from './server.js';
+import { CLOSE_GRACE_MS } from './server.js';
+import { SIGNAL_REPEAT_MS, signalRepeats } from './signals.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen

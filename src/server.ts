@@ -7,6 +7,7 @@ import { flagsAtStartFromEnv, prepareUnleash, webhookUrl } from './flags/setup.j
 import { superviseWith } from './flags/supervisor.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
+import { SIGNAL_REPEAT_MS, signalRepeats } from './signals.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
 
 /**
@@ -70,26 +71,6 @@ export function unleashStartError(config: Config, err: unknown): unknown {
 
 /** Extra time after SHUTDOWN_TIMEOUT_MS for the audit flush and the closing of clients before we give up. */
 export const CLOSE_GRACE_MS = 15_000;
-
-/**
- * The same signal again within this long is the first one delivered twice, not a second one. `npm start`
- * does that on a Ctrl-C: the terminal sends SIGINT to npm and to node (the start script execs node), and
- * npm forwards the SIGINT it got to its script's process a few milliseconds later (12–16 ms measured).
- * Taken as a second signal, that copy would end every `npm start` Ctrl-C without the drain.
- */
-export const SIGNAL_REPEAT_MS = 500;
-
-/** Returns a check that answers true for a signal that repeats the first one within SIGNAL_REPEAT_MS. */
-export function signalRepeats(): (signal: NodeJS.Signals) => boolean {
-  let first: { signal: NodeJS.Signals; at: number } | undefined;
-  return (signal) => {
-    if (!first) {
-      first = { signal, at: Date.now() };
-      return false;
-    }
-    return signal === first.signal && Date.now() - first.at < SIGNAL_REPEAT_MS;
-  };
-}
 
 /**
  * Graceful shutdown on SIGTERM/SIGINT: stop accepting connections (requests on open connections get

@@ -200,4 +200,41 @@ describe('signals', () => {
     expect({ ...ended, upstreamAlive }, g.stderr()).toEqual({ code: 0, signal: null, upstreamAlive: false });
     expect(g.stderr()).toMatch(/"why":"SIGTERM".*"msg":"gateway stopping"/);
   }, 60_000);
+
+  it('a Ctrl-C under npx (SIGINT from the terminal, then npm\'s copy a few ms later) stops once: exit 0, not ended by the copy', async () => {
+    const g = await stdioGateway(await h.token('ro'), 'ctrl-c-twice');
+    g.child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 15));
+    g.child.kill('SIGINT');
+    const ended = await g.exited;
+    expect(ended, g.stderr()).toEqual({ code: 0, signal: null });
+    expect(g.stderr().match(/"msg":"gateway stopping"/g)).toHaveLength(1);
+    expect(g.stderr()).toContain('the same signal again at once');
+    await until(() => !alive(g.upstreamPid), 10_000, 'the upstream to exit');
+  }, 60_000);
+
+  it('a second signal while a stop hangs (an upstream that ignores SIGTERM) exits at once, 130 for SIGINT', async () => {
+    const starts = join(h.scratch, 'stubborn.starts');
+    const stubborn = join(h.scratch, 'stubborn-upstream.cjs');
+    writeFileSync(stubborn, "process.on('SIGTERM', () => {});\nrequire('node:fs').appendFileSync(process.env.STUBBORN_STARTS, `${process.pid}\\n`);\nsetTimeout(() => {}, 60_000);\n");
+    const g = gatewayProcess('stubborn', { args: [stubborn], env: { STUBBORN_STARTS: starts } }, await h.token('ro'));
+    const deadline = Date.now() + 30_000;
+    while (upstreamPids(starts).length === 0) {
+      if (g.child.exitCode !== null || Date.now() > deadline) throw new Error(`no upstream started (exit ${g.child.exitCode}):\n${g.stderr()}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const [upstream] = upstreamPids(starts);
+    try {
+      g.child.kill('SIGTERM');
+      // The stop waits for the upstream (the SDK escalates to SIGKILL within about 4 s); the operator does not.
+      await until(() => g.stderr().includes('"msg":"gateway stopping"'), 10_000, 'the stop to begin');
+      await new Promise((r) => setTimeout(r, 600));
+      g.child.kill('SIGINT');
+      const ended = await g.exited;
+      expect(ended, g.stderr()).toEqual({ code: 130, signal: null });
+      expect(g.stderr()).toMatch(/"signal":"SIGINT".*"msg":"second signal: exiting now/);
+    } finally {
+      if (alive(upstream!)) process.kill(upstream!, 'SIGKILL');
+    }
+  }, 60_000);
 });
