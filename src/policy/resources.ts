@@ -104,6 +104,43 @@ const DB_SCHEMES: ReadonlySet<string> = new Set([
   'mqtt',
   'mqtts',
 ]);
+/**
+ * Other schemes whose authority is a host a client connects to, with no database in the path (git over
+ * ssh, remote shells and file transfer, a Docker daemon's `tcp://`, directories, mail): their host is a
+ * network identity, their path is not (`ssh://git@host/main.git` names no database `main`).
+ */
+const HOST_ONLY_SCHEMES: ReadonlySet<string> = new Set([
+  'ssh',
+  'git',
+  'git+ssh',
+  'ssh+git',
+  'sftp',
+  'scp',
+  'ftps',
+  'rsync',
+  'svn',
+  'svn+ssh',
+  'telnet',
+  'rdp',
+  'vnc',
+  'tcp',
+  'tls',
+  'udp',
+  'grpc',
+  'grpcs',
+  'mysqlx',
+  'ldap',
+  'ldaps',
+  'smb',
+  'cifs',
+  'nfs',
+  'smtp',
+  'smtps',
+  'imap',
+  'imaps',
+  'pop3',
+  'pop3s',
+]);
 /** WHATWG special schemes with a network host (`file:` is special too, but names a local path). */
 const WEB_SCHEMES: ReadonlySet<string> = new Set(['http', 'https', 'ws', 'wss', 'ftp']);
 /** libpq parameters (URI query or key/value DSN) naming where to connect; `service` names a pg_service.conf entry. */
@@ -390,10 +427,12 @@ function parseOracleTarget(target: string): ParsedLocation {
 }
 
 function parseConnectionString(scheme: string, whole: string, forceNetwork = false): ParsedLocation {
-  const network = forceNetwork || DB_SCHEMES.has(scheme);
+  const hostOnly = !forceNetwork && HOST_ONLY_SCHEMES.has(scheme);
+  const network = forceNetwork || hostOnly || DB_SCHEMES.has(scheme);
+  const database = network && !hostOnly;
   let rest = whole;
   let properties: string | undefined;
-  if (network) {
+  if (database) {
     // `;key=value` properties after the user info (SQL Server's and jTDS's JDBC URLs:
     // `sqlserver://sql01:1433;databaseName=app`, `jtds:sqlserver://h/app;instance=x`) name hosts and databases
     // too, and end the host or database name before them.
@@ -423,7 +462,7 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
   const hash = q >= 0 && tail[q] === '?' ? tail.indexOf('#', q + 1) : -1;
   const query = q >= 0 && tail[q] === '?' ? tail.slice(q + 1, hash < 0 ? undefined : hash) : undefined;
   if (q >= 0) tail = tail.slice(0, q);
-  if (network) {
+  if (database) {
     const start = tail.search(NOT_SLASH);
     const end = start < 0 ? -1 : tail.indexOf('/', start);
     const first = start < 0 ? undefined : tail.slice(start, end < 0 ? undefined : end);
@@ -440,6 +479,8 @@ function parseConnectionString(scheme: string, whole: string, forceNetwork = fal
         if (LOCATION_PARAMETERS.has(key)) addUrlParameter(key, percentDecode(readable(pair.slice(eq + 1))), otherHosts, databases);
       }
     }
+  }
+  if (network) {
     // libpq looks for the `@` of the user info up to the first `/`, past `?` and `#`; WHATWG and this
     // parser stop at them. A `\` ends nothing for either but does for fetch. Count every reading.
     const slash = rest.indexOf('/');
@@ -617,7 +658,7 @@ function isEnvFileText(value: string): boolean {
 }
 
 function addLocation(loc: ParsedLocation, out: Set<string>): void {
-  if (!loc.network && !DB_SCHEMES.has(loc.scheme) && !WEB_SCHEMES.has(loc.scheme)) return;
+  if (!loc.network && !DB_SCHEMES.has(loc.scheme) && !HOST_ONLY_SCHEMES.has(loc.scheme) && !WEB_SCHEMES.has(loc.scheme)) return;
   for (const h of loc.hosts) out.add(h);
   for (const h of loc.otherHosts) out.add(h);
   for (const d of loc.databases) out.add(d);
@@ -637,6 +678,22 @@ function encodedLocation(value: string, includeWeb: boolean): ParsedLocation | u
   return text.includes(':') ? parse(text, includeWeb) : undefined;
 }
 
+/**
+ * git's scp-like address of a repository over ssh, `user@host:path` (`git@prod-host:repo.git`,
+ * `git@[prod-host]:repo`): the whole value, no whitespace, a user before the `@` and no `/` before the
+ * `:`. git hands `user@host` to ssh as written. Without a user it is not read: `host:path` is also
+ * git's `rev:path` (`main:README.md`) and an image's `name:tag` (`app:main`).
+ */
+const SCP_LIKE = /^[A-Za-z0-9._~+-]+@(\[[^\]\s/@]+\]|[^\s:/@[\]\\]+):(?!\/\/)\S*$/;
+
+function scpLikeIdentity(value: string, out: Set<string>): void {
+  const host = SCP_LIKE.exec(trimmed(value))?.[1];
+  if (host === undefined) return;
+  const hosts: string[] = [];
+  addHost(host.startsWith('[') ? host.slice(1, -1) : host, hosts, hosts);
+  for (const h of hosts) out.add(h);
+}
+
 /** Network identities of one string that is a whole connection string or (when allowed) web URL. */
 export function identitiesOf(value: string, includeWeb: boolean, out: Set<string>): void {
   const eq = value.indexOf('=');
@@ -653,6 +710,7 @@ export function identitiesOf(value: string, includeWeb: boolean, out: Set<string
     }
     // An assignment whose whole value is a connection string: `DATABASE_URL=postgres://prod-db/app` (an
     // environment entry), `--db-url=jdbc:…` (a command-line option). One level only: the rest is not read again.
+    if (value.includes('@')) scpLikeIdentity(value, out);
     if (eq > 0 && value.includes(':', eq) && !isEnvFileText(value)) {
       const assignment = ASSIGNMENT.exec(value);
       const inner = assignment ? parse(value.slice(assignment[0].length), includeWeb) : undefined;

@@ -178,6 +178,24 @@ describe('POST /v1/decisions', () => {
     expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
   });
 
+  it('a git remote on a production host (git@prod-host:repo.git, ssh://…) or a Docker daemon (tcp://prod-docker) → ENVIRONMENT_FORBIDDEN and halted; a github.com remote is not production', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const remote = (value: string) => ({ server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md', remote: value } });
+    const fine = await gw.decide(tok.raw, { ...remote('git@github.com:o/main.git'), session_id: s.session_id });
+    expect(fine.code).toBe('OK');
+    // git runs `ssh git@prod-host`: the scp-like address in the arguments, no resources sent.
+    const scp = await gw.decide(tok.raw, { ...remote('git@prod-host:repo.git'), session_id: s.session_id });
+    expect(scp.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(scp.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    expect(scp.message).toContain('"prod-host"');
+    const tok2 = await gw.token('rw');
+    const s2 = await gw.session(tok2.raw);
+    const docker = await gw.decide(tok2.raw, { ...read('a.md'), resources: ['tcp://prod-docker:2376'], session_id: s2.session_id });
+    expect(docker.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(docker.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+  });
+
   it('host text too long to read (85,000 × U+FDFA, 18 characters each under NFKC) → ENVIRONMENT_FORBIDDEN and halted, saying why; a long identity is quoted cut', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

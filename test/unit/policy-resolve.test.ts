@@ -340,6 +340,23 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ url: 'postgres://u:pa;ss@dev-db/app' })).networkIdentities).toEqual(['dev-db', 'app']);
   });
 
+  it('hosts of ssh, git and other network URLs, and of git\'s scp-like user@host:path, as git and ssh connect to them', () => {
+    // Checked with `GIT_SSH_COMMAND=<a script printing its arguments> git ls-remote <value>`: each ran ssh to prod-host.
+    for (const value of ['ssh://git@prod-host/repo.git', 'git+ssh://git@prod-host/repo', 'ssh://git@PR%6FD-host/repo', 'git@prod-host:repo.git', 'git@[prod-host]:repo', ' git@PROD-HOST.:repo ']) {
+      expect(hit(conn({ remote: value })), value).toMatchObject({ pattern: 'prod' });
+      expect(hit(input('filesystem', 'read_file', { resources: [value.trim()] })), value).toMatchObject({ pattern: 'prod' });
+    }
+    // A Docker daemon, a directory, a file share, gRPC, MySQL's X protocol: the host counts.
+    for (const value of ['tcp://prod-docker:2376', 'ldaps://ldap.prod.corp/dc=corp', 'smb://live-fs/share', 'sftp://deploy@prod-web-1/var/www', 'grpc://prod-api:443', 'mysqlx://u@prod-db:33060/app']) {
+      expect(hit(conn({ env: [`X=${value}`] })), value).toMatchObject({ pattern: expect.stringMatching(/^(prod|live)$/) });
+    }
+    // Their path is no database, `rev:path`, `name:tag` and an image digest name no host, a sentence is free text.
+    expect(
+      resolved(conn({ a: 'ssh://git@github.com/o/main.git', b: 'git@github.com:o/main.git', c: 'main:README.md', d: 'app:main', e: 'app@sha256:abc', f: 'see git@prod-host:repo', g: 'smb://fs/main' }))
+        .networkIdentities,
+    ).toEqual(['github.com', 'sha256', 'fs']);
+  });
+
   it('a connection given as separate arguments: host and database keys, however deep; one word only', () => {
     expect(resolved(conn({ host: 'prod-db.internal', database: 'app', sql: 'select 1' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
     expect(hit(conn({ connection: { hostname: 'live-cache:6379' } }))).toEqual({ identity: 'live-cache', pattern: 'live' });
@@ -421,7 +438,8 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(hit(conn({ a: 'mysql+pymysql://u:p@dev-db/production' }))).toEqual({ identity: 'production', pattern: 'production' });
     expect(hit(conn({ a: 'jdbc:oracle:thin:@ldap://prod-ldap:389/app,cn=OracleContext,dc=x' }))).toEqual({ identity: 'prod-ldap', pattern: 'prod' });
     expect(hit(conn({ a: 'jdbc:oracle:thin:@tcps://prod-ora:2484/app' }))).toEqual({ identity: 'prod-ora', pattern: 'prod' });
-    expect(resolved(conn({ a: 'sqlite+pysqlite:///main.db', b: 'git+ssh://main/x' })).networkIdentities).toEqual([]);
+    // git+ssh is no dialect: its host counts (an ssh connection), its path is no database.
+    expect(resolved(conn({ a: 'sqlite+pysqlite:///main.db', b: 'git+ssh://git@github.com/o/main' })).networkIdentities).toEqual(['github.com']);
   });
 
   it.each([
