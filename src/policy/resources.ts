@@ -864,9 +864,23 @@ function readCallIdentities(args: Record<string, unknown>, resources: readonly s
     (value, key) => {
       identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
       if (key !== undefined) argumentIdentity(key, value, out, kindOf(key));
+      if (key !== undefined && URL_ONLY_KEYS.has(key)) networkPathIdentities(value, out);
     },
     (items, owner) => argvIdentities(items, owner, out),
   );
+}
+
+/** Two slashes or backslashes, in any mix, starting a URL reference: an authority follows (WHATWG reads `\\` as `/`). */
+const NETWORK_PATH = /^[/\\]{2}/;
+
+/**
+ * The host of a network-path reference under a `url` or `uri` key (`//prod-api/x`, `\\prod-api\x`,
+ * `/\prod-api`): a tool that resolves it against its base URL (`new URL(url, base)`, a browser) connects
+ * to that host, whatever the base. Read as `https:` + the reference is (a path with one slash is not one).
+ */
+function networkPathIdentities(value: string, out: Set<string>): void {
+  const text = trimmed(value);
+  if (text.length > 1 && (text[0] === '/' || text[0] === '\\') && NETWORK_PATH.test(text.slice(0, 8).replace(TAB_OR_NEWLINE, ''))) identitiesOf(`https:${text}`, true, out);
 }
 
 /** A flag whose value is the next argv element: `--host`, `-host`, `--mysql-host`, `--dbname`. */

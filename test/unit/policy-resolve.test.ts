@@ -357,6 +357,16 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     ).toEqual(['github.com', 'sha256', 'fs']);
   });
 
+  it('a network-path reference under url or uri (//prod-api/x) reaches its host whatever base URL a tool resolves it against', () => {
+    // new URL('//prod-api/x', 'https://dev-api.internal/') is https://prod-api/x; WHATWG reads `\` as `/`.
+    for (const value of ['//prod-api.internal/x', '\\\\prod-api\\x', '/\\prod-api/x', ' ///PR%6FD-api/x', '/\t/prod-api', '//u@prod-api:8443/x']) {
+      expect(hit(input('web', 'fetch', { arguments: { url: value } })), value).toMatchObject({ pattern: 'prod' });
+      expect(hit(conn({ uri: value })), value).toMatchObject({ pattern: 'prod' });
+    }
+    // One slash is a path; elsewhere than under url or uri, `//x` is a path too (POSIX reads it as /x).
+    expect(resolved(conn({ url: '/prod-api/x', path: '//prod-api/x', note: '//prod-api/x' })).networkIdentities).toEqual([]);
+  });
+
   it('a connection given as separate arguments: host and database keys, however deep; one word only', () => {
     expect(resolved(conn({ host: 'prod-db.internal', database: 'app', sql: 'select 1' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
     expect(hit(conn({ connection: { hostname: 'live-cache:6379' } }))).toEqual({ identity: 'live-cache', pattern: 'live' });
