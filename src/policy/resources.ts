@@ -941,6 +941,82 @@ function ownerClientFlags(owner: Record<string, unknown> | undefined): ReadonlyM
   return undefined;
 }
 
+/** ssh and the programs that take ssh's options and destination (`autossh`), as a path or a name. */
+const SSH_PROGRAM = /^(?:.*[/\\])?(?:ssh|autossh)(?:\.exe)?$/i;
+/** ssh's options that take a value, the next element or the rest of the element (`-p 22`, `-p22`, `-lroot`). */
+const SSH_VALUE_OPTIONS: ReadonlySet<string> = new Set('BbcDEeFIiJLlmOoPpQRSWw');
+/** An `-o` option naming where ssh connects: `HostName=prod-web-1`, `ProxyJump=prod-bastion`. */
+const SSH_HOST_OPTION = /^\s*(?:hostname|proxyjump)\s*[=\s]\s*(\S+)\s*$/i;
+/** Most argv elements read for ssh's options before its destination. */
+const MAX_SSH_OPTIONS = 64;
+
+/** The host of an ssh destination or jump host: `[user@]host[:port]` (the user ends at the last `@`), `[v6]`. */
+function addSshHost(destination: string, out: Set<string>): void {
+  // `ssh://` destinations are read as URLs (HOST_ONLY_SCHEMES), as every string value is.
+  if (destination.includes('://')) return;
+  const host = destination.slice(destination.lastIndexOf('@') + 1);
+  const bare = host.startsWith('[') ? host.slice(1, host.indexOf(']') < 0 ? undefined : host.indexOf(']')) : (host.split(':')[0] as string);
+  if (!bare || NUMERIC.test(bare)) return;
+  const hosts: string[] = [];
+  addHost(bare, hosts, hosts);
+  for (const h of hosts) out.add(h);
+}
+
+/** Whether the object holding an argv list runs ssh: its command is ssh itself (`ssh`, `/usr/bin/ssh`), not a command line naming it. */
+function isSshCommand(owner: Record<string, unknown>): boolean {
+  for (const key of COMMAND_KEYS) {
+    const command = owner[key];
+    if (typeof command === 'string' && command.length <= MAX_ARGV_WORD && SSH_PROGRAM.test(command.trim())) return true;
+  }
+  return false;
+}
+
+/**
+ * Where ssh connects in an argv that runs it: the list's first element is ssh (`["ssh", "-p", "22",
+ * "deploy@prod-web-1", "uptime"]`), or the holding object's command is ssh (`{"command": "ssh",
+ * "args": [...]}`; a command line naming it, `grep ssh`, is not). The destination is the first element that is no option or option value (ssh reads
+ * options after it too), and `-J` jump hosts and `-o HostName=` / `-o ProxyJump=` count as well (as
+ * `ssh -G` shows). Elsewhere a word `ssh` in a list is not read (`["grep", "ssh", "main.log"]`).
+ */
+function sshIdentities(items: readonly unknown[], owner: Record<string, unknown> | undefined, out: Set<string>): void {
+  let start: number;
+  const first = items[0];
+  if (typeof first === 'string' && first.length <= MAX_ARGV_WORD && SSH_PROGRAM.test(first)) start = 1;
+  else if (owner !== undefined && isSshCommand(owner)) start = 0;
+  else return;
+  let destination = false;
+  const end = Math.min(items.length, start + MAX_SSH_OPTIONS);
+  for (let i = start; i < end; i++) {
+    const item = items[i];
+    if (typeof item !== 'string' || item.length > MAX_ARGV_WORD) return;
+    if (item === '--') {
+      const next = items[i + 1];
+      if (!destination && typeof next === 'string' && next.length <= MAX_ARGV_WORD) addSshHost(next, out);
+      return;
+    }
+    if (!item.startsWith('-') || item === '-') {
+      // After the destination comes the remote command: its words are not ssh's.
+      if (destination) return;
+      addSshHost(item, out);
+      destination = true;
+      continue;
+    }
+    for (let j = 1; j < item.length; j++) {
+      const option = item[j] as string;
+      if (!SSH_VALUE_OPTIONS.has(option)) continue;
+      let value: unknown = item.slice(j + 1);
+      if (value === '') value = items[++i];
+      if (typeof value !== 'string' || value.length > MAX_ARGV_WORD) break;
+      if (option === 'J') for (const jump of value.split(',')) addSshHost(jump.trim(), out);
+      if (option === 'o') {
+        const named = SSH_HOST_OPTION.exec(value)?.[1];
+        if (named !== undefined && named.toLowerCase() !== 'none') for (const h of named.split(',')) addSshHost(h, out);
+      }
+      break;
+    }
+  }
+}
+
 /**
  * A host or database given as a flag and its value in two argv elements (`["--host", "prod-db"]`,
  * `["psql", "-h", "prod-db", "-d", "app"]`), read as the argument of that name (argumentIdentity).
@@ -951,6 +1027,7 @@ function ownerClientFlags(owner: Record<string, unknown> | undefined): ReadonlyM
 function argvIdentities(items: readonly unknown[], owner: Record<string, unknown> | undefined, out: Set<string>): void {
   // One element is a flag without its value, unless the holding object names the client (`-hprod-db`).
   if (items.length === 0 || (items.length === 1 && owner === undefined)) return;
+  sshIdentities(items, owner, out);
   let client = ownerClientFlags(owner);
   for (let i = 0; i < items.length; i++) {
     const item = items[i];

@@ -196,6 +196,15 @@ describe('POST /v1/decisions', () => {
     expect(docker.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
   });
 
+  it('an argv running ssh to a production host (["ssh", "-p", "22", "deploy@prod-web-1", "uptime"]) → ENVIRONMENT_FORBIDDEN and halted', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md', argv: ['ssh', '-p', '22', 'deploy@prod-web-1', 'uptime'] }, session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    expect(d.message).toContain('"prod-web-1"');
+  });
+
   it('a protocol-relative url (//prod-api.internal/x), which a tool resolving it against its base URL fetches from prod-api.internal → ENVIRONMENT_FORBIDDEN and halted', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

@@ -357,6 +357,24 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     ).toEqual(['github.com', 'sha256', 'fs']);
   });
 
+  it('an argv running ssh: its destination, -J jump hosts and -o HostName= / ProxyJump= count, as `ssh -G` resolves them', () => {
+    for (const argv of [
+      ['ssh', 'deploy@prod-web-1', 'uptime'],
+      ['ssh', '-p', '22', 'prod-web-1'],
+      ['/usr/bin/ssh', '-lroot', '-p22', '-4v', 'PROD-web-1.'],
+      ['ssh', 'dev-box', '-o', 'HostName=prod-web-1'],
+      ['ssh', '-J', 'u@prod-bastion:22', 'dev-box'],
+      ['ssh', '-oProxyJump=prod-bastion', 'dev-box'],
+      ['ssh', '--', 'prod-web-1'],
+    ]) {
+      expect(hit(conn({ argv })), argv.join(' ')).toMatchObject({ pattern: 'prod' });
+    }
+    expect(hit(conn({ call: { command: 'ssh', args: ['deploy@prod-web-1', 'uptime'] } }))).toEqual({ identity: 'prod-web-1', pattern: 'prod' });
+    // The remote command's words, option values, and a word ssh in another program's argv are not hosts.
+    const quiet = { a: ['ssh', '-i', 'main.key', 'dev-box', 'cat', '/srv/main/x', 'prod'], b: ['grep', 'ssh', 'main.log'], c: { command: 'grep ssh', args: ['main.log'] }, d: ['ssh-keygen', '-f', 'main'] };
+    expect(resolved(conn(quiet)).networkIdentities).toEqual(['dev-box']);
+  });
+
   it('a network-path reference under url or uri (//prod-api/x) reaches its host whatever base URL a tool resolves it against', () => {
     // new URL('//prod-api/x', 'https://dev-api.internal/') is https://prod-api/x; WHATWG reads `\` as `/`.
     for (const value of ['//prod-api.internal/x', '\\\\prod-api\\x', '/\\prod-api/x', ' ///PR%6FD-api/x', '/\t/prod-api', '//u@prod-api:8443/x']) {
