@@ -103,6 +103,19 @@ const DB_SCHEMES: ReadonlySet<string> = new Set([
   'pulsar+ssl',
   'mqtt',
   'mqtts',
+  // Other names of the same servers: node-postgres reads any scheme, `pg://` among them; dj-database-url's
+  // aliases (Django).
+  'pg',
+  'pgsql',
+  'postgis',
+  'timescale',
+  'timescalegis',
+  'cockroach',
+  'mysql2',
+  'mysqlgis',
+  'mysql-connector',
+  'mssqlms',
+  'oraclegis',
 ]);
 /**
  * Other schemes whose authority is a host a client connects to, with no database in the path (git over
@@ -864,7 +877,7 @@ function readCallIdentities(args: Record<string, unknown>, resources: readonly s
     (value, key) => {
       identitiesOf(value, webEverywhere || (key !== undefined && URL_KEYS.has(key)), out);
       if (key !== undefined) argumentIdentity(key, value, out, kindOf(key));
-      if (key !== undefined && URL_ONLY_KEYS.has(key)) networkPathIdentities(value, out);
+      if (key !== undefined && URL_ONLY_KEYS.has(key)) schemelessUrlIdentities(value, out);
     },
     (items, owner) => argvIdentities(items, owner, out),
   );
@@ -872,15 +885,24 @@ function readCallIdentities(args: Record<string, unknown>, resources: readonly s
 
 /** Two slashes or backslashes, in any mix, starting a URL reference: an authority follows (WHATWG reads `\\` as `/`). */
 const NETWORK_PATH = /^[/\\]{2}/;
+/** A host and a numeric port with no scheme before them (`prod-db.internal:5432`, `[::1]:6379/0`). */
+const HOST_AND_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\\[\]]+):\d{1,5}(?:[/?#]|$)/;
 
 /**
- * The host of a network-path reference under a `url` or `uri` key (`//prod-api/x`, `\\prod-api\x`,
- * `/\prod-api`): a tool that resolves it against its base URL (`new URL(url, base)`, a browser) connects
- * to that host, whatever the base. Read as `https:` + the reference is (a path with one slash is not one).
+ * The host of a URL written without a scheme under a `url` or `uri` key: a network-path reference
+ * (`//prod-api/x`, `\\prod-api\x`, `/\prod-api`), which a tool resolving it against its base URL
+ * (`new URL(url, base)`, a browser) fetches from that host whatever the base, read as `https:` + it; and
+ * a host with a port (`prod-db.internal:5432/x`), which curl and ioredis take as `http://` + it. A path
+ * with one slash, or a host without a port (`main/index.html`, a relative reference), is not read.
  */
-function networkPathIdentities(value: string, out: Set<string>): void {
+function schemelessUrlIdentities(value: string, out: Set<string>): void {
   const text = trimmed(value);
-  if (text.length > 1 && (text[0] === '/' || text[0] === '\\') && NETWORK_PATH.test(text.slice(0, 8).replace(TAB_OR_NEWLINE, ''))) identitiesOf(`https:${text}`, true, out);
+  if (text.length < 2) return;
+  if (text[0] === '/' || text[0] === '\\') {
+    if (NETWORK_PATH.test(text.slice(0, 8).replace(TAB_OR_NEWLINE, ''))) identitiesOf(`https:${text}`, true, out);
+  } else if (HOST_AND_PORT.test(text)) {
+    identitiesOf(`http://${text}`, true, out);
+  }
 }
 
 /** A flag whose value is the next argv element: `--host`, `-host`, `--mysql-host`, `--dbname`. */

@@ -196,6 +196,16 @@ describe('POST /v1/decisions', () => {
     expect(docker.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
   });
 
+  it('a node-postgres pg:// string, or a url that is a host and port without a scheme (prod-cache:6379, as curl and ioredis read it) → ENVIRONMENT_FORBIDDEN and halted', async () => {
+    for (const args of [{ dsn: 'pg://u:p@prod-db:5432/app' }, { url: 'prod-cache:6379' }]) {
+      const tok = await gw.token('rw');
+      const s = await gw.session(tok.raw);
+      const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md', ...args }, session_id: s.session_id });
+      expect(d.code, JSON.stringify(args)).toBe('ENVIRONMENT_FORBIDDEN');
+      expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    }
+  });
+
   it('an argv running ssh to a production host (["ssh", "-p", "22", "deploy@prod-web-1", "uptime"]) → ENVIRONMENT_FORBIDDEN and halted', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

@@ -385,6 +385,15 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ url: '/prod-api/x', path: '//prod-api/x', note: '//prod-api/x' })).networkIdentities).toEqual([]);
   });
 
+  it('a host and port without a scheme under url or uri (prod-db.internal:5432) is the host curl and ioredis connect to', () => {
+    for (const value of ['prod-db.internal:5432', 'prod-cache:6379/0', 'PR%6FD-api:80?x', 'ｐｒｏｄ-api:443']) {
+      expect(hit(input('web', 'fetch', { arguments: { url: value } })), value).toMatchObject({ pattern: 'prod' });
+      expect(hit(conn({ uri: value })), value).toMatchObject({ pattern: 'prod' });
+    }
+    // Without a port it may be a relative reference; elsewhere `host:port` may be a file and line (main.ts:12).
+    expect(resolved(conn({ url: 'main/index.html', uri: 'main.md', note: 'main.ts:12', at: 'prod-db:5432' })).networkIdentities).toEqual([]);
+  });
+
   it('a connection given as separate arguments: host and database keys, however deep; one word only', () => {
     expect(resolved(conn({ host: 'prod-db.internal', database: 'app', sql: 'select 1' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
     expect(hit(conn({ connection: { hostname: 'live-cache:6379' } }))).toEqual({ identity: 'live-cache', pattern: 'live' });
@@ -480,6 +489,12 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     ['trino://u@prod-trino:8080/hive', 'prod-trino'],
     ['bigquery://prod-project/dataset', 'prod-project'],
     ['mqtts://prod-broker:8883', 'prod-broker'],
+    // node-postgres reads any scheme; dj-database-url's aliases.
+    ['pg://u:p@prod-db:5432/app', 'prod-db'],
+    ['pgsql://prod-db/app', 'prod-db'],
+    ['postgis://prod-gis/app', 'prod-gis'],
+    ['mysql2://prod-db/app', 'prod-db'],
+    ['cockroach://prod-crdb:26257/app', 'prod-crdb'],
   ])('the host of a %s connection string is read', (dsn, host) => {
     expect(hit(conn({ dsn }))).toEqual({ identity: host, pattern: 'prod' });
   });
