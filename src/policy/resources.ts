@@ -37,7 +37,13 @@ const DATABASE_KEY_ENDINGS: ReadonlySet<string> = new Set(['database', 'dbname',
 /** Products whose `<product>_DB` names a database (the official images' `POSTGRES_DB`, `MONGO_DB`); `db` after other words is too vague. */
 const DB_KEY_PRODUCTS: ReadonlySet<string> = new Set(['postgres', 'postgresql', 'pg', 'mysql', 'mariadb', 'mongo', 'mongodb']);
 /** A normalised key that may end in one of those words: only such keys are split into words. */
-const KEY_ENDING = /(?:host|hostname|hostaddr|database|dbname|databasename|db)$/;
+const KEY_ENDING = /(?:host|hostname|hostaddr|database|dbname|databasename|db|addr|addrs|address|addresses)$/;
+/**
+ * Keys (whole, or the last word of a longer key: `REDIS_ADDR`, `serverAddress`) whose `host:port` value is
+ * where a tool connects (Go's `Addr`, go-redis, NATS, Consul). Only a value with a numeric port is read:
+ * `address` alone is as often a mail or postal address.
+ */
+const ADDRESS_KEY_WORDS: ReadonlySet<string> = new Set(['addr', 'addrs', 'address', 'addresses']);
 /** Words of a key: `MYSQL_HOST` → MYSQL, HOST; `mysqlHost` → mysql, Host; `DBHost` → DB, Host. */
 const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+/g;
 /** Characters of a key's end split into words: the last three words are all that is looked at. */
@@ -1097,6 +1103,14 @@ function argumentIdentity(key: string, value: string, out: Set<string>, kind = c
     for (const h of hosts) out.add(h);
   } else if (kind === 'database' && DATABASE_NAME.test(value) && !NUMERIC.test(value) && !DATABASE_FILE.test(value)) {
     out.add(value.toLowerCase());
+  } else if (kind === 'address' && !WHITESPACE.test(value.trim())) {
+    // Several addresses at `,` (`a:6379,b:6379`); a part without a numeric port is not read.
+    const hosts: string[] = [];
+    for (const part of itemsOf(value, ',', hosts)) {
+      const text = part.trim();
+      if (HOST_AND_PORT.test(text)) addHost(stripPort(text.split(PATH_END)[0] as string), hosts, hosts);
+    }
+    for (const h of hosts) out.add(h);
   }
 }
 
@@ -1106,12 +1120,13 @@ function argumentIdentity(key: string, value: string, out: Set<string>, kind = c
  * (HOST_KEY_ENDINGS, DATABASE_KEY_ENDINGS, `<product>_DB`).
  */
 /** What an argument key names: the host or the database a tool connects to, or something else. */
-type ConnectionKeyKind = 'host' | 'database' | 'other';
+type ConnectionKeyKind = 'host' | 'database' | 'address' | 'other';
 
 function connectionKeyKind(key: string): ConnectionKeyKind {
   const k = key.toLowerCase().replace(KEY_SEPARATORS, '');
   if (HOST_ARGUMENT_KEYS.has(k)) return 'host';
   if (DATABASE_ARGUMENT_KEYS.has(k)) return 'database';
+  if (ADDRESS_KEY_WORDS.has(k)) return 'address';
   if (!KEY_ENDING.test(k)) return 'other';
   const words = (key.slice(-MAX_KEY_TAIL).match(KEY_WORD) ?? []).map((w) => w.toLowerCase());
   // One word is the whole key, decided above (`ghost`, `localhost` are not host keys).
@@ -1121,6 +1136,7 @@ function connectionKeyKind(key: string): ConnectionKeyKind {
   if (HOST_KEY_ENDINGS.has(last) || HOST_KEY_ENDINGS.has(previous + last)) return 'host';
   if (DATABASE_KEY_ENDINGS.has(last) || DATABASE_KEY_ENDINGS.has(previous + last)) return 'database';
   if (last === 'db' && DB_KEY_PRODUCTS.has(previous)) return 'database';
+  if (ADDRESS_KEY_WORDS.has(last)) return 'address';
   return 'other';
 }
 

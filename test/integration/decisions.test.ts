@@ -206,6 +206,15 @@ describe('POST /v1/decisions', () => {
     }
   });
 
+  it('a Redis address given as {"addr": "prod-cache:6379"} (go-redis Addr) → ENVIRONMENT_FORBIDDEN and halted', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const d = await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md', addr: 'prod-cache:6379' }, session_id: s.session_id });
+    expect(d.code).toBe('ENVIRONMENT_FORBIDDEN');
+    expect(d.session).toMatchObject({ state: 'halted', trigger: 'PRODUCTION_ENVIRONMENT' });
+    expect(d.message).toContain('"prod-cache"');
+  });
+
   it('an argv running ssh to a production host (["ssh", "-p", "22", "deploy@prod-web-1", "uptime"]) → ENVIRONMENT_FORBIDDEN and halted', async () => {
     const tok = await gw.token('rw');
     const s = await gw.session(tok.raw);

@@ -394,6 +394,14 @@ describe('resolveCall: production hosts are read as the connecting client reads 
     expect(resolved(conn({ url: 'main/index.html', uri: 'main.md', note: 'main.ts:12', at: 'prod-db:5432' })).networkIdentities).toEqual([]);
   });
 
+  it('an address key (addr, address, REDIS_ADDR, serverAddress) whose value is host:port names that host; other addresses are not hosts', () => {
+    for (const args of [{ addr: 'prod-cache:6379' }, { Addrs: 'dev:1,prod-cache:6379' }, { REDIS_ADDR: 'prod-cache:6379' }, { serverAddress: 'prod-api:443' }, { env: ['REDIS_ADDR=prod-cache:6379'] }, { argv: ['--addr', 'prod-cache:6379'] }]) {
+      expect(hit(conn(args)), JSON.stringify(args)).toMatchObject({ pattern: 'prod' });
+    }
+    // No numeric port: a mail or postal address, a name.
+    expect(resolved(conn({ email_address: 'ops@prod.example.com', address: '1 Main St', mac_address: 'aa:bb:cc:dd:ee:ff', addr: 'main' })).networkIdentities).toEqual([]);
+  });
+
   it('a connection given as separate arguments: host and database keys, however deep; one word only', () => {
     expect(resolved(conn({ host: 'prod-db.internal', database: 'app', sql: 'select 1' })).networkIdentities).toEqual(['prod-db.internal', 'app']);
     expect(hit(conn({ connection: { hostname: 'live-cache:6379' } }))).toEqual({ identity: 'live-cache', pattern: 'live' });
