@@ -122,6 +122,8 @@ const DB_SCHEMES: ReadonlySet<string> = new Set([
   'mysql-connector',
   'mssqlms',
   'oraclegis',
+  // MySQL's X protocol (mysqlsh, X DevAPI): the path is the schema.
+  'mysqlx',
 ]);
 /**
  * Other schemes whose authority is a host a client connects to, with no database in the path (git over
@@ -147,7 +149,6 @@ const HOST_ONLY_SCHEMES: ReadonlySet<string> = new Set([
   'udp',
   'grpc',
   'grpcs',
-  'mysqlx',
   'ldap',
   'ldaps',
   'smb',

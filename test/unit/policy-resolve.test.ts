@@ -346,7 +346,9 @@ describe('resolveCall: production hosts are read as the connecting client reads 
       expect(hit(conn({ remote: value })), value).toMatchObject({ pattern: 'prod' });
       expect(hit(input('filesystem', 'read_file', { resources: [value.trim()] })), value).toMatchObject({ pattern: 'prod' });
     }
-    // A Docker daemon, a directory, a file share, gRPC, MySQL's X protocol: the host counts.
+    // MySQL's X protocol: a database server, its path the schema.
+    expect(resolved(conn({ dsn: 'mysqlx://u@dev-db:33060/production' })).networkIdentities).toEqual(['dev-db', 'production']);
+    // A Docker daemon, a directory, a file share, gRPC: the host counts.
     for (const value of ['tcp://prod-docker:2376', 'ldaps://ldap.prod.corp/dc=corp', 'smb://live-fs/share', 'sftp://deploy@prod-web-1/var/www', 'grpc://prod-api:443', 'mysqlx://u@prod-db:33060/app']) {
       expect(hit(conn({ env: [`X=${value}`] })), value).toMatchObject({ pattern: expect.stringMatching(/^(prod|live)$/) });
     }
