@@ -68,6 +68,15 @@ export class Gateway {
   private readonly ups = new Map<string, Upstream>();
   private catalog = new Map<string, CatalogTool>();
   private readonly sessions = new Set<AgentSession>();
+  /** The sessions of each agent token: a report's answer concerns only its token's agents (announce). */
+  private readonly sessionsByToken = new Map<string, Set<AgentSession>>();
+  /** Report answers already announced to their token's agents (announce): once per answer, not per list. */
+  private readonly announced = new WeakSet<ToolReportAnswer>();
+  /**
+   * Per upstream, its tools/list under way and the one queued after it (readTools): every agent's
+   * tools/list re-reads the upstreams, and 500 agents listing together made 500 reads of each at once.
+   */
+  private readonly toolReads = new Map<Upstream, { running: Promise<boolean>; queued: Promise<boolean> | undefined }>();
   private readonly resourceOwners = new Map<string, string>();
   private promptIndex = new Map<string, { server: string; name: string }>();
   /** Resource URIs two upstreams listed: hidden, and never read, for as long as the gateway runs. */
@@ -290,12 +299,24 @@ export class Gateway {
    * (`notifications/tools/list_changed`), once per change. Agents that never listed are left alone.
    */
   private async announce(agentToken: string, answer: ToolReportAnswer, except?: AgentSession): Promise<void> {
-    for (const s of this.sessions) {
-      if (s === except || s.agentToken !== agentToken || !s.toolsShown) continue;
-      const view = this.viewOf(answer, s.scope);
-      const fingerprint = fingerprintOf(view.tools);
-      const changed = fingerprint !== s.toolsShown.fingerprint;
-      s.toolsShown = { fingerprint, waiting: view.waiting };
+    // The lists of a token share one answer (listReport): announced at its first list, it has nothing to
+    // tell at the others. Announcing it at each made N lists cost N × N views (500 agents: 250,000).
+    if (this.announced.has(answer)) return this.scheduleRefresh();
+    this.announced.add(answer);
+    // Agents of one scope see the same tools: one view per scope, not per agent.
+    const views = new Map<string, { fingerprint: string; waiting: boolean }>();
+    for (const s of this.sessionsByToken.get(agentToken) ?? []) {
+      if (s === except || !s.toolsShown) continue;
+      const scope = s.scope;
+      const scopeKey = JSON.stringify(scope);
+      let seen = views.get(scopeKey);
+      if (!seen) {
+        const view = this.viewOf(answer, scope);
+        seen = { fingerprint: fingerprintOf(view.tools), waiting: view.waiting };
+        views.set(scopeKey, seen);
+      }
+      const changed = seen.fingerprint !== s.toolsShown.fingerprint;
+      s.toolsShown = { ...seen };
       if (changed) await s.server.sendToolListChanged().catch(() => {});
     }
     // A tool that now waits for an operator (an upstream changed it) is looked for without a tools/list.
@@ -316,11 +337,16 @@ export class Gateway {
   }
 
   private scheduleRefresh(): void {
-    if (this.closed || this.refreshTimer || ![...this.sessions].some((s) => s.toolsShown?.waiting)) return;
+    if (this.closed || this.refreshTimer || !this.anyWaiting()) return;
     const delay = this.refreshDelayMs;
     this.refreshDelayMs = Math.min(delay * 2, MAX_REFRESH_MS);
     this.refreshTimer = setTimeout(() => void this.refreshViews(), delay);
     this.refreshTimer.unref();
+  }
+
+  private anyWaiting(): boolean {
+    for (const s of this.sessions) if (s.toolsShown?.waiting) return true;
+    return false;
   }
 
   private async refreshViews(): Promise<void> {
@@ -384,7 +410,7 @@ export class Gateway {
     const unlistedBefore = ups.map((u) => u.toolsUnlisted !== undefined);
     const changed = await Promise.all(
       ups.map((u) =>
-        u.refreshTools(this.config.listTimeoutMs).then(
+        this.readTools(u).then(
           (c) => {
             this.listAnswered(u, 'tools');
             return c;
@@ -402,6 +428,33 @@ export class Gateway {
     // An upstream's tools left out or back change the report without a new catalog.
     if (unlistedChanged) this.reportVersion++;
     return changed.some(Boolean) || unlistedChanged;
+  }
+
+  /**
+   * One tools/list of `u`, shared: a read already queued is joined; while one runs, one more is queued
+   * behind it for everyone who asks meanwhile (it starts after they asked, so it sees any change they
+   * expect). At most two reads per upstream, however many agents list at once.
+   */
+  private readTools(u: Upstream): Promise<boolean> {
+    const state = this.toolReads.get(u);
+    if (state?.queued) return state.queued;
+    const start = (): Promise<boolean> => {
+      const read = u.refreshTools(this.config.listTimeoutMs);
+      const entry = { running: read, queued: undefined };
+      this.toolReads.set(u, entry);
+      const done = () => {
+        if (this.toolReads.get(u) === entry && !entry.queued) this.toolReads.delete(u);
+      };
+      read.then(done, done);
+      return read;
+    };
+    if (!state) return start();
+    const queued = state.running.then(
+      () => {},
+      () => {},
+    ).then(start);
+    state.queued = queued;
+    return queued;
   }
 
   /** What a failed list of `kind` means for the agents, as the warning says it. */
@@ -666,6 +719,8 @@ export class Gateway {
   async attach(transport: Transport, opts: AgentSessionOptions): Promise<AgentSession> {
     const session = new AgentSession(this, opts);
     this.sessions.add(session);
+    const ofToken = this.sessionsByToken.get(session.agentToken) ?? new Set<AgentSession>();
+    this.sessionsByToken.set(session.agentToken, ofToken.add(session));
     await session.connect(transport);
     return session;
   }
@@ -696,6 +751,9 @@ export class Gateway {
   /** A session is gone (client closed). */
   forget(session: AgentSession): void {
     this.sessions.delete(session);
+    const ofToken = this.sessionsByToken.get(session.agentToken);
+    ofToken?.delete(session);
+    if (ofToken?.size === 0) this.sessionsByToken.delete(session.agentToken);
   }
 
   close(): Promise<void> {
