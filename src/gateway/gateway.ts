@@ -734,7 +734,8 @@ export class Gateway {
     return this.attach(new StdioServerTransport(), { agentToken: token });
   }
 
-  listenHttp(overrides: { host?: string; port?: number } = {}): Promise<HttpFront> {
+  /** `idleSessionMs`: for tests (30 minutes otherwise, IDLE_SESSION_MS). */
+  listenHttp(overrides: { host?: string; port?: number; idleSessionMs?: number } = {}): Promise<HttpFront> {
     return listenHttp(this, { ...this.config.http, ...overrides });
   }
 

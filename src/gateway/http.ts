@@ -25,7 +25,7 @@ export const MAX_BODY_BYTES = 4 * 1_048_576;
  */
 export const MAX_INITIALIZE_BYTES = 64 * 1024;
 /** A session no request has touched for this long is closed (clients that vanish never send DELETE). */
-const IDLE_SESSION_MS = 30 * 60_000;
+export const IDLE_SESSION_MS = 30 * 60_000;
 
 export interface HttpFront {
   url: string;
@@ -37,6 +37,12 @@ interface Entry {
   session: AgentSession;
   tokenDigest: Buffer;
   lastSeen: number;
+  /**
+   * POSTs of the session not yet answered: a call that waits for an approval (up to 24 h) or a slow
+   * upstream is not idleness, and the sweep closed such a session under its call. A GET stream is not
+   * counted: an agent that only holds one has sent nothing.
+   */
+  running: number;
 }
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
@@ -108,7 +114,8 @@ function readJson(req: IncomingMessage, limit: number, initialize = false): Prom
   });
 }
 
-export function listenHttp(gateway: Gateway, opts: { host: string; port: number; path: string; allowedHosts?: string[] | undefined }): Promise<HttpFront> {
+export function listenHttp(gateway: Gateway, opts: { host: string; port: number; path: string; allowedHosts?: string[] | undefined; idleSessionMs?: number | undefined }): Promise<HttpFront> {
+  const idleSessionMs = opts.idleSessionMs ?? IDLE_SESSION_MS;
   const entries = new Map<string, Entry>();
 
   async function admit(req: IncomingMessage, res: ServerResponse, token: string, body: InitializeRequest): Promise<void> {
@@ -117,7 +124,7 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (sid) => {
-        if (session) entries.set(sid, { transport, session, tokenDigest: digest(token), lastSeen: Date.now() });
+        if (session) entries.set(sid, { transport, session, tokenDigest: digest(token), lastSeen: Date.now(), running: 0 });
       },
       ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts, enableDnsRebindingProtection: true } : {}),
     });
@@ -177,6 +184,13 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
       if (!entry) return jsonRpcError(res, 404, -32001, 'session not found; initialize a new one');
       if (!timingSafeEqual(entry.tokenDigest, digest(token))) return unauthorized(res, 'this session belongs to another token');
       entry.lastSeen = Date.now();
+      if (req.method === 'POST') {
+        entry.running++;
+        res.once('close', () => {
+          entry.running--;
+          entry.lastSeen = Date.now();
+        });
+      }
       const body = req.method === 'POST' ? await readJson(req, MAX_BODY_BYTES) : undefined;
       return entry.transport.handleRequest(req, res, body);
     }
@@ -186,10 +200,13 @@ export function listenHttp(gateway: Gateway, opts: { host: string; port: number;
     return admit(req, res, token, body);
   }
 
-  const sweep = setInterval(() => {
-    const cutoff = Date.now() - IDLE_SESSION_MS;
-    for (const e of [...entries.values()]) if (e.lastSeen < cutoff) void e.transport.close().catch(() => {});
-  }, 60_000);
+  const sweep = setInterval(
+    () => {
+      const cutoff = Date.now() - idleSessionMs;
+      for (const e of [...entries.values()]) if (e.running === 0 && e.lastSeen < cutoff) void e.transport.close().catch(() => {});
+    },
+    Math.min(60_000, Math.max(10, idleSessionMs / 4)),
+  );
   sweep.unref();
 
   const server: HttpServer = createServer((req, res) => {

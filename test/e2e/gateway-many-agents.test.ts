@@ -1,6 +1,10 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AgentSession } from '../../src/gateway/agent-session.js';
-import { type FixtureUpstream, GatewayHarness, startFixtureUpstream } from './gateway-harness.js';
+import { until } from '../helpers/unleash.js';
+import { type FixtureUpstream, GatewayHarness, startFixtureUpstream, textOf } from './gateway-harness.js';
 
 // One gateway, many agents: what one agent's tools/list costs must not grow with the number of agents
 // connected (a platform's HTTP gateway serves hundreds; scripts/bench/gateway-agents.ts measures it).
@@ -49,5 +53,27 @@ describe('many agents on one gateway', () => {
       scopes.mockRestore();
     }
     await gateway.close();
+  });
+
+  it('the idle sweep leaves a session alone while one of its requests runs (a call waiting for an approval or a slow upstream), and closes it once idle', async () => {
+    const token = await h.token('ro');
+    const gateway = await h.gateway({ mcpServers: { memory: { url: fixture.url } } });
+    // 30 minutes in production; the call below lasts several times this.
+    const front = await gateway.listenHttp({ port: 0, idleSessionMs: 200 });
+    const client = new Client({ name: 'slow-agent', version: '1' });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(front.url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+      expect(gateway.agentCount).toBe(1);
+      const slow = (await client.callTool({ name: 'read_graph', arguments: { delay_ms: 1500 } }, undefined, { timeout: 10_000 })) as CallToolResult;
+      expect(slow.isError, textOf(slow)).toBeFalsy();
+      expect(textOf(slow)).toContain('Ada knows Grace');
+      expect(gateway.agentCount).toBe(1);
+      // Nothing in flight and nothing sent: closed by the sweep.
+      await until(() => gateway.agentCount === 0, 10_000, 'the idle session closed');
+    } finally {
+      await client.close().catch(() => {});
+      await front.close();
+      await gateway.close();
+    }
   });
 });
