@@ -4,6 +4,7 @@ import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, Fa
 import { isQueryTimeout } from '../db/pool.js';
 import { AppError, ERROR_CODES, type ErrorCode, type FieldProblem, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors.js';
 import { discardCap, discardRestOfBody } from './body-limit.js';
+import { setResponseHeaders } from './response-headers.js';
 
 interface ValidationIssue {
   instancePath?: string;
@@ -177,7 +178,10 @@ export function installErrorHandler(app: FastifyInstance): void {
     return send(reply, 'INTERNAL', 500, `Internal error (request ${req.id}).`);
   });
 
-  app.setNotFoundHandler((req, reply) => send(reply, 'NOT_FOUND', 404, `No route ${req.method} ${req.url.split('?')[0]}`));
+  app.setNotFoundHandler((req, reply) => {
+    setResponseHeaders(reply);
+    return send(reply, 'NOT_FOUND', 404, `No route ${req.method} ${req.url.split('?')[0]}`);
+  });
 }
 
 /**

@@ -36,6 +36,10 @@ describe('response headers', () => {
       expect(res.headers['cache-control'], url).toBe('no-store');
       expect(res.headers['x-content-type-options'], url).toBe('nosniff');
     }
+    const unknown = await app.inject({ url: '/v1/no-such-route', headers: bearer(owner) });
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.headers['cache-control']).toBe('no-store');
+    expect(unknown.headers['x-content-type-options']).toBe('nosniff');
     const refused = await app.inject({ url: '/v1/keys' });
     expect(refused.statusCode).toBe(401);
     expect(refused.headers['cache-control']).toBe('no-store');
