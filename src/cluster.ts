@@ -8,7 +8,7 @@ import { prepareUnleash } from './flags/setup.js';
 import type { EmbeddedUnleashState } from './flags/supervisor.js';
 import { logCrashes, loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS } from './server.js';
-import { SIGNAL_REPEAT_MS, signalRepeats } from './signals.js';
+import { exitCodeOf, stopSignalHandler } from './signals.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
@@ -234,18 +234,12 @@ export async function runPrimary(config: Config): Promise<number> {
     }, delayMs);
   }
 
-  const repeats = signalRepeats();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (repeats(signal)) {
-      log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
-      return;
-    }
-    if (stopping) {
-      log.error({ signal }, 'second signal: telling the workers to exit at once');
-      stopAll('SIGTERM');
-      resolveDone(signal === 'SIGINT' ? 130 : 143);
-      return;
-    }
+  const second = (signal: NodeJS.Signals) => {
+    log.error({ signal }, 'second signal: telling the workers to exit at once');
+    stopAll('SIGTERM');
+    resolveDone(exitCodeOf(signal));
+  };
+  const onSignal = stopSignalHandler(log, (signal) => {
     stopping = true;
     onStopping?.();
     embedded?.shuttingDown();
@@ -258,7 +252,7 @@ export async function runPrimary(config: Config): Promise<number> {
       stopAll('SIGKILL');
       resolveDone(1);
     }, config.shutdownTimeoutMs + CLOSE_GRACE_MS + 5_000).unref();
-  };
+  }, second);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // The workers' /readyz, FLAGS_STALE alert and metrics say when the primary's embedded Unleash is down.

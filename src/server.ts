@@ -7,7 +7,7 @@ import { flagsAtStartFromEnv, prepareUnleash, webhookUrl } from './flags/setup.j
 import { superviseWith } from './flags/supervisor.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
-import { SIGNAL_REPEAT_MS, signalRepeats } from './signals.js';
+import { exitCodeOf, stopSignalHandler } from './signals.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
 
 /**
@@ -96,19 +96,11 @@ export function stopOnSignals(
   signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'],
 ): (signal: NodeJS.Signals) => void {
   const timeoutMs = app.ctx.config.shutdownTimeoutMs;
-  let stopping = false;
-  const repeats = signalRepeats();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (repeats(signal)) {
-      app.log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
-      return;
-    }
-    if (stopping) {
-      app.log.error({ signal }, 'second signal: exiting now without finishing the shutdown (audit rows still in memory are lost; rows in the spool are replayed at the next start)');
-      exit(signal === 'SIGINT' ? 130 : 143);
-      return;
-    }
-    stopping = true;
+  const second = (signal: NodeJS.Signals) => {
+    app.log.error({ signal }, 'second signal: exiting now without finishing the shutdown (audit rows still in memory are lost; rows in the spool are replayed at the next start)');
+    exit(exitCodeOf(signal));
+  };
+  const onSignal = stopSignalHandler(app.log, (signal) => {
     const started = Date.now();
     const writer = app.ctx.audit.writer;
     app.log.info({ signal, timeout_ms: timeoutMs, audit_queue: writer.queueDepth }, 'shutting down: no new connections, finishing in-flight requests, then flushing the audit trail (a second signal exits at once)');
@@ -138,7 +130,7 @@ export function stopOnSignals(
         exit(1);
       },
     );
-  };
+  }, second);
   for (const signal of signals) process.on(signal, onSignal);
   // A signal that came while the app was starting, before these handlers (a worker of WORKERS > 1).
   return onSignal;

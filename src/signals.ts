@@ -20,3 +20,30 @@ export function signalRepeats(): (signal: NodeJS.Signals) => boolean {
     return signal === first.signal && Date.now() - first.at < SIGNAL_REPEAT_MS;
   };
 }
+
+/** The exit code of a process ended at once by a second signal, as a shell reports death by it. */
+export const exitCodeOf = (signal: NodeJS.Signals): number => (signal === 'SIGINT' ? 130 : 143);
+
+/** Something that logs at info (a pino Logger). */
+interface InfoLog {
+  info(fields: object, message: string): void;
+}
+
+/**
+ * The SIGINT/SIGTERM handler every long-running command shares: the first signal begins the stop
+ * (`first`), the same one again within SIGNAL_REPEAT_MS is only logged (its copy from npm), any other
+ * later one is `second` (which exits at once).
+ */
+export function stopSignalHandler(log: InfoLog, first: (signal: NodeJS.Signals) => void, second: (signal: NodeJS.Signals) => void): (signal: NodeJS.Signals) => void {
+  const repeats = signalRepeats();
+  let begun = false;
+  return (signal) => {
+    if (repeats(signal)) {
+      log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
+      return;
+    }
+    if (begun) return second(signal);
+    begun = true;
+    first(signal);
+  };
+}

@@ -4,7 +4,7 @@ import { loadGatewayConfig } from '../gateway/config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { rootUpstreamWarning } from '../gateway/privileges.js';
 import { logCrashes, loggerOptions } from '../log.js';
-import { SIGNAL_REPEAT_MS, signalRepeats } from '../signals.js';
+import { exitCodeOf, stopSignalHandler } from '../signals.js';
 
 export interface GatewayCommandOptions {
   config: string;
@@ -56,20 +56,14 @@ export async function runGateway(opts: GatewayCommandOptions): Promise<void> {
   // closed its control-plane session. The same signal again within SIGNAL_REPEAT_MS is that copy; another
   // after a stop begun by a signal exits at once (130, 143), as `killswitch start` does. A signal after a
   // stop begun otherwise (stdin ended: a desktop client quitting, which may signal next) lets it finish.
-  const repeats = signalRepeats();
-  let signalled = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (repeats(signal)) {
-      log.info({ signal, within_ms: SIGNAL_REPEAT_MS }, 'the same signal again at once: taken as the first one delivered twice (npm forwards a Ctrl-C the terminal sent too), not as a second signal');
-      return;
-    }
-    if (signalled) {
+  const onSignal = stopSignalHandler(
+    log,
+    (signal) => void stop(signal),
+    (signal) => {
       log.error({ signal }, 'second signal: exiting now without finishing the stop (upstreams may be left running, the control-plane session open)');
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    }
-    signalled = true;
-    void stop(signal);
-  };
+      process.exit(exitCodeOf(signal));
+    },
+  );
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let gateway: Gateway;

@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { type Config, PUBLISHED_WEBHOOK_SECRET } from '../config.js';
 import { loggerOptions } from '../log.js';
-import { signalRepeats } from '../signals.js';
+import { exitCodeOf, stopSignalHandler } from '../signals.js';
 import { type EmbeddedUnleash, embeddedOptionsFromConfig, startEmbeddedUnleash } from './embedded.js';
 import { FLAGS_DIR, flagNamesFromPolicyFile, syncFromConfig, unleashApiUrl, webhookUrl } from './setup.js';
 import { describeSyncReport, type WebhookOutcome } from './sync.js';
@@ -133,12 +133,11 @@ export async function runUnleash(config: Config, opts: { sync: boolean; policy?:
   // A Ctrl-C under npm arrives twice (the terminal's SIGINT, then npm's copy): the copy is only logged,
   // as by `killswitch start` (src/signals.ts); with `process.once` it ended this process by the default
   // action. Another signal later exits at once.
-  const repeats = signalRepeats();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (repeats(signal)) return;
-    if (stopping) process.exit(signal === 'SIGINT' ? 130 : 143);
-    void stop();
-  };
+  const onSignal = stopSignalHandler(
+    log,
+    () => void stop(),
+    (signal) => process.exit(exitCodeOf(signal)),
+  );
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let embedded: EmbeddedUnleash;
