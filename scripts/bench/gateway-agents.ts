@@ -33,6 +33,7 @@ import { loadConfig } from '../../src/config.js';
 import { parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { startServer } from '../../src/server.js';
+import { percentile } from './percentile.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FILESYSTEM_SERVER = join(ROOT, 'node_modules/@modelcontextprotocol/server-filesystem/dist/index.js');
@@ -124,7 +125,6 @@ async function gatewayChild(): Promise<void> {
 
 // ---- the agents' side ----------------------------------------------------------------------------------
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? 0;
 const round = (n: number) => Math.round(n * 10) / 10;
 
 async function main(): Promise<void> {
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
   const calls = Number(args.calls);
   const loadBefore = os.loadavg();
   const tag = randomBytes(4).toString('hex');
-  const dir = realpathSync(mkdtempSync(join(os.tmpdir(), 'rv-gws-bench-')));
+  const dir = realpathSync(mkdtempSync(join(os.tmpdir(), 'ks-bench-agents-')));
   writeFileSync(join(dir, 'bench.md'), 'a line of a small markdown file\n'.repeat(32));
   const policy = parseYaml(readFileSync(join(ROOT, 'policy/bench.yaml'), 'utf8')) as { servers: Record<string, { identity: unknown }>; rate_limits: { per_token: Record<string, unknown> } };
   policy.servers['filesystem'] = { ...policy.servers['filesystem'], identity: { command: process.execPath, args: [FILESYSTEM_SERVER, dir] } };
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
   const policyFile = join(dir, 'policy.yaml');
   writeFileSync(policyFile, stringifyYaml(policy));
 
-  const dbName = `rv_gws_bench_${tag}`;
+  const dbName = `ks_bench_agents_${tag}`;
   const pgUrl = new URL(args['pg-url']);
   const dbUrl = (name: string) => Object.assign(new URL(pgUrl.href), { pathname: `/${name}` }).toString();
   const config = loadConfig(process.env, {
@@ -160,10 +160,10 @@ async function main(): Promise<void> {
     logLevel: 'warn',
     databaseUrl: dbUrl(dbName),
     redisUrl: args['redis-url'],
-    redisPrefix: `rv_gws:bench:${tag}:`,
+    redisPrefix: `ksbench:agents:${tag}:`,
     policyFile,
     tokenHashSecret: randomBytes(32).toString('hex'),
-    unleashDatabaseUrl: dbUrl(`rv_gws_bench_unleash_${tag}`),
+    unleashDatabaseUrl: dbUrl(`ks_bench_agents_unleash_${tag}`),
     unleashPort: 19_000 + Math.floor(Math.random() * 900),
     dataDir: join(dir, '.killswitch'),
   });
@@ -256,8 +256,8 @@ async function main(): Promise<void> {
         cp_requests_per_initialize: round(Object.values(afterConnect.controlPlane).reduce((a, b) => a + b, 0) / n),
         tool_reports_for_n_lists: afterList.controlPlane['reportTools'] ?? 0,
         upstream_tool_lists_for_n_lists: afterList.upstreamToolLists,
-        list_p50_ms: round(pct(sorted, 50)),
-        list_p99_ms: round(pct(sorted, 99)),
+        list_p50_ms: round(percentile(sorted, 50)),
+        list_p99_ms: round(percentile(sorted, 99)),
         gateway_lag_p99_ms_lists: round(afterList.lagP99Ms),
         gateway_lag_max_ms_lists: round(afterList.lagMaxMs),
         cp_requests_per_call: round(Object.values(afterCalls.controlPlane).reduce((a, b) => a + b, 0) / (n * calls)),
@@ -280,13 +280,13 @@ async function main(): Promise<void> {
     child.kill();
     await app?.close();
     const redis = new Redis(args['redis-url']);
-    for await (const keys of redis.scanStream({ match: `rv_gws:bench:${tag}:*`, count: 1000 }) as AsyncIterable<string[]>) if (keys.length > 0) await redis.del(...keys);
+    for await (const keys of redis.scanStream({ match: `ksbench:agents:${tag}:*`, count: 1000 }) as AsyncIterable<string[]>) if (keys.length > 0) await redis.del(...keys);
     redis.disconnect();
     rmSync(dir, { recursive: true, force: true });
     const admin = new pg.Client({ connectionString: args['pg-url'] });
     await admin.connect();
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => {});
-    await admin.query(`DROP DATABASE IF EXISTS rv_gws_bench_unleash_${tag} WITH (FORCE)`).catch(() => {});
+    await admin.query(`DROP DATABASE IF EXISTS ks_bench_agents_unleash_${tag} WITH (FORCE)`).catch(() => {});
     await admin.end();
   }
   const keys = Object.keys(rows[0] ?? {});

@@ -84,7 +84,10 @@ export class Gateway {
   /** The tool re-read under way for an upstream that said its tools changed (upstreamListChanged). */
   private readonly toolRefreshes = new Map<Upstream, { again: boolean; done: Promise<void> }>();
   /** The listing an unknown URI or prompt name started, and when the last one ended (relistOnMiss). */
-  private readonly missLists = { resources: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined as Promise<void> | undefined }, prompts: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined as Promise<void> | undefined } };
+  private readonly missLists: Record<'resources' | 'prompts', { endedAt: number; pending: Promise<void> | undefined }> = {
+    resources: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined },
+    prompts: { endedAt: Number.NEGATIVE_INFINITY, pending: undefined },
+  };
   /** Keys of the collision warnings logged already (warnOnce). */
   private readonly warned = new Set<string>();
   private closed = false;

@@ -178,19 +178,27 @@ describe('signals', () => {
           .map(Number)
       : [];
 
-  it('stdio: SIGTERM while an upstream is still starting stops that upstream too (exit 0), not leaving it orphaned', async () => {
-    // An upstream that is slow to answer initialize and does not read its stdin meanwhile (`npx -y` while it
-    // downloads, a container starting): the gateway's end does not end it; only the gateway stopping it does.
-    const starts = join(h.scratch, 'starting-signal.starts');
-    const slow = join(h.scratch, 'slow-upstream.cjs');
-    writeFileSync(slow, "require('node:fs').appendFileSync(process.env.SLOW_UPSTREAM_STARTS, `${process.pid}\\n`);\nsetTimeout(() => {}, 60_000);\n");
-    const g = gatewayProcess('starting-signal', { args: [slow], env: { SLOW_UPSTREAM_STARTS: starts } }, await h.token('ro'));
+  /**
+   * A stdio gateway whose upstream never answers initialize nor reads its stdin (`npx -y` while it
+   * downloads, a container starting), once that upstream runs; `ignoreSigterm`: it ignores SIGTERM too.
+   */
+  async function gatewayWithSilentUpstream(name: string, ignoreSigterm: boolean) {
+    const starts = join(h.scratch, `${name}.starts`);
+    const script = join(h.scratch, `${name}-upstream.cjs`);
+    writeFileSync(script, `${ignoreSigterm ? "process.on('SIGTERM', () => {});\n" : ''}require('node:fs').appendFileSync(process.env.UPSTREAM_STARTS, \`\${process.pid}\\n\`);\nsetTimeout(() => {}, 60_000);\n`);
+    const g = gatewayProcess(name, { args: [script], env: { UPSTREAM_STARTS: starts } }, await h.token('ro'));
     const deadline = Date.now() + 30_000;
     while (upstreamPids(starts).length === 0) {
       if (g.child.exitCode !== null || Date.now() > deadline) throw new Error(`no upstream started (exit ${g.child.exitCode}):\n${g.stderr()}`);
       await new Promise((r) => setTimeout(r, 5));
     }
-    const [upstream] = upstreamPids(starts);
+    return { g, upstream: upstreamPids(starts)[0] };
+  }
+
+  it('stdio: SIGTERM while an upstream is still starting stops that upstream too (exit 0), not leaving it orphaned', async () => {
+    // An upstream that is slow to answer initialize and does not read its stdin meanwhile (`npx -y` while it
+    // downloads, a container starting): the gateway's end does not end it; only the gateway stopping it does.
+    const { g, upstream } = await gatewayWithSilentUpstream('starting-signal', false);
     g.child.kill('SIGTERM');
     const ended = await g.exited;
     // Whatever the gateway's end, its upstream must not outlive it for long (the SDK's close takes up to ~4 s).
@@ -214,16 +222,7 @@ describe('signals', () => {
   }, 60_000);
 
   it('a second signal while a stop hangs (an upstream that ignores SIGTERM) exits at once, 130 for SIGINT', async () => {
-    const starts = join(h.scratch, 'stubborn.starts');
-    const stubborn = join(h.scratch, 'stubborn-upstream.cjs');
-    writeFileSync(stubborn, "process.on('SIGTERM', () => {});\nrequire('node:fs').appendFileSync(process.env.STUBBORN_STARTS, `${process.pid}\\n`);\nsetTimeout(() => {}, 60_000);\n");
-    const g = gatewayProcess('stubborn', { args: [stubborn], env: { STUBBORN_STARTS: starts } }, await h.token('ro'));
-    const deadline = Date.now() + 30_000;
-    while (upstreamPids(starts).length === 0) {
-      if (g.child.exitCode !== null || Date.now() > deadline) throw new Error(`no upstream started (exit ${g.child.exitCode}):\n${g.stderr()}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    const [upstream] = upstreamPids(starts);
+    const { g, upstream } = await gatewayWithSilentUpstream('stubborn', true);
     try {
       g.child.kill('SIGTERM');
       // The stop waits for the upstream (the SDK escalates to SIGKILL within about 4 s); the operator does not.
