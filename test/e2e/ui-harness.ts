@@ -52,10 +52,15 @@ export interface BrowserSession {
   downloads: string;
 }
 
-export async function openBrowser(baseUrl: string): Promise<BrowserSession> {
+/**
+ * `backForwardCache`: Back and Forward restore a page as browsers do for people (Playwright launches
+ * chromium with --disable-back-forward-cache unless told not to).
+ */
+export async function openBrowser(baseUrl: string, opts: { backForwardCache?: boolean } = {}): Promise<BrowserSession> {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
+    ...(opts.backForwardCache ? { ignoreDefaultArgs: ['--disable-back-forward-cache'] } : {}),
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
   });
   const context = await browser.newContext({ baseURL: baseUrl, viewport: { width: 1360, height: 900 }, acceptDownloads: true });

@@ -354,11 +354,33 @@ export function Tabs<T extends string>({ tabs, current, onChange, label }: { tab
   );
 }
 
-/** A secret shown once, with a copy button. */
+/**
+ * A secret shown once, with a copy button. Gone once the page is left: a browser keeps a page it leaves
+ * (the back/forward cache) and Back would show the secret again to whoever sits at the screen next, so
+ * on `pagehide` the field is emptied at once (before the page is stored) and a note takes its place.
+ */
 export function SecretOnce({ value, label }: { value: string; label: string }) {
   const [copied, setCopied] = useState<'no' | 'yes' | 'failed'>('no');
+  const [left, setLeft] = useState(false);
   const inputRef = useRef<HTMLInputElement>(null);
   const id = useId();
+  useEffect(() => {
+    const hide = () => {
+      if (inputRef.current) inputRef.current.value = '';
+      setLeft(true);
+    };
+    window.addEventListener('pagehide', hide);
+    return () => window.removeEventListener('pagehide', hide);
+  }, []);
+  if (left) {
+    return (
+      <div class="secret-once">
+        <p role="status" data-testid="secret-gone">
+          <strong>{label}: no longer shown.</strong> It was hidden when you left this page and cannot be shown again (only a keyed hash is stored). If you did not copy it, revoke it and create another.
+        </p>
+      </div>
+    );
+  }
   const copy = async () => {
     try {
       await navigator.clipboard.writeText(value);
@@ -373,7 +395,7 @@ export function SecretOnce({ value, label }: { value: string; label: string }) {
     <div class="secret-once">
       <label for={id}>{label}</label>
       <div class="secret-row">
-        <input id={id} ref={inputRef} class="mono" readOnly value={value} data-testid="raw-token" onFocus={(e) => e.currentTarget.select()} />
+        <input id={id} ref={inputRef} class="mono" readOnly autocomplete="off" value={value} data-testid="raw-token" onFocus={(e) => e.currentTarget.select()} />
         <button type="button" class="primary" onClick={copy}>
           Copy
         </button>
