@@ -27,8 +27,13 @@ export const VERIFY_EXIT = {
   usage: 2,
   /** The database has no audit rows: nothing was verified. */
   nothingVerified: 3,
-  /** The database could not be read: unreachable, does not exist, refused the login, not a killswitch database. */
+  /**
+   * The database could not be read: unreachable, does not exist, refused the login, not a killswitch database;
+   * with `--file`, the file could not be read.
+   */
   database: 4,
+  /** `--file`: the file ends inside a row (a cut download) and nothing else is wrong; the rows before it verify. */
+  incomplete: 5,
 } as const;
 
 export interface VerifiedDatabase {
@@ -104,6 +109,21 @@ function databaseFailure(err: unknown, databaseUrl: string, source: string): str
   return `cannot read the ${db} named by DATABASE_URL: ${message}`;
 }
 
+/** The positions of `--expect` and of the `--witnesses` file; a usage error when the file has none or cannot be read. */
+export async function witnessesOf(opts: { expect?: Witness[]; witnesses?: string }): Promise<{ witnesses: Witness[] } | { error: string }> {
+  const witnesses = opts.expect ?? [];
+  if (opts.witnesses === undefined) return { witnesses };
+  let text: string;
+  try {
+    text = await readFile(opts.witnesses, 'utf8');
+  } catch (err) {
+    return { error: `audit verify: cannot read the witness file ${opts.witnesses}: ${(err as Error).message}\n` };
+  }
+  const logged = parseWitnessFile(text);
+  if (logged.length === 0) return { error: `audit verify: ${opts.witnesses} holds no chain position: give it the "audit chain head" log lines (or replica_id:seq:hash lines)\n` };
+  return { witnesses: [...witnesses, ...logged] };
+}
+
 /**
  * Walks every chain of the database DATABASE_URL names. Exit codes: VERIFY_EXIT. The output (text or
  * JSON) names the host and database verified, never the user or password.
@@ -112,20 +132,9 @@ export async function auditVerify(
   config: Config,
   opts: { json?: boolean; expect?: Witness[]; witnesses?: string } = {},
 ): Promise<{ code: number; output: string; error?: string }> {
-  let witnesses = opts.expect ?? [];
-  if (opts.witnesses !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(opts.witnesses, 'utf8');
-    } catch (err) {
-      return { code: VERIFY_EXIT.usage, output: '', error: `audit verify: cannot read the witness file ${opts.witnesses}: ${(err as Error).message}\n` };
-    }
-    const logged = parseWitnessFile(text);
-    if (logged.length === 0) {
-      return { code: VERIFY_EXIT.usage, output: '', error: `audit verify: ${opts.witnesses} holds no chain position: give it the "audit chain head" log lines (or replica_id:seq:hash lines)\n` };
-    }
-    witnesses = [...witnesses, ...logged];
-  }
+  const given = await witnessesOf(opts);
+  if ('error' in given) return { code: VERIFY_EXIT.usage, output: '', error: given.error };
+  const witnesses = given.witnesses;
   const source = settingSource('DATABASE_URL');
   // Walks whole chains and counts whole months: no client-side timeout, unlike the control plane's pool.
   const pool = createPool(config.databaseUrl, { max: 1, queryTimeoutMillis: UNBOUNDED_QUERY_TIMEOUT_MS });

@@ -255,7 +255,7 @@ policyCmd
 const audit = program.command('audit').description('Audit trail: search it (through the API), verify the hash chains, apply retention.');
 audit
   .command('verify')
-  .description("Walk every hash chain of DATABASE_URL's audit trail to its end; exit 1 naming every broken row.")
+  .description("Walk every hash chain of DATABASE_URL's audit trail to its end, or verify an export file offline (--file); exit 1 naming every broken row.")
   .option('--json', 'print the full report (chains, rows, broken rows, chain heads) as JSON')
   .option(
     '--expect <replica_id:seq:hash>',
@@ -270,15 +270,34 @@ audit
     '--witnesses <file>',
     'the `audit chain head` log lines shipped outside the database (JSON lines, or replica_id:seq:hash lines): every chain must be named there (else UNWITNESSED, exit 1), and each chain\'s last logged position must still be there with its hash',
   )
+  .option('--file <export>', 'verify an export (GET /v1/audit/export, JSON Lines or CSV, filtered or not; - for standard input) instead of the database: no DATABASE_URL needed')
+  .option('--complete', 'with --file: the export had no filter but from/to, so a gap inside a chain is rows removed from the file (exit 1)')
   .addHelpText(
     'after',
     '\nReads the database DATABASE_URL names (the control plane\'s; the output names its host and database).\n' +
       'Retention anchors are judged against AUDIT_RETENTION_DAYS as this command reads it: a cut younger than that is SUSPICIOUS.\n' +
       'Exit codes: 0 every chain verifies; 1 a chain is broken, a retention anchor is suspicious, a witnessed position does not verify\n' +
       'or a chain is unwitnessed; 2 bad usage or configuration;\n' +
-      '3 nothing verified: the database has no audit rows (not the control plane\'s database?); 4 the database could not be read.',
+      '3 nothing verified: the database has no audit rows (not the control plane\'s database?); 4 the database could not be read.\n' +
+      '\nWith --file <export>: each row\'s hash is checked against its content, and prev_hash links between rows of a chain\n' +
+      'whose seq follow each other in the file; a filtered export has gaps, reported and not a failure (unless --complete).\n' +
+      'The format (JSON Lines or CSV) is told by the content. --expect/--witnesses positions in the file must match; positions\n' +
+      'the file does not hold are ABSENT, not a failure. JSON Lines is exact; CSV cannot write some values exactly (docs/audit.md).\n' +
+      'Exit codes: 0 every row and link verifies; 1 a row is broken, a witnessed position does not match or a chain is unwitnessed;\n' +
+      '2 bad usage; 3 nothing verified: an empty file or not an audit export; 4 the file could not be read;\n' +
+      '5 the file ends inside a row (a cut download: export again), nothing else wrong.',
   )
-  .action(async (opts: { json?: boolean; expect?: Witness[]; witnesses?: string }) => {
+  .action(async (opts: { json?: boolean; expect?: Witness[]; witnesses?: string; file?: string; complete?: boolean }, cmd: Command) => {
+    if (opts.file !== undefined) {
+      // An auditor's machine: no configuration is read, so nothing the control plane needs must be set.
+      const { auditVerifyFile } = await import('../audit/verify-file-command.js');
+      const { code, output, error } = await auditVerifyFile(opts.file, opts);
+      process.stdout.write(output);
+      if (error) process.stderr.write(error);
+      process.exitCode = code;
+      return;
+    }
+    if (opts.complete) cmd.error("error: option '--complete' is for --file <export>: a database is always read whole", { exitCode: 2, code: 'commander.invalidArgument' });
     const { auditVerify } = await import('../audit/commands.js');
     const { code, output, error } = await auditVerify(config(), opts);
     process.stdout.write(output);
