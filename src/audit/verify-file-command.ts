@@ -44,7 +44,7 @@ export function formatExportReport(report: ExportVerifyReport, file: string): st
   }
   if (report.csv_other_readings > 0) {
     lines.push(
-      `  ${report.csv_other_readings} rows verified only with another reading of a CSV cell CSV cannot write exactly (an empty cell as an empty text rather than null, a number as text, a leading ' as the value's own): the JSON Lines export has no such cells`,
+      `  ${report.csv_other_readings} rows verified only with another reading of a cell CSV cannot write exactly (an empty cell as an empty text rather than null, a number as text, a leading ' as the value's own), in ${report.csv_other_columns.join(', ')}: the JSON Lines export has no such cells`,
     );
   }
   if (report.csv_not_every_reading > 0) {

@@ -67,6 +67,8 @@ export interface ExportVerifyReport {
   unwitnessed: UnwitnessedChain[];
   /** CSV: rows that verified only with the other reading of an ambiguous cell (an empty cell as an empty text ...). */
   csv_other_readings: number;
+  /** The columns whose cells were read the other way in those rows. */
+  csv_other_columns: string[];
   /**
    * CSV: broken rows with more ambiguous cells than every combination of readings could be tried for (up to two
    * read the other way were): such a row may be intact and hold values CSV cannot write exactly; JSON Lines can tell.
@@ -92,25 +94,26 @@ interface PlacedRow {
 }
 
 /** Whether a row's hash is the hash of its content: as read, or with other readings of its ambiguous CSV cells. */
-function hashMatches(reading: RowReading): 'as read' | 'other reading' | 'no' {
+function hashMatches(reading: RowReading): 'as read' | OtherReading[] | 'no' {
   const { row, others } = reading;
   const matches = (r: ExportRow) => rowHash(r.prev_hash, r as unknown as AuditRecord) === r.hash;
   if (matches(row)) return 'as read';
-  const tryReadings = (chosen: readonly OtherReading[]): boolean => {
-    if (new Set(chosen.map((o) => o.column)).size !== chosen.length) return false;
+  const tryReadings = (chosen: OtherReading[]): OtherReading[] | undefined => {
+    if (new Set(chosen.map((o) => o.column)).size !== chosen.length) return undefined;
     const copy: ExportRow = { ...row };
     for (const o of chosen) copy[o.column] = o.value;
-    return matches(copy);
+    return matches(copy) ? chosen : undefined;
   };
   if (others.length <= EXHAUSTIVE_READINGS) {
     for (let mask = 1; mask < 1 << others.length; mask++) {
-      if (tryReadings(others.filter((_, i) => mask & (1 << i)))) return 'other reading';
+      const found = tryReadings(others.filter((_, i) => mask & (1 << i)));
+      if (found) return found;
     }
     return 'no';
   }
   for (let i = 0; i < others.length; i++) {
-    if (tryReadings([others[i]!])) return 'other reading';
-    for (let j = i + 1; j < others.length; j++) if (tryReadings([others[i]!, others[j]!])) return 'other reading';
+    const found = tryReadings([others[i]!]) ?? others.slice(i + 1).reduce<OtherReading[] | undefined>((f, o) => f ?? tryReadings([others[i]!, o]), undefined);
+    if (found) return found;
   }
   return 'no';
 }
@@ -136,6 +139,7 @@ export async function verifyExport(chunks: AsyncIterable<string>, name: string, 
     witnesses: [],
     unwitnessed: [],
     csv_other_readings: 0,
+    csv_other_columns: [],
     csv_not_every_reading: 0,
     not_an_export: null,
   };
@@ -172,7 +176,10 @@ export async function verifyExport(chunks: AsyncIterable<string>, name: string, 
       if (reading.others.length > EXHAUSTIVE_READINGS) report.csv_not_every_reading++;
     } else {
       report.verified_rows++;
-      if (matched === 'other reading') report.csv_other_readings++;
+      if (matched !== 'as read') {
+        report.csv_other_readings++;
+        for (const o of matched) if (!report.csv_other_columns.includes(o.column)) report.csv_other_columns.push(o.column);
+      }
     }
     // The export writes rows oldest first, by ts then id: one placed after a later row was moved.
     const key = `${String(row.ts)} ${row.id.toLowerCase()}`;
