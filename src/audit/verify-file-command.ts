@@ -15,11 +15,12 @@ export interface VerifyFileOptions {
 
 const FORMAT_NAMES = { jsonl: 'JSON Lines', csv: 'CSV' } as const;
 
+/** Tampered (1) wins over a cut file (5): a cut file with a broken row or witness is broken. */
 export function exitCodeOf(report: ExportVerifyReport): number {
   if (report.rows === 0) return VERIFY_EXIT.nothingVerified;
-  if (report.broken_rows > 0 || report.unwitnessed.length > 0 || !report.ok && !report.truncated) return VERIFY_EXIT.broken;
+  if (report.broken_rows > 0 || report.unwitnessed.length > 0 || report.witnesses.some((w) => w.result === 'mismatch')) return VERIFY_EXIT.broken;
   if (report.truncated) return VERIFY_EXIT.incomplete;
-  return VERIFY_EXIT.ok;
+  return report.ok ? VERIFY_EXIT.ok : VERIFY_EXIT.broken;
 }
 
 export function formatExportReport(report: ExportVerifyReport, file: string): string {

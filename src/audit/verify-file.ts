@@ -229,7 +229,7 @@ export async function verifyExport(chunks: AsyncIterable<string>, name: string, 
       format = detected.format;
       report.format = format;
       report.detected_by = detected.by;
-      const text = pending;
+      const text = pending.replace(/^\uFEFF/, '');
       pending = '';
       if (format === 'csv') for (const r of csv.push(text)) takeCsv(r, false);
       else pending = takeLines(text);

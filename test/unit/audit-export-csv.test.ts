@@ -5,6 +5,7 @@ import { CsvRecords, FORMULA_STARTS, unescapeFormula } from '../../src/audit/exp
 import { AUDIT_COLUMN_NAMES, type AuditRecord, makeEvent, makeRecord } from '../../src/audit/record.js';
 import { csvCells } from '../../src/audit/service.js';
 import { verifyExport } from '../../src/audit/verify-file.js';
+import { exitCodeOf } from '../../src/audit/verify-file-command.js';
 
 // Reading back the CSV export for `audit verify --file`: the `'` csv-stringify's escape_formulas puts
 // before formula-looking cells comes off exactly, the dialect's quoting is undone, and values CSV cannot
@@ -122,5 +123,33 @@ describe('verifyExport on CSV', () => {
     cells[0]![AUDIT_COLUMN_NAMES.indexOf('rows')] = '007';
     const report = await verifyExport(once(exportCsv(cells)), 'e.csv');
     expect(report.broken[0]!.reason).toMatch(/its rows cell \("007"\) is not a number as the export writes one/);
+  });
+});
+
+describe('verifyExport on JSON Lines, and the exit code', () => {
+  const jsonl = (rows: AuditRecord[]) => rows.map((r) => `${JSON.stringify(r)}\n`).join('');
+
+  it('a byte order mark before the first row is not a broken row', async () => {
+    const report = await verifyExport(once(`\uFEFF${jsonl(chain([{}, {}]))}`), '-');
+    expect(report).toMatchObject({ ok: true, format: 'jsonl', rows: 2, verified_rows: 2, links: 2 });
+  });
+
+  it('a key given twice (a reader sees one value, the hash covers the other) is named although the hash matches', async () => {
+    const [row] = chain([{ decision: 'deny' }]);
+    const line = JSON.stringify(row).replace('"decision":"deny"', '"decision":"allow","decision":"deny"');
+    const report = await verifyExport(once(`${line}\n`), '-');
+    expect(report.verified_rows).toBe(1);
+    expect(report.broken[0]!.reason).toMatch(/^the line is not as the export writes it \(a key given twice/);
+    expect(exitCodeOf(report)).toBe(1);
+  });
+
+  it('a cut file exits 5, but 1 when a witnessed position in it does not match: tampered wins over incomplete', async () => {
+    const rows = chain([{}, {}, {}]);
+    const cut = jsonl(rows).slice(0, -20);
+    expect(exitCodeOf(await verifyExport(once(cut), '-'))).toBe(5);
+    const witness = { replica_id: rows[0]!.replica_id, seq: 1, hash: 'f'.repeat(64) };
+    const report = await verifyExport(once(cut), '-', { witnesses: [witness] });
+    expect(report.witnesses[0]).toMatchObject({ result: 'mismatch' });
+    expect(exitCodeOf(report)).toBe(1);
   });
 });
