@@ -104,18 +104,23 @@ function hashMatches(reading: RowReading): 'as read' | OtherReading[] | 'no' {
     for (const o of chosen) copy[o.column] = o.value;
     return matches(copy) ? chosen : undefined;
   };
-  if (others.length <= EXHAUSTIVE_READINGS) {
-    for (let mask = 1; mask < 1 << others.length; mask++) {
-      const found = tryReadings(others.filter((_, i) => mask & (1 << i)));
+  // Fewest cells read the other way first: one empty text (a session's purpose) is the common case.
+  const most = others.length <= EXHAUSTIVE_READINGS ? others.length : 2;
+  for (let size = 1; size <= most; size++) {
+    for (const chosen of combinations(others, size)) {
+      const found = tryReadings(chosen);
       if (found) return found;
     }
-    return 'no';
-  }
-  for (let i = 0; i < others.length; i++) {
-    const found = tryReadings([others[i]!]) ?? others.slice(i + 1).reduce<OtherReading[] | undefined>((f, o) => f ?? tryReadings([others[i]!, o]), undefined);
-    if (found) return found;
   }
   return 'no';
+}
+
+function* combinations<T>(items: readonly T[], size: number, from = 0): Generator<T[]> {
+  if (size === 0) {
+    yield [];
+    return;
+  }
+  for (let i = from; i <= items.length - size; i++) for (const rest of combinations(items, size - 1, i + 1)) yield [items[i]!, ...rest];
 }
 
 const MODIFIED = 'content does not match its hash: the row was modified';
