@@ -73,10 +73,22 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/v1/audit',
-    { onRequest: viewer, schema: { operationId: 'listAuditRows', tags, summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`', querystring: ListAuditQuery, response: { 200: AuditPage, ...errors } } },
+    {
+      onRequest: viewer,
+      schema: {
+        operationId: 'listAuditRows',
+        tags,
+        summary: 'Audit rows, newest first, filtered; keyset pagination with `cursor`; with `after`, the rows committed since an earlier answer, oldest commit first',
+        querystring: ListAuditQuery,
+        response: { 200: AuditPage, ...errors },
+      },
+    },
     async (req) => {
-      const page = await audit.list(req.operator!, filtersOf(req.query), req.query.limit ?? 100, req.query.cursor);
-      return { events: page.events.map(wire), next: page.next };
+      const { limit = 100, cursor, after } = req.query;
+      if (after !== undefined && cursor !== undefined) throw invalid('after', 'cannot be sent with cursor: `after` pages by commit, `cursor` by ts');
+      const filters = filtersOf(req.query);
+      const page = after === undefined ? await audit.list(req.operator!, filters, limit, cursor) : await audit.listCommittedAfter(req.operator!, filters, limit, after);
+      return { events: page.events.map(wire), next: page.next, follow: page.follow };
     },
   );
 

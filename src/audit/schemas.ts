@@ -71,6 +71,14 @@ export const ListAuditQuery = Type.Object(
     ...filterFields,
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
     cursor: Type.Optional(Type.String({ maxLength: 500, description: 'The `next` value of the previous page.' })),
+    after: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 12000,
+        description:
+          'The `follow` value of an earlier answer: the matching rows committed since that answer began to be read (a row committed late, such as one replayed from a spool after a Postgres outage, is among them whatever its `ts`), each once across the answers of a chain of `follow` values, oldest commit first; not with `cursor`. docs/audit.md, "Following the trail".',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -78,7 +86,11 @@ export type ListAuditQuery = Static<typeof ListAuditQuery>;
 
 export const AuditPage = Type.Object({
   events: Type.Array(AuditEventSchema),
-  next: Type.Union([Type.String(), Type.Null()], { description: 'Cursor of the next (older) page; null on the last page.' }),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Cursor of the next (older) page; null on the last page, and with `after`.' }),
+  follow: Type.String({
+    description:
+      'Send it as `after` for the matching rows committed after this answer began to be read. With `after`: the next such value; an answer cut at `limit` continues there (ask again at once).',
+  }),
 });
 
 export const ExportAuditQuery = Type.Object(

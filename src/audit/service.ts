@@ -3,13 +3,14 @@ import { stringify } from 'csv-stringify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, TimedClient, tolerateConnectionLoss, withQueryTimeout } from '../db/pool.js';
+import { KEEPALIVE_INITIAL_DELAY_MS, type Pool, TimedClient, tolerateConnectionLoss, withQueryTimeout, withTransaction } from '../db/pool.js';
 import { AUDIT_WRITER_ROLE, auditWriterRefused, readDatabaseAccess, writerNotSwitched } from '../db/privileges.js';
-import { AppError } from '../errors.js';
+import { AppError, invalid } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { applyRecordsRetention, type RecordsRetentionResult } from '../retention/service.js';
 import type { OperatorPrincipal } from '../tokens/authenticator.js';
 import { type ChainHead, type VerifyReport, verifyChain } from './chain.js';
+import { advanceFollowCursor, decodeFollowCursor, encodeFollowCursor } from './follow-cursor.js';
 import { AUDIT_COLUMN_NAMES, type AuditEvent, type AuditRecord } from './record.js';
 import type { AdminAction } from './rows.js';
 import { type AuditFilters, auditStore, type Keyset, type MonthlyUsageRow, type RetentionResult, type UsageCounts, type UsageGroupRow } from './store.js';
@@ -154,6 +155,8 @@ export type SpoolingListener = (spooling: boolean, spoolRows: number) => void;
 export interface ListResult {
   events: AuditRecord[];
   next: string | null;
+  /** For `after`: the rows committed after this answer began to be read are the ones it has not given. */
+  follow: string;
 }
 
 export interface OperationUsage extends UsageCounts {
@@ -450,10 +453,37 @@ export class AuditService {
   }
 
   async list(op: OperatorPrincipal | undefined, filters: AuditFilters, limit: number, cursor?: string): Promise<ListResult> {
-    const rows = await auditStore.list(this.pool, visible(op, filters), limit + 1, cursor ? decodeCursor(cursor) : undefined);
+    const before = cursor ? decodeCursor(cursor) : undefined;
+    // Read before the rows: a row committed in between is in this page and after `follow` too (a follower
+    // drops the repeat by id); one read after the rows could miss a row committed in between.
+    const follow = encodeFollowCursor({ ...(await auditStore.snapshotBounds(this.pool)), partial: undefined });
+    const rows = await auditStore.list(this.pool, visible(op, filters), limit + 1, before);
     const events = rows.slice(0, limit);
     const last = events[events.length - 1];
-    return { events, next: rows.length > limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null };
+    return { events, next: rows.length > limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null, follow };
+  }
+
+  /**
+   * The rows matching `filters` committed after the answer whose `follow` is `after`, oldest commit
+   * first, up to `limit`, and the cursor that continues from them (docs/adr/0031-audit-follow-cursor.md).
+   * Read in one REPEATABLE READ transaction: the rows and the snapshot bounds that advance the cursor are
+   * those of one snapshot.
+   */
+  async listCommittedAfter(op: OperatorPrincipal | undefined, filters: AuditFilters, limit: number, after: string): Promise<ListResult> {
+    const c = decodeFollowCursor(after);
+    return withTransaction(this.pool, async (db) => {
+      await db.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const now = await auditStore.snapshotBounds(db);
+      // Transaction ids only grow: a cursor ahead of this database's is not of it (another database, or one
+      // restored from a backup), and what it has given cannot be told.
+      if (c.xmax > now.xmax) throw invalid('after', 'is ahead of this database (a cursor of another database, or of one restored from a backup): start again without it');
+      const rows = await auditStore.followPage(db, visible(op, filters), c, now.xmax, limit + 1);
+      const page = rows.slice(0, limit);
+      const last = rows.length > limit ? page[page.length - 1] : undefined;
+      const next = advanceFollowCursor(c, now, last && { xid: BigInt(last.ingest_xid), id: last.id, partial: last.from_partial });
+      const events = page.map(({ ingest_xid: _x, from_partial: _p, ...r }) => r as AuditRecord);
+      return { events, next: null, follow: encodeFollowCursor(next) };
+    });
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from '../db/pool.js';
 import { UNBOUNDED_QUERY_TIMEOUT_MS, withQueryTimeout } from '../db/query-timeout.js';
 import { type Conditions, conditions } from '../db/where.js';
 import { hashedContent } from './content.js';
+import type { FollowCursor, SnapshotBounds } from './follow-cursor.js';
 import { AUDIT_COLUMNS, type AuditRecord } from './record.js';
 
 // The only code that writes SQL for the audit trail.
@@ -96,6 +97,31 @@ function pageQuery(f: AuditFilters, dir: 'ASC' | 'DESC', limit: number, from?: K
        UNION ALL ${branch(`token_id = ${actor} AND actor_id = ${actor} AND actor_type = 'mcp_token'`)}) a ${tail}`,
     values: c.args,
   };
+}
+
+/** A row of a follow page, with the transaction that inserted it and whether it continues the cursor's partial one. */
+export type FollowRow = AuditRecord & { ingest_xid: string; from_partial: boolean };
+
+/**
+ * The rows `c` has not given that the transaction's snapshot sees (its xmax: `below`), matching `f`: the
+ * rest of the partial transaction first, by id, then by (ingest_xid, id). Three branches, each along
+ * audit_events_ingest_xid_idx (migration 0022) or the (ts, id) index for the partial one's (a range or a
+ * list of ids, never the rows before them). Rows of another cluster (copied by a dump or logical
+ * replication, whose xids mean nothing here) above `below` are not read.
+ */
+function followQuery(f: AuditFilters, c: FollowCursor, below: bigint, limit: number): { text: string; values: unknown[] } {
+  const args: unknown[] = [];
+  const branch = (cond: (arg: (v: unknown) => string) => string, first: boolean) => {
+    const k = filterConditions(f, args);
+    k.list.push(cond((v) => k.arg(v)));
+    return `(SELECT ${SELECT_COLUMNS}, ingest_xid::text AS ingest_xid, ${first} AS from_partial FROM audit_events ${k.where()})`;
+  };
+  const parts = [branch((arg) => `ingest_xid >= ${arg(c.xmax.toString())}::bigint AND ingest_xid < ${arg(below.toString())}::bigint`, false)];
+  if (c.xip.length > 0) parts.push(branch((arg) => `ingest_xid = ANY(${arg(c.xip.map(String))}::bigint[])`, false));
+  const p = c.partial;
+  if (p) parts.unshift(branch((arg) => `ingest_xid = ${arg(p.xid.toString())}::bigint AND id > ${arg(p.id)}::uuid`, true));
+  args.push(limit);
+  return { text: `SELECT * FROM (${parts.join(' UNION ALL ')}) r ORDER BY from_partial DESC, ingest_xid::bigint, id LIMIT $${args.length}`, values: args };
 }
 
 /** What every usage row counts (USAGE_COUNTS below). */
@@ -321,6 +347,24 @@ export const auditStore = {
   /** Oldest first, for exports. */
   async exportPage(db: Queryable, f: AuditFilters, limit: number, after?: Keyset): Promise<AuditRecord[]> {
     const { rows } = await db.query<AuditRecord>(pageQuery(f, 'ASC', limit, after));
+    return rows;
+  },
+
+  /**
+   * The current snapshot's xmax and in-progress transactions (xip): in a REPEATABLE READ transaction, the
+   * snapshot its reads see. Ids as text: they are 64-bit.
+   */
+  async snapshotBounds(db: Queryable): Promise<SnapshotBounds> {
+    const { rows } = await db.query<{ xmax: string; xip: string[] }>(
+      'SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip FROM pg_current_snapshot() s',
+    );
+    const r = rows[0]!;
+    return { xmax: BigInt(r.xmax), xip: r.xip.map((x) => BigInt(x)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) };
+  },
+
+  /** The rows of a follow page (followQuery), up to `limit`. */
+  async followPage(db: Queryable, f: AuditFilters, c: FollowCursor, below: bigint, limit: number): Promise<FollowRow[]> {
+    const { rows } = await db.query<FollowRow>(followQuery(f, c, below, limit));
     return rows;
   },
 
