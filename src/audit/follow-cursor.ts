@@ -66,6 +66,8 @@ export interface SnapshotBounds {
   xip: readonly bigint[];
 }
 
+/** Math.max takes no bigint. */
+const later = (a: bigint, b: bigint): bigint => (a > b ? a : b);
 const ascending = (xs: Iterable<bigint>): bigint[] => [...new Set(xs)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
 /**
@@ -77,14 +79,14 @@ export function advanceFollowCursor(c: FollowCursor, now: SnapshotBounds, last?:
   if (last === undefined) {
     // Everything `now` sees was given: left are the transactions still in progress that were not given
     // yet, and those from now's xmax on.
-    return { xmax: now.xmax > c.xmax ? now.xmax : c.xmax, xip: ascending([...c.xip.filter((x) => x >= now.xmax), ...now.xip.filter((x) => notGiven(c, x))]) };
+    return { xmax: later(now.xmax, c.xmax), xip: ascending([...c.xip.filter((x) => x >= now.xmax), ...now.xip.filter((x) => notGiven(c, x))]) };
   }
   // Cut inside the partial transaction: nothing else was given.
   if (last.partial) return { ...c, partial: { xid: last.xid, id: last.id } };
   // Cut inside transaction X: those below it that `now` sees were given whole; X is given up to `last`.
   const x = last.xid;
   return {
-    xmax: x + 1n > c.xmax ? x + 1n : c.xmax,
+    xmax: later(x + 1n, c.xmax),
     xip: ascending([...c.xip.filter((t) => t > x), ...now.xip.filter((t) => t < x && notGiven(c, t))]),
     partial: { xid: x, id: last.id },
   };

@@ -43,11 +43,8 @@ export const AUDIT_SEARCH_DEFAULT_LIMIT = 50;
 export const AUDIT_SEARCH_MAX_LIMIT = 5000;
 /** GET /v1/audit's largest page. */
 const AUDIT_PAGE = 1000;
-/** --follow: how often it asks, and how far back each poll looks behind the newest row it has shown. */
+/** --follow: how often it asks for the rows committed since. */
 export const FOLLOW_POLL_MS = 2000;
-const FOLLOW_OVERLAP_MS = 5000;
-/** --follow: the most rows one poll reads (a flood beyond it is said on stderr). */
-const FOLLOW_CAP = 5000;
 /**
  * Each GET /v1/audit may take this long: longer than the API's own query limit, so that a read Postgres
  * takes long over (a filter without an index on a large trail) is answered by the API itself, with rows or
@@ -294,6 +291,9 @@ export async function auditSearch(cfg: Config, o: AuditSearchOptions, out: Out, 
   const origin = controlPlaneUrl(cfg.killswitchUrl).origin;
   const limit = parseLimit(o.limit);
   const { query, tokenDisplay } = await auditQuery(cfg, o);
+  // Before the first screen: the tail starts where that read began. Asked without the filters: a cursor
+  // is one for every filter, and the newest row of the whole trail is found at once.
+  const start = o.follow ? (await readCommitted(cfg, {}, null)).follow : '';
   const { items, complete } = await readEvents(cfg, query, limit);
   const displays = new Map<string, string | null>();
   if (tokenDisplay && query['token']) displays.set(query['token'], tokenDisplay);
@@ -315,60 +315,76 @@ export async function auditSearch(cfg: Config, o: AuditSearchOptions, out: Out, 
   }
   if (!complete) err.write(moreRows(items.length, limit));
   if (!o.follow) return 0;
-  return follow(cfg, o, query, items, displays, out, err);
+  return follow(cfg, o, query, start, items, displays, out, err);
+}
+
+/** A follow page of GET /v1/audit?after=: its rows (oldest commit first) and the cursor after them. */
+async function readCommitted(cfg: Config, query: Record<string, string>, after: string | null): Promise<{ events: ApiAuditEvent[]; follow: string }> {
+  const base = new URLSearchParams(after === null ? { ...query, limit: '1' } : { ...query, limit: String(AUDIT_PAGE), after }).toString();
+  const page = (await call(cfg, 'GET', `v1/audit?${base}`, undefined, (j) => Array.isArray(j['events']), [], AUDIT_READ_TIMEOUT_MS)) as Record<string, unknown>;
+  if (typeof page['follow'] !== 'string') {
+    throw new CliFailure(`the control plane at ${controlPlaneUrl(cfg.killswitchUrl).origin} (KILLSWITCH_URL) cannot be followed: its GET /v1/audit answers no \`follow\` cursor (an older version); upgrade it, or search without --follow`, 1);
+  }
+  return { events: after === null ? [] : (page['events'] as ApiAuditEvent[]), follow: page['follow'] };
 }
 
 /**
- * --follow: every FOLLOW_POLL_MS, the rows newer than (the newest shown − FOLLOW_OVERLAP_MS), each printed
- * once, oldest first. Rows are committed in batches and by several replicas, so a row can become visible
- * a little after a newer one: the overlap catches those; one committed later than that (replayed from a
- * spool after an outage) is found by a search, not here. A failed poll is said on stderr (once until
- * one answers again) and retried: the tail never goes quiet without saying why.
+ * --follow: every FOLLOW_POLL_MS, the matching rows committed since the last poll (GET /v1/audit?after=,
+ * docs/adr/0031-audit-follow-cursor.md), oldest commit first, each once, whatever their ts: a row replayed
+ * from a spool after a Postgres outage, or written by a replica whose clock is behind, is shown when it
+ * is committed, with its own (older) time. --since/--from bound the rows shown first, not the tail. A
+ * failed poll is said on stderr (once until one answers again) and retried: the tail never goes quiet
+ * without saying why.
  */
 async function follow(
   cfg: Config,
   o: AuditSearchOptions,
   query: Record<string, string>,
+  start: string,
   initial: ApiAuditEvent[],
   displays: Map<string, string | null>,
   out: Out,
   err: Out,
 ): Promise<never> {
-  // id → ts (ms) of the rows shown that a poll can still return.
-  const seen = new Map<string, number>();
-  let newest = Number.NEGATIVE_INFINITY;
-  const note = (e: ApiAuditEvent) => {
-    const at = Date.parse(e.ts);
-    seen.set(e.id, at);
-    if (at > newest) newest = at;
-  };
-  for (const e of initial) note(e);
+  // The cursor was taken before the first screen was read: a row committed in between is on that screen
+  // and comes again in the first polls.
+  const shown = new Set(initial.map((e) => e.id));
+  const { from: _from, to: _to, ...filters } = query;
+  let after = start;
   let failing: string | undefined;
+  let full = false;
   for (;;) {
-    await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
-    // Before any row was shown, everything that matches is new (nothing matched the first read).
-    const q = Number.isFinite(newest) ? { ...query, from: new Date(Math.max(newest - FOLLOW_OVERLAP_MS, query['from'] ? Date.parse(query['from']) : 0)).toISOString() } : query;
-    let page: { items: ApiAuditEvent[]; complete: boolean };
+    // A full page: the rest is read at once.
+    if (!full) await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
+    let page: { events: ApiAuditEvent[]; follow: string };
     try {
-      page = await readEvents(cfg, q, FOLLOW_CAP);
+      page = await readCommitted(cfg, filters, after);
     } catch (e) {
       if (!(e instanceof CliFailure)) throw e;
+      full = false;
+      if (/^400 INVALID_REQUEST: after: /.test(e.message)) {
+        // The control plane's database is not the one the cursor is of (restored, or another behind the URL).
+        err.write(`killswitch: audit search --follow: the control plane no longer knows this tail's place (${e.message}); following from now: rows committed meanwhile are not shown (search for them)\n`);
+        try {
+          after = (await readCommitted(cfg, {}, null)).follow;
+        } catch {}
+        continue;
+      }
       if (failing !== e.message) err.write(`killswitch: audit search --follow: could not read (${e.message}); trying again every ${FOLLOW_POLL_MS / 1000} s\n`);
       failing = e.message;
       continue;
     }
     if (failing !== undefined) err.write('killswitch: audit search --follow: reading again\n');
     failing = undefined;
-    const fresh = page.items.filter((e) => !seen.has(e.id)).reverse();
+    after = page.follow;
+    full = page.events.length >= AUDIT_PAGE;
+    const fresh = page.events.filter((e) => !shown.has(e.id));
     if (!o.json) {
       const problem = await lookUpDisplayPrefixes(cfg, fresh, displays);
       if (problem) err.write(`killswitch: audit search: some tokens are shown by id: their display prefix could not be read (${problem})\n`);
     }
-    for (const e of fresh) {
-      out.write(o.json ? `${printableJsonLine(e)}\n` : `${eventLine(e, displays)}\n`);
-      note(e);
-    }
-    if (!page.complete) err.write(`killswitch: audit search --follow: more than ${FOLLOW_CAP} rows matched within ${(FOLLOW_POLL_MS + FOLLOW_OVERLAP_MS) / 1000} s; only the newest were shown: narrow the filters\n`);
-    for (const [id, at] of seen) if (at < newest - FOLLOW_OVERLAP_MS) seen.delete(id);
+    for (const e of fresh) out.write(o.json ? `${printableJsonLine(e)}\n` : `${eventLine(e, displays)}\n`);
+    // Only the first screen's rows can come again.
+    if (shown.size > 0) for (const e of page.events) shown.delete(e.id);
   }
 }

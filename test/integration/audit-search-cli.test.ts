@@ -1,14 +1,20 @@
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeEvent } from '../../src/audit/record.js';
+import { intentRow } from '../../src/audit/rows.js';
+import { createWriterPool } from '../../src/audit/service.js';
+import { AuditWriter } from '../../src/audit/writer.js';
 import { countingServer, killswitch, listenUrl } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
+import { agentPrincipal, callContext, PgProxy } from './audit-fixtures.js';
 
 // `killswitch audit search` as the on-call operator runs it: real decisions made through the API as a
 // gateway makes them, then a child process reads the trail through the admin API with the operator key
@@ -45,6 +51,40 @@ const read = (session_id: string, path = 'a.md') => ({ server: 'filesystem', too
 const displayOf = (raw: string) => raw.slice(0, raw.indexOf('_', 4) + 1 + 4);
 /** The table's rows (after the control plane, Searched and header lines). */
 const rowsOf = (stdout: string) => stdout.trimEnd().split('\n').slice(3);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+
+/** `audit search --follow <args>` as a child process, its output gathered as it comes. */
+function followChild(args: string[]) {
+  const child = spawn('node', [resolve('bin/killswitch.js'), 'audit', 'search', '--follow', ...args], { env: { ...process.env, ...env() } });
+  const io = { stdout: '', stderr: '', child };
+  child.stdout.on('data', (c: Buffer) => {
+    io.stdout += c.toString();
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    io.stderr += c.toString();
+  });
+  return io;
+}
+
+/** Another replica's audit writer (the limited role, its own spool), on `url`, with its own clock. */
+async function otherReplicaWriter(url: string, clock: () => number = Date.now) {
+  const dataDir = await mkdtemp(join(tmpdir(), 'ks-writer-'));
+  const pool = createWriterPool(url);
+  const writer = await AuditWriter.open({ pool, database: t.name, dataDir, batchMax: 50, log: quiet as never, replayIntervalMs: 100, clock });
+  return {
+    writer,
+    close: async () => {
+      await writer.close();
+      await pool.end();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An allowed INTENT of the token, as a replica's decision writes it (memory/read_graph). */
+const graphIntent = (tokenId: string) =>
+  intentRow(callContext({ agent: agentPrincipal({ id: tokenId }), server: 'memory', tool: 'read_graph', capability: 'read' }), { decision: 'allow', code: 'OK', message: 'allowed' });
 
 describe('killswitch audit search', () => {
   it("finds what a token did, what was denied and why, and the kill that stopped it: a table oldest first, --json as the API gives the rows; a viewer key is enough", async () => {
@@ -356,6 +396,64 @@ describe('killswitch audit search', () => {
       child.kill('SIGTERM');
       proxy.closeAllConnections();
       await new Promise((done) => proxy.close(done));
+    }
+  }, 120_000);
+
+  it('--follow shows the rows a replica spooled during a Postgres outage when they are replayed, once, though their time is older than rows shown since', async () => {
+    const tok = await gw.token('rw');
+    const s = (await gw.session(tok.raw)).session_id;
+    const proxy = new PgProxy();
+    await proxy.reserve();
+    await proxy.up();
+    const other = await otherReplicaWriter(proxy.url(t.name));
+    const io = followChild(['--token', tok.id, '--kind', 'INTENT']);
+    try {
+      await until(async () => io.stdout.includes('No audit rows match yet'), 30_000, 'the follow to start');
+      // Postgres unreachable for the other replica: its allow is durable in its spool, with its time.
+      await proxy.down();
+      await other.writer.recordIntent(graphIntent(tok.id));
+      expect(other.writer.spooling).toBe(true);
+      // Minutes in an incident; here more than the 5 s a tail that reads by time looked back.
+      await sleep(6_000);
+      await gw.decide(tok.raw, read(s, 'after-the-outage.md'));
+      await until(async () => / INTENT +allow +OK .*filesystem\/read_text_file/.test(io.stdout), 30_000, 'the row written directly');
+      // Postgres is back: the spool is replayed, the row committed now with its ts of 6 s ago.
+      await proxy.up();
+      await until(async () => !other.writer.spooling, 30_000, 'the spool to be replayed');
+      await until(async () => io.stdout.includes('memory/read_graph'), 30_000, 'the replayed row');
+      // Two more polls: nothing is printed twice.
+      await sleep(4_500);
+      const rows = io.stdout.split('\n').filter((l) => / INTENT /.test(l));
+      expect(rows).toHaveLength(2);
+      // In the order they were committed, each with its own time.
+      expect(rows[0]).toContain('filesystem/read_text_file');
+      expect(rows[1]).toContain('memory/read_graph');
+      expect(Date.parse(rows[1]!.slice(0, 24))).toBeLessThan(Date.parse(rows[0]!.slice(0, 24)) - 5_000);
+      expect(io.stderr).toBe('');
+    } finally {
+      io.child.kill('SIGTERM');
+      await other.close();
+      await proxy.down();
+    }
+  }, 120_000);
+
+  it('--follow shows a row of a replica whose clock is ten minutes behind, written after newer rows were shown', async () => {
+    const tok = await gw.token('rw');
+    const s = (await gw.session(tok.raw)).session_id;
+    const behind = await otherReplicaWriter(t.databaseUrl, () => Date.now() - 10 * 60_000);
+    const io = followChild(['--token', tok.id, '--kind', 'INTENT']);
+    try {
+      await until(async () => io.stdout.includes('No audit rows match yet'), 30_000, 'the follow to start');
+      await gw.decide(tok.raw, read(s, 'now.md'));
+      await until(async () => / INTENT +allow +OK .*filesystem\/read_text_file/.test(io.stdout), 30_000, 'the row of this replica');
+      await behind.writer.recordIntent(graphIntent(tok.id));
+      await until(async () => io.stdout.includes('memory/read_graph'), 30_000, 'the row of the replica behind');
+      await sleep(4_500);
+      expect(io.stdout.split('\n').filter((l) => / INTENT /.test(l))).toHaveLength(2);
+      expect(io.stderr).toBe('');
+    } finally {
+      io.child.kill('SIGTERM');
+      await behind.close();
     }
   }, 120_000);
 });
