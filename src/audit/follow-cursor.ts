@@ -17,8 +17,12 @@ export interface FollowCursor {
   partial?: { xid: bigint; id: string } | undefined;
 }
 
-/** At most this many in-progress transactions in a cursor (a snapshot lists at most one per connection). */
-export const MAX_CURSOR_XIP = 2000;
+/**
+ * At most this many in-progress transactions in a cursor: a snapshot lists at most one per connection and
+ * prepared transaction (max_connections is 100 by default). With their distances (at most 10 digits each
+ * for a transaction open for years) the cursor stays within the schema's 12,000 characters.
+ */
+export const MAX_CURSOR_XIP = 1000;
 const MAX_XID = 2n ** 63n - 1n;
 
 const TEXT = /^(\d{1,19})((?:\.\d{1,19})*)(?:~(\d{1,19})\.([0-9a-f-]{36}))?$/;
