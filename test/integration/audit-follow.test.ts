@@ -136,9 +136,72 @@ describe('GET /v1/audit?after=', () => {
     expect(Object.keys(p.events[0]!).sort()).toEqual([...AUDIT_COLUMN_NAMES].sort());
     const csv = await app.inject({ method: 'GET', url: `/v1/audit/export?format=csv&token=${token}`, headers: bearer(owner) });
     expect(csv.body.split('\n')[0]).toBe(AUDIT_COLUMN_NAMES.join(','));
+    const jsonl = await app.inject({ method: 'GET', url: `/v1/audit/export?format=jsonl&token=${token}`, headers: bearer(owner) });
+    expect(Object.keys(JSON.parse(jsonl.body.trim()) as object).sort()).toEqual([...AUDIT_COLUMN_NAMES].sort());
     // It is stored, for the follow: set on the row by its INSERT.
     const stored = await db.query<{ x: string | null }>('SELECT ingest_xid::text AS x FROM audit_events WHERE token_id = $1', [token]);
     expect(stored.rows[0]!.x).toMatch(/^\d+$/);
+  });
+
+  it('four writers committing out of order while a follower pages through with a small limit: every row once', async () => {
+    const project = `proj-${uuidv7()}`;
+    const q = `project=${project}`;
+    const start = await get(q);
+    const written: string[] = [];
+    let writing = true;
+    const writer = async (k: number) => {
+      // A token per writer: rows of one token and hour share a usage rollup row, whose lock would order the commits.
+      const token = uuidv7();
+      const client = await db.connect();
+      try {
+        for (let b = 0; b < 12; b++) {
+          const rows = Array.from({ length: 1 + ((b * 7 + k) % 5) }, () => {
+            const r = row(token, minutesAgo((b * 13 + k * 17) % 240));
+            r.project_id = project;
+            return r;
+          });
+          // Open for a while after taking its transaction id, so later transactions commit first.
+          await client.query('BEGIN');
+          await auditStore.insertBatch(client, rows);
+          await new Promise((r) => setTimeout(r, ((b + k) % 4) * 15));
+          await client.query('COMMIT');
+          written.push(...rows.map((r) => r.id));
+        }
+      } finally {
+        client.release();
+      }
+    };
+    const given: string[] = [];
+    let after = start.follow;
+    const follower = (async () => {
+      for (;;) {
+        const done = !writing;
+        const p = await get(`${q}&limit=4&after=${after}`);
+        given.push(...p.events.map((e) => e.id));
+        after = p.follow;
+        // A last full read once the writers are done.
+        if (done && p.events.length === 0) return;
+      }
+    })();
+    await Promise.all([0, 1, 2, 3].map(writer));
+    writing = false;
+    await follower;
+    expect(written.length).toBeGreaterThan(100);
+    expect(new Set(given).size).toBe(given.length);
+    expect([...given].sort()).toEqual([...written].sort());
+  }, 60_000);
+
+  it("a project-limited key is given only its projects' rows, as by a search", async () => {
+    const limited = await ctx.operatorKey(app, 'viewer', ['proj-mine']);
+    const token = uuidv7();
+    const start = await get(`token=${token}`);
+    const mine = row(token, minutesAgo(0));
+    mine.project_id = 'proj-mine';
+    await auditStore.insertBatch(db, [mine, row(token, minutesAgo(0))]);
+    const res = await app.inject({ method: 'GET', url: `/v1/audit?token=${token}&after=${start.follow}`, headers: bearer(limited) });
+    expect(res.statusCode).toBe(200);
+    expect((res.json() as Page).events.map((e) => e.id)).toEqual([mine.id]);
+    expect((await get(`token=${token}&after=${start.follow}`)).events).toHaveLength(2);
   });
 
   it('a value that is not a cursor of this API, or one ahead of this database, is a 400 naming after; so is after with cursor', async () => {
