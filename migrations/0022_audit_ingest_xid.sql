@@ -1,5 +1,5 @@
 -- Which transaction inserted each audit row, for `GET /v1/audit?after=` and `killswitch audit search
--- --follow` (docs/adr/0031-audit-follow-cursor.md): a follow asks for the rows its last answer's
+-- --follow` (docs/adr/0034-audit-follow-cursor.md): a follow asks for the rows its last answer's
 -- snapshot could not see (transactions in progress then, or begun after), so a row committed late (a
 -- spool replayed after a Postgres outage, a replica whose clock is behind, a slow batch) is shown once,
 -- whatever its ts.

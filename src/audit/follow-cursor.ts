@@ -1,7 +1,7 @@
 import { invalid } from '../errors.js';
 import { isUuid } from '../ids.js';
 
-// The cursor of `GET /v1/audit?after=` (docs/adr/0031-audit-follow-cursor.md): which committed rows a
+// The cursor of `GET /v1/audit?after=` (docs/adr/0034-audit-follow-cursor.md): which committed rows a
 // follower has been given, as the transactions whose rows it has not. Every row carries the id of the
 // transaction that inserted it (ingest_xid, migration 0022). A snapshot of Postgres sees exactly the rows
 // of transactions below its xmax that were not in progress; what it cannot see is the rows of the

@@ -465,7 +465,7 @@ export class AuditService {
 
   /**
    * The rows matching `filters` committed after the answer whose `follow` is `after`, oldest commit
-   * first, up to `limit`, and the cursor that continues from them (docs/adr/0031-audit-follow-cursor.md).
+   * first, up to `limit`, and the cursor that continues from them (docs/adr/0034-audit-follow-cursor.md).
    * Read in one REPEATABLE READ transaction: the rows and the snapshot bounds that advance the cursor are
    * those of one snapshot.
    */

@@ -330,7 +330,7 @@ async function readCommitted(cfg: Config, query: Record<string, string>, after: 
 
 /**
  * --follow: every FOLLOW_POLL_MS, the matching rows committed since the last poll (GET /v1/audit?after=,
- * docs/adr/0031-audit-follow-cursor.md), oldest commit first, each once, whatever their ts: a row replayed
+ * docs/adr/0034-audit-follow-cursor.md), oldest commit first, each once, whatever their ts: a row replayed
  * from a spool after a Postgres outage, or written by a replica whose clock is behind, is shown when it
  * is committed, with its own (older) time. --since/--from bound the rows shown first, not the tail. A
  * failed poll is said on stderr (once until one answers again) and retried: the tail never goes quiet

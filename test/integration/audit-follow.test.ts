@@ -9,7 +9,7 @@ import { bearer, TestContext } from '../helpers/context.js';
 import { agentPrincipal, callContext } from './audit-fixtures.js';
 
 // GET /v1/audit?after=: the rows committed since an earlier answer, each once, whatever their ts and
-// whatever order their transactions commit in (docs/adr/0031-audit-follow-cursor.md). Rows are inserted
+// whatever order their transactions commit in (docs/adr/0034-audit-follow-cursor.md). Rows are inserted
 // here as the writer inserts them (auditStore.insertBatch), some in a transaction held open, to make the
 // interleavings a sequence-numbered cursor gets wrong.
 
