@@ -63,7 +63,7 @@ export const FlagEntry = Type.Object({
   name: Type.String(),
   description: Type.Union([Type.String(), Type.Null()]),
   type: Type.Union([Type.String(), Type.Null()]),
-  enabled: Type.Boolean({ description: 'On in the Unleash environment the control plane reads (before strategy constraints).' }),
+  enabled: Type.Boolean({ description: 'On in the Unleash environment the control plane reads (before strategy constraints); false while a webhook deny is in force (source webhook), before the next poll shows the flag off.' }),
   source: Type.Union([Type.Literal('poll'), Type.Literal('bootstrap'), Type.Literal('webhook'), Type.Literal('none')], {
     description: 'Where the state in force comes from: the last poll, the backup at start (backup.from: the file or the Redis copy), or a webhook override.',
   }),

@@ -610,12 +610,14 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
           constraints: ((st.constraints ?? []) as SdkConstraint[]).map(constraintView),
           segments: (st.segments ?? []).map(segment),
         }));
+      const override = this.overrides.get(d.name) ?? null;
       return {
         name: d.name,
         description: d.description ?? null,
         type: d.type ?? null,
-        enabled: d.enabled,
-        override: this.overrides.get(d.name) ?? null,
+        // The state in force: a webhook deny wins over the polled "on" until the poll catches up.
+        enabled: d.enabled && override === null,
+        override,
         strategies: d.strategies?.length ?? 0,
         // A segment that cannot be looked up counts as one constraint: it still narrows the strategy.
         constraints: active.reduce((n, st) => n + st.constraints.length + st.segments.reduce((m, sg) => m + (sg.constraints?.length ?? 1), 0), 0),

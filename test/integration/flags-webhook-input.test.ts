@@ -36,3 +36,19 @@ describe('POST /v1/flags/events: event types that are Object.prototype names', (
     expect(verify.json()).toMatchObject({ ok: true });
   });
 });
+
+describe('GET /v1/flags while a webhook deny is in force', () => {
+  // The incident runbook (section F.a) has the operator check that the flag reads `"enabled": false` with
+  // source "webhook" in the second between the webhook and the next poll; the flag read `true` (the
+  // polled state) beside evaluations that were all false, and the admin UI's Flags page showed it "on".
+  it('shows the flag off, from the webhook, with the polled state still on', async () => {
+    const flag = 'mcp.memory.write';
+    // An event id no poll reaches for minutes: the deny stays in force for the whole test.
+    const event = { type: 'feature-environment-disabled', featureName: flag, environment: inject('unleash').environment, id: 2_000_000_000, createdBy: 'admin' };
+    expect((await app.inject({ method: 'POST', url: '/v1/flags/events', headers: secret, payload: event })).json()).toEqual({ result: 'denied' });
+    const res = await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(owner) });
+    expect(res.statusCode).toBe(200);
+    const entry = (res.json().flags as { name: string }[]).find((f) => f.name === flag);
+    expect(entry).toMatchObject({ enabled: false, source: 'webhook', evaluations: { rw: { development: false } } });
+  });
+});
