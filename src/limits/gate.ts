@@ -221,6 +221,12 @@ export class RedisGate {
   async check(req: GateRequest): Promise<GateOutcome> {
     if (this.opts.stateVerified && !this.opts.stateVerified()) {
       this.opts.onMissingEpoch?.();
+      // No connection at all (down, or never reached since start): say so, as /readyz does, rather than
+      // that the state is being checked, which happens only once Redis answers.
+      const status = this.redis.redis.status;
+      if (status !== 'ready') {
+        return { allowed: false, reason: 'UNAVAILABLE', now: Date.now(), limits: {}, warnings: [], alerts: [], error: `no connection to Redis (connection ${status})`, failure: { kind: 'unreachable' } };
+      }
       return { allowed: false, reason: 'UNVERIFIED', now: Date.now(), limits: {}, warnings: [], alerts: [] };
     }
     const fixed = this.fixedPartsOf(req);

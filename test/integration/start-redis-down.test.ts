@@ -35,6 +35,11 @@ describe('Redis unreachable at start', () => {
     });
     expect(d.statusCode).toBe(200);
     expect(d.json()).toMatchObject({ decision: 'deny', code: 'DEPENDENCY_UNAVAILABLE' });
+    // The answer says Redis cannot be reached, as /readyz does: it said "the connection to Redis was just
+    // (re)opened ... retry in a few seconds", which sent an operator looking elsewhere while Redis was down.
+    expect(d.json().message).toMatch(/^Redis \(sessions, halts and limits\) is unreachable/);
+    const warnings = (await cut.inject({ method: 'GET', url: '/readyz' })).json().warnings as string[];
+    expect(warnings.some((w) => w.startsWith('decisions failed closed') && w.includes('Redis'))).toBe(true);
   });
 });
 
