@@ -4,12 +4,17 @@ import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import type { FastifyInstance } from 'fastify';
 import type { Page } from 'playwright-core';
+import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeRecord } from '../../src/audit/record.js';
+import { intentRow } from '../../src/audit/rows.js';
+import { auditStore } from '../../src/audit/store.js';
 import { type OpenApiDocument, renderApiDoc } from '../../src/docs/api.js';
 import { toolHash } from '../../src/tools/hash.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { freePort } from '../helpers/unleash.js';
+import { agentPrincipal, callContext } from '../integration/audit-fixtures.js';
 import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot, UI_POLICY } from './ui-harness.js';
 
 // The admin UI in a real browser (Debian's chromium through playwright-core) against a real control plane
@@ -350,6 +355,13 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     await expect.poll(() => page.locator(`tr[data-audit-id]`).count(), { timeout: 10_000 }).toBeGreaterThan(before);
     const intent = await apiGet<{ events: { id: string }[] }>(`/v1/audit?decision_id=${d.decision_id}`);
     await page.locator(`tr[data-audit-id="${intent.events[0]!.id}"]`).waitFor({ timeout: 10_000 });
+    // A row committed now with the time of a call an hour ago, as a replica's spool replays it after a
+    // Postgres outage: the tail follows commits, not times (a poll by time never showed it).
+    const late = makeRecord(intentRow(callContext({ agent: agentPrincipal({ id: tok.id }) }), { decision: 'allow', code: 'OK', message: 'allowed' }), uuidv7(), new Date(Date.now() - 3_600_000), 'ui-live-replayed', 1, 'x');
+    late.hash = 'replayed';
+    await auditStore.insertBatch(t.pool(), [late]);
+    await page.locator(`tr[data-audit-id="${late.id}"]`).waitFor({ timeout: 10_000 });
+    expect(await page.locator(`tr[data-audit-id="${late.id}"]`).count()).toBe(1);
     await page.getByRole('checkbox', { name: /Live tail/ }).uncheck();
   });
 

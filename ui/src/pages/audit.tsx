@@ -1,11 +1,13 @@
 import { Fragment } from 'preact';
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
-import { download, get, type Query } from '../api';
+import { ApiError, download, get, type Query } from '../api';
 import { Empty, ErrorNote, IdRef, isoFromLocal, Json, LocalZoneHint, Time, TokenBadge, utcText } from '../components/ui';
 import type { AuditEvent } from '../types';
 
 const LIVE_POLL_MS = 2000;
 const PAGE = 100;
+/** The live tail's answers read at most per poll (a flood beyond PAGE × LIVE_PAGES continues at the next poll). */
+const LIVE_PAGES = 5;
 
 const DECISION_CODES = [
   'OK',
@@ -67,16 +69,19 @@ export function AuditPage() {
   const [open, setOpen] = useState<string | null>(null);
   const [exported, setExported] = useState('');
   const seen = useRef(new Set<string>());
+  // The live tail's place: the `follow` of the last answer (GET /v1/audit?after=, docs/audit.md).
+  const follow = useRef<string | null>(null);
   const prefix = useId();
   const ids = Object.fromEntries(Object.keys(EMPTY).map((k) => [k, `${prefix}-${k}`])) as Record<keyof Filters, string>;
 
   useEffect(() => {
     let live = true;
     setLoading(true);
-    get<{ events: AuditEvent[]; next: string | null }>('/v1/audit', { ...toQuery(applied), limit: PAGE }).then(
+    get<{ events: AuditEvent[]; next: string | null; follow: string }>('/v1/audit', { ...toQuery(applied), limit: PAGE }).then(
       (page) => {
         if (!live) return;
         seen.current = new Set(page.events.map((e) => e.id));
+        follow.current = page.follow;
         setEvents(page.events);
         setNext(page.next);
         setError(null);
@@ -93,21 +98,36 @@ export function AuditPage() {
     };
   }, [applied]);
 
-  // Live tail: poll for rows newer than the newest shown, with the same filters.
+  // Live tail: the rows committed since the last answer, with the same filters, whatever their ts (a row
+  // replayed from a replica's spool after a Postgres outage keeps the time of its call: a poll by time
+  // never showed it). Newest commit on top; an answer cut at PAGE rows continues at once (up to LIVE_PAGES).
   useEffect(() => {
     if (!live) return;
     let stopped = false;
+    let busy = false;
     const tick = async () => {
-      const newest = events[0]?.ts;
+      if (busy || follow.current === null) return;
+      busy = true;
       try {
-        const page = await get<{ events: AuditEvent[] }>('/v1/audit', { ...toQuery(applied), limit: PAGE, ...(newest && !applied.from ? { from: newest } : {}) });
-        if (stopped) return;
-        const fresh = page.events.filter((e) => !seen.current.has(e.id));
-        for (const e of fresh) seen.current.add(e.id);
-        if (fresh.length) setEvents((old) => [...fresh, ...old].slice(0, 1000));
+        for (let pages = 0; pages < LIVE_PAGES && follow.current !== null; pages++) {
+          const page: { events: AuditEvent[]; follow: string } = await get<{ events: AuditEvent[]; follow: string }>('/v1/audit', { ...toQuery(applied), limit: PAGE, after: follow.current });
+          if (stopped) return;
+          follow.current = page.follow;
+          const fresh = page.events.filter((e) => !seen.current.has(e.id));
+          for (const e of fresh) seen.current.add(e.id);
+          if (fresh.length) setEvents((old) => [...fresh.reverse(), ...old].slice(0, 1000));
+          if (page.events.length < PAGE) break;
+        }
         setError(null);
       } catch (err) {
-        if (!stopped) setError(err);
+        if (stopped) return;
+        setError(err);
+        // A place the server no longer takes (the database restored from a copy behind it): on from now.
+        if (err instanceof ApiError && err.status === 400) {
+          follow.current = (await get<{ follow: string }>('/v1/audit', { ...toQuery(applied), limit: 1 }).catch(() => null))?.follow ?? follow.current;
+        }
+      } finally {
+        busy = false;
       }
     };
     const timer = setInterval(tick, LIVE_POLL_MS);
@@ -115,7 +135,7 @@ export function AuditPage() {
       stopped = true;
       clearInterval(timer);
     };
-  }, [live, applied, events]);
+  }, [live, applied]);
 
   const more = async () => {
     if (!next) return;
