@@ -139,7 +139,7 @@ export class KillService {
       throw invalid('role', `${body.role} is not a role of the policy; tokens with an unknown role are denied anyway`);
     }
     if (op.projects !== null && ['everything', 'server', 'capability', 'role', 'environment'].includes(body.target)) {
-      throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects.join(', ')}; a ${body.target} kill stops other projects too. Kill the project, a token or a session instead.`);
+      throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects.join(', ')}; ${body.target === 'everything' ? 'a kill of everything stops' : `a ${body.target} kill stops`} other projects too. Kill the project, a token or a session instead.`);
     }
     return {
       target: body.target,

@@ -348,7 +348,10 @@ describe('POST /v1/kills', () => {
 
     // A project-limited operator kills inside its projects only.
     const limited = await t.operatorKey(a, 'operator', ['blue']);
-    expect((await killOn(a, { target: 'everything', reason: 'x' }, limited)).statusCode).toBe(403);
+    const everything = await killOn(a, { target: 'everything', reason: 'x' }, limited);
+    expect(everything.statusCode).toBe(403);
+    expect(everything.json().error.message).toBe('This operator key is limited to projects blue; a kill of everything stops other projects too. Kill the project, a token or a session instead.');
+    expect((await killOn(a, { target: 'server', server: 'filesystem', reason: 'x' }, limited)).json().error.message).toContain('; a server kill stops other projects too.');
     expect((await killOn(a, { target: 'project', project_id: 'green', reason: 'x' }, limited)).statusCode).toBe(403);
     const own = await killOn(a, { target: 'project', project_id: 'blue', reason: 'x' }, limited);
     expect(own.statusCode).toBe(201);
