@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { registeredWithOtherSecret, WEBHOOK_OTHER_SECRET_WARNING } from '../flags/registration.js';
+import type { FlagStatus } from '../flags/service.js';
 import { webhookUrl } from '../flags/setup.js';
 import { EMBEDDED_UNLEASH_DOWN_WARNING } from '../flags/supervisor.js';
 import { divergenceWarning } from '../policy/replicas.js';
@@ -13,7 +14,7 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s); "decisions failed closed in the last 30 s: Redis answered with an error (OOM) …" while decisions meet a dependency failure that the checks do not see (Redis answers PING at maxmemory), one per dependency.',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "flags stale: no successful Unleash fetch for N s …" otherwise while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (a flag turned off in Unleash does not reach this replica; kills still work); "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s); "decisions failed closed in the last 30 s: Redis answered with an error (OOM) …" while decisions meet a dependency failure that the checks do not see (Redis answers PING at maxmemory), one per dependency.',
   }),
 });
 
@@ -25,6 +26,17 @@ export const REGISTRATION_REFRESH_MS = 10_000;
 export const RECENT_FAILURE_MS = 30_000;
 
 export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
+
+/**
+ * While the flags are stale (no successful Unleash fetch for UNLEASH_STALE_AFTER_S) and still in force: a
+ * flag turned off in Unleash does not reach this replica, which the on-call operator must know before
+ * reaching for the Unleash UI (`killswitch status` prints it). Not ready at all is a failed check instead.
+ */
+export function flagsStaleWarning(s: Pick<FlagStatus, 'ready' | 'stale' | 'fetchAgeS' | 'lastFetchAt'>): string | undefined {
+  if (!s.ready || !s.stale) return undefined;
+  const since = s.lastFetchAt ? `${s.fetchAgeS ?? '?'} s (last at ${s.lastFetchAt.toISOString()})` : 'since start';
+  return `flags stale: no successful Unleash fetch for ${since}; the last fetched flags stay in force and a flag turned off in Unleash does not reach this replica: stop calls with killswitch kill (POST /v1/kills), which needs no Unleash`;
+}
 
 export const CHECK_TIMEOUT_MS = 2_000;
 /** A failing dependency is logged once per reason in this long, however often the orchestrator probes. */
@@ -103,7 +115,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['health'],
         security: [],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), stale flags (no Unleash fetch for UNLEASH_STALE_AFTER_S: a flag turned off there does not reach this replica), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -141,6 +153,10 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (diverged) warnings.push(diverged);
       // Flags keep working from memory (see EMBEDDED_UNLEASH_DOWN_WARNING for why not a failed check).
       if (ctx.flags.embeddedUnleash()?.up === false) warnings.push(EMBEDDED_UNLEASH_DOWN_WARNING);
+      else {
+        const stale = flagsStaleWarning(ctx.flags.status());
+        if (stale) warnings.push(stale);
+      }
       // Read again from Redis in the background at most every REGISTRATION_REFRESH_MS: a probe never waits for it.
       if (Date.now() - registrationReadAt >= REGISTRATION_REFRESH_MS) {
         registrationReadAt = Date.now();

@@ -90,6 +90,10 @@ describe('embedded Unleash', () => {
       const res = await app.inject({ method: 'GET', url: '/v1/alerts?kind=FLAGS_STALE', headers: bearer(viewer) });
       return res.statusCode === 200 && res.json().alerts.length > 0;
     }, 5_000, 'FLAGS_STALE alert');
+    // /readyz (and so `killswitch status`) says it: still ready, but a flag turned off in Unleash does not reach it.
+    const stale = (await app.inject({ method: 'GET', url: '/readyz' })).json();
+    expect(stale.ready).toBe(true);
+    expect(stale.warnings).toEqual([expect.stringMatching(/^flags stale: no successful Unleash fetch for \d+ s \(last at \S+Z\); .*a flag turned off in Unleash does not reach this replica: stop calls with killswitch kill/)]);
 
     // Back on the same port and database: fetches succeed again and toggles propagate.
     const again = await startEmbeddedUnleash({
@@ -104,6 +108,7 @@ describe('embedded Unleash', () => {
     running.push(again);
     await until(() => !app.ctx.flags.isStale(), 20_000, 'fresh again');
     expect(ctx.logs.text).toMatch(/flags are fresh/);
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).json().warnings).toEqual([]);
     await until(async () => (await app.inject({ method: 'GET', url: '/v1/alerts?kind=FLAGS_RECOVERED', headers: bearer(viewer) })).json().alerts?.length > 0, 5_000, 'FLAGS_RECOVERED alert');
     await admin.setEnabled('mcp.filesystem.write', config.unleashEnvironment, false);
     await until(async () => (await step.run(filesystemWrite()))?.code === 'KILL_SWITCH', 10_000, 'deny after recovery');
