@@ -9,7 +9,7 @@
 // sources through tsx as before: the same code, only slower to start.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -20,17 +20,38 @@ const SRC = join(ROOT, 'src');
  */
 export const BUNDLES = join(ROOT, '.bundle');
 /** Change it when the build options below change: every existing bundle is then out of date. */
-const FORMAT = 'esm-splitting-keepnames-1';
+const FORMAT = 'esm-splitting-keepnames-workers-2';
 /** Bundles of other keys (older sources) are removed once this old; a process started from one may still load its chunks. */
 const KEEP_OLD_MS = 24 * 3600_000;
+
+function sourceFiles() {
+  const files = [];
+  for (const entry of readdirSync(SRC, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) files.push(join(entry.parentPath, entry.name));
+  }
+  return files;
+}
+
+/**
+ * What esbuild bundles, by output name: src/cli/main.ts as `main`, and each worker thread's entry
+ * (`src/<dir>/<name>.worker.ts`) as `<name>.worker`, beside it and the shared chunks, where the code that
+ * starts it finds it (`new URL('./<name>.worker.js', import.meta.url)`, e.g. src/policy/parse-thread.ts).
+ */
+export function entryPoints(files = sourceFiles()) {
+  const entries = { main: join(SRC, 'cli', 'main.ts') };
+  for (const file of files) {
+    if (!file.endsWith('.worker.ts')) continue;
+    const name = basename(file, '.ts');
+    if (name in entries) throw new Error(`two worker entries would both be bundled as ${name}.js: ${relative(ROOT, entries[name])} and ${relative(ROOT, file)}`);
+    entries[name] = file;
+  }
+  return entries;
+}
 
 /** The key of the sources as they are now: every file under src/ and tsconfig.json (esbuild reads it). */
 export function sourceKey() {
   const hash = createHash('sha256').update(FORMAT);
-  const files = [join(ROOT, 'tsconfig.json')];
-  for (const entry of readdirSync(SRC, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) files.push(join(entry.parentPath, entry.name));
-  }
+  const files = [join(ROOT, 'tsconfig.json'), ...sourceFiles()];
   files.sort();
   for (const file of files) {
     const st = statSync(file);
@@ -55,7 +76,7 @@ export async function bundledEntry(required = process.env.KILLSWITCH_BUNDLE === 
     const esbuild = await import('esbuild');
     try {
       await esbuild.build({
-        entryPoints: [join(SRC, 'cli', 'main.ts')],
+        entryPoints: entryPoints(),
         outdir: tmp,
         bundle: true,
         splitting: true,
