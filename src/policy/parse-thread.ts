@@ -75,7 +75,7 @@ export class PolicyParseThread {
     return { result: parsePolicy(bytes, file), parsedOn: 'event loop' };
   }
 
-  /** Ends the thread (a parse in progress is finished on the main thread by its caller). */
+  /** Ends the thread; a parse in progress then gives undefined (its reload takes nothing). */
   async close(): Promise<void> {
     this.closed = true;
     const worker = this.worker;
