@@ -93,7 +93,8 @@ describe('spool', () => {
     expect(await chainRows(replicaId)).toHaveLength(0);
 
     await proxy.up();
-    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling);
+    // The change is told once the emptied spool file is cleared, a moment after spoolSize reads 0.
+    await until('the spool to be replayed', () => writer.spoolSize === 0 && !writer.spooling && changes.length === 2);
     const rows = await chainRows(replicaId);
     expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 121 }, (_, i) => i + 1));
     expect(rows.slice(1).map((r) => r.decision_id)).toEqual(calls.map((c) => c.decisionId));
