@@ -1,7 +1,11 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
 
 /** Debian's chromium (`apt-get install chromium`; .ci/run installs it). No browser is downloaded. */
 export const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
@@ -138,3 +142,27 @@ rate_limits:
   per_token: { max_calls_per_minute: 1000, max_calls_per_day: 100000, max_open_sessions: 50, max_new_sessions_per_hour: 500 }
 cascade: { threshold: 3, window_calls: 5 }
 `;
+
+/**
+ * The control plane of a UI test file: the UI built, `t` set up, `policy` as its policy file, listening on a
+ * free port of 127.0.0.1, and the gateway driver (its owner key signs in). `baseUrl` is what openBrowser takes.
+ */
+export async function startUiControlPlane(t: TestContext, policy: string): Promise<{ app: FastifyInstance; gw: GatewayDriver; baseUrl: string }> {
+  await ensureUiBuilt();
+  await t.setup();
+  await mkdir(t.dataDir, { recursive: true });
+  const policyFile = join(t.dataDir, 'policy.yaml');
+  await writeFile(policyFile, policy);
+  const app = await t.app({ policyFile });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const gw = await new GatewayDriver(t, app).init();
+  return { app, gw, baseUrl: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` };
+}
+
+/** Opens the UI and signs in with `key`, as an operator does; returns once the pages' navigation shows. */
+export async function signIn(page: Page, key: string): Promise<void> {
+  await page.goto('/ui/');
+  await page.getByLabel('Operator key').fill(key);
+  await page.keyboard.press('Enter');
+  await page.getByRole('navigation', { name: 'Pages' }).waitFor();
+}

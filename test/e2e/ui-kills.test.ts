@@ -1,13 +1,11 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { parse } from 'csv-parse/sync';
 import type { FastifyInstance } from 'fastify';
 import type { Page, Route } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
-import { GatewayDriver } from '../helpers/gateway-client.js';
-import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser, screenshot } from './ui-harness.js';
+import type { GatewayDriver } from '../helpers/gateway-client.js';
+import { BROWSER_TESTS, type BrowserSession, openBrowser, screenshot, signIn, startUiControlPlane } from './ui-harness.js';
 
 // The Kills and Incident timeline pages in a real browser (Debian's chromium through playwright-core) against
 // a real control plane on a real port. The kill is made and lifted through the page only; its effect is
@@ -64,22 +62,13 @@ async function goto(link: string, heading: string): Promise<void> {
 const focusedLabel = () => page.evaluate<string>("document.activeElement?.labels?.[0]?.textContent ?? document.activeElement?.textContent ?? ''");
 
 beforeAll(async () => {
-  await ensureUiBuilt();
-  await t.setup();
-  await mkdir(t.dataDir, { recursive: true });
-  const policyFile = join(t.dataDir, 'policy.yaml');
-  await writeFile(policyFile, POLICY);
-  app = await t.app({ policyFile });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  gw = await new GatewayDriver(t, app).init();
+  let baseUrl: string;
+  ({ app, gw, baseUrl } = await startUiControlPlane(t, POLICY));
   agent = await gw.token('rw');
   sessionId = (await gw.session(agent.raw, { purpose: 'ui kills test' })).session_id;
-  b = await openBrowser(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`);
+  b = await openBrowser(baseUrl);
   page = b.page;
-  await page.goto('/ui/');
-  await page.getByLabel('Operator key').fill(gw.owner);
-  await page.keyboard.press('Enter');
-  await page.getByRole('navigation', { name: 'Pages' }).waitFor();
+  await signIn(page, gw.owner);
 }, 120_000);
 
 afterAll(async () => {

@@ -1,12 +1,9 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
-import { GatewayDriver } from '../helpers/gateway-client.js';
-import { BROWSER_TESTS, type BrowserSession, ensureUiBuilt, openBrowser, UI_POLICY } from './ui-harness.js';
+import type { GatewayDriver } from '../helpers/gateway-client.js';
+import { BROWSER_TESTS, type BrowserSession, openBrowser, signIn, startUiControlPlane, UI_POLICY } from './ui-harness.js';
 
 // A secret the admin UI shows once (an agent token, a gateway key) is gone once the operator leaves the
 // page: browsers keep a page they leave (the back/forward cache), and Back showed the secret again, with
@@ -20,20 +17,11 @@ let b: BrowserSession;
 let page: Page;
 
 beforeAll(async () => {
-  await ensureUiBuilt();
-  await t.setup();
-  await mkdir(t.dataDir, { recursive: true });
-  const policyFile = join(t.dataDir, 'policy.yaml');
-  await writeFile(policyFile, UI_POLICY);
-  app = await t.app({ policyFile });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  gw = await new GatewayDriver(t, app).init();
-  b = await openBrowser(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, { backForwardCache: true });
+  let baseUrl: string;
+  ({ app, gw, baseUrl } = await startUiControlPlane(t, UI_POLICY));
+  b = await openBrowser(baseUrl, { backForwardCache: true });
   page = b.page;
-  await page.goto('/ui/');
-  await page.getByLabel('Operator key').fill(gw.owner);
-  await page.keyboard.press('Enter');
-  await page.getByRole('navigation', { name: 'Pages' }).waitFor();
+  await signIn(page, gw.owner);
 }, 120_000);
 
 afterAll(async () => {
