@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { stringify } from 'csv-stringify/sync';
 import { Type } from 'typebox';
-import { invalid } from '../errors.js';
+import { v7 as uuidv7 } from 'uuid';
+import { AppError, invalid } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody, mediaTypes, requireWindowInOrder } from '../http/schemas.js';
+import { type AuditExport, exportEndedAction, exportStartedAction } from './export-trail.js';
 import type { AuditRecord } from './record.js';
 import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQuery, UsageReport, VerifyReportSchema } from './schemas.js';
 import type { TokenUsage } from './service.js';
@@ -45,6 +47,13 @@ function filtersOf(q: FilterQuery): AuditFilters {
 }
 
 const wire = (r: AuditRecord) => ({ ...r, ts: r.ts.toISOString() });
+
+/** The filters an export was asked with, as sent, `format` aside (for its `audit.exported` row). */
+function sentFilters(q: Record<string, unknown>): Record<string, string> {
+  const sent: Record<string, string> = {};
+  for (const [field, v] of Object.entries(q)) if (field !== 'format' && typeof v === 'string') sent[field] = v;
+  return sent;
+}
 
 const USAGE_CSV_COLUMNS = ['group', 'token_id', 'token_type', 'project_id', 'server', 'tool', 'capability', 'day', 'calls', 'allowed', 'denied', 'results', 'successes', 'errors', 'success_rate', 'last_used'];
 
@@ -99,7 +108,8 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         operationId: 'exportAuditRows',
         tags,
-        summary: 'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines',
+        summary:
+          'Streamed export of matching rows, oldest first, as CSV (header row) or JSON Lines. Writes an ADMIN row `audit.exported` (the key, the filters, the format, its projects) before the first byte, and refuses with 503 when it cannot; `audit.export_ended` when the response closed',
         querystring: ExportAuditQuery,
         response: {
           200: mediaTypes('The matching rows: CSV (`format=csv`, the default, with a header row) or JSON Lines (`format=jsonl`), as an attachment', {
@@ -112,11 +122,39 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       const format = req.query.format ?? 'csv';
+      const exported: AuditExport = { id: uuidv7(), operator: req.operator!, format, filters: sentFilters(req.query), ip: req.ip };
+      let rows = 0;
       // Opened before the headers: an error until the first page is read is an ordinary error answer.
-      const stream = await audit.openExport(req.operator!, filtersOf(req.query), format);
+      const stream = await audit.openExport(req.operator!, filtersOf(req.query), format, () => {
+        rows++;
+      });
+      // Who takes the rows out is on the trail before the first byte leaves (ADR 0035): when neither
+      // Postgres nor the spool takes the row, nothing is sent.
+      await audit.recordAdmin(exportStartedAction(exported)).catch((err: unknown) => {
+        stream.destroy();
+        throw err instanceof AppError && err.code === 'SERVICE_UNAVAILABLE'
+          ? new AppError('SERVICE_UNAVAILABLE', 'The audit trail is unavailable: nothing was exported (the audit.exported row, which records who takes the rows out, could be written neither to Postgres nor to the audit spool); try again once the audit trail is back.')
+          : err;
+      });
+      const started = Date.now();
+      let failed = false;
+      let finished = false;
       // Later the status is sent: Fastify cuts the response (no final chunk), and says nothing itself
       // because request logging is off. The operator holding a short file needs this line.
-      stream.once('error', (err) => req.log.error({ err: err.message, format }, 'audit export failed after it started; the response was cut and the client has an incomplete file'));
+      stream.once('error', (err) => {
+        failed = true;
+        req.log.error({ err: err.message, format }, 'audit export failed after it started; the response was cut and the client has an incomplete file');
+      });
+      // 'finish': the last byte, final chunk included, was handed to the socket. A close without it is a
+      // client that went away or a response cut: never recorded as complete. Not awaited (the answer is
+      // gone); a row the trail cannot take is logged by recordAdmin.
+      reply.raw.once('finish', () => {
+        finished = true;
+      });
+      reply.raw.once('close', () => {
+        const complete = finished && !failed;
+        void audit.recordAdmin(exportEndedAction(exported, { complete, rows, endedBy: complete ? undefined : failed ? 'error' : 'client', durationMs: Date.now() - started })).catch(() => {});
+      });
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')

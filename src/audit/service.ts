@@ -493,10 +493,14 @@ export class AuditService {
    * page by page as the client takes it (memory stays flat); a page that fails later errors the stream,
    * which Fastify answers by cutting the response (docs/audit.md, "Export").
    */
-  async openExport(op: OperatorPrincipal | undefined, filters: AuditFilters, format: 'csv' | 'jsonl'): Promise<Readable> {
+  /**
+   * The export's stream, its first page already read (nothing is sent yet: the route writes its
+   * `audit.exported` row first). `onRow` is called for each row as it is read into the stream.
+   */
+  async openExport(op: OperatorPrincipal | undefined, filters: AuditFilters, format: 'csv' | 'jsonl', onRow: () => void = () => {}): Promise<Readable> {
     const f = visible(op, filters);
     const first = await auditStore.exportPage(this.pool, f, EXPORT_PAGE);
-    const source = this.rowsFrom(f, first);
+    const source = this.rowsFrom(f, first, onRow);
     if (format === 'jsonl') {
       return Readable.from(
         (async function* () {
@@ -511,13 +515,18 @@ export class AuditService {
       })(),
     );
     cells.on('error', (err) => csv.destroy(err));
+    // An export refused (its row not written) or cut ends the CSV stream: the rows feeding it stop too.
+    csv.once('close', () => cells.destroy());
     return cells.pipe(csv);
   }
 
   /** The rows of `page` and of every page after it, oldest first. */
-  private async *rowsFrom(f: AuditFilters, page: AuditRecord[]): AsyncGenerator<AuditRecord> {
+  private async *rowsFrom(f: AuditFilters, page: AuditRecord[], onRow: () => void): AsyncGenerator<AuditRecord> {
     for (;;) {
-      for (const r of page) yield r;
+      for (const r of page) {
+        onRow();
+        yield r;
+      }
       const last = page[page.length - 1];
       if (!last || page.length < EXPORT_PAGE) return;
       page = await auditStore.exportPage(this.pool, f, EXPORT_PAGE, { ts: last.ts, id: last.id });

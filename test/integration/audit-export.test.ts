@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_COLUMN_NAMES, type AuditRecord } from '../../src/audit/record.js';
 import { intentRow } from '../../src/audit/rows.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { until } from '../helpers/unleash.js';
 import { callContext } from './audit-fixtures.js';
 
 // GET /v1/audit/export commits its status and headers only once the first page is read: every error
@@ -116,5 +117,15 @@ describe('more than one page', () => {
     const body = Buffer.concat(received).toString('utf8');
     expect(body.split('\n').length).toBeLessThan(ROWS);
     expect(ctx.logs.lines.some((l) => l.includes('audit export failed after it started') && l.includes('Cannot use a pool after calling end') && l.includes(`"format":"${format}"`))).toBe(true);
+    // The trail says so too (ADR 0035): the export's end row is not a complete one. The writer has its own pool.
+    const ended = async () => {
+      await other.ctx.audit.writer.flush();
+      const { rows } = await ctx.pool().query("SELECT details FROM audit_events WHERE action = 'audit.export_ended' AND details->>'format' = $1 AND details->>'ended_by' = 'error'", [format]);
+      return rows as Array<{ details: Record<string, unknown> }>;
+    };
+    await until(async () => (await ended()).length > 0, 5_000, 'the audit.export_ended row');
+    const [end] = await ended();
+    expect(end?.details).toMatchObject({ complete: false, ended_by: 'error' });
+    expect(end?.details['rows']).toBeUndefined();
   });
 });
