@@ -10,6 +10,7 @@ import { AUDIT_COLUMN_NAMES, type AuditRecord } from '../../src/audit/record.js'
 import { killswitch } from '../helpers/cli.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { until } from '../helpers/unleash.js';
 
 // `killswitch audit verify --file`: an auditor with an export of the trail and no database. A real control
 // plane writes the rows (allows, denials, results, operator actions), the export comes through the API, and
@@ -21,8 +22,20 @@ let app: FastifyInstance;
 let gw: GatewayDriver;
 let dir: string;
 let sessionA: string;
-/** Every audit row of the database, oldest first, as the export orders them. */
+/** Every audit row of the database, oldest first, as the export orders them: what the first export (JSON Lines) holds. */
 let dbRows: AuditRecord[];
+/**
+ * What each export of every row holds: the database's rows when it was asked for. Each export adds its own
+ * two ADMIN rows (`audit.exported`, `audit.export_ended`: ADR 0035), so the CSV, exported second, holds the
+ * first export's too.
+ */
+const exported: Record<'jsonl' | 'csv', AuditRecord[]> = { jsonl: [], csv: [] };
+const allRows = async () => {
+  await app.ctx.audit.writer.flush();
+  return (await t.pool().query<AuditRecord>('SELECT * FROM audit_events ORDER BY ts, id')).rows;
+};
+/** The chain heads of `rows`: each chain's last row, as `audit verify` on the database then reported them. */
+const headsOf = (rows: AuditRecord[]) => new Set([...new Map(rows.map((r) => [r.replica_id, r.hash])).values()]);
 const files: Record<'jsonl' | 'csv' | 'sessionJsonl' | 'sessionCsv', string> = { jsonl: '', csv: '', sessionJsonl: '', sessionCsv: '' };
 
 /** No database for the CLI: one it would fail to reach, so a connection attempt shows as exit 4. */
@@ -73,9 +86,11 @@ beforeAll(async () => {
   expect((await gw.decide(rw.raw, { server: 'memory', tool: 'delete_entities', session_id: a.session_id, client, arguments: { entityNames: ['x', '=y'] } })).decision).toBe('deny');
   const s = await gw.session(ro.raw);
   expect((await gw.decide(ro.raw, { server: 'filesystem', tool: 'write_file', session_id: s.session_id, arguments: { path: 'a', content: '' } })).decision).toBe('deny');
-  await app.ctx.audit.writer.flush();
-  dbRows = (await t.pool().query<AuditRecord>('SELECT * FROM audit_events ORDER BY ts, id')).rows;
+  dbRows = exported.jsonl = await allRows();
   files.jsonl = save('all.jsonl', await exportOf('format=jsonl'));
+  // The first export's audit.export_ended row is written when its response has closed.
+  await until(async () => (await allRows()).some((r) => r.action === 'audit.export_ended'), 5_000, 'the first export ended');
+  exported.csv = await allRows();
   files.csv = save('all.csv', await exportOf('format=csv'));
   files.sessionJsonl = save('session.jsonl', await exportOf(`format=jsonl&session=${a.session_id}`));
   files.sessionCsv = save('session.csv', await exportOf(`format=csv&session=${a.session_id}`));
@@ -96,20 +111,22 @@ describe('an export as the API serves it verifies offline', () => {
   it.each(['jsonl', 'csv'] as const)('%s, every row: exit 0, each row verified and linked, the same chain heads as the database', async (format) => {
     const { code, report } = await verifyJson(files[format]);
     expect(code, JSON.stringify(report.broken)).toBe(0);
-    expect(report).toMatchObject({ verified: true, file: { format, detected_by: 'content' }, rows: dbRows.length, verified_rows: dbRows.length, broken_rows: 0, gaps: 0, truncated: null });
-    const chains = new Set(dbRows.map((r) => r.replica_id)).size;
+    const rows = exported[format];
+    expect(report).toMatchObject({ verified: true, file: { format, detected_by: 'content' }, rows: rows.length, verified_rows: rows.length, broken_rows: 0, gaps: 0, truncated: null });
+    const chains = new Set(rows.map((r) => r.replica_id)).size;
     // Every row but each chain's first is linked to the one before; chains starting at seq 1 link to the genesis hash.
-    expect(report.links).toBe(dbRows.length - chains + dbRows.filter((r) => r.seq === 1).length);
+    expect(report.links).toBe(rows.length - chains + rows.filter((r) => r.seq === 1).length);
     const db = await app.ctx.audit.verify();
     expect(db.ok).toBe(true);
-    expect(new Set(report.heads.map((h: { hash: string }) => h.hash))).toEqual(new Set(db.heads.map((h) => h.hash)));
+    // The heads the database had when the file was exported (the exports' own rows have moved them on since).
+    expect(new Set(report.heads.map((h: { hash: string }) => h.hash))).toEqual(headsOf(rows));
   });
 
   it('the text report says the format, the rows and links, and that without a witness the file is only consistent in itself', async () => {
     const res = await verify(['--file', files.csv]);
     expect(res.code).toBe(0);
     expect(res.stdout).toContain(`audit verify: file ${files.csv} (CSV, by its content)`);
-    expect(res.stdout).toMatch(new RegExp(`audit verify: ${dbRows.length} rows in \\d+ chains: OK`));
+    expect(res.stdout).toMatch(new RegExp(`audit verify: ${exported.csv.length} rows in \\d+ chains: OK`));
     expect(res.stdout).toContain('no witnessed position is in the file');
   });
 
@@ -217,7 +234,7 @@ describe('files that are not a whole export', () => {
     const cut = save(`cut.${format}`, text.slice(0, text.length - 30));
     const { code, report } = await verifyJson(cut);
     expect(code).toBe(5);
-    expect(report).toMatchObject({ broken_rows: 0, rows: dbRows.length - 1, verified_rows: dbRows.length - 1 });
+    expect(report).toMatchObject({ broken_rows: 0, rows: exported[format].length - 1, verified_rows: exported[format].length - 1 });
     expect(report.truncated.detail).toMatch(/the download was cut; export again/);
     const res = await verify(['--file', cut]);
     expect(res.stdout).toContain('TRUNCATED (the file ends inside a row)');
