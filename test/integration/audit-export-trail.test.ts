@@ -153,13 +153,13 @@ describe('the trail cannot take the row', () => {
 });
 
 describe('an export that does not end', () => {
-  const ROWS = 400;
+  const ROWS = 900;
   const session = 's-trail-large';
   let base: string;
 
   beforeAll(async () => {
     base = await app.listen({ port: 0, host: '127.0.0.1' });
-    // 400 rows of 24 KB (about 10 MB): more than the sockets between server and client hold, so the
+    // 900 rows of 24 KB (about 22 MB, one page): more than the sockets between server and client hold, so the
     // server is still writing when the client goes away.
     const content = 'x'.repeat(24_000);
     for (let i = 0; i < ROWS; i++) {
