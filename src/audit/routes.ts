@@ -128,33 +128,39 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const stream = await audit.openExport(req.operator!, filtersOf(req.query), format, () => {
         rows++;
       });
+      const started = Date.now();
+      let failure: Error | undefined;
+      let finished = false;
+      // Listened to from here: a CSV stream reads ahead while the row below is written, and an error
+      // nobody listens to would end the process. Once the status is sent, Fastify cuts the response (no
+      // final chunk) and says nothing itself, because request logging is off: the operator holding a short
+      // file needs this line.
+      stream.once('error', (err) => {
+        failure = err;
+        req.log.error({ err: err.message, format }, 'audit export failed after it started; the response was cut and the client has an incomplete file');
+      });
       // Who takes the rows out is on the trail before the first byte leaves (ADR 0035): when neither
       // Postgres nor the spool takes the row, nothing is sent.
-      await audit.recordAdmin(exportStartedAction(exported)).catch((err: unknown) => {
+      const recorded = audit.recordAdmin(exportStartedAction(exported));
+      // 'finish': the last byte, final chunk included, was handed to the socket. A close without it is a
+      // client that went away or a response cut: never recorded as complete. Written after the first row
+      // (none when that one failed); not awaited, the answer is gone; recordAdmin logs a row it cannot write.
+      reply.raw.once('finish', () => {
+        finished = true;
+      });
+      reply.raw.once('close', () => {
+        const complete = finished && failure === undefined;
+        const end = { complete, rows, endedBy: complete ? undefined : failure ? ('error' as const) : ('client' as const), durationMs: Date.now() - started };
+        void recorded.then(() => audit.recordAdmin(exportEndedAction(exported, end))).catch(() => {});
+      });
+      await recorded.catch((err: unknown) => {
         stream.destroy();
         throw err instanceof AppError && err.code === 'SERVICE_UNAVAILABLE'
           ? new AppError('SERVICE_UNAVAILABLE', 'The audit trail is unavailable: nothing was exported (the audit.exported row, which records who takes the rows out, could be written neither to Postgres nor to the audit spool); try again once the audit trail is back.')
           : err;
       });
-      const started = Date.now();
-      let failed = false;
-      let finished = false;
-      // Later the status is sent: Fastify cuts the response (no final chunk), and says nothing itself
-      // because request logging is off. The operator holding a short file needs this line.
-      stream.once('error', (err) => {
-        failed = true;
-        req.log.error({ err: err.message, format }, 'audit export failed after it started; the response was cut and the client has an incomplete file');
-      });
-      // 'finish': the last byte, final chunk included, was handed to the socket. A close without it is a
-      // client that went away or a response cut: never recorded as complete. Not awaited (the answer is
-      // gone); a row the trail cannot take is logged by recordAdmin.
-      reply.raw.once('finish', () => {
-        finished = true;
-      });
-      reply.raw.once('close', () => {
-        const complete = finished && !failed;
-        void audit.recordAdmin(exportEndedAction(exported, { complete, rows, endedBy: complete ? undefined : failed ? 'error' : 'client', durationMs: Date.now() - started })).catch(() => {});
-      });
+      // Failed while its row was written (a later page read ahead): nothing sent yet, an ordinary error answer.
+      if (failure) throw failure;
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
