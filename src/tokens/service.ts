@@ -231,6 +231,12 @@ export class CredentialService {
    * dry run's count (`expected_count`), so what gets revoked is exactly what the operator looked at.
    */
   async bulkRevoke(op: OperatorPrincipal, body: BulkRevokeBody): Promise<{ dry_run: boolean; count: number; tokens: AgentTokenRow[]; message: string; unannounced: Unannounced | null }> {
+    // Refused, not answered "0 match": during an incident that would read as "that project has no such tokens".
+    if (body.project_id !== undefined && !canSeeProject(op, body.project_id)) {
+      throw new AppError('FORBIDDEN', `This operator key is limited to projects ${op.projects?.join(', ')}; it cannot revoke tokens of project ${body.project_id}.`, [
+        { field: 'project_id', problem: `must be one of the key's projects (${op.projects?.join(', ')})` },
+      ]);
+    }
     const filter: BulkTokenFilter = {
       project: body.project_id,
       type: body.type,

@@ -137,7 +137,14 @@ describe('bulk revoke', () => {
     await gw.token('ro', { project: 'p6' });
     await gw.token('ro', { project: 'p7' });
     const limited = await t.operatorKey(a, 'operator', ['p6']);
-    expect((await bulk(a, limited, { dry_run: true, type: 'ro', project_id: 'p7' })).json().count).toBe(0);
+    // Naming another project is refused (as creating a token or killing a project there is), not "0 match".
+    const other = await bulk(a, limited, { dry_run: true, type: 'ro', project_id: 'p7' });
+    expect(other.statusCode).toBe(403);
+    expect(other.json().error).toMatchObject({ code: 'FORBIDDEN', details: [{ field: 'project_id' }] });
+    // Without a project filter, only its projects' tokens match.
+    const own = (await bulk(a, limited, { dry_run: true, type: 'ro' })).json().tokens.map((tok: { project_id: string }) => tok.project_id);
+    expect(own.length).toBeGreaterThan(0);
+    expect(own.every((p: string) => p === 'p6')).toBe(true);
     expect((await bulk(a, limited, { dry_run: true, project_id: 'p6' })).json().count).toBe(1);
     const viewer = await t.operatorKey(a, 'viewer');
     expect((await bulk(a, viewer, { dry_run: true, project_id: 'p6' })).statusCode).toBe(403);
