@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { type Config, inheritedEnv, SETTINGS } from '../config.js';
 import { ensureDatabase } from '../db/pool.js';
 import { MANAGED_POSTGRES_DOC } from '../db/privileges.js';
+import { maskedChildOutput, urlPassword } from './child-output.js';
 
 // The embedded Unleash for local use and tests: unleash-server 7.5.1 in a child process (see
 // scripts/unleash/launcher.cjs for why not in-process), on its own Postgres database.
@@ -141,8 +142,11 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
   const child: ChildProcess = fork(LAUNCHER, [], { env: childEnv(o), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   // Unleash logs to our stderr while it runs; once we stop it, its shutdown chatter (scheduled jobs
   // aborted by the closing database pool) is dropped.
-  child.stdout?.pipe(process.stderr, { end: false });
-  child.stderr?.pipe(process.stderr, { end: false });
+  // Masked first (child-output.ts): Unleash logs the admin password it creates the admin user with.
+  const output = maskedChildOutput([o.adminPassword, o.adminToken, ...o.backendTokens, ...urlPassword(o.databaseUrl)]);
+  output.pipe(process.stderr, { end: false });
+  child.stdout?.pipe(output, { end: false });
+  child.stderr?.pipe(output, { end: false });
   let endedBy: NodeJS.Signals | null = null;
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code, signal) => {
@@ -159,7 +163,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     for (const stream of [child.stdout, child.stderr]) {
-      stream?.unpipe(process.stderr);
+      stream?.unpipe(output);
       stream?.resume();
     }
     child.kill('SIGTERM');
