@@ -6,6 +6,7 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
+import { redactText } from './audit/redact.js';
 import { generateCredential, OPERATOR_PREFIX, parseCredential } from './tokens/format.js';
 
 export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
@@ -52,7 +53,7 @@ export const SETTINGS = [
   { env: 'POLICY_FILE', type: 'string', default: 'policy/default.yaml', example: '/etc/killswitch/policy.yaml', doc: 'Policy file (YAML), reloaded when it changes. A relative path is resolved against the working directory of `killswitch start`; a file that does not exist stops the start (exit 2).' },
   { env: 'MCP_ENV', type: 'enum', default: 'development', example: 'staging', values: ['development', 'staging', 'production'], doc: 'Environment `killswitch env-gate` checks the configured MCP servers against (seed 001: MCP_ENV, default development).' },
   { env: 'APPDATA', type: 'string', default: '', example: 'C:\\Users\\me\\AppData\\Roaming', doc: 'Windows only, set by Windows: `killswitch scan` and `env-gate` look for Claude Desktop\'s config in %APPDATA%\\Claude. Empty: the home directory\'s AppData\\Roaming.' },
-  { env: 'UNLEASH_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash (or Unleash Edge) API URL: http(s), ending in /api. A URL without /api is warned about at start and by `killswitch config check` (Unleash would answer its web UI there, not flags). Empty: `killswitch start` runs an embedded unleash-server.' },
+  { env: 'UNLEASH_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'https://unleash.internal/api', doc: 'An existing Unleash (or Unleash Edge) API URL: http(s), ending in /api, without a user name or password (refused: Unleash takes UNLEASH_API_TOKEN and UNLEASH_ADMIN_TOKEN). A URL without /api is warned about at start and by `killswitch config check` (Unleash would answer its web UI there, not flags). Empty: `killswitch start` runs an embedded unleash-server.' },
   { env: 'UNLEASH_PORT', type: 'int', default: '4242', example: '4242', min: 1, max: 65535, doc: 'Port of the embedded Unleash (UI at http://HOST:PORT).' },
   { env: 'UNLEASH_DATABASE_URL', type: 'url', default: '', example: 'postgres://unleash@db:5432/unleash', secret: true, doc: 'Database of the embedded Unleash (created if missing, which takes CREATEDB; Unleash creates its tables in its schema public); it must not be DATABASE_URL\'s database. Empty: DATABASE_URL with `_unleash` after its database name (`killswitch` → `killswitch_unleash`; the same host, port, user, password and parameters), so installations sharing a Postgres never share an Unleash.' },
   { env: 'UNLEASH_API_TOKEN', type: 'string', default: 'default:development.killswitch-backend-token', example: 'default:production.abc...', secret: true, doc: 'Backend (client) API token the control plane reads flags with. Its environment part (`project:environment.secret`) must be UNLEASH_ENVIRONMENT (or `*`): `killswitch start` and `config check` refuse another.' },
@@ -64,7 +65,7 @@ export const SETTINGS = [
   { env: 'UNLEASH_BACKUP_MAX_AGE_S', type: 'int', default: '86400', example: '3600', min: 0, max: 31536000, doc: 'A flag backup (the file in DATA_DIR or the copy in Redis, whichever Unleash confirmed later) older than this is not used to start.' },
   { env: 'UNLEASH_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'Shared secret on the Unleash webhook integration: Unleash sends it with every flag event, and POST /v1/flags/events refuses events without it. Unset: one is generated on first start and kept in the database, where every replica and `killswitch flags sync` (with DATABASE_URL) find it. Set it only to share one secret with something outside the database (the same value on every replica and for `flags sync`).' },
   { env: 'UNLEASH_START_WAIT_MS', type: 'int', default: '5000', example: '10000', min: 0, max: 600000, doc: 'How long a starting control plane waits for its first flags from Unleash (decisions deny until they are loaded). A flag backup is used only when no fetch has succeeded within this time.' },
-  { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook. Empty: http://HOST:PORT (https:// with TLS_CERT_FILE, 127.0.0.1 for a wildcard HOST).' },
+  { env: 'PUBLIC_URL', type: 'url', schemes: ['http', 'https'], default: '', example: 'http://killswitch.internal:8080', doc: 'http(s) URL Unleash uses to reach the control plane webhook, without a user name or password (refused: the webhook is authenticated by UNLEASH_WEBHOOK_SECRET). Empty: http://HOST:PORT (https:// with TLS_CERT_FILE, 127.0.0.1 for a wildcard HOST).' },
   { env: 'DATA_DIR', type: 'string', default: '.killswitch', example: '/var/lib/killswitch', doc: 'Local directory for the audit spool and the flag backup.' },
   { env: 'AUDIT_BATCH_MAX', type: 'int', default: '500', example: '1000', min: 1, max: 10000, doc: 'Most audit rows in one group-committed INSERT.' },
   { env: 'AUDIT_RETENTION_DAYS', type: 'int', default: '90', example: '365', min: 1, max: 36500, doc: 'Raw audit rows are removed by whole months once their month is entirely older than this: kept at least this many days and at most about 31 more (monthly rollups are kept).' },
@@ -198,7 +199,8 @@ type Env = Record<string, string | undefined>;
 
 function parseValue(spec: SettingSpec, raw: string): string | number | boolean | string[] {
   const fail = (why: string): never => {
-    throw new ConfigError(spec.env, `${spec.env}=${spec.secret ? '(hidden)' : JSON.stringify(raw)} is invalid: ${why}. Example: ${spec.env}=${spec.example}`);
+    // A setting that is not a secret may still be given one by mistake (a URL's password): masked as in the audit trail.
+    throw new ConfigError(spec.env, `${spec.env}=${spec.secret ? '(hidden)' : JSON.stringify(redactText(raw))} is invalid: ${why}. Example: ${spec.env}=${spec.example}`);
   };
   switch (spec.type) {
     case 'int': {
@@ -219,6 +221,11 @@ function parseValue(spec: SettingSpec, raw: string): string | number | boolean |
       if (!url) fail(spec.schemes ? `expected ${describeSchemes(spec.schemes)} URL` : 'expected a URL');
       // `host:4242` parses as a URL of scheme `host:`, which no client here can use.
       if (spec.schemes && (!spec.schemes.includes(url!.protocol.slice(0, -1)) || url!.hostname === '')) fail(`expected ${describeSchemes(spec.schemes)} URL`);
+      // These URLs are logged and printed as they are (UNLEASH_URL by the flags service and `config check`),
+      // and fetch refuses a URL with credentials anyway: Unleash takes its tokens, the webhook its secret.
+      if (spec.schemes && (url!.username || url!.password)) {
+        throw new ConfigError(spec.env, `${spec.env} holds a user name or password (${url!.protocol}//***@${url!.host}): remove them. Example: ${spec.env}=${spec.example}`);
+      }
       return raw;
     }
     case 'list':
@@ -481,7 +488,7 @@ function checkTracingSettings(config: Config): void {
     ['OTEL_EXPORTER_OTLP_ENDPOINT', config.otelExporterOtlpEndpoint],
     ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', config.otelExporterOtlpTracesEndpoint],
   ] as const) {
-    if (value && !/^https?:\/\/[^/\s]+/i.test(value)) throw new ConfigError(env, `${env}=${JSON.stringify(value)} is invalid: expected an http(s) URL. Example: ${env}=http://otel-collector:4318`);
+    if (value && !/^https?:\/\/[^/\s]+/i.test(value)) throw new ConfigError(env, `${env}=${JSON.stringify(redactText(value))} is invalid: expected an http(s) URL. Example: ${env}=http://otel-collector:4318`);
   }
   for (const [env, value, secret] of [
     ['OTEL_RESOURCE_ATTRIBUTES', config.otelResourceAttributes, false],

@@ -140,8 +140,34 @@ describe('UNLEASH_URL and PUBLIC_URL', () => {
     expect(warning).toMatch(/^UNLEASH_URL=http:\/\/127\.0\.0\.1:4242 does not end in \/api: /);
     expect(warning).toMatch(/Expected: UNLEASH_URL=http:\/\/127\.0\.0\.1:4242\/api$/);
     expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://edge.internal/unleash/' }))[0]).toMatch(/Expected: UNLEASH_URL=https:\/\/edge\.internal\/unleash\/api$/);
-    // Credentials in the URL are not repeated.
-    expect(configWarnings(loadConfig({ UNLEASH_URL: 'https://user:pw-hidden@unleash.internal' }))[0]).not.toContain('pw-hidden');
+    // Credentials in the URL are not repeated (loadConfig refuses them; a Config built otherwise may hold them).
+    expect(configWarnings({ ...loadConfig({}), unleashUrl: 'https://user:pw-hidden@unleash.internal' })[0]).not.toContain('pw-hidden');
+  });
+});
+
+describe('a password in a URL setting', () => {
+  it('UNLEASH_URL and PUBLIC_URL with a user name or password are refused, without repeating them (they are logged and printed as given)', () => {
+    for (const env of ['UNLEASH_URL', 'PUBLIC_URL']) {
+      for (const url of ['https://user:pw-hidden-1@unleash.internal/api', 'https://:pw-hidden-1@unleash.internal/api', 'https://pw-hidden-1@unleash.internal/api']) {
+        const err = refusal(() => loadConfig({ [env]: url }));
+        expect(err.variable, `${env}=${url}`).toBe(env);
+        expect(err.message).toMatch(new RegExp(`^${env} holds a user name or password \\(https://\\*\\*\\*@unleash\\.internal\\): remove them\\. Example: ${env}=http`));
+        expect(err.message).not.toContain('pw-hidden-1');
+      }
+    }
+  });
+
+  it('an invalid URL setting that is not a secret is repeated with its password masked', () => {
+    for (const [env, url] of [
+      ['UNLEASH_URL', 'ftp://user:pw-hidden-2@unleash.internal/api'],
+      ['KILLSWITCH_URL', 'not a url://user:pw-hidden-2@host'],
+      ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://user:pw-hidden-2@otel:4318'],
+    ] as const) {
+      const err = refusal(() => loadConfig({ [env]: url }));
+      expect(err.variable, `${env}=${url}`).toBe(env);
+      expect(err.message).toContain('://user:[REDACTED]@');
+      expect(err.message).not.toContain('pw-hidden-2');
+    }
   });
 });
 
