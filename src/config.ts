@@ -79,7 +79,7 @@ export const SETTINGS = [
   { env: 'SESSION_MAX_NEW_PER_HOUR', type: 'int', default: '60', example: '30', min: 0, max: 1000000, doc: 'Sessions an agent token may open per hour when the policy names no limit (0: none).' },
   { env: 'TOOL_REPORTS_MAX_PER_MINUTE', type: 'int', default: '60', example: '120', min: 0, max: 1000000, doc: 'Tool reports (POST /v1/gateway/tools: a gateway\'s tools/list, resources/list, prompts/list) an agent token may make per minute when the policy names no limit (`rate_limits.per_token.max_tool_reports_per_minute`); more answer 429 TOO_MANY_TOOL_REPORTS (0: none).' },
   { env: 'DECISION_META_TTL_S', type: 'int', default: '3600', example: '86400', min: 60, max: 604800, doc: 'How long after an allow the gateway can report its result (POST /v1/decisions/:id/result). Once a result is recorded, the decision is kept 5 minutes more (at most this long) for a retry of that report. Sets most of Redis\'s memory: docs/operations.md, "Sizing".' },
-  { env: 'ALERT_WEBHOOK_URL', type: 'string', default: '', example: 'https://hooks.slack.com/services/T000/B000/XXXX', secret: true, doc: 'Outgoing alert webhook (http or https). Empty: alerts are only stored, listed and streamed.' },
+  { env: 'ALERT_WEBHOOK_URL', type: 'string', default: '', example: 'https://hooks.slack.com/services/T000/B000/XXXX', secret: true, doc: 'Outgoing alert webhook (http or https, without a user name or password: fetch refuses one). Empty: alerts are only stored, listed and streamed.' },
   { env: 'ALERT_WEBHOOK_FORMAT', type: 'enum', default: 'generic', example: 'slack', values: ['generic', 'slack'], doc: 'Body of the alert webhook: generic JSON, or a Slack incoming-webhook body ({text, blocks}).' },
   { env: 'ALERT_WEBHOOK_ATTEMPTS', type: 'int', default: '3', example: '5', min: 1, max: 10, doc: 'Delivery attempts per alert, including the first.' },
   { env: 'ALERT_WEBHOOK_TIMEOUT_MS', type: 'int', default: '5000', example: '2000', min: 100, max: 60000, doc: 'Timeout of one webhook attempt.' },
@@ -260,8 +260,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   }
   const ownerKeyProblem = bootstrapOwnerKeyProblem(config.bootstrapOwnerKey);
   if (ownerKeyProblem) throw new ConfigError('BOOTSTRAP_OWNER_KEY', ownerKeyProblem);
-  if (config.alertWebhookUrl && !/^https?:\/\/[^/\s]+/i.test(config.alertWebhookUrl)) {
-    throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
+  // Checked as fetch reads it: fetch refuses a URL it cannot parse or with a user name or password in an
+  // error that quotes the whole URL (Slack's holds its secret in the path), logged with each failed delivery.
+  const hookUrl = config.alertWebhookUrl ? parsedUrl(config.alertWebhookUrl) : undefined;
+  if (config.alertWebhookUrl && (!/^https?:\/\/[^/\s]+/i.test(config.alertWebhookUrl) || !hookUrl || hookUrl.username || hookUrl.password)) {
+    throw new ConfigError('ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_URL=(hidden) is invalid: expected an http(s) URL without a user name or password. Example: ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX');
   }
   if (config.metricsPort !== undefined && config.metricsPort !== 0 && config.metricsPort === config.port) {
     throw new ConfigError('METRICS_PORT', `METRICS_PORT=${config.metricsPort} is invalid: it must differ from PORT (the keyless metrics listener is a second port). Example: METRICS_PORT=9464`);

@@ -224,7 +224,8 @@ export class AlertWebhook {
         if (Number.isFinite(ra) && ra > 0) retryAfterMs = Math.min(ra * 1000, MAX_RETRY_AFTER_MS);
       } catch (err) {
         const e = err as Error;
-        last = { ok: false, attempts: attempt, error: e.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : e.message };
+        // fetch quotes the URL in some errors ("Failed to parse URL from <url>"); it is as secret as a key.
+        last = { ok: false, attempts: attempt, error: e.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : e.message.replaceAll(url, 'ALERT_WEBHOOK_URL (hidden)') };
       }
       if (attempt < attempts) {
         this.log.warn({ alert_id: alert.id, attempt, status: last.status, error: last.error }, 'alert webhook attempt failed; retrying');

@@ -208,6 +208,19 @@ describe('alert webhook against a real HTTP receiver', () => {
     await hook.stop();
   });
 
+  it('a failed delivery is logged and returned without the URL when fetch quotes it (a URL with a password, or one it cannot parse)', async () => {
+    for (const url of [receiver.url.replace('http://', 'http://user:planted-hook-secret@'), `${receiver.url.replace('127.0.0.1', '[127.0.0.1')}/planted-hook-secret`]) {
+      const hook = new AlertWebhook(settings({ url, attempts: 2, backoffMs: 1 }), log);
+      const failed = await hook.send(sampleAlert({ id: '0190e3c1-0000-7000-8000-0000000000ad' }));
+      await hook.stop();
+      // fetch refused it (else this test proves nothing), and said why without the URL.
+      expect(failed).toMatchObject({ ok: false, attempts: 2, error: expect.stringContaining('ALERT_WEBHOOK_URL (hidden)') });
+      expect(JSON.stringify(failed)).not.toContain('planted-hook-secret');
+    }
+    expect(logs.lines.filter((l) => l.includes('0190e3c1-0000-7000-8000-0000000000ad'))).toHaveLength(4);
+    expect(logs.text).not.toContain('planted-hook-secret');
+  });
+
   it('times out a hanging receiver and retries', async () => {
     receiver.reset([{ status: 200, delayMs: 2_000 }, { status: 200 }]);
     const hook = new AlertWebhook(settings({ timeoutMs: 200, backoffMs: 10 }), log);
@@ -288,6 +301,11 @@ describe('alert webhook against a real HTTP receiver', () => {
   it('rejects a malformed ALERT_WEBHOOK_URL at start without printing it', () => {
     expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).toThrow(/ALERT_WEBHOOK_URL=\(hidden\) is invalid/);
     expect(() => loadConfig({ ALERT_WEBHOOK_URL: 'hooks.slack.com/services/SECRET' })).not.toThrow(/SECRET/);
+    // fetch cannot use these, and its error quotes the whole URL.
+    for (const url of ['https://user:SECRET@hooks.example/x', 'https://:SECRET@hooks.example/x', 'http://[bad/hooks/SECRET']) {
+      expect(() => loadConfig({ ALERT_WEBHOOK_URL: url }), url).toThrow(/ALERT_WEBHOOK_URL=\(hidden\) is invalid/);
+      expect(() => loadConfig({ ALERT_WEBHOOK_URL: url }), url).not.toThrow(/SECRET/);
+    }
     expect(() => loadConfig({ ALERT_WEBHOOK_FORMAT: 'teams' })).toThrow(/ALERT_WEBHOOK_FORMAT/);
     expect(loadConfig({ ALERT_WEBHOOK_URL: 'https://hooks.example/x', ALERT_WEBHOOK_FORMAT: 'slack' })).toMatchObject({ alertWebhookFormat: 'slack', alertWebhookAttempts: 3 });
   });
