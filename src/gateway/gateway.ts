@@ -138,7 +138,11 @@ export class Gateway {
           try {
             await upstream.connect(config.startTimeoutMs);
           } catch (err) {
-            throw new GatewayStartError(`upstream ${u.name} did not start (${u.transport === 'http' ? u.url : `${u.command} ${u.args.join(' ')}`}): ${(err as Error).message}`);
+            // Named as reported to the control plane (identity): the resolved args and URL may hold secrets.
+            // fetch quotes the URL in some errors ("Request cannot be constructed from a URL that includes credentials: <url>").
+            const launch = u.identity.url ?? [u.identity.command, ...(u.identity.args ?? [])].join(' ');
+            const why = u.url ? (err as Error).message.replaceAll(u.url, launch) : (err as Error).message;
+            throw new GatewayStartError(`upstream ${u.name} did not start (${launch}): ${why}`);
           }
         }),
       );
