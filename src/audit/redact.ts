@@ -446,6 +446,22 @@ export function redactText(s: string): string {
   return masked === storable(visible) ? out : masked;
 }
 
+/**
+ * redactText for the output of a process we started (the embedded Unleash, a gateway's upstream), which
+ * may also print the secrets we handed it in forms no pattern knows (`password 'hunter2'`, a bare token):
+ * each of `known` is replaced by REDACTED first, longest first.
+ */
+export function redactTextKnowing(s: string, known: readonly string[]): string {
+  let out = s;
+  for (const secret of known) if (secret !== '' && out.includes(secret)) out = out.replaceAll(secret, REDACTED);
+  return redactText(out);
+}
+
+/** The values of `known` worth replacing, longest first (a secret inside another is replaced after it). */
+export function knownSecrets(values: Iterable<string>): string[] {
+  return [...new Set(values)].filter((v) => v.length > 0).sort((a, b) => b.length - a.length);
+}
+
 /** redactText without the fast path (exported for the test that the two agree). */
 export function redactTextFully(s: string): string {
   let out = storable(s);

@@ -1,5 +1,5 @@
 import { Transform } from 'node:stream';
-import { REDACTED, redactText } from '../audit/redact.js';
+import { knownSecrets, redactTextKnowing } from '../audit/redact.js';
 
 // The embedded Unleash's stdout and stderr reach ours as they are written, and Unleash logs what it was
 // given: on a new database, at info, "Creating default admin user, with username 'admin' and password
@@ -11,8 +11,8 @@ const LINE_MAX_CHARS = 64 * 1024;
 
 /** The child's output, line by line, with `secrets` (the values given to it) and credential-looking text masked. */
 export function maskedChildOutput(secrets: readonly string[]): Transform {
-  const known = [...new Set(secrets.filter((s) => s.length > 0))].sort((a, b) => b.length - a.length);
-  const mask = (text: string) => redactText(known.reduce((out, secret) => out.replaceAll(secret, REDACTED), text));
+  const known = knownSecrets(secrets);
+  const mask = (text: string) => redactTextKnowing(text, known);
   let pending = '';
   return new Transform({
     decodeStrings: true,

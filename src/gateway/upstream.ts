@@ -21,7 +21,7 @@ import {
   ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
-import { redactText } from '../audit/redact.js';
+import { isSecretKey, knownSecrets, redactText, redactTextKnowing } from '../audit/redact.js';
 import { definitionOf, type ReportedTool } from './catalog.js';
 import type { UpstreamConfig } from './config.js';
 import { fetchWithin, installMessageBuffer, messageLimitBytes, OversizeAnswers, StdioMessageBuffer, type UpstreamFetch } from './message-size.js';
@@ -140,11 +140,26 @@ export class Upstream {
   /** Called when the upstream says its tools (or prompts) changed, and after it reconnected. */
   onListChanged: ((kind: 'tools' | 'prompts') => void) | undefined;
 
+  /**
+   * What we hand the upstream that may be secret, masked in its stderr lines (a server may print its
+   * connection string or settings): values of env variables with secret names, headers, and args read from
+   * ${env:...} or ${file:...} (those the control plane is told as the reference, not the value).
+   */
+  private readonly handedSecrets: string[];
+
   constructor(
     readonly config: UpstreamConfig,
     private readonly log: Logger,
   ) {
     this.name = config.name;
+    const reported = config.identity.args ?? [];
+    this.handedSecrets = knownSecrets([
+      ...Object.entries(config.env)
+        .filter(([k]) => isSecretKey(k))
+        .map(([, v]) => v),
+      ...Object.values(config.headers),
+      ...config.args.flatMap((a, i) => (reported[i] === a ? [] : [a, substituted(reported[i] ?? '', a)])),
+    ]);
   }
 
   get tools(): readonly ReportedTool[] {
@@ -236,7 +251,7 @@ export class Upstream {
         readStderrLines(
           stderr as unknown as Readable,
           () => this.log.isLevelEnabled('debug'),
-          (line) => this.log.debug({ server: this.name }, `upstream: ${line}`),
+          (line) => this.log.debug({ server: this.name }, `upstream: ${redactTextKnowing(line, this.handedSecrets)}`),
         );
       }
       transport = stdio;
@@ -571,6 +586,15 @@ export class Upstream {
     await Promise.all([client?.close().catch(() => {}), this.opening?.close().catch(() => {})]);
     await this.reconnecting;
   }
+}
+
+/** What a reference put into an arg (`--password=${env:PW}` → the password): what lies between the text both share. */
+function substituted(reported: string, resolved: string): string {
+  let start = 0;
+  while (start < reported.length && start < resolved.length && reported[start] === resolved[start]) start++;
+  let end = 0;
+  while (end < reported.length - start && end < resolved.length - start && reported[reported.length - 1 - end] === resolved[resolved.length - 1 - end]) end++;
+  return resolved.slice(start, resolved.length - end);
 }
 
 /** The most of an upstream protocol error's text the log keeps. */
