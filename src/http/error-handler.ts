@@ -154,7 +154,9 @@ export function installErrorHandler(app: FastifyInstance): void {
     // pg's client-side query timeout (30 s for admin reads): Postgres hangs, or the query is too slow (an
     // audit filter with no index over a large trail, docs/audit.md). Not a bug of ours: it was a 500.
     if (isQueryTimeout(err as unknown)) {
-      req.log.warn({ err: err.message, url: req.url }, 'a query got no answer from Postgres within its time limit');
+      // The path only, as in a 404's message: a query string is the client's to fill (a credential pasted as
+      // the audit's `token` filter, for one).
+      req.log.warn({ err: err.message, url: req.url.split('?')[0] }, 'a query got no answer from Postgres within its time limit');
       reply.header('retry-after', String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
       // A read changed nothing. A write may have committed before its answer was lost (a COMMIT whose reply
       // never came): saying "nothing was changed" would invite a blind retry of, say, a key's creation.

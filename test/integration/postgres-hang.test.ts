@@ -11,6 +11,7 @@ import { AuditWriter } from '../../src/audit/writer.js';
 import { DEFAULT_QUERY_TIMEOUT_MS, REQUEST_QUERY_TIMEOUT_MS, tolerateConnectionLoss } from '../../src/db/pool.js';
 import { CREDENTIAL_LOOKUP_TIMEOUT_MS } from '../../src/db/query-timeout.js';
 import { listenMetrics } from '../../src/metrics/routes.js';
+import { AGENT_PREFIXES, generateCredential } from '../../src/tokens/format.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { withTimeout } from '../helpers/control-plane.js';
 import { until as waitUntil } from '../helpers/unleash.js';
@@ -181,8 +182,10 @@ describe('request path on a Postgres that hangs', () => {
       expect(app.ctx.pool.idleCount).toBeGreaterThanOrEqual(2);
       proxy.hang('both', 'killswitch');
       // Both at once: one query timeout's wait for the two.
+      // An agent token pasted where its id goes: the warning below names the route, not the query string.
+      const pasted = generateCredential(AGENT_PREFIXES.ro);
       const [read, write] = await Promise.all([
-        app.inject({ method: 'GET', url: '/v1/audit?server=payments', headers: bearer(viewer) }),
+        app.inject({ method: 'GET', url: `/v1/audit?server=payments&token=${pasted}`, headers: bearer(viewer) }),
         app.inject({ method: 'POST', url: '/v1/keys', headers: bearer(owner), payload: { type: 'ro', role: 'code_agent', project_id: 'hang', environment: 'development' } }),
       ]);
       for (const res of [read, write]) {
@@ -194,6 +197,8 @@ describe('request path on a Postgres that hangs', () => {
       // A write's COMMIT may have been made with its answer lost: the operator is told to check, not that nothing happened.
       expect(write.json().error.message).not.toContain('nothing was changed');
       expect(write.json().error.message).toContain('whether this change was made is unknown');
+      expect(ctx.logs.lines.filter((l) => l.includes('a query got no answer from Postgres') && l.includes('"url":"/v1/audit"'))).toHaveLength(1);
+      expect(ctx.logs.text).not.toContain(pasted);
     } finally {
       await proxy.down();
       await proxy.up();
