@@ -277,7 +277,8 @@ export class AlertService {
       token_id: text(input.token_id),
       project_id: text(input.project_id),
       session_id: text(input.session_id),
-      server: text(input.server),
+      // The name of an unknown server is the agent's to choose: masked like the message.
+      server: input.server === undefined || input.server === null ? null : redactText(input.server),
       numbers,
       details,
       message,

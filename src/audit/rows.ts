@@ -64,6 +64,7 @@ const count = (v: number | null | undefined): number | null =>
   typeof v === 'number' && Number.isFinite(v) ? Math.max(0, Math.min(Math.round(v), Number.MAX_SAFE_INTEGER)) : null;
 const millis = (v: number | null | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.max(0, v) : null);
 
+// Also a server name: a known one reads the same, but the name of an unknown one is the caller's to choose (a credential, even).
 const masked = (v: string | null | undefined): string | null => (v === undefined || v === null ? null : redactText(v));
 
 /** The client as the gateway reported it: masked like free text (a user agent can quote a header: "curl Authorization: Bearer …"). */
@@ -110,7 +111,7 @@ export function intentRow(ctx: CallContext, outcome: DecisionOutcome): AuditEven
     environment: agent.environment,
     session_id: ctx.sessionNotBound ? null : text(input.session_id),
     gateway_id: ctx.gateway.id,
-    server: text(call?.server ?? input.server),
+    server: masked(call?.server ?? input.server),
     tool: toolName(call?.tool ?? input.tool),
     capability: call?.capability ?? null,
     arguments: redactValue(input.arguments ?? {}),
@@ -155,7 +156,7 @@ export function uncheckedIntentRow(p: {
     environment: null,
     session_id: null,
     gateway_id: p.gateway.id,
-    server: text(p.input.server),
+    server: masked(p.input.server),
     tool: toolName(p.input.tool),
     capability: null,
     arguments: redactValue(p.input.arguments ?? {}),
@@ -246,7 +247,7 @@ export function resultRow(source: CallContext | ResultSource, result: CallResult
     environment: s.agent.environment,
     session_id: text(s.sessionId),
     gateway_id: s.gateway?.id ?? null,
-    server: text(s.server),
+    server: masked(s.server),
     tool: toolName(s.tool),
     capability: text(s.capability),
     code: outcome ? text(outcome.code) : null,

@@ -72,7 +72,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
           { gateway: req.gateway!, input: toInput(req.body), ip: req.ip, tokenType: presented?.tokenType },
           'the agent token could not be checked: the credential store is unavailable; denied to fail closed. Retry shortly.',
         );
-        const line = { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: req.body.server, tool: redactText(req.body.tool), session_id: req.body.session_id };
+        const line = { decision_id: answer.decision_id, decision: 'deny', code: answer.code, token_id: null, gateway: req.gateway!.id, server: redactText(req.body.server), tool: redactText(req.body.tool), session_id: req.body.session_id };
         // The same budget as every denial: in an outage every uncached token lands here, one info line each.
         const budget = denialLog.take(answer.code);
         if (budget.log) req.log.info(budget.notLogged > 0 ? { ...line, not_logged: budget.notLogged } : line, 'decision denied');
@@ -90,7 +90,7 @@ export const decisionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         code: answer.code,
         token_id: agent.id,
         gateway: req.gateway!.id,
-        server: req.body.server,
+        server: redactText(req.body.server),
         tool: redactText(req.body.tool),
         session_id: req.body.session_id,
         duration_ms: Math.round((performance.now() - started) * 1000) / 1000,

@@ -93,7 +93,7 @@ export function startDecisionTracing(config: Config, exporter?: SpanExporter): D
       if (answer.decision_id) attributes['killswitch.decision_id'] = answer.decision_id;
       if (call) {
         Object.assign(attributes, {
-          'killswitch.server': call.input.server,
+          'killswitch.server': redactText(call.input.server),
           'killswitch.tool': redactText(call.input.tool),
           'killswitch.session_id': call.input.session_id,
           'killswitch.token_id': call.agent.id,

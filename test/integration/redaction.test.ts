@@ -132,6 +132,27 @@ describe("a call's error and a tool's name, where operators and gateways read th
   });
 });
 
+describe('a server name holding a credential', () => {
+  it('is masked in the log line of the denial, the audit row and the alert of the halt (the agent chose it)', async () => {
+    const tok = await gw.token('rw');
+    const s = await gw.session(tok.raw);
+    const server = gw.owner;
+    const d = await gw.decide(tok.raw, { server, tool: 'read_text_file', session_id: s.session_id });
+    expect(d.code).toBe('UNKNOWN_SERVER');
+    await app.ctx.audit.writer.flush();
+    const masked = `ksop_${REDACTED}`;
+    const { rows } = await t.pool().query('SELECT server FROM audit_events WHERE decision_id = $1', [d.decision_id]);
+    expect(rows).toEqual([{ server: masked }]);
+    const line = t.logs.lines.find((l) => l.includes(d.decision_id) && l.includes('"msg":"decision denied"'));
+    expect(line && JSON.parse(line).server).toBe(masked);
+    await until(async () => (await t.pool().query("SELECT 1 FROM alerts WHERE session_id = $1 AND kind = 'SESSION_HALTED'", [s.session_id])).rows.length > 0, 5_000, 'the halt alert');
+    const alerts = (await t.pool().query('SELECT server FROM alerts WHERE session_id = $1', [s.session_id])).rows as { server: string | null }[];
+    expect(alerts.map((a) => a.server)).toContain(masked);
+    expect(t.logs.text).not.toContain(server);
+    expect(JSON.stringify(alerts)).not.toContain(server);
+  });
+});
+
 describe("an agent token's description", () => {
   it('is stored masked and shown masked (one and the list, to a viewer), also when stored in clear before', async () => {
     const description = `ci bot ghp_${'Z9y8X7w6'.repeat(5)} password=DescPw123`;
