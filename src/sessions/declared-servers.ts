@@ -1,3 +1,4 @@
+import { redactText } from '../audit/redact.js';
 import type { DecisionInput, Denial, HaltTrigger } from '../decisions/types.js';
 import type { DecisionCode } from '../errors.js';
 import { type CompiledPolicy, checkPolicy, resolveCall } from '../policy/index.js';
@@ -86,12 +87,14 @@ export function declaredServerWarnings(policy: CompiledPolicy, agent: AgentPrinc
     const denial = refusalOf(policy, agent, name);
     if (!denial) continue;
     let why: string;
+    // Quoted in the answer, the log line and the audit row: the name of an unknown server is the agent's to choose.
+    const shown = redactText(name);
     if (denial.code === 'UNKNOWN_SERVER') {
       const known = [...policy.servers.keys()].sort();
       const listed = known.length <= 10 ? known.join(', ') : `${known.slice(0, 10).join(', ')} and ${known.length - 10} more`;
-      why = `"${name}" is not a server of the policy (${known.length === 0 ? 'it lists none' : `its servers: ${listed}`})`;
+      why = `"${shown}" is not a server of the policy (${known.length === 0 ? 'it lists none' : `its servers: ${listed}`})`;
     } else {
-      why = `"${name}" is refused to this token: ${denial.message}`;
+      why = `"${shown}" is refused to this token: ${denial.message}`;
     }
     out.push({
       field: `servers.${i}`,

@@ -151,6 +151,17 @@ describe('a server name holding a credential', () => {
     expect(t.logs.text).not.toContain(server);
     expect(JSON.stringify(alerts)).not.toContain(server);
   });
+
+  it('declared for a session, is masked in the warning of the answer and of the log line', async () => {
+    const tok = await gw.token('rw');
+    const opened = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: { servers: [gw.owner] } });
+    expect(opened.statusCode, opened.body).toBe(201);
+    const sid = opened.json().session_id as string;
+    expect(opened.json().warnings[0].problem).toMatch(/^"ksop_\[REDACTED\]" is not a server of the policy/);
+    const line = t.logs.lines.find((l) => l.includes(sid) && l.includes('"msg":"session opened"'));
+    expect(line).toContain('ksop_[REDACTED]');
+    expect(line).not.toContain(gw.owner);
+  });
 });
 
 describe("an agent token's description", () => {
