@@ -12,7 +12,7 @@ export const TimelineQuerySchema = Type.Object(
         maxLength: 300,
         pattern: '^(server|token|project|session|environment):.+$',
         description:
-          'Only what concerns this: server:<name>, token:<id>, project:<id>, session:<id> or environment:<name>. Kills that cover it (e.g. a kill of everything) and installation-wide events (flag changes, policy reloads) are always included. With `cursor`: leave it out, or send the same.',
+          'Only what concerns this: server:<name>, token:<id>, project:<id>, session:<id> or environment:<name>. Kills that cover it (e.g. a kill of everything) and installation-wide events (flag changes, policy reloads) are always included. A token or session that does not exist, or a project no agent token or kill names (or outside the projects of a limited key), is 404. With `cursor`: leave it out, or send the same.',
       }),
     ),
     decisions: Type.Optional(

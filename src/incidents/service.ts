@@ -1,7 +1,7 @@
 import { stringify } from 'csv-stringify/sync';
 import { redactText } from '../audit/redact.js';
 import type { Pool } from '../db/pool.js';
-import { invalid, notFound } from '../errors.js';
+import { AppError, invalid, notFound } from '../errors.js';
 import { canSeeProject } from '../http/auth.js';
 import { isUuid } from '../ids.js';
 import { describeTarget, keysAffecting } from '../kills/keys.js';
@@ -296,6 +296,11 @@ export class TimelineService {
       case 'environment':
         return { match: { environment: value }, killKeys: keysAffecting({ environment: value }) };
       case 'project':
+        // A typo would answer the installation-wide events alone, which read as "nothing happened there".
+        // The same answer for another project's name as for an unknown one: a limited key learns nothing.
+        if (!canSeeProject(op, value) || !(await timelineStore.projectNamed(this.deps.pool, value))) {
+          throw new AppError('NOT_FOUND', `project ${value} not found: no agent token or kill of a project this key can see names it`);
+        }
         return { match: { project: value }, killKeys: keysAffecting({ project: value }), project: value };
       case 'token': {
         const tok = await this.deps.findToken(op, value);

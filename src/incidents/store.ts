@@ -202,6 +202,15 @@ const ALERT_SOURCE: SourceSql = {
 };
 
 export const timelineStore = {
+  /** Whether an agent token (live or not) or a kill names the project: a `project:` target nothing names is a typo. */
+  async projectNamed(db: Pool, project: string): Promise<boolean> {
+    const { rows } = await db.query<{ named: boolean }>(
+      'SELECT EXISTS (SELECT 1 FROM agent_tokens WHERE project_id = $1) OR EXISTS (SELECT 1 FROM kills WHERE project_id = $1) AS named',
+      [project],
+    );
+    return rows[0]?.named === true;
+  },
+
   /**
    * Audit rows of the window, oldest first: decisions (INTENT), operator and system actions (ADMIN) and
    * policy reloads. Kill rows are left out: the kills table is their source (it also knows expiries).

@@ -40,6 +40,7 @@ interface Ev {
   code: string | null;
   server: string | null;
   token_id: string | null;
+  project_id: string | null;
   kill_id: string | null;
   actor: string | null;
 }
@@ -184,6 +185,13 @@ describe('GET /v1/incidents/timeline', () => {
     expect(denialsOnly.some((e) => e.type === 'denial')).toBe(true);
 
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'token:0190aaaa-0000-7000-8000-000000000000' }, headers: bearer(gw.owner) })).statusCode).toBe(404);
+    // A project nothing names (a typo at 3 a.m.) is 404, not the installation-wide events alone; the project's
+    // own name finds its events.
+    const typo = await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from, to, target: 'project:icn' }, headers: bearer(gw.owner) });
+    expect(typo.statusCode, typo.body).toBe(404);
+    expect(typo.json().error.message).toBe('project icn not found: no agent token or kill of a project this key can see names it');
+    const byProject = (await timeline({ from, to, target: 'project:inc' })).json().events as Ev[];
+    expect(byProject.some((e) => e.type === 'decision' && e.project_id === 'inc')).toBe(true);
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'nonsense' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { target: 'token:not-a-uuid' }, headers: bearer(gw.owner) })).statusCode).toBe(400);
     expect((await app.inject({ method: 'GET', url: '/v1/incidents/timeline', query: { from: to, to: from }, headers: bearer(gw.owner) })).statusCode).toBe(400);

@@ -399,8 +399,8 @@ const MATRIX: Record<string, Entry> = {
       { what: 'JSON', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}`, expect: { status: 200, shows: [f.alpha.decision, f.alpha.kill] } },
       { what: 'JSON Lines', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&format=jsonl`, expect: { status: 200, shows: [f.alpha.decision] } },
       { what: 'CSV', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&format=csv`, expect: { status: 200, shows: [f.alpha.decision] } },
-      // A project target outside the key's projects is answered like a list filter: nothing of it.
-      { what: 'project beta', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&target=project:beta`, expect: { status: 200 } },
+      // A project target outside the key's projects is 404, as one nothing names (a typo): the same answer.
+      { what: 'project beta', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&target=project:beta`, expect: { status: 404 } },
       { what: 'server filesystem', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&target=server:filesystem`, expect: { status: 200, shows: [f.alpha.decision] } },
       { what: 'environment development', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&target=environment:development`, expect: { status: 200, shows: [f.alpha.decision] } },
       { what: 'denials', method: 'GET', url: `/v1/incidents/timeline?from=${SINCE}&decisions=denials`, expect: { status: 200, shows: [f.alpha.halted.id] } },
