@@ -6,6 +6,7 @@ import { AppError, invalid } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
 import { ErrorBody, mediaTypes, requireWindowInOrder } from '../http/schemas.js';
 import { type AuditExport, exportEndedAction, exportStartedAction } from './export-trail.js';
+import { AuditReadTally } from './read-tally.js';
 import type { AuditRecord } from './record.js';
 import { AuditPage, ExportAuditQuery, ListAuditQuery, MonthlyUsageReport, UsageQuery, UsageReport, VerifyReportSchema } from './schemas.js';
 import type { TokenUsage } from './service.js';
@@ -79,6 +80,9 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const viewer = requireOperator(auth, 'viewer');
   const owner = requireOperator(auth, 'owner', { allProjects: true });
   const tags = ['audit'];
+  // Pages are told in the log, one line per key a minute (read-tally.ts); exports are audit rows.
+  const reads = new AuditReadTally(app.log);
+  app.addHook('onClose', async () => reads.flush());
 
   app.get(
     '/v1/audit',
@@ -97,6 +101,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (after !== undefined && cursor !== undefined) throw invalid('after', 'cannot be sent with cursor: `after` pages by commit, `cursor` by ts');
       const filters = filtersOf(req.query);
       const page = after === undefined ? await audit.list(req.operator!, filters, limit, cursor) : await audit.listCommittedAfter(req.operator!, filters, limit, after);
+      reads.add(req.operator!, page.events.length);
       return { events: page.events.map(wire), next: page.next, follow: page.follow };
     },
   );

@@ -127,6 +127,23 @@ describe('an export writes who took which rows out', () => {
   });
 });
 
+describe('pages are told in the log', () => {
+  it('one "audit rows read" line per key: its name, role, projects, the rows and requests summed (at the latest when the replica closes)', async () => {
+    const viewer = await operator('viewer', ['alpha']);
+    const replica = await t.app();
+    let rows = 0;
+    for (let i = 0; i < 3; i++) {
+      const res = await replica.inject({ method: 'GET', url: '/v1/audit?limit=2', headers: bearer(viewer.key) });
+      expect(res.statusCode, res.body).toBe(200);
+      rows += res.json().events.length;
+    }
+    expect(rows).toBeGreaterThan(0);
+    await replica.close();
+    const lines = t.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'audit rows read' && l['operator_id'] === viewer.id);
+    expect(lines).toEqual([expect.objectContaining({ operator_name: viewer.name, operator_role: 'viewer', projects: ['alpha'], rows, requests: 3 })]);
+  });
+});
+
 describe('the trail cannot take the row', () => {
   it.each(['csv', 'jsonl'] as const)('%s: the export is refused with 503 SERVICE_UNAVAILABLE in JSON and nothing is streamed; once the trail is back it exports', async (format) => {
     const viewer = await operator('viewer');
