@@ -120,6 +120,20 @@ function quoted(value: string): string {
  */
 export const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/?#\s"'<>]*:)(?!\d{1,5}[/?#])([^\s@"]*(?:@[^\s@/?#"]*)*)@/gi;
 
+// scheme:// then the userinfo, up to the authority's last '@' (as WHATWG reads it: `https://a@b@host` is
+// user "a@b" on host), not past a path, query or fragment ('\\' ends the authority of a web URL).
+export const URL_USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#\\\s]*@/;
+
+/**
+ * A URL as it may be shown or reported: no user, password, query or fragment. Any query parameter may
+ * carry a credential whatever its name (`?key=`, `?code=`), so none is kept rather than guessing which.
+ * The gateway reports its upstreams' URLs so (src/gateway/config.ts), and the control plane shows any
+ * gateway's reported identity so (src/tools/service.ts).
+ */
+export function redactUrl(value: string): string {
+  return value.replace(URL_USERINFO, '$1').replace(/[?#].*$/s, '');
+}
+
 /** A kill's target key naming an agent token by its id (UUIDv7), as src/kills builds it. */
 const KILL_TOKEN_KEY = /^token:[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
+import { redactUrl, URL_USERINFO } from '../audit/redact.js';
 import { type GatewaySettings, gatewaySettings, readPemFile } from '../config.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { DEFAULT_TOOL_REPORT_MAX_BYTES } from './catalog.js';
@@ -200,12 +201,6 @@ const ajv = new Ajv({ allErrors: true, strict: false });
 const validateFile = ajv.compile(GatewayConfigFileSchema as object);
 
 const CREDENTIAL_PREFIX = /^(ksgw_|mcp_(ro|rw|admin)_|ksop_)/;
-const URL_USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@\s]*@/;
-
-/** A URL as it may be shown or reported: no user, password, query or fragment. */
-export function redactUrl(value: string): string {
-  return value.replace(URL_USERINFO, '$1').replace(/[?#].*$/, '');
-}
 
 /**
  * An argument as reported to the control plane: its resolved value when that is a path or a URL

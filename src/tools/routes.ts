@@ -76,7 +76,7 @@ const ReportBody = Type.Object(
             {
               additionalProperties: false,
               description:
-                "How the gateway runs the upstream. Stored and shown with credentials masked (URL passwords and users, secret-named query parameters and key=value pairs, the value after a flag like --token, recognisable tokens); not hashed. Its network identities (the host of `url`, hosts and database names of connection strings in `args`, read before masking) are kept per gateway key and server (the last report wins): decisions through this gateway match them against the environment's production patterns beside the policy's identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT), and ones the policy's identity does not name raise an UPSTREAM_MISMATCH alert.",
+                "How the gateway runs the upstream. Stored and shown with credentials masked (URLs without user, password, query or fragment, secret-named key=value pairs, the value after a flag like --token, recognisable tokens); not hashed. Its network identities (the host of `url`, hosts and database names of connection strings in `args`, read before masking) are kept per gateway key and server (the last report wins): decisions through this gateway match them against the environment's production patterns beside the policy's identity of the server (ENVIRONMENT_FORBIDDEN, halting PRODUCTION_ENVIRONMENT), and ones the policy's identity does not name raise an UPSTREAM_MISMATCH alert.",
             },
           ),
           tools: Type.Array(ToolDef, { maxItems: MAX_TOOLS_PER_REPORTED_SERVER }),

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AlertService } from '../alerts/service.js';
-import { isSecretKey, REDACTED, redactText, redactValue } from '../audit/redact.js';
+import { isSecretKey, REDACTED, redactText, redactUrl, redactValue } from '../audit/redact.js';
 import type { AdminAction } from '../audit/rows.js';
 import { type Pool, withTransaction } from '../db/pool.js';
 import { AppError, type FieldProblem, notFound } from '../errors.js';
@@ -204,14 +204,17 @@ export function notApprovedReason(d: Pick<PinnedDefinition, 'id' | 'status' | 'd
 
 const FLAG = /^--?([A-Za-z][A-Za-z0-9_.-]*)$/;
 const URL_START = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
-// scheme://USER@ without a password: a bare user part of a URL is as often a token (https://<token>@host).
-const URL_BARE_USER = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^:@/?#\s]+)@/;
-const URL_PARAM = /([?&#;])([^=&#;?\s]+)=([^&#;\s]*)/g;
+// Path parameters (`;jsessionid=…`): redactUrl keeps the path, so secret-named ones are masked.
+const URL_PARAM = /(;)([^=&#;?\s]+)=([^&#;?\s]*)/g;
 
+/**
+ * A URL as the gateway reports one (redactUrl: no user, password, query or fragment), whoever wrote the
+ * gateway: any query parameter may hold a credential whatever its name (`?key=`, `?sig=`), and an
+ * identity goes to alerts (ALERT_WEBHOOK_URL), the audit trail and every viewer. redactText first, so a
+ * password holding an '@' or a token anywhere in the path is masked too.
+ */
 function maskedUrl(url: string): string {
-  return redactText(url)
-    .replace(URL_BARE_USER, `$1${REDACTED}@`)
-    .replace(URL_PARAM, (m, sep: string, name: string) => (isSecretKey(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : m));
+  return redactUrl(redactText(url)).replace(URL_PARAM, (m, sep: string, name: string) => (isSecretKey(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : m));
 }
 
 function safeDecode(s: string): string {
@@ -225,8 +228,8 @@ function safeDecode(s: string): string {
 /**
  * An upstream identity as it is stored and shown: the audit trail's redaction (src/audit/redact.ts:
  * passwords in URLs and connection strings, secret-named key=value pairs, recognisable tokens), plus
- * query parameters with secret-looking names, a bare user part of a URL, and the value after a flag with
- * a secret-looking name (`--token X`). Hosts, paths, commands and other arguments stay readable. What
+ * URLs without user, password, query or fragment (maskedUrl), and the value after a flag with a
+ * secret-looking name (`--token X`). Hosts, paths, commands and other arguments stay readable. What
  * decisions match (the production patterns) is read from the identity as reported, before masking
  * (reportedNetworkIdentities), and kept apart (gateway_upstreams): masking changes no decision.
  */

@@ -125,4 +125,25 @@ describe('the upstream identity a gateway reports', () => {
     await reportPostgres(gw, tok.raw, 'postgresql://qa-db.internal:5432/app');
     await until(async () => (await mismatchAlerts(gw.owner, gw.id)).length === 2, 5_000, 'the second UPSTREAM_MISMATCH alert');
   });
+
+  it('a URL identity is matched as reported but recorded and shown without its query or user: any parameter may be a credential (?key=)', async () => {
+    const gw = await gateway('gateway on a keyed URL');
+    const tok = await gw.token('rw');
+    const secrets = ['KeySecret123', 'SigSecret456', 'CodeSecret789', 'FragSecret000', 'UserTok3n'];
+    const url = `https://UserTok3n@mcp.example.com/sse?key=KeySecret123&sig=SigSecret456&code=CodeSecret789#k=FragSecret000`;
+    const res = await app.inject({ method: 'POST', url: '/v1/gateway/tools', headers: gw.headers(tok.raw), payload: { servers: [{ name: 'github', identity: { url }, tools: [{ name: 'get_me' }] }] } });
+    expect(res.statusCode, res.body).toBe(200);
+    // Matched on the host as reported: the policy's identity of github names api.github.com.
+    await until(async () => (await mismatchAlerts(gw.owner, gw.id)).length === 1, 5_000, 'the UPSTREAM_MISMATCH alert');
+    const [alert] = await mismatchAlerts(gw.owner, gw.id);
+    expect(alert!.details).toMatchObject({ reported_identities: ['mcp.example.com'], policy_identities: ['api.github.com'], identity: { url: 'https://mcp.example.com/sse' } });
+    const tools = (await app.inject({ url: '/v1/tools?server=github', headers: bearer(gw.owner) })).json().tools as Array<{ upstream_identity: unknown }>;
+    expect(tools.map((r) => r.upstream_identity)).toContainEqual({ url: 'https://mcp.example.com/sse' });
+    // Nowhere in clear: the answers above, every row of the tables that record a report, the log.
+    const tables = ['tool_definitions', 'gateway_upstreams', 'alerts', 'audit_events'];
+    const rows = await Promise.all(tables.map(async (table) => (await t.pool().query(`SELECT string_agg(x::text, ' ') AS all FROM ${table} x`)).rows[0].all as string));
+    expect(rows[0]).toContain('mcp.example.com/sse');
+    const recorded = JSON.stringify([alert, tools, rows]) + t.logs.text;
+    for (const secret of secrets) expect(recorded).not.toContain(secret);
+  });
 });
