@@ -106,3 +106,15 @@ export function declaredServerWarnings(policy: CompiledPolicy, agent: AgentPrinc
   }
   return out;
 }
+
+/**
+ * The declared servers as a session keeps them (Postgres, Redis, every view): a name the policy does not
+ * list masked by redactText, as its warning and the session.opened audit row quote it (an unknown
+ * server's name is the agent's to choose, a credential included). The policy's own names are kept as
+ * written, whatever they look like: the scope is matched against each call's server (UNDECLARED_SERVER),
+ * and a call to a server the policy does not list is refused before the scope is read (UNKNOWN_SERVER),
+ * so masking another name changes no decision. Two names masked alike are kept once.
+ */
+export function keptDeclaredServers(policy: CompiledPolicy | undefined, declared: readonly string[]): string[] {
+  return [...new Set(declared.map((name) => (policy?.servers.has(name) ? name : redactText(name))))];
+}

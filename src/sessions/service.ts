@@ -12,7 +12,7 @@ import { RepeatedLog } from '../log-repeats.js';
 import type { CompiledPolicy } from '../policy/index.js';
 import { redisFailure } from '../redis/failure.js';
 import type { AgentPrincipal, GatewayPrincipal, OperatorPrincipal } from '../tokens/authenticator.js';
-import { declaredServerWarnings, type ScopeWarning } from './declared-servers.js';
+import { declaredServerWarnings, keptDeclaredServers, type ScopeWarning } from './declared-servers.js';
 import { type EnsureResult, StateEpoch } from './epoch.js';
 import { HaltJournal } from './halt-journal.js';
 import { type MirrorHalt, type OpenSessionInRedis, SessionMirror } from './mirror.js';
@@ -242,8 +242,8 @@ function summaryView(row: SessionListRow): SessionSummaryView {
     project_id: row.project_id,
     gateway_id: row.gateway_id,
     read_only: row.read_only,
-    servers: row.servers,
-    // A purpose stored in clear by an earlier version is masked here too.
+    // Declared servers and a purpose stored in clear by an earlier version are masked here too.
+    servers: row.servers?.map((name) => redactText(name)) ?? null,
     purpose: redactText(row.purpose),
     state: tokenHalted ? 'halted' : row.state,
     trigger: row.trigger ?? (tokenHalted ? row.token_halt_trigger : null),
@@ -391,7 +391,7 @@ export class SessionService {
   async open(agent: AgentPrincipal, gateway: GatewayPrincipal | null, scope: OpenScope, policy?: CompiledPolicy): Promise<OpenedSession> {
     requireStorableText('purpose', scope.purpose);
     const readOnly = scope.read_only === true || agent.tokenType === 'ro';
-    const servers = scope.servers ? [...new Set(scope.servers)] : null;
+    const servers = scope.servers ? keptDeclaredServers(policy, scope.servers) : null;
     const warnings = policy ? declaredServerWarnings(policy, agent, scope.servers) : [];
     // Masked like the audit row's purpose (docs/audit.md, "Redaction"): Redis, Postgres and every view
     // of the session hold what the audit trail holds.

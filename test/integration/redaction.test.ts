@@ -162,6 +162,34 @@ describe('a server name holding a credential', () => {
     expect(line).toContain('ksop_[REDACTED]');
     expect(line).not.toContain(gw.owner);
   });
+
+  it('declared for a session, is kept masked (Postgres, Redis, the answer, one and the list to a viewer, also when stored in clear before), the policy\'s names as written and matched', async () => {
+    const tok = await gw.token('rw');
+    const masked = ['ksop_[REDACTED]', 'filesystem'];
+    const opened = await app.inject({ method: 'POST', url: '/v1/sessions', headers: gw.headers(tok.raw), payload: { servers: [gw.owner, 'filesystem'] } });
+    expect(opened.statusCode, opened.body).toBe(201);
+    const sid = opened.json().session_id as string;
+    expect(opened.json().servers).toEqual(masked);
+    expect(opened.body).not.toContain(gw.owner);
+    const stored = async () => (await t.pool().query('SELECT servers FROM sessions WHERE id = $1', [sid])).rows[0].servers;
+    expect(await stored()).toEqual(masked);
+    const mirror = app.ctx.sessions.mirror.redis;
+    expect(JSON.stringify(await mirror.redis.hgetall(mirror.key('s', sid)))).not.toContain(gw.owner);
+    const shown = async () => {
+      const one = await app.inject({ url: `/v1/sessions/${sid}`, headers: bearer(viewer) });
+      const list = await app.inject({ url: `/v1/sessions?token=${tok.id}`, headers: bearer(viewer) });
+      return [one.json().servers, list.json().sessions.find((s: { id: string }) => s.id === sid).servers];
+    };
+    expect(await shown()).toEqual([masked, masked]);
+    // The scope still holds: the declared policy server is matched, another one halts the session.
+    expect((await gw.decide(tok.raw, { server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' }, session_id: sid })).code).toBe('OK');
+    const other = await gw.decide(tok.raw, { server: 'memory', tool: 'read_graph', arguments: {}, session_id: sid });
+    expect(other.session).toMatchObject({ state: 'halted', trigger: 'UNAUTHORIZED_SERVER' });
+    expect(JSON.stringify(other)).not.toContain(gw.owner);
+
+    await t.pool().query('UPDATE sessions SET servers = $2 WHERE id = $1', [sid, [gw.owner, 'filesystem']]);
+    expect(await shown()).toEqual([masked, masked]);
+  });
 });
 
 describe("an agent token's description", () => {
