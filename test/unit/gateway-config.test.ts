@@ -160,6 +160,12 @@ describe('${env:NAME} and ${file:/path} references', () => {
     expect(JSON.stringify(cfg.upstreams.map((u) => u.identity))).not.toContain('ghp_secret');
   });
 
+  it("reports a URL without its userinfo up to the authority's last '@' (a user name holding '@'), query or fragment", () => {
+    const cfg = parse({ mcpServers: { remote: { url: 'https://${env:BOT_USER}:${env:GITHUB_TOKEN}@mcp.example.com/sse?key=${env:GITHUB_TOKEN}#k=v' } } }, { ...env, BOT_USER: 'bot@corp' });
+    expect(cfg.upstreams[0]?.url).toBe('https://bot@corp:ghp_secret@mcp.example.com/sse?key=ghp_secret#k=v');
+    expect(cfg.upstreams[0]?.identity).toEqual({ url: 'https://mcp.example.com/sse' });
+  });
+
   it('lists every unresolved reference at once', () => {
     const problems = problemsOf({ mcpServers: { a: { command: 'node', env: { A_TOKEN: '${env:NOPE_1}' } }, b: { url: '${env:NOPE_2}' } } });
     expect(problems.some((p) => p.includes('NOPE_1'))).toBe(true);
