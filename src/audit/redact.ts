@@ -134,6 +134,34 @@ export function redactUrl(value: string): string {
   return value.replace(URL_USERINFO, '$1').replace(/[?#].*$/s, '');
 }
 
+/**
+ * Query parameters that name where a connection goes, never a credential: libpq's `host`, `hostaddr`,
+ * `port` and `dbname` (`postgresql://localhost/app?host=prod-db` connects to prod-db), and the `database`
+ * or `server` names of other drivers' URLs.
+ */
+const TARGET_PARAMETERS = new Set(['host', 'hostaddr', 'port', 'dbname', 'database', 'server', 'servername']);
+
+/**
+ * An upstream's URL as a gateway reports it to the control plane: redactUrl, but the query parameters
+ * that name the connection's target are kept (TARGET_PARAMETERS, as written), so the control plane reads
+ * the hosts and databases the upstream really reaches (an UPSTREAM_MISMATCH for `?host=prod-db`).
+ */
+export function reportedUrl(value: string): string {
+  const at = value.search(/[?#]/);
+  if (at < 0 || value[at] === '#') return redactUrl(value);
+  const query = value.slice(at + 1).replace(/#.*$/s, '');
+  const kept = query.split('&').filter((pair) => TARGET_PARAMETERS.has(decodeURIComponentSafe(pair.split('=')[0] ?? '').toLowerCase()));
+  return kept.length > 0 ? `${redactUrl(value)}?${kept.join('&')}` : redactUrl(value);
+}
+
+function decodeURIComponentSafe(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 /** A kill's target key naming an agent token by its id (UUIDv7), as src/kills builds it. */
 const KILL_TOKEN_KEY = /^token:[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { type Static, Type } from 'typebox';
-import { redactUrl, URL_USERINFO } from '../audit/redact.js';
+import { redactUrl, reportedUrl, URL_USERINFO } from '../audit/redact.js';
 import { type GatewaySettings, gatewaySettings, readPemFile } from '../config.js';
 import { TEXT_PATTERN } from '../tokens/names.js';
 import { DEFAULT_TOOL_REPORT_MAX_BYTES } from './catalog.js';
@@ -207,8 +207,8 @@ const CREDENTIAL_PREFIX = /^(ksgw_|mcp_(ro|rw|admin)_|ksop_)/;
  * (credentials removed), the reference text otherwise, so a secret passed as an argument never leaves.
  */
 function reportedArg(raw: string, resolved: string): string {
-  if (!hasReference(raw)) return URL_USERINFO.test(raw) ? redactUrl(raw) : raw;
-  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(resolved)) return redactUrl(resolved);
+  if (!hasReference(raw)) return URL_USERINFO.test(raw) ? reportedUrl(raw) : raw;
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(resolved)) return reportedUrl(resolved);
   if (pathOf(resolved) !== undefined) return resolved;
   return raw;
 }
@@ -322,7 +322,7 @@ export function parseGatewayConfig(text: string, file: string, from: GatewayEnvi
     const resolved = launchOf({ command, args, env: upstreamEnv, url, headers, allowedDirectories });
     findings.push(...prohibitedUpstreamConfig(name, raw, resolved));
 
-    const identity: UpstreamIdentity = url !== undefined ? { url: redactUrl(url) } : { command: command ?? '', args: rawArgs.map((a, i) => reportedArg(a, args[i] ?? '')) };
+    const identity: UpstreamIdentity = url !== undefined ? { url: reportedUrl(url) } : { command: command ?? '', args: rawArgs.map((a, i) => reportedArg(a, args[i] ?? '')) };
     const maxExecutionSeconds = opts.maxExecutionSeconds ?? globalLimits.maxExecutionSeconds ?? DEFAULT_MAX_EXECUTION_SECONDS;
     const upstream: UpstreamConfig = {
       name,

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { declaredScope } from '../../src/gateway/agent-session.js';
 import { DEFAULT_LIST_TIMEOUT_MS, DEFAULT_MAX_EXECUTION_SECONDS, DEFAULT_MAX_RESULT_BYTES, GatewayConfigError, loadGatewayConfig, parseGatewayConfig } from '../../src/gateway/config.js';
 import { resolveReferences } from '../../src/gateway/references.js';
+import { reportedNetworkIdentities } from '../../src/tools/service.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ks-gw-config-'));
 const allowed = join(dir, 'allowed');
@@ -164,6 +165,23 @@ describe('${env:NAME} and ${file:/path} references', () => {
     const cfg = parse({ mcpServers: { remote: { url: 'https://${env:BOT_USER}:${env:GITHUB_TOKEN}@mcp.example.com/sse?key=${env:GITHUB_TOKEN}#k=v' } } }, { ...env, BOT_USER: 'bot@corp' });
     expect(cfg.upstreams[0]?.url).toBe('https://bot@corp:ghp_secret@mcp.example.com/sse?key=ghp_secret#k=v');
     expect(cfg.upstreams[0]?.identity).toEqual({ url: 'https://mcp.example.com/sse' });
+  });
+
+  it("keeps the query parameters that say where a connection goes (libpq's host, hostaddr, port, dbname), none other: the control plane reads the host the upstream reaches", () => {
+    const cfg = parse(
+      {
+        mcpServers: {
+          pg: { command: 'npx', args: ['-y', '@modelcontextprotocol/server-postgres', '${env:PG_URL}'] },
+          upper: { command: 'npx', args: ['${env:PG2_URL}'] },
+        },
+      },
+      { ...env, PG_URL: 'postgresql://app:pw@localhost/app?host=prod-db.internal&sslpassword=s3cret&port=6432&application_name=x#frag', PG2_URL: 'postgresql://localhost/app?sslmode=require&HOST=prod-db-2&password=pw' },
+    );
+    const pg = cfg.upstreams.find((u) => u.name === 'pg');
+    expect(pg?.identity.args?.[2]).toBe('postgresql://localhost/app?host=prod-db.internal&port=6432');
+    expect(reportedNetworkIdentities(pg!.identity)).toContain('prod-db.internal');
+    expect(cfg.upstreams.find((u) => u.name === 'upper')?.identity.args).toEqual(['postgresql://localhost/app?HOST=prod-db-2']);
+    expect(JSON.stringify(cfg.upstreams.map((u) => u.identity))).not.toMatch(/pw|s3cret|sslmode|application_name|frag/);
   });
 
   it('lists every unresolved reference at once', () => {
