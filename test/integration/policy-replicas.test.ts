@@ -77,9 +77,15 @@ describe('replicas that decide with different policy files', () => {
       await until('the metric says 1', async () => (await distinct(app)) === 1);
     }
     expect(await divergedAlerts(a)).toEqual([]);
-    const res = await a.inject({ url: '/v1/policy/replicas', headers: bearer(owner) });
-    expect(res.statusCode, res.body).toBe(200);
-    const body = res.json();
+    // As of the last heartbeat, polled like the metric: both replicas run in this one process, so a stall of
+    // it longer than LIVE_MS (a loaded CI machine) has the first heartbeat after it see the other as gone.
+    let body: { policies?: Array<{ replicas: number }>; replicas: Array<{ replica_id: string }> } = { replicas: [] };
+    await until('both replicas listed', async () => {
+      const res = await a.inject({ url: '/v1/policy/replicas', headers: bearer(owner) });
+      expect(res.statusCode, res.body).toBe(200);
+      body = res.json();
+      return body.policies?.[0]?.replicas === 2;
+    });
     expect(body).toMatchObject({ this_replica: a.ctx.policyReplicas.replicaId, hash: a.ctx.policy.current().hash, distinct: 1, policies: [{ hash: a.ctx.policy.current().hash, replicas: 2 }] });
     expect(body.replicas.map((r: { replica_id: string }) => r.replica_id).sort()).toEqual([a.ctx.policyReplicas.replicaId, b.ctx.policyReplicas.replicaId].sort());
     expect((await a.inject({ url: '/v1/policy/replicas' })).statusCode).toBe(401);
