@@ -29,10 +29,10 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pino } from 'pino';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { loadConfig } from '../../src/config.js';
 import { parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { startServer } from '../../src/server.js';
+import { benchControlPlaneConfig } from './gateway-control-plane.js';
 import { percentile } from './percentile.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -151,22 +151,7 @@ async function main(): Promise<void> {
   const policyFile = join(dir, 'policy.yaml');
   writeFileSync(policyFile, stringifyYaml(policy));
 
-  const dbName = `ks_bench_agents_${tag}`;
-  const pgUrl = new URL(args['pg-url']);
-  const dbUrl = (name: string) => Object.assign(new URL(pgUrl.href), { pathname: `/${name}` }).toString();
-  const config = loadConfig(process.env, {
-    host: '127.0.0.1',
-    port: 0,
-    logLevel: 'warn',
-    databaseUrl: dbUrl(dbName),
-    redisUrl: args['redis-url'],
-    redisPrefix: `ksbench:agents:${tag}:`,
-    policyFile,
-    tokenHashSecret: randomBytes(32).toString('hex'),
-    unleashDatabaseUrl: dbUrl(`ks_bench_agents_unleash_${tag}`),
-    unleashPort: 19_000 + Math.floor(Math.random() * 900),
-    dataDir: join(dir, '.killswitch'),
-  });
+  const { config, dbName } = benchControlPlaneConfig({ name: 'agents', tag, pgUrl: args['pg-url'], redisUrl: args['redis-url'], policyFile, dir, unleashPort: 19_000 + Math.floor(Math.random() * 900) });
 
   const child = fork(fileURLToPath(import.meta.url), ['--role=gateway'], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const replies: Array<(m: { kind: string; url?: string; stats?: ChildStats }) => void> = [];

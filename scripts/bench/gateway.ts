@@ -27,10 +27,10 @@ import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { pino } from 'pino';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { loadConfig } from '../../src/config.js';
 import { parseGatewayConfig } from '../../src/gateway/config.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { startServer } from '../../src/server.js';
+import { benchControlPlaneConfig } from './gateway-control-plane.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -103,22 +103,7 @@ async function main(): Promise<void> {
   const policyFile = join(dir, 'policy.yaml');
   writeFileSync(policyFile, stringifyYaml(policy));
 
-  const dbName = `ks_bench_gateway_${tag}`;
-  const pgUrl = new URL(args['pg-url']);
-  const dbUrl = (name: string) => Object.assign(new URL(pgUrl.href), { pathname: `/${name}` }).toString();
-  const config = loadConfig(process.env, {
-    host: '127.0.0.1',
-    port: 0,
-    logLevel: 'warn',
-    databaseUrl: dbUrl(dbName),
-    redisUrl: args['redis-url'],
-    redisPrefix: `ksbench:gw:${tag}:`,
-    policyFile,
-    tokenHashSecret: randomBytes(32).toString('hex'),
-    unleashDatabaseUrl: dbUrl(`ks_bench_gateway_unleash_${tag}`),
-    unleashPort: 42_000 + Math.floor(Math.random() * 2000),
-    dataDir: join(dir, '.killswitch'),
-  });
+  const { config, dbName } = benchControlPlaneConfig({ name: 'gateway', tag, pgUrl: args['pg-url'], redisUrl: args['redis-url'], policyFile, dir, unleashPort: 42_000 + Math.floor(Math.random() * 2000) });
 
   const results: Stats[] = [];
   const phases: Record<'decide' | 'reportResult', number[]> = { decide: [], reportResult: [] };
