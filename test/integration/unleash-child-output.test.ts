@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { type EmbeddedUnleash, startEmbeddedUnleash } from '../../src/flags/embedded.js';
 import { dbUrl } from '../helpers/env.js';
+import { captureStderr } from '../helpers/stderr.js';
 import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName } from '../helpers/unleash.js';
 
 // The embedded Unleash's output is piped to our stderr, which operators ship to their log store. On a new
@@ -18,12 +19,7 @@ afterAll(async () => {
 describe('embedded Unleash output', () => {
   it('reaches our stderr without UNLEASH_ADMIN_PASSWORD, the Unleash tokens or the database password', { timeout: 120_000 }, async () => {
     await dropDatabase(database);
-    const written: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    vi.spyOn(process.stderr, 'write').mockImplementation(((chunk: string | Uint8Array, ...rest: never[]) => {
-      written.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof process.stderr.write);
+    const written = captureStderr();
     const adminPassword = 'planted-Admin-Passw0rd-7q4';
     unleash = await startEmbeddedUnleash({
       port: await freePort(),

@@ -10,6 +10,7 @@ import { bearer, LogCapture, TestContext } from '../helpers/context.js';
 import { childEnv, killChildren, withTimeout } from '../helpers/control-plane.js';
 import { dbUrl } from '../helpers/env.js';
 import { filesystemWrite } from '../helpers/flag-calls.js';
+import { captureStderr } from '../helpers/stderr.js';
 import { dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_API_TOKEN, unleashDatabaseName, until } from '../helpers/unleash.js';
 
 // The `npm start` path with its own embedded unleash-server (not the run's shared one): database created
@@ -34,12 +35,7 @@ describe('embedded Unleash', () => {
     await ctx.setup();
     await dropDatabase(database);
     // What the embedded Unleash writes (its stderr is piped to ours) is what an operator reads on `npm start`.
-    const written: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    vi.spyOn(process.stderr, 'write').mockImplementation(((chunk: string | Uint8Array, ...rest: never[]) => {
-      written.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof process.stderr.write);
+    const written = captureStderr();
     const port = await freePort();
     const startConfig = ctx.config({
       unleashUrl: '',
