@@ -303,8 +303,16 @@ export class KillService {
       server: kill.server,
       details: { kill_id: kill.id, target: kill.target, target_key: kill.target_key },
     });
-    if (stillKilled) return { kill, message: `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force (killswitch kills, GET /v1/kills).` };
-    return { kill, message: liftedMessage(kill, await this.othersInForce(op, kill.target_key)) };
+    const inForce = (await this.list(op, { state: 'active', limit: 100 }).catch(() => ({ kills: [] as KillView[] }))).kills;
+    const others = this.othersInForce(inForce, kill.target_key);
+    if (stillKilled) {
+      // Which kill still holds the target (an operator at 3 a.m. lifts that one next, or leaves it), and
+      // the kills of other targets, as for any lift. A key limited to projects may see neither.
+      const same = inForce.filter((k) => k.target_key === kill.target_key && k.id !== kill.id);
+      const holders = same.length > 0 ? `: ${same.map((k) => `kill ${k.id} (${k.reason})`).join('; ')}` : '';
+      return { kill, message: `Lifted kill ${kill.id}, but another kill of ${kill.description} is still in force${holders} (killswitch kills, GET /v1/kills).${others ? ` ${others}` : ''}` };
+    }
+    return { kill, message: liftedMessage(kill, others) };
   }
 
   /**
@@ -312,8 +320,8 @@ export class KillService {
    * whole project, of every call, of the server ... may still stop the calls this lift was meant to let
    * through (an operator lifting a token's kill while its project's is on was told they were back).
    */
-  private async othersInForce(op: OperatorPrincipal, liftedTarget: string): Promise<string> {
-    const others = (await this.list(op, { state: 'active', limit: 100 }).catch(() => ({ kills: [] as KillView[] }))).kills.filter((k) => k.target_key !== liftedTarget);
+  private othersInForce(inForce: readonly KillView[], liftedTarget: string): string {
+    const others = inForce.filter((k) => k.target_key !== liftedTarget);
     if (others.length === 0) return '';
     const shown = others.slice(0, 3).map((k) => `${k.description} (kill ${k.id})`);
     const more = others.length > shown.length ? ` and ${others.length - shown.length} more` : '';

@@ -169,8 +169,12 @@ describe('POST /v1/kills', () => {
     // Not refused (a second operator's record), but the answer says the target was killed already.
     expect(secondAnswer.message).toContain(`Kill ${first.id} of the same target was already in force (by operator:`);
     expect(secondAnswer.message).toContain(': first operator); both are, and lifting one leaves the other.');
+    // Another target's kill too: the answer names the kill that still holds this target and the others.
+    const elsewhere = (await killOn(a, { target: 'server', server: 'filesystem', reason: 'third operator' })).json().kill;
     const lifted = await lift(a, first.id);
-    expect(lifted.json().message).toContain('still in force');
+    expect(lifted.json().message).toContain(`another kill of server memory is still in force: kill ${second.id} (second operator) (killswitch kills, GET /v1/kills).`);
+    expect(lifted.json().message).toContain(`Another kill is still in force and may stop some of them: server filesystem (kill ${elsewhere.id})`);
+    await lift(a, elsewhere.id);
     const d = await gwA.decide(tok.raw, { ...memoryRead, session_id: s });
     expect(d.code).toBe('KILL_SWITCH');
     expect(d.message).toContain(second.id);
