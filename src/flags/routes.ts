@@ -7,8 +7,9 @@ import { requireOperator } from '../http/auth.js';
 import { ErrorBody, NoQuery } from '../http/schemas.js';
 import { ENVIRONMENTS } from '../tokens/store.js';
 import { FlagsOverview, UnleashEventBody, WebhookResult } from './schemas.js';
-import type { ConstraintView, PolledFlagChange } from './service.js';
+import type { PolledFlagChange } from './service.js';
 import { webhookUrl } from './setup.js';
+import { projectsOfNamedIds, strategiesFor, type WithheldConstraint } from './withheld.js';
 
 const TOKEN_TYPES = ['ro', 'rw', 'admin'] as const;
 
@@ -34,8 +35,17 @@ function sameSecret(presented: string | undefined, secret: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-function constraintBody(c: ConstraintView) {
-  return { context_name: c.contextName, operator: c.operator, values: c.values, values_total: c.valuesTotal, value: c.value, inverted: c.inverted, case_insensitive: c.caseInsensitive };
+function constraintBody(c: WithheldConstraint) {
+  return {
+    context_name: c.contextName,
+    operator: c.operator,
+    values: c.values,
+    values_total: c.valuesTotal,
+    values_withheld: c.valuesWithheld,
+    value: c.value,
+    inverted: c.inverted,
+    case_insensitive: c.caseInsensitive,
+  };
 }
 
 /** The Unleash webhook receiver and the operators' view of the flags. */
@@ -183,8 +193,12 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: requireOperator(ctx.auth, 'viewer'),
       schema: { operationId: 'getFlags', tags, summary: 'Flags as the control plane sees them: state, source, strategies and constraints, overrides, age of the last fetch, webhook registration and last event', querystring: NoQuery, response: { 200: FlagsOverview, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody } },
     },
-    async () => {
+    async (req) => {
       const status = flags.status();
+      const views = flags.flags();
+      // A key limited to projects sees no other project's token, session or project in a constraint (withheld.ts).
+      const projects = req.operator!.projects;
+      const owners = projects === null ? null : await projectsOfNamedIds(ctx.pool, views.flatMap((f) => f.activeStrategies));
       const registration = await flags.webhookRegistration(await ctx.webhookSecret.current());
       const iso = (d: Date | null) => (d ? d.toISOString() : null);
       return {
@@ -220,7 +234,7 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
           last_event_type: status.lastWebhook?.type ?? null,
           last_event_flag: status.lastWebhook?.flag ?? null,
         },
-        flags: flags.flags().map((f) => {
+        flags: views.map((f) => {
           // Uncounted: Unleash's usage metrics (the flags' use in its UI) count agents' calls, not an open Flags page.
           let evaluable = true;
           const evaluations = Object.fromEntries(
@@ -243,9 +257,10 @@ export const flagRoutes: FastifyPluginAsyncTypebox = async (app) => {
             source: f.override ? ('webhook' as const) : status.source,
             strategies: f.strategies,
             constraints: f.constraints,
-            active_strategies: f.activeStrategies.map((st) => ({
+            active_strategies: strategiesFor(f.activeStrategies, projects, owners).map((st) => ({
               name: st.name,
               parameters: st.parameters,
+              parameters_withheld: st.parametersWithheld,
               constraints: st.constraints.map(constraintBody),
               segments: st.segments.map((sg) => ({ id: sg.id, constraints: sg.constraints ? sg.constraints.map(constraintBody) : null })),
             })),

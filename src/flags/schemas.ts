@@ -41,6 +41,10 @@ export const FlagConstraintView = Type.Object({
   operator: Type.String({ description: 'Unleash operator: IN, NOT_IN, STR_CONTAINS, NUM_GT, DATE_AFTER, SEMVER_EQ, ...' }),
   values: Type.Array(Type.String(), { description: `The first ${CONSTRAINT_VALUES_SHOWN} values, in Unleash's order (values_total says how many there are).` }),
   values_total: Type.Integer({ description: 'How many values the constraint has; more than listed in values: see the rest in Unleash.' }),
+  values_withheld: Type.Integer({
+    description:
+      'For a key limited to projects: how many of the first values were withheld from values because they name a token, session or project outside its projects (userId, sessionId, projectId constraints). 0 for other keys.',
+  }),
   value: Type.Union([Type.String(), Type.Null()], { description: 'The single value of NUM_*, DATE_* and SEMVER_* operators.' }),
   inverted: Type.Boolean({ description: 'True: the constraint is negated (matches when the operator does not).' }),
   case_insensitive: Type.Boolean(),
@@ -49,6 +53,7 @@ export const FlagConstraintView = Type.Object({
 export const FlagStrategyView = Type.Object({
   name: Type.String({ description: 'Unleash strategy: flexibleRollout, default, ...' }),
   parameters: Type.Record(Type.String(), Type.String(), { description: `Its parameters (rollout percentage, stickiness, ...), each cut at ${PARAMETER_CHARS_SHOWN} characters.` }),
+  parameters_withheld: Type.Integer({ description: 'For a key limited to projects: how many token ids were withheld from the userIds parameter (userWithId strategy), as for values_withheld. 0 for other keys.' }),
   constraints: Type.Array(FlagConstraintView, { description: 'All must match for the strategy to be on for a call.' }),
   segments: Type.Array(
     Type.Object({

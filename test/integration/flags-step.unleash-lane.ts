@@ -7,6 +7,7 @@ import type { AgentPrincipal } from '../../src/tokens/authenticator.js';
 import type { TokenType } from '../../src/tokens/format.js';
 import type { Environment } from '../../src/tokens/store.js';
 import { bearer, TestContext } from '../helpers/context.js';
+import { GatewayDriver } from '../helpers/gateway-client.js';
 import { restoreFlag, testAdmin, until } from '../helpers/unleash.js';
 
 // The flag step against the run's real unleash-server, flags toggled through its admin API. Polling only
@@ -274,6 +275,41 @@ describe('flag step (real unleash-server)', () => {
     expect(byName.get('mcp.memory.read')).toMatchObject({ enabled: true, constraints: 0, active_strategies: [{ constraints: [] }] });
   });
 
+  it("GET /v1/flags: a key limited to projects sees no other project's token, session or project in a constraint, only how many were withheld", async () => {
+    const gw = await new GatewayDriver(ctx, app).init();
+    const alpha = await gw.token('rw', { project: 'alpha' });
+    const beta = await gw.token('rw', { project: 'beta' });
+    const alphaSession = (await gw.session(alpha.raw)).session_id;
+    const betaSession = (await gw.session(beta.raw)).session_id;
+    const gone = '0190a1b2-0000-7000-8000-000000000000'; // a UUID no token has: it names nothing this key may see
+    await addConstraint('mcp.memory.write', { contextName: 'userId', operator: 'NOT_IN', values: [beta.id, alpha.id.toUpperCase(), gone, 'tok-by-hand'] });
+    await addConstraint('mcp.memory.write', { contextName: 'projectId', operator: 'NOT_IN', values: ['beta', 'alpha'] });
+    await addConstraint('mcp.memory.write', { contextName: 'sessionId', operator: 'NOT_IN', values: [betaSession, alphaSession] });
+    await addConstraint('mcp.memory.write', { contextName: 'role', operator: 'NOT_IN', values: ['beta_only_role'] });
+    const limited = await ctx.operatorKey(app, 'viewer', ['alpha']);
+    const everyProject = await ctx.operatorKey(app, 'viewer');
+    const constraintsSeenBy = async (key: string) => {
+      const body = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(key) })).json();
+      const [strategy] = body.flags.find((f: { name: string }) => f.name === 'mcp.memory.write').active_strategies;
+      return strategy.constraints.map((c: { context_name: string; values: string[]; values_withheld: number; values_total: number }) => [c.context_name, c.values, c.values_withheld, c.values_total]);
+    };
+    await until(async () => (await constraintsSeenBy(everyProject)).length === 4, POLL_TARGET_MS + 1_000, 'the four constraints polled');
+    expect(await constraintsSeenBy(everyProject)).toEqual([
+      ['userId', [beta.id, alpha.id.toUpperCase(), gone, 'tok-by-hand'], 0, 4],
+      ['projectId', ['beta', 'alpha'], 0, 2],
+      ['sessionId', [betaSession, alphaSession], 0, 2],
+      ['role', ['beta_only_role'], 0, 1],
+    ]);
+    // Its own token (in whatever case Unleash holds it), project and session; the rest counted. Policy names stay.
+    expect(await constraintsSeenBy(limited)).toEqual([
+      ['userId', [alpha.id.toUpperCase()], 3, 4],
+      ['projectId', ['alpha'], 1, 2],
+      ['sessionId', [alphaSession], 1, 2],
+      ['role', ['beta_only_role'], 0, 1],
+    ]);
+    expect(JSON.stringify((await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(limited) })).json())).not.toMatch(new RegExp(`${beta.id}|${betaSession}|"beta"`, 'i'));
+  });
+
   it('GET /v1/flags lists the first 20 values of a long constraint and how many there are', async () => {
     const viewer = await ctx.operatorKey(app, 'viewer');
     const tokens = Array.from({ length: 25 }, (_v, i) => `tok-runaway-${i}`);
@@ -283,7 +319,7 @@ describe('flag step (real unleash-server)', () => {
     const body = (await app.inject({ method: 'GET', url: '/v1/flags', headers: bearer(viewer) })).json();
     const flag = body.flags.find((f: { name: string }) => f.name === 'mcp.memory.write');
     expect(flag.active_strategies[0].constraints).toEqual([
-      { context_name: 'userId', operator: 'NOT_IN', values: tokens.slice(0, 20), values_total: 25, value: null, inverted: false, case_insensitive: false },
+      { context_name: 'userId', operator: 'NOT_IN', values: tokens.slice(0, 20), values_total: 25, values_withheld: 0, value: null, inverted: false, case_insensitive: false },
     ]);
   });
 

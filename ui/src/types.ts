@@ -197,6 +197,8 @@ export interface FlagConstraint {
   /** The first 20 values; values_total says how many there are. */
   values: string[];
   values_total: number;
+  /** For a key limited to projects: how many of the first values name another project's token, session or project, and are not shown. */
+  values_withheld: number;
   /** The single value of NUM_*, DATE_* and SEMVER_* operators. */
   value: string | null;
   inverted: boolean;
@@ -206,6 +208,8 @@ export interface FlagConstraint {
 export interface FlagStrategy {
   name: string;
   parameters: Record<string, string>;
+  /** For a key limited to projects: token ids withheld from the userIds parameter. */
+  parameters_withheld: number;
   constraints: FlagConstraint[];
   /** constraints null: the segment is not in this replica's data, so the strategy is never on. */
   segments: { id: number; constraints: FlagConstraint[] | null }[];

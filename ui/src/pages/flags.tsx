@@ -96,8 +96,10 @@ const OPERATOR_TEXT: Record<string, string> = {
 
 /** One constraint as a sentence: "userId is not one of tok-1, tok-2 … and 9,980 more". */
 function constraintText(c: FlagConstraint): string {
-  const more = c.values_total - c.values.length;
-  const values = c.value ?? (c.values.length > 0 ? `${c.values.join(', ')}${more > 0 ? ` … and ${more.toLocaleString('en')} more (see Unleash)` : ''}` : '(no values)');
+  const more = c.values_total - c.values.length - c.values_withheld;
+  const withheld = c.values_withheld > 0 ? ` (${c.values_withheld.toLocaleString('en')} of other projects not shown)` : '';
+  const listed = c.values.length > 0 ? c.values.join(', ') : c.values_withheld > 0 ? '…' : '';
+  const values = c.value ?? (listed !== '' ? `${listed}${more > 0 ? ` … and ${more.toLocaleString('en')} more (see Unleash)` : ''}${withheld}` : '(no values)');
   const text = `${c.context_name} ${OPERATOR_TEXT[c.operator] ?? c.operator} ${values}${c.case_insensitive ? ' (ignoring case)' : ''}`;
   // Written in Unleash, not checked here: invisible and reordering characters are shown as escapes.
   return visibleText(c.inverted ? `not: ${text}` : text);
