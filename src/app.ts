@@ -465,7 +465,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
     await app.register(swagger, {
       openapi: {
-        info: { title: 'MCP kill switch control plane', version: '0.1.0', description: 'Decision API for MCP gateways and admin API for operators.' },
+        // The version is package.json's (openapi-contract.test.ts compares them).
+        info: {
+          title: 'MCP kill switch control plane',
+          version: '0.1.0',
+          description: 'Decision API for MCP gateways and admin API for operators.',
+          license: { name: 'Apache-2.0', url: 'https://www.apache.org/licenses/LICENSE-2.0' },
+        },
+        // Relative: the control plane that serves this document (/docs/openapi.json), wherever it is reached.
+        servers: [{ url: '/', description: 'The control plane serving this document' }],
         components: {
           securitySchemes: {
             bearer: { type: 'http', scheme: 'bearer', description: 'Operator key (ksop_) on the admin API; gateway key (ksgw_) on gateway routes.' },

@@ -105,7 +105,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   let registrationReadAt = 0;
 
-  app.get('/healthz', { schema: { operationId: 'checkHealth', tags: ['health'], security: [], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
+  app.get('/healthz', { schema: { operationId: 'checkHealth', tags: ['health'], summary: 'Liveness: 200 while the process answers (no dependency is checked)', security: [], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({ ok: true }));
 
   app.get(
     '/readyz',
@@ -113,6 +113,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         operationId: 'checkReadiness',
         tags: ['health'],
+        summary: 'Readiness: 200 when this replica can decide (Postgres, Redis, flags, audit), 503 with the checks that fail',
         security: [],
         description:
           'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), stale flags (no Unleash fetch for UNLEASH_STALE_AFTER_S: a flag turned off there does not reach this replica), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s).',

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DECISION_CODES, ERROR_CODES, SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../../src/errors.js';
@@ -267,6 +268,14 @@ describe('the OpenAPI document describes each answer as it is sent', () => {
     expect(required.length).toBeGreaterThan(10);
     expect(op('post', '/v1/keys').requestBody?.required).toBe(true);
     expect(JSON.stringify(spec)).not.toContain('x-body-optional');
+  });
+
+  it('what a code generator and a linter expect: a summary on every operation, a server, a license, the version of package.json', () => {
+    for (const { name, o } of operations()) expect((o as { summary?: string }).summary, name).toMatch(/\S/);
+    const doc = spec as unknown as { servers?: { url: string }[]; info: { version: string; license?: { name: string } } };
+    expect(doc.servers).toEqual([expect.objectContaining({ url: '/' })]);
+    expect(doc.info.license?.name).toBe(JSON.parse(readFileSync('package.json', 'utf8')).license);
+    expect(doc.info.version).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version);
   });
 
   it('every operation has a camelCase operationId, each unique', () => {
