@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../errors.js';
 import { requireOperator } from '../http/auth.js';
-import { bodyOptional, ErrorBody, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
+import { bodyOptional, ErrorBody, NoQuery, OptionalReasonBody, READ_ERRORS } from '../http/schemas.js';
 import {
   BulkRevokeBody,
   BulkRevokeResult,
@@ -13,6 +13,7 @@ import {
   CreatedOperatorKey,
   CreateGatewayKeyBody,
   CreateOperatorKeyBody,
+  CurrentOperatorKey,
   GatewayKey,
   IdParams,
   ListAgentTokensQuery,
@@ -120,6 +121,12 @@ export const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
   app.get('/v1/operator-keys', { onRequest: owner, schema: { operationId: 'listOperatorKeys', tags: opTags, summary: 'List operator keys (a project-limited owner sees only keys limited to its projects)', response: { 200: Type.Object({ keys: Type.Array(OperatorKey) }), ...READ_ERRORS } } }, async (req) => {
     return { keys: await credentials.listOperatorKeys(req.operator!) };
+  });
+  // Any operator key reads itself (the admin UI's header, a script checking which key it holds): from the
+  // authenticated key, no query. Listed in project-isolation.test.ts as holding no project's data.
+  app.get('/v1/operator-keys/me', { onRequest: viewer, schema: { operationId: 'getCurrentOperatorKey', tags: opTags, summary: 'The operator key that makes this request: name, role, projects, expiry', querystring: NoQuery, response: { 200: CurrentOperatorKey, ...READ_ERRORS } } }, async (req) => {
+    const op = req.operator!;
+    return { id: op.id, name: op.name, role: op.role, projects: op.projects === null ? null : [...op.projects], expires_at: op.expiresAt === null ? null : new Date(op.expiresAt).toISOString() };
   });
   app.post('/v1/operator-keys/:id/revoke', { onRequest: owner, preValidation: bodyOptional, schema: { operationId: 'revokeOperatorKey', tags: opTags, summary: 'Revoke an operator key (never the last owner key without a project limit, nor the one of them that lasts longest: 409)', params: IdParams, body: OptionalReasonBody, response: { 204: Type.Null(), ...errors, 409: ErrorBody } } }, async (req, reply) => {
     logUnannounced(req.log, (await credentials.revokeKey('operator_keys', req.params.id, req.operator!, req.body.reason)).unannounced, 'operator key');

@@ -146,6 +146,14 @@ export const OperatorKey = Type.Object({
   role: OperatorRoleSchema,
   projects: Type.Union([Type.Array(Type.String()), Type.Null()]),
 });
+/** GET /v1/operator-keys/me: the key that made the request, as the control plane knows it. */
+export const CurrentOperatorKey = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  name: Type.String(),
+  role: OperatorRoleSchema,
+  projects: Type.Union([Type.Array(Type.String()), Type.Null()], { description: 'The projects this key is limited to; null: every project.' }),
+  expires_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'When this key stops working; null: never.' }),
+});
 export const CreatedOperatorKey = Type.Object({ key: Type.String(), operator_key: OperatorKey });
 
 export const ScopeCatalogue = Type.Object({

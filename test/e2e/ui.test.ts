@@ -15,7 +15,7 @@ import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { freePort } from '../helpers/unleash.js';
 import { agentPrincipal, callContext } from '../integration/audit-fixtures.js';
-import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot, UI_POLICY } from './ui-harness.js';
+import { BROWSER_TESTS, type BrowserSession, copyDocScreenshots, ensureUiBuilt, openBrowser, SCREENSHOTS, screenshot, signIn, UI_POLICY } from './ui-harness.js';
 
 // The admin UI in a real browser (Debian's chromium through playwright-core) against a real control plane
 // on a real port, with Postgres, Redis and Unleash. Every check is also made through the API, so a UI that
@@ -118,6 +118,21 @@ describe.skipIf(!BROWSER_TESTS)('admin UI', { timeout: 90_000 }, () => {
     // Only in this tab: nothing in localStorage or cookies.
     expect(await page.evaluate('localStorage.length')).toBe(0);
     expect(await b.context.cookies()).toEqual([]);
+  });
+
+  it('the header says which key is signed in: name, role, projects, and when it stops working once under a day', async () => {
+    const header = page.getByTestId('signed-in-as');
+    await expect.poll(() => header.textContent()).toBe('Signed in as test owner (owner, every project)');
+    const team = await app.ctx.credentials.createOperatorKey('test', { name: 'alpha on call', role: 'viewer', projects: ['alpha'], expires_in: 2 * 3_600 });
+    try {
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await signIn(page, team.key);
+      await expect.poll(() => header.textContent()).toBe('Signed in as alpha on call (viewer, projects alpha) · expires in 1 h');
+      expect(await header.getByText('(viewer, projects alpha)').getAttribute('title')).toBe('reads only');
+    } finally {
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await signIn(page, gw.owner);
+    }
   });
 
   it('creates a read-write token: the warning shows, Create asks for the checkbox to be ticked, the raw token is shown once and copied', async () => {

@@ -159,6 +159,8 @@ const MATRIX: Record<string, Entry> = {
   'GET /v1/policy': { auth: 'operator', role: 'viewer', reach: 'installation' },
   'GET /v1/policy/replicas': { auth: 'operator', role: 'viewer', reach: 'installation' },
   'GET /v1/admin/log-level': { auth: 'operator', role: 'viewer', reach: 'installation' },
+  // The asking key itself (name, role, its own projects): nothing of another project.
+  'GET /v1/operator-keys/me': { auth: 'operator', role: 'viewer', reach: 'installation' },
 
   // ---- agent tokens ----
   'GET /v1/keys': {

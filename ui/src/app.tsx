@@ -1,6 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { get, onSignedOut, operatorKey, signIn, signOut } from './api';
-import { ErrorNote } from './components/ui';
+import { ErrorNote, useLoad } from './components/ui';
+import { visibleText } from './json-text';
 import { AlertsPage } from './pages/alerts';
 import { ApprovalsPage } from './pages/approvals';
 import { AuditPage } from './pages/audit';
@@ -13,6 +14,7 @@ import { TimelinePage } from './pages/timeline';
 import { TokensPage } from './pages/tokens';
 import { ToolsPage } from './pages/tools';
 import { UsagePage } from './pages/usage';
+import type { CurrentOperatorKey } from './types';
 
 // Hash routes: the control plane serves one static index.html, and a reload keeps the page.
 const PAGES = [
@@ -96,6 +98,7 @@ export function App() {
             ))}
           </ul>
         </nav>
+        <SignedInAs />
         <button type="button" class="sign-out" onClick={() => signOut()}>
           Sign out
         </button>
@@ -104,6 +107,43 @@ export function App() {
         {current.render()}
       </main>
     </div>
+  );
+}
+
+const ROLE_HINT = { viewer: 'reads only', operator: 'reads and acts', owner: 'reads, acts and manages operator keys' } as const;
+
+/** Under a day left: the header says when the key stops working, so nobody finds out mid-incident. */
+const EXPIRY_WARNING_MS = 24 * 3_600_000;
+
+function expiresText(expiresAt: string | null): string | null {
+  if (expiresAt === null) return null;
+  const left = Date.parse(expiresAt) - Date.now();
+  if (left > EXPIRY_WARNING_MS) return null;
+  const hours = Math.floor(left / 3_600_000);
+  return hours >= 1 ? `expires in ${hours} h` : `expires in ${Math.max(1, Math.ceil(left / 60_000))} min`;
+}
+
+/** Which key this browser holds: its name, role and projects (a team key sees only its projects' data). */
+function SignedInAs() {
+  // Asked again every minute, for the expiry; a key revoked meanwhile signs out (any 401 does).
+  const me = useLoad(() => get<CurrentOperatorKey>('/v1/operator-keys/me'), [], { refreshMs: 60_000 });
+  const key = me.data;
+  if (!key) return null;
+  const expires = expiresText(key.expires_at);
+  const projects = key.projects === null ? 'every project' : `projects ${key.projects.join(', ')}`;
+  return (
+    <span class="signed-in-as" data-testid="signed-in-as">
+      <span class="muted-on-dark">Signed in as</span> <strong>{visibleText(key.name)}</strong>{' '}
+      <span title={ROLE_HINT[key.role]}>
+        ({key.role}, {visibleText(projects)})
+      </span>
+      {expires && (
+        <span class="key-expiry" role="status">
+          {' '}
+          · {expires}
+        </span>
+      )}
+    </span>
   );
 }
 
@@ -122,8 +162,8 @@ function SignIn({ onSignedIn }: { onSignedIn: () => void }) {
     setError(null);
     signIn(trimmed);
     try {
-      // Any viewer route proves the key; the scope catalogue is small.
-      await get('/v1/scopes');
+      // Any viewer route proves the key; this one is the key itself.
+      await get('/v1/operator-keys/me');
       onSignedIn();
     } catch (err) {
       signOut();

@@ -318,3 +318,13 @@ export interface Explanation {
   sessions?: SessionVerdict[];
   flags: { name: string; enabled: boolean }[];
 }
+
+/** GET /v1/operator-keys/me: the key this browser is signed in with. */
+export interface CurrentOperatorKey {
+  id: string;
+  name: string;
+  role: 'viewer' | 'operator' | 'owner';
+  /** null: every project. */
+  projects: string[] | null;
+  expires_at: string | null;
+}
