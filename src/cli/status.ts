@@ -61,9 +61,20 @@ interface Replicas {
   replicas: Array<{ replica_id: string; host: string; pid: number; hash: string; loaded_at: string; seen_at: string }>;
 }
 
+/** GET /v1/operator-keys/me. */
+interface ApiCurrentKey {
+  id: string;
+  name: string;
+  role: string;
+  projects: string[] | null;
+  expires_at: string | null;
+}
+
 /** `--json`: every key always present; a section whose read failed is null and named in `errors`. */
 export interface StatusReport {
   control_plane: string;
+  /** The operator key read with (null: a control plane older than GET /v1/operator-keys/me, or that read failed). */
+  key: ApiCurrentKey | null;
   checked_at: string;
   exit_code: number;
   readiness: Readiness | null;
@@ -102,7 +113,12 @@ export async function readStatus(cfg: Config, o: StatusOptions): Promise<StatusR
       return null;
     }
   };
-  const [kills, sessions, alerts, replicas] = await Promise.all([
+  const [key, kills, sessions, alerts, replicas] = await Promise.all([
+    // A 404: a control plane older than this command, which has no such route; the rest is read as before.
+    attempt('key', async () => {
+      const j = (await call(cfg, 'GET', 'v1/operator-keys/me', undefined, (j) => typeof j['role'] === 'string' || typeof j['error'] === 'object', [404])) as Record<string, unknown>;
+      return typeof j['role'] === 'string' ? (j as unknown as ApiCurrentKey) : null;
+    }),
     attempt('kills', () => readKills(cfg, false)),
     attempt('halted_sessions', () =>
       readPages<ApiSession>(cfg, (c, n) => `v1/sessions?state=halted&limit=${n}${c ? `&cursor=${encodeURIComponent(c)}` : ''}`, 'sessions', 'next_cursor', cap),
@@ -117,6 +133,7 @@ export async function readStatus(cfg: Config, o: StatusOptions): Promise<StatusR
   const exitCode = !readiness.ready ? STATUS_NOT_READY : errors.length > 0 ? 1 : 0;
   return {
     control_plane: origin,
+    key,
     checked_at: new Date().toISOString(),
     exit_code: exitCode,
     readiness: { ready: readiness.ready, checks: readiness.checks, warnings: readiness.warnings },
@@ -142,6 +159,11 @@ export function renderStatus(r: StatusReport, o: StatusOptions): string {
   const out: string[] = [];
   const w = (s: string) => out.push(s);
   w(`Control plane ${r.control_plane} (KILLSWITCH_URL) at ${r.checked_at}`);
+  // A key limited to projects reads only their kills, sessions and alerts: "none" below means none of theirs.
+  if (r.key) {
+    const reach = r.key.projects === null ? 'every project' : `projects ${r.key.projects.join(', ')}: kills, halted sessions and alerts of other projects are not shown`;
+    w(printable(`Key: ${r.key.name} (${r.key.role}, ${reach}${r.key.expires_at ? `; expires ${r.key.expires_at}` : ''})`));
+  }
   const rd = r.readiness!;
   const ok = Object.keys(rd.checks).filter((k) => rd.checks[k] === 'ok');
   const failing = Object.entries(rd.checks).filter(([, v]) => v !== 'ok');

@@ -41,6 +41,7 @@ describe('killswitch status', () => {
     const nothing = await cli(['status']);
     expect(nothing.code, nothing.stderr).toBe(0);
     expect(nothing.stdout).toContain(`Control plane ${url} (KILLSWITCH_URL)`);
+    expect(nothing.stdout).toContain('Key: test operator (operator, every project)\n');
     expect(nothing.stdout).toMatch(/Readiness: ready \(.*postgres ok.*\)/);
     expect(nothing.stdout).toContain('Kills in force: none');
     expect(nothing.stdout).toContain('Halted sessions: none');
@@ -79,7 +80,7 @@ describe('killswitch status', () => {
     const json = await cli(['status', '--json']);
     expect(json.code, json.stderr).toBe(0);
     const report = JSON.parse(json.stdout);
-    expect(Object.keys(report)).toEqual(['control_plane', 'checked_at', 'exit_code', 'readiness', 'kills', 'halted_sessions', 'open_alerts', 'policy_replicas', 'errors']);
+    expect(Object.keys(report)).toEqual(['control_plane', 'key', 'checked_at', 'exit_code', 'readiness', 'kills', 'halted_sessions', 'open_alerts', 'policy_replicas', 'errors']);
     expect(report).toMatchObject({ control_plane: url, exit_code: 0, errors: [], readiness: { ready: true, warnings: [] } });
     expect(report.readiness.checks).toMatchObject({ postgres: 'ok', redis: 'ok' });
     expect(report.kills.count).toBe(1);
@@ -95,6 +96,13 @@ describe('killswitch status', () => {
     const asViewer = await cli(['status', '--json'], { KILLSWITCH_OPERATOR_KEY: viewer });
     expect(asViewer.code, asViewer.stderr).toBe(0);
     expect(JSON.parse(asViewer.stdout)).toMatchObject({ exit_code: 0, errors: [], kills: { count: 1 }, halted_sessions: { count: 1 } });
+
+    // A key limited to projects says so: its "none" is none of its projects'.
+    const team = await app.ctx.credentials.createOperatorKey('test', { name: 'teal on call', role: 'viewer', projects: ['teal'], expires_in: 3_600 });
+    const asTeam = await cli(['status'], { KILLSWITCH_OPERATOR_KEY: team.key });
+    expect(asTeam.code, asTeam.stderr).toBe(0);
+    expect(asTeam.stdout).toMatch(/\nKey: teal on call \(viewer, projects teal: kills, halted sessions and alerts of other projects are not shown; expires \d{4}-[\d-]+T[\d:.]+Z\)\n/);
+    expect(asTeam.stdout).toContain('Halted sessions: none');
 
     // A reason holding ESC and a line break (kills made before the API refused them) is shown escaped.
     await t.pool().query(`UPDATE kills SET reason = $1 WHERE id = $2`, ['INC-21 \u001b[2Jforged\nline', kill.id]);
