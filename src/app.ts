@@ -16,6 +16,7 @@ import { type Config, ConfigError, checkStartConfig, serverTlsOptions } from './
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
 import { createPool, ensureDatabase, type Pool } from './db/pool.js';
+import { claimRestoredDatabase, restoredDatabaseMessage } from './db/restored.js';
 import { decisionsPlugin } from './decisions/plugin.js';
 import { flagRoutes } from './flags/routes.js';
 import { FlagService, type StartFlagsRead } from './flags/service.js';
@@ -289,6 +290,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       .then(() => warnOnEviction(redis, log))
       .catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
     const secret = await resolveHashSecret(config, pool, log);
+    // Before this start writes audit rows: the copy's newest row says about when it was taken.
+    const restored = await claimRestoredDatabase(pool);
+    if (restored) log.error({ previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow }, restoredDatabaseMessage(restored));
     const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs, log);
     await auth.start();
     closers.push(() => auth.stop());
@@ -346,6 +350,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         .catch(() => {});
     });
     closers.push(() => alerts.stop());
+    if (restored) {
+      void alerts.raise({ kind: 'DATABASE_RESTORED', message: restoredDatabaseMessage(restored), details: { previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow?.toISOString() ?? null } });
+    }
     // Replicas that decide with different policy files (a rollout spreading, a stale mount) are shown on a
     // timer, never per decision: /readyz warnings, a metric, GET /v1/policy/replicas, and one alert per episode.
     const policyReplicas = new PolicyReplicas(

@@ -39,6 +39,10 @@ export const ALERT_KINDS = {
     severity: 'critical',
     doc: 'A replica\'s audit spool holds rows that continue no hash chain of this database (restored from a backup older than the spool?): set aside on its disk, not replayed. docs/audit.md, "A spool that continues nothing".',
   },
+  DATABASE_RESTORED: {
+    severity: 'critical',
+    doc: 'A start found that its database is a copy of the one the installation last ran on (a restored backup): kills and halts made after the copy was taken are not in force, revocations since are undone. Raised once per copy, by the first replica that starts on it. docs/operations.md, section 9.',
+  },
   POLICY_REJECTED: { severity: 'warning', doc: 'The policy file on disk was rejected (broken or unreadable): the last good policy stays in force. Raised once per rejected file.' },
   POLICY_DIVERGED: { severity: 'warning', doc: 'Live replicas decide with different policy files (a rollout still spreading, or a stale mount): a call is decided by whichever replica it reaches. Raised once per divergence episode.' },
 } as const satisfies Record<string, { severity: AlertSeverity; doc: string }>;

@@ -63,7 +63,7 @@ export interface WindowQuery {
 }
 
 // Alerts about the whole installation belong on every timeline, whatever its target.
-export const GLOBAL_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED', 'FLAGS_STALE', 'FLAGS_RECOVERED', 'DEPENDENCY_UNAVAILABLE', 'AUDIT_SPOOLING', 'AUDIT_SPOOL_SET_ASIDE'];
+export const GLOBAL_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED', 'FLAGS_STALE', 'FLAGS_RECOVERED', 'DEPENDENCY_UNAVAILABLE', 'AUDIT_SPOOLING', 'AUDIT_SPOOL_SET_ASIDE', 'DATABASE_RESTORED'];
 /** Alerts that are the timeline's `flag_change` (a flag turned off or on), not its `alert`. */
 export const FLAG_ALERT_KINDS = ['FLAG_DISABLED', 'FLAG_ENABLED'];
 

@@ -209,6 +209,11 @@ function isDataError(err: unknown): boolean {
   return typeof code === 'string' && code.startsWith('22');
 }
 
+/** A row names one that is not there (SQLSTATE 23503): a halt of an agent token the database does not have. */
+function isForeignKeyError(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '23503';
+}
+
 const finiteOrNull = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 /**
@@ -684,7 +689,8 @@ export class SessionService {
    * (resume answered 409, Postgres knew of no halt). So: as it is; then once more with every value made
    * storable; then the halt alone, its summary replaced by a note (an operator can see and resume it;
    * the call itself is in the audit trail). Undefined when Postgres refused even that (logged: resume
-   * still lifts what Redis enforces). Throws on any other error (Postgres unavailable): the caller retries.
+   * still lifts what Redis enforces), and when the token is not in the database (a journal older than a
+   * restore; logged). Throws on any other error (Postgres unavailable): the caller retries.
    */
   private async recordHaltStorably(input: HaltInput): Promise<HaltRecord | undefined> {
     const sessionId = typeof input.sessionId === 'string' && isUuid(input.sessionId) ? input.sessionId : null;
@@ -692,6 +698,17 @@ export class SessionService {
     try {
       return await this.recordHalt(input, sessionId);
     } catch (err) {
+      if (isForeignKeyError(err) && (await sessionStore.tokenProject(this.pool, input.tokenId)) === undefined) {
+        // Only a journaled halt can name a token Postgres does not have (a live one was authenticated):
+        // its DATA_DIR outlived the database, restored from a backup older than the token
+        // (docs/operations.md, section 9). Retried, it failed for ever and held the reload of Redis, so
+        // every decision denied; the token's credential is refused here anyway (unknown).
+        this.log.error(
+          { token_id: input.tokenId, session_id: sessionId, trigger: input.trigger, halted_at: input.at ?? null },
+          'journaled halt not recorded: this database has no such agent token (restored from a backup older than the token?); its credential is refused here, so the halt is dropped',
+        );
+        return undefined;
+      }
       if (!isDataError(err)) throw err;
       refusal = err;
     }
