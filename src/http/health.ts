@@ -14,7 +14,7 @@ const Ready = Type.Object({
   ),
   warnings: Type.Array(Type.String(), {
     description:
-      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "flags stale: no successful Unleash fetch for N s …" otherwise while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (a flag turned off in Unleash does not reach this replica; kills still work); "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s); "decisions failed closed in the last 30 s: Redis answered with an error (OOM) …" while decisions meet a dependency failure that the checks do not see (Redis answers PING at maxmemory), one per dependency.',
+      'Degraded but still deciding, so not a failed check (empty when nothing is wrong): "policy file rejected: the last good policy is in force" while the file on disk is broken or unreadable (its errors are in the log); "replicas run 2 different policies: <hash8> on N, <hash8> on M" while live replicas decide with different policy files (GET /v1/policy/replicas lists them); "embedded Unleash down: being restarted; decisions use the last fetched flags, which cannot change until it is back" while the embedded Unleash (no UNLEASH_URL) is down and its supervisor restarts it; "flags stale: no successful Unleash fetch for N s …" otherwise while no Unleash fetch has succeeded for UNLEASH_STALE_AFTER_S (a flag turned off in Unleash does not reach this replica; kills still work); "Unleash webhook registered with another secret: flag events are refused (401), flag changes arrive by polling only" while the latest webhook registration for this replica\'s URL carries a secret it does not accept (GET /v1/flags: same_secret false; read again at most every 10 s); "decisions failed closed in the last 30 s: Redis answered with an error (OOM) …" while decisions meet a dependency failure that the checks do not see (Redis answers PING at maxmemory), one per dependency; "Redis state not loaded from Postgres: every decision is denied …" while Redis answers but the halts and kills in force could not be loaded into it (or checked) from Postgres.',
   }),
 });
 
@@ -26,6 +26,8 @@ export const REGISTRATION_REFRESH_MS = 10_000;
 export const RECENT_FAILURE_MS = 30_000;
 
 export const POLICY_REJECTED_WARNING = 'policy file rejected: the last good policy is in force';
+export const STATE_NOT_LOADED_WARNING =
+  'Redis state not loaded from Postgres: every decision is denied (DEPENDENCY_UNAVAILABLE) until it is; the log says why (state epoch check failed)';
 
 /**
  * While the flags are stale (no successful Unleash fetch for UNLEASH_STALE_AFTER_S) and still in force: a
@@ -116,7 +118,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Readiness: 200 when this replica can decide (Postgres, Redis, flags, audit), 503 with the checks that fail',
         security: [],
         description:
-          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), stale flags (no Unleash fetch for UNLEASH_STALE_AFTER_S: a flag turned off there does not reach this replica), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s).',
+          'Unauthenticated, for load balancers and orchestrators: each check is "ok" or a short reason (postgres: unreachable, timed out, login refused, database missing, not ready, failing; redis: not ready, ...; flags, audit: what decisions miss). Driver errors, with hosts and ports, go to the log only (warn, `readyz: <check> <reason>`, at most once a minute per reason). `warnings` lists what is degraded while decisions go on, which never makes the answer 503: a rejected policy file (the last good policy is in force), live replicas that decide with different policy files (as this replica saw them at its last heartbeat, every 10 s), an embedded Unleash that is down and being restarted (the flags in memory stay in force), stale flags (no Unleash fetch for UNLEASH_STALE_AFTER_S: a flag turned off there does not reach this replica), an Unleash webhook registered with a secret this replica does not accept (its events are refused; read from Redis at most every 10 s), a Redis state that could not be loaded from Postgres (every decision denied).',
         response: { 200: Ready, 503: Ready },
       },
     },
@@ -158,6 +160,10 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const stale = flagsStaleWarning(ctx.flags.status());
         if (stale) warnings.push(stale);
       }
+      // Redis answers, but its halts and kills could not be loaded (or checked) from Postgres: the gate denies
+      // every call while every check passes. A restore drill met it for good (a halt journal Postgres could
+      // not take); a warning, not a failed check, like the other states every replica shares.
+      if (ctx.sessions.epoch.failingNow && ctx.redis.redis.status === 'ready') warnings.push(STATE_NOT_LOADED_WARNING);
       // Read again from Redis in the background at most every REGISTRATION_REFRESH_MS: a probe never waits for it.
       if (Date.now() - registrationReadAt >= REGISTRATION_REFRESH_MS) {
         registrationReadAt = Date.now();

@@ -128,6 +128,11 @@ export class StateEpoch {
     void this.ensure().catch(() => {});
   }
 
+  /** The last check or reload of the state failed (logged once: `state epoch check failed`): the gate denies meanwhile. */
+  get failingNow(): boolean {
+    return this.failing;
+  }
+
   /** False until this replica knows Redis holds every halt and kill in force (verify()): the gate denies meanwhile. */
   get stateVerified(): boolean {
     return this.verified;

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haltJournalBaseName } from '../../src/sessions/halt-journal.js';
 import { TestContext } from '../helpers/context.js';
 import { TEST_PG_URL } from '../helpers/env.js';
+import { flushPrefix } from '../helpers/gate-fixtures.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
 
@@ -68,6 +69,28 @@ describe('a halt journal from after the backup', () => {
     // Nothing is left to retry: the journal files in DATA_DIR are empty.
     const files = (await readdir(t.dataDir)).filter((n) => n.startsWith('halt-journal.') && n.endsWith('.jsonl'));
     for (const f of files) expect(await readFile(join(t.dataDir, f), 'utf8')).toBe('');
+    await t.close(app);
+  }, 30_000);
+});
+
+describe('a Redis state that cannot be loaded from Postgres', () => {
+  it('is said by /readyz (a warning) while every decision is denied; gone once the state loads', async () => {
+    const app = await t.app({ policyFile: POLICY });
+    await stateLoaded(app);
+    const readyz = async () => (await app.inject({ url: '/readyz' })).json();
+    expect((await readyz()).warnings).toEqual([]);
+    // What the halt journal above did before its fix: the step before every reload of Redis fails.
+    let failing = true;
+    app.ctx.sessions.epoch.beforeReload(async () => {
+      if (failing) throw new Error('cannot record a journaled halt');
+    });
+    await flushPrefix(app.ctx.redis);
+    await until(async () => (await readyz()).warnings.some((w: string) => w.startsWith('Redis state not loaded from Postgres')), 10_000, 'the readyz warning');
+    expect(await readyz()).toMatchObject({ ready: true, checks: { redis: 'ok' } });
+    failing = false;
+    await stateLoaded(app);
+    await until(async () => (await readyz()).warnings.length === 0, 10_000, 'the warning gone');
+    await t.close(app);
   }, 30_000);
 });
 
@@ -102,10 +125,9 @@ describe('a start on a restored database', () => {
   const restoredLines = (c: TestContext) => c.logs.lines.map((l) => JSON.parse(l)).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('This database is a copy'));
   const restoredAlerts = async (c: TestContext) => (await c.pool().query("SELECT message, details FROM alerts WHERE kind = 'DATABASE_RESTORED'")).rows;
 
-  it('is said once, at error and as a critical DATABASE_RESTORED alert naming the copy\'s newest audit row; the original\'s starts say nothing', async () => {
+  it('is said once, at error and as a critical DATABASE_RESTORED alert naming the copy\'s newest audit row; the original\'s start says nothing', async () => {
     await original.setup();
-    const first = await original.app({ policyFile: POLICY });
-    await t.close(first);
+    // Its first start records the OID and says nothing.
     await t.close(await original.app({ policyFile: POLICY }));
     expect(restoredLines(original)).toEqual([]);
     const newest = (await original.pool().query<{ ts: Date }>('SELECT max(ts) AS ts FROM audit_events')).rows[0]!.ts;
@@ -125,5 +147,5 @@ describe('a start on a restored database', () => {
     await t.close(await restored.app({ policyFile: POLICY }));
     expect(restoredLines(restored)).toHaveLength(1);
     expect(await restoredAlerts(restored)).toHaveLength(1);
-  }, 30_000);
+  }, 60_000);
 });
