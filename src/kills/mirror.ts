@@ -1,5 +1,6 @@
 import { redactText } from '../audit/redact.js';
 import { type Pool, type PoolClient, withTransaction } from '../db/pool.js';
+import { isUuid } from '../ids.js';
 import type { RedisHandle } from '../redis/client.js';
 import { describeTarget } from './keys.js';
 import { killStore } from './store.js';
@@ -19,10 +20,14 @@ export interface KillKeyValue {
   expires_at: string | null;
 }
 
+/** Where the mirror says it removed a kill Postgres has no record of. */
+type MirrorLog = { error(obj: object, msg: string): void };
+
 export class KillMirror {
   constructor(
     private readonly pool: Pool,
     private readonly redis: RedisHandle,
+    private readonly log?: MirrorLog,
   ) {}
 
   redisKey(targetKey: string): string {
@@ -42,7 +47,9 @@ export class KillMirror {
     const state = await killStore.targetState(c, targetKey);
     const key = this.redisKey(targetKey);
     if (!state) {
-      await this.redis.redis.multi().del(key).srem(this.indexKey(), targetKey).exec();
+      const replies = await this.redis.redis.multi().get(key).del(key).srem(this.indexKey(), targetKey).exec();
+      const held = replies?.[0]?.[1];
+      if (typeof held === 'string') await this.reportUnknown(c, targetKey, held);
       return;
     }
     const k = state.kill;
@@ -55,6 +62,26 @@ export class KillMirror {
     const replies = await tx.exec();
     const failed = replies?.find(([err]) => err);
     if (!replies || failed) throw failed?.[0] ?? new Error('the kill was not written to Redis');
+  }
+
+  /**
+   * A kill Redis enforced that Postgres has no row of: written by a transaction whose COMMIT failed, or
+   * made after the backup this database was restored from, with the old Redis keyspace kept
+   * (docs/operations.md, section 9). Removed all the same (Postgres is the record), but never silently:
+   * an operator who put it in place must be able to find it and create it again.
+   */
+  private async reportUnknown(c: PoolClient, targetKey: string, held: string): Promise<void> {
+    let kill: Partial<KillKeyValue>;
+    try {
+      kill = JSON.parse(held) as Partial<KillKeyValue>;
+    } catch {
+      kill = {};
+    }
+    if (typeof kill.id === 'string' && isUuid(kill.id) && (await killStore.get(c, kill.id))) return; // lifted or expired: known
+    this.log?.error(
+      { kill: kill.id ?? null, target_key: targetKey, target: kill.target ?? null, reason: kill.reason ?? null },
+      'kills: removed from Redis a kill this database has no record of (made after the backup it was restored from, or never committed): if it was meant to be in force, create it again (killswitch kill)',
+    );
   }
 
   /** Re-applies one target from Postgres (own transaction and lock). */

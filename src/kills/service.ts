@@ -80,7 +80,7 @@ export class KillService {
   private readonly failureLog = new RepeatedLog();
 
   constructor(private readonly deps: KillServiceDeps) {
-    this.mirror = deps.mirror ?? new KillMirror(deps.pool, deps.redis);
+    this.mirror = deps.mirror ?? new KillMirror(deps.pool, deps.redis, deps.log);
   }
 
   /** Full Redis key names of every kill that would stop this call (the gate step's `killKeys`). */

@@ -94,6 +94,30 @@ describe('a Redis state that cannot be loaded from Postgres', () => {
   }, 30_000);
 });
 
+describe('a kill Redis holds that the restored database does not have', () => {
+  it('is removed by the reconciler with an error naming it (kill, target, reason), not silently; a lifted kill goes without one', async () => {
+    const app = await t.app({ policyFile: POLICY });
+    await stateLoaded(app);
+    const gw = await new GatewayDriver(t, app).init();
+    const tok = await gw.token('ro');
+    const s = await gw.session(tok.raw);
+    // The old keyspace kept (operations.md section 9, step 3 skipped): a kill made after the backup.
+    const lost = { id: uuidv7(), target: 'everything', reason: 'INC-4 stop all, made after the backup', expires_at: null };
+    await app.ctx.redis.redis.multi().set(app.ctx.redis.key('kill', 'all'), JSON.stringify(lost)).sadd(app.ctx.redis.key('kills', 'targets'), 'all').exec();
+    expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('KILL_SWITCH');
+    // And one made and lifted in this database: its removal is the usual one.
+    const made = await app.inject({ method: 'POST', url: '/v1/kills', headers: { authorization: `Bearer ${gw.owner}` }, payload: { target: 'server', server: 'memory', reason: 'kept here' } });
+    expect(made.statusCode).toBe(201);
+    const lifted = await app.inject({ method: 'DELETE', url: `/v1/kills/${made.json().kill.id}`, headers: { authorization: `Bearer ${gw.owner}` }, payload: { reason: 'done' } });
+    expect(lifted.statusCode).toBe(200);
+    await app.ctx.kills.tick();
+    expect((await gw.decide(tok.raw, { ...read, session_id: s.session_id })).code).toBe('OK');
+    const removed = t.logs.lines.map((l) => JSON.parse(l)).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('kills: removed from Redis a kill this database has no record of'));
+    expect(removed).toEqual([expect.objectContaining({ level: 50, kill: lost.id, target_key: 'all', target: 'everything', reason: lost.reason })]);
+    await t.close(app);
+  }, 30_000);
+});
+
 /** CREATE DATABASE copy TEMPLATE source: what pg_restore into a new database gives, a copy with another OID. */
 async function copyDatabase(source: string, copy: string): Promise<void> {
   const admin = new pg.Client({ connectionString: TEST_PG_URL });
