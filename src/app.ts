@@ -291,7 +291,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       .catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
     const secret = await resolveHashSecret(config, pool, log);
     // Before this start writes audit rows: the copy's newest row says about when it was taken.
-    const restored = await claimRestoredDatabase(pool);
+    // Informational: an instance that cannot read Postgres at start (as resolveHashSecret allows) goes on.
+    const restored = await claimRestoredDatabase(pool).catch((err: unknown) => {
+      log.warn({ err: (err as Error).message }, 'could not check whether the database is a restored copy (Postgres unreadable at start); not checked until the next start');
+      return undefined;
+    });
     if (restored) log.error({ previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow }, restoredDatabaseMessage(restored));
     const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs, log);
     await auth.start();
