@@ -38,6 +38,7 @@ import { PolicyReplicas, type PolicyReplicasOptions, shortHash } from './policy/
 import { policyRoutes } from './policy/routes.js';
 import { PolicyStore, requirePolicyFile } from './policy/store.js';
 import { createRedis, waitForRedis, warnOnEviction } from './redis/client.js';
+import { checkRedisServer, RedisServerError } from './redis/server-check.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { SessionService } from './sessions/service.js';
 import { Authenticator } from './tokens/authenticator.js';
@@ -286,9 +287,22 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
     metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());
-    await waitForRedis(redis)
-      .then(() => warnOnEviction(redis, log))
-      .catch((err) => log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is'));
+    const redisReachable = await waitForRedis(redis).then(
+      () => true,
+      (err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'Redis not reachable at start; decisions deny until it is');
+        return false;
+      },
+    );
+    if (redisReachable) {
+      // A Redis in cluster mode, or a REDIS_URL user without a command, key or channel the control plane
+      // uses, stops the start (exit 2) with what is missing; a check Redis did not answer does not.
+      await checkRedisServer(redis).catch((err: unknown) => {
+        if (err instanceof RedisServerError) throw new ConfigError('REDIS_URL', err.message);
+        log.warn({ err: (err as Error).message }, 'Redis could not be checked at start (cluster mode, the permissions of REDIS_URL\'s user); decisions deny until Redis answers');
+      });
+      await warnOnEviction(redis, log);
+    }
     const secret = await resolveHashSecret(config, pool, log);
     // Before this start writes audit rows: the copy's newest row says about when it was taken.
     // Informational: an instance that cannot read Postgres at start (as resolveHashSecret allows) goes on.

@@ -12,6 +12,12 @@ export interface RedisHandle {
   prefix: string;
   key(...parts: string[]): string;
   channel(name: string): string;
+  /**
+   * Why the command connection last failed to connect or was refused (a TLS verification error, a refused
+   * password ...), with what to change when that is known (redisConnectionHint); undefined once it is ready
+   * again, and before any failure. Never holds REDIS_URL or its password: ioredis's errors do not quote them.
+   */
+  lastError(): string | undefined;
   close(): Promise<void>;
 }
 
@@ -72,7 +78,15 @@ export function createRedis(url: string, prefix: string, commandTimeoutMs: numbe
   // is batched the same way by src/redis/raw-script.ts (ADR 0006).
   const redis = new Redis(url, { ...common, enableOfflineQueue: false, commandTimeout: commandTimeoutMs, enableAutoPipelining: true });
   const sub = new Redis(url, { ...common, enableOfflineQueue: true });
-  redis.on('error', () => {});
+  let lastError: string | undefined;
+  const tls = redis.options.tls !== undefined;
+  redis.on('error', (err: Error) => {
+    const hint = redisConnectionHint(err, tls);
+    lastError = hint ? `${err.message.split('\n')[0]} (${hint})` : err.message.split('\n')[0];
+  });
+  redis.on('ready', () => {
+    lastError = undefined;
+  });
   sub.on('error', () => {});
   return {
     redis,
@@ -80,6 +94,7 @@ export function createRedis(url: string, prefix: string, commandTimeoutMs: numbe
     prefix,
     key: (...parts) => prefix + parts.join(':'),
     channel: (name) => `${prefix}ch:${name}`,
+    lastError: () => lastError,
     async close() {
       redis.disconnect();
       sub.disconnect();
@@ -87,14 +102,39 @@ export function createRedis(url: string, prefix: string, commandTimeoutMs: numbe
   };
 }
 
-/** Waits until the command connection is ready (or throws after `timeoutMs`). */
+/** Waits until the command connection is ready (or throws after `timeoutMs`, with the connection's last error). */
 export async function waitForRedis(handle: RedisHandle, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (handle.redis.status === 'ready') return;
-    if (Date.now() > deadline) throw new Error(`Redis not reachable (status ${handle.redis.status})`);
+    if (Date.now() > deadline) {
+      const last = handle.lastError?.();
+      throw new Error(`Redis not reachable (status ${handle.redis.status}${last ? `; last error: ${last}` : ''})`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+const UNTRUSTED_CERTIFICATE = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY']);
+
+/**
+ * What to change when connecting to Redis failed in a way the operator fixes in the configuration (the
+ * driver's words alone name an OpenSSL routine, or only "Connection is closed"); undefined otherwise.
+ * `tls`: REDIS_URL is rediss://. docs/operations.md, "Managed Redis".
+ */
+export function redisConnectionHint(err: { code?: unknown; message?: unknown }, tls: boolean): string | undefined {
+  const code = typeof err.code === 'string' ? err.code : '';
+  const message = typeof err.message === 'string' ? err.message : '';
+  if (UNTRUSTED_CERTIFICATE.has(code)) return "Redis's TLS certificate is not signed by a CA this process trusts: set NODE_EXTRA_CA_CERTS to the PEM file of the CA that issued it";
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return "Redis's TLS certificate is expired or not yet valid (or this machine's clock is off)";
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return "the host in REDIS_URL is not one Redis's TLS certificate names: use the host name the certificate was issued for (the endpoint the provider gives), not an IP address or an alias";
+  if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED' || /alert certificate required/i.test(message)) return 'Redis requires a client certificate (tls-auth-clients yes), which the control plane does not present: set tls-auth-clients no (or optional) on that Redis';
+  if (/^WRONGPASS/.test(message)) return "Redis refused REDIS_URL's user name or password (rediss://user:password@host:port; an ACL user needs its name too)";
+  if (/^NOAUTH/.test(message)) return 'Redis requires a password: put it in REDIS_URL (rediss://user:password@host:port)';
+  if (/^NOPERM/.test(message)) return "REDIS_URL's user lacks a permission the control plane needs (docs/operations.md, \"Managed Redis\", has the ACL rule)";
+  if (tls && code === 'ETIMEDOUT') return 'no TLS handshake within the connect timeout: does Redis listen with TLS on that port (rediss:// needs its tls-port)?';
+  if (!tls && (code === 'ECONNRESET' || code === 'EPIPE')) return 'Redis closed the connection at once: if it listens with TLS on that port, REDIS_URL must start with rediss://';
+  return undefined;
 }
 
 /**

@@ -13,7 +13,13 @@ export function redisFailure(err: unknown): RedisFailure {
   const e = err as { name?: unknown; message?: unknown } | null | undefined;
   const message = typeof e?.message === 'string' ? e.message : '';
   // ioredis: every answer Redis gives as an error is a ReplyError (from the redis-errors package).
-  if (e?.name === 'ReplyError') return { kind: 'error', code: /^([A-Z][A-Z0-9_]{1,31})\b/.exec(message)?.[1] ?? 'ERR' };
+  if (e?.name === 'ReplyError') {
+    // An ACL refusal inside a script: Redis 7.0 and 7.1 answer it as a plain ERR ("ERR The user executing the
+    // script can't run this command or subcommand" / "... can't access at least one of the keys ..."), 7.2 as
+    // NOPERM. Named NOPERM either way, so a denial says permission, not an unknown error.
+    if (/^ERR The user executing the script can't/.test(message)) return { kind: 'error', code: 'NOPERM' };
+    return { kind: 'error', code: /^([A-Z][A-Z0-9_]{1,31})\b/.exec(message)?.[1] ?? 'ERR' };
+  }
   // REDIS_TIMEOUT_MS (ioredis's commandTimeout): the command was sent and may still run.
   if (/timed out/i.test(message)) return { kind: 'timeout' };
   // Waited longer than REDIS_TIMEOUT_MS behind earlier commands and was never written (raw-script.ts): it never ran.
@@ -26,5 +32,7 @@ export function redisFailureWords(f: RedisFailure): string {
   if (f.kind === 'timeout') return 'did not answer within REDIS_TIMEOUT_MS';
   if (f.kind === 'unsent') return 'was not reached within REDIS_TIMEOUT_MS (this replica had more checks waiting for Redis than it answers in that time: overloaded)';
   if (f.kind === 'unreachable') return 'is unreachable';
+  // NOPERM: REDIS_URL's user (an ACL user) lacks a command, key or channel; docs/operations.md says which it needs.
+  if (f.code === 'NOPERM') return 'answered with an error (NOPERM: the REDIS_URL user lacks a permission the control plane needs)';
   return `answered with an error (${f.code})`;
 }

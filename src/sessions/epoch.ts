@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Pool, REQUEST_QUERY_TIMEOUT_MS, withTransaction } from '../db/pool.js';
+import { checkRedisServer, RedisServerError } from '../redis/server-check.js';
 import type { SessionMirror } from './mirror.js';
 import { IDLE_SWEEP_ACTOR, type IdleSession, type SessionRow, sessionStore } from './store.js';
 
@@ -76,6 +77,7 @@ export class StateEpoch {
   private verified = false;
   private generation = 0;
   private verifiedRunId: string | undefined;
+  private checkedRunId: string | undefined;
   private readonly onClose = () => {
     this.generation++;
     this.verified = false;
@@ -150,7 +152,15 @@ export class StateEpoch {
       if (!this.failing) {
         // Say which one: an operator at 3 a.m. should not have to decode a driver's error to know.
         const { status, options } = this.redis.redis;
-        const which = status === 'ready' ? 'Postgres (DATABASE_URL) could not be read, or Redis failed a command' : `Redis (REDIS_URL, ${options.host}:${options.port}) is not reachable (connection ${status})`;
+        const last = this.redis.lastError?.();
+        const which =
+          status !== 'ready'
+            ? `Redis (REDIS_URL, ${options.host}:${options.port}) is not reachable (connection ${status}${last ? `; last error: ${last}` : ''})`
+            : err instanceof RedisServerError
+              ? err.message
+              : (err as Error)?.name === 'ReplyError'
+                ? `Redis (REDIS_URL, ${options.host}:${options.port}) refused a command: ${(err as Error).message}${/^NOPERM|^ERR The user executing the script/.test((err as Error).message) ? ` (REDIS_URL's user lacks a permission; docs/operations.md, "Managed Redis", has the ACL rule)` : ''}`
+                : 'Postgres (DATABASE_URL) could not be read, or Redis failed a command';
         this.log.warn({ err: (err as Error).message, redis_status: status }, `state epoch check failed: ${which}; decisions deny (DEPENDENCY_UNAVAILABLE) until it succeeds`);
       }
       this.failing = true;
@@ -168,6 +178,7 @@ export class StateEpoch {
     const generation = this.generation;
     try {
       const runId = await this.runId();
+      await this.checkServer(runId);
       if (await this.mirror.epochExists()) return 'present';
       await this.runReloadHooks();
       // One transaction holding the halt-copy lock: a resume waits until the copy is written, so a halt
@@ -218,6 +229,7 @@ export class StateEpoch {
     const generation = this.generation;
     const runId = await this.runId();
     if (runId !== this.verifiedRunId) {
+      await this.checkServer(runId);
       await this.runReloadHooks();
       const halts = await this.reconcileHalts();
       await this.runLoaders();
@@ -238,6 +250,18 @@ export class StateEpoch {
         throw new Error(`state loader ${name} failed: ${(err as Error).message}`);
       }
     }
+  }
+
+  /**
+   * Once per Redis process: not in cluster mode, and REDIS_URL's user may use every command, key and channel
+   * (src/redis/server-check.ts). The start checks this too; here it covers a Redis first reached after the
+   * start, or replaced since (a failover to a node set up differently). Throws RedisServerError: no epoch,
+   * and the warning says what is missing.
+   */
+  private async checkServer(runId: string): Promise<void> {
+    if (runId === this.checkedRunId) return;
+    await checkRedisServer(this.redis);
+    this.checkedRunId = runId;
   }
 
   /** The Redis server process's id (`INFO server` run_id): new on every restart. */
