@@ -83,12 +83,9 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return true;
   });
   // The command connection fails fast while it reconnects; its last error says why (for the log).
-  let lastRedisError = '';
-  ctx.redis.redis.on('error', (err: Error) => {
-    lastRedisError = err.message;
-  });
   ctx.readiness.set('redis', async () => {
     const { status } = ctx.redis.redis;
+    const lastRedisError = ctx.redis.lastError();
     if (status !== 'ready') throw new NotReady('not ready', `connection ${status}${lastRedisError ? `; last error: ${lastRedisError}` : ''}`);
     return (await ctx.redis.redis.ping()) === 'PONG' ? true : 'no PONG';
   });

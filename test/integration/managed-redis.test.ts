@@ -188,7 +188,8 @@ describe('TLS (rediss://) with a private CA', () => {
   });
 
   it('without it: the replica starts but is not ready (decisions deny), and its start log says the certificate is not trusted and what to set (never the password)', { timeout: 60_000 }, async () => {
-    const env = childEnv(t, unleash, await freePort(), { REDIS_URL: url() });
+    const port = await freePort();
+    const env = childEnv(t, unleash, port, { REDIS_URL: url() });
     delete env['NODE_EXTRA_CA_CERTS'];
     const child = spawn('node', ['bin/killswitch.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
@@ -202,6 +203,20 @@ describe('TLS (rediss://) with a private CA', () => {
     await until(() => out.includes('Redis not reachable at start'), 45_000, 'the start to give up waiting for Redis', 50);
     const line = JSON.parse(out.split('\n').find((l) => l.includes('Redis not reachable at start'))!) as { err: string };
     expect(line.err).toMatch(/last error: self-signed certificate in certificate chain \(Redis's TLS certificate is not signed by a CA this process trusts: set NODE_EXTRA_CA_CERTS/);
+    let ready: { status: number; body: { checks?: Record<string, string> } } | undefined;
+    await until(
+      async () => {
+        ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+          async (r) => ({ status: r.status, body: (await r.json()) as { checks?: Record<string, string> } }),
+          () => undefined,
+        );
+        return ready !== undefined;
+      },
+      30_000,
+      'the replica to listen',
+      100,
+    );
+    expect(ready).toMatchObject({ status: 503, body: { checks: { redis: 'not ready' } } });
     child.kill('SIGKILL');
     await once(child, 'exit');
     expect(out).not.toContain(PASSWORD);
