@@ -102,6 +102,21 @@ describe('.dockerignore', () => {
     expect(lines).toContain('.env');
     expect(lines).toContain('.env.*');
   });
+
+  it('keeps registry tokens, key files and the fake credentials of tests and benchmarks out of the image', () => {
+    const lines = readFileSync('.dockerignore', 'utf8').split('\n');
+    for (const entry of ['.npmrc', '*.pem', '*.key', 'test', 'scripts/bench']) expect(lines).toContain(entry);
+    // What the image runs is still in it: the health check, the embedded Unleash's launcher.
+    expect(lines.some((l) => l === 'scripts' || l === 'scripts/docker' || l === 'scripts/unleash')).toBe(false);
+  });
+});
+
+describe('docker-compose.yml: the control plane', () => {
+  it('drops every Linux capability and cannot gain privileges (it runs as node on port 8080)', () => {
+    const service = controlPlane as Service & { cap_drop?: string[]; security_opt?: string[] };
+    expect(service.cap_drop).toEqual(['ALL']);
+    expect(service.security_opt).toContain('no-new-privileges:true');
+  });
 });
 
 describe('npm start', () => {
