@@ -7,9 +7,14 @@ COPY . .
 RUN npm run ui:build
 
 FROM node:20-bookworm-slim
+# For scanners and SBOM tools; LICENSE and NOTICE are copied with the sources, the admin UI's bundled
+# licenses are ui/dist/third-party-licenses.md.
+LABEL org.opencontainers.image.title="mcp-killswitch" \
+      org.opencontainers.image.description="Kill switch and control plane for MCP" \
+      org.opencontainers.image.licenses="Apache-2.0"
 WORKDIR /app
 COPY package.json package-lock.json ./
-# No dependency's install script runs (package.json's allowScripts says why none is needed); the npm cache
+# No dependency's install script runs (none is needed: CONTRIBUTING.md, "Dependencies"); the npm cache
 # stays out of the layer.
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm cache clean --force
 COPY . .
