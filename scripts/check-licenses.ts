@@ -135,7 +135,8 @@ export interface LicenseReport {
   excepted: string[];
 }
 
-const nameOf = (path: string, entry: LockEntry) => entry.name ?? path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length);
+/** A package's name from its key in the lock (`node_modules/a/node_modules/@s/b` → `@s/b`). */
+export const packageName = (path: string) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length);
 
 /** Where Node finds `dep` required from the package at `from`: the nearest node_modules upwards. */
 function resolve(packages: Record<string, LockEntry>, from: string, dep: string): string | undefined {
@@ -191,7 +192,7 @@ export function shippedPackages(lock: Lock, uiBundled: readonly string[] = UI_BU
     // The root is this project; a link is a workspace folder whose own entry is checked.
     if (path === '' || entry.link) continue;
     if (entry.dev && !bundled.has(path)) continue;
-    shipped.push({ path, name: nameOf(path, entry), version: entry.version ?? '', license: entry.license, via: via.get(path) ?? '(not reached from package.json)' });
+    shipped.push({ path, name: entry.name ?? packageName(path), version: entry.version ?? '', license: entry.license, via: via.get(path) ?? '(not reached from package.json)' });
   }
   return shipped;
 }

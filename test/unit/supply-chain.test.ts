@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkLicenses, EXCEPTIONS, type Lock, licenseAllowed, UI_BUNDLED } from '../../scripts/check-licenses.js';
+import { checkLicenses, EXCEPTIONS, type Lock, licenseAllowed, packageName, UI_BUNDLED } from '../../scripts/check-licenses.js';
 
 const lockText = readFileSync('package-lock.json', 'utf8');
 /** A fresh copy of the real lock for each case: the file itself is never edited. */
@@ -91,7 +91,7 @@ describe('install scripts', () => {
   it('every package with an install script in the lock is named in allowScripts, and none runs', () => {
     const withScripts = Object.entries(lock().packages as Record<string, { hasInstallScript?: boolean }>)
       .filter(([, entry]) => entry.hasInstallScript)
-      .map(([path]) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length));
+      .map(([path]) => packageName(path));
     expect([...new Set(withScripts)].sort()).toEqual(Object.keys(packageJson.allowScripts ?? {}).sort());
     expect(Object.values(packageJson.allowScripts ?? {}).every((allowed) => allowed === false)).toBe(true);
   });
