@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkLicenses, EXCEPTIONS, type Lock, licenseAllowed, packageName, UI_BUNDLED } from '../../scripts/check-licenses.js';
 
@@ -110,5 +110,25 @@ describe('the project’s own license', () => {
 
   it('package.json is private: the project is used from a clone or the image, never published to npm', () => {
     expect(packageJson.private).toBe(true);
+  });
+});
+
+describe('SECURITY.md and CONTRIBUTING.md', () => {
+  /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as dashes. */
+  const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s-]/gu, '').replace(/\s/g, '-');
+  const anchors = (file: string) => new Set(readFileSync(file, 'utf8').split('\n').filter((l) => /^#{1,6} /.test(l)).map((l) => anchor(l.replace(/^#+ /, ''))));
+
+  // A reviewer follows these pointers to the guarantees they rely on: a renamed heading must not leave one dangling.
+  it('link only to files and headings that exist', () => {
+    const broken: string[] = [];
+    for (const file of ['SECURITY.md', 'CONTRIBUTING.md']) {
+      for (const [, target] of readFileSync(file, 'utf8').matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^https?:/.test(target!)) continue;
+        const [path, hash] = target!.split('#');
+        const resolved = path ? join(dirname(file), path) : file;
+        if (!existsSync(resolved) || (hash && !anchors(resolved).has(hash))) broken.push(`${file}: ${target}`);
+      }
+    }
+    expect(broken).toEqual([]);
   });
 });
