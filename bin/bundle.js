@@ -97,6 +97,10 @@ export async function bundledEntry(required = process.env.KILLSWITCH_BUNDLE === 
       rmSync(tmp, { recursive: true, force: true });
       // Another process renamed the same build into place first: use it.
       if (!existsSync(entry)) throw err;
+    } finally {
+      // esbuild's service child (~76 MB) would otherwise live as long as the process: a control plane
+      // started right after a change of its sources kept it for its whole life.
+      await esbuild.stop();
     }
     prune(key);
     return entry;

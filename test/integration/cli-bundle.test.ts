@@ -127,6 +127,25 @@ describe('bin/killswitch.js runs a bundle of the sources', () => {
     expect(readFileSync(join(root, '.bundle'), 'utf8')).toBe('not a directory');
   });
 
+  it("a process that built the bundle does not keep esbuild's service process for its life", async () => {
+    const root = project();
+    // The bundled main lists its own children once it runs (after the build): esbuild's `--service` child
+    // (~76 MB) was one of them for as long as the process lived. An exited, not yet reaped child is fine.
+    writeFileSync(
+      join(root, 'src', 'cli', 'main.ts'),
+      [
+        "import { execFileSync } from 'node:child_process';",
+        "const children = execFileSync('ps', ['-o', 'stat=,args=', '--ppid', String(process.pid)]).toString();",
+        "console.log(JSON.stringify({ greeting: 'x', version: '', url: import.meta.url, frame: children }));",
+        '',
+      ].join('\n'),
+    );
+    const ran = await run(root);
+    expect(ran.url).toContain('/.bundle/');
+    const live = ran.frame.split('\n').filter((l) => l.includes('--service') && !/^Z/.test(l.trim()));
+    expect(live).toEqual([]);
+  });
+
   it("the repository's own CLI answers the same both ways", async () => {
     const version = (env: Record<string, string>) => promisify(execFile)(process.execPath, ['bin/killswitch.js', '--version'], { env: { ...process.env, ...env } }).then((r) => r.stdout.trim());
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
