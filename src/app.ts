@@ -59,6 +59,8 @@ export interface BuildOptions {
   policyReplicas?: PolicyReplicasOptions;
   /** What the start's flags sync read from Unleash (prepareUnleash): flags off or archived there are denied from the first decision. */
   flagsAtStart?: StartFlagsRead | undefined;
+  /** Told what the start does next, in an operator's words (`killswitch start` names it if a signal stops the start). */
+  onPhase?: (phase: string) => void;
 }
 
 /**
@@ -283,10 +285,12 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   metrics.instrumentPool(pool, 'main');
   const closers: AppContext['closers'] = [];
   try {
+    opts.onPhase?.('the database migrations');
     if (opts.migrate !== false) await migrate(pool, undefined, log).catch((err: unknown) => Promise.reject(postgresStartError('DATABASE_URL', config.databaseUrl, err)));
     const redis = createRedis(config.redisUrl, config.redisPrefix, config.redisTimeoutMs);
     metrics.instrumentRedis(redis.redis);
     closers.push(() => redis.close());
+    opts.onPhase?.('connecting to Redis and loading the control plane');
     const redisReachable = await waitForRedis(redis).then(
       () => true,
       (err: unknown) => {
@@ -394,7 +398,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const flags = new FlagService(config, log, redis, (a) => void alerts.raise(a));
     closers.push(() => flags.stop());
     if (opts.flagsAtStart) flags.seedDenies(opts.flagsAtStart);
+    opts.onPhase?.('the wait for the first flags from Unleash, at most UNLEASH_START_WAIT_MS');
     await flags.start();
+    opts.onPhase?.('loading the control plane');
     // UNLEASH_WEBHOOK_SECRET, else the one stored in the database (generated here on a first start).
     // Unreadable: the webhook receiver refuses every event until it can be read (fail closed).
     const webhookSecret = new WebhookSecretHolder(config, pool, (err) =>

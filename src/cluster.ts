@@ -9,6 +9,7 @@ import type { EmbeddedUnleashState } from './flags/supervisor.js';
 import { logCrashes, loggerOptions } from './log.js';
 import { CLOSE_GRACE_MS } from './server.js';
 import { exitCodeOf, stopSignalHandler } from './signals.js';
+import type { StartStop } from './start-stop.js';
 
 // WORKERS > 1 (docs/adr/0007-workers.md): `killswitch start` becomes a primary that runs the embedded
 // Unleash and the flags sync once, then forks WORKERS processes that each build the whole app and listen
@@ -62,11 +63,12 @@ interface RegistryAnswer {
  * after the other (the first one applies migrations and creates the first owner key on an empty
  * database, with nobody racing it); if one fails before it is ready, everything stops with its exit code.
  */
-export async function runPrimary(config: Config): Promise<number> {
+export async function runPrimary(config: Config, startStop?: StartStop): Promise<number> {
   const log = pino(loggerOptions(config.logLevel)).child({ process: 'primary' });
   logCrashes(log);
   const count = workerCount(config);
-  const { config: effective, embedded, flagsAtStart } = await prepareUnleash(config, log);
+  // Until its own handlers below take over, a signal stops the start (the embedded Unleash, the flags sync).
+  const { config: effective, embedded, flagsAtStart } = await prepareUnleash(config, log, startStop);
   // The workers read the same environment; only the embedded Unleash's URL is new, and what the sync read
   // from Unleash (flags off there are denied from a worker's first decision, src/flags/service.ts).
   const workerEnv: Record<string, string> = effective.unleashUrl !== config.unleashUrl ? { UNLEASH_URL: effective.unleashUrl } : {};
@@ -253,6 +255,7 @@ export async function runPrimary(config: Config): Promise<number> {
       resolveDone(1);
     }, config.shutdownTimeoutMs + CLOSE_GRACE_MS + 5_000).unref();
   }, second);
+  startStop?.handOver();
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // The workers' /readyz, FLAGS_STALE alert and metrics say when the primary's embedded Unleash is down.

@@ -8,6 +8,7 @@ import { superviseWith } from './flags/supervisor.js';
 import { loggerOptions } from './log.js';
 import { listenMetrics } from './metrics/routes.js';
 import { exitCodeOf, stopSignalHandler } from './signals.js';
+import type { StartStop } from './start-stop.js';
 import { leaveOwnerKey, warnIfOwnerKeyLeft } from './tokens/owner-key-file.js';
 
 /**
@@ -22,22 +23,31 @@ export interface StartOptions {
    * that a signal sent once the port answers (a readiness probe passed) finds the drain in place.
    */
   beforeListen?: (app: FastifyInstance) => void;
+  /**
+   * A signal while the start runs (src/start-stop.ts): told each phase, it names the one a signal stopped,
+   * stops the embedded Unleash, and lets the first owner key reach DATA_DIR before the process exits.
+   */
+  stop?: StartStop;
 }
 
 export async function startServer(startConfig: Config, opts: StartOptions = {}): Promise<FastifyInstance> {
   // A secret the database would refuse stops the start before the flags sync moves Unleash's webhook here.
+  const { stop } = opts;
+  stop?.enter('the check of TOKEN_HASH_SECRET against the database');
   if (!opts.worker) await precheckHashSecret(startConfig);
   // Unleash first (embedded unless UNLEASH_URL is set) and the flags sync, so the control plane starts with every flag.
   const { config, embedded, flagsAtStart } = opts.worker
     ? { config: startConfig, embedded: undefined, flagsAtStart: flagsAtStartFromEnv() }
-    : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel))).catch((err: unknown) => Promise.reject(unleashStartError(startConfig, err)));
+    : await prepareUnleash(startConfig, pino(loggerOptions(startConfig.logLevel)), stop).catch((err: unknown) => Promise.reject(unleashStartError(startConfig, err)));
   let app: FastifyInstance;
   try {
-    app = await buildApp(config, { flagsAtStart });
+    app = await buildApp(config, { flagsAtStart, ...(stop ? { onPhase: (phase: string) => stop.enter(phase) } : {}) });
   } catch (err) {
     await embedded?.stop();
     throw err;
   }
+  // From here on a stop also closes the app (its pools, Redis; onClose stops the embedded Unleash).
+  stop?.onStop(() => app.close());
   if (embedded) superviseWith(app, embedded);
   const published = wellKnownSecretsInUse(config);
   if (published.length > 0) {
@@ -50,10 +60,17 @@ export async function startServer(startConfig: Config, opts: StartOptions = {}):
   // (an external Unleash without the admin token): its events are now refused; say what to run.
   const otherSecret = otherSecretWarning(await app.ctx.flags.webhookRegistration(await app.ctx.webhookSecret.current()), webhookUrl(config));
   if (otherSecret) app.log.warn(otherSecret);
-  const ownerKey = await bootstrapOwner(app);
-  // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
-  if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);
-  else if (!ownerKey) await warnIfOwnerKeyLeft(config.dataDir, app.log);
+  // Created in the database, then written to DATA_DIR: a signal in between must not leave a key that
+  // exists nowhere an operator can read it (the next start makes none: the database has one).
+  const leaveKey = async () => {
+    const ownerKey = await bootstrapOwner(app);
+    // Never on stdout or stderr: log shippers keep those. BOOTSTRAP_OWNER_KEY's operator knows the key already.
+    if (ownerKey && !config.bootstrapOwnerKey) await leaveOwnerKey(ownerKey, config.dataDir, app.log);
+    else if (!ownerKey) await warnIfOwnerKeyLeft(config.dataDir, app.log);
+  };
+  stop?.enter('the first owner key');
+  await (stop ? stop.uninterrupted(leaveKey) : leaveKey());
+  stop?.enter('opening the port');
   opts.beforeListen?.(app);
   await app.listen({ host: config.host, port: config.port });
   await listenMetrics(app);

@@ -118,6 +118,12 @@ function workerSignalsWhileStarting(): { handOver: () => boolean } {
   };
 }
 
+/** The start's own signal handlers, in place until the drain handlers take over (src/start-stop.ts). */
+async function startStop(c: Config) {
+  const [{ pino }, { loggerOptions }, { StartStop }] = await Promise.all([import('pino'), import('../log.js'), import('../start-stop.js')]);
+  return new StartStop(pino(loggerOptions(c.logLevel)), 'the check of the configuration and the policy file').install();
+}
+
 const program = new Command()
   .name('killswitch')
   .version(ownVersion(), '-V, --version', 'print the version')
@@ -136,23 +142,34 @@ program
     const starting = cluster.isWorker ? workerSignalsWhileStarting() : undefined;
     const c = config();
     const { becomeWorker, isWorker, runPrimary, workerCount } = await import('../cluster.js');
+    // A signal from here until the drain handlers take over names the phase it stopped, stops the embedded
+    // Unleash, and exits 130 or 143 (src/start-stop.ts). A worker has its own (workerSignalsWhileStarting).
+    const stop = starting ? undefined : await startStop(c);
     // A worker's primary has checked already.
     if (!isWorker()) await checkBeforeStart(c);
     const { startServer, stopOnSignals, unleashStartError } = await import('../server.js');
     const { logCrashes } = await import('../log.js');
+    const { StartStopped } = await import('../start-stop.js');
+    // Whatever the start throws once a signal has stopped it (the Unleash start given up, a pool closed
+    // under a query) is that stop's doing: the stop says so and exits; the start waits for it.
+    const stoppedMeanwhile = (err: unknown) => err instanceof StartStopped || stop?.stopping === true;
+    const waitForStop = () => new Promise<never>(() => {});
     if (!isWorker() && workerCount(c) > 1) {
       // As startServer does: a secret the database would refuse stops the start before the flags sync.
       const { precheckHashSecret } = await import('../app.js');
+      stop?.enter('the check of TOKEN_HASH_SECRET against the database');
       await precheckHashSecret(c).catch((err: unknown) => {
         if (err instanceof ConfigError) reportConfigError(err);
         throw err;
       });
-      process.exit(await runPrimary(c).catch((err: unknown) => Promise.reject(unleashStartError(c, err))));
+      const code = await runPrimary(c, stop).catch((err: unknown) => (stoppedMeanwhile(err) ? waitForStop() : Promise.reject(unleashStartError(c, err))));
+      process.exit(code);
     }
     let app: Awaited<ReturnType<typeof startServer>>;
     try {
       app = await startServer(c, {
         worker: isWorker(),
+        ...(stop ? { stop } : {}),
         // From here on a crash is one fatal JSON line in the log too (errors before it are told below). The
         // handlers go in before the port accepts anything: installed after the start returned, a signal sent
         // once /readyz answered could come first (the start still loaded a module of the bundle) and end
@@ -160,10 +177,14 @@ program
         // its SIGTERM pending until the start is done (workerSignalsWhileStarting), and hands it over below.
         beforeListen: (built) => {
           logCrashes(built.log);
-          if (!starting) stopOnSignals(built);
+          if (!starting) {
+            stop?.handOver();
+            stopOnSignals(built);
+          }
         },
       });
     } catch (err) {
+      if (stoppedMeanwhile(err)) return waitForStop();
       // Some configuration can only be checked against the database (e.g. TOKEN_HASH_SECRET's fingerprint).
       if (err instanceof ConfigError) reportConfigError(err);
       // The policy file broken since the check above (it is read again as the start loads it).

@@ -53,7 +53,7 @@ export function keptWebhookWarning(outcome: WebhookOutcome, computedFrom: string
 }
 
 /** `killswitch flags sync`: prints what it did; exit code 1 when Unleash cannot be reached. */
-export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise<number> {
+export async function flagsSync(config: Config, opts: FlagsSyncOptions, stopping?: AbortSignal): Promise<number> {
   const apiUrl = unleashApiUrl(config);
   const names = await flagNamesFromPolicyFile(opts.policy ?? config.policyFile);
   let hook: string | null = null;
@@ -102,6 +102,8 @@ export async function flagsSync(config: Config, opts: FlagsSyncOptions): Promise
     for (const line of keptWebhookWarning(report.webhook, from)) process.stderr.write(`${line}\n`);
     return 0;
   } catch (err) {
+    // `killswitch unleash` stopped by a signal, its Unleash with it: the stop says so, not a failed sync.
+    if (stopping?.aborted) return 0;
     const cause = (err as Error & { cause?: { code?: string } }).cause?.code;
     const hint = cause === 'ECONNREFUSED' ? ` (nothing answers at ${apiUrl}: start Unleash with "npm run unleash:dev" or "npm start", or set UNLEASH_URL)` : '';
     process.stderr.write(`killswitch: flags sync failed: ${(err as Error).message}${hint}\n`);
@@ -118,16 +120,19 @@ export async function runUnleash(config: Config, opts: { sync: boolean; policy?:
   // none and ended this process by the signal's default action (npm then died by it too). A stop while
   // Unleash starts gives the start up (the child is stopped); one during the sync stops Unleash under it.
   const stopped = new AbortController();
+  let phase = 'the start of Unleash, which creates its tables on a first start';
   const starting = startEmbeddedUnleash({ ...embeddedOptionsFromConfig(config), signal: stopped.signal }, log);
   let stopping = false;
-  const stop = async () => {
+  const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
+    const at = Date.now();
     stopped.abort();
     await starting.then(
       (embedded) => embedded.stop(),
       () => {},
     );
+    log.info({ signal, phase, ms: Date.now() - at }, `stopped during ${phase} (${signal}): Unleash has exited`);
     process.exit(0);
   };
   // A Ctrl-C under npm arrives twice (the terminal's SIGINT, then npm's copy): the copy is only logged,
@@ -135,7 +140,7 @@ export async function runUnleash(config: Config, opts: { sync: boolean; policy?:
   // action. Another signal later exits at once.
   const onSignal = stopSignalHandler(
     log,
-    () => void stop(),
+    (signal) => void stop(signal),
     (signal) => process.exit(exitCodeOf(signal)),
   );
   process.on('SIGINT', onSignal);
@@ -151,8 +156,10 @@ export async function runUnleash(config: Config, opts: { sync: boolean; policy?:
     `\n  Unleash is running: ${embedded.uiUrl}\n  Log in as admin with UNLEASH_ADMIN_PASSWORD (default unleash4all).\n  API for the control plane: ${embedded.apiUrl}\n\n`,
   );
   if (opts.sync) {
-    process.exitCode = await flagsSync({ ...config, unleashUrl: embedded.apiUrl }, opts.policy ? { policy: opts.policy } : {});
+    phase = 'the flags sync';
+    process.exitCode = await flagsSync({ ...config, unleashUrl: embedded.apiUrl }, opts.policy ? { policy: opts.policy } : {}, stopped.signal);
   }
+  phase = 'the run';
   const code = await embedded.exited;
   if (stopping) return; // stopped by stop(), which exits 0
   process.stderr.write(`killswitch: Unleash exited (code ${code})\n`);

@@ -6,6 +6,7 @@ import { type Config, inheritedEnv, SETTINGS } from '../config.js';
 import { ensureDatabase } from '../db/pool.js';
 import { MANAGED_POSTGRES_DOC } from '../db/privileges.js';
 import { maskedChildOutput, urlPassword } from './child-output.js';
+import { orphanedLauncher, portHolder, portTaken } from './port-holder.js';
 
 // The embedded Unleash for local use and tests: unleash-server 7.5.1 in a child process (see
 // scripts/unleash/launcher.cjs for why not in-process), on its own Postgres database.
@@ -25,6 +26,8 @@ export interface EmbeddedUnleashOptions {
   logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   /** Gives up a start still waiting for Unleash (the control plane is shutting down): the child is stopped. */
   signal?: AbortSignal;
+  /** Told the child's pid as soon as it is forked (a second signal during the start kills it: src/start-stop.ts). */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface EmbeddedUnleash {
@@ -129,17 +132,66 @@ async function healthy(baseUrl: string): Promise<boolean> {
 }
 
 /**
+ * How long a start waits for the embedded Unleash of a control plane killed with SIGKILL to exit: it does
+ * on its own as its IPC channel closes (a second or two; longer while it still loads or migrates).
+ */
+export const ORPHAN_EXIT_WAIT_MS = 15_000;
+
+const shortCommand = (command: string) => (command.length > 120 ? `${command.slice(0, 117)}...` : command);
+
+/**
+ * UNLEASH_PORT must be free before the child is forked: taken, the child failed only once its migrations
+ * were done (EADDRINUSE), or the start stopped on an Unleash that answered there without saying whose.
+ * Held by the Unleash of an earlier start whose control plane is gone, it is waited for; else the start
+ * stops with a message that names the process holding it.
+ */
+async function portFree(o: EmbeddedUnleashOptions, base: string, log?: Pick<Logger, 'info'>): Promise<void> {
+  const deadline = Date.now() + ORPHAN_EXIT_WAIT_MS;
+  let waiting = false;
+  let unnamed = 0;
+  while (await portTaken(o.host, o.port)) {
+    const holder = await portHolder(o.port);
+    const orphan = holder !== undefined && orphanedLauncher(holder, LAUNCHER);
+    // No process named: it may have closed the port between the two looks (an orphan exiting); look again.
+    if (holder === undefined && unnamed++ < 5) {
+      await new Promise((r) => setTimeout(r, 200));
+      continue;
+    }
+    if (orphan && Date.now() < deadline && !o.signal?.aborted) {
+      if (!waiting) {
+        log?.info(
+          { unleash_port: o.port, unleash_pid: holder.pid },
+          `UNLEASH_PORT ${o.port} is still held by the embedded Unleash of an earlier start (pid ${holder.pid}) whose control plane is gone: waiting up to ${ORPHAN_EXIT_WAIT_MS / 1000} s for it to exit`,
+        );
+        waiting = true;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      continue;
+    }
+    const unleash = await healthy(base);
+    const who = holder
+      ? orphan
+        ? `pid ${holder.pid}, the embedded Unleash of an earlier start whose control plane is gone, still running after ${ORPHAN_EXIT_WAIT_MS / 1000} s`
+        : `pid ${holder.pid} (${shortCommand(holder.command)})`
+      : 'another process';
+    throw new Error(
+      `UNLEASH_PORT ${o.port} is in use by ${who}${unleash ? ', which answers as an Unleash' : ''}: stop it${holder ? ` (kill ${holder.pid})` : ''} or set UNLEASH_PORT to a free port${unleash ? `, or set UNLEASH_URL=${base}/api to use that Unleash` : ''}`,
+    );
+  }
+}
+
+/**
  * Starts unleash-server as a child process and waits until it is ready. The child exits on its own if
  * this process dies (IPC disconnect); `stop()` sends SIGTERM and, after 5 s, SIGKILL.
  */
 export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick<Logger, 'info'>): Promise<EmbeddedUnleash> {
   const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host;
   const base = `http://${host}:${o.port}`;
-  if (await healthy(base)) {
-    throw new Error(`Port ${o.port} already answers as an Unleash (or something else): stop it, or set UNLEASH_URL=${base}/api to use it`);
-  }
+  await portFree(o, base, log);
   await ensureDatabase(o.databaseUrl, 'UNLEASH_DATABASE_URL');
+  if (o.signal?.aborted) throw new Error('Embedded Unleash start given up: the control plane is stopping');
   const child: ChildProcess = fork(LAUNCHER, [], { env: childEnv(o), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  if (child.pid !== undefined) o.onSpawn?.(child.pid);
   // Unleash logs to our stderr while it runs; once we stop it, its shutdown chatter (scheduled jobs
   // aborted by the closing database pool) is dropped.
   // Masked first (child-output.ts): Unleash logs the admin password it creates the admin user with.
@@ -171,6 +223,10 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
     await exited;
     clearTimeout(killer);
   };
+  // At once, not at the next turn of the wait below (up to a second while /health hangs).
+  const onAbort = () => void stop();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  void exited.then(() => o.signal?.removeEventListener('abort', onAbort));
   const timeoutMs = o.startTimeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;
   let done = false;
@@ -182,6 +238,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
     if (done) throw new Error(`Embedded Unleash exited before it was ready${failure ? `: ${failure}` : ''} (database ${new URL(o.databaseUrl).pathname.slice(1)}, port ${o.port})${failure ? privilegeHint(failure, o.databaseUrl) : ''}`);
     if (o.signal?.aborted) {
       await stop();
+      o.signal.removeEventListener('abort', onAbort);
       throw new Error('Embedded Unleash start given up: the control plane is stopping');
     }
     if (Date.now() > deadline) {
@@ -190,6 +247,7 @@ export async function startEmbeddedUnleash(o: EmbeddedUnleashOptions, log?: Pick
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  o.signal?.removeEventListener('abort', onAbort);
   // pid is pino's own field (this process): the child's goes under a name of its own.
   log?.info({ url: base, unleash_pid: child.pid }, 'embedded Unleash is up');
   return { apiUrl: `${base}/api`, uiUrl: base, pid: child.pid, stop, exited, exitSignal: () => endedBy };

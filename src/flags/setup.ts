@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { type Config, ConfigError, flagsAtStartFromPrimary } from '../config.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
+import type { StartStop } from '../start-stop.js';
 import { UnleashAdmin } from './admin-client.js';
 import { desiredFlags, loadFlagDefinitions, type PolicyFlagNames } from './definitions.js';
 import { embeddedOptionsFromConfig, publishedAdminDefaults, startEmbeddedUnleash } from './embedded.js';
@@ -129,14 +130,26 @@ export function flagsAtStartFromEnv(raw: string | undefined = flagsAtStartFromPr
  * A failed sync is logged, not fatal: decisions deny for any flag that is missing. A broken policy file
  * throws PolicyFileError first, before anything starts: the start stops on it anyway (buildApp).
  */
-export async function prepareUnleash(config: Config, log: Logger): Promise<{ config: Config; embedded: SupervisedUnleash | undefined; flagsAtStart: StartFlagsRead | undefined }> {
+export async function prepareUnleash(
+  config: Config,
+  log: Logger,
+  stop?: StartStop,
+): Promise<{ config: Config; embedded: SupervisedUnleash | undefined; flagsAtStart: StartFlagsRead | undefined }> {
   const names = await flagNamesFromPolicyFile(config.policyFile);
   let embedded: SupervisedUnleash | undefined;
   let effective = config;
   if (!config.unleashUrl) {
     const options = embeddedOptionsFromConfig(config);
+    stop?.enter('the start of the embedded Unleash, which creates its tables on a first start');
+    // A signal now gives the start up and stops the child (src/start-stop.ts); one later stops it too.
+    const starting = startEmbeddedUnleash({ ...options, ...(stop ? { signal: stop.signal, onSpawn: (pid: number) => void stop.child(pid) } : {}) }, log);
+    stop?.onStop(async () => {
+      await starting.catch(() => {});
+      await embedded?.stop();
+    });
     // Restarted when it exits while the control plane runs (supervisor.ts); a failed first start stops the start.
-    embedded = new SupervisedUnleash(await startEmbeddedUnleash(options, log), options, log);
+    embedded = new SupervisedUnleash(await starting, options, log);
+    stop?.throwIfStopped();
     effective = { ...config, unleashUrl: embedded.apiUrl };
     const published = publishedAdminDefaults(config);
     // The published default is no secret (README, docs): a first-time user need not look it up.
@@ -153,6 +166,7 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
   // every replica accepts. Unreadable: no webhook is registered (buildApp then fails on that database too).
   let secret: string | undefined;
   let storedDiffers = false;
+  stop?.enter('the database migrations and the webhook secret');
   try {
     const found = await webhookSecretForStart(config, log);
     secret = found.secret;
@@ -178,6 +192,7 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
     const takeover = takeoverWarning({ storedDiffers, before: await loadRegistration(config, { url, secret }), url });
     if (takeover) log.error(takeover);
   }
+  stop?.enter('the flags sync with Unleash');
   try {
     // One replica's sync at a time (sync-lock.ts): replicas starting together would each register a webhook.
     const { at, report } = await underFlagsSyncLock(
@@ -205,6 +220,8 @@ export async function prepareUnleash(config: Config, log: Logger): Promise<{ con
     // Created off (recreated, or new with an unreadable event log) is off too; a flag in another project is missing for us.
     flagsAtStart = { off: [...report.off, ...report.recreatedOff, ...report.createdOff], archived: [...report.archived, ...report.elsewhere], at };
   } catch (err) {
+    // A signal stopped the embedded Unleash under the sync: that is the stop, not a failed sync.
+    stop?.throwIfStopped();
     log.error({ err: (err as Error).message }, 'flags sync failed at start; calls needing a missing flag are denied until `npm run flags:sync` succeeds');
   }
   return { config: effective, embedded, flagsAtStart };
