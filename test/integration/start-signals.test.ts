@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -20,12 +20,17 @@ import { alive, dropDatabase, freePort, TEST_UNLEASH_ADMIN_TOKEN, TEST_UNLEASH_A
 const unleash = inject('unleash');
 const t = new TestContext();
 const children: ChildProcess[] = [];
+/** Processes to kill after each test that are no children of this one (PID 1 of a namespace). */
+const strays: number[] = [];
 const unleashDb = unleashDatabaseName('start_signals');
 
 beforeAll(async () => {
   await t.setup();
 });
-afterEach(() => killChildren(children));
+afterEach(() => {
+  killChildren(children);
+  for (const pid of strays.splice(0)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+});
 afterAll(async () => {
   await dropDatabase(unleashDb).catch(() => {});
   await t.teardown();
@@ -156,6 +161,33 @@ describe('killswitch start stopped while it starts', () => {
     expect({ code: ended.code, signal: ended.signal }, s.out().slice(-3000)).toEqual({ code: 143, signal: null });
     expect(ended.at - sent).toBeLessThan(10_000);
     expect(s.out()).toContain('stopped during the wait for the first flags from Unleash, at most UNLEASH_START_WAIT_MS (SIGTERM)');
+  });
+
+  // The Dockerfile's CMD runs node as PID 1 of its container, and the kernel drops a signal to a PID 1
+  // that has no handler for it: before 2026-12-07 `docker stop` during a start was ignored, the start
+  // went on, and only the SIGKILL 10 s later (Kubernetes: terminationGracePeriodSeconds) ended it.
+  const pidNamespaces = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
+  it.skipIf(!pidNamespaces)('as PID 1 of its own PID namespace, as in a container: SIGTERM while it starts is not ignored (exit 143)', { timeout: 90_000 }, async () => {
+    const away = await freePort();
+    const env = childEnv(t, unleash, 0, { PORT: '0', UNLEASH_URL: `http://127.0.0.1:${away}/api`, UNLEASH_START_WAIT_MS: '60000' });
+    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', 'node', 'bin/killswitch.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    for (const stream of [child.stdout!, child.stderr!]) {
+      stream.on('data', (c: Buffer) => {
+        out += c.toString('utf8');
+      });
+    }
+    const exited = once(child, 'exit');
+    await until(() => out.includes('"msg":"policy loaded"') || child.exitCode !== null, 60_000, 'the policy to load', 20);
+    // PID 1 inside is unshare's child here; the namespace ends with it.
+    const init = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+    strays.push(init);
+    expect(readFileSync(`/proc/${init}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
+    process.kill(init, 'SIGTERM');
+    const [code] = await withTimeout(exited, 8_000, `exit after SIGTERM to PID 1\n${out.slice(-3000)}`);
+    expect(code, out.slice(-3000)).toBe(143);
+    expect(out).toContain('stopped during the wait for the first flags from Unleash');
   });
 
   it('UNLEASH_PORT held by another process: the start stops at once and names its pid', { timeout: 60_000 }, async () => {
