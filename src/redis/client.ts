@@ -77,7 +77,11 @@ export function createRedis(url: string, prefix: string, commandTimeoutMs: numbe
   // write that wakes Redis costs tens of µs here; ADR 0005). The per-decision gate script bypasses it and
   // is batched the same way by src/redis/raw-script.ts (ADR 0006).
   const redis = new Redis(url, { ...common, enableOfflineQueue: false, commandTimeout: commandTimeoutMs, enableAutoPipelining: true });
-  const sub = new Redis(url, { ...common, enableOfflineQueue: true });
+  // No autoResubscribe: keepSubscribed() subscribes each channel again on every 'ready', with its failure
+  // handled. ioredis's own re-subscribe of all channels in one command left its rejection unhandled: a
+  // Redis that refused it (an ACL change dropping the channels: Redis 7 then disconnects the subscriber)
+  // crashed the process (an unhandled rejection), seen in CI at 7262fee.
+  const sub = new Redis(url, { ...common, enableOfflineQueue: true, autoResubscribe: false });
   let lastError: string | undefined;
   const tls = redis.options.tls !== undefined;
   redis.on('error', (err: Error) => {

@@ -91,6 +91,25 @@ describe('an ACL user with least privilege', () => {
     expect(denials.map((entry) => String(entry))).toEqual([]);
   });
 
+  it("the channels taken away from a running control plane (Redis disconnects its subscriber): its re-subscribe is refused without an unhandled rejection, which crashed the process", { timeout: 60_000 }, async () => {
+    await setUser(redisAclRule(t.redisPrefix));
+    const app = await t.app({ policyFile: POLICY, redisUrl: url() });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await admin.call('ACL', 'LOG', 'RESET');
+      await admin.call('ACL', 'SETUSER', 'ks', 'resetchannels');
+      // Reconnected, and its subscribe refused (Redis logs the denied channel).
+      await until(async () => ((await admin.call('ACL', 'LOG')) as unknown[]).length > 0 && app.ctx.redis.sub.status === 'ready', 15_000, 'the re-subscribe refused');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await admin.call('ACL', 'SETUSER', 'ks', `&${t.redisPrefix}ch:*`);
+    }
+  });
+
   it('a user without a command, or kept to other keys and channels: the start is refused naming what is missing (exit 2 for `killswitch start`)', { timeout: 60_000 }, async () => {
     await setUser(redisAclRule(t.redisPrefix).replace(' +lrem', '').replace(' +info', ''));
     const refused = await t.app({ policyFile: POLICY, redisUrl: url() }).then(
