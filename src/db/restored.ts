@@ -1,3 +1,4 @@
+import { credentialStore } from '../tokens/store.js';
 import type { Pool } from './pool.js';
 
 // Whether this database is the one the installation last ran on, or a copy made from it: a pg_restore of
@@ -25,11 +26,9 @@ export interface RestoredDatabase {
 export async function claimRestoredDatabase(db: Pool): Promise<RestoredDatabase | undefined> {
   const { rows } = await db.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_database WHERE datname = current_database()');
   const oid = rows[0]!.oid;
-  const inserted = await db.query('INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [KEY, oid]);
-  if (inserted.rowCount === 1) return undefined;
-  const recorded = await db.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [KEY]);
-  const previousOid = recorded.rows[0]?.value;
-  if (previousOid === undefined || previousOid === oid) return undefined;
+  // The first start stores its OID; a later one reads what was stored (settings are never deleted).
+  const previousOid = await credentialStore.putSettingOnce(db, KEY, oid);
+  if (previousOid === oid) return undefined;
   const claimed = await db.query('UPDATE settings SET value = $2, updated_at = now() WHERE key = $1 AND value = $3', [KEY, oid, previousOid]);
   if (claimed.rowCount !== 1) return undefined;
   const newest = await db.query<{ ts: Date | null }>('SELECT max(ts) AS ts FROM audit_events');

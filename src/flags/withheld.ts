@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import { isUuid } from '../ids.js';
+import { sessionStore } from '../sessions/store.js';
 import type { ConstraintView, StrategyView } from './service.js';
 
 // What GET /v1/flags shows a key limited to projects. Unleash constraints name agent tokens (`userId`),
@@ -61,23 +62,7 @@ function namedIds(strategies: readonly StrategyView[]): { tokens: Set<string>; s
  */
 export async function projectsOfNamedIds(db: Pool, strategies: readonly StrategyView[]): Promise<Map<string, string> | null> {
   const { tokens, sessions } = namedIds(strategies);
-  const projects = new Map<string, string>();
-  try {
-    if (tokens.size > 0) {
-      const { rows } = await db.query<{ id: string; project_id: string }>('SELECT id::text, project_id FROM agent_tokens WHERE id = ANY($1::uuid[])', [[...tokens]]);
-      for (const r of rows) projects.set(r.id, r.project_id);
-    }
-    if (sessions.size > 0) {
-      const { rows } = await db.query<{ id: string; project_id: string }>(
-        'SELECT s.id::text, t.project_id FROM sessions s JOIN agent_tokens t ON t.id = s.token_id WHERE s.id = ANY($1::uuid[])',
-        [[...sessions]],
-      );
-      for (const r of rows) projects.set(r.id, r.project_id);
-    }
-  } catch {
-    return null;
-  }
-  return projects;
+  return sessionStore.projectsOf(db, { tokens: [...tokens], sessions: [...sessions] }).catch(() => null);
 }
 
 /** Whether a key limited to `projects` may see this value of a naming field. */

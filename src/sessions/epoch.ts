@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Pool, REQUEST_QUERY_TIMEOUT_MS, withTransaction } from '../db/pool.js';
+import { redisFailure } from '../redis/failure.js';
 import { checkRedisServer, RedisServerError } from '../redis/server-check.js';
 import type { SessionMirror } from './mirror.js';
 import { IDLE_SWEEP_ACTOR, type IdleSession, type SessionRow, sessionStore } from './store.js';
@@ -58,6 +59,12 @@ export interface SweepResult {
   closed: number;
   /** Idled out, but left active in Postgres because their audit rows could not be written. */
   deferred: number;
+}
+
+/** An ACL refusal, as redisFailure() names it (NOPERM, or Redis 7.0's plain ERR from inside a script). */
+function isPermissionRefusal(err: unknown): boolean {
+  const f = redisFailure(err);
+  return f.kind === 'error' && f.code === 'NOPERM';
 }
 
 export class StateEpoch {
@@ -159,7 +166,7 @@ export class StateEpoch {
             : err instanceof RedisServerError
               ? err.message
               : (err as Error)?.name === 'ReplyError'
-                ? `Redis (REDIS_URL, ${options.host}:${options.port}) refused a command: ${(err as Error).message}${/^NOPERM|^ERR The user executing the script/.test((err as Error).message) ? ` (REDIS_URL's user lacks a permission; docs/operations.md, "Managed Redis", has the ACL rule)` : ''}`
+                ? `Redis (REDIS_URL, ${options.host}:${options.port}) refused a command: ${(err as Error).message}${isPermissionRefusal(err) ? ` (REDIS_URL's user lacks a permission; docs/operations.md, "Managed Redis", has the ACL rule)` : ''}`
                 : 'Postgres (DATABASE_URL) could not be read, or Redis failed a command';
         this.log.warn({ err: (err as Error).message, redis_status: status }, `state epoch check failed: ${which}; decisions deny (DEPENDENCY_UNAVAILABLE) until it succeeds`);
       }

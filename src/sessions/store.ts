@@ -196,6 +196,20 @@ export const sessionStore = {
     return rows[0]?.project_id;
   },
 
+  /** The project of each agent token and session among `ids` (UUIDs) that exists: id → project. */
+  async projectsOf(db: Queryable, ids: { tokens: readonly string[]; sessions: readonly string[] }): Promise<Map<string, string>> {
+    const projects = new Map<string, string>();
+    if (ids.tokens.length > 0) {
+      const { rows } = await db.query<{ id: string; project_id: string }>('SELECT id::text, project_id FROM agent_tokens WHERE id = ANY($1::uuid[])', [ids.tokens]);
+      for (const r of rows) projects.set(r.id, r.project_id);
+    }
+    if (ids.sessions.length > 0) {
+      const { rows } = await db.query<{ id: string; project_id: string }>('SELECT s.id::text, t.project_id FROM sessions s JOIN agent_tokens t ON t.id = s.token_id WHERE s.id = ANY($1::uuid[])', [ids.sessions]);
+      for (const r of rows) projects.set(r.id, r.project_id);
+    }
+    return projects;
+  },
+
   /**
    * Sessions to mirror into Redis after it lost its data, in pages: active and halted ones of tokens that
    * have not ended (ENDED_TOKEN_GRACE).

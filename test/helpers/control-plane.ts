@@ -49,10 +49,9 @@ export interface ChildControlPlane {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
 }
 
-/** Spawns `killswitch start` and returns once GET /readyz answers 200 (or throws with its output). */
-export async function startChild(t: TestContext, unleash: TestUnleash, extra: Record<string, string> = {}, children: ChildProcess[] = []): Promise<ChildControlPlane> {
-  const port = await freePort();
-  const child = spawn('node', ['bin/killswitch.js', 'start'], { env: childEnv(t, unleash, port, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns `killswitch start` with this environment, collecting what it writes (it may never become ready). */
+export function spawnStart(env: NodeJS.ProcessEnv, children: ChildProcess[] = []): Pick<ChildControlPlane, 'child' | 'output' | 'exited'> {
+  const child = spawn('node', ['bin/killswitch.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   let err = '';
@@ -63,6 +62,13 @@ export async function startChild(t: TestContext, unleash: TestUnleash, extra: Re
     err += c.toString('utf8');
   });
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null, at: Date.now() }));
+  return { child, output: () => ({ stdout: out, stderr: err }), exited };
+}
+
+/** Spawns `killswitch start` and returns once GET /readyz answers 200 (or throws with its output). */
+export async function startChild(t: TestContext, unleash: TestUnleash, extra: Record<string, string> = {}, children: ChildProcess[] = []): Promise<ChildControlPlane> {
+  const port = await freePort();
+  const { child, output, exited } = spawnStart(childEnv(t, unleash, port, extra), children);
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -71,15 +77,15 @@ export async function startChild(t: TestContext, unleash: TestUnleash, extra: Re
       () => false,
     );
     if (ready) break;
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control plane did not become ready (exit ${child.exitCode}):\n${err}\n${out.slice(-3000)}`);
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control plane did not become ready (exit ${child.exitCode}):\n${output().stderr}\n${output().stdout.slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   const logs = () =>
-    out
-      .split('\n')
+    output()
+      .stdout.split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { child, base, logs, output: () => ({ stdout: out, stderr: err }), exited };
+  return { child, base, logs, output, exited };
 }
 
 /** One JSON request; the body as parsed JSON. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ConfigError } from '../../src/config.js';
 import { redisAclRule } from '../../src/redis/server-check.js';
 import { TestContext } from '../helpers/context.js';
-import { childEnv, startChild } from '../helpers/control-plane.js';
+import { childEnv, spawnStart, startChild } from '../helpers/control-plane.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { makeTlsFiles, type TlsFiles } from '../helpers/tls.js';
 import { freePort, until } from '../helpers/unleash.js';
@@ -210,17 +210,10 @@ describe('TLS (rediss://) with a private CA', () => {
     const port = await freePort();
     const env = childEnv(t, unleash, port, { REDIS_URL: url() });
     delete env['NODE_EXTRA_CA_CERTS'];
-    const child = spawn('node', ['bin/killswitch.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString('utf8');
-    });
-    child.stderr!.on('data', (c: Buffer) => {
-      out += c.toString('utf8');
-    });
-    await until(() => out.includes('Redis not reachable at start'), 45_000, 'the start to give up waiting for Redis', 50);
-    const line = JSON.parse(out.split('\n').find((l) => l.includes('Redis not reachable at start'))!) as { err: string };
+    const { child, output } = spawnStart(env, children);
+    const out = () => output().stdout + output().stderr;
+    await until(() => out().includes('Redis not reachable at start'), 45_000, 'the start to give up waiting for Redis', 50);
+    const line = JSON.parse(output().stdout.split('\n').find((l) => l.includes('Redis not reachable at start'))!) as { err: string };
     expect(line.err).toMatch(/last error: self-signed certificate in certificate chain \(Redis's TLS certificate is not signed by a CA this process trusts: set NODE_EXTRA_CA_CERTS/);
     let ready: { status: number; body: { checks?: Record<string, string> } } | undefined;
     await until(
@@ -238,6 +231,6 @@ describe('TLS (rediss://) with a private CA', () => {
     expect(ready).toMatchObject({ status: 503, body: { checks: { redis: 'not ready' } } });
     child.kill('SIGKILL');
     await once(child, 'exit');
-    expect(out).not.toContain(PASSWORD);
+    expect(out()).not.toContain(PASSWORD);
   });
 });
