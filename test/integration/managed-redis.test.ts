@@ -25,14 +25,25 @@ const PASSWORD = 'pw-never-printed-7f3a';
 let tls: TlsFiles;
 
 /** A redis-server of its own with these extra arguments, and an admin connection to it. */
-async function redisServer(args: (port: number) => string[], admin: (port: number) => RedisOptions): Promise<{ port: number; admin: Redis }> {
+async function redisServer(
+  args: (port: number, extraPort: number) => string[],
+  admin: (port: number) => RedisOptions,
+): Promise<{ port: number; admin: Redis }> {
   const port = await freePort();
-  const server = spawn('redis-server', ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args(port)], { stdio: 'ignore' });
+  // A second port for a server that needs one (cluster mode's bus, which by default is port + 10000: in
+  // the kernel's ephemeral range, where an outgoing connection of another test may hold it).
+  const extraPort = await freePort();
+  const server = spawn('redis-server', ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args(port, extraPort)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   servers.push(server);
+  let output = '';
+  for (const stream of [server.stdout, server.stderr]) stream?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000)));
   const conn = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...admin(port) });
   conn.on('error', () => {});
   await until(
     async () => {
+      if (server.exitCode !== null) throw new Error(`the test redis-server exited with ${server.exitCode}:\n${output}`);
       try {
         if (conn.status !== 'ready') await conn.connect();
         return (await conn.ping()) === 'PONG';
@@ -150,7 +161,7 @@ describe('an ACL user with least privilege', () => {
 describe('Redis in cluster mode', () => {
   it('the start is refused (REDIS_URL: cluster mode is not supported) instead of denying every decision with "sessions are being reloaded"', { timeout: 60_000 }, async () => {
     const { port, admin } = await redisServer(
-      (p) => ['--port', String(p), '--cluster-enabled', 'yes', '--cluster-config-file', `${t.dataDir}-nodes-${p}.conf`],
+      (p, bus) => ['--port', String(p), '--cluster-enabled', 'yes', '--cluster-port', String(bus), '--cluster-config-file', `${t.dataDir}-nodes-${p}.conf`],
       () => ({}),
     );
     await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
