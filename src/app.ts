@@ -12,6 +12,7 @@ import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
 import { AuditService, databaseName, openWriterPool } from './audit/service.js';
+import { ClockOffset, type ClockSample, describeOffset } from './clock/offset.js';
 import { type Config, ConfigError, checkStartConfig, serverTlsOptions } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -315,7 +316,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       return undefined;
     });
     if (restored) log.error({ previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow }, restoredDatabaseMessage(restored));
-    const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs, log);
+    // Measured before anything judges an expiry: a replica whose clock is off uses Postgres's time instead.
+    const clock = new ClockOffset(pool, log);
+    await clock.start();
+    closers.push(async () => clock.stop());
+    const auth = new Authenticator(pool, redis, secret, config.tokenCacheTtlMs, log, clock.now);
     await auth.start();
     closers.push(() => auth.stop());
     // Pushed early so it closes late: rows other services enqueue while closing are still flushed, and the
@@ -324,7 +329,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const writerPool = await openWriterPool(config.databaseUrl, pool);
     metrics.instrumentPool(writerPool, 'audit');
     closers.push(() => writerPool.end().catch(() => {}));
-    const audit = await AuditService.start(config, pool, log, { writerPool });
+    const audit = await AuditService.start(config, pool, log, { writerPool, clock: clock.now });
     closers.push(() => audit.close());
     // A broken policy file stops the start here, with every error and its line.
     const policy = await PolicyStore.open(config.policyFile, { log });
@@ -372,6 +377,21 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         .catch(() => {});
     });
     closers.push(() => alerts.stop());
+    // Once per host an hour across replicas and workers (they share the host's clock), and again when it
+    // goes off after being put right.
+    const clockSkewAlert = (s: ClockSample) =>
+      void alerts
+        .raiseOnce(`clock-skew:${hostname()}`, 3_600, {
+          kind: 'CLOCK_SKEW',
+          message: `The clock of ${hostname()} is ${describeOffset(s.offsetMs)} Postgres's: its replicas judge token, key and grant expiry and stamp audit rows with Postgres's time instead until its time sync (NTP, chrony) is fixed. docs/operations.md, "Clocks".`,
+          numbers: { offset_ms: Math.round(s.offsetMs) },
+        })
+        .catch(() => {});
+    clock.setOnChange((off, s) => {
+      if (off) clockSkewAlert(s);
+    });
+    const offAtStart = clock.last();
+    if (clock.isOff && offAtStart) clockSkewAlert(offAtStart);
     if (restored) {
       void alerts.raise({ kind: 'DATABASE_RESTORED', message: restoredDatabaseMessage(restored), details: { previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow?.toISOString() ?? null } });
     }
@@ -445,7 +465,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       pool,
       redis,
       auth,
-      credentials: new CredentialService(pool, auth, audit, alerts),
+      clock,
+      credentials: new CredentialService(pool, auth, audit, alerts, clock.now),
       audit,
       policy,
       policyReplicas,

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { AlertService } from './alerts/service.js';
 import type { ApprovalService } from './approvals/service.js';
 import type { AuditService } from './audit/service.js';
+import type { ClockOffset } from './clock/offset.js';
 import type { Config } from './config.js';
 import type { Pool } from './db/pool.js';
 import type { DependencyFailureLog } from './decisions/dependency-failures.js';
@@ -27,6 +28,8 @@ export interface AppContext {
   log: Logger;
   pool: Pool;
   redis: RedisHandle;
+  /** This replica's clock against Postgres's; `clock.now` is the time expiry is judged and audit rows are stamped by. */
+  clock: ClockOffset;
   auth: Authenticator;
   credentials: CredentialService;
   /** Audit trail: recordIntent (durable), enqueue (denials, results), recordAdmin; read side and retention. */

@@ -43,6 +43,10 @@ export const ALERT_KINDS = {
     severity: 'critical',
     doc: 'A start found that its database is a copy of the one the installation last ran on (a restored backup): kills and halts made after the copy was taken are not in force, revocations since are undone. Raised once per copy, by the first replica that starts on it. docs/operations.md, section 9.',
   },
+  CLOCK_SKEW: {
+    severity: 'warning',
+    doc: "A replica's clock is more than 1 s off Postgres's: until its time sync is fixed it judges token, key and grant expiry and stamps audit rows with Postgres's time (measured every 30 s). Once per host an hour. docs/operations.md, \"Clocks\".",
+  },
   POLICY_REJECTED: { severity: 'warning', doc: 'The policy file on disk was rejected (broken or unreadable): the last good policy stays in force. Raised once per rejected file.' },
   POLICY_DIVERGED: { severity: 'warning', doc: 'Live replicas decide with different policy files (a rollout still spreading, or a stale mount): a call is decided by whichever replica it reaches. Raised once per divergence episode.' },
 } as const satisfies Record<string, { severity: AlertSeverity; doc: string }>;

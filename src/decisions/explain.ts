@@ -81,6 +81,8 @@ export class Explainer {
     private readonly sessions: OpenSessions,
     /** Where driver errors go (the log): never into an explanation's messages. */
     private readonly failures?: DependencyFailureReporter,
+    /** The time token expiry is judged by (ClockOffset.now). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   async explain(op: OperatorPrincipal, req: ExplainRequest) {
@@ -97,7 +99,7 @@ export class Explainer {
       displayPrefix: row.display_prefix,
       expiresAt: row.expires_at ? row.expires_at.getTime() : null,
     };
-    const revoked = row.revoked_at !== null || (agent.expiresAt !== null && agent.expiresAt <= Date.now());
+    const revoked = row.revoked_at !== null || (agent.expiresAt !== null && agent.expiresAt <= this.now());
     if (revoked) return { decision: 'deny' as const, code: REVOKED.code, message: REVOKED.message, session_id: req.session_id ?? null, steps: [], flags: [] };
 
     if (req.session_id !== undefined) {

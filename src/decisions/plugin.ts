@@ -174,7 +174,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
   ctx.tools.setAdminRecorder((a) => ctx.audit.recordAdmin(a));
   await ctx.tools.start();
   ctx.closers.push(() => ctx.tools.stop());
-  ctx.grants = new GrantService(ctx.pool, ctx.redis, ctx.config.grantMaxSeconds);
+  ctx.grants = new GrantService(ctx.pool, ctx.redis, ctx.config.grantMaxSeconds, ctx.clock.now);
   await ctx.grants.start();
   ctx.closers.push(() => ctx.grants.stop());
   ctx.callability = new Callability(ctx.policy, ctx.grants);
@@ -288,7 +288,7 @@ export async function decisionsPlugin(app: FastifyInstance): Promise<void> {
     },
   });
 
-  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions, failures);
+  ctx.explainer = new Explainer(ctx.pool, () => steps, (trigger) => haltsToken(ctx.policy.current(), trigger), ctx.sessions, failures, ctx.clock.now);
 
   ctx.results = new ResultService({
     decisionMeta: (id) => ctx.gate.decisionMeta(id),

@@ -54,6 +54,8 @@ export class GrantService {
     private readonly pool: Pool,
     private readonly redis: RedisHandle,
     private readonly maxSeconds: number,
+    /** The time grants are judged and issued by (ClockOffset.now: Postgres's while this clock is off). */
+    private readonly now: () => number = Date.now,
   ) {
     this.channel = redis.channel('grants:changed');
   }
@@ -79,7 +81,8 @@ export class GrantService {
    * GRANT_STALE_AFTER_MS is not trusted by has().
    */
   async reload(why: 'timer' | 'announced' = 'timer'): Promise<void> {
-    const started = Date.now();
+    // The clock has() judges by, so a set's age and a grant's expiry are measured alike.
+    const started = this.now();
     // A reload that began before a later one was applied (or failed after an announcement) is dropped when it
     // ends: its set may hold a grant revoked meanwhile, which would otherwise come back into force.
     const reload = ++this.reloads;
@@ -107,7 +110,7 @@ export class GrantService {
   }
 
   /** True when an unexpired, unrevoked grant of `kind` covers this token (and session, if the grant names one). */
-  has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = Date.now()): boolean {
+  has(kind: GrantKind, tokenId: string, sessionId: string | undefined, now = this.now()): boolean {
     if (now - this.loadedAt > GRANT_STALE_AFTER_MS) return false;
     return (this.byToken.get(tokenId) ?? []).some(
       (g) => g.kind === kind && g.revoked_at === null && g.expires_at.getTime() > now && (g.session_id === null || g.session_id === sessionId),
@@ -155,7 +158,7 @@ export class GrantService {
       // Shown in GET /v1/grants and the GRANT_ISSUED alert: a credential pasted into it is masked as in the audit trail.
       reason: redactText(body.reason),
       created_by: operatorActor(op),
-      expires_at: new Date(Date.now() + body.expires_in * 1000),
+      expires_at: new Date(this.now() + body.expires_in * 1000),
     });
     return { grant, projectId: token.project_id };
   }

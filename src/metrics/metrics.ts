@@ -208,6 +208,18 @@ export class Metrics implements DependencySink {
       [{}, ctx.policyReplicas.view()?.policies.length ?? 0],
     ]);
 
+    // Measured every 30 s (src/clock/offset.ts): a scrape costs no query for it.
+    readMetric(
+      r,
+      'killswitch_clock_offset_seconds',
+      "Postgres's clock minus this replica's, as last measured (every 30 s; positive: this clock is behind). Beyond ±1 s the replica judges expiry and stamps audit rows with Postgres's time, and /readyz warns. Absent before the first measurement.",
+      'gauge',
+      'average',
+      () => {
+        const s = ctx.clock.last();
+        return s ? [[{}, s.offsetMs / 1000]] : [];
+      },
+    );
     const unsubscribe = ctx.alerts.subscribe((e) => {
       if (e.type === 'raised' && e.local) this.alertsRaised.inc({ kind: e.alert.kind, severity: e.alert.severity });
     });

@@ -10,9 +10,10 @@ export type Sample = [Labels, number];
 /**
  * How the value is combined over the worker processes of WORKERS > 1 (src/cluster.ts): what each process
  * counts adds up; a state that is bad when any process has it (not ready, stale, failing) takes the worst;
- * a count of the whole installation (halted sessions, read from Postgres) is the same everywhere: max.
+ * a count of the whole installation (halted sessions, read from Postgres) is the same everywhere: max; a
+ * measurement of the host each process makes on its own (the clock's offset, which may be negative): average.
  */
-export type Aggregator = 'sum' | 'min' | 'max';
+export type Aggregator = 'sum' | 'min' | 'max' | 'average';
 
 export function readMetric(registry: Registry, name: string, help: string, type: 'counter' | 'gauge', aggregator: Aggregator, read: () => Sample[] | Promise<Sample[]>): void {
   registry.registerMetric({

@@ -201,6 +201,8 @@ export class Authenticator {
     private readonly secret: string,
     ttlMs: number,
     private readonly log?: Pick<Logger, 'warn' | 'info'>,
+    /** The time expiry is judged by (ClockOffset.now: Postgres's while this clock is off). */
+    private readonly now: () => number = Date.now,
   ) {
     this.ttlMs = Math.max(ttlMs, 1);
     this.cache = new LRUCache<string, CacheEntry>({
@@ -276,7 +278,7 @@ export class Authenticator {
         const r = 'revoked' in entry ? entry.revoked : undefined;
         throw refused(r ? { reason: 'revoked', kind: entry.kind, ...r } : { reason: 'unknown', kind: entry.kind });
       }
-      if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) {
+      if (principal.expiresAt !== null && principal.expiresAt <= this.now()) {
         const agent = principal.kind === 'agent' ? { tokenType: principal.tokenType, projectId: principal.projectId } : {};
         throw refused({ reason: 'expired', kind: principal.kind, id: principal.id, ...agent });
       }

@@ -33,7 +33,7 @@ function requireShowableName(name: string): void {
   if (problem) throw invalid('name', problem);
 }
 
-const expiry = (seconds: number | undefined): Date | null => (seconds ? new Date(Date.now() + seconds * 1000) : null);
+const expiry = (now: number, seconds: number | undefined): Date | null => (seconds ? new Date(now + seconds * 1000) : null);
 const BULK_SAMPLE = 100;
 const BULK_MAX = 10_000;
 
@@ -96,6 +96,8 @@ export class CredentialService {
     private readonly audit?: Pick<AuditService, 'recordAdmin'>,
     /** Bulk revocations and rotations raise TOKENS_REVOKED. */
     private readonly alerts?: Pick<AlertService, 'raise'>,
+    /** The time expiry is set and judged by (ClockOffset.now: Postgres's while this clock is off). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   /**
@@ -139,7 +141,7 @@ export class CredentialService {
       environment: body.environment,
       description: redactText(body.description ?? ''),
       created_by: operatorActor(op),
-      expires_at: expiry(body.expires_in),
+      expires_at: expiry(this.now(), body.expires_in),
     });
     await this.audit?.recordAdmin({
       actor: op,
@@ -317,7 +319,7 @@ export class CredentialService {
       if (!old) throw notFound('token');
       if (old.revoked_at) throw new AppError('CONFLICT', `Token ${id} is revoked; create a new token instead (POST /v1/keys).`);
       if (old.rotated_to) throw alreadyRotated(old);
-      if (old.expires_at && old.expires_at.getTime() <= Date.now()) throw new AppError('CONFLICT', `Token ${id} has expired; create a new token instead (POST /v1/keys).`);
+      if (old.expires_at && old.expires_at.getTime() <= this.now()) throw new AppError('CONFLICT', `Token ${id} has expired; create a new token instead (POST /v1/keys).`);
       raw.value = generateCredential(AGENT_PREFIXES[old.type]);
       const lifetimeMs = old.expires_at ? old.expires_at.getTime() - old.created_at.getTime() : null;
       const key = await credentialStore.insertAgentToken(c, {
@@ -337,9 +339,9 @@ export class CredentialService {
         // keeps from approving the token's calls, with everyone who rotated an earlier token of the chain.
         created_by: old.created_by,
         rotated_by: old.rotated_by.includes(operatorActor(op)) ? old.rotated_by : [...old.rotated_by, operatorActor(op)],
-        expires_at: lifetimeMs === null ? null : new Date(Date.now() + lifetimeMs),
+        expires_at: lifetimeMs === null ? null : new Date(this.now() + lifetimeMs),
       });
-      const previous = await credentialStore.markRotated(c, id, key.id, new Date(Date.now() + graceSeconds * 1000));
+      const previous = await credentialStore.markRotated(c, id, key.id, new Date(this.now() + graceSeconds * 1000));
       return { key, previous };
     });
     // Cached principals carry the old expiry: drop them everywhere so the grace period holds on every replica.
@@ -392,7 +394,7 @@ export class CredentialService {
       display_prefix: displayPrefix(raw, GATEWAY_PREFIX),
       key_hash: this.auth.hash(raw),
       created_by: operatorActor(op),
-      expires_at: expiry(expiresIn),
+      expires_at: expiry(this.now(), expiresIn),
     });
     await this.audit?.recordAdmin({ actor: op, action: 'gateway_key.created', target: `gateway_key:${row.id}`, details: { name, display_prefix: row.display_prefix, expires_at: row.expires_at } });
     return { key: raw, gateway_key: row };
@@ -436,7 +438,7 @@ export class CredentialService {
       display_prefix: displayPrefix(raw, OPERATOR_PREFIX),
       key_hash: this.auth.hash(raw),
       created_by: typeof createdBy === 'string' ? createdBy : operatorActor(createdBy),
-      expires_at: expiry(k.expires_in),
+      expires_at: expiry(this.now(), k.expires_in),
     };
   }
 
