@@ -341,7 +341,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     // ...and every version of the file it refused, once each (policy.rejected, src/policy/store.ts).
     policy.setAdminRecorder((a) => audit.recordAdmin(a));
     closers.push(() => policy.close());
-    const alerts = await createAlertService(config, pool, redis, log);
+    const alerts = await createAlertService(config, pool, redis, log, clock.now);
     audit.onDefaultPartitionRows(({ rows, oldest, newest }) => {
       const span = oldest && newest ? ` (written for ${oldest.toISOString()} to ${newest.toISOString()})` : '';
       void alerts
@@ -436,6 +436,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       maxNewPerHour: config.sessionMaxNewPerHour,
       journalDir: config.dataDir,
       database: databaseName(config.databaseUrl),
+      now: clock.now,
     });
     sessions.setAdminRecorder((r) => audit.recordAdmin(r));
     sessions.setAlerts(alerts);

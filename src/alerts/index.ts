@@ -6,7 +6,7 @@ import { AlertService } from './service.js';
 import { AlertWebhook } from './webhook.js';
 
 /** Builds and starts `ctx.alerts` (with the outgoing webhook when ALERT_WEBHOOK_URL is set). */
-export async function createAlertService(config: Config, pool: Pool, redis: RedisHandle, log: Logger): Promise<AlertService> {
+export async function createAlertService(config: Config, pool: Pool, redis: RedisHandle, log: Logger, now: () => number = Date.now): Promise<AlertService> {
   const webhook = config.alertWebhookUrl
     ? new AlertWebhook(
         {
@@ -22,7 +22,7 @@ export async function createAlertService(config: Config, pool: Pool, redis: Redi
         log,
       )
     : null;
-  const service = new AlertService(pool, redis, log, webhook);
+  const service = new AlertService(pool, redis, log, webhook, now);
   await service.start();
   return service;
 }

@@ -159,6 +159,8 @@ export class AlertService {
     private readonly redis: RedisHandle,
     private readonly log: Logger,
     private readonly webhook: AlertWebhook | null,
+    /** The time alerts are stamped with (ClockOffset.now: Postgres's while this clock is off). */
+    private readonly now: () => number = Date.now,
   ) {
     this.channel = redis.channel('alerts');
   }
@@ -282,7 +284,7 @@ export class AlertService {
       numbers,
       details,
       message,
-      created_at: new Date(),
+      created_at: new Date(this.now()),
       acknowledged_at: null,
       acknowledged_by: null,
       ack_note: null,

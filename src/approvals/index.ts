@@ -18,6 +18,7 @@ export async function startApprovals(ctx: AppContext): Promise<ApprovalService> 
     grantDefaultS: Math.min(3600, ctx.config.grantMaxSeconds),
     policy: () => ctx.policy.current(),
     log: ctx.log,
+    now: ctx.clock.now,
     ttlS: ctx.config.approvalTtlS,
     maxPendingPerToken: ctx.config.approvalMaxPendingPerToken,
     onMissingEpoch: () => ctx.sessions.epoch.requestReload(),

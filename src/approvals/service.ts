@@ -94,6 +94,8 @@ export interface ApprovalDeps {
   grantDefaultS: number;
   policy: () => CompiledPolicy;
   log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  /** The time an approval's expiry is judged by (ClockOffset.now; default the wall clock). */
+  now?: () => number;
   /** APPROVAL_TTL_S: the window of rules that set none. */
   ttlS: number;
   /** APPROVAL_MAX_PENDING_PER_TOKEN (0: no cap). */
@@ -201,7 +203,7 @@ export class ApprovalService {
     if (a.id !== undefined && live && a.st === 'approved') {
       // A real call must also win Postgres's conditional update: ask the record, not only Redis's copy.
       const row = await approvalStore.get(this.deps.pool, a.id);
-      if (row?.state === 'approved' && row.expires_at.getTime() > Date.now()) {
+      if (row?.state === 'approved' && row.expires_at.getTime() > (this.deps.now ?? Date.now)()) {
         call.warnings.push(`approval ${a.id} allows this exact call once, until ${iso(a.exp)} (explaining does not spend it)`);
         return undefined;
       }

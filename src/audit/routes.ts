@@ -201,7 +201,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (req, reply) => {
       storableFilters(req.query);
-      const to = req.query.to ? new Date(req.query.to) : new Date();
+      const to = req.query.to ? new Date(req.query.to) : new Date(app.ctx.clock.now());
       const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
       requireWindowInOrder(from, to);
       const tokens = await audit.usage(req.operator!, { token: req.query.token, type: req.query.type, project: req.query.project, server: req.query.server, from, to });

@@ -15,6 +15,7 @@ export const incidentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     pool: ctx.pool,
     findToken: (op, id) => ctx.credentials.getAgentToken(op, id),
     findSession: (id) => sessionStore.getSession(ctx.pool, id),
+    now: ctx.clock.now,
   });
 
   app.get(

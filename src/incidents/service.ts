@@ -78,6 +78,8 @@ export interface TimelineDeps {
   findToken(op: OperatorPrincipal, id: string): Promise<{ id: string; project_id: string; role: string; environment: string }>;
   /** The session's row, whoever may see it (the service checks the project); undefined when there is none. */
   findSession(id: string): Promise<{ id: string; project_id: string; token_id: string } | undefined>;
+  /** The time a window without `to` ends at (ClockOffset.now: Postgres's while this clock is off). */
+  now?: () => number;
 }
 
 export const CSV_COLUMNS: Array<keyof TimelineEvent> = [
@@ -245,7 +247,7 @@ function openedAround(id: string): Date | null {
  * a cursor, which carries the query it continues. Parameters sent with a cursor must be the ones it carries
  * (a script may repeat its first URL with `&cursor=` added); it cannot be moved to another window.
  */
-function windowOf(q: TimelineQuery): Omit<TimelineCursor, 'after'> & { after: Position | undefined } {
+function windowOf(q: TimelineQuery, now: number): Omit<TimelineCursor, 'after'> & { after: Position | undefined } {
   if (q.cursor) {
     const c = decodeCursor(q.cursor);
     const differs = (field: string, carried: string) =>
@@ -256,7 +258,7 @@ function windowOf(q: TimelineQuery): Omit<TimelineCursor, 'after'> & { after: Po
     if (q.decisions !== undefined && q.decisions !== c.decisions) throw differs('decisions', c.decisions);
     return c;
   }
-  const to = q.to ? new Date(q.to) : new Date();
+  const to = q.to ? new Date(q.to) : new Date(now);
   const from = q.from ? new Date(q.from) : new Date(to.getTime() - HOUR_MS);
   if (from >= to) throw invalid('from', 'must be before `to`');
   return { from, to, target: q.target ?? null, decisions: q.decisions ?? 'all', after: undefined };
@@ -328,7 +330,7 @@ export class TimelineService {
   }
 
   async timeline(op: OperatorPrincipal, q: TimelineQuery): Promise<Timeline> {
-    const { from, to, target, decisions, after } = windowOf(q);
+    const { from, to, target, decisions, after } = windowOf(q, (this.deps.now ?? Date.now)());
     const limit = q.limit ?? 1_000;
     const { match, killKeys, project } = await this.resolveTarget(op, target ?? undefined);
     // Each source reads at least limit+1 events in the timeline's order (or all it has), so the first

@@ -36,6 +36,8 @@ export interface SessionSettings {
    */
   journalDir?: string;
   database?: string;
+  /** The time a halt without one is stamped with (ClockOffset.now; default the wall clock). */
+  now?: () => number;
 }
 
 export interface SessionCaps {
@@ -544,7 +546,7 @@ export class SessionService {
    */
   async halt(halt: HaltInput): Promise<HaltResult> {
     // Made storable before anything keeps it (Postgres, the retry journal): see storableHaltSummary.
-    const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary), at: halt.at ?? new Date().toISOString() };
+    const input: HaltInput = { ...halt, summary: storableHaltSummary(halt.summary), at: halt.at ?? new Date((this.settings.now ?? Date.now)()).toISOString() };
     const sessionId = input.sessionId && isUuid(input.sessionId) ? input.sessionId : null;
     // The script checks the owner: another token's session id halts nothing of it.
     const mirror: MirrorHalt = { tokenId: input.tokenId, sessionId, trigger: input.trigger, haltToken: input.haltToken };

@@ -1,19 +1,29 @@
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLOCK_TOLERANCE_MS } from '../../src/clock/offset.js';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
 import { until } from '../helpers/unleash.js';
 
-// A replica whose time sync broke (docs/operations.md, "Clocks"): this process's Date.now() runs ten
-// minutes behind (exactly: Vitest's fake Date drifts further behind whenever the event loop is busy), as
-// a VM restored from a snapshot would; timers, performance.now(), Postgres and Redis are real. Postgres's
-// clock is the one every other time is judged by.
+// A replica whose time sync broke (docs/operations.md, "Clocks"): this process's clock runs ten minutes
+// behind, as a VM restored from a snapshot would: Date.now() and `new Date()` (a Date subclass in place of
+// the global one while this file runs; Vitest's fake Date drifts further behind whenever the event loop is
+// busy). Timers, performance.now(), Postgres and Redis are real; Postgres's clock is the one every other
+// time is judged by.
 
 const POLICY = 'test/fixtures/decisions/policy.yaml';
 const BEHIND_MS = 600_000;
 let behindMs = BEHIND_MS;
-const realNow = Date.now.bind(Date);
+const RealDate = Date;
+class SkewedDate extends RealDate {
+  constructor(...args: unknown[]) {
+    if (args.length === 0) super(RealDate.now() - behindMs);
+    else super(...(args as [string]));
+  }
+  static override now(): number {
+    return RealDate.now() - behindMs;
+  }
+}
 const t = new TestContext();
 let app: FastifyInstance;
 let gw: GatewayDriver;
@@ -24,13 +34,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   await t.setup();
-  vi.spyOn(Date, 'now').mockImplementation(() => realNow() - behindMs);
+  globalThis.Date = SkewedDate as DateConstructor;
   app = await t.app({ policyFile: POLICY });
   gw = await new GatewayDriver(t, app).init();
 });
 
 afterAll(async () => {
-  vi.restoreAllMocks();
+  globalThis.Date = RealDate;
   await t.teardown();
 });
 
@@ -39,10 +49,12 @@ describe('a replica whose clock is ten minutes behind Postgres', () => {
     expect((await readyz()).filter((w) => w.startsWith('clock off:'))).toEqual([expect.stringMatching(/^clock off: this replica's clock is (599|600)\.\d s behind Postgres's \(measured at \S+Z\): token, key and grant expiry are judged, and audit rows stamped, with Postgres's time/)]);
     const offset = Number(/^killswitch_clock_offset_seconds (\S+)$/m.exec(await app.ctx.metrics.render())?.[1]);
     expect(Math.abs(offset - BEHIND_MS / 1000)).toBeLessThan(1);
-    const alerts = (await app.inject({ url: '/v1/alerts?kind=CLOCK_SKEW', headers: bearer(gw.owner) })).json().alerts as Array<{ severity: string; message: string; numbers: { offset_ms: number } }>;
+    const alerts = (await app.inject({ url: '/v1/alerts?kind=CLOCK_SKEW', headers: bearer(gw.owner) })).json().alerts as Array<{ severity: string; message: string; numbers: { offset_ms: number }; created_at: string }>;
     expect(alerts).toHaveLength(1);
     expect(alerts[0]).toMatchObject({ severity: 'warning', message: expect.stringMatching(/is (599|600)\.\d s behind Postgres's/) });
     expect(Math.abs(alerts[0]!.numbers.offset_ms - BEHIND_MS)).toBeLessThan(1_000);
+    // Stamped with Postgres's time, as every alert of this replica is.
+    expect(Math.abs(Date.parse(alerts[0]!.created_at) - (await postgresNow()))).toBeLessThan(60_000);
     expect(t.logs.lines.filter((l) => l.includes("this replica's clock is") && l.includes('"offset_ms":'))).toHaveLength(1);
   });
 
@@ -77,10 +89,14 @@ describe('a replica whose clock is ten minutes behind Postgres', () => {
     expect(grant.statusCode, grant.body).toBe(201);
     expect(Math.abs(Date.parse(grant.json().expires_at) - ((await postgresNow()) + 600_000))).toBeLessThan(5_000);
     const s = await gw.session(raw);
-    await gw.decide(raw, { session_id: s.session_id, server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' } });
+    const decided = await gw.decide(raw, { session_id: s.session_id, server: 'filesystem', tool: 'read_text_file', arguments: { path: 'a.md' } });
     await app.ctx.audit.writer.flush();
     const { rows } = await app.ctx.pool.query<{ ms: number }>('SELECT (extract(epoch FROM max(ts)) * 1000)::float8 AS ms FROM audit_events WHERE token_id = $1', [key.id]);
     expect(Math.abs(rows[0]!.ms - (await postgresNow()))).toBeLessThan(5_000);
+    // The incident timeline's default window (the last hour) ends now by Postgres's clock: the call is in it.
+    const timeline = await app.inject({ url: `/v1/incidents/timeline?target=token:${key.id}`, headers: bearer(gw.owner) });
+    expect(timeline.statusCode, timeline.body).toBe(200);
+    expect((timeline.json().events as Array<{ decision_id: string | null }>).some((e) => e.decision_id === decided.decision_id)).toBe(true);
   });
 
   it('put right while running (the wall clock steps): measured again at once, its own time used again, the warning gone, an info line', async () => {
