@@ -162,6 +162,9 @@ export async function warnOnEviction(handle: RedisHandle, log: { warn(obj: objec
   }
 }
 
+/** A subscribe Redis refused on a connection that stays up (NOPERM: the channel taken from the ACL user) is tried again this often. */
+export const RESUBSCRIBE_RETRY_MS = 5_000;
+
 /**
  * Subscribes `channel` on the subscriber connection now and again on every reconnect: ioredis re-subscribes
  * channels it had, but not a subscribe that failed while Redis was away. Never rejects, so a control plane
@@ -171,18 +174,41 @@ export async function warnOnEviction(handle: RedisHandle, log: { warn(obj: objec
  * While Redis is away a subscribe (the subscriber connection queues commands) waits until a reconnect
  * attempt fails, ~2 s: neither the start nor the stop waits for one then. A replica started during a
  * Redis outage listened only after ~17 s (one wait per subscriber) and took as long again to stop.
+ *
+ * A subscribe refused while the connection stays up (the ACL user lost the channel: Redis 7 disconnects
+ * a subscriber when its channels are taken away, and the re-subscribe is refused) is tried again every
+ * RESUBSCRIBE_RETRY_MS, so once the permission is given back the replica hears the others again without
+ * waiting for a reconnect that granting a permission never causes. `onFailure` is told the first failure of
+ * a run, not every retry.
  */
 export async function keepSubscribed(handle: RedisHandle, channel: string, onFailure: (err: Error) => void): Promise<() => Promise<void>> {
-  const subscribe = () =>
+  let stopped = false;
+  let failing = false;
+  let retry: NodeJS.Timeout | undefined;
+  const subscribe = (): Promise<void> =>
     handle.sub.subscribe(channel).then(
-      () => undefined,
-      (err: Error) => onFailure(err),
+      () => {
+        failing = false;
+      },
+      (err: Error) => {
+        if (!failing) onFailure(err);
+        failing = true;
+        // A connection that is down re-subscribes on 'ready'; one that is up must be asked again.
+        if (stopped || retry !== undefined || handle.sub.status !== 'ready') return;
+        retry = setTimeout(() => {
+          retry = undefined;
+          if (!stopped && handle.sub.status === 'ready') void subscribe();
+        }, RESUBSCRIBE_RETRY_MS);
+        retry.unref();
+      },
     );
   const onReady = () => void subscribe();
   handle.sub.on('ready', onReady);
   if (handle.sub.status === 'ready') await subscribe();
   else void subscribe();
   return async () => {
+    stopped = true;
+    if (retry !== undefined) clearTimeout(retry);
     handle.sub.off('ready', onReady);
     if (handle.sub.status === 'ready') await handle.sub.unsubscribe(channel).catch(() => {});
   };

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ConfigError } from '../../src/config.js';
+import { RESUBSCRIBE_RETRY_MS } from '../../src/redis/client.js';
 import { redisAclRule } from '../../src/redis/server-check.js';
 import { TestContext } from '../helpers/context.js';
 import { childEnv, spawnStart, startChild } from '../helpers/control-plane.js';
@@ -102,19 +103,30 @@ describe('an ACL user with least privilege', () => {
     expect(denials.map((entry) => String(entry))).toEqual([]);
   });
 
-  it("the channels taken away from a running control plane (Redis disconnects its subscriber): its re-subscribe is refused without an unhandled rejection, which crashed the process", { timeout: 60_000 }, async () => {
+  it("the channels taken away from a running control plane (Redis disconnects its subscriber): its re-subscribe is refused without an unhandled rejection, which crashed the process; given back, they are subscribed again within RESUBSCRIBE_RETRY_MS (granting causes no reconnect)", { timeout: 60_000 }, async () => {
     await setUser(redisAclRule(t.redisPrefix));
     const app = await t.app({ policyFile: POLICY, redisUrl: url() });
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
+      const revocations = app.ctx.redis.channel('credentials:revoked');
+      const subscribers = async () => Number(((await admin.call('PUBSUB', 'NUMSUB', revocations)) as [string, number])[1]);
+      // This file's other apps share the prefix (and the user): each replica subscribes once.
+      const replicas = await subscribers();
+      expect(replicas).toBeGreaterThanOrEqual(1);
       await admin.call('ACL', 'LOG', 'RESET');
       await admin.call('ACL', 'SETUSER', 'ks', 'resetchannels');
       // Reconnected, and its subscribe refused (Redis logs the denied channel).
       await until(async () => ((await admin.call('ACL', 'LOG')) as unknown[]).length > 0 && app.ctx.redis.sub.status === 'ready', 15_000, 'the re-subscribe refused');
       await new Promise((r) => setTimeout(r, 500));
       expect(unhandled).toEqual([]);
+      expect(await subscribers()).toBe(0);
+      await admin.call('ACL', 'SETUSER', 'ks', `&${t.redisPrefix}ch:*`);
+      // The revocations of other replicas are heard again: before, only after the next reconnect.
+      await until(async () => (await subscribers()) === replicas, RESUBSCRIBE_RETRY_MS * 3, 'the revocation channel subscribed again');
+      const channels = (await admin.call('PUBSUB', 'CHANNELS', `${t.redisPrefix}ch:*`)) as string[];
+      expect(channels.length).toBeGreaterThanOrEqual(5);
     } finally {
       process.off('unhandledRejection', onUnhandled);
       await admin.call('ACL', 'SETUSER', 'ks', `&${t.redisPrefix}ch:*`);
