@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { Value } from 'typebox/value';
 import { describeDatabase, printChainHead } from '../audit/commands.js';
 import { AuditService } from '../audit/service.js';
+import { ClockOffset } from '../clock/offset.js';
 import { type Config, settingSource } from '../config.js';
 import { MIGRATIONS_DIR } from '../db/migrate.js';
 import { createPool, type Pool } from '../db/pool.js';
@@ -137,10 +138,14 @@ export async function operatorsCreate(config: Config, opts: OperatorsCreateOptio
     const secret = await requireControlPlaneSecret(config, pool, warn);
     // Audited like a key made through the API (operator_key.created, actor system "cli"): this is the
     // recovery path, the one a security reviewer most wants on the record.
-    const audit = await AuditService.start(config, pool, pino(loggerOptions('warn'), process.stderr), { retentionJob: false, headLog: false });
+    const log = pino(loggerOptions('warn'), process.stderr);
+    // The audit row's time is Postgres's when this machine's clock is off, as a replica's would be.
+    const clock = new ClockOffset(pool, log);
+    await clock.measure();
+    const audit = await AuditService.start(config, pool, log, { retentionJob: false, headLog: false, clock: clock.now });
     let key: string;
     try {
-      const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} }, audit);
+      const credentials = new CredentialService(pool, { hash: (raw) => hashCredential(secret, raw), announceRevoked: async () => {} }, audit, undefined, clock.now);
       key = (await credentials.createOperatorKey('cli', { name, role, projects })).key;
     } finally {
       await audit.close();
