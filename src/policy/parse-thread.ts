@@ -7,8 +7,10 @@ import { type PolicyParseResult, parsePolicy } from './load.js';
 // for 1.2–1.5 s (docs/performance.md, "Policy at scale"; docs/adr/0032-policy-parse-in-a-worker.md).
 // Only the structured clone of the result is read on the event loop.
 //
-// The thread is started at the first reload (most control planes never reload) and kept for later ones;
-// close() ends it. When it cannot be started, dies, or cannot post its result back, that file is parsed on
+// The thread is started at a reload (most control planes never reload) and ended once no reload has used it
+// for PARSE_THREAD_IDLE_MS: kept, a thread held its heap and modules (some tens of MB, in each process of
+// WORKERS) for the life of the process after one reload; a later reload starts a new one (about 0.1–0.3 s,
+// off the event loop). close() ends it. When it cannot be started, dies, or cannot post its result back, that file is parsed on
 // the main thread as before (logged once at warn until a parse in the thread works again): a reload is
 // never left unapplied, and never applied unchecked.
 
@@ -40,12 +42,19 @@ function newWorker(entry: URL): Worker {
 
 interface Pending {
   resolve: (reply: ParseReply) => void;
+  /** The thread it was sent to: only that thread's end fails it (an ended idle thread exits after the next one started). */
+  worker: Worker;
 }
+
+/** A parser thread no reload has used for this long is ended. */
+export const PARSE_THREAD_IDLE_MS = 60_000;
 
 export interface PolicyParseThreadOptions {
   log: Logger;
   /** The thread's entry; tests point it at a file that is not there to see the main-thread fallback. */
   workerUrl?: URL;
+  /** Default PARSE_THREAD_IDLE_MS. */
+  idleMs?: number;
 }
 
 export class PolicyParseThread {
@@ -55,6 +64,7 @@ export class PolicyParseThread {
   /** A failure was logged and no parse in the thread has worked since: the next failure is not logged again. */
   private failing = false;
   private closed = false;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: PolicyParseThreadOptions) {}
 
@@ -75,9 +85,15 @@ export class PolicyParseThread {
     return { result: parsePolicy(bytes, file), parsedOn: 'event loop' };
   }
 
+  /** Whether a parser thread is running now (started by a reload, not yet ended for idleness). */
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
+
   /** Ends the thread; a parse in progress then gives undefined (its reload takes nothing). */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.idleTimer);
     const worker = this.worker;
     this.worker = undefined;
     if (worker) await worker.terminate();
@@ -89,7 +105,21 @@ export class PolicyParseThread {
     this.opts.log.warn({ err: why }, 'policy parser thread unavailable; this reload is parsed on the main thread (decisions wait until it is done)');
   }
 
+  /** Once nothing waits on the thread: ended after idleMs unless a reload uses it first. */
+  private armIdle(): void {
+    clearTimeout(this.idleTimer);
+    if (this.pending.size > 0 || this.worker === undefined || this.closed) return;
+    const worker = this.worker;
+    this.idleTimer = setTimeout(() => {
+      if (this.worker !== worker || this.pending.size > 0) return;
+      this.worker = undefined;
+      void worker.terminate();
+    }, this.opts.idleMs ?? PARSE_THREAD_IDLE_MS);
+    this.idleTimer.unref();
+  }
+
   private request(bytes: Buffer, file: string): Promise<ParseReply> {
+    clearTimeout(this.idleTimer);
     const id = this.nextId++;
     return new Promise<ParseReply>((resolve) => {
       let worker: Worker;
@@ -99,7 +129,7 @@ export class PolicyParseThread {
         resolve({ id, failed: `cannot start it: ${(err as Error).message}` });
         return;
       }
-      this.pending.set(id, { resolve });
+      this.pending.set(id, { resolve, worker });
       worker.postMessage({ id, bytes, file } satisfies ParseRequest);
     });
   }
@@ -111,14 +141,17 @@ export class PolicyParseThread {
     worker.unref();
     const failAll = (why: string) => {
       if (this.worker === worker) this.worker = undefined;
-      const waiting = [...this.pending];
-      this.pending.clear();
-      for (const [id, p] of waiting) p.resolve({ id, failed: why });
+      const waiting = [...this.pending].filter(([, p]) => p.worker === worker);
+      for (const [id, p] of waiting) {
+        this.pending.delete(id);
+        p.resolve({ id, failed: why });
+      }
     };
     worker.on('message', (reply: ParseReply) => {
       const p = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       p?.resolve(reply);
+      this.armIdle();
     });
     worker.on('error', (err) => failAll(`it failed: ${err.message}`));
     worker.on('exit', (code) => failAll(`it exited (code ${code})`));

@@ -222,3 +222,21 @@ describe('when the parser thread cannot parse, the reload is parsed on the main 
     expect(warnings()[0]?.err).toContain('exited (code 3)');
   });
 });
+
+describe('the parser thread between reloads', () => {
+  it('is ended once no reload has used it for idleMs (it held its heap for the life of the process), and the next reload starts another: both parsed on a thread, no warning', async () => {
+    const thread = new PolicyParseThread({ log: pino({ level: 'info' }, logs), idleMs: 300 });
+    try {
+      expect(thread.running).toBe(false);
+      expect((await thread.parse(Buffer.from(small('first')), file))?.parsedOn).toBe('thread');
+      expect(thread.running).toBe(true);
+      await vi.waitFor(() => expect(thread.running).toBe(false), { timeout: 5_000, interval: 20 });
+      const again = await thread.parse(Buffer.from(small('second')), file);
+      expect(again?.parsedOn).toBe('thread');
+      expect(again?.result.issues.filter((i) => i.severity === 'error')).toEqual([]);
+      expect(warnings()).toEqual([]);
+    } finally {
+      await thread.close();
+    }
+  });
+});
