@@ -387,11 +387,25 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
           numbers: { offset_ms: Math.round(s.offsetMs) },
         })
         .catch(() => {});
+    // On the audit trail too (kept longer than alerts): which replica's rows carry Postgres's time, from when.
+    const clockRow = (off: boolean, s: ClockSample) =>
+      audit
+        .recordAdmin({
+          actor: 'clock',
+          action: off ? 'clock.off' : 'clock.back',
+          target: `host:${hostname()}`,
+          details: { offset_ms: Math.round(s.offsetMs), local: new Date(s.wall).toISOString(), postgres: new Date(s.postgresMs).toISOString(), pid: process.pid },
+        })
+        .catch(() => {});
     clock.setOnChange((off, s) => {
       if (off) clockSkewAlert(s);
+      void clockRow(off, s);
     });
     const offAtStart = clock.last();
-    if (clock.isOff && offAtStart) clockSkewAlert(offAtStart);
+    if (clock.isOff && offAtStart) {
+      clockSkewAlert(offAtStart);
+      void clockRow(true, offAtStart);
+    }
     if (restored) {
       void alerts.raise({ kind: 'DATABASE_RESTORED', message: restoredDatabaseMessage(restored), details: { previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow?.toISOString() ?? null } });
     }

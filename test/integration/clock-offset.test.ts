@@ -29,6 +29,13 @@ let app: FastifyInstance;
 let gw: GatewayDriver;
 
 const postgresNow = async (): Promise<number> => (await app.ctx.pool.query<{ ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0]!.ms;
+const clockRows = async (): Promise<Array<{ action: string; actor: string; offset_ms: number }>> => {
+  await app.ctx.audit.writer.flush();
+  const { rows } = await app.ctx.pool.query<{ action: string; actor: string; offset_ms: number }>(
+    "SELECT action, actor_id AS actor, (details->>'offset_ms')::int AS offset_ms FROM audit_events WHERE action LIKE 'clock.%' ORDER BY ts, seq",
+  );
+  return rows;
+};
 const readyz = async (): Promise<string[]> => (await app.inject({ url: '/readyz' })).json().warnings;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -56,6 +63,9 @@ describe('a replica whose clock is ten minutes behind Postgres', () => {
     // Stamped with Postgres's time, as every alert of this replica is.
     expect(Math.abs(Date.parse(alerts[0]!.created_at) - (await postgresNow()))).toBeLessThan(60_000);
     expect(t.logs.lines.filter((l) => l.includes("this replica's clock is") && l.includes('"offset_ms":'))).toHaveLength(1);
+    // And on the audit trail: which replica's rows carry Postgres's time, from when.
+    expect(await clockRows()).toEqual([{ action: 'clock.off', actor: 'clock', offset_ms: expect.any(Number) }]);
+    expect(Math.abs((await clockRows())[0]!.offset_ms - BEHIND_MS)).toBeLessThan(1_000);
   });
 
   it('refuses an agent token once Postgres says it has expired, not ten minutes later', async () => {
@@ -108,5 +118,7 @@ describe('a replica whose clock is ten minutes behind Postgres', () => {
     expect((await readyz()).filter((w) => w.startsWith('clock off:'))).toEqual([]);
     expect(Math.abs(app.ctx.clock.now() - Date.now())).toBeLessThanOrEqual(CLOCK_TOLERANCE_MS);
     expect(t.logs.lines.filter((l) => l.includes("this replica's clock agrees with Postgres's again"))).toHaveLength(1);
+    await until(async () => (await clockRows()).length === 2, 5_000, 'the clock.back audit row');
+    expect((await clockRows()).map((r) => r.action)).toEqual(['clock.off', 'clock.back']);
   });
 });
