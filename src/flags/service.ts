@@ -5,6 +5,7 @@ import { Unleash, type Context as UnleashContext, UnleashEvents } from 'unleash-
 import type { Config } from '../config.js';
 import { keepSubscribed, type RedisHandle } from '../redis/client.js';
 import { type BackupFrom, FlagBackup } from './backup.js';
+import { unleashAgent } from './http-agent.js';
 import { type FlagOverride, OverrideSet, revisionFromEtag } from './overrides.js';
 import { holdPollInterval } from './poll-interval.js';
 import { describeRegistration, type RegistrationView, registrationError, registrationKeys, unknownRegistration } from './registration.js';
@@ -311,6 +312,8 @@ export class FlagService extends EventEmitter<FlagServiceEvents> {
       storageProvider: this.backup,
       experimentalMode: { type: 'polling', format: 'full' },
       skipInstanceCountWarning: true,
+      // HTTP(S)_PROXY and NO_PROXY as unleash-client reads them, but never for a loopback Unleash.
+      httpOptions: { agent: unleashAgent },
     });
     this.client = client;
     const hold = holdPollInterval(client, this.config.unleashRefreshMs);
