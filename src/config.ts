@@ -23,6 +23,8 @@ export interface SettingSpec {
   secret?: boolean;
   /** For `url`: the schemes accepted (without the colon). Unset: any URL. */
   schemes?: readonly string[];
+  /** Other names read when `env` is unset or empty, in this order (the lower-case proxy variables). */
+  aliases?: readonly string[];
 }
 
 export const SETTINGS = [
@@ -86,6 +88,9 @@ export const SETTINGS = [
   { env: 'ALERT_WEBHOOK_BACKOFF_MS', type: 'int', default: '1000', example: '500', min: 0, max: 60000, doc: 'Wait before the first retry; doubled for each further retry.' },
   { env: 'ALERT_WEBHOOK_MIN_SEVERITY', type: 'enum', default: 'info', example: 'warning', values: ['info', 'warning', 'critical'], doc: 'Alerts below this severity are not sent to the webhook (they are still stored and streamed).' },
   { env: 'ALERT_WEBHOOK_SECRET', type: 'string', example: 'a-long-random-string', secret: true, doc: 'When set, generic webhook bodies carry X-Killswitch-Signature: sha256=HMAC(secret, timestamp + "." + body).' },
+  { env: 'HTTPS_PROXY', aliases: ['https_proxy'], type: 'string', default: '', example: 'http://proxy.internal:3128', secret: true, doc: "Proxy the alert webhook's https:// requests go through (as curl reads it; https_proxy too). unleash-client reads it itself for the flag polls and metrics of an Unleash on another host. A loopback destination is always reached directly. Empty: direct." },
+  { env: 'HTTP_PROXY', aliases: ['http_proxy'], type: 'string', default: '', example: 'http://proxy.internal:3128', secret: true, doc: "Proxy the alert webhook's http:// requests go through (http_proxy too); as HTTPS_PROXY otherwise. Empty: direct." },
+  { env: 'NO_PROXY', aliases: ['no_proxy'], type: 'string', default: '', example: '.internal,hooks.example.com:8443', doc: 'Hosts, domains (.internal: it and every host under it) and host:port pairs reached without HTTP_PROXY/HTTPS_PROXY, comma-separated (no address ranges); `*`: nothing through the proxy. Loopback addresses are always direct.' },
   { env: 'KILLSWITCH_URL', type: 'url', default: 'http://127.0.0.1:8080', example: 'https://killswitch.internal', doc: 'Control plane the operator CLI commands (`killswitch kill`, `kills`, `unkill`, `status`, `revoke`, `resume`, `audit search`) talk to, and `killswitch gateway` when its config file has no `killswitch.url` (docs/gateway.md). An https:// URL whose certificate a private CA issued needs NODE_EXTRA_CA_CERTS=<that CA\'s PEM file> (Node\'s own variable).' },
   { env: 'KILLSWITCH_OPERATOR_KEY', type: 'string', example: 'ksop_...', secret: true, doc: 'Operator key the operator CLI commands authenticate with: a viewer key is enough for `status`, `kills` and `audit search`; `kill`, `unkill`, `revoke` and `resume` need role operator or owner.' },
   { env: 'KILLSWITCH_CLIENT_CERT_FILE', type: 'string', default: '', example: '/etc/killswitch/tls/operator.pem', doc: 'Operator CLI commands (`killswitch kill`, `kills`, `unkill`, `status`, `revoke`, `resume`, `audit search`): PEM client certificate presented to a control plane that requires mutual TLS (its TLS_CLIENT_CA_FILE signed it), with KILLSWITCH_CLIENT_KEY_FILE; set both or neither. Only over an https:// KILLSWITCH_URL. Read by each command: a missing, invalid or mismatched file stops it (exit 2) before any request. The Docker image\'s health check presents the same pair to its own container under mutual TLS.' },
@@ -162,6 +167,9 @@ export interface Config {
   alertWebhookBackoffMs: number;
   alertWebhookMinSeverity: 'info' | 'warning' | 'critical';
   alertWebhookSecret: string | undefined;
+  httpsProxy: string;
+  httpProxy: string;
+  noProxy: string;
   killswitchUrl: string;
   killswitchOperatorKey: string | undefined;
   killswitchClientCertFile: string;
@@ -246,8 +254,8 @@ function camel(env: string): string {
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const out: Record<string, unknown> = {};
   for (const spec of SETTINGS as readonly SettingSpec[]) {
-    const raw = env[spec.env];
-    const value = raw !== undefined && raw !== '' ? raw : spec.default;
+    const raw = [spec.env, ...(spec.aliases ?? [])].map((name) => env[name]).find((v) => v !== undefined && v !== '');
+    const value = raw !== undefined ? raw : spec.default;
     // An empty default of a URL setting means "not set" (UNLEASH_URL: embedded; PUBLIC_URL: http://HOST:PORT).
     out[camel(spec.env)] = value === undefined ? undefined : value === '' && spec.type === 'url' ? '' : parseValue(spec, value);
   }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
+import { outboundDispatcher } from '../http/outbound.js';
 import type { RedisHandle } from '../redis/client.js';
 import { AlertService } from './service.js';
 import { AlertWebhook } from './webhook.js';
@@ -18,6 +19,7 @@ export async function createAlertService(config: Config, pool: Pool, redis: Redi
           minSeverity: config.alertWebhookMinSeverity,
           secret: config.alertWebhookSecret,
           publicUrl: config.publicUrl,
+          dispatcher: outboundDispatcher(config),
         },
         log,
       )

@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
+import { type Dispatcher, fetch } from 'undici';
 import { type AlertSeverity, severityAtLeast } from './kinds.js';
 import type { Alert } from './store.js';
 
@@ -24,6 +25,8 @@ export interface WebhookSettings {
   publicUrl: string;
   /** Alerts waiting for a free worker (default 1,000); beyond it the least severe, oldest one is dropped. */
   maxQueued?: number;
+  /** HTTPS_PROXY / HTTP_PROXY with NO_PROXY (src/http/outbound.ts); undefined: direct. */
+  dispatcher?: Dispatcher | undefined;
 }
 
 export interface DeliveryResult {
@@ -211,6 +214,7 @@ export class AlertWebhook {
           // for it) points, internal addresses included: a redirect is a failed delivery instead.
           redirect: 'manual',
           signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.closing.signal]),
+          ...(this.settings.dispatcher ? { dispatcher: this.settings.dispatcher } : {}),
         });
         const text = await res.text().catch(() => '');
         if (res.ok) {
@@ -258,5 +262,6 @@ export class AlertWebhook {
     }
     this.closing.abort();
     await Promise.allSettled([...this.inflight]);
+    await this.settings.dispatcher?.close().catch(() => {});
   }
 }
