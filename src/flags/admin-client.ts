@@ -1,3 +1,5 @@
+import { type Dispatcher, fetch } from 'undici';
+
 // A small client for the parts of the Unleash 7 admin API that flags sync, the tests and the kill-switch
 // benchmark use. Everything is in the `default` project (Unleash OSS has only that one).
 
@@ -69,6 +71,8 @@ export class UnleashAdmin {
     apiUrl: string,
     private readonly token: string,
     private readonly timeoutMs = 10_000,
+    /** HTTPS_PROXY / HTTP_PROXY with NO_PROXY (src/http/outbound.ts); undefined: direct. */
+    private readonly dispatcher?: Dispatcher,
   ) {
     this.base = apiUrl.replace(/\/+$/, '');
   }
@@ -79,6 +83,7 @@ export class UnleashAdmin {
       headers: { authorization: this.token, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(this.timeoutMs),
+      ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
     });
     const text = await res.text();
     if (okStatuses.includes(res.status)) return undefined;

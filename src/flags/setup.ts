@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { type Config, ConfigError, flagsAtStartFromPrimary } from '../config.js';
+import { outboundDispatcher } from '../http/outbound.js';
 import { loadPolicyFile, PolicyFileError, policyFlagNames } from '../policy/index.js';
 import type { StartStop } from '../start-stop.js';
 import { UnleashAdmin } from './admin-client.js';
@@ -84,9 +85,11 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
   // Never a webhook without a secret: the receiver would refuse every event it posts.
   if (hook && !secret) throw new Error('no webhook secret to register: UNLEASH_WEBHOOK_SECRET is not set and none was read from the database');
   let attempt: RegistrationRecord | undefined;
+  // Through HTTPS_PROXY / HTTP_PROXY for an Unleash on another host, as the flag polls go; closed after.
+  const dispatcher = outboundDispatcher(config);
   try {
     return await syncFlags({
-      admin: new UnleashAdmin(run.apiUrl ?? unleashApiUrl(config), config.unleashAdminToken),
+      admin: new UnleashAdmin(run.apiUrl ?? unleashApiUrl(config), config.unleashAdminToken, undefined, dispatcher),
       environment: config.unleashEnvironment,
       flags: desiredFlags(defs, run.names),
       servers: run.names.servers,
@@ -101,6 +104,7 @@ export async function syncFromConfig(config: Config, run: SyncRun): Promise<Sync
       },
     });
   } finally {
+    await dispatcher?.close().catch(() => {});
     if (attempt && run.record) {
       const failed = await saveRegistration(config, attempt);
       if (failed) run.record.onError(failed);

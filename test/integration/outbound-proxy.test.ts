@@ -2,17 +2,21 @@ import { createServer, type IncomingMessage, request, type Server } from 'node:h
 import { type AddressInfo, connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { UnleashAdmin } from '../../src/flags/admin-client.js';
+import { outboundDispatcher } from '../../src/http/outbound.js';
 import { TestContext } from '../helpers/context.js';
 import { until } from '../helpers/unleash.js';
 
 // A network whose only way out is a proxy (docs/operations.md, "An outbound proxy in the environment"):
-// the alert webhook goes through HTTP_PROXY / HTTPS_PROXY unless NO_PROXY names its host; a loopback
-// receiver is reached directly. The proxy here is a real forward proxy on a local port that sends every
+// the alert webhook and the flags sync's admin API calls go through HTTP_PROXY / HTTPS_PROXY unless
+// NO_PROXY names the host; a loopback one is reached directly. The proxy here is a real forward proxy on a local port that sends every
 // request it is asked for (a CONNECT tunnel, or an absolute-form request) to the receiver, whatever host it names: the
 // receiver's name (alerts.proxied.test) resolves nowhere, so only a delivery through the proxy arrives.
 
 const t = new TestContext();
+const unleash = inject('unleash');
+const MISSING = 'no.such.flag.proxy-test';
 const bodies: string[] = [];
 const proxied: string[] = [];
 let receiverPort = 0;
@@ -47,10 +51,10 @@ beforeAll(async () => {
     upstream.on('error', () => res.writeHead(502).end());
     req.pipe(upstream);
   });
-  // A tunnel (CONNECT host:port), as undici asks any proxy for, http and https alike.
+  // A tunnel (CONNECT host:port), as undici asks any proxy for, http and https alike: to that port here.
   proxy.on('connect', (req: IncomingMessage, client: Duplex, head: Buffer) => {
     proxied.push(`CONNECT ${req.url}`);
-    const upstream = connect(receiverPort, '127.0.0.1', () => {
+    const upstream = connect(Number(/:(\d+)$/.exec(req.url ?? '')?.[1]), '127.0.0.1', () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       upstream.write(head);
       upstream.pipe(client);
@@ -91,5 +95,16 @@ describe('the alert webhook with HTTP_PROXY set', () => {
     await until(() => t.logs.lines.some((l) => l.includes('alert webhook delivery failed') && l.includes(alert.id)), 10_000, 'the failed delivery in the log');
     expect(proxied).toEqual([]);
     expect(bodies.some((b) => b.includes('not through the proxy'))).toBe(false);
+  });
+});
+
+describe("the flags sync's Unleash admin client with HTTP_PROXY set", () => {
+  it('reaches an Unleash on another host through the proxy, as the flag polls do', { timeout: 30_000 }, async () => {
+    proxied.length = 0;
+    const port = new URL(unleash.apiUrl).port;
+    const admin = new UnleashAdmin(`http://unleash.proxied.test:${port}/api`, unleash.adminToken, 5_000, outboundDispatcher({ httpProxy: proxyUrl, httpsProxy: '', noProxy: '' }));
+    expect((await admin.getFeature(MISSING))?.name).toBeUndefined();
+    expect((await admin.archivedFeatureNames()).has(MISSING)).toBe(false);
+    expect(new Set(proxied)).toEqual(new Set([`CONNECT unleash.proxied.test:${port}`]));
   });
 });
