@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { flushPrefix } from '../helpers/redis-flush.js';
 import { freePort, until as waitUntil } from '../helpers/unleash.js';
 
 // Losing Redis must never lift a halt (DESIGN.md §4, the state epoch). Two ways it did: Redis flushed
@@ -38,13 +39,7 @@ async function haltedToken(gw: GatewayDriver): Promise<{ raw: string; sessionId:
 }
 
 async function deletePrefix(app: FastifyInstance): Promise<void> {
-  const { redis, prefix } = app.ctx.redis;
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await flushPrefix(app.ctx.redis.redis, app.ctx.redis.prefix);
 }
 
 describe('the state epoch never lifts a halt', () => {

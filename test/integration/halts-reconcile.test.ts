@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, TestContext } from '../helpers/context.js';
 import { GatewayDriver } from '../helpers/gateway-client.js';
+import { flushPrefix } from '../helpers/redis-flush.js';
 import { until } from '../helpers/unleash.js';
 
 // The reconciler re-applies every halt in force in Postgres to Redis (each minute, and before the gate
@@ -76,13 +77,8 @@ describe('reload after Redis lost its data', () => {
     const old = await halted();
     const recent = await halted();
     await t.pool().query(`UPDATE agent_tokens SET revoked_at = now() - interval '2 days' WHERE id = $1`, [old.tok.id]);
-    // Redis flushed: every key of this file goes.
-    for (let cursor = '0'; ; ) {
-      const [next, keys] = await r.redis.scan(cursor, 'MATCH', `${t.redisPrefix}*`, 'COUNT', 1000);
-      if (keys.length) await r.redis.del(...keys);
-      cursor = next;
-      if (cursor === '0') break;
-    }
+    // Redis flushed: every key of this file goes, at once.
+    await flushPrefix(r.redis, t.redisPrefix);
     // This replica's tick may start the reload first: either way, wait for the epoch it sets.
     await app.ctx.sessions.epoch.reload();
     await until(async () => (await r.redis.exists(r.key('epoch'))) === 1, 10_000, 'the reload');
