@@ -12,7 +12,8 @@ import { createAlertService } from './alerts/index.js';
 import { alertRoutes } from './alerts/routes.js';
 import { auditRoutes } from './audit/routes.js';
 import { AuditService, databaseName, openWriterPool } from './audit/service.js';
-import { ClockOffset, type ClockSample, describeOffset } from './clock/offset.js';
+import { ClockOffset } from './clock/offset.js';
+import { reportClockChanges } from './clock/report.js';
 import { type Config, ConfigError, checkStartConfig, serverTlsOptions } from './config.js';
 import type { AppContext } from './context.js';
 import { migrate } from './db/migrate.js';
@@ -377,35 +378,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
         .catch(() => {});
     });
     closers.push(() => alerts.stop());
-    // Once per host an hour across replicas and workers (they share the host's clock), and again when it
-    // goes off after being put right.
-    const clockSkewAlert = (s: ClockSample) =>
-      void alerts
-        .raiseOnce(`clock-skew:${hostname()}`, 3_600, {
-          kind: 'CLOCK_SKEW',
-          message: `The clock of ${hostname()} is ${describeOffset(s.offsetMs)} Postgres's: its replicas judge token, key and grant expiry and stamp audit rows with Postgres's time instead until its time sync (NTP, chrony) is fixed. docs/operations.md, "Clocks".`,
-          numbers: { offset_ms: Math.round(s.offsetMs) },
-        })
-        .catch(() => {});
-    // On the audit trail too (kept longer than alerts): which replica's rows carry Postgres's time, from when.
-    const clockRow = (off: boolean, s: ClockSample) =>
-      audit
-        .recordAdmin({
-          actor: 'clock',
-          action: off ? 'clock.off' : 'clock.back',
-          target: `host:${hostname()}`,
-          details: { offset_ms: Math.round(s.offsetMs), local: new Date(s.wall).toISOString(), postgres: new Date(s.postgresMs).toISOString(), pid: process.pid },
-        })
-        .catch(() => {});
-    clock.setOnChange((off, s) => {
-      if (off) clockSkewAlert(s);
-      void clockRow(off, s);
-    });
-    const offAtStart = clock.last();
-    if (clock.isOff && offAtStart) {
-      clockSkewAlert(offAtStart);
-      void clockRow(true, offAtStart);
-    }
+    reportClockChanges(clock, alerts, audit);
     if (restored) {
       void alerts.raise({ kind: 'DATABASE_RESTORED', message: restoredDatabaseMessage(restored), details: { previous_oid: restored.previousOid, oid: restored.oid, newest_audit_row: restored.newestAuditRow?.toISOString() ?? null } });
     }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { redactText } from './audit/redact.js';
+import { isLoopbackHost } from './loopback.js';
 import { generateCredential, OPERATOR_PREFIX, parseCredential } from './tokens/format.js';
 
 export type SettingType = 'string' | 'url' | 'int' | 'bool' | 'enum' | 'list';
@@ -545,10 +546,6 @@ export function wellKnownSecretsInUse(config: Config): string[] {
   // docker-compose.yml's placeholder.
   if (config.tokenHashSecret?.startsWith('change-me')) inUse.push('TOKEN_HASH_SECRET');
   return inUse;
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 export function parseKeyValueList(value: string): Record<string, string> | undefined {

@@ -38,12 +38,6 @@ export interface ClockSample {
   wall: number;
 }
 
-export interface ClockOffsetOptions {
-  intervalMs?: number;
-  /** Told when the clock goes off (a sample past the tolerance after none was) and when it is back. */
-  onChange?: (off: boolean, sample: ClockSample) => void;
-}
-
 /** "600.0 s behind" / "2.5 s ahead" (of Postgres's clock). */
 export function describeOffset(offsetMs: number): string {
   return `${(Math.abs(offsetMs) / 1000).toFixed(1)} s ${offsetMs > 0 ? 'behind' : 'ahead of'}`;
@@ -66,10 +60,7 @@ export class ClockOffset {
   constructor(
     private readonly pool: Pick<Pool, 'query'>,
     private readonly log: Pick<Logger, 'warn' | 'info'>,
-    private readonly opts: ClockOffsetOptions = {},
-  ) {
-    this.onChange = opts.onChange;
-  }
+  ) {}
 
   /**
    * The time to judge expiry and stamp records with (ms since the epoch): the wall clock, unless the last
@@ -98,14 +89,19 @@ export class ClockOffset {
     return this.off;
   }
 
+  /**
+   * Told when the clock goes off (a measurement past the tolerance after none was) and when it is back;
+   * at once when it is off already (the start measures before anyone listens).
+   */
   setOnChange(listener: (off: boolean, sample: ClockSample) => void): void {
     this.onChange = listener;
+    if (this.off && this.sample) listener(true, this.sample);
   }
 
   /** Measures now (awaited: the start has a measurement before it judges anything), then on the timer. */
   async start(): Promise<void> {
     await this.measure();
-    this.timer = setInterval(() => void this.measure(), this.opts.intervalMs ?? CLOCK_CHECK_MS);
+    this.timer = setInterval(() => void this.measure(), CLOCK_CHECK_MS);
     this.timer.unref();
   }
 

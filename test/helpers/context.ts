@@ -12,6 +12,7 @@ import { type Config, loadConfig } from '../../src/config.js';
 import { tolerateConnectionLoss } from '../../src/db/pool.js';
 import type { OperatorRole } from '../../src/tokens/store.js';
 import { dbUrl, TEMPLATE_DB, TEST_PG_URL, TEST_REDIS_URL } from './env.js';
+import { flushPrefix } from './redis-flush.js';
 
 /** Captures everything the app logs, so tests can assert on it (for example: no secret in logs). */
 export class LogCapture extends Writable {
@@ -133,12 +134,7 @@ export class TestContext {
     this.sharedPool = undefined;
     const redis = new Redis(TEST_REDIS_URL);
     try {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${this.redisPrefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.del(...keys);
-      } while (cursor !== '0');
+      await flushPrefix(redis, this.redisPrefix);
     } finally {
       redis.disconnect();
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { isLoopbackHost } from '../../src/flags/http-agent.js';
+import { isLoopbackHost } from '../../src/loopback.js';
 
-describe('isLoopbackHost (never sent through HTTP(S)_PROXY)', () => {
+describe('isLoopbackHost (HOST warnings; never sent through HTTP(S)_PROXY)', () => {
   it('is true for localhost, 127.0.0.0/8 and ::1 in every spelling a URL gives', () => {
     for (const host of ['localhost', 'LOCALHOST', 'localhost.', 'unleash.localhost', '127.0.0.1', '127.1.2.3', '[::1]', '::1', '[0:0:0:0:0:0:0:1]', '[::ffff:127.0.0.1]', new URL('http://[::1]:4242').hostname]) {
       expect(isLoopbackHost(host), host).toBe(true);
